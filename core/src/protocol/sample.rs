@@ -26,10 +26,6 @@ impl Gen {
         self.next() % n
     }
 
-    pub(crate) fn bool(&mut self) -> bool {
-        // Never false: false is every bool's default.
-        true
-    }
     pub(crate) fn i8(&mut self) -> i8 {
         (self.below(120) + 2) as i8
     }

@@ -1,0 +1,115 @@
+//! The APIs and versions the gateway serves: the single source of truth that ApiVersions
+//! advertises, that the connection enforces and that the README's table is made from.
+
+use crate::protocol::{ApiKey, VersionRange};
+
+/// One API the gateway serves, over a range of versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SupportedApi {
+    /// The API.
+    pub key: ApiKey,
+    /// The versions served, all of which the schemas define.
+    pub versions: VersionRange,
+}
+
+const fn api(key: ApiKey, min: i16, max: i16) -> SupportedApi {
+    SupportedApi {
+        key,
+        versions: VersionRange { min, max },
+    }
+}
+
+/// Every API the gateway serves, in ascending key order.
+pub const SUPPORTED_APIS: &[SupportedApi] = &[api(ApiKey::ApiVersions, 0, 4)];
+
+/// The versions of `key` the gateway serves, if it serves the key at all.
+#[must_use]
+pub fn supported_versions(key: ApiKey) -> Option<VersionRange> {
+    SUPPORTED_APIS
+        .iter()
+        .find(|a| a.key == key)
+        .map(|a| a.versions)
+}
+
+/// The request header version for `key` at `version`: v2 for flexible versions, else v1
+/// (v0, without a client id, only for ControlledShutdown v0, which is not a broker API).
+#[must_use]
+pub fn request_header_version(key: ApiKey, version: i16) -> i16 {
+    if key.flexible_from().is_some_and(|f| version >= f) {
+        2
+    } else {
+        1
+    }
+}
+
+/// The response header version for `key` at `version`: v1 for flexible versions, else v0;
+/// ApiVersions always answers with v0, so that a client can read it whatever it asked.
+#[must_use]
+pub fn response_header_version(key: ApiKey, version: i16) -> i16 {
+    if key != ApiKey::ApiVersions && key.flexible_from().is_some_and(|f| version >= f) {
+        1
+    } else {
+        0
+    }
+}
+
+/// The table of supported APIs as Markdown, for the README.
+#[must_use]
+pub fn markdown_table() -> String {
+    let mut out = String::from("| API | key | versions | flexible from |\n|---|---|---|---|\n");
+    for a in SUPPORTED_APIS {
+        let flex = a
+            .key
+            .flexible_from()
+            .map_or_else(|| "-".to_string(), |f| format!("v{f}"));
+        out.push_str(&format!(
+            "| {} | {} | {} | {flex} |\n",
+            a.key.name(),
+            a.key as i16,
+            a.versions
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_serves_only_stable_versions_the_schemas_define_in_key_order() {
+        for w in SUPPORTED_APIS.windows(2) {
+            assert!(
+                (w[0].key as i16) < (w[1].key as i16),
+                "{:?} out of order",
+                w[1].key
+            );
+        }
+        for a in SUPPORTED_APIS {
+            let schema = a.key.versions();
+            assert!(
+                a.versions.min >= schema.min && a.versions.max <= schema.max,
+                "{:?}",
+                a.key
+            );
+            assert!(a.versions.min <= a.versions.max);
+            if a.key.latest_version_unstable() {
+                assert!(
+                    a.versions.max < schema.max,
+                    "{:?} advertises an unstable version",
+                    a.key
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn header_versions_follow_flexibility() {
+        assert_eq!(request_header_version(ApiKey::ApiVersions, 2), 1);
+        assert_eq!(request_header_version(ApiKey::ApiVersions, 3), 2);
+        assert_eq!(response_header_version(ApiKey::ApiVersions, 3), 0);
+        assert_eq!(request_header_version(ApiKey::Metadata, 9), 2);
+        assert_eq!(response_header_version(ApiKey::Metadata, 9), 1);
+        assert_eq!(response_header_version(ApiKey::Metadata, 8), 0);
+    }
+}

@@ -1,0 +1,20 @@
+//! Kafka error codes, as the protocol numbers them.
+
+/// A Kafka error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ErrorCode(pub i16);
+
+impl ErrorCode {
+    /// No error.
+    pub const NONE: Self = Self(0);
+    /// The version of the API is not supported.
+    pub const UNSUPPORTED_VERSION: Self = Self(35);
+    /// The request is malformed or otherwise invalid.
+    pub const INVALID_REQUEST: Self = Self(42);
+}
+
+impl From<ErrorCode> for i16 {
+    fn from(code: ErrorCode) -> Self {
+        code.0
+    }
+}
