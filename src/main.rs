@@ -1,1 +1,175 @@
-fn main() {}
+//! `iggy-kafka-gateway`: Kafka clients in front, Apache Iggy behind.
+//!
+//! The runtime is chosen at build time: `tokio` (the default) or `smol`
+//! (`--no-default-features --features smol`).
+
+#[cfg(all(feature = "tokio", feature = "smol"))]
+compile_error!("enable exactly one runtime feature: `tokio` or `smol`");
+#[cfg(not(any(feature = "tokio", feature = "smol")))]
+compile_error!("enable a runtime feature: `tokio` (default) or `smol`");
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use iggy_kafka_core::Config;
+
+/// The runtime this binary was built with.
+const RUNTIME: &str = if cfg!(feature = "smol") {
+    "smol"
+} else {
+    "tokio"
+};
+
+/// A Kafka wire-protocol gateway in front of Apache Iggy.
+///
+/// Kafka clients (librdkafka/kcat, the Java client, kafka-python, kafkajs, ...) connect to it
+/// unchanged. Every option can also be set through the environment variable named beside it.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on for Kafka clients.
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_LISTEN",
+        default_value = "0.0.0.0:9093",
+        value_name = "HOST:PORT"
+    )]
+    listen: String,
+
+    /// Address clients are told to connect to (Kafka's advertised.listeners). Defaults to the
+    /// listen address, or to this machine's host name when listening on a wildcard address.
+    #[arg(long, env = "IGGY_KAFKA_ADVERTISED_LISTENER", value_name = "HOST:PORT")]
+    advertised_listener: Option<String>,
+
+    /// Largest request frame accepted, in bytes (Kafka's socket.request.max.bytes).
+    #[arg(long, env = "IGGY_KAFKA_MAX_FRAME_SIZE", default_value_t = iggy_kafka_core::frame::DEFAULT_MAX_FRAME_SIZE, value_name = "BYTES")]
+    max_frame_size: usize,
+
+    /// Close connections idle for this long, in milliseconds (Kafka's connections.max.idle.ms).
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_IDLE_TIMEOUT_MS",
+        default_value_t = 600_000,
+        value_name = "MS"
+    )]
+    idle_timeout_ms: u64,
+
+    /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive such as
+    /// `iggy_kafka_core=debug`. RUST_LOG, when set, takes precedence.
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_LOG",
+        default_value = "info",
+        value_name = "FILTER"
+    )]
+    log: String,
+}
+
+/// Where clients are told to connect: `advertised` when given, else the bound address,
+/// with this machine's host name for a wildcard address (never 0.0.0.0).
+fn advertised(bound: SocketAddr, advertised: Option<&str>) -> Result<(String, u16), String> {
+    if let Some(a) = advertised {
+        let (host, port) = a
+            .rsplit_once(':')
+            .ok_or_else(|| format!("--advertised-listener {a:?} is not HOST:PORT"))?;
+        let port = port
+            .parse()
+            .map_err(|e| format!("--advertised-listener {a:?}: bad port: {e}"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("--advertised-listener {a:?} has no host"));
+        }
+        return Ok((host.to_string(), port));
+    }
+    if bound.ip().is_unspecified() {
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        if host.is_empty() {
+            return Err("cannot find this machine's host name; set --advertised-listener".into());
+        }
+        return Ok((host, bound.port()));
+    }
+    Ok((bound.ip().to_string(), bound.port()))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let listen = match args.listen.to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(addr)) => addr,
+        Ok(None) => {
+            tracing::error!(listen = %args.listen, "--listen resolves to no address");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            tracing::error!(listen = %args.listen, error = %e, "bad --listen address");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Checked before binding so that a typo fails fast.
+    if let Err(e) = advertised(listen, args.advertised_listener.as_deref()) {
+        tracing::error!("{e}");
+        return ExitCode::FAILURE;
+    }
+    let mut config = Config::default();
+    config.max_frame_size = args.max_frame_size;
+    config.idle_timeout = Duration::from_millis(args.idle_timeout_ms);
+
+    let advertised_arg = args.advertised_listener.clone();
+    let on_bound = move |bound: SocketAddr| match advertised(bound, advertised_arg.as_deref()) {
+        Ok((host, port)) => {
+            tracing::info!(runtime = RUNTIME, %bound, advertised = %format!("{host}:{port}"), "listening")
+        }
+        Err(e) => tracing::error!("{e}"),
+    };
+
+    #[cfg(feature = "tokio")]
+    let result = iggy_kafka_tokio::run(listen, config, on_bound);
+    #[cfg(feature = "smol")]
+    let result = iggy_kafka_smol::run(listen, config, on_bound);
+
+    match result {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, %listen, "gateway failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::advertised;
+
+    #[test]
+    fn advertises_a_host_name_for_wildcards_and_the_given_listener_otherwise() {
+        let wildcard = "0.0.0.0:9093".parse().unwrap_or_else(|e| panic!("{e}"));
+        let (host, port) = advertised(wildcard, None).unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(host, "0.0.0.0");
+        assert_eq!(port, 9093);
+        let local = "127.0.0.1:1234".parse().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(advertised(local, None), Ok(("127.0.0.1".into(), 1234)));
+        assert_eq!(
+            advertised(local, Some("kafka.example:19092")),
+            Ok(("kafka.example".into(), 19092))
+        );
+        assert_eq!(
+            advertised(local, Some("[::1]:9093")),
+            Ok(("::1".into(), 9093))
+        );
+        assert!(advertised(local, Some("nohost")).is_err());
+        assert!(advertised(local, Some(":9093")).is_err());
+    }
+}

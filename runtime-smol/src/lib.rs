@@ -1,1 +1,201 @@
+//! Runs the gateway's sans-IO core on smol and async-io: accepts connections, moves bytes
+//! between each socket and its [`Connection`], and sleeps until the connection's next
+//! deadline. Nothing protocol-specific lives here, and nothing here needs tokio.
 
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_io::Timer;
+use bytes::BytesMut;
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt, StreamExt};
+use iggy_kafka_core::{Config, Connection};
+use smol::net::{TcpListener, TcpStream};
+use smol::Executor;
+
+/// Bytes read per system call at most.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// How long shutdown waits for connections to flush what they answered.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Binds `listen` on a smol executor with one thread per core, reports the bound address to
+/// `on_bound`, and serves until SIGINT or SIGTERM.
+///
+/// # Errors
+/// When the address cannot be bound or signals cannot be watched.
+pub fn run(
+    listen: SocketAddr,
+    config: Config,
+    on_bound: impl FnOnce(SocketAddr),
+) -> io::Result<()> {
+    let ex = Arc::new(Executor::new());
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let (stop_threads, threads_stopped) = smol::channel::unbounded::<()>();
+    let mut workers = Vec::new();
+    for i in 0..threads.saturating_sub(1) {
+        let ex = ex.clone();
+        let done = threads_stopped.clone();
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("smol-{i}"))
+                .spawn(move || future::block_on(ex.run(done.recv())))?,
+        );
+    }
+    let result = future::block_on(ex.run(async {
+        let listener = TcpListener::bind(listen).await?;
+        on_bound(listener.local_addr()?);
+        let mut signals =
+            async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term])?;
+        let shutdown = async move {
+            if let Some(Ok(sig)) = signals.next().await {
+                tracing::info!(signal = ?sig, "signal received, shutting down");
+            }
+        };
+        serve(&ex, listener, config, shutdown).await
+    }));
+    drop(stop_threads);
+    for w in workers {
+        let _ = w.join();
+    }
+    result
+}
+
+/// Serves connections from `listener` on `ex` until `shutdown` completes; then stops
+/// accepting, lets every connection flush what it has answered, and returns.
+///
+/// # Errors
+/// Only on a listener failure that retrying cannot cure; per-connection errors are logged.
+pub async fn serve(
+    ex: &Executor<'static>,
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    // Closing this channel tells every connection to stop taking requests.
+    let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
+    let mut tasks = Vec::new();
+    let accept = async {
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    let span = tracing::info_span!("conn", %peer);
+                    let stop = stop_rx.clone();
+                    tasks.retain(|t: &smol::Task<()>| !t.is_finished());
+                    tasks.push(ex.spawn(tracing::Instrument::instrument(
+                        drive(stream, config.clone(), stop),
+                        span,
+                    )));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    Timer::after(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    };
+    future::or(accept, shutdown).await;
+    drop(listener);
+    drop(stop_tx);
+    let all = async {
+        for t in tasks {
+            t.await;
+        }
+        true
+    };
+    let drained = future::or(all, async {
+        Timer::after(SHUTDOWN_GRACE).await;
+        false
+    })
+    .await;
+    if !drained {
+        tracing::warn!("connections still open after the grace period; dropping them");
+    }
+    Ok(())
+}
+
+enum Event {
+    Read(io::Result<usize>),
+    Timeout,
+    Stop,
+}
+
+async fn drive(mut stream: TcpStream, config: Config, stop: smol::channel::Receiver<()>) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+    tracing::debug!("accepted");
+    let mut conn = Connection::new(config, Instant::now());
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut stopping = false;
+    loop {
+        while let Some(out) = conn.poll_transmit() {
+            if let Err(e) = stream.write_all(&out).await {
+                tracing::debug!(error = %e, "write failed");
+                return;
+            }
+        }
+        if conn.is_closed() {
+            break;
+        }
+        let deadline = conn.poll_timeout();
+        let wants_input = conn.wants_input();
+        let filled = buf.len();
+        if wants_input {
+            // Safe Rust cannot read into uninitialised memory, so the headroom is zeroed.
+            buf.resize(filled + READ_CHUNK, 0);
+        }
+        let read = async {
+            if wants_input {
+                Event::Read(stream.read(&mut buf[filled..]).await)
+            } else {
+                future::pending().await
+            }
+        };
+        let timer = async {
+            match deadline {
+                Some(d) => {
+                    Timer::at(d).await;
+                    Event::Timeout
+                }
+                None => future::pending().await,
+            }
+        };
+        let stopped = async {
+            if stopping {
+                future::pending().await
+            } else {
+                let _ = stop.recv().await;
+                Event::Stop
+            }
+        };
+        let event = future::or(read, future::or(timer, stopped)).await;
+        match event {
+            Event::Read(Ok(0)) => {
+                tracing::debug!("peer closed");
+                return;
+            }
+            Event::Read(Ok(n)) => {
+                buf.truncate(filled + n);
+                conn.handle_input(Instant::now(), &mut buf);
+            }
+            Event::Read(Err(e)) => {
+                tracing::debug!(error = %e, "read failed");
+                return;
+            }
+            Event::Timeout => {
+                buf.truncate(filled);
+                conn.handle_timeout(Instant::now());
+            }
+            Event::Stop => {
+                buf.truncate(filled);
+                stopping = true;
+                conn.shutdown();
+            }
+        }
+    }
+    let _ = stream.close().await;
+    tracing::debug!(reason = ?conn.close_reason(), "closed");
+}

@@ -1,1 +1,152 @@
+//! Runs the gateway's sans-IO core on tokio: accepts connections, moves bytes between each
+//! socket and its [`Connection`], and sleeps until the connection's next deadline. Nothing
+//! protocol-specific lives here.
 
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use iggy_kafka_core::{Config, Connection};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+/// Read buffer headroom: a read never has less free space than this.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// How long shutdown waits for connections to flush what they answered.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Binds `listen` on a new multi-threaded tokio runtime, reports the bound address to
+/// `on_bound`, and serves until SIGINT or SIGTERM.
+///
+/// # Errors
+/// When the runtime cannot start, the address cannot be bound or signals cannot be watched.
+pub fn run(
+    listen: SocketAddr,
+    config: Config,
+    on_bound: impl FnOnce(SocketAddr),
+) -> io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(listen).await?;
+        on_bound(listener.local_addr()?);
+        let shutdown = shutdown_signal()?;
+        serve(listener, config, shutdown).await
+    })
+}
+
+fn shutdown_signal() -> io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
+            _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+        }
+    })
+}
+
+/// Serves connections from `listener` until `shutdown` completes; then stops accepting, lets
+/// every connection flush what it has answered, and returns.
+///
+/// # Errors
+/// Only on a listener failure that retrying cannot cure; per-connection errors are logged.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let span = tracing::info_span!("conn", %peer);
+                    connections.spawn(drive(stream, config.clone(), stop_rx.clone()).instrument(span));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            left = connections.len(),
+            "connections still open after the grace period; dropping them"
+        );
+    }
+    Ok(())
+}
+
+async fn drive(mut stream: TcpStream, config: Config, mut stop: watch::Receiver<bool>) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+    tracing::debug!("accepted");
+    let mut conn = Connection::new(config, Instant::now());
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut stopping = false;
+    loop {
+        while let Some(out) = conn.poll_transmit() {
+            if let Err(e) = stream.write_all(&out).await {
+                tracing::debug!(error = %e, "write failed");
+                return;
+            }
+        }
+        if conn.is_closed() {
+            break;
+        }
+        let deadline = conn.poll_timeout();
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        tokio::select! {
+            read = stream.read_buf(&mut buf), if conn.wants_input() => match read {
+                Ok(0) => {
+                    tracing::debug!("peer closed");
+                    return;
+                }
+                Ok(_) => conn.handle_input(Instant::now(), &mut buf),
+                Err(e) => {
+                    tracing::debug!(error = %e, "read failed");
+                    return;
+                }
+            },
+            () = sleep_until(deadline) => conn.handle_timeout(Instant::now()),
+            _ = stop.changed(), if !stopping => {
+                stopping = true;
+                conn.shutdown();
+            }
+        }
+    }
+    let _ = stream.shutdown().await;
+    tracing::debug!(reason = ?conn.close_reason(), "closed");
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}
