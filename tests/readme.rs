@@ -17,5 +17,9 @@ fn readme_lists_exactly_the_served_apis() {
         std::fs::write(path, updated).expect("write README.md");
         return;
     }
-    assert_eq!(&readme[start..end], table, "README's API table is stale: run UPDATE_README=1 cargo test --test readme");
+    assert_eq!(
+        &readme[start..end],
+        table,
+        "README's API table is stale: run UPDATE_README=1 cargo test --test readme"
+    );
 }

@@ -334,3 +334,49 @@ impl Connection {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::SUPPORTED_APIS;
+    use crate::protocol::sample::Gen;
+
+    /// Every API and version in the table is answered, never refused: the table and the
+    /// dispatch in `handle_frame` stay in step.
+    #[test]
+    fn every_served_api_and_version_is_answered() {
+        let now = Instant::now();
+        let mut g = Gen::new(11);
+        for served in SUPPORTED_APIS {
+            for version in served.versions.min..=served.versions.max {
+                let mut conn = Connection::new(Config::default(), now);
+                let mut buf = BytesMut::new();
+                buf.put_u32(0);
+                let header = RequestHeader {
+                    request_api_key: served.key as i16,
+                    request_api_version: version,
+                    correlation_id: 3,
+                    ..RequestHeader::default()
+                };
+                let hv = api::request_header_version(served.key, version);
+                header
+                    .encode(&mut buf, hv)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                Request::sample(served.key, &mut g, version)
+                    .encode(&mut buf, version)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let size = u32::try_from(buf.len() - 4).unwrap_or(u32::MAX);
+                buf[..4].copy_from_slice(&size.to_be_bytes());
+                conn.handle_input(now, &mut buf);
+                assert!(
+                    conn.close_reason().is_none(),
+                    "{:?} v{version}: {:?}",
+                    served.key,
+                    conn.close_reason()
+                );
+                let out = conn.poll_transmit().unwrap_or_default();
+                assert!(out.len() > 8, "{:?} v{version} answered", served.key);
+            }
+        }
+    }
+}
