@@ -14,5 +14,6 @@ pub mod error_code;
 pub mod frame;
 mod handlers;
 pub mod protocol;
+pub mod records;
 
 pub use connection::{CloseReason, Config, Connection};

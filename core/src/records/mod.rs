@@ -1,0 +1,584 @@
+//! Kafka record batches (magic 2): decode and encode, CRC-32C, compression.
+//!
+//! Decoding is zero-copy for uncompressed batches: keys, values and header values are slices
+//! of the request frame. Compressed batches are inflated once, within a
+//! [`DecompressionBudget`] shared by all batches of a request, and sliced from that buffer.
+//! Nothing is reserved from a count before the count is checked against the bytes left.
+
+mod compression;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+pub use compression::{compress, decompress, Compression, DecompressionBudget};
+
+use crate::error_code::ErrorCode;
+
+/// Bytes of a v2 batch before its records: base offset through record count.
+pub const BATCH_HEADER_LEN: usize = 61;
+
+/// Offset of the attributes field, where the CRC's coverage starts.
+const CRC_START: usize = 21;
+
+/// How a record's timestamp was set (attributes bit 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TimestampType {
+    /// Set by the producer.
+    #[default]
+    CreateTime,
+    /// Set by the broker when it appended the batch.
+    LogAppendTime,
+}
+
+/// A record header. Keys are bytes: Kafka's wire allows any, and non-UTF-8 keys must survive.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Header {
+    /// The key (possibly empty).
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::protocol::codec::arbitrary_bytes))]
+    pub key: Bytes,
+    /// The value; `None` is null, distinct from empty.
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::protocol::codec::arbitrary_opt_bytes))]
+    pub value: Option<Bytes>,
+}
+
+/// One record of a batch, with its deltas from the batch's base offset and timestamp.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Record {
+    /// Record attributes (unused by Kafka so far, kept as sent).
+    pub attributes: i8,
+    /// Timestamp minus the batch's base timestamp, in milliseconds.
+    pub timestamp_delta: i64,
+    /// Offset minus the batch's base offset.
+    pub offset_delta: i32,
+    /// The key; `None` is null, distinct from empty.
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::protocol::codec::arbitrary_opt_bytes))]
+    pub key: Option<Bytes>,
+    /// The value; `None` is null (a tombstone), distinct from empty.
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::protocol::codec::arbitrary_opt_bytes))]
+    pub value: Option<Bytes>,
+    /// Headers, in order; keys may repeat.
+    pub headers: Vec<Header>,
+}
+
+/// A v2 record batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct RecordBatch {
+    /// Offset of the first record (the producer sends 0; the broker assigns).
+    pub base_offset: i64,
+    /// Leader epoch when the batch was appended (-1 from producers).
+    pub partition_leader_epoch: i32,
+    /// Attributes: compression (bits 0–2), timestamp type (3), transactional (4), control
+    /// (5), delete horizon (6).
+    pub attributes: i16,
+    /// Offset delta of the last record.
+    pub last_offset_delta: i32,
+    /// Timestamp of the first record, in milliseconds.
+    pub base_timestamp: i64,
+    /// Largest timestamp in the batch.
+    pub max_timestamp: i64,
+    /// Idempotent or transactional producer id, or -1.
+    pub producer_id: i64,
+    /// Producer epoch, or -1.
+    pub producer_epoch: i16,
+    /// Sequence number of the first record, or -1.
+    pub base_sequence: i32,
+    /// The records.
+    pub records: Vec<Record>,
+}
+
+impl Default for RecordBatch {
+    fn default() -> Self {
+        Self {
+            base_offset: 0,
+            partition_leader_epoch: -1,
+            attributes: 0,
+            last_offset_delta: 0,
+            base_timestamp: 0,
+            max_timestamp: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+            records: Vec::new(),
+        }
+    }
+}
+
+impl RecordBatch {
+    /// The compression codec named in the attributes.
+    ///
+    /// # Errors
+    /// For codec ids Kafka does not define.
+    pub fn compression(&self) -> Result<Compression, BatchError> {
+        Compression::from_id((self.attributes & 0x7) as u8)
+    }
+
+    /// How the timestamps were set.
+    #[must_use]
+    pub fn timestamp_type(&self) -> TimestampType {
+        if self.attributes & 0x8 != 0 {
+            TimestampType::LogAppendTime
+        } else {
+            TimestampType::CreateTime
+        }
+    }
+
+    /// Whether the batch belongs to a transaction.
+    #[must_use]
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & 0x10 != 0
+    }
+
+    /// Whether the batch holds a control record (transaction marker).
+    #[must_use]
+    pub fn is_control(&self) -> bool {
+        self.attributes & 0x20 != 0
+    }
+
+    /// Appends the batch, with its records compressed by `codec` (which replaces the codec
+    /// bits of `attributes`), its length and its CRC-32C, to `buf`.
+    ///
+    /// # Errors
+    /// When a length does not fit its field or the codec fails.
+    pub fn encode(&self, codec: Compression, buf: &mut BytesMut) -> Result<(), BatchError> {
+        let start = buf.len();
+        buf.put_i64(self.base_offset);
+        buf.put_i32(0); // length, patched below
+        buf.put_i32(self.partition_leader_epoch);
+        buf.put_i8(2);
+        buf.put_u32(0); // CRC, patched below
+        buf.put_i16((self.attributes & !0x7) | i16::from(codec.id()));
+        buf.put_i32(self.last_offset_delta);
+        buf.put_i64(self.base_timestamp);
+        buf.put_i64(self.max_timestamp);
+        buf.put_i64(self.producer_id);
+        buf.put_i16(self.producer_epoch);
+        buf.put_i32(self.base_sequence);
+        buf.put_i32(
+            i32::try_from(self.records.len())
+                .map_err(|_| BatchError::corrupt("too many records"))?,
+        );
+        if codec == Compression::None {
+            for r in &self.records {
+                encode_record(r, buf)?;
+            }
+        } else {
+            let mut plain = BytesMut::new();
+            for r in &self.records {
+                encode_record(r, &mut plain)?;
+            }
+            let mut packed = Vec::with_capacity(plain.len() / 2 + 64);
+            compress(codec, &plain, &mut packed).map_err(BatchError::decompression)?;
+            buf.put_slice(&packed);
+        }
+        let len = i32::try_from(buf.len() - start - 12)
+            .map_err(|_| BatchError::corrupt("batch too large"))?;
+        buf[start + 8..start + 12].copy_from_slice(&len.to_be_bytes());
+        let crc = crc32c::crc32c(&buf[start + CRC_START..]);
+        buf[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());
+        Ok(())
+    }
+}
+
+/// Why a batch was refused. [`BatchError::error_code`] is the per-partition code Kafka uses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BatchError {
+    /// A length or field that runs past the data, or a record that is not what its length
+    /// says.
+    #[error("corrupt record batch: {0}")]
+    Corrupt(&'static str),
+    /// The CRC-32C does not match the content.
+    #[error("CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    CrcMismatch {
+        /// The CRC in the batch.
+        stored: u32,
+        /// The CRC of the bytes.
+        computed: u32,
+    },
+    /// The declared record count differs from the records present.
+    #[error("batch declares {declared} records but holds {found}")]
+    RecordCountMismatch {
+        /// The count in the header.
+        declared: i32,
+        /// The records decoded.
+        found: usize,
+    },
+    /// A magic byte this decoder does not read here.
+    #[error("unsupported magic {0}")]
+    UnsupportedMagic(i8),
+    /// A compression codec id Kafka does not define.
+    #[error("unknown compression codec {0}")]
+    UnknownCompression(u8),
+    /// The compressed data is invalid.
+    #[error("decompression failed: {0}")]
+    Decompression(String),
+    /// Decompressing would exceed the request's budget (a decompression bomb, or a request
+    /// larger than the configured limit).
+    #[error("decompressed size exceeds the limit")]
+    TooLarge,
+}
+
+impl BatchError {
+    pub(crate) fn corrupt(what: &'static str) -> Self {
+        Self::Corrupt(what)
+    }
+
+    pub(crate) fn decompression(e: impl std::fmt::Display) -> Self {
+        Self::Decompression(e.to_string())
+    }
+
+    /// The per-partition error code Kafka answers with.
+    #[must_use]
+    pub fn error_code(&self) -> ErrorCode {
+        match self {
+            Self::UnknownCompression(_) => ErrorCode::UNSUPPORTED_COMPRESSION_TYPE,
+            Self::UnsupportedMagic(_) => ErrorCode::INVALID_RECORD,
+            _ => ErrorCode::CORRUPT_MESSAGE,
+        }
+    }
+}
+
+/// A cursor over one buffer whose reads return slices of it.
+struct Cursor<'a> {
+    buf: &'a Bytes,
+    pos: usize,
+    end: usize,
+}
+
+impl Cursor<'_> {
+    #[inline]
+    fn remaining(&self) -> usize {
+        self.end - self.pos
+    }
+
+    #[inline]
+    fn byte(&mut self) -> Result<u8, BatchError> {
+        if self.pos >= self.end {
+            return Err(BatchError::corrupt("record truncated"));
+        }
+        let b = self.buf[self.pos];
+        self.pos += 1;
+        Ok(b)
+    }
+
+    #[inline]
+    fn varlong(&mut self) -> Result<i64, BatchError> {
+        let mut raw: u64 = 0;
+        for i in 0..10 {
+            let b = self.byte()?;
+            raw |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok((raw >> 1) as i64 ^ -((raw & 1) as i64));
+            }
+        }
+        Err(BatchError::corrupt("varlong too long"))
+    }
+
+    #[inline]
+    fn varint(&mut self) -> Result<i32, BatchError> {
+        // Fast path: one byte, as most lengths and deltas of small records are.
+        if let Some(&b) = self.buf.get(self.pos) {
+            if b & 0x80 == 0 && self.pos < self.end {
+                self.pos += 1;
+                return Ok(i32::from(b >> 1) ^ -i32::from(b & 1));
+            }
+        }
+        let mut raw: u32 = 0;
+        for i in 0..5 {
+            let b = self.byte()?;
+            raw |= u32::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok((raw >> 1) as i32 ^ -((raw & 1) as i32));
+            }
+        }
+        Err(BatchError::corrupt("varint too long"))
+    }
+
+    #[inline]
+    fn slice(&mut self, len: usize) -> Result<Bytes, BatchError> {
+        if len > self.remaining() {
+            return Err(BatchError::corrupt("record field runs past the record"));
+        }
+        let s = self.buf.slice(self.pos..self.pos + len);
+        self.pos += len;
+        Ok(s)
+    }
+
+    /// A varint length, then that many bytes; -1 is null.
+    #[inline]
+    fn nullable(&mut self) -> Result<Option<Bytes>, BatchError> {
+        match self.varint()? {
+            -1 => Ok(None),
+            n if n < 0 => Err(BatchError::corrupt("negative length")),
+            n => self.slice(n as usize).map(Some),
+        }
+    }
+}
+
+fn be_i16(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([b[at], b[at + 1]])
+}
+fn be_i32(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+fn be_i64(b: &[u8], at: usize) -> i64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    i64::from_be_bytes(x)
+}
+
+/// Decodes every batch in a `records` field (a produce request's, or a fetch response's when
+/// `allow_partial_tail`: brokers may cut the last batch short there).
+///
+/// # Errors
+/// On the first batch that is corrupt, has a bad CRC, a count mismatch, an unsupported magic
+/// or codec, or exceeds the decompression budget.
+pub fn decode_batches(
+    data: &Bytes,
+    budget: &mut DecompressionBudget,
+    allow_partial_tail: bool,
+) -> Result<Vec<RecordBatch>, BatchError> {
+    let mut batches = Vec::new();
+    let mut pos = 0;
+    while pos < data.len() {
+        let rest = &data[pos..];
+        if rest.len() < 17 {
+            if allow_partial_tail {
+                break;
+            }
+            return Err(BatchError::corrupt("truncated batch header"));
+        }
+        let len = be_i32(rest, 8);
+        let magic = rest[16] as i8;
+        if magic != 2 {
+            return Err(BatchError::UnsupportedMagic(magic));
+        }
+        let Ok(len) = usize::try_from(len) else {
+            return Err(BatchError::corrupt("negative batch length"));
+        };
+        if len < BATCH_HEADER_LEN - 12 {
+            return Err(BatchError::corrupt("batch length below the header size"));
+        }
+        let total = 12 + len;
+        if total > rest.len() {
+            if allow_partial_tail {
+                break;
+            }
+            return Err(BatchError::corrupt("batch runs past the records field"));
+        }
+        batches.push(decode_batch(data, pos, total, budget)?);
+        pos += total;
+    }
+    Ok(batches)
+}
+
+fn decode_batch(
+    data: &Bytes,
+    start: usize,
+    total: usize,
+    budget: &mut DecompressionBudget,
+) -> Result<RecordBatch, BatchError> {
+    let b = &data[start..start + total];
+    let stored = be_i32(b, 17) as u32;
+    let computed = crc32c::crc32c(&b[CRC_START..]);
+    if stored != computed {
+        return Err(BatchError::CrcMismatch { stored, computed });
+    }
+    let attributes = be_i16(b, 21);
+    let count = be_i32(b, 57);
+    let mut batch = RecordBatch {
+        base_offset: be_i64(b, 0),
+        partition_leader_epoch: be_i32(b, 12),
+        attributes,
+        last_offset_delta: be_i32(b, 23),
+        base_timestamp: be_i64(b, 27),
+        max_timestamp: be_i64(b, 35),
+        producer_id: be_i64(b, 43),
+        producer_epoch: be_i16(b, 51),
+        base_sequence: be_i32(b, 53),
+        records: Vec::new(),
+    };
+    let count_usize =
+        usize::try_from(count).map_err(|_| BatchError::corrupt("negative record count"))?;
+    let codec = batch.compression()?;
+    let body_start = start + BATCH_HEADER_LEN;
+    let body_end = start + total;
+    let inflated;
+    let mut cur = if codec == Compression::None {
+        Cursor {
+            buf: data,
+            pos: body_start,
+            end: body_end,
+        }
+    } else {
+        inflated = decompress(codec, &data[body_start..body_end], budget)?;
+        Cursor {
+            buf: &inflated,
+            pos: 0,
+            end: inflated.len(),
+        }
+    };
+    // Every record takes at least 7 bytes; more than the bytes allow is a lie, caught before
+    // anything is reserved.
+    if count_usize > cur.remaining() / 7 {
+        return Err(BatchError::RecordCountMismatch {
+            declared: count,
+            found: cur.remaining() / 7,
+        });
+    }
+    batch.records.reserve_exact(count_usize);
+    while cur.pos < cur.end {
+        if batch.records.len() == count_usize {
+            return Err(BatchError::RecordCountMismatch {
+                declared: count,
+                found: count_usize + 1,
+            });
+        }
+        batch.records.push(decode_record(&mut cur)?);
+    }
+    if batch.records.len() != count_usize {
+        return Err(BatchError::RecordCountMismatch {
+            declared: count,
+            found: batch.records.len(),
+        });
+    }
+    Ok(batch)
+}
+
+#[inline]
+fn decode_record(cur: &mut Cursor<'_>) -> Result<Record, BatchError> {
+    let len = cur.varint()?;
+    let len = usize::try_from(len).map_err(|_| BatchError::corrupt("negative record length"))?;
+    if len > cur.remaining() {
+        return Err(BatchError::corrupt("record runs past the batch"));
+    }
+    let end = cur.pos + len;
+    let outer_end = std::mem::replace(&mut cur.end, end);
+    let attributes = cur.byte()? as i8;
+    let timestamp_delta = cur.varlong()?;
+    let offset_delta = cur.varint()?;
+    let key = cur.nullable()?;
+    let value = cur.nullable()?;
+    let header_count = cur.varint()?;
+    let header_count =
+        usize::try_from(header_count).map_err(|_| BatchError::corrupt("negative header count"))?;
+    // A header takes at least two bytes (two varint lengths).
+    if header_count > cur.remaining() / 2 {
+        return Err(BatchError::corrupt("header count exceeds the record"));
+    }
+    let mut headers = Vec::with_capacity(header_count);
+    for _ in 0..header_count {
+        let key_len = cur.varint()?;
+        let key_len = usize::try_from(key_len)
+            .map_err(|_| BatchError::corrupt("negative header key length"))?;
+        let key = cur.slice(key_len)?;
+        let value = cur.nullable()?;
+        headers.push(Header { key, value });
+    }
+    if cur.pos != end {
+        return Err(BatchError::corrupt(
+            "record length does not match its fields",
+        ));
+    }
+    cur.end = outer_end;
+    Ok(Record {
+        attributes,
+        timestamp_delta,
+        offset_delta,
+        key,
+        value,
+        headers,
+    })
+}
+
+#[inline]
+fn zigzag32(v: i32) -> u32 {
+    ((v << 1) ^ (v >> 31)) as u32
+}
+
+#[inline]
+fn zigzag64(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+#[inline]
+fn uvarint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+#[inline]
+fn put_uvarint(buf: &mut BytesMut, mut v: u64) {
+    while v >= 0x80 {
+        buf.put_u8((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.put_u8(v as u8);
+}
+
+fn nullable_len(b: Option<&Bytes>) -> Result<(i32, usize), BatchError> {
+    match b {
+        None => Ok((-1, 0)),
+        Some(b) => Ok((
+            i32::try_from(b.len()).map_err(|_| BatchError::corrupt("field too long"))?,
+            b.len(),
+        )),
+    }
+}
+
+fn encode_record(r: &Record, buf: &mut BytesMut) -> Result<(), BatchError> {
+    let (key_len, key_bytes) = nullable_len(r.key.as_ref())?;
+    let (value_len, value_bytes) = nullable_len(r.value.as_ref())?;
+    let header_count =
+        i32::try_from(r.headers.len()).map_err(|_| BatchError::corrupt("too many headers"))?;
+    let mut body = 1
+        + uvarint_len(zigzag64(r.timestamp_delta))
+        + uvarint_len(u64::from(zigzag32(r.offset_delta)))
+        + uvarint_len(u64::from(zigzag32(key_len)))
+        + key_bytes
+        + uvarint_len(u64::from(zigzag32(value_len)))
+        + value_bytes
+        + uvarint_len(u64::from(zigzag32(header_count)));
+    for h in &r.headers {
+        let k =
+            i32::try_from(h.key.len()).map_err(|_| BatchError::corrupt("header key too long"))?;
+        let (v, vb) = nullable_len(h.value.as_ref())?;
+        body += uvarint_len(u64::from(zigzag32(k)))
+            + h.key.len()
+            + uvarint_len(u64::from(zigzag32(v)))
+            + vb;
+    }
+    let body = i32::try_from(body).map_err(|_| BatchError::corrupt("record too long"))?;
+    put_uvarint(buf, u64::from(zigzag32(body)));
+    buf.put_i8(r.attributes);
+    put_uvarint(buf, zigzag64(r.timestamp_delta));
+    put_uvarint(buf, u64::from(zigzag32(r.offset_delta)));
+    put_uvarint(buf, u64::from(zigzag32(key_len)));
+    if let Some(k) = &r.key {
+        buf.put_slice(k);
+    }
+    put_uvarint(buf, u64::from(zigzag32(value_len)));
+    if let Some(v) = &r.value {
+        buf.put_slice(v);
+    }
+    put_uvarint(buf, u64::from(zigzag32(header_count)));
+    for h in &r.headers {
+        put_uvarint(buf, u64::from(zigzag32(h.key.len() as i32)));
+        buf.put_slice(&h.key);
+        let (v, _) = nullable_len(h.value.as_ref())?;
+        put_uvarint(buf, u64::from(zigzag32(v)));
+        if let Some(v) = &h.value {
+            buf.put_slice(v);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,231 @@
+use super::*;
+use crate::protocol::generated::request_header::RequestHeader;
+use crate::protocol::{ApiKey, Message, Reader, Request};
+
+fn records(n: usize, seed: u8) -> Vec<Record> {
+    (0..n)
+        .map(|i| Record {
+            attributes: 0,
+            timestamp_delta: i as i64 * 3,
+            offset_delta: i as i32,
+            key: match i % 3 {
+                0 => None,
+                1 => Some(Bytes::new()),
+                _ => Some(Bytes::from(vec![seed, 0xff, i as u8])),
+            },
+            value: match i % 4 {
+                0 => None,
+                1 => Some(Bytes::new()),
+                _ => Some(Bytes::from(vec![seed.wrapping_add(i as u8); 100 + i])),
+            },
+            headers: (0..i % 3)
+                .map(|h| Header {
+                    key: Bytes::from(if h == 0 { vec![] } else { vec![b'k', 0xfe] }),
+                    value: if h == 1 {
+                        None
+                    } else {
+                        Some(Bytes::from(vec![7u8; 300]))
+                    },
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+fn batch(n: usize) -> RecordBatch {
+    RecordBatch {
+        base_offset: 0,
+        last_offset_delta: n as i32 - 1,
+        base_timestamp: 1_700_000_000_000,
+        max_timestamp: 1_700_000_000_000 + 3 * n as i64,
+        producer_id: 42,
+        producer_epoch: 1,
+        base_sequence: 7,
+        records: records(n, 9),
+        ..RecordBatch::default()
+    }
+}
+
+fn budget() -> DecompressionBudget {
+    DecompressionBudget::new(100 << 20)
+}
+
+#[test]
+fn encode_then_decode_is_the_identity_for_every_codec() {
+    for codec in Compression::ALL {
+        let mut b = batch(25);
+        b.attributes = 0x10; // transactional, to see the other bits survive
+        let mut buf = BytesMut::new();
+        b.encode(codec, &mut buf).unwrap_or_else(|e| panic!("{e}"));
+        b.encode(codec, &mut buf).unwrap_or_else(|e| panic!("{e}"));
+        let data = buf.freeze();
+        let decoded = decode_batches(&data, &mut budget(), false)
+            .unwrap_or_else(|e| panic!("{codec:?}: {e}"));
+        b.attributes |= i16::from(codec.id());
+        assert_eq!(decoded, [b.clone(), b.clone()], "{codec:?}");
+        assert!(decoded[0].is_transactional());
+        assert_eq!(decoded[0].compression(), Ok(codec));
+    }
+}
+
+#[test]
+fn uncompressed_fields_are_slices_of_the_input() {
+    let mut buf = BytesMut::new();
+    batch(8)
+        .encode(Compression::None, &mut buf)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let data = buf.freeze();
+    let decoded = decode_batches(&data, &mut budget(), false).unwrap_or_else(|e| panic!("{e}"));
+    let value = decoded[0].records[2].value.as_ref().expect("value");
+    let range = data.as_ptr() as usize..data.as_ptr() as usize + data.len();
+    assert!(
+        range.contains(&(value.as_ptr() as usize)),
+        "the value points into the request"
+    );
+}
+
+#[test]
+fn corruption_is_refused_with_kafkas_codes() {
+    let mut buf = BytesMut::new();
+    batch(5)
+        .encode(Compression::None, &mut buf)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let good = buf.freeze();
+
+    let mut flipped = good.to_vec();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    let err = decode_batches(&Bytes::from(flipped), &mut budget(), false).expect_err("bad CRC");
+    assert!(matches!(err, BatchError::CrcMismatch { .. }));
+    assert_eq!(err.error_code(), ErrorCode::CORRUPT_MESSAGE);
+
+    let err =
+        decode_batches(&good.slice(..good.len() - 1), &mut budget(), false).expect_err("truncated");
+    assert_eq!(err.error_code(), ErrorCode::CORRUPT_MESSAGE);
+    assert!(
+        decode_batches(&good.slice(..good.len() - 1), &mut budget(), true)
+            .expect("partial tail")
+            .is_empty()
+    );
+
+    // Declares 6 records, holds 5: re-stamp the count and the CRC.
+    let mut lying = good.to_vec();
+    lying[57..61].copy_from_slice(&6i32.to_be_bytes());
+    let crc = crc32c::crc32c(&lying[CRC_START..]);
+    lying[17..21].copy_from_slice(&crc.to_be_bytes());
+    let err = decode_batches(&Bytes::from(lying), &mut budget(), false).expect_err("count");
+    assert_eq!(
+        err,
+        BatchError::RecordCountMismatch {
+            declared: 6,
+            found: 5
+        }
+    );
+    assert_eq!(err.error_code(), ErrorCode::CORRUPT_MESSAGE);
+
+    let mut magic1 = good.to_vec();
+    magic1[16] = 1;
+    assert_eq!(
+        decode_batches(&Bytes::from(magic1), &mut budget(), false),
+        Err(BatchError::UnsupportedMagic(1))
+    );
+}
+
+#[test]
+fn a_compressed_bomb_gets_corrupt_message_within_the_budget() {
+    let b = RecordBatch {
+        records: vec![Record {
+            value: Some(Bytes::from(vec![0u8; 32 << 20])),
+            ..Record::default()
+        }],
+        ..RecordBatch::default()
+    };
+    for codec in [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        let mut buf = BytesMut::new();
+        b.encode(codec, &mut buf).unwrap_or_else(|e| panic!("{e}"));
+        assert!(buf.len() < 2 << 20);
+        let err = decode_batches(&buf.freeze(), &mut DecompressionBudget::new(1 << 20), false)
+            .expect_err("bomb");
+        assert_eq!(err, BatchError::TooLarge, "{codec:?}");
+        assert_eq!(err.error_code(), ErrorCode::CORRUPT_MESSAGE);
+    }
+}
+
+/// The records of a captured Produce request, for each codec.
+fn captured(client: &str, file: &str) -> Vec<RecordBatch> {
+    let path = format!(
+        "{}/tests/fixtures/clients/{client}/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let frame = Bytes::from(std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")));
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let mut r = Reader::new(frame, 0);
+    RequestHeader::decode(
+        &mut r,
+        crate::api::request_header_version(ApiKey::Produce, version),
+    )
+    .expect("header");
+    let Ok(Request::Produce(p)) = Request::decode(ApiKey::Produce, version, &mut r) else {
+        panic!("{file}")
+    };
+    let records = p.topic_data[0].partition_data[0]
+        .records
+        .clone()
+        .expect("records");
+    decode_batches(&records, &mut budget(), false).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+#[test]
+fn batches_from_real_clients_decode_with_every_codec() {
+    let filler = "compressible-".repeat(20);
+    for (codec, name) in Compression::ALL
+        .iter()
+        .zip(["none", "gzip", "snappy", "lz4", "zstd"])
+    {
+        // kcat: "key1:<value>" with headers h1=v1 and h2=v2, then "key2:" (an empty value).
+        let batches = captured("kcat", &format!("Produce-v7-{name}.bin"));
+        let records: Vec<&Record> = batches.iter().flat_map(|b| &b.records).collect();
+        assert_eq!(batches[0].compression(), Ok(*codec), "kcat {name}");
+        assert_eq!(records.len(), 2, "kcat {name}");
+        assert_eq!(records[0].key.as_deref(), Some(&b"key1"[..]));
+        assert_eq!(
+            records[0].value.as_deref(),
+            Some(format!("{filler}{name}").as_bytes())
+        );
+        let headers: Vec<(&[u8], Option<&[u8]>)> = records[0]
+            .headers
+            .iter()
+            .map(|h| (&h.key[..], h.value.as_deref()))
+            .collect();
+        assert_eq!(
+            headers,
+            [(&b"h1"[..], Some(&b"v1"[..])), (b"h2", Some(b"v2"))]
+        );
+        assert_eq!(records[1].key.as_deref(), Some(&b"key2"[..]));
+        assert_eq!(records[1].value.as_deref(), Some(&b""[..]));
+
+        // kafka-python: key1 with headers, then key2 with a null value, one batch per send.
+        let batches = captured("kafka-python", &format!("Produce-v9-{name}.bin"));
+        let records: Vec<&Record> = batches.iter().flat_map(|b| &b.records).collect();
+        assert_eq!(batches[0].compression(), Ok(*codec), "kafka-python {name}");
+        assert_eq!(records.len(), 2, "kafka-python {name}");
+        let python_name = if name == "none" { "None" } else { name };
+        assert_eq!(
+            records[0].value.as_deref(),
+            Some(format!("{filler}value-{python_name}").as_bytes())
+        );
+        assert_eq!(records[0].headers.len(), 2);
+        assert_eq!(records[1].key.as_deref(), Some(&b"key2"[..]));
+        assert_eq!(records[1].value, None, "a tombstone stays null");
+        assert!(
+            batches[0].producer_id >= 0,
+            "kafka-python is idempotent: {}",
+            batches[0].producer_id
+        );
+    }
+}
