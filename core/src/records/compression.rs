@@ -128,7 +128,9 @@ pub fn decompress(
 /// Reads everything `r` produces, failing as soon as it produces more than `limit` bytes.
 fn read_bounded(r: impl Read, limit: usize) -> Result<Vec<u8>, BatchError> {
     let mut out = Vec::new();
-    let mut limited = r.take(limit as u64 + 1);
+    // One byte past the limit tells "exactly the limit" from "more"; saturating, as the
+    // limit may be usize::MAX.
+    let mut limited = r.take((limit as u64).saturating_add(1));
     limited
         .read_to_end(&mut out)
         .map_err(BatchError::decompression)?;
@@ -263,6 +265,17 @@ mod tests {
                 "{codec:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_unlimited_budget_still_inflates() {
+        let mut packed = Vec::new();
+        compress(Compression::Lz4, b"hello", &mut packed).unwrap_or_else(|e| panic!("{e}"));
+        let mut budget = DecompressionBudget::new(usize::MAX);
+        assert_eq!(
+            &decompress(Compression::Lz4, &packed, &mut budget).unwrap_or_else(|e| panic!("{e}"))[..],
+            b"hello"
+        );
     }
 
     #[test]
