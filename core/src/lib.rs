@@ -13,6 +13,7 @@ pub mod connection;
 pub mod error_code;
 pub mod frame;
 mod handlers;
+pub mod mapping;
 pub mod protocol;
 pub mod records;
 

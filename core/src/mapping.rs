@@ -1,0 +1,553 @@
+//! One Kafka record is one Iggy message, losslessly, both ways. `docs/MAPPING.md` is the
+//! specification; this is its implementation.
+//!
+//! Most records travel in the *plain* form, which Iggy-native consumers read naturally: the
+//! value is the payload, the key and each Kafka header are Iggy user headers, and a few
+//! `kafka-*` headers carry what Iggy cannot express (null and empty values and keys, header
+//! order, the timestamp type). Records that Iggy's header rules cannot hold (a header value
+//! over 255 bytes, a repeated or empty header key, more than 100 KB of headers, ...) travel
+//! in the *envelope* form: the whole record, Kafka-encoded, is the payload, marked by the
+//! `kafka-format` header.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::records::{Header, TimestampType};
+
+/// The Kafka key (kind raw), when it is 1–255 bytes.
+pub const KEY: &str = "kafka-key";
+/// Flags (kind uint8): [`FLAG_VALUE_NULL`], [`FLAG_VALUE_EMPTY`], [`FLAG_KEY_EMPTY`],
+/// [`FLAG_LOG_APPEND_TIME`]. Absent when zero.
+pub const FLAGS: &str = "kafka-flags";
+/// The Kafka header keys in record order, separated by `\n` (kind string), when there are
+/// two or more.
+pub const HEADER_ORDER: &str = "kafka-header-order";
+/// `envelope-v1` (kind string) when the payload is an envelope.
+pub const FORMAT: &str = "kafka-format";
+/// The Kafka timestamp in milliseconds (kind int64), only when it is negative and so cannot
+/// be Iggy's origin timestamp.
+pub const TIMESTAMP: &str = "kafka-timestamp";
+
+/// The envelope format's name.
+pub const ENVELOPE_V1: &str = "envelope-v1";
+
+/// The value is null (a tombstone); the payload is one placeholder byte.
+pub const FLAG_VALUE_NULL: u8 = 1;
+/// The value is empty; the payload is one placeholder byte.
+pub const FLAG_VALUE_EMPTY: u8 = 2;
+/// The key is empty (a null key has no flag and no `kafka-key`).
+pub const FLAG_KEY_EMPTY: u8 = 4;
+/// The timestamp is the broker's append time, not the producer's.
+pub const FLAG_LOG_APPEND_TIME: u8 = 8;
+
+/// Iggy's bounds on user headers: each key and value 1–255 bytes, all together at most
+/// 100 KB. The plain form stays well inside the total so that Iggy's per-header overhead fits.
+const MAX_HEADER_PART: usize = 255;
+const MAX_HEADERS_TOTAL: usize = 90_000;
+const RESERVED_PREFIX: &str = "kafka-";
+const ENVELOPE_MAGIC: &[u8; 4] = b"KGW\x01";
+
+/// An Iggy user-header value, with the Iggy header kind it is sent as.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum HeaderValue {
+    /// Kind `raw`: bytes.
+    Raw(Bytes),
+    /// Kind `string`: UTF-8.
+    String(String),
+    /// Kind `bool`.
+    Bool(bool),
+    /// Kind `uint8`.
+    Uint8(u8),
+    /// Kind `int64`.
+    Int64(i64),
+    /// Kind `uint64`.
+    Uint64(u64),
+    /// Kind `float64`.
+    Float64(f64),
+}
+
+impl HeaderValue {
+    /// The value as a Kafka header value: bytes as they are, numbers as decimal text.
+    #[must_use]
+    pub fn to_kafka(&self) -> Bytes {
+        match self {
+            Self::Raw(b) => b.clone(),
+            Self::String(s) => Bytes::copy_from_slice(s.as_bytes()),
+            Self::Bool(b) => Bytes::from(b.to_string()),
+            Self::Uint8(n) => Bytes::from(n.to_string()),
+            Self::Int64(n) => Bytes::from(n.to_string()),
+            Self::Uint64(n) => Bytes::from(n.to_string()),
+            Self::Float64(n) => Bytes::from(n.to_string()),
+        }
+    }
+}
+
+/// A message as Iggy holds it, as far as the mapping is concerned.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct IggyMessage {
+    /// The payload (never empty: Iggy rejects empty payloads).
+    pub payload: Bytes,
+    /// The producer's timestamp, in microseconds (Iggy's origin timestamp).
+    pub origin_timestamp_us: u64,
+    /// When Iggy appended the message, in microseconds (0 before it is appended).
+    pub timestamp_us: u64,
+    /// User headers. Iggy keeps them in a map; this order means nothing.
+    pub headers: Vec<(String, HeaderValue)>,
+}
+
+impl IggyMessage {
+    fn header(&self, key: &str) -> Option<&HeaderValue> {
+        self.headers.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+}
+
+/// A Kafka record with its absolute timestamp.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KafkaRecord {
+    /// Milliseconds since the epoch (may be negative: -1 is Kafka's "no timestamp").
+    pub timestamp_ms: i64,
+    /// Who set the timestamp.
+    pub timestamp_type: TimestampType,
+    /// The key; null and empty differ.
+    pub key: Option<Bytes>,
+    /// The value; null (a tombstone) and empty differ.
+    pub value: Option<Bytes>,
+    /// Headers in order; keys may repeat, values may be null.
+    pub headers: Vec<Header>,
+}
+
+/// Maps a Kafka record to the Iggy message that holds it.
+#[must_use]
+pub fn to_iggy(r: &KafkaRecord) -> IggyMessage {
+    let mut msg = IggyMessage {
+        origin_timestamp_us: u64::try_from(r.timestamp_ms).map_or(0, |ms| ms.saturating_mul(1000)),
+        ..IggyMessage::default()
+    };
+    if r.timestamp_ms < 0 {
+        msg.headers
+            .push((TIMESTAMP.into(), HeaderValue::Int64(r.timestamp_ms)));
+    }
+    let mut flags = if r.timestamp_type == TimestampType::LogAppendTime {
+        FLAG_LOG_APPEND_TIME
+    } else {
+        0
+    };
+    match plain_headers(r) {
+        Some(headers) => {
+            match &r.key {
+                None => {}
+                Some(k) if k.is_empty() => flags |= FLAG_KEY_EMPTY,
+                Some(k) => msg.headers.push((KEY.into(), HeaderValue::Raw(k.clone()))),
+            }
+            msg.payload = match &r.value {
+                None => {
+                    flags |= FLAG_VALUE_NULL;
+                    Bytes::from_static(&[0])
+                }
+                Some(v) if v.is_empty() => {
+                    flags |= FLAG_VALUE_EMPTY;
+                    Bytes::from_static(&[0])
+                }
+                Some(v) => v.clone(),
+            };
+            msg.headers.extend(headers);
+        }
+        None => {
+            msg.headers
+                .push((FORMAT.into(), HeaderValue::String(ENVELOPE_V1.into())));
+            msg.payload = envelope(r);
+        }
+    }
+    if flags != 0 {
+        msg.headers.push((FLAGS.into(), HeaderValue::Uint8(flags)));
+    }
+    msg
+}
+
+/// The Kafka headers as Iggy headers, if the plain form can hold them (and the key).
+fn plain_headers(r: &KafkaRecord) -> Option<Vec<(String, HeaderValue)>> {
+    if r.key.as_ref().is_some_and(|k| k.len() > MAX_HEADER_PART) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(r.headers.len() + 1);
+    let mut total = r.key.as_ref().map_or(0, |k| KEY.len() + k.len());
+    for h in &r.headers {
+        let key = std::str::from_utf8(&h.key).ok()?;
+        let value = h.value.as_ref()?;
+        let fits = (1..=MAX_HEADER_PART).contains(&key.len())
+            && (1..=MAX_HEADER_PART).contains(&value.len());
+        if !fits
+            || key.starts_with(RESERVED_PREFIX)
+            || key.contains('\n')
+            || out.iter().any(|(k, _)| k == key)
+        {
+            return None;
+        }
+        total += key.len() + value.len();
+        out.push((key.to_string(), HeaderValue::Raw(value.clone())));
+    }
+    if out.len() > 1 {
+        let order = out
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        if order.len() > MAX_HEADER_PART {
+            return None;
+        }
+        total += HEADER_ORDER.len() + order.len();
+        out.push((HEADER_ORDER.into(), HeaderValue::String(order)));
+    }
+    (total <= MAX_HEADERS_TOTAL).then_some(out)
+}
+
+fn put_nullable(buf: &mut BytesMut, b: Option<&Bytes>) {
+    match b {
+        None => buf.put_i32(-1),
+        Some(b) => {
+            // Record fields come from a frame of at most 2 GiB, so lengths fit.
+            buf.put_i32(i32::try_from(b.len()).unwrap_or(i32::MAX));
+            buf.put_slice(b);
+        }
+    }
+}
+
+/// `KGW\x01`, then key, value and headers: i32 lengths (-1 for null), an i32 header count,
+/// each header a length-prefixed key and a nullable value.
+fn envelope(r: &KafkaRecord) -> Bytes {
+    let mut buf = BytesMut::new();
+    buf.put_slice(ENVELOPE_MAGIC);
+    put_nullable(&mut buf, r.key.as_ref());
+    put_nullable(&mut buf, r.value.as_ref());
+    buf.put_i32(i32::try_from(r.headers.len()).unwrap_or(i32::MAX));
+    for h in &r.headers {
+        put_nullable(&mut buf, Some(&h.key));
+        put_nullable(&mut buf, h.value.as_ref());
+    }
+    buf.freeze()
+}
+
+fn take_nullable(b: &mut Bytes) -> Option<Option<Bytes>> {
+    let len = i32::from_be_bytes(*b.first_chunk::<4>()?);
+    let _ = bytes::Buf::get_i32(b);
+    match len {
+        -1 => Some(None),
+        n if n < 0 || n as usize > b.len() => None,
+        n => Some(Some(b.split_to(n as usize))),
+    }
+}
+
+fn open_envelope(payload: &Bytes) -> Option<(Option<Bytes>, Option<Bytes>, Vec<Header>)> {
+    let mut b = payload.clone();
+    if !b.starts_with(ENVELOPE_MAGIC) {
+        return None;
+    }
+    let _ = b.split_to(ENVELOPE_MAGIC.len());
+    let key = take_nullable(&mut b)?;
+    let value = take_nullable(&mut b)?;
+    let count = i32::from_be_bytes(*b.first_chunk::<4>()?);
+    let _ = b.split_to(4);
+    // Each header takes at least 8 bytes: bound the reservation by what is there.
+    let count = usize::try_from(count).ok().filter(|c| *c <= b.len() / 8)?;
+    let mut headers = Vec::with_capacity(count);
+    for _ in 0..count {
+        let key = take_nullable(&mut b)??;
+        let value = take_nullable(&mut b)?;
+        headers.push(Header { key, value });
+    }
+    b.is_empty().then_some((key, value, headers))
+}
+
+/// Maps an Iggy message back to the Kafka record it holds. A message that Iggy-native
+/// producers wrote (no `kafka-*` headers) becomes a record whose value is the payload, whose
+/// headers are its user headers and whose timestamp is its origin timestamp (or, without
+/// one, when Iggy appended it).
+#[must_use]
+pub fn from_iggy(msg: &IggyMessage) -> KafkaRecord {
+    let flags = match msg.header(FLAGS) {
+        Some(HeaderValue::Uint8(f)) => *f,
+        _ => 0,
+    };
+    let timestamp_ms = match msg.header(TIMESTAMP) {
+        Some(HeaderValue::Int64(ms)) => *ms,
+        _ => {
+            let us = if msg.origin_timestamp_us != 0 {
+                msg.origin_timestamp_us
+            } else {
+                msg.timestamp_us
+            };
+            i64::try_from(us / 1000).unwrap_or(i64::MAX)
+        }
+    };
+    let timestamp_type = if flags & FLAG_LOG_APPEND_TIME != 0 {
+        TimestampType::LogAppendTime
+    } else {
+        TimestampType::CreateTime
+    };
+    let is_envelope =
+        matches!(msg.header(FORMAT), Some(HeaderValue::String(f)) if f == ENVELOPE_V1);
+    if is_envelope {
+        if let Some((key, value, headers)) = open_envelope(&msg.payload) {
+            return KafkaRecord {
+                timestamp_ms,
+                timestamp_type,
+                key,
+                value,
+                headers,
+            };
+        }
+        // A payload that is not the envelope it claims: hand it over as it is.
+        tracing::warn!("message marked as a Kafka envelope does not hold one; delivering its payload as the value");
+    }
+    let key = match msg.header(KEY) {
+        Some(v) => Some(v.to_kafka()),
+        None if flags & FLAG_KEY_EMPTY != 0 => Some(Bytes::new()),
+        None => None,
+    };
+    let value = if flags & FLAG_VALUE_NULL != 0 {
+        None
+    } else if flags & FLAG_VALUE_EMPTY != 0 {
+        Some(Bytes::new())
+    } else {
+        Some(msg.payload.clone())
+    };
+    let user: Vec<&(String, HeaderValue)> = msg
+        .headers
+        .iter()
+        .filter(|(k, _)| !k.starts_with(RESERVED_PREFIX))
+        .collect();
+    let headers = match msg.header(HEADER_ORDER) {
+        Some(HeaderValue::String(order)) => order
+            .split('\n')
+            .filter_map(|k| user.iter().find(|(uk, _)| uk == k))
+            .map(|(k, v)| Header {
+                key: Bytes::copy_from_slice(k.as_bytes()),
+                value: Some(v.to_kafka()),
+            })
+            .collect(),
+        _ => user
+            .iter()
+            .map(|(k, v)| Header {
+                key: Bytes::copy_from_slice(k.as_bytes()),
+                value: Some(v.to_kafka()),
+            })
+            .collect(),
+    };
+    KafkaRecord {
+        timestamp_ms,
+        timestamp_type,
+        key,
+        value,
+        headers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &[u8]) -> Bytes {
+        Bytes::copy_from_slice(s)
+    }
+
+    fn round_trip(r: &KafkaRecord) -> IggyMessage {
+        let mut msg = to_iggy(r);
+        assert!(!msg.payload.is_empty(), "Iggy rejects empty payloads");
+        for (k, v) in &msg.headers {
+            assert!((1..=255).contains(&k.len()), "header key {k:?}");
+            if let HeaderValue::Raw(v) = v {
+                assert!((1..=255).contains(&v.len()), "header value of {k}");
+            }
+            if let HeaderValue::String(v) = v {
+                assert!((1..=255).contains(&v.len()), "header value of {k}");
+            }
+        }
+        // Iggy keeps headers in a map: their order must not matter.
+        msg.headers.reverse();
+        assert_eq!(&from_iggy(&msg), r);
+        msg
+    }
+
+    #[test]
+    fn plain_records_map_to_natural_iggy_messages() {
+        let r = KafkaRecord {
+            timestamp_ms: 1_700_000_000_123,
+            key: Some(b(b"user-1")),
+            value: Some(b(b"{\"hello\":1}")),
+            headers: vec![
+                Header {
+                    key: b(b"trace"),
+                    value: Some(b(b"abc")),
+                },
+                Header {
+                    key: b(b"a"),
+                    value: Some(b(b"1")),
+                },
+            ],
+            ..KafkaRecord::default()
+        };
+        let msg = round_trip(&r);
+        assert_eq!(&msg.payload[..], b"{\"hello\":1}");
+        assert_eq!(msg.origin_timestamp_us, 1_700_000_000_123_000);
+        assert_eq!(msg.header(KEY), Some(&HeaderValue::Raw(b(b"user-1"))));
+        assert_eq!(msg.header("trace"), Some(&HeaderValue::Raw(b(b"abc"))));
+        assert_eq!(
+            msg.header(HEADER_ORDER),
+            Some(&HeaderValue::String("trace\na".into()))
+        );
+        assert!(msg.header(FORMAT).is_none() && msg.header(FLAGS).is_none());
+    }
+
+    #[test]
+    fn every_null_and_empty_distinction_survives() {
+        for key in [None, Some(Bytes::new()), Some(b(b"k"))] {
+            for value in [None, Some(Bytes::new()), Some(b(b"v"))] {
+                for ts_type in [TimestampType::CreateTime, TimestampType::LogAppendTime] {
+                    round_trip(&KafkaRecord {
+                        timestamp_ms: 5,
+                        timestamp_type: ts_type,
+                        key: key.clone(),
+                        value: value.clone(),
+                        headers: vec![],
+                    });
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn what_iggy_headers_cannot_hold_goes_in_the_envelope() {
+        let long = Bytes::from(vec![b'x'; 300]);
+        let cases = [
+            vec![
+                Header {
+                    key: b(b"dup"),
+                    value: Some(b(b"1")),
+                },
+                Header {
+                    key: b(b"dup"),
+                    value: Some(b(b"2")),
+                },
+            ],
+            vec![Header {
+                key: Bytes::new(),
+                value: Some(b(b"1")),
+            }],
+            vec![Header {
+                key: b(b"n"),
+                value: None,
+            }],
+            vec![Header {
+                key: b(b"e"),
+                value: Some(Bytes::new()),
+            }],
+            vec![Header {
+                key: b(b"long"),
+                value: Some(long.clone()),
+            }],
+            vec![Header {
+                key: b(&[0xff, 0xfe]),
+                value: Some(b(b"binary key")),
+            }],
+            vec![Header {
+                key: b(b"kafka-key"),
+                value: Some(b(b"reserved")),
+            }],
+            (0..500)
+                .map(|i| Header {
+                    key: Bytes::from(format!("h{i}")),
+                    value: Some(Bytes::from(vec![1u8; 250])),
+                })
+                .collect(),
+        ];
+        for headers in cases {
+            let r = KafkaRecord {
+                timestamp_ms: 1,
+                key: Some(b(&[0, 159, 146, 150])),
+                value: None,
+                headers,
+                ..KafkaRecord::default()
+            };
+            let msg = round_trip(&r);
+            assert_eq!(
+                msg.header(FORMAT),
+                Some(&HeaderValue::String(ENVELOPE_V1.into()))
+            );
+        }
+        let long_key = KafkaRecord {
+            key: Some(long),
+            value: Some(b(b"v")),
+            ..KafkaRecord::default()
+        };
+        assert!(round_trip(&long_key).header(FORMAT).is_some());
+    }
+
+    #[test]
+    fn negative_timestamps_survive() {
+        let msg = round_trip(&KafkaRecord {
+            timestamp_ms: -1,
+            value: Some(b(b"v")),
+            ..KafkaRecord::default()
+        });
+        assert_eq!(msg.origin_timestamp_us, 0);
+    }
+
+    #[test]
+    fn iggy_native_messages_become_sensible_records() {
+        let msg = IggyMessage {
+            payload: b(b"native"),
+            origin_timestamp_us: 0,
+            timestamp_us: 1_700_000_000_555_999,
+            headers: vec![
+                ("source".into(), HeaderValue::String("sensor".into())),
+                ("n".into(), HeaderValue::Uint64(42)),
+            ],
+        };
+        let r = from_iggy(&msg);
+        assert_eq!(r.value.as_deref(), Some(&b"native"[..]));
+        assert_eq!(r.key, None);
+        assert_eq!(r.timestamp_ms, 1_700_000_000_555);
+        let headers: Vec<(&[u8], &[u8])> = r
+            .headers
+            .iter()
+            .map(|h| (&h.key[..], h.value.as_deref().unwrap_or_default()))
+            .collect();
+        assert_eq!(headers, [(&b"source"[..], &b"sensor"[..]), (b"n", b"42")]);
+    }
+
+    #[test]
+    fn generated_records_round_trip() {
+        // A deterministic sweep over shapes: key, value and header kinds, counts and sizes.
+        let mut seed = 0x9e37_79b9_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut pick = |n: u64| -> Option<Bytes> {
+            match next() % 5 {
+                0 => None,
+                1 => Some(Bytes::new()),
+                _ => Some(Bytes::from(
+                    (0..next() % n).map(|i| (i * 7) as u8).collect::<Vec<_>>(),
+                )),
+            }
+        };
+        for i in 0..2000 {
+            let headers = (0..i % 6)
+                .map(|h| Header {
+                    key: pick(20).unwrap_or_else(|| Bytes::from(format!("k{h}"))),
+                    value: pick(400),
+                })
+                .collect();
+            round_trip(&KafkaRecord {
+                timestamp_ms: i as i64 * 977 - 3,
+                timestamp_type: TimestampType::CreateTime,
+                key: pick(300),
+                value: pick(1000),
+                headers,
+            });
+        }
+    }
+}
