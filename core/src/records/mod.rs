@@ -6,10 +6,12 @@
 //! Nothing is reserved from a count before the count is checked against the bytes left.
 
 mod compression;
+mod legacy;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 pub use compression::{compress, decompress, Compression, DecompressionBudget};
+pub use legacy::decode_message_set;
 
 use crate::error_code::ErrorCode;
 
@@ -330,7 +332,8 @@ fn be_i64(b: &[u8], at: usize) -> i64 {
 }
 
 /// Decodes every batch in a `records` field (a produce request's, or a fetch response's when
-/// `allow_partial_tail`: brokers may cut the last batch short there).
+/// `allow_partial_tail`: brokers may cut the last batch short there). A legacy message set
+/// (magic 0 or 1, as Produce v0–v2 send) comes back as one batch.
 ///
 /// # Errors
 /// On the first batch that is corrupt, has a bad CRC, a count mismatch, an unsupported magic
@@ -340,6 +343,10 @@ pub fn decode_batches(
     budget: &mut DecompressionBudget,
     allow_partial_tail: bool,
 ) -> Result<Vec<RecordBatch>, BatchError> {
+    // Legacy entries and v2 batches both put the magic at byte 16.
+    if matches!(data.get(16).copied(), Some(0 | 1)) {
+        return Ok(vec![decode_message_set(data, budget)?]);
+    }
     let mut batches = Vec::new();
     let mut pos = 0;
     while pos < data.len() {

@@ -123,11 +123,11 @@ fn corruption_is_refused_with_kafkas_codes() {
     );
     assert_eq!(err.error_code(), ErrorCode::CORRUPT_MESSAGE);
 
-    let mut magic1 = good.to_vec();
-    magic1[16] = 1;
+    let mut magic3 = good.to_vec();
+    magic3[16] = 3;
     assert_eq!(
-        decode_batches(&Bytes::from(magic1), &mut budget(), false),
-        Err(BatchError::UnsupportedMagic(1))
+        decode_batches(&Bytes::from(magic3), &mut budget(), false),
+        Err(BatchError::UnsupportedMagic(3))
     );
 }
 
@@ -227,5 +227,38 @@ fn batches_from_real_clients_decode_with_every_codec() {
             "kafka-python is idempotent: {}",
             batches[0].producer_id
         );
+    }
+}
+
+#[test]
+fn legacy_message_sets_from_kafka_python_decode() {
+    let filler = "compressible-".repeat(20);
+    for (version, names) in [
+        (1, &["none", "gzip", "snappy"][..]),
+        (2, &["none", "gzip", "snappy", "lz4"][..]),
+    ] {
+        for name in names {
+            let batches = captured(
+                "kafka-python-legacy",
+                &format!("Produce-v{version}-{name}.bin"),
+            );
+            let records: Vec<&Record> = batches.iter().flat_map(|b| &b.records).collect();
+            assert_eq!(records.len(), 2, "v{version} {name}");
+            let python_name = if *name == "none" { "None" } else { name };
+            assert_eq!(records[0].key.as_deref(), Some(&b"key1"[..]));
+            assert_eq!(
+                records[0].value.as_deref(),
+                Some(format!("{filler}legacy-{python_name}").as_bytes())
+            );
+            assert_eq!(records[1].value, None, "a tombstone stays null");
+            if version == 2 {
+                assert!(
+                    batches[0].base_timestamp > 1_600_000_000_000,
+                    "magic 1 carries timestamps"
+                );
+            } else {
+                assert_eq!(batches[0].base_timestamp, -1, "magic 0 has none");
+            }
+        }
     }
 }
