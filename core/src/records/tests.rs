@@ -276,7 +276,7 @@ fn generated_batches_round_trip_with_every_codec() {
         state
     };
     for case in 0..300 {
-        let mut field = |max: u64, next: &mut dyn FnMut() -> u64| -> Option<Bytes> {
+        let field = |max: u64, next: &mut dyn FnMut() -> u64| -> Option<Bytes> {
             match next() % 4 {
                 0 => None,
                 1 => Some(Bytes::new()),
