@@ -156,6 +156,20 @@ fn kcat_requests_decode_as_expected() {
 }
 
 #[test]
+fn kafkajs_requests_decode_as_expected() {
+    check_client(
+        "kafkajs",
+        "kafkajs-golden",
+        "",
+        &[
+            (ApiKey::ApiVersions, 2),
+            (ApiKey::Metadata, 6),
+            (ApiKey::Produce, 7),
+        ],
+    );
+}
+
+#[test]
 fn kafka_python_legacy_requests_decode_as_expected() {
     // api_version (0, 9): Produce v1, magic 0; (0, 10, 0): Produce v2, magic 1.
     check_client(
