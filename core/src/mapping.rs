@@ -227,10 +227,12 @@ fn envelope(r: &KafkaRecord) -> Bytes {
     buf.freeze()
 }
 
+fn take_i32(b: &mut Bytes) -> Option<i32> {
+    (b.len() >= 4).then(|| bytes::Buf::get_i32(b))
+}
+
 fn take_nullable(b: &mut Bytes) -> Option<Option<Bytes>> {
-    let len = i32::from_be_bytes(*b.first_chunk::<4>()?);
-    let _ = bytes::Buf::get_i32(b);
-    match len {
+    match take_i32(b)? {
         -1 => Some(None),
         n if n < 0 || n as usize > b.len() => None,
         n => Some(Some(b.split_to(n as usize))),
@@ -238,17 +240,15 @@ fn take_nullable(b: &mut Bytes) -> Option<Option<Bytes>> {
 }
 
 fn open_envelope(payload: &Bytes) -> Option<(Option<Bytes>, Option<Bytes>, Vec<Header>)> {
-    let mut b = payload.clone();
-    if !b.starts_with(ENVELOPE_MAGIC) {
-        return None;
-    }
-    let _ = b.split_to(ENVELOPE_MAGIC.len());
+    let mut b = payload
+        .strip_prefix(ENVELOPE_MAGIC.as_slice())
+        .map(|rest| payload.slice_ref(rest))?;
     let key = take_nullable(&mut b)?;
     let value = take_nullable(&mut b)?;
-    let count = i32::from_be_bytes(*b.first_chunk::<4>()?);
-    let _ = b.split_to(4);
     // Each header takes at least 8 bytes: bound the reservation by what is there.
-    let count = usize::try_from(count).ok().filter(|c| *c <= b.len() / 8)?;
+    let count = usize::try_from(take_i32(&mut b)?)
+        .ok()
+        .filter(|c| *c <= b.len() / 8)?;
     let mut headers = Vec::with_capacity(count);
     for _ in 0..count {
         let key = take_nullable(&mut b)??;
@@ -311,28 +311,25 @@ pub fn from_iggy(msg: &IggyMessage) -> KafkaRecord {
     } else {
         Some(msg.payload.clone())
     };
-    let user: Vec<&(String, HeaderValue)> = msg
+    let mut user: Vec<&(String, HeaderValue)> = msg
         .headers
         .iter()
         .filter(|(k, _)| !k.starts_with(RESERVED_PREFIX))
         .collect();
-    let headers = match msg.header(HEADER_ORDER) {
-        Some(HeaderValue::String(order)) => order
+    // Record order when it was kept; otherwise the order Iggy gave.
+    if let Some(HeaderValue::String(order)) = msg.header(HEADER_ORDER) {
+        user = order
             .split('\n')
-            .filter_map(|k| user.iter().find(|(uk, _)| uk == k))
-            .map(|(k, v)| Header {
-                key: Bytes::copy_from_slice(k.as_bytes()),
-                value: Some(v.to_kafka()),
-            })
-            .collect(),
-        _ => user
-            .iter()
-            .map(|(k, v)| Header {
-                key: Bytes::copy_from_slice(k.as_bytes()),
-                value: Some(v.to_kafka()),
-            })
-            .collect(),
-    };
+            .filter_map(|k| user.iter().find(|(uk, _)| uk == k).copied())
+            .collect();
+    }
+    let headers = user
+        .iter()
+        .map(|(k, v)| Header {
+            key: Bytes::copy_from_slice(k.as_bytes()),
+            value: Some(v.to_kafka()),
+        })
+        .collect();
     KafkaRecord {
         timestamp_ms,
         timestamp_type,

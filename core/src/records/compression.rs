@@ -179,30 +179,30 @@ fn snappy_decompress(data: &[u8], limit: usize) -> Result<Vec<u8>, BatchError> {
     Ok(out)
 }
 
-/// Compresses `data` with `codec`, appending to `out`. Snappy is written in the xerial
-/// framing, which every Kafka client reads (Java clients need it).
+/// Compresses `data` with `codec` into `out`. Snappy is written in the xerial framing, which
+/// every Kafka client reads (Java clients need it).
 ///
 /// # Errors
-/// Only if the codec reports an I/O error writing to memory.
-pub fn compress(codec: Compression, data: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+/// Only what `out` or the codec report; writing to memory does not fail.
+pub fn compress(codec: Compression, data: &[u8], mut out: impl Write) -> io::Result<()> {
     match codec {
-        Compression::None => out.extend_from_slice(data),
+        Compression::None => out.write_all(data)?,
         Compression::Gzip => {
             let mut e = flate2::write::GzEncoder::new(out, flate2::Compression::default());
             e.write_all(data)?;
             e.finish()?;
         }
         Compression::Snappy => {
-            out.extend_from_slice(XERIAL_MAGIC);
-            out.extend_from_slice(&1u32.to_be_bytes());
-            out.extend_from_slice(&1u32.to_be_bytes());
+            out.write_all(XERIAL_MAGIC)?;
+            out.write_all(&1u32.to_be_bytes())?;
+            out.write_all(&1u32.to_be_bytes())?;
             // snappy-java's block size.
             let mut encoder = snap::raw::Encoder::new();
             for chunk in data.chunks(32 * 1024) {
                 let block = encoder.compress_vec(chunk).map_err(io::Error::other)?;
                 let len = u32::try_from(block.len()).map_err(io::Error::other)?;
-                out.extend_from_slice(&len.to_be_bytes());
-                out.extend_from_slice(&block);
+                out.write_all(&len.to_be_bytes())?;
+                out.write_all(&block)?;
             }
         }
         Compression::Lz4 => {

@@ -170,9 +170,8 @@ impl RecordBatch {
             for r in &self.records {
                 encode_record(r, &mut plain)?;
             }
-            let mut packed = Vec::with_capacity(plain.len() / 2 + 64);
-            compress(codec, &plain, &mut packed).map_err(BatchError::decompression)?;
-            buf.put_slice(&packed);
+            // Straight into the output: no intermediate copy of the compressed bytes.
+            compress(codec, &plain, (&mut *buf).writer()).map_err(BatchError::decompression)?;
         }
         let len = i32::try_from(buf.len() - start - 12)
             .map_err(|_| BatchError::corrupt("batch too large"))?;
