@@ -10,10 +10,13 @@ compile_error!("enable a runtime feature: `tokio` (default) or `smol`");
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use iggy_kafka_core::backend::Backend;
 use iggy_kafka_core::Config;
+use iggy_kafka_embedded::{EmbeddedStore, StoreConfig};
 
 /// The runtime this binary was built with.
 const RUNTIME: &str = if cfg!(feature = "smol") {
@@ -26,6 +29,9 @@ const RUNTIME: &str = if cfg!(feature = "smol") {
 ///
 /// Kafka clients (librdkafka/kcat, the Java client, kafka-python, kafkajs, ...) connect to it
 /// unchanged. Every option can also be set through the environment variable named beside it.
+///
+/// Without --iggy the data lives in the embedded store: in this process's memory only.
+/// NOTHING IS KEPT ACROSS RESTARTS, and each partition keeps at most --retention-bytes.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
@@ -55,6 +61,79 @@ struct Args {
         value_name = "MS"
     )]
     idle_timeout_ms: u64,
+
+    /// Iggy server to keep the data in, as iggy://USER:PASSWORD@HOST:PORT. Without it the
+    /// embedded in-memory store is used.
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_IGGY",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    iggy: Option<String>,
+
+    /// Iggy stream that holds one Iggy topic per Kafka topic.
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_STREAM",
+        default_value = "kafka",
+        value_name = "NAME"
+    )]
+    stream: String,
+
+    /// Create a topic when a client's Metadata request names a missing one and allows it
+    /// (Kafka's auto.create.topics.enable).
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_AUTO_CREATE_TOPICS",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    auto_create_topics: bool,
+
+    /// Partitions of an auto-created topic, and of a created topic that asks for the default
+    /// (Kafka's num.partitions).
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_DEFAULT_PARTITIONS",
+        default_value_t = 1,
+        value_name = "N"
+    )]
+    default_partitions: u32,
+
+    /// Embedded store only: the most bytes each partition keeps; the oldest messages are
+    /// dropped beyond it and the log start offset advances.
+    #[arg(long, env = "IGGY_KAFKA_RETENTION_BYTES", default_value_t = 1 << 30, value_name = "BYTES")]
+    retention_bytes: u64,
+
+    /// Requests one connection may have in flight before the gateway stops reading from it.
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_MAX_IN_FLIGHT",
+        default_value_t = 1024,
+        value_name = "N"
+    )]
+    max_in_flight_requests: usize,
+
+    /// A request whose backend work takes longer than this, in milliseconds, is answered
+    /// with REQUEST_TIMED_OUT (or its connection closed where the API has no such code).
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_REQUEST_TIMEOUT_MS",
+        default_value_t = 30_000,
+        value_name = "MS"
+    )]
+    request_timeout_ms: u64,
+
+    /// Cluster id reported to clients.
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_CLUSTER_ID",
+        default_value = "iggy-kafka-gateway",
+        value_name = "ID"
+    )]
+    cluster_id: String,
 
     /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive such as
     /// `iggy_kafka_core=debug`. RUST_LOG, when set, takes precedence.
@@ -120,22 +199,49 @@ fn main() -> ExitCode {
         tracing::error!("{e}");
         return ExitCode::FAILURE;
     }
+    if args.iggy.is_some() {
+        tracing::error!(
+            "the Iggy backend is not available in this build yet; run without --iggy to use the embedded store"
+        );
+        return ExitCode::FAILURE;
+    }
+    if args.default_partitions == 0 {
+        tracing::error!("--default-partitions must be at least 1");
+        return ExitCode::FAILURE;
+    }
+    let retention = i64::try_from(args.retention_bytes).unwrap_or(i64::MAX);
+    let backend: Arc<dyn Backend> = Arc::new(EmbeddedStore::new({
+        let mut c = StoreConfig::default();
+        c.max_partition_bytes = args.retention_bytes;
+        c
+    }));
     let mut config = Config::default();
     config.max_frame_size = args.max_frame_size;
     config.idle_timeout = Duration::from_millis(args.idle_timeout_ms);
+    config.max_in_flight_requests = args.max_in_flight_requests.max(1);
+    config.request_timeout = Duration::from_millis(args.request_timeout_ms);
+    config.auto_create_topics = args.auto_create_topics;
+    config.default_partitions = args.default_partitions;
+    config.cluster_id = args.cluster_id.clone();
+    config.default_retention_bytes = retention;
+    config.max_retention_bytes = Some(retention);
 
     let advertised_arg = args.advertised_listener.clone();
-    let on_bound = move |bound: SocketAddr| match advertised(bound, advertised_arg.as_deref()) {
-        Ok((host, port)) => {
-            tracing::info!(runtime = RUNTIME, %bound, advertised = %format!("{host}:{port}"), "listening")
+    let stream = args.stream.clone();
+    let on_bound = move |bound: SocketAddr| {
+        // Checked above; the port may only be known now (`--listen HOST:0`).
+        if let Ok((host, port)) = advertised(bound, advertised_arg.as_deref()) {
+            tracing::info!(runtime = RUNTIME, %bound, advertised = %format!("{host}:{port}"), backend = "embedded (in memory, nothing kept across restarts)", %stream, "listening");
+            config.advertised_host = host;
+            config.advertised_port = i32::from(port);
         }
-        Err(e) => tracing::error!("{e}"),
+        Arc::new(config)
     };
 
     #[cfg(feature = "tokio")]
-    let result = iggy_kafka_tokio::run(listen, config, on_bound);
+    let result = iggy_kafka_tokio::run(listen, backend, on_bound);
     #[cfg(feature = "smol")]
-    let result = iggy_kafka_smol::run(listen, config, on_bound);
+    let result = iggy_kafka_smol::run(listen, backend, on_bound);
 
     match result {
         Ok(()) => {

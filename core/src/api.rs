@@ -20,7 +20,25 @@ const fn api(key: ApiKey, min: i16, max: i16) -> SupportedApi {
 }
 
 /// Every API the gateway serves, in ascending key order.
-pub const SUPPORTED_APIS: &[SupportedApi] = &[api(ApiKey::ApiVersions, 0, 4)];
+pub const SUPPORTED_APIS: &[SupportedApi] = &[
+    // v0–2 (legacy message sets) are served for real: librdkafka decides whether a broker
+    // takes compressed batches from the advertised Produce range.
+    api(ApiKey::Produce, 0, 11),
+    // v0–3 answer in the legacy message format, which current clients never ask for.
+    api(ApiKey::Fetch, 4, 17),
+    api(ApiKey::ListOffsets, 0, 10),
+    api(ApiKey::Metadata, 0, 12),
+    api(ApiKey::FindCoordinator, 0, 6),
+    api(ApiKey::ApiVersions, 0, 4),
+    api(ApiKey::CreateTopics, 0, 7),
+    api(ApiKey::DeleteTopics, 0, 6),
+    api(ApiKey::InitProducerId, 0, 5),
+    api(ApiKey::OffsetForLeaderEpoch, 0, 4),
+    api(ApiKey::DescribeConfigs, 0, 4),
+    api(ApiKey::CreatePartitions, 0, 3),
+    api(ApiKey::IncrementalAlterConfigs, 0, 1),
+    api(ApiKey::DescribeCluster, 0, 1),
+];
 
 /// The versions of `key` the gateway serves, if it serves the key at all.
 #[must_use]

@@ -4,19 +4,80 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ErrorCode(pub i16);
 
-impl ErrorCode {
+macro_rules! codes {
+    ($($(#[doc = $doc:literal])* $name:ident = $v:literal,)*) => {
+        impl ErrorCode {
+            $($(#[doc = $doc])* pub const $name: Self = Self($v);)*
+
+            /// Kafka's name for the code, for logs and messages.
+            #[must_use]
+            pub fn name(self) -> &'static str {
+                match self.0 {
+                    $($v => stringify!($name),)*
+                    _ => "UNKNOWN",
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    /// An unexpected server error.
+    UNKNOWN_SERVER_ERROR = -1,
     /// No error.
-    pub const NONE: Self = Self(0);
+    NONE = 0,
+    /// The offset is outside the partition's bounds.
+    OFFSET_OUT_OF_RANGE = 1,
     /// The message failed its CRC check, or is otherwise corrupt.
-    pub const CORRUPT_MESSAGE: Self = Self(2);
+    CORRUPT_MESSAGE = 2,
+    /// No such topic or partition.
+    UNKNOWN_TOPIC_OR_PARTITION = 3,
+    /// The request timed out.
+    REQUEST_TIMED_OUT = 7,
+    /// A record batch is larger than the topic's `max.message.bytes`.
+    MESSAGE_TOO_LARGE = 10,
+    /// The coordinator is not available.
+    COORDINATOR_NOT_AVAILABLE = 15,
+    /// The topic name is invalid.
+    INVALID_TOPIC_EXCEPTION = 17,
+    /// The request's records are larger than allowed.
+    RECORD_LIST_TOO_LARGE = 18,
+    /// `acks` is not -1, 0 or 1.
+    INVALID_REQUIRED_ACKS = 21,
+    /// Not authorized to access the topic.
+    TOPIC_AUTHORIZATION_FAILED = 29,
+    /// The timestamp is invalid.
+    INVALID_TIMESTAMP = 32,
     /// The version of the API is not supported.
-    pub const UNSUPPORTED_VERSION: Self = Self(35);
+    UNSUPPORTED_VERSION = 35,
+    /// The topic exists already.
+    TOPIC_ALREADY_EXISTS = 36,
+    /// A bad number of partitions.
+    INVALID_PARTITIONS = 37,
+    /// A bad replication factor.
+    INVALID_REPLICATION_FACTOR = 38,
+    /// A bad replica assignment.
+    INVALID_REPLICA_ASSIGNMENT = 39,
+    /// A bad configuration.
+    INVALID_CONFIG = 40,
     /// The request is malformed or otherwise invalid.
-    pub const INVALID_REQUEST: Self = Self(42);
+    INVALID_REQUEST = 42,
+    /// Not authorized to use the transactional id.
+    TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53,
+    /// The fetch session is unknown.
+    FETCH_SESSION_ID_NOT_FOUND = 70,
+    /// The leader epoch is older than the leader's.
+    FENCED_LEADER_EPOCH = 74,
+    /// The leader epoch is newer than the leader's.
+    UNKNOWN_LEADER_EPOCH = 75,
     /// The compression codec is not supported.
-    pub const UNSUPPORTED_COMPRESSION_TYPE: Self = Self(76);
+    UNSUPPORTED_COMPRESSION_TYPE = 76,
     /// A record failed validation.
-    pub const INVALID_RECORD: Self = Self(87);
+    INVALID_RECORD = 87,
+    /// No topic with this id.
+    UNKNOWN_TOPIC_ID = 100,
+    /// The endpoint type is not supported.
+    UNSUPPORTED_ENDPOINT_TYPE = 119,
 }
 
 impl From<ErrorCode> for i16 {

@@ -9,12 +9,15 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod backend;
 pub mod connection;
+pub mod driver;
 pub mod error_code;
 pub mod frame;
 mod handlers;
 pub mod mapping;
 pub mod protocol;
 pub mod records;
+pub mod topic_config;
 
 pub use connection::{CloseReason, Config, Connection};

@@ -67,6 +67,17 @@ pub enum HeaderValue {
 }
 
 impl HeaderValue {
+    /// The value's size as Iggy stores it.
+    #[must_use]
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Self::Raw(b) => b.len(),
+            Self::String(s) => s.len(),
+            Self::Bool(_) | Self::Uint8(_) => 1,
+            Self::Int64(_) | Self::Uint64(_) | Self::Float64(_) => 8,
+        }
+    }
+
     /// The value as a Kafka header value: bytes as they are, numbers as decimal text.
     #[must_use]
     pub fn to_kafka(&self) -> Bytes {
@@ -258,6 +269,37 @@ fn open_envelope(payload: &Bytes) -> Option<(Option<Bytes>, Option<Bytes>, Vec<H
     b.is_empty().then_some((key, value, headers))
 }
 
+/// Gives a message the broker's append time as its Kafka timestamp, as Kafka does for a
+/// topic with `message.timestamp.type=LogAppendTime`: the producer's time is replaced.
+pub fn set_log_append_time(msg: &mut IggyMessage, append_us: u64) {
+    msg.origin_timestamp_us = append_us;
+    msg.headers.retain(|(k, _)| k != TIMESTAMP);
+    match msg.headers.iter_mut().find(|(k, _)| k == FLAGS) {
+        Some((_, HeaderValue::Uint8(f))) => *f |= FLAG_LOG_APPEND_TIME,
+        Some((_, v)) => *v = HeaderValue::Uint8(FLAG_LOG_APPEND_TIME),
+        None => msg
+            .headers
+            .push((FLAGS.into(), HeaderValue::Uint8(FLAG_LOG_APPEND_TIME))),
+    }
+}
+
+/// The Kafka timestamp (ms) of the record a message holds, as [`from_iggy`] gives it,
+/// without rebuilding the record.
+#[must_use]
+pub fn kafka_timestamp_ms(msg: &IggyMessage) -> i64 {
+    match msg.header(TIMESTAMP) {
+        Some(HeaderValue::Int64(ms)) => *ms,
+        _ => {
+            let us = if msg.origin_timestamp_us != 0 {
+                msg.origin_timestamp_us
+            } else {
+                msg.timestamp_us
+            };
+            i64::try_from(us / 1000).unwrap_or(i64::MAX)
+        }
+    }
+}
+
 /// Maps an Iggy message back to the Kafka record it holds. A message that Iggy-native
 /// producers wrote (no `kafka-*` headers) becomes a record whose value is the payload, whose
 /// headers are its user headers and whose timestamp is its origin timestamp (or, without
@@ -268,17 +310,7 @@ pub fn from_iggy(msg: &IggyMessage) -> KafkaRecord {
         Some(HeaderValue::Uint8(f)) => *f,
         _ => 0,
     };
-    let timestamp_ms = match msg.header(TIMESTAMP) {
-        Some(HeaderValue::Int64(ms)) => *ms,
-        _ => {
-            let us = if msg.origin_timestamp_us != 0 {
-                msg.origin_timestamp_us
-            } else {
-                msg.timestamp_us
-            };
-            i64::try_from(us / 1000).unwrap_or(i64::MAX)
-        }
-    };
+    let timestamp_ms = kafka_timestamp_ms(msg);
     let timestamp_type = if flags & FLAG_LOG_APPEND_TIME != 0 {
         TimestampType::LogAppendTime
     } else {

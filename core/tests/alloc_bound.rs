@@ -97,7 +97,7 @@ fn a_huge_nested_array_inside_a_frame_closes_the_connection_cheaply() {
     // A whole ApiVersions v3 frame whose tagged-field count claims 2^32-1 fields.
     let frame: &[u8] = b"\x00\x00\x00\x14\x00\x12\x00\x03\x00\x00\x00\x01\xff\xff\x00\x02a\x02b\xff\xff\xff\xff\x0f\x00";
     let now = Instant::now();
-    let mut conn = Connection::new(Config::default(), now);
+    let mut conn = Connection::new(std::sync::Arc::new(Config::default()), now);
     let mut buf = BytesMut::from(frame);
     let ((), bytes) = allocated_by(|| conn.handle_input(now, &mut buf));
     assert!(

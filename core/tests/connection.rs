@@ -6,7 +6,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use iggy_kafka_core::api::{self, SUPPORTED_APIS};
 use iggy_kafka_core::protocol::generated::api_versions_request::ApiVersionsRequest;
 use iggy_kafka_core::protocol::generated::api_versions_response::ApiVersionsResponse;
-use iggy_kafka_core::protocol::generated::metadata_request::MetadataRequest;
+use iggy_kafka_core::protocol::generated::fetch_request::FetchRequest;
+use iggy_kafka_core::protocol::generated::join_group_request::JoinGroupRequest;
 use iggy_kafka_core::protocol::generated::request_header::RequestHeader;
 use iggy_kafka_core::protocol::generated::response_header::ResponseHeader;
 use iggy_kafka_core::protocol::{ApiKey, Message, Reader, Request};
@@ -71,7 +72,7 @@ fn read_api_versions(out: &mut BytesMut, version: i16) -> Vec<(i32, ApiVersionsR
 fn answers_api_versions_v0_to_v4_with_the_table() {
     let now = Instant::now();
     for version in 0..=4 {
-        let mut conn = Connection::new(Config::default(), now);
+        let mut conn = Connection::new(std::sync::Arc::new(Config::default()), now);
         let mut input = BytesMut::from(&api_versions(version, 41)[..]);
         conn.handle_input(now, &mut input);
         assert!(input.is_empty());
@@ -102,22 +103,29 @@ fn answers_api_versions_v0_to_v4_with_the_table() {
 #[test]
 fn api_versions_v0_response_is_byte_exact() {
     let now = Instant::now();
-    let mut conn = Connection::new(Config::default(), now);
+    let mut conn = Connection::new(std::sync::Arc::new(Config::default()), now);
     // size 10: key 18, version 0, correlation id 7, client id "ab".
     let mut input =
         BytesMut::from(&b"\x00\x00\x00\x0c\x00\x12\x00\x00\x00\x00\x00\x07\x00\x02ab"[..]);
     conn.handle_input(now, &mut input);
-    // size 16: correlation id, error 0, one API: [18, 0, 4].
-    assert_eq!(
-        &drain(&mut conn)[..],
-        b"\x00\x00\x00\x10\x00\x00\x00\x07\x00\x00\x00\x00\x00\x01\x00\x12\x00\x00\x00\x04"
-    );
+    // Size, correlation id 7, error 0, then the table as [key, min, max] int16 triples.
+    let mut expected = BytesMut::new();
+    expected.put_u32(10 + 6 * SUPPORTED_APIS.len() as u32);
+    expected.put_i32(7);
+    expected.put_i16(0);
+    expected.put_i32(SUPPORTED_APIS.len() as i32);
+    for a in SUPPORTED_APIS {
+        expected.put_i16(a.key as i16);
+        expected.put_i16(a.versions.min);
+        expected.put_i16(a.versions.max);
+    }
+    assert_eq!(&drain(&mut conn)[..], &expected[..]);
 }
 
 #[test]
 fn pipelined_requests_fed_byte_by_byte_are_answered_in_order() {
     let now = Instant::now();
-    let mut conn = Connection::new(Config::default(), now);
+    let mut conn = Connection::new(std::sync::Arc::new(Config::default()), now);
     let mut wire = BytesMut::new();
     for (i, v) in [0i16, 3, 1, 4, 2].iter().enumerate() {
         wire.extend_from_slice(&api_versions(*v, i as i32));
@@ -147,7 +155,7 @@ fn pipelined_requests_fed_byte_by_byte_are_answered_in_order() {
 #[test]
 fn api_versions_above_ours_gets_a_v0_unsupported_version_answer() {
     let now = Instant::now();
-    let mut conn = Connection::new(Config::default(), now);
+    let mut conn = Connection::new(std::sync::Arc::new(Config::default()), now);
     // A v7 request in header v2 with a body we do not know; only the header matters.
     let mut input = BytesMut::from(
         &b"\x00\x00\x00\x0f\x00\x12\x00\x07\x00\x00\x00\x09\x00\x01c\x00\x01\x02\x03"[..],
@@ -174,7 +182,7 @@ fn api_versions_above_ours_gets_a_v0_unsupported_version_answer() {
 #[test]
 fn invalid_client_software_name_gets_invalid_request() {
     let now = Instant::now();
-    let mut conn = Connection::new(Config::default(), now);
+    let mut conn = Connection::new(std::sync::Arc::new(Config::default()), now);
     let body = ApiVersionsRequest {
         client_software_name: "-bad name".into(),
         client_software_version: "1".into(),
@@ -190,7 +198,7 @@ fn invalid_client_software_name_gets_invalid_request() {
 
 fn assert_closes(input: &[u8], expect: impl Fn(&CloseReason) -> bool) {
     let now = Instant::now();
-    let mut conn = Connection::new(Config::default(), now);
+    let mut conn = Connection::new(std::sync::Arc::new(Config::default()), now);
     let mut buf = BytesMut::from(input);
     conn.handle_input(now, &mut buf);
     let reason = conn.close_reason().cloned().expect("closed");
@@ -218,15 +226,25 @@ fn hostile_and_unsupported_input_closes_the_connection() {
         b"\x00\x00\x00\x0a\x03\xe7\x00\x00\x00\x00\x00\x01\xff\xff",
         |r| matches!(r, CloseReason::UnsupportedApiKey { api_key: 999, .. }),
     );
-    // Metadata: a real API, not served yet.
-    let metadata = frame(
-        ApiKey::Metadata,
+    // JoinGroup: a real API, not served yet.
+    let join = frame(
+        ApiKey::JoinGroup,
         1,
         1,
-        &Request::Metadata(MetadataRequest::default()),
+        &Request::JoinGroup(JoinGroupRequest::default()),
     );
-    assert_closes(&metadata, |r| {
-        matches!(r, CloseReason::UnsupportedApiKey { api_key: 3, .. })
+    assert_closes(&join, |r| {
+        matches!(r, CloseReason::UnsupportedApiKey { api_key: 11, .. })
+    });
+    // Fetch v3: a served API at a version outside the table.
+    let fetch = frame(
+        ApiKey::Fetch,
+        3,
+        1,
+        &Request::Fetch(FetchRequest::default()),
+    );
+    assert_closes(&fetch, |r| {
+        matches!(r, CloseReason::UnsupportedVersion { version: 3, .. })
     });
     // ApiVersions below ours does not exist; -1 is outside the table.
     assert_closes(
@@ -243,7 +261,7 @@ fn hostile_and_unsupported_input_closes_the_connection() {
 #[test]
 fn answers_before_a_bad_frame_are_still_flushed() {
     let now = Instant::now();
-    let mut conn = Connection::new(Config::default(), now);
+    let mut conn = Connection::new(std::sync::Arc::new(Config::default()), now);
     let mut buf = BytesMut::from(&api_versions(1, 1)[..]);
     buf.extend_from_slice(b"\xff\xff\xff\xff");
     conn.handle_input(now, &mut buf);
@@ -257,7 +275,7 @@ fn frame_limit_is_configurable() {
     let now = Instant::now();
     let mut config = Config::default();
     config.max_frame_size = 16;
-    let mut conn = Connection::new(config, now);
+    let mut conn = Connection::new(std::sync::Arc::new(config), now);
     let mut buf = BytesMut::from(&api_versions(3, 1)[..]);
     conn.handle_input(now, &mut buf);
     assert!(matches!(conn.close_reason(), Some(CloseReason::Frame(_))));
@@ -268,7 +286,7 @@ fn idle_connections_close_on_the_manual_clock() {
     let start = Instant::now();
     let mut config = Config::default();
     config.idle_timeout = Duration::from_secs(30);
-    let mut conn = Connection::new(config, start);
+    let mut conn = Connection::new(std::sync::Arc::new(config), start);
     assert_eq!(conn.poll_timeout(), Some(start + Duration::from_secs(30)));
     let later = start + Duration::from_secs(20);
     let mut buf = BytesMut::from(&api_versions(0, 1)[..]);
@@ -291,7 +309,7 @@ fn backpressure_stops_input_until_output_is_taken() {
     let now = Instant::now();
     let mut config = Config::default();
     config.max_pending_output = 1;
-    let mut conn = Connection::new(config, now);
+    let mut conn = Connection::new(std::sync::Arc::new(config), now);
     let mut buf = BytesMut::new();
     buf.extend_from_slice(&api_versions(0, 1));
     buf.extend_from_slice(&api_versions(0, 2));
@@ -311,7 +329,7 @@ fn backpressure_stops_input_until_output_is_taken() {
 #[test]
 fn shutdown_flushes_answers_then_closes() {
     let now = Instant::now();
-    let mut conn = Connection::new(Config::default(), now);
+    let mut conn = Connection::new(std::sync::Arc::new(Config::default()), now);
     let mut buf = BytesMut::from(&api_versions(2, 1)[..]);
     conn.handle_input(now, &mut buf);
     conn.shutdown();

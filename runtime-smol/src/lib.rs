@@ -1,6 +1,7 @@
 //! Runs the gateway's sans-IO core on smol and async-io: accepts connections, moves bytes
-//! between each socket and its [`Connection`], and sleeps until the connection's next
-//! deadline. Nothing protocol-specific lives here, and nothing here needs tokio.
+//! between each socket and its [`Connection`], hands the connection's commands to the
+//! backend, and sleeps until the next input, completion or deadline. Nothing
+//! protocol-specific lives here, and nothing here needs tokio.
 
 use std::future::Future;
 use std::io;
@@ -11,6 +12,8 @@ use std::time::{Duration, Instant};
 use async_io::Timer;
 use bytes::BytesMut;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt, StreamExt};
+use iggy_kafka_core::backend::{Backend, CommandId, Completion};
+use iggy_kafka_core::driver::Commands;
 use iggy_kafka_core::{Config, Connection};
 use smol::net::{TcpListener, TcpStream};
 use smol::Executor;
@@ -22,14 +25,15 @@ const READ_CHUNK: usize = 64 * 1024;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Binds `listen` on a smol executor with one thread per core, reports the bound address to
-/// `on_bound`, and serves until SIGINT or SIGTERM.
+/// `on_bound` (which gives the connections' configuration: the advertised port may depend on
+/// it), and serves with `backend` until SIGINT or SIGTERM.
 ///
 /// # Errors
 /// When the address cannot be bound or signals cannot be watched.
 pub fn run(
     listen: SocketAddr,
-    config: Config,
-    on_bound: impl FnOnce(SocketAddr),
+    backend: Arc<dyn Backend>,
+    on_bound: impl FnOnce(SocketAddr) -> Arc<Config>,
 ) -> io::Result<()> {
     let ex = Arc::new(Executor::new());
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
@@ -46,7 +50,7 @@ pub fn run(
     }
     let result = future::block_on(ex.run(async {
         let listener = TcpListener::bind(listen).await?;
-        on_bound(listener.local_addr()?);
+        let config = on_bound(listener.local_addr()?);
         let mut signals =
             async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term])?;
         let shutdown = async move {
@@ -54,7 +58,7 @@ pub fn run(
                 tracing::info!(signal = ?sig, "signal received, shutting down");
             }
         };
-        serve(&ex, listener, config, shutdown).await
+        serve(&ex, listener, config, backend, shutdown).await
     }));
     drop(stop_threads);
     for w in workers {
@@ -71,7 +75,8 @@ pub fn run(
 pub async fn serve(
     ex: &Executor<'static>,
     listener: TcpListener,
-    config: Config,
+    config: Arc<Config>,
+    backend: Arc<dyn Backend>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     // Closing this channel tells every connection to stop taking requests.
@@ -85,7 +90,7 @@ pub async fn serve(
                     let stop = stop_rx.clone();
                     tasks.retain(|t: &smol::Task<()>| !t.is_finished());
                     tasks.push(ex.spawn(tracing::Instrument::instrument(
-                        drive(stream, config.clone(), stop),
+                        drive(stream, config.clone(), backend.clone(), stop),
                         span,
                     )));
                 }
@@ -118,19 +123,37 @@ pub async fn serve(
 
 enum Event {
     Read(io::Result<usize>),
+    Completed(Vec<(CommandId, Completion)>),
     Timeout,
     Stop,
 }
 
-async fn drive(mut stream: TcpStream, config: Config, stop: smol::channel::Receiver<()>) {
+async fn drive(
+    mut stream: TcpStream,
+    config: Arc<Config>,
+    backend: Arc<dyn Backend>,
+    stop: smol::channel::Receiver<()>,
+) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
     tracing::debug!("accepted");
     let mut conn = Connection::new(config, Instant::now());
+    let mut commands = Commands::new();
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut stopping = false;
     loop {
+        // Take what the buffer holds for as long as the connection makes progress: commands
+        // that complete at once free room for more.
+        loop {
+            let before = buf.len();
+            let now = Instant::now();
+            conn.handle_input(now, &mut buf);
+            commands.start(&mut conn, &*backend, now);
+            if buf.len() == before || buf.is_empty() {
+                break;
+            }
+        }
         while let Some(out) = conn.poll_transmit() {
             if let Err(e) = stream.write_all(&out).await {
                 tracing::debug!(error = %e, "write failed");
@@ -140,7 +163,10 @@ async fn drive(mut stream: TcpStream, config: Config, stop: smol::channel::Recei
         if conn.is_closed() {
             break;
         }
-        let deadline = conn.poll_timeout();
+        let deadline = match (conn.poll_timeout(), commands.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let wants_input = conn.wants_input();
         let filled = buf.len();
         if wants_input {
@@ -152,6 +178,13 @@ async fn drive(mut stream: TcpStream, config: Config, stop: smol::channel::Recei
                 Event::Read(stream.read(&mut buf[filled..]).await)
             } else {
                 future::pending().await
+            }
+        };
+        let completed = async {
+            if commands.is_empty() {
+                future::pending().await
+            } else {
+                Event::Completed(future::poll_fn(|cx| commands.poll_ready(cx)).await)
             }
         };
         let timer = async {
@@ -171,23 +204,26 @@ async fn drive(mut stream: TcpStream, config: Config, stop: smol::channel::Recei
                 Event::Stop
             }
         };
-        let event = future::or(read, future::or(timer, stopped)).await;
+        let event = future::or(read, future::or(completed, future::or(timer, stopped))).await;
         match event {
             Event::Read(Ok(0)) => {
                 tracing::debug!("peer closed");
                 return;
             }
-            Event::Read(Ok(n)) => {
-                buf.truncate(filled + n);
-                conn.handle_input(Instant::now(), &mut buf);
-            }
+            Event::Read(Ok(n)) => buf.truncate(filled + n),
             Event::Read(Err(e)) => {
                 tracing::debug!(error = %e, "read failed");
                 return;
             }
+            Event::Completed(ready) => {
+                buf.truncate(filled);
+                Commands::complete(&mut conn, Instant::now(), ready);
+            }
             Event::Timeout => {
                 buf.truncate(filled);
-                conn.handle_timeout(Instant::now());
+                let now = Instant::now();
+                commands.handle_timeout(&mut conn, now);
+                conn.handle_timeout(now);
             }
             Event::Stop => {
                 buf.truncate(filled);

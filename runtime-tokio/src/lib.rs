@@ -1,13 +1,16 @@
 //! Runs the gateway's sans-IO core on tokio: accepts connections, moves bytes between each
-//! socket and its [`Connection`], and sleeps until the connection's next deadline. Nothing
-//! protocol-specific lives here.
+//! socket and its [`Connection`], hands the connection's commands to the backend, and sleeps
+//! until the next input, completion or deadline. Nothing protocol-specific lives here.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use iggy_kafka_core::backend::Backend;
+use iggy_kafka_core::driver::Commands;
 use iggy_kafka_core::{Config, Connection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -22,23 +25,24 @@ const READ_CHUNK: usize = 64 * 1024;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Binds `listen` on a new multi-threaded tokio runtime, reports the bound address to
-/// `on_bound`, and serves until SIGINT or SIGTERM.
+/// `on_bound` (which gives the connections' configuration: the advertised port may depend on
+/// it), and serves with `backend` until SIGINT or SIGTERM.
 ///
 /// # Errors
 /// When the runtime cannot start, the address cannot be bound or signals cannot be watched.
 pub fn run(
     listen: SocketAddr,
-    config: Config,
-    on_bound: impl FnOnce(SocketAddr),
+    backend: Arc<dyn Backend>,
+    on_bound: impl FnOnce(SocketAddr) -> Arc<Config>,
 ) -> io::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
         let listener = TcpListener::bind(listen).await?;
-        on_bound(listener.local_addr()?);
+        let config = on_bound(listener.local_addr()?);
         let shutdown = shutdown_signal()?;
-        serve(listener, config, shutdown).await
+        serve(listener, config, backend, shutdown).await
     })
 }
 
@@ -61,7 +65,8 @@ fn shutdown_signal() -> io::Result<impl Future<Output = ()>> {
 /// Only on a listener failure that retrying cannot cure; per-connection errors are logged.
 pub async fn serve(
     listener: TcpListener,
-    config: Config,
+    config: Arc<Config>,
+    backend: Arc<dyn Backend>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -73,7 +78,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let span = tracing::info_span!("conn", %peer);
-                    connections.spawn(drive(stream, config.clone(), stop_rx.clone()).instrument(span));
+                    connections.spawn(drive(stream, config.clone(), backend.clone(), stop_rx.clone()).instrument(span));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -99,15 +104,32 @@ pub async fn serve(
     Ok(())
 }
 
-async fn drive(mut stream: TcpStream, config: Config, mut stop: watch::Receiver<bool>) {
+async fn drive(
+    mut stream: TcpStream,
+    config: Arc<Config>,
+    backend: Arc<dyn Backend>,
+    mut stop: watch::Receiver<bool>,
+) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
     tracing::debug!("accepted");
     let mut conn = Connection::new(config, Instant::now());
+    let mut commands = Commands::new();
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut stopping = false;
     loop {
+        // Take what the buffer holds for as long as the connection makes progress: commands
+        // that complete at once free room for more.
+        loop {
+            let before = buf.len();
+            let now = Instant::now();
+            conn.handle_input(now, &mut buf);
+            commands.start(&mut conn, &*backend, now);
+            if buf.len() == before || buf.is_empty() {
+                break;
+            }
+        }
         while let Some(out) = conn.poll_transmit() {
             if let Err(e) = stream.write_all(&out).await {
                 tracing::debug!(error = %e, "write failed");
@@ -117,7 +139,10 @@ async fn drive(mut stream: TcpStream, config: Config, mut stop: watch::Receiver<
         if conn.is_closed() {
             break;
         }
-        let deadline = conn.poll_timeout();
+        let deadline = match (conn.poll_timeout(), commands.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
         }
@@ -127,13 +152,20 @@ async fn drive(mut stream: TcpStream, config: Config, mut stop: watch::Receiver<
                     tracing::debug!("peer closed");
                     return;
                 }
-                Ok(_) => conn.handle_input(Instant::now(), &mut buf),
+                Ok(_) => {}
                 Err(e) => {
                     tracing::debug!(error = %e, "read failed");
                     return;
                 }
             },
-            () = sleep_until(deadline) => conn.handle_timeout(Instant::now()),
+            ready = std::future::poll_fn(|cx| commands.poll_ready(cx)), if !commands.is_empty() => {
+                Commands::complete(&mut conn, Instant::now(), ready);
+            }
+            () = sleep_until(deadline) => {
+                let now = Instant::now();
+                commands.handle_timeout(&mut conn, now);
+                conn.handle_timeout(now);
+            }
             _ = stop.changed(), if !stopping => {
                 stopping = true;
                 conn.shutdown();

@@ -1,0 +1,413 @@
+//! What the gateway asks of the store behind it: a small, backend-neutral vocabulary.
+//!
+//! A [`crate::Connection`] turns Kafka requests into [`Command`]s; the runtime adapter hands
+//! each to a [`Backend`] and feeds the [`Completion`] back. Two backends implement it: the
+//! embedded in-memory store and Iggy. The vocabulary is shaped after Iggy: a Kafka topic is
+//! a topic of one configured stream, Kafka partition `p` is partition `p`, Kafka offsets are
+//! the partition's 0-based, dense message offsets, and records travel as
+//! [`IggyMessage`]s mapped per `docs/MAPPING.md`.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::error_code::ErrorCode;
+use crate::mapping::IggyMessage;
+use crate::protocol::Uuid;
+
+/// Identifies a command of one connection, to match its completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CommandId(pub u64);
+
+/// A topic, by name or (Kafka's topic id) by id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TopicRef {
+    /// By name.
+    Name(String),
+    /// By topic id.
+    Id(Uuid),
+}
+
+impl fmt::Display for TopicRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Name(n) => f.write_str(n),
+            Self::Id(id) => write!(f, "{id:?}"),
+        }
+    }
+}
+
+/// Topic configuration the backends honour. `None` means "the default" (see
+/// [`crate::topic_config`] for names, defaults and validation).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TopicConfig {
+    /// `retention.ms`: messages older than this are dropped; `-1` keeps them forever.
+    pub retention_ms: Option<i64>,
+    /// `retention.bytes`: per partition; the oldest messages are dropped beyond it; `-1` means
+    /// no limit but the backend's own.
+    pub retention_bytes: Option<i64>,
+    /// `max.message.bytes`: the largest record batch a producer may send.
+    pub max_message_bytes: Option<i32>,
+    /// `message.timestamp.type` is `LogAppendTime` rather than `CreateTime`.
+    pub log_append_time: Option<bool>,
+}
+
+/// One change to a topic's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigChange {
+    /// The Kafka config name.
+    pub name: String,
+    /// The new value, or `None` to restore the default.
+    pub value: Option<String>,
+}
+
+/// What the backend knows of a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    /// The name, which is also the Iggy topic's name.
+    pub name: String,
+    /// Kafka's topic id: stable while the topic exists, new when it is re-created.
+    pub id: Uuid,
+    /// Number of partitions, numbered from 0.
+    pub partitions: u32,
+    /// The configuration overrides.
+    pub config: TopicConfig,
+}
+
+/// A stored message and its offset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredMessage {
+    /// The partition offset.
+    pub offset: u64,
+    /// The message, with `timestamp_us` set to when it was appended. Shared: reads do not
+    /// copy what the backend holds.
+    pub message: Arc<IggyMessage>,
+}
+
+/// A partition's bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PartitionOffsets {
+    /// The first offset still held (Kafka's log start offset).
+    pub log_start: u64,
+    /// The offset the next message will get (Kafka's high watermark and log end offset).
+    pub high_watermark: u64,
+    /// The offset and Kafka timestamp (ms) of the message with the largest timestamp.
+    pub max_timestamp: Option<(u64, i64)>,
+}
+
+/// Where a watch looks: a partition and the offset whose arrival it waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchPartition {
+    /// The topic.
+    pub topic: TopicRef,
+    /// The partition.
+    pub partition: u32,
+    /// The watch fires once the high watermark is above this offset.
+    pub offset: u64,
+}
+
+/// A request to the backend. Each completes with the [`Completion`] variant of the same name.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Command {
+    /// Append messages to a partition, all or none, in order.
+    Append {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The messages.
+        messages: Vec<IggyMessage>,
+        /// The largest record batch they came in, in bytes, for `max.message.bytes`.
+        largest_batch: usize,
+    },
+    /// Read messages from `offset` on.
+    Read {
+        /// The topic.
+        topic: TopicRef,
+        /// The partition.
+        partition: u32,
+        /// The first offset wanted.
+        offset: u64,
+        /// Stop once this many bytes (as [`message_size`] counts them) are read; the first
+        /// message is returned whatever its size.
+        max_bytes: usize,
+        /// Stop after this many messages.
+        max_messages: usize,
+    },
+    /// A partition's bounds.
+    Offsets {
+        /// The topic.
+        topic: TopicRef,
+        /// The partition.
+        partition: u32,
+    },
+    /// The first message whose Kafka timestamp is at least `timestamp_ms`.
+    OffsetForTimestamp {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// Milliseconds since the epoch.
+        timestamp_ms: i64,
+    },
+    /// Topics: all of them, or those named (missing ones are left out).
+    ListTopics {
+        /// `None` for every topic.
+        only: Option<Vec<TopicRef>>,
+    },
+    /// Create a topic.
+    CreateTopic {
+        /// The name.
+        name: String,
+        /// The number of partitions.
+        partitions: u32,
+        /// Configuration overrides, already validated.
+        config: TopicConfig,
+        /// Check only; create nothing.
+        validate_only: bool,
+    },
+    /// Delete a topic and its messages.
+    DeleteTopic {
+        /// The topic.
+        topic: TopicRef,
+    },
+    /// Grow a topic to `total` partitions.
+    CreatePartitions {
+        /// The topic.
+        topic: String,
+        /// The new number of partitions.
+        total: u32,
+        /// Check only.
+        validate_only: bool,
+    },
+    /// Change a topic's configuration.
+    AlterTopicConfig {
+        /// The topic.
+        topic: String,
+        /// The new overrides, already validated (the whole set, replacing the old one).
+        config: TopicConfig,
+        /// Check only.
+        validate_only: bool,
+    },
+    /// A new idempotent-producer id, unique among this backend's producers.
+    AllocateProducerId,
+    /// Complete once any of `partitions` has a message at or after its offset (or is gone).
+    /// The backend may complete it early; it must not hold it past `deadline`.
+    Watch {
+        /// What to watch.
+        partitions: Vec<WatchPartition>,
+        /// When the connection stops caring.
+        deadline: Instant,
+    },
+}
+
+impl Command {
+    /// The deadline a backend must not hold this command past, if it has one.
+    #[must_use]
+    pub fn deadline(&self) -> Option<Instant> {
+        match self {
+            Self::Watch { deadline, .. } => Some(*deadline),
+            _ => None,
+        }
+    }
+}
+
+/// The outcome of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The offset of the first message appended.
+    pub base_offset: u64,
+    /// The append time (ms) when the topic uses log-append time.
+    pub log_append_time_ms: Option<i64>,
+    /// The partition's log start offset after the append.
+    pub log_start: u64,
+}
+
+/// The outcome of a read.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ReadResult {
+    /// The messages, in offset order, without gaps.
+    pub messages: Vec<StoredMessage>,
+    /// The partition's bounds when it was read.
+    pub offsets: PartitionOffsets,
+}
+
+/// The outcome of a [`Command`], variant by variant.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Completion {
+    /// Of [`Command::Append`].
+    Append(Result<Appended, BackendError>),
+    /// Of [`Command::Read`].
+    Read(Result<ReadResult, BackendError>),
+    /// Of [`Command::Offsets`].
+    Offsets(Result<PartitionOffsets, BackendError>),
+    /// Of [`Command::OffsetForTimestamp`]: the offset and its timestamp, or none.
+    OffsetForTimestamp(Result<Option<(u64, i64)>, BackendError>),
+    /// Of [`Command::ListTopics`].
+    ListTopics(Result<Vec<TopicInfo>, BackendError>),
+    /// Of [`Command::CreateTopic`]: the topic (as it would be, when only validating).
+    CreateTopic(Result<TopicInfo, BackendError>),
+    /// Of [`Command::DeleteTopic`]: the topic that was deleted.
+    DeleteTopic(Result<TopicInfo, BackendError>),
+    /// Of [`Command::CreatePartitions`].
+    CreatePartitions(Result<(), BackendError>),
+    /// Of [`Command::AlterTopicConfig`].
+    AlterTopicConfig(Result<(), BackendError>),
+    /// Of [`Command::AllocateProducerId`].
+    AllocateProducerId(Result<i64, BackendError>),
+    /// Of [`Command::Watch`]: something may have changed, or the deadline passed.
+    Watch,
+}
+
+/// Why a command failed, in terms a Kafka error code can express.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// No such topic.
+    #[error("unknown topic {0}")]
+    UnknownTopic(TopicRef),
+    /// No such partition.
+    #[error("topic {topic} has no partition {partition}")]
+    UnknownPartition {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+    },
+    /// The offset is outside the partition's bounds.
+    #[error("offset {offset} is outside {log_start}..={high_watermark}")]
+    OffsetOutOfRange {
+        /// The offset asked for.
+        offset: u64,
+        /// The first offset held.
+        log_start: u64,
+        /// The next offset.
+        high_watermark: u64,
+    },
+    /// The topic exists already.
+    #[error("topic {0} already exists")]
+    TopicExists(String),
+    /// A bad partition count.
+    #[error("{0}")]
+    InvalidPartitions(String),
+    /// A bad topic configuration.
+    #[error("{0}")]
+    InvalidConfig(String),
+    /// A batch larger than the topic's `max.message.bytes`.
+    #[error("batch of {size} bytes exceeds max.message.bytes {max}")]
+    MessageTooLarge {
+        /// The batch size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A message the backend refuses (empty payload, headers over its limits).
+    #[error("invalid message: {0}")]
+    InvalidMessage(String),
+    /// The backend is not reachable now; the client may retry.
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    /// The backend refused the gateway's credentials.
+    #[error("not authorized: {0}")]
+    Unauthorized(String),
+    /// Anything else.
+    #[error("backend error: {0}")]
+    Other(String),
+}
+
+impl BackendError {
+    /// The Kafka error code for this failure.
+    #[must_use]
+    pub fn error_code(&self) -> ErrorCode {
+        match self {
+            Self::UnknownTopic(TopicRef::Id(_)) => ErrorCode::UNKNOWN_TOPIC_ID,
+            Self::UnknownTopic(TopicRef::Name(_)) | Self::UnknownPartition { .. } => {
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+            }
+            Self::OffsetOutOfRange { .. } => ErrorCode::OFFSET_OUT_OF_RANGE,
+            Self::TopicExists(_) => ErrorCode::TOPIC_ALREADY_EXISTS,
+            Self::InvalidPartitions(_) => ErrorCode::INVALID_PARTITIONS,
+            Self::InvalidConfig(_) => ErrorCode::INVALID_CONFIG,
+            Self::MessageTooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
+            Self::InvalidMessage(_) => ErrorCode::INVALID_RECORD,
+            Self::Unavailable(_) => ErrorCode::REQUEST_TIMED_OUT,
+            Self::Unauthorized(_) => ErrorCode::TOPIC_AUTHORIZATION_FAILED,
+            Self::Other(_) => ErrorCode::UNKNOWN_SERVER_ERROR,
+        }
+    }
+}
+
+/// A command's execution: done at once, or a future to drive.
+pub enum Execution {
+    /// Completed synchronously.
+    Done(Completion),
+    /// Completes later. Runtime-neutral: it needs no particular executor.
+    Pending(Pin<Box<dyn Future<Output = Completion> + Send + 'static>>),
+}
+
+impl fmt::Debug for Execution {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Done(c) => f.debug_tuple("Done").field(c).finish(),
+            Self::Pending(_) => f.write_str("Pending(..)"),
+        }
+    }
+}
+
+/// Runs commands. Shared by every connection of a gateway.
+pub trait Backend: Send + Sync + 'static {
+    /// Starts `command`. Commands of one connection are handed over in an order that already
+    /// keeps Kafka's guarantees, and may run concurrently.
+    fn execute(&self, command: Command) -> Execution;
+}
+
+/// How many bytes a message counts for in read limits and retention: about what it takes
+/// as a Kafka record, so that a fetch's `max_bytes` means what the client meant.
+#[must_use]
+pub fn message_size(m: &IggyMessage) -> usize {
+    let headers: usize = m
+        .headers
+        .iter()
+        .map(|(k, v)| k.len() + v.encoded_len() + 2)
+        .sum();
+    m.payload.len() + headers + 16
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A plausible successful completion of `command`, for tests of the connection alone.
+    pub(crate) fn succeed(command: &Command) -> Completion {
+        let info = |name: &str, partitions| TopicInfo {
+            name: name.into(),
+            id: Uuid([7; 16]),
+            partitions,
+            config: TopicConfig::default(),
+        };
+        match command {
+            Command::Append { .. } => Completion::Append(Ok(Appended {
+                base_offset: 0,
+                log_append_time_ms: None,
+                log_start: 0,
+            })),
+            Command::Read { .. } => Completion::Read(Ok(ReadResult::default())),
+            Command::Offsets { .. } => Completion::Offsets(Ok(PartitionOffsets::default())),
+            Command::OffsetForTimestamp { .. } => Completion::OffsetForTimestamp(Ok(None)),
+            Command::ListTopics { .. } => Completion::ListTopics(Ok(Vec::new())),
+            Command::CreateTopic {
+                name, partitions, ..
+            } => Completion::CreateTopic(Ok(info(name, *partitions))),
+            Command::DeleteTopic { .. } => Completion::DeleteTopic(Ok(info("t", 1))),
+            Command::CreatePartitions { .. } => Completion::CreatePartitions(Ok(())),
+            Command::AlterTopicConfig { .. } => Completion::AlterTopicConfig(Ok(())),
+            Command::AllocateProducerId => Completion::AllocateProducerId(Ok(1)),
+            Command::Watch { .. } => Completion::Watch,
+        }
+    }
+}

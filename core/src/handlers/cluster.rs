@@ -1,0 +1,169 @@
+//! DescribeCluster (key 60), FindCoordinator (key 10) and InitProducerId (key 22): the
+//! gateway as the one broker, controller and coordinator.
+
+use super::{kstr, metadata::CLUSTER_OPERATIONS, Ctx, Step, Task};
+use crate::backend::{Command, Completion};
+use crate::error_code::ErrorCode;
+use crate::protocol::generated::describe_cluster_request::DescribeClusterRequest;
+use crate::protocol::generated::describe_cluster_response::{
+    DescribeClusterBroker, DescribeClusterResponse,
+};
+use crate::protocol::generated::find_coordinator_request::FindCoordinatorRequest;
+use crate::protocol::generated::find_coordinator_response::{Coordinator, FindCoordinatorResponse};
+use crate::protocol::generated::init_producer_id_request::InitProducerIdRequest;
+use crate::protocol::generated::init_producer_id_response::InitProducerIdResponse;
+use crate::protocol::Response;
+
+/// Builds the answers that need only the configuration; the connection supplies it.
+#[derive(Debug)]
+pub(crate) struct Static(pub(crate) StaticKind);
+
+#[derive(Debug)]
+pub(crate) enum StaticKind {
+    DescribeCluster(DescribeClusterRequest),
+    FindCoordinator(FindCoordinatorRequest),
+}
+
+impl Task for Static {
+    fn step(&mut self, ctx: &Ctx<'_>, _results: Vec<Completion>) -> Step {
+        Step::Respond(match &self.0 {
+            StaticKind::DescribeCluster(r) => describe_cluster(r, ctx),
+            StaticKind::FindCoordinator(r) => find_coordinator(r, ctx),
+        })
+    }
+}
+
+const BROKERS: i8 = 1;
+
+fn describe_cluster(req: &DescribeClusterRequest, ctx: &Ctx<'_>) -> Response {
+    let config = ctx.config;
+    let mut response = DescribeClusterResponse {
+        cluster_id: kstr(&config.cluster_id),
+        controller_id: config.node_id,
+        brokers: vec![DescribeClusterBroker {
+            broker_id: config.node_id,
+            host: kstr(&config.advertised_host),
+            port: config.advertised_port,
+            rack: None,
+            ..DescribeClusterBroker::default()
+        }],
+        cluster_authorized_operations: if req.include_cluster_authorized_operations {
+            CLUSTER_OPERATIONS
+        } else {
+            i32::MIN
+        },
+        ..DescribeClusterResponse::default()
+    };
+    if ctx.version >= 1 {
+        response.endpoint_type = req.endpoint_type;
+        if req.endpoint_type != BROKERS {
+            response = DescribeClusterResponse {
+                error_code: ErrorCode::UNSUPPORTED_ENDPOINT_TYPE.into(),
+                error_message: Some(kstr("the gateway serves broker endpoints only")),
+                endpoint_type: req.endpoint_type,
+                ..DescribeClusterResponse::default()
+            };
+        }
+    }
+    Response::DescribeCluster(response)
+}
+
+const GROUP: i8 = 0;
+
+fn find_coordinator(req: &FindCoordinatorRequest, ctx: &Ctx<'_>) -> Response {
+    let config = ctx.config;
+    let answer = |key: &crate::protocol::KStr| {
+        let mut c = Coordinator {
+            key: key.clone(),
+            node_id: config.node_id,
+            host: kstr(&config.advertised_host),
+            port: config.advertised_port,
+            ..Coordinator::default()
+        };
+        if req.key_type != GROUP {
+            // Transactions have no coordinator here.
+            c.error_code = ErrorCode::COORDINATOR_NOT_AVAILABLE.into();
+            c.error_message = Some(kstr("the gateway does not coordinate transactions"));
+            c.node_id = -1;
+            c.host = kstr("");
+            c.port = -1;
+        }
+        c
+    };
+    if ctx.version >= 4 {
+        return Response::FindCoordinator(FindCoordinatorResponse {
+            coordinators: req.coordinator_keys.iter().map(answer).collect(),
+            ..FindCoordinatorResponse::default()
+        });
+    }
+    let c = answer(&req.key);
+    Response::FindCoordinator(FindCoordinatorResponse {
+        error_code: c.error_code,
+        error_message: if ctx.version >= 1 {
+            c.error_message
+        } else {
+            None
+        },
+        node_id: c.node_id,
+        host: c.host,
+        port: c.port,
+        ..FindCoordinatorResponse::default()
+    })
+}
+
+#[derive(Debug)]
+pub(crate) struct InitProducerIdTask {
+    req: InitProducerIdRequest,
+    started: bool,
+}
+
+impl InitProducerIdTask {
+    pub(crate) fn new(req: InitProducerIdRequest) -> Self {
+        Self {
+            req,
+            started: false,
+        }
+    }
+}
+
+fn producer_id_response(code: ErrorCode, id: i64, epoch: i16) -> Step {
+    Step::Respond(Response::InitProducerId(InitProducerIdResponse {
+        error_code: code.into(),
+        producer_id: id,
+        producer_epoch: epoch,
+        ..InitProducerIdResponse::default()
+    }))
+}
+
+impl Task for InitProducerIdTask {
+    fn step(&mut self, _ctx: &Ctx<'_>, results: Vec<Completion>) -> Step {
+        if !std::mem::replace(&mut self.started, true) {
+            if self.req.transactional_id.is_some() {
+                return producer_id_response(
+                    ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                    -1,
+                    -1,
+                );
+            }
+            if self.req.producer_id >= 0 && self.req.producer_epoch >= 0 {
+                // KIP-360: an idempotent producer bumps its epoch and keeps its id.
+                return match self.req.producer_epoch.checked_add(1) {
+                    Some(epoch) => {
+                        producer_id_response(ErrorCode::NONE, self.req.producer_id, epoch)
+                    }
+                    None => Step::Run(vec![Command::AllocateProducerId]),
+                };
+            }
+            return Step::Run(vec![Command::AllocateProducerId]);
+        }
+        match super::single(results) {
+            Some(Completion::AllocateProducerId(Ok(id))) => {
+                producer_id_response(ErrorCode::NONE, id, 0)
+            }
+            Some(Completion::AllocateProducerId(Err(e))) => {
+                producer_id_response(e.error_code(), -1, -1)
+            }
+            _ => producer_id_response(ErrorCode::UNKNOWN_SERVER_ERROR, -1, -1),
+        }
+    }
+}

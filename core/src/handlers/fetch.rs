@@ -1,0 +1,323 @@
+//! Fetch (key 1): read each partition, map the messages back to records, and long-poll
+//! (`max_wait_ms`, `min_bytes`) by watching the partitions rather than re-reading them on a
+//! timer. Fetch sessions are declined: every fetch is a full fetch (session id 0).
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+use super::{partition_index, Ctx, Step, Task};
+use crate::backend::{
+    message_size, Command, Completion, ReadResult, StoredMessage, TopicRef, WatchPartition,
+};
+use crate::error_code::ErrorCode;
+use crate::mapping::from_iggy;
+use crate::protocol::generated::fetch_request::FetchRequest;
+use crate::protocol::generated::fetch_response::{
+    FetchResponse, FetchableTopicResponse, PartitionData,
+};
+use crate::protocol::Response;
+use crate::records::{Compression, Record, RecordBatch, TimestampType};
+
+/// The most messages one partition read returns, whatever the byte limits allow.
+const MAX_MESSAGES_PER_READ: usize = 50_000;
+
+#[derive(Debug)]
+pub(crate) struct FetchTask {
+    req: FetchRequest,
+    deadline: Option<std::time::Instant>,
+    /// For each read sent: topic index, partition index, partition number, offset.
+    reads: Vec<(usize, usize, u32, u64)>,
+    /// Per topic and partition: an error decided before reading.
+    errors: Vec<Vec<Option<ErrorCode>>>,
+}
+
+impl FetchTask {
+    pub(crate) fn new(req: FetchRequest) -> Self {
+        Self {
+            req,
+            deadline: None,
+            reads: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    fn topic_ref(&self, t: usize, version: i16) -> TopicRef {
+        let topic = &self.req.topics[t];
+        if version >= 13 {
+            TopicRef::Id(topic.topic_id)
+        } else {
+            TopicRef::Name(topic.topic.to_string())
+        }
+    }
+
+    fn read_commands(&self, ctx: &Ctx<'_>) -> Vec<Command> {
+        let total = usize::try_from(self.req.max_bytes).unwrap_or(0).max(1);
+        self.reads
+            .iter()
+            .map(|&(t, p, partition, offset)| {
+                let max = usize::try_from(self.req.topics[t].partitions[p].partition_max_bytes)
+                    .unwrap_or(0)
+                    .min(total)
+                    .max(1);
+                Command::Read {
+                    topic: self.topic_ref(t, ctx.version),
+                    partition,
+                    offset,
+                    max_bytes: max,
+                    max_messages: MAX_MESSAGES_PER_READ,
+                }
+            })
+            .collect()
+    }
+
+    fn respond(&self, ctx: &Ctx<'_>, results: Vec<Completion>) -> Step {
+        let version = ctx.version;
+        let mut response = FetchResponse::default();
+        for (t, topic) in self.req.topics.iter().enumerate() {
+            let mut out = FetchableTopicResponse {
+                topic: if version < 13 {
+                    topic.topic.clone()
+                } else {
+                    Default::default()
+                },
+                topic_id: if version >= 13 {
+                    topic.topic_id
+                } else {
+                    Default::default()
+                },
+                ..FetchableTopicResponse::default()
+            };
+            for (p, part) in topic.partitions.iter().enumerate() {
+                let code = self.errors[t][p].unwrap_or(ErrorCode::NONE);
+                out.partitions.push(error_partition(part.partition, code));
+            }
+            response.responses.push(out);
+        }
+        let mut budget = usize::try_from(self.req.max_bytes).unwrap_or(0);
+        let mut any = false;
+        for (&(t, p, _, _), completion) in self.reads.iter().zip(results) {
+            let slot = &mut response.responses[t].partitions[p];
+            match completion {
+                Completion::Read(Ok(read)) => {
+                    let (records, size) = encode_records(&read, budget, !any);
+                    budget = budget.saturating_sub(size);
+                    any |= size > 0;
+                    let hw = i64::try_from(read.offsets.high_watermark).unwrap_or(i64::MAX);
+                    slot.high_watermark = hw;
+                    slot.last_stable_offset = hw;
+                    slot.log_start_offset =
+                        i64::try_from(read.offsets.log_start).unwrap_or(i64::MAX);
+                    slot.records = Some(records);
+                }
+                Completion::Read(Err(e)) => {
+                    tracing::debug!(error = %e, "fetch read failed");
+                    let mut code = e.error_code();
+                    if version < 13 && code == ErrorCode::UNKNOWN_TOPIC_ID {
+                        code = ErrorCode::UNKNOWN_TOPIC_OR_PARTITION;
+                    }
+                    *slot = error_partition(slot.partition_index, code);
+                    if let crate::backend::BackendError::OffsetOutOfRange {
+                        log_start,
+                        high_watermark,
+                        ..
+                    } = e
+                    {
+                        slot.high_watermark = i64::try_from(high_watermark).unwrap_or(-1);
+                        slot.last_stable_offset = slot.high_watermark;
+                        slot.log_start_offset = i64::try_from(log_start).unwrap_or(-1);
+                    }
+                }
+                other => {
+                    tracing::warn!(?other, "unexpected completion for a read");
+                    *slot = error_partition(slot.partition_index, ErrorCode::UNKNOWN_SERVER_ERROR);
+                }
+            }
+        }
+        Step::Respond(Response::Fetch(response))
+    }
+}
+
+fn error_partition(partition: i32, code: ErrorCode) -> PartitionData {
+    PartitionData {
+        partition_index: partition,
+        error_code: code.into(),
+        high_watermark: -1,
+        last_stable_offset: -1,
+        log_start_offset: -1,
+        records: Some(Bytes::new()),
+        ..PartitionData::default()
+    }
+}
+
+/// Encodes the messages of a read as record batches, within `budget` bytes unless `first`
+/// (the first partition with data gets at least one message, as Kafka guarantees).
+fn encode_records(read: &ReadResult, budget: usize, first: bool) -> (Bytes, usize) {
+    let mut taken = 0;
+    let mut size = 0;
+    for m in &read.messages {
+        let s = message_size(&m.message);
+        if size + s > budget && !(first && taken == 0) {
+            break;
+        }
+        size += s;
+        taken += 1;
+    }
+    if taken == 0 {
+        return (Bytes::new(), 0);
+    }
+    let mut buf = BytesMut::with_capacity(size + 128);
+    let mut batch: Option<RecordBatch> = None;
+    for m in &read.messages[..taken] {
+        let record = from_iggy(&m.message);
+        let offset = i64::try_from(m.offset).unwrap_or(i64::MAX);
+        let log_append = record.timestamp_type == TimestampType::LogAppendTime;
+        let fits = batch.as_ref().is_some_and(|b| {
+            let same_kind = (b.attributes & 0x8 != 0) == log_append;
+            same_kind && (!log_append || b.max_timestamp == record.timestamp_ms)
+        });
+        if !fits {
+            if let Some(b) = batch.take() {
+                flush(&b, &mut buf);
+            }
+            batch = Some(RecordBatch {
+                base_offset: offset,
+                partition_leader_epoch: 0,
+                attributes: if log_append { 0x8 } else { 0 },
+                base_timestamp: record.timestamp_ms,
+                max_timestamp: record.timestamp_ms,
+                ..RecordBatch::default()
+            });
+        }
+        if let Some(b) = batch.as_mut() {
+            let delta = offset - b.base_offset;
+            b.last_offset_delta = i32::try_from(delta).unwrap_or(i32::MAX);
+            b.max_timestamp = b.max_timestamp.max(record.timestamp_ms);
+            b.records.push(Record {
+                attributes: 0,
+                timestamp_delta: record.timestamp_ms.wrapping_sub(b.base_timestamp),
+                offset_delta: b.last_offset_delta,
+                key: record.key,
+                value: record.value,
+                headers: record.headers,
+            });
+        }
+    }
+    if let Some(b) = batch.take() {
+        flush(&b, &mut buf);
+    }
+    (buf.freeze(), size)
+}
+
+fn flush(batch: &RecordBatch, buf: &mut BytesMut) {
+    if let Err(e) = batch.encode(Compression::None, buf) {
+        // Only a length beyond i32 fails, which the read limits rule out.
+        tracing::error!(error = %e, "cannot encode a fetched batch");
+    }
+}
+
+/// Messages in a read, for long polling.
+fn read_bytes(results: &[Completion]) -> (usize, bool) {
+    let mut bytes = 0;
+    let mut error = false;
+    for c in results {
+        match c {
+            Completion::Read(Ok(r)) => {
+                bytes += r
+                    .messages
+                    .iter()
+                    .map(|m: &StoredMessage| message_size(&m.message))
+                    .sum::<usize>();
+            }
+            _ => error = true,
+        }
+    }
+    (bytes, error)
+}
+
+impl Task for FetchTask {
+    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Completion>) -> Step {
+        let version = ctx.version;
+        if self.deadline.is_none() {
+            let wait = Duration::from_millis(u64::try_from(self.req.max_wait_ms).unwrap_or(0));
+            self.deadline = Some(ctx.now + wait);
+            if version >= 7 && self.req.session_id != 0 {
+                // We never hand out sessions, so any id is unknown.
+                return Step::Respond(Response::Fetch(FetchResponse {
+                    error_code: ErrorCode::FETCH_SESSION_ID_NOT_FOUND.into(),
+                    ..FetchResponse::default()
+                }));
+            }
+            for (t, topic) in self.req.topics.iter().enumerate() {
+                let mut errs = Vec::with_capacity(topic.partitions.len());
+                for (p, part) in topic.partitions.iter().enumerate() {
+                    let err = if version >= 13 && topic.topic_id.is_nil() {
+                        Some(ErrorCode::UNKNOWN_TOPIC_ID)
+                    } else if part.current_leader_epoch > 0 {
+                        Some(ErrorCode::UNKNOWN_LEADER_EPOCH)
+                    } else if part.fetch_offset < 0 {
+                        Some(ErrorCode::OFFSET_OUT_OF_RANGE)
+                    } else {
+                        match partition_index(part.partition) {
+                            Some(partition) => {
+                                let offset = u64::try_from(part.fetch_offset).unwrap_or(0);
+                                self.reads.push((t, p, partition, offset));
+                                None
+                            }
+                            None => Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION),
+                        }
+                    };
+                    errs.push(err);
+                }
+                self.errors.push(errs);
+            }
+            if self.reads.is_empty() {
+                return self.respond(ctx, Vec::new());
+            }
+            return Step::Run(self.read_commands(ctx));
+        }
+        if matches!(results.first(), Some(Completion::Watch)) {
+            return Step::Run(self.read_commands(ctx));
+        }
+        let (bytes, error) = read_bytes(&results);
+        let deadline = self.deadline.unwrap_or(ctx.now);
+        let min = usize::try_from(self.req.min_bytes).unwrap_or(0);
+        if error || bytes >= min || ctx.now >= deadline || ctx.closing {
+            return self.respond(ctx, results);
+        }
+        let watch = self
+            .reads
+            .iter()
+            .zip(&results)
+            .map(|(&(t, _, partition, offset), c)| {
+                let next = match c {
+                    Completion::Read(Ok(r)) => r
+                        .messages
+                        .last()
+                        .map_or(offset, |m| m.offset + 1)
+                        .max(offset),
+                    _ => offset,
+                };
+                WatchPartition {
+                    topic: self.topic_ref(t, ctx.version),
+                    partition,
+                    offset: next,
+                }
+            })
+            .collect();
+        Step::Wait { deadline, watch }
+    }
+
+    fn timed_out(&mut self, ctx: &Ctx<'_>) -> Step {
+        let results = self
+            .reads
+            .iter()
+            .map(|_| {
+                Completion::Read(Err(crate::backend::BackendError::Unavailable(
+                    "read timed out".into(),
+                )))
+            })
+            .collect();
+        self.respond(ctx, results)
+    }
+}

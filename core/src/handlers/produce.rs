@@ -1,0 +1,247 @@
+//! Produce (key 0): decode the batches, map every record to an Iggy message, append per
+//! partition. Each partition succeeds or fails on its own.
+
+use bytes::Bytes;
+
+use super::{kstr, partition_index, Ctx, Step, Task};
+use crate::backend::{Command, Completion};
+use crate::connection::CloseReason;
+use crate::error_code::ErrorCode;
+use crate::mapping::{to_iggy, IggyMessage, KafkaRecord};
+use crate::protocol::generated::produce_request::ProduceRequest;
+use crate::protocol::generated::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
+};
+use crate::protocol::Response;
+use crate::records::{decode_batches, DecompressionBudget, TimestampType};
+
+#[derive(Debug)]
+pub(crate) struct ProduceTask {
+    req: ProduceRequest,
+    response: Option<ProduceResponse>,
+    /// For each command sent: the topic and partition response it fills.
+    sent: Vec<(usize, usize)>,
+}
+
+impl ProduceTask {
+    pub(crate) fn new(req: ProduceRequest) -> Self {
+        Self {
+            req,
+            response: None,
+            sent: Vec::new(),
+        }
+    }
+
+    fn finish(&mut self) -> Step {
+        let response = self.response.take().unwrap_or_default();
+        if self.req.acks != 0 {
+            return Step::Respond(Response::Produce(response));
+        }
+        let failed = response.responses.iter().find_map(|t| {
+            t.partition_responses
+                .iter()
+                .find(|p| p.error_code != 0)
+                .map(|p| format!("{}-{}: {}", t.name, p.index, ErrorCode(p.error_code).name()))
+        });
+        match failed {
+            Some(why) => Step::Close(CloseReason::ProduceFailed(why)),
+            None => Step::Silent,
+        }
+    }
+}
+
+fn failed(
+    index: i32,
+    code: ErrorCode,
+    message: Option<String>,
+    version: i16,
+) -> PartitionProduceResponse {
+    PartitionProduceResponse {
+        index,
+        error_code: code.into(),
+        base_offset: -1,
+        log_append_time_ms: -1,
+        log_start_offset: -1,
+        error_message: if version >= 8 {
+            message.map(|m| kstr(&m))
+        } else {
+            None
+        },
+        ..PartitionProduceResponse::default()
+    }
+}
+
+/// The size of the largest batch in `data`, for `max.message.bytes`.
+fn largest_batch(data: &Bytes) -> usize {
+    let mut largest = 0;
+    let mut pos = 0usize;
+    while let Some(len) = data
+        .get(pos + 8..pos + 12)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(i32::from_be_bytes)
+    {
+        let Ok(len) = usize::try_from(len) else { break };
+        let size = len + 12;
+        largest = largest.max(size);
+        pos += size;
+    }
+    largest.max(usize::from(pos == 0) * data.len())
+}
+
+/// The messages of one partition's record set, or the error code and message Kafka would
+/// answer with.
+fn messages(
+    data: Option<&Bytes>,
+    budget: &mut DecompressionBudget,
+) -> Result<Vec<IggyMessage>, (ErrorCode, String)> {
+    let Some(data) = data else {
+        return Err((ErrorCode::CORRUPT_MESSAGE, "null record set".into()));
+    };
+    let batches =
+        decode_batches(data, budget, false).map_err(|e| (e.error_code(), e.to_string()))?;
+    let mut out = Vec::with_capacity(batches.iter().map(|b| b.records.len()).sum());
+    for batch in &batches {
+        if batch.is_transactional() || batch.is_control() {
+            return Err((
+                ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                "transactions are not supported by the gateway".into(),
+            ));
+        }
+        for r in &batch.records {
+            let record = KafkaRecord {
+                timestamp_ms: batch.base_timestamp.wrapping_add(r.timestamp_delta),
+                timestamp_type: TimestampType::CreateTime,
+                key: r.key.clone(),
+                value: r.value.clone(),
+                headers: r.headers.clone(),
+            };
+            out.push(to_iggy(&record));
+        }
+    }
+    Ok(out)
+}
+
+impl Task for ProduceTask {
+    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Completion>) -> Step {
+        let version = ctx.version;
+        if self.response.is_none() {
+            return self.start(ctx);
+        }
+        let Some(response) = self.response.as_mut() else {
+            return Step::Silent;
+        };
+        for ((t, p), completion) in self.sent.iter().zip(results) {
+            let topic = &mut response.responses[*t];
+            let slot = &mut topic.partition_responses[*p];
+            match completion {
+                Completion::Append(Ok(a)) => {
+                    slot.base_offset = i64::try_from(a.base_offset).unwrap_or(i64::MAX);
+                    slot.log_append_time_ms = a.log_append_time_ms.unwrap_or(-1);
+                    slot.log_start_offset = i64::try_from(a.log_start).unwrap_or(i64::MAX);
+                }
+                Completion::Append(Err(e)) => {
+                    let code = e.error_code();
+                    tracing::debug!(topic = %topic.name, partition = slot.index, error = %e, "append failed");
+                    *slot = failed(slot.index, code, Some(e.to_string()), version);
+                    if code == ErrorCode::INVALID_RECORD && version >= 8 {
+                        slot.record_errors = vec![BatchIndexAndErrorMessage {
+                            batch_index: 0,
+                            batch_index_error_message: Some(kstr(&e.to_string())),
+                            ..Default::default()
+                        }];
+                    }
+                }
+                other => {
+                    *slot = failed(
+                        slot.index,
+                        ErrorCode::UNKNOWN_SERVER_ERROR,
+                        Some(format!("unexpected completion {other:?}")),
+                        version,
+                    );
+                }
+            }
+        }
+        self.finish()
+    }
+
+    fn timed_out(&mut self, ctx: &Ctx<'_>) -> Step {
+        if let Some(response) = self.response.as_mut() {
+            for (t, p) in &self.sent {
+                let slot = &mut response.responses[*t].partition_responses[*p];
+                *slot = failed(
+                    slot.index,
+                    ErrorCode::REQUEST_TIMED_OUT,
+                    Some("the backend did not acknowledge the append in time".into()),
+                    ctx.version,
+                );
+            }
+        }
+        self.finish()
+    }
+}
+
+impl ProduceTask {
+    fn start(&mut self, ctx: &Ctx<'_>) -> Step {
+        let version = ctx.version;
+        let refuse_all = if !matches!(self.req.acks, -1..=1) {
+            Some((
+                ErrorCode::INVALID_REQUIRED_ACKS,
+                format!("acks must be -1, 0 or 1, not {}", self.req.acks),
+            ))
+        } else if self.req.transactional_id.is_some() {
+            Some((
+                ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                "transactions are not supported by the gateway".to_string(),
+            ))
+        } else {
+            None
+        };
+        let mut budget = DecompressionBudget::new(ctx.config.max_decompressed_bytes);
+        let mut commands = Vec::new();
+        let mut response = ProduceResponse::default();
+        for (t, topic) in self.req.topic_data.iter().enumerate() {
+            let mut out = TopicProduceResponse {
+                name: topic.name.clone(),
+                ..TopicProduceResponse::default()
+            };
+            for (p, part) in topic.partition_data.iter().enumerate() {
+                let result = if let Some((code, why)) = &refuse_all {
+                    Err((*code, why.clone()))
+                } else if let Some(partition) = partition_index(part.index) {
+                    messages(part.records.as_ref(), &mut budget).map(|m| (partition, m))
+                } else {
+                    Err((
+                        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                        format!("no partition {}", part.index),
+                    ))
+                };
+                match result {
+                    Ok((partition, messages)) => {
+                        out.partition_responses.push(PartitionProduceResponse {
+                            index: part.index,
+                            ..PartitionProduceResponse::default()
+                        });
+                        commands.push(Command::Append {
+                            topic: topic.name.to_string(),
+                            partition,
+                            messages,
+                            largest_batch: part.records.as_ref().map_or(0, largest_batch),
+                        });
+                        self.sent.push((t, p));
+                    }
+                    Err((code, why)) => {
+                        tracing::debug!(topic = %topic.name, partition = part.index, code = code.name(), why, "produce refused");
+                        out.partition_responses
+                            .push(failed(part.index, code, Some(why), version));
+                    }
+                }
+            }
+            response.responses.push(out);
+        }
+        self.response = Some(response);
+        if commands.is_empty() {
+            return self.finish();
+        }
+        Step::Run(commands)
+    }
+}

@@ -1,0 +1,195 @@
+use std::time::Instant;
+
+use bytes::Bytes;
+use iggy_kafka_core::backend::{
+    Backend, BackendError, Command, Completion, Execution, TopicConfig, TopicRef, WatchPartition,
+};
+use iggy_kafka_core::mapping::IggyMessage;
+
+use super::{EmbeddedStore, StoreConfig};
+
+fn store(max: u64) -> EmbeddedStore {
+    EmbeddedStore::new(StoreConfig {
+        max_partition_bytes: max,
+    })
+}
+
+fn done(e: Execution) -> Completion {
+    match e {
+        Execution::Done(c) => c,
+        Execution::Pending(_) => panic!("pending"),
+    }
+}
+
+fn msg(payload: &'static [u8], ts_ms: u64) -> IggyMessage {
+    IggyMessage {
+        payload: Bytes::from_static(payload),
+        origin_timestamp_us: ts_ms * 1000,
+        ..IggyMessage::default()
+    }
+}
+
+fn create(s: &EmbeddedStore, name: &str, partitions: u32) -> Completion {
+    done(s.execute(Command::CreateTopic {
+        name: name.into(),
+        partitions,
+        config: TopicConfig::default(),
+        validate_only: false,
+    }))
+}
+
+fn append(s: &EmbeddedStore, topic: &str, p: u32, msgs: Vec<IggyMessage>) -> Completion {
+    done(s.execute(Command::Append {
+        topic: topic.into(),
+        partition: p,
+        messages: msgs,
+        largest_batch: 100,
+    }))
+}
+
+#[test]
+fn offsets_are_dense_and_reads_respect_limits() {
+    let s = store(1 << 20);
+    assert!(matches!(create(&s, "t", 2), Completion::CreateTopic(Ok(_))));
+    let c = append(&s, "t", 1, vec![msg(b"a", 5), msg(b"b", 9), msg(b"c", 7)]);
+    assert!(matches!(c, Completion::Append(Ok(a)) if a.base_offset == 0));
+    let c = append(&s, "t", 1, vec![msg(b"d", 1)]);
+    assert!(matches!(c, Completion::Append(Ok(a)) if a.base_offset == 3));
+    let read = |offset, max_bytes, max_messages| {
+        done(s.execute(Command::Read {
+            topic: TopicRef::Name("t".into()),
+            partition: 1,
+            offset,
+            max_bytes,
+            max_messages,
+        }))
+    };
+    let Completion::Read(Ok(r)) = read(1, 1 << 20, 2) else {
+        panic!("read")
+    };
+    assert_eq!(r.messages.len(), 2);
+    assert_eq!(r.messages[0].offset, 1);
+    assert_eq!(&r.messages[1].message.payload[..], b"c");
+    assert_eq!(r.offsets.high_watermark, 4);
+    assert_eq!(r.offsets.max_timestamp, Some((1, 9)));
+    // At least one message whatever the byte limit.
+    let Completion::Read(Ok(r)) = read(0, 1, 100) else {
+        panic!("read")
+    };
+    assert_eq!(r.messages.len(), 1);
+    let Completion::Read(Ok(r)) = read(4, 100, 100) else {
+        panic!("read")
+    };
+    assert!(r.messages.is_empty());
+    assert!(matches!(
+        read(5, 100, 100),
+        Completion::Read(Err(BackendError::OffsetOutOfRange { .. }))
+    ));
+    let ts = done(s.execute(Command::OffsetForTimestamp {
+        topic: "t".into(),
+        partition: 1,
+        timestamp_ms: 6,
+    }));
+    assert_eq!(ts, Completion::OffsetForTimestamp(Ok(Some((1, 9)))));
+    assert!(matches!(
+        append(&s, "t", 2, vec![msg(b"x", 1)]),
+        Completion::Append(Err(BackendError::UnknownPartition { .. }))
+    ));
+    assert!(matches!(
+        append(&s, "nope", 0, vec![msg(b"x", 1)]),
+        Completion::Append(Err(BackendError::UnknownTopic(_)))
+    ));
+}
+
+#[test]
+fn retention_drops_the_oldest_and_advances_the_start() {
+    let s = store(200);
+    create(&s, "t", 1);
+    for _ in 0..20 {
+        append(&s, "t", 0, vec![msg(b"0123456789", 1)]);
+    }
+    let Completion::Offsets(Ok(o)) = done(s.execute(Command::Offsets {
+        topic: TopicRef::Name("t".into()),
+        partition: 0,
+    })) else {
+        panic!("offsets")
+    };
+    assert_eq!(o.high_watermark, 20);
+    assert!(o.log_start > 0, "{o:?}");
+    assert!((20 - o.log_start) * 27 <= 200, "{o:?}");
+}
+
+#[test]
+fn a_recreated_topic_gets_a_new_id() {
+    let s = store(1 << 20);
+    let Completion::CreateTopic(Ok(first)) = create(&s, "t", 1) else {
+        panic!()
+    };
+    assert!(matches!(
+        create(&s, "t", 1),
+        Completion::CreateTopic(Err(BackendError::TopicExists(_)))
+    ));
+    let deleted = done(s.execute(Command::DeleteTopic {
+        topic: TopicRef::Id(first.id),
+    }));
+    assert!(matches!(deleted, Completion::DeleteTopic(Ok(ref t)) if t.name == "t"));
+    let Completion::CreateTopic(Ok(second)) = create(&s, "t", 1) else {
+        panic!()
+    };
+    assert_ne!(first.id, second.id);
+    assert!(!second.id.is_nil());
+}
+
+#[test]
+fn partitions_only_grow() {
+    let s = store(1 << 20);
+    create(&s, "t", 3);
+    let grow = |total| {
+        done(s.execute(Command::CreatePartitions {
+            topic: "t".into(),
+            total,
+            validate_only: false,
+        }))
+    };
+    assert!(matches!(
+        grow(3),
+        Completion::CreatePartitions(Err(BackendError::InvalidPartitions(_)))
+    ));
+    assert!(matches!(
+        grow(2),
+        Completion::CreatePartitions(Err(BackendError::InvalidPartitions(_)))
+    ));
+    assert_eq!(grow(5), Completion::CreatePartitions(Ok(())));
+    assert!(matches!(
+        append(&s, "t", 4, vec![msg(b"x", 1)]),
+        Completion::Append(Ok(_))
+    ));
+}
+
+#[test]
+fn a_watch_wakes_on_append() {
+    let s = store(1 << 20);
+    create(&s, "t", 1);
+    let watch = |offset| {
+        s.execute(Command::Watch {
+            partitions: vec![WatchPartition {
+                topic: TopicRef::Name("t".into()),
+                partition: 0,
+                offset,
+            }],
+            deadline: Instant::now(),
+        })
+    };
+    let Execution::Pending(fut) = watch(0) else {
+        panic!("data already there?")
+    };
+    let s2 = s.clone();
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        append(&s2, "t", 0, vec![msg(b"x", 1)]);
+    });
+    assert_eq!(futures_lite::future::block_on(fut), Completion::Watch);
+    writer.join().unwrap_or_else(|_| panic!("writer"));
+    // Data past the offset: at once.
+    assert!(matches!(watch(0), Execution::Done(Completion::Watch)));
+}
