@@ -1,9 +1,34 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs on a fresh machine (Debian with the Rust toolchain).
+# Installs what the test suite needs on a fresh machine (Debian with the Rust toolchain,
+# Python 3 and Node.js): cargo-fuzz, kcat (Debian package), confluent-kafka and
+# kafka-python with their codec packages (PyPI, into target/test-deps/venv), and kafkajs
+# with its snappy, lz4 and zstd codecs (npm, into tests/clients/node_modules).
 # Safe to run again: it skips what is already there.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "==> installing cargo-fuzz"
   cargo install cargo-fuzz --locked
+fi
+
+if ! command -v kcat >/dev/null 2>&1; then
+  echo "==> installing kcat"
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq kcat
+fi
+
+VENV=target/test-deps/venv
+PY_PACKAGES=(confluent-kafka==2.16.1 kafka-python==3.0.12 lz4 zstandard python-snappy cramjam)
+if ! "$VENV/bin/python" -c "import confluent_kafka, kafka, lz4, zstandard, snappy" >/dev/null 2>&1; then
+  echo "==> installing the Python clients into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
+fi
+
+if [ ! -d tests/clients/node_modules/kafkajs ] || [ ! -d tests/clients/node_modules/zstd-napi ]; then
+  echo "==> installing kafkajs and its codecs"
+  (cd tests/clients && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -1,105 +1,20 @@
 //! Starts the real gateway binary (built with whichever runtime feature this test build
 //! has) and talks Kafka to it over TCP.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+mod common;
 
-const RUNTIME: &str = if cfg!(feature = "smol") {
-    "smol"
-} else {
-    "tokio"
+use std::io::{Read, Write};
+
+use bytes::{Bytes, BytesMut};
+use common::{be16, call, read_frame, Gateway};
+use iggy_kafka_core::protocol::generated::{
+    create_topics_request::{CreatableTopic, CreateTopicsRequest},
+    list_offsets_request::{ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic},
+    metadata_request::{MetadataRequest, MetadataRequestTopic},
+    produce_request::{PartitionProduceData, ProduceRequest, TopicProduceData},
 };
-
-struct Gateway {
-    child: Child,
-    addr: SocketAddr,
-    log: mpsc::Receiver<String>,
-}
-
-impl Gateway {
-    fn start() -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_iggy-kafka-gateway"))
-            .args(["--listen", "127.0.0.1:0", "--log", "info"])
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the gateway");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, log) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("gateway: {line}");
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let line = log
-            .iter()
-            .find(|l| l.contains("listening"))
-            .expect("the gateway logs its address");
-        assert!(
-            line.contains(&format!("runtime=\"{RUNTIME}\""))
-                || line.contains(&format!("runtime={RUNTIME}")),
-            "{line}"
-        );
-        let addr = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("bound="))
-            .expect("bound=")
-            .parse()
-            .expect("address");
-        Self { child, addr, log }
-    }
-
-    fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(self.addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        s
-    }
-
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let killed = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        assert!(killed.success());
-        let status = self.child.wait().expect("wait");
-        assert!(
-            status.success(),
-            "the gateway exits cleanly on SIGTERM: {status}"
-        );
-        assert!(
-            self.log.iter().any(|l| l.contains("stopped")),
-            "it logs that it stopped"
-        );
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn read_frame(s: &mut TcpStream) -> Vec<u8> {
-    let mut size = [0u8; 4];
-    s.read_exact(&mut size).expect("size");
-    let mut frame = vec![0u8; u32::from_be_bytes(size) as usize];
-    s.read_exact(&mut frame).expect("frame");
-    frame
-}
-
-fn be16(b: &[u8]) -> i16 {
-    i16::from_be_bytes([b[0], b[1]])
-}
+use iggy_kafka_core::protocol::{Request, Response};
+use iggy_kafka_core::records::{Compression, Record, RecordBatch};
 
 /// ApiVersions v0 and v3, then a pipelined pair, on one connection.
 #[test]
@@ -151,12 +66,16 @@ fn exchanges_api_versions_v0_and_v3() {
 fn hostile_input_closes_only_that_connection() {
     let gw = Gateway::start();
     let mut healthy = gw.connect();
-    let cases: [(&str, &[u8]); 4] = [
+    let cases: [(&str, &[u8]); 5] = [
         ("negative size", b"\xff\xff\xff\xff"),
         ("oversized", b"\x7f\xff\xff\xff"),
         (
             "unknown API key",
             b"\x00\x00\x00\x0a\x03\xe7\x00\x00\x00\x00\x00\x01\xff\xff",
+        ),
+        (
+            "version outside the table (Fetch v3)",
+            b"\x00\x00\x00\x0a\x00\x01\x00\x03\x00\x00\x00\x01\xff\xff",
         ),
         (
             "truncated body",
@@ -182,5 +101,186 @@ fn hostile_input_closes_only_that_connection() {
         );
     }
     drop(healthy);
+    gw.stop();
+}
+
+fn batch(values: &[&'static [u8]]) -> Bytes {
+    let batch = RecordBatch {
+        last_offset_delta: values.len() as i32 - 1,
+        records: values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Record {
+                offset_delta: i as i32,
+                value: Some(Bytes::from_static(v)),
+                ..Record::default()
+            })
+            .collect(),
+        ..RecordBatch::default()
+    };
+    let mut buf = BytesMut::new();
+    batch.encode(Compression::None, &mut buf).expect("encode");
+    buf.freeze()
+}
+
+fn produce(topic: &str, acks: i16, partitions: Vec<(i32, Bytes)>) -> Request {
+    Request::Produce(ProduceRequest {
+        acks,
+        timeout_ms: 5000,
+        topic_data: vec![TopicProduceData {
+            name: topic.into(),
+            partition_data: partitions
+                .into_iter()
+                .map(|(index, records)| PartitionProduceData {
+                    index,
+                    records: Some(records),
+                    ..PartitionProduceData::default()
+                })
+                .collect(),
+            ..TopicProduceData::default()
+        }],
+        ..ProduceRequest::default()
+    })
+}
+
+fn create_topic(name: &str, partitions: i32) -> Request {
+    Request::CreateTopics(CreateTopicsRequest {
+        topics: vec![CreatableTopic {
+            name: name.into(),
+            num_partitions: partitions,
+            replication_factor: -1,
+            ..CreatableTopic::default()
+        }],
+        timeout_ms: 5000,
+        ..CreateTopicsRequest::default()
+    })
+}
+
+/// Bad data in one partition fails that partition alone; bad names get the code Kafka uses;
+/// a failed acks=0 produce closes its connection; everyone else is served throughout.
+#[test]
+fn bad_requests_get_kafkas_answers() {
+    let gw = Gateway::start();
+    let mut s = gw.connect();
+    let mut healthy = gw.connect();
+
+    let Response::CreateTopics(r) = call(&mut s, 5, 1, &create_topic("mixed", 2)) else {
+        panic!("CreateTopics")
+    };
+    assert_eq!(r.topics[0].error_code, 0, "{r:?}");
+    assert_eq!(r.topics[0].num_partitions, 2);
+
+    // Partition 0 gets a good batch, partition 1 one with a flipped byte (its CRC fails).
+    let good = batch(&[b"one", b"two"]);
+    let mut bad = BytesMut::from(&batch(&[b"three"])[..]);
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    let Response::Produce(r) = call(
+        &mut s,
+        8,
+        2,
+        &produce("mixed", 1, vec![(0, good.clone()), (1, bad.freeze())]),
+    ) else {
+        panic!("Produce")
+    };
+    let parts = &r.responses[0].partition_responses;
+    assert_eq!(
+        (parts[0].index, parts[0].error_code, parts[0].base_offset),
+        (0, 0, 0)
+    );
+    assert_eq!(parts[1].index, 1);
+    assert_eq!(parts[1].error_code, 2, "CORRUPT_MESSAGE: {:?}", parts[1]);
+    let latest = Request::ListOffsets(ListOffsetsRequest {
+        replica_id: -1,
+        topics: vec![ListOffsetsTopic {
+            name: "mixed".into(),
+            partitions: (0..2)
+                .map(|p| ListOffsetsPartition {
+                    partition_index: p,
+                    timestamp: -1,
+                    ..ListOffsetsPartition::default()
+                })
+                .collect(),
+            ..ListOffsetsTopic::default()
+        }],
+        ..ListOffsetsRequest::default()
+    });
+    let Response::ListOffsets(r) = call(&mut s, 5, 3, &latest) else {
+        panic!("ListOffsets")
+    };
+    let ends: Vec<i64> = r.topics[0].partitions.iter().map(|p| p.offset).collect();
+    assert_eq!(ends, [2, 0], "only the good batch was appended");
+
+    // Invalid topic names: CreateTopics and auto-creation both say INVALID_TOPIC_EXCEPTION.
+    let Response::CreateTopics(r) = call(&mut s, 5, 4, &create_topic("bad name!", 1)) else {
+        panic!("CreateTopics")
+    };
+    assert_eq!(r.topics[0].error_code, 17, "{r:?}");
+    let metadata = Request::Metadata(MetadataRequest {
+        topics: Some(vec![MetadataRequestTopic {
+            name: Some("bad/name".into()),
+            ..MetadataRequestTopic::default()
+        }]),
+        allow_auto_topic_creation: true,
+        ..MetadataRequest::default()
+    });
+    let Response::Metadata(r) = call(&mut s, 9, 5, &metadata) else {
+        panic!("Metadata")
+    };
+    assert_eq!(r.topics[0].error_code, 17, "{r:?}");
+    // Produce to a topic that does not exist: UNKNOWN_TOPIC_OR_PARTITION, nothing created.
+    let Response::Produce(r) = call(
+        &mut s,
+        8,
+        6,
+        &produce("nowhere", 1, vec![(0, good.clone())]),
+    ) else {
+        panic!("Produce")
+    };
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 3);
+
+    // acks=0 gets no answer; when it fails, the connection closes (the producer's signal).
+    let Response::Produce(_) = call(
+        &mut healthy,
+        8,
+        7,
+        &produce("mixed", 1, vec![(0, good.clone())]),
+    ) else {
+        panic!("Produce")
+    };
+    let mut quiet = gw.connect();
+    let mut frame = BytesMut::new();
+    {
+        use bytes::BufMut;
+        use iggy_kafka_core::protocol::generated::request_header::RequestHeader;
+        use iggy_kafka_core::protocol::Message;
+        frame.put_u32(0);
+        RequestHeader {
+            request_api_key: 0,
+            request_api_version: 8,
+            correlation_id: 8,
+            client_id: Some("it".into()),
+            ..RequestHeader::default()
+        }
+        .encode(&mut frame, 1)
+        .expect("header");
+        produce("nowhere", 0, vec![(0, good)])
+            .encode(&mut frame, 8)
+            .expect("body");
+        let size = (frame.len() - 4) as u32;
+        frame[..4].copy_from_slice(&size.to_be_bytes());
+    }
+    quiet.write_all(&frame).expect("write");
+    let mut rest = Vec::new();
+    let read = quiet.read_to_end(&mut rest);
+    assert!(
+        matches!(read, Ok(0)) || read.is_err(),
+        "a failed acks=0 produce closes the connection without an answer ({read:?}, {rest:?})"
+    );
+    let Response::Metadata(r) = call(&mut healthy, 9, 9, &metadata) else {
+        panic!("Metadata")
+    };
+    assert_eq!(r.brokers.len(), 1, "still served");
+    drop((s, healthy));
     gw.stop();
 }

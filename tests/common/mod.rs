@@ -1,0 +1,146 @@
+//! What the integration tests share: the real gateway binary, started on a free port, and a
+//! minimal Kafka client built on the gateway's own codec.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use iggy_kafka_core::api;
+use iggy_kafka_core::protocol::generated::request_header::RequestHeader;
+use iggy_kafka_core::protocol::generated::response_header::ResponseHeader;
+use iggy_kafka_core::protocol::{ApiKey, Message, Reader, Request, Response};
+
+pub const RUNTIME: &str = if cfg!(feature = "smol") {
+    "smol"
+} else {
+    "tokio"
+};
+
+pub struct Gateway {
+    pub addr: SocketAddr,
+    child: Child,
+    log: mpsc::Receiver<String>,
+}
+
+impl Gateway {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts the gateway with extra command-line arguments.
+    pub fn start_with(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_iggy-kafka-gateway"))
+            .args(["--listen", "127.0.0.1:0", "--log", "info"])
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the gateway");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("gateway: {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let line = log
+            .iter()
+            .find(|l| l.contains("listening"))
+            .expect("the gateway logs its address");
+        assert!(
+            line.contains(&format!("runtime=\"{RUNTIME}\""))
+                || line.contains(&format!("runtime={RUNTIME}")),
+            "{line}"
+        );
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("bound="))
+            .expect("bound=")
+            .parse()
+            .expect("address");
+        Self { child, addr, log }
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        s
+    }
+
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        let status = self.child.wait().expect("wait");
+        assert!(
+            status.success(),
+            "the gateway exits cleanly on SIGTERM: {status}"
+        );
+        assert!(
+            self.log.iter().any(|l| l.contains("stopped")),
+            "it logs that it stopped"
+        );
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn read_frame(s: &mut TcpStream) -> Vec<u8> {
+    let mut size = [0u8; 4];
+    s.read_exact(&mut size).expect("size");
+    let mut frame = vec![0u8; u32::from_be_bytes(size) as usize];
+    s.read_exact(&mut frame).expect("frame");
+    frame
+}
+
+pub fn be16(b: &[u8]) -> i16 {
+    i16::from_be_bytes([b[0], b[1]])
+}
+
+/// Sends one request on `s` and decodes its response.
+pub fn call(s: &mut TcpStream, version: i16, correlation_id: i32, request: &Request) -> Response {
+    let key = request.api_key();
+    let mut buf = BytesMut::new();
+    buf.put_u32(0);
+    RequestHeader {
+        request_api_key: key as i16,
+        request_api_version: version,
+        correlation_id,
+        client_id: Some("it".into()),
+        ..RequestHeader::default()
+    }
+    .encode(&mut buf, api::request_header_version(key, version))
+    .expect("header");
+    request.encode(&mut buf, version).expect("body");
+    let size = (buf.len() - 4) as u32;
+    buf[..4].copy_from_slice(&size.to_be_bytes());
+    s.write_all(&buf).expect("write");
+    let frame = Bytes::from(read_frame(s));
+    let mut r = Reader::new(frame, 0);
+    let header = ResponseHeader::decode(&mut r, api::response_header_version(key, version))
+        .expect("response header");
+    assert_eq!(header.correlation_id, correlation_id);
+    Response::decode(key, version, &mut r).expect("response body")
+}
+
+/// The API key of a request, for `call`'s callers that build requests by hand.
+pub fn key_of(request: &Request) -> ApiKey {
+    request.api_key()
+}
