@@ -36,12 +36,21 @@ fuzz_target!(|input: (u8, i32, &[u8])| {
         b[17..21].copy_from_slice(&crc.to_be_bytes());
         b.freeze()
     };
-    let Ok(batches) = decode_batches(&data, &mut DecompressionBudget::new(BUDGET), false) else { return };
+    let Ok(batches) = decode_batches(&data, &mut DecompressionBudget::new(BUDGET), false) else {
+        return;
+    };
     let mut again = BytesMut::new();
     for batch in &batches {
-        batch.encode(batch.compression().expect("decoded codec"), &mut again).expect("a decoded batch re-encodes");
+        batch
+            .encode(batch.compression().expect("decoded codec"), &mut again)
+            .expect("a decoded batch re-encodes");
     }
-    let back = decode_batches(&again.freeze(), &mut DecompressionBudget::new(usize::MAX), false).expect("re-encoded batches decode");
+    let back = decode_batches(
+        &again.freeze(),
+        &mut DecompressionBudget::new(usize::MAX),
+        false,
+    )
+    .expect("re-encoded batches decode");
     assert_eq!(back.len(), batches.len());
     for (a, b) in back.iter().zip(&batches) {
         assert_eq!(a.records, b.records);
@@ -54,7 +63,11 @@ fn crc32c(data: &[u8]) -> u32 {
     for &byte in data {
         crc ^= u32::from(byte);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc

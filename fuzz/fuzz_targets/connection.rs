@@ -1,14 +1,17 @@
-//! The connection state machine under arbitrary input, pieces, timing and shutdown: it never
-//! panics, every byte it emits is a well-formed response frame, and once it is closed it
-//! stays closed.
+//! The connection state machine under arbitrary input, pieces, timing, completions (from a
+//! real embedded store, in arbitrary order) and shutdown: it never panics, every byte it
+//! emits is a well-formed response frame, and once it is closed it stays closed.
 #![no_main]
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
 use bytes::BytesMut;
+use iggy_kafka_core::backend::{Backend, Completion, Execution};
 use iggy_kafka_core::frame::split_frame;
 use iggy_kafka_core::{Config, Connection};
+use iggy_kafka_embedded::{EmbeddedStore, StoreConfig};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]
@@ -16,6 +19,10 @@ enum Step {
     Input(Vec<u8>),
     Advance(u16),
     Transmit,
+    /// Run the command at this position among those handed out, if any.
+    Complete(u8),
+    /// Hand out every command the connection has.
+    Poll,
     Shutdown,
 }
 
@@ -25,7 +32,10 @@ fuzz_target!(|steps: Vec<Step>| {
     let mut config = Config::default();
     config.max_frame_size = 1 << 20;
     config.idle_timeout = Duration::from_secs(60);
-    let mut conn = Connection::new(config, now);
+    config.request_timeout = Duration::from_secs(5);
+    let mut conn = Connection::new(Arc::new(config), now);
+    let store = EmbeddedStore::new(StoreConfig::default());
+    let mut handed_out = Vec::new();
     let mut input = BytesMut::new();
     let mut output = BytesMut::new();
     let mut was_closed = false;
@@ -46,6 +56,18 @@ fuzz_target!(|steps: Vec<Step>| {
                     output.extend_from_slice(&b);
                 }
             }
+            Step::Poll => handed_out.extend(std::iter::from_fn(|| conn.poll_command())),
+            Step::Complete(i) => {
+                if !handed_out.is_empty() {
+                    let (id, command) = handed_out.remove(usize::from(i) % handed_out.len());
+                    let completion = match store.execute(command) {
+                        Execution::Done(c) => c,
+                        // Watches complete as if something arrived.
+                        Execution::Pending(_) => Completion::Watch,
+                    };
+                    conn.handle_completion(now, id, completion);
+                }
+            }
             Step::Shutdown => conn.shutdown(),
         }
         if was_closed {
@@ -56,8 +78,13 @@ fuzz_target!(|steps: Vec<Step>| {
     while let Some(b) = conn.poll_transmit() {
         output.extend_from_slice(&b);
     }
-    while let Some(frame) = split_frame(&mut output, usize::MAX).expect("response frames are well formed") {
-        assert!(frame.len() >= 4, "a response has at least its correlation id");
+    while let Some(frame) =
+        split_frame(&mut output, usize::MAX).expect("response frames are well formed")
+    {
+        assert!(
+            frame.len() >= 4,
+            "a response has at least its correlation id"
+        );
     }
     assert!(output.is_empty(), "no partial response frame");
 });

@@ -1,0 +1,453 @@
+//! The connection with backend commands, driven by a scripted harness: request bytes in,
+//! commands out, completions fed back in any order, a manual clock. No sockets, no backend.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use iggy_kafka_core::api;
+use iggy_kafka_core::backend::{
+    Appended, BackendError, Command, CommandId, Completion, PartitionOffsets, ReadResult,
+    StoredMessage, TopicInfo, TopicRef,
+};
+use iggy_kafka_core::mapping::{to_iggy, KafkaRecord};
+use iggy_kafka_core::protocol::generated::create_topics_request::{
+    CreatableTopic, CreateTopicsRequest,
+};
+use iggy_kafka_core::protocol::generated::fetch_request::{
+    FetchPartition, FetchRequest, FetchTopic,
+};
+use iggy_kafka_core::protocol::generated::produce_request::{
+    PartitionProduceData, ProduceRequest, TopicProduceData,
+};
+use iggy_kafka_core::protocol::generated::request_header::RequestHeader;
+use iggy_kafka_core::protocol::generated::response_header::ResponseHeader;
+use iggy_kafka_core::protocol::{ApiKey, Message, Reader, Request, Response};
+use iggy_kafka_core::records::{
+    decode_batches, Compression, DecompressionBudget, Record, RecordBatch,
+};
+use iggy_kafka_core::{CloseReason, Config, Connection};
+
+struct Harness {
+    conn: Connection,
+    now: Instant,
+}
+
+impl Harness {
+    fn new(config: Config) -> Self {
+        let now = Instant::now();
+        Self {
+            conn: Connection::new(Arc::new(config), now),
+            now,
+        }
+    }
+
+    fn send(&mut self, version: i16, correlation_id: i32, request: &Request) {
+        let key = request.api_key();
+        let mut buf = BytesMut::new();
+        buf.put_u32(0);
+        RequestHeader {
+            request_api_key: key as i16,
+            request_api_version: version,
+            correlation_id,
+            client_id: Some("harness".into()),
+            ..RequestHeader::default()
+        }
+        .encode(&mut buf, api::request_header_version(key, version))
+        .expect("header");
+        request.encode(&mut buf, version).expect("body");
+        let size = (buf.len() - 4) as u32;
+        buf[..4].copy_from_slice(&size.to_be_bytes());
+        self.conn.handle_input(self.now, &mut buf);
+        assert!(buf.is_empty(), "the whole frame was taken");
+    }
+
+    fn commands(&mut self) -> Vec<(CommandId, Command)> {
+        std::iter::from_fn(|| self.conn.poll_command()).collect()
+    }
+
+    fn complete(&mut self, id: CommandId, c: Completion) {
+        self.conn.handle_completion(self.now, id, c);
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.conn.handle_timeout(self.now);
+    }
+
+    /// Every response written so far: correlation id and body.
+    fn responses(&mut self, key: ApiKey, version: i16) -> Vec<(i32, Response)> {
+        let mut out = BytesMut::new();
+        while let Some(b) = self.conn.poll_transmit() {
+            out.extend_from_slice(&b);
+        }
+        let mut responses = Vec::new();
+        while let Some(f) =
+            iggy_kafka_core::frame::split_frame(&mut out, usize::MAX).expect("frame")
+        {
+            let mut r = Reader::new(f, 0);
+            let h = ResponseHeader::decode(&mut r, api::response_header_version(key, version))
+                .expect("header");
+            responses.push((
+                h.correlation_id,
+                Response::decode(key, version, &mut r).expect("body"),
+            ));
+        }
+        responses
+    }
+}
+
+fn batch(n: usize) -> Bytes {
+    let b = RecordBatch {
+        last_offset_delta: n as i32 - 1,
+        base_timestamp: 1_700_000_000_000,
+        max_timestamp: 1_700_000_000_000,
+        records: (0..n)
+            .map(|i| Record {
+                offset_delta: i as i32,
+                key: Some(Bytes::from(format!("k{i}"))),
+                value: Some(Bytes::from(format!("v{i}"))),
+                ..Record::default()
+            })
+            .collect(),
+        ..RecordBatch::default()
+    };
+    let mut buf = BytesMut::new();
+    b.encode(Compression::None, &mut buf).expect("encode");
+    buf.freeze()
+}
+
+fn produce(acks: i16, partitions: &[i32]) -> Request {
+    Request::Produce(ProduceRequest {
+        acks,
+        timeout_ms: 1000,
+        topic_data: vec![TopicProduceData {
+            name: "t".into(),
+            partition_data: partitions
+                .iter()
+                .map(|&index| PartitionProduceData {
+                    index,
+                    records: Some(batch(2)),
+                    ..PartitionProduceData::default()
+                })
+                .collect(),
+            ..TopicProduceData::default()
+        }],
+        ..ProduceRequest::default()
+    })
+}
+
+fn appended(base: u64) -> Completion {
+    Completion::Append(Ok(Appended {
+        base_offset: base,
+        log_append_time_ms: None,
+        log_start: 0,
+    }))
+}
+
+fn partition_of(c: &Command) -> u32 {
+    match c {
+        Command::Append { partition, .. } | Command::Read { partition, .. } => *partition,
+        other => panic!("not a partition command: {other:?}"),
+    }
+}
+
+fn produce_offsets(r: &Response) -> Vec<(i32, i16, i64)> {
+    let Response::Produce(p) = r else {
+        panic!("{r:?}")
+    };
+    p.responses[0]
+        .partition_responses
+        .iter()
+        .map(|p| (p.index, p.error_code, p.base_offset))
+        .collect()
+}
+
+#[test]
+fn appends_to_one_partition_wait_for_each_other_and_answers_keep_request_order() {
+    let mut h = Harness::new(Config::default());
+    h.send(8, 1, &produce(1, &[0]));
+    h.send(8, 2, &produce(1, &[0, 1]));
+    h.send(8, 3, &produce(1, &[1]));
+    // Request 2's append to partition 0 waits for request 1's; its append to partition 1
+    // goes at once; request 3's append to partition 1 waits for request 2's.
+    let first = h.commands();
+    let parts: Vec<u32> = first.iter().map(|(_, c)| partition_of(c)).collect();
+    assert_eq!(parts, [0, 1], "{first:?}");
+    let (p0_first, p1_second) = (first[0].0, first[1].0);
+    // Completing request 2's partition-1 append first answers nothing: request 1 is ahead.
+    h.complete(p1_second, appended(0));
+    assert_eq!(h.commands().len(), 1, "request 3's append is released");
+    assert!(h.responses(ApiKey::Produce, 8).is_empty());
+    h.complete(p0_first, appended(0));
+    let next = h.commands();
+    assert_eq!(next.len(), 1, "request 2's partition-0 append is released");
+    assert!(matches!(next[0].1, Command::Append { partition: 0, .. }));
+    let answered = h.responses(ApiKey::Produce, 8);
+    assert_eq!(answered.len(), 1);
+    assert_eq!(answered[0].0, 1);
+    assert_eq!(produce_offsets(&answered[0].1), [(0, 0, 0)]);
+    h.complete(next[0].0, appended(2));
+    let answered = h.responses(ApiKey::Produce, 8);
+    assert_eq!(answered.len(), 1, "request 3 still waits for its append");
+    assert_eq!(produce_offsets(&answered[0].1), [(0, 0, 2), (1, 0, 0)]);
+}
+
+#[test]
+fn appends_carry_the_records_mapped_to_iggy_messages() {
+    let mut h = Harness::new(Config::default());
+    h.send(3, 1, &produce(-1, &[0]));
+    let cmds = h.commands();
+    let Command::Append {
+        topic, messages, ..
+    } = &cmds[0].1
+    else {
+        panic!("{cmds:?}")
+    };
+    assert_eq!(topic, "t");
+    let batches =
+        decode_batches(&batch(2), &mut DecompressionBudget::new(1 << 20), false).expect("decode");
+    let expected: Vec<_> = batches[0]
+        .records
+        .iter()
+        .map(|r| {
+            to_iggy(&KafkaRecord {
+                timestamp_ms: batches[0].base_timestamp + r.timestamp_delta,
+                key: r.key.clone(),
+                value: r.value.clone(),
+                ..KafkaRecord::default()
+            })
+        })
+        .collect();
+    assert_eq!(messages, &expected);
+}
+
+#[test]
+fn acks_zero_is_silent_and_its_failure_closes_the_connection() {
+    let mut h = Harness::new(Config::default());
+    h.send(8, 1, &produce(0, &[0]));
+    let cmds = h.commands();
+    h.complete(cmds[0].0, appended(0));
+    assert!(h.responses(ApiKey::Produce, 8).is_empty());
+    assert!(h.conn.close_reason().is_none());
+    h.send(8, 2, &produce(0, &[0]));
+    let cmds = h.commands();
+    h.complete(
+        cmds[0].0,
+        Completion::Append(Err(BackendError::UnknownTopic(TopicRef::Name("t".into())))),
+    );
+    assert!(h.responses(ApiKey::Produce, 8).is_empty());
+    assert!(matches!(
+        h.conn.close_reason(),
+        Some(CloseReason::ProduceFailed(_))
+    ));
+    assert!(h.conn.is_closed());
+}
+
+#[test]
+fn a_produce_whose_append_hangs_gets_request_timed_out() {
+    let mut h = Harness::new(Config::default());
+    h.send(8, 1, &produce(1, &[0]));
+    let cmds = h.commands();
+    h.advance(Duration::from_secs(29));
+    assert!(h.responses(ApiKey::Produce, 8).is_empty());
+    h.advance(Duration::from_secs(1));
+    let answered = h.responses(ApiKey::Produce, 8);
+    assert_eq!(produce_offsets(&answered[0].1), [(0, 7, -1)]);
+    // The late completion is dropped.
+    h.complete(cmds[0].0, appended(0));
+    assert!(h.responses(ApiKey::Produce, 8).is_empty());
+    assert!(h.conn.close_reason().is_none());
+}
+
+fn fetch(max_wait_ms: i32, min_bytes: i32) -> Request {
+    Request::Fetch(FetchRequest {
+        replica_id: -1,
+        max_wait_ms,
+        min_bytes,
+        max_bytes: 1 << 20,
+        session_epoch: -1,
+        topics: vec![FetchTopic {
+            topic: "t".into(),
+            partitions: vec![FetchPartition {
+                partition: 0,
+                fetch_offset: 5,
+                partition_max_bytes: 1 << 20,
+                ..FetchPartition::default()
+            }],
+            ..FetchTopic::default()
+        }],
+        ..FetchRequest::default()
+    })
+}
+
+fn read(messages: &[u64], hw: u64) -> Completion {
+    Completion::Read(Ok(ReadResult {
+        messages: messages
+            .iter()
+            .map(|&offset| StoredMessage {
+                offset,
+                message: Arc::new(to_iggy(&KafkaRecord {
+                    timestamp_ms: 1000,
+                    value: Some(Bytes::from(format!("m{offset}"))),
+                    ..KafkaRecord::default()
+                })),
+            })
+            .collect(),
+        offsets: PartitionOffsets {
+            log_start: 0,
+            high_watermark: hw,
+            max_timestamp: None,
+        },
+    }))
+}
+
+fn fetched(r: &Response) -> (i16, i64, Vec<(i64, Bytes)>) {
+    let Response::Fetch(f) = r else {
+        panic!("{r:?}")
+    };
+    let p = &f.responses[0].partitions[0];
+    let records = p.records.clone().unwrap_or_default();
+    let batches =
+        decode_batches(&records, &mut DecompressionBudget::new(1 << 20), false).expect("batches");
+    let values = batches
+        .iter()
+        .flat_map(|b| {
+            b.records.iter().map(move |r| {
+                (
+                    b.base_offset + i64::from(r.offset_delta),
+                    r.value.clone().unwrap_or_default(),
+                )
+            })
+        })
+        .collect();
+    (p.error_code, p.high_watermark, values)
+}
+
+#[test]
+fn fetch_long_polls_until_data_arrives() {
+    let mut h = Harness::new(Config::default());
+    h.send(11, 1, &fetch(500, 1));
+    let cmds = h.commands();
+    assert!(matches!(cmds[0].1, Command::Read { offset: 5, .. }));
+    h.complete(cmds[0].0, read(&[], 5));
+    // Nothing yet: it watches the partition instead of answering or polling.
+    let cmds = h.commands();
+    assert!(matches!(&cmds[0].1, Command::Watch { partitions, .. } if partitions[0].offset == 5));
+    assert_eq!(
+        h.conn.poll_timeout(),
+        Some(h.now + Duration::from_millis(500))
+    );
+    assert!(h.responses(ApiKey::Fetch, 11).is_empty());
+    h.now += Duration::from_millis(100);
+    h.complete(cmds[0].0, Completion::Watch);
+    let cmds = h.commands();
+    h.complete(cmds[0].0, read(&[5, 6], 7));
+    let answered = h.responses(ApiKey::Fetch, 11);
+    let (code, hw, values) = fetched(&answered[0].1);
+    assert_eq!((code, hw), (0, 7));
+    assert_eq!(values, [(5, Bytes::from("m5")), (6, Bytes::from("m6"))]);
+}
+
+#[test]
+fn fetch_answers_empty_at_its_deadline() {
+    let mut h = Harness::new(Config::default());
+    h.send(11, 1, &fetch(500, 1));
+    let cmds = h.commands();
+    h.complete(cmds[0].0, read(&[], 5));
+    let watch = h.commands();
+    h.advance(Duration::from_millis(499));
+    assert!(h.commands().is_empty());
+    h.advance(Duration::from_millis(1));
+    let cmds = h.commands();
+    assert!(matches!(cmds[0].1, Command::Read { .. }), "one last read");
+    h.complete(cmds[0].0, read(&[], 5));
+    let answered = h.responses(ApiKey::Fetch, 11);
+    assert_eq!(fetched(&answered[0].1), (0, 5, vec![]));
+    // A watch completing late changes nothing.
+    h.complete(watch[0].0, Completion::Watch);
+    assert!(h.commands().is_empty());
+}
+
+#[test]
+fn fetch_reports_offset_out_of_range_per_partition() {
+    let mut h = Harness::new(Config::default());
+    h.send(11, 1, &fetch(0, 1));
+    let cmds = h.commands();
+    h.complete(
+        cmds[0].0,
+        Completion::Read(Err(BackendError::OffsetOutOfRange {
+            offset: 5,
+            log_start: 0,
+            high_watermark: 3,
+        })),
+    );
+    let answered = h.responses(ApiKey::Fetch, 11);
+    assert_eq!(fetched(&answered[0].1), (1, 3, vec![]));
+}
+
+#[test]
+fn topic_administration_waits_for_earlier_appends_and_holds_later_ones() {
+    let mut h = Harness::new(Config::default());
+    h.send(8, 1, &produce(1, &[0]));
+    let create = Request::CreateTopics(CreateTopicsRequest {
+        topics: vec![CreatableTopic {
+            name: "other".into(),
+            num_partitions: 1,
+            replication_factor: 1,
+            ..CreatableTopic::default()
+        }],
+        ..CreateTopicsRequest::default()
+    });
+    h.send(5, 2, &create);
+    h.send(8, 3, &produce(1, &[1]));
+    let first = h.commands();
+    assert_eq!(first.len(), 1, "only the first append: {first:?}");
+    h.complete(first[0].0, appended(0));
+    let second = h.commands();
+    assert_eq!(second.len(), 1);
+    assert!(matches!(second[0].1, Command::CreateTopic { .. }));
+    h.complete(
+        second[0].0,
+        Completion::CreateTopic(Ok(TopicInfo {
+            name: "other".into(),
+            id: iggy_kafka_core::protocol::Uuid([1; 16]),
+            partitions: 1,
+            config: Default::default(),
+        })),
+    );
+    let third = h.commands();
+    assert!(matches!(third[0].1, Command::Append { partition: 1, .. }));
+}
+
+#[test]
+fn requests_in_flight_are_bounded() {
+    let mut config = Config::default();
+    config.max_in_flight_requests = 2;
+    let mut h = Harness::new(config);
+    h.send(8, 1, &produce(1, &[0]));
+    h.send(8, 2, &produce(1, &[1]));
+    assert!(!h.conn.wants_input(), "two requests in flight");
+    let cmds = h.commands();
+    h.complete(cmds[0].0, appended(0));
+    assert!(h.conn.wants_input());
+}
+
+#[test]
+fn shutdown_finishes_requests_in_flight_and_ends_long_polls() {
+    let mut h = Harness::new(Config::default());
+    h.send(8, 1, &produce(1, &[0]));
+    h.send(11, 2, &fetch(10_000, 1));
+    let cmds = h.commands();
+    h.conn.shutdown();
+    assert!(!h.conn.is_closed(), "requests are still in flight");
+    // The read completes empty; the closing connection answers instead of waiting.
+    h.complete(cmds[1].0, read(&[], 5));
+    h.complete(cmds[0].0, appended(0));
+    let mut out = 0;
+    while h.conn.poll_transmit().is_some() {
+        out += 1;
+    }
+    assert!(out > 0);
+    assert!(h.conn.is_closed());
+}
