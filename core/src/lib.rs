@@ -1,10 +1,12 @@
 //! The sans-IO core of the Iggy Kafka gateway.
 //!
 //! It owns the Kafka codec ([`protocol`], generated from Kafka's JSON schemas), the table of
-//! served APIs ([`api`]) and the per-connection state machine ([`connection::Connection`]).
-//! It does no I/O and reads no clock: bytes and the current time come in as arguments,
-//! response bytes and deadlines come out, so the runtime adapters stay thin and everything
-//! here is tested without sockets.
+//! served APIs ([`api`]), the per-connection state machine ([`connection::Connection`]) and
+//! the vocabulary of commands it asks a backend to run ([`backend`]). It does no I/O and
+//! reads no clock: bytes, completions and the current time come in as arguments; response
+//! bytes, backend commands and deadlines come out. [`driver`] is the runtime-neutral glue
+//! that hands commands to a [`backend::Backend`], so the runtime adapters stay thin, and
+//! everything here is tested without sockets. [`connection`] documents the call order.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -193,3 +193,38 @@ fn a_watch_wakes_on_append() {
     // Data past the offset: at once.
     assert!(matches!(watch(0), Execution::Done(Completion::Watch)));
 }
+
+#[test]
+fn log_append_time_topics_stamp_records_with_the_append_time() {
+    let s = store(1 << 20);
+    create(&s, "t", 1);
+    let altered = done(s.execute(Command::AlterTopicConfig {
+        topic: "t".into(),
+        config: TopicConfig {
+            log_append_time: Some(true),
+            ..TopicConfig::default()
+        },
+        validate_only: false,
+    }));
+    assert_eq!(altered, Completion::AlterTopicConfig(Ok(())));
+    let Completion::Append(Ok(a)) = append(&s, "t", 0, vec![msg(b"x", 5)]) else {
+        panic!("append")
+    };
+    let append_ms = a.log_append_time_ms.unwrap_or_else(|| panic!("log append time"));
+    assert!(append_ms > 1_000_000_000_000, "{append_ms}");
+    let Completion::Read(Ok(r)) = done(s.execute(Command::Read {
+        topic: TopicRef::Name("t".into()),
+        partition: 0,
+        offset: 0,
+        max_bytes: 1 << 20,
+        max_messages: 10,
+    })) else {
+        panic!("read")
+    };
+    let record = iggy_kafka_core::mapping::from_iggy(&r.messages[0].message);
+    assert_eq!(
+        record.timestamp_type,
+        iggy_kafka_core::records::TimestampType::LogAppendTime
+    );
+    assert_eq!(record.timestamp_ms, append_ms);
+}

@@ -1,0 +1,129 @@
+//! Produces N records of S bytes to one partition with librdkafka (acks=1), then consumes
+//! them all back from the beginning, and prints records/s and MB/s for both phases. The
+//! same run against the gateway and a peer broker gives comparable figures
+//! (`docs/BENCHMARKS.md`).
+//!
+//! usage: iggy-kafka-load BOOTSTRAP TOPIC RECORDS SIZE
+
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+fn rate(what: &str, records: usize, size: usize, elapsed: Duration) {
+    let secs = elapsed.as_secs_f64();
+    println!(
+        "{what}: {records} records of {size} B in {secs:.2} s: {:.3} M records/s, {:.1} MB/s",
+        records as f64 / secs / 1e6,
+        (records * size) as f64 / secs / 1e6
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, bootstrap, topic, records, size] = &args[..] else {
+        eprintln!("usage: iggy-kafka-load BOOTSTRAP TOPIC RECORDS SIZE");
+        std::process::exit(2);
+    };
+    let records: usize = records.parse().expect("RECORDS");
+    let size: usize = size.parse().expect("SIZE");
+
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let created = futures_executor(admin.create_topics(
+        &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+    ));
+    for r in created.expect("create topics") {
+        if let Err((t, e)) = r {
+            if e != RDKafkaErrorCode::TopicAlreadyExists {
+                panic!("create {t}: {e}");
+            }
+        }
+    }
+
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "1")
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("compression.codec", "none")
+        .create()
+        .expect("producer");
+    let payload = vec![b'x'; size];
+    let start = Instant::now();
+    for _ in 0..records {
+        let mut record = BaseRecord::<(), [u8]>::to(topic).payload(&payload[..]).partition(0);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(1));
+                }
+                Err((e, _)) => panic!("produce: {e}"),
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(120)).expect("flush");
+    rate("produce", records, size, start.elapsed());
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "iggy-kafka-load")
+        .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "10485760")
+        .set("queued.min.messages", "1000000")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .expect("partition");
+    consumer.assign(&tpl).expect("assign");
+    let start = Instant::now();
+    let mut got = 0;
+    while got < records {
+        match consumer.poll(Duration::from_secs(10)) {
+            Some(Ok(m)) => {
+                assert_eq!(m.payload().map_or(0, <[u8]>::len), size);
+                got += 1;
+            }
+            Some(Err(e)) => panic!("consume: {e}"),
+            None => panic!("no record for 10 s after {got}"),
+        }
+    }
+    rate("consume", records, size, start.elapsed());
+}
+
+/// Runs one future to completion on this thread (the admin client's futures need no
+/// runtime).
+fn futures_executor<F: std::future::Future>(f: F) -> F::Output {
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Thread(std::thread::Thread);
+    impl Wake for Thread {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Thread(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
