@@ -198,12 +198,11 @@ fn a_watch_wakes_on_append() {
 fn log_append_time_topics_stamp_records_with_the_append_time() {
     let s = store(1 << 20);
     create(&s, "t", 1);
+    let mut config = TopicConfig::default();
+    config.log_append_time = Some(true);
     let altered = done(s.execute(Command::AlterTopicConfig {
         topic: "t".into(),
-        config: TopicConfig {
-            log_append_time: Some(true),
-            ..TopicConfig::default()
-        },
+        config,
         validate_only: false,
     }));
     assert_eq!(altered, Completion::AlterTopicConfig(Ok(())));
