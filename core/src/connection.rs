@@ -287,6 +287,16 @@ impl Connection {
         }
     }
 
+    /// How much free space the adapter's read buffer should have, given what it holds: room
+    /// for the rest of a partial frame, grown geometrically (never more than the bytes
+    /// already received justify, so a peer must send data to make the gateway allocate),
+    /// and at least `chunk`.
+    #[must_use]
+    pub fn read_capacity(&self, buf: &[u8], chunk: usize) -> usize {
+        let wanted = frame::bytes_wanted(buf, self.frame_limit()).unwrap_or(0);
+        wanted.min(buf.len().max(chunk)).max(chunk)
+    }
+
     /// The next command for the backend, if any.
     pub fn poll_command(&mut self) -> Option<(CommandId, Command)> {
         self.ready.pop_front()

@@ -209,7 +209,9 @@ fn log_append_time_topics_stamp_records_with_the_append_time() {
     let Completion::Append(Ok(a)) = append(&s, "t", 0, vec![msg(b"x", 5)]) else {
         panic!("append")
     };
-    let append_ms = a.log_append_time_ms.unwrap_or_else(|| panic!("log append time"));
+    let append_ms = a
+        .log_append_time_ms
+        .unwrap_or_else(|| panic!("log append time"));
     assert!(append_ms > 1_000_000_000_000, "{append_ms}");
     let Completion::Read(Ok(r)) = done(s.execute(Command::Read {
         topic: TopicRef::Name("t".into()),

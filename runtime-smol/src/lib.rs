@@ -171,7 +171,10 @@ async fn drive(
         let filled = buf.len();
         if wants_input {
             // Safe Rust cannot read into uninitialised memory, so the headroom is zeroed.
-            buf.resize(filled + READ_CHUNK, 0);
+            let room = conn.read_capacity(&buf, READ_CHUNK);
+            buf.reserve(room);
+            // Zeroing costs as much as reading: zero what one read is likely to fill.
+            buf.resize(filled + room.min(4 * READ_CHUNK), 0);
         }
         let read = async {
             if wants_input {

@@ -143,8 +143,9 @@ async fn drive(
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-            buf.reserve(READ_CHUNK);
+        let room = conn.read_capacity(&buf, READ_CHUNK);
+        if buf.capacity() - buf.len() < room / 4 {
+            buf.reserve(room);
         }
         tokio::select! {
             read = stream.read_buf(&mut buf), if conn.wants_input() => match read {

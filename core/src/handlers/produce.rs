@@ -100,20 +100,21 @@ fn messages(
     let batches =
         decode_batches(data, budget, false).map_err(|e| (e.error_code(), e.to_string()))?;
     let mut out = Vec::with_capacity(batches.iter().map(|b| b.records.len()).sum());
-    for batch in &batches {
+    for batch in batches {
         if batch.is_transactional() || batch.is_control() {
             return Err((
                 ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
                 "transactions are not supported by the gateway".into(),
             ));
         }
-        for r in &batch.records {
+        let base = batch.base_timestamp;
+        for r in batch.records {
             let record = KafkaRecord {
-                timestamp_ms: batch.base_timestamp.wrapping_add(r.timestamp_delta),
+                timestamp_ms: base.wrapping_add(r.timestamp_delta),
                 timestamp_type: TimestampType::CreateTime,
-                key: r.key.clone(),
-                value: r.value.clone(),
-                headers: r.headers.clone(),
+                key: r.key,
+                value: r.value,
+                headers: r.headers,
             };
             out.push(to_iggy(&record));
         }
