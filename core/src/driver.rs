@@ -48,6 +48,35 @@ impl Commands {
         }
     }
 
+    /// Feeds the connection what `buf` holds and starts the commands that yields, for as
+    /// long as that makes progress: commands that complete at once free room for more.
+    pub fn pump(
+        &mut self,
+        conn: &mut Connection,
+        backend: &dyn Backend,
+        buf: &mut bytes::BytesMut,
+        now: Instant,
+    ) {
+        loop {
+            let before = buf.len();
+            conn.handle_input(now, buf);
+            self.start(conn, backend, now);
+            if buf.len() == before || buf.is_empty() {
+                break;
+            }
+        }
+    }
+
+    /// When the adapter must wake next for time's sake: the connection's deadline or a
+    /// running command's, whichever is first.
+    #[must_use]
+    pub fn next_deadline(&self, conn: &Connection) -> Option<Instant> {
+        match (conn.poll_timeout(), self.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Whether anything is running.
     #[must_use]
     pub fn is_empty(&self) -> bool {

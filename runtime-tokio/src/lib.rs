@@ -119,17 +119,7 @@ async fn drive(
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut stopping = false;
     loop {
-        // Take what the buffer holds for as long as the connection makes progress: commands
-        // that complete at once free room for more.
-        loop {
-            let before = buf.len();
-            let now = Instant::now();
-            conn.handle_input(now, &mut buf);
-            commands.start(&mut conn, &*backend, now);
-            if buf.len() == before || buf.is_empty() {
-                break;
-            }
-        }
+        commands.pump(&mut conn, &*backend, &mut buf, Instant::now());
         while let Some(out) = conn.poll_transmit() {
             if let Err(e) = stream.write_all(&out).await {
                 tracing::debug!(error = %e, "write failed");
@@ -139,10 +129,7 @@ async fn drive(
         if conn.is_closed() {
             break;
         }
-        let deadline = match (conn.poll_timeout(), commands.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let deadline = commands.next_deadline(&conn);
         let room = conn.read_capacity(&buf, READ_CHUNK);
         if buf.capacity() - buf.len() < room / 4 {
             buf.reserve(room);
