@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use iggy_kafka_core::backend::Backend;
+use iggy_kafka_core::driver::Shared;
+use iggy_kafka_core::group::{Coordinator, GroupConfig};
 use iggy_kafka_core::Config;
 use iggy_kafka_embedded::{EmbeddedStore, StoreConfig};
 
@@ -126,6 +128,36 @@ struct Args {
     )]
     request_timeout_ms: u64,
 
+    /// How long, in milliseconds, the first rebalance of a new consumer group waits for
+    /// more members before it completes (Kafka's `group.initial.rebalance.delay.ms`).
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS",
+        default_value_t = 3_000,
+        value_name = "MS"
+    )]
+    group_initial_rebalance_delay_ms: u64,
+
+    /// Shortest session timeout, in milliseconds, a group member may ask for (Kafka's
+    /// `group.min.session.timeout.ms`); shorter ones get INVALID_SESSION_TIMEOUT.
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS",
+        default_value_t = 6_000,
+        value_name = "MS"
+    )]
+    group_min_session_timeout_ms: u64,
+
+    /// Longest session timeout, in milliseconds, a group member may ask for (Kafka's
+    /// `group.max.session.timeout.ms`).
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_GROUP_MAX_SESSION_TIMEOUT_MS",
+        default_value_t = 1_800_000,
+        value_name = "MS"
+    )]
+    group_max_session_timeout_ms: u64,
+
     /// Cluster id reported to clients.
     #[arg(
         long,
@@ -215,6 +247,14 @@ fn main() -> ExitCode {
         c.max_partition_bytes = args.retention_bytes;
         c
     }));
+    let mut groups = GroupConfig::default();
+    groups.initial_rebalance_delay = Duration::from_millis(args.group_initial_rebalance_delay_ms);
+    groups.min_session_timeout = Duration::from_millis(args.group_min_session_timeout_ms);
+    groups.max_session_timeout = Duration::from_millis(args.group_max_session_timeout_ms);
+    // Member ids must not repeat across restarts: seed them from the process's randomness.
+    let seed =
+        std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8);
+    let shared = Arc::new(Shared::new(backend, Coordinator::new(groups, seed)));
     let mut config = Config::default();
     config.max_frame_size = args.max_frame_size;
     config.idle_timeout = Duration::from_millis(args.idle_timeout_ms);
@@ -239,9 +279,9 @@ fn main() -> ExitCode {
     };
 
     #[cfg(feature = "tokio")]
-    let result = iggy_kafka_tokio::run(listen, backend, on_bound);
+    let result = iggy_kafka_tokio::run(listen, shared, on_bound);
     #[cfg(feature = "smol")]
-    let result = iggy_kafka_smol::run(listen, backend, on_bound);
+    let result = iggy_kafka_smol::run(listen, shared, on_bound);
 
     match result {
         Ok(()) => {

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error_code::ErrorCode;
+use crate::group::{GroupCall, GroupReply};
 use crate::mapping::IggyMessage;
 use crate::protocol::Uuid;
 
@@ -109,6 +110,28 @@ pub struct WatchPartition {
     pub offset: u64,
 }
 
+/// An offset a consumer group committed for a partition, with what Kafka keeps beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedOffset {
+    /// The next offset the group will read (Kafka's meaning; 0 is a valid commit).
+    pub offset: i64,
+    /// The leader epoch of the record last read, or -1.
+    pub leader_epoch: i32,
+    /// The commit's metadata string, as the client sent it.
+    pub metadata: Option<String>,
+}
+
+/// A partition's committed offset in a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupOffset {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The commit.
+    pub committed: CommittedOffset,
+}
+
 /// A request to the backend. Each completes with the [`Completion`] variant of the same name.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -195,6 +218,33 @@ pub enum Command {
     },
     /// A new idempotent-producer id, unique among this backend's producers.
     AllocateProducerId,
+    /// Store a group's committed offsets, each replacing the partition's previous one.
+    /// Offsets of partitions that do not exist are refused one by one.
+    CommitOffsets {
+        /// The group.
+        group: String,
+        /// The offsets.
+        offsets: Vec<GroupOffset>,
+    },
+    /// A group's committed offsets: of the partitions named, or all of them.
+    FetchOffsets {
+        /// The group.
+        group: String,
+        /// `None` for every partition with a committed offset.
+        only: Option<Vec<(String, u32)>>,
+    },
+    /// Remove a group's committed offsets: of the partitions named, or all of them.
+    DeleteOffsets {
+        /// The group.
+        group: String,
+        /// `None` for all of them (the group is deleted).
+        only: Option<Vec<(String, u32)>>,
+    },
+    /// The groups that have committed offsets.
+    ListGroups,
+    /// A call on the group coordinator. The runtime-neutral driver hands these to the
+    /// gateway's [`crate::group::Coordinator`]; they never reach a backend.
+    Group(GroupCall),
     /// Complete once any of `partitions` has a message at or after its offset (or is gone).
     /// The backend may complete it early; it must not hold it past `deadline`.
     Watch {
@@ -211,6 +261,20 @@ impl Command {
     pub fn deadline(&self) -> Option<Instant> {
         match self {
             Self::Watch { deadline, .. } => Some(*deadline),
+            _ => None,
+        }
+    }
+
+    /// How long the command may rightly take when that is longer than a request timeout:
+    /// a JoinGroup waits for the rebalance, a follower's SyncGroup for the leader. The
+    /// coordinator answers both within the group's rebalance timeout.
+    #[must_use]
+    pub fn patience(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Group(GroupCall::Join(j)) => Some(std::time::Duration::from_millis(
+                u64::try_from(j.rebalance_timeout_ms.max(j.session_timeout_ms)).unwrap_or(0),
+            )),
+            Self::Group(GroupCall::Sync(_)) => Some(std::time::Duration::from_secs(30 * 60)),
             _ => None,
         }
     }
@@ -260,6 +324,16 @@ pub enum Completion {
     AlterTopicConfig(Result<(), BackendError>),
     /// Of [`Command::AllocateProducerId`].
     AllocateProducerId(Result<i64, BackendError>),
+    /// Of [`Command::CommitOffsets`]: one result per offset, in order.
+    CommitOffsets(Vec<Result<(), BackendError>>),
+    /// Of [`Command::FetchOffsets`]: the committed offsets found.
+    FetchOffsets(Result<Vec<GroupOffset>, BackendError>),
+    /// Of [`Command::DeleteOffsets`]: how many offsets were removed.
+    DeleteOffsets(Result<usize, BackendError>),
+    /// Of [`Command::ListGroups`].
+    ListGroups(Result<Vec<String>, BackendError>),
+    /// Of [`Command::Group`].
+    Group(GroupReply),
     /// Of [`Command::Watch`]: something may have changed, or the deadline passed.
     Watch,
 }
@@ -407,6 +481,25 @@ pub(crate) mod tests {
             Command::CreatePartitions { .. } => Completion::CreatePartitions(Ok(())),
             Command::AlterTopicConfig { .. } => Completion::AlterTopicConfig(Ok(())),
             Command::AllocateProducerId => Completion::AllocateProducerId(Ok(1)),
+            Command::CommitOffsets { offsets, .. } => {
+                Completion::CommitOffsets(offsets.iter().map(|_| Ok(())).collect())
+            }
+            Command::FetchOffsets { .. } => Completion::FetchOffsets(Ok(Vec::new())),
+            Command::DeleteOffsets { .. } => Completion::DeleteOffsets(Ok(0)),
+            Command::ListGroups => Completion::ListGroups(Ok(Vec::new())),
+            Command::Group(call) => {
+                // A coordinator of its own answers; fine for tests of one request.
+                let mut c = crate::group::Coordinator::new(crate::group::GroupConfig::default(), 1);
+                let now = Instant::now();
+                c.handle(now, crate::group::ReplyTo(0), call.clone());
+                c.handle_timeout(now + std::time::Duration::from_secs(3600));
+                match c.poll_reply() {
+                    Some((_, r)) => Completion::Group(r),
+                    None => Completion::Group(crate::group::GroupReply::Heartbeat(
+                        ErrorCode::REBALANCE_IN_PROGRESS,
+                    )),
+                }
+            }
             Command::Watch { .. } => Completion::Watch,
         }
     }

@@ -207,9 +207,18 @@ struct Slot {
     seq: u64,
     round: u32,
     index: usize,
-    append: Option<(String, u32)>,
+    serial: Option<Serial>,
     barrier: bool,
     watch: bool,
+}
+
+/// What a connection's commands are serialized on: one at a time per key, in request order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Serial {
+    /// Appends to a partition.
+    Partition(String, u32),
+    /// Calls on a group and its committed offsets.
+    Group(String),
 }
 
 /// One client connection. See the module documentation for the call order.
@@ -221,6 +230,7 @@ pub struct Connection {
     out: BytesMut,
     last_activity: Instant,
     client: ClientInfo,
+    client_host: String,
     requests: VecDeque<InFlight>,
     next_seq: u64,
     in_flight_bytes: usize,
@@ -230,7 +240,7 @@ pub struct Connection {
     /// Commands held back to keep request order, oldest first.
     held: VecDeque<(CommandId, Command)>,
     ready: VecDeque<(CommandId, Command)>,
-    busy_partitions: HashMap<(String, u32), usize>,
+    busy: HashMap<Serial, usize>,
     barriers_out: usize,
     /// Commands handed out and not completed, watches excepted.
     commands_out: usize,
@@ -247,6 +257,7 @@ impl Connection {
             out: BytesMut::new(),
             last_activity: now,
             client: ClientInfo::default(),
+            client_host: String::new(),
             requests: VecDeque::new(),
             next_seq: 0,
             in_flight_bytes: 0,
@@ -255,10 +266,16 @@ impl Connection {
             slots: HashMap::new(),
             held: VecDeque::new(),
             ready: VecDeque::new(),
-            busy_partitions: HashMap::new(),
+            busy: HashMap::new(),
             barriers_out: 0,
             commands_out: 0,
         }
+    }
+
+    /// Tells the connection the client's address, as group descriptions show it (Kafka
+    /// writes `/1.2.3.4`).
+    pub fn set_client_host(&mut self, host: impl Into<String>) {
+        self.client_host = host.into();
     }
 
     /// Takes every complete frame off the front of `buf` and handles it, while
@@ -578,6 +595,8 @@ impl Connection {
             now: self.now,
             version: self.requests[i].version,
             closing: !matches!(self.state, State::Open),
+            client_id: self.client.client_id.as_deref(),
+            client_host: &self.client_host,
         };
         let step = task.step(&ctx, results);
         self.requests[i].task = Some(task);
@@ -604,6 +623,8 @@ impl Connection {
             now: self.now,
             version: req.version,
             closing: !matches!(self.state, State::Open),
+            client_id: self.client.client_id.as_deref(),
+            client_host: &self.client_host,
         };
         tracing::warn!(api = req.key.name(), "request timed out");
         let step = task.timed_out(&ctx);
@@ -618,7 +639,12 @@ impl Connection {
                     // A task that asks for nothing is stepped again at once.
                     return self.advance(i, Vec::new());
                 }
-                let timeout = self.now + self.config.request_timeout;
+                let patience = commands
+                    .iter()
+                    .filter_map(Command::patience)
+                    .max()
+                    .unwrap_or_default();
+                let timeout = self.now + self.config.request_timeout.max(patience);
                 self.set_deadline(i, Some(timeout));
                 let req = &mut self.requests[i];
                 req.results = commands.iter().map(|_| None).collect();
@@ -663,10 +689,24 @@ impl Connection {
     fn issue(&mut self, seq: u64, round: u32, index: usize, command: Command) {
         let id = CommandId(self.next_command);
         self.next_command += 1;
-        let (append, barrier, watch) = match &command {
+        let (serial, barrier, watch) = match &command {
             Command::Append {
                 topic, partition, ..
-            } => (Some((topic.clone(), *partition)), false, false),
+            } => (
+                Some(Serial::Partition(topic.clone(), *partition)),
+                false,
+                false,
+            ),
+            Command::CommitOffsets { group, .. }
+            | Command::FetchOffsets { group, .. }
+            | Command::DeleteOffsets { group, .. } => {
+                (Some(Serial::Group(group.clone())), false, false)
+            }
+            Command::Group(call) => (
+                call.group().map(|g| Serial::Group(g.to_owned())),
+                false,
+                false,
+            ),
             Command::CreateTopic { .. }
             | Command::DeleteTopic { .. }
             | Command::CreatePartitions { .. }
@@ -680,7 +720,7 @@ impl Connection {
                 seq,
                 round,
                 index,
-                append,
+                serial,
                 barrier,
                 watch,
             },
@@ -690,7 +730,7 @@ impl Connection {
 
     /// Hands out the held commands that request order allows.
     fn release_held(&mut self) {
-        let mut seen: Vec<(String, u32)> = Vec::new();
+        let mut seen: Vec<Serial> = Vec::new();
         let mut i = 0;
         while i < self.held.len() {
             if self.barriers_out > 0 {
@@ -713,13 +753,13 @@ impl Connection {
                 }
                 return;
             }
-            if let Some(key) = &slot.append {
-                if self.busy_partitions.contains_key(key) || seen.contains(key) {
+            if let Some(key) = &slot.serial {
+                if self.busy.contains_key(key) || seen.contains(key) {
                     seen.push(key.clone());
                     i += 1;
                     continue;
                 }
-                *self.busy_partitions.entry(key.clone()).or_default() += 1;
+                *self.busy.entry(key.clone()).or_default() += 1;
             }
             if !slot.watch {
                 self.commands_out += 1;
@@ -731,11 +771,11 @@ impl Connection {
     }
 
     fn command_finished(&mut self, slot: &Slot) {
-        if let Some(key) = &slot.append {
-            if let Some(n) = self.busy_partitions.get_mut(key) {
+        if let Some(key) = &slot.serial {
+            if let Some(n) = self.busy.get_mut(key) {
                 *n -= 1;
                 if *n == 0 {
-                    self.busy_partitions.remove(key);
+                    self.busy.remove(key);
                 }
             }
         }

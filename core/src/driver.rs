@@ -1,17 +1,182 @@
-//! Runtime-neutral glue between a [`Connection`] and a [`Backend`], shared by the runtime
-//! adapters so that they only move bytes and sleep.
+//! Runtime-neutral glue between a [`Connection`], the [`Backend`] and the group
+//! [`Coordinator`], shared by the runtime adapters so that they only move bytes and sleep.
 //!
 //! Commands that complete synchronously are fed back at once; the others are kept here as
 //! futures that need no particular executor. The adapter polls [`Commands::poll_ready`]
 //! alongside its socket and timer, and sleeps no later than [`Commands::poll_timeout`].
+//! Group calls go to the one [`Groups`] of the gateway, whose timers one task drives with
+//! [`Groups::poll_timeout`], [`Groups::changed`] and [`Groups::handle_timeout`].
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use crate::backend::{Backend, CommandId, Completion, Execution};
+use crate::backend::{Backend, Command, CommandId, Completion, Execution};
+use crate::group::{Coordinator, GroupCall, GroupReply, ReplyTo};
 use crate::Connection;
+
+/// What every connection of a gateway shares: the backend and the group coordinator.
+pub struct Shared {
+    backend: Arc<dyn Backend>,
+    groups: Groups,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// The backend and a coordinator for the gateway's groups.
+    #[must_use]
+    pub fn new(backend: Arc<dyn Backend>, coordinator: Coordinator) -> Self {
+        Self {
+            backend,
+            groups: Groups::new(coordinator),
+        }
+    }
+
+    /// The group coordinator, whose timers the adapter drives.
+    #[must_use]
+    pub fn groups(&self) -> &Groups {
+        &self.groups
+    }
+
+    /// Starts a command: group calls on the coordinator, the rest on the backend.
+    pub fn execute(&self, now: Instant, command: Command) -> Execution {
+        match command {
+            Command::Group(call) => self.groups.call(now, call),
+            other => self.backend.execute(other),
+        }
+    }
+}
+
+/// The gateway's group [`Coordinator`] behind a lock, with replies that arrive later
+/// delivered as futures.
+pub struct Groups {
+    inner: Mutex<GroupsInner>,
+    changed: event_listener::Event,
+}
+
+struct GroupsInner {
+    coordinator: Coordinator,
+    next: u64,
+    waiting: HashMap<u64, Arc<ReplySlot>>,
+}
+
+#[derive(Default)]
+struct ReplySlot(Mutex<(Option<GroupReply>, Option<Waker>)>);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not take group coordination down with it.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl std::fmt::Debug for Groups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Groups").finish_non_exhaustive()
+    }
+}
+
+impl GroupsInner {
+    /// Hands out the coordinator's replies; returns the one for `mine`, if any.
+    fn deliver(&mut self, mine: Option<u64>) -> Option<GroupReply> {
+        let mut found = None;
+        while let Some((ReplyTo(to), reply)) = self.coordinator.poll_reply() {
+            if Some(to) == mine {
+                found = Some(reply);
+            } else if let Some(slot) = self.waiting.remove(&to) {
+                let mut s = lock(&slot.0);
+                s.0 = Some(reply);
+                if let Some(w) = s.1.take() {
+                    w.wake();
+                }
+            }
+        }
+        found
+    }
+}
+
+impl Groups {
+    /// Wraps `coordinator`.
+    #[must_use]
+    pub fn new(coordinator: Coordinator) -> Self {
+        Self {
+            inner: Mutex::new(GroupsInner {
+                coordinator,
+                next: 0,
+                waiting: HashMap::new(),
+            }),
+            changed: event_listener::Event::new(),
+        }
+    }
+
+    /// Makes a call at `now`: its reply at once, or a future for it.
+    pub fn call(&self, now: Instant, call: GroupCall) -> Execution {
+        let mut inner = lock(&self.inner);
+        let id = inner.next;
+        inner.next += 1;
+        inner.coordinator.handle(now, ReplyTo(id), call);
+        let execution = match inner.deliver(Some(id)) {
+            Some(reply) => Execution::Done(Completion::Group(reply)),
+            None => {
+                let slot = Arc::new(ReplySlot::default());
+                inner.waiting.insert(id, slot.clone());
+                Execution::Pending(Box::pin(ReplyFuture(slot)))
+            }
+        };
+        drop(inner);
+        // Its deadlines may have moved.
+        self.changed.notify(usize::MAX);
+        execution
+    }
+
+    /// When [`Groups::handle_timeout`] is next due.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        lock(&self.inner).coordinator.poll_timeout()
+    }
+
+    /// Completes when a call may have moved [`Groups::poll_timeout`] earlier. Take it before
+    /// reading the deadline, so that no change is missed.
+    #[must_use]
+    pub fn changed(&self) -> event_listener::EventListener {
+        self.changed.listen()
+    }
+
+    /// Acts on the deadlines at or before `now` and delivers what that answers.
+    pub fn handle_timeout(&self, now: Instant) {
+        let mut inner = lock(&self.inner);
+        inner.coordinator.handle_timeout(now);
+        inner.deliver(None);
+    }
+
+    /// Runs `f` on the coordinator (for inspection).
+    pub fn with<R>(&self, f: impl FnOnce(&Coordinator) -> R) -> R {
+        f(&lock(&self.inner).coordinator)
+    }
+}
+
+struct ReplyFuture(Arc<ReplySlot>);
+
+impl Future for ReplyFuture {
+    type Output = Completion;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Completion> {
+        let mut s = lock(&self.0 .0);
+        match s.0.take() {
+            Some(reply) => Poll::Ready(Completion::Group(reply)),
+            None => {
+                s.1 = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
 
 type Pending = Pin<Box<dyn Future<Output = Completion> + Send + 'static>>;
 
@@ -38,10 +203,10 @@ impl Commands {
 
     /// Starts every command the connection has, feeding synchronous completions straight
     /// back (which may release more commands, started too).
-    pub fn start(&mut self, conn: &mut Connection, backend: &dyn Backend, now: Instant) {
+    pub fn start(&mut self, conn: &mut Connection, shared: &Shared, now: Instant) {
         while let Some((id, command)) = conn.poll_command() {
             let deadline = command.deadline();
-            match backend.execute(command) {
+            match shared.execute(now, command) {
                 Execution::Done(c) => conn.handle_completion(now, id, c),
                 Execution::Pending(f) => self.pending.push((id, deadline, f)),
             }
@@ -53,14 +218,14 @@ impl Commands {
     pub fn pump(
         &mut self,
         conn: &mut Connection,
-        backend: &dyn Backend,
+        shared: &Shared,
         buf: &mut bytes::BytesMut,
         now: Instant,
     ) {
         loop {
             let before = buf.len();
             conn.handle_input(now, buf);
-            self.start(conn, backend, now);
+            self.start(conn, shared, now);
             if buf.len() == before || buf.is_empty() {
                 break;
             }

@@ -1,7 +1,7 @@
 //! Kafka error codes, as the protocol numbers them.
 
-/// A Kafka error code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A Kafka error code; the default is NONE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct ErrorCode(pub i16);
 
 macro_rules! codes {
@@ -36,14 +36,32 @@ codes! {
     REQUEST_TIMED_OUT = 7,
     /// A record batch is larger than the topic's `max.message.bytes`.
     MESSAGE_TOO_LARGE = 10,
+    /// The commit's metadata is longer than allowed.
+    OFFSET_METADATA_TOO_LARGE = 12,
+    /// The coordinator is loading its state.
+    COORDINATOR_LOAD_IN_PROGRESS = 14,
     /// The coordinator is not available.
     COORDINATOR_NOT_AVAILABLE = 15,
+    /// This broker is not the group's coordinator.
+    NOT_COORDINATOR = 16,
     /// The topic name is invalid.
     INVALID_TOPIC_EXCEPTION = 17,
     /// The request's records are larger than allowed.
     RECORD_LIST_TOO_LARGE = 18,
     /// `acks` is not -1, 0 or 1.
     INVALID_REQUIRED_ACKS = 21,
+    /// The generation is not the group's current one.
+    ILLEGAL_GENERATION = 22,
+    /// The member's protocols do not match the group's.
+    INCONSISTENT_GROUP_PROTOCOL = 23,
+    /// The group id is invalid (empty).
+    INVALID_GROUP_ID = 24,
+    /// The member id is not a member of the group.
+    UNKNOWN_MEMBER_ID = 25,
+    /// The session timeout is outside the allowed range.
+    INVALID_SESSION_TIMEOUT = 26,
+    /// The group is rebalancing; rejoin.
+    REBALANCE_IN_PROGRESS = 27,
     /// Not authorized to access the topic.
     TOPIC_AUTHORIZATION_FAILED = 29,
     /// The timestamp is invalid.
@@ -64,6 +82,10 @@ codes! {
     INVALID_REQUEST = 42,
     /// Not authorized to use the transactional id.
     TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53,
+    /// The group has members.
+    NON_EMPTY_GROUP = 68,
+    /// No such group.
+    GROUP_ID_NOT_FOUND = 69,
     /// The fetch session is unknown.
     FETCH_SESSION_ID_NOT_FOUND = 70,
     /// The leader epoch is older than the leader's.
@@ -72,8 +94,18 @@ codes! {
     UNKNOWN_LEADER_EPOCH = 75,
     /// The compression codec is not supported.
     UNSUPPORTED_COMPRESSION_TYPE = 76,
+    /// Join again with the member id given.
+    MEMBER_ID_REQUIRED = 79,
+    /// The group is full.
+    GROUP_MAX_SIZE_REACHED = 81,
+    /// Another member joined with this group.instance.id.
+    FENCED_INSTANCE_ID = 82,
+    /// The group is subscribed to the topic.
+    GROUP_SUBSCRIBED_TO_TOPIC = 86,
     /// A record failed validation.
     INVALID_RECORD = 87,
+    /// Offsets are pending a transaction.
+    UNSTABLE_OFFSET_COMMIT = 88,
     /// No topic with this id.
     UNKNOWN_TOPIC_ID = 100,
     /// The endpoint type is not supported.

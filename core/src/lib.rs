@@ -16,6 +16,7 @@ pub mod connection;
 pub mod driver;
 pub mod error_code;
 pub mod frame;
+pub mod group;
 mod handlers;
 pub mod mapping;
 pub mod protocol;

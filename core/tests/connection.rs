@@ -6,8 +6,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use iggy_kafka_core::api::{self, SUPPORTED_APIS};
 use iggy_kafka_core::protocol::generated::api_versions_request::ApiVersionsRequest;
 use iggy_kafka_core::protocol::generated::api_versions_response::ApiVersionsResponse;
+use iggy_kafka_core::protocol::generated::delete_records_request::DeleteRecordsRequest;
 use iggy_kafka_core::protocol::generated::fetch_request::FetchRequest;
-use iggy_kafka_core::protocol::generated::join_group_request::JoinGroupRequest;
 use iggy_kafka_core::protocol::generated::request_header::RequestHeader;
 use iggy_kafka_core::protocol::generated::response_header::ResponseHeader;
 use iggy_kafka_core::protocol::{ApiKey, Message, Reader, Request};
@@ -226,15 +226,15 @@ fn hostile_and_unsupported_input_closes_the_connection() {
         b"\x00\x00\x00\x0a\x03\xe7\x00\x00\x00\x00\x00\x01\xff\xff",
         |r| matches!(r, CloseReason::UnsupportedApiKey { api_key: 999, .. }),
     );
-    // JoinGroup: a real API, not served yet.
-    let join = frame(
-        ApiKey::JoinGroup,
+    // DeleteRecords: a real API the gateway does not serve.
+    let delete = frame(
+        ApiKey::DeleteRecords,
         1,
         1,
-        &Request::JoinGroup(JoinGroupRequest::default()),
+        &Request::DeleteRecords(DeleteRecordsRequest::default()),
     );
-    assert_closes(&join, |r| {
-        matches!(r, CloseReason::UnsupportedApiKey { api_key: 11, .. })
+    assert_closes(&delete, |r| {
+        matches!(r, CloseReason::UnsupportedApiKey { api_key: 21, .. })
     });
     // Fetch v3: a served API at a version outside the table.
     let fetch = frame(

@@ -11,7 +11,7 @@
 //! partitions' events, which appends notify.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
@@ -22,8 +22,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use event_listener::{Event, EventListener};
 use iggy_kafka_core::backend::{
-    message_size, Appended, Backend, BackendError, Command, Completion, Execution,
-    PartitionOffsets, ReadResult, StoredMessage, TopicConfig, TopicInfo, TopicRef, WatchPartition,
+    message_size, Appended, Backend, BackendError, Command, CommittedOffset, Completion, Execution,
+    GroupOffset, PartitionOffsets, ReadResult, StoredMessage, TopicConfig, TopicInfo, TopicRef,
+    WatchPartition,
 };
 use iggy_kafka_core::mapping::{kafka_timestamp_ms, set_log_append_time, IggyMessage};
 use iggy_kafka_core::protocol::Uuid;
@@ -55,10 +56,15 @@ pub struct EmbeddedStore {
 struct Inner {
     config: StoreConfig,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
+    /// Committed offsets, group by group.
+    groups: Mutex<HashMap<String, GroupOffsets>>,
     next_producer_id: AtomicI64,
     ids: AtomicU64,
     random: RandomState,
 }
+
+/// One group's committed offsets by (topic, partition).
+type GroupOffsets = BTreeMap<(String, u32), CommittedOffset>;
 
 #[derive(Debug)]
 struct Topic {
@@ -181,6 +187,7 @@ impl EmbeddedStore {
             inner: Arc::new(Inner {
                 config,
                 topics: RwLock::new(HashMap::new()),
+                groups: Mutex::new(HashMap::new()),
                 next_producer_id: AtomicI64::new(1000),
                 ids: AtomicU64::new(0),
                 random: RandomState::new(),
@@ -385,6 +392,36 @@ impl EmbeddedStore {
         Ok(info)
     }
 
+    fn commit_offsets(
+        &self,
+        group: String,
+        offsets: Vec<GroupOffset>,
+    ) -> Vec<Result<(), BackendError>> {
+        let topics = read(&self.inner.topics);
+        let mut groups = lock(&self.inner.groups);
+        let stored = groups.entry(group.clone()).or_default();
+        let results = offsets
+            .into_iter()
+            .map(|o| {
+                let Some(topic) = topics.get(&o.topic) else {
+                    return Err(BackendError::UnknownTopic(TopicRef::Name(o.topic)));
+                };
+                if o.partition >= read(&topic.partitions).len() as u32 {
+                    return Err(BackendError::UnknownPartition {
+                        topic: o.topic,
+                        partition: o.partition,
+                    });
+                }
+                stored.insert((o.topic, o.partition), o.committed);
+                Ok(())
+            })
+            .collect();
+        if groups.get(&group).is_some_and(BTreeMap::is_empty) {
+            groups.remove(&group);
+        }
+        results
+    }
+
     fn delete_topic(&self, r: &TopicRef) -> Result<TopicInfo, BackendError> {
         let topic = {
             let mut topics = write(&self.inner.topics);
@@ -401,6 +438,10 @@ impl EmbeddedStore {
                 .ok_or_else(|| BackendError::UnknownTopic(r.clone()))?
         };
         topic.deleted.store(true, Ordering::Release);
+        // As in Kafka, committed offsets of a deleted topic go with it.
+        for offsets in lock(&self.inner.groups).values_mut() {
+            offsets.retain(|(t, _), _| *t != topic.name);
+        }
         // Long polls on the topic answer now (with UNKNOWN_TOPIC_OR_PARTITION).
         for p in read(&topic.partitions).iter() {
             p.appended.notify(usize::MAX);
@@ -553,6 +594,48 @@ impl Backend for EmbeddedStore {
                 .inner
                 .next_producer_id
                 .fetch_add(1, Ordering::Relaxed))),
+            Command::CommitOffsets { group, offsets } => {
+                Completion::CommitOffsets(self.commit_offsets(group, offsets))
+            }
+            Command::FetchOffsets { group, only } => {
+                let groups = lock(&self.inner.groups);
+                let found = groups.get(&group).map_or_else(Vec::new, |offsets| {
+                    let entry = |(t, p): &(String, u32), c: &CommittedOffset| GroupOffset {
+                        topic: t.clone(),
+                        partition: *p,
+                        committed: c.clone(),
+                    };
+                    match &only {
+                        None => offsets.iter().map(|(k, c)| entry(k, c)).collect(),
+                        Some(only) => only
+                            .iter()
+                            .filter_map(|k| offsets.get(k).map(|c| entry(k, c)))
+                            .collect(),
+                    }
+                });
+                Completion::FetchOffsets(Ok(found))
+            }
+            Command::DeleteOffsets { group, only } => {
+                let mut groups = lock(&self.inner.groups);
+                let removed = match only {
+                    None => groups.remove(&group).map_or(0, |o| o.len()),
+                    Some(only) => {
+                        let removed = groups.get_mut(&group).map_or(0, |offsets| {
+                            only.iter().filter(|k| offsets.remove(k).is_some()).count()
+                        });
+                        if groups.get(&group).is_some_and(BTreeMap::is_empty) {
+                            groups.remove(&group);
+                        }
+                        removed
+                    }
+                };
+                Completion::DeleteOffsets(Ok(removed))
+            }
+            Command::ListGroups => {
+                let mut names: Vec<String> = lock(&self.inner.groups).keys().cloned().collect();
+                names.sort();
+                Completion::ListGroups(Ok(names))
+            }
             Command::Watch { partitions, .. } => return self.watch(partitions),
             other => {
                 // A command added to the vocabulary without support here: the task reports

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use async_io::Timer;
 use bytes::BytesMut;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt, StreamExt};
-use iggy_kafka_core::backend::{Backend, CommandId, Completion};
-use iggy_kafka_core::driver::Commands;
+use iggy_kafka_core::backend::{CommandId, Completion};
+use iggy_kafka_core::driver::{Commands, Shared};
 use iggy_kafka_core::{Config, Connection};
 use smol::net::{TcpListener, TcpStream};
 use smol::Executor;
@@ -26,13 +26,13 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Binds `listen` on a smol executor with one thread per core, reports the bound address to
 /// `on_bound` (which gives the connections' configuration: the advertised port may depend on
-/// it), and serves with `backend` until SIGINT or SIGTERM.
+/// it), and serves with `shared` (the backend and the group coordinator) until SIGINT or SIGTERM.
 ///
 /// # Errors
 /// When the address cannot be bound or signals cannot be watched.
 pub fn run(
     listen: SocketAddr,
-    backend: Arc<dyn Backend>,
+    shared: Arc<Shared>,
     on_bound: impl FnOnce(SocketAddr) -> Arc<Config>,
 ) -> io::Result<()> {
     let ex = Arc::new(Executor::new());
@@ -58,7 +58,7 @@ pub fn run(
                 tracing::info!(signal = ?sig, "signal received, shutting down");
             }
         };
-        serve(&ex, listener, config, backend, shutdown).await
+        serve(&ex, listener, config, shared, shutdown).await
     }));
     drop(stop_threads);
     for w in workers {
@@ -76,12 +76,14 @@ pub async fn serve(
     ex: &Executor<'static>,
     listener: TcpListener,
     config: Arc<Config>,
-    backend: Arc<dyn Backend>,
+    shared: Arc<Shared>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     // Closing this channel tells every connection to stop taking requests.
     let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
     let mut tasks = Vec::new();
+    // Dropped (and so cancelled) when serving ends.
+    let _timers = ex.spawn(drive_groups(shared.clone()));
     let accept = async {
         loop {
             match listener.accept().await {
@@ -90,7 +92,7 @@ pub async fn serve(
                     let stop = stop_rx.clone();
                     tasks.retain(|t: &smol::Task<()>| !t.is_finished());
                     tasks.push(ex.spawn(tracing::Instrument::instrument(
-                        drive(stream, config.clone(), backend.clone(), stop),
+                        drive(stream, config.clone(), shared.clone(), stop),
                         span,
                     )));
                 }
@@ -131,7 +133,7 @@ enum Event {
 async fn drive(
     mut stream: TcpStream,
     config: Arc<Config>,
-    backend: Arc<dyn Backend>,
+    shared: Arc<Shared>,
     stop: smol::channel::Receiver<()>,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
@@ -139,11 +141,14 @@ async fn drive(
     }
     tracing::debug!("accepted");
     let mut conn = Connection::new(config, Instant::now());
+    if let Ok(peer) = stream.peer_addr() {
+        conn.set_client_host(format!("/{}", peer.ip()));
+    }
     let mut commands = Commands::new();
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut stopping = false;
     loop {
-        commands.pump(&mut conn, &*backend, &mut buf, Instant::now());
+        commands.pump(&mut conn, &shared, &mut buf, Instant::now());
         while let Some(out) = conn.poll_transmit() {
             if let Err(e) = stream.write_all(&out).await {
                 tracing::debug!(error = %e, "write failed");
@@ -224,4 +229,24 @@ async fn drive(
     }
     let _ = stream.close().await;
     tracing::debug!(reason = ?conn.close_reason(), "closed");
+}
+
+/// Drives the group coordinator's timers: sleeps until its next deadline or until a call
+/// moves it, then lets it act.
+async fn drive_groups(shared: Arc<Shared>) {
+    let groups = shared.groups();
+    loop {
+        let changed = groups.changed();
+        let deadline = groups.poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(d) => {
+                    Timer::at(d).await;
+                }
+                None => future::pending::<()>().await,
+            }
+        };
+        future::or(changed, sleep).await;
+        groups.handle_timeout(Instant::now());
+    }
 }

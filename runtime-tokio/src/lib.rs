@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use iggy_kafka_core::backend::Backend;
-use iggy_kafka_core::driver::Commands;
+use iggy_kafka_core::driver::{Commands, Shared};
 use iggy_kafka_core::{Config, Connection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -26,13 +25,13 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Binds `listen` on a new multi-threaded tokio runtime, reports the bound address to
 /// `on_bound` (which gives the connections' configuration: the advertised port may depend on
-/// it), and serves with `backend` until SIGINT or SIGTERM.
+/// it), and serves with `shared` (the backend and the group coordinator) until SIGINT or SIGTERM.
 ///
 /// # Errors
 /// When the runtime cannot start, the address cannot be bound or signals cannot be watched.
 pub fn run(
     listen: SocketAddr,
-    backend: Arc<dyn Backend>,
+    shared: Arc<Shared>,
     on_bound: impl FnOnce(SocketAddr) -> Arc<Config>,
 ) -> io::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -42,7 +41,7 @@ pub fn run(
         let listener = TcpListener::bind(listen).await?;
         let config = on_bound(listener.local_addr()?);
         let shutdown = shutdown_signal()?;
-        serve(listener, config, backend, shutdown).await
+        serve(listener, config, shared, shutdown).await
     })
 }
 
@@ -66,11 +65,12 @@ fn shutdown_signal() -> io::Result<impl Future<Output = ()>> {
 pub async fn serve(
     listener: TcpListener,
     config: Arc<Config>,
-    backend: Arc<dyn Backend>,
+    shared: Arc<Shared>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
+    let timers = tokio::spawn(drive_groups(shared.clone()));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -78,7 +78,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let span = tracing::info_span!("conn", %peer);
-                    connections.spawn(drive(stream, config.clone(), backend.clone(), stop_rx.clone()).instrument(span));
+                    connections.spawn(drive(stream, config.clone(), shared.clone(), stop_rx.clone()).instrument(span));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -91,6 +91,8 @@ pub async fn serve(
     }
     drop(listener);
     let _ = stop_tx.send(true);
+    // Group deadlines stop mattering: members will rejoin another gateway, or this one.
+    timers.abort();
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while connections.join_next().await.is_some() {}
     })
@@ -107,7 +109,7 @@ pub async fn serve(
 async fn drive(
     mut stream: TcpStream,
     config: Arc<Config>,
-    backend: Arc<dyn Backend>,
+    shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
@@ -115,11 +117,14 @@ async fn drive(
     }
     tracing::debug!("accepted");
     let mut conn = Connection::new(config, Instant::now());
+    if let Ok(peer) = stream.peer_addr() {
+        conn.set_client_host(format!("/{}", peer.ip()));
+    }
     let mut commands = Commands::new();
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut stopping = false;
     loop {
-        commands.pump(&mut conn, &*backend, &mut buf, Instant::now());
+        commands.pump(&mut conn, &shared, &mut buf, Instant::now());
         while let Some(out) = conn.poll_transmit() {
             if let Err(e) = stream.write_all(&out).await {
                 tracing::debug!(error = %e, "write failed");
@@ -168,5 +173,20 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Drives the group coordinator's timers: sleeps until its next deadline or until a call
+/// moves it, then lets it act.
+async fn drive_groups(shared: Arc<Shared>) {
+    let groups = shared.groups();
+    loop {
+        let changed = groups.changed();
+        let deadline = groups.poll_timeout();
+        tokio::select! {
+            () = changed => {}
+            () = sleep_until(deadline) => {}
+        }
+        groups.handle_timeout(Instant::now());
     }
 }

@@ -14,6 +14,7 @@ pub(crate) mod api_versions;
 pub(crate) mod cluster;
 pub(crate) mod configs;
 pub(crate) mod fetch;
+pub(crate) mod groups;
 pub(crate) mod metadata;
 pub(crate) mod offsets;
 pub(crate) mod produce;
@@ -26,6 +27,10 @@ pub(crate) struct Ctx<'a> {
     pub(crate) version: i16,
     /// The connection is closing: answer now rather than wait.
     pub(crate) closing: bool,
+    /// The client's `client.id`.
+    pub(crate) client_id: Option<&'a str>,
+    /// The client's address, as group descriptions show it.
+    pub(crate) client_host: &'a str,
 }
 
 /// What a task wants next.
@@ -76,6 +81,16 @@ pub(crate) fn task_for(request: Request) -> Option<Box<dyn Task>> {
         Request::DescribeCluster(r) => {
             Box::new(cluster::Static(cluster::StaticKind::DescribeCluster(r)))
         }
+        Request::JoinGroup(r) => Box::new(groups::JoinGroupTask::new(r)),
+        Request::SyncGroup(r) => Box::new(groups::SyncGroupTask::new(r)),
+        Request::Heartbeat(r) => Box::new(groups::HeartbeatTask::new(r)),
+        Request::LeaveGroup(r) => Box::new(groups::LeaveGroupTask::new(r)),
+        Request::OffsetCommit(r) => Box::new(groups::OffsetCommitTask::new(r)),
+        Request::OffsetFetch(r) => Box::new(groups::OffsetFetchTask::new(r)),
+        Request::ListGroups(r) => Box::new(groups::ListGroupsTask::new(r)),
+        Request::DescribeGroups(r) => Box::new(groups::DescribeGroupsTask::new(r)),
+        Request::DeleteGroups(r) => Box::new(groups::DeleteGroupsTask::new(r)),
+        Request::OffsetDelete(r) => Box::new(groups::OffsetDeleteTask::new(r)),
         Request::FindCoordinator(r) => {
             Box::new(cluster::Static(cluster::StaticKind::FindCoordinator(r)))
         }

@@ -1,0 +1,1493 @@
+//! The consumer group coordinator of Kafka's classic group protocol, as a sans-IO state
+//! machine shared by every connection of a gateway.
+//!
+//! Calls come in with [`Coordinator::handle`], each with the caller's [`ReplyTo`] token; the
+//! answers leave through [`Coordinator::poll_reply`], at once or later (a JoinGroup waits for
+//! the rebalance, a follower's SyncGroup for the leader's assignment). Time only moves through
+//! the `now` arguments: [`Coordinator::poll_timeout`] says when [`Coordinator::handle_timeout`]
+//! is next due (a rebalance deadline, a session expiring, an empty group to forget).
+//!
+//! The rules follow Kafka's group coordinator, error codes included: generations, the
+//! MEMBER_ID_REQUIRED handshake (JoinGroup v4+), static members (`group.instance.id`, v5+)
+//! that rejoin without a rebalance and fence the instance they replace, the initial rebalance
+//! delay of a new group, session and rebalance timeouts, and pending-sync expiry.
+//!
+//! Committed offsets are not kept here: they live in the backend. Each group's state is a
+//! self-contained value ([`GroupSnapshot`] describes it) keyed by the group id, holding no
+//! connection or runtime handle but the opaque reply tokens of the calls it still owes an
+//! answer, so that it could later be kept where several gateways can read it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::error_code::ErrorCode;
+
+/// Limits and delays of the coordinator (Kafka's `group.*` broker settings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GroupConfig {
+    /// Shortest session timeout a member may ask for (`group.min.session.timeout.ms`).
+    pub min_session_timeout: Duration,
+    /// Longest session timeout a member may ask for (`group.max.session.timeout.ms`).
+    pub max_session_timeout: Duration,
+    /// How long the first rebalance of an empty group waits for more members
+    /// (`group.initial.rebalance.delay.ms`).
+    pub initial_rebalance_delay: Duration,
+    /// Most members a group may have (`group.max.size`).
+    pub max_group_size: usize,
+    /// How long an empty group is remembered; its committed offsets stay in the backend.
+    pub empty_group_expiry: Duration,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        Self {
+            min_session_timeout: Duration::from_secs(6),
+            max_session_timeout: Duration::from_secs(30 * 60),
+            initial_rebalance_delay: Duration::from_secs(3),
+            max_group_size: i32::MAX as usize,
+            empty_group_expiry: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+/// The caller's token for a call, returned with its reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReplyTo(pub u64);
+
+/// A member as a request names it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MemberRef {
+    /// The group.
+    pub group: String,
+    /// The member id (empty when unknown).
+    pub member_id: String,
+    /// The static member's `group.instance.id`.
+    pub instance_id: Option<String>,
+    /// The generation the member believes in (-1 for none).
+    pub generation: i32,
+}
+
+/// A JoinGroup.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct JoinArgs {
+    /// The group.
+    pub group: String,
+    /// The member id, empty on a first join.
+    pub member_id: String,
+    /// The static member's `group.instance.id`.
+    pub instance_id: Option<String>,
+    /// The client's `client.id`.
+    pub client_id: String,
+    /// The client's address, as DescribeGroups shows it.
+    pub client_host: String,
+    /// The member's session timeout.
+    pub session_timeout_ms: i32,
+    /// How long the member may take to rejoin during a rebalance.
+    pub rebalance_timeout_ms: i32,
+    /// The protocol type (`consumer` for consumers).
+    pub protocol_type: String,
+    /// The protocols the member supports, most preferred first, with their metadata.
+    pub protocols: Vec<(String, Bytes)>,
+    /// JoinGroup v4+: a member without an id is given one and must join again with it.
+    pub require_known_member_id: bool,
+}
+
+/// A SyncGroup.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SyncArgs {
+    /// Who syncs.
+    pub member: MemberRef,
+    /// v5+: the protocol type the member expects.
+    pub protocol_type: Option<String>,
+    /// v5+: the protocol the member expects.
+    pub protocol_name: Option<String>,
+    /// The leader's assignment, member by member (empty from followers).
+    pub assignments: Vec<(String, Bytes)>,
+}
+
+/// A call on the coordinator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GroupCall {
+    /// JoinGroup; replies [`GroupReply::Join`].
+    Join(JoinArgs),
+    /// SyncGroup; replies [`GroupReply::Sync`].
+    Sync(SyncArgs),
+    /// Heartbeat; replies [`GroupReply::Heartbeat`].
+    Heartbeat(MemberRef),
+    /// LeaveGroup of `(member id, group.instance.id)` pairs; replies [`GroupReply::Leave`].
+    Leave {
+        /// The group.
+        group: String,
+        /// Who leaves.
+        members: Vec<(String, Option<String>)>,
+    },
+    /// May this member commit offsets now? Creates the group for a commit without group
+    /// management (generation -1). Replies [`GroupReply::Commit`].
+    Commit(MemberRef),
+    /// Every group; replies [`GroupReply::List`].
+    List,
+    /// These groups; replies [`GroupReply::Describe`].
+    Describe(Vec<String>),
+    /// Forget these groups where Kafka would delete them; replies [`GroupReply::Delete`].
+    /// Their committed offsets are the caller's to delete.
+    Delete(Vec<String>),
+    /// May offsets of these topics be deleted from the group? Replies
+    /// [`GroupReply::OffsetDelete`].
+    OffsetDelete {
+        /// The group.
+        group: String,
+        /// The topics.
+        topics: Vec<String>,
+    },
+}
+
+impl GroupCall {
+    /// The one group this call is about, if there is one.
+    #[must_use]
+    pub fn group(&self) -> Option<&str> {
+        match self {
+            Self::Join(j) => Some(&j.group),
+            Self::Sync(s) => Some(&s.member.group),
+            Self::Heartbeat(m) | Self::Commit(m) => Some(&m.group),
+            Self::Leave { group, .. } | Self::OffsetDelete { group, .. } => Some(group),
+            Self::List | Self::Describe(_) | Self::Delete(_) => None,
+        }
+    }
+}
+
+/// A group's state, as DescribeGroups and ListGroups name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GroupState {
+    /// No members.
+    Empty,
+    /// Waiting for members to (re)join.
+    PreparingRebalance,
+    /// Joined; waiting for the leader's assignment.
+    CompletingRebalance,
+    /// Assigned.
+    Stable,
+    /// Gone.
+    Dead,
+}
+
+impl GroupState {
+    /// Kafka's name for the state.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Empty => "Empty",
+            Self::PreparingRebalance => "PreparingRebalance",
+            Self::CompletingRebalance => "CompletingRebalance",
+            Self::Stable => "Stable",
+            Self::Dead => "Dead",
+        }
+    }
+}
+
+impl fmt::Display for GroupState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The answer to a JoinGroup.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct JoinResult {
+    /// The error, or NONE.
+    pub error: ErrorCode,
+    /// The generation joined, -1 on error.
+    pub generation: i32,
+    /// The group's protocol type.
+    pub protocol_type: Option<String>,
+    /// The protocol chosen.
+    pub protocol_name: Option<String>,
+    /// The leader's member id.
+    pub leader: String,
+    /// The member's id (a new one with MEMBER_ID_REQUIRED).
+    pub member_id: String,
+    /// For the leader: every member with its metadata for the chosen protocol.
+    pub members: Vec<JoinedMember>,
+    /// A static leader that rejoined: it must not compute a new assignment (v9+).
+    pub skip_assignment: bool,
+}
+
+/// A member as the leader sees it in its JoinGroup answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinedMember {
+    /// The member id.
+    pub member_id: String,
+    /// The static member's `group.instance.id`.
+    pub instance_id: Option<String>,
+    /// Its metadata for the chosen protocol.
+    pub metadata: Bytes,
+}
+
+/// The answer to a SyncGroup.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SyncResult {
+    /// The error, or NONE.
+    pub error: ErrorCode,
+    /// The group's protocol type.
+    pub protocol_type: Option<String>,
+    /// The group's protocol.
+    pub protocol_name: Option<String>,
+    /// The member's assignment.
+    pub assignment: Bytes,
+}
+
+/// A group in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupOverview {
+    /// The group id.
+    pub group: String,
+    /// Its protocol type (empty when it has none).
+    pub protocol_type: String,
+    /// Its state.
+    pub state: GroupState,
+}
+
+/// What DescribeGroups shows of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    /// The group id.
+    pub group: String,
+    /// Its state.
+    pub state: GroupState,
+    /// Its protocol type (empty when it has none).
+    pub protocol_type: String,
+    /// The chosen protocol, when the group is stable.
+    pub protocol: String,
+    /// The members; metadata and assignments only when the group is stable.
+    pub members: Vec<MemberDescription>,
+}
+
+/// A member in a [`GroupDescription`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberDescription {
+    /// The member id.
+    pub member_id: String,
+    /// The static member's `group.instance.id`.
+    pub instance_id: Option<String>,
+    /// The client's `client.id`.
+    pub client_id: String,
+    /// The client's address.
+    pub client_host: String,
+    /// Its metadata for the chosen protocol.
+    pub metadata: Bytes,
+    /// Its assignment.
+    pub assignment: Bytes,
+}
+
+/// The outcome of deleting one group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deletion {
+    /// The group was empty and is forgotten.
+    Deleted,
+    /// The coordinator does not know it (its offsets may still exist).
+    Unknown,
+    /// It has members (NON_EMPTY_GROUP).
+    NonEmpty,
+}
+
+/// The coordinator's view on deleting offsets of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OffsetDeletion {
+    /// The coordinator does not know the group (its offsets may still exist).
+    Unknown,
+    /// Refused for the whole group.
+    Refused(ErrorCode),
+    /// Allowed, except for the topics the group is subscribed to (same order as asked).
+    Subscribed(Vec<bool>),
+}
+
+/// A reply, variant by [`GroupCall`] variant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GroupReply {
+    /// Of [`GroupCall::Join`].
+    Join(JoinResult),
+    /// Of [`GroupCall::Sync`].
+    Sync(SyncResult),
+    /// Of [`GroupCall::Heartbeat`].
+    Heartbeat(ErrorCode),
+    /// Of [`GroupCall::Leave`]: a group-level error, or one code per member.
+    Leave(Result<Vec<ErrorCode>, ErrorCode>),
+    /// Of [`GroupCall::Commit`].
+    Commit(ErrorCode),
+    /// Of [`GroupCall::List`].
+    List(Vec<GroupOverview>),
+    /// Of [`GroupCall::Describe`]: `None` for a group the coordinator does not know.
+    Describe(Vec<Option<GroupDescription>>),
+    /// Of [`GroupCall::Delete`].
+    Delete(Vec<Deletion>),
+    /// Of [`GroupCall::OffsetDelete`].
+    OffsetDelete(OffsetDeletion),
+}
+
+/// A member of a group.
+#[derive(Debug, Clone)]
+struct Member {
+    id: String,
+    instance_id: Option<String>,
+    client_id: String,
+    client_host: String,
+    session_timeout: Duration,
+    rebalance_timeout: Duration,
+    protocols: Vec<(String, Bytes)>,
+    assignment: Bytes,
+    awaiting_join: Option<ReplyTo>,
+    awaiting_sync: Option<ReplyTo>,
+    /// The member is gone if nothing is heard from it by then (while not awaiting a reply).
+    session_deadline: Instant,
+    /// Join order, for choosing a leader.
+    seq: u64,
+}
+
+impl Member {
+    fn metadata(&self, protocol: &str) -> Bytes {
+        self.protocols
+            .iter()
+            .find(|(n, _)| n == protocol)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default()
+    }
+
+    fn same_protocols(&self, protocols: &[(String, Bytes)]) -> bool {
+        self.protocols == protocols
+    }
+}
+
+/// One group's state.
+#[derive(Debug, Clone)]
+struct Group {
+    state: GroupState,
+    generation: i32,
+    protocol_type: Option<String>,
+    protocol: Option<String>,
+    leader: Option<String>,
+    members: BTreeMap<String, Member>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED, and when they lapse.
+    pending: HashMap<String, Instant>,
+    /// `group.instance.id` → member id.
+    statics: HashMap<String, String>,
+    /// PreparingRebalance: the join completes by then whoever has rejoined.
+    rebalance_deadline: Option<Instant>,
+    /// PreparingRebalance of a new group: the join completes no earlier.
+    join_not_before: Option<Instant>,
+    /// Members that have not sent SyncGroup since the join completed, and the deadline.
+    pending_sync: BTreeSet<String>,
+    sync_deadline: Option<Instant>,
+    /// When it became empty, to forget it later.
+    empty_since: Option<Instant>,
+}
+
+impl Group {
+    fn new(now: Instant) -> Self {
+        Self {
+            state: GroupState::Empty,
+            generation: 0,
+            protocol_type: None,
+            protocol: None,
+            leader: None,
+            members: BTreeMap::new(),
+            pending: HashMap::new(),
+            statics: HashMap::new(),
+            rebalance_deadline: None,
+            join_not_before: None,
+            pending_sync: BTreeSet::new(),
+            sync_deadline: None,
+            empty_since: Some(now),
+        }
+    }
+
+    fn is_fenced(&self, member_id: &str, instance_id: Option<&str>) -> bool {
+        instance_id
+            .and_then(|i| self.statics.get(i))
+            .is_some_and(|id| id != member_id)
+    }
+
+    /// Whether a member with these protocols may join (Kafka's `supportsProtocols`).
+    fn supports(&self, protocol_type: &str, protocols: &[(String, Bytes)]) -> bool {
+        if protocol_type.is_empty() || protocols.is_empty() {
+            return false;
+        }
+        if self.members.is_empty() {
+            return true;
+        }
+        self.protocol_type.as_deref() == Some(protocol_type)
+            && self
+                .candidates()
+                .iter()
+                .any(|c| protocols.iter().any(|(n, _)| n == c))
+    }
+
+    /// Protocols every member supports.
+    fn candidates(&self) -> Vec<String> {
+        let mut members = self.members.values();
+        let Some(first) = members.next() else {
+            return Vec::new();
+        };
+        let mut set: Vec<String> = first.protocols.iter().map(|(n, _)| n.clone()).collect();
+        for m in members {
+            set.retain(|c| m.protocols.iter().any(|(n, _)| n == c));
+        }
+        set
+    }
+
+    /// Kafka's vote: each member picks its most preferred common protocol; most votes win,
+    /// ties going to the earliest member's preference.
+    fn select_protocol(&self) -> Option<String> {
+        let candidates = self.candidates();
+        let mut votes: Vec<(String, usize)> = Vec::new();
+        let mut by_seq: Vec<&Member> = self.members.values().collect();
+        by_seq.sort_by_key(|m| m.seq);
+        for m in by_seq {
+            if let Some((name, _)) = m.protocols.iter().find(|(n, _)| candidates.contains(n)) {
+                match votes.iter_mut().find(|(n, _)| n == name) {
+                    Some((_, v)) => *v += 1,
+                    None => votes.push((name.clone(), 1)),
+                }
+            }
+        }
+        let best = votes.iter().map(|(_, v)| *v).max()?;
+        votes.into_iter().find(|(_, v)| *v == best).map(|(n, _)| n)
+    }
+
+    fn all_joined(&self) -> bool {
+        self.pending.is_empty() && self.members.values().all(|m| m.awaiting_join.is_some())
+    }
+
+    fn summary_members(&self) -> Vec<JoinedMember> {
+        let protocol = self.protocol.clone().unwrap_or_default();
+        let mut members: Vec<&Member> = self.members.values().collect();
+        members.sort_by_key(|m| m.seq);
+        members
+            .into_iter()
+            .map(|m| JoinedMember {
+                member_id: m.id.clone(),
+                instance_id: m.instance_id.clone(),
+                metadata: m.metadata(&protocol),
+            })
+            .collect()
+    }
+
+    fn join_result(&self, member_id: &str) -> JoinResult {
+        let is_leader = self.leader.as_deref() == Some(member_id);
+        JoinResult {
+            error: ErrorCode::NONE,
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone(),
+            protocol_name: self.protocol.clone(),
+            leader: self.leader.clone().unwrap_or_default(),
+            member_id: member_id.to_owned(),
+            members: if is_leader {
+                self.summary_members()
+            } else {
+                Vec::new()
+            },
+            skip_assignment: false,
+        }
+    }
+
+    fn next_deadline(&self, empty_expiry: Duration) -> Option<Instant> {
+        let mut d: Option<Instant> = None;
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                d = Some(d.map_or(t, |d| d.min(t)));
+            }
+        };
+        if self.state == GroupState::PreparingRebalance {
+            consider(self.rebalance_deadline);
+            consider(self.join_not_before);
+        }
+        consider(self.sync_deadline);
+        for m in self.members.values() {
+            if m.awaiting_join.is_none() && m.awaiting_sync.is_none() {
+                consider(Some(m.session_deadline));
+            }
+        }
+        for t in self.pending.values() {
+            consider(Some(*t));
+        }
+        if self.state == GroupState::Empty {
+            consider(self.empty_since.map(|t| t + empty_expiry));
+        }
+        d
+    }
+}
+
+/// A plain description of one group's membership, for logs and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSnapshot {
+    /// The state.
+    pub state: GroupState,
+    /// The generation.
+    pub generation: i32,
+    /// The leader's member id.
+    pub leader: Option<String>,
+    /// The chosen protocol.
+    pub protocol: Option<String>,
+    /// Member ids, in join order.
+    pub members: Vec<String>,
+}
+
+/// The coordinator of every group of a gateway. See the module documentation.
+#[derive(Debug)]
+pub struct Coordinator {
+    config: GroupConfig,
+    groups: HashMap<String, Group>,
+    replies: VecDeque<(ReplyTo, GroupReply)>,
+    seed: u64,
+    counter: u64,
+}
+
+const OK: ErrorCode = ErrorCode::NONE;
+
+fn join_error(member_id: &str, error: ErrorCode) -> GroupReply {
+    GroupReply::Join(JoinResult {
+        error,
+        generation: -1,
+        member_id: member_id.to_owned(),
+        ..JoinResult::default()
+    })
+}
+
+fn sync_error(error: ErrorCode) -> GroupReply {
+    GroupReply::Sync(SyncResult {
+        error,
+        ..SyncResult::default()
+    })
+}
+
+fn millis(ms: i32) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+impl Coordinator {
+    /// A coordinator with no groups. `seed` makes member ids unique to this coordinator:
+    /// give it randomness, so that ids do not repeat across gateway restarts.
+    #[must_use]
+    pub fn new(config: GroupConfig, seed: u64) -> Self {
+        Self {
+            config,
+            groups: HashMap::new(),
+            replies: VecDeque::new(),
+            seed,
+            counter: 0,
+        }
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &GroupConfig {
+        &self.config
+    }
+
+    /// Handles a call at `now`; its reply (now or later) carries `reply_to`.
+    pub fn handle(&mut self, now: Instant, reply_to: ReplyTo, call: GroupCall) {
+        let group = call.group().map(str::to_owned);
+        let reply = match call {
+            GroupCall::Join(args) => self.join(now, reply_to, args),
+            GroupCall::Sync(args) => self.sync(now, reply_to, args),
+            GroupCall::Heartbeat(m) => Some(GroupReply::Heartbeat(self.heartbeat(now, &m))),
+            GroupCall::Leave { group, members } => {
+                Some(GroupReply::Leave(self.leave(now, &group, &members)))
+            }
+            GroupCall::Commit(m) => Some(GroupReply::Commit(self.commit(now, &m))),
+            GroupCall::List => Some(GroupReply::List(self.list())),
+            GroupCall::Describe(groups) => Some(GroupReply::Describe(
+                groups.iter().map(|g| self.describe(g)).collect(),
+            )),
+            GroupCall::Delete(groups) => Some(GroupReply::Delete(
+                groups.iter().map(|g| self.delete(g)).collect(),
+            )),
+            GroupCall::OffsetDelete { group, topics } => Some(GroupReply::OffsetDelete(
+                self.offset_delete(&group, &topics),
+            )),
+        };
+        if let Some(reply) = reply {
+            self.replies.push_back((reply_to, reply));
+        }
+        // A call may complete a rebalance that was only waiting for it.
+        if let Some(group) = group {
+            self.maybe_complete_join(now, &group);
+        }
+    }
+
+    /// The next reply, if any.
+    pub fn poll_reply(&mut self) -> Option<(ReplyTo, GroupReply)> {
+        self.replies.pop_front()
+    }
+
+    /// When [`Coordinator::handle_timeout`] is next due.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let expiry = self.config.empty_group_expiry;
+        self.groups
+            .values()
+            .filter_map(|g| g.next_deadline(expiry))
+            .min()
+    }
+
+    /// Acts on every deadline at or before `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let names: Vec<String> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| {
+                g.next_deadline(self.config.empty_group_expiry)
+                    .is_some_and(|d| d <= now)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in names {
+            self.expire(now, &name);
+        }
+    }
+
+    /// One group's membership, if the coordinator knows the group.
+    #[must_use]
+    pub fn snapshot(&self, group: &str) -> Option<GroupSnapshot> {
+        let g = self.groups.get(group)?;
+        let mut members: Vec<&Member> = g.members.values().collect();
+        members.sort_by_key(|m| m.seq);
+        Some(GroupSnapshot {
+            state: g.state,
+            generation: g.generation,
+            leader: g.leader.clone(),
+            protocol: g.protocol.clone(),
+            members: members.into_iter().map(|m| m.id.clone()).collect(),
+        })
+    }
+
+    fn new_member_id(&mut self, client_id: &str, instance_id: Option<&str>) -> String {
+        self.counter += 1;
+        let a = splitmix(self.seed ^ self.counter.rotate_left(17));
+        let b = splitmix(a ^ self.counter);
+        let prefix = instance_id.unwrap_or(client_id);
+        format!(
+            "{prefix}-{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0xffff,
+            b >> 48,
+            b & 0xffff_ffff_ffff
+        )
+    }
+
+    fn push(&mut self, to: Option<ReplyTo>, reply: GroupReply) {
+        if let Some(to) = to {
+            self.replies.push_back((to, reply));
+        }
+    }
+
+    fn join(&mut self, now: Instant, reply_to: ReplyTo, args: JoinArgs) -> Option<GroupReply> {
+        if args.group.is_empty() {
+            return Some(join_error(&args.member_id, ErrorCode::INVALID_GROUP_ID));
+        }
+        let session = millis(args.session_timeout_ms);
+        if args.session_timeout_ms < 0
+            || session < self.config.min_session_timeout
+            || session > self.config.max_session_timeout
+        {
+            return Some(join_error(
+                &args.member_id,
+                ErrorCode::INVALID_SESSION_TIMEOUT,
+            ));
+        }
+        if !self.groups.contains_key(&args.group) {
+            if !args.member_id.is_empty() {
+                return Some(join_error(&args.member_id, ErrorCode::UNKNOWN_MEMBER_ID));
+            }
+            self.groups.insert(args.group.clone(), Group::new(now));
+        }
+        let group_name = args.group.clone();
+        let (known, full) = {
+            let g = &self.groups[&group_name];
+            (
+                g.members.contains_key(&args.member_id),
+                g.members.len() >= self.config.max_group_size,
+            )
+        };
+        if full && !known && !args.member_id.is_empty() && !self.is_pending(&args) {
+            return Some(join_error(
+                &args.member_id,
+                ErrorCode::GROUP_MAX_SIZE_REACHED,
+            ));
+        }
+        if args.member_id.is_empty() {
+            if full {
+                return Some(join_error("", ErrorCode::GROUP_MAX_SIZE_REACHED));
+            }
+            self.join_unknown(now, reply_to, args)
+        } else {
+            self.join_known(now, reply_to, args)
+        }
+    }
+
+    fn is_pending(&self, args: &JoinArgs) -> bool {
+        self.groups
+            .get(&args.group)
+            .is_some_and(|g| g.pending.contains_key(&args.member_id))
+    }
+
+    fn join_unknown(
+        &mut self,
+        now: Instant,
+        reply_to: ReplyTo,
+        args: JoinArgs,
+    ) -> Option<GroupReply> {
+        let g = self.groups.get(&args.group)?;
+        if !g.supports(&args.protocol_type, &args.protocols) {
+            return Some(join_error("", ErrorCode::INCONSISTENT_GROUP_PROTOCOL));
+        }
+        let new_id = self.new_member_id(&args.client_id, args.instance_id.as_deref());
+        let old = args
+            .instance_id
+            .as_ref()
+            .and_then(|i| self.groups[&args.group].statics.get(i).cloned());
+        if let Some(old_id) = old {
+            return self.replace_static(now, reply_to, args, &old_id, new_id);
+        }
+        if args.require_known_member_id && args.instance_id.is_none() {
+            let session = millis(args.session_timeout_ms);
+            let g = self.groups.get_mut(&args.group)?;
+            g.pending.insert(new_id.clone(), now + session);
+            return Some(join_error(&new_id, ErrorCode::MEMBER_ID_REQUIRED));
+        }
+        self.add_member(now, reply_to, new_id, args);
+        None
+    }
+
+    /// A static member rejoins under a new member id: the old id is fenced, and a stable
+    /// group keeps its assignment instead of rebalancing.
+    fn replace_static(
+        &mut self,
+        now: Instant,
+        reply_to: ReplyTo,
+        args: JoinArgs,
+        old_id: &str,
+        new_id: String,
+    ) -> Option<GroupReply> {
+        let g = self.groups.get_mut(&args.group)?;
+        let mut member = g.members.remove(old_id)?;
+        let fenced_join = member.awaiting_join.take();
+        let fenced_sync = member.awaiting_sync.take();
+        let protocols_changed = !member.same_protocols(&args.protocols);
+        member.id.clone_from(&new_id);
+        member.client_id = args.client_id;
+        member.client_host = args.client_host;
+        member.session_timeout = millis(args.session_timeout_ms);
+        member.rebalance_timeout = millis(args.rebalance_timeout_ms);
+        member.protocols = args.protocols;
+        member.session_deadline = now + member.session_timeout;
+        if let Some(i) = &args.instance_id {
+            g.statics.insert(i.clone(), new_id.clone());
+        }
+        let was_leader = g.leader.as_deref() == Some(old_id);
+        if was_leader {
+            g.leader = Some(new_id.clone());
+        }
+        if g.pending_sync.remove(old_id) {
+            g.pending_sync.insert(new_id.clone());
+        }
+        let state = g.state;
+        g.members.insert(new_id.clone(), member);
+        tracing::info!(group = %args.group, old = old_id, new = %new_id, "static member rejoined");
+        self.push(
+            fenced_join,
+            join_error(old_id, ErrorCode::FENCED_INSTANCE_ID),
+        );
+        self.push(fenced_sync, sync_error(ErrorCode::FENCED_INSTANCE_ID));
+        match state {
+            GroupState::Stable | GroupState::CompletingRebalance if !protocols_changed => {
+                let g = self.groups.get(&args.group)?;
+                let mut result = g.join_result(&new_id);
+                result.skip_assignment = was_leader;
+                Some(GroupReply::Join(result))
+            }
+            _ => {
+                let g = self.groups.get_mut(&args.group)?;
+                if let Some(m) = g.members.get_mut(&new_id) {
+                    m.awaiting_join = Some(reply_to);
+                }
+                self.maybe_rebalance(now, &args.group, "static member rejoined with new metadata");
+                None
+            }
+        }
+    }
+
+    fn add_member(&mut self, now: Instant, reply_to: ReplyTo, id: String, args: JoinArgs) {
+        let seq = {
+            self.counter += 1;
+            self.counter
+        };
+        let Some(g) = self.groups.get_mut(&args.group) else {
+            return;
+        };
+        g.pending.remove(&id);
+        if g.members.is_empty() {
+            g.protocol_type = Some(args.protocol_type.clone());
+        }
+        let rebalance_timeout = millis(args.rebalance_timeout_ms);
+        let member = Member {
+            id: id.clone(),
+            instance_id: args.instance_id.clone(),
+            client_id: args.client_id,
+            client_host: args.client_host,
+            session_timeout: millis(args.session_timeout_ms),
+            rebalance_timeout,
+            protocols: args.protocols,
+            assignment: Bytes::new(),
+            awaiting_join: Some(reply_to),
+            awaiting_sync: None,
+            session_deadline: now + millis(args.session_timeout_ms),
+            seq,
+        };
+        if let Some(i) = &args.instance_id {
+            g.statics.insert(i.clone(), id.clone());
+        }
+        g.members.insert(id.clone(), member);
+        // New members arriving during the initial delay push it out, within the rebalance
+        // timeout, so that a group starting up settles in one generation.
+        if g.state == GroupState::PreparingRebalance {
+            if let (Some(nb), Some(rd)) = (g.join_not_before, g.rebalance_deadline) {
+                if now < nb {
+                    g.join_not_before = Some((now + self.config.initial_rebalance_delay).min(rd));
+                }
+            }
+            if let Some(rd) = g.rebalance_deadline {
+                g.rebalance_deadline = Some(rd.max(now + rebalance_timeout));
+            }
+        }
+        tracing::debug!(group = %args.group, member = %id, "member added");
+        self.maybe_rebalance(now, &args.group, "member joined");
+    }
+
+    fn join_known(
+        &mut self,
+        now: Instant,
+        reply_to: ReplyTo,
+        args: JoinArgs,
+    ) -> Option<GroupReply> {
+        let g = self.groups.get(&args.group)?;
+        if !g.supports(&args.protocol_type, &args.protocols) {
+            return Some(join_error(
+                &args.member_id,
+                ErrorCode::INCONSISTENT_GROUP_PROTOCOL,
+            ));
+        }
+        if g.pending.contains_key(&args.member_id) {
+            if args.instance_id.is_some() {
+                return Some(join_error(&args.member_id, ErrorCode::UNKNOWN_MEMBER_ID));
+            }
+            let id = args.member_id.clone();
+            self.add_member(now, reply_to, id, args);
+            return None;
+        }
+        if g.is_fenced(&args.member_id, args.instance_id.as_deref()) {
+            return Some(join_error(&args.member_id, ErrorCode::FENCED_INSTANCE_ID));
+        }
+        let instance_unknown = args
+            .instance_id
+            .as_ref()
+            .is_some_and(|i| !g.statics.contains_key(i));
+        let Some(member) = g.members.get(&args.member_id) else {
+            return Some(join_error(&args.member_id, ErrorCode::UNKNOWN_MEMBER_ID));
+        };
+        if instance_unknown {
+            return Some(join_error(&args.member_id, ErrorCode::UNKNOWN_MEMBER_ID));
+        }
+        let same = member.same_protocols(&args.protocols);
+        let is_leader = g.leader.as_deref() == Some(args.member_id.as_str());
+        match g.state {
+            GroupState::CompletingRebalance if same => {
+                return Some(GroupReply::Join(g.join_result(&args.member_id)));
+            }
+            GroupState::Stable if same && !is_leader => {
+                return Some(GroupReply::Join(g.join_result(&args.member_id)));
+            }
+            GroupState::Empty | GroupState::Dead => {
+                return Some(join_error(&args.member_id, ErrorCode::UNKNOWN_MEMBER_ID));
+            }
+            _ => {}
+        }
+        // Rejoin for a rebalance (or to start one: the leader or new metadata).
+        let g = self.groups.get_mut(&args.group)?;
+        let previous = g.members.get_mut(&args.member_id).and_then(|m| {
+            m.protocols = args.protocols;
+            m.session_timeout = millis(args.session_timeout_ms);
+            m.rebalance_timeout = millis(args.rebalance_timeout_ms);
+            m.client_id = args.client_id;
+            m.client_host = args.client_host;
+            m.awaiting_join.replace(reply_to)
+        });
+        // A JoinGroup resent while the first still waits: the first is superseded.
+        self.push(
+            previous,
+            join_error(&args.member_id, ErrorCode::UNKNOWN_MEMBER_ID),
+        );
+        self.maybe_rebalance(now, &args.group, "member rejoined");
+        None
+    }
+
+    /// Starts a rebalance unless one is under way.
+    fn maybe_rebalance(&mut self, now: Instant, name: &str, reason: &str) {
+        let initial_delay = self.config.initial_rebalance_delay;
+        let Some(g) = self.groups.get_mut(name) else {
+            return;
+        };
+        if !matches!(
+            g.state,
+            GroupState::Empty | GroupState::Stable | GroupState::CompletingRebalance
+        ) {
+            return;
+        }
+        // Followers waiting for an assignment must rejoin instead.
+        let mut waiting = Vec::new();
+        if g.state == GroupState::CompletingRebalance {
+            for m in g.members.values_mut() {
+                m.assignment = Bytes::new();
+                if let Some(to) = m.awaiting_sync.take() {
+                    waiting.push(to);
+                }
+            }
+        }
+        let timeout = g
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or_default();
+        g.join_not_before =
+            (g.state == GroupState::Empty).then(|| now + initial_delay.min(timeout));
+        g.rebalance_deadline = Some(now + timeout);
+        g.state = GroupState::PreparingRebalance;
+        g.pending_sync.clear();
+        g.sync_deadline = None;
+        g.empty_since = None;
+        tracing::info!(
+            group = name,
+            generation = g.generation,
+            reason,
+            "preparing to rebalance"
+        );
+        for to in waiting {
+            self.push(Some(to), sync_error(ErrorCode::REBALANCE_IN_PROGRESS));
+        }
+    }
+
+    /// Removes a member (left, expired, not rejoined) and moves the group on.
+    fn remove_member(&mut self, now: Instant, name: &str, member_id: &str, reason: &str) {
+        let Some(g) = self.groups.get_mut(name) else {
+            return;
+        };
+        let Some(mut m) = g.members.remove(member_id) else {
+            return;
+        };
+        if let Some(i) = &m.instance_id {
+            if g.statics.get(i).map(String::as_str) == Some(member_id) {
+                g.statics.remove(i);
+            }
+        }
+        g.pending_sync.remove(member_id);
+        let state = g.state;
+        tracing::info!(group = name, member = member_id, reason, "member removed");
+        let join = m.awaiting_join.take();
+        let sync = m.awaiting_sync.take();
+        self.push(join, join_error("", ErrorCode::UNKNOWN_MEMBER_ID));
+        self.push(sync, sync_error(ErrorCode::UNKNOWN_MEMBER_ID));
+        match state {
+            GroupState::Stable | GroupState::CompletingRebalance => {
+                self.maybe_rebalance(now, name, reason);
+            }
+            GroupState::PreparingRebalance => self.maybe_complete_join(now, name),
+            GroupState::Empty | GroupState::Dead => {}
+        }
+    }
+
+    fn maybe_complete_join(&mut self, now: Instant, name: &str) {
+        let Some(g) = self.groups.get_mut(name) else {
+            return;
+        };
+        if g.state != GroupState::PreparingRebalance {
+            return;
+        }
+        // Once passed, the initial delay is no deadline any more.
+        if g.join_not_before.is_some_and(|t| t <= now) {
+            g.join_not_before = None;
+        }
+        let delayed = g.join_not_before.is_some();
+        let expired = g.rebalance_deadline.is_some_and(|t| now >= t);
+        if expired || (!delayed && g.all_joined()) {
+            self.complete_join(now, name);
+        }
+    }
+
+    fn complete_join(&mut self, now: Instant, name: &str) {
+        // Dynamic members that did not rejoin in time are gone; static ones keep their place.
+        let laggards: Vec<String> = match self.groups.get(name) {
+            Some(g) => g
+                .members
+                .values()
+                .filter(|m| m.awaiting_join.is_none() && m.instance_id.is_none())
+                .map(|m| m.id.clone())
+                .collect(),
+            None => return,
+        };
+        let Some(g) = self.groups.get_mut(name) else {
+            return;
+        };
+        for id in laggards {
+            tracing::info!(group = name, member = %id, "member did not rejoin in time; removed");
+            g.members.remove(&id);
+            g.pending_sync.remove(&id);
+        }
+        g.pending.clear();
+        g.join_not_before = None;
+        let joined: Vec<&Member> = g
+            .members
+            .values()
+            .filter(|m| m.awaiting_join.is_some())
+            .collect();
+        if joined.is_empty() && !g.members.is_empty() {
+            // Only absent static members: wait another round for them (never zero long, so
+            // that time moves on between rounds).
+            let timeout = g
+                .members
+                .values()
+                .map(|m| m.rebalance_timeout)
+                .max()
+                .unwrap_or_default()
+                .max(Duration::from_secs(1));
+            g.rebalance_deadline = Some(now + timeout);
+            return;
+        }
+        g.generation = g.generation.wrapping_add(1).max(1);
+        g.rebalance_deadline = None;
+        if g.members.is_empty() {
+            g.state = GroupState::Empty;
+            g.protocol = None;
+            g.protocol_type = None;
+            g.leader = None;
+            g.empty_since = Some(now);
+            tracing::info!(group = name, generation = g.generation, "group is empty");
+            return;
+        }
+        let leader_joined = g
+            .leader
+            .as_ref()
+            .and_then(|l| g.members.get(l))
+            .is_some_and(|m| m.awaiting_join.is_some());
+        if !leader_joined {
+            g.leader = joined.iter().min_by_key(|m| m.seq).map(|m| m.id.clone());
+        }
+        g.protocol = g.select_protocol();
+        g.state = GroupState::CompletingRebalance;
+        g.pending_sync = g.members.keys().cloned().collect();
+        let sync_timeout = g
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or_default();
+        g.sync_deadline = Some(now + sync_timeout);
+        tracing::info!(
+            group = name,
+            generation = g.generation,
+            members = g.members.len(),
+            protocol = g.protocol.as_deref().unwrap_or(""),
+            "group rebalanced; awaiting the leader's assignment"
+        );
+        let mut replies = Vec::new();
+        let ids: Vec<String> = g.members.keys().cloned().collect();
+        for id in ids {
+            let result = g.join_result(&id);
+            if let Some(m) = g.members.get_mut(&id) {
+                m.session_deadline = now + m.session_timeout;
+                if let Some(to) = m.awaiting_join.take() {
+                    replies.push((to, GroupReply::Join(result)));
+                }
+            }
+        }
+        self.replies.extend(replies);
+    }
+
+    fn sync(&mut self, now: Instant, reply_to: ReplyTo, args: SyncArgs) -> Option<GroupReply> {
+        let m = &args.member;
+        let Some(g) = self.groups.get_mut(&m.group) else {
+            return Some(sync_error(if m.group.is_empty() {
+                ErrorCode::INVALID_GROUP_ID
+            } else {
+                ErrorCode::UNKNOWN_MEMBER_ID
+            }));
+        };
+        if g.is_fenced(&m.member_id, m.instance_id.as_deref()) {
+            return Some(sync_error(ErrorCode::FENCED_INSTANCE_ID));
+        }
+        if !g.members.contains_key(&m.member_id) {
+            return Some(sync_error(ErrorCode::UNKNOWN_MEMBER_ID));
+        }
+        if m.generation != g.generation {
+            return Some(sync_error(ErrorCode::ILLEGAL_GENERATION));
+        }
+        if args
+            .protocol_type
+            .as_ref()
+            .is_some_and(|t| g.protocol_type.as_ref() != Some(t))
+            || args
+                .protocol_name
+                .as_ref()
+                .is_some_and(|n| g.protocol.as_ref() != Some(n))
+        {
+            return Some(sync_error(ErrorCode::INCONSISTENT_GROUP_PROTOCOL));
+        }
+        let ok = |g: &Group, assignment: Bytes| {
+            GroupReply::Sync(SyncResult {
+                error: OK,
+                protocol_type: g.protocol_type.clone(),
+                protocol_name: g.protocol.clone(),
+                assignment,
+            })
+        };
+        match g.state {
+            GroupState::Empty | GroupState::Dead => Some(sync_error(ErrorCode::UNKNOWN_MEMBER_ID)),
+            GroupState::PreparingRebalance => Some(sync_error(ErrorCode::REBALANCE_IN_PROGRESS)),
+            GroupState::Stable => {
+                g.pending_sync.remove(&m.member_id);
+                if g.pending_sync.is_empty() {
+                    g.sync_deadline = None;
+                }
+                let member = g.members.get_mut(&m.member_id)?;
+                member.session_deadline = now + member.session_timeout;
+                let assignment = member.assignment.clone();
+                Some(ok(g, assignment))
+            }
+            GroupState::CompletingRebalance => {
+                g.pending_sync.remove(&m.member_id);
+                let member = g.members.get_mut(&m.member_id)?;
+                let previous = member.awaiting_sync.replace(reply_to);
+                if g.leader.as_deref() != Some(m.member_id.as_str()) {
+                    self.push(previous, sync_error(ErrorCode::REBALANCE_IN_PROGRESS));
+                    return None;
+                }
+                let mut assignments: HashMap<String, Bytes> =
+                    args.assignments.into_iter().collect();
+                let mut replies = Vec::new();
+                for member in g.members.values_mut() {
+                    member.assignment = assignments.remove(&member.id).unwrap_or_default();
+                }
+                g.state = GroupState::Stable;
+                if g.pending_sync.is_empty() {
+                    g.sync_deadline = None;
+                }
+                tracing::info!(group = %m.group, generation = g.generation, "assignment received from the leader; group is stable");
+                let ids: Vec<String> = g.members.keys().cloned().collect();
+                for id in ids {
+                    let Some(member) = g.members.get_mut(&id) else {
+                        continue;
+                    };
+                    if let Some(to) = member.awaiting_sync.take() {
+                        member.session_deadline = now + member.session_timeout;
+                        let assignment = member.assignment.clone();
+                        replies.push((to, ok(g, assignment)));
+                    }
+                }
+                self.push(previous, sync_error(ErrorCode::REBALANCE_IN_PROGRESS));
+                self.replies.extend(replies);
+                None
+            }
+        }
+    }
+
+    fn heartbeat(&mut self, now: Instant, m: &MemberRef) -> ErrorCode {
+        if m.group.is_empty() {
+            return ErrorCode::INVALID_GROUP_ID;
+        }
+        let Some(g) = self.groups.get_mut(&m.group) else {
+            return ErrorCode::UNKNOWN_MEMBER_ID;
+        };
+        if g.is_fenced(&m.member_id, m.instance_id.as_deref()) {
+            return ErrorCode::FENCED_INSTANCE_ID;
+        }
+        let Some(member) = g.members.get_mut(&m.member_id) else {
+            return ErrorCode::UNKNOWN_MEMBER_ID;
+        };
+        if m.generation != g.generation {
+            return ErrorCode::ILLEGAL_GENERATION;
+        }
+        match g.state {
+            GroupState::Empty | GroupState::Dead => ErrorCode::UNKNOWN_MEMBER_ID,
+            GroupState::CompletingRebalance => ErrorCode::REBALANCE_IN_PROGRESS,
+            GroupState::PreparingRebalance => {
+                member.session_deadline = now + member.session_timeout;
+                ErrorCode::REBALANCE_IN_PROGRESS
+            }
+            GroupState::Stable => {
+                member.session_deadline = now + member.session_timeout;
+                OK
+            }
+        }
+    }
+
+    fn leave(
+        &mut self,
+        now: Instant,
+        name: &str,
+        members: &[(String, Option<String>)],
+    ) -> Result<Vec<ErrorCode>, ErrorCode> {
+        if name.is_empty() {
+            return Err(ErrorCode::INVALID_GROUP_ID);
+        }
+        if !self.groups.contains_key(name) {
+            return Ok(vec![ErrorCode::UNKNOWN_MEMBER_ID; members.len()]);
+        }
+        let mut codes = Vec::with_capacity(members.len());
+        for (member_id, instance_id) in members {
+            let Some(g) = self.groups.get_mut(name) else {
+                codes.push(ErrorCode::UNKNOWN_MEMBER_ID);
+                continue;
+            };
+            if !member_id.is_empty() && g.is_fenced(member_id, instance_id.as_deref()) {
+                codes.push(ErrorCode::FENCED_INSTANCE_ID);
+                continue;
+            }
+            if g.pending.remove(member_id).is_some() {
+                codes.push(OK);
+                self.maybe_complete_join(now, name);
+                continue;
+            }
+            let target = match instance_id.as_ref().and_then(|i| g.statics.get(i)) {
+                Some(id) => Some(id.clone()),
+                None => g.members.contains_key(member_id).then(|| member_id.clone()),
+            };
+            match target {
+                Some(id) => {
+                    self.remove_member(now, name, &id, "left the group");
+                    codes.push(OK);
+                }
+                None => codes.push(ErrorCode::UNKNOWN_MEMBER_ID),
+            }
+        }
+        Ok(codes)
+    }
+
+    fn commit(&mut self, now: Instant, m: &MemberRef) -> ErrorCode {
+        let Some(g) = self.groups.get_mut(&m.group) else {
+            if m.generation < 0 {
+                // Offsets kept for a consumer that manages its own assignment.
+                self.groups.insert(m.group.clone(), Group::new(now));
+                return OK;
+            }
+            return ErrorCode::ILLEGAL_GENERATION;
+        };
+        if g.state == GroupState::Dead {
+            return ErrorCode::COORDINATOR_NOT_AVAILABLE;
+        }
+        if g.is_fenced(&m.member_id, m.instance_id.as_deref()) {
+            return ErrorCode::FENCED_INSTANCE_ID;
+        }
+        if m.generation < 0 && g.state == GroupState::Empty {
+            return OK;
+        }
+        let Some(member) = g.members.get_mut(&m.member_id) else {
+            return ErrorCode::UNKNOWN_MEMBER_ID;
+        };
+        if m.generation != g.generation {
+            return ErrorCode::ILLEGAL_GENERATION;
+        }
+        match g.state {
+            // Commits during PreparingRebalance are how members commit on revocation.
+            GroupState::Stable | GroupState::PreparingRebalance => {
+                member.session_deadline = now + member.session_timeout;
+                OK
+            }
+            GroupState::CompletingRebalance => ErrorCode::REBALANCE_IN_PROGRESS,
+            GroupState::Empty | GroupState::Dead => ErrorCode::UNKNOWN_MEMBER_ID,
+        }
+    }
+
+    fn list(&self) -> Vec<GroupOverview> {
+        let mut groups: Vec<GroupOverview> = self
+            .groups
+            .iter()
+            .map(|(name, g)| GroupOverview {
+                group: name.clone(),
+                protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                state: g.state,
+            })
+            .collect();
+        groups.sort_by(|a, b| a.group.cmp(&b.group));
+        groups
+    }
+
+    fn describe(&self, name: &str) -> Option<GroupDescription> {
+        let g = self.groups.get(name)?;
+        let stable = g.state == GroupState::Stable;
+        let protocol = g.protocol.clone().unwrap_or_default();
+        let mut members: Vec<&Member> = g.members.values().collect();
+        members.sort_by_key(|m| m.seq);
+        Some(GroupDescription {
+            group: name.to_owned(),
+            state: g.state,
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            protocol: if stable {
+                protocol.clone()
+            } else {
+                String::new()
+            },
+            members: members
+                .into_iter()
+                .map(|m| MemberDescription {
+                    member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    metadata: if stable {
+                        m.metadata(&protocol)
+                    } else {
+                        Bytes::new()
+                    },
+                    assignment: if stable {
+                        m.assignment.clone()
+                    } else {
+                        Bytes::new()
+                    },
+                })
+                .collect(),
+        })
+    }
+
+    fn delete(&mut self, name: &str) -> Deletion {
+        match self.groups.get(name) {
+            None => Deletion::Unknown,
+            Some(g) if g.state == GroupState::Empty => {
+                self.groups.remove(name);
+                tracing::info!(group = name, "group deleted");
+                Deletion::Deleted
+            }
+            Some(_) => Deletion::NonEmpty,
+        }
+    }
+
+    fn offset_delete(&self, name: &str, topics: &[String]) -> OffsetDeletion {
+        let Some(g) = self.groups.get(name) else {
+            return OffsetDeletion::Unknown;
+        };
+        if g.state == GroupState::Empty {
+            return OffsetDeletion::Subscribed(vec![false; topics.len()]);
+        }
+        if g.protocol_type.as_deref() != Some("consumer") {
+            return OffsetDeletion::Refused(ErrorCode::NON_EMPTY_GROUP);
+        }
+        let protocol = g.protocol.clone().unwrap_or_default();
+        let mut subscribed: BTreeSet<String> = BTreeSet::new();
+        for m in g.members.values() {
+            let metadata = if protocol.is_empty() {
+                m.protocols
+                    .first()
+                    .map(|(_, b)| b.clone())
+                    .unwrap_or_default()
+            } else {
+                m.metadata(&protocol)
+            };
+            subscribed.extend(subscription_topics(&metadata));
+        }
+        OffsetDeletion::Subscribed(topics.iter().map(|t| subscribed.contains(t)).collect())
+    }
+
+    fn expire(&mut self, now: Instant, name: &str) {
+        let Some(g) = self.groups.get(name) else {
+            return;
+        };
+        // Members whose session lapsed (those awaiting an answer are kept alive).
+        let lapsed: Vec<String> = g
+            .members
+            .values()
+            .filter(|m| {
+                m.awaiting_join.is_none() && m.awaiting_sync.is_none() && m.session_deadline <= now
+            })
+            .map(|m| m.id.clone())
+            .collect();
+        let pending: Vec<String> = g
+            .pending
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let sync_lapsed = g.sync_deadline.is_some_and(|t| t <= now);
+        let forget = g.state == GroupState::Empty
+            && g.empty_since
+                .is_some_and(|t| now >= t + self.config.empty_group_expiry);
+        if forget {
+            tracing::debug!(group = name, "forgetting empty group");
+            self.groups.remove(name);
+            return;
+        }
+        for id in pending {
+            if let Some(g) = self.groups.get_mut(name) {
+                g.pending.remove(&id);
+            }
+        }
+        for id in lapsed {
+            self.remove_member(now, name, &id, "session timed out");
+        }
+        if sync_lapsed {
+            let missing: Vec<String> = match self.groups.get_mut(name) {
+                Some(g) => {
+                    g.sync_deadline = None;
+                    std::mem::take(&mut g.pending_sync).into_iter().collect()
+                }
+                None => Vec::new(),
+            };
+            for id in missing {
+                self.remove_member(now, name, &id, "did not sync in time");
+            }
+        }
+        self.maybe_complete_join(now, name);
+        if let Some(g) = self.groups.get_mut(name) {
+            if g.state == GroupState::Empty && g.empty_since.is_none() {
+                g.empty_since = Some(now);
+            }
+        }
+    }
+}
+
+/// The topics of a consumer protocol subscription (`ConsumerProtocolSubscription`, every
+/// version starts with the version and the topic list); empty when it does not parse.
+fn subscription_topics(metadata: &[u8]) -> Vec<String> {
+    let mut topics = Vec::new();
+    let mut rest = metadata.get(2..).unwrap_or_default();
+    let Some((count, tail)) = rest.split_first_chunk::<4>() else {
+        return topics;
+    };
+    rest = tail;
+    let count = i32::from_be_bytes(*count);
+    for _ in 0..count.max(0) {
+        let Some((len, tail)) = rest.split_first_chunk::<2>() else {
+            break;
+        };
+        let len = usize::try_from(i16::from_be_bytes(*len)).unwrap_or(0);
+        let Some(name) = tail.get(..len) else {
+            break;
+        };
+        topics.push(String::from_utf8_lossy(name).into_owned());
+        rest = &tail[len..];
+    }
+    topics
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests;

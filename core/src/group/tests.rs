@@ -1,0 +1,489 @@
+//! The coordinator on a manual clock.
+
+use super::*;
+
+const SESSION_MS: i32 = 10_000;
+const REBALANCE_MS: i32 = 30_000;
+
+struct Harness {
+    c: Coordinator,
+    now: Instant,
+    next: u64,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self {
+            c: Coordinator::new(GroupConfig::default(), 7),
+            now: Instant::now(),
+            next: 0,
+        }
+    }
+
+    fn call(&mut self, call: GroupCall) -> ReplyTo {
+        let to = ReplyTo(self.next);
+        self.next += 1;
+        self.c.handle(self.now, to, call);
+        to
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.c.handle_timeout(self.now);
+        // Timers must never ask to be driven again for a time already handled: the adapter
+        // would spin.
+        assert!(self.c.poll_timeout().is_none_or(|t| t > self.now));
+    }
+
+    fn replies(&mut self) -> Vec<(ReplyTo, GroupReply)> {
+        std::iter::from_fn(|| self.c.poll_reply()).collect()
+    }
+
+    fn reply_to(&mut self, to: ReplyTo) -> Option<GroupReply> {
+        let all = self.replies();
+        let mut mine = None;
+        for (t, r) in all {
+            if t == to {
+                mine = Some(r);
+            }
+        }
+        mine
+    }
+
+    fn join(&mut self, member_id: &str, instance: Option<&str>) -> ReplyTo {
+        self.call(GroupCall::Join(join_args(member_id, instance)))
+    }
+
+    /// A dynamic member's two-step join (v4+): returns its member id and the pending join.
+    fn join_new(&mut self) -> (String, ReplyTo) {
+        let to = self.join("", None);
+        let Some(GroupReply::Join(r)) = self.reply_to(to) else {
+            panic!("no MEMBER_ID_REQUIRED answer");
+        };
+        assert_eq!(r.error, ErrorCode::MEMBER_ID_REQUIRED);
+        assert!(!r.member_id.is_empty());
+        let id = r.member_id;
+        let to = self.join(&id, None);
+        (id, to)
+    }
+
+    fn sync(&mut self, id: &str, generation: i32, assignments: Vec<(String, Bytes)>) -> ReplyTo {
+        self.call(GroupCall::Sync(SyncArgs {
+            member: member(id, generation),
+            protocol_type: Some("consumer".into()),
+            protocol_name: Some("range".into()),
+            assignments,
+        }))
+    }
+
+    fn heartbeat(&mut self, id: &str, generation: i32) -> ErrorCode {
+        let to = self.call(GroupCall::Heartbeat(member(id, generation)));
+        match self.reply_to(to) {
+            Some(GroupReply::Heartbeat(c)) => c,
+            other => panic!("heartbeat answered {other:?}"),
+        }
+    }
+
+    fn commit(&mut self, id: &str, generation: i32) -> ErrorCode {
+        let to = self.call(GroupCall::Commit(member(id, generation)));
+        match self.reply_to(to) {
+            Some(GroupReply::Commit(c)) => c,
+            other => panic!("commit answered {other:?}"),
+        }
+    }
+
+    fn state(&self) -> GroupSnapshot {
+        self.c.snapshot("g").expect("group exists")
+    }
+}
+
+fn join_args(member_id: &str, instance: Option<&str>) -> JoinArgs {
+    JoinArgs {
+        group: "g".into(),
+        member_id: member_id.into(),
+        instance_id: instance.map(Into::into),
+        client_id: "client".into(),
+        client_host: "/127.0.0.1".into(),
+        session_timeout_ms: SESSION_MS,
+        rebalance_timeout_ms: REBALANCE_MS,
+        protocol_type: "consumer".into(),
+        protocols: vec![("range".into(), Bytes::from_static(b"meta"))],
+        require_known_member_id: true,
+    }
+}
+
+fn member(id: &str, generation: i32) -> MemberRef {
+    MemberRef {
+        group: "g".into(),
+        member_id: id.into(),
+        instance_id: None,
+        generation,
+    }
+}
+
+fn joined(r: Option<GroupReply>) -> JoinResult {
+    match r {
+        Some(GroupReply::Join(j)) => j,
+        other => panic!("expected a join answer, got {other:?}"),
+    }
+}
+
+fn synced(r: Option<GroupReply>) -> SyncResult {
+    match r {
+        Some(GroupReply::Sync(s)) => s,
+        other => panic!("expected a sync answer, got {other:?}"),
+    }
+}
+
+/// Three members join a new group; the first rebalance waits out the initial delay, the
+/// leader sees everyone, and the leader's assignment reaches each member.
+fn three_members(h: &mut Harness) -> (Vec<String>, i32) {
+    let mut ids = Vec::new();
+    let mut joins = Vec::new();
+    for _ in 0..3 {
+        let (id, to) = h.join_new();
+        ids.push(id);
+        joins.push(to);
+    }
+    assert!(h.replies().is_empty(), "the initial delay holds the join");
+    assert_eq!(h.state().state, GroupState::PreparingRebalance);
+    h.advance(Duration::from_secs(3));
+    let replies = h.replies();
+    assert_eq!(replies.len(), 3, "every member is answered");
+    let mut generation = 0;
+    let mut leader = String::new();
+    for (to, r) in replies {
+        let j = joined(Some(r));
+        assert_eq!(j.error, ErrorCode::NONE);
+        assert_eq!(j.protocol_name.as_deref(), Some("range"));
+        generation = j.generation;
+        leader.clone_from(&j.leader);
+        let i = joins.iter().position(|t| *t == to).expect("a join of ours");
+        if j.member_id == j.leader {
+            assert_eq!(j.members.len(), 3, "the leader sees every member");
+        } else {
+            assert!(j.members.is_empty());
+        }
+        assert_eq!(j.member_id, ids[i]);
+    }
+    assert_eq!(generation, 1);
+    assert_eq!(leader, ids[0], "the first to join leads");
+    let followers: Vec<ReplyTo> = ids[1..]
+        .iter()
+        .map(|id| h.sync(id, 1, Vec::new()))
+        .collect();
+    assert!(h.replies().is_empty(), "followers wait for the leader");
+    let assignments = ids
+        .iter()
+        .map(|id| (id.clone(), Bytes::from(format!("for {id}"))))
+        .collect();
+    let lead = h.sync(&ids[0], 1, assignments);
+    let replies = h.replies();
+    assert_eq!(replies.len(), 3);
+    for (to, r) in replies {
+        let s = synced(Some(r));
+        assert_eq!(s.error, ErrorCode::NONE);
+        let id = if to == lead {
+            &ids[0]
+        } else {
+            &ids[1 + followers.iter().position(|t| *t == to).expect("ours")]
+        };
+        assert_eq!(s.assignment, Bytes::from(format!("for {id}")));
+    }
+    assert_eq!(h.state().state, GroupState::Stable);
+    (ids, generation)
+}
+
+#[test]
+fn members_join_and_sync() {
+    let mut h = Harness::new();
+    let (ids, generation) = three_members(&mut h);
+    for id in &ids {
+        assert_eq!(h.heartbeat(id, generation), ErrorCode::NONE);
+    }
+    assert_eq!(
+        h.heartbeat(&ids[0], generation - 1),
+        ErrorCode::ILLEGAL_GENERATION
+    );
+    assert_eq!(
+        h.heartbeat("nobody", generation),
+        ErrorCode::UNKNOWN_MEMBER_ID
+    );
+}
+
+#[test]
+fn a_silent_member_is_removed_after_its_session_timeout() {
+    let mut h = Harness::new();
+    let (ids, generation) = three_members(&mut h);
+    // Two members keep heartbeating; the third goes quiet.
+    for _ in 0..2 {
+        h.advance(Duration::from_secs(4));
+        assert_eq!(h.heartbeat(&ids[0], generation), ErrorCode::NONE);
+        assert_eq!(h.heartbeat(&ids[1], generation), ErrorCode::NONE);
+    }
+    assert_eq!(h.state().members.len(), 3);
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.state().members.len(), 2, "the silent member is gone");
+    assert_eq!(h.state().state, GroupState::PreparingRebalance);
+    assert_eq!(
+        h.heartbeat(&ids[0], generation),
+        ErrorCode::REBALANCE_IN_PROGRESS
+    );
+    let a = h.join(&ids[0], None);
+    let b = h.join(&ids[1], None);
+    let (ja, jb) = {
+        let replies = h.replies();
+        let find = |to| {
+            replies
+                .iter()
+                .find(|(t, _)| *t == to)
+                .map(|(_, r)| r.clone())
+        };
+        (joined(find(a)), joined(find(b)))
+    };
+    assert_eq!(ja.generation, generation + 1);
+    assert_eq!(jb.generation, generation + 1);
+    assert_eq!(ja.members.len(), 2);
+    assert_eq!(
+        h.heartbeat(&ids[2], generation + 1),
+        ErrorCode::UNKNOWN_MEMBER_ID
+    );
+}
+
+#[test]
+fn a_member_that_does_not_rejoin_in_time_is_dropped() {
+    let mut h = Harness::new();
+    let (ids, generation) = three_members(&mut h);
+    let leave = h.call(GroupCall::Leave {
+        group: "g".into(),
+        members: vec![(ids[2].clone(), None)],
+    });
+    assert_eq!(
+        h.reply_to(leave),
+        Some(GroupReply::Leave(Ok(vec![ErrorCode::NONE])))
+    );
+    assert_eq!(h.state().state, GroupState::PreparingRebalance);
+    // Only the first rejoins; the second keeps heartbeating but never rejoins.
+    let a = h.join(&ids[0], None);
+    h.advance(Duration::from_secs(5));
+    assert_eq!(
+        h.heartbeat(&ids[1], generation),
+        ErrorCode::REBALANCE_IN_PROGRESS
+    );
+    assert!(h.reply_to(a).is_none());
+    h.advance(Duration::from_millis(REBALANCE_MS as u64));
+    let j = joined(h.reply_to(a));
+    assert_eq!(j.generation, generation + 1);
+    assert_eq!(j.members.len(), 1);
+    assert_eq!(h.state().members, vec![ids[0].clone()]);
+}
+
+#[test]
+fn the_last_member_leaving_empties_the_group_which_is_later_forgotten() {
+    let mut h = Harness::new();
+    let (id, _) = h.join_new();
+    h.advance(Duration::from_secs(3));
+    let j = joined(h.reply_to(ReplyTo(1)));
+    assert_eq!(j.member_id, id);
+    let leave = h.call(GroupCall::Leave {
+        group: "g".into(),
+        members: vec![(id.clone(), None), ("stranger".into(), None)],
+    });
+    assert_eq!(
+        h.reply_to(leave),
+        Some(GroupReply::Leave(Ok(vec![
+            ErrorCode::NONE,
+            ErrorCode::UNKNOWN_MEMBER_ID
+        ])))
+    );
+    assert_eq!(h.state().state, GroupState::Empty);
+    assert_eq!(h.state().generation, 2);
+    h.advance(Duration::from_secs(11 * 60));
+    assert!(h.c.snapshot("g").is_none());
+}
+
+#[test]
+fn a_static_member_rejoins_without_a_rebalance_and_fences_its_old_id() {
+    let mut h = Harness::new();
+    let a = h.join("", Some("instance-a"));
+    let b = h.join("", Some("instance-b"));
+    h.advance(Duration::from_secs(3));
+    let replies = h.replies();
+    let find = |to| {
+        replies
+            .iter()
+            .find(|(t, _)| *t == to)
+            .map(|(_, r)| r.clone())
+    };
+    let (ja, jb) = (joined(find(a)), joined(find(b)));
+    assert_eq!(
+        ja.error,
+        ErrorCode::NONE,
+        "static members need no second join"
+    );
+    let generation = ja.generation;
+    let lead = h.sync(
+        &ja.member_id,
+        generation,
+        vec![
+            (ja.member_id.clone(), Bytes::from_static(b"A")),
+            (jb.member_id.clone(), Bytes::from_static(b"B")),
+        ],
+    );
+    let _ = h.reply_to(lead);
+    let fb = h.sync(&jb.member_id, generation, Vec::new());
+    assert_eq!(synced(h.reply_to(fb)).assignment, Bytes::from_static(b"B"));
+
+    // instance-b restarts: it joins without its member id.
+    let again = h.join("", Some("instance-b"));
+    let j = joined(h.reply_to(again));
+    assert_eq!(j.error, ErrorCode::NONE);
+    assert_eq!(j.generation, generation, "no rebalance");
+    assert_ne!(j.member_id, jb.member_id);
+    assert_eq!(h.state().state, GroupState::Stable);
+    let s = h.sync(&j.member_id, generation, Vec::new());
+    assert_eq!(synced(h.reply_to(s)).assignment, Bytes::from_static(b"B"));
+    // The old incarnation is fenced.
+    let mut old = member(&jb.member_id, generation);
+    old.instance_id = Some("instance-b".into());
+    let hb = h.call(GroupCall::Heartbeat(old));
+    assert_eq!(
+        h.reply_to(hb),
+        Some(GroupReply::Heartbeat(ErrorCode::FENCED_INSTANCE_ID))
+    );
+}
+
+#[test]
+fn commits_follow_the_generation() {
+    let mut h = Harness::new();
+    // Without group management (generation -1), a commit creates an empty group.
+    assert_eq!(h.commit("", -1), ErrorCode::NONE);
+    assert_eq!(h.state().state, GroupState::Empty);
+    assert_eq!(h.commit("x", 3), ErrorCode::UNKNOWN_MEMBER_ID);
+
+    let mut h = Harness::new();
+    assert_eq!(
+        h.commit("m", 1),
+        ErrorCode::ILLEGAL_GENERATION,
+        "no such group"
+    );
+    let (ids, generation) = three_members(&mut h);
+    assert_eq!(h.commit(&ids[1], generation), ErrorCode::NONE);
+    assert_eq!(
+        h.commit(&ids[1], generation - 1),
+        ErrorCode::ILLEGAL_GENERATION
+    );
+    assert_eq!(
+        h.commit("stranger", generation),
+        ErrorCode::UNKNOWN_MEMBER_ID
+    );
+    assert_eq!(
+        h.commit("", -1),
+        ErrorCode::UNKNOWN_MEMBER_ID,
+        "the group is not empty"
+    );
+}
+
+#[test]
+fn commits_during_a_rebalance() {
+    let mut h = Harness::new();
+    let (ids, generation) = three_members(&mut h);
+    // A fourth member arrives: the group prepares a rebalance. Members revoking their
+    // partitions commit with the generation they still hold, and that is accepted.
+    let (_new, new_join) = h.join_new();
+    assert_eq!(h.state().state, GroupState::PreparingRebalance);
+    assert_eq!(h.commit(&ids[0], generation), ErrorCode::NONE);
+    assert_eq!(h.commit(&ids[1], generation), ErrorCode::NONE);
+    let rejoins: Vec<ReplyTo> = ids.iter().map(|id| h.join(id, None)).collect();
+    let replies = h.replies();
+    assert_eq!(
+        replies.len(),
+        4,
+        "everyone rejoined: the join completes at once"
+    );
+    assert!(replies.iter().any(|(t, _)| *t == new_join));
+    assert!(rejoins.iter().all(|r| replies.iter().any(|(t, _)| t == r)));
+    assert_eq!(h.state().state, GroupState::CompletingRebalance);
+    // Before the assignment: the new generation cannot commit yet, the old one never again.
+    assert_eq!(
+        h.commit(&ids[0], generation + 1),
+        ErrorCode::REBALANCE_IN_PROGRESS
+    );
+    assert_eq!(h.commit(&ids[0], generation), ErrorCode::ILLEGAL_GENERATION);
+}
+
+#[test]
+fn join_errors_are_kafkas() {
+    let mut h = Harness::new();
+    let mut bad = join_args("", None);
+    bad.session_timeout_ms = 1000;
+    let to = h.call(GroupCall::Join(bad));
+    assert_eq!(
+        joined(h.reply_to(to)).error,
+        ErrorCode::INVALID_SESSION_TIMEOUT
+    );
+    let mut bad = join_args("", None);
+    bad.group = String::new();
+    let to = h.call(GroupCall::Join(bad));
+    assert_eq!(joined(h.reply_to(to)).error, ErrorCode::INVALID_GROUP_ID);
+    let to = h.join("made-up", None);
+    assert_eq!(joined(h.reply_to(to)).error, ErrorCode::UNKNOWN_MEMBER_ID);
+    let (_id, _) = h.join_new();
+    let mut other = join_args("", None);
+    other.protocols = vec![("roundrobin".into(), Bytes::new())];
+    let to = h.call(GroupCall::Join(other));
+    assert_eq!(
+        joined(h.reply_to(to)).error,
+        ErrorCode::INCONSISTENT_GROUP_PROTOCOL
+    );
+    let sync = h.sync("nobody", 1, Vec::new());
+    assert_eq!(synced(h.reply_to(sync)).error, ErrorCode::UNKNOWN_MEMBER_ID);
+}
+
+#[test]
+fn deleting_and_describing_groups() {
+    let mut h = Harness::new();
+    let (ids, _) = three_members(&mut h);
+    let d = h.call(GroupCall::Delete(vec!["g".into(), "other".into()]));
+    assert_eq!(
+        h.reply_to(d),
+        Some(GroupReply::Delete(vec![
+            Deletion::NonEmpty,
+            Deletion::Unknown
+        ]))
+    );
+    let d = h.call(GroupCall::Describe(vec!["g".into()]));
+    let Some(GroupReply::Describe(described)) = h.reply_to(d) else {
+        panic!("no description");
+    };
+    let g = described[0].as_ref().expect("known");
+    assert_eq!(g.state, GroupState::Stable);
+    assert_eq!(g.protocol, "range");
+    assert_eq!(g.members.len(), 3);
+    assert_eq!(g.members[0].member_id, ids[0]);
+    let leave = h.call(GroupCall::Leave {
+        group: "g".into(),
+        members: ids.iter().map(|i| (i.clone(), None)).collect(),
+    });
+    let _ = h.reply_to(leave);
+    let d = h.call(GroupCall::Delete(vec!["g".into()]));
+    assert_eq!(
+        h.reply_to(d),
+        Some(GroupReply::Delete(vec![Deletion::Deleted]))
+    );
+    assert!(h.c.snapshot("g").is_none());
+}
+
+#[test]
+fn subscription_topics_are_read_from_consumer_metadata() {
+    // version 1, topics ["a", "bc"], user data null, owned partitions [].
+    let meta = [
+        0, 1, 0, 0, 0, 2, 0, 1, b'a', 0, 2, b'b', b'c', 255, 255, 255, 255, 0, 0, 0, 0,
+    ];
+    assert_eq!(
+        subscription_topics(&meta),
+        vec!["a".to_owned(), "bc".to_owned()]
+    );
+    assert!(subscription_topics(&[0, 1, 0x7f, 0xff, 0xff, 0xff]).is_empty());
+    assert!(subscription_topics(&[]).is_empty());
+}
