@@ -2,8 +2,10 @@
 //! this test build has): kcat (librdkafka), confluent-kafka, kafka-python and kafkajs each
 //! create a topic with several partitions, produce 10,000 records with keys, headers and
 //! null values with every compression codec they support, read them all back and compare
-//! them exactly, list offsets and delete the topic. The scripts in `tests/clients/` do the
-//! client side; `scripts/install-test-deps.sh` installs the clients.
+//! them exactly, list offsets and delete the topic; kafkajs reads its records back through a
+//! consumer group, and a group of confluent-kafka consumers is put through joins, leaves,
+//! a SIGKILL and a restart. The scripts in `tests/clients/` do the client side;
+//! `scripts/install-test-deps.sh` installs the clients.
 
 mod common;
 
@@ -113,14 +115,23 @@ fn kafkajs() {
             .arg(&topic)
             .env("KAFKAJS_NO_PARTITIONER_WARNING", "1"),
     );
-    // kafkajs consumes only through a consumer group; until the gateway coordinates groups,
-    // confluent-kafka reads back what kafkajs wrote and deletes the topic.
+    gw.stop();
+}
+
+/// A group of confluent-kafka consumers (separate processes) joining, leaving and being
+/// killed while records arrive, then restarted; kafka-python's admin client lists,
+/// describes and deletes the group. `tests/clients/groups.py` says what each phase checks.
+#[test]
+fn consumer_group_of_confluent_kafka_consumers() {
+    // A shorter initial rebalance delay than Kafka's 3 s only makes the test quicker.
+    let gw = Gateway::start_with(&["--group-initial-rebalance-delay-ms", "1000"]);
     run(
-        "read back kafkajs's records",
+        "confluent-kafka consumer group",
         Command::new(python())
-            .args(["python_client.py", "verify-kafkajs"])
+            .args(["groups.py", "confluent"])
             .arg(gw.addr.to_string())
-            .arg(&topic),
+            .arg(topic("group"))
+            .arg(format!("group-{}", common::RUNTIME)),
     );
     gw.stop();
 }

@@ -2,9 +2,9 @@
 // kafkajs against a running gateway: create a topic with several partitions, produce
 // 10,000 records (keys, headers, null values) with every codec kafkajs has (none, gzip,
 // and snappy, lz4 and zstd through their codec packages), check the listed offsets, then
-// print the records as JSON lines so that the caller can consume and compare them with
-// another client (kafkajs can consume only through a consumer group, which the gateway
-// serves from the consumer-group issue on).
+// consume them all back through a consumer group whose members join and leave (each
+// commits what it read before giving a partition up), compare them exactly (none lost,
+// none read twice) and delete the topic.
 //
 // usage: node kafkajs_client.js BOOTSTRAP TOPIC
 'use strict'
@@ -73,8 +73,77 @@ async function main () {
   if (byTime.some((o) => Number(o.offset) !== 0)) throw new Error(`offsets by time ${JSON.stringify(byTime)}`)
   const meta = await admin.fetchTopicMetadata({ topics: [topic] })
   if (meta.topics[0].partitions.length !== PARTITIONS) throw new Error('metadata')
-  await admin.disconnect()
   console.error(`kafkajs: ${total} records produced with ${CODECS.map((c) => c[0]).join(', ')}`)
+
+  const seen = new Map()
+  const twice = []
+  const group = `${topic}-group`
+  const member = async (name) => {
+    const consumer = kafka.consumer({
+      groupId: group,
+      sessionTimeout: 6000,
+      heartbeatInterval: 500,
+      rebalanceTimeout: 20000
+    })
+    await consumer.connect()
+    await consumer.subscribe({ topics: [topic], fromBeginning: true })
+    // Committing every record keeps what was read and what is committed the same when a
+    // partition moves, so no record is read twice.
+    await consumer.run({
+      autoCommitThreshold: 1,
+      eachMessage: async ({ partition, message }) => {
+        const key = message.key.toString()
+        if (seen.has(key)) {
+          twice.push(`${key} (by ${seen.get(key).name} and ${name})`)
+          return
+        }
+        seen.set(key, { name, partition, message })
+      }
+    })
+    return consumer
+  }
+  const until = async (what, cond, ms = 60000) => {
+    const deadline = Date.now() + ms
+    while (!cond()) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (${seen.size} read)`)
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+  }
+  const a = await member('a')
+  await until('a to read', () => seen.size >= 2000)
+  const b = await member('b')
+  await until('b to read', () => [...seen.values()].some((r) => r.name === 'b'))
+  await a.disconnect()
+  await until('every record', () => seen.size >= total)
+  await new Promise((resolve) => setTimeout(resolve, 1000))
+  await b.disconnect()
+  if (twice.length) throw new Error(`${twice.length} records read twice, e.g. ${twice.slice(0, 5)}`)
+  if (seen.size !== total) throw new Error(`read ${seen.size} records, expected ${total}`)
+  for (let i = 0; i < total; i++) {
+    const want = record(i)
+    const got = seen.get(want.key)
+    if (!got) throw new Error(`${want.key} missing`)
+    const value = got.message.value === null ? null : got.message.value.toString()
+    if (value !== want.value) throw new Error(`${want.key}: value ${value}, expected ${want.value}`)
+    const headers = {}
+    for (const [k, v] of Object.entries(got.message.headers || {})) {
+      headers[k] = Array.isArray(v) ? v.map((x) => x.toString()) : v.toString()
+    }
+    if (JSON.stringify(headers) !== JSON.stringify(want.headers)) {
+      throw new Error(`${want.key}: headers ${JSON.stringify(headers)}, expected ${JSON.stringify(want.headers)}`)
+    }
+  }
+  const byMember = [...seen.values()].reduce((n, r) => ({ ...n, [r.name]: (n[r.name] || 0) + 1 }), {})
+  console.error(`kafkajs: consumed ${seen.size} records through group ${group}: ${JSON.stringify(byMember)}`)
+  const committed = await admin.fetchOffsets({ groupId: group, topics: [topic] })
+  const ends = await admin.fetchTopicOffsets(topic)
+  for (const p of committed[0].partitions) {
+    const end = ends.find((e) => e.partition === p.partition).high
+    if (p.offset !== end) throw new Error(`committed ${JSON.stringify(committed)}, ends ${JSON.stringify(ends)}`)
+  }
+  await admin.deleteGroups([group])
+  await admin.deleteTopics({ topics: [topic] })
+  await admin.disconnect()
 }
 
 main().catch((e) => {

@@ -10,7 +10,7 @@ checks the listed offsets, and deletes the topic. Exits non-zero on any differen
 import sys
 import time
 
-from records import CODECS, PER_CODEC, TOTAL, check, kafkajs_record, record
+from records import CODECS, PER_CODEC, TOTAL, check, record
 
 PARTITIONS = 3
 
@@ -103,16 +103,6 @@ def consume_all(bootstrap, topic):
     return got
 
 
-def verify_kafkajs(bootstrap, topic):
-    """Reads back what kafkajs_client.js produced, compares, deletes the topic."""
-    from confluent_kafka.admin import AdminClient
-
-    check(consume_all(bootstrap, topic), TOTAL, kafkajs_record)
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for _, f in admin.delete_topics([topic]).items():
-        f.result(30)
-
-
 def kafka_python(bootstrap, topic):
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
     from kafka.admin import KafkaAdminClient, NewTopic
@@ -170,6 +160,5 @@ def kafka_python(bootstrap, topic):
 
 if __name__ == "__main__":
     which, bootstrap, topic = sys.argv[1:4]
-    {"confluent": confluent, "kafka-python": kafka_python,
-     "verify-kafkajs": verify_kafkajs}[which](bootstrap, topic)
+    {"confluent": confluent, "kafka-python": kafka_python}[which](bootstrap, topic)
     print(f"{which}: {TOTAL} records with every codec compared exactly")

@@ -22,14 +22,6 @@ def record(i):
     return key, value, headers
 
 
-def kafkajs_record(i):
-    """What kafkajs_client.js produces as record i."""
-    key = b"key-%d" % i
-    value = None if i % 7 == 0 else (b"value-%d-" % i) + b"z" * (i % 89)
-    headers = [("idx", b"%d" % i), ("dup", b"a"), ("dup", b"b")] if i % 3 else []
-    return key, value, headers
-
-
 def check(got, expected_total=TOTAL, record=record):
     """got: list of (key, value, headers) as consumed. Fails loudly on any difference."""
     if len(got) != expected_total:
