@@ -1,5 +1,5 @@
 //! The connection state machine under arbitrary input, pieces, timing, completions (from a
-//! real embedded store, in arbitrary order) and shutdown: it never panics, every byte it
+//! real embedded store and group coordinator, in arbitrary order) and shutdown: it never panics, every byte it
 //! emits is a well-formed response frame, and once it is closed it stays closed.
 #![no_main]
 
@@ -8,8 +8,13 @@ use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
 use bytes::BytesMut;
-use iggy_kafka_core::backend::{Backend, Completion, Execution};
+use std::future::Future;
+use std::task::{Context, Poll, Waker};
+
+use iggy_kafka_core::backend::{Completion, Execution};
+use iggy_kafka_core::driver::Shared;
 use iggy_kafka_core::frame::split_frame;
+use iggy_kafka_core::group::{Coordinator, GroupConfig};
 use iggy_kafka_core::{Config, Connection};
 use iggy_kafka_embedded::{EmbeddedStore, StoreConfig};
 use libfuzzer_sys::fuzz_target;
@@ -35,7 +40,11 @@ fuzz_target!(|steps: Vec<Step>| {
     config.request_timeout = Duration::from_secs(5);
     let mut conn = Connection::new(Arc::new(config), now);
     let store = EmbeddedStore::new(StoreConfig::default());
+    let shared = Shared::new(Arc::new(store), Coordinator::new(GroupConfig::default(), 1));
     let mut handed_out = Vec::new();
+    // Group calls still waiting for the coordinator (joins, syncs).
+    let mut waiting = Vec::new();
+    let mut cx = Context::from_waker(Waker::noop());
     let mut input = BytesMut::new();
     let mut output = BytesMut::new();
     let mut was_closed = false;
@@ -50,6 +59,21 @@ fuzz_target!(|steps: Vec<Step>| {
                 if conn.poll_timeout().is_some_and(|t| t <= now) {
                     conn.handle_timeout(now);
                 }
+                shared.groups().handle_timeout(now);
+                let mut i = 0;
+                while i < waiting.len() {
+                    let (id, f): &mut (
+                        _,
+                        std::pin::Pin<Box<dyn Future<Output = Completion> + Send>>,
+                    ) = &mut waiting[i];
+                    if let Poll::Ready(c) = f.as_mut().poll(&mut cx) {
+                        let id = *id;
+                        drop(waiting.remove(i));
+                        conn.handle_completion(now, id, c);
+                    } else {
+                        i += 1;
+                    }
+                }
             }
             Step::Transmit => {
                 while let Some(b) = conn.poll_transmit() {
@@ -60,12 +84,13 @@ fuzz_target!(|steps: Vec<Step>| {
             Step::Complete(i) => {
                 if !handed_out.is_empty() {
                     let (id, command) = handed_out.remove(usize::from(i) % handed_out.len());
-                    let completion = match store.execute(command) {
-                        Execution::Done(c) => c,
+                    let is_group = matches!(command, iggy_kafka_core::backend::Command::Group(_));
+                    match shared.execute(now, command) {
+                        Execution::Done(c) => conn.handle_completion(now, id, c),
+                        Execution::Pending(f) if is_group => waiting.push((id, f)),
                         // Watches complete as if something arrived.
-                        Execution::Pending(_) => Completion::Watch,
-                    };
-                    conn.handle_completion(now, id, completion);
+                        Execution::Pending(_) => conn.handle_completion(now, id, Completion::Watch),
+                    }
                 }
             }
             Step::Shutdown => conn.shutdown(),
