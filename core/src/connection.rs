@@ -24,8 +24,12 @@
 //! commands complete in, as Kafka requires. Side effects keep request order too: an append
 //! to a partition is handed out only once this connection's earlier appends to that
 //! partition have completed, and topic administration (create, delete, grow, configure)
-//! waits for every earlier command and holds back every later one. Reads are not ordered
-//! against appends.
+//! waits for every earlier command and holds back every later one. A group's coordinator
+//! calls and committed-offset commands go one request at a time: a request that started on a
+//! group finishes all its steps (an OffsetCommit's membership check, then its store) before a
+//! later request's commands for that group start, so a fetch of offsets sees the commit
+//! before it. Reads are not ordered against appends. A JoinGroup or SyncGroup may wait past
+//! the request timeout, for as long as the rebalance may take.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -221,6 +225,15 @@ enum Serial {
     Group(String),
 }
 
+/// Who holds a serialization key: the request whose commands use it, from its first
+/// command until it is finished (a request's later steps keep their place ahead of later
+/// requests), and the commands still running with it (even of a request given up on).
+#[derive(Debug, Default)]
+struct SerialState {
+    owner: Option<u64>,
+    in_flight: usize,
+}
+
 /// One client connection. See the module documentation for the call order.
 #[derive(Debug)]
 pub struct Connection {
@@ -240,7 +253,7 @@ pub struct Connection {
     /// Commands held back to keep request order, oldest first.
     held: VecDeque<(CommandId, Command)>,
     ready: VecDeque<(CommandId, Command)>,
-    busy: HashMap<Serial, usize>,
+    busy: HashMap<Serial, SerialState>,
     barriers_out: usize,
     /// Commands handed out and not completed, watches excepted.
     commands_out: usize,
@@ -754,12 +767,28 @@ impl Connection {
                 return;
             }
             if let Some(key) = &slot.serial {
-                if self.busy.contains_key(key) || seen.contains(key) {
+                let mine = Some(slot.seq);
+                // The request holding the key goes on: its next steps come before any
+                // later request's.
+                let owned = self.busy.get(key).is_some_and(|b| b.owner == mine);
+                let blocked = !owned
+                    && (seen.contains(key)
+                        || self
+                            .busy
+                            .get(key)
+                            .is_some_and(|b| b.owner.is_some() || b.in_flight > 0));
+                if blocked {
                     seen.push(key.clone());
                     i += 1;
                     continue;
                 }
-                *self.busy.entry(key.clone()).or_default() += 1;
+                let b = self.busy.entry(key.clone()).or_default();
+                // An append is one command; a group's calls and offsets come in steps, so
+                // the request keeps the group's key until it is finished.
+                if matches!(key, Serial::Group(_)) {
+                    b.owner = mine;
+                }
+                b.in_flight += 1;
             }
             if !slot.watch {
                 self.commands_out += 1;
@@ -772,9 +801,9 @@ impl Connection {
 
     fn command_finished(&mut self, slot: &Slot) {
         if let Some(key) = &slot.serial {
-            if let Some(n) = self.busy.get_mut(key) {
-                *n -= 1;
-                if *n == 0 {
+            if let Some(b) = self.busy.get_mut(key) {
+                b.in_flight -= 1;
+                if b.in_flight == 0 && b.owner.is_none() {
                     self.busy.remove(key);
                 }
             }
@@ -795,6 +824,13 @@ impl Connection {
         req.task = None;
         req.round += 1;
         let (key, version, correlation_id) = (req.key, req.version, req.correlation_id);
+        let seq = req.seq;
+        self.busy.retain(|_, b| {
+            if b.owner == Some(seq) {
+                b.owner = None;
+            }
+            b.in_flight > 0 || b.owner.is_some()
+        });
         let Some(response) = response else {
             return Ok(());
         };

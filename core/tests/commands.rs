@@ -451,3 +451,122 @@ fn shutdown_finishes_requests_in_flight_and_ends_long_polls() {
     assert!(out > 0);
     assert!(h.conn.is_closed());
 }
+
+fn offset_commit(group: &str, offset: i64) -> Request {
+    use iggy_kafka_core::protocol::generated::offset_commit_request::{
+        OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    Request::OffsetCommit(OffsetCommitRequest {
+        group_id: group.into(),
+        generation_id_or_member_epoch: -1,
+        topics: vec![OffsetCommitRequestTopic {
+            name: "t".into(),
+            partitions: vec![OffsetCommitRequestPartition {
+                partition_index: 0,
+                committed_offset: offset,
+                ..OffsetCommitRequestPartition::default()
+            }],
+            ..OffsetCommitRequestTopic::default()
+        }],
+        ..OffsetCommitRequest::default()
+    })
+}
+
+/// A JoinGroup waits for its rebalance, which may rightly take longer than the request
+/// timeout: it is not answered with a timeout while the rebalance timeout runs.
+#[test]
+fn a_join_waits_for_its_rebalance_beyond_the_request_timeout() {
+    use iggy_kafka_core::group::{GroupCall, GroupReply, JoinResult};
+    use iggy_kafka_core::protocol::generated::join_group_request::{
+        JoinGroupRequest, JoinGroupRequestProtocol,
+    };
+    let mut config = Config::default();
+    config.request_timeout = Duration::from_secs(5);
+    let mut h = Harness::new(config);
+    let join = Request::JoinGroup(JoinGroupRequest {
+        group_id: "g".into(),
+        session_timeout_ms: 10_000,
+        rebalance_timeout_ms: 60_000,
+        member_id: "m".into(),
+        protocol_type: "consumer".into(),
+        protocols: vec![JoinGroupRequestProtocol {
+            name: "range".into(),
+            ..JoinGroupRequestProtocol::default()
+        }],
+        ..JoinGroupRequest::default()
+    });
+    h.send(5, 1, &join);
+    let cmds = h.commands();
+    let [(id, Command::Group(GroupCall::Join(args)))] = &cmds[..] else {
+        panic!("one join call: {cmds:?}")
+    };
+    assert_eq!(args.client_id, "harness");
+    assert!(args.require_known_member_id, "v4+");
+    h.advance(Duration::from_secs(30));
+    assert!(
+        h.responses(ApiKey::JoinGroup, 5).is_empty(),
+        "still waiting"
+    );
+    h.complete(
+        *id,
+        Completion::Group(GroupReply::Join(JoinResult {
+            generation: 3,
+            member_id: "m".into(),
+            leader: "m".into(),
+            protocol_name: Some("range".into()),
+            ..JoinResult::default()
+        })),
+    );
+    let r = h.responses(ApiKey::JoinGroup, 5);
+    let Response::JoinGroup(j) = &r[0].1 else {
+        panic!("JoinGroup")
+    };
+    assert_eq!((j.error_code, j.generation_id), (0, 3));
+}
+
+/// A commit and a fetch of one group's offsets pipelined on one connection reach the
+/// backend one after the other, so the fetch sees the commit.
+#[test]
+fn group_offset_commands_keep_request_order() {
+    use iggy_kafka_core::error_code::ErrorCode;
+    use iggy_kafka_core::group::{GroupCall, GroupReply};
+    use iggy_kafka_core::protocol::generated::offset_fetch_request::OffsetFetchRequest;
+    let mut h = Harness::new(Config::default());
+    h.send(8, 1, &offset_commit("g", 5));
+    h.send(
+        7,
+        2,
+        &Request::OffsetFetch(OffsetFetchRequest {
+            group_id: "g".into(),
+            topics: None,
+            ..OffsetFetchRequest::default()
+        }),
+    );
+    h.send(8, 3, &offset_commit("other", 1));
+    let cmds = h.commands();
+    // The commit's coordinator check for "g" and the whole of "other" may go; the fetch of
+    // "g" waits behind the commit.
+    assert!(matches!(&cmds[0].1, Command::Group(GroupCall::Commit(m)) if m.group == "g"));
+    assert!(
+        !cmds
+            .iter()
+            .any(|(_, c)| matches!(c, Command::FetchOffsets { .. })),
+        "the fetch waits: {cmds:?}"
+    );
+    h.complete(
+        cmds[0].0,
+        Completion::Group(GroupReply::Commit(ErrorCode::NONE)),
+    );
+    let next = h.commands();
+    let [(commit_id, Command::CommitOffsets { group, offsets })] = &next[..] else {
+        panic!("the commit goes to the backend next: {next:?}")
+    };
+    assert_eq!((group.as_str(), offsets[0].committed.offset), ("g", 5));
+    assert!(h.commands().is_empty());
+    h.complete(*commit_id, Completion::CommitOffsets(vec![Ok(())]));
+    let next = h.commands();
+    assert!(
+        matches!(&next[..], [(_, Command::FetchOffsets { group, only: None })] if group == "g"),
+        "then the fetch: {next:?}"
+    );
+}

@@ -1,0 +1,321 @@
+//! The group APIs over the wire against the real binary, where Kafka's exact answers matter
+//! more than what a client library shows: a committed offset is the next offset to read (0
+//! included), metadata and leader epoch round-trip, old and new versions of OffsetFetch see
+//! the same commits, and stale or unknown members get Kafka's codes.
+
+mod common;
+
+use common::{call, Gateway};
+use iggy_kafka_core::protocol::generated::create_topics_request::{
+    CreatableTopic, CreateTopicsRequest,
+};
+use iggy_kafka_core::protocol::generated::find_coordinator_request::FindCoordinatorRequest;
+use iggy_kafka_core::protocol::generated::heartbeat_request::HeartbeatRequest;
+use iggy_kafka_core::protocol::generated::join_group_request::{
+    JoinGroupRequest, JoinGroupRequestProtocol,
+};
+use iggy_kafka_core::protocol::generated::offset_commit_request::{
+    OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use iggy_kafka_core::protocol::generated::offset_fetch_request::{
+    OffsetFetchRequest, OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+};
+use iggy_kafka_core::protocol::generated::sync_group_request::{
+    SyncGroupRequest, SyncGroupRequestAssignment,
+};
+use iggy_kafka_core::protocol::{Request, Response};
+
+const NONE: i16 = 0;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const ILLEGAL_GENERATION: i16 = 22;
+const UNKNOWN_MEMBER_ID: i16 = 25;
+const INVALID_SESSION_TIMEOUT: i16 = 26;
+const MEMBER_ID_REQUIRED: i16 = 79;
+
+fn commit(
+    group: &str,
+    generation: i32,
+    member: &str,
+    partitions: Vec<(i32, i64, i32, Option<&str>)>,
+    topic: &str,
+) -> Request {
+    Request::OffsetCommit(OffsetCommitRequest {
+        group_id: group.into(),
+        generation_id_or_member_epoch: generation,
+        member_id: member.into(),
+        topics: vec![OffsetCommitRequestTopic {
+            name: topic.into(),
+            partitions: partitions
+                .into_iter()
+                .map(
+                    |(p, offset, epoch, metadata)| OffsetCommitRequestPartition {
+                        partition_index: p,
+                        committed_offset: offset,
+                        committed_leader_epoch: epoch,
+                        committed_metadata: metadata.map(Into::into),
+                        ..OffsetCommitRequestPartition::default()
+                    },
+                )
+                .collect(),
+            ..OffsetCommitRequestTopic::default()
+        }],
+        ..OffsetCommitRequest::default()
+    })
+}
+
+fn commit_codes(r: Response) -> Vec<i16> {
+    let Response::OffsetCommit(r) = r else {
+        panic!("OffsetCommit")
+    };
+    r.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.error_code)
+        .collect()
+}
+
+#[test]
+fn committed_offsets_round_trip_with_kafkas_meaning() {
+    let gw = Gateway::start();
+    let mut s = gw.connect();
+    let topic = format!("offsets-{}", common::RUNTIME);
+    let create = Request::CreateTopics(CreateTopicsRequest {
+        topics: vec![CreatableTopic {
+            name: topic.as_str().into(),
+            num_partitions: 3,
+            replication_factor: 1,
+            ..CreatableTopic::default()
+        }],
+        timeout_ms: 5000,
+        ..CreateTopicsRequest::default()
+    });
+    assert!(
+        matches!(call(&mut s, 7, 1, &create), Response::CreateTopics(r) if r.topics[0].error_code == 0)
+    );
+
+    // A group without group management (generation -1) commits: 0 is a real offset.
+    let r = call(
+        &mut s,
+        8,
+        2,
+        &commit(
+            "g1",
+            -1,
+            "",
+            vec![(0, 0, 5, Some("zero")), (1, 42, -1, None), (7, 1, -1, None)],
+            &topic,
+        ),
+    );
+    assert_eq!(
+        commit_codes(r),
+        vec![NONE, NONE, UNKNOWN_TOPIC_OR_PARTITION],
+        "partition 7 does not exist"
+    );
+
+    // OffsetFetch v8 (several groups at once): offsets, epochs and metadata come back; a
+    // partition without a commit reads -1; a group without commits is no error.
+    let fetch = Request::OffsetFetch(OffsetFetchRequest {
+        groups: vec![
+            OffsetFetchRequestGroup {
+                group_id: "g1".into(),
+                topics: Some(vec![OffsetFetchRequestTopics {
+                    name: topic.as_str().into(),
+                    partition_indexes: vec![0, 1, 2],
+                    ..OffsetFetchRequestTopics::default()
+                }]),
+                ..OffsetFetchRequestGroup::default()
+            },
+            OffsetFetchRequestGroup {
+                group_id: "nobody".into(),
+                topics: None,
+                ..OffsetFetchRequestGroup::default()
+            },
+        ],
+        ..OffsetFetchRequest::default()
+    });
+    let Response::OffsetFetch(r) = call(&mut s, 8, 3, &fetch) else {
+        panic!("OffsetFetch")
+    };
+    assert_eq!(r.groups.len(), 2);
+    assert_eq!(r.groups[0].error_code, NONE);
+    let parts: Vec<(i32, i64, i32, Option<String>)> = r.groups[0].topics[0]
+        .partitions
+        .iter()
+        .map(|p| {
+            (
+                p.partition_index,
+                p.committed_offset,
+                p.committed_leader_epoch,
+                p.metadata.as_ref().map(|m| m.to_string()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        parts,
+        vec![
+            (0, 0, 5, Some("zero".into())),
+            (1, 42, -1, Some(String::new())),
+            (2, -1, -1, Some(String::new())),
+        ]
+    );
+    assert_eq!(r.groups[1].error_code, NONE);
+    assert!(r.groups[1].topics.is_empty());
+
+    // OffsetFetch v1 (one group, named partitions) and v5 (all partitions: topics null).
+    let v1 = Request::OffsetFetch(OffsetFetchRequest {
+        group_id: "g1".into(),
+        topics: Some(vec![OffsetFetchRequestTopic {
+            name: topic.as_str().into(),
+            partition_indexes: vec![1],
+            ..OffsetFetchRequestTopic::default()
+        }]),
+        ..OffsetFetchRequest::default()
+    });
+    let Response::OffsetFetch(r) = call(&mut s, 1, 4, &v1) else {
+        panic!("OffsetFetch v1")
+    };
+    assert_eq!(r.topics[0].partitions[0].committed_offset, 42);
+    let all = Request::OffsetFetch(OffsetFetchRequest {
+        group_id: "g1".into(),
+        topics: None,
+        ..OffsetFetchRequest::default()
+    });
+    let Response::OffsetFetch(r) = call(&mut s, 5, 5, &all) else {
+        panic!("OffsetFetch v5")
+    };
+    assert_eq!(r.error_code, NONE);
+    let mut got: Vec<(i32, i64)> = r.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.committed_offset))
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, vec![(0, 0), (1, 42)]);
+    gw.stop();
+}
+
+fn join(group: &str, member: &str, session_ms: i32) -> Request {
+    Request::JoinGroup(JoinGroupRequest {
+        group_id: group.into(),
+        session_timeout_ms: session_ms,
+        rebalance_timeout_ms: 10_000,
+        member_id: member.into(),
+        protocol_type: "consumer".into(),
+        protocols: vec![JoinGroupRequestProtocol {
+            name: "range".into(),
+            metadata: bytes::Bytes::from_static(b"\0\0\0\0\0\0"),
+            ..JoinGroupRequestProtocol::default()
+        }],
+        ..JoinGroupRequest::default()
+    })
+}
+
+#[test]
+fn membership_errors_are_kafkas() {
+    let gw = Gateway::start_with(&["--group-initial-rebalance-delay-ms", "0"]);
+    let mut s = gw.connect();
+    let topic = format!("members-{}", common::RUNTIME);
+    let create = Request::CreateTopics(CreateTopicsRequest {
+        topics: vec![CreatableTopic {
+            name: topic.as_str().into(),
+            num_partitions: 1,
+            replication_factor: 1,
+            ..CreatableTopic::default()
+        }],
+        timeout_ms: 5000,
+        ..CreateTopicsRequest::default()
+    });
+    call(&mut s, 7, 1, &create);
+
+    // FindCoordinator v4 (batched keys): the gateway coordinates every group.
+    let find = Request::FindCoordinator(FindCoordinatorRequest {
+        key_type: 0,
+        coordinator_keys: vec!["a".into(), "b".into()],
+        ..FindCoordinatorRequest::default()
+    });
+    let Response::FindCoordinator(r) = call(&mut s, 4, 2, &find) else {
+        panic!("FindCoordinator")
+    };
+    assert_eq!(r.coordinators.len(), 2);
+    assert!(r
+        .coordinators
+        .iter()
+        .all(|c| c.error_code == NONE && c.port == i32::from(gw.addr.port())));
+
+    let Response::JoinGroup(r) = call(&mut s, 5, 3, &join("g", "", 1000)) else {
+        panic!("JoinGroup")
+    };
+    assert_eq!(r.error_code, INVALID_SESSION_TIMEOUT);
+    // v4+: a first join gets a member id and MEMBER_ID_REQUIRED.
+    let Response::JoinGroup(r) = call(&mut s, 5, 4, &join("g", "", 10_000)) else {
+        panic!("JoinGroup")
+    };
+    assert_eq!(r.error_code, MEMBER_ID_REQUIRED);
+    let member = r.member_id.to_string();
+    assert!(member.starts_with("it-"), "{member}");
+    let Response::JoinGroup(r) = call(&mut s, 5, 5, &join("g", &member, 10_000)) else {
+        panic!("JoinGroup")
+    };
+    assert_eq!(r.error_code, NONE);
+    assert_eq!(r.generation_id, 1);
+    assert_eq!(r.leader.to_string(), member);
+    assert_eq!(r.members.len(), 1);
+    let sync = Request::SyncGroup(SyncGroupRequest {
+        group_id: "g".into(),
+        generation_id: 1,
+        member_id: member.as_str().into(),
+        assignments: vec![SyncGroupRequestAssignment {
+            member_id: member.as_str().into(),
+            assignment: bytes::Bytes::from_static(b"mine"),
+            ..SyncGroupRequestAssignment::default()
+        }],
+        ..SyncGroupRequest::default()
+    });
+    let Response::SyncGroup(r) = call(&mut s, 3, 6, &sync) else {
+        panic!("SyncGroup")
+    };
+    assert_eq!((r.error_code, r.assignment.as_ref()), (NONE, &b"mine"[..]));
+
+    let heartbeat = |generation: i32, member: &str| {
+        Request::Heartbeat(HeartbeatRequest {
+            group_id: "g".into(),
+            generation_id: generation,
+            member_id: member.into(),
+            ..HeartbeatRequest::default()
+        })
+    };
+    for (generation, who, want) in [
+        (1, member.as_str(), NONE),
+        (0, member.as_str(), ILLEGAL_GENERATION),
+        (1, "stranger", UNKNOWN_MEMBER_ID),
+    ] {
+        let Response::Heartbeat(r) = call(&mut s, 4, 7, &heartbeat(generation, who)) else {
+            panic!("Heartbeat")
+        };
+        assert_eq!(
+            r.error_code, want,
+            "heartbeat of {who} in generation {generation}"
+        );
+    }
+    // Commits: the member in its generation; a stale generation; a stranger; a commit
+    // without group management while the group has members.
+    for (generation, who, want) in [
+        (1, member.as_str(), NONE),
+        (0, member.as_str(), ILLEGAL_GENERATION),
+        (1, "stranger", UNKNOWN_MEMBER_ID),
+        (-1, "", UNKNOWN_MEMBER_ID),
+    ] {
+        let r = call(
+            &mut s,
+            7,
+            8,
+            &commit("g", generation, who, vec![(0, 3, -1, None)], &topic),
+        );
+        assert_eq!(
+            commit_codes(r),
+            vec![want],
+            "commit of {who:?} in generation {generation}"
+        );
+    }
+    gw.stop();
+}
