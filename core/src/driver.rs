@@ -155,6 +155,14 @@ impl Groups {
         inner.deliver(None);
     }
 
+    /// The gateway is shutting down: calls still waiting are answered now (see
+    /// [`Coordinator::shutdown`]).
+    pub fn shutdown(&self) {
+        let mut inner = lock(&self.inner);
+        inner.coordinator.shutdown();
+        inner.deliver(None);
+    }
+
     /// Runs `f` on the coordinator (for inspection).
     pub fn with<R>(&self, f: impl FnOnce(&Coordinator) -> R) -> R {
         f(&lock(&self.inner).coordinator)

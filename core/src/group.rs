@@ -650,6 +650,24 @@ impl Coordinator {
         }
     }
 
+    /// The gateway stops coordinating (it is shutting down): every JoinGroup and SyncGroup
+    /// still waiting is answered NOT_COORDINATOR, as Kafka answers when a coordinator moves,
+    /// so that members look for the coordinator again instead of waiting out a rebalance.
+    pub fn shutdown(&mut self) {
+        let mut owed = Vec::new();
+        for g in self.groups.values_mut() {
+            for m in g.members.values_mut() {
+                if let Some(to) = m.awaiting_join.take() {
+                    owed.push((to, join_error(&m.id, ErrorCode::NOT_COORDINATOR)));
+                }
+                if let Some(to) = m.awaiting_sync.take() {
+                    owed.push((to, sync_error(ErrorCode::NOT_COORDINATOR)));
+                }
+            }
+        }
+        self.replies.extend(owed);
+    }
+
     /// One group's membership, if the coordinator knows the group.
     #[must_use]
     pub fn snapshot(&self, group: &str) -> Option<GroupSnapshot> {

@@ -105,6 +105,8 @@ pub async fn serve(
     };
     future::or(accept, shutdown).await;
     drop(listener);
+    // Members waiting in a rebalance are told to look for the coordinator again.
+    shared.groups().shutdown();
     drop(stop_tx);
     let all = async {
         for t in tasks {

@@ -93,6 +93,7 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     // Group deadlines stop mattering: members will rejoin another gateway, or this one.
     timers.abort();
+    shared.groups().shutdown();
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while connections.join_next().await.is_some() {}
     })

@@ -487,3 +487,25 @@ fn subscription_topics_are_read_from_consumer_metadata() {
     assert!(subscription_topics(&[0, 1, 0x7f, 0xff, 0xff, 0xff]).is_empty());
     assert!(subscription_topics(&[]).is_empty());
 }
+
+#[test]
+fn shutdown_answers_every_waiting_call() {
+    let mut h = Harness::new();
+    let (ids, generation) = three_members(&mut h);
+    // A new member starts a rebalance; two of the three rejoin and wait.
+    let (_new, new_join) = h.join_new();
+    let a = h.join(&ids[0], None);
+    let b = h.join(&ids[1], None);
+    assert!(h.replies().is_empty());
+    h.c.shutdown();
+    let replies = h.replies();
+    assert_eq!(replies.len(), 3);
+    for (to, r) in replies {
+        assert!([new_join, a, b].contains(&to));
+        assert_eq!(joined(Some(r)).error, ErrorCode::NOT_COORDINATOR);
+    }
+    assert_eq!(
+        h.heartbeat(&ids[2], generation),
+        ErrorCode::REBALANCE_IN_PROGRESS
+    );
+}
