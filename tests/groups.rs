@@ -9,11 +9,13 @@ use common::{call, Gateway};
 use iggy_kafka_core::protocol::generated::create_topics_request::{
     CreatableTopic, CreateTopicsRequest,
 };
+use iggy_kafka_core::protocol::generated::describe_groups_request::DescribeGroupsRequest;
 use iggy_kafka_core::protocol::generated::find_coordinator_request::FindCoordinatorRequest;
 use iggy_kafka_core::protocol::generated::heartbeat_request::HeartbeatRequest;
 use iggy_kafka_core::protocol::generated::join_group_request::{
     JoinGroupRequest, JoinGroupRequestProtocol,
 };
+use iggy_kafka_core::protocol::generated::list_groups_request::ListGroupsRequest;
 use iggy_kafka_core::protocol::generated::offset_commit_request::{
     OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
@@ -297,6 +299,45 @@ fn membership_errors_are_kafkas() {
             "heartbeat of {who} in generation {generation}"
         );
     }
+    // ListGroups v4 filters by state (case does not matter); DescribeGroups of an unknown
+    // group says Dead without an error, as Kafka does.
+    let list = |states: &[&str]| {
+        Request::ListGroups(ListGroupsRequest {
+            states_filter: states.iter().map(|s| (*s).into()).collect(),
+            ..ListGroupsRequest::default()
+        })
+    };
+    let Response::ListGroups(r) = call(&mut s, 4, 9, &list(&["stable"])) else {
+        panic!("ListGroups")
+    };
+    let listed: Vec<(String, String)> = r
+        .groups
+        .iter()
+        .map(|g| (g.group_id.to_string(), g.group_state.to_string()))
+        .collect();
+    assert_eq!(listed, vec![("g".to_owned(), "Stable".to_owned())]);
+    let Response::ListGroups(r) = call(&mut s, 4, 10, &list(&["Empty"])) else {
+        panic!("ListGroups")
+    };
+    assert!(r.groups.is_empty(), "{:?}", r.groups);
+    let describe = Request::DescribeGroups(DescribeGroupsRequest {
+        groups: vec!["g".into(), "nope".into()],
+        include_authorized_operations: false,
+        ..DescribeGroupsRequest::default()
+    });
+    let Response::DescribeGroups(r) = call(&mut s, 5, 11, &describe) else {
+        panic!("DescribeGroups")
+    };
+    assert_eq!(r.groups[0].group_state.to_string(), "Stable");
+    assert_eq!(r.groups[0].protocol_data.to_string(), "range");
+    assert_eq!(r.groups[0].members[0].member_assignment.as_ref(), b"mine");
+    assert_eq!(r.groups[0].members[0].client_id.to_string(), "it");
+    assert_eq!(r.groups[0].members[0].client_host.to_string(), "/127.0.0.1");
+    assert_eq!(
+        (r.groups[1].error_code, r.groups[1].group_state.to_string()),
+        (NONE, "Dead".to_owned())
+    );
+
     // Commits: the member in its generation; a stale generation; a stranger; a commit
     // without group management while the group has members.
     for (generation, who, want) in [
