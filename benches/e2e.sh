@@ -6,6 +6,8 @@
 #
 #   benches/e2e.sh                      # the gateway only
 #   TANSU=/path/to/tansu benches/e2e.sh # side by side
+#   PRODUCERS=2 benches/e2e.sh          # two producer clients (threads, connections) share
+#                                       # the records, so one client thread is not the cap
 #
 # Build Tansu with: cargo install tansu --version 0.6.0 --no-default-features \
 #   --features dynostore --root /tmp/tansu-bin --locked
@@ -13,6 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RECORDS_100="${RECORDS_100:-2000000}"
 RECORDS_1K="${RECORDS_1K:-500000}"
+PRODUCERS="${PRODUCERS:-1}"
 
 cargo build --release -q
 (cd benches/load && cargo build --release -q)
@@ -20,8 +23,8 @@ LOAD=benches/load/target/release/iggy-kafka-load
 
 run() { # name bootstrap
   echo "== $1"
-  "$LOAD" "$2" "bench-100-$$" "$RECORDS_100" 100
-  "$LOAD" "$2" "bench-1k-$$" "$RECORDS_1K" 1024
+  "$LOAD" "$2" "bench-100-$$" "$RECORDS_100" 100 "$PRODUCERS"
+  "$LOAD" "$2" "bench-1k-$$" "$RECORDS_1K" 1024 "$PRODUCERS"
 }
 
 target/release/iggy-kafka-gateway --listen 127.0.0.1:19192 --log warn &

@@ -161,7 +161,11 @@ pub fn to_iggy(r: &KafkaRecord) -> IggyMessage {
                 }
                 Some(v) => v.clone(),
             };
-            msg.headers.extend(headers);
+            if msg.headers.is_empty() {
+                msg.headers = headers;
+            } else {
+                msg.headers.extend(headers);
+            }
         }
         None => {
             msg.headers
@@ -180,7 +184,12 @@ fn plain_headers(r: &KafkaRecord) -> Option<Vec<(String, HeaderValue)>> {
     if r.key.as_ref().is_some_and(|k| k.len() > MAX_HEADER_PART) {
         return None;
     }
-    let mut out = Vec::with_capacity(r.headers.len() + 1);
+    // No allocation for the common record without headers.
+    let mut out = if r.headers.is_empty() {
+        Vec::new()
+    } else {
+        Vec::with_capacity(r.headers.len() + 1)
+    };
     let mut total = r.key.as_ref().map_or(0, |k| KEY.len() + k.len());
     for h in &r.headers {
         let key = std::str::from_utf8(&h.key).ok()?;

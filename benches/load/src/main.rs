@@ -3,7 +3,10 @@
 //! same run against the gateway and a peer broker gives comparable figures
 //! (`docs/BENCHMARKS.md`).
 //!
-//! usage: iggy-kafka-load BOOTSTRAP TOPIC RECORDS SIZE
+//! usage: iggy-kafka-load BOOTSTRAP TOPIC RECORDS SIZE [PRODUCERS]
+//!
+//! PRODUCERS (default 1) producer clients, each on its own thread and connection, share the
+//! records, so that one client thread's cost does not cap what the broker is shown to take.
 
 use std::time::{Duration, Instant};
 
@@ -26,12 +29,17 @@ fn rate(what: &str, records: usize, size: usize, elapsed: Duration) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let [_, bootstrap, topic, records, size] = &args[..] else {
-        eprintln!("usage: iggy-kafka-load BOOTSTRAP TOPIC RECORDS SIZE");
-        std::process::exit(2);
+    let (bootstrap, topic, records, size, producers) = match &args[..] {
+        [_, b, t, r, s] => (b, t, r, s, 1),
+        [_, b, t, r, s, p] => (b, t, r, s, p.parse().expect("PRODUCERS")),
+        _ => {
+            eprintln!("usage: iggy-kafka-load BOOTSTRAP TOPIC RECORDS SIZE [PRODUCERS]");
+            std::process::exit(2);
+        }
     };
     let records: usize = records.parse().expect("RECORDS");
     let size: usize = size.parse().expect("SIZE");
+    let producers: usize = std::cmp::max(producers, 1);
 
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -49,33 +57,13 @@ fn main() {
         }
     }
 
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("acks", "1")
-        .set("linger.ms", "5")
-        .set("batch.num.messages", "10000")
-        .set("queue.buffering.max.messages", "1000000")
-        .set("queue.buffering.max.kbytes", "1048576")
-        .set("compression.codec", "none")
-        .create()
-        .expect("producer");
-    let payload = vec![b'x'; size];
     let start = Instant::now();
-    for _ in 0..records {
-        let mut record = BaseRecord::<(), [u8]>::to(topic).payload(&payload[..]).partition(0);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    producer.poll(Duration::from_millis(1));
-                }
-                Err((e, _)) => panic!("produce: {e}"),
-            }
+    std::thread::scope(|scope| {
+        for i in 0..producers {
+            let share = records / producers + usize::from(i < records % producers);
+            scope.spawn(move || produce(bootstrap, topic, share, size));
         }
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(Duration::from_secs(120)).expect("flush");
+    });
     rate("produce", records, size, start.elapsed());
 
     let consumer: BaseConsumer = ClientConfig::new()
@@ -104,6 +92,41 @@ fn main() {
         }
     }
     rate("consume", records, size, start.elapsed());
+}
+
+/// Produces `records` records of `size` bytes to partition 0 with one client, acks=1.
+fn produce(bootstrap: &str, topic: &str, records: usize, size: usize) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "1")
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("compression.codec", "none")
+        .create()
+        .expect("producer");
+    let payload = vec![b'x'; size];
+    for n in 0..records {
+        let mut record = BaseRecord::<(), [u8]>::to(topic)
+            .payload(&payload[..])
+            .partition(0);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(1));
+                }
+                Err((e, _)) => panic!("produce: {e}"),
+            }
+        }
+        // Delivery reports are served now and then, not per record: polling takes locks.
+        if n % 1024 == 0 {
+            producer.poll(Duration::ZERO);
+        }
+    }
+    producer.flush(Duration::from_secs(120)).expect("flush");
 }
 
 /// Runs one future to completion on this thread (the admin client's futures need no
