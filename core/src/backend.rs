@@ -110,6 +110,29 @@ pub struct WatchPartition {
     pub offset: u64,
 }
 
+/// The idempotent-producer fields of an append: the backend appends a batch once, however
+/// often the producer retries it (as Kafka does for the last five batches of each producer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerBatch {
+    /// The producer id (from InitProducerId).
+    pub producer_id: i64,
+    /// The producer epoch.
+    pub epoch: i16,
+    /// The sequence number of the first record.
+    pub first_sequence: i32,
+    /// How many records (sequence numbers) the batch spans.
+    pub count: i32,
+}
+
+impl ProducerBatch {
+    /// The sequence number of the last record; sequences wrap to 0 after `i32::MAX`.
+    #[must_use]
+    pub fn last_sequence(&self) -> i32 {
+        let last = i64::from(self.first_sequence) + i64::from(self.count.max(1)) - 1;
+        i32::try_from(last % (i64::from(i32::MAX) + 1)).unwrap_or(0)
+    }
+}
+
 /// An offset a consumer group committed for a partition, with what Kafka keeps beside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommittedOffset {
@@ -146,6 +169,9 @@ pub enum Command {
         messages: Vec<IggyMessage>,
         /// The largest record batch they came in, in bytes, for `max.message.bytes`.
         largest_batch: usize,
+        /// For an idempotent producer's batch: a retry of one of its last five batches is
+        /// answered with the first append's offset instead of being appended again.
+        producer: Option<ProducerBatch>,
     },
     /// Read messages from `offset` on.
     Read {
@@ -380,6 +406,26 @@ pub enum BackendError {
         /// The limit.
         max: usize,
     },
+    /// An idempotent producer's batch does not follow its last one.
+    #[error("producer {producer_id}: sequence {got} does not follow {last}")]
+    OutOfOrderSequence {
+        /// The producer.
+        producer_id: i64,
+        /// The batch's first sequence.
+        got: i32,
+        /// The last sequence appended.
+        last: i32,
+    },
+    /// An idempotent producer's epoch is older than the partition has seen.
+    #[error("producer {producer_id}: epoch {got} is older than {current}")]
+    ProducerFenced {
+        /// The producer.
+        producer_id: i64,
+        /// The batch's epoch.
+        got: i16,
+        /// The newest epoch seen.
+        current: i16,
+    },
     /// A message the backend refuses (empty payload, headers over its limits).
     #[error("invalid message: {0}")]
     InvalidMessage(String),
@@ -409,6 +455,8 @@ impl BackendError {
             Self::InvalidConfig(_) => ErrorCode::INVALID_CONFIG,
             Self::MessageTooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
             Self::InvalidMessage(_) => ErrorCode::INVALID_RECORD,
+            Self::OutOfOrderSequence { .. } => ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER,
+            Self::ProducerFenced { .. } => ErrorCode::INVALID_PRODUCER_EPOCH,
             Self::Unavailable(_) => ErrorCode::REQUEST_TIMED_OUT,
             Self::Unauthorized(_) => ErrorCode::TOPIC_AUTHORIZATION_FAILED,
             Self::Other(_) => ErrorCode::UNKNOWN_SERVER_ERROR,

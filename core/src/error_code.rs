@@ -86,6 +86,10 @@ codes! {
     NON_EMPTY_GROUP = 68,
     /// No such group.
     GROUP_ID_NOT_FOUND = 69,
+    /// An idempotent producer's batch does not follow its previous one.
+    OUT_OF_ORDER_SEQUENCE_NUMBER = 45,
+    /// The producer's epoch is older than the one the partition knows.
+    INVALID_PRODUCER_EPOCH = 47,
     /// The fetch session is unknown.
     FETCH_SESSION_ID_NOT_FOUND = 70,
     /// The leader epoch is older than the leader's.

@@ -570,3 +570,55 @@ fn group_offset_commands_keep_request_order() {
         "then the fetch: {next:?}"
     );
 }
+
+/// An idempotent producer's batch carries its producer id, epoch and sequence span to the
+/// backend, which appends a retry only once; a plain batch carries none.
+#[test]
+fn idempotent_batches_carry_their_sequences_to_the_backend() {
+    use iggy_kafka_core::backend::ProducerBatch;
+    let idempotent = {
+        let b = RecordBatch {
+            last_offset_delta: 2,
+            producer_id: 5,
+            producer_epoch: 1,
+            base_sequence: 10,
+            records: (0..3)
+                .map(|i| Record {
+                    offset_delta: i,
+                    value: Some(Bytes::from_static(b"v")),
+                    ..Record::default()
+                })
+                .collect(),
+            ..RecordBatch::default()
+        };
+        let mut buf = BytesMut::new();
+        b.encode(Compression::None, &mut buf).expect("encode");
+        buf.freeze()
+    };
+    let mut h = Harness::new(Config::default());
+    let Request::Produce(mut req) = produce(1, &[0, 1]) else {
+        unreachable!()
+    };
+    req.topic_data[0].partition_data[0].records = Some(idempotent);
+    h.send(9, 1, &Request::Produce(req));
+    let producers: Vec<Option<ProducerBatch>> = h
+        .commands()
+        .into_iter()
+        .map(|(_, c)| match c {
+            Command::Append { producer, .. } => producer,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        producers,
+        vec![
+            Some(ProducerBatch {
+                producer_id: 5,
+                epoch: 1,
+                first_sequence: 10,
+                count: 3
+            }),
+            None
+        ]
+    );
+}

@@ -23,8 +23,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use event_listener::{Event, EventListener};
 use iggy_kafka_core::backend::{
     message_size, Appended, Backend, BackendError, Command, CommittedOffset, Completion, Execution,
-    GroupOffset, PartitionOffsets, ReadResult, StoredMessage, TopicConfig, TopicInfo, TopicRef,
-    WatchPartition,
+    GroupOffset, PartitionOffsets, ProducerBatch, ReadResult, StoredMessage, TopicConfig,
+    TopicInfo, TopicRef, WatchPartition,
 };
 use iggy_kafka_core::mapping::{kafka_timestamp_ms, set_log_append_time, IggyMessage};
 use iggy_kafka_core::protocol::Uuid;
@@ -88,7 +88,31 @@ struct Log {
     bytes: u64,
     max_timestamp: Option<(u64, i64)>,
     last_append_us: u64,
+    /// Idempotent producers that appended here.
+    producers: HashMap<i64, ProducerState>,
 }
+
+/// What a partition remembers of an idempotent producer (Kafka's producer state).
+#[derive(Debug)]
+struct ProducerState {
+    epoch: i16,
+    last_sequence: i32,
+    /// The last batches appended, oldest first: a retry of one is not appended again.
+    recent: VecDeque<RecentBatch>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RecentBatch {
+    first: i32,
+    last: i32,
+    base: u64,
+    log_append_time_ms: Option<i64>,
+}
+
+/// Batches remembered per producer, as in Kafka.
+const RECENT_BATCHES: usize = 5;
+/// Producers remembered per partition; beyond it the one idle longest is forgotten.
+const MAX_PRODUCERS: usize = 10_000;
 
 #[derive(Debug)]
 struct Entry {
@@ -117,6 +141,91 @@ fn now_us() -> u64 {
 }
 
 impl Log {
+    /// Kafka's sequence rules for an idempotent batch: `Some` for a retry of a recent
+    /// batch (with its first append), an error for a stale epoch or a gap.
+    fn check_producer(&self, pb: &ProducerBatch) -> Result<Option<RecentBatch>, BackendError> {
+        let Some(state) = self.producers.get(&pb.producer_id) else {
+            // A producer new to this partition may start anywhere (its earlier batches may
+            // have been dropped by retention).
+            return Ok(None);
+        };
+        let (first, last) = (pb.first_sequence, pb.last_sequence());
+        if pb.epoch < state.epoch {
+            return Err(BackendError::ProducerFenced {
+                producer_id: pb.producer_id,
+                got: pb.epoch,
+                current: state.epoch,
+            });
+        }
+        if pb.epoch > state.epoch {
+            // A bumped epoch starts its sequences again.
+            return if first == 0 {
+                Ok(None)
+            } else {
+                Err(BackendError::OutOfOrderSequence {
+                    producer_id: pb.producer_id,
+                    got: first,
+                    last: -1,
+                })
+            };
+        }
+        if let Some(b) = state
+            .recent
+            .iter()
+            .find(|b| b.first == first && b.last == last)
+        {
+            return Ok(Some(*b));
+        }
+        let expected = if state.last_sequence == i32::MAX {
+            0
+        } else {
+            state.last_sequence + 1
+        };
+        if first != expected {
+            return Err(BackendError::OutOfOrderSequence {
+                producer_id: pb.producer_id,
+                got: first,
+                last: state.last_sequence,
+            });
+        }
+        Ok(None)
+    }
+
+    fn record_producer(&mut self, pb: &ProducerBatch, base: u64, log_append_time_ms: Option<i64>) {
+        if !self.producers.contains_key(&pb.producer_id) && self.producers.len() >= MAX_PRODUCERS {
+            let idle = self
+                .producers
+                .iter()
+                .min_by_key(|(_, s)| s.recent.back().map_or(0, |b| b.base))
+                .map(|(id, _)| *id);
+            if let Some(id) = idle {
+                self.producers.remove(&id);
+            }
+        }
+        let state = self
+            .producers
+            .entry(pb.producer_id)
+            .or_insert(ProducerState {
+                epoch: pb.epoch,
+                last_sequence: -1,
+                recent: VecDeque::new(),
+            });
+        if pb.epoch != state.epoch {
+            state.epoch = pb.epoch;
+            state.recent.clear();
+        }
+        state.last_sequence = pb.last_sequence();
+        if state.recent.len() == RECENT_BATCHES {
+            state.recent.pop_front();
+        }
+        state.recent.push_back(RecentBatch {
+            first: pb.first_sequence,
+            last: pb.last_sequence(),
+            base,
+            log_append_time_ms,
+        });
+    }
+
     fn high_watermark(&self) -> u64 {
         self.start + self.messages.len() as u64
     }
@@ -232,6 +341,7 @@ impl EmbeddedStore {
         partition: u32,
         mut messages: Vec<IggyMessage>,
         largest_batch: usize,
+        producer: Option<ProducerBatch>,
     ) -> Result<Appended, BackendError> {
         let topic = self.topic(&TopicRef::Name(topic.to_string()))?;
         let part = topic.partition(partition)?;
@@ -260,6 +370,20 @@ impl EmbeddedStore {
             });
         let appended = {
             let mut log = lock(&part.log);
+            if let Some(pb) = &producer {
+                if let Some(original) = log.check_producer(pb)? {
+                    tracing::debug!(
+                        producer = pb.producer_id,
+                        sequence = pb.first_sequence,
+                        "duplicate batch answered with its first append"
+                    );
+                    return Ok(Appended {
+                        base_offset: original.base,
+                        log_append_time_ms: original.log_append_time_ms,
+                        log_start: log.start,
+                    });
+                }
+            }
             // Append times never go backwards within a partition, whatever the clock does.
             let now = now_us().max(log.last_append_us);
             log.last_append_us = now;
@@ -282,9 +406,13 @@ impl EmbeddedStore {
                 });
             }
             log.enforce_retention(max_bytes, config.retention_ms, now);
+            let log_append_time_ms = log_append.then(|| i64::try_from(now / 1000).unwrap_or(0));
+            if let Some(pb) = &producer {
+                log.record_producer(pb, base, log_append_time_ms);
+            }
             Appended {
                 base_offset: base,
-                log_append_time_ms: log_append.then(|| i64::try_from(now / 1000).unwrap_or(0)),
+                log_append_time_ms,
                 log_start: log.start,
             }
         };
@@ -535,7 +663,14 @@ impl Backend for EmbeddedStore {
                 partition,
                 messages,
                 largest_batch,
-            } => Completion::Append(self.append(&topic, partition, messages, largest_batch)),
+                producer,
+            } => Completion::Append(self.append(
+                &topic,
+                partition,
+                messages,
+                largest_batch,
+                producer,
+            )),
             Command::Read {
                 topic,
                 partition,

@@ -2,8 +2,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use iggy_kafka_core::backend::{
-    Backend, BackendError, Command, Completion, Execution, TopicConfig, TopicRef, WatchPartition,
+    Backend, BackendError, Command, Completion, Execution, ProducerBatch, TopicConfig, TopicRef,
+    WatchPartition,
 };
+use iggy_kafka_core::error_code::ErrorCode;
 use iggy_kafka_core::mapping::IggyMessage;
 
 use super::{EmbeddedStore, StoreConfig};
@@ -39,11 +41,22 @@ fn create(s: &EmbeddedStore, name: &str, partitions: u32) -> Completion {
 }
 
 fn append(s: &EmbeddedStore, topic: &str, p: u32, msgs: Vec<IggyMessage>) -> Completion {
+    append_as(s, topic, p, msgs, None)
+}
+
+fn append_as(
+    s: &EmbeddedStore,
+    topic: &str,
+    p: u32,
+    msgs: Vec<IggyMessage>,
+    producer: Option<ProducerBatch>,
+) -> Completion {
     done(s.execute(Command::Append {
         topic: topic.into(),
         partition: p,
         messages: msgs,
         largest_batch: 100,
+        producer,
     }))
 }
 
@@ -228,4 +241,88 @@ fn log_append_time_topics_stamp_records_with_the_append_time() {
         iggy_kafka_core::records::TimestampType::LogAppendTime
     );
     assert_eq!(record.timestamp_ms, append_ms);
+}
+
+fn batch(producer_id: i64, epoch: i16, first_sequence: i32, count: i32) -> Option<ProducerBatch> {
+    Some(ProducerBatch {
+        producer_id,
+        epoch,
+        first_sequence,
+        count,
+    })
+}
+
+fn appended(c: Completion) -> Result<u64, ErrorCode> {
+    match c {
+        Completion::Append(Ok(a)) => Ok(a.base_offset),
+        Completion::Append(Err(e)) => Err(e.error_code()),
+        other => panic!("append answered {other:?}"),
+    }
+}
+
+#[test]
+fn idempotent_retries_are_appended_once() {
+    let s = store(1 << 20);
+    create(&s, "t", 1);
+    let two = || vec![msg(b"a", 1), msg(b"b", 2)];
+    assert_eq!(
+        appended(append_as(&s, "t", 0, two(), batch(7, 0, 0, 2))),
+        Ok(0)
+    );
+    assert_eq!(
+        appended(append_as(&s, "t", 0, two(), batch(7, 0, 2, 2))),
+        Ok(2)
+    );
+    // A retry of either recent batch gets its first offset back and appends nothing.
+    assert_eq!(
+        appended(append_as(&s, "t", 0, two(), batch(7, 0, 0, 2))),
+        Ok(0)
+    );
+    assert_eq!(
+        appended(append_as(&s, "t", 0, two(), batch(7, 0, 2, 2))),
+        Ok(2)
+    );
+    assert_eq!(appended(append(&s, "t", 0, vec![msg(b"plain", 3)])), Ok(4));
+    // A gap, a stale epoch: refused with Kafka's codes, nothing appended.
+    assert_eq!(
+        appended(append_as(&s, "t", 0, two(), batch(7, 0, 9, 2))),
+        Err(ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER)
+    );
+    // A bumped epoch starts again at 0; the old epoch is then fenced.
+    assert_eq!(
+        appended(append_as(&s, "t", 0, two(), batch(7, 1, 5, 2))),
+        Err(ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER)
+    );
+    assert_eq!(
+        appended(append_as(&s, "t", 0, two(), batch(7, 1, 0, 2))),
+        Ok(5)
+    );
+    assert_eq!(
+        appended(append_as(&s, "t", 0, two(), batch(7, 0, 4, 2))),
+        Err(ErrorCode::INVALID_PRODUCER_EPOCH)
+    );
+    // Another producer is independent and may start anywhere.
+    assert_eq!(
+        appended(append_as(&s, "t", 0, two(), batch(8, 3, 40, 2))),
+        Ok(7)
+    );
+    // Sequences wrap after i32::MAX.
+    assert_eq!(
+        appended(append_as(&s, "t", 0, two(), batch(9, 0, i32::MAX - 1, 2))),
+        Ok(9)
+    );
+    assert_eq!(
+        appended(append_as(&s, "t", 0, two(), batch(9, 0, 0, 2))),
+        Ok(11)
+    );
+    let Completion::Offsets(Ok(o)) = done(s.execute(Command::Offsets {
+        topic: TopicRef::Name("t".into()),
+        partition: 0,
+    })) else {
+        panic!("offsets")
+    };
+    assert_eq!(
+        o.high_watermark, 13,
+        "duplicates and refusals appended nothing"
+    );
 }

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::{kstr, partition_index, Ctx, Step, Task};
-use crate::backend::{Command, Completion};
+use crate::backend::{Command, Completion, ProducerBatch};
 use crate::connection::CloseReason;
 use crate::error_code::ErrorCode;
 use crate::mapping::{to_iggy, IggyMessage, KafkaRecord};
@@ -13,7 +13,7 @@ use crate::protocol::generated::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
 };
 use crate::protocol::Response;
-use crate::records::{decode_batches, DecompressionBudget, TimestampType};
+use crate::records::{decode_batches, DecompressionBudget, RecordBatch, TimestampType};
 
 #[derive(Debug)]
 pub(crate) struct ProduceTask {
@@ -93,12 +93,13 @@ fn largest_batch(data: &Bytes) -> usize {
 fn messages(
     data: Option<&Bytes>,
     budget: &mut DecompressionBudget,
-) -> Result<Vec<IggyMessage>, (ErrorCode, String)> {
+) -> Result<(Vec<IggyMessage>, Option<ProducerBatch>), (ErrorCode, String)> {
     let Some(data) = data else {
         return Err((ErrorCode::CORRUPT_MESSAGE, "null record set".into()));
     };
     let batches =
         decode_batches(data, budget, false).map_err(|e| (e.error_code(), e.to_string()))?;
+    let producer = producer_batch(&batches)?;
     let mut out = Vec::with_capacity(batches.iter().map(|b| b.records.len()).sum());
     for batch in batches {
         if batch.is_transactional() || batch.is_control() {
@@ -119,7 +120,58 @@ fn messages(
             out.push(to_iggy(&record));
         }
     }
-    Ok(out)
+    Ok((out, producer))
+}
+
+/// The idempotent-producer span of a partition's batches: none for a plain producer; for an
+/// idempotent one, its batches must be one run of sequences (clients send one batch per
+/// partition per request).
+fn producer_batch(batches: &[RecordBatch]) -> Result<Option<ProducerBatch>, (ErrorCode, String)> {
+    let mut span: Option<ProducerBatch> = None;
+    for b in batches.iter().filter(|b| b.producer_id >= 0) {
+        let count = b.last_offset_delta.saturating_add(1);
+        match &mut span {
+            None => {
+                span = Some(ProducerBatch {
+                    producer_id: b.producer_id,
+                    epoch: b.producer_epoch,
+                    first_sequence: b.base_sequence,
+                    count,
+                });
+            }
+            Some(s)
+                if s.producer_id == b.producer_id
+                    && s.epoch == b.producer_epoch
+                    && next_sequence(s.last_sequence()) == b.base_sequence =>
+            {
+                s.count = s.count.saturating_add(count);
+            }
+            Some(s) => {
+                return Err((
+                    ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER,
+                    format!(
+                        "batches of producer {} in one request do not follow each other",
+                        s.producer_id
+                    ),
+                ))
+            }
+        }
+    }
+    if span.is_some() && batches.iter().any(|b| b.producer_id < 0) {
+        return Err((
+            ErrorCode::INVALID_RECORD,
+            "idempotent and plain batches mixed in one partition".into(),
+        ));
+    }
+    Ok(span)
+}
+
+fn next_sequence(last: i32) -> i32 {
+    if last == i32::MAX {
+        0
+    } else {
+        last + 1
+    }
 }
 
 impl Task for ProduceTask {
@@ -217,7 +269,7 @@ impl ProduceTask {
                     ))
                 };
                 match result {
-                    Ok((partition, messages)) => {
+                    Ok((partition, (messages, producer))) => {
                         out.partition_responses.push(PartitionProduceResponse {
                             index: part.index,
                             ..PartitionProduceResponse::default()
@@ -227,6 +279,7 @@ impl ProduceTask {
                             partition,
                             messages,
                             largest_batch: part.records.as_ref().map_or(0, largest_batch),
+                            producer,
                         });
                         self.sent.push((t, p));
                     }
