@@ -284,3 +284,79 @@ fn bad_requests_get_kafkas_answers() {
     drop((s, healthy));
     gw.stop();
 }
+
+fn idempotent_batch(producer_id: i64, epoch: i16, first_sequence: i32, n: usize) -> Bytes {
+    let batch = RecordBatch {
+        last_offset_delta: n as i32 - 1,
+        producer_id,
+        producer_epoch: epoch,
+        base_sequence: first_sequence,
+        records: (0..n)
+            .map(|i| Record {
+                offset_delta: i as i32,
+                value: Some(Bytes::from(format!("v{i}"))),
+                ..Record::default()
+            })
+            .collect(),
+        ..RecordBatch::default()
+    };
+    let mut buf = BytesMut::new();
+    batch.encode(Compression::None, &mut buf).expect("encode");
+    buf.freeze()
+}
+
+/// An idempotent producer's retry, resent as a client does after a lost response, is
+/// answered with the first append's offset and appends nothing; a gap and an old epoch get
+/// Kafka's codes.
+#[test]
+fn idempotent_retries_are_appended_once() {
+    const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+    const INVALID_PRODUCER_EPOCH: i16 = 47;
+    let gw = Gateway::start();
+    let mut s = gw.connect();
+    let topic = format!("idempotent-{}", common::RUNTIME);
+    call(&mut s, 7, 1, &create_topic(&topic, 1));
+    let send = |s: &mut std::net::TcpStream, corr, batch| {
+        let Response::Produce(r) = call(s, 9, corr, &produce(&topic, -1, vec![(0, batch)])) else {
+            panic!("Produce")
+        };
+        let p = &r.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    };
+    assert_eq!(send(&mut s, 2, idempotent_batch(1000, 0, 0, 3)), (0, 0));
+    assert_eq!(send(&mut s, 3, idempotent_batch(1000, 0, 3, 2)), (0, 3));
+    // The retry comes on a new connection, as after a reconnect.
+    let mut again = gw.connect();
+    assert_eq!(send(&mut again, 4, idempotent_batch(1000, 0, 0, 3)), (0, 0));
+    assert_eq!(send(&mut again, 5, idempotent_batch(1000, 0, 3, 2)), (0, 3));
+    assert_eq!(
+        send(&mut again, 6, idempotent_batch(1000, 0, 9, 1)).0,
+        OUT_OF_ORDER_SEQUENCE_NUMBER
+    );
+    assert_eq!(send(&mut again, 7, idempotent_batch(1000, 1, 0, 1)), (0, 5));
+    assert_eq!(
+        send(&mut again, 8, idempotent_batch(1000, 0, 5, 1)).0,
+        INVALID_PRODUCER_EPOCH
+    );
+    let list = Request::ListOffsets(ListOffsetsRequest {
+        replica_id: -1,
+        topics: vec![ListOffsetsTopic {
+            name: topic.as_str().into(),
+            partitions: vec![ListOffsetsPartition {
+                partition_index: 0,
+                timestamp: -1,
+                ..ListOffsetsPartition::default()
+            }],
+            ..ListOffsetsTopic::default()
+        }],
+        ..ListOffsetsRequest::default()
+    });
+    let Response::ListOffsets(r) = call(&mut s, 7, 9, &list) else {
+        panic!("ListOffsets")
+    };
+    assert_eq!(
+        r.topics[0].partitions[0].offset, 6,
+        "six records, each once"
+    );
+    gw.stop();
+}
