@@ -12,11 +12,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{call, Gateway};
-use iggy_kafka_core::protocol::generated::create_topics_request::{
-    CreatableTopic, CreateTopicsRequest,
-};
-use iggy_kafka_core::protocol::{Request, Response};
+use common::{call, create_topic, Gateway};
+use iggy_kafka_core::protocol::Response;
 
 fn clients_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
@@ -53,16 +50,7 @@ fn kcat() {
     let topic = topic("kcat");
     // kcat cannot create topics: create it with three partitions over the wire.
     let mut s = gw.connect();
-    let create = Request::CreateTopics(CreateTopicsRequest {
-        topics: vec![CreatableTopic {
-            name: topic.as_str().into(),
-            num_partitions: 3,
-            replication_factor: 1,
-            ..CreatableTopic::default()
-        }],
-        timeout_ms: 5000,
-        ..CreateTopicsRequest::default()
-    });
+    let create = create_topic(&topic, 3);
     let Response::CreateTopics(r) = call(&mut s, 7, 1, &create) else {
         panic!("CreateTopics")
     };

@@ -6,9 +6,8 @@ mod common;
 use std::io::{Read, Write};
 
 use bytes::{Bytes, BytesMut};
-use common::{be16, call, read_frame, Gateway};
+use common::{be16, call, create_topic, read_frame, Gateway};
 use iggy_kafka_core::protocol::generated::{
-    create_topics_request::{CreatableTopic, CreateTopicsRequest},
     list_offsets_request::{ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic},
     metadata_request::{MetadataRequest, MetadataRequestTopic},
     produce_request::{PartitionProduceData, ProduceRequest, TopicProduceData},
@@ -140,19 +139,6 @@ fn produce(topic: &str, acks: i16, partitions: Vec<(i32, Bytes)>) -> Request {
             ..TopicProduceData::default()
         }],
         ..ProduceRequest::default()
-    })
-}
-
-fn create_topic(name: &str, partitions: i32) -> Request {
-    Request::CreateTopics(CreateTopicsRequest {
-        topics: vec![CreatableTopic {
-            name: name.into(),
-            num_partitions: partitions,
-            replication_factor: -1,
-            ..CreatableTopic::default()
-        }],
-        timeout_ms: 5000,
-        ..CreateTopicsRequest::default()
     })
 }
 

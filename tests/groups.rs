@@ -5,10 +5,7 @@
 
 mod common;
 
-use common::{call, Gateway};
-use iggy_kafka_core::protocol::generated::create_topics_request::{
-    CreatableTopic, CreateTopicsRequest,
-};
+use common::{call, create_topic, Gateway};
 use iggy_kafka_core::protocol::generated::describe_groups_request::DescribeGroupsRequest;
 use iggy_kafka_core::protocol::generated::find_coordinator_request::FindCoordinatorRequest;
 use iggy_kafka_core::protocol::generated::heartbeat_request::HeartbeatRequest;
@@ -81,16 +78,7 @@ fn committed_offsets_round_trip_with_kafkas_meaning() {
     let gw = Gateway::start();
     let mut s = gw.connect();
     let topic = format!("offsets-{}", common::RUNTIME);
-    let create = Request::CreateTopics(CreateTopicsRequest {
-        topics: vec![CreatableTopic {
-            name: topic.as_str().into(),
-            num_partitions: 3,
-            replication_factor: 1,
-            ..CreatableTopic::default()
-        }],
-        timeout_ms: 5000,
-        ..CreateTopicsRequest::default()
-    });
+    let create = create_topic(&topic, 3);
     assert!(
         matches!(call(&mut s, 7, 1, &create), Response::CreateTopics(r) if r.topics[0].error_code == 0)
     );
@@ -217,16 +205,7 @@ fn membership_errors_are_kafkas() {
     let gw = Gateway::start_with(&["--group-initial-rebalance-delay-ms", "0"]);
     let mut s = gw.connect();
     let topic = format!("members-{}", common::RUNTIME);
-    let create = Request::CreateTopics(CreateTopicsRequest {
-        topics: vec![CreatableTopic {
-            name: topic.as_str().into(),
-            num_partitions: 1,
-            replication_factor: 1,
-            ..CreatableTopic::default()
-        }],
-        timeout_ms: 5000,
-        ..CreateTopicsRequest::default()
-    });
+    let create = create_topic(&topic, 1);
     call(&mut s, 7, 1, &create);
 
     // FindCoordinator v4 (batched keys): the gateway coordinates every group.

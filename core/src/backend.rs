@@ -131,6 +131,16 @@ impl ProducerBatch {
         let last = i64::from(self.first_sequence) + i64::from(self.count.max(1)) - 1;
         i32::try_from(last % (i64::from(i32::MAX) + 1)).unwrap_or(0)
     }
+
+    /// The sequence that must follow `last`: sequences wrap to 0 after `i32::MAX`.
+    #[must_use]
+    pub fn next_sequence(last: i32) -> i32 {
+        if last == i32::MAX {
+            0
+        } else {
+            last + 1
+        }
+    }
 }
 
 /// An offset a consumer group committed for a partition, with what Kafka keeps beside it.

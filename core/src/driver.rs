@@ -162,11 +162,6 @@ impl Groups {
         inner.coordinator.shutdown();
         inner.deliver(None);
     }
-
-    /// Runs `f` on the coordinator (for inspection).
-    pub fn with<R>(&self, f: impl FnOnce(&Coordinator) -> R) -> R {
-        f(&lock(&self.inner).coordinator)
-    }
 }
 
 struct ReplyFuture(Arc<ReplySlot>);

@@ -582,12 +582,6 @@ impl Coordinator {
         }
     }
 
-    /// The configuration.
-    #[must_use]
-    pub fn config(&self) -> &GroupConfig {
-        &self.config
-    }
-
     /// Handles a call at `now`; its reply (now or later) carries `reply_to`.
     pub fn handle(&mut self, now: Instant, reply_to: ReplyTo, call: GroupCall) {
         let group = call.group().map(str::to_owned);

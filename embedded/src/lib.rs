@@ -176,11 +176,7 @@ impl Log {
         {
             return Ok(Some(*b));
         }
-        let expected = if state.last_sequence == i32::MAX {
-            0
-        } else {
-            state.last_sequence + 1
-        };
+        let expected = ProducerBatch::next_sequence(state.last_sequence);
         if first != expected {
             return Err(BackendError::OutOfOrderSequence {
                 producer_id: pb.producer_id,

@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use iggy_kafka_core::api;
+use iggy_kafka_core::protocol::generated::create_topics_request::{
+    CreatableTopic, CreateTopicsRequest,
+};
 use iggy_kafka_core::protocol::generated::request_header::RequestHeader;
 use iggy_kafka_core::protocol::generated::response_header::ResponseHeader;
 use iggy_kafka_core::protocol::{ApiKey, Message, Reader, Request, Response};
@@ -138,6 +141,20 @@ pub fn call(s: &mut TcpStream, version: i16, correlation_id: i32, request: &Requ
         .expect("response header");
     assert_eq!(header.correlation_id, correlation_id);
     Response::decode(key, version, &mut r).expect("response body")
+}
+
+/// A CreateTopics request for one topic (the gateway's default replication).
+pub fn create_topic(name: &str, partitions: i32) -> Request {
+    Request::CreateTopics(CreateTopicsRequest {
+        topics: vec![CreatableTopic {
+            name: name.into(),
+            num_partitions: partitions,
+            replication_factor: -1,
+            ..CreatableTopic::default()
+        }],
+        timeout_ms: 5000,
+        ..CreateTopicsRequest::default()
+    })
 }
 
 /// The API key of a request, for `call`'s callers that build requests by hand.

@@ -41,6 +41,8 @@ use crate::protocol::generated::offset_fetch_response::{
     OffsetFetchResponse, OffsetFetchResponseGroup, OffsetFetchResponsePartition,
     OffsetFetchResponsePartitions, OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
+use crate::protocol::generated::sync_group_request::SyncGroupRequest;
+use crate::protocol::generated::sync_group_response::SyncGroupResponse;
 use crate::protocol::{KStr, Response};
 
 /// Kafka's `offset.metadata.max.bytes`.
@@ -156,9 +158,6 @@ impl Task for JoinGroupTask {
 pub(crate) struct SyncGroupTask {
     req: Option<SyncGroupRequest>,
 }
-
-use crate::protocol::generated::sync_group_request::SyncGroupRequest;
-use crate::protocol::generated::sync_group_response::SyncGroupResponse;
 
 impl SyncGroupTask {
     pub(crate) fn new(req: SyncGroupRequest) -> Self {

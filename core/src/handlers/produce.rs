@@ -142,7 +142,7 @@ fn producer_batch(batches: &[RecordBatch]) -> Result<Option<ProducerBatch>, (Err
             Some(s)
                 if s.producer_id == b.producer_id
                     && s.epoch == b.producer_epoch
-                    && next_sequence(s.last_sequence()) == b.base_sequence =>
+                    && ProducerBatch::next_sequence(s.last_sequence()) == b.base_sequence =>
             {
                 s.count = s.count.saturating_add(count);
             }
@@ -164,14 +164,6 @@ fn producer_batch(batches: &[RecordBatch]) -> Result<Option<ProducerBatch>, (Err
         ));
     }
     Ok(span)
-}
-
-fn next_sequence(last: i32) -> i32 {
-    if last == i32::MAX {
-        0
-    } else {
-        last + 1
-    }
 }
 
 impl Task for ProduceTask {
