@@ -18,6 +18,7 @@ pub mod error_code;
 pub mod frame;
 pub mod group;
 mod handlers;
+pub mod iggy;
 pub mod mapping;
 pub mod protocol;
 pub mod records;

@@ -1,0 +1,379 @@
+//! Lanes: the queues between a backend and a pool of Iggy connections.
+//!
+//! Each lane is one Iggy connection, so everything queued on one lane reaches Iggy in queue
+//! order, one request at a time (the session protocol is lockstep). A backend that sends
+//! all of a partition's appends down one lane keeps them in order whatever the pool does.
+//!
+//! [`Lanes::call`] queues a request and returns a [`PendingCall`], a future that needs no
+//! particular executor. A runtime task per lane moves the bytes of a [`LaneDriver`]: it
+//! connects when [`LaneDriver::connect_at`] says, reports the outcome, writes what
+//! [`LaneDriver::poll_transmit`] gives, feeds what it reads, and sleeps until
+//! [`LaneDriver::poll_timeout`] or [`Lane::changed`] (new calls). The driver logs in, sends
+//! the queued calls and delivers the replies; time comes in as an argument.
+//!
+//! Failure rules: a call whose future was dropped before it was sent is never sent; a call in
+//! flight when its connection fails gets [`Failure::Lost`] (it may or may not have been
+//! applied; nothing is acknowledged that Iggy did not acknowledge); while a lane has no
+//! connection (between a failed attempt and the next), calls fail at once with
+//! [`Failure::Lost`] so that Kafka clients get a retriable error instead of waiting.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::session::{Event, Failure, Session, SessionConfig, SessionError};
+
+/// The first pause after a failed connection; it doubles up to [`MAX_BACKOFF`].
+pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest pause between connection attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+struct Slot(Mutex<(Option<Result<Bytes, Failure>>, Option<Waker>)>);
+
+impl Slot {
+    fn fill(&self, result: Result<Bytes, Failure>) {
+        let mut s = lock(&self.0);
+        s.0 = Some(result);
+        if let Some(w) = s.1.take() {
+            w.wake();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The reply to a queued call.
+#[must_use = "a call whose future is dropped before it is sent is not sent"]
+pub struct PendingCall(Arc<Slot>);
+
+impl std::fmt::Debug for PendingCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PendingCall")
+    }
+}
+
+impl Future for PendingCall {
+    type Output = Result<Bytes, Failure>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut s = lock(&self.0 .0);
+        match s.0.take() {
+            Some(r) => Poll::Ready(r),
+            None => {
+                s.1 = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+struct Call {
+    code: u32,
+    payload: Bytes,
+    slot: Arc<Slot>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    /// Connecting or logging in: calls wait.
+    Connecting,
+    /// Logged in.
+    Up,
+    /// The last attempt failed; calls fail at once until the next one.
+    Down,
+}
+
+struct LaneState {
+    calls: VecDeque<Call>,
+    link: Link,
+    last_error: Option<SessionError>,
+}
+
+/// One Iggy connection's queue.
+pub struct Lane {
+    state: Mutex<LaneState>,
+    changed: event_listener::Event,
+}
+
+impl std::fmt::Debug for Lane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lane").finish_non_exhaustive()
+    }
+}
+
+impl Lane {
+    fn new() -> Self {
+        Self {
+            state: Mutex::new(LaneState {
+                calls: VecDeque::new(),
+                link: Link::Connecting,
+                last_error: None,
+            }),
+            changed: event_listener::Event::new(),
+        }
+    }
+
+    /// Resolves when calls were queued since it was created; create it before looking.
+    pub fn changed(&self) -> event_listener::EventListener {
+        self.changed.listen()
+    }
+
+    fn call(&self, code: u32, payload: Bytes) -> PendingCall {
+        let slot = Arc::new(Slot::default());
+        let mut st = lock(&self.state);
+        if st.link == Link::Down {
+            let error = st.last_error.clone().unwrap_or(SessionError::Closed);
+            drop(st);
+            slot.fill(Err(Failure::Lost(error)));
+            return PendingCall(slot);
+        }
+        st.calls.push_back(Call {
+            code,
+            payload,
+            slot: Arc::clone(&slot),
+        });
+        drop(st);
+        self.changed.notify(usize::MAX);
+        PendingCall(slot)
+    }
+
+    fn set_link(&self, link: Link, error: Option<SessionError>) {
+        let failed: Vec<Call> = {
+            let mut st = lock(&self.state);
+            st.link = link;
+            if error.is_some() {
+                st.last_error = error.clone();
+            }
+            if link == Link::Down {
+                st.calls.drain(..).collect()
+            } else {
+                Vec::new()
+            }
+        };
+        let error = error.unwrap_or(SessionError::Closed);
+        for call in failed {
+            call.slot.fill(Err(Failure::Lost(error.clone())));
+        }
+    }
+
+    /// The next call whose caller still waits for it.
+    fn next_call(&self) -> Option<Call> {
+        let mut st = lock(&self.state);
+        while let Some(call) = st.calls.pop_front() {
+            if Arc::strong_count(&call.slot) > 1 {
+                return Some(call);
+            }
+        }
+        None
+    }
+
+    /// Whether the lane is logged in to Iggy.
+    #[must_use]
+    pub fn is_up(&self) -> bool {
+        lock(&self.state).link == Link::Up
+    }
+}
+
+/// The lanes of a pool.
+#[derive(Debug)]
+pub struct Lanes {
+    lanes: Vec<Lane>,
+}
+
+impl Lanes {
+    /// `count` lanes (at least one).
+    #[must_use]
+    pub fn new(count: usize) -> Self {
+        Self {
+            lanes: (0..count.max(1)).map(|_| Lane::new()).collect(),
+        }
+    }
+
+    /// How many lanes there are.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// Never: there is at least one lane.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.lanes.is_empty()
+    }
+
+    /// Lane `index` (modulo the count).
+    #[must_use]
+    pub fn lane(&self, index: usize) -> &Lane {
+        &self.lanes[index % self.lanes.len()]
+    }
+
+    /// Queues Iggy command `code` with its encoded `payload` on lane `index`.
+    pub fn call(&self, index: usize, code: u32, payload: Bytes) -> PendingCall {
+        self.lane(index).call(code, payload)
+    }
+}
+
+/// Drives one lane's connection: sessions, reconnection with backoff, calls and replies.
+#[derive(Debug)]
+pub struct LaneDriver {
+    lanes: Arc<Lanes>,
+    index: usize,
+    config: SessionConfig,
+    session: Option<Session>,
+    current: Option<Arc<Slot>>,
+    backoff: Duration,
+    connect_at: Instant,
+    sessions: u64,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Slot")
+    }
+}
+
+impl LaneDriver {
+    /// The driver of lane `index`; it may connect at once.
+    #[must_use]
+    pub fn new(lanes: Arc<Lanes>, index: usize, config: SessionConfig, now: Instant) -> Self {
+        Self {
+            lanes,
+            index,
+            config,
+            session: None,
+            current: None,
+            backoff: MIN_BACKOFF,
+            connect_at: now,
+            sessions: 0,
+        }
+    }
+
+    fn lane(&self) -> &Lane {
+        self.lanes.lane(self.index)
+    }
+
+    /// When the next connection attempt is due (while there is no session).
+    #[must_use]
+    pub fn connect_at(&self) -> Instant {
+        self.connect_at
+    }
+
+    /// The attempt failed before a byte stream existed.
+    pub fn connect_failed(&mut self, error: &str, now: Instant) {
+        self.lane()
+            .set_link(Link::Down, Some(SessionError::Protocol(error.to_owned())));
+        self.schedule_retry(now);
+    }
+
+    fn schedule_retry(&mut self, now: Instant) {
+        self.connect_at = now + self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    /// A byte stream is open: start a session on it.
+    pub fn connected(&mut self, now: Instant) {
+        let mut config = self.config.clone();
+        // Every session is a new client to the server's deduplication.
+        config.client_id = self
+            .config
+            .client_id
+            .wrapping_add(u128::from(self.sessions) << 64);
+        self.sessions += 1;
+        self.lane().set_link(Link::Connecting, None);
+        self.session = Some(Session::new(config, now));
+    }
+
+    /// Whether a session is open (else the task connects at [`Self::connect_at`]).
+    #[must_use]
+    pub fn has_session(&self) -> bool {
+        self.session.is_some()
+    }
+
+    /// The next bytes to write.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.session.as_mut()?.poll_transmit()
+    }
+
+    /// When [`Self::handle_timeout`] is due.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.session.as_ref()?.poll_timeout()
+    }
+
+    /// Bytes read from the server.
+    pub fn handle_input(&mut self, data: &[u8], now: Instant) {
+        if let Some(s) = self.session.as_mut() {
+            s.handle_input(data, now);
+        }
+        self.pump(now);
+    }
+
+    /// A timer fired.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(s) = self.session.as_mut() {
+            s.handle_timeout(now);
+        }
+        self.pump(now);
+    }
+
+    /// The byte stream ended (read end, or a write failed).
+    pub fn handle_closed(&mut self, now: Instant) {
+        if let Some(s) = self.session.as_mut() {
+            s.handle_closed();
+        }
+        self.pump(now);
+    }
+
+    /// Delivers replies and sends the next queued call; call after [`Lane::changed`] fired.
+    pub fn pump(&mut self, now: Instant) {
+        loop {
+            let Some(session) = self.session.as_mut() else {
+                return;
+            };
+            match session.poll_event() {
+                Some(Event::Ready { .. }) => {
+                    self.backoff = MIN_BACKOFF;
+                    self.lanes.lane(self.index).set_link(Link::Up, None);
+                }
+                Some(Event::Reply(result)) => {
+                    if let Some(slot) = self.current.take() {
+                        slot.fill(result);
+                    }
+                }
+                Some(Event::Closed(error)) => {
+                    tracing::warn!(lane = self.index, %error, "iggy connection closed");
+                    self.session = None;
+                    if let Some(slot) = self.current.take() {
+                        slot.fill(Err(Failure::Lost(error.clone())));
+                    }
+                    self.lanes.lane(self.index).set_link(Link::Down, Some(error));
+                    self.schedule_retry(now);
+                    return;
+                }
+                None => {
+                    if !session.is_ready() {
+                        return;
+                    }
+                    let Some(call) = self.lanes.lane(self.index).next_call() else {
+                        return;
+                    };
+                    match session.send(call.code, call.payload, now) {
+                        Ok(()) => self.current = Some(call.slot),
+                        Err(_) => call.slot.fill(Err(Failure::Lost(SessionError::Closed))),
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,145 @@
+use super::*;
+use crate::iggy::fake::{login_ok, reply_to, take_request_from};
+use crate::iggy::session::Credentials;
+use iggy_binary_protocol::codes::{GET_STREAM_CODE, SEND_MESSAGES_CODE};
+use iggy_binary_protocol::consensus::{Operation, RequestHeader};
+use secrecy::SecretString;
+
+fn config() -> SessionConfig {
+    SessionConfig {
+        credentials: Credentials::User {
+            username: "iggy".into(),
+            password: SecretString::from("iggy"),
+        },
+        client_id: 1,
+        reply_timeout: Duration::from_secs(30),
+        max_reply_bytes: 1 << 20,
+    }
+}
+
+fn poll(call: &mut PendingCall) -> Option<Result<Bytes, Failure>> {
+    let mut cx = Context::from_waker(Waker::noop());
+    match Pin::new(call).poll(&mut cx) {
+        Poll::Ready(r) => Some(r),
+        Poll::Pending => None,
+    }
+}
+
+fn request(d: &mut LaneDriver) -> (RequestHeader, Bytes) {
+    take_request_from(|| d.poll_transmit())
+}
+
+fn up(lanes: &Arc<Lanes>, now: Instant) -> LaneDriver {
+    let mut d = LaneDriver::new(Arc::clone(lanes), 0, config(), now);
+    d.connected(now);
+    let (login, _) = request(&mut d);
+    assert_eq!(login.operation, Operation::Register);
+    d.handle_input(&reply_to(&login, 0, &login_ok(5)), now);
+    assert!(lanes.lane(0).is_up());
+    d
+}
+
+#[test]
+fn calls_wait_for_login_then_go_one_at_a_time_in_order() {
+    let now = Instant::now();
+    let lanes = Arc::new(Lanes::new(2));
+    let mut d = LaneDriver::new(Arc::clone(&lanes), 0, config(), now);
+    let mut a = lanes.call(0, SEND_MESSAGES_CODE, Bytes::from_static(b"a"));
+    let mut b = lanes.call(2, SEND_MESSAGES_CODE, Bytes::from_static(b"b"));
+    d.connected(now);
+    let (login, _) = request(&mut d);
+    assert!(poll(&mut a).is_none());
+    d.handle_input(&reply_to(&login, 0, &login_ok(5)), now);
+    let (ha, body) = request(&mut d);
+    assert_eq!(&body[..], b"a");
+    assert_eq!(d.poll_transmit(), None, "b waits for a's reply");
+    d.handle_input(&reply_to(&ha, 0, b"ra"), now);
+    assert_eq!(poll(&mut a), Some(Ok(Bytes::from_static(b"ra"))));
+    let (hb, body) = request(&mut d);
+    assert_eq!(&body[..], b"b");
+    d.handle_input(&reply_to(&hb, 0, b"rb"), now);
+    assert_eq!(poll(&mut b), Some(Ok(Bytes::from_static(b"rb"))));
+}
+
+#[test]
+fn a_call_queued_later_is_sent_after_pump() {
+    let now = Instant::now();
+    let lanes = Arc::new(Lanes::new(1));
+    let mut d = up(&lanes, now);
+    let mut c = lanes.call(0, GET_STREAM_CODE, Bytes::from_static(b"s"));
+    d.pump(now);
+    let (h, _) = request(&mut d);
+    d.handle_input(&reply_to(&h, 0, b"stream"), now);
+    assert_eq!(poll(&mut c), Some(Ok(Bytes::from_static(b"stream"))));
+}
+
+#[test]
+fn dropped_calls_are_never_sent() {
+    let now = Instant::now();
+    let lanes = Arc::new(Lanes::new(1));
+    let mut d = LaneDriver::new(Arc::clone(&lanes), 0, config(), now);
+    drop(lanes.call(0, SEND_MESSAGES_CODE, Bytes::from_static(b"gone")));
+    let mut kept = lanes.call(0, SEND_MESSAGES_CODE, Bytes::from_static(b"kept"));
+    d.connected(now);
+    let (login, _) = request(&mut d);
+    d.handle_input(&reply_to(&login, 0, &login_ok(5)), now);
+    let (h, body) = request(&mut d);
+    assert_eq!(&body[..], b"kept");
+    d.handle_input(&reply_to(&h, 0, b"ok"), now);
+    assert!(poll(&mut kept).is_some());
+}
+
+#[test]
+fn a_lost_connection_fails_the_call_in_flight_then_fails_fast_and_backs_off() {
+    let now = Instant::now();
+    let lanes = Arc::new(Lanes::new(1));
+    let mut d = up(&lanes, now);
+    let mut sent = lanes.call(0, SEND_MESSAGES_CODE, Bytes::from_static(b"x"));
+    let mut queued = lanes.call(0, SEND_MESSAGES_CODE, Bytes::from_static(b"y"));
+    d.pump(now);
+    request(&mut d);
+    d.handle_closed(now);
+    assert!(matches!(
+        poll(&mut sent),
+        Some(Err(Failure::Lost(SessionError::Closed)))
+    ));
+    assert!(matches!(poll(&mut queued), Some(Err(Failure::Lost(_)))));
+    assert!(!d.has_session());
+    assert_eq!(d.connect_at(), now + MIN_BACKOFF);
+    // While down, calls fail at once.
+    let mut fast = lanes.call(0, SEND_MESSAGES_CODE, Bytes::from_static(b"z"));
+    assert!(matches!(poll(&mut fast), Some(Err(Failure::Lost(_)))));
+    // Failed attempts double the pause up to the cap.
+    let mut t = now + MIN_BACKOFF;
+    let mut pauses = Vec::new();
+    for _ in 0..8 {
+        d.connect_failed("refused", t);
+        pauses.push(d.connect_at() - t);
+        t = d.connect_at();
+    }
+    assert_eq!(pauses[0], MIN_BACKOFF * 2);
+    assert_eq!(*pauses.last().expect("some"), MAX_BACKOFF);
+    // A new session gets a new client id, and a login resets the pause.
+    d.connected(t);
+    let (login, _) = request(&mut d);
+    assert_ne!(login.client, 1);
+    d.handle_input(&reply_to(&login, 0, &login_ok(6)), t);
+    d.handle_closed(t);
+    assert_eq!(d.connect_at(), t + MIN_BACKOFF);
+}
+
+#[test]
+fn a_refused_login_fails_what_waits() {
+    let now = Instant::now();
+    let lanes = Arc::new(Lanes::new(1));
+    let mut d = LaneDriver::new(Arc::clone(&lanes), 0, config(), now);
+    let mut c = lanes.call(0, GET_STREAM_CODE, Bytes::new());
+    d.connected(now);
+    let (login, _) = request(&mut d);
+    d.handle_input(&reply_to(&login, 42, &[]), now);
+    assert_eq!(
+        poll(&mut c),
+        Some(Err(Failure::Lost(SessionError::LoginRefused(42))))
+    );
+    assert!(!d.has_session());
+}

@@ -1,0 +1,488 @@
+//! One client session of Iggy's binary protocol over one byte stream, without I/O.
+//!
+//! The current Iggy server (0.9 line) frames every client request with a 256-byte consensus
+//! [`RequestHeader`] and answers with a [`ReplyHeader`] (or an [`EvictionHeader`] when it
+//! drops the session). A session opens with a `LoginRegister` request (request number 0,
+//! session 0); its reply binds a session number that every later request echoes. Requests
+//! that change metadata take the next request number, so the server can deduplicate a resent
+//! one; partition-plane and read-only requests reuse the current number. The protocol is
+//! lockstep: one request in flight per connection.
+//!
+//! A reply may say the request is not committed yet (`TransientNotCommitted`) or not admitted
+//! (`TransientNotAccepted`): the same frame, same request number, is resent after a short
+//! pause on the same connection, which is the only safe retry for the first case (the
+//! server answers from its reply cache if it did commit meanwhile).
+//!
+//! Call order, as for [`crate::Connection`]: after [`Session::new`], the caller writes what
+//! [`Session::poll_transmit`] gives, feeds received bytes to [`Session::handle_input`],
+//! takes [`Session::poll_event`]s, sleeps no later than [`Session::poll_timeout`] and then
+//! calls [`Session::handle_timeout`], and reports the end of the byte stream with
+//! [`Session::handle_closed`]. [`Session::send`] is accepted only while
+//! [`Session::is_ready`]. Once closed (an [`Event::Closed`] was emitted) a session is done;
+//! the caller drops the byte stream and starts a new session on a new one.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use iggy_binary_protocol::consensus::{
+    Command, EvictionHeader, Operation, ReplyHeader, RequestHeader, HEADER_SIZE,
+};
+use iggy_binary_protocol::requests::users::{LoginRegisterRequest, LoginRegisterWithPatRequest};
+use iggy_binary_protocol::responses::users::LoginRegisterResponse;
+use iggy_binary_protocol::{
+    result_code, result_section_len, ClientVersionInfo, WireDecode, WireEncode, WireName,
+    IGGY_PROTOCOL_VERSION,
+};
+use secrecy::SecretString;
+use twox_hash::XxHash3_64;
+
+/// Iggy's error code for "not committed yet, resend the same request".
+pub const TRANSIENT_NOT_COMMITTED: u32 = 57;
+/// Iggy's error code for "not admitted, resend".
+pub const TRANSIENT_NOT_ACCEPTED: u32 = 58;
+/// Pause before resending a transient answer (Iggy's own SDK waits 50 ms).
+pub const RESEND_PAUSE: Duration = Duration::from_millis(50);
+
+/// How a session proves who it is.
+#[derive(Clone)]
+pub enum Credentials {
+    /// Username and password.
+    User {
+        /// The username.
+        username: String,
+        /// The password.
+        password: SecretString,
+    },
+    /// A personal access token.
+    Token(SecretString),
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Secrets never reach a log line.
+        match self {
+            Self::User { username, .. } => write!(f, "User({username}, ***)"),
+            Self::Token(_) => f.write_str("Token(***)"),
+        }
+    }
+}
+
+/// Limits and identity of a session.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Who logs in.
+    pub credentials: Credentials,
+    /// Identifies this client to the server's deduplication; unique per session.
+    pub client_id: u128,
+    /// A request not answered within this time closes the session (its outcome unknown).
+    pub reply_timeout: Duration,
+    /// The largest reply accepted; a larger size field closes the session.
+    pub max_reply_bytes: usize,
+}
+
+/// Why a request did not get a reply from Iggy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    /// Iggy answered with this error code.
+    #[error("iggy error {0}")]
+    Status(u32),
+    /// The session ended before the reply: the request may or may not have been applied.
+    #[error("connection to iggy lost before the reply: {0}")]
+    Lost(SessionError),
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// The byte stream ended.
+    #[error("connection closed")]
+    Closed,
+    /// No reply within the reply timeout.
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    /// The server sent something this client cannot read.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The server evicted the session (reason code).
+    #[error("evicted by the server (reason {0})")]
+    Evicted(u8),
+    /// Login was refused with this Iggy error code.
+    #[error("login refused (iggy error {0})")]
+    LoginRefused(u32),
+}
+
+/// What a session reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Logged in; requests may be sent.
+    Ready {
+        /// The session number the server bound.
+        session: u64,
+        /// The server's version string.
+        server_version: String,
+    },
+    /// The answer to the request sent last: its body, or why there is none.
+    Reply(Result<Bytes, Failure>),
+    /// The session is over; the byte stream should be closed.
+    Closed(SessionError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    LoggingIn,
+    Ready,
+    Closed,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    header: RequestHeader,
+    payload: Bytes,
+    deadline: Instant,
+    resend_at: Option<Instant>,
+}
+
+/// One Iggy client session (see the module documentation for the call order).
+#[derive(Debug)]
+pub struct Session {
+    config: SessionConfig,
+    state: State,
+    session: u64,
+    next_request: u64,
+    input: BytesMut,
+    transmit: VecDeque<Bytes>,
+    in_flight: Option<InFlight>,
+    events: VecDeque<Event>,
+}
+
+impl Session {
+    /// Starts a session: its first transmit is the login.
+    #[must_use]
+    pub fn new(config: SessionConfig, now: Instant) -> Self {
+        let mut s = Self {
+            config,
+            state: State::LoggingIn,
+            session: 0,
+            next_request: 1,
+            input: BytesMut::new(),
+            transmit: VecDeque::new(),
+            in_flight: None,
+            events: VecDeque::new(),
+        };
+        let version_info = ClientVersionInfo {
+            protocol_version: IGGY_PROTOCOL_VERSION,
+            sdk_name: name("iggy-kafka-gateway"),
+            sdk_version: name(env!("CARGO_PKG_VERSION")),
+        };
+        // Both logins travel as a `Register` operation; the body tells them apart.
+        let payload = match &s.config.credentials {
+            Credentials::User { username, password } => LoginRegisterRequest {
+                    version_info,
+                    username: name(username),
+                    password: password.clone(),
+                    client_context: None,
+                }
+                .to_bytes(),
+            Credentials::Token(token) => LoginRegisterWithPatRequest {
+                version_info,
+                token: token.clone(),
+                client_context: None,
+            }
+            .to_bytes(),
+        };
+        let header = RequestHeader {
+            command: Command::Request,
+            operation: Operation::Register,
+            size: frame_size(payload.len()),
+            client: s.config.client_id,
+            request: 0,
+            session: 0,
+            request_checksum: u128::from(XxHash3_64::oneshot(&payload)),
+            ..RequestHeader::default()
+        };
+        s.start(header, payload, now);
+        s
+    }
+
+    /// Logged in, and no request in flight.
+    #[must_use]
+    pub fn is_ready(&self) -> bool {
+        self.state == State::Ready && self.in_flight.is_none()
+    }
+
+    /// Whether the session has ended.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// Sends the request with Iggy command `code` and its encoded `payload`.
+    ///
+    /// # Errors
+    /// The request back, when the session is not [ready](Self::is_ready).
+    pub fn send(&mut self, code: u32, payload: Bytes, now: Instant) -> Result<(), Bytes> {
+        if !self.is_ready() {
+            return Err(payload);
+        }
+        let operation = Operation::from_command_code(code).unwrap_or(Operation::NonReplicated);
+        let mut reserved = [0; 60];
+        let (request, checksum) = if operation == Operation::NonReplicated {
+            // Sessionless reads carry their command code here; the server routes on it.
+            reserved[..4].copy_from_slice(&code.to_le_bytes());
+            (self.next_request, 0)
+        } else if operation.is_partition() {
+            // The partition plane keeps no reply cache: reuse the number, no stamp.
+            (self.next_request, 0)
+        } else {
+            let r = self.next_request;
+            self.next_request += 1;
+            (r, u128::from(XxHash3_64::oneshot(&payload)))
+        };
+        let header = RequestHeader {
+            command: Command::Request,
+            operation,
+            size: frame_size(payload.len()),
+            client: self.config.client_id,
+            request,
+            session: self.session,
+            request_checksum: checksum,
+            reserved,
+            ..RequestHeader::default()
+        };
+        self.start(header, payload, now);
+        Ok(())
+    }
+
+    fn start(&mut self, header: RequestHeader, payload: Bytes, now: Instant) {
+        let flight = InFlight {
+            header,
+            payload,
+            deadline: now + self.config.reply_timeout,
+            resend_at: None,
+        };
+        self.queue(&flight);
+        self.in_flight = Some(flight);
+    }
+
+    fn queue(&mut self, flight: &InFlight) {
+        self.transmit
+            .push_back(Bytes::copy_from_slice(bytemuck::bytes_of(&flight.header)));
+        if !flight.payload.is_empty() {
+            self.transmit.push_back(flight.payload.clone());
+        }
+    }
+
+    /// The next bytes to write, in order.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.transmit.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Session::handle_timeout`] is due next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.state == State::Closed {
+            return None;
+        }
+        self.in_flight
+            .as_ref()
+            .map(|f| f.resend_at.map_or(f.deadline, |r| r.min(f.deadline)))
+    }
+
+    /// Resends a transient answer whose pause is over; ends the session on a lapsed reply.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state == State::Closed {
+            return;
+        }
+        let Some(flight) = self.in_flight.as_mut() else {
+            return;
+        };
+        if now >= flight.deadline {
+            let timeout = self.config.reply_timeout;
+            self.close(SessionError::Timeout(timeout));
+            return;
+        }
+        if flight.resend_at.is_some_and(|r| now >= r) {
+            flight.resend_at = None;
+            let flight = self.in_flight.take();
+            if let Some(flight) = flight {
+                self.queue(&flight);
+                self.in_flight = Some(flight);
+            }
+        }
+    }
+
+    /// The byte stream ended.
+    pub fn handle_closed(&mut self) {
+        self.close(SessionError::Closed);
+    }
+
+    /// Feeds bytes read from the server.
+    pub fn handle_input(&mut self, data: &[u8], now: Instant) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.input.extend_from_slice(data);
+        while self.state != State::Closed {
+            match self.next_frame() {
+                Ok(Some((header, body))) => self.handle_frame(&header, body, now),
+                Ok(None) => break,
+                Err(e) => self.close(e),
+            }
+        }
+    }
+
+    fn next_frame(&mut self) -> Result<Option<([u8; HEADER_SIZE], Bytes)>, SessionError> {
+        if self.input.len() < HEADER_SIZE {
+            return Ok(None);
+        }
+        let size = iggy_binary_protocol::read_size_field(&self.input)
+            .map(|s| s as usize)
+            .unwrap_or(0);
+        if size < HEADER_SIZE || size - HEADER_SIZE > self.config.max_reply_bytes {
+            return Err(SessionError::Protocol(format!("frame size {size}")));
+        }
+        if self.input.len() < size {
+            self.input.reserve(size - self.input.len());
+            return Ok(None);
+        }
+        let mut header = [0; HEADER_SIZE];
+        header.copy_from_slice(&self.input[..HEADER_SIZE]);
+        self.input.advance(HEADER_SIZE);
+        let body = self.input.split_to(size - HEADER_SIZE).freeze();
+        Ok(Some((header, body)))
+    }
+
+    fn handle_frame(&mut self, raw: &[u8; HEADER_SIZE], body: Bytes, now: Instant) {
+        // The command byte sits at the same place in every header.
+        let command = raw[std::mem::offset_of!(ReplyHeader, command)];
+        if command == Command::Eviction as u8 {
+            let reason = bytemuck::checked::try_pod_read_unaligned::<EvictionHeader>(raw)
+                .map_or(0, |h| h.reason as u8);
+            self.close(SessionError::Evicted(reason));
+            return;
+        }
+        let header = match bytemuck::checked::try_pod_read_unaligned::<ReplyHeader>(raw) {
+            Ok(h) if h.command == Command::Reply => h,
+            _ => {
+                return self.close(SessionError::Protocol(format!(
+                    "unexpected frame (command {command})"
+                )))
+            }
+        };
+        let expected = match &self.in_flight {
+            Some(f) if f.resend_at.is_none() => (f.header.client, f.header.request),
+            _ => return self.close(SessionError::Protocol("a reply to no request".into())),
+        };
+        if (header.client, header.request) != expected {
+            return self.close(SessionError::Protocol(format!(
+                "reply to request {} of client {:x}, expected {}",
+                header.request, header.client, expected.1
+            )));
+        }
+        let outcome = if header.status != 0 {
+            Err(header.status)
+        } else {
+            match split_result(header.operation, body) {
+                Some(outcome) => outcome,
+                None => {
+                    return self.close(SessionError::Protocol(
+                        "reply with a malformed result section".into(),
+                    ))
+                }
+            }
+        };
+        match outcome {
+            Err(TRANSIENT_NOT_COMMITTED | TRANSIENT_NOT_ACCEPTED) => {
+                if let Some(flight) = self.in_flight.as_mut() {
+                    flight.resend_at = Some((now + RESEND_PAUSE).min(flight.deadline));
+                }
+            }
+            outcome => {
+                self.in_flight = None;
+                if self.state == State::LoggingIn {
+                    self.logged_in(outcome);
+                } else {
+                    self.events
+                        .push_back(Event::Reply(outcome.map_err(Failure::Status)));
+                }
+            }
+        }
+    }
+
+    fn logged_in(&mut self, outcome: Result<Bytes, u32>) {
+        match outcome {
+            Ok(body) => match LoginRegisterResponse::decode(&body) {
+                Ok((r, _)) if r.session > 0 => {
+                    self.session = r.session;
+                    self.state = State::Ready;
+                    self.events.push_back(Event::Ready {
+                        session: r.session,
+                        server_version: r.server_version.as_str().to_owned(),
+                    });
+                }
+                Ok(_) => self.close(SessionError::Protocol("login bound session 0".into())),
+                // A terminal login failure comes as an empty body.
+                Err(_) if body.is_empty() => self.close(SessionError::LoginRefused(0)),
+                Err(e) => self.close(SessionError::Protocol(format!("login reply: {e}"))),
+            },
+            Err(code) => self.close(SessionError::LoginRefused(code)),
+        }
+    }
+
+    fn close(&mut self, error: SessionError) {
+        if self.state == State::Closed {
+            return;
+        }
+        let logging_in = self.state == State::LoggingIn;
+        self.state = State::Closed;
+        self.transmit.clear();
+        self.input = BytesMut::new();
+        if self.in_flight.take().is_some() && !logging_in {
+            self.events
+                .push_back(Event::Reply(Err(Failure::Lost(error.clone()))));
+        }
+        self.events.push_back(Event::Closed(error));
+    }
+}
+
+/// Metadata and offset replies open with a result section (count, then index and code
+/// per sub-operation); a login reply too unless it is the empty terminal failure.
+fn split_result(operation: Operation, body: Bytes) -> Option<Result<Bytes, u32>> {
+    let framed =
+        operation.is_result_framed() || (operation == Operation::Register && !body.is_empty());
+    if !framed {
+        return Some(Ok(body));
+    }
+    match result_code(&body)? {
+        0 => Some(Ok(body.slice(result_section_len(&body)?..))),
+        code => Some(Err(code)),
+    }
+}
+
+fn frame_size(payload: usize) -> u32 {
+    // Payloads are bounded far below 4 GiB by the backend before they get here.
+    u32::try_from(HEADER_SIZE + payload).unwrap_or(u32::MAX)
+}
+
+fn name(s: &str) -> WireName {
+    // Iggy names are 1..=255 bytes; an out-of-range name is cut to fit, and the server
+    // then refuses what it does not know.
+    let mut s = s.to_owned();
+    if s.is_empty() {
+        s.push('-');
+    }
+    while s.len() > 255 {
+        s.pop();
+    }
+    WireName::new(s).unwrap_or_else(|_| WireName::new("-").expect("a valid name"))
+}
+
+#[cfg(test)]
+mod tests;

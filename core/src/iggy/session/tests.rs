@@ -1,0 +1,307 @@
+use super::*;
+use iggy_binary_protocol::codes::{
+    CREATE_TOPIC_CODE, GET_STREAM_CODE, SEND_MESSAGES_CODE, STORE_CONSUMER_OFFSET_CODE,
+};
+use iggy_binary_protocol::consensus::EvictionReason;
+use crate::iggy::fake::{login_ok, reply_to, result_framed, take_request};
+
+const CLIENT: u128 = 0xfeed_beef;
+
+fn config(credentials: Credentials) -> SessionConfig {
+    SessionConfig {
+        credentials,
+        client_id: CLIENT,
+        reply_timeout: Duration::from_secs(30),
+        max_reply_bytes: 1 << 20,
+    }
+}
+
+fn user() -> Credentials {
+    Credentials::User {
+        username: "iggy".into(),
+        password: SecretString::from("secret"),
+    }
+}
+
+fn events(s: &mut Session) -> Vec<Event> {
+    std::iter::from_fn(|| s.poll_event()).collect()
+}
+
+fn logged_in(now: Instant) -> Session {
+    let mut s = Session::new(config(user()), now);
+    let (login, _) = take_request(&mut s);
+    s.handle_input(&reply_to(&login, 0, &login_ok(77)), now);
+    assert!(s.is_ready());
+    events(&mut s);
+    s
+}
+
+#[test]
+fn login_registers_then_binds_the_session() {
+    let now = Instant::now();
+    let mut s = Session::new(config(user()), now);
+    assert!(!s.is_ready());
+    let (login, body) = take_request(&mut s);
+    assert_eq!(login.command, Command::Request);
+    assert_eq!(login.operation, Operation::Register);
+    assert_eq!((login.request, login.session, login.client), (0, 0, CLIENT));
+    let (decoded, _) = LoginRegisterRequest::decode(&body).expect("a login body");
+    assert_eq!(decoded.username.as_str(), "iggy");
+    assert_eq!(decoded.version_info.protocol_version, IGGY_PROTOCOL_VERSION);
+
+    // The reply arrives one byte at a time.
+    for b in reply_to(&login, 0, &login_ok(77)) {
+        s.handle_input(&[b], now);
+    }
+    assert_eq!(
+        events(&mut s),
+        vec![Event::Ready {
+            session: 77,
+            server_version: "0.9.0".into()
+        }]
+    );
+    assert!(s.is_ready());
+}
+
+#[test]
+fn a_token_logs_in_with_the_pat_body() {
+    let now = Instant::now();
+    let mut s = Session::new(config(Credentials::Token(SecretString::from("tok"))), now);
+    let (login, body) = take_request(&mut s);
+    assert_eq!(login.operation, Operation::Register);
+    let (decoded, _) = LoginRegisterWithPatRequest::decode(&body).expect("a PAT login body");
+    assert_eq!(secrecy::ExposeSecret::expose_secret(&decoded.token), "tok");
+    assert!(!format!("{:?}", config(Credentials::Token(SecretString::from("tok")))).contains("tok"));
+}
+
+#[test]
+fn request_numbers_follow_the_plane() {
+    let now = Instant::now();
+    let mut s = logged_in(now);
+    let mut sent = Vec::new();
+    for code in [
+        CREATE_TOPIC_CODE,
+        SEND_MESSAGES_CODE,
+        GET_STREAM_CODE,
+        CREATE_TOPIC_CODE,
+        STORE_CONSUMER_OFFSET_CODE,
+    ] {
+        s.send(code, Bytes::from_static(b"x"), now).expect("ready");
+        assert!(!s.is_ready(), "lockstep: one request at a time");
+        assert!(s.send(code, Bytes::new(), now).is_err());
+        let (h, body) = take_request(&mut s);
+        assert_eq!(&body[..], b"x");
+        assert_eq!((h.session, h.client), (77, CLIENT));
+        sent.push((h.operation, h.request, h.reserved[..4].to_vec(), h.request_checksum));
+        let reply = if h.operation.is_result_framed() {
+            result_framed(&[], b"ok")
+        } else {
+            b"ok".to_vec()
+        };
+        s.handle_input(&reply_to(&h, 0, &reply), now);
+        assert_eq!(events(&mut s), vec![Event::Reply(Ok(Bytes::from_static(b"ok")))]);
+    }
+    let stamp = u128::from(XxHash3_64::oneshot(b"x"));
+    assert_eq!(
+        sent,
+        vec![
+            // Metadata takes the next number and a stamp; the partition plane and reads
+            // reuse the current number; reads carry their code.
+            (Operation::CreateTopic, 1, vec![0; 4], stamp),
+            (Operation::SendMessages, 2, vec![0; 4], 0),
+            (
+                Operation::NonReplicated,
+                2,
+                GET_STREAM_CODE.to_le_bytes().to_vec(),
+                0
+            ),
+            (Operation::CreateTopic, 2, vec![0; 4], stamp),
+            (Operation::StoreConsumerOffset, 3, vec![0; 4], 0),
+        ]
+    );
+}
+
+#[test]
+fn not_committed_is_resent_unchanged_after_a_pause() {
+    let now = Instant::now();
+    let mut s = logged_in(now);
+    s.send(CREATE_TOPIC_CODE, Bytes::from_static(b"topic"), now)
+        .expect("ready");
+    let first = take_request(&mut s);
+    s.handle_input(&reply_to(&first.0, TRANSIENT_NOT_COMMITTED, &[]), now);
+    assert!(events(&mut s).is_empty(), "not an answer yet");
+    assert_eq!(s.poll_transmit(), None, "not resent at once");
+    assert_eq!(s.poll_timeout(), Some(now + RESEND_PAUSE));
+    s.handle_timeout(now + RESEND_PAUSE / 2);
+    assert_eq!(s.poll_transmit(), None);
+    s.handle_timeout(now + RESEND_PAUSE);
+    let again = take_request(&mut s);
+    assert_eq!(bytemuck::bytes_of(&again.0), bytemuck::bytes_of(&first.0));
+    assert_eq!(again.1, first.1);
+    // A result-framed transient answer counts the same.
+    let later = now + RESEND_PAUSE;
+    s.handle_input(
+        &reply_to(&again.0, 0, &result_framed(&[TRANSIENT_NOT_ACCEPTED], &[])),
+        later,
+    );
+    s.handle_timeout(later + RESEND_PAUSE);
+    let third = take_request(&mut s);
+    assert_eq!(third.0.request, first.0.request);
+    s.handle_input(&reply_to(&third.0, 0, &result_framed(&[], b"done")), later);
+    assert_eq!(events(&mut s), vec![Event::Reply(Ok(Bytes::from_static(b"done")))]);
+    assert!(s.is_ready());
+}
+
+#[test]
+fn errors_come_back_per_request_and_keep_the_session() {
+    let now = Instant::now();
+    let mut s = logged_in(now);
+    s.send(SEND_MESSAGES_CODE, Bytes::from_static(b"m"), now)
+        .expect("ready");
+    let (h, _) = take_request(&mut s);
+    s.handle_input(&reply_to(&h, 2010, &[]), now);
+    assert_eq!(events(&mut s), vec![Event::Reply(Err(Failure::Status(2010)))]);
+    s.send(CREATE_TOPIC_CODE, Bytes::from_static(b"t"), now)
+        .expect("ready");
+    let (h, _) = take_request(&mut s);
+    s.handle_input(&reply_to(&h, 0, &result_framed(&[2013], &[])), now);
+    assert_eq!(events(&mut s), vec![Event::Reply(Err(Failure::Status(2013)))]);
+    assert!(s.is_ready());
+}
+
+#[test]
+fn a_server_that_closes_mid_request_loses_it() {
+    let now = Instant::now();
+    let mut s = logged_in(now);
+    s.send(SEND_MESSAGES_CODE, Bytes::from_static(b"m"), now)
+        .expect("ready");
+    let (h, _) = take_request(&mut s);
+    // Half a reply, then the end of the stream.
+    s.handle_input(&reply_to(&h, 0, b"abc")[..100], now);
+    s.handle_closed();
+    assert_eq!(
+        events(&mut s),
+        vec![
+            Event::Reply(Err(Failure::Lost(SessionError::Closed))),
+            Event::Closed(SessionError::Closed)
+        ]
+    );
+    assert!(s.is_closed());
+    assert!(s.send(1, Bytes::new(), now).is_err());
+    assert_eq!(s.poll_timeout(), None);
+}
+
+#[test]
+fn an_unanswered_request_times_out() {
+    let now = Instant::now();
+    let mut s = logged_in(now);
+    s.send(SEND_MESSAGES_CODE, Bytes::from_static(b"m"), now)
+        .expect("ready");
+    take_request(&mut s);
+    let deadline = now + Duration::from_secs(30);
+    assert_eq!(s.poll_timeout(), Some(deadline));
+    s.handle_timeout(deadline);
+    let timeout = SessionError::Timeout(Duration::from_secs(30));
+    assert_eq!(
+        events(&mut s),
+        vec![
+            Event::Reply(Err(Failure::Lost(timeout.clone()))),
+            Event::Closed(timeout)
+        ]
+    );
+}
+
+#[test]
+fn refused_login_and_eviction_end_the_session() {
+    let now = Instant::now();
+    let mut s = Session::new(config(user()), now);
+    let (login, _) = take_request(&mut s);
+    s.handle_input(&reply_to(&login, 42, &[]), now);
+    assert_eq!(
+        events(&mut s),
+        vec![Event::Closed(SessionError::LoginRefused(42))]
+    );
+
+    let mut s = logged_in(now);
+    let eviction = EvictionHeader::new(0, 0, 0, CLIENT, EvictionReason::NoSession);
+    s.handle_input(bytemuck::bytes_of(&eviction), now);
+    assert_eq!(
+        events(&mut s),
+        vec![Event::Closed(SessionError::Evicted(
+            EvictionReason::NoSession as u8
+        ))]
+    );
+}
+
+#[test]
+fn malformed_replies_close_with_a_protocol_error() {
+    let now = Instant::now();
+    let cases: Vec<Box<dyn Fn(&RequestHeader) -> Vec<u8>>> = vec![
+        // A size field smaller than a header.
+        Box::new(|h| {
+            let mut r = reply_to(h, 0, &[]);
+            r[48..52].copy_from_slice(&10u32.to_le_bytes());
+            r
+        }),
+        // Larger than the reply limit.
+        Box::new(|h| {
+            let mut r = reply_to(h, 0, &[]);
+            r[48..52].copy_from_slice(&u32::MAX.to_le_bytes());
+            r
+        }),
+        // A reply to another request number.
+        Box::new(|h| {
+            let mut other = *h;
+            other.request += 5;
+            reply_to(&other, 0, &[])
+        }),
+        // An unknown command byte.
+        Box::new(|h| {
+            let mut r = reply_to(h, 0, &[]);
+            r[std::mem::offset_of!(ReplyHeader, command)] = 200;
+            r
+        }),
+        // A result section that claims more entries than it has.
+        Box::new(|h| reply_to(h, 0, &9u32.to_le_bytes())),
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        let mut s = logged_in(now);
+        s.send(CREATE_TOPIC_CODE, Bytes::from_static(b"t"), now)
+            .expect("ready");
+        let (h, _) = take_request(&mut s);
+        s.handle_input(&case(&h), now);
+        let ev = events(&mut s);
+        assert!(
+            matches!(
+                ev.as_slice(),
+                [
+                    Event::Reply(Err(Failure::Lost(SessionError::Protocol(_)))),
+                    Event::Closed(SessionError::Protocol(_))
+                ]
+            ),
+            "case {i}: {ev:?}"
+        );
+    }
+}
+
+#[test]
+fn arbitrary_input_never_panics() {
+    let now = Instant::now();
+    let mut seed = 0x1234_5678_u64;
+    for _ in 0..2000 {
+        let mut s = logged_in(now);
+        s.send(CREATE_TOPIC_CODE, Bytes::from_static(b"t"), now)
+            .expect("ready");
+        let (h, _) = take_request(&mut s);
+        let mut frame = reply_to(&h, 0, &result_framed(&[], b"payload"));
+        for _ in 0..4 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let at = usize::try_from(seed % frame.len() as u64).expect("small");
+            frame[at] = (seed >> 32) as u8;
+        }
+        s.handle_input(&frame, now);
+        events(&mut s);
+    }
+}
