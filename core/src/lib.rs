@@ -20,6 +20,7 @@ pub mod group;
 mod handlers;
 pub mod iggy;
 pub mod mapping;
+pub mod producers;
 pub mod protocol;
 pub mod records;
 pub mod topic_config;

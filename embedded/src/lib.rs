@@ -27,6 +27,7 @@ use iggy_kafka_core::backend::{
     TopicInfo, TopicRef, WatchPartition,
 };
 use iggy_kafka_core::mapping::{kafka_timestamp_ms, set_log_append_time, IggyMessage};
+use iggy_kafka_core::producers::Producers;
 use iggy_kafka_core::protocol::Uuid;
 use iggy_kafka_core::topic_config::DEFAULT_MAX_MESSAGE_BYTES;
 
@@ -89,30 +90,8 @@ struct Log {
     max_timestamp: Option<(u64, i64)>,
     last_append_us: u64,
     /// Idempotent producers that appended here.
-    producers: HashMap<i64, ProducerState>,
+    producers: Producers,
 }
-
-/// What a partition remembers of an idempotent producer (Kafka's producer state).
-#[derive(Debug)]
-struct ProducerState {
-    epoch: i16,
-    last_sequence: i32,
-    /// The last batches appended, oldest first: a retry of one is not appended again.
-    recent: VecDeque<RecentBatch>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct RecentBatch {
-    first: i32,
-    last: i32,
-    base: u64,
-    log_append_time_ms: Option<i64>,
-}
-
-/// Batches remembered per producer, as in Kafka.
-const RECENT_BATCHES: usize = 5;
-/// Producers remembered per partition; beyond it the one idle longest is forgotten.
-const MAX_PRODUCERS: usize = 10_000;
 
 #[derive(Debug)]
 struct Entry {
@@ -141,87 +120,6 @@ fn now_us() -> u64 {
 }
 
 impl Log {
-    /// Kafka's sequence rules for an idempotent batch: `Some` for a retry of a recent
-    /// batch (with its first append), an error for a stale epoch or a gap.
-    fn check_producer(&self, pb: &ProducerBatch) -> Result<Option<RecentBatch>, BackendError> {
-        let Some(state) = self.producers.get(&pb.producer_id) else {
-            // A producer new to this partition may start anywhere (its earlier batches may
-            // have been dropped by retention).
-            return Ok(None);
-        };
-        let (first, last) = (pb.first_sequence, pb.last_sequence());
-        if pb.epoch < state.epoch {
-            return Err(BackendError::ProducerFenced {
-                producer_id: pb.producer_id,
-                got: pb.epoch,
-                current: state.epoch,
-            });
-        }
-        if pb.epoch > state.epoch {
-            // A bumped epoch starts its sequences again.
-            return if first == 0 {
-                Ok(None)
-            } else {
-                Err(BackendError::OutOfOrderSequence {
-                    producer_id: pb.producer_id,
-                    got: first,
-                    last: -1,
-                })
-            };
-        }
-        if let Some(b) = state
-            .recent
-            .iter()
-            .find(|b| b.first == first && b.last == last)
-        {
-            return Ok(Some(*b));
-        }
-        let expected = ProducerBatch::next_sequence(state.last_sequence);
-        if first != expected {
-            return Err(BackendError::OutOfOrderSequence {
-                producer_id: pb.producer_id,
-                got: first,
-                last: state.last_sequence,
-            });
-        }
-        Ok(None)
-    }
-
-    fn record_producer(&mut self, pb: &ProducerBatch, base: u64, log_append_time_ms: Option<i64>) {
-        if !self.producers.contains_key(&pb.producer_id) && self.producers.len() >= MAX_PRODUCERS {
-            let idle = self
-                .producers
-                .iter()
-                .min_by_key(|(_, s)| s.recent.back().map_or(0, |b| b.base))
-                .map(|(id, _)| *id);
-            if let Some(id) = idle {
-                self.producers.remove(&id);
-            }
-        }
-        let state = self
-            .producers
-            .entry(pb.producer_id)
-            .or_insert(ProducerState {
-                epoch: pb.epoch,
-                last_sequence: -1,
-                recent: VecDeque::new(),
-            });
-        if pb.epoch != state.epoch {
-            state.epoch = pb.epoch;
-            state.recent.clear();
-        }
-        state.last_sequence = pb.last_sequence();
-        if state.recent.len() == RECENT_BATCHES {
-            state.recent.pop_front();
-        }
-        state.recent.push_back(RecentBatch {
-            first: pb.first_sequence,
-            last: pb.last_sequence(),
-            base,
-            log_append_time_ms,
-        });
-    }
-
     fn high_watermark(&self) -> u64 {
         self.start + self.messages.len() as u64
     }
@@ -367,7 +265,7 @@ impl EmbeddedStore {
         let appended = {
             let mut log = lock(&part.log);
             if let Some(pb) = &producer {
-                if let Some(original) = log.check_producer(pb)? {
+                if let Some(original) = log.producers.check(pb)? {
                     tracing::debug!(
                         producer = pb.producer_id,
                         sequence = pb.first_sequence,
@@ -404,7 +302,7 @@ impl EmbeddedStore {
             log.enforce_retention(max_bytes, config.retention_ms, now);
             let log_append_time_ms = log_append.then(|| i64::try_from(now / 1000).unwrap_or(0));
             if let Some(pb) = &producer {
-                log.record_producer(pb, base, log_append_time_ms);
+                log.producers.record(pb, base, log_append_time_ms);
             }
             Appended {
                 base_offset: base,
