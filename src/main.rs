@@ -17,8 +17,12 @@ use clap::Parser;
 use iggy_kafka_core::backend::Backend;
 use iggy_kafka_core::driver::Shared;
 use iggy_kafka_core::group::{Coordinator, GroupConfig};
+use iggy_kafka_core::iggy::{Lanes, SessionConfig};
 use iggy_kafka_core::Config;
 use iggy_kafka_embedded::{EmbeddedStore, StoreConfig};
+use iggy_kafka_iggy::{IggyBackend, IggyConfig};
+
+mod iggy_url;
 
 /// The runtime this binary was built with.
 const RUNTIME: &str = if cfg!(feature = "smol") {
@@ -73,6 +77,36 @@ struct Args {
         hide_env_values = true
     )]
     iggy: Option<String>,
+
+    /// Connections to the Iggy server. All requests for one partition use the same one, in
+    /// order; more connections let more partitions move at once.
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_IGGY_CONNECTIONS",
+        default_value_t = 4,
+        value_name = "N"
+    )]
+    iggy_connections: usize,
+
+    /// The longest a waiting fetch goes without asking Iggy for new data (Iggy cannot notify;
+    /// appends made through this gateway wake fetches at once).
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_IGGY_POLL_INTERVAL_MS",
+        default_value_t = 100,
+        value_name = "MS"
+    )]
+    iggy_poll_interval_ms: u64,
+
+    /// Create the --stream in Iggy when it is missing.
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_IGGY_CREATE_STREAM",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    iggy_create_stream: bool,
 
     /// Iggy stream that holds one Iggy topic per Kafka topic.
     #[arg(
@@ -204,6 +238,40 @@ fn advertised(bound: SocketAddr, advertised: Option<&str>) -> Result<(String, u1
     Ok((bound.ip().to_string(), bound.port()))
 }
 
+/// Which backend to start once the runtime runs.
+enum Plan {
+    Embedded(EmbeddedStore),
+    Iggy {
+        lanes: Arc<Lanes>,
+        address: String,
+        session: SessionConfig,
+        config: IggyConfig,
+    },
+}
+
+/// Opens the Iggy backend, retrying while the server cannot be reached, so that a gateway
+/// started before its server waits for it; a refusal (bad credentials, say) ends start-up.
+async fn connect_iggy(
+    lanes: Arc<Lanes>,
+    clock: Arc<dyn iggy_kafka_core::iggy::Clock>,
+    config: IggyConfig,
+) -> std::io::Result<IggyBackend> {
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match IggyBackend::connect(Arc::clone(&lanes), Arc::clone(&clock), config.clone()).await {
+            Ok(b) => return Ok(b),
+            Err(e) if e.contains("login refused") => {
+                return Err(std::io::Error::other(format!("Iggy: {e}")));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Iggy is not ready; retrying");
+                clock.sleep_until(clock.now() + pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -231,22 +299,18 @@ fn main() -> ExitCode {
         tracing::error!("{e}");
         return ExitCode::FAILURE;
     }
-    if args.iggy.is_some() {
-        tracing::error!(
-            "the Iggy backend is not available in this build yet; run without --iggy to use the embedded store"
-        );
-        return ExitCode::FAILURE;
-    }
+    let iggy = match args.iggy.as_deref().map(iggy_url::parse).transpose() {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     if args.default_partitions == 0 {
         tracing::error!("--default-partitions must be at least 1");
         return ExitCode::FAILURE;
     }
     let retention = i64::try_from(args.retention_bytes).unwrap_or(i64::MAX);
-    let backend: Arc<dyn Backend> = Arc::new(EmbeddedStore::new({
-        let mut c = StoreConfig::default();
-        c.max_partition_bytes = args.retention_bytes;
-        c
-    }));
     let mut groups = GroupConfig::default();
     groups.initial_rebalance_delay = Duration::from_millis(args.group_initial_rebalance_delay_ms);
     groups.min_session_timeout = Duration::from_millis(args.group_min_session_timeout_ms);
@@ -254,7 +318,39 @@ fn main() -> ExitCode {
     // Member ids must not repeat across restarts: seed them from the process's randomness.
     let seed =
         std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8);
-    let shared = Arc::new(Shared::new(backend, Coordinator::new(groups, seed)));
+    let coordinator = Coordinator::new(groups, seed);
+    let backend_name = if iggy.is_some() {
+        "iggy"
+    } else {
+        "embedded (in memory, nothing kept across restarts)"
+    };
+    let plan = match iggy {
+        None => Plan::Embedded(EmbeddedStore::new({
+            let mut c = StoreConfig::default();
+            c.max_partition_bytes = args.retention_bytes;
+            c
+        })),
+        Some(url) => {
+            tracing::info!(server = %url.address, "using the Iggy backend");
+            let mut config = IggyConfig::default();
+            config.stream = args.stream.clone();
+            config.create_stream = args.iggy_create_stream;
+            config.poll_interval = Duration::from_millis(args.iggy_poll_interval_ms.max(1));
+            config.seed = seed;
+            Plan::Iggy {
+                lanes: Arc::new(Lanes::new(args.iggy_connections.max(1))),
+                address: url.address,
+                session: SessionConfig {
+                    credentials: url.credentials,
+                    // A new client to the server's deduplication each run.
+                    client_id: (u128::from(seed) << 64) | u128::from(seed.rotate_left(17) | 1),
+                    reply_timeout: Duration::from_secs(30),
+                    max_reply_bytes: 256 << 20,
+                },
+                config,
+            }
+        }
+    };
     let mut config = Config::default();
     config.max_frame_size = args.max_frame_size;
     config.idle_timeout = Duration::from_millis(args.idle_timeout_ms);
@@ -271,7 +367,7 @@ fn main() -> ExitCode {
     let on_bound = move |bound: SocketAddr| {
         // Checked above; the port may only be known now (`--listen HOST:0`).
         if let Ok((host, port)) = advertised(bound, advertised_arg.as_deref()) {
-            tracing::info!(runtime = RUNTIME, %bound, advertised = %format!("{host}:{port}"), backend = "embedded (in memory, nothing kept across restarts)", %stream, "listening");
+            tracing::info!(runtime = RUNTIME, %bound, advertised = %format!("{host}:{port}"), backend = backend_name, %stream, "listening");
             config.advertised_host = host;
             config.advertised_port = i32::from(port);
         }
@@ -279,9 +375,47 @@ fn main() -> ExitCode {
     };
 
     #[cfg(feature = "tokio")]
-    let result = iggy_kafka_tokio::run(listen, shared, on_bound);
+    let result = iggy_kafka_tokio::run(
+        listen,
+        move || async move {
+            let backend = match plan {
+                Plan::Embedded(store) => Arc::new(store) as Arc<dyn Backend>,
+                Plan::Iggy {
+                    lanes,
+                    address,
+                    session,
+                    config,
+                } => {
+                    iggy_kafka_tokio::spawn_iggy_lanes(&lanes, &address, &session);
+                    let clock = Arc::new(iggy_kafka_tokio::TokioClock);
+                    Arc::new(connect_iggy(lanes, clock, config).await?) as Arc<dyn Backend>
+                }
+            };
+            Ok(Arc::new(Shared::new(backend, coordinator)))
+        },
+        on_bound,
+    );
     #[cfg(feature = "smol")]
-    let result = iggy_kafka_smol::run(listen, shared, on_bound);
+    let result = iggy_kafka_smol::run(
+        listen,
+        move |ex| async move {
+            let backend = match plan {
+                Plan::Embedded(store) => Arc::new(store) as Arc<dyn Backend>,
+                Plan::Iggy {
+                    lanes,
+                    address,
+                    session,
+                    config,
+                } => {
+                    iggy_kafka_smol::spawn_iggy_lanes(&ex, &lanes, &address, &session);
+                    let clock = Arc::new(iggy_kafka_smol::SmolClock);
+                    Arc::new(connect_iggy(lanes, clock, config).await?) as Arc<dyn Backend>
+                }
+            };
+            Ok(Arc::new(Shared::new(backend, coordinator)))
+        },
+        on_bound,
+    );
 
     match result {
         Ok(()) => {

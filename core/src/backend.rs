@@ -399,6 +399,9 @@ pub enum BackendError {
         /// The next offset.
         high_watermark: u64,
     },
+    /// The topic name is not allowed (reserved, or refused by the backend).
+    #[error("invalid topic name {0}")]
+    InvalidTopic(String),
     /// The topic exists already.
     #[error("topic {0} already exists")]
     TopicExists(String),
@@ -461,6 +464,7 @@ impl BackendError {
             }
             Self::OffsetOutOfRange { .. } => ErrorCode::OFFSET_OUT_OF_RANGE,
             Self::TopicExists(_) => ErrorCode::TOPIC_ALREADY_EXISTS,
+            Self::InvalidTopic(_) => ErrorCode::INVALID_TOPIC_EXCEPTION,
             Self::InvalidPartitions(_) => ErrorCode::INVALID_PARTITIONS,
             Self::InvalidConfig(_) => ErrorCode::INVALID_CONFIG,
             Self::MessageTooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,

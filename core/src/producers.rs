@@ -103,14 +103,11 @@ impl Producers {
                 self.map.remove(&id);
             }
         }
-        let state = self
-            .map
-            .entry(pb.producer_id)
-            .or_insert(ProducerState {
-                epoch: pb.epoch,
-                last_sequence: -1,
-                recent: VecDeque::new(),
-            });
+        let state = self.map.entry(pb.producer_id).or_insert(ProducerState {
+            epoch: pb.epoch,
+            last_sequence: -1,
+            recent: VecDeque::new(),
+        });
         if pb.epoch != state.epoch {
             state.epoch = pb.epoch;
             state.recent.clear();
@@ -126,5 +123,4 @@ impl Producers {
             log_append_time_ms,
         });
     }
-
 }

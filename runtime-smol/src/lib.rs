@@ -9,11 +9,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::pin::Pin;
+
 use async_io::Timer;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt, StreamExt};
 use iggy_kafka_core::backend::{CommandId, Completion};
 use iggy_kafka_core::driver::{Commands, Shared};
+use iggy_kafka_core::iggy::{Clock, LaneDriver, Lanes, SessionConfig};
 use iggy_kafka_core::{Config, Connection};
 use smol::net::{TcpListener, TcpStream};
 use smol::Executor;
@@ -24,17 +27,22 @@ const READ_CHUNK: usize = 64 * 1024;
 /// How long shutdown waits for connections to flush what they answered.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Binds `listen` on a smol executor with one thread per core, reports the bound address to
-/// `on_bound` (which gives the connections' configuration: the advertised port may depend on
-/// it), and serves with `shared` (the backend and the group coordinator) until SIGINT or SIGTERM.
+/// Starts a smol executor with one thread per core, builds what the connections share with
+/// `start` (given the executor, so that it may spawn, e.g. [`spawn_iggy_lanes`], and wait for
+/// a backend), binds `listen`, reports the bound address to `on_bound` (which gives the
+/// connections' configuration: the advertised port may depend on it), and serves until
+/// SIGINT or SIGTERM.
 ///
 /// # Errors
-/// When the address cannot be bound or signals cannot be watched.
-pub fn run(
+/// When `start` fails, the address cannot be bound or signals cannot be watched.
+pub fn run<S>(
     listen: SocketAddr,
-    shared: Arc<Shared>,
+    start: impl FnOnce(Arc<Executor<'static>>) -> S,
     on_bound: impl FnOnce(SocketAddr) -> Arc<Config>,
-) -> io::Result<()> {
+) -> io::Result<()>
+where
+    S: Future<Output = io::Result<Arc<Shared>>>,
+{
     let ex = Arc::new(Executor::new());
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let (stop_threads, threads_stopped) = smol::channel::unbounded::<()>();
@@ -49,6 +57,7 @@ pub fn run(
         );
     }
     let result = future::block_on(ex.run(async {
+        let shared = start(ex.clone()).await?;
         let listener = TcpListener::bind(listen).await?;
         let config = on_bound(listener.local_addr()?);
         let mut signals =
@@ -250,5 +259,124 @@ async fn drive_groups(shared: Arc<Shared>) {
         };
         future::or(changed, sleep).await;
         groups.handle_timeout(Instant::now());
+    }
+}
+
+/// async-io's clock, for backends that wait.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SmolClock;
+
+impl Clock for SmolClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            Timer::at(deadline).await;
+        })
+    }
+}
+
+/// Connects each of `lanes` to the Iggy server at `address` and keeps it connected (with the
+/// lane driver's backoff), as tasks on `ex` that end with it.
+pub fn spawn_iggy_lanes(
+    ex: &Executor<'static>,
+    lanes: &Arc<Lanes>,
+    address: &str,
+    config: &SessionConfig,
+) {
+    for index in 0..lanes.len() {
+        let driver = LaneDriver::new(Arc::clone(lanes), index, config.clone(), Instant::now());
+        let span = tracing::info_span!("iggy", lane = index);
+        ex.spawn(tracing::Instrument::instrument(
+            drive_lane(driver, Arc::clone(lanes), index, address.to_owned()),
+            span,
+        ))
+        .detach();
+    }
+}
+
+/// Writes a session's pending frames: small ones gathered into one write.
+async fn write_frames(
+    w: &mut TcpStream,
+    frames: &[Bytes],
+    scratch: &mut Vec<u8>,
+) -> io::Result<()> {
+    let total: usize = frames.iter().map(Bytes::len).sum();
+    if total <= READ_CHUNK {
+        scratch.clear();
+        for f in frames {
+            scratch.extend_from_slice(f);
+        }
+        return w.write_all(scratch).await;
+    }
+    for f in frames {
+        w.write_all(f).await?;
+    }
+    Ok(())
+}
+
+enum LaneEvent {
+    Read(io::Result<usize>),
+    Changed,
+    Timeout,
+}
+
+async fn drive_lane(mut d: LaneDriver, lanes: Arc<Lanes>, index: usize, address: String) {
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut scratch = Vec::new();
+    let mut frames = Vec::new();
+    loop {
+        Timer::at(d.connect_at()).await;
+        let mut stream = match TcpStream::connect(address.as_str()).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%address, error = %e, "cannot connect to Iggy");
+                d.connect_failed(&e.to_string(), Instant::now());
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        tracing::debug!(%address, "connected to Iggy");
+        d.connected(Instant::now());
+        loop {
+            let changed = lanes.lane(index).changed();
+            d.pump(Instant::now());
+            frames.clear();
+            while let Some(f) = d.poll_transmit() {
+                frames.push(f);
+            }
+            if !frames.is_empty() {
+                if let Err(e) = write_frames(&mut stream, &frames, &mut scratch).await {
+                    tracing::debug!(error = %e, "write to Iggy failed");
+                    d.handle_closed(Instant::now());
+                }
+            }
+            if !d.has_session() {
+                break;
+            }
+            let timeout = d.poll_timeout();
+            let read = async { LaneEvent::Read(stream.read(&mut buf).await) };
+            let woken = async {
+                changed.await;
+                LaneEvent::Changed
+            };
+            let timer = async {
+                match timeout {
+                    Some(t) => {
+                        Timer::at(t).await;
+                        LaneEvent::Timeout
+                    }
+                    None => future::pending().await,
+                }
+            };
+            match future::or(read, future::or(woken, timer)).await {
+                LaneEvent::Read(Ok(0) | Err(_)) => d.handle_closed(Instant::now()),
+                LaneEvent::Read(Ok(n)) => d.handle_input(&buf[..n], Instant::now()),
+                LaneEvent::Changed => {}
+                LaneEvent::Timeout => d.handle_timeout(Instant::now()),
+            }
+        }
     }
 }

@@ -8,8 +8,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use std::pin::Pin;
+
+use bytes::{Bytes, BytesMut};
 use iggy_kafka_core::driver::{Commands, Shared};
+use iggy_kafka_core::iggy::{Clock, LaneDriver, Lanes, SessionConfig};
 use iggy_kafka_core::{Config, Connection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -23,21 +26,28 @@ const READ_CHUNK: usize = 64 * 1024;
 /// How long shutdown waits for connections to flush what they answered.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Binds `listen` on a new multi-threaded tokio runtime, reports the bound address to
-/// `on_bound` (which gives the connections' configuration: the advertised port may depend on
-/// it), and serves with `shared` (the backend and the group coordinator) until SIGINT or SIGTERM.
+/// Starts a multi-threaded tokio runtime, builds what the connections share with `start`
+/// (inside the runtime, so that it may spawn, e.g. [`spawn_iggy_lanes`], and wait for a
+/// backend), binds `listen`, reports the bound address to `on_bound` (which gives the
+/// connections' configuration: the advertised port may depend on it), and serves until
+/// SIGINT or SIGTERM.
 ///
 /// # Errors
-/// When the runtime cannot start, the address cannot be bound or signals cannot be watched.
-pub fn run(
+/// When the runtime cannot start, `start` fails, the address cannot be bound or signals
+/// cannot be watched.
+pub fn run<S>(
     listen: SocketAddr,
-    shared: Arc<Shared>,
+    start: impl FnOnce() -> S,
     on_bound: impl FnOnce(SocketAddr) -> Arc<Config>,
-) -> io::Result<()> {
+) -> io::Result<()>
+where
+    S: Future<Output = io::Result<Arc<Shared>>>,
+{
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        let shared = start().await?;
         let listener = TcpListener::bind(listen).await?;
         let config = on_bound(listener.local_addr()?);
         let shutdown = shutdown_signal()?;
@@ -189,5 +199,100 @@ async fn drive_groups(shared: Arc<Shared>) {
             () = sleep_until(deadline) => {}
         }
         groups.handle_timeout(Instant::now());
+    }
+}
+
+/// Tokio's clock, for backends that wait.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioClock;
+
+impl Clock for TokioClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(
+            deadline,
+        )))
+    }
+}
+
+/// Connects each of `lanes` to the Iggy server at `address` and keeps it connected (with the
+/// lane driver's backoff) for as long as the runtime runs. Call it inside the runtime.
+pub fn spawn_iggy_lanes(lanes: &Arc<Lanes>, address: &str, config: &SessionConfig) {
+    for index in 0..lanes.len() {
+        let driver = LaneDriver::new(Arc::clone(lanes), index, config.clone(), Instant::now());
+        let span = tracing::info_span!("iggy", lane = index);
+        tokio::spawn(
+            drive_lane(driver, Arc::clone(lanes), index, address.to_owned()).instrument(span),
+        );
+    }
+}
+
+/// Writes a session's pending frames: small ones gathered into one write.
+async fn write_frames(
+    w: &mut (impl AsyncWriteExt + Unpin),
+    frames: &[Bytes],
+    scratch: &mut Vec<u8>,
+) -> io::Result<()> {
+    let total: usize = frames.iter().map(Bytes::len).sum();
+    if total <= READ_CHUNK {
+        scratch.clear();
+        for f in frames {
+            scratch.extend_from_slice(f);
+        }
+        return w.write_all(scratch).await;
+    }
+    for f in frames {
+        w.write_all(f).await?;
+    }
+    Ok(())
+}
+
+async fn drive_lane(mut d: LaneDriver, lanes: Arc<Lanes>, index: usize, address: String) {
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut scratch = Vec::new();
+    let mut frames = Vec::new();
+    loop {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(d.connect_at())).await;
+        let stream = match TcpStream::connect(&address).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%address, error = %e, "cannot connect to Iggy");
+                d.connect_failed(&e.to_string(), Instant::now());
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        tracing::debug!(%address, "connected to Iggy");
+        d.connected(Instant::now());
+        let (mut rd, mut wr) = stream.into_split();
+        loop {
+            let changed = lanes.lane(index).changed();
+            d.pump(Instant::now());
+            frames.clear();
+            while let Some(f) = d.poll_transmit() {
+                frames.push(f);
+            }
+            if !frames.is_empty() {
+                if let Err(e) = write_frames(&mut wr, &frames, &mut scratch).await {
+                    tracing::debug!(error = %e, "write to Iggy failed");
+                    d.handle_closed(Instant::now());
+                }
+            }
+            if !d.has_session() {
+                break;
+            }
+            let timeout = d.poll_timeout();
+            tokio::select! {
+                read = rd.read(&mut buf) => match read {
+                    Ok(0) | Err(_) => d.handle_closed(Instant::now()),
+                    Ok(n) => d.handle_input(&buf[..n], Instant::now()),
+                },
+                () = changed => {}
+                () = sleep_until(timeout) => d.handle_timeout(Instant::now()),
+            }
+        }
     }
 }

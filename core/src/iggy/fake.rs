@@ -66,4 +66,3 @@ pub(crate) fn login_ok(session: u64) -> Vec<u8> {
         .to_bytes(),
     )
 }
-

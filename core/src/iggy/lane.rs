@@ -33,8 +33,11 @@ pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest pause between connection attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// A reply, once it came, and who waits for it.
+type SlotState = (Option<Result<Bytes, Failure>>, Option<Waker>);
+
 #[derive(Default)]
-struct Slot(Mutex<(Option<Result<Bytes, Failure>>, Option<Waker>)>);
+struct Slot(Mutex<SlotState>);
 
 impl Slot {
     fn fill(&self, result: Result<Bytes, Failure>) {
@@ -354,7 +357,9 @@ impl LaneDriver {
                     if let Some(slot) = self.current.take() {
                         slot.fill(Err(Failure::Lost(error.clone())));
                     }
-                    self.lanes.lane(self.index).set_link(Link::Down, Some(error));
+                    self.lanes
+                        .lane(self.index)
+                        .set_link(Link::Down, Some(error));
                     self.schedule_retry(now);
                     return;
                 }

@@ -11,3 +11,16 @@ pub mod session;
 
 pub use lane::{Lane, LaneDriver, Lanes, PendingCall};
 pub use session::{Credentials, Event, Failure, Session, SessionConfig, SessionError};
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Instant;
+
+/// Time as the runtime keeps it, for backend work that must wait (a long poll against a
+/// server that cannot notify): the one place the runtime's clock and timers reach a backend.
+pub trait Clock: Send + Sync + 'static {
+    /// Now.
+    fn now(&self) -> Instant;
+    /// Resolves at `deadline`.
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}

@@ -179,12 +179,12 @@ impl Session {
         // Both logins travel as a `Register` operation; the body tells them apart.
         let payload = match &s.config.credentials {
             Credentials::User { username, password } => LoginRegisterRequest {
-                    version_info,
-                    username: name(username),
-                    password: password.clone(),
-                    client_context: None,
-                }
-                .to_bytes(),
+                version_info,
+                username: name(username),
+                password: password.clone(),
+                client_context: None,
+            }
+            .to_bytes(),
             Credentials::Token(token) => LoginRegisterWithPatRequest {
                 version_info,
                 token: token.clone(),

@@ -1,9 +1,9 @@
 use super::*;
+use crate::iggy::fake::{login_ok, reply_to, result_framed, take_request};
 use iggy_binary_protocol::codes::{
     CREATE_TOPIC_CODE, GET_STREAM_CODE, SEND_MESSAGES_CODE, STORE_CONSUMER_OFFSET_CODE,
 };
 use iggy_binary_protocol::consensus::EvictionReason;
-use crate::iggy::fake::{login_ok, reply_to, result_framed, take_request};
 
 const CLIENT: u128 = 0xfeed_beef;
 
@@ -71,7 +71,11 @@ fn a_token_logs_in_with_the_pat_body() {
     assert_eq!(login.operation, Operation::Register);
     let (decoded, _) = LoginRegisterWithPatRequest::decode(&body).expect("a PAT login body");
     assert_eq!(secrecy::ExposeSecret::expose_secret(&decoded.token), "tok");
-    assert!(!format!("{:?}", config(Credentials::Token(SecretString::from("tok")))).contains("tok"));
+    assert!(!format!(
+        "{:?}",
+        config(Credentials::Token(SecretString::from("tok")))
+    )
+    .contains("tok"));
 }
 
 #[test]
@@ -92,14 +96,22 @@ fn request_numbers_follow_the_plane() {
         let (h, body) = take_request(&mut s);
         assert_eq!(&body[..], b"x");
         assert_eq!((h.session, h.client), (77, CLIENT));
-        sent.push((h.operation, h.request, h.reserved[..4].to_vec(), h.request_checksum));
+        sent.push((
+            h.operation,
+            h.request,
+            h.reserved[..4].to_vec(),
+            h.request_checksum,
+        ));
         let reply = if h.operation.is_result_framed() {
             result_framed(&[], b"ok")
         } else {
             b"ok".to_vec()
         };
         s.handle_input(&reply_to(&h, 0, &reply), now);
-        assert_eq!(events(&mut s), vec![Event::Reply(Ok(Bytes::from_static(b"ok")))]);
+        assert_eq!(
+            events(&mut s),
+            vec![Event::Reply(Ok(Bytes::from_static(b"ok")))]
+        );
     }
     let stamp = u128::from(XxHash3_64::oneshot(b"x"));
     assert_eq!(
@@ -148,7 +160,10 @@ fn not_committed_is_resent_unchanged_after_a_pause() {
     let third = take_request(&mut s);
     assert_eq!(third.0.request, first.0.request);
     s.handle_input(&reply_to(&third.0, 0, &result_framed(&[], b"done")), later);
-    assert_eq!(events(&mut s), vec![Event::Reply(Ok(Bytes::from_static(b"done")))]);
+    assert_eq!(
+        events(&mut s),
+        vec![Event::Reply(Ok(Bytes::from_static(b"done")))]
+    );
     assert!(s.is_ready());
 }
 
@@ -160,12 +175,18 @@ fn errors_come_back_per_request_and_keep_the_session() {
         .expect("ready");
     let (h, _) = take_request(&mut s);
     s.handle_input(&reply_to(&h, 2010, &[]), now);
-    assert_eq!(events(&mut s), vec![Event::Reply(Err(Failure::Status(2010)))]);
+    assert_eq!(
+        events(&mut s),
+        vec![Event::Reply(Err(Failure::Status(2010)))]
+    );
     s.send(CREATE_TOPIC_CODE, Bytes::from_static(b"t"), now)
         .expect("ready");
     let (h, _) = take_request(&mut s);
     s.handle_input(&reply_to(&h, 0, &result_framed(&[2013], &[])), now);
-    assert_eq!(events(&mut s), vec![Event::Reply(Err(Failure::Status(2013)))]);
+    assert_eq!(
+        events(&mut s),
+        vec![Event::Reply(Err(Failure::Status(2013)))]
+    );
     assert!(s.is_ready());
 }
 

@@ -1,0 +1,1144 @@
+//! The Iggy backend: every record, topic and committed offset lives in a real Iggy server.
+//!
+//! Each backend command becomes one or a few requests of Iggy's binary protocol, queued on
+//! the [`Lanes`] of a connection pool that a runtime drives (`iggy_kafka_core::iggy`). A
+//! Kafka topic is the Iggy topic of the same name in the configured stream, partition p is
+//! partition p, offsets are Iggy's; records are Iggy messages as `docs/MAPPING.md` says.
+//!
+//! Ordering: all requests for one partition go down one lane (one Iggy connection, one
+//! request at a time), so a partition's appends reach Iggy in the order they were issued.
+//! Idempotent appends to a partition are also serialized here, because the gateway keeps the
+//! producer state (Iggy has no deduplication).
+//!
+//! Committed group offsets are records in a gateway-owned topic ([`offsets`]), replayed by
+//! [`IggyBackend::connect`], and mirrored into Iggy consumer offsets named after the group.
+//!
+//! Long polls: Iggy cannot notify, so a waiting fetch asks for the partition's offsets at
+//! most once per poll interval, and at once when this gateway appended.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use event_listener::Event;
+use iggy_binary_protocol::codes::{
+    CREATE_PARTITIONS_CODE, CREATE_STREAM_CODE, CREATE_TOPIC_CODE, DELETE_CONSUMER_OFFSET_CODE,
+    DELETE_TOPIC_CODE, GET_STREAM_CODE, GET_TOPIC_CODE, POLL_MESSAGES_CODE, SEND_MESSAGES_CODE,
+    STORE_CONSUMER_OFFSET_CODE, UPDATE_TOPIC_CODE,
+};
+use iggy_binary_protocol::requests::consumer_offsets::{
+    DeleteConsumerOffsetRequest, StoreConsumerOffsetRequest,
+};
+use iggy_binary_protocol::requests::messages::PollMessagesRequest;
+use iggy_binary_protocol::requests::partitions::CreatePartitionsRequest;
+use iggy_binary_protocol::requests::streams::{CreateStreamRequest, GetStreamRequest};
+use iggy_binary_protocol::requests::topics::{
+    CreateTopicRequest, DeleteTopicRequest, GetTopicRequest, UpdateTopicRequest,
+};
+use iggy_binary_protocol::responses::messages::SendMessagesResponse;
+use iggy_binary_protocol::responses::streams::get_stream::TopicHeader;
+use iggy_binary_protocol::responses::streams::GetStreamResponse;
+use iggy_binary_protocol::responses::topics::GetTopicResponse;
+use iggy_binary_protocol::{
+    AckLevel, WireConsumer, WireDecode, WireEncode, WireIdentifier, WireName, WireOptions,
+    WirePollingStrategy,
+};
+use iggy_kafka_core::backend::{
+    Appended, Backend, BackendError, Command, CommittedOffset, Completion, Execution, GroupOffset,
+    PartitionOffsets, ProducerBatch, ReadResult, TopicConfig, TopicInfo, TopicRef, WatchPartition,
+};
+use iggy_kafka_core::iggy::{Clock, Failure, Lanes};
+use iggy_kafka_core::mapping::{kafka_timestamp_ms, IggyMessage};
+use iggy_kafka_core::producers::Producers;
+use iggy_kafka_core::protocol::Uuid;
+
+mod offsets;
+mod wire;
+
+use offsets::{OffsetsState, Record};
+use wire::{backend_error, code, named};
+
+/// How the Iggy backend behaves.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct IggyConfig {
+    /// The Iggy stream that holds the Kafka topics.
+    pub stream: String,
+    /// Create the stream when it is missing.
+    pub create_stream: bool,
+    /// The longest a waiting fetch goes without asking Iggy for new data.
+    pub poll_interval: Duration,
+    /// Kafka's `max.message.bytes` for every topic (Iggy has no per-topic equivalent).
+    pub max_message_bytes: usize,
+    /// Randomness for producer and message ids, so they do not repeat across restarts.
+    pub seed: u64,
+}
+
+impl Default for IggyConfig {
+    fn default() -> Self {
+        Self {
+            stream: "kafka".into(),
+            create_stream: true,
+            poll_interval: Duration::from_millis(100),
+            max_message_bytes: 1_048_588,
+            seed: 0,
+        }
+    }
+}
+
+/// The backend. Cheap to clone: clones share the pool and the state.
+#[derive(Clone)]
+pub struct IggyBackend {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for IggyBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IggyBackend")
+            .field("stream", &self.inner.config.stream)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    lanes: Arc<Lanes>,
+    clock: Arc<dyn Clock>,
+    config: IggyConfig,
+    stream: WireIdentifier,
+    /// Held while the offsets log is written, so that the log and the state agree.
+    offsets_gate: Gate,
+    offsets: Mutex<OffsetsState>,
+    partitions: Mutex<HashMap<(String, u32), Arc<PartitionState>>>,
+    appended: Event,
+    next_producer_id: AtomicI64,
+    next_message_id: AtomicU64,
+    /// A running estimate of a stored message's size, to size polls.
+    message_size: AtomicUsize,
+}
+
+#[derive(Default)]
+struct PartitionState {
+    /// Serializes idempotent appends (check, append, record).
+    gate: Gate,
+    producers: Mutex<Producers>,
+    log_start: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A minimal asynchronous lock that needs no runtime.
+#[derive(Default)]
+struct Gate {
+    busy: Mutex<bool>,
+    free: Event,
+}
+
+struct GateGuard<'a>(&'a Gate);
+
+impl Drop for GateGuard<'_> {
+    fn drop(&mut self) {
+        *lock(&self.0.busy) = false;
+        self.0.free.notify(1);
+    }
+}
+
+impl Gate {
+    async fn enter(&self) -> GateGuard<'_> {
+        loop {
+            let listener = self.free.listen();
+            {
+                let mut busy = lock(&self.busy);
+                if !*busy {
+                    *busy = true;
+                    return GateGuard(self);
+                }
+            }
+            listener.await;
+        }
+    }
+}
+
+/// Resolves with whichever of two futures finishes first.
+struct Race<A, B>(Pin<Box<A>>, Pin<Box<B>>);
+
+impl<A: Future<Output = ()>, B: Future<Output = ()>> Future for Race<A, B> {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.as_mut().poll(cx).is_ready() || self.1.as_mut().poll(cx).is_ready() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+fn lane_of(topic: &str, partition: u32) -> usize {
+    let mut h = DefaultHasher::new();
+    (topic, partition).hash(&mut h);
+    usize::try_from(h.finish() % (usize::MAX as u64)).unwrap_or(0)
+}
+
+/// Lane for administration and offsets: spread by name too, so one busy partition's lane
+/// does not hold every admin request.
+fn admin_lane(name: &str) -> usize {
+    lane_of(name, u32::MAX)
+}
+
+impl IggyBackend {
+    /// Opens the backend on a pool whose lanes a runtime drives: makes sure the stream and
+    /// the offsets topic exist (creating them when allowed) and replays the committed offsets.
+    ///
+    /// # Errors
+    /// When Iggy cannot be reached or refuses, with the reason.
+    pub async fn connect(
+        lanes: Arc<Lanes>,
+        clock: Arc<dyn Clock>,
+        config: IggyConfig,
+    ) -> Result<Self, String> {
+        let stream = WireIdentifier::named(&config.stream)
+            .map_err(|e| format!("stream name {:?}: {e}", config.stream))?;
+        let seed = config.seed;
+        let inner = Arc::new(Inner {
+            lanes,
+            clock,
+            stream,
+            offsets_gate: Gate::default(),
+            offsets: Mutex::new(OffsetsState::default()),
+            partitions: Mutex::new(HashMap::new()),
+            appended: Event::new(),
+            // Positive, and unlikely to meet the ids of an earlier run.
+            next_producer_id: AtomicI64::new(i64::try_from((seed >> 24) << 20).unwrap_or(1) + 1),
+            next_message_id: AtomicU64::new(0),
+            message_size: AtomicUsize::new(256),
+            config,
+        });
+        inner.ensure_stream().await?;
+        inner.open_offsets().await?;
+        Ok(Self { inner })
+    }
+}
+
+impl Backend for IggyBackend {
+    fn execute(&self, command: Command) -> Execution {
+        let inner = Arc::clone(&self.inner);
+        match command {
+            Command::FetchOffsets { group, only } => {
+                return Execution::Done(Completion::FetchOffsets(Ok(
+                    inner.fetch_offsets(&group, only.as_deref())
+                )))
+            }
+            Command::ListGroups => {
+                let mut names: Vec<String> = lock(&inner.offsets).groups.keys().cloned().collect();
+                names.sort();
+                return Execution::Done(Completion::ListGroups(Ok(names)));
+            }
+            Command::AllocateProducerId => {
+                return Execution::Done(Completion::AllocateProducerId(Ok(inner
+                    .next_producer_id
+                    .fetch_add(1, Ordering::Relaxed))))
+            }
+            _ => {}
+        }
+        Execution::Pending(Box::pin(async move { inner.run(command).await }))
+    }
+}
+
+impl Inner {
+    async fn call(&self, lane: usize, code: u32, payload: Bytes) -> Result<Bytes, Failure> {
+        self.lanes.call(lane, code, payload).await
+    }
+
+    async fn run(&self, command: Command) -> Completion {
+        match command {
+            Command::Append {
+                topic,
+                partition,
+                messages,
+                largest_batch,
+                producer,
+            } => Completion::Append(
+                self.append(&topic, partition, &messages, largest_batch, producer)
+                    .await,
+            ),
+            Command::Read {
+                topic,
+                partition,
+                offset,
+                max_bytes,
+                max_messages,
+            } => Completion::Read(
+                self.read(&topic, partition, offset, max_bytes, max_messages)
+                    .await,
+            ),
+            Command::Offsets { topic, partition } => {
+                Completion::Offsets(match self.topic_name(&topic).await {
+                    Ok(name) => self.offsets(&name, partition).await,
+                    Err(e) => Err(e),
+                })
+            }
+            Command::OffsetForTimestamp {
+                topic,
+                partition,
+                timestamp_ms,
+            } => Completion::OffsetForTimestamp(
+                self.offset_for_timestamp(&topic, partition, timestamp_ms)
+                    .await,
+            ),
+            Command::ListTopics { only } => {
+                Completion::ListTopics(self.list_topics(only.as_deref()).await)
+            }
+            Command::CreateTopic {
+                name,
+                partitions,
+                config,
+                validate_only,
+            } => Completion::CreateTopic(
+                self.create_topic(&name, partitions, &config, validate_only)
+                    .await,
+            ),
+            Command::DeleteTopic { topic } => {
+                Completion::DeleteTopic(self.delete_topic(&topic).await)
+            }
+            Command::CreatePartitions {
+                topic,
+                total,
+                validate_only,
+            } => Completion::CreatePartitions(
+                self.create_partitions(&topic, total, validate_only).await,
+            ),
+            Command::AlterTopicConfig {
+                topic,
+                config,
+                validate_only,
+            } => Completion::AlterTopicConfig(
+                self.alter_topic_config(&topic, &config, validate_only)
+                    .await,
+            ),
+            Command::CommitOffsets { group, offsets } => {
+                Completion::CommitOffsets(self.commit_offsets(&group, offsets).await)
+            }
+            Command::DeleteOffsets { group, only } => {
+                Completion::DeleteOffsets(self.delete_offsets(&group, only).await)
+            }
+            Command::Watch { partitions, .. } => {
+                self.watch(&partitions).await;
+                Completion::Watch
+            }
+            other => {
+                // Answered synchronously in `execute`, or not a backend command (group calls
+                // go to the coordinator): the task reports UNKNOWN_SERVER_ERROR.
+                tracing::error!(command = ?other, "command the Iggy backend does not run");
+                Completion::Watch
+            }
+        }
+    }
+
+    fn partition(&self, topic: &str, partition: u32) -> Arc<PartitionState> {
+        Arc::clone(
+            lock(&self.partitions)
+                .entry((topic.to_owned(), partition))
+                .or_default(),
+        )
+    }
+
+    fn message_id(&self) -> u128 {
+        // Unique per gateway run: the seed in the high half, a counter in the low half.
+        (u128::from(self.config.seed) << 64)
+            | u128::from(self.next_message_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    // ---- records ----
+
+    async fn append(
+        &self,
+        topic: &str,
+        partition: u32,
+        messages: &[IggyMessage],
+        largest_batch: usize,
+        producer: Option<ProducerBatch>,
+    ) -> Result<Appended, BackendError> {
+        if largest_batch > self.config.max_message_bytes {
+            return Err(BackendError::MessageTooLarge {
+                size: largest_batch,
+                max: self.config.max_message_bytes,
+            });
+        }
+        let state = self.partition(topic, partition);
+        let body = wire::send_messages(&self.stream, &named(topic)?, partition, messages, || {
+            self.message_id()
+        })?;
+        let _serial = match &producer {
+            Some(pb) => {
+                let guard = state.gate.enter().await;
+                if let Some(original) = lock(&state.producers).check(pb)? {
+                    return Ok(Appended {
+                        base_offset: original.base,
+                        log_append_time_ms: original.log_append_time_ms,
+                        log_start: state.log_start.load(Ordering::Relaxed),
+                    });
+                }
+                Some(guard)
+            }
+            None => None,
+        };
+        let reply = self
+            .call(lane_of(topic, partition), SEND_MESSAGES_CODE, body)
+            .await
+            .map_err(|f| backend_error(f, topic, Some(partition)))?;
+        let base = SendMessagesResponse::decode(&reply)
+            .ok()
+            .and_then(|(r, _)| r.confirmations.first().map(|c| c.base_offset))
+            .ok_or_else(|| BackendError::Other("iggy send reply without a confirmation".into()))?;
+        if let Some(pb) = &producer {
+            lock(&state.producers).record(pb, base, None);
+        }
+        self.appended.notify(usize::MAX);
+        Ok(Appended {
+            base_offset: base,
+            log_append_time_ms: None,
+            log_start: state.log_start.load(Ordering::Relaxed),
+        })
+    }
+
+    async fn poll(
+        &self,
+        topic: &str,
+        partition: u32,
+        strategy: WirePollingStrategy,
+        count: u32,
+    ) -> Result<Bytes, BackendError> {
+        let request = PollMessagesRequest {
+            consumer: WireConsumer::consumer(WireIdentifier::numeric(1)),
+            stream_id: self.stream.clone(),
+            topic_id: named(topic)?,
+            partition_id: Some(partition),
+            strategy,
+            count,
+            auto_commit: false,
+        };
+        self.call(
+            lane_of(topic, partition),
+            POLL_MESSAGES_CODE,
+            request.to_bytes(),
+        )
+        .await
+        .map_err(|f| backend_error(f, topic, Some(partition)))
+    }
+
+    async fn read(
+        &self,
+        topic: &TopicRef,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+        max_messages: usize,
+    ) -> Result<ReadResult, BackendError> {
+        let name = self.topic_name(topic).await?;
+        let estimate = self.message_size.load(Ordering::Relaxed).max(32);
+        let count = (max_bytes / estimate + 1).clamp(1, max_messages.clamp(1, 10_000));
+        let body = self
+            .poll(
+                &name,
+                partition,
+                WirePollingStrategy::offset(offset),
+                u32::try_from(count).unwrap_or(u32::MAX),
+            )
+            .await?;
+        let (messages, current) = wire::polled(&body, offset, max_bytes, max_messages)?;
+        let Some(first) = messages.first() else {
+            let offsets = self.offsets(&name, partition).await?;
+            if offset > offsets.high_watermark || offset < offsets.log_start {
+                return Err(BackendError::OffsetOutOfRange {
+                    offset,
+                    log_start: offsets.log_start,
+                    high_watermark: offsets.high_watermark,
+                });
+            }
+            return Ok(ReadResult { messages, offsets });
+        };
+        let high_watermark = current + 1;
+        if first.offset > offset {
+            // Dense offsets: what was asked for is gone (retention).
+            return Err(BackendError::OffsetOutOfRange {
+                offset,
+                log_start: first.offset,
+                high_watermark,
+            });
+        }
+        let bytes: usize = messages
+            .iter()
+            .map(|m| iggy_kafka_core::backend::message_size(&m.message))
+            .sum();
+        let average = bytes / messages.len();
+        let old = self.message_size.load(Ordering::Relaxed);
+        self.message_size
+            .store((old * 7 + average) / 8 + 1, Ordering::Relaxed);
+        let log_start = self
+            .partition(&name, partition)
+            .log_start
+            .load(Ordering::Relaxed);
+        Ok(ReadResult {
+            messages,
+            offsets: PartitionOffsets {
+                log_start: log_start.min(offset),
+                high_watermark,
+                max_timestamp: None,
+            },
+        })
+    }
+
+    async fn topic_header(&self, topic: &str) -> Result<GetTopicResponse, BackendError> {
+        let request = GetTopicRequest {
+            stream_id: self.stream.clone(),
+            topic_id: named(topic)?,
+        };
+        let reply = self
+            .call(admin_lane(topic), GET_TOPIC_CODE, request.to_bytes())
+            .await
+            .map_err(|f| backend_error(f, topic, None))?;
+        // An absent topic may come back as an empty reply rather than an error.
+        if reply.is_empty() {
+            return Err(BackendError::UnknownTopic(TopicRef::Name(topic.into())));
+        }
+        GetTopicResponse::decode(&reply)
+            .map(|(r, _)| r)
+            .map_err(|e| BackendError::Other(format!("iggy topic reply: {e}")))
+    }
+
+    async fn offsets(&self, topic: &str, partition: u32) -> Result<PartitionOffsets, BackendError> {
+        let t = self.topic_header(topic).await?;
+        let p = t
+            .partitions
+            .iter()
+            .find(|p| p.id == partition)
+            .ok_or_else(|| BackendError::UnknownPartition {
+                topic: topic.into(),
+                partition,
+            })?;
+        // Iggy reports the last offset; an empty partition reports 0 with no messages.
+        let empty = p.messages_count == 0 && p.current_offset == 0 && p.size_bytes == 0;
+        let high_watermark = if empty { 0 } else { p.current_offset + 1 };
+        let log_start = high_watermark.saturating_sub(p.messages_count);
+        self.partition(topic, partition)
+            .log_start
+            .store(log_start, Ordering::Relaxed);
+        Ok(PartitionOffsets {
+            log_start,
+            high_watermark,
+            max_timestamp: None,
+        })
+    }
+
+    async fn offset_for_timestamp(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp_ms: i64,
+    ) -> Result<Option<(u64, i64)>, BackendError> {
+        let us = u64::try_from(timestamp_ms)
+            .unwrap_or(0)
+            .saturating_mul(1000);
+        let body = self
+            .poll(topic, partition, WirePollingStrategy::timestamp(us), 1)
+            .await?;
+        let (messages, _) = wire::polled(&body, 0, usize::MAX, 1)?;
+        Ok(messages
+            .first()
+            .map(|m| (m.offset, kafka_timestamp_ms(&m.message))))
+    }
+
+    // ---- topics ----
+
+    async fn ensure_stream(&self) -> Result<(), String> {
+        match self.stream_topics().await {
+            Ok(_) => return Ok(()),
+            Err(BackendError::UnknownTopic(_)) if self.config.create_stream => {}
+            Err(BackendError::UnknownTopic(_)) => {
+                return Err(format!(
+                    "Iggy stream {:?} does not exist (and creating it is not allowed)",
+                    self.config.stream
+                ))
+            }
+            Err(e) => {
+                return Err(format!(
+                    "cannot read Iggy stream {:?}: {e}",
+                    self.config.stream
+                ))
+            }
+        }
+        let name = WireName::new(self.config.stream.clone()).map_err(|e| e.to_string())?;
+        let request = CreateStreamRequest {
+            name,
+            options: WireOptions::empty(),
+        };
+        match self.call(0, CREATE_STREAM_CODE, request.to_bytes()).await {
+            Ok(_) | Err(Failure::Status(code::STREAM_NAME_ALREADY_EXISTS)) => {
+                tracing::info!(stream = %self.config.stream, "created the Iggy stream");
+                Ok(())
+            }
+            Err(e) => Err(format!(
+                "cannot create Iggy stream {:?}: {e}",
+                self.config.stream
+            )),
+        }
+    }
+
+    /// Every topic of the stream, the gateway's own included.
+    async fn stream_topics(&self) -> Result<Vec<TopicHeader>, BackendError> {
+        let request = GetStreamRequest {
+            stream_id: self.stream.clone(),
+        };
+        let reply = self
+            .call(0, GET_STREAM_CODE, request.to_bytes())
+            .await
+            .map_err(|f| backend_error(f, &self.config.stream, None))?;
+        if reply.is_empty() {
+            return Err(BackendError::UnknownTopic(TopicRef::Name(
+                self.config.stream.clone(),
+            )));
+        }
+        GetStreamResponse::decode(&reply)
+            .map(|(r, _)| r.topics)
+            .map_err(|e| BackendError::Other(format!("iggy stream reply: {e}")))
+    }
+
+    async fn list_topics(&self, only: Option<&[TopicRef]>) -> Result<Vec<TopicInfo>, BackendError> {
+        let topics = self.stream_topics().await?;
+        Ok(topics
+            .iter()
+            .filter(|t| !t.name.as_str().starts_with(offsets::TOPIC_PREFIX))
+            .map(wire::topic_info)
+            .filter(|t| {
+                only.is_none_or(|only| {
+                    only.iter().any(|r| match r {
+                        TopicRef::Name(n) => *n == t.name,
+                        TopicRef::Id(id) => *id == t.id,
+                    })
+                })
+            })
+            .collect())
+    }
+
+    async fn topic_name(&self, topic: &TopicRef) -> Result<String, BackendError> {
+        match topic {
+            TopicRef::Name(n) => Ok(n.clone()),
+            TopicRef::Id(id) => self
+                .list_topics(Some(std::slice::from_ref(topic)))
+                .await?
+                .into_iter()
+                .next()
+                .map(|t| t.name)
+                .ok_or(BackendError::UnknownTopic(TopicRef::Id(*id))),
+        }
+    }
+
+    async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        config: &TopicConfig,
+        validate_only: bool,
+    ) -> Result<TopicInfo, BackendError> {
+        if name.starts_with(offsets::TOPIC_PREFIX) {
+            return Err(BackendError::InvalidTopic(format!(
+                "{name}: the prefix {} is the gateway's",
+                offsets::TOPIC_PREFIX
+            )));
+        }
+        let options = wire::topic_options(config, partitions, None)?;
+        let wire_name = WireName::new(name).map_err(|_| BackendError::InvalidTopic(name.into()))?;
+        if validate_only {
+            return match self.topic_header(name).await {
+                Ok(_) => Err(BackendError::TopicExists(name.into())),
+                Err(BackendError::UnknownTopic(_)) => Ok(TopicInfo {
+                    name: name.into(),
+                    id: Uuid::NIL,
+                    partitions,
+                    config: config.clone(),
+                }),
+                Err(e) => Err(e),
+            };
+        }
+        let request = CreateTopicRequest {
+            stream_id: self.stream.clone(),
+            partitions_count: partitions,
+            name: wire_name,
+            options,
+        };
+        let reply = self
+            .call(admin_lane(name), CREATE_TOPIC_CODE, request.to_bytes())
+            .await
+            .map_err(|f| backend_error(f, name, None))?;
+        match GetTopicResponse::decode(&reply) {
+            Ok((r, _)) => Ok(wire::topic_info(&r.topic)),
+            // Created; read it back for its identity.
+            Err(_) => Ok(wire::topic_info(&self.topic_header(name).await?.topic)),
+        }
+    }
+
+    async fn delete_topic(&self, topic: &TopicRef) -> Result<TopicInfo, BackendError> {
+        let name = self.topic_name(topic).await?;
+        let header = self.topic_header(&name).await?;
+        let request = DeleteTopicRequest {
+            stream_id: self.stream.clone(),
+            topic_id: named(&name)?,
+        };
+        self.call(admin_lane(&name), DELETE_TOPIC_CODE, request.to_bytes())
+            .await
+            .map_err(|f| backend_error(f, &name, None))?;
+        lock(&self.partitions).retain(|(t, _), _| *t != name);
+        let has_offsets = lock(&self.offsets)
+            .groups
+            .values()
+            .any(|g| g.keys().any(|(t, _)| *t == name));
+        if has_offsets {
+            // The topic is gone whatever happens here; a failure leaves offsets that a
+            // topic of the same name would inherit, so it is logged loudly.
+            if let Err(e) = self
+                .write_offsets(vec![Record::DeleteTopic {
+                    topic: name.clone(),
+                }])
+                .await
+            {
+                tracing::error!(topic = %name, error = %e, "could not delete the topic's committed offsets");
+            }
+        }
+        Ok(wire::topic_info(&header.topic))
+    }
+
+    async fn create_partitions(
+        &self,
+        topic: &str,
+        total: u32,
+        validate_only: bool,
+    ) -> Result<(), BackendError> {
+        let current = self.topic_header(topic).await?.topic.partitions_count;
+        if total < current {
+            return Err(BackendError::InvalidPartitions(format!(
+                "Topic currently has {current} partitions, which is higher than the requested {total}."
+            )));
+        }
+        if total == current {
+            return Err(BackendError::InvalidPartitions(format!(
+                "Topic already has {current} partitions."
+            )));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let request = CreatePartitionsRequest {
+            stream_id: self.stream.clone(),
+            topic_id: named(topic)?,
+            partitions_count: total - current,
+        };
+        self.call(
+            admin_lane(topic),
+            CREATE_PARTITIONS_CODE,
+            request.to_bytes(),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|f| backend_error(f, topic, None))
+    }
+
+    async fn alter_topic_config(
+        &self,
+        topic: &str,
+        config: &TopicConfig,
+        validate_only: bool,
+    ) -> Result<(), BackendError> {
+        let header = self.topic_header(topic).await?.topic;
+        let options = wire::topic_options(config, header.partitions_count, Some(&header))?;
+        if validate_only {
+            return Ok(());
+        }
+        let request = UpdateTopicRequest {
+            stream_id: self.stream.clone(),
+            topic_id: named(topic)?,
+            name: header.name.clone(),
+            options,
+        };
+        self.call(admin_lane(topic), UPDATE_TOPIC_CODE, request.to_bytes())
+            .await
+            .map(|_| ())
+            .map_err(|f| backend_error(f, topic, None))
+    }
+
+    // ---- long polls ----
+
+    async fn watch(&self, partitions: &[WatchPartition]) {
+        loop {
+            let appended = self.appended.listen();
+            for w in partitions {
+                let Ok(name) = self.topic_name(&w.topic).await else {
+                    // Let the fetch read again and report the error.
+                    return;
+                };
+                match self.offsets(&name, w.partition).await {
+                    Ok(o) if o.high_watermark <= w.offset => {}
+                    _ => return,
+                }
+            }
+            let next = self.clock.now() + self.config.poll_interval;
+            Race(Box::pin(appended), Box::pin(self.clock.sleep_until(next))).await;
+        }
+    }
+
+    // ---- committed offsets ----
+
+    fn fetch_offsets(&self, group: &str, only: Option<&[(String, u32)]>) -> Vec<GroupOffset> {
+        let state = lock(&self.offsets);
+        let Some(offsets) = state.groups.get(group) else {
+            return Vec::new();
+        };
+        let entry = |(t, p): &(String, u32), c: &CommittedOffset| GroupOffset {
+            topic: t.clone(),
+            partition: *p,
+            committed: c.clone(),
+        };
+        match only {
+            None => offsets.iter().map(|(k, c)| entry(k, c)).collect(),
+            Some(only) => only
+                .iter()
+                .filter_map(|k| offsets.get(k).map(|c| entry(k, c)))
+                .collect(),
+        }
+    }
+
+    /// Appends `records` to the offsets log and applies them, compacting when due.
+    async fn write_offsets(&self, records: Vec<Record>) -> Result<(), BackendError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let _gate = self.offsets_gate.enter().await;
+        let generation = lock(&self.offsets).generation;
+        self.append_records(generation, &records).await?;
+        let compact = {
+            let mut state = lock(&self.offsets);
+            for r in &records {
+                state.apply(r);
+            }
+            state.wants_compaction()
+        };
+        if compact {
+            if let Err(e) = self.compact(generation).await {
+                tracing::warn!(error = %e, "compaction of the committed offsets failed; will retry");
+            }
+        }
+        Ok(())
+    }
+
+    async fn append_records(
+        &self,
+        generation: u64,
+        records: &[Record],
+    ) -> Result<(), BackendError> {
+        let topic = offsets::topic_name(generation);
+        for chunk in records.chunks(1000) {
+            let messages: Vec<IggyMessage> = chunk
+                .iter()
+                .map(|r| IggyMessage {
+                    payload: r.encode(),
+                    ..IggyMessage::default()
+                })
+                .collect();
+            let body = wire::send_messages(&self.stream, &named(&topic)?, 0, &messages, || {
+                self.message_id()
+            })?;
+            self.call(admin_lane(&topic), SEND_MESSAGES_CODE, body)
+                .await
+                .map_err(|f| backend_error(f, &topic, Some(0)))?;
+        }
+        Ok(())
+    }
+
+    async fn create_offsets_topic(&self, generation: u64) -> Result<(), BackendError> {
+        let name = offsets::topic_name(generation);
+        let request = CreateTopicRequest {
+            stream_id: self.stream.clone(),
+            partitions_count: 1,
+            name: WireName::new(name.clone())
+                .map_err(|_| BackendError::InvalidTopic(name.clone()))?,
+            options: WireOptions::empty(),
+        };
+        match self
+            .call(admin_lane(&name), CREATE_TOPIC_CODE, request.to_bytes())
+            .await
+        {
+            Ok(_) | Err(Failure::Status(code::TOPIC_NAME_ALREADY_EXISTS)) => Ok(()),
+            Err(f) => Err(backend_error(f, &name, None)),
+        }
+    }
+
+    async fn drop_offsets_topic(&self, generation: u64) {
+        let name = offsets::topic_name(generation);
+        let Ok(topic_id) = named(&name) else { return };
+        let request = DeleteTopicRequest {
+            stream_id: self.stream.clone(),
+            topic_id,
+        };
+        if let Err(e) = self
+            .call(admin_lane(&name), DELETE_TOPIC_CODE, request.to_bytes())
+            .await
+        {
+            tracing::warn!(topic = %name, error = %e, "could not delete an old offsets topic");
+        }
+    }
+
+    /// Rewrites the live offsets into the next generation and drops the current one.
+    async fn compact(&self, generation: u64) -> Result<(), BackendError> {
+        let next = generation + 1;
+        let snapshot = lock(&self.offsets).snapshot();
+        self.create_offsets_topic(next).await?;
+        self.append_records(next, &snapshot).await?;
+        {
+            let mut state = lock(&self.offsets);
+            state.generation = next;
+            state.records = snapshot.len() as u64;
+        }
+        self.drop_offsets_topic(generation).await;
+        tracing::info!(
+            generation = next,
+            records = snapshot.len(),
+            "compacted the committed offsets"
+        );
+        Ok(())
+    }
+
+    /// Reads generation `g` whole: its records and whether its snapshot is complete.
+    async fn replay(&self, generation: u64) -> Result<(OffsetsState, bool), BackendError> {
+        let topic = offsets::topic_name(generation);
+        let mut state = OffsetsState {
+            generation,
+            ..OffsetsState::default()
+        };
+        let mut complete = false;
+        let mut next = 0u64;
+        loop {
+            let body = self
+                .poll(&topic, 0, WirePollingStrategy::offset(next), 1000)
+                .await?;
+            let (messages, _) = wire::polled(&body, next, usize::MAX, usize::MAX)?;
+            let Some(last) = messages.last() else { break };
+            next = last.offset + 1;
+            for m in &messages {
+                match Record::decode(&m.message.payload) {
+                    Some(Record::SnapshotComplete) => {
+                        complete = true;
+                        state.records += 1;
+                    }
+                    Some(r) => state.apply(&r),
+                    None => {
+                        tracing::warn!(topic = %topic, offset = m.offset, "skipping a record this gateway did not write")
+                    }
+                }
+            }
+        }
+        Ok((state, complete))
+    }
+
+    /// Finds the newest complete generation of the offsets log, replays it, and removes the
+    /// others; starts generation 0 when there is none.
+    async fn open_offsets(&self) -> Result<(), String> {
+        let mut generations: Vec<u64> = self
+            .stream_topics()
+            .await
+            .map_err(|e| format!("cannot list the Iggy stream: {e}"))?
+            .iter()
+            .filter_map(|t| offsets::generation(t.name.as_str()))
+            .collect();
+        generations.sort_unstable_by(|a, b| b.cmp(a));
+        let mut chosen = None;
+        for &g in &generations {
+            let (state, complete) = self
+                .replay(g)
+                .await
+                .map_err(|e| format!("cannot replay the committed offsets: {e}"))?;
+            if complete {
+                chosen = Some(state);
+                break;
+            }
+            tracing::warn!(
+                generation = g,
+                "offsets generation without a complete snapshot is ignored"
+            );
+        }
+        let state = match chosen {
+            Some(s) => s,
+            None => {
+                let g = generations.first().map_or(0, |g| g + 1);
+                self.create_offsets_topic(g)
+                    .await
+                    .map_err(|e| format!("cannot create the offsets topic: {e}"))?;
+                self.append_records(g, &[Record::SnapshotComplete])
+                    .await
+                    .map_err(|e| format!("cannot write the offsets topic: {e}"))?;
+                OffsetsState {
+                    generation: g,
+                    records: 1,
+                    ..OffsetsState::default()
+                }
+            }
+        };
+        let current = state.generation;
+        tracing::info!(
+            generation = current,
+            groups = state.groups.len(),
+            offsets = state.live(),
+            "committed offsets replayed from Iggy"
+        );
+        *lock(&self.offsets) = state;
+        for g in generations.into_iter().filter(|g| *g != current) {
+            self.drop_offsets_topic(g).await;
+        }
+        Ok(())
+    }
+
+    async fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: Vec<GroupOffset>,
+    ) -> Vec<Result<(), BackendError>> {
+        let topics = match self.stream_topics().await {
+            Ok(t) => t,
+            Err(e) => return offsets.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let partitions: HashMap<&str, u32> = topics
+            .iter()
+            .map(|t| (t.name.as_str(), t.partitions_count))
+            .collect();
+        let mut results: Vec<Result<(), BackendError>> = Vec::with_capacity(offsets.len());
+        let mut records = Vec::new();
+        for o in &offsets {
+            results.push(match partitions.get(o.topic.as_str()) {
+                None => Err(BackendError::UnknownTopic(TopicRef::Name(o.topic.clone()))),
+                Some(&n) if o.partition >= n => Err(BackendError::UnknownPartition {
+                    topic: o.topic.clone(),
+                    partition: o.partition,
+                }),
+                Some(_) => {
+                    records.push(Record::Commit {
+                        group: group.into(),
+                        topic: o.topic.clone(),
+                        partition: o.partition,
+                        committed: o.committed.clone(),
+                    });
+                    Ok(())
+                }
+            });
+        }
+        if let Err(e) = self.write_offsets(records).await {
+            for r in &mut results {
+                if r.is_ok() {
+                    *r = Err(e.clone());
+                }
+            }
+            return results;
+        }
+        // Mirror the progress into Iggy's own consumer offsets ("last consumed"), for
+        // Iggy's tools; the gateway does not read them back.
+        let mirrors = offsets
+            .iter()
+            .zip(&results)
+            .filter(|(o, r)| r.is_ok() && o.committed.offset > 0)
+            .filter_map(|(o, _)| {
+                let request = StoreConsumerOffsetRequest {
+                    consumer: WireConsumer::consumer(WireIdentifier::named(group).ok()?),
+                    stream_id: self.stream.clone(),
+                    topic_id: named(&o.topic).ok()?,
+                    partition_id: Some(o.partition),
+                    offset: u64::try_from(o.committed.offset - 1).ok()?,
+                    ack: AckLevel::Quorum,
+                };
+                // Queued at once, all of them; awaited below.
+                Some(self.lanes.call(
+                    lane_of(&o.topic, o.partition),
+                    STORE_CONSUMER_OFFSET_CODE,
+                    request.to_bytes(),
+                ))
+            })
+            .collect::<Vec<_>>();
+        for m in mirrors {
+            if let Err(e) = m.await {
+                tracing::debug!(group, error = %e, "mirroring a commit into Iggy's consumer offsets failed");
+            }
+        }
+        results
+    }
+
+    async fn delete_offsets(
+        &self,
+        group: &str,
+        only: Option<Vec<(String, u32)>>,
+    ) -> Result<usize, BackendError> {
+        let present: Vec<(String, u32)> = {
+            let state = lock(&self.offsets);
+            let Some(offsets) = state.groups.get(group) else {
+                return Ok(0);
+            };
+            match &only {
+                None => offsets.keys().cloned().collect(),
+                Some(only) => only
+                    .iter()
+                    .filter(|k| offsets.contains_key(*k))
+                    .cloned()
+                    .collect(),
+            }
+        };
+        let records = if only.is_none() {
+            vec![Record::DeleteGroup {
+                group: group.into(),
+            }]
+        } else {
+            present
+                .iter()
+                .map(|(t, p)| Record::DeleteOne {
+                    group: group.into(),
+                    topic: t.clone(),
+                    partition: *p,
+                })
+                .collect()
+        };
+        if !present.is_empty() {
+            self.write_offsets(records).await?;
+        }
+        for (topic, partition) in &present {
+            let (Ok(consumer), Ok(topic_id)) = (WireIdentifier::named(group), named(topic)) else {
+                continue;
+            };
+            let request = DeleteConsumerOffsetRequest {
+                consumer: WireConsumer::consumer(consumer),
+                stream_id: self.stream.clone(),
+                topic_id,
+                partition_id: Some(*partition),
+                ack: AckLevel::Quorum,
+            };
+            match self
+                .call(
+                    lane_of(topic, *partition),
+                    DELETE_CONSUMER_OFFSET_CODE,
+                    request.to_bytes(),
+                )
+                .await
+            {
+                Ok(_) | Err(Failure::Status(code::CONSUMER_OFFSET_NOT_FOUND)) => {}
+                Err(e) => {
+                    tracing::debug!(group, error = %e, "deleting a mirrored Iggy consumer offset failed")
+                }
+            }
+        }
+        Ok(present.len())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,335 @@
+//! Kafka's committed group offsets, kept as records in a gateway-owned Iggy topic.
+//!
+//! Iggy's own consumer offsets cannot hold a Kafka commit (see `docs/MAPPING.md`), so every
+//! change is a record appended to the topic `__kafka_gateway_offsets.<generation>` of the
+//! gateway's stream (one partition) before it is acknowledged, and the records are replayed
+//! when the gateway starts. Growth is bounded by compaction: when the log holds many more
+//! records than live offsets, the live state is written whole into the next generation's
+//! topic, closed by a snapshot marker, and the old topic is deleted. At start the newest
+//! generation with a complete snapshot wins; an unfinished newer one (a crash mid-way) and
+//! older ones are deleted.
+//!
+//! A record's payload (little-endian): version `1`; kind (1 commit, 2 delete one offset,
+//! 3 delete a group, 4 delete a topic's offsets, 5 snapshot complete); the group and the topic
+//! as u16-length strings; the partition (u32); for a commit, the offset (i64), the leader
+//! epoch (i32) and the metadata as an i32 length (-1 for null) and bytes.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use iggy_kafka_core::backend::CommittedOffset;
+
+/// The prefix of the offsets topics' names; Kafka clients neither see nor create them.
+pub(crate) const TOPIC_PREFIX: &str = "__kafka_gateway_offsets.";
+
+/// Compaction starts past this many records, when they outnumber live offsets 4 to 1.
+pub(crate) const COMPACT_AFTER: u64 = 50_000;
+
+/// The name of generation `g`'s topic.
+pub(crate) fn topic_name(generation: u64) -> String {
+    format!("{TOPIC_PREFIX}{generation}")
+}
+
+/// The generation of an offsets topic's name.
+pub(crate) fn generation(name: &str) -> Option<u64> {
+    name.strip_prefix(TOPIC_PREFIX)?.parse().ok()
+}
+
+/// One change to the committed offsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Record {
+    Commit {
+        group: String,
+        topic: String,
+        partition: u32,
+        committed: CommittedOffset,
+    },
+    DeleteOne {
+        group: String,
+        topic: String,
+        partition: u32,
+    },
+    DeleteGroup {
+        group: String,
+    },
+    DeleteTopic {
+        topic: String,
+    },
+    SnapshotComplete,
+}
+
+fn put_str(b: &mut BytesMut, s: &str) {
+    // Group ids and topic names are bounded by Kafka's int16 string lengths.
+    let bytes = &s.as_bytes()[..s.len().min(usize::from(u16::MAX))];
+    b.put_u16_le(u16::try_from(bytes.len()).unwrap_or(u16::MAX));
+    b.put_slice(bytes);
+}
+
+impl Record {
+    pub(crate) fn encode(&self) -> Bytes {
+        let mut b = BytesMut::with_capacity(64);
+        b.put_u8(1);
+        let (kind, group, topic, partition) = match self {
+            Self::Commit {
+                group,
+                topic,
+                partition,
+                ..
+            } => (1, group.as_str(), topic.as_str(), *partition),
+            Self::DeleteOne {
+                group,
+                topic,
+                partition,
+            } => (2, group.as_str(), topic.as_str(), *partition),
+            Self::DeleteGroup { group } => (3, group.as_str(), "", 0),
+            Self::DeleteTopic { topic } => (4, "", topic.as_str(), 0),
+            Self::SnapshotComplete => (5, "", "", 0),
+        };
+        b.put_u8(kind);
+        put_str(&mut b, group);
+        put_str(&mut b, topic);
+        b.put_u32_le(partition);
+        if let Self::Commit { committed, .. } = self {
+            b.put_i64_le(committed.offset);
+            b.put_i32_le(committed.leader_epoch);
+            match &committed.metadata {
+                Some(m) => {
+                    b.put_i32_le(i32::try_from(m.len()).unwrap_or(i32::MAX));
+                    b.put_slice(m.as_bytes());
+                }
+                None => b.put_i32_le(-1),
+            }
+        }
+        b.freeze()
+    }
+
+    /// `None` for anything that is not a record this gateway wrote.
+    pub(crate) fn decode(mut p: &[u8]) -> Option<Self> {
+        fn take<'a>(p: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            if p.len() < n {
+                return None;
+            }
+            let (a, b) = p.split_at(n);
+            *p = b;
+            Some(a)
+        }
+        fn string(p: &mut &[u8]) -> Option<String> {
+            let len = u16::from_le_bytes(take(p, 2)?.try_into().ok()?);
+            String::from_utf8(take(p, usize::from(len))?.to_vec()).ok()
+        }
+        let head = take(&mut p, 2)?;
+        if head[0] != 1 {
+            return None;
+        }
+        let kind = head[1];
+        let group = string(&mut p)?;
+        let topic = string(&mut p)?;
+        let partition = u32::from_le_bytes(take(&mut p, 4)?.try_into().ok()?);
+        Some(match kind {
+            1 => {
+                let offset = i64::from_le_bytes(take(&mut p, 8)?.try_into().ok()?);
+                let leader_epoch = i32::from_le_bytes(take(&mut p, 4)?.try_into().ok()?);
+                let len = i32::from_le_bytes(take(&mut p, 4)?.try_into().ok()?);
+                let metadata = if len < 0 {
+                    None
+                } else {
+                    let bytes = take(&mut p, usize::try_from(len).ok()?)?;
+                    Some(String::from_utf8(bytes.to_vec()).ok()?)
+                };
+                Self::Commit {
+                    group,
+                    topic,
+                    partition,
+                    committed: CommittedOffset {
+                        offset,
+                        leader_epoch,
+                        metadata,
+                    },
+                }
+            }
+            2 => Self::DeleteOne {
+                group,
+                topic,
+                partition,
+            },
+            3 => Self::DeleteGroup { group },
+            4 => Self::DeleteTopic { topic },
+            5 => Self::SnapshotComplete,
+            _ => return None,
+        })
+    }
+}
+
+/// One group's committed offsets by (topic, partition).
+pub(crate) type GroupOffsets = BTreeMap<(String, u32), CommittedOffset>;
+
+/// The committed offsets of every group, and how long the log behind them is.
+#[derive(Debug, Default)]
+pub(crate) struct OffsetsState {
+    pub(crate) groups: HashMap<String, GroupOffsets>,
+    /// Records in the current generation's topic.
+    pub(crate) records: u64,
+    pub(crate) generation: u64,
+}
+
+impl OffsetsState {
+    pub(crate) fn apply(&mut self, r: &Record) {
+        self.records += 1;
+        match r {
+            Record::Commit {
+                group,
+                topic,
+                partition,
+                committed,
+            } => {
+                self.groups
+                    .entry(group.clone())
+                    .or_default()
+                    .insert((topic.clone(), *partition), committed.clone());
+            }
+            Record::DeleteOne {
+                group,
+                topic,
+                partition,
+            } => {
+                if let Some(g) = self.groups.get_mut(group) {
+                    g.remove(&(topic.clone(), *partition));
+                    if g.is_empty() {
+                        self.groups.remove(group);
+                    }
+                }
+            }
+            Record::DeleteGroup { group } => {
+                self.groups.remove(group);
+            }
+            Record::DeleteTopic { topic } => {
+                for g in self.groups.values_mut() {
+                    g.retain(|(t, _), _| t != topic);
+                }
+                self.groups.retain(|_, g| !g.is_empty());
+            }
+            Record::SnapshotComplete => {}
+        }
+    }
+
+    /// How many offsets are live.
+    pub(crate) fn live(&self) -> u64 {
+        self.groups.values().map(|g| g.len() as u64).sum()
+    }
+
+    /// Whether the log has grown enough past the live state to be rewritten.
+    pub(crate) fn wants_compaction(&self) -> bool {
+        self.records > COMPACT_AFTER && self.records > 4 * self.live()
+    }
+
+    /// The live state as records, for a new generation.
+    pub(crate) fn snapshot(&self) -> Vec<Record> {
+        let mut out = Vec::new();
+        for (group, offsets) in &self.groups {
+            for ((topic, partition), committed) in offsets {
+                out.push(Record::Commit {
+                    group: group.clone(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                    committed: committed.clone(),
+                });
+            }
+        }
+        out.push(Record::SnapshotComplete);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit(group: &str, topic: &str, partition: u32, offset: i64) -> Record {
+        Record::Commit {
+            group: group.into(),
+            topic: topic.into(),
+            partition,
+            committed: CommittedOffset {
+                offset,
+                leader_epoch: 3,
+                metadata: Some("m".into()),
+            },
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_garbage_is_refused() {
+        let records = vec![
+            commit("g", "t", 7, 0),
+            Record::Commit {
+                group: "g".into(),
+                topic: "t".into(),
+                partition: 1,
+                committed: CommittedOffset {
+                    offset: i64::MAX,
+                    leader_epoch: -1,
+                    metadata: None,
+                },
+            },
+            Record::DeleteOne {
+                group: "g".into(),
+                topic: "t".into(),
+                partition: 7,
+            },
+            Record::DeleteGroup { group: "g".into() },
+            Record::DeleteTopic { topic: "t".into() },
+            Record::SnapshotComplete,
+        ];
+        for r in &records {
+            let bytes = r.encode();
+            assert_eq!(Record::decode(&bytes).as_ref(), Some(r));
+            for cut in 0..bytes.len() {
+                let _ = Record::decode(&bytes[..cut]);
+            }
+        }
+        assert_eq!(Record::decode(b""), None);
+        assert_eq!(Record::decode(&[2, 1, 0, 0, 0, 0, 0, 0, 0, 0]), None);
+        assert_eq!(Record::decode(&[1, 9, 0, 0, 0, 0, 0, 0, 0, 0]), None);
+    }
+
+    #[test]
+    fn replay_rebuilds_the_state_and_a_snapshot_reproduces_it() {
+        let mut s = OffsetsState::default();
+        for r in [
+            commit("a", "t", 0, 5),
+            commit("a", "t", 1, 6),
+            commit("b", "t", 0, 1),
+            commit("b", "u", 0, 2),
+            commit("a", "t", 0, 9),
+            Record::DeleteOne {
+                group: "a".into(),
+                topic: "t".into(),
+                partition: 1,
+            },
+            Record::DeleteTopic { topic: "u".into() },
+            commit("c", "t", 0, 1),
+            Record::DeleteGroup { group: "c".into() },
+        ] {
+            s.apply(&r);
+        }
+        assert_eq!(s.records, 9);
+        assert_eq!(s.live(), 2);
+        assert_eq!(s.groups["a"][&("t".into(), 0)].offset, 9);
+        assert_eq!(s.groups["b"].len(), 1);
+        let mut again = OffsetsState::default();
+        for r in s.snapshot() {
+            again.apply(&r);
+        }
+        assert_eq!(again.groups, s.groups);
+        assert!(!s.wants_compaction());
+        s.records = COMPACT_AFTER + 1;
+        assert!(s.wants_compaction());
+    }
+
+    #[test]
+    fn generations_are_named_and_parsed() {
+        assert_eq!(generation(&topic_name(42)), Some(42));
+        assert_eq!(generation("__kafka_gateway_offsets.x"), None);
+        assert_eq!(generation("orders"), None);
+    }
+}

@@ -1,0 +1,810 @@
+//! The backend against [`fake::FakeIggy`], through real lanes, sessions and frames.
+
+mod fake;
+
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use iggy_kafka_core::backend::{
+    Backend, BackendError, Command, CommittedOffset, Completion, Execution, GroupOffset,
+    ProducerBatch, TopicConfig, TopicRef, WatchPartition,
+};
+use iggy_kafka_core::iggy::{Clock, Credentials, LaneDriver, Lanes, SessionConfig};
+use iggy_kafka_core::mapping::{from_iggy, to_iggy, KafkaRecord};
+use iggy_kafka_core::protocol::Uuid;
+use iggy_kafka_core::records::Header;
+use secrecy::SecretString;
+
+use super::{offsets, IggyBackend, IggyConfig};
+use fake::FakeIggy;
+
+struct InstantClock;
+
+impl Clock for InstantClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+    fn sleep_until(&self, _: Instant) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(std::future::ready(()))
+    }
+}
+
+struct Harness {
+    fake: FakeIggy,
+    lanes: Arc<Lanes>,
+    drivers: Vec<LaneDriver>,
+    wires: Vec<Vec<u8>>,
+}
+
+fn session(password: &str) -> SessionConfig {
+    SessionConfig {
+        credentials: Credentials::User {
+            username: "iggy".into(),
+            password: SecretString::from(password.to_owned()),
+        },
+        client_id: 7,
+        reply_timeout: Duration::from_secs(30),
+        max_reply_bytes: 64 << 20,
+    }
+}
+
+impl Harness {
+    fn new(fake: FakeIggy) -> Self {
+        Self::with_password(fake, "iggy")
+    }
+
+    fn with_password(fake: FakeIggy, password: &str) -> Self {
+        let lanes = Arc::new(Lanes::new(3));
+        let now = Instant::now();
+        let drivers = (0..3)
+            .map(|i| {
+                let mut d = LaneDriver::new(Arc::clone(&lanes), i, session(password), now);
+                d.connected(now);
+                d
+            })
+            .collect();
+        Self {
+            fake,
+            lanes,
+            drivers,
+            wires: vec![Vec::new(); 3],
+        }
+    }
+
+    /// Moves every lane's frames through the fake server once.
+    fn serve(&mut self) {
+        let now = Instant::now();
+        for (d, wire) in self.drivers.iter_mut().zip(&mut self.wires) {
+            d.pump(now);
+            while let Some(chunk) = d.poll_transmit() {
+                wire.extend_from_slice(&chunk);
+            }
+            let reply = self.fake.serve(wire);
+            if !reply.is_empty() {
+                d.handle_input(&reply, now);
+            }
+        }
+    }
+
+    /// Drops every lane's connection (the server went away mid-request).
+    fn drop_connections(&mut self) {
+        let now = Instant::now();
+        for (d, wire) in self.drivers.iter_mut().zip(&mut self.wires) {
+            d.pump(now);
+            while d.poll_transmit().is_some() {}
+            wire.clear();
+            d.handle_closed(now);
+        }
+    }
+
+    fn run<T>(&mut self, fut: impl Future<Output = T>) -> T {
+        let mut fut = pin!(fut);
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..10_000 {
+            if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+                return v;
+            }
+            self.serve();
+        }
+        panic!("the future never finished");
+    }
+
+    fn connect(&mut self) -> Result<IggyBackend, String> {
+        let mut config = IggyConfig::default();
+        config.seed = 42;
+        let lanes = Arc::clone(&self.lanes);
+        self.run(IggyBackend::connect(lanes, Arc::new(InstantClock), config))
+    }
+
+    fn backend(&mut self) -> IggyBackend {
+        self.connect().unwrap_or_else(|e| panic!("connect: {e}"))
+    }
+
+    fn exec(&mut self, backend: &IggyBackend, command: Command) -> Completion {
+        match backend.execute(command) {
+            Execution::Done(c) => c,
+            Execution::Pending(f) => self.run(f),
+        }
+    }
+
+    /// A gateway restart: a new pool and backend over the same server.
+    fn restart(self) -> (Self, IggyBackend) {
+        let mut h = Self::new(self.fake);
+        let backend = h.backend();
+        (h, backend)
+    }
+}
+
+fn create(h: &mut Harness, backend: &IggyBackend, name: &str, partitions: u32) {
+    let c = h.exec(
+        backend,
+        Command::CreateTopic {
+            name: name.into(),
+            partitions,
+            config: TopicConfig::default(),
+            validate_only: false,
+        },
+    );
+    assert!(matches!(c, Completion::CreateTopic(Ok(_))), "{c:?}");
+}
+
+fn record(i: usize) -> KafkaRecord {
+    KafkaRecord {
+        timestamp_ms: 1_700_000_000_000 + i as i64,
+        key: (i % 3 != 0).then(|| Bytes::from(format!("key-{i}"))),
+        value: match i % 4 {
+            0 => None,
+            1 => Some(Bytes::new()),
+            _ => Some(Bytes::from(vec![b'v'; i % 300 + 1])),
+        },
+        headers: (0..i % 3)
+            .map(|j| Header {
+                key: if i % 5 == 0 {
+                    Bytes::from_static(b"dup")
+                } else {
+                    Bytes::from(format!("h{j}"))
+                },
+                value: (j % 2 == 0).then(|| Bytes::from(format!("hv{j}"))),
+            })
+            .collect(),
+        ..KafkaRecord::default()
+    }
+}
+
+fn append(
+    h: &mut Harness,
+    backend: &IggyBackend,
+    topic: &str,
+    partition: u32,
+    records: &[KafkaRecord],
+    producer: Option<ProducerBatch>,
+) -> Result<u64, BackendError> {
+    match h.exec(
+        backend,
+        Command::Append {
+            topic: topic.into(),
+            partition,
+            messages: records.iter().map(to_iggy).collect(),
+            largest_batch: 100,
+            producer,
+        },
+    ) {
+        Completion::Append(r) => r.map(|a| a.base_offset),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn read(
+    h: &mut Harness,
+    backend: &IggyBackend,
+    topic: &str,
+    partition: u32,
+    offset: u64,
+) -> Result<Vec<(u64, KafkaRecord)>, BackendError> {
+    match h.exec(
+        backend,
+        Command::Read {
+            topic: TopicRef::Name(topic.into()),
+            partition,
+            offset,
+            max_bytes: 1 << 20,
+            max_messages: 100_000,
+        },
+    ) {
+        Completion::Read(r) => r.map(|r| {
+            r.messages
+                .iter()
+                .map(|m| (m.offset, from_iggy(&m.message)))
+                .collect()
+        }),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn connect_creates_the_stream_and_the_offsets_log() {
+    let mut h = Harness::new(FakeIggy::new());
+    h.backend();
+    assert_eq!(h.fake.stream.as_deref(), Some("kafka"));
+    let log = &h.fake.topics[&offsets::topic_name(0)];
+    assert_eq!(log.partitions.len(), 1);
+    assert_eq!(log.partitions[0].next, 1, "the empty snapshot's marker");
+    // Not a Kafka topic.
+    let mut h2 = h;
+    let backend = h2.backend();
+    match h2.exec(&backend, Command::ListTopics { only: None }) {
+        Completion::ListTopics(Ok(t)) => assert!(t.is_empty(), "{t:?}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn wrong_credentials_fail_connect_with_the_reason() {
+    let mut h = Harness::with_password(FakeIggy::new(), "wrong");
+    let e = h.connect().err().unwrap_or_default();
+    assert!(e.contains("login refused (iggy error 42)"), "{e}");
+    assert!(!e.contains("wrong"), "{e}");
+}
+
+#[test]
+fn records_round_trip_through_iggy_messages() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "orders", 3);
+    let records: Vec<KafkaRecord> = (0..250).map(record).collect();
+    assert_eq!(
+        append(&mut h, &backend, "orders", 1, &records[..100], None),
+        Ok(0)
+    );
+    assert_eq!(
+        append(&mut h, &backend, "orders", 1, &records[100..], None),
+        Ok(100)
+    );
+    let got = read(&mut h, &backend, "orders", 1, 0).expect("a read");
+    assert_eq!(got.len(), 250);
+    for (i, (offset, r)) in got.iter().enumerate() {
+        assert_eq!(*offset, i as u64);
+        assert_eq!(*r, records[i], "record {i}");
+    }
+    // From the middle of a stored batch.
+    let tail = read(&mut h, &backend, "orders", 1, 120).expect("a read");
+    assert_eq!(tail.first().map(|(o, _)| *o), Some(120));
+    assert_eq!(tail.len(), 130);
+    // At the end: nothing, no error; past it: out of range.
+    assert_eq!(read(&mut h, &backend, "orders", 1, 250), Ok(vec![]));
+    assert!(matches!(
+        read(&mut h, &backend, "orders", 1, 251),
+        Err(BackendError::OffsetOutOfRange {
+            high_watermark: 250,
+            ..
+        })
+    ));
+    match h.exec(
+        &backend,
+        Command::Offsets {
+            topic: TopicRef::Name("orders".into()),
+            partition: 1,
+        },
+    ) {
+        Completion::Offsets(Ok(o)) => assert_eq!((o.log_start, o.high_watermark), (0, 250)),
+        other => panic!("{other:?}"),
+    }
+    match h.exec(
+        &backend,
+        Command::Offsets {
+            topic: TopicRef::Name("orders".into()),
+            partition: 0,
+        },
+    ) {
+        Completion::Offsets(Ok(o)) => assert_eq!(o.high_watermark, 0, "empty"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn unknown_topics_partitions_and_iggy_errors_map_to_kafka_errors() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let r = [record(2)];
+    assert!(matches!(
+        append(&mut h, &backend, "missing", 0, &r, None),
+        Err(BackendError::UnknownTopic(_))
+    ));
+    assert!(matches!(
+        append(&mut h, &backend, "t", 4, &r, None),
+        Err(BackendError::UnknownPartition { partition: 4, .. })
+    ));
+    h.fake.fail_next = Some(41);
+    assert!(matches!(
+        append(&mut h, &backend, "t", 0, &r, None),
+        Err(BackendError::Unauthorized(_))
+    ));
+    h.fake.fail_next = Some(4022);
+    let e = append(&mut h, &backend, "t", 0, &r, None).expect_err("refused");
+    assert_eq!(
+        e.error_code(),
+        iggy_kafka_core::error_code::ErrorCode::INVALID_RECORD
+    );
+    match h.exec(
+        &backend,
+        Command::CreateTopic {
+            name: "t".into(),
+            partitions: 1,
+            config: TopicConfig::default(),
+            validate_only: false,
+        },
+    ) {
+        Completion::CreateTopic(Err(BackendError::TopicExists(_))) => {}
+        other => panic!("{other:?}"),
+    }
+    match h.exec(
+        &backend,
+        Command::CreateTopic {
+            name: offsets::topic_name(9),
+            partitions: 1,
+            config: TopicConfig::default(),
+            validate_only: false,
+        },
+    ) {
+        Completion::CreateTopic(Err(BackendError::InvalidTopic(_))) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_connection_lost_mid_append_is_a_retriable_error_and_the_lane_recovers() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let Execution::Pending(fut) = backend.execute(Command::Append {
+        topic: "t".into(),
+        partition: 0,
+        messages: vec![to_iggy(&record(2))],
+        largest_batch: 10,
+        producer: None,
+    }) else {
+        panic!("an append waits for Iggy");
+    };
+    let mut fut = fut;
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(fut.as_mut().poll(&mut cx).is_pending());
+    // Sent, then the server goes away before answering.
+    h.drop_connections();
+    match fut.as_mut().poll(&mut cx) {
+        Poll::Ready(Completion::Append(Err(e))) => {
+            assert!(matches!(e, BackendError::Unavailable(_)), "{e:?}");
+            assert_eq!(
+                e.error_code(),
+                iggy_kafka_core::error_code::ErrorCode::REQUEST_TIMED_OUT
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Reconnected (the runtime would wait for the backoff), the lanes work again.
+    let now = Instant::now();
+    for d in &mut h.drivers {
+        d.connected(now);
+    }
+    assert_eq!(append(&mut h, &backend, "t", 0, &[record(2)], None), Ok(0));
+}
+
+#[test]
+fn idempotent_retries_are_appended_once() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let pb = |first| ProducerBatch {
+        producer_id: 5,
+        epoch: 0,
+        first_sequence: first,
+        count: 2,
+    };
+    let two = [record(2), record(3)];
+    assert_eq!(append(&mut h, &backend, "t", 0, &two, Some(pb(0))), Ok(0));
+    assert_eq!(append(&mut h, &backend, "t", 0, &two, Some(pb(0))), Ok(0));
+    assert_eq!(append(&mut h, &backend, "t", 0, &two, Some(pb(2))), Ok(2));
+    assert!(matches!(
+        append(&mut h, &backend, "t", 0, &two, Some(pb(9))),
+        Err(BackendError::OutOfOrderSequence { .. })
+    ));
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 4);
+}
+
+fn commit(
+    h: &mut Harness,
+    backend: &IggyBackend,
+    group: &str,
+    offsets: &[(&str, u32, i64)],
+) -> Vec<Result<(), BackendError>> {
+    match h.exec(
+        backend,
+        Command::CommitOffsets {
+            group: group.into(),
+            offsets: offsets
+                .iter()
+                .map(|(t, p, o)| GroupOffset {
+                    topic: (*t).into(),
+                    partition: *p,
+                    committed: CommittedOffset {
+                        offset: *o,
+                        leader_epoch: 4,
+                        metadata: Some(format!("m{o}")),
+                    },
+                })
+                .collect(),
+        },
+    ) {
+        Completion::CommitOffsets(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn fetch(
+    h: &mut Harness,
+    backend: &IggyBackend,
+    group: &str,
+) -> Vec<(String, u32, i64, i32, Option<String>)> {
+    match h.exec(
+        backend,
+        Command::FetchOffsets {
+            group: group.into(),
+            only: None,
+        },
+    ) {
+        Completion::FetchOffsets(Ok(o)) => o
+            .into_iter()
+            .map(|g| {
+                (
+                    g.topic,
+                    g.partition,
+                    g.committed.offset,
+                    g.committed.leader_epoch,
+                    g.committed.metadata,
+                )
+            })
+            .collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn committed_offsets_survive_a_restart_and_are_mirrored_for_iggy() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 2);
+    create(&mut h, &backend, "u", 1);
+    let results = commit(
+        &mut h,
+        &backend,
+        "g",
+        &[("t", 0, 0), ("t", 1, 7), ("t", 5, 1), ("nope", 0, 1)],
+    );
+    assert!(results[0].is_ok() && results[1].is_ok());
+    assert!(matches!(
+        results[2],
+        Err(BackendError::UnknownPartition { .. })
+    ));
+    assert!(matches!(results[3], Err(BackendError::UnknownTopic(_))));
+    commit(&mut h, &backend, "g", &[("t", 1, 9)]);
+    commit(&mut h, &backend, "other", &[("u", 0, 3)]);
+    // Iggy's own consumer offsets show the group's progress as "last consumed".
+    assert_eq!(
+        h.fake.consumer_offsets.get(&("g".into(), "t".into(), 1)),
+        Some(&8)
+    );
+    assert_eq!(
+        h.fake.consumer_offsets.get(&("g".into(), "t".into(), 0)),
+        None,
+        "offset 0: nothing consumed"
+    );
+
+    let (mut h, backend) = h.restart();
+    assert_eq!(
+        fetch(&mut h, &backend, "g"),
+        vec![
+            ("t".into(), 0, 0, 4, Some("m0".into())),
+            ("t".into(), 1, 9, 4, Some("m9".into()))
+        ]
+    );
+    match h.exec(&backend, Command::ListGroups) {
+        Completion::ListGroups(Ok(g)) => assert_eq!(g, vec!["g".to_owned(), "other".into()]),
+        other => panic!("{other:?}"),
+    }
+    // Deleting one offset, a topic, and a group, all kept across another restart.
+    match h.exec(
+        &backend,
+        Command::DeleteOffsets {
+            group: "g".into(),
+            only: Some(vec![("t".into(), 1)]),
+        },
+    ) {
+        Completion::DeleteOffsets(Ok(1)) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        h.fake.consumer_offsets.get(&("g".into(), "t".into(), 1)),
+        None
+    );
+    match h.exec(
+        &backend,
+        Command::DeleteTopic {
+            topic: TopicRef::Name("u".into()),
+        },
+    ) {
+        Completion::DeleteTopic(Ok(_)) => {}
+        other => panic!("{other:?}"),
+    }
+    let (mut h, backend) = h.restart();
+    assert_eq!(
+        fetch(&mut h, &backend, "g"),
+        vec![("t".into(), 0, 0, 4, Some("m0".into()))]
+    );
+    assert!(
+        fetch(&mut h, &backend, "other").is_empty(),
+        "its topic is gone"
+    );
+    match h.exec(
+        &backend,
+        Command::DeleteOffsets {
+            group: "g".into(),
+            only: None,
+        },
+    ) {
+        Completion::DeleteOffsets(Ok(1)) => {}
+        other => panic!("{other:?}"),
+    }
+    let (mut h, backend) = h.restart();
+    assert!(fetch(&mut h, &backend, "g").is_empty());
+}
+
+#[test]
+fn a_commit_iggy_does_not_take_is_not_acknowledged() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    // The topic listing passes, the append of the commit record fails.
+    let Execution::Pending(fut) = backend.execute(Command::CommitOffsets {
+        group: "g".into(),
+        offsets: vec![GroupOffset {
+            topic: "t".into(),
+            partition: 0,
+            committed: CommittedOffset {
+                offset: 3,
+                leader_epoch: -1,
+                metadata: None,
+            },
+        }],
+    }) else {
+        panic!("a commit waits for Iggy");
+    };
+    let mut fut = fut;
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(fut.as_mut().poll(&mut cx).is_pending());
+    h.serve(); // the stream listing
+    h.fake.fail_next = Some(5000);
+    let result = h.run(fut);
+    match result {
+        Completion::CommitOffsets(r) => assert!(r[0].is_err(), "{r:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(fetch(&mut h, &backend, "g").is_empty());
+}
+
+#[test]
+fn the_offsets_log_is_compacted_into_a_new_generation() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1000);
+    let batch: Vec<(&str, u32, i64)> = (0..1000).map(|p| ("t", p, 1)).collect();
+    let rounds = offsets::COMPACT_AFTER / 1000 + 1;
+    for round in 0..rounds {
+        let offsets: Vec<(&str, u32, i64)> = batch
+            .iter()
+            .map(|(t, p, _)| (*t, *p, i64::try_from(round).unwrap_or(0) + 1))
+            .collect();
+        assert!(commit(&mut h, &backend, "g", &offsets)
+            .iter()
+            .all(Result::is_ok));
+    }
+    assert!(
+        !h.fake.topics.contains_key(&offsets::topic_name(0)),
+        "the old generation is gone"
+    );
+    let log = &h.fake.topics[&offsets::topic_name(1)];
+    assert!(
+        log.partitions[0].next <= 1001 + 1000,
+        "{}",
+        log.partitions[0].next
+    );
+    let want = i64::try_from(rounds).unwrap_or(0);
+    let (mut h, backend) = h.restart();
+    let got = fetch(&mut h, &backend, "g");
+    assert_eq!(got.len(), 1000);
+    assert!(got.iter().all(|(_, _, o, _, _)| *o == want));
+}
+
+#[test]
+fn an_unfinished_newer_generation_is_ignored_at_start() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    commit(&mut h, &backend, "g", &[("t", 0, 5)]);
+    // A crash after creating generation 1, before its snapshot was complete.
+    h.fake.create_topic(&offsets::topic_name(1), 1, Vec::new());
+    let (mut h, backend) = h.restart();
+    assert_eq!(fetch(&mut h, &backend, "g").len(), 1);
+    assert!(!h.fake.topics.contains_key(&offsets::topic_name(1)));
+}
+
+#[test]
+fn topic_ids_are_stable_until_the_topic_is_created_again() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 2);
+    let id = |h: &mut Harness, b: &IggyBackend| match h.exec(b, Command::ListTopics { only: None })
+    {
+        Completion::ListTopics(Ok(t)) => t[0].id,
+        other => panic!("{other:?}"),
+    };
+    let first = id(&mut h, &backend);
+    assert_ne!(first, Uuid::NIL);
+    let (mut h, backend) = h.restart();
+    assert_eq!(id(&mut h, &backend), first);
+    // By id: reads resolve it.
+    append(&mut h, &backend, "t", 0, &[record(2)], None).expect("appended");
+    match h.exec(
+        &backend,
+        Command::Read {
+            topic: TopicRef::Id(first),
+            partition: 0,
+            offset: 0,
+            max_bytes: 1000,
+            max_messages: 10,
+        },
+    ) {
+        Completion::Read(Ok(r)) => assert_eq!(r.messages.len(), 1),
+        other => panic!("{other:?}"),
+    }
+    match h.exec(
+        &backend,
+        Command::DeleteTopic {
+            topic: TopicRef::Id(first),
+        },
+    ) {
+        Completion::DeleteTopic(Ok(t)) => assert_eq!(t.id, first),
+        other => panic!("{other:?}"),
+    }
+    create(&mut h, &backend, "t", 2);
+    assert_ne!(id(&mut h, &backend), first);
+    match h.exec(
+        &backend,
+        Command::Read {
+            topic: TopicRef::Id(first),
+            partition: 0,
+            offset: 0,
+            max_bytes: 1000,
+            max_messages: 10,
+        },
+    ) {
+        Completion::Read(Err(e)) => assert_eq!(
+            e.error_code(),
+            iggy_kafka_core::error_code::ErrorCode::UNKNOWN_TOPIC_ID
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn topic_configuration_maps_to_iggy_options() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    let mut config = TopicConfig::default();
+    config.retention_ms = Some(60_000);
+    config.retention_bytes = Some(1 << 20);
+    match h.exec(
+        &backend,
+        Command::CreateTopic {
+            name: "t".into(),
+            partitions: 4,
+            config,
+            validate_only: false,
+        },
+    ) {
+        Completion::CreateTopic(Ok(info)) => {
+            assert_eq!(info.config.retention_ms, Some(60_000));
+            assert_eq!(info.config.retention_bytes, Some(1 << 20));
+        }
+        other => panic!("{other:?}"),
+    }
+    let options = &h.fake.topics["t"].options;
+    assert!(
+        options.contains(&("message_expiry".into(), 60_000_000)),
+        "{options:?}"
+    );
+    assert!(
+        options.contains(&("max_topic_size".into(), 4 << 20)),
+        "{options:?}"
+    );
+    let mut change = TopicConfig::default();
+    change.retention_ms = Some(-1);
+    match h.exec(
+        &backend,
+        Command::AlterTopicConfig {
+            topic: "t".into(),
+            config: change,
+            validate_only: false,
+        },
+    ) {
+        Completion::AlterTopicConfig(Ok(())) => {}
+        other => panic!("{other:?}"),
+    }
+    let options = &h.fake.topics["t"].options;
+    assert_eq!(options, &vec![("max_topic_size".to_owned(), 4 << 20)]);
+    let mut bad = TopicConfig::default();
+    bad.log_append_time = Some(true);
+    assert!(matches!(
+        h.exec(
+            &backend,
+            Command::AlterTopicConfig {
+                topic: "t".into(),
+                config: bad,
+                validate_only: true
+            }
+        ),
+        Completion::AlterTopicConfig(Err(BackendError::InvalidConfig(_)))
+    ));
+    match h.exec(
+        &backend,
+        Command::CreatePartitions {
+            topic: "t".into(),
+            total: 6,
+            validate_only: false,
+        },
+    ) {
+        Completion::CreatePartitions(Ok(())) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.fake.topics["t"].partitions.len(), 6);
+    assert!(matches!(
+        h.exec(
+            &backend,
+            Command::CreatePartitions {
+                topic: "t".into(),
+                total: 6,
+                validate_only: false
+            }
+        ),
+        Completion::CreatePartitions(Err(BackendError::InvalidPartitions(_)))
+    ));
+}
+
+#[test]
+fn a_watch_ends_when_data_arrives() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let Execution::Pending(watch) = backend.execute(Command::Watch {
+        partitions: vec![WatchPartition {
+            topic: TopicRef::Name("t".into()),
+            partition: 0,
+            offset: 0,
+        }],
+        deadline: Instant::now() + Duration::from_secs(60),
+    }) else {
+        panic!("a watch waits");
+    };
+    let mut watch = watch;
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..20 {
+        assert!(watch.as_mut().poll(&mut cx).is_pending());
+        h.serve();
+    }
+    append(&mut h, &backend, "t", 0, &[record(2)], None).expect("appended");
+    let done = h.run(watch);
+    assert_eq!(done, Completion::Watch);
+}

@@ -1,0 +1,408 @@
+//! An in-process stand-in for an Iggy server, speaking the wire protocol through Iggy's own
+//! codec, so that the backend is tested byte for byte without a server. It keeps what a
+//! server keeps (streams, topics, partitions of stored batches, consumer offsets) and can be
+//! told to fail the next request or drop the connection.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::{BufMut, BytesMut};
+use iggy_binary_protocol::batch::{BatchHeader, BATCH_HEADER_SIZE};
+use iggy_binary_protocol::codes::{
+    CREATE_PARTITIONS_CODE, CREATE_STREAM_CODE, CREATE_TOPIC_CODE, DELETE_CONSUMER_OFFSET_CODE,
+    DELETE_TOPIC_CODE, GET_STREAM_CODE, GET_TOPIC_CODE, POLL_MESSAGES_CODE, SEND_MESSAGES_CODE,
+    STORE_CONSUMER_OFFSET_CODE, UPDATE_TOPIC_CODE,
+};
+use iggy_binary_protocol::consensus::{
+    Command as Frame, Operation, ReplyHeader, RequestHeader, HEADER_SIZE,
+};
+use iggy_binary_protocol::requests::consumer_offsets::{
+    DeleteConsumerOffsetRequest, StoreConsumerOffsetRequest,
+};
+use iggy_binary_protocol::requests::messages::send_messages::SendMessagesHeader;
+use iggy_binary_protocol::requests::messages::PollMessagesRequest;
+use iggy_binary_protocol::requests::partitions::CreatePartitionsRequest;
+use iggy_binary_protocol::requests::streams::{CreateStreamRequest, GetStreamRequest};
+use iggy_binary_protocol::requests::topics::{
+    CreateTopicRequest, DeleteTopicRequest, GetTopicRequest, UpdateTopicRequest,
+};
+use iggy_binary_protocol::requests::users::LoginRegisterRequest;
+use iggy_binary_protocol::responses::messages::poll_messages::PollMessagesResponseHeader;
+use iggy_binary_protocol::responses::messages::send_messages::SendMessagesConfirmationResponse;
+use iggy_binary_protocol::responses::messages::SendMessagesResponse;
+use iggy_binary_protocol::responses::streams::get_stream::TopicHeader;
+use iggy_binary_protocol::responses::streams::GetStreamResponse;
+use iggy_binary_protocol::responses::streams::StreamResponse;
+use iggy_binary_protocol::responses::topics::get_topic::PartitionResponse;
+use iggy_binary_protocol::responses::topics::GetTopicResponse;
+use iggy_binary_protocol::responses::users::LoginRegisterResponse;
+use iggy_binary_protocol::{
+    WireDecode, WireEncode, WireIdentifier, WireName, WireOptions, WirePartitioning,
+    IGGY_PROTOCOL_VERSION,
+};
+
+#[derive(Debug, Default)]
+pub(crate) struct Partition {
+    /// Stored batches with their base offsets set.
+    pub(crate) batches: Vec<Vec<u8>>,
+    pub(crate) next: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Topic {
+    pub(crate) id: u32,
+    pub(crate) created_at: u64,
+    pub(crate) partitions: Vec<Partition>,
+    pub(crate) options: Vec<(String, u64)>,
+}
+
+/// The server's state.
+#[derive(Debug, Default)]
+pub(crate) struct FakeIggy {
+    pub(crate) stream: Option<String>,
+    pub(crate) topics: BTreeMap<String, Topic>,
+    next_topic_id: u32,
+    clock: u64,
+    /// (consumer name, topic, partition) → offset.
+    pub(crate) consumer_offsets: HashMap<(String, String, u32), u64>,
+    /// The next non-login request gets this error status.
+    pub(crate) fail_next: Option<u32>,
+    /// Requests seen, by command code.
+    pub(crate) seen: Vec<u32>,
+    pub(crate) password: String,
+}
+
+fn name(id: &WireIdentifier) -> String {
+    id.as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| id.as_u32().unwrap_or(0).to_string())
+}
+
+fn framed(payload: &[u8]) -> Vec<u8> {
+    let mut out = 0u32.to_le_bytes().to_vec();
+    out.extend_from_slice(payload);
+    out
+}
+
+fn options(o: &WireOptions) -> Vec<(String, u64)> {
+    o.iter()
+        .map(|e| {
+            let mut v = [0u8; 8];
+            let n = e.value.len().min(8);
+            v[..n].copy_from_slice(&e.value[..n]);
+            (
+                String::from_utf8_lossy(e.key).into_owned(),
+                u64::from_le_bytes(v),
+            )
+        })
+        .collect()
+}
+
+impl FakeIggy {
+    pub(crate) fn new() -> Self {
+        Self {
+            password: "iggy".into(),
+            ..Self::default()
+        }
+    }
+
+    fn header(&self, name: &str, t: &Topic) -> TopicHeader {
+        let get = |k: &str| {
+            t.options
+                .iter()
+                .find(|(n, _)| n == k)
+                .map_or(u64::MAX, |(_, v)| *v)
+        };
+        TopicHeader {
+            id: t.id,
+            created_at: t.created_at,
+            partitions_count: u32::try_from(t.partitions.len()).unwrap_or(0),
+            message_expiry: get("message_expiry"),
+            compression_algorithm: 1,
+            max_topic_size: get("max_topic_size"),
+            size_bytes: 0,
+            messages_count: t.partitions.iter().map(|p| p.next).sum(),
+            name: WireName::new(name).expect("a name"),
+            options: WireOptions::empty(),
+            derived_options: WireOptions::empty(),
+        }
+    }
+
+    fn topic_reply(&self, name: &str) -> Vec<u8> {
+        let t = &self.topics[name];
+        GetTopicResponse {
+            topic: self.header(name, t),
+            partitions: t
+                .partitions
+                .iter()
+                .enumerate()
+                .map(|(i, p)| PartitionResponse {
+                    id: u32::try_from(i).unwrap_or(0),
+                    created_at: t.created_at,
+                    segments_count: 1,
+                    current_offset: p.next.saturating_sub(1),
+                    size_bytes: p.batches.iter().map(|b| b.len() as u64).sum(),
+                    messages_count: p.next,
+                })
+                .collect(),
+        }
+        .to_bytes()
+        .to_vec()
+    }
+
+    pub(crate) fn create_topic(
+        &mut self,
+        name: &str,
+        partitions: u32,
+        options: Vec<(String, u64)>,
+    ) {
+        self.next_topic_id += 1;
+        self.clock += 1;
+        self.topics.insert(
+            name.to_owned(),
+            Topic {
+                id: self.next_topic_id,
+                created_at: 1_700_000_000_000_000 + self.clock,
+                partitions: (0..partitions).map(|_| Partition::default()).collect(),
+                options,
+            },
+        );
+    }
+
+    /// Answers one request frame; `Err(status)` for a failure.
+    fn answer(&mut self, code: u32, body: &[u8]) -> Result<Vec<u8>, u32> {
+        let stream_ok = |s: &Self, id: &WireIdentifier| {
+            if s.stream.as_deref() == Some(name(id).as_str()) {
+                Ok(())
+            } else {
+                Err(1010u32)
+            }
+        };
+        match code {
+            GET_STREAM_CODE => {
+                let (r, _) = GetStreamRequest::decode(body).map_err(|_| 4u32)?;
+                stream_ok(self, &r.stream_id)?;
+                let topics: Vec<TopicHeader> =
+                    self.topics.iter().map(|(n, t)| self.header(n, t)).collect();
+                Ok(GetStreamResponse {
+                    stream: StreamResponse {
+                        id: 1,
+                        created_at: 1,
+                        topics_count: u32::try_from(topics.len()).unwrap_or(0),
+                        size_bytes: 0,
+                        messages_count: 0,
+                        name: WireName::new(self.stream.clone().unwrap_or_default())
+                            .expect("a name"),
+                        options: WireOptions::empty(),
+                    },
+                    topics,
+                }
+                .to_bytes()
+                .to_vec())
+            }
+            CREATE_STREAM_CODE => {
+                let (r, _) = CreateStreamRequest::decode(body).map_err(|_| 4u32)?;
+                if self.stream.is_some() {
+                    return Err(1012);
+                }
+                self.stream = Some(r.name.as_str().to_owned());
+                Ok(framed(&[]))
+            }
+            CREATE_TOPIC_CODE => {
+                let (r, _) = CreateTopicRequest::decode(body).map_err(|_| 4u32)?;
+                stream_ok(self, &r.stream_id)?;
+                let n = r.name.as_str().to_owned();
+                if self.topics.contains_key(&n) {
+                    return Err(2013);
+                }
+                if r.partitions_count == 0 || r.partitions_count > 1000 {
+                    return Err(2019);
+                }
+                self.create_topic(&n, r.partitions_count, options(&r.options));
+                Ok(framed(&self.topic_reply(&n)))
+            }
+            GET_TOPIC_CODE => {
+                let (r, _) = GetTopicRequest::decode(body).map_err(|_| 4u32)?;
+                stream_ok(self, &r.stream_id)?;
+                let n = name(&r.topic_id);
+                if !self.topics.contains_key(&n) {
+                    return Err(2011);
+                }
+                Ok(self.topic_reply(&n))
+            }
+            DELETE_TOPIC_CODE => {
+                let (r, _) = DeleteTopicRequest::decode(body).map_err(|_| 4u32)?;
+                self.topics.remove(&name(&r.topic_id)).ok_or(2011u32)?;
+                Ok(framed(&[]))
+            }
+            UPDATE_TOPIC_CODE => {
+                let (r, _) = UpdateTopicRequest::decode(body).map_err(|_| 4u32)?;
+                let t = self.topics.get_mut(&name(&r.topic_id)).ok_or(2011u32)?;
+                t.options = options(&r.options);
+                Ok(framed(&[]))
+            }
+            CREATE_PARTITIONS_CODE => {
+                let (r, _) = CreatePartitionsRequest::decode(body).map_err(|_| 4u32)?;
+                let t = self.topics.get_mut(&name(&r.topic_id)).ok_or(2011u32)?;
+                for _ in 0..r.partitions_count {
+                    t.partitions.push(Partition::default());
+                }
+                Ok(framed(&[]))
+            }
+            SEND_MESSAGES_CODE => {
+                let meta_len = u32::from_le_bytes(body[..4].try_into().map_err(|_| 4u32)?) as usize;
+                let (h, _) = SendMessagesHeader::decode(&body[4..]).map_err(|_| 4u32)?;
+                let WirePartitioning::PartitionId(p) = h.partitioning else {
+                    return Err(4);
+                };
+                let topic = name(&h.topic_id);
+                let t = self.topics.get_mut(&topic).ok_or(2011u32)?;
+                let part = t.partitions.get_mut(p as usize).ok_or(3007u32)?;
+                let mut batch = body[4 + meta_len..].to_vec();
+                let mut header = BatchHeader::decode(&batch).map_err(|_| 4u32)?;
+                header.base_offset = part.next;
+                header.base_timestamp = 1_800_000_000_000_000 + part.next;
+                header.encode_into(&mut batch[..BATCH_HEADER_SIZE]);
+                let base = part.next;
+                part.next += u64::from(header.message_count);
+                part.batches.push(batch);
+                Ok(SendMessagesResponse {
+                    confirmations: vec![SendMessagesConfirmationResponse {
+                        stream_id: 1,
+                        topic_id: t.id,
+                        partition_id: p,
+                        base_offset: base,
+                    }],
+                }
+                .to_bytes()
+                .to_vec())
+            }
+            POLL_MESSAGES_CODE => {
+                let (r, _) = PollMessagesRequest::decode(body).map_err(|_| 4u32)?;
+                let t = self.topics.get(&name(&r.topic_id)).ok_or(2011u32)?;
+                let p = r.partition_id.unwrap_or(0);
+                let part = t.partitions.get(p as usize).ok_or(3007u32)?;
+                let from = match r.strategy.kind {
+                    1 => r.strategy.value,
+                    // By timestamp: the first batch appended at or after it.
+                    2 => part
+                        .batches
+                        .iter()
+                        .map(|b| BatchHeader::decode(b).expect("stored"))
+                        .find(|h| h.base_timestamp >= r.strategy.value)
+                        .map_or(part.next, |h| h.base_offset),
+                    _ => 0,
+                };
+                let mut out = BytesMut::new();
+                let mut count = 0u32;
+                for b in &part.batches {
+                    let h = BatchHeader::decode(b).expect("stored");
+                    let end = h.base_offset + u64::from(h.message_count);
+                    if end <= from || count >= r.count {
+                        continue;
+                    }
+                    count += h.message_count;
+                    out.put_slice(b);
+                }
+                let mut reply = PollMessagesResponseHeader {
+                    partition_id: p,
+                    current_offset: part.next.saturating_sub(1),
+                    messages_count: count,
+                }
+                .to_bytes()
+                .to_vec();
+                reply.extend_from_slice(&out);
+                Ok(reply)
+            }
+            STORE_CONSUMER_OFFSET_CODE => {
+                let (r, _) = StoreConsumerOffsetRequest::decode(body).map_err(|_| 4u32)?;
+                self.consumer_offsets.insert(
+                    (
+                        name(&r.consumer.id),
+                        name(&r.topic_id),
+                        r.partition_id.unwrap_or(0),
+                    ),
+                    r.offset,
+                );
+                Ok(framed(&[]))
+            }
+            DELETE_CONSUMER_OFFSET_CODE => {
+                let (r, _) = DeleteConsumerOffsetRequest::decode(body).map_err(|_| 4u32)?;
+                self.consumer_offsets
+                    .remove(&(
+                        name(&r.consumer.id),
+                        name(&r.topic_id),
+                        r.partition_id.unwrap_or(0),
+                    ))
+                    .ok_or(3021u32)?;
+                Ok(framed(&[]))
+            }
+            _ => Err(3),
+        }
+    }
+
+    /// Answers every whole request frame in `wire` (consumed), returning the reply bytes.
+    pub(crate) fn serve(&mut self, wire: &mut Vec<u8>) -> Vec<u8> {
+        let mut out = Vec::new();
+        while wire.len() >= HEADER_SIZE {
+            let h: RequestHeader =
+                bytemuck::checked::try_pod_read_unaligned(&wire[..HEADER_SIZE]).expect("a header");
+            let size = h.size as usize;
+            if wire.len() < size {
+                break;
+            }
+            let body: Vec<u8> = wire[HEADER_SIZE..size].to_vec();
+            wire.drain(..size);
+            let result = if h.operation == Operation::Register {
+                match LoginRegisterRequest::decode(&body) {
+                    Ok((l, _)) if l.password_matches(&self.password) => Ok(framed(
+                        &LoginRegisterResponse {
+                            user_id: 1,
+                            session: 9,
+                            server_protocol_version: IGGY_PROTOCOL_VERSION,
+                            server_version: WireName::new("fake").expect("a name"),
+                        }
+                        .to_bytes(),
+                    )),
+                    _ => Err(42),
+                }
+            } else {
+                let code = if h.operation == Operation::NonReplicated {
+                    u32::from_le_bytes(h.reserved[..4].try_into().expect("four bytes"))
+                } else {
+                    h.operation.to_command_code().expect("a client operation")
+                };
+                self.seen.push(code);
+                match self.fail_next.take() {
+                    Some(status) => Err(status),
+                    None => self.answer(code, &body),
+                }
+            };
+            let (status, payload) = match result {
+                Ok(p) => (0, p),
+                Err(s) => (s, Vec::new()),
+            };
+            let reply = ReplyHeader {
+                command: Frame::Reply,
+                operation: h.operation,
+                size: u32::try_from(HEADER_SIZE + payload.len()).expect("small"),
+                client: h.client,
+                request: h.request,
+                status,
+                ..ReplyHeader::default()
+            };
+            out.extend_from_slice(bytemuck::bytes_of(&reply));
+            out.extend_from_slice(&payload);
+        }
+        out
+    }
+}
+
+trait PasswordCheck {
+    fn password_matches(&self, expected: &str) -> bool;
+}
+
+impl PasswordCheck for LoginRegisterRequest {
+    fn password_matches(&self, expected: &str) -> bool {
+        secrecy::ExposeSecret::expose_secret(&self.password) == expected
+    }
+}

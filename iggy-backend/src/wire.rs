@@ -1,0 +1,351 @@
+//! Translation between the backend vocabulary and Iggy's wire types.
+
+use bytes::{Bytes, BytesMut};
+use iggy_binary_protocol::primitives::user_headers::{
+    encode_user_headers, validate_user_headers, WireUserHeaderIterator,
+};
+use iggy_binary_protocol::requests::messages::send_messages::{RawMessage, SendMessagesEncoder};
+use iggy_binary_protocol::responses::messages::poll_messages::PollMessagesResponse;
+use iggy_binary_protocol::responses::streams::get_stream::TopicHeader;
+use iggy_binary_protocol::{WireIdentifier, WireOptions, WirePartitioning};
+use iggy_kafka_core::backend::{BackendError, StoredMessage, TopicConfig, TopicInfo, TopicRef};
+use iggy_kafka_core::iggy::Failure;
+use iggy_kafka_core::mapping::{HeaderValue, IggyMessage};
+use iggy_kafka_core::protocol::Uuid;
+use std::sync::Arc;
+
+// Iggy header kinds (Iggy's `HeaderKind::as_code`).
+const RAW: u8 = 1;
+const STRING: u8 = 2;
+const BOOL: u8 = 3;
+const INT8: u8 = 4;
+const INT16: u8 = 5;
+const INT32: u8 = 6;
+const INT64: u8 = 7;
+const INT128: u8 = 8;
+const UINT8: u8 = 9;
+const UINT16: u8 = 10;
+const UINT32: u8 = 11;
+const UINT64: u8 = 12;
+const UINT128: u8 = 13;
+const FLOAT32: u8 = 14;
+const FLOAT64: u8 = 15;
+
+/// Iggy's value for "no limit" in `message_expiry` and `max_topic_size`.
+pub(crate) const UNLIMITED: u64 = u64::MAX;
+
+/// Iggy error codes this backend tells apart (Iggy's `IggyError::as_code`).
+pub(crate) mod code {
+    pub(crate) const UNAUTHENTICATED: u32 = 40;
+    pub(crate) const UNAUTHORIZED: u32 = 41;
+    pub(crate) const INVALID_CREDENTIALS: u32 = 42;
+    pub(crate) const STREAM_ID_NOT_FOUND: u32 = 1009;
+    pub(crate) const STREAM_NAME_NOT_FOUND: u32 = 1010;
+    pub(crate) const STREAM_NAME_ALREADY_EXISTS: u32 = 1012;
+    pub(crate) const TOPIC_ID_NOT_FOUND: u32 = 2010;
+    pub(crate) const TOPIC_NAME_NOT_FOUND: u32 = 2011;
+    pub(crate) const TOPIC_NAME_ALREADY_EXISTS: u32 = 2013;
+    pub(crate) const INVALID_TOPIC_NAME: u32 = 2014;
+    pub(crate) const TOO_MANY_PARTITIONS: u32 = 2015;
+    pub(crate) const INVALID_PARTITIONS_COUNT: u32 = 2019;
+    pub(crate) const PARTITION_NOT_FOUND: u32 = 3007;
+    pub(crate) const CONSUMER_OFFSET_NOT_FOUND: u32 = 3021;
+    pub(crate) const TOO_BIG_USER_HEADERS: u32 = 4017;
+    pub(crate) const TOO_BIG_MESSAGE_PAYLOAD: u32 = 4022;
+    pub(crate) const TOO_MANY_MESSAGES: u32 = 4023;
+    pub(crate) const EMPTY_MESSAGE_PAYLOAD: u32 = 4024;
+    pub(crate) const INVALID_MESSAGE_PAYLOAD_LENGTH: u32 = 4025;
+}
+
+/// What an Iggy failure means to a Kafka client (documented in `docs/MAPPING.md`).
+pub(crate) fn backend_error(failure: Failure, topic: &str, partition: Option<u32>) -> BackendError {
+    let code = match failure {
+        Failure::Lost(e) => return BackendError::Unavailable(format!("iggy: {e}")),
+        Failure::Status(code) => code,
+    };
+    match code {
+        code::STREAM_ID_NOT_FOUND
+        | code::STREAM_NAME_NOT_FOUND
+        | code::TOPIC_ID_NOT_FOUND
+        | code::TOPIC_NAME_NOT_FOUND => BackendError::UnknownTopic(TopicRef::Name(topic.into())),
+        code::PARTITION_NOT_FOUND => BackendError::UnknownPartition {
+            topic: topic.into(),
+            partition: partition.unwrap_or(0),
+        },
+        code::TOPIC_NAME_ALREADY_EXISTS => BackendError::TopicExists(topic.into()),
+        code::INVALID_TOPIC_NAME => BackendError::InvalidTopic(topic.into()),
+        code::TOO_MANY_PARTITIONS | code::INVALID_PARTITIONS_COUNT => {
+            BackendError::InvalidPartitions(format!("iggy refused the partition count ({code})"))
+        }
+        code::UNAUTHENTICATED | code::UNAUTHORIZED | code::INVALID_CREDENTIALS => {
+            BackendError::Unauthorized(format!("iggy error {code} on {topic}"))
+        }
+        code::TOO_BIG_USER_HEADERS
+        | code::TOO_BIG_MESSAGE_PAYLOAD
+        | code::TOO_MANY_MESSAGES
+        | code::EMPTY_MESSAGE_PAYLOAD
+        | code::INVALID_MESSAGE_PAYLOAD_LENGTH => {
+            BackendError::InvalidMessage(format!("iggy refused the messages (error {code})"))
+        }
+        other => BackendError::Other(format!("iggy error {other}")),
+    }
+}
+
+/// An Iggy name identifier (Kafka topic names are at most 249 bytes, inside Iggy's 255).
+pub(crate) fn named(name: &str) -> Result<WireIdentifier, BackendError> {
+    WireIdentifier::named(name).map_err(|_| BackendError::InvalidTopic(name.into()))
+}
+
+fn header_entry(value: &HeaderValue) -> (u8, Bytes) {
+    match value {
+        HeaderValue::Raw(b) => (RAW, b.clone()),
+        HeaderValue::String(s) => (STRING, Bytes::copy_from_slice(s.as_bytes())),
+        HeaderValue::Bool(b) => (BOOL, Bytes::copy_from_slice(&[u8::from(*b)])),
+        HeaderValue::Uint8(v) => (UINT8, Bytes::copy_from_slice(&[*v])),
+        HeaderValue::Int64(v) => (INT64, Bytes::copy_from_slice(&v.to_le_bytes())),
+        HeaderValue::Uint64(v) => (UINT64, Bytes::copy_from_slice(&v.to_le_bytes())),
+        HeaderValue::Float64(v) => (FLOAT64, Bytes::copy_from_slice(&v.to_le_bytes())),
+        other => (RAW, other.to_kafka()),
+    }
+}
+
+/// Encodes a message's user headers in Iggy's TLV form (keys are strings).
+pub(crate) fn encode_headers(m: &IggyMessage) -> Option<Bytes> {
+    if m.headers.is_empty() {
+        return None;
+    }
+    let values: Vec<(u8, Bytes)> = m.headers.iter().map(|(_, v)| header_entry(v)).collect();
+    let entries: Vec<(u8, &[u8], u8, &[u8])> = m
+        .headers
+        .iter()
+        .zip(&values)
+        .map(|((k, _), (kind, v))| (STRING, k.as_bytes(), *kind, &v[..]))
+        .collect();
+    let mut buf = BytesMut::new();
+    encode_user_headers(&entries, &mut buf);
+    Some(buf.freeze())
+}
+
+fn le<const N: usize>(v: &[u8]) -> Option<[u8; N]> {
+    v.try_into().ok()
+}
+
+/// A header value as the mapping knows it; Iggy kinds it has no variant for become text.
+fn header_value(kind: u8, v: &[u8]) -> HeaderValue {
+    let text = |s: String| HeaderValue::String(s);
+    let parsed = match kind {
+        RAW => Some(HeaderValue::Raw(Bytes::copy_from_slice(v))),
+        STRING => std::str::from_utf8(v)
+            .ok()
+            .map(|s| HeaderValue::String(s.to_owned())),
+        BOOL => v.first().map(|b| HeaderValue::Bool(*b != 0)),
+        UINT8 => v.first().map(|b| HeaderValue::Uint8(*b)),
+        INT64 => le(v).map(|b| HeaderValue::Int64(i64::from_le_bytes(b))),
+        UINT64 => le(v).map(|b| HeaderValue::Uint64(u64::from_le_bytes(b))),
+        FLOAT64 => le(v).map(|b| HeaderValue::Float64(f64::from_le_bytes(b))),
+        INT8 => v.first().map(|b| text(i8::from_le_bytes([*b]).to_string())),
+        INT16 => le(v).map(|b| text(i16::from_le_bytes(b).to_string())),
+        INT32 => le(v).map(|b| text(i32::from_le_bytes(b).to_string())),
+        INT128 => le(v).map(|b| text(i128::from_le_bytes(b).to_string())),
+        UINT16 => le(v).map(|b| text(u16::from_le_bytes(b).to_string())),
+        UINT32 => le(v).map(|b| text(u32::from_le_bytes(b).to_string())),
+        UINT128 => le(v).map(|b| text(u128::from_le_bytes(b).to_string())),
+        FLOAT32 => le(v).map(|b| text(f32::from_le_bytes(b).to_string())),
+        _ => None,
+    };
+    parsed.unwrap_or_else(|| HeaderValue::Raw(Bytes::copy_from_slice(v)))
+}
+
+fn header_key(kind: u8, k: &[u8]) -> String {
+    match header_value(kind, k) {
+        HeaderValue::Raw(b) => String::from_utf8_lossy(&b).into_owned(),
+        HeaderValue::String(s) => s,
+        HeaderValue::Bool(b) => b.to_string(),
+        HeaderValue::Uint8(v) => v.to_string(),
+        HeaderValue::Int64(v) => v.to_string(),
+        HeaderValue::Uint64(v) => v.to_string(),
+        HeaderValue::Float64(v) => v.to_string(),
+        other => String::from_utf8_lossy(&other.to_kafka()).into_owned(),
+    }
+}
+
+/// Decodes Iggy user headers; `None` when they are malformed.
+pub(crate) fn decode_headers(raw: &[u8]) -> Option<Vec<(String, HeaderValue)>> {
+    if raw.is_empty() {
+        return Some(Vec::new());
+    }
+    validate_user_headers(raw).ok()?;
+    Some(
+        WireUserHeaderIterator::new(raw)
+            .map(|e| {
+                (
+                    header_key(e.key_kind.0, e.key),
+                    header_value(e.value_kind.0, e.value),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// The body of a `SendMessages` to one partition; `ids` gives each message its Iggy id.
+pub(crate) fn send_messages(
+    stream: &WireIdentifier,
+    topic: &WireIdentifier,
+    partition: u32,
+    messages: &[IggyMessage],
+    mut ids: impl FnMut() -> u128,
+) -> Result<Bytes, BackendError> {
+    let headers: Vec<Option<Bytes>> = messages.iter().map(encode_headers).collect();
+    let raw: Vec<RawMessage<'_>> = messages
+        .iter()
+        .zip(&headers)
+        .map(|(m, h)| RawMessage {
+            id: ids(),
+            origin_timestamp: m.origin_timestamp_us,
+            headers: h.as_deref(),
+            payload: &m.payload,
+        })
+        .collect();
+    let partitioning = WirePartitioning::PartitionId(partition);
+    let mut buf = BytesMut::with_capacity(SendMessagesEncoder::encoded_size(
+        stream,
+        topic,
+        &partitioning,
+        &raw,
+    ));
+    SendMessagesEncoder::encode(&mut buf, stream, topic, &partitioning, &raw)
+        .map_err(|e| BackendError::InvalidMessage(format!("cannot encode for iggy: {e}")))?;
+    Ok(buf.freeze())
+}
+
+/// The messages of a `PollMessages` reply, from `from` on, within `max_bytes` (but at least
+/// one), and the partition's current (last) offset. The payloads share `body`'s memory.
+pub(crate) fn polled(
+    body: &Bytes,
+    from: u64,
+    max_bytes: usize,
+    max_messages: usize,
+) -> Result<(Vec<StoredMessage>, u64), BackendError> {
+    let reply = PollMessagesResponse::decode(body)
+        .map_err(|e| BackendError::Other(format!("iggy poll reply: {e}")))?;
+    let current = reply.header.current_offset;
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    for view in reply.messages {
+        let view = view.map_err(|e| BackendError::Other(format!("iggy poll reply: {e}")))?;
+        if view.offset < from {
+            continue;
+        }
+        let headers = decode_headers(view.user_headers)
+            .ok_or_else(|| BackendError::Other("iggy message with malformed headers".into()))?;
+        let message = IggyMessage {
+            payload: body.slice_ref(view.payload),
+            origin_timestamp_us: view.origin_timestamp,
+            timestamp_us: view.timestamp,
+            headers,
+        };
+        let size = iggy_kafka_core::backend::message_size(&message);
+        if !out.is_empty() && (bytes + size > max_bytes || out.len() >= max_messages) {
+            break;
+        }
+        bytes += size;
+        out.push(StoredMessage {
+            offset: view.offset,
+            message: Arc::new(message),
+        });
+    }
+    Ok((out, current))
+}
+
+fn option(key: &str, value: u64) -> (u8, Vec<u8>, u8, Vec<u8>) {
+    (
+        STRING,
+        key.as_bytes().to_vec(),
+        UINT64,
+        value.to_le_bytes().to_vec(),
+    )
+}
+
+/// Iggy topic options for a Kafka topic configuration over `partitions` partitions.
+///
+/// # Errors
+/// [`BackendError::InvalidConfig`] for what Iggy topics cannot honour.
+pub(crate) fn topic_options(
+    config: &TopicConfig,
+    partitions: u32,
+    current: Option<&TopicHeader>,
+) -> Result<WireOptions, BackendError> {
+    if config.log_append_time == Some(true) {
+        return Err(BackendError::InvalidConfig(
+            "message.timestamp.type=LogAppendTime: Iggy topics keep the producer's timestamp"
+                .into(),
+        ));
+    }
+    if config
+        .max_message_bytes
+        .is_some_and(|m| m != iggy_kafka_core::topic_config::DEFAULT_MAX_MESSAGE_BYTES)
+    {
+        return Err(BackendError::InvalidConfig(
+            "max.message.bytes: Iggy topics have no such limit to set".into(),
+        ));
+    }
+    let expiry = match config.retention_ms {
+        Some(ms) if ms > 0 => u64::try_from(ms).unwrap_or(0).saturating_mul(1000),
+        Some(_) => UNLIMITED,
+        None => current.map_or(UNLIMITED, |t| t.message_expiry),
+    };
+    let size = match config.retention_bytes {
+        Some(b) if b > 0 => u64::try_from(b)
+            .unwrap_or(0)
+            .saturating_mul(u64::from(partitions.max(1))),
+        Some(_) => UNLIMITED,
+        None => current.map_or(UNLIMITED, |t| t.max_topic_size),
+    };
+    let mut entries = Vec::new();
+    if expiry != UNLIMITED && expiry != 0 {
+        entries.push(option("message_expiry", expiry));
+    }
+    if size != UNLIMITED && size != 0 {
+        entries.push(option("max_topic_size", size));
+    }
+    let refs: Vec<(u8, &[u8], u8, &[u8])> = entries
+        .iter()
+        .map(|(a, b, c, d)| (*a, &b[..], *c, &d[..]))
+        .collect();
+    let mut buf = BytesMut::new();
+    encode_user_headers(&refs, &mut buf);
+    WireOptions::from_bytes(buf.freeze())
+        .map_err(|e| BackendError::InvalidConfig(format!("iggy topic options: {e}")))
+}
+
+/// A Kafka topic id derived from Iggy's identity of the topic: stable while it exists,
+/// new when it is deleted and created again (its creation time differs).
+pub(crate) fn topic_id(t: &TopicHeader) -> Uuid {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&t.created_at.to_be_bytes());
+    b[8..12].copy_from_slice(&t.id.to_be_bytes());
+    b[12..].copy_from_slice(b"KGW1");
+    Uuid(b)
+}
+
+/// What a Kafka client sees of an Iggy topic.
+pub(crate) fn topic_info(t: &TopicHeader) -> TopicInfo {
+    let limited = |v: u64| (v != UNLIMITED && v != 0).then_some(v);
+    TopicInfo {
+        name: t.name.as_str().to_owned(),
+        id: topic_id(t),
+        partitions: t.partitions_count,
+        config: {
+            let mut c = TopicConfig::default();
+            c.retention_ms =
+                limited(t.message_expiry).map(|us| i64::try_from(us / 1000).unwrap_or(i64::MAX));
+            c.retention_bytes = limited(t.max_topic_size).map(|b| {
+                i64::try_from(b / u64::from(t.partitions_count.max(1))).unwrap_or(i64::MAX)
+            });
+            c
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;
