@@ -116,6 +116,9 @@ struct Inner {
     offsets_gate: Gate,
     offsets: Mutex<OffsetsState>,
     partitions: Mutex<HashMap<(String, u32), Arc<PartitionState>>>,
+    /// Partition counts of the stream's topics as last seen, to check commits without a
+    /// round trip; refreshed from Iggy when a commit names something it does not hold.
+    known: Mutex<HashMap<String, u32>>,
     appended: Event,
     next_producer_id: AtomicI64,
     next_message_id: AtomicU64,
@@ -214,6 +217,7 @@ impl IggyBackend {
             offsets_gate: Gate::default(),
             offsets: Mutex::new(OffsetsState::default()),
             partitions: Mutex::new(HashMap::new()),
+            known: Mutex::new(HashMap::new()),
             appended: Event::new(),
             // Positive, and unlikely to meet the ids of an earlier run.
             next_producer_id: AtomicI64::new(i64::try_from((seed >> 24) << 20).unwrap_or(1) + 1),
@@ -254,7 +258,11 @@ impl Backend for IggyBackend {
 
 impl Inner {
     async fn call(&self, lane: usize, code: u32, payload: Bytes) -> Result<Bytes, Failure> {
-        self.lanes.call(lane, code, payload).await
+        let result = self.lanes.call(lane, code, payload).await;
+        if let Err(Failure::Status(status)) = &result {
+            tracing::debug!(command = code, status, "iggy refused a request");
+        }
+        result
     }
 
     async fn run(&self, command: Command) -> Completion {
@@ -275,10 +283,15 @@ impl Inner {
                 offset,
                 max_bytes,
                 max_messages,
-            } => Completion::Read(
-                self.read(&topic, partition, offset, max_bytes, max_messages)
-                    .await,
-            ),
+            } => {
+                let r = self
+                    .read(&topic, partition, offset, max_bytes, max_messages)
+                    .await;
+                if let Err(e) = &r {
+                    tracing::debug!(%topic, partition, offset, error = %e, "read failed");
+                }
+                Completion::Read(r)
+            }
             Command::Offsets { topic, partition } => {
                 Completion::Offsets(match self.topic_name(&topic).await {
                     Ok(name) => self.offsets(&name, partition).await,
@@ -390,10 +403,13 @@ impl Inner {
             }
             None => None,
         };
-        let reply = self
+        let reply = match self
             .call(lane_of(topic, partition), SEND_MESSAGES_CODE, body)
             .await
-            .map_err(|f| backend_error(f, topic, Some(partition)))?;
+        {
+            Ok(r) => r,
+            Err(f) => return Err(self.refine(f, topic, partition).await),
+        };
         let base = SendMessagesResponse::decode(&reply)
             .ok()
             .and_then(|(r, _)| r.confirmations.first().map(|c| c.base_offset))
@@ -425,13 +441,31 @@ impl Inner {
             count,
             auto_commit: false,
         };
-        self.call(
-            lane_of(topic, partition),
-            POLL_MESSAGES_CODE,
-            request.to_bytes(),
-        )
-        .await
-        .map_err(|f| backend_error(f, topic, Some(partition)))
+        match self
+            .call(lane_of(topic, partition), POLL_MESSAGES_CODE, request.to_bytes())
+            .await
+        {
+            Ok(r) => Ok(r),
+            Err(f) => Err(self.refine(f, topic, partition).await),
+        }
+    }
+
+    /// An Iggy failure of a partition request as a Kafka error: a generic "not found" is
+    /// the topic's absence or the partition's, which the topic's metadata tells apart.
+    async fn refine(&self, failure: Failure, topic: &str, partition: u32) -> BackendError {
+        if failure != Failure::Status(code::RESOURCE_NOT_FOUND) {
+            return backend_error(failure, topic, Some(partition));
+        }
+        match self.topic_header(topic).await {
+            Ok(t) if t.topic.partitions_count > partition => {
+                backend_error(failure, topic, Some(partition))
+            }
+            Ok(_) => BackendError::UnknownPartition {
+                topic: topic.into(),
+                partition,
+            },
+            Err(e) => e,
+        }
     }
 
     async fn read(
@@ -606,9 +640,14 @@ impl Inner {
                 self.config.stream.clone(),
             )));
         }
-        GetStreamResponse::decode(&reply)
+        let topics = GetStreamResponse::decode(&reply)
             .map(|(r, _)| r.topics)
-            .map_err(|e| BackendError::Other(format!("iggy stream reply: {e}")))
+            .map_err(|e| BackendError::Other(format!("iggy stream reply: {e}")))?;
+        *lock(&self.known) = topics
+            .iter()
+            .map(|t| (t.name.as_str().to_owned(), t.partitions_count))
+            .collect();
+        Ok(topics)
     }
 
     async fn list_topics(&self, only: Option<&[TopicRef]>) -> Result<Vec<TopicInfo>, BackendError> {
@@ -678,11 +717,13 @@ impl Inner {
             .call(admin_lane(name), CREATE_TOPIC_CODE, request.to_bytes())
             .await
             .map_err(|f| backend_error(f, name, None))?;
-        match GetTopicResponse::decode(&reply) {
-            Ok((r, _)) => Ok(wire::topic_info(&r.topic)),
+        let info = match GetTopicResponse::decode(&reply) {
+            Ok((r, _)) => wire::topic_info(&r.topic),
             // Created; read it back for its identity.
-            Err(_) => Ok(wire::topic_info(&self.topic_header(name).await?.topic)),
-        }
+            Err(_) => wire::topic_info(&self.topic_header(name).await?.topic),
+        };
+        lock(&self.known).insert(info.name.clone(), info.partitions);
+        Ok(info)
     }
 
     async fn delete_topic(&self, topic: &TopicRef) -> Result<TopicInfo, BackendError> {
@@ -696,6 +737,7 @@ impl Inner {
             .await
             .map_err(|f| backend_error(f, &name, None))?;
         lock(&self.partitions).retain(|(t, _), _| *t != name);
+        lock(&self.known).remove(&name);
         let has_offsets = lock(&self.offsets)
             .groups
             .values()
@@ -746,8 +788,9 @@ impl Inner {
             request.to_bytes(),
         )
         .await
-        .map(|_| ())
-        .map_err(|f| backend_error(f, topic, None))
+        .map_err(|f| backend_error(f, topic, None))?;
+        lock(&self.known).insert(topic.to_owned(), total);
+        Ok(())
     }
 
     async fn alter_topic_config(
@@ -1008,14 +1051,17 @@ impl Inner {
         group: &str,
         offsets: Vec<GroupOffset>,
     ) -> Vec<Result<(), BackendError>> {
-        let topics = match self.stream_topics().await {
-            Ok(t) => t,
-            Err(e) => return offsets.iter().map(|_| Err(e.clone())).collect(),
+        let fits = |known: &HashMap<String, u32>| {
+            offsets
+                .iter()
+                .all(|o| known.get(&o.topic).is_some_and(|n| o.partition < *n))
         };
-        let partitions: HashMap<&str, u32> = topics
-            .iter()
-            .map(|t| (t.name.as_str(), t.partitions_count))
-            .collect();
+        if !fits(&lock(&self.known)) {
+            if let Err(e) = self.stream_topics().await {
+                return offsets.iter().map(|_| Err(e.clone())).collect();
+            }
+        }
+        let partitions = lock(&self.known).clone();
         let mut results: Vec<Result<(), BackendError>> = Vec::with_capacity(offsets.len());
         let mut records = Vec::new();
         for o in &offsets {
@@ -1046,31 +1092,32 @@ impl Inner {
         }
         // Mirror the progress into Iggy's own consumer offsets ("last consumed"), for
         // Iggy's tools; the gateway does not read them back.
-        let mirrors = offsets
+        // Nobody waits for these: the commit is durable already, and the mirror is for show.
+        for (o, _) in offsets
             .iter()
             .zip(&results)
             .filter(|(o, r)| r.is_ok() && o.committed.offset > 0)
-            .filter_map(|(o, _)| {
-                let request = StoreConsumerOffsetRequest {
-                    consumer: WireConsumer::consumer(WireIdentifier::named(group).ok()?),
-                    stream_id: self.stream.clone(),
-                    topic_id: named(&o.topic).ok()?,
-                    partition_id: Some(o.partition),
-                    offset: u64::try_from(o.committed.offset - 1).ok()?,
-                    ack: AckLevel::Quorum,
-                };
-                // Queued at once, all of them; awaited below.
-                Some(self.lanes.call(
-                    lane_of(&o.topic, o.partition),
-                    STORE_CONSUMER_OFFSET_CODE,
-                    request.to_bytes(),
-                ))
-            })
-            .collect::<Vec<_>>();
-        for m in mirrors {
-            if let Err(e) = m.await {
-                tracing::debug!(group, error = %e, "mirroring a commit into Iggy's consumer offsets failed");
-            }
+        {
+            let (Ok(consumer), Ok(topic_id), Ok(offset)) = (
+                WireIdentifier::named(group),
+                named(&o.topic),
+                u64::try_from(o.committed.offset - 1),
+            ) else {
+                continue;
+            };
+            let request = StoreConsumerOffsetRequest {
+                consumer: WireConsumer::consumer(consumer),
+                stream_id: self.stream.clone(),
+                topic_id,
+                partition_id: Some(o.partition),
+                offset,
+                ack: AckLevel::Quorum,
+            };
+            self.lanes.send_detached(
+                lane_of(&o.topic, o.partition),
+                STORE_CONSUMER_OFFSET_CODE,
+                request.to_bytes(),
+            );
         }
         results
     }

@@ -36,6 +36,7 @@ pub(crate) const UNLIMITED: u64 = u64::MAX;
 
 /// Iggy error codes this backend tells apart (Iggy's `IggyError::as_code`).
 pub(crate) mod code {
+    pub(crate) const RESOURCE_NOT_FOUND: u32 = 20;
     pub(crate) const UNAUTHENTICATED: u32 = 40;
     pub(crate) const UNAUTHORIZED: u32 = 41;
     pub(crate) const INVALID_CREDENTIALS: u32 = 42;
@@ -64,7 +65,10 @@ pub(crate) fn backend_error(failure: Failure, topic: &str, partition: Option<u32
         Failure::Status(code) => code,
     };
     match code {
-        code::STREAM_ID_NOT_FOUND
+        // The partition plane answers "no such resource" for a missing topic or partition;
+        // the backend tells them apart (`Inner::refine_not_found`).
+        code::RESOURCE_NOT_FOUND
+        | code::STREAM_ID_NOT_FOUND
         | code::STREAM_NAME_NOT_FOUND
         | code::TOPIC_ID_NOT_FOUND
         | code::TOPIC_NAME_NOT_FOUND => BackendError::UnknownTopic(TopicRef::Name(topic.into())),

@@ -23,6 +23,26 @@ pub const RUNTIME: &str = if cfg!(feature = "smol") {
     "tokio"
 };
 
+/// The Iggy server the tests were given (`IGGY_KAFKA_TEST_IGGY`), if any.
+pub fn iggy_url() -> Option<String> {
+    std::env::var("IGGY_KAFKA_TEST_IGGY")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+/// A stream name no other test run uses.
+pub fn unique_stream() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "kgw-test-{}-{nanos}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
 pub struct Gateway {
     pub addr: SocketAddr,
     child: Child,
@@ -34,10 +54,22 @@ impl Gateway {
         Self::start_with(&[])
     }
 
-    /// Starts the gateway with extra command-line arguments.
+    /// Starts the gateway with extra command-line arguments. With `IGGY_KAFKA_TEST_IGGY` set
+    /// to an `iggy://` URL, the gateway keeps its data in that Iggy server, in a stream of
+    /// its own (`--stream` in `args` names it instead).
     pub fn start_with(args: &[&str]) -> Self {
+        let mut backend = Vec::new();
+        if let Some(url) = iggy_url() {
+            backend.push("--iggy".to_owned());
+            backend.push(url);
+            if !args.contains(&"--stream") {
+                backend.push("--stream".to_owned());
+                backend.push(unique_stream());
+            }
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_iggy-kafka-gateway"))
-            .args(["--listen", "127.0.0.1:0", "--log", "info"])
+            .args(["--listen", "127.0.0.1:0", "--log", &std::env::var("IGGY_KAFKA_TEST_LOG").unwrap_or_else(|_| "info".into())])
+            .args(&backend)
             .args(args)
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())

@@ -82,6 +82,8 @@ struct Call {
     code: u32,
     payload: Bytes,
     slot: Arc<Slot>,
+    /// Sent even though nobody waits for the reply.
+    detached: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,7 +131,7 @@ impl Lane {
         self.changed.listen()
     }
 
-    fn call(&self, code: u32, payload: Bytes) -> PendingCall {
+    fn call(&self, code: u32, payload: Bytes, detached: bool) -> PendingCall {
         let slot = Arc::new(Slot::default());
         let mut st = lock(&self.state);
         if st.link == Link::Down {
@@ -142,6 +144,7 @@ impl Lane {
             code,
             payload,
             slot: Arc::clone(&slot),
+            detached,
         });
         drop(st);
         self.changed.notify(usize::MAX);
@@ -171,7 +174,7 @@ impl Lane {
     fn next_call(&self) -> Option<Call> {
         let mut st = lock(&self.state);
         while let Some(call) = st.calls.pop_front() {
-            if Arc::strong_count(&call.slot) > 1 {
+            if call.detached || Arc::strong_count(&call.slot) > 1 {
                 return Some(call);
             }
         }
@@ -220,7 +223,12 @@ impl Lanes {
 
     /// Queues Iggy command `code` with its encoded `payload` on lane `index`.
     pub fn call(&self, index: usize, code: u32, payload: Bytes) -> PendingCall {
-        self.lane(index).call(code, payload)
+        self.lane(index).call(code, payload, false)
+    }
+
+    /// Queues a request whose reply nobody awaits (it is sent all the same, in lane order).
+    pub fn send_detached(&self, index: usize, code: u32, payload: Bytes) {
+        drop(self.lane(index).call(code, payload, true));
     }
 }
 
@@ -284,11 +292,9 @@ impl LaneDriver {
     /// A byte stream is open: start a session on it.
     pub fn connected(&mut self, now: Instant) {
         let mut config = self.config.clone();
-        // Every session is a new client to the server's deduplication.
-        config.client_id = self
-            .config
-            .client_id
-            .wrapping_add(u128::from(self.sessions) << 64);
+        // Every session of every lane is a client of its own to the server: it fences a
+        // client id to its latest session.
+        config.client_id = session_client_id(self.config.client_id, self.index, self.sessions);
         self.sessions += 1;
         self.lane().set_link(Link::Connecting, None);
         self.session = Some(Session::new(config, now));
@@ -378,6 +384,20 @@ impl LaneDriver {
             }
         }
     }
+}
+
+/// A client id unique to (base, lane, session), never 0.
+fn session_client_id(base: u128, lane: usize, session: u64) -> u128 {
+    fn mix(mut z: u64) -> u64 {
+        // splitmix64's finalizer: spreads every input bit over the output.
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    let lane = lane as u64;
+    let hi = mix((base >> 64) as u64 ^ mix(lane));
+    let lo = mix(base as u64 ^ mix(session.wrapping_add(lane << 32)));
+    ((u128::from(hi) << 64) | u128::from(lo)).max(1)
 }
 
 #[cfg(test)]

@@ -376,14 +376,16 @@ impl Session {
                 )))
             }
         };
+        // The reply names the request number it answers; its client field is the server's
+        // own view of the connection, not necessarily the id this session registered.
         let expected = match &self.in_flight {
-            Some(f) if f.resend_at.is_none() => (f.header.client, f.header.request),
+            Some(f) if f.resend_at.is_none() => f.header.request,
             _ => return self.close(SessionError::Protocol("a reply to no request".into())),
         };
-        if (header.client, header.request) != expected {
+        if header.request != expected {
             return self.close(SessionError::Protocol(format!(
-                "reply to request {} of client {:x}, expected {}",
-                header.request, header.client, expected.1
+                "reply to request {}, expected {expected}",
+                header.request
             )));
         }
         let outcome = if header.status != 0 {

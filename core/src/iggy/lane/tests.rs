@@ -79,10 +79,14 @@ fn dropped_calls_are_never_sent() {
     let lanes = Arc::new(Lanes::new(1));
     let mut d = LaneDriver::new(Arc::clone(&lanes), 0, config(), now);
     drop(lanes.call(0, SEND_MESSAGES_CODE, Bytes::from_static(b"gone")));
+    lanes.send_detached(0, SEND_MESSAGES_CODE, Bytes::from_static(b"detached"));
     let mut kept = lanes.call(0, SEND_MESSAGES_CODE, Bytes::from_static(b"kept"));
     d.connected(now);
     let (login, _) = request(&mut d);
     d.handle_input(&reply_to(&login, 0, &login_ok(5)), now);
+    let (h, body) = request(&mut d);
+    assert_eq!(&body[..], b"detached", "sent though nobody waits");
+    d.handle_input(&reply_to(&h, 0, b"ok"), now);
     let (h, body) = request(&mut d);
     assert_eq!(&body[..], b"kept");
     d.handle_input(&reply_to(&h, 0, b"ok"), now);
@@ -142,4 +146,15 @@ fn a_refused_login_fails_what_waits() {
         Some(Err(Failure::Lost(SessionError::LoginRefused(42))))
     );
     assert!(!d.has_session());
+}
+
+#[test]
+fn every_session_of_every_lane_is_its_own_client() {
+    let mut ids = std::collections::HashSet::new();
+    for lane in 0..8 {
+        for session in 0..8 {
+            assert!(ids.insert(session_client_id(1, lane, session)));
+        }
+    }
+    assert!(!ids.contains(&0));
 }

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The tests that need a real Iggy server, on both runtimes:
+#
+#   IGGY_KAFKA_TEST_IGGY=iggy://iggy:iggy@127.0.0.1:8090 scripts/test-iggy.sh
+#
+# Runs every integration test with the gateway on the Iggy backend (each gateway in a
+# stream of its own), the restart test and the interoperability tests with Iggy's own Rust
+# SDK (tests/iggy.rs, ignored without a server). The server is not started here: Iggy
+# publishes no package this project can install, so bring one (README, "Testing against a
+# real Iggy server").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ -z "${IGGY_KAFKA_TEST_IGGY:-}" ]; then
+  echo "set IGGY_KAFKA_TEST_IGGY to the Iggy server, e.g. iggy://iggy:iggy@127.0.0.1:8090" >&2
+  exit 2
+fi
+export IGGY_KAFKA_TEST_IGGY
+
+scripts/install-test-deps.sh
+
+echo "==> Iggy's Rust SDK, for the interoperability tests"
+cargo build --locked --manifest-path tests/iggy-sdk/Cargo.toml --target-dir target/iggy-sdk
+export IGGY_KAFKA_TEST_SDK_BIN="$PWD/target/iggy-sdk/debug/iggy-sdk-interop"
+
+for features in "" "--no-default-features --features smol"; do
+  echo "==> integration tests against Iggy (${features:-tokio})"
+  # shellcheck disable=SC2086
+  cargo test --locked -p iggy-kafka-gateway $features -- --include-ignored
+done
+echo "all Iggy tests passed"

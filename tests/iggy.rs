@@ -1,0 +1,168 @@
+//! Tests that need a real Iggy server: run with `IGGY_KAFKA_TEST_IGGY=iggy://USER:PASS@HOST:PORT`
+//! and `--ignored` (`scripts/test-iggy.sh` does both, on both runtimes). Without a server
+//! they are listed as ignored, never passed silently; the Iggy backend's own tests against
+//! an in-process fake server run everywhere (`cargo test -p iggy-kafka-iggy`).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{iggy_url, unique_stream, Gateway};
+
+fn python() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-deps/venv/bin/python")
+}
+
+fn run(what: &str, cmd: &mut Command) -> String {
+    let out = cmd
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients"))
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot start ({e}); run scripts/install-test-deps.sh"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!(
+        "{what} stdout:\n{stdout}\n{what} stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{what} failed: {}", out.status);
+    stdout
+}
+
+fn server() -> String {
+    iggy_url().expect("IGGY_KAFKA_TEST_IGGY must name the Iggy server for these tests")
+}
+
+/// Acknowledged records and committed offsets (with metadata) survive a gateway restart:
+/// a second gateway on the same Iggy stream serves them all.
+#[test]
+#[ignore = "needs a real Iggy server: IGGY_KAFKA_TEST_IGGY, see scripts/test-iggy.sh"]
+fn a_restart_loses_nothing() {
+    let url = server();
+    let stream = unique_stream();
+    let topic = format!("restart-{}", common::RUNTIME);
+    let group = format!("restart-group-{}", common::RUNTIME);
+    let args = ["--iggy", url.as_str(), "--stream", stream.as_str()];
+    let first = Gateway::start_with(&args);
+    let out = run(
+        "restart.py before",
+        Command::new(python())
+            .args(["restart.py", "before"])
+            .arg(first.addr.to_string())
+            .args([&topic, &group]),
+    );
+    let committed = out.lines().last().unwrap_or_default().to_owned();
+    first.stop();
+    let second = Gateway::start_with(&args);
+    run(
+        "restart.py after",
+        Command::new(python())
+            .args(["restart.py", "after"])
+            .arg(second.addr.to_string())
+            .args([&topic, &group, &committed]),
+    );
+    second.stop();
+}
+
+fn sdk() -> Command {
+    let bin = std::env::var("IGGY_KAFKA_TEST_SDK_BIN").unwrap_or_else(|_| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target/iggy-sdk/debug/iggy-sdk-interop")
+            .display()
+            .to_string()
+    });
+    Command::new(bin)
+}
+
+/// Records produced by a Kafka client through the gateway are Iggy messages that Iggy's own
+/// SDK reads, with the headers `docs/MAPPING.md` documents; messages sent with Iggy's SDK
+/// are consumed through the gateway by a Kafka client.
+#[test]
+#[ignore = "needs a real Iggy server: IGGY_KAFKA_TEST_IGGY, see scripts/test-iggy.sh"]
+fn iggy_sdk_and_kafka_clients_share_the_data() {
+    let url = server();
+    let stream = unique_stream();
+    let gw = Gateway::start_with(&["--iggy", url.as_str(), "--stream", stream.as_str()]);
+    let topic = format!("interop-{}", common::RUNTIME);
+    run(
+        "interop.py produce",
+        Command::new(python())
+            .args(["interop.py", "produce"])
+            .arg(gw.addr.to_string())
+            .arg(&topic),
+    );
+    let out = run(
+        "iggy SDK read",
+        sdk().args(["read", url.as_str(), stream.as_str(), topic.as_str(), "2"]),
+    );
+    let messages: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(messages.len(), 100, "every record is an Iggy message");
+    let hex = |s: &str| s.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+    for m in &messages {
+        let headers = &m["headers"];
+        let kind = |k: &str| headers[k][0].as_str().unwrap_or_default().to_owned();
+        assert_eq!(kind("kafka-key"), "raw", "{m}");
+        let partition = m["partition"].as_u64().unwrap_or(9);
+        let offset = m["offset"].as_u64().unwrap_or(0);
+        let i = offset * 2 + partition;
+        assert_eq!(
+            m["origin_timestamp"].as_u64(),
+            Some((1_700_000_000_000 + i) * 1000),
+            "milliseconds become microseconds"
+        );
+        if i % 7 == 0 {
+            assert_eq!(headers["kafka-format"][1], "envelope-v1", "{m}");
+        } else if i % 10 == 0 {
+            assert_eq!(kind("kafka-flags"), "uint8", "{m}");
+            assert_eq!(headers["kafka-flags"][1], "1", "a null value: {m}");
+            assert_eq!(m["payload"], "00");
+        } else {
+            assert_eq!(m["payload"], hex(&format!("v{i}")), "the value is the payload");
+            assert_eq!(kind("h"), "raw", "a Kafka header is an Iggy header: {m}");
+        }
+    }
+
+    // Iggy's SDK sends; a Kafka client consumes through the gateway.
+    let native = format!("native-{}", common::RUNTIME);
+    run(
+        "interop.py produce (creates the topic)",
+        Command::new(python())
+            .args(["interop.py", "produce"])
+            .arg(gw.addr.to_string())
+            .arg(&native),
+    );
+    run(
+        "iggy SDK send",
+        sdk().args(["send", url.as_str(), stream.as_str(), native.as_str(), "25"]),
+    );
+    let out = run(
+        "interop.py consume",
+        Command::new(python())
+            .args(["interop.py", "consume"])
+            .arg(gw.addr.to_string())
+            .args([&native, "75"]),
+    );
+    let records: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let sdk_records = &records[50..];
+    for (i, r) in sdk_records.iter().enumerate() {
+        assert_eq!(r["value"], format!("iggy-native-{i}"), "{r}");
+        assert_eq!(r["key"], serde_json::Value::Null);
+        let mut headers: Vec<(String, String)> = r["headers"]
+            .as_array()
+            .expect("headers")
+            .iter()
+            .map(|h| (h[0].as_str().unwrap_or_default().into(), h[1].as_str().unwrap_or_default().into()))
+            .collect();
+        headers.sort();
+        assert_eq!(
+            headers,
+            vec![("seq".to_owned(), i.to_string()), ("source".into(), "sdk".into())]
+        );
+    }
+    gw.stop();
+}
