@@ -59,7 +59,7 @@ impl Gateway {
     /// its own (`--stream` in `args` names it instead).
     pub fn start_with(args: &[&str]) -> Self {
         let mut backend = Vec::new();
-        if let Some(url) = iggy_url() {
+        if let Some(url) = iggy_url().filter(|_| !args.contains(&"--iggy")) {
             backend.push("--iggy".to_owned());
             backend.push(url);
             if !args.contains(&"--stream") {

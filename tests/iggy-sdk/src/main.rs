@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::error::Error;
 
+use bytes::Bytes;
 use iggy::prelude::*;
 
 fn hex(b: &[u8]) -> String {
