@@ -114,7 +114,13 @@ fn iggy_sdk_and_kafka_clients_share_the_data() {
         if i % 7 == 0 {
             // A repeated header key: the whole record is in the payload.
             assert_eq!(headers["kafka-format"][1], "envelope-v1", "{m}");
-            assert!(m["payload"].as_str().unwrap_or_default().starts_with("4b475701"), "{m}");
+            assert!(
+                m["payload"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("4b475701"),
+                "{m}"
+            );
             continue;
         }
         assert_eq!(kind("kafka-key"), "raw", "the key is a header: {m}");
@@ -123,7 +129,11 @@ fn iggy_sdk_and_kafka_clients_share_the_data() {
             assert_eq!(headers["kafka-flags"][1], "1", "a null value: {m}");
             assert_eq!(m["payload"], "00");
         } else {
-            assert_eq!(m["payload"], hex(&format!("v{i}")), "the value is the payload");
+            assert_eq!(
+                m["payload"],
+                hex(&format!("v{i}")),
+                "the value is the payload"
+            );
             assert_eq!(kind("h"), "raw", "a Kafka header is an Iggy header: {m}");
         }
     }
@@ -160,12 +170,20 @@ fn iggy_sdk_and_kafka_clients_share_the_data() {
             .as_array()
             .expect("headers")
             .iter()
-            .map(|h| (h[0].as_str().unwrap_or_default().into(), h[1].as_str().unwrap_or_default().into()))
+            .map(|h| {
+                (
+                    h[0].as_str().unwrap_or_default().into(),
+                    h[1].as_str().unwrap_or_default().into(),
+                )
+            })
             .collect();
         headers.sort();
         assert_eq!(
             headers,
-            vec![("seq".to_owned(), i.to_string()), ("source".into(), "sdk".into())]
+            vec![
+                ("seq".to_owned(), i.to_string()),
+                ("source".into(), "sdk".into())
+            ]
         );
     }
     gw.stop();

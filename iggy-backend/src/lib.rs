@@ -442,7 +442,11 @@ impl Inner {
             auto_commit: false,
         };
         match self
-            .call(lane_of(topic, partition), POLL_MESSAGES_CODE, request.to_bytes())
+            .call(
+                lane_of(topic, partition),
+                POLL_MESSAGES_CODE,
+                request.to_bytes(),
+            )
             .await
         {
             Ok(r) => Ok(r),
@@ -1185,6 +1189,17 @@ impl Inner {
         }
         Ok(present.len())
     }
+}
+
+/// Runs every decoder this backend applies to what Iggy sends on `data`: a poll reply (its
+/// batches, messages and user headers), headers alone and an offsets-log record. For the
+/// fuzzer; they must not panic whatever the bytes.
+#[doc(hidden)]
+pub fn fuzz_decode(data: &[u8]) {
+    let body = Bytes::copy_from_slice(data);
+    let _ = wire::polled(&body, 0, 1 << 20, 1000);
+    let _ = wire::decode_headers(data);
+    let _ = Record::decode(data);
 }
 
 #[cfg(test)]

@@ -68,7 +68,12 @@ impl Gateway {
             }
         }
         let mut child = Command::new(env!("CARGO_BIN_EXE_iggy-kafka-gateway"))
-            .args(["--listen", "127.0.0.1:0", "--log", &std::env::var("IGGY_KAFKA_TEST_LOG").unwrap_or_else(|_| "info".into())])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--log",
+                &std::env::var("IGGY_KAFKA_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            ])
             .args(&backend)
             .args(args)
             .env_remove("RUST_LOG")

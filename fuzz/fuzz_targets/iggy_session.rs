@@ -1,0 +1,96 @@
+//! An Iggy session fed whatever a broken or hostile server might send: arbitrary bytes in
+//! arbitrary chunks, interleaved with requests and time. It must never panic, answer each
+//! request at most once, and end (if it ends) with exactly one `Closed`.
+#![no_main]
+
+use std::time::{Duration, Instant};
+
+use arbitrary::Arbitrary;
+use bytes::Bytes;
+use iggy_binary_protocol::consensus::{Command, Operation, ReplyHeader, RequestHeader, HEADER_SIZE};
+use iggy_kafka_core::iggy::{Credentials, Event, Session, SessionConfig};
+use libfuzzer_sys::fuzz_target;
+
+#[derive(Debug, Arbitrary)]
+enum Step {
+    Input(Vec<u8>),
+    /// A well-formed reply header to the request in flight, with this status and body.
+    Reply { status: u32, body: Vec<u8>, login: bool },
+    Send { code: u16, payload: Vec<u8> },
+    Wait(u16),
+    Close,
+}
+
+fn reply(request: u64, login: bool, status: u32, body: &[u8]) -> Vec<u8> {
+    let header = ReplyHeader {
+        command: Command::Reply,
+        operation: if login {
+            Operation::Register
+        } else {
+            Operation::NonReplicated
+        },
+        size: u32::try_from(HEADER_SIZE + body.len()).unwrap_or(u32::MAX),
+        request,
+        status,
+        ..ReplyHeader::default()
+    };
+    let mut out = bytemuck::bytes_of(&header).to_vec();
+    out.extend_from_slice(body);
+    out
+}
+
+fuzz_target!(|steps: Vec<Step>| {
+    let start = Instant::now();
+    let mut now = start;
+    let mut s = Session::new(
+        SessionConfig {
+            credentials: Credentials::User {
+                username: "u".into(),
+                password: "p".to_owned().into(),
+            },
+            client_id: 1,
+            reply_timeout: Duration::from_secs(30),
+            max_reply_bytes: 1 << 16,
+        },
+        now,
+    );
+    let mut sent: u64 = 0;
+    let mut replies: u64 = 0;
+    let mut closed = 0;
+    let mut request = 0u64;
+    for step in steps {
+        match step {
+            Step::Input(b) => s.handle_input(&b, now),
+            Step::Reply { status, body, login } => {
+                s.handle_input(&reply(request, login, status, &body), now);
+            }
+            Step::Send { code, payload } => {
+                if s.send(u32::from(code), Bytes::from(payload), now).is_ok() {
+                    sent += 1;
+                }
+            }
+            Step::Wait(ms) => {
+                now += Duration::from_millis(u64::from(ms));
+                s.handle_timeout(now);
+            }
+            Step::Close => s.handle_closed(),
+        }
+        while let Some(t) = s.poll_transmit() {
+            if let Ok(h) = bytemuck::checked::try_pod_read_unaligned::<RequestHeader>(&t) {
+                request = h.request;
+            }
+        }
+        while let Some(e) = s.poll_event() {
+            match e {
+                Event::Reply(_) => replies += 1,
+                Event::Closed(_) => closed += 1,
+                Event::Ready { .. } => {}
+            }
+        }
+        assert!(replies <= sent, "{replies} replies to {sent} requests");
+        assert!(closed <= 1);
+        if let Some(t) = s.poll_timeout() {
+            assert!(t >= start);
+        }
+    }
+});
