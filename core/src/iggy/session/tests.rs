@@ -257,7 +257,8 @@ fn refused_login_and_eviction_end_the_session() {
 #[test]
 fn malformed_replies_close_with_a_protocol_error() {
     let now = Instant::now();
-    let cases: Vec<Box<dyn Fn(&RequestHeader) -> Vec<u8>>> = vec![
+    type Corrupt = Box<dyn Fn(&RequestHeader) -> Vec<u8>>;
+    let cases: Vec<Corrupt> = vec![
         // A size field smaller than a header.
         Box::new(|h| {
             let mut r = reply_to(h, 0, &[]);
