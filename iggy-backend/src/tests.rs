@@ -114,8 +114,10 @@ impl Harness {
     }
 
     fn connect(&mut self) -> Result<IggyBackend, String> {
-        let mut config = IggyConfig::default();
-        config.seed = 42;
+        let config = IggyConfig {
+            seed: 42,
+            ..IggyConfig::default()
+        };
         let lanes = Arc::clone(&self.lanes);
         self.run(IggyBackend::connect(lanes, Arc::new(InstantClock), config))
     }
@@ -155,7 +157,7 @@ fn create(h: &mut Harness, backend: &IggyBackend, name: &str, partitions: u32) {
 fn record(i: usize) -> KafkaRecord {
     KafkaRecord {
         timestamp_ms: 1_700_000_000_000 + i as i64,
-        key: (i % 3 != 0).then(|| Bytes::from(format!("key-{i}"))),
+        key: (!i.is_multiple_of(3)).then(|| Bytes::from(format!("key-{i}"))),
         value: match i % 4 {
             0 => None,
             1 => Some(Bytes::new()),
@@ -163,7 +165,7 @@ fn record(i: usize) -> KafkaRecord {
         },
         headers: (0..i % 3)
             .map(|j| Header {
-                key: if i % 5 == 0 {
+                key: if i.is_multiple_of(5) {
                     Bytes::from_static(b"dup")
                 } else {
                     Bytes::from(format!("h{j}"))
