@@ -1,6 +1,7 @@
 //! The backend against [`fake::FakeIggy`], through real lanes, sessions and frames.
 
 mod fake;
+mod recorded;
 
 use std::future::Future;
 use std::pin::{pin, Pin};
