@@ -16,10 +16,8 @@
 //! Long polls: Iggy cannot notify, so a waiting fetch asks for the partition's offsets at
 //! most once per poll interval, and at once when this gateway appended.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::future::Future;
-use std::hash::{Hash, Hasher};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -115,7 +113,8 @@ struct Inner {
     /// Held while the offsets log is written, so that the log and the state agree.
     offsets_gate: Gate,
     offsets: Mutex<OffsetsState>,
-    partitions: Mutex<HashMap<(String, u32), Arc<PartitionState>>>,
+    /// Per topic, per partition: looked up by `&str` on every append and read.
+    partitions: Mutex<HashMap<String, HashMap<u32, Arc<PartitionState>>>>,
     /// Partition counts of the stream's topics as last seen, to check commits without a
     /// round trip; refreshed from Iggy when a commit names something it does not hold.
     known: Mutex<HashMap<String, u32>>,
@@ -185,9 +184,12 @@ impl<A: Future<Output = ()>, B: Future<Output = ()>> Future for Race<A, B> {
 }
 
 fn lane_of(topic: &str, partition: u32) -> usize {
-    let mut h = DefaultHasher::new();
-    (topic, partition).hash(&mut h);
-    usize::try_from(h.finish() % (usize::MAX as u64)).unwrap_or(0)
+    // FNV-1a: stable, and cheap enough to run on every request.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in topic.bytes().chain(partition.to_le_bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    usize::try_from(h >> 32).unwrap_or(0)
 }
 
 /// Lane for administration and offsets: spread by name too, so one busy partition's lane
@@ -356,9 +358,14 @@ impl Inner {
     }
 
     fn partition(&self, topic: &str, partition: u32) -> Arc<PartitionState> {
+        let mut map = lock(&self.partitions);
+        if let Some(p) = map.get(topic).and_then(|t| t.get(&partition)) {
+            return Arc::clone(p);
+        }
         Arc::clone(
-            lock(&self.partitions)
-                .entry((topic.to_owned(), partition))
+            map.entry(topic.to_owned())
+                .or_default()
+                .entry(partition)
                 .or_default(),
         )
     }
@@ -740,7 +747,7 @@ impl Inner {
         self.call(admin_lane(&name), DELETE_TOPIC_CODE, request.to_bytes())
             .await
             .map_err(|f| backend_error(f, &name, None))?;
-        lock(&self.partitions).retain(|(t, _), _| *t != name);
+        lock(&self.partitions).remove(&name);
         lock(&self.known).remove(&name);
         let has_offsets = lock(&self.offsets)
             .groups

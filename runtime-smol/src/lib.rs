@@ -332,7 +332,6 @@ async fn drive_lane(mut d: LaneDriver, lanes: Arc<Lanes>, index: usize, address:
         let mut stream = match TcpStream::connect(address.as_str()).await {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(%address, error = %e, "cannot connect to Iggy");
                 d.connect_failed(&e.to_string(), Instant::now());
                 continue;
             }

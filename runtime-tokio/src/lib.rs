@@ -250,8 +250,13 @@ async fn write_frames(
     Ok(())
 }
 
+enum LaneEvent {
+    Read(io::Result<usize>),
+    Changed,
+    Timeout,
+}
+
 async fn drive_lane(mut d: LaneDriver, lanes: Arc<Lanes>, index: usize, address: String) {
-    let mut buf = vec![0u8; READ_CHUNK];
     let mut scratch = Vec::new();
     let mut frames = Vec::new();
     loop {
@@ -259,7 +264,6 @@ async fn drive_lane(mut d: LaneDriver, lanes: Arc<Lanes>, index: usize, address:
         let stream = match TcpStream::connect(&address).await {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(%address, error = %e, "cannot connect to Iggy");
                 d.connect_failed(&e.to_string(), Instant::now());
                 continue;
             }
@@ -285,13 +289,23 @@ async fn drive_lane(mut d: LaneDriver, lanes: Arc<Lanes>, index: usize, address:
                 break;
             }
             let timeout = d.poll_timeout();
-            tokio::select! {
-                read = rd.read(&mut buf) => match read {
-                    Ok(0) | Err(_) => d.handle_closed(Instant::now()),
-                    Ok(n) => d.handle_input(&buf[..n], Instant::now()),
-                },
-                () = changed => {}
-                () = sleep_until(timeout) => d.handle_timeout(Instant::now()),
+            let Some(input) = d.input_buffer() else {
+                continue;
+            };
+            if input.capacity() - input.len() < READ_CHUNK / 4 {
+                input.reserve(READ_CHUNK);
+            }
+            // Read straight into the session's buffer: replies carry whole message batches.
+            let event = tokio::select! {
+                read = rd.read_buf(input) => LaneEvent::Read(read),
+                () = changed => LaneEvent::Changed,
+                () = sleep_until(timeout) => LaneEvent::Timeout,
+            };
+            match event {
+                LaneEvent::Read(Ok(0) | Err(_)) => d.handle_closed(Instant::now()),
+                LaneEvent::Read(Ok(_)) => d.handle_received(Instant::now()),
+                LaneEvent::Changed => {}
+                LaneEvent::Timeout => d.handle_timeout(Instant::now()),
             }
         }
     }

@@ -243,6 +243,8 @@ pub struct LaneDriver {
     backoff: Duration,
     connect_at: Instant,
     sessions: u64,
+    /// Connection attempts that failed since the last login; only the first is a warning.
+    failures: u32,
 }
 
 impl std::fmt::Debug for Slot {
@@ -264,6 +266,7 @@ impl LaneDriver {
             backoff: MIN_BACKOFF,
             connect_at: now,
             sessions: 0,
+            failures: 0,
         }
     }
 
@@ -279,6 +282,21 @@ impl LaneDriver {
 
     /// The attempt failed before a byte stream existed.
     pub fn connect_failed(&mut self, error: &str, now: Instant) {
+        self.failures += 1;
+        if self.failures == 1 {
+            tracing::warn!(
+                lane = self.index,
+                error,
+                "cannot connect to Iggy; retrying with backoff"
+            );
+        } else {
+            tracing::debug!(
+                lane = self.index,
+                error,
+                attempt = self.failures,
+                "cannot connect to Iggy"
+            );
+        }
         self.lane()
             .set_link(Link::Down, Some(SessionError::Protocol(error.to_owned())));
         self.schedule_retry(now);
@@ -325,6 +343,20 @@ impl LaneDriver {
         self.pump(now);
     }
 
+    /// Where to read the server's bytes to (see [`Session::input_buffer`]); `None` without
+    /// a session. Call [`Self::handle_received`] after reading into it.
+    pub fn input_buffer(&mut self) -> Option<&mut bytes::BytesMut> {
+        self.session.as_mut().map(Session::input_buffer)
+    }
+
+    /// Bytes were read into [`Self::input_buffer`].
+    pub fn handle_received(&mut self, now: Instant) {
+        if let Some(s) = self.session.as_mut() {
+            s.handle_received(now);
+        }
+        self.pump(now);
+    }
+
     /// A timer fired.
     pub fn handle_timeout(&mut self, now: Instant) {
         if let Some(s) = self.session.as_mut() {
@@ -348,7 +380,13 @@ impl LaneDriver {
                 return;
             };
             match session.poll_event() {
-                Some(Event::Ready { .. }) => {
+                Some(Event::Ready { server_version, .. }) => {
+                    if self.failures > 0 {
+                        tracing::info!(lane = self.index, %server_version, "reconnected to Iggy");
+                    } else {
+                        tracing::debug!(lane = self.index, %server_version, "logged in to Iggy");
+                    }
+                    self.failures = 0;
                     self.backoff = MIN_BACKOFF;
                     self.lanes.lane(self.index).set_link(Link::Up, None);
                 }
@@ -358,7 +396,10 @@ impl LaneDriver {
                     }
                 }
                 Some(Event::Closed(error)) => {
-                    tracing::warn!(lane = self.index, %error, "iggy connection closed");
+                    if self.failures == 0 {
+                        tracing::warn!(lane = self.index, %error, "Iggy connection closed");
+                    }
+                    self.failures += 1;
                     self.session = None;
                     if let Some(slot) = self.current.take() {
                         slot.fill(Err(Failure::Lost(error.clone())));

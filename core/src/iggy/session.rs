@@ -329,6 +329,17 @@ impl Session {
             return;
         }
         self.input.extend_from_slice(data);
+        self.handle_received(now);
+    }
+
+    /// The buffer unread input accumulates in: a caller may read from the socket straight
+    /// into its spare capacity, then call [`Session::handle_received`], and save a copy.
+    pub fn input_buffer(&mut self) -> &mut BytesMut {
+        &mut self.input
+    }
+
+    /// Processes what was read into [`Session::input_buffer`].
+    pub fn handle_received(&mut self, now: Instant) {
         while self.state != State::Closed {
             match self.next_frame() {
                 Ok(Some((header, body))) => self.handle_frame(&header, body, now),

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Through the gateway into Iggy, next to Iggy's own client straight into the same server, in
+# one run on one machine: 100 B and 1 KiB messages, one producer then one consumer, one
+# partition. The direct side is iggy-bench (pinned producer, then pinned consumer, 1,000
+# messages per batch); the gateway side is the librdkafka load client of benches/load
+# (acks=1). Prints each side's messages/s and MB/s, and the CPU seconds the gateway, the
+# server and the client used during the gateway run.
+#
+#   IGGY_SERVER=127.0.0.1:8090 IGGY_BENCH=/path/to/iggy-bench benches/iggy.sh
+#
+# The server must run already, with the root user iggy/iggy (IGGY_ROOT_USERNAME,
+# IGGY_ROOT_PASSWORD). iggy-bench and iggy-server come from apache/iggy (not built here).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${IGGY_BENCH:?set IGGY_BENCH to an iggy-bench binary}"
+SERVER="${IGGY_SERVER:-127.0.0.1:8090}"
+MESSAGES_100="${MESSAGES_100:-2000000}"
+MESSAGES_1K="${MESSAGES_1K:-500000}"
+
+cargo build --release -q
+(cd benches/load && cargo build --release -q)
+LOAD=benches/load/target/release/iggy-kafka-load
+
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+server_pid=$(pgrep -f iggy-server | head -1)
+
+for size in 100 1000; do
+  if [ "$size" = 100 ]; then n=$MESSAGES_100; else n=$MESSAGES_1K; fi
+  batches=$((n / 1000))
+  echo "== $n messages of $size B"
+  echo "-- iggy-bench, direct"
+  "$IGGY_BENCH" -m "$size" -P 1000 -b "$batches" pinned-producer -p 1 tcp --server-address "$SERVER" --nodelay 2>&1 \
+    | grep -o "Producers Results: Total throughput: [0-9.]* MB/s, [0-9]* messages/s"
+  "$IGGY_BENCH" -m "$size" -P 1000 -b "$batches" pinned-consumer -c 1 tcp --server-address "$SERVER" --nodelay 2>&1 \
+    | grep -o "Consumers Results: Total throughput: [0-9.]* MB/s, [0-9]* messages/s"
+  echo "-- through the gateway"
+  target/release/iggy-kafka-gateway --listen 127.0.0.1:19193 --log warn \
+    --iggy "iggy://iggy:iggy@$SERVER" --stream "bench-$$-$size" &
+  gw=$!
+  sleep 2
+  g0=$(ticks "$gw"); s0=$(ticks "$server_pid")
+  /usr/bin/time -f "load client: %U s user, %S s system" "$LOAD" 127.0.0.1:19193 "bench-$size" "$n" "$size" 1
+  g1=$(ticks "$gw"); s1=$(ticks "$server_pid")
+  echo "gateway: $(( (g1 - g0) * 100 / hz ))e-2 CPU s; iggy-server: $(( (s1 - s0) * 100 / hz ))e-2 CPU s"
+  kill "$gw"; wait "$gw" 2>/dev/null || true
+done
