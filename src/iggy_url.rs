@@ -44,10 +44,12 @@ pub(crate) fn parse(url: &str) -> Result<IggyUrl, String> {
         .strip_prefix("iggy://")
         .or_else(|| url.strip_prefix("iggy+tcp://"))
         .ok_or("--iggy must start with iggy:// (iggy://USER:PASSWORD@HOST:PORT)")?;
-    let rest = rest.split(['/', '?']).next().unwrap_or_default();
+    // Credentials may hold '/' or '?' (Iggy's tokens are base64): split at the last '@'
+    // first, and drop a path or query from the host part only.
     let (userinfo, host) = rest.rsplit_once('@').ok_or(
         "--iggy needs credentials: iggy://USER:PASSWORD@HOST:PORT or iggy://TOKEN@HOST:PORT",
     )?;
+    let host = host.split(['/', '?']).next().unwrap_or_default();
     if host.is_empty() {
         return Err("--iggy needs a host".into());
     }
@@ -96,10 +98,15 @@ mod tests {
             Credentials::Token(_) => panic!("a user"),
         }
         assert!(!format!("{u:?}").contains("p@ss"));
-        let t = parse("iggy+tcp://iggypat-123@10.0.0.1").unwrap_or_else(|e| panic!("{e}"));
+        let t = parse("iggy+tcp://iggypat-123@10.0.0.1/").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(t.address, "10.0.0.1:8090");
         assert!(
             matches!(&t.credentials, Credentials::Token(s) if s.expose_secret() == "iggypat-123")
+        );
+        let b64 = parse("iggy://D9Du/Rw2+Kj1BnT=@h:1?x").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(b64.address, "h:1");
+        assert!(
+            matches!(&b64.credentials, Credentials::Token(s) if s.expose_secret() == "D9Du/Rw2+Kj1BnT=")
         );
         assert!(parse("http://a:b@h:1").is_err());
         assert!(parse("iggy://h:1").is_err());

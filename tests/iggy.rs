@@ -8,7 +8,11 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{iggy_url, unique_stream, Gateway};
+use common::{call, create_topic, iggy_url, unique_stream, Gateway};
+use iggy_kafka_core::protocol::generated::metadata_request::{
+    MetadataRequest, MetadataRequestTopic,
+};
+use iggy_kafka_core::protocol::{Request, Response};
 
 fn python() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-deps/venv/bin/python")
@@ -186,5 +190,57 @@ fn iggy_sdk_and_kafka_clients_share_the_data() {
             ]
         );
     }
+    gw.stop();
+}
+
+/// A topic created with Iggy's own SDK shows in Metadata at once, with its partitions.
+#[test]
+#[ignore = "needs a real Iggy server: IGGY_KAFKA_TEST_IGGY, see scripts/test-iggy.sh"]
+fn topics_created_in_iggy_appear_without_a_restart() {
+    let url = server();
+    let stream = unique_stream();
+    let gw = Gateway::start_with(&["--iggy", url.as_str(), "--stream", stream.as_str()]);
+    let topic = format!("made-by-iggy-{}", common::RUNTIME);
+    run(
+        "iggy SDK create",
+        sdk().args(["create", url.as_str(), stream.as_str(), topic.as_str(), "3"]),
+    );
+    let metadata = Request::Metadata(MetadataRequest {
+        topics: Some(vec![MetadataRequestTopic {
+            name: Some(topic.as_str().into()),
+            ..MetadataRequestTopic::default()
+        }]),
+        allow_auto_topic_creation: false,
+        ..MetadataRequest::default()
+    });
+    let mut s = gw.connect();
+    let Response::Metadata(r) = call(&mut s, 12, 1, &metadata) else {
+        panic!("Metadata")
+    };
+    assert_eq!(r.topics[0].error_code, 0, "{r:?}");
+    assert_eq!(r.topics[0].partitions.len(), 3);
+    gw.stop();
+}
+
+/// A personal access token made with Iggy's SDK logs the gateway in.
+#[test]
+#[ignore = "needs a real Iggy server: IGGY_KAFKA_TEST_IGGY, see scripts/test-iggy.sh"]
+fn a_personal_access_token_logs_in() {
+    let url = server();
+    let name = unique_stream();
+    let out = run(
+        "iggy SDK token",
+        sdk().args(["token", url.as_str(), name.as_str(), "-", "0"]),
+    );
+    let token = out.trim();
+    assert!(!token.is_empty());
+    let host = url.rsplit('@').next().unwrap_or_default();
+    let with_token = format!("iggy://{token}@{host}");
+    let gw = Gateway::start_with(&["--iggy", with_token.as_str()]);
+    let mut s = gw.connect();
+    let Response::CreateTopics(r) = call(&mut s, 7, 1, &create_topic("by-token", 1)) else {
+        panic!("CreateTopics")
+    };
+    assert_eq!(r.topics[0].error_code, 0, "{r:?}");
     gw.stop();
 }

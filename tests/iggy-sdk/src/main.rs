@@ -2,6 +2,8 @@
 //! one JSON line (partition, offset, payload in hex, user headers with their kinds).
 //! `iggy-sdk-interop send URL STREAM TOPIC COUNT`: sends COUNT messages with typed user
 //! headers to partition 0 (payload `iggy-native-<i>`).
+//! `iggy-sdk-interop create URL STREAM TOPIC PARTITIONS`: creates the topic in Iggy.
+//! `iggy-sdk-interop token URL NAME - 0`: creates a personal access token and prints it.
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -19,7 +21,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let [_, mode, url, stream, topic, n] = args.as_slice() else {
         return Err("usage: iggy-sdk-interop read|send URL STREAM TOPIC N".into());
     };
-    let n: u32 = n.parse()?;
+    let n: u32 = n.parse().unwrap_or(0);
     let client = IggyClient::from_connection_string(url)?;
     client.connect().await?;
     let stream_id = Identifier::named(stream)?;
@@ -85,6 +87,19 @@ async fn main() -> Result<(), Box<dyn Error>> {
             client
                 .send_messages(&stream_id, &topic_id, &Partitioning::partition_id(0), &mut messages)
                 .await?;
+        }
+        "create" => {
+            let options = TopicCreateOptions {
+                partitions_count: Some(n),
+                ..TopicCreateOptions::default()
+            };
+            client.create_topic(&stream_id, topic, &options).await?;
+        }
+        "token" => {
+            let raw = client
+                .create_personal_access_token(stream, IggyExpiry::NeverExpire)
+                .await?;
+            println!("{}", raw.token);
         }
         other => return Err(format!("unknown mode {other}").into()),
     }
