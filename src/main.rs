@@ -359,8 +359,12 @@ fn main() -> ExitCode {
     config.auto_create_topics = args.auto_create_topics;
     config.default_partitions = args.default_partitions;
     config.cluster_id = args.cluster_id.clone();
-    config.default_retention_bytes = retention;
-    config.max_retention_bytes = Some(retention);
+    if matches!(plan, Plan::Embedded(_)) {
+        // The embedded store's per-partition cap is every topic's default and ceiling;
+        // Iggy's topics have no size limit unless one is set.
+        config.default_retention_bytes = retention;
+        config.max_retention_bytes = Some(retention);
+    }
 
     let advertised_arg = args.advertised_listener.clone();
     let stream = args.stream.clone();

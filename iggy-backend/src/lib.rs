@@ -118,6 +118,10 @@ struct Inner {
     /// Partition counts of the stream's topics as last seen, to check commits without a
     /// round trip; refreshed from Iggy when a commit names something it does not hold.
     known: Mutex<HashMap<String, u32>>,
+    /// Kafka topic ids to names, as of the last listing: fetches by id (v13+) then cost no
+    /// extra round trip. A topic deleted and created again outside the gateway is noticed at
+    /// the next listing (clients list topics when they refresh metadata).
+    ids: Mutex<HashMap<Uuid, String>>,
     appended: Event,
     next_producer_id: AtomicI64,
     next_message_id: AtomicU64,
@@ -220,6 +224,7 @@ impl IggyBackend {
             offsets: Mutex::new(OffsetsState::default()),
             partitions: Mutex::new(HashMap::new()),
             known: Mutex::new(HashMap::new()),
+            ids: Mutex::new(HashMap::new()),
             appended: Event::new(),
             // Positive, and unlikely to meet the ids of an earlier run.
             next_producer_id: AtomicI64::new(i64::try_from((seed >> 24) << 20).unwrap_or(1) + 1),
@@ -658,6 +663,10 @@ impl Inner {
             .iter()
             .map(|t| (t.name.as_str().to_owned(), t.partitions_count))
             .collect();
+        *lock(&self.ids) = topics
+            .iter()
+            .map(|t| (wire::topic_id(t), t.name.as_str().to_owned()))
+            .collect();
         Ok(topics)
     }
 
@@ -679,16 +688,20 @@ impl Inner {
     }
 
     async fn topic_name(&self, topic: &TopicRef) -> Result<String, BackendError> {
-        match topic {
-            TopicRef::Name(n) => Ok(n.clone()),
-            TopicRef::Id(id) => self
-                .list_topics(Some(std::slice::from_ref(topic)))
-                .await?
-                .into_iter()
-                .next()
-                .map(|t| t.name)
-                .ok_or(BackendError::UnknownTopic(TopicRef::Id(*id))),
+        let id = match topic {
+            TopicRef::Name(n) => return Ok(n.clone()),
+            TopicRef::Id(id) => id,
+        };
+        let cached = lock(&self.ids).get(id).cloned();
+        if let Some(name) = cached {
+            return Ok(name);
         }
+        self.list_topics(Some(std::slice::from_ref(topic)))
+            .await?
+            .into_iter()
+            .next()
+            .map(|t| t.name)
+            .ok_or(BackendError::UnknownTopic(TopicRef::Id(*id)))
     }
 
     async fn create_topic(
@@ -734,6 +747,7 @@ impl Inner {
             Err(_) => wire::topic_info(&self.topic_header(name).await?.topic),
         };
         lock(&self.known).insert(info.name.clone(), info.partitions);
+        lock(&self.ids).insert(info.id, info.name.clone());
         Ok(info)
     }
 
@@ -749,6 +763,7 @@ impl Inner {
             .map_err(|f| backend_error(f, &name, None))?;
         lock(&self.partitions).remove(&name);
         lock(&self.known).remove(&name);
+        lock(&self.ids).retain(|_, n| *n != name);
         let has_offsets = lock(&self.offsets)
             .groups
             .values()
