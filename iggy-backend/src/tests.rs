@@ -807,3 +807,21 @@ fn a_watch_ends_when_data_arrives() {
     let done = h.run(watch);
     assert_eq!(done, Completion::Watch);
 }
+
+#[test]
+fn the_gate_admits_one_at_a_time_and_survives_a_dropped_waiter() {
+    let gate = super::Gate::default();
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut first = Box::pin(gate.enter());
+    let Poll::Ready(held) = first.as_mut().poll(&mut cx) else {
+        panic!("a free gate admits at once");
+    };
+    let mut second = Box::pin(gate.enter());
+    let mut third = Box::pin(gate.enter());
+    assert!(second.as_mut().poll(&mut cx).is_pending());
+    assert!(third.as_mut().poll(&mut cx).is_pending());
+    drop(held);
+    // The waiter that was told first goes away without entering: the next one gets in.
+    drop(second);
+    assert!(matches!(third.as_mut().poll(&mut cx), Poll::Ready(_)));
+}
