@@ -566,6 +566,16 @@ impl Inner {
 
     async fn offsets(&self, topic: &str, partition: u32) -> Result<PartitionOffsets, BackendError> {
         let t = self.topic_header(topic).await?;
+        self.partition_offsets(topic, &t, partition)
+    }
+
+    /// One partition's offsets out of its topic's metadata.
+    fn partition_offsets(
+        &self,
+        topic: &str,
+        t: &GetTopicResponse,
+        partition: u32,
+    ) -> Result<PartitionOffsets, BackendError> {
         let p = t
             .partitions
             .iter()
@@ -847,14 +857,27 @@ impl Inner {
     async fn watch(&self, partitions: &[WatchPartition]) {
         loop {
             let appended = self.appended.listen();
+            // One topic request per topic, however many of its partitions are watched.
+            let mut by_topic: Vec<(String, Vec<&WatchPartition>)> = Vec::new();
             for w in partitions {
                 let Ok(name) = self.topic_name(&w.topic).await else {
                     // Let the fetch read again and report the error.
                     return;
                 };
-                match self.offsets(&name, w.partition).await {
-                    Ok(o) if o.high_watermark <= w.offset => {}
-                    _ => return,
+                match by_topic.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, ws)) => ws.push(w),
+                    None => by_topic.push((name, vec![w])),
+                }
+            }
+            for (name, watched) in &by_topic {
+                let Ok(t) = self.topic_header(name).await else {
+                    return;
+                };
+                for w in watched {
+                    match self.partition_offsets(name, &t, w.partition) {
+                        Ok(o) if o.high_watermark <= w.offset => {}
+                        _ => return,
+                    }
                 }
             }
             let next = self.clock.now() + self.config.poll_interval;
