@@ -14,7 +14,8 @@
 //! [`IggyBackend::connect`], and mirrored into Iggy consumer offsets named after the group.
 //!
 //! Long polls: Iggy cannot notify, so a waiting fetch asks for the partition's offsets at
-//! most once per poll interval, and at once when this gateway appended.
+//! most once per poll interval, and at once when this gateway appended to a partition it
+//! watches.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -122,7 +123,6 @@ struct Inner {
     /// extra round trip. A topic deleted and created again outside the gateway is noticed at
     /// the next listing (clients list topics when they refresh metadata).
     ids: Mutex<HashMap<Uuid, String>>,
-    appended: Event,
     next_producer_id: AtomicI64,
     next_message_id: AtomicU64,
     /// A running estimate of a stored message's size, to size polls.
@@ -135,6 +135,8 @@ struct PartitionState {
     gate: Gate,
     producers: Mutex<Producers>,
     log_start: AtomicU64,
+    /// Notified when this gateway appended here: wakes the fetches waiting on it.
+    appended: Event,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -187,6 +189,21 @@ impl<A: Future<Output = ()>, B: Future<Output = ()>> Future for Race<A, B> {
     }
 }
 
+/// Resolves when any of its listeners is notified.
+struct AnyOf(Vec<event_listener::EventListener>);
+
+impl Future for AnyOf {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        for l in &mut self.0 {
+            if Pin::new(l).poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
+    }
+}
+
 fn lane_of(topic: &str, partition: u32) -> usize {
     // FNV-1a: stable, and cheap enough to run on every request.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -225,7 +242,6 @@ impl IggyBackend {
             partitions: Mutex::new(HashMap::new()),
             known: Mutex::new(HashMap::new()),
             ids: Mutex::new(HashMap::new()),
-            appended: Event::new(),
             // Positive, and unlikely to meet the ids of an earlier run.
             next_producer_id: AtomicI64::new(i64::try_from((seed >> 24) << 20).unwrap_or(1) + 1),
             next_message_id: AtomicU64::new(0),
@@ -429,7 +445,7 @@ impl Inner {
         if let Some(pb) = &producer {
             lock(&state.producers).record(pb, base, None);
         }
-        self.appended.notify(usize::MAX);
+        state.appended.notify(usize::MAX);
         Ok(Appended {
             base_offset: base,
             log_append_time_ms: None,
@@ -855,20 +871,25 @@ impl Inner {
     // ---- long polls ----
 
     async fn watch(&self, partitions: &[WatchPartition]) {
-        loop {
-            let appended = self.appended.listen();
-            // One topic request per topic, however many of its partitions are watched.
-            let mut by_topic: Vec<(String, Vec<&WatchPartition>)> = Vec::new();
-            for w in partitions {
-                let Ok(name) = self.topic_name(&w.topic).await else {
-                    // Let the fetch read again and report the error.
-                    return;
-                };
-                match by_topic.iter_mut().find(|(n, _)| *n == name) {
-                    Some((_, ws)) => ws.push(w),
-                    None => by_topic.push((name, vec![w])),
-                }
+        // One topic request per topic, however many of its partitions are watched.
+        let mut by_topic: Vec<(String, Vec<&WatchPartition>)> = Vec::new();
+        for w in partitions {
+            let Ok(name) = self.topic_name(&w.topic).await else {
+                // Let the fetch read again and report the error.
+                return;
+            };
+            match by_topic.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, ws)) => ws.push(w),
+                None => by_topic.push((name, vec![w])),
             }
+        }
+        let states: Vec<Arc<PartitionState>> = by_topic
+            .iter()
+            .flat_map(|(name, ws)| ws.iter().map(|w| self.partition(name, w.partition)))
+            .collect();
+        loop {
+            // Listening before looking: an append between the two still wakes this watch.
+            let appended = AnyOf(states.iter().map(|s| s.appended.listen()).collect());
             for (name, watched) in &by_topic {
                 let Ok(t) = self.topic_header(name).await else {
                     return;
