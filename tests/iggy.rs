@@ -236,7 +236,8 @@ fn a_personal_access_token_logs_in() {
     assert!(!token.is_empty());
     let host = url.rsplit('@').next().unwrap_or_default();
     let with_token = format!("iggy://{token}@{host}");
-    let gw = Gateway::start_with(&["--iggy", with_token.as_str()]);
+    let stream = unique_stream();
+    let gw = Gateway::start_with(&["--iggy", with_token.as_str(), "--stream", stream.as_str()]);
     let mut s = gw.connect();
     let Response::CreateTopics(r) = call(&mut s, 7, 1, &create_topic("by-token", 1)) else {
         panic!("CreateTopics")
