@@ -56,6 +56,32 @@ fn a_restart_loses_nothing() {
     );
     let committed = out.lines().last().unwrap_or_default().to_owned();
     first.stop();
+    // The commits are mirrored into Iggy's own consumer offsets ("last consumed"), under
+    // the group's name; a commit of 0 (nothing consumed) has no mirror.
+    let mirrored = run(
+        "iggy SDK offsets",
+        sdk().args([
+            "offsets",
+            url.as_str(),
+            stream.as_str(),
+            topic.as_str(),
+            "3",
+            group.as_str(),
+        ]),
+    );
+    let committed_json: serde_json::Value = serde_json::from_str(&committed).expect("JSON");
+    let mirrored: serde_json::Value =
+        serde_json::from_str(mirrored.trim()).expect("JSON from the SDK");
+    for p in ["0", "1", "2"] {
+        let want = match committed_json[p].as_u64() {
+            Some(0) | None => serde_json::Value::Null,
+            Some(n) => (n - 1).into(),
+        };
+        assert_eq!(
+            mirrored[p], want,
+            "partition {p}: {mirrored} for commits {committed}"
+        );
+    }
     let second = Gateway::start_with(&args);
     run(
         "restart.py after",

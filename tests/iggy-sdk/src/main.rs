@@ -4,6 +4,8 @@
 //! headers to partition 0 (payload `iggy-native-<i>`).
 //! `iggy-sdk-interop create URL STREAM TOPIC PARTITIONS`: creates the topic in Iggy.
 //! `iggy-sdk-interop token URL NAME - 0`: creates a personal access token and prints it.
+//! `iggy-sdk-interop offsets URL STREAM TOPIC PARTITIONS CONSUMER`: prints the stored offset
+//! of the consumer named CONSUMER on each partition as a JSON object (null where none).
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -18,8 +20,10 @@ fn hex(b: &[u8]) -> String {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, mode, url, stream, topic, n] = args.as_slice() else {
-        return Err("usage: iggy-sdk-interop read|send URL STREAM TOPIC N".into());
+    let (mode, url, stream, topic, n, extra) = match args.as_slice() {
+        [_, mode, url, stream, topic, n] => (mode, url, stream, topic, n, None),
+        [_, mode, url, stream, topic, n, extra] => (mode, url, stream, topic, n, Some(extra)),
+        _ => return Err("usage: iggy-sdk-interop MODE URL STREAM TOPIC N [CONSUMER]".into()),
     };
     let n: u32 = n.parse().unwrap_or(0);
     let client = IggyClient::from_connection_string(url)?;
@@ -100,6 +104,21 @@ async fn main() -> Result<(), Box<dyn Error>> {
                 .create_personal_access_token(stream, IggyExpiry::NeverExpire)
                 .await?;
             println!("{}", raw.token);
+        }
+        "offsets" => {
+            let name = extra.ok_or("offsets needs a consumer name")?;
+            let consumer = Consumer::new(Identifier::named(name)?);
+            let mut out = serde_json::Map::new();
+            for partition in 0..n {
+                let info = client
+                    .get_consumer_offset(&consumer, &stream_id, &topic_id, Some(partition))
+                    .await?;
+                out.insert(
+                    partition.to_string(),
+                    info.map_or(serde_json::Value::Null, |i| i.stored_offset.into()),
+                );
+            }
+            println!("{}", serde_json::Value::Object(out));
         }
         other => return Err(format!("unknown mode {other}").into()),
     }
