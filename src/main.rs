@@ -249,6 +249,29 @@ enum Plan {
     },
 }
 
+/// Builds what the connections share, inside the runtime: the embedded store, or the
+/// Iggy backend on lanes that `spawn_lanes` connects (the runtime's own tasks and clock).
+async fn start(
+    plan: Plan,
+    coordinator: Coordinator,
+    spawn_lanes: impl FnOnce(&Arc<Lanes>, &str, &SessionConfig),
+    clock: Arc<dyn iggy_kafka_core::iggy::Clock>,
+) -> std::io::Result<Arc<Shared>> {
+    let backend: Arc<dyn Backend> = match plan {
+        Plan::Embedded(store) => Arc::new(store),
+        Plan::Iggy {
+            lanes,
+            address,
+            session,
+            config,
+        } => {
+            spawn_lanes(&lanes, &address, &session);
+            Arc::new(connect_iggy(lanes, clock, config).await?)
+        }
+    };
+    Ok(Arc::new(Shared::new(backend, coordinator)))
+}
+
 /// Opens the Iggy backend, retrying while the server cannot be reached, so that a gateway
 /// started before its server waits for it; a refusal (bad credentials, say) ends start-up.
 async fn connect_iggy(
@@ -381,42 +404,28 @@ fn main() -> ExitCode {
     #[cfg(feature = "tokio")]
     let result = iggy_kafka_tokio::run(
         listen,
-        move || async move {
-            let backend = match plan {
-                Plan::Embedded(store) => Arc::new(store) as Arc<dyn Backend>,
-                Plan::Iggy {
-                    lanes,
-                    address,
-                    session,
-                    config,
-                } => {
-                    iggy_kafka_tokio::spawn_iggy_lanes(&lanes, &address, &session);
-                    let clock = Arc::new(iggy_kafka_tokio::TokioClock);
-                    Arc::new(connect_iggy(lanes, clock, config).await?) as Arc<dyn Backend>
-                }
-            };
-            Ok(Arc::new(Shared::new(backend, coordinator)))
+        move || {
+            start(
+                plan,
+                coordinator,
+                iggy_kafka_tokio::spawn_iggy_lanes,
+                Arc::new(iggy_kafka_tokio::TokioClock),
+            )
         },
         on_bound,
     );
     #[cfg(feature = "smol")]
     let result = iggy_kafka_smol::run(
         listen,
-        move |ex| async move {
-            let backend = match plan {
-                Plan::Embedded(store) => Arc::new(store) as Arc<dyn Backend>,
-                Plan::Iggy {
-                    lanes,
-                    address,
-                    session,
-                    config,
-                } => {
-                    iggy_kafka_smol::spawn_iggy_lanes(&ex, &lanes, &address, &session);
-                    let clock = Arc::new(iggy_kafka_smol::SmolClock);
-                    Arc::new(connect_iggy(lanes, clock, config).await?) as Arc<dyn Backend>
-                }
-            };
-            Ok(Arc::new(Shared::new(backend, coordinator)))
+        move |ex| {
+            start(
+                plan,
+                coordinator,
+                move |lanes: &Arc<Lanes>, address: &str, session: &SessionConfig| {
+                    iggy_kafka_smol::spawn_iggy_lanes(&ex, lanes, address, session);
+                },
+                Arc::new(iggy_kafka_smol::SmolClock),
+            )
         },
         on_bound,
     );

@@ -154,6 +154,27 @@ pub struct CommittedOffset {
     pub metadata: Option<String>,
 }
 
+/// A group's committed offsets as a backend keeps them, by (topic, partition).
+pub type GroupOffsets = std::collections::BTreeMap<(String, u32), CommittedOffset>;
+
+/// What a [`Command::FetchOffsets`] gets from a group's `offsets`: all of them, or those of
+/// `only` that exist (a partition without a commit is simply absent).
+#[must_use]
+pub fn select_offsets(offsets: &GroupOffsets, only: Option<&[(String, u32)]>) -> Vec<GroupOffset> {
+    let entry = |(t, p): &(String, u32), c: &CommittedOffset| GroupOffset {
+        topic: t.clone(),
+        partition: *p,
+        committed: c.clone(),
+    };
+    match only {
+        None => offsets.iter().map(|(k, c)| entry(k, c)).collect(),
+        Some(only) => only
+            .iter()
+            .filter_map(|k| offsets.get(k).map(|c| entry(k, c)))
+            .collect(),
+    }
+}
+
 /// A partition's committed offset in a group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupOffset {

@@ -22,9 +22,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use event_listener::{Event, EventListener};
 use iggy_kafka_core::backend::{
-    message_size, Appended, Backend, BackendError, Command, CommittedOffset, Completion, Execution,
-    GroupOffset, PartitionOffsets, ProducerBatch, ReadResult, StoredMessage, TopicConfig,
-    TopicInfo, TopicRef, WatchPartition,
+    message_size, select_offsets, Appended, Backend, BackendError, Command, Completion, Execution,
+    GroupOffset, GroupOffsets, PartitionOffsets, ProducerBatch, ReadResult, StoredMessage,
+    TopicConfig, TopicInfo, TopicRef, WatchPartition,
 };
 use iggy_kafka_core::mapping::{kafka_timestamp_ms, set_log_append_time, IggyMessage};
 use iggy_kafka_core::producers::Producers;
@@ -63,9 +63,6 @@ struct Inner {
     ids: AtomicU64,
     random: RandomState,
 }
-
-/// One group's committed offsets by (topic, partition).
-type GroupOffsets = BTreeMap<(String, u32), CommittedOffset>;
 
 #[derive(Debug)]
 struct Topic {
@@ -628,20 +625,9 @@ impl Backend for EmbeddedStore {
             }
             Command::FetchOffsets { group, only } => {
                 let groups = lock(&self.inner.groups);
-                let found = groups.get(&group).map_or_else(Vec::new, |offsets| {
-                    let entry = |(t, p): &(String, u32), c: &CommittedOffset| GroupOffset {
-                        topic: t.clone(),
-                        partition: *p,
-                        committed: c.clone(),
-                    };
-                    match &only {
-                        None => offsets.iter().map(|(k, c)| entry(k, c)).collect(),
-                        Some(only) => only
-                            .iter()
-                            .filter_map(|k| offsets.get(k).map(|c| entry(k, c)))
-                            .collect(),
-                    }
-                });
+                let found = groups
+                    .get(&group)
+                    .map_or_else(Vec::new, |offsets| select_offsets(offsets, only.as_deref()));
                 Completion::FetchOffsets(Ok(found))
             }
             Command::DeleteOffsets { group, only } => {

@@ -76,7 +76,12 @@ fuzz_target!(|steps: Vec<Step>| {
             Step::Close => s.handle_closed(),
         }
         while let Some(t) = s.poll_transmit() {
-            if let Ok(h) = bytemuck::checked::try_pod_read_unaligned::<RequestHeader>(&t) {
+            // A frame starts with its header (a small request's payload follows in the
+            // same buffer; a large one's comes next, on its own).
+            let header = t.get(..HEADER_SIZE).and_then(|h| {
+                bytemuck::checked::try_pod_read_unaligned::<RequestHeader>(h).ok()
+            });
+            if let Some(h) = header.filter(|h| h.command == Command::Request) {
                 request = h.request;
             }
         }

@@ -50,7 +50,7 @@ use iggy_binary_protocol::{
     WirePollingStrategy,
 };
 use iggy_kafka_core::backend::{
-    Appended, Backend, BackendError, Command, CommittedOffset, Completion, Execution, GroupOffset,
+    select_offsets, Appended, Backend, BackendError, Command, Completion, Execution, GroupOffset,
     PartitionOffsets, ProducerBatch, ReadResult, TopicConfig, TopicInfo, TopicRef, WatchPartition,
 };
 use iggy_kafka_core::iggy::{Clock, Failure, Lanes};
@@ -909,22 +909,10 @@ impl Inner {
     // ---- committed offsets ----
 
     fn fetch_offsets(&self, group: &str, only: Option<&[(String, u32)]>) -> Vec<GroupOffset> {
-        let state = lock(&self.offsets);
-        let Some(offsets) = state.groups.get(group) else {
-            return Vec::new();
-        };
-        let entry = |(t, p): &(String, u32), c: &CommittedOffset| GroupOffset {
-            topic: t.clone(),
-            partition: *p,
-            committed: c.clone(),
-        };
-        match only {
-            None => offsets.iter().map(|(k, c)| entry(k, c)).collect(),
-            Some(only) => only
-                .iter()
-                .filter_map(|k| offsets.get(k).map(|c| entry(k, c)))
-                .collect(),
-        }
+        lock(&self.offsets)
+            .groups
+            .get(group)
+            .map_or_else(Vec::new, |offsets| select_offsets(offsets, only))
     }
 
     /// Appends `records` to the offsets log and applies them, compacting when due.

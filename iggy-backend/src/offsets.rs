@@ -14,10 +14,10 @@
 //! as u16-length strings; the partition (u32); for a commit, the offset (i64), the leader
 //! epoch (i32) and the metadata as an i32 length (-1 for null) and bytes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use iggy_kafka_core::backend::CommittedOffset;
+use iggy_kafka_core::backend::{CommittedOffset, GroupOffsets};
 
 /// The prefix of the offsets topics' names; Kafka clients neither see nor create them.
 pub(crate) const TOPIC_PREFIX: &str = "__kafka_gateway_offsets.";
@@ -159,9 +159,6 @@ impl Record {
         })
     }
 }
-
-/// One group's committed offsets by (topic, partition).
-pub(crate) type GroupOffsets = BTreeMap<(String, u32), CommittedOffset>;
 
 /// The committed offsets of every group, and how long the log behind them is.
 #[derive(Debug, Default)]

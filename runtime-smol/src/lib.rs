@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use std::pin::Pin;
 
 use async_io::Timer;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt, StreamExt};
 use iggy_kafka_core::backend::{CommandId, Completion};
 use iggy_kafka_core::driver::{Commands, Shared};
@@ -297,26 +297,6 @@ pub fn spawn_iggy_lanes(
     }
 }
 
-/// Writes a session's pending frames: small ones gathered into one write.
-async fn write_frames(
-    w: &mut TcpStream,
-    frames: &[Bytes],
-    scratch: &mut Vec<u8>,
-) -> io::Result<()> {
-    let total: usize = frames.iter().map(Bytes::len).sum();
-    if total <= READ_CHUNK {
-        scratch.clear();
-        for f in frames {
-            scratch.extend_from_slice(f);
-        }
-        return w.write_all(scratch).await;
-    }
-    for f in frames {
-        w.write_all(f).await?;
-    }
-    Ok(())
-}
-
 enum LaneEvent {
     Read(io::Result<usize>),
     Changed,
@@ -325,8 +305,6 @@ enum LaneEvent {
 
 async fn drive_lane(mut d: LaneDriver, lanes: Arc<Lanes>, index: usize, address: String) {
     let mut buf = vec![0u8; READ_CHUNK];
-    let mut scratch = Vec::new();
-    let mut frames = Vec::new();
     loop {
         Timer::at(d.connect_at()).await;
         let mut stream = match TcpStream::connect(address.as_str()).await {
@@ -342,14 +320,11 @@ async fn drive_lane(mut d: LaneDriver, lanes: Arc<Lanes>, index: usize, address:
         loop {
             let changed = lanes.lane(index).changed();
             d.pump(Instant::now());
-            frames.clear();
-            while let Some(f) = d.poll_transmit() {
-                frames.push(f);
-            }
-            if !frames.is_empty() {
-                if let Err(e) = write_frames(&mut stream, &frames, &mut scratch).await {
+            while let Some(frame) = d.poll_transmit() {
+                if let Err(e) = stream.write_all(&frame).await {
                     tracing::debug!(error = %e, "write to Iggy failed");
                     d.handle_closed(Instant::now());
+                    break;
                 }
             }
             if !d.has_session() {

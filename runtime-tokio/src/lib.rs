@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use std::pin::Pin;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use iggy_kafka_core::driver::{Commands, Shared};
 use iggy_kafka_core::iggy::{Clock, LaneDriver, Lanes, SessionConfig};
 use iggy_kafka_core::{Config, Connection};
@@ -230,26 +230,6 @@ pub fn spawn_iggy_lanes(lanes: &Arc<Lanes>, address: &str, config: &SessionConfi
     }
 }
 
-/// Writes a session's pending frames: small ones gathered into one write.
-async fn write_frames(
-    w: &mut (impl AsyncWriteExt + Unpin),
-    frames: &[Bytes],
-    scratch: &mut Vec<u8>,
-) -> io::Result<()> {
-    let total: usize = frames.iter().map(Bytes::len).sum();
-    if total <= READ_CHUNK {
-        scratch.clear();
-        for f in frames {
-            scratch.extend_from_slice(f);
-        }
-        return w.write_all(scratch).await;
-    }
-    for f in frames {
-        w.write_all(f).await?;
-    }
-    Ok(())
-}
-
 enum LaneEvent {
     Read(io::Result<usize>),
     Changed,
@@ -257,8 +237,6 @@ enum LaneEvent {
 }
 
 async fn drive_lane(mut d: LaneDriver, lanes: Arc<Lanes>, index: usize, address: String) {
-    let mut scratch = Vec::new();
-    let mut frames = Vec::new();
     loop {
         tokio::time::sleep_until(tokio::time::Instant::from_std(d.connect_at())).await;
         let stream = match TcpStream::connect(&address).await {
@@ -275,14 +253,11 @@ async fn drive_lane(mut d: LaneDriver, lanes: Arc<Lanes>, index: usize, address:
         loop {
             let changed = lanes.lane(index).changed();
             d.pump(Instant::now());
-            frames.clear();
-            while let Some(f) = d.poll_transmit() {
-                frames.push(f);
-            }
-            if !frames.is_empty() {
-                if let Err(e) = write_frames(&mut wr, &frames, &mut scratch).await {
+            while let Some(frame) = d.poll_transmit() {
+                if let Err(e) = wr.write_all(&frame).await {
                     tracing::debug!(error = %e, "write to Iggy failed");
                     d.handle_closed(Instant::now());
+                    break;
                 }
             }
             if !d.has_session() {

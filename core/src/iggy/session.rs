@@ -44,6 +44,8 @@ pub const TRANSIENT_NOT_COMMITTED: u32 = 57;
 pub const TRANSIENT_NOT_ACCEPTED: u32 = 58;
 /// Pause before resending a transient answer (Iggy's own SDK waits 50 ms).
 pub const RESEND_PAUSE: Duration = Duration::from_millis(50);
+/// Requests with payloads up to this size leave as one buffer (header and payload).
+const COALESCE_BELOW: usize = 16 * 1024;
 
 /// How a session proves who it is.
 #[derive(Clone)]
@@ -267,14 +269,21 @@ impl Session {
     }
 
     fn queue(&mut self, flight: &InFlight) {
-        self.transmit
-            .push_back(Bytes::copy_from_slice(bytemuck::bytes_of(&flight.header)));
-        if !flight.payload.is_empty() {
+        let header = bytemuck::bytes_of(&flight.header);
+        if flight.payload.len() <= COALESCE_BELOW {
+            // One write for a small request; a large payload is written as it is, uncopied.
+            let mut frame = BytesMut::with_capacity(HEADER_SIZE + flight.payload.len());
+            frame.extend_from_slice(header);
+            frame.extend_from_slice(&flight.payload);
+            self.transmit.push_back(frame.freeze());
+        } else {
+            self.transmit.push_back(Bytes::copy_from_slice(header));
             self.transmit.push_back(flight.payload.clone());
         }
     }
 
-    /// The next bytes to write, in order.
+    /// The next bytes to write, in order: whole frames, or a large frame's header then its
+    /// payload.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
         self.transmit.pop_front()
     }
