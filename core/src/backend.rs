@@ -154,6 +154,25 @@ pub struct CommittedOffset {
     pub metadata: Option<String>,
 }
 
+/// Kafka's rule for CreatePartitions: a topic's partition count only grows.
+///
+/// # Errors
+/// [`BackendError::InvalidPartitions`], with Kafka's message, when `total` does not exceed
+/// `current`.
+pub fn check_partition_growth(current: u32, total: u32) -> Result<(), BackendError> {
+    if total < current {
+        return Err(BackendError::InvalidPartitions(format!(
+            "Topic currently has {current} partitions, which is higher than the requested {total}."
+        )));
+    }
+    if total == current {
+        return Err(BackendError::InvalidPartitions(format!(
+            "Topic already has {current} partitions."
+        )));
+    }
+    Ok(())
+}
+
 /// A group's committed offsets as a backend keeps them, by (topic, partition).
 pub type GroupOffsets = std::collections::BTreeMap<(String, u32), CommittedOffset>;
 

@@ -22,9 +22,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use event_listener::{Event, EventListener};
 use iggy_kafka_core::backend::{
-    message_size, select_offsets, Appended, Backend, BackendError, Command, Completion, Execution,
-    GroupOffset, GroupOffsets, PartitionOffsets, ProducerBatch, ReadResult, StoredMessage,
-    TopicConfig, TopicInfo, TopicRef, WatchPartition,
+    check_partition_growth, message_size, select_offsets, Appended, Backend, BackendError, Command,
+    Completion, Execution, GroupOffset, GroupOffsets, PartitionOffsets, ProducerBatch, ReadResult,
+    StoredMessage, TopicConfig, TopicInfo, TopicRef, WatchPartition,
 };
 use iggy_kafka_core::mapping::{kafka_timestamp_ms, set_log_append_time, IggyMessage};
 use iggy_kafka_core::producers::Producers;
@@ -477,16 +477,7 @@ impl EmbeddedStore {
         let topic = self.topic(&TopicRef::Name(topic.to_string()))?;
         let mut partitions = write(&topic.partitions);
         let current = u32::try_from(partitions.len()).unwrap_or(u32::MAX);
-        if total < current {
-            return Err(BackendError::InvalidPartitions(format!(
-                "Topic currently has {current} partitions, which is higher than the requested {total}."
-            )));
-        }
-        if total == current {
-            return Err(BackendError::InvalidPartitions(format!(
-                "Topic already has {current} partitions."
-            )));
-        }
+        check_partition_growth(current, total)?;
         if !validate_only {
             partitions.resize_with(total as usize, Arc::default);
         }

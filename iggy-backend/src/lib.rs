@@ -50,8 +50,9 @@ use iggy_binary_protocol::{
     WirePollingStrategy,
 };
 use iggy_kafka_core::backend::{
-    select_offsets, Appended, Backend, BackendError, Command, Completion, Execution, GroupOffset,
-    PartitionOffsets, ProducerBatch, ReadResult, TopicConfig, TopicInfo, TopicRef, WatchPartition,
+    check_partition_growth, select_offsets, Appended, Backend, BackendError, Command, Completion,
+    Execution, GroupOffset, PartitionOffsets, ProducerBatch, ReadResult, TopicConfig, TopicInfo,
+    TopicRef, WatchPartition,
 };
 use iggy_kafka_core::iggy::{Clock, Failure, Lanes};
 use iggy_kafka_core::mapping::{kafka_timestamp_ms, IggyMessage};
@@ -816,16 +817,7 @@ impl Inner {
         validate_only: bool,
     ) -> Result<(), BackendError> {
         let current = self.topic_header(topic).await?.topic.partitions_count;
-        if total < current {
-            return Err(BackendError::InvalidPartitions(format!(
-                "Topic currently has {current} partitions, which is higher than the requested {total}."
-            )));
-        }
-        if total == current {
-            return Err(BackendError::InvalidPartitions(format!(
-                "Topic already has {current} partitions."
-            )));
-        }
+        check_partition_growth(current, total)?;
         if validate_only {
             return Ok(());
         }
