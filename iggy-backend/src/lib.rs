@@ -87,7 +87,10 @@ impl Default for IggyConfig {
             stream: "kafka".into(),
             create_stream: true,
             poll_interval: Duration::from_millis(100),
-            max_message_bytes: 1_048_588,
+            max_message_bytes: usize::try_from(
+                iggy_kafka_core::topic_config::DEFAULT_MAX_MESSAGE_BYTES,
+            )
+            .unwrap_or(usize::MAX),
             seed: 0,
         }
     }
@@ -520,7 +523,7 @@ impl Inner {
                 u32::try_from(count).unwrap_or(u32::MAX),
             )
             .await?;
-        let (messages, current) = wire::polled(&body, offset, max_bytes, max_messages)?;
+        let (messages, current, bytes) = wire::polled(&body, offset, max_bytes, max_messages)?;
         let Some(first) = messages.first() else {
             let offsets = self.offsets(&name, partition).await?;
             if offset > offsets.high_watermark || offset < offsets.log_start {
@@ -541,10 +544,6 @@ impl Inner {
                 high_watermark,
             });
         }
-        let bytes: usize = messages
-            .iter()
-            .map(|m| iggy_kafka_core::backend::message_size(&m.message))
-            .sum();
         let average = bytes / messages.len();
         let old = self.message_size.load(Ordering::Relaxed);
         self.message_size
@@ -627,7 +626,7 @@ impl Inner {
         let body = self
             .poll(topic, partition, WirePollingStrategy::timestamp(us), 1)
             .await?;
-        let (messages, _) = wire::polled(&body, 0, usize::MAX, 1)?;
+        let (messages, ..) = wire::polled(&body, 0, usize::MAX, 1)?;
         Ok(messages
             .first()
             .map(|m| (m.offset, kafka_timestamp_ms(&m.message))))
@@ -1020,7 +1019,7 @@ impl Inner {
             let body = self
                 .poll(&topic, 0, WirePollingStrategy::offset(next), 1000)
                 .await?;
-            let (messages, _) = wire::polled(&body, next, usize::MAX, usize::MAX)?;
+            let (messages, ..) = wire::polled(&body, next, usize::MAX, usize::MAX)?;
             let Some(last) = messages.last() else { break };
             next = last.offset + 1;
             for m in &messages {
@@ -1111,27 +1110,31 @@ impl Inner {
                 return offsets.iter().map(|_| Err(e.clone())).collect();
             }
         }
-        let partitions = lock(&self.known).clone();
-        let mut results: Vec<Result<(), BackendError>> = Vec::with_capacity(offsets.len());
-        let mut records = Vec::new();
-        for o in &offsets {
-            results.push(match partitions.get(o.topic.as_str()) {
-                None => Err(BackendError::UnknownTopic(TopicRef::Name(o.topic.clone()))),
-                Some(&n) if o.partition >= n => Err(BackendError::UnknownPartition {
-                    topic: o.topic.clone(),
-                    partition: o.partition,
-                }),
-                Some(_) => {
-                    records.push(Record::Commit {
-                        group: group.into(),
+        // Checked under the lock, without copying the table; nothing here awaits.
+        let (mut results, records) = {
+            let known = lock(&self.known);
+            let mut results: Vec<Result<(), BackendError>> = Vec::with_capacity(offsets.len());
+            let mut records = Vec::new();
+            for o in &offsets {
+                results.push(match known.get(&o.topic) {
+                    None => Err(BackendError::UnknownTopic(TopicRef::Name(o.topic.clone()))),
+                    Some(&n) if o.partition >= n => Err(BackendError::UnknownPartition {
                         topic: o.topic.clone(),
                         partition: o.partition,
-                        committed: o.committed.clone(),
-                    });
-                    Ok(())
-                }
-            });
-        }
+                    }),
+                    Some(_) => {
+                        records.push(Record::Commit {
+                            group: group.into(),
+                            topic: o.topic.clone(),
+                            partition: o.partition,
+                            committed: o.committed.clone(),
+                        });
+                        Ok(())
+                    }
+                });
+            }
+            (results, records)
+        };
         if let Err(e) = self.write_offsets(records).await {
             for r in &mut results {
                 if r.is_ok() {

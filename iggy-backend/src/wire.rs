@@ -1,5 +1,7 @@
 //! Translation between the backend vocabulary and Iggy's wire types.
 
+use std::borrow::Cow;
+
 use bytes::{Bytes, BytesMut};
 use iggy_binary_protocol::primitives::user_headers::{
     encode_user_headers, validate_user_headers, WireUserHeaderIterator,
@@ -100,33 +102,53 @@ pub(crate) fn named(name: &str) -> Result<WireIdentifier, BackendError> {
     WireIdentifier::named(name).map_err(|_| BackendError::InvalidTopic(name.into()))
 }
 
-fn header_entry(value: &HeaderValue) -> (u8, Bytes) {
-    match value {
-        HeaderValue::Raw(b) => (RAW, b.clone()),
-        HeaderValue::String(s) => (STRING, Bytes::copy_from_slice(s.as_bytes())),
-        HeaderValue::Bool(b) => (BOOL, Bytes::copy_from_slice(&[u8::from(*b)])),
-        HeaderValue::Uint8(v) => (UINT8, Bytes::copy_from_slice(&[*v])),
-        HeaderValue::Int64(v) => (INT64, Bytes::copy_from_slice(&v.to_le_bytes())),
-        HeaderValue::Uint64(v) => (UINT64, Bytes::copy_from_slice(&v.to_le_bytes())),
-        HeaderValue::Float64(v) => (FLOAT64, Bytes::copy_from_slice(&v.to_le_bytes())),
-        other => (RAW, other.to_kafka()),
+/// A header value's Iggy kind and bytes; fixed-size values are written to `scratch`.
+fn header_entry<'a>(value: &'a HeaderValue, scratch: &'a mut [u8; 8]) -> (u8, Cow<'a, [u8]>) {
+    let (kind, len) = match value {
+        HeaderValue::Raw(b) => return (RAW, Cow::Borrowed(&b[..])),
+        HeaderValue::String(s) => return (STRING, Cow::Borrowed(s.as_bytes())),
+        HeaderValue::Bool(b) => {
+            scratch[0] = u8::from(*b);
+            (BOOL, 1)
+        }
+        HeaderValue::Uint8(v) => {
+            scratch[0] = *v;
+            (UINT8, 1)
+        }
+        HeaderValue::Int64(v) => {
+            *scratch = v.to_le_bytes();
+            (INT64, 8)
+        }
+        HeaderValue::Uint64(v) => {
+            *scratch = v.to_le_bytes();
+            (UINT64, 8)
+        }
+        HeaderValue::Float64(v) => {
+            *scratch = v.to_le_bytes();
+            (FLOAT64, 8)
+        }
+        other => return (RAW, Cow::Owned(other.to_kafka().to_vec())),
+    };
+    (kind, Cow::Borrowed(&scratch[..len]))
+}
+
+/// Appends a message's user headers to `buf` in Iggy's TLV form (keys are strings).
+fn encode_headers_into(m: &IggyMessage, buf: &mut BytesMut) {
+    let mut scratch = [0u8; 8];
+    for (key, value) in &m.headers {
+        let (kind, bytes) = header_entry(value, &mut scratch);
+        encode_user_headers(&[(STRING, key.as_bytes(), kind, &bytes)], buf);
     }
 }
 
-/// Encodes a message's user headers in Iggy's TLV form (keys are strings).
+/// A message's user headers in Iggy's TLV form, or `None` without any.
+#[cfg(test)]
 pub(crate) fn encode_headers(m: &IggyMessage) -> Option<Bytes> {
     if m.headers.is_empty() {
         return None;
     }
-    let values: Vec<(u8, Bytes)> = m.headers.iter().map(|(_, v)| header_entry(v)).collect();
-    let entries: Vec<(u8, &[u8], u8, &[u8])> = m
-        .headers
-        .iter()
-        .zip(&values)
-        .map(|((k, _), (kind, v))| (STRING, k.as_bytes(), *kind, &v[..]))
-        .collect();
     let mut buf = BytesMut::new();
-    encode_user_headers(&entries, &mut buf);
+    encode_headers_into(m, &mut buf);
     Some(buf.freeze())
 }
 
@@ -199,14 +221,23 @@ pub(crate) fn send_messages(
     messages: &[IggyMessage],
     mut ids: impl FnMut() -> u128,
 ) -> Result<Bytes, BackendError> {
-    let headers: Vec<Option<Bytes>> = messages.iter().map(encode_headers).collect();
+    // Every message's headers in one buffer, each message pointing at its range.
+    let mut block = BytesMut::new();
+    let ranges: Vec<std::ops::Range<usize>> = messages
+        .iter()
+        .map(|m| {
+            let start = block.len();
+            encode_headers_into(m, &mut block);
+            start..block.len()
+        })
+        .collect();
     let raw: Vec<RawMessage<'_>> = messages
         .iter()
-        .zip(&headers)
-        .map(|(m, h)| RawMessage {
+        .zip(&ranges)
+        .map(|(m, range)| RawMessage {
             id: ids(),
             origin_timestamp: m.origin_timestamp_us,
-            headers: h.as_deref(),
+            headers: (!range.is_empty()).then(|| &block[range.clone()]),
             payload: &m.payload,
         })
         .collect();
@@ -223,13 +254,14 @@ pub(crate) fn send_messages(
 }
 
 /// The messages of a `PollMessages` reply, from `from` on, within `max_bytes` (but at least
-/// one), and the partition's current (last) offset. The payloads share `body`'s memory.
+/// one), the partition's current (last) offset, and the messages' size in all. The payloads
+/// share `body`'s memory.
 pub(crate) fn polled(
     body: &Bytes,
     from: u64,
     max_bytes: usize,
     max_messages: usize,
-) -> Result<(Vec<StoredMessage>, u64), BackendError> {
+) -> Result<(Vec<StoredMessage>, u64, usize), BackendError> {
     let reply = PollMessagesResponse::decode(body)
         .map_err(|e| BackendError::Other(format!("iggy poll reply: {e}")))?;
     let current = reply.header.current_offset;
@@ -258,7 +290,7 @@ pub(crate) fn polled(
             message: Arc::new(message),
         });
     }
-    Ok((out, current))
+    Ok((out, current, bytes))
 }
 
 fn option(key: &str, value: u64) -> (u8, Vec<u8>, u8, Vec<u8>) {
