@@ -78,14 +78,136 @@ pub struct TopicInfo {
     pub config: TopicConfig,
 }
 
-/// A stored message and its offset.
+/// Messages stored together: what one append brought, or what one poll of Iggy returned.
+/// Reads share blocks rather than copy or count each message.
+pub type Block = Arc<Vec<IggyMessage>>;
+
+/// Messages of one partition with their offsets, in offset order: runs of consecutive
+/// offsets, each a slice of a shared [`Block`]. A read of many messages costs a few
+/// reference counts, not one per message.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Messages {
+    runs: Vec<Run>,
+    len: usize,
+}
+
 #[derive(Debug, Clone, PartialEq)]
-pub struct StoredMessage {
-    /// The partition offset.
-    pub offset: u64,
-    /// The message, with `timestamp_us` set to when it was appended. Shared: reads do not
-    /// copy what the backend holds.
-    pub message: Arc<IggyMessage>,
+struct Run {
+    first_offset: u64,
+    block: Block,
+    start: usize,
+    end: usize,
+}
+
+impl Messages {
+    /// No messages.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `block[range]`, whose messages have consecutive offsets from `first_offset`.
+    /// An empty range, or one reaching past the block, adds what the block holds of it.
+    pub fn push(&mut self, first_offset: u64, block: &Block, range: std::ops::Range<usize>) {
+        let end = range.end.min(block.len());
+        if range.start >= end {
+            return;
+        }
+        if let Some(last) = self.runs.last_mut() {
+            // Extends the previous run when it is the same block and continues it.
+            if Arc::ptr_eq(&last.block, block)
+                && last.end == range.start
+                && last.first_offset + (last.end - last.start) as u64 == first_offset
+            {
+                last.end = end;
+                self.len += end - range.start;
+                return;
+            }
+        }
+        self.len += end - range.start;
+        self.runs.push(Run {
+            first_offset,
+            block: Arc::clone(block),
+            start: range.start,
+            end,
+        });
+    }
+
+    /// The messages with their offsets, as one block (runs split where offsets jump).
+    #[must_use]
+    pub fn from_offsets(messages: impl IntoIterator<Item = (u64, IggyMessage)>) -> Self {
+        let mut offsets = Vec::new();
+        let block: Vec<IggyMessage> = messages
+            .into_iter()
+            .map(|(o, m)| {
+                offsets.push(o);
+                m
+            })
+            .collect();
+        let block = Arc::new(block);
+        let mut out = Self::new();
+        let mut start = 0;
+        for i in 1..=offsets.len() {
+            if i == offsets.len() || offsets[i] != offsets[i - 1].wrapping_add(1) {
+                out.push(offsets[start], &block, start..i);
+                start = i;
+            }
+        }
+        out
+    }
+
+    /// How many messages.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Each message with its offset, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &IggyMessage)> + '_ {
+        self.runs.iter().flat_map(|r| {
+            r.block[r.start..r.end]
+                .iter()
+                .zip(r.first_offset..)
+                .map(|(m, o)| (o, m))
+        })
+    }
+
+    /// The first message and its offset.
+    #[must_use]
+    pub fn first(&self) -> Option<(u64, &IggyMessage)> {
+        self.iter().next()
+    }
+
+    /// The last message and its offset.
+    #[must_use]
+    pub fn last(&self) -> Option<(u64, &IggyMessage)> {
+        let r = self.runs.last()?;
+        let m = r.block.get(r.end.checked_sub(1)?)?;
+        Some((r.first_offset + (r.end - r.start - 1) as u64, m))
+    }
+
+    /// Keeps the first `n` messages.
+    pub fn truncate(&mut self, n: usize) {
+        let mut left = n;
+        self.runs.retain_mut(|r| {
+            let len = r.end - r.start;
+            if left == 0 {
+                return false;
+            }
+            if len > left {
+                r.end = r.start + left;
+            }
+            left -= len.min(left);
+            true
+        });
+        self.len = self.len.min(n);
+    }
 }
 
 /// A partition's bounds.
@@ -371,7 +493,7 @@ pub struct Appended {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ReadResult {
     /// The messages, in offset order, without gaps.
-    pub messages: Vec<StoredMessage>,
+    pub messages: Messages,
     /// The partition's bounds when it was read.
     pub offsets: PartitionOffsets,
 }
@@ -604,5 +726,73 @@ pub(crate) mod tests {
             }
             Command::Watch { .. } => Completion::Watch,
         }
+    }
+
+    fn payloads(m: &Messages) -> Vec<(u64, Vec<u8>)> {
+        m.iter().map(|(o, m)| (o, m.payload.to_vec())).collect()
+    }
+
+    fn block(payloads: &[&[u8]]) -> Block {
+        Arc::new(
+            payloads
+                .iter()
+                .map(|p| IggyMessage {
+                    payload: bytes::Bytes::copy_from_slice(p),
+                    ..IggyMessage::default()
+                })
+                .collect(),
+        )
+    }
+
+    /// Slices of one block that continue each other become one run; a jump in offsets or
+    /// another block starts a new one, and offsets stay with their messages throughout.
+    #[test]
+    fn messages_keep_offsets_across_runs() {
+        let a = block(&[b"a", b"b", b"c"]);
+        let b = block(&[b"d", b"e"]);
+        let mut m = Messages::new();
+        m.push(10, &a, 0..1);
+        m.push(11, &a, 1..3);
+        assert_eq!(m.runs.len(), 1);
+        m.push(13, &b, 0..2);
+        m.push(20, &a, 2..3);
+        m.push(21, &a, 3..9);
+        m.push(21, &a, 1..1);
+        assert_eq!(m.runs.len(), 3);
+        assert_eq!(m.len(), 6);
+        let want = vec![
+            (10, b"a".to_vec()),
+            (11, b"b".to_vec()),
+            (12, b"c".to_vec()),
+            (13, b"d".to_vec()),
+            (14, b"e".to_vec()),
+            (20, b"c".to_vec()),
+        ];
+        assert_eq!(payloads(&m), want);
+        assert_eq!(m.first().map(|(o, _)| o), Some(10));
+        assert_eq!(
+            m.last().map(|(o, m)| (o, m.payload.to_vec())),
+            Some((20, b"c".to_vec()))
+        );
+        let mut t = m.clone();
+        t.truncate(4);
+        assert_eq!(payloads(&t), want[..4]);
+        assert_eq!(t.len(), 4);
+        assert_eq!(t.last().map(|(o, _)| o), Some(13));
+        t.truncate(0);
+        assert!(t.is_empty() && t.first().is_none() && t.last().is_none());
+
+        let from = Messages::from_offsets(want.iter().map(|(o, p)| {
+            (
+                *o,
+                IggyMessage {
+                    payload: bytes::Bytes::copy_from_slice(p),
+                    ..IggyMessage::default()
+                },
+            )
+        }));
+        assert_eq!(payloads(&from), want);
+        assert_eq!(from.runs.len(), 2);
+        assert!(Messages::from_offsets(std::iter::empty()).is_empty());
     }
 }

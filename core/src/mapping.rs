@@ -130,6 +130,13 @@ pub struct KafkaRecord {
 /// Maps a Kafka record to the Iggy message that holds it.
 #[must_use]
 pub fn to_iggy(r: &KafkaRecord) -> IggyMessage {
+    into_iggy(r.clone())
+}
+
+/// [`to_iggy`] for a record no longer needed: its key and value move into the message
+/// rather than being shared, which saves reference counting on the produce path.
+#[must_use]
+pub fn into_iggy(r: KafkaRecord) -> IggyMessage {
     let mut msg = IggyMessage {
         origin_timestamp_us: u64::try_from(r.timestamp_ms).map_or(0, |ms| ms.saturating_mul(1000)),
         ..IggyMessage::default()
@@ -143,14 +150,14 @@ pub fn to_iggy(r: &KafkaRecord) -> IggyMessage {
     } else {
         0
     };
-    match plain_headers(r) {
+    match plain_headers(&r) {
         Some(headers) => {
-            match &r.key {
+            match r.key {
                 None => {}
                 Some(k) if k.is_empty() => flags |= FLAG_KEY_EMPTY,
-                Some(k) => msg.headers.push((KEY.into(), HeaderValue::Raw(k.clone()))),
+                Some(k) => msg.headers.push((KEY.into(), HeaderValue::Raw(k))),
             }
-            msg.payload = match &r.value {
+            msg.payload = match r.value {
                 None => {
                     flags |= FLAG_VALUE_NULL;
                     Bytes::from_static(&[0])
@@ -159,7 +166,7 @@ pub fn to_iggy(r: &KafkaRecord) -> IggyMessage {
                     flags |= FLAG_VALUE_EMPTY;
                     Bytes::from_static(&[0])
                 }
-                Some(v) => v.clone(),
+                Some(v) => v,
             };
             if msg.headers.is_empty() {
                 msg.headers = headers;
@@ -170,7 +177,7 @@ pub fn to_iggy(r: &KafkaRecord) -> IggyMessage {
         None => {
             msg.headers
                 .push((FORMAT.into(), HeaderValue::String(ENVELOPE_V1.into())));
-            msg.payload = envelope(r);
+            msg.payload = envelope(&r);
         }
     }
     if flags != 0 {

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use iggy_kafka_core::api;
 use iggy_kafka_core::backend::{
-    Appended, BackendError, Command, CommandId, Completion, PartitionOffsets, ReadResult,
-    StoredMessage, TopicInfo, TopicRef,
+    Appended, BackendError, Command, CommandId, Completion, Messages, PartitionOffsets, ReadResult,
+    TopicInfo, TopicRef,
 };
 use iggy_kafka_core::mapping::{to_iggy, KafkaRecord};
 use iggy_kafka_core::protocol::generated::create_topics_request::{
@@ -283,17 +283,16 @@ fn fetch(max_wait_ms: i32, min_bytes: i32) -> Request {
 
 fn read(messages: &[u64], hw: u64) -> Completion {
     Completion::Read(Ok(ReadResult {
-        messages: messages
-            .iter()
-            .map(|&offset| StoredMessage {
+        messages: Messages::from_offsets(messages.iter().map(|&offset| {
+            (
                 offset,
-                message: Arc::new(to_iggy(&KafkaRecord {
+                to_iggy(&KafkaRecord {
                     timestamp_ms: 1000,
                     value: Some(Bytes::from(format!("m{offset}"))),
                     ..KafkaRecord::default()
-                })),
-            })
-            .collect(),
+                }),
+            )
+        })),
         offsets: PartitionOffsets {
             log_start: 0,
             high_watermark: hw,

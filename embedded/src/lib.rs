@@ -22,9 +22,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use event_listener::{Event, EventListener};
 use iggy_kafka_core::backend::{
-    check_partition_growth, message_size, select_offsets, Appended, Backend, BackendError, Command,
-    Completion, Execution, GroupOffset, GroupOffsets, PartitionOffsets, ProducerBatch, ReadResult,
-    StoredMessage, TopicConfig, TopicInfo, TopicRef, WatchPartition,
+    check_partition_growth, message_size, select_offsets, Appended, Backend, BackendError, Block,
+    Command, Completion, Execution, GroupOffset, GroupOffsets, Messages, PartitionOffsets,
+    ProducerBatch, ReadResult, TopicConfig, TopicInfo, TopicRef, WatchPartition,
 };
 use iggy_kafka_core::mapping::{kafka_timestamp_ms, set_log_append_time, IggyMessage};
 use iggy_kafka_core::producers::Producers;
@@ -81,8 +81,12 @@ struct Partition {
 
 #[derive(Debug, Default)]
 struct Log {
+    /// The log start offset: messages before it are dropped, even while their block stays.
     start: u64,
-    messages: VecDeque<Entry>,
+    /// What each append brought, oldest first; offsets run on from block to block.
+    blocks: VecDeque<Stored>,
+    /// The high watermark.
+    end: u64,
     bytes: u64,
     max_timestamp: Option<(u64, i64)>,
     last_append_us: u64,
@@ -90,10 +94,17 @@ struct Log {
     producers: Producers,
 }
 
+/// One append's messages, kept as they came (one allocation per append, not per message).
 #[derive(Debug)]
-struct Entry {
-    message: Arc<IggyMessage>,
-    size: u64,
+struct Stored {
+    base: u64,
+    messages: Block,
+}
+
+impl Stored {
+    fn end(&self) -> u64 {
+        self.base + self.messages.len() as u64
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -118,7 +129,7 @@ fn now_us() -> u64 {
 
 impl Log {
     fn high_watermark(&self) -> u64 {
-        self.start + self.messages.len() as u64
+        self.end
     }
 
     fn offsets(&self) -> PartitionOffsets {
@@ -129,31 +140,51 @@ impl Log {
         }
     }
 
+    /// Every message held from `from` on, with its offset and block, in order.
+    fn iter_from(&self, from: u64) -> impl Iterator<Item = (u64, &Block, usize)> + '_ {
+        let from = from.max(self.start);
+        let first = self.blocks.partition_point(|b| b.end() <= from);
+        self.blocks.range(first..).flat_map(move |b| {
+            let skip = usize::try_from(from.saturating_sub(b.base)).unwrap_or(usize::MAX);
+            (skip..b.messages.len()).map(move |i| (b.base + i as u64, &b.messages, i))
+        })
+    }
+
     /// Drops the oldest messages beyond the byte limit or older than `retention_ms`.
     fn enforce_retention(&mut self, max_bytes: u64, retention_ms: Option<i64>, now_us: u64) {
         let cutoff = retention_ms
             .and_then(|ms| u64::try_from(ms).ok())
             .map(|ms| now_us.saturating_sub(ms.saturating_mul(1000)));
         let mut dropped = false;
-        while let Some(front) = self.messages.front() {
+        while let Some(front) = self.blocks.front() {
+            let Some(m) = usize::try_from(self.start - front.base)
+                .ok()
+                .and_then(|i| front.messages.get(i))
+            else {
+                self.blocks.pop_front();
+                continue;
+            };
             let too_big = self.bytes > max_bytes;
-            let too_old = cutoff.is_some_and(|c| front.message.timestamp_us < c);
+            let too_old = cutoff.is_some_and(|c| m.timestamp_us < c);
             if !too_big && !too_old {
                 break;
             }
-            self.bytes -= front.size;
-            self.messages.pop_front();
+            self.bytes -= message_size(m) as u64;
             self.start += 1;
+            if self.start >= front.end() {
+                self.blocks.pop_front();
+            }
             dropped = true;
         }
         if dropped && self.max_timestamp.is_some_and(|(o, _)| o < self.start) {
-            self.max_timestamp = None;
-            for (i, e) in self.messages.iter().enumerate() {
-                let ts = kafka_timestamp_ms(&e.message);
-                if self.max_timestamp.is_none_or(|(_, m)| ts > m) {
-                    self.max_timestamp = Some((self.start + i as u64, ts));
+            let mut max: Option<(u64, i64)> = None;
+            for (o, b, i) in self.iter_from(self.start) {
+                let ts = kafka_timestamp_ms(&b[i]);
+                if max.is_none_or(|(_, m)| ts > m) {
+                    max = Some((o, ts));
                 }
             }
+            self.max_timestamp = max;
         }
     }
 }
@@ -279,21 +310,26 @@ impl EmbeddedStore {
             let now = now_us().max(log.last_append_us);
             log.last_append_us = now;
             let base = log.high_watermark();
-            for (i, mut m) in messages.drain(..).enumerate() {
+            for (i, m) in messages.iter_mut().enumerate() {
                 m.timestamp_us = now;
                 if log_append {
-                    set_log_append_time(&mut m, now);
+                    set_log_append_time(m, now);
                 }
-                let ts = kafka_timestamp_ms(&m);
+                let ts = kafka_timestamp_ms(m);
                 let offset = base + i as u64;
                 if log.max_timestamp.is_none_or(|(_, t)| ts > t) {
                     log.max_timestamp = Some((offset, ts));
                 }
-                let size = message_size(&m) as u64;
-                log.bytes += size;
-                log.messages.push_back(Entry {
-                    message: Arc::new(m),
-                    size,
+                log.bytes += message_size(m) as u64;
+            }
+            if !messages.is_empty() {
+                if messages.capacity() > messages.len() + messages.len() / 4 {
+                    messages.shrink_to_fit();
+                }
+                log.end = base + messages.len() as u64;
+                log.blocks.push_back(Stored {
+                    base,
+                    messages: Arc::new(messages),
                 });
             }
             log.enforce_retention(max_bytes, config.retention_ms, now);
@@ -335,20 +371,16 @@ impl EmbeddedStore {
                 high_watermark: offsets.high_watermark,
             });
         }
-        let mut messages = Vec::new();
+        let mut messages = Messages::new();
         let mut bytes = 0usize;
-        let first = usize::try_from(offset - offsets.log_start).unwrap_or(usize::MAX);
-        for (i, e) in log.messages.iter().skip(first).enumerate() {
-            let size = usize::try_from(e.size).unwrap_or(usize::MAX);
+        for (o, block, i) in log.iter_from(offset) {
+            let size = message_size(&block[i]);
             if messages.len() >= max_messages || (!messages.is_empty() && bytes + size > max_bytes)
             {
                 break;
             }
             bytes += size;
-            messages.push(StoredMessage {
-                offset: offset + i as u64,
-                message: Arc::clone(&e.message),
-            });
+            messages.push(o, block, i..i + 1);
         }
         Ok(ReadResult { messages, offsets })
     }
@@ -369,10 +401,11 @@ impl EmbeddedStore {
         let topic = self.topic(&TopicRef::Name(topic.to_string()))?;
         let part = topic.partition(partition)?;
         let log = lock(&part.log);
-        Ok(log.messages.iter().enumerate().find_map(|(i, e)| {
-            let ts = kafka_timestamp_ms(&e.message);
-            (ts >= timestamp_ms).then_some((log.start + i as u64, ts))
-        }))
+        let found = log.iter_from(log.start).find_map(|(o, b, i)| {
+            let ts = kafka_timestamp_ms(&b[i]);
+            (ts >= timestamp_ms).then_some((o, ts))
+        });
+        Ok(found)
     }
 
     fn create_topic(

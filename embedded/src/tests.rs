@@ -81,8 +81,13 @@ fn offsets_are_dense_and_reads_respect_limits() {
         panic!("read")
     };
     assert_eq!(r.messages.len(), 2);
-    assert_eq!(r.messages[0].offset, 1);
-    assert_eq!(&r.messages[1].message.payload[..], b"c");
+    let got: Vec<_> = r
+        .messages
+        .iter()
+        .map(|(o, m)| (o, m.payload.clone()))
+        .collect();
+    assert_eq!(got[0].0, 1);
+    assert_eq!(&got[1].1[..], b"c");
     assert_eq!(r.offsets.high_watermark, 4);
     assert_eq!(r.offsets.max_timestamp, Some((1, 9)));
     // At least one message whatever the byte limit.
@@ -130,6 +135,83 @@ fn retention_drops_the_oldest_and_advances_the_start() {
     assert_eq!(o.high_watermark, 20);
     assert!(o.log_start > 0, "{o:?}");
     assert!((20 - o.log_start) * 27 <= 200, "{o:?}");
+}
+
+/// Appends are kept as blocks: reads start mid-block and cross blocks, and retention drops
+/// part of a block, with offsets, payloads and the largest timestamp kept exact.
+#[test]
+fn reads_and_retention_cross_append_blocks() {
+    // Each message is 1 + 16 bytes as `message_size` counts; 9 messages fit.
+    let s = store(160);
+    create(&s, "t", 1);
+    let payloads: Vec<&'static [u8]> = vec![b"a", b"b", b"c", b"d", b"e", b"f", b"g", b"h"];
+    // Blocks of 3, 3 and 2: offsets 0-2, 3-5, 6-7; the largest timestamp is at offset 1.
+    let ts = [5, 90, 7, 8, 9, 10, 11, 12];
+    let mut next = 0;
+    for n in [3, 3, 2] {
+        let msgs = (next..next + n).map(|i| msg(payloads[i], ts[i])).collect();
+        append(&s, "t", 0, msgs);
+        next += n;
+    }
+    let read = |offset, max_bytes, max_messages| match done(s.execute(Command::Read {
+        topic: TopicRef::Name("t".into()),
+        partition: 0,
+        offset,
+        max_bytes,
+        max_messages,
+    })) {
+        Completion::Read(Ok(r)) => (
+            r.messages
+                .iter()
+                .map(|(o, m)| (o, m.payload.clone()))
+                .collect::<Vec<_>>(),
+            r.offsets,
+        ),
+        other => panic!("read: {other:?}"),
+    };
+    let (got, offsets) = read(2, 1 << 20, 4);
+    let want: Vec<_> = (2..6)
+        .map(|o| (o, bytes::Bytes::from_static(payloads[o as usize])))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(offsets.max_timestamp, Some((1, 90)));
+    // Three more messages: 11 in all, so the first two go, the first block only in part.
+    append(
+        &s,
+        "t",
+        0,
+        vec![msg(b"i", 13), msg(b"j", 14), msg(b"k", 15)],
+    );
+    let (got, offsets) = read(2, 1 << 20, 100);
+    assert_eq!(offsets.log_start, 2);
+    assert_eq!(offsets.high_watermark, 11);
+    assert_eq!(
+        got.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+        (2..11).collect::<Vec<_>>()
+    );
+    assert_eq!(&got[0].1[..], b"c");
+    assert_eq!(&got[8].1[..], b"k");
+    // The largest timestamp went with offset 1; the next largest is the last message's.
+    assert_eq!(offsets.max_timestamp, Some((10, 15)));
+    assert!(matches!(
+        done(s.execute(Command::Read {
+            topic: TopicRef::Name("t".into()),
+            partition: 0,
+            offset: 1,
+            max_bytes: 100,
+            max_messages: 100,
+        })),
+        Completion::Read(Err(BackendError::OffsetOutOfRange { log_start: 2, .. }))
+    ));
+    let ts = done(s.execute(Command::OffsetForTimestamp {
+        topic: "t".into(),
+        partition: 0,
+        timestamp_ms: 0,
+    }));
+    assert_eq!(ts, Completion::OffsetForTimestamp(Ok(Some((2, 7)))));
+    // A byte limit ends a read inside a block.
+    let (got, _) = read(3, 17 * 2, 100);
+    assert_eq!(got.iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![3, 4]);
 }
 
 #[test]
@@ -235,7 +317,7 @@ fn log_append_time_topics_stamp_records_with_the_append_time() {
     })) else {
         panic!("read")
     };
-    let record = iggy_kafka_core::mapping::from_iggy(&r.messages[0].message);
+    let record = iggy_kafka_core::mapping::from_iggy(r.messages.first().expect("a message").1);
     assert_eq!(
         record.timestamp_type,
         iggy_kafka_core::records::TimestampType::LogAppendTime

@@ -524,7 +524,7 @@ impl Inner {
             )
             .await?;
         let (messages, current, bytes) = wire::polled(&body, offset, max_bytes, max_messages)?;
-        let Some(first) = messages.first() else {
+        let Some((first, _)) = messages.first() else {
             let offsets = self.offsets(&name, partition).await?;
             if offset > offsets.high_watermark || offset < offsets.log_start {
                 return Err(BackendError::OffsetOutOfRange {
@@ -536,11 +536,11 @@ impl Inner {
             return Ok(ReadResult { messages, offsets });
         };
         let high_watermark = current + 1;
-        if first.offset > offset {
+        if first > offset {
             // Dense offsets: what was asked for is gone (retention).
             return Err(BackendError::OffsetOutOfRange {
                 offset,
-                log_start: first.offset,
+                log_start: first,
                 high_watermark,
             });
         }
@@ -627,9 +627,7 @@ impl Inner {
             .poll(topic, partition, WirePollingStrategy::timestamp(us), 1)
             .await?;
         let (messages, ..) = wire::polled(&body, 0, usize::MAX, 1)?;
-        Ok(messages
-            .first()
-            .map(|m| (m.offset, kafka_timestamp_ms(&m.message))))
+        Ok(messages.first().map(|(o, m)| (o, kafka_timestamp_ms(m))))
     }
 
     // ---- topics ----
@@ -1020,17 +1018,19 @@ impl Inner {
                 .poll(&topic, 0, WirePollingStrategy::offset(next), 1000)
                 .await?;
             let (messages, ..) = wire::polled(&body, next, usize::MAX, usize::MAX)?;
-            let Some(last) = messages.last() else { break };
-            next = last.offset + 1;
-            for m in &messages {
-                match Record::decode(&m.message.payload) {
+            let Some((last, _)) = messages.last() else {
+                break;
+            };
+            next = last + 1;
+            for (offset, m) in messages.iter() {
+                match Record::decode(&m.payload) {
                     Some(Record::SnapshotComplete) => {
                         complete = true;
                         state.records += 1;
                     }
                     Some(r) => state.apply(&r),
                     None => {
-                        tracing::warn!(topic = %topic, offset = m.offset, "skipping a record this gateway did not write")
+                        tracing::warn!(topic = %topic, offset, "skipping a record this gateway did not write")
                     }
                 }
             }

@@ -218,12 +218,9 @@ fn read(
             max_messages: 100_000,
         },
     ) {
-        Completion::Read(r) => r.map(|r| {
-            r.messages
-                .iter()
-                .map(|m| (m.offset, from_iggy(&m.message)))
-                .collect()
-        }),
+        Completion::Read(r) => {
+            r.map(|r| r.messages.iter().map(|(o, m)| (o, from_iggy(m))).collect())
+        }
         other => panic!("{other:?}"),
     }
 }

@@ -10,11 +10,10 @@ use iggy_binary_protocol::requests::messages::send_messages::{RawMessage, SendMe
 use iggy_binary_protocol::responses::messages::poll_messages::PollMessagesResponse;
 use iggy_binary_protocol::responses::streams::get_stream::TopicHeader;
 use iggy_binary_protocol::{WireIdentifier, WireOptions, WirePartitioning};
-use iggy_kafka_core::backend::{BackendError, StoredMessage, TopicConfig, TopicInfo, TopicRef};
+use iggy_kafka_core::backend::{BackendError, Messages, TopicConfig, TopicInfo, TopicRef};
 use iggy_kafka_core::iggy::Failure;
 use iggy_kafka_core::mapping::{HeaderValue, IggyMessage};
 use iggy_kafka_core::protocol::Uuid;
-use std::sync::Arc;
 
 // Iggy header kinds (Iggy's `HeaderKind::as_code`).
 const RAW: u8 = 1;
@@ -261,7 +260,7 @@ pub(crate) fn polled(
     from: u64,
     max_bytes: usize,
     max_messages: usize,
-) -> Result<(Vec<StoredMessage>, u64, usize), BackendError> {
+) -> Result<(Messages, u64, usize), BackendError> {
     let reply = PollMessagesResponse::decode(body)
         .map_err(|e| BackendError::Other(format!("iggy poll reply: {e}")))?;
     let current = reply.header.current_offset;
@@ -285,12 +284,9 @@ pub(crate) fn polled(
             break;
         }
         bytes += size;
-        out.push(StoredMessage {
-            offset: view.offset,
-            message: Arc::new(message),
-        });
+        out.push((view.offset, message));
     }
-    Ok((out, current, bytes))
+    Ok((Messages::from_offsets(out), current, bytes))
 }
 
 fn option(key: &str, value: u64) -> (u8, Vec<u8>, u8, Vec<u8>) {

@@ -57,6 +57,21 @@ fn main() {
         }
     }
 
+    // LOAD_PHASE=produce or consume runs one phase alone (to measure or profile it), and
+    // create only creates the topic (for other load tools); both phases by default.
+    let phase = std::env::var("LOAD_PHASE").unwrap_or_default();
+    if phase == "create" {
+        return;
+    }
+    if phase != "consume" {
+        produce_all(bootstrap, topic, records, size, producers);
+    }
+    if phase != "produce" {
+        consume(bootstrap, topic, records, size);
+    }
+}
+
+fn produce_all(bootstrap: &str, topic: &str, records: usize, size: usize, producers: usize) {
     let start = Instant::now();
     std::thread::scope(|scope| {
         for i in 0..producers {
@@ -65,7 +80,9 @@ fn main() {
         }
     });
     rate("produce", records, size, start.elapsed());
+}
 
+fn consume(bootstrap: &str, topic: &str, records: usize, size: usize) {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "iggy-kafka-load")

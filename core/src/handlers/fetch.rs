@@ -7,9 +7,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use super::{partition_index, Ctx, Step, Task};
-use crate::backend::{
-    message_size, Command, Completion, ReadResult, StoredMessage, TopicRef, WatchPartition,
-};
+use crate::backend::{message_size, Command, Completion, ReadResult, TopicRef, WatchPartition};
 use crate::error_code::ErrorCode;
 use crate::mapping::from_iggy;
 use crate::protocol::generated::fetch_request::FetchRequest;
@@ -17,7 +15,7 @@ use crate::protocol::generated::fetch_response::{
     FetchResponse, FetchableTopicResponse, PartitionData,
 };
 use crate::protocol::Response;
-use crate::records::{Compression, Record, RecordBatch, TimestampType};
+use crate::records::{BatchWriter, TimestampType};
 
 /// The most messages one partition read returns, whatever the byte limits allow.
 const MAX_MESSAGES_PER_READ: usize = 50_000;
@@ -155,8 +153,8 @@ fn error_partition(partition: i32, code: ErrorCode) -> PartitionData {
 fn encode_records(read: &ReadResult, budget: usize, first: bool) -> (Bytes, usize) {
     let mut taken = 0;
     let mut size = 0;
-    for m in &read.messages {
-        let s = message_size(&m.message);
+    for (_, m) in read.messages.iter() {
+        let s = message_size(m);
         if size + s > budget && !(first && taken == 0) {
             break;
         }
@@ -167,50 +165,47 @@ fn encode_records(read: &ReadResult, budget: usize, first: bool) -> (Bytes, usiz
         return (Bytes::new(), 0);
     }
     let mut buf = BytesMut::with_capacity(size + 128);
-    let mut batch: Option<RecordBatch> = None;
-    for m in &read.messages[..taken] {
-        let record = from_iggy(&m.message);
-        let offset = i64::try_from(m.offset).unwrap_or(i64::MAX);
+    // A new batch where the timestamp type changes, and for each log-append-time timestamp
+    // (such a batch's records all carry the batch's one timestamp).
+    let mut batch: Option<(BatchWriter, bool)> = None;
+    for (offset, m) in read.messages.iter().take(taken) {
+        let record = from_iggy(m);
+        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
         let log_append = record.timestamp_type == TimestampType::LogAppendTime;
-        let fits = batch.as_ref().is_some_and(|b| {
-            let same_kind = (b.attributes & 0x8 != 0) == log_append;
-            same_kind && (!log_append || b.max_timestamp == record.timestamp_ms)
+        let fits = batch.as_ref().is_some_and(|(b, kind)| {
+            *kind == log_append && (!log_append || b.max_timestamp() == record.timestamp_ms)
         });
         if !fits {
-            if let Some(b) = batch.take() {
-                flush(&b, &mut buf);
+            if let Some((b, _)) = batch.take() {
+                finish(b, &mut buf);
             }
-            batch = Some(RecordBatch {
-                base_offset: offset,
-                partition_leader_epoch: 0,
-                attributes: if log_append { 0x8 } else { 0 },
-                base_timestamp: record.timestamp_ms,
-                max_timestamp: record.timestamp_ms,
-                ..RecordBatch::default()
-            });
+            batch = Some((
+                BatchWriter::begin(&mut buf, offset, record.timestamp_ms, log_append),
+                log_append,
+            ));
         }
-        if let Some(b) = batch.as_mut() {
-            let delta = offset - b.base_offset;
-            b.last_offset_delta = i32::try_from(delta).unwrap_or(i32::MAX);
-            b.max_timestamp = b.max_timestamp.max(record.timestamp_ms);
-            b.records.push(Record {
-                attributes: 0,
-                timestamp_delta: record.timestamp_ms.wrapping_sub(b.base_timestamp),
-                offset_delta: b.last_offset_delta,
-                key: record.key,
-                value: record.value,
-                headers: record.headers,
-            });
+        if let Some((b, _)) = batch.as_mut() {
+            if let Err(e) = b.push(
+                &mut buf,
+                offset,
+                record.timestamp_ms,
+                record.key.as_ref(),
+                record.value.as_ref(),
+                &record.headers,
+            ) {
+                // Only lengths beyond i32 fail, which the read limits rule out.
+                tracing::error!(error = %e, "cannot encode a fetched record");
+            }
         }
     }
-    if let Some(b) = batch.take() {
-        flush(&b, &mut buf);
+    if let Some((b, _)) = batch.take() {
+        finish(b, &mut buf);
     }
     (buf.freeze(), size)
 }
 
-fn flush(batch: &RecordBatch, buf: &mut BytesMut) {
-    if let Err(e) = batch.encode(Compression::None, buf) {
+fn finish(batch: BatchWriter, buf: &mut BytesMut) {
+    if let Err(e) = batch.finish(buf) {
         // Only a length beyond i32 fails, which the read limits rule out.
         tracing::error!(error = %e, "cannot encode a fetched batch");
     }
@@ -226,7 +221,7 @@ fn read_bytes(results: &[Completion]) -> (usize, bool) {
                 bytes += r
                     .messages
                     .iter()
-                    .map(|m: &StoredMessage| message_size(&m.message))
+                    .map(|(_, m)| message_size(m))
                     .sum::<usize>();
             }
             _ => error = true,
@@ -291,11 +286,9 @@ impl Task for FetchTask {
             .zip(&results)
             .map(|(&(t, _, partition, offset), c)| {
                 let next = match c {
-                    Completion::Read(Ok(r)) => r
-                        .messages
-                        .last()
-                        .map_or(offset, |m| m.offset + 1)
-                        .max(offset),
+                    Completion::Read(Ok(r)) => {
+                        r.messages.last().map_or(offset, |(o, _)| o + 1).max(offset)
+                    }
                     _ => offset,
                 };
                 WatchPartition {

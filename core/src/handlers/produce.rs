@@ -7,7 +7,7 @@ use super::{kstr, partition_index, Ctx, Step, Task};
 use crate::backend::{Command, Completion, ProducerBatch};
 use crate::connection::CloseReason;
 use crate::error_code::ErrorCode;
-use crate::mapping::{to_iggy, IggyMessage, KafkaRecord};
+use crate::mapping::{into_iggy, IggyMessage, KafkaRecord};
 use crate::protocol::generated::produce_request::ProduceRequest;
 use crate::protocol::generated::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
@@ -117,7 +117,7 @@ fn messages(
                 value: r.value,
                 headers: r.headers,
             };
-            out.push(to_iggy(&record));
+            out.push(into_iggy(record));
         }
     }
     Ok((out, producer))

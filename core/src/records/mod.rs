@@ -279,11 +279,18 @@ impl Cursor<'_> {
 
     #[inline]
     fn varint(&mut self) -> Result<i32, BatchError> {
-        // Fast path: one byte, as most lengths and deltas of small records are.
-        if let Some(&b) = self.buf.get(self.pos) {
-            if b & 0x80 == 0 && self.pos < self.end {
-                self.pos += 1;
-                return Ok(i32::from(b >> 1) ^ -i32::from(b & 1));
+        // Fast paths: one or two bytes, as most lengths and deltas of small records are.
+        if self.pos + 2 <= self.end {
+            if let Some(&[b0, b1]) = self.buf.get(self.pos..self.pos + 2) {
+                if b0 & 0x80 == 0 {
+                    self.pos += 1;
+                    return Ok(i32::from(b0 >> 1) ^ -i32::from(b0 & 1));
+                }
+                if b1 & 0x80 == 0 {
+                    self.pos += 2;
+                    let raw = u32::from(b0 & 0x7f) | (u32::from(b1) << 7);
+                    return Ok((raw >> 1) as i32 ^ -((raw & 1) as i32));
+                }
             }
         }
         let mut raw: u32 = 0;
@@ -538,20 +545,148 @@ fn nullable_len(b: Option<&Bytes>) -> Result<(i32, usize), BatchError> {
     }
 }
 
+/// Writes one uncompressed v2 batch straight into a buffer, record by record, for fetch
+/// responses: no list of records is built and no record is kept once written. The bytes
+/// are those [`RecordBatch::encode`] writes for the same batch.
+#[derive(Debug)]
+pub struct BatchWriter {
+    start: usize,
+    base_offset: i64,
+    base_timestamp: i64,
+    max_timestamp: i64,
+    last_offset_delta: i32,
+    count: i32,
+}
+
+impl BatchWriter {
+    /// Starts a batch at the end of `buf`: producer fields unset, partition leader epoch 0,
+    /// uncompressed, the log-append-time bit as given.
+    pub fn begin(
+        buf: &mut BytesMut,
+        base_offset: i64,
+        base_timestamp: i64,
+        log_append: bool,
+    ) -> Self {
+        let start = buf.len();
+        buf.put_i64(base_offset);
+        buf.put_i32(0); // length, patched by finish
+        buf.put_i32(0); // partition leader epoch
+        buf.put_i8(2);
+        buf.put_u32(0); // CRC, patched by finish
+        buf.put_i16(if log_append { 0x8 } else { 0 });
+        buf.put_i32(0); // last offset delta, patched by finish
+        buf.put_i64(base_timestamp);
+        buf.put_i64(base_timestamp); // max timestamp, patched by finish
+        buf.put_i64(-1);
+        buf.put_i16(-1);
+        buf.put_i32(-1);
+        buf.put_i32(0); // record count, patched by finish
+        Self {
+            start,
+            base_offset,
+            base_timestamp,
+            max_timestamp: base_timestamp,
+            last_offset_delta: 0,
+            count: 0,
+        }
+    }
+
+    /// The batch's first offset.
+    #[must_use]
+    pub fn base_offset(&self) -> i64 {
+        self.base_offset
+    }
+
+    /// The batch's largest timestamp so far.
+    #[must_use]
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp
+    }
+
+    /// Appends a record at `offset` (not before the base offset) with its absolute
+    /// timestamp.
+    ///
+    /// # Errors
+    /// When an offset or length does not fit its field.
+    pub fn push(
+        &mut self,
+        buf: &mut BytesMut,
+        offset: i64,
+        timestamp_ms: i64,
+        key: Option<&Bytes>,
+        value: Option<&Bytes>,
+        headers: &[Header],
+    ) -> Result<(), BatchError> {
+        let delta = i32::try_from(offset.wrapping_sub(self.base_offset))
+            .map_err(|_| BatchError::corrupt("offset delta out of range"))?;
+        encode_record_parts(
+            buf,
+            0,
+            timestamp_ms.wrapping_sub(self.base_timestamp),
+            delta,
+            key,
+            value,
+            headers,
+        )?;
+        self.last_offset_delta = delta;
+        self.max_timestamp = self.max_timestamp.max(timestamp_ms);
+        self.count = self.count.saturating_add(1);
+        Ok(())
+    }
+
+    /// Patches the length, the last offset delta, the largest timestamp, the record count
+    /// and the CRC.
+    ///
+    /// # Errors
+    /// When the batch is longer than a batch may be.
+    pub fn finish(self, buf: &mut BytesMut) -> Result<(), BatchError> {
+        let start = self.start;
+        let len = i32::try_from(buf.len() - start - 12)
+            .map_err(|_| BatchError::corrupt("batch too large"))?;
+        buf[start + 8..start + 12].copy_from_slice(&len.to_be_bytes());
+        buf[start + 23..start + 27].copy_from_slice(&self.last_offset_delta.to_be_bytes());
+        buf[start + 35..start + 43].copy_from_slice(&self.max_timestamp.to_be_bytes());
+        buf[start + 57..start + 61].copy_from_slice(&self.count.to_be_bytes());
+        let crc = crc32c::crc32c(&buf[start + CRC_START..]);
+        buf[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());
+        Ok(())
+    }
+}
+
 fn encode_record(r: &Record, buf: &mut BytesMut) -> Result<(), BatchError> {
-    let (key_len, key_bytes) = nullable_len(r.key.as_ref())?;
-    let (value_len, value_bytes) = nullable_len(r.value.as_ref())?;
+    encode_record_parts(
+        buf,
+        r.attributes,
+        r.timestamp_delta,
+        r.offset_delta,
+        r.key.as_ref(),
+        r.value.as_ref(),
+        &r.headers,
+    )
+}
+
+fn encode_record_parts(
+    buf: &mut BytesMut,
+    attributes: i8,
+    timestamp_delta: i64,
+    offset_delta: i32,
+    key: Option<&Bytes>,
+    value: Option<&Bytes>,
+    headers: &[Header],
+) -> Result<(), BatchError> {
+    let (key_len, key_bytes) = nullable_len(key)?;
+    let (value_len, value_bytes) = nullable_len(value)?;
     let header_count =
-        i32::try_from(r.headers.len()).map_err(|_| BatchError::corrupt("too many headers"))?;
+        i32::try_from(headers.len()).map_err(|_| BatchError::corrupt("too many headers"))?;
     let mut body = 1
-        + uvarint_len(zigzag64(r.timestamp_delta))
-        + uvarint_len(u64::from(zigzag32(r.offset_delta)))
+        + uvarint_len(zigzag64(timestamp_delta))
+        + uvarint_len(u64::from(zigzag32(offset_delta)))
         + uvarint_len(u64::from(zigzag32(key_len)))
         + key_bytes
         + uvarint_len(u64::from(zigzag32(value_len)))
         + value_bytes
         + uvarint_len(u64::from(zigzag32(header_count)));
-    for h in &r.headers {
+    for h in headers {
         let k =
             i32::try_from(h.key.len()).map_err(|_| BatchError::corrupt("header key too long"))?;
         let (v, vb) = nullable_len(h.value.as_ref())?;
@@ -562,19 +697,19 @@ fn encode_record(r: &Record, buf: &mut BytesMut) -> Result<(), BatchError> {
     }
     let body = i32::try_from(body).map_err(|_| BatchError::corrupt("record too long"))?;
     put_uvarint(buf, u64::from(zigzag32(body)));
-    buf.put_i8(r.attributes);
-    put_uvarint(buf, zigzag64(r.timestamp_delta));
-    put_uvarint(buf, u64::from(zigzag32(r.offset_delta)));
+    buf.put_i8(attributes);
+    put_uvarint(buf, zigzag64(timestamp_delta));
+    put_uvarint(buf, u64::from(zigzag32(offset_delta)));
     put_uvarint(buf, u64::from(zigzag32(key_len)));
-    if let Some(k) = &r.key {
+    if let Some(k) = key {
         buf.put_slice(k);
     }
     put_uvarint(buf, u64::from(zigzag32(value_len)));
-    if let Some(v) = &r.value {
+    if let Some(v) = value {
         buf.put_slice(v);
     }
     put_uvarint(buf, u64::from(zigzag32(header_count)));
-    for h in &r.headers {
+    for h in headers {
         put_uvarint(buf, u64::from(zigzag32(h.key.len() as i32)));
         buf.put_slice(&h.key);
         let (v, _) = nullable_len(h.value.as_ref())?;

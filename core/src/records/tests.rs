@@ -328,3 +328,57 @@ fn generated_batches_round_trip_with_every_codec() {
         }
     }
 }
+
+/// The streaming writer writes exactly what `RecordBatch::encode` writes for the same batch,
+/// including records with gaps in their offsets and timestamps out of order.
+#[test]
+fn the_batch_writer_matches_the_batch_encoder() {
+    for (log_append, n) in [(false, 1), (false, 40), (true, 7)] {
+        let mut records = records(n, 9);
+        for (i, r) in records.iter_mut().enumerate() {
+            r.offset_delta = i as i32 * 2;
+            r.timestamp_delta = if i % 5 == 3 { -4 } else { i as i64 * 7 };
+        }
+        let base_timestamp = 1_700_000_000_000;
+        let expected = RecordBatch {
+            base_offset: 1_000,
+            partition_leader_epoch: 0,
+            attributes: if log_append { 0x8 } else { 0 },
+            last_offset_delta: records.last().map_or(0, |r| r.offset_delta),
+            base_timestamp,
+            max_timestamp: base_timestamp
+                + records
+                    .iter()
+                    .map(|r| r.timestamp_delta)
+                    .max()
+                    .unwrap_or(0)
+                    .max(0),
+            records: records.clone(),
+            ..RecordBatch::default()
+        };
+        let mut want = BytesMut::new();
+        expected
+            .encode(Compression::None, &mut want)
+            .expect("encode");
+
+        let mut got = BytesMut::from(&b"prefix"[..]);
+        let mut w = BatchWriter::begin(&mut got, 1_000, base_timestamp, log_append);
+        for r in &records {
+            w.push(
+                &mut got,
+                1_000 + i64::from(r.offset_delta),
+                base_timestamp + r.timestamp_delta,
+                r.key.as_ref(),
+                r.value.as_ref(),
+                &r.headers,
+            )
+            .expect("push");
+        }
+        w.finish(&mut got).expect("finish");
+        assert_eq!(&got[..6], b"prefix");
+        assert_eq!(&got[6..], &want[..], "{n} records, log append {log_append}");
+        let decoded =
+            decode_batches(&got.freeze().slice(6..), &mut budget(), false).expect("decode");
+        assert_eq!(decoded, vec![expected]);
+    }
+}

@@ -118,14 +118,14 @@ fn a_recorded_conversation_replays_byte_for_byte() {
             }
             POLL_MESSAGES_CODE => {
                 let (messages, ..) = wire::polled(&body, 0, 1 << 20, 1000).expect("messages");
-                for m in messages {
-                    if let Some(r) = Record::decode(&m.message.payload) {
+                for (offset, m) in messages.iter() {
+                    if let Some(r) = Record::decode(&m.payload) {
                         records.push(format!("offsets log: {r:?}"));
                     } else {
-                        let r = from_iggy(&m.message);
+                        let r = from_iggy(m);
                         records.push(format!(
                             "{} {:?} {:?} {:?}",
-                            m.offset,
+                            offset,
                             r.key,
                             r.value,
                             r.headers
