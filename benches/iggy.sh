@@ -3,8 +3,9 @@
 # one run on one machine: 100 B and 1 KiB messages, one producer then one consumer, one
 # partition. The direct side is iggy-bench (pinned producer, then pinned consumer, 1,000
 # messages per batch); the gateway side is the librdkafka load client of benches/load
-# (acks=1). Prints each side's messages/s and MB/s, and the CPU seconds the gateway, the
-# server and the client used during the gateway run.
+# (acks=1), then librdkafka's own rdkafka_performance producing the same messages through
+# the gateway (benches/rdkafka-performance.sh). Prints each side's messages/s and MB/s, and
+# the CPU seconds the gateway, the server and the client used during the gateway runs.
 #
 #   IGGY_SERVER=127.0.0.1:8090 IGGY_BENCH=/path/to/iggy-bench benches/iggy.sh
 #
@@ -20,6 +21,7 @@ MESSAGES_1K="${MESSAGES_1K:-500000}"
 cargo build --release -q
 (cd benches/load && cargo build --release -q)
 LOAD=benches/load/target/release/iggy-kafka-load
+PERF=$(benches/rdkafka-performance.sh)
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
@@ -41,6 +43,13 @@ for size in 100 1000; do
   sleep 2
   g0=$(ticks "$gw"); s0=$(ticks "$server_pid")
   /usr/bin/time -f "load client: %U s user, %S s system" "$LOAD" 127.0.0.1:19193 "bench-$size" "$n" "$size" 1
+  g1=$(ticks "$gw"); s1=$(ticks "$server_pid")
+  echo "gateway: $(( (g1 - g0) * 100 / hz ))e-2 CPU s; iggy-server: $(( (s1 - s0) * 100 / hz ))e-2 CPU s"
+  echo "-- rdkafka_performance through the gateway (produce)"
+  LOAD_PHASE=create "$LOAD" 127.0.0.1:19193 "perf-$size" 0 "$size" >/dev/null
+  g0=$(ticks "$gw"); s0=$(ticks "$server_pid")
+  /usr/bin/time -f "rdkafka_performance: %U s user, %S s system" \
+    "$PERF" -P -t "perf-$size" -p 0 -s "$size" -c "$n" -a 1 -b 127.0.0.1:19193 -q 2>&1 | tail -2
   g1=$(ticks "$gw"); s1=$(ticks "$server_pid")
   echo "gateway: $(( (g1 - g0) * 100 / hz ))e-2 CPU s; iggy-server: $(( (s1 - s0) * 100 / hz ))e-2 CPU s"
   kill "$gw"; wait "$gw" 2>/dev/null || true

@@ -661,6 +661,12 @@ impl fmt::Debug for Execution {
 pub trait Backend: Send + Sync + 'static {
     /// Starts `command`. Commands of one connection are handed over in an order that already
     /// keeps Kafka's guarantees, and may run concurrently.
+    ///
+    /// Plain appends (without a producer batch) to one partition are handed over in request
+    /// order without waiting for each other to complete: the backend must apply them in
+    /// the order `execute` was called (for instance by queueing each on the partition's
+    /// one connection before returning), so a connection's appends land in request order
+    /// while several are in flight.
     fn execute(&self, command: Command) -> Execution;
 }
 

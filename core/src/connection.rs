@@ -212,6 +212,9 @@ struct Slot {
     round: u32,
     index: usize,
     serial: Option<Serial>,
+    /// A plain append: it keeps its place among its partition's commands but need not wait
+    /// for the earlier ones to complete (backends apply appends in the order handed over).
+    pipelined: bool,
     barrier: bool,
     watch: bool,
 }
@@ -232,6 +235,8 @@ enum Serial {
 struct SerialState {
     owner: Option<u64>,
     in_flight: usize,
+    /// Of `in_flight`, the commands that are not pipelined appends.
+    exclusive: usize,
 }
 
 /// One client connection. See the module documentation for the call order.
@@ -702,6 +707,7 @@ impl Connection {
     fn issue(&mut self, seq: u64, round: u32, index: usize, command: Command) {
         let id = CommandId(self.next_command);
         self.next_command += 1;
+        let pipelined = matches!(&command, Command::Append { producer: None, .. });
         let (serial, barrier, watch) = match &command {
             Command::Append {
                 topic, partition, ..
@@ -734,6 +740,7 @@ impl Connection {
                 round,
                 index,
                 serial,
+                pipelined,
                 barrier,
                 watch,
             },
@@ -771,12 +778,15 @@ impl Connection {
                 // The request holding the key goes on: its next steps come before any
                 // later request's.
                 let owned = self.busy.get(key).is_some_and(|b| b.owner == mine);
+                // A plain append waits only for what is held before it and for commands
+                // that need the key to themselves (an idempotent append); other plain
+                // appends in flight do not hold it back.
+                let pipelined = slot.pipelined;
                 let blocked = !owned
                     && (seen.contains(key)
-                        || self
-                            .busy
-                            .get(key)
-                            .is_some_and(|b| b.owner.is_some() || b.in_flight > 0));
+                        || self.busy.get(key).is_some_and(|b| {
+                            b.owner.is_some() || b.exclusive > 0 || (!pipelined && b.in_flight > 0)
+                        }));
                 if blocked {
                     seen.push(key.clone());
                     i += 1;
@@ -789,6 +799,9 @@ impl Connection {
                     b.owner = mine;
                 }
                 b.in_flight += 1;
+                if !slot.pipelined {
+                    b.exclusive += 1;
+                }
             }
             if !slot.watch {
                 self.commands_out += 1;
@@ -803,6 +816,9 @@ impl Connection {
         if let Some(key) = &slot.serial {
             if let Some(b) = self.busy.get_mut(key) {
                 b.in_flight -= 1;
+                if !slot.pipelined {
+                    b.exclusive -= 1;
+                }
                 if b.in_flight == 0 && b.owner.is_none() {
                     self.busy.remove(key);
                 }

@@ -164,33 +164,102 @@ fn produce_offsets(r: &Response) -> Vec<(i32, i16, i64)> {
 }
 
 #[test]
-fn appends_to_one_partition_wait_for_each_other_and_answers_keep_request_order() {
+fn plain_appends_go_out_in_request_order_at_once_and_answers_keep_request_order() {
     let mut h = Harness::new(Config::default());
     h.send(8, 1, &produce(1, &[0]));
     h.send(8, 2, &produce(1, &[0, 1]));
     h.send(8, 3, &produce(1, &[1]));
-    // Request 2's append to partition 0 waits for request 1's; its append to partition 1
-    // goes at once; request 3's append to partition 1 waits for request 2's.
-    let first = h.commands();
-    let parts: Vec<u32> = first.iter().map(|(_, c)| partition_of(c)).collect();
-    assert_eq!(parts, [0, 1], "{first:?}");
-    let (p0_first, p1_second) = (first[0].0, first[1].0);
-    // Completing request 2's partition-1 append first answers nothing: request 1 is ahead.
-    h.complete(p1_second, appended(0));
-    assert_eq!(h.commands().len(), 1, "request 3's append is released");
+    // Plain appends need not wait for each other: the backend applies them in the order
+    // they are handed over, which is request order for each partition.
+    let cmds = h.commands();
+    let parts: Vec<u32> = cmds.iter().map(|(_, c)| partition_of(c)).collect();
+    assert_eq!(parts, [0, 0, 1, 1], "{cmds:?}");
+    let ids: Vec<_> = cmds.iter().map(|(id, _)| *id).collect();
+    // Completing later appends first answers nothing: request 1 is ahead.
+    h.complete(ids[3], appended(1));
+    h.complete(ids[2], appended(0));
+    h.complete(ids[1], appended(2));
     assert!(h.responses(ApiKey::Produce, 8).is_empty());
-    h.complete(p0_first, appended(0));
-    let next = h.commands();
-    assert_eq!(next.len(), 1, "request 2's partition-0 append is released");
-    assert!(matches!(next[0].1, Command::Append { partition: 0, .. }));
+    h.complete(ids[0], appended(0));
     let answered = h.responses(ApiKey::Produce, 8);
-    assert_eq!(answered.len(), 1);
-    assert_eq!(answered[0].0, 1);
+    let order: Vec<i32> = answered.iter().map(|(c, _)| *c).collect();
+    assert_eq!(order, [1, 2, 3]);
     assert_eq!(produce_offsets(&answered[0].1), [(0, 0, 0)]);
-    h.complete(next[0].0, appended(2));
-    let answered = h.responses(ApiKey::Produce, 8);
-    assert_eq!(answered.len(), 1, "request 3 still waits for its append");
-    assert_eq!(produce_offsets(&answered[0].1), [(0, 0, 2), (1, 0, 0)]);
+    assert_eq!(produce_offsets(&answered[1].1), [(0, 0, 2), (1, 0, 0)]);
+    assert_eq!(produce_offsets(&answered[2].1), [(1, 0, 1)]);
+}
+
+fn idempotent_produce(sequence: i32) -> Request {
+    let b = RecordBatch {
+        producer_id: 7,
+        producer_epoch: 0,
+        base_sequence: sequence,
+        base_timestamp: 1_700_000_000_000,
+        max_timestamp: 1_700_000_000_000,
+        records: vec![Record {
+            value: Some(Bytes::from_static(b"v")),
+            ..Record::default()
+        }],
+        ..RecordBatch::default()
+    };
+    let mut buf = BytesMut::new();
+    b.encode(Compression::None, &mut buf).expect("encode");
+    Request::Produce(ProduceRequest {
+        acks: -1,
+        timeout_ms: 1000,
+        topic_data: vec![TopicProduceData {
+            name: "t".into(),
+            partition_data: vec![PartitionProduceData {
+                index: 0,
+                records: Some(buf.freeze()),
+                ..PartitionProduceData::default()
+            }],
+            ..TopicProduceData::default()
+        }],
+        ..ProduceRequest::default()
+    })
+}
+
+/// An idempotent producer's appends to a partition go one at a time (the backend checks
+/// each against the ones before it), and a plain append behind one waits its turn.
+#[test]
+fn idempotent_appends_wait_for_each_other_and_hold_back_what_follows() {
+    let mut h = Harness::new(Config::default());
+    h.send(8, 1, &produce(1, &[0]));
+    h.send(8, 2, &idempotent_produce(0));
+    h.send(8, 3, &idempotent_produce(1));
+    h.send(8, 4, &produce(1, &[0]));
+    let first = h.commands();
+    assert_eq!(
+        first.len(),
+        1,
+        "the idempotent append waits for the plain one: {first:?}"
+    );
+    h.complete(first[0].0, appended(0));
+    let second = h.commands();
+    assert!(
+        matches!(&second[..], [(_, Command::Append { producer: Some(p), .. })] if p.first_sequence == 0),
+        "{second:?}"
+    );
+    h.complete(second[0].0, appended(1));
+    let third = h.commands();
+    assert!(
+        matches!(&third[..], [(_, Command::Append { producer: Some(p), .. })] if p.first_sequence == 1),
+        "{third:?}"
+    );
+    h.complete(third[0].0, appended(2));
+    let fourth = h.commands();
+    assert!(
+        matches!(&fourth[..], [(_, Command::Append { producer: None, .. })]),
+        "{fourth:?}"
+    );
+    h.complete(fourth[0].0, appended(3));
+    let order: Vec<i32> = h
+        .responses(ApiKey::Produce, 8)
+        .iter()
+        .map(|(c, _)| *c)
+        .collect();
+    assert_eq!(order, [1, 2, 3, 4]);
 }
 
 #[test]

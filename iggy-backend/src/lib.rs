@@ -54,7 +54,7 @@ use iggy_kafka_core::backend::{
     Execution, GroupOffset, PartitionOffsets, ProducerBatch, ReadResult, TopicConfig, TopicInfo,
     TopicRef, WatchPartition,
 };
-use iggy_kafka_core::iggy::{Clock, Failure, Lanes};
+use iggy_kafka_core::iggy::{Clock, Failure, Lanes, PendingCall};
 use iggy_kafka_core::mapping::{kafka_timestamp_ms, IggyMessage};
 use iggy_kafka_core::producers::Producers;
 use iggy_kafka_core::protocol::Uuid;
@@ -277,6 +277,23 @@ impl Backend for IggyBackend {
                     .next_producer_id
                     .fetch_add(1, Ordering::Relaxed))))
             }
+            Command::Append {
+                topic,
+                partition,
+                messages,
+                largest_batch,
+                producer: None,
+            } => {
+                // Queued on the partition's lane now, not when the future is first polled:
+                // plain appends are handed over in request order without waiting for each
+                // other, and the lane keeps that order on the way to Iggy.
+                return match inner.send_append(&topic, partition, &messages, largest_batch) {
+                    Ok(call) => Execution::Pending(Box::pin(async move {
+                        Completion::Append(inner.appended(&topic, partition, None, call).await)
+                    })),
+                    Err(e) => Execution::Done(Completion::Append(Err(e))),
+                };
+            }
             _ => {}
         }
         Execution::Pending(Box::pin(async move { inner.run(command).await }))
@@ -403,6 +420,67 @@ impl Inner {
 
     // ---- records ----
 
+    /// Checks and encodes an append and queues it on the partition's lane.
+    fn send_append(
+        &self,
+        topic: &str,
+        partition: u32,
+        messages: &[IggyMessage],
+        largest_batch: usize,
+    ) -> Result<PendingCall, BackendError> {
+        if largest_batch > self.config.max_message_bytes {
+            return Err(BackendError::MessageTooLarge {
+                size: largest_batch,
+                max: self.config.max_message_bytes,
+            });
+        }
+        let body = wire::send_messages(&self.stream, &named(topic)?, partition, messages, || {
+            self.message_id()
+        })?;
+        Ok(self
+            .lanes
+            .call(lane_of(topic, partition), SEND_MESSAGES_CODE, body))
+    }
+
+    /// Waits for an append's reply and reports where it landed.
+    async fn appended(
+        &self,
+        topic: &str,
+        partition: u32,
+        producer: Option<&ProducerBatch>,
+        call: PendingCall,
+    ) -> Result<Appended, BackendError> {
+        let reply = match call.await {
+            Ok(r) => r,
+            Err(f) => {
+                if let Failure::Status(status) = &f {
+                    tracing::debug!(
+                        command = SEND_MESSAGES_CODE,
+                        status,
+                        "iggy refused a request"
+                    );
+                }
+                return Err(self.refine(f, topic, partition).await);
+            }
+        };
+        let base = SendMessagesResponse::decode(&reply)
+            .ok()
+            .and_then(|(r, _)| r.confirmations.first().map(|c| c.base_offset))
+            .ok_or_else(|| BackendError::Other("iggy send reply without a confirmation".into()))?;
+        let state = self.partition(topic, partition);
+        if let Some(pb) = producer {
+            lock(&state.producers).record(pb, base, None);
+        }
+        state.appended.notify(usize::MAX);
+        Ok(Appended {
+            base_offset: base,
+            log_append_time_ms: None,
+            log_start: state.log_start.load(Ordering::Relaxed),
+        })
+    }
+
+    /// An idempotent producer's append: one at a time per partition, retries of its last
+    /// batches answered from memory.
     async fn append(
         &self,
         topic: &str,
@@ -411,16 +489,7 @@ impl Inner {
         largest_batch: usize,
         producer: Option<ProducerBatch>,
     ) -> Result<Appended, BackendError> {
-        if largest_batch > self.config.max_message_bytes {
-            return Err(BackendError::MessageTooLarge {
-                size: largest_batch,
-                max: self.config.max_message_bytes,
-            });
-        }
         let state = self.partition(topic, partition);
-        let body = wire::send_messages(&self.stream, &named(topic)?, partition, messages, || {
-            self.message_id()
-        })?;
         let _serial = match &producer {
             Some(pb) => {
                 let guard = state.gate.enter().await;
@@ -435,26 +504,9 @@ impl Inner {
             }
             None => None,
         };
-        let reply = match self
-            .call(lane_of(topic, partition), SEND_MESSAGES_CODE, body)
+        let call = self.send_append(topic, partition, messages, largest_batch)?;
+        self.appended(topic, partition, producer.as_ref(), call)
             .await
-        {
-            Ok(r) => r,
-            Err(f) => return Err(self.refine(f, topic, partition).await),
-        };
-        let base = SendMessagesResponse::decode(&reply)
-            .ok()
-            .and_then(|(r, _)| r.confirmations.first().map(|c| c.base_offset))
-            .ok_or_else(|| BackendError::Other("iggy send reply without a confirmation".into()))?;
-        if let Some(pb) = &producer {
-            lock(&state.producers).record(pb, base, None);
-        }
-        state.appended.notify(usize::MAX);
-        Ok(Appended {
-            base_offset: base,
-            log_append_time_ms: None,
-            log_start: state.log_start.load(Ordering::Relaxed),
-        })
     }
 
     async fn poll(

@@ -393,6 +393,46 @@ fn a_connection_lost_mid_append_is_a_retriable_error_and_the_lane_recovers() {
     assert_eq!(append(&mut h, &backend, "t", 0, &[record(2)], None), Ok(0));
 }
 
+/// Plain appends are queued on the partition's lane when they are handed over, so they
+/// land in that order even when a later one's future is polled (or finishes) first.
+#[test]
+fn plain_appends_land_in_the_order_handed_over() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let futures: Vec<_> = (0..5)
+        .map(|i| {
+            match backend.execute(Command::Append {
+                topic: "t".into(),
+                partition: 0,
+                messages: vec![to_iggy(&record(i * 4 + 2))],
+                largest_batch: 100,
+                producer: None,
+            }) {
+                Execution::Pending(f) => f,
+                Execution::Done(c) => panic!("{c:?}"),
+            }
+        })
+        .collect();
+    let mut offsets = Vec::new();
+    for f in futures.into_iter().rev() {
+        match h.run(f) {
+            Completion::Append(Ok(a)) => offsets.push(a.base_offset),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(offsets, [4, 3, 2, 1, 0]);
+    let got: Vec<_> = read(&mut h, &backend, "t", 0, 0)
+        .expect("read")
+        .into_iter()
+        .map(|(o, r)| (o, r.value))
+        .collect();
+    let want: Vec<_> = (0..5)
+        .map(|i| (i as u64, record(i * 4 + 2).value))
+        .collect();
+    assert_eq!(got, want);
+}
+
 #[test]
 fn idempotent_retries_are_appended_once() {
     let mut h = Harness::new(FakeIggy::new());

@@ -421,7 +421,8 @@ impl Session {
             }
         };
         match outcome {
-            Err(TRANSIENT_NOT_COMMITTED | TRANSIENT_NOT_ACCEPTED) => {
+            Err(code @ (TRANSIENT_NOT_COMMITTED | TRANSIENT_NOT_ACCEPTED)) => {
+                tracing::debug!(code, "Iggy asks to resend the request");
                 if let Some(flight) = self.in_flight.as_mut() {
                     flight.resend_at = Some((now + RESEND_PAUSE).min(flight.deadline));
                 }
