@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
 use bytes::Bytes;
-use iggy_binary_protocol::consensus::{Command, Operation, ReplyHeader, RequestHeader, HEADER_SIZE};
+use iggy_binary_protocol::consensus::{
+    Command, Operation, ReplyHeader, RequestHeader, HEADER_SIZE,
+};
 use iggy_kafka_core::iggy::{Credentials, Event, Session, SessionConfig};
 use libfuzzer_sys::fuzz_target;
 
@@ -15,8 +17,15 @@ use libfuzzer_sys::fuzz_target;
 enum Step {
     Input(Vec<u8>),
     /// A well-formed reply header to the request in flight, with this status and body.
-    Reply { status: u32, body: Vec<u8>, login: bool },
-    Send { code: u16, payload: Vec<u8> },
+    Reply {
+        status: u32,
+        body: Vec<u8>,
+        login: bool,
+    },
+    Send {
+        code: u16,
+        payload: Vec<u8>,
+    },
     Wait(u16),
     Close,
 }
@@ -61,7 +70,11 @@ fuzz_target!(|steps: Vec<Step>| {
     for step in steps {
         match step {
             Step::Input(b) => s.handle_input(&b, now),
-            Step::Reply { status, body, login } => {
+            Step::Reply {
+                status,
+                body,
+                login,
+            } => {
                 s.handle_input(&reply(request, login, status, &body), now);
             }
             Step::Send { code, payload } => {
@@ -78,9 +91,9 @@ fuzz_target!(|steps: Vec<Step>| {
         while let Some(t) = s.poll_transmit() {
             // A frame starts with its header (a small request's payload follows in the
             // same buffer; a large one's comes next, on its own).
-            let header = t.get(..HEADER_SIZE).and_then(|h| {
-                bytemuck::checked::try_pod_read_unaligned::<RequestHeader>(h).ok()
-            });
+            let header = t
+                .get(..HEADER_SIZE)
+                .and_then(|h| bytemuck::checked::try_pod_read_unaligned::<RequestHeader>(h).ok());
             if let Some(h) = header.filter(|h| h.command == Command::Request) {
                 request = h.request;
             }

@@ -13,7 +13,9 @@ use crate::protocol::generated::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
 };
 use crate::protocol::Response;
-use crate::records::{decode_batches, DecompressionBudget, RecordBatch, TimestampType};
+use crate::records::{
+    decode_batches_into, DecompressionBudget, Record, RecordBatch, RecordSink, TimestampType,
+};
 
 #[derive(Debug)]
 pub(crate) struct ProduceTask {
@@ -97,30 +99,39 @@ fn messages(
     let Some(data) = data else {
         return Err((ErrorCode::CORRUPT_MESSAGE, "null record set".into()));
     };
-    let batches =
-        decode_batches(data, budget, false).map_err(|e| (e.error_code(), e.to_string()))?;
+    let mut sink = ToIggy(Vec::new());
+    let batches = decode_batches_into(data, budget, &mut sink)
+        .map_err(|e| (e.error_code(), e.to_string()))?;
     let producer = producer_batch(&batches)?;
-    let mut out = Vec::with_capacity(batches.iter().map(|b| b.records.len()).sum());
-    for batch in batches {
-        if batch.is_transactional() || batch.is_control() {
-            return Err((
-                ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-                "transactions are not supported by the gateway".into(),
-            ));
-        }
-        let base = batch.base_timestamp;
-        for r in batch.records {
-            let record = KafkaRecord {
-                timestamp_ms: base.wrapping_add(r.timestamp_delta),
-                timestamp_type: TimestampType::CreateTime,
-                key: r.key,
-                value: r.value,
-                headers: r.headers,
-            };
-            out.push(into_iggy(record));
-        }
+    if batches
+        .iter()
+        .any(|b| b.is_transactional() || b.is_control())
+    {
+        return Err((
+            ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            "transactions are not supported by the gateway".into(),
+        ));
     }
-    Ok((out, producer))
+    Ok((sink.0, producer))
+}
+
+/// Maps each record to its Iggy message as it is decoded.
+struct ToIggy(Vec<IggyMessage>);
+
+impl RecordSink for ToIggy {
+    fn begin(&mut self, records: usize) {
+        self.0.reserve(records);
+    }
+
+    fn push(&mut self, batch: &RecordBatch, r: Record) {
+        self.0.push(into_iggy(KafkaRecord {
+            timestamp_ms: batch.base_timestamp.wrapping_add(r.timestamp_delta),
+            timestamp_type: TimestampType::CreateTime,
+            key: r.key,
+            value: r.value,
+            headers: r.headers,
+        }));
+    }
 }
 
 /// The idempotent-producer span of a partition's batches: none for a plain producer; for an

@@ -353,6 +353,68 @@ pub fn decode_batches(
     if matches!(data.get(16).copied(), Some(0 | 1)) {
         return Ok(vec![decode_message_set(data, budget)?]);
     }
+    let mut each = PerBatch(Vec::new());
+    let mut batches = decode_batches_with(data, budget, allow_partial_tail, &mut each)?;
+    for (b, records) in batches.iter_mut().zip(each.0) {
+        b.records = records;
+    }
+    Ok(batches)
+}
+
+/// Collects each batch's records apart.
+struct PerBatch(Vec<Vec<Record>>);
+
+impl RecordSink for PerBatch {
+    fn begin(&mut self, records: usize) {
+        self.0.push(Vec::with_capacity(records));
+    }
+
+    fn push(&mut self, _: &RecordBatch, record: Record) {
+        if let Some(last) = self.0.last_mut() {
+            last.push(record);
+        }
+    }
+}
+
+/// Where [`decode_batches_into`] puts each record as it is decoded.
+pub trait RecordSink {
+    /// A batch of `records` records starts (a count already checked against the bytes
+    /// they take); its records follow.
+    fn begin(&mut self, records: usize);
+    /// One record of `batch` (whose `records` is empty).
+    fn push(&mut self, batch: &RecordBatch, record: Record);
+}
+
+/// Decodes like [`decode_batches`] but hands every record to `sink` as it is decoded
+/// instead of collecting them, so a caller that maps records to something else builds no
+/// list of records on the way; the batches come back with empty `records`. A legacy message
+/// set is decoded whole first, then handed over.
+///
+/// # Errors
+/// As [`decode_batches`]; records handed over before an error belong to a refused input.
+pub fn decode_batches_into(
+    data: &Bytes,
+    budget: &mut DecompressionBudget,
+    sink: &mut impl RecordSink,
+) -> Result<Vec<RecordBatch>, BatchError> {
+    if matches!(data.get(16).copied(), Some(0 | 1)) {
+        let mut batch = decode_message_set(data, budget)?;
+        let records = std::mem::take(&mut batch.records);
+        sink.begin(records.len());
+        for r in records {
+            sink.push(&batch, r);
+        }
+        return Ok(vec![batch]);
+    }
+    decode_batches_with(data, budget, false, sink)
+}
+
+fn decode_batches_with(
+    data: &Bytes,
+    budget: &mut DecompressionBudget,
+    allow_partial_tail: bool,
+    sink: &mut impl RecordSink,
+) -> Result<Vec<RecordBatch>, BatchError> {
     let mut batches = Vec::new();
     let mut pos = 0;
     while pos < data.len() {
@@ -381,7 +443,7 @@ pub fn decode_batches(
             }
             return Err(BatchError::corrupt("batch runs past the records field"));
         }
-        batches.push(decode_batch(data, pos, total, budget)?);
+        batches.push(decode_batch(data, pos, total, budget, sink)?);
         pos += total;
     }
     Ok(batches)
@@ -392,6 +454,7 @@ fn decode_batch(
     start: usize,
     total: usize,
     budget: &mut DecompressionBudget,
+    sink: &mut impl RecordSink,
 ) -> Result<RecordBatch, BatchError> {
     let b = &data[start..start + total];
     let stored = be_i32(b, 17) as u32;
@@ -401,7 +464,7 @@ fn decode_batch(
     }
     let attributes = be_i16(b, 21);
     let count = be_i32(b, 57);
-    let mut batch = RecordBatch {
+    let batch = RecordBatch {
         base_offset: be_i64(b, 0),
         partition_leader_epoch: be_i32(b, 12),
         attributes,
@@ -441,20 +504,22 @@ fn decode_batch(
             found: cur.remaining() / 7,
         });
     }
-    batch.records.reserve_exact(count_usize);
+    sink.begin(count_usize);
+    let mut found = 0;
     while cur.pos < cur.end {
-        if batch.records.len() == count_usize {
+        if found == count_usize {
             return Err(BatchError::RecordCountMismatch {
                 declared: count,
                 found: count_usize + 1,
             });
         }
-        batch.records.push(decode_record(&mut cur)?);
+        sink.push(&batch, decode_record(&mut cur)?);
+        found += 1;
     }
-    if batch.records.len() != count_usize {
+    if found != count_usize {
         return Err(BatchError::RecordCountMismatch {
             declared: count,
-            found: batch.records.len(),
+            found,
         });
     }
     Ok(batch)

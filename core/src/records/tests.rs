@@ -158,6 +158,12 @@ fn a_compressed_bomb_gets_corrupt_message_within_the_budget() {
 
 /// The records of a captured Produce request, for each codec.
 fn captured(client: &str, file: &str) -> Vec<RecordBatch> {
+    let records = captured_records(client, file);
+    decode_batches(&records, &mut budget(), false).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+/// The records field of a captured Produce request.
+fn captured_records(client: &str, file: &str) -> Bytes {
     let path = format!(
         "{}/tests/fixtures/clients/{client}/{file}",
         env!("CARGO_MANIFEST_DIR")
@@ -173,11 +179,10 @@ fn captured(client: &str, file: &str) -> Vec<RecordBatch> {
     let Ok(Request::Produce(p)) = Request::decode(ApiKey::Produce, version, &mut r) else {
         panic!("{file}")
     };
-    let records = p.topic_data[0].partition_data[0]
+    p.topic_data[0].partition_data[0]
         .records
         .clone()
-        .expect("records");
-    decode_batches(&records, &mut budget(), false).unwrap_or_else(|e| panic!("{file}: {e}"))
+        .expect("records")
 }
 
 #[test]
@@ -380,5 +385,83 @@ fn the_batch_writer_matches_the_batch_encoder() {
         let decoded =
             decode_batches(&got.freeze().slice(6..), &mut budget(), false).expect("decode");
         assert_eq!(decoded, vec![expected]);
+    }
+}
+
+/// Collects what `decode_batches_into` hands over, with the batch each record came in.
+#[derive(Default)]
+struct Collect {
+    begun: Vec<usize>,
+    records: Vec<(i64, Record)>,
+}
+
+impl RecordSink for Collect {
+    fn begin(&mut self, records: usize) {
+        self.begun.push(records);
+    }
+
+    fn push(&mut self, batch: &RecordBatch, record: Record) {
+        assert!(batch.records.is_empty());
+        self.records.push((batch.base_offset, record));
+    }
+}
+
+/// The streaming decoder hands over exactly the records `decode_batches` collects, batch
+/// by batch, for real clients' batches of every codec, several batches in one field, and
+/// legacy message sets; and it refuses what `decode_batches` refuses.
+#[test]
+fn decoding_into_a_sink_matches_collecting() {
+    let mut inputs: Vec<Bytes> = Vec::new();
+    for name in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        inputs.push(captured_records(
+            "kafka-python",
+            &format!("Produce-v9-{name}.bin"),
+        ));
+    }
+    for name in ["none", "gzip", "snappy", "lz4"] {
+        inputs.push(captured_records(
+            "kafka-python-legacy",
+            &format!("Produce-v2-{name}.bin"),
+        ));
+    }
+    let mut two = BytesMut::new();
+    batch(3)
+        .encode(Compression::None, &mut two)
+        .expect("encode");
+    let mut second = batch(5);
+    second.base_offset = 3;
+    second.encode(Compression::Lz4, &mut two).expect("encode");
+    inputs.push(two.freeze());
+    for data in &inputs {
+        let want = decode_batches(data, &mut budget(), false).expect("decode");
+        let mut sink = Collect::default();
+        let got = decode_batches_into(data, &mut budget(), &mut sink).expect("decode into");
+        assert_eq!(got.len(), want.len());
+        assert_eq!(
+            sink.begun,
+            want.iter().map(|b| b.records.len()).collect::<Vec<_>>()
+        );
+        let mut expected = Vec::new();
+        for (g, w) in got.iter().zip(&want) {
+            assert!(g.records.is_empty());
+            assert_eq!(
+                &RecordBatch {
+                    records: Vec::new(),
+                    ..w.clone()
+                },
+                g
+            );
+            expected.extend(w.records.iter().map(|r| (w.base_offset, r.clone())));
+        }
+        assert_eq!(sink.records, expected);
+        // A flipped byte in the last batch: both refuse it alike.
+        let mut bad = data.to_vec();
+        let last = bad.len() - 1;
+        bad[last] ^= 0x55;
+        let bad = Bytes::from(bad);
+        assert_eq!(
+            decode_batches_into(&bad, &mut budget(), &mut Collect::default()).err(),
+            decode_batches(&bad, &mut budget(), false).err()
+        );
     }
 }
