@@ -21,9 +21,12 @@
 //!
 //! # Ordering
 //! Many requests may be in flight. Responses leave in request order whatever order their
-//! commands complete in, as Kafka requires. Side effects keep request order too: an append
-//! to a partition is handed out only once this connection's earlier appends to that
-//! partition have completed, and topic administration (create, delete, grow, configure)
+//! commands complete in, as Kafka requires. Side effects keep request order too: a plain
+//! append to a partition is handed out after this connection's earlier appends to that
+//! partition, without waiting for them to complete (a [`crate::backend::Backend`] applies
+//! appends in the order it is handed them); an idempotent producer's append waits until the
+//! earlier ones have completed, as does anything behind it; and topic administration (create,
+//! delete, grow, configure)
 //! waits for every earlier command and holds back every later one. A group's coordinator
 //! calls and committed-offset commands go one request at a time: a request that started on a
 //! group finishes all its steps (an OffsetCommit's membership check, then its store) before a

@@ -1,7 +1,7 @@
 //! Kafka's topic configuration names, their defaults, and which of them the gateway honours.
 //!
 //! Kafka knows about thirty topic configs. The gateway honours those a backend can enforce
-//! ([`HONOURED`]); any other known config is accepted only at its Kafka default (so tools that
+//! (those marked honoured in [`DEFINITIONS`]); any other known config is accepted only at its Kafka default (so tools that
 //! spell out defaults keep working) and refused otherwise, with `INVALID_CONFIG`, as Kafka
 //! refuses a value it cannot take. Unknown names are refused the same way.
 
