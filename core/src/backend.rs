@@ -85,13 +85,21 @@ pub type Block = Arc<Vec<IggyMessage>>;
 /// Messages of one partition with their offsets, in offset order: runs of consecutive
 /// offsets, each a slice of a shared [`Block`]. A read of many messages costs a few
 /// reference counts, not one per message.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct Messages {
     runs: Vec<Run>,
     len: usize,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// Equal when they hold the same messages at the same offsets, however they are split into
+/// blocks.
+impl PartialEq for Messages {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.iter().eq(other.iter())
+    }
+}
+
+#[derive(Debug, Clone)]
 struct Run {
     first_offset: u64,
     block: Block,
@@ -799,6 +807,8 @@ pub(crate) mod tests {
         }));
         assert_eq!(payloads(&from), want);
         assert_eq!(from.runs.len(), 2);
+        assert_eq!(from, m, "equal contents, different blocks");
+        assert_ne!(from, t);
         assert!(Messages::from_offsets(std::iter::empty()).is_empty());
     }
 }

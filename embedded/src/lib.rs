@@ -157,7 +157,7 @@ impl Log {
             .map(|ms| now_us.saturating_sub(ms.saturating_mul(1000)));
         let mut dropped = false;
         while let Some(front) = self.blocks.front() {
-            let Some(m) = usize::try_from(self.start - front.base)
+            let Some(m) = usize::try_from(self.start.saturating_sub(front.base))
                 .ok()
                 .and_then(|i| front.messages.get(i))
             else {
