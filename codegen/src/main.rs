@@ -316,7 +316,7 @@ impl<'a> Gen<'a> {
         }}
         Self::read(r, version).map_err(|e| e.context({key}, version))
     }}
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {{
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {{
         if !Self::VERSIONS.contains(version) {{
             return Err(p::EncodeError::new(\"{name}\", p::EncodeErrorKind::UnsupportedVersion).context({key}, version));
         }}
@@ -524,7 +524,7 @@ impl<'a> Gen<'a> {
     }
 
     fn write_fn(&self, o: &mut String, d: &StructDef<'_>) {
-        o.push_str("    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {\n");
+        o.push_str("    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {\n");
         let _ = writeln!(o, "        let flex = {};", self.flex_cond());
         for f in d.fields {
             let regular = cond(f.regular_range(), self.valid());
@@ -605,7 +605,8 @@ impl<'a> Gen<'a> {
         if f.nullable.is_some() {
             return match &f.ty {
                 Ty::String => format!("write::nullable_string({buf}, {compact}, {nullable}, {value}.as_ref(), {name})?;"),
-                Ty::Bytes | Ty::Records => format!("write::nullable_bytes({buf}, {compact}, {nullable}, {value}.as_ref(), {name})?;"),
+                Ty::Bytes => format!("write::nullable_bytes({buf}, {compact}, {nullable}, {value}.as_ref(), {name})?;"),
+                Ty::Records => format!("write::records({buf}, {compact}, {nullable}, {value}.as_ref(), {name})?;"),
                 Ty::Array(elem) => format!(
                     "write::array_len({buf}, {compact}, {nullable}, {value}.as_ref().map(Vec::len), {name})?; if let Some(a) = &{value} {{ for e in a {{ {} }} }}",
                     self.write_plain(elem, "e", buf, compact, &name, true)
@@ -649,7 +650,8 @@ impl<'a> Gen<'a> {
             Ty::Float64 => format!("{buf}.put_f64({copy});"),
             Ty::Uuid => format!("{buf}.put_slice(&{value}.0);"),
             Ty::String => format!("write::string({buf}, {compact}, {borrow}, {name})?;"),
-            Ty::Bytes | Ty::Records => format!("write::bytes({buf}, {compact}, {borrow}, {name})?;"),
+            Ty::Bytes => format!("write::bytes({buf}, {compact}, {borrow}, {name})?;"),
+            Ty::Records => format!("write::records({buf}, {compact}, false, Some({borrow}), {name})?;"),
             Ty::Struct(_) => format!("{value}.write({buf}, version)?;"),
             Ty::Array(elem) => format!(
                 "write::array_len({buf}, {compact}, false, Some({value}.len()), {name})?; for e in {borrow} {{ {} }}",
@@ -859,6 +861,14 @@ fn dispatch(modules: &[String], apis: &[(i16, &Schema, &Schema)]) -> String {
             let _ = writeln!(
                 o,
                 "            Self::{}(m) => m.encode(buf, version),",
+                api_name(a.1)
+            );
+        }
+        o.push_str("        }\n    }\n\n    /// Encodes the body at `version` into `out`, which may keep long `records` fields aside.\n    ///\n    /// # Errors\n    /// When the value cannot be expressed in that version.\n    pub fn encode_out(&self, out: &mut crate::protocol::Out, version: i16) -> Result<(), EncodeError> {\n        match self {\n");
+        for a in apis {
+            let _ = writeln!(
+                o,
+                "            Self::{}(m) => m.encode_out(out, version),",
                 api_name(a.1)
             );
         }

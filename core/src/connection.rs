@@ -48,7 +48,7 @@ use crate::frame::{
 use crate::handlers::{self, Ctx, Step, Task};
 use crate::protocol::generated::request_header::RequestHeader;
 use crate::protocol::generated::response_header::ResponseHeader;
-use crate::protocol::{ApiKey, DecodeError, EncodeError, Message, Reader, Request, Response};
+use crate::protocol::{ApiKey, DecodeError, EncodeError, Message, Out, Reader, Request, Response};
 
 /// Limits and identity shared by every connection of a gateway.
 #[derive(Debug, Clone)]
@@ -204,7 +204,7 @@ struct InFlight {
     waiting: bool,
     deadline: Option<Instant>,
     /// The encoded response (frame included), once the request is done and not at the front.
-    response: Option<BytesMut>,
+    response: Option<Output>,
     done: bool,
 }
 
@@ -248,7 +248,7 @@ pub struct Connection {
     config: Arc<Config>,
     state: State,
     now: Instant,
-    out: BytesMut,
+    out: Output,
     last_activity: Instant,
     client: ClientInfo,
     client_host: String,
@@ -275,7 +275,7 @@ impl Connection {
             config,
             state: State::Open,
             now,
-            out: BytesMut::new(),
+            out: Output::default(),
             last_activity: now,
             client: ClientInfo::default(),
             client_host: String::new(),
@@ -379,11 +379,7 @@ impl Connection {
 
     /// The next bytes to write to the socket, if any.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        if self.out.is_empty() {
-            None
-        } else {
-            Some(self.out.split().freeze())
-        }
+        self.out.pop()
     }
 
     /// When [`Connection::handle_timeout`] must next be called, if ever.
@@ -854,11 +850,12 @@ impl Connection {
             return Ok(());
         };
         if i == 0 {
-            encode_response(&mut self.out, key, version, correlation_id, &response)
+            self.out
+                .encode_response(key, version, correlation_id, &response)
         } else {
-            let mut buf = BytesMut::new();
-            let r = encode_response(&mut buf, key, version, correlation_id, &response);
-            self.requests[i].response = Some(buf);
+            let mut out = Output::default();
+            let r = out.encode_response(key, version, correlation_id, &response);
+            self.requests[i].response = Some(out);
             r
         }
     }
@@ -868,45 +865,111 @@ impl Connection {
         while self.requests.front().is_some_and(|r| r.done) {
             if let Some(req) = self.requests.pop_front() {
                 self.in_flight_bytes -= req.frame_len;
-                if let Some(buf) = req.response {
-                    self.out.unsplit(buf);
+                if let Some(out) = req.response {
+                    self.out.append(out);
                 }
             }
         }
     }
 }
 
-/// Appends one response frame to `out`: size, header, body.
-fn encode_response(
-    out: &mut BytesMut,
-    key: ApiKey,
-    version: i16,
-    correlation_id: i32,
-    response: &Response,
-) -> Result<(), CloseReason> {
-    let start = out.len();
-    out.put_u32(0);
-    let header = ResponseHeader {
-        correlation_id,
-        ..ResponseHeader::default()
-    };
-    let written = header
-        .encode(out, api::response_header_version(key, version))
-        .and_then(|()| response.encode(out, version));
-    if let Err(e) = written {
-        out.truncate(start);
-        return Err(e.into());
+/// Record batches at least this long go out as buffers of their own instead of being
+/// copied into the response frame.
+const SPLICE_FROM: usize = 64 * 1024;
+
+/// What waits to be written: buffers kept whole (long record batches, and the encoded bytes
+/// before them), then the bytes encoded since.
+#[derive(Debug, Default)]
+struct Output {
+    queue: VecDeque<Bytes>,
+    queued: usize,
+    buf: BytesMut,
+}
+
+impl Output {
+    fn len(&self) -> usize {
+        self.queued + self.buf.len()
     }
-    let size = out.len() - start - 4;
-    let Ok(size) = u32::try_from(size) else {
-        out.truncate(start);
-        return Err(CloseReason::Encode(EncodeError::new(
-            "frame",
-            crate::protocol::EncodeErrorKind::TooLong(size),
-        )));
-    };
-    out[start..start + 4].copy_from_slice(&size.to_be_bytes());
-    Ok(())
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn pop(&mut self) -> Option<Bytes> {
+        if let Some(b) = self.queue.pop_front() {
+            self.queued -= b.len();
+            return Some(b);
+        }
+        (!self.buf.is_empty()).then(|| self.buf.split().freeze())
+    }
+
+    fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.queued += b.len();
+            self.queue.push_back(b);
+        }
+    }
+
+    /// Appends what `other` holds, after what this holds.
+    fn append(&mut self, mut other: Output) {
+        if !other.queue.is_empty() {
+            let before = self.buf.split().freeze();
+            self.push(before);
+            self.queued += other.queued;
+            self.queue.append(&mut other.queue);
+        }
+        self.buf.unsplit(other.buf);
+    }
+
+    /// Appends one response frame: size, header, body; long record batches stay buffers
+    /// of their own.
+    fn encode_response(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        correlation_id: i32,
+        response: &Response,
+    ) -> Result<(), CloseReason> {
+        let start = self.buf.len();
+        self.buf.put_u32(0);
+        let header = ResponseHeader {
+            correlation_id,
+            ..ResponseHeader::default()
+        };
+        let mut out = Out::splicing(std::mem::take(&mut self.buf), SPLICE_FROM);
+        let written = header
+            .encode_out(&mut out, api::response_header_version(key, version))
+            .and_then(|()| response.encode_out(&mut out, version));
+        let spliced_len = out.spliced_len();
+        let (mut buf, spliced) = out.finish();
+        let size = buf.len() - start - 4 + spliced_len;
+        let failed = match (written, u32::try_from(size)) {
+            (Err(e), _) => Some(CloseReason::Encode(e)),
+            (Ok(()), Err(_)) => Some(CloseReason::Encode(EncodeError::new(
+                "frame",
+                crate::protocol::EncodeErrorKind::TooLong(size),
+            ))),
+            (Ok(()), Ok(size)) => {
+                buf[start..start + 4].copy_from_slice(&size.to_be_bytes());
+                None
+            }
+        };
+        if let Some(reason) = failed {
+            buf.truncate(start);
+            self.buf = buf;
+            return Err(reason);
+        }
+        // The bytes before each kept batch go out first, then the batch itself.
+        let mut taken = 0;
+        for (at, records) in spliced {
+            let before = buf.split_to(at - taken).freeze();
+            taken = at;
+            self.push(before);
+            self.push(records);
+        }
+        self.buf = buf;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -971,6 +1034,82 @@ mod tests {
                 let out = conn.poll_transmit().unwrap_or_default();
                 assert!(out.len() > 8, "{:?} v{version} answered", served.key);
             }
+        }
+    }
+
+    /// A fetch response whose long record batches stay buffers of their own goes out as
+    /// exactly the bytes of the copied encoding, at every Fetch version, pipelined behind
+    /// another response or not; short batches are copied as before.
+    #[test]
+    fn long_record_batches_go_out_as_their_own_buffers_with_the_same_bytes() {
+        use crate::protocol::generated::fetch_response::{
+            FetchResponse, FetchableTopicResponse, PartitionData,
+        };
+        let long =
+            |n: usize, seed: u8| Bytes::from((0..n).map(|i| seed ^ i as u8).collect::<Vec<_>>());
+        let response = Response::Fetch(FetchResponse {
+            responses: vec![FetchableTopicResponse {
+                topic: "t".into(),
+                partitions: vec![
+                    PartitionData {
+                        partition_index: 0,
+                        records: Some(long(SPLICE_FROM + 7, 1)),
+                        ..PartitionData::default()
+                    },
+                    PartitionData {
+                        partition_index: 1,
+                        records: Some(long(10, 2)),
+                        ..PartitionData::default()
+                    },
+                    PartitionData {
+                        partition_index: 2,
+                        records: Some(long(3 * SPLICE_FROM, 3)),
+                        ..PartitionData::default()
+                    },
+                ],
+                ..FetchableTopicResponse::default()
+            }],
+            ..FetchResponse::default()
+        });
+        for version in 4..=17 {
+            let mut want = BytesMut::new();
+            want.put_u32(0);
+            ResponseHeader {
+                correlation_id: 9,
+                ..ResponseHeader::default()
+            }
+            .encode(
+                &mut want,
+                api::response_header_version(ApiKey::Fetch, version),
+            )
+            .expect("header");
+            response.encode(&mut want, version).expect("body");
+            let size = u32::try_from(want.len() - 4).expect("size");
+            want[..4].copy_from_slice(&size.to_be_bytes());
+
+            // Behind a small response already waiting, and appended to another output.
+            let mut out = Output::default();
+            out.buf.extend_from_slice(b"earlier");
+            let mut later = Output::default();
+            later
+                .encode_response(ApiKey::Fetch, version, 9, &response)
+                .expect("encode");
+            out.append(later);
+            out.encode_response(ApiKey::Fetch, version, 9, &response)
+                .expect("encode");
+            let mut pieces = Vec::new();
+            while let Some(b) = out.pop() {
+                pieces.push(b);
+            }
+            assert!(out.is_empty());
+            let got: Vec<u8> = pieces.iter().flat_map(|b| b.iter().copied()).collect();
+            let mut expected = b"earlier".to_vec();
+            expected.extend_from_slice(&want);
+            expected.extend_from_slice(&want);
+            assert_eq!(got, expected, "v{version}");
+            // Two long batches per response, each its own buffer.
+            let whole = pieces.iter().filter(|b| b.len() >= SPLICE_FROM).count();
+            assert_eq!(whole, 4, "v{version}");
         }
     }
 }

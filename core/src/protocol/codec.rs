@@ -645,9 +645,79 @@ impl Reader {
     }
 }
 
+/// The buffer messages encode into. Dereferences to the caller's [`BytesMut`]; when made
+/// with [`Out::splicing`], a `records` field at least that long is not copied into it but
+/// kept aside with its position, so a large fetch response goes out as the encoded frame
+/// around the record batches it already holds (written as separate buffers).
+#[derive(Debug, Default)]
+pub struct Out {
+    buf: BytesMut,
+    spliced: Vec<(usize, Bytes)>,
+    splice_from: Option<usize>,
+}
+
+impl Out {
+    /// Encodes into `buf`, copying every field.
+    #[must_use]
+    pub fn new(buf: BytesMut) -> Self {
+        Self {
+            buf,
+            spliced: Vec::new(),
+            splice_from: None,
+        }
+    }
+
+    /// Encodes into `buf`, keeping `records` fields of at least `min` bytes aside.
+    #[must_use]
+    pub fn splicing(buf: BytesMut, min: usize) -> Self {
+        Self {
+            buf,
+            spliced: Vec::new(),
+            splice_from: Some(min),
+        }
+    }
+
+    /// The bytes kept aside so far, in all.
+    #[must_use]
+    pub fn spliced_len(&self) -> usize {
+        self.spliced.iter().map(|(_, b)| b.len()).sum()
+    }
+
+    /// The buffer, and each field kept aside with the position in the buffer where it
+    /// belongs, in order.
+    #[must_use]
+    pub fn finish(self) -> (BytesMut, Vec<(usize, Bytes)>) {
+        (self.buf, self.spliced)
+    }
+
+    /// Writes a `records` field's bytes: copied, or kept aside when splicing and long enough.
+    fn put_records(&mut self, b: &Bytes) {
+        if self.splice_from.is_some_and(|min| b.len() >= min) {
+            self.spliced.push((self.buf.len(), b.clone()));
+        } else {
+            self.buf.put_slice(b);
+        }
+    }
+}
+
+impl std::ops::Deref for Out {
+    type Target = BytesMut;
+    fn deref(&self) -> &BytesMut {
+        &self.buf
+    }
+}
+
+impl std::ops::DerefMut for Out {
+    fn deref_mut(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+}
+
 /// Encoding helpers. Lengths are checked; every helper appends to a caller-owned buffer.
 pub mod write {
-    use super::{BufMut, Bytes, BytesMut, EncodeError, EncodeErrorKind, KStr, UnknownTaggedFields};
+    use super::{
+        BufMut, Bytes, BytesMut, EncodeError, EncodeErrorKind, KStr, Out, UnknownTaggedFields,
+    };
 
     type W = Result<(), EncodeError>;
 
@@ -764,6 +834,31 @@ pub mod write {
         Ok(())
     }
 
+    /// Writes a `records` field that may be null; a long one may be kept aside (see
+    /// [`Out::splicing`]).
+    ///
+    /// # Errors
+    /// When too long, or null where `nullable` is false.
+    pub fn records(
+        buf: &mut Out,
+        compact: bool,
+        nullable: bool,
+        b: Option<&Bytes>,
+        field: &'static str,
+    ) -> W {
+        match b {
+            Some(b) => {
+                length(buf, compact, true, Some(b.len()), field)?;
+                buf.put_records(b);
+                Ok(())
+            }
+            None => {
+                null_check(nullable, field)?;
+                length(buf, compact, true, None, field)
+            }
+        }
+    }
+
     /// Writes `bytes` or `records` that may be null.
     ///
     /// # Errors
@@ -836,7 +931,7 @@ pub mod write {
     /// merged with the unknown ones that were decoded.
     #[derive(Debug, Default)]
     pub struct TaggedWriter {
-        known: Vec<(u32, BytesMut)>,
+        known: Vec<(u32, Out)>,
     }
 
     impl TaggedWriter {
@@ -847,8 +942,8 @@ pub mod write {
         }
 
         /// Starts a known field and returns the buffer to encode its value into.
-        pub fn field(&mut self, tag: u32) -> &mut BytesMut {
-            self.known.push((tag, BytesMut::new()));
+        pub fn field(&mut self, tag: u32) -> &mut Out {
+            self.known.push((tag, Out::default()));
             let last = self.known.len() - 1;
             &mut self.known[last].1
         }

@@ -12,7 +12,8 @@ mod tests;
 use bytes::BytesMut;
 
 pub use codec::{
-    DecodeError, DecodeErrorKind, EncodeError, EncodeErrorKind, KStr, Reader, Uuid, VersionRange,
+    DecodeError, DecodeErrorKind, EncodeError, EncodeErrorKind, KStr, Out, Reader, Uuid,
+    VersionRange,
 };
 pub use generated::{ApiKey, Request, Response};
 
@@ -37,5 +38,17 @@ pub trait Message: Sized {
     ///
     /// # Errors
     /// When the version is unknown or a field's value cannot be expressed in it.
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError>;
+    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
+        let mut out = Out::new(std::mem::take(buf));
+        let written = self.encode_out(&mut out, version);
+        (*buf, _) = out.finish();
+        written
+    }
+
+    /// Appends the message, encoded at `version`, to `out` (which may keep long `records`
+    /// fields aside instead of copying them; see [`Out::splicing`]).
+    ///
+    /// # Errors
+    /// When the version is unknown or a field's value cannot be expressed in it.
+    fn encode_out(&self, out: &mut Out, version: i16) -> Result<(), EncodeError>;
 }

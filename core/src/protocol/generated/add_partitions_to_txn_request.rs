@@ -82,7 +82,7 @@ impl AddPartitionsToTxnRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 3;
         if version >= 4 {
             write::array_len(
@@ -256,7 +256,7 @@ impl AddPartitionsToTxnTransaction {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 3;
         if version >= 4 {
             write::string(
@@ -396,7 +396,7 @@ impl AddPartitionsToTxnTopic {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 3;
         write::string(buf, flex, &self.name, "AddPartitionsToTxnTopic.Name")?;
         write::array_len(
@@ -452,7 +452,7 @@ impl crate::protocol::Message for AddPartitionsToTxnRequest {
         }
         Self::read(r, version).map_err(|e| e.context(24, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "AddPartitionsToTxnRequest",

@@ -75,7 +75,7 @@ impl AddPartitionsToTxnResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 3;
         buf.put_i32(self.throttle_time_ms);
         if version >= 4 {
@@ -201,7 +201,7 @@ impl AddPartitionsToTxnResult {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 3;
         if version >= 4 {
             write::string(
@@ -311,7 +311,7 @@ impl AddPartitionsToTxnTopicResult {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 3;
         write::string(buf, flex, &self.name, "AddPartitionsToTxnTopicResult.Name")?;
         write::array_len(
@@ -394,7 +394,7 @@ impl AddPartitionsToTxnPartitionResult {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 3;
         buf.put_i32(self.partition_index);
         buf.put_i16(self.partition_error_code);
@@ -441,7 +441,7 @@ impl crate::protocol::Message for AddPartitionsToTxnResponse {
         }
         Self::read(r, version).map_err(|e| e.context(24, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "AddPartitionsToTxnResponse",

@@ -65,7 +65,7 @@ impl AddRaftVoterRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         write::nullable_string(
             buf,
@@ -163,7 +163,7 @@ impl Listener {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         write::string(buf, flex, &self.name, "Listener.Name")?;
         write::string(buf, flex, &self.host, "Listener.Host")?;
@@ -208,7 +208,7 @@ impl crate::protocol::Message for AddRaftVoterRequest {
         }
         Self::read(r, version).map_err(|e| e.context(80, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "AddRaftVoterRequest",

@@ -53,7 +53,7 @@ impl AlterClientQuotasResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 1;
         buf.put_i32(self.throttle_time_ms);
         write::array_len(
@@ -141,7 +141,7 @@ impl EntryData {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 1;
         buf.put_i16(self.error_code);
         write::nullable_string(
@@ -227,7 +227,7 @@ impl EntityData {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 1;
         write::string(buf, flex, &self.entity_type, "EntityData.EntityType")?;
         write::nullable_string(
@@ -280,7 +280,7 @@ impl crate::protocol::Message for AlterClientQuotasResponse {
         }
         Self::read(r, version).map_err(|e| e.context(49, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "AlterClientQuotasResponse",

@@ -53,7 +53,7 @@ impl AlterPartitionReassignmentsRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         buf.put_i32(self.timeout_ms);
         write::array_len(
@@ -137,7 +137,7 @@ impl ReassignableTopic {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         write::string(buf, flex, &self.name, "ReassignableTopic.Name")?;
         write::array_len(
@@ -221,7 +221,7 @@ impl ReassignablePartition {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         buf.put_i32(self.partition_index);
         write::array_len(
@@ -283,7 +283,7 @@ impl crate::protocol::Message for AlterPartitionReassignmentsRequest {
         }
         Self::read(r, version).map_err(|e| e.context(45, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "AlterPartitionReassignmentsRequest",

@@ -58,7 +58,7 @@ impl AlterUserScramCredentialsRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         write::array_len(
             buf,
@@ -151,7 +151,7 @@ impl ScramCredentialDeletion {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         write::string(buf, flex, &self.name, "ScramCredentialDeletion.Name")?;
         buf.put_i8(self.mechanism);
@@ -236,7 +236,7 @@ impl ScramCredentialUpsertion {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         write::string(buf, flex, &self.name, "ScramCredentialUpsertion.Name")?;
         buf.put_i8(self.mechanism);
@@ -294,7 +294,7 @@ impl crate::protocol::Message for AlterUserScramCredentialsRequest {
         }
         Self::read(r, version).map_err(|e| e.context(51, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "AlterUserScramCredentialsRequest",

@@ -94,7 +94,7 @@ impl ApiVersionsResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 3;
         buf.put_i16(self.error_code);
         write::array_len(
@@ -236,7 +236,7 @@ impl ApiVersion {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 3;
         buf.put_i16(self.api_key);
         buf.put_i16(self.min_version);
@@ -319,7 +319,7 @@ impl SupportedFeatureKey {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 3;
         if version >= 3 {
             write::string(buf, flex, &self.name, "SupportedFeatureKey.Name")?;
@@ -420,7 +420,7 @@ impl FinalizedFeatureKey {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 3;
         if version >= 3 {
             write::string(buf, flex, &self.name, "FinalizedFeatureKey.Name")?;
@@ -493,7 +493,7 @@ impl crate::protocol::Message for ApiVersionsResponse {
         }
         Self::read(r, version).map_err(|e| e.context(18, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "ApiVersionsResponse",

@@ -54,7 +54,7 @@ impl ConsumerGroupDescribeRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         write::array_len(
             buf,
@@ -110,7 +110,7 @@ impl crate::protocol::Message for ConsumerGroupDescribeRequest {
         }
         Self::read(r, version).map_err(|e| e.context(69, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "ConsumerGroupDescribeRequest",

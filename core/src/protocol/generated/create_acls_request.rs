@@ -49,7 +49,7 @@ impl CreateAclsRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 2;
         write::array_len(
             buf,
@@ -151,7 +151,7 @@ impl AclCreation {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 2;
         buf.put_i8(self.resource_type);
         write::string(buf, flex, &self.resource_name, "AclCreation.ResourceName")?;
@@ -214,7 +214,7 @@ impl crate::protocol::Message for CreateAclsRequest {
         }
         Self::read(r, version).map_err(|e| e.context(30, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "CreateAclsRequest",

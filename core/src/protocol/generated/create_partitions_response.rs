@@ -53,7 +53,7 @@ impl CreatePartitionsResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 2;
         buf.put_i32(self.throttle_time_ms);
         write::array_len(
@@ -139,7 +139,7 @@ impl CreatePartitionsTopicResult {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 2;
         write::string(buf, flex, &self.name, "CreatePartitionsTopicResult.Name")?;
         buf.put_i16(self.error_code);
@@ -194,7 +194,7 @@ impl crate::protocol::Message for CreatePartitionsResponse {
         }
         Self::read(r, version).map_err(|e| e.context(37, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "CreatePartitionsResponse",

@@ -59,7 +59,7 @@ impl CreateTopicsRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 5;
         write::array_len(
             buf,
@@ -168,7 +168,7 @@ impl CreatableTopic {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 5;
         write::string(buf, flex, &self.name, "CreatableTopic.Name")?;
         buf.put_i32(self.num_partitions);
@@ -269,7 +269,7 @@ impl CreatableReplicaAssignment {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 5;
         buf.put_i32(self.partition_index);
         write::array_len(
@@ -349,7 +349,7 @@ impl CreatableTopicConfig {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 5;
         write::string(buf, flex, &self.name, "CreatableTopicConfig.Name")?;
         write::nullable_string(
@@ -402,7 +402,7 @@ impl crate::protocol::Message for CreateTopicsRequest {
         }
         Self::read(r, version).map_err(|e| e.context(19, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "CreateTopicsRequest",

@@ -55,7 +55,7 @@ impl CreateTopicsResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 5;
         if version >= 2 {
             buf.put_i32(self.throttle_time_ms);
@@ -181,7 +181,7 @@ impl CreatableTopicResult {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 5;
         write::string(buf, flex, &self.name, "CreatableTopicResult.Name")?;
         if version >= 7 {
@@ -336,7 +336,7 @@ impl CreatableTopicConfigs {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 5;
         if version >= 5 {
             write::string(buf, flex, &self.name, "CreatableTopicConfigs.Name")?;
@@ -432,7 +432,7 @@ impl crate::protocol::Message for CreateTopicsResponse {
         }
         Self::read(r, version).map_err(|e| e.context(19, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "CreateTopicsResponse",

@@ -49,7 +49,7 @@ impl DeleteGroupsRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 2;
         write::array_len(
             buf,
@@ -103,7 +103,7 @@ impl crate::protocol::Message for DeleteGroupsRequest {
         }
         Self::read(r, version).map_err(|e| e.context(42, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "DeleteGroupsRequest",

@@ -63,7 +63,7 @@ impl DeleteTopicsRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 4;
         if version >= 6 {
             write::array_len(
@@ -173,7 +173,7 @@ impl DeleteTopicState {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 4;
         if version >= 6 {
             write::nullable_string(buf, flex, true, self.name.as_ref(), "DeleteTopicState.Name")?;
@@ -232,7 +232,7 @@ impl crate::protocol::Message for DeleteTopicsRequest {
         }
         Self::read(r, version).map_err(|e| e.context(20, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "DeleteTopicsRequest",

@@ -55,7 +55,7 @@ impl DeleteTopicsResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 4;
         if version >= 1 {
             buf.put_i32(self.throttle_time_ms);
@@ -157,7 +157,7 @@ impl DeletableTopicResult {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 4;
         write::nullable_string(
             buf,
@@ -232,7 +232,7 @@ impl crate::protocol::Message for DeleteTopicsResponse {
         }
         Self::read(r, version).map_err(|e| e.context(20, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "DeleteTopicsResponse",

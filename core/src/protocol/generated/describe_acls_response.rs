@@ -61,7 +61,7 @@ impl DescribeAclsResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 2;
         buf.put_i32(self.throttle_time_ms);
         buf.put_i16(self.error_code);
@@ -165,7 +165,7 @@ impl DescribeAclsResource {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 2;
         buf.put_i8(self.resource_type);
         write::string(
@@ -270,7 +270,7 @@ impl AclDescription {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 2;
         write::string(buf, flex, &self.principal, "AclDescription.Principal")?;
         write::string(buf, flex, &self.host, "AclDescription.Host")?;
@@ -321,7 +321,7 @@ impl crate::protocol::Message for DescribeAclsResponse {
         }
         Self::read(r, version).map_err(|e| e.context(29, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "DescribeAclsResponse",

@@ -53,7 +53,7 @@ impl DescribeClientQuotasRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 1;
         write::array_len(
             buf,
@@ -139,7 +139,7 @@ impl ComponentData {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 1;
         write::string(buf, flex, &self.entity_type, "ComponentData.EntityType")?;
         buf.put_i8(self.match_type);
@@ -194,7 +194,7 @@ impl crate::protocol::Message for DescribeClientQuotasRequest {
         }
         Self::read(r, version).map_err(|e| e.context(48, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "DescribeClientQuotasRequest",

@@ -62,7 +62,7 @@ impl DescribeClientQuotasResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 1;
         buf.put_i32(self.throttle_time_ms);
         buf.put_i16(self.error_code);
@@ -164,7 +164,7 @@ impl EntryData {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 1;
         write::array_len(
             buf,
@@ -253,7 +253,7 @@ impl EntityData {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 1;
         write::string(buf, flex, &self.entity_type, "EntityData.EntityType")?;
         write::nullable_string(
@@ -330,7 +330,7 @@ impl ValueData {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 1;
         write::string(buf, flex, &self.key, "ValueData.Key")?;
         buf.put_f64(self.value);
@@ -373,7 +373,7 @@ impl crate::protocol::Message for DescribeClientQuotasResponse {
         }
         Self::read(r, version).map_err(|e| e.context(48, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "DescribeClientQuotasResponse",

@@ -54,7 +54,7 @@ impl DescribeClusterRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         buf.put_u8(u8::from(self.include_cluster_authorized_operations));
         if version >= 1 {
@@ -110,7 +110,7 @@ impl crate::protocol::Message for DescribeClusterRequest {
         }
         Self::read(r, version).map_err(|e| e.context(60, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "DescribeClusterRequest",

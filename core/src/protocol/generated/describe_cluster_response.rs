@@ -80,7 +80,7 @@ impl DescribeClusterResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         buf.put_i32(self.throttle_time_ms);
         buf.put_i16(self.error_code);
@@ -202,7 +202,7 @@ impl DescribeClusterBroker {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         buf.put_i32(self.broker_id);
         write::string(buf, flex, &self.host, "DescribeClusterBroker.Host")?;
@@ -259,7 +259,7 @@ impl crate::protocol::Message for DescribeClusterResponse {
         }
         Self::read(r, version).map_err(|e| e.context(60, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "DescribeClusterResponse",

@@ -61,7 +61,7 @@ impl DescribeConfigsRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 4;
         write::array_len(
             buf,
@@ -170,7 +170,7 @@ impl DescribeConfigsResource {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 4;
         buf.put_i8(self.resource_type);
         write::string(
@@ -239,7 +239,7 @@ impl crate::protocol::Message for DescribeConfigsRequest {
         }
         Self::read(r, version).map_err(|e| e.context(32, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "DescribeConfigsRequest",

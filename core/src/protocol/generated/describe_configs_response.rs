@@ -53,7 +53,7 @@ impl DescribeConfigsResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 4;
         buf.put_i32(self.throttle_time_ms);
         write::array_len(
@@ -149,7 +149,7 @@ impl DescribeConfigsResult {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 4;
         buf.put_i16(self.error_code);
         write::nullable_string(
@@ -289,7 +289,7 @@ impl DescribeConfigsResourceResult {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 4;
         write::string(buf, flex, &self.name, "DescribeConfigsResourceResult.Name")?;
         write::nullable_string(
@@ -432,7 +432,7 @@ impl DescribeConfigsSynonym {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 4;
         if version >= 1 {
             write::string(buf, flex, &self.name, "DescribeConfigsSynonym.Name")?;
@@ -511,7 +511,7 @@ impl crate::protocol::Message for DescribeConfigsResponse {
         }
         Self::read(r, version).map_err(|e| e.context(32, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "DescribeConfigsResponse",

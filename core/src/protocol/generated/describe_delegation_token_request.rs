@@ -49,7 +49,7 @@ impl DescribeDelegationTokenRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 2;
         write::array_len(
             buf,
@@ -137,7 +137,7 @@ impl DescribeDelegationTokenOwner {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 2;
         write::string(
             buf,
@@ -194,7 +194,7 @@ impl crate::protocol::Message for DescribeDelegationTokenRequest {
         }
         Self::read(r, version).map_err(|e| e.context(41, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "DescribeDelegationTokenRequest",

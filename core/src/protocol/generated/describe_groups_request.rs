@@ -56,7 +56,7 @@ impl DescribeGroupsRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 5;
         write::array_len(
             buf,
@@ -121,7 +121,7 @@ impl crate::protocol::Message for DescribeGroupsRequest {
         }
         Self::read(r, version).map_err(|e| e.context(15, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "DescribeGroupsRequest",

@@ -55,7 +55,7 @@ impl DescribeGroupsResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 5;
         if version >= 1 {
             buf.put_i32(self.throttle_time_ms);
@@ -165,7 +165,7 @@ impl DescribedGroup {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 5;
         buf.put_i16(self.error_code);
         write::string(buf, flex, &self.group_id, "DescribedGroup.GroupId")?;
@@ -297,7 +297,7 @@ impl DescribedGroupMember {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 5;
         write::string(buf, flex, &self.member_id, "DescribedGroupMember.MemberId")?;
         if version >= 4 {
@@ -377,7 +377,7 @@ impl crate::protocol::Message for DescribeGroupsResponse {
         }
         Self::read(r, version).map_err(|e| e.context(15, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "DescribeGroupsResponse",

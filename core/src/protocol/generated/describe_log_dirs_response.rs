@@ -59,7 +59,7 @@ impl DescribeLogDirsResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 2;
         buf.put_i32(self.throttle_time_ms);
         if version >= 3 {
@@ -165,7 +165,7 @@ impl DescribeLogDirsResult {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 2;
         buf.put_i16(self.error_code);
         write::string(buf, flex, &self.log_dir, "DescribeLogDirsResult.LogDir")?;
@@ -263,7 +263,7 @@ impl DescribeLogDirsTopic {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 2;
         write::string(buf, flex, &self.name, "DescribeLogDirsTopic.Name")?;
         write::array_len(
@@ -353,7 +353,7 @@ impl DescribeLogDirsPartition {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 2;
         buf.put_i32(self.partition_index);
         buf.put_i64(self.partition_size);
@@ -404,7 +404,7 @@ impl crate::protocol::Message for DescribeLogDirsResponse {
         }
         Self::read(r, version).map_err(|e| e.context(35, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "DescribeLogDirsResponse",

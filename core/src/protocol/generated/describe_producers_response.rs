@@ -53,7 +53,7 @@ impl DescribeProducersResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         buf.put_i32(self.throttle_time_ms);
         write::array_len(
@@ -137,7 +137,7 @@ impl TopicResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         write::string(buf, flex, &self.name, "TopicResponse.Name")?;
         write::array_len(
@@ -229,7 +229,7 @@ impl PartitionResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         buf.put_i32(self.partition_index);
         buf.put_i16(self.error_code);
@@ -337,7 +337,7 @@ impl ProducerState {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         buf.put_i64(self.producer_id);
         buf.put_i32(self.producer_epoch);
@@ -392,7 +392,7 @@ impl crate::protocol::Message for DescribeProducersResponse {
         }
         Self::read(r, version).map_err(|e| e.context(61, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "DescribeProducersResponse",

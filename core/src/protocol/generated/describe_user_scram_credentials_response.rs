@@ -65,7 +65,7 @@ impl DescribeUserScramCredentialsResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         buf.put_i32(self.throttle_time_ms);
         buf.put_i16(self.error_code);
@@ -171,7 +171,7 @@ impl DescribeUserScramCredentialsResult {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         write::string(
             buf,
@@ -268,7 +268,7 @@ impl CredentialInfo {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         buf.put_i8(self.mechanism);
         buf.put_i32(self.iterations);
@@ -315,7 +315,7 @@ impl crate::protocol::Message for DescribeUserScramCredentialsResponse {
         }
         Self::read(r, version).map_err(|e| e.context(50, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "DescribeUserScramCredentialsResponse",

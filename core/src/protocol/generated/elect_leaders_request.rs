@@ -60,7 +60,7 @@ impl ElectLeadersRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 2;
         if version >= 1 {
             buf.put_i8(self.election_type);
@@ -160,7 +160,7 @@ impl TopicPartitions {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 2;
         write::string(buf, flex, &self.topic, "TopicPartitions.Topic")?;
         write::array_len(
@@ -216,7 +216,7 @@ impl crate::protocol::Message for ElectLeadersRequest {
         }
         Self::read(r, version).map_err(|e| e.context(43, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "ElectLeadersRequest",

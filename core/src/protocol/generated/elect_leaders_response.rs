@@ -62,7 +62,7 @@ impl ElectLeadersResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 2;
         buf.put_i32(self.throttle_time_ms);
         if version >= 1 {
@@ -154,7 +154,7 @@ impl ReplicaElectionResult {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 2;
         write::string(buf, flex, &self.topic, "ReplicaElectionResult.Topic")?;
         write::array_len(
@@ -240,7 +240,7 @@ impl PartitionResult {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 2;
         buf.put_i32(self.partition_id);
         buf.put_i16(self.error_code);
@@ -295,7 +295,7 @@ impl crate::protocol::Message for ElectLeadersResponse {
         }
         Self::read(r, version).map_err(|e| e.context(43, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "ElectLeadersResponse",

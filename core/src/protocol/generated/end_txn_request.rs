@@ -59,7 +59,7 @@ impl EndTxnRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 3;
         write::string(
             buf,
@@ -112,7 +112,7 @@ impl crate::protocol::Message for EndTxnRequest {
         }
         Self::read(r, version).map_err(|e| e.context(26, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "EndTxnRequest",

@@ -52,7 +52,7 @@ impl ExpireDelegationTokenRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 2;
         write::bytes(buf, flex, &self.hmac, "ExpireDelegationTokenRequest.Hmac")?;
         buf.put_i64(self.expiry_time_period_ms);
@@ -99,7 +99,7 @@ impl crate::protocol::Message for ExpireDelegationTokenRequest {
         }
         Self::read(r, version).map_err(|e| e.context(40, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "ExpireDelegationTokenRequest",

@@ -55,7 +55,7 @@ impl ExpireDelegationTokenResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 2;
         buf.put_i16(self.error_code);
         buf.put_i64(self.expiry_timestamp_ms);
@@ -104,7 +104,7 @@ impl crate::protocol::Message for ExpireDelegationTokenResponse {
         }
         Self::read(r, version).map_err(|e| e.context(40, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "ExpireDelegationTokenResponse",

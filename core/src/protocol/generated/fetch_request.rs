@@ -116,7 +116,7 @@ impl FetchRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 12;
         if version <= 14 {
             buf.put_i32(self.replica_id);
@@ -290,7 +290,7 @@ impl ReplicaState {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 12;
         if version >= 15 {
             buf.put_i32(self.replica_id);
@@ -383,7 +383,7 @@ impl FetchTopic {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 12;
         if version <= 12 {
             write::string(buf, flex, &self.topic, "FetchTopic.Topic")?;
@@ -504,7 +504,7 @@ impl FetchPartition {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 12;
         buf.put_i32(self.partition);
         if version >= 9 {
@@ -619,7 +619,7 @@ impl ForgottenTopic {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 12;
         if version >= 7 && version <= 12 {
             write::string(buf, flex, &self.topic, "ForgottenTopic.Topic")?;
@@ -691,7 +691,7 @@ impl crate::protocol::Message for FetchRequest {
         }
         Self::read(r, version).map_err(|e| e.context(1, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "FetchRequest",

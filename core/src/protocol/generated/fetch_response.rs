@@ -77,7 +77,7 @@ impl FetchResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 12;
         if version >= 1 {
             buf.put_i32(self.throttle_time_ms);
@@ -211,7 +211,7 @@ impl FetchableTopicResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 12;
         if version <= 12 {
             write::string(buf, flex, &self.topic, "FetchableTopicResponse.Topic")?;
@@ -360,7 +360,7 @@ impl PartitionData {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 12;
         buf.put_i32(self.partition_index);
         buf.put_i16(self.error_code);
@@ -411,7 +411,7 @@ impl PartitionData {
                 "PartitionData.PreferredReadReplica",
             )?;
         }
-        write::nullable_bytes(
+        write::records(
             buf,
             flex,
             true,
@@ -532,7 +532,7 @@ impl EpochEndOffset {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 12;
         if version >= 12 {
             buf.put_i32(self.epoch);
@@ -619,7 +619,7 @@ impl LeaderIdAndEpoch {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 12;
         if version >= 12 {
             buf.put_i32(self.leader_id);
@@ -702,7 +702,7 @@ impl SnapshotId {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 12;
         buf.put_i64(self.end_offset);
         buf.put_i32(self.epoch);
@@ -777,7 +777,7 @@ impl AbortedTransaction {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 12;
         if version >= 4 {
             buf.put_i64(self.producer_id);
@@ -876,7 +876,7 @@ impl NodeEndpoint {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 12;
         if version >= 16 {
             buf.put_i32(self.node_id);
@@ -948,7 +948,7 @@ impl crate::protocol::Message for FetchResponse {
         }
         Self::read(r, version).map_err(|e| e.context(1, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "FetchResponse",

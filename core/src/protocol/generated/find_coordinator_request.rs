@@ -64,7 +64,7 @@ impl FindCoordinatorRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 3;
         if version <= 3 {
             write::string(buf, flex, &self.key, "FindCoordinatorRequest.Key")?;
@@ -143,7 +143,7 @@ impl crate::protocol::Message for FindCoordinatorRequest {
         }
         Self::read(r, version).map_err(|e| e.context(10, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "FindCoordinatorRequest",

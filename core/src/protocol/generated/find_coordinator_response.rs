@@ -87,7 +87,7 @@ impl FindCoordinatorResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 3;
         if version >= 1 {
             buf.put_i32(self.throttle_time_ms);
@@ -257,7 +257,7 @@ impl Coordinator {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 3;
         if version >= 4 {
             write::string(buf, flex, &self.key, "Coordinator.Key")?;
@@ -352,7 +352,7 @@ impl crate::protocol::Message for FindCoordinatorResponse {
         }
         Self::read(r, version).map_err(|e| e.context(10, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "FindCoordinatorResponse",

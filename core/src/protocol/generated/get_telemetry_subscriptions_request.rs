@@ -47,7 +47,7 @@ impl GetTelemetrySubscriptionsRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         buf.put_slice(&self.client_instance_id.0);
         if flex {
@@ -92,7 +92,7 @@ impl crate::protocol::Message for GetTelemetrySubscriptionsRequest {
         }
         Self::read(r, version).map_err(|e| e.context(71, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "GetTelemetrySubscriptionsRequest",

@@ -61,7 +61,7 @@ impl HeartbeatRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 4;
         write::string(buf, flex, &self.group_id, "HeartbeatRequest.GroupId")?;
         buf.put_i32(self.generation_id);
@@ -124,7 +124,7 @@ impl crate::protocol::Message for HeartbeatRequest {
         }
         Self::read(r, version).map_err(|e| e.context(12, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "HeartbeatRequest",

@@ -53,7 +53,7 @@ impl IncrementalAlterConfigsRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 1;
         write::array_len(
             buf,
@@ -141,7 +141,7 @@ impl AlterConfigsResource {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 1;
         buf.put_i8(self.resource_type);
         write::string(
@@ -234,7 +234,7 @@ impl AlterableConfig {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 1;
         write::string(buf, flex, &self.name, "AlterableConfig.Name")?;
         buf.put_i8(self.config_operation);
@@ -289,7 +289,7 @@ impl crate::protocol::Message for IncrementalAlterConfigsRequest {
         }
         Self::read(r, version).map_err(|e| e.context(44, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "IncrementalAlterConfigsRequest",

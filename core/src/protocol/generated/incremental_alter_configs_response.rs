@@ -53,7 +53,7 @@ impl IncrementalAlterConfigsResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 1;
         buf.put_i32(self.throttle_time_ms);
         write::array_len(
@@ -144,7 +144,7 @@ impl AlterConfigsResourceResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 1;
         buf.put_i16(self.error_code);
         write::nullable_string(
@@ -206,7 +206,7 @@ impl crate::protocol::Message for IncrementalAlterConfigsResponse {
         }
         Self::read(r, version).map_err(|e| e.context(44, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "IncrementalAlterConfigsResponse",

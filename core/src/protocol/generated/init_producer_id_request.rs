@@ -63,7 +63,7 @@ impl InitProducerIdRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 2;
         write::nullable_string(
             buf,
@@ -135,7 +135,7 @@ impl crate::protocol::Message for InitProducerIdRequest {
         }
         Self::read(r, version).map_err(|e| e.context(22, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "InitProducerIdRequest",

@@ -59,7 +59,7 @@ impl InitProducerIdResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 2;
         buf.put_i32(self.throttle_time_ms);
         buf.put_i16(self.error_code);
@@ -110,7 +110,7 @@ impl crate::protocol::Message for InitProducerIdResponse {
         }
         Self::read(r, version).map_err(|e| e.context(22, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "InitProducerIdResponse",

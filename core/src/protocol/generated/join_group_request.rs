@@ -83,7 +83,7 @@ impl JoinGroupRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 6;
         write::string(buf, flex, &self.group_id, "JoinGroupRequest.GroupId")?;
         buf.put_i32(self.session_timeout_ms);
@@ -212,7 +212,7 @@ impl JoinGroupRequestProtocol {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 6;
         write::string(buf, flex, &self.name, "JoinGroupRequestProtocol.Name")?;
         write::bytes(
@@ -261,7 +261,7 @@ impl crate::protocol::Message for JoinGroupRequest {
         }
         Self::read(r, version).map_err(|e| e.context(11, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "JoinGroupRequest",

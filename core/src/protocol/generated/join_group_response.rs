@@ -91,7 +91,7 @@ impl JoinGroupResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 6;
         if version >= 2 {
             buf.put_i32(self.throttle_time_ms);
@@ -228,7 +228,7 @@ impl JoinGroupResponseMember {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 6;
         write::string(
             buf,
@@ -294,7 +294,7 @@ impl crate::protocol::Message for JoinGroupResponse {
         }
         Self::read(r, version).map_err(|e| e.context(11, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "JoinGroupResponse",

@@ -61,7 +61,7 @@ impl LeaveGroupRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 4;
         write::string(buf, flex, &self.group_id, "LeaveGroupRequest.GroupId")?;
         if version <= 2 {
@@ -173,7 +173,7 @@ impl MemberIdentity {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 4;
         if version >= 3 {
             write::string(buf, flex, &self.member_id, "MemberIdentity.MemberId")?;
@@ -253,7 +253,7 @@ impl crate::protocol::Message for LeaveGroupRequest {
         }
         Self::read(r, version).map_err(|e| e.context(13, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "LeaveGroupRequest",

@@ -61,7 +61,7 @@ impl LeaveGroupResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 4;
         if version >= 1 {
             buf.put_i32(self.throttle_time_ms);
@@ -168,7 +168,7 @@ impl MemberResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 4;
         if version >= 3 {
             write::string(buf, flex, &self.member_id, "MemberResponse.MemberId")?;
@@ -244,7 +244,7 @@ impl crate::protocol::Message for LeaveGroupResponse {
         }
         Self::read(r, version).map_err(|e| e.context(13, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "LeaveGroupResponse",

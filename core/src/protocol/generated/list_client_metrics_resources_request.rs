@@ -43,7 +43,7 @@ impl ListClientMetricsResourcesRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         if flex {
             let mut tags = write::TaggedWriter::new();
@@ -86,7 +86,7 @@ impl crate::protocol::Message for ListClientMetricsResourcesRequest {
         }
         Self::read(r, version).map_err(|e| e.context(74, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "ListClientMetricsResourcesRequest",

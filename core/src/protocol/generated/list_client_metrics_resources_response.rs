@@ -60,7 +60,7 @@ impl ListClientMetricsResourcesResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         buf.put_i32(self.throttle_time_ms);
         buf.put_i16(self.error_code);
@@ -140,7 +140,7 @@ impl ClientMetricsResource {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         write::string(buf, flex, &self.name, "ClientMetricsResource.Name")?;
         if flex {
@@ -185,7 +185,7 @@ impl crate::protocol::Message for ListClientMetricsResourcesResponse {
         }
         Self::read(r, version).map_err(|e| e.context(74, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "ListClientMetricsResourcesResponse",

@@ -59,7 +59,7 @@ impl ListGroupsRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 3;
         if version >= 4 {
             write::array_len(
@@ -139,7 +139,7 @@ impl crate::protocol::Message for ListGroupsRequest {
         }
         Self::read(r, version).map_err(|e| e.context(16, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "ListGroupsRequest",

@@ -59,7 +59,7 @@ impl ListGroupsResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 3;
         if version >= 1 {
             buf.put_i32(self.throttle_time_ms);
@@ -159,7 +159,7 @@ impl ListedGroup {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 3;
         write::string(buf, flex, &self.group_id, "ListedGroup.GroupId")?;
         write::string(buf, flex, &self.protocol_type, "ListedGroup.ProtocolType")?;
@@ -215,7 +215,7 @@ impl crate::protocol::Message for ListGroupsResponse {
         }
         Self::read(r, version).map_err(|e| e.context(16, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "ListGroupsResponse",

@@ -65,7 +65,7 @@ impl ListOffsetsRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 6;
         buf.put_i32(self.replica_id);
         if version >= 2 {
@@ -166,7 +166,7 @@ impl ListOffsetsTopic {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 6;
         write::string(buf, flex, &self.name, "ListOffsetsTopic.Name")?;
         write::array_len(
@@ -260,7 +260,7 @@ impl ListOffsetsPartition {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 6;
         buf.put_i32(self.partition_index);
         if version >= 4 {
@@ -321,7 +321,7 @@ impl crate::protocol::Message for ListOffsetsRequest {
         }
         Self::read(r, version).map_err(|e| e.context(2, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "ListOffsetsRequest",

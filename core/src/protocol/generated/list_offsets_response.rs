@@ -55,7 +55,7 @@ impl ListOffsetsResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 6;
         if version >= 2 {
             buf.put_i32(self.throttle_time_ms);
@@ -143,7 +143,7 @@ impl ListOffsetsTopicResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 6;
         write::string(buf, flex, &self.name, "ListOffsetsTopicResponse.Name")?;
         write::array_len(
@@ -254,7 +254,7 @@ impl ListOffsetsPartitionResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 6;
         buf.put_i32(self.partition_index);
         buf.put_i16(self.error_code);
@@ -351,7 +351,7 @@ impl crate::protocol::Message for ListOffsetsResponse {
         }
         Self::read(r, version).map_err(|e| e.context(2, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "ListOffsetsResponse",

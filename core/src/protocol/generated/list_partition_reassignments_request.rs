@@ -54,7 +54,7 @@ impl ListPartitionReassignmentsRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         buf.put_i32(self.timeout_ms);
         write::array_len(
@@ -149,7 +149,7 @@ impl ListPartitionReassignmentsTopics {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         write::string(
             buf,
@@ -210,7 +210,7 @@ impl crate::protocol::Message for ListPartitionReassignmentsRequest {
         }
         Self::read(r, version).map_err(|e| e.context(46, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "ListPartitionReassignmentsRequest",

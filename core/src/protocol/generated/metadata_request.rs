@@ -75,7 +75,7 @@ impl MetadataRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 9;
         write::array_len(
             buf,
@@ -202,7 +202,7 @@ impl MetadataRequestTopic {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 9;
         if version >= 10 {
             buf.put_slice(&self.topic_id.0);
@@ -260,7 +260,7 @@ impl crate::protocol::Message for MetadataRequest {
         }
         Self::read(r, version).map_err(|e| e.context(3, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "MetadataRequest",

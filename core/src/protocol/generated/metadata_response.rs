@@ -80,7 +80,7 @@ impl MetadataResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 9;
         if version >= 3 {
             buf.put_i32(self.throttle_time_ms);
@@ -218,7 +218,7 @@ impl MetadataResponseBroker {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 9;
         buf.put_i32(self.node_id);
         write::string(buf, flex, &self.host, "MetadataResponseBroker.Host")?;
@@ -332,7 +332,7 @@ impl MetadataResponseTopic {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 9;
         buf.put_i16(self.error_code);
         write::nullable_string(
@@ -480,7 +480,7 @@ impl MetadataResponsePartition {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 9;
         buf.put_i16(self.error_code);
         buf.put_i32(self.partition_index);
@@ -569,7 +569,7 @@ impl crate::protocol::Message for MetadataResponse {
         }
         Self::read(r, version).map_err(|e| e.context(3, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "MetadataResponse",

@@ -79,7 +79,7 @@ impl OffsetCommitRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 8;
         write::string(buf, flex, &self.group_id, "OffsetCommitRequest.GroupId")?;
         if version >= 1 {
@@ -198,7 +198,7 @@ impl OffsetCommitRequestTopic {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 8;
         write::string(buf, flex, &self.name, "OffsetCommitRequestTopic.Name")?;
         write::array_len(
@@ -298,7 +298,7 @@ impl OffsetCommitRequestPartition {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 8;
         buf.put_i32(self.partition_index);
         buf.put_i64(self.committed_offset);
@@ -370,7 +370,7 @@ impl crate::protocol::Message for OffsetCommitRequest {
         }
         Self::read(r, version).map_err(|e| e.context(8, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "OffsetCommitRequest",

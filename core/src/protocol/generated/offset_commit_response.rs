@@ -55,7 +55,7 @@ impl OffsetCommitResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 8;
         if version >= 3 {
             buf.put_i32(self.throttle_time_ms);
@@ -143,7 +143,7 @@ impl OffsetCommitResponseTopic {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 8;
         write::string(buf, flex, &self.name, "OffsetCommitResponseTopic.Name")?;
         write::array_len(
@@ -225,7 +225,7 @@ impl OffsetCommitResponsePartition {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 8;
         buf.put_i32(self.partition_index);
         buf.put_i16(self.error_code);
@@ -272,7 +272,7 @@ impl crate::protocol::Message for OffsetCommitResponse {
         }
         Self::read(r, version).map_err(|e| e.context(8, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "OffsetCommitResponse",

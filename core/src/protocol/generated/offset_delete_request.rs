@@ -41,7 +41,7 @@ impl OffsetDeleteRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = false;
         write::string(buf, flex, &self.group_id, "OffsetDeleteRequest.GroupId")?;
         write::array_len(
@@ -102,7 +102,7 @@ impl OffsetDeleteRequestTopic {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = false;
         write::string(buf, flex, &self.name, "OffsetDeleteRequestTopic.Name")?;
         write::array_len(
@@ -155,7 +155,7 @@ impl OffsetDeleteRequestPartition {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = false;
         buf.put_i32(self.partition_index);
         Ok(())
@@ -189,7 +189,7 @@ impl crate::protocol::Message for OffsetDeleteRequest {
         }
         Self::read(r, version).map_err(|e| e.context(47, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "OffsetDeleteRequest",

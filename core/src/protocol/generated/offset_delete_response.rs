@@ -45,7 +45,7 @@ impl OffsetDeleteResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = false;
         buf.put_i16(self.error_code);
         buf.put_i32(self.throttle_time_ms);
@@ -108,7 +108,7 @@ impl OffsetDeleteResponseTopic {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = false;
         write::string(buf, flex, &self.name, "OffsetDeleteResponseTopic.Name")?;
         write::array_len(
@@ -167,7 +167,7 @@ impl OffsetDeleteResponsePartition {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = false;
         buf.put_i32(self.partition_index);
         buf.put_i16(self.error_code);
@@ -203,7 +203,7 @@ impl crate::protocol::Message for OffsetDeleteResponse {
         }
         Self::read(r, version).map_err(|e| e.context(47, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "OffsetDeleteResponse",

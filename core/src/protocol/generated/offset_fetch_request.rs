@@ -77,7 +77,7 @@ impl OffsetFetchRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 6;
         if version <= 7 {
             write::string(buf, flex, &self.group_id, "OffsetFetchRequest.GroupId")?;
@@ -225,7 +225,7 @@ impl OffsetFetchRequestTopic {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 6;
         if version <= 7 {
             write::string(buf, flex, &self.name, "OffsetFetchRequestTopic.Name")?;
@@ -341,7 +341,7 @@ impl OffsetFetchRequestGroup {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 6;
         if version >= 8 {
             write::string(buf, flex, &self.group_id, "OffsetFetchRequestGroup.GroupId")?;
@@ -474,7 +474,7 @@ impl OffsetFetchRequestTopics {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 6;
         if version >= 8 {
             write::string(buf, flex, &self.name, "OffsetFetchRequestTopics.Name")?;
@@ -545,7 +545,7 @@ impl crate::protocol::Message for OffsetFetchRequest {
         }
         Self::read(r, version).map_err(|e| e.context(9, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "OffsetFetchRequest",

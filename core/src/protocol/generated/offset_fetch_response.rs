@@ -71,7 +71,7 @@ impl OffsetFetchResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 6;
         if version >= 3 {
             buf.put_i32(self.throttle_time_ms);
@@ -200,7 +200,7 @@ impl OffsetFetchResponseTopic {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 6;
         if version <= 7 {
             write::string(buf, flex, &self.name, "OffsetFetchResponseTopic.Name")?;
@@ -323,7 +323,7 @@ impl OffsetFetchResponsePartition {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 6;
         if version <= 7 {
             buf.put_i32(self.partition_index);
@@ -458,7 +458,7 @@ impl OffsetFetchResponseGroup {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 6;
         if version >= 8 {
             write::string(
@@ -577,7 +577,7 @@ impl OffsetFetchResponseTopics {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 6;
         if version >= 8 {
             write::string(buf, flex, &self.name, "OffsetFetchResponseTopics.Name")?;
@@ -700,7 +700,7 @@ impl OffsetFetchResponsePartitions {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 6;
         if version >= 8 {
             buf.put_i32(self.partition_index);
@@ -799,7 +799,7 @@ impl crate::protocol::Message for OffsetFetchResponse {
         }
         Self::read(r, version).map_err(|e| e.context(9, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "OffsetFetchResponse",

@@ -55,7 +55,7 @@ impl OffsetForLeaderEpochRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 4;
         if version >= 3 {
             buf.put_i32(self.replica_id);
@@ -143,7 +143,7 @@ impl OffsetForLeaderTopic {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 4;
         write::string(buf, flex, &self.topic, "OffsetForLeaderTopic.Topic")?;
         write::array_len(
@@ -231,7 +231,7 @@ impl OffsetForLeaderPartition {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 4;
         buf.put_i32(self.partition);
         if version >= 2 {
@@ -284,7 +284,7 @@ impl crate::protocol::Message for OffsetForLeaderEpochRequest {
         }
         Self::read(r, version).map_err(|e| e.context(23, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "OffsetForLeaderEpochRequest",

@@ -55,7 +55,7 @@ impl OffsetForLeaderEpochResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 4;
         if version >= 2 {
             buf.put_i32(self.throttle_time_ms);
@@ -143,7 +143,7 @@ impl OffsetForLeaderTopicResult {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 4;
         write::string(buf, flex, &self.topic, "OffsetForLeaderTopicResult.Topic")?;
         write::array_len(
@@ -235,7 +235,7 @@ impl EpochEndOffset {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 4;
         buf.put_i16(self.error_code);
         buf.put_i32(self.partition);
@@ -290,7 +290,7 @@ impl crate::protocol::Message for OffsetForLeaderEpochResponse {
         }
         Self::read(r, version).map_err(|e| e.context(23, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "OffsetForLeaderEpochResponse",

@@ -63,7 +63,7 @@ impl ProduceRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 9;
         if version >= 3 {
             write::nullable_string(
@@ -166,7 +166,7 @@ impl TopicProduceData {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 9;
         write::string(buf, flex, &self.name, "TopicProduceData.Name")?;
         write::array_len(
@@ -249,10 +249,10 @@ impl PartitionProduceData {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 9;
         buf.put_i32(self.index);
-        write::nullable_bytes(
+        write::records(
             buf,
             flex,
             true,
@@ -299,7 +299,7 @@ impl crate::protocol::Message for ProduceRequest {
         }
         Self::read(r, version).map_err(|e| e.context(0, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "ProduceRequest",

@@ -65,7 +65,7 @@ impl ProduceResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 9;
         write::array_len(
             buf,
@@ -178,7 +178,7 @@ impl TopicProduceResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 9;
         write::string(buf, flex, &self.name, "TopicProduceResponse.Name")?;
         write::array_len(
@@ -299,7 +299,7 @@ impl PartitionProduceResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 9;
         buf.put_i32(self.index);
         buf.put_i16(self.error_code);
@@ -431,7 +431,7 @@ impl BatchIndexAndErrorMessage {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 9;
         if version >= 8 {
             buf.put_i32(self.batch_index);
@@ -530,7 +530,7 @@ impl LeaderIdAndEpoch {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 9;
         if version >= 10 {
             buf.put_i32(self.leader_id);
@@ -629,7 +629,7 @@ impl NodeEndpoint {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 9;
         if version >= 10 {
             buf.put_i32(self.node_id);
@@ -701,7 +701,7 @@ impl crate::protocol::Message for ProduceResponse {
         }
         Self::read(r, version).map_err(|e| e.context(0, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "ProduceResponse",

@@ -64,7 +64,7 @@ impl PushTelemetryRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         buf.put_slice(&self.client_instance_id.0);
         buf.put_i32(self.subscription_id);
@@ -117,7 +117,7 @@ impl crate::protocol::Message for PushTelemetryRequest {
         }
         Self::read(r, version).map_err(|e| e.context(72, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "PushTelemetryRequest",

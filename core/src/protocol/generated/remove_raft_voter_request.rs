@@ -55,7 +55,7 @@ impl RemoveRaftVoterRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         write::nullable_string(
             buf,
@@ -110,7 +110,7 @@ impl crate::protocol::Message for RemoveRaftVoterRequest {
         }
         Self::read(r, version).map_err(|e| e.context(81, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "RemoveRaftVoterRequest",

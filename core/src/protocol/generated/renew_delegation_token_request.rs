@@ -52,7 +52,7 @@ impl RenewDelegationTokenRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 2;
         write::bytes(buf, flex, &self.hmac, "RenewDelegationTokenRequest.Hmac")?;
         buf.put_i64(self.renew_period_ms);
@@ -99,7 +99,7 @@ impl crate::protocol::Message for RenewDelegationTokenRequest {
         }
         Self::read(r, version).map_err(|e| e.context(39, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "RenewDelegationTokenRequest",

@@ -61,7 +61,7 @@ impl RequestHeader {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 2;
         buf.put_i16(self.request_api_key);
         buf.put_i16(self.request_api_version);
@@ -119,7 +119,7 @@ impl crate::protocol::Message for RequestHeader {
         }
         Self::read(r, version).map_err(|e| e.context(-1, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "RequestHeader",

@@ -47,7 +47,7 @@ impl ResponseHeader {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 1;
         buf.put_i32(self.correlation_id);
         if flex {
@@ -89,7 +89,7 @@ impl crate::protocol::Message for ResponseHeader {
         }
         Self::read(r, version).map_err(|e| e.context(-1, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "ResponseHeader",

@@ -48,7 +48,7 @@ impl SaslAuthenticateRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 2;
         write::bytes(
             buf,
@@ -98,7 +98,7 @@ impl crate::protocol::Message for SaslAuthenticateRequest {
         }
         Self::read(r, version).map_err(|e| e.context(36, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "SaslAuthenticateRequest",

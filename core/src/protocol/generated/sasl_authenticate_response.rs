@@ -62,7 +62,7 @@ impl SaslAuthenticateResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 2;
         buf.put_i16(self.error_code);
         write::nullable_string(
@@ -128,7 +128,7 @@ impl crate::protocol::Message for SaslAuthenticateResponse {
         }
         Self::read(r, version).map_err(|e| e.context(36, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "SaslAuthenticateResponse",

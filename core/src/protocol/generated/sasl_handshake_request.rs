@@ -35,7 +35,7 @@ impl SaslHandshakeRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = false;
         write::string(buf, flex, &self.mechanism, "SaslHandshakeRequest.Mechanism")?;
         Ok(())
@@ -69,7 +69,7 @@ impl crate::protocol::Message for SaslHandshakeRequest {
         }
         Self::read(r, version).map_err(|e| e.context(17, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "SaslHandshakeRequest",

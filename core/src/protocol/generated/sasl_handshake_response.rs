@@ -41,7 +41,7 @@ impl SaslHandshakeResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = false;
         buf.put_i16(self.error_code);
         write::array_len(
@@ -86,7 +86,7 @@ impl crate::protocol::Message for SaslHandshakeResponse {
         }
         Self::read(r, version).map_err(|e| e.context(17, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "SaslHandshakeResponse",

@@ -67,7 +67,7 @@ impl ShareFetchResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         buf.put_i32(self.throttle_time_ms);
         buf.put_i16(self.error_code);
@@ -174,7 +174,7 @@ impl ShareFetchableTopicResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         buf.put_slice(&self.topic_id.0);
         write::array_len(
@@ -284,7 +284,7 @@ impl PartitionData {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         buf.put_i32(self.partition_index);
         buf.put_i16(self.error_code);
@@ -304,7 +304,7 @@ impl PartitionData {
             "PartitionData.AcknowledgeErrorMessage",
         )?;
         self.current_leader.write(buf, version)?;
-        write::nullable_bytes(
+        write::records(
             buf,
             flex,
             true,
@@ -396,7 +396,7 @@ impl LeaderIdAndEpoch {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         buf.put_i32(self.leader_id);
         buf.put_i32(self.leader_epoch);
@@ -471,7 +471,7 @@ impl AcquiredRecords {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         buf.put_i64(self.first_offset);
         buf.put_i64(self.last_offset);
@@ -552,7 +552,7 @@ impl NodeEndpoint {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         buf.put_i32(self.node_id);
         write::string(buf, flex, &self.host, "NodeEndpoint.Host")?;
@@ -600,7 +600,7 @@ impl crate::protocol::Message for ShareFetchResponse {
         }
         Self::read(r, version).map_err(|e| e.context(78, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "ShareFetchResponse",

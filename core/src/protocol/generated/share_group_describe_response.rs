@@ -53,7 +53,7 @@ impl ShareGroupDescribeResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         buf.put_i32(self.throttle_time_ms);
         write::array_len(
@@ -165,7 +165,7 @@ impl DescribedGroup {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         buf.put_i16(self.error_code);
         write::nullable_string(
@@ -292,7 +292,7 @@ impl Member {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         write::string(buf, flex, &self.member_id, "Member.MemberId")?;
         write::nullable_string(buf, flex, true, self.rack_id.as_ref(), "Member.RackId")?;
@@ -376,7 +376,7 @@ impl Assignment {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         write::array_len(
             buf,
@@ -462,7 +462,7 @@ impl TopicPartitions {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         buf.put_slice(&self.topic_id.0);
         write::string(buf, flex, &self.topic_name, "TopicPartitions.TopicName")?;
@@ -520,7 +520,7 @@ impl crate::protocol::Message for ShareGroupDescribeResponse {
         }
         Self::read(r, version).map_err(|e| e.context(77, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "ShareGroupDescribeResponse",

@@ -75,7 +75,7 @@ impl ShareGroupHeartbeatResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         buf.put_i32(self.throttle_time_ms);
         buf.put_i16(self.error_code);
@@ -180,7 +180,7 @@ impl Assignment {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         write::array_len(
             buf,
@@ -262,7 +262,7 @@ impl TopicPartitions {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         buf.put_slice(&self.topic_id.0);
         write::array_len(
@@ -318,7 +318,7 @@ impl crate::protocol::Message for ShareGroupHeartbeatResponse {
         }
         Self::read(r, version).map_err(|e| e.context(76, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "ShareGroupHeartbeatResponse",

@@ -79,7 +79,7 @@ impl SyncGroupRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 4;
         write::string(buf, flex, &self.group_id, "SyncGroupRequest.GroupId")?;
         buf.put_i32(self.generation_id);
@@ -207,7 +207,7 @@ impl SyncGroupRequestAssignment {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 4;
         write::string(
             buf,
@@ -261,7 +261,7 @@ impl crate::protocol::Message for SyncGroupRequest {
         }
         Self::read(r, version).map_err(|e| e.context(14, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "SyncGroupRequest",

@@ -84,7 +84,7 @@ impl TxnOffsetCommitRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 3;
         write::string(
             buf,
@@ -223,7 +223,7 @@ impl TxnOffsetCommitRequestTopic {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 3;
         write::string(buf, flex, &self.name, "TxnOffsetCommitRequestTopic.Name")?;
         write::array_len(
@@ -317,7 +317,7 @@ impl TxnOffsetCommitRequestPartition {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 3;
         buf.put_i32(self.partition_index);
         buf.put_i64(self.committed_offset);
@@ -378,7 +378,7 @@ impl crate::protocol::Message for TxnOffsetCommitRequest {
         }
         Self::read(r, version).map_err(|e| e.context(28, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "TxnOffsetCommitRequest",

@@ -53,7 +53,7 @@ impl TxnOffsetCommitResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 3;
         buf.put_i32(self.throttle_time_ms);
         write::array_len(
@@ -137,7 +137,7 @@ impl TxnOffsetCommitResponseTopic {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 3;
         write::string(buf, flex, &self.name, "TxnOffsetCommitResponseTopic.Name")?;
         write::array_len(
@@ -219,7 +219,7 @@ impl TxnOffsetCommitResponsePartition {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 3;
         buf.put_i32(self.partition_index);
         buf.put_i16(self.error_code);
@@ -266,7 +266,7 @@ impl crate::protocol::Message for TxnOffsetCommitResponse {
         }
         Self::read(r, version).map_err(|e| e.context(28, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "TxnOffsetCommitResponse",

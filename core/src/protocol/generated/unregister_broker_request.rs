@@ -47,7 +47,7 @@ impl UnregisterBrokerRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         buf.put_i32(self.broker_id);
         if flex {
@@ -92,7 +92,7 @@ impl crate::protocol::Message for UnregisterBrokerRequest {
         }
         Self::read(r, version).map_err(|e| e.context(64, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "UnregisterBrokerRequest",

@@ -59,7 +59,7 @@ impl UpdateFeaturesRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         buf.put_i32(self.timeout_ms);
         write::array_len(
@@ -164,7 +164,7 @@ impl FeatureUpdateKey {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         write::string(buf, flex, &self.feature, "FeatureUpdateKey.Feature")?;
         buf.put_i16(self.max_version_level);
@@ -230,7 +230,7 @@ impl crate::protocol::Message for UpdateFeaturesRequest {
         }
         Self::read(r, version).map_err(|e| e.context(57, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "UpdateFeaturesRequest",

@@ -63,7 +63,7 @@ impl UpdateFeaturesResponse {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         buf.put_i32(self.throttle_time_ms);
         buf.put_i16(self.error_code);
@@ -163,7 +163,7 @@ impl UpdatableFeatureResult {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = true;
         write::string(buf, flex, &self.feature, "UpdatableFeatureResult.Feature")?;
         buf.put_i16(self.error_code);
@@ -218,7 +218,7 @@ impl crate::protocol::Message for UpdateFeaturesResponse {
         }
         Self::read(r, version).map_err(|e| e.context(57, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "UpdateFeaturesResponse",

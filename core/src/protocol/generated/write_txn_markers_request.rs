@@ -49,7 +49,7 @@ impl WriteTxnMarkersRequest {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 1;
         write::array_len(
             buf,
@@ -143,7 +143,7 @@ impl WritableTxnMarker {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 1;
         buf.put_i64(self.producer_id);
         buf.put_i16(self.producer_epoch);
@@ -234,7 +234,7 @@ impl WritableTxnMarkerTopic {
         Ok(this)
     }
 
-    pub(crate) fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    pub(crate) fn write(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         let flex = version >= 1;
         write::string(buf, flex, &self.name, "WritableTxnMarkerTopic.Name")?;
         write::array_len(
@@ -290,7 +290,7 @@ impl crate::protocol::Message for WriteTxnMarkersRequest {
         }
         Self::read(r, version).map_err(|e| e.context(27, version))
     }
-    fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), p::EncodeError> {
+    fn encode_out(&self, buf: &mut p::Out, version: i16) -> Result<(), p::EncodeError> {
         if !Self::VERSIONS.contains(version) {
             return Err(p::EncodeError::new(
                 "WriteTxnMarkersRequest",
