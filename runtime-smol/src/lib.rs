@@ -4,7 +4,7 @@
 //! protocol-specific lives here, and nothing here needs tokio.
 
 use std::future::Future;
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -160,11 +160,9 @@ async fn drive(
     let mut stopping = false;
     loop {
         commands.pump(&mut conn, &shared, &mut buf, Instant::now());
-        while let Some(out) = conn.poll_transmit() {
-            if let Err(e) = stream.write_all(&out).await {
-                tracing::debug!(error = %e, "write failed");
-                return;
-            }
+        if let Err(e) = write_out(&mut stream, &mut conn).await {
+            tracing::debug!(error = %e, "write failed");
+            return;
         }
         if conn.is_closed() {
             break;
@@ -353,4 +351,23 @@ async fn drive_lane(mut d: LaneDriver, lanes: Arc<Lanes>, index: usize, address:
             }
         }
     }
+}
+
+/// Writes every buffer the connection has, gathered into vectored writes: a fetch
+/// response's long record batches are buffers of their own, between the encoded bytes.
+async fn write_out(stream: &mut TcpStream, conn: &mut Connection) -> io::Result<()> {
+    let mut pending = Vec::new();
+    while let Some(b) = conn.poll_transmit() {
+        pending.push(b);
+    }
+    let mut slices: Vec<IoSlice<'_>> = pending.iter().map(|b| IoSlice::new(b)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        let n = stream.write_vectored(rest).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut rest, n);
+    }
+    Ok(())
 }
