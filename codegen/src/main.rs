@@ -856,15 +856,7 @@ fn dispatch(modules: &[String], apis: &[(i16, &Schema, &Schema)]) -> String {
         }
         o.push_str("        })\n    }\n\n    /// Decodes the body of API key `key` (which may be one the codec does not know).\n    ///\n    /// # Errors\n    /// When the key is unknown or the bytes are not a valid body.\n");
         o.push_str("    pub fn decode_raw(key: i16, version: i16, r: &mut Reader) -> Result<Self, DecodeError> {\n        match ApiKey::from_i16(key) {\n            Some(k) => Self::decode(k, version, r),\n            None => Err(r.error(\"api_key\", DecodeErrorKind::UnknownApiKey).context(key, version)),\n        }\n    }\n\n");
-        o.push_str("    /// Encodes the body at `version`.\n    ///\n    /// # Errors\n    /// When the value cannot be expressed in that version.\n    pub fn encode(&self, buf: &mut bytes::BytesMut, version: i16) -> Result<(), EncodeError> {\n        match self {\n");
-        for a in apis {
-            let _ = writeln!(
-                o,
-                "            Self::{}(m) => m.encode(buf, version),",
-                api_name(a.1)
-            );
-        }
-        o.push_str("        }\n    }\n\n    /// Encodes the body at `version` into `out`, which may keep long `records` fields aside.\n    ///\n    /// # Errors\n    /// When the value cannot be expressed in that version.\n    pub fn encode_out(&self, out: &mut crate::protocol::Out, version: i16) -> Result<(), EncodeError> {\n        match self {\n");
+        o.push_str("    /// Encodes the body at `version`.\n    ///\n    /// # Errors\n    /// When the value cannot be expressed in that version.\n    pub fn encode(&self, buf: &mut bytes::BytesMut, version: i16) -> Result<(), EncodeError> {\n        let mut out = crate::protocol::Out::new(std::mem::take(buf));\n        let written = self.encode_out(&mut out, version);\n        (*buf, _) = out.finish();\n        written\n    }\n\n    /// Encodes the body at `version` into `out`, which may keep long `records` fields aside.\n    ///\n    /// # Errors\n    /// When the value cannot be expressed in that version.\n    pub fn encode_out(&self, out: &mut crate::protocol::Out, version: i16) -> Result<(), EncodeError> {\n        match self {\n");
         for a in apis {
             let _ = writeln!(
                 o,

@@ -125,7 +125,10 @@ impl Messages {
             // Extends the previous run when it is the same block and continues it.
             if Arc::ptr_eq(&last.block, block)
                 && last.end == range.start
-                && last.first_offset + (last.end - last.start) as u64 == first_offset
+                && last
+                    .first_offset
+                    .checked_add((last.end - last.start) as u64)
+                    == Some(first_offset)
             {
                 last.end = end;
                 self.len += end - range.start;
@@ -144,22 +147,27 @@ impl Messages {
     /// The messages with their offsets, as one block (runs split where offsets jump).
     #[must_use]
     pub fn from_offsets(messages: impl IntoIterator<Item = (u64, IggyMessage)>) -> Self {
-        let mut offsets = Vec::new();
+        // (first offset, first index, end index) of each run of consecutive offsets.
+        let mut runs: Vec<(u64, usize, usize)> = Vec::new();
         let block: Vec<IggyMessage> = messages
             .into_iter()
-            .map(|(o, m)| {
-                offsets.push(o);
+            .enumerate()
+            .map(|(i, (o, m))| {
+                match runs.last_mut() {
+                    Some((first, start, end))
+                        if first.checked_add((*end - *start) as u64) == Some(o) =>
+                    {
+                        *end += 1
+                    }
+                    _ => runs.push((o, i, i + 1)),
+                }
                 m
             })
             .collect();
         let block = Arc::new(block);
         let mut out = Self::new();
-        let mut start = 0;
-        for i in 1..=offsets.len() {
-            if i == offsets.len() || offsets[i] != offsets[i - 1].wrapping_add(1) {
-                out.push(offsets[start], &block, start..i);
-                start = i;
-            }
+        for (first, start, end) in runs {
+            out.push(first, &block, start..end);
         }
         out
     }

@@ -6,13 +6,17 @@
 //! alongside its socket and timer, and sleeps no later than [`Commands::poll_timeout`].
 //! Group calls go to the one [`Groups`] of the gateway, whose timers one task drives with
 //! [`Groups::poll_timeout`], [`Groups::changed`] and [`Groups::handle_timeout`].
+//! [`Transmit`] gathers what a connection has to write into vectored writes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
+
+use bytes::{Buf, Bytes};
 
 use crate::backend::{Backend, Command, CommandId, Completion, Execution};
 use crate::group::{Coordinator, GroupCall, GroupReply, ReplyTo};
@@ -299,5 +303,83 @@ impl Commands {
         for (id, c) in ready {
             conn.handle_completion(now, id, c);
         }
+    }
+}
+
+/// What a connection has to write, for vectored writes: a fetch response's long record
+/// batches are buffers of their own, between the encoded bytes. The adapter calls
+/// [`Transmit::fill`], then writes [`Transmit::slices`] and reports each write with
+/// [`Transmit::advance`] until [`Transmit::is_empty`].
+#[derive(Debug, Default)]
+pub struct Transmit {
+    bufs: VecDeque<Bytes>,
+}
+
+impl Transmit {
+    /// Nothing to write.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes everything `conn` has to write, after what is still here.
+    pub fn fill(&mut self, conn: &mut Connection) {
+        while let Some(b) = conn.poll_transmit() {
+            if !b.is_empty() {
+                self.bufs.push_back(b);
+            }
+        }
+    }
+
+    /// Whether everything was written.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.bufs.is_empty()
+    }
+
+    /// The buffers still to write, in order.
+    #[must_use]
+    pub fn slices(&self) -> Vec<IoSlice<'_>> {
+        self.bufs.iter().map(|b| IoSlice::new(b)).collect()
+    }
+
+    /// Drops the first `n` bytes, which were written.
+    pub fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.bufs.front_mut() else {
+                return;
+            };
+            let step = n.min(front.len());
+            front.advance(step);
+            n -= step;
+            if front.is_empty() {
+                self.bufs.pop_front();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Partial writes move through the buffers in order, across their boundaries.
+    #[test]
+    fn transmit_advances_across_buffers() {
+        let mut t = Transmit::new();
+        t.bufs
+            .extend([Bytes::from_static(b"abc"), Bytes::from_static(b"defgh")]);
+        t.advance(2);
+        assert_eq!(
+            t.slices().iter().map(|s| s.len()).collect::<Vec<_>>(),
+            [1, 5]
+        );
+        t.advance(3);
+        let left: Vec<u8> = t.slices().iter().flat_map(|s| s.iter().copied()).collect();
+        assert_eq!(left, b"fgh");
+        t.advance(3);
+        assert!(t.is_empty());
+        t.advance(1);
+        assert!(t.is_empty());
     }
 }

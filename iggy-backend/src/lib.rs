@@ -300,13 +300,19 @@ impl Backend for IggyBackend {
     }
 }
 
+/// Waits for a queued call's reply; a refusal is logged (at debug: the Kafka client gets the
+/// mapped error).
+async fn reply(code: u32, call: PendingCall) -> Result<Bytes, Failure> {
+    let result = call.await;
+    if let Err(Failure::Status(status)) = &result {
+        tracing::debug!(command = code, status, "iggy refused a request");
+    }
+    result
+}
+
 impl Inner {
     async fn call(&self, lane: usize, code: u32, payload: Bytes) -> Result<Bytes, Failure> {
-        let result = self.lanes.call(lane, code, payload).await;
-        if let Err(Failure::Status(status)) = &result {
-            tracing::debug!(command = code, status, "iggy refused a request");
-        }
-        result
+        reply(code, self.lanes.call(lane, code, payload)).await
     }
 
     async fn run(&self, command: Command) -> Completion {
@@ -450,18 +456,9 @@ impl Inner {
         producer: Option<&ProducerBatch>,
         call: PendingCall,
     ) -> Result<Appended, BackendError> {
-        let reply = match call.await {
+        let reply = match reply(SEND_MESSAGES_CODE, call).await {
             Ok(r) => r,
-            Err(f) => {
-                if let Failure::Status(status) = &f {
-                    tracing::debug!(
-                        command = SEND_MESSAGES_CODE,
-                        status,
-                        "iggy refused a request"
-                    );
-                }
-                return Err(self.refine(f, topic, partition).await);
-            }
+            Err(f) => return Err(self.refine(f, topic, partition).await),
         };
         let base = SendMessagesResponse::decode(&reply)
             .ok()

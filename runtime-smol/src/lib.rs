@@ -4,7 +4,7 @@
 //! protocol-specific lives here, and nothing here needs tokio.
 
 use std::future::Future;
-use std::io::{self, IoSlice};
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use async_io::Timer;
 use bytes::BytesMut;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt, StreamExt};
 use iggy_kafka_core::backend::{CommandId, Completion};
-use iggy_kafka_core::driver::{Commands, Shared};
+use iggy_kafka_core::driver::{Commands, Shared, Transmit};
 use iggy_kafka_core::iggy::{Clock, LaneDriver, Lanes, SessionConfig};
 use iggy_kafka_core::{Config, Connection};
 use smol::net::{TcpListener, TcpStream};
@@ -156,11 +156,12 @@ async fn drive(
         conn.set_client_host(format!("/{}", peer.ip()));
     }
     let mut commands = Commands::new();
+    let mut transmit = Transmit::new();
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut stopping = false;
     loop {
         commands.pump(&mut conn, &shared, &mut buf, Instant::now());
-        if let Err(e) = write_out(&mut stream, &mut conn).await {
+        if let Err(e) = write_out(&mut stream, &mut conn, &mut transmit).await {
             tracing::debug!(error = %e, "write failed");
             return;
         }
@@ -353,21 +354,19 @@ async fn drive_lane(mut d: LaneDriver, lanes: Arc<Lanes>, index: usize, address:
     }
 }
 
-/// Writes every buffer the connection has, gathered into vectored writes: a fetch
-/// response's long record batches are buffers of their own, between the encoded bytes.
-async fn write_out(stream: &mut TcpStream, conn: &mut Connection) -> io::Result<()> {
-    let mut pending = Vec::new();
-    while let Some(b) = conn.poll_transmit() {
-        pending.push(b);
-    }
-    let mut slices: Vec<IoSlice<'_>> = pending.iter().map(|b| IoSlice::new(b)).collect();
-    let mut rest = &mut slices[..];
-    while !rest.is_empty() {
-        let n = stream.write_vectored(rest).await?;
+/// Writes everything the connection has, with vectored writes.
+async fn write_out(
+    stream: &mut TcpStream,
+    conn: &mut Connection,
+    out: &mut Transmit,
+) -> io::Result<()> {
+    out.fill(conn);
+    while !out.is_empty() {
+        let n = stream.write_vectored(&out.slices()).await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
-        IoSlice::advance_slices(&mut rest, n);
+        out.advance(n);
     }
     Ok(())
 }

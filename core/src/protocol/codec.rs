@@ -852,10 +852,7 @@ pub mod write {
                 buf.put_records(b);
                 Ok(())
             }
-            None => {
-                null_check(nullable, field)?;
-                length(buf, compact, true, None, field)
-            }
+            None => nullable_bytes(buf, compact, nullable, None, field),
         }
     }
 

@@ -145,22 +145,9 @@ impl RecordBatch {
     /// When a length does not fit its field or the codec fails.
     pub fn encode(&self, codec: Compression, buf: &mut BytesMut) -> Result<(), BatchError> {
         let start = buf.len();
-        buf.put_i64(self.base_offset);
-        buf.put_i32(0); // length, patched below
-        buf.put_i32(self.partition_leader_epoch);
-        buf.put_i8(2);
-        buf.put_u32(0); // CRC, patched below
-        buf.put_i16((self.attributes & !0x7) | i16::from(codec.id()));
-        buf.put_i32(self.last_offset_delta);
-        buf.put_i64(self.base_timestamp);
-        buf.put_i64(self.max_timestamp);
-        buf.put_i64(self.producer_id);
-        buf.put_i16(self.producer_epoch);
-        buf.put_i32(self.base_sequence);
-        buf.put_i32(
-            i32::try_from(self.records.len())
-                .map_err(|_| BatchError::corrupt("too many records"))?,
-        );
+        let count = i32::try_from(self.records.len())
+            .map_err(|_| BatchError::corrupt("too many records"))?;
+        put_header(buf, self, codec, count);
         if codec == Compression::None {
             for r in &self.records {
                 encode_record(r, buf)?;
@@ -173,13 +160,36 @@ impl RecordBatch {
             // Straight into the output: no intermediate copy of the compressed bytes.
             compress(codec, &plain, (&mut *buf).writer()).map_err(BatchError::decompression)?;
         }
-        let len = i32::try_from(buf.len() - start - 12)
-            .map_err(|_| BatchError::corrupt("batch too large"))?;
-        buf[start + 8..start + 12].copy_from_slice(&len.to_be_bytes());
-        let crc = crc32c::crc32c(&buf[start + CRC_START..]);
-        buf[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());
-        Ok(())
+        seal(buf, start)
     }
+}
+
+/// Writes `b`'s v2 header with `codec` in its attributes and `count` records; the length
+/// and the CRC are left for [`seal`].
+fn put_header(buf: &mut BytesMut, b: &RecordBatch, codec: Compression, count: i32) {
+    buf.put_i64(b.base_offset);
+    buf.put_i32(0); // length, patched by seal
+    buf.put_i32(b.partition_leader_epoch);
+    buf.put_i8(2);
+    buf.put_u32(0); // CRC, patched by seal
+    buf.put_i16((b.attributes & !0x7) | i16::from(codec.id()));
+    buf.put_i32(b.last_offset_delta);
+    buf.put_i64(b.base_timestamp);
+    buf.put_i64(b.max_timestamp);
+    buf.put_i64(b.producer_id);
+    buf.put_i16(b.producer_epoch);
+    buf.put_i32(b.base_sequence);
+    buf.put_i32(count);
+}
+
+/// Patches the length and the CRC-32C of the batch that starts at `start` and ends `buf`.
+fn seal(buf: &mut BytesMut, start: usize) -> Result<(), BatchError> {
+    let len = i32::try_from(buf.len() - start - 12)
+        .map_err(|_| BatchError::corrupt("batch too large"))?;
+    buf[start + 8..start + 12].copy_from_slice(&len.to_be_bytes());
+    let crc = crc32c::crc32c(&buf[start + CRC_START..]);
+    buf[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
 }
 
 /// Why a batch was refused. [`BatchError::error_code`] is the per-partition code Kafka uses.
@@ -633,19 +643,16 @@ impl BatchWriter {
         log_append: bool,
     ) -> Self {
         let start = buf.len();
-        buf.put_i64(base_offset);
-        buf.put_i32(0); // length, patched by finish
-        buf.put_i32(0); // partition leader epoch
-        buf.put_i8(2);
-        buf.put_u32(0); // CRC, patched by finish
-        buf.put_i16(if log_append { 0x8 } else { 0 });
-        buf.put_i32(0); // last offset delta, patched by finish
-        buf.put_i64(base_timestamp);
-        buf.put_i64(base_timestamp); // max timestamp, patched by finish
-        buf.put_i64(-1);
-        buf.put_i16(-1);
-        buf.put_i32(-1);
-        buf.put_i32(0); // record count, patched by finish
+        let header = RecordBatch {
+            base_offset,
+            partition_leader_epoch: 0,
+            attributes: if log_append { 0x8 } else { 0 },
+            base_timestamp,
+            max_timestamp: base_timestamp,
+            ..RecordBatch::default()
+        };
+        // The last offset delta, the largest timestamp and the count are patched by finish.
+        put_header(buf, &header, Compression::None, 0);
         Self {
             start,
             base_offset,
@@ -654,12 +661,6 @@ impl BatchWriter {
             last_offset_delta: 0,
             count: 0,
         }
-    }
-
-    /// The batch's first offset.
-    #[must_use]
-    pub fn base_offset(&self) -> i64 {
-        self.base_offset
     }
 
     /// The batch's largest timestamp so far.
@@ -699,22 +700,17 @@ impl BatchWriter {
         Ok(())
     }
 
-    /// Patches the length, the last offset delta, the largest timestamp, the record count
-    /// and the CRC.
+    /// Patches the last offset delta, the largest timestamp and the record count, then
+    /// seals the batch (length and CRC).
     ///
     /// # Errors
     /// When the batch is longer than a batch may be.
     pub fn finish(self, buf: &mut BytesMut) -> Result<(), BatchError> {
         let start = self.start;
-        let len = i32::try_from(buf.len() - start - 12)
-            .map_err(|_| BatchError::corrupt("batch too large"))?;
-        buf[start + 8..start + 12].copy_from_slice(&len.to_be_bytes());
         buf[start + 23..start + 27].copy_from_slice(&self.last_offset_delta.to_be_bytes());
         buf[start + 35..start + 43].copy_from_slice(&self.max_timestamp.to_be_bytes());
         buf[start + 57..start + 61].copy_from_slice(&self.count.to_be_bytes());
-        let crc = crc32c::crc32c(&buf[start + CRC_START..]);
-        buf[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());
-        Ok(())
+        seal(buf, start)
     }
 }
 
