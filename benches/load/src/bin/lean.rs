@@ -1,0 +1,271 @@
+//! A lean Kafka client that does what `iggy-bench` does on Iggy's side, so that the two
+//! figures compare the gateway with the server rather than librdkafka with Iggy's SDK.
+//!
+//! usage: iggy-kafka-lean BOOTSTRAP TOPIC RECORDS SIZE [BATCH]
+//!
+//! Produce: one record batch of BATCH (default 1,000) records of SIZE bytes is built once; each
+//! request stamps the current time into it (recomputing its CRC, as iggy-bench stamps its
+//! fixed batch), is sent with acks=1, and its answer awaited before the next, one request in
+//! flight on one connection (iggy-bench's producer waits for each send too). Consume: Fetch
+//! requests one at a time from offset 0, each asking for about one produced batch (iggy-bench
+//! polls BATCH messages at a time), walking every record's length and checking the counts
+//! and sizes add up. The topic (one partition) must exist; the broker at BOOTSTRAP must lead
+//! it (a single-node gateway does).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use iggy_kafka_core::api;
+use iggy_kafka_core::protocol::generated::fetch_request::{
+    FetchPartition, FetchRequest, FetchTopic,
+};
+use iggy_kafka_core::protocol::generated::produce_request::{
+    PartitionProduceData, ProduceRequest, TopicProduceData,
+};
+use iggy_kafka_core::protocol::generated::request_header::RequestHeader;
+use iggy_kafka_core::protocol::generated::response_header::ResponseHeader;
+use iggy_kafka_core::protocol::{Message, Reader, Request, Response};
+use iggy_kafka_core::records::{Compression, Record, RecordBatch};
+
+const PRODUCE_VERSION: i16 = 9;
+const FETCH_VERSION: i16 = 12;
+/// Where a v2 batch's CRC, attributes and base timestamp start.
+const CRC_AT: usize = 17;
+const ATTRIBUTES_AT: usize = 21;
+const BASE_TIMESTAMP_AT: usize = 27;
+const MAX_TIMESTAMP_AT: usize = 35;
+const RECORD_COUNT_AT: usize = 57;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (bootstrap, topic, records, size, batch) = match &args[..] {
+        [_, b, t, r, s] => (b, t, r, s, 1000),
+        [_, b, t, r, s, n] => (b, t, r, s, n.parse().expect("BATCH")),
+        _ => {
+            eprintln!("usage: iggy-kafka-lean BOOTSTRAP TOPIC RECORDS SIZE [BATCH]");
+            std::process::exit(2);
+        }
+    };
+    let records: usize = records.parse().expect("RECORDS");
+    let size: usize = size.parse().expect("SIZE");
+    let batch: usize = std::cmp::max(batch, 1);
+    let phase = std::env::var("LOAD_PHASE").unwrap_or_default();
+    let mut conn = Conn::new(bootstrap);
+    let batch_len = if phase != "consume" {
+        produce(&mut conn, topic, records, size, batch)
+    } else {
+        encoded_batch(size, batch).len()
+    };
+    if phase != "produce" {
+        consume(&mut conn, topic, records, size, batch_len);
+    }
+}
+
+fn rate(what: &str, records: usize, size: usize, elapsed: Duration) {
+    let secs = elapsed.as_secs_f64();
+    println!(
+        "{what}: {records} records of {size} B in {secs:.2} s: {:.3} M records/s, {:.1} MB/s",
+        records as f64 / secs / 1e6,
+        (records * size) as f64 / secs / 1e6
+    );
+}
+
+fn encoded_batch(size: usize, count: usize) -> BytesMut {
+    let value = Bytes::from(vec![b'x'; size]);
+    let batch = RecordBatch {
+        last_offset_delta: count as i32 - 1,
+        records: (0..count)
+            .map(|i| Record {
+                offset_delta: i as i32,
+                value: Some(value.clone()),
+                ..Record::default()
+            })
+            .collect(),
+        ..RecordBatch::default()
+    };
+    let mut buf = BytesMut::new();
+    batch.encode(Compression::None, &mut buf).expect("batch");
+    buf
+}
+
+fn produce(conn: &mut Conn, topic: &str, records: usize, size: usize, batch: usize) -> usize {
+    let full = encoded_batch(size, batch);
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < records {
+        let count = std::cmp::min(batch, records - sent);
+        let mut b = if count == batch {
+            full.clone()
+        } else {
+            encoded_batch(size, count)
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as i64;
+        b[BASE_TIMESTAMP_AT..BASE_TIMESTAMP_AT + 8].copy_from_slice(&now.to_be_bytes());
+        b[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&now.to_be_bytes());
+        let crc = crc32c::crc32c(&b[ATTRIBUTES_AT..]);
+        b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        let request = Request::Produce(ProduceRequest {
+            acks: 1,
+            timeout_ms: 30_000,
+            topic_data: vec![TopicProduceData {
+                name: topic.into(),
+                partition_data: vec![PartitionProduceData {
+                    index: 0,
+                    records: Some(b.freeze()),
+                    ..PartitionProduceData::default()
+                }],
+                ..TopicProduceData::default()
+            }],
+            ..ProduceRequest::default()
+        });
+        let Response::Produce(r) = conn.call(&request, PRODUCE_VERSION) else {
+            panic!("not a produce response")
+        };
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, 0, "produce refused: {p:?}");
+        sent += count;
+    }
+    rate("produce", records, size, start.elapsed());
+    full.len()
+}
+
+fn consume(conn: &mut Conn, topic: &str, records: usize, size: usize, batch_len: usize) {
+    let start = Instant::now();
+    let mut offset: i64 = 0;
+    let mut got = 0;
+    let mut bytes = 0;
+    while got < records {
+        let request = Request::Fetch(FetchRequest {
+            replica_id: -1,
+            max_wait_ms: 10_000,
+            min_bytes: 1,
+            max_bytes: 52_428_800,
+            isolation_level: 0,
+            session_id: 0,
+            session_epoch: -1,
+            topics: vec![FetchTopic {
+                topic: topic.into(),
+                partitions: vec![FetchPartition {
+                    partition: 0,
+                    current_leader_epoch: -1,
+                    fetch_offset: offset,
+                    last_fetched_epoch: -1,
+                    log_start_offset: -1,
+                    partition_max_bytes: batch_len as i32,
+                    ..FetchPartition::default()
+                }],
+                ..FetchTopic::default()
+            }],
+            ..FetchRequest::default()
+        });
+        let Response::Fetch(r) = conn.call(&request, FETCH_VERSION) else {
+            panic!("not a fetch response")
+        };
+        let p = &r.responses[0].partitions[0];
+        assert_eq!(p.error_code, 0, "fetch refused at {offset}");
+        let mut data = p.records.clone().unwrap_or_default();
+        assert!(!data.is_empty(), "no record for 10 s after {got}");
+        while data.len() >= 61 {
+            let base = (&data[..8]).get_i64();
+            let len = (&data[8..12]).get_i32() as usize;
+            if data.len() < 12 + len {
+                break; // a partial batch at the end of the response, as Kafka may send
+            }
+            let last_delta = (&data[23..27]).get_i32() as i64;
+            let count = (&data[RECORD_COUNT_AT..61]).get_i32() as usize;
+            let mut body = &data[61..12 + len];
+            for _ in 0..count {
+                let record_len = varint(&mut body);
+                bytes += value_len(&body[..record_len]);
+                body = &body[record_len..];
+            }
+            assert!(body.is_empty(), "batch at {base} longer than its records");
+            if base + last_delta >= offset {
+                got += count;
+                offset = base + last_delta + 1;
+            }
+            data.advance(12 + len);
+        }
+    }
+    assert_eq!(bytes, got * size, "record sizes");
+    rate("consume", got, size, start.elapsed());
+}
+
+fn varint(buf: &mut &[u8]) -> usize {
+    let mut value: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let b = buf[0];
+        *buf = &buf[1..];
+        value |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    ((value >> 1) as i64 ^ -((value & 1) as i64)) as usize
+}
+
+/// The value's length of one record (attributes, timestamp delta, offset delta, key, value).
+fn value_len(mut record: &[u8]) -> usize {
+    record = &record[1..];
+    varint(&mut record);
+    varint(&mut record);
+    let key = varint(&mut record) as isize;
+    if key > 0 {
+        record = &record[key as usize..];
+    }
+    let value = varint(&mut record) as isize;
+    value.max(0) as usize
+}
+
+struct Conn {
+    stream: TcpStream,
+    correlation: i32,
+    out: BytesMut,
+}
+
+impl Conn {
+    fn new(bootstrap: &str) -> Self {
+        let stream = TcpStream::connect(bootstrap).expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        Self {
+            stream,
+            correlation: 0,
+            out: BytesMut::new(),
+        }
+    }
+
+    fn call(&mut self, request: &Request, version: i16) -> Response {
+        let key = request.api_key();
+        self.correlation += 1;
+        self.out.clear();
+        self.out.put_u32(0);
+        RequestHeader {
+            request_api_key: key as i16,
+            request_api_version: version,
+            correlation_id: self.correlation,
+            client_id: Some("iggy-kafka-lean".into()),
+            ..RequestHeader::default()
+        }
+        .encode(&mut self.out, api::request_header_version(key, version))
+        .expect("header");
+        request.encode(&mut self.out, version).expect("body");
+        let size = (self.out.len() - 4) as u32;
+        self.out[..4].copy_from_slice(&size.to_be_bytes());
+        self.stream.write_all(&self.out).expect("send");
+
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len).expect("response size");
+        let mut input = vec![0; u32::from_be_bytes(len) as usize];
+        self.stream.read_exact(&mut input).expect("response");
+        let mut r = Reader::new(Bytes::from(input), 0);
+        let header = ResponseHeader::decode(&mut r, api::response_header_version(key, version))
+            .expect("response header");
+        assert_eq!(header.correlation_id, self.correlation);
+        Response::decode(key, version, &mut r).expect("response body")
+    }
+}
