@@ -316,6 +316,16 @@ pub fn kafka_timestamp_ms(msg: &IggyMessage) -> i64 {
     }
 }
 
+/// [`from_iggy`] for a message without headers — a keyless record with a value, the common
+/// case, or a header-less message from an Iggy producer — as its timestamp and value,
+/// borrowed: the fetch path writes it without counting a reference.
+#[must_use]
+pub fn bare_record(msg: &IggyMessage) -> Option<(i64, &Bytes)> {
+    msg.headers
+        .is_empty()
+        .then(|| (kafka_timestamp_ms(msg), &msg.payload))
+}
+
 /// Maps an Iggy message back to the Kafka record it holds. A message that Iggy-native
 /// producers wrote (no `kafka-*` headers) becomes a record whose value is the payload, whose
 /// headers are its user headers and whose timestamp is its origin timestamp (or, without
@@ -410,6 +420,18 @@ mod tests {
         // Iggy keeps headers in a map: their order must not matter.
         msg.headers.reverse();
         assert_eq!(&from_iggy(&msg), r);
+        // The fetch path's shortcut reads the same record, and only where it may.
+        match bare_record(&msg) {
+            Some((timestamp_ms, value)) => assert_eq!(
+                &KafkaRecord {
+                    timestamp_ms,
+                    value: Some(value.clone()),
+                    ..KafkaRecord::default()
+                },
+                r
+            ),
+            None => assert!(!msg.headers.is_empty()),
+        }
         msg
     }
 

@@ -418,10 +418,11 @@ impl Inner {
         )
     }
 
-    fn message_id(&self) -> u128 {
+    /// The first of `n` fresh Iggy message ids.
+    fn message_ids(&self, n: usize) -> u128 {
         // Unique per gateway run: the seed in the high half, a counter in the low half.
         (u128::from(self.config.seed) << 64)
-            | u128::from(self.next_message_id.fetch_add(1, Ordering::Relaxed))
+            | u128::from(self.next_message_id.fetch_add(n as u64, Ordering::Relaxed))
     }
 
     // ---- records ----
@@ -440,9 +441,9 @@ impl Inner {
                 max: self.config.max_message_bytes,
             });
         }
-        let body = wire::send_messages(&self.stream, &named(topic)?, partition, messages, || {
-            self.message_id()
-        })?;
+        let first_id = self.message_ids(messages.len());
+        let body =
+            wire::send_messages(&self.stream, &named(topic)?, partition, messages, first_id)?;
         Ok(self
             .lanes
             .call(lane_of(topic, partition), SEND_MESSAGES_CODE, body))
@@ -990,9 +991,8 @@ impl Inner {
                     ..IggyMessage::default()
                 })
                 .collect();
-            let body = wire::send_messages(&self.stream, &named(&topic)?, 0, &messages, || {
-                self.message_id()
-            })?;
+            let first_id = self.message_ids(messages.len());
+            let body = wire::send_messages(&self.stream, &named(&topic)?, 0, &messages, first_id)?;
             self.call(admin_lane(&topic), SEND_MESSAGES_CODE, body)
                 .await
                 .map_err(|f| backend_error(f, &topic, Some(0)))?;

@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use super::{partition_index, Ctx, Step, Task};
 use crate::backend::{message_size, Command, Completion, ReadResult, TopicRef, WatchPartition};
 use crate::error_code::ErrorCode;
-use crate::mapping::from_iggy;
+use crate::mapping::{bare_record, from_iggy};
 use crate::protocol::generated::fetch_request::FetchRequest;
 use crate::protocol::generated::fetch_response::{
     FetchResponse, FetchableTopicResponse, PartitionData,
@@ -169,30 +169,35 @@ fn encode_records(read: &ReadResult, budget: usize, first: bool) -> (Bytes, usiz
     // (such a batch's records all carry the batch's one timestamp).
     let mut batch: Option<(BatchWriter, bool)> = None;
     for (offset, m) in read.messages.iter().take(taken) {
-        let record = from_iggy(m);
         let offset = i64::try_from(offset).unwrap_or(i64::MAX);
-        let log_append = record.timestamp_type == TimestampType::LogAppendTime;
+        let record;
+        let (timestamp_ms, log_append, key, value, headers) = match bare_record(m) {
+            Some((timestamp_ms, value)) => (timestamp_ms, false, None, Some(value), &[][..]),
+            None => {
+                record = from_iggy(m);
+                (
+                    record.timestamp_ms,
+                    record.timestamp_type == TimestampType::LogAppendTime,
+                    record.key.as_ref(),
+                    record.value.as_ref(),
+                    &record.headers[..],
+                )
+            }
+        };
         let fits = batch.as_ref().is_some_and(|(b, kind)| {
-            *kind == log_append && (!log_append || b.max_timestamp() == record.timestamp_ms)
+            *kind == log_append && (!log_append || b.max_timestamp() == timestamp_ms)
         });
         if !fits {
             if let Some((b, _)) = batch.take() {
                 finish(b, &mut buf);
             }
             batch = Some((
-                BatchWriter::begin(&mut buf, offset, record.timestamp_ms, log_append),
+                BatchWriter::begin(&mut buf, offset, timestamp_ms, log_append),
                 log_append,
             ));
         }
         if let Some((b, _)) = batch.as_mut() {
-            if let Err(e) = b.push(
-                &mut buf,
-                offset,
-                record.timestamp_ms,
-                record.key.as_ref(),
-                record.value.as_ref(),
-                &record.headers,
-            ) {
+            if let Err(e) = b.push(&mut buf, offset, timestamp_ms, key, value, headers) {
                 // Only lengths beyond i32 fail, which the read limits rule out.
                 tracing::error!(error = %e, "cannot encode a fetched record");
             }

@@ -601,15 +601,6 @@ fn uvarint_len(mut v: u64) -> usize {
     n
 }
 
-#[inline]
-fn put_uvarint(buf: &mut BytesMut, mut v: u64) {
-    while v >= 0x80 {
-        buf.put_u8((v as u8) | 0x80);
-        v >>= 7;
-    }
-    buf.put_u8(v as u8);
-}
-
 fn nullable_len(b: Option<&Bytes>) -> Result<(i32, usize), BatchError> {
     match b {
         None => Ok((-1, 0)),
@@ -757,29 +748,57 @@ fn encode_record_parts(
             + vb;
     }
     let body = i32::try_from(body).map_err(|_| BatchError::corrupt("record too long"))?;
-    put_uvarint(buf, u64::from(zigzag32(body)));
-    buf.put_i8(attributes);
-    put_uvarint(buf, zigzag64(timestamp_delta));
-    put_uvarint(buf, u64::from(zigzag32(offset_delta)));
-    put_uvarint(buf, u64::from(zigzag32(key_len)));
+    let length = u64::from(zigzag32(body));
+    // Sized once and filled through a slice: `BytesMut`'s one-byte writes are calls of
+    // their own, which made varints most of the cost of a small record.
+    let at = buf.len();
+    buf.resize(at + uvarint_len(length) + body as usize, 0);
+    let mut w = SliceWriter(&mut buf[at..]);
+    w.uvarint(length);
+    w.put(&attributes.to_be_bytes());
+    w.uvarint(zigzag64(timestamp_delta));
+    w.uvarint(u64::from(zigzag32(offset_delta)));
+    w.uvarint(u64::from(zigzag32(key_len)));
     if let Some(k) = key {
-        buf.put_slice(k);
+        w.put(k);
     }
-    put_uvarint(buf, u64::from(zigzag32(value_len)));
+    w.uvarint(u64::from(zigzag32(value_len)));
     if let Some(v) = value {
-        buf.put_slice(v);
+        w.put(v);
     }
-    put_uvarint(buf, u64::from(zigzag32(header_count)));
+    w.uvarint(u64::from(zigzag32(header_count)));
     for h in headers {
-        put_uvarint(buf, u64::from(zigzag32(h.key.len() as i32)));
-        buf.put_slice(&h.key);
+        w.uvarint(u64::from(zigzag32(h.key.len() as i32)));
+        w.put(&h.key);
         let (v, _) = nullable_len(h.value.as_ref())?;
-        put_uvarint(buf, u64::from(zigzag32(v)));
+        w.uvarint(u64::from(zigzag32(v)));
         if let Some(v) = &h.value {
-            buf.put_slice(v);
+            w.put(v);
         }
     }
+    debug_assert!(w.0.is_empty(), "a record's size was miscounted");
     Ok(())
+}
+
+/// Writes into a slice sized beforehand, front to back.
+struct SliceWriter<'a>(&'a mut [u8]);
+
+impl SliceWriter<'_> {
+    #[inline]
+    fn put(&mut self, src: &[u8]) {
+        let (head, rest) = std::mem::take(&mut self.0).split_at_mut(src.len());
+        head.copy_from_slice(src);
+        self.0 = rest;
+    }
+
+    #[inline]
+    fn uvarint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.put(&[(v as u8) | 0x80]);
+            v >>= 7;
+        }
+        self.put(&[v as u8]);
+    }
 }
 
 #[cfg(test)]
