@@ -23,7 +23,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use event_listener::Event;
@@ -141,7 +141,25 @@ struct PartitionState {
     log_start: AtomicU64,
     /// Notified when this gateway appended here: wakes the fetches waiting on it.
     appended: Event,
+    /// Polls sent ahead of sequential readers, newest last.
+    read_ahead: Mutex<Vec<ReadAhead>>,
 }
+
+/// A poll sent for the offset right after what a read returned, while the reader (a
+/// consumer, one fetch at a time) is still busy with that: its next read finds the reply
+/// waiting or on its way instead of paying a round trip to Iggy.
+struct ReadAhead {
+    offset: u64,
+    sent: Instant,
+    call: PendingCall,
+}
+
+/// Readers of one partition at once whose next reads are polled ahead (consumers of
+/// several groups); a fetch's worth of messages each.
+const READ_AHEADS: usize = 2;
+/// How long a poll sent ahead may serve a read: bounds how stale a read can be when the
+/// topic is deleted and re-created by other means than this gateway in between.
+const READ_AHEAD_FOR: Duration = Duration::from_secs(1);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -514,7 +532,25 @@ impl Inner {
         strategy: WirePollingStrategy,
         count: u32,
     ) -> Result<Bytes, BackendError> {
-        let request = PollMessagesRequest {
+        let request = self.poll_request(topic, partition, strategy, count)?;
+        match self
+            .call(lane_of(topic, partition), POLL_MESSAGES_CODE, request)
+            .await
+        {
+            Ok(r) => Ok(r),
+            Err(f) => Err(self.refine(f, topic, partition).await),
+        }
+    }
+
+    /// A `PollMessages` of up to `count` messages.
+    fn poll_request(
+        &self,
+        topic: &str,
+        partition: u32,
+        strategy: WirePollingStrategy,
+        count: u32,
+    ) -> Result<Bytes, BackendError> {
+        Ok(PollMessagesRequest {
             consumer: WireConsumer::consumer(WireIdentifier::numeric(1)),
             stream_id: self.stream.clone(),
             topic_id: named(topic)?,
@@ -522,18 +558,8 @@ impl Inner {
             strategy,
             count,
             auto_commit: false,
-        };
-        match self
-            .call(
-                lane_of(topic, partition),
-                POLL_MESSAGES_CODE,
-                request.to_bytes(),
-            )
-            .await
-        {
-            Ok(r) => Ok(r),
-            Err(f) => Err(self.refine(f, topic, partition).await),
         }
+        .to_bytes())
     }
 
     /// An Iggy failure of a partition request as a Kafka error: a generic "not found" is
@@ -565,15 +591,49 @@ impl Inner {
         let name = self.topic_name(topic).await?;
         let estimate = self.message_size.load(Ordering::Relaxed).max(32);
         let count = (max_bytes / estimate + 1).clamp(1, max_messages.clamp(1, 10_000));
-        let body = self
-            .poll(
-                &name,
-                partition,
-                WirePollingStrategy::offset(offset),
-                u32::try_from(count).unwrap_or(u32::MAX),
-            )
-            .await?;
+        let count = u32::try_from(count).unwrap_or(u32::MAX);
+        let state = self.partition(&name, partition);
+        let ahead = {
+            let mut aheads = lock(&state.read_ahead);
+            let now = self.clock.now();
+            aheads.retain(|a| now.duration_since(a.sent) < READ_AHEAD_FOR);
+            aheads
+                .iter()
+                .position(|a| a.offset == offset)
+                .map(|i| aheads.remove(i))
+        };
+        // A poll sent ahead that failed is not this read's failure: it asks again.
+        let body = match ahead {
+            Some(a) => reply(POLL_MESSAGES_CODE, a.call).await.ok(),
+            None => None,
+        };
+        let body = match body {
+            Some(body) => body,
+            None => {
+                self.poll(&name, partition, WirePollingStrategy::offset(offset), count)
+                    .await?
+            }
+        };
         let (messages, current, bytes) = wire::polled(&body, offset, max_bytes, max_messages)?;
+        if let Some((last, _)) = messages.last() {
+            if last < current {
+                let next = last + 1;
+                let call = self.lanes.call(
+                    lane_of(&name, partition),
+                    POLL_MESSAGES_CODE,
+                    self.poll_request(&name, partition, WirePollingStrategy::offset(next), count)?,
+                );
+                let mut aheads = lock(&state.read_ahead);
+                if aheads.len() == READ_AHEADS {
+                    aheads.remove(0);
+                }
+                aheads.push(ReadAhead {
+                    offset: next,
+                    sent: self.clock.now(),
+                    call,
+                });
+            }
+        }
         let Some((first, _)) = messages.first() else {
             let offsets = self.offsets(&name, partition).await?;
             if offset > offsets.high_watermark || offset < offsets.log_start {

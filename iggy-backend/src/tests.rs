@@ -23,11 +23,21 @@ use secrecy::SecretString;
 use super::{offsets, IggyBackend, IggyConfig};
 use fake::FakeIggy;
 
-struct InstantClock;
+/// The time now, or later by what a test moved it on; sleeps end at once.
+#[derive(Default)]
+struct TestClock {
+    ahead: std::sync::Mutex<Duration>,
+}
 
-impl Clock for InstantClock {
+impl TestClock {
+    fn advance(&self, by: Duration) {
+        *self.ahead.lock().expect("the clock") += by;
+    }
+}
+
+impl Clock for TestClock {
     fn now(&self) -> Instant {
-        Instant::now()
+        Instant::now() + *self.ahead.lock().expect("the clock")
     }
     fn sleep_until(&self, _: Instant) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(std::future::ready(()))
@@ -36,6 +46,7 @@ impl Clock for InstantClock {
 
 struct Harness {
     fake: FakeIggy,
+    clock: Arc<TestClock>,
     lanes: Arc<Lanes>,
     drivers: Vec<LaneDriver>,
     wires: Vec<Vec<u8>>,
@@ -70,6 +81,7 @@ impl Harness {
             .collect();
         Self {
             fake,
+            clock: Arc::default(),
             lanes,
             drivers,
             wires: vec![Vec::new(); 3],
@@ -120,7 +132,8 @@ impl Harness {
             ..IggyConfig::default()
         };
         let lanes = Arc::clone(&self.lanes);
-        self.run(IggyBackend::connect(lanes, Arc::new(InstantClock), config))
+        let clock: Arc<dyn Clock> = self.clock.clone();
+        self.run(IggyBackend::connect(lanes, clock, config))
     }
 
     fn backend(&mut self) -> IggyBackend {
@@ -208,6 +221,17 @@ fn read(
     partition: u32,
     offset: u64,
 ) -> Result<Vec<(u64, KafkaRecord)>, BackendError> {
+    read_up_to(h, backend, topic, partition, offset, 100_000)
+}
+
+fn read_up_to(
+    h: &mut Harness,
+    backend: &IggyBackend,
+    topic: &str,
+    partition: u32,
+    offset: u64,
+    max_messages: usize,
+) -> Result<Vec<(u64, KafkaRecord)>, BackendError> {
     match h.exec(
         backend,
         Command::Read {
@@ -215,7 +239,7 @@ fn read(
             partition,
             offset,
             max_bytes: 1 << 20,
-            max_messages: 100_000,
+            max_messages,
         },
     ) {
         Completion::Read(r) => {
@@ -303,6 +327,57 @@ fn records_round_trip_through_iggy_messages() {
         Completion::Offsets(Ok(o)) => assert_eq!(o.high_watermark, 0, "empty"),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn sequential_reads_find_the_next_poll_sent_ahead() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let records: Vec<KafkaRecord> = (0..60).map(record).collect();
+    assert_eq!(append(&mut h, &backend, "t", 0, &records, None), Ok(0));
+    let polls = |h: &Harness| {
+        h.fake
+            .seen
+            .iter()
+            .filter(|c| **c == super::POLL_MESSAGES_CODE)
+            .count()
+    };
+    let before = polls(&h);
+    // A read, then the lanes moved once more (the poll sent ahead goes out), then how many
+    // polls the server has seen.
+    let mut read_then_polls = |h: &mut Harness, offset: u64, max: usize, len: usize| {
+        let got = read_up_to(h, &backend, "t", 0, offset, max).expect("a read");
+        assert_eq!(got.len(), len, "read at {offset}");
+        for (i, (o, r)) in got.iter().enumerate() {
+            let want = offset as usize + i;
+            assert_eq!((*o, r), (want as u64, &records[want]));
+        }
+        h.serve();
+        polls(h) - before
+    };
+    // Each read polls what it returns and sends the next one's poll ahead.
+    assert_eq!(read_then_polls(&mut h, 0, 10, 10), 2);
+    assert_eq!(
+        read_then_polls(&mut h, 10, 10, 10),
+        3,
+        "served by the poll sent ahead"
+    );
+    // Another reader elsewhere polls for itself and keeps the first one's poll.
+    assert_eq!(read_then_polls(&mut h, 40, 10, 10), 5);
+    assert_eq!(
+        read_then_polls(&mut h, 20, 10, 10),
+        6,
+        "the first reader's was kept"
+    );
+    // A poll sent ahead too long ago is not used.
+    h.clock.advance(Duration::from_secs(2));
+    assert_eq!(read_then_polls(&mut h, 30, 10, 10), 8);
+    assert_eq!(read_then_polls(&mut h, 40, 10, 10), 9);
+    // Caught up: the poll sent ahead holds the rest (no more than it asked for), and
+    // nothing more is polled ahead.
+    assert_eq!(read_then_polls(&mut h, 50, 100, 10), 9);
+    assert_eq!(read_then_polls(&mut h, 60, 100, 0), 10);
 }
 
 #[test]
