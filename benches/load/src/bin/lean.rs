@@ -1,7 +1,7 @@
 //! A lean Kafka client that does what `iggy-bench` does on Iggy's side, so that the two
 //! figures compare the gateway with the server rather than librdkafka with Iggy's SDK.
 //!
-//! usage: iggy-kafka-lean BOOTSTRAP TOPIC RECORDS SIZE [BATCH]
+//! usage: iggy-kafka-lean BOOTSTRAP TOPIC RECORDS SIZE [BATCH [IN_FLIGHT]]
 //!
 //! Produce: one record batch of BATCH (default 1,000) records of SIZE bytes is built once; each
 //! request stamps the current time into it (recomputing its CRC, as iggy-bench stamps its
@@ -11,6 +11,10 @@
 //! polls BATCH messages at a time), walking every record's length and checking the counts
 //! and sizes add up. The topic (one partition) must exist; the broker at BOOTSTRAP must lead
 //! it (a single-node gateway does).
+//!
+//! IN_FLIGHT (default 1) above 1 lets the producer send that many requests before awaiting
+//! the first answer, as Kafka clients may (librdkafka's `max.in.flight`; Iggy's protocol
+//! carries one request at a time per connection, so iggy-bench cannot).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -26,7 +30,7 @@ use iggy_kafka_core::protocol::generated::produce_request::{
 };
 use iggy_kafka_core::protocol::generated::request_header::RequestHeader;
 use iggy_kafka_core::protocol::generated::response_header::ResponseHeader;
-use iggy_kafka_core::protocol::{Message, Reader, Request, Response};
+use iggy_kafka_core::protocol::{ApiKey, Message, Reader, Request, Response};
 use iggy_kafka_core::records::{Compression, Record, RecordBatch};
 
 const PRODUCE_VERSION: i16 = 9;
@@ -40,11 +44,19 @@ const RECORD_COUNT_AT: usize = 57;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let (bootstrap, topic, records, size, batch) = match &args[..] {
-        [_, b, t, r, s] => (b, t, r, s, 1000),
-        [_, b, t, r, s, n] => (b, t, r, s, n.parse().expect("BATCH")),
+    let (bootstrap, topic, records, size, batch, in_flight) = match &args[..] {
+        [_, b, t, r, s] => (b, t, r, s, 1000, 1),
+        [_, b, t, r, s, n] => (b, t, r, s, n.parse().expect("BATCH"), 1),
+        [_, b, t, r, s, n, f] => (
+            b,
+            t,
+            r,
+            s,
+            n.parse().expect("BATCH"),
+            f.parse().expect("IN_FLIGHT"),
+        ),
         _ => {
-            eprintln!("usage: iggy-kafka-lean BOOTSTRAP TOPIC RECORDS SIZE [BATCH]");
+            eprintln!("usage: iggy-kafka-lean BOOTSTRAP TOPIC RECORDS SIZE [BATCH [IN_FLIGHT]]");
             std::process::exit(2);
         }
     };
@@ -54,7 +66,7 @@ fn main() {
     let phase = std::env::var("LOAD_PHASE").unwrap_or_default();
     let mut conn = Conn::new(bootstrap);
     let batch_len = if phase != "consume" {
-        produce(&mut conn, topic, records, size, batch)
+        produce(&mut conn, topic, records, size, batch, in_flight.max(1))
     } else {
         encoded_batch(size, batch).len()
     };
@@ -90,11 +102,28 @@ fn encoded_batch(size: usize, count: usize) -> BytesMut {
     buf
 }
 
-fn produce(conn: &mut Conn, topic: &str, records: usize, size: usize, batch: usize) -> usize {
+fn produce(
+    conn: &mut Conn,
+    topic: &str,
+    records: usize,
+    size: usize,
+    batch: usize,
+    in_flight: usize,
+) -> usize {
     let full = encoded_batch(size, batch);
     let start = Instant::now();
     let mut sent = 0;
-    while sent < records {
+    let mut waiting = 0;
+    while sent < records || waiting > 0 {
+        if sent == records || waiting == in_flight {
+            let Response::Produce(r) = conn.recv() else {
+                panic!("not a produce response")
+            };
+            let p = &r.responses[0].partition_responses[0];
+            assert_eq!(p.error_code, 0, "produce refused: {p:?}");
+            waiting -= 1;
+            continue;
+        }
         let count = std::cmp::min(batch, records - sent);
         let mut b = if count == batch {
             full.clone()
@@ -123,11 +152,8 @@ fn produce(conn: &mut Conn, topic: &str, records: usize, size: usize, batch: usi
             }],
             ..ProduceRequest::default()
         });
-        let Response::Produce(r) = conn.call(&request, PRODUCE_VERSION) else {
-            panic!("not a produce response")
-        };
-        let p = &r.responses[0].partition_responses[0];
-        assert_eq!(p.error_code, 0, "produce refused: {p:?}");
+        conn.send(&request, PRODUCE_VERSION);
+        waiting += 1;
         sent += count;
     }
     rate("produce", records, size, start.elapsed());
@@ -163,7 +189,8 @@ fn consume(conn: &mut Conn, topic: &str, records: usize, size: usize, batch_len:
             }],
             ..FetchRequest::default()
         });
-        let Response::Fetch(r) = conn.call(&request, FETCH_VERSION) else {
+        conn.send(&request, FETCH_VERSION);
+        let Response::Fetch(r) = conn.recv() else {
             panic!("not a fetch response")
         };
         let p = &r.responses[0].partitions[0];
@@ -226,6 +253,8 @@ struct Conn {
     stream: TcpStream,
     correlation: i32,
     out: BytesMut,
+    /// Requests sent and not answered yet: correlation id, API key, version.
+    sent: std::collections::VecDeque<(i32, ApiKey, i16)>,
 }
 
 impl Conn {
@@ -236,10 +265,11 @@ impl Conn {
             stream,
             correlation: 0,
             out: BytesMut::new(),
+            sent: std::collections::VecDeque::new(),
         }
     }
 
-    fn call(&mut self, request: &Request, version: i16) -> Response {
+    fn send(&mut self, request: &Request, version: i16) {
         let key = request.api_key();
         self.correlation += 1;
         self.out.clear();
@@ -257,7 +287,12 @@ impl Conn {
         let size = (self.out.len() - 4) as u32;
         self.out[..4].copy_from_slice(&size.to_be_bytes());
         self.stream.write_all(&self.out).expect("send");
+        self.sent.push_back((self.correlation, key, version));
+    }
 
+    /// The answer to the oldest request not answered yet (Kafka answers in order).
+    fn recv(&mut self) -> Response {
+        let (correlation, key, version) = self.sent.pop_front().expect("a request to answer");
         let mut len = [0u8; 4];
         self.stream.read_exact(&mut len).expect("response size");
         let mut input = vec![0; u32::from_be_bytes(len) as usize];
@@ -265,7 +300,7 @@ impl Conn {
         let mut r = Reader::new(Bytes::from(input), 0);
         let header = ResponseHeader::decode(&mut r, api::response_header_version(key, version))
             .expect("response header");
-        assert_eq!(header.correlation_id, self.correlation);
+        assert_eq!(header.correlation_id, correlation);
         Response::decode(key, version, &mut r).expect("response body")
     }
 }
