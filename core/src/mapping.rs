@@ -137,8 +137,26 @@ pub fn to_iggy(r: &KafkaRecord) -> IggyMessage {
 /// rather than being shared, which saves reference counting on the produce path.
 #[must_use]
 pub fn into_iggy(r: KafkaRecord) -> IggyMessage {
+    // Most records have no key and no headers: the value alone, nothing to check.
+    let r = match r {
+        KafkaRecord {
+            timestamp_ms,
+            timestamp_type: TimestampType::CreateTime,
+            key: None,
+            value: Some(payload),
+            headers,
+        } if timestamp_ms >= 0 && !payload.is_empty() && headers.is_empty() => {
+            return IggyMessage {
+                payload,
+                origin_timestamp_us: origin_timestamp_us(timestamp_ms),
+                timestamp_us: 0,
+                headers: Vec::new(),
+            }
+        }
+        r => r,
+    };
     let mut msg = IggyMessage {
-        origin_timestamp_us: u64::try_from(r.timestamp_ms).map_or(0, |ms| ms.saturating_mul(1000)),
+        origin_timestamp_us: origin_timestamp_us(r.timestamp_ms),
         ..IggyMessage::default()
     };
     if r.timestamp_ms < 0 {
@@ -184,6 +202,11 @@ pub fn into_iggy(r: KafkaRecord) -> IggyMessage {
         msg.headers.push((FLAGS.into(), HeaderValue::Uint8(flags)));
     }
     msg
+}
+
+/// A Kafka timestamp as Iggy's origin timestamp (none, 0, for Kafka's negative ones).
+fn origin_timestamp_us(timestamp_ms: i64) -> u64 {
+    u64::try_from(timestamp_ms).map_or(0, |ms| ms.saturating_mul(1000))
 }
 
 /// The Kafka headers as Iggy headers, if the plain form can hold them (and the key).

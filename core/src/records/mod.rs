@@ -287,22 +287,32 @@ impl Cursor<'_> {
         Err(BatchError::corrupt("varlong too long"))
     }
 
-    #[inline]
+    /// One- and two-byte varints (most lengths and deltas of small records) inline; longer
+    /// ones apart, so that the common case costs no call.
+    #[inline(always)]
     fn varint(&mut self) -> Result<i32, BatchError> {
-        // Fast paths: one or two bytes, as most lengths and deltas of small records are.
-        if self.pos + 2 <= self.end {
-            if let Some(&[b0, b1]) = self.buf.get(self.pos..self.pos + 2) {
+        if self.pos < self.end {
+            if let Some(&b0) = self.buf.get(self.pos) {
                 if b0 & 0x80 == 0 {
                     self.pos += 1;
                     return Ok(i32::from(b0 >> 1) ^ -i32::from(b0 & 1));
                 }
-                if b1 & 0x80 == 0 {
-                    self.pos += 2;
-                    let raw = u32::from(b0 & 0x7f) | (u32::from(b1) << 7);
-                    return Ok((raw >> 1) as i32 ^ -((raw & 1) as i32));
+                if self.pos + 2 <= self.end {
+                    if let Some(&b1) = self.buf.get(self.pos + 1) {
+                        if b1 & 0x80 == 0 {
+                            self.pos += 2;
+                            let raw = u32::from(b0 & 0x7f) | (u32::from(b1) << 7);
+                            return Ok((raw >> 1) as i32 ^ -((raw & 1) as i32));
+                        }
+                    }
                 }
             }
         }
+        self.varint_long()
+    }
+
+    #[inline(never)]
+    fn varint_long(&mut self) -> Result<i32, BatchError> {
         let mut raw: u32 = 0;
         for i in 0..5 {
             let b = self.byte()?;
