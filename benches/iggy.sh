@@ -4,11 +4,12 @@
 # partition. The direct side is iggy-bench (pinned producer, then pinned consumer, 1,000
 # messages per batch); the gateway side is the librdkafka load client of benches/load
 # (acks=1), then librdkafka's own rdkafka_performance producing the same messages through
-# the gateway (benches/rdkafka-performance.sh), then the lean client of benches/load
-# (iggy-kafka-lean: what iggy-bench does, over Kafka — one prebuilt 1,000-record batch
-# stamped per request, one request in flight; fetches of about one batch). Prints each
-# side's messages/s and MB/s, and the CPU seconds the gateway, the server and the client used
-# during the gateway runs.
+# the gateway (benches/rdkafka-performance.sh); first of all, right after iggy-bench (the
+# server's state as alike as can be), the lean client of benches/load (iggy-kafka-lean:
+# what iggy-bench does, over Kafka — one prebuilt 1,000-record batch stamped per request,
+# one request in flight; fetches of about one batch). Prints each side's messages/s and
+# MB/s, and the CPU seconds the gateway, the server and the client used during the gateway
+# runs.
 #
 #   IGGY_SERVER=127.0.0.1:8090 IGGY_BENCH=/path/to/iggy-bench benches/iggy.sh
 #
@@ -40,11 +41,20 @@ for size in 100 1000; do
     | grep -o "Producers Results: Total throughput: [0-9.]* MB/s, [0-9]* messages/s"
   "$IGGY_BENCH" -m "$size" -P 1000 -b "$batches" pinned-consumer -c 1 tcp --server-address "$SERVER" --nodelay 2>&1 \
     | grep -o "Consumers Results: Total throughput: [0-9.]* MB/s, [0-9]* messages/s"
-  echo "-- through the gateway"
   target/release/iggy-kafka-gateway --listen 127.0.0.1:19193 --log warn \
     --iggy "iggy://iggy:iggy@$SERVER" --stream "bench-$$-$size" &
   gw=$!
   sleep 2
+  echo "-- lean client through the gateway (produce, then consume)"
+  LOAD_PHASE=create "$LOAD" 127.0.0.1:19193 "lean-$size" 0 "$size" >/dev/null
+  for phase in produce consume; do
+    g0=$(ticks "$gw"); s0=$(ticks "$server_pid")
+    LOAD_PHASE=$phase /usr/bin/time -f "lean client: %U s user, %S s system" \
+      "$LEAN" 127.0.0.1:19193 "lean-$size" "$n" "$size" 1000
+    g1=$(ticks "$gw"); s1=$(ticks "$server_pid")
+    echo "gateway: $(( (g1 - g0) * 100 / hz ))e-2 CPU s; iggy-server: $(( (s1 - s0) * 100 / hz ))e-2 CPU s"
+  done
+  echo "-- load client (librdkafka) through the gateway"
   g0=$(ticks "$gw"); s0=$(ticks "$server_pid")
   /usr/bin/time -f "load client: %U s user, %S s system" "$LOAD" 127.0.0.1:19193 "bench-$size" "$n" "$size" 1
   g1=$(ticks "$gw"); s1=$(ticks "$server_pid")
@@ -56,14 +66,5 @@ for size in 100 1000; do
     "$PERF" -P -t "perf-$size" -p 0 -s "$size" -c "$n" -a 1 -b 127.0.0.1:19193 -q 2>&1 | tail -2
   g1=$(ticks "$gw"); s1=$(ticks "$server_pid")
   echo "gateway: $(( (g1 - g0) * 100 / hz ))e-2 CPU s; iggy-server: $(( (s1 - s0) * 100 / hz ))e-2 CPU s"
-  echo "-- lean client through the gateway (produce, then consume)"
-  LOAD_PHASE=create "$LOAD" 127.0.0.1:19193 "lean-$size" 0 "$size" >/dev/null
-  for phase in produce consume; do
-    g0=$(ticks "$gw"); s0=$(ticks "$server_pid")
-    LOAD_PHASE=$phase /usr/bin/time -f "lean client: %U s user, %S s system" \
-      "$LEAN" 127.0.0.1:19193 "lean-$size" "$n" "$size" 1000
-    g1=$(ticks "$gw"); s1=$(ticks "$server_pid")
-    echo "gateway: $(( (g1 - g0) * 100 / hz ))e-2 CPU s; iggy-server: $(( (s1 - s0) * 100 / hz ))e-2 CPU s"
-  done
   kill "$gw"; wait "$gw" 2>/dev/null || true
 done

@@ -10,10 +10,9 @@ use std::hint::black_box;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use iggy_kafka_core::mapping::{from_iggy, into_iggy, to_iggy, IggyMessage, KafkaRecord};
+use iggy_kafka_core::mapping::{from_iggy, to_iggy, IntoIggy, KafkaRecord};
 use iggy_kafka_core::records::{
     decode_batches, decode_batches_into, Compression, DecompressionBudget, Record, RecordBatch,
-    RecordSink, TimestampType as OurTimestampType,
 };
 use kafka_protocol::records::{
     Compression as KpCompression, Record as KpRecord, RecordBatchDecoder, RecordBatchEncoder,
@@ -67,24 +66,6 @@ fn encoded(b: &RecordBatch, codec: Compression) -> Bytes {
     buf.freeze()
 }
 
-struct ToIggy(Vec<IggyMessage>);
-
-impl RecordSink for ToIggy {
-    fn begin(&mut self, records: usize) {
-        self.0.reserve(records);
-    }
-
-    fn push(&mut self, batch: &RecordBatch, r: Record) {
-        self.0.push(into_iggy(KafkaRecord {
-            timestamp_ms: batch.base_timestamp.wrapping_add(r.timestamp_delta),
-            timestamp_type: OurTimestampType::CreateTime,
-            key: r.key,
-            value: r.value,
-            headers: r.headers,
-        }));
-    }
-}
-
 fn bench_uncompressed(c: &mut Criterion) {
     for size in [100usize, 1024] {
         let b = batch(size);
@@ -105,7 +86,7 @@ fn bench_uncompressed(c: &mut Criterion) {
         // What the produce path does: the batch straight into Iggy messages.
         g.bench_function("decode into iggy messages/ours", |bench| {
             bench.iter(|| {
-                let mut sink = ToIggy(Vec::new());
+                let mut sink = IntoIggy::default();
                 decode_batches_into(
                     black_box(&wire),
                     &mut DecompressionBudget::new(usize::MAX),

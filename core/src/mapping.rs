@@ -11,7 +11,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::records::{Header, TimestampType};
+use crate::records::{Header, Record, RecordBatch, RecordSink, TimestampType};
 
 /// The Kafka key (kind raw), when it is 1–255 bytes.
 pub const KEY: &str = "kafka-key";
@@ -202,6 +202,27 @@ pub fn into_iggy(r: KafkaRecord) -> IggyMessage {
         msg.headers.push((FLAGS.into(), HeaderValue::Uint8(flags)));
     }
     msg
+}
+
+/// Maps each record to its Iggy message as it is decoded (the produce path's
+/// [`RecordSink`]).
+#[derive(Debug, Default)]
+pub struct IntoIggy(pub Vec<IggyMessage>);
+
+impl RecordSink for IntoIggy {
+    fn begin(&mut self, records: usize) {
+        self.0.reserve(records);
+    }
+
+    fn push(&mut self, batch: &RecordBatch, r: Record) {
+        self.0.push(into_iggy(KafkaRecord {
+            timestamp_ms: batch.base_timestamp.wrapping_add(r.timestamp_delta),
+            timestamp_type: TimestampType::CreateTime,
+            key: r.key,
+            value: r.value,
+            headers: r.headers,
+        }));
+    }
 }
 
 /// A Kafka timestamp as Iggy's origin timestamp (none, 0, for Kafka's negative ones).

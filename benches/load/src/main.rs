@@ -10,6 +10,7 @@
 
 use std::time::{Duration, Instant};
 
+use iggy_kafka_load::rate;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -17,15 +18,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-
-fn rate(what: &str, records: usize, size: usize, elapsed: Duration) {
-    let secs = elapsed.as_secs_f64();
-    println!(
-        "{what}: {records} records of {size} B in {secs:.2} s: {:.3} M records/s, {:.1} MB/s",
-        records as f64 / secs / 1e6,
-        (records * size) as f64 / secs / 1e6
-    );
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

@@ -7,15 +7,13 @@ use super::{kstr, partition_index, Ctx, Step, Task};
 use crate::backend::{Command, Completion, ProducerBatch};
 use crate::connection::CloseReason;
 use crate::error_code::ErrorCode;
-use crate::mapping::{into_iggy, IggyMessage, KafkaRecord};
+use crate::mapping::{IggyMessage, IntoIggy};
 use crate::protocol::generated::produce_request::ProduceRequest;
 use crate::protocol::generated::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
 };
 use crate::protocol::Response;
-use crate::records::{
-    decode_batches_into, DecompressionBudget, Record, RecordBatch, RecordSink, TimestampType,
-};
+use crate::records::{decode_batches_into, DecompressionBudget, RecordBatch};
 
 #[derive(Debug)]
 pub(crate) struct ProduceTask {
@@ -99,7 +97,7 @@ fn messages(
     let Some(data) = data else {
         return Err((ErrorCode::CORRUPT_MESSAGE, "null record set".into()));
     };
-    let mut sink = ToIggy(Vec::new());
+    let mut sink = IntoIggy(Vec::new());
     let batches = decode_batches_into(data, budget, &mut sink)
         .map_err(|e| (e.error_code(), e.to_string()))?;
     let producer = producer_batch(&batches)?;
@@ -113,25 +111,6 @@ fn messages(
         ));
     }
     Ok((sink.0, producer))
-}
-
-/// Maps each record to its Iggy message as it is decoded.
-struct ToIggy(Vec<IggyMessage>);
-
-impl RecordSink for ToIggy {
-    fn begin(&mut self, records: usize) {
-        self.0.reserve(records);
-    }
-
-    fn push(&mut self, batch: &RecordBatch, r: Record) {
-        self.0.push(into_iggy(KafkaRecord {
-            timestamp_ms: batch.base_timestamp.wrapping_add(r.timestamp_delta),
-            timestamp_type: TimestampType::CreateTime,
-            key: r.key,
-            value: r.value,
-            headers: r.headers,
-        }));
-    }
 }
 
 /// The idempotent-producer span of a partition's batches: none for a plain producer; for an

@@ -18,7 +18,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use iggy_kafka_core::api;
@@ -32,6 +32,7 @@ use iggy_kafka_core::protocol::generated::request_header::RequestHeader;
 use iggy_kafka_core::protocol::generated::response_header::ResponseHeader;
 use iggy_kafka_core::protocol::{ApiKey, Message, Reader, Request, Response};
 use iggy_kafka_core::records::{Compression, Record, RecordBatch};
+use iggy_kafka_load::rate;
 
 const PRODUCE_VERSION: i16 = 9;
 const FETCH_VERSION: i16 = 12;
@@ -73,15 +74,6 @@ fn main() {
     if phase != "produce" {
         consume(&mut conn, topic, records, size, batch_len);
     }
-}
-
-fn rate(what: &str, records: usize, size: usize, elapsed: Duration) {
-    let secs = elapsed.as_secs_f64();
-    println!(
-        "{what}: {records} records of {size} B in {secs:.2} s: {:.3} M records/s, {:.1} MB/s",
-        records as f64 / secs / 1e6,
-        (records * size) as f64 / secs / 1e6
-    );
 }
 
 fn encoded_batch(size: usize, count: usize) -> BytesMut {
