@@ -145,20 +145,35 @@ struct PartitionState {
     read_ahead: Mutex<Vec<ReadAhead>>,
 }
 
-/// A poll sent for the offset right after what a read returned, while the reader (a
-/// consumer, one fetch at a time) is still busy with that: its next read finds the reply
-/// waiting or on its way instead of paying a round trip to Iggy.
+/// A poll sent for the offsets right after what a read returned, while the reader (a
+/// consumer, one fetch at a time) is still busy with that: its next reads find the messages
+/// waiting or on their way instead of paying a round trip to Iggy each.
 struct ReadAhead {
-    offset: u64,
+    /// The offsets asked for: `from` and the `count` after it.
+    from: u64,
+    count: u32,
     sent: Instant,
-    call: PendingCall,
+    reply: AheadReply,
 }
 
-/// Readers of one partition at once whose next reads are polled ahead (consumers of
-/// several groups); a fetch's worth of messages each.
-const READ_AHEADS: usize = 2;
-/// How long a poll sent ahead may serve a read: bounds how stale a read can be when the
-/// topic is deleted and re-created by other means than this gateway in between.
+enum AheadReply {
+    Sent(PendingCall),
+    /// Answered, and part of it read already.
+    Kept(Bytes),
+}
+
+impl ReadAhead {
+    fn covers(&self, offset: u64) -> bool {
+        offset >= self.from && offset - self.from < u64::from(self.count)
+    }
+}
+
+/// Polls kept sent ahead per partition: two per reader (the next two fetches' worth, so
+/// that Iggy always has the next one to answer), for two readers at once (consumers of two
+/// groups).
+const READ_AHEADS: usize = 4;
+/// How far ahead of a reader its polls go, in polls.
+const READ_AHEAD_DEPTH: u64 = 2;
 const READ_AHEAD_FOR: Duration = Duration::from_secs(1);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -593,46 +608,20 @@ impl Inner {
         let count = (max_bytes / estimate + 1).clamp(1, max_messages.clamp(1, 10_000));
         let count = u32::try_from(count).unwrap_or(u32::MAX);
         let state = self.partition(&name, partition);
-        let ahead = {
-            let mut aheads = lock(&state.read_ahead);
-            let now = self.clock.now();
-            aheads.retain(|a| now.duration_since(a.sent) < READ_AHEAD_FOR);
-            aheads
-                .iter()
-                .position(|a| a.offset == offset)
-                .map(|i| aheads.remove(i))
-        };
-        // A poll sent ahead that failed is not this read's failure: it asks again.
-        let body = match ahead {
-            Some(a) => reply(POLL_MESSAGES_CODE, a.call).await.ok(),
-            None => None,
-        };
-        let body = match body {
-            Some(body) => body,
+        let (messages, current, bytes) = match self
+            .read_ahead(&state, offset, max_bytes, max_messages)
+            .await
+        {
+            Some(read) => read,
             None => {
-                self.poll(&name, partition, WirePollingStrategy::offset(offset), count)
-                    .await?
+                let body = self
+                    .poll(&name, partition, WirePollingStrategy::offset(offset), count)
+                    .await?;
+                wire::polled(&body, offset, max_bytes, max_messages)?
             }
         };
-        let (messages, current, bytes) = wire::polled(&body, offset, max_bytes, max_messages)?;
-        if let Some((last, _)) = messages.last() {
-            if last < current {
-                let next = last + 1;
-                let call = self.lanes.call(
-                    lane_of(&name, partition),
-                    POLL_MESSAGES_CODE,
-                    self.poll_request(&name, partition, WirePollingStrategy::offset(next), count)?,
-                );
-                let mut aheads = lock(&state.read_ahead);
-                if aheads.len() == READ_AHEADS {
-                    aheads.remove(0);
-                }
-                aheads.push(ReadAhead {
-                    offset: next,
-                    sent: self.clock.now(),
-                    call,
-                });
-            }
+        if let Some(next) = messages.last().and_then(|(last, _)| last.checked_add(1)) {
+            self.send_ahead(&state, &name, partition, next, current, count)?;
         }
         let Some((first, _)) = messages.first() else {
             let offsets = self.offsets(&name, partition).await?;
@@ -670,6 +659,89 @@ impl Inner {
                 max_timestamp: None,
             },
         })
+    }
+
+    /// A read served by a poll sent ahead that covers `offset`, if one holds messages from
+    /// there on. What the read leaves of that poll's reply is kept for the next read. A poll
+    /// sent ahead that failed, or that holds nothing from `offset` on, is not this read's
+    /// answer: the read asks Iggy itself.
+    async fn read_ahead(
+        &self,
+        state: &PartitionState,
+        offset: u64,
+        max_bytes: usize,
+        max_messages: usize,
+    ) -> Option<(iggy_kafka_core::backend::Messages, u64, usize)> {
+        let ahead = {
+            let mut aheads = lock(&state.read_ahead);
+            let now = self.clock.now();
+            aheads.retain(|a| now.duration_since(a.sent) < READ_AHEAD_FOR);
+            let i = aheads.iter().position(|a| a.covers(offset))?;
+            aheads.remove(i)
+        };
+        let ReadAhead {
+            from,
+            count,
+            sent,
+            reply: pending,
+        } = ahead;
+        let body = match pending {
+            AheadReply::Sent(call) => reply(POLL_MESSAGES_CODE, call).await.ok()?,
+            AheadReply::Kept(body) => body,
+        };
+        let read = wire::polled(&body, offset, max_bytes, max_messages).ok()?;
+        let (last, _) = read.0.last()?;
+        let rest = ReadAhead {
+            from,
+            count,
+            sent,
+            reply: AheadReply::Kept(body),
+        };
+        if last.checked_add(1).is_some_and(|next| rest.covers(next)) {
+            lock(&state.read_ahead).push(rest);
+        }
+        Some(read)
+    }
+
+    /// Sends polls ahead of a reader that will read from `next` on, up to
+    /// [`READ_AHEAD_DEPTH`] polls of `count` beyond what is already ahead, while Iggy has
+    /// messages there (its current offset is `current`).
+    fn send_ahead(
+        &self,
+        state: &PartitionState,
+        topic: &str,
+        partition: u32,
+        next: u64,
+        current: u64,
+        count: u32,
+    ) -> Result<(), BackendError> {
+        let mut aheads = lock(&state.read_ahead);
+        let mut from = next;
+        for _ in 0..READ_AHEAD_DEPTH {
+            if from > current {
+                break;
+            }
+            if let Some(a) = aheads.iter().find(|a| a.covers(from)) {
+                from = a.from.saturating_add(u64::from(a.count));
+                continue;
+            }
+            let call = self.lanes.call(
+                lane_of(topic, partition),
+                POLL_MESSAGES_CODE,
+                self.poll_request(topic, partition, WirePollingStrategy::offset(from), count)?,
+            );
+            while aheads.len() >= READ_AHEADS {
+                aheads.remove(0);
+            }
+            aheads.push(ReadAhead {
+                from,
+                count,
+                sent: self.clock.now(),
+                reply: AheadReply::Sent(call),
+            });
+            from = from.saturating_add(u64::from(count));
+        }
+        Ok(())
     }
 
     async fn topic_header(&self, topic: &str) -> Result<GetTopicResponse, BackendError> {

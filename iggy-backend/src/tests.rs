@@ -344,8 +344,8 @@ fn sequential_reads_find_the_next_poll_sent_ahead() {
             .count()
     };
     let before = polls(&h);
-    // A read, then the lanes moved once more (the poll sent ahead goes out), then how many
-    // polls the server has seen.
+    // A read, then the lanes moved on (the polls sent ahead go out), then how many polls
+    // the server has seen.
     let mut read_then_polls = |h: &mut Harness, offset: u64, max: usize, len: usize| {
         let got = read_up_to(h, &backend, "t", 0, offset, max).expect("a read");
         assert_eq!(got.len(), len, "read at {offset}");
@@ -353,31 +353,29 @@ fn sequential_reads_find_the_next_poll_sent_ahead() {
             let want = offset as usize + i;
             assert_eq!((*o, r), (want as u64, &records[want]));
         }
-        h.serve();
+        // A lane carries one request at a time: a few rounds let every poll sent ahead out.
+        for _ in 0..4 {
+            h.serve();
+        }
         polls(h) - before
     };
-    // Each read polls what it returns and sends the next one's poll ahead.
-    assert_eq!(read_then_polls(&mut h, 0, 10, 10), 2);
-    assert_eq!(
-        read_then_polls(&mut h, 10, 10, 10),
-        3,
-        "served by the poll sent ahead"
-    );
-    // Another reader elsewhere polls for itself and keeps the first one's poll.
-    assert_eq!(read_then_polls(&mut h, 40, 10, 10), 5);
-    assert_eq!(
-        read_then_polls(&mut h, 20, 10, 10),
-        6,
-        "the first reader's was kept"
-    );
-    // A poll sent ahead too long ago is not used.
+    // The first read polls what it returns and sends the next two polls ahead; each read
+    // after it takes one and sends one more.
+    assert_eq!(read_then_polls(&mut h, 0, 10, 10), 3);
+    assert_eq!(read_then_polls(&mut h, 10, 10, 10), 4, "served by a poll sent ahead");
+    // Another reader elsewhere polls for itself and keeps the first one's polls.
+    assert_eq!(read_then_polls(&mut h, 40, 10, 10), 6);
+    // A read that takes part of a poll sent ahead leaves the rest for the next one.
+    assert_eq!(read_then_polls(&mut h, 20, 5, 5), 6, "the first reader's were kept");
+    assert_eq!(read_then_polls(&mut h, 25, 5, 5), 7, "the rest of that poll");
+    // Polls sent ahead too long ago are not used.
     h.clock.advance(Duration::from_secs(2));
-    assert_eq!(read_then_polls(&mut h, 30, 10, 10), 8);
-    assert_eq!(read_then_polls(&mut h, 40, 10, 10), 9);
-    // Caught up: the poll sent ahead holds the rest (no more than it asked for), and
-    // nothing more is polled ahead.
-    assert_eq!(read_then_polls(&mut h, 50, 100, 10), 9);
-    assert_eq!(read_then_polls(&mut h, 60, 100, 0), 10);
+    assert_eq!(read_then_polls(&mut h, 30, 10, 10), 10);
+    assert_eq!(read_then_polls(&mut h, 40, 10, 10), 10);
+    // Caught up: the poll sent ahead holds the rest (no more than it asked for), nothing
+    // is polled ahead past Iggy's last offset, and a read there asks Iggy itself.
+    assert_eq!(read_then_polls(&mut h, 50, 100, 10), 10);
+    assert_eq!(read_then_polls(&mut h, 60, 100, 0), 11);
 }
 
 #[test]
