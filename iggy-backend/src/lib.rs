@@ -1432,5 +1432,23 @@ pub fn fuzz_decode(data: &[u8]) {
     let _ = Record::decode(data);
 }
 
+/// Writes `messages` as an Iggy append both with the backend's own writer and with Iggy's
+/// `SendMessagesEncoder`, and panics unless both refuse or both write the same bytes. For
+/// the fuzzer.
+#[doc(hidden)]
+pub fn fuzz_encode(messages: &[IggyMessage], partition: u32, first_id: u128) {
+    let stream = WireIdentifier::numeric(1);
+    let Ok(topic) = wire::named("topic") else {
+        return;
+    };
+    let ours = wire::send_messages(&stream, &topic, partition, messages, first_id);
+    let theirs = wire::reference_send_messages(&stream, &topic, partition, messages, first_id);
+    match (ours, theirs) {
+        (Ok(ours), Ok(theirs)) => assert_eq!(ours, theirs, "the append bytes differ"),
+        (Err(_), Err(_)) => {}
+        (ours, theirs) => panic!("one encoder refused: ours {ours:?}, Iggy's {theirs:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests;

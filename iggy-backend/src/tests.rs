@@ -362,12 +362,24 @@ fn sequential_reads_find_the_next_poll_sent_ahead() {
     // The first read polls what it returns and sends the next two polls ahead; each read
     // after it takes one and sends one more.
     assert_eq!(read_then_polls(&mut h, 0, 10, 10), 3);
-    assert_eq!(read_then_polls(&mut h, 10, 10, 10), 4, "served by a poll sent ahead");
+    assert_eq!(
+        read_then_polls(&mut h, 10, 10, 10),
+        4,
+        "served by a poll sent ahead"
+    );
     // Another reader elsewhere polls for itself and keeps the first one's polls.
     assert_eq!(read_then_polls(&mut h, 40, 10, 10), 6);
     // A read that takes part of a poll sent ahead leaves the rest for the next one.
-    assert_eq!(read_then_polls(&mut h, 20, 5, 5), 6, "the first reader's were kept");
-    assert_eq!(read_then_polls(&mut h, 25, 5, 5), 7, "the rest of that poll");
+    assert_eq!(
+        read_then_polls(&mut h, 20, 5, 5),
+        6,
+        "the first reader's were kept"
+    );
+    assert_eq!(
+        read_then_polls(&mut h, 25, 5, 5),
+        7,
+        "the rest of that poll"
+    );
     // Polls sent ahead too long ago are not used.
     h.clock.advance(Duration::from_secs(2));
     assert_eq!(read_then_polls(&mut h, 30, 10, 10), 10);

@@ -135,8 +135,7 @@ fn header_entry<'a>(value: &'a HeaderValue, scratch: &'a mut [u8; 8]) -> (u8, Co
 }
 
 /// A message's user headers in Iggy's TLV form by Iggy's own encoder, or `None` without any:
-/// the reference the tests hold `send_messages` to.
-#[cfg(test)]
+/// part of the reference the tests and the fuzzer hold `send_messages` to.
 pub(crate) fn encode_headers(m: &IggyMessage) -> Option<Bytes> {
     if m.headers.is_empty() {
         return None;
@@ -271,7 +270,7 @@ pub(crate) fn send_messages(
         let payload =
             u32::try_from(m.payload.len()).map_err(|_| invalid("a payload past 4 GiB".into()))?;
         let frame = &mut buf[at..at + FRAME_HEADER + m.payload.len() + headers];
-        frame[8..24].copy_from_slice(&(first_id + index as u128).to_le_bytes());
+        frame[8..24].copy_from_slice(&first_id.wrapping_add(index as u128).to_le_bytes());
         #[allow(clippy::cast_possible_truncation)] // `count` fits in a u32
         frame[24..28].copy_from_slice(&(index as u32).to_le_bytes());
         frame[28..32].copy_from_slice(&delta.to_le_bytes());
@@ -292,6 +291,36 @@ pub(crate) fn send_messages(
     let mut header = BatchHeader::new(0, origin, batch_length as u64, count);
     header.batch_checksum = calculate_batch_checksum(&header, &buf[blob_at..]);
     header.encode_into(&mut buf[header_at..blob_at]);
+    Ok(buf.freeze())
+}
+
+/// The bytes Iggy's own `SendMessagesEncoder` writes for the same messages: the reference
+/// the tests and the fuzzer hold [`send_messages`] to.
+pub(crate) fn reference_send_messages(
+    stream: &WireIdentifier,
+    topic: &WireIdentifier,
+    partition: u32,
+    messages: &[IggyMessage],
+    first_id: u128,
+) -> Result<Bytes, iggy_binary_protocol::WireError> {
+    use iggy_binary_protocol::requests::messages::send_messages::{
+        RawMessage, SendMessagesEncoder,
+    };
+    let headers: Vec<Option<Bytes>> = messages.iter().map(encode_headers).collect();
+    let raw: Vec<RawMessage<'_>> = messages
+        .iter()
+        .zip(&headers)
+        .enumerate()
+        .map(|(i, (m, h))| RawMessage {
+            id: first_id.wrapping_add(i as u128),
+            origin_timestamp: m.origin_timestamp_us,
+            headers: h.as_deref(),
+            payload: &m.payload,
+        })
+        .collect();
+    let partitioning = WirePartitioning::PartitionId(partition);
+    let mut buf = BytesMut::new();
+    SendMessagesEncoder::encode(&mut buf, stream, topic, &partitioning, &raw)?;
     Ok(buf.freeze())
 }
 
