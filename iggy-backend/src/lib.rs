@@ -131,6 +131,10 @@ struct Inner {
     next_message_id: AtomicU64,
     /// A running estimate of a stored message's size, to size polls.
     message_size: AtomicUsize,
+    /// Bytes (estimated) that polls sent ahead hold or will hold, all partitions together.
+    read_ahead_bytes: Arc<AtomicUsize>,
+    /// When polls sent ahead were last swept for staleness across all partitions.
+    read_ahead_swept: Mutex<Option<Instant>>,
 }
 
 #[derive(Default)]
@@ -154,6 +158,20 @@ struct ReadAhead {
     count: u32,
     sent: Instant,
     reply: AheadReply,
+    held: Held,
+}
+
+/// A share of [`READ_AHEAD_BYTES`], given back when the poll sent ahead is dropped (taken,
+/// stale, evicted, or its partition forgotten).
+struct Held {
+    bytes: usize,
+    total: Arc<AtomicUsize>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 enum AheadReply {
@@ -174,6 +192,9 @@ impl ReadAhead {
 const READ_AHEADS: usize = 4;
 /// How far ahead of a reader its polls go, in polls.
 const READ_AHEAD_DEPTH: u64 = 2;
+/// What polls sent ahead may hold at once, all partitions together (estimated from the
+/// running message size): readers past it wait for Iggy as without reading ahead.
+const READ_AHEAD_BYTES: usize = 64 << 20;
 const READ_AHEAD_FOR: Duration = Duration::from_secs(1);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -283,6 +304,8 @@ impl IggyBackend {
             next_producer_id: AtomicI64::new(i64::try_from((seed >> 24) << 20).unwrap_or(1) + 1),
             next_message_id: AtomicU64::new(0),
             message_size: AtomicUsize::new(256),
+            read_ahead_bytes: Arc::default(),
+            read_ahead_swept: Mutex::new(None),
             config,
         });
         inner.ensure_stream().await?;
@@ -672,9 +695,10 @@ impl Inner {
         max_bytes: usize,
         max_messages: usize,
     ) -> Option<(iggy_kafka_core::backend::Messages, u64, usize)> {
+        let now = self.clock.now();
+        self.sweep_read_aheads(now);
         let ahead = {
             let mut aheads = lock(&state.read_ahead);
-            let now = self.clock.now();
             aheads.retain(|a| now.duration_since(a.sent) < READ_AHEAD_FOR);
             let i = aheads.iter().position(|a| a.covers(offset))?;
             aheads.remove(i)
@@ -684,6 +708,7 @@ impl Inner {
             count,
             sent,
             reply: pending,
+            held,
         } = ahead;
         let body = match pending {
             AheadReply::Sent(call) => reply(POLL_MESSAGES_CODE, call).await.ok()?,
@@ -696,11 +721,32 @@ impl Inner {
             count,
             sent,
             reply: AheadReply::Kept(body),
+            held,
         };
         if last.checked_add(1).is_some_and(|next| rest.covers(next)) {
             lock(&state.read_ahead).push(rest);
         }
         Some(read)
+    }
+
+    /// Drops stale polls sent ahead in every partition, at most once per
+    /// [`READ_AHEAD_FOR`]: a reader that stopped (a consumer closed, a partition moved to
+    /// another member) must not keep its polls' replies in memory.
+    fn sweep_read_aheads(&self, now: Instant) {
+        {
+            let mut swept = lock(&self.read_ahead_swept);
+            if swept.is_some_and(|t| now.duration_since(t) < READ_AHEAD_FOR) {
+                return;
+            }
+            *swept = Some(now);
+        }
+        let states: Vec<Arc<PartitionState>> = lock(&self.partitions)
+            .values()
+            .flat_map(|t| t.values().cloned())
+            .collect();
+        for state in states {
+            lock(&state.read_ahead).retain(|a| now.duration_since(a.sent) < READ_AHEAD_FOR);
+        }
     }
 
     /// Sends polls ahead of a reader that will read from `next` on, up to
@@ -725,19 +771,37 @@ impl Inner {
                 from = a.from.saturating_add(u64::from(a.count));
                 continue;
             }
+            while aheads.len() >= READ_AHEADS {
+                aheads.remove(0);
+            }
+            let bytes = usize::try_from(count)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(self.message_size.load(Ordering::Relaxed));
+            let total = &self.read_ahead_bytes;
+            if total
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                    let t = t.saturating_add(bytes);
+                    (t <= READ_AHEAD_BYTES).then_some(t)
+                })
+                .is_err()
+            {
+                break;
+            }
+            let held = Held {
+                bytes,
+                total: Arc::clone(total),
+            };
             let call = self.lanes.call(
                 lane_of(topic, partition),
                 POLL_MESSAGES_CODE,
                 self.poll_request(topic, partition, WirePollingStrategy::offset(from), count)?,
             );
-            while aheads.len() >= READ_AHEADS {
-                aheads.remove(0);
-            }
             aheads.push(ReadAhead {
                 from,
                 count,
                 sent: self.clock.now(),
                 reply: AheadReply::Sent(call),
+                held,
             });
             from = from.saturating_add(u64::from(count));
         }

@@ -391,6 +391,48 @@ fn sequential_reads_find_the_next_poll_sent_ahead() {
 }
 
 #[test]
+fn polls_sent_ahead_are_accounted_and_swept_when_their_reader_stops() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    let records: Vec<KafkaRecord> = (0..60).map(record).collect();
+    for topic in ["a", "b"] {
+        create(&mut h, &backend, topic, 1);
+        assert_eq!(append(&mut h, &backend, topic, 0, &records, None), Ok(0));
+    }
+    let held = |b: &IggyBackend| {
+        b.inner
+            .read_ahead_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let entries = |b: &IggyBackend, topic: &str| {
+        let state = b.inner.partition(topic, 0);
+        let aheads = super::lock(&state.read_ahead);
+        (
+            aheads.len(),
+            aheads.iter().map(|a| a.held.bytes).sum::<usize>(),
+        )
+    };
+    assert_eq!(held(&backend), 0);
+    read_up_to(&mut h, &backend, "a", 0, 0, 10).expect("a read");
+    let (n, bytes) = entries(&backend, "a");
+    assert_eq!(n, 2);
+    assert!(bytes > 0);
+    assert_eq!(held(&backend), bytes);
+    // Reader "a" stops. Once its polls are stale, a read anywhere drops them.
+    h.clock.advance(Duration::from_secs(2));
+    read_up_to(&mut h, &backend, "b", 0, 0, 10).expect("a read");
+    assert_eq!(entries(&backend, "a"), (0, 0));
+    let (n, bytes) = entries(&backend, "b");
+    assert_eq!(n, 2);
+    assert_eq!(held(&backend), bytes, "what a's polls held was given back");
+    // Caught up, after b's went stale too: nothing is held.
+    h.clock.advance(Duration::from_secs(2));
+    assert_eq!(read(&mut h, &backend, "a", 0, 60), Ok(vec![]));
+    assert_eq!(entries(&backend, "b"), (0, 0));
+    assert_eq!(held(&backend), 0);
+}
+
+#[test]
 fn unknown_topics_partitions_and_iggy_errors_map_to_kafka_errors() {
     let mut h = Harness::new(FakeIggy::new());
     let backend = h.backend();
