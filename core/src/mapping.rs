@@ -48,10 +48,14 @@ const ENVELOPE_MAGIC: &[u8; 4] = b"KGW\x01";
 
 /// An Iggy user-header value, with the Iggy header kind it is sent as.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[non_exhaustive]
 pub enum HeaderValue {
     /// Kind `raw`: bytes.
-    Raw(Bytes),
+    Raw(
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::protocol::codec::arbitrary_bytes))]
+         Bytes,
+    ),
     /// Kind `string`: UTF-8.
     String(String),
     /// Kind `bool`.
@@ -95,8 +99,10 @@ impl HeaderValue {
 
 /// A message as Iggy holds it, as far as the mapping is concerned.
 #[derive(Debug, Clone, PartialEq, Default)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct IggyMessage {
     /// The payload (never empty: Iggy rejects empty payloads).
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::protocol::codec::arbitrary_bytes))]
     pub payload: Bytes,
     /// The producer's timestamp, in microseconds (Iggy's origin timestamp).
     pub origin_timestamp_us: u64,
