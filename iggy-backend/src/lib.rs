@@ -723,7 +723,9 @@ impl Inner {
             reply: AheadReply::Kept(body),
             held,
         };
-        if last.checked_add(1).is_some_and(|next| rest.covers(next)) {
+        // Kept only while the reply can hold more: it holds nothing past Iggy's current
+        // offset of the time, so a reply that ended there leaves the next read to poll.
+        if last < read.1 && rest.covers(last + 1) {
             lock(&state.read_ahead).push(rest);
         }
         Some(read)

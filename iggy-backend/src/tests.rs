@@ -433,6 +433,36 @@ fn polls_sent_ahead_are_accounted_and_swept_when_their_reader_stops() {
 }
 
 #[test]
+fn a_reply_sent_ahead_that_ended_at_the_tail_is_not_kept() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let records: Vec<KafkaRecord> = (0..25).map(record).collect();
+    assert_eq!(append(&mut h, &backend, "t", 0, &records, None), Ok(0));
+    let aheads = |b: &IggyBackend| super::lock(&b.inner.partition("t", 0).read_ahead).len();
+    assert_eq!(
+        read_up_to(&mut h, &backend, "t", 0, 0, 10).map(|r| r.len()),
+        Ok(10)
+    );
+    assert_eq!(aheads(&backend), 2, "10..20 and 20..30");
+    assert_eq!(
+        read_up_to(&mut h, &backend, "t", 0, 10, 10).map(|r| r.len()),
+        Ok(10)
+    );
+    assert_eq!(
+        aheads(&backend),
+        1,
+        "20..30; nothing past Iggy's last offset"
+    );
+    // The poll for 20..30 holds 20..24, all there was: nothing of it is kept.
+    assert_eq!(
+        read_up_to(&mut h, &backend, "t", 0, 20, 10).map(|r| r.len()),
+        Ok(5)
+    );
+    assert_eq!(aheads(&backend), 0);
+}
+
+#[test]
 fn unknown_topics_partitions_and_iggy_errors_map_to_kafka_errors() {
     let mut h = Harness::new(FakeIggy::new());
     let backend = h.backend();
