@@ -346,7 +346,7 @@ fn sequential_reads_find_the_next_poll_sent_ahead() {
     let before = polls(&h);
     // A read, then the lanes moved on (the polls sent ahead go out), then how many polls
     // the server has seen.
-    let mut read_then_polls = |h: &mut Harness, offset: u64, max: usize, len: usize| {
+    let read_then_polls = |h: &mut Harness, offset: u64, max: usize, len: usize| {
         let got = read_up_to(h, &backend, "t", 0, offset, max).expect("a read");
         assert_eq!(got.len(), len, "read at {offset}");
         for (i, (o, r)) in got.iter().enumerate() {
