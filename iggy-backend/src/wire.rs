@@ -266,28 +266,30 @@ pub(crate) fn send_messages(
         let delta = m.origin_timestamp_us - origin;
         let delta = u32::try_from(delta)
             .map_err(|_| invalid(format!("timestamps {delta} µs apart in one batch")))?;
-        let headers = headers_len(m);
         let payload =
             u32::try_from(m.payload.len()).map_err(|_| invalid("a payload past 4 GiB".into()))?;
-        let frame = &mut buf[at..at + FRAME_HEADER + m.payload.len() + headers];
+        // The frame runs to where its headers end; their length is known once written.
+        let frame = &mut buf[at..];
         frame[8..24].copy_from_slice(&first_id.wrapping_add(index as u128).to_le_bytes());
         #[allow(clippy::cast_possible_truncation)] // `count` fits in a u32
         frame[24..28].copy_from_slice(&(index as u32).to_le_bytes());
         frame[28..32].copy_from_slice(&delta.to_le_bytes());
-        #[allow(clippy::cast_possible_truncation)] // within the batch's length, checked above
-        frame[32..36].copy_from_slice(&(headers as u32).to_le_bytes());
         frame[36..40].copy_from_slice(&payload.to_le_bytes());
-        let mut pos = FRAME_HEADER + m.payload.len();
-        frame[FRAME_HEADER..pos].copy_from_slice(&m.payload);
+        let headers_at = FRAME_HEADER + m.payload.len();
+        frame[FRAME_HEADER..headers_at].copy_from_slice(&m.payload);
+        let mut end = headers_at;
         for (key, value) in &m.headers {
             let (kind, bytes) = header_entry(value, &mut scratch);
-            pos = put_header_part(frame, pos, STRING, key.as_bytes());
-            pos = put_header_part(frame, pos, kind, &bytes);
+            end = put_header_part(frame, end, STRING, key.as_bytes());
+            end = put_header_part(frame, end, kind, &bytes);
         }
-        let checksum = XxHash3_64::oneshot(&frame[8..]);
+        #[allow(clippy::cast_possible_truncation)] // within the batch's length, checked above
+        frame[32..36].copy_from_slice(&((end - headers_at) as u32).to_le_bytes());
+        let checksum = XxHash3_64::oneshot(&frame[8..end]);
         frame[..8].copy_from_slice(&checksum.to_le_bytes());
-        at += frame.len();
+        at += end;
     }
+    debug_assert_eq!(at, buf.len(), "an append's size was miscounted");
     let mut header = BatchHeader::new(0, origin, batch_length as u64, count);
     header.batch_checksum = calculate_batch_checksum(&header, &buf[blob_at..]);
     header.encode_into(&mut buf[header_at..blob_at]);
