@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use crate::error_code::ErrorCode;
 use crate::group::{GroupCall, GroupReply};
-use crate::mapping::IggyMessage;
+use crate::mapping::{IggyMessage, MessageList};
 use crate::protocol::Uuid;
 
 /// Identifies a command of one connection, to match its completion.
@@ -354,7 +354,7 @@ pub enum Command {
         /// The partition.
         partition: u32,
         /// The messages.
-        messages: Vec<IggyMessage>,
+        messages: MessageList,
         /// The largest record batch they came in, in bytes, for `max.message.bytes`.
         largest_batch: usize,
         /// For an idempotent producer's batch: a retry of one of its last five batches is

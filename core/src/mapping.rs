@@ -11,7 +11,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::records::{Header, Record, RecordBatch, RecordSink, TimestampType};
+use crate::records::{Header, Record, RecordBatch, RecordSink, RecordView, TimestampType};
 
 /// The Kafka key (kind raw), when it is 1–255 bytes.
 pub const KEY: &str = "kafka-key";
@@ -213,11 +213,11 @@ pub fn into_iggy(r: KafkaRecord) -> IggyMessage {
 /// Maps each record to its Iggy message as it is decoded (the produce path's
 /// [`RecordSink`]).
 #[derive(Debug, Default)]
-pub struct IntoIggy(pub Vec<IggyMessage>);
+pub struct IntoIggy(pub MessageList);
 
 impl RecordSink for IntoIggy {
     fn begin(&mut self, records: usize) {
-        self.0.reserve(records);
+        self.0.entries.reserve(records);
     }
 
     fn push(&mut self, batch: &RecordBatch, r: Record) {
@@ -228,6 +228,195 @@ impl RecordSink for IntoIggy {
             value: r.value,
             headers: r.headers,
         }));
+    }
+
+    fn push_view(&mut self, batch: &RecordBatch, r: RecordView<'_>) {
+        let timestamp_ms = batch.base_timestamp.wrapping_add(r.timestamp_delta);
+        // `into_iggy`'s bare case, without making the record first.
+        match r.value() {
+            Some(value)
+                if r.key().is_none()
+                    && r.headers.is_empty()
+                    && !value.is_empty()
+                    && timestamp_ms >= 0 =>
+            {
+                self.0
+                    .push_bare(r.buffer(), value, origin_timestamp_us(timestamp_ms));
+            }
+            _ => self.push(batch, r.into_record()),
+        }
+    }
+}
+
+/// The messages of one append, in order. Most records map to a bare message: the value as
+/// the payload and the timestamp, nothing else (see [`into_iggy`]). Those stay in the bytes
+/// they were decoded from, as a range and a timestamp, so that a batch of them is mapped
+/// without a reference count or an allocation per message; the others are held mapped.
+#[derive(Clone, Default)]
+pub struct MessageList {
+    buffers: Vec<Bytes>,
+    entries: Vec<Entry>,
+    mapped: Vec<IggyMessage>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Entry {
+    Bare {
+        buffer: u32,
+        start: u32,
+        end: u32,
+        origin_timestamp_us: u64,
+    },
+    Mapped(u32),
+}
+
+/// One message of a [`MessageList`], borrowed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MessageRef<'a> {
+    /// The payload.
+    pub payload: &'a [u8],
+    /// The producer's timestamp, in microseconds.
+    pub origin_timestamp_us: u64,
+    /// User headers (none for a bare message).
+    pub headers: &'a [(String, HeaderValue)],
+}
+
+impl MessageList {
+    /// The number of messages.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Appends a mapped message.
+    pub fn push(&mut self, message: IggyMessage) {
+        match u32::try_from(self.mapped.len()) {
+            Ok(index) => {
+                self.mapped.push(message);
+                self.entries.push(Entry::Mapped(index));
+            }
+            // Four billion messages in one append cannot come from one frame.
+            Err(_) => tracing::error!("message list full; message not added"),
+        }
+    }
+
+    /// Appends a bare message: `payload`, a slice of `buffer`, with no headers. A payload
+    /// that does not lie in `buffer` is copied.
+    pub fn push_bare(&mut self, buffer: &Bytes, payload: &[u8], origin_timestamp_us: u64) {
+        let base = buffer.as_ptr() as usize;
+        let at = (payload.as_ptr() as usize).wrapping_sub(base);
+        let inside = at <= buffer.len() && payload.len() <= buffer.len() - at;
+        let same = |b: &Bytes| b.as_ptr() == buffer.as_ptr() && b.len() == buffer.len();
+        let index = match self.buffers.last() {
+            Some(last) if same(last) => u32::try_from(self.buffers.len() - 1).ok(),
+            _ => u32::try_from(self.buffers.len()).ok(),
+        };
+        let range = (u32::try_from(at), u32::try_from(at + payload.len()));
+        match (inside, index, range) {
+            (true, Some(index), (Ok(start), Ok(end))) => {
+                if index as usize == self.buffers.len() {
+                    self.buffers.push(buffer.clone());
+                }
+                self.entries.push(Entry::Bare {
+                    buffer: index,
+                    start,
+                    end,
+                    origin_timestamp_us,
+                });
+            }
+            _ => self.push(IggyMessage {
+                payload: Bytes::copy_from_slice(payload),
+                origin_timestamp_us,
+                ..IggyMessage::default()
+            }),
+        }
+    }
+
+    /// The messages, in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = MessageRef<'_>> + '_ {
+        self.entries.iter().map(move |e| match *e {
+            Entry::Bare {
+                buffer,
+                start,
+                end,
+                origin_timestamp_us,
+            } => MessageRef {
+                payload: &self.buffers[buffer as usize][start as usize..end as usize],
+                origin_timestamp_us,
+                headers: &[],
+            },
+            Entry::Mapped(i) => {
+                let m = &self.mapped[i as usize];
+                MessageRef {
+                    payload: &m.payload,
+                    origin_timestamp_us: m.origin_timestamp_us,
+                    headers: &m.headers,
+                }
+            }
+        })
+    }
+
+    /// The messages as [`IggyMessage`]s (not yet appended: no append time).
+    #[must_use]
+    pub fn into_messages(self) -> Vec<IggyMessage> {
+        let Self {
+            buffers,
+            entries,
+            mapped,
+        } = self;
+        let mut mapped = mapped.into_iter();
+        entries
+            .into_iter()
+            .filter_map(|e| match e {
+                Entry::Bare {
+                    buffer,
+                    start,
+                    end,
+                    origin_timestamp_us,
+                } => Some(IggyMessage {
+                    payload: buffers[buffer as usize].slice(start as usize..end as usize),
+                    origin_timestamp_us,
+                    ..IggyMessage::default()
+                }),
+                // Mapped entries are numbered in the order they were pushed.
+                Entry::Mapped(_) => mapped.next(),
+            })
+            .collect()
+    }
+}
+
+impl From<Vec<IggyMessage>> for MessageList {
+    fn from(messages: Vec<IggyMessage>) -> Self {
+        messages.into_iter().collect()
+    }
+}
+
+impl FromIterator<IggyMessage> for MessageList {
+    fn from_iter<I: IntoIterator<Item = IggyMessage>>(messages: I) -> Self {
+        let mut list = Self::default();
+        for m in messages {
+            list.push(m);
+        }
+        list
+    }
+}
+
+impl PartialEq for MessageList {
+    /// The same messages, however they are held.
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl std::fmt::Debug for MessageList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
     }
 }
 

@@ -288,7 +288,7 @@ fn appends_carry_the_records_mapped_to_iggy_messages() {
             })
         })
         .collect();
-    assert_eq!(messages, &expected);
+    assert_eq!(messages.clone().into_messages(), expected);
 }
 
 #[test]

@@ -582,7 +582,7 @@ impl Backend for EmbeddedStore {
             } => Completion::Append(self.append(
                 &topic,
                 partition,
-                messages,
+                messages.into_messages(),
                 largest_batch,
                 producer,
             )),

@@ -54,7 +54,7 @@ fn append_as(
     done(s.execute(Command::Append {
         topic: topic.into(),
         partition: p,
-        messages: msgs,
+        messages: msgs.into(),
         largest_batch: 100,
         producer,
     }))

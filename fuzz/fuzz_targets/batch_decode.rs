@@ -3,10 +3,13 @@
 //! record parser instead of stopping at the CRC; one mode in eight feeds the raw bytes, CRC
 //! and all. A small budget makes bombs cheap to find. Where a batch decodes, encoding it
 //! again and decoding gives the same records; the streaming decoder (`decode_batches_into`)
-//! agrees with the collecting one on every input, records and errors alike.
+//! agrees with the collecting one on every input, records and errors alike, and the produce
+//! path's sink (`IntoIggy`, which keeps bare records where they lie) holds the messages
+//! `into_iggy` maps the collected records to.
 #![no_main]
 
 use bytes::{BufMut, Bytes, BytesMut};
+use iggy_kafka_core::mapping::{into_iggy, IntoIggy, KafkaRecord};
 use iggy_kafka_core::records::{
     decode_batches, decode_batches_into, Compression, DecompressionBudget, Record, RecordBatch,
     RecordSink,
@@ -48,6 +51,24 @@ fuzz_target!(|input: (u8, i32, &[u8])| {
             let records: Vec<&Record> = d.iter().flat_map(|b| &b.records).collect();
             assert_eq!(records, sink.0.iter().collect::<Vec<_>>());
             assert_eq!(d.len(), s.len());
+            let mut mapped = IntoIggy::default();
+            decode_batches_into(&data, &mut DecompressionBudget::new(BUDGET), &mut mapped)
+                .expect("decodes as before");
+            let expected: Vec<_> = d
+                .iter()
+                .flat_map(|b| {
+                    b.records.iter().map(|r| {
+                        into_iggy(KafkaRecord {
+                            timestamp_ms: b.base_timestamp.wrapping_add(r.timestamp_delta),
+                            key: r.key.clone(),
+                            value: r.value.clone(),
+                            headers: r.headers.clone(),
+                            ..KafkaRecord::default()
+                        })
+                    })
+                })
+                .collect();
+            assert_eq!(mapped.0.into_messages(), expected);
         }
         (Err(a), Err(b)) => assert_eq!(a, b),
         (a, b) => panic!("the decoders disagree: {a:?} / {b:?}"),

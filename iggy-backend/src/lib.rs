@@ -55,7 +55,7 @@ use iggy_kafka_core::backend::{
     TopicRef, WatchPartition,
 };
 use iggy_kafka_core::iggy::{Clock, Failure, Lanes, PendingCall};
-use iggy_kafka_core::mapping::{kafka_timestamp_ms, IggyMessage};
+use iggy_kafka_core::mapping::{kafka_timestamp_ms, IggyMessage, MessageList};
 use iggy_kafka_core::producers::Producers;
 use iggy_kafka_core::protocol::Uuid;
 
@@ -488,7 +488,7 @@ impl Inner {
         &self,
         topic: &str,
         partition: u32,
-        messages: &[IggyMessage],
+        messages: &MessageList,
         largest_batch: usize,
     ) -> Result<PendingCall, BackendError> {
         if largest_batch > self.config.max_message_bytes {
@@ -539,7 +539,7 @@ impl Inner {
         &self,
         topic: &str,
         partition: u32,
-        messages: &[IggyMessage],
+        messages: &MessageList,
         largest_batch: usize,
         producer: Option<ProducerBatch>,
     ) -> Result<Appended, BackendError> {
@@ -1182,13 +1182,14 @@ impl Inner {
     ) -> Result<(), BackendError> {
         let topic = offsets::topic_name(generation);
         for chunk in records.chunks(1000) {
-            let messages: Vec<IggyMessage> = chunk
+            let messages: MessageList = chunk
                 .iter()
                 .map(|r| IggyMessage {
                     payload: r.encode(),
                     ..IggyMessage::default()
                 })
-                .collect();
+                .collect::<Vec<_>>()
+                .into();
             let first_id = self.message_ids(messages.len());
             let body = wire::send_messages(&self.stream, &named(&topic)?, 0, &messages, first_id)?;
             self.call(admin_lane(&topic), SEND_MESSAGES_CODE, body)
@@ -1502,13 +1503,19 @@ pub fn fuzz_decode(data: &[u8]) {
 /// `SendMessagesEncoder`, and panics unless both refuse or both write the same bytes. For
 /// the fuzzer.
 #[doc(hidden)]
-pub fn fuzz_encode(messages: &[IggyMessage], partition: u32, first_id: u128) {
+pub fn fuzz_encode(messages: &MessageList, partition: u32, first_id: u128) {
     let stream = WireIdentifier::numeric(1);
     let Ok(topic) = wire::named("topic") else {
         return;
     };
     let ours = wire::send_messages(&stream, &topic, partition, messages, first_id);
-    let theirs = wire::reference_send_messages(&stream, &topic, partition, messages, first_id);
+    let theirs = wire::reference_send_messages(
+        &stream,
+        &topic,
+        partition,
+        &messages.clone().into_messages(),
+        first_id,
+    );
     match (ours, theirs) {
         (Ok(ours), Ok(theirs)) => assert_eq!(ours, theirs, "the append bytes differ"),
         (Err(_), Err(_)) => {}

@@ -521,7 +521,7 @@ fn a_connection_lost_mid_append_is_a_retriable_error_and_the_lane_recovers() {
     let Execution::Pending(fut) = backend.execute(Command::Append {
         topic: "t".into(),
         partition: 0,
-        messages: vec![to_iggy(&record(2))],
+        messages: vec![to_iggy(&record(2))].into(),
         largest_batch: 10,
         producer: None,
     }) else {
@@ -562,7 +562,7 @@ fn plain_appends_land_in_the_order_handed_over() {
             match backend.execute(Command::Append {
                 topic: "t".into(),
                 partition: 0,
-                messages: vec![to_iggy(&record(i * 4 + 2))],
+                messages: vec![to_iggy(&record(i * 4 + 2))].into(),
                 largest_batch: 100,
                 producer: None,
             }) {

@@ -14,7 +14,7 @@ use iggy_binary_protocol::responses::streams::get_stream::TopicHeader;
 use iggy_binary_protocol::{WireEncode, WireIdentifier, WireOptions, WirePartitioning};
 use iggy_kafka_core::backend::{BackendError, Messages, TopicConfig, TopicInfo, TopicRef};
 use iggy_kafka_core::iggy::Failure;
-use iggy_kafka_core::mapping::{HeaderValue, IggyMessage};
+use iggy_kafka_core::mapping::{HeaderValue, IggyMessage, MessageList};
 use iggy_kafka_core::protocol::Uuid;
 use twox_hash::XxHash3_64;
 
@@ -224,7 +224,7 @@ pub(crate) fn send_messages(
     stream: &WireIdentifier,
     topic: &WireIdentifier,
     partition: u32,
-    messages: &[IggyMessage],
+    messages: &MessageList,
     first_id: u128,
 ) -> Result<Bytes, BackendError> {
     let invalid =
@@ -234,20 +234,17 @@ pub(crate) fn send_messages(
     }
     let partitioning = WirePartitioning::PartitionId(partition);
     let metadata = stream.encoded_size() + topic.encoded_size() + partitioning.encoded_size() + 4;
-    let frames: usize = messages
-        .iter()
-        .map(|m| FRAME_HEADER + m.payload.len() + headers_len(m))
-        .sum();
+    let mut frames = 0usize;
+    let mut origin = u64::MAX;
+    for m in messages.iter() {
+        frames += FRAME_HEADER + m.payload.len() + headers_len(m.headers);
+        origin = origin.min(m.origin_timestamp_us);
+    }
     let batch_length = BATCH_HEADER_SIZE + frames;
     let count = u32::try_from(messages.len()).map_err(|_| invalid("too many messages".into()))?;
     if u32::try_from(batch_length).is_err() {
         return Err(invalid(format!("a batch of {batch_length} bytes")));
     }
-    let origin = messages
-        .iter()
-        .map(|m| m.origin_timestamp_us)
-        .min()
-        .unwrap_or(0);
 
     let mut buf = BytesMut::with_capacity(4 + metadata + batch_length);
     #[allow(clippy::cast_possible_truncation)] // a few identifiers' bytes
@@ -258,9 +255,8 @@ pub(crate) fn send_messages(
     buf.put_u32_le(count);
     let header_at = buf.len();
     let blob_at = header_at + BATCH_HEADER_SIZE;
-    // Sized once and filled through slices: `BytesMut`'s small writes are calls of their own.
-    buf.resize(blob_at + frames, 0);
-    let mut at = blob_at;
+    // The batch header needs the checksum of what follows: a placeholder until then.
+    buf.put_bytes(0, BATCH_HEADER_SIZE);
     let mut scratch = [0u8; 8];
     for (index, m) in messages.iter().enumerate() {
         let delta = m.origin_timestamp_us - origin;
@@ -268,28 +264,33 @@ pub(crate) fn send_messages(
             .map_err(|_| invalid(format!("timestamps {delta} µs apart in one batch")))?;
         let payload =
             u32::try_from(m.payload.len()).map_err(|_| invalid("a payload past 4 GiB".into()))?;
-        // The frame runs to where its headers end; their length is known once written.
-        let frame = &mut buf[at..];
-        frame[8..24].copy_from_slice(&first_id.wrapping_add(index as u128).to_le_bytes());
+        let headers = headers_len(m.headers);
+        // Each frame is written in order and whole; only its checksum, which covers the
+        // rest of it, waits for the end.
+        let mut head = [0u8; FRAME_HEADER];
+        head[8..24].copy_from_slice(&first_id.wrapping_add(index as u128).to_le_bytes());
         #[allow(clippy::cast_possible_truncation)] // `count` fits in a u32
-        frame[24..28].copy_from_slice(&(index as u32).to_le_bytes());
-        frame[28..32].copy_from_slice(&delta.to_le_bytes());
-        frame[36..40].copy_from_slice(&payload.to_le_bytes());
-        let headers_at = FRAME_HEADER + m.payload.len();
-        frame[FRAME_HEADER..headers_at].copy_from_slice(&m.payload);
-        let mut end = headers_at;
-        for (key, value) in &m.headers {
-            let (kind, bytes) = header_entry(value, &mut scratch);
-            end = put_header_part(frame, end, STRING, key.as_bytes());
-            end = put_header_part(frame, end, kind, &bytes);
-        }
+        head[24..28].copy_from_slice(&(index as u32).to_le_bytes());
+        head[28..32].copy_from_slice(&delta.to_le_bytes());
         #[allow(clippy::cast_possible_truncation)] // within the batch's length, checked above
-        frame[32..36].copy_from_slice(&((end - headers_at) as u32).to_le_bytes());
-        let checksum = XxHash3_64::oneshot(&frame[8..end]);
-        frame[..8].copy_from_slice(&checksum.to_le_bytes());
-        at += end;
+        head[32..36].copy_from_slice(&(headers as u32).to_le_bytes());
+        head[36..40].copy_from_slice(&payload.to_le_bytes());
+        let at = buf.len();
+        buf.put_slice(&head);
+        buf.put_slice(m.payload);
+        for (key, value) in m.headers {
+            let (kind, bytes) = header_entry(value, &mut scratch);
+            put_header_part(&mut buf, STRING, key.as_bytes());
+            put_header_part(&mut buf, kind, &bytes);
+        }
+        let checksum = XxHash3_64::oneshot(&buf[at + 8..]);
+        buf[at..at + 8].copy_from_slice(&checksum.to_le_bytes());
     }
-    debug_assert_eq!(at, buf.len(), "an append's size was miscounted");
+    debug_assert_eq!(
+        buf.len(),
+        blob_at + frames,
+        "an append's size was miscounted"
+    );
     let mut header = BatchHeader::new(0, origin, batch_length as u64, count);
     header.batch_checksum = calculate_batch_checksum(&header, &buf[blob_at..]);
     header.encode_into(&mut buf[header_at..blob_at]);
@@ -326,20 +327,19 @@ pub(crate) fn reference_send_messages(
     Ok(buf.freeze())
 }
 
-/// Writes one half of an Iggy user header (its kind, length and bytes) at `pos`, as
-/// `encode_user_headers` does; returns where it ends.
-fn put_header_part(frame: &mut [u8], pos: usize, kind: u8, bytes: &[u8]) -> usize {
-    frame[pos] = kind;
+/// Writes one half of an Iggy user header (its kind, length and bytes), as
+/// `encode_user_headers` does.
+fn put_header_part(buf: &mut BytesMut, kind: u8, bytes: &[u8]) {
+    buf.put_u8(kind);
     #[allow(clippy::cast_possible_truncation)] // header parts are at most 255 bytes
-    frame[pos + 1..pos + 5].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
-    frame[pos + 5..pos + 5 + bytes.len()].copy_from_slice(bytes);
-    pos + 5 + bytes.len()
+    buf.put_u32_le(bytes.len() as u32);
+    buf.put_slice(bytes);
 }
 
 /// The size of a message's user headers in Iggy's form.
-fn headers_len(m: &IggyMessage) -> usize {
+fn headers_len(headers: &[(String, HeaderValue)]) -> usize {
     let mut scratch = [0u8; 8];
-    m.headers
+    headers
         .iter()
         .map(|(key, value)| 10 + key.len() + header_entry(value, &mut scratch).1.len())
         .sum()

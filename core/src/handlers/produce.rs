@@ -7,7 +7,7 @@ use super::{kstr, partition_index, Ctx, Step, Task};
 use crate::backend::{Command, Completion, ProducerBatch};
 use crate::connection::CloseReason;
 use crate::error_code::ErrorCode;
-use crate::mapping::{IggyMessage, IntoIggy};
+use crate::mapping::{IntoIggy, MessageList};
 use crate::protocol::generated::produce_request::ProduceRequest;
 use crate::protocol::generated::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
@@ -93,11 +93,11 @@ fn largest_batch(data: &Bytes) -> usize {
 fn messages(
     data: Option<&Bytes>,
     budget: &mut DecompressionBudget,
-) -> Result<(Vec<IggyMessage>, Option<ProducerBatch>), (ErrorCode, String)> {
+) -> Result<(MessageList, Option<ProducerBatch>), (ErrorCode, String)> {
     let Some(data) = data else {
         return Err((ErrorCode::CORRUPT_MESSAGE, "null record set".into()));
     };
-    let mut sink = IntoIggy(Vec::new());
+    let mut sink = IntoIggy::default();
     let batches = decode_batches_into(data, budget, &mut sink)
         .map_err(|e| (e.error_code(), e.to_string()))?;
     let producer = producer_batch(&batches)?;

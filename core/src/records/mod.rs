@@ -337,10 +337,26 @@ impl Cursor<'_> {
     /// A varint length, then that many bytes; -1 is null.
     #[inline]
     fn nullable(&mut self) -> Result<Option<Bytes>, BatchError> {
+        Ok(self
+            .nullable_range()?
+            .map(|(start, end)| self.buf.slice(start..end)))
+    }
+
+    /// [`nullable`](Self::nullable) as a range of the buffer, sliced by no one yet.
+    #[inline]
+    fn nullable_range(&mut self) -> Result<Option<(usize, usize)>, BatchError> {
         match self.varint()? {
             -1 => Ok(None),
             n if n < 0 => Err(BatchError::corrupt("negative length")),
-            n => self.slice(n as usize).map(Some),
+            n => {
+                let len = n as usize;
+                if len > self.remaining() {
+                    return Err(BatchError::corrupt("record field runs past the record"));
+                }
+                let start = self.pos;
+                self.pos += len;
+                Ok(Some((start, self.pos)))
+            }
         }
     }
 }
@@ -403,6 +419,65 @@ pub trait RecordSink {
     fn begin(&mut self, records: usize);
     /// One record of `batch` (whose `records` is empty).
     fn push(&mut self, batch: &RecordBatch, record: Record);
+    /// One record of a v2 batch, still in the batch's bytes. The default makes it a
+    /// [`Record`] for [`push`](Self::push); a sink that can use the bytes where they lie
+    /// saves the slicing (a reference count each for key and value).
+    fn push_view(&mut self, batch: &RecordBatch, record: RecordView<'_>) {
+        self.push(batch, record.into_record());
+    }
+}
+
+/// A decoded record whose key and value are still ranges of the bytes it was decoded from
+/// (the request's, or an inflated batch's): what [`RecordSink::push_view`] is given.
+#[derive(Debug)]
+pub struct RecordView<'a> {
+    buf: &'a Bytes,
+    /// Record attributes.
+    pub attributes: i8,
+    /// Timestamp minus the batch's base timestamp, in milliseconds.
+    pub timestamp_delta: i64,
+    /// Offset minus the batch's base offset.
+    pub offset_delta: i32,
+    key: Option<(usize, usize)>,
+    value: Option<(usize, usize)>,
+    /// Headers, in order.
+    pub headers: Vec<Header>,
+}
+
+impl<'a> RecordView<'a> {
+    /// The bytes the record lies in.
+    #[must_use]
+    pub fn buffer(&self) -> &'a Bytes {
+        self.buf
+    }
+
+    /// The key; `None` is null.
+    #[must_use]
+    pub fn key(&self) -> Option<&'a [u8]> {
+        let buf: &'a Bytes = self.buf;
+        self.key.map(|(start, end)| &buf[start..end])
+    }
+
+    /// The value; `None` is null.
+    #[must_use]
+    pub fn value(&self) -> Option<&'a [u8]> {
+        let buf: &'a Bytes = self.buf;
+        self.value.map(|(start, end)| &buf[start..end])
+    }
+
+    /// The record, its key and value sliced from the buffer.
+    #[must_use]
+    pub fn into_record(self) -> Record {
+        let slice = |r: Option<(usize, usize)>| r.map(|(start, end)| self.buf.slice(start..end));
+        Record {
+            attributes: self.attributes,
+            timestamp_delta: self.timestamp_delta,
+            offset_delta: self.offset_delta,
+            key: slice(self.key),
+            value: slice(self.value),
+            headers: self.headers,
+        }
+    }
 }
 
 /// Decodes like [`decode_batches`] but hands every record to `sink` as it is decoded
@@ -533,7 +608,7 @@ fn decode_batch(
                 found: count_usize + 1,
             });
         }
-        sink.push(&batch, decode_record(&mut cur)?);
+        sink.push_view(&batch, decode_record(&mut cur)?);
         found += 1;
     }
     if found != count_usize {
@@ -546,7 +621,7 @@ fn decode_batch(
 }
 
 #[inline]
-fn decode_record(cur: &mut Cursor<'_>) -> Result<Record, BatchError> {
+fn decode_record<'a>(cur: &mut Cursor<'a>) -> Result<RecordView<'a>, BatchError> {
     let len = cur.varint()?;
     let len = usize::try_from(len).map_err(|_| BatchError::corrupt("negative record length"))?;
     if len > cur.remaining() {
@@ -557,8 +632,8 @@ fn decode_record(cur: &mut Cursor<'_>) -> Result<Record, BatchError> {
     let attributes = cur.byte()? as i8;
     let timestamp_delta = cur.varlong()?;
     let offset_delta = cur.varint()?;
-    let key = cur.nullable()?;
-    let value = cur.nullable()?;
+    let key = cur.nullable_range()?;
+    let value = cur.nullable_range()?;
     let header_count = cur.varint()?;
     let header_count =
         usize::try_from(header_count).map_err(|_| BatchError::corrupt("negative header count"))?;
@@ -581,7 +656,8 @@ fn decode_record(cur: &mut Cursor<'_>) -> Result<Record, BatchError> {
         ));
     }
     cur.end = outer_end;
-    Ok(Record {
+    Ok(RecordView {
+        buf: cur.buf,
         attributes,
         timestamp_delta,
         offset_delta,

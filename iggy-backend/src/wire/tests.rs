@@ -145,12 +145,32 @@ fn send_messages_writes_what_iggys_encoder_writes() {
     let topics = [named("t").expect("name"), WireIdentifier::numeric(u32::MAX)];
     for n in [1, 2, 3, 17, 1000] {
         let messages: Vec<IggyMessage> = (0..n).map(message).collect();
+        // Header-less messages go in bare, some as slices of one shared buffer (as a decoded
+        // batch's records are), some each in a buffer of their own.
+        let shared = Bytes::from(
+            messages
+                .iter()
+                .flat_map(|m| m.payload.iter().copied())
+                .collect::<Vec<u8>>(),
+        );
+        let mut list = MessageList::default();
+        let mut at = 0;
+        for (i, m) in messages.iter().enumerate() {
+            let len = m.payload.len();
+            match (m.headers.is_empty(), i % 2) {
+                (true, 0) => list.push_bare(&shared, &shared[at..at + len], m.origin_timestamp_us),
+                (true, _) => list.push_bare(&m.payload, &m.payload, m.origin_timestamp_us),
+                (false, _) => list.push(m.clone()),
+            }
+            at += len;
+        }
+        assert_eq!(list.clone().into_messages(), messages);
         for (stream, topic) in streams.iter().zip(&topics) {
             for (partition, first_id) in
                 [(0, 0), (7, (5u128 << 64) | 9), (u32::MAX, u128::MAX - 2000)]
             {
                 let ours =
-                    send_messages(stream, topic, partition, &messages, first_id).expect("encode");
+                    send_messages(stream, topic, partition, &list, first_id).expect("encode");
                 let theirs = reference_send_messages(stream, topic, partition, &messages, first_id)
                     .expect("encode");
                 assert_eq!(ours, theirs, "{n} messages to partition {partition}");
@@ -164,7 +184,7 @@ fn send_messages_refuses_what_iggy_cannot_carry() {
     let stream = WireIdentifier::numeric(1);
     let topic = named("t").expect("name");
     assert!(
-        send_messages(&stream, &topic, 0, &[], 0).is_err(),
+        send_messages(&stream, &topic, 0, &MessageList::default(), 0).is_err(),
         "an empty batch"
     );
     let at = |us: u64| IggyMessage {
@@ -172,11 +192,11 @@ fn send_messages_refuses_what_iggy_cannot_carry() {
         origin_timestamp_us: us,
         ..IggyMessage::default()
     };
-    let apart = [at(10), at(10 + u64::from(u32::MAX) + 1)];
+    let apart = MessageList::from(vec![at(10), at(10 + u64::from(u32::MAX) + 1)]);
     assert!(matches!(
         send_messages(&stream, &topic, 0, &apart, 0),
         Err(BackendError::InvalidMessage(_))
     ));
-    let within = [at(10), at(10 + u64::from(u32::MAX))];
+    let within = MessageList::from(vec![at(10), at(10 + u64::from(u32::MAX))]);
     assert!(send_messages(&stream, &topic, 0, &within, 0).is_ok());
 }
