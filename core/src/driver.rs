@@ -325,10 +325,20 @@ impl Transmit {
     /// Takes everything `conn` has to write, after what is still here.
     pub fn fill(&mut self, conn: &mut Connection) {
         while let Some(b) = conn.poll_transmit() {
-            if !b.is_empty() {
-                self.bufs.push_back(b);
-            }
+            self.push(b);
         }
+    }
+
+    /// Adds `buf` after what is here (an Iggy lane's frames, for one).
+    pub fn push(&mut self, buf: Bytes) {
+        if !buf.is_empty() {
+            self.bufs.push_back(buf);
+        }
+    }
+
+    /// Drops everything not yet written (the connection it was for is gone).
+    pub fn clear(&mut self) {
+        self.bufs.clear();
     }
 
     /// Whether everything was written.

@@ -13,7 +13,7 @@ use std::pin::Pin;
 
 use async_io::Timer;
 use bytes::BytesMut;
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt, StreamExt};
+use futures_lite::{future, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use iggy_kafka_core::backend::{CommandId, Completion};
 use iggy_kafka_core::driver::{Commands, Shared, Transmit};
 use iggy_kafka_core::iggy::{Clock, LaneDriver, Lanes, SessionConfig};
@@ -316,15 +316,19 @@ async fn drive_lane(mut d: LaneDriver, lanes: Arc<Lanes>, index: usize, address:
         let _ = stream.set_nodelay(true);
         tracing::debug!(%address, "connected to Iggy");
         d.connected(Instant::now());
+        let mut out = Transmit::new();
         loop {
             let changed = lanes.lane(index).changed();
             d.pump(Instant::now());
+            // A large request's header and payload leave in one call, not as a lone
+            // header segment the server must wait past.
             while let Some(frame) = d.poll_transmit() {
-                if let Err(e) = stream.write_all(&frame).await {
-                    tracing::debug!(error = %e, "write to Iggy failed");
-                    d.handle_closed(Instant::now());
-                    break;
-                }
+                out.push(frame);
+            }
+            if let Err(e) = write_all(&mut stream, &mut out).await {
+                tracing::debug!(error = %e, "write to Iggy failed");
+                out.clear();
+                d.handle_closed(Instant::now());
             }
             if !d.has_session() {
                 break;
@@ -361,6 +365,11 @@ async fn write_out(
     out: &mut Transmit,
 ) -> io::Result<()> {
     out.fill(conn);
+    write_all(stream, out).await
+}
+
+/// Writes all of `out`, in as few calls as the socket takes.
+async fn write_all(stream: &mut (impl AsyncWrite + Unpin), out: &mut Transmit) -> io::Result<()> {
     while !out.is_empty() {
         let n = stream.write_vectored(&out.slices()).await?;
         if n == 0 {

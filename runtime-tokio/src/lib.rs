@@ -14,7 +14,7 @@ use bytes::BytesMut;
 use iggy_kafka_core::driver::{Commands, Shared, Transmit};
 use iggy_kafka_core::iggy::{Clock, LaneDriver, Lanes, SessionConfig};
 use iggy_kafka_core::{Config, Connection};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -249,15 +249,19 @@ async fn drive_lane(mut d: LaneDriver, lanes: Arc<Lanes>, index: usize, address:
         tracing::debug!(%address, "connected to Iggy");
         d.connected(Instant::now());
         let (mut rd, mut wr) = stream.into_split();
+        let mut out = Transmit::new();
         loop {
             let changed = lanes.lane(index).changed();
             d.pump(Instant::now());
+            // A large request's header and payload leave in one call, not as a lone
+            // header segment the server must wait past.
             while let Some(frame) = d.poll_transmit() {
-                if let Err(e) = wr.write_all(&frame).await {
-                    tracing::debug!(error = %e, "write to Iggy failed");
-                    d.handle_closed(Instant::now());
-                    break;
-                }
+                out.push(frame);
+            }
+            if let Err(e) = write_all(&mut wr, &mut out).await {
+                tracing::debug!(error = %e, "write to Iggy failed");
+                out.clear();
+                d.handle_closed(Instant::now());
             }
             if !d.has_session() {
                 break;
@@ -292,6 +296,11 @@ async fn write_out(
     out: &mut Transmit,
 ) -> io::Result<()> {
     out.fill(conn);
+    write_all(stream, out).await
+}
+
+/// Writes all of `out`, in as few calls as the socket takes.
+async fn write_all(stream: &mut (impl AsyncWrite + Unpin), out: &mut Transmit) -> io::Result<()> {
     while !out.is_empty() {
         let n = stream.write_vectored(&out.slices()).await?;
         if n == 0 {
