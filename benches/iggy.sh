@@ -7,7 +7,8 @@
 # the gateway (benches/rdkafka-performance.sh); first of all, right after iggy-bench (the
 # server's state as alike as can be), the lean client of benches/load (iggy-kafka-lean:
 # what iggy-bench does, over Kafka — one prebuilt 1,000-record batch stamped per request,
-# one request in flight; fetches of about one batch). Prints each side's messages/s and
+# one request in flight; fetches of about one batch), then again with five produce requests
+# in flight, as Kafka producers pipeline. Prints each side's messages/s and
 # MB/s, and the CPU seconds the gateway, the server and the client used during the gateway
 # runs.
 #
@@ -29,6 +30,14 @@ LEAN=benches/load/target/release/iggy-kafka-lean
 PERF=$(benches/rdkafka-performance.sh)
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# CPU ticks of each of the server's shard threads: a run where one shard did all the work had
+# the gateway's connection on the partition's shard; where two did, Iggy forwarded each
+# request between them.
+shard_ticks() {
+  for t in /proc/"$1"/task/*; do
+    case "$(cat "$t/comm")" in shard-*) echo "$(cat "$t/comm")=$(awk '{print $14 + $15}' "$t/stat")" ;; esac
+  done | sort | tr '\n' ' '
+}
 hz=$(getconf CLK_TCK)
 server_pid=$(pgrep -f iggy-server | head -1)
 
@@ -37,8 +46,10 @@ for size in 100 1000; do
   batches=$((n / 1000))
   echo "== $n messages of $size B"
   echo "-- iggy-bench, direct"
+  before=$(shard_ticks "$server_pid")
   "$IGGY_BENCH" -m "$size" -P 1000 -b "$batches" pinned-producer -p 1 tcp --server-address "$SERVER" --nodelay 2>&1 \
     | grep -o "Producers Results: Total throughput: [0-9.]* MB/s, [0-9]* messages/s"
+  echo "server shard ticks before: $before after: $(shard_ticks "$server_pid")"
   "$IGGY_BENCH" -m "$size" -P 1000 -b "$batches" pinned-consumer -c 1 tcp --server-address "$SERVER" --nodelay 2>&1 \
     | grep -o "Consumers Results: Total throughput: [0-9.]* MB/s, [0-9]* messages/s"
   target/release/iggy-kafka-gateway --listen 127.0.0.1:19193 --log warn \
@@ -54,6 +65,14 @@ for size in 100 1000; do
     g1=$(ticks "$gw"); s1=$(ticks "$server_pid")
     echo "gateway: $(( (g1 - g0) * 100 / hz ))e-2 CPU s; iggy-server: $(( (s1 - s0) * 100 / hz ))e-2 CPU s"
   done
+  echo "-- lean client, five produce requests in flight (Kafka producers pipeline; Java's default)"
+  LOAD_PHASE=create "$LOAD" 127.0.0.1:19193 "lean5-$size" 0 "$size" >/dev/null
+  g0=$(ticks "$gw"); s0=$(ticks "$server_pid"); before=$(shard_ticks "$server_pid")
+  LOAD_PHASE=produce /usr/bin/time -f "lean client: %U s user, %S s system" \
+    "$LEAN" 127.0.0.1:19193 "lean5-$size" "$n" "$size" 1000 5
+  g1=$(ticks "$gw"); s1=$(ticks "$server_pid")
+  echo "gateway: $(( (g1 - g0) * 100 / hz ))e-2 CPU s; iggy-server: $(( (s1 - s0) * 100 / hz ))e-2 CPU s"
+  echo "server shard ticks before: $before after: $(shard_ticks "$server_pid")"
   echo "-- load client (librdkafka) through the gateway"
   g0=$(ticks "$gw"); s0=$(ticks "$server_pid")
   /usr/bin/time -f "load client: %U s user, %S s system" "$LOAD" 127.0.0.1:19193 "bench-$size" "$n" "$size" 1
