@@ -590,6 +590,103 @@ fn plain_appends_land_in_the_order_handed_over() {
     assert_eq!(got, want);
 }
 
+/// A plain append of three records each, handed over and not yet sent.
+fn hand_over(
+    backend: &IggyBackend,
+    partition: u32,
+    i: usize,
+) -> Pin<Box<dyn Future<Output = Completion> + Send>> {
+    match backend.execute(Command::Append {
+        topic: "t".into(),
+        partition,
+        messages: (0..3).map(|j| to_iggy(&record(i * 3 + j))).collect(),
+        largest_batch: 100,
+        producer: None,
+    }) {
+        Execution::Pending(f) => f,
+        Execution::Done(c) => panic!("{c:?}"),
+    }
+}
+
+fn sends(h: &Harness) -> usize {
+    h.fake
+        .seen
+        .iter()
+        .filter(|c| **c == iggy_binary_protocol::codes::SEND_MESSAGES_CODE)
+        .count()
+}
+
+/// Plain appends handed over while the partition's lane has not sent the one before go to
+/// Iggy as one request; each is answered with its own offsets and lands in the order handed
+/// over. One handed over after that request left starts the next.
+#[test]
+fn plain_appends_handed_over_together_go_to_iggy_as_one_request() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let before = sends(&h);
+    let joined: Vec<_> = (0..4).map(|i| hand_over(&backend, 0, i)).collect();
+    // The lane sends the joint append: nothing joins it any more.
+    h.drivers[super::lane_of("t", 0) % 3].pump(Instant::now());
+    let later = hand_over(&backend, 0, 4);
+    let offsets: Vec<_> = joined
+        .into_iter()
+        .chain([later])
+        .rev()
+        .map(|f| match h.run(f) {
+            Completion::Append(Ok(a)) => a.base_offset,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(offsets, [12, 9, 6, 3, 0]);
+    assert_eq!(
+        sends(&h) - before,
+        2,
+        "four appends in one request, then one"
+    );
+    let got: Vec<_> = read(&mut h, &backend, "t", 0, 0)
+        .expect("read")
+        .into_iter()
+        .collect();
+    let want: Vec<_> = (0..15).map(|i| (i as u64, record(i))).collect();
+    assert_eq!(got, want);
+}
+
+/// Every append in a joint append shares its fate: refused by Iggy, each gets the refusal;
+/// lost with the connection, each gets a retriable error. None is acknowledged, and nothing
+/// of them was stored.
+#[test]
+fn every_append_of_a_failed_joint_append_fails() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let refused: Vec<_> = (0..3).map(|i| hand_over(&backend, 0, i)).collect();
+    h.fake.fail_next = Some(super::code::TOO_BIG_MESSAGE_PAYLOAD);
+    for f in refused {
+        match h.run(f) {
+            Completion::Append(Err(BackendError::InvalidMessage(_))) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    let lost: Vec<_> = (0..3).map(|i| hand_over(&backend, 0, i)).collect();
+    h.drop_connections();
+    for f in lost {
+        match h.run(f) {
+            Completion::Append(Err(e)) => assert_eq!(
+                e.error_code(),
+                iggy_kafka_core::error_code::ErrorCode::REQUEST_TIMED_OUT,
+                "{e:?}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+    let now = Instant::now();
+    for d in &mut h.drivers {
+        d.connected(now);
+    }
+    assert_eq!(append(&mut h, &backend, "t", 0, &[record(2)], None), Ok(0));
+}
+
 #[test]
 fn idempotent_retries_are_appended_once() {
     let mut h = Harness::new(FakeIggy::new());

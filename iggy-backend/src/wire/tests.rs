@@ -179,6 +179,76 @@ fn send_messages_writes_what_iggys_encoder_writes() {
     }
 }
 
+/// Lists pushed one after another into one append (as plain appends join while the lane is
+/// busy) make the bytes Iggy's encoder writes for all their messages in one batch; a list
+/// that would start before the batch's origin, or run past Iggy's u32 timestamp deltas or
+/// the size asked for, does not fit.
+#[test]
+fn an_append_of_several_lists_is_iggys_batch_of_all_their_messages() {
+    let message = |i: usize| IggyMessage {
+        payload: Bytes::from(vec![b'a' + (i % 26) as u8; 1 + i * 13 % 200]),
+        origin_timestamp_us: 1_700_000_000_000_000 + (i as u64 % 7) * 1000,
+        timestamp_us: 0,
+        headers: if i % 4 == 1 {
+            vec![(
+                "k".into(),
+                HeaderValue::Raw(Bytes::from(vec![1; i % 50 + 1])),
+            )]
+        } else {
+            Vec::new()
+        },
+    };
+    let stream = named("s").expect("name");
+    let topic = named("t").expect("name");
+    let lists: Vec<Vec<IggyMessage>> = [1, 5, 30, 2]
+        .iter()
+        .scan(0, |start, n| {
+            let list = (*start..*start + n).map(message).collect();
+            *start += n;
+            Some(list)
+        })
+        .collect();
+    let all: Vec<IggyMessage> = lists.iter().flatten().cloned().collect();
+    let origin = all
+        .iter()
+        .map(|m| m.origin_timestamp_us)
+        .min()
+        .expect("some");
+    let mut append = AppendBuilder::new(&stream, &topic, 3, origin, 0).expect("builder");
+    let mut id = 77u128;
+    for list in &lists {
+        let list = MessageList::from(list.clone());
+        let span = Span::of(&list).expect("a span");
+        assert!(append.fits(&span, usize::MAX));
+        append.push(&list, &span, id).expect("push");
+        id += list.len() as u128;
+    }
+    assert_eq!(append.count(), 38);
+    let theirs = reference_send_messages(&stream, &topic, 3, &all, 77).expect("encode");
+    assert_eq!(append.finish(), theirs);
+
+    let at = |us: u64| {
+        MessageList::from(vec![IggyMessage {
+            payload: Bytes::from_static(b"x"),
+            origin_timestamp_us: us,
+            ..IggyMessage::default()
+        }])
+    };
+    let append = AppendBuilder::new(&stream, &topic, 0, 1_000, 0).expect("builder");
+    let span = |l: &MessageList| Span::of(l).expect("a span");
+    assert!(append.fits(&span(&at(1_000)), usize::MAX));
+    assert!(
+        !append.fits(&span(&at(999)), usize::MAX),
+        "before the origin"
+    );
+    assert!(append.fits(&span(&at(1_000 + u64::from(u32::MAX))), usize::MAX));
+    assert!(!append.fits(&span(&at(1_001 + u64::from(u32::MAX))), usize::MAX));
+    assert!(
+        !append.fits(&span(&at(1_000)), 10),
+        "past the size asked for"
+    );
+}
+
 #[test]
 fn send_messages_refuses_what_iggy_cannot_carry() {
     let stream = WireIdentifier::numeric(1);

@@ -158,3 +158,51 @@ fn every_session_of_every_lane_is_its_own_client() {
     }
     assert!(!ids.contains(&0));
 }
+
+/// A call queued with `call_later` is written when it is due, not when it is queued (what is
+/// added meanwhile goes with it), in its place in the queue; its reply goes to its callback,
+/// and so does the failure of a lane that is down, at once, without writing it.
+#[test]
+fn a_call_written_when_due_goes_in_queue_order_and_answers_its_callback() {
+    let now = Instant::now();
+    let lanes = Arc::new(Lanes::new(1));
+    let mut d = up(&lanes, now);
+    let mut first = lanes.call(0, SEND_MESSAGES_CODE, Bytes::from_static(b"first"));
+    let body = Arc::new(Mutex::new(b"early".to_vec()));
+    let replies: Arc<Mutex<Vec<Result<Bytes, Failure>>>> = Arc::default();
+    let (written, answered) = (Arc::clone(&body), Arc::clone(&replies));
+    lanes.call_later(
+        0,
+        SEND_MESSAGES_CODE,
+        Box::new(move || Bytes::from(lock(&written).clone())),
+        Box::new(move |r| lock(&answered).push(r)),
+    );
+    d.pump(now);
+    let (h, sent) = request(&mut d);
+    assert_eq!(&sent[..], b"first");
+    // Added to while the call ahead of it is in flight.
+    lock(&body).extend_from_slice(b"+late");
+    d.handle_input(&reply_to(&h, 0, b"ok"), now);
+    assert!(poll(&mut first).is_some());
+    let (h, sent) = request(&mut d);
+    assert_eq!(&sent[..], b"early+late");
+    assert!(lock(&replies).is_empty());
+    d.handle_input(&reply_to(&h, 0, b"joint"), now);
+    assert_eq!(*lock(&replies), [Ok(Bytes::from_static(b"joint"))]);
+
+    d.handle_closed(now);
+    let made = Arc::new(Mutex::new(false));
+    let flag = Arc::clone(&made);
+    let answered = Arc::clone(&replies);
+    lanes.call_later(
+        0,
+        SEND_MESSAGES_CODE,
+        Box::new(move || {
+            *lock(&flag) = true;
+            Bytes::new()
+        }),
+        Box::new(move |r| lock(&answered).push(r)),
+    );
+    assert!(matches!(lock(&replies)[1], Err(Failure::Lost(_))));
+    assert!(!*lock(&made), "a lane that is down writes nothing");
+}
