@@ -1,8 +1,7 @@
 //! The Iggy append the backend writes itself, against Iggy's own `SendMessagesEncoder` on the
-//! same messages: both refuse, or both write the same bytes — for one list of messages, and
-//! for several pushed into one append one after another, as plain appends join. Messages go
-//! in mapped, or bare as slices of one shared buffer (as a decoded batch's records do), or
-//! bare from elsewhere (copied in).
+//! same messages: both refuse, or both write the same bytes. Messages go in mapped, or bare
+//! as slices of one shared buffer (as a decoded batch's records do), or bare from elsewhere
+//! (copied in).
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -13,27 +12,15 @@ use libfuzzer_sys::fuzz_target;
 #[derive(Debug, Arbitrary)]
 enum Item {
     Mapped(IggyMessage),
-    Slice {
-        start: u16,
-        len: u16,
-        origin: u64,
-    },
-    Elsewhere {
-        payload: Vec<u8>,
-        origin: u64,
-    },
-    /// The next messages are another list.
-    NextList,
+    Slice { start: u16, len: u16, origin: u64 },
+    Elsewhere { payload: Vec<u8>, origin: u64 },
 }
 
 fuzz_target!(|input: (u32, u128, Vec<u8>, Vec<Item>)| {
     let (partition, first_id, shared, items) = input;
     let shared = Bytes::from(shared);
-    let mut lists = vec![MessageList::default()];
+    let mut messages = MessageList::default();
     for item in items {
-        let Some(messages) = lists.last_mut() else {
-            return;
-        };
         match item {
             Item::Mapped(m) => messages.push(m),
             Item::Slice { start, len, origin } => {
@@ -42,8 +29,7 @@ fuzz_target!(|input: (u32, u128, Vec<u8>, Vec<Item>)| {
                 messages.push_bare(&shared, &shared[start..end], origin);
             }
             Item::Elsewhere { payload, origin } => messages.push_bare(&shared, &payload, origin),
-            Item::NextList => lists.push(MessageList::default()),
         }
     }
-    iggy_kafka_iggy::fuzz_encode(&lists, partition, first_id);
+    iggy_kafka_iggy::fuzz_encode(&messages, partition, first_id);
 });

@@ -147,76 +147,6 @@ struct PartitionState {
     appended: Event,
     /// Polls sent ahead of sequential readers, newest last.
     read_ahead: Mutex<Vec<ReadAhead>>,
-    /// The newest plain append not yet sent to Iggy: plain appends handed over until it is
-    /// sent join it.
-    open: Mutex<Option<Arc<Joint>>>,
-}
-
-/// Plain appends to one partition that go to Iggy as one `SendMessages`. While the
-/// partition's lane is busy with the request before it, appends handed over join it; it is
-/// written in full when the lane sends it. Iggy's session is one request at a time per
-/// connection, so this is how several Kafka requests in flight become fewer, larger Iggy
-/// requests, in the order they were handed over.
-struct Joint {
-    state: Mutex<JointState>,
-    done: Event,
-}
-
-enum JointState {
-    Open(wire::AppendBuilder),
-    Sent,
-    Done(JointResult),
-}
-
-/// A joint append's outcome, for each append in it.
-#[derive(Clone)]
-enum JointResult {
-    /// Appended; the first message's offset.
-    Appended(u64),
-    Failed(Failure),
-    /// A reply without a confirmation.
-    Unconfirmed,
-}
-
-/// The largest joint append: well inside the 64 MiB Iggy takes in one request.
-const JOINT_BYTES: usize = 8 << 20;
-
-impl Joint {
-    /// The request body, when the lane is about to send it; nothing joins after this.
-    fn take(&self) -> Bytes {
-        let mut state = lock(&self.state);
-        match std::mem::replace(&mut *state, JointState::Sent) {
-            JointState::Open(append) => append.finish(),
-            // Never: only `take` leaves `Open` but for a failure, after which the lane
-            // does not send.
-            other => {
-                *state = other;
-                Bytes::new()
-            }
-        }
-    }
-
-    fn finish(&self, reply: Result<Bytes, Failure>) {
-        let result = match reply {
-            Ok(r) => SendMessagesResponse::decode(&r)
-                .ok()
-                .and_then(|(r, _)| r.confirmations.first().map(|c| c.base_offset))
-                .map_or(JointResult::Unconfirmed, JointResult::Appended),
-            Err(f) => JointResult::Failed(f),
-        };
-        *lock(&self.state) = JointState::Done(result);
-        self.done.notify(usize::MAX);
-    }
-
-    async fn outcome(&self) -> JointResult {
-        loop {
-            let listener = self.done.listen();
-            if let JointState::Done(r) = &*lock(&self.state) {
-                return r.clone();
-            }
-            listener.await;
-        }
-    }
 }
 
 /// A poll sent for the offsets right after what a read returned, while the reader (a
@@ -413,9 +343,9 @@ impl Backend for IggyBackend {
                 // Queued on the partition's lane now, not when the future is first polled:
                 // plain appends are handed over in request order without waiting for each
                 // other, and the lane keeps that order on the way to Iggy.
-                return match inner.join_append(&topic, partition, &messages, largest_batch) {
-                    Ok((joint, at)) => Execution::Pending(Box::pin(async move {
-                        Completion::Append(inner.joined(&topic, partition, &joint, at).await)
+                return match inner.send_append(&topic, partition, &messages, largest_batch) {
+                    Ok(call) => Execution::Pending(Box::pin(async move {
+                        Completion::Append(inner.appended(&topic, partition, None, call).await)
                     })),
                     Err(e) => Execution::Done(Completion::Append(Err(e))),
                 };
@@ -553,18 +483,7 @@ impl Inner {
 
     // ---- records ----
 
-    fn check_size(&self, largest_batch: usize) -> Result<(), BackendError> {
-        if largest_batch > self.config.max_message_bytes {
-            return Err(BackendError::MessageTooLarge {
-                size: largest_batch,
-                max: self.config.max_message_bytes,
-            });
-        }
-        Ok(())
-    }
-
-    /// Checks and encodes an append and queues it on the partition's lane, after (and
-    /// closing to later appends) any joint append still waiting there.
+    /// Checks and encodes an append and queues it on the partition's lane.
     fn send_append(
         &self,
         topic: &str,
@@ -572,100 +491,18 @@ impl Inner {
         messages: &MessageList,
         largest_batch: usize,
     ) -> Result<PendingCall, BackendError> {
-        self.check_size(largest_batch)?;
+        if largest_batch > self.config.max_message_bytes {
+            return Err(BackendError::MessageTooLarge {
+                size: largest_batch,
+                max: self.config.max_message_bytes,
+            });
+        }
         let first_id = self.message_ids(messages.len());
         let body =
             wire::send_messages(&self.stream, &named(topic)?, partition, messages, first_id)?;
-        let state = self.partition(topic, partition);
-        let mut open = lock(&state.open);
-        *open = None;
         Ok(self
             .lanes
             .call(lane_of(topic, partition), SEND_MESSAGES_CODE, body))
-    }
-
-    /// Checks and encodes a plain append into the partition's open joint append, or into a
-    /// new one queued on the partition's lane; returns it and where in it the messages start.
-    fn join_append(
-        &self,
-        topic: &str,
-        partition: u32,
-        messages: &MessageList,
-        largest_batch: usize,
-    ) -> Result<(Arc<Joint>, u64), BackendError> {
-        self.check_size(largest_batch)?;
-        let span = wire::Span::of(messages)
-            .ok_or_else(|| BackendError::InvalidMessage("an empty append".into()))?;
-        let first_id = self.message_ids(messages.len());
-        let state = self.partition(topic, partition);
-        // Held until the new joint is queued, so that joints reach the lane in the order
-        // they are opened.
-        let mut open = lock(&state.open);
-        if let Some(joint) = open.as_ref() {
-            if let JointState::Open(append) = &mut *lock(&joint.state) {
-                if append.fits(&span, JOINT_BYTES) {
-                    let at = append.count();
-                    append.push(messages, &span, first_id)?;
-                    return Ok((Arc::clone(joint), u64::from(at)));
-                }
-            }
-        }
-        let mut append = wire::AppendBuilder::new(
-            &self.stream,
-            &named(topic)?,
-            partition,
-            span.first(),
-            span.bytes(),
-        )?;
-        append.push(messages, &span, first_id)?;
-        let joint = Arc::new(Joint {
-            state: Mutex::new(JointState::Open(append)),
-            done: Event::new(),
-        });
-        *open = Some(Arc::clone(&joint));
-        let (sent, answered) = (Arc::clone(&joint), Arc::clone(&joint));
-        self.lanes.call_later(
-            lane_of(topic, partition),
-            SEND_MESSAGES_CODE,
-            Box::new(move || sent.take()),
-            Box::new(move |reply| answered.finish(reply)),
-        );
-        Ok((joint, 0))
-    }
-
-    /// Waits for a joint append and reports where this append's messages, starting `at`
-    /// within it, landed.
-    async fn joined(
-        &self,
-        topic: &str,
-        partition: u32,
-        joint: &Joint,
-        at: u64,
-    ) -> Result<Appended, BackendError> {
-        match joint.outcome().await {
-            JointResult::Appended(base) => {
-                let state = self.partition(topic, partition);
-                state.appended.notify(usize::MAX);
-                Ok(Appended {
-                    base_offset: base + at,
-                    log_append_time_ms: None,
-                    log_start: state.log_start.load(Ordering::Relaxed),
-                })
-            }
-            JointResult::Failed(f) => {
-                if let Failure::Status(status) = &f {
-                    tracing::debug!(
-                        command = SEND_MESSAGES_CODE,
-                        status,
-                        "iggy refused a request"
-                    );
-                }
-                Err(self.refine(f, topic, partition).await)
-            }
-            JointResult::Unconfirmed => Err(BackendError::Other(
-                "iggy send reply without a confirmation".into(),
-            )),
-        }
     }
 
     /// Waits for an append's reply and reports where it landed.
@@ -1662,53 +1499,28 @@ pub fn fuzz_decode(data: &[u8]) {
     let _ = Record::decode(data);
 }
 
-/// Writes `lists` as one Iggy append both with the backend's own writer — pushed one list
-/// after another, as plain appends join, and, for the first list, alone — and with Iggy's
-/// `SendMessagesEncoder` on the same messages, and panics unless both refuse or both write
-/// the same bytes. For the fuzzer.
+/// Writes `messages` as an Iggy append both with the backend's own writer and with Iggy's
+/// `SendMessagesEncoder`, and panics unless both refuse or both write the same bytes. For
+/// the fuzzer.
 #[doc(hidden)]
-pub fn fuzz_encode(lists: &[MessageList], partition: u32, first_id: u128) {
+pub fn fuzz_encode(messages: &MessageList, partition: u32, first_id: u128) {
     let stream = WireIdentifier::numeric(1);
     let Ok(topic) = wire::named("topic") else {
         return;
     };
-    let agree = |ours: Result<Bytes, BackendError>, messages: Vec<IggyMessage>| {
-        let theirs = wire::reference_send_messages(&stream, &topic, partition, &messages, first_id);
-        match (ours, theirs) {
-            (Ok(ours), Ok(theirs)) => assert_eq!(ours, theirs, "the append bytes differ"),
-            (Err(_), Err(_)) => {}
-            (ours, theirs) => panic!("one encoder refused: ours {ours:?}, Iggy's {theirs:?}"),
-        }
-    };
-    if let Some(first) = lists.first() {
-        agree(
-            wire::send_messages(&stream, &topic, partition, first, first_id),
-            first.clone().into_messages(),
-        );
-    }
-    let spans: Vec<Option<wire::Span>> = lists.iter().map(wire::Span::of).collect();
-    let Some(origin) = spans.iter().flatten().map(wire::Span::first).min() else {
-        return;
-    };
-    let joint = (|| {
-        let bytes = spans.iter().flatten().map(wire::Span::bytes).sum();
-        let mut append = wire::AppendBuilder::new(&stream, &topic, partition, origin, bytes)?;
-        let mut id = first_id;
-        for (list, span) in lists.iter().zip(&spans) {
-            if let Some(span) = span {
-                append.push(list, span, id)?;
-                id = id.wrapping_add(list.len() as u128);
-            }
-        }
-        Ok(append.finish())
-    })();
-    agree(
-        joint,
-        lists
-            .iter()
-            .flat_map(|l| l.clone().into_messages())
-            .collect(),
+    let ours = wire::send_messages(&stream, &topic, partition, messages, first_id);
+    let theirs = wire::reference_send_messages(
+        &stream,
+        &topic,
+        partition,
+        &messages.clone().into_messages(),
+        first_id,
     );
+    match (ours, theirs) {
+        (Ok(ours), Ok(theirs)) => assert_eq!(ours, theirs, "the append bytes differ"),
+        (Err(_), Err(_)) => {}
+        (ours, theirs) => panic!("one encoder refused: ours {ours:?}, Iggy's {theirs:?}"),
+    }
 }
 
 #[cfg(test)]

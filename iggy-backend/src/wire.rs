@@ -227,200 +227,74 @@ pub(crate) fn send_messages(
     messages: &MessageList,
     first_id: u128,
 ) -> Result<Bytes, BackendError> {
-    let span = Span::of(messages).ok_or_else(|| invalid("an empty batch".into()))?;
-    let mut append = AppendBuilder::new(stream, topic, partition, span.first, span.bytes)?;
-    append.push(messages, &span, first_id)?;
-    Ok(append.finish())
-}
-
-fn invalid(what: String) -> BackendError {
-    BackendError::InvalidMessage(format!("cannot encode for iggy: {what}"))
-}
-
-/// What a list of messages needs of an Iggy batch: its earliest and latest origin timestamps
-/// and the bytes its frames take.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Span {
-    first: u64,
-    last: u64,
-    bytes: usize,
-}
-
-impl Span {
-    /// The earliest origin timestamp.
-    pub(crate) fn first(&self) -> u64 {
-        self.first
+    let invalid =
+        |what: String| BackendError::InvalidMessage(format!("cannot encode for iggy: {what}"));
+    if messages.is_empty() {
+        return Err(invalid("an empty batch".into()));
+    }
+    let partitioning = WirePartitioning::PartitionId(partition);
+    let metadata = stream.encoded_size() + topic.encoded_size() + partitioning.encoded_size() + 4;
+    let mut frames = 0usize;
+    let mut origin = u64::MAX;
+    for m in messages.iter() {
+        frames += FRAME_HEADER + m.payload.len() + headers_len(m.headers);
+        origin = origin.min(m.origin_timestamp_us);
+    }
+    let batch_length = BATCH_HEADER_SIZE + frames;
+    let count = u32::try_from(messages.len()).map_err(|_| invalid("too many messages".into()))?;
+    if u32::try_from(batch_length).is_err() {
+        return Err(invalid(format!("a batch of {batch_length} bytes")));
     }
 
-    /// The bytes of the messages' frames.
-    pub(crate) fn bytes(&self) -> usize {
-        self.bytes
-    }
-
-    /// `None` for no messages.
-    pub(crate) fn of(messages: &MessageList) -> Option<Self> {
-        let mut span: Option<Self> = None;
-        for m in messages.iter() {
-            let bytes = FRAME_HEADER + m.payload.len() + headers_len(m.headers);
-            let t = m.origin_timestamp_us;
-            span = Some(match span {
-                None => Self {
-                    first: t,
-                    last: t,
-                    bytes,
-                },
-                Some(s) => Self {
-                    first: s.first.min(t),
-                    last: s.last.max(t),
-                    bytes: s.bytes + bytes,
-                },
-            });
+    let mut buf = BytesMut::with_capacity(4 + metadata + batch_length);
+    #[allow(clippy::cast_possible_truncation)] // a few identifiers' bytes
+    buf.put_u32_le(metadata as u32);
+    stream.encode(&mut buf);
+    topic.encode(&mut buf);
+    partitioning.encode(&mut buf);
+    buf.put_u32_le(count);
+    let header_at = buf.len();
+    let blob_at = header_at + BATCH_HEADER_SIZE;
+    // The batch header needs the checksum of what follows: a placeholder until then.
+    buf.put_bytes(0, BATCH_HEADER_SIZE);
+    let mut scratch = [0u8; 8];
+    for (index, m) in messages.iter().enumerate() {
+        let delta = m.origin_timestamp_us - origin;
+        let delta = u32::try_from(delta)
+            .map_err(|_| invalid(format!("timestamps {delta} µs apart in one batch")))?;
+        let payload =
+            u32::try_from(m.payload.len()).map_err(|_| invalid("a payload past 4 GiB".into()))?;
+        let headers = headers_len(m.headers);
+        // Each frame is written in order and whole; only its checksum, which covers the
+        // rest of it, waits for the end.
+        let mut head = [0u8; FRAME_HEADER];
+        head[8..24].copy_from_slice(&first_id.wrapping_add(index as u128).to_le_bytes());
+        #[allow(clippy::cast_possible_truncation)] // `count` fits in a u32
+        head[24..28].copy_from_slice(&(index as u32).to_le_bytes());
+        head[28..32].copy_from_slice(&delta.to_le_bytes());
+        #[allow(clippy::cast_possible_truncation)] // within the batch's length, checked above
+        head[32..36].copy_from_slice(&(headers as u32).to_le_bytes());
+        head[36..40].copy_from_slice(&payload.to_le_bytes());
+        let at = buf.len();
+        buf.put_slice(&head);
+        buf.put_slice(m.payload);
+        for (key, value) in m.headers {
+            let (kind, bytes) = header_entry(value, &mut scratch);
+            put_header_part(&mut buf, STRING, key.as_bytes());
+            put_header_part(&mut buf, kind, &bytes);
         }
-        span
+        let checksum = XxHash3_64::oneshot(&buf[at + 8..]);
+        buf[at..at + 8].copy_from_slice(&checksum.to_le_bytes());
     }
-}
-
-/// One Iggy `SendMessages` to one partition, written as messages are handed over: the
-/// frames go straight after a space kept for the command's metadata and the batch header,
-/// which [`finish`](Self::finish) fills in, so the batch is never copied.
-pub(crate) struct AppendBuilder {
-    buf: BytesMut,
-    /// Where the message count and then the batch header go.
-    count_at: usize,
-    count: u32,
-    /// The batch's origin timestamp: every message's is at most `u32::MAX` µs after it.
-    origin: u64,
-}
-
-impl std::fmt::Debug for AppendBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppendBuilder")
-            .field("count", &self.count)
-            .field("bytes", &self.buf.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl AppendBuilder {
-    /// An empty batch for `partition` whose messages are no earlier than `origin`, with room
-    /// for `frames` bytes of them.
-    pub(crate) fn new(
-        stream: &WireIdentifier,
-        topic: &WireIdentifier,
-        partition: u32,
-        origin: u64,
-        frames: usize,
-    ) -> Result<Self, BackendError> {
-        let partitioning = WirePartitioning::PartitionId(partition);
-        let metadata =
-            stream.encoded_size() + topic.encoded_size() + partitioning.encoded_size() + 4;
-        let mut buf = BytesMut::with_capacity(4 + metadata + BATCH_HEADER_SIZE + frames);
-        let metadata = u32::try_from(metadata).map_err(|_| invalid("identifiers".into()))?;
-        buf.put_u32_le(metadata);
-        stream.encode(&mut buf);
-        topic.encode(&mut buf);
-        partitioning.encode(&mut buf);
-        let count_at = buf.len();
-        // The count and the batch header depend on everything after them.
-        buf.put_bytes(0, 4 + BATCH_HEADER_SIZE);
-        Ok(Self {
-            buf,
-            count_at,
-            count: 0,
-            origin,
-        })
-    }
-
-    /// Messages so far.
-    pub(crate) fn count(&self) -> u32 {
-        self.count
-    }
-
-    /// Whether messages of `span` can join without the batch passing `max_bytes`.
-    pub(crate) fn fits(&self, span: &Span, max_bytes: usize) -> bool {
-        span.first >= self.origin
-            && span.last - self.origin <= u64::from(u32::MAX)
-            && self.buf.len() + span.bytes <= max_bytes
-    }
-
-    /// Adds `messages` (whose [`Span`] is `span`), numbered from `first_id`; all or none.
-    pub(crate) fn push(
-        &mut self,
-        messages: &MessageList,
-        span: &Span,
-        first_id: u128,
-    ) -> Result<(), BackendError> {
-        let start = (self.buf.len(), self.count);
-        let result = self.push_frames(messages, span, first_id);
-        if result.is_err() {
-            self.buf.truncate(start.0);
-            self.count = start.1;
-        }
-        result
-    }
-
-    fn push_frames(
-        &mut self,
-        messages: &MessageList,
-        span: &Span,
-        first_id: u128,
-    ) -> Result<(), BackendError> {
-        let count = u32::try_from(messages.len())
-            .ok()
-            .and_then(|n| n.checked_add(self.count))
-            .ok_or_else(|| invalid("too many messages".into()))?;
-        let batch_length = self.buf.len() - self.count_at - 4 + span.bytes;
-        if u32::try_from(batch_length).is_err() {
-            return Err(invalid(format!("a batch of {batch_length} bytes")));
-        }
-        self.buf.reserve(span.bytes);
-        let mut scratch = [0u8; 8];
-        for (i, m) in messages.iter().enumerate() {
-            let delta = m.origin_timestamp_us.wrapping_sub(self.origin);
-            let delta = u32::try_from(delta)
-                .ok()
-                .filter(|_| m.origin_timestamp_us >= self.origin)
-                .ok_or_else(|| invalid(format!("timestamps {delta} µs apart in one batch")))?;
-            let payload = u32::try_from(m.payload.len())
-                .map_err(|_| invalid("a payload past 4 GiB".into()))?;
-            let headers = headers_len(m.headers);
-            #[allow(clippy::cast_possible_truncation)] // below `count`, a u32
-            let index = self.count + i as u32;
-            // Each frame is written in order and whole; only its checksum, which covers the
-            // rest of it, waits for the end.
-            let mut head = [0u8; FRAME_HEADER];
-            head[8..24].copy_from_slice(&first_id.wrapping_add(i as u128).to_le_bytes());
-            head[24..28].copy_from_slice(&index.to_le_bytes());
-            head[28..32].copy_from_slice(&delta.to_le_bytes());
-            #[allow(clippy::cast_possible_truncation)] // within the batch's length, checked
-            head[32..36].copy_from_slice(&(headers as u32).to_le_bytes());
-            head[36..40].copy_from_slice(&payload.to_le_bytes());
-            let at = self.buf.len();
-            self.buf.put_slice(&head);
-            self.buf.put_slice(m.payload);
-            for (key, value) in m.headers {
-                let (kind, bytes) = header_entry(value, &mut scratch);
-                put_header_part(&mut self.buf, STRING, key.as_bytes());
-                put_header_part(&mut self.buf, kind, &bytes);
-            }
-            let checksum = XxHash3_64::oneshot(&self.buf[at + 8..]);
-            self.buf[at..at + 8].copy_from_slice(&checksum.to_le_bytes());
-        }
-        self.count = count;
-        Ok(())
-    }
-
-    /// The request body: the count and the batch header (with its checksum) written in.
-    pub(crate) fn finish(mut self) -> Bytes {
-        let header_at = self.count_at + 4;
-        let blob_at = header_at + BATCH_HEADER_SIZE;
-        let batch_length = (self.buf.len() - header_at) as u64;
-        self.buf[self.count_at..header_at].copy_from_slice(&self.count.to_le_bytes());
-        let mut header = BatchHeader::new(0, self.origin, batch_length, self.count);
-        header.batch_checksum = calculate_batch_checksum(&header, &self.buf[blob_at..]);
-        header.encode_into(&mut self.buf[header_at..blob_at]);
-        self.buf.freeze()
-    }
+    debug_assert_eq!(
+        buf.len(),
+        blob_at + frames,
+        "an append's size was miscounted"
+    );
+    let mut header = BatchHeader::new(0, origin, batch_length as u64, count);
+    header.batch_checksum = calculate_batch_checksum(&header, &buf[blob_at..]);
+    header.encode_into(&mut buf[header_at..blob_at]);
+    Ok(buf.freeze())
 }
 
 /// The bytes Iggy's own `SendMessagesEncoder` writes for the same messages: the reference

@@ -11,10 +11,6 @@
 //! [`LaneDriver::poll_timeout`] or [`Lane::changed`] (new calls). The driver logs in, sends
 //! the queued calls and delivers the replies; time comes in as an argument.
 //!
-//! [`Lanes::call_later`] queues a call whose payload is written only when it is due, so that
-//! what a backend hands over meanwhile can still go with it, and whose reply goes to a
-//! callback; it is sent whoever waits.
-//!
 //! Failure rules: a call whose future was dropped before it was sent is never sent; a call in
 //! flight when its connection fails gets [`Failure::Lost`] (it may or may not have been
 //! applied; nothing is acknowledged that Iggy did not acknowledge); while a lane has no
@@ -82,54 +78,10 @@ impl Future for PendingCall {
     }
 }
 
-/// Makes a call's payload when the call is due.
-pub type MakePayload = Box<dyn FnOnce() -> Bytes + Send>;
-/// Takes a call's reply, or why there is none.
-pub type OnReply = Box<dyn FnOnce(Result<Bytes, Failure>) + Send>;
-
-enum Payload {
-    Ready(Bytes),
-    /// Made just before the call is sent, so that what is handed over meanwhile can still
-    /// go with it.
-    Due(MakePayload),
-}
-
-enum Reply {
-    /// For a [`PendingCall`].
-    Slot(Arc<Slot>),
-    Callback(OnReply),
-}
-
-impl std::fmt::Debug for Reply {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Slot(_) => "Reply::Slot",
-            Self::Callback(_) => "Reply::Callback",
-        })
-    }
-}
-
-impl Reply {
-    fn deliver(self, result: Result<Bytes, Failure>) {
-        match self {
-            Self::Slot(slot) => slot.fill(result),
-            Self::Callback(f) => f(result),
-        }
-    }
-
-    /// Whether anyone still wants the reply.
-    fn wanted(&self) -> bool {
-        match self {
-            Self::Slot(slot) => Arc::strong_count(slot) > 1,
-            Self::Callback(_) => true,
-        }
-    }
-}
-
 struct Call {
     code: u32,
-    payload: Payload,
-    reply: Reply,
+    payload: Bytes,
+    slot: Arc<Slot>,
     /// Sent even though nobody waits for the reply.
     detached: bool,
 }
@@ -181,27 +133,22 @@ impl Lane {
 
     fn call(&self, code: u32, payload: Bytes, detached: bool) -> PendingCall {
         let slot = Arc::new(Slot::default());
-        self.queue(Call {
-            code,
-            payload: Payload::Ready(payload),
-            reply: Reply::Slot(Arc::clone(&slot)),
-            detached,
-        });
-        PendingCall(slot)
-    }
-
-    /// Queues `call`, or fails it at once while the lane is down.
-    fn queue(&self, call: Call) {
         let mut st = lock(&self.state);
         if st.link == Link::Down {
             let error = st.last_error.clone().unwrap_or(SessionError::Closed);
             drop(st);
-            call.reply.deliver(Err(Failure::Lost(error)));
-            return;
+            slot.fill(Err(Failure::Lost(error)));
+            return PendingCall(slot);
         }
-        st.calls.push_back(call);
+        st.calls.push_back(Call {
+            code,
+            payload,
+            slot: Arc::clone(&slot),
+            detached,
+        });
         drop(st);
         self.changed.notify(usize::MAX);
+        PendingCall(slot)
     }
 
     fn set_link(&self, link: Link, error: Option<SessionError>) {
@@ -219,7 +166,7 @@ impl Lane {
         };
         let error = error.unwrap_or(SessionError::Closed);
         for call in failed {
-            call.reply.deliver(Err(Failure::Lost(error.clone())));
+            call.slot.fill(Err(Failure::Lost(error.clone())));
         }
     }
 
@@ -227,7 +174,7 @@ impl Lane {
     fn next_call(&self) -> Option<Call> {
         let mut st = lock(&self.state);
         while let Some(call) = st.calls.pop_front() {
-            if call.detached || call.reply.wanted() {
+            if call.detached || Arc::strong_count(&call.slot) > 1 {
                 return Some(call);
             }
         }
@@ -283,19 +230,6 @@ impl Lanes {
     pub fn send_detached(&self, index: usize, code: u32, payload: Bytes) {
         drop(self.lane(index).call(code, payload, true));
     }
-
-    /// Queues Iggy command `code` on lane `index` with a payload that `make` writes when the
-    /// call is due (on the lane's task, just before it is sent: a backend can add to it until
-    /// then). `on_reply` gets the reply, or the failure, exactly once — at once if the lane is
-    /// down. The call is sent whoever waits for it.
-    pub fn call_later(&self, index: usize, code: u32, make: MakePayload, on_reply: OnReply) {
-        self.lane(index).queue(Call {
-            code,
-            payload: Payload::Due(make),
-            reply: Reply::Callback(on_reply),
-            detached: true,
-        });
-    }
 }
 
 /// Drives one lane's connection: sessions, reconnection with backoff, calls and replies.
@@ -305,12 +239,18 @@ pub struct LaneDriver {
     index: usize,
     config: SessionConfig,
     session: Option<Session>,
-    current: Option<Reply>,
+    current: Option<Arc<Slot>>,
     backoff: Duration,
     connect_at: Instant,
     sessions: u64,
     /// Connection attempts that failed since the last login; only the first is a warning.
     failures: u32,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Slot")
+    }
 }
 
 impl LaneDriver {
@@ -451,8 +391,8 @@ impl LaneDriver {
                     self.lanes.lane(self.index).set_link(Link::Up, None);
                 }
                 Some(Event::Reply(result)) => {
-                    if let Some(reply) = self.current.take() {
-                        reply.deliver(result);
+                    if let Some(slot) = self.current.take() {
+                        slot.fill(result);
                     }
                 }
                 Some(Event::Closed(error)) => {
@@ -461,8 +401,8 @@ impl LaneDriver {
                     }
                     self.failures += 1;
                     self.session = None;
-                    if let Some(reply) = self.current.take() {
-                        reply.deliver(Err(Failure::Lost(error.clone())));
+                    if let Some(slot) = self.current.take() {
+                        slot.fill(Err(Failure::Lost(error.clone())));
                     }
                     self.lanes
                         .lane(self.index)
@@ -477,13 +417,9 @@ impl LaneDriver {
                     let Some(call) = self.lanes.lane(self.index).next_call() else {
                         return;
                     };
-                    let payload = match call.payload {
-                        Payload::Ready(bytes) => bytes,
-                        Payload::Due(make) => make(),
-                    };
-                    match session.send(call.code, payload, now) {
-                        Ok(()) => self.current = Some(call.reply),
-                        Err(_) => call.reply.deliver(Err(Failure::Lost(SessionError::Closed))),
+                    match session.send(call.code, call.payload, now) {
+                        Ok(()) => self.current = Some(call.slot),
+                        Err(_) => call.slot.fill(Err(Failure::Lost(SessionError::Closed))),
                     }
                 }
             }
