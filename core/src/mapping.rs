@@ -371,23 +371,24 @@ impl MessageList {
             mapped,
         } = self;
         let mut mapped = mapped.into_iter();
-        entries
-            .into_iter()
-            .filter_map(|e| match e {
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            match e {
                 Entry::Bare {
                     buffer,
                     start,
                     end,
                     origin_timestamp_us,
-                } => Some(IggyMessage {
+                } => out.push(IggyMessage {
                     payload: buffers[buffer as usize].slice(start as usize..end as usize),
                     origin_timestamp_us,
                     ..IggyMessage::default()
                 }),
                 // Mapped entries are numbered in the order they were pushed.
-                Entry::Mapped(_) => mapped.next(),
-            })
-            .collect()
+                Entry::Mapped(_) => out.extend(mapped.next()),
+            }
+        }
+        out
     }
 }
 
