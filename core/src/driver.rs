@@ -336,11 +336,6 @@ impl Transmit {
         }
     }
 
-    /// Drops everything not yet written (the connection it was for is gone).
-    pub fn clear(&mut self) {
-        self.bufs.clear();
-    }
-
     /// Whether everything was written.
     #[must_use]
     pub fn is_empty(&self) -> bool {

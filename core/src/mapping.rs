@@ -151,7 +151,7 @@ pub fn into_iggy(r: KafkaRecord) -> IggyMessage {
             key: None,
             value: Some(payload),
             headers,
-        } if timestamp_ms >= 0 && !payload.is_empty() && headers.is_empty() => {
+        } if headers.is_empty() && is_bare(timestamp_ms, &payload) => {
             return IggyMessage {
                 payload,
                 origin_timestamp_us: origin_timestamp_us(timestamp_ms),
@@ -235,10 +235,7 @@ impl RecordSink for IntoIggy {
         // `into_iggy`'s bare case, without making the record first.
         match r.value() {
             Some(value)
-                if r.key().is_none()
-                    && r.headers.is_empty()
-                    && !value.is_empty()
-                    && timestamp_ms >= 0 =>
+                if r.key().is_none() && r.headers.is_empty() && is_bare(timestamp_ms, value) =>
             {
                 self.0
                     .push_bare(r.buffer(), value, origin_timestamp_us(timestamp_ms));
@@ -246,6 +243,13 @@ impl RecordSink for IntoIggy {
             _ => self.push(batch, r.into_record()),
         }
     }
+}
+
+/// Whether a keyless, header-less producer record with this timestamp and value maps to a
+/// bare message (the value as the payload, nothing else): Iggy's payload cannot be empty and
+/// its origin timestamp cannot be negative.
+fn is_bare(timestamp_ms: i64, value: &[u8]) -> bool {
+    timestamp_ms >= 0 && !value.is_empty()
 }
 
 /// The messages of one append, in order. Most records map to a bare message: the value as
@@ -309,18 +313,23 @@ impl MessageList {
     /// Appends a bare message: `payload`, a slice of `buffer`, with no headers. A payload
     /// that does not lie in `buffer` is copied.
     pub fn push_bare(&mut self, buffer: &Bytes, payload: &[u8], origin_timestamp_us: u64) {
-        let base = buffer.as_ptr() as usize;
-        let at = (payload.as_ptr() as usize).wrapping_sub(base);
-        let inside = at <= buffer.len() && payload.len() <= buffer.len() - at;
-        let same = |b: &Bytes| b.as_ptr() == buffer.as_ptr() && b.len() == buffer.len();
-        let index = match self.buffers.last() {
-            Some(last) if same(last) => u32::try_from(self.buffers.len() - 1).ok(),
-            _ => u32::try_from(self.buffers.len()).ok(),
-        };
-        let range = (u32::try_from(at), u32::try_from(at + payload.len()));
-        match (inside, index, range) {
-            (true, Some(index), (Ok(start), Ok(end))) => {
-                if index as usize == self.buffers.len() {
+        let at = (payload.as_ptr() as usize).wrapping_sub(buffer.as_ptr() as usize);
+        let reused = self
+            .buffers
+            .last()
+            .is_some_and(|b| b.as_ptr() == buffer.as_ptr() && b.len() == buffer.len());
+        let index = self.buffers.len() - usize::from(reused);
+        let range = (at <= buffer.len() && payload.len() <= buffer.len() - at)
+            .then(|| {
+                Some((
+                    u32::try_from(at).ok()?,
+                    u32::try_from(at + payload.len()).ok()?,
+                ))
+            })
+            .flatten();
+        match (range, u32::try_from(index)) {
+            (Some((start, end)), Ok(index)) => {
+                if !reused {
                     self.buffers.push(buffer.clone());
                 }
                 self.entries.push(Entry::Bare {

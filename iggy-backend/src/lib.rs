@@ -184,6 +184,11 @@ impl ReadAhead {
     fn covers(&self, offset: u64) -> bool {
         offset >= self.from && offset - self.from < u64::from(self.count)
     }
+
+    /// Still usable at `now` (see [`READ_AHEAD_FOR`]).
+    fn fresh(&self, now: Instant) -> bool {
+        now.duration_since(self.sent) < READ_AHEAD_FOR
+    }
 }
 
 /// Polls kept sent ahead per partition: two per reader (the next two fetches' worth, so
@@ -699,7 +704,7 @@ impl Inner {
         self.sweep_read_aheads(now);
         let ahead = {
             let mut aheads = lock(&state.read_ahead);
-            aheads.retain(|a| now.duration_since(a.sent) < READ_AHEAD_FOR);
+            aheads.retain(|a| a.fresh(now));
             let i = aheads.iter().position(|a| a.covers(offset))?;
             aheads.remove(i)
         };
@@ -747,7 +752,7 @@ impl Inner {
             .flat_map(|t| t.values().cloned())
             .collect();
         for state in states {
-            lock(&state.read_ahead).retain(|a| now.duration_since(a.sent) < READ_AHEAD_FOR);
+            lock(&state.read_ahead).retain(|a| a.fresh(now));
         }
     }
 
@@ -1188,8 +1193,7 @@ impl Inner {
                     payload: r.encode(),
                     ..IggyMessage::default()
                 })
-                .collect::<Vec<_>>()
-                .into();
+                .collect();
             let first_id = self.message_ids(messages.len());
             let body = wire::send_messages(&self.stream, &named(&topic)?, 0, &messages, first_id)?;
             self.call(admin_lane(&topic), SEND_MESSAGES_CODE, body)

@@ -264,25 +264,26 @@ pub(crate) fn send_messages(
             .map_err(|_| invalid(format!("timestamps {delta} µs apart in one batch")))?;
         let payload =
             u32::try_from(m.payload.len()).map_err(|_| invalid("a payload past 4 GiB".into()))?;
-        let headers = headers_len(m.headers);
-        // Each frame is written in order and whole; only its checksum, which covers the
-        // rest of it, waits for the end.
+        // Each frame is written in order and whole; its headers' length and its checksum,
+        // which covers the rest of it, are filled in once the rest is written.
         let mut head = [0u8; FRAME_HEADER];
         head[8..24].copy_from_slice(&first_id.wrapping_add(index as u128).to_le_bytes());
         #[allow(clippy::cast_possible_truncation)] // `count` fits in a u32
         head[24..28].copy_from_slice(&(index as u32).to_le_bytes());
         head[28..32].copy_from_slice(&delta.to_le_bytes());
-        #[allow(clippy::cast_possible_truncation)] // within the batch's length, checked above
-        head[32..36].copy_from_slice(&(headers as u32).to_le_bytes());
         head[36..40].copy_from_slice(&payload.to_le_bytes());
         let at = buf.len();
         buf.put_slice(&head);
         buf.put_slice(m.payload);
+        let headers_at = buf.len();
         for (key, value) in m.headers {
             let (kind, bytes) = header_entry(value, &mut scratch);
             put_header_part(&mut buf, STRING, key.as_bytes());
             put_header_part(&mut buf, kind, &bytes);
         }
+        #[allow(clippy::cast_possible_truncation)] // within the batch's length, checked above
+        let headers = (buf.len() - headers_at) as u32;
+        buf[at + 32..at + 36].copy_from_slice(&headers.to_le_bytes());
         let checksum = XxHash3_64::oneshot(&buf[at + 8..]);
         buf[at..at + 8].copy_from_slice(&checksum.to_le_bytes());
     }

@@ -260,7 +260,6 @@ async fn drive_lane(mut d: LaneDriver, lanes: Arc<Lanes>, index: usize, address:
             }
             if let Err(e) = write_all(&mut wr, &mut out).await {
                 tracing::debug!(error = %e, "write to Iggy failed");
-                out.clear();
                 d.handle_closed(Instant::now());
             }
             if !d.has_session() {

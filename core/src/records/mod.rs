@@ -324,14 +324,21 @@ impl Cursor<'_> {
         Err(BatchError::corrupt("varint too long"))
     }
 
+    /// The next `len` bytes, as a range of the buffer.
     #[inline]
-    fn slice(&mut self, len: usize) -> Result<Bytes, BatchError> {
+    fn take(&mut self, len: usize) -> Result<(usize, usize), BatchError> {
         if len > self.remaining() {
             return Err(BatchError::corrupt("record field runs past the record"));
         }
-        let s = self.buf.slice(self.pos..self.pos + len);
+        let start = self.pos;
         self.pos += len;
-        Ok(s)
+        Ok((start, self.pos))
+    }
+
+    #[inline]
+    fn slice(&mut self, len: usize) -> Result<Bytes, BatchError> {
+        let (start, end) = self.take(len)?;
+        Ok(self.buf.slice(start..end))
     }
 
     /// A varint length, then that many bytes; -1 is null.
@@ -348,15 +355,7 @@ impl Cursor<'_> {
         match self.varint()? {
             -1 => Ok(None),
             n if n < 0 => Err(BatchError::corrupt("negative length")),
-            n => {
-                let len = n as usize;
-                if len > self.remaining() {
-                    return Err(BatchError::corrupt("record field runs past the record"));
-                }
-                let start = self.pos;
-                self.pos += len;
-                Ok(Some((start, self.pos)))
-            }
+            n => self.take(n as usize).map(Some),
         }
     }
 }

@@ -388,6 +388,15 @@ fn the_batch_writer_matches_the_batch_encoder() {
     }
 }
 
+/// The records fields real clients sent: v2 batches of every codec, and legacy message sets.
+fn captured_record_sets() -> Vec<Bytes> {
+    let v2 = ["none", "gzip", "snappy", "lz4", "zstd"]
+        .map(|name| captured_records("kafka-python", &format!("Produce-v9-{name}.bin")));
+    let legacy = ["none", "gzip", "snappy", "lz4"]
+        .map(|name| captured_records("kafka-python-legacy", &format!("Produce-v2-{name}.bin")));
+    v2.into_iter().chain(legacy).collect()
+}
+
 /// Collects what `decode_batches_into` hands over, with the batch each record came in.
 #[derive(Default)]
 struct Collect {
@@ -411,19 +420,7 @@ impl RecordSink for Collect {
 /// legacy message sets; and it refuses what `decode_batches` refuses.
 #[test]
 fn decoding_into_a_sink_matches_collecting() {
-    let mut inputs: Vec<Bytes> = Vec::new();
-    for name in ["none", "gzip", "snappy", "lz4", "zstd"] {
-        inputs.push(captured_records(
-            "kafka-python",
-            &format!("Produce-v9-{name}.bin"),
-        ));
-    }
-    for name in ["none", "gzip", "snappy", "lz4"] {
-        inputs.push(captured_records(
-            "kafka-python-legacy",
-            &format!("Produce-v2-{name}.bin"),
-        ));
-    }
+    let mut inputs = captured_record_sets();
     let mut two = BytesMut::new();
     batch(3)
         .encode(Compression::None, &mut two)
@@ -474,17 +471,7 @@ fn decoding_into_a_sink_matches_collecting() {
 #[test]
 fn the_produce_sink_holds_what_into_iggy_maps() {
     use crate::mapping::{into_iggy, IntoIggy, KafkaRecord, MessageList};
-    let mut inputs: Vec<Bytes> = Vec::new();
-    for name in ["none", "gzip", "snappy", "lz4", "zstd"] {
-        inputs.push(captured_records(
-            "kafka-python",
-            &format!("Produce-v9-{name}.bin"),
-        ));
-    }
-    inputs.push(captured_records(
-        "kafka-python-legacy",
-        "Produce-v2-none.bin",
-    ));
+    let mut inputs = captured_record_sets();
     let mut mixed = BytesMut::new();
     batch(40)
         .encode(Compression::None, &mut mixed)
