@@ -147,29 +147,12 @@ impl Messages {
     /// The messages with their offsets, as one block (runs split where offsets jump).
     #[must_use]
     pub fn from_offsets(messages: impl IntoIterator<Item = (u64, IggyMessage)>) -> Self {
-        // (first offset, first index, end index) of each run of consecutive offsets.
-        let mut runs: Vec<(u64, usize, usize)> = Vec::new();
-        let block: Vec<IggyMessage> = messages
-            .into_iter()
-            .enumerate()
-            .map(|(i, (o, m))| {
-                match runs.last_mut() {
-                    Some((first, start, end))
-                        if first.checked_add((*end - *start) as u64) == Some(o) =>
-                    {
-                        *end += 1
-                    }
-                    _ => runs.push((o, i, i + 1)),
-                }
-                m
-            })
-            .collect();
-        let block = Arc::new(block);
-        let mut out = Self::new();
-        for (first, start, end) in runs {
-            out.push(first, &block, start..end);
+        let messages = messages.into_iter();
+        let mut builder = MessagesBuilder::with_capacity(messages.size_hint().0);
+        for (offset, message) in messages {
+            builder.push(offset, message);
         }
-        out
+        builder.finish()
     }
 
     /// How many messages.
@@ -223,6 +206,63 @@ impl Messages {
             true
         });
         self.len = self.len.min(n);
+    }
+}
+
+/// Builds [`Messages`] held in one block from messages given in offset order, each moved
+/// once into the block.
+#[derive(Debug, Default)]
+pub struct MessagesBuilder {
+    block: Vec<IggyMessage>,
+    /// (first offset, first index, end index) of each run of consecutive offsets.
+    runs: Vec<(u64, usize, usize)>,
+}
+
+impl MessagesBuilder {
+    /// A builder with room for `capacity` messages.
+    #[must_use]
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            block: Vec::with_capacity(capacity),
+            runs: Vec::new(),
+        }
+    }
+
+    /// Adds a message at `offset`; a run ends where offsets jump.
+    pub fn push(&mut self, offset: u64, message: IggyMessage) {
+        let i = self.block.len();
+        match self.runs.last_mut() {
+            Some((first, start, end))
+                if first.checked_add((*end - *start) as u64) == Some(offset) =>
+            {
+                *end += 1;
+            }
+            _ => self.runs.push((offset, i, i + 1)),
+        }
+        self.block.push(message);
+    }
+
+    /// How many messages so far.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.block.len()
+    }
+
+    /// Whether there are none yet.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.block.is_empty()
+    }
+
+    /// The messages.
+    #[must_use]
+    pub fn finish(self) -> Messages {
+        let block = Arc::new(self.block);
+        let mut out = Messages::new();
+        for (first, start, end) in self.runs {
+            out.push(first, &block, start..end);
+        }
+        out
     }
 }
 

@@ -12,7 +12,9 @@ use iggy_binary_protocol::primitives::user_headers::{
 use iggy_binary_protocol::responses::messages::poll_messages::PollMessagesResponse;
 use iggy_binary_protocol::responses::streams::get_stream::TopicHeader;
 use iggy_binary_protocol::{WireEncode, WireIdentifier, WireOptions, WirePartitioning};
-use iggy_kafka_core::backend::{BackendError, Messages, TopicConfig, TopicInfo, TopicRef};
+use iggy_kafka_core::backend::{
+    BackendError, Messages, MessagesBuilder, TopicConfig, TopicInfo, TopicRef,
+};
 use iggy_kafka_core::iggy::Failure;
 use iggy_kafka_core::mapping::{HeaderValue, IggyMessage, MessageList};
 use iggy_kafka_core::protocol::Uuid;
@@ -358,7 +360,11 @@ pub(crate) fn polled(
     let reply = PollMessagesResponse::decode(body)
         .map_err(|e| BackendError::Other(format!("iggy poll reply: {e}")))?;
     let current = reply.header.current_offset;
-    let mut out = Vec::new();
+    // Room for what the reply says it holds, as far as its bytes can hold it.
+    let room = (reply.header.messages_count as usize)
+        .min(max_messages)
+        .min(body.len() / FRAME_HEADER);
+    let mut out = MessagesBuilder::with_capacity(room);
     let mut bytes = 0usize;
     for view in reply.messages {
         let view = view.map_err(|e| BackendError::Other(format!("iggy poll reply: {e}")))?;
@@ -378,9 +384,9 @@ pub(crate) fn polled(
             break;
         }
         bytes += size;
-        out.push((view.offset, message));
+        out.push(view.offset, message);
     }
-    Ok((Messages::from_offsets(out), current, bytes))
+    Ok((out.finish(), current, bytes))
 }
 
 fn option(key: &str, value: u64) -> (u8, Vec<u8>, u8, Vec<u8>) {
