@@ -508,3 +508,58 @@ fn the_produce_sink_holds_what_into_iggy_maps() {
         assert_eq!(sink.0.into_messages(), expected);
     }
 }
+
+#[test]
+fn records_with_the_widest_small_fields_encode_as_kafka_does() {
+    // Null key and value, no headers, timestamp delta -1: Kafka's bytes, written out.
+    let mut buf = BytesMut::new();
+    encode_record_parts(&mut buf, 0, -1, 0, None, None, &[]).expect("encode");
+    assert_eq!(&buf[..], [0x0c, 0x00, 0x01, 0x00, 0x01, 0x01, 0x00]);
+
+    // Every varint at its widest, key and value null, headers with null values: the
+    // most small fields in a row.
+    let header = |key: &[u8]| Header {
+        key: Bytes::copy_from_slice(key),
+        value: None,
+    };
+    let mut buf = BytesMut::new();
+    encode_record_parts(
+        &mut buf,
+        -1,
+        i64::MIN,
+        i32::MIN,
+        None,
+        None,
+        &[header(b""), header(b"k")],
+    )
+    .expect("encode");
+    let mut want = vec![0xff];
+    want.extend([0xff; 9]);
+    want.push(0x01); // zigzag(i64::MIN) = u64::MAX
+    want.extend([0xff, 0xff, 0xff, 0xff, 0x0f]); // zigzag(i32::MIN) = u32::MAX
+    want.extend([0x01, 0x01, 0x04]); // null key, null value, two headers
+    want.extend([0x00, 0x01]); // "" = null
+    want.extend([0x02, b'k', 0x01]); // "k" = null
+    let length = u64::from(zigzag32(want.len() as i32));
+    assert!(length < 0x80);
+    assert_eq!(buf[0] as u64, length);
+    assert_eq!(&buf[1..], &want[..]);
+
+    let records = vec![Record {
+        attributes: 0,
+        timestamp_delta: i64::MAX,
+        offset_delta: i32::MAX,
+        key: None,
+        value: None,
+        headers: vec![header(b""), header(b"k")],
+    }];
+    let b = RecordBatch {
+        last_offset_delta: i32::MAX,
+        records,
+        ..RecordBatch::default()
+    };
+    let mut buf = BytesMut::new();
+    b.encode(Compression::None, &mut buf).expect("encode");
+    let decoded = decode_batches(&buf.freeze(), &mut budget(), false).expect("decode");
+    assert_eq!(decoded, vec![b]);
+}
