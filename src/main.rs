@@ -78,9 +78,8 @@ struct Args {
     )]
     iggy: Option<String>,
 
-    /// Connections to the Iggy server. A partition's requests use one at a time (the one
-    /// that answers it fastest, probed at first use), its appends in order; more
-    /// connections let more partitions move at once.
+    /// Connections to the Iggy server. All requests for one partition use the same one, in
+    /// order; more connections let more partitions move at once.
     #[arg(
         long,
         env = "IGGY_KAFKA_IGGY_CONNECTIONS",

@@ -79,9 +79,6 @@ pub struct IggyConfig {
     pub max_message_bytes: usize,
     /// Randomness for producer and message ids, so they do not repeat across restarts.
     pub seed: u64,
-    /// Rounds of probing each lane when a partition is first used (0: none, a partition
-    /// keeps the lane its name hashes to). See [`Route`].
-    pub lane_probes: u32,
 }
 
 impl Default for IggyConfig {
@@ -95,7 +92,6 @@ impl Default for IggyConfig {
             )
             .unwrap_or(usize::MAX),
             seed: 0,
-            lane_probes: 8,
         }
     }
 }
@@ -151,65 +147,6 @@ struct PartitionState {
     appended: Event,
     /// Polls sent ahead of sequential readers, newest last.
     read_ahead: Mutex<Vec<ReadAhead>>,
-    route: Mutex<Route>,
-}
-
-/// Which lane a partition's requests take.
-///
-/// The Iggy server runs a shard per core, owns each partition on one of them, and deals
-/// each connection to one; a request that arrives on another shard than its partition's is
-/// forwarded there and back. That costs a third or more of the throughput, and the server
-/// tells no client where a partition or a connection lives. So when a partition is first
-/// used, each lane is probed with a few empty polls of it, and the partition moves to the
-/// lane that answers clearly fastest.
-///
-/// Appends must reach Iggy in the order they were handed over, and each lane keeps order
-/// only among its own requests: the move waits until none of the partition's appends is
-/// on the old lane. Reads may move at any time.
-#[derive(Debug, Default)]
-struct Route {
-    /// The lane chosen by probing; `None` until then, the hashed lane.
-    lane: Option<usize>,
-    /// A faster lane found, taken up once no append is in flight.
-    wanted: Option<usize>,
-    appends_in_flight: usize,
-    probed: bool,
-}
-
-impl Route {
-    fn current(&mut self, hashed: usize) -> usize {
-        if self.appends_in_flight == 0 {
-            if let Some(w) = self.wanted.take() {
-                self.lane = Some(w);
-            }
-        }
-        self.lane.unwrap_or(hashed)
-    }
-}
-
-/// At most this many partitions are probed while answering one listing of topics.
-const PROBED_PER_LISTING: usize = 16;
-
-/// An append on its way: while one is, the partition's appends keep their lane.
-struct AppendInFlight(Arc<PartitionState>);
-
-impl Drop for AppendInFlight {
-    fn drop(&mut self) {
-        let mut route = lock(&self.0.route);
-        route.appends_in_flight = route.appends_in_flight.saturating_sub(1);
-    }
-}
-
-/// The lane to move to, given each lane's fastest probe: the fastest, when it beats the
-/// current lane's by a tenth or more (probes of lanes on the same shard differ by noise).
-fn fastest_lane(fastest: &[Option<Duration>], current: usize) -> Option<usize> {
-    let (best, best_time) = fastest
-        .iter()
-        .enumerate()
-        .filter_map(|(i, t)| t.map(|t| (i, t)))
-        .min_by_key(|&(_, t)| t)?;
-    let now = fastest.get(current).copied().flatten()?;
-    (best != current && best_time * 10 <= now * 9).then_some(best)
 }
 
 /// A poll sent for the offsets right after what a read returned, while the reader (a
@@ -468,11 +405,7 @@ impl Inner {
             }
             Command::Offsets { topic, partition } => {
                 Completion::Offsets(match self.topic_name(&topic).await {
-                    Ok(name) => {
-                        // Consumers ask where to start before they read.
-                        self.probe(&name, partition).await;
-                        self.offsets(&name, partition).await
-                    }
+                    Ok(name) => self.offsets(&name, partition).await,
                     Err(e) => Err(e),
                 })
             }
@@ -562,7 +495,7 @@ impl Inner {
         partition: u32,
         messages: &MessageList,
         largest_batch: usize,
-    ) -> Result<(PendingCall, AppendInFlight), BackendError> {
+    ) -> Result<PendingCall, BackendError> {
         if largest_batch > self.config.max_message_bytes {
             return Err(BackendError::MessageTooLarge {
                 size: largest_batch,
@@ -572,70 +505,9 @@ impl Inner {
         let first_id = self.message_ids(messages.len());
         let body =
             wire::send_messages(&self.stream, &named(topic)?, partition, messages, first_id)?;
-        let state = self.partition(topic, partition);
-        let lane = {
-            let mut route = lock(&state.route);
-            let lane = route.current(self.hashed_lane(topic, partition));
-            route.appends_in_flight += 1;
-            lane
-        };
-        let call = self.lanes.call(lane, SEND_MESSAGES_CODE, body);
-        Ok((call, AppendInFlight(state)))
-    }
-
-    fn hashed_lane(&self, topic: &str, partition: u32) -> usize {
-        lane_of(topic, partition) % self.lanes.len().max(1)
-    }
-
-    /// The lane for a read of a partition.
-    fn read_lane(&self, state: &PartitionState, topic: &str, partition: u32) -> usize {
-        let mut route = lock(&state.route);
-        route.current(self.hashed_lane(topic, partition))
-    }
-
-    /// Probes the lanes for a partition, once per run (see [`Route`]): a few rounds of an
-    /// empty poll on every lane in turn; the partition moves to the lane that answered
-    /// clearly fastest.
-    async fn probe(&self, topic: &str, partition: u32) {
-        let lanes = self.lanes.len();
-        if self.config.lane_probes == 0 || lanes < 2 {
-            return;
-        }
-        let state = self.partition(topic, partition);
-        if std::mem::replace(&mut lock(&state.route).probed, true) {
-            return;
-        }
-        let mut fastest: Vec<Option<Duration>> = vec![None; lanes];
-        for _ in 0..self.config.lane_probes {
-            for (lane, best) in fastest.iter_mut().enumerate() {
-                // Past any offset a partition reaches: the reply is empty.
-                let Ok(request) = self.poll_request(
-                    topic,
-                    partition,
-                    WirePollingStrategy::offset(u64::MAX / 2),
-                    1,
-                ) else {
-                    return;
-                };
-                let sent = self.clock.now();
-                if self.call(lane, POLL_MESSAGES_CODE, request).await.is_err() {
-                    // The partition or the lane is not answering: keep the lane it has.
-                    return;
-                }
-                let took = self.clock.now().saturating_duration_since(sent);
-                *best = Some(best.map_or(took, |b| b.min(took)));
-            }
-        }
-        let mut route = lock(&state.route);
-        let current = route
-            .wanted
-            .or(route.lane)
-            .unwrap_or(self.hashed_lane(topic, partition));
-        let faster = fastest_lane(&fastest, current);
-        tracing::debug!(topic, partition, current, ?faster, ?fastest, "lanes probed");
-        if faster.is_some() {
-            route.wanted = faster;
-        }
+        Ok(self
+            .lanes
+            .call(lane_of(topic, partition), SEND_MESSAGES_CODE, body))
     }
 
     /// Waits for an append's reply and reports where it landed.
@@ -644,15 +516,12 @@ impl Inner {
         topic: &str,
         partition: u32,
         producer: Option<&ProducerBatch>,
-        (call, in_flight): (PendingCall, AppendInFlight),
+        call: PendingCall,
     ) -> Result<Appended, BackendError> {
-        let reply = reply(SEND_MESSAGES_CODE, call).await;
-        drop(in_flight);
-        let reply = match reply {
+        let reply = match reply(SEND_MESSAGES_CODE, call).await {
             Ok(r) => r,
             Err(f) => return Err(self.refine(f, topic, partition).await),
         };
-        self.probe(topic, partition).await;
         let base = SendMessagesResponse::decode(&reply)
             .ok()
             .and_then(|(r, _)| r.confirmations.first().map(|c| c.base_offset))
@@ -708,11 +577,7 @@ impl Inner {
     ) -> Result<Bytes, BackendError> {
         let request = self.poll_request(topic, partition, strategy, count)?;
         match self
-            .call(
-                self.read_lane(&self.partition(topic, partition), topic, partition),
-                POLL_MESSAGES_CODE,
-                request,
-            )
+            .call(lane_of(topic, partition), POLL_MESSAGES_CODE, request)
             .await
         {
             Ok(r) => Ok(r),
@@ -767,7 +632,6 @@ impl Inner {
         max_messages: usize,
     ) -> Result<ReadResult, BackendError> {
         let name = self.topic_name(topic).await?;
-        self.probe(&name, partition).await;
         let estimate = self.message_size.load(Ordering::Relaxed).max(32);
         let count = (max_bytes / estimate + 1).clamp(1, max_messages.clamp(1, 10_000));
         let count = u32::try_from(count).unwrap_or(u32::MAX);
@@ -935,7 +799,7 @@ impl Inner {
                 total: Arc::clone(total),
             };
             let call = self.lanes.call(
-                self.read_lane(state, topic, partition),
+                lane_of(topic, partition),
                 POLL_MESSAGES_CODE,
                 self.poll_request(topic, partition, WirePollingStrategy::offset(from), count)?,
             );
@@ -1085,23 +949,6 @@ impl Inner {
 
     async fn list_topics(&self, only: Option<&[TopicRef]>) -> Result<Vec<TopicInfo>, BackendError> {
         let topics = self.stream_topics().await?;
-        if let Some(only) = only {
-            // Producers ask for their topics' metadata before they append: probing now
-            // puts the first appends on the right lane (appends in flight hold a partition
-            // on its lane). Bounded, as a client may name many topics.
-            let named = topics.iter().filter(|t| {
-                only.iter().any(|r| match r {
-                    TopicRef::Name(n) => n.as_str() == t.name.as_str(),
-                    TopicRef::Id(id) => *id == wire::topic_id(t),
-                })
-            });
-            let partitions = named
-                .flat_map(|t| (0..t.partitions_count).map(move |p| (t.name.as_str(), p)))
-                .take(PROBED_PER_LISTING);
-            for (name, partition) in partitions {
-                self.probe(name, partition).await;
-            }
-        }
         Ok(topics
             .iter()
             .filter(|t| !t.name.as_str().starts_with(offsets::TOPIC_PREFIX))

@@ -20,7 +20,7 @@ use iggy_kafka_core::protocol::Uuid;
 use iggy_kafka_core::records::Header;
 use secrecy::SecretString;
 
-use super::{fastest_lane, lane_of, offsets, IggyBackend, IggyConfig, Route};
+use super::{offsets, IggyBackend, IggyConfig};
 use fake::FakeIggy;
 
 /// The time now, or later by what a test moved it on; sleeps end at once.
@@ -48,11 +48,6 @@ struct Harness {
     fake: FakeIggy,
     clock: Arc<TestClock>,
     lanes: Arc<Lanes>,
-    /// A lane whose requests each take a millisecond of the test clock, as a connection
-    /// on another shard than the partition's is slower.
-    slow_lane: Option<usize>,
-    /// Appends and polls each lane carried.
-    requests: Vec<usize>,
     drivers: Vec<LaneDriver>,
     wires: Vec<Vec<u8>>,
 }
@@ -88,8 +83,6 @@ impl Harness {
             fake,
             clock: Arc::default(),
             lanes,
-            slow_lane: None,
-            requests: vec![0; 3],
             drivers,
             wires: vec![Vec::new(); 3],
         }
@@ -98,20 +91,12 @@ impl Harness {
     /// Moves every lane's frames through the fake server once.
     fn serve(&mut self) {
         let now = Instant::now();
-        for (i, (d, wire)) in self.drivers.iter_mut().zip(&mut self.wires).enumerate() {
+        for (d, wire) in self.drivers.iter_mut().zip(&mut self.wires) {
             d.pump(now);
             while let Some(chunk) = d.poll_transmit() {
                 wire.extend_from_slice(&chunk);
             }
-            if !wire.is_empty() && self.slow_lane == Some(i) {
-                self.clock.advance(Duration::from_millis(1));
-            }
-            let seen = self.fake.seen.len();
             let reply = self.fake.serve(wire);
-            self.requests[i] += self.fake.seen[seen..]
-                .iter()
-                .filter(|&&c| c == super::SEND_MESSAGES_CODE || c == super::POLL_MESSAGES_CODE)
-                .count();
             if !reply.is_empty() {
                 d.handle_input(&reply, now);
             }
@@ -1026,73 +1011,4 @@ fn the_gate_admits_one_at_a_time_and_survives_a_dropped_waiter() {
     // The waiter that was told first goes away without entering: the next one gets in.
     drop(second);
     assert!(matches!(third.as_mut().poll(&mut cx), Poll::Ready(_)));
-}
-
-#[test]
-fn the_fastest_lane_is_taken_only_when_clearly_faster() {
-    let us = |n| Some(Duration::from_micros(n));
-    assert_eq!(fastest_lane(&[us(80), us(50), us(81)], 0), Some(1));
-    // Within a tenth: noise between lanes on one shard.
-    assert_eq!(fastest_lane(&[us(80), us(75), us(81)], 0), None);
-    assert_eq!(fastest_lane(&[us(50), us(80)], 0), None);
-    // A lane that did not answer is no candidate, and without the current lane's time
-    // there is nothing to compare.
-    assert_eq!(fastest_lane(&[us(80), None, us(60)], 0), Some(2));
-    assert_eq!(fastest_lane(&[None, us(10)], 0), None);
-}
-
-#[test]
-fn a_partition_moves_lanes_only_when_no_append_is_in_flight() {
-    let mut route = Route {
-        appends_in_flight: 2,
-        wanted: Some(1),
-        ..Route::default()
-    };
-    assert_eq!(route.current(0), 0);
-    route.appends_in_flight = 0;
-    assert_eq!(route.current(0), 1);
-    // Taken up once; the choice stays.
-    assert_eq!(route.wanted, None);
-    assert_eq!(route.current(0), 1);
-}
-
-#[test]
-fn a_partition_on_a_slow_lane_moves_to_a_faster_one_and_keeps_its_order() {
-    let mut h = Harness::new(FakeIggy::new());
-    let backend = h.backend();
-    create(&mut h, &backend, "t", 1);
-    let hashed = lane_of("t", 0) % 3;
-    h.slow_lane = Some(hashed);
-    // The first append goes on the hashed lane; its reply starts the probe.
-    assert_eq!(append(&mut h, &backend, "t", 0, &[record(0)], None), Ok(0));
-    let before = h.requests.clone();
-    // Appends in flight together, then reads: none of them on the slow lane.
-    let futures: Vec<_> = (1..6)
-        .map(|i| {
-            match backend.execute(Command::Append {
-                topic: "t".into(),
-                partition: 0,
-                messages: vec![to_iggy(&record(i))].into(),
-                largest_batch: 100,
-                producer: None,
-            }) {
-                Execution::Pending(f) => f,
-                Execution::Done(c) => panic!("{c:?}"),
-            }
-        })
-        .collect();
-    for (i, f) in futures.into_iter().enumerate() {
-        match h.run(f) {
-            Completion::Append(Ok(a)) => assert_eq!(a.base_offset, i as u64 + 1),
-            other => panic!("{other:?}"),
-        }
-    }
-    let got: Vec<_> = read(&mut h, &backend, "t", 0, 0)
-        .expect("read")
-        .into_iter()
-        .map(|(o, r)| (o, r.value))
-        .collect();
-    let want: Vec<_> = (0..6).map(|i| (i as u64, record(i).value)).collect();
-    assert_eq!(got, want);
-    assert_eq!(h.requests[hashed], before[hashed], "{:?}", h.requests);
 }

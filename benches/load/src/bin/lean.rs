@@ -12,8 +12,6 @@
 //! and sizes add up. The topic (one partition) must exist; the broker at BOOTSTRAP must lead
 //! it (a single-node gateway does).
 //!
-//! Before either, it asks for the topic's metadata, as Kafka clients do.
-//!
 //! IN_FLIGHT (default 1) above 1 lets the producer send that many requests before awaiting
 //! the first answer, as Kafka clients may (librdkafka's `max.in.flight`; Iggy's protocol
 //! carries one request at a time per connection, so iggy-bench cannot).
@@ -27,9 +25,6 @@ use iggy_kafka_core::api;
 use iggy_kafka_core::protocol::generated::fetch_request::{
     FetchPartition, FetchRequest, FetchTopic,
 };
-use iggy_kafka_core::protocol::generated::metadata_request::{
-    MetadataRequest, MetadataRequestTopic,
-};
 use iggy_kafka_core::protocol::generated::produce_request::{
     PartitionProduceData, ProduceRequest, TopicProduceData,
 };
@@ -39,7 +34,6 @@ use iggy_kafka_core::protocol::{ApiKey, Message, Reader, Request, Response};
 use iggy_kafka_core::records::{Compression, Record, RecordBatch};
 use iggy_kafka_load::rate;
 
-const METADATA_VERSION: i16 = 12;
 const PRODUCE_VERSION: i16 = 9;
 const FETCH_VERSION: i16 = 12;
 /// Where a v2 batch's CRC, attributes and base timestamp start.
@@ -72,20 +66,6 @@ fn main() {
     let batch: usize = std::cmp::max(batch, 1);
     let phase = std::env::var("LOAD_PHASE").unwrap_or_default();
     let mut conn = Conn::new(bootstrap);
-    // As every Kafka client does before it produces or fetches: the topic's metadata.
-    conn.send(
-        &Request::Metadata(MetadataRequest {
-            topics: Some(vec![MetadataRequestTopic {
-                name: Some(topic.as_str().into()),
-                ..MetadataRequestTopic::default()
-            }]),
-            ..MetadataRequest::default()
-        }),
-        METADATA_VERSION,
-    );
-    let Response::Metadata(_) = conn.recv() else {
-        panic!("not a metadata response")
-    };
     let batch_len = if phase != "consume" {
         produce(&mut conn, topic, records, size, batch, in_flight.max(1))
     } else {
