@@ -154,10 +154,6 @@ pub struct Session {
     session: u64,
     next_request: u64,
     input: BytesMut,
-    /// The size of the last frame taken from `input`: room for as much is made before the
-    /// next read, so that a large reply is read in place rather than copied into a larger
-    /// buffer once its header tells its size.
-    last_frame: usize,
     transmit: VecDeque<Bytes>,
     in_flight: Option<InFlight>,
     events: VecDeque<Event>,
@@ -173,7 +169,6 @@ impl Session {
             session: 0,
             next_request: 1,
             input: BytesMut::new(),
-            last_frame: 0,
             transmit: VecDeque::new(),
             in_flight: None,
             events: VecDeque::new(),
@@ -361,11 +356,6 @@ impl Session {
                 Err(e) => self.close(e),
             }
         }
-        // Only the start of the next frame is left: making room now copies little.
-        if self.state != State::Closed {
-            self.input
-                .reserve(self.last_frame.saturating_sub(self.input.len()));
-        }
     }
 
     fn next_frame(&mut self) -> Result<Option<([u8; HEADER_SIZE], Bytes)>, SessionError> {
@@ -382,7 +372,6 @@ impl Session {
             self.input.reserve(size - self.input.len());
             return Ok(None);
         }
-        self.last_frame = size;
         let mut header = [0; HEADER_SIZE];
         header.copy_from_slice(&self.input[..HEADER_SIZE]);
         self.input.advance(HEADER_SIZE);
