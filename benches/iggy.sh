@@ -38,6 +38,19 @@ shard_ticks() {
     case "$(cat "$t/comm")" in shard-*) echo "$(cat "$t/comm")=$(awk '{print $14 + $15}' "$t/stat")" ;; esac
   done | sort | tr '\n' ' '
 }
+# Each shard's ticks between two shard_ticks readings, and what they say: a run that kept
+# one shard busy (three quarters of the ticks or more; shard 0 also does the server's
+# metadata work, such as iggy-bench creating its topic) ran on the partition's shard.
+placement() {
+  paste <(tr ' ' '\n' <<<"$1" | grep .) <(tr ' ' '\n' <<<"$2" | grep .) | awk -F'[=\t]' '
+    { d[$1] = $4 - $2; total += $4 - $2; if ($4 - $2 > top) top = $4 - $2; names[NR] = $1 }
+    END {
+      for (i = 1; i <= NR; i++) printf "%s +%d ", names[i], d[names[i]]
+      if (total == 0) print "(idle)"
+      else if (top * 4 >= total * 3) print "(one shard busy: on the partition'"'"'s shard)"
+      else print "(shards shared the work: forwarded)"
+    }'
+}
 hz=$(getconf CLK_TCK)
 server_pid=$(pgrep -f iggy-server | head -1)
 
@@ -49,7 +62,7 @@ for size in 100 1000; do
   before=$(shard_ticks "$server_pid")
   "$IGGY_BENCH" -m "$size" -P 1000 -b "$batches" pinned-producer -p 1 tcp --server-address "$SERVER" --nodelay 2>&1 \
     | grep -o "Producers Results: Total throughput: [0-9.]* MB/s, [0-9]* messages/s"
-  echo "server shard ticks before: $before after: $(shard_ticks "$server_pid")"
+  echo "server shard ticks: $(placement "$before" "$(shard_ticks "$server_pid")")"
   "$IGGY_BENCH" -m "$size" -P 1000 -b "$batches" pinned-consumer -c 1 tcp --server-address "$SERVER" --nodelay 2>&1 \
     | grep -o "Consumers Results: Total throughput: [0-9.]* MB/s, [0-9]* messages/s"
   target/release/iggy-kafka-gateway --listen 127.0.0.1:19193 --log warn \
@@ -72,7 +85,7 @@ for size in 100 1000; do
     "$LEAN" 127.0.0.1:19193 "lean5-$size" "$n" "$size" 1000 5
   g1=$(ticks "$gw"); s1=$(ticks "$server_pid")
   echo "gateway: $(( (g1 - g0) * 100 / hz ))e-2 CPU s; iggy-server: $(( (s1 - s0) * 100 / hz ))e-2 CPU s"
-  echo "server shard ticks before: $before after: $(shard_ticks "$server_pid")"
+  echo "server shard ticks: $(placement "$before" "$(shard_ticks "$server_pid")")"
   echo "-- load client (librdkafka) through the gateway"
   g0=$(ticks "$gw"); s0=$(ticks "$server_pid")
   /usr/bin/time -f "load client: %U s user, %S s system" "$LOAD" 127.0.0.1:19193 "bench-$size" "$n" "$size" 1
