@@ -125,10 +125,7 @@ impl Messages {
             // Extends the previous run when it is the same block and continues it.
             if Arc::ptr_eq(&last.block, block)
                 && last.end == range.start
-                && last
-                    .first_offset
-                    .checked_add((last.end - last.start) as u64)
-                    == Some(first_offset)
+                && continues(last.first_offset, last.end - last.start, first_offset)
             {
                 last.end = end;
                 self.len += end - range.start;
@@ -209,6 +206,11 @@ impl Messages {
     }
 }
 
+/// Whether `offset` comes right after a run of `len` offsets from `first`.
+fn continues(first: u64, len: usize, offset: u64) -> bool {
+    first.checked_add(len as u64) == Some(offset)
+}
+
 /// Builds [`Messages`] held in one block from messages given in offset order, each moved
 /// once into the block.
 #[derive(Debug, Default)]
@@ -232,9 +234,7 @@ impl MessagesBuilder {
     pub fn push(&mut self, offset: u64, message: IggyMessage) {
         let i = self.block.len();
         match self.runs.last_mut() {
-            Some((first, start, end))
-                if first.checked_add((*end - *start) as u64) == Some(offset) =>
-            {
+            Some((first, start, end)) if continues(*first, *end - *start, offset) => {
                 *end += 1;
             }
             _ => self.runs.push((offset, i, i + 1)),

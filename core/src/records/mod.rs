@@ -836,8 +836,9 @@ fn encode_record_parts(
     }
     let body = i32::try_from(body).map_err(|_| BatchError::corrupt("record too long"))?;
     let length = u64::from(zigzag32(body));
-    let end = buf.len() + uvarint_len(length) + body as usize;
-    buf.reserve(end - buf.len());
+    let size = uvarint_len(length) + body as usize;
+    let end = buf.len() + size;
+    buf.reserve(size);
     // The small fields between the key, the value and the headers are gathered on the
     // stack and copied once: a `BytesMut` write per varint byte is a call of its own, and
     // sizing the record first then filling it zeroes every byte before it is written.
