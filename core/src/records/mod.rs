@@ -677,10 +677,13 @@ fn zigzag64(v: i64) -> u64 {
 }
 
 #[inline]
-fn uvarint_len(v: u64) -> usize {
-    // Seven bits a byte; 0 takes one.
-    let bits = 64 - (v | 1).leading_zeros();
-    bits.div_ceil(7) as usize
+fn uvarint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
 }
 
 fn nullable_len(b: Option<&Bytes>) -> Result<(i32, usize), BatchError> {
@@ -812,19 +815,14 @@ fn encode_record_parts(
     let (value_len, value_bytes) = nullable_len(value)?;
     let header_count =
         i32::try_from(headers.len()).map_err(|_| BatchError::corrupt("too many headers"))?;
-    let timestamp_delta = zigzag64(timestamp_delta);
-    let offset_delta = u64::from(zigzag32(offset_delta));
-    let key_len = u64::from(zigzag32(key_len));
-    let value_len = u64::from(zigzag32(value_len));
-    let header_count = u64::from(zigzag32(header_count));
     let mut body = 1
-        + uvarint_len(timestamp_delta)
-        + uvarint_len(offset_delta)
-        + uvarint_len(key_len)
+        + uvarint_len(zigzag64(timestamp_delta))
+        + uvarint_len(u64::from(zigzag32(offset_delta)))
+        + uvarint_len(u64::from(zigzag32(key_len)))
         + key_bytes
-        + uvarint_len(value_len)
+        + uvarint_len(u64::from(zigzag32(value_len)))
         + value_bytes
-        + uvarint_len(header_count);
+        + uvarint_len(u64::from(zigzag32(header_count)));
     for h in headers {
         let k =
             i32::try_from(h.key.len()).map_err(|_| BatchError::corrupt("header key too long"))?;
@@ -836,82 +834,55 @@ fn encode_record_parts(
     }
     let body = i32::try_from(body).map_err(|_| BatchError::corrupt("record too long"))?;
     let length = u64::from(zigzag32(body));
-    let size = uvarint_len(length) + body as usize;
-    let end = buf.len() + size;
-    buf.reserve(size);
-    // The small fields between the key, the value and the headers are gathered on the
-    // stack and copied once: a `BytesMut` write per varint byte is a call of its own, and
-    // sizing the record first then filling it zeroes every byte before it is written.
-    let mut small = Small::default();
-    small.uvarint(length);
-    small.byte(attributes as u8);
-    small.uvarint(timestamp_delta);
-    small.uvarint(offset_delta);
-    small.uvarint(key_len);
+    // Sized once and filled through a slice: `BytesMut`'s one-byte writes are calls of
+    // their own, which made varints most of the cost of a small record.
+    let at = buf.len();
+    buf.resize(at + uvarint_len(length) + body as usize, 0);
+    let mut w = SliceWriter(&mut buf[at..]);
+    w.uvarint(length);
+    w.put(&attributes.to_be_bytes());
+    w.uvarint(zigzag64(timestamp_delta));
+    w.uvarint(u64::from(zigzag32(offset_delta)));
+    w.uvarint(u64::from(zigzag32(key_len)));
     if let Some(k) = key {
-        small.flush(buf);
-        buf.extend_from_slice(k);
+        w.put(k);
     }
-    small.uvarint(value_len);
+    w.uvarint(u64::from(zigzag32(value_len)));
     if let Some(v) = value {
-        small.flush(buf);
-        buf.extend_from_slice(v);
+        w.put(v);
     }
-    small.uvarint(header_count);
+    w.uvarint(u64::from(zigzag32(header_count)));
     for h in headers {
-        small.uvarint(u64::from(zigzag32(h.key.len() as i32)));
-        small.flush(buf);
-        buf.extend_from_slice(&h.key);
+        w.uvarint(u64::from(zigzag32(h.key.len() as i32)));
+        w.put(&h.key);
         let (v, _) = nullable_len(h.value.as_ref())?;
-        small.uvarint(u64::from(zigzag32(v)));
+        w.uvarint(u64::from(zigzag32(v)));
         if let Some(v) = &h.value {
-            small.flush(buf);
-            buf.extend_from_slice(v);
+            w.put(v);
         }
     }
-    small.flush(buf);
-    debug_assert_eq!(buf.len(), end, "a record's size was miscounted");
+    debug_assert!(w.0.is_empty(), "a record's size was miscounted");
     Ok(())
 }
 
-/// Bytes gathered on the stack between two copies into a buffer. Between flushes it holds
-/// at most a record's length, attributes, timestamp delta, offset delta, key length, value
-/// length, header count and first header key length, where key and value are null: 41
-/// bytes.
-struct Small {
-    bytes: [u8; 48],
-    len: usize,
-}
+/// Writes into a slice sized beforehand, front to back.
+struct SliceWriter<'a>(&'a mut [u8]);
 
-impl Default for Small {
-    fn default() -> Self {
-        Self {
-            bytes: [0; 48],
-            len: 0,
-        }
-    }
-}
-
-impl Small {
+impl SliceWriter<'_> {
     #[inline]
-    fn byte(&mut self, b: u8) {
-        self.bytes[self.len] = b;
-        self.len += 1;
+    fn put(&mut self, src: &[u8]) {
+        let (head, rest) = std::mem::take(&mut self.0).split_at_mut(src.len());
+        head.copy_from_slice(src);
+        self.0 = rest;
     }
 
     #[inline]
     fn uvarint(&mut self, mut v: u64) {
         while v >= 0x80 {
-            self.byte((v as u8) | 0x80);
+            self.put(&[(v as u8) | 0x80]);
             v >>= 7;
         }
-        self.byte(v as u8);
-    }
-
-    #[inline]
-    fn flush(&mut self, buf: &mut BytesMut) {
-        buf.extend_from_slice(&self.bytes[..self.len]);
-        self.len = 0;
+        self.put(&[v as u8]);
     }
 }
 
