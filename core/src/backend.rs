@@ -54,6 +54,12 @@ pub struct TopicConfig {
     pub max_message_bytes: Option<i32>,
     /// `message.timestamp.type` is `LogAppendTime` rather than `CreateTime`.
     pub log_append_time: Option<bool>,
+    /// `segment.bytes`: the size at which a partition's log starts a new segment, where the
+    /// backend stores records in segments (retention drops whole segments).
+    pub segment_bytes: Option<i32>,
+    /// `flush.messages`: how many records may be written before they are forced to disk;
+    /// `1` forces every write.
+    pub flush_messages: Option<i64>,
 }
 
 /// One change to a topic's configuration.

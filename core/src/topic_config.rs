@@ -66,11 +66,20 @@ pub const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
 pub const TIMESTAMP_TYPE: &str = "message.timestamp.type";
 /// `cleanup.policy`.
 pub const CLEANUP_POLICY: &str = "cleanup.policy";
+/// `segment.bytes`.
+pub const SEGMENT_BYTES: &str = "segment.bytes";
+/// `flush.messages`.
+pub const FLUSH_MESSAGES: &str = "flush.messages";
 
 /// Kafka's default `max.message.bytes`.
 pub const DEFAULT_MAX_MESSAGE_BYTES: i32 = 1_048_588;
-/// Kafka's default `retention.ms` (7 days).
-pub const DEFAULT_RETENTION_MS: i64 = 604_800_000;
+/// The gateway's default `retention.ms`: unlimited. Both backends keep records until a
+/// topic sets a limit (as Iggy's topics do), not for Kafka's seven days, and say so.
+pub const DEFAULT_RETENTION_MS: i64 = -1;
+/// Kafka's default `segment.bytes` (1 GiB, also Iggy's default segment size).
+pub const DEFAULT_SEGMENT_BYTES: i32 = 1 << 30;
+/// Kafka's default `flush.messages`: never forced, the operating system writes back.
+pub const DEFAULT_FLUSH_MESSAGES: i64 = i64::MAX;
 
 /// Every topic config Kafka 4 knows, sorted by name.
 pub const DEFINITIONS: &[Definition] = &[
@@ -78,7 +87,7 @@ pub const DEFINITIONS: &[Definition] = &[
     def("compression.type", "producer", ConfigType::String),
     def("delete.retention.ms", "86400000", ConfigType::Long),
     def("file.delete.delay.ms", "60000", ConfigType::Long),
-    def("flush.messages", "9223372036854775807", ConfigType::Long),
+    honoured(FLUSH_MESSAGES, "9223372036854775807", ConfigType::Long),
     def("flush.ms", "9223372036854775807", ConfigType::Long),
     def(
         "follower.replication.throttled.replicas",
@@ -116,8 +125,8 @@ pub const DEFINITIONS: &[Definition] = &[
     def("preallocate", "false", ConfigType::Boolean),
     def("remote.storage.enable", "false", ConfigType::Boolean),
     honoured(RETENTION_BYTES, "-1", ConfigType::Long),
-    honoured(RETENTION_MS, "604800000", ConfigType::Long),
-    def("segment.bytes", "1073741824", ConfigType::Int),
+    honoured(RETENTION_MS, "-1", ConfigType::Long),
+    honoured(SEGMENT_BYTES, "1073741824", ConfigType::Int),
     def("segment.index.bytes", "10485760", ConfigType::Int),
     def("segment.jitter.ms", "0", ConfigType::Long),
     def("segment.ms", "604800000", ConfigType::Long),
@@ -160,6 +169,8 @@ pub fn apply(
             RETENTION_BYTES => config.retention_bytes = None,
             MAX_MESSAGE_BYTES => config.max_message_bytes = None,
             TIMESTAMP_TYPE => config.log_append_time = None,
+            SEGMENT_BYTES => config.segment_bytes = None,
+            FLUSH_MESSAGES => config.flush_messages = None,
             _ => {}
         }
         return Ok(());
@@ -194,6 +205,13 @@ pub fn apply(
                 }
             });
         }
+        SEGMENT_BYTES => {
+            // Kafka's own floor: a segment holds at least one legacy record's overhead.
+            let v = parse_long(name, value, 14)?;
+            config.segment_bytes =
+                Some(i32::try_from(v).map_err(|_| format!("{name} {v} is out of range"))?);
+        }
+        FLUSH_MESSAGES => config.flush_messages = Some(parse_long(name, value, 1)?),
         CLEANUP_POLICY => {
             if value != "delete" {
                 return Err(format!(
@@ -257,6 +275,12 @@ pub fn describe(config: &TopicConfig, broker_retention_bytes: i64) -> Vec<Entry>
                             (s.to_string(), true)
                         })
                 }
+                SEGMENT_BYTES => config
+                    .segment_bytes
+                    .map_or((def.default.to_string(), false), |v| (v.to_string(), true)),
+                FLUSH_MESSAGES => config
+                    .flush_messages
+                    .map_or((def.default.to_string(), false), |v| (v.to_string(), true)),
                 _ => (def.default.to_string(), false),
             };
             Entry {
@@ -287,19 +311,34 @@ mod tests {
         apply(&mut c, RETENTION_MS, Some("1000"), LIMITS).unwrap_or_else(|e| panic!("{e}"));
         apply(&mut c, TIMESTAMP_TYPE, Some("LogAppendTime"), LIMITS)
             .unwrap_or_else(|e| panic!("{e}"));
-        apply(&mut c, "segment.bytes", Some("1073741824"), LIMITS)
-            .unwrap_or_else(|e| panic!("{e}"));
+        apply(&mut c, "preallocate", Some("false"), LIMITS).unwrap_or_else(|e| panic!("{e}"));
+        apply(&mut c, SEGMENT_BYTES, Some("8388608"), LIMITS).unwrap_or_else(|e| panic!("{e}"));
+        apply(&mut c, FLUSH_MESSAGES, Some("1"), LIMITS).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.retention_ms, Some(1000));
         assert_eq!(c.log_append_time, Some(true));
-        assert!(apply(&mut c, "segment.bytes", Some("1000"), LIMITS).is_err());
+        assert_eq!(c.segment_bytes, Some(8 << 20));
+        assert_eq!(c.flush_messages, Some(1));
+        assert!(apply(&mut c, "preallocate", Some("true"), LIMITS).is_err());
+        assert!(apply(&mut c, SEGMENT_BYTES, Some("13"), LIMITS).is_err());
+        assert!(apply(&mut c, SEGMENT_BYTES, Some("4294967296"), LIMITS).is_err());
+        assert!(apply(&mut c, FLUSH_MESSAGES, Some("0"), LIMITS).is_err());
         assert!(apply(&mut c, CLEANUP_POLICY, Some("compact"), LIMITS).is_err());
         assert!(apply(&mut c, "no.such.config", Some("1"), LIMITS).is_err());
         assert!(apply(&mut c, RETENTION_BYTES, Some("-1"), LIMITS).is_err());
         assert!(apply(&mut c, RETENTION_MS, Some("-2"), LIMITS).is_err());
         apply(&mut c, RETENTION_MS, None, LIMITS).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.retention_ms, None);
+        apply(&mut c, SEGMENT_BYTES, None, LIMITS).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.segment_bytes, None);
         let entries = describe(&c, 77);
-        let rb = entries.iter().find(|e| e.def.name == RETENTION_BYTES);
-        assert_eq!(rb.map(|e| e.value.as_str()), Some("77"));
+        let value = |name: &str| {
+            let e = entries.iter().find(|e| e.def.name == name);
+            e.map(|e| (e.value.clone(), e.is_override))
+        };
+        assert_eq!(value(RETENTION_BYTES), Some(("77".into(), false)));
+        // Records are kept until a topic sets a limit: the default says so.
+        assert_eq!(value(RETENTION_MS), Some(("-1".into(), false)));
+        assert_eq!(value(SEGMENT_BYTES), Some(("1073741824".into(), false)));
+        assert_eq!(value(FLUSH_MESSAGES), Some(("1".into(), true)));
     }
 }

@@ -29,7 +29,9 @@ use iggy_kafka_core::backend::{
 use iggy_kafka_core::mapping::{kafka_timestamp_ms, set_log_append_time, IggyMessage};
 use iggy_kafka_core::producers::Producers;
 use iggy_kafka_core::protocol::Uuid;
-use iggy_kafka_core::topic_config::DEFAULT_MAX_MESSAGE_BYTES;
+use iggy_kafka_core::topic_config::{
+    DEFAULT_FLUSH_MESSAGES, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SEGMENT_BYTES,
+};
 
 /// How the embedded store is sized.
 #[derive(Debug, Clone, Copy)]
@@ -420,6 +422,7 @@ impl EmbeddedStore {
                 "Number of partitions must be larger than 0.".into(),
             ));
         }
+        in_memory(&config)?;
         let mut topics = write(&self.inner.topics);
         if topics.contains_key(&name) {
             return Err(BackendError::TopicExists(name));
@@ -524,6 +527,7 @@ impl EmbeddedStore {
         validate_only: bool,
     ) -> Result<(), BackendError> {
         let topic = self.topic(&TopicRef::Name(topic.to_string()))?;
+        in_memory(&config)?;
         if !validate_only {
             *write(&topic.config) = config;
         }
@@ -685,6 +689,28 @@ impl Backend for EmbeddedStore {
         };
         Execution::Done(done)
     }
+}
+
+/// Refuses the storage settings a store in memory cannot honour: it has no segments and
+/// nothing to flush, so only their defaults are accepted.
+fn in_memory(config: &TopicConfig) -> Result<(), BackendError> {
+    if config
+        .segment_bytes
+        .is_some_and(|b| b != DEFAULT_SEGMENT_BYTES)
+    {
+        return Err(BackendError::InvalidConfig(
+            "segment.bytes: the embedded store keeps records in memory, without segments".into(),
+        ));
+    }
+    if config
+        .flush_messages
+        .is_some_and(|m| m != DEFAULT_FLUSH_MESSAGES)
+    {
+        return Err(BackendError::InvalidConfig(
+            "flush.messages: the embedded store keeps records in memory, nothing is flushed".into(),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -325,6 +325,42 @@ fn log_append_time_topics_stamp_records_with_the_append_time() {
     assert_eq!(record.timestamp_ms, append_ms);
 }
 
+#[test]
+fn storage_settings_other_than_the_defaults_are_refused() {
+    let s = store(1 << 20);
+    create(&s, "t", 1);
+    let mut defaults = TopicConfig::default();
+    defaults.segment_bytes = Some(1 << 30);
+    defaults.flush_messages = Some(i64::MAX);
+    let mut segmented = TopicConfig::default();
+    segmented.segment_bytes = Some(1 << 20);
+    let mut flushed = TopicConfig::default();
+    flushed.flush_messages = Some(1);
+    let alter = |config: TopicConfig| {
+        done(s.execute(Command::AlterTopicConfig {
+            topic: "t".into(),
+            config,
+            validate_only: false,
+        }))
+    };
+    assert_eq!(alter(defaults), Completion::AlterTopicConfig(Ok(())));
+    for config in [segmented, flushed] {
+        assert!(matches!(
+            alter(config.clone()),
+            Completion::AlterTopicConfig(Err(BackendError::InvalidConfig(_)))
+        ));
+        assert!(matches!(
+            done(s.execute(Command::CreateTopic {
+                name: "u".into(),
+                partitions: 1,
+                config,
+                validate_only: false,
+            })),
+            Completion::CreateTopic(Err(BackendError::InvalidConfig(_)))
+        ));
+    }
+}
+
 fn batch(producer_id: i64, epoch: i16, first_sequence: i32, count: i32) -> Option<ProducerBatch> {
     Some(ProducerBatch {
         producer_id,
