@@ -8,6 +8,10 @@
 # SDK (tests/iggy.rs, ignored without a server). The server is not started here: Iggy
 # publishes no package this project can install, so bring one (README, "Testing against a
 # real Iggy server").
+#
+# With IGGY_KAFKA_TEST_IGGY_CRASH set to a command that kills the server abruptly and starts
+# it again on the same data, the crash test runs too, alone, after the others (it would
+# break the tests running beside it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,9 +27,20 @@ echo "==> Iggy's Rust SDK, for the interoperability tests"
 cargo build --locked --manifest-path tests/iggy-sdk/Cargo.toml --target-dir target/iggy-sdk
 export IGGY_KAFKA_TEST_SDK_BIN="$PWD/target/iggy-sdk/debug/iggy-sdk-interop"
 
+if [ -n "${IGGY_KAFKA_TEST_IGGY_CRASH:-}" ]; then
+  echo "==> the crash test will run: IGGY_KAFKA_TEST_IGGY_CRASH kills and restarts the server"
+else
+  echo "==> the crash test will NOT run: set IGGY_KAFKA_TEST_IGGY_CRASH to run it"
+fi
+
 for features in "" "--no-default-features --features smol"; do
   echo "==> integration tests against Iggy (${features:-tokio})"
   # shellcheck disable=SC2086
-  cargo test --locked -p iggy-kafka-gateway $features -- --include-ignored
+  cargo test --locked -p iggy-kafka-gateway $features -- --include-ignored \
+    --skip an_iggy_crash_loses_nothing_acknowledged
+  echo "==> an Iggy crash loses nothing acknowledged (${features:-tokio})"
+  # shellcheck disable=SC2086
+  cargo test --locked -p iggy-kafka-gateway $features --test iggy -- --include-ignored \
+    --exact an_iggy_crash_loses_nothing_acknowledged --nocapture
 done
 echo "all Iggy tests passed"

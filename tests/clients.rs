@@ -106,6 +106,27 @@ fn kafkajs() {
     gw.stop();
 }
 
+/// Topic configuration with confluent-kafka's admin client: created with configs, described,
+/// altered (set and delete), and refused where the backend cannot honour it.
+#[test]
+fn topic_configs_through_the_admin_client() {
+    let gw = Gateway::start();
+    let backend = if common::iggy_url().is_some() {
+        "iggy"
+    } else {
+        "embedded"
+    };
+    run(
+        "topic configs",
+        Command::new(python())
+            .arg("topic_configs.py")
+            .arg(gw.addr.to_string())
+            .arg(topic("configs"))
+            .arg(backend),
+    );
+    gw.stop();
+}
+
 /// A group of confluent-kafka consumers (separate processes) joining, leaving and being
 /// killed while records arrive, then restarted; kafka-python's admin client lists,
 /// describes and deletes the group. `tests/clients/groups.py` says what each phase checks.

@@ -93,6 +93,87 @@ fn a_restart_loses_nothing() {
     second.stop();
 }
 
+/// Nothing acknowledged is lost when the Iggy server crashes: the gateway's topics (and its
+/// offsets topic) are written through, so Iggy writes each append to its segment before
+/// answering. Killing the server needs a command of the tester's (`IGGY_KAFKA_TEST_IGGY_CRASH`,
+/// README "Testing against a real Iggy server"); without one this test says it did not run.
+#[test]
+#[ignore = "needs a real Iggy server: IGGY_KAFKA_TEST_IGGY, see scripts/test-iggy.sh"]
+fn an_iggy_crash_loses_nothing_acknowledged() {
+    let url = server();
+    if std::env::var_os("IGGY_KAFKA_TEST_IGGY_CRASH").is_none() {
+        eprintln!(
+            "NOT RUN: set IGGY_KAFKA_TEST_IGGY_CRASH to a command that kills the Iggy server \
+             and starts it again on the same data"
+        );
+        return;
+    }
+    let stream = unique_stream();
+    let gw = Gateway::start_with(&["--iggy", url.as_str(), "--stream", stream.as_str()]);
+    run(
+        "crash.py",
+        Command::new(python())
+            .arg("crash.py")
+            .arg(gw.addr.to_string())
+            .arg(format!("crash-{}", common::RUNTIME))
+            .arg(format!("crash-group-{}", common::RUNTIME))
+            .arg("12"),
+    );
+    gw.stop();
+}
+
+/// What Iggy's own SDK sees of a topic made through the gateway: Kafka's configs as Iggy's
+/// options, and appends written through before they are acknowledged.
+#[test]
+#[ignore = "needs a real Iggy server: IGGY_KAFKA_TEST_IGGY, see scripts/test-iggy.sh"]
+fn topic_configs_become_iggy_options() {
+    use iggy_kafka_core::protocol::generated::create_topics_request::CreatableTopicConfig;
+    let url = server();
+    let stream = unique_stream();
+    let gw = Gateway::start_with(&["--iggy", url.as_str(), "--stream", stream.as_str()]);
+    let topic = format!("configured-{}", common::RUNTIME);
+    let mut create = create_topic(&topic, 2);
+    if let Request::CreateTopics(r) = &mut create {
+        r.topics[0].configs = [
+            ("retention.ms", "60000"),
+            ("retention.bytes", "8388608"),
+            ("flush.messages", "1"),
+        ]
+        .iter()
+        .map(|(k, v)| CreatableTopicConfig {
+            name: (*k).into(),
+            value: Some((*v).into()),
+            ..CreatableTopicConfig::default()
+        })
+        .collect();
+    }
+    let mut s = gw.connect();
+    let Response::CreateTopics(r) = call(&mut s, 7, 1, &create) else {
+        panic!("CreateTopics")
+    };
+    assert_eq!(r.topics[0].error_code, 0, "{r:?}");
+    let seen = |topic: &str| -> serde_json::Value {
+        let out = run(
+            "iggy SDK topic",
+            sdk().args(["topic", url.as_str(), stream.as_str(), topic, "0"]),
+        );
+        serde_json::from_str(out.trim()).expect("JSON from the SDK")
+    };
+    let t = seen(&topic);
+    assert_eq!(t["message_expiry"], 60_000_000, "{t}");
+    assert_eq!(t["max_topic_size"], 2 * 8_388_608, "{t}");
+    assert_eq!(t["options"]["segment_size"], "8388608", "{t}");
+    assert_eq!(t["options"]["enforce_fsync"], "true", "{t}");
+    assert_eq!(t["options"]["messages_required_to_save"], "1", "{t}");
+    // The committed offsets' own topic is written through as well.
+    let offsets = seen("__kafka_gateway_offsets.0");
+    assert_eq!(
+        offsets["options"]["messages_required_to_save"], "1",
+        "{offsets}"
+    );
+    gw.stop();
+}
+
 fn sdk() -> Command {
     let bin = std::env::var("IGGY_KAFKA_TEST_SDK_BIN").unwrap_or_else(|_| {
         Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -940,10 +940,23 @@ impl Inner {
             .iter()
             .map(|t| (t.name.as_str().to_owned(), t.partitions_count))
             .collect();
-        *lock(&self.ids) = topics
+        let ids = topics
             .iter()
             .map(|t| (wire::topic_id(t), t.name.as_str().to_owned()))
             .collect();
+        let before = std::mem::replace(&mut *lock(&self.ids), ids);
+        for t in &topics {
+            let storage = wire::Storage::of(t);
+            if storage.messages_required_to_save > 1 && !before.contains_key(&wire::topic_id(t)) {
+                // Created outside the gateway with Iggy's default: say once what it means.
+                tracing::warn!(
+                    topic = %t.name.as_str(),
+                    messages_required_to_save = storage.messages_required_to_save,
+                    "Iggy acknowledges appends to this topic before writing them out: a crash \
+                     of the Iggy server may lose acknowledged records"
+                );
+            }
+        }
         Ok(topics)
     }
 
@@ -1066,7 +1079,8 @@ impl Inner {
         total: u32,
         validate_only: bool,
     ) -> Result<(), BackendError> {
-        let current = self.topic_header(topic).await?.topic.partitions_count;
+        let header = self.topic_header(topic).await?.topic;
+        let current = header.partitions_count;
         check_partition_growth(current, total)?;
         if validate_only {
             return Ok(());
@@ -1084,6 +1098,30 @@ impl Inner {
         .await
         .map_err(|f| backend_error(f, topic, None))?;
         lock(&self.known).insert(topic.to_owned(), total);
+        // Kafka's retention.bytes is per partition and Iggy's limit per topic: the topic's
+        // limit grows with it, so each partition keeps what it kept before.
+        let config = wire::topic_info(&header).config;
+        if config.retention_bytes.is_some() {
+            let request = wire::topic_options(&config, total, Some(&header)).and_then(|options| {
+                Ok(UpdateTopicRequest {
+                    stream_id: self.stream.clone(),
+                    topic_id: named(topic)?,
+                    name: header.name.clone(),
+                    options,
+                })
+            });
+            let updated = match request {
+                Ok(r) => self
+                    .call(admin_lane(topic), UPDATE_TOPIC_CODE, r.to_bytes())
+                    .await
+                    .map(|_| ())
+                    .map_err(|f| backend_error(f, topic, None)),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = updated {
+                tracing::error!(%topic, error = %e, "partitions created, but the topic's size limit was not grown with them");
+            }
+        }
         Ok(())
     }
 
@@ -1210,7 +1248,9 @@ impl Inner {
             partitions_count: 1,
             name: WireName::new(name.clone())
                 .map_err(|_| BackendError::InvalidTopic(name.clone()))?,
-            options: WireOptions::empty(),
+            // Written through, like the topics the gateway creates for Kafka clients: a commit
+            // is acknowledged only once it is in the offsets topic's segment.
+            options: wire::topic_options(&TopicConfig::default(), 1, None)?,
         };
         match self
             .call(admin_lane(&name), CREATE_TOPIC_CODE, request.to_bytes())

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use iggy_kafka_core::backend::{
     Backend, BackendError, Command, CommittedOffset, Completion, Execution, GroupOffset,
-    ProducerBatch, TopicConfig, TopicRef, WatchPartition,
+    ProducerBatch, TopicConfig, TopicInfo, TopicRef, WatchPartition,
 };
 use iggy_kafka_core::iggy::{Clock, Credentials, LaneDriver, Lanes, SessionConfig};
 use iggy_kafka_core::mapping::{from_iggy, to_iggy, KafkaRecord};
@@ -885,6 +885,63 @@ fn topic_ids_are_stable_until_the_topic_is_created_again() {
     }
 }
 
+fn create_with(
+    h: &mut Harness,
+    backend: &IggyBackend,
+    name: &str,
+    partitions: u32,
+    config: TopicConfig,
+) -> Result<TopicInfo, BackendError> {
+    match h.exec(
+        backend,
+        Command::CreateTopic {
+            name: name.into(),
+            partitions,
+            config,
+            validate_only: false,
+        },
+    ) {
+        Completion::CreateTopic(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn alter(
+    h: &mut Harness,
+    backend: &IggyBackend,
+    name: &str,
+    config: TopicConfig,
+) -> Result<(), BackendError> {
+    match h.exec(
+        backend,
+        Command::AlterTopicConfig {
+            topic: name.into(),
+            config,
+            validate_only: false,
+        },
+    ) {
+        Completion::AlterTopicConfig(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn list(h: &mut Harness, backend: &IggyBackend, name: &str) -> TopicInfo {
+    match h.exec(
+        backend,
+        Command::ListTopics {
+            only: Some(vec![TopicRef::Name(name.into())]),
+        },
+    ) {
+        Completion::ListTopics(Ok(mut t)) if t.len() == 1 => t.remove(0),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn option(h: &Harness, topic: &str, key: &str) -> Option<u64> {
+    let options = &h.fake.topics[topic].options;
+    options.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+}
+
 #[test]
 fn topic_configuration_maps_to_iggy_options() {
     let mut h = Harness::new(FakeIggy::new());
@@ -892,58 +949,88 @@ fn topic_configuration_maps_to_iggy_options() {
     let mut config = TopicConfig::default();
     config.retention_ms = Some(60_000);
     config.retention_bytes = Some(1 << 20);
-    match h.exec(
-        &backend,
-        Command::CreateTopic {
-            name: "t".into(),
-            partitions: 4,
-            config,
-            validate_only: false,
-        },
-    ) {
-        Completion::CreateTopic(Ok(info)) => {
-            assert_eq!(info.config.retention_ms, Some(60_000));
-            assert_eq!(info.config.retention_bytes, Some(1 << 20));
-        }
-        other => panic!("{other:?}"),
+    let info = create_with(&mut h, &backend, "t", 4, config).expect("created");
+    assert_eq!(info.config.retention_ms, Some(60_000));
+    assert_eq!(info.config.retention_bytes, Some(1 << 20));
+    // Segments no larger than a partition's retention, so that retention can act.
+    assert_eq!(info.config.segment_bytes, Some(1 << 20));
+    assert_eq!(info.config.flush_messages, None);
+    assert_eq!(option(&h, "t", "message_expiry"), Some(60_000_000));
+    assert_eq!(option(&h, "t", "max_topic_size"), Some(4 << 20));
+    assert_eq!(option(&h, "t", "segment_size"), Some(1 << 20));
+    // Written through: nothing acknowledged waits in Iggy's memory.
+    assert_eq!(option(&h, "t", "messages_required_to_save"), Some(1));
+    assert_eq!(option(&h, "t", "enforce_fsync"), None);
+
+    // An alter carries the whole new configuration; Iggy's update patches, so "no limit"
+    // must be sent, not left out.
+    let mut change = info.config.clone();
+    change.retention_ms = None;
+    alter(&mut h, &backend, "t", change.clone()).expect("altered");
+    assert_eq!(option(&h, "t", "message_expiry"), Some(u64::MAX));
+    assert_eq!(option(&h, "t", "max_topic_size"), Some(4 << 20));
+    let listed = list(&mut h, &backend, "t");
+    assert_eq!(listed.config, change);
+
+    // Set when the topic is created, never after.
+    let mut resized = change.clone();
+    resized.segment_bytes = Some(2 << 20);
+    let mut fsynced = change.clone();
+    fsynced.flush_messages = Some(1);
+    let mut shrunk = change.clone();
+    shrunk.retention_bytes = Some(100_000);
+    let mut stamped = change.clone();
+    stamped.log_append_time = Some(true);
+    for bad in [resized, fsynced, shrunk, stamped] {
+        assert!(
+            matches!(
+                alter(&mut h, &backend, "t", bad.clone()),
+                Err(BackendError::InvalidConfig(_))
+            ),
+            "{bad:?}"
+        );
     }
-    let options = &h.fake.topics["t"].options;
-    assert!(
-        options.contains(&("message_expiry".into(), 60_000_000)),
-        "{options:?}"
-    );
-    assert!(
-        options.contains(&("max_topic_size".into(), 4 << 20)),
-        "{options:?}"
-    );
-    let mut change = TopicConfig::default();
-    change.retention_ms = Some(-1);
-    match h.exec(
-        &backend,
-        Command::AlterTopicConfig {
-            topic: "t".into(),
-            config: change,
-            validate_only: false,
-        },
-    ) {
-        Completion::AlterTopicConfig(Ok(())) => {}
-        other => panic!("{other:?}"),
+    assert_eq!(option(&h, "t", "segment_size"), Some(1 << 20));
+
+    // flush.messages=1 forces every write to disk; segment.bytes is Iggy's segment size.
+    let mut durable = TopicConfig::default();
+    durable.flush_messages = Some(1);
+    durable.segment_bytes = Some(8 << 20);
+    let info = create_with(&mut h, &backend, "f", 1, durable).expect("created");
+    assert_eq!(info.config.flush_messages, Some(1));
+    assert_eq!(info.config.segment_bytes, Some(8 << 20));
+    assert_eq!(option(&h, "f", "enforce_fsync"), Some(1));
+    assert_eq!(option(&h, "f", "segment_size"), Some(8 << 20));
+
+    // What Iggy cannot hold is refused before it is asked.
+    let refused = [
+        (Some(100_000), None, None),          // below Iggy's smallest segment
+        (Some(4 << 20), Some(8 << 20), None), // segment larger than the retention
+        (None, Some(1000), None),             // below Iggy's smallest segment
+        (None, Some((2 << 20) + 1), None),    // not a multiple of 512
+        (None, None, Some(5)),                // between "every write" and "never"
+    ];
+    for (retention, segment, flush) in refused {
+        let mut c = TopicConfig::default();
+        c.retention_bytes = retention;
+        c.segment_bytes = segment;
+        c.flush_messages = flush;
+        let before = h.fake.seen.len();
+        assert!(
+            matches!(
+                create_with(&mut h, &backend, "x", 1, c.clone()),
+                Err(BackendError::InvalidConfig(_))
+            ),
+            "{c:?}"
+        );
+        assert_eq!(
+            h.fake.seen.len(),
+            before,
+            "refused without asking Iggy: {c:?}"
+        );
     }
-    let options = &h.fake.topics["t"].options;
-    assert_eq!(options, &vec![("max_topic_size".to_owned(), 4 << 20)]);
-    let mut bad = TopicConfig::default();
-    bad.log_append_time = Some(true);
-    assert!(matches!(
-        h.exec(
-            &backend,
-            Command::AlterTopicConfig {
-                topic: "t".into(),
-                config: bad,
-                validate_only: true
-            }
-        ),
-        Completion::AlterTopicConfig(Err(BackendError::InvalidConfig(_)))
-    ));
+
+    // Kafka's retention.bytes is per partition: the topic's limit grows with it.
     match h.exec(
         &backend,
         Command::CreatePartitions {
@@ -956,6 +1043,11 @@ fn topic_configuration_maps_to_iggy_options() {
         other => panic!("{other:?}"),
     }
     assert_eq!(h.fake.topics["t"].partitions.len(), 6);
+    assert_eq!(option(&h, "t", "max_topic_size"), Some(6 << 20));
+    assert_eq!(
+        list(&mut h, &backend, "t").config.retention_bytes,
+        Some(1 << 20)
+    );
     assert!(matches!(
         h.exec(
             &backend,
@@ -967,6 +1059,36 @@ fn topic_configuration_maps_to_iggy_options() {
         ),
         Completion::CreatePartitions(Err(BackendError::InvalidPartitions(_)))
     ));
+}
+
+#[test]
+fn topics_created_elsewhere_show_their_storage_options() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "seed", 1);
+    // Created with Iggy's tools: no options of the gateway's, Iggy's derived defaults.
+    h.fake.create_topic("plain", 2, Vec::new());
+    let plain = list(&mut h, &backend, "plain");
+    assert_eq!(plain.config, TopicConfig::default());
+    h.fake.create_topic(
+        "tuned",
+        1,
+        vec![
+            ("segment_size".into(), 16 << 20),
+            ("enforce_fsync".into(), 1),
+            ("max_topic_size".into(), 64 << 20),
+        ],
+    );
+    let tuned = list(&mut h, &backend, "tuned");
+    assert_eq!(tuned.config.segment_bytes, Some(16 << 20));
+    assert_eq!(tuned.config.flush_messages, Some(1));
+    assert_eq!(tuned.config.retention_bytes, Some(64 << 20));
+    // Its settings carry through an alter that does not touch them.
+    let mut change = tuned.config.clone();
+    change.retention_ms = Some(1000);
+    alter(&mut h, &backend, "tuned", change).expect("altered");
+    assert_eq!(option(&h, "tuned", "message_expiry"), Some(1_000_000));
+    assert_eq!(option(&h, "tuned", "segment_size"), Some(16 << 20));
 }
 
 #[test]

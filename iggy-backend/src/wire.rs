@@ -62,6 +62,10 @@ pub(crate) mod code {
     pub(crate) const TOO_MANY_MESSAGES: u32 = 4023;
     pub(crate) const EMPTY_MESSAGE_PAYLOAD: u32 = 4024;
     pub(crate) const INVALID_MESSAGE_PAYLOAD_LENGTH: u32 = 4025;
+    pub(crate) const INVALID_TOPIC_SIZE: u32 = 1019;
+    pub(crate) const INVALID_SEGMENT_SIZE: u32 = 4002;
+    pub(crate) const UNSUPPORTED_OPTION_KEY: u32 = 4041;
+    pub(crate) const INVALID_OPTION_VALUE: u32 = 4042;
 }
 
 /// What an Iggy failure means to a Kafka client (documented in `docs/MAPPING.md`).
@@ -96,6 +100,12 @@ pub(crate) fn backend_error(failure: Failure, topic: &str, partition: Option<u32
         | code::EMPTY_MESSAGE_PAYLOAD
         | code::INVALID_MESSAGE_PAYLOAD_LENGTH => {
             BackendError::InvalidMessage(format!("iggy refused the messages (error {code})"))
+        }
+        code::INVALID_TOPIC_SIZE
+        | code::INVALID_SEGMENT_SIZE
+        | code::UNSUPPORTED_OPTION_KEY
+        | code::INVALID_OPTION_VALUE => {
+            BackendError::InvalidConfig(format!("iggy refused the topic's options (error {code})"))
         }
         other => BackendError::Other(format!("iggy error {other}")),
     }
@@ -389,16 +399,72 @@ pub(crate) fn polled(
     Ok((out.finish(), current, bytes))
 }
 
-fn option(key: &str, value: u64) -> (u8, Vec<u8>, u8, Vec<u8>) {
-    (
-        STRING,
-        key.as_bytes().to_vec(),
-        UINT64,
-        value.to_le_bytes().to_vec(),
-    )
+/// Iggy's smallest and largest segment sizes, and the multiple a size must be.
+const MIN_SEGMENT: u64 = 1 << 20;
+const MAX_SEGMENT: u64 = 1 << 30;
+const SEGMENT_ALIGN: u64 = 512;
+
+/// What the gateway stores of an Iggy topic's storage options: the segment size and whether
+/// every write is forced to disk. Iggy sets both when a topic is created, never after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Storage {
+    pub(crate) segment_size: u64,
+    pub(crate) enforce_fsync: bool,
+    /// Messages Iggy may hold in memory, acknowledged, before it writes them out.
+    pub(crate) messages_required_to_save: u32,
 }
 
-/// Iggy topic options for a Kafka topic configuration over `partitions` partitions.
+impl Storage {
+    /// Iggy's defaults for a topic created without options.
+    const DEFAULT: Self = Self {
+        segment_size: MAX_SEGMENT,
+        enforce_fsync: false,
+        messages_required_to_save: 1024,
+    };
+
+    /// The effective options of an existing topic: those it was created with, then those
+    /// the server derived for it.
+    pub(crate) fn of(t: &TopicHeader) -> Self {
+        let mut s = Self::DEFAULT;
+        for entry in t.derived_options.iter().chain(t.options.iter()) {
+            let value = option_number(entry.value_kind.0, entry.value);
+            match (entry.key, value) {
+                (b"segment_size", Some(v)) if v > 0 => s.segment_size = v,
+                (b"enforce_fsync", Some(v)) => s.enforce_fsync = v != 0,
+                (b"messages_required_to_save", Some(v)) if v > 0 => {
+                    s.messages_required_to_save = u32::try_from(v).unwrap_or(u32::MAX);
+                }
+                _ => {}
+            }
+        }
+        s
+    }
+}
+
+/// An option's value as a number (booleans as 0 or 1); `None` for what is not one.
+fn option_number(kind: u8, v: &[u8]) -> Option<u64> {
+    match kind {
+        BOOL => v.first().map(|b| u64::from(*b != 0)),
+        UINT8 => v.first().map(|b| u64::from(*b)),
+        UINT16 => le(v).map(|b| u64::from(u16::from_le_bytes(b))),
+        UINT32 => le(v).map(|b| u64::from(u32::from_le_bytes(b))),
+        UINT64 => le(v).map(u64::from_le_bytes),
+        STRING => match std::str::from_utf8(v).ok()? {
+            "true" => Some(1),
+            "false" => Some(0),
+            text => text.parse().ok(),
+        },
+        _ => None,
+    }
+}
+
+/// Iggy topic options for a Kafka topic configuration over `partitions` partitions: for a
+/// new topic when `current` is `None`, else the change to an existing one.
+///
+/// A new topic's appends are written to its segment before Iggy acknowledges them
+/// (`messages_required_to_save` = 1): Iggy's default holds up to 1,024 acknowledged messages
+/// in memory, which a crash of the server loses, where a Kafka broker has written every
+/// acknowledged record to its log. `flush.messages=1` adds an fsync per write.
 ///
 /// # Errors
 /// [`BackendError::InvalidConfig`] for what Iggy topics cannot honour.
@@ -407,42 +473,139 @@ pub(crate) fn topic_options(
     partitions: u32,
     current: Option<&TopicHeader>,
 ) -> Result<WireOptions, BackendError> {
+    let invalid = |why: String| Err(BackendError::InvalidConfig(why));
     if config.log_append_time == Some(true) {
-        return Err(BackendError::InvalidConfig(
+        return invalid(
             "message.timestamp.type=LogAppendTime: Iggy topics keep the producer's timestamp"
                 .into(),
-        ));
+        );
     }
     if config
         .max_message_bytes
         .is_some_and(|m| m != iggy_kafka_core::topic_config::DEFAULT_MAX_MESSAGE_BYTES)
     {
-        return Err(BackendError::InvalidConfig(
-            "max.message.bytes: Iggy topics have no such limit to set".into(),
-        ));
+        return invalid("max.message.bytes: Iggy topics have no such limit to set".into());
     }
     let expiry = match config.retention_ms {
         Some(ms) if ms > 0 => u64::try_from(ms).unwrap_or(0).saturating_mul(1000),
-        Some(_) => UNLIMITED,
-        None => current.map_or(UNLIMITED, |t| t.message_expiry),
+        _ => UNLIMITED,
     };
-    let size = match config.retention_bytes {
-        Some(b) if b > 0 => u64::try_from(b)
-            .unwrap_or(0)
-            .saturating_mul(u64::from(partitions.max(1))),
-        Some(_) => UNLIMITED,
-        None => current.map_or(UNLIMITED, |t| t.max_topic_size),
+    let per_partition = match config.retention_bytes {
+        Some(b) if b > 0 => Some(u64::try_from(b).unwrap_or(0)),
+        _ => None,
     };
+    let size = per_partition.map_or(UNLIMITED, |b| {
+        b.saturating_mul(u64::from(partitions.max(1)))
+    });
+    let fsync = match config.flush_messages {
+        None | Some(iggy_kafka_core::topic_config::DEFAULT_FLUSH_MESSAGES) => false,
+        Some(1) => true,
+        Some(n) => {
+            return invalid(format!(
+                "flush.messages {n}: Iggy forces every write to disk (1) or leaves it to the \
+                 operating system (the default), nothing between"
+            ))
+        }
+    };
+    let requested_segment = config.segment_bytes.map(|b| u64::try_from(b).unwrap_or(0));
     let mut entries = Vec::new();
-    if expiry != UNLIMITED && expiry != 0 {
-        entries.push(option("message_expiry", expiry));
-    }
-    if size != UNLIMITED && size != 0 {
-        entries.push(option("max_topic_size", size));
+    match current {
+        None => {
+            let segment = match requested_segment {
+                Some(b) if !(MIN_SEGMENT..=MAX_SEGMENT).contains(&b) || b % SEGMENT_ALIGN != 0 => {
+                    return invalid(format!(
+                        "segment.bytes {b}: Iggy's segments are a multiple of {SEGMENT_ALIGN} \
+                         bytes from {MIN_SEGMENT} to {MAX_SEGMENT}"
+                    ))
+                }
+                Some(b) => b,
+                // Retention drops whole segments, as Kafka's does: a partition's segments are
+                // made no larger than its retention.bytes, so the limit can act.
+                None => per_partition.map_or(MAX_SEGMENT, |b| {
+                    (b / SEGMENT_ALIGN * SEGMENT_ALIGN).clamp(MIN_SEGMENT, MAX_SEGMENT)
+                }),
+            };
+            if size < segment {
+                return invalid(format!(
+                    "retention.bytes: Iggy keeps at least one segment of {segment} bytes per \
+                     topic, more than retention.bytes × partitions = {size}"
+                ));
+            }
+            if expiry != UNLIMITED {
+                entries.push((
+                    STRING,
+                    "message_expiry",
+                    UINT64,
+                    expiry.to_le_bytes().to_vec(),
+                ));
+            }
+            if size != UNLIMITED {
+                entries.push((
+                    STRING,
+                    "max_topic_size",
+                    UINT64,
+                    size.to_le_bytes().to_vec(),
+                ));
+            }
+            if segment != MAX_SEGMENT {
+                entries.push((
+                    STRING,
+                    "segment_size",
+                    UINT64,
+                    segment.to_le_bytes().to_vec(),
+                ));
+            }
+            if fsync {
+                entries.push((STRING, "enforce_fsync", BOOL, vec![1]));
+            }
+            entries.push((
+                STRING,
+                "messages_required_to_save",
+                UINT32,
+                1u32.to_le_bytes().to_vec(),
+            ));
+        }
+        Some(t) => {
+            let storage = Storage::of(t);
+            if requested_segment.unwrap_or(MAX_SEGMENT) != storage.segment_size {
+                return invalid(format!(
+                    "segment.bytes: Iggy sets a topic's segment size ({}) when it is created, \
+                     never after",
+                    storage.segment_size
+                ));
+            }
+            if fsync != storage.enforce_fsync {
+                return invalid(
+                    "flush.messages: Iggy sets whether a topic forces writes to disk when it is \
+                     created, never after"
+                        .into(),
+                );
+            }
+            if size < storage.segment_size {
+                return invalid(format!(
+                    "retention.bytes: Iggy keeps at least one segment of {} bytes per topic, \
+                     more than retention.bytes × partitions = {size}",
+                    storage.segment_size
+                ));
+            }
+            // An update changes only the options it carries: "no limit" is sent as such.
+            entries.push((
+                STRING,
+                "message_expiry",
+                UINT64,
+                expiry.to_le_bytes().to_vec(),
+            ));
+            entries.push((
+                STRING,
+                "max_topic_size",
+                UINT64,
+                size.to_le_bytes().to_vec(),
+            ));
+        }
     }
     let refs: Vec<(u8, &[u8], u8, &[u8])> = entries
         .iter()
-        .map(|(a, b, c, d)| (*a, &b[..], *c, &d[..]))
+        .map(|(a, b, c, d)| (*a, b.as_bytes(), *c, &d[..]))
         .collect();
     let mut buf = BytesMut::new();
     encode_user_headers(&refs, &mut buf);
@@ -474,6 +637,13 @@ pub(crate) fn topic_info(t: &TopicHeader) -> TopicInfo {
             c.retention_bytes = limited(t.max_topic_size).map(|b| {
                 i64::try_from(b / u64::from(t.partitions_count.max(1))).unwrap_or(i64::MAX)
             });
+            let storage = Storage::of(t);
+            if storage.segment_size != MAX_SEGMENT {
+                c.segment_bytes = Some(i32::try_from(storage.segment_size).unwrap_or(i32::MAX));
+            }
+            if storage.enforce_fsync {
+                c.flush_messages = Some(1);
+            }
             c
         },
     }

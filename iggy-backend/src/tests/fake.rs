@@ -15,6 +15,7 @@ use iggy_binary_protocol::codes::{
 use iggy_binary_protocol::consensus::{
     Command as Frame, Operation, ReplyHeader, RequestHeader, HEADER_SIZE,
 };
+use iggy_binary_protocol::primitives::user_headers::encode_user_headers;
 use iggy_binary_protocol::requests::consumer_offsets::{
     DeleteConsumerOffsetRequest, StoreConsumerOffsetRequest,
 };
@@ -97,6 +98,52 @@ fn options(o: &WireOptions) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// The options block of `entries`, in the kinds Iggy's server writes them.
+fn wire_options(entries: &[(String, u64)]) -> WireOptions {
+    let encoded: Vec<(String, u8, Vec<u8>)> = entries
+        .iter()
+        .map(|(k, v)| match k.as_str() {
+            "enforce_fsync" => (k.clone(), 3, vec![u8::from(*v != 0)]),
+            "messages_required_to_save" => (
+                k.clone(),
+                11,
+                u32::try_from(*v).unwrap_or(u32::MAX).to_le_bytes().to_vec(),
+            ),
+            _ => (k.clone(), 12, v.to_le_bytes().to_vec()),
+        })
+        .collect();
+    let refs: Vec<(u8, &[u8], u8, &[u8])> = encoded
+        .iter()
+        .map(|(k, kind, v)| (2, k.as_bytes(), *kind, &v[..]))
+        .collect();
+    let mut buf = BytesMut::new();
+    encode_user_headers(&refs, &mut buf);
+    WireOptions::from_bytes(buf.freeze()).expect("options")
+}
+
+/// What the server derives for a topic created without them (Iggy's defaults).
+const DERIVED: &[(&str, u64)] = &[
+    ("segment_size", 1 << 30),
+    ("enforce_fsync", 0),
+    ("messages_required_to_save", 1024),
+];
+
+/// What Iggy's admission checks of a new topic's options: the error code it refuses with.
+fn admit(options: &[(String, u64)]) -> Result<(), u32> {
+    let get = |k: &str| options.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+    let segment = get("segment_size").unwrap_or(1 << 30);
+    if !(1 << 20..=1 << 30).contains(&segment) || segment % 512 != 0 {
+        return Err(4042);
+    }
+    if get("messages_required_to_save") == Some(0) {
+        return Err(4042);
+    }
+    if get("max_topic_size").is_some_and(|size| size != u64::MAX && size < segment) {
+        return Err(1019);
+    }
+    Ok(())
+}
+
 impl FakeIggy {
     pub(crate) fn new() -> Self {
         Self {
@@ -122,8 +169,14 @@ impl FakeIggy {
             size_bytes: 0,
             messages_count: t.partitions.iter().map(|p| p.next).sum(),
             name: WireName::new(name).expect("a name"),
-            options: WireOptions::empty(),
-            derived_options: WireOptions::empty(),
+            options: wire_options(&t.options),
+            derived_options: wire_options(
+                &DERIVED
+                    .iter()
+                    .filter(|(k, _)| t.options.iter().all(|(n, _)| n != k))
+                    .map(|(k, v)| ((*k).to_owned(), *v))
+                    .collect::<Vec<_>>(),
+            ),
         }
     }
 
@@ -217,7 +270,9 @@ impl FakeIggy {
                 if r.partitions_count == 0 || r.partitions_count > 1000 {
                     return Err(2019);
                 }
-                self.create_topic(&n, r.partitions_count, options(&r.options));
+                let options = options(&r.options);
+                admit(&options)?;
+                self.create_topic(&n, r.partitions_count, options);
                 Ok(framed(&self.topic_reply(&n)))
             }
             GET_TOPIC_CODE => {
@@ -237,7 +292,20 @@ impl FakeIggy {
             UPDATE_TOPIC_CODE => {
                 let (r, _) = UpdateTopicRequest::decode(body).map_err(|_| 4u32)?;
                 let t = self.topics.get_mut(&name(&r.topic_id)).ok_or(2011u32)?;
-                t.options = options(&r.options);
+                // An update patches: what it does not carry keeps its value, and only these
+                // keys may change after creation.
+                let mut patched = t.options.clone();
+                for (k, v) in options(&r.options) {
+                    if !["message_expiry", "max_topic_size", "compression_algorithm"]
+                        .contains(&k.as_str())
+                    {
+                        return Err(4041);
+                    }
+                    patched.retain(|(n, _)| *n != k);
+                    patched.push((k, v));
+                }
+                admit(&patched)?;
+                t.options = patched;
                 Ok(framed(&[]))
             }
             CREATE_PARTITIONS_CODE => {

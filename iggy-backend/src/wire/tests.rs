@@ -93,6 +93,10 @@ fn errors_map_to_documented_kafka_codes() {
         (code::INVALID_PARTITIONS_COUNT, K::INVALID_PARTITIONS),
         (code::UNAUTHORIZED, K::TOPIC_AUTHORIZATION_FAILED),
         (code::TOO_BIG_MESSAGE_PAYLOAD, K::INVALID_RECORD),
+        (code::INVALID_TOPIC_SIZE, K::INVALID_CONFIG),
+        (code::INVALID_SEGMENT_SIZE, K::INVALID_CONFIG),
+        (code::UNSUPPORTED_OPTION_KEY, K::INVALID_CONFIG),
+        (code::INVALID_OPTION_VALUE, K::INVALID_CONFIG),
         (9999, K::UNKNOWN_SERVER_ERROR),
     ];
     for (iggy, kafka) in cases {

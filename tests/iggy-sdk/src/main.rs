@@ -6,6 +6,8 @@
 //! `iggy-sdk-interop token URL NAME - 0`: creates a personal access token and prints it.
 //! `iggy-sdk-interop offsets URL STREAM TOPIC PARTITIONS CONSUMER`: prints the stored offset
 //! of the consumer named CONSUMER on each partition as a JSON object (null where none).
+//! `iggy-sdk-interop topic URL STREAM TOPIC 0`: prints the topic's expiry, size limit and
+//! options (client-given and server-derived alike) as a JSON object.
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -119,6 +121,25 @@ async fn main() -> Result<(), Box<dyn Error>> {
                 );
             }
             println!("{}", serde_json::Value::Object(out));
+        }
+        "topic" => {
+            let t = client
+                .get_topic(&stream_id, &topic_id)
+                .await?
+                .ok_or("no such topic")?;
+            let options: serde_json::Map<String, serde_json::Value> = t
+                .options
+                .iter()
+                .map(|(k, v)| (k.to_string_value(), v.value.to_string_value().into()))
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "message_expiry": u64::from(t.message_expiry),
+                    "max_topic_size": u64::from(t.max_topic_size),
+                    "options": options,
+                })
+            );
         }
         other => return Err(format!("unknown mode {other}").into()),
     }
