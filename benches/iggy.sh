@@ -16,12 +16,18 @@
 #
 # The server must run already, with the root user iggy/iggy (IGGY_ROOT_USERNAME,
 # IGGY_ROOT_PASSWORD). iggy-bench and iggy-server come from apache/iggy (not built here).
+#
+# Both sides write to topics that Iggy writes out before acknowledging each append, as the
+# gateway creates them (docs/MAPPING.md): iggy-bench's topic is made again by a gateway in
+# iggy-bench's stream, and iggy-bench reuses it. WRITE_THROUGH=false gives both sides Iggy's
+# default topics instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${IGGY_BENCH:?set IGGY_BENCH to an iggy-bench binary}"
 SERVER="${IGGY_SERVER:-127.0.0.1:8090}"
 MESSAGES_100="${MESSAGES_100:-2000000}"
 MESSAGES_1K="${MESSAGES_1K:-500000}"
+WRITE_THROUGH="${WRITE_THROUGH:-true}"
 
 cargo build --release -q
 (cd benches/load && cargo build --release -q)
@@ -51,6 +57,22 @@ placement() {
       else print "(shards shared the work: forwarded)"
     }'
 }
+# iggy-bench's own topic, made by iggy-bench (it deletes and creates its stream) and, with
+# WRITE_THROUGH, made again by a gateway in that stream; iggy-bench then reuses it.
+direct_topic() {
+  # A short run (iggy-bench's report fails on a run too short to chart).
+  "$IGGY_BENCH" -m "$1" -P 1000 -b 10 pinned-producer -p 1 tcp --server-address "$SERVER" \
+    --nodelay >/dev/null 2>&1 || true
+  if [ "$WRITE_THROUGH" = true ]; then
+    target/release/iggy-kafka-gateway --listen 127.0.0.1:19194 --log error \
+      --iggy "iggy://iggy:iggy@$SERVER" --stream bench-stream-1 &
+    local g=$!
+    sleep 2
+    LOAD_PHASE=recreate "$LOAD" 127.0.0.1:19194 topic-1 0 "$1" >/dev/null
+    kill "$g"
+    wait "$g" 2>/dev/null || true
+  fi
+}
 hz=$(getconf CLK_TCK)
 server_pid=$(pgrep -f iggy-server | head -1)
 
@@ -58,15 +80,19 @@ for size in 100 1000; do
   if [ "$size" = 100 ]; then n=$MESSAGES_100; else n=$MESSAGES_1K; fi
   batches=$((n / 1000))
   echo "== $n messages of $size B"
-  echo "-- iggy-bench, direct"
+  echo "-- iggy-bench, direct (write-through topic: $WRITE_THROUGH)"
+  direct_topic "$size"
   before=$(shard_ticks "$server_pid")
-  "$IGGY_BENCH" -m "$size" -P 1000 -b "$batches" pinned-producer -p 1 tcp --server-address "$SERVER" --nodelay 2>&1 \
+  "$IGGY_BENCH" --reuse-streams -m "$size" -P 1000 -b "$batches" pinned-producer -p 1 tcp \
+    --server-address "$SERVER" --nodelay 2>&1 \
     | grep -o "Producers Results: Total throughput: [0-9.]* MB/s, [0-9]* messages/s"
   echo "server shard ticks: $(placement "$before" "$(shard_ticks "$server_pid")")"
-  "$IGGY_BENCH" -m "$size" -P 1000 -b "$batches" pinned-consumer -c 1 tcp --server-address "$SERVER" --nodelay 2>&1 \
+  "$IGGY_BENCH" --reuse-streams -m "$size" -P 1000 -b "$batches" pinned-consumer -c 1 tcp \
+    --server-address "$SERVER" --nodelay 2>&1 \
     | grep -o "Consumers Results: Total throughput: [0-9.]* MB/s, [0-9]* messages/s"
   target/release/iggy-kafka-gateway --listen 127.0.0.1:19193 --log warn \
-    --iggy "iggy://iggy:iggy@$SERVER" --stream "bench-$$-$size" &
+    --iggy "iggy://iggy:iggy@$SERVER" --stream "bench-$$-$size" \
+    --iggy-write-through "$WRITE_THROUGH" &
   gw=$!
   sleep 2
   echo "-- lean client through the gateway (produce, then consume)"

@@ -108,6 +108,18 @@ struct Args {
     )]
     iggy_create_stream: bool,
 
+    /// Create Iggy topics that write each append out before acknowledging it, so that a
+    /// crash of the Iggy server loses nothing acknowledged (Iggy's own default holds up to
+    /// 1,024 acknowledged messages in memory). false: Iggy's default.
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_IGGY_WRITE_THROUGH",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    iggy_write_through: bool,
+
     /// Iggy stream that holds one Iggy topic per Kafka topic.
     #[arg(
         long,
@@ -358,6 +370,7 @@ fn main() -> ExitCode {
             let mut config = IggyConfig::default();
             config.stream = args.stream.clone();
             config.create_stream = args.iggy_create_stream;
+            config.write_through = args.iggy_write_through;
             config.poll_interval = Duration::from_millis(args.iggy_poll_interval_ms.max(1));
             config.seed = seed;
             Plan::Iggy {

@@ -73,6 +73,10 @@ pub struct IggyConfig {
     pub stream: String,
     /// Create the stream when it is missing.
     pub create_stream: bool,
+    /// Create topics (the Kafka clients' and the offsets topic) that Iggy writes out before
+    /// acknowledging each append, rather than with Iggy's default, which holds up to 1,024
+    /// acknowledged messages in memory.
+    pub write_through: bool,
     /// The longest a waiting fetch goes without asking Iggy for new data.
     pub poll_interval: Duration,
     /// Kafka's `max.message.bytes` for every topic (Iggy has no per-topic equivalent).
@@ -86,6 +90,7 @@ impl Default for IggyConfig {
         Self {
             stream: "kafka".into(),
             create_stream: true,
+            write_through: true,
             poll_interval: Duration::from_millis(100),
             max_message_bytes: usize::try_from(
                 iggy_kafka_core::topic_config::DEFAULT_MAX_MESSAGE_BYTES,
@@ -815,6 +820,12 @@ impl Inner {
         Ok(())
     }
 
+    fn creating(&self) -> wire::Existing<'static> {
+        wire::Existing::Creating {
+            write_through: self.config.write_through,
+        }
+    }
+
     async fn topic_header(&self, topic: &str) -> Result<GetTopicResponse, BackendError> {
         let request = GetTopicRequest {
             stream_id: self.stream.clone(),
@@ -1007,7 +1018,7 @@ impl Inner {
                 offsets::TOPIC_PREFIX
             )));
         }
-        let options = wire::topic_options(config, partitions, None)?;
+        let options = wire::topic_options(config, partitions, self.creating())?;
         let wire_name = WireName::new(name).map_err(|_| BackendError::InvalidTopic(name.into()))?;
         if validate_only {
             return match self.topic_header(name).await {
@@ -1102,7 +1113,8 @@ impl Inner {
         // limit grows with it, so each partition keeps what it kept before.
         let config = wire::topic_info(&header).config;
         if config.retention_bytes.is_some() {
-            let request = wire::topic_options(&config, total, Some(&header)).and_then(|options| {
+            let altering = wire::Existing::Altering(&header);
+            let request = wire::topic_options(&config, total, altering).and_then(|options| {
                 Ok(UpdateTopicRequest {
                     stream_id: self.stream.clone(),
                     topic_id: named(topic)?,
@@ -1132,7 +1144,11 @@ impl Inner {
         validate_only: bool,
     ) -> Result<(), BackendError> {
         let header = self.topic_header(topic).await?.topic;
-        let options = wire::topic_options(config, header.partitions_count, Some(&header))?;
+        let options = wire::topic_options(
+            config,
+            header.partitions_count,
+            wire::Existing::Altering(&header),
+        )?;
         if validate_only {
             return Ok(());
         }
@@ -1250,7 +1266,7 @@ impl Inner {
                 .map_err(|_| BackendError::InvalidTopic(name.clone()))?,
             // Written through, like the topics the gateway creates for Kafka clients: a commit
             // is acknowledged only once it is in the offsets topic's segment.
-            options: wire::topic_options(&TopicConfig::default(), 1, None)?,
+            options: wire::topic_options(&TopicConfig::default(), 1, self.creating())?,
         };
         match self
             .call(admin_lane(&name), CREATE_TOPIC_CODE, request.to_bytes())

@@ -127,10 +127,13 @@ impl Harness {
     }
 
     fn connect(&mut self) -> Result<IggyBackend, String> {
-        let config = IggyConfig {
+        self.connect_with(IggyConfig {
             seed: 42,
             ..IggyConfig::default()
-        };
+        })
+    }
+
+    fn connect_with(&mut self, config: IggyConfig) -> Result<IggyBackend, String> {
         let lanes = Arc::clone(&self.lanes);
         let clock: Arc<dyn Clock> = self.clock.clone();
         self.run(IggyBackend::connect(lanes, clock, config))
@@ -1059,6 +1062,25 @@ fn topic_configuration_maps_to_iggy_options() {
         ),
         Completion::CreatePartitions(Err(BackendError::InvalidPartitions(_)))
     ));
+}
+
+#[test]
+fn without_write_through_topics_keep_iggys_default() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h
+        .connect_with(IggyConfig {
+            write_through: false,
+            ..IggyConfig::default()
+        })
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    create(&mut h, &backend, "t", 1);
+    assert_eq!(option(&h, "t", "messages_required_to_save"), None);
+    let offsets = offsets::topic_name(0);
+    assert_eq!(option(&h, &offsets, "messages_required_to_save"), None);
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    assert_eq!(option(&h, &offsets, "messages_required_to_save"), Some(1));
 }
 
 #[test]

@@ -458,20 +458,27 @@ fn option_number(kind: u8, v: &[u8]) -> Option<u64> {
     }
 }
 
-/// Iggy topic options for a Kafka topic configuration over `partitions` partitions: for a
-/// new topic when `current` is `None`, else the change to an existing one.
-///
-/// A new topic's appends are written to its segment before Iggy acknowledges them
-/// (`messages_required_to_save` = 1): Iggy's default holds up to 1,024 acknowledged messages
-/// in memory, which a crash of the server loses, where a Kafka broker has written every
-/// acknowledged record to its log. `flush.messages=1` adds an fsync per write.
+/// Whom [`topic_options`] are for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Existing<'a> {
+    /// A new topic; `write_through` has Iggy write each append to its segment before it
+    /// acknowledges it (`messages_required_to_save` = 1). Iggy's default holds up to 1,024
+    /// acknowledged messages in memory, which a crash of the server loses, where a Kafka
+    /// broker has written every acknowledged record to its log.
+    Creating { write_through: bool },
+    /// A change to this topic.
+    Altering(&'a TopicHeader),
+}
+
+/// Iggy topic options for a Kafka topic configuration over `partitions` partitions.
+/// `flush.messages=1` adds an fsync per write.
 ///
 /// # Errors
 /// [`BackendError::InvalidConfig`] for what Iggy topics cannot honour.
 pub(crate) fn topic_options(
     config: &TopicConfig,
     partitions: u32,
-    current: Option<&TopicHeader>,
+    existing: Existing<'_>,
 ) -> Result<WireOptions, BackendError> {
     let invalid = |why: String| Err(BackendError::InvalidConfig(why));
     if config.log_append_time == Some(true) {
@@ -509,8 +516,8 @@ pub(crate) fn topic_options(
     };
     let requested_segment = config.segment_bytes.map(|b| u64::try_from(b).unwrap_or(0));
     let mut entries = Vec::new();
-    match current {
-        None => {
+    match existing {
+        Existing::Creating { write_through } => {
             let segment = match requested_segment {
                 Some(b) if !(MIN_SEGMENT..=MAX_SEGMENT).contains(&b) || b % SEGMENT_ALIGN != 0 => {
                     return invalid(format!(
@@ -558,14 +565,16 @@ pub(crate) fn topic_options(
             if fsync {
                 entries.push((STRING, "enforce_fsync", BOOL, vec![1]));
             }
-            entries.push((
-                STRING,
-                "messages_required_to_save",
-                UINT32,
-                1u32.to_le_bytes().to_vec(),
-            ));
+            if write_through {
+                entries.push((
+                    STRING,
+                    "messages_required_to_save",
+                    UINT32,
+                    1u32.to_le_bytes().to_vec(),
+                ));
+            }
         }
-        Some(t) => {
+        Existing::Altering(t) => {
             let storage = Storage::of(t);
             if requested_segment.unwrap_or(MAX_SEGMENT) != storage.segment_size {
                 return invalid(format!(

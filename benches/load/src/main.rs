@@ -37,6 +37,23 @@ fn main() {
         .set("bootstrap.servers", bootstrap)
         .create()
         .expect("admin client");
+    // LOAD_PHASE=produce or consume runs one phase alone (to measure or profile it), create
+    // only creates the topic (for other load tools), recreate deletes it first; both phases
+    // by default.
+    let phase = std::env::var("LOAD_PHASE").unwrap_or_default();
+    if phase == "recreate" {
+        let deleted = futures_executor(admin.delete_topics(
+            &[topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        ));
+        for r in deleted.expect("delete topics") {
+            if let Err((t, e)) = r {
+                if e != RDKafkaErrorCode::UnknownTopicOrPartition {
+                    panic!("delete {t}: {e}");
+                }
+            }
+        }
+    }
     let created = futures_executor(admin.create_topics(
         &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
         &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
@@ -49,10 +66,7 @@ fn main() {
         }
     }
 
-    // LOAD_PHASE=produce or consume runs one phase alone (to measure or profile it), and
-    // create only creates the topic (for other load tools); both phases by default.
-    let phase = std::env::var("LOAD_PHASE").unwrap_or_default();
-    if phase == "create" {
+    if phase == "create" || phase == "recreate" {
         return;
     }
     if phase != "consume" {
