@@ -1549,14 +1549,20 @@ impl Inner {
 }
 
 /// Runs every decoder this backend applies to what Iggy sends on `data`: a poll reply (its
-/// batches, messages and user headers), headers alone and an offsets-log record. For the
-/// fuzzer; they must not panic whatever the bytes.
+/// batches, messages and user headers), headers alone, an offsets-log record, and a topic
+/// reply as Kafka sees it (its configuration, and an alter of it). For the fuzzer; they must
+/// not panic whatever the bytes.
 #[doc(hidden)]
 pub fn fuzz_decode(data: &[u8]) {
     let body = Bytes::copy_from_slice(data);
     let _ = wire::polled(&body, 0, 1 << 20, 1000);
     let _ = wire::decode_headers(data);
     let _ = Record::decode(data);
+    if let Ok((reply, _)) = GetTopicResponse::decode(data) {
+        let info = wire::topic_info(&reply.topic);
+        let existing = wire::Existing::Altering(&reply.topic);
+        let _ = wire::topic_options(&info.config, info.partitions, existing);
+    }
 }
 
 /// Writes `messages` as an Iggy append both with the backend's own writer and with Iggy's
