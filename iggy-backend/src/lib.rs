@@ -956,9 +956,13 @@ impl Inner {
             .map(|t| (wire::topic_id(t), t.name.as_str().to_owned()))
             .collect();
         let before = std::mem::replace(&mut *lock(&self.ids), ids);
-        for t in &topics {
+        // Those who turned write-through off know what Iggy's default means.
+        for t in topics.iter().filter(|_| self.config.write_through) {
             let storage = wire::Storage::of(t);
-            if storage.messages_required_to_save > 1 && !before.contains_key(&wire::topic_id(t)) {
+            if storage.messages_required_to_save > 1
+                && !before.contains_key(&wire::topic_id(t))
+                && !t.name.as_str().starts_with(offsets::TOPIC_PREFIX)
+            {
                 // Created outside the gateway with Iggy's default: say once what it means.
                 tracing::warn!(
                     topic = %t.name.as_str(),
@@ -1264,8 +1268,8 @@ impl Inner {
             partitions_count: 1,
             name: WireName::new(name.clone())
                 .map_err(|_| BackendError::InvalidTopic(name.clone()))?,
-            // Written through, like the topics the gateway creates for Kafka clients: a commit
-            // is acknowledged only once it is in the offsets topic's segment.
+            // Written through (unless configured otherwise) like the topics the gateway creates
+            // for Kafka clients: a commit is acknowledged once it is in the topic's segment.
             options: wire::topic_options(&TopicConfig::default(), 1, self.creating())?,
         };
         match self

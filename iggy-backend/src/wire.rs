@@ -515,6 +515,14 @@ pub(crate) fn topic_options(
         }
     };
     let requested_segment = config.segment_bytes.map(|b| u64::try_from(b).unwrap_or(0));
+    // Iggy refuses a topic whose size limit is below its segment size.
+    let below_segment = |segment: u64| {
+        invalid(format!(
+            "retention.bytes: Iggy keeps at least one segment of {segment} bytes per topic, \
+             more than retention.bytes × partitions = {size}"
+        ))
+    };
+    let number = |key: &'static str, v: u64| (key, UINT64, v.to_le_bytes().to_vec());
     let mut entries = Vec::new();
     match existing {
         Existing::Creating { write_through } => {
@@ -533,41 +541,22 @@ pub(crate) fn topic_options(
                 }),
             };
             if size < segment {
-                return invalid(format!(
-                    "retention.bytes: Iggy keeps at least one segment of {segment} bytes per \
-                     topic, more than retention.bytes × partitions = {size}"
-                ));
+                return below_segment(segment);
             }
             if expiry != UNLIMITED {
-                entries.push((
-                    STRING,
-                    "message_expiry",
-                    UINT64,
-                    expiry.to_le_bytes().to_vec(),
-                ));
+                entries.push(number("message_expiry", expiry));
             }
             if size != UNLIMITED {
-                entries.push((
-                    STRING,
-                    "max_topic_size",
-                    UINT64,
-                    size.to_le_bytes().to_vec(),
-                ));
+                entries.push(number("max_topic_size", size));
             }
             if segment != MAX_SEGMENT {
-                entries.push((
-                    STRING,
-                    "segment_size",
-                    UINT64,
-                    segment.to_le_bytes().to_vec(),
-                ));
+                entries.push(number("segment_size", segment));
             }
             if fsync {
-                entries.push((STRING, "enforce_fsync", BOOL, vec![1]));
+                entries.push(("enforce_fsync", BOOL, vec![1]));
             }
             if write_through {
                 entries.push((
-                    STRING,
                     "messages_required_to_save",
                     UINT32,
                     1u32.to_le_bytes().to_vec(),
@@ -591,30 +580,16 @@ pub(crate) fn topic_options(
                 );
             }
             if size < storage.segment_size {
-                return invalid(format!(
-                    "retention.bytes: Iggy keeps at least one segment of {} bytes per topic, \
-                     more than retention.bytes × partitions = {size}",
-                    storage.segment_size
-                ));
+                return below_segment(storage.segment_size);
             }
             // An update changes only the options it carries: "no limit" is sent as such.
-            entries.push((
-                STRING,
-                "message_expiry",
-                UINT64,
-                expiry.to_le_bytes().to_vec(),
-            ));
-            entries.push((
-                STRING,
-                "max_topic_size",
-                UINT64,
-                size.to_le_bytes().to_vec(),
-            ));
+            entries.push(number("message_expiry", expiry));
+            entries.push(number("max_topic_size", size));
         }
     }
     let refs: Vec<(u8, &[u8], u8, &[u8])> = entries
         .iter()
-        .map(|(a, b, c, d)| (*a, b.as_bytes(), *c, &d[..]))
+        .map(|(key, kind, value)| (STRING, key.as_bytes(), *kind, &value[..]))
         .collect();
     let mut buf = BytesMut::new();
     encode_user_headers(&refs, &mut buf);
