@@ -1117,28 +1117,35 @@ impl Inner {
         // limit grows with it, so each partition keeps what it kept before.
         let config = wire::topic_info(&header).config;
         if config.retention_bytes.is_some() {
-            let altering = wire::Existing::Altering(&header);
-            let request = wire::topic_options(&config, total, altering).and_then(|options| {
-                Ok(UpdateTopicRequest {
-                    stream_id: self.stream.clone(),
-                    topic_id: named(topic)?,
-                    name: header.name.clone(),
-                    options,
-                })
-            });
-            let updated = match request {
-                Ok(r) => self
-                    .call(admin_lane(topic), UPDATE_TOPIC_CODE, r.to_bytes())
-                    .await
-                    .map(|_| ())
-                    .map_err(|f| backend_error(f, topic, None)),
+            let grown = match wire::topic_options(&config, total, wire::Existing::Altering(&header))
+            {
+                Ok(options) => self.update_topic(topic, &header, options).await,
                 Err(e) => Err(e),
             };
-            if let Err(e) = updated {
+            if let Err(e) = grown {
                 tracing::error!(%topic, error = %e, "partitions created, but the topic's size limit was not grown with them");
             }
         }
         Ok(())
+    }
+
+    /// Sends Iggy `options` to change `topic` (whose header is `header`).
+    async fn update_topic(
+        &self,
+        topic: &str,
+        header: &TopicHeader,
+        options: WireOptions,
+    ) -> Result<(), BackendError> {
+        let request = UpdateTopicRequest {
+            stream_id: self.stream.clone(),
+            topic_id: named(topic)?,
+            name: header.name.clone(),
+            options,
+        };
+        self.call(admin_lane(topic), UPDATE_TOPIC_CODE, request.to_bytes())
+            .await
+            .map(|_| ())
+            .map_err(|f| backend_error(f, topic, None))
     }
 
     async fn alter_topic_config(
@@ -1156,16 +1163,7 @@ impl Inner {
         if validate_only {
             return Ok(());
         }
-        let request = UpdateTopicRequest {
-            stream_id: self.stream.clone(),
-            topic_id: named(topic)?,
-            name: header.name.clone(),
-            options,
-        };
-        self.call(admin_lane(topic), UPDATE_TOPIC_CODE, request.to_bytes())
-            .await
-            .map(|_| ())
-            .map_err(|f| backend_error(f, topic, None))
+        self.update_topic(topic, &header, options).await
     }
 
     // ---- long polls ----

@@ -415,9 +415,10 @@ pub(crate) struct Storage {
 }
 
 impl Storage {
-    /// Iggy's defaults for a topic created without options.
+    /// Iggy's defaults for a topic created without options; its segment size is also
+    /// Kafka's default `segment.bytes`, so a topic at it reports no override.
     const DEFAULT: Self = Self {
-        segment_size: MAX_SEGMENT,
+        segment_size: 1 << 30,
         enforce_fsync: false,
         messages_required_to_save: 1024,
     };
@@ -536,7 +537,7 @@ pub(crate) fn topic_options(
                 Some(b) => b,
                 // Retention drops whole segments, as Kafka's does: a partition's segments are
                 // made no larger than its retention.bytes, so the limit can act.
-                None => per_partition.map_or(MAX_SEGMENT, |b| {
+                None => per_partition.map_or(Storage::DEFAULT.segment_size, |b| {
                     (b / SEGMENT_ALIGN * SEGMENT_ALIGN).clamp(MIN_SEGMENT, MAX_SEGMENT)
                 }),
             };
@@ -549,7 +550,7 @@ pub(crate) fn topic_options(
             if size != UNLIMITED {
                 entries.push(number("max_topic_size", size));
             }
-            if segment != MAX_SEGMENT {
+            if segment != Storage::DEFAULT.segment_size {
                 entries.push(number("segment_size", segment));
             }
             if fsync {
@@ -565,7 +566,7 @@ pub(crate) fn topic_options(
         }
         Existing::Altering(t) => {
             let storage = Storage::of(t);
-            if requested_segment.unwrap_or(MAX_SEGMENT) != storage.segment_size {
+            if requested_segment.unwrap_or(Storage::DEFAULT.segment_size) != storage.segment_size {
                 return invalid(format!(
                     "segment.bytes: Iggy sets a topic's segment size ({}) when it is created, \
                      never after",
@@ -622,7 +623,7 @@ pub(crate) fn topic_info(t: &TopicHeader) -> TopicInfo {
                 i64::try_from(b / u64::from(t.partitions_count.max(1))).unwrap_or(i64::MAX)
             });
             let storage = Storage::of(t);
-            if storage.segment_size != MAX_SEGMENT {
+            if storage.segment_size != Storage::DEFAULT.segment_size {
                 c.segment_bytes = Some(i32::try_from(storage.segment_size).unwrap_or(i32::MAX));
             }
             if storage.enforce_fsync {
