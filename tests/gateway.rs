@@ -6,11 +6,12 @@ mod common;
 use std::io::{Read, Write};
 
 use bytes::{Bytes, BytesMut};
-use common::{be16, call, create_topic, read_frame, Gateway};
+use common::{
+    be16, call, create_topic, high_watermark, idempotent_batch, produce, read_frame, Gateway,
+};
 use iggy_kafka_core::protocol::generated::{
     list_offsets_request::{ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic},
     metadata_request::{MetadataRequest, MetadataRequestTopic},
-    produce_request::{PartitionProduceData, ProduceRequest, TopicProduceData},
 };
 use iggy_kafka_core::protocol::{Request, Response};
 use iggy_kafka_core::records::{Compression, Record, RecordBatch};
@@ -120,26 +121,6 @@ fn batch(values: &[&'static [u8]]) -> Bytes {
     let mut buf = BytesMut::new();
     batch.encode(Compression::None, &mut buf).expect("encode");
     buf.freeze()
-}
-
-fn produce(topic: &str, acks: i16, partitions: Vec<(i32, Bytes)>) -> Request {
-    Request::Produce(ProduceRequest {
-        acks,
-        timeout_ms: 5000,
-        topic_data: vec![TopicProduceData {
-            name: topic.into(),
-            partition_data: partitions
-                .into_iter()
-                .map(|(index, records)| PartitionProduceData {
-                    index,
-                    records: Some(records),
-                    ..PartitionProduceData::default()
-                })
-                .collect(),
-            ..TopicProduceData::default()
-        }],
-        ..ProduceRequest::default()
-    })
 }
 
 /// Bad data in one partition fails that partition alone; bad names get the code Kafka uses;
@@ -271,26 +252,6 @@ fn bad_requests_get_kafkas_answers() {
     gw.stop();
 }
 
-fn idempotent_batch(producer_id: i64, epoch: i16, first_sequence: i32, n: usize) -> Bytes {
-    let batch = RecordBatch {
-        last_offset_delta: n as i32 - 1,
-        producer_id,
-        producer_epoch: epoch,
-        base_sequence: first_sequence,
-        records: (0..n)
-            .map(|i| Record {
-                offset_delta: i as i32,
-                value: Some(Bytes::from(format!("v{i}"))),
-                ..Record::default()
-            })
-            .collect(),
-        ..RecordBatch::default()
-    };
-    let mut buf = BytesMut::new();
-    batch.encode(Compression::None, &mut buf).expect("encode");
-    buf.freeze()
-}
-
 /// An idempotent producer's retry, resent as a client does after a lost response, is
 /// answered with the first append's offset and appends nothing; a gap and an old epoch get
 /// Kafka's codes.
@@ -324,24 +285,9 @@ fn idempotent_retries_are_appended_once() {
         send(&mut again, 8, idempotent_batch(1000, 0, 5, 1)).0,
         INVALID_PRODUCER_EPOCH
     );
-    let list = Request::ListOffsets(ListOffsetsRequest {
-        replica_id: -1,
-        topics: vec![ListOffsetsTopic {
-            name: topic.as_str().into(),
-            partitions: vec![ListOffsetsPartition {
-                partition_index: 0,
-                timestamp: -1,
-                ..ListOffsetsPartition::default()
-            }],
-            ..ListOffsetsTopic::default()
-        }],
-        ..ListOffsetsRequest::default()
-    });
-    let Response::ListOffsets(r) = call(&mut s, 7, 9, &list) else {
-        panic!("ListOffsets")
-    };
     assert_eq!(
-        r.topics[0].partitions[0].offset, 6,
+        high_watermark(&mut s, &topic, 0),
+        6,
         "six records, each once"
     );
     gw.stop();

@@ -8,7 +8,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{call, create_topic, iggy_url, unique_stream, Gateway};
+use common::{
+    call, create_topic, high_watermark, idempotent_batch, iggy_url, produce, unique_stream, Gateway,
+};
 use iggy_kafka_core::protocol::generated::metadata_request::{
     MetadataRequest, MetadataRequestTopic,
 };
@@ -89,6 +91,51 @@ fn a_restart_loses_nothing() {
             .args(["restart.py", "after"])
             .arg(second.addr.to_string())
             .args([&topic, &group, &committed]),
+    );
+    second.stop();
+}
+
+/// An idempotent producer's retry that reaches a restarted gateway is not appended again:
+/// the new gateway reads the producer's recent batches back from Iggy (their message ids),
+/// as a Kafka broker restores its producer state from its log.
+#[test]
+#[ignore = "needs a real Iggy server: IGGY_KAFKA_TEST_IGGY, see scripts/test-iggy.sh"]
+fn idempotent_retries_after_a_gateway_restart_are_appended_once() {
+    const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+    let url = server();
+    let stream = unique_stream();
+    let topic = format!("idempotent-restart-{}", common::RUNTIME);
+    let args = ["--iggy", url.as_str(), "--stream", stream.as_str()];
+    let send = |s: &mut std::net::TcpStream, corr, batch| {
+        let Response::Produce(r) = call(s, 9, corr, &produce(&topic, -1, vec![(0, batch)])) else {
+            panic!("Produce")
+        };
+        let p = &r.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    };
+    let first = Gateway::start_with(&args);
+    let mut s = first.connect();
+    call(&mut s, 7, 1, &create_topic(&topic, 1));
+    assert_eq!(send(&mut s, 2, idempotent_batch(77, 2, 0, 3)), (0, 0));
+    assert_eq!(send(&mut s, 3, idempotent_batch(77, 2, 3, 2)), (0, 3));
+    assert_eq!(send(&mut s, 4, idempotent_batch(78, 0, 40, 1)), (0, 5));
+    drop(s);
+    first.stop();
+
+    let second = Gateway::start_with(&args);
+    let mut s = second.connect();
+    assert_eq!(send(&mut s, 5, idempotent_batch(77, 2, 3, 2)), (0, 3));
+    assert_eq!(send(&mut s, 6, idempotent_batch(78, 0, 40, 1)), (0, 5));
+    assert_eq!(send(&mut s, 7, idempotent_batch(77, 2, 0, 3)), (0, 0));
+    assert_eq!(
+        send(&mut s, 8, idempotent_batch(77, 2, 9, 1)).0,
+        OUT_OF_ORDER_SEQUENCE_NUMBER
+    );
+    assert_eq!(send(&mut s, 9, idempotent_batch(77, 2, 5, 1)), (0, 6));
+    assert_eq!(
+        high_watermark(&mut s, &topic, 0),
+        7,
+        "seven records, each once"
     );
     second.stop();
 }

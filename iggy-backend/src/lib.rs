@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -147,12 +147,48 @@ struct PartitionState {
     /// Serializes idempotent appends (check, append, record).
     gate: Gate,
     producers: Mutex<Producers>,
+    /// Whether the producers' recent batches were read back from the partition's tail
+    /// (once per gateway run, before its first idempotent append).
+    recovered: AtomicBool,
+    /// An idempotent batch sent whose reply was lost: whether Iggy applied it is found out
+    /// before the partition's next idempotent append.
+    doubt: Mutex<Option<Doubt>>,
+    /// One past the highest offset this gateway has seen taken here (by its appends, reads
+    /// and offset queries), 0 before it has seen any: where an append sent now lands at the
+    /// earliest.
+    seen_end: AtomicU64,
     log_start: AtomicU64,
     /// Notified when this gateway appended here: wakes the fetches waiting on it.
     appended: Event,
     /// Polls sent ahead of sequential readers, newest last.
     read_ahead: Mutex<Vec<ReadAhead>>,
 }
+
+/// An idempotent batch whose fate is unknown: sent, and the connection lost before Iggy's
+/// reply. Iggy does not deduplicate, so without finding out, the producer's retry would be
+/// appended a second time.
+#[derive(Debug, Clone, Copy)]
+struct Doubt {
+    batch: ProducerBatch,
+    /// Where it landed at the earliest.
+    from: u64,
+}
+
+impl PartitionState {
+    fn saw_end(&self, end: u64) {
+        self.seen_end.fetch_max(end, Ordering::Relaxed);
+    }
+}
+
+/// The tail of a partition read back for its idempotent producers' recent batches, in bytes
+/// (estimated from the running message size; see [`Inner::recover_producers`]).
+const RECOVER_BYTES: usize = 1 << 20;
+
+/// While looking for a batch in doubt (see [`Inner::resolve_doubt`]): the bytes a poll asks
+/// for (estimated from the running message size) and the bytes of replies read before
+/// giving up.
+const DOUBT_POLL_BYTES: usize = 4 << 20;
+const DOUBT_SCAN_BYTES: usize = 256 << 20;
 
 /// A poll sent for the offsets right after what a read returned, while the reader (a
 /// consumer, one fetch at a time) is still busy with that: its next reads find the messages
@@ -353,9 +389,12 @@ impl Backend for IggyBackend {
                 // Queued on the partition's lane now, not when the future is first polled:
                 // plain appends are handed over in request order without waiting for each
                 // other, and the lane keeps that order on the way to Iggy.
-                return match inner.send_append(&topic, partition, &messages, largest_batch) {
+                return match inner.send_append(&topic, partition, &messages, largest_batch, None) {
                     Ok(call) => Execution::Pending(Box::pin(async move {
-                        Completion::Append(inner.appended(&topic, partition, None, call).await)
+                        let count = messages.len();
+                        Completion::Append(
+                            inner.appended(&topic, partition, count, None, call).await,
+                        )
                     })),
                     Err(e) => Execution::Done(Completion::Append(Err(e))),
                 };
@@ -389,10 +428,20 @@ impl Inner {
                 messages,
                 largest_batch,
                 producer,
-            } => Completion::Append(
-                self.append(&topic, partition, &messages, largest_batch, producer)
-                    .await,
-            ),
+            } => Completion::Append(match producer {
+                Some(pb) => {
+                    self.append(&topic, partition, &messages, largest_batch, pb)
+                        .await
+                }
+                // Sent by `execute` as it is handed over; here only for completeness.
+                None => match self.send_append(&topic, partition, &messages, largest_batch, None) {
+                    Ok(call) => {
+                        self.appended(&topic, partition, messages.len(), None, call)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                },
+            }),
             Command::Read {
                 topic,
                 partition,
@@ -486,8 +535,9 @@ impl Inner {
 
     /// The first of `n` fresh Iggy message ids.
     fn message_ids(&self, n: usize) -> u128 {
-        // Unique per gateway run: the seed in the high half, a counter in the low half.
-        (u128::from(self.config.seed) << 64)
+        // Unique per gateway run: the seed in the high half, a counter in the low half. The
+        // top bit is left to the ids of idempotent batches (`wire::Ids::producer`).
+        (u128::from(self.config.seed >> 1) << 64)
             | u128::from(self.next_message_id.fetch_add(n as u64, Ordering::Relaxed))
     }
 
@@ -500,6 +550,7 @@ impl Inner {
         partition: u32,
         messages: &MessageList,
         largest_batch: usize,
+        producer: Option<&ProducerBatch>,
     ) -> Result<PendingCall, BackendError> {
         if largest_batch > self.config.max_message_bytes {
             return Err(BackendError::MessageTooLarge {
@@ -507,32 +558,43 @@ impl Inner {
                 max: self.config.max_message_bytes,
             });
         }
-        let first_id = self.message_ids(messages.len());
-        let body =
-            wire::send_messages(&self.stream, &named(topic)?, partition, messages, first_id)?;
+        let ids = match producer {
+            Some(pb) => wire::Ids::producer(pb),
+            None => wire::Ids::counted(self.message_ids(messages.len())),
+        };
+        let body = wire::send_messages(&self.stream, &named(topic)?, partition, messages, ids)?;
         Ok(self
             .lanes
             .call(lane_of(topic, partition), SEND_MESSAGES_CODE, body))
     }
 
-    /// Waits for an append's reply and reports where it landed.
+    /// Waits for the reply to an append of `count` messages and reports where it landed.
+    /// An idempotent batch (`producer`, with where it lands at the earliest) whose reply is
+    /// lost is left in doubt.
     async fn appended(
         &self,
         topic: &str,
         partition: u32,
-        producer: Option<&ProducerBatch>,
+        count: usize,
+        producer: Option<(&ProducerBatch, u64)>,
         call: PendingCall,
     ) -> Result<Appended, BackendError> {
+        let state = self.partition(topic, partition);
         let reply = match reply(SEND_MESSAGES_CODE, call).await {
             Ok(r) => r,
-            Err(f) => return Err(self.refine(f, topic, partition).await),
+            Err(f) => {
+                if let (Failure::Lost(_), Some((&batch, from))) = (&f, producer) {
+                    *lock(&state.doubt) = Some(Doubt { batch, from });
+                }
+                return Err(self.refine(f, topic, partition).await);
+            }
         };
         let base = SendMessagesResponse::decode(&reply)
             .ok()
             .and_then(|(r, _)| r.confirmations.first().map(|c| c.base_offset))
             .ok_or_else(|| BackendError::Other("iggy send reply without a confirmation".into()))?;
-        let state = self.partition(topic, partition);
-        if let Some(pb) = producer {
+        state.saw_end(base + count as u64);
+        if let Some((pb, _)) = producer {
             lock(&state.producers).record(pb, base, None);
         }
         state.appended.notify(usize::MAX);
@@ -544,33 +606,125 @@ impl Inner {
     }
 
     /// An idempotent producer's append: one at a time per partition, retries of its last
-    /// batches answered from memory.
+    /// batches answered from memory, after finding out whether a batch left in doubt landed.
     async fn append(
         &self,
         topic: &str,
         partition: u32,
         messages: &MessageList,
         largest_batch: usize,
-        producer: Option<ProducerBatch>,
+        pb: ProducerBatch,
     ) -> Result<Appended, BackendError> {
         let state = self.partition(topic, partition);
-        let _serial = match &producer {
-            Some(pb) => {
-                let guard = state.gate.enter().await;
-                if let Some(original) = lock(&state.producers).check(pb)? {
-                    return Ok(Appended {
-                        base_offset: original.base,
-                        log_append_time_ms: original.log_append_time_ms,
-                        log_start: state.log_start.load(Ordering::Relaxed),
-                    });
-                }
-                Some(guard)
-            }
-            None => None,
+        let _serial = state.gate.enter().await;
+        if !state.recovered.load(Ordering::Relaxed) {
+            self.recover_producers(topic, partition, &state).await?;
+        }
+        self.resolve_doubt(topic, partition, &state).await?;
+        if let Some(original) = lock(&state.producers).check(&pb)? {
+            return Ok(Appended {
+                base_offset: original.base,
+                log_append_time_ms: original.log_append_time_ms,
+                log_start: state.log_start.load(Ordering::Relaxed),
+            });
+        }
+        // Where a batch in doubt is looked for from: asked of Iggy once per partition, later
+        // kept up by every reply.
+        let from = match state.seen_end.load(Ordering::Relaxed) {
+            0 => self.offsets(topic, partition).await?.high_watermark,
+            end => end,
         };
-        let call = self.send_append(topic, partition, messages, largest_batch)?;
-        self.appended(topic, partition, producer.as_ref(), call)
+        let call = self.send_append(topic, partition, messages, largest_batch, Some(&pb))?;
+        self.appended(topic, partition, messages.len(), Some((&pb, from)), call)
             .await
+    }
+
+    /// Reads the idempotent producers' recent batches back from the partition's tail, where
+    /// their message ids left them, so that a retry of a batch appended before this gateway
+    /// (re)started is not appended again, as a Kafka broker restores its producer state
+    /// from its log. Producers whose batches are older than the tail read start afresh.
+    async fn recover_producers(
+        &self,
+        topic: &str,
+        partition: u32,
+        state: &PartitionState,
+    ) -> Result<(), BackendError> {
+        let offsets = self.offsets(topic, partition).await?;
+        let estimate = self.message_size.load(Ordering::Relaxed).max(32);
+        let count = (RECOVER_BYTES / estimate).clamp(1, 10_000);
+        let from = offsets
+            .high_watermark
+            .saturating_sub(count as u64)
+            .max(offsets.log_start);
+        if from < offsets.high_watermark {
+            let count = u32::try_from(count).unwrap_or(1);
+            let body = self
+                .poll(topic, partition, WirePollingStrategy::offset(from), count)
+                .await?;
+            let batches = wire::producer_batches(&body)?;
+            if !batches.is_empty() {
+                tracing::debug!(
+                    %topic, partition, batches = batches.len(), from,
+                    "read idempotent producers' recent batches back"
+                );
+            }
+            let mut producers = lock(&state.producers);
+            for (batch, base) in &batches {
+                producers.record(batch, *base, None);
+            }
+        }
+        state.recovered.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Finds out whether the partition's batch in doubt landed, by its message id, in what
+    /// was appended since it was sent; if it did, the producer's retry is answered with
+    /// where it landed instead of being appended again. Runs under the partition's gate, so
+    /// no other idempotent append can come between.
+    async fn resolve_doubt(
+        &self,
+        topic: &str,
+        partition: u32,
+        state: &PartitionState,
+    ) -> Result<(), BackendError> {
+        let Some(doubt) = *lock(&state.doubt) else {
+            return Ok(());
+        };
+        let id = wire::Ids::producer(&doubt.batch).of(0);
+        let end = self.offsets(topic, partition).await?.high_watermark;
+        let (mut at, mut read, mut found) = (doubt.from, 0usize, None);
+        while at < end && found.is_none() {
+            if read > DOUBT_SCAN_BYTES {
+                tracing::warn!(
+                    %topic, partition, from = doubt.from, at, end,
+                    "gave up looking for an idempotent batch whose reply was lost: \
+                     its retry is appended, perhaps a second time"
+                );
+                break;
+            }
+            let estimate = self.message_size.load(Ordering::Relaxed).max(32);
+            let count = u32::try_from((DOUBT_POLL_BYTES / estimate).clamp(1, 10_000)).unwrap_or(1);
+            let body = self
+                .poll(topic, partition, WirePollingStrategy::offset(at), count)
+                .await?;
+            read += body.len();
+            let (hit, last) = wire::find_message(&body, id)?;
+            found = hit;
+            match last {
+                Some(last) => at = last + 1,
+                None => break,
+            }
+        }
+        tracing::info!(
+            %topic, partition, producer_id = doubt.batch.producer_id,
+            first_sequence = doubt.batch.first_sequence, landed_at = ?found,
+            "found out whether an idempotent batch whose reply was lost landed"
+        );
+        if let Some(offset) = found {
+            lock(&state.producers).record(&doubt.batch, offset, None);
+        }
+        *lock(&state.doubt) = None;
+        Ok(())
     }
 
     async fn poll(
@@ -668,6 +822,7 @@ impl Inner {
             return Ok(ReadResult { messages, offsets });
         };
         let high_watermark = current + 1;
+        state.saw_end(high_watermark);
         if first > offset {
             // Dense offsets: what was asked for is gone (retention).
             return Err(BackendError::OffsetOutOfRange {
@@ -868,9 +1023,9 @@ impl Inner {
         let empty = p.messages_count == 0 && p.current_offset == 0 && p.size_bytes == 0;
         let high_watermark = if empty { 0 } else { p.current_offset + 1 };
         let log_start = high_watermark.saturating_sub(p.messages_count);
-        self.partition(topic, partition)
-            .log_start
-            .store(log_start, Ordering::Relaxed);
+        let state = self.partition(topic, partition);
+        state.log_start.store(log_start, Ordering::Relaxed);
+        state.saw_end(high_watermark);
         Ok(PartitionOffsets {
             log_start,
             high_watermark,
@@ -1250,8 +1405,8 @@ impl Inner {
                     ..IggyMessage::default()
                 })
                 .collect();
-            let first_id = self.message_ids(messages.len());
-            let body = wire::send_messages(&self.stream, &named(&topic)?, 0, &messages, first_id)?;
+            let ids = wire::Ids::counted(self.message_ids(messages.len()));
+            let body = wire::send_messages(&self.stream, &named(&topic)?, 0, &messages, ids)?;
             self.call(admin_lane(&topic), SEND_MESSAGES_CODE, body)
                 .await
                 .map_err(|f| backend_error(f, &topic, Some(0)))?;
@@ -1559,6 +1714,8 @@ pub fn fuzz_decode(data: &[u8]) {
     let body = Bytes::copy_from_slice(data);
     let _ = wire::polled(&body, 0, 1 << 20, 1000);
     let _ = wire::decode_headers(data);
+    let _ = wire::producer_batches(data);
+    let _ = wire::find_message(data, u128::from_le_bytes([0xA5; 16]));
     let _ = Record::decode(data);
     if let Ok((reply, _)) = GetTopicResponse::decode(data) {
         let info = wire::topic_info(&reply.topic);
@@ -1576,13 +1733,25 @@ pub fn fuzz_encode(messages: &MessageList, partition: u32, first_id: u128) {
     let Ok(topic) = wire::named("topic") else {
         return;
     };
-    let ours = wire::send_messages(&stream, &topic, partition, messages, first_id);
+    // Odd ids number an idempotent producer's batch, made of the id's bits.
+    #[allow(clippy::cast_possible_truncation)]
+    let ids = if first_id & 1 == 1 {
+        wire::Ids::producer(&ProducerBatch {
+            producer_id: (first_id >> 64) as i64,
+            epoch: (first_id >> 48) as i16,
+            first_sequence: ((first_id as u32) >> 1).cast_signed(),
+            count: i32::try_from(messages.len()).unwrap_or(i32::MAX),
+        })
+    } else {
+        wire::Ids::counted(first_id)
+    };
+    let ours = wire::send_messages(&stream, &topic, partition, messages, ids);
     let theirs = wire::reference_send_messages(
         &stream,
         &topic,
         partition,
         &messages.clone().into_messages(),
-        first_id,
+        ids,
     );
     match (ours, theirs) {
         (Ok(ours), Ok(theirs)) => assert_eq!(ours, theirs, "the append bytes differ"),

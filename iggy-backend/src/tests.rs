@@ -114,6 +114,27 @@ impl Harness {
         }
     }
 
+    /// The server applies what the lanes sent, then goes away before its replies leave.
+    fn apply_then_drop_connections(&mut self) {
+        let now = Instant::now();
+        for (d, wire) in self.drivers.iter_mut().zip(&mut self.wires) {
+            d.pump(now);
+            while let Some(chunk) = d.poll_transmit() {
+                wire.extend_from_slice(&chunk);
+            }
+            drop(self.fake.serve(wire));
+            d.handle_closed(now);
+        }
+    }
+
+    /// The lanes connect again (the runtime would wait for the backoff).
+    fn reconnect(&mut self) {
+        let now = Instant::now();
+        for d in &mut self.drivers {
+            d.connected(now);
+        }
+    }
+
     fn run<T>(&mut self, fut: impl Future<Output = T>) -> T {
         let mut fut = pin!(fut);
         let mut cx = Context::from_waker(Waker::noop());
@@ -606,6 +627,158 @@ fn idempotent_retries_are_appended_once() {
         Err(BackendError::OutOfOrderSequence { .. })
     ));
     assert_eq!(h.fake.topics["t"].partitions[0].next, 4);
+}
+
+/// Sends an append and loses its reply: applied by the server or not, as `applied` says.
+fn append_losing_the_reply(
+    h: &mut Harness,
+    backend: &IggyBackend,
+    records: &[KafkaRecord],
+    producer: ProducerBatch,
+    applied: bool,
+) {
+    let Execution::Pending(mut fut) = backend.execute(Command::Append {
+        topic: "t".into(),
+        partition: 0,
+        messages: records.iter().map(to_iggy).collect(),
+        largest_batch: 100,
+        producer: Some(producer),
+    }) else {
+        panic!("an append waits for Iggy");
+    };
+    let mut cx = Context::from_waker(Waker::noop());
+    // Sent at once: the partition's end is known from an earlier append, nothing is in doubt.
+    assert!(fut.as_mut().poll(&mut cx).is_pending());
+    if applied {
+        h.apply_then_drop_connections();
+    } else {
+        h.drop_connections();
+    }
+    match fut.as_mut().poll(&mut cx) {
+        Poll::Ready(Completion::Append(Err(e))) => assert_eq!(
+            e.error_code(),
+            iggy_kafka_core::error_code::ErrorCode::REQUEST_TIMED_OUT,
+            "{e:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    h.reconnect();
+}
+
+/// Iggy does not deduplicate: when the reply to an idempotent append is lost, the gateway
+/// looks for the batch's id in the partition before the retry, and answers the retry with
+/// where it landed instead of appending it again.
+#[test]
+fn an_idempotent_batch_whose_reply_was_lost_is_appended_once() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let pb = |producer_id, first| ProducerBatch {
+        producer_id,
+        epoch: 3,
+        first_sequence: first,
+        count: 2,
+    };
+    let two = [record(2), record(3)];
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &two, Some(pb(5, 0))),
+        Ok(0)
+    );
+
+    // Applied, reply lost; others append before the retry comes.
+    append_losing_the_reply(&mut h, &backend, &two, pb(5, 2), true);
+    let others: Vec<_> = (0..1500).map(record).collect();
+    assert_eq!(append(&mut h, &backend, "t", 0, &others, None), Ok(4));
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &two, Some(pb(5, 2))),
+        Ok(2)
+    );
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 1504);
+
+    // Not applied: the retry is appended.
+    append_losing_the_reply(&mut h, &backend, &two, pb(5, 4), false);
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &two, Some(pb(5, 4))),
+        Ok(1504)
+    );
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 1506);
+
+    // Found out at another producer's append: the retry that comes later is still known.
+    append_losing_the_reply(&mut h, &backend, &two, pb(5, 6), true);
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &two, Some(pb(6, 0))),
+        Ok(1508)
+    );
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &two, Some(pb(5, 6))),
+        Ok(1506)
+    );
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 1510);
+
+    // What a reader gets: each record once, in order.
+    let got: Vec<_> = read_up_to(&mut h, &backend, "t", 0, 0, 1510)
+        .expect("read")
+        .into_iter()
+        .map(|(o, r)| (o, r.value))
+        .collect();
+    assert_eq!(got.len(), 1510);
+    assert_eq!(got[2].1, record(2).value);
+    assert_eq!(got[1506].1, record(2).value);
+}
+
+/// Kafka restores its producers' state from its log after a restart; the gateway reads
+/// their recent batches back from the partition's tail, by their message ids.
+#[test]
+fn idempotent_producers_are_read_back_after_a_restart() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let pb = |producer_id, epoch, first| ProducerBatch {
+        producer_id,
+        epoch,
+        first_sequence: first,
+        count: 2,
+    };
+    let two = [record(2), record(3)];
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &two, Some(pb(5, 0, 0))),
+        Ok(0)
+    );
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &two, Some(pb(5, 0, 2))),
+        Ok(2)
+    );
+    assert_eq!(append(&mut h, &backend, "t", 0, &two, None), Ok(4));
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &two, Some(pb(7, 1, 10))),
+        Ok(6)
+    );
+
+    let (mut h, backend) = h.restart();
+    // Retries of batches appended before the restart are answered, not appended.
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &two, Some(pb(7, 1, 10))),
+        Ok(6)
+    );
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &two, Some(pb(5, 0, 2))),
+        Ok(2)
+    );
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 8);
+    // The producers' sequences and epochs hold as before the restart.
+    assert!(matches!(
+        append(&mut h, &backend, "t", 0, &two, Some(pb(5, 0, 9))),
+        Err(BackendError::OutOfOrderSequence { .. })
+    ));
+    assert!(matches!(
+        append(&mut h, &backend, "t", 0, &two, Some(pb(7, 0, 12))),
+        Err(BackendError::ProducerFenced { .. })
+    ));
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &two, Some(pb(5, 0, 4))),
+        Ok(8)
+    );
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 10);
 }
 
 fn commit(

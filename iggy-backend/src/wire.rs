@@ -13,7 +13,7 @@ use iggy_binary_protocol::responses::messages::poll_messages::PollMessagesRespon
 use iggy_binary_protocol::responses::streams::get_stream::TopicHeader;
 use iggy_binary_protocol::{WireEncode, WireIdentifier, WireOptions, WirePartitioning};
 use iggy_kafka_core::backend::{
-    BackendError, Messages, MessagesBuilder, TopicConfig, TopicInfo, TopicRef,
+    BackendError, Messages, MessagesBuilder, ProducerBatch, TopicConfig, TopicInfo, TopicRef,
 };
 use iggy_kafka_core::iggy::Failure;
 use iggy_kafka_core::mapping::{HeaderValue, IggyMessage, MessageList};
@@ -226,7 +226,7 @@ pub(crate) fn decode_headers(raw: &[u8]) -> Option<Vec<(String, HeaderValue)>> {
 /// deltas, headers and payload lengths, reserved).
 const FRAME_HEADER: usize = BATCH_MESSAGE_HEADER_SIZE;
 
-/// The body of a `SendMessages` to one partition, the messages numbered from `first_id`.
+/// The body of a `SendMessages` to one partition, the messages numbered by `ids`.
 ///
 /// The same bytes as Iggy's `SendMessagesEncoder` (a test holds them equal), written in one
 /// pass into a buffer of the exact size: the encoder writes each field with a call of its
@@ -237,7 +237,7 @@ pub(crate) fn send_messages(
     topic: &WireIdentifier,
     partition: u32,
     messages: &MessageList,
-    first_id: u128,
+    ids: Ids,
 ) -> Result<Bytes, BackendError> {
     let invalid =
         |what: String| BackendError::InvalidMessage(format!("cannot encode for iggy: {what}"));
@@ -279,7 +279,7 @@ pub(crate) fn send_messages(
         // Each frame is written in order and whole; its headers' length and its checksum,
         // which covers the rest of it, are filled in once the rest is written.
         let mut head = [0u8; FRAME_HEADER];
-        head[8..24].copy_from_slice(&first_id.wrapping_add(index as u128).to_le_bytes());
+        head[8..24].copy_from_slice(&ids.of(index).to_le_bytes());
         #[allow(clippy::cast_possible_truncation)] // `count` fits in a u32
         head[24..28].copy_from_slice(&(index as u32).to_le_bytes());
         head[28..32].copy_from_slice(&delta.to_le_bytes());
@@ -317,7 +317,7 @@ pub(crate) fn reference_send_messages(
     topic: &WireIdentifier,
     partition: u32,
     messages: &[IggyMessage],
-    first_id: u128,
+    ids: Ids,
 ) -> Result<Bytes, iggy_binary_protocol::WireError> {
     use iggy_binary_protocol::requests::messages::send_messages::{
         RawMessage, SendMessagesEncoder,
@@ -328,7 +328,7 @@ pub(crate) fn reference_send_messages(
         .zip(&headers)
         .enumerate()
         .map(|(i, (m, h))| RawMessage {
-            id: first_id.wrapping_add(i as u128),
+            id: ids.of(i),
             origin_timestamp: m.origin_timestamp_us,
             headers: h.as_deref(),
             payload: &m.payload,
@@ -397,6 +397,156 @@ pub(crate) fn polled(
         out.push(view.offset, message);
     }
     Ok((out.finish(), current, bytes))
+}
+
+/// The top 16 bits of the ids of an idempotent producer's messages, and the mark of the
+/// first message of a batch among them. Other messages' ids (a run's seed shifted right,
+/// and a counter) never have the top bit set.
+const PRODUCER_TAG: u128 = 0xA500 << 112;
+const BATCH_START: u128 = 0x0080 << 112;
+const TAG_MASK: u128 = 0xFF7F << 112;
+
+/// How the messages of one append are numbered: from `first`, one more each, the first one
+/// also carrying `start`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ids {
+    first: u128,
+    start: u128,
+}
+
+impl Ids {
+    /// Plain messages, numbered from `first`.
+    pub(crate) fn counted(first: u128) -> Self {
+        Self { first, start: 0 }
+    }
+
+    /// An idempotent producer's batch: each message's id holds the producer id, epoch and
+    /// the record's sequence, and the first one the batch-start mark, so that the batch can
+    /// be found (its reply lost) and the producer's recent batches read back (after a
+    /// gateway restart). Sequences stay below 2^32 (a first sequence below 2^31 and fewer
+    /// than 2^31 records), so numbering never carries into the epoch.
+    pub(crate) fn producer(pb: &ProducerBatch) -> Self {
+        Self {
+            first: PRODUCER_TAG
+                | (u128::from(pb.producer_id.cast_unsigned()) << 48)
+                | (u128::from(pb.epoch.cast_unsigned()) << 32)
+                | u128::from(pb.first_sequence.cast_unsigned()),
+            start: BATCH_START,
+        }
+    }
+
+    /// The id of the message at `index`.
+    pub(crate) fn of(self, index: usize) -> u128 {
+        let id = self.first.wrapping_add(index as u128);
+        if index == 0 {
+            id | self.start
+        } else {
+            id
+        }
+    }
+}
+
+/// An idempotent producer's message, read back from its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProducerMessage {
+    producer_id: i64,
+    epoch: i16,
+    /// The record's sequence before wrapping (may pass `i32::MAX` within a batch).
+    sequence: u32,
+    starts_batch: bool,
+}
+
+fn producer_message(id: u128) -> Option<ProducerMessage> {
+    if id & TAG_MASK != PRODUCER_TAG {
+        return None;
+    }
+    #[allow(clippy::cast_possible_truncation)] // fields cut out of the id
+    Some(ProducerMessage {
+        producer_id: ((id >> 48) as u64).cast_signed(),
+        epoch: ((id >> 32) as u16).cast_signed(),
+        sequence: id as u32,
+        starts_batch: id & BATCH_START != 0,
+    })
+}
+
+/// The idempotent batches whole in a `PollMessages` reply, in order, each with its first
+/// offset. A batch cut off by the reply's start or end is left out.
+pub(crate) fn producer_batches(body: &[u8]) -> Result<Vec<(ProducerBatch, u64)>, BackendError> {
+    let reply = PollMessagesResponse::decode(body)
+        .map_err(|e| BackendError::Other(format!("iggy poll reply: {e}")))?;
+    let total = reply.header.messages_count;
+    let mut out = Vec::new();
+    // The batch being read: its first message and the last one read of it.
+    let mut open: Option<(ProducerMessage, u64, ProducerMessage, u64)> = None;
+    let mut seen = 0u32;
+    for view in reply.messages {
+        let view = view.map_err(|e| BackendError::Other(format!("iggy poll reply: {e}")))?;
+        seen += 1;
+        let m = producer_message(view.id);
+        let continues = match (&open, m) {
+            (Some((_, _, last, at)), Some(m)) => {
+                !m.starts_batch
+                    && (m.producer_id, m.epoch) == (last.producer_id, last.epoch)
+                    && Some(m.sequence) == last.sequence.checked_add(1)
+                    && Some(view.offset) == at.checked_add(1)
+            }
+            _ => false,
+        };
+        if continues {
+            if let (Some(open), Some(m)) = (open.as_mut(), m) {
+                (open.2, open.3) = (m, view.offset);
+            }
+            continue;
+        }
+        if let Some(batch) = open.take() {
+            out.push(closed(batch));
+        }
+        if let Some(m) = m.filter(|m| m.starts_batch) {
+            open = Some((m, view.offset, m, view.offset));
+        }
+    }
+    // The last batch may go on past the reply: it is whole only if the reply holds all it
+    // was asked for and the partition's end follows it.
+    if let Some(batch) = open {
+        if seen == total && batch.3 == reply.header.current_offset {
+            out.push(closed(batch));
+        }
+    }
+    Ok(out)
+}
+
+fn closed(
+    (first, base, last, _): (ProducerMessage, u64, ProducerMessage, u64),
+) -> (ProducerBatch, u64) {
+    let count = last.sequence - first.sequence + 1;
+    (
+        ProducerBatch {
+            producer_id: first.producer_id,
+            epoch: first.epoch,
+            first_sequence: first.sequence.cast_signed(),
+            count: count.cast_signed(),
+        },
+        base,
+    )
+}
+
+/// Where a `PollMessages` reply holds the message numbered `id`, and the last offset it
+/// holds (`None` for no messages).
+pub(crate) fn find_message(
+    body: &[u8],
+    id: u128,
+) -> Result<(Option<u64>, Option<u64>), BackendError> {
+    let reply = PollMessagesResponse::decode(body)
+        .map_err(|e| BackendError::Other(format!("iggy poll reply: {e}")))?;
+    let mut last = None;
+    for view in reply.messages {
+        let view = view.map_err(|e| BackendError::Other(format!("iggy poll reply: {e}")))?;
+        if view.id == id {
+            return Ok((Some(view.offset), Some(view.offset)));
+        }
+        last = Some(view.offset);
+    }
+    Ok((None, last))
 }
 
 /// Iggy's smallest and largest segment sizes, and the multiple a size must be.

@@ -6,8 +6,8 @@ command that kills the Iggy server abruptly and starts it again on the same data
 
 Creates TOPIC (2 partitions), commits an offset for GROUP, then produces with acks=all for
 SECONDS seconds, running the command after a third of them. Every record the producer saw
-acknowledged must then be in the topic, at the offset it was acknowledged at, and the
-committed offset must be there with its metadata.
+acknowledged must then be in the topic, at the offset it was acknowledged at, none twice,
+and the committed offset must be there with its metadata.
 """
 import os
 import subprocess
@@ -93,6 +93,9 @@ assert not lost, f"{len(lost)} acknowledged records lost, e.g. {lost[:5]}"
 duplicates = len(stored) - len(set(stored.values()))
 print(f"all {len(acked)} acknowledged records are where they were acknowledged; "
       f"{duplicates} duplicates", flush=True)
+# The producer is idempotent: a batch Iggy applied while its reply was lost in the crash must
+# not be appended again when the producer retries it.
+assert duplicates == 0, f"{duplicates} records appended twice"
 
 committed = consumer.committed([TopicPartition(topic, 0)], timeout=30)
 consumer.close()

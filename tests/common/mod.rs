@@ -13,9 +13,16 @@ use iggy_kafka_core::api;
 use iggy_kafka_core::protocol::generated::create_topics_request::{
     CreatableTopic, CreateTopicsRequest,
 };
+use iggy_kafka_core::protocol::generated::list_offsets_request::{
+    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
+};
+use iggy_kafka_core::protocol::generated::produce_request::{
+    PartitionProduceData, ProduceRequest, TopicProduceData,
+};
 use iggy_kafka_core::protocol::generated::request_header::RequestHeader;
 use iggy_kafka_core::protocol::generated::response_header::ResponseHeader;
 use iggy_kafka_core::protocol::{ApiKey, Message, Reader, Request, Response};
+use iggy_kafka_core::records::{Compression, Record, RecordBatch};
 
 pub const RUNTIME: &str = if cfg!(feature = "smol") {
     "smol"
@@ -197,4 +204,69 @@ pub fn create_topic(name: &str, partitions: i32) -> Request {
 /// The API key of a request, for `call`'s callers that build requests by hand.
 pub fn key_of(request: &Request) -> ApiKey {
     request.api_key()
+}
+
+/// A Produce request (v9 fields) of one topic: each partition gets its records.
+pub fn produce(topic: &str, acks: i16, partitions: Vec<(i32, Bytes)>) -> Request {
+    Request::Produce(ProduceRequest {
+        acks,
+        timeout_ms: 5000,
+        topic_data: vec![TopicProduceData {
+            name: topic.into(),
+            partition_data: partitions
+                .into_iter()
+                .map(|(index, records)| PartitionProduceData {
+                    index,
+                    records: Some(records),
+                    ..PartitionProduceData::default()
+                })
+                .collect(),
+            ..TopicProduceData::default()
+        }],
+        ..ProduceRequest::default()
+    })
+}
+
+/// An idempotent producer's batch of `n` records, values `v0`, `v1`, ...
+pub fn idempotent_batch(producer_id: i64, epoch: i16, first_sequence: i32, n: usize) -> Bytes {
+    let batch = RecordBatch {
+        last_offset_delta: n as i32 - 1,
+        producer_id,
+        producer_epoch: epoch,
+        base_sequence: first_sequence,
+        records: (0..n)
+            .map(|i| Record {
+                offset_delta: i as i32,
+                value: Some(Bytes::from(format!("v{i}"))),
+                ..Record::default()
+            })
+            .collect(),
+        ..RecordBatch::default()
+    };
+    let mut buf = BytesMut::new();
+    batch.encode(Compression::None, &mut buf).expect("encode");
+    buf.freeze()
+}
+
+/// The high watermark of one partition (ListOffsets LATEST, v7).
+pub fn high_watermark(s: &mut TcpStream, topic: &str, partition: i32) -> i64 {
+    let list = Request::ListOffsets(ListOffsetsRequest {
+        replica_id: -1,
+        topics: vec![ListOffsetsTopic {
+            name: topic.into(),
+            partitions: vec![ListOffsetsPartition {
+                partition_index: partition,
+                timestamp: -1,
+                ..ListOffsetsPartition::default()
+            }],
+            ..ListOffsetsTopic::default()
+        }],
+        ..ListOffsetsRequest::default()
+    });
+    let Response::ListOffsets(r) = call(s, 7, 99, &list) else {
+        panic!("ListOffsets")
+    };
+    let p = &r.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0, "ListOffsets {topic}/{partition}");
+    p.offset
 }

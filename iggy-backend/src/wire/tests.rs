@@ -170,12 +170,20 @@ fn send_messages_writes_what_iggys_encoder_writes() {
         }
         assert_eq!(list.clone().into_messages(), messages);
         for (stream, topic) in streams.iter().zip(&topics) {
-            for (partition, first_id) in
-                [(0, 0), (7, (5u128 << 64) | 9), (u32::MAX, u128::MAX - 2000)]
-            {
-                let ours =
-                    send_messages(stream, topic, partition, &list, first_id).expect("encode");
-                let theirs = reference_send_messages(stream, topic, partition, &messages, first_id)
+            let producer = ProducerBatch {
+                producer_id: -3,
+                epoch: 4,
+                first_sequence: i32::MAX - 1,
+                count: 2,
+            };
+            for (partition, ids) in [
+                (0, Ids::counted(0)),
+                (7, Ids::counted((5u128 << 64) | 9)),
+                (u32::MAX, Ids::counted(u128::MAX - 2000)),
+                (1, Ids::producer(&producer)),
+            ] {
+                let ours = send_messages(stream, topic, partition, &list, ids).expect("encode");
+                let theirs = reference_send_messages(stream, topic, partition, &messages, ids)
                     .expect("encode");
                 assert_eq!(ours, theirs, "{n} messages to partition {partition}");
             }
@@ -188,7 +196,7 @@ fn send_messages_refuses_what_iggy_cannot_carry() {
     let stream = WireIdentifier::numeric(1);
     let topic = named("t").expect("name");
     assert!(
-        send_messages(&stream, &topic, 0, &MessageList::default(), 0).is_err(),
+        send_messages(&stream, &topic, 0, &MessageList::default(), Ids::counted(0)).is_err(),
         "an empty batch"
     );
     let at = |us: u64| IggyMessage {
@@ -198,9 +206,99 @@ fn send_messages_refuses_what_iggy_cannot_carry() {
     };
     let apart = MessageList::from(vec![at(10), at(10 + u64::from(u32::MAX) + 1)]);
     assert!(matches!(
-        send_messages(&stream, &topic, 0, &apart, 0),
+        send_messages(&stream, &topic, 0, &apart, Ids::counted(0)),
         Err(BackendError::InvalidMessage(_))
     ));
     let within = MessageList::from(vec![at(10), at(10 + u64::from(u32::MAX))]);
-    assert!(send_messages(&stream, &topic, 0, &within, 0).is_ok());
+    assert!(send_messages(&stream, &topic, 0, &within, Ids::counted(0)).is_ok());
+}
+
+/// A `PollMessages` reply holding `batches` (first offset, how many messages, their ids).
+fn poll_reply(batches: &[(u64, usize, Ids)], current_offset: u64) -> Vec<u8> {
+    use iggy_binary_protocol::responses::messages::poll_messages::PollMessagesResponseHeader;
+    let stream = WireIdentifier::numeric(1);
+    let topic = named("t").expect("name");
+    let mut blob = Vec::new();
+    let mut total = 0;
+    for &(base, n, ids) in batches {
+        let list: MessageList = (0..n)
+            .map(|i| IggyMessage {
+                payload: Bytes::from(vec![b'x'; i + 1]),
+                origin_timestamp_us: 1_700_000_000_000_000,
+                ..IggyMessage::default()
+            })
+            .collect();
+        let body = send_messages(&stream, &topic, 0, &list, ids).expect("encode");
+        let meta = u32::from_le_bytes(body[..4].try_into().expect("four bytes")) as usize;
+        let mut batch = body[4 + meta..].to_vec();
+        let mut header = BatchHeader::decode(&batch).expect("a batch");
+        header.base_offset = base;
+        header.encode_into(&mut batch[..BATCH_HEADER_SIZE]);
+        blob.extend_from_slice(&batch);
+        total += n;
+    }
+    let mut reply = PollMessagesResponseHeader {
+        partition_id: 0,
+        current_offset,
+        messages_count: u32::try_from(total).expect("few"),
+    }
+    .to_bytes()
+    .to_vec();
+    reply.extend_from_slice(&blob);
+    reply
+}
+
+#[test]
+fn idempotent_batches_are_read_back_from_their_message_ids() {
+    let pb = |producer_id, epoch, first_sequence, count| ProducerBatch {
+        producer_id,
+        epoch,
+        first_sequence,
+        count,
+    };
+    let producer = |b| Ids::producer(&b);
+    // The reply starts inside a batch: its end is not a batch whose start is known.
+    let cut = Ids {
+        first: producer(pb(5, 0, 0, 4)).of(2),
+        start: 0,
+    };
+    let wrapping = pb(-9, i16::MAX, i32::MAX - 1, 3);
+    let batches = [
+        (10, 2, cut),
+        (12, 2, Ids::counted(77 << 64)),
+        (14, 3, producer(pb(5, 0, 4, 3))),
+        // Right after the same producer's previous batch: the start mark tells them apart.
+        (17, 2, producer(pb(5, 0, 7, 2))),
+        (19, 1, producer(pb(6, 2, 0, 1))),
+        (20, 3, producer(wrapping)),
+        // Goes on past the reply, unless the partition ends with it.
+        (23, 2, producer(pb(6, 2, 1, 4))),
+    ];
+    let whole = vec![
+        (pb(5, 0, 4, 3), 14),
+        (pb(5, 0, 7, 2), 17),
+        (pb(6, 2, 0, 1), 19),
+        (wrapping, 20),
+    ];
+    assert_eq!(
+        producer_batches(&poll_reply(&batches, 40)),
+        Ok(whole.clone())
+    );
+    let mut all = whole;
+    all.push((pb(6, 2, 1, 2), 23));
+    assert_eq!(producer_batches(&poll_reply(&batches, 24)), Ok(all));
+    assert_eq!(wrapping.last_sequence(), 0);
+
+    // The first message of a batch is found by its id; others' ids are not mistaken for it.
+    let reply = poll_reply(&batches, 24);
+    let first = |b| producer(b).of(0);
+    assert_eq!(
+        find_message(&reply, first(pb(5, 0, 7, 2))),
+        Ok((Some(17), Some(17)))
+    );
+    assert_eq!(
+        find_message(&reply, first(pb(5, 0, 2, 2))),
+        Ok((None, Some(24)))
+    );
+    assert_eq!(find_message(&poll_reply(&[], 3), 1), Ok((None, None)));
 }
