@@ -734,11 +734,18 @@ impl Inner {
         strategy: WirePollingStrategy,
         count: u32,
     ) -> Result<Bytes, BackendError> {
-        let request = self.poll_request(topic, partition, strategy, count)?;
-        match self
-            .call(lane_of(topic, partition), POLL_MESSAGES_CODE, request)
-            .await
-        {
+        let lane = lane_of(topic, partition);
+        let request = self.poll_request(topic, partition, strategy.clone(), count)?;
+        let mut result = self.call(lane, POLL_MESSAGES_CODE, request).await;
+        if let (Err(Failure::TooLarge(size)), true) = (&result, count > 1) {
+            // More, or larger, messages than the running size estimate foresaw: one
+            // message fits whatever its size (Iggy's largest is well below the lanes'
+            // limit), and teaches the estimate for the next reads.
+            tracing::debug!(%topic, partition, count, size, "poll reply too large: polling one");
+            let request = self.poll_request(topic, partition, strategy, 1)?;
+            result = self.call(lane, POLL_MESSAGES_CODE, request).await;
+        }
+        match result {
             Ok(r) => Ok(r),
             Err(f) => Err(self.refine(f, topic, partition).await),
         }
@@ -833,8 +840,14 @@ impl Inner {
         }
         let average = bytes / messages.len();
         let old = self.message_size.load(Ordering::Relaxed);
-        self.message_size
-            .store((old * 7 + average) / 8 + 1, Ordering::Relaxed);
+        // Up at once, down slowly: a poll sized by too small an estimate may not fit a
+        // lane's reply limit.
+        let estimate = if average > old {
+            average
+        } else {
+            (old * 7 + average) / 8 + 1
+        };
+        self.message_size.store(estimate, Ordering::Relaxed);
         let log_start = self
             .partition(&name, partition)
             .log_start

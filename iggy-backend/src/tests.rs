@@ -726,6 +726,62 @@ fn an_idempotent_batch_whose_reply_was_lost_is_appended_once() {
     assert_eq!(got[1506].1, record(2).value);
 }
 
+/// A poll whose reply would pass what a lane accepts (large messages the running size
+/// estimate did not foresee) fails alone: the session goes on, and the read asks again for
+/// what fits.
+#[test]
+fn a_read_of_larger_messages_than_estimated_is_served() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let big = |i: usize| KafkaRecord {
+        value: Some(Bytes::from(vec![b'a' + (i % 26) as u8; 900 << 10])),
+        ..record(i)
+    };
+    // 90 MiB in all, past the lanes' 64 MiB.
+    for i in 0..100 {
+        assert_eq!(
+            append(&mut h, &backend, "t", 0, &[big(i)], None),
+            Ok(i as u64)
+        );
+    }
+    let read = |h: &mut Harness, offset| match h.exec(
+        &backend,
+        Command::Read {
+            topic: TopicRef::Name("t".into()),
+            partition: 0,
+            offset,
+            max_bytes: 8 << 20,
+            max_messages: 1000,
+        },
+    ) {
+        Completion::Read(r) => r
+            .expect("read")
+            .messages
+            .iter()
+            .map(|(o, m)| (o, from_iggy(m)))
+            .collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    let first = read(&mut h, 0);
+    assert_eq!(first[0], (0, big(0)));
+    // The estimate is right from now on: reads get what their budget holds (about nine
+    // messages, or the rest of a reply read ahead).
+    let (mut at, mut reads) = (first.last().expect("a record").0 + 1, 0);
+    while at < 100 {
+        let got = read(&mut h, at);
+        assert_eq!(got[0], (at, big(at as usize)));
+        at = got.last().expect("a record").0 + 1;
+        reads += 1;
+    }
+    assert!(reads <= 25, "{reads} reads");
+    // The lane that carried the reply still works.
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(1)], None),
+        Ok(100)
+    );
+}
+
 /// Kafka restores its producers' state from its log after a restart; the gateway reads
 /// their recent batches back from the partition's tail, by their message ids.
 #[test]

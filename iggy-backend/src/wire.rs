@@ -72,6 +72,7 @@ pub(crate) mod code {
 pub(crate) fn backend_error(failure: Failure, topic: &str, partition: Option<u32>) -> BackendError {
     let code = match failure {
         Failure::Lost(e) => return BackendError::Unavailable(format!("iggy: {e}")),
+        Failure::TooLarge(_) => return BackendError::Other(format!("{failure}")),
         Failure::Status(code) => code,
     };
     match code {

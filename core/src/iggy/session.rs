@@ -80,7 +80,8 @@ pub struct SessionConfig {
     pub client_id: u128,
     /// A request not answered within this time closes the session (its outcome unknown).
     pub reply_timeout: Duration,
-    /// The largest reply accepted; a larger size field closes the session.
+    /// The largest reply accepted: a larger reply to the request in flight fails it
+    /// ([`Failure::TooLarge`]) and is read past; any other larger frame closes the session.
     pub max_reply_bytes: usize,
 }
 
@@ -93,6 +94,10 @@ pub enum Failure {
     /// The session ended before the reply: the request may or may not have been applied.
     #[error("connection to iggy lost before the reply: {0}")]
     Lost(SessionError),
+    /// The reply (a frame of this many bytes) was larger than the session accepts; it was
+    /// read past, and the session goes on. A poll asking for fewer messages may fit.
+    #[error("iggy's reply of {0} bytes is larger than accepted")]
+    TooLarge(usize),
 }
 
 /// Why a session ended.
@@ -154,6 +159,8 @@ pub struct Session {
     session: u64,
     next_request: u64,
     input: BytesMut,
+    /// Bytes still to read past of a reply too large to accept.
+    discarding: usize,
     transmit: VecDeque<Bytes>,
     in_flight: Option<InFlight>,
     events: VecDeque<Event>,
@@ -169,6 +176,7 @@ impl Session {
             session: 0,
             next_request: 1,
             input: BytesMut::new(),
+            discarding: 0,
             transmit: VecDeque::new(),
             in_flight: None,
             events: VecDeque::new(),
@@ -350,9 +358,19 @@ impl Session {
     /// Processes what was read into [`Session::input_buffer`].
     pub fn handle_received(&mut self, now: Instant) {
         while self.state != State::Closed {
+            if self.discarding > 0 {
+                let n = self.discarding.min(self.input.len());
+                self.input.advance(n);
+                self.discarding -= n;
+                if self.discarding > 0 {
+                    break;
+                }
+            }
             match self.next_frame() {
                 Ok(Some((header, body))) => self.handle_frame(&header, body, now),
-                Ok(None) => break,
+                // Unless a reply too large was met: then read past it.
+                Ok(None) if self.discarding == 0 => break,
+                Ok(None) => {}
                 Err(e) => self.close(e),
             }
         }
@@ -365,8 +383,11 @@ impl Session {
         let size = iggy_binary_protocol::read_size_field(&self.input)
             .map(|s| s as usize)
             .unwrap_or(0);
-        if size < HEADER_SIZE || size - HEADER_SIZE > self.config.max_reply_bytes {
+        if size < HEADER_SIZE {
             return Err(SessionError::Protocol(format!("frame size {size}")));
+        }
+        if size - HEADER_SIZE > self.config.max_reply_bytes {
+            return self.too_large(size);
         }
         if self.input.len() < size {
             self.input.reserve(size - self.input.len());
@@ -377,6 +398,40 @@ impl Session {
         self.input.advance(HEADER_SIZE);
         let body = self.input.split_to(size - HEADER_SIZE).freeze();
         Ok(Some((header, body)))
+    }
+
+    /// A frame of `size` bytes, past what the session accepts. A successful reply to the
+    /// request in flight (say, a poll of more messages than expected, or larger) fails that
+    /// request alone and is read past; anything else ends the session.
+    fn too_large(
+        &mut self,
+        size: usize,
+    ) -> Result<Option<([u8; HEADER_SIZE], Bytes)>, SessionError> {
+        let answers_in_flight =
+            bytemuck::checked::try_pod_read_unaligned::<ReplyHeader>(&self.input[..HEADER_SIZE])
+                .is_ok_and(|h| {
+                    h.command == Command::Reply
+                        && h.status == 0
+                        && self.state == State::Ready
+                        && self
+                            .in_flight
+                            .as_ref()
+                            .is_some_and(|f| f.resend_at.is_none() && f.header.request == h.request)
+                });
+        if !answers_in_flight {
+            return Err(SessionError::Protocol(format!("frame size {size}")));
+        }
+        tracing::debug!(
+            size,
+            max = self.config.max_reply_bytes,
+            "Iggy's reply is too large"
+        );
+        self.input.advance(HEADER_SIZE);
+        self.discarding = size - HEADER_SIZE;
+        self.in_flight = None;
+        self.events
+            .push_back(Event::Reply(Err(Failure::TooLarge(size))));
+        Ok(None)
     }
 
     fn handle_frame(&mut self, raw: &[u8; HEADER_SIZE], body: Bytes, now: Instant) {

@@ -190,6 +190,44 @@ fn errors_come_back_per_request_and_keep_the_session() {
     assert!(s.is_ready());
 }
 
+/// A poll can ask for more than a session accepts: that reply fails its request alone, is
+/// read past however it arrives, and the session goes on.
+#[test]
+fn a_reply_too_large_fails_its_request_and_is_read_past() {
+    let now = Instant::now();
+    let mut s = logged_in(now);
+    s.send(SEND_MESSAGES_CODE, Bytes::from_static(b"m"), now)
+        .expect("ready");
+    let (h, _) = take_request(&mut s);
+    let big = vec![7u8; (1 << 20) + 1];
+    let mut wire = reply_to(&h, 0, &big);
+    // The next request's reply follows on the same stream.
+    let mut next = None;
+    for (i, chunk) in wire.split_off(0).chunks(100_000).enumerate() {
+        s.handle_input(chunk, now);
+        if i == 0 {
+            assert_eq!(
+                events(&mut s),
+                vec![Event::Reply(Err(Failure::TooLarge(
+                    HEADER_SIZE + big.len()
+                )))]
+            );
+            assert!(s.is_ready());
+            s.send(SEND_MESSAGES_CODE, Bytes::from_static(b"n"), now)
+                .expect("ready");
+            next = Some(take_request(&mut s).0);
+        }
+    }
+    assert_eq!(events(&mut s), vec![]);
+    let next = next.expect("sent");
+    s.handle_input(&reply_to(&next, 0, b"ok"), now);
+    assert_eq!(
+        events(&mut s),
+        vec![Event::Reply(Ok(Bytes::from_static(b"ok")))]
+    );
+    assert!(s.is_ready());
+}
+
 #[test]
 fn a_server_that_closes_mid_request_loses_it() {
     let now = Instant::now();
@@ -265,9 +303,16 @@ fn malformed_replies_close_with_a_protocol_error() {
             r[48..52].copy_from_slice(&10u32.to_le_bytes());
             r
         }),
-        // Larger than the reply limit.
+        // Larger than the reply limit, and not a successful reply to the request in flight.
         Box::new(|h| {
-            let mut r = reply_to(h, 0, &[]);
+            let mut r = reply_to(h, 2010, &[]);
+            r[48..52].copy_from_slice(&u32::MAX.to_le_bytes());
+            r
+        }),
+        Box::new(|h| {
+            let mut other = *h;
+            other.request += 1;
+            let mut r = reply_to(&other, 0, &[]);
             r[48..52].copy_from_slice(&u32::MAX.to_le_bytes());
             r
         }),
