@@ -157,6 +157,8 @@ struct PartitionState {
     /// and offset queries), 0 before it has seen any: where an append sent now lands at the
     /// earliest.
     seen_end: AtomicU64,
+    /// The partition's bytes per message as Iggy last reported them, 0 before.
+    message_size: AtomicUsize,
     log_start: AtomicU64,
     /// Notified when this gateway appended here: wakes the fetches waiting on it.
     appended: Event,
@@ -650,8 +652,7 @@ impl Inner {
         state: &PartitionState,
     ) -> Result<(), BackendError> {
         let offsets = self.offsets(topic, partition).await?;
-        let estimate = self.message_size.load(Ordering::Relaxed).max(32);
-        let count = (RECOVER_BYTES / estimate).clamp(1, 10_000);
+        let count = (RECOVER_BYTES / self.message_size(state)).clamp(1, 10_000);
         let from = offsets
             .high_watermark
             .saturating_sub(count as u64)
@@ -702,8 +703,8 @@ impl Inner {
                 );
                 break;
             }
-            let estimate = self.message_size.load(Ordering::Relaxed).max(32);
-            let count = u32::try_from((DOUBT_POLL_BYTES / estimate).clamp(1, 10_000)).unwrap_or(1);
+            let count = (DOUBT_POLL_BYTES / self.message_size(state)).clamp(1, 10_000);
+            let count = u32::try_from(count).unwrap_or(1);
             let body = self
                 .poll(topic, partition, WirePollingStrategy::offset(at), count)
                 .await?;
@@ -727,6 +728,15 @@ impl Inner {
         Ok(())
     }
 
+    /// The bytes per message to size a poll of the partition by: the larger of the running
+    /// estimate (from what reads found) and what Iggy last reported of the partition.
+    fn message_size(&self, state: &PartitionState) -> usize {
+        self.message_size
+            .load(Ordering::Relaxed)
+            .max(state.message_size.load(Ordering::Relaxed))
+            .max(32)
+    }
+
     async fn poll(
         &self,
         topic: &str,
@@ -738,6 +748,9 @@ impl Inner {
         let request = self.poll_request(topic, partition, strategy.clone(), count)?;
         let mut result = self.call(lane, POLL_MESSAGES_CODE, request).await;
         if let (Err(Failure::TooLarge(size)), true) = (&result, count > 1) {
+            // Whatever the reply held, its messages are at least this large on average.
+            self.message_size
+                .fetch_max(size / count as usize, Ordering::Relaxed);
             // More, or larger, messages than the running size estimate foresaw: one
             // message fits whatever its size (Iggy's largest is well below the lanes'
             // limit), and teaches the estimate for the next reads.
@@ -798,10 +811,10 @@ impl Inner {
         max_messages: usize,
     ) -> Result<ReadResult, BackendError> {
         let name = self.topic_name(topic).await?;
-        let estimate = self.message_size.load(Ordering::Relaxed).max(32);
-        let count = (max_bytes / estimate + 1).clamp(1, max_messages.clamp(1, 10_000));
-        let count = u32::try_from(count).unwrap_or(u32::MAX);
         let state = self.partition(&name, partition);
+        let count =
+            (max_bytes / self.message_size(&state) + 1).clamp(1, max_messages.clamp(1, 10_000));
+        let count = u32::try_from(count).unwrap_or(u32::MAX);
         let (messages, current, bytes) = match self
             .read_ahead(&state, offset, max_bytes, max_messages)
             .await
@@ -1039,6 +1052,12 @@ impl Inner {
         let state = self.partition(topic, partition);
         state.log_start.store(log_start, Ordering::Relaxed);
         state.saw_end(high_watermark);
+        if let Some(size) = p.size_bytes.checked_div(p.messages_count) {
+            state.message_size.store(
+                usize::try_from(size).unwrap_or(usize::MAX),
+                Ordering::Relaxed,
+            );
+        }
         Ok(PartitionOffsets {
             log_start,
             high_watermark,
