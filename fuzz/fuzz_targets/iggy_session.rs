@@ -22,6 +22,12 @@ enum Step {
         body: Vec<u8>,
         login: bool,
     },
+    /// A reply header to the request in flight claiming a body past the session's limit
+    /// by `by` bytes; the bytes come with later steps, or never.
+    Oversized {
+        status: u32,
+        by: u16,
+    },
     Send {
         code: u16,
         payload: Vec<u8>,
@@ -29,6 +35,8 @@ enum Step {
     Wait(u16),
     Close,
 }
+
+const MAX_REPLY: usize = 1 << 16;
 
 fn reply(request: u64, login: bool, status: u32, body: &[u8]) -> Vec<u8> {
     let header = ReplyHeader {
@@ -59,7 +67,7 @@ fuzz_target!(|steps: Vec<Step>| {
             },
             client_id: 1,
             reply_timeout: Duration::from_secs(30),
-            max_reply_bytes: 1 << 16,
+            max_reply_bytes: MAX_REPLY,
         },
         now,
     );
@@ -76,6 +84,12 @@ fuzz_target!(|steps: Vec<Step>| {
                 login,
             } => {
                 s.handle_input(&reply(request, login, status, &body), now);
+            }
+            Step::Oversized { status, by } => {
+                let mut r = reply(request, false, status, &[]);
+                let size = HEADER_SIZE + MAX_REPLY + 1 + usize::from(by);
+                r[48..52].copy_from_slice(&u32::try_from(size).unwrap_or(u32::MAX).to_le_bytes());
+                s.handle_input(&r, now);
             }
             Step::Send { code, payload } => {
                 if s.send(u32::from(code), Bytes::from(payload), now).is_ok() {

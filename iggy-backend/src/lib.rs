@@ -658,7 +658,9 @@ impl Inner {
             .saturating_sub(count as u64)
             .max(offsets.log_start);
         if from < offsets.high_watermark {
-            let count = u32::try_from(count).unwrap_or(1);
+            // A few more than the tail holds, for appends since the offsets were asked: a
+            // reply that ends before the partition does leaves its last producer unknown.
+            let count = u32::try_from(count + 16).unwrap_or(1);
             let body = self
                 .poll(topic, partition, WirePollingStrategy::offset(from), count)
                 .await?;

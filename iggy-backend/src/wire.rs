@@ -471,7 +471,8 @@ fn producer_message(id: u128) -> Option<ProducerMessage> {
 }
 
 /// The idempotent batches whole in a `PollMessages` reply, in order, each with its first
-/// offset. A batch cut off by the reply's start or end is left out.
+/// offset. A batch cut off by the reply's start is left out, and so is every batch of the
+/// producer whose batch the reply's end may cut.
 pub(crate) fn producer_batches(body: &[u8]) -> Result<Vec<(ProducerBatch, u64)>, BackendError> {
     let reply = PollMessagesResponse::decode(body)
         .map_err(|e| BackendError::Other(format!("iggy poll reply: {e}")))?;
@@ -506,11 +507,14 @@ pub(crate) fn producer_batches(body: &[u8]) -> Result<Vec<(ProducerBatch, u64)>,
             open = Some((m, view.offset, m, view.offset));
         }
     }
-    // The last batch may go on past the reply: it is whole only if the reply holds all it
-    // was asked for and the partition's end follows it.
+    // The last batch may go on past the reply: it is whole only if the partition ends with
+    // it. If it may not be, its producer is left out altogether: its earlier batches would
+    // tell a last sequence that is no longer the last.
     if let Some(batch) = open {
         if seen == total && batch.3 == reply.header.current_offset {
             out.push(closed(batch));
+        } else {
+            out.retain(|(b, _)| b.producer_id != batch.0.producer_id);
         }
     }
     Ok(out)

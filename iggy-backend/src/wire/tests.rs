@@ -274,19 +274,20 @@ fn idempotent_batches_are_read_back_from_their_message_ids() {
         // Goes on past the reply, unless the partition ends with it.
         (23, 2, producer(pb(6, 2, 1, 4))),
     ];
-    let whole = vec![
+    let all = vec![
         (pb(5, 0, 4, 3), 14),
         (pb(5, 0, 7, 2), 17),
         (pb(6, 2, 0, 1), 19),
         (wrapping, 20),
+        (pb(6, 2, 1, 2), 23),
     ];
-    assert_eq!(
-        producer_batches(&poll_reply(&batches, 40)),
-        Ok(whole.clone())
-    );
-    let mut all = whole;
-    all.push((pb(6, 2, 1, 2), 23));
-    assert_eq!(producer_batches(&poll_reply(&batches, 24)), Ok(all));
+    assert_eq!(producer_batches(&poll_reply(&batches, 24)), Ok(all.clone()));
+    // Producer 6's last batch may go on: none of its batches tells its last sequence.
+    let known: Vec<_> = all
+        .into_iter()
+        .filter(|(b, _)| b.producer_id != 6)
+        .collect();
+    assert_eq!(producer_batches(&poll_reply(&batches, 40)), Ok(known));
     assert_eq!(wrapping.last_sequence(), 0);
 
     // The first message of a batch is found by its id; others' ids are not mistaken for it.
