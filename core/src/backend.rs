@@ -147,6 +147,13 @@ impl Messages {
         });
     }
 
+    /// Adds `other`'s messages after these.
+    pub fn append(&mut self, other: Messages) {
+        for r in other.runs {
+            self.push(r.first_offset, &r.block, r.start..r.end);
+        }
+    }
+
     /// The messages with their offsets, as one block (runs split where offsets jump).
     #[must_use]
     pub fn from_offsets(messages: impl IntoIterator<Item = (u64, IggyMessage)>) -> Self {

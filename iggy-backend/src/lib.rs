@@ -817,8 +817,8 @@ impl Inner {
         let count =
             (max_bytes / self.message_size(&state) + 1).clamp(1, max_messages.clamp(1, 10_000));
         let count = u32::try_from(count).unwrap_or(u32::MAX);
-        let (messages, current, bytes) = match self
-            .read_ahead(&state, offset, max_bytes, max_messages)
+        let (mut messages, mut current, mut bytes) = match self
+            .read_ahead(&state, offset, max_bytes, max_messages, true)
             .await
         {
             Some(read) => read,
@@ -826,9 +826,35 @@ impl Inner {
                 let body = self
                     .poll(&name, partition, WirePollingStrategy::offset(offset), count)
                     .await?;
-                wire::polled(&body, offset, max_bytes, max_messages)?
+                wire::polled(&body, offset, max_bytes, max_messages, true)?
             }
         };
+        // What a read left of a reply sent ahead can be a message or two: rather than
+        // answer with so little (and have the consumer ask again at once), the read goes on
+        // into the poll sent ahead after it.
+        while bytes < max_bytes / 2 && messages.len() < max_messages {
+            let Some(next) = messages.last().and_then(|(last, _)| last.checked_add(1)) else {
+                break;
+            };
+            if next > current {
+                break;
+            }
+            let more = self
+                .read_ahead(
+                    &state,
+                    next,
+                    max_bytes - bytes,
+                    max_messages - messages.len(),
+                    false,
+                )
+                .await;
+            let Some((more, more_current, more_bytes)) = more else {
+                break;
+            };
+            messages.append(more);
+            current = current.max(more_current);
+            bytes += more_bytes;
+        }
         if let Some(next) = messages.last().and_then(|(last, _)| last.checked_add(1)) {
             self.send_ahead(&state, &name, partition, next, current, count)?;
         }
@@ -880,13 +906,16 @@ impl Inner {
     /// A read served by a poll sent ahead that covers `offset`, if one holds messages from
     /// there on. What the read leaves of that poll's reply is kept for the next read. A poll
     /// sent ahead that failed, or that holds nothing from `offset` on, is not this read's
-    /// answer: the read asks Iggy itself.
+    /// answer: the read asks Iggy itself. Without `at_least_one` (a read going on from one
+    /// reply into the next), a first message past `max_bytes` is not taken: it and the rest
+    /// stay for the next read.
     async fn read_ahead(
         &self,
         state: &PartitionState,
         offset: u64,
         max_bytes: usize,
         max_messages: usize,
+        at_least_one: bool,
     ) -> Option<(iggy_kafka_core::backend::Messages, u64, usize)> {
         let now = self.clock.now();
         self.sweep_read_aheads(now);
@@ -907,14 +936,20 @@ impl Inner {
             AheadReply::Sent(call) => reply(POLL_MESSAGES_CODE, call).await.ok()?,
             AheadReply::Kept(body) => body,
         };
-        let read = wire::polled(&body, offset, max_bytes, max_messages).ok()?;
-        let (last, _) = read.0.last()?;
+        let read = wire::polled(&body, offset, max_bytes, max_messages, at_least_one).ok()?;
         let rest = ReadAhead {
             from,
             count,
             sent,
             reply: AheadReply::Kept(body),
             held,
+        };
+        let Some((last, _)) = read.0.last() else {
+            // Nothing within the budget: the reply stays for the next read.
+            if !at_least_one && read.1 >= offset {
+                lock(&state.read_ahead).push(rest);
+            }
+            return None;
         };
         // Kept only while the reply can hold more: it holds nothing past Iggy's current
         // offset of the time, so a reply that ended there leaves the next read to poll.
@@ -1079,7 +1114,7 @@ impl Inner {
         let body = self
             .poll(topic, partition, WirePollingStrategy::timestamp(us), 1)
             .await?;
-        let (messages, ..) = wire::polled(&body, 0, usize::MAX, 1)?;
+        let (messages, ..) = wire::polled(&body, 0, usize::MAX, 1, true)?;
         Ok(messages.first().map(|(o, m)| (o, kafka_timestamp_ms(m))))
     }
 
@@ -1516,7 +1551,7 @@ impl Inner {
             let body = self
                 .poll(&topic, 0, WirePollingStrategy::offset(next), 1000)
                 .await?;
-            let (messages, ..) = wire::polled(&body, next, usize::MAX, usize::MAX)?;
+            let (messages, ..) = wire::polled(&body, next, usize::MAX, usize::MAX, true)?;
             let Some((last, _)) = messages.last() else {
                 break;
             };
@@ -1746,7 +1781,8 @@ impl Inner {
 #[doc(hidden)]
 pub fn fuzz_decode(data: &[u8]) {
     let body = Bytes::copy_from_slice(data);
-    let _ = wire::polled(&body, 0, 1 << 20, 1000);
+    let _ = wire::polled(&body, 0, 1 << 20, 1000, true);
+    let _ = wire::polled(&body, 3, 100, 1000, false);
     let _ = wire::decode_headers(data);
     let _ = wire::producer_batches(data);
     let _ = wire::find_message(data, u128::from_le_bytes([0xA5; 16]));

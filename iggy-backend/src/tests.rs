@@ -1385,3 +1385,53 @@ fn the_gate_admits_one_at_a_time_and_survives_a_dropped_waiter() {
     drop(second);
     assert!(matches!(third.as_mut().poll(&mut cx), Poll::Ready(_)));
 }
+
+/// Reads sized to hold N messages ask Iggy for N + 1, so a reply read ahead leaves one
+/// message over; a read that finds so little goes on into the next reply read ahead rather
+/// than answer with one message and have the consumer ask again at once.
+#[test]
+fn reads_go_on_from_what_a_reply_read_ahead_left() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let rec = |i: usize| KafkaRecord {
+        value: Some(Bytes::from(vec![b'a' + (i % 26) as u8; 10 << 10])),
+        key: None,
+        headers: vec![],
+        ..record(i)
+    };
+    // One message per append: the fake answers a poll with whole appends, so this makes
+    // it answer as Iggy does, with exactly the messages asked for.
+    for i in 0..1500 {
+        assert_eq!(
+            append(&mut h, &backend, "t", 0, &[rec(i)], None),
+            Ok(i as u64)
+        );
+    }
+    let (mut at, mut sizes) = (0u64, Vec::new());
+    while at < 1500 {
+        let got = match h.exec(
+            &backend,
+            Command::Read {
+                topic: TopicRef::Name("t".into()),
+                partition: 0,
+                offset: at,
+                max_bytes: 100 << 10,
+                max_messages: usize::MAX,
+            },
+        ) {
+            Completion::Read(r) => r.expect("read").messages,
+            other => panic!("{other:?}"),
+        };
+        for (o, m) in got.iter() {
+            assert_eq!(from_iggy(m), rec(o as usize));
+        }
+        assert_eq!(got.first().map(|(o, _)| o), Some(at));
+        at = got.last().expect("a message").0 + 1;
+        sizes.push(got.len());
+    }
+    // Nine messages fit a read; each but the last takes at least half of that (without
+    // going on, every other read took one).
+    let short = sizes[..sizes.len() - 1].iter().filter(|n| **n < 5).count();
+    assert_eq!(short, 0, "{sizes:?}");
+}

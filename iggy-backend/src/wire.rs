@@ -360,13 +360,14 @@ fn headers_len(headers: &[(String, HeaderValue)]) -> usize {
 }
 
 /// The messages of a `PollMessages` reply, from `from` on, within `max_bytes` (but at least
-/// one), the partition's current (last) offset, and the messages' size in all. The payloads
-/// share `body`'s memory.
+/// one, if `at_least_one`), the partition's current (last) offset, and the messages' size
+/// in all. The payloads share `body`'s memory.
 pub(crate) fn polled(
     body: &Bytes,
     from: u64,
     max_bytes: usize,
     max_messages: usize,
+    at_least_one: bool,
 ) -> Result<(Messages, u64, usize), BackendError> {
     let reply = PollMessagesResponse::decode(body)
         .map_err(|e| BackendError::Other(format!("iggy poll reply: {e}")))?;
@@ -391,7 +392,8 @@ pub(crate) fn polled(
             headers,
         };
         let size = iggy_kafka_core::backend::message_size(&message);
-        if !out.is_empty() && (bytes + size > max_bytes || out.len() >= max_messages) {
+        let first = out.is_empty() && at_least_one;
+        if !first && (bytes + size > max_bytes || out.len() >= max_messages) {
             break;
         }
         bytes += size;

@@ -117,7 +117,7 @@ fn a_recorded_conversation_replays_byte_for_byte() {
                 assert_eq!(r.confirmations.len(), 1);
             }
             POLL_MESSAGES_CODE => {
-                let (messages, ..) = wire::polled(&body, 0, 1 << 20, 1000).expect("messages");
+                let (messages, ..) = wire::polled(&body, 0, 1 << 20, 1000, true).expect("messages");
                 for (offset, m) in messages.iter() {
                     if let Some(r) = Record::decode(&m.payload) {
                         records.push(format!("offsets log: {r:?}"));
