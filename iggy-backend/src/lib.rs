@@ -814,9 +814,10 @@ impl Inner {
     ) -> Result<ReadResult, BackendError> {
         let name = self.topic_name(topic).await?;
         let state = self.partition(&name, partition);
-        let count =
-            (max_bytes / self.message_size(&state) + 1).clamp(1, max_messages.clamp(1, 10_000));
-        let count = u32::try_from(count).unwrap_or(u32::MAX);
+        let count = |me: &Self| {
+            let n = max_bytes / me.message_size(&state) + 1;
+            u32::try_from(n.clamp(1, max_messages.clamp(1, 10_000))).unwrap_or(u32::MAX)
+        };
         let (mut messages, mut current, mut bytes) = match self
             .read_ahead(&state, offset, max_bytes, max_messages, true)
             .await
@@ -824,7 +825,12 @@ impl Inner {
             Some(read) => read,
             None => {
                 let body = self
-                    .poll(&name, partition, WirePollingStrategy::offset(offset), count)
+                    .poll(
+                        &name,
+                        partition,
+                        WirePollingStrategy::offset(offset),
+                        count(self),
+                    )
                     .await?;
                 wire::polled(&body, offset, max_bytes, max_messages, true)?
             }
@@ -855,8 +861,20 @@ impl Inner {
             current = current.max(more_current);
             bytes += more_bytes;
         }
+        if let Some(average) = bytes.checked_div(messages.len()) {
+            let old = self.message_size.load(Ordering::Relaxed);
+            // Up at once, down slowly: a poll sized by too small an estimate may not fit a
+            // lane's reply limit.
+            let estimate = if average > old {
+                average
+            } else {
+                (old * 7 + average) / 8 + 1
+            };
+            self.message_size.store(estimate, Ordering::Relaxed);
+        }
         if let Some(next) = messages.last().and_then(|(last, _)| last.checked_add(1)) {
-            self.send_ahead(&state, &name, partition, next, current, count)?;
+            // Sized by the estimate this read has just taught.
+            self.send_ahead(&state, &name, partition, next, current, count(self))?;
         }
         let Some((first, _)) = messages.first() else {
             let offsets = self.offsets(&name, partition).await?;
@@ -879,16 +897,6 @@ impl Inner {
                 high_watermark,
             });
         }
-        let average = bytes / messages.len();
-        let old = self.message_size.load(Ordering::Relaxed);
-        // Up at once, down slowly: a poll sized by too small an estimate may not fit a
-        // lane's reply limit.
-        let estimate = if average > old {
-            average
-        } else {
-            (old * 7 + average) / 8 + 1
-        };
-        self.message_size.store(estimate, Ordering::Relaxed);
         let log_start = self
             .partition(&name, partition)
             .log_start
