@@ -7,14 +7,14 @@ use std::io::{Read, Write};
 
 use bytes::{Bytes, BytesMut};
 use common::{
-    be16, call, create_topic, high_watermark, idempotent_batch, produce, read_frame, Gateway,
+    be16, call, create_topic, high_watermark, idempotent_batch, produce, produce_to_0, read_frame,
+    record_batch, Gateway,
 };
 use iggy_kafka_core::protocol::generated::{
     list_offsets_request::{ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic},
     metadata_request::{MetadataRequest, MetadataRequestTopic},
 };
 use iggy_kafka_core::protocol::{Request, Response};
-use iggy_kafka_core::records::{Compression, Record, RecordBatch};
 
 /// ApiVersions v0 and v3, then a pipelined pair, on one connection.
 #[test]
@@ -105,22 +105,7 @@ fn hostile_input_closes_only_that_connection() {
 }
 
 fn batch(values: &[&'static [u8]]) -> Bytes {
-    let batch = RecordBatch {
-        last_offset_delta: values.len() as i32 - 1,
-        records: values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| Record {
-                offset_delta: i as i32,
-                value: Some(Bytes::from_static(v)),
-                ..Record::default()
-            })
-            .collect(),
-        ..RecordBatch::default()
-    };
-    let mut buf = BytesMut::new();
-    batch.encode(Compression::None, &mut buf).expect("encode");
-    buf.freeze()
+    record_batch(values.iter().map(|v| Bytes::from_static(v)).collect(), None)
 }
 
 /// Bad data in one partition fails that partition alone; bad names get the code Kafka uses;
@@ -263,13 +248,7 @@ fn idempotent_retries_are_appended_once() {
     let mut s = gw.connect();
     let topic = format!("idempotent-{}", common::RUNTIME);
     call(&mut s, 7, 1, &create_topic(&topic, 1));
-    let send = |s: &mut std::net::TcpStream, corr, batch| {
-        let Response::Produce(r) = call(s, 9, corr, &produce(&topic, -1, vec![(0, batch)])) else {
-            panic!("Produce")
-        };
-        let p = &r.responses[0].partition_responses[0];
-        (p.error_code, p.base_offset)
-    };
+    let send = |s: &mut std::net::TcpStream, corr, batch| produce_to_0(s, corr, &topic, batch);
     assert_eq!(send(&mut s, 2, idempotent_batch(1000, 0, 0, 3)), (0, 0));
     assert_eq!(send(&mut s, 3, idempotent_batch(1000, 0, 3, 2)), (0, 3));
     // The retry comes on a new connection, as after a reconnect.

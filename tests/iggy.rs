@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{
-    call, create_topic, high_watermark, idempotent_batch, iggy_url, produce, unique_stream, Gateway,
+    call, create_topic, high_watermark, idempotent_batch, iggy_url, produce_to_0, unique_stream,
+    Gateway,
 };
 use iggy_kafka_core::protocol::generated::metadata_request::{
     MetadataRequest, MetadataRequestTopic,
@@ -106,13 +107,7 @@ fn idempotent_retries_after_a_gateway_restart_are_appended_once() {
     let stream = unique_stream();
     let topic = format!("idempotent-restart-{}", common::RUNTIME);
     let args = ["--iggy", url.as_str(), "--stream", stream.as_str()];
-    let send = |s: &mut std::net::TcpStream, corr, batch| {
-        let Response::Produce(r) = call(s, 9, corr, &produce(&topic, -1, vec![(0, batch)])) else {
-            panic!("Produce")
-        };
-        let p = &r.responses[0].partition_responses[0];
-        (p.error_code, p.base_offset)
-    };
+    let send = |s: &mut std::net::TcpStream, corr, batch| produce_to_0(s, corr, &topic, batch);
     let first = Gateway::start_with(&args);
     let mut s = first.connect();
     call(&mut s, 7, 1, &create_topic(&topic, 1));

@@ -227,17 +227,21 @@ pub fn produce(topic: &str, acks: i16, partitions: Vec<(i32, Bytes)>) -> Request
     })
 }
 
-/// An idempotent producer's batch of `n` records, values `v0`, `v1`, ...
-pub fn idempotent_batch(producer_id: i64, epoch: i16, first_sequence: i32, n: usize) -> Bytes {
+/// A batch of records with these values; `producer` (id, epoch, first sequence) makes it
+/// an idempotent producer's.
+pub fn record_batch(values: Vec<Bytes>, producer: Option<(i64, i16, i32)>) -> Bytes {
+    let (producer_id, producer_epoch, base_sequence) = producer.unwrap_or((-1, -1, -1));
     let batch = RecordBatch {
-        last_offset_delta: n as i32 - 1,
+        last_offset_delta: values.len() as i32 - 1,
         producer_id,
-        producer_epoch: epoch,
-        base_sequence: first_sequence,
-        records: (0..n)
-            .map(|i| Record {
+        producer_epoch,
+        base_sequence,
+        records: values
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| Record {
                 offset_delta: i as i32,
-                value: Some(Bytes::from(format!("v{i}"))),
+                value: Some(v),
                 ..Record::default()
             })
             .collect(),
@@ -246,6 +250,28 @@ pub fn idempotent_batch(producer_id: i64, epoch: i16, first_sequence: i32, n: us
     let mut buf = BytesMut::new();
     batch.encode(Compression::None, &mut buf).expect("encode");
     buf.freeze()
+}
+
+/// An idempotent producer's batch of `n` records, values `v0`, `v1`, ...
+pub fn idempotent_batch(producer_id: i64, epoch: i16, first_sequence: i32, n: usize) -> Bytes {
+    let values = (0..n).map(|i| Bytes::from(format!("v{i}"))).collect();
+    record_batch(values, Some((producer_id, epoch, first_sequence)))
+}
+
+/// Produces `batch` to partition 0 of `topic` with acks=all (Produce v9): the partition's
+/// error code and base offset.
+pub fn produce_to_0(
+    s: &mut TcpStream,
+    correlation_id: i32,
+    topic: &str,
+    batch: Bytes,
+) -> (i16, i64) {
+    let Response::Produce(r) = call(s, 9, correlation_id, &produce(topic, -1, vec![(0, batch)]))
+    else {
+        panic!("Produce")
+    };
+    let p = &r.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
 }
 
 /// The high watermark of one partition (ListOffsets LATEST, v7).
