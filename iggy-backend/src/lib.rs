@@ -652,7 +652,7 @@ impl Inner {
         state: &PartitionState,
     ) -> Result<(), BackendError> {
         let offsets = self.offsets(topic, partition).await?;
-        let count = (RECOVER_BYTES / self.message_size(state)).clamp(1, 10_000);
+        let count = (RECOVER_BYTES / self.scan_message_size(state)).clamp(1, 10_000);
         let from = offsets
             .high_watermark
             .saturating_sub(count as u64)
@@ -705,7 +705,7 @@ impl Inner {
                 );
                 break;
             }
-            let count = (DOUBT_POLL_BYTES / self.message_size(state)).clamp(1, 10_000);
+            let count = (DOUBT_POLL_BYTES / self.scan_message_size(state)).clamp(1, 10_000);
             let count = u32::try_from(count).unwrap_or(1);
             let body = self
                 .poll(topic, partition, WirePollingStrategy::offset(at), count)
@@ -730,9 +730,12 @@ impl Inner {
         Ok(())
     }
 
-    /// The bytes per message to size a poll of the partition by: the larger of the running
-    /// estimate (from what reads found) and what Iggy last reported of the partition.
-    fn message_size(&self, state: &PartitionState) -> usize {
+    /// The bytes per message to size a poll of the partition by, when the poll is not a
+    /// read's: the larger of the running estimate (from what reads found) and what Iggy last
+    /// reported of the partition. Iggy's figure counts its own framing too, so a read,
+    /// which must fill a budget in Kafka's bytes, goes by the running estimate alone (a
+    /// reply too large for it is asked again).
+    fn scan_message_size(&self, state: &PartitionState) -> usize {
         self.message_size
             .load(Ordering::Relaxed)
             .max(state.message_size.load(Ordering::Relaxed))
@@ -815,7 +818,7 @@ impl Inner {
         let name = self.topic_name(topic).await?;
         let state = self.partition(&name, partition);
         let count = |me: &Self| {
-            let n = max_bytes / me.message_size(&state) + 1;
+            let n = max_bytes / me.message_size.load(Ordering::Relaxed).max(32) + 1;
             u32::try_from(n.clamp(1, max_messages.clamp(1, 10_000))).unwrap_or(u32::MAX)
         };
         let (mut messages, mut current, mut bytes) = match self
