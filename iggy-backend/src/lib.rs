@@ -818,7 +818,7 @@ impl Inner {
         let name = self.topic_name(topic).await?;
         let state = self.partition(&name, partition);
         let count = |me: &Self| {
-            let n = max_bytes / me.message_size.load(Ordering::Relaxed).max(32) + 1;
+            let n = max_bytes / me.message_size.load(Ordering::Relaxed).max(32);
             u32::try_from(n.clamp(1, max_messages.clamp(1, 10_000))).unwrap_or(u32::MAX)
         };
         let (mut messages, mut current, mut bytes) = match self
