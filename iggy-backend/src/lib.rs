@@ -391,9 +391,13 @@ impl Backend for IggyBackend {
                 // Queued on the partition's lane now, not when the future is first polled:
                 // plain appends are handed over in request order without waiting for each
                 // other, and the lane keeps that order on the way to Iggy.
-                return match inner.send_append(&topic, partition, &messages, largest_batch, None) {
+                // The request's records are let go of once encoded, not held until Iggy
+                // answers.
+                let count = messages.len();
+                let sent = inner.send_append(&topic, partition, &messages, largest_batch, None);
+                drop(messages);
+                return match sent {
                     Ok(call) => Execution::Pending(Box::pin(async move {
-                        let count = messages.len();
                         Completion::Append(
                             inner.appended(&topic, partition, count, None, call).await,
                         )
