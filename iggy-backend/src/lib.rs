@@ -821,6 +821,9 @@ impl Inner {
     ) -> Result<ReadResult, BackendError> {
         let name = self.topic_name(topic).await?;
         let state = self.partition(&name, partition);
+        // As many as the budget holds at the estimate, which sits a little above the true
+        // size: a read takes a poll's reply whole, so polls sent ahead stay in step with
+        // reads (one more each left one over in every reply).
         let count = |me: &Self| {
             let n = max_bytes / me.message_size.load(Ordering::Relaxed).max(32);
             u32::try_from(n.clamp(1, max_messages.clamp(1, 10_000))).unwrap_or(u32::MAX)
@@ -870,8 +873,8 @@ impl Inner {
         }
         if let Some(average) = bytes.checked_div(messages.len()) {
             let old = self.message_size.load(Ordering::Relaxed);
-            // Up at once, down slowly: a poll sized by too small an estimate may not fit a
-            // lane's reply limit.
+            // Up at once, down slowly (and a byte above): a poll sized by too small an
+            // estimate may not fit a lane's reply limit, nor its read.
             let estimate = if average > old {
                 average
             } else {
