@@ -656,15 +656,15 @@ impl Inner {
         state: &PartitionState,
     ) -> Result<(), BackendError> {
         let offsets = self.offsets(topic, partition).await?;
-        let count = (RECOVER_BYTES / self.scan_message_size(state)).clamp(1, 10_000);
+        let count = self.scan_count(state, RECOVER_BYTES);
         let from = offsets
             .high_watermark
-            .saturating_sub(count as u64)
+            .saturating_sub(u64::from(count))
             .max(offsets.log_start);
         if from < offsets.high_watermark {
             // A few more than the tail holds, for appends since the offsets were asked: a
             // reply that ends before the partition does leaves its last producer unknown.
-            let count = u32::try_from(count + 16).unwrap_or(1);
+            let count = count + 16;
             let body = self
                 .poll(topic, partition, WirePollingStrategy::offset(from), count)
                 .await?;
@@ -709,8 +709,7 @@ impl Inner {
                 );
                 break;
             }
-            let count = (DOUBT_POLL_BYTES / self.scan_message_size(state)).clamp(1, 10_000);
-            let count = u32::try_from(count).unwrap_or(1);
+            let count = self.scan_count(state, DOUBT_POLL_BYTES);
             let body = self
                 .poll(topic, partition, WirePollingStrategy::offset(at), count)
                 .await?;
@@ -734,16 +733,18 @@ impl Inner {
         Ok(())
     }
 
-    /// The bytes per message to size a poll of the partition by, when the poll is not a
-    /// read's: the larger of the running estimate (from what reads found) and what Iggy last
-    /// reported of the partition. Iggy's figure counts its own framing too, so a read,
-    /// which must fill a budget in Kafka's bytes, goes by the running estimate alone (a
-    /// reply too large for it is asked again).
-    fn scan_message_size(&self, state: &PartitionState) -> usize {
-        self.message_size
+    /// How many messages a poll of the partition that is not a read's asks for to get about
+    /// `bytes`: sized by the larger of the running estimate (from what reads found) and what
+    /// Iggy last reported of the partition. Iggy's figure counts its own framing too, so a
+    /// read, which must fill a budget in Kafka's bytes, goes by the running estimate alone
+    /// (a reply too large for it is asked again).
+    fn scan_count(&self, state: &PartitionState, bytes: usize) -> u32 {
+        let size = self
+            .message_size
             .load(Ordering::Relaxed)
             .max(state.message_size.load(Ordering::Relaxed))
-            .max(32)
+            .max(32);
+        u32::try_from((bytes / size).clamp(1, 10_000)).unwrap_or(1)
     }
 
     async fn poll(

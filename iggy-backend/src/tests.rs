@@ -256,13 +256,25 @@ fn read_up_to(
     offset: u64,
     max_messages: usize,
 ) -> Result<Vec<(u64, KafkaRecord)>, BackendError> {
+    read_within(h, backend, topic, partition, offset, 1 << 20, max_messages)
+}
+
+fn read_within(
+    h: &mut Harness,
+    backend: &IggyBackend,
+    topic: &str,
+    partition: u32,
+    offset: u64,
+    max_bytes: usize,
+    max_messages: usize,
+) -> Result<Vec<(u64, KafkaRecord)>, BackendError> {
     match h.exec(
         backend,
         Command::Read {
             topic: TopicRef::Name(topic.into()),
             partition,
             offset,
-            max_bytes: 1 << 20,
+            max_bytes,
             max_messages,
         },
     ) {
@@ -745,23 +757,8 @@ fn a_read_of_larger_messages_than_estimated_is_served() {
             Ok(i as u64)
         );
     }
-    let read = |h: &mut Harness, offset| match h.exec(
-        &backend,
-        Command::Read {
-            topic: TopicRef::Name("t".into()),
-            partition: 0,
-            offset,
-            max_bytes: 8 << 20,
-            max_messages: 1000,
-        },
-    ) {
-        Completion::Read(r) => r
-            .expect("read")
-            .messages
-            .iter()
-            .map(|(o, m)| (o, from_iggy(m)))
-            .collect::<Vec<_>>(),
-        other => panic!("{other:?}"),
+    let read = |h: &mut Harness, offset| {
+        read_within(h, &backend, "t", 0, offset, 8 << 20, 1000).expect("read")
     };
     let first = read(&mut h, 0);
     assert_eq!(first[0], (0, big(0)));
@@ -1415,23 +1412,11 @@ fn reads_go_on_from_what_a_reply_read_ahead_left() {
     }
     let (mut at, mut sizes) = (0u64, Vec::new());
     while at < 1500 {
-        let got = match h.exec(
-            &backend,
-            Command::Read {
-                topic: TopicRef::Name("t".into()),
-                partition: 0,
-                offset: at,
-                max_bytes: 100 << 10,
-                max_messages: usize::MAX,
-            },
-        ) {
-            Completion::Read(r) => r.expect("read").messages,
-            other => panic!("{other:?}"),
-        };
-        for (o, m) in got.iter() {
-            assert_eq!(from_iggy(m), rec(o as usize));
+        let got = read_within(&mut h, &backend, "t", 0, at, 100 << 10, usize::MAX).expect("read");
+        for (o, r) in &got {
+            assert_eq!(*r, rec(*o as usize));
         }
-        assert_eq!(got.first().map(|(o, _)| o), Some(at));
+        assert_eq!(got.first().map(|(o, _)| *o), Some(at));
         at = got.last().expect("a message").0 + 1;
         sizes.push(got.len());
     }

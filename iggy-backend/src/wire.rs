@@ -359,6 +359,10 @@ fn headers_len(headers: &[(String, HeaderValue)]) -> usize {
         .sum()
 }
 
+fn poll_reply_error(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Other(format!("iggy poll reply: {e}"))
+}
+
 /// The messages of a `PollMessages` reply, from `from` on, within `max_bytes` (but at least
 /// one, if `at_least_one`), the partition's current (last) offset, and the messages' size
 /// in all. The payloads share `body`'s memory.
@@ -369,8 +373,7 @@ pub(crate) fn polled(
     max_messages: usize,
     at_least_one: bool,
 ) -> Result<(Messages, u64, usize), BackendError> {
-    let reply = PollMessagesResponse::decode(body)
-        .map_err(|e| BackendError::Other(format!("iggy poll reply: {e}")))?;
+    let reply = PollMessagesResponse::decode(body).map_err(poll_reply_error)?;
     let current = reply.header.current_offset;
     // Room for what the reply says it holds, as far as its bytes can hold it.
     let room = (reply.header.messages_count as usize)
@@ -379,7 +382,7 @@ pub(crate) fn polled(
     let mut out = MessagesBuilder::with_capacity(room);
     let mut bytes = 0usize;
     for view in reply.messages {
-        let view = view.map_err(|e| BackendError::Other(format!("iggy poll reply: {e}")))?;
+        let view = view.map_err(poll_reply_error)?;
         if view.offset < from {
             continue;
         }
@@ -476,65 +479,64 @@ fn producer_message(id: u128) -> Option<ProducerMessage> {
 /// offset. A batch cut off by the reply's start is left out, and so is every batch of the
 /// producer whose batch the reply's end may cut.
 pub(crate) fn producer_batches(body: &[u8]) -> Result<Vec<(ProducerBatch, u64)>, BackendError> {
-    let reply = PollMessagesResponse::decode(body)
-        .map_err(|e| BackendError::Other(format!("iggy poll reply: {e}")))?;
+    /// The batch being read: its first message, that message's offset, and how many of its
+    /// messages (consecutive offsets and sequences) were read.
+    struct Open {
+        first: ProducerMessage,
+        base: u64,
+        len: u32,
+    }
+    impl Open {
+        fn continued_by(&self, m: &ProducerMessage, offset: u64) -> bool {
+            !m.starts_batch
+                && (m.producer_id, m.epoch) == (self.first.producer_id, self.first.epoch)
+                && Some(m.sequence) == self.first.sequence.checked_add(self.len)
+                && Some(offset) == self.base.checked_add(u64::from(self.len))
+        }
+        fn closed(&self) -> (ProducerBatch, u64) {
+            let batch = ProducerBatch {
+                producer_id: self.first.producer_id,
+                epoch: self.first.epoch,
+                first_sequence: self.first.sequence.cast_signed(),
+                count: self.len.cast_signed(),
+            };
+            (batch, self.base)
+        }
+    }
+
+    let reply = PollMessagesResponse::decode(body).map_err(poll_reply_error)?;
     let total = reply.header.messages_count;
     let mut out = Vec::new();
-    // The batch being read: its first message and the last one read of it.
-    let mut open: Option<(ProducerMessage, u64, ProducerMessage, u64)> = None;
-    let mut seen = 0u32;
+    let mut open: Option<Open> = None;
+    let (mut seen, mut last_offset) = (0u32, None);
     for view in reply.messages {
-        let view = view.map_err(|e| BackendError::Other(format!("iggy poll reply: {e}")))?;
+        let view = view.map_err(poll_reply_error)?;
         seen += 1;
+        last_offset = Some(view.offset);
         let m = producer_message(view.id);
-        let continues = match (&open, m) {
-            (Some((_, _, last, at)), Some(m)) => {
-                !m.starts_batch
-                    && (m.producer_id, m.epoch) == (last.producer_id, last.epoch)
-                    && Some(m.sequence) == last.sequence.checked_add(1)
-                    && Some(view.offset) == at.checked_add(1)
+        match (open.as_mut(), &m) {
+            (Some(o), Some(m)) if o.continued_by(m, view.offset) => o.len += 1,
+            _ => {
+                out.extend(open.take().map(|o| o.closed()));
+                open = m.filter(|m| m.starts_batch).map(|first| Open {
+                    first,
+                    base: view.offset,
+                    len: 1,
+                });
             }
-            _ => false,
-        };
-        if continues {
-            if let (Some(open), Some(m)) = (open.as_mut(), m) {
-                (open.2, open.3) = (m, view.offset);
-            }
-            continue;
-        }
-        if let Some(batch) = open.take() {
-            out.push(closed(batch));
-        }
-        if let Some(m) = m.filter(|m| m.starts_batch) {
-            open = Some((m, view.offset, m, view.offset));
         }
     }
     // The last batch may go on past the reply: it is whole only if the partition ends with
     // it. If it may not be, its producer is left out altogether: its earlier batches would
     // tell a last sequence that is no longer the last.
-    if let Some(batch) = open {
-        if seen == total && batch.3 == reply.header.current_offset {
-            out.push(closed(batch));
+    if let Some(o) = open {
+        if seen == total && last_offset == Some(reply.header.current_offset) {
+            out.push(o.closed());
         } else {
-            out.retain(|(b, _)| b.producer_id != batch.0.producer_id);
+            out.retain(|(b, _)| b.producer_id != o.first.producer_id);
         }
     }
     Ok(out)
-}
-
-fn closed(
-    (first, base, last, _): (ProducerMessage, u64, ProducerMessage, u64),
-) -> (ProducerBatch, u64) {
-    let count = last.sequence - first.sequence + 1;
-    (
-        ProducerBatch {
-            producer_id: first.producer_id,
-            epoch: first.epoch,
-            first_sequence: first.sequence.cast_signed(),
-            count: count.cast_signed(),
-        },
-        base,
-    )
 }
 
 /// Where a `PollMessages` reply holds the message numbered `id`, and the last offset it
@@ -543,11 +545,10 @@ pub(crate) fn find_message(
     body: &[u8],
     id: u128,
 ) -> Result<(Option<u64>, Option<u64>), BackendError> {
-    let reply = PollMessagesResponse::decode(body)
-        .map_err(|e| BackendError::Other(format!("iggy poll reply: {e}")))?;
+    let reply = PollMessagesResponse::decode(body).map_err(poll_reply_error)?;
     let mut last = None;
     for view in reply.messages {
-        let view = view.map_err(|e| BackendError::Other(format!("iggy poll reply: {e}")))?;
+        let view = view.map_err(poll_reply_error)?;
         if view.id == id {
             return Ok((Some(view.offset), Some(view.offset)));
         }

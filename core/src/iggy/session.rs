@@ -400,6 +400,15 @@ impl Session {
         Ok(Some((header, body)))
     }
 
+    /// The number of the request whose reply is due: the one in flight, unless it waits to
+    /// be resent.
+    fn awaited_request(&self) -> Option<u64> {
+        self.in_flight
+            .as_ref()
+            .filter(|f| f.resend_at.is_none())
+            .map(|f| f.header.request)
+    }
+
     /// A frame of `size` bytes, past what the session accepts. A successful reply to the
     /// request in flight (say, a poll of more messages than expected, or larger) fails that
     /// request alone and is read past; anything else ends the session.
@@ -413,10 +422,7 @@ impl Session {
                     h.command == Command::Reply
                         && h.status == 0
                         && self.state == State::Ready
-                        && self
-                            .in_flight
-                            .as_ref()
-                            .is_some_and(|f| f.resend_at.is_none() && f.header.request == h.request)
+                        && self.awaited_request() == Some(h.request)
                 });
         if !answers_in_flight {
             return Err(SessionError::Protocol(format!("frame size {size}")));
@@ -453,9 +459,8 @@ impl Session {
         };
         // The reply names the request number it answers; its client field is the server's
         // own view of the connection, not necessarily the id this session registered.
-        let expected = match &self.in_flight {
-            Some(f) if f.resend_at.is_none() => f.header.request,
-            _ => return self.close(SessionError::Protocol("a reply to no request".into())),
+        let Some(expected) = self.awaited_request() else {
+            return self.close(SessionError::Protocol("a reply to no request".into()));
         };
         if header.request != expected {
             return self.close(SessionError::Protocol(format!(
