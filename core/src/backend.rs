@@ -286,8 +286,6 @@ pub struct PartitionOffsets {
     pub log_start: u64,
     /// The offset the next message will get (Kafka's high watermark and log end offset).
     pub high_watermark: u64,
-    /// The offset and Kafka timestamp (ms) of the message with the largest timestamp.
-    pub max_timestamp: Option<(u64, i64)>,
 }
 
 /// Where a watch looks: a partition and the offset whose arrival it waits for.
@@ -444,6 +442,14 @@ pub enum Command {
         /// Milliseconds since the epoch.
         timestamp_ms: i64,
     },
+    /// The message with the largest Kafka timestamp (the first of them, if several share
+    /// it): Kafka's `MAX_TIMESTAMP`.
+    MaxTimestamp {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+    },
     /// Topics: all of them, or those named (missing ones are left out).
     ListTopics {
         /// `None` for every topic.
@@ -579,6 +585,8 @@ pub enum Completion {
     Offsets(Result<PartitionOffsets, BackendError>),
     /// Of [`Command::OffsetForTimestamp`]: the offset and its timestamp, or none.
     OffsetForTimestamp(Result<Option<(u64, i64)>, BackendError>),
+    /// Of [`Command::MaxTimestamp`]: the offset and its timestamp, or none (no messages).
+    MaxTimestamp(Result<Option<(u64, i64)>, BackendError>),
     /// Of [`Command::ListTopics`].
     ListTopics(Result<Vec<TopicInfo>, BackendError>),
     /// Of [`Command::CreateTopic`]: the topic (as it would be, when only validating).
@@ -772,6 +780,7 @@ pub(crate) mod tests {
             Command::Read { .. } => Completion::Read(Ok(ReadResult::default())),
             Command::Offsets { .. } => Completion::Offsets(Ok(PartitionOffsets::default())),
             Command::OffsetForTimestamp { .. } => Completion::OffsetForTimestamp(Ok(None)),
+            Command::MaxTimestamp { .. } => Completion::MaxTimestamp(Ok(None)),
             Command::ListTopics { .. } => Completion::ListTopics(Ok(Vec::new())),
             Command::CreateTopic {
                 name, partitions, ..

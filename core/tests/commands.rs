@@ -365,7 +365,6 @@ fn read(messages: &[u64], hw: u64) -> Completion {
         offsets: PartitionOffsets {
             log_start: 0,
             high_watermark: hw,
-            max_timestamp: None,
         },
     }))
 }

@@ -138,7 +138,6 @@ impl Log {
         PartitionOffsets {
             log_start: self.start,
             high_watermark: self.high_watermark(),
-            max_timestamp: self.max_timestamp,
         }
     }
 
@@ -410,6 +409,17 @@ impl EmbeddedStore {
         Ok(found)
     }
 
+    fn max_timestamp(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<(u64, i64)>, BackendError> {
+        let topic = self.topic(&TopicRef::Name(topic.to_string()))?;
+        let part = topic.partition(partition)?;
+        let max = lock(&part.log).max_timestamp;
+        Ok(max)
+    }
+
     fn create_topic(
         &self,
         name: String,
@@ -609,6 +619,9 @@ impl Backend for EmbeddedStore {
                 partition,
                 timestamp_ms,
             )),
+            Command::MaxTimestamp { topic, partition } => {
+                Completion::MaxTimestamp(self.max_timestamp(&topic, partition))
+            }
             Command::ListTopics { only } => {
                 let topics = read(&self.inner.topics);
                 let list = match only {

@@ -60,9 +60,11 @@ use iggy_kafka_core::producers::Producers;
 use iggy_kafka_core::protocol::Uuid;
 
 mod offsets;
+mod timestamps;
 mod wire;
 
 use offsets::{OffsetsState, Record};
+use timestamps::{MaxTimestamps, Run};
 use wire::{backend_error, code, named};
 
 /// How the Iggy backend behaves.
@@ -164,6 +166,10 @@ struct PartitionState {
     appended: Event,
     /// Polls sent ahead of sequential readers, newest last.
     read_ahead: Mutex<Vec<ReadAhead>>,
+    /// Where the largest Kafka timestamps are, as far as they were read; `timestamps_gate`
+    /// lets one read at a time fill it in.
+    timestamps: Mutex<MaxTimestamps>,
+    timestamps_gate: Gate,
 }
 
 /// An idempotent batch whose fate is unknown: sent, and the connection lost before Iggy's
@@ -186,10 +192,11 @@ impl PartitionState {
 /// (estimated from the running message size; see [`Inner::recover_producers`]).
 const RECOVER_BYTES: usize = 1 << 20;
 
-/// While looking for a batch in doubt (see [`Inner::resolve_doubt`]): the bytes a poll asks
-/// for (estimated from the running message size) and the bytes of replies read before
-/// giving up.
-const DOUBT_POLL_BYTES: usize = 4 << 20;
+/// The bytes a poll of a scan asks for (estimated from the message size; see
+/// [`Inner::scan_count`]): while looking for a batch in doubt (see
+/// [`Inner::resolve_doubt`]) and for the largest timestamp (see [`Inner::max_timestamp`]).
+const SCAN_POLL_BYTES: usize = 4 << 20;
+/// The bytes of replies read while looking for a batch in doubt before giving up.
 const DOUBT_SCAN_BYTES: usize = 256 << 20;
 
 /// A poll sent for the offsets right after what a read returned, while the reader (a
@@ -477,6 +484,9 @@ impl Inner {
                 self.offset_for_timestamp(&topic, partition, timestamp_ms)
                     .await,
             ),
+            Command::MaxTimestamp { topic, partition } => {
+                Completion::MaxTimestamp(self.max_timestamp(&topic, partition).await)
+            }
             Command::ListTopics { only } => {
                 Completion::ListTopics(self.list_topics(only.as_deref()).await)
             }
@@ -709,7 +719,7 @@ impl Inner {
                 );
                 break;
             }
-            let count = self.scan_count(state, DOUBT_POLL_BYTES);
+            let count = self.scan_count(state, SCAN_POLL_BYTES);
             let body = self
                 .poll(topic, partition, WirePollingStrategy::offset(at), count)
                 .await?;
@@ -917,7 +927,6 @@ impl Inner {
             offsets: PartitionOffsets {
                 log_start: log_start.min(offset),
                 high_watermark,
-                max_timestamp: None,
             },
         })
     }
@@ -1117,7 +1126,6 @@ impl Inner {
         Ok(PartitionOffsets {
             log_start,
             high_watermark,
-            max_timestamp: None,
         })
     }
 
@@ -1135,6 +1143,41 @@ impl Inner {
             .await?;
         let (messages, ..) = wire::polled(&body, 0, usize::MAX, 1, true)?;
         Ok(messages.first().map(|(o, m)| (o, kafka_timestamp_ms(m))))
+    }
+
+    /// Kafka's `MAX_TIMESTAMP`: Iggy keeps no such figure, so every message is read, once
+    /// (see [`MaxTimestamps`]). A first question about a long partition takes as long as
+    /// reading it; what was read is kept as it goes, so a client that timed out and asks
+    /// again continues where the read got to.
+    async fn max_timestamp(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<(u64, i64)>, BackendError> {
+        let t = self.topic_header(topic).await?;
+        let offsets = self.partition_offsets(topic, &t, partition)?;
+        let id = wire::topic_id(&t.topic);
+        let state = self.partition(topic, partition);
+        let _one_read = state.timestamps_gate.enter().await;
+        let holes = lock(&state.timestamps).align(id, offsets.log_start, offsets.high_watermark);
+        for hole in holes {
+            let mut at = hole.start;
+            while at < hole.end {
+                let count = self.scan_count(&state, SCAN_POLL_BYTES);
+                let body = self
+                    .poll(topic, partition, WirePollingStrategy::offset(at), count)
+                    .await?;
+                let (max, last) = wire::max_timestamp(&body, at..hole.end)?;
+                // Nothing from `at` on (retention got there meanwhile), or a reply that
+                // does not move on: what is left of the hole holds nothing to find.
+                let to = last.map_or(hole.end, |l| l.saturating_add(1).min(hole.end));
+                let to = if to > at { to } else { hole.end };
+                lock(&state.timestamps).add(Run { from: at, to, max });
+                at = to;
+            }
+        }
+        let max = lock(&state.timestamps).max();
+        Ok(max)
     }
 
     // ---- topics ----

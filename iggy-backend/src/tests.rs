@@ -372,13 +372,6 @@ fn sequential_reads_find_the_next_poll_sent_ahead() {
     create(&mut h, &backend, "t", 1);
     let records: Vec<KafkaRecord> = (0..60).map(record).collect();
     assert_eq!(append(&mut h, &backend, "t", 0, &records, None), Ok(0));
-    let polls = |h: &Harness| {
-        h.fake
-            .seen
-            .iter()
-            .filter(|c| **c == super::POLL_MESSAGES_CODE)
-            .count()
-    };
     let before = polls(&h);
     // A read, then the lanes moved on (the polls sent ahead go out), then how many polls
     // the server has seen.
@@ -1424,4 +1417,74 @@ fn reads_go_on_from_what_a_reply_read_ahead_left() {
     // (without going on, reads of one message came between reads of nine).
     let short = sizes[..sizes.len() - 1].iter().filter(|n| **n < 5).count();
     assert_eq!(short, 0, "{sizes:?}");
+}
+
+fn max_timestamp(
+    h: &mut Harness,
+    backend: &IggyBackend,
+    topic: &str,
+    partition: u32,
+) -> Result<Option<(u64, i64)>, BackendError> {
+    match h.exec(
+        backend,
+        Command::MaxTimestamp {
+            topic: topic.into(),
+            partition,
+        },
+    ) {
+        Completion::MaxTimestamp(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn polls(h: &Harness) -> usize {
+    h.fake
+        .seen
+        .iter()
+        .filter(|c| **c == super::POLL_MESSAGES_CODE)
+        .count()
+}
+
+/// Kafka's MAX_TIMESTAMP on Iggy, which keeps no such figure: the first message with the
+/// largest timestamp, found by reading each message once, and followed through retention
+/// and a topic created again by other means.
+#[test]
+fn the_largest_timestamp_is_found_reading_each_message_once() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 2);
+    let at = |timestamp_ms: i64| KafkaRecord {
+        timestamp_ms,
+        value: Some(Bytes::from_static(b"v")),
+        ..KafkaRecord::default()
+    };
+    assert_eq!(max_timestamp(&mut h, &backend, "t", 0), Ok(None));
+    for (batch, base) in [(vec![at(5), at(90), at(7)], 0), (vec![at(90), at(-1)], 3)] {
+        assert_eq!(append(&mut h, &backend, "t", 0, &batch, None), Ok(base));
+    }
+    let before = polls(&h);
+    assert_eq!(max_timestamp(&mut h, &backend, "t", 0), Ok(Some((1, 90))));
+    assert_eq!(polls(&h), before + 1);
+    // Asked again: nothing new, nothing read.
+    assert_eq!(max_timestamp(&mut h, &backend, "t", 0), Ok(Some((1, 90))));
+    assert_eq!(polls(&h), before + 1);
+    // Only what was appended since is read.
+    assert_eq!(append(&mut h, &backend, "t", 0, &[at(40)], None), Ok(5));
+    assert_eq!(max_timestamp(&mut h, &backend, "t", 0), Ok(Some((1, 90))));
+    assert_eq!(polls(&h), before + 2);
+    // Retention took the first message with the largest timestamp: the next one.
+    h.fake.topics.get_mut("t").expect("t").partitions[0]
+        .batches
+        .remove(0);
+    assert_eq!(max_timestamp(&mut h, &backend, "t", 0), Ok(Some((3, 90))));
+    assert_eq!(max_timestamp(&mut h, &backend, "t", 1), Ok(None));
+    // The topic created again elsewhere: its own messages only.
+    h.fake.create_topic("t", 2, Vec::new());
+    assert_eq!(max_timestamp(&mut h, &backend, "t", 0), Ok(None));
+    assert_eq!(append(&mut h, &backend, "t", 0, &[at(3)], None), Ok(0));
+    assert_eq!(max_timestamp(&mut h, &backend, "t", 0), Ok(Some((0, 3))));
+    assert!(matches!(
+        max_timestamp(&mut h, &backend, "t", 2),
+        Err(BackendError::UnknownPartition { .. })
+    ));
 }

@@ -16,7 +16,7 @@ use iggy_kafka_core::backend::{
     BackendError, Messages, MessagesBuilder, ProducerBatch, TopicConfig, TopicInfo, TopicRef,
 };
 use iggy_kafka_core::iggy::Failure;
-use iggy_kafka_core::mapping::{HeaderValue, IggyMessage, MessageList};
+use iggy_kafka_core::mapping::{kafka_timestamp_ms, HeaderValue, IggyMessage, MessageList};
 use iggy_kafka_core::protocol::Uuid;
 use twox_hash::XxHash3_64;
 
@@ -363,6 +363,11 @@ fn poll_reply_error(e: impl std::fmt::Display) -> BackendError {
     BackendError::Other(format!("iggy poll reply: {e}"))
 }
 
+fn polled_headers(raw: &[u8]) -> Result<Vec<(String, HeaderValue)>, BackendError> {
+    decode_headers(raw)
+        .ok_or_else(|| BackendError::Other("iggy message with malformed headers".into()))
+}
+
 /// The messages of a `PollMessages` reply, from `from` on, within `max_bytes` (but at least
 /// one, if `at_least_one`), the partition's current (last) offset, and the messages' size
 /// in all. The payloads share `body`'s memory.
@@ -386,8 +391,7 @@ pub(crate) fn polled(
         if view.offset < from {
             continue;
         }
-        let headers = decode_headers(view.user_headers)
-            .ok_or_else(|| BackendError::Other("iggy message with malformed headers".into()))?;
+        let headers = polled_headers(view.user_headers)?;
         let message = IggyMessage {
             payload: body.slice_ref(view.payload),
             origin_timestamp_us: view.origin_timestamp,
@@ -555,6 +559,38 @@ pub(crate) fn find_message(
         last = Some(view.offset);
     }
     Ok((None, last))
+}
+
+/// An offset and the Kafka timestamp (ms) of the message there.
+pub(crate) type Stamped = (u64, i64);
+
+/// Of the messages of a `PollMessages` reply at offsets `within`, the one with the largest
+/// Kafka timestamp (the first of them if several have it) and that timestamp; also the last
+/// offset the reply holds (`None` for no messages).
+pub(crate) fn max_timestamp(
+    body: &[u8],
+    within: std::ops::Range<u64>,
+) -> Result<(Option<Stamped>, Option<u64>), BackendError> {
+    let reply = PollMessagesResponse::decode(body).map_err(poll_reply_error)?;
+    let (mut max, mut last) = (None::<Stamped>, None);
+    for view in reply.messages {
+        let view = view.map_err(poll_reply_error)?;
+        last = Some(view.offset);
+        if !within.contains(&view.offset) {
+            continue;
+        }
+        let headers = polled_headers(view.user_headers)?;
+        let ts = kafka_timestamp_ms(&IggyMessage {
+            payload: Bytes::new(),
+            origin_timestamp_us: view.origin_timestamp,
+            timestamp_us: view.timestamp,
+            headers,
+        });
+        if max.is_none_or(|(_, m)| ts > m) {
+            max = Some((view.offset, ts));
+        }
+    }
+    Ok((max, last))
 }
 
 /// Iggy's smallest and largest segment sizes, and the multiple a size must be.

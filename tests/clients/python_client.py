@@ -5,7 +5,8 @@ usage: python_client.py confluent|kafka-python BOOTSTRAP TOPIC
 
 Creates TOPIC with 3 partitions, produces records.TOTAL records (keys, headers, null
 values) with every compression codec, consumes them all back and compares them exactly,
-checks the listed offsets, and deletes the topic. Exits non-zero on any difference.
+checks the listed offsets (with confluent-kafka also MAX_TIMESTAMP, on a topic of its
+own), and deletes the topic. Exits non-zero on any difference.
 """
 import sys
 import time
@@ -74,11 +75,43 @@ def confluent(bootstrap, topic):
             got.append((m.key(), m.value(), list(m.headers() or [])))
     c.close()
     check(got)
+    max_timestamp(admin, bootstrap, topic + "-ts")
     for _, f in admin.delete_topics([topic]).items():
         f.result(30)
     left = admin.list_topics(timeout=10).topics
     if topic in left:
         raise SystemExit("topic still listed after deletion")
+
+
+def max_timestamp(admin, bootstrap, topic):
+    """ListOffsets MAX_TIMESTAMP (the admin client's OffsetSpec.max_timestamp()): the first
+    record with the largest timestamp, whatever the order the timestamps came in."""
+    from confluent_kafka import Producer, TopicPartition
+    from confluent_kafka.admin import NewTopic, OffsetSpec
+
+    for _, f in admin.create_topics([NewTopic(topic, 1, 1)]).items():
+        f.result(30)
+    tp = TopicPartition(topic, 0)
+
+    def largest():
+        (info,) = admin.list_offsets({tp: OffsetSpec.max_timestamp()}).values()
+        got = info.result(30)
+        return got.offset, got.timestamp
+
+    if largest() != (-1, -1):
+        raise SystemExit(f"MAX_TIMESTAMP of an empty partition: {largest()}")
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+    for ts in (1_000_000, 5_000_000, 2_000_000, 5_000_000, 3_000_000):
+        p.produce(topic, value=b"v", partition=0, timestamp=ts)
+        p.flush(30)
+    if largest() != (1, 5_000_000):
+        raise SystemExit(f"MAX_TIMESTAMP: {largest()}, expected offset 1 at 5000000")
+    p.produce(topic, value=b"v", partition=0, timestamp=7_000_000)
+    if p.flush(30) != 0 or largest() != (5, 7_000_000):
+        raise SystemExit(f"MAX_TIMESTAMP after one more record: {largest()}")
+    for _, f in admin.delete_topics([topic]).items():
+        f.result(30)
+    print("confluent: MAX_TIMESTAMP found the first record with the largest timestamp")
 
 
 def consume_all(bootstrap, topic):

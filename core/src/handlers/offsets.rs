@@ -99,6 +99,11 @@ impl Task for ListOffsetsTask {
                                 partition,
                                 timestamp_ms: part.timestamp,
                             }
+                        } else if part.timestamp == MAX_TIMESTAMP {
+                            Command::MaxTimestamp {
+                                topic: topic_name,
+                                partition,
+                            }
                         } else {
                             Command::Offsets {
                                 topic: TopicRef::Name(topic_name),
@@ -120,18 +125,18 @@ impl Task for ListOffsetsTask {
                 Completion::Offsets(Ok(o)) => match timestamp {
                     EARLIEST | EARLIEST_LOCAL => set(slot, version, to_i64(o.log_start), -1),
                     LATEST => set(slot, version, to_i64(o.high_watermark), -1),
-                    MAX_TIMESTAMP => match o.max_timestamp {
-                        Some((offset, ts)) => set(slot, version, to_i64(offset), ts),
-                        None => set(slot, version, -1, -1),
-                    },
                     // No tiered storage: nothing is tiered.
                     _ => set(slot, version, -1, -1),
                 },
-                Completion::OffsetForTimestamp(Ok(found)) => match found {
-                    Some((offset, ts)) => set(slot, version, to_i64(offset), ts),
-                    None => set(slot, version, -1, -1),
-                },
-                Completion::Offsets(Err(e)) | Completion::OffsetForTimestamp(Err(e)) => {
+                Completion::OffsetForTimestamp(Ok(found)) | Completion::MaxTimestamp(Ok(found)) => {
+                    match found {
+                        Some((offset, ts)) => set(slot, version, to_i64(offset), ts),
+                        None => set(slot, version, -1, -1),
+                    }
+                }
+                Completion::Offsets(Err(e))
+                | Completion::OffsetForTimestamp(Err(e))
+                | Completion::MaxTimestamp(Err(e)) => {
                     slot.error_code = e.error_code().into();
                 }
                 _ => slot.error_code = ErrorCode::UNKNOWN_SERVER_ERROR.into(),

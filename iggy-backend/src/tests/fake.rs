@@ -48,6 +48,16 @@ pub(crate) struct Partition {
     pub(crate) next: u64,
 }
 
+impl Partition {
+    /// The messages held: fewer than `next` once retention dropped batches.
+    fn held(&self) -> u64 {
+        self.batches
+            .iter()
+            .map(|b| u64::from(BatchHeader::decode(b).expect("stored").message_count))
+            .sum()
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Topic {
     pub(crate) id: u32,
@@ -167,7 +177,7 @@ impl FakeIggy {
             compression_algorithm: 1,
             max_topic_size: get("max_topic_size"),
             size_bytes: 0,
-            messages_count: t.partitions.iter().map(|p| p.next).sum(),
+            messages_count: t.partitions.iter().map(Partition::held).sum(),
             name: WireName::new(name).expect("a name"),
             options: wire_options(&t.options),
             derived_options: wire_options(
@@ -194,7 +204,7 @@ impl FakeIggy {
                     segments_count: 1,
                     current_offset: p.next.saturating_sub(1),
                     size_bytes: p.batches.iter().map(|b| b.len() as u64).sum(),
-                    messages_count: p.next,
+                    messages_count: p.held(),
                 })
                 .collect(),
         }
