@@ -548,6 +548,18 @@ pub fn set_log_append_time(msg: &mut IggyMessage, append_us: u64) {
     }
 }
 
+/// Gives a message the origin timestamp `origin_timestamp_us` while the record it holds keeps
+/// its Kafka timestamp, which the `kafka-timestamp` header then carries (as it does for
+/// negative timestamps). For a store that cannot hold the producer's time as it is: one Iggy
+/// append spans at most 2³² µs of origin timestamps.
+pub fn move_origin_timestamp(msg: &mut IggyMessage, origin_timestamp_us: u64) {
+    if msg.header(TIMESTAMP).is_none() {
+        let ms = kafka_timestamp_ms(msg);
+        msg.headers.push((TIMESTAMP.into(), HeaderValue::Int64(ms)));
+    }
+    msg.origin_timestamp_us = origin_timestamp_us;
+}
+
 /// The Kafka timestamp (ms) of the record a message holds, as [`from_iggy`] gives it,
 /// without rebuilding the record.
 #[must_use]
@@ -669,6 +681,11 @@ mod tests {
         // Iggy keeps headers in a map: their order must not matter.
         msg.headers.reverse();
         assert_eq!(&from_iggy(&msg), r);
+        // Moved in time to fit an Iggy append, it holds the same record.
+        let mut moved = msg.clone();
+        move_origin_timestamp(&mut moved, 1_234_567);
+        assert_eq!(moved.origin_timestamp_us, 1_234_567);
+        assert_eq!(&from_iggy(&moved), r, "moved in time");
         // The fetch path's shortcut reads the same record, and only where it may.
         match bare_record(&msg) {
             Some((timestamp_ms, value)) => assert_eq!(

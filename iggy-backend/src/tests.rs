@@ -1488,3 +1488,39 @@ fn the_largest_timestamp_is_found_reading_each_message_once() {
         Err(BackendError::UnknownPartition { .. })
     ));
 }
+
+/// A Kafka batch whose timestamps span more than one Iggy append can hold (days apart, and
+/// records without a timestamp beside others) goes to Iggy as one append and reads back
+/// exactly.
+#[test]
+fn records_days_apart_in_one_batch_are_appended_whole() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let records: Vec<KafkaRecord> = (0..50)
+        .map(|i| KafkaRecord {
+            timestamp_ms: if i % 7 == 3 {
+                -1
+            } else {
+                1_700_000_000_000 - i as i64 * 86_400_000
+            },
+            ..record(i)
+        })
+        .collect();
+    let sends = |h: &Harness| {
+        h.fake
+            .seen
+            .iter()
+            .filter(|c| **c == super::SEND_MESSAGES_CODE)
+            .count()
+    };
+    let before = sends(&h);
+    assert_eq!(append(&mut h, &backend, "t", 0, &records, None), Ok(0));
+    assert_eq!(sends(&h), before + 1, "one append");
+    let got = read(&mut h, &backend, "t", 0, 0).expect("a read");
+    assert_eq!(got.into_iter().map(|(_, r)| r).collect::<Vec<_>>(), records);
+    assert_eq!(
+        max_timestamp(&mut h, &backend, "t", 0),
+        Ok(Some((0, 1_700_000_000_000)))
+    );
+}

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use bytes::{BufMut, Bytes, BytesMut};
 use iggy_binary_protocol::batch::{
     calculate_batch_checksum, BatchHeader, BATCH_HEADER_SIZE, BATCH_MESSAGE_HEADER_SIZE,
+    MAX_TIMESTAMP_DELTA_MICROS,
 };
 use iggy_binary_protocol::primitives::user_headers::{
     encode_user_headers, validate_user_headers, WireUserHeaderIterator,
@@ -16,7 +17,9 @@ use iggy_kafka_core::backend::{
     BackendError, Messages, MessagesBuilder, ProducerBatch, TopicConfig, TopicInfo, TopicRef,
 };
 use iggy_kafka_core::iggy::Failure;
-use iggy_kafka_core::mapping::{kafka_timestamp_ms, HeaderValue, IggyMessage, MessageList};
+use iggy_kafka_core::mapping::{
+    kafka_timestamp_ms, move_origin_timestamp, HeaderValue, IggyMessage, MessageList,
+};
 use iggy_kafka_core::protocol::Uuid;
 use twox_hash::XxHash3_64;
 
@@ -248,10 +251,14 @@ pub(crate) fn send_messages(
     let partitioning = WirePartitioning::PartitionId(partition);
     let metadata = stream.encoded_size() + topic.encoded_size() + partitioning.encoded_size() + 4;
     let mut frames = 0usize;
-    let mut origin = u64::MAX;
+    let (mut origin, mut latest) = (u64::MAX, 0);
     for m in messages.iter() {
         frames += FRAME_HEADER + m.payload.len() + headers_len(m.headers);
         origin = origin.min(m.origin_timestamp_us);
+        latest = latest.max(m.origin_timestamp_us);
+    }
+    if latest - origin > MAX_TIMESTAMP_DELTA_MICROS {
+        return send_messages(stream, topic, partition, &fit_timestamps(messages), ids);
     }
     let batch_length = BATCH_HEADER_SIZE + frames;
     let count = u32::try_from(messages.len()).map_err(|_| invalid("too many messages".into()))?;
@@ -309,6 +316,30 @@ pub(crate) fn send_messages(
     header.batch_checksum = calculate_batch_checksum(&header, &buf[blob_at..]);
     header.encode_into(&mut buf[header_at..blob_at]);
     Ok(buf.freeze())
+}
+
+/// Iggy keeps a message's producer timestamp as a 32-bit µs delta from its append's
+/// earliest, so one append spans at most about 71.6 minutes of them, where a Kafka batch may
+/// span any time (backfilled, mirrored or replayed records; records without a timestamp
+/// beside others). The messages in the window that ends at the batch's latest timestamp keep
+/// theirs; the others take the window's earliest as their origin timestamp and keep their
+/// Kafka timestamp in a header ([`move_origin_timestamp`]), so the append stays whole.
+pub(crate) fn fit_timestamps(messages: &MessageList) -> MessageList {
+    let origins = || messages.iter().map(|m| m.origin_timestamp_us);
+    let latest = origins().max().unwrap_or(0);
+    let floor = latest.saturating_sub(MAX_TIMESTAMP_DELTA_MICROS);
+    let earliest = origins().filter(|&o| o >= floor).min().unwrap_or(latest);
+    messages
+        .clone()
+        .into_messages()
+        .into_iter()
+        .map(|mut m| {
+            if m.origin_timestamp_us < floor {
+                move_origin_timestamp(&mut m, earliest);
+            }
+            m
+        })
+        .collect()
 }
 
 /// The bytes Iggy's own `SendMessagesEncoder` writes for the same messages: the reference

@@ -5,8 +5,8 @@ usage: python_client.py confluent|kafka-python BOOTSTRAP TOPIC
 
 Creates TOPIC with 3 partitions, produces records.TOTAL records (keys, headers, null
 values) with every compression codec, consumes them all back and compares them exactly,
-checks the listed offsets (with confluent-kafka also MAX_TIMESTAMP, on a topic of its
-own), and deletes the topic. Exits non-zero on any difference.
+checks the listed offsets, and deletes the topic. With confluent-kafka, also checks
+record timestamps on a topic of its own (MAX_TIMESTAMP, a batch spanning days). Exits non-zero on any difference.
 """
 import sys
 import time
@@ -75,7 +75,7 @@ def confluent(bootstrap, topic):
             got.append((m.key(), m.value(), list(m.headers() or [])))
     c.close()
     check(got)
-    max_timestamp(admin, bootstrap, topic + "-ts")
+    timestamps(admin, bootstrap, topic + "-ts")
     for _, f in admin.delete_topics([topic]).items():
         f.result(30)
     left = admin.list_topics(timeout=10).topics
@@ -83,10 +83,11 @@ def confluent(bootstrap, topic):
         raise SystemExit("topic still listed after deletion")
 
 
-def max_timestamp(admin, bootstrap, topic):
-    """ListOffsets MAX_TIMESTAMP (the admin client's OffsetSpec.max_timestamp()): the first
-    record with the largest timestamp, whatever the order the timestamps came in."""
-    from confluent_kafka import Producer, TopicPartition
+def timestamps(admin, bootstrap, topic):
+    """Record timestamps: ListOffsets MAX_TIMESTAMP (the admin client's
+    OffsetSpec.max_timestamp()) finds the first record with the largest, whatever the order
+    they came in, and one batch whose timestamps span days comes back exact."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
     from confluent_kafka.admin import NewTopic, OffsetSpec
 
     for _, f in admin.create_topics([NewTopic(topic, 1, 1)]).items():
@@ -106,12 +107,33 @@ def max_timestamp(admin, bootstrap, topic):
         p.flush(30)
     if largest() != (1, 5_000_000):
         raise SystemExit(f"MAX_TIMESTAMP: {largest()}, expected offset 1 at 5000000")
-    p.produce(topic, value=b"v", partition=0, timestamp=7_000_000)
-    if p.flush(30) != 0 or largest() != (5, 7_000_000):
-        raise SystemExit(f"MAX_TIMESTAMP after one more record: {largest()}")
+    # One batch (linger) from three days ago, now, 1970 and yesterday: more time than one
+    # Iggy append spans.
+    now = int(time.time() * 1000)
+    spread = [now - 3 * 86_400_000, now, 1, now - 86_400_000, now - 1]
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 500})
+    for ts in spread:
+        p.produce(topic, value=b"w", partition=0, timestamp=ts)
+    if p.flush(30) != 0:
+        raise SystemExit("the batch spanning days was not acknowledged")
+    if largest() != (6, now):
+        raise SystemExit(f"MAX_TIMESTAMP after the batch: {largest()}, expected offset 6")
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused-assign-only",
+                  "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, 0, 5)])
+    got = []
+    deadline = time.time() + 30
+    while len(got) < len(spread) and time.time() < deadline:
+        for m in c.consume(10, 1.0):
+            if m.error():
+                raise SystemExit(f"consume error: {m.error()}")
+            got.append(m.timestamp()[1])
+    c.close()
+    if got != spread:
+        raise SystemExit(f"timestamps of the batch spanning days: {got}, expected {spread}")
     for _, f in admin.delete_topics([topic]).items():
         f.result(30)
-    print("confluent: MAX_TIMESTAMP found the first record with the largest timestamp")
+    print("confluent: MAX_TIMESTAMP and a batch spanning days of timestamps checked")
 
 
 def consume_all(bootstrap, topic):

@@ -1,5 +1,6 @@
 use super::*;
 use iggy_binary_protocol::primitives::user_headers::encode_user_headers;
+use iggy_kafka_core::mapping::{from_iggy, to_iggy, KafkaRecord};
 
 #[test]
 fn headers_round_trip_and_foreign_kinds_become_text() {
@@ -204,13 +205,52 @@ fn send_messages_refuses_what_iggy_cannot_carry() {
         origin_timestamp_us: us,
         ..IggyMessage::default()
     };
-    let apart = MessageList::from(vec![at(10), at(10 + u64::from(u32::MAX) + 1)]);
-    assert!(matches!(
-        send_messages(&stream, &topic, 0, &apart, Ids::counted(0)),
-        Err(BackendError::InvalidMessage(_))
-    ));
     let within = MessageList::from(vec![at(10), at(10 + u64::from(u32::MAX))]);
-    assert!(send_messages(&stream, &topic, 0, &within, Ids::counted(0)).is_ok());
+    assert_eq!(
+        send_messages(&stream, &topic, 0, &within, Ids::counted(0)).expect("encode"),
+        reference_send_messages(&stream, &topic, 0, &within.into_messages(), Ids::counted(0))
+            .expect("encode")
+    );
+}
+
+/// One Iggy append spans at most 2³² µs of origin timestamps; a Kafka batch may span more.
+/// The messages outside the window that ends at the latest keep their Kafka timestamp in a
+/// header and move into the window, so the append is whole and every record reads back
+/// the same.
+#[test]
+fn a_batch_spanning_more_time_than_an_append_is_fitted_into_one() {
+    let stream = WireIdentifier::numeric(1);
+    let topic = named("t").expect("name");
+    let now = 1_800_000_000_000i64;
+    let records: Vec<KafkaRecord> = [now - 86_400_000, now, -1, now - 4_000_000, 0, now - 10]
+        .iter()
+        .enumerate()
+        .map(|(i, &timestamp_ms)| KafkaRecord {
+            timestamp_ms,
+            key: (i == 3).then(|| Bytes::from_static(b"k")),
+            value: Some(Bytes::from(format!("v{i}"))),
+            ..KafkaRecord::default()
+        })
+        .collect();
+    let messages: MessageList = records.iter().map(to_iggy).collect();
+    let ours = send_messages(&stream, &topic, 0, &messages, Ids::counted(0)).expect("encode");
+    let fitted = fit_timestamps(&messages).into_messages();
+    assert_eq!(
+        ours,
+        reference_send_messages(&stream, &topic, 0, &fitted, Ids::counted(0)).expect("encode")
+    );
+    // The window ends at the latest and holds the record of 4,000 s before it.
+    let earliest = u64::try_from(now - 4_000_000).expect("ms") * 1000;
+    for ((m, r), kept) in fitted
+        .iter()
+        .zip(&records)
+        .zip([false, true, false, true, false, true])
+    {
+        assert_eq!(&from_iggy(m), r);
+        let origin = to_iggy(r).origin_timestamp_us;
+        let want = if kept { origin } else { earliest };
+        assert_eq!(m.origin_timestamp_us, want, "{r:?}");
+    }
 }
 
 /// A `PollMessages` reply holding `batches` (first offset, how many messages, their ids).
