@@ -55,7 +55,7 @@ use iggy_kafka_core::backend::{
     TopicRef, WatchPartition,
 };
 use iggy_kafka_core::iggy::{Clock, Failure, Lanes, PendingCall};
-use iggy_kafka_core::mapping::{kafka_timestamp_ms, IggyMessage, MessageList};
+use iggy_kafka_core::mapping::{IggyMessage, MessageList};
 use iggy_kafka_core::producers::Producers;
 use iggy_kafka_core::protocol::Uuid;
 
@@ -1129,6 +1129,13 @@ impl Inner {
         })
     }
 
+    /// Kafka's ListOffsets by timestamp: the first message whose Kafka timestamp is at least
+    /// `timestamp_ms`. Iggy finds messages by its own append time only, so the search
+    /// starts at the first message Iggy appended at or after that time (a message before it
+    /// has a later producer timestamp only if the producer's clock ran ahead of the
+    /// server's) and reads on to the first whose own timestamp is late enough: at once for
+    /// records timestamped as they are sent, and up to the end of the partition for records
+    /// appended long after their timestamps.
     async fn offset_for_timestamp(
         &self,
         topic: &str,
@@ -1141,8 +1148,24 @@ impl Inner {
         let body = self
             .poll(topic, partition, WirePollingStrategy::timestamp(us), 1)
             .await?;
-        let (messages, ..) = wire::polled(&body, 0, usize::MAX, 1, true)?;
-        Ok(messages.first().map(|(o, m)| (o, kafka_timestamp_ms(m))))
+        let Some((mut at, ts)) = wire::first_stamped_at_least(&body, 0, i64::MIN)?.0 else {
+            return Ok(None);
+        };
+        if ts >= timestamp_ms {
+            return Ok(Some((at, ts)));
+        }
+        let state = self.partition(topic, partition);
+        loop {
+            let count = self.scan_count(&state, SCAN_POLL_BYTES);
+            let body = self
+                .poll(topic, partition, WirePollingStrategy::offset(at), count)
+                .await?;
+            match wire::first_stamped_at_least(&body, at, timestamp_ms)? {
+                (Some(found), _) => return Ok(Some(found)),
+                (None, Some(last)) if last >= at => at = last + 1,
+                (None, _) => return Ok(None),
+            }
+        }
     }
 
     /// Kafka's `MAX_TIMESTAMP`: Iggy keeps no such figure, so every message is read, once
@@ -1848,6 +1871,8 @@ pub fn fuzz_decode(data: &[u8]) {
     let _ = wire::decode_headers(data);
     let _ = wire::producer_batches(data);
     let _ = wire::find_message(data, u128::from_le_bytes([0xA5; 16]));
+    let _ = wire::max_timestamp(data, 2..u64::MAX);
+    let _ = wire::first_stamped_at_least(data, 1, 0);
     let _ = Record::decode(data);
     if let Ok((reply, _)) = GetTopicResponse::decode(data) {
         let info = wire::topic_info(&reply.topic);

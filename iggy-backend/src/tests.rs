@@ -1524,3 +1524,41 @@ fn records_days_apart_in_one_batch_are_appended_whole() {
         Ok(Some((0, 1_700_000_000_000)))
     );
 }
+
+/// ListOffsets by timestamp answers, as Kafka does, the first record whose own timestamp is
+/// at least the one asked for: Iggy's search by append time only says where to start.
+#[test]
+fn a_search_by_timestamp_answers_by_the_records_timestamps() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    // The fake appends at 1_800_000_000_000 ms (plus the offset in µs).
+    let t = 1_800_000_000_000i64;
+    let at = |timestamp_ms: i64| KafkaRecord {
+        timestamp_ms,
+        value: Some(Bytes::from_static(b"v")),
+        ..KafkaRecord::default()
+    };
+    for (batch, base) in [
+        (vec![at(100), at(200)], 0),
+        (vec![at(t - 5), at(t - 1), at(t - 3)], 2),
+    ] {
+        assert_eq!(append(&mut h, &backend, "t", 0, &batch, None), Ok(base));
+    }
+    let search = |h: &mut Harness, timestamp_ms| match h.exec(
+        &backend,
+        Command::OffsetForTimestamp {
+            topic: "t".into(),
+            partition: 0,
+            timestamp_ms,
+        },
+    ) {
+        Completion::OffsetForTimestamp(r) => r,
+        other => panic!("{other:?}"),
+    };
+    // All appended after `t - 3`, the first three timestamped before it.
+    assert_eq!(search(&mut h, t - 3), Ok(Some((3, t - 1))));
+    assert_eq!(search(&mut h, 150), Ok(Some((1, 200))));
+    // Later than any record, though not than every append: none.
+    assert_eq!(search(&mut h, t), Ok(None));
+}

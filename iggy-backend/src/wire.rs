@@ -595,6 +595,28 @@ pub(crate) fn find_message(
 /// An offset and the Kafka timestamp (ms) of the message there.
 pub(crate) type Stamped = (u64, i64);
 
+/// The offset and Kafka timestamp of each message of a `PollMessages` reply, in order.
+fn stamped(
+    body: &[u8],
+) -> Result<impl Iterator<Item = Result<Stamped, BackendError>> + '_, BackendError> {
+    let reply = PollMessagesResponse::decode(body).map_err(poll_reply_error)?;
+    Ok(reply.messages.map(|view| {
+        let view = view.map_err(poll_reply_error)?;
+        let headers = if view.user_headers.is_empty() {
+            Vec::new()
+        } else {
+            polled_headers(view.user_headers)?
+        };
+        let ts = kafka_timestamp_ms(&IggyMessage {
+            payload: Bytes::new(),
+            origin_timestamp_us: view.origin_timestamp,
+            timestamp_us: view.timestamp,
+            headers,
+        });
+        Ok((view.offset, ts))
+    }))
+}
+
 /// Of the messages of a `PollMessages` reply at offsets `within`, the one with the largest
 /// Kafka timestamp (the first of them if several have it) and that timestamp; also the last
 /// offset the reply holds (`None` for no messages).
@@ -602,26 +624,34 @@ pub(crate) fn max_timestamp(
     body: &[u8],
     within: std::ops::Range<u64>,
 ) -> Result<(Option<Stamped>, Option<u64>), BackendError> {
-    let reply = PollMessagesResponse::decode(body).map_err(poll_reply_error)?;
     let (mut max, mut last) = (None::<Stamped>, None);
-    for view in reply.messages {
-        let view = view.map_err(poll_reply_error)?;
-        last = Some(view.offset);
-        if !within.contains(&view.offset) {
-            continue;
-        }
-        let headers = polled_headers(view.user_headers)?;
-        let ts = kafka_timestamp_ms(&IggyMessage {
-            payload: Bytes::new(),
-            origin_timestamp_us: view.origin_timestamp,
-            timestamp_us: view.timestamp,
-            headers,
-        });
-        if max.is_none_or(|(_, m)| ts > m) {
-            max = Some((view.offset, ts));
+    for found in stamped(body)? {
+        let (offset, ts) = found?;
+        last = Some(offset);
+        if within.contains(&offset) && max.is_none_or(|(_, m)| ts > m) {
+            max = Some((offset, ts));
         }
     }
     Ok((max, last))
+}
+
+/// The first message of a `PollMessages` reply from offset `from` on whose Kafka timestamp
+/// is at least `timestamp_ms`, if any, and the last offset the reply holds (`None` for no
+/// messages).
+pub(crate) fn first_stamped_at_least(
+    body: &[u8],
+    from: u64,
+    timestamp_ms: i64,
+) -> Result<(Option<Stamped>, Option<u64>), BackendError> {
+    let mut last = None;
+    for found in stamped(body)? {
+        let (offset, ts) = found?;
+        if offset >= from && ts >= timestamp_ms {
+            return Ok((Some((offset, ts)), Some(offset)));
+        }
+        last = Some(offset);
+    }
+    Ok((None, last))
 }
 
 /// Iggy's smallest and largest segment sizes, and the multiple a size must be.

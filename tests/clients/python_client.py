@@ -86,7 +86,8 @@ def confluent(bootstrap, topic):
 def timestamps(admin, bootstrap, topic):
     """Record timestamps: ListOffsets MAX_TIMESTAMP (the admin client's
     OffsetSpec.max_timestamp()) finds the first record with the largest, whatever the order
-    they came in, and one batch whose timestamps span days comes back exact."""
+    they came in; one batch whose timestamps span days comes back exact; and a search by
+    timestamp finds the first record timestamped at or after it."""
     from confluent_kafka import Consumer, Producer, TopicPartition
     from confluent_kafka.admin import NewTopic, OffsetSpec
 
@@ -131,9 +132,16 @@ def timestamps(admin, bootstrap, topic):
     c.close()
     if got != spread:
         raise SystemExit(f"timestamps of the batch spanning days: {got}, expected {spread}")
+    # By timestamp: the first record timestamped at or after it, wherever it was appended.
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused-assign-only"})
+    for ts, want in ((4_000_000, (1, 5_000_000)), (now - 2 * 86_400_000, (6, now))):
+        (found,) = c.offsets_for_times([TopicPartition(topic, 0, ts)], timeout=10)
+        if found.offset != want[0]:
+            raise SystemExit(f"offsets_for_times({ts}): {found.offset}, expected {want[0]}")
+    c.close()
     for _, f in admin.delete_topics([topic]).items():
         f.result(30)
-    print("confluent: MAX_TIMESTAMP and a batch spanning days of timestamps checked")
+    print("confluent: MAX_TIMESTAMP, a batch spanning days and searches by timestamp checked")
 
 
 def consume_all(bootstrap, topic):
