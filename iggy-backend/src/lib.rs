@@ -65,7 +65,7 @@ mod wire;
 
 use offsets::{OffsetsState, Record};
 use timestamps::{MaxTimestamps, Run};
-use wire::{backend_error, code, named};
+use wire::{backend_error, code, named, Stamped};
 
 /// How the Iggy backend behaves.
 #[derive(Debug, Clone)]
@@ -1134,38 +1134,50 @@ impl Inner {
     /// starts at the first message Iggy appended at or after that time (a message before it
     /// has a later producer timestamp only if the producer's clock ran ahead of the
     /// server's) and reads on to the first whose own timestamp is late enough: at once for
-    /// records timestamped as they are sent, and up to the end of the partition for records
-    /// appended long after their timestamps.
+    /// records timestamped as they are sent, and further for records appended long after
+    /// their timestamps (a backfill). What it reads is kept as for [`Self::max_timestamp`],
+    /// so a search skips what an earlier one read and found too early.
     async fn offset_for_timestamp(
         &self,
         topic: &str,
         partition: u32,
         timestamp_ms: i64,
-    ) -> Result<Option<(u64, i64)>, BackendError> {
+    ) -> Result<Option<Stamped>, BackendError> {
         let us = u64::try_from(timestamp_ms)
             .unwrap_or(0)
             .saturating_mul(1000);
         let body = self
             .poll(topic, partition, WirePollingStrategy::timestamp(us), 1)
             .await?;
-        let Some((mut at, ts)) = wire::first_stamped_at_least(&body, 0, i64::MIN)?.0 else {
+        let Some((mut at, ts)) =
+            wire::scan_timestamps(&body, 0..u64::MAX, i64::MIN)?.first_at_least
+        else {
             return Ok(None);
         };
         if ts >= timestamp_ms {
             return Ok(Some((at, ts)));
         }
         let state = self.partition(topic, partition);
-        loop {
-            let count = self.scan_count(&state, SCAN_POLL_BYTES);
-            let body = self
-                .poll(topic, partition, WirePollingStrategy::offset(at), count)
+        let _one_read = state.timestamps_gate.enter().await;
+        let (end, _) = self.align_timestamps(topic, partition, &state).await?;
+        while at < end {
+            let until = match lock(&state.timestamps).around(at) {
+                Ok(run) if run.max.is_none_or(|(_, ts)| ts < timestamp_ms) => {
+                    at = run.to;
+                    continue;
+                }
+                Ok(run) => run.to,
+                Err(next) => next.unwrap_or(end).min(end),
+            };
+            let (found, to) = self
+                .read_timestamps(topic, partition, &state, at..until, timestamp_ms)
                 .await?;
-            match wire::first_stamped_at_least(&body, at, timestamp_ms)? {
-                (Some(found), _) => return Ok(Some(found)),
-                (None, Some(last)) if last >= at => at = last + 1,
-                (None, _) => return Ok(None),
+            if found.is_some() {
+                return Ok(found);
             }
+            at = to;
         }
+        Ok(None)
     }
 
     /// Kafka's `MAX_TIMESTAMP`: Iggy keeps no such figure, so every message is read, once
@@ -1176,31 +1188,68 @@ impl Inner {
         &self,
         topic: &str,
         partition: u32,
-    ) -> Result<Option<(u64, i64)>, BackendError> {
-        let t = self.topic_header(topic).await?;
-        let offsets = self.partition_offsets(topic, &t, partition)?;
-        let id = wire::topic_id(&t.topic);
+    ) -> Result<Option<Stamped>, BackendError> {
         let state = self.partition(topic, partition);
         let _one_read = state.timestamps_gate.enter().await;
-        let holes = lock(&state.timestamps).align(id, offsets.log_start, offsets.high_watermark);
+        let (_, holes) = self.align_timestamps(topic, partition, &state).await?;
         for hole in holes {
             let mut at = hole.start;
             while at < hole.end {
-                let count = self.scan_count(&state, SCAN_POLL_BYTES);
-                let body = self
-                    .poll(topic, partition, WirePollingStrategy::offset(at), count)
-                    .await?;
-                let (max, last) = wire::max_timestamp(&body, at..hole.end)?;
-                // Nothing from `at` on (retention got there meanwhile), or a reply that
-                // does not move on: what is left of the hole holds nothing to find.
-                let to = last.map_or(hole.end, |l| l.saturating_add(1).min(hole.end));
-                let to = if to > at { to } else { hole.end };
-                lock(&state.timestamps).add(Run { from: at, to, max });
-                at = to;
+                at = self
+                    .read_timestamps(topic, partition, &state, at..hole.end, i64::MAX)
+                    .await?
+                    .1;
             }
         }
         let max = lock(&state.timestamps).max();
         Ok(max)
+    }
+
+    /// Fits the partition's timestamp runs to it as it is now (see
+    /// [`MaxTimestamps::align`]); returns its end and the offsets no run covers.
+    async fn align_timestamps(
+        &self,
+        topic: &str,
+        partition: u32,
+        state: &PartitionState,
+    ) -> Result<(u64, Vec<std::ops::Range<u64>>), BackendError> {
+        let t = self.topic_header(topic).await?;
+        let offsets = self.partition_offsets(topic, &t, partition)?;
+        let holes = lock(&state.timestamps).align(
+            wire::topic_id(&t.topic),
+            offsets.log_start,
+            offsets.high_watermark,
+        );
+        Ok((offsets.high_watermark, holes))
+    }
+
+    /// Reads the messages at offsets `within` (as many as one scan's poll holds), keeps
+    /// what it found in the partition's timestamp runs, and returns the first message
+    /// timestamped at least `at_least` and where the read got to.
+    async fn read_timestamps(
+        &self,
+        topic: &str,
+        partition: u32,
+        state: &PartitionState,
+        within: std::ops::Range<u64>,
+        at_least: i64,
+    ) -> Result<(Option<Stamped>, u64), BackendError> {
+        let (at, until) = (within.start, within.end);
+        let count = self.scan_count(state, SCAN_POLL_BYTES);
+        let body = self
+            .poll(topic, partition, WirePollingStrategy::offset(at), count)
+            .await?;
+        let found = wire::scan_timestamps(&body, within, at_least)?;
+        // Nothing from `at` on (retention got there meanwhile), or a reply that does not
+        // move on: what is left of the range holds nothing to find.
+        let to = found.last.map_or(until, |l| l.saturating_add(1).min(until));
+        let to = if to > at { to } else { until };
+        lock(&state.timestamps).add(Run {
+            from: at,
+            to,
+            max: found.max,
+        });
+        Ok((found.first_at_least, to))
     }
 
     // ---- topics ----
@@ -1871,8 +1920,7 @@ pub fn fuzz_decode(data: &[u8]) {
     let _ = wire::decode_headers(data);
     let _ = wire::producer_batches(data);
     let _ = wire::find_message(data, u128::from_le_bytes([0xA5; 16]));
-    let _ = wire::max_timestamp(data, 2..u64::MAX);
-    let _ = wire::first_stamped_at_least(data, 1, 0);
+    let _ = wire::scan_timestamps(data, 2..u64::MAX, 0);
     let _ = Record::decode(data);
     if let Ok((reply, _)) = GetTopicResponse::decode(data) {
         let info = wire::topic_info(&reply.topic);

@@ -1559,6 +1559,17 @@ fn a_search_by_timestamp_answers_by_the_records_timestamps() {
     // All appended after `t - 3`, the first three timestamped before it.
     assert_eq!(search(&mut h, t - 3), Ok(Some((3, t - 1))));
     assert_eq!(search(&mut h, 150), Ok(Some((1, 200))));
-    // Later than any record, though not than every append: none.
+    // Later than any record, though not than every append: none, after reading on to
+    // the end.
     assert_eq!(search(&mut h, t), Ok(None));
+    // What searches read is kept: asked again, only Iggy's own search is sent, and the
+    // largest timestamp needs no read at all.
+    let before = polls(&h);
+    assert_eq!(search(&mut h, t), Ok(None));
+    assert_eq!(polls(&h), before + 1);
+    assert_eq!(
+        max_timestamp(&mut h, &backend, "t", 0),
+        Ok(Some((3, t - 1)))
+    );
+    assert_eq!(polls(&h), before + 1);
 }

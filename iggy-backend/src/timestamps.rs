@@ -1,8 +1,10 @@
-//! Where a partition's largest Kafka timestamp is, for Kafka's `MAX_TIMESTAMP`.
+//! Where a partition's largest Kafka timestamps are, for Kafka's `MAX_TIMESTAMP` and its
+//! searches by time.
 //!
-//! A Kafka broker answers it from the maxima its segments keep. Iggy keeps none, so the
-//! gateway reads each message once and remembers, for runs of offsets, where the run's
-//! largest timestamp is. A later question reads only what was appended since; retention
+//! A Kafka broker answers both from the maxima its segments and time index keep. Iggy keeps
+//! none, so the gateway reads each message once and remembers, for runs of offsets, where
+//! the run's largest timestamp is. A later question reads only what was appended since, and
+//! a search skips every run whose largest timestamp is earlier than it looks for; retention
 //! dropping the start of the partition drops whole runs, and re-reads at most the one run
 //! it cut whose largest timestamp went with it.
 
@@ -114,6 +116,15 @@ impl MaxTimestamps {
         self.runs = merged;
     }
 
+    /// The run that holds `offset`, or, if none does, where the next run starts.
+    pub(crate) fn around(&self, offset: u64) -> Result<Run, Option<u64>> {
+        let at = self.runs.partition_point(|r| r.to <= offset);
+        match self.runs.get(at) {
+            Some(r) if r.from <= offset => Ok(*r),
+            next => Err(next.map(|r| r.from)),
+        }
+    }
+
     /// The largest timestamp read and the first offset that has it.
     pub(crate) fn max(&self) -> Option<(u64, i64)> {
         self.runs.iter().fold(None, |m, r| larger(m, r.max))
@@ -191,6 +202,20 @@ mod tests {
         m.add(run(8, 20, Some((9, 8))));
         assert_eq!(m.align(T, 0, 30), vec![]);
         assert_eq!(m.max(), Some((9, 8)));
+    }
+
+    #[test]
+    fn around_finds_the_run_or_the_next_one() {
+        let mut m = MaxTimestamps::default();
+        m.align(T, 0, 30);
+        m.add(run(5, 10, Some((6, 1))));
+        m.add(run(20, 30, None));
+        assert_eq!(m.around(2), Err(Some(5)));
+        assert_eq!(m.around(5), Ok(run(5, 10, Some((6, 1)))));
+        assert_eq!(m.around(9), Ok(run(5, 10, Some((6, 1)))));
+        assert_eq!(m.around(10), Err(Some(20)));
+        assert_eq!(m.around(29), Ok(run(20, 30, None)));
+        assert_eq!(m.around(30), Err(None));
     }
 
     #[test]

@@ -617,41 +617,39 @@ fn stamped(
     }))
 }
 
-/// Of the messages of a `PollMessages` reply at offsets `within`, the one with the largest
-/// Kafka timestamp (the first of them if several have it) and that timestamp; also the last
-/// offset the reply holds (`None` for no messages).
-pub(crate) fn max_timestamp(
-    body: &[u8],
-    within: std::ops::Range<u64>,
-) -> Result<(Option<Stamped>, Option<u64>), BackendError> {
-    let (mut max, mut last) = (None::<Stamped>, None);
-    for found in stamped(body)? {
-        let (offset, ts) = found?;
-        last = Some(offset);
-        if within.contains(&offset) && max.is_none_or(|(_, m)| ts > m) {
-            max = Some((offset, ts));
-        }
-    }
-    Ok((max, last))
+/// What [`scan_timestamps`] found among a `PollMessages` reply's messages.
+#[derive(Debug, Default)]
+pub(crate) struct Scanned {
+    /// The first message with the largest Kafka timestamp.
+    pub(crate) max: Option<Stamped>,
+    /// The first message whose Kafka timestamp is at least the one looked for.
+    pub(crate) first_at_least: Option<Stamped>,
+    /// The last offset the reply holds, whether or not it was looked at.
+    pub(crate) last: Option<u64>,
 }
 
-/// The first message of a `PollMessages` reply from offset `from` on whose Kafka timestamp
-/// is at least `timestamp_ms`, if any, and the last offset the reply holds (`None` for no
-/// messages).
-pub(crate) fn first_stamped_at_least(
+/// Looks at the messages of a `PollMessages` reply at offsets `within` for the largest Kafka
+/// timestamp and for the first one at least `at_least`.
+pub(crate) fn scan_timestamps(
     body: &[u8],
-    from: u64,
-    timestamp_ms: i64,
-) -> Result<(Option<Stamped>, Option<u64>), BackendError> {
-    let mut last = None;
+    within: std::ops::Range<u64>,
+    at_least: i64,
+) -> Result<Scanned, BackendError> {
+    let mut out = Scanned::default();
     for found in stamped(body)? {
         let (offset, ts) = found?;
-        if offset >= from && ts >= timestamp_ms {
-            return Ok((Some((offset, ts)), Some(offset)));
+        out.last = Some(offset);
+        if !within.contains(&offset) {
+            continue;
         }
-        last = Some(offset);
+        if out.max.is_none_or(|(_, m)| ts > m) {
+            out.max = Some((offset, ts));
+        }
+        if out.first_at_least.is_none() && ts >= at_least {
+            out.first_at_least = Some((offset, ts));
+        }
     }
-    Ok((None, last))
+    Ok(out)
 }
 
 /// Iggy's smallest and largest segment sizes, and the multiple a size must be.
