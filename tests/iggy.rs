@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{
-    call, create_topic, high_watermark, idempotent_batch, iggy_url, produce_to_0, unique_stream,
-    Gateway,
+    call, create_topic, high_watermark, idempotent_batch, iggy_url, produce_to_0, record_batch,
+    unique_stream, Gateway,
 };
 use iggy_kafka_core::protocol::generated::metadata_request::{
     MetadataRequest, MetadataRequestTopic,
@@ -342,7 +342,9 @@ fn iggy_sdk_and_kafka_clients_share_the_data() {
     gw.stop();
 }
 
-/// A topic created with Iggy's own SDK shows in Metadata at once, with its partitions.
+/// A topic created with Iggy's own SDK shows in Metadata at once, with its partitions; one
+/// deleted with it is gone at once, and one created again under the same name is a new
+/// topic (a new topic id, its offsets from 0), whatever the gateway knew of the old one.
 #[test]
 #[ignore = "needs a real Iggy server: IGGY_KAFKA_TEST_IGGY, see scripts/test-iggy.sh"]
 fn topics_created_in_iggy_appear_without_a_restart() {
@@ -350,10 +352,18 @@ fn topics_created_in_iggy_appear_without_a_restart() {
     let stream = unique_stream();
     let gw = Gateway::start_with(&["--iggy", url.as_str(), "--stream", stream.as_str()]);
     let topic = format!("made-by-iggy-{}", common::RUNTIME);
-    run(
-        "iggy SDK create",
-        sdk().args(["create", url.as_str(), stream.as_str(), topic.as_str(), "3"]),
-    );
+    let sdk_on_topic = |what: &str, partitions: &str| {
+        run(
+            &format!("iggy SDK {what}"),
+            sdk().args([
+                what,
+                url.as_str(),
+                stream.as_str(),
+                topic.as_str(),
+                partitions,
+            ]),
+        );
+    };
     let metadata = Request::Metadata(MetadataRequest {
         topics: Some(vec![MetadataRequestTopic {
             name: Some(topic.as_str().into()),
@@ -363,11 +373,35 @@ fn topics_created_in_iggy_appear_without_a_restart() {
         ..MetadataRequest::default()
     });
     let mut s = gw.connect();
-    let Response::Metadata(r) = call(&mut s, 12, 1, &metadata) else {
-        panic!("Metadata")
+    let described = |s: &mut std::net::TcpStream| {
+        let Response::Metadata(r) = call(s, 12, 1, &metadata) else {
+            panic!("Metadata")
+        };
+        let t = &r.topics[0];
+        (t.error_code, t.partitions.len(), t.topic_id)
     };
-    assert_eq!(r.topics[0].error_code, 0, "{r:?}");
-    assert_eq!(r.topics[0].partitions.len(), 3);
+    sdk_on_topic("create", "3");
+    let (code, partitions, first_id) = described(&mut s);
+    assert_eq!((code, partitions), (0, 3));
+    let record = || record_batch(vec![bytes::Bytes::from_static(b"r")], None);
+    assert_eq!(produce_to_0(&mut s, 2, &topic, record()), (0, 0));
+    assert_eq!(produce_to_0(&mut s, 3, &topic, record()), (0, 1));
+
+    sdk_on_topic("delete", "0");
+    assert_eq!(
+        described(&mut s).0,
+        3,
+        "UNKNOWN_TOPIC_OR_PARTITION once deleted"
+    );
+    assert_eq!(produce_to_0(&mut s, 4, &topic, record()).0, 3);
+
+    sdk_on_topic("create", "1");
+    let (code, partitions, second_id) = described(&mut s);
+    assert_eq!((code, partitions), (0, 1));
+    assert_ne!(second_id, first_id, "a topic created again has a new id");
+    assert_eq!(high_watermark(&mut s, &topic, 0), 0);
+    assert_eq!(produce_to_0(&mut s, 5, &topic, record()), (0, 0));
+    assert_eq!(high_watermark(&mut s, &topic, 0), 1);
     gw.stop();
 }
 

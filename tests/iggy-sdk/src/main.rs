@@ -81,7 +81,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
             let mut messages = Vec::new();
             for i in 0..n {
                 let mut headers = BTreeMap::new();
-                headers.insert(HeaderKey::try_from("source")?, HeaderValue::try_from("sdk")?);
+                headers.insert(
+                    HeaderKey::try_from("source")?,
+                    HeaderValue::try_from("sdk")?,
+                );
                 headers.insert(HeaderKey::try_from("seq")?, HeaderValue::from(u64::from(i)));
                 messages.push(
                     IggyMessage::builder()
@@ -91,7 +94,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
                 );
             }
             client
-                .send_messages(&stream_id, &topic_id, &Partitioning::partition_id(0), &mut messages)
+                .send_messages(
+                    &stream_id,
+                    &topic_id,
+                    &Partitioning::partition_id(0),
+                    &mut messages,
+                )
                 .await?;
         }
         "create" => {
@@ -101,6 +109,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
             };
             client.create_topic(&stream_id, topic, &options).await?;
         }
+        "delete" => client.delete_topic(&stream_id, &topic_id).await?,
         "token" => {
             let raw = client
                 .create_personal_access_token(stream, IggyExpiry::NeverExpire)
