@@ -82,6 +82,8 @@ codes! {
     INVALID_REQUEST = 42,
     /// Not authorized to use the transactional id.
     TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53,
+    /// The partition's log cannot be read or written now.
+    KAFKA_STORAGE_ERROR = 56,
     /// The group has members.
     NON_EMPTY_GROUP = 68,
     /// No such group.

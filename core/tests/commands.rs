@@ -453,6 +453,33 @@ fn fetch_reports_offset_out_of_range_per_partition() {
     assert_eq!(fetched(&answered[0].1), (1, 3, vec![]));
 }
 
+/// A read the backend cannot serve now (Iggy unreachable) is KAFKA_STORAGE_ERROR for its
+/// partition, which consumers retry quietly, not REQUEST_TIMED_OUT; so is a read that did
+/// not finish in time.
+#[test]
+fn fetch_reports_an_unavailable_backend_as_a_storage_error() {
+    let mut h = Harness::new(Config::default());
+    h.send(11, 1, &fetch(0, 1));
+    let cmds = h.commands();
+    h.complete(
+        cmds[0].0,
+        Completion::Read(Err(BackendError::Unavailable(
+            "iggy: connection closed".into(),
+        ))),
+    );
+    let answered = h.responses(ApiKey::Fetch, 11);
+    assert_eq!(fetched(&answered[0].1).0, 56);
+
+    let config = Config::default();
+    let timeout = config.request_timeout;
+    let mut h = Harness::new(config);
+    h.send(11, 2, &fetch(0, 1));
+    assert_eq!(h.commands().len(), 1, "the read, left unanswered");
+    h.advance(timeout);
+    let answered = h.responses(ApiKey::Fetch, 11);
+    assert_eq!(fetched(&answered[0].1).0, 56);
+}
+
 #[test]
 fn topic_administration_waits_for_earlier_appends_and_holds_later_ones() {
     let mut h = Harness::new(Config::default());

@@ -7,12 +7,15 @@ command that kills the Iggy server abruptly and starts it again on the same data
 Creates TOPIC (2 partitions), commits an offset for GROUP, then produces with acks=all for
 SECONDS seconds, running the command after a third of them. Every record the producer saw
 acknowledged must then be in the topic, at the offset it was acknowledged at, none twice,
-and the committed offset must be there with its metadata.
+and the committed offset must be there with its metadata. A group member consuming all the
+while must ride through the crash without an error reaching it and read every acknowledged
+record.
 """
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -41,6 +44,25 @@ def report(err, msg):
     else:
         acked[msg.value().decode()] = (msg.partition(), msg.offset(), time.monotonic())
 
+
+live_seen, live_errors, stop_live = set(), [], threading.Event()
+
+
+def live():
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group + "-live",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    while not stop_live.is_set():
+        for m in consumer.consume(500, 0.5):
+            if m.error():
+                live_errors.append(str(m.error()))
+            else:
+                live_seen.add(m.value().decode())
+    consumer.close()
+
+
+live_thread = threading.Thread(target=live)
+live_thread.start()
 
 producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
                      "enable.idempotence": True, "message.timeout.ms": 120000})
@@ -96,6 +118,17 @@ print(f"all {len(acked)} acknowledged records are where they were acknowledged; 
 # The producer is idempotent: a batch Iggy applied while its reply was lost in the crash must
 # not be appended again when the producer retries it.
 assert duplicates == 0, f"{duplicates} records appended twice"
+
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline and not live_seen.issuperset(acked):
+    time.sleep(0.2)
+stop_live.set()
+live_thread.join()
+unread = len(set(acked) - live_seen)
+print(f"the live consumer read {len(live_seen)} records, {unread} acknowledged ones not; "
+      f"{len(live_errors)} errors reached it", flush=True)
+assert not live_errors, f"errors reached the live consumer: {sorted(set(live_errors))[:3]}"
+assert unread == 0, f"the live consumer never read {unread} acknowledged records"
 
 committed = consumer.committed([TopicPartition(topic, 0)], timeout=30)
 consumer.close()

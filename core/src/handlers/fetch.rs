@@ -114,6 +114,13 @@ impl FetchTask {
                     if version < 13 && code == ErrorCode::UNKNOWN_TOPIC_ID {
                         code = ErrorCode::UNKNOWN_TOPIC_OR_PARTITION;
                     }
+                    if let crate::backend::BackendError::Unavailable(_) = e {
+                        // A log the broker cannot read now. Consumers refresh metadata and
+                        // fetch again; REQUEST_TIMED_OUT, which a fetch partition never
+                        // carries from Kafka, makes the Java consumer throw from poll() and
+                        // librdkafka hand an error to the application.
+                        code = ErrorCode::KAFKA_STORAGE_ERROR;
+                    }
                     *slot = error_partition(slot.partition_index, code);
                     if let crate::backend::BackendError::OffsetOutOfRange {
                         log_start,
