@@ -32,6 +32,8 @@ codes! {
     CORRUPT_MESSAGE = 2,
     /// No such topic or partition.
     UNKNOWN_TOPIC_OR_PARTITION = 3,
+    /// The partition has no leader now; ask again.
+    LEADER_NOT_AVAILABLE = 5,
     /// The request timed out.
     REQUEST_TIMED_OUT = 7,
     /// A record batch is larger than the topic's `max.message.bytes`.

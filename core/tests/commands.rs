@@ -716,3 +716,38 @@ fn idempotent_batches_carry_their_sequences_to_the_backend() {
         ]
     );
 }
+
+/// Topics that cannot be listed now (Iggy unreachable) are LEADER_NOT_AVAILABLE, which
+/// clients retry, not UNKNOWN_TOPIC_OR_PARTITION, which has consumers drop them; and none
+/// is auto-created on the guess that it is missing.
+#[test]
+fn metadata_that_cannot_be_listed_is_not_a_missing_topic() {
+    use iggy_kafka_core::protocol::generated::metadata_request::{
+        MetadataRequest, MetadataRequestTopic,
+    };
+    let mut h = Harness::new(Config::default());
+    let metadata = Request::Metadata(MetadataRequest {
+        topics: Some(vec![MetadataRequestTopic {
+            name: Some("t".into()),
+            ..MetadataRequestTopic::default()
+        }]),
+        allow_auto_topic_creation: true,
+        ..MetadataRequest::default()
+    });
+    h.send(12, 1, &metadata);
+    let cmds = h.commands();
+    assert!(matches!(cmds[0].1, Command::ListTopics { .. }));
+    h.complete(
+        cmds[0].0,
+        Completion::ListTopics(Err(BackendError::Unavailable(
+            "iggy: connection refused".into(),
+        ))),
+    );
+    assert!(h.commands().is_empty(), "nothing created");
+    let answered = h.responses(ApiKey::Metadata, 12);
+    let Response::Metadata(r) = &answered[0].1 else {
+        panic!("{answered:?}")
+    };
+    assert_eq!(r.topics.len(), 1);
+    assert_eq!(r.topics[0].error_code, 5);
+}

@@ -142,6 +142,10 @@ struct Inner {
     read_ahead_bytes: Arc<AtomicUsize>,
     /// When polls sent ahead were last swept for staleness across all partitions.
     read_ahead_swept: Mutex<Option<Instant>>,
+    /// The stream's Kafka topics as last listed, served while Iggy cannot be reached: a
+    /// broker that cannot reach its storage still knows its topics, and clients told that
+    /// every topic is gone drop them from their assignments.
+    listing: Mutex<Option<Vec<TopicInfo>>>,
 }
 
 #[derive(Default)]
@@ -361,6 +365,7 @@ impl IggyBackend {
             message_size: AtomicUsize::new(256),
             read_ahead_bytes: Arc::default(),
             read_ahead_swept: Mutex::new(None),
+            listing: Mutex::new(None),
             config,
         });
         inner.ensure_stream().await?;
@@ -1334,11 +1339,27 @@ impl Inner {
     }
 
     async fn list_topics(&self, only: Option<&[TopicRef]>) -> Result<Vec<TopicInfo>, BackendError> {
-        let topics = self.stream_topics().await?;
-        Ok(topics
-            .iter()
-            .filter(|t| !t.name.as_str().starts_with(offsets::TOPIC_PREFIX))
-            .map(wire::topic_info)
+        let all: Vec<TopicInfo> = match self.stream_topics().await {
+            Ok(topics) => {
+                let all: Vec<TopicInfo> = topics
+                    .iter()
+                    .filter(|t| !t.name.as_str().starts_with(offsets::TOPIC_PREFIX))
+                    .map(wire::topic_info)
+                    .collect();
+                *lock(&self.listing) = Some(all.clone());
+                all
+            }
+            Err(BackendError::Unavailable(why)) => {
+                let Some(last) = lock(&self.listing).clone() else {
+                    return Err(BackendError::Unavailable(why));
+                };
+                tracing::debug!(%why, "Iggy unreachable: the topics as last listed");
+                last
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(all
+            .into_iter()
             .filter(|t| {
                 only.is_none_or(|only| {
                     only.iter().any(|r| match r {
@@ -1426,6 +1447,9 @@ impl Inner {
             .map_err(|f| backend_error(f, &name, None))?;
         lock(&self.partitions).remove(&name);
         lock(&self.known).remove(&name);
+        if let Some(listing) = lock(&self.listing).as_mut() {
+            listing.retain(|t| t.name != name);
+        }
         lock(&self.ids).retain(|_, n| *n != name);
         let has_offsets = lock(&self.offsets)
             .groups

@@ -1573,3 +1573,34 @@ fn a_search_by_timestamp_answers_by_the_records_timestamps() {
     );
     assert_eq!(polls(&h), before + 1);
 }
+
+/// While Iggy cannot be reached, the topics are listed as they last were: a broker that
+/// cannot reach its storage still knows its topics, and clients told that every topic is
+/// gone drop them from their assignments.
+#[test]
+fn topics_are_listed_as_last_seen_while_iggy_is_unreachable() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 2);
+    create(&mut h, &backend, "u", 1);
+    let listed = |c: Completion| match c {
+        Completion::ListTopics(r) => r,
+        other => panic!("{other:?}"),
+    };
+    let before = listed(h.exec(&backend, Command::ListTopics { only: None })).expect("listed");
+    assert_eq!(before.len(), 2);
+    // Gone: a request on a lane without a connection fails at once.
+    h.drop_connections();
+    assert_eq!(
+        listed(h.exec(&backend, Command::ListTopics { only: None })),
+        Ok(before.clone())
+    );
+    let only_u = Some(vec![TopicRef::Name("u".into())]);
+    let u = listed(h.exec(&backend, Command::ListTopics { only: only_u })).expect("u");
+    assert_eq!((u.len(), u[0].partitions), (1, 1));
+    h.reconnect();
+    assert_eq!(
+        listed(h.exec(&backend, Command::ListTopics { only: None })),
+        Ok(before)
+    );
+}

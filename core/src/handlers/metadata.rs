@@ -133,7 +133,16 @@ impl Task for MetadataTask {
                     Some(Completion::ListTopics(Ok(t))) => t,
                     Some(Completion::ListTopics(Err(e))) => {
                         tracing::warn!(error = %e, "cannot list topics");
-                        Vec::new()
+                        // Not knowing is not "no such topic": clients retry
+                        // LEADER_NOT_AVAILABLE, where UNKNOWN_TOPIC_OR_PARTITION has
+                        // consumers drop the topic from their assignment. Nothing is
+                        // created on a guess.
+                        for r in self.requested(version).into_iter().flatten() {
+                            if let TopicRef::Name(name) = r {
+                                self.failed.push((name, ErrorCode::LEADER_NOT_AVAILABLE));
+                            }
+                        }
+                        return self.respond(ctx, Vec::new());
                     }
                     _ => Vec::new(),
                 };
@@ -182,7 +191,7 @@ impl Task for MetadataTask {
                             tracing::debug!(topic = %name, error = %e, "auto-creation failed");
                             // Created meanwhile by someone else: the client's retry finds it.
                             self.failed
-                                .push((name.clone(), ErrorCode(5 /* LEADER_NOT_AVAILABLE */)));
+                                .push((name.clone(), ErrorCode::LEADER_NOT_AVAILABLE));
                         }
                         _ => {}
                     }
