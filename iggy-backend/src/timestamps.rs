@@ -12,6 +12,8 @@ use std::ops::Range;
 
 use iggy_kafka_core::protocol::Uuid;
 
+use crate::wire::Stamped;
+
 /// Runs kept per partition before neighbours are merged: bounds the memory whatever the
 /// partition's length, at the cost of longer re-reads when retention cuts a run.
 const MAX_RUNS: usize = 1024;
@@ -22,11 +24,11 @@ const MAX_RUNS: usize = 1024;
 pub(crate) struct Run {
     pub(crate) from: u64,
     pub(crate) to: u64,
-    pub(crate) max: Option<(u64, i64)>,
+    pub(crate) max: Option<Stamped>,
 }
 
 /// The larger of two maxima; of equal timestamps, `a`'s, which must be the earlier one.
-fn larger(a: Option<(u64, i64)>, b: Option<(u64, i64)>) -> Option<(u64, i64)> {
+pub(crate) fn larger(a: Option<Stamped>, b: Option<Stamped>) -> Option<Stamped> {
     match (a, b) {
         (Some(x), Some(y)) if y.1 > x.1 => b,
         (Some(_), _) => a,
@@ -126,7 +128,7 @@ impl MaxTimestamps {
     }
 
     /// The largest timestamp read and the first offset that has it.
-    pub(crate) fn max(&self) -> Option<(u64, i64)> {
+    pub(crate) fn max(&self) -> Option<Stamped> {
         self.runs.iter().fold(None, |m, r| larger(m, r.max))
     }
 }
@@ -137,7 +139,7 @@ mod tests {
 
     const T: Uuid = Uuid([1; 16]);
 
-    fn run(from: u64, to: u64, max: Option<(u64, i64)>) -> Run {
+    fn run(from: u64, to: u64, max: Option<Stamped>) -> Run {
         Run { from, to, max }
     }
 

@@ -23,6 +23,8 @@ use iggy_kafka_core::mapping::{
 use iggy_kafka_core::protocol::Uuid;
 use twox_hash::XxHash3_64;
 
+use crate::timestamps::larger;
+
 // Iggy header kinds (Iggy's `HeaderKind::as_code`).
 const RAW: u8 = 1;
 const STRING: u8 = 2;
@@ -602,11 +604,7 @@ fn stamped(
     let reply = PollMessagesResponse::decode(body).map_err(poll_reply_error)?;
     Ok(reply.messages.map(|view| {
         let view = view.map_err(poll_reply_error)?;
-        let headers = if view.user_headers.is_empty() {
-            Vec::new()
-        } else {
-            polled_headers(view.user_headers)?
-        };
+        let headers = polled_headers(view.user_headers)?;
         let ts = kafka_timestamp_ms(&IggyMessage {
             payload: Bytes::new(),
             origin_timestamp_us: view.origin_timestamp,
@@ -642,9 +640,7 @@ pub(crate) fn scan_timestamps(
         if !within.contains(&offset) {
             continue;
         }
-        if out.max.is_none_or(|(_, m)| ts > m) {
-            out.max = Some((offset, ts));
-        }
+        out.max = larger(out.max, Some((offset, ts)));
         if out.first_at_least.is_none() && ts >= at_least {
             out.first_at_least = Some((offset, ts));
         }
