@@ -5,8 +5,10 @@
 //! Kafka topic is the Iggy topic of the same name in the configured stream, partition p is
 //! partition p, offsets are Iggy's; records are Iggy messages as `docs/MAPPING.md` says.
 //!
-//! Ordering: all requests for one partition go down one lane (one Iggy connection, one
-//! request at a time), so a partition's appends reach Iggy in the order they were issued.
+//! Ordering: a partition's appends go down one lane at a time (one Iggy connection, one
+//! request at a time), so they reach Iggy in the order they were issued; when a partition
+//! moves to the lane Iggy serves it fastest on ([`placement`]), its next append waits for the
+//! last one on the old lane.
 //! Idempotent appends to a partition are also serialized here, because the gateway keeps the
 //! producer state (Iggy has no deduplication).
 //!
@@ -54,16 +56,18 @@ use iggy_kafka_core::backend::{
     Execution, GroupOffset, PartitionOffsets, ProducerBatch, ReadResult, TopicConfig, TopicInfo,
     TopicRef, WatchPartition,
 };
-use iggy_kafka_core::iggy::{Clock, Failure, Lanes, PendingCall};
+use iggy_kafka_core::iggy::{Clock, Failure, Lanes, PendingCall, Predecessor};
 use iggy_kafka_core::mapping::{IggyMessage, MessageList};
 use iggy_kafka_core::producers::Producers;
 use iggy_kafka_core::protocol::Uuid;
 
 mod offsets;
+mod placement;
 mod timestamps;
 mod wire;
 
 use offsets::{OffsetsState, Record};
+use placement::{Kind, Placement};
 use timestamps::{MaxTimestamps, Run};
 use wire::{backend_error, code, named, Stamped};
 
@@ -174,6 +178,20 @@ struct PartitionState {
     /// lets one read at a time fill it in.
     timestamps: Mutex<MaxTimestamps>,
     timestamps_gate: Gate,
+    /// Which lane serves the partition's appends and reads; set at its first request.
+    route: Mutex<Option<Route>>,
+}
+
+/// A partition's lane, and its last append, which an append on another lane must wait for.
+struct Route {
+    placement: Placement,
+    last_append: Option<(usize, Predecessor)>,
+}
+
+/// An append queued on a lane.
+struct Queued {
+    lane: usize,
+    call: PendingCall,
 }
 
 /// An idempotent batch whose fate is unknown: sent, and the connection lost before Iggy's
@@ -229,7 +247,8 @@ impl Drop for Held {
 }
 
 enum AheadReply {
-    Sent(PendingCall),
+    /// On the partition's `lane`.
+    Sent { lane: usize, call: PendingCall },
     /// Answered, and part of it read already.
     Kept(Bytes),
 }
@@ -409,9 +428,9 @@ impl Backend for IggyBackend {
                 let sent = inner.send_append(&topic, partition, &messages, largest_batch, None);
                 drop(messages);
                 return match sent {
-                    Ok(call) => Execution::Pending(Box::pin(async move {
+                    Ok(queued) => Execution::Pending(Box::pin(async move {
                         Completion::Append(
-                            inner.appended(&topic, partition, count, None, call).await,
+                            inner.appended(&topic, partition, count, None, queued).await,
                         )
                     })),
                     Err(e) => Execution::Done(Completion::Append(Err(e))),
@@ -426,11 +445,16 @@ impl Backend for IggyBackend {
 /// Waits for a queued call's reply; a refusal is logged (at debug: the Kafka client gets the
 /// mapped error).
 async fn reply(code: u32, call: PendingCall) -> Result<Bytes, Failure> {
-    let result = call.await;
+    timed_reply(code, call).await.0
+}
+
+/// [`reply`], with how long Iggy took to answer.
+async fn timed_reply(code: u32, call: PendingCall) -> (Result<Bytes, Failure>, Option<Duration>) {
+    let (result, service) = call.timed().await;
     if let Err(Failure::Status(status)) = &result {
         tracing::debug!(command = code, status, "iggy refused a request");
     }
-    result
+    (result, service)
 }
 
 impl Inner {
@@ -453,8 +477,8 @@ impl Inner {
                 }
                 // Sent by `execute` as it is handed over; here only for completeness.
                 None => match self.send_append(&topic, partition, &messages, largest_batch, None) {
-                    Ok(call) => {
-                        self.appended(&topic, partition, messages.len(), None, call)
+                    Ok(queued) => {
+                        self.appended(&topic, partition, messages.len(), None, queued)
                             .await
                     }
                     Err(e) => Err(e),
@@ -564,7 +588,8 @@ impl Inner {
 
     // ---- records ----
 
-    /// Checks and encodes an append and queues it on the partition's lane.
+    /// Checks and encodes an append and queues it on the partition's lane, after the
+    /// partition's last append if that went down another lane.
     fn send_append(
         &self,
         topic: &str,
@@ -572,7 +597,7 @@ impl Inner {
         messages: &MessageList,
         largest_batch: usize,
         producer: Option<&ProducerBatch>,
-    ) -> Result<PendingCall, BackendError> {
+    ) -> Result<Queued, BackendError> {
         if largest_batch > self.config.max_message_bytes {
             return Err(BackendError::MessageTooLarge {
                 size: largest_batch,
@@ -584,9 +609,65 @@ impl Inner {
             None => wire::Ids::counted(self.message_ids(messages.len())),
         };
         let body = wire::send_messages(&self.stream, &named(topic)?, partition, messages, ids)?;
-        Ok(self
-            .lanes
-            .call(lane_of(topic, partition), SEND_MESSAGES_CODE, body))
+        let state = self.partition(topic, partition);
+        Ok(
+            self.with_route(&state, topic, partition, |route, generation| {
+                let lane = route.placement.route(generation);
+                let after = match &route.last_append {
+                    Some((last, p)) if *last != lane => Some(p.clone()),
+                    _ => None,
+                };
+                let call = self.lanes.call_after(lane, SEND_MESSAGES_CODE, body, after);
+                route.last_append = Some((lane, call.predecessor()));
+                Queued { lane, call }
+            }),
+        )
+    }
+
+    /// Runs `f` on the partition's route (made at its first request), with the lanes'
+    /// generations.
+    fn with_route<R>(
+        &self,
+        state: &PartitionState,
+        topic: &str,
+        partition: u32,
+        f: impl FnOnce(&mut Route, &dyn Fn(usize) -> u64) -> R,
+    ) -> R {
+        let mut route = lock(&state.route);
+        let route = route.get_or_insert_with(|| Route {
+            placement: Placement::new(self.lanes.len(), lane_of(topic, partition)),
+            last_append: None,
+        });
+        f(route, &|l| self.lanes.lane(l).generation())
+    }
+
+    /// The lane for the partition's next poll.
+    fn read_lane(&self, state: &PartitionState, topic: &str, partition: u32) -> usize {
+        self.with_route(state, topic, partition, |route, generation| {
+            route.placement.route(generation)
+        })
+    }
+
+    /// Iggy answered a request on `lane` for `topic`'s `partition` in `service`.
+    fn answered(
+        &self,
+        state: &PartitionState,
+        (topic, partition): (&str, u32),
+        lane: usize,
+        kind: Kind,
+        service: Option<Duration>,
+    ) {
+        let mut route = lock(&state.route);
+        let Some(route) = route.as_mut() else {
+            return;
+        };
+        let generation = |l| self.lanes.lane(l).generation();
+        if let Some(d) = route.placement.answered(lane, kind, service, generation) {
+            tracing::debug!(
+                %topic, partition, lane = d.lane, by = ?d.kind, quartiles_us = ?d.quartiles,
+                clear = d.clear, "lane chosen by Iggy's answer times"
+            );
+        }
     }
 
     /// Waits for the reply to an append of `count` messages and reports where it landed.
@@ -598,10 +679,18 @@ impl Inner {
         partition: u32,
         count: usize,
         producer: Option<(&ProducerBatch, u64)>,
-        call: PendingCall,
+        queued: Queued,
     ) -> Result<Appended, BackendError> {
         let state = self.partition(topic, partition);
-        let reply = match reply(SEND_MESSAGES_CODE, call).await {
+        let (result, service) = timed_reply(SEND_MESSAGES_CODE, queued.call).await;
+        self.answered(
+            &state,
+            (topic, partition),
+            queued.lane,
+            Kind::Append,
+            service,
+        );
+        let reply = match result {
             Ok(r) => r,
             Err(f) => {
                 if let (Failure::Lost(_), Some((&batch, from))) = (&f, producer) {
@@ -655,8 +744,8 @@ impl Inner {
             0 => self.offsets(topic, partition).await?.high_watermark,
             end => end,
         };
-        let call = self.send_append(topic, partition, messages, largest_batch, Some(&pb))?;
-        self.appended(topic, partition, messages.len(), Some((&pb, from)), call)
+        let queued = self.send_append(topic, partition, messages, largest_batch, Some(&pb))?;
+        self.appended(topic, partition, messages.len(), Some((&pb, from)), queued)
             .await
     }
 
@@ -769,9 +858,15 @@ impl Inner {
         strategy: WirePollingStrategy,
         count: u32,
     ) -> Result<Bytes, BackendError> {
-        let lane = lane_of(topic, partition);
+        let state = self.partition(topic, partition);
+        let lane = self.read_lane(&state, topic, partition);
         let request = self.poll_request(topic, partition, strategy.clone(), count)?;
-        let mut result = self.call(lane, POLL_MESSAGES_CODE, request).await;
+        let (mut result, service) = timed_reply(
+            POLL_MESSAGES_CODE,
+            self.lanes.call(lane, POLL_MESSAGES_CODE, request),
+        )
+        .await;
+        self.answered(&state, (topic, partition), lane, Kind::Poll, service);
         if let (Err(Failure::TooLarge(size)), true) = (&result, count > 1) {
             // Whatever the reply held, its messages are at least this large on average.
             self.message_size
@@ -845,7 +940,14 @@ impl Inner {
             u32::try_from(n.clamp(1, max_messages.clamp(1, 10_000))).unwrap_or(u32::MAX)
         };
         let (mut messages, mut current, mut bytes) = match self
-            .read_ahead(&state, offset, max_bytes, max_messages, true)
+            .read_ahead(
+                &state,
+                (&name, partition),
+                offset,
+                max_bytes,
+                max_messages,
+                true,
+            )
             .await
         {
             Some(read) => read,
@@ -874,6 +976,7 @@ impl Inner {
             let more = self
                 .read_ahead(
                     &state,
+                    (&name, partition),
                     next,
                     max_bytes - bytes,
                     max_messages - messages.len(),
@@ -945,6 +1048,7 @@ impl Inner {
     async fn read_ahead(
         &self,
         state: &PartitionState,
+        at: (&str, u32),
         offset: u64,
         max_bytes: usize,
         max_messages: usize,
@@ -966,7 +1070,11 @@ impl Inner {
             held,
         } = ahead;
         let body = match pending {
-            AheadReply::Sent(call) => reply(POLL_MESSAGES_CODE, call).await.ok()?,
+            AheadReply::Sent { lane, call } => {
+                let (result, service) = timed_reply(POLL_MESSAGES_CODE, call).await;
+                self.answered(state, at, lane, Kind::Poll, service);
+                result.ok()?
+            }
             AheadReply::Kept(body) => body,
         };
         let read = wire::polled(&body, offset, max_bytes, max_messages, at_least_one).ok()?;
@@ -1054,8 +1162,9 @@ impl Inner {
                 bytes,
                 total: Arc::clone(total),
             };
+            let lane = self.read_lane(state, topic, partition);
             let call = self.lanes.call(
-                lane_of(topic, partition),
+                lane,
                 POLL_MESSAGES_CODE,
                 self.poll_request(topic, partition, WirePollingStrategy::offset(from), count)?,
             );
@@ -1063,7 +1172,7 @@ impl Inner {
                 from,
                 count,
                 sent: self.clock.now(),
-                reply: AheadReply::Sent(call),
+                reply: AheadReply::Sent { lane, call },
                 held,
             });
             from = from.saturating_add(u64::from(count));

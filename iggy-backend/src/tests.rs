@@ -50,7 +50,15 @@ struct Harness {
     lanes: Arc<Lanes>,
     drivers: Vec<LaneDriver>,
     wires: Vec<Vec<u8>>,
+    /// The lanes' time: each round of [`Harness::serve`] is [`ROUND`] long.
+    start: Instant,
+    round: u32,
+    /// Lane i is served every `every[i]` rounds, and each answer takes as long.
+    every: Vec<u32>,
 }
+
+/// How long a round of [`Harness::serve`] takes on the lanes' clock.
+const ROUND: Duration = Duration::from_micros(100);
 
 fn session(password: &str) -> SessionConfig {
     SessionConfig {
@@ -85,27 +93,39 @@ impl Harness {
             lanes,
             drivers,
             wires: vec![Vec::new(); 3],
+            start: now,
+            round: 0,
+            every: vec![1; 3],
         }
     }
 
-    /// Moves every lane's frames through the fake server once.
+    fn lane_now(&self) -> Instant {
+        self.start + ROUND * self.round
+    }
+
+    /// Moves every lane's frames through the fake server once (each lane whose turn it is).
     fn serve(&mut self) {
-        let now = Instant::now();
-        for (d, wire) in self.drivers.iter_mut().zip(&mut self.wires) {
+        self.round += 1;
+        let now = self.lane_now();
+        for (i, (d, wire)) in self.drivers.iter_mut().zip(&mut self.wires).enumerate() {
+            if !self.round.is_multiple_of(self.every[i]) {
+                continue;
+            }
             d.pump(now);
             while let Some(chunk) = d.poll_transmit() {
                 wire.extend_from_slice(&chunk);
             }
             let reply = self.fake.serve(wire);
             if !reply.is_empty() {
-                d.handle_input(&reply, now);
+                // Answered a turn of this lane later: that is how long Iggy took.
+                d.handle_input(&reply, now + ROUND * self.every[i]);
             }
         }
     }
 
     /// Drops every lane's connection (the server went away mid-request).
     fn drop_connections(&mut self) {
-        let now = Instant::now();
+        let now = self.lane_now();
         for (d, wire) in self.drivers.iter_mut().zip(&mut self.wires) {
             d.pump(now);
             while d.poll_transmit().is_some() {}
@@ -116,7 +136,7 @@ impl Harness {
 
     /// The server applies what the lanes sent, then goes away before its replies leave.
     fn apply_then_drop_connections(&mut self) {
-        let now = Instant::now();
+        let now = self.lane_now();
         for (d, wire) in self.drivers.iter_mut().zip(&mut self.wires) {
             d.pump(now);
             while let Some(chunk) = d.poll_transmit() {
@@ -129,7 +149,7 @@ impl Harness {
 
     /// The lanes connect again (the runtime would wait for the backoff).
     fn reconnect(&mut self) {
-        let now = Instant::now();
+        let now = self.lane_now();
         for d in &mut self.drivers {
             d.connected(now);
         }
@@ -565,7 +585,7 @@ fn a_connection_lost_mid_append_is_a_retriable_error_and_the_lane_recovers() {
         other => panic!("{other:?}"),
     }
     // Reconnected (the runtime would wait for the backoff), the lanes work again.
-    let now = Instant::now();
+    let now = h.lane_now();
     for d in &mut h.drivers {
         d.connected(now);
     }
@@ -610,6 +630,74 @@ fn plain_appends_land_in_the_order_handed_over() {
         .map(|i| (i as u64, record(i * 4 + 2).value))
         .collect();
     assert_eq!(got, want);
+}
+
+/// Appends handed over at once, as a producer with requests in flight sends them, while a
+/// trial spreads them over the lanes: each waits for the one before it, so all land in
+/// order, and the partition then stays on the lane Iggy answered fastest.
+#[test]
+fn a_partition_moves_to_the_lane_answered_fastest_and_its_appends_keep_their_order() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    // Lane 1 is answered in one round, the others in three.
+    h.every = vec![3, 1, 3];
+    let lane_of_partition = |b: &IggyBackend| {
+        let state = b.inner.partition("t", 0);
+        let route = crate::lock(&state.route);
+        route
+            .as_ref()
+            .map(|r| (r.placement.lane(), r.placement.in_trial()))
+    };
+    let mut all = Vec::new();
+    for round in 0..4 {
+        let futures: Vec<_> = (0..20)
+            .map(|i| {
+                let n = round * 20 + i;
+                match backend.execute(Command::Append {
+                    topic: "t".into(),
+                    partition: 0,
+                    messages: vec![to_iggy(&record(n))].into(),
+                    largest_batch: 100,
+                    producer: None,
+                }) {
+                    Execution::Pending(f) => f,
+                    Execution::Done(c) => panic!("{c:?}"),
+                }
+            })
+            .collect();
+        // Awaited last first: the order they land in is the order they were handed over.
+        let mut offsets = Vec::new();
+        for f in futures.into_iter().rev() {
+            match h.run(f) {
+                Completion::Append(Ok(a)) => offsets.push(a.base_offset),
+                other => panic!("{other:?}"),
+            }
+        }
+        offsets.reverse();
+        all.extend(offsets);
+    }
+    assert_eq!(all, (0..80).collect::<Vec<u64>>());
+    assert_eq!(lane_of_partition(&backend), Some((1, false)));
+    let got: Vec<_> = read_up_to(&mut h, &backend, "t", 0, 0, 80)
+        .expect("read")
+        .into_iter()
+        .map(|(o, r)| (o, r.value))
+        .collect();
+    let want: Vec<_> = (0..80).map(|i| (i as u64, record(i).value)).collect();
+    assert_eq!(got, want);
+    // The lane logs in again: perhaps on another shard now, so the partition is tried anew.
+    let now = h.lane_now();
+    h.drivers[1].handle_closed(now);
+    h.drivers[1].connected(now);
+    h.every = vec![1, 3, 3];
+    for i in 80..160 {
+        assert_eq!(
+            append(&mut h, &backend, "t", 0, &[record(i)], None),
+            Ok(i as u64)
+        );
+    }
+    assert_eq!(lane_of_partition(&backend), Some((0, false)));
 }
 
 #[test]

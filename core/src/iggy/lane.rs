@@ -11,6 +11,12 @@
 //! [`LaneDriver::poll_timeout`] or [`Lane::changed`] (new calls). The driver logs in, sends
 //! the queued calls and delivers the replies; time comes in as an argument.
 //!
+//! A call may also be queued after a call on another lane ([`Lanes::call_after`]): it is
+//! sent only once that call has its reply, or was dropped unsent. A backend moves a
+//! partition to another lane this way without letting its appends overtake each other.
+//! [`PendingCall::timed`] says how long Iggy took to answer, from the request's write to its
+//! reply, which is what a backend compares lanes by.
+//!
 //! Failure rules: a call whose future was dropped before it was sent is never sent; a call in
 //! flight when its connection fails gets [`Failure::Lost`] (it may or may not have been
 //! applied; nothing is acknowledged that Iggy did not acknowledge); while a lane has no
@@ -20,7 +26,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -33,18 +39,46 @@ pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest pause between connection attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// A reply, once it came, and who waits for it.
-type SlotState = (Option<Result<Bytes, Failure>>, Option<Waker>);
+#[derive(Default)]
+struct SlotState {
+    /// The reply, until the caller takes it.
+    result: Option<Result<Bytes, Failure>>,
+    /// Set with the result, and kept after it is taken.
+    done: bool,
+    /// From the request's write to its reply.
+    service: Option<Duration>,
+    waker: Option<Waker>,
+    /// A lane whose next call waits for this one.
+    then: Option<(Arc<Lanes>, usize)>,
+}
 
 #[derive(Default)]
 struct Slot(Mutex<SlotState>);
 
 impl Slot {
-    fn fill(&self, result: Result<Bytes, Failure>) {
-        let mut s = lock(&self.0);
-        s.0 = Some(result);
-        if let Some(w) = s.1.take() {
+    fn fill(&self, result: Result<Bytes, Failure>, service: Option<Duration>) {
+        let (waker, then) = {
+            let mut s = lock(&self.0);
+            s.result = Some(result);
+            s.done = true;
+            s.service = service;
+            (s.waker.take(), s.then.take())
+        };
+        if let Some(w) = waker {
             w.wake();
+        }
+        if let Some((lanes, index)) = then {
+            lanes.lane(index).changed.notify(usize::MAX);
+        }
+    }
+}
+
+impl Drop for Slot {
+    /// A call dropped unsent holds up nobody: the lane waiting for it looks again.
+    fn drop(&mut self) {
+        let state = self.0.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Some((lanes, index)) = state.then.take() {
+            lanes.lane(index).changed.notify(usize::MAX);
         }
     }
 }
@@ -57,6 +91,27 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[must_use = "a call whose future is dropped before it is sent is not sent"]
 pub struct PendingCall(Arc<Slot>);
 
+impl PendingCall {
+    /// The reply, with how long Iggy took to give it from the request's write (`None` for a
+    /// call that failed without an answer).
+    pub async fn timed(mut self) -> (Result<Bytes, Failure>, Option<Duration>) {
+        let result = (&mut self).await;
+        let service = lock(&self.0 .0).service;
+        (result, service)
+    }
+
+    /// A handle for queueing a call on another lane after this one ([`Lanes::call_after`]).
+    #[must_use]
+    pub fn predecessor(&self) -> Predecessor {
+        Predecessor(Arc::downgrade(&self.0))
+    }
+}
+
+/// A call that another must wait for ([`PendingCall::predecessor`]). It holds the call only
+/// weakly: a call dropped unsent holds nobody up.
+#[derive(Debug, Clone)]
+pub struct Predecessor(Weak<Slot>);
+
 impl std::fmt::Debug for PendingCall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("PendingCall")
@@ -68,10 +123,10 @@ impl Future for PendingCall {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut s = lock(&self.0 .0);
-        match s.0.take() {
+        match s.result.take() {
             Some(r) => Poll::Ready(r),
             None => {
-                s.1 = Some(cx.waker().clone());
+                s.waker = Some(cx.waker().clone());
                 Poll::Pending
             }
         }
@@ -84,6 +139,8 @@ struct Call {
     slot: Arc<Slot>,
     /// Sent even though nobody waits for the reply.
     detached: bool,
+    /// Sent only once this call has its reply.
+    after: Option<Predecessor>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +157,8 @@ struct LaneState {
     calls: VecDeque<Call>,
     link: Link,
     last_error: Option<SessionError>,
+    /// Logins so far: a new session may be served by another part of the server.
+    generation: u64,
 }
 
 /// One Iggy connection's queue.
@@ -121,6 +180,7 @@ impl Lane {
                 calls: VecDeque::new(),
                 link: Link::Connecting,
                 last_error: None,
+                generation: 0,
             }),
             changed: event_listener::Event::new(),
         }
@@ -131,13 +191,19 @@ impl Lane {
         self.changed.listen()
     }
 
-    fn call(&self, code: u32, payload: Bytes, detached: bool) -> PendingCall {
+    fn call(
+        &self,
+        code: u32,
+        payload: Bytes,
+        detached: bool,
+        after: Option<Predecessor>,
+    ) -> PendingCall {
         let slot = Arc::new(Slot::default());
         let mut st = lock(&self.state);
         if st.link == Link::Down {
             let error = st.last_error.clone().unwrap_or(SessionError::Closed);
             drop(st);
-            slot.fill(Err(Failure::Lost(error)));
+            slot.fill(Err(Failure::Lost(error)), None);
             return PendingCall(slot);
         }
         st.calls.push_back(Call {
@@ -145,6 +211,7 @@ impl Lane {
             payload,
             slot: Arc::clone(&slot),
             detached,
+            after,
         });
         drop(st);
         self.changed.notify(usize::MAX);
@@ -155,6 +222,9 @@ impl Lane {
         let failed: Vec<Call> = {
             let mut st = lock(&self.state);
             st.link = link;
+            if link == Link::Up {
+                st.generation += 1;
+            }
             if error.is_some() {
                 st.last_error = error.clone();
             }
@@ -166,19 +236,36 @@ impl Lane {
         };
         let error = error.unwrap_or(SessionError::Closed);
         for call in failed {
-            call.slot.fill(Err(Failure::Lost(error.clone())));
+            call.slot.fill(Err(Failure::Lost(error.clone())), None);
         }
     }
 
-    /// The next call whose caller still waits for it.
-    fn next_call(&self) -> Option<Call> {
+    /// The next call whose caller still waits for it, unless it must wait for a call on
+    /// another lane: then `lanes`' lane `index` (this one) is told when that call is done.
+    fn next_call(&self, lanes: &Arc<Lanes>, index: usize) -> Option<Call> {
         let mut st = lock(&self.state);
-        while let Some(call) = st.calls.pop_front() {
-            if call.detached || Arc::strong_count(&call.slot) > 1 {
-                return Some(call);
+        loop {
+            let call = st.calls.front()?;
+            if !call.detached && Arc::strong_count(&call.slot) == 1 {
+                st.calls.pop_front();
+                continue;
             }
+            if let Some(before) = call.after.as_ref().and_then(|p| p.0.upgrade()) {
+                let mut b = lock(&before.0);
+                if !b.done {
+                    b.then = Some((Arc::clone(lanes), index));
+                    return None;
+                }
+            }
+            return st.calls.pop_front();
         }
-        None
+    }
+
+    /// How many times the lane has logged in: a new session may be served by another part
+    /// of the server, so what was measured of the last one no longer holds.
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        lock(&self.state).generation
     }
 
     /// Whether the lane is logged in to Iggy.
@@ -223,12 +310,24 @@ impl Lanes {
 
     /// Queues Iggy command `code` with its encoded `payload` on lane `index`.
     pub fn call(&self, index: usize, code: u32, payload: Bytes) -> PendingCall {
-        self.lane(index).call(code, payload, false)
+        self.lane(index).call(code, payload, false, None)
+    }
+
+    /// Like [`Self::call`], but the request is not sent before `after` has its reply (or
+    /// was dropped unsent); the calls queued behind it on lane `index` wait too.
+    pub fn call_after(
+        &self,
+        index: usize,
+        code: u32,
+        payload: Bytes,
+        after: Option<Predecessor>,
+    ) -> PendingCall {
+        self.lane(index).call(code, payload, false, after)
     }
 
     /// Queues a request whose reply nobody awaits (it is sent all the same, in lane order).
     pub fn send_detached(&self, index: usize, code: u32, payload: Bytes) {
-        drop(self.lane(index).call(code, payload, true));
+        drop(self.lane(index).call(code, payload, true, None));
     }
 }
 
@@ -239,7 +338,8 @@ pub struct LaneDriver {
     index: usize,
     config: SessionConfig,
     session: Option<Session>,
-    current: Option<Arc<Slot>>,
+    /// The call in flight, and when it was written.
+    current: Option<(Arc<Slot>, Instant)>,
     backoff: Duration,
     connect_at: Instant,
     sessions: u64,
@@ -391,8 +491,8 @@ impl LaneDriver {
                     self.lanes.lane(self.index).set_link(Link::Up, None);
                 }
                 Some(Event::Reply(result)) => {
-                    if let Some(slot) = self.current.take() {
-                        slot.fill(result);
+                    if let Some((slot, sent)) = self.current.take() {
+                        slot.fill(result, Some(now.saturating_duration_since(sent)));
                     }
                 }
                 Some(Event::Closed(error)) => {
@@ -401,8 +501,8 @@ impl LaneDriver {
                     }
                     self.failures += 1;
                     self.session = None;
-                    if let Some(slot) = self.current.take() {
-                        slot.fill(Err(Failure::Lost(error.clone())));
+                    if let Some((slot, _)) = self.current.take() {
+                        slot.fill(Err(Failure::Lost(error.clone())), None);
                     }
                     self.lanes
                         .lane(self.index)
@@ -414,12 +514,18 @@ impl LaneDriver {
                     if !session.is_ready() {
                         return;
                     }
-                    let Some(call) = self.lanes.lane(self.index).next_call() else {
+                    let Some(call) = self
+                        .lanes
+                        .lane(self.index)
+                        .next_call(&self.lanes, self.index)
+                    else {
                         return;
                     };
                     match session.send(call.code, call.payload, now) {
-                        Ok(()) => self.current = Some(call.slot),
-                        Err(_) => call.slot.fill(Err(Failure::Lost(SessionError::Closed))),
+                        Ok(()) => self.current = Some((call.slot, now)),
+                        Err(_) => call
+                            .slot
+                            .fill(Err(Failure::Lost(SessionError::Closed)), None),
                     }
                 }
             }

@@ -9,7 +9,7 @@ pub(crate) mod fake;
 pub mod lane;
 pub mod session;
 
-pub use lane::{Lane, LaneDriver, Lanes, PendingCall};
+pub use lane::{Lane, LaneDriver, Lanes, PendingCall, Predecessor};
 pub use session::{Credentials, Event, Failure, Session, SessionConfig, SessionError};
 
 use std::future::Future;

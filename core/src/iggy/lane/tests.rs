@@ -25,17 +25,29 @@ fn poll(call: &mut PendingCall) -> Option<Result<Bytes, Failure>> {
     }
 }
 
+fn now_or_never<F: Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(r) => Some(r),
+        Poll::Pending => None,
+    }
+}
+
 fn request(d: &mut LaneDriver) -> (RequestHeader, Bytes) {
     take_request_from(|| d.poll_transmit())
 }
 
 fn up(lanes: &Arc<Lanes>, now: Instant) -> LaneDriver {
-    let mut d = LaneDriver::new(Arc::clone(lanes), 0, config(), now);
+    up_lane(lanes, 0, now)
+}
+
+fn up_lane(lanes: &Arc<Lanes>, index: usize, now: Instant) -> LaneDriver {
+    let mut d = LaneDriver::new(Arc::clone(lanes), index, config(), now);
     d.connected(now);
     let (login, _) = request(&mut d);
     assert_eq!(login.operation, Operation::Register);
     d.handle_input(&reply_to(&login, 0, &login_ok(5)), now);
-    assert!(lanes.lane(0).is_up());
+    assert!(lanes.lane(index).is_up());
     d
 }
 
@@ -157,4 +169,116 @@ fn every_session_of_every_lane_is_its_own_client() {
         }
     }
     assert!(!ids.contains(&0));
+}
+
+#[test]
+fn a_call_queued_after_another_lanes_call_waits_for_its_reply_and_holds_its_lane() {
+    let now = Instant::now();
+    let lanes = Arc::new(Lanes::new(2));
+    let mut a = up_lane(&lanes, 0, now);
+    let mut b = up_lane(&lanes, 1, now);
+    let first = lanes.call(0, SEND_MESSAGES_CODE, Bytes::from_static(b"1"));
+    let mut second = lanes.call_after(
+        1,
+        SEND_MESSAGES_CODE,
+        Bytes::from_static(b"2"),
+        Some(first.predecessor()),
+    );
+    let mut other = lanes.call(1, GET_STREAM_CODE, Bytes::from_static(b"s"));
+    let woken = lanes.lane(1).changed();
+    b.pump(now);
+    assert_eq!(
+        b.poll_transmit(),
+        None,
+        "2 waits for 1, and the lane behind it"
+    );
+    a.pump(now);
+    let (h1, body) = request(&mut a);
+    assert_eq!(&body[..], b"1");
+    a.handle_input(&reply_to(&h1, 0, b"r1"), now + Duration::from_micros(700));
+    assert!(now_or_never(woken).is_some(), "the waiting lane is told");
+    b.pump(now);
+    let (h2, body) = request(&mut b);
+    assert_eq!(&body[..], b"2");
+    b.handle_input(&reply_to(&h2, 0, b"r2"), now);
+    let (hs, _) = request(&mut b);
+    b.handle_input(&reply_to(&hs, 0, b"stream"), now);
+    assert_eq!(poll(&mut second), Some(Ok(Bytes::from_static(b"r2"))));
+    assert!(poll(&mut other).is_some());
+    let (reply, service) = now_or_never(first.timed()).expect("replied");
+    assert_eq!(reply, Ok(Bytes::from_static(b"r1")));
+    assert_eq!(
+        service,
+        Some(Duration::from_micros(700)),
+        "from the write to the reply"
+    );
+}
+
+#[test]
+fn a_call_dropped_unsent_holds_up_nobody() {
+    let now = Instant::now();
+    let lanes = Arc::new(Lanes::new(2));
+    let mut b = up_lane(&lanes, 1, now);
+    // Lane 0 is not connected: its call stays queued until dropped.
+    let first = lanes.call(0, SEND_MESSAGES_CODE, Bytes::from_static(b"1"));
+    let mut second = lanes.call_after(
+        1,
+        SEND_MESSAGES_CODE,
+        Bytes::from_static(b"2"),
+        Some(first.predecessor()),
+    );
+    b.pump(now);
+    assert_eq!(b.poll_transmit(), None);
+    let woken = lanes.lane(1).changed();
+    drop(first);
+    // The queued call still holds its slot until lane 0 lets it go; a lane that comes up
+    // skips it, and that wakes lane 1.
+    let mut a = up_lane(&lanes, 0, now);
+    a.pump(now);
+    assert_eq!(a.poll_transmit(), None, "1 was dropped unsent");
+    assert!(now_or_never(woken).is_some());
+    b.pump(now);
+    let (h2, body) = request(&mut b);
+    assert_eq!(&body[..], b"2");
+    b.handle_input(&reply_to(&h2, 0, b"r2"), now);
+    assert!(poll(&mut second).is_some());
+}
+
+#[test]
+fn a_failed_predecessor_releases_the_lane_waiting_for_it() {
+    let now = Instant::now();
+    let lanes = Arc::new(Lanes::new(2));
+    let mut a = up_lane(&lanes, 0, now);
+    let mut b = up_lane(&lanes, 1, now);
+    let mut first = lanes.call(0, SEND_MESSAGES_CODE, Bytes::from_static(b"1"));
+    let mut second = lanes.call_after(
+        1,
+        SEND_MESSAGES_CODE,
+        Bytes::from_static(b"2"),
+        Some(first.predecessor()),
+    );
+    a.pump(now);
+    request(&mut a);
+    b.pump(now);
+    assert_eq!(b.poll_transmit(), None);
+    a.handle_closed(now);
+    assert!(matches!(poll(&mut first), Some(Err(Failure::Lost(_)))));
+    b.pump(now);
+    let (h2, _) = request(&mut b);
+    b.handle_input(&reply_to(&h2, 0, b"r2"), now);
+    assert!(poll(&mut second).is_some());
+}
+
+#[test]
+fn each_login_is_a_new_generation() {
+    let now = Instant::now();
+    let lanes = Arc::new(Lanes::new(1));
+    assert_eq!(lanes.lane(0).generation(), 0);
+    let mut d = up(&lanes, now);
+    assert_eq!(lanes.lane(0).generation(), 1);
+    d.handle_closed(now);
+    d.connected(now);
+    let (login, _) = request(&mut d);
+    d.handle_input(&reply_to(&login, 0, &login_ok(5)), now);
+    assert_eq!(lanes.lane(0).generation(), 2);
 }
