@@ -16,6 +16,9 @@
 #
 # The server must run already, with the root user iggy/iggy (IGGY_ROOT_USERNAME,
 # IGGY_ROOT_PASSWORD). iggy-bench and iggy-server come from apache/iggy (not built here).
+# For figures that compare, give the server a fresh data directory in RAM (for instance
+# IGGY_SYSTEM_PATH=/dev/shm/iggy-data): on a disk, each run pays the kernel's writeback of
+# the runs before it, and the gateway's runs come after iggy-bench's (docs/BENCHMARKS.md).
 #
 # Both sides write to topics that Iggy writes out before acknowledging each append, as the
 # gateway creates them (docs/MAPPING.md): iggy-bench's topic is made again by a gateway in
