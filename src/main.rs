@@ -78,8 +78,9 @@ struct Args {
     )]
     iggy: Option<String>,
 
-    /// Connections to the Iggy server. All requests for one partition use the same one, in
-    /// order; more connections let more partitions move at once.
+    /// Connections to the Iggy server. A partition's appends go down one at a time, in order,
+    /// on the one Iggy answers that partition fastest on (timed when it is first used); more
+    /// connections let more partitions move at once.
     #[arg(
         long,
         env = "IGGY_KAFKA_IGGY_CONNECTIONS",
