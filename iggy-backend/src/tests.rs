@@ -592,19 +592,21 @@ fn a_connection_lost_mid_append_is_a_retriable_error_and_the_lane_recovers() {
     assert_eq!(append(&mut h, &backend, "t", 0, &[record(2)], None), Ok(0));
 }
 
-/// Plain appends are queued on the partition's lane when they are handed over, so they
-/// land in that order even when a later one's future is polled (or finishes) first.
-#[test]
-fn plain_appends_land_in_the_order_handed_over() {
-    let mut h = Harness::new(FakeIggy::new());
-    let backend = h.backend();
-    create(&mut h, &backend, "t", 1);
-    let futures: Vec<_> = (0..5)
-        .map(|i| {
+/// Plain appends of `records` to partition 0 of `topic`, one record each, all handed over
+/// before any is awaited (as a producer with requests in flight sends them), then awaited
+/// last first; returns where each landed, in the order they were handed over.
+fn append_at_once(
+    h: &mut Harness,
+    backend: &IggyBackend,
+    topic: &str,
+    records: impl Iterator<Item = KafkaRecord>,
+) -> Vec<u64> {
+    let futures: Vec<_> = records
+        .map(|r| {
             match backend.execute(Command::Append {
-                topic: "t".into(),
+                topic: topic.into(),
                 partition: 0,
-                messages: vec![to_iggy(&record(i * 4 + 2))].into(),
+                messages: vec![to_iggy(&r)].into(),
                 largest_batch: 100,
                 producer: None,
             }) {
@@ -613,14 +615,27 @@ fn plain_appends_land_in_the_order_handed_over() {
             }
         })
         .collect();
-    let mut offsets = Vec::new();
-    for f in futures.into_iter().rev() {
-        match h.run(f) {
-            Completion::Append(Ok(a)) => offsets.push(a.base_offset),
+    let mut offsets: Vec<u64> = futures
+        .into_iter()
+        .rev()
+        .map(|f| match h.run(f) {
+            Completion::Append(Ok(a)) => a.base_offset,
             other => panic!("{other:?}"),
-        }
-    }
-    assert_eq!(offsets, [4, 3, 2, 1, 0]);
+        })
+        .collect();
+    offsets.reverse();
+    offsets
+}
+
+/// Plain appends are queued on the partition's lane when they are handed over, so they
+/// land in that order even when a later one's future is polled (or finishes) first.
+#[test]
+fn plain_appends_land_in_the_order_handed_over() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let offsets = append_at_once(&mut h, &backend, "t", (0..5).map(|i| record(i * 4 + 2)));
+    assert_eq!(offsets, [0, 1, 2, 3, 4]);
     let got: Vec<_> = read(&mut h, &backend, "t", 0, 0)
         .expect("read")
         .into_iter()
@@ -651,31 +666,8 @@ fn a_partition_moves_to_the_lane_answered_fastest_and_its_appends_keep_their_ord
     };
     let mut all = Vec::new();
     for round in 0..4 {
-        let futures: Vec<_> = (0..20)
-            .map(|i| {
-                let n = round * 20 + i;
-                match backend.execute(Command::Append {
-                    topic: "t".into(),
-                    partition: 0,
-                    messages: vec![to_iggy(&record(n))].into(),
-                    largest_batch: 100,
-                    producer: None,
-                }) {
-                    Execution::Pending(f) => f,
-                    Execution::Done(c) => panic!("{c:?}"),
-                }
-            })
-            .collect();
-        // Awaited last first: the order they land in is the order they were handed over.
-        let mut offsets = Vec::new();
-        for f in futures.into_iter().rev() {
-            match h.run(f) {
-                Completion::Append(Ok(a)) => offsets.push(a.base_offset),
-                other => panic!("{other:?}"),
-            }
-        }
-        offsets.reverse();
-        all.extend(offsets);
+        let records = (0..20).map(|i| record(round * 20 + i));
+        all.extend(append_at_once(&mut h, &backend, "t", records));
     }
     assert_eq!(all, (0..80).collect::<Vec<u64>>());
     assert_eq!(lane_of_partition(&backend), Some((1, false)));

@@ -37,6 +37,13 @@ fn request(d: &mut LaneDriver) -> (RequestHeader, Bytes) {
     take_request_from(|| d.poll_transmit())
 }
 
+/// Takes the lane's next request, checks its body, and answers `reply`.
+fn answer(d: &mut LaneDriver, body: &[u8], reply: &[u8], now: Instant) {
+    let (h, sent) = request(d);
+    assert_eq!(&sent[..], body);
+    d.handle_input(&reply_to(&h, 0, reply), now);
+}
+
 fn up(lanes: &Arc<Lanes>, now: Instant) -> LaneDriver {
     up_lane(lanes, 0, now)
 }
@@ -171,47 +178,41 @@ fn every_session_of_every_lane_is_its_own_client() {
     assert!(!ids.contains(&0));
 }
 
+/// Call "1" on lane 0, then call "2" on lane 1 after it.
+fn one_then_two(lanes: &Lanes) -> (PendingCall, PendingCall) {
+    let first = lanes.call(0, SEND_MESSAGES_CODE, Bytes::from_static(b"1"));
+    let after = Some(first.predecessor());
+    let second = lanes.call_after(1, SEND_MESSAGES_CODE, Bytes::from_static(b"2"), after);
+    (first, second)
+}
+
 #[test]
 fn a_call_queued_after_another_lanes_call_waits_for_its_reply_and_holds_its_lane() {
     let now = Instant::now();
     let lanes = Arc::new(Lanes::new(2));
     let mut a = up_lane(&lanes, 0, now);
     let mut b = up_lane(&lanes, 1, now);
-    let first = lanes.call(0, SEND_MESSAGES_CODE, Bytes::from_static(b"1"));
-    let mut second = lanes.call_after(
-        1,
-        SEND_MESSAGES_CODE,
-        Bytes::from_static(b"2"),
-        Some(first.predecessor()),
-    );
+    let (first, mut second) = one_then_two(&lanes);
     let mut other = lanes.call(1, GET_STREAM_CODE, Bytes::from_static(b"s"));
     let woken = lanes.lane(1).changed();
     b.pump(now);
     assert_eq!(
         b.poll_transmit(),
         None,
-        "2 waits for 1, and the lane behind it"
+        "2 waits for 1, and so does the lane"
     );
     a.pump(now);
-    let (h1, body) = request(&mut a);
-    assert_eq!(&body[..], b"1");
-    a.handle_input(&reply_to(&h1, 0, b"r1"), now + Duration::from_micros(700));
+    answer(&mut a, b"1", b"r1", now + Duration::from_micros(700));
     assert!(now_or_never(woken).is_some(), "the waiting lane is told");
     b.pump(now);
-    let (h2, body) = request(&mut b);
-    assert_eq!(&body[..], b"2");
-    b.handle_input(&reply_to(&h2, 0, b"r2"), now);
-    let (hs, _) = request(&mut b);
-    b.handle_input(&reply_to(&hs, 0, b"stream"), now);
+    answer(&mut b, b"2", b"r2", now);
+    answer(&mut b, b"s", b"stream", now);
     assert_eq!(poll(&mut second), Some(Ok(Bytes::from_static(b"r2"))));
     assert!(poll(&mut other).is_some());
     let (reply, service) = now_or_never(first.timed()).expect("replied");
     assert_eq!(reply, Ok(Bytes::from_static(b"r1")));
-    assert_eq!(
-        service,
-        Some(Duration::from_micros(700)),
-        "from the write to the reply"
-    );
+    let written_to_reply = Duration::from_micros(700);
+    assert_eq!(service, Some(written_to_reply));
 }
 
 #[test]
@@ -220,13 +221,7 @@ fn a_call_dropped_unsent_holds_up_nobody() {
     let lanes = Arc::new(Lanes::new(2));
     let mut b = up_lane(&lanes, 1, now);
     // Lane 0 is not connected: its call stays queued until dropped.
-    let first = lanes.call(0, SEND_MESSAGES_CODE, Bytes::from_static(b"1"));
-    let mut second = lanes.call_after(
-        1,
-        SEND_MESSAGES_CODE,
-        Bytes::from_static(b"2"),
-        Some(first.predecessor()),
-    );
+    let (first, mut second) = one_then_two(&lanes);
     b.pump(now);
     assert_eq!(b.poll_transmit(), None);
     let woken = lanes.lane(1).changed();
@@ -238,9 +233,7 @@ fn a_call_dropped_unsent_holds_up_nobody() {
     assert_eq!(a.poll_transmit(), None, "1 was dropped unsent");
     assert!(now_or_never(woken).is_some());
     b.pump(now);
-    let (h2, body) = request(&mut b);
-    assert_eq!(&body[..], b"2");
-    b.handle_input(&reply_to(&h2, 0, b"r2"), now);
+    answer(&mut b, b"2", b"r2", now);
     assert!(poll(&mut second).is_some());
 }
 
@@ -250,13 +243,7 @@ fn a_failed_predecessor_releases_the_lane_waiting_for_it() {
     let lanes = Arc::new(Lanes::new(2));
     let mut a = up_lane(&lanes, 0, now);
     let mut b = up_lane(&lanes, 1, now);
-    let mut first = lanes.call(0, SEND_MESSAGES_CODE, Bytes::from_static(b"1"));
-    let mut second = lanes.call_after(
-        1,
-        SEND_MESSAGES_CODE,
-        Bytes::from_static(b"2"),
-        Some(first.predecessor()),
-    );
+    let (mut first, mut second) = one_then_two(&lanes);
     a.pump(now);
     request(&mut a);
     b.pump(now);
@@ -264,8 +251,7 @@ fn a_failed_predecessor_releases_the_lane_waiting_for_it() {
     a.handle_closed(now);
     assert!(matches!(poll(&mut first), Some(Err(Failure::Lost(_)))));
     b.pump(now);
-    let (h2, _) = request(&mut b);
-    b.handle_input(&reply_to(&h2, 0, b"r2"), now);
+    answer(&mut b, b"2", b"r2", now);
     assert!(poll(&mut second).is_some());
 }
 
