@@ -48,8 +48,8 @@ struct SlotState {
     /// From the request's write to its reply.
     service: Option<Duration>,
     waker: Option<Waker>,
-    /// A lane whose next call waits for this one.
-    then: Option<(Arc<Lanes>, usize)>,
+    /// The lanes whose next call waits for this one.
+    then: Vec<(Arc<Lanes>, usize)>,
 }
 
 #[derive(Default)]
@@ -62,12 +62,12 @@ impl Slot {
             s.result = Some(result);
             s.done = true;
             s.service = service;
-            (s.waker.take(), s.then.take())
+            (s.waker.take(), std::mem::take(&mut s.then))
         };
         if let Some(w) = waker {
             w.wake();
         }
-        if let Some((lanes, index)) = then {
+        for (lanes, index) in then {
             lanes.lane(index).changed.notify(usize::MAX);
         }
     }
@@ -77,7 +77,7 @@ impl Drop for Slot {
     /// A call dropped unsent holds up nobody: the lane waiting for it looks again.
     fn drop(&mut self) {
         let state = self.0.get_mut().unwrap_or_else(PoisonError::into_inner);
-        if let Some((lanes, index)) = state.then.take() {
+        for (lanes, index) in std::mem::take(&mut state.then) {
             lanes.lane(index).changed.notify(usize::MAX);
         }
     }
@@ -253,7 +253,9 @@ impl Lane {
             if let Some(before) = call.after.as_ref().and_then(|p| p.0.upgrade()) {
                 let mut b = lock(&before.0);
                 if !b.done {
-                    b.then = Some((Arc::clone(lanes), index));
+                    if !b.then.iter().any(|(_, i)| *i == index) {
+                        b.then.push((Arc::clone(lanes), index));
+                    }
                     return None;
                 }
             }

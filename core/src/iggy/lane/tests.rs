@@ -216,6 +216,34 @@ fn a_call_queued_after_another_lanes_call_waits_for_its_reply_and_holds_its_lane
 }
 
 #[test]
+fn every_lane_waiting_for_one_call_is_told() {
+    let now = Instant::now();
+    let lanes = Arc::new(Lanes::new(3));
+    let mut a = up_lane(&lanes, 0, now);
+    let mut b = up_lane(&lanes, 1, now);
+    let mut c = up_lane(&lanes, 2, now);
+    let (first, mut second) = one_then_two(&lanes);
+    let mut third = lanes.call_after(
+        2,
+        SEND_MESSAGES_CODE,
+        Bytes::from_static(b"3"),
+        Some(first.predecessor()),
+    );
+    let (woken_b, woken_c) = (lanes.lane(1).changed(), lanes.lane(2).changed());
+    b.pump(now);
+    c.pump(now);
+    assert_eq!((b.poll_transmit(), c.poll_transmit()), (None, None));
+    a.pump(now);
+    answer(&mut a, b"1", b"r1", now);
+    assert!(now_or_never(woken_b).is_some() && now_or_never(woken_c).is_some());
+    b.pump(now);
+    c.pump(now);
+    answer(&mut b, b"2", b"r2", now);
+    answer(&mut c, b"3", b"r3", now);
+    assert!(poll(&mut second).is_some() && poll(&mut third).is_some());
+}
+
+#[test]
 fn a_call_dropped_unsent_holds_up_nobody() {
     let now = Instant::now();
     let lanes = Arc::new(Lanes::new(2));
