@@ -631,7 +631,7 @@ impl Inner {
         state: &PartitionState,
         topic: &str,
         partition: u32,
-        f: impl FnOnce(&mut Route, &dyn Fn(usize) -> u64) -> R,
+        f: impl FnOnce(&mut Route, &dyn Fn(usize) -> Option<u64>) -> R,
     ) -> R {
         let mut route = lock(&state.route);
         let route = route.get_or_insert_with(|| Route {

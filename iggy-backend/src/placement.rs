@@ -16,8 +16,10 @@
 //! lane as any.
 //!
 //! A trial runs when a partition is first used, again when its lane logs in anew (the new
-//! connection may sit on another shard), and again after [`RETRIAL_AFTER`] requests, since
-//! a trial in a quiet spell compares little. The caller keeps a partition's appends in
+//! connection may sit on another shard) or goes down, and again after [`RETRIAL_AFTER`]
+//! requests, since a trial in a quiet spell compares little. A lane that is down, or failed
+//! a request during the trial, gets none of the trial's requests: a trial never sends a
+//! request where it would fail. The caller keeps a partition's appends in
 //! order across a change of lane ([`iggy_kafka_core::iggy::Lanes::call_after`]).
 
 use std::time::Duration;
@@ -47,8 +49,8 @@ pub(crate) enum Kind {
 pub(crate) struct Placement {
     lanes: usize,
     lane: usize,
-    /// The lane's generation when it was chosen.
-    generation: u64,
+    /// The lane's generation when it was chosen (`None`: it was down).
+    generation: Option<u64>,
     /// Requests routed since the last trial.
     routed: u32,
     trial: Option<Trial>,
@@ -140,14 +142,15 @@ impl Placement {
         Self {
             lanes,
             lane: home % lanes,
-            generation: 0,
+            generation: None,
             routed: 0,
             trial: (lanes > 1).then(|| Trial::new(lanes)),
         }
     }
 
-    /// The lane for the partition's next request; `generation` tells each lane's logins.
-    pub(crate) fn route(&mut self, generation: impl Fn(usize) -> u64) -> usize {
+    /// The lane for the partition's next request; `generation` tells how many times each
+    /// lane has logged in, `None` while it is down.
+    pub(crate) fn route(&mut self, generation: impl Fn(usize) -> Option<u64>) -> usize {
         if self.lanes == 1 {
             return 0;
         }
@@ -156,17 +159,26 @@ impl Placement {
         {
             self.trial = Some(Trial::new(self.lanes));
         }
-        match &mut self.trial {
-            Some(t) => {
-                let turn = (t.step / TURN) as usize;
-                t.step = t.step.wrapping_add(1);
-                (self.lane + turn) % self.lanes
+        let Some(t) = &mut self.trial else {
+            self.routed += 1;
+            return self.lane;
+        };
+        let turn = (t.step / TURN) as usize;
+        t.step = t.step.wrapping_add(1);
+        for k in 0..self.lanes {
+            let lane = (self.lane + turn + k) % self.lanes;
+            if generation(lane).is_none() {
+                t.failed[lane] = true;
             }
-            None => {
-                self.routed += 1;
-                self.lane
+            if !t.failed[lane] {
+                return lane;
             }
         }
+        // No lane to try: the chosen one stays, and fails fast while it is down.
+        self.trial = None;
+        self.routed = 0;
+        self.generation = generation(self.lane);
+        self.lane
     }
 
     /// Iggy answered a request sent on `lane` in `service` (`None`: it failed unanswered).
@@ -177,7 +189,7 @@ impl Placement {
         lane: usize,
         kind: Kind,
         service: Option<Duration>,
-        generation: impl Fn(usize) -> u64,
+        generation: impl Fn(usize) -> Option<u64>,
     ) -> Option<Decision> {
         let t = self.trial.as_mut()?;
         if lane >= self.lanes {
@@ -227,7 +239,7 @@ impl Placement {
 mod tests {
     use super::*;
 
-    const GEN: fn(usize) -> u64 = |_| 1;
+    const GEN: fn(usize) -> Option<u64> = |_| Some(1);
 
     /// Requests a clear trial over `lanes` lanes takes.
     fn trial(lanes: usize) -> u32 {
@@ -245,7 +257,7 @@ mod tests {
         n: u32,
         kind: Kind,
         mut cost: impl FnMut(usize) -> u64,
-        generation: fn(usize) -> u64,
+        generation: fn(usize) -> Option<u64>,
     ) -> Vec<usize> {
         (0..n)
             .map(|_| {
@@ -361,7 +373,7 @@ mod tests {
         assert_eq!(p.lane(), 1);
         assert!(!p.in_trial());
         // Lane 1 logs in again.
-        let again: fn(usize) -> u64 = |l| if l == 1 { 2 } else { 1 };
+        let again: fn(usize) -> Option<u64> = |l| Some(if l == 1 { 2 } else { 1 });
         p.route(again);
         assert!(p.in_trial(), "the lane logged in again");
         run_in(
@@ -373,11 +385,43 @@ mod tests {
         );
         assert_eq!(p.lane(), 0);
         // Lane 1 logging in again does not matter to a partition on lane 0.
-        let third: fn(usize) -> u64 = |l| if l == 1 { 3 } else { 1 };
+        let third: fn(usize) -> Option<u64> = |l| Some(if l == 1 { 3 } else { 1 });
         run_in(&mut p, RETRIAL_AFTER, Kind::Append, |_| 100, third);
         assert!(!p.in_trial());
         p.route(third);
         assert!(p.in_trial(), "enough requests since the last trial");
+    }
+
+    #[test]
+    fn a_lane_that_is_down_gets_none_of_a_trials_requests() {
+        let mut p = Placement::new(3, 0);
+        let lane_1_down: fn(usize) -> Option<u64> = |l| (l != 1).then_some(1);
+        let lanes = run_in(
+            &mut p,
+            trial(3),
+            Kind::Append,
+            |l| 100 + l as u64 * 50,
+            lane_1_down,
+        );
+        assert!(!lanes.contains(&1));
+        assert!(!p.in_trial());
+        assert_eq!(p.lane(), 0);
+        // The chosen lane goes down: a new trial moves the partition to a lane that is up.
+        let lane_0_down: fn(usize) -> Option<u64> = |l| (l != 0).then_some(1);
+        let lanes = run_in(
+            &mut p,
+            trial(3),
+            Kind::Append,
+            |l| 100 + l as u64 * 50,
+            lane_0_down,
+        );
+        assert!(!lanes.contains(&0));
+        assert_eq!(p.lane(), 1);
+        // Every lane down: the chosen lane stays (and fails fast), no trial runs on.
+        let all_down: fn(usize) -> Option<u64> = |_| None;
+        assert_eq!(p.route(all_down), 1);
+        assert!(!p.in_trial());
+        assert_eq!(p.route(all_down), 1);
     }
 
     #[test]

@@ -692,6 +692,37 @@ fn a_partition_moves_to_the_lane_answered_fastest_and_its_appends_keep_their_ord
     assert_eq!(lane_of_partition(&backend), Some((0, false)));
 }
 
+/// A partition whose connection goes down moves to one that is up: its appends go on
+/// instead of failing until the connection is back.
+#[test]
+fn a_partition_moves_off_a_connection_that_is_down() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    for i in 0..60 {
+        assert_eq!(
+            append(&mut h, &backend, "t", 0, &[record(i)], None),
+            Ok(i as u64)
+        );
+    }
+    let chosen = {
+        let state = backend.inner.partition("t", 0);
+        let route = crate::lock(&state.route);
+        route.as_ref().map(|r| r.placement.lane()).expect("routed")
+    };
+    let now = h.lane_now();
+    h.drivers[chosen].handle_closed(now);
+    assert_eq!(h.lanes.lane(chosen).generation(), None);
+    for i in 60..120 {
+        assert_eq!(
+            append(&mut h, &backend, "t", 0, &[record(i)], None),
+            Ok(i as u64)
+        );
+    }
+    let got = read_up_to(&mut h, &backend, "t", 0, 0, 120).expect("read");
+    assert_eq!(got.len(), 120);
+}
+
 #[test]
 fn idempotent_retries_are_appended_once() {
     let mut h = Harness::new(FakeIggy::new());

@@ -263,11 +263,13 @@ impl Lane {
         }
     }
 
-    /// How many times the lane has logged in: a new session may be served by another part
-    /// of the server, so what was measured of the last one no longer holds.
+    /// How many times the lane has logged in (a new session may be served by another part
+    /// of the server, so what was measured of the last one no longer holds), or `None` while
+    /// it is down: its last connection attempt failed, and calls on it fail at once.
     #[must_use]
-    pub fn generation(&self) -> u64 {
-        lock(&self.state).generation
+    pub fn generation(&self) -> Option<u64> {
+        let st = lock(&self.state);
+        (st.link != Link::Down).then_some(st.generation)
     }
 
     /// Whether the lane is logged in to Iggy.

@@ -287,12 +287,13 @@ fn a_failed_predecessor_releases_the_lane_waiting_for_it() {
 fn each_login_is_a_new_generation() {
     let now = Instant::now();
     let lanes = Arc::new(Lanes::new(1));
-    assert_eq!(lanes.lane(0).generation(), 0);
+    assert_eq!(lanes.lane(0).generation(), Some(0));
     let mut d = up(&lanes, now);
-    assert_eq!(lanes.lane(0).generation(), 1);
+    assert_eq!(lanes.lane(0).generation(), Some(1));
     d.handle_closed(now);
+    assert_eq!(lanes.lane(0).generation(), None, "down");
     d.connected(now);
     let (login, _) = request(&mut d);
     d.handle_input(&reply_to(&login, 0, &login_ok(5)), now);
-    assert_eq!(lanes.lane(0).generation(), 2);
+    assert_eq!(lanes.lane(0).generation(), Some(2));
 }
