@@ -154,8 +154,9 @@ impl Placement {
         if self.lanes == 1 {
             return 0;
         }
+        let now = generation(self.lane);
         if self.trial.is_none()
-            && (self.routed >= RETRIAL_AFTER || generation(self.lane) != self.generation)
+            && (self.routed >= RETRIAL_AFTER || now.is_none() || now != self.generation)
         {
             self.trial = Some(Trial::new(self.lanes));
         }
@@ -422,6 +423,30 @@ mod tests {
         assert_eq!(p.route(all_down), 1);
         assert!(!p.in_trial());
         assert_eq!(p.route(all_down), 1);
+        // One lane back: the partition goes there at once.
+        let lane_2_up: fn(usize) -> Option<u64> = |l| (l == 2).then_some(2);
+        assert_eq!(p.route(lane_2_up), 2);
+    }
+
+    #[test]
+    fn a_lane_chosen_as_it_went_down_is_left_at_once() {
+        let mut p = Placement::new(2, 0);
+        // Lane 0 wins the trial, and is down when its last answer comes.
+        let mut lane_0_down = false;
+        for _ in 0..trial(2) {
+            let lane = p.route(GEN);
+            p.answered(
+                lane,
+                Kind::Append,
+                Some(Duration::from_micros(if lane == 0 { 100 } else { 200 })),
+                |l| (l != 0 || !lane_0_down).then_some(1),
+            );
+            lane_0_down = true;
+        }
+        assert!(!p.in_trial());
+        assert_eq!(p.lane(), 0);
+        let down: fn(usize) -> Option<u64> = |l| (l != 0).then_some(1);
+        assert_eq!(p.route(down), 1, "not sent where it would fail");
     }
 
     #[test]
