@@ -190,6 +190,7 @@ struct Route {
 
 /// An append queued on a lane.
 struct Queued {
+    state: Arc<PartitionState>,
     lane: usize,
     call: PendingCall,
 }
@@ -610,18 +611,17 @@ impl Inner {
         };
         let body = wire::send_messages(&self.stream, &named(topic)?, partition, messages, ids)?;
         let state = self.partition(topic, partition);
-        Ok(
-            self.with_route(&state, topic, partition, |route, generation| {
-                let lane = route.placement.route(generation);
-                let after = match &route.last_append {
-                    Some((last, p)) if *last != lane => Some(p.clone()),
-                    _ => None,
-                };
-                let call = self.lanes.call_after(lane, SEND_MESSAGES_CODE, body, after);
-                route.last_append = Some((lane, call.predecessor()));
-                Queued { lane, call }
-            }),
-        )
+        let (lane, call) = self.with_route(&state, topic, partition, |route, generation| {
+            let lane = route.placement.route(generation);
+            let after = match &route.last_append {
+                Some((last, p)) if *last != lane => Some(p.clone()),
+                _ => None,
+            };
+            let call = self.lanes.call_after(lane, SEND_MESSAGES_CODE, body, after);
+            route.last_append = Some((lane, call.predecessor()));
+            (lane, call)
+        });
+        Ok(Queued { state, lane, call })
     }
 
     /// Runs `f` on the partition's route (made at its first request), with the lanes'
@@ -681,15 +681,9 @@ impl Inner {
         producer: Option<(&ProducerBatch, u64)>,
         queued: Queued,
     ) -> Result<Appended, BackendError> {
-        let state = self.partition(topic, partition);
-        let (result, service) = timed_reply(SEND_MESSAGES_CODE, queued.call).await;
-        self.answered(
-            &state,
-            (topic, partition),
-            queued.lane,
-            Kind::Append,
-            service,
-        );
+        let Queued { state, lane, call } = queued;
+        let (result, service) = timed_reply(SEND_MESSAGES_CODE, call).await;
+        self.answered(&state, (topic, partition), lane, Kind::Append, service);
         let reply = match result {
             Ok(r) => r,
             Err(f) => {
