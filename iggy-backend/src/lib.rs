@@ -396,6 +396,9 @@ impl IggyBackend {
 
 impl Backend for IggyBackend {
     fn execute(&self, command: Command) -> Execution {
+        if let Some(refused) = refuse_own_topic(&command) {
+            return Execution::Done(refused);
+        }
         let inner = Arc::clone(&self.inner);
         match command {
             Command::FetchOffsets { group, only } => {
@@ -441,6 +444,46 @@ impl Backend for IggyBackend {
         }
         Execution::Pending(Box::pin(async move { inner.run(command).await }))
     }
+}
+
+/// A command naming one of the gateway's own topics, answered as if it did not exist: they
+/// hold every group's committed offsets, and a client that could append to, read or delete
+/// them could forge, read or lose other groups' commits. Topics given by id cannot name them
+/// (their ids are never resolved); commits are checked against the topics Kafka clients see.
+fn refuse_own_topic(command: &Command) -> Option<Completion> {
+    fn unknown<T>(topic: &str) -> Result<T, BackendError> {
+        Err(BackendError::UnknownTopic(TopicRef::Name(topic.to_owned())))
+    }
+    let topic = match command {
+        Command::Append { topic, .. }
+        | Command::OffsetForTimestamp { topic, .. }
+        | Command::MaxTimestamp { topic, .. }
+        | Command::CreatePartitions { topic, .. }
+        | Command::AlterTopicConfig { topic, .. }
+        | Command::Read {
+            topic: TopicRef::Name(topic),
+            ..
+        }
+        | Command::Offsets {
+            topic: TopicRef::Name(topic),
+            ..
+        }
+        | Command::DeleteTopic {
+            topic: TopicRef::Name(topic),
+        } if offsets::is_own(topic) => topic.as_str(),
+        _ => return None,
+    };
+    tracing::debug!(topic, "a client named one of the gateway's own topics");
+    Some(match command {
+        Command::Append { .. } => Completion::Append(unknown(topic)),
+        Command::Read { .. } => Completion::Read(unknown(topic)),
+        Command::Offsets { .. } => Completion::Offsets(unknown(topic)),
+        Command::OffsetForTimestamp { .. } => Completion::OffsetForTimestamp(unknown(topic)),
+        Command::MaxTimestamp { .. } => Completion::MaxTimestamp(unknown(topic)),
+        Command::DeleteTopic { .. } => Completion::DeleteTopic(unknown(topic)),
+        Command::CreatePartitions { .. } => Completion::CreatePartitions(unknown(topic)),
+        _ => Completion::AlterTopicConfig(unknown(topic)),
+    })
 }
 
 /// Waits for a queued call's reply; a refusal is logged (at debug: the Kafka client gets the
@@ -1413,12 +1456,12 @@ impl Inner {
         let topics = GetStreamResponse::decode(&reply)
             .map(|(r, _)| r.topics)
             .map_err(|e| BackendError::Other(format!("iggy stream reply: {e}")))?;
-        *lock(&self.known) = topics
-            .iter()
+        // Only the topics Kafka clients see: commits and ids never name the gateway's own.
+        let visible = || topics.iter().filter(|t| !offsets::is_own(t.name.as_str()));
+        *lock(&self.known) = visible()
             .map(|t| (t.name.as_str().to_owned(), t.partitions_count))
             .collect();
-        let ids = topics
-            .iter()
+        let ids = visible()
             .map(|t| (wire::topic_id(t), t.name.as_str().to_owned()))
             .collect();
         let before = std::mem::replace(&mut *lock(&self.ids), ids);
@@ -1427,7 +1470,7 @@ impl Inner {
             let storage = wire::Storage::of(t);
             if storage.messages_required_to_save > 1
                 && !before.contains_key(&wire::topic_id(t))
-                && !t.name.as_str().starts_with(offsets::TOPIC_PREFIX)
+                && !offsets::is_own(t.name.as_str())
             {
                 // Created outside the gateway with Iggy's default: say once what it means.
                 tracing::warn!(
@@ -1446,7 +1489,7 @@ impl Inner {
             Ok(topics) => {
                 let all: Vec<TopicInfo> = topics
                     .iter()
-                    .filter(|t| !t.name.as_str().starts_with(offsets::TOPIC_PREFIX))
+                    .filter(|t| !offsets::is_own(t.name.as_str()))
                     .map(wire::topic_info)
                     .collect();
                 *lock(&self.listing) = Some(all.clone());
@@ -1498,7 +1541,7 @@ impl Inner {
         config: &TopicConfig,
         validate_only: bool,
     ) -> Result<TopicInfo, BackendError> {
-        if name.starts_with(offsets::TOPIC_PREFIX) {
+        if offsets::is_own(name) {
             return Err(BackendError::InvalidTopic(format!(
                 "{name}: the prefix {} is the gateway's",
                 offsets::TOPIC_PREFIX

@@ -25,6 +25,12 @@ pub(crate) const TOPIC_PREFIX: &str = "__kafka_gateway_offsets.";
 /// Compaction starts past this many records, when they outnumber live offsets 4 to 1.
 pub(crate) const COMPACT_AFTER: u64 = 50_000;
 
+/// Whether `name` is one of the offsets topics: the gateway's own, which no Kafka client may
+/// see, write, read or delete.
+pub(crate) fn is_own(name: &str) -> bool {
+    name.starts_with(TOPIC_PREFIX)
+}
+
 /// The name of generation `g`'s topic.
 pub(crate) fn topic_name(generation: u64) -> String {
     format!("{TOPIC_PREFIX}{generation}")

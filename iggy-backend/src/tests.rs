@@ -1161,6 +1161,105 @@ fn an_unfinished_newer_generation_is_ignored_at_start() {
 }
 
 #[test]
+fn the_offsets_log_is_out_of_every_clients_reach() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    commit(&mut h, &backend, "g", &[("t", 0, 5)]);
+    let log = h
+        .fake
+        .topics
+        .keys()
+        .find(|n| offsets::is_own(n))
+        .expect("the offsets log")
+        .clone();
+    let kept = h.fake.topics[&log].partitions[0].next;
+    let unknown = |c: Completion| {
+        let e = match c {
+            Completion::Append(r) => r.err(),
+            Completion::Read(r) => r.err(),
+            Completion::Offsets(r) => r.err(),
+            Completion::OffsetForTimestamp(r) | Completion::MaxTimestamp(r) => r.err(),
+            Completion::DeleteTopic(r) => r.err(),
+            Completion::CreatePartitions(r) | Completion::AlterTopicConfig(r) => r.err(),
+            other => panic!("{other:?}"),
+        };
+        assert!(matches!(e, Some(BackendError::UnknownTopic(_))), "{e:?}");
+    };
+    let by_name = TopicRef::Name(log.clone());
+    let commands = [
+        Command::Append {
+            topic: log.clone(),
+            partition: 0,
+            messages: [record(1)].iter().map(to_iggy).collect(),
+            largest_batch: 100,
+            producer: None,
+        },
+        Command::Read {
+            topic: by_name.clone(),
+            partition: 0,
+            offset: 0,
+            max_bytes: 1000,
+            max_messages: 10,
+        },
+        Command::Offsets {
+            topic: by_name.clone(),
+            partition: 0,
+        },
+        Command::OffsetForTimestamp {
+            topic: log.clone(),
+            partition: 0,
+            timestamp_ms: 0,
+        },
+        Command::MaxTimestamp {
+            topic: log.clone(),
+            partition: 0,
+        },
+        Command::CreatePartitions {
+            topic: log.clone(),
+            total: 2,
+            validate_only: false,
+        },
+        Command::AlterTopicConfig {
+            topic: log.clone(),
+            config: TopicConfig::default(),
+            validate_only: false,
+        },
+        Command::DeleteTopic { topic: by_name },
+    ];
+    for command in commands {
+        unknown(h.exec(&backend, command));
+    }
+    // Its id, as the gateway would derive it, resolves to nothing either.
+    let header = &h.fake.topics[&log];
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&header.created_at.to_be_bytes());
+    id[8..12].copy_from_slice(&header.id.to_be_bytes());
+    id[12..].copy_from_slice(b"KGW1");
+    unknown(h.exec(
+        &backend,
+        Command::DeleteTopic {
+            topic: TopicRef::Id(Uuid(id)),
+        },
+    ));
+    assert!(matches!(
+        commit(&mut h, &backend, "g", &[(&log, 0, 1)])[0],
+        Err(BackendError::UnknownTopic(_))
+    ));
+    match h.exec(&backend, Command::ListTopics { only: None }) {
+        Completion::ListTopics(Ok(t)) => {
+            assert_eq!(t.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["t"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Nothing got in, and the group's commit is still there after a restart.
+    assert_eq!(h.fake.topics[&log].partitions.len(), 1);
+    assert_eq!(h.fake.topics[&log].partitions[0].next, kept);
+    let (mut h, backend) = h.restart();
+    assert_eq!(fetch(&mut h, &backend, "g").len(), 1);
+}
+
+#[test]
 fn topic_ids_are_stable_until_the_topic_is_created_again() {
     let mut h = Harness::new(FakeIggy::new());
     let backend = h.backend();

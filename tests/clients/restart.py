@@ -5,7 +5,8 @@ usage: restart.py before|after BOOTSTRAP TOPIC GROUP
 
 before: creates TOPIC (3 partitions), produces records.TOTAL records with acks=all and
 every codec, consumes the first third through GROUP and commits them (with metadata),
-then prints the committed offsets as one line of JSON.
+then tries to delete the gateway's own offsets log (told it does not exist), and prints the
+committed offsets as one line of JSON.
 after (a new gateway on the same Iggy stream): reads the committed offsets and metadata
 back, checks the end offsets, consumes every record from the beginning and compares them
 exactly, and consumes through GROUP from its commits: exactly the records not committed.
@@ -60,7 +61,26 @@ def before(bootstrap, topic, group):
         if tp.error:
             raise SystemExit(f"commit failed: {tp.error}")
     c.close()
+    forbid_own_topics(bootstrap)
     print(json.dumps({str(p): positions.get(p, 0) for p in range(PARTITIONS)}))
+
+
+def forbid_own_topics(bootstrap):
+    """The gateway's offsets log (one Iggy topic per generation) is no Kafka topic: deleting
+    it would lose every group's commits, which `after` checks are still there."""
+    from confluent_kafka import KafkaError
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    names = [f"__kafka_gateway_offsets.{g}" for g in range(8)]
+    for name, f in admin.delete_topics(names, operation_timeout=10).items():
+        try:
+            f.result(30)
+        except Exception as e:  # noqa: BLE001 - the error is the point
+            if e.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise SystemExit(f"deleting {name}: {e}")
+        else:
+            raise SystemExit(f"{name}, the gateway's own, was deleted")
 
 
 def after(bootstrap, topic, group, expected):
