@@ -131,9 +131,10 @@ struct Inner {
     offsets: Mutex<OffsetsState>,
     /// Per topic, per partition: looked up by `&str` on every append and read.
     partitions: Mutex<HashMap<String, HashMap<u32, Arc<PartitionState>>>>,
-    /// Partition counts of the stream's topics as last seen, to check commits without a
-    /// round trip; refreshed from Iggy when a commit names something it does not hold.
-    known: Mutex<HashMap<String, u32>>,
+    /// The stream's topics as last seen (the gateway's own left out): their partition counts,
+    /// to check commits without a round trip (refreshed from Iggy when a commit names
+    /// something it does not hold), and their ids, to notice one created again.
+    known: Mutex<HashMap<String, Known>>,
     /// Kafka topic ids to names, as of the last listing: fetches by id (v13+) then cost no
     /// extra round trip. A topic deleted and created again outside the gateway is noticed at
     /// the next listing (clients list topics when they refresh metadata).
@@ -180,6 +181,22 @@ struct PartitionState {
     timestamps_gate: Gate,
     /// Which lane serves the partition's appends and reads; set at its first request.
     route: Mutex<Option<Route>>,
+}
+
+/// A topic as last seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Known {
+    id: Uuid,
+    partitions: u32,
+}
+
+impl Known {
+    fn of(t: &TopicHeader) -> Self {
+        Self {
+            id: wire::topic_id(t),
+            partitions: t.partitions_count,
+        }
+    }
 }
 
 /// A partition's lane, and its last append, which an append on another lane must wait for.
@@ -1236,9 +1253,46 @@ impl Inner {
         if reply.is_empty() {
             return Err(BackendError::UnknownTopic(TopicRef::Name(topic.into())));
         }
-        GetTopicResponse::decode(&reply)
-            .map(|(r, _)| r)
-            .map_err(|e| BackendError::Other(format!("iggy topic reply: {e}")))
+        let (header, _) = GetTopicResponse::decode(&reply)
+            .map_err(|e| BackendError::Other(format!("iggy topic reply: {e}")))?;
+        self.saw(&header.topic);
+        Ok(header)
+    }
+
+    /// Notes a topic as Iggy describes it now.
+    fn saw(&self, t: &TopicHeader) {
+        let name = t.name.as_str();
+        if offsets::is_own(name) {
+            return;
+        }
+        let now = Known::of(t);
+        let was = {
+            let mut known = lock(&self.known);
+            match known.get_mut(name) {
+                Some(k) => std::mem::replace(k, now),
+                None => {
+                    known.insert(name.to_owned(), now);
+                    return;
+                }
+            }
+        };
+        if was.id != now.id {
+            let mut ids = lock(&self.ids);
+            ids.remove(&was.id);
+            ids.insert(now.id, name.to_owned());
+            drop(ids);
+            self.created_again(name);
+        }
+    }
+
+    /// A topic deleted and created again outside the gateway is new to Iggy: empty, its
+    /// partitions placed on shards anew. What the gateway knew of the old one's partitions
+    /// (idempotent producers, a batch in doubt, where appends land, polls sent ahead, which
+    /// connection is fastest) would mislead it, so it goes.
+    fn created_again(&self, name: &str) {
+        if lock(&self.partitions).remove(name).is_some() {
+            tracing::info!(topic = %name, "topic created again outside the gateway: its partitions start afresh");
+        }
     }
 
     async fn offsets(&self, topic: &str, partition: u32) -> Result<PartitionOffsets, BackendError> {
@@ -1458,9 +1512,18 @@ impl Inner {
             .map_err(|e| BackendError::Other(format!("iggy stream reply: {e}")))?;
         // Only the topics Kafka clients see: commits and ids never name the gateway's own.
         let visible = || topics.iter().filter(|t| !offsets::is_own(t.name.as_str()));
-        *lock(&self.known) = visible()
-            .map(|t| (t.name.as_str().to_owned(), t.partitions_count))
+        let known = visible()
+            .map(|t| (t.name.as_str().to_owned(), Known::of(t)))
             .collect();
+        let was = std::mem::replace(&mut *lock(&self.known), known);
+        for t in visible() {
+            if was
+                .get(t.name.as_str())
+                .is_some_and(|k| k.id != wire::topic_id(t))
+            {
+                self.created_again(t.name.as_str());
+            }
+        }
         let ids = visible()
             .map(|t| (wire::topic_id(t), t.name.as_str().to_owned()))
             .collect();
@@ -1576,7 +1639,13 @@ impl Inner {
             // Created; read it back for its identity.
             Err(_) => wire::topic_info(&self.topic_header(name).await?.topic),
         };
-        lock(&self.known).insert(info.name.clone(), info.partitions);
+        lock(&self.known).insert(
+            info.name.clone(),
+            Known {
+                id: info.id,
+                partitions: info.partitions,
+            },
+        );
         lock(&self.ids).insert(info.id, info.name.clone());
         Ok(info)
     }
@@ -1640,7 +1709,13 @@ impl Inner {
         )
         .await
         .map_err(|f| backend_error(f, topic, None))?;
-        lock(&self.known).insert(topic.to_owned(), total);
+        lock(&self.known).insert(
+            topic.to_owned(),
+            Known {
+                id: wire::topic_id(&header),
+                partitions: total,
+            },
+        );
         // Kafka's retention.bytes is per partition and Iggy's limit per topic: the topic's
         // limit grows with it, so each partition keeps what it kept before.
         let config = wire::topic_info(&header).config;
@@ -1938,10 +2013,12 @@ impl Inner {
         group: &str,
         offsets: Vec<GroupOffset>,
     ) -> Vec<Result<(), BackendError>> {
-        let fits = |known: &HashMap<String, u32>| {
-            offsets
-                .iter()
-                .all(|o| known.get(&o.topic).is_some_and(|n| o.partition < *n))
+        let fits = |known: &HashMap<String, Known>| {
+            offsets.iter().all(|o| {
+                known
+                    .get(&o.topic)
+                    .is_some_and(|k| o.partition < k.partitions)
+            })
         };
         if !fits(&lock(&self.known)) {
             if let Err(e) = self.stream_topics().await {
@@ -1956,7 +2033,7 @@ impl Inner {
             for o in &offsets {
                 results.push(match known.get(&o.topic) {
                     None => Err(BackendError::UnknownTopic(TopicRef::Name(o.topic.clone()))),
-                    Some(&n) if o.partition >= n => Err(BackendError::UnknownPartition {
+                    Some(k) if o.partition >= k.partitions => Err(BackendError::UnknownPartition {
                         topic: o.topic.clone(),
                         partition: o.partition,
                     }),

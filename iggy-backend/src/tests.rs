@@ -440,6 +440,58 @@ fn sequential_reads_find_the_next_poll_sent_ahead() {
 }
 
 #[test]
+fn a_topic_created_again_outside_the_gateway_is_read_afresh() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let old: Vec<KafkaRecord> = (0..60).map(record).collect();
+    assert_eq!(append(&mut h, &backend, "t", 0, &old, None), Ok(0));
+    // A reader at 0: the polls for what follows go ahead and are answered.
+    let got = read_up_to(&mut h, &backend, "t", 0, 0, 10).expect("a read");
+    assert_eq!(got.len(), 10);
+    for _ in 0..4 {
+        h.serve();
+    }
+    // Deleted and created again in Iggy, and filled anew.
+    h.fake.topics.remove("t");
+    h.fake.create_topic("t", 1, Vec::new());
+    let new: Vec<KafkaRecord> = (100..160).map(record).collect();
+    assert_eq!(append(&mut h, &backend, "t", 0, &new, None), Ok(0));
+    // A client refreshing its metadata makes the gateway list the topics, and notice.
+    match h.exec(&backend, Command::ListTopics { only: None }) {
+        Completion::ListTopics(Ok(t)) => assert_eq!(t.len(), 1),
+        other => panic!("{other:?}"),
+    }
+    let got = read_up_to(&mut h, &backend, "t", 0, 10, 10).expect("a read");
+    let want: Vec<(u64, KafkaRecord)> = (10..20).map(|i| (i, new[i as usize].clone())).collect();
+    assert_eq!(
+        got, want,
+        "the new topic's records, not the old one's polled ahead"
+    );
+    // Again, noticed this time by a question about the partition's offsets.
+    for _ in 0..4 {
+        h.serve();
+    }
+    h.fake.topics.remove("t");
+    h.fake.create_topic("t", 1, Vec::new());
+    let newer: Vec<KafkaRecord> = (200..260).map(record).collect();
+    assert_eq!(append(&mut h, &backend, "t", 0, &newer, None), Ok(0));
+    match h.exec(
+        &backend,
+        Command::Offsets {
+            topic: TopicRef::Name("t".into()),
+            partition: 0,
+        },
+    ) {
+        Completion::Offsets(Ok(o)) => assert_eq!(o.high_watermark, 60),
+        other => panic!("{other:?}"),
+    }
+    let got = read_up_to(&mut h, &backend, "t", 0, 20, 10).expect("a read");
+    let want: Vec<(u64, KafkaRecord)> = (20..30).map(|i| (i, newer[i as usize].clone())).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
 fn polls_sent_ahead_are_accounted_and_swept_when_their_reader_stops() {
     let mut h = Harness::new(FakeIggy::new());
     let backend = h.backend();
