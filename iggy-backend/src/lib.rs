@@ -137,7 +137,8 @@ struct Inner {
     known: Mutex<HashMap<String, Known>>,
     /// Kafka topic ids to names, as of the last listing: fetches by id (v13+) then cost no
     /// extra round trip. A topic deleted and created again outside the gateway is noticed at
-    /// the next listing (clients list topics when they refresh metadata).
+    /// the next listing (clients list topics when they refresh metadata) or question about
+    /// the topic.
     ids: Mutex<HashMap<Uuid, String>>,
     next_producer_id: AtomicI64,
     next_message_id: AtomicU64,
@@ -1647,6 +1648,8 @@ impl Inner {
             },
         );
         lock(&self.ids).insert(info.id, info.name.clone());
+        // Whatever was known of a topic of this name is of one deleted outside the gateway.
+        lock(&self.partitions).remove(&info.name);
         Ok(info)
     }
 
