@@ -451,9 +451,8 @@ impl Backend for IggyBackend {
                 drop(messages);
                 return match sent {
                     Ok(queued) => Execution::Pending(Box::pin(async move {
-                        Completion::Append(
-                            inner.appended(&topic, partition, count, None, queued).await,
-                        )
+                        let appended = inner.appended(&topic, partition, count, None, queued).await;
+                        Completion::Append(inner.settle(&topic, partition, appended))
                     })),
                     Err(e) => Execution::Done(Completion::Append(Err(e))),
                 };
@@ -532,20 +531,25 @@ impl Inner {
                 messages,
                 largest_batch,
                 producer,
-            } => Completion::Append(match producer {
-                Some(pb) => {
-                    self.append(&topic, partition, &messages, largest_batch, pb)
-                        .await
-                }
-                // Sent by `execute` as it is handed over; here only for completeness.
-                None => match self.send_append(&topic, partition, &messages, largest_batch, None) {
-                    Ok(queued) => {
-                        self.appended(&topic, partition, messages.len(), None, queued)
+            } => {
+                let appended = match producer {
+                    Some(pb) => {
+                        self.append(&topic, partition, &messages, largest_batch, pb)
                             .await
                     }
-                    Err(e) => Err(e),
-                },
-            }),
+                    // Sent by `execute` as it is handed over; here only for completeness.
+                    None => {
+                        match self.send_append(&topic, partition, &messages, largest_batch, None) {
+                            Ok(queued) => {
+                                self.appended(&topic, partition, messages.len(), None, queued)
+                                    .await
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                };
+                Completion::Append(self.settle(&topic, partition, appended))
+            }
             Command::Read {
                 topic,
                 partition,
@@ -559,7 +563,11 @@ impl Inner {
                 if let Err(e) = &r {
                     tracing::debug!(%topic, partition, offset, error = %e, "read failed");
                 }
-                Completion::Read(r)
+                Completion::Read(match &topic {
+                    TopicRef::Name(name) => self.settle(name, partition, r),
+                    // Resolved to a name only when the topic exists.
+                    TopicRef::Id(_) => r,
+                })
             }
             Command::Offsets { topic, partition } => {
                 Completion::Offsets(match self.topic_name(&topic).await {
@@ -571,12 +579,15 @@ impl Inner {
                 topic,
                 partition,
                 timestamp_ms,
-            } => Completion::OffsetForTimestamp(
-                self.offset_for_timestamp(&topic, partition, timestamp_ms)
-                    .await,
-            ),
+            } => {
+                let found = self
+                    .offset_for_timestamp(&topic, partition, timestamp_ms)
+                    .await;
+                Completion::OffsetForTimestamp(self.settle(&topic, partition, found))
+            }
             Command::MaxTimestamp { topic, partition } => {
-                Completion::MaxTimestamp(self.max_timestamp(&topic, partition).await)
+                let found = self.max_timestamp(&topic, partition).await;
+                Completion::MaxTimestamp(self.settle(&topic, partition, found))
             }
             Command::ListTopics { only } => {
                 Completion::ListTopics(self.list_topics(only.as_deref()).await)
@@ -638,6 +649,30 @@ impl Inner {
                 .entry(partition)
                 .or_default(),
         )
+    }
+
+    /// Passes on a request's `result`; when Iggy has no such topic or partition, the state
+    /// the request made for it goes, so that requests naming made-up ones leave nothing
+    /// behind to fill the gateway's memory.
+    fn settle<T>(
+        &self,
+        topic: &str,
+        partition: u32,
+        result: Result<T, BackendError>,
+    ) -> Result<T, BackendError> {
+        if matches!(
+            result,
+            Err(BackendError::UnknownTopic(_) | BackendError::UnknownPartition { .. })
+        ) {
+            let mut map = lock(&self.partitions);
+            if let Some(t) = map.get_mut(topic) {
+                t.remove(&partition);
+                if t.is_empty() {
+                    map.remove(topic);
+                }
+            }
+        }
+        result
     }
 
     /// The first of `n` fresh Iggy message ids.
@@ -1787,10 +1822,19 @@ impl Inner {
                 None => by_topic.push((name, vec![w])),
             }
         }
-        let states: Vec<Arc<PartitionState>> = by_topic
-            .iter()
-            .flat_map(|(name, ws)| ws.iter().map(|w| self.partition(name, w.partition)))
-            .collect();
+        // The reads before the watch made the states of the partitions that exist; one that
+        // went (Iggy said it did not exist) is not made again here.
+        let states: Vec<Arc<PartitionState>> = {
+            let map = lock(&self.partitions);
+            by_topic
+                .iter()
+                .flat_map(|(name, ws)| {
+                    let topic = map.get(name);
+                    ws.iter()
+                        .filter_map(move |w| topic.and_then(|t| t.get(&w.partition)).cloned())
+                })
+                .collect()
+        };
         loop {
             // Listening before looking: an append between the two still wakes this watch.
             let appended = AnyOf(states.iter().map(|s| s.appended.listen()).collect());

@@ -557,6 +557,45 @@ fn a_reply_sent_ahead_that_ended_at_the_tail_is_not_kept() {
 }
 
 #[test]
+fn requests_for_made_up_topics_and_partitions_leave_nothing_behind() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let r = [record(2)];
+    assert_eq!(append(&mut h, &backend, "t", 0, &r, None), Ok(0));
+    for i in 0..50u32 {
+        let made_up = format!("made-up-{i}");
+        assert!(append(&mut h, &backend, &made_up, 0, &r, None).is_err());
+        assert!(append(&mut h, &backend, "t", 1 + i, &r, None).is_err());
+        assert!(read(&mut h, &backend, &made_up, 0, 0).is_err());
+        assert!(read(&mut h, &backend, "t", 1000 + i, 0).is_err());
+        for command in [
+            Command::OffsetForTimestamp {
+                topic: made_up.clone(),
+                partition: i,
+                timestamp_ms: 0,
+            },
+            Command::MaxTimestamp {
+                topic: "t".into(),
+                partition: 2000 + i,
+            },
+        ] {
+            match h.exec(&backend, command) {
+                Completion::OffsetForTimestamp(r) | Completion::MaxTimestamp(r) => {
+                    assert!(r.is_err());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    let kept: Vec<(String, Vec<u32>)> = super::lock(&backend.inner.partitions)
+        .iter()
+        .map(|(t, p)| (t.clone(), p.keys().copied().collect()))
+        .collect();
+    assert_eq!(kept, [("t".to_owned(), vec![0])]);
+}
+
+#[test]
 fn unknown_topics_partitions_and_iggy_errors_map_to_kafka_errors() {
     let mut h = Harness::new(FakeIggy::new());
     let backend = h.backend();
