@@ -148,6 +148,10 @@ struct Inner {
     read_ahead_bytes: Arc<AtomicUsize>,
     /// When polls sent ahead were last swept for staleness across all partitions.
     read_ahead_swept: Mutex<Option<Instant>>,
+    /// Whether another writer of the committed-offsets log was reported (once per run).
+    another_writer_told: AtomicBool,
+    /// Whether an append to the committed-offsets log failed in a way that may have landed.
+    offsets_in_doubt: AtomicBool,
     /// The stream's Kafka topics as last listed, served while Iggy cannot be reached: a
     /// broker that cannot reach its storage still knows its topics, and clients told that
     /// every topic is gone drop them from their assignments.
@@ -403,6 +407,8 @@ impl IggyBackend {
             message_size: AtomicUsize::new(256),
             read_ahead_bytes: Arc::default(),
             read_ahead_swept: Mutex::new(None),
+            another_writer_told: AtomicBool::new(false),
+            offsets_in_doubt: AtomicBool::new(false),
             listing: Mutex::new(None),
             config,
         });
@@ -1869,12 +1875,65 @@ impl Inner {
             return Ok(());
         }
         let _gate = self.offsets_gate.enter().await;
-        let generation = lock(&self.offsets).generation;
-        self.append_records(generation, &records).await?;
+        let (mut generation, mut expected) = {
+            let state = lock(&self.offsets);
+            (state.generation, state.records)
+        };
+        let appended = match self.append_records(generation, &records).await {
+            Err(BackendError::UnknownTopic(_)) => {
+                // The generation is gone: another gateway compacted the log into a newer one,
+                // or somebody deleted it.
+                self.another_writer("its generation of the log is gone");
+                self.reopen_offsets(generation).await?;
+                (generation, expected) = {
+                    let state = lock(&self.offsets);
+                    (state.generation, state.records)
+                };
+                self.append_records(generation, &records).await
+            }
+            other => other,
+        };
+        let landed = match appended {
+            Ok(landed) => landed,
+            Err(e) => {
+                // Iggy may have taken them all the same: the next append will tell.
+                self.offsets_in_doubt.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        let in_doubt = self.offsets_in_doubt.swap(false, Ordering::Relaxed);
+        // Others wrote to the log since this gateway last did (or an append whose reply was
+        // lost landed): it is read again from there, these records included, so that the
+        // state follows the log's order.
+        let caught_up = match landed {
+            Some(at) if at == expected => None,
+            _ => {
+                if !in_doubt {
+                    self.another_writer("records it did not write came before its own");
+                }
+                match self.read_log(generation, expected).await {
+                    Ok(read) => Some(read),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not read the committed-offsets log back");
+                        None
+                    }
+                }
+            }
+        };
         let compact = {
             let mut state = lock(&self.offsets);
-            for r in &records {
-                state.apply(r);
+            match caught_up {
+                Some((read, end)) => {
+                    for r in &read {
+                        state.apply(r);
+                    }
+                    state.records = end;
+                }
+                None => {
+                    for r in &records {
+                        state.apply(r);
+                    }
+                }
             }
             state.wants_compaction()
         };
@@ -1886,12 +1945,15 @@ impl Inner {
         Ok(())
     }
 
+    /// Appends `records` to generation `generation` of the log. Returns where the first
+    /// landed if they all landed back to back (nothing else written between them).
     async fn append_records(
         &self,
         generation: u64,
         records: &[Record],
-    ) -> Result<(), BackendError> {
+    ) -> Result<Option<u64>, BackendError> {
         let topic = offsets::topic_name(generation);
+        let (mut first, mut next, mut contiguous) = (None, None, true);
         for chunk in records.chunks(1000) {
             let messages: MessageList = chunk
                 .iter()
@@ -1902,11 +1964,18 @@ impl Inner {
                 .collect();
             let ids = wire::Ids::counted(self.message_ids(messages.len()));
             let body = wire::send_messages(&self.stream, &named(&topic)?, 0, &messages, ids)?;
-            self.call(admin_lane(&topic), SEND_MESSAGES_CODE, body)
+            let reply = self
+                .call(admin_lane(&topic), SEND_MESSAGES_CODE, body)
                 .await
                 .map_err(|f| backend_error(f, &topic, Some(0)))?;
+            let at = SendMessagesResponse::decode(&reply)
+                .ok()
+                .and_then(|(r, _)| r.confirmations.first().map(|c| c.base_offset));
+            contiguous &= at.is_some() && (next.is_none() || at == next);
+            first = first.or(at);
+            next = at.map(|a| a + chunk.len() as u64);
         }
-        Ok(())
+        Ok(first.filter(|_| contiguous))
     }
 
     async fn create_offsets_topic(&self, generation: u64) -> Result<(), BackendError> {
@@ -1949,11 +2018,14 @@ impl Inner {
         let next = generation + 1;
         let snapshot = lock(&self.offsets).snapshot();
         self.create_offsets_topic(next).await?;
-        self.append_records(next, &snapshot).await?;
+        let landed = self.append_records(next, &snapshot).await?;
+        if landed != Some(0) {
+            self.another_writer("its new generation of the log was written to by another");
+        }
         {
             let mut state = lock(&self.offsets);
             state.generation = next;
-            state.records = snapshot.len() as u64;
+            state.records = landed.unwrap_or(0) + snapshot.len() as u64;
         }
         self.drop_offsets_topic(generation).await;
         tracing::info!(
@@ -1966,13 +2038,30 @@ impl Inner {
 
     /// Reads generation `g` whole: its records and whether its snapshot is complete.
     async fn replay(&self, generation: u64) -> Result<(OffsetsState, bool), BackendError> {
-        let topic = offsets::topic_name(generation);
+        let (records, end) = self.read_log(generation, 0).await?;
         let mut state = OffsetsState {
             generation,
             ..OffsetsState::default()
         };
         let mut complete = false;
-        let mut next = 0u64;
+        for r in &records {
+            complete |= *r == Record::SnapshotComplete;
+            state.apply(r);
+        }
+        state.records = end;
+        Ok((state, complete))
+    }
+
+    /// Reads generation `g` of the log from offset `from` to its end: the records, and the
+    /// offset after the last.
+    async fn read_log(
+        &self,
+        generation: u64,
+        from: u64,
+    ) -> Result<(Vec<Record>, u64), BackendError> {
+        let topic = offsets::topic_name(generation);
+        let mut records = Vec::new();
+        let mut next = from;
         loop {
             let body = self
                 .poll(&topic, 0, WirePollingStrategy::offset(next), 1000)
@@ -1984,46 +2073,87 @@ impl Inner {
             next = last + 1;
             for (offset, m) in messages.iter() {
                 match Record::decode(&m.payload) {
-                    Some(Record::SnapshotComplete) => {
-                        complete = true;
-                        state.records += 1;
-                    }
-                    Some(r) => state.apply(&r),
+                    Some(r) => records.push(r),
                     None => {
-                        tracing::warn!(topic = %topic, offset, "skipping a record this gateway did not write")
+                        tracing::warn!(topic = %topic, offset, "skipping a record no gateway wrote")
                     }
                 }
             }
         }
-        Ok((state, complete))
+        Ok((records, next))
     }
 
-    /// Finds the newest complete generation of the offsets log, replays it, and removes the
-    /// others; starts generation 0 when there is none.
-    async fn open_offsets(&self) -> Result<(), String> {
+    /// Says, once per run, that another writer shares this stream's committed-offsets log:
+    /// two gateways on one stream each keep their own groups and see each other's commits
+    /// only when they next commit or start.
+    fn another_writer(&self, what: &str) {
+        if self.another_writer_told.swap(true, Ordering::Relaxed) {
+            tracing::debug!(what, "another writer of the committed-offsets log");
+        } else {
+            tracing::error!(
+                stream = %self.config.stream, what,
+                "another gateway (or Iggy client) writes this stream's committed offsets: run \
+                 one gateway per stream; commits made through the other are seen here only when \
+                 this gateway next commits or restarts"
+            );
+        }
+    }
+
+    /// After generation `gone` of the log disappeared: replays the newest complete
+    /// generation (another gateway's compaction), or, when there is none (the log was
+    /// deleted), writes what this gateway holds into a new one.
+    async fn reopen_offsets(&self, gone: u64) -> Result<(), BackendError> {
+        let generations = self.offsets_generations().await?;
+        if let Some(state) = self.newest_complete(&generations).await? {
+            *lock(&self.offsets) = state;
+            return Ok(());
+        }
+        tracing::warn!("the committed-offsets log was deleted; writing it again from memory");
+        self.compact(generations.first().map_or(gone, |&g| g.max(gone)))
+            .await
+    }
+
+    /// The generations of the log in the stream, newest first.
+    async fn offsets_generations(&self) -> Result<Vec<u64>, BackendError> {
         let mut generations: Vec<u64> = self
             .stream_topics()
-            .await
-            .map_err(|e| format!("cannot list the Iggy stream: {e}"))?
+            .await?
             .iter()
             .filter_map(|t| offsets::generation(t.name.as_str()))
             .collect();
         generations.sort_unstable_by(|a, b| b.cmp(a));
-        let mut chosen = None;
-        for &g in &generations {
-            let (state, complete) = self
-                .replay(g)
-                .await
-                .map_err(|e| format!("cannot replay the committed offsets: {e}"))?;
+        Ok(generations)
+    }
+
+    /// The newest of `generations` (newest first) whose snapshot is complete, replayed.
+    async fn newest_complete(
+        &self,
+        generations: &[u64],
+    ) -> Result<Option<OffsetsState>, BackendError> {
+        for &g in generations {
+            let (state, complete) = self.replay(g).await?;
             if complete {
-                chosen = Some(state);
-                break;
+                return Ok(Some(state));
             }
             tracing::warn!(
                 generation = g,
                 "offsets generation without a complete snapshot is ignored"
             );
         }
+        Ok(None)
+    }
+
+    /// Finds the newest complete generation of the offsets log, replays it, and removes the
+    /// others; starts generation 0 when there is none.
+    async fn open_offsets(&self) -> Result<(), String> {
+        let generations = self
+            .offsets_generations()
+            .await
+            .map_err(|e| format!("cannot list the Iggy stream: {e}"))?;
+        let chosen = self
+            .newest_complete(&generations)
+            .await
+            .map_err(|e| format!("cannot replay the committed offsets: {e}"))?;
         let state = match chosen {
             Some(s) => s,
             None => {

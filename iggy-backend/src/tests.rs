@@ -1239,6 +1239,71 @@ fn the_offsets_log_is_compacted_into_a_new_generation() {
 }
 
 #[test]
+fn a_second_gateway_on_the_stream_is_noticed_and_its_commits_followed() {
+    let mut h = Harness::new(FakeIggy::new());
+    let a = h.backend();
+    create(&mut h, &a, "t", 2);
+    commit(&mut h, &a, "g", &[("t", 0, 1)]);
+    // Another gateway on the same stream, committing for another group.
+    let b = h.backend();
+    commit(&mut h, &b, "h", &[("t", 1, 7)]);
+    commit(&mut h, &b, "g", &[("t", 1, 3)]);
+    assert_eq!(
+        fetch(&mut h, &a, "h"),
+        vec![],
+        "not seen before a's next commit"
+    );
+    // A's next commit lands after b's: a reads them back, in the log's order.
+    commit(&mut h, &a, "g", &[("t", 0, 2)]);
+    assert_eq!(
+        fetch(&mut h, &a, "h"),
+        vec![("t".into(), 1, 7, 4, Some("m7".into()))]
+    );
+    assert_eq!(
+        fetch(&mut h, &a, "g"),
+        vec![
+            ("t".into(), 0, 2, 4, Some("m2".into())),
+            ("t".into(), 1, 3, 4, Some("m3".into()))
+        ]
+    );
+    // B compacts the log into a new generation and drops a's; a's next commit follows it.
+    let batch: Vec<(&str, u32, i64)> = (0..1000).map(|i| ("t", i % 2, 5)).collect();
+    for _ in 0..=offsets::COMPACT_AFTER / 1000 {
+        commit(&mut h, &b, "h", &batch);
+    }
+    assert!(!h.fake.topics.contains_key(&offsets::topic_name(0)));
+    assert!(commit(&mut h, &a, "g", &[("t", 0, 9)])[0].is_ok());
+    assert!(h.fake.topics.contains_key(&offsets::topic_name(1)));
+    let (mut h, restarted) = h.restart();
+    assert_eq!(
+        fetch(&mut h, &restarted, "g"),
+        vec![
+            ("t".into(), 0, 9, 4, Some("m9".into())),
+            ("t".into(), 1, 3, 4, Some("m3".into()))
+        ]
+    );
+    assert_eq!(fetch(&mut h, &restarted, "h").len(), 2);
+}
+
+#[test]
+fn a_deleted_offsets_log_is_written_again_from_memory() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 2);
+    commit(&mut h, &backend, "g", &[("t", 0, 1), ("t", 1, 2)]);
+    h.fake.topics.retain(|name, _| !offsets::is_own(name));
+    assert!(commit(&mut h, &backend, "g", &[("t", 0, 3)])[0].is_ok());
+    let (mut h, backend) = h.restart();
+    assert_eq!(
+        fetch(&mut h, &backend, "g"),
+        vec![
+            ("t".into(), 0, 3, 4, Some("m3".into())),
+            ("t".into(), 1, 2, 4, Some("m2".into()))
+        ]
+    );
+}
+
+#[test]
 fn an_unfinished_newer_generation_is_ignored_at_start() {
     let mut h = Harness::new(FakeIggy::new());
     let backend = h.backend();
