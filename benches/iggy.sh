@@ -39,6 +39,15 @@ LEAN=benches/load/target/release/iggy-kafka-lean
 PERF=$(benches/rdkafka-performance.sh)
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# The machine's CPU time taken by the hypervisor (steal) since a steal_mark: a run in which it
+# took a large share measures the host, not the code (docs/BENCHMARKS.md).
+steal_mark() { awk '/^cpu /{print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
+steal_since() {
+  local s0 t0 s1 t1
+  read -r s0 t0 <<<"$1"
+  read -r s1 t1 <<<"$(steal_mark)"
+  echo "hypervisor steal: $(( (s1 - s0) * 100 / (t1 - t0 + 1) ))%"
+}
 # CPU ticks of each of the server's shard threads: a run where one shard did all the work had
 # the gateway's connection on the partition's shard; where two did, Iggy forwarded each
 # request between them.
@@ -85,14 +94,16 @@ for size in 100 1000; do
   echo "== $n messages of $size B"
   echo "-- iggy-bench, direct (write-through topic: $WRITE_THROUGH)"
   direct_topic "$size"
-  before=$(shard_ticks "$server_pid")
+  before=$(shard_ticks "$server_pid"); st=$(steal_mark)
   "$IGGY_BENCH" --reuse-streams -m "$size" -P 1000 -b "$batches" pinned-producer -p 1 tcp \
     --server-address "$SERVER" --nodelay 2>&1 \
     | grep -o "Producers Results: Total throughput: [0-9.]* MB/s, [0-9]* messages/s"
-  echo "server shard ticks: $(placement "$before" "$(shard_ticks "$server_pid")")"
+  echo "server shard ticks: $(placement "$before" "$(shard_ticks "$server_pid")"); $(steal_since "$st")"
+  st=$(steal_mark)
   "$IGGY_BENCH" --reuse-streams -m "$size" -P 1000 -b "$batches" pinned-consumer -c 1 tcp \
     --server-address "$SERVER" --nodelay 2>&1 \
     | grep -o "Consumers Results: Total throughput: [0-9.]* MB/s, [0-9]* messages/s"
+  steal_since "$st"
   target/release/iggy-kafka-gateway --listen 127.0.0.1:19193 --log warn \
     --iggy "iggy://iggy:iggy@$SERVER" --stream "bench-$$-$size" \
     --iggy-write-through "$WRITE_THROUGH" &
@@ -101,31 +112,31 @@ for size in 100 1000; do
   echo "-- lean client through the gateway (produce, then consume)"
   LOAD_PHASE=create "$LOAD" 127.0.0.1:19193 "lean-$size" 0 "$size" >/dev/null
   for phase in produce consume; do
-    g0=$(ticks "$gw"); s0=$(ticks "$server_pid")
+    g0=$(ticks "$gw"); s0=$(ticks "$server_pid"); st=$(steal_mark)
     LOAD_PHASE=$phase /usr/bin/time -f "lean client: %U s user, %S s system" \
       "$LEAN" 127.0.0.1:19193 "lean-$size" "$n" "$size" 1000
     g1=$(ticks "$gw"); s1=$(ticks "$server_pid")
-    echo "gateway: $(( (g1 - g0) * 100 / hz ))e-2 CPU s; iggy-server: $(( (s1 - s0) * 100 / hz ))e-2 CPU s"
+    echo "gateway: $(( (g1 - g0) * 100 / hz ))e-2 CPU s; iggy-server: $(( (s1 - s0) * 100 / hz ))e-2 CPU s; $(steal_since "$st")"
   done
   echo "-- lean client, five produce requests in flight (Kafka producers pipeline; Java's default)"
   LOAD_PHASE=create "$LOAD" 127.0.0.1:19193 "lean5-$size" 0 "$size" >/dev/null
-  g0=$(ticks "$gw"); s0=$(ticks "$server_pid"); before=$(shard_ticks "$server_pid")
+  g0=$(ticks "$gw"); s0=$(ticks "$server_pid"); st=$(steal_mark); before=$(shard_ticks "$server_pid")
   LOAD_PHASE=produce /usr/bin/time -f "lean client: %U s user, %S s system" \
     "$LEAN" 127.0.0.1:19193 "lean5-$size" "$n" "$size" 1000 5
   g1=$(ticks "$gw"); s1=$(ticks "$server_pid")
-  echo "gateway: $(( (g1 - g0) * 100 / hz ))e-2 CPU s; iggy-server: $(( (s1 - s0) * 100 / hz ))e-2 CPU s"
+  echo "gateway: $(( (g1 - g0) * 100 / hz ))e-2 CPU s; iggy-server: $(( (s1 - s0) * 100 / hz ))e-2 CPU s; $(steal_since "$st")"
   echo "server shard ticks: $(placement "$before" "$(shard_ticks "$server_pid")")"
   echo "-- load client (librdkafka) through the gateway"
-  g0=$(ticks "$gw"); s0=$(ticks "$server_pid")
+  g0=$(ticks "$gw"); s0=$(ticks "$server_pid"); st=$(steal_mark)
   /usr/bin/time -f "load client: %U s user, %S s system" "$LOAD" 127.0.0.1:19193 "bench-$size" "$n" "$size" 1
   g1=$(ticks "$gw"); s1=$(ticks "$server_pid")
-  echo "gateway: $(( (g1 - g0) * 100 / hz ))e-2 CPU s; iggy-server: $(( (s1 - s0) * 100 / hz ))e-2 CPU s"
+  echo "gateway: $(( (g1 - g0) * 100 / hz ))e-2 CPU s; iggy-server: $(( (s1 - s0) * 100 / hz ))e-2 CPU s; $(steal_since "$st")"
   echo "-- rdkafka_performance through the gateway (produce)"
   LOAD_PHASE=create "$LOAD" 127.0.0.1:19193 "perf-$size" 0 "$size" >/dev/null
-  g0=$(ticks "$gw"); s0=$(ticks "$server_pid")
+  g0=$(ticks "$gw"); s0=$(ticks "$server_pid"); st=$(steal_mark)
   /usr/bin/time -f "rdkafka_performance: %U s user, %S s system" \
     "$PERF" -P -t "perf-$size" -p 0 -s "$size" -c "$n" -a 1 -b 127.0.0.1:19193 -q 2>&1 | tail -2
   g1=$(ticks "$gw"); s1=$(ticks "$server_pid")
-  echo "gateway: $(( (g1 - g0) * 100 / hz ))e-2 CPU s; iggy-server: $(( (s1 - s0) * 100 / hz ))e-2 CPU s"
+  echo "gateway: $(( (g1 - g0) * 100 / hz ))e-2 CPU s; iggy-server: $(( (s1 - s0) * 100 / hz ))e-2 CPU s; $(steal_since "$st")"
   kill "$gw"; wait "$gw" 2>/dev/null || true
 done
