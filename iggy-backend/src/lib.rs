@@ -148,6 +148,10 @@ struct Inner {
     read_ahead_bytes: Arc<AtomicUsize>,
     /// When polls sent ahead were last swept for staleness across all partitions.
     read_ahead_swept: Mutex<Option<Instant>>,
+    /// Each topic's latest description from Iggy, shared by the fetches waiting on it.
+    looks: Mutex<HashMap<String, Look>>,
+    /// When the backend started: the origin of the waiting fetches' common beat.
+    started: Instant,
     /// Whether another writer of the committed-offsets log was reported (once per run).
     another_writer_told: AtomicBool,
     /// Whether an append to the committed-offsets log failed in a way that may have landed.
@@ -186,6 +190,39 @@ struct PartitionState {
     timestamps_gate: Gate,
     /// Which lane serves the partition's appends and reads; set at its first request.
     route: Mutex<Option<Route>>,
+}
+
+/// What is known of a topic's latest description from Iggy, for the fetches waiting on it.
+#[derive(Default)]
+struct Look {
+    /// The latest answer, and when it was asked.
+    latest: Option<(Instant, Arc<GetTopicResponse>)>,
+    /// A request on its way, and when it was asked: fetches needing a look as recent wait
+    /// for it rather than ask again.
+    asking: Option<(Instant, Arc<Event>)>,
+}
+
+/// Ends an ask of [`Inner::look`] however it ends (answered, failed, or dropped with its
+/// fetch): the waiting fetches are told, and look again.
+struct Asking<'a> {
+    looks: &'a Mutex<HashMap<String, Look>>,
+    topic: &'a str,
+    done: Arc<Event>,
+}
+
+impl Drop for Asking<'_> {
+    fn drop(&mut self) {
+        if let Some(look) = lock(self.looks).get_mut(self.topic) {
+            if look
+                .asking
+                .as_ref()
+                .is_some_and(|(_, e)| Arc::ptr_eq(e, &self.done))
+            {
+                look.asking = None;
+            }
+        }
+        self.done.notify(usize::MAX);
+    }
 }
 
 /// A topic as last seen.
@@ -392,6 +429,7 @@ impl IggyBackend {
         let stream = WireIdentifier::named(&config.stream)
             .map_err(|e| format!("stream name {:?}: {e}", config.stream))?;
         let seed = config.seed;
+        let started = clock.now();
         let inner = Arc::new(Inner {
             lanes,
             clock,
@@ -407,6 +445,8 @@ impl IggyBackend {
             message_size: AtomicUsize::new(256),
             read_ahead_bytes: Arc::default(),
             read_ahead_swept: Mutex::new(None),
+            looks: Mutex::new(HashMap::new()),
+            started,
             another_writer_told: AtomicBool::new(false),
             offsets_in_doubt: AtomicBool::new(false),
             listing: Mutex::new(None),
@@ -676,6 +716,10 @@ impl Inner {
                 if t.is_empty() {
                     map.remove(topic);
                 }
+            }
+            drop(map);
+            if matches!(result, Err(BackendError::UnknownTopic(_))) {
+                lock(&self.looks).remove(topic);
             }
         }
         result
@@ -1283,22 +1327,84 @@ impl Inner {
     }
 
     async fn topic_header(&self, topic: &str) -> Result<GetTopicResponse, BackendError> {
+        let (header, _) = self.ask_topic(topic).await?;
+        Ok(GetTopicResponse::clone(&header))
+    }
+
+    /// A look at `topic` asked no earlier than `at_least`: the latest one if it is that
+    /// recent, or the one on its way if it is, else a new request. However many fetches wait
+    /// on a topic, Iggy is then asked about it about once per poll interval.
+    async fn look(
+        &self,
+        topic: &str,
+        at_least: Instant,
+    ) -> Result<Arc<GetTopicResponse>, BackendError> {
+        loop {
+            let waiting = {
+                let mut looks = lock(&self.looks);
+                let look = looks.entry(topic.to_owned()).or_default();
+                match (&look.latest, &look.asking) {
+                    (Some((asked, header)), _) if *asked >= at_least => {
+                        return Ok(Arc::clone(header));
+                    }
+                    (_, Some((asked, done))) if *asked >= at_least => Ok(done.listen()),
+                    _ => {
+                        let done = Arc::new(Event::new());
+                        look.asking = Some((self.clock.now(), Arc::clone(&done)));
+                        Err(done)
+                    }
+                }
+            };
+            match waiting {
+                Ok(listener) => listener.await,
+                Err(done) => {
+                    let _asking = Asking {
+                        looks: &self.looks,
+                        topic,
+                        done,
+                    };
+                    return self.ask_topic(topic).await.map(|(header, _)| header);
+                }
+            }
+        }
+    }
+
+    /// Asks Iggy about `topic`, and keeps the answer for [`Inner::look`].
+    async fn ask_topic(
+        &self,
+        topic: &str,
+    ) -> Result<(Arc<GetTopicResponse>, Instant), BackendError> {
+        let asked = self.clock.now();
         let request = GetTopicRequest {
             stream_id: self.stream.clone(),
             topic_id: named(topic)?,
         };
-        let reply = self
+        let reply = match self
             .call(admin_lane(topic), GET_TOPIC_CODE, request.to_bytes())
             .await
-            .map_err(|f| backend_error(f, topic, None))?;
-        // An absent topic may come back as an empty reply rather than an error.
-        if reply.is_empty() {
-            return Err(BackendError::UnknownTopic(TopicRef::Name(topic.into())));
-        }
+        {
+            // An absent topic may come back as an empty reply rather than an error.
+            Ok(r) if r.is_empty() => Err(BackendError::UnknownTopic(TopicRef::Name(topic.into()))),
+            Ok(r) => Ok(r),
+            Err(f) => Err(backend_error(f, topic, None)),
+        };
+        let reply = match reply {
+            Err(BackendError::UnknownTopic(t)) => {
+                lock(&self.looks).remove(topic);
+                return Err(BackendError::UnknownTopic(t));
+            }
+            other => other?,
+        };
         let (header, _) = GetTopicResponse::decode(&reply)
             .map_err(|e| BackendError::Other(format!("iggy topic reply: {e}")))?;
         self.saw(&header.topic);
-        Ok(header)
+        let header = Arc::new(header);
+        let mut looks = lock(&self.looks);
+        let look = looks.entry(topic.to_owned()).or_default();
+        if look.latest.as_ref().is_none_or(|(at, _)| *at < asked) {
+            look.latest = Some((asked, Arc::clone(&header)));
+        }
+        Ok((header, asked))
     }
 
     /// Notes a topic as Iggy describes it now.
@@ -1332,6 +1438,7 @@ impl Inner {
     /// (idempotent producers, a batch in doubt, where appends land, polls sent ahead, which
     /// connection is fastest) would mislead it, so it goes.
     fn created_again(&self, name: &str) {
+        lock(&self.looks).remove(name);
         if lock(&self.partitions).remove(name).is_some() {
             tracing::info!(topic = %name, "topic created again outside the gateway: its partitions start afresh");
         }
@@ -1705,6 +1812,7 @@ impl Inner {
             .await
             .map_err(|f| backend_error(f, &name, None))?;
         lock(&self.partitions).remove(&name);
+        lock(&self.looks).remove(&name);
         lock(&self.known).remove(&name);
         if let Some(listing) = lock(&self.listing).as_mut() {
             listing.retain(|t| t.name != name);
@@ -1841,11 +1949,13 @@ impl Inner {
                 })
                 .collect()
         };
+        // The first look is fresh: the read before the watch may have missed an append.
+        let mut at_least = self.clock.now();
         loop {
             // Listening before looking: an append between the two still wakes this watch.
             let appended = AnyOf(states.iter().map(|s| s.appended.listen()).collect());
             for (name, watched) in &by_topic {
-                let Ok(t) = self.topic_header(name).await else {
+                let Ok(t) = self.look(name, at_least).await else {
                     return;
                 };
                 for w in watched {
@@ -1855,9 +1965,20 @@ impl Inner {
                     }
                 }
             }
-            let next = self.clock.now() + self.config.poll_interval;
+            // Every watch wakes on the same beat, so that one look serves them all.
+            let next = self.next_beat(self.clock.now());
             Race(Box::pin(appended), Box::pin(self.clock.sleep_until(next))).await;
+            let woke = self.clock.now();
+            // Woken by an append here: only a look taken after it.
+            at_least = woke.min(next);
         }
+    }
+
+    /// The first beat of the poll interval after `now`, counted from the backend's start.
+    fn next_beat(&self, now: Instant) -> Instant {
+        let interval = self.config.poll_interval.as_nanos().max(1);
+        let beats = now.duration_since(self.started).as_nanos() / interval + 1;
+        self.started + Duration::from_nanos(u64::try_from(beats * interval).unwrap_or(u64::MAX))
     }
 
     // ---- committed offsets ----

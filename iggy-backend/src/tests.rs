@@ -23,15 +23,22 @@ use secrecy::SecretString;
 use super::{offsets, IggyBackend, IggyConfig};
 use fake::FakeIggy;
 
-/// The time now, or later by what a test moved it on; sleeps end at once.
+/// The time now, or later by what a test moved it on; sleeps end at once unless a test
+/// asks them to wait for the time to come.
 #[derive(Default)]
 struct TestClock {
-    ahead: std::sync::Mutex<Duration>,
+    ahead: Arc<std::sync::Mutex<Duration>>,
+    sleeps_wait: std::sync::atomic::AtomicBool,
 }
 
 impl TestClock {
     fn advance(&self, by: Duration) {
         *self.ahead.lock().expect("the clock") += by;
+    }
+
+    fn sleeps_wait(&self) {
+        self.sleeps_wait
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -39,8 +46,18 @@ impl Clock for TestClock {
     fn now(&self) -> Instant {
         Instant::now() + *self.ahead.lock().expect("the clock")
     }
-    fn sleep_until(&self, _: Instant) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        Box::pin(std::future::ready(()))
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        if !self.sleeps_wait.load(std::sync::atomic::Ordering::Relaxed) {
+            return Box::pin(std::future::ready(()));
+        }
+        let ahead = Arc::clone(&self.ahead);
+        Box::pin(std::future::poll_fn(move |_| {
+            if Instant::now() + *ahead.lock().expect("the clock") >= deadline {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }))
     }
 }
 
@@ -1722,6 +1739,101 @@ fn a_watch_ends_when_data_arrives() {
     append(&mut h, &backend, "t", 0, &[record(2)], None).expect("appended");
     let done = h.run(watch);
     assert_eq!(done, Completion::Watch);
+}
+
+#[test]
+fn fetches_waiting_on_a_topic_share_its_looks() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    // As a fetch does, a read before watching: there is nothing yet.
+    assert_eq!(read(&mut h, &backend, "t", 0, 0), Ok(Vec::new()));
+    h.clock.sleeps_wait();
+    let mut watches: Vec<_> = (0..10)
+        .map(|_| {
+            match backend.execute(Command::Watch {
+                partitions: vec![WatchPartition {
+                    topic: TopicRef::Name("t".into()),
+                    partition: 0,
+                    offset: 0,
+                }],
+                deadline: Instant::now() + Duration::from_secs(60),
+            }) {
+                Execution::Pending(w) => w,
+                Execution::Done(c) => panic!("{c:?}"),
+            }
+        })
+        .collect();
+    let looks = |h: &Harness| {
+        h.fake
+            .seen
+            .iter()
+            .filter(|&&c| c == super::GET_TOPIC_CODE)
+            .count()
+    };
+    let before = looks(&h);
+    let mut cx = Context::from_waker(Waker::noop());
+    // Two seconds, in steps of 10 ms: twenty poll intervals.
+    for _ in 0..200 {
+        for w in &mut watches {
+            assert!(w.as_mut().poll(&mut cx).is_pending());
+        }
+        h.serve();
+        h.clock.advance(Duration::from_millis(10));
+    }
+    let asked = looks(&h) - before;
+    // Each watch's first look is its own; after that, about one per interval for them all
+    // (ten each, two hundred in all, when every watch asked for itself).
+    assert!((20..=40).contains(&asked), "{asked} looks");
+    // An append here wakes every watch, each with a look taken after it (the clock stands
+    // still: no interval passes).
+    append(&mut h, &backend, "t", 0, &[record(1)], None).expect("appended");
+    for w in watches {
+        assert_eq!(h.run(w), Completion::Watch);
+    }
+    assert!(
+        looks(&h) - before - asked <= 2,
+        "one look after the append, shared"
+    );
+}
+
+#[test]
+fn a_watch_dropped_while_it_asks_leaves_no_other_waiting() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    assert_eq!(append(&mut h, &backend, "t", 0, &[record(0)], None), Ok(0));
+    assert_eq!(read(&mut h, &backend, "t", 0, 0).map(|r| r.len()), Ok(1));
+    h.clock.sleeps_wait();
+    let watch = || match backend.execute(Command::Watch {
+        partitions: vec![WatchPartition {
+            topic: TopicRef::Name("t".into()),
+            partition: 0,
+            offset: 1,
+        }],
+        deadline: Instant::now() + Duration::from_secs(60),
+    }) {
+        Execution::Pending(w) => w,
+        Execution::Done(c) => panic!("{c:?}"),
+    };
+    let (mut asker, mut waiter) = (watch(), watch());
+    let mut cx = Context::from_waker(Waker::noop());
+    // Their first looks, each its own; then both sleep until the next beat.
+    for _ in 0..4 {
+        assert!(asker.as_mut().poll(&mut cx).is_pending());
+        assert!(waiter.as_mut().poll(&mut cx).is_pending());
+        h.serve();
+    }
+    let seen = h.fake.seen.len();
+    h.clock.advance(Duration::from_millis(150));
+    assert!(asker.as_mut().poll(&mut cx).is_pending());
+    assert!(waiter.as_mut().poll(&mut cx).is_pending());
+    assert_eq!(h.fake.seen.len(), seen, "nothing served yet");
+    // The asker's fetch ends (its deadline passed) before Iggy answered it.
+    drop(asker);
+    append(&mut h, &backend, "t", 0, &[record(1)], None).expect("appended");
+    // The waiter, told, asks for itself, and sees the new record.
+    assert_eq!(h.run(waiter), Completion::Watch);
 }
 
 #[test]
