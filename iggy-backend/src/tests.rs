@@ -1715,22 +1715,31 @@ fn topics_created_elsewhere_show_their_storage_options() {
     assert_eq!(option(&h, "tuned", "segment_size"), Some(16 << 20));
 }
 
+/// A long poll's watch of partition 0 of `topic` for what follows `offset`.
+fn watch(
+    backend: &IggyBackend,
+    topic: &str,
+    offset: u64,
+) -> Pin<Box<dyn Future<Output = Completion> + Send>> {
+    match backend.execute(Command::Watch {
+        partitions: vec![WatchPartition {
+            topic: TopicRef::Name(topic.into()),
+            partition: 0,
+            offset,
+        }],
+        deadline: Instant::now() + Duration::from_secs(60),
+    }) {
+        Execution::Pending(w) => w,
+        Execution::Done(c) => panic!("a watch waits: {c:?}"),
+    }
+}
+
 #[test]
 fn a_watch_ends_when_data_arrives() {
     let mut h = Harness::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 1);
-    let Execution::Pending(watch) = backend.execute(Command::Watch {
-        partitions: vec![WatchPartition {
-            topic: TopicRef::Name("t".into()),
-            partition: 0,
-            offset: 0,
-        }],
-        deadline: Instant::now() + Duration::from_secs(60),
-    }) else {
-        panic!("a watch waits");
-    };
-    let mut watch = watch;
+    let mut watch = watch(&backend, "t", 0);
     let mut cx = Context::from_waker(Waker::noop());
     for _ in 0..20 {
         assert!(watch.as_mut().poll(&mut cx).is_pending());
@@ -1749,21 +1758,7 @@ fn fetches_waiting_on_a_topic_share_its_looks() {
     // As a fetch does, a read before watching: there is nothing yet.
     assert_eq!(read(&mut h, &backend, "t", 0, 0), Ok(Vec::new()));
     h.clock.sleeps_wait();
-    let mut watches: Vec<_> = (0..10)
-        .map(|_| {
-            match backend.execute(Command::Watch {
-                partitions: vec![WatchPartition {
-                    topic: TopicRef::Name("t".into()),
-                    partition: 0,
-                    offset: 0,
-                }],
-                deadline: Instant::now() + Duration::from_secs(60),
-            }) {
-                Execution::Pending(w) => w,
-                Execution::Done(c) => panic!("{c:?}"),
-            }
-        })
-        .collect();
+    let mut watches: Vec<_> = (0..10).map(|_| watch(&backend, "t", 0)).collect();
     let looks = |h: &Harness| {
         h.fake
             .seen
@@ -1805,18 +1800,7 @@ fn a_watch_dropped_while_it_asks_leaves_no_other_waiting() {
     assert_eq!(append(&mut h, &backend, "t", 0, &[record(0)], None), Ok(0));
     assert_eq!(read(&mut h, &backend, "t", 0, 0).map(|r| r.len()), Ok(1));
     h.clock.sleeps_wait();
-    let watch = || match backend.execute(Command::Watch {
-        partitions: vec![WatchPartition {
-            topic: TopicRef::Name("t".into()),
-            partition: 0,
-            offset: 1,
-        }],
-        deadline: Instant::now() + Duration::from_secs(60),
-    }) {
-        Execution::Pending(w) => w,
-        Execution::Done(c) => panic!("{c:?}"),
-    };
-    let (mut asker, mut waiter) = (watch(), watch());
+    let (mut asker, mut waiter) = (watch(&backend, "t", 1), watch(&backend, "t", 1));
     let mut cx = Context::from_waker(Waker::noop());
     // Their first looks, each its own; then both sleep until the next beat.
     for _ in 0..4 {
