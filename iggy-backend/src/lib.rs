@@ -1938,14 +1938,16 @@ impl Inner {
         }
         // The reads before the watch made the states of the partitions that exist; one that
         // went (Iggy said it did not exist) is not made again here.
-        let states: Vec<Arc<PartitionState>> = {
+        let states: Vec<(u64, Arc<PartitionState>)> = {
             let map = lock(&self.partitions);
             by_topic
                 .iter()
                 .flat_map(|(name, ws)| {
                     let topic = map.get(name);
-                    ws.iter()
-                        .filter_map(move |w| topic.and_then(|t| t.get(&w.partition)).cloned())
+                    ws.iter().filter_map(move |w| {
+                        let state = topic.and_then(|t| t.get(&w.partition))?;
+                        Some((w.offset, Arc::clone(state)))
+                    })
                 })
                 .collect()
         };
@@ -1953,7 +1955,14 @@ impl Inner {
         let mut at_least = self.clock.now();
         loop {
             // Listening before looking: an append between the two still wakes this watch.
-            let appended = AnyOf(states.iter().map(|s| s.appended.listen()).collect());
+            let appended = AnyOf(states.iter().map(|(_, s)| s.appended.listen()).collect());
+            // Where this gateway's own appends ended is known without asking Iggy.
+            if states
+                .iter()
+                .any(|(offset, s)| s.seen_end.load(Ordering::Relaxed) > *offset)
+            {
+                return;
+            }
             for (name, watched) in &by_topic {
                 let Ok(t) = self.look(name, at_least).await else {
                     return;
