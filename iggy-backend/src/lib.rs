@@ -371,14 +371,16 @@ impl Gate {
     }
 }
 
-/// Resolves with whichever of two futures finishes first.
+/// Resolves when either of two futures finishes: `true` when the first did.
 struct Race<A, B>(Pin<Box<A>>, Pin<Box<B>>);
 
 impl<A: Future<Output = ()>, B: Future<Output = ()>> Future for Race<A, B> {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0.as_mut().poll(cx).is_ready() || self.1.as_mut().poll(cx).is_ready() {
-            Poll::Ready(())
+    type Output = bool;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+        if self.0.as_mut().poll(cx).is_ready() {
+            Poll::Ready(true)
+        } else if self.1.as_mut().poll(cx).is_ready() {
+            Poll::Ready(false)
         } else {
             Poll::Pending
         }
@@ -1953,13 +1955,15 @@ impl Inner {
         };
         // The first look is fresh: the read before the watch may have missed an append.
         let mut at_least = self.clock.now();
+        let mut by_append = false;
         loop {
             // Listening before looking: an append between the two still wakes this watch.
             let appended = AnyOf(states.iter().map(|(_, s)| s.appended.listen()).collect());
-            // Where this gateway's own appends ended is known without asking Iggy.
-            if states
-                .iter()
-                .any(|(offset, s)| s.seen_end.load(Ordering::Relaxed) > *offset)
+            // Where this gateway's own append ended is known without asking Iggy.
+            if by_append
+                && states
+                    .iter()
+                    .any(|(offset, s)| s.seen_end.load(Ordering::Relaxed) > *offset)
             {
                 return;
             }
@@ -1976,10 +1980,9 @@ impl Inner {
             }
             // Every watch wakes on the same beat, so that one look serves them all.
             let next = self.next_beat(self.clock.now());
-            Race(Box::pin(appended), Box::pin(self.clock.sleep_until(next))).await;
-            let woke = self.clock.now();
-            // Woken by an append here: only a look taken after it.
-            at_least = woke.min(next);
+            by_append = Race(Box::pin(appended), Box::pin(self.clock.sleep_until(next))).await;
+            // Woken by an append here: only a look taken after it, if its end does not do.
+            at_least = if by_append { self.clock.now() } else { next };
         }
     }
 
