@@ -2003,7 +2003,19 @@ impl Inner {
     }
 
     /// Appends `records` to the offsets log and applies them, compacting when due.
+    /// Writes `records` to the committed-offsets log and applies them. A failure is the
+    /// log's, not the committed topic's: it is reported as Iggy being unavailable (the
+    /// records may have landed), never as an unknown topic.
     async fn write_offsets(&self, records: Vec<Record>) -> Result<(), BackendError> {
+        self.write_offsets_to_log(records)
+            .await
+            .map_err(|e| match e {
+                BackendError::Unavailable(_) => e,
+                other => BackendError::Unavailable(format!("the committed-offsets log: {other}")),
+            })
+    }
+
+    async fn write_offsets_to_log(&self, records: Vec<Record>) -> Result<(), BackendError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -2038,8 +2050,21 @@ impl Inner {
         // Others wrote to the log since this gateway last did (or an append whose reply was
         // lost landed): it is read again from there, these records included, so that the
         // state follows the log's order.
+        let mut rewrite = false;
         let caught_up = match landed {
             Some(at) if at == expected => None,
+            Some(at) if at < expected => {
+                // The log lost records (deleted and created again by other means): what it
+                // held is only in this gateway's memory now, so it is written again whole.
+                tracing::error!(
+                    generation,
+                    held = expected,
+                    found = at,
+                    "the committed-offsets log lost records; writing it again from memory"
+                );
+                rewrite = true;
+                None
+            }
             _ => {
                 if !in_doubt {
                     self.another_writer("records it did not write came before its own");
@@ -2068,11 +2093,21 @@ impl Inner {
                     }
                 }
             }
-            state.wants_compaction()
+            if let (true, Some(at)) = (rewrite, landed) {
+                state.wiped = true;
+                state.records = at + records.len() as u64;
+            }
+            (state.wiped, state.wiped || state.wants_compaction())
         };
-        if compact {
-            if let Err(e) = self.compact(generation).await {
-                tracing::warn!(error = %e, "compaction of the committed offsets failed; will retry");
+        match compact {
+            (_, false) => {}
+            // Until the log holds the whole state again, a restart would find only part of
+            // it: a commit is acknowledged once it does.
+            (true, true) => self.compact(generation).await?,
+            (false, true) => {
+                if let Err(e) = self.compact(generation).await {
+                    tracing::warn!(error = %e, "compaction of the committed offsets failed; will retry");
+                }
             }
         }
         Ok(())
@@ -2159,6 +2194,7 @@ impl Inner {
             let mut state = lock(&self.offsets);
             state.generation = next;
             state.records = landed.unwrap_or(0) + snapshot.len() as u64;
+            state.wiped = false;
         }
         self.drop_offsets_topic(generation).await;
         tracing::info!(
@@ -2531,5 +2567,15 @@ pub fn fuzz_encode(messages: &MessageList, partition: u32, first_id: u128) {
     }
 }
 
+#[cfg(any(test, feature = "fuzzing"))]
+mod testing;
 #[cfg(test)]
 mod tests;
+
+/// Runs a script of commands, Iggy failures and gateway restarts against a fake Iggy server,
+/// and panics when anything acknowledged reads back otherwise. For the fuzzer.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn fuzz_script(script: &[u8]) {
+    testing::script::run(script);
+}

@@ -173,6 +173,9 @@ pub(crate) struct OffsetsState {
     /// Records in the current generation's topic.
     pub(crate) records: u64,
     pub(crate) generation: u64,
+    /// The current generation lost records (deleted and created again by other means): only
+    /// memory holds the whole state until it is written into a new generation.
+    pub(crate) wiped: bool,
 }
 
 impl OffsetsState {

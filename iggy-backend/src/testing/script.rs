@@ -1,0 +1,381 @@
+//! The backend under a script of commands, failures of the Iggy server and gateway restarts,
+//! held to what Kafka clients were told: every acknowledged record reads back the same at
+//! its offset, and every committed offset reads back as one of the values it may hold (a
+//! commit that failed may still have landed). For the fuzzer; the script is raw bytes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Waker};
+
+use bytes::Bytes;
+use iggy_kafka_core::backend::{
+    Backend, BackendError, Command, CommittedOffset, Completion, Execution, GroupOffset,
+    TopicConfig, TopicRef,
+};
+use iggy_kafka_core::mapping::{from_iggy, to_iggy, KafkaRecord};
+
+use super::fake::FakeIggy;
+use super::Harness;
+use crate::{offsets, IggyBackend};
+
+/// Kafka's names for the script's topics: two real ones, the gateway's own log, a made-up one.
+const TOPICS: [&str; 4] = ["a", "b", "__kafka_gateway_offsets.0", "made-up"];
+const GROUPS: [&str; 2] = ["g", "h"];
+/// Iggy statuses a request can fail with: unauthorized, invalid messages, topic not found,
+/// and one the gateway does not know.
+const STATUSES: [u32; 4] = [41, 4022, 2010, 9999];
+
+type Pending = Pin<Box<dyn Future<Output = Completion> + Send>>;
+
+/// What a command in flight was, for the model to learn from its completion.
+#[derive(Debug)]
+enum Asked {
+    Append {
+        topic: usize,
+        partition: u32,
+        records: Vec<KafkaRecord>,
+    },
+    Commit {
+        group: usize,
+        topic: usize,
+        partition: u32,
+        offset: i64,
+    },
+    DeleteTopic(usize),
+    /// Printed when commands never finish.
+    Other(#[allow(dead_code)] String),
+}
+
+/// A committed offset's possible values: `None` for none.
+type Possible = BTreeSet<Option<i64>>;
+
+#[derive(Default)]
+struct Model {
+    /// Acknowledged records by (topic, partition, offset).
+    records: BTreeMap<(usize, u32, u64), KafkaRecord>,
+    /// By (group, topic, partition); absent means none was ever committed.
+    commits: BTreeMap<(usize, usize, u32), Possible>,
+}
+
+impl Model {
+    fn learn(&mut self, asked: Asked, done: &Completion) {
+        match (asked, done) {
+            (
+                Asked::Append {
+                    topic,
+                    partition,
+                    records,
+                },
+                Completion::Append(Ok(a)),
+            ) => {
+                for (offset, r) in (a.base_offset..).zip(records) {
+                    self.records.insert((topic, partition, offset), r);
+                }
+            }
+            (
+                Asked::Commit {
+                    group,
+                    topic,
+                    partition,
+                    offset,
+                },
+                Completion::CommitOffsets(results),
+            ) => {
+                let possible = self
+                    .commits
+                    .entry((group, topic, partition))
+                    .or_insert_with(|| BTreeSet::from([None]));
+                match results.first() {
+                    Some(Ok(())) => *possible = BTreeSet::from([Some(offset)]),
+                    // Refused before it was written: the topic or partition does not exist.
+                    Some(Err(
+                        BackendError::UnknownTopic(_) | BackendError::UnknownPartition { .. },
+                    )) => {}
+                    _ => {
+                        possible.insert(Some(offset));
+                    }
+                }
+            }
+            // The topic's records go, and so do its committed offsets, unless writing that to
+            // the log failed (logged: a topic of the same name would inherit them).
+            (Asked::DeleteTopic(topic), Completion::DeleteTopic(_)) => {
+                self.records.retain(|(t, ..), _| *t != topic);
+                for ((_, t, _), possible) in &mut self.commits {
+                    if *t == topic {
+                        possible.insert(None);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn record(n: usize) -> KafkaRecord {
+    KafkaRecord {
+        timestamp_ms: 1_700_000_000_000 + n as i64,
+        key: (n % 3 == 1).then(|| Bytes::from(format!("k{n}"))),
+        value: (!n.is_multiple_of(5)).then(|| Bytes::from(vec![b'v'; n % 200])),
+        ..KafkaRecord::default()
+    }
+}
+
+/// Runs `script`; panics when the backend breaks what it acknowledged.
+pub(crate) fn run(script: &[u8]) {
+    let mut h = Harness::new(FakeIggy::new());
+    let mut backend = h.backend();
+    let mut model = Model::default();
+    let mut pending: Vec<(Asked, Pending)> = Vec::new();
+    let mut bytes = script.iter().copied();
+    let mut serial = 0usize;
+    while let Some(op) = bytes.next() {
+        let mut arg = || usize::from(bytes.next().unwrap_or(0));
+        let (topic, partition) = (arg() % TOPICS.len(), u32::try_from(arg() % 4).unwrap_or(0));
+        let name = TOPICS[topic].to_owned();
+        let (asked, command) = match op % 14 {
+            0 => (
+                Asked::Other(String::new()),
+                Command::CreateTopic {
+                    name,
+                    partitions: partition.max(1),
+                    config: TopicConfig::default(),
+                    validate_only: false,
+                },
+            ),
+            1 => {
+                // Alone, so that no append in flight lands on either side of it unseen.
+                drain(&mut h, &mut pending, &mut model);
+                let done = h.exec(
+                    &backend,
+                    Command::DeleteTopic {
+                        topic: TopicRef::Name(name),
+                    },
+                );
+                model.learn(Asked::DeleteTopic(topic), &done);
+                continue;
+            }
+            2 => {
+                let records: Vec<KafkaRecord> = (0..=arg() % 8)
+                    .map(|_| {
+                        serial += 1;
+                        record(serial)
+                    })
+                    .collect();
+                let command = Command::Append {
+                    topic: name,
+                    partition,
+                    messages: records.iter().map(to_iggy).collect(),
+                    largest_batch: 100,
+                    producer: None,
+                };
+                (
+                    Asked::Append {
+                        topic,
+                        partition,
+                        records,
+                    },
+                    command,
+                )
+            }
+            3 => (
+                Asked::Other(String::new()),
+                Command::Read {
+                    topic: TopicRef::Name(name),
+                    partition,
+                    offset: arg() as u64 % 40,
+                    max_bytes: 1 + arg() * 64,
+                    max_messages: 1 + arg() % 16,
+                },
+            ),
+            4 => {
+                let (group, offset) = (arg() % GROUPS.len(), i64::try_from(arg()).unwrap_or(0));
+                let command = Command::CommitOffsets {
+                    group: GROUPS[group].into(),
+                    offsets: vec![GroupOffset {
+                        topic: name,
+                        partition,
+                        committed: CommittedOffset {
+                            offset,
+                            leader_epoch: -1,
+                            metadata: None,
+                        },
+                    }],
+                };
+                (
+                    Asked::Commit {
+                        group,
+                        topic,
+                        partition,
+                        offset,
+                    },
+                    command,
+                )
+            }
+            5 => (
+                Asked::Other(String::new()),
+                Command::Offsets {
+                    topic: TopicRef::Name(name),
+                    partition,
+                },
+            ),
+            6 => (
+                Asked::Other(String::new()),
+                Command::MaxTimestamp {
+                    topic: name,
+                    partition,
+                },
+            ),
+            7 => (
+                Asked::Other(String::new()),
+                Command::ListTopics { only: None },
+            ),
+            8 => {
+                h.fake.fail_next = Some(STATUSES[arg() % STATUSES.len()]);
+                continue;
+            }
+            9 => {
+                h.drop_connections();
+                h.reconnect();
+                continue;
+            }
+            10 => {
+                h.apply_then_drop_connections();
+                h.reconnect();
+                continue;
+            }
+            11 => {
+                // Deleted and created again by an Iggy client, not through the gateway.
+                drain(&mut h, &mut pending, &mut model);
+                if h.fake.topics.remove(&name).is_some() {
+                    h.fake.create_topic(&name, partition.max(1), Vec::new());
+                    model.records.retain(|(t, ..), _| *t != topic);
+                    if offsets::is_own(&name) {
+                        // The log wiped: the gateway writes it again from memory at its next
+                        // commit, and not before.
+                        for possible in model.commits.values_mut() {
+                            possible.insert(None);
+                        }
+                    }
+                }
+                continue;
+            }
+            12 => {
+                for _ in 0..arg() {
+                    poll_all(&mut h, &mut pending, &mut model);
+                }
+                continue;
+            }
+            _ => {
+                (h, backend) = restart(h, backend, &mut pending, &mut model);
+                continue;
+            }
+        };
+        let what = format!("{command:?}");
+        let asked = match asked {
+            Asked::Other(_) => Asked::Other(what.chars().take(160).collect()),
+            a => a,
+        };
+        match backend.execute(command) {
+            Execution::Done(done) => model.learn(asked, &done),
+            Execution::Pending(f) => pending.push((asked, f)),
+        }
+        poll_all(&mut h, &mut pending, &mut model);
+    }
+    restart(h, backend, &mut pending, &mut model);
+}
+
+/// Polls every command in flight once and moves the lanes' frames once.
+fn poll_all(h: &mut Harness, pending: &mut Vec<(Asked, Pending)>, model: &mut Model) {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut i = 0;
+    while i < pending.len() {
+        if let std::task::Poll::Ready(done) = pending[i].1.as_mut().poll(&mut cx) {
+            let (asked, _) = pending.swap_remove(i);
+            model.learn(asked, &done);
+        } else {
+            i += 1;
+        }
+    }
+    h.serve();
+}
+
+/// Lets every command in flight finish, with the server answering.
+fn drain(h: &mut Harness, pending: &mut Vec<(Asked, Pending)>, model: &mut Model) {
+    h.fake.fail_next = None;
+    h.reconnect();
+    for _ in 0..100_000 {
+        if pending.is_empty() {
+            return;
+        }
+        poll_all(h, pending, model);
+    }
+    let stuck: Vec<&Asked> = pending.iter().map(|(a, _)| a).collect();
+    panic!("commands in flight never finished: {stuck:?}");
+}
+
+/// Lets every command in flight finish, restarts the gateway over the same server, and
+/// checks what it reads back against the model.
+fn restart(
+    mut h: Harness,
+    backend: IggyBackend,
+    pending: &mut Vec<(Asked, Pending)>,
+    model: &mut Model,
+) -> (Harness, IggyBackend) {
+    drain(&mut h, pending, model);
+    drop(backend);
+    let (mut h, backend) = h.restart();
+    for ((topic, partition, offset), want) in &model.records {
+        let got = h.exec(
+            &backend,
+            Command::Read {
+                topic: TopicRef::Name(TOPICS[*topic].into()),
+                partition: *partition,
+                offset: *offset,
+                max_bytes: 1 << 20,
+                max_messages: 1,
+            },
+        );
+        let Completion::Read(Ok(read)) = got else {
+            panic!("acknowledged {topic}/{partition}@{offset} unreadable: {got:?}");
+        };
+        let first = read.messages.iter().next().map(|(o, m)| (o, from_iggy(m)));
+        assert_eq!(
+            first.as_ref().map(|(o, r)| (*o, r)),
+            Some((*offset, want)),
+            "acknowledged {topic}/{partition}@{offset} changed"
+        );
+    }
+    for (g, group) in GROUPS.iter().enumerate() {
+        let Completion::FetchOffsets(Ok(held)) = h.exec(
+            &backend,
+            Command::FetchOffsets {
+                group: (*group).into(),
+                only: None,
+            },
+        ) else {
+            panic!("committed offsets unreadable");
+        };
+        for ((mg, t, p), possible) in &model.commits {
+            if *mg != g {
+                continue;
+            }
+            let got = held
+                .iter()
+                .find(|o| o.topic == TOPICS[*t] && o.partition == *p)
+                .map(|o| o.committed.offset);
+            assert!(
+                possible.contains(&got),
+                "{group} {}/{p}: {got:?}, expected one of {possible:?}",
+                TOPICS[*t]
+            );
+        }
+        for o in &held {
+            assert!(
+                !offsets::is_own(&o.topic),
+                "a commit into the gateway's own log"
+            );
+        }
+    }
+    (h, backend)
+}
