@@ -867,18 +867,44 @@ impl Inner {
         largest_batch: usize,
         pb: ProducerBatch,
     ) -> Result<Appended, BackendError> {
-        let state = self.partition(topic, partition);
-        let _serial = state.gate.enter().await;
-        if !state.recovered.load(Ordering::Relaxed) {
-            self.recover_producers(topic, partition, &state).await?;
-        }
-        self.resolve_doubt(topic, partition, &state).await?;
-        if let Some(original) = lock(&state.producers).check(&pb)? {
-            return Ok(Appended {
-                base_offset: original.base,
-                log_append_time_ms: original.log_append_time_ms,
-                log_start: state.log_start.load(Ordering::Relaxed),
-            });
+        let mut state = self.partition(topic, partition);
+        let mut serial = state.gate.enter().await;
+        loop {
+            if !state.recovered.load(Ordering::Relaxed) {
+                self.recover_producers(topic, partition, &state).await?;
+            }
+            self.resolve_doubt(topic, partition, &state).await?;
+            let Some(original) = lock(&state.producers).check(&pb)? else {
+                break;
+            };
+            // A retry, answered with where the batch landed, while the partition still holds
+            // it: asking Iggy notices a topic created again behind the gateway's back, and a
+            // partition that lost offsets (purged) no longer reaches that far.
+            let offsets = self.offsets(topic, partition).await?;
+            let current = lock(&self.partitions)
+                .get(topic)
+                .and_then(|t| t.get(&partition))
+                .is_some_and(|s| Arc::ptr_eq(s, &state));
+            if current && original.base < offsets.high_watermark {
+                return Ok(Appended {
+                    base_offset: original.base,
+                    log_append_time_ms: original.log_append_time_ms,
+                    log_start: state.log_start.load(Ordering::Relaxed),
+                });
+            }
+            tracing::info!(
+                %topic, partition,
+                "an idempotent producer's batch is no longer where it landed: the partition's \
+                 producers are read back again"
+            );
+            if current {
+                if let Some(t) = lock(&self.partitions).get_mut(topic) {
+                    t.remove(&partition);
+                }
+            }
+            drop(serial);
+            state = self.partition(topic, partition);
+            serial = state.gate.enter().await;
         }
         // Where a batch in doubt is looked for from: asked of Iggy once per partition, later
         // kept up by every reply.

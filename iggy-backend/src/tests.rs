@@ -657,6 +657,29 @@ fn idempotent_retries_are_appended_once() {
     assert_eq!(h.fake.topics["t"].partitions[0].next, 4);
 }
 
+#[test]
+fn a_retry_is_not_answered_from_a_topic_created_again_behind_the_gateway() {
+    let mut h = Harness::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let pb = ProducerBatch {
+        producer_id: 5,
+        epoch: 0,
+        first_sequence: 0,
+        count: 2,
+    };
+    let two = [record(2), record(3)];
+    assert_eq!(append(&mut h, &backend, "t", 0, &two, Some(pb)), Ok(0));
+    // Deleted and created again by an Iggy client; the gateway has not looked since.
+    h.fake.topics.remove("t");
+    h.fake.create_topic("t", 1, Vec::new());
+    // The same batch again: the new topic does not hold it, so it is appended, not answered
+    // from the old topic's producer state.
+    assert_eq!(append(&mut h, &backend, "t", 0, &two, Some(pb)), Ok(0));
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 2);
+    assert_eq!(read(&mut h, &backend, "t", 0, 0).map(|r| r.len()), Ok(2));
+}
+
 /// Sends an append and loses its reply: applied by the server or not, as `applied` says.
 fn append_losing_the_reply(
     h: &mut Harness,

@@ -1,7 +1,9 @@
 //! The backend under a script of commands, failures of the Iggy server and gateway restarts,
 //! held to what Kafka clients were told: every acknowledged record reads back the same at
-//! its offset, and every committed offset reads back as one of the values it may hold (a
-//! commit that failed may still have landed). For the fuzzer; the script is raw bytes.
+//! its offset, no record is stored twice (an idempotent producer retries each batch that
+//! failed until it is acknowledged; Iggy does not deduplicate, the gateway must), and every
+//! committed offset reads back as one of the values it may hold (a commit that failed may
+//! still have landed). For the fuzzer; the script is raw bytes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -11,7 +13,7 @@ use std::task::{Context, Waker};
 use bytes::Bytes;
 use iggy_kafka_core::backend::{
     Backend, BackendError, Command, CommittedOffset, Completion, Execution, GroupOffset,
-    TopicConfig, TopicRef,
+    ProducerBatch, TopicConfig, TopicRef,
 };
 use iggy_kafka_core::mapping::{from_iggy, to_iggy, KafkaRecord};
 
@@ -35,6 +37,8 @@ enum Asked {
         topic: usize,
         partition: u32,
         records: Vec<KafkaRecord>,
+        /// An idempotent producer's batch: its first sequence number.
+        sequence: Option<i32>,
     },
     Commit {
         group: usize,
@@ -56,6 +60,18 @@ struct Model {
     records: BTreeMap<(usize, u32, u64), KafkaRecord>,
     /// By (group, topic, partition); absent means none was ever committed.
     commits: BTreeMap<(usize, usize, u32), Possible>,
+    /// The idempotent producer's state per (topic, partition).
+    producer: BTreeMap<(usize, u32), Sequence>,
+}
+
+/// Where the idempotent producer is on a partition.
+#[derive(Default)]
+struct Sequence {
+    /// The sequence number of its next new batch.
+    next: i32,
+    /// A batch that failed: sent again, as it was, before any new one.
+    retry: Option<(i32, Vec<KafkaRecord>)>,
+    in_flight: bool,
 }
 
 impl Model {
@@ -66,11 +82,25 @@ impl Model {
                     topic,
                     partition,
                     records,
+                    sequence,
                 },
-                Completion::Append(Ok(a)),
+                Completion::Append(result),
             ) => {
-                for (offset, r) in (a.base_offset..).zip(records) {
-                    self.records.insert((topic, partition, offset), r);
+                if let Some(first) = sequence {
+                    let p = self.producer.entry((topic, partition)).or_default();
+                    p.in_flight = false;
+                    match result {
+                        Ok(_) => {
+                            p.next = first + i32::try_from(records.len()).unwrap_or(0);
+                            p.retry = None;
+                        }
+                        Err(_) => p.retry = Some((first, records.clone())),
+                    }
+                }
+                if let Ok(a) = result {
+                    for (offset, r) in (a.base_offset..).zip(records) {
+                        self.records.insert((topic, partition, offset), r);
+                    }
                 }
             }
             (
@@ -100,7 +130,7 @@ impl Model {
             // The topic's records go, and so do its committed offsets, unless writing that to
             // the log failed (logged: a topic of the same name would inherit them).
             (Asked::DeleteTopic(topic), Completion::DeleteTopic(_)) => {
-                self.records.retain(|(t, ..), _| *t != topic);
+                self.forget(topic);
                 for ((_, t, _), possible) in &mut self.commits {
                     if *t == topic {
                         possible.insert(None);
@@ -109,6 +139,14 @@ impl Model {
             }
             _ => {}
         }
+    }
+}
+
+impl Model {
+    /// The topic is gone: its records, and the producer's place in it.
+    fn forget(&mut self, topic: usize) {
+        self.records.retain(|(t, ..), _| *t != topic);
+        self.producer.retain(|(t, _), _| *t != topic);
     }
 }
 
@@ -125,6 +163,11 @@ fn record(n: usize) -> KafkaRecord {
 pub(crate) fn run(script: &[u8]) {
     let mut h = Harness::new(FakeIggy::new());
     let mut backend = h.backend();
+    let Completion::AllocateProducerId(Ok(producer_id)) =
+        h.exec(&backend, Command::AllocateProducerId)
+    else {
+        panic!("no producer id");
+    };
     let mut model = Model::default();
     let mut pending: Vec<(Asked, Pending)> = Vec::new();
     let mut bytes = script.iter().copied();
@@ -133,7 +176,7 @@ pub(crate) fn run(script: &[u8]) {
         let mut arg = || usize::from(bytes.next().unwrap_or(0));
         let (topic, partition) = (arg() % TOPICS.len(), u32::try_from(arg() % 4).unwrap_or(0));
         let name = TOPICS[topic].to_owned();
-        let (asked, command) = match op % 14 {
+        let (asked, command) = match op % 15 {
             0 => (
                 Asked::Other(String::new()),
                 Command::CreateTopic {
@@ -174,6 +217,45 @@ pub(crate) fn run(script: &[u8]) {
                         topic,
                         partition,
                         records,
+                        sequence: None,
+                    },
+                    command,
+                )
+            }
+            13 => {
+                // The idempotent producer: its failed batch again, or a new one; one at a time.
+                let p = model.producer.entry((topic, partition)).or_default();
+                if p.in_flight {
+                    continue;
+                }
+                let (first, records) = p.retry.clone().unwrap_or_else(|| {
+                    let records = (0..=arg() % 8)
+                        .map(|_| {
+                            serial += 1;
+                            record(serial)
+                        })
+                        .collect();
+                    (p.next, records)
+                });
+                p.in_flight = true;
+                let command = Command::Append {
+                    topic: name,
+                    partition,
+                    messages: records.iter().map(to_iggy).collect(),
+                    largest_batch: 100,
+                    producer: Some(ProducerBatch {
+                        producer_id,
+                        epoch: 0,
+                        first_sequence: first,
+                        count: i32::try_from(records.len()).unwrap_or(0),
+                    }),
+                };
+                (
+                    Asked::Append {
+                        topic,
+                        partition,
+                        records,
+                        sequence: Some(first),
                     },
                     command,
                 )
@@ -249,7 +331,7 @@ pub(crate) fn run(script: &[u8]) {
                 drain(&mut h, &mut pending, &mut model);
                 if h.fake.topics.remove(&name).is_some() {
                     h.fake.create_topic(&name, partition.max(1), Vec::new());
-                    model.records.retain(|(t, ..), _| *t != topic);
+                    model.forget(topic);
                     if offsets::is_own(&name) {
                         // The log wiped: the gateway writes it again from memory at its next
                         // commit, and not before.
@@ -345,6 +427,40 @@ fn restart(
             Some((*offset, want)),
             "acknowledged {topic}/{partition}@{offset} changed"
         );
+    }
+    // Nothing stored twice: every record the script sent has a timestamp of its own.
+    for name in &TOPICS[..2] {
+        let partitions = h.fake.topics.get(*name).map_or(0, |t| t.partitions.len());
+        for partition in 0..u32::try_from(partitions).unwrap_or(0) {
+            let mut seen = BTreeSet::new();
+            let mut next = 0;
+            loop {
+                let got = h.exec(
+                    &backend,
+                    Command::Read {
+                        topic: TopicRef::Name((*name).into()),
+                        partition,
+                        offset: next,
+                        max_bytes: 1 << 20,
+                        max_messages: 1000,
+                    },
+                );
+                let Completion::Read(Ok(read)) = got else {
+                    panic!("{name}/{partition}@{next} unreadable: {got:?}");
+                };
+                let Some((last, _)) = read.messages.last() else {
+                    break;
+                };
+                for (offset, m) in read.messages.iter() {
+                    let at = from_iggy(m).timestamp_ms;
+                    assert!(
+                        seen.insert(at),
+                        "{name}/{partition}@{offset}: stored twice ({at})"
+                    );
+                }
+                next = last + 1;
+            }
+        }
     }
     for (g, group) in GROUPS.iter().enumerate() {
         let Completion::FetchOffsets(Ok(held)) = h.exec(
