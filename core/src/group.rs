@@ -967,6 +967,9 @@ impl Coordinator {
                 m.assignment = Bytes::new();
                 if let Some(to) = m.awaiting_sync.take() {
                     waiting.push(to);
+                    // Answered, its session runs again from now, as Kafka's does: it was not
+                    // counted while the member waited.
+                    m.session_deadline = now + m.session_timeout;
                 }
             }
         }

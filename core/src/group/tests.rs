@@ -509,3 +509,35 @@ fn shutdown_answers_every_waiting_call() {
         ErrorCode::REBALANCE_IN_PROGRESS
     );
 }
+
+#[test]
+fn a_follower_told_to_rejoin_while_it_waited_to_sync_gets_a_new_session() {
+    let mut h = Harness::new();
+    let (a, ja) = h.join_new();
+    let (b, jb) = h.join_new();
+    // The initial rebalance delay passes: both are answered, `a` leads.
+    h.advance(Duration::from_secs(3));
+    let replies = h.replies();
+    let answer = |to| {
+        joined(
+            replies
+                .iter()
+                .find(|(t, _)| *t == to)
+                .map(|(_, r)| r.clone()),
+        )
+    };
+    let (ja, jb) = (answer(ja), answer(jb));
+    assert_eq!(ja.leader, a);
+    // `b` asks for its assignment; the leader goes quiet and never sends one.
+    let sb = h.sync(&b, jb.generation, Vec::new());
+    // The leader's session lapses while `b` still waits (its sync deadline is the rebalance
+    // timeout): the group rebalances and `b` is told so. Its session did not run while it
+    // waited, and runs again from this answer: nothing is left due (`advance` checks it).
+    h.advance(Duration::from_secs(11));
+    assert_eq!(
+        synced(h.reply_to(sb)).error,
+        ErrorCode::REBALANCE_IN_PROGRESS
+    );
+    h.advance(Duration::from_secs(9));
+    assert!(h.state().members.contains(&b));
+}
