@@ -712,14 +712,7 @@ impl Inner {
             result,
             Err(BackendError::UnknownTopic(_) | BackendError::UnknownPartition { .. })
         ) {
-            let mut map = lock(&self.partitions);
-            if let Some(t) = map.get_mut(topic) {
-                t.remove(&partition);
-                if t.is_empty() {
-                    map.remove(topic);
-                }
-            }
-            drop(map);
+            self.forget_partition(topic, partition);
             if matches!(result, Err(BackendError::UnknownTopic(_))) {
                 lock(&self.looks).remove(topic);
             }
@@ -898,9 +891,7 @@ impl Inner {
                  producers are read back again"
             );
             if current {
-                if let Some(t) = lock(&self.partitions).get_mut(topic) {
-                    t.remove(&partition);
-                }
+                self.forget_partition(topic, partition);
             }
             drop(serial);
             state = self.partition(topic, partition);
@@ -1354,9 +1345,40 @@ impl Inner {
         }
     }
 
-    async fn topic_header(&self, topic: &str) -> Result<GetTopicResponse, BackendError> {
-        let (header, _) = self.ask_topic(topic).await?;
-        Ok(GetTopicResponse::clone(&header))
+    /// Asks Iggy about `topic`, and keeps the answer for [`Inner::look`].
+    async fn topic_header(&self, topic: &str) -> Result<Arc<GetTopicResponse>, BackendError> {
+        let asked = self.clock.now();
+        let request = GetTopicRequest {
+            stream_id: self.stream.clone(),
+            topic_id: named(topic)?,
+        };
+        let reply = self
+            .call(admin_lane(topic), GET_TOPIC_CODE, request.to_bytes())
+            .await
+            .map_err(|f| backend_error(f, topic, None))
+            // An absent topic may come back as an empty reply rather than an error.
+            .and_then(|r| {
+                if r.is_empty() {
+                    Err(BackendError::UnknownTopic(TopicRef::Name(topic.into())))
+                } else {
+                    Ok(r)
+                }
+            })
+            .inspect_err(|e| {
+                if matches!(e, BackendError::UnknownTopic(_)) {
+                    lock(&self.looks).remove(topic);
+                }
+            })?;
+        let (header, _) = GetTopicResponse::decode(&reply)
+            .map_err(|e| BackendError::Other(format!("iggy topic reply: {e}")))?;
+        self.saw(&header.topic);
+        let header = Arc::new(header);
+        let mut looks = lock(&self.looks);
+        let look = looks.entry(topic.to_owned()).or_default();
+        if look.latest.as_ref().is_none_or(|(at, _)| *at < asked) {
+            look.latest = Some((asked, Arc::clone(&header)));
+        }
+        Ok(header)
     }
 
     /// A look at `topic` asked no earlier than `at_least`: the latest one if it is that
@@ -1391,48 +1413,10 @@ impl Inner {
                         topic,
                         done,
                     };
-                    return self.ask_topic(topic).await.map(|(header, _)| header);
+                    return self.topic_header(topic).await;
                 }
             }
         }
-    }
-
-    /// Asks Iggy about `topic`, and keeps the answer for [`Inner::look`].
-    async fn ask_topic(
-        &self,
-        topic: &str,
-    ) -> Result<(Arc<GetTopicResponse>, Instant), BackendError> {
-        let asked = self.clock.now();
-        let request = GetTopicRequest {
-            stream_id: self.stream.clone(),
-            topic_id: named(topic)?,
-        };
-        let reply = match self
-            .call(admin_lane(topic), GET_TOPIC_CODE, request.to_bytes())
-            .await
-        {
-            // An absent topic may come back as an empty reply rather than an error.
-            Ok(r) if r.is_empty() => Err(BackendError::UnknownTopic(TopicRef::Name(topic.into()))),
-            Ok(r) => Ok(r),
-            Err(f) => Err(backend_error(f, topic, None)),
-        };
-        let reply = match reply {
-            Err(BackendError::UnknownTopic(t)) => {
-                lock(&self.looks).remove(topic);
-                return Err(BackendError::UnknownTopic(t));
-            }
-            other => other?,
-        };
-        let (header, _) = GetTopicResponse::decode(&reply)
-            .map_err(|e| BackendError::Other(format!("iggy topic reply: {e}")))?;
-        self.saw(&header.topic);
-        let header = Arc::new(header);
-        let mut looks = lock(&self.looks);
-        let look = looks.entry(topic.to_owned()).or_default();
-        if look.latest.as_ref().is_none_or(|(at, _)| *at < asked) {
-            look.latest = Some((asked, Arc::clone(&header)));
-        }
-        Ok((header, asked))
     }
 
     /// Notes a topic as Iggy describes it now.
@@ -1466,9 +1450,26 @@ impl Inner {
     /// (idempotent producers, a batch in doubt, where appends land, polls sent ahead, which
     /// connection is fastest) would mislead it, so it goes.
     fn created_again(&self, name: &str) {
-        lock(&self.looks).remove(name);
-        if lock(&self.partitions).remove(name).is_some() {
+        if self.forget_topic(name) {
             tracing::info!(topic = %name, "topic created again outside the gateway: its partitions start afresh");
+        }
+    }
+
+    /// Drops what the gateway knew of `name`'s partitions and its latest look; whether it
+    /// knew any partition.
+    fn forget_topic(&self, name: &str) -> bool {
+        lock(&self.looks).remove(name);
+        lock(&self.partitions).remove(name).is_some()
+    }
+
+    /// Drops what the gateway knew of one partition.
+    fn forget_partition(&self, topic: &str, partition: u32) {
+        let mut map = lock(&self.partitions);
+        if let Some(t) = map.get_mut(topic) {
+            t.remove(&partition);
+            if t.is_empty() {
+                map.remove(topic);
+            }
         }
     }
 
@@ -1825,7 +1826,7 @@ impl Inner {
         );
         lock(&self.ids).insert(info.id, info.name.clone());
         // Whatever was known of a topic of this name is of one deleted outside the gateway.
-        lock(&self.partitions).remove(&info.name);
+        self.forget_topic(&info.name);
         Ok(info)
     }
 
@@ -1839,8 +1840,7 @@ impl Inner {
         self.call(admin_lane(&name), DELETE_TOPIC_CODE, request.to_bytes())
             .await
             .map_err(|f| backend_error(f, &name, None))?;
-        lock(&self.partitions).remove(&name);
-        lock(&self.looks).remove(&name);
+        self.forget_topic(&name);
         lock(&self.known).remove(&name);
         if let Some(listing) = lock(&self.listing).as_mut() {
             listing.retain(|t| t.name != name);
@@ -1871,7 +1871,8 @@ impl Inner {
         total: u32,
         validate_only: bool,
     ) -> Result<(), BackendError> {
-        let header = self.topic_header(topic).await?.topic;
+        let described = self.topic_header(topic).await?;
+        let header = &described.topic;
         let current = header.partitions_count;
         check_partition_growth(current, total)?;
         if validate_only {
@@ -1892,17 +1893,17 @@ impl Inner {
         lock(&self.known).insert(
             topic.to_owned(),
             Known {
-                id: wire::topic_id(&header),
+                id: wire::topic_id(header),
                 partitions: total,
             },
         );
         // Kafka's retention.bytes is per partition and Iggy's limit per topic: the topic's
         // limit grows with it, so each partition keeps what it kept before.
-        let config = wire::topic_info(&header).config;
+        let config = wire::topic_info(header).config;
         if config.retention_bytes.is_some() {
-            let grown = match wire::topic_options(&config, total, wire::Existing::Altering(&header))
+            let grown = match wire::topic_options(&config, total, wire::Existing::Altering(header))
             {
-                Ok(options) => self.update_topic(topic, &header, options).await,
+                Ok(options) => self.update_topic(topic, header, options).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = grown {
@@ -1937,16 +1938,17 @@ impl Inner {
         config: &TopicConfig,
         validate_only: bool,
     ) -> Result<(), BackendError> {
-        let header = self.topic_header(topic).await?.topic;
+        let described = self.topic_header(topic).await?;
+        let header = &described.topic;
         let options = wire::topic_options(
             config,
             header.partitions_count,
-            wire::Existing::Altering(&header),
+            wire::Existing::Altering(header),
         )?;
         if validate_only {
             return Ok(());
         }
-        self.update_topic(topic, &header, options).await
+        self.update_topic(topic, header, options).await
     }
 
     // ---- long polls ----
@@ -2028,8 +2030,8 @@ impl Inner {
             .map_or_else(Vec::new, |offsets| select_offsets(offsets, only))
     }
 
-    /// Appends `records` to the offsets log and applies them, compacting when due.
-    /// Writes `records` to the committed-offsets log and applies them. A failure is the
+    /// Writes `records` to the committed-offsets log and applies them, compacting when due.
+    /// A failure is the
     /// log's, not the committed topic's: it is reported as Iggy being unavailable (the
     /// records may have landed), never as an unknown topic.
     async fn write_offsets(&self, records: Vec<Record>) -> Result<(), BackendError> {

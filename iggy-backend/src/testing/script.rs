@@ -47,8 +47,8 @@ enum Asked {
         offset: i64,
     },
     DeleteTopic(usize),
-    /// Printed when commands never finish.
-    Other(#[allow(dead_code)] String),
+    /// What it was, printed when commands never finish.
+    Other(#[allow(dead_code)] &'static str),
 }
 
 /// A committed offset's possible values: `None` for none.
@@ -178,7 +178,7 @@ pub(crate) fn run(script: &[u8]) {
         let name = TOPICS[topic].to_owned();
         let (asked, command) = match op % 15 {
             0 => (
-                Asked::Other(String::new()),
+                Asked::Other("create topic"),
                 Command::CreateTopic {
                     name,
                     partitions: partition.max(1),
@@ -261,7 +261,7 @@ pub(crate) fn run(script: &[u8]) {
                 )
             }
             3 => (
-                Asked::Other(String::new()),
+                Asked::Other("read"),
                 Command::Read {
                     topic: TopicRef::Name(name),
                     partition,
@@ -295,21 +295,21 @@ pub(crate) fn run(script: &[u8]) {
                 )
             }
             5 => (
-                Asked::Other(String::new()),
+                Asked::Other("offsets"),
                 Command::Offsets {
                     topic: TopicRef::Name(name),
                     partition,
                 },
             ),
             6 => (
-                Asked::Other(String::new()),
+                Asked::Other("max timestamp"),
                 Command::MaxTimestamp {
                     topic: name,
                     partition,
                 },
             ),
             7 => (
-                Asked::Other(String::new()),
+                Asked::Other("list topics"),
                 Command::ListTopics { only: None },
             ),
             8 => {
@@ -352,11 +352,6 @@ pub(crate) fn run(script: &[u8]) {
                 (h, backend) = restart(h, backend, &mut pending, &mut model);
                 continue;
             }
-        };
-        let what = format!("{command:?}");
-        let asked = match asked {
-            Asked::Other(_) => Asked::Other(what.chars().take(160).collect()),
-            a => a,
         };
         match backend.execute(command) {
             Execution::Done(done) => model.learn(asked, &done),
