@@ -1,7 +1,7 @@
 //! `--iggy` URLs: `iggy://USER:PASSWORD@HOST:PORT`, or `iggy://TOKEN@HOST:PORT` for a
 //! personal access token (Iggy's own connection strings; `iggy+tcp://` is accepted too).
 
-use iggy_kafka_core::iggy::Credentials;
+use iggy_kafka_iggy_client::Credentials;
 
 /// Where the Iggy server is and who logs in.
 pub(crate) struct IggyUrl {

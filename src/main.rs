@@ -17,10 +17,10 @@ use clap::Parser;
 use iggy_kafka_core::backend::Backend;
 use iggy_kafka_core::driver::Shared;
 use iggy_kafka_core::group::{Coordinator, GroupConfig};
-use iggy_kafka_core::iggy::{Lanes, SessionConfig};
 use iggy_kafka_core::Config;
 use iggy_kafka_embedded::{EmbeddedStore, StoreConfig};
 use iggy_kafka_iggy::{IggyBackend, IggyConfig};
+use iggy_kafka_iggy_client::{Lanes, SessionConfig};
 
 mod iggy_url;
 
@@ -268,7 +268,7 @@ async fn start(
     plan: Plan,
     coordinator: Coordinator,
     spawn_lanes: impl FnOnce(&Arc<Lanes>, &str, &SessionConfig),
-    clock: Arc<dyn iggy_kafka_core::iggy::Clock>,
+    clock: Arc<dyn iggy_kafka_iggy_client::Clock>,
 ) -> std::io::Result<Arc<Shared>> {
     let backend: Arc<dyn Backend> = match plan {
         Plan::Embedded(store) => Arc::new(store),
@@ -289,14 +289,14 @@ async fn start(
 /// started before its server waits for it; a refusal (bad credentials, say) ends start-up.
 async fn connect_iggy(
     lanes: Arc<Lanes>,
-    clock: Arc<dyn iggy_kafka_core::iggy::Clock>,
+    clock: Arc<dyn iggy_kafka_iggy_client::Clock>,
     config: IggyConfig,
 ) -> std::io::Result<IggyBackend> {
     let mut pause = Duration::from_millis(200);
     loop {
         match IggyBackend::connect(Arc::clone(&lanes), Arc::clone(&clock), config.clone()).await {
             Ok(b) => return Ok(b),
-            Err(e) if e.contains("login refused") => {
+            Err(e) if e.is_refused() => {
                 return Err(std::io::Error::other(format!("Iggy: {e}")));
             }
             Err(e) => {
@@ -423,7 +423,7 @@ fn main() -> ExitCode {
                 plan,
                 coordinator,
                 iggy_kafka_tokio::spawn_iggy_lanes,
-                Arc::new(iggy_kafka_tokio::TokioClock),
+                Arc::new(iggy_kafka_tokio::TokioRuntime),
             )
         },
         on_bound,
@@ -438,7 +438,7 @@ fn main() -> ExitCode {
                 move |lanes: &Arc<Lanes>, address: &str, session: &SessionConfig| {
                     iggy_kafka_smol::spawn_iggy_lanes(&ex, lanes, address, session);
                 },
-                Arc::new(iggy_kafka_smol::SmolClock),
+                Arc::new(iggy_kafka_smol::SmolRuntime),
             )
         },
         on_bound,

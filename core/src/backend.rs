@@ -1,26 +1,21 @@
 //! What the gateway asks of the store behind it: a small, backend-neutral vocabulary.
 //!
-//! A [`crate::Connection`] turns Kafka requests into [`Command`]s; the runtime adapter hands
-//! each to a [`Backend`] and feeds the [`Completion`] back. Two backends implement it: the
+//! A [`crate::Connection`] turns Kafka requests into [`Command`]s (and the group calls that
+//! go to the coordinator instead, see [`crate::work`]); the runtime adapter hands each to a
+//! [`Backend`] and feeds the [`Completion`] back. Two backends implement it: the
 //! embedded in-memory store and Iggy. The vocabulary is shaped after Iggy: a Kafka topic is
 //! a topic of one configured stream, Kafka partition `p` is partition `p`, Kafka offsets are
 //! the partition's 0-based, dense message offsets, and records travel as
-//! [`IggyMessage`]s mapped per `docs/MAPPING.md`.
+//! [`crate::message::IggyMessage`]s mapped per `docs/MAPPING.md`.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error_code::ErrorCode;
-use crate::group::{GroupCall, GroupReply};
-use crate::mapping::{IggyMessage, MessageList};
+use crate::message::{MessageList, Messages};
 use crate::protocol::Uuid;
-
-/// Identifies a command of one connection, to match its completion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CommandId(pub u64);
 
 /// A topic, by name or (Kafka's topic id) by id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -82,201 +77,6 @@ pub struct TopicInfo {
     pub partitions: u32,
     /// The configuration overrides.
     pub config: TopicConfig,
-}
-
-/// Messages stored together: what one append brought, or what one poll of Iggy returned.
-/// Reads share blocks rather than copy or count each message.
-pub type Block = Arc<Vec<IggyMessage>>;
-
-/// Messages of one partition with their offsets, in offset order: runs of consecutive
-/// offsets, each a slice of a shared [`Block`]. A read of many messages costs a few
-/// reference counts, not one per message.
-#[derive(Debug, Clone, Default)]
-pub struct Messages {
-    runs: Vec<Run>,
-    len: usize,
-}
-
-/// Equal when they hold the same messages at the same offsets, however they are split into
-/// blocks.
-impl PartialEq for Messages {
-    fn eq(&self, other: &Self) -> bool {
-        self.len == other.len && self.iter().eq(other.iter())
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Run {
-    first_offset: u64,
-    block: Block,
-    start: usize,
-    end: usize,
-}
-
-impl Messages {
-    /// No messages.
-    #[must_use]
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adds `block[range]`, whose messages have consecutive offsets from `first_offset`.
-    /// An empty range, or one reaching past the block, adds what the block holds of it.
-    pub fn push(&mut self, first_offset: u64, block: &Block, range: std::ops::Range<usize>) {
-        let end = range.end.min(block.len());
-        if range.start >= end {
-            return;
-        }
-        if let Some(last) = self.runs.last_mut() {
-            // Extends the previous run when it is the same block and continues it.
-            if Arc::ptr_eq(&last.block, block)
-                && last.end == range.start
-                && continues(last.first_offset, last.end - last.start, first_offset)
-            {
-                last.end = end;
-                self.len += end - range.start;
-                return;
-            }
-        }
-        self.len += end - range.start;
-        self.runs.push(Run {
-            first_offset,
-            block: Arc::clone(block),
-            start: range.start,
-            end,
-        });
-    }
-
-    /// Adds `other`'s messages after these.
-    pub fn append(&mut self, other: Messages) {
-        for r in other.runs {
-            self.push(r.first_offset, &r.block, r.start..r.end);
-        }
-    }
-
-    /// The messages with their offsets, as one block (runs split where offsets jump).
-    #[must_use]
-    pub fn from_offsets(messages: impl IntoIterator<Item = (u64, IggyMessage)>) -> Self {
-        let messages = messages.into_iter();
-        let mut builder = MessagesBuilder::with_capacity(messages.size_hint().0);
-        for (offset, message) in messages {
-            builder.push(offset, message);
-        }
-        builder.finish()
-    }
-
-    /// How many messages.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether there are none.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Each message with its offset, in order.
-    pub fn iter(&self) -> impl Iterator<Item = (u64, &IggyMessage)> + '_ {
-        self.runs.iter().flat_map(|r| {
-            r.block[r.start..r.end]
-                .iter()
-                .zip(r.first_offset..)
-                .map(|(m, o)| (o, m))
-        })
-    }
-
-    /// The first message and its offset.
-    #[must_use]
-    pub fn first(&self) -> Option<(u64, &IggyMessage)> {
-        self.iter().next()
-    }
-
-    /// The last message and its offset.
-    #[must_use]
-    pub fn last(&self) -> Option<(u64, &IggyMessage)> {
-        let r = self.runs.last()?;
-        let m = r.block.get(r.end.checked_sub(1)?)?;
-        Some((r.first_offset + (r.end - r.start - 1) as u64, m))
-    }
-
-    /// Keeps the first `n` messages.
-    pub fn truncate(&mut self, n: usize) {
-        let mut left = n;
-        self.runs.retain_mut(|r| {
-            let len = r.end - r.start;
-            if left == 0 {
-                return false;
-            }
-            if len > left {
-                r.end = r.start + left;
-            }
-            left -= len.min(left);
-            true
-        });
-        self.len = self.len.min(n);
-    }
-}
-
-/// Whether `offset` comes right after a run of `len` offsets from `first`.
-fn continues(first: u64, len: usize, offset: u64) -> bool {
-    first.checked_add(len as u64) == Some(offset)
-}
-
-/// Builds [`Messages`] held in one block from messages given in offset order, each moved
-/// once into the block.
-#[derive(Debug, Default)]
-pub struct MessagesBuilder {
-    block: Vec<IggyMessage>,
-    /// (first offset, first index, end index) of each run of consecutive offsets.
-    runs: Vec<(u64, usize, usize)>,
-}
-
-impl MessagesBuilder {
-    /// A builder with room for `capacity` messages.
-    #[must_use]
-    pub fn with_capacity(capacity: usize) -> Self {
-        Self {
-            block: Vec::with_capacity(capacity),
-            runs: Vec::new(),
-        }
-    }
-
-    /// Adds a message at `offset`; a run ends where offsets jump.
-    pub fn push(&mut self, offset: u64, message: IggyMessage) {
-        let i = self.block.len();
-        match self.runs.last_mut() {
-            Some((first, start, end)) if continues(*first, *end - *start, offset) => {
-                *end += 1;
-            }
-            _ => self.runs.push((offset, i, i + 1)),
-        }
-        self.block.push(message);
-    }
-
-    /// How many messages so far.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.block.len()
-    }
-
-    /// Whether there are none yet.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.block.is_empty()
-    }
-
-    /// The messages.
-    #[must_use]
-    pub fn finish(self) -> Messages {
-        let block = Arc::new(self.block);
-        let mut out = Messages::new();
-        for (first, start, end) in self.runs {
-            out.push(first, &block, start..end);
-        }
-        out
-    }
 }
 
 /// A partition's bounds.
@@ -395,8 +195,10 @@ pub struct GroupOffset {
 }
 
 /// A request to the backend. Each completes with the [`Completion`] variant of the same name.
+///
+/// Not `non_exhaustive`: every backend matches every command, so that a new one cannot be
+/// forgotten by any of them.
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub enum Command {
     /// Append messages to a partition, all or none, in order.
     Append {
@@ -420,7 +222,7 @@ pub enum Command {
         partition: u32,
         /// The first offset wanted.
         offset: u64,
-        /// Stop once this many bytes (as [`message_size`] counts them) are read; the first
+        /// Stop once this many bytes (as [`crate::message::message_size`] counts them) are read; the first
         /// message is returned whatever its size.
         max_bytes: usize,
         /// Stop after this many messages.
@@ -515,9 +317,6 @@ pub enum Command {
     },
     /// The groups that have committed offsets.
     ListGroups,
-    /// A call on the group coordinator. The runtime-neutral driver hands these to the
-    /// gateway's [`crate::group::Coordinator`]; they never reach a backend.
-    Group(GroupCall),
     /// Complete once any of `partitions` has a message at or after its offset (or is gone).
     /// The backend may complete it early; it must not hold it past `deadline`.
     Watch {
@@ -534,20 +333,6 @@ impl Command {
     pub fn deadline(&self) -> Option<Instant> {
         match self {
             Self::Watch { deadline, .. } => Some(*deadline),
-            _ => None,
-        }
-    }
-
-    /// How long the command may rightly take when that is longer than a request timeout:
-    /// a JoinGroup waits for the rebalance, a follower's SyncGroup for the leader. The
-    /// coordinator answers both within the group's rebalance timeout.
-    #[must_use]
-    pub fn patience(&self) -> Option<std::time::Duration> {
-        match self {
-            Self::Group(GroupCall::Join(j)) => Some(std::time::Duration::from_millis(
-                u64::try_from(j.rebalance_timeout_ms.max(j.session_timeout_ms)).unwrap_or(0),
-            )),
-            Self::Group(GroupCall::Sync(_)) => Some(std::time::Duration::from_secs(30 * 60)),
             _ => None,
         }
     }
@@ -575,7 +360,6 @@ pub struct ReadResult {
 
 /// The outcome of a [`Command`], variant by variant.
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub enum Completion {
     /// Of [`Command::Append`].
     Append(Result<Appended, BackendError>),
@@ -607,8 +391,6 @@ pub enum Completion {
     DeleteOffsets(Result<usize, BackendError>),
     /// Of [`Command::ListGroups`].
     ListGroups(Result<Vec<String>, BackendError>),
-    /// Of [`Command::Group`].
-    Group(GroupReply),
     /// Of [`Command::Watch`]: something may have changed, or the deadline passed.
     Watch,
 }
@@ -747,18 +529,6 @@ pub trait Backend: Send + Sync + 'static {
     fn execute(&self, command: Command) -> Execution;
 }
 
-/// How many bytes a message counts for in read limits and retention: about what it takes
-/// as a Kafka record, so that a fetch's `max_bytes` means what the client meant.
-#[must_use]
-pub fn message_size(m: &IggyMessage) -> usize {
-    let headers: usize = m
-        .headers
-        .iter()
-        .map(|(k, v)| k.len() + v.encoded_len() + 2)
-        .sum();
-    m.payload.len() + headers + 16
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -795,90 +565,7 @@ pub(crate) mod tests {
             Command::FetchOffsets { .. } => Completion::FetchOffsets(Ok(Vec::new())),
             Command::DeleteOffsets { .. } => Completion::DeleteOffsets(Ok(0)),
             Command::ListGroups => Completion::ListGroups(Ok(Vec::new())),
-            Command::Group(call) => {
-                // A coordinator of its own answers; fine for tests of one request.
-                let mut c = crate::group::Coordinator::new(crate::group::GroupConfig::default(), 1);
-                let now = Instant::now();
-                c.handle(now, crate::group::ReplyTo(0), call.clone());
-                c.handle_timeout(now + std::time::Duration::from_secs(3600));
-                match c.poll_reply() {
-                    Some((_, r)) => Completion::Group(r),
-                    None => Completion::Group(crate::group::GroupReply::Heartbeat(
-                        ErrorCode::REBALANCE_IN_PROGRESS,
-                    )),
-                }
-            }
             Command::Watch { .. } => Completion::Watch,
         }
-    }
-
-    fn payloads(m: &Messages) -> Vec<(u64, Vec<u8>)> {
-        m.iter().map(|(o, m)| (o, m.payload.to_vec())).collect()
-    }
-
-    fn block(payloads: &[&[u8]]) -> Block {
-        Arc::new(
-            payloads
-                .iter()
-                .map(|p| IggyMessage {
-                    payload: bytes::Bytes::copy_from_slice(p),
-                    ..IggyMessage::default()
-                })
-                .collect(),
-        )
-    }
-
-    /// Slices of one block that continue each other become one run; a jump in offsets or
-    /// another block starts a new one, and offsets stay with their messages throughout.
-    #[test]
-    fn messages_keep_offsets_across_runs() {
-        let a = block(&[b"a", b"b", b"c"]);
-        let b = block(&[b"d", b"e"]);
-        let mut m = Messages::new();
-        m.push(10, &a, 0..1);
-        m.push(11, &a, 1..3);
-        assert_eq!(m.runs.len(), 1);
-        m.push(13, &b, 0..2);
-        m.push(20, &a, 2..3);
-        m.push(21, &a, 3..9);
-        m.push(21, &a, 1..1);
-        assert_eq!(m.runs.len(), 3);
-        assert_eq!(m.len(), 6);
-        let want = vec![
-            (10, b"a".to_vec()),
-            (11, b"b".to_vec()),
-            (12, b"c".to_vec()),
-            (13, b"d".to_vec()),
-            (14, b"e".to_vec()),
-            (20, b"c".to_vec()),
-        ];
-        assert_eq!(payloads(&m), want);
-        assert_eq!(m.first().map(|(o, _)| o), Some(10));
-        assert_eq!(
-            m.last().map(|(o, m)| (o, m.payload.to_vec())),
-            Some((20, b"c".to_vec()))
-        );
-        let mut t = m.clone();
-        t.truncate(4);
-        assert_eq!(payloads(&t), want[..4]);
-        assert_eq!(t.len(), 4);
-        assert_eq!(t.last().map(|(o, _)| o), Some(13));
-        t.truncate(0);
-        assert!(t.is_empty() && t.first().is_none() && t.last().is_none());
-
-        let from = Messages::from_offsets(want.iter().map(|(o, p)| {
-            (
-                *o,
-                IggyMessage {
-                    payload: bytes::Bytes::copy_from_slice(p),
-                    ..IggyMessage::default()
-                },
-            )
-        }));
-        assert_eq!(payloads(&from), want);
-        assert_eq!(from.runs.len(), 2);
-        assert_eq!(from, m, "equal contents, different blocks");
-        assert_ne!(from, t);
-        assert!(Messages::from_offsets(std::iter::empty()).is_empty());
     }
 }

@@ -8,8 +8,9 @@
 //!    below even when nothing new was read: a frame left in the buffer while the connection
 //!    was at a bound is taken once the bound clears. Read only while
 //!    [`Connection::wants_input`] is true: that is the connection's backpressure.
-//! 2. Hand every command [`Connection::poll_command`] returns to the backend, and feed each
-//!    completion back with [`Connection::handle_completion`], in any order.
+//! 2. Hand all the work [`Connection::poll_work`] returns to where it runs (store commands
+//!    to the backend, group calls to the coordinator: [`crate::driver::Shared::execute`]),
+//!    and feed each outcome back with [`Connection::handle_outcome`], in any order.
 //! 3. Write every buffer [`Connection::poll_transmit`] returns, in order.
 //! 4. Sleep until [`Connection::poll_timeout`] (if any), the next input or the next
 //!    completion, whichever comes first, and call [`Connection::handle_timeout`] when the
@@ -41,7 +42,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::api;
-use crate::backend::{Command, CommandId, Completion};
+use crate::backend::{Command, Completion};
 use crate::frame::{
     self, FrameError, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_UNAUTHENTICATED_FRAME_SIZE,
 };
@@ -49,6 +50,7 @@ use crate::handlers::{self, Ctx, Step, Task};
 use crate::protocol::generated::request_header::RequestHeader;
 use crate::protocol::generated::response_header::ResponseHeader;
 use crate::protocol::{ApiKey, DecodeError, EncodeError, Message, Out, Reader, Request, Response};
+use crate::work::{Outcome, Work, WorkId};
 
 /// Limits and identity shared by every connection of a gateway.
 #[derive(Debug, Clone)]
@@ -199,7 +201,7 @@ struct InFlight {
     /// Bumped whenever outstanding commands stop mattering, so that late completions are
     /// recognised and dropped.
     round: u32,
-    results: Vec<Option<Completion>>,
+    results: Vec<Option<Outcome>>,
     awaiting: usize,
     waiting: bool,
     deadline: Option<Instant>,
@@ -259,8 +261,8 @@ pub struct Connection {
     next_command: u64,
     slots: HashMap<u64, Slot>,
     /// Commands held back to keep request order, oldest first.
-    held: VecDeque<(CommandId, Command)>,
-    ready: VecDeque<(CommandId, Command)>,
+    held: VecDeque<(WorkId, Work)>,
+    ready: VecDeque<(WorkId, Work)>,
     busy: HashMap<Serial, SerialState>,
     barriers_out: usize,
     /// Commands handed out and not completed, watches excepted.
@@ -335,18 +337,18 @@ impl Connection {
         wanted.min(buf.len().max(chunk)).max(chunk)
     }
 
-    /// The next command for the backend, if any.
-    pub fn poll_command(&mut self) -> Option<(CommandId, Command)> {
+    /// The next work for the backend or the group coordinator, if any.
+    pub fn poll_work(&mut self) -> Option<(WorkId, Work)> {
         self.ready.pop_front()
     }
 
-    /// Feeds back the completion of the command `id`. Completions of requests that timed out
-    /// or of a stale watch are dropped.
-    pub fn handle_completion(&mut self, now: Instant, id: CommandId, completion: Completion) {
+    /// Feeds back the outcome of the work `id`. Outcomes of requests that timed out or of a
+    /// stale watch are dropped.
+    pub fn handle_outcome(&mut self, now: Instant, id: WorkId, completion: Outcome) {
         self.now = now;
         self.last_activity = now;
         let Some(slot) = self.slots.remove(&id.0) else {
-            tracing::debug!(?id, "completion of an unknown command");
+            tracing::debug!(?id, "outcome of unknown work");
             return;
         };
         self.command_finished(&slot);
@@ -603,7 +605,7 @@ impl Connection {
     }
 
     /// Runs the request's task one step with `results` and acts on what it asks for.
-    fn advance(&mut self, i: usize, results: Vec<Completion>) {
+    fn advance(&mut self, i: usize, results: Vec<Outcome>) {
         let Some(mut task) = self.requests[i].task.take() else {
             return;
         };
@@ -629,7 +631,7 @@ impl Connection {
         req.results.clear();
         req.awaiting = 0;
         if std::mem::take(&mut req.waiting) {
-            self.advance(i, vec![Completion::Watch]);
+            self.advance(i, vec![Outcome::Store(Completion::Watch)]);
             return;
         }
         let Some(mut task) = req.task.take() else {
@@ -658,7 +660,7 @@ impl Connection {
                 }
                 let patience = commands
                     .iter()
-                    .filter_map(Command::patience)
+                    .filter_map(Work::patience)
                     .max()
                     .unwrap_or_default();
                 let timeout = self.now + self.config.request_timeout.max(patience);
@@ -682,10 +684,10 @@ impl Connection {
                     seq,
                     round,
                     0,
-                    Command::Watch {
+                    Work::Store(Command::Watch {
                         partitions: watch,
                         deadline,
-                    },
+                    }),
                 );
             }
             Step::Respond(response) => {
@@ -703,34 +705,36 @@ impl Connection {
         }
     }
 
-    fn issue(&mut self, seq: u64, round: u32, index: usize, command: Command) {
-        let id = CommandId(self.next_command);
+    fn issue(&mut self, seq: u64, round: u32, index: usize, work: Work) {
+        let id = WorkId(self.next_command);
         self.next_command += 1;
-        let pipelined = matches!(&command, Command::Append { producer: None, .. });
-        let (serial, barrier, watch) = match &command {
-            Command::Append {
+        let pipelined = matches!(&work, Work::Store(Command::Append { producer: None, .. }));
+        let (serial, barrier, watch) = match &work {
+            Work::Store(Command::Append {
                 topic, partition, ..
-            } => (
+            }) => (
                 Some(Serial::Partition(topic.clone(), *partition)),
                 false,
                 false,
             ),
-            Command::CommitOffsets { group, .. }
-            | Command::FetchOffsets { group, .. }
-            | Command::DeleteOffsets { group, .. } => {
-                (Some(Serial::Group(group.clone())), false, false)
-            }
-            Command::Group(call) => (
+            Work::Store(
+                Command::CommitOffsets { group, .. }
+                | Command::FetchOffsets { group, .. }
+                | Command::DeleteOffsets { group, .. },
+            ) => (Some(Serial::Group(group.clone())), false, false),
+            Work::Group(call) => (
                 call.group().map(|g| Serial::Group(g.to_owned())),
                 false,
                 false,
             ),
-            Command::CreateTopic { .. }
-            | Command::DeleteTopic { .. }
-            | Command::CreatePartitions { .. }
-            | Command::AlterTopicConfig { .. } => (None, true, false),
-            Command::Watch { .. } => (None, false, true),
-            _ => (None, false, false),
+            Work::Store(
+                Command::CreateTopic { .. }
+                | Command::DeleteTopic { .. }
+                | Command::CreatePartitions { .. }
+                | Command::AlterTopicConfig { .. },
+            ) => (None, true, false),
+            Work::Store(Command::Watch { .. }) => (None, false, true),
+            Work::Store(_) => (None, false, false),
         };
         self.slots.insert(
             id.0,
@@ -744,7 +748,7 @@ impl Connection {
                 watch,
             },
         );
-        self.held.push_back((id, command));
+        self.held.push_back((id, work));
     }
 
     /// Hands out the held commands that request order allows.
@@ -1013,13 +1017,13 @@ mod tests {
                 conn.handle_input(now, &mut buf);
                 let mut later = now;
                 for _ in 0..10 {
-                    while let Some((id, command)) = conn.poll_command() {
-                        if matches!(command, Command::Watch { .. }) {
+                    while let Some((id, work)) = conn.poll_work() {
+                        if matches!(work, Work::Store(Command::Watch { .. })) {
                             // Nothing arrives: the long poll ends at its deadline.
                             continue;
                         }
-                        let completion = crate::backend::tests::succeed(&command);
-                        conn.handle_completion(later, id, completion);
+                        let outcome = crate::work::tests::succeed(&work);
+                        conn.handle_outcome(later, id, outcome);
                     }
                     later += Duration::from_secs(30 * 86_400);
                     conn.handle_timeout(later);

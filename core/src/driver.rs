@@ -1,11 +1,12 @@
 //! Runtime-neutral glue between a [`Connection`], the [`Backend`] and the group
 //! [`Coordinator`], shared by the runtime adapters so that they only move bytes and sleep.
 //!
-//! Commands that complete synchronously are fed back at once; the others are kept here as
-//! futures that need no particular executor. The adapter polls [`Commands::poll_ready`]
-//! alongside its socket and timer, and sleeps no later than [`Commands::poll_timeout`].
-//! Group calls go to the one [`Groups`] of the gateway, whose timers one task drives with
-//! [`Groups::poll_timeout`], [`Groups::changed`] and [`Groups::handle_timeout`].
+//! [`Shared::execute`] routes a connection's [`Work`]: store commands to the backend, group
+//! calls to the one [`Groups`] of the gateway. Work that completes synchronously is fed back
+//! at once; the rest is kept in [`PendingWork`] as futures that need no particular executor.
+//! The adapter polls [`PendingWork::poll_ready`] alongside its socket and timer, and sleeps
+//! no later than [`PendingWork::poll_timeout`]. The coordinator's timers are driven by one
+//! task with [`Groups::poll_timeout`], [`Groups::changed`] and [`Groups::handle_timeout`].
 //! [`Transmit`] gathers what a connection has to write into vectored writes.
 
 use std::collections::{HashMap, VecDeque};
@@ -18,8 +19,9 @@ use std::time::Instant;
 
 use bytes::{Buf, Bytes};
 
-use crate::backend::{Backend, Command, CommandId, Completion, Execution};
+use crate::backend::{Backend, Completion, Execution};
 use crate::group::{Coordinator, GroupCall, GroupReply, ReplyTo};
+use crate::work::{Outcome, Work, WorkId};
 use crate::Connection;
 
 /// What every connection of a gateway shares: the backend and the group coordinator.
@@ -50,11 +52,48 @@ impl Shared {
         &self.groups
     }
 
-    /// Starts a command: group calls on the coordinator, the rest on the backend.
-    pub fn execute(&self, now: Instant, command: Command) -> Execution {
-        match command {
-            Command::Group(call) => self.groups.call(now, call),
-            other => self.backend.execute(other),
+    /// Starts `work`: a group call on the coordinator, a store command on the backend.
+    pub fn execute(&self, now: Instant, work: Work) -> Started {
+        match work {
+            Work::Group(call) => self.groups.call(now, call),
+            Work::Store(command) => match self.backend.execute(command) {
+                Execution::Done(c) => Started::Done(Outcome::Store(c)),
+                Execution::Pending(f) => Started::Later(Later(Running::Store(f))),
+            },
+        }
+    }
+}
+
+/// Work [`Shared::execute`] started: done at once, or to be polled to its outcome.
+#[derive(Debug)]
+pub enum Started {
+    /// Done synchronously.
+    Done(Outcome),
+    /// Completes later.
+    Later(Later),
+}
+
+/// Work that completes later: a future of its [`Outcome`] that needs no particular executor.
+pub struct Later(Running);
+
+enum Running {
+    Store(Pin<Box<dyn Future<Output = Completion> + Send + 'static>>),
+    Group(ReplyFuture),
+}
+
+impl std::fmt::Debug for Later {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Later(..)")
+    }
+}
+
+impl Future for Later {
+    type Output = Outcome;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        match &mut self.0 {
+            Running::Store(f) => f.as_mut().poll(cx).map(Outcome::Store),
+            Running::Group(f) => Pin::new(f).poll(cx).map(Outcome::Group),
         }
     }
 }
@@ -120,17 +159,17 @@ impl Groups {
     }
 
     /// Makes a call at `now`: its reply at once, or a future for it.
-    pub fn call(&self, now: Instant, call: GroupCall) -> Execution {
+    pub fn call(&self, now: Instant, call: GroupCall) -> Started {
         let mut inner = lock(&self.inner);
         let id = inner.next;
         inner.next += 1;
         inner.coordinator.handle(now, ReplyTo(id), call);
         let execution = match inner.deliver(Some(id)) {
-            Some(reply) => Execution::Done(Completion::Group(reply)),
+            Some(reply) => Started::Done(Outcome::Group(reply)),
             None => {
                 let slot = Arc::new(ReplySlot::default());
                 inner.waiting.insert(id, slot.clone());
-                Execution::Pending(Box::pin(ReplyFuture(slot)))
+                Started::Later(Later(Running::Group(ReplyFuture(slot))))
             }
         };
         drop(inner);
@@ -171,12 +210,12 @@ impl Groups {
 struct ReplyFuture(Arc<ReplySlot>);
 
 impl Future for ReplyFuture {
-    type Output = Completion;
+    type Output = GroupReply;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Completion> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<GroupReply> {
         let mut s = lock(&self.0 .0);
         match s.0.take() {
-            Some(reply) => Poll::Ready(Completion::Group(reply)),
+            Some(reply) => Poll::Ready(reply),
             None => {
                 s.1 = Some(cx.waker().clone());
                 Poll::Pending
@@ -185,43 +224,41 @@ impl Future for ReplyFuture {
     }
 }
 
-type Pending = Pin<Box<dyn Future<Output = Completion> + Send + 'static>>;
-
-/// The commands of one connection that are still running.
+/// The work of one connection that is still running.
 #[derive(Default)]
-pub struct Commands {
-    pending: Vec<(CommandId, Option<Instant>, Pending)>,
+pub struct PendingWork {
+    pending: Vec<(WorkId, Option<Instant>, Later)>,
 }
 
-impl std::fmt::Debug for Commands {
+impl std::fmt::Debug for PendingWork {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Commands")
+        f.debug_struct("PendingWork")
             .field("pending", &self.pending.len())
             .finish()
     }
 }
 
-impl Commands {
+impl PendingWork {
     /// Nothing running.
     #[must_use]
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Starts every command the connection has, feeding synchronous completions straight
-    /// back (which may release more commands, started too).
+    /// Starts all the work the connection has, feeding synchronous outcomes straight back
+    /// (which may release more work, started too).
     pub fn start(&mut self, conn: &mut Connection, shared: &Shared, now: Instant) {
-        while let Some((id, command)) = conn.poll_command() {
-            let deadline = command.deadline();
-            match shared.execute(now, command) {
-                Execution::Done(c) => conn.handle_completion(now, id, c),
-                Execution::Pending(f) => self.pending.push((id, deadline, f)),
+        while let Some((id, work)) = conn.poll_work() {
+            let deadline = work.deadline();
+            match shared.execute(now, work) {
+                Started::Done(outcome) => conn.handle_outcome(now, id, outcome),
+                Started::Later(f) => self.pending.push((id, deadline, f)),
             }
         }
     }
 
-    /// Feeds the connection what `buf` holds and starts the commands that yields, for as
-    /// long as that makes progress: commands that complete at once free room for more.
+    /// Feeds the connection what `buf` holds and starts the work that yields, for as long
+    /// as that makes progress: work that completes at once frees room for more.
     pub fn pump(
         &mut self,
         conn: &mut Connection,
@@ -239,8 +276,8 @@ impl Commands {
         }
     }
 
-    /// When the adapter must wake next for time's sake: the connection's deadline or a
-    /// running command's, whichever is first.
+    /// When the adapter must wake next for time's sake: the connection's deadline or
+    /// running work's, whichever is first.
     #[must_use]
     pub fn next_deadline(&self, conn: &Connection) -> Option<Instant> {
         match (conn.poll_timeout(), self.poll_timeout()) {
@@ -255,11 +292,11 @@ impl Commands {
         self.pending.is_empty()
     }
 
-    /// Polls every running command; ready when at least one completed, with all that did.
-    pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Vec<(CommandId, Completion)>> {
+    /// Polls all running work; ready when at least one piece completed, with all that did.
+    pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Vec<(WorkId, Outcome)>> {
         let mut ready = Vec::new();
         self.pending
-            .retain_mut(|(id, _, f)| match f.as_mut().poll(cx) {
+            .retain_mut(|(id, _, f)| match Pin::new(f).poll(cx) {
                 Poll::Ready(c) => {
                     ready.push((*id, c));
                     false
@@ -273,13 +310,13 @@ impl Commands {
         }
     }
 
-    /// The earliest deadline of a running command.
+    /// The earliest deadline of running work.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.pending.iter().filter_map(|(_, d, _)| *d).min()
     }
 
-    /// Gives up on commands past their deadline (watches), telling the connection.
+    /// Gives up on work past its deadline (watches), telling the connection.
     pub fn handle_timeout(&mut self, conn: &mut Connection, now: Instant) {
         let mut expired = Vec::new();
         self.pending.retain(|(id, d, _)| {
@@ -290,18 +327,27 @@ impl Commands {
             keep
         });
         for id in expired {
-            conn.handle_completion(now, id, Completion::Watch);
+            conn.handle_outcome(now, id, Outcome::Store(Completion::Watch));
         }
     }
 
-    /// Feeds completions to the connection.
+    /// Feeds outcomes to the connection.
     pub fn complete(
         conn: &mut Connection,
         now: Instant,
-        ready: impl IntoIterator<Item = (CommandId, Completion)>,
+        ready: impl IntoIterator<Item = (WorkId, Outcome)>,
     ) {
         for (id, c) in ready {
-            conn.handle_completion(now, id, c);
+            conn.handle_outcome(now, id, c);
+        }
+    }
+}
+
+/// Buffers added after what is here (an Iggy lane's frames, for one).
+impl Extend<Bytes> for Transmit {
+    fn extend<I: IntoIterator<Item = Bytes>>(&mut self, bufs: I) {
+        for b in bufs {
+            self.push(b);
         }
     }
 }
@@ -329,7 +375,7 @@ impl Transmit {
         }
     }
 
-    /// Adds `buf` after what is here (an Iggy lane's frames, for one).
+    /// Adds `buf` after what is here.
     pub fn push(&mut self, buf: Bytes) {
         if !buf.is_empty() {
             self.bufs.push_back(buf);

@@ -18,11 +18,12 @@ pub mod error_code;
 pub mod frame;
 pub mod group;
 mod handlers;
-pub mod iggy;
 pub mod mapping;
+pub mod message;
 pub mod producers;
 pub mod protocol;
 pub mod records;
 pub mod topic_config;
+pub mod work;
 
 pub use connection::{CloseReason, Config, Connection};

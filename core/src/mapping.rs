@@ -11,6 +11,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::message::{HeaderValue, IggyMessage, MessageList};
 use crate::records::{Header, Record, RecordBatch, RecordSink, RecordView, TimestampType};
 
 /// The Kafka key (kind raw), when it is 1–255 bytes.
@@ -45,78 +46,6 @@ const MAX_HEADER_PART: usize = 255;
 const MAX_HEADERS_TOTAL: usize = 90_000;
 const RESERVED_PREFIX: &str = "kafka-";
 const ENVELOPE_MAGIC: &[u8; 4] = b"KGW\x01";
-
-/// An Iggy user-header value, with the Iggy header kind it is sent as.
-#[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-#[non_exhaustive]
-pub enum HeaderValue {
-    /// Kind `raw`: bytes.
-    Raw(
-        #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::protocol::codec::arbitrary_bytes))]
-         Bytes,
-    ),
-    /// Kind `string`: UTF-8.
-    String(String),
-    /// Kind `bool`.
-    Bool(bool),
-    /// Kind `uint8`.
-    Uint8(u8),
-    /// Kind `int64`.
-    Int64(i64),
-    /// Kind `uint64`.
-    Uint64(u64),
-    /// Kind `float64`.
-    Float64(f64),
-}
-
-impl HeaderValue {
-    /// The value's size as Iggy stores it.
-    #[must_use]
-    pub fn encoded_len(&self) -> usize {
-        match self {
-            Self::Raw(b) => b.len(),
-            Self::String(s) => s.len(),
-            Self::Bool(_) | Self::Uint8(_) => 1,
-            Self::Int64(_) | Self::Uint64(_) | Self::Float64(_) => 8,
-        }
-    }
-
-    /// The value as a Kafka header value: bytes as they are, numbers as decimal text.
-    #[must_use]
-    pub fn to_kafka(&self) -> Bytes {
-        match self {
-            Self::Raw(b) => b.clone(),
-            Self::String(s) => Bytes::copy_from_slice(s.as_bytes()),
-            Self::Bool(b) => Bytes::from(b.to_string()),
-            Self::Uint8(n) => Bytes::from(n.to_string()),
-            Self::Int64(n) => Bytes::from(n.to_string()),
-            Self::Uint64(n) => Bytes::from(n.to_string()),
-            Self::Float64(n) => Bytes::from(n.to_string()),
-        }
-    }
-}
-
-/// A message as Iggy holds it, as far as the mapping is concerned.
-#[derive(Debug, Clone, PartialEq, Default)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-pub struct IggyMessage {
-    /// The payload (never empty: Iggy rejects empty payloads).
-    #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::protocol::codec::arbitrary_bytes))]
-    pub payload: Bytes,
-    /// The producer's timestamp, in microseconds (Iggy's origin timestamp).
-    pub origin_timestamp_us: u64,
-    /// When Iggy appended the message, in microseconds (0 before it is appended).
-    pub timestamp_us: u64,
-    /// User headers. Iggy keeps them in a map; this order means nothing.
-    pub headers: Vec<(String, HeaderValue)>,
-}
-
-impl IggyMessage {
-    fn header(&self, key: &str) -> Option<&HeaderValue> {
-        self.headers.iter().find(|(k, _)| k == key).map(|(_, v)| v)
-    }
-}
 
 /// A Kafka record with its absolute timestamp.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -217,7 +146,7 @@ pub struct IntoIggy(pub MessageList);
 
 impl RecordSink for IntoIggy {
     fn begin(&mut self, records: usize) {
-        self.0.entries.reserve(records);
+        self.0.reserve(records);
     }
 
     fn push(&mut self, batch: &RecordBatch, r: Record) {
@@ -250,184 +179,6 @@ impl RecordSink for IntoIggy {
 /// its origin timestamp cannot be negative.
 fn is_bare(timestamp_ms: i64, value: &[u8]) -> bool {
     timestamp_ms >= 0 && !value.is_empty()
-}
-
-/// The messages of one append, in order. Most records map to a bare message: the value as
-/// the payload and the timestamp, nothing else (see [`into_iggy`]). Those stay in the bytes
-/// they were decoded from, as a range and a timestamp, so that a batch of them is mapped
-/// without a reference count or an allocation per message; the others are held mapped.
-#[derive(Clone, Default)]
-pub struct MessageList {
-    buffers: Vec<Bytes>,
-    entries: Vec<Entry>,
-    mapped: Vec<IggyMessage>,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Entry {
-    Bare {
-        buffer: u32,
-        start: u32,
-        end: u32,
-        origin_timestamp_us: u64,
-    },
-    Mapped(u32),
-}
-
-/// One message of a [`MessageList`], borrowed.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct MessageRef<'a> {
-    /// The payload.
-    pub payload: &'a [u8],
-    /// The producer's timestamp, in microseconds.
-    pub origin_timestamp_us: u64,
-    /// User headers (none for a bare message).
-    pub headers: &'a [(String, HeaderValue)],
-}
-
-impl MessageList {
-    /// The number of messages.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether there are none.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// Appends a mapped message.
-    pub fn push(&mut self, message: IggyMessage) {
-        match u32::try_from(self.mapped.len()) {
-            Ok(index) => {
-                self.mapped.push(message);
-                self.entries.push(Entry::Mapped(index));
-            }
-            // Four billion messages in one append cannot come from one frame.
-            Err(_) => tracing::error!("message list full; message not added"),
-        }
-    }
-
-    /// Appends a bare message: `payload`, a slice of `buffer`, with no headers. A payload
-    /// that does not lie in `buffer` is copied.
-    pub fn push_bare(&mut self, buffer: &Bytes, payload: &[u8], origin_timestamp_us: u64) {
-        let at = (payload.as_ptr() as usize).wrapping_sub(buffer.as_ptr() as usize);
-        let reused = self
-            .buffers
-            .last()
-            .is_some_and(|b| b.as_ptr() == buffer.as_ptr() && b.len() == buffer.len());
-        let index = self.buffers.len() - usize::from(reused);
-        let range = (at <= buffer.len() && payload.len() <= buffer.len() - at)
-            .then(|| {
-                Some((
-                    u32::try_from(at).ok()?,
-                    u32::try_from(at + payload.len()).ok()?,
-                ))
-            })
-            .flatten();
-        match (range, u32::try_from(index)) {
-            (Some((start, end)), Ok(index)) => {
-                if !reused {
-                    self.buffers.push(buffer.clone());
-                }
-                self.entries.push(Entry::Bare {
-                    buffer: index,
-                    start,
-                    end,
-                    origin_timestamp_us,
-                });
-            }
-            _ => self.push(IggyMessage {
-                payload: Bytes::copy_from_slice(payload),
-                origin_timestamp_us,
-                ..IggyMessage::default()
-            }),
-        }
-    }
-
-    /// The messages, in order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = MessageRef<'_>> + '_ {
-        self.entries.iter().map(move |e| match *e {
-            Entry::Bare {
-                buffer,
-                start,
-                end,
-                origin_timestamp_us,
-            } => MessageRef {
-                payload: &self.buffers[buffer as usize][start as usize..end as usize],
-                origin_timestamp_us,
-                headers: &[],
-            },
-            Entry::Mapped(i) => {
-                let m = &self.mapped[i as usize];
-                MessageRef {
-                    payload: &m.payload,
-                    origin_timestamp_us: m.origin_timestamp_us,
-                    headers: &m.headers,
-                }
-            }
-        })
-    }
-
-    /// The messages as [`IggyMessage`]s (not yet appended: no append time).
-    #[must_use]
-    pub fn into_messages(self) -> Vec<IggyMessage> {
-        let Self {
-            buffers,
-            entries,
-            mapped,
-        } = self;
-        let mut mapped = mapped.into_iter();
-        let mut out = Vec::with_capacity(entries.len());
-        for e in entries {
-            match e {
-                Entry::Bare {
-                    buffer,
-                    start,
-                    end,
-                    origin_timestamp_us,
-                } => out.push(IggyMessage {
-                    payload: buffers[buffer as usize].slice(start as usize..end as usize),
-                    origin_timestamp_us,
-                    ..IggyMessage::default()
-                }),
-                // Mapped entries are numbered in the order they were pushed.
-                Entry::Mapped(_) => out.extend(mapped.next()),
-            }
-        }
-        out
-    }
-}
-
-impl From<Vec<IggyMessage>> for MessageList {
-    fn from(messages: Vec<IggyMessage>) -> Self {
-        messages.into_iter().collect()
-    }
-}
-
-impl FromIterator<IggyMessage> for MessageList {
-    fn from_iter<I: IntoIterator<Item = IggyMessage>>(messages: I) -> Self {
-        let mut list = Self::default();
-        for m in messages {
-            list.push(m);
-        }
-        list
-    }
-}
-
-impl PartialEq for MessageList {
-    /// The same messages, however they are held.
-    fn eq(&self, other: &Self) -> bool {
-        self.len() == other.len() && self.iter().eq(other.iter())
-    }
-}
-
-impl std::fmt::Debug for MessageList {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.iter()).finish()
-    }
 }
 
 /// A Kafka timestamp as Iggy's origin timestamp (none, 0, for Kafka's negative ones).

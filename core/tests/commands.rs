@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use iggy_kafka_core::api;
 use iggy_kafka_core::backend::{
-    Appended, BackendError, Command, CommandId, Completion, Messages, PartitionOffsets, ReadResult,
-    TopicInfo, TopicRef,
+    Appended, BackendError, Command, Completion, PartitionOffsets, ReadResult, TopicInfo, TopicRef,
 };
 use iggy_kafka_core::mapping::{to_iggy, KafkaRecord};
+use iggy_kafka_core::message::Messages;
 use iggy_kafka_core::protocol::generated::create_topics_request::{
     CreatableTopic, CreateTopicsRequest,
 };
@@ -26,6 +26,7 @@ use iggy_kafka_core::protocol::{ApiKey, Message, Reader, Request, Response};
 use iggy_kafka_core::records::{
     decode_batches, Compression, DecompressionBudget, Record, RecordBatch,
 };
+use iggy_kafka_core::work::{Outcome, Work, WorkId};
 use iggy_kafka_core::{CloseReason, Config, Connection};
 
 struct Harness {
@@ -62,12 +63,12 @@ impl Harness {
         assert!(buf.is_empty(), "the whole frame was taken");
     }
 
-    fn commands(&mut self) -> Vec<(CommandId, Command)> {
-        std::iter::from_fn(|| self.conn.poll_command()).collect()
+    fn commands(&mut self) -> Vec<(WorkId, Work)> {
+        std::iter::from_fn(|| self.conn.poll_work()).collect()
     }
 
-    fn complete(&mut self, id: CommandId, c: Completion) {
-        self.conn.handle_completion(self.now, id, c);
+    fn complete(&mut self, id: WorkId, c: Outcome) {
+        self.conn.handle_outcome(self.now, id, c);
     }
 
     fn advance(&mut self, d: Duration) {
@@ -137,17 +138,18 @@ fn produce(acks: i16, partitions: &[i32]) -> Request {
     })
 }
 
-fn appended(base: u64) -> Completion {
-    Completion::Append(Ok(Appended {
+fn appended(base: u64) -> Outcome {
+    Outcome::Store(Completion::Append(Ok(Appended {
         base_offset: base,
         log_append_time_ms: None,
         log_start: 0,
-    }))
+    })))
 }
 
-fn partition_of(c: &Command) -> u32 {
+fn partition_of(c: &Work) -> u32 {
     match c {
-        Command::Append { partition, .. } | Command::Read { partition, .. } => *partition,
+        Work::Store(Command::Append { partition, .. })
+        | Work::Store(Command::Read { partition, .. }) => *partition,
         other => panic!("not a partition command: {other:?}"),
     }
 }
@@ -238,19 +240,22 @@ fn idempotent_appends_wait_for_each_other_and_hold_back_what_follows() {
     h.complete(first[0].0, appended(0));
     let second = h.commands();
     assert!(
-        matches!(&second[..], [(_, Command::Append { producer: Some(p), .. })] if p.first_sequence == 0),
+        matches!(&second[..], [(_, Work::Store(Command::Append { producer: Some(p), .. }))] if p.first_sequence == 0),
         "{second:?}"
     );
     h.complete(second[0].0, appended(1));
     let third = h.commands();
     assert!(
-        matches!(&third[..], [(_, Command::Append { producer: Some(p), .. })] if p.first_sequence == 1),
+        matches!(&third[..], [(_, Work::Store(Command::Append { producer: Some(p), .. }))] if p.first_sequence == 1),
         "{third:?}"
     );
     h.complete(third[0].0, appended(2));
     let fourth = h.commands();
     assert!(
-        matches!(&fourth[..], [(_, Command::Append { producer: None, .. })]),
+        matches!(
+            &fourth[..],
+            [(_, Work::Store(Command::Append { producer: None, .. }))]
+        ),
         "{fourth:?}"
     );
     h.complete(fourth[0].0, appended(3));
@@ -267,9 +272,9 @@ fn appends_carry_the_records_mapped_to_iggy_messages() {
     let mut h = Harness::new(Config::default());
     h.send(3, 1, &produce(-1, &[0]));
     let cmds = h.commands();
-    let Command::Append {
+    let Work::Store(Command::Append {
         topic, messages, ..
-    } = &cmds[0].1
+    }) = &cmds[0].1
     else {
         panic!("{cmds:?}")
     };
@@ -303,7 +308,9 @@ fn acks_zero_is_silent_and_its_failure_closes_the_connection() {
     let cmds = h.commands();
     h.complete(
         cmds[0].0,
-        Completion::Append(Err(BackendError::UnknownTopic(TopicRef::Name("t".into())))),
+        Outcome::Store(Completion::Append(Err(BackendError::UnknownTopic(
+            TopicRef::Name("t".into()),
+        )))),
     );
     assert!(h.responses(ApiKey::Produce, 8).is_empty());
     assert!(matches!(
@@ -350,8 +357,8 @@ fn fetch(max_wait_ms: i32, min_bytes: i32) -> Request {
     })
 }
 
-fn read(messages: &[u64], hw: u64) -> Completion {
-    Completion::Read(Ok(ReadResult {
+fn read(messages: &[u64], hw: u64) -> Outcome {
+    Outcome::Store(Completion::Read(Ok(ReadResult {
         messages: Messages::from_offsets(messages.iter().map(|&offset| {
             (
                 offset,
@@ -366,7 +373,7 @@ fn read(messages: &[u64], hw: u64) -> Completion {
             log_start: 0,
             high_watermark: hw,
         },
-    }))
+    })))
 }
 
 fn fetched(r: &Response) -> (i16, i64, Vec<(i64, Bytes)>) {
@@ -396,18 +403,23 @@ fn fetch_long_polls_until_data_arrives() {
     let mut h = Harness::new(Config::default());
     h.send(11, 1, &fetch(500, 1));
     let cmds = h.commands();
-    assert!(matches!(cmds[0].1, Command::Read { offset: 5, .. }));
+    assert!(matches!(
+        cmds[0].1,
+        Work::Store(Command::Read { offset: 5, .. })
+    ));
     h.complete(cmds[0].0, read(&[], 5));
     // Nothing yet: it watches the partition instead of answering or polling.
     let cmds = h.commands();
-    assert!(matches!(&cmds[0].1, Command::Watch { partitions, .. } if partitions[0].offset == 5));
+    assert!(
+        matches!(&cmds[0].1, Work::Store(Command::Watch { partitions, .. }) if partitions[0].offset == 5)
+    );
     assert_eq!(
         h.conn.poll_timeout(),
         Some(h.now + Duration::from_millis(500))
     );
     assert!(h.responses(ApiKey::Fetch, 11).is_empty());
     h.now += Duration::from_millis(100);
-    h.complete(cmds[0].0, Completion::Watch);
+    h.complete(cmds[0].0, Outcome::Store(Completion::Watch));
     let cmds = h.commands();
     h.complete(cmds[0].0, read(&[5, 6], 7));
     let answered = h.responses(ApiKey::Fetch, 11);
@@ -427,12 +439,15 @@ fn fetch_answers_empty_at_its_deadline() {
     assert!(h.commands().is_empty());
     h.advance(Duration::from_millis(1));
     let cmds = h.commands();
-    assert!(matches!(cmds[0].1, Command::Read { .. }), "one last read");
+    assert!(
+        matches!(cmds[0].1, Work::Store(Command::Read { .. })),
+        "one last read"
+    );
     h.complete(cmds[0].0, read(&[], 5));
     let answered = h.responses(ApiKey::Fetch, 11);
     assert_eq!(fetched(&answered[0].1), (0, 5, vec![]));
     // A watch completing late changes nothing.
-    h.complete(watch[0].0, Completion::Watch);
+    h.complete(watch[0].0, Outcome::Store(Completion::Watch));
     assert!(h.commands().is_empty());
 }
 
@@ -443,11 +458,11 @@ fn fetch_reports_offset_out_of_range_per_partition() {
     let cmds = h.commands();
     h.complete(
         cmds[0].0,
-        Completion::Read(Err(BackendError::OffsetOutOfRange {
+        Outcome::Store(Completion::Read(Err(BackendError::OffsetOutOfRange {
             offset: 5,
             log_start: 0,
             high_watermark: 3,
-        })),
+        }))),
     );
     let answered = h.responses(ApiKey::Fetch, 11);
     assert_eq!(fetched(&answered[0].1), (1, 3, vec![]));
@@ -463,9 +478,9 @@ fn fetch_reports_an_unavailable_backend_as_a_storage_error() {
     let cmds = h.commands();
     h.complete(
         cmds[0].0,
-        Completion::Read(Err(BackendError::Unavailable(
+        Outcome::Store(Completion::Read(Err(BackendError::Unavailable(
             "iggy: connection closed".into(),
-        ))),
+        )))),
     );
     let answered = h.responses(ApiKey::Fetch, 11);
     assert_eq!(fetched(&answered[0].1).0, 56);
@@ -500,18 +515,24 @@ fn topic_administration_waits_for_earlier_appends_and_holds_later_ones() {
     h.complete(first[0].0, appended(0));
     let second = h.commands();
     assert_eq!(second.len(), 1);
-    assert!(matches!(second[0].1, Command::CreateTopic { .. }));
+    assert!(matches!(
+        second[0].1,
+        Work::Store(Command::CreateTopic { .. })
+    ));
     h.complete(
         second[0].0,
-        Completion::CreateTopic(Ok(TopicInfo {
+        Outcome::Store(Completion::CreateTopic(Ok(TopicInfo {
             name: "other".into(),
             id: iggy_kafka_core::protocol::Uuid([1; 16]),
             partitions: 1,
             config: Default::default(),
-        })),
+        }))),
     );
     let third = h.commands();
-    assert!(matches!(third[0].1, Command::Append { partition: 1, .. }));
+    assert!(matches!(
+        third[0].1,
+        Work::Store(Command::Append { partition: 1, .. })
+    ));
 }
 
 #[test]
@@ -591,7 +612,7 @@ fn a_join_waits_for_its_rebalance_beyond_the_request_timeout() {
     });
     h.send(5, 1, &join);
     let cmds = h.commands();
-    let [(id, Command::Group(GroupCall::Join(args)))] = &cmds[..] else {
+    let [(id, Work::Group(GroupCall::Join(args)))] = &cmds[..] else {
         panic!("one join call: {cmds:?}")
     };
     assert_eq!(args.client_id, "harness");
@@ -603,7 +624,7 @@ fn a_join_waits_for_its_rebalance_beyond_the_request_timeout() {
     );
     h.complete(
         *id,
-        Completion::Group(GroupReply::Join(JoinResult {
+        Outcome::Group(GroupReply::Join(JoinResult {
             generation: 3,
             member_id: "m".into(),
             leader: "m".into(),
@@ -640,27 +661,30 @@ fn group_offset_commands_keep_request_order() {
     let cmds = h.commands();
     // The commit's coordinator check for "g" and the whole of "other" may go; the fetch of
     // "g" waits behind the commit.
-    assert!(matches!(&cmds[0].1, Command::Group(GroupCall::Commit(m)) if m.group == "g"));
+    assert!(matches!(&cmds[0].1, Work::Group(GroupCall::Commit(m)) if m.group == "g"));
     assert!(
         !cmds
             .iter()
-            .any(|(_, c)| matches!(c, Command::FetchOffsets { .. })),
+            .any(|(_, c)| matches!(c, Work::Store(Command::FetchOffsets { .. }))),
         "the fetch waits: {cmds:?}"
     );
     h.complete(
         cmds[0].0,
-        Completion::Group(GroupReply::Commit(ErrorCode::NONE)),
+        Outcome::Group(GroupReply::Commit(ErrorCode::NONE)),
     );
     let next = h.commands();
-    let [(commit_id, Command::CommitOffsets { group, offsets })] = &next[..] else {
+    let [(commit_id, Work::Store(Command::CommitOffsets { group, offsets }))] = &next[..] else {
         panic!("the commit goes to the backend next: {next:?}")
     };
     assert_eq!((group.as_str(), offsets[0].committed.offset), ("g", 5));
     assert!(h.commands().is_empty());
-    h.complete(*commit_id, Completion::CommitOffsets(vec![Ok(())]));
+    h.complete(
+        *commit_id,
+        Outcome::Store(Completion::CommitOffsets(vec![Ok(())])),
+    );
     let next = h.commands();
     assert!(
-        matches!(&next[..], [(_, Command::FetchOffsets { group, only: None })] if group == "g"),
+        matches!(&next[..], [(_, Work::Store(Command::FetchOffsets { group, only: None }))] if group == "g"),
         "then the fetch: {next:?}"
     );
 }
@@ -699,7 +723,7 @@ fn idempotent_batches_carry_their_sequences_to_the_backend() {
         .commands()
         .into_iter()
         .map(|(_, c)| match c {
-            Command::Append { producer, .. } => producer,
+            Work::Store(Command::Append { producer, .. }) => producer,
             other => panic!("unexpected {other:?}"),
         })
         .collect();
@@ -736,12 +760,12 @@ fn metadata_that_cannot_be_listed_is_not_a_missing_topic() {
     });
     h.send(12, 1, &metadata);
     let cmds = h.commands();
-    assert!(matches!(cmds[0].1, Command::ListTopics { .. }));
+    assert!(matches!(cmds[0].1, Work::Store(Command::ListTopics { .. })));
     h.complete(
         cmds[0].0,
-        Completion::ListTopics(Err(BackendError::Unavailable(
+        Outcome::Store(Completion::ListTopics(Err(BackendError::Unavailable(
             "iggy: connection refused".into(),
-        ))),
+        )))),
     );
     assert!(h.commands().is_empty(), "nothing created");
     let answered = h.responses(ApiKey::Metadata, 12);

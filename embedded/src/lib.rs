@@ -22,11 +22,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use event_listener::{Event, EventListener};
 use iggy_kafka_core::backend::{
-    check_partition_growth, message_size, select_offsets, Appended, Backend, BackendError, Block,
-    Command, Completion, Execution, GroupOffset, GroupOffsets, Messages, PartitionOffsets,
-    ProducerBatch, ReadResult, TopicConfig, TopicInfo, TopicRef, WatchPartition,
+    check_partition_growth, select_offsets, Appended, Backend, BackendError, Command, Completion,
+    Execution, GroupOffset, GroupOffsets, PartitionOffsets, ProducerBatch, ReadResult, TopicConfig,
+    TopicInfo, TopicRef, WatchPartition,
 };
-use iggy_kafka_core::mapping::{kafka_timestamp_ms, set_log_append_time, IggyMessage};
+use iggy_kafka_core::mapping::{kafka_timestamp_ms, set_log_append_time};
+use iggy_kafka_core::message::{message_size, Block, IggyMessage, Messages};
 use iggy_kafka_core::producers::Producers;
 use iggy_kafka_core::protocol::Uuid;
 use iggy_kafka_core::topic_config::{
@@ -693,12 +694,6 @@ impl Backend for EmbeddedStore {
                 Completion::ListGroups(Ok(names))
             }
             Command::Watch { partitions, .. } => return self.watch(partitions),
-            other => {
-                // A command added to the vocabulary without support here: the task reports
-                // UNKNOWN_SERVER_ERROR for an unexpected completion.
-                tracing::error!(command = ?other, "command the embedded store does not know");
-                Completion::Watch
-            }
         };
         Execution::Done(done)
     }

@@ -6,7 +6,7 @@ use iggy_kafka_core::backend::{
     WatchPartition,
 };
 use iggy_kafka_core::error_code::ErrorCode;
-use iggy_kafka_core::mapping::IggyMessage;
+use iggy_kafka_core::message::IggyMessage;
 
 use super::{EmbeddedStore, StoreConfig};
 

@@ -11,10 +11,11 @@ use bytes::BytesMut;
 use std::future::Future;
 use std::task::{Context, Poll, Waker};
 
-use iggy_kafka_core::backend::{Completion, Execution};
-use iggy_kafka_core::driver::Shared;
+use iggy_kafka_core::backend::Completion;
+use iggy_kafka_core::driver::{Later, Shared, Started};
 use iggy_kafka_core::frame::split_frame;
 use iggy_kafka_core::group::{Coordinator, GroupConfig};
+use iggy_kafka_core::work::{Outcome, Work};
 use iggy_kafka_core::{Config, Connection};
 use iggy_kafka_embedded::{EmbeddedStore, StoreConfig};
 use libfuzzer_sys::fuzz_target;
@@ -62,14 +63,11 @@ fuzz_target!(|steps: Vec<Step>| {
                 shared.groups().handle_timeout(now);
                 let mut i = 0;
                 while i < waiting.len() {
-                    let (id, f): &mut (
-                        _,
-                        std::pin::Pin<Box<dyn Future<Output = Completion> + Send>>,
-                    ) = &mut waiting[i];
-                    if let Poll::Ready(c) = f.as_mut().poll(&mut cx) {
+                    let (id, f): &mut (_, Later) = &mut waiting[i];
+                    if let Poll::Ready(c) = std::pin::Pin::new(f).poll(&mut cx) {
                         let id = *id;
                         drop(waiting.remove(i));
-                        conn.handle_completion(now, id, c);
+                        conn.handle_outcome(now, id, c);
                     } else {
                         i += 1;
                     }
@@ -80,16 +78,18 @@ fuzz_target!(|steps: Vec<Step>| {
                     output.extend_from_slice(&b);
                 }
             }
-            Step::Poll => handed_out.extend(std::iter::from_fn(|| conn.poll_command())),
+            Step::Poll => handed_out.extend(std::iter::from_fn(|| conn.poll_work())),
             Step::Complete(i) => {
                 if !handed_out.is_empty() {
                     let (id, command) = handed_out.remove(usize::from(i) % handed_out.len());
-                    let is_group = matches!(command, iggy_kafka_core::backend::Command::Group(_));
+                    let is_group = matches!(command, Work::Group(_));
                     match shared.execute(now, command) {
-                        Execution::Done(c) => conn.handle_completion(now, id, c),
-                        Execution::Pending(f) if is_group => waiting.push((id, f)),
+                        Started::Done(c) => conn.handle_outcome(now, id, c),
+                        Started::Later(f) if is_group => waiting.push((id, f)),
                         // Watches complete as if something arrived.
-                        Execution::Pending(_) => conn.handle_completion(now, id, Completion::Watch),
+                        Started::Later(_) => {
+                            conn.handle_outcome(now, id, Outcome::Store(Completion::Watch))
+                        }
                     }
                 }
             }

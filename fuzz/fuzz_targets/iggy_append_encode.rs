@@ -6,7 +6,7 @@
 
 use arbitrary::Arbitrary;
 use bytes::Bytes;
-use iggy_kafka_core::mapping::{IggyMessage, MessageList};
+use iggy_kafka_core::message::{IggyMessage, MessageList};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]
@@ -31,5 +31,5 @@ fuzz_target!(|input: (u32, u128, Vec<u8>, Vec<Item>)| {
             Item::Elsewhere { payload, origin } => messages.push_bare(&shared, &payload, origin),
         }
     }
-    iggy_kafka_iggy::fuzz_encode(&messages, partition, first_id);
+    iggy_kafka_iggy::fuzzing::encode(&messages, partition, first_id);
 });

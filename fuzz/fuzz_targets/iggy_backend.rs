@@ -8,5 +8,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|script: &[u8]| {
-    iggy_kafka_iggy::fuzz_script(script);
+    iggy_kafka_iggy::fuzzing::script(script);
 });

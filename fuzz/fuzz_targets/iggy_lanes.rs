@@ -14,12 +14,8 @@ use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
 use bytes::Bytes;
-use iggy_binary_protocol::consensus::{
-    Command, Operation, ReplyHeader, RequestHeader, HEADER_SIZE,
-};
-use iggy_binary_protocol::responses::users::LoginRegisterResponse;
-use iggy_binary_protocol::{WireEncode, WireName, IGGY_PROTOCOL_VERSION};
-use iggy_kafka_core::iggy::{Credentials, LaneDriver, Lanes, PendingCall, SessionConfig};
+use iggy_kafka_iggy_client::testing::frames::{self, login_ok, reply};
+use iggy_kafka_iggy_client::{Credentials, LaneDriver, Lanes, PendingCall, SessionConfig};
 use libfuzzer_sys::fuzz_target;
 
 const LANES: usize = 3;
@@ -62,57 +58,6 @@ struct Link {
     changed: Option<Pin<Box<dyn Future<Output = ()>>>>,
 }
 
-/// The frames in `wire` from `at` on that are whole: (header, body, end).
-fn frames(wire: &[u8], mut at: usize) -> Vec<(RequestHeader, Vec<u8>, usize)> {
-    let mut out = Vec::new();
-    while wire.len() >= at + HEADER_SIZE {
-        let header: RequestHeader =
-            bytemuck::checked::pod_read_unaligned(&wire[at..at + HEADER_SIZE]);
-        let size = header.size as usize;
-        assert!(size >= HEADER_SIZE, "a frame holds its header");
-        if wire.len() < at + size {
-            break;
-        }
-        out.push((
-            header,
-            wire[at + HEADER_SIZE..at + size].to_vec(),
-            at + size,
-        ));
-        at += size;
-    }
-    out
-}
-
-fn login_reply(req: &RequestHeader) -> Vec<u8> {
-    // No result codes, then the login itself.
-    let mut body = 0u32.to_le_bytes().to_vec();
-    body.extend_from_slice(
-        &LoginRegisterResponse {
-            user_id: 1,
-            session: 1,
-            server_protocol_version: IGGY_PROTOCOL_VERSION,
-            server_version: WireName::new("0.9.0").expect("a name"),
-        }
-        .to_bytes(),
-    );
-    reply(req, &body)
-}
-
-fn reply(req: &RequestHeader, body: &[u8]) -> Vec<u8> {
-    let header = ReplyHeader {
-        command: Command::Reply,
-        operation: req.operation,
-        size: u32::try_from(HEADER_SIZE + body.len()).expect("small"),
-        client: req.client,
-        request: req.request,
-        status: 0,
-        ..ReplyHeader::default()
-    };
-    let mut out = bytemuck::bytes_of(&header).to_vec();
-    out.extend_from_slice(body);
-    out
-}
-
 fn ready<F: Future + Unpin + ?Sized>(f: &mut F) -> bool {
     let mut cx = Context::from_waker(Waker::noop());
     matches!(Pin::new(f).poll(&mut cx), Poll::Ready(_))
@@ -139,10 +84,10 @@ impl World {
             while let Some(b) = l.driver.poll_transmit() {
                 l.wire.extend_from_slice(&b);
             }
-            for (header, body, end) in frames(&l.wire, l.seen) {
-                self.links[i].seen = end;
-                if header.operation != Operation::Register {
-                    let id = usize::from_le_bytes(body[..8].try_into().expect("an id"));
+            for r in frames::requests(&l.wire, l.seen) {
+                self.links[i].seen = r.end;
+                if !r.is_login() {
+                    let id = usize::from_le_bytes(r.body[..8].try_into().expect("an id"));
                     self.written(i, id);
                 }
             }
@@ -151,24 +96,23 @@ impl World {
 
     /// The server reads lane `i`'s requests and answers each; whether it answered any.
     fn serve(&mut self, i: usize) -> bool {
-        let mut frames: VecDeque<_> = frames(&self.links[i].wire, 0).into();
-        let Some((_, _, end)) = frames.back() else {
+        let mut written: VecDeque<_> = frames::requests(&self.links[i].wire, 0).into();
+        let Some(end) = written.back().map(|r| r.end) else {
             return false;
         };
-        let end = *end;
         self.links[i].wire.drain(..end);
         self.links[i].seen -= end;
-        while let Some((header, body, _)) = frames.pop_front() {
-            if header.operation == Operation::Register {
-                let r = login_reply(&header);
-                self.links[i].driver.handle_input(&r, self.now);
+        while let Some(r) = written.pop_front() {
+            if r.is_login() {
+                let answer = reply(&r.header, 0, &login_ok(1));
+                self.links[i].driver.handle_input(&answer, self.now);
             } else {
-                let id = usize::from_le_bytes(body[..8].try_into().expect("an id"));
+                let id = usize::from_le_bytes(r.body[..8].try_into().expect("an id"));
                 self.links[i].in_flight = None;
                 self.calls[id].finished = true;
                 self.links[i]
                     .driver
-                    .handle_input(&reply(&header, &body), self.now);
+                    .handle_input(&reply(&r.header, 0, &r.body), self.now);
             }
             self.pump();
         }

@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    iggy_kafka_iggy::fuzz_decode(data);
+    iggy_kafka_iggy::fuzzing::decode(data);
 });

@@ -7,10 +7,9 @@ use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
 use bytes::Bytes;
-use iggy_binary_protocol::consensus::{
-    Command, Operation, ReplyHeader, RequestHeader, HEADER_SIZE,
-};
-use iggy_kafka_core::iggy::{Credentials, Event, Session, SessionConfig};
+use iggy_kafka_iggy_client::protocol::consensus::{Command, Operation, HEADER_SIZE};
+use iggy_kafka_iggy_client::testing::frames::{self, reply_to_number};
+use iggy_kafka_iggy_client::{Credentials, Event, Session, SessionConfig};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]
@@ -39,21 +38,12 @@ enum Step {
 const MAX_REPLY: usize = 1 << 16;
 
 fn reply(request: u64, login: bool, status: u32, body: &[u8]) -> Vec<u8> {
-    let header = ReplyHeader {
-        command: Command::Reply,
-        operation: if login {
-            Operation::Register
-        } else {
-            Operation::NonReplicated
-        },
-        size: u32::try_from(HEADER_SIZE + body.len()).unwrap_or(u32::MAX),
-        request,
-        status,
-        ..ReplyHeader::default()
+    let operation = if login {
+        Operation::Register
+    } else {
+        Operation::NonReplicated
     };
-    let mut out = bytemuck::bytes_of(&header).to_vec();
-    out.extend_from_slice(body);
-    out
+    reply_to_number(operation, request, status, body)
 }
 
 fuzz_target!(|steps: Vec<Step>| {
@@ -75,6 +65,7 @@ fuzz_target!(|steps: Vec<Step>| {
     let mut replies: u64 = 0;
     let mut closed = 0;
     let mut request = 0u64;
+    let mut wire = Vec::new();
     for step in steps {
         match step {
             Step::Input(b) => s.handle_input(&b, now),
@@ -102,15 +93,17 @@ fuzz_target!(|steps: Vec<Step>| {
             }
             Step::Close => s.handle_closed(),
         }
+        // What the session writes must be whole request frames, as a server reads them.
         while let Some(t) = s.poll_transmit() {
-            // A frame starts with its header (a small request's payload follows in the
-            // same buffer; a large one's comes next, on its own).
-            let header = t
-                .get(..HEADER_SIZE)
-                .and_then(|h| bytemuck::checked::try_pod_read_unaligned::<RequestHeader>(h).ok());
-            if let Some(h) = header.filter(|h| h.command == Command::Request) {
-                request = h.request;
-            }
+            wire.extend_from_slice(&t);
+        }
+        let written = frames::requests(&wire, 0);
+        for r in &written {
+            assert_eq!(r.header.command, Command::Request);
+            request = r.header.request;
+        }
+        if let Some(last) = written.last() {
+            wire.drain(..last.end);
         }
         while let Some(e) = s.poll_event() {
             match e {

@@ -20,7 +20,7 @@
 //! requests, since a trial in a quiet spell compares little. A lane that is down, or failed
 //! a request during the trial, gets none of the trial's requests: a trial never sends a
 //! request where it would fail. The caller keeps a partition's appends in
-//! order across a change of lane ([`iggy_kafka_core::iggy::Lanes::call_after`]).
+//! order across a change of lane ([`iggy_kafka_iggy_client::Lanes::call_after`]).
 
 use std::time::Duration;
 

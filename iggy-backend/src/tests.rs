@@ -16,11 +16,12 @@ use iggy_kafka_core::mapping::{from_iggy, to_iggy, KafkaRecord};
 use iggy_kafka_core::protocol::Uuid;
 use iggy_kafka_core::records::Header;
 
-use super::{offsets, IggyBackend, IggyConfig};
-use crate::testing::fake::FakeIggy;
-use crate::testing::Harness;
+use super::{offsets_log as offsets, IggyBackend, IggyConfig};
+use crate::testing::BackendPool;
+use iggy_kafka_iggy_client::testing::FakeIggy;
+use iggy_kafka_iggy_client::testing::Pool;
 
-fn create(h: &mut Harness, backend: &IggyBackend, name: &str, partitions: u32) {
+fn create(h: &mut Pool, backend: &IggyBackend, name: &str, partitions: u32) {
     let c = h.exec(
         backend,
         Command::CreateTopic {
@@ -57,7 +58,7 @@ fn record(i: usize) -> KafkaRecord {
 }
 
 fn append(
-    h: &mut Harness,
+    h: &mut Pool,
     backend: &IggyBackend,
     topic: &str,
     partition: u32,
@@ -80,7 +81,7 @@ fn append(
 }
 
 fn read(
-    h: &mut Harness,
+    h: &mut Pool,
     backend: &IggyBackend,
     topic: &str,
     partition: u32,
@@ -90,7 +91,7 @@ fn read(
 }
 
 fn read_up_to(
-    h: &mut Harness,
+    h: &mut Pool,
     backend: &IggyBackend,
     topic: &str,
     partition: u32,
@@ -101,7 +102,7 @@ fn read_up_to(
 }
 
 fn read_within(
-    h: &mut Harness,
+    h: &mut Pool,
     backend: &IggyBackend,
     topic: &str,
     partition: u32,
@@ -128,7 +129,7 @@ fn read_within(
 
 #[test]
 fn connect_creates_the_stream_and_the_offsets_log() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     h.backend();
     assert_eq!(h.fake.stream.as_deref(), Some("kafka"));
     let log = &h.fake.topics[&offsets::topic_name(0)];
@@ -145,15 +146,17 @@ fn connect_creates_the_stream_and_the_offsets_log() {
 
 #[test]
 fn wrong_credentials_fail_connect_with_the_reason() {
-    let mut h = Harness::with_password(FakeIggy::new(), "wrong");
-    let e = h.connect().err().unwrap_or_default();
+    let mut h = Pool::with_password(FakeIggy::new(), "wrong");
+    let e = h.connect().expect_err("refused");
+    assert!(e.is_refused(), "{e:?}");
+    let e = e.to_string();
     assert!(e.contains("login refused (iggy error 42)"), "{e}");
     assert!(!e.contains("wrong"), "{e}");
 }
 
 #[test]
 fn records_round_trip_through_iggy_messages() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "orders", 3);
     let records: Vec<KafkaRecord> = (0..250).map(record).collect();
@@ -208,7 +211,7 @@ fn records_round_trip_through_iggy_messages() {
 
 #[test]
 fn sequential_reads_find_the_next_poll_sent_ahead() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 1);
     let records: Vec<KafkaRecord> = (0..60).map(record).collect();
@@ -216,7 +219,7 @@ fn sequential_reads_find_the_next_poll_sent_ahead() {
     let before = polls(&h);
     // A read, then the lanes moved on (the polls sent ahead go out), then how many polls
     // the server has seen.
-    let read_then_polls = |h: &mut Harness, offset: u64, max: usize, len: usize| {
+    let read_then_polls = |h: &mut Pool, offset: u64, max: usize, len: usize| {
         let got = read_up_to(h, &backend, "t", 0, offset, max).expect("a read");
         assert_eq!(got.len(), len, "read at {offset}");
         for (i, (o, r)) in got.iter().enumerate() {
@@ -262,7 +265,7 @@ fn sequential_reads_find_the_next_poll_sent_ahead() {
 
 #[test]
 fn a_topic_created_again_outside_the_gateway_is_read_afresh() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 1);
     let old: Vec<KafkaRecord> = (0..60).map(record).collect();
@@ -314,21 +317,17 @@ fn a_topic_created_again_outside_the_gateway_is_read_afresh() {
 
 #[test]
 fn polls_sent_ahead_are_accounted_and_swept_when_their_reader_stops() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     let records: Vec<KafkaRecord> = (0..60).map(record).collect();
     for topic in ["a", "b"] {
         create(&mut h, &backend, topic, 1);
         assert_eq!(append(&mut h, &backend, topic, 0, &records, None), Ok(0));
     }
-    let held = |b: &IggyBackend| {
-        b.inner
-            .read_ahead_bytes
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
+    let held = |b: &IggyBackend| b.inner.reads.read_ahead_held();
     let entries = |b: &IggyBackend, topic: &str| {
-        let state = b.inner.partition(topic, 0);
-        let aheads = super::lock(&state.read_ahead);
+        let state = b.inner.catalog.partition(topic, 0);
+        let aheads = crate::sync::lock(&state.read_ahead);
         (
             aheads.len(),
             aheads.iter().map(|a| a.held.bytes).sum::<usize>(),
@@ -356,14 +355,15 @@ fn polls_sent_ahead_are_accounted_and_swept_when_their_reader_stops() {
 
 #[test]
 fn a_reply_sent_ahead_that_ended_at_the_tail_is_not_kept() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 1);
     let records: Vec<KafkaRecord> = (0..25).map(record).collect();
     assert_eq!(append(&mut h, &backend, "t", 0, &records, None), Ok(0));
-    let aheads = |b: &IggyBackend| super::lock(&b.inner.partition("t", 0).read_ahead).len();
+    let aheads =
+        |b: &IggyBackend| crate::sync::lock(&b.inner.catalog.partition("t", 0).read_ahead).len();
     let read_ten =
-        |h: &mut Harness, offset| read_up_to(h, &backend, "t", 0, offset, 10).map(|r| r.len());
+        |h: &mut Pool, offset| read_up_to(h, &backend, "t", 0, offset, 10).map(|r| r.len());
     assert_eq!(read_ten(&mut h, 0), Ok(10));
     assert_eq!(aheads(&backend), 2, "10..20 and 20..30");
     assert_eq!(read_ten(&mut h, 10), Ok(10));
@@ -379,7 +379,7 @@ fn a_reply_sent_ahead_that_ended_at_the_tail_is_not_kept() {
 
 #[test]
 fn requests_for_made_up_topics_and_partitions_leave_nothing_behind() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 1);
     let r = [record(2)];
@@ -409,16 +409,13 @@ fn requests_for_made_up_topics_and_partitions_leave_nothing_behind() {
             }
         }
     }
-    let kept: Vec<(String, Vec<u32>)> = super::lock(&backend.inner.partitions)
-        .iter()
-        .map(|(t, p)| (t.clone(), p.keys().copied().collect()))
-        .collect();
+    let kept = backend.inner.catalog.partitions_known();
     assert_eq!(kept, [("t".to_owned(), vec![0])]);
 }
 
 #[test]
 fn unknown_topics_partitions_and_iggy_errors_map_to_kafka_errors() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 1);
     let r = [record(2)];
@@ -469,7 +466,7 @@ fn unknown_topics_partitions_and_iggy_errors_map_to_kafka_errors() {
 
 #[test]
 fn a_connection_lost_mid_append_is_a_retriable_error_and_the_lane_recovers() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 1);
     let Execution::Pending(fut) = backend.execute(Command::Append {
@@ -508,7 +505,7 @@ fn a_connection_lost_mid_append_is_a_retriable_error_and_the_lane_recovers() {
 /// before any is awaited (as a producer with requests in flight sends them), then awaited
 /// last first; returns where each landed, in the order they were handed over.
 fn append_at_once(
-    h: &mut Harness,
+    h: &mut Pool,
     backend: &IggyBackend,
     topic: &str,
     records: impl Iterator<Item = KafkaRecord>,
@@ -543,7 +540,7 @@ fn append_at_once(
 /// land in that order even when a later one's future is polled (or finishes) first.
 #[test]
 fn plain_appends_land_in_the_order_handed_over() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 1);
     let offsets = append_at_once(&mut h, &backend, "t", (0..5).map(|i| record(i * 4 + 2)));
@@ -564,17 +561,14 @@ fn plain_appends_land_in_the_order_handed_over() {
 /// order, and the partition then stays on the lane Iggy answered fastest.
 #[test]
 fn a_partition_moves_to_the_lane_answered_fastest_and_its_appends_keep_their_order() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 1);
     // Lane 1 is answered in one round, the others in three.
     h.every = vec![3, 1, 3];
     let lane_of_partition = |b: &IggyBackend| {
-        let state = b.inner.partition("t", 0);
-        let route = crate::lock(&state.route);
-        route
-            .as_ref()
-            .map(|r| (r.placement.lane(), r.placement.in_trial()))
+        let state = b.inner.catalog.partition("t", 0);
+        state.route.placed()
     };
     let mut all = Vec::new();
     for round in 0..4 {
@@ -608,7 +602,7 @@ fn a_partition_moves_to_the_lane_answered_fastest_and_its_appends_keep_their_ord
 /// instead of failing until the connection is back.
 #[test]
 fn a_partition_moves_off_a_connection_that_is_down() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 1);
     for i in 0..60 {
@@ -618,9 +612,8 @@ fn a_partition_moves_off_a_connection_that_is_down() {
         );
     }
     let chosen = {
-        let state = backend.inner.partition("t", 0);
-        let route = crate::lock(&state.route);
-        route.as_ref().map(|r| r.placement.lane()).expect("routed")
+        let state = backend.inner.catalog.partition("t", 0);
+        state.route.placed().expect("routed").0
     };
     let now = h.lane_now();
     h.drivers[chosen].handle_closed(now);
@@ -637,7 +630,7 @@ fn a_partition_moves_off_a_connection_that_is_down() {
 
 #[test]
 fn idempotent_retries_are_appended_once() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 1);
     let pb = |first| ProducerBatch {
@@ -659,7 +652,7 @@ fn idempotent_retries_are_appended_once() {
 
 #[test]
 fn a_retry_is_not_answered_from_a_topic_created_again_behind_the_gateway() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 1);
     let pb = ProducerBatch {
@@ -682,7 +675,7 @@ fn a_retry_is_not_answered_from_a_topic_created_again_behind_the_gateway() {
 
 /// Sends an append and loses its reply: applied by the server or not, as `applied` says.
 fn append_losing_the_reply(
-    h: &mut Harness,
+    h: &mut Pool,
     backend: &IggyBackend,
     records: &[KafkaRecord],
     producer: ProducerBatch,
@@ -721,7 +714,7 @@ fn append_losing_the_reply(
 /// where it landed instead of appending it again.
 #[test]
 fn an_idempotent_batch_whose_reply_was_lost_is_appended_once() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 1);
     let pb = |producer_id, first| ProducerBatch {
@@ -782,7 +775,7 @@ fn an_idempotent_batch_whose_reply_was_lost_is_appended_once() {
 /// what fits.
 #[test]
 fn a_read_of_larger_messages_than_estimated_is_served() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 1);
     let big = |i: usize| KafkaRecord {
@@ -796,7 +789,7 @@ fn a_read_of_larger_messages_than_estimated_is_served() {
             Ok(i as u64)
         );
     }
-    let read = |h: &mut Harness, offset| {
+    let read = |h: &mut Pool, offset| {
         read_within(h, &backend, "t", 0, offset, 8 << 20, 1000).expect("read")
     };
     let first = read(&mut h, 0);
@@ -822,7 +815,7 @@ fn a_read_of_larger_messages_than_estimated_is_served() {
 /// their recent batches back from the partition's tail, by their message ids.
 #[test]
 fn idempotent_producers_are_read_back_after_a_restart() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 1);
     let pb = |producer_id, epoch, first| ProducerBatch {
@@ -874,7 +867,7 @@ fn idempotent_producers_are_read_back_after_a_restart() {
 }
 
 fn commit(
-    h: &mut Harness,
+    h: &mut Pool,
     backend: &IggyBackend,
     group: &str,
     offsets: &[(&str, u32, i64)],
@@ -903,7 +896,7 @@ fn commit(
 }
 
 fn fetch(
-    h: &mut Harness,
+    h: &mut Pool,
     backend: &IggyBackend,
     group: &str,
 ) -> Vec<(String, u32, i64, i32, Option<String>)> {
@@ -932,7 +925,7 @@ fn fetch(
 
 #[test]
 fn committed_offsets_survive_a_restart_and_are_mirrored_for_iggy() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 2);
     create(&mut h, &backend, "u", 1);
@@ -1022,7 +1015,7 @@ fn committed_offsets_survive_a_restart_and_are_mirrored_for_iggy() {
 
 #[test]
 fn a_commit_iggy_does_not_take_is_not_acknowledged() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 1);
     let Execution::Pending(fut) = backend.execute(Command::CommitOffsets {
@@ -1051,7 +1044,7 @@ fn a_commit_iggy_does_not_take_is_not_acknowledged() {
 
 #[test]
 fn the_offsets_log_is_compacted_into_a_new_generation() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 1000);
     let batch: Vec<(&str, u32, i64)> = (0..1000).map(|p| ("t", p, 1)).collect();
@@ -1084,7 +1077,7 @@ fn the_offsets_log_is_compacted_into_a_new_generation() {
 
 #[test]
 fn a_second_gateway_on_the_stream_is_noticed_and_its_commits_followed() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let a = h.backend();
     create(&mut h, &a, "t", 2);
     commit(&mut h, &a, "g", &[("t", 0, 1)]);
@@ -1131,7 +1124,7 @@ fn a_second_gateway_on_the_stream_is_noticed_and_its_commits_followed() {
 
 #[test]
 fn a_deleted_offsets_log_is_written_again_from_memory() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 2);
     commit(&mut h, &backend, "g", &[("t", 0, 1), ("t", 1, 2)]);
@@ -1149,7 +1142,7 @@ fn a_deleted_offsets_log_is_written_again_from_memory() {
 
 #[test]
 fn an_offsets_log_wiped_by_other_means_is_written_again_from_memory() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 2);
     commit(&mut h, &backend, "g", &[("t", 0, 1), ("t", 1, 2)]);
@@ -1169,7 +1162,7 @@ fn an_offsets_log_wiped_by_other_means_is_written_again_from_memory() {
 
 #[test]
 fn an_unfinished_newer_generation_is_ignored_at_start() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 1);
     commit(&mut h, &backend, "g", &[("t", 0, 5)]);
@@ -1182,7 +1175,7 @@ fn an_unfinished_newer_generation_is_ignored_at_start() {
 
 #[test]
 fn the_offsets_log_is_out_of_every_clients_reach() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 1);
     commit(&mut h, &backend, "g", &[("t", 0, 5)]);
@@ -1281,11 +1274,10 @@ fn the_offsets_log_is_out_of_every_clients_reach() {
 
 #[test]
 fn topic_ids_are_stable_until_the_topic_is_created_again() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 2);
-    let id = |h: &mut Harness, b: &IggyBackend| match h.exec(b, Command::ListTopics { only: None })
-    {
+    let id = |h: &mut Pool, b: &IggyBackend| match h.exec(b, Command::ListTopics { only: None }) {
         Completion::ListTopics(Ok(t)) => t[0].id,
         other => panic!("{other:?}"),
     };
@@ -1338,7 +1330,7 @@ fn topic_ids_are_stable_until_the_topic_is_created_again() {
 }
 
 fn create_with(
-    h: &mut Harness,
+    h: &mut Pool,
     backend: &IggyBackend,
     name: &str,
     partitions: u32,
@@ -1359,7 +1351,7 @@ fn create_with(
 }
 
 fn alter(
-    h: &mut Harness,
+    h: &mut Pool,
     backend: &IggyBackend,
     name: &str,
     config: TopicConfig,
@@ -1377,7 +1369,7 @@ fn alter(
     }
 }
 
-fn list(h: &mut Harness, backend: &IggyBackend, name: &str) -> TopicInfo {
+fn list(h: &mut Pool, backend: &IggyBackend, name: &str) -> TopicInfo {
     match h.exec(
         backend,
         Command::ListTopics {
@@ -1389,14 +1381,14 @@ fn list(h: &mut Harness, backend: &IggyBackend, name: &str) -> TopicInfo {
     }
 }
 
-fn option(h: &Harness, topic: &str, key: &str) -> Option<u64> {
+fn option(h: &Pool, topic: &str, key: &str) -> Option<u64> {
     let options = &h.fake.topics[topic].options;
     options.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
 }
 
 #[test]
 fn topic_configuration_maps_to_iggy_options() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     let mut config = TopicConfig::default();
     config.retention_ms = Some(60_000);
@@ -1515,7 +1507,7 @@ fn topic_configuration_maps_to_iggy_options() {
 
 #[test]
 fn without_write_through_topics_keep_iggys_default() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h
         .connect_with(IggyConfig {
             write_through: false,
@@ -1526,7 +1518,7 @@ fn without_write_through_topics_keep_iggys_default() {
     assert_eq!(option(&h, "t", "messages_required_to_save"), None);
     let offsets = offsets::topic_name(0);
     assert_eq!(option(&h, &offsets, "messages_required_to_save"), None);
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 1);
     assert_eq!(option(&h, &offsets, "messages_required_to_save"), Some(1));
@@ -1534,7 +1526,7 @@ fn without_write_through_topics_keep_iggys_default() {
 
 #[test]
 fn topics_created_elsewhere_show_their_storage_options() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "seed", 1);
     // Created with Iggy's tools: no options of the gateway's, Iggy's derived defaults.
@@ -1583,7 +1575,7 @@ fn watch(
 
 #[test]
 fn a_watch_ends_when_data_arrives() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 1);
     let mut watch = watch(&backend, "t", 0);
@@ -1599,18 +1591,18 @@ fn a_watch_ends_when_data_arrives() {
 
 #[test]
 fn fetches_waiting_on_a_topic_share_its_looks() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 1);
     // As a fetch does, a read before watching: there is nothing yet.
     assert_eq!(read(&mut h, &backend, "t", 0, 0), Ok(Vec::new()));
     h.clock.sleeps_wait();
     let mut watches: Vec<_> = (0..10).map(|_| watch(&backend, "t", 0)).collect();
-    let looks = |h: &Harness| {
+    let looks = |h: &Pool| {
         h.fake
             .seen
             .iter()
-            .filter(|&&c| c == super::GET_TOPIC_CODE)
+            .filter(|&&c| c == iggy_kafka_iggy_client::protocol::codes::GET_TOPIC_CODE)
             .count()
     };
     let before = looks(&h);
@@ -1638,7 +1630,7 @@ fn fetches_waiting_on_a_topic_share_its_looks() {
 
 #[test]
 fn a_watch_dropped_while_it_asks_leaves_no_other_waiting() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 1);
     assert_eq!(append(&mut h, &backend, "t", 0, &[record(0)], None), Ok(0));
@@ -1666,7 +1658,7 @@ fn a_watch_dropped_while_it_asks_leaves_no_other_waiting() {
 
 #[test]
 fn the_gate_admits_one_at_a_time_and_survives_a_dropped_waiter() {
-    let gate = super::Gate::default();
+    let gate = crate::sync::Gate::default();
     let mut cx = Context::from_waker(Waker::noop());
     let mut first = Box::pin(gate.enter());
     let Poll::Ready(held) = first.as_mut().poll(&mut cx) else {
@@ -1688,7 +1680,7 @@ fn the_gate_admits_one_at_a_time_and_survives_a_dropped_waiter() {
 /// consumer ask again at once.
 #[test]
 fn reads_go_on_from_what_a_reply_read_ahead_left() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 1);
     let rec = |i: usize| KafkaRecord {
@@ -1726,7 +1718,7 @@ fn reads_go_on_from_what_a_reply_read_ahead_left() {
 }
 
 fn max_timestamp(
-    h: &mut Harness,
+    h: &mut Pool,
     backend: &IggyBackend,
     topic: &str,
     partition: u32,
@@ -1743,11 +1735,11 @@ fn max_timestamp(
     }
 }
 
-fn polls(h: &Harness) -> usize {
+fn polls(h: &Pool) -> usize {
     h.fake
         .seen
         .iter()
-        .filter(|c| **c == super::POLL_MESSAGES_CODE)
+        .filter(|c| **c == iggy_kafka_iggy_client::protocol::codes::POLL_MESSAGES_CODE)
         .count()
 }
 
@@ -1756,7 +1748,7 @@ fn polls(h: &Harness) -> usize {
 /// and a topic created again by other means.
 #[test]
 fn the_largest_timestamp_is_found_reading_each_message_once() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 2);
     let at = |timestamp_ms: i64| KafkaRecord {
@@ -1800,7 +1792,7 @@ fn the_largest_timestamp_is_found_reading_each_message_once() {
 /// exactly.
 #[test]
 fn records_days_apart_in_one_batch_are_appended_whole() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 1);
     let records: Vec<KafkaRecord> = (0..50)
@@ -1813,11 +1805,11 @@ fn records_days_apart_in_one_batch_are_appended_whole() {
             ..record(i)
         })
         .collect();
-    let sends = |h: &Harness| {
+    let sends = |h: &Pool| {
         h.fake
             .seen
             .iter()
-            .filter(|c| **c == super::SEND_MESSAGES_CODE)
+            .filter(|c| **c == iggy_kafka_iggy_client::protocol::codes::SEND_MESSAGES_CODE)
             .count()
     };
     let before = sends(&h);
@@ -1835,7 +1827,7 @@ fn records_days_apart_in_one_batch_are_appended_whole() {
 /// at least the one asked for: Iggy's search by append time only says where to start.
 #[test]
 fn a_search_by_timestamp_answers_by_the_records_timestamps() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 1);
     // The fake appends at 1_800_000_000_000 ms (plus the offset in µs).
@@ -1851,7 +1843,7 @@ fn a_search_by_timestamp_answers_by_the_records_timestamps() {
     ] {
         assert_eq!(append(&mut h, &backend, "t", 0, &batch, None), Ok(base));
     }
-    let search = |h: &mut Harness, timestamp_ms| match h.exec(
+    let search = |h: &mut Pool, timestamp_ms| match h.exec(
         &backend,
         Command::OffsetForTimestamp {
             topic: "t".into(),
@@ -1885,7 +1877,7 @@ fn a_search_by_timestamp_answers_by_the_records_timestamps() {
 /// gone drop them from their assignments.
 #[test]
 fn topics_are_listed_as_last_seen_while_iggy_is_unreachable() {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 2);
     create(&mut h, &backend, "u", 1);

@@ -12,7 +12,8 @@ use std::ops::Range;
 
 use iggy_kafka_core::protocol::Uuid;
 
-use crate::wire::Stamped;
+/// A message's offset and its Kafka timestamp (ms).
+pub(crate) type Stamped = (u64, i64);
 
 /// Runs kept per partition before neighbours are merged: bounds the memory whatever the
 /// partition's length, at the cost of longer re-reads when retention cuts a run.

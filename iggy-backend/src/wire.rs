@@ -3,27 +3,24 @@
 use std::borrow::Cow;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use iggy_binary_protocol::batch::{
+use iggy_kafka_core::backend::{BackendError, ProducerBatch, TopicConfig, TopicInfo, TopicRef};
+use iggy_kafka_core::mapping::{kafka_timestamp_ms, move_origin_timestamp};
+use iggy_kafka_core::message::{HeaderValue, IggyMessage, MessageList, Messages, MessagesBuilder};
+use iggy_kafka_core::protocol::Uuid;
+use iggy_kafka_iggy_client::protocol::batch::{
     calculate_batch_checksum, BatchHeader, BATCH_HEADER_SIZE, BATCH_MESSAGE_HEADER_SIZE,
     MAX_TIMESTAMP_DELTA_MICROS,
 };
-use iggy_binary_protocol::primitives::user_headers::{
+use iggy_kafka_iggy_client::protocol::primitives::user_headers::{
     encode_user_headers, validate_user_headers, WireUserHeaderIterator,
 };
-use iggy_binary_protocol::responses::messages::poll_messages::PollMessagesResponse;
-use iggy_binary_protocol::responses::streams::get_stream::TopicHeader;
-use iggy_binary_protocol::{WireEncode, WireIdentifier, WireOptions, WirePartitioning};
-use iggy_kafka_core::backend::{
-    BackendError, Messages, MessagesBuilder, ProducerBatch, TopicConfig, TopicInfo, TopicRef,
-};
-use iggy_kafka_core::iggy::Failure;
-use iggy_kafka_core::mapping::{
-    kafka_timestamp_ms, move_origin_timestamp, HeaderValue, IggyMessage, MessageList,
-};
-use iggy_kafka_core::protocol::Uuid;
+use iggy_kafka_iggy_client::protocol::responses::messages::poll_messages::PollMessagesResponse;
+use iggy_kafka_iggy_client::protocol::responses::streams::get_stream::TopicHeader;
+use iggy_kafka_iggy_client::protocol::{WireEncode, WireIdentifier, WireOptions, WirePartitioning};
+use iggy_kafka_iggy_client::Failure;
 use twox_hash::XxHash3_64;
 
-use crate::timestamps::larger;
+use crate::timestamps::{larger, Stamped};
 
 // Iggy header kinds (Iggy's `HeaderKind::as_code`).
 const RAW: u8 = 1;
@@ -154,6 +151,7 @@ fn header_entry<'a>(value: &'a HeaderValue, scratch: &'a mut [u8; 8]) -> (u8, Co
 
 /// A message's user headers in Iggy's TLV form by Iggy's own encoder, or `None` without any:
 /// part of the reference the tests and the fuzzer hold `send_messages` to.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn encode_headers(m: &IggyMessage) -> Option<Bytes> {
     if m.headers.is_empty() {
         return None;
@@ -346,14 +344,15 @@ pub(crate) fn fit_timestamps(messages: &MessageList) -> MessageList {
 
 /// The bytes Iggy's own `SendMessagesEncoder` writes for the same messages: the reference
 /// the tests and the fuzzer hold [`send_messages`] to.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn reference_send_messages(
     stream: &WireIdentifier,
     topic: &WireIdentifier,
     partition: u32,
     messages: &[IggyMessage],
     ids: Ids,
-) -> Result<Bytes, iggy_binary_protocol::WireError> {
-    use iggy_binary_protocol::requests::messages::send_messages::{
+) -> Result<Bytes, iggy_kafka_iggy_client::protocol::WireError> {
+    use iggy_kafka_iggy_client::protocol::requests::messages::send_messages::{
         RawMessage, SendMessagesEncoder,
     };
     let headers: Vec<Option<Bytes>> = messages.iter().map(encode_headers).collect();
@@ -431,7 +430,7 @@ pub(crate) fn polled(
             timestamp_us: view.timestamp,
             headers,
         };
-        let size = iggy_kafka_core::backend::message_size(&message);
+        let size = iggy_kafka_core::message::message_size(&message);
         let first = out.is_empty() && at_least_one;
         if !first && (bytes + size > max_bytes || out.len() >= max_messages) {
             break;
@@ -593,9 +592,6 @@ pub(crate) fn find_message(
     }
     Ok((None, last))
 }
-
-/// An offset and the Kafka timestamp (ms) of the message there.
-pub(crate) type Stamped = (u64, i64);
 
 /// The offset and Kafka timestamp of each message of a `PollMessages` reply, in order.
 fn stamped(

@@ -1,6 +1,6 @@
 //! Runs the gateway's sans-IO core on smol and async-io: accepts connections, moves bytes
-//! between each socket and its [`Connection`], hands the connection's commands to the
-//! backend, and sleeps until the next input, completion or deadline. Nothing
+//! between each socket and its [`Connection`], hands the connection's work to the
+//! backend and the group coordinator, and sleeps until the next input, completion or deadline. Nothing
 //! protocol-specific lives here, and nothing here needs tokio.
 
 use std::future::Future;
@@ -14,15 +14,15 @@ use std::pin::Pin;
 use async_io::Timer;
 use bytes::BytesMut;
 use futures_lite::{future, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
-use iggy_kafka_core::backend::{CommandId, Completion};
-use iggy_kafka_core::driver::{Commands, Shared, Transmit};
-use iggy_kafka_core::iggy::{Clock, LaneDriver, Lanes, SessionConfig};
+use iggy_kafka_core::driver::{PendingWork, Shared, Transmit};
+use iggy_kafka_core::work::{Outcome, WorkId};
 use iggy_kafka_core::{Config, Connection};
+use iggy_kafka_iggy_client::{drive, Clock, Lanes, SessionConfig};
 use smol::net::{TcpListener, TcpStream};
 use smol::Executor;
 
 /// Bytes read per system call at most.
-const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = drive::READ_CHUNK;
 
 /// How long shutdown waits for connections to flush what they answered.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -136,7 +136,7 @@ pub async fn serve(
 
 enum Event {
     Read(io::Result<usize>),
-    Completed(Vec<(CommandId, Completion)>),
+    Completed(Vec<(WorkId, Outcome)>),
     Timeout,
     Stop,
 }
@@ -155,12 +155,12 @@ async fn drive(
     if let Ok(peer) = stream.peer_addr() {
         conn.set_client_host(format!("/{}", peer.ip()));
     }
-    let mut commands = Commands::new();
+    let mut pending = PendingWork::new();
     let mut transmit = Transmit::new();
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut stopping = false;
     loop {
-        commands.pump(&mut conn, &shared, &mut buf, Instant::now());
+        pending.pump(&mut conn, &shared, &mut buf, Instant::now());
         if let Err(e) = write_out(&mut stream, &mut conn, &mut transmit).await {
             tracing::debug!(error = %e, "write failed");
             return;
@@ -168,7 +168,7 @@ async fn drive(
         if conn.is_closed() {
             break;
         }
-        let deadline = commands.next_deadline(&conn);
+        let deadline = pending.next_deadline(&conn);
         let wants_input = conn.wants_input();
         let filled = buf.len();
         if wants_input {
@@ -186,10 +186,10 @@ async fn drive(
             }
         };
         let completed = async {
-            if commands.is_empty() {
+            if pending.is_empty() {
                 future::pending().await
             } else {
-                Event::Completed(future::poll_fn(|cx| commands.poll_ready(cx)).await)
+                Event::Completed(future::poll_fn(|cx| pending.poll_ready(cx)).await)
             }
         };
         let timer = async {
@@ -222,12 +222,12 @@ async fn drive(
             }
             Event::Completed(ready) => {
                 buf.truncate(filled);
-                Commands::complete(&mut conn, Instant::now(), ready);
+                PendingWork::complete(&mut conn, Instant::now(), ready);
             }
             Event::Timeout => {
                 buf.truncate(filled);
                 let now = Instant::now();
-                commands.handle_timeout(&mut conn, now);
+                pending.handle_timeout(&mut conn, now);
                 conn.handle_timeout(now);
             }
             Event::Stop => {
@@ -261,11 +261,11 @@ async fn drive_groups(shared: Arc<Shared>) {
     }
 }
 
-/// async-io's clock, for backends that wait.
+/// async-io's clock, timers and sockets: for backends that wait, and for the Iggy lanes.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SmolClock;
+pub struct SmolRuntime;
 
-impl Clock for SmolClock {
+impl Clock for SmolRuntime {
     fn now(&self) -> Instant {
         Instant::now()
     }
@@ -277,6 +277,47 @@ impl Clock for SmolClock {
     }
 }
 
+/// A connection to Iggy, with the buffer its reads land in first.
+#[derive(Debug)]
+pub struct IggyStream {
+    tcp: TcpStream,
+    /// Safe Rust cannot read into uninitialised memory: a read lands here, zeroed once, and
+    /// is copied on. That costs one copy of what was read, where zeroing room in the
+    /// session's buffer before each read would cost the whole room, and replies are often
+    /// small.
+    scratch: Box<[u8]>,
+}
+
+impl drive::Runtime for SmolRuntime {
+    type Stream = IggyStream;
+    type Outbox = Transmit;
+
+    async fn connect(&self, address: &str) -> io::Result<IggyStream> {
+        let tcp = TcpStream::connect(address).await?;
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        Ok(IggyStream {
+            tcp,
+            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+        })
+    }
+
+    async fn read(stream: &mut IggyStream, buf: &mut BytesMut) -> io::Result<usize> {
+        let n = stream.tcp.read(&mut stream.scratch).await?;
+        buf.extend_from_slice(&stream.scratch[..n]);
+        Ok(n)
+    }
+
+    async fn write_all(stream: &mut IggyStream, out: &mut Transmit) -> io::Result<()> {
+        write_all(&mut stream.tcp, out).await
+    }
+
+    async fn sleep_until(&self, deadline: Instant) {
+        Timer::at(deadline).await;
+    }
+}
+
 /// Connects each of `lanes` to the Iggy server at `address` and keeps it connected (with the
 /// lane driver's backoff), as tasks on `ex` that end with it.
 pub fn spawn_iggy_lanes(
@@ -285,75 +326,8 @@ pub fn spawn_iggy_lanes(
     address: &str,
     config: &SessionConfig,
 ) {
-    for index in 0..lanes.len() {
-        let driver = LaneDriver::new(Arc::clone(lanes), index, config.clone(), Instant::now());
-        let span = tracing::info_span!("iggy", lane = index);
-        ex.spawn(tracing::Instrument::instrument(
-            drive_lane(driver, Arc::clone(lanes), index, address.to_owned()),
-            span,
-        ))
-        .detach();
-    }
-}
-
-enum LaneEvent {
-    Read(io::Result<usize>),
-    Changed,
-    Timeout,
-}
-
-async fn drive_lane(mut d: LaneDriver, lanes: Arc<Lanes>, index: usize, address: String) {
-    let mut buf = vec![0u8; READ_CHUNK];
-    loop {
-        Timer::at(d.connect_at()).await;
-        let mut stream = match TcpStream::connect(address.as_str()).await {
-            Ok(s) => s,
-            Err(e) => {
-                d.connect_failed(&e.to_string(), Instant::now());
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        tracing::debug!(%address, "connected to Iggy");
-        d.connected(Instant::now());
-        let mut out = Transmit::new();
-        loop {
-            let changed = lanes.lane(index).changed();
-            d.pump(Instant::now());
-            // A large request's header and payload leave in one call, not as a lone
-            // header segment the server must wait past.
-            while let Some(frame) = d.poll_transmit() {
-                out.push(frame);
-            }
-            if let Err(e) = write_all(&mut stream, &mut out).await {
-                tracing::debug!(error = %e, "write to Iggy failed");
-                d.handle_closed(Instant::now());
-            }
-            if !d.has_session() {
-                break;
-            }
-            let timeout = d.poll_timeout();
-            let read = async { LaneEvent::Read(stream.read(&mut buf).await) };
-            let woken = async {
-                changed.await;
-                LaneEvent::Changed
-            };
-            let timer = async {
-                match timeout {
-                    Some(t) => {
-                        Timer::at(t).await;
-                        LaneEvent::Timeout
-                    }
-                    None => future::pending().await,
-                }
-            };
-            match future::or(read, future::or(woken, timer)).await {
-                LaneEvent::Read(Ok(0) | Err(_)) => d.handle_closed(Instant::now()),
-                LaneEvent::Read(Ok(n)) => d.handle_input(&buf[..n], Instant::now()),
-                LaneEvent::Changed => {}
-                LaneEvent::Timeout => d.handle_timeout(Instant::now()),
-            }
-        }
+    for task in drive::lane_tasks(&SmolRuntime, lanes, address, config) {
+        ex.spawn(task).detach();
     }
 }
 

@@ -1,5 +1,5 @@
 //! Runs the gateway's sans-IO core on tokio: accepts connections, moves bytes between each
-//! socket and its [`Connection`], hands the connection's commands to the backend, and sleeps
+//! socket and its [`Connection`], hands the connection's work to the backend and the group coordinator, and sleeps
 //! until the next input, completion or deadline. Nothing protocol-specific lives here.
 
 use std::future::Future;
@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use std::pin::Pin;
 
 use bytes::BytesMut;
-use iggy_kafka_core::driver::{Commands, Shared, Transmit};
-use iggy_kafka_core::iggy::{Clock, LaneDriver, Lanes, SessionConfig};
+use iggy_kafka_core::driver::{PendingWork, Shared, Transmit};
 use iggy_kafka_core::{Config, Connection};
+use iggy_kafka_iggy_client::{drive, Clock, Lanes, SessionConfig};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 /// Read buffer headroom: a read never has less free space than this.
-const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = drive::READ_CHUNK;
 
 /// How long shutdown waits for connections to flush what they answered.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -131,12 +131,12 @@ async fn drive(
     if let Ok(peer) = stream.peer_addr() {
         conn.set_client_host(format!("/{}", peer.ip()));
     }
-    let mut commands = Commands::new();
+    let mut pending = PendingWork::new();
     let mut transmit = Transmit::new();
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut stopping = false;
     loop {
-        commands.pump(&mut conn, &shared, &mut buf, Instant::now());
+        pending.pump(&mut conn, &shared, &mut buf, Instant::now());
         if let Err(e) = write_out(&mut stream, &mut conn, &mut transmit).await {
             tracing::debug!(error = %e, "write failed");
             return;
@@ -144,7 +144,7 @@ async fn drive(
         if conn.is_closed() {
             break;
         }
-        let deadline = commands.next_deadline(&conn);
+        let deadline = pending.next_deadline(&conn);
         let room = conn.read_capacity(&buf, READ_CHUNK);
         if buf.capacity() - buf.len() < room / 4 {
             buf.reserve(room);
@@ -161,12 +161,12 @@ async fn drive(
                     return;
                 }
             },
-            ready = std::future::poll_fn(|cx| commands.poll_ready(cx)), if !commands.is_empty() => {
-                Commands::complete(&mut conn, Instant::now(), ready);
+            ready = std::future::poll_fn(|cx| pending.poll_ready(cx)), if !pending.is_empty() => {
+                PendingWork::complete(&mut conn, Instant::now(), ready);
             }
             () = sleep_until(deadline) => {
                 let now = Instant::now();
-                commands.handle_timeout(&mut conn, now);
+                pending.handle_timeout(&mut conn, now);
                 conn.handle_timeout(now);
             }
             _ = stop.changed(), if !stopping => {
@@ -201,90 +201,50 @@ async fn drive_groups(shared: Arc<Shared>) {
     }
 }
 
-/// Tokio's clock, for backends that wait.
+/// Tokio's clock, timers and sockets: for backends that wait, and for the Iggy lanes.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct TokioClock;
+pub struct TokioRuntime;
 
-impl Clock for TokioClock {
+impl Clock for TokioRuntime {
     fn now(&self) -> Instant {
         Instant::now()
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(
-            deadline,
-        )))
+        Box::pin(sleep_until(Some(deadline)))
+    }
+}
+
+impl drive::Runtime for TokioRuntime {
+    type Stream = TcpStream;
+    type Outbox = Transmit;
+
+    async fn connect(&self, address: &str) -> io::Result<TcpStream> {
+        let stream = TcpStream::connect(address).await?;
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        Ok(stream)
+    }
+
+    async fn read(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+        stream.read_buf(buf).await
+    }
+
+    async fn write_all(stream: &mut TcpStream, out: &mut Transmit) -> io::Result<()> {
+        write_all(stream, out).await
+    }
+
+    async fn sleep_until(&self, deadline: Instant) {
+        sleep_until(Some(deadline)).await;
     }
 }
 
 /// Connects each of `lanes` to the Iggy server at `address` and keeps it connected (with the
 /// lane driver's backoff) for as long as the runtime runs. Call it inside the runtime.
 pub fn spawn_iggy_lanes(lanes: &Arc<Lanes>, address: &str, config: &SessionConfig) {
-    for index in 0..lanes.len() {
-        let driver = LaneDriver::new(Arc::clone(lanes), index, config.clone(), Instant::now());
-        let span = tracing::info_span!("iggy", lane = index);
-        tokio::spawn(
-            drive_lane(driver, Arc::clone(lanes), index, address.to_owned()).instrument(span),
-        );
-    }
-}
-
-enum LaneEvent {
-    Read(io::Result<usize>),
-    Changed,
-    Timeout,
-}
-
-async fn drive_lane(mut d: LaneDriver, lanes: Arc<Lanes>, index: usize, address: String) {
-    loop {
-        tokio::time::sleep_until(tokio::time::Instant::from_std(d.connect_at())).await;
-        let stream = match TcpStream::connect(&address).await {
-            Ok(s) => s,
-            Err(e) => {
-                d.connect_failed(&e.to_string(), Instant::now());
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        tracing::debug!(%address, "connected to Iggy");
-        d.connected(Instant::now());
-        let (mut rd, mut wr) = stream.into_split();
-        let mut out = Transmit::new();
-        loop {
-            let changed = lanes.lane(index).changed();
-            d.pump(Instant::now());
-            // A large request's header and payload leave in one call, not as a lone
-            // header segment the server must wait past.
-            while let Some(frame) = d.poll_transmit() {
-                out.push(frame);
-            }
-            if let Err(e) = write_all(&mut wr, &mut out).await {
-                tracing::debug!(error = %e, "write to Iggy failed");
-                d.handle_closed(Instant::now());
-            }
-            if !d.has_session() {
-                break;
-            }
-            let timeout = d.poll_timeout();
-            let Some(input) = d.input_buffer() else {
-                continue;
-            };
-            if input.capacity() - input.len() < READ_CHUNK / 4 {
-                input.reserve(READ_CHUNK);
-            }
-            // Read straight into the session's buffer: replies carry whole message batches.
-            let event = tokio::select! {
-                read = rd.read_buf(input) => LaneEvent::Read(read),
-                () = changed => LaneEvent::Changed,
-                () = sleep_until(timeout) => LaneEvent::Timeout,
-            };
-            match event {
-                LaneEvent::Read(Ok(0) | Err(_)) => d.handle_closed(Instant::now()),
-                LaneEvent::Read(Ok(_)) => d.handle_received(Instant::now()),
-                LaneEvent::Changed => {}
-                LaneEvent::Timeout => d.handle_timeout(Instant::now()),
-            }
-        }
+    for task in drive::lane_tasks(&TokioRuntime, lanes, address, config) {
+        tokio::spawn(task);
     }
 }
 

@@ -19,6 +19,7 @@ use crate::protocol::generated::delete_topics_response::{
 };
 use crate::protocol::{KStr, Response};
 use crate::topic_config::{self, Limits};
+use crate::work::{Outcome, Work};
 
 type Refusal = (ErrorCode, String);
 
@@ -161,7 +162,7 @@ impl CreateTopicsTask {
 }
 
 impl Task for CreateTopicsTask {
-    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Completion>) -> Step {
+    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         let version = ctx.version;
         let Some(response) = self.response.as_mut() else {
             let dup = duplicates(self.req.topics.iter().map(|t| t.name.as_str()));
@@ -185,12 +186,12 @@ impl Task for CreateTopicsTask {
                 };
                 match plan {
                     Ok((partitions, config)) => {
-                        commands.push(Command::CreateTopic {
+                        commands.push(Work::Store(Command::CreateTopic {
                             name: t.name.to_string(),
                             partitions,
                             config,
                             validate_only: self.req.validate_only,
-                        });
+                        }));
                         self.sent.push(i);
                     }
                     Err((code, why)) => {
@@ -207,7 +208,7 @@ impl Task for CreateTopicsTask {
         for (&i, completion) in self.sent.iter().zip(results) {
             let slot = &mut response.topics[i];
             match completion {
-                Completion::CreateTopic(Ok(info)) => {
+                Outcome::Store(Completion::CreateTopic(Ok(info))) => {
                     if !self.req.validate_only {
                         tracing::info!(topic = %info.name, partitions = info.partitions, "created topic");
                     }
@@ -235,7 +236,7 @@ impl Task for CreateTopicsTask {
                         );
                     }
                 }
-                Completion::CreateTopic(Err(e)) => {
+                Outcome::Store(Completion::CreateTopic(Err(e))) => {
                     slot.error_code = e.error_code().into();
                     slot.error_message = message(version, 1, e.to_string());
                 }
@@ -274,7 +275,7 @@ impl DeleteTopicsTask {
 }
 
 impl Task for DeleteTopicsTask {
-    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Completion>) -> Step {
+    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         let version = ctx.version;
         let Some(response) = self.response.as_mut() else {
             let targets: Vec<Option<TopicRef>> = if version >= 6 {
@@ -307,7 +308,7 @@ impl Task for DeleteTopicsTask {
                                 slot.topic_id = *id;
                             }
                         }
-                        commands.push(Command::DeleteTopic { topic });
+                        commands.push(Work::Store(Command::DeleteTopic { topic }));
                         self.sent.push(i);
                     }
                     None => {
@@ -325,14 +326,14 @@ impl Task for DeleteTopicsTask {
         for (&i, completion) in self.sent.iter().zip(results) {
             let slot = &mut response.responses[i];
             match completion {
-                Completion::DeleteTopic(Ok(info)) => {
+                Outcome::Store(Completion::DeleteTopic(Ok(info))) => {
                     tracing::info!(topic = %info.name, "deleted topic");
                     slot.name = Some(kstr(&info.name));
                     if version >= 6 {
                         slot.topic_id = info.id;
                     }
                 }
-                Completion::DeleteTopic(Err(e)) => {
+                Outcome::Store(Completion::DeleteTopic(Err(e))) => {
                     let mut code = e.error_code();
                     if version < 6 && code == ErrorCode::UNKNOWN_TOPIC_ID {
                         code = ErrorCode::UNKNOWN_TOPIC_OR_PARTITION;
@@ -375,7 +376,7 @@ impl CreatePartitionsTask {
 }
 
 impl Task for CreatePartitionsTask {
-    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Completion>) -> Step {
+    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         let Some(response) = self.response.as_mut() else {
             let dup = duplicates(self.req.topics.iter().map(|t| t.name.as_str()));
             let mut response = CreatePartitionsResponse::default();
@@ -400,11 +401,11 @@ impl Task for CreatePartitionsTask {
                 };
                 match plan {
                     Ok(total) => {
-                        commands.push(Command::CreatePartitions {
+                        commands.push(Work::Store(Command::CreatePartitions {
                             topic: t.name.to_string(),
                             total,
                             validate_only: self.req.validate_only,
-                        });
+                        }));
                         self.sent.push(i);
                     }
                     Err((code, why)) => {
@@ -420,8 +421,8 @@ impl Task for CreatePartitionsTask {
         for (&i, completion) in self.sent.iter().zip(results) {
             let slot = &mut response.results[i];
             match completion {
-                Completion::CreatePartitions(Ok(())) => {}
-                Completion::CreatePartitions(Err(e)) => {
+                Outcome::Store(Completion::CreatePartitions(Ok(()))) => {}
+                Outcome::Store(Completion::CreatePartitions(Err(e))) => {
                     slot.error_code = e.error_code().into();
                     slot.error_message = Some(kstr(&e.to_string()));
                 }

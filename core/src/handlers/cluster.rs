@@ -13,6 +13,7 @@ use crate::protocol::generated::find_coordinator_response::{Coordinator, FindCoo
 use crate::protocol::generated::init_producer_id_request::InitProducerIdRequest;
 use crate::protocol::generated::init_producer_id_response::InitProducerIdResponse;
 use crate::protocol::Response;
+use crate::work::{Outcome, Work};
 
 /// Builds the answers that need only the configuration; the connection supplies it.
 #[derive(Debug)]
@@ -25,7 +26,7 @@ pub(crate) enum StaticKind {
 }
 
 impl Task for Static {
-    fn step(&mut self, ctx: &Ctx<'_>, _results: Vec<Completion>) -> Step {
+    fn step(&mut self, ctx: &Ctx<'_>, _results: Vec<Outcome>) -> Step {
         Step::Respond(match &self.0 {
             StaticKind::DescribeCluster(r) => describe_cluster(r, ctx),
             StaticKind::FindCoordinator(r) => find_coordinator(r, ctx),
@@ -136,7 +137,7 @@ fn producer_id_response(code: ErrorCode, id: i64, epoch: i16) -> Step {
 }
 
 impl Task for InitProducerIdTask {
-    fn step(&mut self, _ctx: &Ctx<'_>, results: Vec<Completion>) -> Step {
+    fn step(&mut self, _ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         if !std::mem::replace(&mut self.started, true) {
             if self.req.transactional_id.is_some() {
                 return producer_id_response(
@@ -151,16 +152,16 @@ impl Task for InitProducerIdTask {
                     Some(epoch) => {
                         producer_id_response(ErrorCode::NONE, self.req.producer_id, epoch)
                     }
-                    None => Step::Run(vec![Command::AllocateProducerId]),
+                    None => Step::Run(vec![Work::Store(Command::AllocateProducerId)]),
                 };
             }
-            return Step::Run(vec![Command::AllocateProducerId]);
+            return Step::Run(vec![Work::Store(Command::AllocateProducerId)]);
         }
         match super::single(results) {
-            Some(Completion::AllocateProducerId(Ok(id))) => {
+            Some(Outcome::Store(Completion::AllocateProducerId(Ok(id)))) => {
                 producer_id_response(ErrorCode::NONE, id, 0)
             }
-            Some(Completion::AllocateProducerId(Err(e))) => {
+            Some(Outcome::Store(Completion::AllocateProducerId(Err(e)))) => {
                 producer_id_response(e.error_code(), -1, -1)
             }
             _ => producer_id_response(ErrorCode::UNKNOWN_SERVER_ERROR, -1, -1),

@@ -17,6 +17,7 @@ use crate::protocol::generated::incremental_alter_configs_response::{
 };
 use crate::protocol::Response;
 use crate::topic_config::{self, ConfigType};
+use crate::work::{Outcome, Work};
 
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
@@ -151,7 +152,7 @@ impl DescribeConfigsTask {
 }
 
 impl Task for DescribeConfigsTask {
-    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Completion>) -> Step {
+    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         let version = ctx.version;
         if self.response.is_none() {
             let mut response = DescribeConfigsResponse::default();
@@ -164,9 +165,9 @@ impl Task for DescribeConfigsTask {
                 };
                 match r.resource_type {
                     TOPIC => {
-                        commands.push(Command::ListTopics {
+                        commands.push(Work::Store(Command::ListTopics {
                             only: Some(vec![TopicRef::Name(r.resource_name.to_string())]),
-                        });
+                        }));
                         self.sent.push(i);
                     }
                     BROKER
@@ -195,7 +196,7 @@ impl Task for DescribeConfigsTask {
         for (&i, completion) in self.sent.iter().zip(results) {
             let slot = &mut response.results[i];
             match completion {
-                Completion::ListTopics(Ok(topics)) => match topics.first() {
+                Outcome::Store(Completion::ListTopics(Ok(topics))) => match topics.first() {
                     Some(t) => {
                         let shown = topic_configs(ctx.config, &t.config);
                         self.fill(slot, i, shown, version);
@@ -208,7 +209,7 @@ impl Task for DescribeConfigsTask {
                         )));
                     }
                 },
-                Completion::ListTopics(Err(e)) => {
+                Outcome::Store(Completion::ListTopics(Err(e))) => {
                     slot.error_code = e.error_code().into();
                     slot.error_message = Some(kstr(&e.to_string()));
                 }
@@ -308,7 +309,7 @@ fn alter(
 }
 
 impl Task for AlterConfigsTask {
-    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Completion>) -> Step {
+    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         match std::mem::replace(&mut self.stage, AlterStage::Listed) {
             AlterStage::Start => {
                 let mut commands = Vec::new();
@@ -320,9 +321,9 @@ impl Task for AlterConfigsTask {
                     };
                     match r.resource_type {
                         TOPIC => {
-                            commands.push(Command::ListTopics {
+                            commands.push(Work::Store(Command::ListTopics {
                                 only: Some(vec![TopicRef::Name(r.resource_name.to_string())]),
-                            });
+                            }));
                             self.sent.push(i);
                         }
                         BROKER if r.configs.is_empty() => {}
@@ -352,7 +353,7 @@ impl Task for AlterConfigsTask {
                     let r = &self.req.resources[i];
                     let slot = &mut self.response.responses[i];
                     let current = match completion {
-                        Completion::ListTopics(Ok(t)) => t.into_iter().next(),
+                        Outcome::Store(Completion::ListTopics(Ok(t))) => t.into_iter().next(),
                         _ => None,
                     };
                     let Some(current) = current else {
@@ -376,11 +377,11 @@ impl Task for AlterConfigsTask {
                         .collect();
                     match alter(ctx.config, &current.config, &changes) {
                         Ok(config) => {
-                            commands.push(Command::AlterTopicConfig {
+                            commands.push(Work::Store(Command::AlterTopicConfig {
                                 topic: current.name,
                                 config,
                                 validate_only: self.req.validate_only,
-                            });
+                            }));
                             altering.push(i);
                         }
                         Err((code, why)) => {
@@ -397,8 +398,8 @@ impl Task for AlterConfigsTask {
                 for (&i, completion) in self.sent.iter().zip(results) {
                     let slot = &mut self.response.responses[i];
                     match completion {
-                        Completion::AlterTopicConfig(Ok(())) => {}
-                        Completion::AlterTopicConfig(Err(e)) => {
+                        Outcome::Store(Completion::AlterTopicConfig(Ok(()))) => {}
+                        Outcome::Store(Completion::AlterTopicConfig(Err(e))) => {
                             slot.error_code = e.error_code().into();
                             slot.error_message = Some(kstr(&e.to_string()));
                         }

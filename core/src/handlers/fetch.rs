@@ -7,15 +7,17 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use super::{partition_index, Ctx, Step, Task};
-use crate::backend::{message_size, Command, Completion, ReadResult, TopicRef, WatchPartition};
+use crate::backend::{Command, Completion, ReadResult, TopicRef, WatchPartition};
 use crate::error_code::ErrorCode;
 use crate::mapping::{bare_record, from_iggy};
+use crate::message::message_size;
 use crate::protocol::generated::fetch_request::FetchRequest;
 use crate::protocol::generated::fetch_response::{
     FetchResponse, FetchableTopicResponse, PartitionData,
 };
 use crate::protocol::Response;
 use crate::records::{BatchWriter, TimestampType};
+use crate::work::{Outcome, Work};
 
 /// The most messages one partition read returns, whatever the byte limits allow.
 const MAX_MESSAGES_PER_READ: usize = 50_000;
@@ -49,7 +51,7 @@ impl FetchTask {
         }
     }
 
-    fn read_commands(&self, ctx: &Ctx<'_>) -> Vec<Command> {
+    fn read_commands(&self, ctx: &Ctx<'_>) -> Vec<Work> {
         let total = usize::try_from(self.req.max_bytes).unwrap_or(0).max(1);
         self.reads
             .iter()
@@ -58,18 +60,18 @@ impl FetchTask {
                     .unwrap_or(0)
                     .min(total)
                     .max(1);
-                Command::Read {
+                Work::Store(Command::Read {
                     topic: self.topic_ref(t, ctx.version),
                     partition,
                     offset,
                     max_bytes: max,
                     max_messages: MAX_MESSAGES_PER_READ,
-                }
+                })
             })
             .collect()
     }
 
-    fn respond(&self, ctx: &Ctx<'_>, results: Vec<Completion>) -> Step {
+    fn respond(&self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         let version = ctx.version;
         let mut response = FetchResponse::default();
         for (t, topic) in self.req.topics.iter().enumerate() {
@@ -97,7 +99,7 @@ impl FetchTask {
         for (&(t, p, _, _), completion) in self.reads.iter().zip(results) {
             let slot = &mut response.responses[t].partitions[p];
             match completion {
-                Completion::Read(Ok(read)) => {
+                Outcome::Store(Completion::Read(Ok(read))) => {
                     let (records, size) = encode_records(&read, budget, !any);
                     budget = budget.saturating_sub(size);
                     any |= size > 0;
@@ -108,7 +110,7 @@ impl FetchTask {
                         i64::try_from(read.offsets.log_start).unwrap_or(i64::MAX);
                     slot.records = Some(records);
                 }
-                Completion::Read(Err(e)) => {
+                Outcome::Store(Completion::Read(Err(e))) => {
                     tracing::debug!(error = %e, "fetch read failed");
                     let mut code = e.error_code();
                     if version < 13 && code == ErrorCode::UNKNOWN_TOPIC_ID {
@@ -224,12 +226,12 @@ fn finish(batch: BatchWriter, buf: &mut BytesMut) {
 }
 
 /// Messages in a read, for long polling.
-fn read_bytes(results: &[Completion]) -> (usize, bool) {
+fn read_bytes(results: &[Outcome]) -> (usize, bool) {
     let mut bytes = 0;
     let mut error = false;
     for c in results {
         match c {
-            Completion::Read(Ok(r)) => {
+            Outcome::Store(Completion::Read(Ok(r))) => {
                 bytes += r
                     .messages
                     .iter()
@@ -243,7 +245,7 @@ fn read_bytes(results: &[Completion]) -> (usize, bool) {
 }
 
 impl Task for FetchTask {
-    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Completion>) -> Step {
+    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         let version = ctx.version;
         if self.deadline.is_none() {
             let wait = Duration::from_millis(u64::try_from(self.req.max_wait_ms).unwrap_or(0));
@@ -283,7 +285,7 @@ impl Task for FetchTask {
             }
             return Step::Run(self.read_commands(ctx));
         }
-        if matches!(results.first(), Some(Completion::Watch)) {
+        if matches!(results.first(), Some(Outcome::Store(Completion::Watch))) {
             return Step::Run(self.read_commands(ctx));
         }
         let (bytes, error) = read_bytes(&results);
@@ -298,7 +300,7 @@ impl Task for FetchTask {
             .zip(&results)
             .map(|(&(t, _, partition, offset), c)| {
                 let next = match c {
-                    Completion::Read(Ok(r)) => {
+                    Outcome::Store(Completion::Read(Ok(r))) => {
                         r.messages.last().map_or(offset, |(o, _)| o + 1).max(offset)
                     }
                     _ => offset,
@@ -318,8 +320,8 @@ impl Task for FetchTask {
             .reads
             .iter()
             .map(|_| {
-                Completion::Read(Err(crate::backend::BackendError::Unavailable(
-                    "read timed out".into(),
+                Outcome::Store(Completion::Read(Err(
+                    crate::backend::BackendError::Unavailable("read timed out".into()),
                 )))
             })
             .collect();

@@ -44,6 +44,7 @@ use crate::protocol::generated::offset_fetch_response::{
 use crate::protocol::generated::sync_group_request::SyncGroupRequest;
 use crate::protocol::generated::sync_group_response::SyncGroupResponse;
 use crate::protocol::{KStr, Response};
+use crate::work::{Outcome, Work};
 
 /// Kafka's `offset.metadata.max.bytes`.
 const MAX_METADATA: usize = 4096;
@@ -55,9 +56,9 @@ fn opt(s: Option<&KStr>) -> Option<String> {
     s.map(|s| s.to_string())
 }
 
-fn group_reply(results: Vec<Completion>) -> Option<GroupReply> {
+fn group_reply(results: Vec<Outcome>) -> Option<GroupReply> {
     match single(results) {
-        Some(Completion::Group(r)) => Some(r),
+        Some(Outcome::Group(r)) => Some(r),
         _ => None,
     }
 }
@@ -117,14 +118,14 @@ fn join_response(version: i16, code: ErrorCode, r: Option<crate::group::JoinResu
 }
 
 impl Task for JoinGroupTask {
-    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Completion>) -> Step {
+    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         if let Some(req) = self.req.take() {
             let rebalance_timeout_ms = if ctx.version == 0 {
                 req.session_timeout_ms
             } else {
                 req.rebalance_timeout_ms
             };
-            return Step::Run(vec![Command::Group(GroupCall::Join(JoinArgs {
+            return Step::Run(vec![Work::Group(GroupCall::Join(JoinArgs {
                 group: req.group_id.to_string(),
                 member_id: req.member_id.to_string(),
                 instance_id: opt(req.group_instance_id.as_ref()),
@@ -195,9 +196,9 @@ fn sync_error(version: i16, code: ErrorCode) -> Step {
 }
 
 impl Task for SyncGroupTask {
-    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Completion>) -> Step {
+    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         if let Some(req) = self.req.take() {
-            return Step::Run(vec![Command::Group(GroupCall::Sync(SyncArgs {
+            return Step::Run(vec![Work::Group(GroupCall::Sync(SyncArgs {
                 member: MemberRef {
                     group: req.group_id.to_string(),
                     member_id: req.member_id.to_string(),
@@ -245,9 +246,9 @@ fn heartbeat_response(code: ErrorCode) -> Step {
 }
 
 impl Task for HeartbeatTask {
-    fn step(&mut self, _ctx: &Ctx<'_>, results: Vec<Completion>) -> Step {
+    fn step(&mut self, _ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         if let Some(req) = self.req.take() {
-            return Step::Run(vec![Command::Group(GroupCall::Heartbeat(MemberRef {
+            return Step::Run(vec![Work::Group(GroupCall::Heartbeat(MemberRef {
                 group: req.group_id.to_string(),
                 member_id: req.member_id.to_string(),
                 instance_id: opt(req.group_instance_id.as_ref()),
@@ -313,7 +314,7 @@ impl LeaveGroupTask {
 }
 
 impl Task for LeaveGroupTask {
-    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Completion>) -> Step {
+    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         if !std::mem::replace(&mut self.started, true) {
             self.members = if ctx.version >= 3 {
                 self.req
@@ -324,7 +325,7 @@ impl Task for LeaveGroupTask {
             } else {
                 vec![(self.req.member_id.to_string(), None)]
             };
-            return Step::Run(vec![Command::Group(GroupCall::Leave {
+            return Step::Run(vec![Work::Group(GroupCall::Leave {
                 group: self.req.group_id.to_string(),
                 members: self.members.clone(),
             })]);
@@ -395,7 +396,7 @@ impl OffsetCommitTask {
 }
 
 impl Task for OffsetCommitTask {
-    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Completion>) -> Step {
+    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         match self.stage {
             0 => {
                 self.stage = 1;
@@ -407,7 +408,7 @@ impl Task for OffsetCommitTask {
                 } else {
                     (String::new(), -1)
                 };
-                Step::Run(vec![Command::Group(GroupCall::Commit(MemberRef {
+                Step::Run(vec![Work::Group(GroupCall::Commit(MemberRef {
                     group: self.req.group_id.to_string(),
                     member_id,
                     instance_id: opt(self.req.group_instance_id.as_ref()),
@@ -454,14 +455,14 @@ impl Task for OffsetCommitTask {
                 if offsets.is_empty() {
                     return self.respond(ErrorCode::NONE);
                 }
-                Step::Run(vec![Command::CommitOffsets {
+                Step::Run(vec![Work::Store(Command::CommitOffsets {
                     group: self.req.group_id.to_string(),
                     offsets,
-                }])
+                })])
             }
             _ => {
                 match single(results) {
-                    Some(Completion::CommitOffsets(rs)) => {
+                    Some(Outcome::Store(Completion::CommitOffsets(rs))) => {
                         for ((ti, pi), r) in self.sent.iter().zip(rs) {
                             self.codes[*ti][*pi] =
                                 Some(r.err().map_or(ErrorCode::NONE, |e| e.error_code()));
@@ -510,10 +511,10 @@ type FetchedPartition = (i32, i64, i32, Option<String>, ErrorCode);
 /// One group's answer: its topics and their partitions, or a group-level error.
 type FetchedGroup = Result<Vec<(String, Vec<FetchedPartition>)>, ErrorCode>;
 
-fn fetched(want: &FetchGroup, result: Option<Completion>) -> FetchedGroup {
+fn fetched(want: &FetchGroup, result: Option<Outcome>) -> FetchedGroup {
     let found = match result {
-        Some(Completion::FetchOffsets(Ok(found))) => found,
-        Some(Completion::FetchOffsets(Err(e))) => return Err(e.error_code()),
+        Some(Outcome::Store(Completion::FetchOffsets(Ok(found)))) => found,
+        Some(Outcome::Store(Completion::FetchOffsets(Err(e)))) => return Err(e.error_code()),
         _ => return Err(ErrorCode::UNKNOWN_SERVER_ERROR),
     };
     let mut by_key: BTreeMap<(String, u32), CommittedOffset> = found
@@ -562,7 +563,7 @@ fn fetched(want: &FetchGroup, result: Option<Completion>) -> FetchedGroup {
 }
 
 impl Task for OffsetFetchTask {
-    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Completion>) -> Step {
+    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         let v = ctx.version;
         if let Some(req) = self.req.take() {
             self.groups = if v >= 8 {
@@ -587,24 +588,26 @@ impl Task for OffsetFetchTask {
                     }),
                 }]
             };
-            let commands: Vec<Command> = self
+            let commands: Vec<Work> = self
                 .groups
                 .iter()
-                .map(|g| Command::FetchOffsets {
-                    group: g.group.clone(),
-                    only: g.topics.as_ref().map(|ts| {
-                        ts.iter()
-                            .flat_map(|(t, ps)| {
-                                ps.iter()
-                                    .filter_map(|&p| Some((t.to_string(), partition_index(p)?)))
-                            })
-                            .collect()
-                    }),
+                .map(|g| {
+                    Work::Store(Command::FetchOffsets {
+                        group: g.group.clone(),
+                        only: g.topics.as_ref().map(|ts| {
+                            ts.iter()
+                                .flat_map(|(t, ps)| {
+                                    ps.iter()
+                                        .filter_map(|&p| Some((t.to_string(), partition_index(p)?)))
+                                })
+                                .collect()
+                        }),
+                    })
                 })
                 .collect();
             return Step::Run(commands);
         }
-        let mut results: Vec<Option<Completion>> = results.into_iter().map(Some).collect();
+        let mut results: Vec<Option<Outcome>> = results.into_iter().map(Some).collect();
         results.resize(self.groups.len(), None);
         let answers: Vec<_> = self
             .groups
@@ -741,20 +744,23 @@ impl ListGroupsTask {
 }
 
 impl Task for ListGroupsTask {
-    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Completion>) -> Step {
+    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         let v = ctx.version;
         if !std::mem::replace(&mut self.started, true) {
-            return Step::Run(vec![Command::Group(GroupCall::List), Command::ListGroups]);
+            return Step::Run(vec![
+                Work::Group(GroupCall::List),
+                Work::Store(Command::ListGroups),
+            ]);
         }
         let mut it = results.into_iter();
-        let (Some(Completion::Group(GroupReply::List(mut groups))), Some(stored)) =
+        let (Some(Outcome::Group(GroupReply::List(mut groups))), Some(stored)) =
             (it.next(), it.next())
         else {
             return list_error(ErrorCode::UNKNOWN_SERVER_ERROR);
         };
         let stored = match stored {
-            Completion::ListGroups(Ok(names)) => names,
-            Completion::ListGroups(Err(e)) => return list_error(e.error_code()),
+            Outcome::Store(Completion::ListGroups(Ok(names))) => names,
+            Outcome::Store(Completion::ListGroups(Err(e))) => return list_error(e.error_code()),
             _ => return list_error(ErrorCode::UNKNOWN_SERVER_ERROR),
         };
         // Groups known only by their committed offsets are empty groups, as in Kafka.
@@ -896,25 +902,27 @@ impl DescribeGroupsTask {
 }
 
 impl Task for DescribeGroupsTask {
-    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Completion>) -> Step {
+    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         let v = ctx.version;
         if !std::mem::replace(&mut self.started, true) {
             let names = self.req.groups.iter().map(ToString::to_string).collect();
             return Step::Run(vec![
-                Command::Group(GroupCall::Describe(names)),
-                Command::ListGroups,
+                Work::Group(GroupCall::Describe(names)),
+                Work::Store(Command::ListGroups),
             ]);
         }
         let mut it = results.into_iter();
         let n = self.req.groups.len();
-        let (Some(Completion::Group(GroupReply::Describe(described))), Some(stored)) =
+        let (Some(Outcome::Group(GroupReply::Describe(described))), Some(stored)) =
             (it.next(), it.next())
         else {
             return self.respond(v, vec![Err(ErrorCode::UNKNOWN_SERVER_ERROR); n]);
         };
         let stored: HashSet<String> = match stored {
-            Completion::ListGroups(Ok(names)) => names.into_iter().collect(),
-            Completion::ListGroups(Err(e)) => return self.respond(v, vec![Err(e.error_code()); n]),
+            Outcome::Store(Completion::ListGroups(Ok(names))) => names.into_iter().collect(),
+            Outcome::Store(Completion::ListGroups(Err(e))) => {
+                return self.respond(v, vec![Err(e.error_code()); n])
+            }
             _ => return self.respond(v, vec![Err(ErrorCode::UNKNOWN_SERVER_ERROR); n]),
         };
         let described = self
@@ -985,7 +993,7 @@ impl DeleteGroupsTask {
 }
 
 impl Task for DeleteGroupsTask {
-    fn step(&mut self, _ctx: &Ctx<'_>, results: Vec<Completion>) -> Step {
+    fn step(&mut self, _ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         let n = self.req.groups_names.len();
         match self.stage {
             0 => {
@@ -996,7 +1004,7 @@ impl Task for DeleteGroupsTask {
                     .iter()
                     .map(ToString::to_string)
                     .collect();
-                Step::Run(vec![Command::Group(GroupCall::Delete(names))])
+                Step::Run(vec![Work::Group(GroupCall::Delete(names))])
             }
             1 => {
                 let Some(GroupReply::Delete(outcomes)) = group_reply(results) else {
@@ -1008,10 +1016,10 @@ impl Task for DeleteGroupsTask {
                 for (i, (name, o)) in self.req.groups_names.iter().zip(&self.outcomes).enumerate() {
                     if *o != Deletion::NonEmpty {
                         self.sent.push(i);
-                        commands.push(Command::DeleteOffsets {
+                        commands.push(Work::Store(Command::DeleteOffsets {
                             group: name.to_string(),
                             only: None,
-                        });
+                        }));
                     }
                 }
                 Step::Run(commands)
@@ -1028,11 +1036,11 @@ impl Task for DeleteGroupsTask {
                 codes.resize(n, ErrorCode::UNKNOWN_SERVER_ERROR);
                 for (&i, r) in self.sent.iter().zip(results) {
                     codes[i] = match (r, self.outcomes[i]) {
-                        (Completion::DeleteOffsets(Ok(0)), Deletion::Unknown) => {
+                        (Outcome::Store(Completion::DeleteOffsets(Ok(0))), Deletion::Unknown) => {
                             ErrorCode::GROUP_ID_NOT_FOUND
                         }
-                        (Completion::DeleteOffsets(Ok(_)), _) => ErrorCode::NONE,
-                        (Completion::DeleteOffsets(Err(e)), _) => e.error_code(),
+                        (Outcome::Store(Completion::DeleteOffsets(Ok(_))), _) => ErrorCode::NONE,
+                        (Outcome::Store(Completion::DeleteOffsets(Err(e))), _) => e.error_code(),
                         _ => ErrorCode::UNKNOWN_SERVER_ERROR,
                     };
                 }
@@ -1103,7 +1111,7 @@ impl OffsetDeleteTask {
 }
 
 impl Task for OffsetDeleteTask {
-    fn step(&mut self, _ctx: &Ctx<'_>, results: Vec<Completion>) -> Step {
+    fn step(&mut self, _ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         let group = self.req.group_id.to_string();
         match self.stage {
             0 => {
@@ -1111,22 +1119,22 @@ impl Task for OffsetDeleteTask {
                 let topics: Vec<String> =
                     self.req.topics.iter().map(|t| t.name.to_string()).collect();
                 Step::Run(vec![
-                    Command::Group(GroupCall::OffsetDelete {
+                    Work::Group(GroupCall::OffsetDelete {
                         group: group.clone(),
                         topics: topics.clone(),
                     }),
-                    Command::FetchOffsets { group, only: None },
-                    Command::ListTopics {
+                    Work::Store(Command::FetchOffsets { group, only: None }),
+                    Work::Store(Command::ListTopics {
                         only: Some(topics.into_iter().map(TopicRef::Name).collect()),
-                    },
+                    }),
                 ])
             }
             1 => {
                 let mut it = results.into_iter();
                 let (
-                    Some(Completion::Group(GroupReply::OffsetDelete(view))),
-                    Some(Completion::FetchOffsets(Ok(stored))),
-                    Some(Completion::ListTopics(Ok(topics))),
+                    Some(Outcome::Group(GroupReply::OffsetDelete(view))),
+                    Some(Outcome::Store(Completion::FetchOffsets(Ok(stored)))),
+                    Some(Outcome::Store(Completion::ListTopics(Ok(topics)))),
                 ) = (it.next(), it.next(), it.next())
                 else {
                     return self.respond(ErrorCode::UNKNOWN_SERVER_ERROR, ErrorCode::NONE);
@@ -1161,16 +1169,16 @@ impl Task for OffsetDeleteTask {
                 if only.is_empty() {
                     return self.respond(ErrorCode::NONE, ErrorCode::NONE);
                 }
-                Step::Run(vec![Command::DeleteOffsets {
+                Step::Run(vec![Work::Store(Command::DeleteOffsets {
                     group,
                     only: Some(only),
-                }])
+                })])
             }
             _ => match single(results) {
-                Some(Completion::DeleteOffsets(Ok(_))) => {
+                Some(Outcome::Store(Completion::DeleteOffsets(Ok(_)))) => {
                     self.respond(ErrorCode::NONE, ErrorCode::NONE)
                 }
-                Some(Completion::DeleteOffsets(Err(e))) => {
+                Some(Outcome::Store(Completion::DeleteOffsets(Err(e)))) => {
                     self.respond(e.error_code(), ErrorCode::NONE)
                 }
                 _ => self.respond(ErrorCode::UNKNOWN_SERVER_ERROR, ErrorCode::NONE),

@@ -11,6 +11,7 @@ use crate::protocol::generated::metadata_response::{
     MetadataResponse, MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use crate::protocol::{KStr, Response, Uuid};
+use crate::work::{Outcome, Work};
 
 /// Kafka's ACL operation bits: what a principal may do. Without authorization, everything.
 /// Topic: READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS.
@@ -122,16 +123,16 @@ fn missing(name: Option<&str>, id: Uuid, code: ErrorCode, version: i16) -> Metad
 }
 
 impl Task for MetadataTask {
-    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Completion>) -> Step {
+    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         let version = ctx.version;
         match std::mem::replace(&mut self.stage, Stage::Listed) {
-            Stage::Start => Step::Run(vec![Command::ListTopics {
+            Stage::Start => Step::Run(vec![Work::Store(Command::ListTopics {
                 only: self.requested(version),
-            }]),
+            })]),
             Stage::Listed => {
                 let topics = match super::single(results) {
-                    Some(Completion::ListTopics(Ok(t))) => t,
-                    Some(Completion::ListTopics(Err(e))) => {
+                    Some(Outcome::Store(Completion::ListTopics(Ok(t)))) => t,
+                    Some(Outcome::Store(Completion::ListTopics(Err(e)))) => {
                         tracing::warn!(error = %e, "cannot list topics");
                         // Not knowing is not "no such topic": clients retry
                         // LEADER_NOT_AVAILABLE, where UNKNOWN_TOPIC_OR_PARTITION has
@@ -165,12 +166,12 @@ impl Task for MetadataTask {
                             self.failed.push((name, ErrorCode::INVALID_TOPIC_EXCEPTION));
                             continue;
                         }
-                        commands.push(Command::CreateTopic {
+                        commands.push(Work::Store(Command::CreateTopic {
                             name: name.clone(),
                             partitions: ctx.config.default_partitions,
                             config: TopicConfig::default(),
                             validate_only: false,
-                        });
+                        }));
                         self.creating.push(name);
                     }
                 }
@@ -183,11 +184,11 @@ impl Task for MetadataTask {
             Stage::Created(mut topics) => {
                 for (name, c) in self.creating.iter().zip(results) {
                     match c {
-                        Completion::CreateTopic(Ok(info)) => {
+                        Outcome::Store(Completion::CreateTopic(Ok(info))) => {
                             tracing::info!(topic = %info.name, partitions = info.partitions, "auto-created topic");
                             topics.push(info);
                         }
-                        Completion::CreateTopic(Err(e)) => {
+                        Outcome::Store(Completion::CreateTopic(Err(e))) => {
                             tracing::debug!(topic = %name, error = %e, "auto-creation failed");
                             // Created meanwhile by someone else: the client's retry finds it.
                             self.failed

@@ -5,9 +5,10 @@
 use std::fmt;
 use std::time::Instant;
 
-use crate::backend::{Command, Completion, WatchPartition};
+use crate::backend::WatchPartition;
 use crate::connection::{CloseReason, Config};
 use crate::protocol::{KStr, Request, Response};
+use crate::work::{Outcome, Work};
 
 pub(crate) mod admin;
 pub(crate) mod api_versions;
@@ -36,10 +37,10 @@ pub(crate) struct Ctx<'a> {
 /// What a task wants next.
 #[derive(Debug)]
 pub(crate) enum Step {
-    /// Run these commands; the task is stepped again with their completions, in this order.
-    Run(Vec<Command>),
+    /// Run this work; the task is stepped again with its outcomes, in this order.
+    Run(Vec<Work>),
     /// Wait until one of these partitions grows or `deadline` passes; the task is then
-    /// stepped with [`Completion::Watch`].
+    /// stepped with the outcome of a [`crate::backend::Command::Watch`].
     Wait {
         deadline: Instant,
         watch: Vec<WatchPartition>,
@@ -54,11 +55,11 @@ pub(crate) enum Step {
 
 /// One request being served.
 pub(crate) trait Task: Send + fmt::Debug {
-    /// Called first with no results, then with the completions of what the last step asked.
-    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Completion>) -> Step;
+    /// Called first with no results, then with the outcomes of what the last step asked.
+    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step;
 
-    /// The commands of the last step took longer than the request timeout; their completions
-    /// will be dropped. Must end the task.
+    /// The work of the last step took longer than the request timeout; its outcomes will be
+    /// dropped. Must end the task.
     fn timed_out(&mut self, _ctx: &Ctx<'_>) -> Step {
         Step::Close(CloseReason::RequestTimeout("request"))
     }
@@ -133,6 +134,6 @@ pub(crate) fn partition_index(p: i32) -> Option<u32> {
 }
 
 /// Takes the only completion of a one-command step.
-pub(crate) fn single(results: Vec<Completion>) -> Option<Completion> {
+pub(crate) fn single(results: Vec<Outcome>) -> Option<Outcome> {
     results.into_iter().next()
 }

@@ -18,6 +18,7 @@ use crate::protocol::generated::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderEpochResponse, OffsetForLeaderTopicResult,
 };
 use crate::protocol::Response;
+use crate::work::{Outcome, Work};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -63,7 +64,7 @@ fn set(slot: &mut ListOffsetsPartitionResponse, version: i16, offset: i64, times
 }
 
 impl Task for ListOffsetsTask {
-    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Completion>) -> Step {
+    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         let version = ctx.version;
         let Some(response) = self.response.as_mut() else {
             let mut response = ListOffsetsResponse::default();
@@ -94,21 +95,21 @@ impl Task for ListOffsetsTask {
                     if let (Some(partition), ErrorCode::NONE) = (partition, code) {
                         let topic_name = topic.name.to_string();
                         commands.push(if part.timestamp >= 0 {
-                            Command::OffsetForTimestamp {
+                            Work::Store(Command::OffsetForTimestamp {
                                 topic: topic_name,
                                 partition,
                                 timestamp_ms: part.timestamp,
-                            }
+                            })
                         } else if part.timestamp == MAX_TIMESTAMP {
-                            Command::MaxTimestamp {
+                            Work::Store(Command::MaxTimestamp {
                                 topic: topic_name,
                                 partition,
-                            }
+                            })
                         } else {
-                            Command::Offsets {
+                            Work::Store(Command::Offsets {
                                 topic: TopicRef::Name(topic_name),
                                 partition,
-                            }
+                            })
                         });
                         self.sent.push((t, p, part.timestamp));
                     }
@@ -122,21 +123,20 @@ impl Task for ListOffsetsTask {
         for (&(t, p, timestamp), completion) in self.sent.iter().zip(results) {
             let slot = &mut response.topics[t].partitions[p];
             match completion {
-                Completion::Offsets(Ok(o)) => match timestamp {
+                Outcome::Store(Completion::Offsets(Ok(o))) => match timestamp {
                     EARLIEST | EARLIEST_LOCAL => set(slot, version, to_i64(o.log_start), -1),
                     LATEST => set(slot, version, to_i64(o.high_watermark), -1),
                     // No tiered storage: nothing is tiered.
                     _ => set(slot, version, -1, -1),
                 },
-                Completion::OffsetForTimestamp(Ok(found)) | Completion::MaxTimestamp(Ok(found)) => {
-                    match found {
-                        Some((offset, ts)) => set(slot, version, to_i64(offset), ts),
-                        None => set(slot, version, -1, -1),
-                    }
-                }
-                Completion::Offsets(Err(e))
-                | Completion::OffsetForTimestamp(Err(e))
-                | Completion::MaxTimestamp(Err(e)) => {
+                Outcome::Store(Completion::OffsetForTimestamp(Ok(found)))
+                | Outcome::Store(Completion::MaxTimestamp(Ok(found))) => match found {
+                    Some((offset, ts)) => set(slot, version, to_i64(offset), ts),
+                    None => set(slot, version, -1, -1),
+                },
+                Outcome::Store(Completion::Offsets(Err(e)))
+                | Outcome::Store(Completion::OffsetForTimestamp(Err(e)))
+                | Outcome::Store(Completion::MaxTimestamp(Err(e))) => {
                     slot.error_code = e.error_code().into();
                 }
                 _ => slot.error_code = ErrorCode::UNKNOWN_SERVER_ERROR.into(),
@@ -174,7 +174,7 @@ impl LeaderEpochTask {
 }
 
 impl Task for LeaderEpochTask {
-    fn step(&mut self, _ctx: &Ctx<'_>, results: Vec<Completion>) -> Step {
+    fn step(&mut self, _ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         let Some(response) = self.response.as_mut() else {
             let mut response = OffsetForLeaderEpochResponse::default();
             let mut commands = Vec::new();
@@ -198,10 +198,10 @@ impl Task for LeaderEpochTask {
                         // Only epoch 0 ever existed: any other has no end offset.
                         Some(_) if part.leader_epoch != 0 => {}
                         Some(partition) => {
-                            commands.push(Command::Offsets {
+                            commands.push(Work::Store(Command::Offsets {
                                 topic: TopicRef::Name(topic.topic.to_string()),
                                 partition,
-                            });
+                            }));
                             self.sent.push((t, p));
                         }
                     }
@@ -215,11 +215,13 @@ impl Task for LeaderEpochTask {
         for (&(t, p), completion) in self.sent.iter().zip(results) {
             let slot = &mut response.topics[t].partitions[p];
             match completion {
-                Completion::Offsets(Ok(o)) => {
+                Outcome::Store(Completion::Offsets(Ok(o))) => {
                     slot.leader_epoch = 0;
                     slot.end_offset = to_i64(o.high_watermark);
                 }
-                Completion::Offsets(Err(e)) => slot.error_code = e.error_code().into(),
+                Outcome::Store(Completion::Offsets(Err(e))) => {
+                    slot.error_code = e.error_code().into()
+                }
                 _ => slot.error_code = ErrorCode::UNKNOWN_SERVER_ERROR.into(),
             }
         }

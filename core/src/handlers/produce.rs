@@ -7,13 +7,15 @@ use super::{kstr, partition_index, Ctx, Step, Task};
 use crate::backend::{Command, Completion, ProducerBatch};
 use crate::connection::CloseReason;
 use crate::error_code::ErrorCode;
-use crate::mapping::{IntoIggy, MessageList};
+use crate::mapping::IntoIggy;
+use crate::message::MessageList;
 use crate::protocol::generated::produce_request::ProduceRequest;
 use crate::protocol::generated::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
 };
 use crate::protocol::Response;
 use crate::records::{decode_batches_into, DecompressionBudget, RecordBatch};
+use crate::work::{Outcome, Work};
 
 #[derive(Debug)]
 pub(crate) struct ProduceTask {
@@ -157,7 +159,7 @@ fn producer_batch(batches: &[RecordBatch]) -> Result<Option<ProducerBatch>, (Err
 }
 
 impl Task for ProduceTask {
-    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Completion>) -> Step {
+    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         let version = ctx.version;
         if self.response.is_none() {
             return self.start(ctx);
@@ -169,12 +171,12 @@ impl Task for ProduceTask {
             let topic = &mut response.responses[*t];
             let slot = &mut topic.partition_responses[*p];
             match completion {
-                Completion::Append(Ok(a)) => {
+                Outcome::Store(Completion::Append(Ok(a))) => {
                     slot.base_offset = i64::try_from(a.base_offset).unwrap_or(i64::MAX);
                     slot.log_append_time_ms = a.log_append_time_ms.unwrap_or(-1);
                     slot.log_start_offset = i64::try_from(a.log_start).unwrap_or(i64::MAX);
                 }
-                Completion::Append(Err(e)) => {
+                Outcome::Store(Completion::Append(Err(e))) => {
                     let code = e.error_code();
                     tracing::debug!(topic = %topic.name, partition = slot.index, error = %e, "append failed");
                     *slot = failed(slot.index, code, Some(e.to_string()), version);
@@ -256,13 +258,13 @@ impl ProduceTask {
                             index: part.index,
                             ..PartitionProduceResponse::default()
                         });
-                        commands.push(Command::Append {
+                        commands.push(Work::Store(Command::Append {
                             topic: topic.name.to_string(),
                             partition,
                             messages,
                             largest_batch: part.records.as_ref().map_or(0, largest_batch),
                             producer,
-                        });
+                        }));
                         self.sent.push((t, p));
                     }
                     Err((code, why)) => {

@@ -470,7 +470,8 @@ fn decoding_into_a_sink_matches_collecting() {
 /// negative timestamps).
 #[test]
 fn the_produce_sink_holds_what_into_iggy_maps() {
-    use crate::mapping::{into_iggy, IntoIggy, KafkaRecord, MessageList};
+    use crate::mapping::{into_iggy, IntoIggy, KafkaRecord};
+    use crate::message::MessageList;
     let mut inputs = captured_record_sets();
     let mut mixed = BytesMut::new();
     batch(40)

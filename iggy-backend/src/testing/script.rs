@@ -17,9 +17,10 @@ use iggy_kafka_core::backend::{
 };
 use iggy_kafka_core::mapping::{from_iggy, to_iggy, KafkaRecord};
 
-use super::fake::FakeIggy;
-use super::Harness;
-use crate::{offsets, IggyBackend};
+use iggy_kafka_iggy_client::testing::{FakeIggy, Pool};
+
+use super::BackendPool;
+use crate::IggyBackend;
 
 /// Kafka's names for the script's topics: two real ones, the gateway's own log, a made-up one.
 const TOPICS: [&str; 4] = ["a", "b", "__kafka_gateway_offsets.0", "made-up"];
@@ -161,7 +162,7 @@ fn record(n: usize) -> KafkaRecord {
 
 /// Runs `script`; panics when the backend breaks what it acknowledged.
 pub(crate) fn run(script: &[u8]) {
-    let mut h = Harness::new(FakeIggy::new());
+    let mut h = Pool::new(FakeIggy::new());
     let mut backend = h.backend();
     let Completion::AllocateProducerId(Ok(producer_id)) =
         h.exec(&backend, Command::AllocateProducerId)
@@ -332,7 +333,7 @@ pub(crate) fn run(script: &[u8]) {
                 if h.fake.topics.remove(&name).is_some() {
                     h.fake.create_topic(&name, partition.max(1), Vec::new());
                     model.forget(topic);
-                    if offsets::is_own(&name) {
+                    if crate::offsets_log::is_own(&name) {
                         // The log wiped: the gateway writes it again from memory at its next
                         // commit, and not before.
                         for possible in model.commits.values_mut() {
@@ -363,7 +364,7 @@ pub(crate) fn run(script: &[u8]) {
 }
 
 /// Polls every command in flight once and moves the lanes' frames once.
-fn poll_all(h: &mut Harness, pending: &mut Vec<(Asked, Pending)>, model: &mut Model) {
+fn poll_all(h: &mut Pool, pending: &mut Vec<(Asked, Pending)>, model: &mut Model) {
     let mut cx = Context::from_waker(Waker::noop());
     let mut i = 0;
     while i < pending.len() {
@@ -378,7 +379,7 @@ fn poll_all(h: &mut Harness, pending: &mut Vec<(Asked, Pending)>, model: &mut Mo
 }
 
 /// Lets every command in flight finish, with the server answering.
-fn drain(h: &mut Harness, pending: &mut Vec<(Asked, Pending)>, model: &mut Model) {
+fn drain(h: &mut Pool, pending: &mut Vec<(Asked, Pending)>, model: &mut Model) {
     h.fake.fail_next = None;
     h.reconnect();
     for _ in 0..100_000 {
@@ -394,11 +395,11 @@ fn drain(h: &mut Harness, pending: &mut Vec<(Asked, Pending)>, model: &mut Model
 /// Lets every command in flight finish, restarts the gateway over the same server, and
 /// checks what it reads back against the model.
 fn restart(
-    mut h: Harness,
+    mut h: Pool,
     backend: IggyBackend,
     pending: &mut Vec<(Asked, Pending)>,
     model: &mut Model,
-) -> (Harness, IggyBackend) {
+) -> (Pool, IggyBackend) {
     drain(&mut h, pending, model);
     drop(backend);
     let (mut h, backend) = h.restart();
@@ -483,7 +484,7 @@ fn restart(
         }
         for o in &held {
             assert!(
-                !offsets::is_own(&o.topic),
+                !crate::offsets_log::is_own(&o.topic),
                 "a commit into the gateway's own log"
             );
         }

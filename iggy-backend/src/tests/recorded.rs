@@ -7,54 +7,53 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use iggy_binary_protocol::codes::{
+use iggy_kafka_core::mapping::from_iggy;
+use iggy_kafka_iggy_client::protocol::codes::{
     CREATE_STREAM_CODE, CREATE_TOPIC_CODE, GET_STREAM_CODE, GET_TOPIC_CODE, POLL_MESSAGES_CODE,
     SEND_MESSAGES_CODE,
 };
-use iggy_binary_protocol::consensus::{Operation, RequestHeader, HEADER_SIZE};
-use iggy_binary_protocol::responses::messages::SendMessagesResponse;
-use iggy_binary_protocol::responses::streams::GetStreamResponse;
-use iggy_binary_protocol::responses::topics::GetTopicResponse;
-use iggy_binary_protocol::WireDecode;
-use iggy_kafka_core::iggy::{Credentials, Event, Session, SessionConfig};
-use iggy_kafka_core::mapping::from_iggy;
+use iggy_kafka_iggy_client::protocol::responses::messages::SendMessagesResponse;
+use iggy_kafka_iggy_client::protocol::responses::streams::GetStreamResponse;
+use iggy_kafka_iggy_client::protocol::responses::topics::GetTopicResponse;
+use iggy_kafka_iggy_client::protocol::WireDecode;
+use iggy_kafka_iggy_client::testing::frames::{self, Request};
+use iggy_kafka_iggy_client::{Credentials, Event, Session, SessionConfig};
 use secrecy::SecretString;
 
-use crate::offsets::Record;
+use crate::offsets_log::Record;
 use crate::wire;
 
 const CLIENT: &[u8] = include_bytes!("../../tests/data/iggy-0.9.0-edge.5/client.bin");
 const SERVER: &[u8] = include_bytes!("../../tests/data/iggy-0.9.0-edge.5/server.bin");
 
-fn frames(mut b: &[u8]) -> Vec<&[u8]> {
+/// The recorded frames of one side: whole frames, back to back.
+fn frames_of(wire: &[u8]) -> Vec<&[u8]> {
     let mut out = Vec::new();
-    while b.len() >= HEADER_SIZE {
-        let size = iggy_binary_protocol::read_size_field(b).expect("a size") as usize;
-        out.push(&b[..size]);
-        b = &b[size..];
+    let mut at = 0;
+    while at < wire.len() {
+        let size = iggy_kafka_iggy_client::protocol::read_size_field(&wire[at..]).expect("a size")
+            as usize;
+        out.push(&wire[at..at + size]);
+        at += size;
     }
-    assert!(b.is_empty(), "whole frames");
     out
 }
 
-fn command_code(h: &RequestHeader) -> u32 {
-    if h.operation == Operation::NonReplicated {
-        u32::from_le_bytes(h.reserved[..4].try_into().expect("four bytes"))
-    } else {
-        h.operation.to_command_code().expect("a client operation")
-    }
+/// A recorded request frame, as the server read it.
+fn request(frame: &[u8]) -> Request {
+    let mut read = frames::requests(frame, 0);
+    assert_eq!(read.len(), 1, "one request frame");
+    read.remove(0)
 }
 
 #[test]
 fn a_recorded_conversation_replays_byte_for_byte() {
-    let requests = frames(CLIENT);
-    let replies = frames(SERVER);
+    let requests = frames_of(CLIENT);
+    let replies = frames_of(SERVER);
     assert_eq!(requests.len(), replies.len());
     assert_eq!(requests.len(), 23);
     let now = Instant::now();
-    let login: RequestHeader =
-        bytemuck::checked::try_pod_read_unaligned(&requests[0][..HEADER_SIZE]).expect("header");
+    let login = request(requests[0]).header;
     let mut s = Session::new(
         SessionConfig {
             credentials: Credentials::User {
@@ -69,24 +68,18 @@ fn a_recorded_conversation_replays_byte_for_byte() {
     );
     let mut codes = Vec::new();
     let mut records = Vec::new();
-    for (i, (request, reply)) in requests.iter().zip(&replies).enumerate() {
-        let header: RequestHeader =
-            bytemuck::checked::try_pod_read_unaligned(&request[..HEADER_SIZE]).expect("header");
+    for (i, (frame, reply)) in requests.iter().zip(&replies).enumerate() {
+        let recorded = request(frame);
         if i > 0 {
-            let code = command_code(&header);
-            codes.push(code);
-            s.send(code, Bytes::copy_from_slice(&request[HEADER_SIZE..]), now)
+            codes.push(recorded.code());
+            s.send(recorded.code(), recorded.body.clone(), now)
                 .expect("ready");
         }
         let mut sent = Vec::new();
         while let Some(b) = s.poll_transmit() {
             sent.extend_from_slice(&b);
         }
-        assert_eq!(
-            &sent[..],
-            *request,
-            "request {i} differs from the recording"
-        );
+        assert_eq!(&sent[..], *frame, "request {i} differs from the recording");
         // Replies arrive in two pieces, split inside the header.
         s.handle_input(&reply[..100], now);
         s.handle_input(&reply[100..], now);
@@ -99,7 +92,7 @@ fn a_recorded_conversation_replays_byte_for_byte() {
             (_, Event::Reply(Ok(body))) => body,
             (_, other) => panic!("reply {i}: {other:?}"),
         };
-        match command_code(&header) {
+        match recorded.code() {
             GET_STREAM_CODE if body.is_empty() => {} // the stream did not exist yet
             GET_STREAM_CODE => {
                 GetStreamResponse::decode(&body).expect("a stream");

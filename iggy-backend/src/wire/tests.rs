@@ -1,6 +1,6 @@
 use super::*;
-use iggy_binary_protocol::primitives::user_headers::encode_user_headers;
 use iggy_kafka_core::mapping::{from_iggy, to_iggy, KafkaRecord};
+use iggy_kafka_iggy_client::protocol::primitives::user_headers::encode_user_headers;
 
 #[test]
 fn headers_round_trip_and_foreign_kinds_become_text() {
@@ -60,7 +60,7 @@ fn topic_identity_and_limits() {
         max_topic_size: size,
         size_bytes: 0,
         messages_count: 0,
-        name: iggy_binary_protocol::WireName::new("t").expect("name"),
+        name: iggy_kafka_iggy_client::protocol::WireName::new("t").expect("name"),
         options: WireOptions::empty(),
         derived_options: WireOptions::empty(),
     };
@@ -84,7 +84,7 @@ fn topic_identity_and_limits() {
 #[test]
 fn errors_map_to_documented_kafka_codes() {
     use iggy_kafka_core::error_code::ErrorCode as K;
-    use iggy_kafka_core::iggy::SessionError;
+    use iggy_kafka_iggy_client::SessionError;
     let cases = [
         (code::TOPIC_NAME_NOT_FOUND, K::UNKNOWN_TOPIC_OR_PARTITION),
         (code::STREAM_NAME_NOT_FOUND, K::UNKNOWN_TOPIC_OR_PARTITION),
@@ -255,7 +255,7 @@ fn a_batch_spanning_more_time_than_an_append_is_fitted_into_one() {
 
 /// A `PollMessages` reply holding `batches` (first offset, how many messages, their ids).
 fn poll_reply(batches: &[(u64, usize, Ids)], current_offset: u64) -> Vec<u8> {
-    use iggy_binary_protocol::responses::messages::poll_messages::PollMessagesResponseHeader;
+    use iggy_kafka_iggy_client::protocol::responses::messages::poll_messages::PollMessagesResponseHeader;
     let stream = WireIdentifier::numeric(1);
     let topic = named("t").expect("name");
     let mut blob = Vec::new();

@@ -1,11 +1,17 @@
 use super::*;
-use crate::iggy::fake::{login_ok, reply_to, result_framed, take_request};
+use crate::testing::frames::{self, login_ok, reply as reply_to, result_framed};
 use iggy_binary_protocol::codes::{
     CREATE_TOPIC_CODE, GET_STREAM_CODE, SEND_MESSAGES_CODE, STORE_CONSUMER_OFFSET_CODE,
 };
 use iggy_binary_protocol::consensus::EvictionReason;
 
 const CLIENT: u128 = 0xfeed_beef;
+
+/// Everything the session wants written, as the server would read it.
+fn take_request(s: &mut Session) -> (RequestHeader, Bytes) {
+    let r = frames::take_request(|| s.poll_transmit());
+    (r.header, r.body)
+}
 
 fn config(credentials: Credentials) -> SessionConfig {
     SessionConfig {

@@ -1,7 +1,7 @@
 //! An in-process stand-in for an Iggy server, speaking the wire protocol through Iggy's own
-//! codec, so that the backend is tested byte for byte without a server. It keeps what a
-//! server keeps (streams, topics, partitions of stored batches, consumer offsets) and can be
-//! told to fail the next request or drop the connection.
+//! codec, so that what is built on this client is tested byte for byte without a server. It
+//! keeps what a server keeps (one stream, its topics, partitions of stored batches, consumer
+//! offsets) and can be told to fail the next request; a [`super::Pool`] drops connections.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -11,9 +11,6 @@ use iggy_binary_protocol::codes::{
     CREATE_PARTITIONS_CODE, CREATE_STREAM_CODE, CREATE_TOPIC_CODE, DELETE_CONSUMER_OFFSET_CODE,
     DELETE_TOPIC_CODE, GET_STREAM_CODE, GET_TOPIC_CODE, POLL_MESSAGES_CODE, SEND_MESSAGES_CODE,
     STORE_CONSUMER_OFFSET_CODE, UPDATE_TOPIC_CODE,
-};
-use iggy_binary_protocol::consensus::{
-    Command as Frame, Operation, ReplyHeader, RequestHeader, HEADER_SIZE,
 };
 use iggy_binary_protocol::primitives::user_headers::encode_user_headers;
 use iggy_binary_protocol::requests::consumer_offsets::{
@@ -41,11 +38,15 @@ use iggy_binary_protocol::{
     IGGY_PROTOCOL_VERSION,
 };
 
+use super::frames;
+
+/// One partition.
 #[derive(Debug, Default)]
-pub(crate) struct Partition {
+pub struct Partition {
     /// Stored batches with their base offsets set.
-    pub(crate) batches: Vec<Vec<u8>>,
-    pub(crate) next: u64,
+    pub batches: Vec<Vec<u8>>,
+    /// The offset the next message gets.
+    pub next: u64,
 }
 
 impl Partition {
@@ -58,28 +59,36 @@ impl Partition {
     }
 }
 
+/// One topic.
 #[derive(Debug)]
-pub(crate) struct Topic {
-    pub(crate) id: u32,
-    pub(crate) created_at: u64,
-    pub(crate) partitions: Vec<Partition>,
-    pub(crate) options: Vec<(String, u64)>,
+pub struct Topic {
+    /// Iggy's numeric id.
+    pub id: u32,
+    /// When it was created (µs).
+    pub created_at: u64,
+    /// Its partitions, numbered from 0.
+    pub partitions: Vec<Partition>,
+    /// The options it was created or updated with, by name.
+    pub options: Vec<(String, u64)>,
 }
 
 /// The server's state.
 #[derive(Debug, Default)]
-pub(crate) struct FakeIggy {
-    pub(crate) stream: Option<String>,
-    pub(crate) topics: BTreeMap<String, Topic>,
+pub struct FakeIggy {
+    /// The one stream, once created.
+    pub stream: Option<String>,
+    /// Its topics, by name.
+    pub topics: BTreeMap<String, Topic>,
     next_topic_id: u32,
     clock: u64,
     /// (consumer name, topic, partition) → offset.
-    pub(crate) consumer_offsets: HashMap<(String, String, u32), u64>,
+    pub consumer_offsets: HashMap<(String, String, u32), u64>,
     /// The next non-login request gets this error status.
-    pub(crate) fail_next: Option<u32>,
+    pub fail_next: Option<u32>,
     /// Requests seen, by command code.
-    pub(crate) seen: Vec<u32>,
-    pub(crate) password: String,
+    pub seen: Vec<u32>,
+    /// The password every login must give.
+    pub password: String,
 }
 
 fn name(id: &WireIdentifier) -> String {
@@ -89,9 +98,7 @@ fn name(id: &WireIdentifier) -> String {
 }
 
 fn framed(payload: &[u8]) -> Vec<u8> {
-    let mut out = 0u32.to_le_bytes().to_vec();
-    out.extend_from_slice(payload);
-    out
+    frames::result_framed(&[], payload)
 }
 
 fn options(o: &WireOptions) -> Vec<(String, u64)> {
@@ -155,7 +162,9 @@ fn admit(options: &[(String, u64)]) -> Result<(), u32> {
 }
 
 impl FakeIggy {
-    pub(crate) fn new() -> Self {
+    /// An empty server whose users log in with the password `iggy`.
+    #[must_use]
+    pub fn new() -> Self {
         Self {
             password: "iggy".into(),
             ..Self::default()
@@ -212,12 +221,8 @@ impl FakeIggy {
         .to_vec()
     }
 
-    pub(crate) fn create_topic(
-        &mut self,
-        name: &str,
-        partitions: u32,
-        options: Vec<(String, u64)>,
-    ) {
+    /// Creates topic `name` as if another client of the server had.
+    pub fn create_topic(&mut self, name: &str, partitions: u32, options: Vec<(String, u64)>) {
         self.next_topic_id += 1;
         self.clock += 1;
         self.topics.insert(
@@ -419,19 +424,15 @@ impl FakeIggy {
     }
 
     /// Answers every whole request frame in `wire` (consumed), returning the reply bytes.
-    pub(crate) fn serve(&mut self, wire: &mut Vec<u8>) -> Vec<u8> {
+    pub fn serve(&mut self, wire: &mut Vec<u8>) -> Vec<u8> {
         let mut out = Vec::new();
-        while wire.len() >= HEADER_SIZE {
-            let h: RequestHeader =
-                bytemuck::checked::try_pod_read_unaligned(&wire[..HEADER_SIZE]).expect("a header");
-            let size = h.size as usize;
-            if wire.len() < size {
-                break;
-            }
-            let body: Vec<u8> = wire[HEADER_SIZE..size].to_vec();
-            wire.drain(..size);
-            let result = if h.operation == Operation::Register {
-                match LoginRegisterRequest::decode(&body) {
+        let requests = frames::requests(wire, 0);
+        if let Some(last) = requests.last() {
+            wire.drain(..last.end);
+        }
+        for request in requests {
+            let result = if request.is_login() {
+                match LoginRegisterRequest::decode(&request.body) {
                     Ok((l, _)) if l.password_matches(&self.password) => Ok(framed(
                         &LoginRegisterResponse {
                             user_id: 1,
@@ -444,32 +445,18 @@ impl FakeIggy {
                     _ => Err(42),
                 }
             } else {
-                let code = if h.operation == Operation::NonReplicated {
-                    u32::from_le_bytes(h.reserved[..4].try_into().expect("four bytes"))
-                } else {
-                    h.operation.to_command_code().expect("a client operation")
-                };
+                let code = request.code();
                 self.seen.push(code);
                 match self.fail_next.take() {
                     Some(status) => Err(status),
-                    None => self.answer(code, &body),
+                    None => self.answer(code, &request.body),
                 }
             };
             let (status, payload) = match result {
                 Ok(p) => (0, p),
                 Err(s) => (s, Vec::new()),
             };
-            let reply = ReplyHeader {
-                command: Frame::Reply,
-                operation: h.operation,
-                size: u32::try_from(HEADER_SIZE + payload.len()).expect("small"),
-                client: h.client,
-                request: h.request,
-                status,
-                ..ReplyHeader::default()
-            };
-            out.extend_from_slice(bytemuck::bytes_of(&reply));
-            out.extend_from_slice(&payload);
+            out.extend_from_slice(&frames::reply(&request.header, status, &payload));
         }
         out
     }

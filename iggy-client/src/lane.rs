@@ -5,11 +5,23 @@
 //! all of a partition's appends down one lane keeps them in order whatever the pool does.
 //!
 //! [`Lanes::call`] queues a request and returns a [`PendingCall`], a future that needs no
-//! particular executor. A runtime task per lane moves the bytes of a [`LaneDriver`]: it
-//! connects when [`LaneDriver::connect_at`] says, reports the outcome, writes what
-//! [`LaneDriver::poll_transmit`] gives, feeds what it reads, and sleeps until
-//! [`LaneDriver::poll_timeout`] or [`Lane::changed`] (new calls). The driver logs in, sends
-//! the queued calls and delivers the replies; time comes in as an argument.
+//! particular executor. A task per lane moves the bytes of a [`LaneDriver`] (the one loop
+//! of [`crate::drive`], on any runtime). In this order, for as long as it runs:
+//!
+//! 1. Once [`LaneDriver::connect_at`] has come, connect, and report the outcome with
+//!    [`LaneDriver::connected`] or [`LaneDriver::connect_failed`].
+//! 2. Take a [`Lane::changed`] listener, then call [`LaneDriver::pump`]: it delivers
+//!    replies and sends the next queued call.
+//! 3. Write everything [`LaneDriver::poll_transmit`] gives, in order.
+//! 4. Read into [`LaneDriver::input_buffer`] and call [`LaneDriver::handle_received`]; or,
+//!    should the listener fire first, go back to 2; or, once [`LaneDriver::poll_timeout`]
+//!    passes, call [`LaneDriver::handle_timeout`]. The end of the byte stream, or a failed
+//!    read or write, is [`LaneDriver::handle_closed`].
+//! 5. Without a session ([`LaneDriver::has_session`] is false) the connection is over: drop
+//!    it and go back to 1.
+//!
+//! The driver logs in, sends the queued calls and delivers the replies; time comes in as an
+//! argument. [`Lanes::stats`] counts what the lanes did, for an adapter to report.
 //!
 //! A call may also be queued after a call on another lane ([`Lanes::call_after`]): it is
 //! sent only once that call has its reply, or was dropped unsent. A backend moves a
@@ -32,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::session::{Event, Failure, Session, SessionConfig, SessionError};
+use crate::session::{Event, Failure, Session, SessionConfig, SessionError};
 
 /// The first pause after a failed connection; it doubles up to [`MAX_BACKOFF`].
 pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -159,6 +171,43 @@ struct LaneState {
     last_error: Option<SessionError>,
     /// Logins so far: a new session may be served by another part of the server.
     generation: u64,
+    stats: LaneStats,
+}
+
+/// What lanes did since they were made: plain counters, for an adapter to report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LaneStats {
+    /// Calls Iggy answered, with a reply or with an error code.
+    pub answered: u64,
+    /// Of those, the ones Iggy refused with an error code.
+    pub refused: u64,
+    /// Calls that failed without an answer: their connection was lost or down.
+    pub lost: u64,
+    /// From each answered call's write to its reply, added up (the mean is this divided
+    /// by `answered`).
+    pub service_time: Duration,
+    /// The longest of those.
+    pub slowest: Duration,
+    /// Sessions logged in; every one after a lane's first is a reconnection.
+    pub logins: u64,
+    /// Connection attempts that failed before a session was up.
+    pub connect_failures: u64,
+    /// Lanes logged in now.
+    pub up: u64,
+}
+
+impl LaneStats {
+    fn add(&mut self, other: &Self) {
+        self.answered += other.answered;
+        self.refused += other.refused;
+        self.lost += other.lost;
+        self.service_time += other.service_time;
+        self.slowest = self.slowest.max(other.slowest);
+        self.logins += other.logins;
+        self.connect_failures += other.connect_failures;
+        self.up += other.up;
+    }
 }
 
 /// One Iggy connection's queue.
@@ -181,6 +230,7 @@ impl Lane {
                 link: Link::Connecting,
                 last_error: None,
                 generation: 0,
+                stats: LaneStats::default(),
             }),
             changed: event_listener::Event::new(),
         }
@@ -202,6 +252,7 @@ impl Lane {
         let mut st = lock(&self.state);
         if st.link == Link::Down {
             let error = st.last_error.clone().unwrap_or(SessionError::Closed);
+            st.stats.lost += 1;
             drop(st);
             slot.fill(Err(Failure::Lost(error)), None);
             return PendingCall(slot);
@@ -224,12 +275,15 @@ impl Lane {
             st.link = link;
             if link == Link::Up {
                 st.generation += 1;
+                st.stats.logins += 1;
             }
             if error.is_some() {
                 st.last_error = error.clone();
             }
             if link == Link::Down {
-                st.calls.drain(..).collect()
+                let failed: Vec<Call> = st.calls.drain(..).collect();
+                st.stats.lost += failed.len() as u64;
+                failed
             } else {
                 Vec::new()
             }
@@ -277,6 +331,34 @@ impl Lane {
     pub fn is_up(&self) -> bool {
         lock(&self.state).link == Link::Up
     }
+
+    /// What this lane did so far.
+    #[must_use]
+    pub fn stats(&self) -> LaneStats {
+        let st = lock(&self.state);
+        LaneStats {
+            up: u64::from(st.link == Link::Up),
+            ..st.stats
+        }
+    }
+
+    /// A call in flight ended: answered after `service` (with a refusal or not), or lost.
+    fn finished(&self, outcome: &Result<Bytes, Failure>, service: Option<Duration>) {
+        let mut st = lock(&self.state);
+        match (outcome, service) {
+            (Err(Failure::Lost(_)), _) | (_, None) => st.stats.lost += 1,
+            (outcome, Some(service)) => {
+                st.stats.answered += 1;
+                st.stats.refused += u64::from(matches!(outcome, Err(Failure::Status(_))));
+                st.stats.service_time += service;
+                st.stats.slowest = st.stats.slowest.max(service);
+            }
+        }
+    }
+
+    fn connect_failed(&self) {
+        lock(&self.state).stats.connect_failures += 1;
+    }
 }
 
 /// The lanes of a pool.
@@ -310,6 +392,29 @@ impl Lanes {
     #[must_use]
     pub fn lane(&self, index: usize) -> &Lane {
         &self.lanes[index % self.lanes.len()]
+    }
+
+    /// The refusal, when a lane's last login was refused and it is down: Iggy does not
+    /// accept the pool's credentials.
+    #[must_use]
+    pub fn login_refused(&self) -> Option<SessionError> {
+        self.lanes.iter().find_map(|lane| {
+            let st = lock(&lane.state);
+            match &st.last_error {
+                Some(e @ SessionError::LoginRefused(_)) if st.link == Link::Down => Some(e.clone()),
+                _ => None,
+            }
+        })
+    }
+
+    /// What all the lanes did so far, added up.
+    #[must_use]
+    pub fn stats(&self) -> LaneStats {
+        let mut total = LaneStats::default();
+        for lane in &self.lanes {
+            total.add(&lane.stats());
+        }
+        total
     }
 
     /// Queues Iggy command `code` with its encoded `payload` on lane `index`.
@@ -401,6 +506,7 @@ impl LaneDriver {
                 "cannot connect to Iggy"
             );
         }
+        self.lane().connect_failed();
         self.lane()
             .set_link(Link::Down, Some(SessionError::Protocol(error.to_owned())));
         self.schedule_retry(now);
@@ -422,6 +528,12 @@ impl LaneDriver {
         self.session = Some(Session::new(config, now));
     }
 
+    /// Resolves when calls were queued on this driver's lane since it was created; create it
+    /// before [`Self::pump`].
+    pub fn changed(&self) -> event_listener::EventListener {
+        self.lane().changed()
+    }
+
     /// Whether a session is open (else the task connects at [`Self::connect_at`]).
     #[must_use]
     pub fn has_session(&self) -> bool {
@@ -439,7 +551,8 @@ impl LaneDriver {
         self.session.as_ref()?.poll_timeout()
     }
 
-    /// Bytes read from the server.
+    /// Bytes read from the server, copied in from elsewhere (a test's or a fuzzer's); a
+    /// socket's are read straight into [`Self::input_buffer`].
     pub fn handle_input(&mut self, data: &[u8], now: Instant) {
         if let Some(s) = self.session.as_mut() {
             s.handle_input(data, now);
@@ -496,7 +609,9 @@ impl LaneDriver {
                 }
                 Some(Event::Reply(result)) => {
                     if let Some((slot, sent)) = self.current.take() {
-                        slot.fill(result, Some(now.saturating_duration_since(sent)));
+                        let service = Some(now.saturating_duration_since(sent));
+                        self.lanes.lane(self.index).finished(&result, service);
+                        slot.fill(result, service);
                     }
                 }
                 Some(Event::Closed(error)) => {
@@ -506,7 +621,9 @@ impl LaneDriver {
                     self.failures += 1;
                     self.session = None;
                     if let Some((slot, _)) = self.current.take() {
-                        slot.fill(Err(Failure::Lost(error.clone())), None);
+                        let lost = Err(Failure::Lost(error.clone()));
+                        self.lanes.lane(self.index).finished(&lost, None);
+                        slot.fill(lost, None);
                     }
                     self.lanes
                         .lane(self.index)
@@ -527,9 +644,11 @@ impl LaneDriver {
                     };
                     match session.send(call.code, call.payload, now) {
                         Ok(()) => self.current = Some((call.slot, now)),
-                        Err(_) => call
-                            .slot
-                            .fill(Err(Failure::Lost(SessionError::Closed)), None),
+                        Err(_) => {
+                            let lost = Err(Failure::Lost(SessionError::Closed));
+                            self.lanes.lane(self.index).finished(&lost, None);
+                            call.slot.fill(lost, None);
+                        }
                     }
                 }
             }

@@ -1,6 +1,6 @@
 use super::*;
-use crate::iggy::fake::{login_ok, reply_to, take_request_from};
-use crate::iggy::session::Credentials;
+use crate::session::Credentials;
+use crate::testing::frames::{self, login_ok, reply as reply_to};
 use iggy_binary_protocol::codes::{GET_STREAM_CODE, SEND_MESSAGES_CODE};
 use iggy_binary_protocol::consensus::{Operation, RequestHeader};
 use secrecy::SecretString;
@@ -34,7 +34,8 @@ fn now_or_never<F: Future>(f: F) -> Option<F::Output> {
 }
 
 fn request(d: &mut LaneDriver) -> (RequestHeader, Bytes) {
-    take_request_from(|| d.poll_transmit())
+    let r = frames::take_request(|| d.poll_transmit());
+    (r.header, r.body)
 }
 
 /// Takes the lane's next request, checks its body, and answers `reply`.

@@ -13,8 +13,9 @@
 //! pause on the same connection, which is the only safe retry for the first case (the
 //! server answers from its reply cache if it did commit meanwhile).
 //!
-//! Call order, as for [`crate::Connection`]: after [`Session::new`], the caller writes what
-//! [`Session::poll_transmit`] gives, feeds received bytes to [`Session::handle_input`],
+//! Call order: after [`Session::new`], the caller writes what [`Session::poll_transmit`]
+//! gives, reads received bytes into [`Session::input_buffer`] and calls
+//! [`Session::handle_received`] (or hands them over with [`Session::handle_input`]),
 //! takes [`Session::poll_event`]s, sleeps no later than [`Session::poll_timeout`] and then
 //! calls [`Session::handle_timeout`], and reports the end of the byte stream with
 //! [`Session::handle_closed`]. [`Session::send`] is accepted only while
@@ -340,7 +341,7 @@ impl Session {
         self.close(SessionError::Closed);
     }
 
-    /// Feeds bytes read from the server.
+    /// Feeds bytes read from the server, copying them into [`Self::input_buffer`].
     pub fn handle_input(&mut self, data: &[u8], now: Instant) {
         if self.state == State::Closed {
             return;

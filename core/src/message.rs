@@ -1,0 +1,547 @@
+//! Messages as Iggy holds them, and as the backends hand them over.
+//!
+//! [`IggyMessage`] is one message (payload, timestamps, user headers: what the mapping of
+//! `docs/MAPPING.md` produces and reads); [`MessageList`] the messages of one append, held
+//! without a copy of the request's bytes; [`Messages`] a read's messages with their offsets,
+//! in shared [`Block`]s.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+/// An Iggy user-header value, with the Iggy header kind it is sent as.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[non_exhaustive]
+pub enum HeaderValue {
+    /// Kind `raw`: bytes.
+    Raw(
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::protocol::codec::arbitrary_bytes))]
+         Bytes,
+    ),
+    /// Kind `string`: UTF-8.
+    String(String),
+    /// Kind `bool`.
+    Bool(bool),
+    /// Kind `uint8`.
+    Uint8(u8),
+    /// Kind `int64`.
+    Int64(i64),
+    /// Kind `uint64`.
+    Uint64(u64),
+    /// Kind `float64`.
+    Float64(f64),
+}
+
+impl HeaderValue {
+    /// The value's size as Iggy stores it.
+    #[must_use]
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Self::Raw(b) => b.len(),
+            Self::String(s) => s.len(),
+            Self::Bool(_) | Self::Uint8(_) => 1,
+            Self::Int64(_) | Self::Uint64(_) | Self::Float64(_) => 8,
+        }
+    }
+
+    /// The value as a Kafka header value: bytes as they are, numbers as decimal text.
+    #[must_use]
+    pub fn to_kafka(&self) -> Bytes {
+        match self {
+            Self::Raw(b) => b.clone(),
+            Self::String(s) => Bytes::copy_from_slice(s.as_bytes()),
+            Self::Bool(b) => Bytes::from(b.to_string()),
+            Self::Uint8(n) => Bytes::from(n.to_string()),
+            Self::Int64(n) => Bytes::from(n.to_string()),
+            Self::Uint64(n) => Bytes::from(n.to_string()),
+            Self::Float64(n) => Bytes::from(n.to_string()),
+        }
+    }
+}
+
+/// A message as Iggy holds it, as far as the mapping is concerned.
+#[derive(Debug, Clone, PartialEq, Default)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct IggyMessage {
+    /// The payload (never empty: Iggy rejects empty payloads).
+    #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::protocol::codec::arbitrary_bytes))]
+    pub payload: Bytes,
+    /// The producer's timestamp, in microseconds (Iggy's origin timestamp).
+    pub origin_timestamp_us: u64,
+    /// When Iggy appended the message, in microseconds (0 before it is appended).
+    pub timestamp_us: u64,
+    /// User headers. Iggy keeps them in a map; this order means nothing.
+    pub headers: Vec<(String, HeaderValue)>,
+}
+
+impl IggyMessage {
+    pub(crate) fn header(&self, key: &str) -> Option<&HeaderValue> {
+        self.headers.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+}
+
+/// The messages of one append, in order. Most records map to a bare message: the value as
+/// the payload and the timestamp, nothing else (see [`into_iggy`]). Those stay in the bytes
+/// they were decoded from, as a range and a timestamp, so that a batch of them is mapped
+/// without a reference count or an allocation per message; the others are held mapped.
+#[derive(Clone, Default)]
+pub struct MessageList {
+    buffers: Vec<Bytes>,
+    entries: Vec<Entry>,
+    mapped: Vec<IggyMessage>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Entry {
+    Bare {
+        buffer: u32,
+        start: u32,
+        end: u32,
+        origin_timestamp_us: u64,
+    },
+    Mapped(u32),
+}
+
+/// One message of a [`MessageList`], borrowed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MessageRef<'a> {
+    /// The payload.
+    pub payload: &'a [u8],
+    /// The producer's timestamp, in microseconds.
+    pub origin_timestamp_us: u64,
+    /// User headers (none for a bare message).
+    pub headers: &'a [(String, HeaderValue)],
+}
+
+impl MessageList {
+    /// The number of messages.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Makes room for `additional` more messages.
+    pub fn reserve(&mut self, additional: usize) {
+        self.entries.reserve(additional);
+    }
+
+    /// Appends a mapped message.
+    pub fn push(&mut self, message: IggyMessage) {
+        match u32::try_from(self.mapped.len()) {
+            Ok(index) => {
+                self.mapped.push(message);
+                self.entries.push(Entry::Mapped(index));
+            }
+            // Four billion messages in one append cannot come from one frame.
+            Err(_) => tracing::error!("message list full; message not added"),
+        }
+    }
+
+    /// Appends a bare message: `payload`, a slice of `buffer`, with no headers. A payload
+    /// that does not lie in `buffer` is copied.
+    pub fn push_bare(&mut self, buffer: &Bytes, payload: &[u8], origin_timestamp_us: u64) {
+        let at = (payload.as_ptr() as usize).wrapping_sub(buffer.as_ptr() as usize);
+        let reused = self
+            .buffers
+            .last()
+            .is_some_and(|b| b.as_ptr() == buffer.as_ptr() && b.len() == buffer.len());
+        let index = self.buffers.len() - usize::from(reused);
+        let range = (at <= buffer.len() && payload.len() <= buffer.len() - at)
+            .then(|| {
+                Some((
+                    u32::try_from(at).ok()?,
+                    u32::try_from(at + payload.len()).ok()?,
+                ))
+            })
+            .flatten();
+        match (range, u32::try_from(index)) {
+            (Some((start, end)), Ok(index)) => {
+                if !reused {
+                    self.buffers.push(buffer.clone());
+                }
+                self.entries.push(Entry::Bare {
+                    buffer: index,
+                    start,
+                    end,
+                    origin_timestamp_us,
+                });
+            }
+            _ => self.push(IggyMessage {
+                payload: Bytes::copy_from_slice(payload),
+                origin_timestamp_us,
+                ..IggyMessage::default()
+            }),
+        }
+    }
+
+    /// The messages, in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = MessageRef<'_>> + '_ {
+        self.entries.iter().map(move |e| match *e {
+            Entry::Bare {
+                buffer,
+                start,
+                end,
+                origin_timestamp_us,
+            } => MessageRef {
+                payload: &self.buffers[buffer as usize][start as usize..end as usize],
+                origin_timestamp_us,
+                headers: &[],
+            },
+            Entry::Mapped(i) => {
+                let m = &self.mapped[i as usize];
+                MessageRef {
+                    payload: &m.payload,
+                    origin_timestamp_us: m.origin_timestamp_us,
+                    headers: &m.headers,
+                }
+            }
+        })
+    }
+
+    /// The messages as [`IggyMessage`]s (not yet appended: no append time).
+    #[must_use]
+    pub fn into_messages(self) -> Vec<IggyMessage> {
+        let Self {
+            buffers,
+            entries,
+            mapped,
+        } = self;
+        let mut mapped = mapped.into_iter();
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            match e {
+                Entry::Bare {
+                    buffer,
+                    start,
+                    end,
+                    origin_timestamp_us,
+                } => out.push(IggyMessage {
+                    payload: buffers[buffer as usize].slice(start as usize..end as usize),
+                    origin_timestamp_us,
+                    ..IggyMessage::default()
+                }),
+                // Mapped entries are numbered in the order they were pushed.
+                Entry::Mapped(_) => out.extend(mapped.next()),
+            }
+        }
+        out
+    }
+}
+
+impl From<Vec<IggyMessage>> for MessageList {
+    fn from(messages: Vec<IggyMessage>) -> Self {
+        messages.into_iter().collect()
+    }
+}
+
+impl FromIterator<IggyMessage> for MessageList {
+    fn from_iter<I: IntoIterator<Item = IggyMessage>>(messages: I) -> Self {
+        let mut list = Self::default();
+        for m in messages {
+            list.push(m);
+        }
+        list
+    }
+}
+
+impl PartialEq for MessageList {
+    /// The same messages, however they are held.
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl std::fmt::Debug for MessageList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// Messages stored together: what one append brought, or what one poll of Iggy returned.
+/// Reads share blocks rather than copy or count each message.
+pub type Block = Arc<Vec<IggyMessage>>;
+
+/// Messages of one partition with their offsets, in offset order: runs of consecutive
+/// offsets, each a slice of a shared [`Block`]. A read of many messages costs a few
+/// reference counts, not one per message.
+#[derive(Debug, Clone, Default)]
+pub struct Messages {
+    runs: Vec<Run>,
+    len: usize,
+}
+
+/// Equal when they hold the same messages at the same offsets, however they are split into
+/// blocks.
+impl PartialEq for Messages {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.iter().eq(other.iter())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Run {
+    first_offset: u64,
+    block: Block,
+    start: usize,
+    end: usize,
+}
+
+impl Messages {
+    /// No messages.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `block[range]`, whose messages have consecutive offsets from `first_offset`.
+    /// An empty range, or one reaching past the block, adds what the block holds of it.
+    pub fn push(&mut self, first_offset: u64, block: &Block, range: std::ops::Range<usize>) {
+        let end = range.end.min(block.len());
+        if range.start >= end {
+            return;
+        }
+        if let Some(last) = self.runs.last_mut() {
+            // Extends the previous run when it is the same block and continues it.
+            if Arc::ptr_eq(&last.block, block)
+                && last.end == range.start
+                && continues(last.first_offset, last.end - last.start, first_offset)
+            {
+                last.end = end;
+                self.len += end - range.start;
+                return;
+            }
+        }
+        self.len += end - range.start;
+        self.runs.push(Run {
+            first_offset,
+            block: Arc::clone(block),
+            start: range.start,
+            end,
+        });
+    }
+
+    /// Adds `other`'s messages after these.
+    pub fn append(&mut self, other: Messages) {
+        for r in other.runs {
+            self.push(r.first_offset, &r.block, r.start..r.end);
+        }
+    }
+
+    /// The messages with their offsets, as one block (runs split where offsets jump).
+    #[must_use]
+    pub fn from_offsets(messages: impl IntoIterator<Item = (u64, IggyMessage)>) -> Self {
+        let messages = messages.into_iter();
+        let mut builder = MessagesBuilder::with_capacity(messages.size_hint().0);
+        for (offset, message) in messages {
+            builder.push(offset, message);
+        }
+        builder.finish()
+    }
+
+    /// How many messages.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Each message with its offset, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &IggyMessage)> + '_ {
+        self.runs.iter().flat_map(|r| {
+            r.block[r.start..r.end]
+                .iter()
+                .zip(r.first_offset..)
+                .map(|(m, o)| (o, m))
+        })
+    }
+
+    /// The first message and its offset.
+    #[must_use]
+    pub fn first(&self) -> Option<(u64, &IggyMessage)> {
+        self.iter().next()
+    }
+
+    /// The last message and its offset.
+    #[must_use]
+    pub fn last(&self) -> Option<(u64, &IggyMessage)> {
+        let r = self.runs.last()?;
+        let m = r.block.get(r.end.checked_sub(1)?)?;
+        Some((r.first_offset + (r.end - r.start - 1) as u64, m))
+    }
+
+    /// Keeps the first `n` messages.
+    pub fn truncate(&mut self, n: usize) {
+        let mut left = n;
+        self.runs.retain_mut(|r| {
+            let len = r.end - r.start;
+            if left == 0 {
+                return false;
+            }
+            if len > left {
+                r.end = r.start + left;
+            }
+            left -= len.min(left);
+            true
+        });
+        self.len = self.len.min(n);
+    }
+}
+
+/// Whether `offset` comes right after a run of `len` offsets from `first`.
+fn continues(first: u64, len: usize, offset: u64) -> bool {
+    first.checked_add(len as u64) == Some(offset)
+}
+
+/// Builds [`Messages`] held in one block from messages given in offset order, each moved
+/// once into the block.
+#[derive(Debug, Default)]
+pub struct MessagesBuilder {
+    block: Vec<IggyMessage>,
+    /// (first offset, first index, end index) of each run of consecutive offsets.
+    runs: Vec<(u64, usize, usize)>,
+}
+
+impl MessagesBuilder {
+    /// A builder with room for `capacity` messages.
+    #[must_use]
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            block: Vec::with_capacity(capacity),
+            runs: Vec::new(),
+        }
+    }
+
+    /// Adds a message at `offset`; a run ends where offsets jump.
+    pub fn push(&mut self, offset: u64, message: IggyMessage) {
+        let i = self.block.len();
+        match self.runs.last_mut() {
+            Some((first, start, end)) if continues(*first, *end - *start, offset) => {
+                *end += 1;
+            }
+            _ => self.runs.push((offset, i, i + 1)),
+        }
+        self.block.push(message);
+    }
+
+    /// How many messages so far.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.block.len()
+    }
+
+    /// Whether there are none yet.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.block.is_empty()
+    }
+
+    /// The messages.
+    #[must_use]
+    pub fn finish(self) -> Messages {
+        let block = Arc::new(self.block);
+        let mut out = Messages::new();
+        for (first, start, end) in self.runs {
+            out.push(first, &block, start..end);
+        }
+        out
+    }
+}
+
+/// How many bytes a message counts for in read limits and retention: about what it takes
+/// as a Kafka record, so that a fetch's `max_bytes` means what the client meant.
+#[must_use]
+pub fn message_size(m: &IggyMessage) -> usize {
+    let headers: usize = m
+        .headers
+        .iter()
+        .map(|(k, v)| k.len() + v.encoded_len() + 2)
+        .sum();
+    m.payload.len() + headers + 16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payloads(m: &Messages) -> Vec<(u64, Vec<u8>)> {
+        m.iter().map(|(o, m)| (o, m.payload.to_vec())).collect()
+    }
+
+    fn block(payloads: &[&[u8]]) -> Block {
+        Arc::new(
+            payloads
+                .iter()
+                .map(|p| IggyMessage {
+                    payload: bytes::Bytes::copy_from_slice(p),
+                    ..IggyMessage::default()
+                })
+                .collect(),
+        )
+    }
+
+    /// Slices of one block that continue each other become one run; a jump in offsets or
+    /// another block starts a new one, and offsets stay with their messages throughout.
+    #[test]
+    fn messages_keep_offsets_across_runs() {
+        let a = block(&[b"a", b"b", b"c"]);
+        let b = block(&[b"d", b"e"]);
+        let mut m = Messages::new();
+        m.push(10, &a, 0..1);
+        m.push(11, &a, 1..3);
+        assert_eq!(m.runs.len(), 1);
+        m.push(13, &b, 0..2);
+        m.push(20, &a, 2..3);
+        m.push(21, &a, 3..9);
+        m.push(21, &a, 1..1);
+        assert_eq!(m.runs.len(), 3);
+        assert_eq!(m.len(), 6);
+        let want = vec![
+            (10, b"a".to_vec()),
+            (11, b"b".to_vec()),
+            (12, b"c".to_vec()),
+            (13, b"d".to_vec()),
+            (14, b"e".to_vec()),
+            (20, b"c".to_vec()),
+        ];
+        assert_eq!(payloads(&m), want);
+        assert_eq!(m.first().map(|(o, _)| o), Some(10));
+        assert_eq!(
+            m.last().map(|(o, m)| (o, m.payload.to_vec())),
+            Some((20, b"c".to_vec()))
+        );
+        let mut t = m.clone();
+        t.truncate(4);
+        assert_eq!(payloads(&t), want[..4]);
+        assert_eq!(t.len(), 4);
+        assert_eq!(t.last().map(|(o, _)| o), Some(13));
+        t.truncate(0);
+        assert!(t.is_empty() && t.first().is_none() && t.last().is_none());
+
+        let from = Messages::from_offsets(want.iter().map(|(o, p)| {
+            (
+                *o,
+                IggyMessage {
+                    payload: bytes::Bytes::copy_from_slice(p),
+                    ..IggyMessage::default()
+                },
+            )
+        }));
+        assert_eq!(payloads(&from), want);
+        assert_eq!(from.runs.len(), 2);
+        assert_eq!(from, m, "equal contents, different blocks");
+        assert_ne!(from, t);
+        assert!(Messages::from_offsets(std::iter::empty()).is_empty());
+    }
+}

@@ -1,0 +1,97 @@
+//! What a connection asks for, and where it goes.
+//!
+//! A request's task asks for [`Work`]: a store [`Command`] for the backend, or a
+//! [`GroupCall`] for the gateway's group coordinator. Each comes back as the [`Outcome`] of
+//! the same kind. A [`crate::Connection`] hands work out under a [`WorkId`] and is given
+//! the outcome under the same id; the runtime-neutral driver ([`crate::driver`]) routes
+//! store commands to the [`crate::backend::Backend`] and group calls to the coordinator, so
+//! that neither knows of the other.
+
+use std::time::{Duration, Instant};
+
+use crate::backend::{Command, Completion};
+use crate::group::{GroupCall, GroupReply};
+
+/// Identifies a piece of work of one connection, to match its outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkId(pub u64);
+
+/// What a connection asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Work {
+    /// A command for the store.
+    Store(Command),
+    /// A call on the group coordinator.
+    Group(GroupCall),
+}
+
+/// What the work came to, of the same kind as the [`Work`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The store command's completion.
+    Store(Completion),
+    /// The coordinator's reply.
+    Group(GroupReply),
+}
+
+impl Work {
+    /// The deadline whoever runs this must not hold it past, if it has one.
+    #[must_use]
+    pub fn deadline(&self) -> Option<Instant> {
+        match self {
+            Self::Store(c) => c.deadline(),
+            Self::Group(_) => None,
+        }
+    }
+
+    /// How long the work may rightly take when that is longer than a request timeout:
+    /// a JoinGroup waits for the rebalance, a follower's SyncGroup for the leader. The
+    /// coordinator answers both within the group's rebalance timeout.
+    #[must_use]
+    pub fn patience(&self) -> Option<Duration> {
+        match self {
+            Self::Group(GroupCall::Join(j)) => Some(Duration::from_millis(
+                u64::try_from(j.rebalance_timeout_ms.max(j.session_timeout_ms)).unwrap_or(0),
+            )),
+            Self::Group(GroupCall::Sync(_)) => Some(Duration::from_secs(30 * 60)),
+            _ => None,
+        }
+    }
+}
+
+impl From<Command> for Work {
+    fn from(c: Command) -> Self {
+        Self::Store(c)
+    }
+}
+
+impl From<GroupCall> for Work {
+    fn from(c: GroupCall) -> Self {
+        Self::Group(c)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::error_code::ErrorCode;
+    use crate::group::{Coordinator, GroupConfig, ReplyTo};
+
+    /// A plausible successful outcome of `work`, for tests of the connection alone.
+    pub(crate) fn succeed(work: &Work) -> Outcome {
+        match work {
+            Work::Store(command) => Outcome::Store(crate::backend::tests::succeed(command)),
+            Work::Group(call) => {
+                // A coordinator of its own answers; fine for tests of one request.
+                let mut c = Coordinator::new(GroupConfig::default(), 1);
+                let now = Instant::now();
+                c.handle(now, ReplyTo(0), call.clone());
+                c.handle_timeout(now + Duration::from_secs(3600));
+                Outcome::Group(match c.poll_reply() {
+                    Some((_, r)) => r,
+                    None => GroupReply::Heartbeat(ErrorCode::REBALANCE_IN_PROGRESS),
+                })
+            }
+        }
+    }
+}

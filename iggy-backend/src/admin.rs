@@ -1,0 +1,219 @@
+//! Topic administration: the stream, and Kafka's topic commands as Iggy requests.
+//!
+//! A Kafka topic is the Iggy topic of the same name in the configured stream. Kafka's topic
+//! configs become Iggy's topic options (`crate::wire::topic_options`); Kafka's
+//! `retention.bytes` is per partition where Iggy's size limit is per topic, so the limit
+//! grows with the partitions.
+
+use iggy_kafka_core::backend::{
+    check_partition_growth, BackendError, TopicConfig, TopicInfo, TopicRef,
+};
+use iggy_kafka_core::protocol::Uuid;
+use iggy_kafka_iggy_client::protocol::codes::{
+    CREATE_PARTITIONS_CODE, CREATE_STREAM_CODE, CREATE_TOPIC_CODE, DELETE_TOPIC_CODE,
+    UPDATE_TOPIC_CODE,
+};
+use iggy_kafka_iggy_client::protocol::requests::partitions::CreatePartitionsRequest;
+use iggy_kafka_iggy_client::protocol::requests::streams::CreateStreamRequest;
+use iggy_kafka_iggy_client::protocol::requests::topics::{
+    CreateTopicRequest, DeleteTopicRequest, UpdateTopicRequest,
+};
+use iggy_kafka_iggy_client::protocol::responses::streams::get_stream::TopicHeader;
+use iggy_kafka_iggy_client::protocol::responses::topics::GetTopicResponse;
+use iggy_kafka_iggy_client::protocol::{WireDecode, WireEncode, WireName, WireOptions};
+use iggy_kafka_iggy_client::Failure;
+
+use crate::calls::admin_lane;
+use crate::catalog::Catalog;
+use crate::error::ConnectError;
+use crate::offsets_log::{is_own, TOPIC_PREFIX};
+use crate::wire::{self, backend_error, code, named};
+
+/// Makes sure the stream exists, creating it when `create` allows.
+pub(crate) async fn ensure_stream(catalog: &Catalog, create: bool) -> Result<(), ConnectError> {
+    let stream = catalog.stream_name();
+    match catalog.stream_topics().await {
+        Ok(_) => return Ok(()),
+        Err(BackendError::UnknownTopic(_)) if create => {}
+        Err(BackendError::UnknownTopic(_)) => {
+            return Err(ConnectError::NoStream(stream.to_owned()));
+        }
+        Err(source) => {
+            return Err(ConnectError::ReadStream {
+                stream: stream.to_owned(),
+                source,
+            })
+        }
+    }
+    let name = WireName::new(stream.to_owned()).map_err(|e| ConnectError::StreamName {
+        name: stream.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let request = CreateStreamRequest {
+        name,
+        options: WireOptions::empty(),
+    };
+    match catalog
+        .calls()
+        .call(0, CREATE_STREAM_CODE, request.to_bytes())
+        .await
+    {
+        Ok(_) | Err(Failure::Status(code::STREAM_NAME_ALREADY_EXISTS)) => {
+            tracing::info!(%stream, "created the Iggy stream");
+            Ok(())
+        }
+        Err(source) => Err(ConnectError::CreateStream {
+            stream: stream.to_owned(),
+            source,
+        }),
+    }
+}
+
+pub(crate) async fn create_topic(
+    catalog: &Catalog,
+    name: &str,
+    partitions: u32,
+    config: &TopicConfig,
+    validate_only: bool,
+) -> Result<TopicInfo, BackendError> {
+    if is_own(name) {
+        return Err(BackendError::InvalidTopic(format!(
+            "{name}: the prefix {TOPIC_PREFIX} is the gateway's"
+        )));
+    }
+    let options = wire::topic_options(config, partitions, catalog.creating())?;
+    let wire_name = WireName::new(name).map_err(|_| BackendError::InvalidTopic(name.into()))?;
+    if validate_only {
+        return match catalog.topic_header(name).await {
+            Ok(_) => Err(BackendError::TopicExists(name.into())),
+            Err(BackendError::UnknownTopic(_)) => Ok(TopicInfo {
+                name: name.into(),
+                id: Uuid::NIL,
+                partitions,
+                config: config.clone(),
+            }),
+            Err(e) => Err(e),
+        };
+    }
+    let request = CreateTopicRequest {
+        stream_id: catalog.calls().stream().clone(),
+        partitions_count: partitions,
+        name: wire_name,
+        options,
+    };
+    let reply = catalog
+        .calls()
+        .call(admin_lane(name), CREATE_TOPIC_CODE, request.to_bytes())
+        .await
+        .map_err(|f| backend_error(f, name, None))?;
+    let info = match GetTopicResponse::decode(&reply) {
+        Ok((r, _)) => wire::topic_info(&r.topic),
+        // Created; read it back for its identity.
+        Err(_) => wire::topic_info(&catalog.topic_header(name).await?.topic),
+    };
+    catalog.created(&info);
+    Ok(info)
+}
+
+/// Deletes a topic; its committed offsets are the caller's to delete.
+pub(crate) async fn delete_topic(
+    catalog: &Catalog,
+    topic: &TopicRef,
+) -> Result<TopicInfo, BackendError> {
+    let name = catalog.topic_name(topic).await?;
+    let header = catalog.topic_header(&name).await?;
+    let request = DeleteTopicRequest {
+        stream_id: catalog.calls().stream().clone(),
+        topic_id: named(&name)?,
+    };
+    catalog
+        .calls()
+        .call(admin_lane(&name), DELETE_TOPIC_CODE, request.to_bytes())
+        .await
+        .map_err(|f| backend_error(f, &name, None))?;
+    catalog.deleted(&name);
+    Ok(wire::topic_info(&header.topic))
+}
+
+pub(crate) async fn create_partitions(
+    catalog: &Catalog,
+    topic: &str,
+    total: u32,
+    validate_only: bool,
+) -> Result<(), BackendError> {
+    let described = catalog.topic_header(topic).await?;
+    let header = &described.topic;
+    let current = header.partitions_count;
+    check_partition_growth(current, total)?;
+    if validate_only {
+        return Ok(());
+    }
+    let request = CreatePartitionsRequest {
+        stream_id: catalog.calls().stream().clone(),
+        topic_id: named(topic)?,
+        partitions_count: total - current,
+    };
+    catalog
+        .calls()
+        .call(
+            admin_lane(topic),
+            CREATE_PARTITIONS_CODE,
+            request.to_bytes(),
+        )
+        .await
+        .map_err(|f| backend_error(f, topic, None))?;
+    catalog.grown(topic, header, total);
+    // Kafka's retention.bytes is per partition and Iggy's limit per topic: the topic's
+    // limit grows with it, so each partition keeps what it kept before.
+    let config = wire::topic_info(header).config;
+    if config.retention_bytes.is_some() {
+        let grown = match wire::topic_options(&config, total, wire::Existing::Altering(header)) {
+            Ok(options) => update_topic(catalog, topic, header, options).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = grown {
+            tracing::error!(%topic, error = %e, "partitions created, but the topic's size limit was not grown with them");
+        }
+    }
+    Ok(())
+}
+
+/// Sends Iggy `options` to change `topic` (whose header is `header`).
+async fn update_topic(
+    catalog: &Catalog,
+    topic: &str,
+    header: &TopicHeader,
+    options: WireOptions,
+) -> Result<(), BackendError> {
+    let request = UpdateTopicRequest {
+        stream_id: catalog.calls().stream().clone(),
+        topic_id: named(topic)?,
+        name: header.name.clone(),
+        options,
+    };
+    catalog
+        .calls()
+        .call(admin_lane(topic), UPDATE_TOPIC_CODE, request.to_bytes())
+        .await
+        .map(|_| ())
+        .map_err(|f| backend_error(f, topic, None))
+}
+
+pub(crate) async fn alter_topic_config(
+    catalog: &Catalog,
+    topic: &str,
+    config: &TopicConfig,
+    validate_only: bool,
+) -> Result<(), BackendError> {
+    let described = catalog.topic_header(topic).await?;
+    let header = &described.topic;
+    let options = wire::topic_options(
+        config,
+        header.partitions_count,
+        wire::Existing::Altering(header),
+    )?;
+    if validate_only {
+        return Ok(());
+    }
+    update_topic(catalog, topic, header, options).await
+}

@@ -1,0 +1,292 @@
+//! Appends, and the idempotence Iggy does not provide.
+//!
+//! A plain append is encoded and queued on its partition's lane as it is handed over, so
+//! that a connection's appends reach Iggy in request order without waiting for each other.
+//! An idempotent producer's appends to a partition go one at a time: the gateway keeps the
+//! producers' state (Iggy keeps none), answers a retry of one of a producer's last batches
+//! with where it landed, reads the producers' recent batches back from the partition's tail
+//! after a restart (their message ids say whose batch each is), and finds out, before the
+//! next append, whether a batch whose reply was lost landed.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use iggy_kafka_core::backend::{Appended, BackendError, ProducerBatch};
+use iggy_kafka_core::message::MessageList;
+use iggy_kafka_iggy_client::protocol::codes::SEND_MESSAGES_CODE;
+use iggy_kafka_iggy_client::protocol::responses::messages::SendMessagesResponse;
+use iggy_kafka_iggy_client::protocol::{WireDecode, WirePollingStrategy};
+use iggy_kafka_iggy_client::{Failure, PendingCall};
+
+use crate::calls::timed_reply;
+use crate::catalog::Catalog;
+use crate::partition::{Doubt, PartitionState};
+use crate::placement::Kind;
+use crate::read::{Reads, SCAN_POLL_BYTES};
+use crate::sync::lock;
+use crate::wire::{self, named};
+
+/// The tail of a partition read back for its idempotent producers' recent batches, in bytes
+/// (estimated from the running message size; see [`Appends::recover_producers`]).
+const RECOVER_BYTES: usize = 1 << 20;
+
+/// The bytes of replies read while looking for a batch in doubt before giving up.
+const DOUBT_SCAN_BYTES: usize = 256 << 20;
+
+pub(crate) struct Appends {
+    /// Kafka's `max.message.bytes` for every topic (Iggy has no per-topic equivalent).
+    max_message_bytes: usize,
+    next_producer_id: AtomicI64,
+}
+
+/// An append queued on a lane.
+pub(crate) struct Queued {
+    state: Arc<PartitionState>,
+    lane: usize,
+    call: PendingCall,
+}
+
+impl Appends {
+    pub(crate) fn new(max_message_bytes: usize, seed: u64) -> Self {
+        Self {
+            max_message_bytes,
+            // Positive, and unlikely to meet the ids of an earlier run.
+            next_producer_id: AtomicI64::new(i64::try_from((seed >> 24) << 20).unwrap_or(1) + 1),
+        }
+    }
+
+    /// A new idempotent-producer id.
+    pub(crate) fn allocate_producer_id(&self) -> i64 {
+        self.next_producer_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Checks and encodes an append and queues it on the partition's lane, after the
+    /// partition's last append if that went down another lane.
+    pub(crate) fn send(
+        &self,
+        catalog: &Catalog,
+        (topic, partition): (&str, u32),
+        messages: &MessageList,
+        largest_batch: usize,
+        producer: Option<&ProducerBatch>,
+    ) -> Result<Queued, BackendError> {
+        if largest_batch > self.max_message_bytes {
+            return Err(BackendError::MessageTooLarge {
+                size: largest_batch,
+                max: self.max_message_bytes,
+            });
+        }
+        let calls = catalog.calls();
+        let ids = match producer {
+            Some(pb) => wire::Ids::producer(pb),
+            None => wire::Ids::counted(calls.message_ids(messages.len())),
+        };
+        let body = wire::send_messages(calls.stream(), &named(topic)?, partition, messages, ids)?;
+        let state = catalog.partition(topic, partition);
+        let (lane, call) = state
+            .route
+            .append(calls, (topic, partition), SEND_MESSAGES_CODE, body);
+        Ok(Queued { state, lane, call })
+    }
+
+    /// Waits for the reply to an append of `count` messages and reports where it landed.
+    /// An idempotent batch (`producer`, with where it lands at the earliest) whose reply is
+    /// lost is left in doubt.
+    pub(crate) async fn appended(
+        &self,
+        catalog: &Catalog,
+        at: (&str, u32),
+        count: usize,
+        producer: Option<(&ProducerBatch, u64)>,
+        queued: Queued,
+    ) -> Result<Appended, BackendError> {
+        let (topic, partition) = at;
+        let Queued { state, lane, call } = queued;
+        let (result, service) = timed_reply(SEND_MESSAGES_CODE, call).await;
+        state
+            .route
+            .answered(catalog.calls(), at, lane, Kind::Append, service);
+        let reply = match result {
+            Ok(r) => r,
+            Err(f) => {
+                if let (Failure::Lost(_), Some((&batch, from))) = (&f, producer) {
+                    *lock(&state.doubt) = Some(Doubt { batch, from });
+                }
+                return Err(catalog.refine(f, topic, partition).await);
+            }
+        };
+        let base = SendMessagesResponse::decode(&reply)
+            .ok()
+            .and_then(|(r, _)| r.confirmations.first().map(|c| c.base_offset))
+            .ok_or_else(|| BackendError::Other("iggy send reply without a confirmation".into()))?;
+        state.saw_end(base + count as u64);
+        if let Some((pb, _)) = producer {
+            lock(&state.producers).record(pb, base, None);
+        }
+        state.appended.notify(usize::MAX);
+        Ok(Appended {
+            base_offset: base,
+            log_append_time_ms: None,
+            log_start: state.log_start.load(Ordering::Relaxed),
+        })
+    }
+
+    /// An idempotent producer's append: one at a time per partition, retries of its last
+    /// batches answered from memory, after finding out whether a batch left in doubt landed.
+    pub(crate) async fn append(
+        &self,
+        catalog: &Catalog,
+        reads: &Reads,
+        (topic, partition): (&str, u32),
+        messages: &MessageList,
+        largest_batch: usize,
+        pb: ProducerBatch,
+    ) -> Result<Appended, BackendError> {
+        let at = (topic, partition);
+        let mut state = catalog.partition(topic, partition);
+        let mut serial = state.gate.enter().await;
+        loop {
+            if !state.recovered.load(Ordering::Relaxed) {
+                self.recover_producers(catalog, reads, at, &state).await?;
+            }
+            self.resolve_doubt(catalog, reads, at, &state).await?;
+            let Some(original) = lock(&state.producers).check(&pb)? else {
+                break;
+            };
+            // A retry, answered with where the batch landed, while the partition still holds
+            // it: asking Iggy notices a topic created again behind the gateway's back, and a
+            // partition that lost offsets (purged) no longer reaches that far.
+            let offsets = catalog.offsets(topic, partition).await?;
+            let current = catalog.is_current(topic, partition, &state);
+            if current && original.base < offsets.high_watermark {
+                return Ok(Appended {
+                    base_offset: original.base,
+                    log_append_time_ms: original.log_append_time_ms,
+                    log_start: state.log_start.load(Ordering::Relaxed),
+                });
+            }
+            tracing::info!(
+                %topic, partition,
+                "an idempotent producer's batch is no longer where it landed: the partition's \
+                 producers are read back again"
+            );
+            if current {
+                catalog.forget_partition(topic, partition);
+            }
+            drop(serial);
+            state = catalog.partition(topic, partition);
+            serial = state.gate.enter().await;
+        }
+        // Where a batch in doubt is looked for from: asked of Iggy once per partition, later
+        // kept up by every reply.
+        let from = match state.seen_end.load(Ordering::Relaxed) {
+            0 => catalog.offsets(topic, partition).await?.high_watermark,
+            end => end,
+        };
+        let queued = self.send(catalog, at, messages, largest_batch, Some(&pb))?;
+        self.appended(catalog, at, messages.len(), Some((&pb, from)), queued)
+            .await
+    }
+
+    /// Reads the idempotent producers' recent batches back from the partition's tail, where
+    /// their message ids left them, so that a retry of a batch appended before this gateway
+    /// (re)started is not appended again, as a Kafka broker restores its producer state
+    /// from its log. Producers whose batches are older than the tail read start afresh.
+    async fn recover_producers(
+        &self,
+        catalog: &Catalog,
+        reads: &Reads,
+        (topic, partition): (&str, u32),
+        state: &PartitionState,
+    ) -> Result<(), BackendError> {
+        let offsets = catalog.offsets(topic, partition).await?;
+        let count = reads.scan_count(state, RECOVER_BYTES);
+        let from = offsets
+            .high_watermark
+            .saturating_sub(u64::from(count))
+            .max(offsets.log_start);
+        if from < offsets.high_watermark {
+            // A few more than the tail holds, for appends since the offsets were asked: a
+            // reply that ends before the partition does leaves its last producer unknown.
+            let count = count + 16;
+            let body = reads
+                .poll(
+                    catalog,
+                    topic,
+                    partition,
+                    WirePollingStrategy::offset(from),
+                    count,
+                )
+                .await?;
+            let batches = wire::producer_batches(&body)?;
+            if !batches.is_empty() {
+                tracing::debug!(
+                    %topic, partition, batches = batches.len(), from,
+                    "read idempotent producers' recent batches back"
+                );
+            }
+            let mut producers = lock(&state.producers);
+            for (batch, base) in &batches {
+                producers.record(batch, *base, None);
+            }
+        }
+        state.recovered.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Finds out whether the partition's batch in doubt landed, by its message id, in what
+    /// was appended since it was sent; if it did, the producer's retry is answered with
+    /// where it landed instead of being appended again. Runs under the partition's gate, so
+    /// no other idempotent append can come between.
+    async fn resolve_doubt(
+        &self,
+        catalog: &Catalog,
+        reads: &Reads,
+        (topic, partition): (&str, u32),
+        state: &PartitionState,
+    ) -> Result<(), BackendError> {
+        let Some(doubt) = *lock(&state.doubt) else {
+            return Ok(());
+        };
+        let id = wire::Ids::producer(&doubt.batch).of(0);
+        let end = catalog.offsets(topic, partition).await?.high_watermark;
+        let (mut at, mut read, mut found) = (doubt.from, 0usize, None);
+        while at < end && found.is_none() {
+            if read > DOUBT_SCAN_BYTES {
+                tracing::warn!(
+                    %topic, partition, from = doubt.from, at, end,
+                    "gave up looking for an idempotent batch whose reply was lost: \
+                     its retry is appended, perhaps a second time"
+                );
+                break;
+            }
+            let count = reads.scan_count(state, SCAN_POLL_BYTES);
+            let body = reads
+                .poll(
+                    catalog,
+                    topic,
+                    partition,
+                    WirePollingStrategy::offset(at),
+                    count,
+                )
+                .await?;
+            read += body.len();
+            let (hit, last) = wire::find_message(&body, id)?;
+            found = hit;
+            match last {
+                Some(last) => at = last + 1,
+                None => break,
+            }
+        }
+        tracing::info!(
+            %topic, partition, producer_id = doubt.batch.producer_id,
+            first_sequence = doubt.batch.first_sequence, landed_at = ?found,
+            "found out whether an idempotent batch whose reply was lost landed"
+        );
+        if let Some(offset) = found {
+            lock(&state.producers).record(&doubt.batch, offset, None);
+        }
+        *lock(&state.doubt) = None;
+        Ok(())
+    }
+}

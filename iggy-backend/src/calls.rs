@@ -1,0 +1,203 @@
+//! Calls and routing: how a request reaches Iggy, and on which lane.
+//!
+//! [`Calls`] queues requests on the pool's lanes and numbers the messages the gateway
+//! appends. A partition's requests go down the lane its [`PartitionRoute`] chooses (the one
+//! Iggy answers it fastest on, see [`crate::placement`]); when the lane changes, the next
+//! append waits for the last one on the old lane, so that a partition's appends reach Iggy
+//! in the order they were issued. Administration and committed offsets are spread over the
+//! lanes by name, so that one busy partition's lane does not hold every admin request.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use iggy_kafka_iggy_client::protocol::WireIdentifier;
+use iggy_kafka_iggy_client::{Clock, Failure, Lanes, PendingCall, Predecessor};
+
+use crate::placement::{Kind, Placement};
+use crate::sync::lock;
+
+/// The pool, the clock, and the stream every request names.
+pub(crate) struct Calls {
+    lanes: Arc<Lanes>,
+    clock: Arc<dyn Clock>,
+    stream: WireIdentifier,
+    /// Randomness for message ids, so they do not repeat across restarts.
+    seed: u64,
+    next_message_id: AtomicU64,
+}
+
+impl Calls {
+    pub(crate) fn new(
+        lanes: Arc<Lanes>,
+        clock: Arc<dyn Clock>,
+        stream: WireIdentifier,
+        seed: u64,
+    ) -> Self {
+        Self {
+            lanes,
+            clock,
+            stream,
+            seed,
+            next_message_id: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn lanes(&self) -> &Lanes {
+        &self.lanes
+    }
+
+    pub(crate) fn clock(&self) -> &dyn Clock {
+        &*self.clock
+    }
+
+    /// The stream that holds the Kafka topics, as requests name it.
+    pub(crate) fn stream(&self) -> &WireIdentifier {
+        &self.stream
+    }
+
+    /// Sends Iggy command `code` on `lane` and waits for the reply.
+    pub(crate) async fn call(
+        &self,
+        lane: usize,
+        code: u32,
+        payload: Bytes,
+    ) -> Result<Bytes, Failure> {
+        reply(code, self.lanes.call(lane, code, payload)).await
+    }
+
+    /// Queues a request whose reply nobody awaits (it is sent all the same, in lane order).
+    pub(crate) fn send_detached(&self, lane: usize, code: u32, payload: Bytes) {
+        self.lanes.send_detached(lane, code, payload);
+    }
+
+    /// The first of `n` fresh Iggy message ids.
+    pub(crate) fn message_ids(&self, n: usize) -> u128 {
+        // Unique per gateway run: the seed in the high half, a counter in the low half. The
+        // top bit is left to the ids of idempotent batches (`wire::Ids::producer`).
+        (u128::from(self.seed >> 1) << 64)
+            | u128::from(self.next_message_id.fetch_add(n as u64, Ordering::Relaxed))
+    }
+}
+
+/// Waits for a queued call's reply; a refusal is logged (at debug: the Kafka client gets the
+/// mapped error).
+pub(crate) async fn reply(code: u32, call: PendingCall) -> Result<Bytes, Failure> {
+    timed_reply(code, call).await.0
+}
+
+/// [`reply`], with how long Iggy took to answer.
+pub(crate) async fn timed_reply(
+    code: u32,
+    call: PendingCall,
+) -> (Result<Bytes, Failure>, Option<Duration>) {
+    let (result, service) = call.timed().await;
+    if let Err(Failure::Status(status)) = &result {
+        tracing::debug!(command = code, status, "iggy refused a request");
+    }
+    (result, service)
+}
+
+/// The lane a partition starts on.
+pub(crate) fn lane_of(topic: &str, partition: u32) -> usize {
+    // FNV-1a: stable, and cheap enough to run on every request.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in topic.bytes().chain(partition.to_le_bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    usize::try_from(h >> 32).unwrap_or(0)
+}
+
+/// Lane for administration and offsets: spread by name too, so one busy partition's lane
+/// does not hold every admin request.
+pub(crate) fn admin_lane(name: &str) -> usize {
+    lane_of(name, u32::MAX)
+}
+
+/// Which lane serves a partition's appends and reads, set at its first request.
+#[derive(Default)]
+pub(crate) struct PartitionRoute(Mutex<Option<Route>>);
+
+/// A partition's lane, and its last append, which an append on another lane must wait for.
+struct Route {
+    placement: Placement,
+    last_append: Option<(usize, Predecessor)>,
+}
+
+impl PartitionRoute {
+    /// Runs `f` on the route (made at the partition's first request), with the lanes'
+    /// generations.
+    fn with<R>(
+        &self,
+        calls: &Calls,
+        (topic, partition): (&str, u32),
+        f: impl FnOnce(&mut Route, &dyn Fn(usize) -> Option<u64>) -> R,
+    ) -> R {
+        let mut route = lock(&self.0);
+        let route = route.get_or_insert_with(|| Route {
+            placement: Placement::new(calls.lanes.len(), lane_of(topic, partition)),
+            last_append: None,
+        });
+        f(route, &|l| calls.lanes.lane(l).generation())
+    }
+
+    /// Queues an append (Iggy command `code`) on the partition's lane, after the partition's
+    /// last append if that went down another lane; returns the lane and the call.
+    pub(crate) fn append(
+        &self,
+        calls: &Calls,
+        at: (&str, u32),
+        code: u32,
+        body: Bytes,
+    ) -> (usize, PendingCall) {
+        self.with(calls, at, |route, generation| {
+            let lane = route.placement.route(generation);
+            let after = match &route.last_append {
+                Some((last, p)) if *last != lane => Some(p.clone()),
+                _ => None,
+            };
+            let call = calls.lanes.call_after(lane, code, body, after);
+            route.last_append = Some((lane, call.predecessor()));
+            (lane, call)
+        })
+    }
+
+    /// The lane for the partition's next poll.
+    pub(crate) fn read_lane(&self, calls: &Calls, at: (&str, u32)) -> usize {
+        self.with(calls, at, |route, generation| {
+            route.placement.route(generation)
+        })
+    }
+
+    /// Iggy answered a request of `kind` on `lane` for the partition in `service`.
+    pub(crate) fn answered(
+        &self,
+        calls: &Calls,
+        (topic, partition): (&str, u32),
+        lane: usize,
+        kind: Kind,
+        service: Option<Duration>,
+    ) {
+        let mut route = lock(&self.0);
+        let Some(route) = route.as_mut() else {
+            return;
+        };
+        let generation = |l| calls.lanes.lane(l).generation();
+        if let Some(d) = route.placement.answered(lane, kind, service, generation) {
+            tracing::debug!(
+                %topic, partition, lane = d.lane, by = ?d.kind, quartiles_us = ?d.quartiles,
+                clear = d.clear, "lane chosen by Iggy's answer times"
+            );
+        }
+    }
+
+    /// The lane the partition is placed on now and whether a trial is choosing it, once it
+    /// was routed (for tests).
+    #[cfg(test)]
+    pub(crate) fn placed(&self) -> Option<(usize, bool)> {
+        lock(&self.0)
+            .as_ref()
+            .map(|r| (r.placement.lane(), r.placement.in_trial()))
+    }
+}

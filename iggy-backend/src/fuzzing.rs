@@ -1,0 +1,79 @@
+//! What the fuzzers reach inside the backend (the `fuzzing` feature): its decoders of
+//! Iggy's replies, its append encoder against Iggy's own, and scripts of commands, failures
+//! and restarts against the fake Iggy server.
+
+use bytes::Bytes;
+use iggy_kafka_core::backend::ProducerBatch;
+use iggy_kafka_core::message::MessageList;
+use iggy_kafka_iggy_client::protocol::responses::topics::GetTopicResponse;
+use iggy_kafka_iggy_client::protocol::{WireDecode, WireError, WireIdentifier};
+
+use crate::wire;
+
+/// Runs every decoder this backend applies to what Iggy sends on `data`: a poll reply (its
+/// batches, messages and user headers), headers alone, an offsets-log record, and a topic
+/// reply as Kafka sees it (its configuration, and an alter of it). They must not panic whatever
+/// the bytes.
+pub fn decode(data: &[u8]) {
+    let body = Bytes::copy_from_slice(data);
+    let _ = wire::polled(&body, 0, 1 << 20, 1000, true);
+    let _ = wire::polled(&body, 3, 100, 1000, false);
+    let _ = wire::decode_headers(data);
+    let _ = wire::producer_batches(data);
+    let _ = wire::find_message(data, u128::from_le_bytes([0xA5; 16]));
+    let _ = wire::scan_timestamps(data, 2..u64::MAX, 0);
+    let _ = crate::offsets_log::Record::decode(data);
+    if let Ok((reply, _)) = GetTopicResponse::decode(data) {
+        let info = wire::topic_info(&reply.topic);
+        let existing = wire::Existing::Altering(&reply.topic);
+        let _ = wire::topic_options(&info.config, info.partitions, existing);
+    }
+}
+
+/// Writes `messages` as an Iggy append both with the backend's own writer and with Iggy's
+/// `SendMessagesEncoder` (given them fitted to one append's time span when it refuses them
+/// for that), and panics unless both refuse or both write the same bytes.
+pub fn encode(messages: &MessageList, partition: u32, first_id: u128) {
+    let stream = WireIdentifier::numeric(1);
+    let Ok(topic) = wire::named("topic") else {
+        return;
+    };
+    // Odd ids number an idempotent producer's batch, made of the id's bits.
+    #[allow(clippy::cast_possible_truncation)]
+    let ids = if first_id & 1 == 1 {
+        wire::Ids::producer(&ProducerBatch {
+            producer_id: (first_id >> 64) as i64,
+            epoch: (first_id >> 48) as i16,
+            first_sequence: ((first_id as u32) >> 1).cast_signed(),
+            count: i32::try_from(messages.len()).unwrap_or(i32::MAX),
+        })
+    } else {
+        wire::Ids::counted(first_id)
+    };
+    let ours = wire::send_messages(&stream, &topic, partition, messages, ids);
+    let theirs = |messages: &MessageList| {
+        wire::reference_send_messages(
+            &stream,
+            &topic,
+            partition,
+            &messages.clone().into_messages(),
+            ids,
+        )
+    };
+    let theirs = match theirs(messages) {
+        // More time than one Iggy append can span: ours fits it first.
+        Err(WireError::InvalidMessageTimestampDelta(_)) => theirs(&wire::fit_timestamps(messages)),
+        other => other,
+    };
+    match (ours, theirs) {
+        (Ok(ours), Ok(theirs)) => assert_eq!(ours, theirs, "the append bytes differ"),
+        (Err(_), Err(_)) => {}
+        (ours, theirs) => panic!("one encoder refused: ours {ours:?}, Iggy's {theirs:?}"),
+    }
+}
+
+/// Runs a script of commands, Iggy failures and gateway restarts against a fake Iggy server,
+/// and panics when anything acknowledged reads back otherwise.
+pub fn script(script: &[u8]) {
+    crate::testing::script::run(script);
+}

@@ -1,0 +1,112 @@
+//! What the gateway knows of one Iggy partition, field by field for the layer that uses it:
+//! idempotent producers (`crate::append`), where the partition ends (`crate::catalog`),
+//! polls sent ahead of readers (`crate::read`), where its largest timestamps are
+//! (`crate::search`), and its lane ([`PartitionRoute`]). It is forgotten when Iggy says the
+//! partition does not exist or its topic was created again.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use event_listener::Event;
+use iggy_kafka_core::backend::ProducerBatch;
+use iggy_kafka_core::producers::Producers;
+use iggy_kafka_iggy_client::PendingCall;
+
+use crate::calls::PartitionRoute;
+use crate::sync::Gate;
+use crate::timestamps::MaxTimestamps;
+
+#[derive(Default)]
+pub(crate) struct PartitionState {
+    /// Serializes idempotent appends (check, append, record).
+    pub(crate) gate: Gate,
+    pub(crate) producers: Mutex<Producers>,
+    /// Whether the producers' recent batches were read back from the partition's tail
+    /// (once per gateway run, before its first idempotent append).
+    pub(crate) recovered: AtomicBool,
+    /// An idempotent batch sent whose reply was lost: whether Iggy applied it is found out
+    /// before the partition's next idempotent append.
+    pub(crate) doubt: Mutex<Option<Doubt>>,
+    /// One past the highest offset this gateway has seen taken here (by its appends, reads
+    /// and offset queries), 0 before it has seen any: where an append sent now lands at the
+    /// earliest.
+    pub(crate) seen_end: AtomicU64,
+    /// The partition's bytes per message as Iggy last reported them, 0 before.
+    pub(crate) message_size: AtomicUsize,
+    pub(crate) log_start: AtomicU64,
+    /// Notified when this gateway appended here: wakes the fetches waiting on it.
+    pub(crate) appended: Event,
+    /// Polls sent ahead of sequential readers, newest last.
+    pub(crate) read_ahead: Mutex<Vec<ReadAhead>>,
+    /// Where the largest Kafka timestamps are, as far as they were read; `timestamps_gate`
+    /// lets one read at a time fill it in.
+    pub(crate) timestamps: Mutex<MaxTimestamps>,
+    pub(crate) timestamps_gate: Gate,
+    /// Which lane serves the partition's appends and reads.
+    pub(crate) route: PartitionRoute,
+}
+
+impl PartitionState {
+    pub(crate) fn saw_end(&self, end: u64) {
+        self.seen_end.fetch_max(end, Ordering::Relaxed);
+    }
+}
+
+/// An idempotent batch whose fate is unknown: sent, and the connection lost before Iggy's
+/// reply. Iggy does not deduplicate, so without finding out, the producer's retry would be
+/// appended a second time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Doubt {
+    pub(crate) batch: ProducerBatch,
+    /// Where it landed at the earliest.
+    pub(crate) from: u64,
+}
+
+/// A poll sent for the offsets right after what a read returned, while the reader (a
+/// consumer, one fetch at a time) is still busy with that: its next reads find the messages
+/// waiting or on their way instead of paying a round trip to Iggy each.
+pub(crate) struct ReadAhead {
+    /// The offsets asked for: `from` and the `count` after it.
+    pub(crate) from: u64,
+    pub(crate) count: u32,
+    pub(crate) sent: Instant,
+    pub(crate) reply: AheadReply,
+    pub(crate) held: Held,
+}
+
+/// A share of the bytes polls sent ahead may hold at once, given back when the poll sent
+/// ahead is dropped (taken, stale, evicted, or its partition forgotten).
+pub(crate) struct Held {
+    pub(crate) bytes: usize,
+    pub(crate) total: Arc<AtomicUsize>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+pub(crate) enum AheadReply {
+    /// On the partition's `lane`.
+    Sent { lane: usize, call: PendingCall },
+    /// Answered, and part of it read already.
+    Kept(Bytes),
+}
+
+/// How long a poll sent ahead stays usable: a reader that stopped (a consumer closed, a
+/// partition moved to another member) must not keep its polls' replies in memory.
+pub(crate) const READ_AHEAD_FOR: Duration = Duration::from_secs(1);
+
+impl ReadAhead {
+    pub(crate) fn covers(&self, offset: u64) -> bool {
+        offset >= self.from && offset - self.from < u64::from(self.count)
+    }
+
+    /// Still usable at `now` (see [`READ_AHEAD_FOR`]).
+    pub(crate) fn fresh(&self, now: Instant) -> bool {
+        now.duration_since(self.sent) < READ_AHEAD_FOR
+    }
+}

@@ -1,0 +1,406 @@
+//! Reads: polls of a partition, sized by a running estimate of a stored message's size, and
+//! polls sent ahead of sequential readers.
+//!
+//! A consumer fetches, works, and fetches again; without help each fetch pays a round trip
+//! to Iggy. After a read, polls for the offsets that follow are sent at once, up to
+//! [`READ_AHEAD_DEPTH`] polls ahead, so that the consumer's next reads find the messages
+//! waiting or on their way. What polls sent ahead may hold is bounded, all partitions
+//! together ([`READ_AHEAD_BYTES`]), and a poll nobody took within a second is dropped.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use iggy_kafka_core::backend::{BackendError, PartitionOffsets, ReadResult};
+use iggy_kafka_core::message::Messages;
+use iggy_kafka_iggy_client::protocol::codes::POLL_MESSAGES_CODE;
+use iggy_kafka_iggy_client::protocol::requests::messages::PollMessagesRequest;
+use iggy_kafka_iggy_client::protocol::{
+    WireConsumer, WireEncode, WireIdentifier, WirePollingStrategy,
+};
+use iggy_kafka_iggy_client::Failure;
+
+use crate::calls::timed_reply;
+use crate::catalog::Catalog;
+use crate::partition::{AheadReply, Held, PartitionState, ReadAhead, READ_AHEAD_FOR};
+use crate::placement::Kind;
+use crate::sync::lock;
+use crate::wire::{self, named};
+
+/// Polls kept sent ahead per partition: two per reader (the next two fetches' worth, so
+/// that Iggy always has the next one to answer), for two readers at once (consumers of two
+/// groups).
+const READ_AHEADS: usize = 4;
+/// How far ahead of a reader its polls go, in polls.
+const READ_AHEAD_DEPTH: u64 = 2;
+/// What polls sent ahead may hold at once, all partitions together (estimated from the
+/// running message size): readers past it wait for Iggy as without reading ahead.
+const READ_AHEAD_BYTES: usize = 64 << 20;
+
+/// The bytes a poll of a scan asks for (estimated from the message size; see
+/// [`Reads::scan_count`]): while looking for a batch in doubt (`crate::append`) and for the
+/// largest timestamp (`crate::search`).
+pub(crate) const SCAN_POLL_BYTES: usize = 4 << 20;
+
+/// A read's messages, Iggy's current offset when it answered, and the bytes they count.
+type Read = (Messages, u64, usize);
+
+pub(crate) struct Reads {
+    /// A running estimate of a stored message's size, to size polls.
+    message_size: AtomicUsize,
+    /// Bytes (estimated) that polls sent ahead hold or will hold, all partitions together.
+    read_ahead_bytes: Arc<AtomicUsize>,
+    /// When polls sent ahead were last swept for staleness across all partitions.
+    read_ahead_swept: Mutex<Option<Instant>>,
+}
+
+impl Reads {
+    pub(crate) fn new() -> Self {
+        Self {
+            message_size: AtomicUsize::new(256),
+            read_ahead_bytes: Arc::default(),
+            read_ahead_swept: Mutex::new(None),
+        }
+    }
+
+    /// Bytes polls sent ahead hold now, all partitions together (for tests).
+    #[cfg(test)]
+    pub(crate) fn read_ahead_held(&self) -> usize {
+        self.read_ahead_bytes.load(Ordering::Relaxed)
+    }
+
+    /// How many messages a poll of the partition that is not a read's asks for to get about
+    /// `bytes`: sized by the larger of the running estimate (from what reads found) and what
+    /// Iggy last reported of the partition. Iggy's figure counts its own framing too, so a
+    /// read, which must fill a budget in Kafka's bytes, goes by the running estimate alone
+    /// (a reply too large for it is asked again).
+    pub(crate) fn scan_count(&self, state: &PartitionState, bytes: usize) -> u32 {
+        let size = self
+            .message_size
+            .load(Ordering::Relaxed)
+            .max(state.message_size.load(Ordering::Relaxed))
+            .max(32);
+        u32::try_from((bytes / size).clamp(1, 10_000)).unwrap_or(1)
+    }
+
+    /// Polls up to `count` messages of a partition from where `strategy` says.
+    pub(crate) async fn poll(
+        &self,
+        catalog: &Catalog,
+        topic: &str,
+        partition: u32,
+        strategy: WirePollingStrategy,
+        count: u32,
+    ) -> Result<Bytes, BackendError> {
+        let calls = catalog.calls();
+        let state = catalog.partition(topic, partition);
+        let at = (topic, partition);
+        let lane = state.route.read_lane(calls, at);
+        let request = poll_request(calls.stream(), topic, partition, strategy.clone(), count)?;
+        let (mut result, service) = timed_reply(
+            POLL_MESSAGES_CODE,
+            calls.lanes().call(lane, POLL_MESSAGES_CODE, request),
+        )
+        .await;
+        state.route.answered(calls, at, lane, Kind::Poll, service);
+        if let (Err(Failure::TooLarge(size)), true) = (&result, count > 1) {
+            // Whatever the reply held, its messages are at least this large on average.
+            self.message_size
+                .fetch_max(size / count as usize, Ordering::Relaxed);
+            // More, or larger, messages than the running size estimate foresaw: one
+            // message fits whatever its size (Iggy's largest is well below the lanes'
+            // limit), and teaches the estimate for the next reads.
+            tracing::debug!(%topic, partition, count, size, "poll reply too large: polling one");
+            let request = poll_request(calls.stream(), topic, partition, strategy, 1)?;
+            result = calls.call(lane, POLL_MESSAGES_CODE, request).await;
+        }
+        match result {
+            Ok(r) => Ok(r),
+            Err(f) => Err(catalog.refine(f, topic, partition).await),
+        }
+    }
+
+    /// Reads a partition from `offset` on, up to `max_bytes` (the first message whatever
+    /// its size) and `max_messages`.
+    pub(crate) async fn read(
+        &self,
+        catalog: &Catalog,
+        name: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+        max_messages: usize,
+    ) -> Result<ReadResult, BackendError> {
+        let state = catalog.partition(name, partition);
+        let at = (name, partition);
+        // As many as the budget holds at the estimate, which sits a little above the true
+        // size: a read takes a poll's reply whole, so polls sent ahead stay in step with
+        // reads (one more each left one over in every reply).
+        let count = |me: &Self| {
+            let n = max_bytes / me.message_size.load(Ordering::Relaxed).max(32);
+            u32::try_from(n.clamp(1, max_messages.clamp(1, 10_000))).unwrap_or(u32::MAX)
+        };
+        let (mut messages, mut current, mut bytes) = match self
+            .read_ahead(catalog, &state, at, offset, max_bytes, max_messages, true)
+            .await
+        {
+            Some(read) => read,
+            None => {
+                let body = self
+                    .poll(
+                        catalog,
+                        name,
+                        partition,
+                        WirePollingStrategy::offset(offset),
+                        count(self),
+                    )
+                    .await?;
+                wire::polled(&body, offset, max_bytes, max_messages, true)?
+            }
+        };
+        // What a read left of a reply sent ahead can be a message or two: rather than
+        // answer with so little (and have the consumer ask again at once), the read goes on
+        // into the poll sent ahead after it.
+        while bytes < max_bytes / 2 && messages.len() < max_messages {
+            let Some(next) = messages.last().and_then(|(last, _)| last.checked_add(1)) else {
+                break;
+            };
+            if next > current {
+                break;
+            }
+            let more = self
+                .read_ahead(
+                    catalog,
+                    &state,
+                    at,
+                    next,
+                    max_bytes - bytes,
+                    max_messages - messages.len(),
+                    false,
+                )
+                .await;
+            let Some((more, more_current, more_bytes)) = more else {
+                break;
+            };
+            messages.append(more);
+            current = current.max(more_current);
+            bytes += more_bytes;
+        }
+        if let Some(average) = bytes.checked_div(messages.len()) {
+            let old = self.message_size.load(Ordering::Relaxed);
+            // Up at once, down slowly (and a byte above): a poll sized by too small an
+            // estimate may not fit a lane's reply limit, nor its read.
+            let estimate = if average > old {
+                average
+            } else {
+                (old * 7 + average) / 8 + 1
+            };
+            self.message_size.store(estimate, Ordering::Relaxed);
+        }
+        if let Some(next) = messages.last().and_then(|(last, _)| last.checked_add(1)) {
+            // Sized by the estimate this read has just taught.
+            self.send_ahead(catalog, &state, at, next, current, count(self))?;
+        }
+        let Some((first, _)) = messages.first() else {
+            let offsets = catalog.offsets(name, partition).await?;
+            if offset > offsets.high_watermark || offset < offsets.log_start {
+                return Err(BackendError::OffsetOutOfRange {
+                    offset,
+                    log_start: offsets.log_start,
+                    high_watermark: offsets.high_watermark,
+                });
+            }
+            return Ok(ReadResult { messages, offsets });
+        };
+        let high_watermark = current + 1;
+        state.saw_end(high_watermark);
+        if first > offset {
+            // Dense offsets: what was asked for is gone (retention).
+            return Err(BackendError::OffsetOutOfRange {
+                offset,
+                log_start: first,
+                high_watermark,
+            });
+        }
+        let log_start = catalog
+            .partition(name, partition)
+            .log_start
+            .load(Ordering::Relaxed);
+        Ok(ReadResult {
+            messages,
+            offsets: PartitionOffsets {
+                log_start: log_start.min(offset),
+                high_watermark,
+            },
+        })
+    }
+
+    /// A read served by a poll sent ahead that covers `offset`, if one holds messages from
+    /// there on. What the read leaves of that poll's reply is kept for the next read. A poll
+    /// sent ahead that failed, or that holds nothing from `offset` on, is not this read's
+    /// answer: the read asks Iggy itself. Without `at_least_one` (a read going on from one
+    /// reply into the next), a first message past `max_bytes` is not taken: it and the rest
+    /// stay for the next read.
+    #[allow(clippy::too_many_arguments)]
+    async fn read_ahead(
+        &self,
+        catalog: &Catalog,
+        state: &PartitionState,
+        at: (&str, u32),
+        offset: u64,
+        max_bytes: usize,
+        max_messages: usize,
+        at_least_one: bool,
+    ) -> Option<Read> {
+        let now = catalog.calls().clock().now();
+        self.sweep_read_aheads(catalog, now);
+        let ahead = {
+            let mut aheads = lock(&state.read_ahead);
+            aheads.retain(|a| a.fresh(now));
+            let i = aheads.iter().position(|a| a.covers(offset))?;
+            aheads.remove(i)
+        };
+        let ReadAhead {
+            from,
+            count,
+            sent,
+            reply: pending,
+            held,
+        } = ahead;
+        let body = match pending {
+            AheadReply::Sent { lane, call } => {
+                let (result, service) = timed_reply(POLL_MESSAGES_CODE, call).await;
+                state
+                    .route
+                    .answered(catalog.calls(), at, lane, Kind::Poll, service);
+                result.ok()?
+            }
+            AheadReply::Kept(body) => body,
+        };
+        let read = wire::polled(&body, offset, max_bytes, max_messages, at_least_one).ok()?;
+        let rest = ReadAhead {
+            from,
+            count,
+            sent,
+            reply: AheadReply::Kept(body),
+            held,
+        };
+        let Some((last, _)) = read.0.last() else {
+            // Nothing within the budget: the reply stays for the next read.
+            if !at_least_one && read.1 >= offset {
+                lock(&state.read_ahead).push(rest);
+            }
+            return None;
+        };
+        // Kept only while the reply can hold more: it holds nothing past Iggy's current
+        // offset of the time, so a reply that ended there leaves the next read to poll.
+        if last < read.1 && rest.covers(last + 1) {
+            lock(&state.read_ahead).push(rest);
+        }
+        Some(read)
+    }
+
+    /// Drops stale polls sent ahead in every partition, at most once per
+    /// [`READ_AHEAD_FOR`]: a reader that stopped (a consumer closed, a partition moved to
+    /// another member) must not keep its polls' replies in memory.
+    fn sweep_read_aheads(&self, catalog: &Catalog, now: Instant) {
+        {
+            let mut swept = lock(&self.read_ahead_swept);
+            if swept.is_some_and(|t| now.duration_since(t) < READ_AHEAD_FOR) {
+                return;
+            }
+            *swept = Some(now);
+        }
+        for state in catalog.all_partitions() {
+            lock(&state.read_ahead).retain(|a| a.fresh(now));
+        }
+    }
+
+    /// Sends polls ahead of a reader that will read from `next` on, up to
+    /// [`READ_AHEAD_DEPTH`] polls of `count` beyond what is already ahead, while Iggy has
+    /// messages there (its current offset is `current`).
+    fn send_ahead(
+        &self,
+        catalog: &Catalog,
+        state: &PartitionState,
+        (topic, partition): (&str, u32),
+        next: u64,
+        current: u64,
+        count: u32,
+    ) -> Result<(), BackendError> {
+        let calls = catalog.calls();
+        let mut aheads = lock(&state.read_ahead);
+        let mut from = next;
+        for _ in 0..READ_AHEAD_DEPTH {
+            if from > current {
+                break;
+            }
+            if let Some(a) = aheads.iter().find(|a| a.covers(from)) {
+                from = a.from.saturating_add(u64::from(a.count));
+                continue;
+            }
+            while aheads.len() >= READ_AHEADS {
+                aheads.remove(0);
+            }
+            let bytes = usize::try_from(count)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(self.message_size.load(Ordering::Relaxed));
+            let total = &self.read_ahead_bytes;
+            if total
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                    let t = t.saturating_add(bytes);
+                    (t <= READ_AHEAD_BYTES).then_some(t)
+                })
+                .is_err()
+            {
+                break;
+            }
+            let held = Held {
+                bytes,
+                total: Arc::clone(total),
+            };
+            let lane = state.route.read_lane(calls, (topic, partition));
+            let call = calls.lanes().call(
+                lane,
+                POLL_MESSAGES_CODE,
+                poll_request(
+                    calls.stream(),
+                    topic,
+                    partition,
+                    WirePollingStrategy::offset(from),
+                    count,
+                )?,
+            );
+            aheads.push(ReadAhead {
+                from,
+                count,
+                sent: calls.clock().now(),
+                reply: AheadReply::Sent { lane, call },
+                held,
+            });
+            from = from.saturating_add(u64::from(count));
+        }
+        Ok(())
+    }
+}
+
+/// A `PollMessages` of up to `count` messages.
+fn poll_request(
+    stream: &WireIdentifier,
+    topic: &str,
+    partition: u32,
+    strategy: WirePollingStrategy,
+    count: u32,
+) -> Result<Bytes, BackendError> {
+    Ok(PollMessagesRequest {
+        consumer: WireConsumer::consumer(WireIdentifier::numeric(1)),
+        stream_id: stream.clone(),
+        topic_id: named(topic)?,
+        partition_id: Some(partition),
+        strategy,
+        count,
+        auto_commit: false,
+    }
+    .to_bytes())
+}

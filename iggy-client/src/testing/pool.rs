@@ -1,0 +1,202 @@
+//! A pool of lanes wired to a [`FakeIggy`]: each lane's frames are moved through the fake
+//! server a round at a time, on a clock the test moves, and connections can be dropped
+//! before or after the server applied what they carried.
+
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use secrecy::SecretString;
+
+use super::fake::FakeIggy;
+use crate::lane::{LaneDriver, Lanes};
+use crate::session::{Credentials, SessionConfig};
+use crate::Clock;
+
+/// The time now, or later by what a test moved it on; sleeps end at once unless a test
+/// asks them to wait for the time to come.
+#[derive(Debug, Default)]
+pub struct TestClock {
+    ahead: Arc<std::sync::Mutex<Duration>>,
+    sleeps_wait: std::sync::atomic::AtomicBool,
+}
+
+impl TestClock {
+    /// Moves the clock on by `by`.
+    pub fn advance(&self, by: Duration) {
+        *self.ahead.lock().expect("the clock") += by;
+    }
+
+    /// From now on, a sleep ends only once the clock reaches its deadline.
+    pub fn sleeps_wait(&self) {
+        self.sleeps_wait
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> Instant {
+        Instant::now() + *self.ahead.lock().expect("the clock")
+    }
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        if !self.sleeps_wait.load(std::sync::atomic::Ordering::Relaxed) {
+            return Box::pin(std::future::ready(()));
+        }
+        let ahead = Arc::clone(&self.ahead);
+        Box::pin(std::future::poll_fn(move |_| {
+            if Instant::now() + *ahead.lock().expect("the clock") >= deadline {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }))
+    }
+}
+
+/// Three lanes, their drivers, and the fake server they talk to.
+#[derive(Debug)]
+pub struct Pool {
+    /// The server.
+    pub fake: FakeIggy,
+    /// The clock of the backend under test.
+    pub clock: Arc<TestClock>,
+    /// The lanes.
+    pub lanes: Arc<Lanes>,
+    /// Lane i's driver.
+    pub drivers: Vec<LaneDriver>,
+    /// What lane i wrote and the server has not read.
+    pub wires: Vec<Vec<u8>>,
+    /// The lanes' time: each round of [`Pool::serve`] is [`ROUND`] long.
+    pub start: Instant,
+    /// Rounds served so far.
+    pub round: u32,
+    /// Lane i is served every `every[i]` rounds, and each answer takes as long.
+    pub every: Vec<u32>,
+}
+
+/// How long a round of [`Pool::serve`] takes on the lanes' clock.
+pub const ROUND: Duration = Duration::from_micros(100);
+
+/// A session of user `iggy` with `password`.
+#[must_use]
+pub fn session(password: &str) -> SessionConfig {
+    SessionConfig {
+        credentials: Credentials::User {
+            username: "iggy".into(),
+            password: SecretString::from(password.to_owned()),
+        },
+        client_id: 7,
+        reply_timeout: Duration::from_secs(30),
+        max_reply_bytes: 64 << 20,
+    }
+}
+
+impl Pool {
+    /// Three lanes connected to `fake`, logging in with the password `iggy`.
+    #[must_use]
+    pub fn new(fake: FakeIggy) -> Self {
+        Self::with_password(fake, "iggy")
+    }
+
+    /// Three lanes connected to `fake`, logging in with `password`.
+    #[must_use]
+    pub fn with_password(fake: FakeIggy, password: &str) -> Self {
+        let lanes = Arc::new(Lanes::new(3));
+        let now = Instant::now();
+        let drivers = (0..3)
+            .map(|i| {
+                let mut d = LaneDriver::new(Arc::clone(&lanes), i, session(password), now);
+                d.connected(now);
+                d
+            })
+            .collect();
+        Self {
+            fake,
+            clock: Arc::default(),
+            lanes,
+            drivers,
+            wires: vec![Vec::new(); 3],
+            start: now,
+            round: 0,
+            every: vec![1; 3],
+        }
+    }
+
+    /// The lanes' time now.
+    #[must_use]
+    pub fn lane_now(&self) -> Instant {
+        self.start + ROUND * self.round
+    }
+
+    /// Moves every lane's frames through the fake server once (each lane whose turn it is).
+    pub fn serve(&mut self) {
+        self.round += 1;
+        let now = self.lane_now();
+        for (i, (d, wire)) in self.drivers.iter_mut().zip(&mut self.wires).enumerate() {
+            if !self.round.is_multiple_of(self.every[i]) {
+                continue;
+            }
+            d.pump(now);
+            while let Some(chunk) = d.poll_transmit() {
+                wire.extend_from_slice(&chunk);
+            }
+            let reply = self.fake.serve(wire);
+            if !reply.is_empty() {
+                // Answered a turn of this lane later: that is how long Iggy took.
+                d.handle_input(&reply, now + ROUND * self.every[i]);
+            }
+        }
+    }
+
+    /// Drops every lane's connection (the server went away mid-request).
+    pub fn drop_connections(&mut self) {
+        let now = self.lane_now();
+        for (d, wire) in self.drivers.iter_mut().zip(&mut self.wires) {
+            d.pump(now);
+            while d.poll_transmit().is_some() {}
+            wire.clear();
+            d.handle_closed(now);
+        }
+    }
+
+    /// The server applies what the lanes sent, then goes away before its replies leave.
+    pub fn apply_then_drop_connections(&mut self) {
+        let now = self.lane_now();
+        for (d, wire) in self.drivers.iter_mut().zip(&mut self.wires) {
+            d.pump(now);
+            while let Some(chunk) = d.poll_transmit() {
+                wire.extend_from_slice(&chunk);
+            }
+            drop(self.fake.serve(wire));
+            d.handle_closed(now);
+        }
+    }
+
+    /// The lanes connect again (the runtime would wait for the backoff).
+    pub fn reconnect(&mut self) {
+        let now = self.lane_now();
+        for (i, d) in self.drivers.iter_mut().enumerate() {
+            if self.lanes.lane(i).generation().is_none() {
+                d.connected(now);
+            }
+        }
+    }
+
+    /// Polls `fut`, serving a round between polls, until it finishes.
+    ///
+    /// # Panics
+    /// When it has not finished after 10,000 rounds.
+    pub fn run<T>(&mut self, fut: impl Future<Output = T>) -> T {
+        let mut fut = pin!(fut);
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..10_000 {
+            if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+                return v;
+            }
+            self.serve();
+        }
+        panic!("the future never finished");
+    }
+}
