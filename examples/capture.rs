@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use iggy_kafka_core::api::{request_header_version, response_header_version};
+use iggy_kafka_core::protocol::api::{request_header_version, response_header_version};
 use iggy_kafka_core::protocol::generated::{
     api_versions_response as av, fetch_response as fr, init_producer_id_response as ip,
     list_offsets_response as lo, metadata_response as md, produce_response as pr,

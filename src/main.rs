@@ -56,7 +56,7 @@ struct Args {
     advertised_listener: Option<String>,
 
     /// Largest request frame accepted, in bytes (Kafka's socket.request.max.bytes).
-    #[arg(long, env = "IGGY_KAFKA_MAX_FRAME_SIZE", default_value_t = iggy_kafka_core::frame::DEFAULT_MAX_FRAME_SIZE, value_name = "BYTES")]
+    #[arg(long, env = "IGGY_KAFKA_MAX_FRAME_SIZE", default_value_t = iggy_kafka_core::protocol::frame::DEFAULT_MAX_FRAME_SIZE, value_name = "BYTES")]
     max_frame_size: usize,
 
     /// Close connections idle for this long, in milliseconds (Kafka's connections.max.idle.ms).

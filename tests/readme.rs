@@ -1,8 +1,8 @@
 //! The README's table of supported APIs is made from the same table the gateway serves
-//! (`iggy_kafka_core::api::SUPPORTED_APIS`), so it cannot drift. Run with `UPDATE_README=1`
+//! (`iggy_kafka_core::protocol::api::SUPPORTED_APIS`), so it cannot drift. Run with `UPDATE_README=1`
 //! to rewrite it.
 
-const START: &str = "<!-- api-table:start (generated from core/src/api.rs; UPDATE_README=1 cargo test --test readme) -->\n";
+const START: &str = "<!-- api-table:start (generated from core/src/protocol/api.rs; UPDATE_README=1 cargo test --test readme) -->\n";
 const END: &str = "<!-- api-table:end -->";
 
 #[test]
@@ -11,7 +11,7 @@ fn readme_lists_exactly_the_served_apis() {
     let readme = std::fs::read_to_string(path).expect("README.md");
     let start = readme.find(START).expect("table start marker") + START.len();
     let end = readme[start..].find(END).expect("table end marker") + start;
-    let table = iggy_kafka_core::api::markdown_table();
+    let table = iggy_kafka_core::protocol::api::markdown_table();
     if std::env::var_os("UPDATE_README").is_some() {
         let updated = format!("{}{table}{}", &readme[..start], &readme[end..]);
         std::fs::write(path, updated).expect("write README.md");

@@ -13,8 +13,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Instant;
 
-use crate::error_code::ErrorCode;
 use crate::message::{MessageList, Messages};
+use crate::protocol::error_code::ErrorCode;
 use crate::protocol::Uuid;
 
 /// A topic, by name or (Kafka's topic id) by id.

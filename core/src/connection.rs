@@ -37,156 +37,27 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::api;
 use crate::backend::{Command, Completion};
-use crate::frame::{
-    self, FrameError, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_UNAUTHENTICATED_FRAME_SIZE,
-};
+use crate::client_info::ClientInfo;
+use crate::close::CloseReason;
+use crate::config::Config;
 use crate::handlers::{self, Ctx, Step, Task};
+use crate::protocol::api;
+use crate::protocol::frame;
 use crate::protocol::generated::request_header::RequestHeader;
 use crate::protocol::generated::response_header::ResponseHeader;
-use crate::protocol::{ApiKey, DecodeError, EncodeError, Message, Out, Reader, Request, Response};
+use crate::protocol::{ApiKey, EncodeError, Message, Out, Reader, Request, Response};
 use crate::work::{Outcome, Work, WorkId};
-
-/// Limits and identity shared by every connection of a gateway.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Config {
-    /// Largest frame accepted once a client is authenticated, or always when no
-    /// authentication is configured (Kafka's `socket.request.max.bytes`).
-    pub max_frame_size: usize,
-    /// Largest frame accepted before authentication completes. Applies only when
-    /// authentication is required; it must never cap produce requests otherwise.
-    pub max_unauthenticated_frame_size: usize,
-    /// Whether clients must authenticate. No authentication mechanism exists yet, so this is
-    /// always false; the limit above is kept ready for it.
-    pub authentication_required: bool,
-    /// A connection with no traffic and nothing in flight for this long is closed (Kafka's
-    /// `connections.max.idle.ms`).
-    pub idle_timeout: Duration,
-    /// Once this many response bytes wait to be written, the connection takes no more input.
-    pub max_pending_output: usize,
-    /// Once this many requests are in flight, the connection takes no more input.
-    pub max_in_flight_requests: usize,
-    /// Once the frames of the requests in flight add up to this many bytes, the connection
-    /// takes no more input.
-    pub max_in_flight_bytes: usize,
-    /// A request whose commands have not completed after this long is answered with
-    /// REQUEST_TIMED_OUT where the API has a code for it, or closes the connection.
-    pub request_timeout: Duration,
-    /// How many bytes the compressed batches of one produce request may inflate to.
-    pub max_decompressed_bytes: usize,
-    /// The gateway's broker id.
-    pub node_id: i32,
-    /// The host clients are told to connect to.
-    pub advertised_host: String,
-    /// The port clients are told to connect to.
-    pub advertised_port: i32,
-    /// The cluster id Metadata and DescribeCluster report.
-    pub cluster_id: String,
-    /// Whether Metadata requests that allow it create missing topics.
-    pub auto_create_topics: bool,
-    /// Partitions of an auto-created topic, and of CreateTopics asking for the default.
-    pub default_partitions: u32,
-    /// The most partitions a topic may have.
-    pub max_partitions: u32,
-    /// `retention.bytes` of a topic that does not set it (Kafka's `log.retention.bytes`).
-    pub default_retention_bytes: i64,
-    /// The largest `retention.bytes` the backend can keep, if it has a limit.
-    pub max_retention_bytes: Option<i64>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
-            max_unauthenticated_frame_size: DEFAULT_MAX_UNAUTHENTICATED_FRAME_SIZE,
-            authentication_required: false,
-            idle_timeout: Duration::from_secs(600),
-            max_pending_output: 16 * 1024 * 1024,
-            max_in_flight_requests: 1024,
-            max_in_flight_bytes: 256 * 1024 * 1024,
-            request_timeout: Duration::from_secs(30),
-            max_decompressed_bytes: 512 * 1024 * 1024,
-            node_id: 0,
-            advertised_host: "localhost".into(),
-            advertised_port: 9093,
-            cluster_id: "iggy-kafka-gateway".into(),
-            auto_create_topics: true,
-            default_partitions: 1,
-            max_partitions: 10_000,
-            default_retention_bytes: -1,
-            max_retention_bytes: None,
-        }
-    }
-}
-
-/// Why a connection closed.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[non_exhaustive]
-pub enum CloseReason {
-    /// The size prefix of a frame was negative or too large.
-    #[error("bad frame: {0}")]
-    Frame(#[from] FrameError),
-    /// The frame is too short to hold a request header.
-    #[error("frame of {0} bytes is too short for a request header")]
-    ShortFrame(usize),
-    /// An API key the gateway does not serve (Kafka closes the connection).
-    #[error("unsupported API key {api_key} (v{version})")]
-    UnsupportedApiKey {
-        /// The key.
-        api_key: i16,
-        /// The version asked for.
-        version: i16,
-    },
-    /// A version of a served API outside the served range (Kafka closes the connection).
-    #[error("unsupported version {version} of {api:?}")]
-    UnsupportedVersion {
-        /// The API.
-        api: ApiKey,
-        /// The version asked for.
-        version: i16,
-    },
-    /// The header or body could not be decoded.
-    #[error("malformed request: {0}")]
-    Malformed(#[from] DecodeError),
-    /// A response could not be encoded: a bug, reported rather than panicking.
-    #[error("cannot encode response: {0}")]
-    Encode(#[from] EncodeError),
-    /// A produce request with acks=0 failed; closing is the producer's only signal.
-    #[error("acks=0 produce failed: {0}")]
-    ProduceFailed(String),
-    /// A request without an error code for it took longer than the request timeout.
-    #[error("{0} request timed out")]
-    RequestTimeout(&'static str),
-    /// No traffic for longer than the idle timeout.
-    #[error("idle for longer than {0:?}")]
-    Idle(Duration),
-    /// The gateway is shutting down.
-    #[error("gateway shutting down")]
-    Shutdown,
-}
 
 #[derive(Debug)]
 enum State {
     Open,
     /// No more input; requests taken are finished and answered, then the connection closes.
     Closing(CloseReason),
-}
-
-/// What the client told us about itself (KIP-511 and the request header's client id).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClientInfo {
-    /// The `client.id` of the latest request.
-    pub client_id: Option<String>,
-    /// Client software name from ApiVersions v3+.
-    pub software_name: Option<String>,
-    /// Client software version from ApiVersions v3+.
-    pub software_version: Option<String>,
 }
 
 /// A request taken and not yet flushed.
@@ -979,7 +850,9 @@ impl Output {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::SUPPORTED_APIS;
+    use std::time::Duration;
+
+    use crate::protocol::api::SUPPORTED_APIS;
     use crate::protocol::sample::Gen;
 
     /// Every API and version in the table is answered, never refused: the table and the

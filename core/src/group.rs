@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::error_code::ErrorCode;
+use crate::protocol::error_code::ErrorCode;
 
 /// Limits and delays of the coordinator (Kafka's `group.*` broker settings).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,12 +10,12 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod api;
 pub mod backend;
+pub mod client_info;
+pub mod close;
+pub mod config;
 pub mod connection;
 pub mod driver;
-pub mod error_code;
-pub mod frame;
 pub mod group;
 mod handlers;
 pub mod mapping;
@@ -26,4 +26,6 @@ pub mod records;
 pub mod topic_config;
 pub mod work;
 
-pub use connection::{CloseReason, Config, Connection};
+pub use close::CloseReason;
+pub use config::Config;
+pub use connection::Connection;

@@ -74,8 +74,8 @@ impl From<GroupCall> for Work {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::error_code::ErrorCode;
     use crate::group::{Coordinator, GroupConfig, ReplyTo};
+    use crate::protocol::error_code::ErrorCode;
 
     /// A plausible successful outcome of `work`, for tests of the connection alone.
     pub(crate) fn succeed(work: &Work) -> Outcome {

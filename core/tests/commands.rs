@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use iggy_kafka_core::api;
 use iggy_kafka_core::backend::{
     Appended, BackendError, Command, Completion, PartitionOffsets, ReadResult, TopicInfo, TopicRef,
 };
 use iggy_kafka_core::mapping::{to_iggy, KafkaRecord};
 use iggy_kafka_core::message::Messages;
+use iggy_kafka_core::protocol::api;
 use iggy_kafka_core::protocol::generated::create_topics_request::{
     CreatableTopic, CreateTopicsRequest,
 };
@@ -84,7 +84,7 @@ impl Harness {
         }
         let mut responses = Vec::new();
         while let Some(f) =
-            iggy_kafka_core::frame::split_frame(&mut out, usize::MAX).expect("frame")
+            iggy_kafka_core::protocol::frame::split_frame(&mut out, usize::MAX).expect("frame")
         {
             let mut r = Reader::new(f, 0);
             let h = ResponseHeader::decode(&mut r, api::response_header_version(key, version))
@@ -643,8 +643,8 @@ fn a_join_waits_for_its_rebalance_beyond_the_request_timeout() {
 /// backend one after the other, so the fetch sees the commit.
 #[test]
 fn group_offset_commands_keep_request_order() {
-    use iggy_kafka_core::error_code::ErrorCode;
     use iggy_kafka_core::group::{GroupCall, GroupReply};
+    use iggy_kafka_core::protocol::error_code::ErrorCode;
     use iggy_kafka_core::protocol::generated::offset_fetch_request::OffsetFetchRequest;
     let mut h = Harness::new(Config::default());
     h.send(8, 1, &offset_commit("g", 5));

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use iggy_kafka_core::api::{self, SUPPORTED_APIS};
+use iggy_kafka_core::protocol::api::{self, SUPPORTED_APIS};
 use iggy_kafka_core::protocol::generated::api_versions_request::ApiVersionsRequest;
 use iggy_kafka_core::protocol::generated::api_versions_response::ApiVersionsResponse;
 use iggy_kafka_core::protocol::generated::delete_records_request::DeleteRecordsRequest;
@@ -58,7 +58,9 @@ fn drain(conn: &mut Connection) -> BytesMut {
 /// Splits response frames and decodes ApiVersions responses with header v0.
 fn read_api_versions(out: &mut BytesMut, version: i16) -> Vec<(i32, ApiVersionsResponse)> {
     let mut responses = Vec::new();
-    while let Some(f) = iggy_kafka_core::frame::split_frame(out, usize::MAX).expect("frame") {
+    while let Some(f) =
+        iggy_kafka_core::protocol::frame::split_frame(out, usize::MAX).expect("frame")
+    {
         let mut r = Reader::new(f, 0);
         let header = ResponseHeader::decode(&mut r, 0).expect("header");
         let body = ApiVersionsResponse::decode(&mut r, version).expect("body");
@@ -138,7 +140,7 @@ fn pipelined_requests_fed_byte_by_byte_are_answered_in_order() {
     let mut out = drain(&mut conn);
     let mut cids = Vec::new();
     for v in [0, 3, 1, 4, 2] {
-        let f = iggy_kafka_core::frame::split_frame(&mut out, usize::MAX)
+        let f = iggy_kafka_core::protocol::frame::split_frame(&mut out, usize::MAX)
             .expect("frame")
             .expect("complete");
         let mut r = Reader::new(f, 0);

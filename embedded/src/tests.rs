@@ -5,8 +5,8 @@ use iggy_kafka_core::backend::{
     Backend, BackendError, Command, Completion, Execution, ProducerBatch, TopicConfig, TopicRef,
     WatchPartition,
 };
-use iggy_kafka_core::error_code::ErrorCode;
 use iggy_kafka_core::message::IggyMessage;
+use iggy_kafka_core::protocol::error_code::ErrorCode;
 
 use super::{EmbeddedStore, StoreConfig};
 

@@ -3,7 +3,7 @@
 #![no_main]
 
 use bytes::BytesMut;
-use iggy_kafka_core::frame::{bytes_wanted, split_frame};
+use iggy_kafka_core::protocol::frame::{bytes_wanted, split_frame};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: (u8, u16, &[u8])| {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use bytes::{Bytes, BytesMut};
-use iggy_kafka_core::api::request_header_version;
+use iggy_kafka_core::protocol::api::request_header_version;
 use iggy_kafka_core::protocol::generated::request_header::RequestHeader;
 use iggy_kafka_core::protocol::{ApiKey, Message, Reader, Request};
 use libfuzzer_sys::fuzz_target;

@@ -436,7 +436,7 @@ fn unknown_topics_partitions_and_iggy_errors_map_to_kafka_errors() {
     let e = append(&mut h, &backend, "t", 0, &r, None).expect_err("refused");
     assert_eq!(
         e.error_code(),
-        iggy_kafka_core::error_code::ErrorCode::INVALID_RECORD
+        iggy_kafka_core::protocol::error_code::ErrorCode::INVALID_RECORD
     );
     match h.exec(
         &backend,
@@ -488,7 +488,7 @@ fn a_connection_lost_mid_append_is_a_retriable_error_and_the_lane_recovers() {
             assert!(matches!(e, BackendError::Unavailable(_)), "{e:?}");
             assert_eq!(
                 e.error_code(),
-                iggy_kafka_core::error_code::ErrorCode::REQUEST_TIMED_OUT
+                iggy_kafka_core::protocol::error_code::ErrorCode::REQUEST_TIMED_OUT
             );
         }
         other => panic!("{other:?}"),
@@ -701,7 +701,7 @@ fn append_losing_the_reply(
     match fut.as_mut().poll(&mut cx) {
         Poll::Ready(Completion::Append(Err(e))) => assert_eq!(
             e.error_code(),
-            iggy_kafka_core::error_code::ErrorCode::REQUEST_TIMED_OUT,
+            iggy_kafka_core::protocol::error_code::ErrorCode::REQUEST_TIMED_OUT,
             "{e:?}"
         ),
         other => panic!("{other:?}"),
@@ -1323,7 +1323,7 @@ fn topic_ids_are_stable_until_the_topic_is_created_again() {
     ) {
         Completion::Read(Err(e)) => assert_eq!(
             e.error_code(),
-            iggy_kafka_core::error_code::ErrorCode::UNKNOWN_TOPIC_ID
+            iggy_kafka_core::protocol::error_code::ErrorCode::UNKNOWN_TOPIC_ID
         ),
         other => panic!("{other:?}"),
     }

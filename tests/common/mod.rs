@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use iggy_kafka_core::api;
+use iggy_kafka_core::protocol::api;
 use iggy_kafka_core::protocol::generated::create_topics_request::{
     CreatableTopic, CreateTopicsRequest,
 };

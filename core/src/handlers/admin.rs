@@ -1,10 +1,10 @@
 //! Topic administration: CreateTopics (key 19), DeleteTopics (key 20), CreatePartitions
 //! (key 37). Each topic succeeds or fails on its own, with the code Kafka uses.
 
-use super::{check_topic_name, kstr, Ctx, Step, Task};
+use super::task::{check_topic_name, kstr, Ctx, Step, Task};
 use crate::backend::{Command, Completion, TopicConfig, TopicRef};
-use crate::connection::Config;
-use crate::error_code::ErrorCode;
+use crate::config::Config;
+use crate::protocol::error_code::ErrorCode;
 use crate::protocol::generated::create_partitions_request::CreatePartitionsRequest;
 use crate::protocol::generated::create_partitions_response::{
     CreatePartitionsResponse, CreatePartitionsTopicResult,

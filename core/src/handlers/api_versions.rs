@@ -1,8 +1,8 @@
 //! ApiVersions (key 18): which APIs and versions the gateway serves.
 
-use crate::api::SUPPORTED_APIS;
-use crate::connection::ClientInfo;
-use crate::error_code::ErrorCode;
+use crate::client_info::ClientInfo;
+use crate::protocol::api::SUPPORTED_APIS;
+use crate::protocol::error_code::ErrorCode;
 use crate::protocol::generated::api_versions_request::ApiVersionsRequest;
 use crate::protocol::generated::api_versions_response::{ApiVersion, ApiVersionsResponse};
 use crate::protocol::{ApiKey, VersionRange};

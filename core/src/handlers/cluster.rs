@@ -1,9 +1,10 @@
 //! DescribeCluster (key 60), FindCoordinator (key 10) and InitProducerId (key 22): the
 //! gateway as the one broker, controller and coordinator.
 
-use super::{kstr, metadata::CLUSTER_OPERATIONS, Ctx, Step, Task};
+use super::metadata::CLUSTER_OPERATIONS;
+use super::task::{kstr, Ctx, Step, Task};
 use crate::backend::{Command, Completion};
-use crate::error_code::ErrorCode;
+use crate::protocol::error_code::ErrorCode;
 use crate::protocol::generated::describe_cluster_request::DescribeClusterRequest;
 use crate::protocol::generated::describe_cluster_response::{
     DescribeClusterBroker, DescribeClusterResponse,
@@ -157,7 +158,7 @@ impl Task for InitProducerIdTask {
             }
             return Step::Run(vec![Work::Store(Command::AllocateProducerId)]);
         }
-        match super::single(results) {
+        match super::task::single(results) {
             Some(Outcome::Store(Completion::AllocateProducerId(Ok(id)))) => {
                 producer_id_response(ErrorCode::NONE, id, 0)
             }

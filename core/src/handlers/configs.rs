@@ -2,10 +2,11 @@
 //! gateway as a broker. Topic configs a backend can honour may be altered; the others keep
 //! their Kafka defaults (see [`crate::topic_config`]); broker configs are static.
 
-use super::{admin::limits, kstr, Ctx, Step, Task};
+use super::admin::limits;
+use super::task::{kstr, Ctx, Step, Task};
 use crate::backend::{Command, Completion, ConfigChange, TopicConfig, TopicRef};
-use crate::connection::Config;
-use crate::error_code::ErrorCode;
+use crate::config::Config;
+use crate::protocol::error_code::ErrorCode;
 use crate::protocol::generated::describe_configs_request::DescribeConfigsRequest;
 use crate::protocol::generated::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResponse, DescribeConfigsResult,

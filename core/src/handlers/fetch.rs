@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{partition_index, Ctx, Step, Task};
+use super::task::{partition_index, Ctx, Step, Task};
 use crate::backend::{Command, Completion, ReadResult, TopicRef, WatchPartition};
-use crate::error_code::ErrorCode;
 use crate::mapping::{bare_record, from_iggy};
 use crate::message::message_size;
+use crate::protocol::error_code::ErrorCode;
 use crate::protocol::generated::fetch_request::FetchRequest;
 use crate::protocol::generated::fetch_response::{
     FetchResponse, FetchableTopicResponse, PartitionData,

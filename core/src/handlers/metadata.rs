@@ -2,10 +2,10 @@
 //! backend, and missing ones are created when the request allows it and the gateway is
 //! configured to (Kafka's `auto.create.topics.enable`).
 
-use super::{check_topic_name, kstr, Ctx, Step, Task};
+use super::task::{check_topic_name, kstr, Ctx, Step, Task};
 use crate::backend::{Command, Completion, TopicConfig, TopicInfo, TopicRef};
-use crate::connection::Config;
-use crate::error_code::ErrorCode;
+use crate::config::Config;
+use crate::protocol::error_code::ErrorCode;
 use crate::protocol::generated::metadata_request::MetadataRequest;
 use crate::protocol::generated::metadata_response::{
     MetadataResponse, MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -130,7 +130,7 @@ impl Task for MetadataTask {
                 only: self.requested(version),
             })]),
             Stage::Listed => {
-                let topics = match super::single(results) {
+                let topics = match super::task::single(results) {
                     Some(Outcome::Store(Completion::ListTopics(Ok(t)))) => t,
                     Some(Outcome::Store(Completion::ListTopics(Err(e)))) => {
                         tracing::warn!(error = %e, "cannot list topics");

@@ -3,12 +3,12 @@
 
 use bytes::Bytes;
 
-use super::{kstr, partition_index, Ctx, Step, Task};
+use super::task::{kstr, partition_index, Ctx, Step, Task};
 use crate::backend::{Command, Completion, ProducerBatch};
-use crate::connection::CloseReason;
-use crate::error_code::ErrorCode;
+use crate::close::CloseReason;
 use crate::mapping::IntoIggy;
 use crate::message::MessageList;
+use crate::protocol::error_code::ErrorCode;
 use crate::protocol::generated::produce_request::ProduceRequest;
 use crate::protocol::generated::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, ProduceResponse, TopicProduceResponse,

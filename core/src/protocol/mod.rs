@@ -1,7 +1,10 @@
 //! The Kafka wire protocol: primitive types, framing, headers and every message, generated
 //! from Kafka's JSON schemas.
 
+pub mod api;
 pub mod codec;
+pub mod error_code;
+pub mod frame;
 #[allow(clippy::all, missing_docs, unreachable_pub)]
 pub mod generated;
 #[cfg(test)]

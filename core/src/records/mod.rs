@@ -13,7 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 pub use compression::{compress, decompress, Compression, DecompressionBudget};
 pub use legacy::decode_message_set;
 
-use crate::error_code::ErrorCode;
+use crate::protocol::error_code::ErrorCode;
 
 /// Bytes of a v2 batch before its records: base offset through record count.
 pub const BATCH_HEADER_LEN: usize = 61;

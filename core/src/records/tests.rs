@@ -173,7 +173,7 @@ fn captured_records(client: &str, file: &str) -> Bytes {
     let mut r = Reader::new(frame, 0);
     RequestHeader::decode(
         &mut r,
-        crate::api::request_header_version(ApiKey::Produce, version),
+        crate::protocol::api::request_header_version(ApiKey::Produce, version),
     )
     .expect("header");
     let Ok(Request::Produce(p)) = Request::decode(ApiKey::Produce, version, &mut r) else {

@@ -83,7 +83,7 @@ fn topic_identity_and_limits() {
 
 #[test]
 fn errors_map_to_documented_kafka_codes() {
-    use iggy_kafka_core::error_code::ErrorCode as K;
+    use iggy_kafka_core::protocol::error_code::ErrorCode as K;
     use iggy_kafka_iggy_client::SessionError;
     let cases = [
         (code::TOPIC_NAME_NOT_FOUND, K::UNKNOWN_TOPIC_OR_PARTITION),

@@ -21,7 +21,7 @@ use std::net::TcpStream;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use iggy_kafka_core::api;
+use iggy_kafka_core::protocol::api;
 use iggy_kafka_core::protocol::generated::fetch_request::{
     FetchPartition, FetchRequest, FetchTopic,
 };

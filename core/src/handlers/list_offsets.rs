@@ -6,9 +6,9 @@
 //! claiming a newer epoch gets UNKNOWN_LEADER_EPOCH, as it would from a lagging Kafka
 //! broker.
 
-use super::{partition_index, Ctx, Step, Task};
+use super::task::{partition_index, Ctx, Step, Task};
 use crate::backend::{Command, Completion, TopicRef};
-use crate::error_code::ErrorCode;
+use crate::protocol::error_code::ErrorCode;
 use crate::protocol::generated::list_offsets_request::ListOffsetsRequest;
 use crate::protocol::generated::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,

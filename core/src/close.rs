@@ -1,0 +1,52 @@
+//! Why a connection closes.
+
+use std::time::Duration;
+
+use crate::protocol::frame::FrameError;
+use crate::protocol::{ApiKey, DecodeError, EncodeError};
+
+/// Why a connection closed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The size prefix of a frame was negative or too large.
+    #[error("bad frame: {0}")]
+    Frame(#[from] FrameError),
+    /// The frame is too short to hold a request header.
+    #[error("frame of {0} bytes is too short for a request header")]
+    ShortFrame(usize),
+    /// An API key the gateway does not serve (Kafka closes the connection).
+    #[error("unsupported API key {api_key} (v{version})")]
+    UnsupportedApiKey {
+        /// The key.
+        api_key: i16,
+        /// The version asked for.
+        version: i16,
+    },
+    /// A version of a served API outside the served range (Kafka closes the connection).
+    #[error("unsupported version {version} of {api:?}")]
+    UnsupportedVersion {
+        /// The API.
+        api: ApiKey,
+        /// The version asked for.
+        version: i16,
+    },
+    /// The header or body could not be decoded.
+    #[error("malformed request: {0}")]
+    Malformed(#[from] DecodeError),
+    /// A response could not be encoded: a bug, reported rather than panicking.
+    #[error("cannot encode response: {0}")]
+    Encode(#[from] EncodeError),
+    /// A produce request with acks=0 failed; closing is the producer's only signal.
+    #[error("acks=0 produce failed: {0}")]
+    ProduceFailed(String),
+    /// A request without an error code for it took longer than the request timeout.
+    #[error("{0} request timed out")]
+    RequestTimeout(&'static str),
+    /// No traffic for longer than the idle timeout.
+    #[error("idle for longer than {0:?}")]
+    Idle(Duration),
+    /// The gateway is shutting down.
+    #[error("gateway shutting down")]
+    Shutdown,
+}

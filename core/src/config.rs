@@ -1,0 +1,78 @@
+//! What every connection of a gateway shares: limits, identity and defaults.
+
+use std::time::Duration;
+
+use crate::protocol::frame::{DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_UNAUTHENTICATED_FRAME_SIZE};
+
+/// Limits and identity shared by every connection of a gateway.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Largest frame accepted once a client is authenticated, or always when no
+    /// authentication is configured (Kafka's `socket.request.max.bytes`).
+    pub max_frame_size: usize,
+    /// Largest frame accepted before authentication completes. Applies only when
+    /// authentication is required; it must never cap produce requests otherwise.
+    pub max_unauthenticated_frame_size: usize,
+    /// Whether clients must authenticate. No authentication mechanism exists yet, so this is
+    /// always false; the limit above is kept ready for it.
+    pub authentication_required: bool,
+    /// A connection with no traffic and nothing in flight for this long is closed (Kafka's
+    /// `connections.max.idle.ms`).
+    pub idle_timeout: Duration,
+    /// Once this many response bytes wait to be written, the connection takes no more input.
+    pub max_pending_output: usize,
+    /// Once this many requests are in flight, the connection takes no more input.
+    pub max_in_flight_requests: usize,
+    /// Once the frames of the requests in flight add up to this many bytes, the connection
+    /// takes no more input.
+    pub max_in_flight_bytes: usize,
+    /// A request whose commands have not completed after this long is answered with
+    /// REQUEST_TIMED_OUT where the API has a code for it, or closes the connection.
+    pub request_timeout: Duration,
+    /// How many bytes the compressed batches of one produce request may inflate to.
+    pub max_decompressed_bytes: usize,
+    /// The gateway's broker id.
+    pub node_id: i32,
+    /// The host clients are told to connect to.
+    pub advertised_host: String,
+    /// The port clients are told to connect to.
+    pub advertised_port: i32,
+    /// The cluster id Metadata and DescribeCluster report.
+    pub cluster_id: String,
+    /// Whether Metadata requests that allow it create missing topics.
+    pub auto_create_topics: bool,
+    /// Partitions of an auto-created topic, and of CreateTopics asking for the default.
+    pub default_partitions: u32,
+    /// The most partitions a topic may have.
+    pub max_partitions: u32,
+    /// `retention.bytes` of a topic that does not set it (Kafka's `log.retention.bytes`).
+    pub default_retention_bytes: i64,
+    /// The largest `retention.bytes` the backend can keep, if it has a limit.
+    pub max_retention_bytes: Option<i64>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            max_unauthenticated_frame_size: DEFAULT_MAX_UNAUTHENTICATED_FRAME_SIZE,
+            authentication_required: false,
+            idle_timeout: Duration::from_secs(600),
+            max_pending_output: 16 * 1024 * 1024,
+            max_in_flight_requests: 1024,
+            max_in_flight_bytes: 256 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            max_decompressed_bytes: 512 * 1024 * 1024,
+            node_id: 0,
+            advertised_host: "localhost".into(),
+            advertised_port: 9093,
+            cluster_id: "iggy-kafka-gateway".into(),
+            auto_create_topics: true,
+            default_partitions: 1,
+            max_partitions: 10_000,
+            default_retention_bytes: -1,
+            max_retention_bytes: None,
+        }
+    }
+}
