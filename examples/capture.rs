@@ -18,14 +18,15 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use iggy_kafka_core::protocol::api::{request_header_version, response_header_version};
+use bytes::{Bytes, BytesMut};
+use iggy_kafka_core::protocol::api::response_header_version;
+use iggy_kafka_core::protocol::frame;
 use iggy_kafka_core::protocol::generated::{
     api_versions_response as av, fetch_response as fr, init_producer_id_response as ip,
     list_offsets_response as lo, metadata_response as md, produce_response as pr,
-    request_header::RequestHeader, response_header::ResponseHeader,
+    response_header::ResponseHeader,
 };
-use iggy_kafka_core::protocol::{ApiKey, KStr, Message, Reader, Request, Response};
+use iggy_kafka_core::protocol::{ApiKey, KStr, Message, Request, Response};
 
 /// FindCoordinator is advertised although never used here: librdkafka infers its LZ4 support
 /// from it and otherwise sends LZ4 batches uncompressed.
@@ -81,27 +82,25 @@ fn serve(
             &frame,
         )?;
         println!("{n:03} {} v{version}", key.name());
-        let mut r = Reader::new(frame, 0);
-        let header = RequestHeader::decode(&mut r, request_header_version(key, version)).unwrap();
-        let request = Request::decode(key, version, &mut r).unwrap();
+        let (header, request) = frame::decode_request(frame).unwrap();
         let response = answer(request, host, port.parse().unwrap());
         if let Some(response) = response {
-            let mut out = BytesMut::new();
-            out.put_u32(0);
-            let rh = ResponseHeader {
-                correlation_id: header.correlation_id,
-                ..ResponseHeader::default()
-            };
-            rh.encode(&mut out, response_header_version(key, version))
-                .unwrap();
+            // An ApiVersions above ours is answered in v0 (KIP-511).
             let v = if key == ApiKey::ApiVersions && version > 4 {
                 0
             } else {
                 version
             };
-            response.encode(&mut out, v).unwrap();
-            let len = (out.len() - 4) as u32;
-            out[..4].copy_from_slice(&len.to_be_bytes());
+            let mut out = BytesMut::new();
+            frame::put_frame(&mut out, |b| {
+                ResponseHeader {
+                    correlation_id: header.correlation_id,
+                    ..ResponseHeader::default()
+                }
+                .encode(b, response_header_version(key, version))?;
+                response.encode(b, v)
+            })
+            .unwrap();
             s.write_all(&out)?;
         }
     }

@@ -202,26 +202,14 @@ fn bad_requests_get_kafkas_answers() {
     };
     let mut quiet = gw.connect();
     let mut frame = BytesMut::new();
-    {
-        use bytes::BufMut;
-        use iggy_kafka_core::protocol::generated::request_header::RequestHeader;
-        use iggy_kafka_core::protocol::Message;
-        frame.put_u32(0);
-        RequestHeader {
-            request_api_key: 0,
-            request_api_version: 8,
-            correlation_id: 8,
-            client_id: Some("it".into()),
-            ..RequestHeader::default()
-        }
-        .encode(&mut frame, 1)
-        .expect("header");
-        produce("nowhere", 0, vec![(0, good)])
-            .encode(&mut frame, 8)
-            .expect("body");
-        let size = (frame.len() - 4) as u32;
-        frame[..4].copy_from_slice(&size.to_be_bytes());
-    }
+    iggy_kafka_core::protocol::frame::encode_request(
+        &mut frame,
+        &produce("nowhere", 0, vec![(0, good)]),
+        8,
+        8,
+        Some("it"),
+    )
+    .expect("request");
     quiet.write_all(&frame).expect("write");
     let mut rest = Vec::new();
     let read = quiet.read_to_end(&mut rest);

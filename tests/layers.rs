@@ -211,7 +211,10 @@ fn no_module_imports_one_that_imports_it_back() {
         for (module, file) in &modules {
             let text = fs::read_to_string(file).expect("a source file");
             // What only tests compile cannot make a loop in what ships.
-            let shipped = text.split("#[cfg(test)]\nmod tests").next().unwrap_or_default();
+            let shipped = text
+                .split("#[cfg(test)]\nmod tests")
+                .next()
+                .unwrap_or_default();
             for mut path in paths(&code(shipped), module) {
                 // The longest prefix that names a module of the crate.
                 while !path.is_empty() && !modules.contains_key(&path) {

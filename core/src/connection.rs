@@ -865,28 +865,14 @@ mod tests {
         for served in SUPPORTED_APIS {
             for version in served.versions.min..=served.versions.max {
                 let mut conn = Connection::new(config.clone(), now);
-                let mut buf = BytesMut::new();
-                buf.put_u32(0);
-                let header = RequestHeader {
-                    request_api_key: served.key as i16,
-                    request_api_version: version,
-                    correlation_id: 3,
-                    ..RequestHeader::default()
-                };
-                let hv = api::request_header_version(served.key, version);
-                header
-                    .encode(&mut buf, hv)
-                    .unwrap_or_else(|e| panic!("{e}"));
                 let mut request = Request::sample(served.key, &mut g, version);
                 if let Request::Produce(p) = &mut request {
                     // acks=0 has no response to look at.
                     p.acks = 1;
                 }
-                request
-                    .encode(&mut buf, version)
+                let mut buf = BytesMut::new();
+                frame::encode_request(&mut buf, &request, version, 3, None)
                     .unwrap_or_else(|e| panic!("{e}"));
-                let size = u32::try_from(buf.len() - 4).unwrap_or(u32::MAX);
-                buf[..4].copy_from_slice(&size.to_be_bytes());
                 conn.handle_input(now, &mut buf);
                 let mut later = now;
                 for _ in 0..10 {

@@ -4,13 +4,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use iggy_kafka_core::backend::{
     Appended, BackendError, Command, Completion, PartitionOffsets, ReadResult, TopicInfo, TopicRef,
 };
 use iggy_kafka_core::mapping::{to_iggy, KafkaRecord};
 use iggy_kafka_core::message::Messages;
-use iggy_kafka_core::protocol::api;
+use iggy_kafka_core::protocol::frame;
 use iggy_kafka_core::protocol::generated::create_topics_request::{
     CreatableTopic, CreateTopicsRequest,
 };
@@ -20,9 +20,7 @@ use iggy_kafka_core::protocol::generated::fetch_request::{
 use iggy_kafka_core::protocol::generated::produce_request::{
     PartitionProduceData, ProduceRequest, TopicProduceData,
 };
-use iggy_kafka_core::protocol::generated::request_header::RequestHeader;
-use iggy_kafka_core::protocol::generated::response_header::ResponseHeader;
-use iggy_kafka_core::protocol::{ApiKey, Message, Reader, Request, Response};
+use iggy_kafka_core::protocol::{ApiKey, Request, Response};
 use iggy_kafka_core::records::{
     decode_batches, Compression, DecompressionBudget, Record, RecordBatch,
 };
@@ -44,21 +42,9 @@ impl Harness {
     }
 
     fn send(&mut self, version: i16, correlation_id: i32, request: &Request) {
-        let key = request.api_key();
         let mut buf = BytesMut::new();
-        buf.put_u32(0);
-        RequestHeader {
-            request_api_key: key as i16,
-            request_api_version: version,
-            correlation_id,
-            client_id: Some("harness".into()),
-            ..RequestHeader::default()
-        }
-        .encode(&mut buf, api::request_header_version(key, version))
-        .expect("header");
-        request.encode(&mut buf, version).expect("body");
-        let size = (buf.len() - 4) as u32;
-        buf[..4].copy_from_slice(&size.to_be_bytes());
+        frame::encode_request(&mut buf, request, version, correlation_id, Some("harness"))
+            .expect("request");
         self.conn.handle_input(self.now, &mut buf);
         assert!(buf.is_empty(), "the whole frame was taken");
     }
@@ -83,16 +69,8 @@ impl Harness {
             out.extend_from_slice(&b);
         }
         let mut responses = Vec::new();
-        while let Some(f) =
-            iggy_kafka_core::protocol::frame::split_frame(&mut out, usize::MAX).expect("frame")
-        {
-            let mut r = Reader::new(f, 0);
-            let h = ResponseHeader::decode(&mut r, api::response_header_version(key, version))
-                .expect("header");
-            responses.push((
-                h.correlation_id,
-                Response::decode(key, version, &mut r).expect("body"),
-            ));
+        while let Some(f) = frame::split_frame(&mut out, usize::MAX).expect("frame") {
+            responses.push(frame::decode_response(f, key, version).expect("response"));
         }
         responses
     }

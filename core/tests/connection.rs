@@ -3,33 +3,20 @@
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use iggy_kafka_core::protocol::api::{self, SUPPORTED_APIS};
+use iggy_kafka_core::protocol::api::SUPPORTED_APIS;
 use iggy_kafka_core::protocol::generated::api_versions_request::ApiVersionsRequest;
 use iggy_kafka_core::protocol::generated::api_versions_response::ApiVersionsResponse;
 use iggy_kafka_core::protocol::generated::delete_records_request::DeleteRecordsRequest;
 use iggy_kafka_core::protocol::generated::fetch_request::FetchRequest;
-use iggy_kafka_core::protocol::generated::request_header::RequestHeader;
 use iggy_kafka_core::protocol::generated::response_header::ResponseHeader;
-use iggy_kafka_core::protocol::{ApiKey, Message, Reader, Request};
+use iggy_kafka_core::protocol::{self, Message, Reader, Request};
 use iggy_kafka_core::{CloseReason, Config, Connection};
 
 /// One request frame, encoded as a client would.
-fn frame(key: ApiKey, version: i16, correlation_id: i32, body: &Request) -> Bytes {
+fn frame(version: i16, correlation_id: i32, body: &Request) -> Bytes {
     let mut buf = BytesMut::new();
-    buf.put_u32(0);
-    let header = RequestHeader {
-        request_api_key: key as i16,
-        request_api_version: version,
-        correlation_id,
-        client_id: Some("test-client".into()),
-        ..RequestHeader::default()
-    };
-    header
-        .encode(&mut buf, api::request_header_version(key, version))
-        .expect("header");
-    body.encode(&mut buf, version).expect("body");
-    let size = (buf.len() - 4) as u32;
-    buf[..4].copy_from_slice(&size.to_be_bytes());
+    protocol::frame::encode_request(&mut buf, body, version, correlation_id, Some("test-client"))
+        .expect("request");
     buf.freeze()
 }
 
@@ -39,12 +26,7 @@ fn api_versions(version: i16, correlation_id: i32) -> Bytes {
         client_software_version: "1.0.0".into(),
         ..ApiVersionsRequest::default()
     };
-    frame(
-        ApiKey::ApiVersions,
-        version,
-        correlation_id,
-        &Request::ApiVersions(body),
-    )
+    frame(version, correlation_id, &Request::ApiVersions(body))
 }
 
 fn drain(conn: &mut Connection) -> BytesMut {
@@ -58,9 +40,7 @@ fn drain(conn: &mut Connection) -> BytesMut {
 /// Splits response frames and decodes ApiVersions responses with header v0.
 fn read_api_versions(out: &mut BytesMut, version: i16) -> Vec<(i32, ApiVersionsResponse)> {
     let mut responses = Vec::new();
-    while let Some(f) =
-        iggy_kafka_core::protocol::frame::split_frame(out, usize::MAX).expect("frame")
-    {
+    while let Some(f) = protocol::frame::split_frame(out, usize::MAX).expect("frame") {
         let mut r = Reader::new(f, 0);
         let header = ResponseHeader::decode(&mut r, 0).expect("header");
         let body = ApiVersionsResponse::decode(&mut r, version).expect("body");
@@ -140,7 +120,7 @@ fn pipelined_requests_fed_byte_by_byte_are_answered_in_order() {
     let mut out = drain(&mut conn);
     let mut cids = Vec::new();
     for v in [0, 3, 1, 4, 2] {
-        let f = iggy_kafka_core::protocol::frame::split_frame(&mut out, usize::MAX)
+        let f = protocol::frame::split_frame(&mut out, usize::MAX)
             .expect("frame")
             .expect("complete");
         let mut r = Reader::new(f, 0);
@@ -190,8 +170,7 @@ fn invalid_client_software_name_gets_invalid_request() {
         client_software_version: "1".into(),
         ..ApiVersionsRequest::default()
     };
-    let mut input =
-        BytesMut::from(&frame(ApiKey::ApiVersions, 3, 5, &Request::ApiVersions(body))[..]);
+    let mut input = BytesMut::from(&frame(3, 5, &Request::ApiVersions(body))[..]);
     conn.handle_input(now, &mut input);
     let responses = read_api_versions(&mut drain(&mut conn), 3);
     assert_eq!(responses[0].1.error_code, 42);
@@ -230,7 +209,6 @@ fn hostile_and_unsupported_input_closes_the_connection() {
     );
     // DeleteRecords: a real API the gateway does not serve.
     let delete = frame(
-        ApiKey::DeleteRecords,
         1,
         1,
         &Request::DeleteRecords(DeleteRecordsRequest::default()),
@@ -239,12 +217,7 @@ fn hostile_and_unsupported_input_closes_the_connection() {
         matches!(r, CloseReason::UnsupportedApiKey { api_key: 21, .. })
     });
     // Fetch v3: a served API at a version outside the table.
-    let fetch = frame(
-        ApiKey::Fetch,
-        3,
-        1,
-        &Request::Fetch(FetchRequest::default()),
-    );
+    let fetch = frame(3, 1, &Request::Fetch(FetchRequest::default()));
     assert_closes(&fetch, |r| {
         matches!(r, CloseReason::UnsupportedVersion { version: 3, .. })
     });

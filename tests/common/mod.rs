@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use iggy_kafka_core::protocol::api;
+use bytes::{Bytes, BytesMut};
+use iggy_kafka_core::protocol::frame;
 use iggy_kafka_core::protocol::generated::create_topics_request::{
     CreatableTopic, CreateTopicsRequest,
 };
@@ -19,9 +19,7 @@ use iggy_kafka_core::protocol::generated::list_offsets_request::{
 use iggy_kafka_core::protocol::generated::produce_request::{
     PartitionProduceData, ProduceRequest, TopicProduceData,
 };
-use iggy_kafka_core::protocol::generated::request_header::RequestHeader;
-use iggy_kafka_core::protocol::generated::response_header::ResponseHeader;
-use iggy_kafka_core::protocol::{ApiKey, Message, Reader, Request, Response};
+use iggy_kafka_core::protocol::{ApiKey, Request, Response};
 use iggy_kafka_core::records::{Compression, Record, RecordBatch};
 
 pub const RUNTIME: &str = if cfg!(feature = "smol") {
@@ -163,28 +161,14 @@ pub fn be16(b: &[u8]) -> i16 {
 
 /// Sends one request on `s` and decodes its response.
 pub fn call(s: &mut TcpStream, version: i16, correlation_id: i32, request: &Request) -> Response {
-    let key = request.api_key();
     let mut buf = BytesMut::new();
-    buf.put_u32(0);
-    RequestHeader {
-        request_api_key: key as i16,
-        request_api_version: version,
-        correlation_id,
-        client_id: Some("it".into()),
-        ..RequestHeader::default()
-    }
-    .encode(&mut buf, api::request_header_version(key, version))
-    .expect("header");
-    request.encode(&mut buf, version).expect("body");
-    let size = (buf.len() - 4) as u32;
-    buf[..4].copy_from_slice(&size.to_be_bytes());
+    frame::encode_request(&mut buf, request, version, correlation_id, Some("it")).expect("request");
     s.write_all(&buf).expect("write");
-    let frame = Bytes::from(read_frame(s));
-    let mut r = Reader::new(frame, 0);
-    let header = ResponseHeader::decode(&mut r, api::response_header_version(key, version))
-        .expect("response header");
-    assert_eq!(header.correlation_id, correlation_id);
-    Response::decode(key, version, &mut r).expect("response body")
+    let (correlation, response) =
+        frame::decode_response(Bytes::from(read_frame(s)), request.api_key(), version)
+            .expect("response");
+    assert_eq!(correlation, correlation_id);
+    response
 }
 
 /// A CreateTopics request for one topic (the gateway's default replication).

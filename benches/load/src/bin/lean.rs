@@ -20,17 +20,15 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use iggy_kafka_core::protocol::api;
+use bytes::{Buf, Bytes, BytesMut};
+use iggy_kafka_core::protocol::frame;
 use iggy_kafka_core::protocol::generated::fetch_request::{
     FetchPartition, FetchRequest, FetchTopic,
 };
 use iggy_kafka_core::protocol::generated::produce_request::{
     PartitionProduceData, ProduceRequest, TopicProduceData,
 };
-use iggy_kafka_core::protocol::generated::request_header::RequestHeader;
-use iggy_kafka_core::protocol::generated::response_header::ResponseHeader;
-use iggy_kafka_core::protocol::{ApiKey, Message, Reader, Request, Response};
+use iggy_kafka_core::protocol::{ApiKey, Request, Response};
 use iggy_kafka_core::records::{Compression, Record, RecordBatch};
 use iggy_kafka_load::rate;
 
@@ -262,24 +260,19 @@ impl Conn {
     }
 
     fn send(&mut self, request: &Request, version: i16) {
-        let key = request.api_key();
         self.correlation += 1;
         self.out.clear();
-        self.out.put_u32(0);
-        RequestHeader {
-            request_api_key: key as i16,
-            request_api_version: version,
-            correlation_id: self.correlation,
-            client_id: Some("iggy-kafka-lean".into()),
-            ..RequestHeader::default()
-        }
-        .encode(&mut self.out, api::request_header_version(key, version))
-        .expect("header");
-        request.encode(&mut self.out, version).expect("body");
-        let size = (self.out.len() - 4) as u32;
-        self.out[..4].copy_from_slice(&size.to_be_bytes());
+        frame::encode_request(
+            &mut self.out,
+            request,
+            version,
+            self.correlation,
+            Some("iggy-kafka-lean"),
+        )
+        .expect("request");
         self.stream.write_all(&self.out).expect("send");
-        self.sent.push_back((self.correlation, key, version));
+        self.sent
+            .push_back((self.correlation, request.api_key(), version));
     }
 
     /// The answer to the oldest request not answered yet (Kafka answers in order).
@@ -289,10 +282,9 @@ impl Conn {
         self.stream.read_exact(&mut len).expect("response size");
         let mut input = vec![0; u32::from_be_bytes(len) as usize];
         self.stream.read_exact(&mut input).expect("response");
-        let mut r = Reader::new(Bytes::from(input), 0);
-        let header = ResponseHeader::decode(&mut r, api::response_header_version(key, version))
-            .expect("response header");
-        assert_eq!(header.correlation_id, correlation);
-        Response::decode(key, version, &mut r).expect("response body")
+        let (correlation_id, response) =
+            frame::decode_response(Bytes::from(input), key, version).expect("response");
+        assert_eq!(correlation_id, correlation);
+        response
     }
 }
