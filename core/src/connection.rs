@@ -60,6 +60,58 @@ enum State {
     Closing(CloseReason),
 }
 
+/// What one connection did so far: plain counters, for an adapter to read (say, when the
+/// connection closes) and report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionStats {
+    /// The counters of each API the client used, in the order it first used them.
+    pub apis: Vec<(ApiKey, ApiStats)>,
+}
+
+/// One API's counters on one connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ApiStats {
+    /// Requests taken.
+    pub requests: u64,
+    /// Of those, the ones whose work outlasted the request timeout.
+    pub timed_out: u64,
+    /// Of those, the ones that closed the connection (a failed acks=0 produce, say).
+    pub closed: u64,
+    /// Bytes of the requests' frames, size prefixes included.
+    pub bytes_in: u64,
+    /// Bytes of the responses' frames, size prefixes included.
+    pub bytes_out: u64,
+}
+
+impl ConnectionStats {
+    fn api(&mut self, key: ApiKey) -> &mut ApiStats {
+        // A client uses a handful of APIs: a scan is as quick as a map, and allocates less.
+        let i = match self.apis.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                self.apis.push((key, ApiStats::default()));
+                self.apis.len() - 1
+            }
+        };
+        &mut self.apis[i].1
+    }
+
+    /// Requests of every API together.
+    #[must_use]
+    pub fn total(&self) -> ApiStats {
+        self.apis.iter().fold(ApiStats::default(), |mut t, (_, a)| {
+            t.requests += a.requests;
+            t.timed_out += a.timed_out;
+            t.closed += a.closed;
+            t.bytes_in += a.bytes_in;
+            t.bytes_out += a.bytes_out;
+            t
+        })
+    }
+}
+
 /// A request taken and not yet flushed.
 #[derive(Debug)]
 struct InFlight {
@@ -138,6 +190,7 @@ pub struct Connection {
     barriers_out: usize,
     /// Commands handed out and not completed, watches excepted.
     commands_out: usize,
+    stats: ConnectionStats,
 }
 
 impl Connection {
@@ -163,6 +216,7 @@ impl Connection {
             busy: HashMap::new(),
             barriers_out: 0,
             commands_out: 0,
+            stats: ConnectionStats::default(),
         }
     }
 
@@ -336,6 +390,12 @@ impl Connection {
         &self.client
     }
 
+    /// What the connection did so far.
+    #[must_use]
+    pub fn stats(&self) -> &ConnectionStats {
+        &self.stats
+    }
+
     /// How many requests are taken and not yet answered.
     #[must_use]
     pub fn requests_in_flight(&self) -> usize {
@@ -457,6 +517,9 @@ impl Connection {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.in_flight_bytes += frame_len;
+        let stats = self.stats.api(key);
+        stats.requests += 1;
+        stats.bytes_in += frame_len as u64 + 4;
         self.requests.push_back(InFlight {
             seq,
             key,
@@ -517,6 +580,8 @@ impl Connection {
             client_host: &self.client_host,
         };
         tracing::warn!(api = req.key.name(), "request timed out");
+        let key = req.key;
+        self.stats.api(key).timed_out += 1;
         let step = task.timed_out(&ctx);
         self.requests[i].task = Some(task);
         self.apply_step(i, step);
@@ -570,6 +635,7 @@ impl Connection {
                 let _ = self.finish(i, None);
             }
             Step::Close(reason) => {
+                self.stats.api(self.requests[i].key).closed += 1;
                 let _ = self.finish(i, None);
                 self.close(reason);
             }
@@ -724,15 +790,21 @@ impl Connection {
         let Some(response) = response else {
             return Ok(());
         };
-        if i == 0 {
-            self.out
-                .encode_response(key, version, correlation_id, &response)
+        let (r, written) = if i == 0 {
+            let before = self.out.len();
+            let r = self
+                .out
+                .encode_response(key, version, correlation_id, &response);
+            (r, self.out.len() - before)
         } else {
             let mut out = Output::default();
             let r = out.encode_response(key, version, correlation_id, &response);
+            let written = out.len();
             self.requests[i].response = Some(out);
-            r
-        }
+            (r, written)
+        };
+        self.stats.api(key).bytes_out += written as u64;
+        r
     }
 
     /// Moves the answers at the front of the queue to the output, in request order.

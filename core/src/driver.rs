@@ -198,6 +198,12 @@ impl Groups {
         inner.deliver(None);
     }
 
+    /// What the coordinator holds now and did so far.
+    #[must_use]
+    pub fn stats(&self) -> crate::group::GroupStats {
+        lock(&self.inner).coordinator.stats()
+    }
+
     /// The gateway is shutting down: calls still waiting are answered now (see
     /// [`Coordinator::shutdown`]).
     pub fn shutdown(&self) {

@@ -544,6 +544,20 @@ pub struct Coordinator {
     replies: VecDeque<(ReplyTo, GroupReply)>,
     seed: u64,
     counter: u64,
+    rebalances: u64,
+}
+
+/// What the coordinator holds now and did so far: plain figures, for an adapter to report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GroupStats {
+    /// Groups in each state, in the order of [`GroupState`]'s variants (empty groups are
+    /// forgotten after a while, their committed offsets kept).
+    pub groups: [(GroupState, u64); 5],
+    /// Members of every group together.
+    pub members: u64,
+    /// Rebalances started so far.
+    pub rebalances: u64,
 }
 
 const OK: ErrorCode = ErrorCode::NONE;
@@ -579,7 +593,31 @@ impl Coordinator {
             replies: VecDeque::new(),
             seed,
             counter: 0,
+            rebalances: 0,
         }
+    }
+
+    /// What the coordinator holds now and did so far.
+    #[must_use]
+    pub fn stats(&self) -> GroupStats {
+        let mut stats = GroupStats {
+            groups: [
+                (GroupState::Empty, 0),
+                (GroupState::PreparingRebalance, 0),
+                (GroupState::CompletingRebalance, 0),
+                (GroupState::Stable, 0),
+                (GroupState::Dead, 0),
+            ],
+            members: 0,
+            rebalances: self.rebalances,
+        };
+        for g in self.groups.values() {
+            if let Some((_, n)) = stats.groups.iter_mut().find(|(s, _)| *s == g.state) {
+                *n += 1;
+            }
+            stats.members += g.members.len() as u64;
+        }
+        stats
     }
 
     /// Handles a call at `now`; its reply (now or later) carries `reply_to`.
@@ -983,6 +1021,7 @@ impl Coordinator {
             (g.state == GroupState::Empty).then(|| now + initial_delay.min(timeout));
         g.rebalance_deadline = Some(now + timeout);
         g.state = GroupState::PreparingRebalance;
+        self.rebalances += 1;
         g.pending_sync.clear();
         g.sync_deadline = None;
         g.empty_since = None;

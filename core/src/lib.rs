@@ -28,4 +28,4 @@ pub mod work;
 
 pub use close::CloseReason;
 pub use config::Config;
-pub use connection::Connection;
+pub use connection::{ApiStats, Connection, ConnectionStats};

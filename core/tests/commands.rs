@@ -169,6 +169,42 @@ fn plain_appends_go_out_in_request_order_at_once_and_answers_keep_request_order(
     assert_eq!(produce_offsets(&answered[2].1), [(1, 0, 1)]);
 }
 
+/// The connection counts, per API, requests, their frames' bytes both ways, timeouts and
+/// requests that closed it.
+#[test]
+fn the_connection_counts_what_it_served() {
+    let mut h = Harness::new(Config::default());
+    let request = produce(1, &[0]);
+    let mut frame = BytesMut::new();
+    frame::encode_request(&mut frame, &request, 8, 1, Some("harness")).expect("request");
+    h.send(8, 1, &request);
+    let cmds = h.commands();
+    h.complete(cmds[0].0, appended(0));
+    let mut out = BytesMut::new();
+    while let Some(b) = h.conn.poll_transmit() {
+        out.extend_from_slice(&b);
+    }
+    h.send(8, 2, &produce(1, &[0]));
+    h.advance(Duration::from_secs(30));
+    h.send(8, 3, &produce(0, &[0]));
+    let cmds = h.commands();
+    let failed = Outcome::Store(Completion::Append(Err(BackendError::UnknownTopic(
+        TopicRef::Name("t".into()),
+    ))));
+    h.complete(cmds[cmds.len() - 1].0, failed);
+    let stats = h.conn.stats();
+    assert_eq!(stats.apis.len(), 1);
+    let (key, produce) = stats.apis[0];
+    assert_eq!(key, ApiKey::Produce);
+    assert_eq!(
+        (produce.requests, produce.timed_out, produce.closed),
+        (3, 1, 1)
+    );
+    assert_eq!(produce.bytes_in, 3 * frame.len() as u64);
+    assert!(produce.bytes_out > out.len() as u64, "two answers");
+    assert_eq!(stats.total(), produce);
+}
+
 fn idempotent_produce(sequence: i32) -> Request {
     let b = RecordBatch {
         producer_id: 7,

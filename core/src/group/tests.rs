@@ -541,3 +541,37 @@ fn a_follower_told_to_rejoin_while_it_waited_to_sync_gets_a_new_session() {
     h.advance(Duration::from_secs(9));
     assert!(h.state().members.contains(&b));
 }
+
+/// The coordinator counts its groups by state, their members and the rebalances it began.
+#[test]
+fn the_coordinator_counts_groups_members_and_rebalances() {
+    let mut h = Harness::new();
+    let count = |h: &Harness, state: GroupState| {
+        let stats = h.c.stats();
+        stats
+            .groups
+            .iter()
+            .find(|(s, _)| *s == state)
+            .map(|(_, n)| *n)
+    };
+    assert_eq!(h.c.stats().rebalances, 0);
+    assert_eq!(h.c.stats().members, 0);
+    let (id, _) = h.join_new();
+    assert_eq!(count(&h, GroupState::PreparingRebalance), Some(1));
+    assert_eq!(h.c.stats().rebalances, 1);
+    h.advance(Duration::from_millis(
+        u64::try_from(REBALANCE_MS).unwrap_or(0),
+    ));
+    assert_eq!(count(&h, GroupState::CompletingRebalance), Some(1));
+    let to = h.sync(&id, 1, vec![(id.clone(), Bytes::from_static(b"a"))]);
+    assert_eq!(synced(h.reply_to(to)).error, ErrorCode::NONE);
+    let stats = h.c.stats();
+    assert_eq!(count(&h, GroupState::Stable), Some(1));
+    assert_eq!((stats.members, stats.rebalances), (1, 1));
+    // A second member makes the group rebalance again.
+    let _ = h.join_new();
+    let stats = h.c.stats();
+    assert_eq!((stats.members, stats.rebalances), (2, 2));
+    assert_eq!(count(&h, GroupState::PreparingRebalance), Some(1));
+    assert_eq!(stats.groups.iter().map(|(_, n)| n).sum::<u64>(), 1);
+}

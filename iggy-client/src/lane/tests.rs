@@ -166,6 +166,37 @@ fn a_refused_login_fails_what_waits() {
         Some(Err(Failure::Lost(SessionError::LoginRefused(42))))
     );
     assert!(!d.has_session());
+    assert_eq!(lanes.login_refused(), Some(SessionError::LoginRefused(42)));
+}
+
+/// The lanes count answers (and refusals among them) with Iggy's time to give them, calls
+/// lost without an answer, logins and failed connection attempts.
+#[test]
+fn lanes_count_what_they_did() {
+    let now = Instant::now();
+    let lanes = Arc::new(Lanes::new(2));
+    let mut d = up(&lanes, now);
+    assert_eq!(lanes.stats().logins, 1);
+    assert_eq!(lanes.stats().up, 1);
+    let mut ok = lanes.call(0, GET_STREAM_CODE, Bytes::new());
+    d.pump(now);
+    let (h, _) = request(&mut d);
+    d.handle_input(&reply_to(&h, 0, b"ok"), now + Duration::from_millis(3));
+    let mut refused = lanes.call(0, GET_STREAM_CODE, Bytes::new());
+    d.pump(now);
+    let (h, _) = request(&mut d);
+    d.handle_input(&reply_to(&h, 1010, &[]), now + Duration::from_millis(1));
+    let mut lost = lanes.call(0, GET_STREAM_CODE, Bytes::new());
+    d.pump(now);
+    d.handle_closed(now);
+    assert!(poll(&mut ok).is_some() && poll(&mut refused).is_some() && poll(&mut lost).is_some());
+    d.connect_failed("refused", now);
+    let stats = lanes.stats();
+    assert_eq!((stats.answered, stats.refused, stats.lost), (2, 1, 1));
+    assert_eq!(stats.service_time, Duration::from_millis(4));
+    assert_eq!(stats.slowest, Duration::from_millis(3));
+    assert_eq!((stats.logins, stats.connect_failures, stats.up), (1, 1, 0));
+    assert_eq!(lanes.login_refused(), None);
 }
 
 #[test]
