@@ -150,19 +150,70 @@ pub struct Limits {
     pub max_retention_bytes: Option<i64>,
 }
 
+/// Why a topic config change cannot be applied: what Kafka reports as `INVALID_CONFIG`,
+/// with this as its message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Kafka has no topic config of this name.
+    #[error("unknown topic config name: {0}")]
+    Unknown(String),
+    /// The value does not parse, or is below the config's minimum.
+    #[error("invalid value {value:?} for {name}")]
+    Invalid {
+        /// The config.
+        name: &'static str,
+        /// The value given.
+        value: String,
+    },
+    /// The value is outside what the field can hold.
+    #[error("{name} {value} is out of range")]
+    OutOfRange {
+        /// The config.
+        name: &'static str,
+        /// The value given.
+        value: i64,
+    },
+    /// `retention.bytes` above what the backend can keep.
+    #[error("retention.bytes {value} exceeds the backend's limit of {max} bytes per partition")]
+    RetentionTooLarge {
+        /// The value given.
+        value: i64,
+        /// The backend's limit.
+        max: i64,
+    },
+    /// `message.timestamp.type` other than Kafka's two.
+    #[error("invalid message.timestamp.type {0:?}: expected CreateTime or LogAppendTime")]
+    TimestampType(String),
+    /// A `cleanup.policy` other than `delete`.
+    #[error(
+        "cleanup.policy {0:?} is not supported: the gateway's backends do not compact, only \"delete\" is"
+    )]
+    CleanupPolicy(String),
+    /// A config the gateway accepts only at its default.
+    #[error("{name} is not supported by the gateway; only its default {default:?} is accepted")]
+    OnlyDefault {
+        /// The config.
+        name: &'static str,
+        /// Its default.
+        default: &'static str,
+    },
+}
+
 /// Applies one change (`None` restores the default) to `config`, or says why it cannot.
 ///
 /// # Errors
-/// A message for `INVALID_CONFIG`.
+/// Why, for `INVALID_CONFIG`.
 pub fn apply(
     config: &mut TopicConfig,
     name: &str,
     value: Option<&str>,
     limits: Limits,
-) -> Result<(), String> {
+) -> Result<(), ConfigError> {
     let Some(def) = definition(name) else {
-        return Err(format!("unknown topic config name: {name}"));
+        return Err(ConfigError::Unknown(name.to_owned()));
     };
+    let name = def.name;
     let Some(value) = value else {
         match name {
             RETENTION_MS => config.retention_ms = None,
@@ -182,9 +233,7 @@ pub fn apply(
             let v = parse_long(name, value, -1)?;
             if let Some(max) = limits.max_retention_bytes {
                 if v == -1 || v > max {
-                    return Err(format!(
-                        "retention.bytes {v} exceeds the backend's limit of {max} bytes per partition"
-                    ));
+                    return Err(ConfigError::RetentionTooLarge { value: v, max });
                 }
             }
             config.retention_bytes = Some(v);
@@ -192,48 +241,45 @@ pub fn apply(
         MAX_MESSAGE_BYTES => {
             let v = parse_long(name, value, 0)?;
             config.max_message_bytes =
-                Some(i32::try_from(v).map_err(|_| format!("{name} {v} is out of range"))?);
+                Some(i32::try_from(v).map_err(|_| ConfigError::OutOfRange { name, value: v })?);
         }
         TIMESTAMP_TYPE => {
             config.log_append_time = Some(match value {
                 "CreateTime" => false,
                 "LogAppendTime" => true,
-                _ => {
-                    return Err(format!(
-                        "invalid {name} {value:?}: expected CreateTime or LogAppendTime"
-                    ))
-                }
+                _ => return Err(ConfigError::TimestampType(value.to_owned())),
             });
         }
         SEGMENT_BYTES => {
             // Kafka's own floor: a segment holds at least one legacy record's overhead.
             let v = parse_long(name, value, 14)?;
             config.segment_bytes =
-                Some(i32::try_from(v).map_err(|_| format!("{name} {v} is out of range"))?);
+                Some(i32::try_from(v).map_err(|_| ConfigError::OutOfRange { name, value: v })?);
         }
         FLUSH_MESSAGES => config.flush_messages = Some(parse_long(name, value, 1)?),
         CLEANUP_POLICY => {
             if value != "delete" {
-                return Err(format!(
-                    "cleanup.policy {value:?} is not supported: the gateway's backends do not compact, only \"delete\" is"
-                ));
+                return Err(ConfigError::CleanupPolicy(value.to_owned()));
             }
         }
         _ if value == def.default => {}
         _ => {
-            return Err(format!(
-                "{name} is not supported by the gateway; only its default {:?} is accepted",
-                def.default
-            ))
+            return Err(ConfigError::OnlyDefault {
+                name,
+                default: def.default,
+            })
         }
     }
     Ok(())
 }
 
-fn parse_long(name: &str, value: &str, min: i64) -> Result<i64, String> {
+fn parse_long(name: &'static str, value: &str, min: i64) -> Result<i64, ConfigError> {
     match value.parse::<i64>() {
         Ok(v) if v >= min => Ok(v),
-        _ => Err(format!("invalid value {value:?} for {name}")),
+        _ => Err(ConfigError::Invalid {
+            name,
+            value: value.to_owned(),
+        }),
     }
 }
 

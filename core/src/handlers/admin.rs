@@ -139,7 +139,7 @@ fn plan_topic(config: &Config, t: &CreatableTopic) -> Result<(u32, TopicConfig),
             c.value.as_deref(),
             limits(config),
         )
-        .map_err(|m| (ErrorCode::INVALID_CONFIG, m))?;
+        .map_err(|e| (ErrorCode::INVALID_CONFIG, e.to_string()))?;
     }
     Ok((partitions, topic_config))
 }

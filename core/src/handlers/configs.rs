@@ -17,7 +17,7 @@ use crate::protocol::generated::incremental_alter_configs_response::{
     AlterConfigsResourceResponse, IncrementalAlterConfigsResponse,
 };
 use crate::protocol::Response;
-use crate::topic_config::{self, ConfigType};
+use crate::topic_config::{self, ConfigError, ConfigType};
 use crate::work::{Outcome, Work};
 
 const TOPIC: i8 = 2;
@@ -262,7 +262,7 @@ fn alter(
     for (op, change) in changes {
         let bad = |m: String| (ErrorCode::INVALID_CONFIG, m);
         let def = topic_config::definition(&change.name)
-            .ok_or_else(|| bad(format!("unknown topic config name: {}", change.name)))?;
+            .ok_or_else(|| bad(ConfigError::Unknown(change.name.to_string()).to_string()))?;
         let value = match *op {
             SET => Some(
                 change
@@ -304,7 +304,7 @@ fn alter(
             }
         };
         topic_config::apply(&mut next, &change.name, value.as_deref(), limits(config))
-            .map_err(bad)?;
+            .map_err(|e| bad(e.to_string()))?;
     }
     Ok(next)
 }
