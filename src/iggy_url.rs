@@ -1,17 +1,25 @@
 //! `--iggy` URLs: `iggy://USER:PASSWORD@HOST:PORT`, or `iggy://TOKEN@HOST:PORT` for a
 //! personal access token (Iggy's own connection strings; `iggy+tcp://` is accepted too).
+//! A cluster's nodes may be listed, `iggy://USER:PASSWORD@HOST1:PORT1,HOST2:PORT2`; one is
+//! enough, the others are learned from it.
 
 use iggy_kafka_iggy_client::Credentials;
 
-/// Where the Iggy server is and who logs in.
+/// Where the Iggy server (or the cluster's nodes) are and who logs in.
 pub(crate) struct IggyUrl {
-    pub(crate) address: String,
+    /// `host:port` each, at least one.
+    pub(crate) addresses: Vec<String>,
     pub(crate) credentials: Credentials,
 }
 
 impl std::fmt::Debug for IggyUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "iggy://{:?}@{}", self.credentials, self.address)
+        write!(
+            f,
+            "iggy://{:?}@{}",
+            self.credentials,
+            self.addresses.join(",")
+        )
     }
 }
 
@@ -49,18 +57,21 @@ pub(crate) fn parse(url: &str) -> Result<IggyUrl, String> {
     let (userinfo, host) = rest.rsplit_once('@').ok_or(
         "--iggy needs credentials: iggy://USER:PASSWORD@HOST:PORT or iggy://TOKEN@HOST:PORT",
     )?;
-    let host = host.split(['/', '?']).next().unwrap_or_default();
-    if host.is_empty() {
-        return Err("--iggy needs a host".into());
+    let hosts = host.split(['/', '?']).next().unwrap_or_default();
+    let mut addresses = Vec::new();
+    for host in hosts.split(',') {
+        if host.is_empty() {
+            return Err("--iggy needs a host (HOST:PORT, or several separated by commas)".into());
+        }
+        let port = host.rsplit_once(':').filter(|(h, _)| !h.ends_with(':'));
+        addresses.push(match port {
+            Some((_, p)) if p.parse::<u16>().is_ok_and(|p| p > 0) => host.to_owned(),
+            Some((_, p)) if !p.contains(']') => {
+                return Err(format!("--iggy has a bad port {p:?}: expected 1 to 65535"))
+            }
+            _ => format!("{host}:{DEFAULT_PORT}"),
+        });
     }
-    let has_port = host
-        .rsplit_once(':')
-        .is_some_and(|(h, p)| !h.ends_with(':') && p.parse::<u16>().is_ok());
-    let address = if has_port {
-        host.to_owned()
-    } else {
-        format!("{host}:{DEFAULT_PORT}")
-    };
     let credentials = match userinfo.split_once(':') {
         Some((user, password)) => {
             let username = percent_decode(user)?;
@@ -76,7 +87,7 @@ pub(crate) fn parse(url: &str) -> Result<IggyUrl, String> {
         None => return Err("--iggy has empty credentials".into()),
     };
     Ok(IggyUrl {
-        address,
+        addresses,
         credentials,
     })
 }
@@ -89,7 +100,7 @@ mod tests {
     #[test]
     fn users_tokens_ports_and_escapes() {
         let u = parse("iggy://iggy:p%40ss@localhost:8091").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(u.address, "localhost:8091");
+        assert_eq!(u.addresses, ["localhost:8091"]);
         match &u.credentials {
             Credentials::User { username, password } => {
                 assert_eq!(username, "iggy");
@@ -99,12 +110,12 @@ mod tests {
         }
         assert!(!format!("{u:?}").contains("p@ss"));
         let t = parse("iggy+tcp://iggypat-123@10.0.0.1/").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(t.address, "10.0.0.1:8090");
+        assert_eq!(t.addresses, ["10.0.0.1:8090"]);
         assert!(
             matches!(&t.credentials, Credentials::Token(s) if s.expose_secret() == "iggypat-123")
         );
         let b64 = parse("iggy://D9Du/Rw2+Kj1BnT=@h:1?x").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(b64.address, "h:1");
+        assert_eq!(b64.addresses, ["h:1"]);
         assert!(
             matches!(&b64.credentials, Credentials::Token(s) if s.expose_secret() == "D9Du/Rw2+Kj1BnT=")
         );
@@ -113,5 +124,16 @@ mod tests {
         assert!(parse("iggy://:pw@h:1").is_err());
         let e = parse("iggy://user:secret%zz@h:1").err().unwrap_or_default();
         assert!(!e.contains("secret"), "{e}");
+        // A cluster's nodes, the port defaulted where it is left out.
+        let c = parse("iggy://iggy:iggy@127.0.0.1:8090,127.0.0.2,[::1]:9000")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.addresses,
+            ["127.0.0.1:8090", "127.0.0.2:8090", "[::1]:9000"]
+        );
+        assert!(parse("iggy://iggy:iggy@a:1,,b:2").is_err());
+        let bad = parse("iggy://iggy:iggy@h:99999").err().unwrap_or_default();
+        assert!(bad.contains("bad port"), "{bad}");
+        assert!(parse("iggy://iggy:iggy@h:0").is_err());
     }
 }

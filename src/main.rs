@@ -20,7 +20,7 @@ use iggy_kafka_core::group::{Coordinator, GroupConfig};
 use iggy_kafka_core::Config;
 use iggy_kafka_embedded::{EmbeddedStore, StoreConfig};
 use iggy_kafka_iggy::{IggyBackend, IggyConfig};
-use iggy_kafka_iggy_client::{Lanes, SessionConfig};
+use iggy_kafka_iggy_client::{Lanes, Nodes, SessionConfig};
 
 mod iggy_url;
 
@@ -256,7 +256,6 @@ enum Plan {
     Embedded(EmbeddedStore),
     Iggy {
         lanes: Arc<Lanes>,
-        address: String,
         session: SessionConfig,
         config: IggyConfig,
     },
@@ -267,18 +266,17 @@ enum Plan {
 async fn start(
     plan: Plan,
     coordinator: Coordinator,
-    spawn_lanes: impl FnOnce(&Arc<Lanes>, &str, &SessionConfig),
+    spawn_lanes: impl FnOnce(&Arc<Lanes>, &SessionConfig),
     clock: Arc<dyn iggy_kafka_iggy_client::Clock>,
 ) -> std::io::Result<Arc<Shared>> {
     let backend: Arc<dyn Backend> = match plan {
         Plan::Embedded(store) => Arc::new(store),
         Plan::Iggy {
             lanes,
-            address,
             session,
             config,
         } => {
-            spawn_lanes(&lanes, &address, &session);
+            spawn_lanes(&lanes, &session);
             Arc::new(connect_iggy(lanes, clock, config).await?)
         }
     };
@@ -367,7 +365,7 @@ fn main() -> ExitCode {
             c
         })),
         Some(url) => {
-            tracing::info!(server = %url.address, "using the Iggy backend");
+            tracing::info!(server = %url.addresses.join(","), "using the Iggy backend");
             let mut config = IggyConfig::default();
             config.stream = args.stream.clone();
             config.create_stream = args.iggy_create_stream;
@@ -375,8 +373,10 @@ fn main() -> ExitCode {
             config.poll_interval = Duration::from_millis(args.iggy_poll_interval_ms.max(1));
             config.seed = seed;
             Plan::Iggy {
-                lanes: Arc::new(Lanes::new(args.iggy_connections.max(1))),
-                address: url.address,
+                lanes: Arc::new(Lanes::new(
+                    args.iggy_connections.max(1),
+                    Nodes::new(url.addresses),
+                )),
                 session: SessionConfig {
                     credentials: url.credentials,
                     // A new client to the server's deduplication each run.
@@ -435,8 +435,8 @@ fn main() -> ExitCode {
             start(
                 plan,
                 coordinator,
-                move |lanes: &Arc<Lanes>, address: &str, session: &SessionConfig| {
-                    iggy_kafka_smol::spawn_iggy_lanes(&ex, lanes, address, session);
+                move |lanes: &Arc<Lanes>, session: &SessionConfig| {
+                    iggy_kafka_smol::spawn_iggy_lanes(&ex, lanes, session);
                 },
                 Arc::new(iggy_kafka_smol::SmolRuntime),
             )

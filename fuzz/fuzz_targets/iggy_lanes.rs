@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use arbitrary::Arbitrary;
 use bytes::Bytes;
 use iggy_kafka_iggy_client::testing::frames::{self, login_ok, reply};
-use iggy_kafka_iggy_client::{Credentials, LaneDriver, Lanes, PendingCall, SessionConfig};
+use iggy_kafka_iggy_client::{Credentials, LaneDriver, Lanes, Nodes, PendingCall, SessionConfig};
 use libfuzzer_sys::fuzz_target;
 
 const LANES: usize = 3;
@@ -165,7 +165,7 @@ impl World {
 
 fuzz_target!(|steps: Vec<Step>| {
     let now = Instant::now();
-    let lanes = Arc::new(Lanes::new(LANES));
+    let lanes = Arc::new(Lanes::new(LANES, Nodes::new(["127.0.0.1:8090".to_owned()])));
     let config = SessionConfig {
         credentials: Credentials::User {
             username: "u".into(),

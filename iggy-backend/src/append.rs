@@ -11,6 +11,7 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use iggy_kafka_core::backend::{Appended, BackendError, ProducerBatch};
 use iggy_kafka_core::message::MessageList;
 use iggy_kafka_iggy_client::protocol::codes::SEND_MESSAGES_CODE;
@@ -18,10 +19,8 @@ use iggy_kafka_iggy_client::protocol::responses::messages::SendMessagesResponse;
 use iggy_kafka_iggy_client::protocol::{WireDecode, WirePollingStrategy};
 use iggy_kafka_iggy_client::{Failure, PendingCall};
 
-use crate::calls::timed_reply;
 use crate::catalog::Catalog;
 use crate::partition::{Doubt, PartitionState};
-use crate::placement::Kind;
 use crate::read::{Reads, SCAN_POLL_BYTES};
 use crate::sync::lock;
 use crate::wire::{self, named};
@@ -39,11 +38,13 @@ pub(crate) struct Appends {
     next_producer_id: AtomicI64,
 }
 
-/// An append queued on a lane.
+/// An append queued on a lane, with its request (sent again on another node's lanes
+/// should this node not take the partition's writes).
 pub(crate) struct Queued {
     state: Arc<PartitionState>,
     lane: usize,
     call: PendingCall,
+    body: Bytes,
 }
 
 impl Appends {
@@ -83,10 +84,16 @@ impl Appends {
         };
         let body = wire::send_messages(calls.stream(), &named(topic)?, partition, messages, ids)?;
         let state = catalog.partition(topic, partition);
-        let (lane, call) = state
-            .route
-            .append(calls, (topic, partition), SEND_MESSAGES_CODE, body);
-        Ok(Queued { state, lane, call })
+        let (lane, call) =
+            state
+                .route
+                .append(calls, (topic, partition), SEND_MESSAGES_CODE, body.clone());
+        Ok(Queued {
+            state,
+            lane,
+            call,
+            body,
+        })
     }
 
     /// Waits for the reply to an append of `count` messages and reports where it landed.
@@ -101,11 +108,21 @@ impl Appends {
         queued: Queued,
     ) -> Result<Appended, BackendError> {
         let (topic, partition) = at;
-        let Queued { state, lane, call } = queued;
-        let (result, service) = timed_reply(SEND_MESSAGES_CODE, call).await;
-        state
+        let Queued {
+            state,
+            lane,
+            call,
+            body,
+        } = queued;
+        let (result, _) = state
             .route
-            .answered(catalog.calls(), at, lane, Kind::Append, service);
+            .settle(
+                catalog.calls(),
+                at,
+                (SEND_MESSAGES_CODE, &body),
+                (lane, call),
+            )
+            .await;
         let reply = match result {
             Ok(r) => r,
             Err(f) => {

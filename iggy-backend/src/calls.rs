@@ -4,8 +4,15 @@
 //! appends. A partition's requests go down the lane its [`PartitionRoute`] chooses (the one
 //! Iggy answers it fastest on, see [`crate::placement`]); when the lane changes, the next
 //! append waits for the last one on the old lane, so that a partition's appends reach Iggy
-//! in the order they were issued. Administration and committed offsets are spread over the
-//! lanes by name, so that one busy partition's lane does not hold every admin request.
+//! in the order they were issued. Administration is spread over the lanes that follow the
+//! cluster's primary by name, so that one busy partition's lane does not hold every admin
+//! request.
+//!
+//! In an Iggy cluster each partition replicates on its own, and its primary is not always
+//! the cluster's: a node that is not the partition's primary refuses its writes ("not
+//! admitted"). A partition's route then moves it to the lanes of the next node
+//! ([`iggy_kafka_iggy_client::Lanes::group`]) and sends the write again there, until a node
+//! takes it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -57,19 +64,32 @@ impl Calls {
         &self.stream
     }
 
-    /// Sends Iggy command `code` on `lane` and waits for the reply.
+    /// Sends Iggy command `code` on lane `lane` of those that follow the cluster's primary,
+    /// and waits for the reply.
     pub(crate) async fn call(
         &self,
         lane: usize,
         code: u32,
         payload: Bytes,
     ) -> Result<Bytes, Failure> {
-        reply(code, self.lanes.call(lane, code, payload)).await
+        reply(
+            code,
+            self.lanes.call(self.primary_lane(lane), code, payload),
+        )
+        .await
     }
 
-    /// Queues a request whose reply nobody awaits (it is sent all the same, in lane order).
+    /// Queues a request whose reply nobody awaits on lane `lane` of those that follow the
+    /// cluster's primary (it is sent all the same, in lane order).
     pub(crate) fn send_detached(&self, lane: usize, code: u32, payload: Bytes) {
-        self.lanes.send_detached(lane, code, payload);
+        self.lanes
+            .send_detached(self.primary_lane(lane), code, payload);
+    }
+
+    /// Lane `lane` (modulo their count) of those that follow the cluster's primary.
+    fn primary_lane(&self, lane: usize) -> usize {
+        let primary = self.lanes.group(0);
+        primary.start + lane % primary.len()
     }
 
     /// The first of `n` fresh Iggy message ids.
@@ -115,13 +135,41 @@ pub(crate) fn admin_lane(name: &str) -> usize {
     lane_of(name, u32::MAX)
 }
 
+/// Whether every lane of group `g` is down (its node refused or dropped the connection).
+fn group_down(calls: &Calls, g: usize) -> bool {
+    calls
+        .lanes
+        .group(g)
+        .all(|l| calls.lanes.lane(l).generation().is_none())
+}
+
+impl Route {
+    /// Serves the partition from group `g` from now on, its lane chosen anew.
+    fn move_to(&mut self, calls: &Calls, g: usize, (topic, partition): (&str, u32), why: &str) {
+        let to = calls.lanes.group_node(g).unwrap_or("the cluster's primary");
+        if std::mem::replace(&mut self.moving, true) {
+            tracing::debug!(%topic, partition, to, why, "the partition's writes move to another Iggy node");
+        } else {
+            tracing::info!(%topic, partition, to, why, "the partition's writes move to another Iggy node until one takes them");
+        }
+        self.group = g;
+        self.placement = Placement::new(calls.lanes.group(g).len(), lane_of(topic, partition));
+    }
+}
+
 /// Which lane serves a partition's appends and reads, set at its first request.
 #[derive(Default)]
 pub(crate) struct PartitionRoute(Mutex<Option<Route>>);
 
 /// A partition's lane, and its last append, which an append on another lane must wait for.
 struct Route {
+    /// Which of `group`'s lanes.
     placement: Placement,
+    /// The group of lanes (a node, or the cluster's primary) the partition is served by.
+    group: usize,
+    /// Whether the partition is moving between nodes since its last answered write: only
+    /// the first move is told at info.
+    moving: bool,
     last_append: Option<(usize, Predecessor)>,
 }
 
@@ -132,14 +180,22 @@ impl PartitionRoute {
         &self,
         calls: &Calls,
         (topic, partition): (&str, u32),
-        f: impl FnOnce(&mut Route, &dyn Fn(usize) -> Option<u64>) -> R,
+        f: impl FnOnce(&mut Route, usize, &dyn Fn(usize) -> Option<u64>) -> R,
     ) -> R {
         let mut route = lock(&self.0);
         let route = route.get_or_insert_with(|| Route {
-            placement: Placement::new(calls.lanes.len(), lane_of(topic, partition)),
+            placement: Placement::new(calls.lanes.group(0).len(), lane_of(topic, partition)),
+            group: 0,
+            moving: false,
             last_append: None,
         });
-        f(route, &|l| calls.lanes.lane(l).generation())
+        if route.group != 0 && group_down(calls, route.group) {
+            // Its node is gone: the cluster elects the partition another primary, most
+            // likely the cluster's own; refusals there move it on.
+            route.move_to(calls, 0, (topic, partition), "its node is down");
+        }
+        let first = calls.lanes.group(route.group).start;
+        f(route, first, &|l| calls.lanes.lane(first + l).generation())
     }
 
     /// Queues an append (Iggy command `code`) on the partition's lane, after the partition's
@@ -151,8 +207,8 @@ impl PartitionRoute {
         code: u32,
         body: Bytes,
     ) -> (usize, PendingCall) {
-        self.with(calls, at, |route, generation| {
-            let lane = route.placement.route(generation);
+        self.with(calls, at, |route, first, generation| {
+            let lane = first + route.placement.route(generation);
             let after = match &route.last_append {
                 Some((last, p)) if *last != lane => Some(p.clone()),
                 _ => None,
@@ -165,9 +221,61 @@ impl PartitionRoute {
 
     /// The lane for the partition's next poll.
     pub(crate) fn read_lane(&self, calls: &Calls, at: (&str, u32)) -> usize {
-        self.with(calls, at, |route, generation| {
-            route.placement.route(generation)
+        self.with(calls, at, |route, first, generation| {
+            first + route.placement.route(generation)
         })
+    }
+
+    /// Waits for the answer to a write of `body` (Iggy command `code`) already queued as
+    /// `sent`; while nodes refuse it, moves the partition to the next node's lanes and sends
+    /// it again there, once round them all and once more (the lanes that follow the
+    /// cluster's primary look for it again after a refusal). Returns the answer, with Iggy's
+    /// time to give it.
+    pub(crate) async fn settle(
+        &self,
+        calls: &Calls,
+        at: (&str, u32),
+        (code, body): (u32, &Bytes),
+        sent: (usize, PendingCall),
+    ) -> (Result<Bytes, Failure>, Option<Duration>) {
+        let (mut lane, mut call) = sent;
+        let mut moves = 0;
+        loop {
+            let (result, service) = timed_reply(code, call).await;
+            if result != Err(Failure::NotAdmitted) {
+                self.answered(calls, at, lane, Kind::Append, service);
+                if let Some(route) = lock(&self.0).as_mut() {
+                    route.moving = false;
+                }
+                return (result, service);
+            }
+            // A refusal is no measure of the lane: the trial leaves it out.
+            self.answered(calls, at, lane, Kind::Append, None);
+            if moves > calls.lanes.groups() {
+                return (result, service);
+            }
+            moves += 1;
+            self.refused(calls, at);
+            (lane, call) = self.append(calls, at, code, body.clone());
+        }
+    }
+
+    /// The partition's node refuses its writes: it moves to the lanes of the next node.
+    fn refused(&self, calls: &Calls, (topic, partition): (&str, u32)) {
+        let mut route = lock(&self.0);
+        let Some(route) = route.as_mut() else {
+            return;
+        };
+        let groups = calls.lanes.groups();
+        if groups == 1 {
+            return;
+        }
+        // The next group whose node is up (the primary's lanes count as up: they move).
+        let next = (1..groups)
+            .map(|step| (route.group + step) % groups)
+            .find(|&g| g == 0 || !group_down(calls, g))
+            .unwrap_or(0);
+        route.move_to(calls, next, (topic, partition), "a node refused its write");
     }
 
     /// Iggy answered a request of `kind` on `lane` for the partition in `service`.
@@ -183,8 +291,17 @@ impl PartitionRoute {
         let Some(route) = route.as_mut() else {
             return;
         };
-        let generation = |l| calls.lanes.lane(l).generation();
-        if let Some(d) = route.placement.answered(lane, kind, service, generation) {
+        let group = calls.lanes.group(route.group);
+        if !group.contains(&lane) {
+            // Sent before the partition moved to another group.
+            return;
+        }
+        let first = group.start;
+        let generation = |l| calls.lanes.lane(first + l).generation();
+        if let Some(d) = route
+            .placement
+            .answered(lane - first, kind, service, generation)
+        {
             tracing::debug!(
                 %topic, partition, lane = d.lane, by = ?d.kind, quartiles_us = ?d.quartiles,
                 clear = d.clear, "lane chosen by Iggy's answer times"

@@ -265,12 +265,15 @@ impl Log<'_> {
                 &messages,
                 ids,
             )?;
-            let reply = self
-                .catalog
-                .calls()
-                .call(admin_lane(&topic), SEND_MESSAGES_CODE, body)
-                .await
-                .map_err(|f| backend_error(f, &topic, Some(0)))?;
+            // Routed as any partition's appends: in a cluster, the log's partition may have
+            // a primary of its own.
+            let calls = self.catalog.calls();
+            let route = &self.catalog.partition(&topic, 0).route;
+            let sent = route.append(calls, (&topic, 0), SEND_MESSAGES_CODE, body.clone());
+            let (reply, _) = route
+                .settle(calls, (&topic, 0), (SEND_MESSAGES_CODE, &body), sent)
+                .await;
+            let reply = reply.map_err(|f| backend_error(f, &topic, Some(0)))?;
             let at = SendMessagesResponse::decode(&reply)
                 .ok()
                 .and_then(|(r, _)| r.confirmations.first().map(|c| c.base_offset));

@@ -21,7 +21,7 @@ use iggy_kafka_iggy_client::protocol::{
 };
 use iggy_kafka_iggy_client::Failure;
 
-use crate::calls::timed_reply;
+use crate::calls::{reply, timed_reply};
 use crate::catalog::Catalog;
 use crate::partition::{AheadReply, Held, PartitionState, ReadAhead, READ_AHEAD_FOR};
 use crate::placement::Kind;
@@ -113,7 +113,11 @@ impl Reads {
             // limit), and teaches the estimate for the next reads.
             tracing::debug!(%topic, partition, count, size, "poll reply too large: polling one");
             let request = poll_request(calls.stream(), topic, partition, strategy, 1)?;
-            result = calls.call(lane, POLL_MESSAGES_CODE, request).await;
+            result = reply(
+                POLL_MESSAGES_CODE,
+                calls.lanes().call(lane, POLL_MESSAGES_CODE, request),
+            )
+            .await;
         }
         match result {
             Ok(r) => Ok(r),

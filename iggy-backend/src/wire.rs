@@ -74,6 +74,8 @@ pub(crate) mod code {
 pub(crate) fn backend_error(failure: Failure, topic: &str, partition: Option<u32>) -> BackendError {
     let code = match failure {
         Failure::Lost(e) => return BackendError::Unavailable(format!("iggy: {e}")),
+        // The lanes send such a request again elsewhere; should one surface, it is retriable.
+        Failure::NotAdmitted => return BackendError::Unavailable(format!("iggy: {failure}")),
         Failure::TooLarge(_) => return BackendError::Other(format!("{failure}")),
         Failure::Status(code) => code,
     };

@@ -52,20 +52,20 @@ pub trait Runtime: Send + Sync + 'static {
     fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send;
 }
 
-/// The futures that keep each lane of `lanes` connected to the Iggy server at `address`
-/// (with the lane driver's backoff), each in a tracing span naming its lane. They never end
-/// on their own: the adapter spawns them and drops them when it stops.
+/// The futures that keep each lane of `lanes` connected to Iggy (to the node its driver
+/// picks from [`Lanes::nodes`], with the driver's backoff), each in a tracing span naming
+/// its lane. They never end on their own: the adapter spawns them and drops them when it
+/// stops.
 pub fn lane_tasks<R: Runtime + Clone>(
     runtime: &R,
     lanes: &Arc<Lanes>,
-    address: &str,
     config: &SessionConfig,
 ) -> Vec<impl Future<Output = ()> + Send + 'static> {
     (0..lanes.len())
         .map(|index| {
             let driver = LaneDriver::new(Arc::clone(lanes), index, config.clone(), Instant::now());
             let span = tracing::info_span!("iggy", lane = index);
-            run_lane(runtime.clone(), driver, address.to_owned()).instrument(span)
+            run_lane(runtime.clone(), driver).instrument(span)
         })
         .collect()
 }
@@ -76,9 +76,10 @@ enum Woken {
     Timeout,
 }
 
-async fn run_lane<R: Runtime>(runtime: R, mut d: LaneDriver, address: String) {
+async fn run_lane<R: Runtime>(runtime: R, mut d: LaneDriver) {
     loop {
         runtime.sleep_until(d.connect_at()).await;
+        let address = d.next_address().to_owned();
         let mut stream = match runtime.connect(&address).await {
             Ok(s) => s,
             Err(e) => {

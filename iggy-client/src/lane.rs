@@ -38,18 +38,32 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use iggy_binary_protocol::codes::GET_CLUSTER_METADATA_CODE;
+use iggy_binary_protocol::consensus::Operation;
+use iggy_binary_protocol::responses::system::get_cluster_metadata::ClusterMetadataResponse;
+use iggy_binary_protocol::WireDecode;
+
+use crate::nodes::{Nodes, Placement};
 use crate::session::{Event, Failure, Session, SessionConfig, SessionError};
+use crate::sync::lock;
 
 /// The first pause after a failed connection; it doubles up to [`MAX_BACKOFF`].
 pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest pause between connection attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Pause between asks for the cluster's primary while it has none (an election).
+pub const LEADER_POLL: Duration = Duration::from_millis(250);
+/// How long a lane waits for an election to name a primary before it serves anyway.
+pub const LEADER_WAIT: Duration = Duration::from_secs(5);
+/// Moves to another node in a row, after logins that named it primary, before a lane stays
+/// where it is (two nodes each naming the other would otherwise bounce it for ever).
+const MAX_REDIRECTS: u32 = 3;
 
 #[derive(Default)]
 struct SlotState {
@@ -93,10 +107,6 @@ impl Drop for Slot {
             lanes.lane(index).changed.notify(usize::MAX);
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The reply to a queued call.
@@ -223,6 +233,13 @@ impl std::fmt::Debug for Lane {
 }
 
 impl Lane {
+    /// Puts a call whose request was not applied back at the front of the queue, to be
+    /// sent again on the next session.
+    fn requeue(&self, call: Call) {
+        lock(&self.state).calls.push_front(call);
+        self.changed.notify(usize::MAX);
+    }
+
     fn new() -> Self {
         Self {
             state: Mutex::new(LaneState {
@@ -349,7 +366,10 @@ impl Lane {
             (Err(Failure::Lost(_)), _) | (_, None) => st.stats.lost += 1,
             (outcome, Some(service)) => {
                 st.stats.answered += 1;
-                st.stats.refused += u64::from(matches!(outcome, Err(Failure::Status(_))));
+                st.stats.refused += u64::from(matches!(
+                    outcome,
+                    Err(Failure::Status(_) | Failure::NotAdmitted)
+                ));
                 st.stats.service_time += service;
                 st.stats.slowest = st.stats.slowest.max(service);
             }
@@ -361,19 +381,77 @@ impl Lane {
     }
 }
 
-/// The lanes of a pool.
+/// The lanes of a pool, and the nodes they connect to, in groups of the same size.
+///
+/// Group 0 follows the cluster's primary (every lane of a single server's pool is in it):
+/// metadata requests go there. In a cluster whose nodes were all given, each node also
+/// has a group of lanes that stay on it: a partition's primary is not always the cluster's
+/// (each partition replicates on its own, and Iggy reports only the cluster's primary), so
+/// a partition whose writes the primary refuses is moved by the caller to the lanes of
+/// another node ([`Lanes::group`]).
 #[derive(Debug)]
 pub struct Lanes {
     lanes: Vec<Lane>,
+    nodes: Nodes,
+    per_group: usize,
+    /// The node each group after the first stays on.
+    pinned: Vec<String>,
 }
 
 impl Lanes {
-    /// `count` lanes (at least one).
+    /// `per_group` lanes (at least one) following the primary of `nodes`; and, when
+    /// `nodes` holds several addresses, as many on each of them.
     #[must_use]
-    pub fn new(count: usize) -> Self {
+    pub fn new(per_group: usize, nodes: Nodes) -> Self {
+        let per_group = per_group.max(1);
+        let addresses = nodes.addresses();
+        let pinned = if addresses.len() > 1 {
+            addresses
+        } else {
+            Vec::new()
+        };
         Self {
-            lanes: (0..count.max(1)).map(|_| Lane::new()).collect(),
+            lanes: (0..per_group * (1 + pinned.len()))
+                .map(|_| Lane::new())
+                .collect(),
+            nodes,
+            per_group,
+            pinned,
         }
+    }
+
+    /// How many groups of lanes there are: one following the primary, and one per node a
+    /// cluster's pool was given.
+    #[must_use]
+    pub fn groups(&self) -> usize {
+        1 + self.pinned.len()
+    }
+
+    /// The lanes of group `g` (modulo the count).
+    #[must_use]
+    pub fn group(&self, g: usize) -> std::ops::Range<usize> {
+        let start = (g % self.groups()) * self.per_group;
+        start..start + self.per_group
+    }
+
+    /// The node group `g`'s lanes stay on; `None` for group 0, which follows the primary.
+    #[must_use]
+    pub fn group_node(&self, g: usize) -> Option<&str> {
+        (g % self.groups())
+            .checked_sub(1)
+            .and_then(|i| self.pinned.get(i))
+            .map(String::as_str)
+    }
+
+    /// The node lane `index` stays on, if it is not one that follows the primary.
+    fn pinned_to(&self, index: usize) -> Option<&str> {
+        self.group_node((index % self.lanes.len()) / self.per_group)
+    }
+
+    /// The nodes the lanes connect to.
+    #[must_use]
+    pub fn nodes(&self) -> &Nodes {
+        &self.nodes
     }
 
     /// How many lanes there are.
@@ -440,25 +518,59 @@ impl Lanes {
     }
 }
 
-/// Drives one lane's connection: sessions, reconnection with backoff, calls and replies.
+/// Drives one lane's connection: sessions, the node to connect to, reconnection with
+/// backoff, calls and replies.
 #[derive(Debug)]
 pub struct LaneDriver {
     lanes: Arc<Lanes>,
     index: usize,
     config: SessionConfig,
     session: Option<Session>,
+    /// The node dialed last, or connected to.
+    address: String,
+    phase: Phase,
     /// The call in flight, and when it was written.
-    current: Option<(Arc<Slot>, Instant)>,
+    current: Option<(Call, Instant)>,
     backoff: Duration,
     connect_at: Instant,
     sessions: u64,
     /// Connection attempts that failed since the last login; only the first is a warning.
     failures: u32,
+    /// Nodes tried since one took a login: once every known node failed, the lane waits.
+    tried: usize,
+    /// Moves to the primary in a row (see [`MAX_REDIRECTS`]).
+    redirects: u32,
+    /// Whether a stalled request was reported since the last answer.
+    stall_told: bool,
+    /// [`Nodes::epoch`] when this session was found on the primary.
+    epoch: u64,
+}
+
+/// Where a session is, after its login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Connecting or logging in.
+    Connecting,
+    /// Logged in; asking the node which node is the cluster's primary (since then).
+    Asking(Instant),
+    /// Logged in; the cluster has no primary now: ask again at the first time, until the
+    /// second.
+    Waiting(Instant, Instant),
+    /// Sending calls.
+    Serving,
 }
 
 impl std::fmt::Debug for Slot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Slot")
+    }
+}
+
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("code", &self.code)
+            .finish_non_exhaustive()
     }
 }
 
@@ -471,11 +583,17 @@ impl LaneDriver {
             index,
             config,
             session: None,
+            address: String::new(),
+            phase: Phase::Connecting,
             current: None,
             backoff: MIN_BACKOFF,
             connect_at: now,
             sessions: 0,
             failures: 0,
+            tried: 0,
+            redirects: 0,
+            stall_told: false,
+            epoch: 0,
         }
     }
 
@@ -489,26 +607,62 @@ impl LaneDriver {
         self.connect_at
     }
 
+    /// The node to connect to now (`host:port`): a lane that stays on a node, that node;
+    /// else the cluster's primary when one is known, else each known node in turn.
+    pub fn next_address(&mut self) -> &str {
+        self.address = match self.lanes.pinned_to(self.index) {
+            Some(node) => node.to_owned(),
+            None => self.lanes.nodes.next_address(),
+        };
+        &self.address
+    }
+
+    /// The node dialed last, or connected to.
+    #[must_use]
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
     /// The attempt failed before a byte stream existed.
     pub fn connect_failed(&mut self, error: &str, now: Instant) {
         self.failures += 1;
         if self.failures == 1 {
             tracing::warn!(
                 lane = self.index,
+                node = %self.address,
                 error,
                 "cannot connect to Iggy; retrying with backoff"
             );
         } else {
             tracing::debug!(
                 lane = self.index,
+                node = %self.address,
                 error,
                 attempt = self.failures,
                 "cannot connect to Iggy"
             );
         }
         self.lane().connect_failed();
-        self.lane()
-            .set_link(Link::Down, Some(SessionError::Protocol(error.to_owned())));
+        self.lanes.nodes.failed(&self.address);
+        self.lost_node(
+            now,
+            SessionError::Protocol(format!("{}: {error}", self.address)),
+        );
+    }
+
+    /// The node is gone (or would not serve): another node is tried at once while some is
+    /// left untried; once every known node failed, calls fail at once and the lane waits
+    /// out its backoff.
+    fn lost_node(&mut self, now: Instant, error: SessionError) {
+        self.phase = Phase::Connecting;
+        self.tried += 1;
+        if self.tried < self.lanes.nodes.len() && self.lanes.pinned_to(self.index).is_none() {
+            self.lane().set_link(Link::Connecting, Some(error));
+            self.connect_at = now;
+            return;
+        }
+        self.tried = 0;
+        self.lane().set_link(Link::Down, Some(error));
         self.schedule_retry(now);
     }
 
@@ -517,13 +671,14 @@ impl LaneDriver {
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
     }
 
-    /// A byte stream is open: start a session on it.
+    /// A byte stream to [`Self::address`] is open: start a session on it.
     pub fn connected(&mut self, now: Instant) {
         let mut config = self.config.clone();
         // Every session of every lane is a client of its own to the server: it fences a
         // client id to its latest session.
         config.client_id = session_client_id(self.config.client_id, self.index, self.sessions);
         self.sessions += 1;
+        self.phase = Phase::Connecting;
         self.lane().set_link(Link::Connecting, None);
         self.session = Some(Session::new(config, now));
     }
@@ -548,7 +703,11 @@ impl LaneDriver {
     /// When [`Self::handle_timeout`] is due.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.session.as_ref()?.poll_timeout()
+        let session = self.session.as_ref()?.poll_timeout();
+        match self.phase {
+            Phase::Waiting(at, _) => Some(session.map_or(at, |s| s.min(at))),
+            _ => session,
+        }
     }
 
     /// Bytes read from the server, copied in from elsewhere (a test's or a fuzzer's); a
@@ -599,41 +758,105 @@ impl LaneDriver {
             match session.poll_event() {
                 Some(Event::Ready { server_version, .. }) => {
                     if self.failures > 0 {
-                        tracing::info!(lane = self.index, %server_version, "reconnected to Iggy");
+                        tracing::info!(lane = self.index, node = %self.address, %server_version, "reconnected to Iggy");
                     } else {
-                        tracing::debug!(lane = self.index, %server_version, "logged in to Iggy");
+                        tracing::debug!(lane = self.index, node = %self.address, %server_version, "logged in to Iggy");
                     }
                     self.failures = 0;
+                    self.tried = 0;
                     self.backoff = MIN_BACKOFF;
-                    self.lanes.lane(self.index).set_link(Link::Up, None);
+                    self.ask_for_leader(now);
+                }
+                Some(Event::Reply(result)) if self.phase != Phase::Serving => {
+                    self.told_leader(result, now);
+                }
+                Some(Event::Reply(Err(Failure::NotAdmitted))) => {
+                    let Some((call, sent)) = self.current.take() else {
+                        continue;
+                    };
+                    let partition =
+                        Operation::from_command_code(call.code).is_some_and(|o| o.is_partition());
+                    if partition || self.lanes.pinned_to(self.index).is_some() {
+                        // A partition's primary may be another node: the caller knows the
+                        // partition, and moves it.
+                        let service = Some(now.saturating_duration_since(sent));
+                        self.lane().finished(&Err(Failure::NotAdmitted), service);
+                        call.slot.fill(Err(Failure::NotAdmitted), service);
+                        // Or the cluster elected another primary: a lane that follows it
+                        // asks, as Iggy's own SDK does on this answer.
+                        self.ask_for_leader(now);
+                        continue;
+                    }
+                    // A metadata request belongs on the cluster's primary, which this node
+                    // is not: sent again there, unapplied.
+                    tracing::info!(lane = self.index, node = %self.address, "the Iggy node does not admit requests; looking for the cluster's primary");
+                    self.lane().requeue(call);
+                    self.lanes.nodes.failed(&self.address);
+                    self.session = None;
+                    self.phase = Phase::Connecting;
+                    self.lane().set_link(Link::Connecting, None);
+                    self.connect_at = now;
+                    return;
                 }
                 Some(Event::Reply(result)) => {
-                    if let Some((slot, sent)) = self.current.take() {
+                    if let Some((call, sent)) = self.current.take() {
                         let service = Some(now.saturating_duration_since(sent));
+                        if result.is_ok() {
+                            self.stall_told = false;
+                        }
                         self.lanes.lane(self.index).finished(&result, service);
-                        slot.fill(result, service);
+                        call.slot.fill(result, service);
+                    }
+                }
+                Some(Event::Stalled(code)) => {
+                    if !self.stall_told {
+                        self.stall_told = true;
+                        let why = if code == crate::session::TRANSIENT_NOT_COMMITTED {
+                            "the cluster has not committed it yet"
+                        } else {
+                            "the node does not admit it now"
+                        };
+                        tracing::warn!(
+                            lane = self.index, node = %self.address, code, why,
+                            "an Iggy request is waiting; resending it until it is answered or times out"
+                        );
                     }
                 }
                 Some(Event::Closed(error)) => {
                     if self.failures == 0 {
-                        tracing::warn!(lane = self.index, %error, "Iggy connection closed");
+                        tracing::warn!(lane = self.index, node = %self.address, %error, "Iggy connection closed");
                     }
-                    self.failures += 1;
                     self.session = None;
-                    if let Some((slot, _)) = self.current.take() {
+                    if let Some((call, _)) = self.current.take() {
                         let lost = Err(Failure::Lost(error.clone()));
                         self.lanes.lane(self.index).finished(&lost, None);
-                        slot.fill(lost, None);
+                        call.slot.fill(lost, None);
                     }
-                    self.lanes
-                        .lane(self.index)
-                        .set_link(Link::Down, Some(error));
-                    self.schedule_retry(now);
+                    self.failures += 1;
+                    self.lanes.nodes.failed(&self.address);
+                    self.lost_node(now, error);
                     return;
                 }
                 None => {
-                    if !session.is_ready() {
+                    if let Phase::Waiting(at, until) = self.phase {
+                        if now >= at {
+                            self.phase = Phase::Asking(until);
+                            self.send_leader_question(now);
+                        }
                         return;
+                    }
+                    if self.phase != Phase::Serving || !session.is_ready() {
+                        return;
+                    }
+                    if self.lanes.nodes.epoch() != self.epoch {
+                        self.epoch = self.lanes.nodes.epoch();
+                        if let Some(leader) = left_behind(&self.lanes, self.index, &self.address) {
+                            tracing::info!(lane = self.index, node = %self.address, primary = %leader, "moving to the Iggy cluster's primary");
+                            self.session = None;
+                            self.phase = Phase::Connecting;
+                            self.connect_at = now;
+                            return;
+                        }
                     }
                     let Some(call) = self
                         .lanes
@@ -642,8 +865,8 @@ impl LaneDriver {
                     else {
                         return;
                     };
-                    match session.send(call.code, call.payload, now) {
-                        Ok(()) => self.current = Some((call.slot, now)),
+                    match session.send(call.code, call.payload.clone(), now) {
+                        Ok(()) => self.current = Some((call, now)),
                         Err(_) => {
                             let lost = Err(Failure::Lost(SessionError::Closed));
                             self.lanes.lane(self.index).finished(&lost, None);
@@ -654,6 +877,79 @@ impl LaneDriver {
             }
         }
     }
+
+    /// Logged in: asks the node which node is the cluster's primary, as Iggy's own SDK does
+    /// after every login; calls wait for the answer. A lane that stays on its node serves
+    /// at once.
+    fn ask_for_leader(&mut self, now: Instant) {
+        if self.lanes.pinned_to(self.index).is_some() {
+            return self.serve();
+        }
+        self.phase = Phase::Asking(now + LEADER_WAIT);
+        self.send_leader_question(now);
+    }
+
+    fn send_leader_question(&mut self, now: Instant) {
+        if let Some(s) = self.session.as_mut() {
+            if s.send(GET_CLUSTER_METADATA_CODE, Bytes::new(), now)
+                .is_err()
+            {
+                self.serve();
+            }
+        }
+    }
+
+    /// The node's answer to [`Self::ask_for_leader`].
+    fn told_leader(&mut self, answer: Result<Bytes, Failure>, now: Instant) {
+        let until = match self.phase {
+            Phase::Asking(until) | Phase::Waiting(_, until) => until,
+            _ => now,
+        };
+        let metadata = match answer {
+            Ok(body) => ClusterMetadataResponse::decode(&body).map(|(m, _)| m),
+            // A server that does not say is taken for a single node.
+            Err(_) => return self.serve(),
+        };
+        let Ok(metadata) = metadata else {
+            tracing::debug!(lane = self.index, node = %self.address, "unreadable cluster metadata; staying");
+            return self.serve();
+        };
+        match self.lanes.nodes.learn(&self.address, &metadata) {
+            Placement::Stay => {
+                self.redirects = 0;
+                self.serve();
+            }
+            Placement::MoveTo(leader) if self.redirects < MAX_REDIRECTS => {
+                self.redirects += 1;
+                tracing::info!(lane = self.index, node = %self.address, primary = %leader, "moving to the Iggy cluster's primary");
+                self.session = None;
+                self.phase = Phase::Connecting;
+                self.connect_at = now;
+            }
+            Placement::MoveTo(_) => self.serve(),
+            Placement::NoLeader if now < until => {
+                tracing::debug!(lane = self.index, node = %self.address, "the Iggy cluster has no primary now; asking again");
+                self.phase = Phase::Waiting(now + LEADER_POLL, until);
+            }
+            Placement::NoLeader => self.serve(),
+        }
+    }
+
+    /// Starts sending calls on this session.
+    fn serve(&mut self) {
+        self.epoch = self.lanes.nodes.epoch();
+        self.phase = Phase::Serving;
+        self.lanes.lane(self.index).set_link(Link::Up, None);
+    }
+}
+
+/// The primary another lane learned of, when lane `index` follows the primary and is not
+/// on it (`address`): it moves there before sending anything more.
+fn left_behind(lanes: &Lanes, index: usize, address: &str) -> Option<String> {
+    if lanes.pinned_to(index).is_some() {
+        return None;
+    }
+    lanes.nodes.leader().filter(|leader| leader != address)
 }
 
 /// A client id unique to (base, lane, session), never 0.

@@ -4,6 +4,7 @@
 //!   replies), a pure state machine.
 //! - [`lane`]: the lanes that queue a backend's requests onto a pool of sessions, one Iggy
 //!   connection each, with reconnection and the order of calls kept across lanes.
+//! - [`nodes`]: the nodes of an Iggy cluster the lanes connect to, and which one leads.
 //! - [`drive`]: the one loop that moves a lane's bytes between its [`lane::LaneDriver`] and a
 //!   socket, written once for every async runtime; a runtime supplies the few I/O
 //!   primitives of [`drive::Runtime`].
@@ -20,11 +21,14 @@
 
 pub mod drive;
 pub mod lane;
+pub mod nodes;
 pub mod session;
+mod sync;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use lane::{Lane, LaneDriver, LaneStats, Lanes, PendingCall, Predecessor};
+pub use nodes::Nodes;
 pub use session::{Credentials, Event, Failure, Session, SessionConfig, SessionError};
 
 /// Iggy's request codes and message types, for the crates built on this client.

@@ -11,7 +11,14 @@
 //! A reply may say the request is not committed yet (`TransientNotCommitted`) or not admitted
 //! (`TransientNotAccepted`): the same frame, same request number, is resent after a short
 //! pause on the same connection, which is the only safe retry for the first case (the
-//! server answers from its reply cache if it did commit meanwhile).
+//! server answers from its reply cache if it did commit meanwhile). A node that keeps
+//! refusing to admit a request for [`REDIRECT_AFTER`] (a cluster's follower, a primary that
+//! lost its role, or, for a partition's writes, a node that is not that partition's
+//! primary) is not where the request belongs: unless an earlier answer said it was taken,
+//! the request fails with [`Failure::NotAdmitted`] (it was not applied: it may be sent
+//! again elsewhere), as Iggy's own SDK gives up on such a node. The session goes on.
+//! A request that keeps getting transient answers for [`STALL_REPORT_AFTER`] is reported
+//! once ([`Event::Stalled`]).
 //!
 //! Call order: after [`Session::new`], the caller writes what [`Session::poll_transmit`]
 //! gives, reads received bytes into [`Session::input_buffer`] and calls
@@ -45,6 +52,14 @@ pub const TRANSIENT_NOT_COMMITTED: u32 = 57;
 pub const TRANSIENT_NOT_ACCEPTED: u32 = 58;
 /// Pause before resending a transient answer (Iggy's own SDK waits 50 ms).
 pub const RESEND_PAUSE: Duration = Duration::from_millis(50);
+/// How long a node may answer "not admitted" to a metadata request before it goes
+/// elsewhere (Iggy's own SDK rechecks the leader after 2 s).
+pub const REDIRECT_AFTER: Duration = Duration::from_secs(2);
+/// The same for a partition's writes: a node that is not the partition's primary refuses
+/// them at once, and each refused write holds up those queued behind it.
+pub const PARTITION_REDIRECT_AFTER: Duration = Duration::from_millis(200);
+/// How long a request may get transient answers before it is reported.
+pub const STALL_REPORT_AFTER: Duration = Duration::from_secs(1);
 /// Requests with payloads up to this size leave as one buffer (header and payload).
 const COALESCE_BELOW: usize = 16 * 1024;
 
@@ -99,6 +114,11 @@ pub enum Failure {
     /// read past, and the session goes on. A poll asking for fewer messages may fit.
     #[error("iggy's reply of {0} bytes is larger than accepted")]
     TooLarge(usize),
+    /// The node would not admit the request (Iggy error 58) for [`REDIRECT_AFTER`] (or
+    /// [`PARTITION_REDIRECT_AFTER`]), and never said it took it: it was not applied, and may
+    /// be sent to another node.
+    #[error("not admitted by this iggy node")]
+    NotAdmitted,
 }
 
 /// Why a session ended.
@@ -133,6 +153,9 @@ pub enum Event {
     },
     /// The answer to the request sent last: its body, or why there is none.
     Reply(Result<Bytes, Failure>),
+    /// The request in flight has had only transient answers (this Iggy error code last) for
+    /// [`STALL_REPORT_AFTER`]; it is still being resent. Reported once per request.
+    Stalled(u32),
     /// The session is over; the byte stream should be closed.
     Closed(SessionError),
 }
@@ -150,6 +173,12 @@ struct InFlight {
     payload: Bytes,
     deadline: Instant,
     resend_at: Option<Instant>,
+    /// When the first transient answer came, and whether it was reported stalled.
+    transient_since: Option<(Instant, bool)>,
+    /// When the node began refusing to admit it (error 58), if every answer since did.
+    not_admitted_since: Option<Instant>,
+    /// A node said it took the request ("not committed yet"): it may be applied.
+    maybe_taken: bool,
 }
 
 /// One Iggy client session (see the module documentation for the call order).
@@ -272,6 +301,9 @@ impl Session {
             payload,
             deadline: now + self.config.reply_timeout,
             resend_at: None,
+            transient_since: None,
+            not_admitted_since: None,
+            maybe_taken: false,
         };
         self.queue(&flight);
         self.in_flight = Some(flight);
@@ -483,10 +515,7 @@ impl Session {
         };
         match outcome {
             Err(code @ (TRANSIENT_NOT_COMMITTED | TRANSIENT_NOT_ACCEPTED)) => {
-                tracing::debug!(code, "Iggy asks to resend the request");
-                if let Some(flight) = self.in_flight.as_mut() {
-                    flight.resend_at = Some((now + RESEND_PAUSE).min(flight.deadline));
-                }
+                self.transient(code, now);
             }
             outcome => {
                 self.in_flight = None;
@@ -497,6 +526,49 @@ impl Session {
                         .push_back(Event::Reply(outcome.map_err(Failure::Status)));
                 }
             }
+        }
+    }
+
+    /// A transient answer to the request in flight: resent after a pause, reported once it
+    /// has lasted, and given up on a node that keeps refusing to admit it.
+    fn transient(&mut self, code: u32, now: Instant) {
+        let logging_in = self.state == State::LoggingIn;
+        let Some(flight) = self.in_flight.as_mut() else {
+            return;
+        };
+        tracing::trace!(code, "Iggy asks to resend the request");
+        let (since, told) = flight.transient_since.get_or_insert((now, false));
+        let stalled = !*told && now.saturating_duration_since(*since) >= STALL_REPORT_AFTER;
+        if stalled {
+            *told = true;
+        }
+        if code == TRANSIENT_NOT_COMMITTED {
+            flight.maybe_taken = true;
+            flight.not_admitted_since = None;
+        } else {
+            flight.not_admitted_since.get_or_insert(now);
+        }
+        // A login is admitted only where it belongs; a refused one is waited out, as Iggy's
+        // own SDK does (a follower forwards logins to the primary).
+        let patience = if flight.header.operation.is_partition() {
+            PARTITION_REDIRECT_AFTER
+        } else {
+            REDIRECT_AFTER
+        };
+        let give_up = !logging_in
+            && !flight.maybe_taken
+            && flight
+                .not_admitted_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= patience);
+        if give_up {
+            self.in_flight = None;
+            self.events
+                .push_back(Event::Reply(Err(Failure::NotAdmitted)));
+            return;
+        }
+        flight.resend_at = Some((now + RESEND_PAUSE).min(flight.deadline));
+        if stalled {
+            self.events.push_back(Event::Stalled(code));
         }
     }
 

@@ -318,15 +318,10 @@ impl drive::Runtime for SmolRuntime {
     }
 }
 
-/// Connects each of `lanes` to the Iggy server at `address` and keeps it connected (with the
-/// lane driver's backoff), as tasks on `ex` that end with it.
-pub fn spawn_iggy_lanes(
-    ex: &Executor<'static>,
-    lanes: &Arc<Lanes>,
-    address: &str,
-    config: &SessionConfig,
-) {
-    for task in drive::lane_tasks(&SmolRuntime, lanes, address, config) {
+/// Connects each of `lanes` to Iggy (to the node each picks from [`Lanes::nodes`]) and keeps
+/// it connected (with the lane driver's backoff), as tasks on `ex` that end with it.
+pub fn spawn_iggy_lanes(ex: &Executor<'static>, lanes: &Arc<Lanes>, config: &SessionConfig) {
+    for task in drive::lane_tasks(&SmolRuntime, lanes, config) {
         ex.spawn(task).detach();
     }
 }

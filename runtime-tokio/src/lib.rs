@@ -240,10 +240,11 @@ impl drive::Runtime for TokioRuntime {
     }
 }
 
-/// Connects each of `lanes` to the Iggy server at `address` and keeps it connected (with the
-/// lane driver's backoff) for as long as the runtime runs. Call it inside the runtime.
-pub fn spawn_iggy_lanes(lanes: &Arc<Lanes>, address: &str, config: &SessionConfig) {
-    for task in drive::lane_tasks(&TokioRuntime, lanes, address, config) {
+/// Connects each of `lanes` to Iggy (to the node each picks from [`Lanes::nodes`]) and keeps
+/// it connected (with the lane driver's backoff) for as long as the runtime runs. Call it
+/// inside the runtime.
+pub fn spawn_iggy_lanes(lanes: &Arc<Lanes>, config: &SessionConfig) {
+    for task in drive::lane_tasks(&TokioRuntime, lanes, config) {
         tokio::spawn(task);
     }
 }

@@ -1,6 +1,7 @@
 use super::*;
+use crate::nodes::Nodes;
 use crate::session::Credentials;
-use crate::testing::frames::{self, login_ok, reply as reply_to};
+use crate::testing::frames::{self, cluster_metadata, login_ok, reply as reply_to};
 use iggy_binary_protocol::codes::{GET_STREAM_CODE, SEND_MESSAGES_CODE};
 use iggy_binary_protocol::consensus::{Operation, RequestHeader};
 use secrecy::SecretString;
@@ -15,6 +16,24 @@ fn config() -> SessionConfig {
         reply_timeout: Duration::from_secs(30),
         max_reply_bytes: 1 << 20,
     }
+}
+
+fn lanes(count: usize) -> Lanes {
+    Lanes::new(count, Nodes::new(["127.0.0.1:8090".to_owned()]))
+}
+
+/// Answers the login `login` and then the question that follows it, which node leads: a
+/// single server.
+fn log_in(d: &mut LaneDriver, login: &RequestHeader, now: Instant) {
+    d.handle_input(&reply_to(login, 0, &login_ok(5)), now);
+    let (question, _) = request(d);
+    assert_eq!(
+        question.operation,
+        Operation::NonReplicated,
+        "the cluster question"
+    );
+    let single = cluster_metadata(&[("127.0.0.1:8090", true)]);
+    d.handle_input(&reply_to(&question, 0, &single), now);
 }
 
 fn poll(call: &mut PendingCall) -> Option<Result<Bytes, Failure>> {
@@ -54,7 +73,7 @@ fn up_lane(lanes: &Arc<Lanes>, index: usize, now: Instant) -> LaneDriver {
     d.connected(now);
     let (login, _) = request(&mut d);
     assert_eq!(login.operation, Operation::Register);
-    d.handle_input(&reply_to(&login, 0, &login_ok(5)), now);
+    log_in(&mut d, &login, now);
     assert!(lanes.lane(index).is_up());
     d
 }
@@ -62,14 +81,14 @@ fn up_lane(lanes: &Arc<Lanes>, index: usize, now: Instant) -> LaneDriver {
 #[test]
 fn calls_wait_for_login_then_go_one_at_a_time_in_order() {
     let now = Instant::now();
-    let lanes = Arc::new(Lanes::new(2));
+    let lanes = Arc::new(lanes(2));
     let mut d = LaneDriver::new(Arc::clone(&lanes), 0, config(), now);
     let mut a = lanes.call(0, SEND_MESSAGES_CODE, Bytes::from_static(b"a"));
     let mut b = lanes.call(2, SEND_MESSAGES_CODE, Bytes::from_static(b"b"));
     d.connected(now);
     let (login, _) = request(&mut d);
     assert!(poll(&mut a).is_none());
-    d.handle_input(&reply_to(&login, 0, &login_ok(5)), now);
+    log_in(&mut d, &login, now);
     let (ha, body) = request(&mut d);
     assert_eq!(&body[..], b"a");
     assert_eq!(d.poll_transmit(), None, "b waits for a's reply");
@@ -84,7 +103,7 @@ fn calls_wait_for_login_then_go_one_at_a_time_in_order() {
 #[test]
 fn a_call_queued_later_is_sent_after_pump() {
     let now = Instant::now();
-    let lanes = Arc::new(Lanes::new(1));
+    let lanes = Arc::new(lanes(1));
     let mut d = up(&lanes, now);
     let mut c = lanes.call(0, GET_STREAM_CODE, Bytes::from_static(b"s"));
     d.pump(now);
@@ -96,14 +115,14 @@ fn a_call_queued_later_is_sent_after_pump() {
 #[test]
 fn dropped_calls_are_never_sent() {
     let now = Instant::now();
-    let lanes = Arc::new(Lanes::new(1));
+    let lanes = Arc::new(lanes(1));
     let mut d = LaneDriver::new(Arc::clone(&lanes), 0, config(), now);
     drop(lanes.call(0, SEND_MESSAGES_CODE, Bytes::from_static(b"gone")));
     lanes.send_detached(0, SEND_MESSAGES_CODE, Bytes::from_static(b"detached"));
     let mut kept = lanes.call(0, SEND_MESSAGES_CODE, Bytes::from_static(b"kept"));
     d.connected(now);
     let (login, _) = request(&mut d);
-    d.handle_input(&reply_to(&login, 0, &login_ok(5)), now);
+    log_in(&mut d, &login, now);
     let (h, body) = request(&mut d);
     assert_eq!(&body[..], b"detached", "sent though nobody waits");
     d.handle_input(&reply_to(&h, 0, b"ok"), now);
@@ -116,7 +135,7 @@ fn dropped_calls_are_never_sent() {
 #[test]
 fn a_lost_connection_fails_the_call_in_flight_then_fails_fast_and_backs_off() {
     let now = Instant::now();
-    let lanes = Arc::new(Lanes::new(1));
+    let lanes = Arc::new(lanes(1));
     let mut d = up(&lanes, now);
     let mut sent = lanes.call(0, SEND_MESSAGES_CODE, Bytes::from_static(b"x"));
     let mut queued = lanes.call(0, SEND_MESSAGES_CODE, Bytes::from_static(b"y"));
@@ -147,7 +166,7 @@ fn a_lost_connection_fails_the_call_in_flight_then_fails_fast_and_backs_off() {
     d.connected(t);
     let (login, _) = request(&mut d);
     assert_ne!(login.client, 1);
-    d.handle_input(&reply_to(&login, 0, &login_ok(6)), t);
+    log_in(&mut d, &login, t);
     d.handle_closed(t);
     assert_eq!(d.connect_at(), t + MIN_BACKOFF);
 }
@@ -155,7 +174,7 @@ fn a_lost_connection_fails_the_call_in_flight_then_fails_fast_and_backs_off() {
 #[test]
 fn a_refused_login_fails_what_waits() {
     let now = Instant::now();
-    let lanes = Arc::new(Lanes::new(1));
+    let lanes = Arc::new(lanes(1));
     let mut d = LaneDriver::new(Arc::clone(&lanes), 0, config(), now);
     let mut c = lanes.call(0, GET_STREAM_CODE, Bytes::new());
     d.connected(now);
@@ -174,7 +193,7 @@ fn a_refused_login_fails_what_waits() {
 #[test]
 fn lanes_count_what_they_did() {
     let now = Instant::now();
-    let lanes = Arc::new(Lanes::new(2));
+    let lanes = Arc::new(lanes(2));
     let mut d = up(&lanes, now);
     assert_eq!(lanes.stats().logins, 1);
     assert_eq!(lanes.stats().up, 1);
@@ -221,7 +240,7 @@ fn one_then_two(lanes: &Lanes) -> (PendingCall, PendingCall) {
 #[test]
 fn a_call_queued_after_another_lanes_call_waits_for_its_reply_and_holds_its_lane() {
     let now = Instant::now();
-    let lanes = Arc::new(Lanes::new(2));
+    let lanes = Arc::new(lanes(2));
     let mut a = up_lane(&lanes, 0, now);
     let mut b = up_lane(&lanes, 1, now);
     let (first, mut second) = one_then_two(&lanes);
@@ -250,7 +269,7 @@ fn a_call_queued_after_another_lanes_call_waits_for_its_reply_and_holds_its_lane
 #[test]
 fn every_lane_waiting_for_one_call_is_told() {
     let now = Instant::now();
-    let lanes = Arc::new(Lanes::new(3));
+    let lanes = Arc::new(lanes(3));
     let mut a = up_lane(&lanes, 0, now);
     let mut b = up_lane(&lanes, 1, now);
     let mut c = up_lane(&lanes, 2, now);
@@ -278,7 +297,7 @@ fn every_lane_waiting_for_one_call_is_told() {
 #[test]
 fn a_call_dropped_unsent_holds_up_nobody() {
     let now = Instant::now();
-    let lanes = Arc::new(Lanes::new(2));
+    let lanes = Arc::new(lanes(2));
     let mut b = up_lane(&lanes, 1, now);
     // Lane 0 is not connected: its call stays queued until dropped.
     let (first, mut second) = one_then_two(&lanes);
@@ -300,7 +319,7 @@ fn a_call_dropped_unsent_holds_up_nobody() {
 #[test]
 fn a_failed_predecessor_releases_the_lane_waiting_for_it() {
     let now = Instant::now();
-    let lanes = Arc::new(Lanes::new(2));
+    let lanes = Arc::new(lanes(2));
     let mut a = up_lane(&lanes, 0, now);
     let mut b = up_lane(&lanes, 1, now);
     let (mut first, mut second) = one_then_two(&lanes);
@@ -318,7 +337,7 @@ fn a_failed_predecessor_releases_the_lane_waiting_for_it() {
 #[test]
 fn each_login_is_a_new_generation() {
     let now = Instant::now();
-    let lanes = Arc::new(Lanes::new(1));
+    let lanes = Arc::new(lanes(1));
     assert_eq!(lanes.lane(0).generation(), Some(0));
     let mut d = up(&lanes, now);
     assert_eq!(lanes.lane(0).generation(), Some(1));
@@ -326,6 +345,6 @@ fn each_login_is_a_new_generation() {
     assert_eq!(lanes.lane(0).generation(), None, "down");
     d.connected(now);
     let (login, _) = request(&mut d);
-    d.handle_input(&reply_to(&login, 0, &login_ok(5)), now);
+    log_in(&mut d, &login, now);
     assert_eq!(lanes.lane(0).generation(), Some(2));
 }

@@ -173,6 +173,77 @@ fn not_committed_is_resent_unchanged_after_a_pause() {
     assert!(s.is_ready());
 }
 
+/// A node that keeps refusing to admit a request is given up on: after `REDIRECT_AFTER`
+/// for a metadata request, `PARTITION_REDIRECT_AFTER` for a partition's write. The request
+/// fails as not admitted, safe to send elsewhere, and the session goes on. One the node said
+/// it took ("not committed yet") is never given up on that way: only the reply timeout ends
+/// it. A request that stalls is reported once.
+#[test]
+fn a_request_a_node_does_not_admit_is_given_up_on_and_a_taken_one_is_not() {
+    let now = Instant::now();
+    let mut s = logged_in(now);
+    for (code, patience) in [
+        (CREATE_TOPIC_CODE, REDIRECT_AFTER),
+        (SEND_MESSAGES_CODE, PARTITION_REDIRECT_AFTER),
+    ] {
+        s.send(code, Bytes::from_static(b"m"), now).expect("ready");
+        let mut t = now;
+        let mut stalled = 0;
+        loop {
+            let (h, _) = take_request(&mut s);
+            s.handle_input(&reply_to(&h, TRANSIENT_NOT_ACCEPTED, &[]), t);
+            let got = events(&mut s);
+            stalled += got
+                .iter()
+                .filter(|e| **e == Event::Stalled(TRANSIENT_NOT_ACCEPTED))
+                .count();
+            if got.contains(&Event::Reply(Err(Failure::NotAdmitted))) {
+                break;
+            }
+            assert!(t < now + patience, "given up on in time");
+            t += RESEND_PAUSE;
+            s.handle_timeout(t);
+        }
+        assert!(t >= now + patience);
+        assert_eq!(
+            stalled,
+            usize::from(patience >= STALL_REPORT_AFTER),
+            "reported once"
+        );
+        assert!(s.is_ready(), "the session goes on");
+    }
+
+    // "Not committed yet" first: the request may be applied, so it stays on this session.
+    let mut s = logged_in(now);
+    s.send(CREATE_TOPIC_CODE, Bytes::from_static(b"topic"), now)
+        .expect("ready");
+    let (h, _) = take_request(&mut s);
+    s.handle_input(&reply_to(&h, TRANSIENT_NOT_COMMITTED, &[]), now);
+    let mut t = now;
+    while t < now + REDIRECT_AFTER * 3 {
+        t += RESEND_PAUSE;
+        s.handle_timeout(t);
+        let (h, _) = take_request(&mut s);
+        s.handle_input(&reply_to(&h, TRANSIENT_NOT_ACCEPTED, &[]), t);
+        assert!(
+            events(&mut s)
+                .iter()
+                .all(|e| matches!(e, Event::Stalled(_))),
+            "still waiting"
+        );
+    }
+    s.handle_timeout(now + Duration::from_secs(30));
+    assert_eq!(
+        events(&mut s),
+        vec![
+            Event::Reply(Err(Failure::Lost(SessionError::Timeout(
+                Duration::from_secs(30)
+            )))),
+            Event::Closed(SessionError::Timeout(Duration::from_secs(30)))
+        ]
+    );
+}
+
 #[test]
 fn errors_come_back_per_request_and_keep_the_session() {
     let now = Instant::now();

@@ -9,8 +9,8 @@ use bytes::{BufMut, BytesMut};
 use iggy_binary_protocol::batch::{BatchHeader, BATCH_HEADER_SIZE};
 use iggy_binary_protocol::codes::{
     CREATE_PARTITIONS_CODE, CREATE_STREAM_CODE, CREATE_TOPIC_CODE, DELETE_CONSUMER_OFFSET_CODE,
-    DELETE_TOPIC_CODE, GET_STREAM_CODE, GET_TOPIC_CODE, POLL_MESSAGES_CODE, SEND_MESSAGES_CODE,
-    STORE_CONSUMER_OFFSET_CODE, UPDATE_TOPIC_CODE,
+    DELETE_TOPIC_CODE, GET_CLUSTER_METADATA_CODE, GET_STREAM_CODE, GET_TOPIC_CODE,
+    POLL_MESSAGES_CODE, SEND_MESSAGES_CODE, STORE_CONSUMER_OFFSET_CODE, UPDATE_TOPIC_CODE,
 };
 use iggy_binary_protocol::primitives::user_headers::encode_user_headers;
 use iggy_binary_protocol::requests::consumer_offsets::{
@@ -39,6 +39,8 @@ use iggy_binary_protocol::{
 };
 
 use super::frames;
+use crate::session::{TRANSIENT_NOT_ACCEPTED, TRANSIENT_NOT_COMMITTED};
+use iggy_binary_protocol::consensus::Operation;
 
 /// One partition.
 #[derive(Debug, Default)]
@@ -72,9 +74,66 @@ pub struct Topic {
     pub options: Vec<(String, u64)>,
 }
 
+/// The nodes the fake plays: every node holds the same data (replication is perfect and
+/// instant here), only the leader takes writes, and a node that is down refuses
+/// connections and drops those it had.
+#[derive(Debug, Clone)]
+pub struct Roster {
+    /// Each node's address (`ip:port`).
+    pub nodes: Vec<String>,
+    /// The node that takes metadata writes, if any (none while an election runs).
+    pub leader: Option<usize>,
+    /// The node that takes partitions' writes, when not the leader (each partition
+    /// replicates on its own, and its primary may be another node).
+    pub partition_leader: Option<usize>,
+    /// Which nodes are down.
+    pub down: Vec<bool>,
+}
+
+impl Roster {
+    /// A cluster of `n` nodes at 127.0.0.1..=n, port 8090, led by the first.
+    #[must_use]
+    pub fn cluster(n: usize) -> Self {
+        Self {
+            nodes: (1..=n).map(|i| format!("127.0.0.{i}:8090")).collect(),
+            leader: Some(0),
+            partition_leader: None,
+            down: vec![false; n],
+        }
+    }
+
+    fn index(&self, address: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n == address)
+    }
+
+    /// Whether the node at `address` is up.
+    #[must_use]
+    pub fn is_up(&self, address: &str) -> bool {
+        self.index(address).is_some_and(|i| !self.down[i])
+    }
+}
+
+impl Default for Roster {
+    /// One server.
+    fn default() -> Self {
+        Self::cluster(1)
+    }
+}
+
 /// The server's state.
 #[derive(Debug, Default)]
 pub struct FakeIggy {
+    /// The nodes that serve it.
+    pub roster: Roster,
+    /// The next this many metadata writes on the leader are answered "not committed yet"
+    /// and not applied (a resend applies them).
+    pub not_committed: u32,
+    /// The next this many metadata writes on the leader are applied but answered "not
+    /// committed yet"; the resend gets the reply the leader kept for the request.
+    pub commit_late: u32,
+    /// Replies to metadata writes, by (client, request number): a resend is answered from
+    /// here, as Iggy's reply cache does.
+    replies: HashMap<(u128, u64), Vec<u8>>,
     /// The one stream, once created.
     pub stream: Option<String>,
     /// Its topics, by name.
@@ -423,8 +482,23 @@ impl FakeIggy {
         }
     }
 
-    /// Answers every whole request frame in `wire` (consumed), returning the reply bytes.
+    /// Answers every whole request frame in `wire` (consumed) as the leader (or the only
+    /// server), returning the reply bytes.
     pub fn serve(&mut self, wire: &mut Vec<u8>) -> Vec<u8> {
+        let at = self.roster.leader.unwrap_or(0);
+        let address = self.roster.nodes[at].clone();
+        self.serve_at(&address, wire).unwrap_or_default()
+    }
+
+    /// Answers every whole request frame in `wire` (consumed) as the node at `address`,
+    /// returning the reply bytes; `None` when that node is down (its connections drop).
+    pub fn serve_at(&mut self, address: &str, wire: &mut Vec<u8>) -> Option<Vec<u8>> {
+        let node = self
+            .roster
+            .index(address)
+            .filter(|&i| !self.roster.down[i])?;
+        let leads = self.roster.leader == Some(node);
+        let leads_partitions = self.roster.partition_leader.or(self.roster.leader) == Some(node);
         let mut out = Vec::new();
         let requests = frames::requests(wire, 0);
         if let Some(last) = requests.last() {
@@ -444,12 +518,50 @@ impl FakeIggy {
                     )),
                     _ => Err(42),
                 }
+            } else if request.code() == GET_CLUSTER_METADATA_CODE {
+                // Asked by every lane after its login; not one of the requests tests count.
+                Ok(self.cluster_metadata())
             } else {
                 let code = request.code();
+                let operation = request.header.operation;
+                let write = operation != Operation::NonReplicated;
+                let key = (request.header.client, request.header.request);
                 self.seen.push(code);
-                match self.fail_next.take() {
-                    Some(status) => Err(status),
-                    None => self.answer(code, &request.body),
+                let primary = if operation.is_partition() {
+                    leads_partitions
+                } else {
+                    leads
+                };
+                if write && !primary {
+                    // A follower takes no writes (Iggy's "not accepted").
+                    Err(TRANSIENT_NOT_ACCEPTED)
+                } else if let Some(cached) = self
+                    .replies
+                    .get(&key)
+                    .filter(|_| write && !operation.is_partition())
+                {
+                    Ok(cached.clone())
+                } else if write && !operation.is_partition() && self.not_committed > 0 {
+                    self.not_committed -= 1;
+                    Err(TRANSIENT_NOT_COMMITTED)
+                } else {
+                    let result = match self.fail_next.take() {
+                        Some(status) => Err(status),
+                        None => self.answer(code, &request.body),
+                    };
+                    let metadata_write = write && !operation.is_partition();
+                    match &result {
+                        Ok(reply) if metadata_write => {
+                            self.replies.insert(key, reply.clone());
+                        }
+                        _ => {}
+                    }
+                    if metadata_write && result.is_ok() && self.commit_late > 0 {
+                        self.commit_late -= 1;
+                        Err(TRANSIENT_NOT_COMMITTED)
+                    } else {
+                        result
+                    }
                 }
             };
             let (status, payload) = match result {
@@ -458,7 +570,19 @@ impl FakeIggy {
             };
             out.extend_from_slice(&frames::reply(&request.header, status, &payload));
         }
-        out
+        Some(out)
+    }
+
+    /// The roster as Iggy's cluster metadata says it.
+    fn cluster_metadata(&self) -> Vec<u8> {
+        let nodes: Vec<(&str, bool)> = self
+            .roster
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.as_str(), self.roster.leader == Some(i)))
+            .collect();
+        frames::cluster_metadata(&nodes)
     }
 }
 

@@ -5,6 +5,9 @@ use bytes::Bytes;
 use iggy_binary_protocol::consensus::{
     Command, Operation, ReplyHeader, RequestHeader, HEADER_SIZE,
 };
+use iggy_binary_protocol::responses::system::get_cluster_metadata::{
+    ClusterMetadataResponse, ClusterNodeResponse,
+};
 use iggy_binary_protocol::responses::users::LoginRegisterResponse;
 use iggy_binary_protocol::{WireEncode, WireName, IGGY_PROTOCOL_VERSION};
 
@@ -160,4 +163,34 @@ pub fn login_ok(session: u64) -> Vec<u8> {
         }
         .to_bytes(),
     )
+}
+
+/// The body of a cluster-metadata reply naming `nodes` (`ip:port`, whether it leads).
+///
+/// # Panics
+/// On an address that is not `ip:port`.
+#[must_use]
+pub fn cluster_metadata(nodes: &[(&str, bool)]) -> Vec<u8> {
+    ClusterMetadataResponse {
+        name: "fake".into(),
+        nodes: nodes
+            .iter()
+            .enumerate()
+            .map(|(i, (address, leads))| {
+                let (ip, port) = address.rsplit_once(':').expect("ip:port");
+                ClusterNodeResponse {
+                    name: format!("node-{i}"),
+                    ip: ip.to_owned(),
+                    tcp_port: port.parse().expect("a port"),
+                    quic_port: 0,
+                    http_port: 0,
+                    websocket_port: 0,
+                    role: u8::from(!*leads),
+                    status: 0,
+                }
+            })
+            .collect(),
+    }
+    .to_bytes()
+    .to_vec()
 }

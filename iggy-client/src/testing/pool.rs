@@ -12,6 +12,7 @@ use secrecy::SecretString;
 
 use super::fake::FakeIggy;
 use crate::lane::{LaneDriver, Lanes};
+use crate::nodes::Nodes;
 use crate::session::{Credentials, SessionConfig};
 use crate::Clock;
 
@@ -79,15 +80,18 @@ pub struct Pool {
 /// How long a round of [`Pool::serve`] takes on the lanes' clock.
 pub const ROUND: Duration = Duration::from_micros(100);
 
-/// A session of user `iggy` with `password`.
+/// A session of user `iggy` with `password`, under a client id no other pool of this
+/// process has (a gateway starts with a random one: the server keeps replies per client).
 #[must_use]
 pub fn session(password: &str) -> SessionConfig {
+    static POOLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let pool = POOLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     SessionConfig {
         credentials: Credentials::User {
             username: "iggy".into(),
             password: SecretString::from(password.to_owned()),
         },
-        client_id: 7,
+        client_id: (u128::from(pool) << 64) | 7,
         reply_timeout: Duration::from_secs(30),
         max_reply_bytes: 64 << 20,
     }
@@ -100,14 +104,31 @@ impl Pool {
         Self::with_password(fake, "iggy")
     }
 
-    /// Three lanes connected to `fake`, logging in with `password`.
+    /// Three lanes connected to `fake`, logging in with `password`. They are given the
+    /// first node; a cluster's others they learn.
     #[must_use]
     pub fn with_password(fake: FakeIggy, password: &str) -> Self {
-        let lanes = Arc::new(Lanes::new(3));
+        let seed = fake.roster.nodes[0].clone();
+        Self::given(fake, password, vec![seed])
+    }
+
+    /// Three lanes following the primary of the cluster `fake` plays, and three on each of
+    /// its nodes, all of which they are given.
+    #[must_use]
+    pub fn cluster(fake: FakeIggy) -> Self {
+        let nodes = fake.roster.nodes.clone();
+        Self::given(fake, "iggy", nodes)
+    }
+
+    fn given(fake: FakeIggy, password: &str, addresses: Vec<String>) -> Self {
+        let lanes = Arc::new(Lanes::new(3, Nodes::new(addresses)));
+        let count = lanes.len();
         let now = Instant::now();
-        let drivers = (0..3)
+        let config = session(password);
+        let drivers = (0..count)
             .map(|i| {
-                let mut d = LaneDriver::new(Arc::clone(&lanes), i, session(password), now);
+                let mut d = LaneDriver::new(Arc::clone(&lanes), i, config.clone(), now);
+                d.next_address();
                 d.connected(now);
                 d
             })
@@ -117,10 +138,10 @@ impl Pool {
             clock: Arc::default(),
             lanes,
             drivers,
-            wires: vec![Vec::new(); 3],
+            wires: vec![Vec::new(); count],
             start: now,
             round: 0,
-            every: vec![1; 3],
+            every: vec![1; count],
         }
     }
 
@@ -130,7 +151,10 @@ impl Pool {
         self.start + ROUND * self.round
     }
 
-    /// Moves every lane's frames through the fake server once (each lane whose turn it is).
+    /// Moves every lane's frames through the fake server once (each lane whose turn it is),
+    /// to the node each is connected to. A lane whose node went down loses its connection;
+    /// a lane looking for another node (not down, only between nodes) connects at once, as
+    /// the runtime would.
     pub fn serve(&mut self) {
         self.round += 1;
         let now = self.lane_now();
@@ -138,14 +162,33 @@ impl Pool {
             if !self.round.is_multiple_of(self.every[i]) {
                 continue;
             }
+            if !d.has_session() {
+                if self.lanes.lane(i).generation().is_some() && d.connect_at() <= now {
+                    wire.clear();
+                    connect(d, &self.fake, now);
+                }
+                continue;
+            }
+            if d.poll_timeout().is_some_and(|t| t <= now) {
+                d.handle_timeout(now);
+            }
             d.pump(now);
             while let Some(chunk) = d.poll_transmit() {
                 wire.extend_from_slice(&chunk);
             }
-            let reply = self.fake.serve(wire);
-            if !reply.is_empty() {
+            if !d.has_session() {
+                continue;
+            }
+            match self.fake.serve_at(d.address(), wire) {
                 // Answered a turn of this lane later: that is how long Iggy took.
-                d.handle_input(&reply, now + ROUND * self.every[i]);
+                Some(reply) if !reply.is_empty() => {
+                    d.handle_input(&reply, now + ROUND * self.every[i]);
+                }
+                Some(_) => {}
+                None => {
+                    wire.clear();
+                    d.handle_closed(now);
+                }
             }
         }
     }
@@ -174,12 +217,13 @@ impl Pool {
         }
     }
 
-    /// The lanes connect again (the runtime would wait for the backoff).
+    /// The lanes that are down connect again (the runtime would wait for the backoff).
     pub fn reconnect(&mut self) {
         let now = self.lane_now();
         for (i, d) in self.drivers.iter_mut().enumerate() {
             if self.lanes.lane(i).generation().is_none() {
-                d.connected(now);
+                self.wires[i].clear();
+                connect(d, &self.fake, now);
             }
         }
     }
@@ -187,16 +231,27 @@ impl Pool {
     /// Polls `fut`, serving a round between polls, until it finishes.
     ///
     /// # Panics
-    /// When it has not finished after 10,000 rounds.
+    /// When it has not finished after 100,000 rounds (10 s of the lanes' time).
     pub fn run<T>(&mut self, fut: impl Future<Output = T>) -> T {
         let mut fut = pin!(fut);
         let mut cx = Context::from_waker(Waker::noop());
-        for _ in 0..10_000 {
+        for _ in 0..100_000 {
             if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
                 return v;
             }
             self.serve();
         }
         panic!("the future never finished");
+    }
+}
+
+/// A lane driver dials the node it picks: the connection is made, or refused when the node
+/// is down.
+fn connect(d: &mut LaneDriver, fake: &FakeIggy, now: Instant) {
+    let address = d.next_address().to_owned();
+    if fake.roster.is_up(&address) {
+        d.connected(now);
+    } else {
+        d.connect_failed("connection refused", now);
     }
 }

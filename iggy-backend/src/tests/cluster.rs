@@ -1,0 +1,182 @@
+//! The backend on a fake Iggy cluster of three nodes: it finds the primary from any node,
+//! follows it when the cluster elects another, moves off a node that dies, resends what the
+//! cluster has not committed yet, and neither acknowledges what was not applied nor
+//! appends a retried batch twice across a failover.
+
+use iggy_kafka_iggy_client::testing::fake::Roster;
+
+use super::*;
+
+fn cluster() -> FakeIggy {
+    let mut fake = FakeIggy::new();
+    fake.roster = Roster::cluster(3);
+    fake
+}
+
+/// Which node each lane is connected to.
+fn lanes_at(h: &Pool) -> Vec<String> {
+    h.drivers.iter().map(|d| d.address().to_owned()).collect()
+}
+
+/// Given only a follower's address, the lanes learn the other nodes and move to the
+/// primary; everything then works as on a single server.
+#[test]
+fn the_primary_is_found_from_a_follower() {
+    let mut fake = cluster();
+    fake.roster.leader = Some(1);
+    let mut h = Pool::new(fake);
+    let backend = h.backend();
+    assert_eq!(lanes_at(&h), vec!["127.0.0.2:8090"; 3]);
+    assert_eq!(h.lanes.nodes().len(), 3);
+    create(&mut h, &backend, "t", 1);
+    assert_eq!(append(&mut h, &backend, "t", 0, &[record(1)], None), Ok(0));
+    let got = read(&mut h, &backend, "t", 0, 0).expect("read");
+    assert_eq!(got, vec![(0, record(1))]);
+}
+
+/// The cluster elects another primary: the old one takes no writes any more (Iggy's "not
+/// accepted"), and after a while the lanes look for the new one and send there what it
+/// refused, which lands once.
+#[test]
+fn a_new_primary_is_followed_and_refused_writes_are_sent_there() {
+    let mut h = Pool::new(cluster());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    assert_eq!(append(&mut h, &backend, "t", 0, &[record(1)], None), Ok(0));
+    h.fake.roster.leader = Some(2);
+    assert_eq!(append(&mut h, &backend, "t", 0, &[record(2)], None), Ok(1));
+    assert!(lanes_at(&h).iter().any(|a| a == "127.0.0.3:8090"));
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 2);
+    // Metadata writes follow too.
+    create(&mut h, &backend, "u", 2);
+    let got = read(&mut h, &backend, "t", 0, 0).expect("read");
+    assert_eq!(got.len(), 2);
+}
+
+/// The primary dies with an append in flight: that append fails with a retriable error (it
+/// may or may not have landed), the lanes reach a surviving node and then the new primary,
+/// and an idempotent producer's retry lands once whether the lost append was applied or not.
+#[test]
+fn a_dead_primary_loses_nothing_acknowledged_and_appends_no_retry_twice() {
+    let mut h = Pool::new(cluster());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let pb = |first| ProducerBatch {
+        producer_id: 5,
+        epoch: 0,
+        first_sequence: first,
+        count: 1,
+    };
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(0)], Some(pb(0))),
+        Ok(0)
+    );
+    for applied in [true, false] {
+        let sequence = if applied { 1 } else { 2 };
+        let Execution::Pending(mut fut) = backend.execute(Command::Append {
+            topic: "t".into(),
+            partition: 0,
+            messages: [to_iggy(&record(sequence as usize))].into_iter().collect(),
+            largest_batch: 100,
+            producer: Some(pb(sequence)),
+        }) else {
+            panic!("an append waits for Iggy");
+        };
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+        // The primary applies it (or not), then dies before it answers; another is elected.
+        let primary = h.fake.roster.leader.expect("a primary");
+        if applied {
+            h.apply_then_drop_connections();
+        } else {
+            h.drop_connections();
+        }
+        h.fake.roster.down[primary] = true;
+        h.fake.roster.leader = Some((primary + 1) % 3);
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(Completion::Append(Err(e))) => assert_eq!(
+                e.error_code(),
+                iggy_kafka_core::protocol::error_code::ErrorCode::REQUEST_TIMED_OUT,
+                "{e:?}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // The producer retries; the lanes find the new primary on their own.
+        h.reconnect();
+        let expected = if applied { 1 } else { 2 };
+        assert_eq!(
+            append(
+                &mut h,
+                &backend,
+                "t",
+                0,
+                &[record(sequence as usize)],
+                Some(pb(sequence))
+            ),
+            Ok(expected)
+        );
+        let survivor = format!("127.0.0.{}:8090", (primary + 1) % 3 + 1);
+        assert!(
+            lanes_at(&h).iter().all(|a| *a == survivor),
+            "{:?}",
+            lanes_at(&h)
+        );
+        h.fake.roster.down[primary] = false;
+    }
+    let got: Vec<_> = read(&mut h, &backend, "t", 0, 0)
+        .expect("read")
+        .into_iter()
+        .map(|(o, r)| (o, r.value))
+        .collect();
+    assert_eq!(
+        got,
+        (0..3)
+            .map(|i| (i as u64, record(i).value))
+            .collect::<Vec<_>>(),
+        "each record once, in order"
+    );
+}
+
+/// A write the cluster has not committed yet is resent on the same session until it is
+/// answered; one it applied before answering "not committed" is answered from the
+/// primary's reply cache, not applied twice.
+#[test]
+fn writes_not_committed_yet_are_resent_and_applied_once() {
+    let mut h = Pool::new(cluster());
+    let backend = h.backend();
+    h.fake.not_committed = 3;
+    create(&mut h, &backend, "t", 1);
+    assert_eq!(h.fake.not_committed, 0);
+    h.fake.commit_late = 1;
+    create(&mut h, &backend, "u", 1);
+    assert_eq!(h.fake.commit_late, 0);
+    assert_eq!(h.fake.topics.keys().filter(|t| *t == "u").count(), 1);
+    assert!(commit(&mut h, &backend, "g", &[("t", 0, 1)])[0].is_ok());
+}
+
+/// A partition's primary is not the cluster's (each partition replicates on its own): the
+/// cluster's primary refuses the partition's writes, and the partition moves to the lanes
+/// of the node that takes them. Metadata writes stay with the cluster's primary.
+#[test]
+fn a_partition_whose_primary_is_another_node_is_written_there() {
+    let mut fake = cluster();
+    fake.roster.leader = Some(1);
+    fake.roster.partition_leader = Some(0);
+    let mut h = Pool::cluster(fake);
+    assert_eq!(h.lanes.groups(), 4, "the primary's lanes and each node's");
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    for i in 0..5 {
+        assert_eq!(
+            append(&mut h, &backend, "t", 0, &[record(i)], None),
+            Ok(i as u64)
+        );
+    }
+    assert!(commit(&mut h, &backend, "g", &[("t", 0, 5)])[0].is_ok());
+    let got = read(&mut h, &backend, "t", 0, 0).expect("read");
+    assert_eq!(got.len(), 5);
+    // The partitions' primary moves on (a view change of their own): they follow.
+    h.fake.roster.partition_leader = Some(2);
+    assert_eq!(append(&mut h, &backend, "t", 0, &[record(5)], None), Ok(5));
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 6);
+}
