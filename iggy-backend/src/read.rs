@@ -207,7 +207,12 @@ impl Reads {
             self.send_ahead(catalog, &state, at, next, current, count(self))?;
         }
         let Some((first, _)) = messages.first() else {
-            let offsets = catalog.offsets(name, partition).await?;
+            let mut offsets = catalog.offsets(name, partition).await?;
+            // In a cluster, the node that describes the topic may not have applied the
+            // partition's latest appends yet: it holds at least what this gateway saw.
+            offsets.high_watermark = offsets
+                .high_watermark
+                .max(state.seen_end.load(Ordering::Relaxed));
             if offset > offsets.high_watermark || offset < offsets.log_start {
                 return Err(BackendError::OffsetOutOfRange {
                     offset,

@@ -180,3 +180,29 @@ fn a_partition_whose_primary_is_another_node_is_written_there() {
     assert_eq!(append(&mut h, &backend, "t", 0, &[record(5)], None), Ok(5));
     assert_eq!(h.fake.topics["t"].partitions[0].next, 6);
 }
+
+/// The node that describes topics (the cluster's primary) has not applied a partition's
+/// latest append yet, which that partition's own primary took: a consumer that read to the
+/// end is not told its position is out of range, which would send it back to the start.
+#[test]
+fn a_lagging_description_does_not_put_a_reader_out_of_range() {
+    let mut fake = cluster();
+    fake.roster.leader = Some(1);
+    fake.roster.partition_leader = Some(0);
+    fake.roster.lagging = Some(1);
+    let mut h = Pool::cluster(fake);
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    for i in 0..3 {
+        assert_eq!(
+            append(&mut h, &backend, "t", 0, &[record(i)], None),
+            Ok(i as u64)
+        );
+    }
+    assert_eq!(read(&mut h, &backend, "t", 0, 0).expect("read").len(), 3);
+    assert_eq!(read(&mut h, &backend, "t", 0, 3), Ok(Vec::new()));
+    assert!(matches!(
+        read(&mut h, &backend, "t", 0, 4),
+        Err(BackendError::OffsetOutOfRange { .. })
+    ));
+}

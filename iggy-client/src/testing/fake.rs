@@ -88,6 +88,9 @@ pub struct Roster {
     pub partition_leader: Option<usize>,
     /// Which nodes are down.
     pub down: Vec<bool>,
+    /// A node whose view of the partitions is one message behind (it has not applied the
+    /// latest append yet): its topic descriptions say so.
+    pub lagging: Option<usize>,
 }
 
 impl Roster {
@@ -99,6 +102,7 @@ impl Roster {
             leader: Some(0),
             partition_leader: None,
             down: vec![false; n],
+            lagging: None,
         }
     }
 
@@ -134,6 +138,8 @@ pub struct FakeIggy {
     /// Replies to metadata writes, by (client, request number): a resend is answered from
     /// here, as Iggy's reply cache does.
     replies: HashMap<(u128, u64), Vec<u8>>,
+    /// The node answering now is the lagging one.
+    lags: bool,
     /// The one stream, once created.
     pub stream: Option<String>,
     /// Its topics, by name.
@@ -270,9 +276,9 @@ impl FakeIggy {
                     id: u32::try_from(i).unwrap_or(0),
                     created_at: t.created_at,
                     segments_count: 1,
-                    current_offset: p.next.saturating_sub(1),
+                    current_offset: p.next.saturating_sub(1 + u64::from(self.lags)),
                     size_bytes: p.batches.iter().map(|b| b.len() as u64).sum(),
-                    messages_count: p.held(),
+                    messages_count: p.held().saturating_sub(u64::from(self.lags)),
                 })
                 .collect(),
         }
@@ -499,6 +505,7 @@ impl FakeIggy {
             .filter(|&i| !self.roster.down[i])?;
         let leads = self.roster.leader == Some(node);
         let leads_partitions = self.roster.partition_leader.or(self.roster.leader) == Some(node);
+        self.lags = self.roster.lagging == Some(node);
         let mut out = Vec::new();
         let requests = frames::requests(wire, 0);
         if let Some(last) = requests.last() {
