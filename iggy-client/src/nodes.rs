@@ -18,6 +18,9 @@ use crate::sync::lock;
 
 /// Iggy's role code of the node that leads the cluster.
 const LEADER: u8 = 0;
+/// The most addresses a pool keeps: a node reporting ever new ones (a broken or hostile
+/// server) must not grow the list without end. Iggy's clusters have a handful of nodes.
+pub const MAX_NODES: usize = 32;
 
 /// The nodes a pool knows. Shared by its lanes.
 #[derive(Debug)]
@@ -140,10 +143,12 @@ impl Nodes {
             let at = format!("{}:{}", host(&node.ip), node.tcp_port);
             let i = match st.addresses.iter().position(|a| *a == at) {
                 Some(i) => i,
-                None => {
+                None if st.addresses.len() < MAX_NODES => {
                     st.addresses.push(at);
                     st.addresses.len() - 1
                 }
+                // Past the bound a node is not learned, nor followed should it lead.
+                None => continue,
             };
             if node.role == LEADER {
                 leader = Some(i);
@@ -230,6 +235,21 @@ mod tests {
             nodes.learn("127.0.0.3:8090", &electing),
             Placement::NoLeader
         );
+    }
+
+    /// However many nodes the metadata names, the pool keeps at most [`MAX_NODES`], and
+    /// does not follow a primary it did not keep.
+    #[test]
+    fn a_node_list_past_the_bound_is_not_kept() {
+        let nodes = Nodes::new(["127.0.0.1:8090".to_owned()]);
+        let mut many: Vec<_> = (0..100).map(|p| node("10.0.0.1", 1000 + p, 1)).collect();
+        many.push(node("10.0.0.2", 1, 0));
+        assert_eq!(
+            nodes.learn("127.0.0.1:8090", &metadata(many)),
+            Placement::NoLeader
+        );
+        assert_eq!(nodes.len(), MAX_NODES);
+        assert_eq!(nodes.leader(), None);
     }
 
     /// A single server stays where it is, whatever address it reports for itself.

@@ -206,3 +206,33 @@ fn a_lagging_description_does_not_put_a_reader_out_of_range() {
         Err(BackendError::OffsetOutOfRange { .. })
     ));
 }
+
+/// A cluster that never commits a write (it lost its quorum): the write fails once the
+/// reply timeout passes, as a retriable error (Kafka's REQUEST_TIMED_OUT), and does not
+/// hang; once the cluster commits again, writes go through.
+#[test]
+fn a_write_never_committed_fails_retriably_at_the_timeout() {
+    let mut h = Pool::with_reply_timeout(cluster(), Duration::from_secs(3));
+    let backend = h.backend();
+    h.fake.not_committed = u32::MAX;
+    let c = h.exec(
+        &backend,
+        Command::CreateTopic {
+            name: "t".into(),
+            partitions: 1,
+            config: TopicConfig::default(),
+            validate_only: false,
+        },
+    );
+    let Completion::CreateTopic(Err(e)) = c else {
+        panic!("{c:?}");
+    };
+    assert!(matches!(e, BackendError::Unavailable(_)), "{e:?}");
+    assert_eq!(
+        e.error_code(),
+        iggy_kafka_core::protocol::error_code::ErrorCode::REQUEST_TIMED_OUT
+    );
+    h.fake.not_committed = 0;
+    create(&mut h, &backend, "t", 1);
+    assert_eq!(append(&mut h, &backend, "t", 0, &[record(1)], None), Ok(0));
+}

@@ -1,8 +1,9 @@
 use super::*;
 use crate::nodes::Nodes;
+use crate::session;
 use crate::session::Credentials;
 use crate::testing::frames::{self, cluster_metadata, login_ok, reply as reply_to};
-use iggy_binary_protocol::codes::{GET_STREAM_CODE, SEND_MESSAGES_CODE};
+use iggy_binary_protocol::codes::{CREATE_TOPIC_CODE, GET_STREAM_CODE, SEND_MESSAGES_CODE};
 use iggy_binary_protocol::consensus::{Operation, RequestHeader};
 use secrecy::SecretString;
 
@@ -347,4 +348,108 @@ fn each_login_is_a_new_generation() {
     let (login, _) = request(&mut d);
     log_in(&mut d, &login, now);
     assert_eq!(lanes.lane(0).generation(), Some(2));
+}
+
+const CLUSTER: [&str; 3] = ["127.0.0.1:8090", "127.0.0.2:8090", "127.0.0.3:8090"];
+
+/// A driver of a pool given three nodes, logged in at the node it picks, which reports
+/// `leader` as the cluster's primary; the address it connected to.
+fn cluster_lane(lanes: &Arc<Lanes>, index: usize, leader: usize, now: Instant) -> LaneDriver {
+    let mut d = LaneDriver::new(Arc::clone(lanes), index, config(), now);
+    d.next_address();
+    d.connected(now);
+    let (login, _) = request(&mut d);
+    d.handle_input(&reply_to(&login, 0, &login_ok(5)), now);
+    if lanes.group_node(index / lanes.group(0).len()).is_none() {
+        let (question, _) = request(&mut d);
+        let roster: Vec<_> = CLUSTER
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (*a, i == leader))
+            .collect();
+        d.handle_input(&reply_to(&question, 0, &cluster_metadata(&roster)), now);
+    }
+    d
+}
+
+/// Refuses `d`'s request in flight ("not admitted") on every resend until the session
+/// gives up on it: the lane leaves the node, or `call` has its outcome.
+fn refuse_until_given_up(
+    d: &mut LaneDriver,
+    call: &mut PendingCall,
+    mut now: Instant,
+) -> (Instant, Option<Result<Bytes, Failure>>) {
+    for _ in 0..1000 {
+        if let Some(outcome) = poll(call) {
+            return (now, Some(outcome));
+        }
+        if !d.has_session() {
+            return (now, None);
+        }
+        let mut wire = Vec::new();
+        while let Some(bytes) = d.poll_transmit() {
+            wire.extend_from_slice(&bytes);
+        }
+        for r in frames::requests(&wire, 0) {
+            d.handle_input(
+                &reply_to(&r.header, session::TRANSIENT_NOT_ACCEPTED, &[]),
+                now,
+            );
+        }
+        now += session::RESEND_PAUSE;
+        d.handle_timeout(now);
+    }
+    panic!("never given up on");
+}
+
+/// A node that stops taking metadata requests (its primary role is gone) has them
+/// refused: the request goes, unapplied, to the primary the next login finds, and only
+/// there is it answered.
+#[test]
+fn a_metadata_request_a_node_will_not_take_is_sent_again_on_the_primary() {
+    let mut now = Instant::now();
+    let nodes = Nodes::new(CLUSTER.iter().map(|a| (*a).to_owned()));
+    let lanes = Arc::new(Lanes::new(1, nodes));
+    let mut d = cluster_lane(&lanes, 0, 0, now);
+    assert_eq!(d.address(), CLUSTER[0]);
+    let mut call = lanes.call(0, CREATE_TOPIC_CODE, Bytes::from_static(b"topic"));
+    d.pump(now);
+    let (later, outcome) = refuse_until_given_up(&mut d, &mut call, now);
+    assert!(later - now >= session::REDIRECT_AFTER);
+    now = later;
+    assert!(!d.has_session(), "the node is left");
+    assert_eq!(outcome, None, "the caller still waits");
+    let mut d = cluster_lane(&lanes, 0, 1, now);
+    assert_eq!(d.address(), CLUSTER[1], "the next node is tried");
+    d.pump(now);
+    let (h, body) = request(&mut d);
+    assert_eq!(&body[..], b"topic", "the same request, on the primary");
+    d.handle_input(&reply_to(&h, 0, &frames::result_framed(&[], b"ok")), now);
+    assert_eq!(poll(&mut call), Some(Ok(Bytes::from_static(b"ok"))));
+}
+
+/// A partition's writes refused by a node go back to the caller, who knows the partition
+/// and may move it; the lane stays, and asks which node leads.
+#[test]
+fn a_partition_write_a_node_will_not_take_goes_back_to_the_caller() {
+    let now = Instant::now();
+    let nodes = Nodes::new(CLUSTER.iter().map(|a| (*a).to_owned()));
+    let lanes = Arc::new(Lanes::new(1, nodes));
+    let mut d = cluster_lane(&lanes, 0, 0, now);
+    let mut call = lanes.call(0, SEND_MESSAGES_CODE, Bytes::from_static(b"records"));
+    d.pump(now);
+    let (later, outcome) = refuse_until_given_up(&mut d, &mut call, now);
+    assert!(later - now >= session::PARTITION_REDIRECT_AFTER);
+    assert!(
+        later - now < session::REDIRECT_AFTER,
+        "a partition's refusals are not waited out"
+    );
+    assert_eq!(outcome, Some(Err(Failure::NotAdmitted)));
+    assert!(d.has_session(), "the lane stays");
+    let (question, _) = request(&mut d);
+    assert_eq!(
+        question.operation,
+        Operation::NonReplicated,
+        "it asks which node leads"
+    );
 }

@@ -109,7 +109,19 @@ impl Pool {
     #[must_use]
     pub fn with_password(fake: FakeIggy, password: &str) -> Self {
         let seed = fake.roster.nodes[0].clone();
-        Self::given(fake, password, vec![seed])
+        Self::given(fake, session(password), vec![seed])
+    }
+
+    /// As [`Self::new`], with sessions that give a request up after `reply_timeout`
+    /// without an answer (30 s otherwise, longer than [`Self::run`] waits).
+    #[must_use]
+    pub fn with_reply_timeout(fake: FakeIggy, reply_timeout: Duration) -> Self {
+        let seed = fake.roster.nodes[0].clone();
+        let config = SessionConfig {
+            reply_timeout,
+            ..session("iggy")
+        };
+        Self::given(fake, config, vec![seed])
     }
 
     /// Three lanes following the primary of the cluster `fake` plays, and three on each of
@@ -117,14 +129,13 @@ impl Pool {
     #[must_use]
     pub fn cluster(fake: FakeIggy) -> Self {
         let nodes = fake.roster.nodes.clone();
-        Self::given(fake, "iggy", nodes)
+        Self::given(fake, session("iggy"), nodes)
     }
 
-    fn given(fake: FakeIggy, password: &str, addresses: Vec<String>) -> Self {
+    fn given(fake: FakeIggy, config: SessionConfig, addresses: Vec<String>) -> Self {
         let lanes = Arc::new(Lanes::new(3, Nodes::new(addresses)));
         let count = lanes.len();
         let now = Instant::now();
-        let config = session(password);
         let drivers = (0..count)
             .map(|i| {
                 let mut d = LaneDriver::new(Arc::clone(&lanes), i, config.clone(), now);
