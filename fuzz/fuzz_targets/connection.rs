@@ -13,8 +13,8 @@ use std::task::{Context, Poll, Waker};
 
 use iggy_kafka_core::backend::Completion;
 use iggy_kafka_core::driver::{Later, Shared, Started};
-use iggy_kafka_core::protocol::frame::split_frame;
 use iggy_kafka_core::group::{Coordinator, GroupConfig};
+use iggy_kafka_core::protocol::frame::split_frame;
 use iggy_kafka_core::work::{Outcome, Work};
 use iggy_kafka_core::{Config, Connection};
 use iggy_kafka_embedded::{EmbeddedStore, StoreConfig};

@@ -1,8 +1,17 @@
-//! Lanes whose calls wait for calls on other lanes (a partition moving to another Iggy
-//! connection), under arbitrary interleavings of queueing, dropping, serving, connection
-//! loss and reconnection. No call is written before the call it waits for has its answer
-//! (or failed, or was dropped unwritten), none is written twice, and once every lane is up
-//! and answering, every call still awaited gets an answer: nothing deadlocks.
+//! The lanes of a pool given a three-node Iggy cluster, under arbitrary interleavings of
+//! queueing calls (partition writes and metadata requests, some waiting for calls on other
+//! lanes), dropping them, connection loss and failed connection attempts, time, and the
+//! cluster's answers: replies, errors, "not committed yet" (57), "not admitted" (58), and
+//! cluster metadata naming any primary, none, or nodes never heard of.
+//!
+//! What must hold whatever the cluster says:
+//! - no call is written before the call it waits for is done (answered, failed, or let go
+//!   of without having been applied), and none after a call that waits for it;
+//! - a call is written again on another connection only if no node may have applied it
+//!   (every answer to it was "not admitted"): a resent write is never applied twice;
+//! - every answer reaches the call it answers;
+//! - once the cluster settles (a primary, every node up and answering), every call still
+//!   awaited gets an answer: nothing deadlocks.
 #![no_main]
 
 use std::collections::VecDeque;
@@ -14,46 +23,92 @@ use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
 use bytes::Bytes;
-use iggy_kafka_iggy_client::testing::frames::{self, login_ok, reply};
-use iggy_kafka_iggy_client::{Credentials, LaneDriver, Lanes, Nodes, PendingCall, SessionConfig};
+use iggy_kafka_iggy_client::protocol::codes::{
+    CREATE_TOPIC_CODE, GET_CLUSTER_METADATA_CODE, SEND_MESSAGES_CODE,
+};
+use iggy_kafka_iggy_client::session::{TRANSIENT_NOT_ACCEPTED, TRANSIENT_NOT_COMMITTED};
+use iggy_kafka_iggy_client::testing::frames::{
+    self, cluster_metadata, login_ok, reply, result_framed,
+};
+use iggy_kafka_iggy_client::{
+    Credentials, Failure, LaneDriver, Lanes, Nodes, PendingCall, SessionConfig,
+};
 use libfuzzer_sys::fuzz_target;
 
-const LANES: usize = 3;
-const CODE: u32 = 101;
+const NODES: [&str; 3] = ["127.0.0.1:8090", "127.0.0.2:8090", "127.0.0.3:8090"];
+/// Lanes per group: one group follows the primary, one stays on each node.
+const PER_GROUP: usize = 2;
 
 #[derive(Debug, Arbitrary)]
 enum Step {
-    /// Queue a call on `lane`, after call `after` (an index into the calls so far).
-    Call { lane: u8, after: Option<u8> },
+    /// Queue a call on `lane`, after call `after` (an index into the calls so far): a
+    /// partition's write, or a metadata request.
+    Call {
+        lane: u8,
+        after: Option<u8>,
+        partition: bool,
+    },
     /// The caller of call `i` stops waiting for it.
     Drop(u8),
-    /// The server answers what `lane` wrote.
-    Serve(u8),
+    /// The server answers what `lane` wrote. A transient answer sticks: the node gives it
+    /// to every resend until it answers otherwise or the connection ends.
+    Serve { lane: u8, answer: Answer },
     /// `lane`'s connection fails.
     Close(u8),
-    /// `lane` connects again (if it has no session).
+    /// `lane` connects again (if it has no session), to the node it picks.
     Connect(u8),
+    /// `lane`'s next connection attempt fails.
+    Unreachable(u8),
+    /// The cluster names this node (of three) its primary, or none.
+    Elect(Option<u8>),
+    /// Time passes, and the timers that came due fire.
+    Wait(u16),
+}
+
+#[derive(Debug, Clone, Copy, Arbitrary)]
+enum Answer {
+    /// Applied and answered (a cluster metadata question: the cluster as it is now, with a
+    /// node nobody knew of when `stranger` is set).
+    Done { stranger: Option<u8> },
+    /// Applied, answered with an error.
+    Error(u16),
+    /// Taken, not committed yet: the session resends, the node answers from its cache.
+    NotCommitted,
+    /// Not admitted: not applied.
+    NotAdmitted,
 }
 
 struct Call {
     lane: usize,
     after: Option<usize>,
-    /// `None` once the caller stopped waiting.
+    /// `None` once the caller stopped waiting, or once it has its answer.
     pending: Option<PendingCall>,
-    written: bool,
-    /// Answered, or failed with its connection, after it was written.
-    finished: bool,
+    /// The connection (lane, serial) it was written on last.
+    written_on: Option<(usize, u64)>,
+    /// A node may have applied it: it answered it other than "not admitted", or the
+    /// connection it was last written on ended before an answer.
+    maybe_applied: bool,
+    /// The last thing that happened to it was a "not admitted".
+    refused_last: bool,
+    /// Its outcome is settled: answered, failed, or given to its caller.
+    done: bool,
 }
 
 /// One lane's driver and the server's side of its connection.
 struct Link {
     driver: LaneDriver,
+    /// Which connection of this lane the session is on (bumped on each connect).
+    serial: u64,
+    /// Whether the driver has a session (mirrored, to see the driver drop one).
+    connected: bool,
     /// Bytes written and not yet read by the server.
     wire: Vec<u8>,
     /// How much of `wire` was looked at as it was written.
     seen: usize,
     /// The call written and not yet answered.
     in_flight: Option<usize>,
+    /// The transient answer the node keeps giving.
+    sticky: Option<Answer>,
     /// What wakes the lane's task, as in the runtimes: a lane is pumped only when told.
     changed: Option<Pin<Box<dyn Future<Output = ()>>>>,
 }
@@ -67,105 +122,252 @@ struct World {
     lanes: Arc<Lanes>,
     links: Vec<Link>,
     calls: Vec<Call>,
+    leader: Option<usize>,
     now: Instant,
 }
 
 impl World {
     /// Every lane that was told of new calls (or of a call it waits for) looks at its queue,
     /// as its task would when woken, and writes what it can; each call is checked as it is
-    /// written.
+    /// written, and each answer as it arrives.
     fn pump(&mut self) {
-        for i in 0..LANES {
+        for i in 0..self.links.len() {
             let l = &mut self.links[i];
-            if l.changed.as_mut().is_none_or(|c| ready(c)) {
+            if l.changed.as_mut().is_none_or(ready) {
                 l.changed = Some(Box::pin(self.lanes.lane(i).changed()));
                 l.driver.pump(self.now);
             }
-            while let Some(b) = l.driver.poll_transmit() {
-                l.wire.extend_from_slice(&b);
+            self.after_driver(i);
+        }
+        self.collect();
+    }
+
+    /// What lane `i`'s driver did: bytes written, or its session dropped.
+    fn after_driver(&mut self, i: usize) {
+        if self.links[i].connected && !self.links[i].driver.has_session() {
+            self.ended(i);
+        }
+        let l = &mut self.links[i];
+        while let Some(b) = l.driver.poll_transmit() {
+            l.wire.extend_from_slice(&b);
+        }
+        for r in frames::requests(&l.wire, l.seen) {
+            self.links[i].seen = r.end;
+            if let Some(id) = call_id(&r) {
+                self.written(i, id);
             }
-            for r in frames::requests(&l.wire, l.seen) {
-                self.links[i].seen = r.end;
-                if !r.is_login() {
-                    let id = usize::from_le_bytes(r.body[..8].try_into().expect("an id"));
-                    self.written(i, id);
+        }
+    }
+
+    /// Answers delivered: each to its own call.
+    fn collect(&mut self) {
+        for (id, c) in self.calls.iter_mut().enumerate() {
+            let Some(p) = c.pending.as_mut() else {
+                continue;
+            };
+            let mut cx = Context::from_waker(Waker::noop());
+            if let Poll::Ready(outcome) = Pin::new(p).poll(&mut cx) {
+                if let Ok(body) = &outcome {
+                    assert_eq!(
+                        body.as_ref(),
+                        id.to_le_bytes(),
+                        "call {id} got another's answer"
+                    );
                 }
+                if outcome == Err(Failure::NotAdmitted) {
+                    assert!(
+                        !c.maybe_applied,
+                        "call {id} failed as unapplied, but may be applied"
+                    );
+                }
+                c.pending = None;
+                c.done = true;
             }
         }
     }
 
     /// The server reads lane `i`'s requests and answers each; whether it answered any.
-    fn serve(&mut self, i: usize) -> bool {
+    fn serve(&mut self, i: usize, answer: Answer) -> bool {
+        self.links[i].sticky =
+            matches!(answer, Answer::NotCommitted | Answer::NotAdmitted).then_some(answer);
         let mut written: VecDeque<_> = frames::requests(&self.links[i].wire, 0).into();
         let Some(end) = written.back().map(|r| r.end) else {
             return false;
         };
         self.links[i].wire.drain(..end);
         self.links[i].seen -= end;
+        let serial = self.links[i].serial;
         while let Some(r) = written.pop_front() {
-            if r.is_login() {
-                let answer = reply(&r.header, 0, &login_ok(1));
-                self.links[i].driver.handle_input(&answer, self.now);
-            } else {
-                let id = usize::from_le_bytes(r.body[..8].try_into().expect("an id"));
-                self.links[i].in_flight = None;
-                self.calls[id].finished = true;
-                self.links[i]
-                    .driver
-                    .handle_input(&reply(&r.header, 0, &r.body), self.now);
+            if !self.links[i].connected || self.links[i].serial != serial {
+                // The connection ended: what it wrote goes unanswered.
+                break;
             }
+            let (status, body) = if r.is_login() {
+                (0, login_ok(1))
+            } else if r.code() == GET_CLUSTER_METADATA_CODE {
+                match answer {
+                    Answer::Done { stranger } => (0, self.roster(stranger)),
+                    Answer::Error(e) => (u32::from(e), Vec::new()),
+                    Answer::NotCommitted => (TRANSIENT_NOT_COMMITTED, Vec::new()),
+                    Answer::NotAdmitted => (TRANSIENT_NOT_ACCEPTED, Vec::new()),
+                }
+            } else {
+                let id = call_id(&r).expect("a call");
+                let c = &mut self.calls[id];
+                let status = match answer {
+                    Answer::Done { .. } => 0,
+                    Answer::Error(e) => u32::from(e),
+                    Answer::NotCommitted => TRANSIENT_NOT_COMMITTED,
+                    Answer::NotAdmitted => TRANSIENT_NOT_ACCEPTED,
+                };
+                c.refused_last = status == TRANSIENT_NOT_ACCEPTED;
+                c.maybe_applied |= !c.refused_last;
+                if status != TRANSIENT_NOT_COMMITTED && status != TRANSIENT_NOT_ACCEPTED {
+                    c.done = true;
+                    self.links[i].in_flight = None;
+                }
+                // Metadata replies open with a result section; partition replies do not.
+                let body = if r.header.operation.is_result_framed() {
+                    result_framed(&[], &r.body)
+                } else {
+                    r.body.to_vec()
+                };
+                (status, body)
+            };
+            self.links[i]
+                .driver
+                .handle_input(&reply(&r.header, status, &body), self.now);
+            self.after_driver(i);
             self.pump();
         }
         true
     }
 
+    /// The cluster metadata a node reports now.
+    fn roster(&self, stranger: Option<u8>) -> Vec<u8> {
+        let stranger = stranger.map(|s| format!("10.0.0.{s}:8090"));
+        let mut nodes: Vec<(&str, bool)> = NODES
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (*a, self.leader == Some(i)))
+            .collect();
+        if let Some(s) = stranger.as_deref() {
+            nodes.push((s, false));
+        }
+        cluster_metadata(&nodes)
+    }
+
     /// Lane `lane` wrote call `id`.
     fn written(&mut self, lane: usize, id: usize) {
+        let serial = self.links[lane].serial;
         let call = &self.calls[id];
         assert_eq!(call.lane, lane, "written on its own lane");
-        assert!(!call.written, "call {id} written twice");
+        assert!(!call.done, "call {id} written again after it was done");
+        if call.written_on.is_some_and(|w| w != (lane, serial)) {
+            assert!(
+                !call.maybe_applied,
+                "call {id} written again on another connection, though a node may have applied it"
+            );
+        }
         if let Some(p) = call.after {
             let before = &self.calls[p];
             assert!(
-                !before.written || before.finished,
+                before.written_on.is_none() || before.done || !before.maybe_applied,
                 "call {id} written while call {p}, which it waits for, had no answer"
             );
         }
-        // A call written after one that waits for it broke the order.
         for (later, c) in self.calls.iter().enumerate() {
             assert!(
-                !(c.after == Some(id) && c.written),
+                !(c.after == Some(id) && c.written_on.is_some()),
                 "call {id} written after call {later}, which waits for it"
             );
         }
-        self.calls[id].written = true;
+        let call = &mut self.calls[id];
+        call.written_on = Some((lane, serial));
+        call.refused_last = false;
         self.links[lane].in_flight = Some(id);
+    }
+
+    /// Lane `i`'s connection is over: what it had in flight failed and may have been
+    /// applied, unless the last word on it was "not admitted".
+    fn ended(&mut self, i: usize) {
+        let l = &mut self.links[i];
+        l.connected = false;
+        l.sticky = None;
+        l.wire.clear();
+        l.seen = 0;
+        if let Some(id) = l.in_flight.take() {
+            let c = &mut self.calls[id];
+            if !c.refused_last {
+                c.maybe_applied = true;
+                c.done = true;
+            }
+        }
     }
 
     fn close(&mut self, i: usize) {
         if !self.links[i].driver.has_session() {
             return;
         }
-        if let Some(id) = self.links[i].in_flight.take() {
-            self.calls[id].finished = true;
-        }
-        self.links[i].wire.clear();
-        self.links[i].seen = 0;
+        self.ended(i);
         self.links[i].driver.handle_closed(self.now);
+        self.after_driver(i);
     }
 
     fn connect(&mut self, i: usize) {
-        if !self.links[i].driver.has_session() {
-            self.links[i].wire.clear();
-            self.links[i].seen = 0;
-            self.links[i].driver.connected(self.now);
+        let l = &mut self.links[i];
+        if !l.driver.has_session() {
+            let _node = l.driver.next_address();
+            l.serial += 1;
+            l.connected = true;
+            l.wire.clear();
+            l.seen = 0;
+            l.driver.connected(self.now);
+            self.after_driver(i);
+        }
+    }
+
+    fn unreachable(&mut self, i: usize) {
+        let l = &mut self.links[i];
+        if !l.driver.has_session() {
+            let _node = l.driver.next_address();
+            l.driver.connect_failed("connection refused", self.now);
+            self.after_driver(i);
+        }
+    }
+
+    fn wait(&mut self, by: Duration) {
+        self.now += by;
+        for i in 0..self.links.len() {
+            if self.links[i]
+                .driver
+                .poll_timeout()
+                .is_some_and(|t| t <= self.now)
+            {
+                self.links[i].driver.handle_timeout(self.now);
+                self.after_driver(i);
+            }
+            if let Some(answer) = self.links[i].sticky {
+                self.serve(i, answer);
+            }
         }
     }
 }
 
+/// The call a request carries (its payload is the call's index), if it is one.
+fn call_id(r: &frames::Request) -> Option<usize> {
+    if r.is_login() || r.code() == GET_CLUSTER_METADATA_CODE {
+        return None;
+    }
+    Some(usize::from_le_bytes(r.body[..8].try_into().expect("an id")))
+}
+
 fuzz_target!(|steps: Vec<Step>| {
     let now = Instant::now();
-    let lanes = Arc::new(Lanes::new(LANES, Nodes::new(["127.0.0.1:8090".to_owned()])));
+    let lanes = Arc::new(Lanes::new(
+        PER_GROUP,
+        Nodes::new(NODES.iter().map(|a| (*a).to_owned())),
+    ));
     let config = SessionConfig {
         credentials: Credentials::User {
             username: "u".into(),
@@ -175,12 +377,15 @@ fuzz_target!(|steps: Vec<Step>| {
         reply_timeout: Duration::from_secs(30),
         max_reply_bytes: 1 << 16,
     };
-    let links = (0..LANES)
+    let links = (0..lanes.len())
         .map(|i| Link {
             driver: LaneDriver::new(Arc::clone(&lanes), i, config.clone(), now),
+            serial: 0,
+            connected: false,
             wire: Vec::new(),
             seen: 0,
             in_flight: None,
+            sticky: None,
             changed: None,
         })
         .collect();
@@ -188,13 +393,19 @@ fuzz_target!(|steps: Vec<Step>| {
         lanes,
         links,
         calls: Vec::new(),
+        leader: Some(0),
         now,
     };
+    let count = w.links.len();
     for step in steps.into_iter().take(512) {
-        w.now += Duration::from_millis(1);
+        w.wait(Duration::from_millis(1));
         match step {
-            Step::Call { lane, after } => {
-                let lane = usize::from(lane) % LANES;
+            Step::Call {
+                lane,
+                after,
+                partition,
+            } => {
+                let lane = usize::from(lane) % count;
                 let id = w.calls.len();
                 let after = after
                     .map(usize::from)
@@ -205,13 +416,20 @@ fuzz_target!(|steps: Vec<Step>| {
                 let payload = Bytes::copy_from_slice(&id.to_le_bytes());
                 // A call after one whose caller already let go waits for nothing.
                 let after = after.filter(|_| predecessor.is_some());
-                let pending = w.lanes.call_after(lane, CODE, payload, predecessor);
+                let code = if partition {
+                    SEND_MESSAGES_CODE
+                } else {
+                    CREATE_TOPIC_CODE
+                };
+                let pending = w.lanes.call_after(lane, code, payload, predecessor);
                 w.calls.push(Call {
                     lane,
                     after,
                     pending: Some(pending),
-                    written: false,
-                    finished: false,
+                    written_on: None,
+                    maybe_applied: false,
+                    refused_last: false,
+                    done: false,
                 });
             }
             Step::Drop(i) => {
@@ -219,31 +437,40 @@ fuzz_target!(|steps: Vec<Step>| {
                     c.pending = None;
                 }
             }
-            Step::Serve(i) => {
-                w.serve(usize::from(i) % LANES);
+            Step::Serve { lane, answer } => {
+                w.serve(usize::from(lane) % count, answer);
             }
-            Step::Close(i) => w.close(usize::from(i) % LANES),
-            Step::Connect(i) => w.connect(usize::from(i) % LANES),
+            Step::Close(i) => w.close(usize::from(i) % count),
+            Step::Connect(i) => w.connect(usize::from(i) % count),
+            Step::Unreachable(i) => w.unreachable(usize::from(i) % count),
+            Step::Elect(n) => w.leader = n.map(|n| usize::from(n) % NODES.len()),
+            Step::Wait(ms) => w.wait(Duration::from_millis(u64::from(ms))),
         }
         w.pump();
     }
-    // Every lane up and answering: every call still awaited gets its answer.
-    for i in 0..LANES {
-        w.connect(i);
-    }
-    w.pump();
-    let mut quiet = 0;
-    while quiet < 2 {
-        let mut any = false;
-        for i in 0..LANES {
-            any |= w.serve(i);
+    // The cluster settles: node 0 leads, every node is up and answers everything. Every
+    // call still awaited gets its answer.
+    w.leader = Some(0);
+    for _ in 0..400 {
+        for i in 0..count {
+            w.connect(i);
         }
         w.pump();
-        quiet = if any { 0 } else { quiet + 1 };
-    }
-    for (id, c) in w.calls.iter_mut().enumerate() {
-        if let Some(p) = c.pending.as_mut() {
-            assert!(ready(p), "call {id} on lane {} never answered", c.lane);
+        for i in 0..count {
+            w.serve(i, Answer::Done { stranger: None });
         }
+        w.pump();
+        if w.calls.iter().all(|c| c.pending.is_none()) {
+            break;
+        }
+        w.wait(Duration::from_millis(100));
+        w.pump();
+    }
+    for (id, c) in w.calls.iter().enumerate() {
+        assert!(
+            c.pending.is_none(),
+            "call {id} on lane {} never answered",
+            c.lane
+        );
     }
 });

@@ -1,6 +1,9 @@
 //! An Iggy session fed whatever a broken or hostile server might send: arbitrary bytes in
-//! arbitrary chunks, interleaved with requests and time. It must never panic, answer each
-//! request at most once, and end (if it ends) with exactly one `Closed`.
+//! arbitrary chunks, interleaved with requests and time, and a cluster's answers ("not
+//! committed yet", "not admitted") in any order. It must never panic, answer each request
+//! at most once, report a request stalled at most once, never give up on a request as
+//! unapplied ("not admitted") once a node said it took it, and end (if it ends) with
+//! exactly one `Closed`.
 #![no_main]
 
 use std::time::{Duration, Instant};
@@ -8,8 +11,9 @@ use std::time::{Duration, Instant};
 use arbitrary::Arbitrary;
 use bytes::Bytes;
 use iggy_kafka_iggy_client::protocol::consensus::{Command, Operation, HEADER_SIZE};
+use iggy_kafka_iggy_client::session::{TRANSIENT_NOT_ACCEPTED, TRANSIENT_NOT_COMMITTED};
 use iggy_kafka_iggy_client::testing::frames::{self, reply_to_number};
-use iggy_kafka_iggy_client::{Credentials, Event, Session, SessionConfig};
+use iggy_kafka_iggy_client::{Credentials, Event, Failure, Session, SessionConfig};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]
@@ -30,6 +34,11 @@ enum Step {
     Send {
         code: u16,
         payload: Vec<u8>,
+    },
+    /// A cluster's transient answer to the request in flight: "not committed yet" (57, the
+    /// node took it) or "not admitted" (58).
+    Transient {
+        taken: bool,
     },
     Wait(u16),
     Close,
@@ -66,7 +75,13 @@ fuzz_target!(|steps: Vec<Step>| {
     let mut closed = 0;
     let mut request = 0u64;
     let mut wire = Vec::new();
+    // Of the request in flight: whether a node said it took it, and whether it was
+    // reported stalled.
+    let mut taken = false;
+    let mut stalled = false;
     for step in steps {
+        // Only a request sent and not yet answered can be taken.
+        let in_flight = s.is_ready() && replies < sent;
         match step {
             Step::Input(b) => s.handle_input(&b, now),
             Step::Reply {
@@ -74,7 +89,17 @@ fuzz_target!(|steps: Vec<Step>| {
                 body,
                 login,
             } => {
+                taken |= in_flight && !login && status == TRANSIENT_NOT_COMMITTED;
                 s.handle_input(&reply(request, login, status, &body), now);
+            }
+            Step::Transient { taken: took } => {
+                let status = if took {
+                    TRANSIENT_NOT_COMMITTED
+                } else {
+                    TRANSIENT_NOT_ACCEPTED
+                };
+                taken |= in_flight && took;
+                s.handle_input(&reply(request, false, status, &[]), now);
             }
             Step::Oversized { status, by } => {
                 let mut r = reply(request, false, status, &[]);
@@ -107,7 +132,19 @@ fuzz_target!(|steps: Vec<Step>| {
         }
         while let Some(e) = s.poll_event() {
             match e {
-                Event::Reply(_) => replies += 1,
+                Event::Reply(r) => {
+                    assert!(
+                        !(taken && r == Err(Failure::NotAdmitted)),
+                        "a request a node took was given up on as unapplied"
+                    );
+                    replies += 1;
+                    taken = false;
+                    stalled = false;
+                }
+                Event::Stalled(_) => {
+                    assert!(!stalled, "a request reported stalled twice");
+                    stalled = true;
+                }
                 Event::Closed(_) => closed += 1,
                 Event::Ready { .. } => {}
             }
