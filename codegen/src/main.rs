@@ -385,8 +385,55 @@ impl<'a> Gen<'a> {
         let _ = writeln!(o, "impl {} {{", d.name);
         self.read_fn(o, d);
         self.write_fn(o, d);
+        if self.s.kind == "response" && self.has_errors(d.fields) {
+            self.error_codes_fn(o, d);
+        }
         o.push_str("}\n\n");
         self.sample_fn(o, d);
+    }
+
+    /// Whether `fields`, or a struct they hold, carry a Kafka error code.
+    fn has_errors(&self, fields: &[Field]) -> bool {
+        fields.iter().any(|f| {
+            is_error_code(f)
+                || element_struct(&f.ty).is_some_and(|n| self.has_errors(self.struct_fields(n)))
+        })
+    }
+
+    /// `for_each_error_code`: every error code the value holds, nested ones included, so
+    /// that a server can count the errors it answers without knowing each response's shape.
+    fn error_codes_fn(&self, o: &mut String, d: &StructDef<'_>) {
+        o.push_str("    /// Calls `f` with every error code this value holds, nested ones included (0 for none).\n");
+        o.push_str("    pub fn for_each_error_code(&self, f: &mut dyn FnMut(i16)) {\n");
+        for fld in d.fields {
+            let name = snake(&fld.name);
+            let nullable = fld.nullable.is_some();
+            if is_error_code(fld) {
+                if nullable {
+                    let _ = writeln!(o, "        if let Some(c) = self.{name} {{ f(c); }}");
+                } else {
+                    let _ = writeln!(o, "        f(self.{name});");
+                }
+                continue;
+            }
+            let Some(inner) = element_struct(&fld.ty) else {
+                continue;
+            };
+            if !self.has_errors(self.struct_fields(inner)) {
+                continue;
+            }
+            let each = if matches!(fld.ty, Ty::Array(_)) {
+                "for e in v { e.for_each_error_code(f); }"
+            } else {
+                "v.for_each_error_code(f);"
+            };
+            if nullable {
+                let _ = writeln!(o, "        if let Some(v) = &self.{name} {{ {each} }}");
+            } else {
+                let _ = writeln!(o, "        {{ let v = &self.{name}; {each} }}");
+            }
+        }
+        o.push_str("    }\n");
     }
 
     fn flex_cond(&self) -> String {
@@ -875,6 +922,20 @@ fn dispatch(modules: &[String], apis: &[(i16, &Schema, &Schema)]) -> String {
         o.push_str("        }\n    }\n}\n\n");
     }
 
+    o.push_str("impl Response {\n    /// Calls `f` with every error code the response holds, nested ones included (0 for none).\n    pub fn for_each_error_code(&self, f: &mut dyn FnMut(i16)) {\n        match self {\n");
+    for a in apis {
+        if response_has_errors(a.2) {
+            let _ = writeln!(
+                o,
+                "            Self::{}(m) => m.for_each_error_code(f),",
+                api_name(a.1)
+            );
+        } else {
+            let _ = writeln!(o, "            Self::{}(_) => {{}}", api_name(a.1));
+        }
+    }
+    o.push_str("        }\n    }\n}\n\n");
+
     o.push_str("#[cfg(test)]\nimpl Request {\n    /// A sample body of `key` at `version`.\n    pub(crate) fn sample(key: ApiKey, g: &mut crate::protocol::sample::Gen, version: i16) -> Self {\n        match key {\n");
     for a in apis {
         let _ = writeln!(
@@ -895,6 +956,26 @@ fn dispatch(modules: &[String], apis: &[(i16, &Schema, &Schema)]) -> String {
     }
     o.push_str("        }\n    }\n}\n");
     o
+}
+
+/// A field holding a Kafka error code (`ErrorCode`, `PartitionErrorCode`, ...).
+fn is_error_code(f: &Field) -> bool {
+    f.name.ends_with("ErrorCode") && matches!(f.ty, Ty::Int16)
+}
+
+/// The struct a field holds, alone or as an array's elements.
+fn element_struct(ty: &Ty) -> Option<&str> {
+    match ty {
+        Ty::Struct(n) => Some(n.as_str()),
+        Ty::Array(e) => element_struct(e),
+        _ => None,
+    }
+}
+
+/// Whether a response message carries error codes (and so has `for_each_error_code`).
+fn response_has_errors(s: &Schema) -> bool {
+    let g = Gen::new(s);
+    g.has_errors(&s.fields)
 }
 
 fn api_name(req: &Schema) -> String {

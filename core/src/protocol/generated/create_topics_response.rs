@@ -80,6 +80,15 @@ impl CreateTopicsResponse {
         }
         Ok(())
     }
+    /// Calls `f` with every error code this value holds, nested ones included (0 for none).
+    pub fn for_each_error_code(&self, f: &mut dyn FnMut(i16)) {
+        {
+            let v = &self.topics;
+            for e in v {
+                e.for_each_error_code(f);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -230,6 +239,11 @@ impl CreatableTopicResult {
             )?;
         }
         Ok(())
+    }
+    /// Calls `f` with every error code this value holds, nested ones included (0 for none).
+    pub fn for_each_error_code(&self, f: &mut dyn FnMut(i16)) {
+        f(self.error_code);
+        f(self.topic_config_error_code);
     }
 }
 

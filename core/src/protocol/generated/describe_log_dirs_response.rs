@@ -85,6 +85,16 @@ impl DescribeLogDirsResponse {
         }
         Ok(())
     }
+    /// Calls `f` with every error code this value holds, nested ones included (0 for none).
+    pub fn for_each_error_code(&self, f: &mut dyn FnMut(i16)) {
+        f(self.error_code);
+        {
+            let v = &self.results;
+            for e in v {
+                e.for_each_error_code(f);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -194,6 +204,10 @@ impl DescribeLogDirsResult {
             )?;
         }
         Ok(())
+    }
+    /// Calls `f` with every error code this value holds, nested ones included (0 for none).
+    pub fn for_each_error_code(&self, f: &mut dyn FnMut(i16)) {
+        f(self.error_code);
     }
 }
 

@@ -98,6 +98,15 @@ impl DescribeTopicPartitionsResponse {
         }
         Ok(())
     }
+    /// Calls `f` with every error code this value holds, nested ones included (0 for none).
+    pub fn for_each_error_code(&self, f: &mut dyn FnMut(i16)) {
+        {
+            let v = &self.topics;
+            for e in v {
+                e.for_each_error_code(f);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -216,6 +225,16 @@ impl DescribeTopicPartitionsResponseTopic {
             )?;
         }
         Ok(())
+    }
+    /// Calls `f` with every error code this value holds, nested ones included (0 for none).
+    pub fn for_each_error_code(&self, f: &mut dyn FnMut(i16)) {
+        f(self.error_code);
+        {
+            let v = &self.partitions;
+            for e in v {
+                e.for_each_error_code(f);
+            }
+        }
     }
 }
 
@@ -402,6 +421,10 @@ impl DescribeTopicPartitionsResponsePartition {
             )?;
         }
         Ok(())
+    }
+    /// Calls `f` with every error code this value holds, nested ones included (0 for none).
+    pub fn for_each_error_code(&self, f: &mut dyn FnMut(i16)) {
+        f(self.error_code);
     }
 }
 

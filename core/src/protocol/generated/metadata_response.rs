@@ -135,6 +135,15 @@ impl MetadataResponse {
         }
         Ok(())
     }
+    /// Calls `f` with every error code this value holds, nested ones included (0 for none).
+    pub fn for_each_error_code(&self, f: &mut dyn FnMut(i16)) {
+        {
+            let v = &self.topics;
+            for e in v {
+                e.for_each_error_code(f);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -376,6 +385,16 @@ impl MetadataResponseTopic {
         }
         Ok(())
     }
+    /// Calls `f` with every error code this value holds, nested ones included (0 for none).
+    pub fn for_each_error_code(&self, f: &mut dyn FnMut(i16)) {
+        f(self.error_code);
+        {
+            let v = &self.partitions;
+            for e in v {
+                e.for_each_error_code(f);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -529,6 +548,10 @@ impl MetadataResponsePartition {
             )?;
         }
         Ok(())
+    }
+    /// Calls `f` with every error code this value holds, nested ones included (0 for none).
+    pub fn for_each_error_code(&self, f: &mut dyn FnMut(i16)) {
+        f(self.error_code);
     }
 }
 

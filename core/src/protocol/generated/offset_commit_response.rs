@@ -80,6 +80,15 @@ impl OffsetCommitResponse {
         }
         Ok(())
     }
+    /// Calls `f` with every error code this value holds, nested ones included (0 for none).
+    pub fn for_each_error_code(&self, f: &mut dyn FnMut(i16)) {
+        {
+            let v = &self.topics;
+            for e in v {
+                e.for_each_error_code(f);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -166,6 +175,15 @@ impl OffsetCommitResponseTopic {
         }
         Ok(())
     }
+    /// Calls `f` with every error code this value holds, nested ones included (0 for none).
+    pub fn for_each_error_code(&self, f: &mut dyn FnMut(i16)) {
+        {
+            let v = &self.partitions;
+            for e in v {
+                e.for_each_error_code(f);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -238,6 +256,10 @@ impl OffsetCommitResponsePartition {
             )?;
         }
         Ok(())
+    }
+    /// Calls `f` with every error code this value holds, nested ones included (0 for none).
+    pub fn for_each_error_code(&self, f: &mut dyn FnMut(i16)) {
+        f(self.error_code);
     }
 }
 

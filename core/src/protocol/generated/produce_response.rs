@@ -109,6 +109,15 @@ impl ProduceResponse {
         }
         Ok(())
     }
+    /// Calls `f` with every error code this value holds, nested ones included (0 for none).
+    pub fn for_each_error_code(&self, f: &mut dyn FnMut(i16)) {
+        {
+            let v = &self.responses;
+            for e in v {
+                e.for_each_error_code(f);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -200,6 +209,15 @@ impl TopicProduceResponse {
             )?;
         }
         Ok(())
+    }
+    /// Calls `f` with every error code this value holds, nested ones included (0 for none).
+    pub fn for_each_error_code(&self, f: &mut dyn FnMut(i16)) {
+        {
+            let v = &self.partition_responses;
+            for e in v {
+                e.for_each_error_code(f);
+            }
+        }
     }
 }
 
@@ -350,6 +368,10 @@ impl PartitionProduceResponse {
             )?;
         }
         Ok(())
+    }
+    /// Calls `f` with every error code this value holds, nested ones included (0 for none).
+    pub fn for_each_error_code(&self, f: &mut dyn FnMut(i16)) {
+        f(self.error_code);
     }
 }
 

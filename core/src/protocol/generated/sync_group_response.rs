@@ -105,6 +105,10 @@ impl SyncGroupResponse {
         }
         Ok(())
     }
+    /// Calls `f` with every error code this value holds, nested ones included (0 for none).
+    pub fn for_each_error_code(&self, f: &mut dyn FnMut(i16)) {
+        f(self.error_code);
+    }
 }
 
 #[cfg(test)]
