@@ -352,6 +352,8 @@ pub struct Appended {
 /// The outcome of a read.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ReadResult {
+    /// The topic's name (a read by id learns it here).
+    pub topic: String,
     /// The messages, in offset order, without gaps.
     pub messages: Messages,
     /// The partition's bounds when it was read.
@@ -527,6 +529,22 @@ pub trait Backend: Send + Sync + 'static {
     /// one connection before returning), so a connection's appends land in request order
     /// while several are in flight.
     fn execute(&self, command: Command) -> Execution;
+
+    /// Whether the backend can serve now (a remote store reachable and logged in), for a
+    /// readiness probe.
+    fn is_ready(&self) -> bool {
+        true
+    }
+
+    /// One line for a person about the backend and its state.
+    fn describe(&self) -> String {
+        String::new()
+    }
+
+    /// What the backend reports about itself, for an exporter.
+    fn metrics(&self) -> Vec<crate::stats::Metric> {
+        Vec::new()
+    }
 }
 
 #[cfg(test)]

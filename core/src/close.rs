@@ -50,3 +50,21 @@ pub enum CloseReason {
     #[error("gateway shutting down")]
     Shutdown,
 }
+
+impl CloseReason {
+    /// A short, fixed name for the kind of reason, fit for a metric label.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Frame(_) | Self::ShortFrame(_) => "bad_frame",
+            Self::UnsupportedApiKey { .. } => "unsupported_api",
+            Self::UnsupportedVersion { .. } => "unsupported_version",
+            Self::Malformed(_) => "malformed_request",
+            Self::Encode(_) => "encode_error",
+            Self::ProduceFailed(_) => "acks0_produce_failed",
+            Self::RequestTimeout(_) => "request_timeout",
+            Self::Idle(_) => "idle",
+            Self::Shutdown => "shutdown",
+        }
+    }
+}

@@ -51,6 +51,7 @@ use crate::protocol::frame;
 use crate::protocol::generated::request_header::RequestHeader;
 use crate::protocol::generated::response_header::ResponseHeader;
 use crate::protocol::{ApiKey, EncodeError, Message, Out, Reader, Request, Response};
+use crate::stats::ConnectionStats;
 use crate::work::{Outcome, Work, WorkId};
 
 #[derive(Debug)]
@@ -58,58 +59,6 @@ enum State {
     Open,
     /// No more input; requests taken are finished and answered, then the connection closes.
     Closing(CloseReason),
-}
-
-/// What one connection did so far: plain counters, for an adapter to read (say, when the
-/// connection closes) and report.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ConnectionStats {
-    /// The counters of each API the client used, in the order it first used them.
-    pub apis: Vec<(ApiKey, ApiStats)>,
-}
-
-/// One API's counters on one connection.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ApiStats {
-    /// Requests taken.
-    pub requests: u64,
-    /// Of those, the ones whose work outlasted the request timeout.
-    pub timed_out: u64,
-    /// Of those, the ones that closed the connection (a failed acks=0 produce, say).
-    pub closed: u64,
-    /// Bytes of the requests' frames, size prefixes included.
-    pub bytes_in: u64,
-    /// Bytes of the responses' frames, size prefixes included.
-    pub bytes_out: u64,
-}
-
-impl ConnectionStats {
-    fn api(&mut self, key: ApiKey) -> &mut ApiStats {
-        // A client uses a handful of APIs: a scan is as quick as a map, and allocates less.
-        let i = match self.apis.iter().position(|(k, _)| *k == key) {
-            Some(i) => i,
-            None => {
-                self.apis.push((key, ApiStats::default()));
-                self.apis.len() - 1
-            }
-        };
-        &mut self.apis[i].1
-    }
-
-    /// Requests of every API together.
-    #[must_use]
-    pub fn total(&self) -> ApiStats {
-        self.apis.iter().fold(ApiStats::default(), |mut t, (_, a)| {
-            t.requests += a.requests;
-            t.timed_out += a.timed_out;
-            t.closed += a.closed;
-            t.bytes_in += a.bytes_in;
-            t.bytes_out += a.bytes_out;
-            t
-        })
-    }
 }
 
 /// A request taken and not yet flushed.
@@ -120,6 +69,8 @@ struct InFlight {
     version: i16,
     correlation_id: i32,
     frame_len: usize,
+    /// When the request arrived, for its latency.
+    received: Instant,
     task: Option<Box<dyn Task>>,
     /// Bumped whenever outstanding commands stop mattering, so that late completions are
     /// recognised and dropped.
@@ -519,6 +470,7 @@ impl Connection {
         self.in_flight_bytes += frame_len;
         let stats = self.stats.api(key);
         stats.requests += 1;
+        stats.in_flight += 1;
         stats.bytes_in += frame_len as u64 + 4;
         self.requests.push_back(InFlight {
             seq,
@@ -526,6 +478,7 @@ impl Connection {
             version,
             correlation_id,
             frame_len,
+            received: self.now,
             task: None,
             round: 0,
             results: Vec::new(),
@@ -777,10 +730,25 @@ impl Connection {
         self.set_deadline(i, None);
         let req = &mut self.requests[i];
         req.done = true;
-        req.task = None;
+        let task = req.task.take();
         req.round += 1;
         let (key, version, correlation_id) = (req.key, req.version, req.correlation_id);
         let seq = req.seq;
+        let latency = self.now.saturating_duration_since(req.received);
+        let stats = self.stats.api(key);
+        stats.in_flight = stats.in_flight.saturating_sub(1);
+        stats.latency.observe(latency);
+        if let Some(task) = task {
+            task.report(&mut self.stats.traffic());
+        }
+        if let Some(response) = &response {
+            let stats = &mut self.stats;
+            response.for_each_error_code(&mut |code| {
+                if code != 0 {
+                    stats.error(key, code);
+                }
+            });
+        }
         self.busy.retain(|_, b| {
             if b.owner == Some(seq) {
                 b.owner = None;

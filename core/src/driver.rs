@@ -52,6 +52,12 @@ impl Shared {
         &self.groups
     }
 
+    /// The backend, for what it reports about itself.
+    #[must_use]
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.backend
+    }
+
     /// Starts `work`: a group call on the coordinator, a store command on the backend.
     pub fn execute(&self, now: Instant, work: Work) -> Started {
         match work {
@@ -202,6 +208,12 @@ impl Groups {
     #[must_use]
     pub fn stats(&self) -> crate::group::GroupStats {
         lock(&self.inner).coordinator.stats()
+    }
+
+    /// Every group the coordinator holds, described as DescribeGroups would, by name.
+    #[must_use]
+    pub fn describe_all(&self) -> Vec<crate::group::GroupDescription> {
+        lock(&self.inner).coordinator.describe_all()
     }
 
     /// The gateway is shutting down: calls still waiting are answered now (see

@@ -597,6 +597,14 @@ impl Coordinator {
         }
     }
 
+    /// Every group the coordinator holds, described as DescribeGroups would, by name.
+    #[must_use]
+    pub fn describe_all(&self) -> Vec<GroupDescription> {
+        let mut names: Vec<&String> = self.groups.keys().collect();
+        names.sort_unstable();
+        names.into_iter().filter_map(|n| self.describe(n)).collect()
+    }
+
     /// What the coordinator holds now and did so far.
     #[must_use]
     pub fn stats(&self) -> GroupStats {

@@ -23,9 +23,11 @@ pub mod message;
 pub mod producers;
 pub mod protocol;
 pub mod records;
+pub mod stats;
 pub mod topic_config;
 pub mod work;
 
 pub use close::CloseReason;
 pub use config::Config;
-pub use connection::{ApiStats, Connection, ConnectionStats};
+pub use connection::Connection;
+pub use stats::{ApiStats, ConnectionStats};

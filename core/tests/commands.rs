@@ -205,6 +205,52 @@ fn the_connection_counts_what_it_served() {
     assert_eq!(stats.total(), produce);
 }
 
+/// Beside the counts, the connection keeps each request's latency, the error codes its
+/// answers held (per partition too), what it has in flight, and the records each topic
+/// took, with their batches' codecs.
+#[test]
+fn the_connection_counts_latency_errors_and_records() {
+    let mut h = Harness::new(Config::default());
+    h.send(8, 1, &produce(1, &[0, 1]));
+    assert_eq!(h.conn.stats().apis[0].1.in_flight, 1);
+    let cmds = h.commands();
+    h.advance(Duration::from_millis(3));
+    h.complete(cmds[0].0, appended(0));
+    let refused = Outcome::Store(Completion::Append(Err(BackendError::UnknownPartition {
+        topic: "t".into(),
+        partition: 1,
+    })));
+    h.complete(cmds[1].0, refused);
+    let stats = h.conn.stats().clone();
+    let (_, produce) = stats.apis[0];
+    assert_eq!(produce.in_flight, 0);
+    assert_eq!(produce.latency.count(), 1);
+    assert_eq!(produce.latency.sum, Duration::from_millis(3));
+    assert_eq!(
+        stats.errors,
+        vec![(ApiKey::Produce, 3, 1)],
+        "UNKNOWN_TOPIC_OR_PARTITION, once"
+    );
+    let t = stats.topics.get("t").expect("topic t");
+    assert_eq!(
+        t.produced_records, 2,
+        "only the appended partition's records"
+    );
+    assert_eq!(t.produced_bytes, batch(2).len() as u64);
+    assert_eq!(
+        stats.batches,
+        [2, 0, 0, 0, 0],
+        "two uncompressed batches decoded"
+    );
+
+    h.send(12, 2, &fetch(0, 1));
+    let cmds = h.commands();
+    h.complete(cmds[0].0, read(&[0, 1, 2], 3));
+    let t = h.conn.stats().topics["t"];
+    assert_eq!(t.fetched_records, 3);
+    assert!(t.fetched_bytes > 0);
+}
+
 fn idempotent_produce(sequence: i32) -> Request {
     let b = RecordBatch {
         producer_id: 7,
@@ -373,6 +419,7 @@ fn fetch(max_wait_ms: i32, min_bytes: i32) -> Request {
 
 fn read(messages: &[u64], hw: u64) -> Outcome {
     Outcome::Store(Completion::Read(Ok(ReadResult {
+        topic: "t".into(),
         messages: Messages::from_offsets(messages.iter().map(|&offset| {
             (
                 offset,

@@ -30,6 +30,7 @@ use iggy_kafka_core::mapping::{kafka_timestamp_ms, set_log_append_time};
 use iggy_kafka_core::message::{message_size, Block, IggyMessage, Messages};
 use iggy_kafka_core::producers::Producers;
 use iggy_kafka_core::protocol::Uuid;
+use iggy_kafka_core::stats::{Metric, MetricKind};
 use iggy_kafka_core::topic_config::{
     DEFAULT_FLUSH_MESSAGES, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SEGMENT_BYTES,
 };
@@ -384,7 +385,11 @@ impl EmbeddedStore {
             bytes += size;
             messages.push(o, block, i..i + 1);
         }
-        Ok(ReadResult { messages, offsets })
+        Ok(ReadResult {
+            topic: topic.name.clone(),
+            messages,
+            offsets,
+        })
     }
 
     fn offsets(&self, topic: &TopicRef, partition: u32) -> Result<PartitionOffsets, BackendError> {
@@ -586,6 +591,36 @@ impl Future for AnyOf {
 }
 
 impl Backend for EmbeddedStore {
+    fn describe(&self) -> String {
+        let topics = read(&self.inner.topics).len();
+        format!("embedded in-memory store: {topics} topics (nothing survives a restart)")
+    }
+
+    fn metrics(&self) -> Vec<Metric> {
+        let (mut bytes, mut records) = (0u64, 0u64);
+        for topic in read(&self.inner.topics).values() {
+            for part in read(&topic.partitions).iter() {
+                let log = lock(&part.log);
+                bytes += log.bytes;
+                records += log.end.saturating_sub(log.start);
+            }
+        }
+        vec![
+            Metric::single(
+                "embedded_retained_bytes",
+                "Bytes of the messages the embedded store holds.",
+                MetricKind::Gauge,
+                bytes as f64,
+            ),
+            Metric::single(
+                "embedded_retained_records",
+                "Records the embedded store holds.",
+                MetricKind::Gauge,
+                records as f64,
+            ),
+        ]
+    }
+
     fn execute(&self, command: Command) -> Execution {
         let done = match command {
             Command::Append {

@@ -55,6 +55,12 @@ impl CommittedOffsets {
         self.log(catalog, reads).open().await
     }
 
+    /// The offsets log's records in its current generation, and the live offsets.
+    pub(crate) fn size(&self) -> (u64, u64) {
+        let state = lock(&self.state);
+        (state.records, state.live())
+    }
+
     /// A group's committed offsets: of the partitions named, or all of them.
     pub(crate) fn fetch(&self, group: &str, only: Option<&[(String, u32)]>) -> Vec<GroupOffset> {
         lock(&self.state)

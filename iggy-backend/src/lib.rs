@@ -27,8 +27,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use iggy_kafka_core::backend::{Backend, BackendError, Command, Completion, Execution, TopicRef};
+use iggy_kafka_core::stats::{Metric, MetricKind, MetricValue};
+use iggy_kafka_iggy_client::lane::SERVICE_BOUNDS;
 use iggy_kafka_iggy_client::protocol::WireIdentifier;
-use iggy_kafka_iggy_client::{Clock, Lanes};
+use iggy_kafka_iggy_client::{Clock, CommandStats, Lanes};
 
 mod admin;
 mod append;
@@ -155,6 +157,127 @@ impl IggyBackend {
 }
 
 impl Backend for IggyBackend {
+    fn is_ready(&self) -> bool {
+        // The lanes that follow the primary carry everything but partition writes.
+        let lanes = self.inner.catalog.calls().lanes();
+        lanes.group(0).any(|i| lanes.lane(i).is_up())
+    }
+
+    fn describe(&self) -> String {
+        let lanes = self.inner.catalog.calls().lanes();
+        let nodes = lanes.nodes();
+        let leader = nodes
+            .leader()
+            .map_or_else(String::new, |l| format!(", primary {l}"));
+        format!(
+            "Iggy at {}{leader}, stream {:?}: {} of {} connections up",
+            nodes.addresses().join(", "),
+            self.inner.catalog.stream_name(),
+            lanes.stats().up,
+            lanes.len(),
+        )
+    }
+
+    fn metrics(&self) -> Vec<Metric> {
+        let lanes = self.inner.catalog.calls().lanes();
+        let stats = lanes.stats();
+        let (log_records, live_offsets) = self.inner.committed.size();
+        let command = |code: u32| {
+            vec![(
+                "command",
+                iggy_kafka_iggy_client::protocol::codes::command_name(code)
+                    .map_or_else(|_| code.to_string(), str::to_owned),
+            )]
+        };
+        let per_command = |name, help, value: fn(&CommandStats) -> u64| Metric {
+            name,
+            help,
+            kind: MetricKind::Counter,
+            samples: stats
+                .commands
+                .iter()
+                .map(|(code, c)| (command(*code), MetricValue::Value(value(c) as f64)))
+                .collect(),
+        };
+        vec![
+            per_command(
+                "iggy_calls_total",
+                "Iggy requests answered, by command.",
+                |c| c.answered,
+            ),
+            per_command(
+                "iggy_call_errors_total",
+                "Iggy requests answered with an error, by command.",
+                |c| c.refused,
+            ),
+            per_command(
+                "iggy_calls_lost_total",
+                "Iggy requests whose connection failed before an answer, by command.",
+                |c| c.lost,
+            ),
+            Metric {
+                name: "iggy_call_duration_seconds",
+                help: "From an Iggy request's write to its answer, by command.",
+                kind: MetricKind::Histogram(&SERVICE_BOUNDS),
+                samples: stats
+                    .commands
+                    .iter()
+                    .map(|(code, c)| {
+                        (
+                            command(*code),
+                            MetricValue::Histogram {
+                                buckets: c.buckets.to_vec(),
+                                sum: c.service_time.as_secs_f64(),
+                            },
+                        )
+                    })
+                    .collect(),
+            },
+            Metric::single(
+                "iggy_connections",
+                "Connections to Iggy the gateway keeps.",
+                MetricKind::Gauge,
+                lanes.len() as f64,
+            ),
+            Metric::single(
+                "iggy_connections_up",
+                "Connections to Iggy logged in now.",
+                MetricKind::Gauge,
+                stats.up as f64,
+            ),
+            Metric::single(
+                "iggy_logins_total",
+                "Sessions logged in to Iggy; all but each connection's first are reconnections.",
+                MetricKind::Counter,
+                stats.logins as f64,
+            ),
+            Metric::single(
+                "iggy_reconnects_total",
+                "Sessions logged in to Iggy after a connection's first.",
+                MetricKind::Counter,
+                stats.logins.saturating_sub(lanes.len() as u64) as f64,
+            ),
+            Metric::single(
+                "iggy_connect_failures_total",
+                "Attempts to connect to Iggy that failed before a session was up.",
+                MetricKind::Counter,
+                stats.connect_failures as f64,
+            ),
+            Metric::single(
+                "offsets_log_records",
+                "Records in the current generation of the committed-offsets log.",
+                MetricKind::Gauge,
+                log_records as f64,
+            ),
+            Metric::single(
+                "committed_offsets",
+                "Committed offsets held, every group's together.",
+                MetricKind::Gauge,
+                live_offsets as f64,
+            ),
+        ]
+    }
+
     fn execute(&self, command: Command) -> Execution {
         if let Some(refused) = refuse_own_topic(&command) {
             return Execution::Done(refused);

@@ -220,7 +220,11 @@ impl Reads {
                     high_watermark: offsets.high_watermark,
                 });
             }
-            return Ok(ReadResult { messages, offsets });
+            return Ok(ReadResult {
+                topic: name.to_owned(),
+                messages,
+                offsets,
+            });
         };
         let high_watermark = current + 1;
         state.saw_end(high_watermark);
@@ -237,6 +241,7 @@ impl Reads {
             .log_start
             .load(Ordering::Relaxed);
         Ok(ReadResult {
+            topic: name.to_owned(),
             messages,
             offsets: PartitionOffsets {
                 log_start: log_start.min(offset),

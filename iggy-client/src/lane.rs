@@ -184,8 +184,43 @@ struct LaneState {
     stats: LaneStats,
 }
 
-/// What lanes did since they were made: plain counters, for an adapter to report.
+/// Upper bounds of the service-time buckets of [`CommandStats`], in seconds (the last
+/// bucket is unbounded).
+pub const SERVICE_BOUNDS: [f64; 17] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+/// One Iggy command's calls.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CommandStats {
+    /// Calls Iggy answered, with a reply or with an error code.
+    pub answered: u64,
+    /// Of those, the ones Iggy refused.
+    pub refused: u64,
+    /// Calls that failed without an answer.
+    pub lost: u64,
+    /// Answered calls per service-time bucket ([`SERVICE_BOUNDS`]; not cumulative).
+    pub buckets: [u64; SERVICE_BOUNDS.len() + 1],
+    /// The answered calls' service times added up.
+    pub service_time: Duration,
+}
+
+impl CommandStats {
+    fn add(&mut self, other: &Self) {
+        self.answered += other.answered;
+        self.refused += other.refused;
+        self.lost += other.lost;
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets) {
+            *a += b;
+        }
+        self.service_time += other.service_time;
+    }
+}
+
+/// What lanes did since they were made: plain counters, for an adapter to report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LaneStats {
     /// Calls Iggy answered, with a reply or with an error code.
@@ -205,6 +240,8 @@ pub struct LaneStats {
     pub connect_failures: u64,
     /// Lanes logged in now.
     pub up: u64,
+    /// The same per Iggy command code, with service-time buckets.
+    pub commands: Vec<(u32, CommandStats)>,
 }
 
 impl LaneStats {
@@ -217,6 +254,20 @@ impl LaneStats {
         self.logins += other.logins;
         self.connect_failures += other.connect_failures;
         self.up += other.up;
+        for (code, c) in &other.commands {
+            self.command(*code).add(c);
+        }
+    }
+
+    fn command(&mut self, code: u32) -> &mut CommandStats {
+        let i = match self.commands.iter().position(|(c, _)| *c == code) {
+            Some(i) => i,
+            None => {
+                self.commands.push((code, CommandStats::default()));
+                self.commands.len() - 1
+            }
+        };
+        &mut self.commands[i].1
     }
 }
 
@@ -355,23 +406,38 @@ impl Lane {
         let st = lock(&self.state);
         LaneStats {
             up: u64::from(st.link == Link::Up),
-            ..st.stats
+            ..st.stats.clone()
         }
     }
 
     /// A call in flight ended: answered after `service` (with a refusal or not), or lost.
-    fn finished(&self, outcome: &Result<Bytes, Failure>, service: Option<Duration>) {
+    fn finished(&self, code: u32, outcome: &Result<Bytes, Failure>, service: Option<Duration>) {
         let mut st = lock(&self.state);
+        let stats = &mut st.stats;
         match (outcome, service) {
-            (Err(Failure::Lost(_)), _) | (_, None) => st.stats.lost += 1,
+            (Err(Failure::Lost(_)), _) | (_, None) => {
+                stats.lost += 1;
+                stats.command(code).lost += 1;
+            }
             (outcome, Some(service)) => {
-                st.stats.answered += 1;
-                st.stats.refused += u64::from(matches!(
+                let refused = u64::from(matches!(
                     outcome,
                     Err(Failure::Status(_) | Failure::NotAdmitted)
                 ));
-                st.stats.service_time += service;
-                st.stats.slowest = st.stats.slowest.max(service);
+                stats.answered += 1;
+                stats.refused += refused;
+                stats.service_time += service;
+                stats.slowest = stats.slowest.max(service);
+                let command = stats.command(code);
+                command.answered += 1;
+                command.refused += refused;
+                command.service_time += service;
+                let secs = service.as_secs_f64();
+                let bucket = SERVICE_BOUNDS
+                    .iter()
+                    .position(|b| secs <= *b)
+                    .unwrap_or(SERVICE_BOUNDS.len());
+                command.buckets[bucket] += 1;
             }
         }
     }
@@ -780,7 +846,8 @@ impl LaneDriver {
                         // A partition's primary may be another node: the caller knows the
                         // partition, and moves it.
                         let service = Some(now.saturating_duration_since(sent));
-                        self.lane().finished(&Err(Failure::NotAdmitted), service);
+                        self.lane()
+                            .finished(call.code, &Err(Failure::NotAdmitted), service);
                         call.slot.fill(Err(Failure::NotAdmitted), service);
                         // Or the cluster elected another primary: a lane that follows it
                         // asks, as Iggy's own SDK does on this answer.
@@ -804,7 +871,9 @@ impl LaneDriver {
                         if result.is_ok() {
                             self.stall_told = false;
                         }
-                        self.lanes.lane(self.index).finished(&result, service);
+                        self.lanes
+                            .lane(self.index)
+                            .finished(call.code, &result, service);
                         call.slot.fill(result, service);
                     }
                 }
@@ -829,7 +898,7 @@ impl LaneDriver {
                     self.session = None;
                     if let Some((call, _)) = self.current.take() {
                         let lost = Err(Failure::Lost(error.clone()));
-                        self.lanes.lane(self.index).finished(&lost, None);
+                        self.lanes.lane(self.index).finished(call.code, &lost, None);
                         call.slot.fill(lost, None);
                     }
                     self.failures += 1;
@@ -869,7 +938,7 @@ impl LaneDriver {
                         Ok(()) => self.current = Some((call, now)),
                         Err(_) => {
                             let lost = Err(Failure::Lost(SessionError::Closed));
-                            self.lanes.lane(self.index).finished(&lost, None);
+                            self.lanes.lane(self.index).finished(call.code, &lost, None);
                             call.slot.fill(lost, None);
                         }
                     }

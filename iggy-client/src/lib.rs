@@ -27,7 +27,7 @@ mod sync;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use lane::{Lane, LaneDriver, LaneStats, Lanes, PendingCall, Predecessor};
+pub use lane::{CommandStats, Lane, LaneDriver, LaneStats, Lanes, PendingCall, Predecessor};
 pub use nodes::Nodes;
 pub use session::{Credentials, Event, Failure, Session, SessionConfig, SessionError};
 

@@ -17,6 +17,7 @@ use crate::protocol::generated::fetch_response::{
 };
 use crate::protocol::Response;
 use crate::records::{BatchWriter, TimestampType};
+use crate::stats::Traffic;
 use crate::work::{Outcome, Work};
 
 /// The most messages one partition read returns, whatever the byte limits allow.
@@ -30,6 +31,8 @@ pub(crate) struct FetchTask {
     reads: Vec<(usize, usize, u32, u64)>,
     /// Per topic and partition: an error decided before reading.
     errors: Vec<Vec<Option<ErrorCode>>>,
+    /// What the response carries: topic, records, bytes.
+    moved: Vec<(String, u64, u64)>,
 }
 
 impl FetchTask {
@@ -39,6 +42,7 @@ impl FetchTask {
             deadline: None,
             reads: Vec::new(),
             errors: Vec::new(),
+            moved: Vec::new(),
         }
     }
 
@@ -71,7 +75,7 @@ impl FetchTask {
             .collect()
     }
 
-    fn respond(&self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
+    fn respond(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         let version = ctx.version;
         let mut response = FetchResponse::default();
         for (t, topic) in self.req.topics.iter().enumerate() {
@@ -100,7 +104,11 @@ impl FetchTask {
             let slot = &mut response.responses[t].partitions[p];
             match completion {
                 Outcome::Store(Completion::Read(Ok(read))) => {
-                    let (records, size) = encode_records(&read, budget, !any);
+                    let (records, size, taken) = encode_records(&read, budget, !any);
+                    if taken > 0 {
+                        self.moved
+                            .push((read.topic.clone(), taken as u64, records.len() as u64));
+                    }
                     budget = budget.saturating_sub(size);
                     any |= size > 0;
                     let hw = i64::try_from(read.offsets.high_watermark).unwrap_or(i64::MAX);
@@ -158,8 +166,9 @@ fn error_partition(partition: i32, code: ErrorCode) -> PartitionData {
 }
 
 /// Encodes the messages of a read as record batches, within `budget` bytes unless `first`
-/// (the first partition with data gets at least one message, as Kafka guarantees).
-fn encode_records(read: &ReadResult, budget: usize, first: bool) -> (Bytes, usize) {
+/// (the first partition with data gets at least one message, as Kafka guarantees); with
+/// the size counted against the budget, and how many messages it took.
+fn encode_records(read: &ReadResult, budget: usize, first: bool) -> (Bytes, usize, usize) {
     let mut taken = 0;
     let mut size = 0;
     for (_, m) in read.messages.iter() {
@@ -171,7 +180,7 @@ fn encode_records(read: &ReadResult, budget: usize, first: bool) -> (Bytes, usiz
         taken += 1;
     }
     if taken == 0 {
-        return (Bytes::new(), 0);
+        return (Bytes::new(), 0, 0);
     }
     let mut buf = BytesMut::with_capacity(size + 128);
     // A new batch where the timestamp type changes, and for each log-append-time timestamp
@@ -215,7 +224,7 @@ fn encode_records(read: &ReadResult, budget: usize, first: bool) -> (Bytes, usiz
     if let Some((b, _)) = batch.take() {
         finish(b, &mut buf);
     }
-    (buf.freeze(), size)
+    (buf.freeze(), size, taken)
 }
 
 fn finish(batch: BatchWriter, buf: &mut BytesMut) {
@@ -245,6 +254,12 @@ fn read_bytes(results: &[Outcome]) -> (usize, bool) {
 }
 
 impl Task for FetchTask {
+    fn report(&self, traffic: &mut Traffic<'_>) {
+        for (topic, records, bytes) in &self.moved {
+            traffic.fetched(topic, *records, *bytes);
+        }
+    }
+
     fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         let version = ctx.version;
         if self.deadline.is_none() {

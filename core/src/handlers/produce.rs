@@ -15,6 +15,7 @@ use crate::protocol::generated::produce_response::{
 };
 use crate::protocol::Response;
 use crate::records::{decode_batches_into, DecompressionBudget, RecordBatch};
+use crate::stats::Traffic;
 use crate::work::{Outcome, Work};
 
 #[derive(Debug)]
@@ -23,6 +24,10 @@ pub(crate) struct ProduceTask {
     response: Option<ProduceResponse>,
     /// For each command sent: the topic and partition response it fills.
     sent: Vec<(usize, usize)>,
+    /// For each command sent: its records and their bytes, and whether it was appended.
+    moved: Vec<(u64, u64, bool)>,
+    /// Batches decoded, per compression codec.
+    codecs: [u64; 5],
 }
 
 impl ProduceTask {
@@ -31,6 +36,8 @@ impl ProduceTask {
             req,
             response: None,
             sent: Vec::new(),
+            moved: Vec::new(),
+            codecs: [0; 5],
         }
     }
 
@@ -95,6 +102,7 @@ fn largest_batch(data: &Bytes) -> usize {
 fn messages(
     data: Option<&Bytes>,
     budget: &mut DecompressionBudget,
+    codecs: &mut [u64; 5],
 ) -> Result<(MessageList, Option<ProducerBatch>), (ErrorCode, String)> {
     let Some(data) = data else {
         return Err((ErrorCode::CORRUPT_MESSAGE, "null record set".into()));
@@ -102,6 +110,11 @@ fn messages(
     let mut sink = IntoIggy::default();
     let batches = decode_batches_into(data, budget, &mut sink)
         .map_err(|e| (e.error_code(), e.to_string()))?;
+    for b in &batches {
+        if let Some(n) = codecs.get_mut(usize::from((b.attributes & 0x7) as u8)) {
+            *n += 1;
+        }
+    }
     let producer = producer_batch(&batches)?;
     if batches
         .iter()
@@ -167,11 +180,12 @@ impl Task for ProduceTask {
         let Some(response) = self.response.as_mut() else {
             return Step::Silent;
         };
-        for ((t, p), completion) in self.sent.iter().zip(results) {
+        for (((t, p), completion), moved) in self.sent.iter().zip(results).zip(&mut self.moved) {
             let topic = &mut response.responses[*t];
             let slot = &mut topic.partition_responses[*p];
             match completion {
                 Outcome::Store(Completion::Append(Ok(a))) => {
+                    moved.2 = true;
                     slot.base_offset = i64::try_from(a.base_offset).unwrap_or(i64::MAX);
                     slot.log_append_time_ms = a.log_append_time_ms.unwrap_or(-1);
                     slot.log_start_offset = i64::try_from(a.log_start).unwrap_or(i64::MAX);
@@ -199,6 +213,17 @@ impl Task for ProduceTask {
             }
         }
         self.finish()
+    }
+
+    fn report(&self, traffic: &mut Traffic<'_>) {
+        for (&(t, _), &(records, bytes, appended)) in self.sent.iter().zip(&self.moved) {
+            if appended {
+                traffic.produced(&self.req.topic_data[t].name, records, bytes);
+            }
+        }
+        for (codec, &n) in self.codecs.iter().enumerate() {
+            traffic.batches(codec, n);
+        }
     }
 
     fn timed_out(&mut self, ctx: &Ctx<'_>) -> Step {
@@ -245,7 +270,8 @@ impl ProduceTask {
                 let result = if let Some((code, why)) = &refuse_all {
                     Err((*code, why.clone()))
                 } else if let Some(partition) = partition_index(part.index) {
-                    messages(part.records.as_ref(), &mut budget).map(|m| (partition, m))
+                    messages(part.records.as_ref(), &mut budget, &mut self.codecs)
+                        .map(|m| (partition, m))
                 } else {
                     Err((
                         ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
@@ -254,6 +280,9 @@ impl ProduceTask {
                 };
                 match result {
                     Ok((partition, (messages, producer))) => {
+                        let bytes = part.records.as_ref().map_or(0, Bytes::len);
+                        self.moved
+                            .push((messages.len() as u64, bytes as u64, false));
                         out.partition_responses.push(PartitionProduceResponse {
                             index: part.index,
                             ..PartitionProduceResponse::default()

@@ -10,6 +10,7 @@ use crate::close::CloseReason;
 use crate::config::Config;
 use crate::group::GroupReply;
 use crate::protocol::{KStr, Response};
+use crate::stats::Traffic;
 use crate::work::{Outcome, Work};
 
 /// What a task sees of its connection.
@@ -55,6 +56,9 @@ pub(crate) trait Task: Send + fmt::Debug {
     fn timed_out(&mut self, _ctx: &Ctx<'_>) -> Step {
         Step::Close(CloseReason::RequestTimeout("request"))
     }
+
+    /// Once the task is done: tells what records it moved (produce and fetch do).
+    fn report(&self, _traffic: &mut Traffic<'_>) {}
 }
 
 /// Kafka's topic name rule: 1–249 characters of `[a-zA-Z0-9._-]`, and not `.` or `..`.

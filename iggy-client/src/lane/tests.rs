@@ -217,6 +217,11 @@ fn lanes_count_what_they_did() {
     assert_eq!(stats.slowest, Duration::from_millis(3));
     assert_eq!((stats.logins, stats.connect_failures, stats.up), (1, 1, 0));
     assert_eq!(lanes.login_refused(), None);
+    let (code, stream) = stats.commands[0];
+    assert_eq!(code, GET_STREAM_CODE);
+    assert_eq!((stream.answered, stream.refused, stream.lost), (2, 1, 1));
+    assert_eq!(stream.buckets[5], 1, "3 ms: at most 5 ms, above 2.5 ms");
+    assert_eq!(stream.buckets[3], 1, "1 ms");
 }
 
 #[test]
