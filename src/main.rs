@@ -14,9 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use iggy_kafka_admin::view::Limits;
+use iggy_kafka_admin::{Admin, Build};
 use iggy_kafka_core::backend::Backend;
 use iggy_kafka_core::driver::Shared;
 use iggy_kafka_core::group::{Coordinator, GroupConfig};
+use iggy_kafka_core::stats::Registry;
 use iggy_kafka_core::Config;
 use iggy_kafka_embedded::{EmbeddedStore, StoreConfig};
 use iggy_kafka_iggy::{IggyBackend, IggyConfig};
@@ -205,6 +208,46 @@ struct Args {
     )]
     group_max_session_timeout_ms: u64,
 
+    /// Address of the admin HTTP listener (Prometheus /metrics, /health, /ready, and a
+    /// status page at /), or `off`. On the loopback interface by default: listen on another
+    /// address to let a scraper on another machine in.
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9464",
+        value_name = "HOST:PORT|off"
+    )]
+    admin_listen: String,
+
+    /// Topics with labels of their own in the per-topic metrics, and topics on the status
+    /// page; the others' figures are summed under topic="_other".
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_ADMIN_MAX_TOPICS",
+        default_value_t = 200,
+        value_name = "N"
+    )]
+    admin_max_topics: usize,
+
+    /// Consumer groups whose lag the metrics and the status page show.
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_ADMIN_MAX_GROUPS",
+        default_value_t = 100,
+        value_name = "N"
+    )]
+    admin_max_groups: usize,
+
+    /// Partitions whose lag (every group's together) and bounds the admin endpoints read
+    /// from the backend per refresh.
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_ADMIN_MAX_PARTITIONS",
+        default_value_t = 2_000,
+        value_name = "N"
+    )]
+    admin_max_partitions: usize,
+
     /// Cluster id reported to clients.
     #[arg(
         long,
@@ -249,6 +292,20 @@ fn advertised(bound: SocketAddr, advertised: Option<&str>) -> Result<(String, u1
         return Ok((host, bound.port()));
     }
     Ok((bound.ip().to_string(), bound.port()))
+}
+
+/// The admin listener's address, or none for `off`.
+fn admin_address(value: &str) -> Result<Option<SocketAddr>, String> {
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    match value.to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(addr)) => Ok(Some(addr)),
+        Ok(None) => Err(format!("--admin-listen {value:?} resolves to no address")),
+        Err(e) => Err(format!(
+            "--admin-listen {value:?} is not HOST:PORT or off: {e}"
+        )),
+    }
 }
 
 /// Which backend to start once the runtime runs.
@@ -333,6 +390,13 @@ fn main() -> ExitCode {
         tracing::error!("{e}");
         return ExitCode::FAILURE;
     }
+    let admin_listen = match admin_address(&args.admin_listen) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let iggy = match args.iggy.as_deref().map(iggy_url::parse).transpose() {
         Ok(i) => i,
         Err(e) => {
@@ -403,6 +467,29 @@ fn main() -> ExitCode {
         config.max_retention_bytes = Some(retention);
     }
 
+    let registry = Arc::new(Registry::new());
+    let admin = admin_listen.map(|addr| {
+        let build = Build {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            runtime: RUNTIME.to_owned(),
+            backend: if matches!(plan, Plan::Embedded(_)) {
+                "embedded"
+            } else {
+                "iggy"
+            }
+            .to_owned(),
+        };
+        let limits = Limits {
+            topics: args.admin_max_topics,
+            groups: args.admin_max_groups,
+            partitions: args.admin_max_partitions,
+        };
+        (
+            addr,
+            Arc::new(Admin::new(build, limits, Arc::clone(&registry))),
+        )
+    });
+
     let advertised_arg = args.advertised_listener.clone();
     let stream = args.stream.clone();
     let on_bound = move |bound: SocketAddr| {
@@ -418,6 +505,8 @@ fn main() -> ExitCode {
     #[cfg(feature = "tokio")]
     let result = iggy_kafka_tokio::run(
         listen,
+        admin,
+        registry,
         move || {
             start(
                 plan,
@@ -431,6 +520,8 @@ fn main() -> ExitCode {
     #[cfg(feature = "smol")]
     let result = iggy_kafka_smol::run(
         listen,
+        admin,
+        registry,
         move |ex| {
             start(
                 plan,

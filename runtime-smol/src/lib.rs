@@ -14,7 +14,9 @@ use std::pin::Pin;
 use async_io::Timer;
 use bytes::BytesMut;
 use futures_lite::{future, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use iggy_kafka_admin::{Admin, AdminIo};
 use iggy_kafka_core::driver::{PendingWork, Shared, Transmit};
+use iggy_kafka_core::stats::{ConnectionHandle, Ended, Registry};
 use iggy_kafka_core::work::{Outcome, WorkId};
 use iggy_kafka_core::{Config, Connection};
 use iggy_kafka_iggy_client::{drive, Clock, Lanes, SessionConfig};
@@ -27,16 +29,20 @@ const READ_CHUNK: usize = drive::READ_CHUNK;
 /// How long shutdown waits for connections to flush what they answered.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Starts a smol executor with one thread per core, builds what the connections share with
-/// `start` (given the executor, so that it may spawn, e.g. [`spawn_iggy_lanes`], and wait for
-/// a backend), binds `listen`, reports the bound address to `on_bound` (which gives the
-/// connections' configuration: the advertised port may depend on it), and serves until
-/// SIGINT or SIGTERM.
+/// Starts a smol executor with one thread per core; binds the admin listener first, when
+/// there is one (so that `/health` answers while the backend is awaited); builds what the
+/// connections share with `start` (given the executor, so that it may spawn, e.g.
+/// [`spawn_iggy_lanes`], and wait for a backend); binds `listen`, reports the bound address
+/// to `on_bound` (which gives the connections' configuration: the advertised port may
+/// depend on it), and serves until SIGINT or SIGTERM. Every connection is counted in
+/// `registry`.
 ///
 /// # Errors
-/// When `start` fails, the address cannot be bound or signals cannot be watched.
+/// When `start` fails, an address cannot be bound or signals cannot be watched.
 pub fn run<S>(
     listen: SocketAddr,
+    admin: Option<(SocketAddr, Arc<Admin>)>,
+    registry: Arc<Registry>,
     start: impl FnOnce(Arc<Executor<'static>>) -> S,
     on_bound: impl FnOnce(SocketAddr) -> Arc<Config>,
 ) -> io::Result<()>
@@ -57,9 +63,27 @@ where
         );
     }
     let result = future::block_on(ex.run(async {
+        let admin = match admin {
+            Some((addr, admin)) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| io::Error::new(e.kind(), format!("--admin-listen {addr}: {e}")))?;
+                tracing::info!(bound = %listener.local_addr()?, "admin listening");
+                ex.spawn(serve_admin(ex.clone(), listener, Arc::clone(&admin)))
+                    .detach();
+                Some(admin)
+            }
+            None => None,
+        };
         let shared = start(ex.clone()).await?;
+        if let Some(admin) = &admin {
+            admin.attach(Arc::clone(&shared));
+        }
         let listener = TcpListener::bind(listen).await?;
         let config = on_bound(listener.local_addr()?);
+        if let Some(admin) = &admin {
+            admin.set_listening();
+        }
         let mut signals =
             async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term])?;
         let shutdown = async move {
@@ -67,13 +91,38 @@ where
                 tracing::info!(signal = ?sig, "signal received, shutting down");
             }
         };
-        serve(&ex, listener, config, shared, shutdown).await
+        serve(&ex, listener, config, shared, registry, shutdown).await
     }));
     drop(stop_threads);
     for w in workers {
         let _ = w.join();
     }
     result
+}
+
+/// Accepts admin connections and serves each on a task of its own, at most
+/// [`iggy_kafka_admin::MAX_CONNECTIONS`] at once.
+async fn serve_admin(ex: Arc<Executor<'static>>, listener: TcpListener, admin: Arc<Admin>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let Some(place) = admin.enter() else {
+                    tracing::debug!(%peer, "too many admin connections; closing");
+                    continue;
+                };
+                let admin = Arc::clone(&admin);
+                ex.spawn(async move {
+                    iggy_kafka_admin::serve(&SmolRuntime, stream, &admin).await;
+                    drop(place);
+                })
+                .detach();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                Timer::after(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
 
 /// Serves connections from `listener` on `ex` until `shutdown` completes; then stops
@@ -86,6 +135,7 @@ pub async fn serve(
     listener: TcpListener,
     config: Arc<Config>,
     shared: Arc<Shared>,
+    registry: Arc<Registry>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     // Closing this channel tells every connection to stop taking requests.
@@ -100,8 +150,9 @@ pub async fn serve(
                     let span = tracing::info_span!("conn", %peer);
                     let stop = stop_rx.clone();
                     tasks.retain(|t: &smol::Task<()>| !t.is_finished());
+                    let handle = registry.accepted(peer.to_string());
                     tasks.push(ex.spawn(tracing::Instrument::instrument(
-                        drive(stream, config.clone(), shared.clone(), stop),
+                        drive(stream, config.clone(), shared.clone(), handle, stop),
                         span,
                     )));
                 }
@@ -145,30 +196,46 @@ async fn drive(
     mut stream: TcpStream,
     config: Arc<Config>,
     shared: Arc<Shared>,
+    mut handle: ConnectionHandle,
     stop: smol::channel::Receiver<()>,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
-    tracing::debug!("accepted");
     let mut conn = Connection::new(config, Instant::now());
     if let Ok(peer) = stream.peer_addr() {
         conn.set_client_host(format!("/{}", peer.ip()));
     }
+    let ended = run_connection(&mut stream, &mut conn, &shared, &mut handle, stop).await;
+    if ended == Ended::Closed {
+        let _ = stream.close().await;
+    }
+    handle.finish(&conn, ended);
+}
+
+async fn run_connection(
+    stream: &mut TcpStream,
+    conn: &mut Connection,
+    shared: &Shared,
+    handle: &mut ConnectionHandle,
+    stop: smol::channel::Receiver<()>,
+) -> Ended {
     let mut pending = PendingWork::new();
     let mut transmit = Transmit::new();
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut stopping = false;
     loop {
-        pending.pump(&mut conn, &shared, &mut buf, Instant::now());
-        if let Err(e) = write_out(&mut stream, &mut conn, &mut transmit).await {
+        pending.pump(conn, shared, &mut buf, Instant::now());
+        // Before the answers leave: a client that reads one sees it counted.
+        handle.publish(conn);
+        if let Err(e) = write_out(stream, conn, &mut transmit).await {
             tracing::debug!(error = %e, "write failed");
-            return;
+            return Ended::Io;
         }
         if conn.is_closed() {
-            break;
+            return Ended::Closed;
         }
-        let deadline = pending.next_deadline(&conn);
+        let deadline = pending.next_deadline(conn);
         let wants_input = conn.wants_input();
         let filled = buf.len();
         if wants_input {
@@ -213,21 +280,21 @@ async fn drive(
         match event {
             Event::Read(Ok(0)) => {
                 tracing::debug!("peer closed");
-                return;
+                return Ended::Peer;
             }
             Event::Read(Ok(n)) => buf.truncate(filled + n),
             Event::Read(Err(e)) => {
                 tracing::debug!(error = %e, "read failed");
-                return;
+                return Ended::Io;
             }
             Event::Completed(ready) => {
                 buf.truncate(filled);
-                PendingWork::complete(&mut conn, Instant::now(), ready);
+                PendingWork::complete(conn, Instant::now(), ready);
             }
             Event::Timeout => {
                 buf.truncate(filled);
                 let now = Instant::now();
-                pending.handle_timeout(&mut conn, now);
+                pending.handle_timeout(conn, now);
                 conn.handle_timeout(now);
             }
             Event::Stop => {
@@ -237,8 +304,6 @@ async fn drive(
             }
         }
     }
-    let _ = stream.close().await;
-    tracing::debug!(reason = ?conn.close_reason(), "closed");
 }
 
 /// Drives the group coordinator's timers: sleeps until its next deadline or until a call
@@ -274,6 +339,22 @@ impl Clock for SmolRuntime {
         Box::pin(async move {
             Timer::at(deadline).await;
         })
+    }
+}
+
+impl AdminIo for SmolRuntime {
+    type Stream = TcpStream;
+
+    async fn read(stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+        stream.read(buf).await
+    }
+
+    async fn write_all(stream: &mut TcpStream, data: &[u8]) -> io::Result<()> {
+        AsyncWriteExt::write_all(stream, data).await
+    }
+
+    async fn sleep_until(&self, deadline: Instant) {
+        Timer::at(deadline).await;
     }
 }
 

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use std::pin::Pin;
 
 use bytes::BytesMut;
+use iggy_kafka_admin::{Admin, AdminIo};
 use iggy_kafka_core::driver::{PendingWork, Shared, Transmit};
+use iggy_kafka_core::stats::{ConnectionHandle, Ended, Registry};
 use iggy_kafka_core::{Config, Connection};
 use iggy_kafka_iggy_client::{drive, Clock, Lanes, SessionConfig};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -26,17 +28,21 @@ const READ_CHUNK: usize = drive::READ_CHUNK;
 /// How long shutdown waits for connections to flush what they answered.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Starts a multi-threaded tokio runtime, builds what the connections share with `start`
-/// (inside the runtime, so that it may spawn, e.g. [`spawn_iggy_lanes`], and wait for a
-/// backend), binds `listen`, reports the bound address to `on_bound` (which gives the
-/// connections' configuration: the advertised port may depend on it), and serves until
-/// SIGINT or SIGTERM.
+/// Starts a multi-threaded tokio runtime; binds the admin listener first, when there is
+/// one (so that `/health` answers while the backend is awaited); builds what the
+/// connections share with `start` (inside the runtime, so that it may spawn, e.g.
+/// [`spawn_iggy_lanes`], and wait for a backend); binds `listen`, reports the bound address
+/// to `on_bound` (which gives the connections' configuration: the advertised port may
+/// depend on it), and serves until SIGINT or SIGTERM. Every connection is counted in
+/// `registry`.
 ///
 /// # Errors
-/// When the runtime cannot start, `start` fails, the address cannot be bound or signals
+/// When the runtime cannot start, `start` fails, an address cannot be bound or signals
 /// cannot be watched.
 pub fn run<S>(
     listen: SocketAddr,
+    admin: Option<(SocketAddr, Arc<Admin>)>,
+    registry: Arc<Registry>,
     start: impl FnOnce() -> S,
     on_bound: impl FnOnce(SocketAddr) -> Arc<Config>,
 ) -> io::Result<()>
@@ -47,12 +53,53 @@ where
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        let admin = match admin {
+            Some((addr, admin)) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| io::Error::new(e.kind(), format!("--admin-listen {addr}: {e}")))?;
+                tracing::info!(bound = %listener.local_addr()?, "admin listening");
+                tokio::spawn(serve_admin(listener, Arc::clone(&admin)));
+                Some(admin)
+            }
+            None => None,
+        };
         let shared = start().await?;
+        if let Some(admin) = &admin {
+            admin.attach(Arc::clone(&shared));
+        }
         let listener = TcpListener::bind(listen).await?;
         let config = on_bound(listener.local_addr()?);
+        if let Some(admin) = &admin {
+            admin.set_listening();
+        }
         let shutdown = shutdown_signal()?;
-        serve(listener, config, shared, shutdown).await
+        serve(listener, config, shared, registry, shutdown).await
     })
+}
+
+/// Accepts admin connections and serves each on a task of its own, at most
+/// [`iggy_kafka_admin::MAX_CONNECTIONS`] at once.
+async fn serve_admin(listener: TcpListener, admin: Arc<Admin>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let Some(place) = admin.enter() else {
+                    tracing::debug!(%peer, "too many admin connections; closing");
+                    continue;
+                };
+                let admin = Arc::clone(&admin);
+                tokio::spawn(async move {
+                    iggy_kafka_admin::serve(&TokioRuntime, stream, &admin).await;
+                    drop(place);
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
 
 fn shutdown_signal() -> io::Result<impl Future<Output = ()>> {
@@ -76,6 +123,7 @@ pub async fn serve(
     listener: TcpListener,
     config: Arc<Config>,
     shared: Arc<Shared>,
+    registry: Arc<Registry>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -88,7 +136,8 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let span = tracing::info_span!("conn", %peer);
-                    connections.spawn(drive(stream, config.clone(), shared.clone(), stop_rx.clone()).instrument(span));
+                    let handle = registry.accepted(peer.to_string());
+                    connections.spawn(drive(stream, config.clone(), shared.clone(), handle, stop_rx.clone()).instrument(span));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -121,30 +170,46 @@ async fn drive(
     mut stream: TcpStream,
     config: Arc<Config>,
     shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
+    mut handle: ConnectionHandle,
+    stop: watch::Receiver<bool>,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
-    tracing::debug!("accepted");
     let mut conn = Connection::new(config, Instant::now());
     if let Ok(peer) = stream.peer_addr() {
         conn.set_client_host(format!("/{}", peer.ip()));
     }
+    let ended = run_connection(&mut stream, &mut conn, &shared, &mut handle, stop).await;
+    if ended == Ended::Closed {
+        let _ = stream.shutdown().await;
+    }
+    handle.finish(&conn, ended);
+}
+
+async fn run_connection(
+    stream: &mut TcpStream,
+    conn: &mut Connection,
+    shared: &Shared,
+    handle: &mut ConnectionHandle,
+    mut stop: watch::Receiver<bool>,
+) -> Ended {
     let mut pending = PendingWork::new();
     let mut transmit = Transmit::new();
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut stopping = false;
     loop {
-        pending.pump(&mut conn, &shared, &mut buf, Instant::now());
-        if let Err(e) = write_out(&mut stream, &mut conn, &mut transmit).await {
+        pending.pump(conn, shared, &mut buf, Instant::now());
+        // Before the answers leave: a client that reads one sees it counted.
+        handle.publish(conn);
+        if let Err(e) = write_out(stream, conn, &mut transmit).await {
             tracing::debug!(error = %e, "write failed");
-            return;
+            return Ended::Io;
         }
         if conn.is_closed() {
-            break;
+            return Ended::Closed;
         }
-        let deadline = pending.next_deadline(&conn);
+        let deadline = pending.next_deadline(conn);
         let room = conn.read_capacity(&buf, READ_CHUNK);
         if buf.capacity() - buf.len() < room / 4 {
             buf.reserve(room);
@@ -153,20 +218,20 @@ async fn drive(
             read = stream.read_buf(&mut buf), if conn.wants_input() => match read {
                 Ok(0) => {
                     tracing::debug!("peer closed");
-                    return;
+                    return Ended::Peer;
                 }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::debug!(error = %e, "read failed");
-                    return;
+                    return Ended::Io;
                 }
             },
             ready = std::future::poll_fn(|cx| pending.poll_ready(cx)), if !pending.is_empty() => {
-                PendingWork::complete(&mut conn, Instant::now(), ready);
+                PendingWork::complete(conn, Instant::now(), ready);
             }
             () = sleep_until(deadline) => {
                 let now = Instant::now();
-                pending.handle_timeout(&mut conn, now);
+                pending.handle_timeout(conn, now);
                 conn.handle_timeout(now);
             }
             _ = stop.changed(), if !stopping => {
@@ -175,8 +240,6 @@ async fn drive(
             }
         }
     }
-    let _ = stream.shutdown().await;
-    tracing::debug!(reason = ?conn.close_reason(), "closed");
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -212,6 +275,22 @@ impl Clock for TokioRuntime {
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(sleep_until(Some(deadline)))
+    }
+}
+
+impl AdminIo for TokioRuntime {
+    type Stream = TcpStream;
+
+    async fn read(stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+        stream.read(buf).await
+    }
+
+    async fn write_all(stream: &mut TcpStream, data: &[u8]) -> io::Result<()> {
+        AsyncWriteExt::write_all(stream, data).await
+    }
+
+    async fn sleep_until(&self, deadline: Instant) {
+        sleep_until(Some(deadline)).await;
     }
 }
 

@@ -50,6 +50,8 @@ pub fn unique_stream() -> String {
 
 pub struct Gateway {
     pub addr: SocketAddr,
+    /// The admin listener's address (tests give it a free port).
+    pub admin: Option<SocketAddr>,
     child: Child,
     log: mpsc::Receiver<String>,
 }
@@ -64,6 +66,11 @@ impl Gateway {
     /// its own (`--stream` in `args` names it instead).
     pub fn start_with(args: &[&str]) -> Self {
         let mut backend = Vec::new();
+        if !args.contains(&"--admin-listen") {
+            // Tests run gateways side by side: each gets an admin port of its own.
+            backend.push("--admin-listen".to_owned());
+            backend.push("127.0.0.1:0".to_owned());
+        }
         if let Some(url) = iggy_url().filter(|_| !args.contains(&"--iggy")) {
             backend.push("--iggy".to_owned());
             backend.push(url);
@@ -96,9 +103,20 @@ impl Gateway {
                 }
             }
         });
+        let bound = |l: &str| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("bound="))
+                .and_then(|a| a.parse::<SocketAddr>().ok())
+        };
+        let mut admin = None;
         let line = log
             .iter()
-            .find(|l| l.contains("listening"))
+            .find(|l| {
+                if l.contains("admin listening") {
+                    admin = bound(l);
+                }
+                l.contains("listening") && l.contains("runtime=")
+            })
             .expect("the gateway logs its address");
         assert!(
             line.contains(&format!("runtime=\"{RUNTIME}\""))
@@ -111,7 +129,12 @@ impl Gateway {
             .expect("bound=")
             .parse()
             .expect("address");
-        Self { child, addr, log }
+        Self {
+            child,
+            addr,
+            admin,
+            log,
+        }
     }
 
     pub fn connect(&self) -> TcpStream {
