@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh machine (Debian with the Rust toolchain,
-# Python 3 and Node.js): cargo-fuzz, kcat (Debian package), confluent-kafka and
-# kafka-python with their codec packages (PyPI, into target/test-deps/venv), and kafkajs
-# with its snappy, lz4 and zstd codecs (npm, into tests/clients/node_modules).
+# Python 3 and Node.js): cargo-fuzz; kcat, prometheus and chromium (Debian packages);
+# confluent-kafka and kafka-python with their codec packages (PyPI, into
+# target/test-deps/venv); and kafkajs with its snappy, lz4 and zstd codecs (npm, into
+# tests/clients/node_modules).
 # Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,12 +13,18 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
 
-if ! command -v kcat >/dev/null 2>&1; then
-  echo "==> installing kcat"
+# Debian packages: kcat, a real Prometheus server (it scrapes the gateway in
+# tests/admin.rs) and Chromium (it renders the status page, headless).
+missing=()
+command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing ${missing[*]}"
   SUDO=""
   if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq kcat
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 
 VENV=target/test-deps/venv

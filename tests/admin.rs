@@ -11,6 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::fake_iggy::FakeIggyServer;
 use common::{call, create_topic, produce, record_batch, Gateway};
 use iggy_kafka_core::protocol::Response;
 
@@ -185,6 +186,53 @@ fn metrics_follow_real_clients_and_the_lag_falls_to_zero() {
     };
     assert_eq!(r.responses[0].partition_responses[0].error_code, 3);
     assert_eq!(metric(&scrape(&gw), errors), Some(before + 1.0));
+    gw.stop();
+}
+
+/// Polls `/ready` until it answers `want`, for up to 30 s.
+fn await_ready(admin: SocketAddr, want: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = 0;
+    while Instant::now() < deadline {
+        last = http(admin, "GET", "/ready").0;
+        if last == want {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("/ready answers {last}, not {want}");
+}
+
+/// /ready follows the Iggy backend: false while the server is unreachable, true again once
+/// it is back; /health stays true throughout.
+#[test]
+fn readiness_follows_the_iggy_server() {
+    let mut iggy = FakeIggyServer::start();
+    let url = iggy.url();
+    let gw = Gateway::start_with(&["--iggy", &url, "--stream", &common::unique_stream()]);
+    let admin = gw.admin.expect("admin");
+    await_ready(admin, 200);
+    iggy.stop();
+    await_ready(admin, 503);
+    assert_eq!(http(admin, "GET", "/health").0, 200);
+    let text = scrape(&gw);
+    assert_eq!(metric(&text, "iggy_kafka_gateway_ready"), Some(0.0));
+    assert_eq!(
+        metric(&text, "iggy_kafka_gateway_iggy_connections_up"),
+        Some(0.0)
+    );
+    iggy.resume();
+    await_ready(admin, 200);
+    let text = scrape(&gw);
+    assert_eq!(metric(&text, "iggy_kafka_gateway_ready"), Some(1.0));
+    assert!(
+        metric(
+            &text,
+            "iggy_kafka_gateway_iggy_calls_total{command=\"stream.get\"}"
+        )
+        .is_some_and(|n| n >= 1.0),
+        "Iggy calls are counted by command: {text}"
+    );
     gw.stop();
 }
 

@@ -2,6 +2,8 @@
 //! minimal Kafka client built on the gateway's own codec.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod fake_iggy;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,113 @@
+//! The in-process fake Iggy server (`iggy_kafka_iggy_client::testing::fake`) on a real TCP
+//! port, so that the real binary can use it as its Iggy backend; it can be taken down
+//! (its port closed, its connections dropped) and brought back on the same port.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use iggy_kafka_iggy_client::testing::fake::FakeIggy;
+
+pub struct FakeIggyServer {
+    pub addr: SocketAddr,
+    fake: Arc<Mutex<FakeIggy>>,
+    up: Arc<AtomicBool>,
+    ended: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<TcpStream>>>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl FakeIggyServer {
+    /// A fake Iggy with user iggy/iggy on a free port.
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake Iggy");
+        let addr = listener.local_addr().expect("address");
+        let mut s = Self {
+            addr,
+            fake: Arc::new(Mutex::new(FakeIggy::new())),
+            up: Arc::new(AtomicBool::new(true)),
+            ended: Arc::new(AtomicBool::new(false)),
+            connections: Arc::default(),
+            acceptor: None,
+        };
+        s.acceptor = Some(s.accept(listener));
+        s
+    }
+
+    /// `iggy://iggy:iggy@ADDR`.
+    pub fn url(&self) -> String {
+        format!("iggy://iggy:iggy@{}", self.addr)
+    }
+
+    /// Closes the port and drops every connection.
+    pub fn stop(&mut self) {
+        self.up.store(false, Ordering::SeqCst);
+        if let Some(t) = self.acceptor.take() {
+            let _ = t.join();
+        }
+        for c in self.connections.lock().expect("connections").drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Listens again on the same port, with the same data.
+    pub fn resume(&mut self) {
+        let listener = TcpListener::bind(self.addr).expect("bind the fake Iggy again");
+        self.up.store(true, Ordering::SeqCst);
+        self.acceptor = Some(self.accept(listener));
+    }
+
+    fn accept(&self, listener: TcpListener) -> JoinHandle<()> {
+        listener.set_nonblocking(true).expect("nonblocking");
+        let (fake, up, ended, connections) = (
+            Arc::clone(&self.fake),
+            Arc::clone(&self.up),
+            Arc::clone(&self.ended),
+            Arc::clone(&self.connections),
+        );
+        std::thread::spawn(move || {
+            while up.load(Ordering::SeqCst) && !ended.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        stream.set_nonblocking(false).expect("blocking");
+                        if let Ok(c) = stream.try_clone() {
+                            connections.lock().expect("connections").push(c);
+                        }
+                        let fake = Arc::clone(&fake);
+                        std::thread::spawn(move || serve(stream, &fake));
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(_) => return,
+                }
+            }
+        })
+    }
+}
+
+fn serve(mut stream: TcpStream, fake: &Mutex<FakeIggy>) {
+    let mut wire = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        wire.extend_from_slice(&buf[..n]);
+        let reply = fake.lock().expect("the fake").serve(&mut wire);
+        if !reply.is_empty() && stream.write_all(&reply).is_err() {
+            return;
+        }
+    }
+}
+
+impl Drop for FakeIggyServer {
+    fn drop(&mut self) {
+        self.ended.store(true, Ordering::SeqCst);
+        self.stop();
+    }
+}
