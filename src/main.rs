@@ -13,7 +13,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
 use iggy_kafka_admin::view::Limits;
 use iggy_kafka_admin::{Admin, Build};
 use iggy_kafka_core::backend::Backend;
@@ -25,6 +24,7 @@ use iggy_kafka_embedded::{EmbeddedStore, StoreConfig};
 use iggy_kafka_iggy::{IggyBackend, IggyConfig};
 use iggy_kafka_iggy_client::{Lanes, Nodes, SessionConfig};
 
+mod config_file;
 mod iggy_url;
 
 /// The runtime this binary was built with.
@@ -37,13 +37,26 @@ const RUNTIME: &str = if cfg!(feature = "smol") {
 /// A Kafka wire-protocol gateway in front of Apache Iggy.
 ///
 /// Kafka clients (librdkafka/kcat, the Java client, kafka-python, kafkajs, ...) connect to it
-/// unchanged. Every option can also be set through the environment variable named beside it.
+/// unchanged. Every option can also be set through the environment variable named beside it,
+/// or in a TOML configuration file (--config) under its long name, e.g.
+/// `iggy-connections = 8`; the command line wins over the environment, which wins over the
+/// file (deploy/iggy-kafka-gateway.toml is a complete example).
 ///
 /// Without --iggy the data lives in the embedded store: in this process's memory only.
 /// NOTHING IS KEPT ACROSS RESTARTS, and each partition keeps at most --retention-bytes.
-#[derive(Debug, Parser)]
+#[derive(Debug, clap::Parser)]
 #[command(version, about)]
 struct Args {
+    /// A TOML configuration file: options under their long names. The command line and the
+    /// environment take precedence over it.
+    #[arg(long, env = "IGGY_KAFKA_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+
+    /// Print the effective configuration (command line, environment, file and defaults
+    /// merged) as a configuration file, credentials hidden, and exit.
+    #[arg(long)]
+    print_config: bool,
+
     /// Address to listen on for Kafka clients.
     #[arg(
         long,
@@ -266,6 +279,53 @@ struct Args {
         value_name = "FILTER"
     )]
     log: String,
+
+    /// Log format: `text` (for a person) or `json` (one object per line, for a collector).
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_LOG_FORMAT",
+        default_value = "text",
+        value_parser = ["text", "json"],
+        value_name = "FORMAT"
+    )]
+    log_format: String,
+}
+
+/// Parses the command line and the environment, then the configuration file they name (if
+/// any) for what they left at its default. Exits with a message on an error.
+fn parse_args() -> (Args, clap::ArgMatches) {
+    use clap::{CommandFactory, FromArgMatches};
+    let command = Args::command();
+    let first = command.clone().get_matches();
+    let matches = match first.get_one::<std::path::PathBuf>(config_file::CONFIG) {
+        None => first,
+        Some(path) => {
+            let argv =
+                match config_file::merge(&command, &first, path, std::env::args_os().collect()) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        std::process::exit(2);
+                    }
+                };
+            match command.clone().try_get_matches_from(argv) {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!(
+                        "error: the configuration file {}: {}",
+                        path.display(),
+                        e.kind()
+                    );
+                    eprint!("{}", e.render());
+                    std::process::exit(2);
+                }
+            }
+        }
+    };
+    match Args::from_arg_matches(&matches) {
+        Ok(args) => (args, matches),
+        Err(e) => e.exit(),
+    }
 }
 
 /// Where clients are told to connect: `advertised` when given, else the bound address,
@@ -364,15 +424,35 @@ async fn connect_iggy(
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let (args, matches) = parse_args();
+    if args.print_config {
+        use clap::CommandFactory;
+        use std::io::Write;
+        let text = config_file::print(&Args::command(), &matches);
+        return match std::io::stdout().write_all(text.as_bytes()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        };
+    }
+    let filter = match tracing_subscriber::EnvFilter::try_from_default_env() {
+        Ok(f) => f,
+        Err(_) => match tracing_subscriber::EnvFilter::try_new(&args.log) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("error: --log {:?} is not a log filter: {e}", args.log);
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    if args.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
 
     let listen = match args.listen.to_socket_addrs().map(|mut a| a.next()) {
         Ok(Some(addr)) => addr,
