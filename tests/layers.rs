@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 const CRATES: &[&str] = &[
     "core/src",
+    "admin/src",
     "iggy-client/src",
     "iggy-backend/src",
     "embedded/src",

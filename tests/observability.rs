@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::fake_iggy::FakeIggyServer;
 use common::{call, create_topic, produce, record_batch, Gateway};
 use iggy_kafka_core::protocol::Response;
 
@@ -222,6 +223,87 @@ fn a_real_prometheus_scrapes_what_clients_did() {
         "18"
     );
     prometheus.await_value(&lag, 0.0);
+    drop(prometheus);
+    gw.stop();
+}
+
+/// The Grafana dashboard in `deploy/` queries only metrics a real scrape has (of a gateway
+/// on the Iggy backend, here the fake Iggy server), and Prometheus accepts every query.
+#[test]
+fn the_dashboard_queries_what_the_gateway_exports() {
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana-dashboard.json"),
+        )
+        .expect("deploy/grafana-dashboard.json"),
+    )
+    .expect("JSON");
+    let queries: Vec<String> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(str::to_owned))
+        .collect();
+    assert!(queries.len() > 20, "the dashboard has its panels");
+
+    let iggy = FakeIggyServer::start();
+    let url = iggy.url();
+    let gw = Gateway::start_with(&["--iggy", &url, "--stream", &common::unique_stream()]);
+    let admin = gw.admin.expect("admin");
+    let bootstrap = gw.addr.to_string();
+    let topic = format!("dash-{}", common::RUNTIME);
+    assert_eq!(traffic(&["produce", &bootstrap, &topic, "10"]), "10");
+    traffic(&["commit", &bootstrap, &topic, "dash-group", "4"]);
+    // And a refused request, so that the error counters have samples.
+    let mut s = gw.connect();
+    let batch = record_batch(vec![Bytes::from_static(b"r")], None);
+    call(&mut s, 8, 1, &produce(&topic, 1, vec![(5, batch)]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let scraped = loop {
+        let text = get(admin, "/metrics").expect("a scrape");
+        if text.contains("consumer_group_lag_records{") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let exported: std::collections::BTreeSet<&str> = scraped
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    for q in &queries {
+        for name in q
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .filter(|w| w.starts_with("iggy_kafka_gateway_") || w.starts_with("process_"))
+        {
+            assert!(
+                exported.contains(name),
+                "the dashboard queries {name}, which the gateway does not export ({q})"
+            );
+        }
+    }
+
+    let prometheus = Prometheus::start(admin);
+    prometheus.await_value("up{job=\"gateway\"}", 1.0);
+    for q in &queries {
+        let q = q
+            .replace("$__rate_interval", "1m")
+            .replace("$instance", ".*");
+        let encoded: String = q
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let body = get(prometheus.addr, &format!("/api/v1/query?query={encoded}"))
+            .unwrap_or_else(|| panic!("Prometheus refused {q}"));
+        let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(json["status"], "success", "{q}: {body}");
+    }
     drop(prometheus);
     gw.stop();
 }
