@@ -1,6 +1,6 @@
 //! An in-process stand-in for an Iggy server, speaking the wire protocol through Iggy's own
 //! codec, so that what is built on this client is tested byte for byte without a server. It
-//! keeps what a server keeps (one stream, its topics, partitions of stored batches, consumer
+//! keeps what a server keeps (streams, their topics, partitions of stored batches, consumer
 //! offsets) and can be told to fail the next request; a [`super::Pool`] drops connections.
 
 use std::collections::{BTreeMap, HashMap};
@@ -140,10 +140,12 @@ pub struct FakeIggy {
     replies: HashMap<(u128, u64), Vec<u8>>,
     /// The node answering now is the lagging one.
     lags: bool,
-    /// The one stream, once created.
+    /// The first stream created (the gateway's own, in the tests).
     pub stream: Option<String>,
     /// Its topics, by name.
     pub topics: BTreeMap<String, Topic>,
+    /// The streams created after it, with their topics, by name.
+    pub other_streams: BTreeMap<String, BTreeMap<String, Topic>>,
     next_topic_id: u32,
     clock: u64,
     /// (consumer name, topic, partition) → offset.
@@ -236,7 +238,25 @@ impl FakeIggy {
         }
     }
 
-    fn header(&self, name: &str, t: &Topic) -> TopicHeader {
+    /// The topics of the stream `id` names, or the status Iggy answers for a missing stream.
+    fn topics(&self, id: &WireIdentifier) -> Result<&BTreeMap<String, Topic>, u32> {
+        let id = name(id);
+        if self.stream.as_deref() == Some(id.as_str()) {
+            return Ok(&self.topics);
+        }
+        self.other_streams.get(&id).ok_or(1010)
+    }
+
+    /// [`FakeIggy::topics`], to change.
+    fn topics_mut(&mut self, id: &WireIdentifier) -> Result<&mut BTreeMap<String, Topic>, u32> {
+        let id = name(id);
+        if self.stream.as_deref() == Some(id.as_str()) {
+            return Ok(&mut self.topics);
+        }
+        self.other_streams.get_mut(&id).ok_or(1010)
+    }
+
+    fn header(name: &str, t: &Topic) -> TopicHeader {
         let get = |k: &str| {
             t.options
                 .iter()
@@ -264,10 +284,9 @@ impl FakeIggy {
         }
     }
 
-    fn topic_reply(&self, name: &str) -> Vec<u8> {
-        let t = &self.topics[name];
+    fn topic_reply(&self, name: &str, t: &Topic) -> Vec<u8> {
         GetTopicResponse {
-            topic: self.header(name, t),
+            topic: Self::header(name, t),
             partitions: t
                 .partitions
                 .iter()
@@ -286,36 +305,47 @@ impl FakeIggy {
         .to_vec()
     }
 
-    /// Creates topic `name` as if another client of the server had.
+    /// Creates topic `name` in the first stream as if another client of the server had.
     pub fn create_topic(&mut self, name: &str, partitions: u32, options: Vec<(String, u64)>) {
+        let topic = self.new_topic(partitions, options);
+        self.topics.insert(name.to_owned(), topic);
+    }
+
+    /// Creates stream `stream` (when missing) and topic `name` in it, as if another client
+    /// of the server had.
+    ///
+    /// # Panics
+    /// When `stream` is the first stream: [`FakeIggy::create_topic`] makes its topics.
+    pub fn create_topic_in(&mut self, stream: &str, name: &str, partitions: u32) {
+        assert_ne!(self.stream.as_deref(), Some(stream), "use create_topic");
+        let topic = self.new_topic(partitions, Vec::new());
+        self.other_streams
+            .entry(stream.to_owned())
+            .or_default()
+            .insert(name.to_owned(), topic);
+    }
+
+    fn new_topic(&mut self, partitions: u32, options: Vec<(String, u64)>) -> Topic {
         self.next_topic_id += 1;
         self.clock += 1;
-        self.topics.insert(
-            name.to_owned(),
-            Topic {
-                id: self.next_topic_id,
-                created_at: 1_700_000_000_000_000 + self.clock,
-                partitions: (0..partitions).map(|_| Partition::default()).collect(),
-                options,
-            },
-        );
+        Topic {
+            id: self.next_topic_id,
+            created_at: 1_700_000_000_000_000 + self.clock,
+            partitions: (0..partitions).map(|_| Partition::default()).collect(),
+            options,
+        }
     }
 
     /// Answers one request frame; `Err(status)` for a failure.
     fn answer(&mut self, code: u32, body: &[u8]) -> Result<Vec<u8>, u32> {
-        let stream_ok = |s: &Self, id: &WireIdentifier| {
-            if s.stream.as_deref() == Some(name(id).as_str()) {
-                Ok(())
-            } else {
-                Err(1010u32)
-            }
-        };
         match code {
             GET_STREAM_CODE => {
                 let (r, _) = GetStreamRequest::decode(body).map_err(|_| 4u32)?;
-                stream_ok(self, &r.stream_id)?;
-                let topics: Vec<TopicHeader> =
-                    self.topics.iter().map(|(n, t)| self.header(n, t)).collect();
+                let topics: Vec<TopicHeader> = self
+                    .topics(&r.stream_id)?
+                    .iter()
+                    .map(|(n, t)| Self::header(n, t))
+                    .collect();
                 Ok(GetStreamResponse {
                     stream: StreamResponse {
                         id: 1,
@@ -323,8 +353,7 @@ impl FakeIggy {
                         topics_count: u32::try_from(topics.len()).unwrap_or(0),
                         size_bytes: 0,
                         messages_count: 0,
-                        name: WireName::new(self.stream.clone().unwrap_or_default())
-                            .expect("a name"),
+                        name: WireName::new(name(&r.stream_id)).expect("a name"),
                         options: WireOptions::empty(),
                     },
                     topics,
@@ -334,17 +363,21 @@ impl FakeIggy {
             }
             CREATE_STREAM_CODE => {
                 let (r, _) = CreateStreamRequest::decode(body).map_err(|_| 4u32)?;
-                if self.stream.is_some() {
+                let n = r.name.as_str().to_owned();
+                if self.stream.as_ref() == Some(&n) || self.other_streams.contains_key(&n) {
                     return Err(1012);
                 }
-                self.stream = Some(r.name.as_str().to_owned());
+                if self.stream.is_none() {
+                    self.stream = Some(n);
+                } else {
+                    self.other_streams.insert(n, BTreeMap::new());
+                }
                 Ok(framed(&[]))
             }
             CREATE_TOPIC_CODE => {
                 let (r, _) = CreateTopicRequest::decode(body).map_err(|_| 4u32)?;
-                stream_ok(self, &r.stream_id)?;
                 let n = r.name.as_str().to_owned();
-                if self.topics.contains_key(&n) {
+                if self.topics(&r.stream_id)?.contains_key(&n) {
                     return Err(2013);
                 }
                 if r.partitions_count == 0 || r.partitions_count > 1000 {
@@ -352,26 +385,30 @@ impl FakeIggy {
                 }
                 let options = options(&r.options);
                 admit(&options)?;
-                self.create_topic(&n, r.partitions_count, options);
-                Ok(framed(&self.topic_reply(&n)))
+                let topic = self.new_topic(r.partitions_count, options);
+                let reply = self.topic_reply(&n, &topic);
+                self.topics_mut(&r.stream_id)?.insert(n, topic);
+                Ok(framed(&reply))
             }
             GET_TOPIC_CODE => {
                 let (r, _) = GetTopicRequest::decode(body).map_err(|_| 4u32)?;
-                stream_ok(self, &r.stream_id)?;
                 let n = name(&r.topic_id);
-                if !self.topics.contains_key(&n) {
-                    return Err(2011);
-                }
-                Ok(self.topic_reply(&n))
+                let t = self.topics(&r.stream_id)?.get(&n).ok_or(2011u32)?;
+                Ok(self.topic_reply(&n, t))
             }
             DELETE_TOPIC_CODE => {
                 let (r, _) = DeleteTopicRequest::decode(body).map_err(|_| 4u32)?;
-                self.topics.remove(&name(&r.topic_id)).ok_or(2011u32)?;
+                self.topics_mut(&r.stream_id)?
+                    .remove(&name(&r.topic_id))
+                    .ok_or(2011u32)?;
                 Ok(framed(&[]))
             }
             UPDATE_TOPIC_CODE => {
                 let (r, _) = UpdateTopicRequest::decode(body).map_err(|_| 4u32)?;
-                let t = self.topics.get_mut(&name(&r.topic_id)).ok_or(2011u32)?;
+                let t = self
+                    .topics_mut(&r.stream_id)?
+                    .get_mut(&name(&r.topic_id))
+                    .ok_or(2011u32)?;
                 // An update patches: what it does not carry keeps its value, and only these
                 // keys may change after creation.
                 let mut patched = t.options.clone();
@@ -390,7 +427,10 @@ impl FakeIggy {
             }
             CREATE_PARTITIONS_CODE => {
                 let (r, _) = CreatePartitionsRequest::decode(body).map_err(|_| 4u32)?;
-                let t = self.topics.get_mut(&name(&r.topic_id)).ok_or(2011u32)?;
+                let t = self
+                    .topics_mut(&r.stream_id)?
+                    .get_mut(&name(&r.topic_id))
+                    .ok_or(2011u32)?;
                 for _ in 0..r.partitions_count {
                     t.partitions.push(Partition::default());
                 }
@@ -403,7 +443,10 @@ impl FakeIggy {
                     return Err(4);
                 };
                 let topic = name(&h.topic_id);
-                let t = self.topics.get_mut(&topic).ok_or(2011u32)?;
+                let t = self
+                    .topics_mut(&h.stream_id)?
+                    .get_mut(&topic)
+                    .ok_or(2011u32)?;
                 let part = t.partitions.get_mut(p as usize).ok_or(3007u32)?;
                 let mut batch = body[4 + meta_len..].to_vec();
                 let mut header = BatchHeader::decode(&batch).map_err(|_| 4u32)?;
@@ -426,7 +469,10 @@ impl FakeIggy {
             }
             POLL_MESSAGES_CODE => {
                 let (r, _) = PollMessagesRequest::decode(body).map_err(|_| 4u32)?;
-                let t = self.topics.get(&name(&r.topic_id)).ok_or(2011u32)?;
+                let t = self
+                    .topics(&r.stream_id)?
+                    .get(&name(&r.topic_id))
+                    .ok_or(2011u32)?;
                 let p = r.partition_id.unwrap_or(0);
                 let part = t.partitions.get(p as usize).ok_or(3007u32)?;
                 let from = match r.strategy.kind {
