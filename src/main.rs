@@ -21,7 +21,7 @@ use iggy_kafka_core::group::{Coordinator, GroupConfig};
 use iggy_kafka_core::stats::Registry;
 use iggy_kafka_core::Config;
 use iggy_kafka_embedded::{EmbeddedStore, StoreConfig};
-use iggy_kafka_iggy::{IggyBackend, IggyConfig};
+use iggy_kafka_iggy::{IggyBackend, IggyConfig, TopicMapping};
 use iggy_kafka_iggy_client::{Lanes, Nodes, SessionConfig};
 
 mod config_file;
@@ -115,7 +115,8 @@ struct Args {
     )]
     iggy_poll_interval_ms: u64,
 
-    /// Create the --stream in Iggy when it is missing.
+    /// Create the --stream (and the streams --map-topics and --map-streams name) in Iggy
+    /// when missing.
     #[arg(
         long,
         env = "IGGY_KAFKA_IGGY_CREATE_STREAM",
@@ -145,6 +146,16 @@ struct Args {
         value_name = "NAME"
     )]
     stream: String,
+
+    /// Kafka topics kept in Iggy streams and topics of other names: a comma-separated list
+    /// of KAFKA_TOPIC=STREAM/TOPIC entries (docs/MAPPING.md). Iggy backend only.
+    #[arg(long, env = "IGGY_KAFKA_MAP_TOPICS", value_name = "LIST")]
+    map_topics: Option<String>,
+
+    /// Iggy streams whose topics Kafka clients see as STREAM.TOPIC: a comma-separated list
+    /// (docs/MAPPING.md). Iggy backend only.
+    #[arg(long, env = "IGGY_KAFKA_MAP_STREAMS", value_name = "LIST")]
+    map_streams: Option<String>,
 
     /// Create a topic when a client's Metadata request names a missing one and allows it
     /// (Kafka's auto.create.topics.enable).
@@ -484,6 +495,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mapping = match TopicMapping::parse(
+        &args.stream,
+        args.map_topics.as_deref().unwrap_or_default(),
+        args.map_streams.as_deref().unwrap_or_default(),
+    ) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if iggy.is_none() && !mapping.is_identity() {
+        tracing::error!(
+            "--map-topics and --map-streams place Kafka topics in Iggy streams: they need the \
+             Iggy backend (--iggy)"
+        );
+        return ExitCode::FAILURE;
+    }
     if args.default_partitions == 0 {
         tracing::error!("--default-partitions must be at least 1");
         return ExitCode::FAILURE;
@@ -512,6 +541,7 @@ fn main() -> ExitCode {
             tracing::info!(server = %url.addresses.join(","), "using the Iggy backend");
             let mut config = IggyConfig::default();
             config.stream = args.stream.clone();
+            config.mapping = mapping;
             config.create_stream = args.iggy_create_stream;
             config.write_through = args.iggy_write_through;
             config.poll_interval = Duration::from_millis(args.iggy_poll_interval_ms.max(1));

@@ -66,6 +66,8 @@ iggy-poll-interval-ms = 55
 iggy-create-stream = false
 iggy-write-through = false
 stream = "elsewhere"
+map-topics = "orders=shop/orders,pay=billing/payments"
+map-streams = "shop,audit"
 auto-create-topics = false
 default-partitions = 3
 retention-bytes = 4096
@@ -129,13 +131,15 @@ fn the_example_in_deploy_names_every_option_with_its_default() {
         in_example,
         "the example names every option, and its values take effect"
     );
-    // Its values are the defaults (the two that have none aside).
+    // Its values are the defaults (the four that have none aside).
     let defaults = gateway().arg("--print-config").output().expect("run");
     let mut defaults = settings(&String::from_utf8_lossy(&defaults.stdout));
     in_example.remove("iggy");
-    in_example.remove("advertised-listener");
     defaults.remove("iggy");
-    defaults.remove("advertised-listener");
+    for unset in ["advertised-listener", "map-topics", "map-streams"] {
+        in_example.remove(unset);
+        defaults.remove(unset);
+    }
     assert_eq!(in_example, defaults);
 }
 

@@ -428,3 +428,85 @@ fn a_personal_access_token_logs_in() {
     assert_eq!(r.topics[0].error_code, 0, "{r:?}");
     gw.stop();
 }
+
+/// The topic mapping on a real server: a Kafka topic created by its rule name lands in the
+/// mapped stream, where Iggy's SDK reads what Kafka clients produced; an Iggy topic whose
+/// name Kafka cannot spell, reached by an explicit entry, serves what Iggy's SDK sent.
+#[test]
+#[ignore = "needs a real Iggy server: IGGY_KAFKA_TEST_IGGY, see scripts/test-iggy.sh"]
+fn mapped_streams_are_shared_with_iggy_sdk() {
+    let url = server();
+    let (stream, shop) = (unique_stream(), unique_stream());
+    let ledger = "Payments Ledger";
+    let payments = format!("payments-{}", common::RUNTIME);
+    let orders = format!("{shop}.orders");
+    let gw = Gateway::start_with(&[
+        "--iggy",
+        url.as_str(),
+        "--stream",
+        stream.as_str(),
+        "--map-streams",
+        shop.as_str(),
+        "--map-topics",
+        &format!("{payments}={shop}/{ledger}"),
+    ]);
+    run(
+        "interop.py produce (creates the topic in the mapped stream)",
+        Command::new(python())
+            .args(["interop.py", "produce"])
+            .arg(gw.addr.to_string())
+            .arg(&orders),
+    );
+    let out = run(
+        "iggy SDK read",
+        sdk().args(["read", url.as_str(), shop.as_str(), "orders", "2"]),
+    );
+    assert_eq!(out.lines().count(), 100, "every record is in {shop}/orders");
+
+    run(
+        "iggy SDK create",
+        sdk().args(["create", url.as_str(), shop.as_str(), ledger, "1"]),
+    );
+    run(
+        "iggy SDK send",
+        sdk().args(["send", url.as_str(), shop.as_str(), ledger, "25"]),
+    );
+    let out = run(
+        "interop.py consume",
+        Command::new(python())
+            .args(["interop.py", "consume"])
+            .arg(gw.addr.to_string())
+            .args([payments.as_str(), "25"]),
+    );
+    let values: Vec<String> = out
+        .lines()
+        .map(|l| {
+            let r: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+            r["value"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        values,
+        (0..25).map(|i| format!("iggy-native-{i}")).collect::<Vec<_>>()
+    );
+
+    let metadata = Request::Metadata(MetadataRequest {
+        topics: None,
+        allow_auto_topic_creation: false,
+        ..MetadataRequest::default()
+    });
+    let mut s = gw.connect();
+    let Response::Metadata(r) = call(&mut s, 12, 1, &metadata) else {
+        panic!("Metadata")
+    };
+    let mut names: Vec<String> = r
+        .topics
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|n| n.to_string()))
+        .collect();
+    names.sort();
+    let mut want = vec![orders.clone(), payments.clone()];
+    want.sort();
+    assert_eq!(names, want, "the mapped streams' topics, by their Kafka names");
+    gw.stop();
+}

@@ -1,6 +1,7 @@
-//! Topic administration: the stream, and Kafka's topic commands as Iggy requests.
+//! Topic administration: the streams, and Kafka's topic commands as Iggy requests.
 //!
-//! A Kafka topic is the Iggy topic of the same name in the configured stream. Kafka's topic
+//! A Kafka topic is created, changed and deleted where the topic mapping places it
+//! (`crate::mapping`). Kafka's topic
 //! configs become Iggy's topic options (`crate::wire::topic_options`); Kafka's
 //! `retention.bytes` is per partition where Iggy's size limit is per topic, so the limit
 //! grows with the partitions.
@@ -27,23 +28,41 @@ use crate::calls::admin_lane;
 use crate::catalog::Catalog;
 use crate::error::ConnectError;
 use crate::offsets_log::{is_own, TOPIC_PREFIX};
-use crate::wire::{self, backend_error, code, named};
+use crate::wire::{self, backend_error, code};
 
-/// Makes sure the stream exists, creating it when `create` allows.
-pub(crate) async fn ensure_stream(catalog: &Catalog, create: bool) -> Result<(), ConnectError> {
-    let stream = catalog.stream_name();
-    match catalog.stream_topics().await {
-        Ok(_) => return Ok(()),
-        Err(BackendError::UnknownTopic(_)) if create => {}
-        Err(BackendError::UnknownTopic(_)) => {
-            return Err(ConnectError::NoStream(stream.to_owned()));
-        }
-        Err(source) => {
-            return Err(ConnectError::ReadStream {
-                stream: stream.to_owned(),
-                source,
-            })
-        }
+/// Makes sure every stream of the topic mapping exists, creating those missing when
+/// `create` allows.
+pub(crate) async fn ensure_streams(catalog: &Catalog, create: bool) -> Result<(), ConnectError> {
+    for (i, stream) in catalog.places().streams().iter().enumerate() {
+        ensure_stream(catalog, i, &stream.name, create).await?;
+    }
+    Ok(())
+}
+
+/// Makes sure stream `index` (named `stream`) exists, creating it when `create` allows.
+async fn ensure_stream(
+    catalog: &Catalog,
+    index: usize,
+    stream: &str,
+    create: bool,
+) -> Result<(), ConnectError> {
+    // Iggy says "no such stream" with an empty reply or with an error.
+    let missing = match catalog.stream_reply(index).await {
+        Ok(reply) => reply.is_empty(),
+        Err(f) => match backend_error(f, stream, None) {
+            BackendError::UnknownTopic(_) => true,
+            source => {
+                return Err(ConnectError::ReadStream {
+                    stream: stream.to_owned(),
+                    source,
+                })
+            }
+        },
+    };
+    match (missing, create) {
+        (false, _) => return Ok(()),
+        (true, true) => {}
+        (true, false) => return Err(ConnectError::NoStream(stream.to_owned())),
     }
     let name = WireName::new(stream.to_owned()).map_err(|e| ConnectError::StreamName {
         name: stream.to_owned(),
@@ -76,13 +95,16 @@ pub(crate) async fn create_topic(
     config: &TopicConfig,
     validate_only: bool,
 ) -> Result<TopicInfo, BackendError> {
-    if is_own(name) {
+    let place = catalog.places().locate(name);
+    let Some(place) = place.filter(|_| !is_own(name)) else {
         return Err(BackendError::InvalidTopic(format!(
-            "{name}: the prefix {TOPIC_PREFIX} is the gateway's"
+            "{name}: the name is the gateway's own, or the topic mapping gives its Iggy topic \
+             another name (prefix {TOPIC_PREFIX})"
         )));
-    }
+    };
     let options = wire::topic_options(config, partitions, catalog.creating())?;
-    let wire_name = WireName::new(name).map_err(|_| BackendError::InvalidTopic(name.into()))?;
+    let wire_name =
+        WireName::new(place.topic.as_ref()).map_err(|_| BackendError::InvalidTopic(name.into()))?;
     if validate_only {
         return match catalog.topic_header(name).await {
             Ok(_) => Err(BackendError::TopicExists(name.into())),
@@ -96,7 +118,7 @@ pub(crate) async fn create_topic(
         };
     }
     let request = CreateTopicRequest {
-        stream_id: catalog.calls().stream().clone(),
+        stream_id: catalog.places().streams()[place.stream].id.clone(),
         partitions_count: partitions,
         name: wire_name,
         options,
@@ -107,9 +129,9 @@ pub(crate) async fn create_topic(
         .await
         .map_err(|f| backend_error(f, name, None))?;
     let info = match GetTopicResponse::decode(&reply) {
-        Ok((r, _)) => wire::topic_info(&r.topic),
+        Ok((r, _)) => catalog.topic_info(name, &r.topic),
         // Created; read it back for its identity.
-        Err(_) => wire::topic_info(&catalog.topic_header(name).await?.topic),
+        Err(_) => catalog.topic_info(name, &catalog.topic_header(name).await?.topic),
     };
     catalog.created(&info);
     Ok(info)
@@ -122,9 +144,10 @@ pub(crate) async fn delete_topic(
 ) -> Result<TopicInfo, BackendError> {
     let name = catalog.topic_name(topic).await?;
     let header = catalog.topic_header(&name).await?;
+    let (stream_id, topic_id) = catalog.locate(&name)?;
     let request = DeleteTopicRequest {
-        stream_id: catalog.calls().stream().clone(),
-        topic_id: named(&name)?,
+        stream_id: stream_id.clone(),
+        topic_id,
     };
     catalog
         .calls()
@@ -132,7 +155,7 @@ pub(crate) async fn delete_topic(
         .await
         .map_err(|f| backend_error(f, &name, None))?;
     catalog.deleted(&name);
-    Ok(wire::topic_info(&header.topic))
+    Ok(catalog.topic_info(&name, &header.topic))
 }
 
 pub(crate) async fn create_partitions(
@@ -148,9 +171,10 @@ pub(crate) async fn create_partitions(
     if validate_only {
         return Ok(());
     }
+    let (stream_id, topic_id) = catalog.locate(topic)?;
     let request = CreatePartitionsRequest {
-        stream_id: catalog.calls().stream().clone(),
-        topic_id: named(topic)?,
+        stream_id: stream_id.clone(),
+        topic_id,
         partitions_count: total - current,
     };
     catalog
@@ -165,7 +189,7 @@ pub(crate) async fn create_partitions(
     catalog.grown(topic, header, total);
     // Kafka's retention.bytes is per partition and Iggy's limit per topic: the topic's
     // limit grows with it, so each partition keeps what it kept before.
-    let config = wire::topic_info(header).config;
+    let config = catalog.topic_info(topic, header).config;
     if config.retention_bytes.is_some() {
         let grown = match wire::topic_options(&config, total, wire::Existing::Altering(header)) {
             Ok(options) => update_topic(catalog, topic, header, options).await,
@@ -185,9 +209,10 @@ async fn update_topic(
     header: &TopicHeader,
     options: WireOptions,
 ) -> Result<(), BackendError> {
+    let (stream_id, topic_id) = catalog.locate(topic)?;
     let request = UpdateTopicRequest {
-        stream_id: catalog.calls().stream().clone(),
-        topic_id: named(topic)?,
+        stream_id: stream_id.clone(),
+        topic_id,
         name: header.name.clone(),
         options,
     };

@@ -23,7 +23,7 @@ use crate::catalog::Catalog;
 use crate::partition::{Doubt, PartitionState};
 use crate::read::{Reads, SCAN_POLL_BYTES};
 use crate::sync::lock;
-use crate::wire::{self, named};
+use crate::wire;
 
 /// The tail of a partition read back for its idempotent producers' recent batches, in bytes
 /// (estimated from the running message size; see [`Appends::recover_producers`]).
@@ -82,7 +82,8 @@ impl Appends {
             Some(pb) => wire::Ids::producer(pb),
             None => wire::Ids::counted(calls.message_ids(messages.len())),
         };
-        let body = wire::send_messages(calls.stream(), &named(topic)?, partition, messages, ids)?;
+        let (stream_id, topic_id) = catalog.locate(topic)?;
+        let body = wire::send_messages(stream_id, &topic_id, partition, messages, ids)?;
         let state = catalog.partition(topic, partition);
         let (lane, call) =
             state

@@ -1,8 +1,9 @@
-//! The topic catalog and partition bounds: what the gateway knows of the stream's topics
-//! and of each partition it has served, kept in step with Iggy.
+//! The topic catalog and partition bounds: what the gateway knows of the Kafka topics (in
+//! the streams the topic mapping names, `crate::mapping`) and of each partition it has
+//! served, kept in step with Iggy. Everything here is keyed by Kafka topic name.
 //!
 //! Iggy describes a topic on request only, so the catalog keeps its latest answers: the
-//! stream's topics as last listed (served while Iggy cannot be reached), their partition
+//! Kafka topics as last listed (served while Iggy cannot be reached), their partition
 //! counts and ids (commits are checked and fetches by topic id resolved without a round
 //! trip), and each topic's latest description (shared by the fetches waiting on it). A topic
 //! deleted and created again outside the gateway is noticed by its new id at the next
@@ -23,10 +24,11 @@ use iggy_kafka_iggy_client::protocol::requests::topics::GetTopicRequest;
 use iggy_kafka_iggy_client::protocol::responses::streams::get_stream::TopicHeader;
 use iggy_kafka_iggy_client::protocol::responses::streams::GetStreamResponse;
 use iggy_kafka_iggy_client::protocol::responses::topics::GetTopicResponse;
-use iggy_kafka_iggy_client::protocol::{WireDecode, WireEncode};
+use iggy_kafka_iggy_client::protocol::{WireDecode, WireEncode, WireIdentifier};
 use iggy_kafka_iggy_client::Failure;
 
 use crate::calls::{admin_lane, Calls};
+use crate::mapping::{Place, Places};
 use crate::offsets_log::is_own;
 use crate::partition::PartitionState;
 use crate::sync::lock;
@@ -34,8 +36,8 @@ use crate::wire::{self, backend_error, code, named};
 
 pub(crate) struct Catalog {
     calls: Calls,
-    /// The stream's name, for messages.
-    stream_name: String,
+    /// Where each Kafka topic lives.
+    places: Places,
     /// Whether topics the gateway creates are written through (see `IggyConfig`).
     write_through: bool,
     /// Per topic, per partition: looked up by `&str` on every append and read.
@@ -65,9 +67,9 @@ struct Known {
 }
 
 impl Known {
-    fn of(t: &TopicHeader) -> Self {
+    fn of(t: &TopicHeader, tag: [u8; 4]) -> Self {
         Self {
-            id: wire::topic_id(t),
+            id: wire::topic_id(t, tag),
             partitions: t.partitions_count,
         }
     }
@@ -107,10 +109,10 @@ impl Drop for Asking<'_> {
 }
 
 impl Catalog {
-    pub(crate) fn new(calls: Calls, stream_name: String, write_through: bool) -> Self {
+    pub(crate) fn new(calls: Calls, places: Places, write_through: bool) -> Self {
         Self {
             calls,
-            stream_name,
+            places,
             write_through,
             partitions: Mutex::new(HashMap::new()),
             known: Mutex::new(HashMap::new()),
@@ -124,8 +126,42 @@ impl Catalog {
         &self.calls
     }
 
+    /// The default stream's name: the one that holds the offsets log.
     pub(crate) fn stream_name(&self) -> &str {
-        &self.stream_name
+        &self.places.default_stream().name
+    }
+
+    /// The topic mapping.
+    pub(crate) fn places(&self) -> &Places {
+        &self.places
+    }
+
+    /// Where Kafka topic `topic` lives in Iggy, as the identifiers of its stream and topic.
+    pub(crate) fn locate(
+        &self,
+        topic: &str,
+    ) -> Result<(&WireIdentifier, WireIdentifier), BackendError> {
+        let Place {
+            stream,
+            topic: name,
+        } = self.places.place(topic)?;
+        Ok((&self.places.streams()[stream].id, named(&name)?))
+    }
+
+    /// What a Kafka client sees of Iggy topic `t`, which it knows as `topic`.
+    pub(crate) fn topic_info(&self, topic: &str, t: &TopicHeader) -> TopicInfo {
+        wire::topic_info(topic, t, self.tag(topic))
+    }
+
+    /// The Kafka topic id of Iggy topic `t`, which Kafka clients know as `topic`.
+    pub(crate) fn topic_id(&self, topic: &str, t: &TopicHeader) -> Uuid {
+        wire::topic_id(t, self.tag(topic))
+    }
+
+    /// The tag of the topic ids of Kafka topic `topic`'s stream.
+    fn tag(&self, topic: &str) -> [u8; 4] {
+        let stream = self.places.locate(topic).map_or(0, |p| p.stream);
+        self.places.streams()[stream].tag
     }
 
     /// The options of a topic the gateway creates (written through, unless configured
@@ -256,9 +292,10 @@ impl Catalog {
         topic: &str,
     ) -> Result<Arc<GetTopicResponse>, BackendError> {
         let asked = self.calls.clock().now();
+        let (stream_id, topic_id) = self.locate(topic)?;
         let request = GetTopicRequest {
-            stream_id: self.calls.stream().clone(),
-            topic_id: named(topic)?,
+            stream_id: stream_id.clone(),
+            topic_id,
         };
         let reply = self
             .calls
@@ -280,7 +317,7 @@ impl Catalog {
             })?;
         let (header, _) = GetTopicResponse::decode(&reply)
             .map_err(|e| BackendError::Other(format!("iggy topic reply: {e}")))?;
-        self.saw(&header.topic);
+        self.saw(topic, &header.topic);
         let header = Arc::new(header);
         let mut looks = lock(&self.looks);
         let look = looks.entry(topic.to_owned()).or_default();
@@ -328,13 +365,12 @@ impl Catalog {
         }
     }
 
-    /// Notes a topic as Iggy describes it now.
-    fn saw(&self, t: &TopicHeader) {
-        let name = t.name.as_str();
+    /// Notes Kafka topic `name` as Iggy describes it now.
+    fn saw(&self, name: &str, t: &TopicHeader) {
         if is_own(name) {
             return;
         }
-        let now = Known::of(t);
+        let now = Known::of(t, self.tag(name));
         let was = {
             let mut known = lock(&self.known);
             match known.get_mut(name) {
@@ -421,80 +457,121 @@ impl Catalog {
         }
     }
 
-    /// The stream's description, as Iggy sends it: empty when the stream does not exist.
-    pub(crate) async fn stream_reply(&self) -> Result<Bytes, Failure> {
+    /// Stream `stream`'s description (an index into [`Places::streams`]), as Iggy sends
+    /// it: empty when the stream does not exist.
+    pub(crate) async fn stream_reply(&self, stream: usize) -> Result<Bytes, Failure> {
         let request = GetStreamRequest {
-            stream_id: self.calls.stream().clone(),
+            stream_id: self.places.streams()[stream].id.clone(),
         };
         self.calls
             .call(0, GET_STREAM_CODE, request.to_bytes())
             .await
     }
 
-    /// Every topic of the stream, the gateway's own included.
+    /// Every topic of stream `stream`, the gateway's own included; `None` when the stream
+    /// does not exist.
+    async fn stream_headers(
+        &self,
+        stream: usize,
+    ) -> Result<Option<Vec<TopicHeader>>, BackendError> {
+        let name = &self.places.streams()[stream].name;
+        let reply = match self.stream_reply(stream).await {
+            Ok(reply) if reply.is_empty() => return Ok(None),
+            Ok(reply) => reply,
+            Err(f) => {
+                return match backend_error(f, name, None) {
+                    BackendError::UnknownTopic(_) => Ok(None),
+                    e => Err(e),
+                }
+            }
+        };
+        GetStreamResponse::decode(&reply)
+            .map(|(r, _)| Some(r.topics))
+            .map_err(|e| BackendError::Other(format!("iggy stream reply: {e}")))
+    }
+
+    /// Every topic of the default stream, the gateway's own included.
     pub(crate) async fn stream_topics(&self) -> Result<Vec<TopicHeader>, BackendError> {
-        let reply = self
-            .stream_reply()
-            .await
-            .map_err(|f| backend_error(f, &self.stream_name, None))?;
-        if reply.is_empty() {
-            return Err(BackendError::UnknownTopic(TopicRef::Name(
-                self.stream_name.clone(),
-            )));
-        }
-        let topics = GetStreamResponse::decode(&reply)
-            .map(|(r, _)| r.topics)
-            .map_err(|e| BackendError::Other(format!("iggy stream reply: {e}")))?;
-        // Only the topics Kafka clients see: commits and ids never name the gateway's own.
-        let visible = || topics.iter().filter(|t| !is_own(t.name.as_str()));
-        let known = visible()
-            .map(|t| (t.name.as_str().to_owned(), Known::of(t)))
-            .collect();
-        let was = std::mem::replace(&mut *lock(&self.known), known);
-        for t in visible() {
-            if was
-                .get(t.name.as_str())
-                .is_some_and(|k| k.id != wire::topic_id(t))
-            {
-                self.created_again(t.name.as_str());
+        self.stream_headers(0).await?.ok_or_else(|| {
+            BackendError::UnknownTopic(TopicRef::Name(self.stream_name().to_owned()))
+        })
+    }
+
+    /// Every Kafka topic, from every stream of the mapping, with its Kafka name; what is
+    /// known of them is brought up to date.
+    async fn kafka_topics(&self) -> Result<Vec<(String, TopicHeader)>, BackendError> {
+        let mut all = Vec::new();
+        for (i, stream) in self.places.streams().iter().enumerate() {
+            let Some(topics) = self.stream_headers(i).await? else {
+                if i == 0 {
+                    return Err(BackendError::UnknownTopic(TopicRef::Name(
+                        stream.name.clone(),
+                    )));
+                }
+                // Deleted behind the gateway: its topics are gone until it is back.
+                tracing::debug!(stream = %stream.name, "a mapped Iggy stream does not exist");
+                continue;
+            };
+            for t in topics {
+                let iggy = t.name.as_str();
+                match self.places.kafka_name(i, iggy) {
+                    Some(kafka) => {
+                        let kafka = kafka.into_owned();
+                        all.push((kafka, t));
+                    }
+                    None if i == 0 && !is_own(iggy) => {
+                        tracing::debug!(topic = %iggy, "an Iggy topic the topic mapping hides from Kafka clients");
+                    }
+                    None => {}
+                }
             }
         }
-        let ids = visible()
-            .map(|t| (wire::topic_id(t), t.name.as_str().to_owned()))
+        let known = all
+            .iter()
+            .map(|(k, t)| (k.clone(), Known::of(t, self.tag(k))))
+            .collect();
+        let was = std::mem::replace(&mut *lock(&self.known), known);
+        for (k, t) in &all {
+            if was
+                .get(k)
+                .is_some_and(|w| w.id != wire::topic_id(t, self.tag(k)))
+            {
+                self.created_again(k);
+            }
+        }
+        let ids = all
+            .iter()
+            .map(|(k, t)| (wire::topic_id(t, self.tag(k)), k.clone()))
             .collect();
         let before = std::mem::replace(&mut *lock(&self.ids), ids);
         // Those who turned write-through off know what Iggy's default means.
-        for t in topics.iter().filter(|_| self.write_through) {
+        for (k, t) in all.iter().filter(|_| self.write_through) {
             let storage = wire::Storage::of(t);
             if storage.messages_required_to_save > 1
-                && !before.contains_key(&wire::topic_id(t))
-                && !is_own(t.name.as_str())
+                && !before.contains_key(&wire::topic_id(t, self.tag(k)))
             {
                 // Created outside the gateway with Iggy's default: say once what it means.
                 tracing::warn!(
-                    topic = %t.name.as_str(),
+                    topic = %k,
                     messages_required_to_save = storage.messages_required_to_save,
                     "Iggy acknowledges appends to this topic before writing them out: a crash \
                      of the Iggy server may lose acknowledged records"
                 );
             }
         }
-        Ok(topics)
+        Ok(all)
     }
 
-    /// The stream's Kafka topics, all of them or those named; the topics as last listed
-    /// while Iggy cannot be reached.
+    /// The Kafka topics, all of them or those named; the topics as last listed while Iggy
+    /// cannot be reached.
     pub(crate) async fn list_topics(
         &self,
         only: Option<&[TopicRef]>,
     ) -> Result<Vec<TopicInfo>, BackendError> {
-        let all: Vec<TopicInfo> = match self.stream_topics().await {
+        let all: Vec<TopicInfo> = match self.kafka_topics().await {
             Ok(topics) => {
-                let all: Vec<TopicInfo> = topics
-                    .iter()
-                    .filter(|t| !is_own(t.name.as_str()))
-                    .map(wire::topic_info)
-                    .collect();
+                let all: Vec<TopicInfo> =
+                    topics.iter().map(|(k, t)| self.topic_info(k, t)).collect();
                 *lock(&self.listing) = Some(all.clone());
                 all
             }
@@ -567,7 +644,7 @@ impl Catalog {
         lock(&self.known).insert(
             topic.to_owned(),
             Known {
-                id: wire::topic_id(header),
+                id: wire::topic_id(header, self.tag(topic)),
                 partitions: total,
             },
         );
@@ -587,7 +664,7 @@ impl Catalog {
             })
         };
         if !fits(&lock(&self.known)) {
-            if let Err(e) = self.stream_topics().await {
+            if let Err(e) = self.kafka_topics().await {
                 return offsets.iter().map(|_| Err(e.clone())).collect();
             }
         }

@@ -548,16 +548,16 @@ impl Log<'_> {
             .zip(&results)
             .filter(|(o, r)| r.is_ok() && o.committed.offset > 0)
         {
-            let (Ok(consumer), Ok(topic_id), Ok(offset)) = (
+            let (Ok(consumer), Ok((stream_id, topic_id)), Ok(offset)) = (
                 WireIdentifier::named(group),
-                named(&o.topic),
+                self.catalog.locate(&o.topic),
                 u64::try_from(o.committed.offset - 1),
             ) else {
                 continue;
             };
             let request = StoreConsumerOffsetRequest {
                 consumer: WireConsumer::consumer(consumer),
-                stream_id: self.catalog.calls().stream().clone(),
+                stream_id: stream_id.clone(),
                 topic_id,
                 partition_id: Some(o.partition),
                 offset,
@@ -609,12 +609,14 @@ impl Log<'_> {
             self.write_offsets(records).await?;
         }
         for (topic, partition) in &present {
-            let (Ok(consumer), Ok(topic_id)) = (WireIdentifier::named(group), named(topic)) else {
+            let (Ok(consumer), Ok((stream_id, topic_id))) =
+                (WireIdentifier::named(group), self.catalog.locate(topic))
+            else {
                 continue;
             };
             let request = DeleteConsumerOffsetRequest {
                 consumer: WireConsumer::consumer(consumer),
-                stream_id: self.catalog.calls().stream().clone(),
+                stream_id: stream_id.clone(),
                 topic_id,
                 partition_id: Some(*partition),
                 ack: AckLevel::Quorum,

@@ -24,7 +24,7 @@ pub fn decode(data: &[u8]) {
     let _ = wire::scan_timestamps(data, 2..u64::MAX, 0);
     let _ = crate::offsets_log::Record::decode(data);
     if let Ok((reply, _)) = GetTopicResponse::decode(data) {
-        let info = wire::topic_info(&reply.topic);
+        let info = wire::topic_info("topic", &reply.topic, *b"KGW1");
         let existing = wire::Existing::Altering(&reply.topic);
         let _ = wire::topic_options(&info.config, info.partitions, existing);
     }
@@ -76,4 +76,48 @@ pub fn encode(messages: &MessageList, partition: u32, first_id: u128) {
 /// and panics when anything acknowledged reads back otherwise.
 pub fn script(script: &[u8]) {
     crate::testing::script::run(script);
+}
+
+/// Parses a topic mapping from `topics` and `streams` around `default_stream`, as the
+/// options are; when it is taken, looks up each of `names` and each Iggy topic of `iggy`
+/// (a stream index and a topic name), and panics unless the mapping is one-to-one: a Kafka
+/// name leads to an Iggy topic whose Kafka name is that name, and back.
+pub fn mapping(
+    default_stream: &str,
+    topics: &str,
+    streams: &str,
+    names: &[&str],
+    iggy: &[(usize, &str)],
+) {
+    let Ok(mapping) = crate::mapping::TopicMapping::parse(default_stream, topics, streams) else {
+        return;
+    };
+    let Ok(places) = crate::mapping::Places::new(default_stream, &mapping) else {
+        return;
+    };
+    let count = places.streams().len();
+    for &name in names {
+        let Some(place) = places.locate(name) else {
+            continue;
+        };
+        assert!(place.stream < count);
+        if crate::offsets_log::is_own(&place.topic) {
+            // The offsets log's, reached by the backend itself and hidden from listings.
+            assert_eq!(place.stream, 0);
+            assert_eq!(places.kafka_name(0, &place.topic), None);
+            continue;
+        }
+        if let Some(back) = places.kafka_name(place.stream, &place.topic) {
+            assert_eq!(back, name, "{name} leads to a topic known by another name");
+        }
+    }
+    for &(stream, topic) in iggy {
+        let stream = stream % count;
+        if let Some(kafka) = places.kafka_name(stream, topic) {
+            let place = places
+                .locate(&kafka)
+                .unwrap_or_else(|| panic!("{kafka} is listed but leads nowhere"));
+            assert_eq!((place.stream, place.topic.as_ref()), (stream, topic));
+        }
+    }
 }

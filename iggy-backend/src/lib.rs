@@ -2,8 +2,8 @@
 //!
 //! Each backend command becomes one or a few requests of Iggy's binary protocol, queued on
 //! the lanes of a connection pool that a runtime drives (`iggy_kafka_iggy_client`). A Kafka
-//! topic is the Iggy topic of the same name in the configured stream, partition p is
-//! partition p, offsets are Iggy's; records are Iggy messages as `docs/MAPPING.md` says, and
+//! topic is the Iggy topic of the same name in the configured stream, unless the topic
+//! mapping ([`TopicMapping`]) places it elsewhere; partition p is partition p, offsets are Iggy's; records are Iggy messages as `docs/MAPPING.md` says, and
 //! `docs/IGGY.md` explains the backend's design.
 //!
 //! The backend is built in layers, each importing only those below it:
@@ -12,11 +12,12 @@
 //! |---|---|
 //! | [`calls`] | calls on the pool's lanes, and which lane serves each partition ([`placement`]) |
 //! | [`partition`] | what the gateway knows of one partition, field by field for the layers above |
+//! | [`mapping`] | where each Kafka topic lives: which stream, which Iggy topic |
 //! | [`catalog`] | the topic catalog and partition bounds, kept in step with Iggy |
 //! | [`read`] | reads, with polls sent ahead of sequential readers |
 //! | [`search`] | searches by time ([`timestamps`]) |
 //! | [`append`] | appends, with the idempotence Iggy does not provide |
-//! | [`admin`] | the stream, and topic administration |
+//! | [`admin`] | the streams, and topic administration |
 //! | [`watch`] | the long polls of waiting fetches |
 //! | [`committed`] | committed offsets, in a gateway-owned log ([`offsets_log`]) |
 //!
@@ -29,7 +30,6 @@ use std::time::Duration;
 use iggy_kafka_core::backend::{Backend, BackendError, Command, Completion, Execution, TopicRef};
 use iggy_kafka_core::stats::{Metric, MetricKind, MetricValue};
 use iggy_kafka_iggy_client::lane::SERVICE_BOUNDS;
-use iggy_kafka_iggy_client::protocol::WireIdentifier;
 use iggy_kafka_iggy_client::{Clock, CommandStats, Lanes};
 
 mod admin;
@@ -38,6 +38,7 @@ mod calls;
 mod catalog;
 mod committed;
 mod error;
+mod mapping;
 mod offsets_log;
 mod partition;
 mod placement;
@@ -49,6 +50,7 @@ mod watch;
 mod wire;
 
 pub use error::ConnectError;
+pub use mapping::{MappingError, TopicMapping};
 
 use append::Appends;
 use calls::Calls;
@@ -61,9 +63,12 @@ use watch::Watches;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct IggyConfig {
-    /// The Iggy stream that holds the Kafka topics.
+    /// The Iggy stream that holds the Kafka topics the mapping does not place elsewhere,
+    /// and the offsets log.
     pub stream: String,
-    /// Create the stream when it is missing.
+    /// Where Kafka topics live beyond `stream` (see [`TopicMapping`]).
+    pub mapping: TopicMapping,
+    /// Create the streams when they are missing.
     pub create_stream: bool,
     /// Create topics (the Kafka clients' and the offsets topic) that Iggy writes out before
     /// acknowledging each append, rather than with Iggy's default, which holds up to 1,024
@@ -81,6 +86,7 @@ impl Default for IggyConfig {
     fn default() -> Self {
         Self {
             stream: "kafka".into(),
+            mapping: TopicMapping::default(),
             create_stream: true,
             write_through: true,
             poll_interval: Duration::from_millis(100),
@@ -127,21 +133,23 @@ impl IggyBackend {
         clock: Arc<dyn Clock>,
         config: IggyConfig,
     ) -> Result<Self, ConnectError> {
-        let stream =
-            WireIdentifier::named(&config.stream).map_err(|e| ConnectError::StreamName {
+        let places = mapping::Places::new(&config.stream, &config.mapping).map_err(|reason| {
+            ConnectError::StreamName {
                 name: config.stream.clone(),
-                reason: e.to_string(),
-            })?;
+                reason,
+            }
+        })?;
+        let stream = places.default_stream().id.clone();
         let started = clock.now();
         let calls = Calls::new(Arc::clone(&lanes), clock, stream, config.seed);
         let inner = Inner {
-            catalog: Catalog::new(calls, config.stream.clone(), config.write_through),
+            catalog: Catalog::new(calls, places, config.write_through),
             reads: Reads::new(),
             appends: Appends::new(config.max_message_bytes, config.seed),
             watches: Watches::new(config.poll_interval, started),
             committed: CommittedOffsets::default(),
         };
-        let opened = match admin::ensure_stream(&inner.catalog, config.create_stream).await {
+        let opened = match admin::ensure_streams(&inner.catalog, config.create_stream).await {
             Ok(()) => inner.committed.open(&inner.catalog, &inner.reads).await,
             Err(e) => Err(e),
         };
@@ -169,8 +177,15 @@ impl Backend for IggyBackend {
         let leader = nodes
             .leader()
             .map_or_else(String::new, |l| format!(", primary {l}"));
+        let streams = self.inner.catalog.places().streams();
+        let mapped = if streams.len() > 1 {
+            let names: Vec<String> = streams[1..].iter().map(|s| format!("{:?}", s.name)).collect();
+            format!(" (topics mapped into {})", names.join(", "))
+        } else {
+            String::new()
+        };
         format!(
-            "Iggy at {}{leader}, stream {:?}: {} of {} connections up",
+            "Iggy at {}{leader}, stream {:?}{mapped}: {} of {} connections up",
             nodes.addresses().join(", "),
             self.inner.catalog.stream_name(),
             lanes.stats().up,
@@ -279,7 +294,7 @@ impl Backend for IggyBackend {
     }
 
     fn execute(&self, command: Command) -> Execution {
-        if let Some(refused) = refuse_own_topic(&command) {
+        if let Some(refused) = refuse_unreachable(self.inner.catalog.places(), &command) {
             return Execution::Done(refused);
         }
         let inner = Arc::clone(&self.inner);
@@ -468,11 +483,13 @@ impl Backend for IggyBackend {
     }
 }
 
-/// A command naming one of the gateway's own topics, answered as if it did not exist: they
-/// hold every group's committed offsets, and a client that could append to, read or delete
-/// them could forge, read or lose other groups' commits. Topics given by id cannot name them
-/// (their ids are never resolved); commits are checked against the topics Kafka clients see.
-fn refuse_own_topic(command: &Command) -> Option<Completion> {
+/// A command naming a topic that the topic mapping does not reach (one of the gateway's own,
+/// or an Iggy topic the mapping knows by another name), answered as if it did not exist.
+/// The gateway's own topics hold every group's committed offsets, and a client that could
+/// append to, read or delete them could forge, read or lose other groups' commits. Topics
+/// given by id cannot name them (their ids are never resolved); commits are checked against
+/// the topics Kafka clients see.
+fn refuse_unreachable(places: &mapping::Places, command: &Command) -> Option<Completion> {
     fn unknown<T>(topic: &str) -> Result<T, BackendError> {
         Err(BackendError::UnknownTopic(TopicRef::Name(topic.to_owned())))
     }
@@ -492,10 +509,13 @@ fn refuse_own_topic(command: &Command) -> Option<Completion> {
         }
         | Command::DeleteTopic {
             topic: TopicRef::Name(topic),
-        } if offsets_log::is_own(topic) => topic.as_str(),
+        } if offsets_log::is_own(topic) || places.locate(topic).is_none() => topic.as_str(),
         _ => return None,
     };
-    tracing::debug!(topic, "a client named one of the gateway's own topics");
+    tracing::debug!(
+        topic,
+        "a client named a topic the topic mapping does not reach"
+    );
     Some(match command {
         Command::Append { .. } => Completion::Append(unknown(topic)),
         Command::Read { .. } => Completion::Read(unknown(topic)),

@@ -26,7 +26,7 @@ use crate::catalog::Catalog;
 use crate::partition::{AheadReply, Held, PartitionState, ReadAhead, READ_AHEAD_FOR};
 use crate::placement::Kind;
 use crate::sync::lock;
-use crate::wire::{self, named};
+use crate::wire;
 
 /// Polls kept sent ahead per partition: two per reader (the next two fetches' worth, so
 /// that Iggy always has the next one to answer), for two readers at once (consumers of two
@@ -97,7 +97,8 @@ impl Reads {
         let state = catalog.partition(topic, partition);
         let at = (topic, partition);
         let lane = state.route.read_lane(calls, at);
-        let request = poll_request(calls.stream(), topic, partition, strategy.clone(), count)?;
+        let at_iggy = catalog.locate(topic)?;
+        let request = poll_request(at_iggy.clone(), partition, strategy.clone(), count);
         let (mut result, service) = timed_reply(
             POLL_MESSAGES_CODE,
             calls.lanes().call(lane, POLL_MESSAGES_CODE, request),
@@ -112,7 +113,7 @@ impl Reads {
             // message fits whatever its size (Iggy's largest is well below the lanes'
             // limit), and teaches the estimate for the next reads.
             tracing::debug!(%topic, partition, count, size, "poll reply too large: polling one");
-            let request = poll_request(calls.stream(), topic, partition, strategy, 1)?;
+            let request = poll_request(at_iggy, partition, strategy, 1);
             result = reply(
                 POLL_MESSAGES_CODE,
                 calls.lanes().call(lane, POLL_MESSAGES_CODE, request),
@@ -379,12 +380,11 @@ impl Reads {
                 lane,
                 POLL_MESSAGES_CODE,
                 poll_request(
-                    calls.stream(),
-                    topic,
+                    catalog.locate(topic)?,
                     partition,
                     WirePollingStrategy::offset(from),
                     count,
-                )?,
+                ),
             );
             aheads.push(ReadAhead {
                 from,
@@ -401,20 +401,19 @@ impl Reads {
 
 /// A `PollMessages` of up to `count` messages.
 fn poll_request(
-    stream: &WireIdentifier,
-    topic: &str,
+    (stream, topic): (&WireIdentifier, WireIdentifier),
     partition: u32,
     strategy: WirePollingStrategy,
     count: u32,
-) -> Result<Bytes, BackendError> {
-    Ok(PollMessagesRequest {
+) -> Bytes {
+    PollMessagesRequest {
         consumer: WireConsumer::consumer(WireIdentifier::numeric(1)),
         stream_id: stream.clone(),
-        topic_id: named(topic)?,
+        topic_id: topic,
         partition_id: Some(partition),
         strategy,
         count,
         auto_commit: false,
     }
-    .to_bytes())
+    .to_bytes()
 }

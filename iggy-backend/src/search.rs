@@ -121,7 +121,7 @@ async fn align_timestamps(
     let t = catalog.topic_header(topic).await?;
     let offsets = catalog.partition_offsets(topic, &t, partition)?;
     let holes = lock(&state.timestamps).align(
-        wire::topic_id(&t.topic),
+        catalog.topic_id(topic, &t.topic),
         offsets.log_start,
         offsets.high_watermark,
     );

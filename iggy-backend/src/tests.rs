@@ -1,6 +1,7 @@
 //! The backend against [`FakeIggy`], through real lanes, sessions and frames.
 
 mod cluster;
+mod mapping;
 mod recorded;
 
 use std::future::Future;

@@ -847,20 +847,21 @@ pub(crate) fn topic_options(
 
 /// A Kafka topic id derived from Iggy's identity of the topic: stable while it exists,
 /// new when it is deleted and created again (its creation time differs).
-pub(crate) fn topic_id(t: &TopicHeader) -> Uuid {
+pub(crate) fn topic_id(t: &TopicHeader, tag: [u8; 4]) -> Uuid {
     let mut b = [0u8; 16];
     b[..8].copy_from_slice(&t.created_at.to_be_bytes());
     b[8..12].copy_from_slice(&t.id.to_be_bytes());
-    b[12..].copy_from_slice(b"KGW1");
+    b[12..].copy_from_slice(&tag);
     Uuid(b)
 }
 
-/// What a Kafka client sees of an Iggy topic.
-pub(crate) fn topic_info(t: &TopicHeader) -> TopicInfo {
+/// What a Kafka client sees of an Iggy topic, named `name` for it, of the stream whose tag
+/// is `tag` (`crate::mapping::Stream`).
+pub(crate) fn topic_info(name: &str, t: &TopicHeader, tag: [u8; 4]) -> TopicInfo {
     let limited = |v: u64| (v != UNLIMITED && v != 0).then_some(v);
     TopicInfo {
-        name: t.name.as_str().to_owned(),
-        id: topic_id(t),
+        name: name.to_owned(),
+        id: topic_id(t, tag),
         partitions: t.partitions_count,
         config: {
             let mut c = TopicConfig::default();

@@ -37,6 +37,11 @@ impl FakeIggyServer {
         s
     }
 
+    /// The server's state, to look at or change between requests.
+    pub fn fake(&self) -> std::sync::MutexGuard<'_, FakeIggy> {
+        self.fake.lock().expect("the fake")
+    }
+
     /// `iggy://iggy:iggy@ADDR`.
     pub fn url(&self) -> String {
         format!("iggy://iggy:iggy@{}", self.addr)

@@ -17,13 +17,17 @@ use iggy_kafka_core::backend::{
 };
 use iggy_kafka_core::mapping::{from_iggy, to_iggy, KafkaRecord};
 
+use iggy_kafka_iggy_client::testing::fake::Topic;
 use iggy_kafka_iggy_client::testing::{FakeIggy, Pool};
 
 use super::BackendPool;
-use crate::IggyBackend;
+use crate::{IggyBackend, IggyConfig, TopicMapping};
 
-/// Kafka's names for the script's topics: two real ones, the gateway's own log, a made-up one.
-const TOPICS: [&str; 4] = ["a", "b", "__kafka_gateway_offsets.0", "made-up"];
+/// Kafka's names for the script's topics: two real ones (the second in a stream of its own,
+/// through the topic mapping's naming rule), the gateway's own log, a made-up one.
+const TOPICS: [&str; 4] = ["a", "m.b", "__kafka_gateway_offsets.0", "made-up"];
+/// The stream whose topics Kafka clients see as `m.TOPIC`.
+const MAPPED: &str = "m";
 const GROUPS: [&str; 2] = ["g", "h"];
 /// Iggy statuses a request can fail with: unauthorized, invalid messages, topic not found,
 /// and one the gateway does not know.
@@ -160,10 +164,36 @@ fn record(n: usize) -> KafkaRecord {
     }
 }
 
+/// The gateway's configuration: the default stream, and [`MAPPED`] by the naming rule.
+fn config() -> IggyConfig {
+    IggyConfig {
+        seed: 42,
+        mapping: TopicMapping::parse("kafka", "", MAPPED).expect("the mapping"),
+        ..IggyConfig::default()
+    }
+}
+
+/// A gateway over `h`'s server.
+fn connect(h: &mut Pool) -> IggyBackend {
+    h.connect_with(config())
+        .unwrap_or_else(|e| panic!("connect: {e}"))
+}
+
+/// Where Kafka topic `name` lives on the fake server: its stream's topics, and its name there.
+fn iggy_topic<'a>(
+    fake: &'a mut FakeIggy,
+    name: &'a str,
+) -> (&'a mut BTreeMap<String, Topic>, &'a str) {
+    match name.strip_prefix("m.") {
+        Some(topic) => (fake.other_streams.entry(MAPPED.into()).or_default(), topic),
+        None => (&mut fake.topics, name),
+    }
+}
+
 /// Runs `script`; panics when the backend breaks what it acknowledged.
 pub(crate) fn run(script: &[u8]) {
     let mut h = Pool::new(FakeIggy::new());
-    let mut backend = h.backend();
+    let mut backend = connect(&mut h);
     let Completion::AllocateProducerId(Ok(producer_id)) =
         h.exec(&backend, Command::AllocateProducerId)
     else {
@@ -330,8 +360,12 @@ pub(crate) fn run(script: &[u8]) {
             11 => {
                 // Deleted and created again by an Iggy client, not through the gateway.
                 drain(&mut h, &mut pending, &mut model);
-                if h.fake.topics.remove(&name).is_some() {
-                    h.fake.create_topic(&name, partition.max(1), Vec::new());
+                let (topics, iggy) = iggy_topic(&mut h.fake, &name);
+                if topics.remove(iggy).is_some() {
+                    match name.strip_prefix("m.") {
+                        Some(t) => h.fake.create_topic_in(MAPPED, t, partition.max(1)),
+                        None => h.fake.create_topic(&name, partition.max(1), Vec::new()),
+                    }
                     model.forget(topic);
                     if crate::offsets_log::is_own(&name) {
                         // The log wiped: the gateway writes it again from memory at its next
@@ -402,7 +436,8 @@ fn restart(
 ) -> (Pool, IggyBackend) {
     drain(&mut h, pending, model);
     drop(backend);
-    let (mut h, backend) = h.restart();
+    let mut h = Pool::new(h.fake);
+    let backend = connect(&mut h);
     for ((topic, partition, offset), want) in &model.records {
         let got = h.exec(
             &backend,
@@ -426,7 +461,8 @@ fn restart(
     }
     // Nothing stored twice: every record the script sent has a timestamp of its own.
     for name in &TOPICS[..2] {
-        let partitions = h.fake.topics.get(*name).map_or(0, |t| t.partitions.len());
+        let (topics, iggy) = iggy_topic(&mut h.fake, name);
+        let partitions = topics.get(iggy).map_or(0, |t| t.partitions.len());
         for partition in 0..u32::try_from(partitions).unwrap_or(0) {
             let mut seen = BTreeSet::new();
             let mut next = 0;

@@ -65,18 +65,22 @@ fn topic_identity_and_limits() {
         derived_options: WireOptions::empty(),
     };
     let a = header(1, 100, UNLIMITED, UNLIMITED);
-    assert_eq!(topic_id(&a), topic_id(&header(1, 100, 5, 5)));
+    let tag = *b"KGW1";
+    assert_eq!(topic_id(&a, tag), topic_id(&header(1, 100, 5, 5), tag));
     assert_ne!(
-        topic_id(&a),
-        topic_id(&header(1, 101, UNLIMITED, UNLIMITED))
+        topic_id(&a, tag),
+        topic_id(&header(1, 101, UNLIMITED, UNLIMITED), tag)
     );
-    assert_ne!(topic_id(&a), Uuid::NIL);
-    let info = topic_info(&a);
+    // The same Iggy topic id and creation time in another stream.
+    assert_ne!(topic_id(&a, tag), topic_id(&a, *b"KGW2"));
+    assert_ne!(topic_id(&a, tag), Uuid::NIL);
+    let info = topic_info("t", &a, tag);
+    assert_eq!(info.name, "t");
     assert_eq!(
         (info.config.retention_ms, info.config.retention_bytes),
         (None, None)
     );
-    let info = topic_info(&header(1, 100, 7_000_000, 4096));
+    let info = topic_info("t", &header(1, 100, 7_000_000, 4096), tag);
     assert_eq!(info.config.retention_ms, Some(7000));
     assert_eq!(info.config.retention_bytes, Some(1024), "per partition");
 }
