@@ -18,7 +18,8 @@
 # 127.0.0.1, 127.0.0.2 and 127.0.0.3 (client port 18090, replica port 19090; Linux routes
 # all of 127.0.0.0/8 to the loopback interface), with the links between the nodes plain,
 # authenticated, and authenticated under TLS, and kills and restarts its nodes under a
-# producer and a consumer group. Either variable alone runs its own tests.
+# producer and a consumer group; and checks that /ready follows the cluster down and up.
+# Either variable alone runs its own tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,7 +47,8 @@ if [ -n "${IGGY_KAFKA_TEST_IGGY:-}" ]; then
     echo "==> integration tests against Iggy (${features:-tokio})"
     # shellcheck disable=SC2086
     cargo test --locked -p iggy-kafka-gateway $features -- --include-ignored \
-      --skip an_iggy_crash_loses_nothing_acknowledged --skip loses_nothing_when_nodes_die
+      --skip an_iggy_crash_loses_nothing_acknowledged --skip loses_nothing_when_nodes_die \
+      --skip readiness_follows_a_real_cluster
     echo "==> an Iggy crash loses nothing acknowledged (${features:-tokio})"
     # shellcheck disable=SC2086
     cargo test --locked -p iggy-kafka-gateway $features --test iggy -- --include-ignored \

@@ -5,7 +5,8 @@
 //! (SIGKILL) and restarted, then a follower. Every acknowledged record must be read
 //! exactly once, in order, the group's commits must hold, and the time from each kill until
 //! produce succeeds again is printed. With the links between the nodes plain, authenticated
-//! (the cluster's replica authentication), and authenticated under TLS.
+//! (the cluster's replica authentication), and authenticated under TLS. And `/ready`
+//! following the cluster as it goes down and comes back.
 
 mod common;
 
@@ -313,4 +314,74 @@ fn a_cluster_with_authenticated_links_loses_nothing_when_nodes_die() {
 #[ignore = "needs an iggy-server binary: IGGY_KAFKA_TEST_IGGY_SERVER, see scripts/test-iggy.sh"]
 fn a_cluster_with_tls_links_loses_nothing_when_nodes_die() {
     failover(Links::Tls);
+}
+
+/// `/ready`'s status code, over a fresh connection; 0 when the admin listener cannot be
+/// reached.
+fn ready(admin: std::net::SocketAddr) -> u16 {
+    use std::io::{Read, Write};
+    let Ok(mut s) = TcpStream::connect(admin) else {
+        return 0;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    if s
+        .write_all(b"GET /ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return 0;
+    }
+    let mut head = String::new();
+    let _ = s.read_to_string(&mut head);
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Polls `/ready` until it answers `want`, for up to `within`.
+fn await_ready(admin: std::net::SocketAddr, want: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    let mut last = 0;
+    while Instant::now() < deadline {
+        last = ready(admin);
+        if last == want {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("/ready answers {last}, not {want}");
+}
+
+/// `/ready` follows a real cluster: ready once the gateway has logged in, not ready while
+/// every node is down, ready again once the nodes are back (and a produce then succeeds).
+#[test]
+#[ignore = "needs an iggy-server binary: IGGY_KAFKA_TEST_IGGY_SERVER, see scripts/test-iggy.sh"]
+fn readiness_follows_a_real_cluster() {
+    let _one = CLUSTER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut cluster = Cluster::start(Links::Plain);
+    cluster.leader(Duration::from_secs(60));
+    let nodes = (0..NODES).map(address).collect::<Vec<_>>().join(",");
+    let url = format!("iggy://iggy:iggy@{nodes}");
+    let gateway = Gateway::start_with(&["--iggy", &url, "--stream", &unique_stream()]);
+    let admin = gateway.admin.expect("the admin listener");
+    await_ready(admin, 200, Duration::from_secs(30));
+    for i in 0..NODES {
+        cluster.kill(i);
+    }
+    await_ready(admin, 503, Duration::from_secs(30));
+    for i in 0..NODES {
+        cluster.restart(i);
+    }
+    cluster.leader(Duration::from_secs(60));
+    await_ready(admin, 200, Duration::from_secs(60));
+    let mut s = gateway.connect();
+    let topic = format!("ready-{}", common::RUNTIME);
+    let created = common::call(&mut s, 4, 1, &common::create_topic(&topic, 1));
+    assert!(
+        matches!(created, iggy_kafka_core::protocol::Response::CreateTopics(ref r) if r.topics[0].error_code == 0),
+        "{created:?}"
+    );
+    gateway.stop();
 }
