@@ -11,6 +11,7 @@ use common::{
     record_batch, Gateway,
 };
 use iggy_kafka_core::protocol::generated::{
+    fetch_request::{FetchPartition, FetchRequest, FetchTopic},
     list_offsets_request::{ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic},
     metadata_request::{MetadataRequest, MetadataRequestTopic},
 };
@@ -257,5 +258,65 @@ fn idempotent_retries_are_appended_once() {
         6,
         "six records, each once"
     );
+    gw.stop();
+}
+
+/// Fetch sessions as Kafka reads them: epochs 0 and -1 ask for a full fetch, served whatever
+/// the session id (a sessionless client sends id -1 or 0 with epoch -1; an id with epoch 0
+/// closes that session); any other epoch continues a session the gateway never handed out.
+#[test]
+fn full_fetches_are_served_whatever_the_session_id() {
+    let gw = Gateway::start();
+    let mut s = gw.connect();
+    let topic = format!("sessions-{}", common::RUNTIME);
+    call(&mut s, 7, 1, &create_topic(&topic, 1));
+    let batch = record_batch(
+        vec![Bytes::from_static(b"one"), Bytes::from_static(b"two")],
+        None,
+    );
+    assert_eq!(produce_to_0(&mut s, 9, &topic, batch), (0, 0));
+    let fetch = |session_id, session_epoch| {
+        Request::Fetch(FetchRequest {
+            replica_id: -1,
+            max_wait_ms: 0,
+            min_bytes: 1,
+            max_bytes: 1 << 20,
+            session_id,
+            session_epoch,
+            topics: vec![FetchTopic {
+                topic: topic.as_str().into(),
+                partitions: vec![FetchPartition {
+                    partition: 0,
+                    fetch_offset: 0,
+                    partition_max_bytes: 1 << 20,
+                    log_start_offset: -1,
+                    current_leader_epoch: -1,
+                    ..FetchPartition::default()
+                }],
+                ..FetchTopic::default()
+            }],
+            ..FetchRequest::default()
+        })
+    };
+    for (session_id, epoch) in [(-1, -1), (0, -1), (0, 0), (7, 0), (7, -1)] {
+        let Response::Fetch(r) = call(&mut s, 12, 2, &fetch(session_id, epoch)) else {
+            panic!("Fetch")
+        };
+        assert_eq!(r.error_code, 0, "session {session_id}, epoch {epoch}");
+        assert_eq!(r.session_id, 0, "no session is handed out");
+        let p = &r.responses[0].partitions[0];
+        assert_eq!((p.error_code, p.high_watermark), (0, 2));
+        assert!(p.records.as_ref().is_some_and(|b| !b.is_empty()));
+    }
+    for (session_id, epoch) in [(7, 1), (0, 1), (-1, -2)] {
+        let Response::Fetch(r) = call(&mut s, 12, 3, &fetch(session_id, epoch)) else {
+            panic!("Fetch")
+        };
+        assert_eq!(
+            r.error_code, 70,
+            "FETCH_SESSION_ID_NOT_FOUND for session {session_id}, epoch {epoch}"
+        );
+        assert!(r.responses.is_empty());
+    }
     gw.stop();
 }

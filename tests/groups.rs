@@ -12,6 +12,9 @@ use iggy_kafka_core::protocol::generated::heartbeat_request::HeartbeatRequest;
 use iggy_kafka_core::protocol::generated::join_group_request::{
     JoinGroupRequest, JoinGroupRequestProtocol,
 };
+use iggy_kafka_core::protocol::generated::leave_group_request::{
+    LeaveGroupRequest, MemberIdentity,
+};
 use iggy_kafka_core::protocol::generated::list_groups_request::ListGroupsRequest;
 use iggy_kafka_core::protocol::generated::offset_commit_request::{
     OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
@@ -30,6 +33,8 @@ const ILLEGAL_GENERATION: i16 = 22;
 const UNKNOWN_MEMBER_ID: i16 = 25;
 const INVALID_SESSION_TIMEOUT: i16 = 26;
 const MEMBER_ID_REQUIRED: i16 = 79;
+const INVALID_REQUEST: i16 = 42;
+const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 
 fn commit(
     group: &str,
@@ -222,6 +227,35 @@ fn membership_errors_are_kafkas() {
         .coordinators
         .iter()
         .all(|c| c.error_code == NONE && c.port == i32::from(gw.addr.port())));
+    // Transactions are not served: an answer a transactional producer takes as fatal at
+    // once (COORDINATOR_NOT_AVAILABLE would be retried for ever); share groups neither.
+    for (key_type, want) in [
+        (1, TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
+        (2, INVALID_REQUEST),
+    ] {
+        let find = Request::FindCoordinator(FindCoordinatorRequest {
+            key_type,
+            coordinator_keys: vec!["tx".into()],
+            ..FindCoordinatorRequest::default()
+        });
+        let Response::FindCoordinator(r) = call(&mut s, 4, 2, &find) else {
+            panic!("FindCoordinator")
+        };
+        assert_eq!(
+            (r.coordinators[0].error_code, r.coordinators[0].node_id),
+            (want, -1),
+            "key type {key_type}"
+        );
+        let find = Request::FindCoordinator(FindCoordinatorRequest {
+            key_type,
+            key: "tx".into(),
+            ..FindCoordinatorRequest::default()
+        });
+        let Response::FindCoordinator(r) = call(&mut s, 1, 2, &find) else {
+            panic!("FindCoordinator")
+        };
+        assert_eq!(r.error_code, want, "v1, key type {key_type}");
+    }
 
     let Response::JoinGroup(r) = call(&mut s, 5, 3, &join("g", "", 1000)) else {
         panic!("JoinGroup")
@@ -337,5 +371,44 @@ fn membership_errors_are_kafkas() {
             "commit of {who:?} in generation {generation}"
         );
     }
+
+    // Once its last member leaves, the group is Empty and keeps its protocol type, as in
+    // Kafka; only the protocol chosen for the generation goes.
+    let leave = Request::LeaveGroup(LeaveGroupRequest {
+        group_id: "g".into(),
+        members: vec![MemberIdentity {
+            member_id: member.as_str().into(),
+            ..MemberIdentity::default()
+        }],
+        ..LeaveGroupRequest::default()
+    });
+    let Response::LeaveGroup(r) = call(&mut s, 3, 12, &leave) else {
+        panic!("LeaveGroup")
+    };
+    assert_eq!(r.error_code, NONE);
+    let Response::ListGroups(r) = call(&mut s, 4, 13, &list(&[])) else {
+        panic!("ListGroups")
+    };
+    let listed: Vec<(String, String, String)> = r
+        .groups
+        .iter()
+        .map(|g| {
+            (
+                g.group_id.to_string(),
+                g.protocol_type.to_string(),
+                g.group_state.to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        listed.contains(&("g".to_owned(), "consumer".to_owned(), "Empty".to_owned())),
+        "{listed:?}"
+    );
+    let Response::DescribeGroups(r) = call(&mut s, 5, 14, &describe) else {
+        panic!("DescribeGroups")
+    };
+    assert_eq!(r.groups[0].group_state.to_string(), "Empty");
+    assert_eq!(r.groups[0].protocol_type.to_string(), "consumer");
+    assert_eq!(r.groups[0].protocol_data.to_string(), "");
     gw.stop();
 }

@@ -1134,8 +1134,9 @@ impl Coordinator {
         g.rebalance_deadline = None;
         if g.members.is_empty() {
             g.state = GroupState::Empty;
+            // Kafka keeps the protocol type of an empty group (ListGroups and DescribeGroups
+            // still say `consumer`); only the protocol chosen for the generation goes.
             g.protocol = None;
-            g.protocol_type = None;
             g.leader = None;
             g.empty_since = Some(now);
             tracing::info!(group = name, generation = g.generation, "group is empty");

@@ -71,6 +71,7 @@ fn describe_cluster(req: &DescribeClusterRequest, ctx: &Ctx<'_>) -> Response {
 }
 
 const GROUP: i8 = 0;
+const TRANSACTION: i8 = 1;
 
 fn find_coordinator(req: &FindCoordinatorRequest, ctx: &Ctx<'_>) -> Response {
     let config = ctx.config;
@@ -83,9 +84,23 @@ fn find_coordinator(req: &FindCoordinatorRequest, ctx: &Ctx<'_>) -> Response {
             ..Coordinator::default()
         };
         if req.key_type != GROUP {
-            // Transactions have no coordinator here.
-            c.error_code = ErrorCode::COORDINATOR_NOT_AVAILABLE.into();
-            c.error_message = Some(kstr("the gateway does not coordinate transactions"));
+            // Transactions have no coordinator here. Clients retry COORDINATOR_NOT_AVAILABLE
+            // for ever; TRANSACTIONAL_ID_AUTHORIZATION_FAILED is fatal to a transactional
+            // producer at once, as InitProducerId answers it. Other key types (share groups)
+            // are not served.
+            let (code, message) = if req.key_type == TRANSACTION {
+                (
+                    ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                    "the gateway does not serve transactions",
+                )
+            } else {
+                (
+                    ErrorCode::INVALID_REQUEST,
+                    "the gateway coordinates consumer groups only",
+                )
+            };
+            c.error_code = code.into();
+            c.error_message = Some(kstr(message));
             c.node_id = -1;
             c.host = kstr("");
             c.port = -1;

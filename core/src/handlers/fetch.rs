@@ -265,8 +265,10 @@ impl Task for FetchTask {
         if self.deadline.is_none() {
             let wait = Duration::from_millis(u64::try_from(self.req.max_wait_ms).unwrap_or(0));
             self.deadline = Some(ctx.now + wait);
-            if version >= 7 && self.req.session_id != 0 {
-                // We never hand out sessions, so any id is unknown.
+            if version >= 7 && !matches!(self.req.session_epoch, 0 | -1) {
+                // Epochs 0 (open a session) and -1 (no session) ask for a full fetch, which
+                // is served whatever the session id (Kafka closes the session it names). Any
+                // other epoch continues a session, and the gateway never hands one out.
                 return Step::Respond(Response::Fetch(FetchResponse {
                     error_code: ErrorCode::FETCH_SESSION_ID_NOT_FOUND.into(),
                     ..FetchResponse::default()
