@@ -487,7 +487,9 @@ fn mapped_streams_are_shared_with_iggy_sdk() {
         .collect();
     assert_eq!(
         values,
-        (0..25).map(|i| format!("iggy-native-{i}")).collect::<Vec<_>>()
+        (0..25)
+            .map(|i| format!("iggy-native-{i}"))
+            .collect::<Vec<_>>()
     );
 
     let metadata = Request::Metadata(MetadataRequest {
@@ -507,6 +509,9 @@ fn mapped_streams_are_shared_with_iggy_sdk() {
     names.sort();
     let mut want = vec![orders.clone(), payments.clone()];
     want.sort();
-    assert_eq!(names, want, "the mapped streams' topics, by their Kafka names");
+    assert_eq!(
+        names, want,
+        "the mapped streams' topics, by their Kafka names"
+    );
     gw.stop();
 }

@@ -324,8 +324,7 @@ fn ready(admin: std::net::SocketAddr) -> u16 {
         return 0;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    if s
-        .write_all(b"GET /ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    if s.write_all(b"GET /ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .is_err()
     {
         return 0;

@@ -179,7 +179,10 @@ impl Backend for IggyBackend {
             .map_or_else(String::new, |l| format!(", primary {l}"));
         let streams = self.inner.catalog.places().streams();
         let mapped = if streams.len() > 1 {
-            let names: Vec<String> = streams[1..].iter().map(|s| format!("{:?}", s.name)).collect();
+            let names: Vec<String> = streams[1..]
+                .iter()
+                .map(|s| format!("{:?}", s.name))
+                .collect();
             format!(" (topics mapped into {})", names.join(", "))
         } else {
             String::new()
