@@ -8,6 +8,7 @@ compile_error!("enable exactly one runtime feature: `tokio` or `smol`");
 #[cfg(not(any(feature = "tokio", feature = "smol")))]
 compile_error!("enable a runtime feature: `tokio` (default) or `smol`");
 
+use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use iggy_kafka_embedded::{EmbeddedStore, StoreConfig};
 use iggy_kafka_iggy::{IggyBackend, IggyConfig, TopicMapping};
 use iggy_kafka_iggy_client::{Lanes, Nodes, SessionConfig};
 
+mod checks;
 mod config_file;
 mod iggy_url;
 
@@ -66,8 +68,9 @@ struct Args {
     )]
     listen: String,
 
-    /// Address clients are told to connect to (Kafka's advertised.listeners). Defaults to the
-    /// listen address, or to this machine's host name when listening on a wildcard address.
+    /// Address clients are told to connect to (Kafka's advertised.listeners; its
+    /// NAME://HOST:PORT form is taken too). Defaults to the listen address, or to this
+    /// machine's host name when listening on a wildcard address.
     #[arg(long, env = "IGGY_KAFKA_ADVERTISED_LISTENER", value_name = "HOST:PORT")]
     advertised_listener: Option<String>,
 
@@ -281,8 +284,9 @@ struct Args {
     )]
     cluster_id: String,
 
-    /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive such as
-    /// `iggy_kafka_core=debug`. RUST_LOG, when set, takes precedence.
+    /// Log filter: a level (error, warn, info, debug, trace, off), or comma-separated
+    /// TARGET=LEVEL directives such as `info,iggy_kafka_core=debug`. RUST_LOG, when set,
+    /// takes precedence.
     #[arg(
         long,
         env = "IGGY_KAFKA_LOG",
@@ -343,17 +347,7 @@ fn parse_args() -> (Args, clap::ArgMatches) {
 /// with this machine's host name for a wildcard address (never 0.0.0.0).
 fn advertised(bound: SocketAddr, advertised: Option<&str>) -> Result<(String, u16), String> {
     if let Some(a) = advertised {
-        let (host, port) = a
-            .rsplit_once(':')
-            .ok_or_else(|| format!("--advertised-listener {a:?} is not HOST:PORT"))?;
-        let port = port
-            .parse()
-            .map_err(|e| format!("--advertised-listener {a:?}: bad port: {e}"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(format!("--advertised-listener {a:?} has no host"));
-        }
-        return Ok((host.to_string(), port));
+        return checks::advertised_listener(a);
     }
     if bound.ip().is_unspecified() {
         let host = gethostname::gethostname().to_string_lossy().into_owned();
@@ -438,7 +432,6 @@ fn main() -> ExitCode {
     let (args, matches) = parse_args();
     if args.print_config {
         use clap::CommandFactory;
-        use std::io::Write;
         let text = config_file::print(&Args::command(), &matches);
         return match std::io::stdout().write_all(text.as_bytes()) {
             Ok(()) => ExitCode::SUCCESS,
@@ -447,17 +440,23 @@ fn main() -> ExitCode {
     }
     let filter = match tracing_subscriber::EnvFilter::try_from_default_env() {
         Ok(f) => f,
-        Err(_) => match tracing_subscriber::EnvFilter::try_new(&args.log) {
+        Err(_) => match checks::log_filter(&args.log).and_then(|()| {
+            tracing_subscriber::EnvFilter::try_new(&args.log).map_err(|e| e.to_string())
+        }) {
             Ok(f) => f,
             Err(e) => {
-                eprintln!("error: --log {:?} is not a log filter: {e}", args.log);
+                // Logging is not set up yet; a stderr that cannot be written must not panic.
+                let _ = writeln!(std::io::stderr(), "error: --log: {e}");
                 return ExitCode::from(2);
             }
         },
     };
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A stderr that is full or gone must not take the gateway down: the formatter's own
+        // report of a failed write would panic writing to that same stderr.
+        .log_internal_errors(false);
     if args.log_format == "json" {
         logs.json().init();
     } else {
@@ -465,6 +464,26 @@ fn main() -> ExitCode {
             .init();
     }
 
+    if let Err(e) = checks::check(&args) {
+        tracing::error!("{e}");
+        return ExitCode::FAILURE;
+    }
+    {
+        use clap::CommandFactory;
+        // One line an operator can find: what runs, and with what (credentials redacted).
+        let configuration: Vec<String> = config_file::print(&Args::command(), &matches)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect();
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            runtime = RUNTIME,
+            backend = if args.iggy.is_some() { "iggy" } else { "embedded" },
+            configuration = %configuration.join("; "),
+            "starting"
+        );
+    }
     let listen = match args.listen.to_socket_addrs().map(|mut a| a.next()) {
         Ok(Some(addr)) => addr,
         Ok(None) => {
@@ -676,6 +695,10 @@ mod tests {
         assert_eq!(
             advertised(local, Some("[::1]:9093")),
             Ok(("::1".into(), 9093))
+        );
+        assert_eq!(
+            advertised(local, Some("PLAINTEXT://kafka.example:9093")),
+            Ok(("kafka.example".into(), 9093))
         );
         assert!(advertised(local, Some("nohost")).is_err());
         assert!(advertised(local, Some(":9093")).is_err());

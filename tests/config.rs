@@ -1,7 +1,8 @@
 //! The configuration file, on the real binary: every option round-trips through it and
 //! `--print-config`, the example in `deploy/` names every option, the command line and the
 //! environment win over the file, a bad file stops start-up with the key and the reason,
-//! and the JSON log format is JSON.
+//! and the JSON log format is JSON; values that cannot work stop start-up with the option and
+//! the reason; start-up logs the configuration; a broken stderr does not stop the gateway.
 
 mod common;
 
@@ -229,4 +230,201 @@ fn json_logs_are_one_object_per_line() {
     assert!(v["fields"]["bound"]
         .as_str()
         .is_some_and(|b| b.starts_with("127.0.0.1:")));
+}
+
+/// Every value that cannot work stops start-up, before anything is bound, with the option's
+/// name and the reason.
+#[test]
+fn values_that_cannot_work_stop_start_up_with_the_option_and_the_reason() {
+    for (args, says) in [
+        (
+            &["--max-frame-size", "0"][..],
+            "--max-frame-size: 0 is too small",
+        ),
+        (
+            &["--max-frame-size", "4294967296"],
+            "--max-frame-size: 4294967296 is larger",
+        ),
+        (
+            &["--retention-bytes", "0"],
+            "--retention-bytes: 0 cannot work",
+        ),
+        (
+            &["--idle-timeout-ms", "0"],
+            "--idle-timeout-ms: 0 cannot work",
+        ),
+        (
+            &["--request-timeout-ms", "0"],
+            "--request-timeout-ms: 0 cannot work",
+        ),
+        (
+            &["--iggy-poll-interval-ms", "0"],
+            "--iggy-poll-interval-ms: 0 cannot work",
+        ),
+        (
+            &["--iggy-connections", "0"],
+            "--iggy-connections: 0 cannot work",
+        ),
+        (
+            &["--max-in-flight-requests", "0"],
+            "--max-in-flight-requests: 0 cannot work",
+        ),
+        (
+            &["--group-max-session-timeout-ms", "0"],
+            "--group-max-session-timeout-ms: 0",
+        ),
+        (
+            &["--default-partitions", "0"],
+            "--default-partitions must be at least 1",
+        ),
+        (
+            &[
+                "--group-min-session-timeout-ms",
+                "9000",
+                "--group-max-session-timeout-ms",
+                "8000",
+            ],
+            "--group-min-session-timeout-ms: 9000 is above --group-max-session-timeout-ms 8000",
+        ),
+        (
+            &["--advertised-listener", "nohost"],
+            "--advertised-listener \"nohost\": expected",
+        ),
+        (
+            &["--advertised-listener", "h:0"],
+            "the port must be 1 to 65535",
+        ),
+        (
+            &["--advertised-listener", "::1:9093"],
+            "IPv6 goes in brackets",
+        ),
+        (
+            &["--iggy", "iggy://a:b@127.0.0.1:99999"],
+            "--iggy has a bad port",
+        ),
+        (&["--admin-listen", "nowhere"], "--admin-listen \"nowhere\""),
+        (&["--listen", "nowhere"], "bad --listen address"),
+        (
+            &["--log", "debgu"],
+            "--log: \"debgu\" in \"debgu\" is neither a level",
+        ),
+        (&["--log", "core=loud"], "is neither a level"),
+        (&["--map-streams", "shop"], "need the Iggy backend (--iggy)"),
+    ] {
+        let mut command = gateway();
+        for (option, value) in [("--listen", "127.0.0.1:0"), ("--admin-listen", "off")] {
+            if !args.contains(&option) {
+                command.args([option, value]);
+            }
+        }
+        let out = command.args(args).output().expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} must be refused: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("listening"),
+            "{args:?} bound first: {stderr}"
+        );
+    }
+}
+
+/// Kafka's `NAME://HOST:PORT` form is taken for the advertised listener, and clients are
+/// told HOST:PORT.
+#[test]
+fn a_kafka_style_advertised_listener_is_taken() {
+    let mut child = gateway()
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "off"])
+        .args(["--advertised-listener", "PLAINTEXT://kafka.example:19093"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    let stderr = child.stderr.take().expect("stderr");
+    let lines: Vec<String> = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .take_while(|l| !l.contains("listening"))
+        .chain(std::iter::once(String::new()))
+        .collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    let starting = lines
+        .iter()
+        .find(|l| l.contains("starting"))
+        .expect("a starting line");
+    assert!(starting.contains("version="), "{starting}");
+    assert!(starting.contains("runtime="), "{starting}");
+    assert!(starting.contains("backend=\"embedded\""), "{starting}");
+    assert!(
+        starting.contains("advertised-listener = \"PLAINTEXT://kafka.example:19093\""),
+        "the effective configuration: {starting}"
+    );
+}
+
+/// Start-up logs what runs and its configuration, with credentials redacted.
+#[test]
+fn start_up_logs_the_configuration_without_secrets() {
+    let mut child = gateway()
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "off"])
+        .args(["--iggy", "iggy://someone:hunter2@127.0.0.1:1"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    let stderr = child.stderr.take().expect("stderr");
+    let starting = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("starting"))
+        .expect("a starting line");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(starting.contains("backend=\"iggy\""), "{starting}");
+    assert!(starting.contains("iggy://***@127.0.0.1:1"), "{starting}");
+    assert!(!starting.contains("hunter2"), "{starting}");
+}
+
+/// A stderr that is full or closed does not take the gateway down: it keeps serving.
+#[test]
+fn a_broken_stderr_does_not_stop_the_gateway() {
+    use std::io::{Read, Write};
+    for stderr in ["full", "closed"] {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut command = gateway();
+        command
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--admin-listen",
+                "off",
+            ])
+            .args(["--log", "debug"]);
+        command.stderr(if stderr == "full" {
+            Stdio::from(std::fs::File::create("/dev/full").expect("/dev/full"))
+        } else {
+            Stdio::null()
+        });
+        let mut child = command.spawn().expect("start");
+        let mut answered = false;
+        for _ in 0..100 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                continue;
+            };
+            // ApiVersions v0, then read the answer's size.
+            s.write_all(b"\x00\x00\x00\x0c\x00\x12\x00\x00\x00\x00\x00\x01\x00\x02it")
+                .expect("write");
+            let mut size = [0u8; 4];
+            answered = s.read_exact(&mut size).is_ok();
+            break;
+        }
+        assert!(answered, "stderr {stderr}: the gateway answers");
+        assert!(
+            child.try_wait().expect("status").is_none(),
+            "stderr {stderr}: the gateway runs on"
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
