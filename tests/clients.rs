@@ -144,3 +144,33 @@ fn consumer_group_of_confluent_kafka_consumers() {
     );
     gw.stop();
 }
+
+/// The ACL calls of two admin clients fail at once with SECURITY_DISABLED, as against a
+/// Kafka broker without an authorizer (librdkafka's DescribeAcls drops the code and lists
+/// nothing, so the code is checked on the wire too).
+#[test]
+fn acl_calls_say_security_is_disabled() {
+    use iggy_kafka_core::protocol::generated::describe_acls_request::DescribeAclsRequest;
+    let gw = Gateway::start();
+    let mut s = gw.connect();
+    for version in 0..=3 {
+        let describe = iggy_kafka_core::protocol::Request::DescribeAcls(DescribeAclsRequest {
+            resource_type_filter: 1,
+            operation: 1,
+            permission_type: 1,
+            ..DescribeAclsRequest::default()
+        });
+        let Response::DescribeAcls(r) = call(&mut s, version, 1, &describe) else {
+            panic!("DescribeAcls v{version}")
+        };
+        assert_eq!(r.error_code, 54, "SECURITY_DISABLED at v{version}");
+        assert!(r.resources.is_empty());
+    }
+    run(
+        "acls.py",
+        Command::new(python())
+            .arg("acls.py")
+            .arg(gw.addr.to_string()),
+    );
+    gw.stop();
+}

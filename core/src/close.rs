@@ -16,7 +16,7 @@ pub enum CloseReason {
     #[error("frame of {0} bytes is too short for a request header")]
     ShortFrame(usize),
     /// An API key the gateway does not serve (Kafka closes the connection).
-    #[error("unsupported API key {api_key} (v{version})")]
+    #[error("unsupported API {} (key {api_key}, v{version})", api_name(*api_key))]
     UnsupportedApiKey {
         /// The key.
         api_key: i16,
@@ -66,5 +66,30 @@ impl CloseReason {
             Self::Idle(_) => "idle",
             Self::Shutdown => "shutdown",
         }
+    }
+}
+
+/// An API key's name for the log (Kafka's name when the schemas know the key, so that an
+/// operator sees `DescribeAcls`, not `29`).
+fn api_name(key: i16) -> &'static str {
+    ApiKey::from_i16(key).map_or("unknown to Kafka's schemas", ApiKey::name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CloseReason;
+
+    #[test]
+    fn an_unserved_api_is_named() {
+        let r = CloseReason::UnsupportedApiKey {
+            api_key: 29,
+            version: 3,
+        };
+        assert_eq!(r.to_string(), "unsupported API DescribeAcls (key 29, v3)");
+        let r = CloseReason::UnsupportedApiKey {
+            api_key: 999,
+            version: 0,
+        };
+        assert!(r.to_string().contains("key 999"), "{r}");
     }
 }

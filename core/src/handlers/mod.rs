@@ -4,6 +4,7 @@
 
 use crate::protocol::Request;
 
+pub(crate) mod acls;
 pub(crate) mod admin;
 pub(crate) mod api_versions;
 pub(crate) mod cluster;
@@ -45,6 +46,9 @@ pub(crate) fn task_for(request: Request) -> Option<Box<dyn Task>> {
         Request::DescribeGroups(r) => Box::new(membership::DescribeGroupsTask::new(r)),
         Request::DeleteGroups(r) => Box::new(membership::DeleteGroupsTask::new(r)),
         Request::OffsetDelete(r) => Box::new(committed_offsets::OffsetDeleteTask::new(r)),
+        Request::DescribeAcls(_) => Box::new(acls::AclsTask::Describe),
+        Request::CreateAcls(r) => Box::new(acls::AclsTask::Create(r)),
+        Request::DeleteAcls(r) => Box::new(acls::AclsTask::Delete(r)),
         Request::FindCoordinator(r) => {
             Box::new(cluster::Static(cluster::StaticKind::FindCoordinator(r)))
         }

@@ -42,6 +42,10 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::DeleteTopics, 0, 6),
     api(ApiKey::InitProducerId, 0, 5),
     api(ApiKey::OffsetForLeaderEpoch, 0, 4),
+    // No authorizer: SECURITY_DISABLED, as Kafka answers without one.
+    api(ApiKey::DescribeAcls, 0, 3),
+    api(ApiKey::CreateAcls, 0, 3),
+    api(ApiKey::DeleteAcls, 0, 3),
     api(ApiKey::DescribeConfigs, 0, 4),
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::DeleteGroups, 0, 2),

@@ -84,6 +84,8 @@ codes! {
     INVALID_REQUEST = 42,
     /// Not authorized to use the transactional id.
     TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53,
+    /// Security features are disabled (no authorizer: the ACL APIs).
+    SECURITY_DISABLED = 54,
     /// The partition's log cannot be read or written now.
     KAFKA_STORAGE_ERROR = 56,
     /// The group has members.
