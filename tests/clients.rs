@@ -4,7 +4,8 @@
 //! null values with every compression codec they support, read them all back and compare
 //! them exactly, list offsets and delete the topic; kafkajs reads its records back through a
 //! consumer group, and a group of confluent-kafka consumers is put through joins, leaves,
-//! a SIGKILL and a restart. The scripts in `tests/clients/` do the client side;
+//! a SIGKILL and a restart; admin clients meet the ACL, election and reassignment APIs. The
+//! scripts in `tests/clients/` do the client side;
 //! `scripts/install-test-deps.sh` installs the clients.
 
 mod common;
@@ -171,6 +172,29 @@ fn acl_calls_say_security_is_disabled() {
         Command::new(python())
             .arg("acls.py")
             .arg(gw.addr.to_string()),
+    );
+    gw.stop();
+}
+
+/// Leader elections and partition reassignments, from confluent-kafka, kafka-python and
+/// kafkajs, answered as a one-broker Kafka cluster's controller answers them.
+#[test]
+fn elections_and_reassignments_of_a_one_broker_cluster() {
+    let gw = Gateway::start();
+    let topic = topic("replicas");
+    let mut s = gw.connect();
+    let Response::CreateTopics(r) = call(&mut s, 7, 1, &create_topic(&topic, 2)) else {
+        panic!("CreateTopics")
+    };
+    assert_eq!(r.topics[0].error_code, 0);
+    let bootstrap = gw.addr.to_string();
+    run(
+        "replicas.py",
+        Command::new(python()).args(["replicas.py", &bootstrap, &topic]),
+    );
+    run(
+        "replicas.js",
+        Command::new("node").args(["replicas.js", &bootstrap, &topic]),
     );
     gw.stop();
 }

@@ -15,6 +15,7 @@ pub(crate) mod list_offsets;
 pub(crate) mod membership;
 pub(crate) mod metadata;
 pub(crate) mod produce;
+pub(crate) mod replicas;
 mod task;
 
 pub(crate) use task::{Ctx, Step, Task};
@@ -49,6 +50,11 @@ pub(crate) fn task_for(request: Request) -> Option<Box<dyn Task>> {
         Request::DescribeAcls(_) => Box::new(acls::AclsTask::Describe),
         Request::CreateAcls(r) => Box::new(acls::AclsTask::Create(r)),
         Request::DeleteAcls(r) => Box::new(acls::AclsTask::Delete(r)),
+        Request::ElectLeaders(r) => Box::new(replicas::ElectLeadersTask::new(r)),
+        Request::AlterPartitionReassignments(r) => {
+            Box::new(replicas::AlterReassignmentsTask::new(r))
+        }
+        Request::ListPartitionReassignments(_) => Box::new(replicas::ListReassignmentsTask),
         Request::FindCoordinator(r) => {
             Box::new(cluster::Static(cluster::StaticKind::FindCoordinator(r)))
         }

@@ -110,6 +110,10 @@ codes! {
     GROUP_MAX_SIZE_REACHED = 81,
     /// Another member joined with this group.instance.id.
     FENCED_INSTANCE_ID = 82,
+    /// The partition already has the leader an election would choose.
+    ELECTION_NOT_NEEDED = 84,
+    /// No reassignment of the partition is in progress.
+    NO_REASSIGNMENT_IN_PROGRESS = 85,
     /// The group is subscribed to the topic.
     GROUP_SUBSCRIBED_TO_TOPIC = 86,
     /// A record failed validation.
