@@ -428,3 +428,25 @@ fn a_broken_stderr_does_not_stop_the_gateway() {
         let _ = child.wait();
     }
 }
+
+/// Credentials the Iggy server refuses stop start-up with one line saying so, on the
+/// in-process fake Iggy (the real server's eviction is tested in `tests/iggy.rs`).
+#[test]
+fn refused_iggy_credentials_stop_start_up() {
+    let iggy = common::fake_iggy::FakeIggyServer::start();
+    let out = gateway()
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "off"])
+        .args(["--iggy", &format!("iggy://iggy:wrong@{}", iggy.addr)])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the credentials in --iggy were refused"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(":wrong@"),
+        "the password is not logged: {stderr}"
+    );
+}

@@ -515,3 +515,35 @@ fn mapped_streams_are_shared_with_iggy_sdk() {
     );
     gw.stop();
 }
+
+/// A wrong password or token stops start-up with one line saying so (Iggy 0.9 answers such
+/// a login by evicting the session), rather than a retry for ever.
+#[test]
+#[ignore = "needs a real Iggy server: IGGY_KAFKA_TEST_IGGY, see scripts/test-iggy.sh"]
+fn wrong_credentials_stop_start_up() {
+    let url = server();
+    let host = url.rsplit_once('@').map_or(url.as_str(), |(_, h)| h);
+    for wrong in [
+        format!("iggy://iggy:not-the-password@{host}"),
+        format!("iggy://iggyp_not-a-token@{host}"),
+    ] {
+        let started = std::time::Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_iggy-kafka-gateway"))
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "off"])
+            .args(["--iggy", &wrong, "--stream", &unique_stream()])
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run the gateway");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{wrong}: {stderr}");
+        assert!(
+            stderr.contains("the credentials in --iggy were refused"),
+            "{wrong}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("not-the-password"),
+            "the password is not logged"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    }
+}

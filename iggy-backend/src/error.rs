@@ -8,7 +8,7 @@ use iggy_kafka_iggy_client::{Failure, SessionError};
 #[non_exhaustive]
 pub enum ConnectError {
     /// Iggy refused the gateway's credentials: trying again cannot help.
-    #[error("{0}")]
+    #[error("the credentials in --iggy were refused: {0}")]
     LoginRefused(SessionError),
     /// The configured stream name is not an Iggy name.
     #[error("stream name {name:?}: {reason}")]

@@ -538,14 +538,14 @@ impl Lanes {
         &self.lanes[index % self.lanes.len()]
     }
 
-    /// The refusal, when a lane's last login was refused and it is down: Iggy does not
-    /// accept the pool's credentials.
+    /// The refusal, when a lane's last login was refused (or its session evicted for its
+    /// credentials) and it is down: Iggy does not accept the pool's credentials.
     #[must_use]
     pub fn login_refused(&self) -> Option<SessionError> {
         self.lanes.iter().find_map(|lane| {
             let st = lock(&lane.state);
             match &st.last_error {
-                Some(e @ SessionError::LoginRefused(_)) if st.link == Link::Down => Some(e.clone()),
+                Some(e) if e.refuses_credentials() && st.link == Link::Down => Some(e.clone()),
                 _ => None,
             }
         })

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use iggy_binary_protocol::consensus::{
-    Command, EvictionHeader, Operation, ReplyHeader, RequestHeader, HEADER_SIZE,
+    Command, EvictionHeader, EvictionReason, Operation, ReplyHeader, RequestHeader, HEADER_SIZE,
 };
 use iggy_binary_protocol::requests::users::{LoginRegisterRequest, LoginRegisterWithPatRequest};
 use iggy_binary_protocol::responses::users::LoginRegisterResponse;
@@ -134,11 +134,68 @@ pub enum SessionError {
     #[error("protocol error: {0}")]
     Protocol(String),
     /// The server evicted the session (reason code).
-    #[error("evicted by the server (reason {0})")]
+    #[error("evicted by the server: {words} (reason {0})", words = eviction_reason(*.0))]
     Evicted(u8),
     /// Login was refused with this Iggy error code.
     #[error("login refused (iggy error {0})")]
     LoginRefused(u32),
+}
+
+impl SessionError {
+    /// Whether the server refused the session's credentials, which trying again cannot
+    /// cure: a refused login, or an eviction for bad credentials, a bad token or an inactive
+    /// user (how Iggy 0.9 answers a login it refuses).
+    #[must_use]
+    pub fn refuses_credentials(&self) -> bool {
+        match self {
+            Self::LoginRefused(_) => true,
+            Self::Evicted(reason) => [
+                EvictionReason::InvalidCredentials,
+                EvictionReason::InvalidToken,
+                EvictionReason::UserInactive,
+            ]
+            .iter()
+            .any(|r| *r as u8 == *reason),
+            _ => false,
+        }
+    }
+}
+
+/// Iggy's eviction reasons, as words for the log.
+fn eviction_reason(reason: u8) -> &'static str {
+    [
+        (EvictionReason::NoSession, "no session"),
+        (
+            EvictionReason::ClientReleaseTooLow,
+            "client release too low",
+        ),
+        (
+            EvictionReason::ClientReleaseTooHigh,
+            "client release too high",
+        ),
+        (
+            EvictionReason::InvalidRequestOperation,
+            "invalid request operation",
+        ),
+        (EvictionReason::InvalidRequestBody, "invalid request body"),
+        (
+            EvictionReason::InvalidRequestBodySize,
+            "invalid request body size",
+        ),
+        (EvictionReason::SessionTooLow, "session too old"),
+        (
+            EvictionReason::SessionReleaseMismatch,
+            "session release mismatch",
+        ),
+        (EvictionReason::InvalidCredentials, "invalid credentials"),
+        (EvictionReason::InvalidToken, "invalid token"),
+        (EvictionReason::UserInactive, "user inactive"),
+        (EvictionReason::SessionError, "session error"),
+        (EvictionReason::StaleClient, "stale client"),
+    ]
+    .iter()
+    .find(|(r, _)| *r as u8 == reason)
+    .map_or("unknown reason", |(_, words)| words)
 }
 
 /// What a session reports.
@@ -370,6 +427,21 @@ impl Session {
 
     /// The byte stream ended.
     pub fn handle_closed(&mut self) {
+        // Bytes that never made a whole header, from a server that then hung up, are the
+        // mark of something that is not Iggy (an HTTP server answers 400 and closes).
+        if self.state == State::LoggingIn && !self.input.is_empty() {
+            let sample = &self.input[..self.input.len().min(16)];
+            let shown = if sample.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+                format!("{:?}", String::from_utf8_lossy(sample))
+            } else {
+                format!("{sample:02x?}")
+            };
+            return self.close(SessionError::Protocol(format!(
+                "the server answered the login with {} bytes that are not an Iggy reply \
+                 (starting {shown}) and closed: is this an Iggy server's TCP port?",
+                self.input.len()
+            )));
+        }
         self.close(SessionError::Closed);
     }
 

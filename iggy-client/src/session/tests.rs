@@ -367,6 +367,29 @@ fn refused_login_and_eviction_end_the_session() {
             EvictionReason::NoSession as u8
         ))]
     );
+    assert!(SessionError::LoginRefused(42).refuses_credentials());
+    assert!(!SessionError::Evicted(EvictionReason::NoSession as u8).refuses_credentials());
+
+    // Iggy 0.9 answers a login with a bad password by evicting the session.
+    let mut s = Session::new(config(user()), now);
+    let _ = take_request(&mut s);
+    let eviction = EvictionHeader::new(0, 0, 0, CLIENT, EvictionReason::InvalidCredentials);
+    s.handle_input(bytemuck::bytes_of(&eviction), now);
+    let closed = events(&mut s);
+    assert_eq!(
+        closed,
+        vec![Event::Closed(SessionError::Evicted(
+            EvictionReason::InvalidCredentials as u8
+        ))]
+    );
+    let Some(Event::Closed(e)) = closed.first() else {
+        panic!("closed")
+    };
+    assert!(e.refuses_credentials());
+    assert_eq!(
+        e.to_string(),
+        "evicted by the server: invalid credentials (reason 9)"
+    );
 }
 
 #[test]
@@ -448,4 +471,30 @@ fn arbitrary_input_never_panics() {
         s.handle_input(&frame, now);
         events(&mut s);
     }
+}
+
+/// Something that is not Iggy answers the login and hangs up: the session says so, rather
+/// than that the connection closed.
+#[test]
+fn a_server_that_is_not_iggy_is_named_as_such() {
+    let now = Instant::now();
+    let mut s = Session::new(config(user()), now);
+    let _ = take_request(&mut s);
+    s.handle_input(
+        b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n",
+        now,
+    );
+    s.handle_closed();
+    let closed = events(&mut s);
+    let [Event::Closed(SessionError::Protocol(why))] = closed.as_slice() else {
+        panic!("{closed:?}")
+    };
+    assert!(why.contains("not an Iggy reply"), "{why}");
+    assert!(why.contains("\"HTTP/1.1 400 Bad\""), "{why}");
+
+    // A server that hangs up without a word is a closed connection, as before.
+    let mut s = Session::new(config(user()), now);
+    let _ = take_request(&mut s);
+    s.handle_closed();
+    assert_eq!(events(&mut s), vec![Event::Closed(SessionError::Closed)]);
 }
