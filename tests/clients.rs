@@ -198,3 +198,21 @@ fn elections_and_reassignments_of_a_one_broker_cluster() {
     );
     gw.stop();
 }
+
+/// The legacy AlterConfigs from confluent-kafka, kafka-python and kafkajs: a topic's whole
+/// set of configs is replaced.
+#[test]
+fn legacy_alter_configs_replaces_the_set() {
+    let gw = Gateway::start();
+    let topic = topic("legacy-configs");
+    let bootstrap = gw.addr.to_string();
+    run(
+        "legacy_configs.py",
+        Command::new(python()).args(["legacy_configs.py", &bootstrap, &topic]),
+    );
+    run(
+        "legacy_configs.js",
+        Command::new("node").args(["legacy_configs.js", &bootstrap, &topic]),
+    );
+    gw.stop();
+}

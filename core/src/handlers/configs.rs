@@ -1,4 +1,5 @@
-//! DescribeConfigs (key 32) and IncrementalAlterConfigs (key 44), for topics and for the
+//! DescribeConfigs (key 32), AlterConfigs (key 33, the legacy form that replaces a
+//! resource's whole set) and IncrementalAlterConfigs (key 44), for topics and for the
 //! gateway as a broker. Topic configs a backend can honour may be altered; the others keep
 //! their Kafka defaults (see [`crate::topic_config`]); broker configs are static.
 
@@ -7,12 +8,16 @@ use super::task::{kstr, Ctx, Step, Task};
 use crate::backend::{Command, Completion, ConfigChange, TopicConfig, TopicRef};
 use crate::config::Config;
 use crate::protocol::error_code::ErrorCode;
+use crate::protocol::generated::alter_configs_request::AlterConfigsRequest;
+use crate::protocol::generated::alter_configs_response as legacy;
 use crate::protocol::generated::describe_configs_request::DescribeConfigsRequest;
 use crate::protocol::generated::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResponse, DescribeConfigsResult,
     DescribeConfigsSynonym,
 };
-use crate::protocol::generated::incremental_alter_configs_request::IncrementalAlterConfigsRequest;
+use crate::protocol::generated::incremental_alter_configs_request::{
+    self as incremental, IncrementalAlterConfigsRequest,
+};
 use crate::protocol::generated::incremental_alter_configs_response::{
     AlterConfigsResourceResponse, IncrementalAlterConfigsResponse,
 };
@@ -231,19 +236,81 @@ enum AlterStage {
 #[derive(Debug)]
 pub(crate) struct AlterConfigsTask {
     req: IncrementalAlterConfigsRequest,
+    /// A legacy AlterConfigs, turned into SETs and DELETEs: the configs it does not name
+    /// go back to their defaults, and the answer is its own response type.
+    legacy: bool,
     stage: AlterStage,
     response: IncrementalAlterConfigsResponse,
     sent: Vec<usize>,
 }
 
+/// Configs that a legacy AlterConfigs leaves as they are when it does not name them: Iggy
+/// fixes them when it creates a topic, so resetting them could only fail.
+const FIXED_AT_CREATION: [&str; 2] = [topic_config::SEGMENT_BYTES, topic_config::FLUSH_MESSAGES];
+
 impl AlterConfigsTask {
     pub(crate) fn new(req: IncrementalAlterConfigsRequest) -> Self {
         Self {
             req,
+            legacy: false,
             stage: AlterStage::Start,
             response: IncrementalAlterConfigsResponse::default(),
             sent: Vec::new(),
         }
+    }
+
+    /// A legacy AlterConfigs: each named config is set (or, with a null value, deleted),
+    /// and every other config of the resource goes back to its default.
+    pub(crate) fn legacy(req: AlterConfigsRequest) -> Self {
+        let resources = req
+            .resources
+            .into_iter()
+            .map(|r| incremental::AlterConfigsResource {
+                resource_type: r.resource_type,
+                resource_name: r.resource_name,
+                configs: r
+                    .configs
+                    .into_iter()
+                    .map(|c| incremental::AlterableConfig {
+                        name: c.name,
+                        config_operation: if c.value.is_some() { SET } else { DELETE },
+                        value: c.value,
+                        ..incremental::AlterableConfig::default()
+                    })
+                    .collect(),
+                ..incremental::AlterConfigsResource::default()
+            })
+            .collect();
+        Self {
+            req: IncrementalAlterConfigsRequest {
+                resources,
+                validate_only: req.validate_only,
+                ..IncrementalAlterConfigsRequest::default()
+            },
+            legacy: true,
+            ..Self::new(IncrementalAlterConfigsRequest::default())
+        }
+    }
+
+    fn respond(&mut self) -> Step {
+        let response = std::mem::take(&mut self.response);
+        if !self.legacy {
+            return Step::Respond(Response::IncrementalAlterConfigs(response));
+        }
+        Step::Respond(Response::AlterConfigs(legacy::AlterConfigsResponse {
+            responses: response
+                .responses
+                .into_iter()
+                .map(|r| legacy::AlterConfigsResourceResponse {
+                    error_code: r.error_code,
+                    error_message: r.error_message,
+                    resource_type: r.resource_type,
+                    resource_name: r.resource_name,
+                    ..legacy::AlterConfigsResourceResponse::default()
+                })
+                .collect(),
+            ..legacy::AlterConfigsResponse::default()
+        }))
     }
 }
 
@@ -363,7 +430,7 @@ impl Task for AlterConfigsTask {
                             Some(kstr(&format!("topic {} does not exist", r.resource_name)));
                         continue;
                     };
-                    let changes: Vec<(i8, ConfigChange)> = r
+                    let mut changes: Vec<(i8, ConfigChange)> = r
                         .configs
                         .iter()
                         .map(|c| {
@@ -376,6 +443,24 @@ impl Task for AlterConfigsTask {
                             )
                         })
                         .collect();
+                    if self.legacy {
+                        // The whole set is replaced: what it does not name is reset (only
+                        // honoured configs can differ from their defaults).
+                        let reset = topic_config::DEFINITIONS.iter().filter(|d| {
+                            d.honoured
+                                && !FIXED_AT_CREATION.contains(&d.name)
+                                && !r.configs.iter().any(|c| c.name.as_str() == d.name)
+                        });
+                        changes.extend(reset.map(|d| {
+                            (
+                                DELETE,
+                                ConfigChange {
+                                    name: d.name.to_owned(),
+                                    value: None,
+                                },
+                            )
+                        }));
+                    }
                     match alter(ctx.config, &current.config, &changes) {
                         Ok(config) => {
                             commands.push(Work::Store(Command::AlterTopicConfig {
@@ -407,9 +492,7 @@ impl Task for AlterConfigsTask {
                         _ => slot.error_code = ErrorCode::UNKNOWN_SERVER_ERROR.into(),
                     }
                 }
-                Step::Respond(Response::IncrementalAlterConfigs(std::mem::take(
-                    &mut self.response,
-                )))
+                self.respond()
             }
         }
     }

@@ -33,6 +33,7 @@ pub(crate) fn task_for(request: Request) -> Option<Box<dyn Task>> {
         Request::CreatePartitions(r) => Box::new(admin::CreatePartitionsTask::new(r)),
         Request::DescribeConfigs(r) => Box::new(configs::DescribeConfigsTask::new(r)),
         Request::IncrementalAlterConfigs(r) => Box::new(configs::AlterConfigsTask::new(r)),
+        Request::AlterConfigs(r) => Box::new(configs::AlterConfigsTask::legacy(r)),
         Request::InitProducerId(r) => Box::new(cluster::InitProducerIdTask::new(r)),
         Request::DescribeCluster(r) => {
             Box::new(cluster::Static(cluster::StaticKind::DescribeCluster(r)))
