@@ -216,3 +216,52 @@ fn legacy_alter_configs_replaces_the_set() {
     );
     gw.stop();
 }
+
+/// DescribeLogDirs from kafka-python and on the wire at every version: one log dir with
+/// each partition's bytes as the backend reports them (kafkajs and confluent-kafka's Python
+/// admin client have no call for it).
+#[test]
+fn log_dirs_report_the_backends_sizes() {
+    use iggy_kafka_core::protocol::generated::describe_log_dirs_request::{
+        DescribableLogDirTopic, DescribeLogDirsRequest,
+    };
+    let gw = Gateway::start();
+    let topic = topic("log-dirs");
+    let mut s = gw.connect();
+    let Response::CreateTopics(r) = call(&mut s, 7, 1, &create_topic(&topic, 2)) else {
+        panic!("CreateTopics")
+    };
+    assert_eq!(r.topics[0].error_code, 0);
+    let batch = common::record_batch(vec![bytes::Bytes::from_static(b"0123456789"); 20], None);
+    assert_eq!(common::produce_to_0(&mut s, 9, &topic, batch).0, 0);
+    for version in 0..=4 {
+        let describe =
+            iggy_kafka_core::protocol::Request::DescribeLogDirs(DescribeLogDirsRequest {
+                topics: Some(vec![DescribableLogDirTopic {
+                    topic: topic.as_str().into(),
+                    partitions: vec![0, 1, 7],
+                    ..DescribableLogDirTopic::default()
+                }]),
+                ..DescribeLogDirsRequest::default()
+            });
+        let Response::DescribeLogDirs(r) = call(&mut s, version, 2, &describe) else {
+            panic!("DescribeLogDirs v{version}")
+        };
+        assert_eq!(r.results.len(), 1, "one log dir");
+        let dir = &r.results[0];
+        assert_eq!(dir.error_code, 0);
+        let sizes: Vec<(i32, i64)> = dir.topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.partition_index, p.partition_size))
+            .collect();
+        assert_eq!(sizes.len(), 2, "partition 7 does not exist: {sizes:?}");
+        assert!(sizes[0].1 >= 200, "20 records of 10 B: {sizes:?}");
+        assert_eq!(sizes[1], (1, 0));
+    }
+    run(
+        "log_dirs.py",
+        Command::new(python()).args(["log_dirs.py", &gw.addr.to_string(), &topic]),
+    );
+    gw.stop();
+}

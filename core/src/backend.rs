@@ -86,6 +86,9 @@ pub struct PartitionOffsets {
     pub log_start: u64,
     /// The offset the next message will get (Kafka's high watermark and log end offset).
     pub high_watermark: u64,
+    /// The bytes the partition holds, where the answer knows them (Offsets does; a read's
+    /// bounds do not).
+    pub size_bytes: Option<u64>,
 }
 
 /// Where a watch looks: a partition and the offset whose arrival it waits for.

@@ -433,6 +433,7 @@ fn read(messages: &[u64], hw: u64) -> Outcome {
         offsets: PartitionOffsets {
             log_start: 0,
             high_watermark: hw,
+            size_bytes: None,
         },
     })))
 }

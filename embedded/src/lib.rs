@@ -140,6 +140,7 @@ impl Log {
         PartitionOffsets {
             log_start: self.start,
             high_watermark: self.high_watermark(),
+            size_bytes: Some(self.bytes),
         }
     }
 

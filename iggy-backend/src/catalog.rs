@@ -431,6 +431,7 @@ impl Catalog {
         Ok(PartitionOffsets {
             log_start,
             high_watermark,
+            size_bytes: Some(p.size_bytes),
         })
     }
 

@@ -247,6 +247,7 @@ impl Reads {
             offsets: PartitionOffsets {
                 log_start: log_start.min(offset),
                 high_watermark,
+                size_bytes: None,
             },
         })
     }

@@ -12,6 +12,7 @@ pub(crate) mod committed_offsets;
 pub(crate) mod configs;
 pub(crate) mod fetch;
 pub(crate) mod list_offsets;
+pub(crate) mod log_dirs;
 pub(crate) mod membership;
 pub(crate) mod metadata;
 pub(crate) mod produce;
@@ -34,6 +35,7 @@ pub(crate) fn task_for(request: Request) -> Option<Box<dyn Task>> {
         Request::DescribeConfigs(r) => Box::new(configs::DescribeConfigsTask::new(r)),
         Request::IncrementalAlterConfigs(r) => Box::new(configs::AlterConfigsTask::new(r)),
         Request::AlterConfigs(r) => Box::new(configs::AlterConfigsTask::legacy(r)),
+        Request::DescribeLogDirs(r) => Box::new(log_dirs::DescribeLogDirsTask::new(r)),
         Request::InitProducerId(r) => Box::new(cluster::InitProducerIdTask::new(r)),
         Request::DescribeCluster(r) => {
             Box::new(cluster::Static(cluster::StaticKind::DescribeCluster(r)))
