@@ -265,3 +265,57 @@ fn log_dirs_report_the_backends_sizes() {
     );
     gw.stop();
 }
+
+/// DescribeProducers on the wire and from kafka-python (after a confluent-kafka idempotent
+/// producer): each partition's idempotent producers with their epoch and last sequence.
+#[test]
+fn producers_are_described_from_the_idempotent_state() {
+    use iggy_kafka_core::protocol::generated::describe_producers_request::{
+        DescribeProducersRequest, TopicRequest,
+    };
+    let gw = Gateway::start();
+    let topic = topic("producers");
+    let mut s = gw.connect();
+    let Response::CreateTopics(r) = call(&mut s, 7, 1, &create_topic(&topic, 2)) else {
+        panic!("CreateTopics")
+    };
+    assert_eq!(r.topics[0].error_code, 0);
+    let wire = format!("{topic}-wire");
+    call(&mut s, 7, 2, &create_topic(&wire, 1));
+    let batch = common::idempotent_batch(4242, 3, 0, 5);
+    assert_eq!(common::produce_to_0(&mut s, 3, &wire, batch).0, 0);
+    let describe =
+        iggy_kafka_core::protocol::Request::DescribeProducers(DescribeProducersRequest {
+            topics: vec![
+                TopicRequest {
+                    name: wire.as_str().into(),
+                    partition_indexes: vec![0, 4],
+                    ..TopicRequest::default()
+                },
+                TopicRequest {
+                    name: "no-such-topic".into(),
+                    partition_indexes: vec![0],
+                    ..TopicRequest::default()
+                },
+            ],
+            ..DescribeProducersRequest::default()
+        });
+    let Response::DescribeProducers(r) = call(&mut s, 0, 4, &describe) else {
+        panic!("DescribeProducers")
+    };
+    let p0 = &r.topics[0].partitions[0];
+    assert_eq!(p0.error_code, 0);
+    let active: Vec<(i64, i32, i32)> = p0
+        .active_producers
+        .iter()
+        .map(|a| (a.producer_id, a.producer_epoch, a.last_sequence))
+        .collect();
+    assert_eq!(active, [(4242, 3, 4)]);
+    assert_eq!(r.topics[0].partitions[1].error_code, 3, "no partition 4");
+    assert_eq!(r.topics[1].partitions[0].error_code, 3, "no such topic");
+    run(
+        "producers.py",
+        Command::new(python()).args(["producers.py", &gw.addr.to_string(), &topic]),
+    );
+    gw.stop();
+}

@@ -79,6 +79,17 @@ pub struct TopicInfo {
     pub config: TopicConfig,
 }
 
+/// An idempotent producer as a partition remembers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    /// Its id.
+    pub producer_id: i64,
+    /// Its current epoch.
+    pub epoch: i16,
+    /// The sequence number of its last record appended.
+    pub last_sequence: i32,
+}
+
 /// A partition's bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PartitionOffsets {
@@ -296,6 +307,13 @@ pub enum Command {
     },
     /// A new idempotent-producer id, unique among this backend's producers.
     AllocateProducerId,
+    /// The idempotent producers a partition remembers (Kafka's DescribeProducers).
+    DescribeProducers {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+    },
     /// Store a group's committed offsets, each replacing the partition's previous one.
     /// Offsets of partitions that do not exist are refused one by one.
     CommitOffsets {
@@ -388,6 +406,8 @@ pub enum Completion {
     AlterTopicConfig(Result<(), BackendError>),
     /// Of [`Command::AllocateProducerId`].
     AllocateProducerId(Result<i64, BackendError>),
+    /// Of [`Command::DescribeProducers`]: by producer id.
+    DescribeProducers(Result<Vec<ActiveProducer>, BackendError>),
     /// Of [`Command::CommitOffsets`]: one result per offset, in order.
     CommitOffsets(Vec<Result<(), BackendError>>),
     /// Of [`Command::FetchOffsets`]: the committed offsets found.
@@ -580,6 +600,7 @@ pub(crate) mod tests {
             Command::CreatePartitions { .. } => Completion::CreatePartitions(Ok(())),
             Command::AlterTopicConfig { .. } => Completion::AlterTopicConfig(Ok(())),
             Command::AllocateProducerId => Completion::AllocateProducerId(Ok(1)),
+            Command::DescribeProducers { .. } => Completion::DescribeProducers(Ok(Vec::new())),
             Command::CommitOffsets { offsets, .. } => {
                 Completion::CommitOffsets(offsets.iter().map(|_| Ok(())).collect())
             }

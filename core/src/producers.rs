@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::backend::{BackendError, ProducerBatch};
+use crate::backend::{ActiveProducer, BackendError, ProducerBatch};
 
 /// What a partition remembers of an idempotent producer (Kafka's producer state).
 #[derive(Debug)]
@@ -42,6 +42,22 @@ pub struct Producers {
 }
 
 impl Producers {
+    /// The producers remembered, by id.
+    #[must_use]
+    pub fn active(&self) -> Vec<ActiveProducer> {
+        let mut all: Vec<ActiveProducer> = self
+            .map
+            .iter()
+            .map(|(&producer_id, s)| ActiveProducer {
+                producer_id,
+                epoch: s.epoch,
+                last_sequence: s.last_sequence,
+            })
+            .collect();
+        all.sort_by_key(|p| p.producer_id);
+        all
+    }
+
     /// Kafka's sequence rules for an idempotent batch: `Some` for a retry of a recent
     /// batch (with its first append), an error for a stale epoch or a gap.
     ///

@@ -22,9 +22,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use event_listener::{Event, EventListener};
 use iggy_kafka_core::backend::{
-    check_partition_growth, select_offsets, Appended, Backend, BackendError, Command, Completion,
-    Execution, GroupOffset, GroupOffsets, PartitionOffsets, ProducerBatch, ReadResult, TopicConfig,
-    TopicInfo, TopicRef, WatchPartition,
+    check_partition_growth, select_offsets, ActiveProducer, Appended, Backend, BackendError,
+    Command, Completion, Execution, GroupOffset, GroupOffsets, PartitionOffsets, ProducerBatch,
+    ReadResult, TopicConfig, TopicInfo, TopicRef, WatchPartition,
 };
 use iggy_kafka_core::mapping::{kafka_timestamp_ms, set_log_append_time};
 use iggy_kafka_core::message::{message_size, Block, IggyMessage, Messages};
@@ -400,6 +400,13 @@ impl EmbeddedStore {
         Ok(log.offsets())
     }
 
+    fn producers(&self, topic: &str, partition: u32) -> Result<Vec<ActiveProducer>, BackendError> {
+        let topic = self.topic(&TopicRef::Name(topic.to_owned()))?;
+        let part = topic.partition(partition)?;
+        let log = lock(&part.log);
+        Ok(log.producers.active())
+    }
+
     fn offset_for_timestamp(
         &self,
         topic: &str,
@@ -658,6 +665,9 @@ impl Backend for EmbeddedStore {
             )),
             Command::MaxTimestamp { topic, partition } => {
                 Completion::MaxTimestamp(self.max_timestamp(&topic, partition))
+            }
+            Command::DescribeProducers { topic, partition } => {
+                Completion::DescribeProducers(self.producers(&topic, partition))
             }
             Command::ListTopics { only } => {
                 let topics = read(&self.inner.topics);

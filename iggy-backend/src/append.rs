@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use iggy_kafka_core::backend::{Appended, BackendError, ProducerBatch};
+use iggy_kafka_core::backend::{ActiveProducer, Appended, BackendError, ProducerBatch};
 use iggy_kafka_core::message::MessageList;
 use iggy_kafka_iggy_client::protocol::codes::SEND_MESSAGES_CODE;
 use iggy_kafka_iggy_client::protocol::responses::messages::SendMessagesResponse;
@@ -204,6 +204,26 @@ impl Appends {
         let queued = self.send(catalog, at, messages, largest_batch, Some(&pb))?;
         self.appended(catalog, at, messages.len(), Some((&pb, from)), queued)
             .await
+    }
+
+    /// The idempotent producers a partition remembers, read back from its tail first when
+    /// this gateway has not yet, in turn with the partition's idempotent appends.
+    pub(crate) async fn producers(
+        &self,
+        catalog: &Catalog,
+        reads: &Reads,
+        at: (&str, u32),
+    ) -> Result<Vec<ActiveProducer>, BackendError> {
+        let (topic, partition) = at;
+        // Iggy says whether the partition exists before any state is made for it.
+        catalog.offsets(topic, partition).await?;
+        let state = catalog.partition(topic, partition);
+        let _serial = state.gate.enter().await;
+        if !state.recovered.load(Ordering::Relaxed) {
+            self.recover_producers(catalog, reads, at, &state).await?;
+        }
+        let active = lock(&state.producers).active();
+        Ok(active)
     }
 
     /// Reads the idempotent producers' recent batches back from the partition's tail, where

@@ -418,6 +418,16 @@ impl Backend for IggyBackend {
             Command::ListTopics { only } => pending(Box::pin(async move {
                 Completion::ListTopics(inner.catalog.list_topics(only.as_deref()).await)
             })),
+            Command::DescribeProducers { topic, partition } => pending(Box::pin(async move {
+                let Inner {
+                    catalog,
+                    reads,
+                    appends,
+                    ..
+                } = &*inner;
+                let found = appends.producers(catalog, reads, (&topic, partition)).await;
+                Completion::DescribeProducers(catalog.settle(&topic, partition, found))
+            })),
             Command::CreateTopic {
                 name,
                 partitions,
@@ -500,6 +510,7 @@ fn refuse_unreachable(places: &mapping::Places, command: &Command) -> Option<Com
         Command::Append { topic, .. }
         | Command::OffsetForTimestamp { topic, .. }
         | Command::MaxTimestamp { topic, .. }
+        | Command::DescribeProducers { topic, .. }
         | Command::CreatePartitions { topic, .. }
         | Command::AlterTopicConfig { topic, .. }
         | Command::Read {
@@ -525,6 +536,7 @@ fn refuse_unreachable(places: &mapping::Places, command: &Command) -> Option<Com
         Command::Offsets { .. } => Completion::Offsets(unknown(topic)),
         Command::OffsetForTimestamp { .. } => Completion::OffsetForTimestamp(unknown(topic)),
         Command::MaxTimestamp { .. } => Completion::MaxTimestamp(unknown(topic)),
+        Command::DescribeProducers { .. } => Completion::DescribeProducers(unknown(topic)),
         Command::DeleteTopic { .. } => Completion::DeleteTopic(unknown(topic)),
         Command::CreatePartitions { .. } => Completion::CreatePartitions(unknown(topic)),
         _ => Completion::AlterTopicConfig(unknown(topic)),

@@ -1936,3 +1936,50 @@ fn scripts_of_commands_failures_and_restarts_lose_nothing_acknowledged() {
         crate::testing::script::run(&script);
     }
 }
+
+/// DescribeProducers: the partition's idempotent producers, read back from Iggy after a
+/// restart as for a retry; a partition that does not exist is unknown and leaves nothing.
+#[test]
+fn producers_are_described_after_a_restart() {
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let pb = ProducerBatch {
+        producer_id: 77,
+        epoch: 2,
+        first_sequence: 0,
+        count: 3,
+    };
+    let three = [record(1), record(2), record(3)];
+    assert_eq!(append(&mut h, &backend, "t", 0, &three, Some(pb)), Ok(0));
+    drop(backend);
+    let (mut h, backend) = h.restart();
+    let describe = |h: &mut Pool, partition| match h.exec(
+        &backend,
+        Command::DescribeProducers {
+            topic: "t".into(),
+            partition,
+        },
+    ) {
+        Completion::DescribeProducers(r) => r,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        describe(&mut h, 0),
+        Ok(vec![iggy_kafka_core::backend::ActiveProducer {
+            producer_id: 77,
+            epoch: 2,
+            last_sequence: 2,
+        }])
+    );
+    assert!(matches!(
+        describe(&mut h, 5),
+        Err(BackendError::UnknownPartition { .. })
+    ));
+    assert!(!backend
+        .inner
+        .catalog
+        .partitions_known()
+        .iter()
+        .any(|(t, p)| t == "t" && p.contains(&5)));
+}

@@ -16,6 +16,7 @@ pub(crate) mod log_dirs;
 pub(crate) mod membership;
 pub(crate) mod metadata;
 pub(crate) mod produce;
+pub(crate) mod producers;
 pub(crate) mod replicas;
 mod task;
 
@@ -36,6 +37,7 @@ pub(crate) fn task_for(request: Request) -> Option<Box<dyn Task>> {
         Request::IncrementalAlterConfigs(r) => Box::new(configs::AlterConfigsTask::new(r)),
         Request::AlterConfigs(r) => Box::new(configs::AlterConfigsTask::legacy(r)),
         Request::DescribeLogDirs(r) => Box::new(log_dirs::DescribeLogDirsTask::new(r)),
+        Request::DescribeProducers(r) => Box::new(producers::DescribeProducersTask::new(r)),
         Request::InitProducerId(r) => Box::new(cluster::InitProducerIdTask::new(r)),
         Request::DescribeCluster(r) => {
             Box::new(cluster::Static(cluster::StaticKind::DescribeCluster(r)))
