@@ -319,3 +319,89 @@ fn producers_are_described_from_the_idempotent_state() {
     );
     gw.stop();
 }
+
+/// DescribeTopicPartitions (KIP-966) on the wire and from kafka-python: pages of at most
+/// the limit, a cursor to the next page, missing topics named.
+#[test]
+fn topic_partitions_are_paged() {
+    use iggy_kafka_core::protocol::generated::describe_topic_partitions_request::{
+        Cursor, DescribeTopicPartitionsRequest, TopicRequest,
+    };
+    let gw = Gateway::start();
+    let prefix = topic("pages");
+    let mut s = gw.connect();
+    for (suffix, partitions) in [("a", 3), ("b", 2)] {
+        let Response::CreateTopics(r) = call(
+            &mut s,
+            7,
+            1,
+            &create_topic(&format!("{prefix}-{suffix}"), partitions),
+        ) else {
+            panic!("CreateTopics")
+        };
+        assert_eq!(r.topics[0].error_code, 0);
+    }
+    let ask = |cursor: Option<(String, i32)>| {
+        iggy_kafka_core::protocol::Request::DescribeTopicPartitions(
+            DescribeTopicPartitionsRequest {
+                topics: ["b", "a", "c"]
+                    .iter()
+                    .map(|t| TopicRequest {
+                        name: format!("{prefix}-{t}").as_str().into(),
+                        ..TopicRequest::default()
+                    })
+                    .collect(),
+                response_partition_limit: 4,
+                cursor: cursor.map(|(t, p)| Cursor {
+                    topic_name: t.as_str().into(),
+                    partition_index: p,
+                    ..Cursor::default()
+                }),
+                ..DescribeTopicPartitionsRequest::default()
+            },
+        )
+    };
+    let Response::DescribeTopicPartitions(first) = call(&mut s, 0, 2, &ask(None)) else {
+        panic!("DescribeTopicPartitions")
+    };
+    let count: Vec<(String, usize)> = first
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.as_deref().unwrap_or("").to_owned(),
+                t.partitions.len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        count,
+        [(format!("{prefix}-a"), 3), (format!("{prefix}-b"), 1)],
+        "name order, four partitions"
+    );
+    let next = first.next_cursor.expect("a next page");
+    assert_eq!(
+        (next.topic_name.to_string(), next.partition_index),
+        (format!("{prefix}-b"), 1)
+    );
+    let Response::DescribeTopicPartitions(second) =
+        call(&mut s, 0, 3, &ask(Some((next.topic_name.to_string(), 1))))
+    else {
+        panic!("DescribeTopicPartitions")
+    };
+    assert!(second.next_cursor.is_none());
+    assert_eq!(second.topics[0].partitions[0].partition_index, 1);
+    assert_eq!(second.topics[1].error_code, 3, "the missing topic");
+    // A cursor on a topic the request does not name is invalid, as in Kafka.
+    let Response::DescribeTopicPartitions(bad) =
+        call(&mut s, 0, 4, &ask(Some(("elsewhere".into(), 0))))
+    else {
+        panic!("DescribeTopicPartitions")
+    };
+    assert!(bad.topics.iter().all(|t| t.error_code == 42));
+    run(
+        "topic_partitions.py",
+        Command::new(python()).args(["topic_partitions.py", &gw.addr.to_string(), &prefix]),
+    );
+    gw.stop();
+}

@@ -19,6 +19,7 @@ pub(crate) mod produce;
 pub(crate) mod producers;
 pub(crate) mod replicas;
 mod task;
+pub(crate) mod topic_partitions;
 
 pub(crate) use task::{Ctx, Step, Task};
 
@@ -38,6 +39,9 @@ pub(crate) fn task_for(request: Request) -> Option<Box<dyn Task>> {
         Request::AlterConfigs(r) => Box::new(configs::AlterConfigsTask::legacy(r)),
         Request::DescribeLogDirs(r) => Box::new(log_dirs::DescribeLogDirsTask::new(r)),
         Request::DescribeProducers(r) => Box::new(producers::DescribeProducersTask::new(r)),
+        Request::DescribeTopicPartitions(r) => {
+            Box::new(topic_partitions::DescribeTopicPartitionsTask::new(r))
+        }
         Request::InitProducerId(r) => Box::new(cluster::InitProducerIdTask::new(r)),
         Request::DescribeCluster(r) => {
             Box::new(cluster::Static(cluster::StaticKind::DescribeCluster(r)))
