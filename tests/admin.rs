@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -65,19 +65,9 @@ fn await_metric(gw: &Gateway, sample: &str, want: f64) {
     panic!("{sample} is {last:?}, not {want}");
 }
 
-fn python() -> PathBuf {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-deps/venv/bin/python");
-    assert!(
-        venv.exists(),
-        "{} is missing: run scripts/install-test-deps.sh",
-        venv.display()
-    );
-    venv
-}
-
 /// Runs a step of `tests/clients/admin_traffic.py`; its printed output.
 fn traffic(args: &[&str]) -> String {
-    let out = Command::new(python())
+    let out = Command::new(common::python())
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients"))
         .arg("admin_traffic.py")
         .args(args)

@@ -20,16 +20,6 @@ fn clients_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
 }
 
-fn python() -> PathBuf {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-deps/venv/bin/python");
-    assert!(
-        venv.exists(),
-        "{} is missing: run scripts/install-test-deps.sh (scripts/test.sh does)",
-        venv.display()
-    );
-    venv
-}
-
 fn run(what: &str, cmd: &mut Command) {
     let out = cmd
         .current_dir(clients_dir())
@@ -58,7 +48,7 @@ fn kcat() {
     assert_eq!(r.topics[0].error_code, 0);
     run(
         "kcat",
-        Command::new(python())
+        Command::new(common::python())
             .arg("kcat_client.py")
             .arg(gw.addr.to_string())
             .arg(&topic),
@@ -71,7 +61,7 @@ fn confluent_kafka() {
     let gw = Gateway::start();
     run(
         "confluent-kafka",
-        Command::new(python())
+        Command::new(common::python())
             .args(["python_client.py", "confluent"])
             .arg(gw.addr.to_string())
             .arg(topic("confluent")),
@@ -84,7 +74,7 @@ fn kafka_python() {
     let gw = Gateway::start();
     run(
         "kafka-python",
-        Command::new(python())
+        Command::new(common::python())
             .args(["python_client.py", "kafka-python"])
             .arg(gw.addr.to_string())
             .arg(topic("kafka-python")),
@@ -119,7 +109,7 @@ fn topic_configs_through_the_admin_client() {
     };
     run(
         "topic configs",
-        Command::new(python())
+        Command::new(common::python())
             .arg("topic_configs.py")
             .arg(gw.addr.to_string())
             .arg(topic("configs"))
@@ -137,7 +127,7 @@ fn consumer_group_of_confluent_kafka_consumers() {
     let gw = Gateway::start_with(&["--group-initial-rebalance-delay-ms", "1000"]);
     run(
         "confluent-kafka consumer group",
-        Command::new(python())
+        Command::new(common::python())
             .args(["groups.py", "confluent"])
             .arg(gw.addr.to_string())
             .arg(topic("group"))
@@ -169,7 +159,7 @@ fn acl_calls_say_security_is_disabled() {
     }
     run(
         "acls.py",
-        Command::new(python())
+        Command::new(common::python())
             .arg("acls.py")
             .arg(gw.addr.to_string()),
     );
@@ -190,7 +180,7 @@ fn elections_and_reassignments_of_a_one_broker_cluster() {
     let bootstrap = gw.addr.to_string();
     run(
         "replicas.py",
-        Command::new(python()).args(["replicas.py", &bootstrap, &topic]),
+        Command::new(common::python()).args(["replicas.py", &bootstrap, &topic]),
     );
     run(
         "replicas.js",
@@ -208,7 +198,7 @@ fn legacy_alter_configs_replaces_the_set() {
     let bootstrap = gw.addr.to_string();
     run(
         "legacy_configs.py",
-        Command::new(python()).args(["legacy_configs.py", &bootstrap, &topic]),
+        Command::new(common::python()).args(["legacy_configs.py", &bootstrap, &topic]),
     );
     run(
         "legacy_configs.js",
@@ -261,7 +251,7 @@ fn log_dirs_report_the_backends_sizes() {
     }
     run(
         "log_dirs.py",
-        Command::new(python()).args(["log_dirs.py", &gw.addr.to_string(), &topic]),
+        Command::new(common::python()).args(["log_dirs.py", &gw.addr.to_string(), &topic]),
     );
     gw.stop();
 }
@@ -315,7 +305,7 @@ fn producers_are_described_from_the_idempotent_state() {
     assert_eq!(r.topics[1].partitions[0].error_code, 3, "no such topic");
     run(
         "producers.py",
-        Command::new(python()).args(["producers.py", &gw.addr.to_string(), &topic]),
+        Command::new(common::python()).args(["producers.py", &gw.addr.to_string(), &topic]),
     );
     gw.stop();
 }
@@ -401,7 +391,7 @@ fn topic_partitions_are_paged() {
     assert!(bad.topics.iter().all(|t| t.error_code == 42));
     run(
         "topic_partitions.py",
-        Command::new(python()).args(["topic_partitions.py", &gw.addr.to_string(), &prefix]),
+        Command::new(common::python()).args(["topic_partitions.py", &gw.addr.to_string(), &prefix]),
     );
     gw.stop();
 }

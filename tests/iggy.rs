@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::{
@@ -16,10 +16,6 @@ use iggy_kafka_core::protocol::generated::metadata_request::{
     MetadataRequest, MetadataRequestTopic,
 };
 use iggy_kafka_core::protocol::{Request, Response};
-
-fn python() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-deps/venv/bin/python")
-}
 
 fn run(what: &str, cmd: &mut Command) -> String {
     let out = cmd
@@ -52,7 +48,7 @@ fn a_restart_loses_nothing() {
     let first = Gateway::start_with(&args);
     let out = run(
         "restart.py before",
-        Command::new(python())
+        Command::new(common::python())
             .args(["restart.py", "before"])
             .arg(first.addr.to_string())
             .args([&topic, &group]),
@@ -88,7 +84,7 @@ fn a_restart_loses_nothing() {
     let second = Gateway::start_with(&args);
     run(
         "restart.py after",
-        Command::new(python())
+        Command::new(common::python())
             .args(["restart.py", "after"])
             .arg(second.addr.to_string())
             .args([&topic, &group, &committed]),
@@ -154,7 +150,7 @@ fn an_iggy_crash_loses_nothing_acknowledged() {
     let gw = Gateway::start_with(&["--iggy", url.as_str(), "--stream", stream.as_str()]);
     run(
         "crash.py",
-        Command::new(python())
+        Command::new(common::python())
             .arg("crash.py")
             .arg(gw.addr.to_string())
             .arg(format!("crash-{}", common::RUNTIME))
@@ -238,7 +234,7 @@ fn iggy_sdk_and_kafka_clients_share_the_data() {
     let topic = format!("interop-{}", common::RUNTIME);
     run(
         "interop.py produce",
-        Command::new(python())
+        Command::new(common::python())
             .args(["interop.py", "produce"])
             .arg(gw.addr.to_string())
             .arg(&topic),
@@ -295,7 +291,7 @@ fn iggy_sdk_and_kafka_clients_share_the_data() {
     let native = format!("native-{}", common::RUNTIME);
     run(
         "interop.py produce (creates the topic)",
-        Command::new(python())
+        Command::new(common::python())
             .args(["interop.py", "produce"])
             .arg(gw.addr.to_string())
             .arg(&native),
@@ -306,7 +302,7 @@ fn iggy_sdk_and_kafka_clients_share_the_data() {
     );
     let out = run(
         "interop.py consume",
-        Command::new(python())
+        Command::new(common::python())
             .args(["interop.py", "consume"])
             .arg(gw.addr.to_string())
             .args([&native, "75"]),
@@ -452,7 +448,7 @@ fn mapped_streams_are_shared_with_iggy_sdk() {
     ]);
     run(
         "interop.py produce (creates the topic in the mapped stream)",
-        Command::new(python())
+        Command::new(common::python())
             .args(["interop.py", "produce"])
             .arg(gw.addr.to_string())
             .arg(&orders),
@@ -473,7 +469,7 @@ fn mapped_streams_are_shared_with_iggy_sdk() {
     );
     let out = run(
         "interop.py consume",
-        Command::new(python())
+        Command::new(common::python())
             .args(["interop.py", "consume"])
             .arg(gw.addr.to_string())
             .args([payments.as_str(), "25"]),

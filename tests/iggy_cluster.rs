@@ -198,10 +198,6 @@ fn metadata(address: &str) -> Option<ClusterMetadataResponse> {
     }
 }
 
-fn python() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-deps/venv/bin/python")
-}
-
 fn epoch_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -221,7 +217,7 @@ fn failover(links: Links) {
     let topic = format!("failover-{}", common::RUNTIME);
     let group = format!("failover-group-{}", common::RUNTIME);
     let seconds = 40;
-    let client = Command::new(python())
+    let client = Command::new(common::python())
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients"))
         .arg("cluster_failover.py")
         .arg(gateway.addr.to_string())

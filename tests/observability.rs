@@ -16,22 +16,12 @@ use common::fake_iggy::FakeIggyServer;
 use common::{call, create_topic, produce, record_batch, Gateway};
 use iggy_kafka_core::protocol::Response;
 
-fn python() -> PathBuf {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-deps/venv/bin/python");
-    assert!(
-        venv.exists(),
-        "{} is missing: run scripts/install-test-deps.sh",
-        venv.display()
-    );
-    venv
-}
-
 fn clients() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
 }
 
 fn traffic(args: &[&str]) -> String {
-    let out = Command::new(python())
+    let out = Command::new(common::python())
         .current_dir(clients())
         .arg("admin_traffic.py")
         .args(args)
@@ -316,7 +306,7 @@ fn headless_chromium_shows_a_running_group_and_its_lag() {
     let topic = format!("page-{}", common::RUNTIME);
     let group = format!("page-group-{}", common::RUNTIME);
     assert_eq!(traffic(&["produce", &bootstrap, &topic, "25"]), "25");
-    let mut member = Command::new(python())
+    let mut member = Command::new(common::python())
         .current_dir(clients())
         .args([
             "admin_traffic.py",

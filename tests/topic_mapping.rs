@@ -10,16 +10,6 @@ use std::process::Command;
 use common::fake_iggy::FakeIggyServer;
 use common::Gateway;
 
-fn python() -> std::path::PathBuf {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-deps/venv/bin/python");
-    assert!(
-        venv.exists(),
-        "{} is missing: run scripts/install-test-deps.sh",
-        venv.display()
-    );
-    venv
-}
-
 /// What the client printed, as `"key": value` pairs of its one JSON line.
 fn field<'a>(json: &'a str, key: &str) -> &'a str {
     let at = json
@@ -53,7 +43,7 @@ fn a_kafka_client_works_on_mapped_streams() {
         "--map-topics",
         "payments=billing/pay",
     ]);
-    let out = Command::new(python())
+    let out = Command::new(common::python())
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients"))
         .args(["mapping.py", &gw.addr.to_string()])
         .output()

@@ -37,6 +37,19 @@ pub fn iggy_url() -> Option<String> {
         .filter(|u| !u.is_empty())
 }
 
+/// The Python of the test clients' virtual environment, which
+/// `scripts/install-test-deps.sh` makes (`scripts/test.sh` runs it first).
+pub fn python() -> std::path::PathBuf {
+    let venv =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-deps/venv/bin/python");
+    assert!(
+        venv.exists(),
+        "{} is missing: run scripts/install-test-deps.sh (scripts/test.sh does)",
+        venv.display()
+    );
+    venv
+}
+
 /// A stream name no other test run uses.
 pub fn unique_stream() -> String {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);

@@ -33,8 +33,10 @@ impl DescribeTopicPartitionsTask {
         Self { req, asked: false }
     }
 
-    /// Every named topic refused, as Kafka answers a request it finds invalid.
-    fn invalid(&self) -> Step {
+    /// Every named topic answered with `code`: INVALID_REQUEST for a request Kafka finds
+    /// invalid, LEADER_NOT_AVAILABLE when the topics cannot be listed (not knowing is not
+    /// "no such topic", and clients retry it).
+    fn refuse(&self, code: ErrorCode) -> Step {
         Step::Respond(Response::DescribeTopicPartitions(
             DescribeTopicPartitionsResponse {
                 topics: self
@@ -42,7 +44,7 @@ impl DescribeTopicPartitionsTask {
                     .topics
                     .iter()
                     .map(|t| DescribeTopicPartitionsResponseTopic {
-                        error_code: ErrorCode::INVALID_REQUEST.into(),
+                        error_code: code.into(),
                         name: Some(t.name.clone()),
                         topic_authorized_operations: i32::MIN,
                         ..DescribeTopicPartitionsResponseTopic::default()
@@ -142,7 +144,7 @@ impl Task for DescribeTopicPartitionsTask {
         if let Some(c) = &self.req.cursor {
             let named = self.req.topics.iter().any(|t| t.name == c.topic_name);
             if c.partition_index < 0 || (!self.req.topics.is_empty() && !named) {
-                return self.invalid();
+                return self.refuse(ErrorCode::INVALID_REQUEST);
             }
         }
         if !std::mem::replace(&mut self.asked, true) {
@@ -161,25 +163,9 @@ impl Task for DescribeTopicPartitionsTask {
             }
             Some(Outcome::Store(Completion::ListTopics(Err(e)))) => {
                 tracing::warn!(error = %e, "cannot list topics");
-                // Not knowing is not "no such topic": clients retry LEADER_NOT_AVAILABLE.
-                Step::Respond(Response::DescribeTopicPartitions(
-                    DescribeTopicPartitionsResponse {
-                        topics: self
-                            .req
-                            .topics
-                            .iter()
-                            .map(|t| DescribeTopicPartitionsResponseTopic {
-                                error_code: ErrorCode::LEADER_NOT_AVAILABLE.into(),
-                                name: Some(t.name.clone()),
-                                topic_authorized_operations: i32::MIN,
-                                ..DescribeTopicPartitionsResponseTopic::default()
-                            })
-                            .collect(),
-                        ..DescribeTopicPartitionsResponse::default()
-                    },
-                ))
+                self.refuse(ErrorCode::LEADER_NOT_AVAILABLE)
             }
-            _ => self.invalid(),
+            _ => self.refuse(ErrorCode::INVALID_REQUEST),
         }
     }
 }
