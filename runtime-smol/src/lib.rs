@@ -80,10 +80,12 @@ where
             admin.attach(Arc::clone(&shared));
         }
         let listener = TcpListener::bind(listen).await?;
-        let config = on_bound(listener.local_addr()?);
+        // Ready before the bound address is announced: whoever waits for the announcement
+        // (an orchestrator's probe, a test) finds /ready true.
         if let Some(admin) = &admin {
             admin.set_listening();
         }
+        let config = on_bound(listener.local_addr()?);
         let mut signals =
             async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term])?;
         let shutdown = async move {

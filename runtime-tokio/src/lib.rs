@@ -69,10 +69,12 @@ where
             admin.attach(Arc::clone(&shared));
         }
         let listener = TcpListener::bind(listen).await?;
-        let config = on_bound(listener.local_addr()?);
+        // Ready before the bound address is announced: whoever waits for the announcement
+        // (an orchestrator's probe, a test) finds /ready true.
         if let Some(admin) = &admin {
             admin.set_listening();
         }
+        let config = on_bound(listener.local_addr()?);
         let shutdown = shutdown_signal()?;
         serve(listener, config, shared, registry, shutdown).await
     })
