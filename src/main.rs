@@ -440,9 +440,7 @@ fn main() -> ExitCode {
     }
     let filter = match tracing_subscriber::EnvFilter::try_from_default_env() {
         Ok(f) => f,
-        Err(_) => match checks::log_filter(&args.log).and_then(|()| {
-            tracing_subscriber::EnvFilter::try_new(&args.log).map_err(|e| e.to_string())
-        }) {
+        Err(_) => match checks::log_filter(&args.log) {
             Ok(f) => f,
             Err(e) => {
                 // Logging is not set up yet; a stderr that cannot be written must not panic.

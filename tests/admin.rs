@@ -6,8 +6,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -65,22 +63,6 @@ fn await_metric(gw: &Gateway, sample: &str, want: f64) {
     panic!("{sample} is {last:?}, not {want}");
 }
 
-/// Runs a step of `tests/clients/admin_traffic.py`; its printed output.
-fn traffic(args: &[&str]) -> String {
-    let out = Command::new(common::python())
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients"))
-        .arg("admin_traffic.py")
-        .args(args)
-        .output()
-        .expect("run the client");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 /// An admin connection that the gateway keeps open, with a partial request head. Places
 /// of connections just closed come back a moment later: until then a new one is refused,
 /// and is tried again.
@@ -127,7 +109,10 @@ fn metrics_follow_real_clients_and_the_lag_falls_to_zero() {
     let bootstrap = gw.addr.to_string();
     let topic = format!("admin-{}", common::RUNTIME);
     let group = format!("admin-group-{}", common::RUNTIME);
-    assert_eq!(traffic(&["produce", &bootstrap, &topic, "50"]), "50");
+    assert_eq!(
+        common::admin_traffic(&["produce", &bootstrap, &topic, "50"]),
+        "50"
+    );
     let text = scrape(&gw);
     let records = format!("iggy_kafka_gateway_produced_records_total{{topic=\"{topic}\"}}");
     assert_eq!(metric(&text, &records), Some(50.0), "{text}");
@@ -153,13 +138,13 @@ fn metrics_follow_real_clients_and_the_lag_falls_to_zero() {
 
     // A group that committed 10 of 50 is 40 behind; once it read and committed the rest,
     // it is caught up.
-    traffic(&["commit", &bootstrap, &topic, &group, "10"]);
+    common::admin_traffic(&["commit", &bootstrap, &topic, &group, "10"]);
     let lag = format!(
         "iggy_kafka_gateway_consumer_group_lag_records{{group=\"{group}\",topic=\"{topic}\",partition=\"0\"}}"
     );
     await_metric(&gw, &lag, 40.0);
     assert_eq!(
-        traffic(&["consume", &bootstrap, &topic, &group, "40"]),
+        common::admin_traffic(&["consume", &bootstrap, &topic, &group, "40"]),
         "40"
     );
     await_metric(&gw, &lag, 0.0);

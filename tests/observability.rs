@@ -20,25 +20,20 @@ fn clients() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
 }
 
-fn traffic(args: &[&str]) -> String {
-    let out = Command::new(common::python())
-        .current_dir(clients())
-        .arg("admin_traffic.py")
-        .args(args)
-        .output()
-        .expect("run the client");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
+}
+
+/// `text` percent-encoded for a URL's query string.
+fn query_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// A GET over a fresh connection: the body.
@@ -131,16 +126,10 @@ impl Prometheus {
 
     /// The value of an instant query with one result, if it has one.
     fn value(&self, query: &str) -> Option<f64> {
-        let encoded: String = query
-            .bytes()
-            .map(|b| match b {
-                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
-        let body = get(self.addr, &format!("/api/v1/query?query={encoded}"))?;
+        let body = get(
+            self.addr,
+            &format!("/api/v1/query?query={}", query_encoded(query)),
+        )?;
         let json: serde_json::Value = serde_json::from_str(&body).ok()?;
         let result = json["data"]["result"].as_array()?;
         result.first()?["value"][1].as_str()?.parse().ok()
@@ -203,13 +192,13 @@ fn a_real_prometheus_scrapes_what_clients_did() {
     // A group's lag, as Prometheus stores it, falls to 0 once the consumer caught up.
     let bootstrap = gw.addr.to_string();
     let group = format!("prom-group-{}", common::RUNTIME);
-    traffic(&["commit", &bootstrap, &topic, &group, "12"]);
+    common::admin_traffic(&["commit", &bootstrap, &topic, &group, "12"]);
     let lag = format!(
         "iggy_kafka_gateway_consumer_group_lag_records{{group=\"{group}\",topic=\"{topic}\"}}"
     );
     prometheus.await_value(&lag, 18.0);
     assert_eq!(
-        traffic(&["consume", &bootstrap, &topic, &group, "18"]),
+        common::admin_traffic(&["consume", &bootstrap, &topic, &group, "18"]),
         "18"
     );
     prometheus.await_value(&lag, 0.0);
@@ -243,8 +232,11 @@ fn the_dashboard_queries_what_the_gateway_exports() {
     let admin = gw.admin.expect("admin");
     let bootstrap = gw.addr.to_string();
     let topic = format!("dash-{}", common::RUNTIME);
-    assert_eq!(traffic(&["produce", &bootstrap, &topic, "10"]), "10");
-    traffic(&["commit", &bootstrap, &topic, "dash-group", "4"]);
+    assert_eq!(
+        common::admin_traffic(&["produce", &bootstrap, &topic, "10"]),
+        "10"
+    );
+    common::admin_traffic(&["commit", &bootstrap, &topic, "dash-group", "4"]);
     // And a refused request, so that the error counters have samples.
     let mut s = gw.connect();
     let batch = record_batch(vec![Bytes::from_static(b"r")], None);
@@ -280,17 +272,11 @@ fn the_dashboard_queries_what_the_gateway_exports() {
         let q = q
             .replace("$__rate_interval", "1m")
             .replace("$instance", ".*");
-        let encoded: String = q
-            .bytes()
-            .map(|b| match b {
-                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
-        let body = get(prometheus.addr, &format!("/api/v1/query?query={encoded}"))
-            .unwrap_or_else(|| panic!("Prometheus refused {q}"));
+        let body = get(
+            prometheus.addr,
+            &format!("/api/v1/query?query={}", query_encoded(&q)),
+        )
+        .unwrap_or_else(|| panic!("Prometheus refused {q}"));
         let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
         assert_eq!(json["status"], "success", "{q}: {body}");
     }
@@ -305,7 +291,10 @@ fn headless_chromium_shows_a_running_group_and_its_lag() {
     let bootstrap = gw.addr.to_string();
     let topic = format!("page-{}", common::RUNTIME);
     let group = format!("page-group-{}", common::RUNTIME);
-    assert_eq!(traffic(&["produce", &bootstrap, &topic, "25"]), "25");
+    assert_eq!(
+        common::admin_traffic(&["produce", &bootstrap, &topic, "25"]),
+        "25"
+    );
     let mut member = Command::new(common::python())
         .current_dir(clients())
         .args([

@@ -498,9 +498,9 @@ impl Catalog {
         })
     }
 
-    /// Every Kafka topic, from every stream of the mapping, with its Kafka name; what is
-    /// known of them is brought up to date.
-    async fn kafka_topics(&self) -> Result<Vec<(String, TopicHeader)>, BackendError> {
+    /// Every Kafka topic, from every stream of the mapping, with its Kafka name and its
+    /// stream's topic-id tag; what is known of them is brought up to date.
+    async fn kafka_topics(&self) -> Result<Vec<(String, TopicHeader, [u8; 4])>, BackendError> {
         let mut all = Vec::new();
         for (i, stream) in self.places.streams().iter().enumerate() {
             let Some(topics) = self.stream_headers(i).await? else {
@@ -516,10 +516,7 @@ impl Catalog {
             for t in topics {
                 let iggy = t.name.as_str();
                 match self.places.kafka_name(i, iggy) {
-                    Some(kafka) => {
-                        let kafka = kafka.into_owned();
-                        all.push((kafka, t));
-                    }
+                    Some(kafka) => all.push((kafka.into_owned(), t, stream.tag)),
                     None if i == 0 && !is_own(iggy) => {
                         tracing::debug!(topic = %iggy, "an Iggy topic the topic mapping hides from Kafka clients");
                     }
@@ -529,27 +526,24 @@ impl Catalog {
         }
         let known = all
             .iter()
-            .map(|(k, t)| (k.clone(), Known::of(t, self.tag(k))))
+            .map(|(k, t, tag)| (k.clone(), Known::of(t, *tag)))
             .collect();
         let was = std::mem::replace(&mut *lock(&self.known), known);
-        for (k, t) in &all {
-            if was
-                .get(k)
-                .is_some_and(|w| w.id != wire::topic_id(t, self.tag(k)))
-            {
+        for (k, t, tag) in &all {
+            if was.get(k).is_some_and(|w| w.id != wire::topic_id(t, *tag)) {
                 self.created_again(k);
             }
         }
         let ids = all
             .iter()
-            .map(|(k, t)| (wire::topic_id(t, self.tag(k)), k.clone()))
+            .map(|(k, t, tag)| (wire::topic_id(t, *tag), k.clone()))
             .collect();
         let before = std::mem::replace(&mut *lock(&self.ids), ids);
         // Those who turned write-through off know what Iggy's default means.
-        for (k, t) in all.iter().filter(|_| self.write_through) {
+        for (k, t, tag) in all.iter().filter(|_| self.write_through) {
             let storage = wire::Storage::of(t);
             if storage.messages_required_to_save > 1
-                && !before.contains_key(&wire::topic_id(t, self.tag(k)))
+                && !before.contains_key(&wire::topic_id(t, *tag))
             {
                 // Created outside the gateway with Iggy's default: say once what it means.
                 tracing::warn!(
@@ -571,8 +565,10 @@ impl Catalog {
     ) -> Result<Vec<TopicInfo>, BackendError> {
         let all: Vec<TopicInfo> = match self.kafka_topics().await {
             Ok(topics) => {
-                let all: Vec<TopicInfo> =
-                    topics.iter().map(|(k, t)| self.topic_info(k, t)).collect();
+                let all: Vec<TopicInfo> = topics
+                    .iter()
+                    .map(|(k, t, tag)| wire::topic_info(k, t, *tag))
+                    .collect();
                 *lock(&self.listing) = Some(all.clone());
                 all
             }

@@ -50,6 +50,22 @@ pub fn python() -> std::path::PathBuf {
     venv
 }
 
+/// Runs a step of `tests/clients/admin_traffic.py` (confluent-kafka); its printed output.
+pub fn admin_traffic(args: &[&str]) -> String {
+    let out = Command::new(python())
+        .current_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients"))
+        .arg("admin_traffic.py")
+        .args(args)
+        .output()
+        .expect("run the client");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// A stream name no other test run uses.
 pub fn unique_stream() -> String {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
