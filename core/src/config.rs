@@ -4,6 +4,66 @@ use std::time::Duration;
 
 use crate::protocol::frame::{DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_UNAUTHENTICATED_FRAME_SIZE};
 
+/// Kafka's security protocols: what a listener requires of the connections it accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SecurityProtocol {
+    /// Neither TLS nor authentication.
+    Plaintext,
+    /// TLS; a client certificate, when one is asked for, names the principal.
+    Ssl,
+    /// SASL authentication without TLS.
+    SaslPlaintext,
+    /// SASL authentication inside TLS.
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// Every protocol, in Kafka's order.
+    pub const ALL: [Self; 4] = [
+        Self::Plaintext,
+        Self::Ssl,
+        Self::SaslPlaintext,
+        Self::SaslSsl,
+    ];
+
+    /// Kafka's name for the protocol, as `listener.security.protocol.map` writes it.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Plaintext => "PLAINTEXT",
+            Self::Ssl => "SSL",
+            Self::SaslPlaintext => "SASL_PLAINTEXT",
+            Self::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    /// The protocol of Kafka's name `name` (case-insensitive), if it is one.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(name))
+    }
+
+    /// Whether connections are wrapped in TLS.
+    #[must_use]
+    pub fn uses_tls(self) -> bool {
+        matches!(self, Self::Ssl | Self::SaslSsl)
+    }
+
+    /// Whether clients must authenticate with SASL before anything else.
+    #[must_use]
+    pub fn uses_sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+}
+
+impl std::fmt::Display for SecurityProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Limits and identity shared by every connection of a gateway.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -14,9 +74,12 @@ pub struct Config {
     /// Largest frame accepted before authentication completes. Applies only when
     /// authentication is required; it must never cap produce requests otherwise.
     pub max_unauthenticated_frame_size: usize,
-    /// Whether clients must authenticate. No authentication mechanism exists yet, so this is
-    /// always false; the limit above is kept ready for it.
-    pub authentication_required: bool,
+    /// The name of the listener these connections came in on (Kafka's listener name, e.g.
+    /// `PLAINTEXT` or `EXTERNAL`).
+    pub listener_name: String,
+    /// What the listener requires of its connections. The adapter owns TLS; the connection
+    /// owns SASL.
+    pub security_protocol: SecurityProtocol,
     /// A connection with no traffic and nothing in flight for this long is closed (Kafka's
     /// `connections.max.idle.ms`).
     pub idle_timeout: Duration,
@@ -57,7 +120,8 @@ impl Default for Config {
         Self {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             max_unauthenticated_frame_size: DEFAULT_MAX_UNAUTHENTICATED_FRAME_SIZE,
-            authentication_required: false,
+            listener_name: "PLAINTEXT".into(),
+            security_protocol: SecurityProtocol::Plaintext,
             idle_timeout: Duration::from_secs(600),
             max_pending_output: 16 * 1024 * 1024,
             max_in_flight_requests: 1024,

@@ -128,6 +128,9 @@ pub struct Connection {
     last_activity: Instant,
     client: ClientInfo,
     client_host: String,
+    /// Who the client is: the certificate's principal on a TLS listener, replaced by the
+    /// SASL user once one authenticates.
+    principal: Option<String>,
     requests: VecDeque<InFlight>,
     next_seq: u64,
     in_flight_bytes: usize,
@@ -156,6 +159,7 @@ impl Connection {
             last_activity: now,
             client: ClientInfo::default(),
             client_host: String::new(),
+            principal: None,
             requests: VecDeque::new(),
             next_seq: 0,
             in_flight_bytes: 0,
@@ -175,6 +179,18 @@ impl Connection {
     /// writes `/1.2.3.4`).
     pub fn set_client_host(&mut self, host: impl Into<String>) {
         self.client_host = host.into();
+    }
+
+    /// Tells the connection the principal its client's TLS certificate names (mutual TLS).
+    /// Call before the first input. On a SASL listener the SASL user replaces it.
+    pub fn set_peer_principal(&mut self, principal: impl Into<String>) {
+        self.principal = Some(principal.into());
+    }
+
+    /// Who the client is, once known: the SASL user, or the TLS certificate's principal.
+    #[must_use]
+    pub fn principal(&self) -> Option<&str> {
+        self.principal.as_deref()
     }
 
     /// Takes every complete frame off the front of `buf` and handles it, while
@@ -355,7 +371,7 @@ impl Connection {
 
     fn frame_limit(&self) -> usize {
         // Only authentication, once it exists, lifts the smaller limit.
-        if self.config.authentication_required {
+        if self.config.security_protocol.uses_sasl() {
             self.config.max_unauthenticated_frame_size
         } else {
             self.config.max_frame_size

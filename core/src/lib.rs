@@ -28,6 +28,6 @@ pub mod topic_config;
 pub mod work;
 
 pub use close::CloseReason;
-pub use config::Config;
+pub use config::{Config, SecurityProtocol};
 pub use connection::Connection;
 pub use stats::{ApiStats, ConnectionStats};
