@@ -49,6 +49,15 @@ pub enum CloseReason {
     /// The gateway is shutting down.
     #[error("gateway shutting down")]
     Shutdown,
+    /// A request other than ApiVersions and the SASL ones before authentication.
+    #[error("{} before SASL authentication", .0.name())]
+    Unauthenticated(ApiKey),
+    /// SASL authentication failed or was refused.
+    #[error("authentication failed: {0}")]
+    Authentication(String),
+    /// The SASL session's lifetime ended without a new authentication (KIP-368).
+    #[error("SASL session expired without re-authentication")]
+    SessionExpired,
 }
 
 impl CloseReason {
@@ -65,6 +74,9 @@ impl CloseReason {
             Self::RequestTimeout(_) => "request_timeout",
             Self::Idle(_) => "idle",
             Self::Shutdown => "shutdown",
+            Self::Unauthenticated(_) => "unauthenticated_request",
+            Self::Authentication(_) => "authentication_failed",
+            Self::SessionExpired => "session_expired",
         }
     }
 }

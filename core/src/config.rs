@@ -1,6 +1,9 @@
 //! What every connection of a gateway shares: limits, identity and defaults.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::sasl::SaslConfig;
 
 use crate::protocol::frame::{DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_UNAUTHENTICATED_FRAME_SIZE};
 
@@ -80,6 +83,8 @@ pub struct Config {
     /// What the listener requires of its connections. The adapter owns TLS; the connection
     /// owns SASL.
     pub security_protocol: SecurityProtocol,
+    /// How a SASL listener authenticates; a SASL listener without it authenticates no one.
+    pub sasl: Option<Arc<SaslConfig>>,
     /// A connection with no traffic and nothing in flight for this long is closed (Kafka's
     /// `connections.max.idle.ms`).
     pub idle_timeout: Duration,
@@ -122,6 +127,7 @@ impl Default for Config {
             max_unauthenticated_frame_size: DEFAULT_MAX_UNAUTHENTICATED_FRAME_SIZE,
             listener_name: "PLAINTEXT".into(),
             security_protocol: SecurityProtocol::Plaintext,
+            sasl: None,
             idle_timeout: Duration::from_secs(600),
             max_pending_output: 16 * 1024 * 1024,
             max_in_flight_requests: 1024,

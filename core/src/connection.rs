@@ -35,6 +35,8 @@
 //! before it. Reads are not ordered against appends. A JoinGroup or SyncGroup may wait past
 //! the request timeout, for as long as the rebalance may take.
 
+mod sasl;
+
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
@@ -131,6 +133,8 @@ pub struct Connection {
     /// Who the client is: the certificate's principal on a TLS listener, replaced by the
     /// SASL user once one authenticates.
     principal: Option<String>,
+    /// SASL's state, on a listener that requires it.
+    sasl: Option<sasl::SaslState>,
     requests: VecDeque<InFlight>,
     next_seq: u64,
     in_flight_bytes: usize,
@@ -151,7 +155,12 @@ impl Connection {
     /// A new connection, accepted at `now`.
     #[must_use]
     pub fn new(config: Arc<Config>, now: Instant) -> Self {
+        let sasl = config
+            .security_protocol
+            .uses_sasl()
+            .then(|| sasl::SaslState::new(config.sasl.clone()));
         Self {
+            sasl,
             config,
             state: State::Open,
             now,
@@ -286,15 +295,19 @@ impl Connection {
             _ => None,
         };
         let first = self.deadlines.first().map(|(t, _)| *t);
-        match (idle, first) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let sasl = self.sasl.as_ref().and_then(|s| match s.failed() {
+            Some(f) => Some(f.at),
+            None if matches!(self.state, State::Open) => s.expiry(),
+            None => None,
+        });
+        [idle, first, sasl].into_iter().flatten().min()
     }
 
     /// Lets the connection act on the passage of time.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
+        self.release_failed_authentication(now);
+        self.check_session(now, None);
         while let Some(&(at, seq)) = self.deadlines.first() {
             if at > now {
                 break;
@@ -330,6 +343,7 @@ impl Connection {
     #[must_use]
     pub fn wants_input(&self) -> bool {
         matches!(self.state, State::Open)
+            && self.sasl.as_ref().is_none_or(|s| s.failed().is_none())
             && self.out.len() < self.config.max_pending_output
             && self.requests.len() < self.config.max_in_flight_requests
             && self.in_flight_bytes < self.config.max_in_flight_bytes
@@ -370,8 +384,7 @@ impl Connection {
     }
 
     fn frame_limit(&self) -> usize {
-        // Only authentication, once it exists, lifts the smaller limit.
-        if self.config.security_protocol.uses_sasl() {
+        if self.sasl.as_ref().is_some_and(|s| !s.authenticated()) {
             self.config.max_unauthenticated_frame_size
         } else {
             self.config.max_frame_size
@@ -417,6 +430,14 @@ impl Connection {
     }
 
     fn handle_frame(&mut self, frame: Bytes) -> Result<(), CloseReason> {
+        if self
+            .sasl
+            .as_ref()
+            .is_some_and(sasl::SaslState::expects_bare_token)
+        {
+            self.handle_bare_token(frame);
+            return Ok(());
+        }
         let Some(&[k0, k1, v0, v1, c0, c1, c2, c3]) = frame.first_chunk::<8>() else {
             return Err(CloseReason::ShortFrame(frame.len()));
         };
@@ -428,6 +449,15 @@ impl Connection {
         let Some(served) = api::supported_versions(key) else {
             return Err(CloseReason::UnsupportedApiKey { api_key, version });
         };
+        if let Some(sasl) = &self.sasl {
+            let sasl_api = matches!(key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate);
+            if !sasl.authenticated() && !sasl_api && key != ApiKey::ApiVersions {
+                return Err(CloseReason::Unauthenticated(key));
+            }
+            if !sasl_api && sasl.expired(self.now) {
+                return Err(CloseReason::SessionExpired);
+            }
+        }
         let frame_len = frame.len();
         if !served.contains(version) {
             if key == ApiKey::ApiVersions && version > served.max {
@@ -460,8 +490,17 @@ impl Connection {
         let i = self.push_request(key, version, correlation_id, frame_len);
         let task = match request {
             Request::ApiVersions(req) => {
-                let response = handlers::api_versions::handle(&req, version, &mut self.client);
+                let response = handlers::api_versions::handle(
+                    &req,
+                    version,
+                    &mut self.client,
+                    self.sasl.is_some(),
+                );
                 return self.finish(i, Some(Response::ApiVersions(response)));
+            }
+            Request::SaslHandshake(req) => return self.handle_sasl_handshake(i, &req, version),
+            Request::SaslAuthenticate(req) => {
+                return self.handle_sasl_authenticate(i, &req, version)
             }
             other => handlers::task_for(other),
         };

@@ -23,6 +23,7 @@ pub mod message;
 pub mod producers;
 pub mod protocol;
 pub mod records;
+pub mod sasl;
 pub mod stats;
 pub mod topic_config;
 pub mod work;

@@ -12,6 +12,7 @@ pub(crate) fn handle(
     req: &ApiVersionsRequest,
     version: i16,
     client: &mut ClientInfo,
+    sasl_listener: bool,
 ) -> ApiVersionsResponse {
     if version >= 3 {
         // Kafka validates the KIP-511 fields and answers INVALID_REQUEST, with no API list.
@@ -32,6 +33,11 @@ pub(crate) fn handle(
         error_code: ErrorCode::NONE.into(),
         api_keys: SUPPORTED_APIS
             .iter()
+            // The SASL requests only where they can be used, so that a client does not try
+            // them on a listener without SASL.
+            .filter(|a| {
+                sasl_listener || !matches!(a.key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate)
+            })
             .map(|a| ApiVersion {
                 api_key: a.key as i16,
                 min_version: a.versions.min,

@@ -37,6 +37,8 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::SyncGroup, 0, 5),
     api(ApiKey::DescribeGroups, 0, 5),
     api(ApiKey::ListGroups, 0, 5),
+    // Advertised only on SASL listeners; elsewhere answered ILLEGAL_SASL_STATE, as Kafka does.
+    api(ApiKey::SaslHandshake, 0, 1),
     api(ApiKey::ApiVersions, 0, 4),
     api(ApiKey::CreateTopics, 0, 7),
     api(ApiKey::DeleteTopics, 0, 6),
@@ -49,6 +51,7 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::DescribeConfigs, 0, 4),
     api(ApiKey::AlterConfigs, 0, 2),
     api(ApiKey::DescribeLogDirs, 0, 4),
+    api(ApiKey::SaslAuthenticate, 0, 2),
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::DeleteGroups, 0, 2),
     // One broker leads every partition's one replica: the answers of such a cluster.

@@ -66,8 +66,16 @@ codes! {
     REBALANCE_IN_PROGRESS = 27,
     /// Not authorized to access the topic.
     TOPIC_AUTHORIZATION_FAILED = 29,
+    /// Not authorized to access the group.
+    GROUP_AUTHORIZATION_FAILED = 30,
+    /// Not authorized for a cluster-wide operation.
+    CLUSTER_AUTHORIZATION_FAILED = 31,
     /// The timestamp is invalid.
     INVALID_TIMESTAMP = 32,
+    /// The SASL mechanism asked for is not enabled.
+    UNSUPPORTED_SASL_MECHANISM = 33,
+    /// A SASL request out of order.
+    ILLEGAL_SASL_STATE = 34,
     /// The version of the API is not supported.
     UNSUPPORTED_VERSION = 35,
     /// The topic exists already.
@@ -88,6 +96,8 @@ codes! {
     SECURITY_DISABLED = 54,
     /// The partition's log cannot be read or written now.
     KAFKA_STORAGE_ERROR = 56,
+    /// SASL authentication failed: wrong credentials, or a malformed exchange.
+    SASL_AUTHENTICATION_FAILED = 58,
     /// The group has members.
     NON_EMPTY_GROUP = 68,
     /// No such group.

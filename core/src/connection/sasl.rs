@@ -1,0 +1,333 @@
+//! SaslHandshake and SaslAuthenticate: the connection's side of SASL. They are answered
+//! here rather than by a task because they change who the connection is.
+//!
+//! On a SASL listener a connection takes nothing but ApiVersions, SaslHandshake and
+//! SaslAuthenticate until a client authenticates (with frames of at most
+//! [`crate::Config::max_unauthenticated_frame_size`]); anything else closes it, as Kafka's
+//! `SaslServerAuthenticator` does. After a v0 handshake the client's tokens come as bare
+//! length-prefixed frames without a request header, and are answered the same way. A
+//! failed authentication is answered after [`SaslConfig::failure_delay`], then the
+//! connection closes. With a session lifetime (KIP-368) the client must authenticate again,
+//! on the same connection, before the lifetime ends: the first request after it, or the
+//! deadline passing without a new exchange under way, closes the connection.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes};
+
+use super::{Connection, State};
+use crate::close::CloseReason;
+use crate::protocol::error_code::ErrorCode;
+use crate::protocol::generated::sasl_authenticate_request::SaslAuthenticateRequest;
+use crate::protocol::generated::sasl_authenticate_response::SaslAuthenticateResponse;
+use crate::protocol::generated::sasl_handshake_request::SaslHandshakeRequest;
+use crate::protocol::generated::sasl_handshake_response::SaslHandshakeResponse;
+use crate::protocol::{ApiKey, KStr, Response};
+use crate::sasl::{Exchange, Failure, Mechanism, SaslConfig};
+
+/// A connection's SASL state, on a SASL listener.
+#[derive(Debug)]
+pub(super) struct SaslState {
+    config: Option<Arc<SaslConfig>>,
+    /// The exchange a handshake started, and whether its tokens come bare (v0).
+    exchange: Option<(Mechanism, Exchange, bool)>,
+    /// Who authenticated, with which mechanism, until when.
+    session: Option<Session>,
+    /// A failed authentication waiting out its delay: when, the request to answer (none for
+    /// bare tokens), its answer, and why the connection then closes.
+    failed: Option<Failed>,
+}
+
+#[derive(Debug)]
+struct Session {
+    user: String,
+    mechanism: Mechanism,
+    expires: Option<Instant>,
+}
+
+#[derive(Debug)]
+pub(super) struct Failed {
+    pub(super) at: Instant,
+    pub(super) seq: Option<u64>,
+    pub(super) response: Option<Response>,
+    pub(super) reason: CloseReason,
+}
+
+impl SaslState {
+    pub(super) fn new(config: Option<Arc<SaslConfig>>) -> Self {
+        Self {
+            config,
+            exchange: None,
+            session: None,
+            failed: None,
+        }
+    }
+
+    /// Whether a request other than the SASL ones may be served.
+    pub(super) fn authenticated(&self) -> bool {
+        self.session.is_some()
+    }
+
+    /// Whether the next frame is a bare v0 token rather than a request.
+    pub(super) fn expects_bare_token(&self) -> bool {
+        self.failed.is_none() && matches!(self.exchange, Some((_, _, true)))
+    }
+
+    pub(super) fn failed(&self) -> Option<&Failed> {
+        self.failed.as_ref()
+    }
+
+    /// When the session ends, unless the client authenticates again first.
+    pub(super) fn expiry(&self) -> Option<Instant> {
+        self.session.as_ref().and_then(|s| s.expires)
+    }
+
+    /// Whether the session has ended at `now` with no new exchange under way.
+    pub(super) fn expired(&self, now: Instant) -> bool {
+        self.exchange.is_none() && self.expiry().is_some_and(|e| now >= e)
+    }
+}
+
+impl Connection {
+    /// The frame after a v0 handshake: a bare token, answered with a bare token.
+    pub(super) fn handle_bare_token(&mut self, frame: Bytes) {
+        let Some(sasl) = self.sasl.as_mut() else {
+            return;
+        };
+        let (Some(config), Some((mechanism, exchange, _))) =
+            (sasl.config.clone(), sasl.exchange.as_mut())
+        else {
+            return;
+        };
+        let mechanism = *mechanism;
+        match exchange.step(&frame, &config) {
+            Ok(progress) => {
+                let mut out = bytes::BytesMut::with_capacity(4 + progress.token.len());
+                // A token is far below 4 GiB: the frame limit bounds what it answers.
+                out.put_u32(u32::try_from(progress.token.len()).unwrap_or(u32::MAX));
+                out.extend_from_slice(&progress.token);
+                self.out.push(out.freeze());
+                if let Some(user) = progress.user {
+                    self.authenticated(user, mechanism, &config);
+                }
+            }
+            Err(failure) => self.fail_authentication(None, None, mechanism, failure, &config),
+        }
+    }
+
+    pub(super) fn handle_sasl_handshake(
+        &mut self,
+        i: usize,
+        req: &SaslHandshakeRequest,
+        version: i16,
+    ) -> Result<(), CloseReason> {
+        let Some(sasl) = self.sasl.as_mut() else {
+            // Kafka's answer on a listener without SASL.
+            return self.finish(
+                i,
+                Some(handshake_response(ErrorCode::ILLEGAL_SASL_STATE, &[])),
+            );
+        };
+        let enabled: Vec<Mechanism> = sasl
+            .config
+            .as_ref()
+            .map(|c| c.mechanisms.clone())
+            .unwrap_or_default();
+        let asked = Mechanism::from_name(&req.mechanism).filter(|m| enabled.contains(m));
+        let refusal = if sasl.exchange.is_some() {
+            Some((
+                ErrorCode::ILLEGAL_SASL_STATE,
+                "SaslHandshake during an exchange".to_owned(),
+            ))
+        } else if let Some(session) = &sasl.session {
+            // Re-authentication (KIP-368) keeps the mechanism and speaks SaslAuthenticate.
+            if asked != Some(session.mechanism) {
+                Some((
+                    ErrorCode::UNSUPPORTED_SASL_MECHANISM,
+                    format!(
+                        "re-authentication must use {}, not {:?}",
+                        session.mechanism, req.mechanism
+                    ),
+                ))
+            } else if version == 0 {
+                Some((
+                    ErrorCode::ILLEGAL_SASL_STATE,
+                    "re-authentication needs SaslHandshake v1".to_owned(),
+                ))
+            } else {
+                None
+            }
+        } else if asked.is_none() {
+            Some((
+                ErrorCode::UNSUPPORTED_SASL_MECHANISM,
+                format!("mechanism {:?} is not enabled", req.mechanism),
+            ))
+        } else {
+            None
+        };
+        let response =
+            handshake_response(refusal.as_ref().map_or(ErrorCode::NONE, |r| r.0), &enabled);
+        if let Some((code, why)) = refusal {
+            tracing::info!(code = code.name(), %why, "SASL handshake refused");
+            self.finish(i, Some(response))?;
+            return Err(CloseReason::Authentication(why));
+        }
+        if let Some(mechanism) = asked {
+            sasl.exchange = Some((mechanism, Exchange::new(mechanism), version == 0));
+        }
+        self.finish(i, Some(response))
+    }
+
+    pub(super) fn handle_sasl_authenticate(
+        &mut self,
+        i: usize,
+        req: &SaslAuthenticateRequest,
+        version: i16,
+    ) -> Result<(), CloseReason> {
+        let refuse = |message: &str| {
+            Response::SaslAuthenticate(SaslAuthenticateResponse {
+                error_code: ErrorCode::ILLEGAL_SASL_STATE.into(),
+                error_message: Some(KStr::from(message)),
+                ..SaslAuthenticateResponse::default()
+            })
+        };
+        let Some(sasl) = self.sasl.as_mut() else {
+            return self.finish(
+                i,
+                Some(refuse("SaslAuthenticate on a listener without SASL")),
+            );
+        };
+        let (Some(config), Some((mechanism, exchange, false))) =
+            (sasl.config.clone(), sasl.exchange.as_mut())
+        else {
+            let why = "SaslAuthenticate without a SaslHandshake v1 before it";
+            self.finish(i, Some(refuse(why)))?;
+            return Err(CloseReason::Authentication(why.into()));
+        };
+        let mechanism = *mechanism;
+        let progress = match exchange.step(&req.auth_bytes, &config) {
+            Ok(p) => p,
+            Err(failure) => {
+                let seq = self.requests[i].seq;
+                self.fail_authentication(Some(seq), Some(version), mechanism, failure, &config);
+                return Ok(());
+            }
+        };
+        let mut lifetime_ms = 0;
+        if let Some(user) = progress.user {
+            if let Some(previous) = self.sasl.as_ref().and_then(|s| s.session.as_ref()) {
+                if previous.user != user {
+                    let failure = Failure::new(format!(
+                        "Cannot change principals during re-authentication from User:{}: User:{user}",
+                        previous.user
+                    ));
+                    let seq = self.requests[i].seq;
+                    self.fail_authentication(Some(seq), Some(version), mechanism, failure, &config);
+                    return Ok(());
+                }
+            }
+            lifetime_ms = config
+                .session_lifetime
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            self.authenticated(user, mechanism, &config);
+        }
+        self.finish(
+            i,
+            Some(Response::SaslAuthenticate(SaslAuthenticateResponse {
+                error_code: ErrorCode::NONE.into(),
+                auth_bytes: Bytes::from(progress.token),
+                session_lifetime_ms: lifetime_ms,
+                ..SaslAuthenticateResponse::default()
+            })),
+        )
+    }
+
+    fn authenticated(&mut self, user: String, mechanism: Mechanism, config: &SaslConfig) {
+        let now = self.now;
+        let Some(sasl) = self.sasl.as_mut() else {
+            return;
+        };
+        let again = sasl.session.is_some();
+        tracing::info!(%user, %mechanism, reauthentication = again, "authenticated");
+        sasl.exchange = None;
+        sasl.session = Some(Session {
+            user: user.clone(),
+            mechanism,
+            expires: config.session_lifetime.map(|d| now + d),
+        });
+        self.principal = Some(user);
+    }
+
+    /// Answers a failed exchange after the failure delay, then closes: slow for whoever
+    /// guesses passwords, and nothing more is read meanwhile.
+    fn fail_authentication(
+        &mut self,
+        seq: Option<u64>,
+        version: Option<i16>,
+        mechanism: Mechanism,
+        failure: Failure,
+        config: &SaslConfig,
+    ) {
+        tracing::warn!(%mechanism, code = failure.code.name(), reason = %failure.message, client_id = ?self.client.client_id, "authentication failed");
+        let response = version.map(|_| {
+            Response::SaslAuthenticate(SaslAuthenticateResponse {
+                error_code: failure.code.into(),
+                error_message: Some(KStr::from(failure.message.as_str())),
+                ..SaslAuthenticateResponse::default()
+            })
+        });
+        if let Some(sasl) = self.sasl.as_mut() {
+            sasl.exchange = None;
+            sasl.failed = Some(Failed {
+                at: self.now + config.failure_delay,
+                seq,
+                response,
+                reason: CloseReason::Authentication(failure.message),
+            });
+        }
+    }
+
+    /// Releases a failed authentication's answer once its delay has passed, and closes.
+    pub(super) fn release_failed_authentication(&mut self, now: Instant) {
+        let due = self
+            .sasl
+            .as_ref()
+            .and_then(|s| s.failed.as_ref())
+            .is_some_and(|f| now >= f.at);
+        if !due {
+            return;
+        }
+        let Some(failed) = self.sasl.as_mut().and_then(|s| s.failed.take()) else {
+            return;
+        };
+        if let Some(i) = failed.seq.and_then(|seq| self.index_of(seq)) {
+            let _ = self.finish(i, failed.response);
+        }
+        self.close(failed.reason);
+        // Closing must not wait for anything: nothing else is due.
+        if let Some(sasl) = self.sasl.as_mut() {
+            sasl.session = None;
+        }
+        debug_assert!(matches!(self.state, State::Closing(_)));
+    }
+
+    /// Closes the connection once its session has ended without a new authentication.
+    pub(super) fn check_session(&mut self, now: Instant, key: Option<ApiKey>) {
+        let reauthenticating =
+            matches!(key, Some(ApiKey::SaslHandshake | ApiKey::SaslAuthenticate));
+        if reauthenticating {
+            return;
+        }
+        if self.sasl.as_ref().is_some_and(|s| s.expired(now)) {
+            self.close(CloseReason::SessionExpired);
+        }
+    }
+}
+
+fn handshake_response(code: ErrorCode, mechanisms: &[Mechanism]) -> Response {
+    Response::SaslHandshake(SaslHandshakeResponse {
+        error_code: code.into(),
+        mechanisms: mechanisms.iter().map(|m| KStr::from(m.name())).collect(),
+    })
+}

@@ -1,0 +1,226 @@
+//! SASL authentication as Kafka's brokers do it: the mechanisms (PLAIN, SCRAM-SHA-256,
+//! SCRAM-SHA-512), the users they check against, and one exchange as a pure state machine
+//! that takes the client's tokens and gives the server's.
+//!
+//! The connection owns the exchange ([`crate::Connection`] handles SaslHandshake and
+//! SaslAuthenticate itself, because they change who the connection is). Nothing here reads
+//! a clock or a socket; randomness (SCRAM's server nonces and the decoy salts of unknown
+//! users) comes from the [`Random`] the configuration supplies.
+
+pub mod scram;
+mod users;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::protocol::error_code::ErrorCode;
+
+pub use scram::{ScramCredential, ScramMechanism};
+pub use users::{ScramCredentialInfo, Users};
+
+/// A SASL mechanism the gateway can serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mechanism {
+    /// PLAIN (RFC 4616): the password in the clear, so only fit inside TLS.
+    Plain,
+    /// SCRAM-SHA-256 or SCRAM-SHA-512.
+    Scram(ScramMechanism),
+}
+
+impl Mechanism {
+    /// Every mechanism, in the order the handshake lists them.
+    pub const ALL: [Self; 3] = [
+        Self::Plain,
+        Self::Scram(ScramMechanism::Sha256),
+        Self::Scram(ScramMechanism::Sha512),
+    ];
+
+    /// The SASL name.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Plain => "PLAIN",
+            Self::Scram(m) => m.name(),
+        }
+    }
+
+    /// The mechanism named `name` (case-insensitive), if the gateway has it.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.name().eq_ignore_ascii_case(name))
+    }
+}
+
+impl fmt::Display for Mechanism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+type Fill = dyn Fn(&mut [u8]) + Send + Sync;
+
+/// A source of unpredictable bytes. The binary gives the operating system's; tests give
+/// fixed bytes, so that exchanges are reproducible.
+#[derive(Clone)]
+pub struct Random(Arc<Fill>);
+
+impl Random {
+    /// A source that fills buffers with `fill`.
+    pub fn new(fill: impl Fn(&mut [u8]) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(fill))
+    }
+
+    pub(crate) fn fill(&self, out: &mut [u8]) {
+        (self.0)(out);
+    }
+}
+
+impl fmt::Debug for Random {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Random")
+    }
+}
+
+/// How a SASL listener authenticates its clients.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SaslConfig {
+    /// The mechanisms offered (Kafka's `sasl.enabled.mechanisms`).
+    pub mechanisms: Vec<Mechanism>,
+    /// Who may authenticate, and with what.
+    pub users: Arc<Users>,
+    /// How long an authentication lasts before the client must authenticate again on the
+    /// same connection (KIP-368, Kafka's `connections.max.reauth.ms`); `None`: for ever.
+    pub session_lifetime: Option<Duration>,
+    /// How long a failed authentication waits before its answer and the close (Kafka's
+    /// `connection.failed.authentication.delay.ms`): it slows guessing down.
+    pub failure_delay: Duration,
+    /// Where SCRAM's nonces come from.
+    pub random: Random,
+}
+
+impl SaslConfig {
+    /// Every mechanism over `users`, sessions without a lifetime, and Kafka's 100 ms
+    /// failure delay.
+    #[must_use]
+    pub fn new(users: Arc<Users>, random: Random) -> Self {
+        Self {
+            mechanisms: Mechanism::ALL.to_vec(),
+            users,
+            session_lifetime: None,
+            failure_delay: Duration::from_millis(100),
+            random,
+        }
+    }
+}
+
+/// A failed step: the code and the message the client is told. The message never holds
+/// a password, token or proof, so that it may be logged too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    pub(crate) code: ErrorCode,
+    pub(crate) message: String,
+}
+
+impl Failure {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self {
+            code: ErrorCode::SASL_AUTHENTICATION_FAILED,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn illegal_state(message: impl Into<String>) -> Self {
+        Self {
+            code: ErrorCode::ILLEGAL_SASL_STATE,
+            message: message.into(),
+        }
+    }
+}
+
+/// One step's result: the token for the client, and the user once authenticated.
+#[derive(Debug)]
+pub(crate) struct Progress {
+    pub(crate) token: Vec<u8>,
+    pub(crate) user: Option<String>,
+}
+
+/// One authentication exchange, from the mechanism's first token to its last.
+#[derive(Debug)]
+pub(crate) enum Exchange {
+    Plain { done: bool },
+    Scram(scram::ScramServer),
+}
+
+impl Exchange {
+    pub(crate) fn new(mechanism: Mechanism) -> Self {
+        match mechanism {
+            Mechanism::Plain => Self::Plain { done: false },
+            Mechanism::Scram(m) => Self::Scram(scram::ScramServer::new(m)),
+        }
+    }
+
+    /// Takes the client's next token.
+    pub(crate) fn step(&mut self, token: &[u8], config: &SaslConfig) -> Result<Progress, Failure> {
+        match self {
+            Self::Plain { done } => {
+                if std::mem::replace(done, true) {
+                    return Err(Failure::illegal_state(
+                        "the PLAIN exchange is already complete",
+                    ));
+                }
+                let user = plain(token, &config.users)?;
+                Ok(Progress {
+                    token: Vec::new(),
+                    user: Some(user),
+                })
+            }
+            Self::Scram(server) => {
+                let users = &config.users;
+                let step = server.step(token, &|u, m| users.get(u, m), &config.random);
+                step.map(|s| Progress {
+                    token: s.token,
+                    user: s.user,
+                })
+            }
+        }
+    }
+}
+
+/// PLAIN's one message, `authzid NUL authcid NUL passwd` (RFC 4616), checked as Kafka's
+/// `PlainSaslServer` does.
+fn plain(token: &[u8], users: &Users) -> Result<String, Failure> {
+    let parts: Vec<&[u8]> = token.split(|b| *b == 0).collect();
+    let [authzid, user, password] = parts.as_slice() else {
+        return Err(Failure::new(format!(
+            "Invalid SASL/PLAIN response: expected 3 tokens, got {}",
+            parts.len()
+        )));
+    };
+    let user = std::str::from_utf8(user)
+        .map_err(|_| Failure::new("Authentication failed: username is not UTF-8"))?;
+    if user.is_empty() {
+        return Err(Failure::new(
+            "Authentication failed: username not specified",
+        ));
+    }
+    if password.is_empty() {
+        return Err(Failure::new(
+            "Authentication failed: password not specified",
+        ));
+    }
+    if !authzid.is_empty() && *authzid != user.as_bytes() {
+        return Err(Failure::new(
+            "Authentication failed: Client requested an authorization id that is different from username",
+        ));
+    }
+    if !users.verify_plain(user, password) {
+        return Err(Failure::new(
+            "Authentication failed: Invalid username or password",
+        ));
+    }
+    Ok(user.to_owned())
+}

@@ -1,0 +1,181 @@
+//! The users SASL checks against: SCRAM credentials per user and mechanism (salted,
+//! iterated keys only), which also verify PLAIN passwords, and the super users that may
+//! manage them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{PoisonError, RwLock};
+
+use super::scram::{ScramCredential, ScramMechanism};
+
+/// What DescribeUserScramCredentials shows of a credential: never its keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScramCredentialInfo {
+    /// The mechanism.
+    pub mechanism: ScramMechanism,
+    /// The iteration count.
+    pub iterations: u32,
+}
+
+/// The users SASL knows, shared by every connection; changed by AlterUserScramCredentials
+/// while connections read it.
+#[derive(Debug, Default)]
+pub struct Users {
+    credentials: RwLock<BTreeMap<String, Vec<ScramCredential>>>,
+    super_users: BTreeSet<String>,
+}
+
+impl Users {
+    /// No users; `super_users` may manage credentials once they exist and authenticate.
+    #[must_use]
+    pub fn new(super_users: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            credentials: RwLock::default(),
+            super_users: super_users.into_iter().collect(),
+        }
+    }
+
+    /// Adds or replaces `user`'s credential for the credential's mechanism.
+    pub fn set(&self, user: &str, credential: ScramCredential) {
+        let mut all = self
+            .credentials
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let list = all.entry(user.to_owned()).or_default();
+        list.retain(|c| c.mechanism != credential.mechanism);
+        list.push(credential);
+    }
+
+    /// Removes `user`'s credential for `mechanism`; false when there was none.
+    pub fn remove(&self, user: &str, mechanism: ScramMechanism) -> bool {
+        let mut all = self
+            .credentials
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(list) = all.get_mut(user) else {
+            return false;
+        };
+        let before = list.len();
+        list.retain(|c| c.mechanism != mechanism);
+        let removed = list.len() != before;
+        if list.is_empty() {
+            all.remove(user);
+        }
+        removed
+    }
+
+    /// `user`'s credential for `mechanism`.
+    #[must_use]
+    pub fn get(&self, user: &str, mechanism: ScramMechanism) -> Option<ScramCredential> {
+        self.credentials
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(user)?
+            .iter()
+            .find(|c| c.mechanism == mechanism)
+            .cloned()
+    }
+
+    /// What `user` has, by mechanism; empty for an unknown user.
+    #[must_use]
+    pub fn describe(&self, user: &str) -> Vec<ScramCredentialInfo> {
+        let all = self
+            .credentials
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut infos: Vec<_> = all
+            .get(user)
+            .map(|list| {
+                list.iter()
+                    .map(|c| ScramCredentialInfo {
+                        mechanism: c.mechanism,
+                        iterations: c.iterations,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        infos.sort_by_key(|i| i.mechanism.kafka_type());
+        infos
+    }
+
+    /// Every user with a credential, in name order.
+    #[must_use]
+    pub fn names(&self) -> Vec<String> {
+        self.credentials
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Whether `password` is `user`'s: checked against the user's SCRAM credential (the
+    /// strongest it has), so that no password is ever kept. An unknown user costs the same
+    /// work as a known one, so that timing does not tell them apart.
+    #[must_use]
+    pub fn verify_plain(&self, user: &str, password: &[u8]) -> bool {
+        let credential = self
+            .get(user, ScramMechanism::Sha512)
+            .or_else(|| self.get(user, ScramMechanism::Sha256));
+        match credential {
+            Some(c) => c.verify_password(password),
+            None => {
+                let decoy = ScramCredential::from_password(
+                    ScramMechanism::Sha512,
+                    password,
+                    user.as_bytes(),
+                    super::scram::MIN_ITERATIONS,
+                );
+                let _ = decoy.verify_password(b"");
+                false
+            }
+        }
+    }
+
+    /// Whether `principal` is a super user (Kafka's `super.users`): may manage credentials.
+    #[must_use]
+    pub fn is_super_user(&self, principal: &str) -> bool {
+        self.super_users.contains(principal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_kept_per_mechanism_and_verify_plain() {
+        let users = Users::new(["admin".to_owned()]);
+        assert!(!users.verify_plain("alice", b"pw"));
+        users.set(
+            "alice",
+            ScramCredential::from_password(ScramMechanism::Sha256, b"pw", b"s1", 4096),
+        );
+        assert!(users.verify_plain("alice", b"pw"));
+        assert!(!users.verify_plain("alice", b"pw2"));
+        users.set(
+            "alice",
+            ScramCredential::from_password(ScramMechanism::Sha512, b"other", b"s2", 8192),
+        );
+        // The strongest credential decides.
+        assert!(users.verify_plain("alice", b"other"));
+        assert_eq!(
+            users.describe("alice"),
+            vec![
+                ScramCredentialInfo {
+                    mechanism: ScramMechanism::Sha256,
+                    iterations: 4096
+                },
+                ScramCredentialInfo {
+                    mechanism: ScramMechanism::Sha512,
+                    iterations: 8192
+                }
+            ]
+        );
+        assert!(users.remove("alice", ScramMechanism::Sha512));
+        assert!(!users.remove("alice", ScramMechanism::Sha512));
+        assert!(users.verify_plain("alice", b"pw"));
+        assert!(users.remove("alice", ScramMechanism::Sha256));
+        assert!(users.names().is_empty());
+        assert!(users.is_super_user("admin") && !users.is_super_user("alice"));
+    }
+}

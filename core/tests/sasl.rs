@@ -1,0 +1,498 @@
+//! SASL on a connection, driven by a scripted client and a manual clock: the exchanges of
+//! PLAIN and SCRAM (success, wrong proof, replayed nonce, wrong order, requests before
+//! authentication), the bare tokens after a v0 handshake, the failure delay and
+//! re-authentication (KIP-368).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use bytes::{BufMut, Bytes, BytesMut};
+use hmac::{Hmac, Mac};
+use iggy_kafka_core::protocol::api;
+use iggy_kafka_core::protocol::generated::api_versions_request::ApiVersionsRequest;
+use iggy_kafka_core::protocol::generated::api_versions_response::ApiVersionsResponse;
+use iggy_kafka_core::protocol::generated::describe_cluster_request::DescribeClusterRequest;
+use iggy_kafka_core::protocol::generated::response_header::ResponseHeader;
+use iggy_kafka_core::protocol::generated::sasl_authenticate_request::SaslAuthenticateRequest;
+use iggy_kafka_core::protocol::generated::sasl_authenticate_response::SaslAuthenticateResponse;
+use iggy_kafka_core::protocol::generated::sasl_handshake_request::SaslHandshakeRequest;
+use iggy_kafka_core::protocol::generated::sasl_handshake_response::SaslHandshakeResponse;
+use iggy_kafka_core::protocol::{self, ApiKey, Message, Reader, Request};
+use iggy_kafka_core::sasl::{Random, SaslConfig, ScramCredential, ScramMechanism, Users};
+use iggy_kafka_core::{CloseReason, Config, Connection, SecurityProtocol};
+use sha2::{Digest, Sha256, Sha512};
+
+const LIFETIME: Duration = Duration::from_secs(10);
+
+fn users() -> Arc<Users> {
+    let users = Users::new(["admin".to_owned()]);
+    for m in ScramMechanism::ALL {
+        users.set(
+            "alice",
+            ScramCredential::from_password(m, b"alice-secret", b"alice-salt", 4096),
+        );
+        users.set(
+            "bob",
+            ScramCredential::from_password(m, b"bob-secret", b"bob-salt", 4096),
+        );
+    }
+    Arc::new(users)
+}
+
+fn config(lifetime: Option<Duration>) -> Arc<Config> {
+    let mut sasl = SaslConfig::new(users(), Random::new(|b: &mut [u8]| b.fill(0x5a)));
+    sasl.session_lifetime = lifetime;
+    let mut config = Config::default();
+    config.security_protocol = SecurityProtocol::SaslPlaintext;
+    config.sasl = Some(Arc::new(sasl));
+    Arc::new(config)
+}
+
+struct Client {
+    conn: Connection,
+    now: Instant,
+    next_id: i32,
+}
+
+impl Client {
+    fn new(config: Arc<Config>) -> Self {
+        let now = Instant::now();
+        Self {
+            conn: Connection::new(config, now),
+            now,
+            next_id: 1,
+        }
+    }
+
+    fn send(&mut self, version: i16, body: &Request) -> i32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut buf = BytesMut::new();
+        protocol::frame::encode_request(&mut buf, body, version, id, Some("sasl-test"))
+            .expect("request");
+        self.conn.handle_input(self.now, &mut buf);
+        id
+    }
+
+    fn send_bare(&mut self, token: &[u8]) {
+        let mut buf = BytesMut::new();
+        buf.put_u32(token.len() as u32);
+        buf.extend_from_slice(token);
+        self.conn.handle_input(self.now, &mut buf);
+    }
+
+    fn output(&mut self) -> BytesMut {
+        let mut out = BytesMut::new();
+        while let Some(b) = self.conn.poll_transmit() {
+            out.extend_from_slice(&b);
+        }
+        out
+    }
+
+    /// The one response now due, decoded.
+    fn response<M: Message>(&mut self, key: ApiKey, version: i16) -> Option<M> {
+        let mut out = self.output();
+        let f = protocol::frame::split_frame(&mut out, usize::MAX).expect("frame")?;
+        assert!(out.is_empty(), "one response");
+        let mut r = Reader::new(f, 0);
+        ResponseHeader::decode(&mut r, api::response_header_version(key, version)).expect("header");
+        Some(M::decode(&mut r, version).expect("body"))
+    }
+
+    fn handshake(&mut self, version: i16, mechanism: &str) -> SaslHandshakeResponse {
+        let req = SaslHandshakeRequest {
+            mechanism: mechanism.into(),
+        };
+        self.send(version, &Request::SaslHandshake(req));
+        self.response(ApiKey::SaslHandshake, version)
+            .expect("handshake answered")
+    }
+
+    fn authenticate(&mut self, version: i16, token: &[u8]) -> Option<SaslAuthenticateResponse> {
+        let req = SaslAuthenticateRequest {
+            auth_bytes: Bytes::copy_from_slice(token),
+            ..SaslAuthenticateRequest::default()
+        };
+        self.send(version, &Request::SaslAuthenticate(req));
+        self.response(ApiKey::SaslAuthenticate, version)
+    }
+
+    /// Sends a request that needs authentication and is answered without the backend;
+    /// whether the connection took it.
+    fn metadata(&mut self) -> bool {
+        self.send(
+            0,
+            &Request::DescribeCluster(DescribeClusterRequest::default()),
+        );
+        let open = self.conn.close_reason().is_none();
+        if open {
+            let _ = self.output();
+        }
+        open
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.conn.handle_timeout(self.now);
+    }
+}
+
+/// The client side of SCRAM, from RFC 5802's formulas and the same crates.
+struct ScramClient {
+    mechanism: ScramMechanism,
+    password: Vec<u8>,
+    client_first_bare: String,
+}
+
+fn hmac(m: ScramMechanism, key: &[u8], data: &[u8]) -> Vec<u8> {
+    match m {
+        ScramMechanism::Sha256 => <Hmac<Sha256> as Mac>::new_from_slice(key)
+            .expect("key")
+            .chain_update(data)
+            .finalize()
+            .into_bytes()
+            .to_vec(),
+        ScramMechanism::Sha512 => <Hmac<Sha512> as Mac>::new_from_slice(key)
+            .expect("key")
+            .chain_update(data)
+            .finalize()
+            .into_bytes()
+            .to_vec(),
+    }
+}
+
+fn hash(m: ScramMechanism, data: &[u8]) -> Vec<u8> {
+    match m {
+        ScramMechanism::Sha256 => Sha256::digest(data).to_vec(),
+        ScramMechanism::Sha512 => Sha512::digest(data).to_vec(),
+    }
+}
+
+impl ScramClient {
+    fn new(mechanism: ScramMechanism, user: &str, password: &str) -> Self {
+        Self {
+            mechanism,
+            password: password.as_bytes().to_vec(),
+            client_first_bare: format!("n={user},r=clientnonce123"),
+        }
+    }
+
+    fn first(&self) -> Vec<u8> {
+        format!("n,,{}", self.client_first_bare).into_bytes()
+    }
+
+    /// client-final for `server_first`, and the server signature it expects back.
+    fn last(&self, server_first: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let server_first = std::str::from_utf8(server_first).expect("utf-8");
+        let mut nonce = "";
+        let mut salt = Vec::new();
+        let mut iterations = 0;
+        for field in server_first.split(',') {
+            match field.split_at(2) {
+                ("r=", v) => nonce = v,
+                ("s=", v) => salt = BASE64.decode(v).expect("salt"),
+                ("i=", v) => iterations = v.parse().expect("iterations"),
+                _ => {}
+            }
+        }
+        let m = self.mechanism;
+        let mut salted = vec![0u8; hash(m, b"").len()];
+        match m {
+            ScramMechanism::Sha256 => {
+                pbkdf2::pbkdf2_hmac::<Sha256>(&self.password, &salt, iterations, &mut salted)
+            }
+            ScramMechanism::Sha512 => {
+                pbkdf2::pbkdf2_hmac::<Sha512>(&self.password, &salt, iterations, &mut salted)
+            }
+        }
+        let client_key = hmac(m, &salted, b"Client Key");
+        let stored = hash(m, &client_key);
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth = format!("{},{server_first},{without_proof}", self.client_first_bare);
+        let sig = hmac(m, &stored, auth.as_bytes());
+        let proof: Vec<u8> = client_key.iter().zip(&sig).map(|(a, b)| a ^ b).collect();
+        let server_sig = hmac(m, &hmac(m, &salted, b"Server Key"), auth.as_bytes());
+        (
+            format!("{without_proof},p={}", BASE64.encode(proof)).into_bytes(),
+            format!("v={}", BASE64.encode(server_sig)).into_bytes(),
+        )
+    }
+}
+
+fn plain(user: &str, password: &str) -> Vec<u8> {
+    format!("\0{user}\0{password}").into_bytes()
+}
+
+#[test]
+fn plain_authenticates_and_then_serves() {
+    for version in 0..=2 {
+        let mut c = Client::new(config(None));
+        let hs = c.handshake(1, "PLAIN");
+        assert_eq!(hs.error_code, 0);
+        let names: Vec<String> = hs.mechanisms.iter().map(|m| m.to_string()).collect();
+        assert_eq!(names, ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]);
+        let r = c
+            .authenticate(version, &plain("alice", "alice-secret"))
+            .expect("answered");
+        assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+        assert_eq!(c.conn.principal(), Some("alice"));
+        assert!(c.metadata(), "served after authentication");
+    }
+}
+
+#[test]
+fn scram_sha_256_and_512_authenticate_and_prove_the_server() {
+    for mechanism in ScramMechanism::ALL {
+        let mut c = Client::new(config(Some(LIFETIME)));
+        assert_eq!(c.handshake(1, mechanism.name()).error_code, 0);
+        let client = ScramClient::new(mechanism, "bob", "bob-secret");
+        let first = c.authenticate(2, &client.first()).expect("server-first");
+        assert_eq!(first.error_code, 0);
+        let (last, expected) = client.last(&first.auth_bytes);
+        let done = c.authenticate(2, &last).expect("server-final");
+        assert_eq!(done.error_code, 0, "{:?}", done.error_message);
+        assert_eq!(&done.auth_bytes[..], &expected[..], "{mechanism}");
+        assert_eq!(done.session_lifetime_ms, 10_000);
+        assert_eq!(c.conn.principal(), Some("bob"));
+        assert!(c.metadata());
+    }
+}
+
+#[test]
+fn a_wrong_password_is_answered_after_the_delay_and_closes() {
+    for (mechanism, user) in [
+        ("PLAIN", "alice"),
+        ("PLAIN", "nobody"),
+        ("SCRAM-SHA-256", "alice"),
+        ("SCRAM-SHA-512", "nobody"),
+    ] {
+        let mut c = Client::new(config(None));
+        assert_eq!(c.handshake(1, mechanism).error_code, 0);
+        let response = if mechanism == "PLAIN" {
+            c.authenticate(2, &plain(user, "wrong"))
+        } else {
+            let m = ScramMechanism::from_name(mechanism).expect("scram");
+            let client = ScramClient::new(m, user, "wrong");
+            let first = c.authenticate(2, &client.first()).expect("server-first");
+            assert_eq!(first.error_code, 0, "an unknown user is not told apart");
+            let (last, _) = client.last(&first.auth_bytes);
+            c.authenticate(2, &last)
+        };
+        assert!(
+            response.is_none(),
+            "{mechanism}/{user}: answered before the delay"
+        );
+        assert!(!c.conn.wants_input());
+        c.advance(Duration::from_millis(99));
+        assert!(c.output().is_empty());
+        c.advance(Duration::from_millis(1));
+        let r: SaslAuthenticateResponse = c
+            .response(ApiKey::SaslAuthenticate, 2)
+            .expect("answered after the delay");
+        assert_eq!(r.error_code, 58, "{mechanism}/{user}");
+        let message = r.error_message.map(|m| m.to_string()).unwrap_or_default();
+        assert!(!message.contains("wrong"), "the password is not echoed");
+        assert!(c.conn.is_closed());
+        assert!(matches!(
+            c.conn.close_reason(),
+            Some(CloseReason::Authentication(_))
+        ));
+        assert_eq!(c.conn.principal(), None);
+    }
+}
+
+#[test]
+fn requests_before_authentication_close_the_connection() {
+    let mut c = Client::new(config(None));
+    // ApiVersions is served, and lists the SASL requests on a SASL listener.
+    let body = ApiVersionsRequest {
+        client_software_name: "test".into(),
+        client_software_version: "1".into(),
+        ..ApiVersionsRequest::default()
+    };
+    c.send(3, &Request::ApiVersions(body));
+    let r: ApiVersionsResponse = c.response(ApiKey::ApiVersions, 3).expect("answered");
+    assert!(r.api_keys.iter().any(|k| k.api_key == 17));
+    assert!(r.api_keys.iter().any(|k| k.api_key == 36));
+    assert!(!c.metadata());
+    assert_eq!(
+        c.conn.close_reason(),
+        Some(&CloseReason::Unauthenticated(ApiKey::DescribeCluster))
+    );
+    // After a handshake, but before the exchange completes, too.
+    let mut c = Client::new(config(None));
+    assert_eq!(c.handshake(1, "SCRAM-SHA-256").error_code, 0);
+    assert!(!c.metadata());
+}
+
+#[test]
+fn frames_before_authentication_are_bounded() {
+    let mut c = Client::new(config(None));
+    let mut buf = BytesMut::new();
+    buf.put_u32(600 * 1024);
+    buf.put_bytes(0, 16);
+    c.conn.handle_input(c.now, &mut buf);
+    assert!(
+        matches!(c.conn.close_reason(), Some(CloseReason::Frame(_))),
+        "{:?}",
+        c.conn.close_reason()
+    );
+}
+
+#[test]
+fn requests_out_of_order_are_illegal_state() {
+    // SaslAuthenticate without a handshake.
+    let mut c = Client::new(config(None));
+    let r = c
+        .authenticate(1, &plain("alice", "alice-secret"))
+        .expect("answered");
+    assert_eq!(r.error_code, 34);
+    assert!(c.conn.close_reason().is_some());
+    // A second handshake in the middle of an exchange.
+    let mut c = Client::new(config(None));
+    assert_eq!(c.handshake(1, "PLAIN").error_code, 0);
+    assert_eq!(c.handshake(1, "PLAIN").error_code, 34);
+    assert!(c.conn.close_reason().is_some());
+    // A mechanism that is not enabled: the enabled ones are listed.
+    let mut c = Client::new(config(None));
+    let hs = c.handshake(1, "GSSAPI");
+    assert_eq!(hs.error_code, 33);
+    assert_eq!(hs.mechanisms.len(), 3);
+    assert!(c.conn.close_reason().is_some());
+}
+
+#[test]
+fn a_replayed_scram_final_message_fails() {
+    // A client-final recorded from one connection, played on another: the server's nonce
+    // differs, so the proof is refused.
+    let client = ScramClient::new(ScramMechanism::Sha256, "alice", "alice-secret");
+    let mut first_conn = Client::new(config(None));
+    first_conn.handshake(1, "SCRAM-SHA-256");
+    let first = first_conn.authenticate(2, &client.first()).expect("first");
+    let (recorded, _) = client.last(&first.auth_bytes);
+
+    let random_config = {
+        let mut sasl = SaslConfig::new(users(), Random::new(|b: &mut [u8]| b.fill(0x11)));
+        sasl.session_lifetime = None;
+        let mut config = Config::default();
+        config.security_protocol = SecurityProtocol::SaslPlaintext;
+        config.sasl = Some(Arc::new(sasl));
+        Arc::new(config)
+    };
+    let mut c = Client::new(random_config);
+    c.handshake(1, "SCRAM-SHA-256");
+    let _ = c.authenticate(2, &client.first()).expect("first");
+    assert!(c.authenticate(2, &recorded).is_none());
+    c.advance(Duration::from_millis(100));
+    let r: SaslAuthenticateResponse = c.response(ApiKey::SaslAuthenticate, 2).expect("answer");
+    assert_eq!(r.error_code, 58);
+}
+
+#[test]
+fn a_v0_handshake_takes_bare_tokens() {
+    // PLAIN: one bare token, answered with an empty bare token.
+    let mut c = Client::new(config(None));
+    assert_eq!(c.handshake(0, "PLAIN").error_code, 0);
+    c.send_bare(&plain("alice", "alice-secret"));
+    assert_eq!(&c.output()[..], &[0, 0, 0, 0]);
+    assert_eq!(c.conn.principal(), Some("alice"));
+    assert!(c.metadata());
+
+    // SCRAM: two bare tokens each way.
+    let mut c = Client::new(config(None));
+    assert_eq!(c.handshake(0, "SCRAM-SHA-512").error_code, 0);
+    let client = ScramClient::new(ScramMechanism::Sha512, "bob", "bob-secret");
+    c.send_bare(&client.first());
+    let mut out = c.output();
+    let first = protocol::frame::split_frame(&mut out, usize::MAX)
+        .expect("frame")
+        .expect("server-first");
+    let (last, expected) = client.last(&first);
+    c.send_bare(&last);
+    let mut out = c.output();
+    let fin = protocol::frame::split_frame(&mut out, usize::MAX)
+        .expect("frame")
+        .expect("server-final");
+    assert_eq!(&fin[..], &expected[..]);
+    assert!(c.metadata());
+
+    // A wrong bare token closes after the delay, with no answer.
+    let mut c = Client::new(config(None));
+    c.handshake(0, "PLAIN");
+    c.send_bare(&plain("alice", "nope"));
+    assert!(c.conn.close_reason().is_none());
+    c.advance(Duration::from_millis(100));
+    assert!(c.output().is_empty());
+    assert!(c.conn.is_closed());
+}
+
+#[test]
+fn a_session_must_be_renewed_before_its_lifetime_ends() {
+    let mut c = Client::new(config(Some(LIFETIME)));
+    c.handshake(1, "PLAIN");
+    let r = c
+        .authenticate(2, &plain("alice", "alice-secret"))
+        .expect("answered");
+    assert_eq!(r.session_lifetime_ms, 10_000);
+    assert_eq!(c.conn.poll_timeout(), Some(c.now + LIFETIME));
+
+    // Re-authenticating in time, between other requests, renews the session.
+    c.advance(Duration::from_secs(9));
+    assert!(c.metadata());
+    let _ = c.output();
+    assert_eq!(c.handshake(1, "PLAIN").error_code, 0);
+    let r = c
+        .authenticate(2, &plain("alice", "alice-secret"))
+        .expect("answered");
+    assert_eq!(r.error_code, 0);
+    c.advance(Duration::from_secs(9));
+    assert!(c.metadata(), "renewed at 9 s, so alive at 18 s");
+    let _ = c.output();
+
+    // Not renewed: the deadline closes it.
+    c.advance(Duration::from_secs(1));
+    assert_eq!(c.conn.close_reason(), Some(&CloseReason::SessionExpired));
+
+    // Re-authentication cannot change the principal or the mechanism.
+    let mut c = Client::new(config(Some(LIFETIME)));
+    c.handshake(1, "PLAIN");
+    c.authenticate(2, &plain("alice", "alice-secret"));
+    assert_eq!(c.handshake(1, "SCRAM-SHA-256").error_code, 33);
+    let mut c = Client::new(config(Some(LIFETIME)));
+    c.handshake(1, "PLAIN");
+    c.authenticate(2, &plain("alice", "alice-secret"));
+    c.handshake(1, "PLAIN");
+    assert!(c.authenticate(2, &plain("bob", "bob-secret")).is_none());
+    c.advance(Duration::from_millis(100));
+    let r: SaslAuthenticateResponse = c.response(ApiKey::SaslAuthenticate, 2).expect("answer");
+    assert_eq!(r.error_code, 58);
+    assert!(r
+        .error_message
+        .map(|m| m.to_string())
+        .unwrap_or_default()
+        .contains("Cannot change principals"));
+}
+
+#[test]
+fn a_listener_without_sasl_refuses_its_requests_but_stays_open() {
+    let mut c = Client::new(Arc::new(Config::default()));
+    assert_eq!(c.handshake(1, "PLAIN").error_code, 34);
+    let r = c
+        .authenticate(2, &plain("alice", "alice-secret"))
+        .expect("answered");
+    assert_eq!(r.error_code, 34);
+    assert!(c.metadata());
+    let body = ApiVersionsRequest {
+        client_software_name: "test".into(),
+        client_software_version: "1".into(),
+        ..ApiVersionsRequest::default()
+    };
+    c.send(3, &Request::ApiVersions(body));
+    let r: ApiVersionsResponse = c.response(ApiKey::ApiVersions, 3).expect("answered");
+    assert!(!r
+        .api_keys
+        .iter()
+        .any(|k| k.api_key == 17 || k.api_key == 36));
+}
