@@ -558,6 +558,7 @@ impl Connection {
             closing: !matches!(self.state, State::Open),
             client_id: self.client.client_id.as_deref(),
             client_host: &self.client_host,
+            principal: self.principal.as_deref(),
         };
         let step = task.step(&ctx, results);
         self.requests[i].task = Some(task);
@@ -586,6 +587,7 @@ impl Connection {
             closing: !matches!(self.state, State::Open),
             client_id: self.client.client_id.as_deref(),
             client_host: &self.client_host,
+            principal: self.principal.as_deref(),
         };
         tracing::warn!(api = req.key.name(), "request timed out");
         let key = req.key;

@@ -11,9 +11,17 @@ use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
 use hmac::{Hmac, Mac};
 use iggy_kafka_core::protocol::api;
+use iggy_kafka_core::protocol::generated::alter_user_scram_credentials_request::{
+    AlterUserScramCredentialsRequest, ScramCredentialDeletion, ScramCredentialUpsertion,
+};
+use iggy_kafka_core::protocol::generated::alter_user_scram_credentials_response::AlterUserScramCredentialsResponse;
 use iggy_kafka_core::protocol::generated::api_versions_request::ApiVersionsRequest;
 use iggy_kafka_core::protocol::generated::api_versions_response::ApiVersionsResponse;
 use iggy_kafka_core::protocol::generated::describe_cluster_request::DescribeClusterRequest;
+use iggy_kafka_core::protocol::generated::describe_user_scram_credentials_request::{
+    DescribeUserScramCredentialsRequest, UserName,
+};
+use iggy_kafka_core::protocol::generated::describe_user_scram_credentials_response::DescribeUserScramCredentialsResponse;
 use iggy_kafka_core::protocol::generated::response_header::ResponseHeader;
 use iggy_kafka_core::protocol::generated::sasl_authenticate_request::SaslAuthenticateRequest;
 use iggy_kafka_core::protocol::generated::sasl_authenticate_response::SaslAuthenticateResponse;
@@ -38,6 +46,10 @@ fn users() -> Arc<Users> {
             ScramCredential::from_password(m, b"bob-secret", b"bob-salt", 4096),
         );
     }
+    users.set(
+        "admin",
+        ScramCredential::from_password(ScramMechanism::Sha256, b"admin-secret", b"a", 4096),
+    );
     Arc::new(users)
 }
 
@@ -51,6 +63,7 @@ fn config(lifetime: Option<Duration>) -> Arc<Config> {
 }
 
 struct Client {
+    config: Arc<Config>,
     conn: Connection,
     now: Instant,
     next_id: i32,
@@ -60,7 +73,8 @@ impl Client {
     fn new(config: Arc<Config>) -> Self {
         let now = Instant::now();
         Self {
-            conn: Connection::new(config, now),
+            conn: Connection::new(Arc::clone(&config), now),
+            config,
             now,
             next_id: 1,
         }
@@ -131,6 +145,12 @@ impl Client {
             let _ = self.output();
         }
         open
+    }
+
+    /// The configuration this client's connection was made with, for another client of
+    /// the same gateway.
+    fn conn_config(&self) -> Arc<Config> {
+        Arc::clone(&self.config)
     }
 
     fn advance(&mut self, by: Duration) {
@@ -495,4 +515,144 @@ fn a_listener_without_sasl_refuses_its_requests_but_stays_open() {
         .api_keys
         .iter()
         .any(|k| k.api_key == 17 || k.api_key == 36));
+}
+
+fn logged_in(user: &str, password: &str) -> Client {
+    let mut c = Client::new(config(None));
+    c.handshake(1, "PLAIN");
+    let r = c.authenticate(2, &plain(user, password)).expect("answered");
+    assert_eq!(r.error_code, 0);
+    c
+}
+
+fn salted(m: ScramMechanism, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
+    let mut out = vec![0u8; hash(m, b"").len()];
+    match m {
+        ScramMechanism::Sha256 => {
+            pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut out)
+        }
+        ScramMechanism::Sha512 => {
+            pbkdf2::pbkdf2_hmac::<Sha512>(password, salt, iterations, &mut out)
+        }
+    }
+    out
+}
+
+fn upsert(
+    name: &str,
+    m: ScramMechanism,
+    password: &[u8],
+    iterations: i32,
+) -> ScramCredentialUpsertion {
+    ScramCredentialUpsertion {
+        name: name.into(),
+        mechanism: m.kafka_type(),
+        iterations,
+        salt: Bytes::from_static(b"fresh-salt"),
+        salted_password: Bytes::from(salted(m, password, b"fresh-salt", iterations.max(1) as u32)),
+        ..ScramCredentialUpsertion::default()
+    }
+}
+
+#[test]
+fn super_users_manage_scram_credentials_and_others_may_not() {
+    // Not a super user: refused, and nothing changes.
+    let mut c = logged_in("alice", "alice-secret");
+    c.send(
+        0,
+        &Request::AlterUserScramCredentials(AlterUserScramCredentialsRequest {
+            upsertions: vec![upsert("alice", ScramMechanism::Sha256, b"mine", 4096)],
+            ..AlterUserScramCredentialsRequest::default()
+        }),
+    );
+    let r: AlterUserScramCredentialsResponse = c
+        .response(ApiKey::AlterUserScramCredentials, 0)
+        .expect("answered");
+    assert_eq!(r.results[0].error_code, 31);
+    c.send(
+        0,
+        &Request::DescribeUserScramCredentials(DescribeUserScramCredentialsRequest::default()),
+    );
+    let r: DescribeUserScramCredentialsResponse = c
+        .response(ApiKey::DescribeUserScramCredentials, 0)
+        .expect("answered");
+    assert_eq!(r.error_code, 31);
+
+    // A super user adds carol, who then authenticates with SCRAM; the password itself was
+    // never sent.
+    let mut admin = logged_in("admin", "admin-secret");
+    admin.send(
+        0,
+        &Request::AlterUserScramCredentials(AlterUserScramCredentialsRequest {
+            upsertions: vec![
+                upsert("carol", ScramMechanism::Sha512, b"carol-pw", 8192),
+                upsert("dave", ScramMechanism::Sha256, b"x", 1000),
+            ],
+            deletions: vec![
+                ScramCredentialDeletion {
+                    name: "nobody".into(),
+                    mechanism: 1,
+                    ..ScramCredentialDeletion::default()
+                },
+                ScramCredentialDeletion {
+                    name: "erin".into(),
+                    mechanism: 9,
+                    ..ScramCredentialDeletion::default()
+                },
+            ],
+            ..AlterUserScramCredentialsRequest::default()
+        }),
+    );
+    let r: AlterUserScramCredentialsResponse = admin
+        .response(ApiKey::AlterUserScramCredentials, 0)
+        .expect("answered");
+    let codes: Vec<(String, i16)> = r
+        .results
+        .iter()
+        .map(|x| (x.user.to_string(), x.error_code))
+        .collect();
+    assert!(codes.contains(&("carol".into(), 0)), "{codes:?}");
+    assert!(codes.contains(&("dave".into(), 93)), "{codes:?}");
+    assert!(codes.contains(&("nobody".into(), 91)), "{codes:?}");
+    assert!(codes.contains(&("erin".into(), 33)), "{codes:?}");
+
+    let mut carol = Client::new(admin.conn_config());
+    carol.handshake(1, "SCRAM-SHA-512");
+    let client = ScramClient::new(ScramMechanism::Sha512, "carol", "carol-pw");
+    let first = carol.authenticate(2, &client.first()).expect("first");
+    let (last, expected) = client.last(&first.auth_bytes);
+    let done = carol.authenticate(2, &last).expect("final");
+    assert_eq!(done.error_code, 0, "{:?}", done.error_message);
+    assert_eq!(&done.auth_bytes[..], &expected[..]);
+
+    // Described by mechanism and iterations; twice in one request is refused.
+    admin.send(
+        0,
+        &Request::DescribeUserScramCredentials(DescribeUserScramCredentialsRequest {
+            users: Some(vec![
+                UserName {
+                    name: "carol".into(),
+                    ..UserName::default()
+                },
+                UserName {
+                    name: "zed".into(),
+                    ..UserName::default()
+                },
+                UserName {
+                    name: "zed".into(),
+                    ..UserName::default()
+                },
+            ]),
+            ..DescribeUserScramCredentialsRequest::default()
+        }),
+    );
+    let r: DescribeUserScramCredentialsResponse = admin
+        .response(ApiKey::DescribeUserScramCredentials, 0)
+        .expect("answered");
+    assert_eq!(r.error_code, 0);
+    assert_eq!(r.results.len(), 2);
+    assert_eq!(r.results[0].credential_infos.len(), 1);
+    assert_eq!(r.results[0].credential_infos[0].mechanism, 2);
+    assert_eq!(r.results[0].credential_infos[0].iterations, 8192);
+    assert_eq!(r.results[1].error_code, 92);
 }

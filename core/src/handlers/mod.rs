@@ -18,6 +18,7 @@ pub(crate) mod metadata;
 pub(crate) mod produce;
 pub(crate) mod producers;
 pub(crate) mod replicas;
+pub(crate) mod scram_credentials;
 mod task;
 pub(crate) mod topic_partitions;
 
@@ -64,6 +65,10 @@ pub(crate) fn task_for(request: Request) -> Option<Box<dyn Task>> {
             Box::new(replicas::AlterReassignmentsTask::new(r))
         }
         Request::ListPartitionReassignments(_) => Box::new(replicas::ListReassignmentsTask),
+        Request::DescribeUserScramCredentials(r) => {
+            Box::new(scram_credentials::DescribeScramTask(r))
+        }
+        Request::AlterUserScramCredentials(r) => Box::new(scram_credentials::AlterScramTask(r)),
         Request::FindCoordinator(r) => {
             Box::new(cluster::Static(cluster::StaticKind::FindCoordinator(r)))
         }

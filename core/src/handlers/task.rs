@@ -25,6 +25,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) client_id: Option<&'a str>,
     /// The client's address, as group descriptions show it.
     pub(crate) client_host: &'a str,
+    /// Who the client authenticated as, if anyone.
+    pub(crate) principal: Option<&'a str>,
 }
 
 /// What a task wants next.

@@ -98,6 +98,12 @@ codes! {
     KAFKA_STORAGE_ERROR = 56,
     /// SASL authentication failed: wrong credentials, or a malformed exchange.
     SASL_AUTHENTICATION_FAILED = 58,
+    /// No such resource (a user's SCRAM credential, say).
+    RESOURCE_NOT_FOUND = 91,
+    /// A resource named twice in one request.
+    DUPLICATE_RESOURCE = 92,
+    /// A credential that breaks the rules (too few iterations, an empty user name).
+    UNACCEPTABLE_CREDENTIAL = 93,
     /// The group has members.
     NON_EMPTY_GROUP = 68,
     /// No such group.
