@@ -28,6 +28,7 @@ use iggy_kafka_iggy_client::{Lanes, Nodes, SessionConfig};
 mod checks;
 mod config_file;
 mod iggy_url;
+mod sasl_users;
 
 /// The runtime this binary was built with.
 const RUNTIME: &str = if cfg!(feature = "smol") {
@@ -304,6 +305,21 @@ struct Args {
         value_name = "FORMAT"
     )]
     log_format: String,
+
+    #[command(flatten)]
+    sasl: sasl_users::SaslArgs,
+
+    #[command(subcommand)]
+    command: Option<Subcommand>,
+}
+
+/// What the binary can do besides serving.
+#[derive(Debug, clap::Subcommand)]
+enum Subcommand {
+    /// Read a password from standard input and print a SCRAM credential for it (salt,
+    /// iterations, StoredKey, ServerKey; never the password) as a `[[user]]` table for the
+    /// --sasl-users file.
+    ScramCredential(sasl_users::CredentialArgs),
 }
 
 /// Parses the command line and the environment, then the configuration file they name (if
@@ -430,6 +446,18 @@ async fn connect_iggy(
 
 fn main() -> ExitCode {
     let (args, matches) = parse_args();
+    if let Some(Subcommand::ScramCredential(c)) = &args.command {
+        return match sasl_users::print_credential(c) {
+            Ok(text) => match std::io::stdout().write_all(text.as_bytes()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::FAILURE,
+            },
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "error: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if args.print_config {
         use clap::CommandFactory;
         let text = config_file::print(&Args::command(), &matches);
@@ -498,6 +526,13 @@ fn main() -> ExitCode {
         tracing::error!("{e}");
         return ExitCode::FAILURE;
     }
+    let sasl = match sasl_users::load(&args.sasl) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let admin_listen = match admin_address(&args.admin_listen) {
         Ok(a) => a,
         Err(e) => {
@@ -587,6 +622,9 @@ fn main() -> ExitCode {
     config.auto_create_topics = args.auto_create_topics;
     config.default_partitions = args.default_partitions;
     config.cluster_id = args.cluster_id.clone();
+    // Every listener shares the users: SASL listeners authenticate against them, and
+    // credentials may be managed from any listener by an authenticated super user.
+    config.sasl = sasl;
     if matches!(plan, Plan::Embedded(_)) {
         // The embedded store's per-partition cap is every topic's default and ceiling;
         // Iggy's topics have no size limit unless one is set.

@@ -84,6 +84,11 @@ admin-max-partitions = 15
 cluster-id = "from-the-file"
 log = "warn"
 log-format = "json"
+sasl-users = "/etc/users-from-the-file.toml"
+sasl-enabled-mechanisms = "SCRAM-SHA-512"
+sasl-session-lifetime-ms = 60000
+sasl-failure-delay-ms = 50
+super-users = "root"
 "#;
 
 #[test]
@@ -132,12 +137,18 @@ fn the_example_in_deploy_names_every_option_with_its_default() {
         in_example,
         "the example names every option, and its values take effect"
     );
-    // Its values are the defaults (the four that have none aside).
+    // Its values are the defaults (those that have none aside).
     let defaults = gateway().arg("--print-config").output().expect("run");
     let mut defaults = settings(&String::from_utf8_lossy(&defaults.stdout));
     in_example.remove("iggy");
     defaults.remove("iggy");
-    for unset in ["advertised-listener", "map-topics", "map-streams"] {
+    for unset in [
+        "advertised-listener",
+        "map-topics",
+        "map-streams",
+        "sasl-users",
+        "super-users",
+    ] {
         in_example.remove(unset);
         defaults.remove(unset);
     }

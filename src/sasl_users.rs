@@ -1,0 +1,332 @@
+//! SASL's options, the users file and the `scram-credential` subcommand.
+//!
+//! The users file is TOML: one `[[user]]` table per user, with either `password` (hashed
+//! into SCRAM credentials at start and then forgotten) or `[[user.scram]]` tables holding a
+//! credential as `scram-credential` prints it (salt, iterations, StoredKey and ServerKey,
+//! base64). PLAIN is checked against the user's SCRAM credential, so no password is kept.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use iggy_kafka_core::sasl::scram::{MAX_ITERATIONS, MIN_ITERATIONS};
+use iggy_kafka_core::sasl::{
+    Mechanism, Random, SaslConfig, ScramCredential, ScramMechanism, Users,
+};
+
+/// SASL's options.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct SaslArgs {
+    /// The users SASL listeners authenticate: a TOML file of `[[user]]` tables (see the
+    /// README). Required when a listener uses SASL_PLAINTEXT or SASL_SSL.
+    #[arg(long, env = "IGGY_KAFKA_SASL_USERS", value_name = "FILE")]
+    pub(crate) sasl_users: Option<PathBuf>,
+
+    /// The SASL mechanisms offered, comma-separated (Kafka's sasl.enabled.mechanisms).
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_SASL_ENABLED_MECHANISMS",
+        default_value = "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+        value_name = "LIST"
+    )]
+    pub(crate) sasl_enabled_mechanisms: String,
+
+    /// How long a SASL authentication lasts before the client must re-authenticate on its
+    /// connection (KIP-368, Kafka's connections.max.reauth.ms); 0: for ever.
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_SASL_SESSION_LIFETIME_MS",
+        default_value_t = 0,
+        value_name = "MS"
+    )]
+    pub(crate) sasl_session_lifetime_ms: u64,
+
+    /// How long a failed authentication waits before its answer and the close (Kafka's
+    /// connection.failed.authentication.delay.ms).
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_SASL_FAILURE_DELAY_MS",
+        default_value_t = 100,
+        value_name = "MS"
+    )]
+    pub(crate) sasl_failure_delay_ms: u64,
+
+    /// Principals that may manage SCRAM credentials (Kafka's super.users), comma-separated
+    /// user names (`User:` prefixes are taken too).
+    #[arg(long, env = "IGGY_KAFKA_SUPER_USERS", value_name = "LIST")]
+    pub(crate) super_users: Option<String>,
+}
+
+/// What `scram-credential` is asked for.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct CredentialArgs {
+    /// The user the credential is for.
+    #[arg(long)]
+    user: String,
+    /// SCRAM-SHA-256 or SCRAM-SHA-512.
+    #[arg(long, default_value = "SCRAM-SHA-512")]
+    mechanism: String,
+    /// PBKDF2 iterations (4096 to 16384, as Kafka allows).
+    #[arg(long, default_value_t = 8192)]
+    iterations: u32,
+}
+
+/// Reads a password from standard input (its first line) and prints, for the users file,
+/// the `[[user]]` table holding its SCRAM credential: salt, iterations, StoredKey and
+/// ServerKey, never the password.
+pub(crate) fn print_credential(args: &CredentialArgs) -> Result<String, String> {
+    let mechanism = ScramMechanism::from_name(&args.mechanism).ok_or_else(|| {
+        format!(
+            "--mechanism: {:?} is not SCRAM-SHA-256 or SCRAM-SHA-512",
+            args.mechanism
+        )
+    })?;
+    check_iterations(args.iterations).map_err(|e| format!("--iterations: {e}"))?;
+    if args.user.is_empty() {
+        return Err("--user: empty".into());
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+    let password = line.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        return Err("the password read from standard input is empty".into());
+    }
+    let mut salt = [0u8; 24];
+    os_random(&mut salt);
+    let c = ScramCredential::from_password(mechanism, password.as_bytes(), &salt, args.iterations);
+    Ok(format!(
+        "[[user]]\nname = {}\n[[user.scram]]\nmechanism = \"{}\"\niterations = {}\nsalt = \"{}\"\nstored-key = \"{}\"\nserver-key = \"{}\"\n",
+        toml::Value::String(args.user.clone()),
+        mechanism.name(),
+        c.iterations,
+        BASE64.encode(&c.salt),
+        BASE64.encode(&c.stored_key),
+        BASE64.encode(&c.server_key),
+    ))
+}
+
+fn check_iterations(i: u32) -> Result<(), String> {
+    if (MIN_ITERATIONS..=MAX_ITERATIONS).contains(&i) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{i} is outside {MIN_ITERATIONS} to {MAX_ITERATIONS}, the iteration counts Kafka's clients and brokers take"
+        ))
+    }
+}
+
+/// The operating system's randomness. Its failure leaves nothing safe to do: no nonce and
+/// no salt may be guessable.
+fn os_random(out: &mut [u8]) {
+    if let Err(e) = getrandom::fill(out) {
+        tracing::error!(error = %e, "the operating system's random source failed");
+        std::process::abort();
+    }
+}
+
+/// SASL's configuration from its options, or `None` when no users file is given.
+///
+/// # Errors
+/// A message naming the option and the reason.
+pub(crate) fn load(args: &SaslArgs) -> Result<Option<Arc<SaslConfig>>, String> {
+    let mut mechanisms = Vec::new();
+    for name in args.sasl_enabled_mechanisms.split(',').map(str::trim) {
+        let m = Mechanism::from_name(name).ok_or_else(|| {
+            format!(
+                "--sasl-enabled-mechanisms: {name:?} is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"
+            )
+        })?;
+        if !mechanisms.contains(&m) {
+            mechanisms.push(m);
+        }
+    }
+    let Some(path) = &args.sasl_users else {
+        return Ok(None);
+    };
+    let super_users = args
+        .super_users
+        .iter()
+        .flat_map(|s| s.split([',', ';']))
+        .map(|u| u.trim())
+        .map(|u| u.strip_prefix("User:").unwrap_or(u).to_owned())
+        .filter(|u| !u.is_empty());
+    let users = Users::new(super_users);
+    read_users(path, &users).map_err(|e| format!("--sasl-users {}: {e}", path.display()))?;
+    let mut config = SaslConfig::new(Arc::new(users), Random::new(os_random));
+    config.mechanisms = mechanisms;
+    config.session_lifetime =
+        (args.sasl_session_lifetime_ms > 0).then(|| Duration::from_millis(args.sasl_session_lifetime_ms));
+    config.failure_delay = Duration::from_millis(args.sasl_failure_delay_ms);
+    Ok(Some(Arc::new(config)))
+}
+
+fn read_users(path: &Path, users: &Users) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.message().to_owned())?;
+    for key in table.keys() {
+        if key != "user" {
+            return Err(format!("unknown key `{key}`: only [[user]] tables are taken"));
+        }
+    }
+    let Some(list) = table.get("user") else {
+        return Err("no [[user]] table".into());
+    };
+    let list = list.as_array().ok_or("`user` must be [[user]] tables")?;
+    for (n, entry) in list.iter().enumerate() {
+        let at = |what: &str| format!("user #{}: {what}", n + 1);
+        let entry = entry.as_table().ok_or_else(|| at("not a table"))?;
+        let name = entry
+            .get("name")
+            .and_then(toml::Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| at("no `name`"))?;
+        let at = |what: &str| format!("user {name:?}: {what}");
+        for key in entry.keys() {
+            if !matches!(key.as_str(), "name" | "password" | "scram") {
+                return Err(at(&format!("unknown key `{key}`")));
+            }
+        }
+        let mut any = false;
+        if let Some(password) = entry.get("password") {
+            let password = password
+                .as_str()
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| at("`password` must be a non-empty string"))?;
+            for m in ScramMechanism::ALL {
+                let mut salt = [0u8; 24];
+                os_random(&mut salt);
+                users.set(
+                    name,
+                    ScramCredential::from_password(m, password.as_bytes(), &salt, MIN_ITERATIONS),
+                );
+            }
+            any = true;
+        }
+        if let Some(scram) = entry.get("scram") {
+            let scram = scram
+                .as_array()
+                .ok_or_else(|| at("`scram` must be [[user.scram]] tables"))?;
+            for c in scram {
+                users.set(name, credential(c).map_err(|e| at(&e))?);
+                any = true;
+            }
+        }
+        if !any {
+            return Err(at("neither `password` nor [[user.scram]]"));
+        }
+    }
+    Ok(())
+}
+
+fn credential(value: &toml::Value) -> Result<ScramCredential, String> {
+    let t = value.as_table().ok_or("a [[user.scram]] entry is not a table")?;
+    let text = |key: &str| {
+        t.get(key)
+            .and_then(toml::Value::as_str)
+            .ok_or_else(|| format!("[[user.scram]] has no `{key}` string"))
+    };
+    let bytes = |key: &str| {
+        text(key).and_then(|s| {
+            BASE64
+                .decode(s)
+                .map_err(|e| format!("[[user.scram]] `{key}` is not base64: {e}"))
+        })
+    };
+    let mechanism = ScramMechanism::from_name(text("mechanism")?)
+        .ok_or("[[user.scram]] `mechanism` is not SCRAM-SHA-256 or SCRAM-SHA-512")?;
+    let iterations = t
+        .get("iterations")
+        .and_then(toml::Value::as_integer)
+        .and_then(|i| u32::try_from(i).ok())
+        .ok_or("[[user.scram]] has no `iterations` number")?;
+    check_iterations(iterations).map_err(|e| format!("[[user.scram]] `iterations`: {e}"))?;
+    let key_len = if mechanism == ScramMechanism::Sha256 { 32 } else { 64 };
+    let stored_key = bytes("stored-key")?;
+    let server_key = bytes("server-key")?;
+    if stored_key.len() != key_len || server_key.len() != key_len {
+        return Err(format!(
+            "[[user.scram]] keys of {mechanism} are {key_len} bytes long"
+        ));
+    }
+    Ok(ScramCredential {
+        mechanism,
+        salt: bytes("salt")?,
+        iterations,
+        stored_key,
+        server_key,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(file: Option<PathBuf>) -> SaslArgs {
+        SaslArgs {
+            sasl_users: file,
+            sasl_enabled_mechanisms: "PLAIN,SCRAM-SHA-512".into(),
+            sasl_session_lifetime_ms: 0,
+            sasl_failure_delay_ms: 100,
+            super_users: Some("User:admin".into()),
+        }
+    }
+
+    fn file(text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "iggy-kafka-users-{}-{}",
+            std::process::id(),
+            text.len()
+        ));
+        std::fs::write(&dir, text).unwrap_or_else(|e| panic!("{e}"));
+        dir
+    }
+
+    #[test]
+    fn a_users_file_gives_credentials_and_bad_ones_are_refused_with_the_reason() {
+        let c = ScramCredential::from_password(ScramMechanism::Sha256, b"pw", b"salt", 4096);
+        let text = format!(
+            "[[user]]\nname = \"alice\"\npassword = \"alice-pw\"\n\n[[user]]\nname = \"bob\"\n[[user.scram]]\nmechanism = \"SCRAM-SHA-256\"\niterations = 4096\nsalt = \"{}\"\nstored-key = \"{}\"\nserver-key = \"{}\"\n",
+            BASE64.encode(&c.salt),
+            BASE64.encode(&c.stored_key),
+            BASE64.encode(&c.server_key)
+        );
+        let path = file(&text);
+        let config = load(&args(Some(path.clone())))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("configured"));
+        assert!(config.users.verify_plain("alice", b"alice-pw"));
+        assert!(config.users.verify_plain("bob", b"pw"));
+        assert!(!config.users.verify_plain("bob", b"alice-pw"));
+        assert!(config.users.is_super_user("admin"));
+        assert_eq!(config.mechanisms.len(), 2);
+        let _ = std::fs::remove_file(path);
+
+        for (bad, why) in [
+            ("[[user]]\nname = \"x\"\n", "neither"),
+            ("[[user]]\npassword = \"p\"\n", "no `name`"),
+            ("[[user]]\nname = \"x\"\npasword = \"p\"\n", "unknown key"),
+            ("users = 1\n", "unknown key"),
+            (
+                "[[user]]\nname = \"x\"\n[[user.scram]]\nmechanism = \"SCRAM-SHA-256\"\niterations = 10\nsalt = \"AA==\"\nstored-key = \"AA==\"\nserver-key = \"AA==\"\n",
+                "iterations",
+            ),
+            ("not toml [", ""),
+        ] {
+            let path = file(bad);
+            let e = load(&args(Some(path.clone())))
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} was taken"));
+            assert!(e.starts_with("--sasl-users "), "{e}");
+            assert!(e.contains(why), "{bad:?}: {e}");
+            let _ = std::fs::remove_file(path);
+        }
+        let mut a = args(None);
+        a.sasl_enabled_mechanisms = "PLAIN,GSSAPI".into();
+        let e = load(&a).err().unwrap_or_default();
+        assert!(e.contains("--sasl-enabled-mechanisms") && e.contains("GSSAPI"), "{e}");
+    }
+}
