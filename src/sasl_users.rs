@@ -158,18 +158,22 @@ pub(crate) fn load(args: &SaslArgs) -> Result<Option<Arc<SaslConfig>>, String> {
     read_users(path, &users).map_err(|e| format!("--sasl-users {}: {e}", path.display()))?;
     let mut config = SaslConfig::new(Arc::new(users), Random::new(os_random));
     config.mechanisms = mechanisms;
-    config.session_lifetime =
-        (args.sasl_session_lifetime_ms > 0).then(|| Duration::from_millis(args.sasl_session_lifetime_ms));
+    config.session_lifetime = (args.sasl_session_lifetime_ms > 0)
+        .then(|| Duration::from_millis(args.sasl_session_lifetime_ms));
     config.failure_delay = Duration::from_millis(args.sasl_failure_delay_ms);
     Ok(Some(Arc::new(config)))
 }
 
 fn read_users(path: &Path, users: &Users) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.message().to_owned())?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| e.message().to_owned())?;
     for key in table.keys() {
         if key != "user" {
-            return Err(format!("unknown key `{key}`: only [[user]] tables are taken"));
+            return Err(format!(
+                "unknown key `{key}`: only [[user]] tables are taken"
+            ));
         }
     }
     let Some(list) = table.get("user") else {
@@ -223,7 +227,9 @@ fn read_users(path: &Path, users: &Users) -> Result<(), String> {
 }
 
 fn credential(value: &toml::Value) -> Result<ScramCredential, String> {
-    let t = value.as_table().ok_or("a [[user.scram]] entry is not a table")?;
+    let t = value
+        .as_table()
+        .ok_or("a [[user.scram]] entry is not a table")?;
     let text = |key: &str| {
         t.get(key)
             .and_then(toml::Value::as_str)
@@ -244,7 +250,11 @@ fn credential(value: &toml::Value) -> Result<ScramCredential, String> {
         .and_then(|i| u32::try_from(i).ok())
         .ok_or("[[user.scram]] has no `iterations` number")?;
     check_iterations(iterations).map_err(|e| format!("[[user.scram]] `iterations`: {e}"))?;
-    let key_len = if mechanism == ScramMechanism::Sha256 { 32 } else { 64 };
+    let key_len = if mechanism == ScramMechanism::Sha256 {
+        32
+    } else {
+        64
+    };
     let stored_key = bytes("stored-key")?;
     let server_key = bytes("server-key")?;
     if stored_key.len() != key_len || server_key.len() != key_len {
@@ -327,6 +337,9 @@ mod tests {
         let mut a = args(None);
         a.sasl_enabled_mechanisms = "PLAIN,GSSAPI".into();
         let e = load(&a).err().unwrap_or_default();
-        assert!(e.contains("--sasl-enabled-mechanisms") && e.contains("GSSAPI"), "{e}");
+        assert!(
+            e.contains("--sasl-enabled-mechanisms") && e.contains("GSSAPI"),
+            "{e}"
+        );
     }
 }
