@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::authz::Authorizer;
 use crate::sasl::SaslConfig;
 
 use crate::protocol::frame::{DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_UNAUTHENTICATED_FRAME_SIZE};
@@ -85,6 +86,8 @@ pub struct Config {
     pub security_protocol: SecurityProtocol,
     /// How a SASL listener authenticates; a SASL listener without it authenticates no one.
     pub sasl: Option<Arc<SaslConfig>>,
+    /// Decides what each principal may do; without one, everything is allowed.
+    pub authorizer: Option<Arc<dyn Authorizer>>,
     /// A connection with no traffic and nothing in flight for this long is closed (Kafka's
     /// `connections.max.idle.ms`).
     pub idle_timeout: Duration,
@@ -128,6 +131,7 @@ impl Default for Config {
             listener_name: "PLAINTEXT".into(),
             security_protocol: SecurityProtocol::Plaintext,
             sasl: None,
+            authorizer: None,
             idle_timeout: Duration::from_secs(600),
             max_pending_output: 16 * 1024 * 1024,
             max_in_flight_requests: 1024,

@@ -997,6 +997,63 @@ mod tests {
         }
     }
 
+    /// With an authorizer that allows nothing, no served API at any version changes
+    /// anything: no append, no topic created, deleted or changed, no offset committed or
+    /// deleted, whatever the request says.
+    #[test]
+    fn a_principal_allowed_nothing_changes_nothing() {
+        #[derive(Debug)]
+        struct Nothing;
+        impl crate::authz::Authorizer for Nothing {
+            fn allows(&self, _: Option<&str>, _: crate::authz::Action<'_>) -> bool {
+                false
+            }
+        }
+        let now = Instant::now();
+        let mut g = Gen::new(5);
+        let mut config = Config::default();
+        config.authorizer = Some(Arc::new(Nothing));
+        let config = Arc::new(config);
+        for served in SUPPORTED_APIS {
+            for version in served.versions.min..=served.versions.max {
+                for _ in 0..4 {
+                    let mut conn = Connection::new(config.clone(), now);
+                    conn.set_peer_principal("mallory");
+                    let request = Request::sample(served.key, &mut g, version);
+                    let mut buf = BytesMut::new();
+                    frame::encode_request(&mut buf, &request, version, 3, None)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    conn.handle_input(now, &mut buf);
+                    let mut later = now;
+                    for _ in 0..6 {
+                        while let Some((id, work)) = conn.poll_work() {
+                            let changes = matches!(
+                                &work,
+                                Work::Store(
+                                    Command::Append { .. }
+                                        | Command::CreateTopic { .. }
+                                        | Command::DeleteTopic { .. }
+                                        | Command::CreatePartitions { .. }
+                                        | Command::AlterTopicConfig { .. }
+                                        | Command::CommitOffsets { .. }
+                                        | Command::DeleteOffsets { .. }
+                                )
+                            );
+                            assert!(!changes, "{:?} v{version}: {work:?}", served.key);
+                            if matches!(work, Work::Store(Command::Watch { .. })) {
+                                continue;
+                            }
+                            let outcome = crate::work::tests::succeed(&work);
+                            conn.handle_outcome(later, id, outcome);
+                        }
+                        later += Duration::from_secs(60);
+                        conn.handle_timeout(later);
+                    }
+                }
+            }
+        }
+    }
+
     /// A fetch response whose long record batches stay buffers of their own goes out as
     /// exactly the bytes of the copied encoding, at every Fetch version, pipelined behind
     /// another response or not; short batches are copied as before.

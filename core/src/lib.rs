@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod authz;
 pub mod backend;
 pub mod client_info;
 pub mod close;

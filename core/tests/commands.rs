@@ -837,3 +837,176 @@ fn metadata_that_cannot_be_listed_is_not_a_missing_topic() {
     assert_eq!(r.topics.len(), 1);
     assert_eq!(r.topics[0].error_code, 5);
 }
+
+/// A gateway whose principals hold Iggy permissions: `reader` may read topic `t` of stream
+/// `kafka`, `writer` may write to every topic of it, `admin` may manage every stream.
+fn authorized(principal: &str) -> Harness {
+    use iggy_kafka_core::authz::{PermissionAuthorizer, Permissions, StreamPermissions};
+    let authorizer =
+        PermissionAuthorizer::new(Vec::new(), |t: &str| ("kafka".to_owned(), t.to_owned()));
+    let mut reader = Permissions::default();
+    let mut stream = StreamPermissions::default();
+    stream.topics.insert(
+        "t".into(),
+        iggy_kafka_core::authz::TopicPermissions {
+            read_topic: true,
+            ..Default::default()
+        },
+    );
+    reader.streams.insert("kafka".into(), stream);
+    authorizer.set("reader", reader);
+    let mut writer = Permissions::default();
+    writer.streams.insert(
+        "kafka".into(),
+        StreamPermissions {
+            send_messages: true,
+            ..StreamPermissions::default()
+        },
+    );
+    authorizer.set("writer", writer);
+    let mut admin = Permissions::default();
+    admin.global.manage_streams = true;
+    authorizer.set("admin", admin);
+    let mut config = Config::default();
+    config.authorizer = Some(Arc::new(authorizer));
+    let mut h = Harness::new(config);
+    h.conn.set_peer_principal(principal);
+    h
+}
+
+fn topic_info(name: &str) -> TopicInfo {
+    TopicInfo {
+        name: name.into(),
+        id: iggy_kafka_core::protocol::Uuid([name.len() as u8; 16]),
+        partitions: 1,
+        config: Default::default(),
+    }
+}
+
+/// Each principal gets what its Iggy permissions allow, and the rest is refused with the
+/// code Kafka puts there, without the backend being asked to change anything.
+#[test]
+fn permissions_decide_what_each_principal_may_do() {
+    use iggy_kafka_core::protocol::generated::metadata_request::{
+        MetadataRequest, MetadataRequestTopic,
+    };
+    // A reader cannot produce: no append, TOPIC_AUTHORIZATION_FAILED.
+    let mut h = authorized("reader");
+    h.send(9, 1, &produce(1, &[0]));
+    assert!(h.commands().is_empty());
+    let answered = h.responses(ApiKey::Produce, 9);
+    assert_eq!(produce_offsets(&answered[0].1), vec![(0, 29, -1)]);
+    // A writer can.
+    let mut h = authorized("writer");
+    h.send(9, 1, &produce(1, &[0]));
+    assert!(matches!(
+        h.commands()[..],
+        [(_, Work::Store(Command::Append { .. }))]
+    ));
+
+    // A reader fetches; a writer may not (no read is made by name).
+    let mut h = authorized("reader");
+    h.send(12, 1, &fetch(0, 0));
+    assert!(matches!(
+        h.commands()[..],
+        [(_, Work::Store(Command::Read { .. }))]
+    ));
+    let mut h = authorized("writer");
+    h.send(12, 1, &fetch(0, 0));
+    assert!(h.commands().is_empty());
+    let answered = h.responses(ApiKey::Fetch, 12);
+    assert_eq!(fetched(&answered[0].1).0, 29);
+
+    // Creating topics needs manage_topics on the stream.
+    let create = Request::CreateTopics(CreateTopicsRequest {
+        topics: vec![CreatableTopic {
+            name: "new".into(),
+            num_partitions: 1,
+            replication_factor: 1,
+            ..CreatableTopic::default()
+        }],
+        timeout_ms: 1000,
+        ..CreateTopicsRequest::default()
+    });
+    let mut h = authorized("writer");
+    h.send(7, 1, &create);
+    assert!(h.commands().is_empty());
+    let answered = h.responses(ApiKey::CreateTopics, 7);
+    let Response::CreateTopics(r) = &answered[0].1 else {
+        panic!("{answered:?}")
+    };
+    assert_eq!(r.topics[0].error_code, 29);
+    let mut h = authorized("admin");
+    h.send(7, 1, &create);
+    assert!(matches!(
+        h.commands()[..],
+        [(_, Work::Store(Command::CreateTopic { .. }))]
+    ));
+
+    // Committing offsets needs poll on the topic.
+    let mut h = authorized("writer");
+    h.send(8, 1, &offset_commit("g", 3));
+    let cmds = h.commands();
+    assert_eq!(cmds.len(), 1, "the membership check only");
+    h.complete(
+        cmds[0].0,
+        Outcome::Group(iggy_kafka_core::group::GroupReply::Commit(
+            iggy_kafka_core::protocol::error_code::ErrorCode::NONE,
+        )),
+    );
+    assert!(h.commands().is_empty(), "nothing stored");
+
+    // Metadata lists what the principal may see, refuses what it names and may not see,
+    // and does not auto-create for a principal that may not create.
+    let mut h = authorized("reader");
+    let all = MetadataRequest {
+        topics: None,
+        ..MetadataRequest::default()
+    };
+    h.send(12, 1, &Request::Metadata(all));
+    let cmds = h.commands();
+    h.complete(
+        cmds[0].0,
+        Outcome::Store(Completion::ListTopics(Ok(vec![
+            topic_info("t"),
+            topic_info("secret"),
+        ]))),
+    );
+    let answered = h.responses(ApiKey::Metadata, 12);
+    let Response::Metadata(r) = &answered[0].1 else {
+        panic!("{answered:?}")
+    };
+    let names: Vec<String> = r
+        .topics
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|n| n.to_string()))
+        .collect();
+    assert_eq!(names, ["t"]);
+    let named = Request::Metadata(MetadataRequest {
+        topics: Some(
+            ["secret", "missing"]
+                .into_iter()
+                .map(|n| MetadataRequestTopic {
+                    name: Some(n.into()),
+                    ..MetadataRequestTopic::default()
+                })
+                .collect(),
+        ),
+        allow_auto_topic_creation: true,
+        ..MetadataRequest::default()
+    });
+    let mut h = authorized("writer");
+    h.send(12, 2, &named);
+    let cmds = h.commands();
+    h.complete(
+        cmds[0].0,
+        Outcome::Store(Completion::ListTopics(Ok(vec![topic_info("secret")]))),
+    );
+    assert!(h.commands().is_empty(), "nothing auto-created");
+    let answered = h.responses(ApiKey::Metadata, 12);
+    let Response::Metadata(r) = &answered[0].1 else {
+        panic!("{answered:?}")
+    };
+    let codes: Vec<i16> = r.topics.iter().map(|t| t.error_code).collect();
+    assert_eq!(codes, [29, 29]);
+}

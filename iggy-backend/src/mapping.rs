@@ -133,6 +133,19 @@ impl TopicMapping {
         self.entries.is_empty() && self.streams.is_empty()
     }
 
+    /// Where the Kafka topic `kafka` lives: its Iggy stream and topic names, with
+    /// `default_stream` being `--stream`. Permissions are about these.
+    #[must_use]
+    pub fn place(&self, default_stream: &str, kafka: &str) -> (String, String) {
+        if let Some(e) = self.entries.iter().find(|e| e.kafka == kafka) {
+            return (e.stream.clone(), e.topic.clone());
+        }
+        if let Some(s) = self.rule_stream(kafka) {
+            return (s.to_owned(), kafka[s.len() + 1..].to_owned());
+        }
+        (default_stream.to_owned(), kafka.to_owned())
+    }
+
     /// The mapped stream the naming rule finds in `kafka`: the longest `STREAM` of which
     /// `kafka` is `STREAM.TOPIC` with a non-empty `TOPIC`.
     fn rule_stream(&self, kafka: &str) -> Option<&str> {
@@ -344,6 +357,22 @@ fn name_tag(name: &str) -> [u8; 4] {
         h = h.wrapping_mul(0x0100_0193);
     }
     h.to_be_bytes()
+}
+
+#[cfg(test)]
+mod place_tests {
+    use super::TopicMapping;
+
+    #[test]
+    fn places_follow_entries_then_the_rule_then_the_default_stream() {
+        let m = TopicMapping::parse("kafka", "orders=shop/orders-v2", "audit")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let place = |k: &str| m.place("kafka", k);
+        assert_eq!(place("orders"), ("shop".into(), "orders-v2".into()));
+        assert_eq!(place("audit.logins"), ("audit".into(), "logins".into()));
+        assert_eq!(place("audit"), ("kafka".into(), "audit".into()));
+        assert_eq!(place("plain"), ("kafka".into(), "plain".into()));
+    }
 }
 
 #[cfg(test)]

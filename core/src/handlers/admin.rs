@@ -2,6 +2,7 @@
 //! (key 37). Each topic succeeds or fails on its own, with the code Kafka uses.
 
 use super::task::{check_topic_name, kstr, Ctx, Step, Task};
+use crate::authz::Action;
 use crate::backend::{Command, Completion, TopicConfig, TopicRef};
 use crate::config::Config;
 use crate::protocol::error_code::ErrorCode;
@@ -181,6 +182,11 @@ impl Task for CreateTopicsTask {
                             t.name
                         ),
                     ))
+                } else if !ctx.allows(Action::Create(&t.name)) {
+                    Err((
+                        ErrorCode::TOPIC_AUTHORIZATION_FAILED,
+                        "Authorization failed.".to_string(),
+                    ))
                 } else {
                     plan_topic(ctx.config, t)
                 };
@@ -299,7 +305,22 @@ impl Task for DeleteTopicsTask {
             let mut commands = Vec::new();
             for (i, target) in targets.into_iter().enumerate() {
                 let mut slot = DeletableTopicResult::default();
+                let denied = match &target {
+                    Some(TopicRef::Name(n)) => !ctx.allows(Action::Manage(n)),
+                    // The name, which permissions are about, is not known before the
+                    // deletion: with an authorizer, topics are deleted by name.
+                    Some(TopicRef::Id(_)) => ctx.config.authorizer.is_some(),
+                    None => false,
+                };
                 match target {
+                    Some(topic) if denied => {
+                        match &topic {
+                            TopicRef::Name(n) => slot.name = Some(kstr(n)),
+                            TopicRef::Id(id) => slot.topic_id = *id,
+                        }
+                        slot.error_code = ErrorCode::TOPIC_AUTHORIZATION_FAILED.into();
+                        slot.error_message = message(version, 5, "Authorization failed.".into());
+                    }
                     Some(topic) => {
                         match &topic {
                             TopicRef::Name(n) => slot.name = Some(kstr(n)),
@@ -390,6 +411,11 @@ impl Task for CreatePartitionsTask {
                     Err((
                         ErrorCode::INVALID_REQUEST,
                         "Duplicate topic in request.".to_string(),
+                    ))
+                } else if !ctx.allows(Action::Manage(&t.name)) {
+                    Err((
+                        ErrorCode::TOPIC_AUTHORIZATION_FAILED,
+                        "The topic authorization is failed.".to_string(),
                     ))
                 } else {
                     check_partitions(ctx.config, i64::from(t.count)).and_then(|n| {

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::task::{group_reply, kstr, partition_index, single, Ctx, Step, Task};
+use crate::authz::Action;
 use crate::backend::{Command, CommittedOffset, Completion, GroupOffset, TopicRef};
 use crate::group::{GroupCall, GroupReply, MemberRef, OffsetDeletion};
 use crate::protocol::error_code::ErrorCode;
@@ -115,6 +116,10 @@ impl Task for OffsetCommitTask {
                 for (ti, t) in self.req.topics.iter().enumerate() {
                     for (pi, p) in t.partitions.iter().enumerate() {
                         let metadata = p.committed_metadata.as_ref().map(|m| m.to_string());
+                        if !ctx.allows(Action::Poll(&t.name)) {
+                            self.codes[ti][pi] = Some(ErrorCode::TOPIC_AUTHORIZATION_FAILED);
+                            continue;
+                        }
                         let Some(partition) = partition_index(p.partition_index) else {
                             self.codes[ti][pi] = Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
                             continue;
@@ -249,6 +254,26 @@ fn fetched(want: &FetchGroup, result: Option<Outcome>) -> FetchedGroup {
     })
 }
 
+/// Offsets of topics the principal may not read: left out of an answer for all topics,
+/// TOPIC_AUTHORIZATION_FAILED where the client named the topic, as Kafka answers.
+fn authorized(ctx: &Ctx<'_>, want: &FetchGroup, got: FetchedGroup) -> FetchedGroup {
+    got.map(|topics| {
+        topics
+            .into_iter()
+            .filter_map(|(topic, mut parts)| {
+                if ctx.allows(Action::Poll(&topic)) {
+                    return Some((topic, parts));
+                }
+                want.topics.as_ref()?;
+                for p in &mut parts {
+                    *p = (p.0, -1, -1, None, ErrorCode::TOPIC_AUTHORIZATION_FAILED);
+                }
+                Some((topic, parts))
+            })
+            .collect()
+    })
+}
+
 impl Task for OffsetFetchTask {
     fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         let v = ctx.version;
@@ -300,7 +325,7 @@ impl Task for OffsetFetchTask {
             .groups
             .iter()
             .zip(results)
-            .map(|(g, r)| fetched(g, r))
+            .map(|(g, r)| authorized(ctx, g, fetched(g, r)))
             .collect();
         self.respond(v, answers)
     }
@@ -467,7 +492,7 @@ impl OffsetDeleteTask {
 }
 
 impl Task for OffsetDeleteTask {
-    fn step(&mut self, _ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
+    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         let group = self.req.group_id.to_string();
         match self.stage {
             0 => {
@@ -507,10 +532,12 @@ impl Task for OffsetDeleteTask {
                 let mut only = Vec::new();
                 for (ti, t) in self.req.topics.iter().enumerate() {
                     let info = topics.iter().find(|i| i.name == t.name.as_ref());
+                    let allowed = ctx.allows(Action::Manage(&t.name));
                     for (pi, p) in t.partitions.iter().enumerate() {
                         let exists = partition_index(p.partition_index)
                             .filter(|&i| info.is_some_and(|info| i < info.partitions));
                         self.codes[ti][pi] = Some(match exists {
+                            _ if !allowed => ErrorCode::TOPIC_AUTHORIZATION_FAILED,
                             None => ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
                             Some(_) if subscribed.get(ti).copied().unwrap_or(false) => {
                                 ErrorCode::GROUP_SUBSCRIBED_TO_TOPIC

@@ -5,6 +5,7 @@
 
 use super::admin::limits;
 use super::task::{kstr, Ctx, Step, Task};
+use crate::authz::Action;
 use crate::backend::{Command, Completion, ConfigChange, TopicConfig, TopicRef};
 use crate::config::Config;
 use crate::protocol::error_code::ErrorCode;
@@ -170,11 +171,19 @@ impl Task for DescribeConfigsTask {
                     ..DescribeConfigsResult::default()
                 };
                 match r.resource_type {
+                    TOPIC if !ctx.allows(Action::Describe(&r.resource_name)) => {
+                        slot.error_code = ErrorCode::TOPIC_AUTHORIZATION_FAILED.into();
+                        slot.error_message = Some(kstr("Authorization failed."));
+                    }
                     TOPIC => {
                         commands.push(Work::Store(Command::ListTopics {
                             only: Some(vec![TopicRef::Name(r.resource_name.to_string())]),
                         }));
                         self.sent.push(i);
+                    }
+                    BROKER if !ctx.allows(Action::DescribeCluster) => {
+                        slot.error_code = ErrorCode::CLUSTER_AUTHORIZATION_FAILED.into();
+                        slot.error_message = Some(kstr("Authorization failed."));
                     }
                     BROKER
                         if r.resource_name.is_empty()
@@ -388,11 +397,19 @@ impl Task for AlterConfigsTask {
                         ..AlterConfigsResourceResponse::default()
                     };
                     match r.resource_type {
+                        TOPIC if !ctx.allows(Action::Manage(&r.resource_name)) => {
+                            slot.error_code = ErrorCode::TOPIC_AUTHORIZATION_FAILED.into();
+                            slot.error_message = Some(kstr("Authorization failed."));
+                        }
                         TOPIC => {
                             commands.push(Work::Store(Command::ListTopics {
                                 only: Some(vec![TopicRef::Name(r.resource_name.to_string())]),
                             }));
                             self.sent.push(i);
+                        }
+                        BROKER if !ctx.allows(Action::AlterCluster) => {
+                            slot.error_code = ErrorCode::CLUSTER_AUTHORIZATION_FAILED.into();
+                            slot.error_message = Some(kstr("Authorization failed."));
                         }
                         BROKER if r.configs.is_empty() => {}
                         BROKER => {

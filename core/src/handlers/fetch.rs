@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use super::task::{partition_index, Ctx, Step, Task};
+use crate::authz::Action;
 use crate::backend::{Command, Completion, ReadResult, TopicRef, WatchPartition};
 use crate::mapping::{bare_record, from_iggy};
 use crate::message::message_size;
@@ -103,6 +104,14 @@ impl FetchTask {
         for (&(t, p, _, _), completion) in self.reads.iter().zip(results) {
             let slot = &mut response.responses[t].partitions[p];
             match completion {
+                Outcome::Store(Completion::Read(Ok(read)))
+                    if !ctx.allows(Action::Poll(&read.topic)) =>
+                {
+                    *slot = error_partition(
+                        slot.partition_index,
+                        ErrorCode::TOPIC_AUTHORIZATION_FAILED,
+                    );
+                }
                 Outcome::Store(Completion::Read(Ok(read))) => {
                     let (records, size, taken) = encode_records(&read, budget, !any);
                     if taken > 0 {
@@ -279,6 +288,9 @@ impl Task for FetchTask {
                 for (p, part) in topic.partitions.iter().enumerate() {
                     let err = if version >= 13 && topic.topic_id.is_nil() {
                         Some(ErrorCode::UNKNOWN_TOPIC_ID)
+                    } else if version < 13 && !ctx.allows(Action::Poll(&topic.topic)) {
+                        // By id (v13+), the name and so the check come with the read.
+                        Some(ErrorCode::TOPIC_AUTHORIZATION_FAILED)
                     } else if part.current_leader_epoch > 0 {
                         Some(ErrorCode::UNKNOWN_LEADER_EPOCH)
                     } else if part.fetch_offset < 0 {

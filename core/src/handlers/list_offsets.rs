@@ -7,6 +7,7 @@
 //! broker.
 
 use super::task::{partition_index, Ctx, Step, Task};
+use crate::authz::Action;
 use crate::backend::{Command, Completion, TopicRef};
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::generated::list_offsets_request::ListOffsetsRequest;
@@ -81,6 +82,9 @@ impl Task for ListOffsetsTask {
                     };
                     let partition = partition_index(part.partition_index);
                     let code = match partition {
+                        _ if !ctx.allows(Action::Poll(&topic.name)) => {
+                            ErrorCode::TOPIC_AUTHORIZATION_FAILED
+                        }
                         None => ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
                         Some(_) if part.current_leader_epoch > 0 => ErrorCode::UNKNOWN_LEADER_EPOCH,
                         Some(_)
@@ -174,7 +178,7 @@ impl LeaderEpochTask {
 }
 
 impl Task for LeaderEpochTask {
-    fn step(&mut self, _ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
+    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         let Some(response) = self.response.as_mut() else {
             let mut response = OffsetForLeaderEpochResponse::default();
             let mut commands = Vec::new();
@@ -191,6 +195,9 @@ impl Task for LeaderEpochTask {
                         ..EpochEndOffset::default()
                     };
                     match partition_index(part.partition) {
+                        _ if !ctx.allows(Action::Poll(&topic.topic)) => {
+                            slot.error_code = ErrorCode::TOPIC_AUTHORIZATION_FAILED.into();
+                        }
                         None => slot.error_code = ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.into(),
                         Some(_) if part.current_leader_epoch > 0 => {
                             slot.error_code = ErrorCode::UNKNOWN_LEADER_EPOCH.into();

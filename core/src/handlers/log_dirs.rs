@@ -4,6 +4,7 @@
 //! no lag and no future replica.
 
 use super::task::{kstr, partition_index, single, Ctx, Step, Task};
+use crate::authz::Action;
 use crate::backend::{Command, Completion, PartitionOffsets, TopicInfo, TopicRef};
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::generated::describe_log_dirs_request::DescribeLogDirsRequest;
@@ -73,7 +74,14 @@ impl DescribeLogDirsTask {
 }
 
 impl Task for DescribeLogDirsTask {
-    fn step(&mut self, _ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
+    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
+        if !ctx.allows(Action::DescribeCluster) {
+            // Kafka's answer: no log dirs, and the code where the version has one.
+            return Step::Respond(Response::DescribeLogDirs(DescribeLogDirsResponse {
+                error_code: ErrorCode::CLUSTER_AUTHORIZATION_FAILED.into(),
+                ..DescribeLogDirsResponse::default()
+            }));
+        }
         let Some(asked) = &self.asked else {
             if self.req.topics.as_ref().is_some_and(Vec::is_empty) {
                 // An empty list asks about nothing.

@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 
 use super::task::{group_reply, kstr, Ctx, Step, Task};
+use crate::authz::Action;
 use crate::backend::{Command, Completion};
 use crate::group::{
     Deletion, GroupCall, GroupDescription, GroupReply, GroupState, JoinArgs, MemberRef, SyncArgs,
@@ -583,9 +584,12 @@ impl DeleteGroupsTask {
 }
 
 impl Task for DeleteGroupsTask {
-    fn step(&mut self, _ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
+    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         let n = self.req.groups_names.len();
         match self.stage {
+            0 if !ctx.allows(Action::DeleteGroups) => {
+                self.respond(vec![ErrorCode::GROUP_AUTHORIZATION_FAILED; n])
+            }
             0 => {
                 self.stage = 1;
                 let names = self

@@ -3,6 +3,7 @@
 //! configured to (Kafka's `auto.create.topics.enable`).
 
 use super::task::{check_topic_name, kstr, Ctx, Step, Task};
+use crate::authz::Action;
 use crate::backend::{Command, Completion, TopicConfig, TopicInfo, TopicRef};
 use crate::config::Config;
 use crate::protocol::error_code::ErrorCode;
@@ -161,6 +162,15 @@ impl Task for MetadataTask {
                         if !allow || !ctx.config.auto_create_topics {
                             continue;
                         }
+                        if !ctx.allows(Action::Describe(&name)) {
+                            // Answered as unauthorized whether or not it exists.
+                            continue;
+                        }
+                        if !ctx.allows(Action::Create(&name)) {
+                            self.failed
+                                .push((name, ErrorCode::TOPIC_AUTHORIZATION_FAILED));
+                            continue;
+                        }
                         if let Err(why) = check_topic_name(&name) {
                             tracing::debug!(topic = %name, why, "not auto-creating");
                             self.failed.push((name, ErrorCode::INVALID_TOPIC_EXCEPTION));
@@ -222,12 +232,18 @@ impl MetadataTask {
         };
         match self.requested(version) {
             None => {
+                // All topics: only those the principal may see, as Kafka lists them.
+                topics.retain(|t| ctx.allows(Action::Describe(&t.name)));
                 topics.sort_by(|a, b| a.name.cmp(&b.name));
                 response.topics = topics.iter().map(|t| topic_entry(t, ctx, ops)).collect();
             }
             Some(requested) => {
                 for r in requested {
+                    let denied = ErrorCode::TOPIC_AUTHORIZATION_FAILED;
                     let entry = match &r {
+                        TopicRef::Name(name) if !ctx.allows(Action::Describe(name)) => {
+                            missing(Some(name), Uuid::NIL, denied, version)
+                        }
                         TopicRef::Name(name) => match topics.iter().find(|t| &t.name == name) {
                             Some(t) => topic_entry(t, ctx, ops),
                             None => {
@@ -240,6 +256,9 @@ impl MetadataTask {
                             }
                         },
                         TopicRef::Id(id) => match topics.iter().find(|t| t.id == *id) {
+                            Some(t) if !ctx.allows(Action::Describe(&t.name)) => {
+                                missing(None, *id, denied, version)
+                            }
                             Some(t) => topic_entry(t, ctx, ops),
                             None => missing(None, *id, ErrorCode::UNKNOWN_TOPIC_ID, version),
                         },

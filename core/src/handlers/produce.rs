@@ -4,6 +4,7 @@
 use bytes::Bytes;
 
 use super::task::{kstr, partition_index, Ctx, Step, Task};
+use crate::authz::Action;
 use crate::backend::{Command, Completion, ProducerBatch};
 use crate::close::CloseReason;
 use crate::mapping::IntoIggy;
@@ -269,6 +270,11 @@ impl ProduceTask {
             for (p, part) in topic.partition_data.iter().enumerate() {
                 let result = if let Some((code, why)) = &refuse_all {
                     Err((*code, why.clone()))
+                } else if !ctx.allows(Action::Send(&topic.name)) {
+                    Err((
+                        ErrorCode::TOPIC_AUTHORIZATION_FAILED,
+                        format!("not allowed to write to {}", topic.name),
+                    ))
                 } else if let Some(partition) = partition_index(part.index) {
                     messages(part.records.as_ref(), &mut budget, &mut self.codecs)
                         .map(|m| (partition, m))

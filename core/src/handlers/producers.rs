@@ -3,6 +3,7 @@
 //! so no coordinator epoch or open transaction; the last batch's timestamp is not kept.
 
 use super::task::{kstr, partition_index, Ctx, Step, Task};
+use crate::authz::Action;
 use crate::backend::{Command, Completion};
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::generated::describe_producers_request::DescribeProducersRequest;
@@ -34,10 +35,11 @@ impl DescribeProducersTask {
 }
 
 impl Task for DescribeProducersTask {
-    fn step(&mut self, _ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
+    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         if !std::mem::replace(&mut self.asked, true) {
             let commands = self
                 .partitions()
+                .filter(|(topic, _)| ctx.allows(Action::Describe(topic)))
                 .filter_map(|(topic, p)| {
                     p.map(|partition| {
                         Work::Store(Command::DescribeProducers {
@@ -54,7 +56,8 @@ impl Task for DescribeProducersTask {
             .req
             .topics
             .iter()
-            .map(|t| TopicResponse {
+            .map(|t| (t, ctx.allows(Action::Describe(&t.name))))
+            .map(|(t, allowed)| TopicResponse {
                 name: t.name.clone(),
                 partitions: t
                     .partition_indexes
@@ -64,6 +67,10 @@ impl Task for DescribeProducersTask {
                             partition_index: p,
                             ..PartitionResponse::default()
                         };
+                        if !allowed {
+                            answer.error_code = ErrorCode::TOPIC_AUTHORIZATION_FAILED.into();
+                            return answer;
+                        }
                         let outcome = partition_index(p).and_then(|_| results.next());
                         match outcome {
                             Some(Outcome::Store(Completion::DescribeProducers(Ok(active)))) => {

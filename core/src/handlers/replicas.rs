@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 
 use super::task::{kstr, partition_index, single, Ctx, Step, Task};
+use crate::authz::Action;
 use crate::backend::{Command, Completion, TopicInfo, TopicRef};
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::generated::alter_partition_reassignments_request::AlterPartitionReassignmentsRequest;
@@ -94,6 +95,18 @@ impl ElectLeadersTask {
 
 impl Task for ElectLeadersTask {
     fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
+        if !ctx.allows(Action::AlterCluster) {
+            return self.respond(
+                ctx.version,
+                ErrorCode::CLUSTER_AUTHORIZATION_FAILED,
+                |_, _| {
+                    (
+                        ErrorCode::CLUSTER_AUTHORIZATION_FAILED,
+                        "Authorization failed.".to_owned(),
+                    )
+                },
+            );
+        }
         if !ELECTION_TYPES.contains(&self.req.election_type) {
             let message = format!("Unknown election type {}", self.req.election_type);
             return self.respond(ctx.version, ErrorCode::INVALID_REQUEST, |_, _| {
@@ -192,6 +205,15 @@ fn reassignment(node_id: i32, replicas: Option<&[i32]>) -> Option<(ErrorCode, St
 
 impl Task for AlterReassignmentsTask {
     fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
+        if !ctx.allows(Action::AlterCluster) {
+            return Step::Respond(Response::AlterPartitionReassignments(
+                AlterPartitionReassignmentsResponse {
+                    error_code: ErrorCode::CLUSTER_AUTHORIZATION_FAILED.into(),
+                    error_message: Some(kstr("Authorization failed.")),
+                    ..AlterPartitionReassignmentsResponse::default()
+                },
+            ));
+        }
         if !std::mem::replace(&mut self.asked, true) {
             let names: BTreeSet<&str> = self.req.topics.iter().map(|t| t.name.as_ref()).collect();
             return Step::Run(vec![Work::Store(Command::ListTopics {
@@ -252,9 +274,17 @@ impl Task for AlterReassignmentsTask {
 pub(crate) struct ListReassignmentsTask;
 
 impl Task for ListReassignmentsTask {
-    fn step(&mut self, _ctx: &Ctx<'_>, _results: Vec<Outcome>) -> Step {
+    fn step(&mut self, ctx: &Ctx<'_>, _results: Vec<Outcome>) -> Step {
+        let code = if ctx.allows(Action::DescribeCluster) {
+            ErrorCode::NONE
+        } else {
+            ErrorCode::CLUSTER_AUTHORIZATION_FAILED
+        };
         Step::Respond(Response::ListPartitionReassignments(
-            ListPartitionReassignmentsResponse::default(),
+            ListPartitionReassignmentsResponse {
+                error_code: code.into(),
+                ..ListPartitionReassignmentsResponse::default()
+            },
         ))
     }
 }

@@ -2,7 +2,8 @@
 //! users, managed the Kafka way (KIP-554). The client salts and iterates the password, so it
 //! never reaches the gateway; the gateway keeps StoredKey and ServerKey.
 //!
-//! Only a super user authenticated with SASL or a client certificate may call them (Kafka
+//! Only an authenticated principal with Iggy's `read_users` (to describe) or
+//! `manage_users` (to alter) may call them, or without an authorizer a super user (Kafka
 //! asks for DESCRIBE and ALTER on the cluster); anyone else gets
 //! CLUSTER_AUTHORIZATION_FAILED. Without SASL users configured there is nothing to manage:
 //! the same answer.
@@ -10,6 +11,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use super::task::{kstr, Ctx, Step, Task};
+use crate::authz::Action;
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::generated::alter_user_scram_credentials_request::AlterUserScramCredentialsRequest;
 use crate::protocol::generated::alter_user_scram_credentials_response::{
@@ -26,12 +28,16 @@ use crate::work::Outcome;
 
 const NOT_ALLOWED: &str = "Only a super user may manage SCRAM credentials";
 
-/// The users a super user may manage, when `ctx`'s principal is one.
-fn managed<'a>(ctx: &Ctx<'a>) -> Option<&'a Users> {
+/// The users, when `ctx`'s principal may do `action` on them: what the authorizer says
+/// (Iggy's `read_users` and `manage_users`), or without one, whether it is a super user.
+fn managed<'a>(ctx: &Ctx<'a>, action: Action<'_>) -> Option<&'a Users> {
     let users = &ctx.config.sasl.as_ref()?.users;
-    ctx.principal
-        .is_some_and(|p| users.is_super_user(p))
-        .then_some(&**users)
+    let principal = ctx.principal?;
+    let allowed = match &ctx.config.authorizer {
+        Some(a) => a.allows(Some(principal), action),
+        None => users.is_super_user(principal),
+    };
+    allowed.then_some(&**users)
 }
 
 /// A DescribeUserScramCredentials request, answered from the users in memory.
@@ -40,7 +46,7 @@ pub(crate) struct DescribeScramTask(pub(crate) DescribeUserScramCredentialsReque
 
 impl Task for DescribeScramTask {
     fn step(&mut self, ctx: &Ctx<'_>, _results: Vec<Outcome>) -> Step {
-        let Some(users) = managed(ctx) else {
+        let Some(users) = managed(ctx, Action::DescribeUsers) else {
             return Step::Respond(Response::DescribeUserScramCredentials(
                 DescribeUserScramCredentialsResponse {
                     error_code: ErrorCode::CLUSTER_AUTHORIZATION_FAILED.into(),
@@ -130,7 +136,7 @@ fn mechanism_of(user: &str, t: i8) -> Result<ScramMechanism, (ErrorCode, &'stati
 impl Task for AlterScramTask {
     fn step(&mut self, ctx: &Ctx<'_>, _results: Vec<Outcome>) -> Step {
         let req = &self.0;
-        let Some(users) = managed(ctx) else {
+        let Some(users) = managed(ctx, Action::ManageUsers) else {
             let mut names: Vec<String> = req
                 .deletions
                 .iter()

@@ -5,6 +5,7 @@
 use std::fmt;
 use std::time::Instant;
 
+use crate::authz::Action;
 use crate::backend::WatchPartition;
 use crate::close::CloseReason;
 use crate::config::Config;
@@ -27,6 +28,16 @@ pub(crate) struct Ctx<'a> {
     pub(crate) client_host: &'a str,
     /// Who the client authenticated as, if anyone.
     pub(crate) principal: Option<&'a str>,
+}
+
+impl Ctx<'_> {
+    /// Whether the client may do `action` (always, without an authorizer).
+    pub(crate) fn allows(&self, action: Action<'_>) -> bool {
+        self.config
+            .authorizer
+            .as_ref()
+            .is_none_or(|a| a.allows(self.principal, action))
+    }
 }
 
 /// What a task wants next.

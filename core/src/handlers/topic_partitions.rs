@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 
 use super::metadata::TOPIC_OPERATIONS;
 use super::task::{check_topic_name, kstr, single, Ctx, Step, Task};
+use crate::authz::Action;
 use crate::backend::{Command, Completion, TopicInfo, TopicRef};
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::generated::describe_topic_partitions_request::DescribeTopicPartitionsRequest;
@@ -158,8 +159,19 @@ impl Task for DescribeTopicPartitionsTask {
             return Step::Run(vec![Work::Store(Command::ListTopics { only })]);
         }
         match single(results) {
-            Some(Outcome::Store(Completion::ListTopics(Ok(listed)))) => {
-                Step::Respond(Response::DescribeTopicPartitions(self.page(ctx, &listed)))
+            Some(Outcome::Store(Completion::ListTopics(Ok(mut listed)))) => {
+                // What the principal may not see is not listed, and is refused by name.
+                listed.retain(|t| ctx.allows(Action::Describe(&t.name)));
+                let mut page = self.page(ctx, &listed);
+                for t in &mut page.topics {
+                    if t.name
+                        .as_ref()
+                        .is_some_and(|n| !ctx.allows(Action::Describe(n)))
+                    {
+                        t.error_code = ErrorCode::TOPIC_AUTHORIZATION_FAILED.into();
+                    }
+                }
+                Step::Respond(Response::DescribeTopicPartitions(page))
             }
             Some(Outcome::Store(Completion::ListTopics(Err(e)))) => {
                 tracing::warn!(error = %e, "cannot list topics");
