@@ -1011,9 +1011,10 @@ mod tests {
         }
         let now = Instant::now();
         let mut g = Gen::new(5);
-        let mut config = Config::default();
-        config.authorizer = Some(Arc::new(Nothing));
-        let config = Arc::new(config);
+        let config = Arc::new(Config {
+            authorizer: Some(Arc::new(Nothing)),
+            ..Config::default()
+        });
         for served in SUPPORTED_APIS {
             for version in served.versions.min..=served.versions.max {
                 for _ in 0..4 {
