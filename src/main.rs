@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use iggy_kafka_admin::view::Limits;
 use iggy_kafka_admin::{Admin, Build};
+use iggy_kafka_core::authz::{Authorizer, PermissionAuthorizer};
 use iggy_kafka_core::backend::Backend;
 use iggy_kafka_core::driver::Shared;
 use iggy_kafka_core::group::{Coordinator, GroupConfig};
@@ -28,7 +29,7 @@ use iggy_kafka_iggy_client::{Lanes, Nodes, SessionConfig};
 mod checks;
 mod config_file;
 mod iggy_url;
-mod sasl_users;
+mod users_file;
 
 /// The runtime this binary was built with.
 const RUNTIME: &str = if cfg!(feature = "smol") {
@@ -307,7 +308,7 @@ struct Args {
     log_format: String,
 
     #[command(flatten)]
-    sasl: sasl_users::SaslArgs,
+    sasl: users_file::SaslArgs,
 
     #[command(subcommand)]
     command: Option<Subcommand>,
@@ -319,7 +320,7 @@ enum Subcommand {
     /// Read a password from standard input and print a SCRAM credential for it (salt,
     /// iterations, StoredKey, ServerKey; never the password) as a `[[user]]` table for the
     /// --sasl-users file.
-    ScramCredential(sasl_users::CredentialArgs),
+    ScramCredential(users_file::CredentialArgs),
 }
 
 /// Parses the command line and the environment, then the configuration file they name (if
@@ -447,7 +448,7 @@ async fn connect_iggy(
 fn main() -> ExitCode {
     let (args, matches) = parse_args();
     if let Some(Subcommand::ScramCredential(c)) = &args.command {
-        return match sasl_users::print_credential(c) {
+        return match users_file::print_credential(c) {
             Ok(text) => match std::io::stdout().write_all(text.as_bytes()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(_) => ExitCode::FAILURE,
@@ -526,7 +527,7 @@ fn main() -> ExitCode {
         tracing::error!("{e}");
         return ExitCode::FAILURE;
     }
-    let sasl = match sasl_users::load(&args.sasl) {
+    let users = match users_file::load(&args.sasl) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("{e}");
@@ -565,6 +566,22 @@ fn main() -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
+    // Permissions are about Iggy's streams and topics: where each Kafka topic lives.
+    let authorizer = users.permissions.map(|mut permissions| {
+        let (stream, places) = (args.stream.clone(), mapping.clone());
+        let mut authorizer =
+            PermissionAuthorizer::new(users.super_users.clone(), move |topic: &str| {
+                places.place(&stream, topic)
+            });
+        // Kafka's name for a client that did not authenticate.
+        if let Some(anonymous) = permissions.remove("ANONYMOUS") {
+            authorizer = authorizer.with_anonymous(anonymous);
+        }
+        for (user, p) in permissions {
+            authorizer.set(&user, p);
+        }
+        authorizer
+    });
     if args.default_partitions == 0 {
         tracing::error!("--default-partitions must be at least 1");
         return ExitCode::FAILURE;
@@ -624,7 +641,8 @@ fn main() -> ExitCode {
     config.cluster_id = args.cluster_id.clone();
     // Every listener shares the users: SASL listeners authenticate against them, and
     // credentials may be managed from any listener by an authenticated super user.
-    config.sasl = sasl;
+    config.sasl = users.sasl;
+    config.authorizer = authorizer.map(|a| Arc::new(a) as Arc<dyn Authorizer>);
     if matches!(plan, Plan::Embedded(_)) {
         // The embedded store's per-partition cap is every topic's default and ceiling;
         // Iggy's topics have no size limit unless one is set.

@@ -84,7 +84,8 @@ admin-max-partitions = 15
 cluster-id = "from-the-file"
 log = "warn"
 log-format = "json"
-sasl-users = "/etc/users-from-the-file.toml"
+users-file = "/etc/users-from-the-file.toml"
+authorization = "users-file"
 sasl-enabled-mechanisms = "SCRAM-SHA-512"
 sasl-session-lifetime-ms = 60000
 sasl-failure-delay-ms = 50
@@ -146,7 +147,7 @@ fn the_example_in_deploy_names_every_option_with_its_default() {
         "advertised-listener",
         "map-topics",
         "map-streams",
-        "sasl-users",
+        "users-file",
         "super-users",
     ] {
         in_example.remove(unset);

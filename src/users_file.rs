@@ -1,16 +1,23 @@
-//! SASL's options, the users file and the `scram-credential` subcommand.
+//! SASL's and authorization's options, the users file and the `scram-credential`
+//! subcommand.
 //!
-//! The users file is TOML: one `[[user]]` table per user, with either `password` (hashed
-//! into SCRAM credentials at start and then forgotten) or `[[user.scram]]` tables holding a
+//! The users file is TOML: one `[[user]]` table per user, with `password` (hashed into
+//! SCRAM credentials at start and then forgotten) or `[[user.scram]]` tables holding a
 //! credential as `scram-credential` prints it (salt, iterations, StoredKey and ServerKey,
-//! base64). PLAIN is checked against the user's SCRAM credential, so no password is kept.
+//! base64), and the user's Iggy permissions: `permissions` (global), `[user.streams]`
+//! (per stream) and `[user.topics]` (per `STREAM/TOPIC`), each a list of Iggy's permission
+//! names. PLAIN is checked against the user's SCRAM credential, so no password is kept. A
+//! user with permissions and no credential is a certificate's principal, or `ANONYMOUS`:
+//! what clients that did not authenticate may do.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use iggy_kafka_core::authz::Permissions;
 use iggy_kafka_core::sasl::scram::{MAX_ITERATIONS, MIN_ITERATIONS};
 use iggy_kafka_core::sasl::{
     Mechanism, Random, SaslConfig, ScramCredential, ScramMechanism, Users,
@@ -19,10 +26,23 @@ use iggy_kafka_core::sasl::{
 /// SASL's options.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct SaslArgs {
-    /// The users SASL listeners authenticate: a TOML file of `[[user]]` tables (see the
-    /// README). Required when a listener uses SASL_PLAINTEXT or SASL_SSL.
-    #[arg(long, env = "IGGY_KAFKA_SASL_USERS", value_name = "FILE")]
-    pub(crate) sasl_users: Option<PathBuf>,
+    /// The users: a TOML file of `[[user]]` tables with their SCRAM credentials or
+    /// passwords and their Iggy permissions (see docs/SECURITY.md). Required when a
+    /// listener uses SASL_PLAINTEXT or SASL_SSL, or --authorization is users-file.
+    #[arg(long, env = "IGGY_KAFKA_USERS_FILE", value_name = "FILE")]
+    pub(crate) users_file: Option<PathBuf>,
+
+    /// Who decides what each principal may do: `off` (everyone may do everything, as a
+    /// Kafka broker without an authorizer) or `users-file` (the Iggy permissions each user
+    /// has in --users-file; super users may do everything).
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_AUTHORIZATION",
+        default_value = "off",
+        value_parser = ["off", "users-file"],
+        value_name = "WHO"
+    )]
+    pub(crate) authorization: String,
 
     /// The SASL mechanisms offered, comma-separated (Kafka's sasl.enabled.mechanisms).
     #[arg(
@@ -128,11 +148,23 @@ fn os_random(out: &mut [u8]) {
     }
 }
 
-/// SASL's configuration from its options, or `None` when no users file is given.
+/// What the users file and the options give: SASL's configuration and each user's
+/// permissions.
+#[derive(Debug, Default)]
+pub(crate) struct Loaded {
+    /// SASL's configuration, when a users file is given.
+    pub(crate) sasl: Option<Arc<SaslConfig>>,
+    /// The users' Iggy permissions, when authorization is `users-file`.
+    pub(crate) permissions: Option<BTreeMap<String, Permissions>>,
+    /// Who may do everything.
+    pub(crate) super_users: Vec<String>,
+}
+
+/// Reads the users file its options name, if any.
 ///
 /// # Errors
 /// A message naming the option and the reason.
-pub(crate) fn load(args: &SaslArgs) -> Result<Option<Arc<SaslConfig>>, String> {
+pub(crate) fn load(args: &SaslArgs) -> Result<Loaded, String> {
     let mut mechanisms = Vec::new();
     for name in args.sasl_enabled_mechanisms.split(',').map(str::trim) {
         let m = Mechanism::from_name(name).ok_or_else(|| {
@@ -144,27 +176,40 @@ pub(crate) fn load(args: &SaslArgs) -> Result<Option<Arc<SaslConfig>>, String> {
             mechanisms.push(m);
         }
     }
-    let Some(path) = &args.sasl_users else {
-        return Ok(None);
-    };
-    let super_users = args
+    let super_users: Vec<String> = args
         .super_users
         .iter()
         .flat_map(|s| s.split([',', ';']))
         .map(|u| u.trim())
         .map(|u| u.strip_prefix("User:").unwrap_or(u).to_owned())
-        .filter(|u| !u.is_empty());
-    let users = Users::new(super_users);
-    read_users(path, &users).map_err(|e| format!("--sasl-users {}: {e}", path.display()))?;
+        .filter(|u| !u.is_empty())
+        .collect();
+    let authorize = args.authorization == "users-file";
+    let Some(path) = &args.users_file else {
+        if authorize {
+            return Err(
+                "--authorization users-file: no --users-file to take the permissions from".into(),
+            );
+        }
+        return Ok(Loaded::default());
+    };
+    let users = Users::new(super_users.iter().cloned());
+    let permissions =
+        read_users(path, &users).map_err(|e| format!("--users-file {}: {e}", path.display()))?;
     let mut config = SaslConfig::new(Arc::new(users), Random::new(os_random));
     config.mechanisms = mechanisms;
     config.session_lifetime = (args.sasl_session_lifetime_ms > 0)
         .then(|| Duration::from_millis(args.sasl_session_lifetime_ms));
     config.failure_delay = Duration::from_millis(args.sasl_failure_delay_ms);
-    Ok(Some(Arc::new(config)))
+    Ok(Loaded {
+        sasl: Some(Arc::new(config)),
+        permissions: authorize.then_some(permissions),
+        super_users,
+    })
 }
 
-fn read_users(path: &Path, users: &Users) -> Result<(), String> {
+/// Reads the users into `users` and returns their permissions.
+fn read_users(path: &Path, users: &Users) -> Result<BTreeMap<String, Permissions>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let table: toml::Table = text
         .parse()
@@ -180,6 +225,7 @@ fn read_users(path: &Path, users: &Users) -> Result<(), String> {
         return Err("no [[user]] table".into());
     };
     let list = list.as_array().ok_or("`user` must be [[user]] tables")?;
+    let mut all = BTreeMap::new();
     for (n, entry) in list.iter().enumerate() {
         let at = |what: &str| format!("user #{}: {what}", n + 1);
         let entry = entry.as_table().ok_or_else(|| at("not a table"))?;
@@ -189,12 +235,18 @@ fn read_users(path: &Path, users: &Users) -> Result<(), String> {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| at("no `name`"))?;
         let at = |what: &str| format!("user {name:?}: {what}");
+        if all.contains_key(name) {
+            return Err(at("listed twice"));
+        }
         for key in entry.keys() {
-            if !matches!(key.as_str(), "name" | "password" | "scram") {
+            if !matches!(
+                key.as_str(),
+                "name" | "password" | "scram" | "permissions" | "streams" | "topics"
+            ) {
                 return Err(at(&format!("unknown key `{key}`")));
             }
         }
-        let mut any = false;
+        let mut credentials = false;
         if let Some(password) = entry.get("password") {
             let password = password
                 .as_str()
@@ -208,7 +260,7 @@ fn read_users(path: &Path, users: &Users) -> Result<(), String> {
                     ScramCredential::from_password(m, password.as_bytes(), &salt, MIN_ITERATIONS),
                 );
             }
-            any = true;
+            credentials = true;
         }
         if let Some(scram) = entry.get("scram") {
             let scram = scram
@@ -216,14 +268,110 @@ fn read_users(path: &Path, users: &Users) -> Result<(), String> {
                 .ok_or_else(|| at("`scram` must be [[user.scram]] tables"))?;
             for c in scram {
                 users.set(name, credential(c).map_err(|e| at(&e))?);
-                any = true;
+                credentials = true;
             }
         }
-        if !any {
-            return Err(at("neither `password` nor [[user.scram]]"));
+        let permissions = permissions(entry).map_err(|e| at(&e))?;
+        if !credentials && permissions == Permissions::default() {
+            return Err(at(
+                "neither credentials (`password`, [[user.scram]]) nor permissions",
+            ));
+        }
+        all.insert(name.to_owned(), permissions);
+    }
+    Ok(all)
+}
+
+/// The names in `value`, a list of strings.
+fn names<'a>(value: &'a toml::Value, key: &str) -> Result<Vec<&'a str>, String> {
+    value
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .map(toml::Value::as_str)
+                .collect::<Option<Vec<_>>>()
+        })
+        .ok_or_else(|| format!("`{key}` must be a list of Iggy permission names"))
+}
+
+fn permissions(entry: &toml::Table) -> Result<Permissions, String> {
+    let mut p = Permissions::default();
+    if let Some(v) = entry.get("permissions") {
+        for n in names(v, "permissions")? {
+            let g = &mut p.global;
+            *match n {
+                "manage_servers" => &mut g.manage_servers,
+                "read_servers" => &mut g.read_servers,
+                "manage_users" => &mut g.manage_users,
+                "read_users" => &mut g.read_users,
+                "manage_streams" => &mut g.manage_streams,
+                "read_streams" => &mut g.read_streams,
+                "manage_topics" => &mut g.manage_topics,
+                "read_topics" => &mut g.read_topics,
+                "poll_messages" => &mut g.poll_messages,
+                "send_messages" => &mut g.send_messages,
+                other => {
+                    return Err(format!(
+                        "`permissions`: {other:?} is not a global Iggy permission"
+                    ))
+                }
+            } = true;
         }
     }
-    Ok(())
+    if let Some(v) = entry.get("streams") {
+        let t = v
+            .as_table()
+            .ok_or("`streams` must be a table of STREAM = [...]")?;
+        for (stream, v) in t {
+            let s = p.streams.entry(stream.clone()).or_default();
+            for n in names(v, &format!("streams.{stream}"))? {
+                *match n {
+                    "manage_stream" => &mut s.manage_stream,
+                    "read_stream" => &mut s.read_stream,
+                    "manage_topics" => &mut s.manage_topics,
+                    "read_topics" => &mut s.read_topics,
+                    "poll_messages" => &mut s.poll_messages,
+                    "send_messages" => &mut s.send_messages,
+                    other => {
+                        return Err(format!(
+                            "`streams.{stream}`: {other:?} is not an Iggy stream permission"
+                        ))
+                    }
+                } = true;
+            }
+        }
+    }
+    if let Some(v) = entry.get("topics") {
+        let t = v
+            .as_table()
+            .ok_or("`topics` must be a table of \"STREAM/TOPIC\" = [...]")?;
+        for (place, v) in t {
+            let Some((stream, topic)) = place.split_once('/') else {
+                return Err(format!("`topics`: {place:?} is not STREAM/TOPIC"));
+            };
+            let tp = p
+                .streams
+                .entry(stream.to_owned())
+                .or_default()
+                .topics
+                .entry(topic.to_owned())
+                .or_default();
+            for n in names(v, &format!("topics.{place}"))? {
+                *match n {
+                    "manage_topic" => &mut tp.manage_topic,
+                    "read_topic" => &mut tp.read_topic,
+                    "poll_messages" => &mut tp.poll_messages,
+                    "send_messages" => &mut tp.send_messages,
+                    other => {
+                        return Err(format!(
+                            "`topics.{place}`: {other:?} is not an Iggy topic permission"
+                        ))
+                    }
+                } = true;
+            }
+        }
+    }
+    Ok(p)
 }
 
 fn credential(value: &toml::Value) -> Result<ScramCredential, String> {
@@ -277,7 +425,8 @@ mod tests {
 
     fn args(file: Option<PathBuf>) -> SaslArgs {
         SaslArgs {
-            sasl_users: file,
+            users_file: file,
+            authorization: "users-file".into(),
             sasl_enabled_mechanisms: "PLAIN,SCRAM-SHA-512".into(),
             sasl_session_lifetime_ms: 0,
             sasl_failure_delay_ms: 100,
@@ -299,15 +448,19 @@ mod tests {
     fn a_users_file_gives_credentials_and_bad_ones_are_refused_with_the_reason() {
         let c = ScramCredential::from_password(ScramMechanism::Sha256, b"pw", b"salt", 4096);
         let text = format!(
-            "[[user]]\nname = \"alice\"\npassword = \"alice-pw\"\n\n[[user]]\nname = \"bob\"\n[[user.scram]]\nmechanism = \"SCRAM-SHA-256\"\niterations = 4096\nsalt = \"{}\"\nstored-key = \"{}\"\nserver-key = \"{}\"\n",
+            "[[user]]\nname = \"alice\"\npassword = \"alice-pw\"\n\n[[user]]\nname = \"bob\"\npermissions = [\"read_topics\"]\nstreams = {{ kafka = [\"poll_messages\"] }}\ntopics = {{ \"shop/orders\" = [\"send_messages\"] }}\n[[user.scram]]\nmechanism = \"SCRAM-SHA-256\"\niterations = 4096\nsalt = \"{}\"\nstored-key = \"{}\"\nserver-key = \"{}\"\n",
             BASE64.encode(&c.salt),
             BASE64.encode(&c.stored_key),
             BASE64.encode(&c.server_key)
         );
         let path = file(&text);
-        let config = load(&args(Some(path.clone())))
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_else(|| panic!("configured"));
+        let loaded = load(&args(Some(path.clone()))).unwrap_or_else(|e| panic!("{e}"));
+        let config = loaded.sasl.unwrap_or_else(|| panic!("configured"));
+        let permissions = loaded.permissions.unwrap_or_default();
+        assert!(permissions["bob"].global.read_topics);
+        assert!(permissions["bob"].streams["kafka"].poll_messages);
+        assert!(permissions["bob"].streams["shop"].topics["orders"].send_messages);
+        assert_eq!(permissions["alice"], Permissions::default());
         assert!(config.users.verify_plain("alice", b"alice-pw"));
         assert!(config.users.verify_plain("bob", b"pw"));
         assert!(!config.users.verify_plain("bob", b"alice-pw"));
@@ -317,6 +470,14 @@ mod tests {
 
         for (bad, why) in [
             ("[[user]]\nname = \"x\"\n", "neither"),
+            (
+                "[[user]]\nname = \"x\"\npermissions = [\"fly\"]\n",
+                "not a global Iggy permission",
+            ),
+            (
+                "[[user]]\nname = \"x\"\ntopics = { orders = [\"read_topic\"] }\n",
+                "STREAM/TOPIC",
+            ),
             ("[[user]]\npassword = \"p\"\n", "no `name`"),
             ("[[user]]\nname = \"x\"\npasword = \"p\"\n", "unknown key"),
             ("users = 1\n", "unknown key"),
@@ -330,7 +491,7 @@ mod tests {
             let e = load(&args(Some(path.clone())))
                 .err()
                 .unwrap_or_else(|| panic!("{bad:?} was taken"));
-            assert!(e.starts_with("--sasl-users "), "{e}");
+            assert!(e.starts_with("--users-file "), "{e}");
             assert!(e.contains(why), "{bad:?}: {e}");
             let _ = std::fs::remove_file(path);
         }
