@@ -314,6 +314,12 @@ pub enum Command {
         /// The partition.
         partition: u32,
     },
+    /// A user's permissions, for authorization by the backend's own users (Iggy's): the
+    /// permissions of the backend user named `user`, with streams and topics by name.
+    UserPermissions {
+        /// The user, as the client authenticated.
+        user: String,
+    },
     /// Store a group's committed offsets, each replacing the partition's previous one.
     /// Offsets of partitions that do not exist are refused one by one.
     CommitOffsets {
@@ -408,6 +414,8 @@ pub enum Completion {
     AllocateProducerId(Result<i64, BackendError>),
     /// Of [`Command::DescribeProducers`]: by producer id.
     DescribeProducers(Result<Vec<ActiveProducer>, BackendError>),
+    /// Of [`Command::UserPermissions`]: `None` when the backend has no such user.
+    UserPermissions(Result<Option<crate::authz::Permissions>, BackendError>),
     /// Of [`Command::CommitOffsets`]: one result per offset, in order.
     CommitOffsets(Vec<Result<(), BackendError>>),
     /// Of [`Command::FetchOffsets`]: the committed offsets found.
@@ -601,6 +609,7 @@ pub(crate) mod tests {
             Command::AlterTopicConfig { .. } => Completion::AlterTopicConfig(Ok(())),
             Command::AllocateProducerId => Completion::AllocateProducerId(Ok(1)),
             Command::DescribeProducers { .. } => Completion::DescribeProducers(Ok(Vec::new())),
+            Command::UserPermissions { .. } => Completion::UserPermissions(Ok(None)),
             Command::CommitOffsets { offsets, .. } => {
                 Completion::CommitOffsets(offsets.iter().map(|_| Ok(())).collect())
             }

@@ -666,6 +666,9 @@ impl Backend for EmbeddedStore {
             Command::MaxTimestamp { topic, partition } => {
                 Completion::MaxTimestamp(self.max_timestamp(&topic, partition))
             }
+            Command::UserPermissions { .. } => Completion::UserPermissions(Err(
+                BackendError::Other("the embedded store has no users of its own".into()),
+            )),
             Command::DescribeProducers { topic, partition } => {
                 Completion::DescribeProducers(self.producers(&topic, partition))
             }
