@@ -31,6 +31,10 @@ mod config_file;
 mod iggy_url;
 mod users_file;
 
+/// How often each connection reads its principal's permissions from Iggy again: with
+/// the backend's own cache, a permission changed in Iggy takes effect within about this.
+const PERMISSIONS_REFRESH: Duration = Duration::from_secs(5);
+
 /// The runtime this binary was built with.
 const RUNTIME: &str = if cfg!(feature = "smol") {
     "smol"
@@ -566,22 +570,36 @@ fn main() -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
+    if args.sasl.authorization == "iggy" && iggy.is_none() {
+        tracing::error!(
+            "--authorization iggy: the permissions are Iggy's users', which need the Iggy \
+             backend (--iggy)"
+        );
+        return ExitCode::FAILURE;
+    }
     // Permissions are about Iggy's streams and topics: where each Kafka topic lives.
-    let authorizer = users.permissions.map(|mut permissions| {
+    let locate = {
         let (stream, places) = (args.stream.clone(), mapping.clone());
-        let mut authorizer =
-            PermissionAuthorizer::new(users.super_users.clone(), move |topic: &str| {
-                places.place(&stream, topic)
-            });
-        // Kafka's name for a client that did not authenticate.
-        if let Some(anonymous) = permissions.remove("ANONYMOUS") {
-            authorizer = authorizer.with_anonymous(anonymous);
-        }
-        for (user, p) in permissions {
-            authorizer.set(&user, p);
-        }
-        authorizer
-    });
+        move |topic: &str| places.place(&stream, topic)
+    };
+    let authorizer = if args.sasl.authorization == "iggy" {
+        Some(
+            PermissionAuthorizer::new(users.super_users.clone(), locate)
+                .from_backend(PERMISSIONS_REFRESH),
+        )
+    } else {
+        users.permissions.map(|mut permissions| {
+            let mut authorizer = PermissionAuthorizer::new(users.super_users.clone(), locate);
+            // Kafka's name for a client that did not authenticate.
+            if let Some(anonymous) = permissions.remove("ANONYMOUS") {
+                authorizer = authorizer.with_anonymous(anonymous);
+            }
+            for (user, p) in permissions {
+                authorizer.set(&user, p);
+            }
+            authorizer
+        })
+    };
     if args.default_partitions == 0 {
         tracing::error!("--default-partitions must be at least 1");
         return ExitCode::FAILURE;

@@ -33,13 +33,15 @@ pub(crate) struct SaslArgs {
     pub(crate) users_file: Option<PathBuf>,
 
     /// Who decides what each principal may do: `off` (everyone may do everything, as a
-    /// Kafka broker without an authorizer) or `users-file` (the Iggy permissions each user
-    /// has in --users-file; super users may do everything).
+    /// Kafka broker without an authorizer), `users-file` (the Iggy permissions each user
+    /// has in --users-file) or `iggy` (the permissions of the Iggy user of the same name,
+    /// read from Iggy and refreshed every few seconds; the gateway's Iggy user needs
+    /// read_users). Super users may do everything.
     #[arg(
         long,
         env = "IGGY_KAFKA_AUTHORIZATION",
         default_value = "off",
-        value_parser = ["off", "users-file"],
+        value_parser = ["off", "users-file", "iggy"],
         value_name = "WHO"
     )]
     pub(crate) authorization: String,

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
 /// What a request needs, on which Kafka topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +45,16 @@ pub enum Action<'a> {
 pub trait Authorizer: Send + Sync + fmt::Debug {
     /// Whether `principal` may do `action`.
     fn allows(&self, principal: Option<&str>, action: Action<'_>) -> bool;
+
+    /// How often a connection asks the backend for its principal's permissions
+    /// ([`crate::backend::Command::UserPermissions`]) and tells them with
+    /// [`Authorizer::learned`]; `None` when the authorizer knows them itself.
+    fn refresh_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// What the backend said `principal` may do (`None`: no such user, so nothing).
+    fn learned(&self, _principal: &str, _permissions: Option<Permissions>) {}
 }
 
 /// Iggy's global permissions.
@@ -213,6 +224,8 @@ pub struct PermissionAuthorizer {
     anonymous: Option<Arc<Permissions>>,
     super_users: Vec<String>,
     locate: Box<Locate>,
+    /// Set when the permissions come from the backend: how often connections ask again.
+    refresh: Option<Duration>,
 }
 
 impl fmt::Debug for PermissionAuthorizer {
@@ -235,7 +248,16 @@ impl PermissionAuthorizer {
             anonymous: None,
             super_users,
             locate: Box::new(locate),
+            refresh: None,
         }
+    }
+
+    /// Takes the permissions from the backend (Iggy's users), asked again every `every`
+    /// by each connection, rather than from [`PermissionAuthorizer::set`].
+    #[must_use]
+    pub fn from_backend(mut self, every: Duration) -> Self {
+        self.refresh = Some(every);
+        self
     }
 
     /// Sets what clients without a principal may do.
@@ -265,6 +287,22 @@ impl PermissionAuthorizer {
 }
 
 impl Authorizer for PermissionAuthorizer {
+    fn refresh_interval(&self) -> Option<Duration> {
+        self.refresh
+    }
+
+    fn learned(&self, principal: &str, permissions: Option<Permissions>) {
+        let mut users = self.users.write().unwrap_or_else(PoisonError::into_inner);
+        match permissions {
+            Some(p) => {
+                users.insert(principal.to_owned(), Arc::new(p));
+            }
+            None => {
+                users.remove(principal);
+            }
+        }
+    }
+
     fn allows(&self, principal: Option<&str>, action: Action<'_>) -> bool {
         if principal.is_some_and(|p| self.super_users.iter().any(|s| s == p)) {
             return true;

@@ -63,6 +63,17 @@ enum State {
     Closing(CloseReason),
 }
 
+/// The principal's permissions as the backend gives them.
+#[derive(Debug, Default)]
+struct PermissionFetch {
+    /// The fetch in flight, by work id.
+    in_flight: Option<u64>,
+    /// Whether an answer came since the principal was set.
+    loaded: bool,
+    /// When to ask again.
+    next: Option<Instant>,
+}
+
 /// A request taken and not yet flushed.
 #[derive(Debug)]
 struct InFlight {
@@ -135,6 +146,8 @@ pub struct Connection {
     principal: Option<String>,
     /// SASL's state, on a listener that requires it.
     sasl: Option<sasl::SaslState>,
+    /// The principal's permissions, when the authorizer takes them from the backend.
+    permissions: PermissionFetch,
     requests: VecDeque<InFlight>,
     next_seq: u64,
     in_flight_bytes: usize,
@@ -169,6 +182,7 @@ impl Connection {
             client: ClientInfo::default(),
             client_host: String::new(),
             principal: None,
+            permissions: PermissionFetch::default(),
             requests: VecDeque::new(),
             next_seq: 0,
             in_flight_bytes: 0,
@@ -194,6 +208,7 @@ impl Connection {
     /// Call before the first input. On a SASL listener the SASL user replaces it.
     pub fn set_peer_principal(&mut self, principal: impl Into<String>) {
         self.principal = Some(principal.into());
+        self.principal_changed();
     }
 
     /// Who the client is, once known: the SASL user, or the TLS certificate's principal.
@@ -210,6 +225,7 @@ impl Connection {
         if !matches!(self.state, State::Open) {
             return;
         }
+        self.fetch_permissions();
         if !buf.is_empty() {
             self.last_activity = now;
         }
@@ -247,6 +263,11 @@ impl Connection {
     /// stale watch are dropped.
     pub fn handle_outcome(&mut self, now: Instant, id: WorkId, completion: Outcome) {
         self.now = now;
+        if self.permissions.in_flight == Some(id.0) {
+            // Not the client's doing: it must not keep an idle connection open.
+            self.permissions_arrived(completion);
+            return;
+        }
         self.last_activity = now;
         let Some(slot) = self.slots.remove(&id.0) else {
             tracing::debug!(?id, "outcome of unknown work");
@@ -300,7 +321,11 @@ impl Connection {
             None if matches!(self.state, State::Open) => s.expiry(),
             None => None,
         });
-        [idle, first, sasl].into_iter().flatten().min()
+        let permissions = match self.state {
+            State::Open if self.permissions.in_flight.is_none() => self.permissions.next,
+            _ => None,
+        };
+        [idle, first, sasl, permissions].into_iter().flatten().min()
     }
 
     /// Lets the connection act on the passage of time.
@@ -308,6 +333,9 @@ impl Connection {
         self.now = now;
         self.release_failed_authentication(now);
         self.check_session(now, None);
+        if matches!(self.state, State::Open) {
+            self.fetch_permissions();
+        }
         while let Some(&(at, seq)) = self.deadlines.first() {
             if at > now {
                 break;
@@ -344,6 +372,7 @@ impl Connection {
     pub fn wants_input(&self) -> bool {
         matches!(self.state, State::Open)
             && self.sasl.as_ref().is_none_or(|s| s.failed().is_none())
+            && !self.awaiting_permissions()
             && self.out.len() < self.config.max_pending_output
             && self.requests.len() < self.config.max_in_flight_requests
             && self.in_flight_bytes < self.config.max_in_flight_bytes
@@ -381,6 +410,76 @@ impl Connection {
     #[must_use]
     pub fn requests_in_flight(&self) -> usize {
         self.requests.len()
+    }
+
+    /// The authorizer's refresh interval, when permissions come from the backend.
+    fn permissions_refresh(&self) -> Option<std::time::Duration> {
+        self.config
+            .authorizer
+            .as_ref()
+            .and_then(|a| a.refresh_interval())
+    }
+
+    /// A new principal: its permissions are asked for at once, and nothing more is read
+    /// until they arrive (a request checked before would be refused for nothing).
+    fn principal_changed(&mut self) {
+        if self.permissions_refresh().is_some() {
+            self.permissions.loaded = false;
+            self.permissions.next = Some(self.now);
+            self.fetch_permissions();
+        }
+    }
+
+    fn awaiting_permissions(&self) -> bool {
+        self.principal.is_some() && self.permissions_refresh().is_some() && !self.permissions.loaded
+    }
+
+    /// Asks the backend for the principal's permissions when it is time to.
+    fn fetch_permissions(&mut self) {
+        let (Some(user), Some(_)) = (&self.principal, self.permissions_refresh()) else {
+            return;
+        };
+        if self.permissions.in_flight.is_some()
+            || self.permissions.next.is_none_or(|t| t > self.now)
+        {
+            return;
+        }
+        let id = self.next_command;
+        self.next_command += 1;
+        self.permissions.in_flight = Some(id);
+        self.permissions.next = None;
+        self.ready.push_back((
+            WorkId(id),
+            Work::Store(Command::UserPermissions { user: user.clone() }),
+        ));
+    }
+
+    fn permissions_arrived(&mut self, outcome: Outcome) {
+        self.permissions.in_flight = None;
+        let (Some(user), Some(every), Some(authorizer)) = (
+            self.principal.clone(),
+            self.permissions_refresh(),
+            self.config.authorizer.clone(),
+        ) else {
+            return;
+        };
+        let retry = match outcome {
+            Outcome::Store(Completion::UserPermissions(Ok(p))) => {
+                if p.is_none() {
+                    tracing::warn!(%user, "the backend has no such user: nothing is allowed");
+                }
+                authorizer.learned(&user, p);
+                every
+            }
+            other => {
+                // What was known stays; a first failure leaves the principal allowed
+                // nothing until a later answer.
+                tracing::warn!(%user, outcome = ?other, "cannot read the principal's permissions");
+                every.min(std::time::Duration::from_secs(1))
+            }
+        };
+        self.permissions.loaded = true;
+        self.permissions.next = Some(self.now + retry);
     }
 
     fn frame_limit(&self) -> usize {

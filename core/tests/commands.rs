@@ -1010,3 +1010,61 @@ fn permissions_decide_what_each_principal_may_do() {
     let codes: Vec<i16> = r.topics.iter().map(|t| t.error_code).collect();
     assert_eq!(codes, [29, 29]);
 }
+
+/// Permissions from the backend (Iggy's users): asked for as soon as the principal is
+/// known, with nothing served before they arrive, and asked again on the clock, so that a
+/// permission changed in Iggy takes effect within the refresh interval.
+#[test]
+fn permissions_from_the_backend_are_awaited_and_refreshed() {
+    use iggy_kafka_core::authz::{PermissionAuthorizer, Permissions};
+    let authorizer =
+        PermissionAuthorizer::new(Vec::new(), |t: &str| ("kafka".to_owned(), t.to_owned()))
+            .from_backend(Duration::from_secs(5));
+    let mut config = Config::default();
+    config.authorizer = Some(Arc::new(authorizer));
+    let mut h = Harness::new(config);
+    h.conn.set_peer_principal("carol");
+    // The question goes out before anything is read.
+    let cmds = h.commands();
+    let [(ask, Work::Store(Command::UserPermissions { user }))] = &cmds[..] else {
+        panic!("{cmds:?}")
+    };
+    assert_eq!(user, "carol");
+    assert!(!h.conn.wants_input());
+    let mut buf = BytesMut::new();
+    frame::encode_request(&mut buf, &produce(1, &[0]), 9, 1, None).expect("request");
+    h.conn.handle_input(h.now, &mut buf);
+    assert!(h.commands().is_empty(), "nothing served before the answer");
+    let mut writer = Permissions::default();
+    writer.global.send_messages = true;
+    h.complete(
+        *ask,
+        Outcome::Store(Completion::UserPermissions(Ok(Some(writer)))),
+    );
+    assert!(h.conn.wants_input());
+    h.conn.handle_input(h.now, &mut buf);
+    let cmds = h.commands();
+    let [(append, Work::Store(Command::Append { .. }))] = &cmds[..] else {
+        panic!("{cmds:?}")
+    };
+    h.complete(*append, appended(0));
+    let _ = h.responses(ApiKey::Produce, 9);
+
+    // Five seconds on, asked again; the user is gone from the backend now.
+    assert_eq!(h.conn.poll_timeout(), Some(h.now + Duration::from_secs(5)));
+    h.advance(Duration::from_secs(5));
+    let cmds = h.commands();
+    let [(again, Work::Store(Command::UserPermissions { .. }))] = &cmds[..] else {
+        panic!("{cmds:?}")
+    };
+    // Served meanwhile with what was known.
+    assert!(h.conn.wants_input());
+    h.complete(
+        *again,
+        Outcome::Store(Completion::UserPermissions(Ok(None))),
+    );
+    h.send(9, 2, &produce(1, &[0]));
+    assert!(h.commands().is_empty(), "refused now");
+    let answered = h.responses(ApiKey::Produce, 9);
+    assert_eq!(produce_offsets(&answered[0].1), vec![(0, 29, -1)]);
+}

@@ -313,11 +313,9 @@ impl Backend for IggyBackend {
             Command::ListGroups => {
                 Execution::Done(Completion::ListGroups(Ok(inner.committed.groups())))
             }
-            Command::UserPermissions { .. } => {
-                Execution::Done(Completion::UserPermissions(Err(BackendError::Other(
-                    "reading users' permissions from Iggy is not built yet".into(),
-                ))))
-            }
+            Command::UserPermissions { .. } => Execution::Done(Completion::UserPermissions(Err(
+                BackendError::Other("reading users' permissions from Iggy is not built yet".into()),
+            ))),
             Command::AllocateProducerId => {
                 Execution::Done(Completion::AllocateProducerId(Ok(inner
                     .appends

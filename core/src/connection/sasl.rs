@@ -256,7 +256,11 @@ impl Connection {
             mechanism,
             expires: config.session_lifetime.map(|d| now + d),
         });
+        let changed = self.principal.as_deref() != Some(user.as_str());
         self.principal = Some(user);
+        if changed {
+            self.principal_changed();
+        }
     }
 
     /// Answers a failed exchange after the failure delay, then closes: slow for whoever
