@@ -1068,3 +1068,22 @@ fn permissions_from_the_backend_are_awaited_and_refreshed() {
     let answered = h.responses(ApiKey::Produce, 9);
     assert_eq!(produce_offsets(&answered[0].1), vec![(0, 29, -1)]);
 }
+
+/// With an authorizer, the ACL calls say where permissions are changed: in Iggy.
+#[test]
+fn acl_calls_name_iggy_when_permissions_are_checked() {
+    use iggy_kafka_core::protocol::generated::describe_acls_request::DescribeAclsRequest;
+    let mut h = authorized("admin");
+    h.send(3, 1, &Request::DescribeAcls(DescribeAclsRequest::default()));
+    let answered = h.responses(ApiKey::DescribeAcls, 3);
+    let Response::DescribeAcls(r) = &answered[0].1 else {
+        panic!("{answered:?}")
+    };
+    assert_eq!(r.error_code, 42);
+    let message = r
+        .error_message
+        .as_ref()
+        .map(|m| m.to_string())
+        .unwrap_or_default();
+    assert!(message.contains("Iggy"), "{message}");
+}
