@@ -36,6 +36,7 @@
 //! the request timeout, for as long as the rebalance may take.
 
 mod sasl;
+mod telemetry;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -148,6 +149,8 @@ pub struct Connection {
     sasl: Option<sasl::SaslState>,
     /// The principal's permissions, when the authorizer takes them from the backend.
     permissions: PermissionFetch,
+    /// The client instance's telemetry (KIP-714) state.
+    telemetry: telemetry::Telemetry,
     requests: VecDeque<InFlight>,
     next_seq: u64,
     in_flight_bytes: usize,
@@ -183,6 +186,7 @@ impl Connection {
             client_host: String::new(),
             principal: None,
             permissions: PermissionFetch::default(),
+            telemetry: telemetry::Telemetry::default(),
             requests: VecDeque::new(),
             next_seq: 0,
             in_flight_bytes: 0,
@@ -598,6 +602,10 @@ impl Connection {
                 return self.finish(i, Some(Response::ApiVersions(response)));
             }
             Request::SaslHandshake(req) => return self.handle_sasl_handshake(i, &req, version),
+            Request::GetTelemetrySubscriptions(req) => {
+                return self.handle_get_telemetry_subscriptions(i, &req)
+            }
+            Request::PushTelemetry(req) => return self.handle_push_telemetry(i, &req),
             Request::SaslAuthenticate(req) => {
                 return self.handle_sasl_authenticate(i, &req, version)
             }

@@ -65,6 +65,9 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::AlterUserScramCredentials, 0, 0),
     api(ApiKey::DescribeCluster, 0, 1),
     api(ApiKey::DescribeProducers, 0, 0),
+    // KIP-714 with no client-metrics subscription: clients push nothing.
+    api(ApiKey::GetTelemetrySubscriptions, 0, 0),
+    api(ApiKey::PushTelemetry, 0, 0),
     api(ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 

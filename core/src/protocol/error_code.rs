@@ -120,6 +120,12 @@ codes! {
     UNKNOWN_LEADER_EPOCH = 75,
     /// The compression codec is not supported.
     UNSUPPORTED_COMPRESSION_TYPE = 76,
+    /// Asked again too soon (a telemetry request before the push interval).
+    THROTTLING_QUOTA_EXCEEDED = 89,
+    /// A telemetry push for a subscription the broker did not give.
+    UNKNOWN_SUBSCRIPTION_ID = 117,
+    /// A telemetry push larger than the broker takes.
+    TELEMETRY_TOO_LARGE = 118,
     /// Join again with the member id given.
     MEMBER_ID_REQUIRED = 79,
     /// The group is full.
