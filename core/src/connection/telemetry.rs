@@ -105,9 +105,7 @@ impl Connection {
     ) -> Result<(), CloseReason> {
         let now = self.now;
         let t = &mut self.telemetry;
-        let code = if reserved(&req.client_instance_id) {
-            ErrorCode::INVALID_REQUEST
-        } else if t.terminating {
+        let code = if reserved(&req.client_instance_id) || t.terminating {
             ErrorCode::INVALID_REQUEST
         } else if t.last_push.is_some_and(|last| now < last + PUSH_INTERVAL) && !req.terminating {
             ErrorCode::THROTTLING_QUOTA_EXCEEDED
