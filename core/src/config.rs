@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::authz::Authorizer;
+use crate::quotas::Quotas;
 use crate::sasl::SaslConfig;
 
 use crate::protocol::frame::{DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_UNAUTHENTICATED_FRAME_SIZE};
@@ -88,6 +89,8 @@ pub struct Config {
     pub sasl: Option<Arc<SaslConfig>>,
     /// Decides what each principal may do; without one, everything is allowed.
     pub authorizer: Option<Arc<dyn Authorizer>>,
+    /// The client quotas, shared by every connection (and every listener).
+    pub quotas: Arc<Quotas>,
     /// A connection with no traffic and nothing in flight for this long is closed (Kafka's
     /// `connections.max.idle.ms`).
     pub idle_timeout: Duration,
@@ -132,6 +135,7 @@ impl Default for Config {
             security_protocol: SecurityProtocol::Plaintext,
             sasl: None,
             authorizer: None,
+            quotas: Arc::default(),
             idle_timeout: Duration::from_secs(600),
             max_pending_output: 16 * 1024 * 1024,
             max_in_flight_requests: 1024,

@@ -151,6 +151,8 @@ pub struct Connection {
     permissions: PermissionFetch,
     /// The client instance's telemetry (KIP-714) state.
     telemetry: telemetry::Telemetry,
+    /// Over its quota: nothing is read until then (KIP-219's muted channel).
+    throttled_until: Option<Instant>,
     requests: VecDeque<InFlight>,
     next_seq: u64,
     in_flight_bytes: usize,
@@ -187,6 +189,7 @@ impl Connection {
             principal: None,
             permissions: PermissionFetch::default(),
             telemetry: telemetry::Telemetry::default(),
+            throttled_until: None,
             requests: VecDeque::new(),
             next_seq: 0,
             in_flight_bytes: 0,
@@ -329,12 +332,18 @@ impl Connection {
             State::Open if self.permissions.in_flight.is_none() => self.permissions.next,
             _ => None,
         };
-        [idle, first, sasl, permissions].into_iter().flatten().min()
+        [idle, first, sasl, permissions, self.throttled_until]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Lets the connection act on the passage of time.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
+        if self.throttled_until.is_some_and(|t| now >= t) {
+            self.throttled_until = None;
+        }
         self.release_failed_authentication(now);
         self.check_session(now, None);
         if matches!(self.state, State::Open) {
@@ -377,6 +386,7 @@ impl Connection {
         matches!(self.state, State::Open)
             && self.sasl.as_ref().is_none_or(|s| s.failed().is_none())
             && !self.awaiting_permissions()
+            && self.throttled_until.is_none()
             && self.out.len() < self.config.max_pending_output
             && self.requests.len() < self.config.max_in_flight_requests
             && self.in_flight_bytes < self.config.max_in_flight_bytes
@@ -889,8 +899,46 @@ impl Connection {
         }
     }
 
+    /// Counts a Produce's or Fetch's bytes against the client's quota and, when over it,
+    /// tells the client in the response and reads nothing more for that long.
+    fn throttle(&mut self, key: ApiKey, frame_len: usize, response: Option<&mut Response>) {
+        use crate::quotas::Direction;
+        let (direction, bytes) = match (key, &response) {
+            (ApiKey::Produce, _) => (Direction::Produce, frame_len as u64 + 4),
+            (ApiKey::Fetch, Some(Response::Fetch(f))) => (
+                Direction::Fetch,
+                f.responses
+                    .iter()
+                    .flat_map(|t| &t.partitions)
+                    .map(|p| p.records.as_ref().map_or(0, |r| r.len() as u64))
+                    .sum(),
+            ),
+            _ => return,
+        };
+        let client_id = self.client.client_id.as_deref().unwrap_or_default();
+        let delay = self.config.quotas.record(
+            self.now,
+            self.principal.as_deref(),
+            client_id,
+            direction,
+            bytes,
+        );
+        if delay.is_zero() {
+            return;
+        }
+        let ms = i32::try_from(delay.as_millis()).unwrap_or(i32::MAX);
+        tracing::debug!(client_id, throttle_ms = ms, ?direction, "over quota");
+        match response {
+            Some(Response::Produce(p)) => p.throttle_time_ms = p.throttle_time_ms.max(ms),
+            Some(Response::Fetch(f)) => f.throttle_time_ms = f.throttle_time_ms.max(ms),
+            _ => {}
+        }
+        let until = self.now + delay;
+        self.throttled_until = Some(self.throttled_until.map_or(until, |t| t.max(until)));
+    }
+
     /// Marks request `i` done with its response (none for acks=0).
-    fn finish(&mut self, i: usize, response: Option<Response>) -> Result<(), CloseReason> {
+    fn finish(&mut self, i: usize, mut response: Option<Response>) -> Result<(), CloseReason> {
         self.set_deadline(i, None);
         let req = &mut self.requests[i];
         req.done = true;
@@ -898,12 +946,16 @@ impl Connection {
         req.round += 1;
         let (key, version, correlation_id) = (req.key, req.version, req.correlation_id);
         let seq = req.seq;
+        let frame_len = req.frame_len;
         let latency = self.now.saturating_duration_since(req.received);
         let stats = self.stats.api(key);
         stats.in_flight = stats.in_flight.saturating_sub(1);
         stats.latency.observe(latency);
         if let Some(task) = task {
             task.report(&mut self.stats.traffic());
+        }
+        if matches!(key, ApiKey::Produce | ApiKey::Fetch) {
+            self.throttle(key, frame_len, response.as_mut());
         }
         if let Some(response) = &response {
             let stats = &mut self.stats;

@@ -23,6 +23,7 @@ pub mod mapping;
 pub mod message;
 pub mod producers;
 pub mod protocol;
+pub mod quotas;
 pub mod records;
 pub mod sasl;
 pub mod stats;

@@ -1087,3 +1087,48 @@ fn acl_calls_name_iggy_when_permissions_are_checked() {
         .unwrap_or_default();
     assert!(message.contains("Iggy"), "{message}");
 }
+
+/// A client over its produce byte rate gets `throttle_time_ms` in its answer and nothing
+/// more of its input is read until then (KIP-219); the quota is the client id's.
+#[test]
+fn a_client_over_its_quota_is_throttled() {
+    use iggy_kafka_core::quotas::{Entity, PRODUCER_BYTE_RATE};
+    let config = Config::default();
+    config
+        .quotas
+        .alter(
+            &Entity {
+                user: None,
+                client_id: Some(Some("harness".into())),
+            },
+            &[(PRODUCER_BYTE_RATE.into(), 10.0, false)],
+            false,
+        )
+        .expect("quota");
+    let mut h = Harness::new(config);
+    h.send(9, 1, &produce(1, &[0]));
+    let cmds = h.commands();
+    h.complete(cmds[0].0, appended(0));
+    let answered = h.responses(ApiKey::Produce, 9);
+    let Response::Produce(r) = &answered[0].1 else {
+        panic!("{answered:?}")
+    };
+    // The request is a few hundred bytes against 10 B/s over a 10 s window.
+    assert!(r.throttle_time_ms > 1000, "{}", r.throttle_time_ms);
+    assert!(!h.conn.wants_input());
+    let until = h.now + Duration::from_millis(r.throttle_time_ms as u64);
+    assert_eq!(h.conn.poll_timeout(), Some(until));
+    h.advance(Duration::from_millis(r.throttle_time_ms as u64));
+    assert!(h.conn.wants_input());
+
+    // Another client is not held back.
+    let mut other = Harness::new(Config::default());
+    other.send(9, 1, &produce(1, &[0]));
+    let cmds = other.commands();
+    other.complete(cmds[0].0, appended(0));
+    let answered = other.responses(ApiKey::Produce, 9);
+    let Response::Produce(r) = &answered[0].1 else {
+        panic!("{answered:?}")
+    };
+    assert_eq!(r.throttle_time_ms, 0);
+}

@@ -7,6 +7,7 @@ use crate::protocol::Request;
 pub(crate) mod acls;
 pub(crate) mod admin;
 pub(crate) mod api_versions;
+pub(crate) mod client_quotas;
 pub(crate) mod cluster;
 pub(crate) mod committed_offsets;
 pub(crate) mod configs;
@@ -69,6 +70,8 @@ pub(crate) fn task_for(request: Request) -> Option<Box<dyn Task>> {
             Box::new(scram_credentials::DescribeScramTask(r))
         }
         Request::AlterUserScramCredentials(r) => Box::new(scram_credentials::AlterScramTask(r)),
+        Request::DescribeClientQuotas(r) => Box::new(client_quotas::DescribeQuotasTask(r)),
+        Request::AlterClientQuotas(r) => Box::new(client_quotas::AlterQuotasTask(r)),
         Request::FindCoordinator(r) => {
             Box::new(cluster::Static(cluster::StaticKind::FindCoordinator(r)))
         }
