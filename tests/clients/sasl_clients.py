@@ -1,0 +1,191 @@
+"""SASL and authorization with real clients: confluent-kafka, kafka-python and kcat.
+
+Usage: sasl_clients.py BOOTSTRAP PROTOCOL CA TOPIC SECRET_TOPIC
+PROTOCOL is SASL_PLAINTEXT or SASL_SSL; CA is the CA certificate file for SASL_SSL, or -.
+The gateway's users (see tests/sasl.rs): alice/alice-secret may do everything on the
+default stream; reader/reader-secret may read TOPIC only.
+
+Each client authenticates with PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512, produces and reads
+back records as alice; a wrong password and an unknown user fail as authentication
+failures; reader consumes TOPIC, is refused producing to it, and does not see SECRET_TOPIC.
+"""
+import subprocess
+import sys
+import time
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+import kafka
+import kafka.errors
+
+bootstrap, protocol, ca, topic, secret_topic = sys.argv[1:6]
+MECHANISMS = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+def confluent_config(mechanism, user, password):
+    c = {
+        "bootstrap.servers": bootstrap,
+        "security.protocol": protocol,
+        "sasl.mechanisms": mechanism,
+        "sasl.username": user,
+        "sasl.password": password,
+    }
+    if ca != "-":
+        c["ssl.ca.location"] = ca
+    return c
+
+
+def python_config(mechanism, user, password):
+    c = {
+        "bootstrap_servers": bootstrap,
+        "security_protocol": protocol,
+        "sasl_mechanism": mechanism,
+        "sasl_plain_username": user,
+        "sasl_plain_password": password,
+    }
+    if ca != "-":
+        c["ssl_cafile"] = ca
+        c["ssl_check_hostname"] = True
+    return c
+
+
+def confluent_round_trip(mechanism):
+    values = [f"confluent-{mechanism}-{i}".encode() for i in range(20)]
+    p = Producer(confluent_config(mechanism, "alice", "alice-secret"))
+    errors = []
+    for v in values:
+        p.produce(topic, value=v, on_delivery=lambda e, m: e and errors.append(e))
+    assert p.flush(30) == 0 and not errors, errors
+    c = Consumer(
+        {
+            **confluent_config(mechanism, "alice", "alice-secret"),
+            "group.id": f"sasl-{mechanism}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    c.subscribe([topic])
+    seen = set()
+    deadline = time.time() + 30
+    while not set(values) <= seen and time.time() < deadline:
+        m = c.poll(1)
+        if m is not None and not m.error():
+            seen.add(m.value())
+    c.close()
+    assert set(values) <= seen, f"confluent-kafka {mechanism}: read {len(seen)}"
+    print(f"confluent-kafka {mechanism}: ok")
+
+
+def confluent_refused(mechanism, user, password):
+    """An authentication failure, reported by librdkafka as such, not a timeout."""
+    admin = AdminClient(confluent_config(mechanism, user, password))
+    try:
+        admin.list_topics(timeout=10)
+    except KafkaException as e:
+        err = e.args[0]
+        assert err.code() in (
+            KafkaError._AUTHENTICATION,
+            KafkaError.SASL_AUTHENTICATION_FAILED,
+            KafkaError._TRANSPORT,
+        ), err
+        assert "uthentication" in err.str(), err.str()
+        print(f"confluent-kafka {mechanism} {user}: refused ({err.str()[:80]})")
+        return
+    raise AssertionError(f"{user} with a wrong password listed topics")
+
+
+def python_round_trip(mechanism):
+    values = [f"python-{mechanism}-{i}".encode() for i in range(20)]
+    p = kafka.KafkaProducer(**python_config(mechanism, "alice", "alice-secret"))
+    for v in values:
+        p.send(topic, value=v)
+    p.flush(30)
+    p.close()
+    c = kafka.KafkaConsumer(
+        topic,
+        **python_config(mechanism, "alice", "alice-secret"),
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=10000,
+    )
+    seen = {m.value for m in c}
+    c.close()
+    assert set(values) <= seen, f"kafka-python {mechanism}: read {len(seen)}"
+    print(f"kafka-python {mechanism}: ok")
+
+
+def python_refused(mechanism):
+    try:
+        kafka.KafkaProducer(**python_config(mechanism, "alice", "wrong"), request_timeout_ms=10000)
+    except (kafka.errors.AuthenticationFailedError, kafka.errors.NoBrokersAvailable) as e:
+        print(f"kafka-python {mechanism} wrong password: refused ({type(e).__name__})")
+        return
+    raise AssertionError("kafka-python connected with a wrong password")
+
+
+def kcat(mechanism):
+    args = [
+        "kcat",
+        "-b",
+        bootstrap,
+        "-X",
+        f"security.protocol={protocol}",
+        "-X",
+        f"sasl.mechanisms={mechanism}",
+        "-X",
+        "sasl.username=alice",
+        "-X",
+        "sasl.password=alice-secret",
+    ]
+    if ca != "-":
+        args += ["-X", f"ssl.ca.location={ca}"]
+    value = f"kcat-{mechanism}"
+    subprocess.run(args + ["-P", "-t", topic], input=value.encode(), check=True, timeout=60)
+    out = subprocess.run(
+        args + ["-C", "-t", topic, "-o", "beginning", "-e", "-q"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    ).stdout.decode()
+    assert value in out.split("\n"), out
+    print(f"kcat {mechanism}: ok")
+
+
+def reader_may_read_but_not_write():
+    mechanism = "SCRAM-SHA-256"
+    c = Consumer(
+        {
+            **confluent_config(mechanism, "reader", "reader-secret"),
+            "group.id": "readers",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    c.subscribe([topic])
+    got = None
+    deadline = time.time() + 30
+    while got is None and time.time() < deadline:
+        m = c.poll(1)
+        if m is not None and not m.error():
+            got = m.value()
+    c.close()
+    assert got is not None, "reader read nothing"
+    errors = []
+    p = Producer(confluent_config(mechanism, "reader", "reader-secret"))
+    p.produce(topic, value=b"not allowed", on_delivery=lambda e, m: errors.append(e))
+    p.flush(30)
+    assert errors and errors[0] is not None, errors
+    assert errors[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, errors[0]
+    topics = AdminClient(confluent_config(mechanism, "reader", "reader-secret")).list_topics(
+        timeout=10
+    ).topics
+    assert topic in topics and secret_topic not in topics, sorted(topics)
+    print("reader: reads, may not write, sees only its topic")
+
+
+for mechanism in MECHANISMS:
+    confluent_round_trip(mechanism)
+    python_round_trip(mechanism)
+    kcat(mechanism)
+    confluent_refused(mechanism, "alice", "wrong")
+    confluent_refused(mechanism, "nobody", "whatever")
+python_refused("SCRAM-SHA-512")
+reader_may_read_but_not_write()
+print("all ok")
