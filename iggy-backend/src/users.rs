@@ -122,6 +122,11 @@ impl Users {
         catalog: &Catalog,
         user: &str,
     ) -> Result<Option<Permissions>, BackendError> {
+        // Iggy's user names are 1 to 255 bytes: there is no user by any other name, and the
+        // cache is not the place to hold such names.
+        if WireIdentifier::named(user).is_err() {
+            return Ok(None);
+        }
         loop {
             let now = catalog.calls().clock().now();
             let ask = {
@@ -188,7 +193,8 @@ impl Users {
         };
         let wire = match details.permissions {
             Some(wire) if details.user.status == ACTIVE => wire,
-            // Iggy keeps no permissions for a user created without any.
+            // Inactive (Iggy would not let it log in), or created without permissions (Iggy
+            // keeps none): it may do nothing.
             _ => return Ok((asked, Some(Permissions::default()))),
         };
         if wire.streams.is_empty() {
@@ -282,7 +288,6 @@ async fn get_user(
     catalog: &Catalog,
     user: &str,
 ) -> Result<Option<UserDetailsResponse>, BackendError> {
-    // Iggy's user names are 1 to 255 bytes: there is no user by any other name.
     let Ok(user_id) = WireIdentifier::named(user) else {
         return Ok(None);
     };

@@ -188,7 +188,7 @@ fn permissions_come_back_by_name() {
 }
 
 /// A user with no permissions in Iggy, or inactive, may do nothing; one Iggy does not have
-/// is none, and so is a name no Iggy user can have (asked of nobody).
+/// is none, and so is a name no Iggy user can have (asked of nobody, and not kept).
 #[test]
 fn users_without_permissions_and_unknown_users() {
     let (mut h, backend) = served();
@@ -207,10 +207,11 @@ fn users_without_permissions_and_unknown_users() {
         Ok(Some(Permissions::default()))
     );
     assert_eq!(permissions(&mut h, &backend, "stranger"), Ok(None));
-    let asked = user_requests(&h);
+    let (asked, kept) = (user_requests(&h), backend.inner.users.kept());
     assert_eq!(permissions(&mut h, &backend, &"x".repeat(256)), Ok(None));
     assert_eq!(permissions(&mut h, &backend, ""), Ok(None));
     assert_eq!(user_requests(&h), asked);
+    assert_eq!(backend.inner.users.kept(), kept, "such names are not kept");
 }
 
 /// A gateway whose own Iggy user lacks read_users is told so; it may still read itself
