@@ -543,3 +543,307 @@ fn wrong_credentials_stop_start_up() {
         assert!(started.elapsed() < std::time::Duration::from_secs(20));
     }
 }
+
+/// The Iggy backend on tokio, logged in as `user`, over `stream` (created when `create`),
+/// retrying while the server is not ready; with its lanes, for requests of the test's own.
+#[cfg(feature = "tokio")]
+async fn iggy_backend(
+    user: &str,
+    password: &str,
+    stream: &str,
+    create: bool,
+) -> (
+    std::sync::Arc<iggy_kafka_iggy_client::Lanes>,
+    iggy_kafka_iggy::IggyBackend,
+) {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use iggy_kafka_iggy_client::{Credentials, Lanes, Nodes, SessionConfig};
+
+    let url = server();
+    let hosts = url
+        .strip_prefix("iggy://")
+        .and_then(|rest| rest.rsplit_once('@'))
+        .map(|(_, hosts)| hosts.to_owned())
+        .expect("an iggy://USER:PASSWORD@HOST:PORT URL");
+    let lanes = Arc::new(Lanes::new(
+        1,
+        Nodes::new(hosts.split(',').map(str::to_owned).collect::<Vec<_>>()),
+    ));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let session = SessionConfig {
+        credentials: Credentials::User {
+            username: user.to_owned(),
+            password: secrecy::SecretString::from(password.to_owned()),
+        },
+        client_id: nanos | 1,
+        reply_timeout: Duration::from_secs(30),
+        max_reply_bytes: 64 << 20,
+    };
+    iggy_kafka_tokio::spawn_iggy_lanes(&lanes, &session);
+    let mut config = iggy_kafka_iggy::IggyConfig::default();
+    config.stream = stream.to_owned();
+    config.create_stream = create;
+    for _ in 0..50 {
+        match iggy_kafka_iggy::IggyBackend::connect(
+            Arc::clone(&lanes),
+            Arc::new(iggy_kafka_tokio::TokioRuntime),
+            config.clone(),
+        )
+        .await
+        {
+            Ok(backend) => return (lanes, backend),
+            Err(e) if e.is_refused() => panic!("{user}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    panic!("the backend did not open");
+}
+
+/// An Iggy user's permissions reach the backend with their stream and topic ids named (the
+/// streams it does not serve left out); a user Iggy lacks is none; a gateway whose own Iggy
+/// user lacks read_users is told so.
+#[cfg(feature = "tokio")]
+#[test]
+#[ignore = "needs a real Iggy server: IGGY_KAFKA_TEST_IGGY, see scripts/test-iggy.sh"]
+fn iggy_users_permissions_come_back_by_name() {
+    use iggy_kafka_core::authz::{Permissions, TopicPermissions};
+    use iggy_kafka_core::backend::{
+        Backend, BackendError, Command, Completion, Execution, TopicConfig,
+    };
+    use iggy_kafka_iggy_client::protocol::codes::{
+        CREATE_USER_CODE, DELETE_USER_CODE, GET_STREAM_CODE, UPDATE_PERMISSIONS_CODE,
+    };
+    use iggy_kafka_iggy_client::protocol::primitives::permissions::{
+        WireGlobalPermissions, WirePermissions, WireStreamPermissions, WireTopicPermissions,
+    };
+    use iggy_kafka_iggy_client::protocol::requests::streams::GetStreamRequest;
+    use iggy_kafka_iggy_client::protocol::requests::users::{
+        CreateUserRequest, DeleteUserRequest, UpdatePermissionsRequest,
+    };
+    use iggy_kafka_iggy_client::protocol::responses::streams::GetStreamResponse;
+    use iggy_kafka_iggy_client::protocol::{
+        WireDecode, WireEncode, WireIdentifier, WireName, WireOptions,
+    };
+
+    async fn exec(backend: &iggy_kafka_iggy::IggyBackend, command: Command) -> Completion {
+        match backend.execute(command) {
+            Execution::Done(c) => c,
+            Execution::Pending(f) => f.await,
+        }
+    }
+    async fn permissions(
+        backend: &iggy_kafka_iggy::IggyBackend,
+        user: &str,
+    ) -> Result<Option<Permissions>, BackendError> {
+        match exec(backend, Command::UserPermissions { user: user.into() }).await {
+            Completion::UserPermissions(p) => p,
+            other => panic!("{other:?}"),
+        }
+    }
+    fn global(read_servers: bool, manage_streams: bool) -> WireGlobalPermissions {
+        WireGlobalPermissions {
+            manage_servers: false,
+            read_servers,
+            manage_users: false,
+            read_users: false,
+            manage_streams,
+            read_streams: false,
+            manage_topics: false,
+            read_topics: false,
+            poll_messages: false,
+            send_messages: false,
+        }
+    }
+
+    let url = server();
+    let (admin, admin_password) = url
+        .strip_prefix("iggy://")
+        .and_then(|rest| rest.rsplit_once('@'))
+        .and_then(|(credentials, _)| credentials.split_once(':'))
+        .map(|(u, p)| (u.to_owned(), p.to_owned()))
+        .expect("an iggy://USER:PASSWORD@HOST:PORT URL");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let stream = unique_stream();
+        let (lanes, backend) = iggy_backend(&admin, &admin_password, &stream, true).await;
+        let created = exec(
+            &backend,
+            Command::CreateTopic {
+                name: "orders".into(),
+                partitions: 1,
+                config: TopicConfig::default(),
+                validate_only: false,
+            },
+        )
+        .await;
+        assert!(
+            matches!(created, Completion::CreateTopic(Ok(_))),
+            "{created:?}"
+        );
+        let described = lanes
+            .call(
+                0,
+                GET_STREAM_CODE,
+                GetStreamRequest {
+                    stream_id: WireIdentifier::named(stream.as_str()).expect("a name"),
+                }
+                .to_bytes(),
+            )
+            .await
+            .expect("the stream");
+        let (described, _) = GetStreamResponse::decode(&described).expect("a stream reply");
+        let orders = described
+            .topics
+            .iter()
+            .find(|t| t.name.as_str() == "orders")
+            .expect("orders")
+            .id;
+        let stream_id = described.stream.id;
+        let suffix = std::process::id();
+        let reader = format!("kgw-reader-{suffix}");
+        let limited = format!("kgw-limited-{suffix}");
+        let create_user = |name: &str, permissions: WirePermissions| {
+            lanes.call(
+                0,
+                CREATE_USER_CODE,
+                CreateUserRequest {
+                    username: WireName::new(name).expect("a name"),
+                    password: "kgw-secret".into(),
+                    status: 1,
+                    permissions: Some(permissions),
+                    options: WireOptions::empty(),
+                }
+                .to_bytes(),
+            )
+        };
+        create_user(
+            &reader,
+            WirePermissions {
+                global: global(true, false),
+                streams: vec![
+                    WireStreamPermissions {
+                        stream_id,
+                        manage_stream: false,
+                        read_stream: false,
+                        manage_topics: false,
+                        read_topics: false,
+                        poll_messages: true,
+                        send_messages: false,
+                        topics: vec![WireTopicPermissions {
+                            topic_id: orders,
+                            manage_topic: false,
+                            read_topic: false,
+                            poll_messages: false,
+                            send_messages: true,
+                        }],
+                    },
+                    // A stream the gateway does not serve (none, here).
+                    WireStreamPermissions {
+                        stream_id: stream_id.wrapping_add(1_000),
+                        manage_stream: true,
+                        read_stream: true,
+                        manage_topics: true,
+                        read_topics: true,
+                        poll_messages: true,
+                        send_messages: true,
+                        topics: Vec::new(),
+                    },
+                ],
+            },
+        )
+        .await
+        .expect("the reader created");
+        // Enough to serve the stream, not to read other users.
+        create_user(
+            &limited,
+            WirePermissions {
+                global: global(false, true),
+                streams: Vec::new(),
+            },
+        )
+        .await
+        .expect("the limited user created");
+
+        let got = permissions(&backend, &reader)
+            .await
+            .expect("asked")
+            .expect("a user");
+        eprintln!("{reader}: {got:?}");
+        assert!(got.global.read_servers);
+        assert_eq!(got.streams.len(), 1, "{got:?}");
+        let served = &got.streams[&stream];
+        assert!(served.poll_messages);
+        assert_eq!(
+            served.topics.get("orders"),
+            Some(&TopicPermissions {
+                send_messages: true,
+                ..TopicPermissions::default()
+            })
+        );
+        assert!(got.may_send((&stream, "orders")));
+        assert!(!got.may_send((&stream, "other")));
+        assert_eq!(
+            permissions(&backend, &format!("kgw-nobody-{suffix}")).await,
+            Ok(None)
+        );
+
+        // Taken away in Iggy: the kept answer stands for up to 2 s, then the change shows.
+        lanes
+            .call(
+                0,
+                UPDATE_PERMISSIONS_CODE,
+                UpdatePermissionsRequest {
+                    user_id: WireIdentifier::named(reader.as_str()).expect("a name"),
+                    permissions: None,
+                }
+                .to_bytes(),
+            )
+            .await
+            .expect("permissions updated");
+        assert_eq!(permissions(&backend, &reader).await, Ok(Some(got)));
+        tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+        assert_eq!(
+            permissions(&backend, &reader).await,
+            Ok(Some(Permissions::default()))
+        );
+
+        // A gateway logged in as a user without read_users.
+        let (_limited_lanes, limited_backend) =
+            iggy_backend(&limited, "kgw-secret", &stream, false).await;
+        match permissions(&limited_backend, &reader).await {
+            Err(BackendError::Unauthorized(why)) => {
+                eprintln!("refused: {why}");
+                assert!(why.contains("read_users"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Itself it may read.
+        let own = permissions(&limited_backend, &limited).await;
+        assert!(
+            matches!(&own, Ok(Some(p)) if p.global.manage_streams && !p.global.read_users),
+            "{own:?}"
+        );
+
+        for user in [&reader, &limited] {
+            let deleted = lanes
+                .call(
+                    0,
+                    DELETE_USER_CODE,
+                    DeleteUserRequest {
+                        user_id: WireIdentifier::named(user.as_str()).expect("a name"),
+                    }
+                    .to_bytes(),
+                )
+                .await;
+            assert!(deleted.is_ok(), "deleting {user}: {deleted:?}");
+        }
+    });
+}

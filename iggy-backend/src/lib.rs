@@ -20,6 +20,7 @@
 //! | [`admin`] | the streams, and topic administration |
 //! | [`watch`] | the long polls of waiting fetches |
 //! | [`committed`] | committed offsets, in a gateway-owned log ([`offsets_log`]) |
+//! | [`users`] | users' permissions, with streams and topics by name |
 //!
 //! [`wire`] holds the encodings of Iggy's messages and options. This file keeps the
 //! configuration and hands each [`Command`] to the layer that runs it.
@@ -46,6 +47,7 @@ mod read;
 mod search;
 mod sync;
 mod timestamps;
+mod users;
 mod watch;
 mod wire;
 
@@ -57,6 +59,7 @@ use calls::Calls;
 use catalog::Catalog;
 use committed::CommittedOffsets;
 use read::Reads;
+use users::Users;
 use watch::Watches;
 
 /// How the Iggy backend behaves.
@@ -120,6 +123,7 @@ struct Inner {
     appends: Appends,
     watches: Watches,
     committed: CommittedOffsets,
+    users: Users,
 }
 
 impl IggyBackend {
@@ -148,6 +152,7 @@ impl IggyBackend {
             appends: Appends::new(config.max_message_bytes, config.seed),
             watches: Watches::new(config.poll_interval, started),
             committed: CommittedOffsets::default(),
+            users: Users::default(),
         };
         let opened = match admin::ensure_streams(&inner.catalog, config.create_stream).await {
             Ok(()) => inner.committed.open(&inner.catalog, &inner.reads).await,
@@ -313,9 +318,17 @@ impl Backend for IggyBackend {
             Command::ListGroups => {
                 Execution::Done(Completion::ListGroups(Ok(inner.committed.groups())))
             }
-            Command::UserPermissions { .. } => Execution::Done(Completion::UserPermissions(Err(
-                BackendError::Other("reading users' permissions from Iggy is not built yet".into()),
-            ))),
+            Command::UserPermissions { user } => {
+                let now = inner.catalog.calls().clock().now();
+                match inner.users.cached(&user, now) {
+                    Some(kept) => Execution::Done(Completion::UserPermissions(Ok(kept))),
+                    None => pending(Box::pin(async move {
+                        Completion::UserPermissions(
+                            inner.users.permissions(&inner.catalog, &user).await,
+                        )
+                    })),
+                }
+            }
             Command::AllocateProducerId => {
                 Execution::Done(Completion::AllocateProducerId(Ok(inner
                     .appends

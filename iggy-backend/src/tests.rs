@@ -3,6 +3,7 @@
 mod cluster;
 mod mapping;
 mod recorded;
+mod users;
 
 use std::future::Future;
 use std::pin::Pin;

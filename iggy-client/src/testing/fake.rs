@@ -9,9 +9,10 @@ use bytes::{BufMut, BytesMut};
 use iggy_binary_protocol::batch::{BatchHeader, BATCH_HEADER_SIZE};
 use iggy_binary_protocol::codes::{
     CREATE_PARTITIONS_CODE, CREATE_STREAM_CODE, CREATE_TOPIC_CODE, DELETE_CONSUMER_OFFSET_CODE,
-    DELETE_TOPIC_CODE, GET_CLUSTER_METADATA_CODE, GET_STREAM_CODE, GET_TOPIC_CODE,
+    DELETE_TOPIC_CODE, GET_CLUSTER_METADATA_CODE, GET_STREAM_CODE, GET_TOPIC_CODE, GET_USER_CODE,
     POLL_MESSAGES_CODE, SEND_MESSAGES_CODE, STORE_CONSUMER_OFFSET_CODE, UPDATE_TOPIC_CODE,
 };
+use iggy_binary_protocol::primitives::permissions::WirePermissions;
 use iggy_binary_protocol::primitives::user_headers::encode_user_headers;
 use iggy_binary_protocol::requests::consumer_offsets::{
     DeleteConsumerOffsetRequest, StoreConsumerOffsetRequest,
@@ -23,7 +24,7 @@ use iggy_binary_protocol::requests::streams::{CreateStreamRequest, GetStreamRequ
 use iggy_binary_protocol::requests::topics::{
     CreateTopicRequest, DeleteTopicRequest, GetTopicRequest, UpdateTopicRequest,
 };
-use iggy_binary_protocol::requests::users::LoginRegisterRequest;
+use iggy_binary_protocol::requests::users::{GetUserRequest, LoginRegisterRequest};
 use iggy_binary_protocol::responses::messages::poll_messages::PollMessagesResponseHeader;
 use iggy_binary_protocol::responses::messages::send_messages::SendMessagesConfirmationResponse;
 use iggy_binary_protocol::responses::messages::SendMessagesResponse;
@@ -32,7 +33,9 @@ use iggy_binary_protocol::responses::streams::GetStreamResponse;
 use iggy_binary_protocol::responses::streams::StreamResponse;
 use iggy_binary_protocol::responses::topics::get_topic::PartitionResponse;
 use iggy_binary_protocol::responses::topics::GetTopicResponse;
-use iggy_binary_protocol::responses::users::LoginRegisterResponse;
+use iggy_binary_protocol::responses::users::{
+    LoginRegisterResponse, UserDetailsResponse, UserResponse,
+};
 use iggy_binary_protocol::{
     WireDecode, WireEncode, WireIdentifier, WireName, WireOptions, WirePartitioning,
     IGGY_PROTOCOL_VERSION,
@@ -72,6 +75,17 @@ pub struct Topic {
     pub partitions: Vec<Partition>,
     /// The options it was created or updated with, by name.
     pub options: Vec<(String, u64)>,
+}
+
+/// A user of the server, as GetUser describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Iggy's numeric id.
+    pub id: u32,
+    /// 1 active, 2 inactive (Iggy's `UserStatus::as_code`).
+    pub status: u8,
+    /// Its permissions; Iggy keeps none for a user created without any.
+    pub permissions: Option<WirePermissions>,
 }
 
 /// The nodes the fake plays: every node holds the same data (replication is perfect and
@@ -156,6 +170,14 @@ pub struct FakeIggy {
     pub seen: Vec<u32>,
     /// The password every login must give.
     pub password: String,
+    /// Users by name, for GetUser. A login as a user not listed here may read every user
+    /// (it stands for the root user); one listed needs `read_users` or `manage_users` to
+    /// read another user, as Iggy checks.
+    pub users: BTreeMap<String, User>,
+    /// Who logged in, by client id.
+    logins: HashMap<u128, String>,
+    /// Streams' numeric ids, given at a stream's first use ([`FakeIggy::stream_id`]).
+    stream_ids: BTreeMap<String, u32>,
 }
 
 fn name(id: &WireIdentifier) -> String {
@@ -240,7 +262,7 @@ impl FakeIggy {
 
     /// The topics of the stream `id` names, or the status Iggy answers for a missing stream.
     fn topics(&self, id: &WireIdentifier) -> Result<&BTreeMap<String, Topic>, u32> {
-        let id = name(id);
+        let id = self.stream_name(id);
         if self.stream.as_deref() == Some(id.as_str()) {
             return Ok(&self.topics);
         }
@@ -249,11 +271,84 @@ impl FakeIggy {
 
     /// [`FakeIggy::topics`], to change.
     fn topics_mut(&mut self, id: &WireIdentifier) -> Result<&mut BTreeMap<String, Topic>, u32> {
-        let id = name(id);
+        let id = self.stream_name(id);
         if self.stream.as_deref() == Some(id.as_str()) {
             return Ok(&mut self.topics);
         }
         self.other_streams.get_mut(&id).ok_or(1010)
+    }
+
+    /// The name of the stream `id` names: a numeric id is looked up among those given.
+    fn stream_name(&self, id: &WireIdentifier) -> String {
+        match id.as_u32() {
+            Some(n) => self
+                .stream_ids
+                .iter()
+                .find(|(_, &i)| i == n)
+                .map_or_else(|| n.to_string(), |(s, _)| s.clone()),
+            None => name(id),
+        }
+    }
+
+    /// Stream `stream`'s numeric id, given at its first use (here or by a GetStream), from
+    /// 0 up as Iggy numbers streams.
+    pub fn stream_id(&mut self, stream: &str) -> u32 {
+        let next = u32::try_from(self.stream_ids.len()).unwrap_or(u32::MAX);
+        *self.stream_ids.entry(stream.to_owned()).or_insert(next)
+    }
+
+    /// Adds (or replaces) user `name`, active, with `permissions`; returns its id.
+    pub fn add_user(&mut self, name: &str, permissions: Option<WirePermissions>) -> u32 {
+        let id = self.users.get(name).map_or_else(
+            || u32::try_from(self.users.len() + 1).unwrap_or(u32::MAX),
+            |u| u.id,
+        );
+        self.users.insert(
+            name.to_owned(),
+            User {
+                id,
+                status: 1,
+                permissions,
+            },
+        );
+        id
+    }
+
+    /// GetUser as `caller`: the user with its permissions, an empty reply for a user that
+    /// does not exist (Iggy looks it up before it checks the caller's permission), or
+    /// Iggy's "unauthorized" when the caller may not read other users.
+    fn get_user(&self, caller: Option<&str>, body: &[u8]) -> Result<Vec<u8>, u32> {
+        let (r, _) = GetUserRequest::decode(body).map_err(|_| 4u32)?;
+        let found = self.users.iter().find(|(n, u)| match r.user_id.as_u32() {
+            Some(id) => u.id == id,
+            None => r.user_id.as_str() == Some(n.as_str()),
+        });
+        let Some((target, user)) = found else {
+            return Ok(Vec::new());
+        };
+        let caller_may = match caller.and_then(|c| self.users.get(c).map(|u| (c, u))) {
+            None => true,
+            Some((c, _)) if c == target => true,
+            Some((_, u)) => u
+                .permissions
+                .as_ref()
+                .is_some_and(|p| p.global.read_users || p.global.manage_users),
+        };
+        if !caller_may {
+            return Err(41);
+        }
+        Ok(UserDetailsResponse {
+            user: UserResponse {
+                id: user.id,
+                created_at: 1_700_000_000_000_000,
+                status: user.status,
+                username: WireName::new(target.as_str()).map_err(|_| 4u32)?,
+                options: WireOptions::empty(),
+            },
+            permissions: user.permissions.clone(),
+        }
+        .to_bytes()
+        .to_vec())
     }
 
     fn header(name: &str, t: &Topic) -> TopicHeader {
@@ -346,14 +441,15 @@ impl FakeIggy {
                     .iter()
                     .map(|(n, t)| Self::header(n, t))
                     .collect();
+                let stream = self.stream_name(&r.stream_id);
                 Ok(GetStreamResponse {
                     stream: StreamResponse {
-                        id: 1,
+                        id: self.stream_id(&stream),
                         created_at: 1,
                         topics_count: u32::try_from(topics.len()).unwrap_or(0),
                         size_bytes: 0,
                         messages_count: 0,
-                        name: WireName::new(name(&r.stream_id)).expect("a name"),
+                        name: WireName::new(stream).expect("a name"),
                         options: WireOptions::empty(),
                     },
                     topics,
@@ -560,15 +656,19 @@ impl FakeIggy {
         for request in requests {
             let result = if request.is_login() {
                 match LoginRegisterRequest::decode(&request.body) {
-                    Ok((l, _)) if l.password_matches(&self.password) => Ok(framed(
-                        &LoginRegisterResponse {
-                            user_id: 1,
-                            session: 9,
-                            server_protocol_version: IGGY_PROTOCOL_VERSION,
-                            server_version: WireName::new("fake").expect("a name"),
-                        }
-                        .to_bytes(),
-                    )),
+                    Ok((l, _)) if l.password_matches(&self.password) => {
+                        self.logins
+                            .insert(request.header.client, l.username.as_str().to_owned());
+                        Ok(framed(
+                            &LoginRegisterResponse {
+                                user_id: 1,
+                                session: 9,
+                                server_protocol_version: IGGY_PROTOCOL_VERSION,
+                                server_version: WireName::new("fake").expect("a name"),
+                            }
+                            .to_bytes(),
+                        ))
+                    }
                     _ => Err(42),
                 }
             } else if request.code() == GET_CLUSTER_METADATA_CODE {
@@ -600,6 +700,10 @@ impl FakeIggy {
                 } else {
                     let result = match self.fail_next.take() {
                         Some(status) => Err(status),
+                        None if code == GET_USER_CODE => {
+                            let caller = self.logins.get(&request.header.client);
+                            self.get_user(caller.map(String::as_str), &request.body)
+                        }
                         None => self.answer(code, &request.body),
                     };
                     let metadata_write = write && !operation.is_partition();
