@@ -59,6 +59,13 @@ fn print_config(config: &Path, env: &[(&str, &str)], args: &[&str]) -> String {
 const EVERY_OPTION: &str = r#"
 listen = "127.0.0.1:19999"
 advertised-listener = "kafka.example:19092"
+listeners = "A://127.0.0.1:1,B://127.0.0.1:2"
+advertised-listeners = "A://a.example:1,B://b.example:2"
+listener-security-protocol-map = "A:PLAINTEXT,B:SSL"
+ssl-certificate = "/etc/tls/server.pem"
+ssl-key = "/etc/tls/server.key"
+ssl-client-auth = "required"
+ssl-ca = "/etc/tls/ca.pem"
 max-frame-size = 2000000
 idle-timeout-ms = 1234
 iggy = "iggy://someone:secret@127.0.0.9:8091"
@@ -132,12 +139,22 @@ fn the_example_in_deploy_names_every_option_with_its_default() {
         in_example,
         "the example names every option, and its values take effect"
     );
-    // Its values are the defaults (the four that have none aside).
+    // Its values are the defaults (those that have none aside).
     let defaults = gateway().arg("--print-config").output().expect("run");
     let mut defaults = settings(&String::from_utf8_lossy(&defaults.stdout));
     in_example.remove("iggy");
     defaults.remove("iggy");
-    for unset in ["advertised-listener", "map-topics", "map-streams"] {
+    for unset in [
+        "advertised-listener",
+        "map-topics",
+        "map-streams",
+        "listeners",
+        "advertised-listeners",
+        "listener-security-protocol-map",
+        "ssl-certificate",
+        "ssl-key",
+        "ssl-ca",
+    ] {
         in_example.remove(unset);
         defaults.remove(unset);
     }
@@ -303,7 +320,10 @@ fn values_that_cannot_work_stop_start_up_with_the_option_and_the_reason() {
             "--iggy has a bad port",
         ),
         (&["--admin-listen", "nowhere"], "--admin-listen \"nowhere\""),
-        (&["--listen", "nowhere"], "bad --listen address"),
+        (
+            &["--listen", "nowhere"],
+            "--listen: bad address \"nowhere\"",
+        ),
         (
             &["--log", "debgu"],
             "--log: \"debgu\" in \"debgu\" is neither a level",

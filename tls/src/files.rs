@@ -222,3 +222,29 @@ impl ServerTls {
         changed.then(|| self.reload())
     }
 }
+
+impl ServerTls {
+    /// Reloads when `forced` (a SIGHUP) or when the files changed, and logs the outcome:
+    /// what the adapters call on a signal and every [`RELOAD_CHECK`].
+    pub fn refresh(&self, forced: bool) {
+        let outcome = if forced {
+            Some(self.reload())
+        } else {
+            self.reload_if_changed()
+        };
+        match outcome {
+            None => {}
+            Some(Ok(())) => tracing::info!(
+                certificate = %self.files.certificate.display(),
+                "TLS certificate reloaded; new connections use it"
+            ),
+            Some(Err(e)) => tracing::warn!(
+                error = %e,
+                "TLS certificate not reloaded; connections keep the one loaded before"
+            ),
+        }
+    }
+}
+
+/// How often the adapters look at the certificate files' modification times.
+pub const RELOAD_CHECK: std::time::Duration = std::time::Duration::from_secs(2);

@@ -17,7 +17,7 @@ mod session;
 #[cfg(test)]
 mod tests;
 
-pub use files::{ClientAuth, ServerTls, TlsFiles};
+pub use files::{ClientAuth, ServerTls, TlsFiles, RELOAD_CHECK};
 pub use principal::principal_of;
 pub use session::{Received, TlsSession};
 
