@@ -90,6 +90,15 @@ pub(crate) fn plan(options: &ListenerOptions<'_>) -> Result<Vec<ListenerPlan>, S
             })?,
         };
     }
+    // Until the connection authenticates with SASL, such a listener would let everyone in
+    // unauthenticated while claiming otherwise. (Lift this with SASL support in core.)
+    if let Some(p) = plans.iter().find(|p| p.protocol.uses_sasl()) {
+        return Err(format!(
+            "--listener-security-protocol-map: listener {} is {}, but this gateway does not \
+             serve SASL yet",
+            p.name, p.protocol
+        ));
+    }
     if let Some(list) = options.advertised_listeners {
         if options.advertised_listener.is_some() {
             return Err(
@@ -259,7 +268,7 @@ mod tests {
     fn named_listeners_take_kafkas_default_map_and_explicit_entries() {
         let plans = plan(&with(
             "plaintext://127.0.0.1:9092, SSL://127.0.0.1:9093,EXTERNAL://:9094",
-            Some("EXTERNAL:SASL_SSL"),
+            Some("EXTERNAL:SSL"),
             Some("SSL://kafka.example:443,EXTERNAL://[::1]:9094"),
         ))
         .expect("plan");
@@ -292,7 +301,7 @@ mod tests {
                 (
                     "EXTERNAL",
                     "0.0.0.0:9094".into(),
-                    SecurityProtocol::SaslSsl,
+                    SecurityProtocol::Ssl,
                     Some(("::1".into(), 9094))
                 ),
             ]
@@ -327,6 +336,10 @@ mod tests {
             (
                 with("SSL://127.0.0.1:1", Some("SSL:TLS"), None),
                 "is not a security protocol",
+            ),
+            (
+                with("SASL_SSL://127.0.0.1:1", None, None),
+                "does not serve SASL yet",
             ),
             (
                 with("SSL://127.0.0.1:1", Some("SSL:SSL,ssl:SSL"), None),

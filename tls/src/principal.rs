@@ -1,7 +1,7 @@
 //! The principal a client certificate names.
 
 /// The principal of the client certificate `der`: its subject's common name (CN), or, when
-/// the subject has none, the whole subject as an RFC 4514 string (`O=Example,C=DE`).
+/// the subject has none, the whole subject as x509-parser writes it (`O=Example, C=DE`).
 /// `None` when the certificate cannot be parsed (rustls has verified it by then, so that
 /// does not happen with a certificate it accepted).
 #[must_use]
