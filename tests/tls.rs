@@ -75,7 +75,19 @@ fn kcat_produces_and_consumes_over_ssl() {
 fn mutual_tls_lets_in_a_client_certificate_and_refuses_a_client_without_one() {
     let pki = Pki::new("mtls");
     let ca = pki.path("ca.pem");
-    let gw = ssl_gateway(&pki, &["--ssl-client-auth", "required", "--ssl-ca", &ca]);
+    // The adapters log the principal they hand the connection at debug.
+    let log = "info,iggy_kafka_tokio=debug,iggy_kafka_smol=debug";
+    let gw = ssl_gateway(
+        &pki,
+        &[
+            "--ssl-client-auth",
+            "required",
+            "--ssl-ca",
+            &ca,
+            "--log",
+            log,
+        ],
+    );
     let bootstrap = gw.address("SSL").to_string();
     let (ok, out) = tls_client(&[
         "confluent",
@@ -86,6 +98,10 @@ fn mutual_tls_lets_in_a_client_certificate_and_refuses_a_client_without_one() {
         &pki.path("client.key"),
     ]);
     assert!(ok && out.contains("ok"), "with a client certificate: {out}");
+    assert!(
+        gw.logs("principal=alice", Duration::from_secs(5)),
+        "the certificate's CN is the connection's principal"
+    );
     let (ok, _) = tls_client(&["confluent", &bootstrap, &topic("mtls-none"), &ca]);
     assert!(!ok, "without a client certificate the client must fail");
     gw.gateway.stop();

@@ -313,24 +313,35 @@ async fn drive(
     handle.finish(&conn, ended);
 }
 
+/// Why a read ended the connection.
+enum ReadError {
+    Io(io::Error),
+    Tls(iggy_kafka_tls::TlsError),
+}
+
 /// Reads once, into `buf` or through TLS into it; `false` when the peer closed.
 async fn read_in(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     tls: Option<&mut Tls>,
-) -> io::Result<bool> {
+) -> Result<bool, ReadError> {
     let Some(tls) = tls else {
-        return Ok(stream.read_buf(buf).await? > 0);
+        return Ok(stream.read_buf(buf).await.map_err(ReadError::Io)? > 0);
     };
     tls.read.clear();
     tls.read.reserve(READ_CHUNK);
-    if stream.read_buf(&mut tls.read).await? == 0 {
+    if stream
+        .read_buf(&mut tls.read)
+        .await
+        .map_err(ReadError::Io)?
+        == 0
+    {
         return Ok(false);
     }
     let received = tls
         .session
         .handle_ciphertext(&tls.read, buf)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        .map_err(ReadError::Tls)?;
     Ok(!received.peer_closed)
 }
 
@@ -376,14 +387,14 @@ async fn run_connection(
                         conn.set_peer_principal(p);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::InvalidData && tls.is_some() => {
+                Err(ReadError::Tls(e)) => {
                     tracing::info!(error = %e, "TLS failed; closing");
                     if let Some(tls) = tls.as_mut() {
                         tls.flush(stream).await;
                     }
                     return Ended::Io;
                 }
-                Err(e) => {
+                Err(ReadError::Io(e)) => {
                     tracing::debug!(error = %e, "read failed");
                     return Ended::Io;
                 }

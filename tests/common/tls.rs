@@ -152,6 +152,19 @@ pub struct Listeners {
 }
 
 impl Listeners {
+    /// Whether the gateway logs a line containing `needle` within `wait`.
+    pub fn logs(&self, needle: &str, wait: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + wait;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.gateway.log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
     pub fn address(&self, name: &str) -> SocketAddr {
         self.bound
             .iter()
@@ -165,9 +178,17 @@ impl Listeners {
 /// `listeners` logged its address.
 pub fn start_listeners(args: &[String], listeners: usize) -> Listeners {
     use std::io::{BufRead, BufReader};
+    let log_level = if args.iter().any(|a| a == "--log") {
+        Vec::new()
+    } else {
+        vec![
+            "--log".to_owned(),
+            std::env::var("IGGY_KAFKA_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        ]
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_iggy-kafka-gateway"))
-        .args(["--admin-listen", "off", "--log"])
-        .arg(std::env::var("IGGY_KAFKA_TEST_LOG").unwrap_or_else(|_| "info".into()))
+        .args(["--admin-listen", "off"])
+        .args(log_level)
         .args(args)
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())

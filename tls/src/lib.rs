@@ -47,6 +47,9 @@ pub enum TlsError {
     /// The peer broke the protocol, or the handshake failed.
     #[error("TLS: {0}")]
     Protocol(#[from] rustls::Error),
+    /// The session failed before (with this reason) and is finished.
+    #[error("TLS: the session failed before: {0}")]
+    Failed(String),
     /// The peer sent more than TLS allows without being read (cannot happen while the
     /// session's plaintext is drained; kept as an error rather than a panic).
     #[error("TLS: {0}")]

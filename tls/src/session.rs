@@ -65,7 +65,7 @@ impl TlsSession {
         plaintext: &mut BytesMut,
     ) -> Result<Received, TlsError> {
         if let Some(e) = &self.failed {
-            return Err(TlsError::Config(e.clone()));
+            return Err(TlsError::Failed(e.clone()));
         }
         let mut received = Received { peer_closed: false };
         while !ciphertext.is_empty() {
