@@ -95,12 +95,17 @@ impl TlsFiles {
         Ok(Arc::new(config))
     }
 
-    /// The files' modification times, to notice a change.
-    fn stamps(&self) -> Vec<Option<SystemTime>> {
+    /// The files' modification times and sizes, to notice a change (the size too, for
+    /// file systems whose times are coarse).
+    fn stamps(&self) -> Vec<Option<(SystemTime, u64)>> {
         [Some(&self.certificate), Some(&self.key), self.ca.as_ref()]
             .into_iter()
             .flatten()
-            .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .map(|p| {
+                std::fs::metadata(p)
+                    .and_then(|m| Ok((m.modified()?, m.len())))
+                    .ok()
+            })
             .collect()
     }
 }
@@ -167,8 +172,8 @@ fn pem_error(path: &Path, e: rustls::pki_types::pem::Error) -> TlsError {
 pub struct ServerTls {
     files: TlsFiles,
     current: RwLock<Arc<ServerConfig>>,
-    /// The files' modification times when last loaded.
-    stamps: Mutex<Vec<Option<SystemTime>>>,
+    /// The files' modification times and sizes when last loaded.
+    stamps: Mutex<Vec<Option<(SystemTime, u64)>>>,
 }
 
 impl ServerTls {
@@ -214,8 +219,8 @@ impl ServerTls {
         Ok(())
     }
 
-    /// Reloads when a file's modification time changed since the last load; `None` when
-    /// none did.
+    /// Reloads when a file's modification time or size changed since the last load; `None`
+    /// when none did.
     pub fn reload_if_changed(&self) -> Option<Result<(), TlsError>> {
         let now = self.files.stamps();
         let changed = *self.stamps.lock().unwrap_or_else(PoisonError::into_inner) != now;

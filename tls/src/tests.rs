@@ -243,6 +243,11 @@ fn bad_files_are_refused_and_a_reload_keeps_the_old_configuration() {
     pump(&mut pki.client(false), &mut server, &mut BytesMut::new()).expect("handshake");
 
     pki.issue("server", "localhost", &["localhost"]);
+    assert!(
+        matches!(tls.reload_if_changed(), Some(Ok(()))),
+        "a changed file is noticed and loads"
+    );
+    assert!(tls.reload_if_changed().is_none(), "and is loaded once");
     tls.reload().expect("a good file loads");
     let mut server = tls.session().expect("session");
     pump(&mut pki.client(false), &mut server, &mut BytesMut::new()).expect("handshake");
@@ -260,4 +265,29 @@ fn client_auth_names_are_kafkas() {
     );
     assert_eq!(ClientAuth::from_name("none"), Some(ClientAuth::None));
     assert_eq!(ClientAuth::from_name("optional"), None);
+}
+
+#[test]
+fn the_principal_is_the_cn_or_else_the_whole_subject() {
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.distinguished_name.push(DnType::CommonName, "bob");
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "Example");
+    let cert = params.self_signed(&key).expect("cert");
+    assert_eq!(crate::principal_of(cert.der()).as_deref(), Some("bob"));
+
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "Example");
+    params.distinguished_name.push(DnType::CountryName, "DE");
+    let cert = params.self_signed(&key).expect("cert");
+    let principal = crate::principal_of(cert.der()).expect("a principal");
+    assert!(principal.contains("O=Example"), "{principal}");
+    assert!(principal.contains("C=DE"), "{principal}");
+
+    assert_eq!(crate::principal_of(b"not a certificate"), None);
 }
