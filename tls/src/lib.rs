@@ -50,8 +50,8 @@ pub enum TlsError {
     /// The session failed before (with this reason) and is finished.
     #[error("TLS: the session failed before: {0}")]
     Failed(String),
-    /// The peer sent more than TLS allows without being read (cannot happen while the
-    /// session's plaintext is drained; kept as an error rather than a panic).
+    /// rustls would not buffer more (it refuses only when plaintext is left unread, which
+    /// the session never does; an error rather than a panic all the same).
     #[error("TLS: {0}")]
     Io(#[from] std::io::Error),
 }
