@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh machine (Debian with the Rust toolchain,
-# Python 3 and Node.js): cargo-fuzz; kcat, prometheus and chromium (Debian packages);
+# Python 3 and Node.js): cargo-fuzz; kcat, prometheus, chromium and openssl (Debian
+# packages);
 # confluent-kafka and kafka-python with their codec packages (PyPI, into
 # target/test-deps/venv); and kafkajs with its snappy, lz4 and zstd codecs (npm, into
 # tests/clients/node_modules).
@@ -14,11 +15,13 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 # Debian packages: kcat, a real Prometheus server (it scrapes the gateway in
-# tests/admin.rs) and Chromium (it renders the status page, headless).
+# tests/admin.rs), Chromium (it renders the status page, headless) and the openssl
+# command (it makes tests/tls.rs's certificates).
 missing=()
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]}"
   SUDO=""

@@ -121,7 +121,12 @@ pub(crate) fn log_filter(filter: &str) -> Result<tracing_subscriber::EnvFilter, 
 /// # Errors
 /// When it is none of those, with the reason.
 pub(crate) fn advertised_listener(value: &str) -> Result<(String, u16), String> {
-    let fail = |reason: &str| Err(format!("--advertised-listener {value:?}: {reason}"));
+    advertised_address("advertised-listener", value)
+}
+
+/// [`advertised_listener`], with errors naming `option`.
+pub(crate) fn advertised_address(option: &str, value: &str) -> Result<(String, u16), String> {
+    let fail = |reason: &str| Err(format!("--{option} {value:?}: {reason}"));
     let address = match value.split_once("://") {
         Some((name, rest))
             if !name.is_empty()

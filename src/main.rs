@@ -34,6 +34,7 @@ mod users_file;
 /// How often each connection reads its principal's permissions from Iggy again: with
 /// the backend's own cache, a permission changed in Iggy takes effect within about this.
 const PERMISSIONS_REFRESH: Duration = Duration::from_secs(5);
+mod listeners;
 
 /// The runtime this binary was built with.
 const RUNTIME: &str = if cfg!(feature = "smol") {
@@ -65,7 +66,8 @@ struct Args {
     #[arg(long)]
     print_config: bool,
 
-    /// Address to listen on for Kafka clients.
+    /// Address to listen on for Kafka clients: one PLAINTEXT listener. --listeners names
+    /// several instead.
     #[arg(
         long,
         env = "IGGY_KAFKA_LISTEN",
@@ -79,6 +81,53 @@ struct Args {
     /// machine's host name when listening on a wildcard address.
     #[arg(long, env = "IGGY_KAFKA_ADVERTISED_LISTENER", value_name = "HOST:PORT")]
     advertised_listener: Option<String>,
+
+    /// Kafka listeners, instead of --listen: NAME://HOST:PORT,... (Kafka's listeners; an
+    /// empty HOST binds every interface). Each name gets its security protocol from
+    /// --listener-security-protocol-map.
+    #[arg(long, env = "IGGY_KAFKA_LISTENERS", value_name = "LIST")]
+    listeners: Option<String>,
+
+    /// The address clients are told for each listener: NAME://HOST:PORT,... (Kafka's
+    /// advertised.listeners). A listener not named here advertises its bound address, or
+    /// this machine's host name for a wildcard address.
+    #[arg(long, env = "IGGY_KAFKA_ADVERTISED_LISTENERS", value_name = "LIST")]
+    advertised_listeners: Option<String>,
+
+    /// Each listener's security protocol: NAME:PROTOCOL,... with PROTOCOL one of PLAINTEXT,
+    /// SSL, SASL_PLAINTEXT, SASL_SSL (Kafka's listener.security.protocol.map). A listener
+    /// named after a protocol has that protocol unless mapped otherwise.
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
+        value_name = "LIST"
+    )]
+    listener_security_protocol_map: Option<String>,
+
+    /// The TLS certificate chain of SSL and SASL_SSL listeners, PEM, the gateway's own
+    /// certificate first. Reloaded on SIGHUP and when the file changes.
+    #[arg(long, env = "IGGY_KAFKA_SSL_CERTIFICATE", value_name = "PATH")]
+    ssl_certificate: Option<std::path::PathBuf>,
+
+    /// The private key of --ssl-certificate, PEM (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "IGGY_KAFKA_SSL_KEY", value_name = "PATH")]
+    ssl_key: Option<std::path::PathBuf>,
+
+    /// Whether TLS clients must present a certificate (Kafka's ssl.client.auth): none,
+    /// requested (checked when sent) or required. Its subject's CN is the client's principal.
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_SSL_CLIENT_AUTH",
+        default_value = "none",
+        value_parser = ["none", "requested", "required"],
+        value_name = "POLICY"
+    )]
+    ssl_client_auth: String,
+
+    /// The CA certificates, PEM, that client certificates must be signed by; needed when
+    /// --ssl-client-auth is not none.
+    #[arg(long, env = "IGGY_KAFKA_SSL_CA", value_name = "PATH")]
+    ssl_ca: Option<std::path::PathBuf>,
 
     /// Largest request frame accepted, in bytes (Kafka's socket.request.max.bytes).
     #[arg(long, env = "IGGY_KAFKA_MAX_FRAME_SIZE", default_value_t = iggy_kafka_core::protocol::frame::DEFAULT_MAX_FRAME_SIZE, value_name = "BYTES")]
@@ -366,9 +415,12 @@ fn parse_args() -> (Args, clap::ArgMatches) {
 
 /// Where clients are told to connect: `advertised` when given, else the bound address,
 /// with this machine's host name for a wildcard address (never 0.0.0.0).
-fn advertised(bound: SocketAddr, advertised: Option<&str>) -> Result<(String, u16), String> {
+fn advertised(
+    bound: SocketAddr,
+    advertised: Option<&(String, u16)>,
+) -> Result<(String, u16), String> {
     if let Some(a) = advertised {
-        return checks::advertised_listener(a);
+        return Ok(a.clone());
     }
     if bound.ip().is_unspecified() {
         let host = gethostname::gethostname().to_string_lossy().into_owned();
@@ -378,6 +430,77 @@ fn advertised(bound: SocketAddr, advertised: Option<&str>) -> Result<(String, u1
         return Ok((host, bound.port()));
     }
     Ok((bound.ip().to_string(), bound.port()))
+}
+
+/// Each listener's TLS, in `plans`' order: one configuration, loaded now, shared by every
+/// SSL and SASL_SSL listener; none for the others.
+///
+/// # Errors
+/// When a TLS listener lacks a certificate or key, client authentication lacks a CA, or
+/// the files do not load.
+fn tls_for(
+    args: &Args,
+    plans: &[listeners::ListenerPlan],
+) -> Result<Vec<Option<Arc<iggy_kafka_tls::ServerTls>>>, String> {
+    let client_auth =
+        iggy_kafka_tls::ClientAuth::from_name(&args.ssl_client_auth).ok_or_else(|| {
+            format!(
+                "--ssl-client-auth: {:?} is not none, requested or required",
+                args.ssl_client_auth
+            )
+        })?;
+    let Some(first) = plans.iter().find(|p| p.protocol.uses_tls()) else {
+        if args.ssl_certificate.is_some() || args.ssl_key.is_some() {
+            tracing::warn!(
+                "--ssl-certificate and --ssl-key are unused: no listener is SSL or SASL_SSL"
+            );
+        }
+        return Ok(vec![None; plans.len()]);
+    };
+    let (Some(certificate), Some(key)) = (&args.ssl_certificate, &args.ssl_key) else {
+        let missing = if args.ssl_certificate.is_none() {
+            "ssl-certificate"
+        } else {
+            "ssl-key"
+        };
+        return Err(format!(
+            "--{missing}: listener {} is {}, which needs a certificate and its key",
+            first.name, first.protocol
+        ));
+    };
+    if client_auth != iggy_kafka_tls::ClientAuth::None && args.ssl_ca.is_none() {
+        return Err(format!(
+            "--ssl-ca: --ssl-client-auth {} needs the CA that signs client certificates",
+            client_auth.name()
+        ));
+    }
+    let files = iggy_kafka_tls::TlsFiles {
+        certificate: certificate.clone(),
+        key: key.clone(),
+        ca: args.ssl_ca.clone(),
+        client_auth,
+    };
+    let tls = iggy_kafka_tls::ServerTls::load(files.clone()).map_err(|e| {
+        // The option whose file is at fault; the certificate's when it is the pair.
+        let path = match &e {
+            iggy_kafka_tls::TlsError::Read { path, .. }
+            | iggy_kafka_tls::TlsError::Pem { path, .. } => Some(std::path::Path::new(path)),
+            _ => None,
+        };
+        let option = if path == Some(files.key.as_path()) {
+            "ssl-key"
+        } else if path.is_some() && path == files.ca.as_deref() {
+            "ssl-ca"
+        } else {
+            "ssl-certificate"
+        };
+        format!("--{option}: {e}")
+    })?;
+    let tls = Arc::new(tls);
+    Ok(plans
+        .iter()
+        .map(|p| p.protocol.uses_tls().then(|| Arc::clone(&tls)))
+        .collect())
 }
 
 /// The admin listener's address, or none for `off`.
@@ -515,21 +638,47 @@ fn main() -> ExitCode {
             "starting"
         );
     }
-    let listen = match args.listen.to_socket_addrs().map(|mut a| a.next()) {
-        Ok(Some(addr)) => addr,
-        Ok(None) => {
-            tracing::error!(listen = %args.listen, "--listen resolves to no address");
-            return ExitCode::FAILURE;
-        }
+    // Checked before binding so that a typo fails fast.
+    let plans = match listeners::plan(&listeners::ListenerOptions {
+        listen: &args.listen,
+        listen_given: !matches!(
+            matches.value_source("listen"),
+            Some(clap::parser::ValueSource::DefaultValue) | None
+        ),
+        advertised_listener: args.advertised_listener.as_deref(),
+        listeners: args.listeners.as_deref(),
+        advertised_listeners: args.advertised_listeners.as_deref(),
+        protocol_map: args.listener_security_protocol_map.as_deref(),
+    }) {
+        Ok(p) => p,
         Err(e) => {
-            tracing::error!(listen = %args.listen, error = %e, "bad --listen address");
+            tracing::error!("{e}");
             return ExitCode::FAILURE;
         }
     };
-    // Checked before binding so that a typo fails fast.
-    if let Err(e) = advertised(listen, args.advertised_listener.as_deref()) {
-        tracing::error!("{e}");
-        return ExitCode::FAILURE;
+    // A SASL listener without users would authenticate no one.
+    if let Some(p) = plans.iter().find(|p| p.protocol.uses_sasl()) {
+        if args.sasl.users_file.is_none() {
+            tracing::error!(
+                "--users-file: listener {} is {}, and SASL needs the users it authenticates",
+                p.name,
+                p.protocol
+            );
+            return ExitCode::FAILURE;
+        }
+    }
+    let tls = match tls_for(&args, &plans) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for plan in &plans {
+        if let Err(e) = advertised(plan.bind, plan.advertised.as_ref()) {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
     }
     let users = match users_file::load(&args.sasl) {
         Ok(s) => s,
@@ -691,21 +840,36 @@ fn main() -> ExitCode {
         )
     });
 
-    let advertised_arg = args.advertised_listener.clone();
     let stream = args.stream.clone();
-    let on_bound = move |bound: SocketAddr| {
-        // Checked above; the port may only be known now (`--listen HOST:0`).
-        if let Ok((host, port)) = advertised(bound, advertised_arg.as_deref()) {
-            tracing::info!(runtime = RUNTIME, %bound, advertised = %format!("{host}:{port}"), backend = backend_name, %stream, "listening");
-            config.advertised_host = host;
-            config.advertised_port = i32::from(port);
-        }
-        Arc::new(config)
+    let bind: Vec<SocketAddr> = plans.iter().map(|p| p.bind).collect();
+    let on_bound = move |bound: &[SocketAddr]| {
+        plans
+            .iter()
+            .zip(bound)
+            .map(|(plan, &bound)| {
+                let mut config = config.clone();
+                config.listener_name.clone_from(&plan.name);
+                config.security_protocol = plan.protocol;
+                // Checked above; the port may only be known now (`--listen HOST:0`).
+                if let Ok((host, port)) = advertised(bound, plan.advertised.as_ref()) {
+                    tracing::info!(runtime = RUNTIME, listener = %plan.name, protocol = %plan.protocol, %bound, advertised = %format!("{host}:{port}"), backend = backend_name, %stream, "listening");
+                    config.advertised_host = host;
+                    config.advertised_port = i32::from(port);
+                }
+                Arc::new(config)
+            })
+            .collect()
     };
 
     #[cfg(feature = "tokio")]
     let result = iggy_kafka_tokio::run(
-        listen,
+        bind.iter()
+            .zip(&tls)
+            .map(|(&address, tls)| iggy_kafka_tokio::Listener {
+                address,
+                tls: tls.clone(),
+            })
+            .collect(),
         admin,
         registry,
         move || {
@@ -720,7 +884,13 @@ fn main() -> ExitCode {
     );
     #[cfg(feature = "smol")]
     let result = iggy_kafka_smol::run(
-        listen,
+        bind.iter()
+            .zip(&tls)
+            .map(|(&address, tls)| iggy_kafka_smol::Listener {
+                address,
+                tls: tls.clone(),
+            })
+            .collect(),
         admin,
         registry,
         move |ex| {
@@ -742,7 +912,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            tracing::error!(error = %e, %listen, "gateway failed");
+            tracing::error!(error = %e, "gateway failed");
             ExitCode::FAILURE
         }
     }
@@ -760,19 +930,7 @@ mod tests {
         assert_eq!(port, 9093);
         let local = "127.0.0.1:1234".parse().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(advertised(local, None), Ok(("127.0.0.1".into(), 1234)));
-        assert_eq!(
-            advertised(local, Some("kafka.example:19092")),
-            Ok(("kafka.example".into(), 19092))
-        );
-        assert_eq!(
-            advertised(local, Some("[::1]:9093")),
-            Ok(("::1".into(), 9093))
-        );
-        assert_eq!(
-            advertised(local, Some("PLAINTEXT://kafka.example:9093")),
-            Ok(("kafka.example".into(), 9093))
-        );
-        assert!(advertised(local, Some("nohost")).is_err());
-        assert!(advertised(local, Some(":9093")).is_err());
+        let given = ("kafka.example".to_owned(), 19092);
+        assert_eq!(advertised(local, Some(&given)), Ok(given.clone()));
     }
 }

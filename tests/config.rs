@@ -59,6 +59,13 @@ fn print_config(config: &Path, env: &[(&str, &str)], args: &[&str]) -> String {
 const EVERY_OPTION: &str = r#"
 listen = "127.0.0.1:19999"
 advertised-listener = "kafka.example:19092"
+listeners = "A://127.0.0.1:1,B://127.0.0.1:2"
+advertised-listeners = "A://a.example:1,B://b.example:2"
+listener-security-protocol-map = "A:PLAINTEXT,B:SSL"
+ssl-certificate = "/etc/tls/server.pem"
+ssl-key = "/etc/tls/server.key"
+ssl-client-auth = "required"
+ssl-ca = "/etc/tls/ca.pem"
 max-frame-size = 2000000
 idle-timeout-ms = 1234
 iggy = "iggy://someone:secret@127.0.0.9:8091"
@@ -149,6 +156,12 @@ fn the_example_in_deploy_names_every_option_with_its_default() {
         "map-streams",
         "users-file",
         "super-users",
+        "listeners",
+        "advertised-listeners",
+        "listener-security-protocol-map",
+        "ssl-certificate",
+        "ssl-key",
+        "ssl-ca",
     ] {
         in_example.remove(unset);
         defaults.remove(unset);
@@ -315,7 +328,10 @@ fn values_that_cannot_work_stop_start_up_with_the_option_and_the_reason() {
             "--iggy has a bad port",
         ),
         (&["--admin-listen", "nowhere"], "--admin-listen \"nowhere\""),
-        (&["--listen", "nowhere"], "bad --listen address"),
+        (
+            &["--listen", "nowhere"],
+            "--listen: bad address \"nowhere\"",
+        ),
         (
             &["--log", "debgu"],
             "--log: \"debgu\" in \"debgu\" is neither a level",

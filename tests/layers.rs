@@ -15,6 +15,7 @@ const CRATES: &[&str] = &[
     "embedded/src",
     "runtime-tokio/src",
     "runtime-smol/src",
+    "tls/src",
 ];
 
 /// Modules that exist only for tests and fuzzers: they may use anything.

@@ -1,7 +1,8 @@
 //! Runs the gateway's sans-IO core on smol and async-io: accepts connections, moves bytes
 //! between each socket and its [`Connection`], hands the connection's work to the
 //! backend and the group coordinator, and sleeps until the next input, completion or deadline. Nothing
-//! protocol-specific lives here, and nothing here needs tokio.
+//! protocol-specific lives here (TLS is [`iggy_kafka_tls`]'s, moved here as bytes like
+//! everything else), and nothing here needs tokio.
 
 use std::future::Future;
 use std::io;
@@ -20,6 +21,7 @@ use iggy_kafka_core::stats::{ConnectionHandle, Ended, Registry};
 use iggy_kafka_core::work::{Outcome, WorkId};
 use iggy_kafka_core::{Config, Connection};
 use iggy_kafka_iggy_client::{drive, Clock, Lanes, SessionConfig};
+use iggy_kafka_tls::{ServerTls, TlsSession};
 use smol::net::{TcpListener, TcpStream};
 use smol::Executor;
 
@@ -29,22 +31,32 @@ const READ_CHUNK: usize = drive::READ_CHUNK;
 /// How long shutdown waits for connections to flush what they answered.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// A Kafka listener to bind.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    /// Where.
+    pub address: SocketAddr,
+    /// Its TLS, for SSL and SASL_SSL listeners.
+    pub tls: Option<Arc<ServerTls>>,
+}
+
 /// Starts a smol executor with one thread per core; binds the admin listener first, when
 /// there is one (so that `/health` answers while the backend is awaited); builds what the
 /// connections share with `start` (given the executor, so that it may spawn, e.g.
-/// [`spawn_iggy_lanes`], and wait for a backend); binds `listen`, reports the bound address
-/// to `on_bound` (which gives the connections' configuration: the advertised port may
-/// depend on it), and serves until SIGINT or SIGTERM. Every connection is counted in
-/// `registry`.
+/// [`spawn_iggy_lanes`], and wait for a backend); binds every listener, reports the bound
+/// addresses to `on_bound` (which gives each listener's configuration, in the same order:
+/// an advertised port may depend on its bound one), and serves until SIGINT or SIGTERM,
+/// reloading TLS certificates on SIGHUP and when their files change. Every connection is
+/// counted in `registry`.
 ///
 /// # Errors
 /// When `start` fails, an address cannot be bound or signals cannot be watched.
 pub fn run<S>(
-    listen: SocketAddr,
+    listeners: Vec<Listener>,
     admin: Option<(SocketAddr, Arc<Admin>)>,
     registry: Arc<Registry>,
     start: impl FnOnce(Arc<Executor<'static>>) -> S,
-    on_bound: impl FnOnce(SocketAddr) -> Arc<Config>,
+    on_bound: impl FnOnce(&[SocketAddr]) -> Vec<Arc<Config>>,
 ) -> io::Result<()>
 where
     S: Future<Output = io::Result<Arc<Shared>>>,
@@ -79,13 +91,36 @@ where
         if let Some(admin) = &admin {
             admin.attach(Arc::clone(&shared));
         }
-        let listener = TcpListener::bind(listen).await?;
-        // Ready before the bound address is announced: whoever waits for the announcement
+        let mut bound = Vec::with_capacity(listeners.len());
+        let mut addresses = Vec::with_capacity(listeners.len());
+        for l in listeners {
+            let socket = TcpListener::bind(l.address)
+                .await
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", l.address)))?;
+            addresses.push(socket.local_addr()?);
+            bound.push((socket, l.tls));
+        }
+        // Ready before the bound addresses are announced: whoever waits for the announcement
         // (an orchestrator's probe, a test) finds /ready true.
         if let Some(admin) = &admin {
             admin.set_listening();
         }
-        let config = on_bound(listener.local_addr()?);
+        let configs = on_bound(&addresses);
+        let mut certificates: Vec<Arc<ServerTls>> = Vec::new();
+        for tls in bound.iter().filter_map(|(_, t)| t.as_ref()) {
+            if !certificates.iter().any(|c| Arc::ptr_eq(c, tls)) {
+                certificates.push(Arc::clone(tls));
+            }
+        }
+        if !certificates.is_empty() {
+            let hangup = async_signal::Signals::new([async_signal::Signal::Hup])?;
+            ex.spawn(watch_certificates(certificates, hangup)).detach();
+        }
+        let listeners = bound
+            .into_iter()
+            .zip(configs)
+            .map(|((socket, tls), config)| (socket, config, tls))
+            .collect();
         let mut signals =
             async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term])?;
         let shutdown = async move {
@@ -93,7 +128,7 @@ where
                 tracing::info!(signal = ?sig, "signal received, shutting down");
             }
         };
-        serve(&ex, listener, config, shared, registry, shutdown).await
+        serve(&ex, listeners, shared, registry, shutdown).await
     }));
     drop(stop_threads);
     for w in workers {
@@ -127,15 +162,59 @@ async fn serve_admin(ex: Arc<Executor<'static>>, listener: TcpListener, admin: A
     }
 }
 
-/// Serves connections from `listener` on `ex` until `shutdown` completes; then stops
-/// accepting, lets every connection flush what it has answered, and returns.
-///
-/// # Errors
-/// Only on a listener failure that retrying cannot cure; per-connection errors are logged.
-pub async fn serve(
-    ex: &Executor<'static>,
+/// Reloads the TLS certificates on SIGHUP, and when their files change.
+async fn watch_certificates(certificates: Vec<Arc<ServerTls>>, mut hangup: async_signal::Signals) {
+    loop {
+        let signal = async {
+            let _ = hangup.next().await;
+            tracing::info!("SIGHUP received, reloading the TLS certificates");
+            true
+        };
+        let tick = async {
+            Timer::after(iggy_kafka_tls::RELOAD_CHECK).await;
+            false
+        };
+        let forced = future::or(signal, tick).await;
+        for c in &certificates {
+            c.refresh(forced);
+        }
+    }
+}
+
+/// A bound listener: its socket, its connections' configuration, its TLS.
+type Bound = (TcpListener, Arc<Config>, Option<Arc<ServerTls>>);
+
+/// An accepted connection, and the listener it came in on.
+type Accepted = (TcpStream, SocketAddr, Arc<Config>, Option<Arc<ServerTls>>);
+
+/// Accepts connections on `listener` and hands each on, with the listener's configuration.
+async fn accept(
     listener: TcpListener,
     config: Arc<Config>,
+    tls: Option<Arc<ServerTls>>,
+    accepted: smol::channel::Sender<Accepted>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let next = (stream, peer, Arc::clone(&config), tls.clone());
+                if accepted.send(next).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, listener = %config.listener_name, "accept failed");
+                Timer::after(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Serves connections from every listener on `ex` until `shutdown` completes; then stops
+/// accepting, lets every connection flush what it has answered, and returns.
+async fn serve(
+    ex: &Executor<'static>,
+    listeners: Vec<Bound>,
     shared: Arc<Shared>,
     registry: Arc<Registry>,
     shutdown: impl Future<Output = ()>,
@@ -145,28 +224,27 @@ pub async fn serve(
     let mut tasks = Vec::new();
     // Dropped (and so cancelled) when serving ends.
     let _timers = ex.spawn(drive_groups(shared.clone()));
-    let accept = async {
-        loop {
-            match listener.accept().await {
-                Ok((stream, peer)) => {
-                    let span = tracing::info_span!("conn", %peer);
-                    let stop = stop_rx.clone();
-                    tasks.retain(|t: &smol::Task<()>| !t.is_finished());
-                    let handle = registry.accepted(peer.to_string());
-                    tasks.push(ex.spawn(tracing::Instrument::instrument(
-                        drive(stream, config.clone(), shared.clone(), handle, stop),
-                        span,
-                    )));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    Timer::after(Duration::from_millis(100)).await;
-                }
-            }
+    // One accepting task per listener, dropped (closing the listeners) when serving ends.
+    let (accepted_tx, accepted_rx) = smol::channel::bounded::<Accepted>(64);
+    let acceptors: Vec<smol::Task<()>> = listeners
+        .into_iter()
+        .map(|(listener, config, tls)| ex.spawn(accept(listener, config, tls, accepted_tx.clone())))
+        .collect();
+    drop(accepted_tx);
+    let spawn = async {
+        while let Ok((stream, peer, config, tls)) = accepted_rx.recv().await {
+            let span = tracing::info_span!("conn", %peer, listener = %config.listener_name);
+            let stop = stop_rx.clone();
+            tasks.retain(|t: &smol::Task<()>| !t.is_finished());
+            let handle = registry.accepted(peer.to_string());
+            tasks.push(ex.spawn(tracing::Instrument::instrument(
+                drive(stream, config, tls, shared.clone(), handle, stop),
+                span,
+            )));
         }
     };
-    future::or(accept, shutdown).await;
-    drop(listener);
+    future::or(spawn, shutdown).await;
+    drop(acceptors);
     // Members waiting in a rebalance are told to look for the coordinator again.
     shared.groups().shutdown();
     drop(stop_tx);
@@ -194,9 +272,37 @@ enum Event {
     Stop,
 }
 
+/// A connection's TLS: the session, the ciphertext last read, the ciphertext to write.
+struct Tls {
+    session: TlsSession,
+    /// Safe Rust cannot read into uninitialised memory: ciphertext lands here, zeroed once.
+    read: Box<[u8]>,
+    wire: Transmit,
+}
+
+impl Tls {
+    /// Encrypts what `plaintext` holds, and queues whatever the session has to send.
+    fn seal(&mut self, plaintext: &mut Transmit) {
+        if !plaintext.is_empty() {
+            let n = self.session.write_plaintext(&plaintext.slices());
+            plaintext.advance(n);
+        }
+        while let Some(b) = self.session.poll_transmit() {
+            self.wire.push(b);
+        }
+    }
+
+    /// Writes what the session has to send (an alert, close_notify), best effort.
+    async fn flush(&mut self, stream: &mut TcpStream) {
+        self.seal(&mut Transmit::new());
+        let _ = write_all(stream, &mut self.wire).await;
+    }
+}
+
 async fn drive(
     mut stream: TcpStream,
     config: Arc<Config>,
+    tls: Option<Arc<ServerTls>>,
     shared: Arc<Shared>,
     mut handle: ConnectionHandle,
     stop: smol::channel::Receiver<()>,
@@ -208,8 +314,24 @@ async fn drive(
     if let Ok(peer) = stream.peer_addr() {
         conn.set_client_host(format!("/{}", peer.ip()));
     }
-    let ended = run_connection(&mut stream, &mut conn, &shared, &mut handle, stop).await;
+    let mut tls = match tls.map(|t| t.session()).transpose() {
+        Ok(session) => session.map(|session| Tls {
+            session,
+            read: vec![0; READ_CHUNK].into_boxed_slice(),
+            wire: Transmit::new(),
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start TLS");
+            handle.finish(&conn, Ended::Io);
+            return;
+        }
+    };
+    let ended = run_connection(&mut stream, &mut conn, &mut tls, &shared, &mut handle, stop).await;
     if ended == Ended::Closed {
+        if let Some(tls) = &mut tls {
+            tls.session.close();
+            tls.flush(&mut stream).await;
+        }
         let _ = stream.close().await;
     }
     handle.finish(&conn, ended);
@@ -218,6 +340,7 @@ async fn drive(
 async fn run_connection(
     stream: &mut TcpStream,
     conn: &mut Connection,
+    tls: &mut Option<Tls>,
     shared: &Shared,
     handle: &mut ConnectionHandle,
     stop: smol::channel::Receiver<()>,
@@ -230,7 +353,7 @@ async fn run_connection(
         pending.pump(conn, shared, &mut buf, Instant::now());
         // Before the answers leave: a client that reads one sees it counted.
         handle.publish(conn);
-        if let Err(e) = write_out(stream, conn, &mut transmit).await {
+        if let Err(e) = write_out(stream, conn, &mut transmit, tls.as_mut()).await {
             tracing::debug!(error = %e, "write failed");
             return Ended::Io;
         }
@@ -240,7 +363,7 @@ async fn run_connection(
         let deadline = pending.next_deadline(conn);
         let wants_input = conn.wants_input();
         let filled = buf.len();
-        if wants_input {
+        if wants_input && tls.is_none() {
             // Safe Rust cannot read into uninitialised memory, so the headroom is zeroed.
             let room = conn.read_capacity(&buf, READ_CHUNK);
             buf.reserve(room);
@@ -248,10 +371,10 @@ async fn run_connection(
             buf.resize(filled + room.min(4 * READ_CHUNK), 0);
         }
         let read = async {
-            if wants_input {
-                Event::Read(stream.read(&mut buf[filled..]).await)
-            } else {
-                future::pending().await
+            match (wants_input, tls.as_mut()) {
+                (false, _) => future::pending().await,
+                (true, None) => Event::Read(stream.read(&mut buf[filled..]).await),
+                (true, Some(tls)) => Event::Read(stream.read(&mut tls.read).await),
             }
         };
         let completed = async {
@@ -284,7 +407,28 @@ async fn run_connection(
                 tracing::debug!("peer closed");
                 return Ended::Peer;
             }
-            Event::Read(Ok(n)) => buf.truncate(filled + n),
+            Event::Read(Ok(n)) => match tls.as_mut() {
+                None => buf.truncate(filled + n),
+                Some(tls) => match tls.session.handle_ciphertext(&tls.read[..n], &mut buf) {
+                    Ok(received) if received.peer_closed => {
+                        tracing::debug!("peer closed");
+                        return Ended::Peer;
+                    }
+                    Ok(_) => {
+                        // The handshake is done by the time a certificate's principal
+                        // shows, and before any plaintext reaches the connection.
+                        if let Some(p) = tls.session.take_peer_principal() {
+                            tracing::debug!(principal = %p, "client certificate");
+                            conn.set_peer_principal(p);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::info!(error = %e, "TLS failed; closing");
+                        tls.flush(stream).await;
+                        return Ended::Io;
+                    }
+                },
+            },
             Event::Read(Err(e)) => {
                 tracing::debug!(error = %e, "read failed");
                 return Ended::Io;
@@ -409,14 +553,21 @@ pub fn spawn_iggy_lanes(ex: &Executor<'static>, lanes: &Arc<Lanes>, config: &Ses
     }
 }
 
-/// Writes everything the connection has, with vectored writes.
+/// Writes everything the connection has, with vectored writes, through TLS when there is.
 async fn write_out(
     stream: &mut TcpStream,
     conn: &mut Connection,
     out: &mut Transmit,
+    tls: Option<&mut Tls>,
 ) -> io::Result<()> {
     out.fill(conn);
-    write_all(stream, out).await
+    match tls {
+        None => write_all(stream, out).await,
+        Some(tls) => {
+            tls.seal(out);
+            write_all(stream, &mut tls.wire).await
+        }
+    }
 }
 
 /// Writes all of `out`, in as few calls as the socket takes.

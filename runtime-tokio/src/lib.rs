@@ -1,6 +1,7 @@
 //! Runs the gateway's sans-IO core on tokio: accepts connections, moves bytes between each
 //! socket and its [`Connection`], hands the connection's work to the backend and the group coordinator, and sleeps
-//! until the next input, completion or deadline. Nothing protocol-specific lives here.
+//! until the next input, completion or deadline. Nothing protocol-specific lives here: TLS
+//! is [`iggy_kafka_tls`]'s, moved here as bytes like everything else.
 
 use std::future::Future;
 use std::io;
@@ -16,6 +17,7 @@ use iggy_kafka_core::driver::{PendingWork, Shared, Transmit};
 use iggy_kafka_core::stats::{ConnectionHandle, Ended, Registry};
 use iggy_kafka_core::{Config, Connection};
 use iggy_kafka_iggy_client::{drive, Clock, Lanes, SessionConfig};
+use iggy_kafka_tls::{ServerTls, TlsSession};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -28,23 +30,33 @@ const READ_CHUNK: usize = drive::READ_CHUNK;
 /// How long shutdown waits for connections to flush what they answered.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// A Kafka listener to bind.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    /// Where.
+    pub address: SocketAddr,
+    /// Its TLS, for SSL and SASL_SSL listeners.
+    pub tls: Option<Arc<ServerTls>>,
+}
+
 /// Starts a multi-threaded tokio runtime; binds the admin listener first, when there is
 /// one (so that `/health` answers while the backend is awaited); builds what the
 /// connections share with `start` (inside the runtime, so that it may spawn, e.g.
-/// [`spawn_iggy_lanes`], and wait for a backend); binds `listen`, reports the bound address
-/// to `on_bound` (which gives the connections' configuration: the advertised port may
-/// depend on it), and serves until SIGINT or SIGTERM. Every connection is counted in
-/// `registry`.
+/// [`spawn_iggy_lanes`], and wait for a backend); binds every listener, reports the bound
+/// addresses to `on_bound` (which gives each listener's configuration, in the same order:
+/// an advertised port may depend on its bound one), and serves until SIGINT or SIGTERM,
+/// reloading TLS certificates on SIGHUP and when their files change. Every connection is
+/// counted in `registry`.
 ///
 /// # Errors
 /// When the runtime cannot start, `start` fails, an address cannot be bound or signals
 /// cannot be watched.
 pub fn run<S>(
-    listen: SocketAddr,
+    listeners: Vec<Listener>,
     admin: Option<(SocketAddr, Arc<Admin>)>,
     registry: Arc<Registry>,
     start: impl FnOnce() -> S,
-    on_bound: impl FnOnce(SocketAddr) -> Arc<Config>,
+    on_bound: impl FnOnce(&[SocketAddr]) -> Vec<Arc<Config>>,
 ) -> io::Result<()>
 where
     S: Future<Output = io::Result<Arc<Shared>>>,
@@ -68,16 +80,58 @@ where
         if let Some(admin) = &admin {
             admin.attach(Arc::clone(&shared));
         }
-        let listener = TcpListener::bind(listen).await?;
-        // Ready before the bound address is announced: whoever waits for the announcement
+        let mut bound = Vec::with_capacity(listeners.len());
+        let mut addresses = Vec::with_capacity(listeners.len());
+        for l in listeners {
+            let socket = TcpListener::bind(l.address)
+                .await
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", l.address)))?;
+            addresses.push(socket.local_addr()?);
+            bound.push((socket, l.tls));
+        }
+        // Ready before the bound addresses are announced: whoever waits for the announcement
         // (an orchestrator's probe, a test) finds /ready true.
         if let Some(admin) = &admin {
             admin.set_listening();
         }
-        let config = on_bound(listener.local_addr()?);
+        let configs = on_bound(&addresses);
+        let mut certificates: Vec<Arc<ServerTls>> = Vec::new();
+        for tls in bound.iter().filter_map(|(_, t)| t.as_ref()) {
+            if !certificates.iter().any(|c| Arc::ptr_eq(c, tls)) {
+                certificates.push(Arc::clone(tls));
+            }
+        }
+        if !certificates.is_empty() {
+            let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+            tokio::spawn(watch_certificates(certificates, hangup));
+        }
+        let listeners = bound
+            .into_iter()
+            .zip(configs)
+            .map(|((socket, tls), config)| (socket, config, tls))
+            .collect();
         let shutdown = shutdown_signal()?;
-        serve(listener, config, shared, registry, shutdown).await
+        serve(listeners, shared, registry, shutdown).await
     })
+}
+
+/// Reloads the TLS certificates on SIGHUP, and when their files change.
+async fn watch_certificates(
+    certificates: Vec<Arc<ServerTls>>,
+    mut hangup: tokio::signal::unix::Signal,
+) {
+    loop {
+        let forced = tokio::select! {
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP received, reloading the TLS certificates");
+                true
+            }
+            () = tokio::time::sleep(iggy_kafka_tls::RELOAD_CHECK) => false,
+        };
+        for c in &certificates {
+            c.refresh(forced);
+        }
+    }
 }
 
 /// Accepts admin connections and serves each on a task of its own, at most
@@ -116,14 +170,16 @@ fn shutdown_signal() -> io::Result<impl Future<Output = ()>> {
     })
 }
 
-/// Serves connections from `listener` until `shutdown` completes; then stops accepting, lets
-/// every connection flush what it has answered, and returns.
-///
-/// # Errors
-/// Only on a listener failure that retrying cannot cure; per-connection errors are logged.
-pub async fn serve(
-    listener: TcpListener,
-    config: Arc<Config>,
+/// A bound listener: its socket, its connections' configuration, its TLS.
+type Bound = (TcpListener, Arc<Config>, Option<Arc<ServerTls>>);
+
+/// An accepted connection, and the listener it came in on.
+type Accepted = (TcpStream, SocketAddr, Arc<Config>, Option<Arc<ServerTls>>);
+
+/// Serves connections from every listener until `shutdown` completes; then stops accepting,
+/// lets every connection flush what it has answered, and returns.
+async fn serve(
+    listeners: Vec<Bound>,
     shared: Arc<Shared>,
     registry: Arc<Registry>,
     shutdown: impl Future<Output = ()>,
@@ -131,26 +187,27 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     let timers = tokio::spawn(drive_groups(shared.clone()));
+    // One accepting task per listener; the connections are spawned here, in one set.
+    let (accepted_tx, mut accepted_rx) = tokio::sync::mpsc::channel::<Accepted>(64);
+    let mut acceptors = JoinSet::new();
+    for (listener, config, tls) in listeners {
+        acceptors.spawn(accept(listener, config, tls, accepted_tx.clone()));
+    }
+    drop(accepted_tx);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let span = tracing::info_span!("conn", %peer);
-                    let handle = registry.accepted(peer.to_string());
-                    connections.spawn(drive(stream, config.clone(), shared.clone(), handle, stop_rx.clone()).instrument(span));
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+            Some((stream, peer, config, tls)) = accepted_rx.recv() => {
+                let span = tracing::info_span!("conn", %peer, listener = %config.listener_name);
+                let handle = registry.accepted(peer.to_string());
+                connections.spawn(drive(stream, config, tls, shared.clone(), handle, stop_rx.clone()).instrument(span));
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
-    drop(listener);
+    // Closes the listeners.
+    acceptors.shutdown().await;
     let _ = stop_tx.send(true);
     // Group deadlines stop mattering: members will rejoin another gateway, or this one.
     timers.abort();
@@ -168,9 +225,60 @@ pub async fn serve(
     Ok(())
 }
 
+/// Accepts connections on `listener` and hands each on, with the listener's configuration.
+async fn accept(
+    listener: TcpListener,
+    config: Arc<Config>,
+    tls: Option<Arc<ServerTls>>,
+    accepted: tokio::sync::mpsc::Sender<Accepted>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let next = (stream, peer, Arc::clone(&config), tls.clone());
+                if accepted.send(next).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, listener = %config.listener_name, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// A connection's TLS: the session, the ciphertext last read, the ciphertext to write.
+struct Tls {
+    session: TlsSession,
+    read: BytesMut,
+    wire: Transmit,
+}
+
+impl Tls {
+    /// Encrypts what `plaintext` holds, and queues whatever the session has to send.
+    fn seal(&mut self, plaintext: &mut Transmit) {
+        if !plaintext.is_empty() {
+            let n = self.session.write_plaintext(&plaintext.slices());
+            plaintext.advance(n);
+        }
+        while let Some(b) = self.session.poll_transmit() {
+            self.wire.push(b);
+        }
+    }
+
+    /// Writes what the session has to send (an alert, close_notify), best effort.
+    async fn flush(&mut self, stream: &mut TcpStream) {
+        self.seal(&mut Transmit::new());
+        let _ = write_all(stream, &mut self.wire).await;
+    }
+}
+
 async fn drive(
     mut stream: TcpStream,
     config: Arc<Config>,
+    tls: Option<Arc<ServerTls>>,
     shared: Arc<Shared>,
     mut handle: ConnectionHandle,
     stop: watch::Receiver<bool>,
@@ -182,16 +290,65 @@ async fn drive(
     if let Ok(peer) = stream.peer_addr() {
         conn.set_client_host(format!("/{}", peer.ip()));
     }
-    let ended = run_connection(&mut stream, &mut conn, &shared, &mut handle, stop).await;
+    let mut tls = match tls.map(|t| t.session()).transpose() {
+        Ok(session) => session.map(|session| Tls {
+            session,
+            read: BytesMut::new(),
+            wire: Transmit::new(),
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start TLS");
+            handle.finish(&conn, Ended::Io);
+            return;
+        }
+    };
+    let ended = run_connection(&mut stream, &mut conn, &mut tls, &shared, &mut handle, stop).await;
     if ended == Ended::Closed {
+        if let Some(tls) = &mut tls {
+            tls.session.close();
+            tls.flush(&mut stream).await;
+        }
         let _ = stream.shutdown().await;
     }
     handle.finish(&conn, ended);
 }
 
+/// Why a read ended the connection.
+enum ReadError {
+    Io(io::Error),
+    Tls(iggy_kafka_tls::TlsError),
+}
+
+/// Reads once, into `buf` or through TLS into it; `false` when the peer closed.
+async fn read_in(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    tls: Option<&mut Tls>,
+) -> Result<bool, ReadError> {
+    let Some(tls) = tls else {
+        return Ok(stream.read_buf(buf).await.map_err(ReadError::Io)? > 0);
+    };
+    tls.read.clear();
+    tls.read.reserve(READ_CHUNK);
+    if stream
+        .read_buf(&mut tls.read)
+        .await
+        .map_err(ReadError::Io)?
+        == 0
+    {
+        return Ok(false);
+    }
+    let received = tls
+        .session
+        .handle_ciphertext(&tls.read, buf)
+        .map_err(ReadError::Tls)?;
+    Ok(!received.peer_closed)
+}
+
 async fn run_connection(
     stream: &mut TcpStream,
     conn: &mut Connection,
+    tls: &mut Option<Tls>,
     shared: &Shared,
     handle: &mut ConnectionHandle,
     mut stop: watch::Receiver<bool>,
@@ -204,7 +361,7 @@ async fn run_connection(
         pending.pump(conn, shared, &mut buf, Instant::now());
         // Before the answers leave: a client that reads one sees it counted.
         handle.publish(conn);
-        if let Err(e) = write_out(stream, conn, &mut transmit).await {
+        if let Err(e) = write_out(stream, conn, &mut transmit, tls.as_mut()).await {
             tracing::debug!(error = %e, "write failed");
             return Ended::Io;
         }
@@ -217,13 +374,27 @@ async fn run_connection(
             buf.reserve(room);
         }
         tokio::select! {
-            read = stream.read_buf(&mut buf), if conn.wants_input() => match read {
-                Ok(0) => {
+            read = read_in(stream, &mut buf, tls.as_mut()), if conn.wants_input() => match read {
+                Ok(false) => {
                     tracing::debug!("peer closed");
                     return Ended::Peer;
                 }
-                Ok(_) => {}
-                Err(e) => {
+                Ok(true) => {
+                    // The handshake is done by the time a certificate's principal shows,
+                    // and before any plaintext reaches the connection.
+                    if let Some(p) = tls.as_mut().and_then(|t| t.session.take_peer_principal()) {
+                        tracing::debug!(principal = %p, "client certificate");
+                        conn.set_peer_principal(p);
+                    }
+                }
+                Err(ReadError::Tls(e)) => {
+                    tracing::info!(error = %e, "TLS failed; closing");
+                    if let Some(tls) = tls.as_mut() {
+                        tls.flush(stream).await;
+                    }
+                    return Ended::Io;
+                }
+                Err(ReadError::Io(e)) => {
                     tracing::debug!(error = %e, "read failed");
                     return Ended::Io;
                 }
@@ -330,14 +501,21 @@ pub fn spawn_iggy_lanes(lanes: &Arc<Lanes>, config: &SessionConfig) {
     }
 }
 
-/// Writes everything the connection has, with vectored writes.
+/// Writes everything the connection has, with vectored writes, through TLS when there is.
 async fn write_out(
     stream: &mut TcpStream,
     conn: &mut Connection,
     out: &mut Transmit,
+    tls: Option<&mut Tls>,
 ) -> io::Result<()> {
     out.fill(conn);
-    write_all(stream, out).await
+    match tls {
+        None => write_all(stream, out).await,
+        Some(tls) => {
+            tls.seal(out);
+            write_all(stream, &mut tls.wire).await
+        }
+    }
 }
 
 /// Writes all of `out`, in as few calls as the socket takes.

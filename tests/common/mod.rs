@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod fake_iggy;
+pub mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -173,6 +174,11 @@ impl Gateway {
         s.set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
         s
+    }
+
+    /// The gateway's process id, for signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn stop(mut self) {

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Produce and consume throughput over SSL against PLAINTEXT, 1 KiB records, on a gateway
+# (embedded store) with both listeners, started afresh for each run. The client is kcat (the system's librdkafka, built
+# with OpenSSL; the load client's vendored librdkafka has no TLS). Per round, each listener
+# in turn gets a new one-partition topic: RECORDS records produced with acks=1 from a file,
+# then consumed back from offset 0 to /dev/null. Listeners alternate within each round, so
+# drift on the machine hits both alike. Prints every run (records/s, MiB/s and the gateway's
+# CPU time for that phase) and, at the end, the median of each figure over the rounds.
+#
+#   benches/tls.sh                 # 3 rounds of 300,000 records (about 300 MiB)
+#   ROUNDS=5 RECORDS=500000 benches/tls.sh
+#
+# The certificate is made with the openssl command (EC P-256), in a temporary directory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RECORDS="${RECORDS:-300000}"
+ROUNDS="${ROUNDS:-3}"
+
+cargo build --release -q
+WORK=$(mktemp -d)
+RESULTS="$WORK/results"
+PID=
+stop() { if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; PID=; fi; }
+trap 'stop; rm -rf "$WORK"' EXIT
+
+( cd "$WORK"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+    -keyout server.key -out server.pem 2>/dev/null )
+# RECORDS lines of 1,023 bytes: kcat drops each newline, so each record's value is 1,023
+# bytes, about 1 KiB.
+awk -v n="$RECORDS" 'BEGIN { v = sprintf("%1023s", ""); gsub(/ /, "x", v); for (i = 0; i < n; i++) print v }' > "$WORK/records"
+
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)
+now() { date +%s.%N; }
+
+# A fresh gateway for each run: the embedded store keeps every record in memory.
+start() {
+  target/release/iggy-kafka-gateway --admin-listen off --log warn \
+    --listeners PLAINTEXT://127.0.0.1:19192,SSL://127.0.0.1:19193 \
+    --ssl-certificate "$WORK/server.pem" --ssl-key "$WORK/server.key" &
+  PID=$!
+  sleep 1
+}
+
+# Runs a kcat command over a listener and records "listener phase records/s MiB/s cpu_ms".
+measure() { # listener phase kcat-args...
+  local listener=$1 phase=$2; shift 2
+  local t0 c0 t1 c1
+  c0=$(ticks "$PID"); t0=$(now)
+  "$@"
+  t1=$(now); c1=$(ticks "$PID")
+  awk -v l="$listener" -v p="$phase" -v n="$RECORDS" -v t0="$t0" -v t1="$t1" \
+      -v cpu="$(( (c1 - c0) * 1000 / HZ ))" 'BEGIN {
+    s = t1 - t0; r = n / s; m = n * 1023 / s / 1048576
+    printf "%-10s %-8s %9.0f records/s %7.1f MiB/s  gateway CPU %5d ms\n", l, p, r, m, cpu
+    printf "%s %s %.0f %.1f %d\n", l, p, r, m, cpu >> "'"$RESULTS"'"
+  }'
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+  echo "== round $round"
+  for listener in PLAINTEXT SSL; do
+    case $listener in
+      PLAINTEXT) boot=127.0.0.1:19192; security=(-X security.protocol=plaintext) ;;
+      SSL) boot=127.0.0.1:19193
+        security=(-X security.protocol=ssl -X "ssl.ca.location=$WORK/server.pem") ;;
+    esac
+    t="tls-bench-$$-$round-$listener"
+    start
+    measure "$listener" produce kcat -P -q -b "$boot" -t "$t" -p 0 "${security[@]}" \
+      -X acks=1 -X linger.ms=5 -X queue.buffering.max.messages=1000000 -l "$WORK/records"
+    measure "$listener" consume sh -c 'b=$1 t=$2; shift 2
+      kcat -C -q -e -o beginning -b "$b" -t "$t" -p 0 "$@" > /dev/null' kcat "$boot" "$t" "${security[@]}"
+    stop
+  done
+done
+
+echo "== medians over $ROUNDS rounds"
+sort -k1,1 -k2,2 "$RESULTS" | awk '
+  function median(a, n,   i, j, t) {
+    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+  }
+  function flush() { if (n) printf "%-10s %-8s %9.0f records/s %7.1f MiB/s  gateway CPU %5d ms\n", k1, k2, median(r, n), median(m, n), median(c, n); n = 0 }
+  { if ($1 != k1 || $2 != k2) { flush(); k1 = $1; k2 = $2 } n++; r[n] = $3 + 0; m[n] = $4 + 0; c[n] = $5 + 0 }
+  END { flush() }'

@@ -1,0 +1,293 @@
+//! The session against rustls's own client, in memory; loading and reloading files.
+
+use std::io::{IoSlice, Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore};
+
+use crate::{ClientAuth, ServerTls, TlsFiles, TlsSession};
+
+/// A CA, a server certificate for localhost and a client certificate, as PEM files.
+struct Pki {
+    dir: PathBuf,
+    ca: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Pki {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("kgw-tls-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "test CA");
+        let ca =
+            CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA");
+        std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
+        let pki = Self { dir, ca };
+        pki.issue("server", "localhost", &["localhost"]);
+        pki.issue("client", "alice", &[]);
+        pki
+    }
+
+    /// Writes `NAME.pem` and `NAME.key`, a certificate for `cn` signed by the CA.
+    fn issue(&self, name: &str, cn: &str, sans: &[&str]) {
+        let mut params =
+            CertificateParams::new(sans.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+                .expect("params");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.ca).expect("sign");
+        std::fs::write(self.dir.join(format!("{name}.pem")), cert.pem()).expect("write");
+        std::fs::write(self.dir.join(format!("{name}.key")), key.serialize_pem()).expect("write");
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    fn files(&self, client_auth: ClientAuth) -> TlsFiles {
+        TlsFiles {
+            certificate: self.path("server.pem"),
+            key: self.path("server.key"),
+            ca: Some(self.path("ca.pem")),
+            client_auth,
+        }
+    }
+
+    fn client(&self, with_cert: bool) -> ClientConnection {
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_file(self.path("ca.pem")).expect("ca"))
+            .expect("root");
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots);
+        let config = if with_cert {
+            let chain = vec![CertificateDer::from_pem_file(self.path("client.pem")).expect("c")];
+            let key = PrivateKeyDer::from_pem_file(self.path("client.key")).expect("k");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client cert")
+        } else {
+            builder.with_no_client_auth()
+        };
+        let name = ServerName::try_from("localhost").expect("name");
+        let mut client = ClientConnection::new(Arc::new(config), name).expect("client");
+        client.set_buffer_limit(None);
+        client
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Moves bytes both ways until neither side has any; the plaintext the server received.
+fn pump(
+    client: &mut ClientConnection,
+    server: &mut TlsSession,
+    received: &mut BytesMut,
+) -> Result<(), crate::TlsError> {
+    for _ in 0..100 {
+        let mut wire = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut wire).expect("client writes");
+        }
+        let mut moved = !wire.is_empty();
+        server.handle_ciphertext(&wire, received)?;
+        while let Some(b) = server.poll_transmit() {
+            moved = true;
+            let mut b = &b[..];
+            while !b.is_empty() {
+                client.read_tls(&mut b).expect("client reads");
+                client.process_new_packets().expect("client accepts");
+            }
+        }
+        if !moved {
+            return Ok(());
+        }
+    }
+    panic!("no quiescence");
+}
+
+#[test]
+fn handshakes_and_carries_data_both_ways() {
+    let pki = Pki::new("both-ways");
+    let tls = ServerTls::load(pki.files(ClientAuth::None)).expect("load");
+    let mut server = tls.session().expect("session");
+    let mut client = pki.client(false);
+    let mut received = BytesMut::new();
+    pump(&mut client, &mut server, &mut received).expect("handshake");
+    assert!(!server.is_handshaking());
+    assert_eq!(server.take_peer_principal(), None, "no client certificate");
+
+    // More than one TLS record each way.
+    let request: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    client.writer().write_all(&request).expect("client sends");
+    pump(&mut client, &mut server, &mut received).expect("data");
+    assert_eq!(&received[..], &request[..]);
+
+    let answer = [&b"hello "[..], &b"world"[..]];
+    let slices: Vec<IoSlice<'_>> = answer.iter().map(|a| IoSlice::new(a)).collect();
+    assert_eq!(server.write_plaintext(&slices), 11);
+    pump(&mut client, &mut server, &mut received).expect("answer");
+    let mut got = [0u8; 11];
+    client.reader().read_exact(&mut got).expect("client reads");
+    assert_eq!(&got, b"hello world");
+
+    client.send_close_notify();
+    let mut wire = Vec::new();
+    client.write_tls(&mut wire).expect("close");
+    let r = server
+        .handle_ciphertext(&wire, &mut received)
+        .expect("close");
+    assert!(r.peer_closed);
+}
+
+#[test]
+fn ciphertext_split_at_every_size_still_decrypts() {
+    let pki = Pki::new("split");
+    let tls = ServerTls::load(pki.files(ClientAuth::None)).expect("load");
+    let mut server = tls.session().expect("session");
+    let mut client = pki.client(false);
+    let mut received = BytesMut::new();
+    pump(&mut client, &mut server, &mut received).expect("handshake");
+    client
+        .writer()
+        .write_all(b"one byte at a time")
+        .expect("send");
+    let mut wire = Vec::new();
+    client.write_tls(&mut wire).expect("write");
+    for b in wire.chunks(1) {
+        server.handle_ciphertext(b, &mut received).expect("byte");
+    }
+    assert_eq!(&received[..], b"one byte at a time");
+}
+
+#[test]
+fn mutual_tls_names_the_principal_and_requires_the_certificate() {
+    let pki = Pki::new("mtls");
+    let tls = ServerTls::load(pki.files(ClientAuth::Required)).expect("load");
+    let mut server = tls.session().expect("session");
+    let mut client = pki.client(true);
+    let mut received = BytesMut::new();
+    pump(&mut client, &mut server, &mut received).expect("handshake");
+    assert_eq!(server.take_peer_principal().as_deref(), Some("alice"));
+    assert_eq!(server.take_peer_principal(), None, "once");
+
+    let mut server = tls.session().expect("session");
+    let mut client = pki.client(false);
+    let e = pump(&mut client, &mut server, &mut BytesMut::new());
+    assert!(e.is_err(), "no certificate, no entry");
+    assert!(
+        server
+            .handle_ciphertext(b"x", &mut BytesMut::new())
+            .is_err(),
+        "sticky"
+    );
+
+    let requested = ServerTls::load(pki.files(ClientAuth::Requested)).expect("load");
+    let mut server = requested.session().expect("session");
+    let mut client = pki.client(false);
+    pump(&mut client, &mut server, &mut BytesMut::new()).expect("requested lets it in");
+    assert_eq!(server.take_peer_principal(), None);
+}
+
+#[test]
+fn a_plaintext_kafka_client_fails_the_handshake() {
+    let pki = Pki::new("plaintext");
+    let tls = ServerTls::load(pki.files(ClientAuth::None)).expect("load");
+    let mut server = tls.session().expect("session");
+    // An ApiVersions request, as a Kafka client sends first.
+    let frame = [
+        0, 0, 0, 14, 0, 18, 0, 3, 0, 0, 0, 1, 0, 4, b't', b'e', b's', b't',
+    ];
+    let mut plaintext = BytesMut::new();
+    assert!(server.handle_ciphertext(&frame, &mut plaintext).is_err());
+    assert!(plaintext.is_empty());
+}
+
+#[test]
+fn bad_files_are_refused_and_a_reload_keeps_the_old_configuration() {
+    let pki = Pki::new("reload");
+    let mut files = pki.files(ClientAuth::None);
+    files.key = pki.path("client.key");
+    let e = ServerTls::load(files).expect_err("key of another certificate");
+    assert!(e.to_string().contains("server.pem"), "{e}");
+    let mut files = pki.files(ClientAuth::Required);
+    files.ca = None;
+    assert!(ServerTls::load(files).is_err(), "client auth without a CA");
+    let mut files = pki.files(ClientAuth::None);
+    files.certificate = pki.path("missing.pem");
+    let e = ServerTls::load(files).expect_err("missing");
+    assert!(e.to_string().contains("missing.pem"), "{e}");
+
+    let tls = ServerTls::load(pki.files(ClientAuth::None)).expect("load");
+    assert!(tls.reload_if_changed().is_none(), "nothing changed");
+    std::fs::write(pki.path("server.pem"), "not a certificate").expect("write");
+    assert!(tls.reload().is_err());
+    let mut server = tls.session().expect("the old configuration still serves");
+    pump(&mut pki.client(false), &mut server, &mut BytesMut::new()).expect("handshake");
+
+    pki.issue("server", "localhost", &["localhost"]);
+    assert!(
+        matches!(tls.reload_if_changed(), Some(Ok(()))),
+        "a changed file is noticed and loads"
+    );
+    assert!(tls.reload_if_changed().is_none(), "and is loaded once");
+    tls.reload().expect("a good file loads");
+    let mut server = tls.session().expect("session");
+    pump(&mut pki.client(false), &mut server, &mut BytesMut::new()).expect("handshake");
+}
+
+#[test]
+fn client_auth_names_are_kafkas() {
+    assert_eq!(
+        ClientAuth::from_name("Required"),
+        Some(ClientAuth::Required)
+    );
+    assert_eq!(
+        ClientAuth::from_name("requested"),
+        Some(ClientAuth::Requested)
+    );
+    assert_eq!(ClientAuth::from_name("none"), Some(ClientAuth::None));
+    assert_eq!(ClientAuth::from_name("optional"), None);
+}
+
+#[test]
+fn the_principal_is_the_cn_or_else_the_whole_subject() {
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.distinguished_name.push(DnType::CommonName, "bob");
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "Example");
+    let cert = params.self_signed(&key).expect("cert");
+    assert_eq!(crate::principal_of(cert.der()).as_deref(), Some("bob"));
+
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "Example");
+    params.distinguished_name.push(DnType::CountryName, "DE");
+    let cert = params.self_signed(&key).expect("cert");
+    let principal = crate::principal_of(cert.der()).expect("a principal");
+    assert!(principal.contains("O=Example"), "{principal}");
+    assert!(principal.contains("C=DE"), "{principal}");
+
+    assert_eq!(crate::principal_of(b"not a certificate"), None);
+}
