@@ -153,6 +153,10 @@ pub struct Connection {
     telemetry: telemetry::Telemetry,
     /// Over its quota: nothing is read until then (KIP-219's muted channel).
     throttled_until: Option<Instant>,
+    /// A refusal was sent and the connection closes at this time, not at once: a client
+    /// that reads its last answer and the close in one go may drop the answer
+    /// (kafka-python 3.0 does), and then reports a lost connection instead of the refusal.
+    linger_until: Option<Instant>,
     requests: VecDeque<InFlight>,
     next_seq: u64,
     in_flight_bytes: usize,
@@ -190,6 +194,7 @@ impl Connection {
             permissions: PermissionFetch::default(),
             telemetry: telemetry::Telemetry::default(),
             throttled_until: None,
+            linger_until: None,
             requests: VecDeque::new(),
             next_seq: 0,
             in_flight_bytes: 0,
@@ -332,10 +337,17 @@ impl Connection {
             State::Open if self.permissions.in_flight.is_none() => self.permissions.next,
             _ => None,
         };
-        [idle, first, sasl, permissions, self.throttled_until]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            idle,
+            first,
+            sasl,
+            permissions,
+            self.throttled_until,
+            self.linger_until,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Lets the connection act on the passage of time.
@@ -343,6 +355,9 @@ impl Connection {
         self.now = now;
         if self.throttled_until.is_some_and(|t| now >= t) {
             self.throttled_until = None;
+        }
+        if self.linger_until.is_some_and(|t| now >= t) {
+            self.linger_until = None;
         }
         self.release_failed_authentication(now);
         self.check_session(now, None);
@@ -396,7 +411,10 @@ impl Connection {
     /// transmit. The adapter then closes the socket.
     #[must_use]
     pub fn is_closed(&self) -> bool {
-        matches!(self.state, State::Closing(_)) && self.requests.is_empty() && self.out.is_empty()
+        matches!(self.state, State::Closing(_))
+            && self.requests.is_empty()
+            && self.out.is_empty()
+            && self.linger_until.is_none()
     }
 
     /// Why the connection is closing, once it is.

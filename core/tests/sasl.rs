@@ -314,6 +314,9 @@ fn a_wrong_password_is_answered_after_the_delay_and_closes() {
         assert_eq!(r.error_code, 58, "{mechanism}/{user}");
         let message = r.error_message.map(|m| m.to_string()).unwrap_or_default();
         assert!(!message.contains("wrong"), "the password is not echoed");
+        // Closing, and closed once the answer has had time to arrive.
+        assert!(c.conn.close_reason().is_some() && !c.conn.is_closed());
+        c.advance(Duration::from_millis(500));
         assert!(c.conn.is_closed());
         assert!(matches!(
             c.conn.close_reason(),

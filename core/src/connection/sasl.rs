@@ -26,6 +26,10 @@ use crate::protocol::generated::sasl_handshake_response::SaslHandshakeResponse;
 use crate::protocol::{ApiKey, KStr, Response};
 use crate::sasl::{Exchange, Failure, Mechanism, SaslConfig};
 
+/// How long a connection stays open after the answer to a failed authentication, so that
+/// the answer arrives before the close does.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A connection's SASL state, on a SASL listener.
 #[derive(Debug)]
 pub(super) struct SaslState {
@@ -307,6 +311,7 @@ impl Connection {
         };
         if let Some(i) = failed.seq.and_then(|seq| self.index_of(seq)) {
             let _ = self.finish(i, failed.response);
+            self.linger_until = Some(now + LINGER);
         }
         self.close(failed.reason);
         // Closing must not wait for anything: nothing else is due.
