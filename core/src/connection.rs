@@ -69,6 +69,8 @@ enum State {
 struct PermissionFetch {
     /// The fetch in flight, by work id.
     in_flight: Option<u64>,
+    /// Whose permissions it asks for.
+    asked: Option<String>,
     /// Whether an answer came since the principal was set.
     loaded: bool,
     /// When to ask again.
@@ -360,7 +362,7 @@ impl Connection {
             self.linger_until = None;
         }
         self.release_failed_authentication(now);
-        self.check_session(now, None);
+        self.check_session(now);
         if matches!(self.state, State::Open) {
             self.fetch_permissions();
         }
@@ -456,6 +458,9 @@ impl Connection {
     /// until they arrive (a request checked before would be refused for nothing).
     fn principal_changed(&mut self) {
         if self.permissions_refresh().is_some() {
+            // An answer on its way is about the previous principal: it is dropped when it
+            // comes (an outcome of unknown work).
+            self.permissions.in_flight = None;
             self.permissions.loaded = false;
             self.permissions.next = Some(self.now);
             self.fetch_permissions();
@@ -479,6 +484,7 @@ impl Connection {
         let id = self.next_command;
         self.next_command += 1;
         self.permissions.in_flight = Some(id);
+        self.permissions.asked = Some(user.clone());
         self.permissions.next = None;
         self.ready.push_back((
             WorkId(id),
@@ -488,6 +494,11 @@ impl Connection {
 
     fn permissions_arrived(&mut self, outcome: Outcome) {
         self.permissions.in_flight = None;
+        let asked = self.permissions.asked.take();
+        if asked.is_none() || asked != self.principal {
+            self.permissions.next = Some(self.now);
+            return;
+        }
         let (Some(user), Some(every), Some(authorizer)) = (
             self.principal.clone(),
             self.permissions_refresh(),
@@ -585,8 +596,13 @@ impl Connection {
             if !sasl.authenticated() && !sasl_api && key != ApiKey::ApiVersions {
                 return Err(CloseReason::Unauthenticated(key));
             }
-            if !sasl_api && sasl.expired(self.now) {
+            // Past the session's end only a re-authentication already under way (within its
+            // own time) may go on.
+            if sasl.expired(self.now) {
                 return Err(CloseReason::SessionExpired);
+            }
+            if !sasl_api && key != ApiKey::ApiVersions && sasl.reauthenticating() {
+                return Err(CloseReason::Unauthenticated(key));
             }
         }
         let frame_len = frame.len();

@@ -1132,3 +1132,37 @@ fn a_client_over_its_quota_is_throttled() {
     };
     assert_eq!(r.throttle_time_ms, 0);
 }
+
+/// An answer about a principal that is no longer the connection's is dropped, never kept
+/// under the new principal's name.
+#[test]
+fn permissions_of_a_previous_principal_are_not_kept_for_the_next() {
+    use iggy_kafka_core::authz::{PermissionAuthorizer, Permissions};
+    let authorizer =
+        PermissionAuthorizer::new(Vec::new(), |t: &str| ("kafka".to_owned(), t.to_owned()))
+            .from_backend(Duration::from_secs(5));
+    let mut config = Config::default();
+    config.authorizer = Some(Arc::new(authorizer));
+    let mut h = Harness::new(config);
+    h.conn.set_peer_principal("certadmin");
+    let old = h.commands();
+    h.conn.set_peer_principal("bob");
+    let new = h.commands();
+    let [(new_id, Work::Store(Command::UserPermissions { user }))] = &new[..] else {
+        panic!("{new:?}")
+    };
+    assert_eq!(user, "bob");
+    let mut admin = Permissions::default();
+    admin.global.send_messages = true;
+    h.complete(
+        old[0].0,
+        Outcome::Store(Completion::UserPermissions(Ok(Some(admin)))),
+    );
+    assert!(!h.conn.wants_input(), "still waiting for bob's");
+    h.complete(
+        *new_id,
+        Outcome::Store(Completion::UserPermissions(Ok(None))),
+    );
+    h.send(9, 1, &produce(1, &[0]));
+    assert!(h.commands().is_empty(), "bob may not write");
+}

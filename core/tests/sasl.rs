@@ -659,3 +659,68 @@ fn super_users_manage_scram_credentials_and_others_may_not() {
     assert_eq!(r.results[0].credential_infos[0].iterations, 8192);
     assert_eq!(r.results[1].error_code, 92);
 }
+
+/// A re-authentication started and never finished does not keep the session: nothing but
+/// the SASL requests is served meanwhile, and the connection closes when the session and
+/// the re-authentication's own time have both run out.
+#[test]
+fn an_unfinished_reauthentication_ends_the_session() {
+    let mut c = Client::new(config(Some(LIFETIME)));
+    c.handshake(1, "PLAIN");
+    c.authenticate(2, &plain("alice", "alice-secret"));
+    c.advance(Duration::from_secs(9));
+    assert_eq!(c.handshake(1, "PLAIN").error_code, 0);
+    // Served nothing else while authenticating again.
+    assert!(!c.metadata(), "a request during re-authentication closes");
+    assert_eq!(
+        c.conn.close_reason(),
+        Some(&CloseReason::Unauthenticated(ApiKey::DescribeCluster))
+    );
+
+    let mut c = Client::new(config(Some(LIFETIME)));
+    c.handshake(1, "PLAIN");
+    c.authenticate(2, &plain("alice", "alice-secret"));
+    c.advance(Duration::from_secs(9));
+    assert_eq!(c.handshake(1, "PLAIN").error_code, 0);
+    // Not finished: closed 30 s after it started, later than the session's end.
+    c.advance(Duration::from_secs(29));
+    assert!(c.conn.close_reason().is_none());
+    c.advance(Duration::from_secs(1));
+    assert_eq!(c.conn.close_reason(), Some(&CloseReason::SessionExpired));
+
+    // A handshake after the session's end is too late.
+    let mut c = Client::new(config(Some(LIFETIME)));
+    c.handshake(1, "PLAIN");
+    c.authenticate(2, &plain("alice", "alice-secret"));
+    c.now += Duration::from_secs(11);
+    let req = SaslHandshakeRequest {
+        mechanism: "PLAIN".into(),
+    };
+    c.send(1, &Request::SaslHandshake(req));
+    assert_eq!(c.conn.close_reason(), Some(&CloseReason::SessionExpired));
+}
+
+/// Asking twice does not tell an unknown user from a known one: the salt an unknown name
+/// gets is the same every time, and so is its iteration count, the one the users have.
+#[test]
+fn an_unknown_users_challenge_looks_like_a_known_ones() {
+    let first = |user: &str| {
+        let mut c = Client::new(config(None));
+        c.handshake(1, "SCRAM-SHA-256");
+        let r = c
+            .authenticate(2, format!("n,,n={user},r=abc").as_bytes())
+            .expect("server-first");
+        let text = String::from_utf8(r.auth_bytes.to_vec()).expect("utf-8");
+        let mut fields = text.split(',').skip(1);
+        (
+            fields.next().unwrap_or_default().to_owned(),
+            fields.next().unwrap_or_default().to_owned(),
+        )
+    };
+    let (alice_salt, alice_iterations) = first("alice");
+    assert_eq!(first("alice").0, alice_salt);
+    let (salt, iterations) = first("mallory");
+    assert_eq!(first("mallory").0, salt, "the same salt each time");
+    assert_ne!(salt, alice_salt);
+    assert_eq!(iterations, alice_iterations);
+}

@@ -26,6 +26,10 @@ use crate::protocol::generated::sasl_handshake_response::SaslHandshakeResponse;
 use crate::protocol::{ApiKey, KStr, Response};
 use crate::sasl::{Exchange, Failure, Mechanism, SaslConfig};
 
+/// How long a re-authentication may take: a client that starts one and does not finish is
+/// closed this long after it started, or at its session's end if that is later.
+const REAUTHENTICATION_TIME: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How long a connection stays open after the answer to a failed authentication, so that
 /// the answer arrives before the close does.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
@@ -36,6 +40,9 @@ pub(super) struct SaslState {
     config: Option<Arc<SaslConfig>>,
     /// The exchange a handshake started, and whether its tokens come bare (v0).
     exchange: Option<(Mechanism, Exchange, bool)>,
+    /// When that exchange started: a re-authentication gets [`REAUTHENTICATION_TIME`] to
+    /// finish, and no more, past the session's end.
+    exchange_started: Option<Instant>,
     /// Who authenticated, with which mechanism, until when.
     session: Option<Session>,
     /// A failed authentication waiting out its delay: when, the request to answer (none for
@@ -63,6 +70,7 @@ impl SaslState {
         Self {
             config,
             exchange: None,
+            exchange_started: None,
             session: None,
             failed: None,
         }
@@ -82,14 +90,26 @@ impl SaslState {
         self.failed.as_ref()
     }
 
-    /// When the session ends, unless the client authenticates again first.
+    /// When the connection closes unless the client authenticates again first: the
+    /// session's end, or, with a re-authentication under way, the later of that and the
+    /// time the re-authentication has to finish.
     pub(super) fn expiry(&self) -> Option<Instant> {
-        self.session.as_ref().and_then(|s| s.expires)
+        let end = self.session.as_ref().and_then(|s| s.expires)?;
+        Some(match self.exchange_started {
+            Some(started) => end.max(started + REAUTHENTICATION_TIME),
+            None => end,
+        })
     }
 
-    /// Whether the session has ended at `now` with no new exchange under way.
+    /// Whether the session has ended at `now`.
     pub(super) fn expired(&self, now: Instant) -> bool {
-        self.exchange.is_none() && self.expiry().is_some_and(|e| now >= e)
+        self.expiry().is_some_and(|e| now >= e)
+    }
+
+    /// Whether an authenticated client is authenticating again: until it is done, it may
+    /// send nothing but the SASL requests, as Kafka's authenticator requires.
+    pub(super) fn reauthenticating(&self) -> bool {
+        self.session.is_some() && self.exchange.is_some()
     }
 }
 
@@ -179,6 +199,7 @@ impl Connection {
         }
         if let Some(mechanism) = asked {
             sasl.exchange = Some((mechanism, Exchange::new(mechanism), version == 0));
+            sasl.exchange_started = Some(self.now);
         }
         self.finish(i, Some(response))
     }
@@ -255,6 +276,7 @@ impl Connection {
         let again = sasl.session.is_some();
         tracing::info!(%user, %mechanism, reauthentication = again, "authenticated");
         sasl.exchange = None;
+        sasl.exchange_started = None;
         sasl.session = Some(Session {
             user: user.clone(),
             mechanism,
@@ -287,6 +309,7 @@ impl Connection {
         });
         if let Some(sasl) = self.sasl.as_mut() {
             sasl.exchange = None;
+            sasl.exchange_started = None;
             sasl.failed = Some(Failed {
                 at: self.now + config.failure_delay,
                 seq,
@@ -322,12 +345,7 @@ impl Connection {
     }
 
     /// Closes the connection once its session has ended without a new authentication.
-    pub(super) fn check_session(&mut self, now: Instant, key: Option<ApiKey>) {
-        let reauthenticating =
-            matches!(key, Some(ApiKey::SaslHandshake | ApiKey::SaslAuthenticate));
-        if reauthenticating {
-            return;
-        }
+    pub(super) fn check_session(&mut self, now: Instant) {
         if self.sasl.as_ref().is_some_and(|s| s.expired(now)) {
             self.close(CloseReason::SessionExpired);
         }

@@ -100,6 +100,8 @@ pub struct SaslConfig {
     pub failure_delay: Duration,
     /// Where SCRAM's nonces come from.
     pub random: Random,
+    /// The secret unknown users' decoy credentials are derived from.
+    decoy_key: [u8; 32],
 }
 
 impl SaslConfig {
@@ -107,12 +109,41 @@ impl SaslConfig {
     /// failure delay.
     #[must_use]
     pub fn new(users: Arc<Users>, random: Random) -> Self {
+        let mut decoy_key = [0u8; 32];
+        random.fill(&mut decoy_key);
         Self {
+            decoy_key,
             mechanisms: Mechanism::ALL.to_vec(),
             users,
             session_lifetime: None,
             failure_delay: Duration::from_millis(100),
             random,
+        }
+    }
+}
+
+impl SaslConfig {
+    /// The credential an unknown `user` is answered with: a salt derived from a secret
+    /// and the name (the same every time, as a real user's), the iteration count most
+    /// users have, and keys no proof matches.
+    fn decoy(&self, user: &str, mechanism: ScramMechanism) -> ScramCredential {
+        let derive = |what: &str| {
+            let mut data = Vec::with_capacity(what.len() + user.len() + 16);
+            data.extend_from_slice(what.as_bytes());
+            data.push(0);
+            data.extend_from_slice(mechanism.name().as_bytes());
+            data.push(0);
+            data.extend_from_slice(user.as_bytes());
+            mechanism.hmac(&self.decoy_key, &data)
+        };
+        let mut salt = derive("salt");
+        salt.truncate(24);
+        ScramCredential {
+            mechanism,
+            salt,
+            iterations: self.users.typical_iterations(mechanism),
+            stored_key: derive("stored"),
+            server_key: derive("server"),
         }
     }
 }
@@ -180,7 +211,11 @@ impl Exchange {
             }
             Self::Scram(server) => {
                 let users = &config.users;
-                let step = server.step(token, &|u, m| users.get(u, m), &config.random);
+                let step = server.step(
+                    token,
+                    &|u, m| users.get(u, m).ok_or_else(|| config.decoy(u, m)),
+                    &config.random,
+                );
                 step.map(|s| Progress {
                     token: s.token,
                     user: s.user,

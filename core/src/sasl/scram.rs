@@ -67,7 +67,7 @@ impl ScramMechanism {
         }
     }
 
-    fn hmac(self, key: &[u8], data: &[u8]) -> Vec<u8> {
+    pub(crate) fn hmac(self, key: &[u8], data: &[u8]) -> Vec<u8> {
         // HMAC takes keys of any length, so these constructors cannot fail; an empty MAC
         // would only ever fail a comparison.
         match self {
@@ -166,6 +166,12 @@ impl ScramCredential {
     }
 }
 
+/// Finds a user's credential for a mechanism; for a user without one, the decoy the
+/// exchange goes on with (a salt and iteration count that stay the same for that name, so
+/// that an unknown user cannot be told from a known one by asking twice).
+pub(crate) type Lookup<'a> =
+    dyn Fn(&str, ScramMechanism) -> Result<ScramCredential, ScramCredential> + 'a;
+
 /// Where a server-side SCRAM exchange stands.
 #[derive(Debug)]
 pub(crate) enum ScramServer {
@@ -215,7 +221,7 @@ impl ScramServer {
     pub(crate) fn step(
         &mut self,
         token: &[u8],
-        lookup: &dyn Fn(&str, ScramMechanism) -> Option<ScramCredential>,
+        lookup: &Lookup<'_>,
         random: &Random,
     ) -> Result<ScramStep, Failure> {
         match std::mem::replace(self, Self::Done) {
@@ -261,7 +267,7 @@ fn printable(s: &str) -> bool {
 fn client_first(
     mechanism: ScramMechanism,
     token: &[u8],
-    lookup: &dyn Fn(&str, ScramMechanism) -> Option<ScramCredential>,
+    lookup: &Lookup<'_>,
     random: &Random,
 ) -> Result<(Challenged, String), Failure> {
     let msg = std::str::from_utf8(token).map_err(|_| invalid("not UTF-8"))?;
@@ -328,19 +334,11 @@ fn client_first(
     // Letters and digits only, as Kafka's own nonces are.
     let hex: String = server_nonce.iter().map(|b| format!("{b:02x}")).collect();
     let nonce = format!("{client_nonce}{hex}");
-    let credential = lookup(&user, mechanism).filter(|c| c.mechanism == mechanism);
-    // An unknown user is answered with a salt and iteration count of its own, never the
-    // same twice, and fails at the proof like a wrong password.
-    let mut salt = [0u8; 16];
-    random.fill(&mut salt);
-    let mut key = vec![0u8; mechanism.hash(b"").len()];
-    random.fill(&mut key);
-    let decoy = ScramCredential {
-        mechanism,
-        salt: salt.to_vec(),
-        iterations: MIN_ITERATIONS,
-        stored_key: key.clone(),
-        server_key: key,
+    // An unknown user is answered with its decoy's salt and iteration count, and fails at
+    // the proof like a wrong password.
+    let (credential, decoy) = match lookup(&user, mechanism) {
+        Ok(c) if c.mechanism == mechanism => (Some(c.clone()), c),
+        Ok(c) | Err(c) => (None, c),
     };
     let shown = credential.as_ref().unwrap_or(&decoy);
     let server_first = format!(
@@ -420,6 +418,11 @@ impl Challenged {
 mod tests {
     use super::*;
 
+    /// An unknown user's stand-in.
+    fn decoy(m: ScramMechanism) -> ScramCredential {
+        ScramCredential::from_password(m, b"decoy", b"decoy-salt", MIN_ITERATIONS)
+    }
+
     /// A source that replays fixed bytes, so that the server's nonce is known.
     fn fixed(bytes: &'static [u8]) -> Random {
         Random::new(move |out: &mut [u8]| {
@@ -436,7 +439,7 @@ mod tests {
             .decode("W22ZaJ0SNY7soEsUEjb6gQ==")
             .unwrap_or_else(|e| panic!("{e}"));
         let cred = ScramCredential::from_password(ScramMechanism::Sha256, b"pencil", &salt, 4096);
-        let lookup = move |u: &str, _| (u == "user").then(|| cred.clone());
+        let lookup = move |u: &str, m| (u == "user").then(|| cred.clone()).ok_or_else(|| decoy(m));
         let random = fixed(&[0]);
         let mut server = ScramServer::new(ScramMechanism::Sha256);
         let first = server
@@ -500,7 +503,7 @@ mod tests {
     #[test]
     fn wrong_proof_unknown_user_and_replayed_nonce_fail() {
         let cred = ScramCredential::from_password(ScramMechanism::Sha512, b"pw", b"salt", 4096);
-        let lookup = move |u: &str, _| (u == "alice").then(|| cred.clone());
+        let lookup = move |u: &str, m| (u == "alice").then(|| cred.clone()).ok_or_else(|| decoy(m));
         let random = fixed(&[7, 1, 2]);
         for user in ["alice", "mallory"] {
             let mut s = ScramServer::new(ScramMechanism::Sha512);
@@ -539,7 +542,7 @@ mod tests {
     fn a_final_nonce_that_ends_with_the_servers_is_taken() {
         let salt = b"s".to_vec();
         let cred = ScramCredential::from_password(ScramMechanism::Sha256, b"pw", &salt, 4096);
-        let lookup = move |_: &str, _| Some(cred.clone());
+        let lookup = move |_: &str, _| Ok(cred.clone());
         let random = fixed(&[9]);
         let mut server = ScramServer::new(ScramMechanism::Sha256);
         let first = server
@@ -567,7 +570,7 @@ mod tests {
 
     #[test]
     fn malformed_client_first_messages_are_refused() {
-        let lookup = |_: &str, _| None;
+        let lookup = |_: &str, m| Err(decoy(m));
         let random = fixed(&[1]);
         for bad in [
             &b""[..],
