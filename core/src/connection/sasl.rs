@@ -23,7 +23,7 @@ use crate::protocol::generated::sasl_authenticate_request::SaslAuthenticateReque
 use crate::protocol::generated::sasl_authenticate_response::SaslAuthenticateResponse;
 use crate::protocol::generated::sasl_handshake_request::SaslHandshakeRequest;
 use crate::protocol::generated::sasl_handshake_response::SaslHandshakeResponse;
-use crate::protocol::{ApiKey, KStr, Response};
+use crate::protocol::{KStr, Response};
 use crate::sasl::{Exchange, Failure, Mechanism, SaslConfig};
 
 /// How long a re-authentication may take: a client that starts one and does not finish is
