@@ -186,6 +186,19 @@ pub(crate) fn load(args: &SaslArgs) -> Result<Loaded, String> {
         .map(|u| u.strip_prefix("User:").unwrap_or(u).to_owned())
         .filter(|u| !u.is_empty())
         .collect();
+    // Far beyond any use, and far inside what the clock can add.
+    if args.sasl_session_lifetime_ms > 366 * 86_400_000 {
+        return Err(format!(
+            "--sasl-session-lifetime-ms: {} is more than a year",
+            args.sasl_session_lifetime_ms
+        ));
+    }
+    if args.sasl_failure_delay_ms > 60_000 {
+        return Err(format!(
+            "--sasl-failure-delay-ms: {} is more than a minute: every refused client would hold its connection that long",
+            args.sasl_failure_delay_ms
+        ));
+    }
     let authorize = args.authorization == "users-file";
     let Some(path) = &args.users_file else {
         if authorize {
@@ -193,7 +206,10 @@ pub(crate) fn load(args: &SaslArgs) -> Result<Loaded, String> {
                 "--authorization users-file: no --users-file to take the permissions from".into(),
             );
         }
-        return Ok(Loaded::default());
+        return Ok(Loaded {
+            super_users,
+            ..Loaded::default()
+        });
     };
     let users = Users::new(super_users.iter().cloned());
     let permissions =

@@ -839,11 +839,13 @@ fn metadata_that_cannot_be_listed_is_not_a_missing_topic() {
 }
 
 /// A gateway whose principals hold Iggy permissions: `reader` may read topic `t` of stream
-/// `kafka`, `writer` may write to every topic of it, `admin` may manage every stream.
+/// `kafka`, `writer` may write to every topic of it, `admin` may manage every stream, and
+/// `root` is a super user.
 fn authorized(principal: &str) -> Harness {
     use iggy_kafka_core::authz::{PermissionAuthorizer, Permissions, StreamPermissions};
-    let authorizer =
-        PermissionAuthorizer::new(Vec::new(), |t: &str| ("kafka".to_owned(), t.to_owned()));
+    let authorizer = PermissionAuthorizer::new(vec!["root".to_owned()], |t: &str| {
+        ("kafka".to_owned(), t.to_owned())
+    });
     let mut reader = Permissions::default();
     let mut stream = StreamPermissions::default();
     stream.topics.insert(
@@ -1165,4 +1167,85 @@ fn permissions_of_a_previous_principal_are_not_kept_for_the_next() {
     );
     h.send(9, 1, &produce(1, &[0]));
     assert!(h.commands().is_empty(), "bob may not write");
+}
+
+/// With authorization on, a principal that may not read the servers sees a group's members
+/// without their ids, addresses, subscriptions or assignments (which name topics); one that
+/// may sees them all.
+#[test]
+fn group_members_are_shown_only_to_principals_that_may_read_the_servers() {
+    use iggy_kafka_core::group::{GroupDescription, GroupReply, GroupState, MemberDescription};
+    use iggy_kafka_core::protocol::generated::describe_groups_request::DescribeGroupsRequest;
+    for (principal, shown) in [("reader", false), ("root", true)] {
+        let mut h = authorized(principal);
+        let req = DescribeGroupsRequest {
+            groups: vec!["g".into()],
+            ..DescribeGroupsRequest::default()
+        };
+        h.send(5, 1, &Request::DescribeGroups(req));
+        let cmds = h.commands();
+        let description = GroupDescription {
+            group: "g".into(),
+            state: GroupState::Stable,
+            protocol_type: "consumer".into(),
+            protocol: "range".into(),
+            members: vec![MemberDescription {
+                member_id: "m-1".into(),
+                instance_id: None,
+                client_id: "c".into(),
+                client_host: "/10.0.0.1".into(),
+                metadata: Bytes::from_static(b"secret-topic"),
+                assignment: Bytes::from_static(b"secret-topic"),
+            }],
+        };
+        h.complete(
+            cmds[0].0,
+            Outcome::Group(GroupReply::Describe(vec![Some(description)])),
+        );
+        h.complete(
+            cmds[1].0,
+            Outcome::Store(Completion::ListGroups(Ok(vec!["g".into()]))),
+        );
+        let answered = h.responses(ApiKey::DescribeGroups, 5);
+        let Response::DescribeGroups(r) = &answered[0].1 else {
+            panic!("{answered:?}")
+        };
+        let m = &r.groups[0].members[0];
+        assert_eq!(m.client_id.as_str(), "c");
+        assert_eq!(!m.member_metadata.is_empty(), shown, "{principal}: {m:?}");
+        assert_eq!(!m.member_id.is_empty(), shown, "{principal}");
+    }
+}
+
+/// By topic id (Fetch v13+), the name is looked up first: a topic the principal may not
+/// read is not read at all.
+#[test]
+fn a_fetch_by_topic_id_checks_the_topic_before_reading() {
+    let info = topic_info("t");
+    for (principal, reads) in [("writer", false), ("reader", true)] {
+        let mut h = authorized(principal);
+        let Request::Fetch(mut req) = fetch(0, 0) else {
+            unreachable!()
+        };
+        req.topics[0].topic_id = info.id;
+        h.send(13, 1, &Request::Fetch(req));
+        let cmds = h.commands();
+        let [(ask, Work::Store(Command::ListTopics { .. }))] = &cmds[..] else {
+            panic!("{cmds:?}")
+        };
+        h.complete(
+            *ask,
+            Outcome::Store(Completion::ListTopics(Ok(vec![topic_info("t")]))),
+        );
+        let cmds = h.commands();
+        assert_eq!(
+            matches!(cmds[..], [(_, Work::Store(Command::Read { .. }))]),
+            reads,
+            "{principal}: {cmds:?}"
+        );
+        if !reads {
+            let answered = h.responses(ApiKey::Fetch, 13);
+            assert_eq!(fetched(&answered[0].1).0, 29);
+        }
+    }
 }

@@ -17,6 +17,7 @@ use crate::protocol::generated::fetch_response::{
     FetchResponse, FetchableTopicResponse, PartitionData,
 };
 use crate::protocol::Response;
+use crate::protocol::Uuid;
 use crate::records::{BatchWriter, TimestampType};
 use crate::stats::Traffic;
 use crate::work::{Outcome, Work};
@@ -34,6 +35,9 @@ pub(crate) struct FetchTask {
     errors: Vec<Vec<Option<ErrorCode>>>,
     /// What the response carries: topic, records, bytes.
     moved: Vec<(String, u64, u64)>,
+    /// By topic id (v13+, with an authorizer): each topic's name, looked up before reading,
+    /// so that a topic the principal may not read is not read at all.
+    names: Option<Vec<(Uuid, String)>>,
 }
 
 impl FetchTask {
@@ -44,6 +48,7 @@ impl FetchTask {
             reads: Vec::new(),
             errors: Vec::new(),
             moved: Vec::new(),
+            names: None,
         }
     }
 
@@ -272,6 +277,25 @@ impl Task for FetchTask {
     fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         let version = ctx.version;
         if self.deadline.is_none() {
+            if version >= 13 && ctx.config.authorizer.is_some() && self.names.is_none() {
+                if results.is_empty() {
+                    let ids = self
+                        .req
+                        .topics
+                        .iter()
+                        .filter(|t| !t.topic_id.is_nil())
+                        .map(|t| TopicRef::Id(t.topic_id))
+                        .collect();
+                    return Step::Run(vec![Work::Store(Command::ListTopics { only: Some(ids) })]);
+                }
+                self.names = Some(match super::task::single(results) {
+                    Some(Outcome::Store(Completion::ListTopics(Ok(topics)))) => {
+                        topics.into_iter().map(|t| (t.id, t.name)).collect()
+                    }
+                    // Not known: nothing is read, and each topic is answered as unknown.
+                    _ => Vec::new(),
+                });
+            }
             let wait = Duration::from_millis(u64::try_from(self.req.max_wait_ms).unwrap_or(0));
             self.deadline = Some(ctx.now + wait);
             if version >= 7 && !matches!(self.req.session_epoch, 0 | -1) {
@@ -286,11 +310,23 @@ impl Task for FetchTask {
             for (t, topic) in self.req.topics.iter().enumerate() {
                 let mut errs = Vec::with_capacity(topic.partitions.len());
                 for (p, part) in topic.partitions.iter().enumerate() {
-                    let err = if version >= 13 && topic.topic_id.is_nil() {
+                    let refused = if version >= 13 && topic.topic_id.is_nil() {
                         Some(ErrorCode::UNKNOWN_TOPIC_ID)
                     } else if version < 13 && !ctx.allows(Action::Poll(&topic.topic)) {
-                        // By id (v13+), the name and so the check come with the read.
                         Some(ErrorCode::TOPIC_AUTHORIZATION_FAILED)
+                    } else if let Some(names) = &self.names {
+                        match names.iter().find(|(id, _)| *id == topic.topic_id) {
+                            None => Some(ErrorCode::UNKNOWN_TOPIC_ID),
+                            Some((_, name)) if !ctx.allows(Action::Poll(name)) => {
+                                Some(ErrorCode::TOPIC_AUTHORIZATION_FAILED)
+                            }
+                            Some(_) => None,
+                        }
+                    } else {
+                        None
+                    };
+                    let err = if refused.is_some() {
+                        refused
                     } else if part.current_leader_epoch > 0 {
                         Some(ErrorCode::UNKNOWN_LEADER_EPOCH)
                     } else if part.fetch_offset < 0 {

@@ -535,6 +535,21 @@ impl Task for DescribeGroupsTask {
                 }))
             })
             .collect();
+        let mut described: Vec<Result<Option<GroupDescription>, ErrorCode>> = described;
+        if !ctx.allows(Action::DescribeCluster) {
+            // Kafka shows members to whoever may describe the group; without group
+            // permissions in Iggy's model, only a principal that may read the servers sees
+            // who the members are and what they read (their subscriptions and assignments
+            // name topics it may not be allowed to see).
+            for g in described.iter_mut().flatten().flatten() {
+                for m in &mut g.members {
+                    m.member_id.clear();
+                    m.client_host.clear();
+                    m.metadata = bytes::Bytes::new();
+                    m.assignment = bytes::Bytes::new();
+                }
+            }
+        }
         self.respond(v, described)
     }
 

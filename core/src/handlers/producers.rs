@@ -17,29 +17,47 @@ use crate::work::{Outcome, Work};
 pub(crate) struct DescribeProducersTask {
     req: DescribeProducersRequest,
     asked: bool,
+    /// Per topic, whether the principal may see it: decided once, when the commands go
+    /// out, so that the answers line up with them whatever the permissions do meanwhile.
+    allowed: Vec<bool>,
 }
 
 impl DescribeProducersTask {
     pub(crate) fn new(req: DescribeProducersRequest) -> Self {
-        Self { req, asked: false }
+        Self {
+            req,
+            asked: false,
+            allowed: Vec::new(),
+        }
     }
 
-    /// Every (topic, partition) of the request, in order, with its index if it can be one.
+    /// Every (topic, partition) of the request the principal may see, in order, with its
+    /// index if it can be one.
     fn partitions(&self) -> impl Iterator<Item = (&str, Option<u32>)> {
-        self.req.topics.iter().flat_map(|t| {
-            t.partition_indexes
-                .iter()
-                .map(move |&p| (t.name.as_ref(), partition_index(p)))
-        })
+        self.req
+            .topics
+            .iter()
+            .zip(&self.allowed)
+            .filter(|(_, allowed)| **allowed)
+            .flat_map(|(t, _)| {
+                t.partition_indexes
+                    .iter()
+                    .map(move |&p| (t.name.as_ref(), partition_index(p)))
+            })
     }
 }
 
 impl Task for DescribeProducersTask {
     fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         if !std::mem::replace(&mut self.asked, true) {
+            self.allowed = self
+                .req
+                .topics
+                .iter()
+                .map(|t| ctx.allows(Action::Describe(&t.name)))
+                .collect();
             let commands = self
                 .partitions()
-                .filter(|(topic, _)| ctx.allows(Action::Describe(topic)))
                 .filter_map(|(topic, p)| {
                     p.map(|partition| {
                         Work::Store(Command::DescribeProducers {
@@ -56,8 +74,8 @@ impl Task for DescribeProducersTask {
             .req
             .topics
             .iter()
-            .map(|t| (t, ctx.allows(Action::Describe(&t.name))))
-            .map(|(t, allowed)| TopicResponse {
+            .zip(&self.allowed)
+            .map(|(t, &allowed)| TopicResponse {
                 name: t.name.clone(),
                 partitions: t
                     .partition_indexes

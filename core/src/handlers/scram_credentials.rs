@@ -112,8 +112,24 @@ impl Task for DescribeScramTask {
 
 /// An AlterUserScramCredentials request: each user's one alteration applies, or none of
 /// them does, with Kafka's checks and codes.
-#[derive(Debug)]
 pub(crate) struct AlterScramTask(pub(crate) AlterUserScramCredentialsRequest);
+
+impl std::fmt::Debug for AlterScramTask {
+    // A salted password logs in as its user: only names leave.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = |it: &mut dyn Iterator<Item = String>| it.collect::<Vec<_>>();
+        f.debug_struct("AlterScramTask")
+            .field(
+                "deletions",
+                &names(&mut self.0.deletions.iter().map(|d| d.name.to_string())),
+            )
+            .field(
+                "upsertions",
+                &names(&mut self.0.upsertions.iter().map(|u| u.name.to_string())),
+            )
+            .finish()
+    }
+}
 
 enum Change {
     Delete(ScramMechanism),
