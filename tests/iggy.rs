@@ -847,3 +847,84 @@ fn iggy_users_permissions_come_back_by_name() {
         }
     });
 }
+
+/// `--authorization iggy`: an Iggy user made with Iggy's own SDK, allowed to read one
+/// topic, reads it through the gateway over SASL, is refused writing to it and does not
+/// see the stream's other topics; once its permissions are taken away with the SDK, it no
+/// longer sees the topic within the stated bound (5 s refresh, 2 s cache).
+#[test]
+#[ignore = "needs a real Iggy server: IGGY_KAFKA_TEST_IGGY, see scripts/test-iggy.sh"]
+fn iggy_users_permissions_decide_what_kafka_clients_may_do() {
+    let url = server();
+    let stream = unique_stream();
+    let user = format!("kafka-reader-{}", common::RUNTIME);
+    let users = std::env::temp_dir().join(format!("{stream}-users.toml"));
+    std::fs::write(
+        &users,
+        format!("[[user]]\nname = \"{user}\"\npassword = \"{user}-secret\"\n"),
+    )
+    .expect("users file");
+    let args: Vec<String> = [
+        "--iggy",
+        url.as_str(),
+        "--stream",
+        stream.as_str(),
+        "--listeners",
+        "SASL_PLAINTEXT://127.0.0.1:0",
+        "--users-file",
+        &users.display().to_string(),
+        "--authorization",
+        "iggy",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    let gw = common::tls::start_listeners(&args, 1);
+    let bootstrap = gw.address("SASL_PLAINTEXT").to_string();
+    let sdk_run = |what: &str, args: &[&str]| {
+        let out = sdk().args(args).output().expect("iggy-sdk-interop");
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (topic, other) = ("readable", "hidden");
+    for t in [topic, other] {
+        sdk_run("create", &["create", &url, &stream, t, "1"]);
+    }
+    sdk_run("send", &["send", &url, &stream, topic, "5"]);
+    // Left over from an earlier run that stopped half-way.
+    let _ = sdk()
+        .args(["drop-user", &url, &stream, topic, "0", &user])
+        .output();
+    sdk_run("grant", &["grant", &url, &stream, topic, "0", &user]);
+
+    run(
+        "iggy_permissions.py reads",
+        Command::new(common::python())
+            .args([
+                "iggy_permissions.py",
+                "reads",
+                &bootstrap,
+                topic,
+                other,
+                "5",
+            ])
+            .arg(&user),
+    );
+    sdk_run("revoke", &["revoke", &url, &stream, topic, "0", &user]);
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    run(
+        "iggy_permissions.py sees-nothing",
+        Command::new(common::python())
+            .args(["iggy_permissions.py", "sees-nothing", &bootstrap, topic])
+            .arg(&user),
+    );
+    sdk_run(
+        "drop-user",
+        &["drop-user", &url, &stream, topic, "0", &user],
+    );
+    let _ = std::fs::remove_file(users);
+    gw.gateway.stop();
+}

@@ -8,6 +8,10 @@
 //! of the consumer named CONSUMER on each partition as a JSON object (null where none).
 //! `iggy-sdk-interop topic URL STREAM TOPIC 0`: prints the topic's expiry, size limit and
 //! options (client-given and server-derived alike) as a JSON object.
+//! `iggy-sdk-interop grant URL STREAM TOPIC 0 USER`: makes Iggy user USER (password
+//! `USER-secret`) with permission to read topic TOPIC of STREAM, and nothing else.
+//! `iggy-sdk-interop revoke URL STREAM TOPIC 0 USER`: takes every permission of USER away.
+//! `iggy-sdk-interop drop-user URL STREAM TOPIC 0 USER`: deletes USER.
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -110,6 +114,44 @@ async fn main() -> Result<(), Box<dyn Error>> {
             client.create_topic(&stream_id, topic, &options).await?;
         }
         "delete" => client.delete_topic(&stream_id, &topic_id).await?,
+        "grant" => {
+            let user = extra.ok_or("grant needs a user name")?;
+            let stream = client.get_stream(&stream_id).await?.ok_or("no such stream")?;
+            let topic = client
+                .get_topic(&stream_id, &topic_id)
+                .await?
+                .ok_or("no such topic")?;
+            let read = TopicPermissions {
+                read_topic: true,
+                ..TopicPermissions::default()
+            };
+            let on_stream = StreamPermissions {
+                topics: Some([(topic.id as usize, read)].into_iter().collect()),
+                ..StreamPermissions::default()
+            };
+            let permissions = Permissions {
+                global: GlobalPermissions::default(),
+                streams: Some([(stream.id as usize, on_stream)].into_iter().collect()),
+            };
+            client
+                .create_user(
+                    user,
+                    &format!("{user}-secret"),
+                    UserStatus::Active,
+                    Some(permissions),
+                )
+                .await?;
+        }
+        "revoke" => {
+            let user = extra.ok_or("revoke needs a user name")?;
+            client
+                .update_permissions(&Identifier::named(user)?, None)
+                .await?;
+        }
+        "drop-user" => {
+            let user = extra.ok_or("drop-user needs a user name")?;
+            client.delete_user(&Identifier::named(user)?).await?;
+        }
         "token" => {
             let raw = client
                 .create_personal_access_token(stream, IggyExpiry::NeverExpire)
