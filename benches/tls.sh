@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Produce and consume throughput over SSL and SASL_SSL against PLAINTEXT, 1 KiB records, on
 # a gateway (embedded store) with the three listeners, started afresh for each run. SASL_SSL
-# authenticates with SCRAM-SHA-512 (a user from a users file, 4,096 PBKDF2 iterations). The client is kcat (the system's librdkafka, built
-# with OpenSSL; the load client's vendored librdkafka has no TLS). Per round, each listener
-# in turn gets a new one-partition topic: RECORDS records produced with acks=1 from a file,
-# then consumed back from offset 0 to /dev/null. Listeners alternate within each round, so
-# drift on the machine hits each alike. Prints every run (records/s, MiB/s, the gateway's
-# CPU time for that phase and the hypervisor's steal share of the machine's CPU time) and,
-# at the end, the median of each figure over the rounds.
+# authenticates with SCRAM-SHA-512 (a user from a users file, 4,096 PBKDF2 iterations). The
+# client is kcat (the system's librdkafka, built with OpenSSL; the load client's vendored
+# librdkafka has no TLS). Per round, each listener in turn gets a new one-partition topic:
+# RECORDS records produced with acks=1 from a file, then consumed back from offset 0 to
+# /dev/null. Listeners alternate within each round, so drift on the machine hits each alike.
+# Prints every run (records/s, MiB/s, the gateway's and kcat's CPU time for that phase and
+# the hypervisor's steal share of the machine's CPU time) and, at the end, the median of
+# each figure over the rounds.
 #
 #   benches/tls.sh                 # 3 rounds of 300,000 records (about 300 MiB)
 #   ROUNDS=5 RECORDS=500000 benches/tls.sh
@@ -52,21 +53,22 @@ start() {
   sleep 1
 }
 
-# Runs a kcat command over a listener and records "listener phase records/s MiB/s cpu_ms".
+# Runs a kcat command over a listener and records "listener phase records/s MiB/s cpu_ms
+# client_cpu_ms".
 measure() { # listener phase kcat-args...
   local listener=$1 phase=$2; shift 2
   local t0 c0 t1 c1 s0 s1
   read -r -a s0 <<<"$(steal_mark)"
   c0=$(ticks "$PID"); t0=$(now)
-  "$@"
+  /usr/bin/time -f "%U %S" -o "$WORK/time" "$@"
   t1=$(now); c1=$(ticks "$PID")
   read -r -a s1 <<<"$(steal_mark)"
   awk -v l="$listener" -v p="$phase" -v n="$RECORDS" -v t0="$t0" -v t1="$t1" \
-      -v cpu="$(( (c1 - c0) * 1000 / HZ ))" \
+      -v cpu="$(( (c1 - c0) * 1000 / HZ ))" -v client="$(awk '{print ($1 + $2) * 1000}' "$WORK/time")" \
       -v steal="$(( (s1[0] - s0[0]) * 100 / (s1[1] - s0[1] + 1) ))" 'BEGIN {
     s = t1 - t0; r = n / s; m = n * 1023 / s / 1048576
-    printf "%-10s %-8s %9.0f records/s %7.1f MiB/s  gateway CPU %5d ms  steal %2d%%\n", l, p, r, m, cpu, steal
-    printf "%s %s %.0f %.1f %d\n", l, p, r, m, cpu >> "'"$RESULTS"'"
+    printf "%-10s %-8s %9.0f records/s %7.1f MiB/s  gateway CPU %5d ms  kcat CPU %5d ms  steal %2d%%\n", l, p, r, m, cpu, client, steal
+    printf "%s %s %.0f %.1f %d %d\n", l, p, r, m, cpu, client >> "'"$RESULTS"'"
   }'
 }
 
@@ -99,6 +101,6 @@ sort -k1,1 -k2,2 "$RESULTS" | awk '
     for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
     return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
   }
-  function flush() { if (n) printf "%-10s %-8s %9.0f records/s %7.1f MiB/s  gateway CPU %5d ms\n", k1, k2, median(r, n), median(m, n), median(c, n); n = 0 }
-  { if ($1 != k1 || $2 != k2) { flush(); k1 = $1; k2 = $2 } n++; r[n] = $3 + 0; m[n] = $4 + 0; c[n] = $5 + 0 }
+  function flush() { if (n) printf "%-10s %-8s %9.0f records/s %7.1f MiB/s  gateway CPU %5d ms  kcat CPU %5d ms\n", k1, k2, median(r, n), median(m, n), median(c, n), median(k, n); n = 0 }
+  { if ($1 != k1 || $2 != k2) { flush(); k1 = $1; k2 = $2 } n++; r[n] = $3 + 0; m[n] = $4 + 0; c[n] = $5 + 0; k[n] = $6 + 0 }
   END { flush() }'
