@@ -6,7 +6,8 @@ client's own cost stays small next to the gateway's: per connection, a TCP conne
 SaslHandshake v1 (key 17) and SaslAuthenticate v2 (key 36, flexible) once for PLAIN or
 twice for SCRAM (RFC 5802: client-first, client-final with the proof; the server's
 signature is checked), then close. No ApiVersions, no TLS: run it against a
-SASL_PLAINTEXT listener to measure authentication alone.
+SASL_PLAINTEXT listener to measure authentication alone. --mechanism NONE is the baseline
+without SASL, for a PLAINTEXT listener: connect, one ApiVersions v0 request, close.
 
 The SCRAM client salts and iterates the password (PBKDF2, the credential's iterations) for
 every connection, as librdkafka and Kafka's Java client do; --cache-salted keeps the
@@ -14,9 +15,9 @@ salted password per (salt, iterations) instead, so that the client's PBKDF2 leav
 machine's cores to the gateway.
 
 With --pid, reads the gateway's CPU time (utime + stime in /proc/PID/stat) before and
-after, and prints it per authentication. Prints one line:
+after, and prints it per connection (each one authentication). Prints one line:
 
-  MECHANISM N connections C workers: X connections/s, gateway Y CPU-ms per auth, client Z CPU-ms per auth, steal S%
+  MECHANISM N connections C workers: X connections/s, gateway Y CPU-ms per connection, client Z CPU-ms per connection, steal S%
 
   benches/sasl-connect.py --bootstrap 127.0.0.1:9092 --user bench --password bench-secret \\
       --mechanism SCRAM-SHA-512 -n 1000 -c 2 --pid "$GATEWAY_PID"
@@ -123,6 +124,13 @@ class Conn:
 HASHES = {"SCRAM-SHA-256": hashlib.sha256, "SCRAM-SHA-512": hashlib.sha512}
 
 
+def none(conn, _user, _password, _cache):
+    resp, pos = conn.request(18, 0, b"", False)
+    (error,) = struct.unpack(">h", resp[pos : pos + 2])
+    if error:
+        raise ValueError(f"ApiVersions: error {error}")
+
+
 def plain(conn, user, password, _cache):
     conn.handshake("PLAIN")
     conn.authenticate(b"\x00" + user.encode() + b"\x00" + password.encode())
@@ -178,16 +186,17 @@ def steal_mark():
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--bootstrap", required=True, help="HOST:PORT of a SASL_PLAINTEXT listener")
+    # (or of a PLAINTEXT listener, for NONE)
     p.add_argument("--user", required=True)
     p.add_argument("--password", required=True)
-    p.add_argument("--mechanism", default="SCRAM-SHA-512", choices=["PLAIN", *HASHES])
+    p.add_argument("--mechanism", default="SCRAM-SHA-512", choices=["NONE", "PLAIN", *HASHES])
     p.add_argument("-n", type=int, default=1000, help="connections in all")
     p.add_argument("-c", type=int, default=1, help="workers, each connecting one after another")
     p.add_argument("--pid", type=int, help="the gateway's process id, for its CPU time")
     p.add_argument("--cache-salted", action="store_true", help="salt and iterate once per client")
     a = p.parse_args()
     host, port = a.bootstrap.rsplit(":", 1)
-    login = plain if a.mechanism == "PLAIN" else scram(a.mechanism)
+    login = {"NONE": none, "PLAIN": plain}.get(a.mechanism) or scram(a.mechanism)
     hz = os.sysconf("SC_CLK_TCK")
     counter = iter(range(a.n))
     lock = threading.Lock()
@@ -235,7 +244,7 @@ def main():
     steal = (s1[0] - s0[0]) * 100 / max(s1[1] - s0[1], 1)
     print(
         f"{a.mechanism:<13} {a.n} connections {a.c} workers: {rate:7.0f} connections/s, "
-        f"gateway {gateway} CPU-ms per auth, client {client:.3f} CPU-ms per auth, steal {steal:.0f}%",
+        f"gateway {gateway} CPU-ms per connection, client {client:.3f} CPU-ms per connection, steal {steal:.0f}%",
         flush=True,
     )
 
