@@ -10,8 +10,9 @@
 #
 # Per round, for each number of workers in WORKERS and each mechanism in turn (so drift on
 # the machine hits each alike): CONNECTIONS connections, then a line with connections/s,
-# the gateway's CPU time per connection (each one authentication), the client's, and the hypervisor's steal share
-# of the machine's CPU time. At the end, the median of each figure over the rounds.
+# the gateway's CPU time per connection (each one authentication), the client's, and the
+# hypervisor's steal share of the machine's CPU time. At the end, the median of each figure
+# over the rounds.
 #
 #   benches/sasl-connect.sh                          # 3 rounds of 1,000 connections, 1 and 4 workers
 #   ROUNDS=5 CONNECTIONS=2000 WORKERS="1 2 8" benches/sasl-connect.sh
