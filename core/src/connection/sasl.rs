@@ -125,7 +125,7 @@ impl Connection {
             return;
         };
         let mechanism = *mechanism;
-        match exchange.step(&frame, &config) {
+        match exchange.step(&frame, &config, self.now) {
             Ok(progress) => {
                 let mut out = bytes::BytesMut::with_capacity(4 + progress.token.len());
                 // A token is far below 4 GiB: the frame limit bounds what it answers.
@@ -231,7 +231,7 @@ impl Connection {
             return Err(CloseReason::Authentication(why.into()));
         };
         let mechanism = *mechanism;
-        let progress = match exchange.step(&req.auth_bytes, &config) {
+        let progress = match exchange.step(&req.auth_bytes, &config, self.now) {
             Ok(p) => p,
             Err(failure) => {
                 let seq = self.requests[i].seq;

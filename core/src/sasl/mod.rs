@@ -12,7 +12,7 @@ mod users;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::protocol::error_code::ErrorCode;
 
@@ -102,6 +102,8 @@ pub struct SaslConfig {
     pub random: Random,
     /// The secret unknown users' decoy credentials are derived from.
     decoy_key: [u8; 32],
+    /// The secret PLAIN's cache of recent logins is keyed with.
+    plain_key: [u8; 32],
 }
 
 impl SaslConfig {
@@ -111,8 +113,11 @@ impl SaslConfig {
     pub fn new(users: Arc<Users>, random: Random) -> Self {
         let mut decoy_key = [0u8; 32];
         random.fill(&mut decoy_key);
+        let mut plain_key = [0u8; 32];
+        random.fill(&mut plain_key);
         Self {
             decoy_key,
+            plain_key,
             mechanisms: Mechanism::ALL.to_vec(),
             users,
             session_lifetime: None,
@@ -195,7 +200,12 @@ impl Exchange {
     }
 
     /// Takes the client's next token.
-    pub(crate) fn step(&mut self, token: &[u8], config: &SaslConfig) -> Result<Progress, Failure> {
+    pub(crate) fn step(
+        &mut self,
+        token: &[u8],
+        config: &SaslConfig,
+        now: Instant,
+    ) -> Result<Progress, Failure> {
         match self {
             Self::Plain { done } => {
                 if std::mem::replace(done, true) {
@@ -203,7 +213,7 @@ impl Exchange {
                         "the PLAIN exchange is already complete",
                     ));
                 }
-                let user = plain(token, &config.users)?;
+                let user = plain(token, config, now)?;
                 Ok(Progress {
                     token: Vec::new(),
                     user: Some(user),
@@ -227,7 +237,7 @@ impl Exchange {
 
 /// PLAIN's one message, `authzid NUL authcid NUL passwd` (RFC 4616), checked as Kafka's
 /// `PlainSaslServer` does.
-fn plain(token: &[u8], users: &Users) -> Result<String, Failure> {
+fn plain(token: &[u8], config: &SaslConfig, now: Instant) -> Result<String, Failure> {
     let parts: Vec<&[u8]> = token.split(|b| *b == 0).collect();
     let [authzid, user, password] = parts.as_slice() else {
         return Err(Failure::new(format!(
@@ -252,7 +262,10 @@ fn plain(token: &[u8], users: &Users) -> Result<String, Failure> {
             "Authentication failed: Client requested an authorization id that is different from username",
         ));
     }
-    if !users.verify_plain(user, password) {
+    if !config
+        .users
+        .verify_plain_at(user, password, now, &config.plain_key)
+    {
         return Err(Failure::new(
             "Authentication failed: Invalid username or password",
         ));

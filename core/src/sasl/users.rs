@@ -2,8 +2,11 @@
 //! iterated keys only), which also verify PLAIN passwords, and the super users that may
 //! manage them.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{PoisonError, RwLock};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use subtle::ConstantTimeEq;
 
 use super::scram::{ScramCredential, ScramMechanism};
 
@@ -22,7 +25,16 @@ pub struct ScramCredentialInfo {
 pub struct Users {
     credentials: RwLock<BTreeMap<String, Vec<ScramCredential>>>,
     super_users: BTreeSet<String>,
+    /// PLAIN logins that succeeded lately: per user, a keyed MAC of the password (never
+    /// the password) and until when it stands in for the PBKDF2 check.
+    plain_cache: Mutex<HashMap<String, (Vec<u8>, Instant)>>,
 }
+
+/// How long a successful PLAIN login spares the next ones with the same password the
+/// PBKDF2 check.
+const PLAIN_CACHE_TTL: Duration = Duration::from_secs(300);
+/// The most users the PLAIN cache remembers.
+const PLAIN_CACHE_USERS: usize = 10_000;
 
 impl Users {
     /// No users; `super_users` may manage credentials once they exist and authenticate.
@@ -31,11 +43,13 @@ impl Users {
         Self {
             credentials: RwLock::default(),
             super_users: super_users.into_iter().collect(),
+            plain_cache: Mutex::default(),
         }
     }
 
     /// Adds or replaces `user`'s credential for the credential's mechanism.
     pub fn set(&self, user: &str, credential: ScramCredential) {
+        self.forget_plain(user);
         let mut all = self
             .credentials
             .write()
@@ -47,6 +61,7 @@ impl Users {
 
     /// Removes `user`'s credential for `mechanism`; false when there was none.
     pub fn remove(&self, user: &str, mechanism: ScramMechanism) -> bool {
+        self.forget_plain(user);
         let mut all = self
             .credentials
             .write()
@@ -126,6 +141,51 @@ impl Users {
             .collect()
     }
 
+    fn forget_plain(&self, user: &str) {
+        self.plain_cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(user);
+    }
+
+    /// Whether `password` is `user`'s, at `now`: as [`Users::verify_plain`], except that a
+    /// password that passed within the last five minutes passes again without the PBKDF2
+    /// check, by a MAC under `key` (a per-process secret), so that a client reconnecting
+    /// does not cost a key derivation each time. Failures are never remembered, and a
+    /// credential change forgets the user.
+    #[must_use]
+    pub fn verify_plain_at(&self, user: &str, password: &[u8], now: Instant, key: &[u8]) -> bool {
+        let mut data = Vec::with_capacity(user.len() + 1 + password.len());
+        data.extend_from_slice(user.as_bytes());
+        data.push(0);
+        data.extend_from_slice(password);
+        let mac = ScramMechanism::Sha512.hmac(key, &data);
+        let cached = self
+            .plain_cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(user)
+            .is_some_and(|(m, until)| now < *until && bool::from(m.ct_eq(&mac)));
+        if cached {
+            return true;
+        }
+        if !self.verify_plain(user, password) {
+            return false;
+        }
+        let mut cache = self
+            .plain_cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= PLAIN_CACHE_USERS {
+            cache.retain(|_, (_, until)| now < *until);
+            if cache.len() >= PLAIN_CACHE_USERS {
+                cache.clear();
+            }
+        }
+        cache.insert(user.to_owned(), (mac, now + PLAIN_CACHE_TTL));
+        true
+    }
+
     /// Whether `password` is `user`'s: checked against the user's SCRAM credential (the
     /// strongest it has), so that no password is ever kept. An unknown user costs the same
     /// work as a known one, so that timing does not tell them apart.
@@ -159,6 +219,42 @@ impl Users {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_logins_are_remembered_by_a_mac_only_and_forgotten_on_change() {
+        let users = Users::new(Vec::new());
+        users.set(
+            "alice",
+            ScramCredential::from_password(ScramMechanism::Sha512, b"pw", b"s", 4096),
+        );
+        let (key, now) = ([7u8; 32], Instant::now());
+        assert!(!users.verify_plain_at("alice", b"nope", now, &key));
+        assert!(users
+            .plain_cache
+            .lock()
+            .map(|c| c.is_empty())
+            .unwrap_or(false));
+        assert!(users.verify_plain_at("alice", b"pw", now, &key));
+        let kept = users
+            .plain_cache
+            .lock()
+            .map(|c| c.get("alice").cloned())
+            .ok()
+            .flatten();
+        let (mac, until) = kept.unwrap_or_else(|| panic!("remembered"));
+        assert_ne!(&mac[..], b"pw", "a MAC, not the password");
+        assert_eq!(until, now + PLAIN_CACHE_TTL);
+        // A remembered login does not let another password in.
+        assert!(!users.verify_plain_at("alice", b"pw2", now, &key));
+        assert!(users.verify_plain_at("alice", b"pw", now + PLAIN_CACHE_TTL, &key));
+        // A new credential forgets what was remembered.
+        users.set(
+            "alice",
+            ScramCredential::from_password(ScramMechanism::Sha512, b"new", b"s", 4096),
+        );
+        assert!(!users.verify_plain_at("alice", b"pw", now, &key));
+        assert!(users.verify_plain_at("alice", b"new", now, &key));
+    }
 
     #[test]
     fn credentials_are_kept_per_mechanism_and_verify_plain() {
