@@ -137,60 +137,37 @@ impl Permissions {
         self.stream(stream)?.topics.get(topic)
     }
 
-    /// Iggy's `poll_messages` with its inheritance: manage_streams → read_streams →
-    /// read_topics → poll_messages.
+    /// Iggy's `poll_messages`: whoever may read the topic, and whoever may poll at any
+    /// level (inheritance: manage_streams → read_streams → read_topics → poll_messages).
     #[must_use]
     pub fn may_poll(&self, (stream, topic): (&str, &str)) -> bool {
-        let g = &self.global;
-        if g.poll_messages || g.read_topics || g.manage_topics || g.read_streams || g.manage_streams
-        {
-            return true;
-        }
-        let Some(s) = self.stream(stream) else {
-            return false;
-        };
-        s.manage_stream
-            || s.read_stream
-            || s.manage_topics
-            || s.read_topics
-            || s.poll_messages
-            || self
-                .topic(stream, topic)
-                .is_some_and(|t| t.manage_topic || t.read_topic || t.poll_messages)
+        self.may_read_topic((stream, topic))
+            || self.global.poll_messages
+            || self.stream(stream).is_some_and(|s| s.poll_messages)
+            || self.topic(stream, topic).is_some_and(|t| t.poll_messages)
     }
 
-    /// Iggy's `append_messages`: manage_streams → manage_topics → send_messages.
+    /// Iggy's `append_messages`: whoever may manage the topic, and whoever may send at any
+    /// level (inheritance: manage_streams → manage_topics → send_messages).
     #[must_use]
     pub fn may_send(&self, (stream, topic): (&str, &str)) -> bool {
-        let g = &self.global;
-        if g.send_messages || g.manage_streams || g.manage_topics {
-            return true;
-        }
-        let Some(s) = self.stream(stream) else {
-            return false;
-        };
-        s.manage_stream
-            || s.manage_topics
-            || s.send_messages
-            || self
-                .topic(stream, topic)
-                .is_some_and(|t| t.manage_topic || t.send_messages)
+        self.may_manage_topic((stream, topic))
+            || self.global.send_messages
+            || self.stream(stream).is_some_and(|s| s.send_messages)
+            || self.topic(stream, topic).is_some_and(|t| t.send_messages)
     }
 
     /// Iggy's `get_topic`: manage_streams → read_streams → read_topics.
     #[must_use]
     pub fn may_read_topic(&self, (stream, topic): (&str, &str)) -> bool {
         let g = &self.global;
-        if g.read_streams || g.manage_streams || g.manage_topics || g.read_topics {
-            return true;
-        }
-        let Some(s) = self.stream(stream) else {
-            return false;
-        };
-        s.manage_stream
-            || s.read_stream
-            || s.manage_topics
-            || s.read_topics
+        g.read_streams
+            || g.manage_streams
+            || g.manage_topics
+            || g.read_topics
+            || self.stream(stream).is_some_and(|s| {
+                s.manage_stream || s.read_stream || s.manage_topics || s.read_topics
+            })
             || self
                 .topic(stream, topic)
                 .is_some_and(|t| t.manage_topic || t.read_topic)

@@ -1013,18 +1013,24 @@ fn permissions_decide_what_each_principal_may_do() {
     assert_eq!(codes, [29, 29]);
 }
 
-/// Permissions from the backend (Iggy's users): asked for as soon as the principal is
-/// known, with nothing served before they arrive, and asked again on the clock, so that a
-/// permission changed in Iggy takes effect within the refresh interval.
-#[test]
-fn permissions_from_the_backend_are_awaited_and_refreshed() {
-    use iggy_kafka_core::authz::{PermissionAuthorizer, Permissions};
+/// A gateway whose permissions come from the backend, asked again every 5 s.
+fn permissions_from_backend() -> Harness {
+    use iggy_kafka_core::authz::PermissionAuthorizer;
     let authorizer =
         PermissionAuthorizer::new(Vec::new(), |t: &str| ("kafka".to_owned(), t.to_owned()))
             .from_backend(Duration::from_secs(5));
     let mut config = Config::default();
     config.authorizer = Some(Arc::new(authorizer));
-    let mut h = Harness::new(config);
+    Harness::new(config)
+}
+
+/// Permissions from the backend (Iggy's users): asked for as soon as the principal is
+/// known, with nothing served before they arrive, and asked again on the clock, so that a
+/// permission changed in Iggy takes effect within the refresh interval.
+#[test]
+fn permissions_from_the_backend_are_awaited_and_refreshed() {
+    use iggy_kafka_core::authz::Permissions;
+    let mut h = permissions_from_backend();
     h.conn.set_peer_principal("carol");
     // The question goes out before anything is read.
     let cmds = h.commands();
@@ -1139,13 +1145,8 @@ fn a_client_over_its_quota_is_throttled() {
 /// under the new principal's name.
 #[test]
 fn permissions_of_a_previous_principal_are_not_kept_for_the_next() {
-    use iggy_kafka_core::authz::{PermissionAuthorizer, Permissions};
-    let authorizer =
-        PermissionAuthorizer::new(Vec::new(), |t: &str| ("kafka".to_owned(), t.to_owned()))
-            .from_backend(Duration::from_secs(5));
-    let mut config = Config::default();
-    config.authorizer = Some(Arc::new(authorizer));
-    let mut h = Harness::new(config);
+    use iggy_kafka_core::authz::Permissions;
+    let mut h = permissions_from_backend();
     h.conn.set_peer_principal("certadmin");
     let old = h.commands();
     h.conn.set_peer_principal("bob");

@@ -54,7 +54,12 @@ fn users() -> Arc<Users> {
 }
 
 fn config(lifetime: Option<Duration>) -> Arc<Config> {
-    let mut sasl = SaslConfig::new(users(), Random::new(|b: &mut [u8]| b.fill(0x5a)));
+    config_with_random(lifetime, 0x5a)
+}
+
+/// A SASL listener's configuration whose random bytes are all `byte`.
+fn config_with_random(lifetime: Option<Duration>, byte: u8) -> Arc<Config> {
+    let mut sasl = SaslConfig::new(users(), Random::new(move |b: &mut [u8]| b.fill(byte)));
     sasl.session_lifetime = lifetime;
     let mut config = Config::default();
     config.security_protocol = SecurityProtocol::SaslPlaintext;
@@ -396,15 +401,7 @@ fn a_replayed_scram_final_message_fails() {
     let first = first_conn.authenticate(2, &client.first()).expect("first");
     let (recorded, _) = client.last(&first.auth_bytes);
 
-    let random_config = {
-        let mut sasl = SaslConfig::new(users(), Random::new(|b: &mut [u8]| b.fill(0x11)));
-        sasl.session_lifetime = None;
-        let mut config = Config::default();
-        config.security_protocol = SecurityProtocol::SaslPlaintext;
-        config.sasl = Some(Arc::new(sasl));
-        Arc::new(config)
-    };
-    let mut c = Client::new(random_config);
+    let mut c = Client::new(config_with_random(None, 0x11));
     c.handshake(1, "SCRAM-SHA-256");
     let _ = c.authenticate(2, &client.first()).expect("first");
     assert!(c.authenticate(2, &recorded).is_none());

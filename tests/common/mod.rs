@@ -80,6 +80,28 @@ pub fn unique_stream() -> String {
     )
 }
 
+/// Starts the gateway `command` describes, its log lines echoed to the test's stderr and
+/// handed over, one by one, on the receiver.
+pub fn spawn_logged(command: &mut Command) -> (std::process::Child, mpsc::Receiver<String>) {
+    let mut child = command
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the gateway");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, log) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("gateway: {line}");
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, log)
+}
+
 pub struct Gateway {
     pub addr: SocketAddr,
     /// The admin listener's address (tests give it a free port).
@@ -111,30 +133,17 @@ impl Gateway {
                 backend.push(unique_stream());
             }
         }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_iggy-kafka-gateway"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--log",
-                &std::env::var("IGGY_KAFKA_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            ])
-            .args(&backend)
-            .args(args)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the gateway");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, log) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("gateway: {line}");
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let (child, log) = spawn_logged(
+            Command::new(env!("CARGO_BIN_EXE_iggy-kafka-gateway"))
+                .args([
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--log",
+                    &std::env::var("IGGY_KAFKA_TEST_LOG").unwrap_or_else(|_| "info".into()),
+                ])
+                .args(&backend)
+                .args(args),
+        );
         let bound = |l: &str| {
             l.split_whitespace()
                 .find_map(|w| w.strip_prefix("bound="))

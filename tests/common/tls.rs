@@ -177,7 +177,6 @@ impl Listeners {
 /// Starts the gateway with `args` (which name `--listeners`) and waits until each of its
 /// `listeners` logged its address.
 pub fn start_listeners(args: &[String], listeners: usize) -> Listeners {
-    use std::io::{BufRead, BufReader};
     let log_level = if args.iter().any(|a| a == "--log") {
         Vec::new()
     } else {
@@ -186,25 +185,12 @@ pub fn start_listeners(args: &[String], listeners: usize) -> Listeners {
             std::env::var("IGGY_KAFKA_TEST_LOG").unwrap_or_else(|_| "info".into()),
         ]
     };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_iggy-kafka-gateway"))
-        .args(["--admin-listen", "off"])
-        .args(log_level)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the gateway");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, log) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("gateway: {line}");
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (child, log) = super::spawn_logged(
+        Command::new(env!("CARGO_BIN_EXE_iggy-kafka-gateway"))
+            .args(["--admin-listen", "off"])
+            .args(log_level)
+            .args(args),
+    );
     let field = |l: &str, name: &str| {
         l.split_whitespace()
             .find_map(|w| w.strip_prefix(name))

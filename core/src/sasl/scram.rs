@@ -187,10 +187,11 @@ pub(crate) enum ScramServer {
 pub(crate) struct Challenged {
     mechanism: ScramMechanism,
     user: String,
-    /// `None` for an unknown user: the exchange goes on as if the user existed (so that an
-    /// attacker cannot tell unknown users from wrong passwords) and fails at the proof.
-    credential: Option<ScramCredential>,
-    decoy: ScramCredential,
+    /// The user's credential, or for an unknown user its decoy: the exchange goes on as if
+    /// the user existed (so that an attacker cannot tell unknown users from wrong
+    /// passwords) and fails at the proof.
+    credential: ScramCredential,
+    known: bool,
     gs2_header: String,
     client_first_bare: String,
     server_first: String,
@@ -336,22 +337,24 @@ fn client_first(
     let nonce = format!("{client_nonce}{hex}");
     // An unknown user is answered with its decoy's salt and iteration count, and fails at
     // the proof like a wrong password.
-    let (credential, decoy) = match lookup(&user, mechanism) {
-        Ok(c) if c.mechanism == mechanism => (Some(c.clone()), c),
-        Ok(c) | Err(c) => (None, c),
+    let (credential, known) = match lookup(&user, mechanism) {
+        Ok(c) => {
+            let known = c.mechanism == mechanism;
+            (c, known)
+        }
+        Err(c) => (c, false),
     };
-    let shown = credential.as_ref().unwrap_or(&decoy);
     let server_first = format!(
         "r={nonce},s={},i={}",
-        BASE64.encode(&shown.salt),
-        shown.iterations
+        BASE64.encode(&credential.salt),
+        credential.iterations
     );
     Ok((
         Challenged {
             mechanism,
             user,
             credential,
-            decoy,
+            known,
             gs2_header,
             client_first_bare: bare.to_owned(),
             server_first: server_first.clone(),
@@ -390,7 +393,7 @@ impl Challenged {
             self.client_first_bare, self.server_first, without_proof
         );
         let m = self.mechanism;
-        let credential = self.credential.as_ref().unwrap_or(&self.decoy);
+        let credential = &self.credential;
         let client_signature = m.hmac(&credential.stored_key, auth_message.as_bytes());
         let matches_length = proof.len() == client_signature.len();
         let client_key: Vec<u8> = proof
@@ -400,7 +403,7 @@ impl Challenged {
             .collect();
         let valid = matches_length
             & bool::from(m.hash(&client_key).ct_eq(&credential.stored_key))
-            & self.credential.is_some();
+            & self.known;
         if !valid {
             return Err(Failure::new(format!(
                 "Authentication failed during authentication due to invalid credentials with SASL mechanism {m}"
@@ -484,8 +487,8 @@ mod tests {
         let c = Challenged {
             mechanism: ScramMechanism::Sha256,
             user: "user".into(),
-            credential: Some(cred.clone()),
-            decoy: cred,
+            credential: cred,
+            known: true,
             gs2_header: "n,,".into(),
             client_first_bare: "n=user,r=rOprNGfwEbeRWgbNEkqO".into(),
             server_first: "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096".into(),
