@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use std::pin::Pin;
 
-use async_io::Timer;
+use async_io::{Async, Timer};
 use bytes::BytesMut;
 use futures_lite::{future, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use iggy_kafka_admin::{Admin, AdminIo};
@@ -275,7 +275,8 @@ enum Event {
 /// A connection's TLS: the session, the ciphertext last read, the ciphertext to write.
 struct Tls {
     session: TlsSession,
-    /// Safe Rust cannot read into uninitialised memory: ciphertext lands here, zeroed once.
+    /// Safe Rust cannot read into uninitialised memory: ciphertext lands here, zeroed once
+    /// each time the connection wakes from idle (empty while it waits).
     read: Box<[u8]>,
     wire: Transmit,
 }
@@ -317,7 +318,7 @@ async fn drive(
     let mut tls = match tls.map(|t| t.session()).transpose() {
         Ok(session) => session.map(|session| Tls {
             session,
-            read: vec![0; READ_CHUNK].into_boxed_slice(),
+            read: Box::default(),
             wire: Transmit::new(),
         }),
         Err(e) => {
@@ -347,7 +348,8 @@ async fn run_connection(
 ) -> Ended {
     let mut pending = PendingWork::new();
     let mut transmit = Transmit::new();
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut buf = BytesMut::new();
+    let socket: Arc<Async<std::net::TcpStream>> = stream.clone().into();
     let mut stopping = false;
     loop {
         pending.pump(conn, shared, &mut buf, Instant::now());
@@ -363,18 +365,38 @@ async fn run_connection(
         let deadline = pending.next_deadline(conn);
         let wants_input = conn.wants_input();
         let filled = buf.len();
-        if wants_input && tls.is_none() {
-            // Safe Rust cannot read into uninitialised memory, so the headroom is zeroed.
-            let room = conn.read_capacity(&buf, READ_CHUNK);
-            buf.reserve(room);
-            // Zeroing costs as much as reading: zero what one read is likely to fill.
-            buf.resize(filled + room.min(4 * READ_CHUNK), 0);
-        }
+        let room = conn.read_capacity(&buf, READ_CHUNK);
         let read = async {
-            match (wants_input, tls.as_mut()) {
-                (false, _) => future::pending().await,
-                (true, None) => Event::Read(stream.read(&mut buf[filled..]).await),
-                (true, Some(tls)) => Event::Read(stream.read(&mut tls.read).await),
+            if !wants_input {
+                return future::pending().await;
+            }
+            if (buf.is_empty() || tls.is_some()) && nothing_to_read(&socket) {
+                // Safe Rust reads only into zeroed memory, and zeroed memory is resident,
+                // so an idle connection gives its read buffers back until the socket has
+                // something for them.
+                if buf.is_empty() {
+                    buf = BytesMut::new();
+                }
+                if let Some(tls) = tls.as_mut() {
+                    tls.read = Box::default();
+                }
+                if let Err(e) = socket.readable().await {
+                    return Event::Read(Err(e));
+                }
+            }
+            match tls.as_mut() {
+                None => {
+                    buf.reserve(room);
+                    // Zeroing costs as much as reading: zero what one read is likely to fill.
+                    buf.resize(filled + room.min(4 * READ_CHUNK), 0);
+                    Event::Read(stream.read(&mut buf[filled..]).await)
+                }
+                Some(tls) => {
+                    if tls.read.is_empty() {
+                        tls.read = vec![0; READ_CHUNK].into_boxed_slice();
+                    }
+                    Event::Read(stream.read(&mut tls.read).await)
+                }
             }
         };
         let completed = async {
@@ -450,6 +472,13 @@ async fn run_connection(
             }
         }
     }
+}
+
+/// Whether `socket` has no byte (nor end of stream) waiting. async-io's `readable` waits for
+/// the reactor's next event even when bytes wait, so a peek tells an idle socket from a busy
+/// one without a wake-up.
+fn nothing_to_read(socket: &Async<std::net::TcpStream>) -> bool {
+    matches!(socket.get_ref().peek(&mut [0]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
 /// Drives the group coordinator's timers: sleeps until its next deadline or until a call

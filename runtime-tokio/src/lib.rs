@@ -3,13 +3,14 @@
 //! until the next input, completion or deadline. Nothing protocol-specific lives here: TLS
 //! is [`iggy_kafka_tls`]'s, moved here as bytes like everything else.
 
-use std::future::Future;
+use std::future::{self, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::pin::Pin;
+use std::pin::{pin, Pin};
+use std::task::Poll;
 
 use bytes::BytesMut;
 use iggy_kafka_admin::{Admin, AdminIo};
@@ -319,13 +320,33 @@ enum ReadError {
     Tls(iggy_kafka_tls::TlsError),
 }
 
-/// Reads once, into `buf` or through TLS into it; `false` when the peer closed.
+/// Reads once, into `buf` (making `room` in it first) or through TLS into it; `false` when
+/// the peer closed.
 async fn read_in(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
-    tls: Option<&mut Tls>,
+    room: usize,
+    mut tls: Option<&mut Tls>,
 ) -> Result<bool, ReadError> {
+    {
+        let mut readable = pin!(stream.readable());
+        let idle = future::poll_fn(|cx| Poll::Ready(readable.as_mut().poll(cx).is_pending())).await;
+        if idle {
+            // What a read touches stays resident: an idle connection gives its read buffers
+            // back until the socket has something for them.
+            if buf.is_empty() {
+                *buf = BytesMut::new();
+            }
+            if let Some(tls) = tls.as_mut() {
+                tls.read = BytesMut::new();
+            }
+            readable.await.map_err(ReadError::Io)?;
+        }
+    }
     let Some(tls) = tls else {
+        if buf.capacity() - buf.len() < room / 4 {
+            buf.reserve(room);
+        }
         return Ok(stream.read_buf(buf).await.map_err(ReadError::Io)? > 0);
     };
     tls.read.clear();
@@ -355,7 +376,7 @@ async fn run_connection(
 ) -> Ended {
     let mut pending = PendingWork::new();
     let mut transmit = Transmit::new();
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut buf = BytesMut::new();
     let mut stopping = false;
     loop {
         pending.pump(conn, shared, &mut buf, Instant::now());
@@ -370,11 +391,8 @@ async fn run_connection(
         }
         let deadline = pending.next_deadline(conn);
         let room = conn.read_capacity(&buf, READ_CHUNK);
-        if buf.capacity() - buf.len() < room / 4 {
-            buf.reserve(room);
-        }
         tokio::select! {
-            read = read_in(stream, &mut buf, tls.as_mut()), if conn.wants_input() => match read {
+            read = read_in(stream, &mut buf, room, tls.as_mut()), if conn.wants_input() => match read {
                 Ok(false) => {
                     tracing::debug!("peer closed");
                     return Ended::Peer;
