@@ -3,16 +3,19 @@
 //! served, kept in step with Iggy. Everything here is keyed by Kafka topic name.
 //!
 //! Iggy describes a topic on request only, so the catalog keeps its latest answers: the
-//! Kafka topics as last listed (served while Iggy cannot be reached), their partition
+//! Kafka topics as last listed (served while Iggy cannot be reached or does not answer), their partition
 //! counts and ids (commits are checked and fetches by topic id resolved without a round
 //! trip), and each topic's latest description (shared by the fetches waiting on it). A topic
 //! deleted and created again outside the gateway is noticed by its new id at the next
 //! listing or description, and what the gateway knew of the old one's partitions goes.
 
 use std::collections::HashMap;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use event_listener::Event;
@@ -58,6 +61,12 @@ pub(crate) struct Catalog {
     /// every topic is gone drop them from their assignments.
     listing: Mutex<Option<Vec<TopicInfo>>>,
 }
+
+/// How long a listing of the topics waits for Iggy when there is an earlier one to serve
+/// instead. A healthy Iggy lists a stream's topics in milliseconds; one that is connected
+/// but silent (stuck on its disk, paused) would otherwise hold every Metadata request until
+/// the request timeout, and a broker that cannot reach its storage still knows its topics.
+const LISTING_PATIENCE: Duration = Duration::from_secs(1);
 
 /// A topic as last seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -558,12 +567,31 @@ impl Catalog {
     }
 
     /// The Kafka topics, all of them or those named; the topics as last listed while Iggy
-    /// cannot be reached.
+    /// cannot be reached, or does not answer within [`LISTING_PATIENCE`].
     pub(crate) async fn list_topics(
         &self,
         only: Option<&[TopicRef]>,
     ) -> Result<Vec<TopicInfo>, BackendError> {
-        let all: Vec<TopicInfo> = match self.kafka_topics().await {
+        let listed = if lock(&self.listing).is_some() {
+            let clock = self.calls.clock();
+            let mut patience = clock.sleep_until(clock.now() + LISTING_PATIENCE);
+            let mut listing = pin!(self.kafka_topics());
+            poll_fn(|cx| {
+                if let Poll::Ready(listed) = listing.as_mut().poll(cx) {
+                    Poll::Ready(listed)
+                } else if patience.as_mut().poll(cx).is_ready() {
+                    Poll::Ready(Err(BackendError::Unavailable(format!(
+                        "Iggy did not list the topics within {LISTING_PATIENCE:?}"
+                    ))))
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await
+        } else {
+            self.kafka_topics().await
+        };
+        let all: Vec<TopicInfo> = match listed {
             Ok(topics) => {
                 let all: Vec<TopicInfo> = topics
                     .iter()
@@ -576,7 +604,7 @@ impl Catalog {
                 let Some(last) = lock(&self.listing).clone() else {
                     return Err(BackendError::Unavailable(why));
                 };
-                tracing::debug!(%why, "Iggy unreachable: the topics as last listed");
+                tracing::debug!(%why, "no listing from Iggy: the topics as last listed");
                 last
             }
             Err(e) => return Err(e),

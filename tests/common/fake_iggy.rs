@@ -1,6 +1,7 @@
 //! The in-process fake Iggy server (`iggy_kafka_iggy_client::testing::fake`) on a real TCP
 //! port, so that the real binary can use it as its Iggy backend; it can be taken down
-//! (its port closed, its connections dropped) and brought back on the same port.
+//! (its port closed, its connections dropped) and brought back on the same port, or hung
+//! (connections kept open, requests read and left unanswered until it is released).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -15,6 +16,7 @@ pub struct FakeIggyServer {
     pub addr: SocketAddr,
     fake: Arc<Mutex<FakeIggy>>,
     up: Arc<AtomicBool>,
+    hung: Arc<AtomicBool>,
     ended: Arc<AtomicBool>,
     connections: Arc<Mutex<Vec<TcpStream>>>,
     acceptor: Option<JoinHandle<()>>,
@@ -29,6 +31,7 @@ impl FakeIggyServer {
             addr,
             fake: Arc::new(Mutex::new(FakeIggy::new())),
             up: Arc::new(AtomicBool::new(true)),
+            hung: Arc::default(),
             ended: Arc::new(AtomicBool::new(false)),
             connections: Arc::default(),
             acceptor: None,
@@ -65,11 +68,23 @@ impl FakeIggyServer {
         self.acceptor = Some(self.accept(listener));
     }
 
+    /// Keeps every connection (and accepts new ones) but answers nothing: requests are read
+    /// and held, as a server stuck on its disk or in a pause would hold them.
+    pub fn hang(&self) {
+        self.hung.store(true, Ordering::SeqCst);
+    }
+
+    /// Answers what it held, in order, and goes on answering.
+    pub fn release(&self) {
+        self.hung.store(false, Ordering::SeqCst);
+    }
+
     fn accept(&self, listener: TcpListener) -> JoinHandle<()> {
         listener.set_nonblocking(true).expect("nonblocking");
-        let (fake, up, ended, connections) = (
+        let (fake, up, hung, ended, connections) = (
             Arc::clone(&self.fake),
             Arc::clone(&self.up),
+            Arc::clone(&self.hung),
             Arc::clone(&self.ended),
             Arc::clone(&self.connections),
         );
@@ -81,8 +96,8 @@ impl FakeIggyServer {
                         if let Ok(c) = stream.try_clone() {
                             connections.lock().expect("connections").push(c);
                         }
-                        let fake = Arc::clone(&fake);
-                        std::thread::spawn(move || serve(stream, &fake));
+                        let (fake, hung) = (Arc::clone(&fake), Arc::clone(&hung));
+                        std::thread::spawn(move || serve(stream, &fake, &hung));
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {
                         std::thread::sleep(Duration::from_millis(10));
@@ -94,15 +109,21 @@ impl FakeIggyServer {
     }
 }
 
-fn serve(mut stream: TcpStream, fake: &Mutex<FakeIggy>) {
+fn serve(mut stream: TcpStream, fake: &Mutex<FakeIggy>, hung: &AtomicBool) {
+    // Short reads, so that a release is noticed while the client waits.
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(20)));
     let mut wire = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        wire.extend_from_slice(&buf[..n]);
+        match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => wire.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return,
+        }
+        if hung.load(Ordering::SeqCst) || wire.is_empty() {
+            continue;
+        }
         let reply = fake.lock().expect("the fake").serve(&mut wire);
         if !reply.is_empty() && stream.write_all(&reply).is_err() {
             return;
