@@ -314,6 +314,17 @@ pub enum Command {
         /// The partition.
         partition: u32,
     },
+    /// Advance a partition's log start offset (Kafka's DeleteRecords): the records before
+    /// `offset` are gone for every reader. An offset at or below the log start changes
+    /// nothing; one past the high watermark is [`BackendError::OffsetOutOfRange`].
+    DeleteRecords {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The new log start, or `None` for the high watermark (delete every record).
+        offset: Option<u64>,
+    },
     /// A user's permissions, for authorization by the backend's own users (Iggy's): the
     /// permissions of the backend user named `user`, with streams and topics by name.
     UserPermissions {
@@ -414,6 +425,8 @@ pub enum Completion {
     AllocateProducerId(Result<i64, BackendError>),
     /// Of [`Command::DescribeProducers`]: by producer id.
     DescribeProducers(Result<Vec<ActiveProducer>, BackendError>),
+    /// Of [`Command::DeleteRecords`]: the partition's log start offset after it.
+    DeleteRecords(Result<u64, BackendError>),
     /// Of [`Command::UserPermissions`]: `None` when the backend has no such user.
     UserPermissions(Result<Option<crate::authz::Permissions>, BackendError>),
     /// Of [`Command::CommitOffsets`]: one result per offset, in order.
@@ -609,6 +622,9 @@ pub(crate) mod tests {
             Command::AlterTopicConfig { .. } => Completion::AlterTopicConfig(Ok(())),
             Command::AllocateProducerId => Completion::AllocateProducerId(Ok(1)),
             Command::DescribeProducers { .. } => Completion::DescribeProducers(Ok(Vec::new())),
+            Command::DeleteRecords { offset, .. } => {
+                Completion::DeleteRecords(Ok(offset.unwrap_or(0)))
+            }
             Command::UserPermissions { .. } => Completion::UserPermissions(Ok(None)),
             Command::CommitOffsets { offsets, .. } => {
                 Completion::CommitOffsets(offsets.iter().map(|_| Ok(())).collect())

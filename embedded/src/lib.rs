@@ -159,6 +159,21 @@ impl Log {
         let cutoff = retention_ms
             .and_then(|ms| u64::try_from(ms).ok())
             .map(|ms| now_us.saturating_sub(ms.saturating_mul(1000)));
+        self.drop_front(|log, m| {
+            log.bytes > max_bytes || cutoff.is_some_and(|c| m.timestamp_us < c)
+        });
+    }
+
+    /// Advances the log start to `offset` (DeleteRecords): the log start after it.
+    fn delete_before(&mut self, offset: u64) -> u64 {
+        self.drop_front(|log, _| log.start < offset);
+        // Blocks hold every message up to the end, so only an empty log stops short.
+        self.start = self.start.max(offset.min(self.end));
+        self.start
+    }
+
+    /// Drops the oldest messages while `drop` says so.
+    fn drop_front(&mut self, mut drop: impl FnMut(&Self, &IggyMessage) -> bool) {
         let mut dropped = false;
         while let Some(front) = self.blocks.front() {
             let Some(m) = usize::try_from(self.start.saturating_sub(front.base))
@@ -168,9 +183,7 @@ impl Log {
                 self.blocks.pop_front();
                 continue;
             };
-            let too_big = self.bytes > max_bytes;
-            let too_old = cutoff.is_some_and(|c| m.timestamp_us < c);
-            if !too_big && !too_old {
+            if !drop(self, m) {
                 break;
             }
             self.bytes -= message_size(m) as u64;
@@ -398,6 +411,26 @@ impl EmbeddedStore {
         let part = topic.partition(partition)?;
         let log = lock(&part.log);
         Ok(log.offsets())
+    }
+
+    fn delete_records(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: Option<u64>,
+    ) -> Result<u64, BackendError> {
+        let topic = self.topic(&TopicRef::Name(topic.to_owned()))?;
+        let part = topic.partition(partition)?;
+        let mut log = lock(&part.log);
+        let offset = offset.unwrap_or(log.end);
+        if offset > log.end {
+            return Err(BackendError::OffsetOutOfRange {
+                offset,
+                log_start: log.start,
+                high_watermark: log.end,
+            });
+        }
+        Ok(log.delete_before(offset))
     }
 
     fn producers(&self, topic: &str, partition: u32) -> Result<Vec<ActiveProducer>, BackendError> {
@@ -672,6 +705,11 @@ impl Backend for EmbeddedStore {
             Command::DescribeProducers { topic, partition } => {
                 Completion::DescribeProducers(self.producers(&topic, partition))
             }
+            Command::DeleteRecords {
+                topic,
+                partition,
+                offset,
+            } => Completion::DeleteRecords(self.delete_records(&topic, partition, offset)),
             Command::ListTopics { only } => {
                 let topics = read(&self.inner.topics);
                 let list = match only {

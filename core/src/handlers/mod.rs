@@ -11,6 +11,7 @@ pub(crate) mod client_quotas;
 pub(crate) mod cluster;
 pub(crate) mod committed_offsets;
 pub(crate) mod configs;
+pub(crate) mod delete_records;
 pub(crate) mod fetch;
 pub(crate) mod list_offsets;
 pub(crate) mod log_dirs;
@@ -39,6 +40,7 @@ pub(crate) fn task_for(request: Request) -> Option<Box<dyn Task>> {
         Request::DescribeConfigs(r) => Box::new(configs::DescribeConfigsTask::new(r)),
         Request::IncrementalAlterConfigs(r) => Box::new(configs::AlterConfigsTask::new(r)),
         Request::AlterConfigs(r) => Box::new(configs::AlterConfigsTask::legacy(r)),
+        Request::DeleteRecords(r) => Box::new(delete_records::DeleteRecordsTask::new(r)),
         Request::DescribeLogDirs(r) => Box::new(log_dirs::DescribeLogDirsTask::new(r)),
         Request::DescribeProducers(r) => Box::new(producers::DescribeProducersTask::new(r)),
         Request::DescribeTopicPartitions(r) => {

@@ -42,6 +42,7 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::ApiVersions, 0, 4),
     api(ApiKey::CreateTopics, 0, 7),
     api(ApiKey::DeleteTopics, 0, 6),
+    api(ApiKey::DeleteRecords, 0, 2),
     api(ApiKey::InitProducerId, 0, 5),
     api(ApiKey::OffsetForLeaderEpoch, 0, 4),
     // No authorizer: SECURITY_DISABLED, as Kafka answers without one.
