@@ -157,6 +157,11 @@ impl Catalog {
         Ok((&self.places.streams()[stream].id, named(&name)?))
     }
 
+    /// The Kafka topic id of `topic` as last seen, if it was.
+    pub(crate) fn known_id(&self, topic: &str) -> Option<Uuid> {
+        lock(&self.known).get(topic).map(|k| k.id)
+    }
+
     /// What a Kafka client sees of Iggy topic `t`, which it knows as `topic`.
     pub(crate) fn topic_info(&self, topic: &str, t: &TopicHeader) -> TopicInfo {
         wire::topic_info(topic, t, self.tag(topic))

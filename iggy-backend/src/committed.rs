@@ -16,6 +16,7 @@ use std::sync::Mutex;
 
 use iggy_kafka_core::backend::{select_offsets, BackendError, GroupOffset, TopicConfig};
 use iggy_kafka_core::message::{IggyMessage, MessageList};
+use iggy_kafka_core::protocol::Uuid;
 use iggy_kafka_iggy_client::protocol::codes::{
     CREATE_TOPIC_CODE, DELETE_CONSUMER_OFFSET_CODE, DELETE_TOPIC_CODE, SEND_MESSAGES_CODE,
     STORE_CONSUMER_OFFSET_CODE,
@@ -99,12 +100,40 @@ impl CommittedOffsets {
         self.log(catalog, reads).delete(group, only).await
     }
 
-    /// Topic `name` was deleted: so are its commits, in every group.
+    /// Partition `partition` of `topic`'s log start as DeleteRecords left it, if the topic is
+    /// the one it was left for (`id`, when known).
+    pub(crate) fn log_start(&self, topic: &str, partition: u32, id: Option<Uuid>) -> Option<u64> {
+        lock(&self.state).log_start(topic, partition, id)
+    }
+
+    /// Records partition `partition` of `topic` (whose id is `id`) as starting at `start`
+    /// (DeleteRecords), once the record is in the log.
+    pub(crate) async fn delete_records(
+        &self,
+        catalog: &Catalog,
+        reads: &Reads,
+        (topic, id, partition): (&str, Uuid, u32),
+        start: u64,
+    ) -> Result<(), BackendError> {
+        let record = Record::LogStart {
+            topic: topic.to_owned(),
+            id,
+            partition,
+            start,
+        };
+        self.log(catalog, reads).write_offsets(vec![record]).await
+    }
+
+    /// Topic `name` was deleted: so are its commits, in every group, and its log starts.
     pub(crate) async fn topic_deleted(&self, catalog: &Catalog, reads: &Reads, name: &str) {
-        let has_offsets = lock(&self.state)
-            .groups
-            .values()
-            .any(|g| g.keys().any(|(t, _)| t == name));
+        let has_offsets = {
+            let state = lock(&self.state);
+            state
+                .groups
+                .values()
+                .any(|g| g.keys().any(|(t, _)| t == name))
+                || state.log_starts.keys().any(|(t, _)| t == name)
+        };
         if !has_offsets {
             return;
         }

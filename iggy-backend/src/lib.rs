@@ -390,12 +390,34 @@ impl Backend for IggyBackend {
                 max_bytes,
                 max_messages,
             } => pending(Box::pin(async move {
-                let Inner { catalog, reads, .. } = &*inner;
+                let Inner {
+                    catalog,
+                    reads,
+                    committed,
+                    ..
+                } = &*inner;
                 let r = match catalog.topic_name(&topic).await {
                     Ok(name) => {
-                        reads
-                            .read(catalog, &name, partition, offset, max_bytes, max_messages)
-                            .await
+                        match committed.log_start(&name, partition, catalog.known_id(&name)) {
+                            Some(start) if offset < start => {
+                                match catalog.offsets(&name, partition).await {
+                                    Ok(o) => Err(BackendError::OffsetOutOfRange {
+                                        offset,
+                                        log_start: start.min(o.high_watermark),
+                                        high_watermark: o.high_watermark,
+                                    }),
+                                    Err(e) => Err(e),
+                                }
+                            }
+                            start => reads
+                                .read(catalog, &name, partition, offset, max_bytes, max_messages)
+                                .await
+                                .map(|mut r| {
+                                    r.offsets.log_start =
+                                        r.offsets.log_start.max(start.unwrap_or(0));
+                                    r
+                                }),
+                        }
                     }
                     Err(e) => Err(e),
                 };
@@ -409,21 +431,77 @@ impl Backend for IggyBackend {
                 })
             })),
             Command::Offsets { topic, partition } => pending(Box::pin(async move {
-                let catalog = &inner.catalog;
+                let Inner {
+                    catalog, committed, ..
+                } = &*inner;
                 Completion::Offsets(match catalog.topic_name(&topic).await {
-                    Ok(name) => catalog.offsets(&name, partition).await,
+                    Ok(name) => catalog.offsets(&name, partition).await.map(|mut o| {
+                        let id = catalog.known_id(&name);
+                        if let Some(start) = committed.log_start(&name, partition, id) {
+                            o.log_start = o.log_start.max(start).min(o.high_watermark);
+                        }
+                        o
+                    }),
                     Err(e) => Err(e),
                 })
+            })),
+            Command::DeleteRecords {
+                topic,
+                partition,
+                offset,
+            } => pending(Box::pin(async move {
+                let Inner {
+                    catalog,
+                    reads,
+                    committed,
+                    ..
+                } = &*inner;
+                let deleted = async {
+                    let header = catalog.topic_header(&topic).await?;
+                    let id = catalog.topic_id(&topic, &header.topic);
+                    let bounds = catalog.partition_offsets(&topic, &header, partition)?;
+                    let high_watermark = bounds.high_watermark;
+                    let start = committed
+                        .log_start(&topic, partition, Some(id))
+                        .map_or(bounds.log_start, |s| s.max(bounds.log_start))
+                        .min(high_watermark);
+                    let wanted = offset.unwrap_or(high_watermark);
+                    if wanted > high_watermark {
+                        return Err(BackendError::OffsetOutOfRange {
+                            offset: wanted,
+                            log_start: start,
+                            high_watermark,
+                        });
+                    }
+                    if wanted <= start {
+                        return Ok(start);
+                    }
+                    committed
+                        .delete_records(catalog, reads, (&topic, id, partition), wanted)
+                        .await?;
+                    Ok(wanted)
+                }
+                .await;
+                Completion::DeleteRecords(catalog.settle(&topic, partition, deleted))
             })),
             Command::OffsetForTimestamp {
                 topic,
                 partition,
                 timestamp_ms,
             } => pending(Box::pin(async move {
-                let Inner { catalog, reads, .. } = &*inner;
+                let Inner {
+                    catalog,
+                    reads,
+                    committed,
+                    ..
+                } = &*inner;
                 let found =
                     search::offset_for_timestamp(catalog, reads, &topic, partition, timestamp_ms)
                         .await;
+                // Records before a DeleteRecords start are still in Iggy: the first record
+                // at or after the time is then the log start (timestamps mostly rise).
+                let start = committed.log_start(&topic, partition, catalog.known_id(&topic));
+                let found = found.map(|f| f.map(|(o, ts)| (o.max(start.unwrap_or(0)), ts)));
                 Completion::OffsetForTimestamp(catalog.settle(&topic, partition, found))
             })),
             Command::MaxTimestamp { topic, partition } => pending(Box::pin(async move {
@@ -527,6 +605,7 @@ fn refuse_unreachable(places: &mapping::Places, command: &Command) -> Option<Com
         | Command::OffsetForTimestamp { topic, .. }
         | Command::MaxTimestamp { topic, .. }
         | Command::DescribeProducers { topic, .. }
+        | Command::DeleteRecords { topic, .. }
         | Command::CreatePartitions { topic, .. }
         | Command::AlterTopicConfig { topic, .. }
         | Command::Read {
@@ -553,6 +632,7 @@ fn refuse_unreachable(places: &mapping::Places, command: &Command) -> Option<Com
         Command::OffsetForTimestamp { .. } => Completion::OffsetForTimestamp(unknown(topic)),
         Command::MaxTimestamp { .. } => Completion::MaxTimestamp(unknown(topic)),
         Command::DescribeProducers { .. } => Completion::DescribeProducers(unknown(topic)),
+        Command::DeleteRecords { .. } => Completion::DeleteRecords(unknown(topic)),
         Command::DeleteTopic { .. } => Completion::DeleteTopic(unknown(topic)),
         Command::CreatePartitions { .. } => Completion::CreatePartitions(unknown(topic)),
         _ => Completion::AlterTopicConfig(unknown(topic)),

@@ -9,15 +9,23 @@
 //! generation with a complete snapshot wins; an unfinished newer one (a crash mid-way) and
 //! older ones are deleted.
 //!
+//! The same log keeps each partition's log start offset as DeleteRecords advanced it: Iggy
+//! deletes whole segments only, so the records before it stay in Iggy until its retention
+//! removes them, and the gateway answers as if they were gone. A topic deleted through the
+//! gateway takes its log starts with it; one deleted and created again by other means has a
+//! new topic id, which the log starts do not match.
+//!
 //! A record's payload (little-endian): version `1`; kind (1 commit, 2 delete one offset,
-//! 3 delete a group, 4 delete a topic's offsets, 5 snapshot complete); the group and the topic
-//! as u16-length strings; the partition (u32); for a commit, the offset (i64), the leader
-//! epoch (i32) and the metadata as an i32 length (-1 for null) and bytes.
+//! 3 delete a group, 4 delete a topic's offsets and log starts, 5 snapshot complete, 6 a
+//! log start); the group and the topic as u16-length strings; the partition (u32); for a
+//! commit, the offset (i64), the leader epoch (i32) and the metadata as an i32 length (-1
+//! for null) and bytes; for a log start, the offset (u64) and the Kafka topic id (16 bytes).
 
 use std::collections::HashMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use iggy_kafka_core::backend::{CommittedOffset, GroupOffsets};
+use iggy_kafka_core::protocol::Uuid;
 
 /// The prefix of the offsets topics' names; Kafka clients neither see nor create them.
 pub(crate) const TOPIC_PREFIX: &str = "__kafka_gateway_offsets.";
@@ -62,6 +70,13 @@ pub(crate) enum Record {
         topic: String,
     },
     SnapshotComplete,
+    /// A partition's log start offset, advanced by DeleteRecords.
+    LogStart {
+        topic: String,
+        id: Uuid,
+        partition: u32,
+        start: u64,
+    },
 }
 
 fn put_str(b: &mut BytesMut, s: &str) {
@@ -90,6 +105,9 @@ impl Record {
             Self::DeleteGroup { group } => (3, group.as_str(), "", 0),
             Self::DeleteTopic { topic } => (4, "", topic.as_str(), 0),
             Self::SnapshotComplete => (5, "", "", 0),
+            Self::LogStart {
+                topic, partition, ..
+            } => (6, "", topic.as_str(), *partition),
         };
         b.put_u8(kind);
         put_str(&mut b, group);
@@ -105,6 +123,10 @@ impl Record {
                 }
                 None => b.put_i32_le(-1),
             }
+        }
+        if let Self::LogStart { id, start, .. } = self {
+            b.put_u64_le(*start);
+            b.put_slice(&id.0);
         }
         b.freeze()
     }
@@ -161,6 +183,16 @@ impl Record {
             3 => Self::DeleteGroup { group },
             4 => Self::DeleteTopic { topic },
             5 => Self::SnapshotComplete,
+            6 => {
+                let start = u64::from_le_bytes(take(&mut p, 8)?.try_into().ok()?);
+                let id = Uuid(take(&mut p, 16)?.try_into().ok()?);
+                Self::LogStart {
+                    topic,
+                    id,
+                    partition,
+                    start,
+                }
+            }
             _ => return None,
         })
     }
@@ -170,6 +202,8 @@ impl Record {
 #[derive(Debug, Default)]
 pub(crate) struct OffsetsState {
     pub(crate) groups: HashMap<String, GroupOffsets>,
+    /// Each partition's log start offset as DeleteRecords left it, with its topic's id.
+    pub(crate) log_starts: HashMap<(String, u32), (Uuid, u64)>,
     /// Records in the current generation's topic.
     pub(crate) records: u64,
     pub(crate) generation: u64,
@@ -213,14 +247,41 @@ impl OffsetsState {
                     g.retain(|(t, _), _| t != topic);
                 }
                 self.groups.retain(|_, g| !g.is_empty());
+                self.log_starts.retain(|(t, _), _| t != topic);
             }
             Record::SnapshotComplete => {}
+            Record::LogStart {
+                topic,
+                id,
+                partition,
+                start,
+            } => {
+                let entry = self
+                    .log_starts
+                    .entry((topic.clone(), *partition))
+                    .or_insert((*id, 0));
+                // A topic of the same name created again starts afresh.
+                *entry = if entry.0 == *id {
+                    (*id, entry.1.max(*start))
+                } else {
+                    (*id, *start)
+                };
+            }
         }
     }
 
-    /// How many offsets are live.
+    /// Partition `partition` of `topic`'s log start as DeleteRecords left it, if the topic
+    /// is the one it was left for (`id`, when known).
+    pub(crate) fn log_start(&self, topic: &str, partition: u32, id: Option<Uuid>) -> Option<u64> {
+        self.log_starts
+            .get(&(topic.to_owned(), partition))
+            .filter(|(at, _)| id.is_none_or(|id| id == *at))
+            .map(|&(_, start)| start)
+    }
+
+    /// How many offsets and log starts are live.
     pub(crate) fn live(&self) -> u64 {
-        self.groups.values().map(|g| g.len() as u64).sum()
+        self.groups.values().map(|g| g.len() as u64).sum::<u64>() + self.log_starts.len() as u64
     }
 
     /// Whether the log has grown enough past the live state to be rewritten.
@@ -240,6 +301,14 @@ impl OffsetsState {
                     committed: committed.clone(),
                 });
             }
+        }
+        for ((topic, partition), &(id, start)) in &self.log_starts {
+            out.push(Record::LogStart {
+                topic: topic.clone(),
+                id,
+                partition: *partition,
+                start,
+            });
         }
         out.push(Record::SnapshotComplete);
         out
@@ -285,6 +354,12 @@ mod tests {
             Record::DeleteGroup { group: "g".into() },
             Record::DeleteTopic { topic: "t".into() },
             Record::SnapshotComplete,
+            Record::LogStart {
+                topic: "t".into(),
+                id: Uuid([9; 16]),
+                partition: 3,
+                start: u64::MAX,
+            },
         ];
         for r in &records {
             let bytes = r.encode();
@@ -330,6 +405,52 @@ mod tests {
         assert!(!s.wants_compaction());
         s.records = COMPACT_AFTER + 1;
         assert!(s.wants_compaction());
+    }
+
+    #[test]
+    fn log_starts_only_rise_follow_their_topic_and_survive_a_snapshot() {
+        let start = |topic: &str, id: u8, partition, start| Record::LogStart {
+            topic: topic.into(),
+            id: Uuid([id; 16]),
+            partition,
+            start,
+        };
+        let mut s = OffsetsState::default();
+        for r in [
+            start("t", 1, 0, 10),
+            start("t", 1, 0, 4),
+            start("t", 1, 1, 7),
+            start("u", 1, 0, 3),
+        ] {
+            s.apply(&r);
+        }
+        assert_eq!(
+            s.log_start("t", 0, Some(Uuid([1; 16]))),
+            Some(10),
+            "never back"
+        );
+        assert_eq!(s.log_start("t", 0, None), Some(10));
+        assert_eq!(
+            s.log_start("t", 0, Some(Uuid([2; 16]))),
+            None,
+            "another topic"
+        );
+        let mut again = OffsetsState::default();
+        for r in s.snapshot() {
+            again.apply(&r);
+        }
+        assert_eq!(again.log_starts, s.log_starts);
+        s.apply(&start("t", 2, 0, 1));
+        assert_eq!(
+            s.log_start("t", 0, Some(Uuid([2; 16]))),
+            Some(1),
+            "created again"
+        );
+        s.apply(&Record::DeleteTopic { topic: "t".into() });
+        assert_eq!(
+            (s.log_start("t", 1, None), s.log_start("u", 0, None)),
+            (None, Some(3))
+        );
     }
 
     #[test]
