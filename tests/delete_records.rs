@@ -165,8 +165,18 @@ fn delete_records_on_the_embedded_store() {
 #[test]
 fn delete_records_on_iggy_survives_a_restart() {
     let iggy = FakeIggyServer::start();
+    survives_a_restart(&iggy.url());
+}
+
+#[test]
+#[ignore = "needs a real Iggy server: IGGY_KAFKA_TEST_IGGY, see scripts/test-iggy.sh"]
+fn delete_records_on_a_real_iggy_survives_a_restart() {
+    survives_a_restart(&common::iggy_url().expect("IGGY_KAFKA_TEST_IGGY"));
+}
+
+fn survives_a_restart(url: &str) {
     let stream = common::unique_stream();
-    let args = ["--iggy", &iggy.url(), "--stream", &stream];
+    let args = ["--iggy", url, "--stream", &stream];
     let topic = format!("delete-records-{}", common::RUNTIME);
     let gw = Gateway::start_with(&args);
     scenario(&gw, &topic);
