@@ -20,7 +20,8 @@ pub enum Action<'a> {
     /// Read the topic's records or offsets (Fetch, ListOffsets, OffsetForLeaderEpoch,
     /// committed offsets): Iggy's `poll_messages`.
     Poll(&'a str),
-    /// See the topic (Metadata, DescribeConfigs, DescribeProducers, ...): Iggy's get_topic.
+    /// See the topic (Metadata, DescribeConfigs, DescribeProducers, ...): Iggy's get_topic,
+    /// or permission to send to it (Kafka's WRITE implies DESCRIBE).
     Describe(&'a str),
     /// Create the topic (CreateTopics, auto-creation): Iggy's `manage_topics` on its stream.
     Create(&'a str),
@@ -38,6 +39,57 @@ pub enum Action<'a> {
     DescribeUsers,
     /// Change SCRAM credentials: `manage_users`.
     ManageUsers,
+}
+
+/// Kafka's ACL operations (`AclOperation` codes) as bits of an `authorized_operations`
+/// field, which Kafka fills with what its authorizer allows, operation by operation.
+mod op {
+    pub(super) const READ: i32 = 1 << 3;
+    pub(super) const WRITE: i32 = 1 << 4;
+    pub(super) const CREATE: i32 = 1 << 5;
+    pub(super) const DELETE: i32 = 1 << 6;
+    pub(super) const ALTER: i32 = 1 << 7;
+    pub(super) const DESCRIBE: i32 = 1 << 8;
+    pub(super) const CLUSTER_ACTION: i32 = 1 << 9;
+    pub(super) const DESCRIBE_CONFIGS: i32 = 1 << 10;
+    pub(super) const ALTER_CONFIGS: i32 = 1 << 11;
+    pub(super) const IDEMPOTENT_WRITE: i32 = 1 << 12;
+}
+
+/// The operations Kafka supports on a topic (`AclEntry.supportedOperations`) that `allows`
+/// permits on `topic`, as `topic_authorized_operations` bits. Without authorization, all.
+pub fn topic_operations(allows: impl Fn(Action<'_>) -> bool, topic: &str) -> i32 {
+    [
+        (op::READ, Action::Poll(topic)),
+        (op::WRITE, Action::Send(topic)),
+        (op::CREATE, Action::Create(topic)),
+        (op::DELETE, Action::Manage(topic)),
+        (op::ALTER, Action::Manage(topic)),
+        (op::DESCRIBE, Action::Describe(topic)),
+        (op::DESCRIBE_CONFIGS, Action::Describe(topic)),
+        (op::ALTER_CONFIGS, Action::Manage(topic)),
+    ]
+    .into_iter()
+    .filter(|&(_, action)| allows(action))
+    .fold(0, |bits, (bit, _)| bits | bit)
+}
+
+/// The operations Kafka supports on the cluster that `allows` permits, as
+/// `cluster_authorized_operations` bits. CREATE is creating topics in the gateway's stream;
+/// IDEMPOTENT_WRITE is every principal's (InitProducerId without a transactional id is not
+/// checked, as Iggy has no such permission).
+pub fn cluster_operations(allows: impl Fn(Action<'_>) -> bool) -> i32 {
+    [
+        (op::CREATE, Action::Create("")),
+        (op::CLUSTER_ACTION, Action::AlterCluster),
+        (op::DESCRIBE_CONFIGS, Action::DescribeCluster),
+        (op::ALTER_CONFIGS, Action::AlterCluster),
+        (op::ALTER, Action::AlterCluster),
+        (op::DESCRIBE, Action::DescribeCluster),
+    ]
+    .into_iter()
+    .filter(|&(_, action)| allows(action))
+    .fold(op::IDEMPOTENT_WRITE, |bits, (bit, _)| bits | bit)
 }
 
 /// Decides what principals may do. `principal` is `None` for a client that did not
@@ -303,8 +355,10 @@ impl Authorizer for PermissionAuthorizer {
                 p.may_poll((&s, &t))
             }
             Action::Describe(t) => {
+                // Kafka's READ and WRITE imply DESCRIBE: a producer that may only send must
+                // still find its topic's partitions in Metadata.
                 let (s, t) = place(t);
-                p.may_read_topic((&s, &t))
+                p.may_read_topic((&s, &t)) || p.may_send((&s, &t))
             }
             Action::Create(t) => p.may_create_topic(&place(t).0),
             Action::Manage(t) => {

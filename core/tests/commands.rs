@@ -885,6 +885,86 @@ fn topic_info(name: &str) -> TopicInfo {
     }
 }
 
+/// Metadata's authorized operations are what each principal's Iggy permissions allow, bit
+/// by Kafka's ACL operation bit, for the topics and for the cluster.
+#[test]
+fn authorized_operations_follow_each_principals_permissions() {
+    use iggy_kafka_core::protocol::generated::metadata_request::MetadataRequest;
+    const READ: i32 = 1 << 3;
+    const WRITE: i32 = 1 << 4;
+    const CREATE: i32 = 1 << 5;
+    const DELETE: i32 = 1 << 6;
+    const ALTER: i32 = 1 << 7;
+    const DESCRIBE: i32 = 1 << 8;
+    const CLUSTER_ACTION: i32 = 1 << 9;
+    const DESCRIBE_CONFIGS: i32 = 1 << 10;
+    const ALTER_CONFIGS: i32 = 1 << 11;
+    const IDEMPOTENT_WRITE: i32 = 1 << 12;
+    let every_topic_op =
+        READ | WRITE | CREATE | DELETE | ALTER | DESCRIBE | DESCRIBE_CONFIGS | ALTER_CONFIGS;
+    let every_cluster_op = CREATE
+        | CLUSTER_ACTION
+        | DESCRIBE_CONFIGS
+        | ALTER_CONFIGS
+        | IDEMPOTENT_WRITE
+        | ALTER
+        | DESCRIBE;
+    let ops = |principal: &str| {
+        let mut h = authorized(principal);
+        let request = MetadataRequest {
+            topics: None,
+            include_cluster_authorized_operations: true,
+            include_topic_authorized_operations: true,
+            ..MetadataRequest::default()
+        };
+        h.send(10, 1, &Request::Metadata(request));
+        let cmds = h.commands();
+        h.complete(
+            cmds[0].0,
+            Outcome::Store(Completion::ListTopics(Ok(vec![topic_info("t")]))),
+        );
+        let answered = h.responses(ApiKey::Metadata, 10);
+        let Response::Metadata(r) = &answered[0].1 else {
+            panic!("{answered:?}")
+        };
+        (
+            r.topics
+                .first()
+                .map_or(i32::MIN, |t| t.topic_authorized_operations),
+            r.cluster_authorized_operations,
+        )
+    };
+    // Iggy's read_topic includes polling.
+    assert_eq!(
+        ops("reader"),
+        (READ | DESCRIBE | DESCRIBE_CONFIGS, IDEMPOTENT_WRITE)
+    );
+    assert_eq!(
+        ops("writer"),
+        (WRITE | DESCRIBE | DESCRIBE_CONFIGS, IDEMPOTENT_WRITE)
+    );
+    assert_eq!(ops("admin"), (every_topic_op, CREATE | IDEMPOTENT_WRITE));
+    assert_eq!(ops("root"), (every_topic_op, every_cluster_op));
+    // Without authorization, everything.
+    let mut h = Harness::new(Config::default());
+    let request = MetadataRequest {
+        topics: None,
+        include_cluster_authorized_operations: true,
+        ..MetadataRequest::default()
+    };
+    h.send(10, 1, &Request::Metadata(request));
+    let cmds = h.commands();
+    h.complete(
+        cmds[0].0,
+        Outcome::Store(Completion::ListTopics(Ok(vec![]))),
+    );
+    let answered = h.responses(ApiKey::Metadata, 10);
+    let Response::Metadata(r) = &answered[0].1 else {
+        panic!("{answered:?}")
+    };
+    assert_eq!(r.cluster_authorized_operations, every_cluster_op);
+}
+
 /// Each principal gets what its Iggy permissions allow, and the rest is refused with the
 /// code Kafka puts there, without the backend being asked to change anything.
 #[test]
@@ -997,7 +1077,7 @@ fn permissions_decide_what_each_principal_may_do() {
         allow_auto_topic_creation: true,
         ..MetadataRequest::default()
     });
-    let mut h = authorized("writer");
+    let mut h = authorized("reader");
     h.send(12, 2, &named);
     let cmds = h.commands();
     h.complete(

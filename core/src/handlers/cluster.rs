@@ -1,8 +1,8 @@
 //! DescribeCluster (key 60), FindCoordinator (key 10) and InitProducerId (key 22): the
 //! gateway as the one broker, controller and coordinator.
 
-use super::metadata::CLUSTER_OPERATIONS;
 use super::task::{kstr, Ctx, Step, Task};
+use crate::authz;
 use crate::backend::{Command, Completion};
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::generated::describe_cluster_request::DescribeClusterRequest;
@@ -50,7 +50,7 @@ fn describe_cluster(req: &DescribeClusterRequest, ctx: &Ctx<'_>) -> Response {
             ..DescribeClusterBroker::default()
         }],
         cluster_authorized_operations: if req.include_cluster_authorized_operations {
-            CLUSTER_OPERATIONS
+            authz::cluster_operations(|a| ctx.allows(a))
         } else {
             i32::MIN
         },

@@ -3,7 +3,7 @@
 //! configured to (Kafka's `auto.create.topics.enable`).
 
 use super::task::{check_topic_name, kstr, Ctx, Step, Task};
-use crate::authz::Action;
+use crate::authz::{self, Action};
 use crate::backend::{Command, Completion, TopicConfig, TopicInfo, TopicRef};
 use crate::config::Config;
 use crate::protocol::error_code::ErrorCode;
@@ -13,15 +13,6 @@ use crate::protocol::generated::metadata_response::{
 };
 use crate::protocol::{KStr, Response, Uuid};
 use crate::work::{Outcome, Work};
-
-/// Kafka's ACL operation bits: what a principal may do. Without authorization, everything.
-/// Topic: READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS.
-pub(crate) const TOPIC_OPERATIONS: i32 =
-    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
-/// Cluster: CREATE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE, ALTER,
-/// DESCRIBE.
-pub(crate) const CLUSTER_OPERATIONS: i32 =
-    (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
 
 #[derive(Debug)]
 enum Stage {
@@ -103,7 +94,7 @@ fn topic_entry(info: &TopicInfo, ctx: &Ctx<'_>, authorized_ops: bool) -> Metadat
             })
             .collect(),
         topic_authorized_operations: if authorized_ops && ctx.version >= 8 {
-            TOPIC_OPERATIONS
+            authz::topic_operations(|a| ctx.allows(a), &info.name)
         } else {
             i32::MIN
         },
@@ -224,7 +215,7 @@ impl MetadataTask {
             cluster_authorized_operations: if (8..=10).contains(&version)
                 && self.req.include_cluster_authorized_operations
             {
-                CLUSTER_OPERATIONS
+                authz::cluster_operations(|a| ctx.allows(a))
             } else {
                 i32::MIN
             },

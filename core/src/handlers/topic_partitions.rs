@@ -7,9 +7,8 @@
 
 use std::collections::BTreeSet;
 
-use super::metadata::TOPIC_OPERATIONS;
 use super::task::{check_topic_name, kstr, single, Ctx, Step, Task};
-use crate::authz::Action;
+use crate::authz::{self, Action};
 use crate::backend::{Command, Completion, TopicInfo, TopicRef};
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::generated::describe_topic_partitions_request::DescribeTopicPartitionsRequest;
@@ -123,7 +122,7 @@ impl DescribeTopicPartitionsTask {
                 name: Some(kstr(name)),
                 topic_id: info.id,
                 partitions,
-                topic_authorized_operations: TOPIC_OPERATIONS,
+                topic_authorized_operations: authz::topic_operations(|a| ctx.allows(a), name),
                 ..DescribeTopicPartitionsResponseTopic::default()
             });
             if upper < count {
