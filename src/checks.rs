@@ -86,6 +86,31 @@ pub(crate) fn check(args: &Args) -> Result<(), String> {
             ),
         );
     }
+    if args.group_consumer_heartbeat_interval_ms == 0 {
+        return fail(
+            "group-consumer-heartbeat-interval-ms",
+            "0 cannot work: members would heartbeat without pause".into(),
+        );
+    }
+    if args.group_consumer_heartbeat_interval_ms > i32::MAX as u64 {
+        return fail(
+            "group-consumer-heartbeat-interval-ms",
+            format!(
+                "{} does not fit Kafka's 32-bit field",
+                args.group_consumer_heartbeat_interval_ms
+            ),
+        );
+    }
+    if args.group_consumer_heartbeat_interval_ms >= args.group_consumer_session_timeout_ms {
+        return fail(
+            "group-consumer-heartbeat-interval-ms",
+            format!(
+                "{} is not below --group-consumer-session-timeout-ms {}: members would time out \
+                 between heartbeats",
+                args.group_consumer_heartbeat_interval_ms, args.group_consumer_session_timeout_ms
+            ),
+        );
+    }
     // `--log` is checked where the log is set up, before this runs (`log_filter`).
     Ok(())
 }

@@ -766,6 +766,9 @@ impl Coordinator {
             self.consumers
                 .insert(h.group.clone(), ConsumerGroup::new(now));
         }
+        if joining {
+            tracing::debug!(group = %h.group, member = %h.member_id, names = ?h.subscribed_topic_names, regex = ?h.subscribed_topic_regex, assignor = ?h.server_assignor, "consumer group member joins");
+        }
         let mut member_id = h.member_id.clone();
         if member_id.is_empty() {
             member_id = self.new_member_id(&h.client_id, h.instance_id.as_deref());
