@@ -164,6 +164,16 @@ pub enum GroupCall {
     ConsumerHeartbeat(ConsumerHeartbeat),
     /// ConsumerGroupDescribe of these groups; replies [`GroupReply::ConsumerDescribe`].
     ConsumerDescribe(Vec<String>),
+    /// May this member read the group's committed offsets (OffsetFetch v9+)? Replies
+    /// [`GroupReply::FetchCheck`].
+    FetchCheck {
+        /// The group.
+        group: String,
+        /// The member id, if the request names one.
+        member_id: Option<String>,
+        /// The member epoch, -1 for none.
+        member_epoch: i32,
+    },
 }
 
 impl GroupCall {
@@ -176,6 +186,7 @@ impl GroupCall {
             Self::Heartbeat(m) | Self::Commit(m) => Some(&m.group),
             Self::Leave { group, .. } | Self::OffsetDelete { group, .. } => Some(group),
             Self::ConsumerHeartbeat(h) => Some(&h.group),
+            Self::FetchCheck { group, .. } => Some(group),
             Self::List | Self::Describe(_) | Self::Delete(_) | Self::ConsumerDescribe(_) => None,
         }
     }
@@ -380,6 +391,8 @@ pub enum GroupReply {
     ConsumerHeartbeat(ConsumerHeartbeatResult),
     /// Of [`GroupCall::ConsumerDescribe`]: a description, or an error code and message.
     ConsumerDescribe(Vec<Result<ConsumerGroupDescription, (ErrorCode, String)>>),
+    /// Of [`GroupCall::FetchCheck`].
+    FetchCheck(ErrorCode),
 }
 
 /// A member of a group.
@@ -667,7 +680,7 @@ impl Coordinator {
     /// Every group the coordinator holds, described as DescribeGroups would, by name.
     #[must_use]
     pub fn describe_all(&self) -> Vec<GroupDescription> {
-        let mut names: Vec<&String> = self.groups.keys().collect();
+        let mut names: Vec<&String> = self.groups.keys().chain(self.consumers.keys()).collect();
         names.sort_unstable();
         names.into_iter().filter_map(|n| self.describe(n)).collect()
     }
@@ -731,6 +744,15 @@ impl Coordinator {
             GroupCall::ConsumerDescribe(groups) => Some(GroupReply::ConsumerDescribe(
                 groups.iter().map(|g| self.consumer_describe(g)).collect(),
             )),
+            GroupCall::FetchCheck {
+                group,
+                member_id,
+                member_epoch,
+            } => Some(GroupReply::FetchCheck(self.consumer_fetch_check(
+                &group,
+                member_id.as_deref(),
+                member_epoch,
+            ))),
         };
         if let Some(reply) = reply {
             self.replies.push_back((reply_to, reply));
@@ -1554,6 +1576,9 @@ impl Coordinator {
     }
 
     fn describe(&self, name: &str) -> Option<GroupDescription> {
+        if let Some(d) = self.consumer_as_classic_description(name) {
+            return Some(d);
+        }
         let g = self.groups.get(name)?;
         let stable = g.state == GroupState::Stable;
         let protocol = g.protocol.clone().unwrap_or_default();

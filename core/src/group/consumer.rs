@@ -29,7 +29,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use super::assignor::{assign, Assignor, Partitions, Spec};
-use super::{Coordinator, Deletion, GroupKind, GroupOverview, GroupState, OffsetDeletion};
+use bytes::Bytes;
+
+use super::{
+    Coordinator, Deletion, GroupDescription, GroupKind, GroupOverview, GroupState,
+    MemberDescription, OffsetDeletion,
+};
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::Uuid;
 
@@ -995,6 +1000,56 @@ impl Coordinator {
         Some(ErrorCode::NONE)
     }
 
+    /// OffsetFetch v9+ (Kafka's `ConsumerGroup::validateOffsetFetch`): anyone when no member
+    /// is named; otherwise a member at its current epoch. Groups of the classic protocol
+    /// are not checked.
+    pub(super) fn consumer_fetch_check(
+        &self,
+        name: &str,
+        member_id: Option<&str>,
+        epoch: i32,
+    ) -> ErrorCode {
+        let Some(g) = self.consumers.get(name) else {
+            return ErrorCode::NONE;
+        };
+        if member_id.is_none() && epoch < 0 {
+            return ErrorCode::NONE;
+        }
+        match g.members.get(member_id.unwrap_or_default()) {
+            None => ErrorCode::UNKNOWN_MEMBER_ID,
+            Some(m) if m.epoch != epoch => ErrorCode::STALE_MEMBER_EPOCH,
+            Some(_) => ErrorCode::NONE,
+        }
+    }
+
+    /// A consumer group as DescribeGroups shows it (as Kafka's `asDescribedGroup`): the
+    /// assignor as the protocol, each member's subscription and assignment in the consumer
+    /// protocol's encoding (version 0).
+    pub(super) fn consumer_as_classic_description(&self, name: &str) -> Option<GroupDescription> {
+        let g = self.consumers.get(name)?;
+        Some(GroupDescription {
+            group: name.to_owned(),
+            state: g.state(),
+            protocol_type: "consumer".to_owned(),
+            protocol: g.assignor.name().to_owned(),
+            members: g
+                .members
+                .values()
+                .map(|m| {
+                    let topics = ConsumerGroup::subscribed(m, g.topics.iter());
+                    MemberDescription {
+                        member_id: m.id.clone(),
+                        instance_id: m.instance_id.clone(),
+                        client_id: m.client_id.clone(),
+                        client_host: m.client_host.clone(),
+                        metadata: subscription_v0(topics.keys()),
+                        assignment: assignment_v0(&g.named(&m.assigned)),
+                    }
+                })
+                .collect(),
+        })
+    }
+
     pub(super) fn consumer_overviews(&self) -> impl Iterator<Item = GroupOverview> + '_ {
         self.consumers.iter().map(|(name, g)| GroupOverview {
             group: name.clone(),
@@ -1024,6 +1079,42 @@ impl Coordinator {
             topics.iter().map(|t| g.subscribes_to(t)).collect(),
         ))
     }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let bytes = &s.as_bytes()[..s.len().min(i16::MAX as usize)];
+    out.extend_from_slice(&i16::try_from(bytes.len()).unwrap_or(i16::MAX).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn put_len(out: &mut Vec<u8>, n: usize) {
+    out.extend_from_slice(&i32::try_from(n).unwrap_or(i32::MAX).to_be_bytes());
+}
+
+/// `ConsumerProtocolSubscription` v0: the topics, no user data.
+fn subscription_v0<'a>(topics: impl ExactSizeIterator<Item = &'a String>) -> Bytes {
+    let mut out = vec![0, 0];
+    put_len(&mut out, topics.len());
+    for t in topics {
+        put_str(&mut out, t);
+    }
+    out.extend_from_slice(&(-1i32).to_be_bytes());
+    Bytes::from(out)
+}
+
+/// `ConsumerProtocolAssignment` v0: partitions by topic name, no user data.
+fn assignment_v0(a: &[(Uuid, String, Vec<i32>)]) -> Bytes {
+    let mut out = vec![0, 0];
+    put_len(&mut out, a.len());
+    for (_, name, ps) in a {
+        put_str(&mut out, name);
+        put_len(&mut out, ps.len());
+        for p in ps {
+            out.extend_from_slice(&p.to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&(-1i32).to_be_bytes());
+    Bytes::from(out)
 }
 
 /// A member joining again with epoch 0 under its own id has abandoned its partitions (it
