@@ -139,8 +139,8 @@ fn consumer_group_of_confluent_kafka_consumers() {
 /// confluent-kafka consumers with `group.protocol=consumer` (KIP-848): three share a topic's
 /// partitions, each record is read once, one leaves and the others take its partitions; the
 /// admin client lists and describes the group as a consumer group; a regular-expression
-/// subscription follows a topic created later. `tests/clients/consumer_protocol.py` says
-/// what it checks.
+/// subscription follows a topic created later; a static member restarts without the other
+/// member being rebalanced. `tests/clients/consumer_protocol.py` says what it checks.
 #[test]
 fn consumer_protocol_group_of_confluent_kafka_consumers() {
     // A shorter heartbeat interval than Kafka's 5 s only makes reconciliation quicker.

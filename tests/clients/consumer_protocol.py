@@ -7,8 +7,10 @@ usage: consumer_protocol.py BOOTSTRAP TOPIC GROUP
 Three consumers share a 6-partition topic: each gets partitions of its own, none shared;
 every record is read once (each is committed before the next is read); one consumer leaves
 and the other two take its partitions and read what is produced after; a consumer
-subscribed by regular expression reads a topic created after it joined. The admin client
-lists the group as a `consumer` group and describes it. Exits non-zero on any failure.
+subscribed by regular expression reads a topic created after it joined; a static member
+(`group.instance.id`) restarts and gets its partitions back while the other member keeps its
+own, unrevoked. The admin client lists the group as a `consumer` group and describes it.
+Exits non-zero on any failure.
 """
 import os
 import sys
@@ -47,7 +49,8 @@ def produce(bootstrap, topic, start, n, partitions=PARTITIONS):
 
 
 class Member(threading.Thread):
-    def __init__(self, name, bootstrap, group, subscription, seen, lock, debug=None):
+    def __init__(self, name, bootstrap, group, subscription, seen, lock, debug=None,
+                 instance=None):
         super().__init__(daemon=True)
         self.name_ = name
         self.seen = seen
@@ -56,6 +59,7 @@ class Member(threading.Thread):
         self.error = None
         self.subscription = subscription
         self.owned = set()
+        self.revocations = 0
         self.c = Consumer({
             "bootstrap.servers": bootstrap,
             "group.id": group,
@@ -64,6 +68,7 @@ class Member(threading.Thread):
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
             **({"debug": debug} if debug else {}),
+            **({"group.instance.id": instance} if instance else {}),
         })
 
     def assignment(self):
@@ -78,6 +83,7 @@ class Member(threading.Thread):
 
     def on_revoke(self, _consumer, parts):
         with self.lock:
+            self.revocations += len(parts)
             self.owned -= {(tp.topic, tp.partition) for tp in parts}
 
     def run(self):
@@ -113,6 +119,7 @@ def wait_for(what, cond):
 
 def main():
     import faulthandler
+    # A hang shows where it is stuck instead of waiting for the harness.
     faulthandler.dump_traceback_later(150, exit=True)
     bootstrap, topic, group = sys.argv[1:4]
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -197,6 +204,33 @@ def main():
     if topics != [prefix + "1", prefix + "2"]:
         fail(f"regex member read {topics}")
     log("regex subscription followed the new topic")
+
+    # A static member restarts: it gets its partitions back and the other member keeps its
+    # own throughout (no rebalance).
+    sgroup = group + "-static"
+    sseen = []
+    s1 = Member("s1", bootstrap, sgroup, [topic], sseen, lock, instance="instance-1")
+    d1 = Member("d1", bootstrap, sgroup, [topic], sseen, lock)
+    s1.start()
+    d1.start()
+    wait_for("both static-group members to own partitions",
+             lambda: len(s1.assignment()) > 0 and len(d1.assignment()) > 0
+             and len(s1.assignment()) + len(d1.assignment()) == PARTITIONS)
+    before_s, before_d = s1.assignment(), d1.assignment()
+    revoked_before = d1.revocations
+    s1.stop.set()
+    s1.join(30)
+    s2 = Member("s2", bootstrap, sgroup, [topic], sseen, lock, instance="instance-1")
+    s2.start()
+    wait_for("the restarted static member to own its partitions again",
+             lambda: s2.assignment() == before_s)
+    time.sleep(2)
+    if d1.assignment() != before_d or d1.revocations != revoked_before:
+        fail(f"the other member was rebalanced: {before_d} -> {d1.assignment()}")
+    log("static member restarted with", s2.assignment(), "; the other kept", d1.assignment())
+    for m in (s2, d1):
+        m.stop.set()
+        m.join(30)
     log("OK")
 
 
