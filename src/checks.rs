@@ -55,6 +55,16 @@ pub(crate) fn check(args: &Args) -> Result<(), String> {
             "no consumer group member could join",
         ),
         (
+            "group-consumer-session-timeout-ms",
+            args.group_consumer_session_timeout_ms,
+            "every consumer-protocol member would time out at once",
+        ),
+        (
+            "group-consumer-heartbeat-interval-ms",
+            args.group_consumer_heartbeat_interval_ms,
+            "members would heartbeat without pause",
+        ),
+        (
             "retention-bytes",
             args.retention_bytes,
             "the embedded store would keep no record",
@@ -84,12 +94,6 @@ pub(crate) fn check(args: &Args) -> Result<(), String> {
                  allowed",
                 args.group_min_session_timeout_ms, args.group_max_session_timeout_ms
             ),
-        );
-    }
-    if args.group_consumer_heartbeat_interval_ms == 0 {
-        return fail(
-            "group-consumer-heartbeat-interval-ms",
-            "0 cannot work: members would heartbeat without pause".into(),
         );
     }
     if args.group_consumer_heartbeat_interval_ms > i32::MAX as u64 {
