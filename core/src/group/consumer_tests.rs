@@ -549,3 +549,50 @@ fn an_empty_group_changes_protocol_and_a_busy_one_keeps_its_own() {
         ErrorCode::GROUP_ID_NOT_FOUND
     );
 }
+
+#[test]
+fn the_uniform_assignor_is_sticky() {
+    let mut h = Harness::new();
+    let mut clients = vec![Client::new("a"), Client::new("b")];
+    h.settle(&mut clients);
+    let before: Vec<Owned> = clients.iter().map(|c| c.owned.clone()).collect();
+    clients.push(Client::new("c"));
+    h.settle(&mut clients);
+    // Each of the first two gives up one partition, no more, and keeps the rest.
+    for (c, was) in clients.iter().zip(&before) {
+        assert_eq!(c.count(), 2);
+        let kept = c.owned[&Uuid([1; 16])]
+            .intersection(&was[&Uuid([1; 16])])
+            .count();
+        assert_eq!(kept, 2, "{clients:?}");
+    }
+    assert_eq!(all_partitions(&clients), vec![0, 1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn the_range_assignor_puts_static_members_first() {
+    let mut h = Harness::new();
+    h.topics = vec![topic("t", 1, 5)];
+    let mut dynamic = Client::new("a");
+    dynamic.assignor = Some("range".into());
+    let mut fixed = Client::new("z");
+    fixed.assignor = Some("range".into());
+    fixed.instance = Some("instance".into());
+    let mut clients = [dynamic, fixed];
+    h.settle(&mut clients);
+    // The static member comes first whatever its member id: it takes the larger first range.
+    assert_eq!(
+        clients[1].owned[&Uuid([1; 16])]
+            .iter()
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+    assert_eq!(
+        clients[0].owned[&Uuid([1; 16])]
+            .iter()
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![3, 4]
+    );
+}
