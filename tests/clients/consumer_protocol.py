@@ -3,16 +3,20 @@
 confluent-kafka (librdkafka).
 
 usage: consumer_protocol.py BOOTSTRAP TOPIC GROUP
+       consumer_protocol.py worker BOOTSTRAP TOPIC GROUP   (one member, until killed)
 
 Three consumers share a 6-partition topic: each gets partitions of its own, none shared;
 every record is read once (each is committed before the next is read); one consumer leaves
 and the other two take its partitions and read what is produced after; a consumer
 subscribed by regular expression reads a topic created after it joined; a static member
 (`group.instance.id`) restarts and gets its partitions back while the other member keeps its
-own, unrevoked. The admin client lists the group as a `consumer` group and describes it.
+own, unrevoked; a member killed outright (SIGKILL) loses its partitions to the other after
+the session timeout (the gateway runs with 6 s), and no record is lost. The admin client lists the group as a `consumer` group and describes it.
 Exits non-zero on any failure.
 """
 import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -231,8 +235,42 @@ def main():
     for m in (s2, d1):
         m.stop.set()
         m.join(30)
+
+    # A member killed outright: after its session timeout the other takes its partitions and
+    # reads on from the last commit; nothing is lost (what the killed one read and did not
+    # commit may be read again).
+    kgroup = group + "-killed"
+    killed = subprocess.Popen([sys.executable, __file__, "worker", bootstrap, topic, kgroup])
+    kseen = []
+    survivor = Member("k1", bootstrap, kgroup, [topic], kseen, lock)
+    survivor.start()
+    wait_for("both members of the killed-member group to own partitions",
+             lambda: 0 < len(survivor.assignment()) < PARTITIONS)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(10)
+    started = time.time()
+    wait_for("the survivor to own every partition",
+             lambda: len(survivor.assignment()) == PARTITIONS)
+    took = time.time() - started
+    log(f"after the kill the survivor owned every partition in {took:.1f} s")
+    if took < 3:
+        fail("the partitions moved before the killed member's session could lapse")
+    produce(bootstrap, topic, 600, 60)
+    wait_for("the records produced after the kill",
+             lambda: {str(i) for i in range(600, 660)} <= {k for (_, k, _) in kseen})
+    survivor.stop.set()
+    survivor.join(30)
     log("OK")
 
 
+def worker(bootstrap, topic, group):
+    seen = []
+    m = Member("killed", bootstrap, group, [topic], seen, threading.Lock())
+    m.run()
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1] == "worker":
+        worker(*sys.argv[2:5])
+    else:
+        main()
