@@ -55,6 +55,16 @@ pub(crate) fn check(args: &Args) -> Result<(), String> {
             "no consumer group member could join",
         ),
         (
+            "group-consumer-session-timeout-ms",
+            args.group_consumer_session_timeout_ms,
+            "every consumer-protocol member would time out at once",
+        ),
+        (
+            "group-consumer-heartbeat-interval-ms",
+            args.group_consumer_heartbeat_interval_ms,
+            "members would heartbeat without pause",
+        ),
+        (
             "retention-bytes",
             args.retention_bytes,
             "the embedded store would keep no record",
@@ -83,6 +93,25 @@ pub(crate) fn check(args: &Args) -> Result<(), String> {
                 "{} is above --group-max-session-timeout-ms {}: no session timeout would be \
                  allowed",
                 args.group_min_session_timeout_ms, args.group_max_session_timeout_ms
+            ),
+        );
+    }
+    if args.group_consumer_heartbeat_interval_ms > i32::MAX as u64 {
+        return fail(
+            "group-consumer-heartbeat-interval-ms",
+            format!(
+                "{} does not fit Kafka's 32-bit field",
+                args.group_consumer_heartbeat_interval_ms
+            ),
+        );
+    }
+    if args.group_consumer_heartbeat_interval_ms >= args.group_consumer_session_timeout_ms {
+        return fail(
+            "group-consumer-heartbeat-interval-ms",
+            format!(
+                "{} is not below --group-consumer-session-timeout-ms {}: members would time out \
+                 between heartbeats",
+                args.group_consumer_heartbeat_interval_ms, args.group_consumer_session_timeout_ms
             ),
         );
     }

@@ -290,6 +290,26 @@ struct Args {
     )]
     group_max_session_timeout_ms: u64,
 
+    /// Session timeout, in milliseconds, of consumer group members that use the consumer
+    /// protocol (`group.protocol=consumer`; Kafka's `group.consumer.session.timeout.ms`).
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_GROUP_CONSUMER_SESSION_TIMEOUT_MS",
+        default_value_t = 45_000,
+        value_name = "MS"
+    )]
+    group_consumer_session_timeout_ms: u64,
+
+    /// How often, in milliseconds, members that use the consumer protocol heartbeat
+    /// (Kafka's `group.consumer.heartbeat.interval.ms`).
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS",
+        default_value_t = 5_000,
+        value_name = "MS"
+    )]
+    group_consumer_heartbeat_interval_ms: u64,
+
     /// Address of the admin HTTP listener (Prometheus /metrics, /health, /ready, and a
     /// status page at /), or `off`. On the loopback interface by default: listen on another
     /// address to let a scraper on another machine in.
@@ -758,6 +778,9 @@ fn main() -> ExitCode {
     groups.initial_rebalance_delay = Duration::from_millis(args.group_initial_rebalance_delay_ms);
     groups.min_session_timeout = Duration::from_millis(args.group_min_session_timeout_ms);
     groups.max_session_timeout = Duration::from_millis(args.group_max_session_timeout_ms);
+    groups.consumer_session_timeout = Duration::from_millis(args.group_consumer_session_timeout_ms);
+    groups.consumer_heartbeat_interval =
+        Duration::from_millis(args.group_consumer_heartbeat_interval_ms);
     // Member ids must not repeat across restarts: seed them from the process's randomness.
     let seed =
         std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8);

@@ -136,6 +136,33 @@ fn consumer_group_of_confluent_kafka_consumers() {
     gw.stop();
 }
 
+/// confluent-kafka consumers with `group.protocol=consumer` (KIP-848): three share a topic's
+/// partitions, each record is read once, one leaves and the others take its partitions; the
+/// admin client lists and describes the group as a consumer group; a regular-expression
+/// subscription follows a topic created later; a static member restarts without the other
+/// member being rebalanced; a member killed outright loses its partitions after its session.
+/// `tests/clients/consumer_protocol.py` says what it checks.
+#[test]
+fn consumer_protocol_group_of_confluent_kafka_consumers() {
+    // A shorter heartbeat interval and session timeout than Kafka's 5 s and 45 s only make
+    // reconciliation and the killed member's departure quicker.
+    let gw = Gateway::start_with(&[
+        "--group-consumer-heartbeat-interval-ms",
+        "500",
+        "--group-consumer-session-timeout-ms",
+        "6000",
+    ]);
+    run(
+        "confluent-kafka consumer protocol group",
+        Command::new(common::python())
+            .arg("consumer_protocol.py")
+            .arg(gw.addr.to_string())
+            .arg(topic("kip848"))
+            .arg(format!("kip848-{}", common::RUNTIME)),
+    );
+    gw.stop();
+}
+
 /// The ACL calls of two admin clients fail at once with SECURITY_DISABLED, as against a
 /// Kafka broker without an authorizer (librdkafka's DescribeAcls drops the code and lists
 /// nothing, so the code is checked on the wire too).

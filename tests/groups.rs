@@ -412,3 +412,199 @@ fn membership_errors_are_kafkas() {
     assert_eq!(r.groups[0].protocol_data.to_string(), "");
     gw.stop();
 }
+
+fn consumer_heartbeat(
+    group: &str,
+    member: &str,
+    epoch: i32,
+    names: Option<Vec<&str>>,
+    regex: Option<&str>,
+    owned: Option<Vec<(iggy_kafka_core::protocol::Uuid, Vec<i32>)>>,
+) -> Request {
+    use iggy_kafka_core::protocol::generated::consumer_group_heartbeat_request::{
+        ConsumerGroupHeartbeatRequest, TopicPartitions,
+    };
+    Request::ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest {
+        group_id: group.into(),
+        member_id: member.into(),
+        member_epoch: epoch,
+        rebalance_timeout_ms: if epoch == 0 { 30_000 } else { -1 },
+        subscribed_topic_names: names.map(|n| n.into_iter().map(Into::into).collect()),
+        subscribed_topic_regex: regex.map(Into::into),
+        topic_partitions: owned.map(|o| {
+            o.into_iter()
+                .map(|(topic_id, partitions)| TopicPartitions {
+                    topic_id,
+                    partitions,
+                    ..TopicPartitions::default()
+                })
+                .collect()
+        }),
+        ..ConsumerGroupHeartbeatRequest::default()
+    })
+}
+
+/// The consumer protocol (KIP-848) on the wire, every version: a v0 member is given its id,
+/// a v1 member names its own and subscribes by regular expression; ConsumerGroupDescribe,
+/// ListGroups' type filter, OffsetCommit v9 and OffsetFetch v9 member epochs, a classic
+/// JoinGroup refused while the group has members, and a leave that empties the group.
+#[test]
+fn consumer_protocol_on_the_wire() {
+    use iggy_kafka_core::protocol::generated::consumer_group_describe_request::ConsumerGroupDescribeRequest;
+    let gw = Gateway::start();
+    let mut s = gw.connect();
+    let topic = format!("kip848-{}", common::RUNTIME);
+    let create = create_topic(&topic, 3);
+    let Response::CreateTopics(created) = call(&mut s, 7, 1, &create) else {
+        panic!("CreateTopics")
+    };
+    let topic_id = created.topics[0].topic_id;
+    let group = format!("cg-{}", common::RUNTIME);
+
+    // v0: the coordinator chooses the member id; the only member gets every partition.
+    let hb = consumer_heartbeat(
+        &group,
+        "",
+        0,
+        Some(vec![topic.as_str()]),
+        None,
+        Some(vec![]),
+    );
+    let Response::ConsumerGroupHeartbeat(r) = call(&mut s, 0, 2, &hb) else {
+        panic!("ConsumerGroupHeartbeat v0")
+    };
+    assert_eq!(r.error_code, NONE, "{:?}", r.error_message);
+    let a = r.member_id.expect("a member id").to_string();
+    assert_eq!(r.member_epoch, 1);
+    assert_eq!(r.heartbeat_interval_ms, 5000);
+    let assignment = r.assignment.expect("an assignment");
+    assert_eq!(assignment.topic_partitions[0].topic_id, topic_id);
+    assert_eq!(assignment.topic_partitions[0].partitions, vec![0, 1, 2]);
+
+    // v1: a member names its own id, subscribes by regular expression, and waits for what a
+    // still owns.
+    let b = "member-b-of-v1";
+    let re = format!("kip848-.*{}", common::RUNTIME);
+    let second = consumer_heartbeat(&group, b, 0, None, Some(&re), Some(vec![]));
+    let Response::ConsumerGroupHeartbeat(r) = call(&mut s, 1, 3, &second) else {
+        panic!("ConsumerGroupHeartbeat v1")
+    };
+    assert_eq!(r.error_code, NONE, "{:?}", r.error_message);
+    assert_eq!(r.member_epoch, 2);
+    assert!(r
+        .assignment
+        .expect("full request")
+        .topic_partitions
+        .is_empty());
+
+    // a is told to revoke; once it reports it did, b gets what a released.
+    let beat = consumer_heartbeat(&group, &a, 1, None, None, None);
+    let Response::ConsumerGroupHeartbeat(r) = call(&mut s, 1, 4, &beat) else {
+        panic!()
+    };
+    assert_eq!(r.member_epoch, 1, "revocation first");
+    let kept = r.assignment.expect("a smaller assignment").topic_partitions[0]
+        .partitions
+        .clone();
+    assert_eq!(kept.len(), 2);
+    let ack = consumer_heartbeat(&group, &a, 1, None, None, Some(vec![(topic_id, kept)]));
+    let Response::ConsumerGroupHeartbeat(r) = call(&mut s, 1, 5, &ack) else {
+        panic!()
+    };
+    assert_eq!(r.member_epoch, 2);
+    let beat = consumer_heartbeat(&group, b, 2, None, None, None);
+    let Response::ConsumerGroupHeartbeat(r) = call(&mut s, 1, 6, &beat) else {
+        panic!()
+    };
+    assert_eq!(
+        r.assignment.expect("b's partition").topic_partitions[0]
+            .partitions
+            .len(),
+        1
+    );
+
+    // ConsumerGroupDescribe.
+    let describe = Request::ConsumerGroupDescribe(ConsumerGroupDescribeRequest {
+        group_ids: vec![group.as_str().into(), "no-such-group".into()],
+        include_authorized_operations: true,
+        ..ConsumerGroupDescribeRequest::default()
+    });
+    let Response::ConsumerGroupDescribe(d) = call(&mut s, 0, 7, &describe) else {
+        panic!("ConsumerGroupDescribe")
+    };
+    assert_eq!(d.groups[0].error_code, NONE);
+    assert_eq!(d.groups[0].group_state.to_string(), "Stable");
+    assert_eq!(d.groups[0].group_epoch, 2);
+    assert_eq!(d.groups[0].assignor_name.to_string(), "uniform");
+    assert_eq!(d.groups[0].members.len(), 2);
+    assert_eq!(d.groups[1].error_code, 69, "GROUP_ID_NOT_FOUND");
+
+    // ListGroups v5 filters by type.
+    for (types, listed) in [(vec!["consumer"], true), (vec!["classic"], false)] {
+        let list = Request::ListGroups(ListGroupsRequest {
+            types_filter: types.into_iter().map(Into::into).collect(),
+            ..ListGroupsRequest::default()
+        });
+        let Response::ListGroups(l) = call(&mut s, 5, 8, &list) else {
+            panic!("ListGroups")
+        };
+        let found = l.groups.iter().find(|g| g.group_id.to_string() == group);
+        assert_eq!(found.is_some(), listed);
+        if let Some(g) = found {
+            assert_eq!(g.group_type.to_string(), "consumer");
+            assert_eq!(g.protocol_type.to_string(), "consumer");
+        }
+    }
+
+    // OffsetCommit v9 and OffsetFetch v9 check the member epoch.
+    let r = call(
+        &mut s,
+        9,
+        9,
+        &commit(&group, 1, &a, vec![(0, 5, -1, None)], &topic),
+    );
+    assert_eq!(commit_codes(r), vec![113], "STALE_MEMBER_EPOCH");
+    let r = call(
+        &mut s,
+        9,
+        10,
+        &commit(&group, 2, &a, vec![(0, 5, -1, None)], &topic),
+    );
+    assert_eq!(commit_codes(r), vec![NONE]);
+    for (epoch, code) in [(1, 113), (2, NONE)] {
+        let fetch = Request::OffsetFetch(OffsetFetchRequest {
+            groups: vec![OffsetFetchRequestGroup {
+                group_id: group.as_str().into(),
+                member_id: Some(a.as_str().into()),
+                member_epoch: epoch,
+                topics: None,
+                ..OffsetFetchRequestGroup::default()
+            }],
+            ..OffsetFetchRequest::default()
+        });
+        let Response::OffsetFetch(r) = call(&mut s, 9, 11, &fetch) else {
+            panic!("OffsetFetch")
+        };
+        assert_eq!(r.groups[0].error_code, code);
+    }
+
+    // A classic member is refused while the group has members.
+    let Response::JoinGroup(j) = call(&mut s, 5, 12, &join(&group, "", 10_000)) else {
+        panic!("JoinGroup")
+    };
+    assert_eq!(j.error_code, 23, "INCONSISTENT_GROUP_PROTOCOL");
+
+    // Both leave: the group is empty, its offsets kept.
+    for m in [a.as_str(), b] {
+        let leave = consumer_heartbeat(&group, m, -1, None, None, None);
+        let Response::ConsumerGroupHeartbeat(r) = call(&mut s, 1, 13, &leave) else {
+            panic!()
+        };
+        assert_eq!((r.error_code, r.member_epoch), (NONE, -1));
+    }
+    let Response::ConsumerGroupDescribe(d) = call(&mut s, 0, 14, &describe) else {
+        panic!()
+    };
+    assert_eq!(d.groups[0].group_state.to_string(), "Empty");
+    gw.stop();
+}

@@ -25,6 +25,15 @@ use bytes::Bytes;
 
 use crate::protocol::error_code::ErrorCode;
 
+mod assignor;
+mod consumer;
+
+pub use assignor::Assignor;
+pub use consumer::{
+    ConsumerGroupDescription, ConsumerHeartbeat, ConsumerHeartbeatResult,
+    ConsumerMemberDescription, TopicMetadata, LEAVE_EPOCH, LEAVE_STATIC_EPOCH,
+};
+
 /// Limits and delays of the coordinator (Kafka's `group.*` broker settings).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -40,6 +49,11 @@ pub struct GroupConfig {
     pub max_group_size: usize,
     /// How long an empty group is remembered; its committed offsets stay in the backend.
     pub empty_group_expiry: Duration,
+    /// The session timeout of consumer group members (`group.consumer.session.timeout.ms`).
+    pub consumer_session_timeout: Duration,
+    /// How often consumer group members heartbeat
+    /// (`group.consumer.heartbeat.interval.ms`).
+    pub consumer_heartbeat_interval: Duration,
 }
 
 impl Default for GroupConfig {
@@ -50,6 +64,8 @@ impl Default for GroupConfig {
             initial_rebalance_delay: Duration::from_secs(3),
             max_group_size: i32::MAX as usize,
             empty_group_expiry: Duration::from_secs(10 * 60),
+            consumer_session_timeout: Duration::from_secs(45),
+            consumer_heartbeat_interval: Duration::from_secs(5),
         }
     }
 }
@@ -144,6 +160,20 @@ pub enum GroupCall {
         /// The topics.
         topics: Vec<String>,
     },
+    /// ConsumerGroupHeartbeat; replies [`GroupReply::ConsumerHeartbeat`].
+    ConsumerHeartbeat(ConsumerHeartbeat),
+    /// ConsumerGroupDescribe of these groups; replies [`GroupReply::ConsumerDescribe`].
+    ConsumerDescribe(Vec<String>),
+    /// May this member read the group's committed offsets (OffsetFetch v9+)? Replies
+    /// [`GroupReply::FetchCheck`].
+    FetchCheck {
+        /// The group.
+        group: String,
+        /// The member id, if the request names one.
+        member_id: Option<String>,
+        /// The member epoch, -1 for none.
+        member_epoch: i32,
+    },
 }
 
 impl GroupCall {
@@ -155,7 +185,9 @@ impl GroupCall {
             Self::Sync(s) => Some(&s.member.group),
             Self::Heartbeat(m) | Self::Commit(m) => Some(&m.group),
             Self::Leave { group, .. } | Self::OffsetDelete { group, .. } => Some(group),
-            Self::List | Self::Describe(_) | Self::Delete(_) => None,
+            Self::ConsumerHeartbeat(h) => Some(&h.group),
+            Self::FetchCheck { group, .. } => Some(group),
+            Self::List | Self::Describe(_) | Self::Delete(_) | Self::ConsumerDescribe(_) => None,
         }
     }
 }
@@ -173,6 +205,30 @@ pub enum GroupState {
     Stable,
     /// Gone.
     Dead,
+    /// A consumer group whose target assignment is not computed yet.
+    Assigning,
+    /// A consumer group whose members have not all reached their target assignment.
+    Reconciling,
+}
+
+/// Which protocol a group follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GroupKind {
+    /// The classic protocol (JoinGroup, SyncGroup, Heartbeat).
+    Classic,
+    /// The consumer protocol of KIP-848 (ConsumerGroupHeartbeat).
+    Consumer,
+}
+
+impl GroupKind {
+    /// Kafka's name for it, as ListGroups v5 shows it.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Classic => "classic",
+            Self::Consumer => "consumer",
+        }
+    }
 }
 
 impl GroupState {
@@ -185,6 +241,8 @@ impl GroupState {
             Self::CompletingRebalance => "CompletingRebalance",
             Self::Stable => "Stable",
             Self::Dead => "Dead",
+            Self::Assigning => "Assigning",
+            Self::Reconciling => "Reconciling",
         }
     }
 }
@@ -249,6 +307,8 @@ pub struct GroupOverview {
     pub protocol_type: String,
     /// Its state.
     pub state: GroupState,
+    /// Its protocol.
+    pub kind: GroupKind,
 }
 
 /// What DescribeGroups shows of a group.
@@ -327,6 +387,12 @@ pub enum GroupReply {
     Delete(Vec<Deletion>),
     /// Of [`GroupCall::OffsetDelete`].
     OffsetDelete(OffsetDeletion),
+    /// Of [`GroupCall::ConsumerHeartbeat`].
+    ConsumerHeartbeat(ConsumerHeartbeatResult),
+    /// Of [`GroupCall::ConsumerDescribe`]: a description, or an error code and message.
+    ConsumerDescribe(Vec<Result<ConsumerGroupDescription, (ErrorCode, String)>>),
+    /// Of [`GroupCall::FetchCheck`].
+    FetchCheck(ErrorCode),
 }
 
 /// A member of a group.
@@ -536,11 +602,24 @@ pub struct GroupSnapshot {
     pub members: Vec<String>,
 }
 
+/// A consumer group's epoch and its members' (see [`Coordinator::consumer_epochs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochsOf {
+    /// The group.
+    pub group: String,
+    /// The group epoch.
+    pub epoch: i32,
+    /// Member ids and their epochs.
+    pub members: Vec<(String, i32)>,
+}
+
 /// The coordinator of every group of a gateway. See the module documentation.
 #[derive(Debug)]
 pub struct Coordinator {
     config: GroupConfig,
     groups: HashMap<String, Group>,
+    /// Consumer groups (KIP-848); a name is in `groups` or here, never both.
+    consumers: HashMap<String, consumer::ConsumerGroup>,
     replies: VecDeque<(ReplyTo, GroupReply)>,
     seed: u64,
     counter: u64,
@@ -551,9 +630,9 @@ pub struct Coordinator {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct GroupStats {
-    /// Groups in each state, in the order of [`GroupState`]'s variants (empty groups are
-    /// forgotten after a while, their committed offsets kept).
-    pub groups: [(GroupState, u64); 5],
+    /// Groups of both kinds in each state, in the order of [`GroupState`]'s variants (empty
+    /// groups are forgotten after a while, their committed offsets kept).
+    pub groups: [(GroupState, u64); 7],
     /// Members of every group together.
     pub members: u64,
     /// Rebalances started so far.
@@ -590,6 +669,7 @@ impl Coordinator {
         Self {
             config,
             groups: HashMap::new(),
+            consumers: HashMap::new(),
             replies: VecDeque::new(),
             seed,
             counter: 0,
@@ -600,7 +680,7 @@ impl Coordinator {
     /// Every group the coordinator holds, described as DescribeGroups would, by name.
     #[must_use]
     pub fn describe_all(&self) -> Vec<GroupDescription> {
-        let mut names: Vec<&String> = self.groups.keys().collect();
+        let mut names: Vec<&String> = self.groups.keys().chain(self.consumers.keys()).collect();
         names.sort_unstable();
         names.into_iter().filter_map(|n| self.describe(n)).collect()
     }
@@ -615,6 +695,8 @@ impl Coordinator {
                 (GroupState::CompletingRebalance, 0),
                 (GroupState::Stable, 0),
                 (GroupState::Dead, 0),
+                (GroupState::Assigning, 0),
+                (GroupState::Reconciling, 0),
             ],
             members: 0,
             rebalances: self.rebalances,
@@ -624,6 +706,13 @@ impl Coordinator {
                 *n += 1;
             }
             stats.members += g.members.len() as u64;
+        }
+        for g in self.consumers.values() {
+            let state = g.state();
+            if let Some((_, n)) = stats.groups.iter_mut().find(|(s, _)| *s == state) {
+                *n += 1;
+            }
+            stats.members += g.member_count() as u64;
         }
         stats
     }
@@ -649,6 +738,21 @@ impl Coordinator {
             GroupCall::OffsetDelete { group, topics } => Some(GroupReply::OffsetDelete(
                 self.offset_delete(&group, &topics),
             )),
+            GroupCall::ConsumerHeartbeat(h) => Some(GroupReply::ConsumerHeartbeat(
+                self.consumer_heartbeat(now, h),
+            )),
+            GroupCall::ConsumerDescribe(groups) => Some(GroupReply::ConsumerDescribe(
+                groups.iter().map(|g| self.consumer_describe(g)).collect(),
+            )),
+            GroupCall::FetchCheck {
+                group,
+                member_id,
+                member_epoch,
+            } => Some(GroupReply::FetchCheck(self.consumer_fetch_check(
+                &group,
+                member_id.as_deref(),
+                member_epoch,
+            ))),
         };
         if let Some(reply) = reply {
             self.replies.push_back((reply_to, reply));
@@ -668,10 +772,12 @@ impl Coordinator {
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let expiry = self.config.empty_group_expiry;
-        self.groups
+        let classic = self.groups.values().filter_map(|g| g.next_deadline(expiry));
+        let consumer = self
+            .consumers
             .values()
-            .filter_map(|g| g.next_deadline(expiry))
-            .min()
+            .filter_map(|g| g.next_deadline(expiry));
+        classic.chain(consumer).min()
     }
 
     /// Acts on every deadline at or before `now`.
@@ -688,6 +794,49 @@ impl Coordinator {
         for name in names {
             self.expire(now, &name);
         }
+        let expiry = self.config.empty_group_expiry;
+        let names: Vec<String> = self
+            .consumers
+            .iter()
+            .filter(|(_, g)| g.next_deadline(expiry).is_some_and(|d| d <= now))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in names {
+            self.expire_consumer_group(now, &name);
+        }
+    }
+
+    /// Checks what must always hold of the consumer groups (for tests and fuzzing): no
+    /// partition owned by two members, disjoint targets, no member ahead of its group's
+    /// assignment epoch.
+    ///
+    /// # Errors
+    /// What does not hold.
+    pub fn check_consumer_invariants(&self) -> Result<(), String> {
+        for (name, g) in &self.consumers {
+            consumer::check_invariants(g).map_err(|e| format!("{name}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Every consumer group's epoch and its members' epochs (for tests and fuzzing), by
+    /// group.
+    #[must_use]
+    pub fn consumer_epochs(&self) -> Vec<EpochsOf> {
+        let mut out: Vec<EpochsOf> = self
+            .consumers
+            .iter()
+            .map(|(n, g)| {
+                let (epoch, members) = consumer::epochs(g);
+                EpochsOf {
+                    group: n.clone(),
+                    epoch,
+                    members,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.group.cmp(&b.group));
+        out
     }
 
     /// The gateway stops coordinating (it is shutting down): every JoinGroup and SyncGroup
@@ -757,6 +906,18 @@ impl Coordinator {
                 &args.member_id,
                 ErrorCode::INVALID_SESSION_TIMEOUT,
             ));
+        }
+        if let Some(g) = self.consumers.get(&args.group) {
+            // A group's protocol is fixed while it has members; an empty consumer group
+            // becomes a classic one.
+            if !g.is_empty() {
+                return Some(join_error(
+                    &args.member_id,
+                    ErrorCode::INCONSISTENT_GROUP_PROTOCOL,
+                ));
+            }
+            self.consumers.remove(&args.group);
+            tracing::info!(group = %args.group, "empty consumer group becomes a classic group");
         }
         if !self.groups.contains_key(&args.group) {
             if !args.member_id.is_empty() {
@@ -970,7 +1131,11 @@ impl Coordinator {
             GroupState::Stable if same && !is_leader => {
                 return Some(GroupReply::Join(g.join_result(&args.member_id)));
             }
-            GroupState::Empty | GroupState::Dead => {
+            // Assigning and Reconciling are consumer group states only.
+            GroupState::Empty
+            | GroupState::Dead
+            | GroupState::Assigning
+            | GroupState::Reconciling => {
                 return Some(join_error(&args.member_id, ErrorCode::UNKNOWN_MEMBER_ID));
             }
             _ => {}
@@ -1069,7 +1234,11 @@ impl Coordinator {
                 self.maybe_rebalance(now, name, reason);
             }
             GroupState::PreparingRebalance => self.maybe_complete_join(now, name),
-            GroupState::Empty | GroupState::Dead => {}
+            // Assigning and Reconciling are consumer group states only.
+            GroupState::Empty
+            | GroupState::Dead
+            | GroupState::Assigning
+            | GroupState::Reconciling => {}
         }
     }
 
@@ -1219,7 +1388,11 @@ impl Coordinator {
             })
         };
         match g.state {
-            GroupState::Empty | GroupState::Dead => Some(sync_error(ErrorCode::UNKNOWN_MEMBER_ID)),
+            // Assigning and Reconciling are consumer group states only.
+            GroupState::Empty
+            | GroupState::Dead
+            | GroupState::Assigning
+            | GroupState::Reconciling => Some(sync_error(ErrorCode::UNKNOWN_MEMBER_ID)),
             GroupState::PreparingRebalance => Some(sync_error(ErrorCode::REBALANCE_IN_PROGRESS)),
             GroupState::Stable => {
                 g.pending_sync.remove(&m.member_id);
@@ -1285,7 +1458,11 @@ impl Coordinator {
             return ErrorCode::ILLEGAL_GENERATION;
         }
         match g.state {
-            GroupState::Empty | GroupState::Dead => ErrorCode::UNKNOWN_MEMBER_ID,
+            // Assigning and Reconciling are consumer group states only.
+            GroupState::Empty
+            | GroupState::Dead
+            | GroupState::Assigning
+            | GroupState::Reconciling => ErrorCode::UNKNOWN_MEMBER_ID,
             GroupState::CompletingRebalance => ErrorCode::REBALANCE_IN_PROGRESS,
             GroupState::PreparingRebalance => {
                 member.session_deadline = now + member.session_timeout;
@@ -1341,6 +1518,9 @@ impl Coordinator {
     }
 
     fn commit(&mut self, now: Instant, m: &MemberRef) -> ErrorCode {
+        if let Some(code) = self.consumer_commit(&m.group, &m.member_id, m.generation) {
+            return code;
+        }
         let Some(g) = self.groups.get_mut(&m.group) else {
             if m.generation < 0 {
                 // Offsets kept for a consumer that manages its own assignment.
@@ -1371,7 +1551,11 @@ impl Coordinator {
                 OK
             }
             GroupState::CompletingRebalance => ErrorCode::REBALANCE_IN_PROGRESS,
-            GroupState::Empty | GroupState::Dead => ErrorCode::UNKNOWN_MEMBER_ID,
+            // Assigning and Reconciling are consumer group states only.
+            GroupState::Empty
+            | GroupState::Dead
+            | GroupState::Assigning
+            | GroupState::Reconciling => ErrorCode::UNKNOWN_MEMBER_ID,
         }
     }
 
@@ -1383,13 +1567,18 @@ impl Coordinator {
                 group: name.clone(),
                 protocol_type: g.protocol_type.clone().unwrap_or_default(),
                 state: g.state,
+                kind: GroupKind::Classic,
             })
+            .chain(self.consumer_overviews())
             .collect();
         groups.sort_by(|a, b| a.group.cmp(&b.group));
         groups
     }
 
     fn describe(&self, name: &str) -> Option<GroupDescription> {
+        if let Some(d) = self.consumer_as_classic_description(name) {
+            return Some(d);
+        }
         let g = self.groups.get(name)?;
         let stable = g.state == GroupState::Stable;
         let protocol = g.protocol.clone().unwrap_or_default();
@@ -1427,6 +1616,9 @@ impl Coordinator {
     }
 
     fn delete(&mut self, name: &str) -> Deletion {
+        if let Some(d) = self.consumer_delete(name) {
+            return d;
+        }
         match self.groups.get(name) {
             None => Deletion::Unknown,
             Some(g) if g.state == GroupState::Empty => {
@@ -1439,6 +1631,9 @@ impl Coordinator {
     }
 
     fn offset_delete(&self, name: &str, topics: &[String]) -> OffsetDeletion {
+        if let Some(d) = self.consumer_offset_delete(name, topics) {
+            return d;
+        }
         let Some(g) = self.groups.get(name) else {
             return OffsetDeletion::Unknown;
         };
@@ -1554,3 +1749,6 @@ fn splitmix(mut x: u64) -> u64 {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod consumer_tests;

@@ -178,6 +178,8 @@ impl Task for OffsetCommitTask {
 #[derive(Debug)]
 struct FetchGroup {
     group: String,
+    /// v9+: who asks (KIP-848 members give their id and epoch), checked by the coordinator.
+    member: Option<(Option<String>, i32)>,
     /// The partitions asked for, or `None` for all committed ones.
     topics: Option<Vec<(KStr, Vec<i32>)>>,
 }
@@ -283,6 +285,12 @@ impl Task for OffsetFetchTask {
                     .into_iter()
                     .map(|g| FetchGroup {
                         group: g.group_id.to_string(),
+                        member: (v >= 9).then(|| {
+                            (
+                                g.member_id.as_ref().map(ToString::to_string),
+                                g.member_epoch,
+                            )
+                        }),
                         topics: g.topics.map(|ts| {
                             ts.into_iter()
                                 .map(|t| (t.name, t.partition_indexes))
@@ -293,6 +301,7 @@ impl Task for OffsetFetchTask {
             } else {
                 vec![FetchGroup {
                     group: req.group_id.to_string(),
+                    member: None,
                     topics: req.topics.map(|ts| {
                         ts.into_iter()
                             .map(|t| (t.name, t.partition_indexes))
@@ -300,7 +309,7 @@ impl Task for OffsetFetchTask {
                     }),
                 }]
             };
-            let commands: Vec<Work> = self
+            let mut commands: Vec<Work> = self
                 .groups
                 .iter()
                 .map(|g| {
@@ -317,15 +326,36 @@ impl Task for OffsetFetchTask {
                     })
                 })
                 .collect();
+            // After the reads, one check per group whose member says who it is.
+            commands.extend(self.groups.iter().filter_map(|g| {
+                let (member_id, member_epoch) = g.member.clone()?;
+                Some(Work::Group(GroupCall::FetchCheck {
+                    group: g.group.clone(),
+                    member_id,
+                    member_epoch,
+                }))
+            }));
             return Step::Run(commands);
         }
         let mut results: Vec<Option<Outcome>> = results.into_iter().map(Some).collect();
+        let checks = results.split_off(self.groups.len().min(results.len()));
+        let mut checks = checks.into_iter();
         results.resize(self.groups.len(), None);
         let answers: Vec<_> = self
             .groups
             .iter()
             .zip(results)
-            .map(|(g, r)| authorized(ctx, g, fetched(g, r)))
+            .map(|(g, r)| {
+                if g.member.is_some() {
+                    match checks.next().flatten() {
+                        Some(Outcome::Group(GroupReply::FetchCheck(c))) if c == ErrorCode::NONE => {
+                        }
+                        Some(Outcome::Group(GroupReply::FetchCheck(c))) => return Err(c),
+                        _ => return Err(ErrorCode::UNKNOWN_SERVER_ERROR),
+                    }
+                }
+                authorized(ctx, g, fetched(g, r))
+            })
             .collect();
         self.respond(v, answers)
     }

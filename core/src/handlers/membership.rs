@@ -8,7 +8,8 @@ use super::task::{group_reply, kstr, Ctx, Step, Task};
 use crate::authz::Action;
 use crate::backend::{Command, Completion};
 use crate::group::{
-    Deletion, GroupCall, GroupDescription, GroupReply, GroupState, JoinArgs, MemberRef, SyncArgs,
+    Deletion, GroupCall, GroupDescription, GroupKind, GroupReply, GroupState, JoinArgs, MemberRef,
+    SyncArgs,
 };
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::generated::delete_groups_request::DeleteGroupsRequest;
@@ -362,6 +363,7 @@ impl Task for ListGroupsTask {
                     group: name,
                     protocol_type: String::new(),
                     state: GroupState::Empty,
+                    kind: GroupKind::Classic,
                 });
             }
         }
@@ -387,7 +389,7 @@ impl Task for ListGroupsTask {
         let groups = groups
             .into_iter()
             .filter(|g| states.is_empty() || states.contains(&g.state.name().to_ascii_lowercase()))
-            .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
+            .filter(|g| types.is_empty() || types.iter().any(|t| t == g.kind.name()))
             .map(|g| ListedGroup {
                 group_id: kstr(&g.group),
                 protocol_type: kstr(&g.protocol_type),
@@ -396,7 +398,11 @@ impl Task for ListGroupsTask {
                 } else {
                     kstr("")
                 },
-                group_type: if v >= 5 { kstr("classic") } else { kstr("") },
+                group_type: if v >= 5 {
+                    kstr(g.kind.name())
+                } else {
+                    kstr("")
+                },
                 ..ListedGroup::default()
             })
             .collect();

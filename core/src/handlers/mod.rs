@@ -11,6 +11,7 @@ pub(crate) mod client_quotas;
 pub(crate) mod cluster;
 pub(crate) mod committed_offsets;
 pub(crate) mod configs;
+pub(crate) mod consumer_groups;
 pub(crate) mod delete_records;
 pub(crate) mod fetch;
 pub(crate) mod list_offsets;
@@ -74,6 +75,12 @@ pub(crate) fn task_for(request: Request) -> Option<Box<dyn Task>> {
         Request::AlterUserScramCredentials(r) => Box::new(scram_credentials::AlterScramTask(r)),
         Request::DescribeClientQuotas(r) => Box::new(client_quotas::DescribeQuotasTask(r)),
         Request::AlterClientQuotas(r) => Box::new(client_quotas::AlterQuotasTask(r)),
+        Request::ConsumerGroupHeartbeat(r) => {
+            Box::new(consumer_groups::ConsumerGroupHeartbeatTask::new(r))
+        }
+        Request::ConsumerGroupDescribe(r) => {
+            Box::new(consumer_groups::ConsumerGroupDescribeTask::new(r))
+        }
         Request::FindCoordinator(r) => {
             Box::new(cluster::Static(cluster::StaticKind::FindCoordinator(r)))
         }

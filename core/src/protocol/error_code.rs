@@ -144,8 +144,18 @@ codes! {
     UNSTABLE_OFFSET_COMMIT = 88,
     /// No topic with this id.
     UNKNOWN_TOPIC_ID = 100,
+    /// The member epoch is fenced; the member must abandon its partitions and rejoin.
+    FENCED_MEMBER_EPOCH = 110,
+    /// The instance id is still used by another member, which must leave first.
+    UNRELEASED_INSTANCE_ID = 111,
+    /// The assignor is not supported by the consumer group.
+    UNSUPPORTED_ASSIGNOR = 112,
+    /// The member epoch is stale; the member must retry once it has its current epoch.
+    STALE_MEMBER_EPOCH = 113,
     /// The endpoint type is not supported.
     UNSUPPORTED_ENDPOINT_TYPE = 119,
+    /// The regular expression is not valid.
+    INVALID_REGULAR_EXPRESSION = 128,
 }
 
 impl From<ErrorCode> for i16 {
