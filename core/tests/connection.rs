@@ -6,7 +6,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use iggy_kafka_core::protocol::api::SUPPORTED_APIS;
 use iggy_kafka_core::protocol::generated::api_versions_request::ApiVersionsRequest;
 use iggy_kafka_core::protocol::generated::api_versions_response::ApiVersionsResponse;
-use iggy_kafka_core::protocol::generated::delete_records_request::DeleteRecordsRequest;
+use iggy_kafka_core::protocol::generated::describe_delegation_token_request::DescribeDelegationTokenRequest;
 use iggy_kafka_core::protocol::generated::fetch_request::FetchRequest;
 use iggy_kafka_core::protocol::generated::response_header::ResponseHeader;
 use iggy_kafka_core::protocol::{self, Message, Reader, Request};
@@ -217,14 +217,14 @@ fn hostile_and_unsupported_input_closes_the_connection() {
         b"\x00\x00\x00\x0a\x03\xe7\x00\x00\x00\x00\x00\x01\xff\xff",
         |r| matches!(r, CloseReason::UnsupportedApiKey { api_key: 999, .. }),
     );
-    // DeleteRecords: a real API the gateway does not serve.
-    let delete = frame(
+    // DescribeDelegationToken: a real API the gateway does not serve.
+    let describe = frame(
         1,
         1,
-        &Request::DeleteRecords(DeleteRecordsRequest::default()),
+        &Request::DescribeDelegationToken(DescribeDelegationTokenRequest::default()),
     );
-    assert_closes(&delete, |r| {
-        matches!(r, CloseReason::UnsupportedApiKey { api_key: 21, .. })
+    assert_closes(&describe, |r| {
+        matches!(r, CloseReason::UnsupportedApiKey { api_key: 41, .. })
     });
     // Fetch v3: a served API at a version outside the table.
     let fetch = frame(3, 1, &Request::Fetch(FetchRequest::default()));
