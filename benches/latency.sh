@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Produce latency at a fixed rate: librdkafka's rdkafka_performance in latency mode (-l,
+# each message's time from produce() to its delivery report, written per message with -A)
+# through the gateway, acks=1, linger 0, RATE messages/s of SIZE bytes, one partition; on
+# the embedded store, and into Iggy when IGGY_SERVER is set, beside iggy-bench's pinned
+# producer (one message per batch, the same rate and size) straight into that server.
+# Per round each side runs in turn (a fresh gateway each time); prints every run's p50, p99,
+# p99.9 and maximum in milliseconds and the hypervisor's steal share of the machine's CPU
+# time during the run, and at the end the median of each over the rounds.
+#
+#   benches/latency.sh                                    # embedded store only
+#   IGGY_SERVER=127.0.0.1:8090 IGGY_BENCH=/path/to/iggy-bench ROUNDS=5 benches/latency.sh
+#   WRITE_THROUGH=false ...                               # Iggy's default topics on both sides
+#
+# The Iggy server must run already with the root user iggy/iggy. With WRITE_THROUGH=true
+# (the default) the gateway's topics are written through (docs/MAPPING.md) and iggy-bench
+# gets --enforce-fsync, so both sides ask Iggy for the same durability.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RATE="${RATE:-2000}"
+SIZE="${SIZE:-100}"
+MESSAGES="${MESSAGES:-20000}"
+ROUNDS="${ROUNDS:-3}"
+WRITE_THROUGH="${WRITE_THROUGH:-true}"
+PORT=19392
+
+cargo build --release -q
+PERF=$(benches/rdkafka-performance.sh)
+WORK=$(mktemp -d)
+RESULTS="$WORK/results"
+PID=
+stop() { if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; PID=; fi; }
+trap 'stop; rm -rf "$WORK"' EXIT
+
+steal_mark() { awk '/^cpu /{print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
+steal_share() { # before after
+  echo "$1 $2" | awk '{ d = $4 - $2; printf "%.1f%%", (d > 0 ? 100 * ($3 - $1) / d : 0) }'
+}
+
+# p50 p99 p99.9 max, in ms, of the microseconds in file $1.
+percentiles() {
+  sort -n "$1" | awk '{ v[NR] = $1 } END {
+    if (NR == 0) { print "? ? ? ?"; exit }
+    split("0.5 0.99 0.999", q, " ")
+    for (i = 1; i <= 3; i++) { k = int(q[i] * NR + 0.999999); if (k < 1) k = 1; printf "%.2f ", v[k] / 1000 }
+    printf "%.2f\n", v[NR] / 1000 }'
+}
+
+record() { # side p50 p99 p999 max steal
+  printf '%-16s p50 %6s  p99 %6s  p99.9 %6s  max %7s ms  steal %s\n' "$@"
+  echo "$1 $2 $3 $4 $5" >> "$RESULTS"
+}
+
+gateway_run() { # side gateway-args...
+  local side=$1; shift
+  target/release/iggy-kafka-gateway --admin-listen off --log warn --listen "127.0.0.1:$PORT" "$@" &
+  PID=$!
+  sleep 1
+  local topic="lat-$side-$$-$round" s0 s1
+  # A first message creates the topic (auto-creation) and warms the connection.
+  "$PERF" -P -t "$topic" -p 0 -s "$SIZE" -c 1 -a 1 -b "127.0.0.1:$PORT" -q >/dev/null 2>&1
+  s0=$(steal_mark)
+  "$PERF" -P -t "$topic" -p 0 -s "$SIZE" -c "$MESSAGES" -r "$RATE" -a 1 -X linger.ms=0 \
+    -l -A "$WORK/lat" -b "127.0.0.1:$PORT" -q >/dev/null 2>&1
+  s1=$(steal_mark)
+  # shellcheck disable=SC2046
+  record "$side" $(percentiles "$WORK/lat") "$(steal_share "$s0" "$s1")"
+  stop
+}
+
+iggy_bench_run() {
+  local fsync=() s0 s1 out
+  if [ "$WRITE_THROUGH" = true ]; then fsync=(--enforce-fsync); fi
+  s0=$(steal_mark)
+  out=$("$IGGY_BENCH" -m "$SIZE" -P 1 -b "$MESSAGES" -r "$((RATE * SIZE))B" "${fsync[@]}" \
+    pinned-producer --producers 1 tcp --server-address "$IGGY_SERVER" 2>&1 |
+    sed 's/\x1b\[[0-9;]*m//g' | grep 'Producers Results')
+  s1=$(steal_mark)
+  # iggy-bench's summary: "... p50 latency: X ms, ..., p99 latency: X ms, p999 latency: X ms,
+  # ..., max: X ms".
+  local p50 p99 p999 max
+  p50=$(echo "$out" | grep -oE 'p50 latency: [0-9.]+' | awk '{print $3}')
+  p99=$(echo "$out" | grep -oE 'p99 latency: [0-9.]+' | awk '{print $3}')
+  p999=$(echo "$out" | grep -oE 'p999 latency: [0-9.]+' | awk '{print $3}')
+  max=$(echo "$out" | grep -oE 'max: [0-9.]+' | tail -1 | awk '{print $2}')
+  record iggy-bench "${p50:-?}" "${p99:-?}" "${p999:-?}" "${max:-?}" "$(steal_share "$s0" "$s1")"
+}
+
+for round in $(seq "$ROUNDS"); do
+  echo "== round $round ($MESSAGES messages of $SIZE B at $RATE/s)"
+  gateway_run embedded
+  if [ -n "${IGGY_SERVER:-}" ]; then
+    : "${IGGY_BENCH:?set IGGY_BENCH to an iggy-bench binary}"
+    gateway_run gateway-iggy --iggy "iggy://iggy:iggy@$IGGY_SERVER" --stream "latency-$$" \
+      --iggy-write-through "$WRITE_THROUGH"
+    iggy_bench_run
+  fi
+done
+
+echo "== medians over $ROUNDS rounds (ms)"
+sort -k1,1 "$RESULTS" | awk '
+  function median(a, n,   i, j, t) {
+    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+  }
+  function flush() { if (n) printf "%-16s p50 %6.2f  p99 %6.2f  p99.9 %6.2f  max %7.2f\n", key, median(a, n), median(b, n), median(c, n), median(d, n); n = 0 }
+  { if ($1 != key) { flush(); key = $1 } n++; a[n] = $2 + 0; b[n] = $3 + 0; c[n] = $4 + 0; d[n] = $5 + 0 }
+  END { flush() }'
