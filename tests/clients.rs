@@ -395,3 +395,34 @@ fn topic_partitions_are_paged() {
     );
     gw.stop();
 }
+
+/// Transactions through confluent-kafka: commits and aborts of two interleaved producers
+/// read back exactly by read_committed and wholly by read_uncommitted consumers, a fenced
+/// producer, and a consume-transform-produce loop that copies a topic exactly once across
+/// a crash of the copier (`transactions.py`). The Iggy backend keeps no transactions yet.
+#[test]
+fn transactions_of_confluent_kafka() {
+    if common::iggy_url().is_some() {
+        return;
+    }
+    let gw = Gateway::start();
+    let input = topic("txn-in");
+    let output = topic("txn-out");
+    let mut s = gw.connect();
+    for (name, partitions) in [(&input, 2), (&output, 1)] {
+        let Response::CreateTopics(r) = call(&mut s, 7, 1, &create_topic(name, partitions)) else {
+            panic!("CreateTopics")
+        };
+        assert_eq!(r.topics[0].error_code, 0);
+    }
+    run(
+        "transactions.py",
+        Command::new(common::python()).args([
+            "transactions.py",
+            &gw.addr.to_string(),
+            &input,
+            &output,
+        ]),
+    );
+    gw.stop();
+}

@@ -107,6 +107,19 @@ impl Producers {
         Ok(None)
     }
 
+    /// A transaction marker of `producer_id` at `epoch` was written: a newer epoch fences
+    /// the producer's older ones (a zombie's late write is refused), and starts its
+    /// sequences again.
+    pub fn fence(&mut self, producer_id: i64, epoch: i16) {
+        if let Some(state) = self.map.get_mut(&producer_id) {
+            if epoch > state.epoch {
+                state.epoch = epoch;
+                state.last_sequence = -1;
+                state.recent.clear();
+            }
+        }
+    }
+
     /// Remembers a batch appended at `base`.
     pub fn record(&mut self, pb: &ProducerBatch, base: u64, log_append_time_ms: Option<i64>) {
         if !self.map.contains_key(&pb.producer_id) && self.map.len() >= MAX_PRODUCERS {

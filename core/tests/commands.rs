@@ -434,7 +434,9 @@ fn read(messages: &[u64], hw: u64) -> Outcome {
             log_start: 0,
             high_watermark: hw,
             size_bytes: None,
+            last_stable: None,
         },
+        aborted: Vec::new(),
     })))
 }
 
@@ -796,7 +798,8 @@ fn idempotent_batches_carry_their_sequences_to_the_backend() {
                 producer_id: 5,
                 epoch: 1,
                 first_sequence: 10,
-                count: 3
+                count: 3,
+                transactional: false,
             }),
             None
         ]

@@ -377,6 +377,7 @@ fn batch(producer_id: i64, epoch: i16, first_sequence: i32, count: i32) -> Optio
         epoch,
         first_sequence,
         count,
+        transactional: false,
     })
 }
 

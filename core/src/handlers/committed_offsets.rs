@@ -186,6 +186,8 @@ struct FetchGroup {
 pub(crate) struct OffsetFetchTask {
     req: Option<OffsetFetchRequest>,
     groups: Vec<FetchGroup>,
+    /// v7+ `require_stable`: offsets a transaction has pending are UNSTABLE_OFFSET_COMMIT.
+    require_stable: bool,
 }
 
 impl OffsetFetchTask {
@@ -193,8 +195,34 @@ impl OffsetFetchTask {
         Self {
             req: Some(req),
             groups: Vec::new(),
+            require_stable: false,
         }
     }
+}
+
+/// Marks the partitions of `got` that a transaction has offsets pending for.
+fn unstable(got: FetchedGroup, pending: Option<Outcome>) -> FetchedGroup {
+    let Some(Outcome::Txn(crate::txn::TxnReply::Pending(pending))) = pending else {
+        return got;
+    };
+    if pending.is_empty() {
+        return got;
+    }
+    got.map(|topics| {
+        topics
+            .into_iter()
+            .map(|(topic, mut parts)| {
+                for p in &mut parts {
+                    let pending = partition_index(p.0)
+                        .is_some_and(|i| pending.iter().any(|(t, q)| *t == topic && *q == i));
+                    if pending && p.4 == ErrorCode::NONE {
+                        *p = (p.0, -1, -1, None, ErrorCode::UNSTABLE_OFFSET_COMMIT);
+                    }
+                }
+                (topic, parts)
+            })
+            .collect()
+    })
 }
 
 /// A partition's answer: (index, offset, epoch, metadata, code).
@@ -300,32 +328,50 @@ impl Task for OffsetFetchTask {
                     }),
                 }]
             };
-            let commands: Vec<Work> = self
+            self.require_stable = v >= 7 && req.require_stable;
+            let only = |g: &FetchGroup| -> Option<Vec<(String, u32)>> {
+                g.topics.as_ref().map(|ts| {
+                    ts.iter()
+                        .flat_map(|(t, ps)| {
+                            ps.iter()
+                                .filter_map(|&p| Some((t.to_string(), partition_index(p)?)))
+                        })
+                        .collect()
+                })
+            };
+            let mut commands: Vec<Work> = self
                 .groups
                 .iter()
                 .map(|g| {
                     Work::Store(Command::FetchOffsets {
                         group: g.group.clone(),
-                        only: g.topics.as_ref().map(|ts| {
-                            ts.iter()
-                                .flat_map(|(t, ps)| {
-                                    ps.iter()
-                                        .filter_map(|&p| Some((t.to_string(), partition_index(p)?)))
-                                })
-                                .collect()
-                        }),
+                        only: only(g),
                     })
                 })
                 .collect();
+            if self.require_stable {
+                commands.extend(self.groups.iter().map(|g| {
+                    Work::Txn(crate::txn::TxnCall::PendingOffsets {
+                        group: g.group.clone(),
+                        only: only(g),
+                    })
+                }));
+            }
             return Step::Run(commands);
         }
         let mut results: Vec<Option<Outcome>> = results.into_iter().map(Some).collect();
-        results.resize(self.groups.len(), None);
+        let n = self.groups.len();
+        results.resize(n * if self.require_stable { 2 } else { 1 }, None);
+        let pending: Vec<Option<Outcome>> = results.split_off(n);
+        let mut pending = pending.into_iter();
         let answers: Vec<_> = self
             .groups
             .iter()
             .zip(results)
-            .map(|(g, r)| authorized(ctx, g, fetched(g, r)))
+            .map(|(g, r)| {
+                let got = authorized(ctx, g, fetched(g, r));
+                unstable(got, pending.next().flatten())
+            })
             .collect();
         self.respond(v, answers)
     }

@@ -1,0 +1,388 @@
+//! AddPartitionsToTxn (key 24), AddOffsetsToTxn (key 25), EndTxn (key 26) and
+//! TxnOffsetCommit (key 28): calls on the transaction coordinator (`crate::txn`), which
+//! answers with Kafka's codes. InitProducerId with a transactional id is in `cluster.rs`.
+
+use super::task::{partition_index, single, Ctx, Step, Task};
+use crate::authz::Action;
+use crate::backend::{CommittedOffset, GroupOffset};
+use crate::protocol::error_code::ErrorCode;
+use crate::protocol::generated::add_offsets_to_txn_request::AddOffsetsToTxnRequest;
+use crate::protocol::generated::add_offsets_to_txn_response::AddOffsetsToTxnResponse;
+use crate::protocol::generated::add_partitions_to_txn_request::{
+    AddPartitionsToTxnRequest, AddPartitionsToTxnTopic,
+};
+use crate::protocol::generated::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResponse, AddPartitionsToTxnResult,
+    AddPartitionsToTxnTopicResult,
+};
+use crate::protocol::generated::end_txn_request::EndTxnRequest;
+use crate::protocol::generated::end_txn_response::EndTxnResponse;
+use crate::protocol::generated::txn_offset_commit_request::TxnOffsetCommitRequest;
+use crate::protocol::generated::txn_offset_commit_response::{
+    TxnOffsetCommitResponse, TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use crate::protocol::{KStr, Response};
+use crate::txn::{TxnCall, TxnReply};
+use crate::work::{Outcome, Work};
+
+/// Clients before `since` know no PRODUCER_FENCED: Kafka answers them INVALID_PRODUCER_EPOCH.
+fn for_version(code: ErrorCode, version: i16, since: i16) -> ErrorCode {
+    if code == ErrorCode::PRODUCER_FENCED && version < since {
+        ErrorCode::INVALID_PRODUCER_EPOCH
+    } else {
+        code
+    }
+}
+
+/// The reply of a one-call step.
+fn txn_reply(results: Vec<Outcome>) -> Option<TxnReply> {
+    match single(results) {
+        Some(Outcome::Txn(r)) => Some(r),
+        _ => None,
+    }
+}
+
+/// A partition asked for, and an error decided before asking the coordinator.
+type PartitionPlan = (i32, Option<ErrorCode>);
+
+/// One transaction of an AddPartitionsToTxn (v0–3 carry one, v4+ several).
+#[derive(Debug)]
+struct Batch {
+    transactional_id: KStr,
+    /// Per topic, per partition: an error decided before asking the coordinator.
+    refused: Vec<(KStr, Vec<PartitionPlan>)>,
+    /// The partitions asked of the coordinator, in order.
+    asked: Vec<(String, u32)>,
+}
+
+#[derive(Debug)]
+pub(crate) struct AddPartitionsTask {
+    req: AddPartitionsToTxnRequest,
+    batches: Vec<Batch>,
+    started: bool,
+}
+
+impl AddPartitionsTask {
+    pub(crate) fn new(req: AddPartitionsToTxnRequest) -> Self {
+        Self {
+            req,
+            batches: Vec::new(),
+            started: false,
+        }
+    }
+}
+
+fn plan(ctx: &Ctx<'_>, transactional_id: &KStr, topics: &[AddPartitionsToTxnTopic]) -> Batch {
+    let mut refused = Vec::new();
+    let mut asked = Vec::new();
+    let mut denied = false;
+    for t in topics {
+        let allowed = ctx.allows(Action::Send(&t.name));
+        denied |= !allowed;
+        let mut parts = Vec::new();
+        for &p in &t.partitions {
+            let err = match partition_index(p) {
+                _ if !allowed => Some(ErrorCode::TOPIC_AUTHORIZATION_FAILED),
+                None => Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION),
+                Some(p) => {
+                    asked.push((t.name.to_string(), p));
+                    None
+                }
+            };
+            parts.push((p, err));
+        }
+        refused.push((t.name.clone(), parts));
+    }
+    if denied
+        || refused
+            .iter()
+            .any(|(_, ps)| ps.iter().any(|(_, e)| e.is_some()))
+    {
+        // Kafka adds none of them when one is refused: the others are not attempted.
+        for (_, ps) in &mut refused {
+            for (_, e) in ps.iter_mut() {
+                e.get_or_insert(ErrorCode::OPERATION_NOT_ATTEMPTED);
+            }
+        }
+        asked.clear();
+    }
+    Batch {
+        transactional_id: transactional_id.clone(),
+        refused,
+        asked,
+    }
+}
+
+impl Task for AddPartitionsTask {
+    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
+        if !std::mem::replace(&mut self.started, true) {
+            let mut calls = Vec::new();
+            if ctx.version >= 4 {
+                for t in &self.req.transactions {
+                    let b = plan(ctx, &t.transactional_id, &t.topics);
+                    calls.push(TxnCall::AddPartitions {
+                        transactional_id: t.transactional_id.to_string(),
+                        producer_id: t.producer_id,
+                        epoch: t.producer_epoch,
+                        partitions: b.asked.clone(),
+                        verify_only: t.verify_only,
+                    });
+                    self.batches.push(b);
+                }
+            } else {
+                let b = plan(
+                    ctx,
+                    &self.req.v3_and_below_transactional_id,
+                    &self.req.v3_and_below_topics,
+                );
+                calls.push(TxnCall::AddPartitions {
+                    transactional_id: self.req.v3_and_below_transactional_id.to_string(),
+                    producer_id: self.req.v3_and_below_producer_id,
+                    epoch: self.req.v3_and_below_producer_epoch,
+                    partitions: b.asked.clone(),
+                    verify_only: false,
+                });
+                self.batches.push(b);
+            }
+            let work: Vec<Work> = self
+                .batches
+                .iter()
+                .zip(calls)
+                .filter(|(b, _)| !b.asked.is_empty())
+                .map(|(_, c)| Work::Txn(c))
+                .collect();
+            if !work.is_empty() {
+                return Step::Run(work);
+            }
+        }
+        let mut replies = results.into_iter();
+        let mut out = Vec::new();
+        for b in &self.batches {
+            let codes = if b.asked.is_empty() {
+                Vec::new()
+            } else {
+                match replies.next() {
+                    Some(Outcome::Txn(TxnReply::AddPartitions(codes))) => codes
+                        .into_iter()
+                        .map(|c| for_version(c, ctx.version, 2))
+                        .collect(),
+                    _ => vec![ErrorCode::UNKNOWN_SERVER_ERROR; b.asked.len()],
+                }
+            };
+            let mut codes = codes.into_iter();
+            let topics = b
+                .refused
+                .iter()
+                .map(|(name, parts)| AddPartitionsToTxnTopicResult {
+                    name: name.clone(),
+                    results_by_partition: parts
+                        .iter()
+                        .map(|&(p, e)| AddPartitionsToTxnPartitionResult {
+                            partition_index: p,
+                            partition_error_code: e
+                                .or_else(|| codes.next())
+                                .unwrap_or(ErrorCode::UNKNOWN_SERVER_ERROR)
+                                .into(),
+                            ..AddPartitionsToTxnPartitionResult::default()
+                        })
+                        .collect(),
+                    ..AddPartitionsToTxnTopicResult::default()
+                })
+                .collect();
+            out.push(AddPartitionsToTxnResult {
+                transactional_id: b.transactional_id.clone(),
+                topic_results: topics,
+                ..AddPartitionsToTxnResult::default()
+            });
+        }
+        let mut response = AddPartitionsToTxnResponse::default();
+        if ctx.version >= 4 {
+            response.results_by_transaction = out;
+        } else {
+            response.results_by_topic_v3_and_below =
+                out.pop().map(|r| r.topic_results).unwrap_or_default();
+        }
+        Step::Respond(Response::AddPartitionsToTxn(response))
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct AddOffsetsTask {
+    req: AddOffsetsToTxnRequest,
+    started: bool,
+}
+
+impl AddOffsetsTask {
+    pub(crate) fn new(req: AddOffsetsToTxnRequest) -> Self {
+        Self {
+            req,
+            started: false,
+        }
+    }
+}
+
+impl Task for AddOffsetsTask {
+    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
+        if !std::mem::replace(&mut self.started, true) {
+            return Step::Run(vec![Work::Txn(TxnCall::AddOffsets {
+                transactional_id: self.req.transactional_id.to_string(),
+                producer_id: self.req.producer_id,
+                epoch: self.req.producer_epoch,
+                group: self.req.group_id.to_string(),
+            })]);
+        }
+        let code = match txn_reply(results) {
+            Some(TxnReply::Code(c)) => for_version(c, ctx.version, 2),
+            _ => ErrorCode::UNKNOWN_SERVER_ERROR,
+        };
+        Step::Respond(Response::AddOffsetsToTxn(AddOffsetsToTxnResponse {
+            error_code: code.into(),
+            ..AddOffsetsToTxnResponse::default()
+        }))
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct EndTxnTask {
+    req: EndTxnRequest,
+    started: bool,
+}
+
+impl EndTxnTask {
+    pub(crate) fn new(req: EndTxnRequest) -> Self {
+        Self {
+            req,
+            started: false,
+        }
+    }
+}
+
+impl Task for EndTxnTask {
+    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
+        if !std::mem::replace(&mut self.started, true) {
+            return Step::Run(vec![Work::Txn(TxnCall::EndTxn {
+                transactional_id: self.req.transactional_id.to_string(),
+                producer_id: self.req.producer_id,
+                epoch: self.req.producer_epoch,
+                commit: self.req.committed,
+            })]);
+        }
+        let code = match txn_reply(results) {
+            Some(TxnReply::EndTxn(c)) => for_version(c, ctx.version, 2),
+            _ => ErrorCode::UNKNOWN_SERVER_ERROR,
+        };
+        // v5+ (transaction version 2) would carry the bumped epoch; the gateway serves
+        // version 1, whose epoch does not change.
+        let (producer_id, producer_epoch) = if code == ErrorCode::NONE {
+            (self.req.producer_id, self.req.producer_epoch)
+        } else {
+            (-1, -1)
+        };
+        Step::Respond(Response::EndTxn(EndTxnResponse {
+            error_code: code.into(),
+            producer_id,
+            producer_epoch,
+            ..EndTxnResponse::default()
+        }))
+    }
+
+    fn timed_out(&mut self, _ctx: &Ctx<'_>) -> Step {
+        // The markers are still being written; the producer retries and is told
+        // CONCURRENT_TRANSACTIONS until they are.
+        Step::Respond(Response::EndTxn(EndTxnResponse {
+            error_code: ErrorCode::CONCURRENT_TRANSACTIONS.into(),
+            producer_id: -1,
+            producer_epoch: -1,
+            ..EndTxnResponse::default()
+        }))
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct TxnOffsetCommitTask {
+    req: TxnOffsetCommitRequest,
+    started: bool,
+    /// Per topic and partition: an error decided before asking the coordinator.
+    refused: Vec<Vec<Option<ErrorCode>>>,
+}
+
+impl TxnOffsetCommitTask {
+    pub(crate) fn new(req: TxnOffsetCommitRequest) -> Self {
+        Self {
+            req,
+            started: false,
+            refused: Vec::new(),
+        }
+    }
+}
+
+impl Task for TxnOffsetCommitTask {
+    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
+        if !std::mem::replace(&mut self.started, true) {
+            let mut offsets = Vec::new();
+            for t in &self.req.topics {
+                let allowed = ctx.allows(Action::Poll(&t.name));
+                let mut errs = Vec::new();
+                for p in &t.partitions {
+                    let err = match partition_index(p.partition_index) {
+                        _ if !allowed => Some(ErrorCode::TOPIC_AUTHORIZATION_FAILED),
+                        None => Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION),
+                        Some(partition) => {
+                            offsets.push(GroupOffset {
+                                topic: t.name.to_string(),
+                                partition,
+                                committed: CommittedOffset {
+                                    offset: p.committed_offset,
+                                    leader_epoch: p.committed_leader_epoch,
+                                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                                },
+                            });
+                            None
+                        }
+                    };
+                    errs.push(err);
+                }
+                self.refused.push(errs);
+            }
+            if !offsets.is_empty() {
+                return Step::Run(vec![Work::Txn(TxnCall::CommitOffsets {
+                    transactional_id: self.req.transactional_id.to_string(),
+                    producer_id: self.req.producer_id,
+                    epoch: self.req.producer_epoch,
+                    group: self.req.group_id.to_string(),
+                    offsets,
+                })]);
+            }
+        }
+        let code = match txn_reply(results) {
+            Some(TxnReply::Code(c)) => c,
+            None => ErrorCode::NONE,
+            Some(_) => ErrorCode::UNKNOWN_SERVER_ERROR,
+        };
+        let code = for_version(code, ctx.version, 2);
+        let topics = self
+            .req
+            .topics
+            .iter()
+            .zip(&self.refused)
+            .map(|(t, errs)| TxnOffsetCommitResponseTopic {
+                name: t.name.clone(),
+                partitions: t
+                    .partitions
+                    .iter()
+                    .zip(errs)
+                    .map(|(p, e)| TxnOffsetCommitResponsePartition {
+                        partition_index: p.partition_index,
+                        error_code: e.unwrap_or(code).into(),
+                        ..TxnOffsetCommitResponsePartition::default()
+                    })
+                    .collect(),
+                ..TxnOffsetCommitResponseTopic::default()
+            })
+            .collect();
+        Step::Respond(Response::TxnOffsetCommit(TxnOffsetCommitResponse {
+            topics,
+            ..TxnOffsetCommitResponse::default()
+        }))
+    }
+}
