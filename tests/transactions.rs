@@ -13,12 +13,14 @@ use iggy_kafka_core::protocol::generated::add_offsets_to_txn_request::AddOffsets
 use iggy_kafka_core::protocol::generated::add_partitions_to_txn_request::{
     AddPartitionsToTxnRequest, AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
 };
+use iggy_kafka_core::protocol::generated::describe_transactions_request::DescribeTransactionsRequest;
 use iggy_kafka_core::protocol::generated::end_txn_request::EndTxnRequest;
 use iggy_kafka_core::protocol::generated::find_coordinator_request::FindCoordinatorRequest;
 use iggy_kafka_core::protocol::generated::init_producer_id_request::InitProducerIdRequest;
 use iggy_kafka_core::protocol::generated::list_offsets_request::{
     ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
 };
+use iggy_kafka_core::protocol::generated::list_transactions_request::ListTransactionsRequest;
 use iggy_kafka_core::protocol::generated::offset_fetch_request::{
     OffsetFetchRequest, OffsetFetchRequestTopic,
 };
@@ -38,6 +40,7 @@ const UNSTABLE_OFFSET_COMMIT: i16 = 88;
 const PRODUCER_FENCED: i16 = 90;
 const TRANSACTION_ABORTABLE: i16 = 120;
 const INVALID_RECORD: i16 = 87;
+const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
 
 /// A transactional batch of `n` records.
 fn txn_batch(producer_id: i64, epoch: i16, first_sequence: i32, n: usize) -> Bytes {
@@ -348,5 +351,63 @@ fn transactions_over_the_wire() {
     assert_eq!(add(&mut s, "tx", p, &topic, false), PRODUCER_FENCED);
     assert_eq!(end(&mut s, "tx", p, true), PRODUCER_FENCED);
     assert_eq!(latest(&mut s, &topic, 0), 7, "the zombie wrote nothing");
+
+    // Admin tools see the transaction: open, on its partition, at its epoch.
+    assert_eq!(add(&mut s, "tx", (pid, 2), &topic, false), NONE);
+    let Response::ListTransactions(r) = call(
+        &mut s,
+        1,
+        8,
+        &Request::ListTransactions(ListTransactionsRequest {
+            state_filters: vec!["Ongoing".into(), "Bogus".into()],
+            duration_filter: -1,
+            ..ListTransactionsRequest::default()
+        }),
+    ) else {
+        panic!("ListTransactions")
+    };
+    assert_eq!(r.error_code, NONE);
+    assert_eq!(r.unknown_state_filters.len(), 1);
+    assert_eq!(r.unknown_state_filters[0].as_str(), "Bogus");
+    let listed: Vec<(String, i64, String)> = r
+        .transaction_states
+        .iter()
+        .map(|t| {
+            (
+                t.transactional_id.to_string(),
+                t.producer_id,
+                t.transaction_state.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(listed, [("tx".to_owned(), pid, "Ongoing".to_owned())]);
+    let Response::DescribeTransactions(r) = call(
+        &mut s,
+        0,
+        9,
+        &Request::DescribeTransactions(DescribeTransactionsRequest {
+            transactional_ids: vec!["tx".into(), "nope".into()],
+            ..DescribeTransactionsRequest::default()
+        }),
+    ) else {
+        panic!("DescribeTransactions")
+    };
+    let tx = &r.transaction_states[0];
+    assert_eq!(
+        (
+            tx.error_code,
+            tx.transaction_state.as_str(),
+            tx.producer_id,
+            tx.producer_epoch,
+            tx.transaction_timeout_ms
+        ),
+        (NONE, "Ongoing", pid, 2, 60_000)
+    );
+    assert_eq!(tx.topics[0].topic.as_str(), topic);
+    assert_eq!(tx.topics[0].partitions, [0]);
+    assert_eq!(
+        r.transaction_states[1].error_code,
+        TRANSACTIONAL_ID_NOT_FOUND
+    );
     gw.stop();
 }

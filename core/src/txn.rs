@@ -128,6 +128,12 @@ pub enum TxnCall {
         /// Commit (or abort).
         commit: bool,
     },
+    /// Every transactional id's state, with how long its open transaction has run
+    /// (ListTransactions). Replies [`TxnReply::List`].
+    List,
+    /// These transactional ids' states (DescribeTransactions). Replies
+    /// [`TxnReply::Describe`].
+    Describe(Vec<String>),
     /// Which of these partitions of `group` have offsets pending in a transaction (for
     /// OffsetFetch's `require_stable`); `None` for all. Replies [`TxnReply::Pending`].
     PendingOffsets {
@@ -152,6 +158,10 @@ pub enum TxnReply {
     EndTxn(ErrorCode),
     /// Of [`TxnCall::PendingOffsets`]: the partitions with offsets pending.
     Pending(Vec<TopicPartition>),
+    /// Of [`TxnCall::List`]: each id's state and how long its open transaction has run.
+    List(Vec<(TxnSnapshot, Option<Duration>)>),
+    /// Of [`TxnCall::Describe`]: each id's state, in the order asked (`None`: unknown).
+    Describe(Vec<Option<TxnSnapshot>>),
 }
 
 /// A transaction's state, as Kafka names it.
@@ -463,6 +473,23 @@ impl TxnCoordinator {
             },
             TxnCall::PendingOffsets { group, only } => {
                 TxnReply::Pending(self.pending_offsets(&group, only.as_deref()))
+            }
+            TxnCall::List => {
+                let mut all: Vec<(TxnSnapshot, Option<Duration>)> = self
+                    .txns
+                    .iter()
+                    .map(|(id, t)| {
+                        (
+                            snapshot(id, t),
+                            t.started.map(|s| now.saturating_duration_since(s)),
+                        )
+                    })
+                    .collect();
+                all.sort_by(|a, b| a.0.transactional_id.cmp(&b.0.transactional_id));
+                TxnReply::List(all)
+            }
+            TxnCall::Describe(ids) => {
+                TxnReply::Describe(ids.iter().map(|id| self.snapshot(id)).collect())
             }
         };
         self.replies.push_back((reply_to, reply));

@@ -50,6 +50,10 @@ pub(crate) fn task_for(request: Request) -> Option<Box<dyn Task>> {
         Request::AddOffsetsToTxn(r) => Box::new(transactions::AddOffsetsTask::new(r)),
         Request::EndTxn(r) => Box::new(transactions::EndTxnTask::new(r)),
         Request::TxnOffsetCommit(r) => Box::new(transactions::TxnOffsetCommitTask::new(r)),
+        Request::DescribeTransactions(r) => {
+            Box::new(transactions::DescribeTransactionsTask::new(r))
+        }
+        Request::ListTransactions(r) => Box::new(transactions::ListTransactionsTask::new(r)),
         Request::DescribeCluster(r) => {
             Box::new(cluster::Static(cluster::StaticKind::DescribeCluster(r)))
         }

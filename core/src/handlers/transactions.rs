@@ -1,6 +1,6 @@
-//! AddPartitionsToTxn (key 24), AddOffsetsToTxn (key 25), EndTxn (key 26) and
-//! TxnOffsetCommit (key 28): calls on the transaction coordinator (`crate::txn`), which
-//! answers with Kafka's codes. InitProducerId with a transactional id is in `cluster.rs`.
+//! AddPartitionsToTxn (key 24), AddOffsetsToTxn (key 25), EndTxn (key 26),
+//! TxnOffsetCommit (key 28), DescribeTransactions (key 65) and ListTransactions (key 66):
+//! calls on the transaction coordinator (`crate::txn`), which answers with Kafka's codes. InitProducerId with a transactional id is in `cluster.rs`.
 
 use super::task::{partition_index, single, Ctx, Step, Task};
 use crate::authz::Action;
@@ -15,8 +15,16 @@ use crate::protocol::generated::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResponse, AddPartitionsToTxnResult,
     AddPartitionsToTxnTopicResult,
 };
+use crate::protocol::generated::describe_transactions_request::DescribeTransactionsRequest;
+use crate::protocol::generated::describe_transactions_response::{
+    DescribeTransactionsResponse, TopicData, TransactionState as DescribedTransaction,
+};
 use crate::protocol::generated::end_txn_request::EndTxnRequest;
 use crate::protocol::generated::end_txn_response::EndTxnResponse;
+use crate::protocol::generated::list_transactions_request::ListTransactionsRequest;
+use crate::protocol::generated::list_transactions_response::{
+    ListTransactionsResponse, TransactionState as ListedTransaction,
+};
 use crate::protocol::generated::txn_offset_commit_request::TxnOffsetCommitRequest;
 use crate::protocol::generated::txn_offset_commit_response::{
     TxnOffsetCommitResponse, TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
@@ -24,6 +32,7 @@ use crate::protocol::generated::txn_offset_commit_response::{
 use crate::protocol::{KStr, Response};
 use crate::txn::{TxnCall, TxnReply};
 use crate::work::{Outcome, Work};
+use std::time::Duration;
 
 /// Clients before `since` know no PRODUCER_FENCED: Kafka answers them INVALID_PRODUCER_EPOCH.
 fn for_version(code: ErrorCode, version: i16, since: i16) -> ErrorCode {
@@ -384,5 +393,164 @@ impl Task for TxnOffsetCommitTask {
             topics,
             ..TxnOffsetCommitResponse::default()
         }))
+    }
+}
+
+/// The states Kafka's ListTransactions filters by.
+const STATES: [&str; 8] = [
+    "Empty",
+    "Ongoing",
+    "PrepareCommit",
+    "PrepareAbort",
+    "CompleteCommit",
+    "CompleteAbort",
+    "Dead",
+    "PrepareEpochFence",
+];
+
+#[derive(Debug)]
+pub(crate) struct ListTransactionsTask {
+    req: ListTransactionsRequest,
+    started: bool,
+}
+
+impl ListTransactionsTask {
+    pub(crate) fn new(req: ListTransactionsRequest) -> Self {
+        Self {
+            req,
+            started: false,
+        }
+    }
+}
+
+impl Task for ListTransactionsTask {
+    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
+        if !std::mem::replace(&mut self.started, true) {
+            return Step::Run(vec![Work::Txn(TxnCall::List)]);
+        }
+        let all = match txn_reply(results) {
+            Some(TxnReply::List(all)) => all,
+            _ => {
+                return Step::Respond(Response::ListTransactions(ListTransactionsResponse {
+                    error_code: ErrorCode::UNKNOWN_SERVER_ERROR.into(),
+                    ..ListTransactionsResponse::default()
+                }))
+            }
+        };
+        let states = &self.req.state_filters;
+        let unknown_state_filters = states
+            .iter()
+            .filter(|f| !STATES.contains(&f.as_str()))
+            .cloned()
+            .collect();
+        // v1: only transactions open longer than this many milliseconds.
+        let min = (ctx.version >= 1 && self.req.duration_filter >= 0)
+            .then(|| Duration::from_millis(self.req.duration_filter.unsigned_abs()));
+        let transaction_states = all
+            .into_iter()
+            .filter(|(s, running)| {
+                (states.is_empty() || states.iter().any(|f| f.as_str() == s.state.name()))
+                    && (self.req.producer_id_filters.is_empty()
+                        || self.req.producer_id_filters.contains(&s.producer_id))
+                    && min.is_none_or(|m| running.is_some_and(|r| r > m))
+            })
+            .map(|(s, _)| ListedTransaction {
+                transactional_id: KStr::from(s.transactional_id.as_str()),
+                producer_id: s.producer_id,
+                transaction_state: KStr::from(s.state.name()),
+                ..ListedTransaction::default()
+            })
+            .collect();
+        Step::Respond(Response::ListTransactions(ListTransactionsResponse {
+            unknown_state_filters,
+            transaction_states,
+            ..ListTransactionsResponse::default()
+        }))
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct DescribeTransactionsTask {
+    req: DescribeTransactionsRequest,
+    started: bool,
+}
+
+impl DescribeTransactionsTask {
+    pub(crate) fn new(req: DescribeTransactionsRequest) -> Self {
+        Self {
+            req,
+            started: false,
+        }
+    }
+}
+
+impl Task for DescribeTransactionsTask {
+    fn step(&mut self, _ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
+        if !std::mem::replace(&mut self.started, true) {
+            return Step::Run(vec![Work::Txn(TxnCall::Describe(
+                self.req
+                    .transactional_ids
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+            ))]);
+        }
+        let found = match txn_reply(results) {
+            Some(TxnReply::Describe(found)) => found,
+            _ => vec![None; self.req.transactional_ids.len()],
+        };
+        let transaction_states = self
+            .req
+            .transactional_ids
+            .iter()
+            .zip(found)
+            .map(|(id, s)| match s {
+                None => DescribedTransaction {
+                    error_code: if id.is_empty() {
+                        ErrorCode::INVALID_REQUEST
+                    } else {
+                        ErrorCode::TRANSACTIONAL_ID_NOT_FOUND
+                    }
+                    .into(),
+                    transactional_id: id.clone(),
+                    transaction_start_time_ms: -1,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                    ..DescribedTransaction::default()
+                },
+                Some(s) => {
+                    let mut topics: Vec<TopicData> = Vec::new();
+                    for (topic, p) in &s.partitions {
+                        let p = i32::try_from(*p).unwrap_or(i32::MAX);
+                        match topics.last_mut() {
+                            Some(t) if t.topic.as_str() == topic.as_str() => t.partitions.push(p),
+                            _ => topics.push(TopicData {
+                                topic: KStr::from(topic.as_str()),
+                                partitions: vec![p],
+                                ..TopicData::default()
+                            }),
+                        }
+                    }
+                    DescribedTransaction {
+                        transactional_id: id.clone(),
+                        transaction_state: KStr::from(s.state.name()),
+                        transaction_timeout_ms: s.timeout_ms,
+                        // The coordinator keeps no wall-clock time (time reaches it as an
+                        // instant): the start time is not known.
+                        transaction_start_time_ms: -1,
+                        producer_id: s.producer_id,
+                        producer_epoch: s.epoch,
+                        topics,
+                        ..DescribedTransaction::default()
+                    }
+                }
+            })
+            .collect();
+        Step::Respond(Response::DescribeTransactions(
+            DescribeTransactionsResponse {
+                transaction_states,
+                ..DescribeTransactionsResponse::default()
+            },
+        ))
     }
 }

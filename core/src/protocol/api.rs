@@ -75,6 +75,8 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::AlterUserScramCredentials, 0, 0),
     api(ApiKey::DescribeCluster, 0, 1),
     api(ApiKey::DescribeProducers, 0, 0),
+    api(ApiKey::DescribeTransactions, 0, 0),
+    api(ApiKey::ListTransactions, 0, 1),
     // KIP-714 with no client-metrics subscription: clients push nothing.
     api(ApiKey::GetTelemetrySubscriptions, 0, 0),
     api(ApiKey::PushTelemetry, 0, 0),
