@@ -40,6 +40,8 @@ const UNSTABLE_OFFSET_COMMIT: i16 = 88;
 const PRODUCER_FENCED: i16 = 90;
 const TRANSACTION_ABORTABLE: i16 = 120;
 const INVALID_RECORD: i16 = 87;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const OPERATION_NOT_ATTEMPTED: i16 = 55;
 const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
 
 /// A transactional batch of `n` records.
@@ -250,6 +252,32 @@ fn transactions_over_the_wire() {
         INVALID_RECORD
     );
     // The v4 verification: the partition is not in a transaction (none is open).
+    assert_eq!(add(&mut s, "tx", p, &topic, true), TRANSACTION_ABORTABLE);
+    // A partition that does not exist: nothing is added, as Kafka answers.
+    let Response::AddPartitionsToTxn(r) = call(
+        &mut s,
+        3,
+        2,
+        &Request::AddPartitionsToTxn(AddPartitionsToTxnRequest {
+            v3_and_below_transactional_id: "tx".into(),
+            v3_and_below_producer_id: pid,
+            v3_and_below_producer_epoch: epoch,
+            v3_and_below_topics: vec![AddPartitionsToTxnTopic {
+                name: topic.clone().into(),
+                partitions: vec![0, 5],
+                ..AddPartitionsToTxnTopic::default()
+            }],
+            ..AddPartitionsToTxnRequest::default()
+        }),
+    ) else {
+        panic!("AddPartitionsToTxn")
+    };
+    let codes: Vec<i16> = r.results_by_topic_v3_and_below[0]
+        .results_by_partition
+        .iter()
+        .map(|p| p.partition_error_code)
+        .collect();
+    assert_eq!(codes, [OPERATION_NOT_ATTEMPTED, UNKNOWN_TOPIC_OR_PARTITION]);
     assert_eq!(add(&mut s, "tx", p, &topic, true), TRANSACTION_ABORTABLE);
     assert_eq!(add(&mut s, "tx", p, &topic, false), NONE);
     assert_eq!(add(&mut s, "tx", p, &topic, true), NONE);

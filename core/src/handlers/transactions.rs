@@ -3,8 +3,10 @@
 //! calls on the transaction coordinator (`crate::txn`), which answers with Kafka's codes. InitProducerId with a transactional id is in `cluster.rs`.
 
 use super::task::{partition_index, single, Ctx, Step, Task};
+use std::collections::HashMap;
+
 use crate::authz::Action;
-use crate::backend::{CommittedOffset, GroupOffset};
+use crate::backend::{Command, CommittedOffset, Completion, GroupOffset, TopicRef};
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::generated::add_offsets_to_txn_request::AddOffsetsToTxnRequest;
 use crate::protocol::generated::add_offsets_to_txn_response::AddOffsetsToTxnResponse;
@@ -68,7 +70,8 @@ struct Batch {
 pub(crate) struct AddPartitionsTask {
     req: AddPartitionsToTxnRequest,
     batches: Vec<Batch>,
-    started: bool,
+    /// 0: list the topics named; 1: ask the coordinator; 2: answer.
+    stage: u8,
 }
 
 impl AddPartitionsTask {
@@ -76,12 +79,32 @@ impl AddPartitionsTask {
         Self {
             req,
             batches: Vec::new(),
-            started: false,
+            stage: 0,
+        }
+    }
+
+    fn topics(&self, version: i16) -> Vec<&AddPartitionsToTxnTopic> {
+        if version >= 4 {
+            self.req
+                .transactions
+                .iter()
+                .flat_map(|t| t.topics.iter())
+                .collect()
+        } else {
+            self.req.v3_and_below_topics.iter().collect()
         }
     }
 }
 
-fn plan(ctx: &Ctx<'_>, transactional_id: &KStr, topics: &[AddPartitionsToTxnTopic]) -> Batch {
+/// Which partitions of a transaction are asked of the coordinator, and which are refused
+/// first: a topic the principal may not write to, a partition that does not exist (as
+/// Kafka checks, so that a transaction names only partitions its markers can reach).
+fn plan(
+    ctx: &Ctx<'_>,
+    transactional_id: &KStr,
+    topics: &[AddPartitionsToTxnTopic],
+    known: &HashMap<String, u32>,
+) -> Batch {
     let mut refused = Vec::new();
     let mut asked = Vec::new();
     let mut denied = false;
@@ -90,13 +113,14 @@ fn plan(ctx: &Ctx<'_>, transactional_id: &KStr, topics: &[AddPartitionsToTxnTopi
         denied |= !allowed;
         let mut parts = Vec::new();
         for &p in &t.partitions {
+            let exists = |q: u32| known.get(t.name.as_str()).is_some_and(|&n| q < n);
             let err = match partition_index(p) {
                 _ if !allowed => Some(ErrorCode::TOPIC_AUTHORIZATION_FAILED),
-                None => Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION),
-                Some(p) => {
-                    asked.push((t.name.to_string(), p));
+                Some(q) if exists(q) => {
+                    asked.push((t.name.to_string(), q));
                     None
                 }
+                _ => Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION),
             };
             parts.push((p, err));
         }
@@ -124,46 +148,80 @@ fn plan(ctx: &Ctx<'_>, transactional_id: &KStr, topics: &[AddPartitionsToTxnTopi
 
 impl Task for AddPartitionsTask {
     fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
-        if !std::mem::replace(&mut self.started, true) {
-            let mut calls = Vec::new();
-            if ctx.version >= 4 {
-                for t in &self.req.transactions {
-                    let b = plan(ctx, &t.transactional_id, &t.topics);
-                    calls.push(TxnCall::AddPartitions {
-                        transactional_id: t.transactional_id.to_string(),
-                        producer_id: t.producer_id,
-                        epoch: t.producer_epoch,
-                        partitions: b.asked.clone(),
-                        verify_only: t.verify_only,
-                    });
-                    self.batches.push(b);
+        match self.stage {
+            0 => {
+                self.stage = 1;
+                let names: Vec<TopicRef> = self
+                    .topics(ctx.version)
+                    .iter()
+                    .map(|t| t.name.to_string())
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .map(TopicRef::Name)
+                    .collect();
+                Step::Run(vec![Work::Store(Command::ListTopics { only: Some(names) })])
+            }
+            1 => {
+                self.stage = 2;
+                let known: HashMap<String, u32> = match single(results) {
+                    Some(Outcome::Store(Completion::ListTopics(Ok(topics)))) => {
+                        topics.into_iter().map(|t| (t.name, t.partitions)).collect()
+                    }
+                    // Not known: every partition is answered as unknown.
+                    _ => HashMap::new(),
+                };
+                let work = self.ask(ctx, &known);
+                if work.is_empty() {
+                    return self.respond(ctx, Vec::new());
                 }
-            } else {
-                let b = plan(
-                    ctx,
-                    &self.req.v3_and_below_transactional_id,
-                    &self.req.v3_and_below_topics,
-                );
+                Step::Run(work)
+            }
+            _ => self.respond(ctx, results),
+        }
+    }
+}
+
+impl AddPartitionsTask {
+    /// Plans each transaction and makes the coordinator's calls.
+    fn ask(&mut self, ctx: &Ctx<'_>, known: &HashMap<String, u32>) -> Vec<Work> {
+        let mut calls = Vec::new();
+        if ctx.version >= 4 {
+            for t in &self.req.transactions {
+                let b = plan(ctx, &t.transactional_id, &t.topics, known);
                 calls.push(TxnCall::AddPartitions {
-                    transactional_id: self.req.v3_and_below_transactional_id.to_string(),
-                    producer_id: self.req.v3_and_below_producer_id,
-                    epoch: self.req.v3_and_below_producer_epoch,
+                    transactional_id: t.transactional_id.to_string(),
+                    producer_id: t.producer_id,
+                    epoch: t.producer_epoch,
                     partitions: b.asked.clone(),
-                    verify_only: false,
+                    verify_only: t.verify_only,
                 });
                 self.batches.push(b);
             }
-            let work: Vec<Work> = self
-                .batches
-                .iter()
-                .zip(calls)
-                .filter(|(b, _)| !b.asked.is_empty())
-                .map(|(_, c)| Work::Txn(c))
-                .collect();
-            if !work.is_empty() {
-                return Step::Run(work);
-            }
+        } else {
+            let b = plan(
+                ctx,
+                &self.req.v3_and_below_transactional_id,
+                &self.req.v3_and_below_topics,
+                known,
+            );
+            calls.push(TxnCall::AddPartitions {
+                transactional_id: self.req.v3_and_below_transactional_id.to_string(),
+                producer_id: self.req.v3_and_below_producer_id,
+                epoch: self.req.v3_and_below_producer_epoch,
+                partitions: b.asked.clone(),
+                verify_only: false,
+            });
+            self.batches.push(b);
         }
+        self.batches
+            .iter()
+            .zip(calls)
+            .filter(|(b, _)| !b.asked.is_empty())
+            .map(|(_, c)| Work::Txn(c))
+            .collect()
+    }
+
+    fn respond(&self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         let mut replies = results.into_iter();
         let mut out = Vec::new();
         for b in &self.batches {
