@@ -32,6 +32,7 @@ use iggy_kafka_core::records::{Compression, Record, RecordBatch};
 use std::net::TcpStream;
 
 const NONE: i16 = 0;
+const ILLEGAL_GENERATION: i16 = 22;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
 const INVALID_TXN_STATE: i16 = 48;
 const CONCURRENT_TRANSACTIONS: i16 = 51;
@@ -437,5 +438,34 @@ fn transactions_over_the_wire() {
         r.transaction_states[1].error_code,
         TRANSACTIONAL_ID_NOT_FOUND
     );
+
+    // v3+: the group checks the member's generation first (KIP-447).
+    let Response::TxnOffsetCommit(r) = call(
+        &mut s,
+        3,
+        10,
+        &Request::TxnOffsetCommit(TxnOffsetCommitRequest {
+            transactional_id: "tx".into(),
+            group_id: "no-such-group".into(),
+            producer_id: pid,
+            producer_epoch: 2,
+            generation_id: 5,
+            member_id: "m".into(),
+            topics: vec![TxnOffsetCommitRequestTopic {
+                name: topic.clone().into(),
+                partitions: vec![TxnOffsetCommitRequestPartition {
+                    partition_index: 0,
+                    committed_offset: 1,
+                    committed_leader_epoch: -1,
+                    ..TxnOffsetCommitRequestPartition::default()
+                }],
+                ..TxnOffsetCommitRequestTopic::default()
+            }],
+            ..TxnOffsetCommitRequest::default()
+        }),
+    ) else {
+        panic!("TxnOffsetCommit")
+    };
+    assert_eq!(r.topics[0].partitions[0].error_code, ILLEGAL_GENERATION);
     gw.stop();
 }

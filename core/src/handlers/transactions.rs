@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use crate::authz::Action;
 use crate::backend::{Command, CommittedOffset, Completion, GroupOffset, TopicRef};
+use crate::group::{GroupCall, GroupReply, MemberRef};
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::generated::add_offsets_to_txn_request::AddOffsetsToTxnRequest;
 use crate::protocol::generated::add_offsets_to_txn_response::AddOffsetsToTxnResponse;
@@ -368,7 +369,8 @@ impl Task for EndTxnTask {
 #[derive(Debug)]
 pub(crate) struct TxnOffsetCommitTask {
     req: TxnOffsetCommitRequest,
-    started: bool,
+    /// 0: the group's check; 1: the coordinator's; 2: answer.
+    stage: u8,
     /// Per topic and partition: an error decided before asking the coordinator.
     refused: Vec<Vec<Option<ErrorCode>>>,
 }
@@ -377,7 +379,7 @@ impl TxnOffsetCommitTask {
     pub(crate) fn new(req: TxnOffsetCommitRequest) -> Self {
         Self {
             req,
-            started: false,
+            stage: 0,
             refused: Vec::new(),
         }
     }
@@ -385,7 +387,37 @@ impl TxnOffsetCommitTask {
 
 impl Task for TxnOffsetCommitTask {
     fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
-        if !std::mem::replace(&mut self.started, true) {
+        let mut results = results;
+        if self.stage == 0 {
+            self.stage = 1;
+            // v3+ names the member and its generation: the group checks them first, as for
+            // OffsetCommit (KIP-447: a consumer of an older generation is fenced here).
+            // Without them, as before v3, Kafka checks nothing of the group.
+            if ctx.version >= 3 && (!self.req.member_id.is_empty() || self.req.generation_id >= 0) {
+                return Step::Run(vec![Work::Group(GroupCall::Commit(MemberRef {
+                    group: self.req.group_id.to_string(),
+                    member_id: self.req.member_id.to_string(),
+                    instance_id: self.req.group_instance_id.as_ref().map(ToString::to_string),
+                    generation: self.req.generation_id,
+                }))]);
+            }
+            results = vec![Outcome::Group(GroupReply::Commit(ErrorCode::NONE))];
+        }
+        if self.stage == 1 {
+            self.stage = 2;
+            let code = match single(results) {
+                Some(Outcome::Group(GroupReply::Commit(code))) => code,
+                _ => ErrorCode::UNKNOWN_SERVER_ERROR,
+            };
+            if code != ErrorCode::NONE {
+                self.refused = self
+                    .req
+                    .topics
+                    .iter()
+                    .map(|t| vec![Some(code); t.partitions.len()])
+                    .collect();
+                return self.respond(ctx, Vec::new());
+            }
             let mut offsets = Vec::new();
             for t in &self.req.topics {
                 let allowed = ctx.allows(Action::Poll(&t.name));
@@ -420,7 +452,14 @@ impl Task for TxnOffsetCommitTask {
                     offsets,
                 })]);
             }
+            return self.respond(ctx, Vec::new());
         }
+        self.respond(ctx, results)
+    }
+}
+
+impl TxnOffsetCommitTask {
+    fn respond(&self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         let code = match txn_reply(results) {
             Some(TxnReply::Code(c)) => c,
             None => ErrorCode::NONE,
