@@ -199,7 +199,7 @@ impl InitProducerIdTask {
                 let expected = (self.req.producer_id >= 0 && self.req.producer_epoch >= 0)
                     .then_some((self.req.producer_id, self.req.producer_epoch));
                 Step::Run(vec![Work::Txn(TxnCall::InitProducerId {
-                    transactional_id: id,
+                    transactional_id: super::transactions::txn_key(ctx, &id),
                     timeout_ms: self.req.transaction_timeout_ms,
                     expected,
                     fresh_id,

@@ -37,6 +37,28 @@ use crate::txn::{TxnCall, TxnReply};
 use crate::work::{Outcome, Work};
 use std::time::Duration;
 
+/// The coordinator's key for a transactional id. With an authorizer, each principal has
+/// transactional ids of its own: Iggy's permissions have no transactional-id resource (Kafka
+/// checks WRITE on it), and without this one principal could fence another's producer by
+/// taking its transactional id.
+pub(crate) fn txn_key(ctx: &Ctx<'_>, id: &str) -> String {
+    if ctx.config.authorizer.is_some() {
+        format!("{}\u{0}{id}", ctx.principal.unwrap_or(""))
+    } else {
+        id.to_owned()
+    }
+}
+
+/// The transactional id a coordinator key shows this principal, if it is one of its own.
+fn shown<'k>(ctx: &Ctx<'_>, key: &'k str) -> Option<&'k str> {
+    if ctx.config.authorizer.is_some() {
+        key.strip_prefix(ctx.principal.unwrap_or(""))?
+            .strip_prefix('\u{0}')
+    } else {
+        Some(key)
+    }
+}
+
 /// Clients before `since` know no PRODUCER_FENCED: Kafka answers them INVALID_PRODUCER_EPOCH.
 fn for_version(code: ErrorCode, version: i16, since: i16) -> ErrorCode {
     if code == ErrorCode::PRODUCER_FENCED && version < since {
@@ -190,7 +212,7 @@ impl AddPartitionsTask {
             for t in &self.req.transactions {
                 let b = plan(ctx, &t.transactional_id, &t.topics, known);
                 calls.push(TxnCall::AddPartitions {
-                    transactional_id: t.transactional_id.to_string(),
+                    transactional_id: txn_key(ctx, &t.transactional_id),
                     producer_id: t.producer_id,
                     epoch: t.producer_epoch,
                     partitions: b.asked.clone(),
@@ -206,7 +228,7 @@ impl AddPartitionsTask {
                 known,
             );
             calls.push(TxnCall::AddPartitions {
-                transactional_id: self.req.v3_and_below_transactional_id.to_string(),
+                transactional_id: txn_key(ctx, &self.req.v3_and_below_transactional_id),
                 producer_id: self.req.v3_and_below_producer_id,
                 epoch: self.req.v3_and_below_producer_epoch,
                 partitions: b.asked.clone(),
@@ -293,7 +315,7 @@ impl Task for AddOffsetsTask {
     fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         if !std::mem::replace(&mut self.started, true) {
             return Step::Run(vec![Work::Txn(TxnCall::AddOffsets {
-                transactional_id: self.req.transactional_id.to_string(),
+                transactional_id: txn_key(ctx, &self.req.transactional_id),
                 producer_id: self.req.producer_id,
                 epoch: self.req.producer_epoch,
                 group: self.req.group_id.to_string(),
@@ -329,7 +351,7 @@ impl Task for EndTxnTask {
     fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         if !std::mem::replace(&mut self.started, true) {
             return Step::Run(vec![Work::Txn(TxnCall::EndTxn {
-                transactional_id: self.req.transactional_id.to_string(),
+                transactional_id: txn_key(ctx, &self.req.transactional_id),
                 producer_id: self.req.producer_id,
                 epoch: self.req.producer_epoch,
                 commit: self.req.committed,
@@ -445,7 +467,7 @@ impl Task for TxnOffsetCommitTask {
             }
             if !offsets.is_empty() {
                 return Step::Run(vec![Work::Txn(TxnCall::CommitOffsets {
-                    transactional_id: self.req.transactional_id.to_string(),
+                    transactional_id: txn_key(ctx, &self.req.transactional_id),
                     producer_id: self.req.producer_id,
                     epoch: self.req.producer_epoch,
                     group: self.req.group_id.to_string(),
@@ -545,6 +567,7 @@ impl Task for ListTransactionsTask {
             .then(|| Duration::from_millis(self.req.duration_filter.unsigned_abs()));
         let transaction_states = all
             .into_iter()
+            .filter(|(s, _)| shown(ctx, &s.transactional_id).is_some())
             .filter(|(s, running)| {
                 (states.is_empty() || states.iter().any(|f| f.as_str() == s.state.name()))
                     && (self.req.producer_id_filters.is_empty()
@@ -552,7 +575,7 @@ impl Task for ListTransactionsTask {
                     && min.is_none_or(|m| running.is_some_and(|r| r > m))
             })
             .map(|(s, _)| ListedTransaction {
-                transactional_id: KStr::from(s.transactional_id.as_str()),
+                transactional_id: KStr::from(shown(ctx, &s.transactional_id).unwrap_or_default()),
                 producer_id: s.producer_id,
                 transaction_state: KStr::from(s.state.name()),
                 ..ListedTransaction::default()
@@ -582,13 +605,13 @@ impl DescribeTransactionsTask {
 }
 
 impl Task for DescribeTransactionsTask {
-    fn step(&mut self, _ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
+    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         if !std::mem::replace(&mut self.started, true) {
             return Step::Run(vec![Work::Txn(TxnCall::Describe(
                 self.req
                     .transactional_ids
                     .iter()
-                    .map(ToString::to_string)
+                    .map(|id| txn_key(ctx, id))
                     .collect(),
             ))]);
         }
@@ -649,5 +672,57 @@ impl Task for DescribeTransactionsTask {
                 ..DescribeTransactionsResponse::default()
             },
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::config::Config;
+
+    #[derive(Debug)]
+    struct Everything;
+
+    impl crate::authz::Authorizer for Everything {
+        fn allows(&self, _: Option<&str>, _: Action<'_>) -> bool {
+            true
+        }
+    }
+
+    /// With an authorizer each principal has transactional ids of its own: another's cannot
+    /// be named, so its producer cannot be fenced, and listings show one's own only.
+    #[test]
+    fn transactional_ids_belong_to_their_principal() {
+        let config = Config {
+            authorizer: Some(Arc::new(Everything)),
+            ..Config::default()
+        };
+        let ctx = |principal| Ctx {
+            config: &config,
+            now: Instant::now(),
+            version: 0,
+            closing: false,
+            client_id: None,
+            client_host: "",
+            principal,
+        };
+        let alice = ctx(Some("alice"));
+        let mallory = ctx(Some("mallory"));
+        let key = txn_key(&alice, "tx");
+        assert_ne!(key, txn_key(&mallory, "tx"));
+        assert_ne!(key, txn_key(&ctx(None), "tx"));
+        assert_eq!(shown(&alice, &key), Some("tx"));
+        assert_eq!(shown(&mallory, &key), None);
+        // Without an authorizer, ids are as the clients name them.
+        let open = Config::default();
+        let anyone = Ctx {
+            config: &open,
+            ..ctx(Some("alice"))
+        };
+        assert_eq!(txn_key(&anyone, "tx"), "tx");
+        assert_eq!(shown(&anyone, "tx"), Some("tx"));
     }
 }
