@@ -88,6 +88,8 @@ pub struct ActiveProducer {
     pub epoch: i16,
     /// The sequence number of its last record appended.
     pub last_sequence: i32,
+    /// The first offset of its transaction open on the partition, if it has one.
+    pub current_txn_start_offset: Option<u64>,
 }
 
 /// A partition's bounds.

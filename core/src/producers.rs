@@ -52,6 +52,7 @@ impl Producers {
                 producer_id,
                 epoch: s.epoch,
                 last_sequence: s.last_sequence,
+                current_txn_start_offset: None,
             })
             .collect();
         all.sort_by_key(|p| p.producer_id);

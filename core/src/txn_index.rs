@@ -52,10 +52,10 @@ impl TxnIndex {
         }
     }
 
-    /// Whether `producer_id` has a transaction open here.
+    /// The first offset of `producer_id`'s transaction open here, if it has one.
     #[must_use]
-    pub fn is_open(&self, producer_id: i64) -> bool {
-        self.ongoing.contains_key(&producer_id)
+    pub fn open_since(&self, producer_id: i64) -> Option<u64> {
+        self.ongoing.get(&producer_id).copied()
     }
 
     /// The last stable offset of a partition whose high watermark is `high_watermark`.

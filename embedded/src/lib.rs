@@ -454,7 +454,11 @@ impl EmbeddedStore {
         let topic = self.topic(&TopicRef::Name(topic.to_owned()))?;
         let part = topic.partition(partition)?;
         let log = lock(&part.log);
-        Ok(log.producers.active())
+        let mut active = log.producers.active();
+        for p in &mut active {
+            p.current_txn_start_offset = log.txns.open_since(p.producer_id);
+        }
+        Ok(active)
     }
 
     fn offset_for_timestamp(

@@ -515,6 +515,17 @@ fn transactions_on_a_partition() {
     let r = read_all(&s, 0);
     assert_eq!(r.offsets.last_stable_offset(), 1);
     assert_eq!(r.offsets.high_watermark, 4);
+    let Completion::DescribeProducers(Ok(active)) = done(s.execute(Command::DescribeProducers {
+        topic: "t".into(),
+        partition: 0,
+    })) else {
+        panic!("DescribeProducers")
+    };
+    let open: Vec<(i64, Option<u64>)> = active
+        .iter()
+        .map(|p| (p.producer_id, p.current_txn_start_offset))
+        .collect();
+    assert_eq!(open, [(1, Some(1)), (2, Some(2))]);
     assert_eq!(marker(&s, 2, 0, true), 4);
     assert_eq!(read_all(&s, 0).offsets.last_stable_offset(), 1);
     // a's transaction aborts at a bumped epoch (a fence): its records are listed as aborted.

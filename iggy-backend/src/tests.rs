@@ -1976,6 +1976,7 @@ fn producers_are_described_after_a_restart() {
             producer_id: 77,
             epoch: 2,
             last_sequence: 2,
+            current_txn_start_offset: None,
         }])
     );
     assert!(matches!(
