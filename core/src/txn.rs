@@ -212,6 +212,8 @@ pub struct TxnSnapshot {
     pub previous_producer_id: i64,
     /// Its epoch.
     pub epoch: i16,
+    /// The epoch before the last bump asked for with an expected epoch, or -1.
+    pub last_epoch: i16,
     /// Its transaction timeout.
     pub timeout_ms: i32,
     /// The state.
@@ -257,6 +259,9 @@ struct Txn {
     producer_id: i64,
     previous_producer_id: i64,
     epoch: i16,
+    /// The epoch before the last bump a producer asked for with its current epoch, so that
+    /// a retry of that call gets the same answer; -1 for none.
+    last_epoch: i16,
     timeout: Duration,
     timeout_ms: i32,
     state: TxnState,
@@ -335,6 +340,7 @@ impl TxnCoordinator {
                 producer_id: s.producer_id,
                 previous_producer_id: s.previous_producer_id,
                 epoch: s.epoch,
+                last_epoch: s.last_epoch,
                 timeout: timeout_of(s.timeout_ms),
                 timeout_ms: s.timeout_ms,
                 state: s.state,
@@ -664,6 +670,7 @@ impl TxnCoordinator {
                     producer_id: fresh_id,
                     previous_producer_id: -1,
                     epoch: 0,
+                    last_epoch: -1,
                     timeout: timeout_of(timeout_ms),
                     timeout_ms,
                     state: TxnState::Empty,
@@ -689,9 +696,6 @@ impl TxnCoordinator {
             if !valid {
                 return Err(ErrorCode::PRODUCER_FENCED);
             }
-            if pid == t.producer_id && epoch != t.epoch {
-                return Err(ErrorCode::PRODUCER_FENCED);
-            }
         }
         match t.state {
             TxnState::PrepareCommit | TxnState::PrepareAbort => {
@@ -705,14 +709,29 @@ impl TxnCoordinator {
                 Err(ErrorCode::CONCURRENT_TRANSACTIONS)
             }
             TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
-                if t.epoch >= LAST_EPOCH {
+                let expected_epoch = expected.map(|(_, e)| e);
+                if t.epoch >= LAST_EPOCH && expected_epoch.is_none_or(|e| e == t.epoch) {
                     self.producers.remove(&t.producer_id);
                     t.previous_producer_id = t.producer_id;
                     t.producer_id = fresh_id;
                     t.epoch = 0;
+                    t.last_epoch = -1;
                     self.producers.insert(fresh_id, id.to_owned());
                 } else {
-                    t.epoch += 1;
+                    match expected_epoch {
+                        None => {
+                            t.epoch += 1;
+                            t.last_epoch = -1;
+                        }
+                        Some(e) if e == t.epoch => {
+                            t.last_epoch = t.epoch;
+                            t.epoch += 1;
+                        }
+                        // A retry of a bump whose answer was lost (KIP-360): the same
+                        // answer again.
+                        Some(e) if e == t.last_epoch && e >= 0 => {}
+                        Some(_) => return Err(ErrorCode::PRODUCER_FENCED),
+                    }
                 }
                 t.timeout = timeout_of(timeout_ms);
                 t.timeout_ms = timeout_ms;
@@ -842,6 +861,7 @@ impl TxnCoordinator {
             return;
         };
         t.epoch = t.epoch.saturating_add(1);
+        t.last_epoch = -1;
         t.state = TxnState::PrepareAbort;
         t.updated = now;
         self.persist(id);
@@ -915,6 +935,7 @@ fn snapshot(id: &str, t: &Txn) -> TxnSnapshot {
         producer_id: t.producer_id,
         previous_producer_id: t.previous_producer_id,
         epoch: t.epoch,
+        last_epoch: t.last_epoch,
         timeout_ms: t.timeout_ms,
         state: t.state,
         partitions: t.partitions.iter().cloned().collect(),

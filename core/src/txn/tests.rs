@@ -215,6 +215,9 @@ fn kafka_refusals() {
         Err(ErrorCode::PRODUCER_FENCED)
     );
     assert_eq!(h.init_expecting("tx", 8, Some((7, 0))), Ok((7, 1)));
+    // A retry of that call, whose answer was lost, gets the same answer (KIP-360).
+    assert_eq!(h.init_expecting("tx", 8, Some((7, 0))), Ok((7, 1)));
+    assert_eq!(h.init_expecting("tx", 8, Some((7, 1))), Ok((7, 2)));
     assert_eq!(
         h.init_expecting("tx", 8, Some((7, 0))),
         Err(ErrorCode::PRODUCER_FENCED)
