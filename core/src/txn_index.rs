@@ -22,33 +22,91 @@ pub struct TxnIndex {
     firsts: BTreeSet<(u64, i64)>,
     /// Aborted transactions, in the order of their markers (so by last offset).
     aborted: VecDeque<AbortedTxn>,
+    /// Each producer's last marker seen here: its offset and whether it committed.
+    last_marker: HashMap<i64, (u64, bool)>,
 }
 
 impl TxnIndex {
     /// A transactional batch of `producer_id` was appended at `first_offset`: it opens the
     /// producer's transaction on the partition, unless one is open.
+    ///
+    /// The index may learn of appends and markers in another order than the log holds them
+    /// (their replies handled by different tasks, or a replay of what was already seen): a
+    /// batch before the producer's last marker belongs to the transaction that marker ended,
+    /// and an earlier batch of an open transaction moves its start back.
     pub fn appended(&mut self, producer_id: i64, first_offset: u64) {
-        if let std::collections::hash_map::Entry::Vacant(e) = self.ongoing.entry(producer_id) {
-            e.insert(first_offset);
-            self.firsts.insert((first_offset, producer_id));
+        if let Some(&(marker, commit)) = self.last_marker.get(&producer_id) {
+            if first_offset < marker {
+                if !commit {
+                    self.abort_from(producer_id, first_offset, marker);
+                }
+                return;
+            }
+        }
+        match self.ongoing.get_mut(&producer_id) {
+            Some(first) if *first <= first_offset => {}
+            Some(first) => {
+                self.firsts.remove(&(*first, producer_id));
+                *first = first_offset;
+                self.firsts.insert((first_offset, producer_id));
+            }
+            None => {
+                self.ongoing.insert(producer_id, first_offset);
+                self.firsts.insert((first_offset, producer_id));
+            }
         }
     }
 
+    /// Records that `producer_id`'s transaction ended by the abort marker at `last` started at
+    /// `first` at the latest.
+    fn abort_from(&mut self, producer_id: i64, first: u64, last: u64) {
+        if let Some(a) = self
+            .aborted
+            .iter_mut()
+            .rev()
+            .find(|a| a.producer_id == producer_id && a.last_offset == last)
+        {
+            a.first_offset = a.first_offset.min(first);
+            return;
+        }
+        if self.aborted.len() >= MAX_ABORTED {
+            self.aborted.pop_front();
+        }
+        let at = self.aborted.partition_point(|a| a.last_offset <= last);
+        self.aborted.insert(
+            at,
+            AbortedTxn {
+                producer_id,
+                first_offset: first,
+                last_offset: last,
+            },
+        );
+    }
+
     /// `producer_id`'s marker was appended at `offset`: its open transaction, if any, ends.
+    /// A marker at or before the producer's last one is a replay and changes nothing.
     pub fn marker(&mut self, producer_id: i64, commit: bool, offset: u64) {
+        if self
+            .last_marker
+            .get(&producer_id)
+            .is_some_and(|&(m, _)| offset <= m)
+        {
+            // Seen already, or older than one seen: a replay.
+            return;
+        }
+        self.last_marker.insert(producer_id, (offset, commit));
         let Some(first) = self.ongoing.remove(&producer_id) else {
             return;
         };
         self.firsts.remove(&(first, producer_id));
+        if first > offset {
+            // Records after this marker: a later transaction, still open.
+            self.ongoing.insert(producer_id, first);
+            self.firsts.insert((first, producer_id));
+            return;
+        }
         if !commit {
-            if self.aborted.len() >= MAX_ABORTED {
-                self.aborted.pop_front();
-            }
-            self.aborted.push_back(AbortedTxn {
-                producer_id,
-                first_offset: first,
-                last_offset: offset,
-            });
+            self.abort_from(producer_id, first, offset);
         }
     }
 
@@ -136,6 +194,50 @@ mod tests {
         assert_eq!(i.aborted_between(0, 20).len(), 1);
         i.truncate_before(10);
         assert!(i.aborted_between(0, 20).is_empty());
+    }
+
+    /// Appends and markers learnt in another order than the log's, or twice, give the
+    /// index the log's order would.
+    #[test]
+    fn order_of_learning_does_not_matter() {
+        let mut i = TxnIndex::default();
+        // Producer 1: records at 1 and 2, abort marker at 3; learnt marker first.
+        i.appended(1, 2);
+        i.marker(1, false, 3);
+        i.appended(1, 1);
+        assert_eq!(i.last_stable(10), 10);
+        assert_eq!(
+            i.aborted_between(0, 10),
+            vec![AbortedTxn {
+                producer_id: 1,
+                first_offset: 1,
+                last_offset: 3
+            }]
+        );
+        // Replayed: nothing changes.
+        i.appended(1, 1);
+        i.appended(1, 2);
+        i.marker(1, false, 3);
+        assert_eq!(i.last_stable(10), 10);
+        assert_eq!(i.aborted_between(0, 10).len(), 1);
+        // Producer 2: a commit learnt before its only record: nothing aborted, nothing open.
+        i.marker(2, true, 6);
+        i.appended(2, 5);
+        assert_eq!(i.last_stable(10), 10);
+        assert_eq!(i.aborted_between(0, 10).len(), 1);
+        // Producer 1's next transaction, its later record learnt first.
+        i.appended(1, 8);
+        i.appended(1, 7);
+        assert_eq!(i.last_stable(10), 7);
+        // An aborted transaction whose marker came before the others' stays in order.
+        i.marker(3, false, 4);
+        i.appended(3, 0);
+        let firsts: Vec<u64> = i
+            .aborted_between(0, 10)
+            .iter()
+            .map(|a| a.first_offset)
+            .collect();
+        assert_eq!(firsts, [0, 1]);
     }
 
     #[test]
