@@ -3,7 +3,7 @@
 //! as they happen rather than found by scanning the log, and rebuilt from the log's
 //! messages after a restart ([`TxnIndex::replay`]).
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use crate::backend::AbortedTxn;
 use crate::mapping::{marker_of, transaction_of};
@@ -13,47 +13,51 @@ use crate::message::IggyMessage;
 /// read_committed consumer reading that far back would then see their records).
 const MAX_ABORTED: usize = 100_000;
 
+/// Markers remembered per producer; beyond it the oldest are forgotten.
+const MAX_MARKERS: usize = 64;
+
 /// The transactions of one partition.
+///
+/// Appends may be learnt in another order than the log holds them (a backend whose append
+/// and marker replies are handled by different tasks, or a replay of what was already
+/// seen), as long as each producer's markers are learnt in log order, which the
+/// coordinator guarantees (a transaction's markers are written before the next transaction
+/// of its producer can begin). A batch belongs to the transaction its producer's first
+/// marker after it ends; a batch after the producer's last marker is open.
 #[derive(Debug, Default, Clone)]
 pub struct TxnIndex {
-    /// Open transactions: producer id → first offset.
-    ongoing: HashMap<i64, u64>,
-    /// The same, ordered by first offset, for the last stable offset.
+    /// Batches not closed by a marker yet: producer id → their first offsets.
+    open: HashMap<i64, BTreeSet<u64>>,
+    /// The first open offset of each producer with open batches, for the last stable offset.
     firsts: BTreeSet<(u64, i64)>,
     /// Aborted transactions, in the order of their markers (so by last offset).
     aborted: VecDeque<AbortedTxn>,
-    /// Each producer's last marker seen here: its offset and whether it committed.
-    last_marker: HashMap<i64, (u64, bool)>,
+    /// Each producer's markers seen here, by offset: whether each committed.
+    markers: HashMap<i64, BTreeMap<u64, bool>>,
 }
 
 impl TxnIndex {
-    /// A transactional batch of `producer_id` was appended at `first_offset`: it opens the
-    /// producer's transaction on the partition, unless one is open.
-    ///
-    /// The index may learn of appends and markers in another order than the log holds them
-    /// (their replies handled by different tasks, or a replay of what was already seen): a
-    /// batch before the producer's last marker belongs to the transaction that marker ended,
-    /// and an earlier batch of an open transaction moves its start back.
+    /// A transactional batch of `producer_id` was appended at `first_offset`.
     pub fn appended(&mut self, producer_id: i64, first_offset: u64) {
-        if let Some(&(marker, commit)) = self.last_marker.get(&producer_id) {
-            if first_offset < marker {
-                if !commit {
-                    self.abort_from(producer_id, first_offset, marker);
-                }
-                return;
+        let closing = self
+            .markers
+            .get(&producer_id)
+            .and_then(|m| m.range(first_offset..).next())
+            .map(|(&offset, &commit)| (offset, commit));
+        if let Some((marker, commit)) = closing {
+            // Learnt after the marker that ended its transaction.
+            if !commit {
+                self.abort_from(producer_id, first_offset, marker);
             }
+            return;
         }
-        match self.ongoing.get_mut(&producer_id) {
-            Some(first) if *first <= first_offset => {}
-            Some(first) => {
-                self.firsts.remove(&(*first, producer_id));
-                *first = first_offset;
-                self.firsts.insert((first_offset, producer_id));
+        let batches = self.open.entry(producer_id).or_default();
+        let before = batches.first().copied();
+        if batches.insert(first_offset) && before.is_none_or(|b| first_offset < b) {
+            if let Some(b) = before {
+                self.firsts.remove(&(b, producer_id));
             }
-            None => {
-                self.ongoing.insert(producer_id, first_offset);
-                self.firsts.insert((first_offset, producer_id));
-            }
+            self.firsts.insert((first_offset, producer_id));
         }
     }
 
@@ -83,27 +87,32 @@ impl TxnIndex {
         );
     }
 
-    /// `producer_id`'s marker was appended at `offset`: its open transaction, if any, ends.
-    /// A marker at or before the producer's last one is a replay and changes nothing.
+    /// `producer_id`'s marker was appended at `offset`: its open batches before it belong to
+    /// the transaction it ends. A marker seen already changes nothing.
     pub fn marker(&mut self, producer_id: i64, commit: bool, offset: u64) {
-        if self
-            .last_marker
-            .get(&producer_id)
-            .is_some_and(|&(m, _)| offset <= m)
-        {
-            // Seen already, or older than one seen: a replay.
+        let markers = self.markers.entry(producer_id).or_default();
+        if markers.insert(offset, commit).is_some() {
             return;
         }
-        self.last_marker.insert(producer_id, (offset, commit));
-        let Some(first) = self.ongoing.remove(&producer_id) else {
+        if markers.len() > MAX_MARKERS {
+            markers.pop_first();
+        }
+        let Some(batches) = self.open.get_mut(&producer_id) else {
             return;
         };
-        self.firsts.remove(&(first, producer_id));
-        if first > offset {
-            // Records after this marker: a later transaction, still open.
-            self.ongoing.insert(producer_id, first);
-            self.firsts.insert((first, producer_id));
+        let Some(&first) = batches.first() else {
             return;
+        };
+        if first > offset {
+            return;
+        }
+        self.firsts.remove(&(first, producer_id));
+        let later = batches.split_off(&offset);
+        if let Some(&next) = later.first() {
+            self.firsts.insert((next, producer_id));
+            *batches = later;
+        } else {
+            self.open.remove(&producer_id);
         }
         if !commit {
             self.abort_from(producer_id, first, offset);
@@ -113,7 +122,7 @@ impl TxnIndex {
     /// The first offset of `producer_id`'s transaction open here, if it has one.
     #[must_use]
     pub fn open_since(&self, producer_id: i64) -> Option<u64> {
-        self.ongoing.get(&producer_id).copied()
+        self.open.get(&producer_id).and_then(|b| b.first().copied())
     }
 
     /// The last stable offset of a partition whose high watermark is `high_watermark`.
@@ -138,7 +147,8 @@ impl TxnIndex {
         out
     }
 
-    /// Forgets aborted transactions wholly before `log_start` (dropped by retention).
+    /// Forgets aborted transactions wholly before `log_start`, and markers before it
+    /// (dropped by retention).
     pub fn truncate_before(&mut self, log_start: u64) {
         while self
             .aborted
@@ -147,6 +157,10 @@ impl TxnIndex {
         {
             self.aborted.pop_front();
         }
+        self.markers.retain(|_, m| {
+            m.retain(|&offset, _| offset >= log_start);
+            !m.is_empty()
+        });
     }
 
     /// Takes in the message at `offset` when the index is rebuilt from the log, oldest
@@ -229,15 +243,28 @@ mod tests {
         i.appended(1, 8);
         i.appended(1, 7);
         assert_eq!(i.last_stable(10), 7);
+        // A record learnt after two later markers of its producer still finds its own.
+        i.marker(1, false, 9);
+        i.appended(1, 10);
+        i.marker(1, true, 11);
+        i.appended(1, 6);
+        assert_eq!(i.last_stable(12), 12);
+        let mine: Vec<(u64, u64)> = i
+            .aborted_between(0, 12)
+            .iter()
+            .filter(|a| a.producer_id == 1)
+            .map(|a| (a.first_offset, a.last_offset))
+            .collect();
+        assert_eq!(mine, [(1, 3), (6, 9)]);
         // An aborted transaction whose marker came before the others' stays in order.
         i.marker(3, false, 4);
         i.appended(3, 0);
         let firsts: Vec<u64> = i
-            .aborted_between(0, 10)
+            .aborted_between(0, 12)
             .iter()
             .map(|a| a.first_offset)
             .collect();
-        assert_eq!(firsts, [0, 1]);
+        assert_eq!(firsts, [0, 1, 6]);
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! The transaction coordinator under arbitrary calls from a few transactional producers
 //! (and their fenced predecessors), arbitrary time, failed marker writes and restarts from
-//! its persisted state, with partitions that apply its markers as the backends do. What must
-//! hold: it never panics; a producer that was fenced (an older epoch or producer id of its
-//! transactional id) never has a write accepted again; and once every transaction has ended,
-//! each transaction's records are visible to read_committed all together or not at all.
+//! its persisted state, with partitions that apply its markers as the backends do, their
+//! indexes learning of some writes late (after later markers, as a backend whose replies
+//! are handled by several tasks can). What must hold: it never panics; a producer that was
+//! fenced (an older epoch or producer id of its transactional id) never has a write accepted
+//! again; and once every transaction has ended, each transaction's records are visible to
+//! read_committed all together or not at all.
 #![no_main]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -42,9 +44,16 @@ enum Op {
         handle: u8,
         commit: bool,
     },
+    /// A transactional write; `late`: the partition's index learns of it only at a later
+    /// `Learn` (its reply handled after other replies).
     Write {
         handle: u8,
         part: u8,
+        late: bool,
+    },
+    /// The index learns of the oldest (or, if `newest`, the newest) late write.
+    Learn {
+        newest: bool,
     },
     /// Reports the oldest markers handed out: all written, or only the first `written`.
     Markers {
@@ -81,6 +90,8 @@ struct World {
     /// Producer ids and epochs handed out, with their transactional id.
     handles: Vec<(u8, i64, i16)>,
     fresh: i64,
+    /// Writes appended whose index update is still to come: partition, producer, offset.
+    late: Vec<(usize, i64, u64)>,
 }
 
 fn txn_id(id: u8) -> String {
@@ -167,6 +178,7 @@ fuzz_target!(|ops: Vec<Op>| {
         ended: HashMap::new(),
         handles: Vec::new(),
         fresh: 1000,
+        late: Vec::new(),
     };
     let handle = |w: &World, h: u8| -> Option<(u8, i64, i16)> {
         (!w.handles.is_empty()).then(|| w.handles[usize::from(h) % w.handles.len()])
@@ -247,7 +259,21 @@ fuzz_target!(|ops: Vec<Op>| {
                     });
                 }
             }
-            Op::Write { handle: h, part } => {
+            Op::Learn { newest } => {
+                if !w.late.is_empty() {
+                    let (p, pid, offset) = if newest {
+                        w.late.pop().expect("not empty")
+                    } else {
+                        w.late.remove(0)
+                    };
+                    w.parts[p].index.appended(pid, offset);
+                }
+            }
+            Op::Write {
+                handle: h,
+                part,
+                late,
+            } => {
                 let Some((id, pid, epoch)) = handle(&w, h) else {
                     continue;
                 };
@@ -264,7 +290,11 @@ fuzz_target!(|ops: Vec<Op>| {
                     let part = &mut w.parts[p as usize];
                     let offset = part.log.len() as u64;
                     part.log.push((pid, Ok((id, instance))));
-                    part.index.appended(pid, offset);
+                    if late {
+                        w.late.push((p as usize, pid, offset));
+                    } else {
+                        part.index.appended(pid, offset);
+                    }
                 }
             }
             Op::Markers { ok, written } => w.markers(ok, usize::from(written)),
@@ -281,6 +311,10 @@ fuzz_target!(|ops: Vec<Op>| {
                 w.effects();
             }
         }
+    }
+    // Every late write is learnt, in the order they were made.
+    for (p, pid, offset) in std::mem::take(&mut w.late) {
+        w.parts[p].index.appended(pid, offset);
     }
     // Let every transaction end: timeouts pass, every marker is written.
     for _ in 0..4 {
