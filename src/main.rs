@@ -829,6 +829,9 @@ fn main() -> ExitCode {
     config.auto_create_topics = args.auto_create_topics;
     config.default_partitions = args.default_partitions;
     config.cluster_id = args.cluster_id.clone();
+    // The Iggy backend does not keep transactions yet (markers, the last stable offset):
+    // transactional producers are refused there, as before transactions were served.
+    config.transactions = matches!(plan, Plan::Embedded(_));
     // Every listener shares the users: SASL listeners authenticate against them, and
     // credentials may be managed from any listener by an authenticated super user.
     config.sasl = users.sasl;

@@ -422,3 +422,47 @@ fn topic_partitions_are_paged() {
     );
     gw.stop();
 }
+
+/// Transactions through confluent-kafka: commits and aborts of two interleaved producers
+/// read back exactly by read_committed and wholly by read_uncommitted consumers, a fenced
+/// producer, and a consume-transform-produce loop that copies a topic exactly once across
+/// a crash of the copier (`transactions.py`); and through kafkajs: commits and aborts read
+/// back, offsets sent to a transaction committed with it only (`transactions.js`). The Iggy
+/// backend keeps no transactions yet.
+#[test]
+fn transactions_of_confluent_kafka() {
+    if common::iggy_url().is_some() {
+        return;
+    }
+    let gw = Gateway::start();
+    let input = topic("txn-in");
+    let output = topic("txn-out");
+    let js_input = topic("txn-js-in");
+    let js_output = topic("txn-js-out");
+    let mut s = gw.connect();
+    for (name, partitions) in [(&input, 2), (&output, 1), (&js_input, 1), (&js_output, 1)] {
+        let Response::CreateTopics(r) = call(&mut s, 7, 1, &create_topic(name, partitions)) else {
+            panic!("CreateTopics")
+        };
+        assert_eq!(r.topics[0].error_code, 0);
+    }
+    run(
+        "transactions.py",
+        Command::new(common::python()).args([
+            "transactions.py",
+            &gw.addr.to_string(),
+            &input,
+            &output,
+        ]),
+    );
+    run(
+        "transactions.js",
+        Command::new("node").args([
+            "transactions.js",
+            &gw.addr.to_string(),
+            &js_input,
+            &js_output,
+        ]),
+    );
+    gw.stop();
+}

@@ -143,6 +143,7 @@ impl Admin {
                 let scrape = metrics::Scrape {
                     connections: self.registry.snapshot(),
                     groups: shared.groups().stats(),
+                    transactions: shared.txns().stats(),
                     lag: self.lag(shared).await,
                     backend: shared.backend().metrics(),
                     ready: self.is_ready(),

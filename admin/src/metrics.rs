@@ -11,6 +11,7 @@ use iggy_kafka_core::protocol::error_code::ErrorCode;
 use iggy_kafka_core::stats::{
     ConnectionStats, Metric, MetricKind, MetricValue, Snapshot, TopicStats, CODECS, LATENCY_BOUNDS,
 };
+use iggy_kafka_core::txn::TxnStats;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder};
 use prometheus_client::metrics::MetricType;
@@ -32,6 +33,8 @@ pub struct Scrape {
     pub connections: Snapshot,
     /// The group coordinator.
     pub groups: GroupStats,
+    /// The transaction coordinator.
+    pub transactions: TxnStats,
     /// Every group's lag.
     pub lag: std::sync::Arc<Lag>,
     /// What the backend reports.
@@ -303,6 +306,44 @@ impl Collector for GatewayCollector {
             "Group rebalances started.",
             n,
             one(s.groups.rebalances as f64),
+        )?;
+        let t = &s.transactions;
+        family(
+            &mut e,
+            "transactional_ids",
+            "Transactional ids the transaction coordinator holds.",
+            g,
+            one(t.ids as f64),
+        )?;
+        family(
+            &mut e,
+            "transactions_open",
+            "Transactions open now.",
+            g,
+            one(t.ongoing as f64),
+        )?;
+        family(
+            &mut e,
+            "transactions_total",
+            "Transactions ended, by outcome (an abort by the producer, a fence or a timeout).",
+            n,
+            [("commit", t.committed), ("abort", t.aborted)]
+                .into_iter()
+                .map(|(o, v)| (vec![("outcome", o.to_owned())], v as f64)),
+        )?;
+        family(
+            &mut e,
+            "transactions_timed_out_total",
+            "Transactions aborted because their timeout passed.",
+            n,
+            one(t.timed_out as f64),
+        )?;
+        family(
+            &mut e,
+            "transactional_producers_fenced_total",
+            "Transactional producers fenced by a new instance with an open transaction.",
+            n,
+            one(t.fenced as f64),
         )?;
         family(
             &mut e,

@@ -85,7 +85,7 @@ async fn run(shared: &Shared, command: Command) -> Option<Completion> {
     };
     match outcome {
         Outcome::Store(c) => Some(c),
-        Outcome::Group(_) => None,
+        Outcome::Group(_) | Outcome::Txn(_) => None,
     }
 }
 

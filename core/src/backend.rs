@@ -88,6 +88,8 @@ pub struct ActiveProducer {
     pub epoch: i16,
     /// The sequence number of its last record appended.
     pub last_sequence: i32,
+    /// The first offset of its transaction open on the partition, if it has one.
+    pub current_txn_start_offset: Option<u64>,
 }
 
 /// A partition's bounds.
@@ -100,6 +102,32 @@ pub struct PartitionOffsets {
     /// The bytes the partition holds, where the answer knows them (Offsets does; a read's
     /// bounds do not).
     pub size_bytes: Option<u64>,
+    /// The last stable offset: the first offset of the earliest transaction still open on
+    /// the partition, else the high watermark. `None` means the high watermark (a backend
+    /// that keeps no transactions).
+    pub last_stable: Option<u64>,
+}
+
+impl PartitionOffsets {
+    /// The last stable offset (see [`PartitionOffsets::last_stable`]).
+    #[must_use]
+    pub fn last_stable_offset(&self) -> u64 {
+        self.last_stable
+            .unwrap_or(self.high_watermark)
+            .min(self.high_watermark)
+    }
+}
+
+/// An aborted transaction a read_committed fetch reports: the consumer drops this producer's
+/// transactional records from `first_offset` until its abort marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    /// The producer.
+    pub producer_id: i64,
+    /// The transaction's first offset in the partition.
+    pub first_offset: u64,
+    /// The offset of its abort marker.
+    pub last_offset: u64,
 }
 
 /// Where a watch looks: a partition and the offset whose arrival it waits for.
@@ -125,6 +153,9 @@ pub struct ProducerBatch {
     pub first_sequence: i32,
     /// How many records (sequence numbers) the batch spans.
     pub count: i32,
+    /// The batch belongs to a transaction (attributes bit 4): the backend keeps it open in
+    /// the partition's transaction index until the producer's marker closes it.
+    pub transactional: bool,
 }
 
 impl ProducerBatch {
@@ -325,6 +356,23 @@ pub enum Command {
         /// The new log start, or `None` for the high watermark (delete every record).
         offset: Option<u64>,
     },
+    /// Append a transaction's commit or abort marker (a control record, see
+    /// `docs/MAPPING.md`) for `producer_id` to a partition, closing the producer's open
+    /// transaction there, if it has one.
+    WriteMarker {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The producer whose transaction ends.
+        producer_id: i64,
+        /// The epoch the marker carries; older epochs of the producer are fenced from then on.
+        epoch: i16,
+        /// Commit (or abort).
+        commit: bool,
+        /// The coordinator's epoch, written into the marker.
+        coordinator_epoch: i32,
+    },
     /// A user's permissions, for authorization by the backend's own users (Iggy's): the
     /// permissions of the backend user named `user`, with streams and topics by name.
     UserPermissions {
@@ -396,6 +444,9 @@ pub struct ReadResult {
     pub messages: Messages,
     /// The partition's bounds when it was read.
     pub offsets: PartitionOffsets,
+    /// The aborted transactions whose range (first offset to abort marker) overlaps the
+    /// messages read, by first offset.
+    pub aborted: Vec<AbortedTxn>,
 }
 
 /// The outcome of a [`Command`], variant by variant.
@@ -427,6 +478,8 @@ pub enum Completion {
     DescribeProducers(Result<Vec<ActiveProducer>, BackendError>),
     /// Of [`Command::DeleteRecords`]: the partition's log start offset after it.
     DeleteRecords(Result<u64, BackendError>),
+    /// Of [`Command::WriteMarker`]: the marker's offset.
+    WriteMarker(Result<u64, BackendError>),
     /// Of [`Command::UserPermissions`]: `None` when the backend has no such user.
     UserPermissions(Result<Option<crate::authz::Permissions>, BackendError>),
     /// Of [`Command::CommitOffsets`]: one result per offset, in order.
@@ -515,6 +568,15 @@ pub enum BackendError {
     /// The backend refused the gateway's credentials.
     #[error("not authorized: {0}")]
     Unauthorized(String),
+    /// A transactional write the transaction coordinator refuses (not in an ongoing
+    /// transaction, a fenced epoch), with Kafka's code.
+    #[error("{message}")]
+    Transaction {
+        /// Kafka's code.
+        code: ErrorCode,
+        /// Why.
+        message: String,
+    },
     /// Anything else.
     #[error("backend error: {0}")]
     Other(String),
@@ -540,6 +602,7 @@ impl BackendError {
             Self::ProducerFenced { .. } => ErrorCode::INVALID_PRODUCER_EPOCH,
             Self::Unavailable(_) => ErrorCode::REQUEST_TIMED_OUT,
             Self::Unauthorized(_) => ErrorCode::TOPIC_AUTHORIZATION_FAILED,
+            Self::Transaction { code, .. } => *code,
             Self::Other(_) => ErrorCode::UNKNOWN_SERVER_ERROR,
         }
     }
@@ -626,6 +689,7 @@ pub(crate) mod tests {
                 Completion::DeleteRecords(Ok(offset.unwrap_or(0)))
             }
             Command::UserPermissions { .. } => Completion::UserPermissions(Ok(None)),
+            Command::WriteMarker { .. } => Completion::WriteMarker(Ok(0)),
             Command::CommitOffsets { offsets, .. } => {
                 Completion::CommitOffsets(offsets.iter().map(|_| Ok(())).collect())
             }

@@ -124,6 +124,9 @@ pub struct Config {
     pub default_retention_bytes: i64,
     /// The largest `retention.bytes` the backend can keep, if it has a limit.
     pub max_retention_bytes: Option<i64>,
+    /// Whether the backend keeps transactions (markers, the last stable offset): when it
+    /// does not, FindCoordinator and InitProducerId refuse transactional ids.
+    pub transactions: bool,
 }
 
 impl Default for Config {
@@ -151,6 +154,7 @@ impl Default for Config {
             max_partitions: 10_000,
             default_retention_bytes: -1,
             max_retention_bytes: None,
+            transactions: true,
         }
     }
 }

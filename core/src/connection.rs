@@ -832,7 +832,7 @@ impl Connection {
                 | Command::AlterTopicConfig { .. },
             ) => (None, true, false),
             Work::Store(Command::Watch { .. }) => (None, false, true),
-            Work::Store(_) => (None, false, false),
+            Work::Store(_) | Work::Txn(_) => (None, false, false),
         };
         self.slots.insert(
             id.0,

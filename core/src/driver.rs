@@ -7,6 +7,10 @@
 //! The adapter polls [`PendingWork::poll_ready`] alongside its socket and timer, and sleeps
 //! no later than [`PendingWork::poll_timeout`]. The coordinator's timers are driven by one
 //! task with [`Groups::poll_timeout`], [`Groups::changed`] and [`Groups::handle_timeout`].
+//! The transaction coordinator is behind [`Txns`]: its calls are answered like group calls,
+//! a transactional append is checked with it before it reaches the backend (KIP-890 part
+//! 1), and [`drive_transactions`], one task per gateway, writes the markers it decides and
+//! drives its timers.
 //! [`Transmit`] gathers what a connection has to write into vectored writes.
 
 use std::collections::{HashMap, VecDeque};
@@ -19,8 +23,10 @@ use std::time::Instant;
 
 use bytes::{Buf, Bytes};
 
-use crate::backend::{Backend, Completion, Execution};
+use crate::backend::{Backend, BackendError, Command, Completion, Execution};
 use crate::group::{Coordinator, GroupCall, GroupReply, ReplyTo};
+use crate::protocol::error_code::ErrorCode;
+use crate::txn::{Markers, TxnCall, TxnConfig, TxnCoordinator, TxnEffect, TxnReply};
 use crate::work::{Outcome, Work, WorkId};
 use crate::Connection;
 
@@ -28,6 +34,7 @@ use crate::Connection;
 pub struct Shared {
     backend: Arc<dyn Backend>,
     groups: Groups,
+    txns: Txns,
 }
 
 impl std::fmt::Debug for Shared {
@@ -43,7 +50,14 @@ impl Shared {
         Self {
             backend,
             groups: Groups::new(coordinator),
+            txns: Txns::new(TxnCoordinator::new(TxnConfig::default())),
         }
+    }
+
+    /// The transaction coordinator, whose markers and timers [`drive_transactions`] drives.
+    #[must_use]
+    pub fn txns(&self) -> &Txns {
+        &self.txns
     }
 
     /// The group coordinator, whose timers the adapter drives.
@@ -62,10 +76,55 @@ impl Shared {
     pub fn execute(&self, now: Instant, work: Work) -> Started {
         match work {
             Work::Group(call) => self.groups.call(now, call),
-            Work::Store(command) => match self.backend.execute(command) {
-                Execution::Done(c) => Started::Done(Outcome::Store(c)),
-                Execution::Pending(f) => Started::Later(Later(Running::Store(f))),
-            },
+            Work::Txn(call) => self.txns.call(now, call),
+            Work::Store(Command::Append {
+                topic,
+                partition,
+                messages,
+                largest_batch,
+                producer: Some(producer),
+            }) if producer.transactional => {
+                // Checked and handed to the backend under the coordinator's lock, so that no
+                // marker of the transaction is handed over between the check and the
+                // append: the append lands before the marker (the backend keeps the order
+                // in which commands reach it, per partition).
+                let inner = lock(&self.txns.inner);
+                let code = inner.coordinator.verify_write(
+                    producer.producer_id,
+                    producer.epoch,
+                    &(topic.clone(), partition),
+                );
+                if code != ErrorCode::NONE {
+                    return Started::Done(Outcome::Store(Completion::Append(Err(
+                        BackendError::Transaction {
+                            code,
+                            message: format!(
+                                "transactional write of producer {} epoch {} to {topic}-{partition} refused: {}",
+                                producer.producer_id,
+                                producer.epoch,
+                                code.name()
+                            ),
+                        },
+                    ))));
+                }
+                let started = self.store(Command::Append {
+                    topic,
+                    partition,
+                    messages,
+                    largest_batch,
+                    producer: Some(producer),
+                });
+                drop(inner);
+                started
+            }
+            Work::Store(command) => self.store(command),
+        }
+    }
+
+    fn store(&self, command: Command) -> Started {
+        match self.backend.execute(command) {
+            Execution::Done(c) => Started::Done(Outcome::Store(c)),
+            Execution::Pending(f) => Started::Later(Later(Running::Store(f))),
         }
     }
 }
@@ -85,6 +144,7 @@ pub struct Later(Running);
 enum Running {
     Store(Pin<Box<dyn Future<Output = Completion> + Send + 'static>>),
     Group(ReplyFuture),
+    Txn(TxnReplyFuture),
 }
 
 impl std::fmt::Debug for Later {
@@ -100,6 +160,7 @@ impl Future for Later {
         match &mut self.0 {
             Running::Store(f) => f.as_mut().poll(cx).map(Outcome::Store),
             Running::Group(f) => Pin::new(f).poll(cx).map(Outcome::Group),
+            Running::Txn(f) => Pin::new(f).poll(cx).map(Outcome::Txn),
         }
     }
 }
@@ -239,6 +300,256 @@ impl Future for ReplyFuture {
                 Poll::Pending
             }
         }
+    }
+}
+
+/// The gateway's [`TxnCoordinator`] behind a lock, with EndTxn replies that arrive later
+/// (once the markers are written) delivered as futures.
+pub struct Txns {
+    inner: Mutex<TxnsInner>,
+    changed: event_listener::Event,
+}
+
+struct TxnsInner {
+    coordinator: TxnCoordinator,
+    next: u64,
+    waiting: HashMap<u64, Arc<TxnSlot>>,
+}
+
+#[derive(Default)]
+struct TxnSlot(Mutex<(Option<TxnReply>, Option<Waker>)>);
+
+impl std::fmt::Debug for Txns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Txns").finish_non_exhaustive()
+    }
+}
+
+impl TxnsInner {
+    /// Hands out the coordinator's replies; returns the one for `mine`, if any.
+    fn deliver(&mut self, mine: Option<u64>) -> Option<TxnReply> {
+        let mut found = None;
+        while let Some((ReplyTo(to), reply)) = self.coordinator.poll_reply() {
+            if Some(to) == mine {
+                found = Some(reply);
+            } else if let Some(slot) = self.waiting.remove(&to) {
+                let mut s = lock(&slot.0);
+                s.0 = Some(reply);
+                if let Some(w) = s.1.take() {
+                    w.wake();
+                }
+            }
+        }
+        found
+    }
+}
+
+impl Txns {
+    /// Wraps `coordinator`.
+    #[must_use]
+    pub fn new(coordinator: TxnCoordinator) -> Self {
+        Self {
+            inner: Mutex::new(TxnsInner {
+                coordinator,
+                next: 0,
+                waiting: HashMap::new(),
+            }),
+            changed: event_listener::Event::new(),
+        }
+    }
+
+    /// Makes a call at `now`: its reply at once, or a future for it.
+    pub fn call(&self, now: Instant, call: TxnCall) -> Started {
+        let mut inner = lock(&self.inner);
+        let id = inner.next;
+        inner.next += 1;
+        inner.coordinator.handle(now, ReplyTo(id), call);
+        let execution = match inner.deliver(Some(id)) {
+            Some(reply) => Started::Done(Outcome::Txn(reply)),
+            None => {
+                let slot = Arc::new(TxnSlot::default());
+                inner.waiting.insert(id, slot.clone());
+                Started::Later(Later(Running::Txn(TxnReplyFuture(slot))))
+            }
+        };
+        drop(inner);
+        // Markers to write, or deadlines that moved.
+        self.changed.notify(usize::MAX);
+        execution
+    }
+
+    /// When [`Txns::handle_timeout`] is next due.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        lock(&self.inner).coordinator.poll_timeout()
+    }
+
+    /// Completes when a call may have handed out effects or moved the deadline. Take it
+    /// before reading either, so that no change is missed.
+    #[must_use]
+    pub fn changed(&self) -> event_listener::EventListener {
+        self.changed.listen()
+    }
+
+    /// Acts on the deadlines at or before `now` and delivers what that answers.
+    pub fn handle_timeout(&self, now: Instant) {
+        let mut inner = lock(&self.inner);
+        inner.coordinator.handle_timeout(now);
+        inner.deliver(None);
+    }
+
+    /// What the coordinator asks to be done, in order.
+    fn take_effects(&self) -> Vec<TxnEffect> {
+        let mut inner = lock(&self.inner);
+        std::iter::from_fn(|| inner.coordinator.poll_effect()).collect()
+    }
+
+    /// Reports written (or failed) markers and delivers what that answers.
+    fn markers_done(&self, now: Instant, m: &Markers, ok: bool) {
+        let mut inner = lock(&self.inner);
+        inner
+            .coordinator
+            .handle_markers(now, &m.transactional_id, m.producer_id, m.epoch, ok);
+        inner.deliver(None);
+    }
+
+    /// What the coordinator holds now and did so far.
+    #[must_use]
+    pub fn stats(&self) -> crate::txn::TxnStats {
+        lock(&self.inner).coordinator.stats()
+    }
+}
+
+struct TxnReplyFuture(Arc<TxnSlot>);
+
+impl Future for TxnReplyFuture {
+    type Output = TxnReply;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<TxnReply> {
+        let mut s = lock(&self.0 .0);
+        match s.0.take() {
+            Some(reply) => Poll::Ready(reply),
+            None => {
+                s.1 = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// Runs one [`Execution`] to its completion.
+async fn run(execution: Execution) -> Completion {
+    match execution {
+        Execution::Done(c) => c,
+        Execution::Pending(f) => f.await,
+    }
+}
+
+/// Writes a decided transaction's markers to each of its partitions and, on commit, the
+/// offsets it committed; whether all of that landed. A partition or topic deleted since
+/// needs no marker.
+async fn write_markers(backend: Arc<dyn Backend>, m: Markers) -> (Markers, bool) {
+    let mut ok = true;
+    for (topic, partition) in &m.partitions {
+        let done = run(backend.execute(Command::WriteMarker {
+            topic: topic.clone(),
+            partition: *partition,
+            producer_id: m.producer_id,
+            epoch: m.epoch,
+            commit: m.commit,
+            coordinator_epoch: 0,
+        }))
+        .await;
+        match done {
+            Completion::WriteMarker(Ok(_))
+            | Completion::WriteMarker(Err(
+                BackendError::UnknownTopic(_) | BackendError::UnknownPartition { .. },
+            )) => {}
+            other => {
+                tracing::warn!(transactional_id = %m.transactional_id, %topic, partition, ?other, "transaction marker not written; will retry");
+                ok = false;
+            }
+        }
+    }
+    for (group, offsets) in &m.offsets {
+        if offsets.is_empty() {
+            continue;
+        }
+        let done = run(backend.execute(Command::CommitOffsets {
+            group: group.clone(),
+            offsets: offsets.clone(),
+        }))
+        .await;
+        let failed = match &done {
+            Completion::CommitOffsets(results) => results.iter().any(|r| {
+                matches!(
+                    r,
+                    Err(e) if !matches!(e, BackendError::UnknownTopic(_) | BackendError::UnknownPartition { .. })
+                )
+            }),
+            _ => true,
+        };
+        if failed {
+            tracing::warn!(transactional_id = %m.transactional_id, %group, ?done, "transactional offsets not committed; will retry");
+            ok = false;
+        }
+    }
+    (m, ok)
+}
+
+type MarkerWrite = Pin<Box<dyn Future<Output = (Markers, bool)> + Send>>;
+
+/// Drives the transaction coordinator for as long as it is polled: writes the markers it
+/// decides (several transactions at once), reports them, and acts on its deadlines.
+/// `now` reads the clock; `sleep_until` sleeps until a deadline (for ever for `None`).
+/// The runtime adapters spawn it once per gateway.
+pub async fn drive_transactions<S, F>(shared: Arc<Shared>, now: fn() -> Instant, sleep_until: S)
+where
+    S: Fn(Option<Instant>) -> F,
+    F: Future<Output = ()>,
+{
+    let txns = shared.txns();
+    let mut running: Vec<MarkerWrite> = Vec::new();
+    loop {
+        let changed = txns.changed();
+        for effect in txns.take_effects() {
+            match effect {
+                TxnEffect::WriteMarkers(m) => {
+                    running.push(Box::pin(write_markers(shared.backend.clone(), m)));
+                }
+                // The coordinator's state lives in memory: a restarted gateway starts
+                // without transactions (see docs/ARCHITECTURE.md, "Transactions").
+                TxnEffect::Persist(..) => {}
+            }
+        }
+        let deadline = txns.poll_timeout();
+        let sleep = sleep_until(deadline);
+        let mut sleep = std::pin::pin!(sleep);
+        let mut changed = std::pin::pin!(changed);
+        let done = std::future::poll_fn(|cx| {
+            let mut done = Vec::new();
+            running.retain_mut(|f| match f.as_mut().poll(cx) {
+                Poll::Ready(r) => {
+                    done.push(r);
+                    false
+                }
+                Poll::Pending => true,
+            });
+            if !done.is_empty()
+                || changed.as_mut().poll(cx).is_ready()
+                || sleep.as_mut().poll(cx).is_ready()
+            {
+                Poll::Ready(done)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        let now = now();
+        for (m, ok) in &done {
+            txns.markers_done(now, m, *ok);
+        }
+        txns.handle_timeout(now);
     }
 }
 

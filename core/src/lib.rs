@@ -28,6 +28,8 @@ pub mod records;
 pub mod sasl;
 pub mod stats;
 pub mod topic_config;
+pub mod txn;
+pub mod txn_index;
 pub mod work;
 
 pub use close::CloseReason;

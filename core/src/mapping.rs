@@ -28,6 +28,14 @@ pub const FORMAT: &str = "kafka-format";
 /// be Iggy's origin timestamp.
 pub const TIMESTAMP: &str = "kafka-timestamp";
 
+/// The producer id (kind int64) of a transactional record or of a transaction marker.
+pub const TXN_PRODUCER: &str = "kafka-txn-producer";
+/// The producer epoch (kind int64) of a transactional record or of a transaction marker.
+pub const TXN_EPOCH: &str = "kafka-txn-epoch";
+/// On a transaction marker only (kind uint8): 1 commit, 0 abort. The payload is the Kafka
+/// control record's value (version int16 0, coordinator epoch int32, big-endian).
+pub const CONTROL: &str = "kafka-control";
+
 /// The envelope format's name.
 pub const ENVELOPE_V1: &str = "envelope-v1";
 
@@ -150,16 +158,23 @@ impl RecordSink for IntoIggy {
     }
 
     fn push(&mut self, batch: &RecordBatch, r: Record) {
-        self.0.push(into_iggy(KafkaRecord {
+        let mut msg = into_iggy(KafkaRecord {
             timestamp_ms: batch.base_timestamp.wrapping_add(r.timestamp_delta),
             timestamp_type: TimestampType::CreateTime,
             key: r.key,
             value: r.value,
             headers: r.headers,
-        }));
+        });
+        if batch.is_transactional() {
+            mark_transactional(&mut msg, batch.producer_id, batch.producer_epoch);
+        }
+        self.0.push(msg);
     }
 
     fn push_view(&mut self, batch: &RecordBatch, r: RecordView<'_>) {
+        if batch.is_transactional() {
+            return self.push(batch, r.into_record());
+        }
         let timestamp_ms = batch.base_timestamp.wrapping_add(r.timestamp_delta);
         // `into_iggy`'s bare case, without making the record first.
         match r.value() {
@@ -336,6 +351,57 @@ pub fn bare_record(msg: &IggyMessage) -> Option<(i64, &Bytes)> {
     msg.headers
         .is_empty()
         .then(|| (kafka_timestamp_ms(msg), &msg.payload))
+}
+
+/// Marks `msg` as a record of `producer_id`'s transaction at `epoch`.
+pub fn mark_transactional(msg: &mut IggyMessage, producer_id: i64, epoch: i16) {
+    msg.headers
+        .push((TXN_PRODUCER.into(), HeaderValue::Int64(producer_id)));
+    msg.headers
+        .push((TXN_EPOCH.into(), HeaderValue::Int64(i64::from(epoch))));
+}
+
+/// The producer id and epoch of a transactional record or marker, if `msg` is one.
+#[must_use]
+pub fn transaction_of(msg: &IggyMessage) -> Option<(i64, i16)> {
+    match (msg.header(TXN_PRODUCER), msg.header(TXN_EPOCH)) {
+        (Some(HeaderValue::Int64(p)), Some(HeaderValue::Int64(e))) => {
+            Some((*p, i16::try_from(*e).ok()?))
+        }
+        _ => None,
+    }
+}
+
+/// Whether `msg` is a transaction marker, and then whether it commits.
+#[must_use]
+pub fn marker_of(msg: &IggyMessage) -> Option<bool> {
+    match msg.header(CONTROL) {
+        Some(HeaderValue::Uint8(c)) => Some(*c != 0),
+        _ => None,
+    }
+}
+
+/// The message that holds a transaction marker (Kafka's control record) of `producer_id`
+/// at `epoch`, timestamped `timestamp_ms`.
+#[must_use]
+pub fn marker(
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+    timestamp_ms: i64,
+) -> IggyMessage {
+    let mut value = Vec::with_capacity(6);
+    value.extend_from_slice(&0i16.to_be_bytes());
+    value.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    let mut msg = IggyMessage {
+        payload: Bytes::from(value),
+        origin_timestamp_us: origin_timestamp_us(timestamp_ms),
+        timestamp_us: 0,
+        headers: vec![(CONTROL.into(), HeaderValue::Uint8(u8::from(commit)))],
+    };
+    mark_transactional(&mut msg, producer_id, epoch);
+    msg
 }
 
 /// Maps an Iggy message back to the Kafka record it holds. A message that Iggy-native

@@ -52,6 +52,7 @@ impl Producers {
                 producer_id,
                 epoch: s.epoch,
                 last_sequence: s.last_sequence,
+                current_txn_start_offset: None,
             })
             .collect();
         all.sort_by_key(|p| p.producer_id);
@@ -105,6 +106,19 @@ impl Producers {
             });
         }
         Ok(None)
+    }
+
+    /// A transaction marker of `producer_id` at `epoch` was written: a newer epoch fences
+    /// the producer's older ones (a zombie's late write is refused), and starts its
+    /// sequences again.
+    pub fn fence(&mut self, producer_id: i64, epoch: i16) {
+        if let Some(state) = self.map.get_mut(&producer_id) {
+            if epoch > state.epoch {
+                state.epoch = epoch;
+                state.last_sequence = -1;
+                state.recent.clear();
+            }
+        }
     }
 
     /// Remembers a batch appended at `base`.

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::backend::{Command, Completion};
 use crate::group::{GroupCall, GroupReply};
+use crate::txn::{TxnCall, TxnReply};
 
 /// Identifies a piece of work of one connection, to match its outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -23,6 +24,8 @@ pub enum Work {
     Store(Command),
     /// A call on the group coordinator.
     Group(GroupCall),
+    /// A call on the transaction coordinator.
+    Txn(TxnCall),
 }
 
 /// What the work came to, of the same kind as the [`Work`].
@@ -32,6 +35,8 @@ pub enum Outcome {
     Store(Completion),
     /// The coordinator's reply.
     Group(GroupReply),
+    /// The transaction coordinator's reply.
+    Txn(TxnReply),
 }
 
 impl Work {
@@ -40,7 +45,7 @@ impl Work {
     pub fn deadline(&self) -> Option<Instant> {
         match self {
             Self::Store(c) => c.deadline(),
-            Self::Group(_) => None,
+            Self::Group(_) | Self::Txn(_) => None,
         }
     }
 
@@ -71,6 +76,12 @@ impl From<GroupCall> for Work {
     }
 }
 
+impl From<TxnCall> for Work {
+    fn from(c: TxnCall) -> Self {
+        Self::Txn(c)
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -90,6 +101,14 @@ pub(crate) mod tests {
                 Outcome::Group(match c.poll_reply() {
                     Some((_, r)) => r,
                     None => GroupReply::Heartbeat(ErrorCode::REBALANCE_IN_PROGRESS),
+                })
+            }
+            Work::Txn(call) => {
+                let mut c = crate::txn::TxnCoordinator::default();
+                c.handle(Instant::now(), ReplyTo(0), call.clone());
+                Outcome::Txn(match c.poll_reply() {
+                    Some((_, r)) => r,
+                    None => crate::txn::TxnReply::EndTxn(ErrorCode::NONE),
                 })
             }
         }

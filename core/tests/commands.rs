@@ -434,7 +434,9 @@ fn read(messages: &[u64], hw: u64) -> Outcome {
             log_start: 0,
             high_watermark: hw,
             size_bytes: None,
+            last_stable: None,
         },
+        aborted: Vec::new(),
     })))
 }
 
@@ -796,7 +798,8 @@ fn idempotent_batches_carry_their_sequences_to_the_backend() {
                 producer_id: 5,
                 epoch: 1,
                 first_sequence: 10,
-                count: 3
+                count: 3,
+                transactional: false,
             }),
             None
         ]
@@ -1327,6 +1330,118 @@ fn a_fetch_by_topic_id_checks_the_topic_before_reading() {
         if !reads {
             let answered = h.responses(ApiKey::Fetch, 13);
             assert_eq!(fetched(&answered[0].1).0, 29);
+        }
+    }
+}
+
+/// A read of a partition with transactions: 5 plain, 6–7 producer 1's (aborted at 9), 8
+/// producer 2's (still open, so the last stable offset is 8), 9 producer 1's abort marker,
+/// 10 plain.
+fn transactional_read() -> Outcome {
+    use iggy_kafka_core::backend::AbortedTxn;
+    use iggy_kafka_core::mapping::{mark_transactional, marker};
+    let record = |offset: u64, producer: Option<i64>| {
+        let mut m = to_iggy(&KafkaRecord {
+            timestamp_ms: 1000,
+            value: Some(Bytes::from(format!("m{offset}"))),
+            ..KafkaRecord::default()
+        });
+        if let Some(p) = producer {
+            mark_transactional(&mut m, p, 3);
+        }
+        (offset, m)
+    };
+    let messages = vec![
+        record(5, None),
+        record(6, Some(1)),
+        record(7, Some(1)),
+        record(8, Some(2)),
+        (9, marker(1, 4, false, 0, 1000)),
+        record(10, None),
+    ];
+    Outcome::Store(Completion::Read(Ok(ReadResult {
+        topic: "t".into(),
+        messages: Messages::from_offsets(messages),
+        offsets: PartitionOffsets {
+            log_start: 0,
+            high_watermark: 11,
+            size_bytes: None,
+            last_stable: Some(8),
+        },
+        aborted: vec![AbortedTxn {
+            producer_id: 1,
+            first_offset: 6,
+            last_offset: 9,
+        }],
+    })))
+}
+
+/// read_committed answers up to the last stable offset with the aborted transactions of
+/// what it returns; read_uncommitted answers everything, markers as control batches, with no
+/// aborted list; both report the last stable offset.
+#[test]
+fn fetch_isolation_levels_and_transactional_batches() {
+    for committed in [true, false] {
+        let mut h = Harness::new(Config::default());
+        let Request::Fetch(mut req) = fetch(0, 0) else {
+            unreachable!()
+        };
+        req.isolation_level = i8::from(committed);
+        h.send(11, 1, &Request::Fetch(req));
+        let cmds = h.commands();
+        h.complete(cmds[0].0, transactional_read());
+        let answered = h.responses(ApiKey::Fetch, 11);
+        let Response::Fetch(f) = &answered[0].1 else {
+            panic!("Fetch")
+        };
+        let p = &f.responses[0].partitions[0];
+        assert_eq!((p.high_watermark, p.last_stable_offset), (11, 8));
+        let records = p.records.clone().unwrap_or_default();
+        let batches = decode_batches(&records, &mut DecompressionBudget::new(1 << 20), false)
+            .expect("batches");
+        // (base offset, producer id, epoch, transactional, control, records)
+        let shape: Vec<(i64, i64, i16, bool, bool, usize)> = batches
+            .iter()
+            .map(|b| {
+                (
+                    b.base_offset,
+                    b.producer_id,
+                    b.producer_epoch,
+                    b.is_transactional(),
+                    b.is_control(),
+                    b.records.len(),
+                )
+            })
+            .collect();
+        if committed {
+            let aborted: Vec<(i64, i64)> = p
+                .aborted_transactions
+                .iter()
+                .flatten()
+                .map(|a| (a.producer_id, a.first_offset))
+                .collect();
+            assert_eq!(aborted, [(1, 6)]);
+            assert_eq!(
+                shape,
+                [(5, -1, -1, false, false, 1), (6, 1, 3, true, false, 2)]
+            );
+        } else {
+            assert_eq!(p.aborted_transactions, None);
+            assert_eq!(
+                shape,
+                [
+                    (5, -1, -1, false, false, 1),
+                    (6, 1, 3, true, false, 2),
+                    (8, 2, 3, true, false, 1),
+                    (9, 1, 4, true, true, 1),
+                    (10, -1, -1, false, false, 1),
+                ]
+            );
+            // The control record: key version 0 and type 0 (abort); value version 0 and
+            // coordinator epoch 0.
+            let control = &batches[3].records[0];
+            assert_eq!(control.key.as_deref(), Some(&[0u8, 0, 0, 0][..]));
+            assert_eq!(control.value.as_deref(), Some(&[0u8, 0, 0, 0, 0, 0][..]));
         }
     }
 }

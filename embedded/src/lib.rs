@@ -26,7 +26,7 @@ use iggy_kafka_core::backend::{
     Command, Completion, Execution, GroupOffset, GroupOffsets, PartitionOffsets, ProducerBatch,
     ReadResult, TopicConfig, TopicInfo, TopicRef, WatchPartition,
 };
-use iggy_kafka_core::mapping::{kafka_timestamp_ms, set_log_append_time};
+use iggy_kafka_core::mapping::{kafka_timestamp_ms, marker, set_log_append_time};
 use iggy_kafka_core::message::{message_size, Block, IggyMessage, Messages};
 use iggy_kafka_core::producers::Producers;
 use iggy_kafka_core::protocol::Uuid;
@@ -34,6 +34,7 @@ use iggy_kafka_core::stats::{Metric, MetricKind};
 use iggy_kafka_core::topic_config::{
     DEFAULT_FLUSH_MESSAGES, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SEGMENT_BYTES,
 };
+use iggy_kafka_core::txn_index::TxnIndex;
 
 /// How the embedded store is sized.
 #[derive(Debug, Clone, Copy)]
@@ -96,6 +97,8 @@ struct Log {
     last_append_us: u64,
     /// Idempotent producers that appended here.
     producers: Producers,
+    /// Transactions open and aborted here.
+    txns: TxnIndex,
 }
 
 /// One append's messages, kept as they came (one allocation per append, not per message).
@@ -141,6 +144,7 @@ impl Log {
             log_start: self.start,
             high_watermark: self.high_watermark(),
             size_bytes: Some(self.bytes),
+            last_stable: Some(self.txns.last_stable(self.high_watermark())),
         }
     }
 
@@ -192,6 +196,9 @@ impl Log {
                 self.blocks.pop_front();
             }
             dropped = true;
+        }
+        if dropped {
+            self.txns.truncate_before(self.start);
         }
         if dropped && self.max_timestamp.is_some_and(|(o, _)| o < self.start) {
             let mut max: Option<(u64, i64)> = None;
@@ -353,6 +360,9 @@ impl EmbeddedStore {
             let log_append_time_ms = log_append.then(|| i64::try_from(now / 1000).unwrap_or(0));
             if let Some(pb) = &producer {
                 log.producers.record(pb, base, log_append_time_ms);
+                if pb.transactional {
+                    log.txns.appended(pb.producer_id, base);
+                }
             }
             Appended {
                 base_offset: base,
@@ -399,11 +409,51 @@ impl EmbeddedStore {
             bytes += size;
             messages.push(o, block, i..i + 1);
         }
+        let last = messages.last().map_or(offset, |(o, _)| o);
         Ok(ReadResult {
             topic: topic.name.clone(),
+            aborted: log.txns.aborted_between(offset, last),
             messages,
             offsets,
         })
+    }
+
+    fn write_marker(
+        &self,
+        topic: &str,
+        partition: u32,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+    ) -> Result<u64, BackendError> {
+        let topic = self.topic(&TopicRef::Name(topic.to_string()))?;
+        let part = topic.partition(partition)?;
+        let offset = {
+            let mut log = lock(&part.log);
+            let now = now_us().max(log.last_append_us);
+            log.last_append_us = now;
+            let mut m = marker(
+                producer_id,
+                epoch,
+                commit,
+                coordinator_epoch,
+                i64::try_from(now / 1000).unwrap_or(0),
+            );
+            m.timestamp_us = now;
+            let offset = log.high_watermark();
+            log.bytes += message_size(&m) as u64;
+            log.end = offset + 1;
+            log.blocks.push_back(Stored {
+                base: offset,
+                messages: Arc::new(vec![m]),
+            });
+            log.txns.marker(producer_id, commit, offset);
+            log.producers.fence(producer_id, epoch);
+            offset
+        };
+        part.appended.notify(usize::MAX);
+        Ok(offset)
     }
 
     fn offsets(&self, topic: &TopicRef, partition: u32) -> Result<PartitionOffsets, BackendError> {
@@ -437,7 +487,11 @@ impl EmbeddedStore {
         let topic = self.topic(&TopicRef::Name(topic.to_owned()))?;
         let part = topic.partition(partition)?;
         let log = lock(&part.log);
-        Ok(log.producers.active())
+        let mut active = log.producers.active();
+        for p in &mut active {
+            p.current_txn_start_offset = log.txns.open_since(p.producer_id);
+        }
+        Ok(active)
     }
 
     fn offset_for_timestamp(
@@ -687,6 +741,21 @@ impl Backend for EmbeddedStore {
             Command::Offsets { topic, partition } => {
                 Completion::Offsets(self.offsets(&topic, partition))
             }
+            Command::WriteMarker {
+                topic,
+                partition,
+                producer_id,
+                epoch,
+                commit,
+                coordinator_epoch,
+            } => Completion::WriteMarker(self.write_marker(
+                &topic,
+                partition,
+                producer_id,
+                epoch,
+                commit,
+                coordinator_epoch,
+            )),
             Command::OffsetForTimestamp {
                 topic,
                 partition,

@@ -377,6 +377,7 @@ fn batch(producer_id: i64, epoch: i16, first_sequence: i32, count: i32) -> Optio
         epoch,
         first_sequence,
         count,
+        transactional: false,
     })
 }
 
@@ -453,4 +454,119 @@ fn idempotent_retries_are_appended_once() {
         o.high_watermark, 13,
         "duplicates and refusals appended nothing"
     );
+}
+
+fn txn_batch(
+    producer_id: i64,
+    epoch: i16,
+    first_sequence: i32,
+    count: i32,
+) -> Option<ProducerBatch> {
+    Some(ProducerBatch {
+        producer_id,
+        epoch,
+        first_sequence,
+        count,
+        transactional: true,
+    })
+}
+
+fn marker(s: &EmbeddedStore, producer_id: i64, epoch: i16, commit: bool) -> u64 {
+    match done(s.execute(Command::WriteMarker {
+        topic: "t".into(),
+        partition: 0,
+        producer_id,
+        epoch,
+        commit,
+        coordinator_epoch: 0,
+    })) {
+        Completion::WriteMarker(Ok(offset)) => offset,
+        other => panic!("marker: {other:?}"),
+    }
+}
+
+fn read_all(s: &EmbeddedStore, offset: u64) -> iggy_kafka_core::backend::ReadResult {
+    match done(s.execute(Command::Read {
+        topic: TopicRef::Name("t".into()),
+        partition: 0,
+        offset,
+        max_bytes: usize::MAX,
+        max_messages: usize::MAX,
+    })) {
+        Completion::Read(Ok(r)) => r,
+        other => panic!("read: {other:?}"),
+    }
+}
+
+/// Interleaved transactions of two producers on one partition: the last stable offset
+/// waits for the earliest open one, an abort is listed for the reads it overlaps, markers
+/// are messages with their headers, and a marker at a bumped epoch fences the old one.
+#[test]
+fn transactions_on_a_partition() {
+    use iggy_kafka_core::mapping::{marker_of, transaction_of};
+    let s = store(1 << 20);
+    create(&s, "t", 1);
+    append(&s, "t", 0, vec![msg(b"plain", 1)]); // 0
+    let a = |seq, payload| append_as(&s, "t", 0, vec![msg(payload, 1)], txn_batch(1, 0, seq, 1));
+    let b = |seq, payload| append_as(&s, "t", 0, vec![msg(payload, 1)], txn_batch(2, 0, seq, 1));
+    assert_eq!(appended(a(0, b"a0")), Ok(1));
+    assert_eq!(appended(b(0, b"b0")), Ok(2));
+    assert_eq!(appended(a(1, b"a1")), Ok(3));
+    let r = read_all(&s, 0);
+    assert_eq!(r.offsets.last_stable_offset(), 1);
+    assert_eq!(r.offsets.high_watermark, 4);
+    let Completion::DescribeProducers(Ok(active)) = done(s.execute(Command::DescribeProducers {
+        topic: "t".into(),
+        partition: 0,
+    })) else {
+        panic!("DescribeProducers")
+    };
+    let open: Vec<(i64, Option<u64>)> = active
+        .iter()
+        .map(|p| (p.producer_id, p.current_txn_start_offset))
+        .collect();
+    assert_eq!(open, [(1, Some(1)), (2, Some(2))]);
+    assert_eq!(marker(&s, 2, 0, true), 4);
+    assert_eq!(read_all(&s, 0).offsets.last_stable_offset(), 1);
+    // a's transaction aborts at a bumped epoch (a fence): its records are listed as aborted.
+    assert_eq!(marker(&s, 1, 1, false), 5);
+    let r = read_all(&s, 0);
+    assert_eq!(r.offsets.last_stable_offset(), 6);
+    assert_eq!(r.aborted.len(), 1);
+    assert_eq!(
+        (
+            r.aborted[0].producer_id,
+            r.aborted[0].first_offset,
+            r.aborted[0].last_offset
+        ),
+        (1, 1, 5)
+    );
+    assert!(read_all(&s, 6).aborted.is_empty());
+    let (o, m) = r.messages.iter().nth(5).expect("the marker");
+    assert_eq!(
+        (o, marker_of(m), transaction_of(m)),
+        (5, Some(false), Some((1, 1)))
+    );
+    assert_eq!(
+        r.messages.iter().nth(1).map(|(_, m)| transaction_of(m)),
+        Some(None),
+        "headers are the mapping's, added by the produce path"
+    );
+    // The fenced epoch writes no more.
+    assert_eq!(
+        appended(a(2, b"zombie")),
+        Err(ErrorCode::INVALID_PRODUCER_EPOCH)
+    );
+    // The new epoch starts its sequences again.
+    assert_eq!(
+        appended(append_as(
+            &s,
+            "t",
+            0,
+            vec![msg(b"a", 1)],
+            txn_batch(1, 2, 0, 1)
+        )),
+        Ok(6)
+    );
+    assert_eq!(read_all(&s, 0).offsets.last_stable_offset(), 6);
 }

@@ -446,6 +446,7 @@ impl Catalog {
             log_start,
             high_watermark,
             size_bytes: Some(p.size_bytes),
+            last_stable: None,
         })
     }
 

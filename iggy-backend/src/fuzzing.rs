@@ -48,6 +48,7 @@ pub fn encode(messages: &MessageList, partition: u32, first_id: u128) {
             epoch: (first_id >> 48) as i16,
             first_sequence: ((first_id as u32) >> 1).cast_signed(),
             count: i32::try_from(messages.len()).unwrap_or(i32::MAX),
+            transactional: false,
         })
     } else {
         wire::Ids::counted(first_id)

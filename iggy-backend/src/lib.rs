@@ -318,6 +318,11 @@ impl Backend for IggyBackend {
             Command::ListGroups => {
                 Execution::Done(Completion::ListGroups(Ok(inner.committed.groups())))
             }
+            // Transactions are not kept in Iggy yet: the gateway refuses transactional
+            // producers on this backend (`Config::transactions`), so no marker comes here.
+            Command::WriteMarker { .. } => Execution::Done(Completion::WriteMarker(Err(
+                BackendError::Other("the Iggy backend keeps no transactions".into()),
+            ))),
             Command::UserPermissions { user } => {
                 let now = inner.catalog.calls().clock().now();
                 match inner.users.cached(&user, now) {

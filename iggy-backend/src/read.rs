@@ -225,6 +225,7 @@ impl Reads {
                 topic: name.to_owned(),
                 messages,
                 offsets,
+                aborted: Vec::new(),
             });
         };
         let high_watermark = current + 1;
@@ -248,7 +249,9 @@ impl Reads {
                 log_start: log_start.min(offset),
                 high_watermark,
                 size_bytes: None,
+                last_stable: None,
             },
+            aborted: Vec::new(),
         })
     }
 

@@ -648,6 +648,7 @@ fn idempotent_retries_are_appended_once() {
         epoch: 0,
         first_sequence: first,
         count: 2,
+        transactional: false,
     };
     let two = [record(2), record(3)];
     assert_eq!(append(&mut h, &backend, "t", 0, &two, Some(pb(0))), Ok(0));
@@ -670,6 +671,7 @@ fn a_retry_is_not_answered_from_a_topic_created_again_behind_the_gateway() {
         epoch: 0,
         first_sequence: 0,
         count: 2,
+        transactional: false,
     };
     let two = [record(2), record(3)];
     assert_eq!(append(&mut h, &backend, "t", 0, &two, Some(pb)), Ok(0));
@@ -732,6 +734,7 @@ fn an_idempotent_batch_whose_reply_was_lost_is_appended_once() {
         epoch: 3,
         first_sequence: first,
         count: 2,
+        transactional: false,
     };
     let two = [record(2), record(3)];
     assert_eq!(
@@ -833,6 +836,7 @@ fn idempotent_producers_are_read_back_after_a_restart() {
         epoch,
         first_sequence: first,
         count: 2,
+        transactional: false,
     };
     let two = [record(2), record(3)];
     assert_eq!(
@@ -1950,6 +1954,7 @@ fn producers_are_described_after_a_restart() {
         epoch: 2,
         first_sequence: 0,
         count: 3,
+        transactional: false,
     };
     let three = [record(1), record(2), record(3)];
     assert_eq!(append(&mut h, &backend, "t", 0, &three, Some(pb)), Ok(0));
@@ -1971,6 +1976,7 @@ fn producers_are_described_after_a_restart() {
             producer_id: 77,
             epoch: 2,
             last_sequence: 2,
+            current_txn_start_offset: None,
         }])
     );
     assert!(matches!(

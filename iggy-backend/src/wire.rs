@@ -537,6 +537,7 @@ pub(crate) fn producer_batches(body: &[u8]) -> Result<Vec<(ProducerBatch, u64)>,
                 epoch: self.first.epoch,
                 first_sequence: self.first.sequence.cast_signed(),
                 count: self.len.cast_signed(),
+                transactional: false,
             };
             (batch, self.base)
         }

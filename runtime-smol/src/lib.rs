@@ -224,6 +224,18 @@ async fn serve(
     let mut tasks = Vec::new();
     // Dropped (and so cancelled) when serving ends.
     let _timers = ex.spawn(drive_groups(shared.clone()));
+    let _transactions = ex.spawn(iggy_kafka_core::driver::drive_transactions(
+        shared.clone(),
+        Instant::now,
+        |deadline| async move {
+            match deadline {
+                Some(d) => {
+                    Timer::at(d).await;
+                }
+                None => future::pending::<()>().await,
+            }
+        },
+    ));
     // One accepting task per listener, dropped (closing the listeners) when serving ends.
     let (accepted_tx, accepted_rx) = smol::channel::bounded::<Accepted>(64);
     let acceptors: Vec<smol::Task<()>> = listeners

@@ -188,6 +188,11 @@ async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     let timers = tokio::spawn(drive_groups(shared.clone()));
+    let transactions = tokio::spawn(iggy_kafka_core::driver::drive_transactions(
+        shared.clone(),
+        Instant::now,
+        sleep_until,
+    ));
     // One accepting task per listener; the connections are spawned here, in one set.
     let (accepted_tx, mut accepted_rx) = tokio::sync::mpsc::channel::<Accepted>(64);
     let mut acceptors = JoinSet::new();
@@ -212,6 +217,7 @@ async fn serve(
     let _ = stop_tx.send(true);
     // Group deadlines stop mattering: members will rejoin another gateway, or this one.
     timers.abort();
+    transactions.abort();
     shared.groups().shutdown();
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while connections.join_next().await.is_some() {}

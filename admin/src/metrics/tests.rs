@@ -19,6 +19,10 @@ fn scrape(total: ConnectionStats, limits: Limits) -> Scrape {
     Scrape {
         connections,
         groups,
+        transactions: iggy_kafka_core::txn::TxnStats {
+            committed: 5,
+            ..Default::default()
+        },
         lag: Arc::new(Lag {
             partitions: vec![PartitionLag {
                 group: "g".into(),
@@ -115,6 +119,13 @@ fn a_scrape_shows_what_was_counted_under_conventional_names() {
     assert_eq!(
         line(&text, "iggy_kafka_gateway_embedded_retained_records"),
         "iggy_kafka_gateway_embedded_retained_records 10"
+    );
+    assert_eq!(
+        line(
+            &text,
+            "iggy_kafka_gateway_transactions_total{outcome=\"commit\"}"
+        ),
+        "iggy_kafka_gateway_transactions_total{outcome=\"commit\"} 5"
     );
     assert!(line(&text, "iggy_kafka_gateway_build_info").contains("version=\"1.2.3\""));
     assert!(text.contains("process_start_time_seconds"));

@@ -1,4 +1,5 @@
-//! DescribeCluster (key 60), FindCoordinator (key 10) and InitProducerId (key 22): the
+//! DescribeCluster (key 60), FindCoordinator (key 10) and InitProducerId (key 22, with a
+//! transactional id through the transaction coordinator): the
 //! gateway as the one broker, controller and coordinator.
 
 use super::task::{kstr, Ctx, Step, Task};
@@ -14,6 +15,7 @@ use crate::protocol::generated::find_coordinator_response::{Coordinator, FindCoo
 use crate::protocol::generated::init_producer_id_request::InitProducerIdRequest;
 use crate::protocol::generated::init_producer_id_response::InitProducerIdResponse;
 use crate::protocol::Response;
+use crate::txn::{TxnCall, TxnReply};
 use crate::work::{Outcome, Work};
 
 /// Builds the answers that need only the configuration; the connection supplies it.
@@ -83,15 +85,16 @@ fn find_coordinator(req: &FindCoordinatorRequest, ctx: &Ctx<'_>) -> Response {
             port: config.advertised_port,
             ..Coordinator::default()
         };
-        if req.key_type != GROUP {
-            // Transactions have no coordinator here. Clients retry COORDINATOR_NOT_AVAILABLE
-            // for ever; TRANSACTIONAL_ID_AUTHORIZATION_FAILED is fatal to a transactional
-            // producer at once, as InitProducerId answers it. Other key types (share groups)
-            // are not served.
+        if req.key_type != GROUP && !(req.key_type == TRANSACTION && config.transactions) {
+            // With a backend that keeps no transactions there is no transaction coordinator.
+            // Clients retry COORDINATOR_NOT_AVAILABLE for ever;
+            // TRANSACTIONAL_ID_AUTHORIZATION_FAILED is fatal to a transactional producer at
+            // once, as InitProducerId answers it. Other key types (share groups) are not
+            // served.
             let (code, message) = if req.key_type == TRANSACTION {
                 (
                     ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-                    "the gateway does not serve transactions",
+                    "the gateway's backend does not serve transactions",
                 )
             } else {
                 (
@@ -153,15 +156,11 @@ fn producer_id_response(code: ErrorCode, id: i64, epoch: i16) -> Step {
 }
 
 impl Task for InitProducerIdTask {
-    fn step(&mut self, _ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
+    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
+        if let Some(id) = &self.req.transactional_id {
+            return self.transactional(ctx, id.to_string(), results);
+        }
         if !std::mem::replace(&mut self.started, true) {
-            if self.req.transactional_id.is_some() {
-                return producer_id_response(
-                    ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-                    -1,
-                    -1,
-                );
-            }
             if self.req.producer_id >= 0 && self.req.producer_epoch >= 0 {
                 // KIP-360: an idempotent producer bumps its epoch and keeps its id.
                 return match self.req.producer_epoch.checked_add(1) {
@@ -179,6 +178,46 @@ impl Task for InitProducerIdTask {
             }
             Some(Outcome::Store(Completion::AllocateProducerId(Err(e)))) => {
                 producer_id_response(e.error_code(), -1, -1)
+            }
+            _ => producer_id_response(ErrorCode::UNKNOWN_SERVER_ERROR, -1, -1),
+        }
+    }
+}
+
+impl InitProducerIdTask {
+    /// A transactional producer: a producer id allocated first (used only when the
+    /// transactional id needs a new one), then the coordinator's answer.
+    fn transactional(&mut self, ctx: &Ctx<'_>, id: String, results: Vec<Outcome>) -> Step {
+        if !ctx.config.transactions {
+            return producer_id_response(ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, -1, -1);
+        }
+        if !std::mem::replace(&mut self.started, true) {
+            return Step::Run(vec![Work::Store(Command::AllocateProducerId)]);
+        }
+        match super::task::single(results) {
+            Some(Outcome::Store(Completion::AllocateProducerId(Ok(fresh_id)))) => {
+                let expected = (self.req.producer_id >= 0 && self.req.producer_epoch >= 0)
+                    .then_some((self.req.producer_id, self.req.producer_epoch));
+                Step::Run(vec![Work::Txn(TxnCall::InitProducerId {
+                    transactional_id: super::transactions::txn_key(ctx, &id),
+                    timeout_ms: self.req.transaction_timeout_ms,
+                    expected,
+                    fresh_id,
+                })])
+            }
+            Some(Outcome::Store(Completion::AllocateProducerId(Err(e)))) => {
+                producer_id_response(e.error_code(), -1, -1)
+            }
+            Some(Outcome::Txn(TxnReply::InitProducerId(Ok((pid, epoch))))) => {
+                producer_id_response(ErrorCode::NONE, pid, epoch)
+            }
+            Some(Outcome::Txn(TxnReply::InitProducerId(Err(mut code)))) => {
+                // Before v4, producers knew no PRODUCER_FENCED: Kafka answers
+                // INVALID_PRODUCER_EPOCH.
+                if code == ErrorCode::PRODUCER_FENCED && ctx.version < 4 {
+                    code = ErrorCode::INVALID_PRODUCER_EPOCH;
+                }
+                producer_id_response(code, -1, -1)
             }
             _ => producer_id_response(ErrorCode::UNKNOWN_SERVER_ERROR, -1, -1),
         }

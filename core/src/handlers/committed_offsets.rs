@@ -188,6 +188,8 @@ struct FetchGroup {
 pub(crate) struct OffsetFetchTask {
     req: Option<OffsetFetchRequest>,
     groups: Vec<FetchGroup>,
+    /// v7+ `require_stable`: offsets a transaction has pending are UNSTABLE_OFFSET_COMMIT.
+    require_stable: bool,
 }
 
 impl OffsetFetchTask {
@@ -195,8 +197,34 @@ impl OffsetFetchTask {
         Self {
             req: Some(req),
             groups: Vec::new(),
+            require_stable: false,
         }
     }
+}
+
+/// Marks the partitions of `got` that a transaction has offsets pending for.
+fn unstable(got: FetchedGroup, pending: Option<Outcome>) -> FetchedGroup {
+    let Some(Outcome::Txn(crate::txn::TxnReply::Pending(pending))) = pending else {
+        return got;
+    };
+    if pending.is_empty() {
+        return got;
+    }
+    got.map(|topics| {
+        topics
+            .into_iter()
+            .map(|(topic, mut parts)| {
+                for p in &mut parts {
+                    let pending = partition_index(p.0)
+                        .is_some_and(|i| pending.iter().any(|(t, q)| *t == topic && *q == i));
+                    if pending && p.4 == ErrorCode::NONE {
+                        *p = (p.0, -1, -1, None, ErrorCode::UNSTABLE_OFFSET_COMMIT);
+                    }
+                }
+                (topic, parts)
+            })
+            .collect()
+    })
 }
 
 /// A partition's answer: (index, offset, epoch, metadata, code).
@@ -309,20 +337,24 @@ impl Task for OffsetFetchTask {
                     }),
                 }]
             };
+            self.require_stable = v >= 7 && req.require_stable;
+            let only = |g: &FetchGroup| -> Option<Vec<(String, u32)>> {
+                g.topics.as_ref().map(|ts| {
+                    ts.iter()
+                        .flat_map(|(t, ps)| {
+                            ps.iter()
+                                .filter_map(|&p| Some((t.to_string(), partition_index(p)?)))
+                        })
+                        .collect()
+                })
+            };
             let mut commands: Vec<Work> = self
                 .groups
                 .iter()
                 .map(|g| {
                     Work::Store(Command::FetchOffsets {
                         group: g.group.clone(),
-                        only: g.topics.as_ref().map(|ts| {
-                            ts.iter()
-                                .flat_map(|(t, ps)| {
-                                    ps.iter()
-                                        .filter_map(|&p| Some((t.to_string(), partition_index(p)?)))
-                                })
-                                .collect()
-                        }),
+                        only: only(g),
                     })
                 })
                 .collect();
@@ -335,17 +367,31 @@ impl Task for OffsetFetchTask {
                     member_epoch,
                 }))
             }));
+            // Then, for require_stable, what transactions have pending for each group.
+            if self.require_stable {
+                commands.extend(self.groups.iter().map(|g| {
+                    Work::Txn(crate::txn::TxnCall::PendingOffsets {
+                        group: g.group.clone(),
+                        only: only(g),
+                    })
+                }));
+            }
             return Step::Run(commands);
         }
         let mut results: Vec<Option<Outcome>> = results.into_iter().map(Some).collect();
-        let checks = results.split_off(self.groups.len().min(results.len()));
-        let mut checks = checks.into_iter();
-        results.resize(self.groups.len(), None);
+        let n = self.groups.len();
+        let members = self.groups.iter().filter(|g| g.member.is_some()).count();
+        let stable = if self.require_stable { n } else { 0 };
+        results.resize(n + members + stable, None);
+        let mut pending = results.split_off(n + members).into_iter();
+        let mut checks = results.split_off(n).into_iter();
         let answers: Vec<_> = self
             .groups
             .iter()
             .zip(results)
             .map(|(g, r)| {
+                // Taken whatever the check says, so that the next group's lines up.
+                let pending = pending.next().flatten();
                 if g.member.is_some() {
                     match checks.next().flatten() {
                         Some(Outcome::Group(GroupReply::FetchCheck(c))) if c == ErrorCode::NONE => {
@@ -354,7 +400,7 @@ impl Task for OffsetFetchTask {
                         _ => return Err(ErrorCode::UNKNOWN_SERVER_ERROR),
                     }
                 }
-                authorized(ctx, g, fetched(g, r))
+                unstable(authorized(ctx, g, fetched(g, r)), pending)
             })
             .collect();
         self.respond(v, answers)

@@ -9,12 +9,12 @@ use bytes::{Bytes, BytesMut};
 use super::task::{partition_index, Ctx, Step, Task};
 use crate::authz::Action;
 use crate::backend::{Command, Completion, ReadResult, TopicRef, WatchPartition};
-use crate::mapping::{bare_record, from_iggy};
+use crate::mapping::{bare_record, from_iggy, marker_of, transaction_of};
 use crate::message::message_size;
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::generated::fetch_request::FetchRequest;
 use crate::protocol::generated::fetch_response::{
-    FetchResponse, FetchableTopicResponse, PartitionData,
+    AbortedTransaction, FetchResponse, FetchableTopicResponse, PartitionData,
 };
 use crate::protocol::Response;
 use crate::protocol::Uuid;
@@ -24,6 +24,9 @@ use crate::work::{Outcome, Work};
 
 /// The most messages one partition read returns, whatever the byte limits allow.
 const MAX_MESSAGES_PER_READ: usize = 50_000;
+
+/// Fetch's `isolation_level` for read_committed.
+const READ_COMMITTED: i8 = 1;
 
 #[derive(Debug)]
 pub(crate) struct FetchTask {
@@ -118,16 +121,41 @@ impl FetchTask {
                     );
                 }
                 Outcome::Store(Completion::Read(Ok(read))) => {
-                    let (records, size, taken) = encode_records(&read, budget, !any);
+                    let committed = self.req.isolation_level == READ_COMMITTED;
+                    let lso = read.offsets.last_stable_offset();
+                    let limit = committed.then_some(lso);
+                    let (records, size, taken) = encode_records(&read, budget, !any, limit);
                     if taken > 0 {
                         self.moved
                             .push((read.topic.clone(), taken as u64, records.len() as u64));
+                    }
+                    if committed && version >= 4 {
+                        // The aborted transactions among the records returned: the consumer
+                        // drops those producers' records until their abort markers.
+                        let last = read.messages.iter().take(taken).last().map(|(o, _)| o);
+                        slot.aborted_transactions = Some(
+                            last.map(|last| {
+                                read.aborted
+                                    .iter()
+                                    .filter(|a| a.first_offset <= last)
+                                    .map(|a| AbortedTransaction {
+                                        producer_id: a.producer_id,
+                                        first_offset: i64::try_from(a.first_offset)
+                                            .unwrap_or(i64::MAX),
+                                        ..AbortedTransaction::default()
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        );
+                    } else {
+                        slot.aborted_transactions = None;
                     }
                     budget = budget.saturating_sub(size);
                     any |= size > 0;
                     let hw = i64::try_from(read.offsets.high_watermark).unwrap_or(i64::MAX);
                     slot.high_watermark = hw;
-                    slot.last_stable_offset = hw;
+                    slot.last_stable_offset = i64::try_from(lso).unwrap_or(i64::MAX);
                     slot.log_start_offset =
                         i64::try_from(read.offsets.log_start).unwrap_or(i64::MAX);
                     slot.records = Some(records);
@@ -182,10 +210,19 @@ fn error_partition(partition: i32, code: ErrorCode) -> PartitionData {
 /// Encodes the messages of a read as record batches, within `budget` bytes unless `first`
 /// (the first partition with data gets at least one message, as Kafka guarantees); with
 /// the size counted against the budget, and how many messages it took.
-fn encode_records(read: &ReadResult, budget: usize, first: bool) -> (Bytes, usize, usize) {
+fn encode_records(
+    read: &ReadResult,
+    budget: usize,
+    first: bool,
+    limit: Option<u64>,
+) -> (Bytes, usize, usize) {
     let mut taken = 0;
     let mut size = 0;
-    for (_, m) in read.messages.iter() {
+    for (offset, m) in read.messages.iter() {
+        if limit.is_some_and(|l| offset >= l) {
+            // read_committed: nothing at or past the last stable offset.
+            break;
+        }
         let s = message_size(m);
         if size + s > budget && !(first && taken == 0) {
             break;
@@ -199,33 +236,58 @@ fn encode_records(read: &ReadResult, budget: usize, first: bool) -> (Bytes, usiz
     let mut buf = BytesMut::with_capacity(size + 128);
     // A new batch where the timestamp type changes, and for each log-append-time timestamp
     // (such a batch's records all carry the batch's one timestamp).
-    let mut batch: Option<(BatchWriter, bool)> = None;
+    // A new batch also where the transaction changes: a transaction's records, and its
+    // markers (control batches), are batches of their producer.
+    type Kind = (bool, Option<(i64, i16, bool)>);
+    let mut batch: Option<(BatchWriter, Kind)> = None;
     for (offset, m) in read.messages.iter().take(taken) {
         let offset = i64::try_from(offset).unwrap_or(i64::MAX);
         let record;
+        let control_key;
+        let mut transaction = None;
         let (timestamp_ms, log_append, key, value, headers) = match bare_record(m) {
             Some((timestamp_ms, value)) => (timestamp_ms, false, None, Some(value), &[][..]),
             None => {
                 record = from_iggy(m);
-                (
-                    record.timestamp_ms,
-                    record.timestamp_type == TimestampType::LogAppendTime,
-                    record.key.as_ref(),
-                    record.value.as_ref(),
-                    &record.headers[..],
-                )
+                transaction = transaction_of(m).map(|(p, e)| (p, e, false));
+                match (transaction, marker_of(m)) {
+                    (Some((p, e, _)), Some(commit)) => {
+                        // Kafka's control record: key version 0 and type (0 abort, 1
+                        // commit); the value (version, coordinator epoch) is the payload.
+                        transaction = Some((p, e, true));
+                        let mut k = Vec::with_capacity(4);
+                        k.extend_from_slice(&0i16.to_be_bytes());
+                        k.extend_from_slice(&i16::from(commit).to_be_bytes());
+                        control_key = Bytes::from(k);
+                        (
+                            record.timestamp_ms,
+                            false,
+                            Some(&control_key),
+                            Some(&m.payload),
+                            &[][..],
+                        )
+                    }
+                    _ => (
+                        record.timestamp_ms,
+                        record.timestamp_type == TimestampType::LogAppendTime,
+                        record.key.as_ref(),
+                        record.value.as_ref(),
+                        &record.headers[..],
+                    ),
+                }
             }
         };
-        let fits = batch.as_ref().is_some_and(|(b, kind)| {
-            *kind == log_append && (!log_append || b.max_timestamp() == timestamp_ms)
-        });
+        let kind: Kind = (log_append, transaction);
+        let fits = batch
+            .as_ref()
+            .is_some_and(|(b, k)| *k == kind && (!log_append || b.max_timestamp() == timestamp_ms));
         if !fits {
             if let Some((b, _)) = batch.take() {
                 finish(b, &mut buf);
             }
             batch = Some((
-                BatchWriter::begin(&mut buf, offset, timestamp_ms, log_append),
-                log_append,
+                BatchWriter::begin_as(&mut buf, offset, timestamp_ms, log_append, transaction),
+                kind,
             ));
         }
         if let Some((b, _)) = batch.as_mut() {
@@ -248,16 +310,18 @@ fn finish(batch: BatchWriter, buf: &mut BytesMut) {
     }
 }
 
-/// Messages in a read, for long polling.
-fn read_bytes(results: &[Outcome]) -> (usize, bool) {
+/// Bytes of messages in a read a consumer may see, for long polling.
+fn read_bytes(results: &[Outcome], committed: bool) -> (usize, bool) {
     let mut bytes = 0;
     let mut error = false;
     for c in results {
         match c {
             Outcome::Store(Completion::Read(Ok(r))) => {
+                let lso = r.offsets.last_stable_offset();
                 bytes += r
                     .messages
                     .iter()
+                    .take_while(|(o, _)| !committed || *o < lso)
                     .map(|(_, m)| message_size(m))
                     .sum::<usize>();
             }
@@ -353,7 +417,7 @@ impl Task for FetchTask {
         if matches!(results.first(), Some(Outcome::Store(Completion::Watch))) {
             return Step::Run(self.read_commands(ctx));
         }
-        let (bytes, error) = read_bytes(&results);
+        let (bytes, error) = read_bytes(&results, self.req.isolation_level == READ_COMMITTED);
         let deadline = self.deadline.unwrap_or(ctx.now);
         let min = usize::try_from(self.req.min_bytes).unwrap_or(0);
         if error || bytes >= min || ctx.now >= deadline || ctx.closing {

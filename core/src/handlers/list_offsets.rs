@@ -129,6 +129,10 @@ impl Task for ListOffsetsTask {
             match completion {
                 Outcome::Store(Completion::Offsets(Ok(o))) => match timestamp {
                     EARLIEST | EARLIEST_LOCAL => set(slot, version, to_i64(o.log_start), -1),
+                    // read_committed (v2+) sees the last stable offset.
+                    LATEST if version >= 2 && self.req.isolation_level == 1 => {
+                        set(slot, version, to_i64(o.last_stable_offset()), -1);
+                    }
                     LATEST => set(slot, version, to_i64(o.high_watermark), -1),
                     // No tiered storage: nothing is tiered.
                     _ => set(slot, version, -1, -1),

@@ -24,6 +24,7 @@ pub(crate) mod replicas;
 pub(crate) mod scram_credentials;
 mod task;
 pub(crate) mod topic_partitions;
+pub(crate) mod transactions;
 
 pub(crate) use task::{Ctx, Step, Task};
 
@@ -48,6 +49,14 @@ pub(crate) fn task_for(request: Request) -> Option<Box<dyn Task>> {
             Box::new(topic_partitions::DescribeTopicPartitionsTask::new(r))
         }
         Request::InitProducerId(r) => Box::new(cluster::InitProducerIdTask::new(r)),
+        Request::AddPartitionsToTxn(r) => Box::new(transactions::AddPartitionsTask::new(r)),
+        Request::AddOffsetsToTxn(r) => Box::new(transactions::AddOffsetsTask::new(r)),
+        Request::EndTxn(r) => Box::new(transactions::EndTxnTask::new(r)),
+        Request::TxnOffsetCommit(r) => Box::new(transactions::TxnOffsetCommitTask::new(r)),
+        Request::DescribeTransactions(r) => {
+            Box::new(transactions::DescribeTransactionsTask::new(r))
+        }
+        Request::ListTransactions(r) => Box::new(transactions::ListTransactionsTask::new(r)),
         Request::DescribeCluster(r) => {
             Box::new(cluster::Static(cluster::StaticKind::DescribeCluster(r)))
         }

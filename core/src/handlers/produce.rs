@@ -104,6 +104,7 @@ fn messages(
     data: Option<&Bytes>,
     budget: &mut DecompressionBudget,
     codecs: &mut [u64; 5],
+    in_transaction: bool,
 ) -> Result<(MessageList, Option<ProducerBatch>), (ErrorCode, String)> {
     let Some(data) = data else {
         return Err((ErrorCode::CORRUPT_MESSAGE, "null record set".into()));
@@ -116,15 +117,33 @@ fn messages(
             *n += 1;
         }
     }
-    let producer = producer_batch(&batches)?;
-    if batches
-        .iter()
-        .any(|b| b.is_transactional() || b.is_control())
-    {
+    if batches.iter().any(RecordBatch::is_control) {
         return Err((
-            ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-            "transactions are not supported by the gateway".into(),
+            ErrorCode::INVALID_RECORD,
+            "control batches are written by the transaction coordinator, not by producers".into(),
         ));
+    }
+    let transactional = batches.iter().filter(|b| b.is_transactional()).count();
+    if transactional > 0 && (transactional < batches.len() || !in_transaction) {
+        return Err((
+            ErrorCode::INVALID_RECORD,
+            if in_transaction {
+                "transactional and plain batches mixed in one partition".into()
+            } else {
+                "transactional batches need the request's transactional id".into()
+            },
+        ));
+    }
+    let mut producer = producer_batch(&batches)?;
+    match &mut producer {
+        Some(p) => p.transactional = transactional > 0,
+        None if transactional > 0 => {
+            return Err((
+                ErrorCode::INVALID_RECORD,
+                "transactional batches need a producer id".into(),
+            ))
+        }
+        None => {}
     }
     Ok((sink.0, producer))
 }
@@ -143,6 +162,7 @@ fn producer_batch(batches: &[RecordBatch]) -> Result<Option<ProducerBatch>, (Err
                     epoch: b.producer_epoch,
                     first_sequence: b.base_sequence,
                     count,
+                    transactional: b.is_transactional(),
                 });
             }
             Some(s)
@@ -251,10 +271,10 @@ impl ProduceTask {
                 ErrorCode::INVALID_REQUIRED_ACKS,
                 format!("acks must be -1, 0 or 1, not {}", self.req.acks),
             ))
-        } else if self.req.transactional_id.is_some() {
+        } else if self.req.transactional_id.is_some() && !ctx.config.transactions {
             Some((
                 ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-                "transactions are not supported by the gateway".to_string(),
+                "the gateway's backend does not serve transactions".to_string(),
             ))
         } else {
             None
@@ -276,8 +296,13 @@ impl ProduceTask {
                         format!("not allowed to write to {}", topic.name),
                     ))
                 } else if let Some(partition) = partition_index(part.index) {
-                    messages(part.records.as_ref(), &mut budget, &mut self.codecs)
-                        .map(|m| (partition, m))
+                    messages(
+                        part.records.as_ref(),
+                        &mut budget,
+                        &mut self.codecs,
+                        self.req.transactional_id.is_some(),
+                    )
+                    .map(|m| (partition, m))
                 } else {
                     Err((
                         ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,

@@ -100,7 +100,10 @@ impl Task for DescribeProducersTask {
                                         last_sequence: a.last_sequence,
                                         last_timestamp: -1,
                                         coordinator_epoch: -1,
-                                        current_txn_start_offset: -1,
+                                        current_txn_start_offset: a
+                                            .current_txn_start_offset
+                                            .and_then(|o| i64::try_from(o).ok())
+                                            .unwrap_or(-1),
                                         ..ProducerState::default()
                                     })
                                     .collect();

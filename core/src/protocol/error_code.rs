@@ -114,6 +114,23 @@ codes! {
     INVALID_PRODUCER_EPOCH = 47,
     /// The fetch session is unknown.
     FETCH_SESSION_ID_NOT_FOUND = 70,
+    /// The transaction state forbids the call (an EndTxn with no transaction open, a
+    /// transactional write to a partition not added to the transaction).
+    INVALID_TXN_STATE = 48,
+    /// The producer id is not the one the transactional id has now.
+    INVALID_PRODUCER_ID_MAPPING = 49,
+    /// The transaction timeout is above the coordinator's maximum, or not positive.
+    INVALID_TRANSACTION_TIMEOUT = 50,
+    /// Another commit or abort of the transactional id is still completing; retry.
+    CONCURRENT_TRANSACTIONS = 51,
+    /// The call was not attempted because another part of the request failed.
+    OPERATION_NOT_ATTEMPTED = 55,
+    /// A newer instance of the transactional producer took over.
+    PRODUCER_FENCED = 90,
+    /// No such transactional id.
+    TRANSACTIONAL_ID_NOT_FOUND = 105,
+    /// The transaction must be aborted (a write to a partition not in it).
+    TRANSACTION_ABORTABLE = 120,
     /// The leader epoch is older than the leader's.
     FENCED_LEADER_EPOCH = 74,
     /// The leader epoch is newer than the leader's.

@@ -718,8 +718,21 @@ impl BatchWriter {
         base_timestamp: i64,
         log_append: bool,
     ) -> Self {
+        Self::begin_as(buf, base_offset, base_timestamp, log_append, None)
+    }
+
+    /// [`BatchWriter::begin`] for a batch of a transaction: `(producer id, epoch,
+    /// control)` sets the producer fields and the transactional bit, and the control bit
+    /// for a batch of markers.
+    pub fn begin_as(
+        buf: &mut BytesMut,
+        base_offset: i64,
+        base_timestamp: i64,
+        log_append: bool,
+        transaction: Option<(i64, i16, bool)>,
+    ) -> Self {
         let start = buf.len();
-        let header = RecordBatch {
+        let mut header = RecordBatch {
             base_offset,
             partition_leader_epoch: 0,
             attributes: if log_append { 0x8 } else { 0 },
@@ -727,6 +740,11 @@ impl BatchWriter {
             max_timestamp: base_timestamp,
             ..RecordBatch::default()
         };
+        if let Some((producer_id, epoch, control)) = transaction {
+            header.producer_id = producer_id;
+            header.producer_epoch = epoch;
+            header.attributes |= 0x10 | if control { 0x20 } else { 0 };
+        }
         // The last offset delta, the largest timestamp and the count are patched by finish.
         put_header(buf, &header, Compression::None, 0);
         Self {

@@ -279,6 +279,7 @@ pub(crate) fn run(script: &[u8]) {
                         epoch: 0,
                         first_sequence: first,
                         count: i32::try_from(records.len()).unwrap_or(0),
+                        transactional: false,
                     }),
                 };
                 (

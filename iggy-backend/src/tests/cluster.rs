@@ -66,6 +66,7 @@ fn a_dead_primary_loses_nothing_acknowledged_and_appends_no_retry_twice() {
         epoch: 0,
         first_sequence: first,
         count: 1,
+        transactional: false,
     };
     assert_eq!(
         append(&mut h, &backend, "t", 0, &[record(0)], Some(pb(0))),

@@ -133,6 +133,7 @@ fn the_data_path_follows_the_mapping() {
         epoch: 0,
         first_sequence: 0,
         count: 2,
+        transactional: false,
     };
     let two = [record(1), record(2)];
     assert_eq!(

@@ -180,6 +180,7 @@ fn send_messages_writes_what_iggys_encoder_writes() {
                 epoch: 4,
                 first_sequence: i32::MAX - 1,
                 count: 2,
+                transactional: false,
             };
             for (partition, ids) in [
                 (0, Ids::counted(0)),
@@ -299,6 +300,7 @@ fn idempotent_batches_are_read_back_from_their_message_ids() {
         epoch,
         first_sequence,
         count,
+        transactional: false,
     };
     let producer = |b| Ids::producer(&b);
     // The reply starts inside a batch: its end is not a batch whose start is known.

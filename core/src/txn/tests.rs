@@ -1,0 +1,542 @@
+//! The coordinator on a manual clock, without sockets: commit, abort, fencing, timeouts,
+//! a restart at each step, and what read_committed consumers of a partition see.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::txn_index::TxnIndex;
+
+const TP: fn(u32) -> TopicPartition = |p| ("t".to_owned(), p);
+
+struct Harness {
+    c: TxnCoordinator,
+    now: Instant,
+    next: u64,
+    /// Every snapshot persisted, latest per id last.
+    log: Vec<(String, Option<TxnSnapshot>)>,
+    /// Markers handed out and not yet reported.
+    markers: Vec<Markers>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self {
+            c: TxnCoordinator::new(TxnConfig::default()),
+            now: Instant::now(),
+            next: 0,
+            log: Vec::new(),
+            markers: Vec::new(),
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(e) = self.c.poll_effect() {
+            match e {
+                TxnEffect::WriteMarkers(m) => self.markers.push(m),
+                TxnEffect::Persist(id, s) => self.log.push((id, s)),
+            }
+        }
+    }
+
+    /// Makes a call; its reply if it came at once.
+    fn call(&mut self, call: TxnCall) -> Option<TxnReply> {
+        self.next += 1;
+        let me = ReplyTo(self.next);
+        self.c.handle(self.now, me, call);
+        self.drain();
+        let mut mine = None;
+        while let Some((to, r)) = self.c.poll_reply() {
+            assert_eq!(to, me, "a reply for another call");
+            mine = Some(r);
+        }
+        mine
+    }
+
+    fn init(&mut self, id: &str, fresh: i64) -> Result<(i64, i16), ErrorCode> {
+        self.init_expecting(id, fresh, None)
+    }
+
+    fn init_expecting(
+        &mut self,
+        id: &str,
+        fresh: i64,
+        expected: Option<(i64, i16)>,
+    ) -> Result<(i64, i16), ErrorCode> {
+        match self.call(TxnCall::InitProducerId {
+            transactional_id: id.into(),
+            timeout_ms: 10_000,
+            expected,
+            fresh_id: fresh,
+        }) {
+            Some(TxnReply::InitProducerId(r)) => r,
+            other => panic!("InitProducerId: {other:?}"),
+        }
+    }
+
+    fn add(&mut self, id: &str, (pid, epoch): (i64, i16), parts: &[u32]) -> Vec<ErrorCode> {
+        match self.call(TxnCall::AddPartitions {
+            transactional_id: id.into(),
+            producer_id: pid,
+            epoch,
+            partitions: parts.iter().map(|&p| TP(p)).collect(),
+            verify_only: false,
+        }) {
+            Some(TxnReply::AddPartitions(codes)) => codes,
+            other => panic!("AddPartitions: {other:?}"),
+        }
+    }
+
+    /// EndTxn: `Ok(None)` while it waits for its markers.
+    fn end(&mut self, id: &str, (pid, epoch): (i64, i16), commit: bool) -> Option<ErrorCode> {
+        match self.call(TxnCall::EndTxn {
+            transactional_id: id.into(),
+            producer_id: pid,
+            epoch,
+            commit,
+        }) {
+            None => None,
+            Some(TxnReply::EndTxn(c)) => Some(c),
+            other => panic!("EndTxn: {other:?}"),
+        }
+    }
+
+    /// Reports every marker handed out as written (or failed); the replies that releases.
+    fn markers_done(&mut self, ok: bool) -> Vec<(ReplyTo, TxnReply)> {
+        for m in std::mem::take(&mut self.markers) {
+            self.c
+                .handle_markers(self.now, &m.transactional_id, m.producer_id, m.epoch, ok);
+        }
+        self.drain();
+        std::iter::from_fn(|| self.c.poll_reply()).collect()
+    }
+
+    fn state(&self, id: &str) -> TxnState {
+        self.c.snapshot(id).expect("known id").state
+    }
+
+    /// A coordinator restarted from the persisted log.
+    fn restart(&mut self) {
+        let mut latest: BTreeMap<String, Option<TxnSnapshot>> = BTreeMap::new();
+        for (id, s) in self.log.drain(..) {
+            latest.insert(id, s);
+        }
+        let mut c = TxnCoordinator::new(TxnConfig::default());
+        c.restore(self.now, latest.into_values().flatten());
+        self.c = c;
+        self.markers.clear();
+        self.drain();
+    }
+}
+
+#[test]
+fn a_commit_answers_once_its_markers_are_written() {
+    let mut h = Harness::new();
+    let p = h.init("tx", 100).expect("the call succeeds");
+    assert_eq!(p, (100, 0));
+    assert_eq!(h.add("tx", p, &[0, 1]), [ErrorCode::NONE; 2]);
+    assert_eq!(h.state("tx"), TxnState::Ongoing);
+    assert_eq!(h.c.verify_write(100, 0, &TP(0)), ErrorCode::NONE);
+    assert_eq!(
+        h.c.verify_write(100, 0, &TP(2)),
+        ErrorCode::INVALID_TXN_STATE
+    );
+    assert_eq!(h.end("tx", p, true), None, "EndTxn waits for the markers");
+    assert_eq!(h.state("tx"), TxnState::PrepareCommit);
+    assert_eq!(h.markers.len(), 1);
+    assert!(h.markers[0].commit);
+    assert_eq!(h.markers[0].partitions, [TP(0), TP(1)]);
+    // While the markers are written: the producer waits, writes are refused.
+    assert_eq!(h.add("tx", p, &[0]), [ErrorCode::CONCURRENT_TRANSACTIONS]);
+    assert_eq!(
+        h.end("tx", p, true),
+        Some(ErrorCode::CONCURRENT_TRANSACTIONS)
+    );
+    assert_eq!(h.end("tx", p, false), Some(ErrorCode::INVALID_TXN_STATE));
+    assert_eq!(h.init("tx", 101), Err(ErrorCode::CONCURRENT_TRANSACTIONS));
+    assert_eq!(
+        h.c.verify_write(100, 0, &TP(0)),
+        ErrorCode::CONCURRENT_TRANSACTIONS
+    );
+    let replies = h.markers_done(true);
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].1, TxnReply::EndTxn(ErrorCode::NONE));
+    assert_eq!(h.state("tx"), TxnState::CompleteCommit);
+    // A retried EndTxn is answered as it was; the opposite one is refused.
+    assert_eq!(h.end("tx", p, true), Some(ErrorCode::NONE));
+    assert_eq!(h.end("tx", p, false), Some(ErrorCode::INVALID_TXN_STATE));
+    // The next transaction: same epoch (transaction version 1).
+    assert_eq!(h.add("tx", p, &[1]), [ErrorCode::NONE]);
+    assert_eq!(
+        h.c.verify_write(100, 0, &TP(0)),
+        ErrorCode::INVALID_TXN_STATE
+    );
+    assert_eq!(h.end("tx", p, false), None);
+    assert!(!h.markers[0].commit);
+    h.markers_done(true);
+    assert_eq!(h.state("tx"), TxnState::CompleteAbort);
+    assert_eq!(h.c.stats().committed, 1);
+    assert_eq!(h.c.stats().aborted, 1);
+}
+
+#[test]
+fn kafka_refusals() {
+    let mut h = Harness::new();
+    assert_eq!(h.init("", 1), Err(ErrorCode::INVALID_REQUEST));
+    let r = h.call(TxnCall::InitProducerId {
+        transactional_id: "tx".into(),
+        timeout_ms: 16 * 60 * 1000,
+        expected: None,
+        fresh_id: 1,
+    });
+    assert_eq!(
+        r,
+        Some(TxnReply::InitProducerId(Err(
+            ErrorCode::INVALID_TRANSACTION_TIMEOUT
+        )))
+    );
+    assert_eq!(
+        h.add("unknown", (1, 0), &[0]),
+        [ErrorCode::INVALID_PRODUCER_ID_MAPPING]
+    );
+    let p = h.init("tx", 7).expect("the call succeeds");
+    assert_eq!(
+        h.add("tx", (8, 0), &[0]),
+        [ErrorCode::INVALID_PRODUCER_ID_MAPPING]
+    );
+    assert_eq!(h.add("tx", (7, 1), &[0]), [ErrorCode::PRODUCER_FENCED]);
+    assert_eq!(h.end("tx", p, true), Some(ErrorCode::INVALID_TXN_STATE));
+    assert_eq!(
+        h.c.verify_write(9, 0, &TP(0)),
+        ErrorCode::INVALID_PRODUCER_ID_MAPPING
+    );
+    // v3+ InitProducerId naming another producer id, or an old epoch, is fenced.
+    assert_eq!(
+        h.init_expecting("tx", 8, Some((99, 0))),
+        Err(ErrorCode::PRODUCER_FENCED)
+    );
+    assert_eq!(h.init_expecting("tx", 8, Some((7, 0))), Ok((7, 1)));
+    // A retry of that call, whose answer was lost, gets the same answer (KIP-360).
+    assert_eq!(h.init_expecting("tx", 8, Some((7, 0))), Ok((7, 1)));
+    assert_eq!(h.init_expecting("tx", 8, Some((7, 1))), Ok((7, 2)));
+    assert_eq!(
+        h.init_expecting("tx", 8, Some((7, 0))),
+        Err(ErrorCode::PRODUCER_FENCED)
+    );
+}
+
+#[test]
+fn offsets_are_pending_until_the_commit() {
+    let mut h = Harness::new();
+    let p = h.init("tx", 1).expect("the call succeeds");
+    let offsets = vec![GroupOffset {
+        topic: "in".into(),
+        partition: 0,
+        committed: CommittedOffset {
+            offset: 42,
+            leader_epoch: -1,
+            metadata: None,
+        },
+    }];
+    let commit = |h: &mut Harness, offsets: &Vec<GroupOffset>| {
+        h.call(TxnCall::CommitOffsets {
+            transactional_id: "tx".into(),
+            producer_id: p.0,
+            epoch: p.1,
+            group: "g".into(),
+            offsets: offsets.clone(),
+        })
+    };
+    // Without AddOffsetsToTxn first, the offsets would never commit.
+    assert_eq!(
+        commit(&mut h, &offsets),
+        Some(TxnReply::Code(ErrorCode::INVALID_TXN_STATE))
+    );
+    let r = h.call(TxnCall::AddOffsets {
+        transactional_id: "tx".into(),
+        producer_id: p.0,
+        epoch: p.1,
+        group: "g".into(),
+    });
+    assert_eq!(r, Some(TxnReply::Code(ErrorCode::NONE)));
+    assert_eq!(
+        commit(&mut h, &offsets),
+        Some(TxnReply::Code(ErrorCode::NONE))
+    );
+    let pending = h.call(TxnCall::PendingOffsets {
+        group: "g".into(),
+        only: None,
+    });
+    assert_eq!(pending, Some(TxnReply::Pending(vec![("in".into(), 0)])));
+    let other = h.call(TxnCall::PendingOffsets {
+        group: "g".into(),
+        only: Some(vec![("in".into(), 1)]),
+    });
+    assert_eq!(other, Some(TxnReply::Pending(Vec::new())));
+    assert_eq!(h.end("tx", p, true), None);
+    assert_eq!(
+        h.markers[0].offsets,
+        vec![("g".to_owned(), offsets.clone())]
+    );
+    h.markers_done(true);
+    let pending = h.call(TxnCall::PendingOffsets {
+        group: "g".into(),
+        only: None,
+    });
+    assert_eq!(pending, Some(TxnReply::Pending(Vec::new())));
+    // An abort commits none.
+    h.call(TxnCall::AddOffsets {
+        transactional_id: "tx".into(),
+        producer_id: p.0,
+        epoch: p.1,
+        group: "g".into(),
+    });
+    commit(&mut h, &offsets);
+    h.end("tx", p, false);
+    assert!(h.markers[0].offsets.is_empty());
+}
+
+#[test]
+fn a_new_instance_fences_the_old_and_aborts_what_it_left_open() {
+    let mut h = Harness::new();
+    let old = h.init("tx", 1).expect("the call succeeds");
+    h.add("tx", old, &[0]);
+    // The new instance: the open transaction is aborted at a bumped epoch first.
+    assert_eq!(h.init("tx", 2), Err(ErrorCode::CONCURRENT_TRANSACTIONS));
+    assert_eq!(h.markers.len(), 1);
+    assert!(!h.markers[0].commit);
+    assert_eq!(h.markers[0].epoch, 1);
+    assert_eq!(
+        h.c.verify_write(1, 0, &TP(0)),
+        ErrorCode::INVALID_PRODUCER_EPOCH
+    );
+    assert_eq!(h.init("tx", 2), Err(ErrorCode::CONCURRENT_TRANSACTIONS));
+    h.markers_done(true);
+    let new = h.init("tx", 3).expect("the call succeeds");
+    assert_eq!(new, (1, 2));
+    // The old instance can do nothing any more.
+    assert_eq!(h.add("tx", old, &[0]), [ErrorCode::PRODUCER_FENCED]);
+    assert_eq!(h.end("tx", old, true), Some(ErrorCode::PRODUCER_FENCED));
+    assert_eq!(
+        h.c.verify_write(1, 0, &TP(0)),
+        ErrorCode::INVALID_PRODUCER_EPOCH
+    );
+    assert_eq!(h.c.stats().fenced, 1);
+}
+
+#[test]
+fn exhausted_epochs_rotate_the_producer_id() {
+    let mut h = Harness::new();
+    h.init("tx", 1).expect("the call succeeds");
+    // Straight to the last epoch, as a restored coordinator could hold it.
+    let mut s = h.c.snapshot("tx").expect("the call succeeds");
+    s.epoch = LAST_EPOCH;
+    let mut c = TxnCoordinator::default();
+    c.restore(h.now, [s]);
+    h.c = c;
+    assert_eq!(h.init("tx", 50), Ok((50, 0)));
+    assert_eq!(
+        h.c.snapshot("tx")
+            .expect("the call succeeds")
+            .previous_producer_id,
+        1
+    );
+    assert_eq!(
+        h.c.verify_write(1, LAST_EPOCH, &TP(0)),
+        ErrorCode::INVALID_PRODUCER_ID_MAPPING
+    );
+}
+
+#[test]
+fn a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced() {
+    let mut h = Harness::new();
+    let p = h.init("tx", 1).expect("the call succeeds");
+    let start = h.now;
+    h.add("tx", p, &[0]);
+    assert_eq!(h.c.poll_timeout(), Some(start + Duration::from_secs(10)));
+    h.now += Duration::from_secs(9);
+    h.c.handle_timeout(h.now);
+    h.drain();
+    assert!(h.markers.is_empty());
+    h.now += Duration::from_secs(1);
+    h.c.handle_timeout(h.now);
+    h.drain();
+    assert_eq!(h.markers.len(), 1);
+    assert!(!h.markers[0].commit);
+    h.markers_done(true);
+    assert_eq!(h.state("tx"), TxnState::CompleteAbort);
+    assert_eq!(h.end("tx", p, true), Some(ErrorCode::PRODUCER_FENCED));
+    assert_eq!(h.c.stats().timed_out, 1);
+}
+
+#[test]
+fn markers_that_fail_are_written_again() {
+    let mut h = Harness::new();
+    let p = h.init("tx", 1).expect("the call succeeds");
+    h.add("tx", p, &[0]);
+    h.end("tx", p, true);
+    // The decision stands: the producer is answered, the markers are retried.
+    let replies = h.markers_done(false);
+    assert_eq!(replies[0].1, TxnReply::EndTxn(ErrorCode::NONE));
+    assert_eq!(h.state("tx"), TxnState::PrepareCommit);
+    let retry = h.c.poll_timeout().expect("the call succeeds");
+    assert_eq!(retry, h.now + Duration::from_secs(1));
+    h.now = retry;
+    h.c.handle_timeout(h.now);
+    h.drain();
+    assert_eq!(h.markers.len(), 1);
+    assert!(h.markers[0].commit);
+    h.markers_done(true);
+    assert_eq!(h.state("tx"), TxnState::CompleteCommit);
+}
+
+#[test]
+fn idle_transactional_ids_are_forgotten() {
+    let mut h = Harness::new();
+    h.init("tx", 1).expect("the call succeeds");
+    h.now += TxnConfig::default().id_expiry;
+    h.c.handle_timeout(h.now);
+    h.drain();
+    assert!(h.c.snapshot("tx").is_none());
+    assert_eq!(h.log.last(), Some(&("tx".to_owned(), None)));
+}
+
+#[test]
+fn verification_of_partitions_v4() {
+    let mut h = Harness::new();
+    let p = h.init("tx", 1).expect("the call succeeds");
+    h.add("tx", p, &[0]);
+    let r = h.call(TxnCall::AddPartitions {
+        transactional_id: "tx".into(),
+        producer_id: 1,
+        epoch: 0,
+        partitions: vec![TP(0), TP(1)],
+        verify_only: true,
+    });
+    assert_eq!(
+        r,
+        Some(TxnReply::AddPartitions(vec![
+            ErrorCode::NONE,
+            ErrorCode::TRANSACTION_ABORTABLE
+        ]))
+    );
+    // Verification adds nothing.
+    assert_eq!(h.c.verify_write(1, 0, &TP(1)), ErrorCode::INVALID_TXN_STATE);
+}
+
+/// A restart after each step of a commit and of an abort: a decided transaction completes,
+/// an open one is aborted once its timeout passes, and the producer's id and epoch stand.
+#[test]
+fn a_restart_at_each_step_resumes() {
+    for commit in [true, false] {
+        // Restart while open.
+        let mut h = Harness::new();
+        let p = h.init("tx", 1).expect("the call succeeds");
+        h.add("tx", p, &[0, 1]);
+        h.restart();
+        assert_eq!(h.state("tx"), TxnState::Ongoing);
+        assert!(h.markers.is_empty());
+        assert_eq!(h.c.verify_write(1, 0, &TP(1)), ErrorCode::NONE);
+        h.now += Duration::from_secs(10);
+        h.c.handle_timeout(h.now);
+        h.drain();
+        assert_eq!(h.markers.len(), 1);
+        assert!(!h.markers[0].commit);
+        assert_eq!(h.markers[0].partitions, [TP(0), TP(1)]);
+        h.markers_done(true);
+        assert_eq!(h.state("tx"), TxnState::CompleteAbort);
+
+        // Restart once decided, before the markers were written.
+        let mut h = Harness::new();
+        let p = h.init("tx", 1).expect("the call succeeds");
+        h.add("tx", p, &[0]);
+        h.end("tx", p, commit);
+        h.restart();
+        assert_eq!(h.markers.len(), 1, "the markers are handed out again");
+        assert_eq!(h.markers[0].commit, commit);
+        assert_eq!(
+            h.end("tx", p, commit),
+            Some(ErrorCode::CONCURRENT_TRANSACTIONS)
+        );
+        h.markers_done(true);
+        assert_eq!(
+            h.state("tx"),
+            if commit {
+                TxnState::CompleteCommit
+            } else {
+                TxnState::CompleteAbort
+            }
+        );
+
+        // Restart once complete.
+        h.restart();
+        assert!(h.markers.is_empty());
+        assert_eq!(h.end("tx", p, commit), Some(ErrorCode::NONE));
+        assert_eq!(h.init("tx", 9), Ok((1, 1)));
+    }
+}
+
+/// What read_committed consumers see of one partition written by interleaved transactions
+/// of several producers: the driver's markers applied to the partition's index, as the
+/// backends do.
+#[test]
+fn interleaved_producers_on_one_partition() {
+    let mut h = Harness::new();
+    let mut index = TxnIndex::default();
+    let mut log: Vec<Option<(i64, bool)>> = Vec::new(); // per offset: (producer, marker)
+    let a = h.init("a", 1).expect("the call succeeds");
+    let b = h.init("b", 2).expect("the call succeeds");
+    let write = |index: &mut TxnIndex, log: &mut Vec<Option<(i64, bool)>>, pid: i64| {
+        let offset = log.len() as u64;
+        index.appended(pid, offset);
+        log.push(Some((pid, false)));
+    };
+    h.add("a", a, &[0]);
+    h.add("b", b, &[0]);
+    write(&mut index, &mut log, 1); // 0
+    write(&mut index, &mut log, 2); // 1
+    log.push(None); // 2: a plain record
+    write(&mut index, &mut log, 1); // 3
+    assert_eq!(index.last_stable(log.len() as u64), 0);
+    // b commits first: a still holds the LSO at 0.
+    h.end("b", b, true);
+    for m in std::mem::take(&mut h.markers) {
+        let offset = log.len() as u64;
+        log.push(Some((m.producer_id, true)));
+        index.marker(m.producer_id, m.commit, offset); // 4
+        h.c.handle_markers(h.now, &m.transactional_id, m.producer_id, m.epoch, true);
+        while h.c.poll_reply().is_some() {}
+    }
+    assert_eq!(index.last_stable(log.len() as u64), 0);
+    h.end("a", a, false);
+    for m in std::mem::take(&mut h.markers) {
+        let offset = log.len() as u64;
+        log.push(Some((m.producer_id, true)));
+        index.marker(m.producer_id, m.commit, offset); // 5
+        h.c.handle_markers(h.now, &m.transactional_id, m.producer_id, m.epoch, true);
+        while h.c.poll_reply().is_some() {}
+    }
+    assert_eq!(index.last_stable(log.len() as u64), 6);
+    let aborted = index.aborted_between(0, 5);
+    assert_eq!(aborted.len(), 1);
+    assert_eq!((aborted[0].producer_id, aborted[0].first_offset), (1, 0));
+    assert_eq!(
+        index.aborted_between(4, 5).len(),
+        1,
+        "overlaps the range by its marker"
+    );
+    // What a read_committed consumer keeps, as librdkafka filters: b's records and the
+    // plain one.
+    let visible: Vec<usize> = log
+        .iter()
+        .enumerate()
+        .filter(|(o, r)| match r {
+            None => true,
+            Some((_, true)) => false,
+            Some((pid, false)) => !aborted.iter().any(|x| {
+                x.producer_id == *pid && x.first_offset <= *o as u64 && *o as u64 <= x.last_offset
+            }),
+        })
+        .map(|(o, _)| o)
+        .collect();
+    assert_eq!(visible, [1, 2]);
+}

@@ -1,0 +1,290 @@
+//! What a partition keeps of transactions, shared by the backends: the transactions open on
+//! it (for the last stable offset) and the aborted ones (for read_committed fetches), kept
+//! as they happen rather than found by scanning the log, and rebuilt from the log's
+//! messages after a restart ([`TxnIndex::replay`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use crate::backend::AbortedTxn;
+use crate::mapping::{marker_of, transaction_of};
+use crate::message::IggyMessage;
+
+/// Aborted transactions remembered per partition; beyond it the oldest are forgotten (a
+/// read_committed consumer reading that far back would then see their records).
+const MAX_ABORTED: usize = 100_000;
+
+/// Markers remembered per producer; beyond it the oldest are forgotten.
+const MAX_MARKERS: usize = 64;
+
+/// The transactions of one partition.
+///
+/// Appends may be learnt in another order than the log holds them (a backend whose append
+/// and marker replies are handled by different tasks, or a replay of what was already
+/// seen), as long as each producer's markers are learnt in log order, which the
+/// coordinator guarantees (a transaction's markers are written before the next transaction
+/// of its producer can begin). A batch belongs to the transaction its producer's first
+/// marker after it ends; a batch after the producer's last marker is open.
+#[derive(Debug, Default, Clone)]
+pub struct TxnIndex {
+    /// Batches not closed by a marker yet: producer id → their first offsets.
+    open: HashMap<i64, BTreeSet<u64>>,
+    /// The first open offset of each producer with open batches, for the last stable offset.
+    firsts: BTreeSet<(u64, i64)>,
+    /// Aborted transactions, in the order of their markers (so by last offset).
+    aborted: VecDeque<AbortedTxn>,
+    /// Each producer's markers seen here, by offset: whether each committed.
+    markers: HashMap<i64, BTreeMap<u64, bool>>,
+}
+
+impl TxnIndex {
+    /// A transactional batch of `producer_id` was appended at `first_offset`.
+    pub fn appended(&mut self, producer_id: i64, first_offset: u64) {
+        let closing = self
+            .markers
+            .get(&producer_id)
+            .and_then(|m| m.range(first_offset..).next())
+            .map(|(&offset, &commit)| (offset, commit));
+        if let Some((marker, commit)) = closing {
+            // Learnt after the marker that ended its transaction.
+            if !commit {
+                self.abort_from(producer_id, first_offset, marker);
+            }
+            return;
+        }
+        let batches = self.open.entry(producer_id).or_default();
+        let before = batches.first().copied();
+        if batches.insert(first_offset) && before.is_none_or(|b| first_offset < b) {
+            if let Some(b) = before {
+                self.firsts.remove(&(b, producer_id));
+            }
+            self.firsts.insert((first_offset, producer_id));
+        }
+    }
+
+    /// Records that `producer_id`'s transaction ended by the abort marker at `last` started at
+    /// `first` at the latest.
+    fn abort_from(&mut self, producer_id: i64, first: u64, last: u64) {
+        if let Some(a) = self
+            .aborted
+            .iter_mut()
+            .rev()
+            .find(|a| a.producer_id == producer_id && a.last_offset == last)
+        {
+            a.first_offset = a.first_offset.min(first);
+            return;
+        }
+        if self.aborted.len() >= MAX_ABORTED {
+            self.aborted.pop_front();
+        }
+        let at = self.aborted.partition_point(|a| a.last_offset <= last);
+        self.aborted.insert(
+            at,
+            AbortedTxn {
+                producer_id,
+                first_offset: first,
+                last_offset: last,
+            },
+        );
+    }
+
+    /// `producer_id`'s marker was appended at `offset`: its open batches before it belong to
+    /// the transaction it ends. A marker seen already changes nothing.
+    pub fn marker(&mut self, producer_id: i64, commit: bool, offset: u64) {
+        let markers = self.markers.entry(producer_id).or_default();
+        if markers.insert(offset, commit).is_some() {
+            return;
+        }
+        if markers.len() > MAX_MARKERS {
+            markers.pop_first();
+        }
+        let Some(batches) = self.open.get_mut(&producer_id) else {
+            return;
+        };
+        let Some(&first) = batches.first() else {
+            return;
+        };
+        if first > offset {
+            return;
+        }
+        self.firsts.remove(&(first, producer_id));
+        let later = batches.split_off(&offset);
+        if let Some(&next) = later.first() {
+            self.firsts.insert((next, producer_id));
+            *batches = later;
+        } else {
+            self.open.remove(&producer_id);
+        }
+        if !commit {
+            self.abort_from(producer_id, first, offset);
+        }
+    }
+
+    /// The first offset of `producer_id`'s transaction open here, if it has one.
+    #[must_use]
+    pub fn open_since(&self, producer_id: i64) -> Option<u64> {
+        self.open.get(&producer_id).and_then(|b| b.first().copied())
+    }
+
+    /// The last stable offset of a partition whose high watermark is `high_watermark`.
+    #[must_use]
+    pub fn last_stable(&self, high_watermark: u64) -> u64 {
+        self.firsts
+            .first()
+            .map_or(high_watermark, |&(first, _)| first.min(high_watermark))
+    }
+
+    /// The aborted transactions overlapping offsets `from..=to`, by first offset.
+    #[must_use]
+    pub fn aborted_between(&self, from: u64, to: u64) -> Vec<AbortedTxn> {
+        let start = self.aborted.partition_point(|a| a.last_offset < from);
+        let mut out: Vec<AbortedTxn> = self
+            .aborted
+            .range(start..)
+            .filter(|a| a.first_offset <= to)
+            .copied()
+            .collect();
+        out.sort_by_key(|a| a.first_offset);
+        out
+    }
+
+    /// Forgets aborted transactions wholly before `log_start`, and markers before it
+    /// (dropped by retention).
+    pub fn truncate_before(&mut self, log_start: u64) {
+        while self
+            .aborted
+            .front()
+            .is_some_and(|a| a.last_offset < log_start)
+        {
+            self.aborted.pop_front();
+        }
+        self.markers.retain(|_, m| {
+            m.retain(|&offset, _| offset >= log_start);
+            !m.is_empty()
+        });
+    }
+
+    /// Takes in the message at `offset` when the index is rebuilt from the log, oldest
+    /// first.
+    pub fn replay(&mut self, offset: u64, msg: &IggyMessage) {
+        if let Some((producer_id, _)) = transaction_of(msg) {
+            match marker_of(msg) {
+                Some(commit) => self.marker(producer_id, commit, offset),
+                None => self.appended(producer_id, offset),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::{mark_transactional, marker};
+
+    #[test]
+    fn last_stable_offset_follows_the_earliest_open_transaction() {
+        let mut i = TxnIndex::default();
+        assert_eq!(i.last_stable(10), 10);
+        i.appended(1, 3);
+        i.appended(2, 5);
+        i.appended(1, 7);
+        assert_eq!(i.last_stable(10), 3);
+        i.marker(1, true, 8);
+        assert_eq!(i.last_stable(10), 5);
+        i.marker(2, false, 9);
+        assert_eq!(i.last_stable(10), 10);
+        assert_eq!(
+            i.aborted_between(0, 10),
+            vec![AbortedTxn {
+                producer_id: 2,
+                first_offset: 5,
+                last_offset: 9
+            }]
+        );
+        assert!(i.aborted_between(10, 20).is_empty());
+        assert!(i.aborted_between(0, 4).is_empty());
+        assert_eq!(i.aborted_between(9, 9).len(), 1);
+        // A marker without an open transaction changes nothing.
+        i.marker(3, false, 11);
+        assert_eq!(i.aborted_between(0, 20).len(), 1);
+        i.truncate_before(10);
+        assert!(i.aborted_between(0, 20).is_empty());
+    }
+
+    /// Appends and markers learnt in another order than the log's, or twice, give the
+    /// index the log's order would.
+    #[test]
+    fn order_of_learning_does_not_matter() {
+        let mut i = TxnIndex::default();
+        // Producer 1: records at 1 and 2, abort marker at 3; learnt marker first.
+        i.appended(1, 2);
+        i.marker(1, false, 3);
+        i.appended(1, 1);
+        assert_eq!(i.last_stable(10), 10);
+        assert_eq!(
+            i.aborted_between(0, 10),
+            vec![AbortedTxn {
+                producer_id: 1,
+                first_offset: 1,
+                last_offset: 3
+            }]
+        );
+        // Replayed: nothing changes.
+        i.appended(1, 1);
+        i.appended(1, 2);
+        i.marker(1, false, 3);
+        assert_eq!(i.last_stable(10), 10);
+        assert_eq!(i.aborted_between(0, 10).len(), 1);
+        // Producer 2: a commit learnt before its only record: nothing aborted, nothing open.
+        i.marker(2, true, 6);
+        i.appended(2, 5);
+        assert_eq!(i.last_stable(10), 10);
+        assert_eq!(i.aborted_between(0, 10).len(), 1);
+        // Producer 1's next transaction, its later record learnt first.
+        i.appended(1, 8);
+        i.appended(1, 7);
+        assert_eq!(i.last_stable(10), 7);
+        // A record learnt after two later markers of its producer still finds its own.
+        i.marker(1, false, 9);
+        i.appended(1, 10);
+        i.marker(1, true, 11);
+        i.appended(1, 6);
+        assert_eq!(i.last_stable(12), 12);
+        let mine: Vec<(u64, u64)> = i
+            .aborted_between(0, 12)
+            .iter()
+            .filter(|a| a.producer_id == 1)
+            .map(|a| (a.first_offset, a.last_offset))
+            .collect();
+        assert_eq!(mine, [(1, 3), (6, 9)]);
+        // An aborted transaction whose marker came before the others' stays in order.
+        i.marker(3, false, 4);
+        i.appended(3, 0);
+        let firsts: Vec<u64> = i
+            .aborted_between(0, 12)
+            .iter()
+            .map(|a| a.first_offset)
+            .collect();
+        assert_eq!(firsts, [0, 1, 6]);
+    }
+
+    #[test]
+    fn replay_rebuilds_the_index_from_messages() {
+        let mut data = IggyMessage {
+            payload: bytes::Bytes::from_static(b"x"),
+            ..IggyMessage::default()
+        };
+        mark_transactional(&mut data, 4, 0);
+        let plain = IggyMessage {
+            payload: bytes::Bytes::from_static(b"y"),
+            ..IggyMessage::default()
+        };
+        let mut i = TxnIndex::default();
+        i.replay(0, &plain);
+        i.replay(1, &data);
+        i.replay(2, &data);
+        assert_eq!(i.last_stable(3), 1);
+        i.replay(3, &marker(4, 0, false, 0, 0));
+        assert_eq!(i.last_stable(4), 4);
+        assert_eq!(i.aborted_between(0, 3)[0].first_offset, 1);
+    }
+}
