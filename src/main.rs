@@ -782,11 +782,33 @@ fn main() -> ExitCode {
             config.write_through = args.iggy_write_through;
             config.poll_interval = Duration::from_millis(args.iggy_poll_interval_ms.max(1));
             config.seed = seed;
+            let mut lanes = Lanes::new(args.iggy_connections.max(1), Nodes::new(url.addresses));
+            if let Some(tls) = &url.tls {
+                // Each option's error names it: the CA file's, or the system's roots' (tls).
+                let loaded = iggy_kafka_tls::ClientTls::new(tls.ca_file.as_deref()).map_err(|e| {
+                    let option = if tls.ca_file.is_some() {
+                        "tls_ca_file"
+                    } else {
+                        "tls"
+                    };
+                    format!("--iggy option {option}: {e}")
+                });
+                let named = loaded.and_then(|t| match &tls.domain {
+                    Some(d) => t
+                        .with_domain(d)
+                        .map_err(|e| format!("--iggy option tls_domain: {e}")),
+                    None => Ok(t),
+                });
+                match named {
+                    Ok(t) => lanes = lanes.with_tls(t),
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
             Plan::Iggy {
-                lanes: Arc::new(Lanes::new(
-                    args.iggy_connections.max(1),
-                    Nodes::new(url.addresses),
-                )),
+                lanes: Arc::new(lanes),
                 session: SessionConfig {
                     credentials: url.credentials,
                     // A new client to the server's deduplication each run.

@@ -31,7 +31,7 @@ use std::time::Duration;
 use iggy_kafka_core::backend::{Backend, BackendError, Command, Completion, Execution, TopicRef};
 use iggy_kafka_core::stats::{Metric, MetricKind, MetricValue};
 use iggy_kafka_iggy_client::lane::SERVICE_BOUNDS;
-use iggy_kafka_iggy_client::{Clock, CommandStats, Lanes};
+use iggy_kafka_iggy_client::{Clock, CommandStats, Lanes, SessionError};
 
 mod admin;
 mod append;
@@ -163,6 +163,9 @@ impl IggyBackend {
                 inner: Arc::new(inner),
             }),
             // Whatever step met it, the cause is the refusal.
+            (Err(_), Some(refused @ SessionError::TlsRefused(_))) => {
+                Err(ConnectError::TlsRefused(refused))
+            }
             (Err(_), Some(refused)) => Err(ConnectError::LoginRefused(refused)),
             (Err(e), None) => Err(e),
         }
