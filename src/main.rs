@@ -656,11 +656,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // A SASL listener without users would authenticate no one.
+    // A SASL listener without users would authenticate no one; on the Iggy backend,
+    // Iggy's users are there to check PLAIN passwords against.
     if let Some(p) = plans.iter().find(|p| p.protocol.uses_sasl()) {
-        if args.sasl.users_file.is_none() {
+        if args.sasl.users_file.is_none() && args.iggy.is_none() {
             tracing::error!(
-                "--users-file: listener {} is {}, and SASL needs the users it authenticates",
+                "--users-file: listener {} is {}, and SASL needs the users it authenticates \
+                 (a users file, or Iggy's users on the Iggy backend)",
                 p.name,
                 p.protocol
             );
@@ -680,7 +682,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let users = match users_file::load(&args.sasl) {
+    let users = match users_file::load(&args.sasl, args.iggy.is_some()) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("{e}");

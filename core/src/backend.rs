@@ -320,6 +320,14 @@ pub enum Command {
         /// The user, as the client authenticated.
         user: String,
     },
+    /// Whether `password` is backend user `user`'s (SASL/PLAIN checked by the backend; on
+    /// Iggy, a login with them on a session of its own).
+    VerifyPassword {
+        /// The user, as the client named it.
+        user: String,
+        /// The password the client gave.
+        password: crate::sasl::Password,
+    },
     /// Store a group's committed offsets, each replacing the partition's previous one.
     /// Offsets of partitions that do not exist are refused one by one.
     CommitOffsets {
@@ -416,6 +424,8 @@ pub enum Completion {
     DescribeProducers(Result<Vec<ActiveProducer>, BackendError>),
     /// Of [`Command::UserPermissions`]: `None` when the backend has no such user.
     UserPermissions(Result<Option<crate::authz::Permissions>, BackendError>),
+    /// Of [`Command::VerifyPassword`]: whether the backend accepted the password.
+    VerifyPassword(Result<bool, BackendError>),
     /// Of [`Command::CommitOffsets`]: one result per offset, in order.
     CommitOffsets(Vec<Result<(), BackendError>>),
     /// Of [`Command::FetchOffsets`]: the committed offsets found.
@@ -610,6 +620,7 @@ pub(crate) mod tests {
             Command::AllocateProducerId => Completion::AllocateProducerId(Ok(1)),
             Command::DescribeProducers { .. } => Completion::DescribeProducers(Ok(Vec::new())),
             Command::UserPermissions { .. } => Completion::UserPermissions(Ok(None)),
+            Command::VerifyPassword { .. } => Completion::VerifyPassword(Ok(false)),
             Command::CommitOffsets { offsets, .. } => {
                 Completion::CommitOffsets(offsets.iter().map(|_| Ok(())).collect())
             }

@@ -669,6 +669,9 @@ impl Backend for EmbeddedStore {
             Command::UserPermissions { .. } => Completion::UserPermissions(Err(
                 BackendError::Other("the embedded store has no users of its own".into()),
             )),
+            Command::VerifyPassword { .. } => Completion::VerifyPassword(Err(BackendError::Other(
+                "the embedded store has no users of its own".into(),
+            ))),
             Command::DescribeProducers { topic, partition } => {
                 Completion::DescribeProducers(self.producers(&topic, partition))
             }

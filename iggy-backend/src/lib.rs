@@ -332,6 +332,10 @@ impl Backend for IggyBackend {
                     })),
                 }
             }
+            Command::VerifyPassword { user, password } => pending(Box::pin(async move {
+                let lanes = inner.catalog.calls().lanes();
+                Completion::VerifyPassword(users::verify_password(lanes, user, &password).await)
+            })),
             Command::AllocateProducerId => {
                 Execution::Done(Completion::AllocateProducerId(Ok(inner
                     .appends

@@ -17,6 +17,7 @@
 
 use std::future::Future;
 use std::io::{self, IoSlice};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,7 @@ use iggy_kafka_tls::TlsSession;
 use tracing::Instrument;
 
 use crate::lane::{LaneDriver, Lanes};
+use crate::login::{self, LoginOutcome};
 use crate::session::SessionConfig;
 
 /// A read never has less free space than a quarter of this, and grows the buffer by this.
@@ -59,22 +61,136 @@ pub trait Runtime: Send + Sync + 'static {
     fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send;
 }
 
+/// A task of the pool, for the adapter to spawn.
+pub type Task = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
 /// The futures that keep each lane of `lanes` connected to Iggy (to the node its driver
 /// picks from [`Lanes::nodes`], with the driver's backoff), each in a tracing span naming
-/// its lane. They never end on their own: the adapter spawns them and drops them when it
-/// stops.
+/// its lane; and those that run the pool's login checks ([`login_tasks`]). They never end
+/// on their own: the adapter spawns them and drops them when it stops.
 pub fn lane_tasks<R: Runtime + Clone>(
     runtime: &R,
     lanes: &Arc<Lanes>,
     config: &SessionConfig,
-) -> Vec<impl Future<Output = ()> + Send + 'static> {
-    (0..lanes.len())
+) -> Vec<Task> {
+    let mut tasks: Vec<Task> = (0..lanes.len())
         .map(|index| {
             let driver = LaneDriver::new(Arc::clone(lanes), index, config.clone(), Instant::now());
             let span = tracing::info_span!("iggy", lane = index);
-            run_lane(runtime.clone(), driver).instrument(span)
+            Box::pin(run_lane(runtime.clone(), driver).instrument(span)) as Task
+        })
+        .collect();
+    tasks.extend(login_tasks(runtime, lanes, config));
+    tasks
+}
+
+/// The [`login::CONCURRENT`] futures that run the checks queued on [`Lanes::logins`]: each
+/// takes the next check, connects to the node the pool would (over TLS when the pool
+/// does), logs in with the check's credentials on a session of its own, and closes.
+pub fn login_tasks<R: Runtime + Clone>(
+    runtime: &R,
+    lanes: &Arc<Lanes>,
+    config: &SessionConfig,
+) -> Vec<Task> {
+    (0..login::CONCURRENT)
+        .map(|index| {
+            let (runtime, lanes) = (runtime.clone(), Arc::clone(lanes));
+            // Client ids of their own, apart from the lanes' (see `lane`).
+            let base = config.client_id.rotate_left(64) ^ (u128::from(index as u64 + 1) << 100);
+            let span = tracing::info_span!("iggy-login", task = index);
+            Box::pin(
+                async move {
+                    for n in 0u64.. {
+                        let check = lanes.logins().next().await;
+                        let run = async {
+                            run_check(&runtime, &lanes, &check.credentials, base ^ u128::from(n))
+                                .await
+                        };
+                        let timer = async {
+                            runtime
+                                .sleep_until(Instant::now() + login::CHECK_TIMEOUT)
+                                .await;
+                            LoginOutcome::Failed(format!(
+                                "Iggy did not answer within {:?}",
+                                login::CHECK_TIMEOUT
+                            ))
+                        };
+                        check.finish(future::or(run, timer).await);
+                    }
+                }
+                .instrument(span),
+            ) as Task
         })
         .collect()
+}
+
+/// Logs in with `credentials` on a connection of its own, and says how Iggy answered.
+async fn run_check<R: Runtime>(
+    runtime: &R,
+    lanes: &Lanes,
+    credentials: &crate::Credentials,
+    client_id: u128,
+) -> LoginOutcome {
+    let address = lanes.nodes().next_address();
+    let mut stream = match runtime.connect(&address).await {
+        Ok(s) => s,
+        Err(e) => return LoginOutcome::Failed(format!("{address}: {e}")),
+    };
+    let mut wire = BytesMut::new();
+    let mut input = BytesMut::new();
+    let mut tls = match lanes.tls().map(|t| t.session(&address)).transpose() {
+        Ok(t) => t,
+        Err(e) => return LoginOutcome::Failed(e.to_string()),
+    };
+    if let Some(t) = tls.as_mut() {
+        if let Err(Handshake::Refused(e) | Handshake::Failed(e)) =
+            handshake(runtime, &mut stream, t, &mut wire, &mut input).await
+        {
+            return LoginOutcome::Failed(format!("{address}: {e}"));
+        }
+    }
+    let mut session = login::session(credentials.clone(), client_id, Instant::now());
+    if !input.is_empty() {
+        session.handle_input(&input, Instant::now());
+    }
+    let mut out = R::Outbox::default();
+    loop {
+        while let Some(event) = session.poll_event() {
+            if let Some(outcome) = login::outcome_of(event) {
+                return outcome;
+            }
+        }
+        match tls.as_mut() {
+            None => out.extend(std::iter::from_fn(|| session.poll_transmit())),
+            Some(t) => {
+                let frames: Vec<Bytes> = std::iter::from_fn(|| session.poll_transmit()).collect();
+                let slices: Vec<IoSlice<'_>> = frames.iter().map(|f| IoSlice::new(f)).collect();
+                t.write_plaintext(&slices);
+                out.extend(std::iter::from_fn(|| t.poll_transmit()));
+            }
+        }
+        if let Err(e) = R::write_all(&mut stream, &mut out).await {
+            return LoginOutcome::Failed(format!("{address}: {e}"));
+        }
+        wire.clear();
+        if wire.capacity() < READ_CHUNK / 4 {
+            wire.reserve(READ_CHUNK);
+        }
+        match R::read(&mut stream, &mut wire).await {
+            Ok(0) => session.handle_closed(),
+            Err(e) => return LoginOutcome::Failed(format!("{address}: {e}")),
+            Ok(_) => match tls.as_mut() {
+                None => session.handle_input(&wire, Instant::now()),
+                Some(t) => {
+                    input.clear();
+                    if let Err(e) = t.handle_ciphertext(&wire, &mut input) {
+                        return LoginOutcome::Failed(format!("{address}: {e}"));
+                    }
+                    session.handle_input(&input, Instant::now());
+                }
+            },
+        }
+    }
 }
 
 enum Woken {

@@ -464,6 +464,7 @@ pub struct Lanes {
     pinned: Vec<String>,
     /// TLS on every connection, when the nodes serve it.
     tls: Option<iggy_kafka_tls::ClientTls>,
+    logins: crate::login::LoginChecks,
 }
 
 impl Lanes {
@@ -486,7 +487,15 @@ impl Lanes {
             per_group,
             pinned,
             tls: None,
+            logins: crate::login::LoginChecks::default(),
         }
+    }
+
+    /// The queue of login checks ([`crate::login`]), which the tasks of
+    /// [`crate::drive::lane_tasks`] run.
+    #[must_use]
+    pub fn logins(&self) -> &crate::login::LoginChecks {
+        &self.logins
     }
 
     /// The same lanes, connecting to every node over TLS.

@@ -104,6 +104,11 @@ pub struct SaslConfig {
     decoy_key: [u8; 32],
     /// The secret PLAIN's cache of recent logins is keyed with.
     plain_key: [u8; 32],
+    /// Whether PLAIN passwords are the backend's to check
+    /// ([`crate::backend::Command::VerifyPassword`]: on the Iggy backend, a login with
+    /// them) rather than checked against [`SaslConfig::users`]' credentials. Successes are
+    /// remembered as [`Users::verify_plain_at`] remembers them.
+    pub plain_by_backend: bool,
 }
 
 impl SaslConfig {
@@ -123,6 +128,7 @@ impl SaslConfig {
             session_lifetime: None,
             failure_delay: Duration::from_millis(100),
             random,
+            plain_by_backend: false,
         }
     }
 }
@@ -177,11 +183,46 @@ impl Failure {
     }
 }
 
-/// One step's result: the token for the client, and the user once authenticated.
+/// One step's result: the token for the client, and the user once authenticated; or,
+/// for PLAIN checked by the backend, the password to have checked first (`user` is then
+/// whom it authenticates once the backend says yes).
 #[derive(Debug)]
 pub(crate) struct Progress {
     pub(crate) token: Vec<u8>,
     pub(crate) user: Option<String>,
+    pub(crate) verify: Option<Password>,
+}
+
+/// A password on its way to the backend's check: never shown, in logs or anywhere.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(Vec<u8>);
+
+impl Password {
+    /// Wraps `password`.
+    #[must_use]
+    pub fn new(password: Vec<u8>) -> Self {
+        Self(password)
+    }
+
+    /// The password itself, for the one place that checks it.
+    #[must_use]
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
+impl Drop for Password {
+    fn drop(&mut self) {
+        // Not a guarantee (copies may exist in buffers already freed), but no longer than
+        // needed in this one.
+        self.0.iter_mut().for_each(|b| *b = 0);
+    }
 }
 
 /// One authentication exchange, from the mechanism's first token to its last.
@@ -213,10 +254,11 @@ impl Exchange {
                         "the PLAIN exchange is already complete",
                     ));
                 }
-                let user = plain(token, config, now)?;
+                let (user, verify) = plain(token, config, now)?;
                 Ok(Progress {
                     token: Vec::new(),
                     user: Some(user),
+                    verify,
                 })
             }
             Self::Scram(server) => {
@@ -229,6 +271,7 @@ impl Exchange {
                 step.map(|s| Progress {
                     token: s.token,
                     user: s.user,
+                    verify: None,
                 })
             }
         }
@@ -236,8 +279,13 @@ impl Exchange {
 }
 
 /// PLAIN's one message, `authzid NUL authcid NUL passwd` (RFC 4616), checked as Kafka's
-/// `PlainSaslServer` does.
-fn plain(token: &[u8], config: &SaslConfig, now: Instant) -> Result<String, Failure> {
+/// `PlainSaslServer` does: the user, and the password when the backend is to check it (a
+/// password that passed lately is not checked again).
+fn plain(
+    token: &[u8],
+    config: &SaslConfig,
+    now: Instant,
+) -> Result<(String, Option<Password>), Failure> {
     let parts: Vec<&[u8]> = token.split(|b| *b == 0).collect();
     let [authzid, user, password] = parts.as_slice() else {
         return Err(Failure::new(format!(
@@ -262,6 +310,15 @@ fn plain(token: &[u8], config: &SaslConfig, now: Instant) -> Result<String, Fail
             "Authentication failed: Client requested an authorization id that is different from username",
         ));
     }
+    if config.plain_by_backend {
+        if config
+            .users
+            .plain_remembered(user, password, now, &config.plain_key)
+        {
+            return Ok((user.to_owned(), None));
+        }
+        return Ok((user.to_owned(), Some(Password::new(password.to_vec()))));
+    }
     if !config
         .users
         .verify_plain_at(user, password, now, &config.plain_key)
@@ -270,5 +327,13 @@ fn plain(token: &[u8], config: &SaslConfig, now: Instant) -> Result<String, Fail
             "Authentication failed: Invalid username or password",
         ));
     }
-    Ok(user.to_owned())
+    Ok((user.to_owned(), None))
+}
+
+impl SaslConfig {
+    /// Remembers that the backend accepted `password` for `user` at `now`.
+    pub(crate) fn remember_plain(&self, user: &str, password: &Password, now: Instant) {
+        self.users
+            .remember_plain(user, password.expose(), now, &self.plain_key);
+    }
 }
