@@ -524,6 +524,8 @@ enum Plan {
         lanes: Arc<Lanes>,
         session: SessionConfig,
         config: IggyConfig,
+        /// The SASL users, to take the SCRAM credentials kept in Iggy.
+        users: Option<Arc<iggy_kafka_core::sasl::Users>>,
     },
 }
 
@@ -541,9 +543,18 @@ async fn start(
             lanes,
             session,
             config,
+            users,
         } => {
             spawn_lanes(&lanes, &session);
-            Arc::new(connect_iggy(lanes, clock, config).await?)
+            let backend = connect_iggy(lanes, clock, config).await?;
+            // Kept in Iggy by AlterUserScramCredentials: later than the users file, so
+            // they win where both give a user's credential for one mechanism.
+            if let Some(users) = users {
+                for change in backend.scram_credentials() {
+                    change.apply(&users);
+                }
+            }
+            Arc::new(backend)
         }
     };
     Ok(Arc::new(Shared::new(backend, coordinator)))
@@ -819,6 +830,7 @@ fn main() -> ExitCode {
                     max_reply_bytes: 256 << 20,
                 },
                 config,
+                users: users.sasl.as_ref().map(|s| Arc::clone(&s.users)),
             }
         }
     };

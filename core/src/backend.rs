@@ -328,6 +328,13 @@ pub enum Command {
         /// The password the client gave.
         password: crate::sasl::Password,
     },
+    /// Keep these SCRAM credential changes (AlterUserScramCredentials) where they outlive
+    /// the gateway: on Iggy, a gateway-owned topic replayed at start; the embedded store
+    /// keeps them in memory only, as the users do.
+    StoreScramCredentials {
+        /// The changes, at most one per user.
+        changes: Vec<crate::sasl::ScramChange>,
+    },
     /// Store a group's committed offsets, each replacing the partition's previous one.
     /// Offsets of partitions that do not exist are refused one by one.
     CommitOffsets {
@@ -426,6 +433,8 @@ pub enum Completion {
     UserPermissions(Result<Option<crate::authz::Permissions>, BackendError>),
     /// Of [`Command::VerifyPassword`]: whether the backend accepted the password.
     VerifyPassword(Result<bool, BackendError>),
+    /// Of [`Command::StoreScramCredentials`]: all of them kept, or none.
+    StoreScramCredentials(Result<(), BackendError>),
     /// Of [`Command::CommitOffsets`]: one result per offset, in order.
     CommitOffsets(Vec<Result<(), BackendError>>),
     /// Of [`Command::FetchOffsets`]: the committed offsets found.
@@ -621,6 +630,7 @@ pub(crate) mod tests {
             Command::DescribeProducers { .. } => Completion::DescribeProducers(Ok(Vec::new())),
             Command::UserPermissions { .. } => Completion::UserPermissions(Ok(None)),
             Command::VerifyPassword { .. } => Completion::VerifyPassword(Ok(false)),
+            Command::StoreScramCredentials { .. } => Completion::StoreScramCredentials(Ok(())),
             Command::CommitOffsets { offsets, .. } => {
                 Completion::CommitOffsets(offsets.iter().map(|_| Ok(())).collect())
             }

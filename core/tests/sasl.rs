@@ -29,7 +29,9 @@ use iggy_kafka_core::protocol::generated::sasl_authenticate_response::SaslAuthen
 use iggy_kafka_core::protocol::generated::sasl_handshake_request::SaslHandshakeRequest;
 use iggy_kafka_core::protocol::generated::sasl_handshake_response::SaslHandshakeResponse;
 use iggy_kafka_core::protocol::{self, ApiKey, Message, Reader, Request};
-use iggy_kafka_core::sasl::{Random, SaslConfig, ScramCredential, ScramMechanism, Users};
+use iggy_kafka_core::sasl::{
+    Random, SaslConfig, ScramChange, ScramCredential, ScramMechanism, Users,
+};
 use iggy_kafka_core::work::{Outcome, Work, WorkId};
 use iggy_kafka_core::{CloseReason, Config, Connection, SecurityProtocol};
 use sha2::{Digest, Sha256, Sha512};
@@ -605,6 +607,27 @@ fn super_users_manage_scram_credentials_and_others_may_not() {
             ..AlterUserScramCredentialsRequest::default()
         }),
     );
+    // Kept by the backend first: only the keys of the one good change go there.
+    let work: Vec<_> = std::iter::from_fn(|| admin.conn.poll_work()).collect();
+    let [(id, Work::Store(Command::StoreScramCredentials { changes }))] = &work[..] else {
+        panic!("one StoreScramCredentials, got {work:?}")
+    };
+    assert!(
+        matches!(&changes[..], [ScramChange::Set { user, credential }] if user == "carol" && credential.iterations == 8192),
+        "{changes:?}"
+    );
+    assert!(!format!("{work:?}").contains("carol-pw"));
+    assert!(
+        admin
+            .response::<AlterUserScramCredentialsResponse>(ApiKey::AlterUserScramCredentials, 0)
+            .is_none(),
+        "not answered before the backend kept it"
+    );
+    admin.conn.handle_outcome(
+        admin.now,
+        *id,
+        Outcome::Store(Completion::StoreScramCredentials(Ok(()))),
+    );
     let r: AlterUserScramCredentialsResponse = admin
         .response(ApiKey::AlterUserScramCredentials, 0)
         .expect("answered");
@@ -657,6 +680,36 @@ fn super_users_manage_scram_credentials_and_others_may_not() {
     assert_eq!(r.results[0].credential_infos[0].mechanism, 2);
     assert_eq!(r.results[0].credential_infos[0].iterations, 8192);
     assert_eq!(r.results[1].error_code, 92);
+
+    // When the backend cannot keep a change, it is not made.
+    admin.send(
+        0,
+        &Request::AlterUserScramCredentials(AlterUserScramCredentialsRequest {
+            upsertions: vec![upsert("frank", ScramMechanism::Sha256, b"frank-pw", 4096)],
+            ..AlterUserScramCredentialsRequest::default()
+        }),
+    );
+    let work: Vec<_> = std::iter::from_fn(|| admin.conn.poll_work()).collect();
+    let [(id, Work::Store(Command::StoreScramCredentials { .. }))] = &work[..] else {
+        panic!("one StoreScramCredentials, got {work:?}")
+    };
+    admin.conn.handle_outcome(
+        admin.now,
+        *id,
+        Outcome::Store(Completion::StoreScramCredentials(Err(
+            BackendError::Unavailable("Iggy is down".into()),
+        ))),
+    );
+    let r: AlterUserScramCredentialsResponse = admin
+        .response(ApiKey::AlterUserScramCredentials, 0)
+        .expect("answered");
+    assert_eq!(r.results[0].user.to_string(), "frank");
+    assert_eq!(r.results[0].error_code, 7, "REQUEST_TIMED_OUT");
+    assert!(admin
+        .conn_config()
+        .sasl
+        .as_ref()
+        .is_some_and(|s| s.users.describe("frank").is_empty()));
 }
 
 /// A re-authentication started and never finished does not keep the session: nothing but

@@ -25,10 +25,13 @@ pub(crate) const TOPIC_PREFIX: &str = "__kafka_gateway_offsets.";
 /// Compaction starts past this many records, when they outnumber live offsets 4 to 1.
 pub(crate) const COMPACT_AFTER: u64 = 50_000;
 
-/// Whether `name` is one of the offsets topics: the gateway's own, which no Kafka client may
-/// see, write, read or delete.
+/// The topic of the SCRAM credentials (the `scram` module writes it).
+pub(crate) const SCRAM_TOPIC: &str = "__kafka_gateway_scram";
+
+/// Whether `name` is one of the gateway's own topics (the offsets topics, and the SCRAM
+/// credentials' [`SCRAM_TOPIC`]), which no Kafka client may see, write, read or delete.
 pub(crate) fn is_own(name: &str) -> bool {
-    name.starts_with(TOPIC_PREFIX)
+    name.starts_with(TOPIC_PREFIX) || name == SCRAM_TOPIC
 }
 
 /// The name of generation `g`'s topic.

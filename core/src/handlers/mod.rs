@@ -69,7 +69,9 @@ pub(crate) fn task_for(request: Request) -> Option<Box<dyn Task>> {
         Request::DescribeUserScramCredentials(r) => {
             Box::new(scram_credentials::DescribeScramTask(r))
         }
-        Request::AlterUserScramCredentials(r) => Box::new(scram_credentials::AlterScramTask(r)),
+        Request::AlterUserScramCredentials(r) => {
+            Box::new(scram_credentials::AlterScramTask(r, None))
+        }
         Request::DescribeClientQuotas(r) => Box::new(client_quotas::DescribeQuotasTask(r)),
         Request::AlterClientQuotas(r) => Box::new(client_quotas::AlterQuotasTask(r)),
         Request::FindCoordinator(r) => {

@@ -193,6 +193,38 @@ pub(crate) struct Progress {
     pub(crate) verify: Option<Password>,
 }
 
+/// One change to the SCRAM credentials, as AlterUserScramCredentials makes it and a backend
+/// stores it ([`crate::backend::Command::StoreScramCredentials`]): keys, never a password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScramChange {
+    /// `user`'s credential for the credential's mechanism is this one.
+    Set {
+        /// The user.
+        user: String,
+        /// The credential (its Debug shows no key).
+        credential: ScramCredential,
+    },
+    /// `user` has no credential for `mechanism` any more.
+    Delete {
+        /// The user.
+        user: String,
+        /// The mechanism.
+        mechanism: ScramMechanism,
+    },
+}
+
+impl ScramChange {
+    /// Applies the change to `users`.
+    pub fn apply(&self, users: &Users) {
+        match self {
+            Self::Set { user, credential } => users.set(user, credential.clone()),
+            Self::Delete { user, mechanism } => {
+                users.remove(user, *mechanism);
+            }
+        }
+    }
+}
+
 /// A password on its way to the backend's check: never shown, in logs or anywhere.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Password(Vec<u8>);
