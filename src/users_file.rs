@@ -77,6 +77,18 @@ pub(crate) struct SaslArgs {
     )]
     pub(crate) sasl_failure_delay_ms: u64,
 
+    /// How many PLAIN passwords per second may be checked against the users' credentials
+    /// (a PBKDF2 each), with as many at once; logins beyond it fail without the check, so
+    /// that a flood of wrong passwords cannot take all the CPU. Logins whose password
+    /// passed in the last five minutes are not counted. 0: no bound.
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_SASL_PASSWORD_CHECKS_PER_SECOND",
+        default_value_t = 100,
+        value_name = "N"
+    )]
+    pub(crate) sasl_password_checks_per_second: u32,
+
     /// Principals that may manage SCRAM credentials (Kafka's super.users), comma-separated
     /// user names (`User:` prefixes are taken too).
     #[arg(long, env = "IGGY_KAFKA_SUPER_USERS", value_name = "LIST")]
@@ -229,6 +241,7 @@ pub(crate) fn load(args: &SaslArgs, iggy_backend: bool) -> Result<Loaded, String
     config.session_lifetime = (args.sasl_session_lifetime_ms > 0)
         .then(|| Duration::from_millis(args.sasl_session_lifetime_ms));
     config.failure_delay = Duration::from_millis(args.sasl_failure_delay_ms);
+    config.password_checks_per_second = args.sasl_password_checks_per_second;
     Ok(Loaded {
         sasl: Some(Arc::new(config)),
         permissions: authorize.then_some(permissions),
@@ -458,6 +471,7 @@ mod tests {
             sasl_enabled_mechanisms: "PLAIN,SCRAM-SHA-512".into(),
             sasl_session_lifetime_ms: 0,
             sasl_failure_delay_ms: 100,
+            sasl_password_checks_per_second: 100,
             super_users: Some("User:admin".into()),
         }
     }

@@ -905,3 +905,50 @@ fn plain_refused_by_the_backend_or_unchecked_fails_after_the_delay() {
         let _ = verify_asked(&mut again);
     }
 }
+
+#[test]
+fn password_checks_beyond_the_budget_fail_without_the_check() {
+    let mut sasl = SaslConfig::new(users(), Random::new(|b: &mut [u8]| b.fill(3)));
+    sasl.password_checks_per_second = 2;
+    let mut config = Config::default();
+    config.security_protocol = SecurityProtocol::SaslPlaintext;
+    config.sasl = Some(Arc::new(sasl));
+    let config = Arc::new(config);
+    let start = Instant::now();
+    // The answer to one PLAIN login at `at`: its code and message.
+    let login = |at: Instant, user: &str, password: &str| {
+        let mut c = Client::new(Arc::clone(&config));
+        c.now = at;
+        c.handshake(1, "PLAIN");
+        if let Some(r) = c.authenticate(2, &plain(user, password)) {
+            return (r.error_code, String::new());
+        }
+        c.advance(Duration::from_millis(100));
+        let r: SaslAuthenticateResponse =
+            c.response(ApiKey::SaslAuthenticate, 2).expect("answered");
+        (
+            r.error_code,
+            r.error_message.map(|m| m.to_string()).unwrap_or_default(),
+        )
+    };
+    // alice logs in (one check), then two wrong passwords: the second is past the budget.
+    assert_eq!(login(start, "alice", "alice-secret").0, 0);
+    let (code, message) = login(start, "bob", "wrong");
+    assert_eq!(code, 58);
+    assert!(
+        message.contains("Invalid username or password"),
+        "{message}"
+    );
+    let (code, message) = login(start, "nobody", "wrong");
+    assert_eq!(code, 58);
+    assert!(message.contains("too many password checks"), "{message}");
+    // A login remembered from before costs no check, so it still passes.
+    assert_eq!(login(start, "alice", "alice-secret").0, 0);
+    // bob's right password, past the budget too, until it refills: one per half second.
+    let (_, message) = login(start, "bob", "bob-secret");
+    assert!(message.contains("too many password checks"), "{message}");
+    assert_eq!(
+        login(start + Duration::from_millis(500), "bob", "bob-secret").0,
+        0
+    );
+}
