@@ -58,7 +58,7 @@ pub(crate) fn task_for(request: Request) -> Option<Box<dyn Task>> {
         Request::DescribeGroups(r) => Box::new(membership::DescribeGroupsTask::new(r)),
         Request::DeleteGroups(r) => Box::new(membership::DeleteGroupsTask::new(r)),
         Request::OffsetDelete(r) => Box::new(committed_offsets::OffsetDeleteTask::new(r)),
-        Request::DescribeAcls(_) => Box::new(acls::AclsTask::Describe),
+        Request::DescribeAcls(r) => Box::new(acls::AclsTask::Describe(r, false)),
         Request::CreateAcls(r) => Box::new(acls::AclsTask::Create(r)),
         Request::DeleteAcls(r) => Box::new(acls::AclsTask::Delete(r)),
         Request::ElectLeaders(r) => Box::new(replicas::ElectLeadersTask::new(r)),
