@@ -340,5 +340,8 @@ mod tests {
         assert_eq!(generation(&topic_name(42)), Some(42));
         assert_eq!(generation("__kafka_gateway_offsets.x"), None);
         assert_eq!(generation("orders"), None);
+        // The SCRAM credentials' topic is the gateway's own too, and no generation.
+        assert!(is_own(SCRAM_TOPIC) && is_own(&topic_name(1)) && !is_own("orders"));
+        assert_eq!(generation(SCRAM_TOPIC), None);
     }
 }
