@@ -20,6 +20,11 @@
 # authenticated, and authenticated under TLS, and kills and restarts its nodes under a
 # producer and a consumer group; and checks that /ready follows the cluster down and up.
 # Either variable alone runs its own tests.
+#
+# With IGGY_KAFKA_TEST_IGGY_TLS set to the URL of an Iggy server serving TCP over TLS
+# (IGGY_TCP_TLS_ENABLED=true with IGGY_TCP_TLS_CERT_FILE and IGGY_TCP_TLS_KEY_FILE), with
+# the options that trust it, e.g. iggy://iggy:iggy@127.0.0.1:8091?tls=true&tls_ca_file=ca.pem,
+# the TLS test (tests/iggy_tls.rs) runs against it too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -2,6 +2,14 @@
 //! personal access token (Iggy's own connection strings; `iggy+tcp://` is accepted too).
 //! A cluster's nodes may be listed, `iggy://USER:PASSWORD@HOST1:PORT1,HOST2:PORT2`; one is
 //! enough, the others are learned from it.
+//!
+//! Options follow the host, as in Iggy's connection strings: `?tls=true` for TLS,
+//! `tls_domain=NAME` for the name the server's certificate must carry (the host dialed
+//! when left out), `tls_ca_file=PATH` for the CA to trust (the system's roots when left
+//! out). Iggy's other TCP options (`reconnection_retries`, `reconnection_interval`,
+//! `reestablish_after`, `heartbeat_interval`, `nodelay`) are accepted and have no effect:
+//! the gateway reconnects by its own rules and always turns Nagle's algorithm off. Values
+//! may be %-escaped (an `@` in a path must be).
 
 use iggy_kafka_iggy_client::Credentials;
 
@@ -10,6 +18,70 @@ pub(crate) struct IggyUrl {
     /// `host:port` each, at least one.
     pub(crate) addresses: Vec<String>,
     pub(crate) credentials: Credentials,
+    /// TLS to every node, when `tls=true`.
+    pub(crate) tls: Option<TlsOptions>,
+}
+
+/// The URL's TLS options.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct TlsOptions {
+    /// `tls_domain`.
+    pub(crate) domain: Option<String>,
+    /// `tls_ca_file`.
+    pub(crate) ca_file: Option<std::path::PathBuf>,
+}
+
+/// Iggy's TCP connection-string options the gateway takes and ignores.
+const IGNORED_OPTIONS: [&str; 5] = [
+    "reconnection_retries",
+    "reconnection_interval",
+    "reestablish_after",
+    "heartbeat_interval",
+    "nodelay",
+];
+
+/// The options after `?`, each `NAME=VALUE`, `&`-separated.
+fn parse_options(query: &str) -> Result<Option<TlsOptions>, String> {
+    let mut enabled = false;
+    let mut tls = TlsOptions::default();
+    for option in query.split('&').filter(|o| !o.is_empty()) {
+        let (name, value) = option
+            .split_once('=')
+            .ok_or_else(|| format!("--iggy option {option:?} needs a value (NAME=VALUE)"))?;
+        let value = percent_decode(value).map_err(|e| format!("--iggy option {name}: {e}"))?;
+        match name {
+            "tls" => {
+                enabled = match value.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(format!(
+                            "--iggy option tls={value:?}: expected true or false"
+                        ))
+                    }
+                };
+            }
+            "tls_domain" if value.is_empty() => {
+                return Err("--iggy option tls_domain is empty".into())
+            }
+            "tls_domain" => tls.domain = Some(value),
+            "tls_ca_file" if value.is_empty() => {
+                return Err("--iggy option tls_ca_file is empty".into())
+            }
+            "tls_ca_file" => tls.ca_file = Some(value.into()),
+            n if IGNORED_OPTIONS.contains(&n) => {}
+            _ => {
+                return Err(format!(
+                    "--iggy has an unknown option {name:?}: expected tls, tls_domain, tls_ca_file or one of Iggy's {}",
+                    IGNORED_OPTIONS.join(", ")
+                ))
+            }
+        }
+    }
+    if !enabled && tls != TlsOptions::default() {
+        return Err("--iggy options tls_domain and tls_ca_file need tls=true".into());
+    }
+    Ok(enabled.then_some(tls))
 }
 
 impl std::fmt::Debug for IggyUrl {
@@ -19,7 +91,11 @@ impl std::fmt::Debug for IggyUrl {
             "iggy://{:?}@{}",
             self.credentials,
             self.addresses.join(",")
-        )
+        )?;
+        if let Some(tls) = &self.tls {
+            write!(f, " with TLS {tls:?}")?;
+        }
+        Ok(())
     }
 }
 
@@ -57,7 +133,9 @@ pub(crate) fn parse(url: &str) -> Result<IggyUrl, String> {
     let (userinfo, host) = rest.rsplit_once('@').ok_or(
         "--iggy needs credentials: iggy://USER:PASSWORD@HOST:PORT or iggy://TOKEN@HOST:PORT",
     )?;
-    let hosts = host.split(['/', '?']).next().unwrap_or_default();
+    let (host, query) = host.split_once('?').unwrap_or((host, ""));
+    let tls = parse_options(query)?;
+    let hosts = host.split('/').next().unwrap_or_default();
     let mut addresses = Vec::new();
     for host in hosts.split(',') {
         if host.is_empty() {
@@ -89,6 +167,7 @@ pub(crate) fn parse(url: &str) -> Result<IggyUrl, String> {
     Ok(IggyUrl {
         addresses,
         credentials,
+        tls,
     })
 }
 
@@ -114,7 +193,8 @@ mod tests {
         assert!(
             matches!(&t.credentials, Credentials::Token(s) if s.expose_secret() == "iggypat-123")
         );
-        let b64 = parse("iggy://D9Du/Rw2+Kj1BnT=@h:1?x").unwrap_or_else(|e| panic!("{e}"));
+        let b64 =
+            parse("iggy://D9Du/Rw2+Kj1BnT=@h:1?nodelay=true").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(b64.addresses, ["h:1"]);
         assert!(
             matches!(&b64.credentials, Credentials::Token(s) if s.expose_secret() == "D9Du/Rw2+Kj1BnT=")
@@ -135,5 +215,47 @@ mod tests {
         let bad = parse("iggy://iggy:iggy@h:99999").err().unwrap_or_default();
         assert!(bad.contains("bad port"), "{bad}");
         assert!(parse("iggy://iggy:iggy@h:0").is_err());
+        assert!(u.tls.is_none());
+    }
+
+    #[test]
+    fn tls_options_as_iggy_names_them() {
+        let u = parse("iggy://iggy:iggy@h:1?tls=true").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(u.tls, Some(TlsOptions::default()));
+        let u = parse(
+            "iggy://iggy:iggy@h:1/?tls=true&tls_domain=iggy.example&tls_ca_file=/etc/a%40b/ca.pem&heartbeat_interval=5s",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(u.addresses, ["h:1"]);
+        assert_eq!(
+            u.tls,
+            Some(TlsOptions {
+                domain: Some("iggy.example".into()),
+                ca_file: Some("/etc/a@b/ca.pem".into()),
+            })
+        );
+        assert!(format!("{u:?}").contains("TLS"));
+        let off = parse("iggy://iggy:iggy@h:1?tls=false").unwrap_or_else(|e| panic!("{e}"));
+        assert!(off.tls.is_none());
+        for (url, says) in [
+            (
+                "iggy://i:i@h:1?tls=yes",
+                "tls=\"yes\": expected true or false",
+            ),
+            ("iggy://i:i@h:1?tls", "\"tls\" needs a value"),
+            ("iggy://i:i@h:1?tls=true&tls_domain=", "tls_domain is empty"),
+            (
+                "iggy://i:i@h:1?tls=true&tls_ca_file=",
+                "tls_ca_file is empty",
+            ),
+            ("iggy://i:i@h:1?tls_ca_file=/ca.pem", "need tls=true"),
+            (
+                "iggy://i:i@h:1?tls=true&tsl_domain=x",
+                "unknown option \"tsl_domain\"",
+            ),
+        ] {
+            let e = parse(url).err().unwrap_or_default();
+            assert!(e.contains(says), "{url}: {e}");
+        }
     }
 }

@@ -544,6 +544,8 @@ enum Plan {
         lanes: Arc<Lanes>,
         session: SessionConfig,
         config: IggyConfig,
+        /// The SASL users, to take the SCRAM credentials kept in Iggy.
+        users: Option<Arc<iggy_kafka_core::sasl::Users>>,
     },
 }
 
@@ -561,9 +563,18 @@ async fn start(
             lanes,
             session,
             config,
+            users,
         } => {
             spawn_lanes(&lanes, &session);
-            Arc::new(connect_iggy(lanes, clock, config).await?)
+            let backend = connect_iggy(lanes, clock, config).await?;
+            // Kept in Iggy by AlterUserScramCredentials: later than the users file, so
+            // they win where both give a user's credential for one mechanism.
+            if let Some(users) = users {
+                for change in backend.scram_credentials() {
+                    change.apply(&users);
+                }
+            }
+            Arc::new(backend)
         }
     };
     Ok(Arc::new(Shared::new(backend, coordinator)))
@@ -676,11 +687,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // A SASL listener without users would authenticate no one.
+    // A SASL listener without users would authenticate no one; on the Iggy backend,
+    // Iggy's users are there to check PLAIN passwords against.
     if let Some(p) = plans.iter().find(|p| p.protocol.uses_sasl()) {
-        if args.sasl.users_file.is_none() {
+        if args.sasl.users_file.is_none() && args.iggy.is_none() {
             tracing::error!(
-                "--users-file: listener {} is {}, and SASL needs the users it authenticates",
+                "--users-file: listener {} is {}, and SASL needs the users it authenticates \
+                 (a users file, or Iggy's users on the Iggy backend)",
                 p.name,
                 p.protocol
             );
@@ -700,7 +713,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let users = match users_file::load(&args.sasl) {
+    let users = match users_file::load(&args.sasl, args.iggy.is_some()) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("{e}");
@@ -805,11 +818,33 @@ fn main() -> ExitCode {
             config.write_through = args.iggy_write_through;
             config.poll_interval = Duration::from_millis(args.iggy_poll_interval_ms.max(1));
             config.seed = seed;
+            let mut lanes = Lanes::new(args.iggy_connections.max(1), Nodes::new(url.addresses));
+            if let Some(tls) = &url.tls {
+                // Each option's error names it: the CA file's, or the system's roots' (tls).
+                let loaded = iggy_kafka_tls::ClientTls::new(tls.ca_file.as_deref()).map_err(|e| {
+                    let option = if tls.ca_file.is_some() {
+                        "tls_ca_file"
+                    } else {
+                        "tls"
+                    };
+                    format!("--iggy option {option}: {e}")
+                });
+                let named = loaded.and_then(|t| match &tls.domain {
+                    Some(d) => t
+                        .with_domain(d)
+                        .map_err(|e| format!("--iggy option tls_domain: {e}")),
+                    None => Ok(t),
+                });
+                match named {
+                    Ok(t) => lanes = lanes.with_tls(t),
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
             Plan::Iggy {
-                lanes: Arc::new(Lanes::new(
-                    args.iggy_connections.max(1),
-                    Nodes::new(url.addresses),
-                )),
+                lanes: Arc::new(lanes),
                 session: SessionConfig {
                     credentials: url.credentials,
                     // A new client to the server's deduplication each run.
@@ -818,6 +853,7 @@ fn main() -> ExitCode {
                     max_reply_bytes: 256 << 20,
                 },
                 config,
+                users: users.sasl.as_ref().map(|s| Arc::clone(&s.users)),
             }
         }
     };

@@ -28,7 +28,9 @@ use iggy_kafka_core::sasl::{
 pub(crate) struct SaslArgs {
     /// The users: a TOML file of `[[user]]` tables with their SCRAM credentials or
     /// passwords and their Iggy permissions (see docs/SECURITY.md). Required when a
-    /// listener uses SASL_PLAINTEXT or SASL_SSL, or --authorization is users-file.
+    /// listener uses SASL_PLAINTEXT or SASL_SSL on the embedded store, or --authorization
+    /// is users-file. On the Iggy backend without it, or with --authorization iggy, PLAIN
+    /// passwords are checked by Iggy (a login with them).
     #[arg(long, env = "IGGY_KAFKA_USERS_FILE", value_name = "FILE")]
     pub(crate) users_file: Option<PathBuf>,
 
@@ -74,6 +76,18 @@ pub(crate) struct SaslArgs {
         value_name = "MS"
     )]
     pub(crate) sasl_failure_delay_ms: u64,
+
+    /// How many PLAIN passwords per second may be checked against the users' credentials
+    /// (a PBKDF2 each), with as many at once; logins beyond it fail without the check, so
+    /// that a flood of wrong passwords cannot take all the CPU. Logins whose password
+    /// passed in the last five minutes are not counted. 0: no bound.
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_SASL_PASSWORD_CHECKS_PER_SECOND",
+        default_value_t = 100,
+        value_name = "N"
+    )]
+    pub(crate) sasl_password_checks_per_second: u32,
 
     /// Principals that may manage SCRAM credentials (Kafka's super.users), comma-separated
     /// user names (`User:` prefixes are taken too).
@@ -162,11 +176,13 @@ pub(crate) struct Loaded {
     pub(crate) super_users: Vec<String>,
 }
 
-/// Reads the users file its options name, if any.
+/// Reads the users file its options name, if any. On the Iggy backend (`iggy_backend`),
+/// Iggy checks PLAIN passwords when there is no users file or its users' permissions are
+/// Iggy's (`--authorization iggy`).
 ///
 /// # Errors
 /// A message naming the option and the reason.
-pub(crate) fn load(args: &SaslArgs) -> Result<Loaded, String> {
+pub(crate) fn load(args: &SaslArgs, iggy_backend: bool) -> Result<Loaded, String> {
     let mut mechanisms = Vec::new();
     for name in args.sasl_enabled_mechanisms.split(',').map(str::trim) {
         let m = Mechanism::from_name(name).ok_or_else(|| {
@@ -200,25 +216,32 @@ pub(crate) fn load(args: &SaslArgs) -> Result<Loaded, String> {
         ));
     }
     let authorize = args.authorization == "users-file";
-    let Some(path) = &args.users_file else {
-        if authorize {
+    let users = Users::new(super_users.iter().cloned());
+    let permissions = match &args.users_file {
+        Some(path) => {
+            read_users(path, &users).map_err(|e| format!("--users-file {}: {e}", path.display()))?
+        }
+        None if authorize => {
             return Err(
                 "--authorization users-file: no --users-file to take the permissions from".into(),
             );
         }
-        return Ok(Loaded {
-            super_users,
-            ..Loaded::default()
-        });
+        None if !iggy_backend => {
+            return Ok(Loaded {
+                super_users,
+                ..Loaded::default()
+            });
+        }
+        None => BTreeMap::new(),
     };
-    let users = Users::new(super_users.iter().cloned());
-    let permissions =
-        read_users(path, &users).map_err(|e| format!("--users-file {}: {e}", path.display()))?;
     let mut config = SaslConfig::new(Arc::new(users), Random::new(os_random));
+    config.plain_by_backend =
+        iggy_backend && (args.users_file.is_none() || args.authorization == "iggy");
     config.mechanisms = mechanisms;
     config.session_lifetime = (args.sasl_session_lifetime_ms > 0)
         .then(|| Duration::from_millis(args.sasl_session_lifetime_ms));
     config.failure_delay = Duration::from_millis(args.sasl_failure_delay_ms);
+    config.password_checks_per_second = args.sasl_password_checks_per_second;
     Ok(Loaded {
         sasl: Some(Arc::new(config)),
         permissions: authorize.then_some(permissions),
@@ -448,6 +471,7 @@ mod tests {
             sasl_enabled_mechanisms: "PLAIN,SCRAM-SHA-512".into(),
             sasl_session_lifetime_ms: 0,
             sasl_failure_delay_ms: 100,
+            sasl_password_checks_per_second: 100,
             super_users: Some("User:admin".into()),
         }
     }
@@ -472,7 +496,7 @@ mod tests {
             BASE64.encode(&c.server_key)
         );
         let path = file(&text);
-        let loaded = load(&args(Some(path.clone()))).unwrap_or_else(|e| panic!("{e}"));
+        let loaded = load(&args(Some(path.clone())), false).unwrap_or_else(|e| panic!("{e}"));
         let config = loaded.sasl.unwrap_or_else(|| panic!("configured"));
         let permissions = loaded.permissions.unwrap_or_default();
         assert!(permissions["bob"].global.read_topics);
@@ -506,7 +530,7 @@ mod tests {
             ("not toml [", ""),
         ] {
             let path = file(bad);
-            let e = load(&args(Some(path.clone())))
+            let e = load(&args(Some(path.clone())), false)
                 .err()
                 .unwrap_or_else(|| panic!("{bad:?} was taken"));
             assert!(e.starts_with("--users-file "), "{e}");
@@ -515,7 +539,7 @@ mod tests {
         }
         let mut a = args(None);
         a.sasl_enabled_mechanisms = "PLAIN,GSSAPI".into();
-        let e = load(&a).err().unwrap_or_default();
+        let e = load(&a, false).err().unwrap_or_default();
         assert!(
             e.contains("--sasl-enabled-mechanisms") && e.contains("GSSAPI"),
             "{e}"

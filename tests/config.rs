@@ -98,6 +98,7 @@ authorization = "users-file"
 sasl-enabled-mechanisms = "SCRAM-SHA-512"
 sasl-session-lifetime-ms = 60000
 sasl-failure-delay-ms = 50
+sasl-password-checks-per-second = 10
 super-users = "root"
 "#;
 

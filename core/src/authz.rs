@@ -107,6 +107,12 @@ pub trait Authorizer: Send + Sync + fmt::Debug {
 
     /// What the backend said `principal` may do (`None`: no such user, so nothing).
     fn learned(&self, _principal: &str, _permissions: Option<Permissions>) {}
+
+    /// The principals whose permissions it knows now (for DescribeAcls's view), `None`
+    /// standing for clients that did not authenticate.
+    fn principals(&self) -> Vec<Option<String>> {
+        Vec::new()
+    }
 }
 
 /// Iggy's global permissions.
@@ -318,6 +324,22 @@ impl PermissionAuthorizer {
 impl Authorizer for PermissionAuthorizer {
     fn refresh_interval(&self) -> Option<Duration> {
         self.refresh
+    }
+
+    fn principals(&self) -> Vec<Option<String>> {
+        let users = self.users.read().unwrap_or_else(PoisonError::into_inner);
+        let mut all: Vec<Option<String>> = users.keys().cloned().map(Some).collect();
+        all.extend(
+            self.super_users
+                .iter()
+                .filter(|s| !users.contains_key(*s))
+                .cloned()
+                .map(Some),
+        );
+        if self.anonymous.is_some() {
+            all.push(None);
+        }
+        all
     }
 
     fn learned(&self, principal: &str, permissions: Option<Permissions>) {

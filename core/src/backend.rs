@@ -379,6 +379,21 @@ pub enum Command {
         /// The user, as the client authenticated.
         user: String,
     },
+    /// Whether `password` is backend user `user`'s (SASL/PLAIN checked by the backend; on
+    /// Iggy, a login with them on a session of its own).
+    VerifyPassword {
+        /// The user, as the client named it.
+        user: String,
+        /// The password the client gave.
+        password: crate::sasl::Password,
+    },
+    /// Keep these SCRAM credential changes (AlterUserScramCredentials) where they outlive
+    /// the gateway: on Iggy, a gateway-owned topic replayed at start; the embedded store
+    /// keeps them in memory only, as the users do.
+    StoreScramCredentials {
+        /// The changes, at most one per user.
+        changes: Vec<crate::sasl::ScramChange>,
+    },
     /// Store a group's committed offsets, each replacing the partition's previous one.
     /// Offsets of partitions that do not exist are refused one by one.
     CommitOffsets {
@@ -482,6 +497,10 @@ pub enum Completion {
     WriteMarker(Result<u64, BackendError>),
     /// Of [`Command::UserPermissions`]: `None` when the backend has no such user.
     UserPermissions(Result<Option<crate::authz::Permissions>, BackendError>),
+    /// Of [`Command::VerifyPassword`]: whether the backend accepted the password.
+    VerifyPassword(Result<bool, BackendError>),
+    /// Of [`Command::StoreScramCredentials`]: all of them kept, or none.
+    StoreScramCredentials(Result<(), BackendError>),
     /// Of [`Command::CommitOffsets`]: one result per offset, in order.
     CommitOffsets(Vec<Result<(), BackendError>>),
     /// Of [`Command::FetchOffsets`]: the committed offsets found.
@@ -690,6 +709,8 @@ pub(crate) mod tests {
             }
             Command::UserPermissions { .. } => Completion::UserPermissions(Ok(None)),
             Command::WriteMarker { .. } => Completion::WriteMarker(Ok(0)),
+            Command::VerifyPassword { .. } => Completion::VerifyPassword(Ok(false)),
+            Command::StoreScramCredentials { .. } => Completion::StoreScramCredentials(Ok(())),
             Command::CommitOffsets { offsets, .. } => {
                 Completion::CommitOffsets(offsets.iter().map(|_| Ok(())).collect())
             }

@@ -282,6 +282,12 @@ impl Connection {
             self.permissions_arrived(completion);
             return;
         }
+        if self.sasl.as_ref().and_then(sasl::SaslState::verifying) == Some(id.0) {
+            if let Err(reason) = self.password_verified(completion) {
+                self.close(reason);
+            }
+            return;
+        }
         self.last_activity = now;
         let Some(slot) = self.slots.remove(&id.0) else {
             tracing::debug!(?id, "outcome of unknown work");

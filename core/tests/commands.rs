@@ -1160,18 +1160,127 @@ fn permissions_from_the_backend_are_awaited_and_refreshed() {
     assert_eq!(produce_offsets(&answered[0].1), vec![(0, 29, -1)]);
 }
 
-/// With an authorizer, the ACL calls say where permissions are changed: in Iggy.
+/// With an authorizer, DescribeAcls renders the principals' Iggy permissions as ALLOW
+/// bindings on the topics that exist (asking the backend for them); it needs DESCRIBE on
+/// the cluster. CreateAcls says where permissions are changed: in Iggy.
 #[test]
-fn acl_calls_name_iggy_when_permissions_are_checked() {
+fn acl_calls_show_iggy_permissions_and_name_iggy_for_changes() {
+    use iggy_kafka_core::protocol::generated::create_acls_request::{
+        AclCreation, CreateAclsRequest,
+    };
     use iggy_kafka_core::protocol::generated::describe_acls_request::DescribeAclsRequest;
+    let all = DescribeAclsRequest {
+        resource_type_filter: 1,
+        pattern_type_filter: 1,
+        operation: 1,
+        permission_type: 1,
+        resource_name_filter: None,
+        principal_filter: None,
+        host_filter: None,
+        ..DescribeAclsRequest::default()
+    };
+    // admin manages streams but may not read the servers: refused.
     let mut h = authorized("admin");
-    h.send(3, 1, &Request::DescribeAcls(DescribeAclsRequest::default()));
+    h.send(3, 1, &Request::DescribeAcls(all.clone()));
+    assert!(h.commands().is_empty());
     let answered = h.responses(ApiKey::DescribeAcls, 3);
     let Response::DescribeAcls(r) = &answered[0].1 else {
         panic!("{answered:?}")
     };
-    assert_eq!(r.error_code, 42);
-    let message = r
+    assert_eq!(r.error_code, 31);
+
+    // root, a super user: every known principal's bindings on the topics listed.
+    let mut h = authorized("root");
+    h.send(3, 2, &Request::DescribeAcls(all.clone()));
+    let cmds = h.commands();
+    let [(id, Work::Store(Command::ListTopics { only: None }))] = &cmds[..] else {
+        panic!("{cmds:?}")
+    };
+    h.complete(
+        *id,
+        Outcome::Store(Completion::ListTopics(Ok(vec![
+            topic_info("t"),
+            topic_info("u"),
+        ]))),
+    );
+    let answered = h.responses(ApiKey::DescribeAcls, 3);
+    let Response::DescribeAcls(r) = &answered[0].1 else {
+        panic!("{answered:?}")
+    };
+    assert_eq!(r.error_code, 0);
+    let bindings: Vec<(i8, String, String, i8)> = r
+        .resources
+        .iter()
+        .flat_map(|res| {
+            res.acls.iter().map(move |a| {
+                assert_eq!(
+                    (res.pattern_type, a.permission_type),
+                    (3, 3),
+                    "LITERAL, ALLOW"
+                );
+                (
+                    res.resource_type,
+                    res.resource_name.to_string(),
+                    a.principal.to_string(),
+                    a.operation,
+                )
+            })
+        })
+        .collect();
+    let has = |kind: i8, name: &str, who: &str, op: i8| {
+        bindings.contains(&(kind, name.to_owned(), format!("User:{who}"), op))
+    };
+    // reader reads and describes t only.
+    assert!(has(2, "t", "reader", 3) && has(2, "t", "reader", 8));
+    assert!(!has(2, "t", "reader", 4) && !has(2, "u", "reader", 3));
+    // writer writes both; admin manages both and may delete groups; root may alter the cluster.
+    assert!(has(2, "t", "writer", 4) && has(2, "u", "writer", 4));
+    assert!(!has(2, "t", "writer", 3));
+    assert!(
+        has(2, "u", "admin", 6) && has(3, "*", "admin", 6) && !has(4, "kafka-cluster", "admin", 7)
+    );
+    assert!(has(4, "kafka-cluster", "root", 7));
+
+    // A filter naming one principal and one operation.
+    let mut h = authorized("root");
+    let only = DescribeAclsRequest {
+        principal_filter: Some("User:writer".into()),
+        operation: 4,
+        ..all
+    };
+    h.send(3, 3, &Request::DescribeAcls(only));
+    let cmds = h.commands();
+    let [(id, Work::Store(Command::ListTopics { .. }))] = &cmds[..] else {
+        panic!("{cmds:?}")
+    };
+    h.complete(
+        *id,
+        Outcome::Store(Completion::ListTopics(Ok(vec![topic_info("t")]))),
+    );
+    let answered = h.responses(ApiKey::DescribeAcls, 3);
+    let Response::DescribeAcls(r) = &answered[0].1 else {
+        panic!("{answered:?}")
+    };
+    assert_eq!(r.resources.len(), 1);
+    assert_eq!(r.resources[0].resource_name.to_string(), "t");
+    assert_eq!(r.resources[0].acls.len(), 1);
+    assert_eq!(r.resources[0].acls[0].principal.to_string(), "User:writer");
+
+    // Creating an ACL names Iggy.
+    h.send(
+        3,
+        4,
+        &Request::CreateAcls(CreateAclsRequest {
+            creations: vec![AclCreation::default()],
+            ..CreateAclsRequest::default()
+        }),
+    );
+    let answered = h.responses(ApiKey::CreateAcls, 3);
+    let Response::CreateAcls(r) = &answered[0].1 else {
+        panic!("{answered:?}")
+    };
+    assert_eq!(r.results[0].error_code, 42);
+    let message = r.results[0]
         .error_message
         .as_ref()
         .map(|m| m.to_string())

@@ -10,6 +10,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
 use hmac::{Hmac, Mac};
+use iggy_kafka_core::backend::{BackendError, Command, Completion};
 use iggy_kafka_core::protocol::api;
 use iggy_kafka_core::protocol::generated::alter_user_scram_credentials_request::{
     AlterUserScramCredentialsRequest, ScramCredentialDeletion, ScramCredentialUpsertion,
@@ -28,7 +29,10 @@ use iggy_kafka_core::protocol::generated::sasl_authenticate_response::SaslAuthen
 use iggy_kafka_core::protocol::generated::sasl_handshake_request::SaslHandshakeRequest;
 use iggy_kafka_core::protocol::generated::sasl_handshake_response::SaslHandshakeResponse;
 use iggy_kafka_core::protocol::{self, ApiKey, Message, Reader, Request};
-use iggy_kafka_core::sasl::{Random, SaslConfig, ScramCredential, ScramMechanism, Users};
+use iggy_kafka_core::sasl::{
+    Random, SaslConfig, ScramChange, ScramCredential, ScramMechanism, Users,
+};
+use iggy_kafka_core::work::{Outcome, Work, WorkId};
 use iggy_kafka_core::{CloseReason, Config, Connection, SecurityProtocol};
 use sha2::{Digest, Sha256, Sha512};
 
@@ -603,6 +607,27 @@ fn super_users_manage_scram_credentials_and_others_may_not() {
             ..AlterUserScramCredentialsRequest::default()
         }),
     );
+    // Kept by the backend first: only the keys of the one good change go there.
+    let work: Vec<_> = std::iter::from_fn(|| admin.conn.poll_work()).collect();
+    let [(id, Work::Store(Command::StoreScramCredentials { changes }))] = &work[..] else {
+        panic!("one StoreScramCredentials, got {work:?}")
+    };
+    assert!(
+        matches!(&changes[..], [ScramChange::Set { user, credential }] if user == "carol" && credential.iterations == 8192),
+        "{changes:?}"
+    );
+    assert!(!format!("{work:?}").contains("carol-pw"));
+    assert!(
+        admin
+            .response::<AlterUserScramCredentialsResponse>(ApiKey::AlterUserScramCredentials, 0)
+            .is_none(),
+        "not answered before the backend kept it"
+    );
+    admin.conn.handle_outcome(
+        admin.now,
+        *id,
+        Outcome::Store(Completion::StoreScramCredentials(Ok(()))),
+    );
     let r: AlterUserScramCredentialsResponse = admin
         .response(ApiKey::AlterUserScramCredentials, 0)
         .expect("answered");
@@ -655,6 +680,36 @@ fn super_users_manage_scram_credentials_and_others_may_not() {
     assert_eq!(r.results[0].credential_infos[0].mechanism, 2);
     assert_eq!(r.results[0].credential_infos[0].iterations, 8192);
     assert_eq!(r.results[1].error_code, 92);
+
+    // When the backend cannot keep a change, it is not made.
+    admin.send(
+        0,
+        &Request::AlterUserScramCredentials(AlterUserScramCredentialsRequest {
+            upsertions: vec![upsert("frank", ScramMechanism::Sha256, b"frank-pw", 4096)],
+            ..AlterUserScramCredentialsRequest::default()
+        }),
+    );
+    let work: Vec<_> = std::iter::from_fn(|| admin.conn.poll_work()).collect();
+    let [(id, Work::Store(Command::StoreScramCredentials { .. }))] = &work[..] else {
+        panic!("one StoreScramCredentials, got {work:?}")
+    };
+    admin.conn.handle_outcome(
+        admin.now,
+        *id,
+        Outcome::Store(Completion::StoreScramCredentials(Err(
+            BackendError::Unavailable("Iggy is down".into()),
+        ))),
+    );
+    let r: AlterUserScramCredentialsResponse = admin
+        .response(ApiKey::AlterUserScramCredentials, 0)
+        .expect("answered");
+    assert_eq!(r.results[0].user.to_string(), "frank");
+    assert_eq!(r.results[0].error_code, 7, "REQUEST_TIMED_OUT");
+    assert!(admin
+        .conn_config()
+        .sasl
+        .as_ref()
+        .is_some_and(|s| s.users.describe("frank").is_empty()));
 }
 
 /// A re-authentication started and never finished does not keep the session: nothing but
@@ -720,4 +775,180 @@ fn an_unknown_users_challenge_looks_like_a_known_ones() {
     assert_eq!(first("mallory").0, salt, "the same salt each time");
     assert_ne!(salt, alice_salt);
     assert_eq!(iterations, alice_iterations);
+}
+
+/// A SASL listener whose PLAIN passwords the backend checks.
+fn backend_checked() -> Arc<Config> {
+    let mut sasl = SaslConfig::new(
+        Arc::new(Users::new(Vec::new())),
+        Random::new(|b: &mut [u8]| b.fill(7)),
+    );
+    sasl.plain_by_backend = true;
+    let mut config = Config::default();
+    config.security_protocol = SecurityProtocol::SaslPlaintext;
+    config.sasl = Some(Arc::new(sasl));
+    Arc::new(config)
+}
+
+/// The one VerifyPassword the connection asks for: its id, user and password.
+fn verify_asked(c: &mut Client) -> (WorkId, String, Vec<u8>) {
+    let work: Vec<_> = std::iter::from_fn(|| c.conn.poll_work()).collect();
+    let [(id, Work::Store(Command::VerifyPassword { user, password }))] = &work[..] else {
+        panic!("one VerifyPassword, got {work:?}")
+    };
+    let shown = format!("{:?}", work[0].1);
+    assert!(
+        !shown.contains("secret"),
+        "the password is not shown: {shown}"
+    );
+    (*id, user.clone(), password.expose().to_vec())
+}
+
+#[test]
+fn plain_checked_by_the_backend_is_asked_once_and_then_remembered() {
+    let config = backend_checked();
+    let mut c = Client::new(Arc::clone(&config));
+    assert_eq!(c.handshake(1, "PLAIN").error_code, 0);
+    assert!(c.authenticate(2, &plain("carol", "carol-secret")).is_none());
+    let (id, user, password) = verify_asked(&mut c);
+    assert_eq!(
+        (user.as_str(), &password[..]),
+        ("carol", &b"carol-secret"[..])
+    );
+    assert_eq!(c.conn.principal(), None, "not before the backend says so");
+    c.conn.handle_outcome(
+        c.now,
+        id,
+        Outcome::Store(Completion::VerifyPassword(Ok(true))),
+    );
+    let r: SaslAuthenticateResponse = c.response(ApiKey::SaslAuthenticate, 2).expect("answered");
+    assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+    assert_eq!(c.conn.principal(), Some("carol"));
+    assert!(c.metadata());
+
+    // Another connection with the same password: not asked again, for five minutes.
+    let mut again = Client::new(Arc::clone(&config));
+    again.now = c.now + Duration::from_secs(299);
+    again.handshake(1, "PLAIN");
+    let r = again
+        .authenticate(2, &plain("carol", "carol-secret"))
+        .expect("answered at once");
+    assert_eq!(r.error_code, 0);
+    assert!(again.conn.poll_work().is_none());
+    // Another password is asked about, and so is the same one later.
+    let mut other = Client::new(Arc::clone(&config));
+    other.handshake(1, "PLAIN");
+    assert!(other.authenticate(2, &plain("carol", "guess")).is_none());
+    let _ = verify_asked(&mut other);
+    let mut later = Client::new(Arc::clone(&config));
+    later.now = c.now + Duration::from_secs(300);
+    later.handshake(1, "PLAIN");
+    assert!(later
+        .authenticate(2, &plain("carol", "carol-secret"))
+        .is_none());
+    let _ = verify_asked(&mut later);
+
+    // A bare token after a v0 handshake waits the same way.
+    let mut bare = Client::new(Arc::clone(&config));
+    bare.handshake(0, "PLAIN");
+    bare.send_bare(&plain("dave", "dave-secret"));
+    assert!(bare.output().is_empty());
+    let (id, _, _) = verify_asked(&mut bare);
+    bare.conn.handle_outcome(
+        bare.now,
+        id,
+        Outcome::Store(Completion::VerifyPassword(Ok(true))),
+    );
+    assert_eq!(&bare.output()[..], &[0, 0, 0, 0]);
+    assert_eq!(bare.conn.principal(), Some("dave"));
+}
+
+#[test]
+fn plain_refused_by_the_backend_or_unchecked_fails_after_the_delay() {
+    for (outcome, says) in [
+        (Ok(false), "Invalid username or password"),
+        (
+            Err(BackendError::Unavailable("Iggy is down".into())),
+            "could not be checked",
+        ),
+    ] {
+        let mut c = Client::new(backend_checked());
+        c.handshake(1, "PLAIN");
+        assert!(c.authenticate(2, &plain("carol", "wrong-secret")).is_none());
+        let (id, _, _) = verify_asked(&mut c);
+        c.advance(Duration::from_millis(30));
+        c.conn.handle_outcome(
+            c.now,
+            id,
+            Outcome::Store(Completion::VerifyPassword(outcome)),
+        );
+        assert!(c.output().is_empty(), "not before the delay");
+        c.advance(Duration::from_millis(99));
+        assert!(c.output().is_empty());
+        c.advance(Duration::from_millis(1));
+        let r: SaslAuthenticateResponse =
+            c.response(ApiKey::SaslAuthenticate, 2).expect("answered");
+        assert_eq!(r.error_code, 58);
+        let message = r.error_message.map(|m| m.to_string()).unwrap_or_default();
+        assert!(message.contains(says), "{message}");
+        assert!(!message.contains("wrong-secret"));
+        c.advance(Duration::from_millis(500));
+        assert!(c.conn.is_closed());
+        assert_eq!(c.conn.principal(), None);
+        // Nothing remembered: the same password is asked about again.
+        let config = c.conn_config();
+        let mut again = Client::new(config);
+        again.handshake(1, "PLAIN");
+        assert!(again
+            .authenticate(2, &plain("carol", "wrong-secret"))
+            .is_none());
+        let _ = verify_asked(&mut again);
+    }
+}
+
+#[test]
+fn password_checks_beyond_the_budget_fail_without_the_check() {
+    let mut sasl = SaslConfig::new(users(), Random::new(|b: &mut [u8]| b.fill(3)));
+    sasl.password_checks_per_second = 2;
+    let mut config = Config::default();
+    config.security_protocol = SecurityProtocol::SaslPlaintext;
+    config.sasl = Some(Arc::new(sasl));
+    let config = Arc::new(config);
+    let start = Instant::now();
+    // The answer to one PLAIN login at `at`: its code and message.
+    let login = |at: Instant, user: &str, password: &str| {
+        let mut c = Client::new(Arc::clone(&config));
+        c.now = at;
+        c.handshake(1, "PLAIN");
+        if let Some(r) = c.authenticate(2, &plain(user, password)) {
+            return (r.error_code, String::new());
+        }
+        c.advance(Duration::from_millis(100));
+        let r: SaslAuthenticateResponse =
+            c.response(ApiKey::SaslAuthenticate, 2).expect("answered");
+        (
+            r.error_code,
+            r.error_message.map(|m| m.to_string()).unwrap_or_default(),
+        )
+    };
+    // alice logs in (one check), then two wrong passwords: the second is past the budget.
+    assert_eq!(login(start, "alice", "alice-secret").0, 0);
+    let (code, message) = login(start, "bob", "wrong");
+    assert_eq!(code, 58);
+    assert!(
+        message.contains("Invalid username or password"),
+        "{message}"
+    );
+    let (code, message) = login(start, "nobody", "wrong");
+    assert_eq!(code, 58);
+    assert!(message.contains("too many password checks"), "{message}");
+    // A login remembered from before costs no check, so it still passes.
+    assert_eq!(login(start, "alice", "alice-secret").0, 0);
+    // bob's right password, past the budget too, until it refills: one per half second.
+    let (_, message) = login(start, "bob", "bob-secret");
+    assert!(message.contains("too many password checks"), "{message}");
+    assert_eq!(
+        login(start + Duration::from_millis(500), "bob", "bob-secret").0,
+        0
+    );
 }

@@ -771,6 +771,11 @@ impl Backend for EmbeddedStore {
             Command::UserPermissions { .. } => Completion::UserPermissions(Err(
                 BackendError::Other("the embedded store has no users of its own".into()),
             )),
+            // The users live in the gateway's memory: nothing more to keep them in.
+            Command::StoreScramCredentials { .. } => Completion::StoreScramCredentials(Ok(())),
+            Command::VerifyPassword { .. } => Completion::VerifyPassword(Err(BackendError::Other(
+                "the embedded store has no users of its own".into(),
+            ))),
             Command::DescribeProducers { topic, partition } => {
                 Completion::DescribeProducers(self.producers(&topic, partition))
             }

@@ -1,5 +1,6 @@
 //! What the Iggy backend reads out of Iggy's replies — polled message batches and their
-//! user headers, and the records of the committed-offsets log — from arbitrary bytes.
+//! user headers, and the records of the committed-offsets log and of the SCRAM credentials
+//! topic — from arbitrary bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -10,6 +10,9 @@ pub enum ConnectError {
     /// Iggy refused the gateway's credentials: trying again cannot help.
     #[error("the credentials in --iggy were refused: {0}")]
     LoginRefused(SessionError),
+    /// The TLS handshake with Iggy failed on its answer: trying again cannot help.
+    #[error("TLS with Iggy failed (check tls_ca_file and tls_domain in --iggy): {0}")]
+    TlsRefused(SessionError),
     /// The configured stream name is not an Iggy name.
     #[error("stream name {name:?}: {reason}")]
     StreamName {
@@ -48,9 +51,10 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
-    /// Whether Iggy refused the gateway's credentials, which trying again cannot cure.
+    /// Whether Iggy refused the gateway's credentials, or TLS with Iggy failed on its
+    /// answer: trying again cannot cure either.
     #[must_use]
     pub fn is_refused(&self) -> bool {
-        matches!(self, Self::LoginRefused(_))
+        matches!(self, Self::LoginRefused(_) | Self::TlsRefused(_))
     }
 }

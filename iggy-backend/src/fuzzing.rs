@@ -11,7 +11,8 @@ use iggy_kafka_iggy_client::protocol::{WireDecode, WireError, WireIdentifier};
 use crate::wire;
 
 /// Runs every decoder this backend applies to what Iggy sends on `data`: a poll reply (its
-/// batches, messages and user headers), headers alone, an offsets-log record, a user reply
+/// batches, messages and user headers), headers alone, an offsets-log record, a SCRAM
+/// credentials record, a user reply
 /// with its permissions named, and a topic reply as Kafka sees it (its configuration, and
 /// an alter of it). They must not panic whatever
 /// the bytes.
@@ -24,6 +25,7 @@ pub fn decode(data: &[u8]) {
     let _ = wire::find_message(data, u128::from_le_bytes([0xA5; 16]));
     let _ = wire::scan_timestamps(data, 2..u64::MAX, 0);
     let _ = crate::offsets_log::Record::decode(data);
+    let _ = crate::scram::decode(data);
     crate::users::decode_user(data);
     if let Ok((reply, _)) = GetTopicResponse::decode(data) {
         let info = wire::topic_info("topic", &reply.topic, *b"KGW1");

@@ -31,7 +31,7 @@ use std::time::Duration;
 use iggy_kafka_core::backend::{Backend, BackendError, Command, Completion, Execution, TopicRef};
 use iggy_kafka_core::stats::{Metric, MetricKind, MetricValue};
 use iggy_kafka_iggy_client::lane::SERVICE_BOUNDS;
-use iggy_kafka_iggy_client::{Clock, CommandStats, Lanes};
+use iggy_kafka_iggy_client::{Clock, CommandStats, Lanes, SessionError};
 
 mod admin;
 mod append;
@@ -44,6 +44,7 @@ mod offsets_log;
 mod partition;
 mod placement;
 mod read;
+mod scram;
 mod search;
 mod sync;
 mod timestamps;
@@ -124,9 +125,17 @@ struct Inner {
     watches: Watches,
     committed: CommittedOffsets,
     users: Users,
+    scram: scram::ScramStore,
 }
 
 impl IggyBackend {
+    /// The SCRAM credentials kept in Iggy (replayed at [`IggyBackend::connect`], and
+    /// stored since), for the gateway's users.
+    #[must_use]
+    pub fn scram_credentials(&self) -> Vec<iggy_kafka_core::sasl::ScramChange> {
+        self.inner.scram.credentials()
+    }
+
     /// Opens the backend on a pool whose lanes a runtime drives: makes sure the stream and
     /// the offsets topic exist (creating them when allowed) and replays the committed offsets.
     ///
@@ -153,9 +162,21 @@ impl IggyBackend {
             watches: Watches::new(config.poll_interval, started),
             committed: CommittedOffsets::default(),
             users: Users::default(),
+            scram: scram::ScramStore::default(),
         };
         let opened = match admin::ensure_streams(&inner.catalog, config.create_stream).await {
             Ok(()) => inner.committed.open(&inner.catalog, &inner.reads).await,
+            Err(e) => Err(e),
+        };
+        let opened = match opened {
+            Ok(()) => inner
+                .scram
+                .open(&inner.catalog, &inner.reads)
+                .await
+                .map_err(|source| ConnectError::Offsets {
+                    step: "replay the SCRAM credentials",
+                    source,
+                }),
             Err(e) => Err(e),
         };
         match (opened, lanes.login_refused()) {
@@ -163,6 +184,9 @@ impl IggyBackend {
                 inner: Arc::new(inner),
             }),
             // Whatever step met it, the cause is the refusal.
+            (Err(_), Some(refused @ SessionError::TlsRefused(_))) => {
+                Err(ConnectError::TlsRefused(refused))
+            }
             (Err(_), Some(refused)) => Err(ConnectError::LoginRefused(refused)),
             (Err(e), None) => Err(e),
         }
@@ -334,6 +358,13 @@ impl Backend for IggyBackend {
                     })),
                 }
             }
+            Command::StoreScramCredentials { changes } => pending(Box::pin(async move {
+                Completion::StoreScramCredentials(inner.scram.store(&inner.catalog, changes).await)
+            })),
+            Command::VerifyPassword { user, password } => pending(Box::pin(async move {
+                let lanes = inner.catalog.calls().lanes();
+                Completion::VerifyPassword(users::verify_password(lanes, user, &password).await)
+            })),
             Command::AllocateProducerId => {
                 Execution::Done(Completion::AllocateProducerId(Ok(inner
                     .appends

@@ -33,10 +33,13 @@ pub(crate) const TOPIC_PREFIX: &str = "__kafka_gateway_offsets.";
 /// Compaction starts past this many records, when they outnumber live offsets 4 to 1.
 pub(crate) const COMPACT_AFTER: u64 = 50_000;
 
-/// Whether `name` is one of the offsets topics: the gateway's own, which no Kafka client may
-/// see, write, read or delete.
+/// The topic of the SCRAM credentials (the `scram` module writes it).
+pub(crate) const SCRAM_TOPIC: &str = "__kafka_gateway_scram";
+
+/// Whether `name` is one of the gateway's own topics (the offsets topics, and the SCRAM
+/// credentials' [`SCRAM_TOPIC`]), which no Kafka client may see, write, read or delete.
 pub(crate) fn is_own(name: &str) -> bool {
-    name.starts_with(TOPIC_PREFIX)
+    name.starts_with(TOPIC_PREFIX) || name == SCRAM_TOPIC
 }
 
 /// The name of generation `g`'s topic.
@@ -458,5 +461,8 @@ mod tests {
         assert_eq!(generation(&topic_name(42)), Some(42));
         assert_eq!(generation("__kafka_gateway_offsets.x"), None);
         assert_eq!(generation("orders"), None);
+        // The SCRAM credentials' topic is the gateway's own too, and no generation.
+        assert!(is_own(SCRAM_TOPIC) && is_own(&topic_name(1)) && !is_own("orders"));
+        assert_eq!(generation(SCRAM_TOPIC), None);
     }
 }

@@ -15,6 +15,9 @@
 //! An answer counts as old as the older of its two sources (the user's description and the
 //! streams'), and is not served once that is [`TTL`] old: an ask that starts more than
 //! [`TTL`] after a permission changed in Iggy sees the change.
+//!
+//! [`verify_password`] checks a SASL/PLAIN password the Iggy way: a login with it, on a
+//! session of its own ([`iggy_kafka_iggy_client::login`]), closed once Iggy answers.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -412,4 +415,29 @@ pub(crate) fn decode_user(data: &[u8]) {
         streams,
     };
     let _ = named(wire, Some(&directory));
+}
+
+/// Whether `password` is Iggy user `user`'s: a login with them on a session of its own.
+///
+/// # Errors
+/// When Iggy gave no answer about them (unreachable, or too many checks waiting).
+pub(crate) async fn verify_password(
+    lanes: &iggy_kafka_iggy_client::Lanes,
+    user: String,
+    password: &iggy_kafka_core::sasl::Password,
+) -> Result<bool, BackendError> {
+    use iggy_kafka_iggy_client::login::LoginOutcome;
+    // Iggy's passwords are strings: other bytes cannot be anyone's.
+    let Ok(password) = std::str::from_utf8(password.expose()) else {
+        return Ok(false);
+    };
+    let credentials = iggy_kafka_iggy_client::Credentials::User {
+        username: user,
+        password: password.to_owned().into(),
+    };
+    match lanes.logins().check(credentials).await {
+        LoginOutcome::Accepted => Ok(true),
+        LoginOutcome::Refused => Ok(false),
+        LoginOutcome::Failed(why) => Err(BackendError::Unavailable(why)),
+    }
 }

@@ -462,6 +462,9 @@ pub struct Lanes {
     per_group: usize,
     /// The node each group after the first stays on.
     pinned: Vec<String>,
+    /// TLS on every connection, when the nodes serve it.
+    tls: Option<iggy_kafka_tls::ClientTls>,
+    logins: crate::login::LoginChecks,
 }
 
 impl Lanes {
@@ -483,7 +486,29 @@ impl Lanes {
             nodes,
             per_group,
             pinned,
+            tls: None,
+            logins: crate::login::LoginChecks::default(),
         }
+    }
+
+    /// The queue of login checks ([`crate::login`]), which the tasks of
+    /// [`crate::drive::lane_tasks`] run.
+    #[must_use]
+    pub fn logins(&self) -> &crate::login::LoginChecks {
+        &self.logins
+    }
+
+    /// The same lanes, connecting to every node over TLS.
+    #[must_use]
+    pub fn with_tls(mut self, tls: iggy_kafka_tls::ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The TLS every connection uses, if any.
+    #[must_use]
+    pub fn tls(&self) -> Option<&iggy_kafka_tls::ClientTls> {
+        self.tls.as_ref()
     }
 
     /// How many groups of lanes there are: one following the primary, and one per node a
@@ -539,13 +564,15 @@ impl Lanes {
     }
 
     /// The refusal, when a lane's last login was refused (or its session evicted for its
-    /// credentials) and it is down: Iggy does not accept the pool's credentials.
+    /// credentials), or its last TLS handshake failed on the node's answer, and it is down:
+    /// Iggy does not accept the pool's credentials, or the pool does not accept Iggy's
+    /// certificate ([`SessionError::is_permanent`]).
     #[must_use]
     pub fn login_refused(&self) -> Option<SessionError> {
         self.lanes.iter().find_map(|lane| {
             let st = lock(&lane.state);
             match &st.last_error {
-                Some(e) if e.refuses_credentials() && st.link == Link::Down => Some(e.clone()),
+                Some(e) if e.is_permanent() && st.link == Link::Down => Some(e.clone()),
                 _ => None,
             }
         })
@@ -683,6 +710,12 @@ impl LaneDriver {
         &self.address
     }
 
+    /// The TLS the lanes' connections use, if any.
+    #[must_use]
+    pub fn tls(&self) -> Option<&iggy_kafka_tls::ClientTls> {
+        self.lanes.tls()
+    }
+
     /// The node dialed last, or connected to.
     #[must_use]
     pub fn address(&self) -> &str {
@@ -691,6 +724,19 @@ impl LaneDriver {
 
     /// The attempt failed before a byte stream existed.
     pub fn connect_failed(&mut self, error: &str, now: Instant) {
+        let failure = SessionError::Protocol(format!("{}: {error}", self.address));
+        self.attempt_failed(error, failure, now);
+    }
+
+    /// The TLS handshake failed on what the node answered (`error` says how): an attempt
+    /// that failed, and one [`Lanes::login_refused`] reports, since trying again cannot
+    /// cure it.
+    pub fn tls_refused(&mut self, error: &str, now: Instant) {
+        let failure = SessionError::TlsRefused(format!("{}: {error}", self.address));
+        self.attempt_failed(error, failure, now);
+    }
+
+    fn attempt_failed(&mut self, error: &str, failure: SessionError, now: Instant) {
         self.failures += 1;
         if self.failures == 1 {
             tracing::warn!(
@@ -710,10 +756,7 @@ impl LaneDriver {
         }
         self.lane().connect_failed();
         self.lanes.nodes.failed(&self.address);
-        self.lost_node(
-            now,
-            SessionError::Protocol(format!("{}: {error}", self.address)),
-        );
+        self.lost_node(now, failure);
     }
 
     /// The node is gone (or would not serve): another node is tried at once while some is

@@ -4,6 +4,8 @@
 //!   replies), a pure state machine.
 //! - [`lane`]: the lanes that queue a backend's requests onto a pool of sessions, one Iggy
 //!   connection each, with reconnection and the order of calls kept across lanes.
+//! - [`login`]: checks of other credentials against Iggy, each a login on a session of its
+//!   own (how the gateway verifies SASL/PLAIN passwords on the Iggy backend).
 //! - [`nodes`]: the nodes of an Iggy cluster the lanes connect to, and which one leads.
 //! - [`drive`]: the one loop that moves a lane's bytes between its [`lane::LaneDriver`] and a
 //!   socket, written once for every async runtime; a runtime supplies the few I/O
@@ -21,6 +23,7 @@
 
 pub mod drive;
 pub mod lane;
+pub mod login;
 pub mod nodes;
 pub mod session;
 mod sync;

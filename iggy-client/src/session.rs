@@ -139,6 +139,10 @@ pub enum SessionError {
     /// Login was refused with this Iggy error code.
     #[error("login refused (iggy error {0})")]
     LoginRefused(u32),
+    /// The TLS handshake failed on what the node answered (a certificate not trusted or
+    /// not for this name, no common protocol): trying again cannot cure it.
+    #[error("{0}")]
+    TlsRefused(String),
 }
 
 impl SessionError {
@@ -158,6 +162,12 @@ impl SessionError {
             .any(|r| *r as u8 == *reason),
             _ => false,
         }
+    }
+
+    /// Whether trying again cannot cure it: the credentials were refused, or TLS was.
+    #[must_use]
+    pub fn is_permanent(&self) -> bool {
+        self.refuses_credentials() || matches!(self, Self::TlsRefused(_))
     }
 }
 

@@ -7,7 +7,8 @@ reader/reader-secret may read TOPIC only; admin/admin-secret is a super user.
 
 Each client authenticates with PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512, produces and reads
 back records as alice; a wrong password and an unknown user fail as authentication
-failures; reader consumes TOPIC, is refused producing to it, and does not see SECRET_TOPIC.
+failures; reader consumes TOPIC, is refused producing to it, and does not see SECRET_TOPIC;
+DescribeAcls shows reader's permissions as bindings.
 """
 import subprocess
 import sys
@@ -244,7 +245,37 @@ def scram_credentials_managed_by_admin_clients():
     print("SCRAM credentials: managed by admin, used by carol, refused to alice")
 
 
+def acls_show_the_users_permissions():
+    """DescribeAcls renders reader's permissions as ALLOW bindings (a super user asks)."""
+    from confluent_kafka.admin import (
+        AclBindingFilter,
+        AclOperation,
+        AclPermissionType,
+        ResourcePatternType,
+        ResourceType,
+    )
+
+    admin = AdminClient(confluent_config("PLAIN", "admin", "admin-secret"))
+    wanted = AclBindingFilter(
+        ResourceType.ANY,
+        None,
+        ResourcePatternType.ANY,
+        "User:reader",
+        None,
+        AclOperation.ANY,
+        AclPermissionType.ANY,
+    )
+    bindings = admin.describe_acls(wanted, request_timeout=10).result(15)
+    seen = {(b.restype, b.name, b.operation, b.permission_type) for b in bindings}
+    allow = AclPermissionType.ALLOW
+    assert (ResourceType.TOPIC, topic, AclOperation.READ, allow) in seen, bindings
+    assert (ResourceType.TOPIC, topic, AclOperation.WRITE, allow) not in seen, bindings
+    assert all(b.principal == "User:reader" for b in bindings), bindings
+    print("DescribeAcls: reader's permissions as bindings")
+
+
 create_topics()
+acls_show_the_users_permissions()
 for mechanism in MECHANISMS:
     confluent_round_trip(mechanism)
     python_round_trip(mechanism)

@@ -1,16 +1,19 @@
 //! The in-process fake Iggy server (`iggy_kafka_iggy_client::testing::fake`) on a real TCP
 //! port, so that the real binary can use it as its Iggy backend; it can be taken down
 //! (its port closed, its connections dropped) and brought back on the same port, or hung
-//! (connections kept open, requests read and left unanswered until it is released).
+//! (plaintext connections kept open, requests read and left unanswered until it is
+//! released). It may serve TLS, as an Iggy server with `tcp.tls` enabled does.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use iggy_kafka_iggy_client::testing::fake::FakeIggy;
+use iggy_kafka_tls::{ClientAuth, ServerTls, TlsFiles, TlsSession};
 
 pub struct FakeIggyServer {
     pub addr: SocketAddr,
@@ -20,11 +23,28 @@ pub struct FakeIggyServer {
     ended: Arc<AtomicBool>,
     connections: Arc<Mutex<Vec<TcpStream>>>,
     acceptor: Option<JoinHandle<()>>,
+    tls: Option<Arc<ServerTls>>,
 }
 
 impl FakeIggyServer {
     /// A fake Iggy with user iggy/iggy on a free port.
     pub fn start() -> Self {
+        Self::start_serving(None)
+    }
+
+    /// A fake Iggy that speaks TLS only, with `certificate` and `key` (PEM files).
+    pub fn start_tls(certificate: &str, key: &str) -> Self {
+        let tls = ServerTls::load(TlsFiles {
+            certificate: certificate.into(),
+            key: key.into(),
+            ca: None,
+            client_auth: ClientAuth::None,
+        })
+        .expect("the fake Iggy's certificate");
+        Self::start_serving(Some(Arc::new(tls)))
+    }
+
+    fn start_serving(tls: Option<Arc<ServerTls>>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake Iggy");
         let addr = listener.local_addr().expect("address");
         let mut s = Self {
@@ -35,6 +55,7 @@ impl FakeIggyServer {
             ended: Arc::new(AtomicBool::new(false)),
             connections: Arc::default(),
             acceptor: None,
+            tls,
         };
         s.acceptor = Some(s.accept(listener));
         s
@@ -81,6 +102,7 @@ impl FakeIggyServer {
 
     fn accept(&self, listener: TcpListener) -> JoinHandle<()> {
         listener.set_nonblocking(true).expect("nonblocking");
+        let tls = self.tls.clone();
         let (fake, up, hung, ended, connections) = (
             Arc::clone(&self.fake),
             Arc::clone(&self.up),
@@ -97,7 +119,15 @@ impl FakeIggyServer {
                             connections.lock().expect("connections").push(c);
                         }
                         let (fake, hung) = (Arc::clone(&fake), Arc::clone(&hung));
-                        std::thread::spawn(move || serve(stream, &fake, &hung));
+                        match &tls {
+                            None => drop(std::thread::spawn(move || serve(stream, &fake, &hung))),
+                            Some(tls) => {
+                                let session = tls.session().expect("a TLS session");
+                                drop(std::thread::spawn(move || {
+                                    serve_tls(stream, session, &fake);
+                                }));
+                            }
+                        }
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {
                         std::thread::sleep(Duration::from_millis(10));
@@ -126,6 +156,37 @@ fn serve(mut stream: TcpStream, fake: &Mutex<FakeIggy>, hung: &AtomicBool) {
         }
         let reply = fake.lock().expect("the fake").serve(&mut wire);
         if !reply.is_empty() && stream.write_all(&reply).is_err() {
+            return;
+        }
+    }
+}
+
+/// As [`serve`], through TLS; a handshake that fails (a client that does not trust the
+/// certificate, or speaks plaintext) ends the connection after the alert.
+fn serve_tls(mut stream: TcpStream, mut tls: TlsSession, fake: &Mutex<FakeIggy>) {
+    let mut wire = BytesMut::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let failed = tls.handle_ciphertext(&buf[..n], &mut wire).is_err();
+        if !failed {
+            let mut pending = wire.to_vec();
+            let reply = fake.lock().expect("the fake").serve(&mut pending);
+            wire.clear();
+            wire.extend_from_slice(&pending);
+            if !reply.is_empty() {
+                tls.write_plaintext(&[IoSlice::new(&reply)]);
+            }
+        }
+        while let Some(out) = tls.poll_transmit() {
+            if stream.write_all(&out).is_err() {
+                return;
+            }
+        }
+        if failed {
             return;
         }
     }

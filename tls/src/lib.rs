@@ -1,6 +1,7 @@
-//! TLS for the gateway's Kafka listeners, shared by both runtime adapters.
+//! TLS for the gateway's Kafka listeners and its connections to Iggy, shared by both
+//! runtime adapters.
 //!
-//! - [`TlsSession`]: one connection's TLS, sans-IO over [`rustls::ServerConnection`]. The
+//! - [`TlsSession`]: one connection's TLS, sans-IO over rustls's connection (either side). The
 //!   adapter hands it the ciphertext it read and gets plaintext for the Kafka connection;
 //!   it hands it the plaintext the Kafka connection wants sent and gets ciphertext to write.
 //!   It never touches a socket or the clock, so it is tested in memory and fuzzed.
@@ -8,15 +9,20 @@
 //!   PEM files, and reloaded (on demand, or when the files change) without disturbing
 //!   connections already open: each new connection takes the configuration in effect.
 //!
+//! - [`ClientTls`]: the client side, for the gateway's connections to Iggy: the CA to
+//!   trust and the server name to expect; its sessions are [`TlsSession`]s too.
+//!
 //! The crypto is rustls's, on the `ring` provider, with its safe defaults: TLS 1.2 and 1.3
 //! and their default cipher suites.
 
+mod client;
 mod files;
 mod principal;
 mod session;
 #[cfg(test)]
 mod tests;
 
+pub use client::ClientTls;
 pub use files::{ClientAuth, ServerTls, TlsFiles, RELOAD_CHECK};
 pub use principal::principal_of;
 pub use session::{Received, TlsSession};

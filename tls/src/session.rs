@@ -1,4 +1,5 @@
-//! One connection's TLS, without I/O.
+//! One connection's TLS, without I/O, on either side: a Kafka listener's server side, or
+//! the client side of the gateway's connections to Iggy.
 //!
 //! Call order, for an adapter: after each read, [`TlsSession::handle_ciphertext`] with what
 //! was read (plaintext is appended to the Kafka connection's input buffer), then
@@ -12,7 +13,8 @@ use std::io::{IoSlice, Read, Write};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use rustls::{ServerConfig, ServerConnection};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
 
 use crate::TlsError;
 
@@ -24,10 +26,10 @@ pub struct Received {
     pub peer_closed: bool,
 }
 
-/// A server-side TLS session over no socket.
+/// A TLS session over no socket.
 #[derive(Debug)]
 pub struct TlsSession {
-    conn: ServerConnection,
+    conn: Connection,
     /// Whether the principal was handed out (or there is none to hand out).
     principal_taken: bool,
     /// The first fatal error; every later call returns it again.
@@ -35,28 +37,42 @@ pub struct TlsSession {
 }
 
 impl TlsSession {
-    /// A session that will handshake with `config`.
+    /// A server-side session that will handshake with `config`.
     ///
     /// # Errors
     /// When rustls refuses the configuration.
     pub fn new(config: Arc<ServerConfig>) -> Result<Self, TlsError> {
-        let mut conn = ServerConnection::new(config)?;
-        // What the Kafka connection sends is bounded by its own limits (it stops taking
-        // requests while answers wait); a second limit here would only stall it.
+        Ok(Self::over(ServerConnection::new(config)?.into()))
+    }
+
+    /// A client-side session to the server `name`, whose ClientHello is ready at once in
+    /// [`TlsSession::poll_transmit`]. Plaintext written before the handshake completes
+    /// waits inside the session. [`crate::ClientTls::session`] builds one from options.
+    ///
+    /// # Errors
+    /// When rustls refuses the configuration.
+    pub fn client(config: Arc<ClientConfig>, name: ServerName<'static>) -> Result<Self, TlsError> {
+        Ok(Self::over(ClientConnection::new(config, name)?.into()))
+    }
+
+    fn over(mut conn: Connection) -> Self {
+        // What either side sends is bounded by its own limits (a Kafka connection stops
+        // taking requests while answers wait, an Iggy session has one request in flight);
+        // a second limit here would only stall it.
         conn.set_buffer_limit(None);
-        Ok(Self {
+        Self {
             conn,
             principal_taken: false,
             failed: None,
-        })
+        }
     }
 
     /// Takes all of `ciphertext` (bytes read from the peer) and appends the plaintext it
     /// decrypts to `plaintext`.
     ///
     /// # Errors
-    /// When the peer breaks TLS or the handshake fails (an untrusted or missing client
-    /// certificate, no common version or suite, a plaintext Kafka client). The session is
+    /// When the peer breaks TLS or the handshake fails (an untrusted or missing
+    /// certificate, no common version or suite, a peer speaking plaintext). The session is
     /// then finished: [`TlsSession::poll_transmit`] gives the alert to send, and every later
     /// call fails again.
     pub fn handle_ciphertext(

@@ -291,3 +291,95 @@ fn the_principal_is_the_cn_or_else_the_whole_subject() {
 
     assert_eq!(crate::principal_of(b"not a certificate"), None);
 }
+
+/// Moves bytes between two of our sessions until neither has any to send.
+fn pump_sessions(
+    client: &mut TlsSession,
+    server: &mut TlsSession,
+    at_client: &mut BytesMut,
+    at_server: &mut BytesMut,
+) -> Result<(), crate::TlsError> {
+    for _ in 0..100 {
+        let mut moved = false;
+        while let Some(b) = client.poll_transmit() {
+            moved = true;
+            server.handle_ciphertext(&b, at_server)?;
+        }
+        while let Some(b) = server.poll_transmit() {
+            moved = true;
+            client.handle_ciphertext(&b, at_client)?;
+        }
+        if !moved {
+            return Ok(());
+        }
+    }
+    panic!("no quiescence");
+}
+
+#[test]
+fn the_client_side_trusts_its_ca_and_checks_the_name() {
+    let pki = Pki::new("client-side");
+    let tls = ServerTls::load(pki.files(ClientAuth::None)).expect("load");
+    let ca = pki.path("ca.pem");
+
+    // Plaintext written before the handshake waits for it, then arrives.
+    let trusted = crate::ClientTls::new(Some(&ca)).expect("client config");
+    let mut client = trusted.session("localhost:8090").expect("session");
+    assert!(client.is_handshaking());
+    let hello = [IoSlice::new(b"login")];
+    assert_eq!(client.write_plaintext(&hello), 5);
+    let mut server = tls.session().expect("session");
+    let (mut at_client, mut at_server) = (BytesMut::new(), BytesMut::new());
+    pump_sessions(&mut client, &mut server, &mut at_client, &mut at_server).expect("handshake");
+    assert!(!client.is_handshaking());
+    assert_eq!(&at_server[..], b"login");
+    assert_eq!(server.write_plaintext(&[IoSlice::new(b"ok")]), 2);
+    pump_sessions(&mut client, &mut server, &mut at_client, &mut at_server).expect("reply");
+    assert_eq!(&at_client[..], b"ok");
+
+    // A domain overrides the host dialed.
+    let named = crate::ClientTls::new(Some(&ca))
+        .and_then(|t| t.with_domain("localhost"))
+        .expect("client config");
+    let mut client = named.session("127.0.0.1:8090").expect("session");
+    let mut server = tls.session().expect("session");
+    pump_sessions(&mut client, &mut server, &mut at_client, &mut at_server).expect("by domain");
+
+    // The certificate does not name 127.0.0.1.
+    let mut client = trusted.session("127.0.0.1:8090").expect("session");
+    let mut server = tls.session().expect("session");
+    let e = pump_sessions(&mut client, &mut server, &mut at_client, &mut at_server)
+        .expect_err("wrong name");
+    assert!(e.to_string().contains("certificate"), "{e}");
+
+    // A CA that signed nothing here.
+    let other = Pki::new("client-side-other");
+    let untrusting = crate::ClientTls::new(Some(&other.path("ca.pem"))).expect("client config");
+    let mut client = untrusting.session("localhost:1").expect("session");
+    let mut server = tls.session().expect("session");
+    let e = pump_sessions(&mut client, &mut server, &mut at_client, &mut at_server)
+        .expect_err("untrusted");
+    assert!(e.to_string().contains("invalid peer certificate"), "{e}");
+    // Sticky.
+    assert!(client.handle_ciphertext(b"x", &mut at_client).is_err());
+
+    // Options refused with their reason.
+    let missing = crate::ClientTls::new(Some(&pki.path("nope.pem")))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(missing.contains("nope.pem"), "{missing}");
+    let key = crate::ClientTls::new(Some(&pki.path("server.key")))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(key.contains("server.key"), "{key}");
+    let bad = crate::ClientTls::new(Some(&ca))
+        .and_then(|t| t.with_domain("not a name!"))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(bad.contains("not a DNS name"), "{bad}");
+    let v6 = trusted.session("[::1]:8090");
+    assert!(v6.is_ok());
+}

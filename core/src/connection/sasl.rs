@@ -10,6 +10,12 @@
 //! connection closes. With a session lifetime (KIP-368) the client must authenticate again,
 //! on the same connection, before the lifetime ends: the first request after it, or the
 //! deadline passing without a new exchange under way, closes the connection.
+//!
+//! When the backend checks PLAIN passwords ([`SaslConfig::plain_by_backend`]), a PLAIN
+//! token that passes the syntax checks (and whose password did not pass lately) becomes a
+//! [`Command::VerifyPassword`] for the backend; the SaslAuthenticate request (or bare token)
+//! waits for its completion, and is then answered as a local check would be: success,
+//! remembered; or a failure, after the failure delay.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,6 +23,7 @@ use std::time::Instant;
 use bytes::{BufMut, Bytes};
 
 use super::{Connection, State};
+use crate::backend::{Command, Completion};
 use crate::close::CloseReason;
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::generated::sasl_authenticate_request::SaslAuthenticateRequest;
@@ -24,7 +31,8 @@ use crate::protocol::generated::sasl_authenticate_response::SaslAuthenticateResp
 use crate::protocol::generated::sasl_handshake_request::SaslHandshakeRequest;
 use crate::protocol::generated::sasl_handshake_response::SaslHandshakeResponse;
 use crate::protocol::{KStr, Response};
-use crate::sasl::{Exchange, Failure, Mechanism, SaslConfig};
+use crate::sasl::{Exchange, Failure, Mechanism, Password, Progress, SaslConfig};
+use crate::work::{Outcome, Work, WorkId};
 
 /// How long a re-authentication may take: a client that starts one and does not finish is
 /// closed this long after it started, or at its session's end if that is later.
@@ -48,6 +56,19 @@ pub(super) struct SaslState {
     /// A failed authentication waiting out its delay: when, the request to answer (none for
     /// bare tokens), its answer, and why the connection then closes.
     failed: Option<Failed>,
+    /// A PLAIN password the backend is checking.
+    verifying: Option<Verifying>,
+}
+
+/// A PLAIN password out for the backend's check, and what to answer once it is back.
+#[derive(Debug)]
+struct Verifying {
+    id: u64,
+    /// The SaslAuthenticate request, and its version; `None` for a bare token.
+    request: Option<(u64, i16)>,
+    user: String,
+    password: Password,
+    mechanism: Mechanism,
 }
 
 #[derive(Debug)]
@@ -73,7 +94,13 @@ impl SaslState {
             exchange_started: None,
             session: None,
             failed: None,
+            verifying: None,
         }
+    }
+
+    /// The work id of the password check under way, if any.
+    pub(super) fn verifying(&self) -> Option<u64> {
+        self.verifying.as_ref().map(|v| v.id)
     }
 
     /// Whether a request other than the SASL ones may be served.
@@ -126,6 +153,11 @@ impl Connection {
         };
         let mechanism = *mechanism;
         match exchange.step(&frame, &config, self.now) {
+            Ok(Progress {
+                user: Some(user),
+                verify: Some(password),
+                ..
+            }) => self.verify_password(None, mechanism, user, password),
             Ok(progress) => {
                 let mut out = bytes::BytesMut::with_capacity(4 + progress.token.len());
                 // A token is far below 4 GiB: the frame limit bounds what it answers.
@@ -239,8 +271,35 @@ impl Connection {
                 return Ok(());
             }
         };
+        if let (Some(user), Some(password)) = (&progress.user, progress.verify) {
+            let seq = self.requests[i].seq;
+            self.verify_password(Some((seq, version)), mechanism, user.clone(), password);
+            return Ok(());
+        }
+        self.authenticate_answer(
+            i,
+            version,
+            mechanism,
+            progress.user,
+            progress.token,
+            &config,
+        )
+    }
+
+    /// Answers SaslAuthenticate request `i` of an exchange that went well: with the next
+    /// token, or, once `user` is authenticated, the session's lifetime (a re-authentication
+    /// as another user fails instead).
+    fn authenticate_answer(
+        &mut self,
+        i: usize,
+        version: i16,
+        mechanism: Mechanism,
+        user: Option<String>,
+        token: Vec<u8>,
+        config: &SaslConfig,
+    ) -> Result<(), CloseReason> {
         let mut lifetime_ms = 0;
-        if let Some(user) = progress.user {
+        if let Some(user) = user {
             if let Some(previous) = self.sasl.as_ref().and_then(|s| s.session.as_ref()) {
                 if previous.user != user {
                     let failure = Failure::new(format!(
@@ -248,24 +307,100 @@ impl Connection {
                         previous.user
                     ));
                     let seq = self.requests[i].seq;
-                    self.fail_authentication(Some(seq), Some(version), mechanism, failure, &config);
+                    self.fail_authentication(Some(seq), Some(version), mechanism, failure, config);
                     return Ok(());
                 }
             }
             lifetime_ms = config
                 .session_lifetime
                 .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-            self.authenticated(user, mechanism, &config);
+            self.authenticated(user, mechanism, config);
         }
         self.finish(
             i,
             Some(Response::SaslAuthenticate(SaslAuthenticateResponse {
                 error_code: ErrorCode::NONE.into(),
-                auth_bytes: Bytes::from(progress.token),
+                auth_bytes: Bytes::from(token),
                 session_lifetime_ms: lifetime_ms,
                 ..SaslAuthenticateResponse::default()
             })),
         )
+    }
+
+    /// Hands `user`'s PLAIN password to the backend to check; the answer waits for it.
+    fn verify_password(
+        &mut self,
+        request: Option<(u64, i16)>,
+        mechanism: Mechanism,
+        user: String,
+        password: Password,
+    ) {
+        let id = self.next_command;
+        self.next_command += 1;
+        self.ready.push_back((
+            WorkId(id),
+            Work::Store(Command::VerifyPassword {
+                user: user.clone(),
+                password: password.clone(),
+            }),
+        ));
+        if let Some(sasl) = self.sasl.as_mut() {
+            sasl.verifying = Some(Verifying {
+                id,
+                request,
+                user,
+                password,
+                mechanism,
+            });
+        }
+    }
+
+    /// The backend's answer about the password [`Self::verify_password`] handed it.
+    pub(super) fn password_verified(&mut self, outcome: Outcome) -> Result<(), CloseReason> {
+        let (Some(config), Some(v)) = (
+            self.sasl.as_ref().and_then(|s| s.config.clone()),
+            self.sasl.as_mut().and_then(|s| s.verifying.take()),
+        ) else {
+            return Ok(());
+        };
+        let (seq, version) = (v.request.map(|r| r.0), v.request.map(|r| r.1));
+        let failure = match outcome {
+            Outcome::Store(Completion::VerifyPassword(Ok(true))) => {
+                config.remember_plain(&v.user, &v.password, self.now);
+                return match v.request {
+                    Some((seq, version)) => match self.index_of(seq) {
+                        Some(i) => self.authenticate_answer(
+                            i,
+                            version,
+                            v.mechanism,
+                            Some(v.user),
+                            Vec::new(),
+                            &config,
+                        ),
+                        None => Ok(()),
+                    },
+                    None => {
+                        // The empty token PLAIN answers with, bare.
+                        self.out.push(Bytes::from_static(&[0, 0, 0, 0]));
+                        self.authenticated(v.user, v.mechanism, &config);
+                        Ok(())
+                    }
+                };
+            }
+            Outcome::Store(Completion::VerifyPassword(Ok(false))) => {
+                Failure::new("Authentication failed: Invalid username or password")
+            }
+            Outcome::Store(Completion::VerifyPassword(Err(e))) => {
+                tracing::warn!(user = %v.user, error = %e, "the backend could not check a password");
+                Failure::new("Authentication failed: the password could not be checked now")
+            }
+            other => {
+                tracing::warn!(user = %v.user, outcome = ?other, "the backend could not check a password");
+                Failure::new("Authentication failed: the password could not be checked now")
+            }
+        };
+        self.fail_authentication(seq, version, v.mechanism, failure, &config);
+        Ok(())
     }
 
     fn authenticated(&mut self, user: String, mechanism: Mechanism, config: &SaslConfig) {

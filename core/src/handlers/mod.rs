@@ -70,7 +70,7 @@ pub(crate) fn task_for(request: Request) -> Option<Box<dyn Task>> {
         Request::DescribeGroups(r) => Box::new(membership::DescribeGroupsTask::new(r)),
         Request::DeleteGroups(r) => Box::new(membership::DeleteGroupsTask::new(r)),
         Request::OffsetDelete(r) => Box::new(committed_offsets::OffsetDeleteTask::new(r)),
-        Request::DescribeAcls(_) => Box::new(acls::AclsTask::Describe),
+        Request::DescribeAcls(r) => Box::new(acls::AclsTask::Describe(r, false)),
         Request::CreateAcls(r) => Box::new(acls::AclsTask::Create(r)),
         Request::DeleteAcls(r) => Box::new(acls::AclsTask::Delete(r)),
         Request::ElectLeaders(r) => Box::new(replicas::ElectLeadersTask::new(r)),
@@ -81,7 +81,9 @@ pub(crate) fn task_for(request: Request) -> Option<Box<dyn Task>> {
         Request::DescribeUserScramCredentials(r) => {
             Box::new(scram_credentials::DescribeScramTask(r))
         }
-        Request::AlterUserScramCredentials(r) => Box::new(scram_credentials::AlterScramTask(r)),
+        Request::AlterUserScramCredentials(r) => {
+            Box::new(scram_credentials::AlterScramTask(r, None))
+        }
         Request::DescribeClientQuotas(r) => Box::new(client_quotas::DescribeQuotasTask(r)),
         Request::AlterClientQuotas(r) => Box::new(client_quotas::AlterQuotasTask(r)),
         Request::ConsumerGroupHeartbeat(r) => {

@@ -7,11 +7,16 @@
 //! asks for DESCRIBE and ALTER on the cluster); anyone else gets
 //! CLUSTER_AUTHORIZATION_FAILED. Without SASL users configured there is nothing to manage:
 //! the same answer.
+//!
+//! Alterations are kept by the backend first ([`Command::StoreScramCredentials`]: a
+//! gateway-owned topic on Iggy) and applied to the users in memory once it has them; when
+//! the backend cannot keep them, none applies and each user's result says why.
 
 use std::collections::{BTreeMap, HashSet};
 
 use super::task::{kstr, Ctx, Step, Task};
 use crate::authz::Action;
+use crate::backend::{BackendError, Command, Completion};
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::generated::alter_user_scram_credentials_request::AlterUserScramCredentialsRequest;
 use crate::protocol::generated::alter_user_scram_credentials_response::{
@@ -23,8 +28,8 @@ use crate::protocol::generated::describe_user_scram_credentials_response::{
 };
 use crate::protocol::Response;
 use crate::sasl::scram::{MAX_ITERATIONS, MIN_ITERATIONS};
-use crate::sasl::{ScramCredential, ScramMechanism, Users};
-use crate::work::Outcome;
+use crate::sasl::{ScramChange, ScramCredential, ScramMechanism, Users};
+use crate::work::{Outcome, Work};
 
 const NOT_ALLOWED: &str = "Only a super user may manage SCRAM credentials";
 
@@ -112,7 +117,17 @@ impl Task for DescribeScramTask {
 
 /// An AlterUserScramCredentials request: each user's one alteration applies, or none of
 /// them does, with Kafka's checks and codes.
-pub(crate) struct AlterScramTask(pub(crate) AlterUserScramCredentialsRequest);
+pub(crate) struct AlterScramTask(
+    pub(crate) AlterUserScramCredentialsRequest,
+    /// Once checked: the changes out for the backend to keep, and the refused users.
+    pub(crate) Option<Checked>,
+);
+
+/// The changes of a checked request, and the users refused with their reason.
+pub(crate) struct Checked {
+    changes: Vec<ScramChange>,
+    errors: BTreeMap<String, (ErrorCode, &'static str)>,
+}
 
 impl std::fmt::Debug for AlterScramTask {
     // A salted password logs in as its user: only names leave.
@@ -150,7 +165,10 @@ fn mechanism_of(user: &str, t: i8) -> Result<ScramMechanism, (ErrorCode, &'stati
 }
 
 impl Task for AlterScramTask {
-    fn step(&mut self, ctx: &Ctx<'_>, _results: Vec<Outcome>) -> Step {
+    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
+        if let Some(checked) = self.1.take() {
+            return stored(ctx, checked, results);
+        }
         let req = &self.0;
         let Some(users) = managed(ctx, Action::ManageUsers) else {
             let mut names: Vec<String> = req
@@ -240,24 +258,81 @@ impl Task for AlterScramTask {
                 }
             }
         }
-        let mut results = Vec::new();
-        for (user, change) in changes {
-            match change {
-                Change::Delete(m) => {
-                    users.remove(&user, m);
-                    tracing::info!(%user, mechanism = %m, by = ?ctx.principal, "SCRAM credential deleted");
-                }
-                Change::Upsert(c) => {
-                    let m = c.mechanism;
-                    users.set(&user, c);
-                    tracing::info!(%user, mechanism = %m, by = ?ctx.principal, "SCRAM credential set");
-                }
-            }
-            results.push(AlterUserScramCredentialsResult {
-                user: kstr(&user),
-                ..AlterUserScramCredentialsResult::default()
-            });
+        let changes: Vec<ScramChange> = changes
+            .into_iter()
+            .map(|(user, change)| match change {
+                Change::Delete(mechanism) => ScramChange::Delete { user, mechanism },
+                Change::Upsert(credential) => ScramChange::Set { user, credential },
+            })
+            .collect();
+        let checked = Checked { changes, errors };
+        if checked.changes.is_empty() {
+            return stored(ctx, checked, Vec::new());
         }
+        let work = Work::Store(Command::StoreScramCredentials {
+            changes: checked.changes.clone(),
+        });
+        self.1 = Some(checked);
+        Step::Run(vec![work])
+    }
+}
+
+/// The answer once the backend kept the changes (or could not): applied to the users in
+/// memory when kept, else refused with the backend's reason.
+fn stored(ctx: &Ctx<'_>, checked: Checked, results: Vec<Outcome>) -> Step {
+    let Checked {
+        changes,
+        mut errors,
+    } = checked;
+    let kept = match results.into_iter().next() {
+        None => Ok(()),
+        Some(Outcome::Store(Completion::StoreScramCredentials(r))) => r.map_err(|e| {
+            tracing::warn!(error = %e, "cannot store SCRAM credentials");
+            match e {
+                BackendError::Unavailable(_) => ErrorCode::REQUEST_TIMED_OUT,
+                _ => ErrorCode::UNKNOWN_SERVER_ERROR,
+            }
+        }),
+        Some(other) => {
+            tracing::warn!(outcome = ?other, "unexpected outcome of storing SCRAM credentials");
+            Err(ErrorCode::UNKNOWN_SERVER_ERROR)
+        }
+    };
+    let users = ctx.config.sasl.as_ref().map(|s| &*s.users);
+    let mut results = Vec::new();
+    for change in changes {
+        let (ScramChange::Set { user, .. } | ScramChange::Delete { user, .. }) = &change;
+        let user = user.clone();
+        match (&kept, users) {
+            (Ok(()), Some(users)) => {
+                change.apply(users);
+                match &change {
+                    ScramChange::Delete { mechanism, .. } => {
+                        tracing::info!(%user, %mechanism, by = ?ctx.principal, "SCRAM credential deleted");
+                    }
+                    ScramChange::Set { credential, .. } => {
+                        tracing::info!(%user, mechanism = %credential.mechanism, by = ?ctx.principal, "SCRAM credential set");
+                    }
+                }
+                results.push(AlterUserScramCredentialsResult {
+                    user: kstr(&user),
+                    ..AlterUserScramCredentialsResult::default()
+                });
+            }
+            (Err(code), _) => {
+                tracing::warn!(%user, code = code.name(), "SCRAM credential not kept: the backend could not store it");
+                errors.insert(
+                    user,
+                    (
+                        *code,
+                        "The credential could not be stored; nothing was changed",
+                    ),
+                );
+            }
+            (Ok(()), None) => {}
+        }
+    }
+    {
         for (user, (code, message)) in errors {
             results.push(AlterUserScramCredentialsResult {
                 user: kstr(&user),
@@ -266,11 +341,11 @@ impl Task for AlterScramTask {
                 ..AlterUserScramCredentialsResult::default()
             });
         }
-        Step::Respond(Response::AlterUserScramCredentials(
-            AlterUserScramCredentialsResponse {
-                results,
-                ..AlterUserScramCredentialsResponse::default()
-            },
-        ))
     }
+    Step::Respond(Response::AlterUserScramCredentials(
+        AlterUserScramCredentialsResponse {
+            results,
+            ..AlterUserScramCredentialsResponse::default()
+        },
+    ))
 }

@@ -104,6 +104,18 @@ pub struct SaslConfig {
     decoy_key: [u8; 32],
     /// The secret PLAIN's cache of recent logins is keyed with.
     plain_key: [u8; 32],
+    /// Whether PLAIN passwords are the backend's to check
+    /// ([`crate::backend::Command::VerifyPassword`]: on the Iggy backend, a login with
+    /// them) rather than checked against [`SaslConfig::users`]' credentials. Successes are
+    /// remembered as [`Users::verify_plain_at`] remembers them.
+    pub plain_by_backend: bool,
+    /// How many PLAIN passwords per second may be checked against a credential (a PBKDF2
+    /// each, about 2 ms of CPU at 4,096 iterations), on average, with as many in a burst;
+    /// a login past it fails (after the failure delay) without the check. Logins whose
+    /// password passed lately cost no check and are never refused by it. `0`: no bound.
+    pub password_checks_per_second: u32,
+    /// What is left of that budget, and when it was last topped up.
+    budget: Arc<std::sync::Mutex<Option<(f64, Instant)>>>,
 }
 
 impl SaslConfig {
@@ -123,6 +135,9 @@ impl SaslConfig {
             session_lifetime: None,
             failure_delay: Duration::from_millis(100),
             random,
+            plain_by_backend: false,
+            password_checks_per_second: 0,
+            budget: Arc::default(),
         }
     }
 }
@@ -177,11 +192,78 @@ impl Failure {
     }
 }
 
-/// One step's result: the token for the client, and the user once authenticated.
+/// One step's result: the token for the client, and the user once authenticated; or,
+/// for PLAIN checked by the backend, the password to have checked first (`user` is then
+/// whom it authenticates once the backend says yes).
 #[derive(Debug)]
 pub(crate) struct Progress {
     pub(crate) token: Vec<u8>,
     pub(crate) user: Option<String>,
+    pub(crate) verify: Option<Password>,
+}
+
+/// One change to the SCRAM credentials, as AlterUserScramCredentials makes it and a backend
+/// stores it ([`crate::backend::Command::StoreScramCredentials`]): keys, never a password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScramChange {
+    /// `user`'s credential for the credential's mechanism is this one.
+    Set {
+        /// The user.
+        user: String,
+        /// The credential (its Debug shows no key).
+        credential: ScramCredential,
+    },
+    /// `user` has no credential for `mechanism` any more.
+    Delete {
+        /// The user.
+        user: String,
+        /// The mechanism.
+        mechanism: ScramMechanism,
+    },
+}
+
+impl ScramChange {
+    /// Applies the change to `users`.
+    pub fn apply(&self, users: &Users) {
+        match self {
+            Self::Set { user, credential } => users.set(user, credential.clone()),
+            Self::Delete { user, mechanism } => {
+                users.remove(user, *mechanism);
+            }
+        }
+    }
+}
+
+/// A password on its way to the backend's check: never shown, in logs or anywhere.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(Vec<u8>);
+
+impl Password {
+    /// Wraps `password`.
+    #[must_use]
+    pub fn new(password: Vec<u8>) -> Self {
+        Self(password)
+    }
+
+    /// The password itself, for the one place that checks it.
+    #[must_use]
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
+impl Drop for Password {
+    fn drop(&mut self) {
+        // Not a guarantee (copies may exist in buffers already freed), but no longer than
+        // needed in this one.
+        self.0.iter_mut().for_each(|b| *b = 0);
+    }
 }
 
 /// One authentication exchange, from the mechanism's first token to its last.
@@ -213,10 +295,11 @@ impl Exchange {
                         "the PLAIN exchange is already complete",
                     ));
                 }
-                let user = plain(token, config, now)?;
+                let (user, verify) = plain(token, config, now)?;
                 Ok(Progress {
                     token: Vec::new(),
                     user: Some(user),
+                    verify,
                 })
             }
             Self::Scram(server) => {
@@ -229,6 +312,7 @@ impl Exchange {
                 step.map(|s| Progress {
                     token: s.token,
                     user: s.user,
+                    verify: None,
                 })
             }
         }
@@ -236,8 +320,13 @@ impl Exchange {
 }
 
 /// PLAIN's one message, `authzid NUL authcid NUL passwd` (RFC 4616), checked as Kafka's
-/// `PlainSaslServer` does.
-fn plain(token: &[u8], config: &SaslConfig, now: Instant) -> Result<String, Failure> {
+/// `PlainSaslServer` does: the user, and the password when the backend is to check it (a
+/// password that passed lately is not checked again).
+fn plain(
+    token: &[u8],
+    config: &SaslConfig,
+    now: Instant,
+) -> Result<(String, Option<Password>), Failure> {
     let parts: Vec<&[u8]> = token.split(|b| *b == 0).collect();
     let [authzid, user, password] = parts.as_slice() else {
         return Err(Failure::new(format!(
@@ -262,13 +351,60 @@ fn plain(token: &[u8], config: &SaslConfig, now: Instant) -> Result<String, Fail
             "Authentication failed: Client requested an authorization id that is different from username",
         ));
     }
-    if !config
+    if config.plain_by_backend {
+        if config
+            .users
+            .plain_remembered(user, password, now, &config.plain_key)
+        {
+            return Ok((user.to_owned(), None));
+        }
+        return Ok((user.to_owned(), Some(Password::new(password.to_vec()))));
+    }
+    let remembered = config
         .users
-        .verify_plain_at(user, password, now, &config.plain_key)
+        .plain_remembered(user, password, now, &config.plain_key);
+    if !remembered && !config.take_password_check(now) {
+        return Err(Failure::new(
+            "Authentication failed: too many password checks; try again later",
+        ));
+    }
+    if !remembered
+        && !config
+            .users
+            .verify_plain_at(user, password, now, &config.plain_key)
     {
         return Err(Failure::new(
             "Authentication failed: Invalid username or password",
         ));
     }
-    Ok(user.to_owned())
+    Ok((user.to_owned(), None))
+}
+
+impl SaslConfig {
+    /// Takes one password check from the budget at `now`; false when it is spent.
+    fn take_password_check(&self, now: Instant) -> bool {
+        let rate = f64::from(self.password_checks_per_second);
+        if rate == 0.0 {
+            return true;
+        }
+        let mut budget = self
+            .budget
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (left, at) = budget.get_or_insert((rate, now));
+        let elapsed = now.saturating_duration_since(*at).as_secs_f64();
+        *left = (*left + elapsed * rate).min(rate);
+        *at = now.max(*at);
+        if *left < 1.0 {
+            return false;
+        }
+        *left -= 1.0;
+        true
+    }
+
+    /// Remembers that the backend accepted `password` for `user` at `now`.
+    pub(crate) fn remember_plain(&self, user: &str, password: &Password, now: Instant) {
+        self.users
+            .remember_plain(user, password.expose(), now, &self.plain_key);
+    }
 }

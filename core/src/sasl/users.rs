@@ -155,23 +155,33 @@ impl Users {
     /// credential change forgets the user.
     #[must_use]
     pub fn verify_plain_at(&self, user: &str, password: &[u8], now: Instant, key: &[u8]) -> bool {
-        let mut data = Vec::with_capacity(user.len() + 1 + password.len());
-        data.extend_from_slice(user.as_bytes());
-        data.push(0);
-        data.extend_from_slice(password);
-        let mac = ScramMechanism::Sha512.hmac(key, &data);
-        let cached = self
-            .plain_cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(user)
-            .is_some_and(|(m, until)| now < *until && bool::from(m.ct_eq(&mac)));
-        if cached {
+        if self.plain_remembered(user, password, now, key) {
             return true;
         }
         if !self.verify_plain(user, password) {
             return false;
         }
+        self.remember_plain(user, password, now, key);
+        true
+    }
+
+    /// Whether `password` passed for `user` within the last five minutes (by its MAC under
+    /// `key`).
+    #[must_use]
+    pub fn plain_remembered(&self, user: &str, password: &[u8], now: Instant, key: &[u8]) -> bool {
+        let mac = plain_mac(user, password, key);
+        self.plain_cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(user)
+            .is_some_and(|(m, until)| now < *until && bool::from(m.ct_eq(&mac)))
+    }
+
+    /// Remembers, for five minutes, that `password` passed for `user`: its MAC under `key`,
+    /// never the password. The cache holds at most 10,000 users; past that, the expired
+    /// go, and then everyone.
+    pub fn remember_plain(&self, user: &str, password: &[u8], now: Instant, key: &[u8]) {
+        let mac = plain_mac(user, password, key);
         let mut cache = self
             .plain_cache
             .lock()
@@ -183,7 +193,6 @@ impl Users {
             }
         }
         cache.insert(user.to_owned(), (mac, now + PLAIN_CACHE_TTL));
-        true
     }
 
     /// Whether `password` is `user`'s: checked against the user's SCRAM credential (the
@@ -214,6 +223,17 @@ impl Users {
     pub fn is_super_user(&self, principal: &str) -> bool {
         self.super_users.contains(principal)
     }
+}
+
+/// A keyed MAC of `user` and `password`: what the PLAIN cache keeps.
+fn plain_mac(user: &str, password: &[u8], key: &[u8]) -> Vec<u8> {
+    let mut data = Vec::with_capacity(user.len() + 1 + password.len());
+    data.extend_from_slice(user.as_bytes());
+    data.push(0);
+    data.extend_from_slice(password);
+    let mac = ScramMechanism::Sha512.hmac(key, &data);
+    data.iter_mut().for_each(|b| *b = 0);
+    mac
 }
 
 #[cfg(test)]

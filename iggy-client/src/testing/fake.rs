@@ -168,8 +168,12 @@ pub struct FakeIggy {
     pub fail_next: Option<u32>,
     /// Requests seen, by command code.
     pub seen: Vec<u32>,
-    /// The password every login must give.
+    /// The password every login must give, but for the users of [`FakeIggy::passwords`].
     pub password: String,
+    /// Passwords of their own, by user.
+    pub passwords: BTreeMap<String, String>,
+    /// Logins tried, by user name, successful or not.
+    pub login_attempts: BTreeMap<String, usize>,
     /// Users by name, for GetUser. A login as a user not listed here may read every user
     /// (it stands for the root user); one listed needs `read_users` or `manage_users` to
     /// read another user, as Iggy checks.
@@ -256,6 +260,8 @@ impl FakeIggy {
     pub fn new() -> Self {
         Self {
             password: "iggy".into(),
+            passwords: BTreeMap::new(),
+            login_attempts: BTreeMap::new(),
             ..Self::default()
         }
     }
@@ -655,8 +661,21 @@ impl FakeIggy {
         }
         for request in requests {
             let result = if request.is_login() {
-                match LoginRegisterRequest::decode(&request.body) {
-                    Ok((l, _)) if l.password_matches(&self.password) => {
+                let login = LoginRegisterRequest::decode(&request.body);
+                if let Ok((l, _)) = &login {
+                    *self
+                        .login_attempts
+                        .entry(l.username.as_str().to_owned())
+                        .or_default() += 1;
+                }
+                let expected = login
+                    .as_ref()
+                    .ok()
+                    .and_then(|(l, _)| self.passwords.get(l.username.as_str()))
+                    .unwrap_or(&self.password)
+                    .clone();
+                match login {
+                    Ok((l, _)) if l.password_matches(&expected) => {
                         self.logins
                             .insert(request.header.client, l.username.as_str().to_owned());
                         Ok(framed(

@@ -1,0 +1,317 @@
+//! SCRAM credentials, durable in a gateway-owned Iggy topic.
+//!
+//! AlterUserScramCredentials on the Iggy backend writes its changes as records to the topic
+//! [`TOPIC`] of the gateway's stream (one partition, created at the first change) before it
+//! answers, and the gateway replays the topic when it starts. A record holds what SCRAM
+//! keeps of a password — salt, iteration count, StoredKey and ServerKey — never the
+//! password, which the gateway does not see (the client salts and iterates it). Kafka
+//! clients neither see nor touch the topic (it is one of the gateway's own, as the
+//! committed offsets' topics are).
+//!
+//! Credentials change seldom, so the topic is not compacted: each change is one record of
+//! about 150 bytes. One gateway per stream writes it; another gateway's changes are seen
+//! at its next start.
+//!
+//! A record's payload (little-endian): version `1`; kind (1 set, 2 delete); the user as a
+//! u16-length string; the mechanism as Kafka's type (i8); for a set, the iteration count
+//! (u32), then the salt, StoredKey and ServerKey, each as u16-length bytes.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use iggy_kafka_core::backend::{BackendError, TopicConfig, TopicRef};
+use iggy_kafka_core::message::{IggyMessage, MessageList};
+use iggy_kafka_core::sasl::{ScramChange, ScramCredential, ScramMechanism};
+use iggy_kafka_iggy_client::protocol::codes::{CREATE_TOPIC_CODE, SEND_MESSAGES_CODE};
+use iggy_kafka_iggy_client::protocol::requests::topics::CreateTopicRequest;
+use iggy_kafka_iggy_client::protocol::{WireEncode, WireName, WirePollingStrategy};
+use iggy_kafka_iggy_client::Failure;
+
+use crate::calls::admin_lane;
+use crate::catalog::Catalog;
+use crate::read::Reads;
+use crate::sync::{lock, Gate};
+use crate::wire::{self, backend_error, code, named};
+
+/// The topic that holds the credentials.
+pub(crate) use crate::offsets_log::SCRAM_TOPIC as TOPIC;
+
+/// The longest a user name or key may be in a record.
+const MAX_FIELD: usize = u16::MAX as usize;
+
+fn put_bytes(b: &mut BytesMut, s: &[u8]) {
+    let s = &s[..s.len().min(MAX_FIELD)];
+    b.put_u16_le(u16::try_from(s.len()).unwrap_or(u16::MAX));
+    b.put_slice(s);
+}
+
+fn get_bytes(p: &mut &[u8]) -> Option<Vec<u8>> {
+    if p.len() < 2 {
+        return None;
+    }
+    let n = usize::from(p.get_u16_le());
+    if p.len() < n {
+        return None;
+    }
+    let (v, rest) = p.split_at(n);
+    let v = v.to_vec();
+    *p = rest;
+    Some(v)
+}
+
+/// One change as a record's payload.
+pub(crate) fn encode(change: &ScramChange) -> Bytes {
+    let mut b = BytesMut::with_capacity(160);
+    b.put_u8(1);
+    match change {
+        ScramChange::Set { user, credential } => {
+            b.put_u8(1);
+            put_bytes(&mut b, user.as_bytes());
+            b.put_i8(credential.mechanism.kafka_type());
+            b.put_u32_le(credential.iterations);
+            put_bytes(&mut b, &credential.salt);
+            put_bytes(&mut b, &credential.stored_key);
+            put_bytes(&mut b, &credential.server_key);
+        }
+        ScramChange::Delete { user, mechanism } => {
+            b.put_u8(2);
+            put_bytes(&mut b, user.as_bytes());
+            b.put_i8(mechanism.kafka_type());
+        }
+    }
+    b.freeze()
+}
+
+/// The change a record's payload holds; `None` for anything this gateway did not write.
+pub(crate) fn decode(mut p: &[u8]) -> Option<ScramChange> {
+    if p.len() < 2 || p.get_u8() != 1 {
+        return None;
+    }
+    let kind = p.get_u8();
+    let user = String::from_utf8(get_bytes(&mut p)?).ok()?;
+    if p.is_empty() {
+        return None;
+    }
+    let mechanism = ScramMechanism::from_kafka_type(p.get_i8())?;
+    let change = match kind {
+        1 => {
+            if p.len() < 4 {
+                return None;
+            }
+            let iterations = p.get_u32_le();
+            let salt = get_bytes(&mut p)?;
+            let stored_key = get_bytes(&mut p)?;
+            let server_key = get_bytes(&mut p)?;
+            ScramChange::Set {
+                user,
+                credential: ScramCredential {
+                    mechanism,
+                    salt,
+                    iterations,
+                    stored_key,
+                    server_key,
+                },
+            }
+        }
+        2 => ScramChange::Delete { user, mechanism },
+        _ => return None,
+    };
+    p.is_empty().then_some(change)
+}
+
+/// The credentials as the topic holds them, and where its end is.
+#[derive(Default)]
+pub(crate) struct ScramStore {
+    /// Held while the topic is written, so that the records keep the order of the changes.
+    gate: Gate,
+    /// By user and mechanism (Kafka's type): the credentials the topic holds.
+    state: Mutex<BTreeMap<(String, i8), ScramCredential>>,
+}
+
+impl ScramStore {
+    /// Replays the topic (nothing when it does not exist yet).
+    pub(crate) async fn open(&self, catalog: &Catalog, reads: &Reads) -> Result<(), BackendError> {
+        let mut next = 0;
+        let mut state = BTreeMap::new();
+        loop {
+            let body = match reads
+                .poll(catalog, TOPIC, 0, WirePollingStrategy::offset(next), 1000)
+                .await
+            {
+                Ok(b) => b,
+                Err(BackendError::UnknownTopic(_) | BackendError::UnknownPartition { .. }) => break,
+                Err(e) => return Err(e),
+            };
+            let (messages, ..) = wire::polled(&body, next, usize::MAX, usize::MAX, true)?;
+            let Some((last, _)) = messages.last() else {
+                break;
+            };
+            next = last + 1;
+            for (offset, m) in messages.iter() {
+                match decode(&m.payload) {
+                    Some(change) => apply(&mut state, change),
+                    None => {
+                        tracing::warn!(topic = TOPIC, offset, "skipping a record no gateway wrote");
+                    }
+                }
+            }
+        }
+        if !state.is_empty() {
+            tracing::info!(
+                credentials = state.len(),
+                "SCRAM credentials replayed from Iggy"
+            );
+        }
+        *lock(&self.state) = state;
+        Ok(())
+    }
+
+    /// The credentials replayed or stored since, as changes that set them.
+    pub(crate) fn credentials(&self) -> Vec<ScramChange> {
+        lock(&self.state)
+            .iter()
+            .map(|((user, _), c)| ScramChange::Set {
+                user: user.clone(),
+                credential: c.clone(),
+            })
+            .collect()
+    }
+
+    /// Appends `changes` to the topic (creating it at the first change), in one batch.
+    ///
+    /// # Errors
+    /// When Iggy did not take them; they may have landed all the same (a lost reply), and
+    /// then apply at the next start.
+    pub(crate) async fn store(
+        &self,
+        catalog: &Catalog,
+        changes: Vec<ScramChange>,
+    ) -> Result<(), BackendError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let _gate = self.gate.enter().await;
+        match append(catalog, &changes).await {
+            Err(BackendError::UnknownTopic(_)) => {
+                create(catalog).await?;
+                append(catalog, &changes).await?;
+            }
+            other => other?,
+        }
+        let mut state = lock(&self.state);
+        for change in changes {
+            apply(&mut state, change);
+        }
+        Ok(())
+    }
+}
+
+fn apply(state: &mut BTreeMap<(String, i8), ScramCredential>, change: ScramChange) {
+    match change {
+        ScramChange::Set { user, credential } => {
+            state.insert((user, credential.mechanism.kafka_type()), credential);
+        }
+        ScramChange::Delete { user, mechanism } => {
+            state.remove(&(user, mechanism.kafka_type()));
+        }
+    }
+}
+
+async fn append(catalog: &Catalog, changes: &[ScramChange]) -> Result<(), BackendError> {
+    let messages: MessageList = changes
+        .iter()
+        .map(|c| IggyMessage {
+            payload: encode(c),
+            ..IggyMessage::default()
+        })
+        .collect();
+    let calls = catalog.calls();
+    let ids = wire::Ids::counted(calls.message_ids(messages.len()));
+    let body = wire::send_messages(calls.stream(), &named(TOPIC)?, 0, &messages, ids)?;
+    // Routed as any partition's appends: in a cluster, the partition may have a primary of
+    // its own.
+    let route = &catalog.partition(TOPIC, 0).route;
+    let sent = route.append(calls, (TOPIC, 0), SEND_MESSAGES_CODE, body.clone());
+    let (reply, _) = route
+        .settle(calls, (TOPIC, 0), (SEND_MESSAGES_CODE, &body), sent)
+        .await;
+    reply
+        .map(|_| ())
+        .map_err(|f| match backend_error(f, TOPIC, Some(0)) {
+            e @ BackendError::UnknownTopic(_) => e,
+            BackendError::UnknownPartition { .. } => {
+                BackendError::UnknownTopic(TopicRef::Name(TOPIC.into()))
+            }
+            other => BackendError::Unavailable(format!("the SCRAM credentials topic: {other}")),
+        })
+}
+
+async fn create(catalog: &Catalog) -> Result<(), BackendError> {
+    let request = CreateTopicRequest {
+        stream_id: catalog.calls().stream().clone(),
+        partitions_count: 1,
+        name: WireName::new(TOPIC.to_owned())
+            .map_err(|_| BackendError::InvalidTopic(TOPIC.into()))?,
+        options: wire::topic_options(&TopicConfig::default(), 1, catalog.creating())?,
+    };
+    match catalog
+        .calls()
+        .call(admin_lane(TOPIC), CREATE_TOPIC_CODE, request.to_bytes())
+        .await
+    {
+        Ok(_) | Err(Failure::Status(code::TOPIC_NAME_ALREADY_EXISTS)) => Ok(()),
+        Err(f) => Err(BackendError::Unavailable(format!(
+            "cannot create the SCRAM credentials topic: {}",
+            backend_error(f, TOPIC, None)
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_strangers_are_skipped() {
+        let set = ScramChange::Set {
+            user: "alice".into(),
+            credential: ScramCredential::from_password(
+                ScramMechanism::Sha512,
+                b"password-xyz",
+                b"salt",
+                4096,
+            ),
+        };
+        let delete = ScramChange::Delete {
+            user: "bob".into(),
+            mechanism: ScramMechanism::Sha256,
+        };
+        for c in [&set, &delete] {
+            let bytes = encode(c);
+            assert_eq!(decode(&bytes).as_ref(), Some(c));
+            for cut in 0..bytes.len() {
+                assert_eq!(decode(&bytes[..cut]), None, "cut at {cut}");
+            }
+        }
+        let bytes = encode(&set);
+        assert!(
+            !bytes.windows(12).any(|w| w == b"password-xyz"),
+            "no password in the record"
+        );
+        let mut longer = bytes.to_vec();
+        longer.push(0);
+        assert_eq!(decode(&longer), None);
+        assert_eq!(decode(b"\x02\x01"), None);
+        let mut state = BTreeMap::new();
+        apply(&mut state, set);
+        apply(
+            &mut state,
+            ScramChange::Delete {
+                user: "alice".into(),
+                mechanism: ScramMechanism::Sha256,
+            },
+        );
+        assert_eq!(state.len(), 1, "another mechanism's delete leaves it");
+    }
+}

@@ -1,0 +1,54 @@
+"""SCRAM credentials kept in Iggy: an admin sets one with confluent-kafka's admin client.
+
+Usage: scram_store.py BOOTSTRAP set|check [ADMIN PASSWORD]
+set: ADMIN (admin/admin-secret by default; PLAIN, checked by Iggy; a super user) gives erin a
+SCRAM-SHA-512 credential for erin-secret; erin then authenticates with it.
+check: erin authenticates with SCRAM-SHA-512 (after a gateway restart), and a wrong
+password fails.
+"""
+import sys
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import (
+    AdminClient,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
+)
+
+bootstrap, step = sys.argv[1:3]
+admin_user, admin_password = (sys.argv[3:5] + ["admin", "admin-secret"][len(sys.argv[3:5]):])
+
+
+def admin(mechanism, user, password):
+    return AdminClient(
+        {
+            "bootstrap.servers": bootstrap,
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanisms": mechanism,
+            "sasl.username": user,
+            "sasl.password": password,
+        }
+    )
+
+
+def erin_logs_in():
+    admin("SCRAM-SHA-512", "erin", "erin-secret").list_topics(timeout=10)
+
+
+if step == "set":
+    a = admin("PLAIN", admin_user, admin_password)
+    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
+    upsert = UserScramCredentialUpsertion("erin", info, b"erin-secret", b"erin-salt")
+    for f in a.alter_user_scram_credentials([upsert]).values():
+        f.result(30)
+    erin_logs_in()
+    print("set, and erin logs in")
+else:
+    erin_logs_in()
+    try:
+        admin("SCRAM-SHA-512", "erin", "not-erins").list_topics(timeout=10)
+        raise AssertionError("a wrong password logged in")
+    except KafkaException as e:
+        print("a wrong password:", e)
+    print("erin logs in after the restart")

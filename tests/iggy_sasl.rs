@@ -1,0 +1,216 @@
+//! SASL/PLAIN checked by Iggy on the Iggy backend: a Kafka client's password is verified by
+//! a login with it on a session of its own, remembered (as a MAC) so that reconnecting does
+//! not log in again, and a wrong one fails as an authentication failure. kcat (librdkafka)
+//! against the real binary, on whichever runtime this test build has, with the in-process
+//! fake Iggy; and with a real Iggy server when `IGGY_KAFKA_TEST_IGGY` names one.
+
+mod common;
+
+use std::process::Command;
+
+use common::fake_iggy::FakeIggyServer;
+use common::tls::{start_listeners, Listeners};
+
+/// A gateway on Iggy at `url` with one SASL_PLAINTEXT listener and no users file.
+fn gateway(url: &str) -> Listeners {
+    let args: Vec<String> = [
+        "--listeners",
+        "SASL_PLAINTEXT://127.0.0.1:0",
+        "--iggy",
+        url,
+        "--stream",
+        &common::unique_stream(),
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    start_listeners(&args, 1)
+}
+
+/// kcat as `user`/`password` with PLAIN: produces one record to `topic` (auto-created) and
+/// reads it back; whether both worked, and what kcat said.
+fn kcat(gw: &Listeners, user: &str, password: &str, topic: &str) -> (bool, String) {
+    let bootstrap = gw.address("SASL_PLAINTEXT").to_string();
+    let common = |cmd: &mut Command| {
+        cmd.args(["-b", &bootstrap, "-t", topic])
+            .args(["-X", "security.protocol=SASL_PLAINTEXT"])
+            .args(["-X", "sasl.mechanisms=PLAIN"])
+            .args(["-X", &format!("sasl.username={user}")])
+            .args(["-X", &format!("sasl.password={password}")])
+            .args(["-m", "10"]);
+    };
+    let mut produce = Command::new("kcat");
+    common(&mut produce);
+    produce.args(["-P"]).stdin(std::process::Stdio::piped());
+    let mut child = produce
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kcat");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"checked by iggy\n").expect("write");
+    }
+    let out = child.wait_with_output().expect("kcat");
+    let mut said = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() || said.contains("Authentication failed") {
+        return (false, said);
+    }
+    let mut consume = Command::new("kcat");
+    common(&mut consume);
+    let out = consume
+        .args(["-C", "-o", "beginning", "-e", "-c", "1"])
+        .output()
+        .expect("kcat");
+    said.push_str(&String::from_utf8_lossy(&out.stderr));
+    let read = String::from_utf8_lossy(&out.stdout).contains("checked by iggy");
+    (out.status.success() && read, said)
+}
+
+#[test]
+fn plain_passwords_are_checked_by_logging_in_to_iggy() {
+    let iggy = FakeIggyServer::start();
+    iggy.fake()
+        .passwords
+        .insert("carol".into(), "carol-secret".into());
+    let gw = gateway(&iggy.url());
+    let topic = format!("plain-by-iggy-{}", common::RUNTIME);
+
+    let (ok, said) = kcat(&gw, "carol", "carol-secret", &topic);
+    assert!(ok, "carol: {said}");
+    // Two kcat runs, one login: the second connection's password was remembered.
+    assert_eq!(iggy.fake().login_attempts.get("carol"), Some(&1));
+
+    let (ok, said) = kcat(&gw, "carol", "not-carols", &topic);
+    assert!(!ok, "a wrong password: {said}");
+    assert!(said.contains("Authentication failed"), "{said}");
+    assert!(!said.contains("not-carols"), "{said}");
+    assert_eq!(iggy.fake().login_attempts.get("carol"), Some(&2));
+    let (ok, said) = kcat(&gw, "nobody", "carol-secret", &topic);
+    assert!(!ok, "an unknown user: {said}");
+    assert!(gw.logs("authentication failed", std::time::Duration::from_secs(5)));
+    gw.gateway.stop();
+}
+
+/// The real thing: the credentials of `IGGY_KAFKA_TEST_IGGY`'s URL are an Iggy user's.
+#[test]
+#[ignore = "needs a real Iggy server: IGGY_KAFKA_TEST_IGGY, see scripts/test-iggy.sh"]
+fn plain_passwords_are_checked_by_a_real_iggy() {
+    let url = common::iggy_url().expect("IGGY_KAFKA_TEST_IGGY names an Iggy server");
+    let (user, password) = url_user(&url);
+    let gw = gateway(&url);
+    let topic = format!("plain-by-real-iggy-{}", common::RUNTIME);
+    let (ok, said) = kcat(&gw, &user, &password, &topic);
+    assert!(ok, "{user}: {said}");
+    let (ok, said) = kcat(&gw, &user, "not-the-password", &topic);
+    assert!(!ok, "a wrong password: {said}");
+    assert!(said.contains("Authentication failed"), "{said}");
+    gw.gateway.stop();
+}
+
+/// Runs `tests/clients/scram_store.py` against `bootstrap`; panics with its output when it
+/// fails.
+fn scram_store(bootstrap: &str, step: &str, admin: &[&str]) {
+    let out = Command::new(common::python())
+        .current_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients"))
+        .args(["scram_store.py", bootstrap, step])
+        .args(admin)
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "scram_store.py {step}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn scram_credentials_set_by_an_admin_client_outlive_the_gateway() {
+    let iggy = FakeIggyServer::start();
+    iggy.fake()
+        .passwords
+        .insert("admin".into(), "admin-secret".into());
+    let stream = common::unique_stream();
+    let start = || {
+        let args: Vec<String> = [
+            "--listeners",
+            "SASL_PLAINTEXT://127.0.0.1:0",
+            "--iggy",
+            &iggy.url(),
+            "--stream",
+            &stream,
+            "--super-users",
+            "admin",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        start_listeners(&args, 1)
+    };
+    let gw = start();
+    scram_store(&gw.address("SASL_PLAINTEXT").to_string(), "set", &[]);
+    gw.gateway.stop();
+    // Only keys in Iggy: the topic's records hold neither the password nor its salted form.
+    {
+        let fake = iggy.fake();
+        let topic = fake
+            .topics
+            .get("__kafka_gateway_scram")
+            .expect("the SCRAM credentials topic");
+        assert_eq!(topic.partitions[0].next, 1, "one record: erin's credential");
+        let records: Vec<u8> = topic.partitions[0].batches.concat();
+        assert!(records.windows(4).any(|w| w == b"erin"), "the user's name");
+        assert!(!records.windows(11).any(|w| w == b"erin-secret"));
+    }
+    let gw = start();
+    scram_store(&gw.address("SASL_PLAINTEXT").to_string(), "check", &[]);
+    gw.gateway.stop();
+}
+
+/// The same with a real Iggy server: its user of `IGGY_KAFKA_TEST_IGGY` is the super user
+/// that sets the credential, which a new gateway on the same stream replays.
+#[test]
+#[ignore = "needs a real Iggy server: IGGY_KAFKA_TEST_IGGY, see scripts/test-iggy.sh"]
+fn scram_credentials_outlive_the_gateway_on_a_real_iggy() {
+    let url = common::iggy_url().expect("IGGY_KAFKA_TEST_IGGY names an Iggy server");
+    let (user, password) = url_user(&url);
+    let stream = common::unique_stream();
+    let start = || {
+        let args: Vec<String> = [
+            "--listeners",
+            "SASL_PLAINTEXT://127.0.0.1:0",
+            "--iggy",
+            &url,
+            "--stream",
+            &stream,
+            "--super-users",
+            &user,
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        start_listeners(&args, 1)
+    };
+    let gw = start();
+    let admin = [user.as_str(), password.as_str()];
+    scram_store(&gw.address("SASL_PLAINTEXT").to_string(), "set", &admin);
+    gw.gateway.stop();
+    let gw = start();
+    scram_store(&gw.address("SASL_PLAINTEXT").to_string(), "check", &admin);
+    gw.gateway.stop();
+}
+
+/// The user and password of an `iggy://USER:PASSWORD@...` URL.
+fn url_user(url: &str) -> (String, String) {
+    let userinfo = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.rsplit_once('@'))
+        .map(|(u, _)| u.to_owned())
+        .unwrap_or_default();
+    match userinfo.split_once(':') {
+        Some((u, p)) => (u.to_owned(), p.to_owned()),
+        None => panic!("IGGY_KAFKA_TEST_IGGY must name a user and password for this test"),
+    }
+}
