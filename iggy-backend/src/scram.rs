@@ -22,6 +22,7 @@ use std::sync::Mutex;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use iggy_kafka_core::backend::{BackendError, TopicConfig, TopicRef};
 use iggy_kafka_core::message::{IggyMessage, MessageList};
+use iggy_kafka_core::sasl::scram::{MAX_ITERATIONS, MIN_ITERATIONS};
 use iggy_kafka_core::sasl::{ScramChange, ScramCredential, ScramMechanism};
 use iggy_kafka_iggy_client::protocol::codes::{CREATE_TOPIC_CODE, SEND_MESSAGES_CODE};
 use iggy_kafka_iggy_client::protocol::requests::topics::CreateTopicRequest;
@@ -39,6 +40,17 @@ pub(crate) use crate::offsets_log::SCRAM_TOPIC as TOPIC;
 
 /// The longest a user name or key may be in a record.
 const MAX_FIELD: usize = u16::MAX as usize;
+/// The longest salt a replayed record may carry: Kafka's clients send 32 bytes or so, and
+/// the salt is sent to every SCRAM client of the user.
+const MAX_SALT: usize = 1024;
+
+/// The length of StoredKey and ServerKey for `mechanism`: its digest's.
+fn key_len(mechanism: ScramMechanism) -> usize {
+    match mechanism {
+        ScramMechanism::Sha256 => 32,
+        ScramMechanism::Sha512 => 64,
+    }
+}
 
 fn put_bytes(b: &mut BytesMut, s: &[u8]) {
     let s = &s[..s.len().min(MAX_FIELD)];
@@ -83,14 +95,17 @@ pub(crate) fn encode(change: &ScramChange) -> Bytes {
     b.freeze()
 }
 
-/// The change a record's payload holds; `None` for anything this gateway did not write.
+/// The change a record's payload holds; `None` for anything this gateway did not write,
+/// and for a credential AlterUserScramCredentials would not have taken: an empty user, an
+/// iteration count outside Kafka's 4,096..=16,384, an empty salt or one over 1 KiB, keys
+/// that are not the digest's length.
 pub(crate) fn decode(mut p: &[u8]) -> Option<ScramChange> {
     if p.len() < 2 || p.get_u8() != 1 {
         return None;
     }
     let kind = p.get_u8();
     let user = String::from_utf8(get_bytes(&mut p)?).ok()?;
-    if p.is_empty() {
+    if user.is_empty() || p.is_empty() {
         return None;
     }
     let mechanism = ScramMechanism::from_kafka_type(p.get_i8())?;
@@ -103,6 +118,14 @@ pub(crate) fn decode(mut p: &[u8]) -> Option<ScramChange> {
             let salt = get_bytes(&mut p)?;
             let stored_key = get_bytes(&mut p)?;
             let server_key = get_bytes(&mut p)?;
+            if !(MIN_ITERATIONS..=MAX_ITERATIONS).contains(&iterations)
+                || salt.is_empty()
+                || salt.len() > MAX_SALT
+                || stored_key.len() != key_len(mechanism)
+                || server_key.len() != key_len(mechanism)
+            {
+                return None;
+            }
             ScramChange::Set {
                 user,
                 credential: ScramCredential {
@@ -152,7 +175,11 @@ impl ScramStore {
                 match decode(&m.payload) {
                     Some(change) => apply(&mut state, change),
                     None => {
-                        tracing::warn!(topic = TOPIC, offset, "skipping a record no gateway wrote");
+                        tracing::warn!(
+                            topic = TOPIC,
+                            offset,
+                            "skipping a record that is not a SCRAM credential change Kafka would take"
+                        );
                     }
                 }
             }
@@ -313,5 +340,45 @@ mod tests {
             },
         );
         assert_eq!(state.len(), 1, "another mechanism's delete leaves it");
+    }
+
+    #[test]
+    fn records_outside_kafkas_bounds_are_refused() {
+        let good = ScramCredential::from_password(ScramMechanism::Sha256, b"pw", b"salt", 4096);
+        let set = |user: &str, change: &dyn Fn(&mut ScramCredential)| {
+            let mut credential = good.clone();
+            change(&mut credential);
+            encode(&ScramChange::Set {
+                user: user.into(),
+                credential,
+            })
+        };
+        assert!(decode(&set("alice", &|_| ())).is_some());
+        assert!(decode(&set("alice", &|c| c.iterations = 16384)).is_some());
+        assert!(decode(&set("alice", &|c| c.salt = vec![1; 1024])).is_some());
+        type Change<'a> = &'a dyn Fn(&mut ScramCredential);
+        let bad: [(&str, Change<'_>); 9] = [
+            ("", &|_| ()),
+            ("alice", &|c| c.iterations = 4095),
+            ("alice", &|c| c.iterations = 16385),
+            ("alice", &|c| c.iterations = u32::MAX),
+            ("alice", &|c| c.salt.clear()),
+            ("alice", &|c| c.salt = vec![1; 1025]),
+            ("alice", &|c| c.stored_key.truncate(31)),
+            ("alice", &|c| c.server_key.push(0)),
+            // SHA-512 keys under SHA-256.
+            ("alice", &|c| {
+                c.stored_key = vec![0; 64];
+                c.server_key = vec![0; 64];
+            }),
+        ];
+        for (i, (user, change)) in bad.iter().enumerate() {
+            assert_eq!(decode(&set(user, change)), None, "case {i}");
+        }
+        let delete = encode(&ScramChange::Delete {
+            user: String::new(),
+            mechanism: ScramMechanism::Sha256,
+        });
+        assert_eq!(decode(&delete), None);
     }
 }
