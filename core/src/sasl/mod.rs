@@ -319,6 +319,10 @@ impl Exchange {
     }
 }
 
+/// The lengths (bytes) of the user names and passwords Iggy takes at login.
+const BACKEND_USER_BYTES: std::ops::RangeInclusive<usize> = 3..=50;
+const BACKEND_PASSWORD_BYTES: std::ops::RangeInclusive<usize> = 3..=100;
+
 /// PLAIN's one message, `authzid NUL authcid NUL passwd` (RFC 4616), checked as Kafka's
 /// `PlainSaslServer` does: the user, and the password when the backend is to check it (a
 /// password that passed lately is not checked again).
@@ -352,6 +356,15 @@ fn plain(
         ));
     }
     if config.plain_by_backend {
+        // Iggy takes no user or password outside these lengths (its login would be refused,
+        // or could not even be encoded): they are wrong without asking it.
+        if !BACKEND_USER_BYTES.contains(&user.len())
+            || !BACKEND_PASSWORD_BYTES.contains(&password.len())
+        {
+            return Err(Failure::new(
+                "Authentication failed: Invalid username or password",
+            ));
+        }
         if config
             .users
             .plain_remembered(user, password, now, &config.plain_key)
