@@ -110,7 +110,8 @@ pub struct SaslConfig {
     /// remembered as [`Users::verify_plain_at`] remembers them.
     pub plain_by_backend: bool,
     /// How many PLAIN passwords per second may be checked against a credential (a PBKDF2
-    /// each, about 2 ms of CPU at 4,096 iterations), on average, with as many in a burst;
+    /// each, about 2 ms of CPU at 4,096 iterations) or sent to the backend to check, on
+    /// average, with as many in a burst;
     /// a login past it fails (after the failure delay) without the check. Logins whose
     /// password passed lately cost no check and are never refused by it. `0`: no bound.
     pub password_checks_per_second: u32,
@@ -370,6 +371,13 @@ fn plain(
             .plain_remembered(user, password, now, &config.plain_key)
         {
             return Ok((user.to_owned(), None));
+        }
+        // Iggy hashes the password at each login: the budget bounds what a flood of wrong
+        // passwords costs it, as it bounds the gateway's own checks.
+        if !config.take_password_check(now) {
+            return Err(Failure::new(
+                "Authentication failed: too many password checks; try again later",
+            ));
         }
         return Ok((user.to_owned(), Some(Password::new(password.to_vec()))));
     }
