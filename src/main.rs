@@ -568,7 +568,8 @@ async fn start(
             spawn_lanes(&lanes, &session);
             let backend = connect_iggy(lanes, clock, config).await?;
             // Kept in Iggy by AlterUserScramCredentials: later than the users file, so
-            // they win where both give a user's credential for one mechanism.
+            // they win where both give a user's credential for one mechanism, deletions
+            // included.
             if let Some(users) = users {
                 for change in backend.scram_credentials() {
                     change.apply(&users);

@@ -169,6 +169,46 @@ fn scram_credentials_set_by_an_admin_client_outlive_the_gateway() {
     gw.gateway.stop();
 }
 
+/// A credential the users file gives and an admin client deletes stays deleted after a
+/// restart, although the file still gives it.
+#[test]
+fn a_users_file_credential_deleted_through_kafka_stays_deleted() {
+    let iggy = FakeIggyServer::start();
+    let stream = common::unique_stream();
+    let users = std::env::temp_dir().join(format!("{stream}-users.toml"));
+    std::fs::write(
+        &users,
+        "[[user]]\nname = \"admin\"\npassword = \"admin-secret\"\n\n\
+         [[user]]\nname = \"erin\"\npassword = \"erin-secret\"\n",
+    )
+    .expect("users file");
+    let start = || {
+        let args: Vec<String> = [
+            "--listeners",
+            "SASL_PLAINTEXT://127.0.0.1:0",
+            "--iggy",
+            &iggy.url(),
+            "--stream",
+            &stream,
+            "--users-file",
+            &users.display().to_string(),
+            "--super-users",
+            "admin",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        start_listeners(&args, 1)
+    };
+    let gw = start();
+    scram_store(&gw.address("SASL_PLAINTEXT").to_string(), "delete", &[]);
+    gw.gateway.stop();
+    let gw = start();
+    scram_store(&gw.address("SASL_PLAINTEXT").to_string(), "deleted", &[]);
+    gw.gateway.stop();
+    let _ = std::fs::remove_file(&users);
+}
+
 /// The same with a real Iggy server: its user of `IGGY_KAFKA_TEST_IGGY` is the super user
 /// that sets the credential, which a new gateway on the same stream replays.
 #[test]

@@ -130,7 +130,8 @@ struct Inner {
 
 impl IggyBackend {
     /// The SCRAM credentials kept in Iggy (replayed at [`IggyBackend::connect`], and
-    /// stored since), for the gateway's users.
+    /// stored since), for the gateway's users: a change that sets each, and one that
+    /// deletes each whose last change was a deletion.
     #[must_use]
     pub fn scram_credentials(&self) -> Vec<iggy_kafka_core::sasl::ScramChange> {
         self.inner.scram.credentials()

@@ -143,13 +143,17 @@ pub(crate) fn decode(mut p: &[u8]) -> Option<ScramChange> {
     p.is_empty().then_some(change)
 }
 
-/// The credentials as the topic holds them, and where its end is.
+type State = BTreeMap<(String, i8), Option<ScramCredential>>;
+
+/// The credentials as the topic holds them.
 #[derive(Default)]
 pub(crate) struct ScramStore {
     /// Held while the topic is written, so that the records keep the order of the changes.
     gate: Gate,
-    /// By user and mechanism (Kafka's type): the credentials the topic holds.
-    state: Mutex<BTreeMap<(String, i8), ScramCredential>>,
+    /// By user and mechanism (Kafka's type): the credentials the topic holds, and `None`
+    /// where its last change deleted one (a credential the users file gives is deleted
+    /// again at each start).
+    state: Mutex<State>,
 }
 
 impl ScramStore {
@@ -185,8 +189,10 @@ impl ScramStore {
             }
         }
         if !state.is_empty() {
+            let credentials = state.values().filter(|c| c.is_some()).count();
             tracing::info!(
-                credentials = state.len(),
+                credentials,
+                deletions = state.len() - credentials,
                 "SCRAM credentials replayed from Iggy"
             );
         }
@@ -194,13 +200,23 @@ impl ScramStore {
         Ok(())
     }
 
-    /// The credentials replayed or stored since, as changes that set them.
+    /// The credentials replayed or stored since, as changes that set them, and the
+    /// deletions, so that a credential the users file gives and Kafka deleted stays
+    /// deleted.
     pub(crate) fn credentials(&self) -> Vec<ScramChange> {
         lock(&self.state)
             .iter()
-            .map(|((user, _), c)| ScramChange::Set {
-                user: user.clone(),
-                credential: c.clone(),
+            .filter_map(|((user, kind), c)| match c {
+                Some(credential) => Some(ScramChange::Set {
+                    user: user.clone(),
+                    credential: credential.clone(),
+                }),
+                None => {
+                    ScramMechanism::from_kafka_type(*kind).map(|mechanism| ScramChange::Delete {
+                        user: user.clone(),
+                        mechanism,
+                    })
+                }
             })
             .collect()
     }
@@ -234,13 +250,13 @@ impl ScramStore {
     }
 }
 
-fn apply(state: &mut BTreeMap<(String, i8), ScramCredential>, change: ScramChange) {
+fn apply(state: &mut State, change: ScramChange) {
     match change {
         ScramChange::Set { user, credential } => {
-            state.insert((user, credential.mechanism.kafka_type()), credential);
+            state.insert((user, credential.mechanism.kafka_type()), Some(credential));
         }
         ScramChange::Delete { user, mechanism } => {
-            state.remove(&(user, mechanism.kafka_type()));
+            state.insert((user, mechanism.kafka_type()), None);
         }
     }
 }
@@ -330,16 +346,33 @@ mod tests {
         longer.push(0);
         assert_eq!(decode(&longer), None);
         assert_eq!(decode(b"\x02\x01"), None);
-        let mut state = BTreeMap::new();
-        apply(&mut state, set);
-        apply(
-            &mut state,
-            ScramChange::Delete {
-                user: "alice".into(),
-                mechanism: ScramMechanism::Sha256,
-            },
+        let store = ScramStore::default();
+        let delete_alice = |mechanism| ScramChange::Delete {
+            user: "alice".into(),
+            mechanism,
+        };
+        {
+            let mut state = lock(&store.state);
+            apply(&mut state, set.clone());
+            apply(&mut state, delete_alice(ScramMechanism::Sha256));
+        }
+        // Another mechanism's delete leaves it; the delete is kept, for the users file's
+        // credentials.
+        assert_eq!(
+            store.credentials(),
+            vec![delete_alice(ScramMechanism::Sha256), set]
         );
-        assert_eq!(state.len(), 1, "another mechanism's delete leaves it");
+        apply(
+            &mut lock(&store.state),
+            delete_alice(ScramMechanism::Sha512),
+        );
+        assert_eq!(
+            store.credentials(),
+            vec![
+                delete_alice(ScramMechanism::Sha256),
+                delete_alice(ScramMechanism::Sha512)
+            ]
+        );
     }
 
     #[test]
