@@ -735,6 +735,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let (Some(url), Some(sasl)) = (&iggy, &users.sasl) {
+        let remote = url.in_the_clear();
+        if sasl.plain_by_backend
+            && sasl
+                .mechanisms
+                .contains(&iggy_kafka_core::sasl::Mechanism::Plain)
+            && !remote.is_empty()
+        {
+            tracing::warn!(
+                servers = %remote.join(","),
+                "PLAIN passwords are checked by logging in to Iggy without TLS: they cross \
+                 the network in the clear (add tls=true to --iggy)"
+            );
+        }
+    }
     let mapping = match TopicMapping::parse(
         &args.stream,
         args.map_topics.as_deref().unwrap_or_default(),
