@@ -84,6 +84,34 @@ fn parse_options(query: &str) -> Result<Option<TlsOptions>, String> {
     Ok(enabled.then_some(tls))
 }
 
+impl IggyUrl {
+    /// The servers reached over the network without TLS: every address that is not a
+    /// loopback one (`localhost`, `127.0.0.0/8`, `::1`) when the URL has no `tls=true`.
+    pub(crate) fn in_the_clear(&self) -> Vec<&str> {
+        if self.tls.is_some() {
+            return Vec::new();
+        }
+        self.addresses
+            .iter()
+            .map(String::as_str)
+            .filter(|a| !is_loopback(a))
+            .collect()
+    }
+}
+
+/// Whether `host:port` names this machine.
+fn is_loopback(address: &str) -> bool {
+    if let Ok(a) = address.parse::<std::net::SocketAddr>() {
+        return a.ip().is_loopback();
+    }
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 impl std::fmt::Debug for IggyUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -175,6 +203,15 @@ pub(crate) fn parse(url: &str) -> Result<IggyUrl, String> {
 mod tests {
     use super::*;
     use secrecy::ExposeSecret;
+
+    #[test]
+    fn servers_in_the_clear_are_the_remote_ones_without_tls() {
+        let u = parse("iggy://u:p@localhost:8090,127.0.0.2:1,[::1]:2,iggy.example:3,10.0.0.1:4")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(u.in_the_clear(), ["iggy.example:3", "10.0.0.1:4"]);
+        let tls = parse("iggy://u:p@iggy.example:3?tls=true").unwrap_or_else(|e| panic!("{e}"));
+        assert!(tls.in_the_clear().is_empty());
+    }
 
     #[test]
     fn users_tokens_ports_and_escapes() {

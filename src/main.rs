@@ -24,7 +24,7 @@ use iggy_kafka_core::stats::Registry;
 use iggy_kafka_core::Config;
 use iggy_kafka_embedded::{EmbeddedStore, StoreConfig};
 use iggy_kafka_iggy::{IggyBackend, IggyConfig, TopicMapping};
-use iggy_kafka_iggy_client::{Lanes, Nodes, SessionConfig};
+use iggy_kafka_iggy_client::{Credentials, Lanes, Nodes, SessionConfig};
 
 mod checks;
 mod config_file;
@@ -543,7 +543,7 @@ enum Plan {
     Iggy {
         lanes: Arc<Lanes>,
         session: SessionConfig,
-        config: IggyConfig,
+        config: Box<IggyConfig>,
         /// The SASL users, to take the SCRAM credentials kept in Iggy.
         users: Option<Arc<iggy_kafka_core::sasl::Users>>,
     },
@@ -566,9 +566,10 @@ async fn start(
             users,
         } => {
             spawn_lanes(&lanes, &session);
-            let backend = connect_iggy(lanes, clock, config).await?;
+            let backend = connect_iggy(lanes, clock, *config).await?;
             // Kept in Iggy by AlterUserScramCredentials: later than the users file, so
-            // they win where both give a user's credential for one mechanism.
+            // they win where both give a user's credential for one mechanism, deletions
+            // included.
             if let Some(users) = users {
                 for change in backend.scram_credentials() {
                     change.apply(&users);
@@ -734,6 +735,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let (Some(url), Some(sasl)) = (&iggy, &users.sasl) {
+        let remote = url.in_the_clear();
+        if sasl.plain_by_backend
+            && sasl
+                .mechanisms
+                .contains(&iggy_kafka_core::sasl::Mechanism::Plain)
+            && !remote.is_empty()
+        {
+            tracing::warn!(
+                servers = %remote.join(","),
+                "PLAIN passwords are checked by logging in to Iggy without TLS: they cross \
+                 the network in the clear (add tls=true to --iggy)"
+            );
+        }
+    }
     let mapping = match TopicMapping::parse(
         &args.stream,
         args.map_topics.as_deref().unwrap_or_default(),
@@ -818,6 +834,11 @@ fn main() -> ExitCode {
             config.write_through = args.iggy_write_through;
             config.poll_interval = Duration::from_millis(args.iggy_poll_interval_ms.max(1));
             config.seed = seed;
+            // The SCRAM credentials kept in Iggy are sealed under a key from this secret.
+            config.credential_secret = match &url.credentials {
+                Credentials::User { password, .. } => password.clone(),
+                Credentials::Token(token) => token.clone(),
+            };
             let mut lanes = Lanes::new(args.iggy_connections.max(1), Nodes::new(url.addresses));
             if let Some(tls) = &url.tls {
                 // Each option's error names it: the CA file's, or the system's roots' (tls).
@@ -852,7 +873,7 @@ fn main() -> ExitCode {
                     reply_timeout: Duration::from_secs(30),
                     max_reply_bytes: 256 << 20,
                 },
-                config,
+                config: Box::new(config),
                 users: users.sasl.as_ref().map(|s| Arc::clone(&s.users)),
             }
         }

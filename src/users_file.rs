@@ -78,8 +78,9 @@ pub(crate) struct SaslArgs {
     pub(crate) sasl_failure_delay_ms: u64,
 
     /// How many PLAIN passwords per second may be checked against the users' credentials
-    /// (a PBKDF2 each), with as many at once; logins beyond it fail without the check, so
-    /// that a flood of wrong passwords cannot take all the CPU. Logins whose password
+    /// (a PBKDF2 each) or by logging in to Iggy, with as many at once; logins beyond it
+    /// fail without the check, so that a flood of wrong passwords cannot take all the CPU
+    /// (the gateway's or Iggy's). Logins whose password
     /// passed in the last five minutes are not counted. 0: no bound.
     #[arg(
         long,

@@ -152,7 +152,7 @@ fn scram_credentials_set_by_an_admin_client_outlive_the_gateway() {
     let gw = start();
     scram_store(&gw.address("SASL_PLAINTEXT").to_string(), "set", &[]);
     gw.gateway.stop();
-    // Only keys in Iggy: the topic's records hold neither the password nor its salted form.
+    // Sealed records in Iggy: they show neither the user nor the password.
     {
         let fake = iggy.fake();
         let topic = fake
@@ -161,12 +161,52 @@ fn scram_credentials_set_by_an_admin_client_outlive_the_gateway() {
             .expect("the SCRAM credentials topic");
         assert_eq!(topic.partitions[0].next, 1, "one record: erin's credential");
         let records: Vec<u8> = topic.partitions[0].batches.concat();
-        assert!(records.windows(4).any(|w| w == b"erin"), "the user's name");
+        assert!(!records.windows(4).any(|w| w == b"erin"), "the user's name");
         assert!(!records.windows(11).any(|w| w == b"erin-secret"));
     }
     let gw = start();
     scram_store(&gw.address("SASL_PLAINTEXT").to_string(), "check", &[]);
     gw.gateway.stop();
+}
+
+/// A credential the users file gives and an admin client deletes stays deleted after a
+/// restart, although the file still gives it.
+#[test]
+fn a_users_file_credential_deleted_through_kafka_stays_deleted() {
+    let iggy = FakeIggyServer::start();
+    let stream = common::unique_stream();
+    let users = std::env::temp_dir().join(format!("{stream}-users.toml"));
+    std::fs::write(
+        &users,
+        "[[user]]\nname = \"admin\"\npassword = \"admin-secret\"\n\n\
+         [[user]]\nname = \"erin\"\npassword = \"erin-secret\"\n",
+    )
+    .expect("users file");
+    let start = || {
+        let args: Vec<String> = [
+            "--listeners",
+            "SASL_PLAINTEXT://127.0.0.1:0",
+            "--iggy",
+            &iggy.url(),
+            "--stream",
+            &stream,
+            "--users-file",
+            &users.display().to_string(),
+            "--super-users",
+            "admin",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        start_listeners(&args, 1)
+    };
+    let gw = start();
+    scram_store(&gw.address("SASL_PLAINTEXT").to_string(), "delete", &[]);
+    gw.gateway.stop();
+    let gw = start();
+    scram_store(&gw.address("SASL_PLAINTEXT").to_string(), "deleted", &[]);
+    gw.gateway.stop();
+    let _ = std::fs::remove_file(&users);
 }
 
 /// The same with a real Iggy server: its user of `IGGY_KAFKA_TEST_IGGY` is the super user

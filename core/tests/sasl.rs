@@ -907,6 +907,84 @@ fn plain_refused_by_the_backend_or_unchecked_fails_after_the_delay() {
 }
 
 #[test]
+fn plain_outside_the_backends_lengths_fails_without_asking_it() {
+    let long_password = "p".repeat(101);
+    let longest_password = "p".repeat(100);
+    let long_user = "u".repeat(51);
+    let longest_user = "u".repeat(50);
+    let huge_password = "p".repeat(300);
+    for (user, password, asked) in [
+        ("carol", longest_password.as_str(), true),
+        (longest_user.as_str(), "abc", true),
+        ("carol", "ab", false),
+        ("carol", long_password.as_str(), false),
+        // Past 255 bytes: Iggy's login could not even carry it.
+        ("carol", huge_password.as_str(), false),
+        ("cr", "carol-secret", false),
+        (long_user.as_str(), "carol-secret", false),
+    ] {
+        let mut c = Client::new(backend_checked());
+        c.handshake(1, "PLAIN");
+        let answer = c.authenticate(2, &plain(user, password));
+        if asked {
+            assert!(answer.is_none(), "{user}/{}", password.len());
+            let _ = verify_asked(&mut c);
+            continue;
+        }
+        assert!(c.conn.poll_work().is_none(), "{user}/{}", password.len());
+        let r = answer.unwrap_or_else(|| {
+            c.advance(Duration::from_millis(100));
+            c.response::<SaslAuthenticateResponse>(ApiKey::SaslAuthenticate, 2)
+                .expect("answered")
+        });
+        assert_eq!(r.error_code, 58);
+        let message = r.error_message.map(|m| m.to_string()).unwrap_or_default();
+        assert!(
+            message.contains("Invalid username or password"),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn logins_the_backend_checks_are_charged_to_the_budget() {
+    let mut sasl = SaslConfig::new(
+        Arc::new(Users::new(Vec::new())),
+        Random::new(|b: &mut [u8]| b.fill(7)),
+    );
+    sasl.plain_by_backend = true;
+    sasl.password_checks_per_second = 1;
+    let mut config = Config::default();
+    config.security_protocol = SecurityProtocol::SaslPlaintext;
+    config.sasl = Some(Arc::new(sasl));
+    let config = Arc::new(config);
+    let start = Instant::now();
+    let mut first = Client::new(Arc::clone(&config));
+    first.now = start;
+    first.handshake(1, "PLAIN");
+    assert!(first.authenticate(2, &plain("carol", "guess-1")).is_none());
+    let _ = verify_asked(&mut first);
+    let mut second = Client::new(Arc::clone(&config));
+    second.now = start;
+    second.handshake(1, "PLAIN");
+    assert!(second.authenticate(2, &plain("carol", "guess-2")).is_none());
+    assert!(second.conn.poll_work().is_none(), "Iggy is not asked");
+    second.advance(Duration::from_millis(100));
+    let r: SaslAuthenticateResponse = second
+        .response(ApiKey::SaslAuthenticate, 2)
+        .expect("answered");
+    assert_eq!(r.error_code, 58);
+    let message = r.error_message.map(|m| m.to_string()).unwrap_or_default();
+    assert!(message.contains("too many password checks"), "{message}");
+    // Refilled a second later.
+    let mut third = Client::new(config);
+    third.now = start + Duration::from_secs(1);
+    third.handshake(1, "PLAIN");
+    assert!(third.authenticate(2, &plain("carol", "guess-3")).is_none());
+    let _ = verify_asked(&mut third);
+}
+
+#[test]
 fn password_checks_beyond_the_budget_fail_without_the_check() {
     let mut sasl = SaslConfig::new(users(), Random::new(|b: &mut [u8]| b.fill(3)));
     sasl.password_checks_per_second = 2;

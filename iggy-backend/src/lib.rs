@@ -84,6 +84,11 @@ pub struct IggyConfig {
     pub max_message_bytes: usize,
     /// Randomness for producer and message ids, so they do not repeat across restarts.
     pub seed: u64,
+    /// The secret of the gateway's own Iggy credentials (the password, or the personal
+    /// access token): the records of the SCRAM credentials topic are sealed under a key
+    /// derived from it and the stream's name, so that other Iggy users who may read or
+    /// write that topic can neither read the keys nor plant credentials.
+    pub credential_secret: secrecy::SecretString,
 }
 
 impl Default for IggyConfig {
@@ -99,6 +104,7 @@ impl Default for IggyConfig {
             )
             .unwrap_or(usize::MAX),
             seed: 0,
+            credential_secret: secrecy::SecretString::from(String::new()),
         }
     }
 }
@@ -130,7 +136,8 @@ struct Inner {
 
 impl IggyBackend {
     /// The SCRAM credentials kept in Iggy (replayed at [`IggyBackend::connect`], and
-    /// stored since), for the gateway's users.
+    /// stored since), for the gateway's users: a change that sets each, and one that
+    /// deletes each whose last change was a deletion.
     #[must_use]
     pub fn scram_credentials(&self) -> Vec<iggy_kafka_core::sasl::ScramChange> {
         self.inner.scram.credentials()
@@ -162,7 +169,7 @@ impl IggyBackend {
             watches: Watches::new(config.poll_interval, started),
             committed: CommittedOffsets::default(),
             users: Users::default(),
-            scram: scram::ScramStore::default(),
+            scram: scram::ScramStore::new(&config.credential_secret, &config.stream),
         };
         let opened = match admin::ensure_streams(&inner.catalog, config.create_stream).await {
             Ok(()) => inner.committed.open(&inner.catalog, &inner.reads).await,

@@ -1990,3 +1990,51 @@ fn producers_are_described_after_a_restart() {
         .iter()
         .any(|(t, p)| t == "t" && p.contains(&5)));
 }
+
+/// The SCRAM credentials topic holds sealed records: a gateway replays those sealed under
+/// its own Iggy credential secret and skips the others (another secret's, as an Iggy user
+/// that may write the topic would plant).
+#[test]
+fn scram_records_sealed_under_another_secret_are_skipped_at_replay() {
+    use iggy_kafka_core::sasl::{ScramChange, ScramCredential, ScramMechanism};
+    let set = |user: &str, password: &[u8]| ScramChange::Set {
+        user: user.into(),
+        credential: ScramCredential::from_password(ScramMechanism::Sha256, password, b"salt", 4096),
+    };
+    let store = |h: &mut Pool, backend: &IggyBackend, change: ScramChange| {
+        let c = h.exec(
+            backend,
+            Command::StoreScramCredentials {
+                changes: vec![change],
+            },
+        );
+        assert!(
+            matches!(c, Completion::StoreScramCredentials(Ok(()))),
+            "{c:?}"
+        );
+    };
+    let gateway = || IggyConfig {
+        credential_secret: secrecy::SecretString::from("gateway-password".to_owned()),
+        ..IggyConfig::default()
+    };
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h
+        .connect_with(gateway())
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    store(&mut h, &backend, set("alice", b"alice-secret"));
+    // Someone else's key: alice's record does not open for it, and what it writes does
+    // not open for the gateway.
+    let (mut h, intruder) = h.restart();
+    assert_eq!(intruder.scram_credentials(), Vec::new());
+    store(&mut h, &intruder, set("root", b"chosen-by-intruder"));
+    let (mut h, _) = h.restart();
+    let backend = h
+        .connect_with(gateway())
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let replayed = backend.scram_credentials();
+    assert_eq!(replayed, vec![set("alice", b"alice-secret")]);
+    let ScramChange::Set { credential, .. } = &replayed[0] else {
+        panic!("{replayed:?}")
+    };
+    assert!(credential.verify_password(b"alice-secret"));
+}

@@ -1,10 +1,13 @@
 """SCRAM credentials kept in Iggy: an admin sets one with confluent-kafka's admin client.
 
-Usage: scram_store.py BOOTSTRAP set|check [ADMIN PASSWORD]
+Usage: scram_store.py BOOTSTRAP set|check|delete|deleted [ADMIN PASSWORD]
 set: ADMIN (admin/admin-secret by default; PLAIN, checked by Iggy; a super user) gives erin a
 SCRAM-SHA-512 credential for erin-secret; erin then authenticates with it.
 check: erin authenticates with SCRAM-SHA-512 (after a gateway restart), and a wrong
 password fails.
+delete: erin authenticates with SCRAM-SHA-512, then ADMIN deletes that credential, and
+erin's login with it fails.
+deleted: erin's SCRAM-SHA-512 login fails (after a gateway restart).
 """
 import sys
 
@@ -13,6 +16,7 @@ from confluent_kafka.admin import (
     AdminClient,
     ScramCredentialInfo,
     ScramMechanism,
+    UserScramCredentialDeletion,
     UserScramCredentialUpsertion,
 )
 
@@ -44,6 +48,19 @@ if step == "set":
         f.result(30)
     erin_logs_in()
     print("set, and erin logs in")
+elif step in ("delete", "deleted"):
+    if step == "delete":
+        erin_logs_in()
+        a = admin("PLAIN", admin_user, admin_password)
+        deletion = UserScramCredentialDeletion("erin", ScramMechanism.SCRAM_SHA_512)
+        for f in a.alter_user_scram_credentials([deletion]).values():
+            f.result(30)
+    try:
+        erin_logs_in()
+        raise AssertionError("a deleted credential logged in")
+    except KafkaException as e:
+        print("the deleted credential:", e)
+    print("erin's credential is gone")
 else:
     erin_logs_in()
     try:

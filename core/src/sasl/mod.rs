@@ -110,7 +110,8 @@ pub struct SaslConfig {
     /// remembered as [`Users::verify_plain_at`] remembers them.
     pub plain_by_backend: bool,
     /// How many PLAIN passwords per second may be checked against a credential (a PBKDF2
-    /// each, about 2 ms of CPU at 4,096 iterations), on average, with as many in a burst;
+    /// each, about 2 ms of CPU at 4,096 iterations) or sent to the backend to check, on
+    /// average, with as many in a burst;
     /// a login past it fails (after the failure delay) without the check. Logins whose
     /// password passed lately cost no check and are never refused by it. `0`: no bound.
     pub password_checks_per_second: u32,
@@ -319,6 +320,10 @@ impl Exchange {
     }
 }
 
+/// The lengths (bytes) of the user names and passwords Iggy takes at login.
+const BACKEND_USER_BYTES: std::ops::RangeInclusive<usize> = 3..=50;
+const BACKEND_PASSWORD_BYTES: std::ops::RangeInclusive<usize> = 3..=100;
+
 /// PLAIN's one message, `authzid NUL authcid NUL passwd` (RFC 4616), checked as Kafka's
 /// `PlainSaslServer` does: the user, and the password when the backend is to check it (a
 /// password that passed lately is not checked again).
@@ -352,11 +357,27 @@ fn plain(
         ));
     }
     if config.plain_by_backend {
+        // Iggy takes no user or password outside these lengths (its login would be refused,
+        // or could not even be encoded): they are wrong without asking it.
+        if !BACKEND_USER_BYTES.contains(&user.len())
+            || !BACKEND_PASSWORD_BYTES.contains(&password.len())
+        {
+            return Err(Failure::new(
+                "Authentication failed: Invalid username or password",
+            ));
+        }
         if config
             .users
             .plain_remembered(user, password, now, &config.plain_key)
         {
             return Ok((user.to_owned(), None));
+        }
+        // Iggy hashes the password at each login: the budget bounds what a flood of wrong
+        // passwords costs it, as it bounds the gateway's own checks.
+        if !config.take_password_check(now) {
+            return Err(Failure::new(
+                "Authentication failed: too many password checks; try again later",
+            ));
         }
         return Ok((user.to_owned(), Some(Password::new(password.to_vec()))));
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
 
-use super::scram::{ScramCredential, ScramMechanism};
+use super::scram::{ScramCredential, ScramMechanism, MAX_ITERATIONS, MIN_ITERATIONS};
 
 /// What DescribeUserScramCredentials shows of a credential: never its keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +113,9 @@ impl Users {
     }
 
     /// The iteration count most of the users' `mechanism` credentials have (Kafka's
-    /// minimum when there are none): what an unknown user's decoy shows.
+    /// minimum when there are none), within Kafka's 4,096..=16,384 (a decoy never costs
+    /// more, or says less, than a credential Kafka would take): what an unknown user's
+    /// decoy shows, and what its PLAIN check costs.
     #[must_use]
     pub fn typical_iterations(&self, mechanism: ScramMechanism) -> u32 {
         let all = self
@@ -127,7 +129,8 @@ impl Users {
         counts
             .into_iter()
             .max_by_key(|&(i, n)| (n, std::cmp::Reverse(i)))
-            .map_or(super::scram::MIN_ITERATIONS, |(i, _)| i)
+            .map_or(MIN_ITERATIONS, |(i, _)| i)
+            .clamp(MIN_ITERATIONS, MAX_ITERATIONS)
     }
 
     /// Every user with a credential, in name order.
@@ -274,6 +277,23 @@ mod tests {
         );
         assert!(!users.verify_plain_at("alice", b"pw", now, &key));
         assert!(users.verify_plain_at("alice", b"new", now, &key));
+    }
+
+    #[test]
+    fn typical_iterations_stay_within_kafkas_bounds() {
+        let users = Users::new(Vec::new());
+        assert_eq!(users.typical_iterations(ScramMechanism::Sha512), 4096);
+        let odd = |i| ScramCredential {
+            mechanism: ScramMechanism::Sha512,
+            salt: b"s".to_vec(),
+            iterations: i,
+            stored_key: vec![0; 64],
+            server_key: vec![0; 64],
+        };
+        users.set("huge", odd(u32::MAX));
+        assert_eq!(users.typical_iterations(ScramMechanism::Sha512), 16384);
+        users.set("huge", odd(1));
+        assert_eq!(users.typical_iterations(ScramMechanism::Sha512), 4096);
     }
 
     #[test]
