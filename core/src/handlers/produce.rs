@@ -4,6 +4,7 @@
 use bytes::Bytes;
 
 use super::task::{kstr, partition_index, Ctx, Step, Task};
+use super::transactions::txn_key;
 use crate::authz::Action;
 use crate::backend::{Command, Completion, ProducerBatch};
 use crate::close::CloseReason;
@@ -318,13 +319,21 @@ impl ProduceTask {
                             index: part.index,
                             ..PartitionProduceResponse::default()
                         });
-                        commands.push(Work::Store(Command::Append {
+                        let transactional = producer.is_some_and(|p| p.transactional);
+                        let append = Command::Append {
                             topic: topic.name.to_string(),
                             partition,
                             messages,
                             largest_batch: part.records.as_ref().map_or(0, largest_batch),
                             producer,
-                        }));
+                        };
+                        commands.push(match &self.req.transactional_id {
+                            Some(id) if transactional => Work::TxnAppend {
+                                transactional_id: txn_key(ctx, id),
+                                append,
+                            },
+                            _ => Work::Store(append),
+                        });
                         self.sent.push((t, p));
                     }
                     Err((code, why)) => {
