@@ -212,7 +212,8 @@ pub struct TxnSnapshot {
     pub previous_producer_id: i64,
     /// Its epoch.
     pub epoch: i16,
-    /// The epoch before the last bump asked for with an expected epoch, or -1.
+    /// The epoch before the last bump (or producer id rotation) asked for with an
+    /// expected epoch, or -1.
     pub last_epoch: i16,
     /// Its transaction timeout.
     pub timeout_ms: i32,
@@ -709,10 +710,17 @@ impl TxnCoordinator {
             TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
                 let expected_epoch = expected.map(|(_, e)| e);
                 if t.epoch >= LAST_EPOCH && expected_epoch.is_none_or(|e| e == t.epoch) {
+                    // With the producer's epoch given, a retry of this call (its answer
+                    // lost) names the old id and epoch: the last epoch lets it have the
+                    // same answer, as Kafka's prepareProducerIdRotation records it.
+                    t.last_epoch = if expected_epoch.is_some() {
+                        t.epoch
+                    } else {
+                        -1
+                    };
                     t.previous_producer_id = t.producer_id;
                     t.producer_id = fresh_id;
                     t.epoch = 0;
-                    t.last_epoch = -1;
                 } else {
                     match expected_epoch {
                         None => {

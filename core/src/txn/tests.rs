@@ -374,6 +374,38 @@ fn exhausted_epochs_rotate_the_producer_id() {
     );
 }
 
+/// KIP-360: a producer that asked for the rotation with its exhausted epoch and lost the
+/// answer retries with the old id and epoch, and gets the same answer, also after a restart.
+#[test]
+fn a_retried_rotation_gets_the_same_answer() {
+    let mut h = Harness::new();
+    h.init("tx", 1).expect("the call succeeds");
+    let mut s = h.c.snapshot("tx").expect("the call succeeds");
+    s.epoch = LAST_EPOCH;
+    let mut c = TxnCoordinator::default();
+    c.restore(h.now, [s]);
+    h.c = c;
+    assert_eq!(
+        h.init_expecting("tx", 50, Some((1, LAST_EPOCH))),
+        Ok((50, 0))
+    );
+    assert_eq!(
+        h.init_expecting("tx", 51, Some((1, LAST_EPOCH))),
+        Ok((50, 0))
+    );
+    h.restart();
+    assert_eq!(
+        h.init_expecting("tx", 52, Some((1, LAST_EPOCH))),
+        Ok((50, 0))
+    );
+    // Once the new id moved on, the old one is fenced.
+    assert_eq!(h.init_expecting("tx", 53, Some((50, 0))), Ok((50, 1)));
+    assert_eq!(
+        h.init_expecting("tx", 54, Some((1, LAST_EPOCH))),
+        Err(ErrorCode::PRODUCER_FENCED)
+    );
+}
+
 #[test]
 fn a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced() {
     let mut h = Harness::new();
