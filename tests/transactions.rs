@@ -40,7 +40,6 @@ const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 const UNSTABLE_OFFSET_COMMIT: i16 = 88;
 const PRODUCER_FENCED: i16 = 90;
 const TRANSACTION_ABORTABLE: i16 = 120;
-const INVALID_RECORD: i16 = 87;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const OPERATION_NOT_ATTEMPTED: i16 = 55;
 const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
@@ -247,10 +246,10 @@ fn transactions_over_the_wire() {
         produce_txn(&mut s, 10, &topic, txn_batch(pid, epoch, 0, 2)).0,
         INVALID_TXN_STATE
     );
-    // A transactional batch outside a transactional request.
+    // A transactional batch outside a transactional request: the request is refused.
     assert_eq!(
         produce_to_0(&mut s, 9, &topic, txn_batch(pid, epoch, 0, 2)).0,
-        INVALID_RECORD
+        TRANSACTIONAL_ID_AUTHORIZATION_FAILED
     );
     // The v4 verification: the partition is not in a transaction (none is open).
     assert_eq!(add(&mut s, "tx", p, &topic, true), TRANSACTION_ABORTABLE);

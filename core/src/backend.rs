@@ -109,12 +109,15 @@ pub struct PartitionOffsets {
 }
 
 impl PartitionOffsets {
-    /// The last stable offset (see [`PartitionOffsets::last_stable`]).
+    /// The last stable offset (see [`PartitionOffsets::last_stable`]), never below the log
+    /// start: a transaction open since offsets retention or DeleteRecords dropped holds
+    /// back nothing older than what is left (Kafka's `maybeIncrementFirstUnstableOffset`).
     #[must_use]
     pub fn last_stable_offset(&self) -> u64 {
         self.last_stable
             .unwrap_or(self.high_watermark)
             .min(self.high_watermark)
+            .max(self.log_start)
     }
 }
 
@@ -676,6 +679,21 @@ pub trait Backend: Send + Sync + 'static {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_stable_offset_is_within_the_log() {
+        let offsets = |log_start, last_stable| PartitionOffsets {
+            log_start,
+            high_watermark: 10,
+            size_bytes: None,
+            last_stable,
+        };
+        assert_eq!(offsets(0, Some(3)).last_stable_offset(), 3);
+        assert_eq!(offsets(0, None).last_stable_offset(), 10);
+        assert_eq!(offsets(0, Some(12)).last_stable_offset(), 10);
+        // A transaction open from offset 3, offsets before 5 deleted.
+        assert_eq!(offsets(5, Some(3)).last_stable_offset(), 5);
+    }
 
     /// A plausible successful completion of `command`, for tests of the connection alone.
     pub(crate) fn succeed(command: &Command) -> Completion {

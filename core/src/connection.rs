@@ -814,31 +814,35 @@ impl Connection {
         self.next_command += 1;
         let pipelined = matches!(&work, Work::Store(Command::Append { producer: None, .. }));
         let (serial, barrier, watch) = match &work {
-            Work::Store(Command::Append {
-                topic, partition, ..
-            }) => (
-                Some(Serial::Partition(topic.clone(), *partition)),
-                false,
-                false,
-            ),
-            Work::Store(
+            Work::Store(command)
+            | Work::TxnAppend {
+                append: command, ..
+            } => match command {
+                Command::Append {
+                    topic, partition, ..
+                } => (
+                    Some(Serial::Partition(topic.clone(), *partition)),
+                    false,
+                    false,
+                ),
                 Command::CommitOffsets { group, .. }
                 | Command::FetchOffsets { group, .. }
-                | Command::DeleteOffsets { group, .. },
-            ) => (Some(Serial::Group(group.clone())), false, false),
+                | Command::DeleteOffsets { group, .. } => {
+                    (Some(Serial::Group(group.clone())), false, false)
+                }
+                Command::CreateTopic { .. }
+                | Command::DeleteTopic { .. }
+                | Command::CreatePartitions { .. }
+                | Command::AlterTopicConfig { .. } => (None, true, false),
+                Command::Watch { .. } => (None, false, true),
+                _ => (None, false, false),
+            },
             Work::Group(call) => (
                 call.group().map(|g| Serial::Group(g.to_owned())),
                 false,
                 false,
             ),
-            Work::Store(
-                Command::CreateTopic { .. }
-                | Command::DeleteTopic { .. }
-                | Command::CreatePartitions { .. }
-                | Command::AlterTopicConfig { .. },
-            ) => (None, true, false),
-            Work::Store(Command::Watch { .. }) => (None, false, true),
-            Work::Store(_) | Work::Txn(_) => (None, false, false),
+            Work::Txn(_) => (None, false, false),
         };
         self.slots.insert(
             id.0,

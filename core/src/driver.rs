@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use bytes::{Buf, Bytes};
 
-use crate::backend::{Backend, BackendError, Command, Completion, Execution};
+use crate::backend::{Backend, BackendError, Command, Completion, Execution, ProducerBatch};
 use crate::group::{Coordinator, GroupCall, GroupReply, ReplyTo};
 use crate::protocol::error_code::ErrorCode;
 use crate::txn::{Markers, TxnCall, TxnConfig, TxnCoordinator, TxnEffect, TxnReply};
@@ -77,35 +77,38 @@ impl Shared {
         match work {
             Work::Group(call) => self.groups.call(now, call),
             Work::Txn(call) => self.txns.call(now, call),
-            Work::Store(Command::Append {
-                topic,
-                partition,
-                messages,
-                largest_batch,
-                producer: Some(producer),
-            }) if producer.transactional => {
+            Work::TxnAppend {
+                transactional_id,
+                append:
+                    Command::Append {
+                        topic,
+                        partition,
+                        messages,
+                        largest_batch,
+                        producer: Some(producer),
+                    },
+            } if producer.transactional => {
                 // Checked and handed to the backend under the coordinator's lock, so that no
                 // marker of the transaction is handed over between the check and the
                 // append: the append lands before the marker (the backend keeps the order
                 // in which commands reach it, per partition).
                 let inner = lock(&self.txns.inner);
                 let code = inner.coordinator.verify_write(
+                    &transactional_id,
                     producer.producer_id,
                     producer.epoch,
                     &(topic.clone(), partition),
                 );
                 if code != ErrorCode::NONE {
-                    return Started::Done(Outcome::Store(Completion::Append(Err(
-                        BackendError::Transaction {
-                            code,
-                            message: format!(
-                                "transactional write of producer {} epoch {} to {topic}-{partition} refused: {}",
-                                producer.producer_id,
-                                producer.epoch,
-                                code.name()
-                            ),
-                        },
-                    ))));
+                    return refused(
+                        code,
+                        format!(
+                            "transactional write of producer {} epoch {} to {topic}-{partition} refused: {}",
+                            producer.producer_id,
+                            producer.epoch,
+                            code.name()
+                        ),
+                    );
                 }
                 let started = self.store(Command::Append {
                     topic,
@@ -117,6 +120,19 @@ impl Shared {
                 drop(inner);
                 started
             }
+            // Transactional batches reach the store only through the check above.
+            Work::TxnAppend { .. }
+            | Work::Store(Command::Append {
+                producer:
+                    Some(ProducerBatch {
+                        transactional: true,
+                        ..
+                    }),
+                ..
+            }) => refused(
+                ErrorCode::INVALID_TXN_STATE,
+                "transactional batches go with their transactional id".to_owned(),
+            ),
             Work::Store(command) => self.store(command),
         }
     }
@@ -127,6 +143,12 @@ impl Shared {
             Execution::Pending(f) => Started::Later(Later(Running::Store(f))),
         }
     }
+}
+
+fn refused(code: ErrorCode, message: String) -> Started {
+    Started::Done(Outcome::Store(Completion::Append(Err(
+        BackendError::Transaction { code, message },
+    ))))
 }
 
 /// Work [`Shared::execute`] started: done at once, or to be polled to its outcome.

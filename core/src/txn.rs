@@ -212,7 +212,8 @@ pub struct TxnSnapshot {
     pub previous_producer_id: i64,
     /// Its epoch.
     pub epoch: i16,
-    /// The epoch before the last bump asked for with an expected epoch, or -1.
+    /// The epoch before the last bump (or producer id rotation) asked for with an
+    /// expected epoch, or -1.
     pub last_epoch: i16,
     /// Its transaction timeout.
     pub timeout_ms: i32,
@@ -301,8 +302,6 @@ pub struct TxnStats {
 pub struct TxnCoordinator {
     config: TxnConfig,
     txns: HashMap<String, Txn>,
-    /// Producer id → transactional id, for the verification of transactional writes.
-    producers: HashMap<i64, String>,
     replies: VecDeque<(ReplyTo, TxnReply)>,
     effects: VecDeque<TxnEffect>,
     stats: TxnStats,
@@ -352,8 +351,6 @@ impl TxnCoordinator {
                 writing: false,
                 retry_at: None,
             };
-            self.producers
-                .insert(txn.producer_id, s.transactional_id.clone());
             self.txns.insert(s.transactional_id.clone(), txn);
             if preparing {
                 self.write_markers(&s.transactional_id);
@@ -511,23 +508,29 @@ impl TxnCoordinator {
         self.effects.pop_front()
     }
 
-    /// May `producer_id` at `epoch` write a transactional batch to `partition` now? Kafka's
-    /// answer to the broker's verification (KIP-890 part 1), as the produce path reports
-    /// it: NONE, INVALID_PRODUCER_ID_MAPPING (not a transactional producer the coordinator
-    /// knows), INVALID_PRODUCER_EPOCH (an older epoch: fenced or timed out),
-    /// CONCURRENT_TRANSACTIONS (its transaction is completing), or INVALID_TXN_STATE (the
-    /// partition was not added to an ongoing transaction).
+    /// May `producer_id` at `epoch`, writing for `transactional_id`, write a transactional
+    /// batch to `partition` now? Kafka's answer to the broker's verification (KIP-890 part
+    /// 1), as the produce path reports it: NONE, INVALID_PRODUCER_ID_MAPPING (the
+    /// transactional id is unknown or has another producer id), INVALID_PRODUCER_EPOCH (an
+    /// older epoch: fenced or timed out), CONCURRENT_TRANSACTIONS (its transaction is
+    /// completing), or INVALID_TXN_STATE (the partition was not added to an ongoing
+    /// transaction).
+    ///
+    /// The write is checked against the transactional id the request names, not found
+    /// from the producer id: a producer id alone may belong to another transactional id
+    /// (one from before a restart, or of another principal), whose transaction the write
+    /// must not join.
     #[must_use]
     pub fn verify_write(
         &self,
+        transactional_id: &str,
         producer_id: i64,
         epoch: i16,
         partition: &TopicPartition,
     ) -> ErrorCode {
         let Some(t) = self
-            .producers
-            .get(&producer_id)
-            .and_then(|id| self.txns.get(id))
+            .txns
+            .get(transactional_id)
             .filter(|t| t.producer_id == producer_id)
         else {
             return ErrorCode::INVALID_PRODUCER_ID_MAPPING;
@@ -640,10 +643,7 @@ impl TxnCoordinator {
             self.write_markers(&id);
         }
         for id in expired {
-            if let Some(t) = self.txns.remove(&id) {
-                if self.producers.get(&t.producer_id) == Some(&id) {
-                    self.producers.remove(&t.producer_id);
-                }
+            if self.txns.remove(&id).is_some() {
                 self.effects.push_back(TxnEffect::Persist(id, None));
             }
         }
@@ -683,7 +683,6 @@ impl TxnCoordinator {
                     retry_at: None,
                 },
             );
-            self.producers.insert(fresh_id, id.to_owned());
             self.persist(id);
             return Ok((fresh_id, 0));
         };
@@ -711,12 +710,17 @@ impl TxnCoordinator {
             TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
                 let expected_epoch = expected.map(|(_, e)| e);
                 if t.epoch >= LAST_EPOCH && expected_epoch.is_none_or(|e| e == t.epoch) {
-                    self.producers.remove(&t.producer_id);
+                    // With the producer's epoch given, a retry of this call (its answer
+                    // lost) names the old id and epoch: the last epoch lets it have the
+                    // same answer, as Kafka's prepareProducerIdRotation records it.
+                    t.last_epoch = if expected_epoch.is_some() {
+                        t.epoch
+                    } else {
+                        -1
+                    };
                     t.previous_producer_id = t.producer_id;
                     t.producer_id = fresh_id;
                     t.epoch = 0;
-                    t.last_epoch = -1;
-                    self.producers.insert(fresh_id, id.to_owned());
                 } else {
                     match expected_epoch {
                         None => {

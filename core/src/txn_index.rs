@@ -9,10 +9,6 @@ use crate::backend::AbortedTxn;
 use crate::mapping::{marker_of, transaction_of};
 use crate::message::IggyMessage;
 
-/// Aborted transactions remembered per partition; beyond it the oldest are forgotten (a
-/// read_committed consumer reading that far back would then see their records).
-const MAX_ABORTED: usize = 100_000;
-
 /// Markers remembered per producer; beyond it the oldest are forgotten.
 const MAX_MARKERS: usize = 64;
 
@@ -30,7 +26,9 @@ pub struct TxnIndex {
     open: HashMap<i64, BTreeSet<u64>>,
     /// The first open offset of each producer with open batches, for the last stable offset.
     firsts: BTreeSet<(u64, i64)>,
-    /// Aborted transactions, in the order of their markers (so by last offset).
+    /// Aborted transactions, in the order of their markers (so by last offset). Each is
+    /// kept as long as its marker is in the log ([`TxnIndex::truncate_before`]): forgetting
+    /// one would show its records to read_committed consumers.
     aborted: VecDeque<AbortedTxn>,
     /// Each producer's markers seen here, by offset: whether each committed.
     markers: HashMap<i64, BTreeMap<u64, bool>>,
@@ -64,17 +62,15 @@ impl TxnIndex {
     /// Records that `producer_id`'s transaction ended by the abort marker at `last` started at
     /// `first` at the latest.
     fn abort_from(&mut self, producer_id: i64, first: u64, last: u64) {
+        // One marker per offset: the one ending at `last`, if any, is found by its offset.
+        let at = self.aborted.partition_point(|a| a.last_offset < last);
         if let Some(a) = self
             .aborted
-            .iter_mut()
-            .rev()
-            .find(|a| a.producer_id == producer_id && a.last_offset == last)
+            .get_mut(at)
+            .filter(|a| a.producer_id == producer_id && a.last_offset == last)
         {
             a.first_offset = a.first_offset.min(first);
             return;
-        }
-        if self.aborted.len() >= MAX_ABORTED {
-            self.aborted.pop_front();
         }
         let at = self.aborted.partition_point(|a| a.last_offset <= last);
         self.aborted.insert(
@@ -286,5 +282,27 @@ mod tests {
         i.replay(3, &marker(4, 0, false, 0, 0));
         assert_eq!(i.last_stable(4), 4);
         assert_eq!(i.aborted_between(0, 3)[0].first_offset, 1);
+    }
+
+    /// However many transactions aborted, none is forgotten while its marker is in the log.
+    #[test]
+    fn aborted_transactions_are_kept_until_truncated() {
+        let mut i = TxnIndex::default();
+        let n = 150_000;
+        for t in 0..n {
+            i.appended(7, 2 * t);
+            i.marker(7, false, 2 * t + 1);
+        }
+        assert_eq!(
+            i.aborted_between(0, 0),
+            [AbortedTxn {
+                producer_id: 7,
+                first_offset: 0,
+                last_offset: 1,
+            }]
+        );
+        assert_eq!(i.aborted_between(0, 2 * n).len(), n as usize);
+        i.truncate_before(2 * n - 2);
+        assert_eq!(i.aborted_between(0, 2 * n).len(), 1);
     }
 }

@@ -26,6 +26,15 @@ pub enum Work {
     Group(GroupCall),
     /// A call on the transaction coordinator.
     Txn(TxnCall),
+    /// A [`Command::Append`] of transactional batches: the transaction coordinator checks
+    /// it against the transactional id of its request before the store gets it. Its
+    /// outcome is the append's ([`Outcome::Store`]).
+    TxnAppend {
+        /// The request's transactional id, as the coordinator keys it.
+        transactional_id: String,
+        /// The append.
+        append: Command,
+    },
 }
 
 /// What the work came to, of the same kind as the [`Work`].
@@ -44,7 +53,7 @@ impl Work {
     #[must_use]
     pub fn deadline(&self) -> Option<Instant> {
         match self {
-            Self::Store(c) => c.deadline(),
+            Self::Store(c) | Self::TxnAppend { append: c, .. } => c.deadline(),
             Self::Group(_) | Self::Txn(_) => None,
         }
     }
@@ -91,7 +100,10 @@ pub(crate) mod tests {
     /// A plausible successful outcome of `work`, for tests of the connection alone.
     pub(crate) fn succeed(work: &Work) -> Outcome {
         match work {
-            Work::Store(command) => Outcome::Store(crate::backend::tests::succeed(command)),
+            Work::Store(command)
+            | Work::TxnAppend {
+                append: command, ..
+            } => Outcome::Store(crate::backend::tests::succeed(command)),
             Work::Group(call) => {
                 // A coordinator of its own answers; fine for tests of one request.
                 let mut c = Coordinator::new(GroupConfig::default(), 1);

@@ -10,6 +10,7 @@ use iggy_kafka_core::backend::{
 };
 use iggy_kafka_core::mapping::{to_iggy, KafkaRecord};
 use iggy_kafka_core::message::Messages;
+use iggy_kafka_core::protocol::error_code::ErrorCode;
 use iggy_kafka_core::protocol::frame;
 use iggy_kafka_core::protocol::generated::create_topics_request::{
     CreatableTopic, CreateTopicsRequest,
@@ -1553,4 +1554,107 @@ fn fetch_isolation_levels_and_transactional_batches() {
             assert_eq!(control.value.as_deref(), Some(&[0u8, 0, 0, 0, 0, 0][..]));
         }
     }
+}
+
+fn transactional_batch() -> Bytes {
+    let b = RecordBatch {
+        producer_id: 7,
+        producer_epoch: 0,
+        base_sequence: 0,
+        attributes: 0x10,
+        records: vec![Record {
+            value: Some(Bytes::from_static(b"v")),
+            ..Record::default()
+        }],
+        ..RecordBatch::default()
+    };
+    let mut buf = BytesMut::new();
+    b.encode(Compression::None, &mut buf).expect("encode");
+    buf.freeze()
+}
+
+fn transactional_produce(transactional_id: Option<&str>) -> Request {
+    let Request::Produce(mut req) = produce(-1, &[0, 1]) else {
+        unreachable!()
+    };
+    req.transactional_id = transactional_id.map(Into::into);
+    req.topic_data[0].partition_data[0].records = Some(transactional_batch());
+    Request::Produce(req)
+}
+
+/// A transactional append goes to the coordinator's check with the request's
+/// transactional id, and its refusals are answered with the codes Kafka's produce path
+/// gives: retriable while the transaction completes, abortable (INVALID_TXN_STATE before
+/// v11) for a partition not added.
+#[test]
+fn transactional_appends_name_their_transactional_id() {
+    for (version, refused, answered) in [
+        (
+            11,
+            ErrorCode::CONCURRENT_TRANSACTIONS,
+            ErrorCode::NOT_ENOUGH_REPLICAS,
+        ),
+        (
+            11,
+            ErrorCode::INVALID_TXN_STATE,
+            ErrorCode::TRANSACTION_ABORTABLE,
+        ),
+        (
+            10,
+            ErrorCode::INVALID_TXN_STATE,
+            ErrorCode::INVALID_TXN_STATE,
+        ),
+        (
+            11,
+            ErrorCode::INVALID_PRODUCER_EPOCH,
+            ErrorCode::INVALID_PRODUCER_EPOCH,
+        ),
+    ] {
+        let mut h = Harness::new(Config::default());
+        h.send(version, 1, &transactional_produce(Some("tx")));
+        let commands = h.commands();
+        assert_eq!(commands.len(), 2);
+        match &commands[0].1 {
+            Work::TxnAppend {
+                transactional_id,
+                append: Command::Append { producer, .. },
+            } => {
+                assert_eq!(transactional_id, "tx");
+                assert!(producer.is_some_and(|p| p.transactional && p.producer_id == 7));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            commands[1].1,
+            Work::Store(Command::Append { producer: None, .. })
+        ));
+        h.complete(
+            commands[0].0,
+            Outcome::Store(Completion::Append(Err(BackendError::Transaction {
+                code: refused,
+                message: "refused".into(),
+            }))),
+        );
+        h.complete(commands[1].0, appended(0));
+        let answered_codes: Vec<i16> = produce_offsets(&h.responses(ApiKey::Produce, version)[0].1)
+            .into_iter()
+            .map(|(_, code, _)| code)
+            .collect();
+        assert_eq!(answered_codes, [answered.into(), ErrorCode::NONE.into()]);
+    }
+}
+
+/// Transactional batches in a request without a transactional id: Kafka refuses the whole
+/// request, plain partitions too.
+#[test]
+fn transactional_batches_without_a_transactional_id_refuse_the_request() {
+    let mut h = Harness::new(Config::default());
+    h.send(11, 1, &transactional_produce(None));
+    assert!(h.commands().is_empty());
+    let codes: Vec<i16> = produce_offsets(&h.responses(ApiKey::Produce, 11)[0].1)
+        .into_iter()
+        .map(|(_, code, _)| code)
+        .collect();
+    let refused: i16 = ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED.into();
+    assert_eq!(codes, [refused, refused]);
 }

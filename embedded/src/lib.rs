@@ -243,7 +243,11 @@ impl EmbeddedStore {
                 config,
                 topics: RwLock::new(HashMap::new()),
                 groups: Mutex::new(HashMap::new()),
-                next_producer_id: AtomicI64::new(1000),
+                // Unlikely to meet the ids of an earlier run, whose producers may still
+                // be writing: the top bits from the wall clock, the low 20 counting.
+                next_producer_id: AtomicI64::new(
+                    i64::try_from((now_us() >> 20) << 20).unwrap_or(0) + 1000,
+                ),
                 ids: AtomicU64::new(0),
                 random: RandomState::new(),
             }),

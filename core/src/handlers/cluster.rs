@@ -161,6 +161,9 @@ impl Task for InitProducerIdTask {
             return self.transactional(ctx, id.to_string(), results);
         }
         if !std::mem::replace(&mut self.started, true) {
+            if let Err(code) = self.expected() {
+                return producer_id_response(code, -1, -1);
+            }
             if self.req.producer_id >= 0 && self.req.producer_epoch >= 0 {
                 // KIP-360: an idempotent producer bumps its epoch and keeps its id.
                 return match self.req.producer_epoch.checked_add(1) {
@@ -185,19 +188,32 @@ impl Task for InitProducerIdTask {
 }
 
 impl InitProducerIdTask {
+    /// The producer id and epoch the producer has now (v3+), if it says so: both -1 for
+    /// none, one of them alone -1 is an INVALID_REQUEST (Kafka's
+    /// `handleInitProducerIdRequest`).
+    fn expected(&self) -> Result<Option<(i64, i16)>, ErrorCode> {
+        match (self.req.producer_id, self.req.producer_epoch) {
+            (-1, -1) => Ok(None),
+            (-1, _) | (_, -1) => Err(ErrorCode::INVALID_REQUEST),
+            (id, epoch) => Ok(Some((id, epoch))),
+        }
+    }
+
     /// A transactional producer: a producer id allocated first (used only when the
     /// transactional id needs a new one), then the coordinator's answer.
     fn transactional(&mut self, ctx: &Ctx<'_>, id: String, results: Vec<Outcome>) -> Step {
         if !ctx.config.transactions {
             return producer_id_response(ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, -1, -1);
         }
+        let expected = match self.expected() {
+            Ok(expected) => expected,
+            Err(code) => return producer_id_response(code, -1, -1),
+        };
         if !std::mem::replace(&mut self.started, true) {
             return Step::Run(vec![Work::Store(Command::AllocateProducerId)]);
         }
         match super::task::single(results) {
             Some(Outcome::Store(Completion::AllocateProducerId(Ok(fresh_id)))) => {
-                let expected = (self.req.producer_id >= 0 && self.req.producer_epoch >= 0)
-                    .then_some((self.req.producer_id, self.req.producer_epoch));
                 Step::Run(vec![Work::Txn(TxnCall::InitProducerId {
                     transactional_id: super::transactions::txn_key(ctx, &id),
                     timeout_ms: self.req.transaction_timeout_ms,
@@ -221,5 +237,58 @@ impl InitProducerIdTask {
             }
             _ => producer_id_response(ErrorCode::UNKNOWN_SERVER_ERROR, -1, -1),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::protocol::KStr;
+
+    fn init(transactional_id: Option<&str>, producer_id: i64, producer_epoch: i16) -> Step {
+        let config = Config {
+            transactions: true,
+            ..Config::default()
+        };
+        let ctx = Ctx {
+            config: &config,
+            now: Instant::now(),
+            version: 4,
+            closing: false,
+            client_id: None,
+            client_host: "",
+            principal: None,
+        };
+        let mut task = InitProducerIdTask::new(InitProducerIdRequest {
+            transactional_id: transactional_id.map(KStr::from),
+            transaction_timeout_ms: 10_000,
+            producer_id,
+            producer_epoch,
+            ..InitProducerIdRequest::default()
+        });
+        task.step(&ctx, Vec::new())
+    }
+
+    fn code(step: &Step) -> Option<i16> {
+        match step {
+            Step::Respond(Response::InitProducerId(r)) => Some(r.error_code),
+            _ => None,
+        }
+    }
+
+    /// Kafka refuses a producer id without an epoch, or an epoch without a producer id.
+    #[test]
+    fn half_a_producer_is_an_invalid_request() {
+        let invalid = Some(ErrorCode::INVALID_REQUEST.into());
+        for id in [None, Some("tx")] {
+            assert_eq!(code(&init(id, -1, 3)), invalid);
+            assert_eq!(code(&init(id, 7, -1)), invalid);
+            assert!(matches!(init(id, -1, -1), Step::Run(_)));
+        }
+        assert_eq!(code(&init(None, 7, 3)), Some(ErrorCode::NONE.into()));
+        assert!(matches!(init(Some("tx"), 7, 3), Step::Run(_)));
     }
 }

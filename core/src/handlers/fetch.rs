@@ -417,7 +417,8 @@ impl Task for FetchTask {
         if matches!(results.first(), Some(Outcome::Store(Completion::Watch))) {
             return Step::Run(self.read_commands(ctx));
         }
-        let (bytes, error) = read_bytes(&results, self.req.isolation_level == READ_COMMITTED);
+        let committed = self.req.isolation_level == READ_COMMITTED;
+        let (bytes, error) = read_bytes(&results, committed);
         let deadline = self.deadline.unwrap_or(ctx.now);
         let min = usize::try_from(self.req.min_bytes).unwrap_or(0);
         if error || bytes >= min || ctx.now >= deadline || ctx.closing {
@@ -429,6 +430,15 @@ impl Task for FetchTask {
             .zip(&results)
             .map(|(&(t, _, partition, offset), c)| {
                 let next = match c {
+                    // read_committed: what was read past the last stable offset waits for
+                    // a marker, which appends; watching below the high watermark would
+                    // fire at once, again and again, while the transaction stays open.
+                    Outcome::Store(Completion::Read(Ok(r))) if committed => r
+                        .messages
+                        .last()
+                        .map_or(offset, |(o, _)| o + 1)
+                        .max(offset)
+                        .max(r.offsets.high_watermark),
                     Outcome::Store(Completion::Read(Ok(r))) => {
                         r.messages.last().map_or(offset, |(o, _)| o + 1).max(offset)
                     }
@@ -455,5 +465,90 @@ impl Task for FetchTask {
             })
             .collect();
         self.respond(ctx, results)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::backend::PartitionOffsets;
+    use crate::config::Config;
+    use crate::message::{IggyMessage, MessagesBuilder};
+    use crate::protocol::generated::fetch_request::{FetchPartition, FetchTopic};
+
+    /// A long poll that read records of a transaction still open (past the last stable
+    /// offset, below the high watermark) waits for the next append, not for the records it
+    /// already read: a watch below the high watermark would fire at once, and the fetch
+    /// would read the same records again and again until its deadline.
+    #[test]
+    fn a_read_committed_long_poll_waits_past_an_open_transaction() {
+        let config = Config::default();
+        let now = Instant::now();
+        let ctx = Ctx {
+            config: &config,
+            now,
+            version: 12,
+            closing: false,
+            client_id: None,
+            client_host: "",
+            principal: None,
+        };
+        let mut task = FetchTask::new(FetchRequest {
+            replica_id: -1,
+            max_wait_ms: 500,
+            min_bytes: 1,
+            isolation_level: READ_COMMITTED,
+            topics: vec![FetchTopic {
+                topic: "t".into(),
+                partitions: vec![FetchPartition {
+                    partition: 0,
+                    fetch_offset: 2,
+                    partition_max_bytes: 1 << 20,
+                    ..FetchPartition::default()
+                }],
+                ..FetchTopic::default()
+            }],
+            ..FetchRequest::default()
+        });
+        assert!(matches!(task.step(&ctx, Vec::new()), Step::Run(_)));
+        // Offsets 2 and 3 read, of a transaction open from offset 2; the read stopped at
+        // its byte limit far below the high watermark.
+        let mut messages = MessagesBuilder::with_capacity(2);
+        for o in [2, 3] {
+            messages.push(
+                o,
+                IggyMessage {
+                    payload: "x".into(),
+                    ..IggyMessage::default()
+                },
+            );
+        }
+        let read = Outcome::Store(Completion::Read(Ok(ReadResult {
+            topic: "t".into(),
+            messages: messages.finish(),
+            offsets: PartitionOffsets {
+                log_start: 0,
+                high_watermark: 100,
+                size_bytes: None,
+                last_stable: Some(2),
+            },
+            aborted: Vec::new(),
+        })));
+        let ctx = Ctx {
+            now: now + Duration::from_millis(1),
+            ..ctx
+        };
+        match task.step(&ctx, vec![read]) {
+            Step::Wait { watch, .. } => {
+                assert_eq!(watch.len(), 1);
+                assert_eq!(
+                    watch[0].offset, 100,
+                    "the next append, past the high watermark"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -4,8 +4,9 @@
 use bytes::Bytes;
 
 use super::task::{kstr, partition_index, Ctx, Step, Task};
+use super::transactions::txn_key;
 use crate::authz::Action;
-use crate::backend::{Command, Completion, ProducerBatch};
+use crate::backend::{BackendError, Command, Completion, ProducerBatch};
 use crate::close::CloseReason;
 use crate::mapping::IntoIggy;
 use crate::message::MessageList;
@@ -212,7 +213,22 @@ impl Task for ProduceTask {
                     slot.log_start_offset = i64::try_from(a.log_start).unwrap_or(i64::MAX);
                 }
                 Outcome::Store(Completion::Append(Err(e))) => {
-                    let code = e.error_code();
+                    let code = match (&e, e.error_code()) {
+                        // The codes of a verification the coordinator refused, as Kafka's
+                        // ReplicaManager answers them: retriable for a transaction
+                        // completing (clients retry NOT_ENOUGH_REPLICAS without a
+                        // metadata refresh), abortable for a partition not added, which
+                        // producers before v11 know as INVALID_TXN_STATE.
+                        (BackendError::Transaction { .. }, ErrorCode::CONCURRENT_TRANSACTIONS) => {
+                            ErrorCode::NOT_ENOUGH_REPLICAS
+                        }
+                        (BackendError::Transaction { .. }, ErrorCode::INVALID_TXN_STATE)
+                            if version >= 11 =>
+                        {
+                            ErrorCode::TRANSACTION_ABORTABLE
+                        }
+                        (_, code) => code,
+                    };
                     tracing::debug!(topic = %topic.name, partition = slot.index, error = %e, "append failed");
                     *slot = failed(slot.index, code, Some(e.to_string()), version);
                     if code == ErrorCode::INVALID_RECORD && version >= 8 {
@@ -264,6 +280,17 @@ impl Task for ProduceTask {
 }
 
 impl ProduceTask {
+    /// Whether a partition's first batch is transactional (what Kafka looks at, before
+    /// decoding anything): its attributes, of a v2 batch, have the transactional bit.
+    fn has_transactional_records(&self) -> bool {
+        self.req
+            .topic_data
+            .iter()
+            .flat_map(|t| &t.partition_data)
+            .filter_map(|p| p.records.as_deref())
+            .any(|r| r.len() >= 23 && r[16] == 2 && r[22] & 0x10 != 0)
+    }
+
     fn start(&mut self, ctx: &Ctx<'_>) -> Step {
         let version = ctx.version;
         let refuse_all = if !matches!(self.req.acks, -1..=1) {
@@ -275,6 +302,13 @@ impl ProduceTask {
             Some((
                 ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
                 "the gateway's backend does not serve transactions".to_string(),
+            ))
+        } else if self.req.transactional_id.is_none() && self.has_transactional_records() {
+            // Kafka refuses the whole request, as unauthorized for the transactional id it
+            // does not name.
+            Some((
+                ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                "transactional batches need the request's transactional id".to_string(),
             ))
         } else {
             None
@@ -318,13 +352,21 @@ impl ProduceTask {
                             index: part.index,
                             ..PartitionProduceResponse::default()
                         });
-                        commands.push(Work::Store(Command::Append {
+                        let transactional = producer.is_some_and(|p| p.transactional);
+                        let append = Command::Append {
                             topic: topic.name.to_string(),
                             partition,
                             messages,
                             largest_batch: part.records.as_ref().map_or(0, largest_batch),
                             producer,
-                        }));
+                        };
+                        commands.push(match &self.req.transactional_id {
+                            Some(id) if transactional => Work::TxnAppend {
+                                transactional_id: txn_key(ctx, id),
+                                append,
+                            },
+                            _ => Work::Store(append),
+                        });
                         self.sent.push((t, p));
                     }
                     Err((code, why)) => {

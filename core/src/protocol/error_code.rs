@@ -123,6 +123,10 @@ codes! {
     INVALID_TRANSACTION_TIMEOUT = 50,
     /// Another commit or abort of the transactional id is still completing; retry.
     CONCURRENT_TRANSACTIONS = 51,
+    /// Not enough replicas; retriable. A transactional write's verification that met a
+    /// transaction still completing is answered so, as clients retry it without a
+    /// metadata refresh.
+    NOT_ENOUGH_REPLICAS = 19,
     /// The call was not attempted because another part of the request failed.
     OPERATION_NOT_ATTEMPTED = 55,
     /// A newer instance of the transactional producer took over.

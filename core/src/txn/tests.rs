@@ -135,9 +135,9 @@ fn a_commit_answers_once_its_markers_are_written() {
     assert_eq!(p, (100, 0));
     assert_eq!(h.add("tx", p, &[0, 1]), [ErrorCode::NONE; 2]);
     assert_eq!(h.state("tx"), TxnState::Ongoing);
-    assert_eq!(h.c.verify_write(100, 0, &TP(0)), ErrorCode::NONE);
+    assert_eq!(h.c.verify_write("tx", 100, 0, &TP(0)), ErrorCode::NONE);
     assert_eq!(
-        h.c.verify_write(100, 0, &TP(2)),
+        h.c.verify_write("tx", 100, 0, &TP(2)),
         ErrorCode::INVALID_TXN_STATE
     );
     assert_eq!(h.end("tx", p, true), None, "EndTxn waits for the markers");
@@ -154,7 +154,7 @@ fn a_commit_answers_once_its_markers_are_written() {
     assert_eq!(h.end("tx", p, false), Some(ErrorCode::INVALID_TXN_STATE));
     assert_eq!(h.init("tx", 101), Err(ErrorCode::CONCURRENT_TRANSACTIONS));
     assert_eq!(
-        h.c.verify_write(100, 0, &TP(0)),
+        h.c.verify_write("tx", 100, 0, &TP(0)),
         ErrorCode::CONCURRENT_TRANSACTIONS
     );
     let replies = h.markers_done(true);
@@ -167,7 +167,7 @@ fn a_commit_answers_once_its_markers_are_written() {
     // The next transaction: same epoch (transaction version 1).
     assert_eq!(h.add("tx", p, &[1]), [ErrorCode::NONE]);
     assert_eq!(
-        h.c.verify_write(100, 0, &TP(0)),
+        h.c.verify_write("tx", 100, 0, &TP(0)),
         ErrorCode::INVALID_TXN_STATE
     );
     assert_eq!(h.end("tx", p, false), None);
@@ -176,6 +176,34 @@ fn a_commit_answers_once_its_markers_are_written() {
     assert_eq!(h.state("tx"), TxnState::CompleteAbort);
     assert_eq!(h.c.stats().committed, 1);
     assert_eq!(h.c.stats().aborted, 1);
+}
+
+/// Two transactional ids holding the same producer id and epoch (one from before a restart
+/// that reused the id, or one of another principal): a write is checked against the
+/// transactional id its request names, and never joins the other's transaction.
+#[test]
+fn a_write_joins_only_the_transaction_of_its_transactional_id() {
+    let mut h = Harness::new();
+    let a = h.init("a", 5).expect("the call succeeds");
+    let b = h.init("b", 5).expect("the call succeeds");
+    assert_eq!(a, b, "the same producer id and epoch");
+    assert_eq!(h.add("a", a, &[0]), [ErrorCode::NONE]);
+    assert_eq!(h.c.verify_write("a", 5, 0, &TP(0)), ErrorCode::NONE);
+    // "b" added nothing: its write is no part of "a"'s transaction.
+    assert_eq!(
+        h.c.verify_write("b", 5, 0, &TP(0)),
+        ErrorCode::INVALID_TXN_STATE
+    );
+    // A transactional id that holds another producer id, or none.
+    assert_eq!(h.init("c", 6), Ok((6, 0)));
+    assert_eq!(
+        h.c.verify_write("c", 5, 0, &TP(0)),
+        ErrorCode::INVALID_PRODUCER_ID_MAPPING
+    );
+    assert_eq!(
+        h.c.verify_write("unknown", 5, 0, &TP(0)),
+        ErrorCode::INVALID_PRODUCER_ID_MAPPING
+    );
 }
 
 #[test]
@@ -206,7 +234,7 @@ fn kafka_refusals() {
     assert_eq!(h.add("tx", (7, 1), &[0]), [ErrorCode::PRODUCER_FENCED]);
     assert_eq!(h.end("tx", p, true), Some(ErrorCode::INVALID_TXN_STATE));
     assert_eq!(
-        h.c.verify_write(9, 0, &TP(0)),
+        h.c.verify_write("tx", 9, 0, &TP(0)),
         ErrorCode::INVALID_PRODUCER_ID_MAPPING
     );
     // v3+ InitProducerId naming another producer id, or an old epoch, is fenced.
@@ -306,7 +334,7 @@ fn a_new_instance_fences_the_old_and_aborts_what_it_left_open() {
     assert!(!h.markers[0].commit);
     assert_eq!(h.markers[0].epoch, 1);
     assert_eq!(
-        h.c.verify_write(1, 0, &TP(0)),
+        h.c.verify_write("tx", 1, 0, &TP(0)),
         ErrorCode::INVALID_PRODUCER_EPOCH
     );
     assert_eq!(h.init("tx", 2), Err(ErrorCode::CONCURRENT_TRANSACTIONS));
@@ -317,7 +345,7 @@ fn a_new_instance_fences_the_old_and_aborts_what_it_left_open() {
     assert_eq!(h.add("tx", old, &[0]), [ErrorCode::PRODUCER_FENCED]);
     assert_eq!(h.end("tx", old, true), Some(ErrorCode::PRODUCER_FENCED));
     assert_eq!(
-        h.c.verify_write(1, 0, &TP(0)),
+        h.c.verify_write("tx", 1, 0, &TP(0)),
         ErrorCode::INVALID_PRODUCER_EPOCH
     );
     assert_eq!(h.c.stats().fenced, 1);
@@ -341,8 +369,40 @@ fn exhausted_epochs_rotate_the_producer_id() {
         1
     );
     assert_eq!(
-        h.c.verify_write(1, LAST_EPOCH, &TP(0)),
+        h.c.verify_write("tx", 1, LAST_EPOCH, &TP(0)),
         ErrorCode::INVALID_PRODUCER_ID_MAPPING
+    );
+}
+
+/// KIP-360: a producer that asked for the rotation with its exhausted epoch and lost the
+/// answer retries with the old id and epoch, and gets the same answer, also after a restart.
+#[test]
+fn a_retried_rotation_gets_the_same_answer() {
+    let mut h = Harness::new();
+    h.init("tx", 1).expect("the call succeeds");
+    let mut s = h.c.snapshot("tx").expect("the call succeeds");
+    s.epoch = LAST_EPOCH;
+    let mut c = TxnCoordinator::default();
+    c.restore(h.now, [s]);
+    h.c = c;
+    assert_eq!(
+        h.init_expecting("tx", 50, Some((1, LAST_EPOCH))),
+        Ok((50, 0))
+    );
+    assert_eq!(
+        h.init_expecting("tx", 51, Some((1, LAST_EPOCH))),
+        Ok((50, 0))
+    );
+    h.restart();
+    assert_eq!(
+        h.init_expecting("tx", 52, Some((1, LAST_EPOCH))),
+        Ok((50, 0))
+    );
+    // Once the new id moved on, the old one is fenced.
+    assert_eq!(h.init_expecting("tx", 53, Some((50, 0))), Ok((50, 1)));
+    assert_eq!(
+        h.init_expecting("tx", 54, Some((1, LAST_EPOCH))),
+        Err(ErrorCode::PRODUCER_FENCED)
     );
 }
 
@@ -420,7 +480,10 @@ fn verification_of_partitions_v4() {
         ]))
     );
     // Verification adds nothing.
-    assert_eq!(h.c.verify_write(1, 0, &TP(1)), ErrorCode::INVALID_TXN_STATE);
+    assert_eq!(
+        h.c.verify_write("tx", 1, 0, &TP(1)),
+        ErrorCode::INVALID_TXN_STATE
+    );
 }
 
 /// A restart after each step of a commit and of an abort: a decided transaction completes,
@@ -435,7 +498,7 @@ fn a_restart_at_each_step_resumes() {
         h.restart();
         assert_eq!(h.state("tx"), TxnState::Ongoing);
         assert!(h.markers.is_empty());
-        assert_eq!(h.c.verify_write(1, 0, &TP(1)), ErrorCode::NONE);
+        assert_eq!(h.c.verify_write("tx", 1, 0, &TP(1)), ErrorCode::NONE);
         h.now += Duration::from_secs(10);
         h.c.handle_timeout(h.now);
         h.drain();
