@@ -278,7 +278,8 @@ fuzz_target!(|ops: Vec<Op>| {
                     continue;
                 };
                 let p = u32::from(part) % PARTS;
-                let code = w.c.verify_write(&txn_id(id), pid, epoch, &("t".to_owned(), p));
+                let code =
+                    w.c.verify_write(&txn_id(id), pid, epoch, &("t".to_owned(), p));
                 let fenced = w
                     .current(id)
                     .is_none_or(|(cp, ce)| cp != pid || ce != epoch);
