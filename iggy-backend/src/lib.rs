@@ -134,6 +134,15 @@ struct Inner {
     scram: scram::ScramStore,
 }
 
+impl Inner {
+    /// Where DeleteRecords left partition `partition` of `topic` starting, if it did (and
+    /// the topic is still the one it was left for, as far as the catalog knows).
+    fn deleted_before(&self, topic: &str, partition: u32) -> Option<u64> {
+        self.committed
+            .log_start(topic, partition, self.catalog.known_id(topic))
+    }
+}
+
 impl IggyBackend {
     /// The SCRAM credentials kept in Iggy (replayed at [`IggyBackend::connect`], and
     /// stored since), for the gateway's users: a change that sets each, and one that
@@ -433,35 +442,27 @@ impl Backend for IggyBackend {
                 max_bytes,
                 max_messages,
             } => pending(Box::pin(async move {
-                let Inner {
-                    catalog,
-                    reads,
-                    committed,
-                    ..
-                } = &*inner;
+                let Inner { catalog, reads, .. } = &*inner;
                 let r = match catalog.topic_name(&topic).await {
-                    Ok(name) => {
-                        match committed.log_start(&name, partition, catalog.known_id(&name)) {
-                            Some(start) if offset < start => {
-                                match catalog.offsets(&name, partition).await {
-                                    Ok(o) => Err(BackendError::OffsetOutOfRange {
-                                        offset,
-                                        log_start: start.min(o.high_watermark),
-                                        high_watermark: o.high_watermark,
-                                    }),
-                                    Err(e) => Err(e),
-                                }
-                            }
-                            start => reads
-                                .read(catalog, &name, partition, offset, max_bytes, max_messages)
-                                .await
-                                .map(|mut r| {
-                                    r.offsets.log_start =
-                                        r.offsets.log_start.max(start.unwrap_or(0));
-                                    r
+                    Ok(name) => match inner.deleted_before(&name, partition) {
+                        Some(start) if offset < start => {
+                            match catalog.offsets(&name, partition).await {
+                                Ok(o) => Err(BackendError::OffsetOutOfRange {
+                                    offset,
+                                    log_start: start.min(o.high_watermark),
+                                    high_watermark: o.high_watermark,
                                 }),
+                                Err(e) => Err(e),
+                            }
                         }
-                    }
+                        start => reads
+                            .read(catalog, &name, partition, offset, max_bytes, max_messages)
+                            .await
+                            .map(|mut r| {
+                                r.offsets.log_start = r.offsets.log_start.max(start.unwrap_or(0));
+                                r
+                            }),
+                    },
                     Err(e) => Err(e),
                 };
                 if let Err(e) = &r {
@@ -474,13 +475,10 @@ impl Backend for IggyBackend {
                 })
             })),
             Command::Offsets { topic, partition } => pending(Box::pin(async move {
-                let Inner {
-                    catalog, committed, ..
-                } = &*inner;
+                let catalog = &inner.catalog;
                 Completion::Offsets(match catalog.topic_name(&topic).await {
                     Ok(name) => catalog.offsets(&name, partition).await.map(|mut o| {
-                        let id = catalog.known_id(&name);
-                        if let Some(start) = committed.log_start(&name, partition, id) {
+                        if let Some(start) = inner.deleted_before(&name, partition) {
                             o.log_start = o.log_start.max(start).min(o.high_watermark);
                         }
                         o
@@ -532,18 +530,13 @@ impl Backend for IggyBackend {
                 partition,
                 timestamp_ms,
             } => pending(Box::pin(async move {
-                let Inner {
-                    catalog,
-                    reads,
-                    committed,
-                    ..
-                } = &*inner;
+                let Inner { catalog, reads, .. } = &*inner;
                 let found =
                     search::offset_for_timestamp(catalog, reads, &topic, partition, timestamp_ms)
                         .await;
                 // Records before a DeleteRecords start are still in Iggy: the first record
                 // at or after the time is then the log start (timestamps mostly rise).
-                let start = committed.log_start(&topic, partition, catalog.known_id(&topic));
+                let start = inner.deleted_before(&topic, partition);
                 let found = found.map(|f| f.map(|(o, ts)| (o.max(start.unwrap_or(0)), ts)));
                 Completion::OffsetForTimestamp(catalog.settle(&topic, partition, found))
             })),
