@@ -1,16 +1,16 @@
-//! Runtime-neutral glue between a [`Connection`], the [`Backend`] and the group
-//! [`Coordinator`], shared by the runtime adapters so that they only move bytes and sleep.
+//! Runtime-neutral glue between a [`Connection`], the [`Backend`] and the group and
+//! transaction coordinators, shared by the runtime adapters so that they only move bytes and sleep.
 //!
 //! [`Shared::execute`] routes a connection's [`Work`]: store commands to the backend, group
-//! calls to the one [`Groups`] of the gateway. Work that completes synchronously is fed back
-//! at once; the rest is kept in [`PendingWork`] as futures that need no particular executor.
-//! The adapter polls [`PendingWork::poll_ready`] alongside its socket and timer, and sleeps
-//! no later than [`PendingWork::poll_timeout`]. The coordinator's timers are driven by one
-//! task with [`Groups::poll_timeout`], [`Groups::changed`] and [`Groups::handle_timeout`].
-//! The transaction coordinator is behind [`Txns`]: its calls are answered like group calls,
-//! a transactional append is checked with it before it reaches the backend (KIP-890 part
-//! 1), and [`drive_transactions`], one task per gateway, writes the markers it decides and
-//! drives its timers.
+//! calls to the one [`Groups`] of the gateway, transaction calls to its one [`Txns`]. Work
+//! that completes synchronously is fed back at once; the rest is kept in [`PendingWork`] as
+//! futures that need no particular executor. The adapter polls [`PendingWork::poll_ready`]
+//! alongside its socket and timer, and sleeps no later than [`PendingWork::poll_timeout`].
+//! Both coordinators are a [`Machine`] behind the same wrapper, [`Served`], whose timers one
+//! task drives with [`Served::poll_timeout`], [`Served::changed`] and
+//! [`Served::handle_timeout`]. A transactional append is checked with the transaction
+//! coordinator before it reaches the backend (KIP-890 part 1), and [`drive_transactions`],
+//! one task per gateway, writes the markers it decides and drives its timers.
 //! [`Transmit`] gathers what a connection has to write into vectored writes.
 
 use std::collections::{HashMap, VecDeque};
@@ -92,33 +92,32 @@ impl Shared {
                 // marker of the transaction is handed over between the check and the
                 // append: the append lands before the marker (the backend keeps the order
                 // in which commands reach it, per partition).
-                let inner = lock(&self.txns.inner);
-                let code = inner.coordinator.verify_write(
-                    &transactional_id,
-                    producer.producer_id,
-                    producer.epoch,
-                    &(topic.clone(), partition),
-                );
-                if code != ErrorCode::NONE {
-                    return refused(
-                        code,
-                        format!(
-                            "transactional write of producer {} epoch {} to {topic}-{partition} refused: {}",
-                            producer.producer_id,
-                            producer.epoch,
-                            code.name()
-                        ),
+                self.txns.with(|coordinator| {
+                    let code = coordinator.verify_write(
+                        &transactional_id,
+                        producer.producer_id,
+                        producer.epoch,
+                        &(topic.clone(), partition),
                     );
-                }
-                let started = self.store(Command::Append {
-                    topic,
-                    partition,
-                    messages,
-                    largest_batch,
-                    producer: Some(producer),
-                });
-                drop(inner);
-                started
+                    if code != ErrorCode::NONE {
+                        return refused(
+                            code,
+                            format!(
+                                "transactional write of producer {} epoch {} to {topic}-{partition} refused: {}",
+                                producer.producer_id,
+                                producer.epoch,
+                                code.name()
+                            ),
+                        );
+                    }
+                    self.store(Command::Append {
+                        topic,
+                        partition,
+                        messages,
+                        largest_batch,
+                        producer: Some(producer),
+                    })
+                })
             }
             // Transactional batches reach the store only through the check above.
             Work::TxnAppend { .. }
@@ -165,8 +164,7 @@ pub struct Later(Running);
 
 enum Running {
     Store(Pin<Box<dyn Future<Output = Completion> + Send + 'static>>),
-    Group(ReplyFuture),
-    Txn(TxnReplyFuture),
+    Reply(Pin<Box<dyn Future<Output = Outcome> + Send + 'static>>),
 }
 
 impl std::fmt::Debug for Later {
@@ -181,44 +179,112 @@ impl Future for Later {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
         match &mut self.0 {
             Running::Store(f) => f.as_mut().poll(cx).map(Outcome::Store),
-            Running::Group(f) => Pin::new(f).poll(cx).map(Outcome::Group),
-            Running::Txn(f) => Pin::new(f).poll(cx).map(Outcome::Txn),
+            Running::Reply(f) => f.as_mut().poll(cx),
         }
     }
 }
 
-/// The gateway's group [`Coordinator`] behind a lock, with replies that arrive later
-/// delivered as futures.
-pub struct Groups {
-    inner: Mutex<GroupsInner>,
-    changed: event_listener::Event,
+/// A sans-IO coordinator that [`Served`] puts behind a lock: calls in, replies out (some
+/// later than the call), and timers driven from outside.
+pub trait Machine: Send + 'static {
+    /// What a connection asks of it.
+    type Call;
+    /// What it answers.
+    type Reply: Send + 'static;
+
+    /// Takes `call`, made at `now`, to be answered to `reply_to`.
+    fn handle(&mut self, now: Instant, reply_to: ReplyTo, call: Self::Call);
+    /// The next reply ready to go out.
+    fn poll_reply(&mut self) -> Option<(ReplyTo, Self::Reply)>;
+    /// When [`Machine::handle_timeout`] is next due.
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// Acts on the deadlines at or before `now`.
+    fn handle_timeout(&mut self, now: Instant);
+    /// The connection's view of a reply.
+    fn outcome(reply: Self::Reply) -> Outcome;
 }
 
-struct GroupsInner {
-    coordinator: Coordinator,
-    next: u64,
-    waiting: HashMap<u64, Arc<ReplySlot>>,
-}
+impl Machine for Coordinator {
+    type Call = GroupCall;
+    type Reply = GroupReply;
 
-#[derive(Default)]
-struct ReplySlot(Mutex<(Option<GroupReply>, Option<Waker>)>);
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic elsewhere must not take group coordination down with it.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl std::fmt::Debug for Groups {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Groups").finish_non_exhaustive()
+    fn handle(&mut self, now: Instant, reply_to: ReplyTo, call: GroupCall) {
+        Coordinator::handle(self, now, reply_to, call);
+    }
+    fn poll_reply(&mut self) -> Option<(ReplyTo, GroupReply)> {
+        Coordinator::poll_reply(self)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Coordinator::poll_timeout(self)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Coordinator::handle_timeout(self, now);
+    }
+    fn outcome(reply: GroupReply) -> Outcome {
+        Outcome::Group(reply)
     }
 }
 
-impl GroupsInner {
-    /// Hands out the coordinator's replies; returns the one for `mine`, if any.
-    fn deliver(&mut self, mine: Option<u64>) -> Option<GroupReply> {
+impl Machine for TxnCoordinator {
+    type Call = TxnCall;
+    type Reply = TxnReply;
+
+    fn handle(&mut self, now: Instant, reply_to: ReplyTo, call: TxnCall) {
+        TxnCoordinator::handle(self, now, reply_to, call);
+    }
+    fn poll_reply(&mut self) -> Option<(ReplyTo, TxnReply)> {
+        TxnCoordinator::poll_reply(self)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        TxnCoordinator::poll_timeout(self)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        TxnCoordinator::handle_timeout(self, now);
+    }
+    fn outcome(reply: TxnReply) -> Outcome {
+        Outcome::Txn(reply)
+    }
+}
+
+/// One [`Machine`] of the gateway behind a lock, shared by every connection: replies that
+/// arrive later than their call are delivered as futures, and one task drives its timers
+/// with [`Served::poll_timeout`], [`Served::changed`] and [`Served::handle_timeout`].
+pub struct Served<M: Machine> {
+    inner: Mutex<ServedInner<M>>,
+    changed: event_listener::Event,
+}
+
+/// The gateway's group coordinator.
+pub type Groups = Served<Coordinator>;
+
+/// The gateway's transaction coordinator; EndTxn replies arrive once the markers are
+/// written.
+pub type Txns = Served<TxnCoordinator>;
+
+struct ServedInner<M: Machine> {
+    machine: M,
+    next: u64,
+    waiting: HashMap<u64, Arc<ReplySlot<M::Reply>>>,
+}
+
+struct ReplySlot<R>(Mutex<(Option<R>, Option<Waker>)>);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not take coordination down with it.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<M: Machine> std::fmt::Debug for Served<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Served").finish_non_exhaustive()
+    }
+}
+
+impl<M: Machine> ServedInner<M> {
+    /// Hands out the machine's replies; returns the one for `mine`, if any.
+    fn deliver(&mut self, mine: Option<u64>) -> Option<M::Reply> {
         let mut found = None;
-        while let Some((ReplyTo(to), reply)) = self.coordinator.poll_reply() {
+        while let Some((ReplyTo(to), reply)) = self.machine.poll_reply() {
             if Some(to) == mine {
                 found = Some(reply);
             } else if let Some(slot) = self.waiting.remove(&to) {
@@ -233,13 +299,13 @@ impl GroupsInner {
     }
 }
 
-impl Groups {
-    /// Wraps `coordinator`.
+impl<M: Machine> Served<M> {
+    /// Wraps `machine`.
     #[must_use]
-    pub fn new(coordinator: Coordinator) -> Self {
+    pub fn new(machine: M) -> Self {
         Self {
-            inner: Mutex::new(GroupsInner {
-                coordinator,
+            inner: Mutex::new(ServedInner {
+                machine,
                 next: 0,
                 waiting: HashMap::new(),
             }),
@@ -248,33 +314,33 @@ impl Groups {
     }
 
     /// Makes a call at `now`: its reply at once, or a future for it.
-    pub fn call(&self, now: Instant, call: GroupCall) -> Started {
+    pub fn call(&self, now: Instant, call: M::Call) -> Started {
         let mut inner = lock(&self.inner);
         let id = inner.next;
         inner.next += 1;
-        inner.coordinator.handle(now, ReplyTo(id), call);
+        inner.machine.handle(now, ReplyTo(id), call);
         let execution = match inner.deliver(Some(id)) {
-            Some(reply) => Started::Done(Outcome::Group(reply)),
+            Some(reply) => Started::Done(M::outcome(reply)),
             None => {
-                let slot = Arc::new(ReplySlot::default());
+                let slot = Arc::new(ReplySlot(Mutex::new((None, None))));
                 inner.waiting.insert(id, slot.clone());
-                Started::Later(Later(Running::Group(ReplyFuture(slot))))
+                Started::Later(Later(Running::Reply(Box::pin(Answer::<M>(slot)))))
             }
         };
         drop(inner);
-        // Its deadlines may have moved.
+        // Effects to act on, or deadlines that moved.
         self.changed.notify(usize::MAX);
         execution
     }
 
-    /// When [`Groups::handle_timeout`] is next due.
+    /// When [`Served::handle_timeout`] is next due.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        lock(&self.inner).coordinator.poll_timeout()
+        lock(&self.inner).machine.poll_timeout()
     }
 
-    /// Completes when a call may have moved [`Groups::poll_timeout`] earlier. Take it before
-    /// reading the deadline, so that no change is missed.
+    /// Completes when a call may have handed out effects or moved [`Served::poll_timeout`]
+    /// earlier. Take it before reading either, so that no change is missed.
     #[must_use]
     pub fn changed(&self) -> event_listener::EventListener {
         self.changed.listen()
@@ -282,175 +348,66 @@ impl Groups {
 
     /// Acts on the deadlines at or before `now` and delivers what that answers.
     pub fn handle_timeout(&self, now: Instant) {
-        let mut inner = lock(&self.inner);
-        inner.coordinator.handle_timeout(now);
-        inner.deliver(None);
+        self.with(|m| m.handle_timeout(now));
     }
 
+    /// Runs `f` on the machine under its lock, then delivers the replies `f` produced.
+    fn with<R>(&self, f: impl FnOnce(&mut M) -> R) -> R {
+        let mut inner = lock(&self.inner);
+        let r = f(&mut inner.machine);
+        inner.deliver(None);
+        r
+    }
+}
+
+impl Groups {
     /// What the coordinator holds now and did so far.
     #[must_use]
     pub fn stats(&self) -> crate::group::GroupStats {
-        lock(&self.inner).coordinator.stats()
+        self.with(|c| c.stats())
     }
 
     /// Every group the coordinator holds, described as DescribeGroups would, by name.
     #[must_use]
     pub fn describe_all(&self) -> Vec<crate::group::GroupDescription> {
-        lock(&self.inner).coordinator.describe_all()
+        self.with(|c| c.describe_all())
     }
 
     /// The gateway is shutting down: calls still waiting are answered now (see
     /// [`Coordinator::shutdown`]).
     pub fn shutdown(&self) {
-        let mut inner = lock(&self.inner);
-        inner.coordinator.shutdown();
-        inner.deliver(None);
-    }
-}
-
-struct ReplyFuture(Arc<ReplySlot>);
-
-impl Future for ReplyFuture {
-    type Output = GroupReply;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<GroupReply> {
-        let mut s = lock(&self.0 .0);
-        match s.0.take() {
-            Some(reply) => Poll::Ready(reply),
-            None => {
-                s.1 = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        }
-    }
-}
-
-/// The gateway's [`TxnCoordinator`] behind a lock, with EndTxn replies that arrive later
-/// (once the markers are written) delivered as futures.
-pub struct Txns {
-    inner: Mutex<TxnsInner>,
-    changed: event_listener::Event,
-}
-
-struct TxnsInner {
-    coordinator: TxnCoordinator,
-    next: u64,
-    waiting: HashMap<u64, Arc<TxnSlot>>,
-}
-
-#[derive(Default)]
-struct TxnSlot(Mutex<(Option<TxnReply>, Option<Waker>)>);
-
-impl std::fmt::Debug for Txns {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Txns").finish_non_exhaustive()
-    }
-}
-
-impl TxnsInner {
-    /// Hands out the coordinator's replies; returns the one for `mine`, if any.
-    fn deliver(&mut self, mine: Option<u64>) -> Option<TxnReply> {
-        let mut found = None;
-        while let Some((ReplyTo(to), reply)) = self.coordinator.poll_reply() {
-            if Some(to) == mine {
-                found = Some(reply);
-            } else if let Some(slot) = self.waiting.remove(&to) {
-                let mut s = lock(&slot.0);
-                s.0 = Some(reply);
-                if let Some(w) = s.1.take() {
-                    w.wake();
-                }
-            }
-        }
-        found
+        self.with(Coordinator::shutdown);
     }
 }
 
 impl Txns {
-    /// Wraps `coordinator`.
-    #[must_use]
-    pub fn new(coordinator: TxnCoordinator) -> Self {
-        Self {
-            inner: Mutex::new(TxnsInner {
-                coordinator,
-                next: 0,
-                waiting: HashMap::new(),
-            }),
-            changed: event_listener::Event::new(),
-        }
-    }
-
-    /// Makes a call at `now`: its reply at once, or a future for it.
-    pub fn call(&self, now: Instant, call: TxnCall) -> Started {
-        let mut inner = lock(&self.inner);
-        let id = inner.next;
-        inner.next += 1;
-        inner.coordinator.handle(now, ReplyTo(id), call);
-        let execution = match inner.deliver(Some(id)) {
-            Some(reply) => Started::Done(Outcome::Txn(reply)),
-            None => {
-                let slot = Arc::new(TxnSlot::default());
-                inner.waiting.insert(id, slot.clone());
-                Started::Later(Later(Running::Txn(TxnReplyFuture(slot))))
-            }
-        };
-        drop(inner);
-        // Markers to write, or deadlines that moved.
-        self.changed.notify(usize::MAX);
-        execution
-    }
-
-    /// When [`Txns::handle_timeout`] is next due.
-    #[must_use]
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        lock(&self.inner).coordinator.poll_timeout()
-    }
-
-    /// Completes when a call may have handed out effects or moved the deadline. Take it
-    /// before reading either, so that no change is missed.
-    #[must_use]
-    pub fn changed(&self) -> event_listener::EventListener {
-        self.changed.listen()
-    }
-
-    /// Acts on the deadlines at or before `now` and delivers what that answers.
-    pub fn handle_timeout(&self, now: Instant) {
-        let mut inner = lock(&self.inner);
-        inner.coordinator.handle_timeout(now);
-        inner.deliver(None);
-    }
-
     /// What the coordinator asks to be done, in order.
     fn take_effects(&self) -> Vec<TxnEffect> {
-        let mut inner = lock(&self.inner);
-        std::iter::from_fn(|| inner.coordinator.poll_effect()).collect()
+        self.with(|c| std::iter::from_fn(|| c.poll_effect()).collect())
     }
 
     /// Reports written (or failed) markers and delivers what that answers.
     fn markers_done(&self, now: Instant, m: &Markers, ok: bool) {
-        let mut inner = lock(&self.inner);
-        inner
-            .coordinator
-            .handle_markers(now, &m.transactional_id, m.producer_id, m.epoch, ok);
-        inner.deliver(None);
+        self.with(|c| c.handle_markers(now, &m.transactional_id, m.producer_id, m.epoch, ok));
     }
 
     /// What the coordinator holds now and did so far.
     #[must_use]
     pub fn stats(&self) -> crate::txn::TxnStats {
-        lock(&self.inner).coordinator.stats()
+        self.with(|c| c.stats())
     }
 }
 
-struct TxnReplyFuture(Arc<TxnSlot>);
+/// A reply that a [`Served`] machine delivers later, as the connection's [`Outcome`].
+struct Answer<M: Machine>(Arc<ReplySlot<M::Reply>>);
 
-impl Future for TxnReplyFuture {
-    type Output = TxnReply;
+impl<M: Machine> Future for Answer<M> {
+    type Output = Outcome;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<TxnReply> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
         let mut s = lock(&self.0 .0);
         match s.0.take() {
-            Some(reply) => Poll::Ready(reply),
+            Some(reply) => Poll::Ready(M::outcome(reply)),
             None => {
                 s.1 = Some(cx.waker().clone());
                 Poll::Pending
