@@ -4,7 +4,8 @@
 //! null values with every compression codec they support, read them all back and compare
 //! them exactly, list offsets and delete the topic; kafkajs reads its records back through a
 //! consumer group, and a group of confluent-kafka consumers is put through joins, leaves,
-//! a SIGKILL and a restart; admin clients meet the ACL, election and reassignment APIs. The
+//! a SIGKILL and a restart; admin clients meet the ACL, election and reassignment APIs;
+//! librdkafka's own transactions example copies a topic exactly once. The
 //! scripts in `tests/clients/` do the client side;
 //! `scripts/install-test-deps.sh` installs the clients.
 
@@ -463,6 +464,38 @@ fn transactions_of_confluent_kafka() {
             &js_input,
             &js_output,
         ]),
+    );
+    gw.stop();
+}
+
+/// librdkafka's own transactions example (consume-transform-produce with offsets sent to
+/// each transaction) runs against the gateway, is stopped and killed midway, and its output
+/// holds each input exactly once (`rdkafka_transactions_example.py`).
+#[test]
+fn librdkafka_transactions_example() {
+    if common::iggy_url().is_some() {
+        return;
+    }
+    let example = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/test-deps/rdkafka-transactions-example");
+    let gw = Gateway::start();
+    let input = topic("rdkafka-txn-in");
+    let output = topic("rdkafka-txn-out");
+    let mut s = gw.connect();
+    for (name, partitions) in [(&input, 2), (&output, 1)] {
+        let Response::CreateTopics(r) = call(&mut s, 7, 1, &create_topic(name, partitions)) else {
+            panic!("CreateTopics")
+        };
+        assert_eq!(r.topics[0].error_code, 0);
+    }
+    run(
+        "librdkafka's transactions example",
+        Command::new(common::python())
+            .arg("rdkafka_transactions_example.py")
+            .arg(&example)
+            .arg(gw.addr.to_string())
+            .arg(&input)
+            .arg(&output),
     );
     gw.stop();
 }
