@@ -9,12 +9,19 @@
 # time during the run, and at the end the median of each over the rounds.
 #
 #   benches/latency.sh                                    # embedded store only
-#   IGGY_SERVER=127.0.0.1:8090 IGGY_BENCH=/path/to/iggy-bench ROUNDS=5 benches/latency.sh
+#   IGGY_SERVER=127.0.0.1:8090 IGGY_BENCH=/path/to/iggy-bench IGGY_CLI=/path/to/iggy \
+#     ROUNDS=5 benches/latency.sh
 #   WRITE_THROUGH=false ...                               # Iggy's default topics on both sides
 #
 # The Iggy server must run already with the root user iggy/iggy. With WRITE_THROUGH=true
-# (the default) the gateway's topics are written through (docs/MAPPING.md) and iggy-bench
-# gets --enforce-fsync, so both sides ask Iggy for the same durability.
+# (the default) the gateway's topics are written through (messages_required_to_save = 1,
+# docs/IGGY.md), and so is iggy-bench's: iggy-bench cannot create such a topic, so the
+# gateway creates it (stream bench-stream-1, topic topic-1, which iggy-bench writes to) and
+# iggy-bench appends to it with --reuse-streams; IGGY_CLI (Iggy's `iggy` command) deletes
+# that stream first. iggy-bench's --enforce-fsync is not the same durability: Iggy still
+# holds 1,024 messages in memory before it writes and fsyncs them.
+# Each line also shows the rate the client reached: a client that fell behind RATE (its
+# rate limiter sleeps, and a busy machine wakes it late) measured a lighter load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATE="${RATE:-2000}"
@@ -46,8 +53,8 @@ percentiles() {
     printf "%.2f\n", v[NR] / 1000 }'
 }
 
-record() { # side p50 p99 p999 max steal
-  printf '%-16s p50 %6s  p99 %6s  p99.9 %6s  max %7s ms  steal %s\n' "$@"
+record() { # side p50 p99 p999 max steal rate
+  printf '%-16s p50 %6s  p99 %6s  p99.9 %6s  max %7s ms  steal %s  %s msg/s\n' "$@"
   echo "$1 $2 $3 $4 $5" >> "$RESULTS"
 }
 
@@ -60,19 +67,34 @@ gateway_run() { # side gateway-args...
   # A first message creates the topic (auto-creation) and warms the connection.
   "$PERF" -P -t "$topic" -p 0 -s "$SIZE" -c 1 -a 1 -b "127.0.0.1:$PORT" -q >/dev/null 2>&1
   s0=$(steal_mark)
-  "$PERF" -P -t "$topic" -p 0 -s "$SIZE" -c "$MESSAGES" -r "$RATE" -a 1 -X linger.ms=0 \
-    -l -A "$WORK/lat" -b "127.0.0.1:$PORT" -q >/dev/null 2>&1
+  rate=$("$PERF" -P -t "$topic" -p 0 -s "$SIZE" -c "$MESSAGES" -r "$RATE" -a 1 -X linger.ms=0 \
+    -l -A "$WORK/lat" -b "127.0.0.1:$PORT" -q 2>&1 | grep -oE '[0-9]+ msgs/s' | awk '{print $1}')
   s1=$(steal_mark)
   # shellcheck disable=SC2046
-  record "$side" $(percentiles "$WORK/lat") "$(steal_share "$s0" "$s1")"
+  record "$side" $(percentiles "$WORK/lat") "$(steal_share "$s0" "$s1")" "${rate:-?}"
+  stop
+}
+
+# A fresh written-through topic for iggy-bench: bench-stream-1/topic-1, made by the gateway.
+write_through_topic() {
+  "$IGGY_CLI" --tcp-server-address "$IGGY_SERVER" -u iggy -p iggy stream delete bench-stream-1 \
+    >/dev/null 2>&1 || true
+  target/release/iggy-kafka-gateway --admin-listen off --log warn --listen "127.0.0.1:$PORT" \
+    --iggy "iggy://iggy:iggy@$IGGY_SERVER" --stream bench-stream-1 &
+  PID=$!
+  sleep 1
+  "$PERF" -P -t topic-1 -p 0 -s "$SIZE" -c 1 -a 1 -b "127.0.0.1:$PORT" -q >/dev/null 2>&1
   stop
 }
 
 iggy_bench_run() {
-  local fsync=() s0 s1 out
-  if [ "$WRITE_THROUGH" = true ]; then fsync=(--enforce-fsync); fi
+  local reuse=() s0 s1 out
+  if [ "$WRITE_THROUGH" = true ]; then
+    write_through_topic
+    reuse=(--reuse-streams)
+  fi
   s0=$(steal_mark)
-  out=$("$IGGY_BENCH" -m "$SIZE" -P 1 -b "$MESSAGES" -r "$((RATE * SIZE))B" "${fsync[@]}" \
+  out=$("$IGGY_BENCH" -m "$SIZE" -P 1 -b "$MESSAGES" -r "$((RATE * SIZE))B" "${reuse[@]}" \
     pinned-producer --producers 1 tcp --server-address "$IGGY_SERVER" 2>&1 |
     sed 's/\x1b\[[0-9;]*m//g' | grep 'Producers Results')
   s1=$(steal_mark)
@@ -83,7 +105,10 @@ iggy_bench_run() {
   p99=$(echo "$out" | grep -oE 'p99 latency: [0-9.]+' | awk '{print $3}')
   p999=$(echo "$out" | grep -oE 'p999 latency: [0-9.]+' | awk '{print $3}')
   max=$(echo "$out" | grep -oE 'max: [0-9.]+' | tail -1 | awk '{print $2}')
-  record iggy-bench "${p50:-?}" "${p99:-?}" "${p999:-?}" "${max:-?}" "$(steal_share "$s0" "$s1")"
+  local rate
+  rate=$(echo "$out" | grep -oE '[0-9]+ messages/s' | head -1 | awk '{print $1}')
+  record iggy-bench "${p50:-?}" "${p99:-?}" "${p999:-?}" "${max:-?}" "$(steal_share "$s0" "$s1")" \
+    "${rate:-?}"
 }
 
 for round in $(seq "$ROUNDS"); do
@@ -91,6 +116,7 @@ for round in $(seq "$ROUNDS"); do
   gateway_run embedded
   if [ -n "${IGGY_SERVER:-}" ]; then
     : "${IGGY_BENCH:?set IGGY_BENCH to an iggy-bench binary}"
+    if [ "$WRITE_THROUGH" = true ]; then : "${IGGY_CLI:?set IGGY_CLI to the iggy command line of Iggy}"; fi
     gateway_run gateway-iggy --iggy "iggy://iggy:iggy@$IGGY_SERVER" --stream "latency-$$" \
       --iggy-write-through "$WRITE_THROUGH"
     iggy_bench_run
