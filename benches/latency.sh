@@ -9,17 +9,16 @@
 # time during the run, and at the end the median of each over the rounds.
 #
 #   benches/latency.sh                                    # embedded store only
-#   IGGY_SERVER=127.0.0.1:8090 IGGY_BENCH=/path/to/iggy-bench IGGY_CLI=/path/to/iggy \
-#     ROUNDS=5 benches/latency.sh
+#   IGGY_SERVER=127.0.0.1:8090 IGGY_BENCH=/path/to/iggy-bench ROUNDS=5 benches/latency.sh
 #   WRITE_THROUGH=false ...                               # Iggy's default topics on both sides
 #
 # The Iggy server must run already with the root user iggy/iggy. With WRITE_THROUGH=true
 # (the default) the gateway's topics are written through (messages_required_to_save = 1,
-# docs/IGGY.md), and so is iggy-bench's: iggy-bench cannot create such a topic, so the
-# gateway creates it (stream bench-stream-1, topic topic-1, which iggy-bench writes to) and
-# iggy-bench appends to it with --reuse-streams; IGGY_CLI (Iggy's `iggy` command) deletes
-# that stream first. iggy-bench's --enforce-fsync is not the same durability: Iggy still
-# holds 1,024 messages in memory before it writes and fsyncs them.
+# docs/IGGY.md), and so is iggy-bench's: iggy-bench cannot create such a topic, so, as in
+# benches/iggy.sh, a gateway makes iggy-bench's topic (bench-stream-1/topic-1) again and
+# iggy-bench appends to it with --reuse-streams. iggy-bench's --enforce-fsync is not the
+# same durability: Iggy still holds 1,024 messages in memory before it writes and fsyncs
+# them.
 # Each line also shows the rate the client reached: a client that fell behind RATE (its
 # rate limiter sleeps, and a busy machine wakes it late) measured a lighter load.
 set -euo pipefail
@@ -75,15 +74,18 @@ gateway_run() { # side gateway-args...
   stop
 }
 
-# A fresh written-through topic for iggy-bench: bench-stream-1/topic-1, made by the gateway.
+# A fresh written-through topic for iggy-bench: a short iggy-bench run makes its stream
+# afresh, then a gateway deletes its topic-1 and creates it again (the load client's
+# "recreate" phase).
 write_through_topic() {
-  "$IGGY_CLI" --tcp-server-address "$IGGY_SERVER" -u iggy -p iggy stream delete bench-stream-1 \
-    >/dev/null 2>&1 || true
+  "$IGGY_BENCH" -m "$SIZE" -P 1 -b 10 pinned-producer --producers 1 tcp \
+    --server-address "$IGGY_SERVER" >/dev/null 2>&1 || true
   target/release/iggy-kafka-gateway --admin-listen off --log warn --listen "127.0.0.1:$PORT" \
     --iggy "iggy://iggy:iggy@$IGGY_SERVER" --stream bench-stream-1 &
   PID=$!
   sleep 1
-  "$PERF" -P -t topic-1 -p 0 -s "$SIZE" -c 1 -a 1 -b "127.0.0.1:$PORT" -q >/dev/null 2>&1
+  LOAD_PHASE=recreate benches/load/target/release/iggy-kafka-load "127.0.0.1:$PORT" topic-1 0 \
+    "$SIZE" >/dev/null
   stop
 }
 
@@ -116,7 +118,6 @@ for round in $(seq "$ROUNDS"); do
   gateway_run embedded
   if [ -n "${IGGY_SERVER:-}" ]; then
     : "${IGGY_BENCH:?set IGGY_BENCH to an iggy-bench binary}"
-    if [ "$WRITE_THROUGH" = true ]; then : "${IGGY_CLI:?set IGGY_CLI to the iggy command line of Iggy}"; fi
     gateway_run gateway-iggy --iggy "iggy://iggy:iggy@$IGGY_SERVER" --stream "latency-$$" \
       --iggy-write-through "$WRITE_THROUGH"
     iggy_bench_run
