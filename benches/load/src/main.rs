@@ -7,6 +7,12 @@
 //!
 //! PRODUCERS (default 1) producer clients, each on its own thread and connection, share the
 //! records, so that one client thread's cost does not cap what the broker is shown to take.
+//!
+//! PARTITIONS (environment, default 1) gives the topic that many partitions; each producer
+//! spreads its records over them in turn. CONSUMERS (environment, default 1) above 1
+//! consumes with that many consumers of one group (`subscribe`, the broker's group
+//! coordinator assigns the partitions), each on its own thread; the rate counts from the
+//! first record any of them reads.
 
 use std::time::{Duration, Instant};
 
@@ -32,6 +38,14 @@ fn main() {
     let records: usize = records.parse().expect("RECORDS");
     let size: usize = size.parse().expect("SIZE");
     let producers: usize = std::cmp::max(producers, 1);
+    let env = |name: &str| -> usize {
+        std::env::var(name)
+            .ok()
+            .map_or(1, |v| v.parse().unwrap_or_else(|_| panic!("{name}: {v}")))
+            .max(1)
+    };
+    let partitions = env("PARTITIONS");
+    let consumers = env("CONSUMERS");
 
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -55,7 +69,11 @@ fn main() {
         }
     }
     let created = futures_executor(admin.create_topics(
-        &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
+        &[NewTopic::new(
+            topic,
+            i32::try_from(partitions).expect("PARTITIONS"),
+            TopicReplication::Fixed(1),
+        )],
         &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
     ));
     for r in created.expect("create topics") {
@@ -70,25 +88,82 @@ fn main() {
         return;
     }
     if phase != "consume" {
-        produce_all(bootstrap, topic, records, size, producers);
+        produce_all(bootstrap, topic, records, size, producers, partitions);
     }
     if phase != "produce" {
-        consume(bootstrap, topic, records, size);
+        if consumers > 1 {
+            consume_group(bootstrap, topic, records, size, consumers);
+        } else {
+            consume(bootstrap, topic, records, size, partitions);
+        }
     }
 }
 
-fn produce_all(bootstrap: &str, topic: &str, records: usize, size: usize, producers: usize) {
+fn produce_all(
+    bootstrap: &str,
+    topic: &str,
+    records: usize,
+    size: usize,
+    producers: usize,
+    partitions: usize,
+) {
     let start = Instant::now();
     std::thread::scope(|scope| {
         for i in 0..producers {
             let share = records / producers + usize::from(i < records % producers);
-            scope.spawn(move || produce(bootstrap, topic, share, size));
+            scope.spawn(move || produce(bootstrap, topic, share, size, (i, partitions)));
         }
     });
     rate("produce", records, size, start.elapsed());
 }
 
-fn consume(bootstrap: &str, topic: &str, records: usize, size: usize) {
+/// Consumes `records` records with `consumers` members of one group, each on its own
+/// thread, until together they have read them all.
+fn consume_group(bootstrap: &str, topic: &str, records: usize, size: usize, consumers: usize) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::OnceLock;
+    let got = AtomicUsize::new(0);
+    let first: OnceLock<Instant> = OnceLock::new();
+    let group = format!("iggy-kafka-load-{topic}");
+    std::thread::scope(|scope| {
+        for _ in 0..consumers {
+            scope.spawn(|| {
+                let consumer: BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", bootstrap)
+                    .set("group.id", &group)
+                    .set("enable.auto.commit", "false")
+                    .set("auto.offset.reset", "earliest")
+                    .set("fetch.max.bytes", "52428800")
+                    .set("max.partition.fetch.bytes", "10485760")
+                    .set("queued.min.messages", "1000000")
+                    .create()
+                    .expect("consumer");
+                consumer.subscribe(&[topic]).expect("subscribe");
+                let mut idle = Instant::now();
+                while got.load(Ordering::Relaxed) < records {
+                    match consumer.poll(Duration::from_millis(100)) {
+                        Some(Ok(m)) => {
+                            first.get_or_init(Instant::now);
+                            assert_eq!(m.payload().map_or(0, <[u8]>::len), size);
+                            got.fetch_add(1, Ordering::Relaxed);
+                            idle = Instant::now();
+                        }
+                        Some(Err(e)) => panic!("consume: {e}"),
+                        None => assert!(
+                            idle.elapsed() < Duration::from_secs(30),
+                            "no record for 30 s after {} of {records}",
+                            got.load(Ordering::Relaxed)
+                        ),
+                    }
+                }
+            });
+        }
+    });
+    let start = first.get().copied().unwrap_or_else(Instant::now);
+    rate("consume", records, size, start.elapsed());
+}
+
+fn consume(bootstrap: &str, topic: &str, records: usize, size: usize, partitions: usize) {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "iggy-kafka-load")
@@ -99,8 +174,14 @@ fn consume(bootstrap: &str, topic: &str, records: usize, size: usize) {
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+    for p in 0..partitions {
+        tpl.add_partition_offset(
+            topic,
+            i32::try_from(p).expect("partition"),
+            Offset::Beginning,
+        )
         .expect("partition");
+    }
     consumer.assign(&tpl).expect("assign");
     let start = Instant::now();
     let mut got = 0;
@@ -117,8 +198,16 @@ fn consume(bootstrap: &str, topic: &str, records: usize, size: usize) {
     rate("consume", records, size, start.elapsed());
 }
 
-/// Produces `records` records of `size` bytes to partition 0 with one client, acks=1.
-fn produce(bootstrap: &str, topic: &str, records: usize, size: usize) {
+/// Produces `records` records of `size` bytes with one client, acks=1: producer `i` of
+/// several writes its records to each of `partitions` partitions in turn, starting at its
+/// own, as iggy-bench's balanced producers do.
+fn produce(
+    bootstrap: &str,
+    topic: &str,
+    records: usize,
+    size: usize,
+    (i, partitions): (usize, usize),
+) {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("acks", "1")
@@ -131,9 +220,10 @@ fn produce(bootstrap: &str, topic: &str, records: usize, size: usize) {
         .expect("producer");
     let payload = vec![b'x'; size];
     for n in 0..records {
+        let partition = i32::try_from((i + n) % partitions).expect("partition");
         let mut record = BaseRecord::<(), [u8]>::to(topic)
             .payload(&payload[..])
-            .partition(0);
+            .partition(partition);
         loop {
             match producer.send(record) {
                 Ok(()) => break,

@@ -15,6 +15,14 @@
 //! IN_FLIGHT (default 1) above 1 lets the producer send that many requests before awaiting
 //! the first answer, as Kafka clients may (librdkafka's `max.in.flight`; Iggy's protocol
 //! carries one request at a time per connection, so iggy-bench cannot).
+//!
+//! PARTITIONS, PRODUCERS and CONSUMERS (environment, default 1 each) shape it as iggy-bench's
+//! balanced modes: the topic has PARTITIONS partitions; PRODUCERS producers, each on its own
+//! thread and connection, share the records and send each batch to the next partition in
+//! turn (starting at their own); CONSUMERS consumers, each on its own thread and
+//! connection, read the partitions dealt to them (partition p to consumer p mod CONSUMERS,
+//! as a group would assign them, without the group protocol) until together they have read
+//! every record.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -63,15 +71,66 @@ fn main() {
     let size: usize = size.parse().expect("SIZE");
     let batch: usize = std::cmp::max(batch, 1);
     let phase = std::env::var("LOAD_PHASE").unwrap_or_default();
-    let mut conn = Conn::new(bootstrap);
-    let batch_len = if phase != "consume" {
-        produce(&mut conn, topic, records, size, batch, in_flight.max(1))
-    } else {
-        encoded_batch(size, batch).len()
+    let env = |name: &str| -> usize {
+        std::env::var(name)
+            .ok()
+            .map_or(1, |v| v.parse().unwrap_or_else(|_| panic!("{name}: {v}")))
+            .max(1)
     };
-    if phase != "produce" {
-        consume(&mut conn, topic, records, size, batch_len);
+    let (partitions, producers, consumers) =
+        (env("PARTITIONS"), env("PRODUCERS"), env("CONSUMERS"));
+    let batch_len = encoded_batch(size, batch).len();
+    if phase != "consume" {
+        let start = Instant::now();
+        std::thread::scope(|scope| {
+            for i in 0..producers {
+                let share = records / producers + usize::from(i < records % producers);
+                let shape = Shape {
+                    first: i,
+                    partitions,
+                };
+                scope.spawn(move || {
+                    let mut conn = Conn::new(bootstrap);
+                    produce(
+                        &mut conn,
+                        topic,
+                        share,
+                        size,
+                        batch,
+                        in_flight.max(1),
+                        shape,
+                    );
+                });
+            }
+        });
+        rate("produce", records, size, start.elapsed());
     }
+    if phase != "produce" {
+        let got = std::sync::atomic::AtomicUsize::new(0);
+        let start = Instant::now();
+        std::thread::scope(|scope| {
+            for j in 0..consumers {
+                let mine: Vec<i32> = (0..partitions)
+                    .filter(|p| p % consumers == j)
+                    .map(|p| i32::try_from(p).expect("partition"))
+                    .collect();
+                let got = &got;
+                scope.spawn(move || {
+                    let mut conn = Conn::new(bootstrap);
+                    consume(&mut conn, topic, (records, got), size, batch_len, &mine);
+                });
+            }
+        });
+        rate("consume", got.into_inner(), size, start.elapsed());
+    }
+}
+
+/// Which partitions a producer writes to: from `first`, each batch to the next of
+/// `partitions`.
+#[derive(Clone, Copy)]
+struct Shape {
+    first: usize,
+    partitions: usize,
 }
 
 fn encoded_batch(size: usize, count: usize) -> BytesMut {
@@ -99,9 +158,10 @@ fn produce(
     size: usize,
     batch: usize,
     in_flight: usize,
-) -> usize {
+    shape: Shape,
+) {
     let full = encoded_batch(size, batch);
-    let start = Instant::now();
+    let mut next = shape.first;
     let mut sent = 0;
     let mut waiting = 0;
     while sent < records || waiting > 0 {
@@ -134,7 +194,7 @@ fn produce(
             topic_data: vec![TopicProduceData {
                 name: topic.into(),
                 partition_data: vec![PartitionProduceData {
-                    index: 0,
+                    index: i32::try_from(next % shape.partitions).expect("partition"),
                     records: Some(b.freeze()),
                     ..PartitionProduceData::default()
                 }],
@@ -145,20 +205,29 @@ fn produce(
         conn.send(&request, PRODUCE_VERSION);
         waiting += 1;
         sent += count;
+        next += 1;
     }
-    rate("produce", records, size, start.elapsed());
-    full.len()
 }
 
-fn consume(conn: &mut Conn, topic: &str, records: usize, size: usize, batch_len: usize) {
-    let start = Instant::now();
-    let mut offset: i64 = 0;
-    let mut got = 0;
+/// Reads `partitions` from offset 0, one Fetch at a time asking each for about one batch,
+/// until `got` (shared by every consumer) reaches `records`.
+fn consume(
+    conn: &mut Conn,
+    topic: &str,
+    (records, got): (usize, &std::sync::atomic::AtomicUsize),
+    size: usize,
+    batch_len: usize,
+    partitions: &[i32],
+) {
+    use std::sync::atomic::Ordering;
+    let mut offsets: Vec<i64> = vec![0; partitions.len()];
     let mut bytes = 0;
-    while got < records {
+    let mut mine = 0;
+    let mut idle = Instant::now();
+    while got.load(Ordering::Relaxed) < records {
         let request = Request::Fetch(FetchRequest {
             replica_id: -1,
-            max_wait_ms: 10_000,
+            max_wait_ms: 200,
             min_bytes: 1,
             max_bytes: 52_428_800,
             isolation_level: 0,
@@ -166,15 +235,19 @@ fn consume(conn: &mut Conn, topic: &str, records: usize, size: usize, batch_len:
             session_epoch: -1,
             topics: vec![FetchTopic {
                 topic: topic.into(),
-                partitions: vec![FetchPartition {
-                    partition: 0,
-                    current_leader_epoch: -1,
-                    fetch_offset: offset,
-                    last_fetched_epoch: -1,
-                    log_start_offset: -1,
-                    partition_max_bytes: batch_len as i32,
-                    ..FetchPartition::default()
-                }],
+                partitions: partitions
+                    .iter()
+                    .zip(&offsets)
+                    .map(|(&partition, &fetch_offset)| FetchPartition {
+                        partition,
+                        current_leader_epoch: -1,
+                        fetch_offset,
+                        last_fetched_epoch: -1,
+                        log_start_offset: -1,
+                        partition_max_bytes: batch_len as i32,
+                        ..FetchPartition::default()
+                    })
+                    .collect(),
                 ..FetchTopic::default()
             }],
             ..FetchRequest::default()
@@ -183,34 +256,50 @@ fn consume(conn: &mut Conn, topic: &str, records: usize, size: usize, batch_len:
         let Response::Fetch(r) = conn.recv() else {
             panic!("not a fetch response")
         };
-        let p = &r.responses[0].partitions[0];
-        assert_eq!(p.error_code, 0, "fetch refused at {offset}");
-        let mut data = p.records.clone().unwrap_or_default();
-        assert!(!data.is_empty(), "no record for 10 s after {got}");
-        while data.len() >= 61 {
-            let base = (&data[..8]).get_i64();
-            let len = (&data[8..12]).get_i32() as usize;
-            if data.len() < 12 + len {
-                break; // a partial batch at the end of the response, as Kafka may send
+        let mut any = false;
+        for p in r.responses.iter().flat_map(|t| &t.partitions) {
+            assert_eq!(p.error_code, 0, "fetch refused: {p:?}");
+            let at = partitions
+                .iter()
+                .position(|&q| q == p.partition_index)
+                .expect("a partition asked for");
+            let offset = &mut offsets[at];
+            let mut data = p.records.clone().unwrap_or_default();
+            any |= !data.is_empty();
+            while data.len() >= 61 {
+                let base = (&data[..8]).get_i64();
+                let len = (&data[8..12]).get_i32() as usize;
+                if data.len() < 12 + len {
+                    break; // a partial batch at the end of the response, as Kafka may send
+                }
+                let last_delta = (&data[23..27]).get_i32() as i64;
+                let count = (&data[RECORD_COUNT_AT..61]).get_i32() as usize;
+                let mut body = &data[61..12 + len];
+                for _ in 0..count {
+                    let record_len = varint(&mut body);
+                    bytes += value_len(&body[..record_len]);
+                    body = &body[record_len..];
+                }
+                assert!(body.is_empty(), "batch at {base} longer than its records");
+                if base + last_delta >= *offset {
+                    mine += count;
+                    got.fetch_add(count, Ordering::Relaxed);
+                    *offset = base + last_delta + 1;
+                }
+                data.advance(12 + len);
             }
-            let last_delta = (&data[23..27]).get_i32() as i64;
-            let count = (&data[RECORD_COUNT_AT..61]).get_i32() as usize;
-            let mut body = &data[61..12 + len];
-            for _ in 0..count {
-                let record_len = varint(&mut body);
-                bytes += value_len(&body[..record_len]);
-                body = &body[record_len..];
-            }
-            assert!(body.is_empty(), "batch at {base} longer than its records");
-            if base + last_delta >= offset {
-                got += count;
-                offset = base + last_delta + 1;
-            }
-            data.advance(12 + len);
+        }
+        if any {
+            idle = Instant::now();
+        } else {
+            let total = got.load(Ordering::Relaxed);
+            assert!(
+                total >= records || idle.elapsed().as_secs() < 10,
+                "no record for 10 s after {total} of {records}"
+            );
         }
     }
-    assert_eq!(bytes, got * size, "record sizes");
-    rate("consume", got, size, start.elapsed());
+    assert_eq!(bytes, mine * size, "record sizes");
 }
 
 fn varint(buf: &mut &[u8]) -> usize {
