@@ -254,6 +254,8 @@ impl BatchError {
 /// A cursor over one buffer whose reads return slices of it.
 struct Cursor<'a> {
     buf: &'a Bytes,
+    /// `buf`'s bytes, read through without going through `Bytes` each time.
+    data: &'a [u8],
     pos: usize,
     end: usize,
 }
@@ -269,13 +271,27 @@ impl Cursor<'_> {
         if self.pos >= self.end {
             return Err(BatchError::corrupt("record truncated"));
         }
-        let b = self.buf[self.pos];
+        let b = self.data[self.pos];
         self.pos += 1;
         Ok(b)
     }
 
-    #[inline]
+    /// One-byte varlongs (the timestamp deltas of records produced together) inline.
+    #[inline(always)]
     fn varlong(&mut self) -> Result<i64, BatchError> {
+        if self.pos < self.end {
+            if let Some(&b0) = self.data.get(self.pos) {
+                if b0 & 0x80 == 0 {
+                    self.pos += 1;
+                    return Ok(i64::from(b0 >> 1) ^ -i64::from(b0 & 1));
+                }
+            }
+        }
+        self.varlong_long()
+    }
+
+    #[inline(never)]
+    fn varlong_long(&mut self) -> Result<i64, BatchError> {
         let mut raw: u64 = 0;
         for i in 0..10 {
             let b = self.byte()?;
@@ -292,13 +308,13 @@ impl Cursor<'_> {
     #[inline(always)]
     fn varint(&mut self) -> Result<i32, BatchError> {
         if self.pos < self.end {
-            if let Some(&b0) = self.buf.get(self.pos) {
+            if let Some(&b0) = self.data.get(self.pos) {
                 if b0 & 0x80 == 0 {
                     self.pos += 1;
                     return Ok(i32::from(b0 >> 1) ^ -i32::from(b0 & 1));
                 }
                 if self.pos + 2 <= self.end {
-                    if let Some(&b1) = self.buf.get(self.pos + 1) {
+                    if let Some(&b1) = self.data.get(self.pos + 1) {
                         if b1 & 0x80 == 0 {
                             self.pos += 2;
                             let raw = u32::from(b0 & 0x7f) | (u32::from(b1) << 7);
@@ -325,7 +341,7 @@ impl Cursor<'_> {
     }
 
     /// The next `len` bytes, as a range of the buffer.
-    #[inline]
+    #[inline(always)]
     fn take(&mut self, len: usize) -> Result<(usize, usize), BatchError> {
         if len > self.remaining() {
             return Err(BatchError::corrupt("record field runs past the record"));
@@ -350,7 +366,7 @@ impl Cursor<'_> {
     }
 
     /// [`nullable`](Self::nullable) as a range of the buffer, sliced by no one yet.
-    #[inline]
+    #[inline(always)]
     fn nullable_range(&mut self) -> Result<Option<(usize, usize)>, BatchError> {
         match self.varint()? {
             -1 => Ok(None),
@@ -579,6 +595,7 @@ fn decode_batch(
     let mut cur = if codec == Compression::None {
         Cursor {
             buf: data,
+            data,
             pos: body_start,
             end: body_end,
         }
@@ -586,6 +603,7 @@ fn decode_batch(
         inflated = decompress(codec, &data[body_start..body_end], budget)?;
         Cursor {
             buf: &inflated,
+            data: &inflated,
             pos: 0,
             end: inflated.len(),
         }
@@ -640,7 +658,12 @@ fn decode_record<'a>(cur: &mut Cursor<'a>) -> Result<RecordView<'a>, BatchError>
     if header_count > cur.remaining() / 2 {
         return Err(BatchError::corrupt("header count exceeds the record"));
     }
-    let mut headers = Vec::with_capacity(header_count);
+    // Most records have no headers: no call into the allocator for them.
+    let mut headers = if header_count == 0 {
+        Vec::new()
+    } else {
+        Vec::with_capacity(header_count)
+    };
     for _ in 0..header_count {
         let key_len = cur.varint()?;
         let key_len = usize::try_from(key_len)
