@@ -476,8 +476,8 @@ fn librdkafka_transactions_example() {
     if common::iggy_url().is_some() {
         return;
     }
-    let example = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/test-deps/rdkafka-transactions-example");
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-deps/rdkafka-transactions-example");
     let gw = Gateway::start();
     let input = topic("rdkafka-txn-in");
     let output = topic("rdkafka-txn-out");
