@@ -766,8 +766,9 @@ impl Coordinator {
                 tracing::info!(group = %h.group, "empty classic group becomes a consumer group");
             }
             if !joining {
-                // Kafka answers GROUP_ID_NOT_FOUND; a gateway that restarted forgot its groups,
-                // and this code has the member join again instead of failing.
+                // Kafka answers GROUP_ID_NOT_FOUND; a gateway that restarted without keeping
+                // its groups forgot them, and this code has the member join again instead of
+                // failing.
                 return Err(unknown_member(&h.member_id, &h.group));
             }
             self.consumers
