@@ -553,7 +553,7 @@ enum Plan {
 /// Iggy backend on lanes that `spawn_lanes` connects (the runtime's own tasks and clock).
 async fn start(
     plan: Plan,
-    coordinator: Coordinator,
+    mut coordinator: Coordinator,
     spawn_lanes: impl FnOnce(&Arc<Lanes>, &SessionConfig),
     clock: Arc<dyn iggy_kafka_iggy_client::Clock>,
 ) -> std::io::Result<Arc<Shared>> {
@@ -574,6 +574,13 @@ async fn start(
                 for change in backend.scram_credentials() {
                     change.apply(&users);
                 }
+            }
+            // The groups as the offsets log kept them: members that heartbeat on stay in
+            // their generation; the others' sessions run from now.
+            let kept = backend.kept_groups();
+            if !kept.is_empty() {
+                let restored = coordinator.restore(std::time::Instant::now(), kept);
+                tracing::info!(groups = restored, "group state restored from Iggy");
             }
             Arc::new(backend)
         }
@@ -810,6 +817,9 @@ fn main() -> ExitCode {
     groups.consumer_session_timeout = Duration::from_millis(args.group_consumer_session_timeout_ms);
     groups.consumer_heartbeat_interval =
         Duration::from_millis(args.group_consumer_heartbeat_interval_ms);
+    // Iggy keeps the groups' state in the committed-offsets log; the embedded store keeps
+    // nothing across restarts.
+    groups.keep_state = iggy.is_some();
     // Member ids must not repeat across restarts: seed them from the process's randomness.
     let seed =
         std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8);

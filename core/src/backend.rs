@@ -13,6 +13,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use crate::message::{MessageList, Messages};
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::Uuid;
@@ -674,7 +676,19 @@ pub trait Backend: Send + Sync + 'static {
     fn metrics(&self) -> Vec<crate::stats::Metric> {
         Vec::new()
     }
+
+    /// Keeps the group coordinator's state across restarts (see
+    /// [`crate::group::GroupConfig::keep_state`]): each group's latest state, or `None` for
+    /// a group that is gone; done once kept. A backend that keeps nothing across restarts
+    /// answers at once.
+    fn keep_groups(&self, groups: Vec<(String, Option<Bytes>)>) -> KeepGroups {
+        drop(groups);
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
+
+/// The write of [`Backend::keep_groups`].
+pub type KeepGroups = Pin<Box<dyn Future<Output = Result<(), BackendError>> + Send + 'static>>;
 
 #[cfg(test)]
 pub(crate) mod tests {

@@ -10,7 +10,9 @@
 //! task drives with [`Served::poll_timeout`], [`Served::changed`] and
 //! [`Served::handle_timeout`]. A transactional append is checked with the transaction
 //! coordinator before it reaches the backend (KIP-890 part 1), and [`drive_transactions`],
-//! one task per gateway, writes the markers it decides and drives its timers.
+//! one task per gateway, writes the markers it decides and drives its timers;
+//! [`drive_groups`], one task per gateway, keeps the group states the group coordinator
+//! hands out (through the backend) and drives its timers.
 //! [`Transmit`] gathers what a connection has to write into vectored writes.
 
 use std::collections::{HashMap, VecDeque};
@@ -23,8 +25,10 @@ use std::time::Instant;
 
 use bytes::{Buf, Bytes};
 
-use crate::backend::{Backend, BackendError, Command, Completion, Execution, ProducerBatch};
-use crate::group::{Coordinator, GroupCall, GroupReply, ReplyTo};
+use crate::backend::{
+    Backend, BackendError, Command, Completion, Execution, KeepGroups, ProducerBatch,
+};
+use crate::group::{Coordinator, GroupCall, GroupReply, KeepGroup, ReplyTo};
 use crate::protocol::error_code::ErrorCode;
 use crate::txn::{Markers, TxnCall, TxnConfig, TxnCoordinator, TxnEffect, TxnReply};
 use crate::work::{Outcome, Work, WorkId};
@@ -380,6 +384,23 @@ impl Groups {
     }
 }
 
+impl Groups {
+    /// The group states the coordinator asks to keep, in order.
+    fn take_keeps(&self) -> Vec<KeepGroup> {
+        self.with(|c| std::iter::from_fn(|| c.poll_keep()).collect())
+    }
+
+    /// Reports whether the states handed out under `tokens` were kept, and delivers what
+    /// that answers.
+    fn kept(&self, now: Instant, tokens: &[u64], ok: bool) {
+        self.with(|c| {
+            for t in tokens {
+                c.handle_kept(now, *t, ok);
+            }
+        });
+    }
+}
+
 impl Txns {
     /// What the coordinator asks to be done, in order.
     fn take_effects(&self) -> Vec<TxnEffect> {
@@ -529,6 +550,63 @@ where
             txns.markers_done(now, m, *ok);
         }
         txns.handle_timeout(now);
+    }
+}
+
+/// Drives the group coordinator for as long as it is polled: hands the group states it asks
+/// to keep to the backend ([`Backend::keep_groups`], one write at a time, each group's
+/// latest state only), reports them kept or not (a leader's SyncGroup is answered then),
+/// and acts on its deadlines. `now` reads the clock; `sleep_until` sleeps until a deadline
+/// (for ever for `None`). The runtime adapters spawn it once per gateway.
+pub async fn drive_groups<S, F>(shared: Arc<Shared>, now: fn() -> Instant, sleep_until: S)
+where
+    S: Fn(Option<Instant>) -> F,
+    F: Future<Output = ()>,
+{
+    let groups = shared.groups();
+    let mut queued: Vec<KeepGroup> = Vec::new();
+    let mut writing: Option<(Vec<u64>, KeepGroups)> = None;
+    loop {
+        let changed = groups.changed();
+        queued.extend(groups.take_keeps());
+        if writing.is_none() && !queued.is_empty() {
+            let tokens = queued.iter().map(|k| k.token).collect();
+            // A later state of a group replaces an earlier one: only the last is written.
+            let mut latest: Vec<(String, Option<Bytes>)> = Vec::new();
+            for k in queued.drain(..).rev() {
+                if !latest.iter().any(|(g, _)| *g == k.group) {
+                    latest.push((k.group, k.state));
+                }
+            }
+            latest.reverse();
+            writing = Some((tokens, shared.backend.keep_groups(latest)));
+        }
+        let deadline = groups.poll_timeout();
+        let sleep = sleep_until(deadline);
+        let mut sleep = std::pin::pin!(sleep);
+        let mut changed = std::pin::pin!(changed);
+        let written = std::future::poll_fn(|cx| {
+            if let Some((_, f)) = &mut writing {
+                if let Poll::Ready(r) = f.as_mut().poll(cx) {
+                    let tokens = writing.take().map(|(t, _)| t).unwrap_or_default();
+                    return Poll::Ready(Some((tokens, r)));
+                }
+            }
+            if changed.as_mut().poll(cx).is_ready() || sleep.as_mut().poll(cx).is_ready() {
+                Poll::Ready(None)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        let now = now();
+        if let Some((tokens, result)) = written {
+            if let Err(e) = &result {
+                tracing::warn!(error = %e, groups = tokens.len(), "the groups' state could not be kept");
+            }
+            groups.kept(now, &tokens, result.is_ok());
+        }
+        groups.handle_timeout(now);
     }
 }
 

@@ -15,7 +15,20 @@
 //! Committed offsets are not kept here: they live in the backend. Each group's state is a
 //! self-contained value ([`GroupSnapshot`] describes it) keyed by the group id, holding no
 //! connection or runtime handle but the opaque reply tokens of the calls it still owes an
-//! answer, so that it could later be kept where several gateways can read it.
+//! answer.
+//!
+//! With [`GroupConfig::keep_state`], the coordinator hands out what a restart must not lose,
+//! as Kafka's coordinator writes it to `__consumer_offsets`: a classic group's generation,
+//! members and assignments when the leader's assignment is set (the SyncGroup answers wait
+//! until [`Coordinator::handle_kept`] reports it kept) and when the group empties; a
+//! consumer group's epochs, members and assignments whenever a heartbeat or a timeout
+//! changes them; the removal of a group deleted or forgotten. Each leaves through
+//! [`Coordinator::poll_keep`] as one versioned value per group (the latest wins), and
+//! [`Coordinator::restore`] takes them back at start with every member's session running
+//! from then.
+//!
+//! Call order: `handle` and `handle_timeout` in any order; after each, drain `poll_reply`
+//! and `poll_keep`; report each keep with `handle_kept`; sleep until `poll_timeout`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
@@ -27,6 +40,7 @@ use crate::protocol::error_code::ErrorCode;
 
 mod assignor;
 mod consumer;
+mod kept;
 
 pub use assignor::Assignor;
 pub use consumer::{
@@ -54,6 +68,10 @@ pub struct GroupConfig {
     /// How often consumer group members heartbeat
     /// (`group.consumer.heartbeat.interval.ms`).
     pub consumer_heartbeat_interval: Duration,
+    /// Whether the groups' state is kept across restarts: the coordinator then hands out
+    /// what to keep ([`Coordinator::poll_keep`]) and answers a leader's SyncGroup once that
+    /// is kept ([`Coordinator::handle_kept`]).
+    pub keep_state: bool,
 }
 
 impl Default for GroupConfig {
@@ -66,6 +84,7 @@ impl Default for GroupConfig {
             empty_group_expiry: Duration::from_secs(10 * 60),
             consumer_session_timeout: Duration::from_secs(45),
             consumer_heartbeat_interval: Duration::from_secs(5),
+            keep_state: false,
         }
     }
 }
@@ -450,6 +469,9 @@ struct Group {
     sync_deadline: Option<Instant>,
     /// When it became empty, to forget it later.
     empty_since: Option<Instant>,
+    /// CompletingRebalance: the leader's assignment is being kept under this token; the
+    /// SyncGroup answers wait for it.
+    keeping: Option<u64>,
 }
 
 impl Group {
@@ -468,6 +490,7 @@ impl Group {
             pending_sync: BTreeSet::new(),
             sync_deadline: None,
             empty_since: Some(now),
+            keeping: None,
         }
     }
 
@@ -613,6 +636,18 @@ pub struct EpochsOf {
     pub members: Vec<(String, i32)>,
 }
 
+/// A group's state to keep across restarts, replacing what was kept of the group (see
+/// [`GroupConfig::keep_state`]): hand it back to [`Coordinator::restore`] at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeepGroup {
+    /// Report the write with [`Coordinator::handle_kept`] and this token.
+    pub token: u64,
+    /// The group.
+    pub group: String,
+    /// Its state, self-contained and versioned; `None` when the group is gone.
+    pub state: Option<Bytes>,
+}
+
 /// The coordinator of every group of a gateway. See the module documentation.
 #[derive(Debug)]
 pub struct Coordinator {
@@ -624,6 +659,19 @@ pub struct Coordinator {
     seed: u64,
     counter: u64,
     rebalances: u64,
+    /// What to keep, in order (with `config.keep_state`).
+    keeps: VecDeque<KeepGroup>,
+    next_keep: u64,
+    /// Tokens of classic groups whose leader's assignment is being kept.
+    keeping: HashMap<u64, String>,
+    /// Each consumer group's state as last handed out to keep, so that a heartbeat that
+    /// changes nothing writes nothing.
+    consumers_kept: HashMap<String, Bytes>,
+}
+
+enum Restored {
+    Classic(Group),
+    Consumer(consumer::ConsumerGroup),
 }
 
 /// What the coordinator holds now and did so far: plain figures, for an adapter to report.
@@ -674,7 +722,136 @@ impl Coordinator {
             seed,
             counter: 0,
             rebalances: 0,
+            keeps: VecDeque::new(),
+            next_keep: 0,
+            keeping: HashMap::new(),
+            consumers_kept: HashMap::new(),
         }
+    }
+
+    /// Takes back the groups' state as [`Coordinator::poll_keep`] handed it out (the latest of
+    /// each group), at start, before any call. A classic group comes back Stable in its
+    /// generation with its members and assignments (Empty without members), a consumer
+    /// group with its epochs and assignments; every member's session runs from `now`, so
+    /// members that keep heartbeating stay and the others are removed after their session
+    /// timeout. State that does not decode is skipped and logged. Returns how many groups
+    /// came back.
+    pub fn restore(
+        &mut self,
+        now: Instant,
+        kept: impl IntoIterator<Item = (String, Bytes)>,
+    ) -> usize {
+        let mut restored = 0;
+        for (name, bytes) in kept {
+            let decoded = kept::Reader::open(&bytes).and_then(|(mut r, kind)| match kind {
+                kept::CLASSIC => {
+                    kept::decode_classic(&mut r, now, &mut self.counter).map(Restored::Classic)
+                }
+                kept::CONSUMER => {
+                    consumer::decode_kept(&mut r, now, self.config.consumer_session_timeout)
+                        .map(Restored::Consumer)
+                }
+                _ => None,
+            });
+            match decoded {
+                Some(Restored::Classic(g)) => {
+                    tracing::info!(group = %name, generation = g.generation, members = g.members.len(), "classic group restored");
+                    self.consumers.remove(&name);
+                    self.groups.insert(name, g);
+                    restored += 1;
+                }
+                Some(Restored::Consumer(g)) => {
+                    tracing::info!(group = %name, members = g.member_count(), "consumer group restored");
+                    self.groups.remove(&name);
+                    self.consumers_kept.insert(name.clone(), bytes.clone());
+                    self.consumers.insert(name, g);
+                    restored += 1;
+                }
+                None => {
+                    tracing::warn!(group = %name, bytes = bytes.len(), "kept group state not understood; the group starts afresh");
+                }
+            }
+        }
+        restored
+    }
+
+    /// The next group state to keep (with [`GroupConfig::keep_state`]), in the order
+    /// handed out; report each with [`Coordinator::handle_kept`].
+    pub fn poll_keep(&mut self) -> Option<KeepGroup> {
+        self.keeps.pop_front()
+    }
+
+    /// Reports whether the state handed out under `token` was kept. A leader's assignment
+    /// that was kept is handed to the members; one that was not fails their SyncGroups
+    /// with COORDINATOR_NOT_AVAILABLE and the group rebalances, as Kafka's does when its
+    /// write fails.
+    pub fn handle_kept(&mut self, now: Instant, token: u64, ok: bool) {
+        if let Some(name) = self.keeping.remove(&token) {
+            let current = self.groups.get(&name).is_some_and(|g| {
+                g.state == GroupState::CompletingRebalance && g.keeping == Some(token)
+            });
+            if !current {
+                return;
+            }
+            if ok {
+                self.complete_sync(now, &name);
+            } else {
+                self.fail_sync(now, &name);
+            }
+            return;
+        }
+        if !ok {
+            // Written again at the group's next change (a consumer group's members
+            // heartbeat every few seconds).
+            self.consumers_kept.clear();
+            tracing::warn!(
+                token,
+                "a group's state could not be kept; it is written again at its next change"
+            );
+        }
+    }
+
+    /// Hands out `group`'s classic state to keep; its token.
+    fn keep_classic(&mut self, name: &str) -> Option<u64> {
+        if !self.config.keep_state {
+            return None;
+        }
+        let state = self.groups.get(name).map(kept::encode_classic);
+        Some(self.push_keep(name, state))
+    }
+
+    /// The group is gone (deleted, forgotten, or of the other kind now).
+    fn keep_gone(&mut self, name: &str) {
+        if self.config.keep_state {
+            self.consumers_kept.remove(name);
+            self.push_keep(name, None);
+        }
+    }
+
+    /// Hands out a consumer group's state when it changed since it was last handed out.
+    fn keep_consumer(&mut self, name: &str) {
+        if !self.config.keep_state {
+            return;
+        }
+        let Some(g) = self.consumers.get(name) else {
+            return;
+        };
+        let state = consumer::encode_kept(g);
+        if self.consumers_kept.get(name) != Some(&state) {
+            self.consumers_kept.insert(name.to_owned(), state.clone());
+            self.push_keep(name, Some(state));
+        }
+    }
+
+    fn push_keep(&mut self, name: &str, state: Option<Bytes>) -> u64 {
+        let token = self.next_keep;
+        self.next_keep += 1;
+        self.keeps.push_back(KeepGroup {
+            token,
+            group: name.to_owned(),
+            state,
+        });
+        token
     }
 
     /// Every group the coordinator holds, described as DescribeGroups would, by name.
@@ -720,6 +897,7 @@ impl Coordinator {
     /// Handles a call at `now`; its reply (now or later) carries `reply_to`.
     pub fn handle(&mut self, now: Instant, reply_to: ReplyTo, call: GroupCall) {
         let group = call.group().map(str::to_owned);
+        let heartbeat = matches!(call, GroupCall::ConsumerHeartbeat(_));
         let reply = match call {
             GroupCall::Join(args) => self.join(now, reply_to, args),
             GroupCall::Sync(args) => self.sync(now, reply_to, args),
@@ -760,6 +938,9 @@ impl Coordinator {
         // A call may complete a rebalance that was only waiting for it.
         if let Some(group) = group {
             self.maybe_complete_join(now, &group);
+            if heartbeat {
+                self.keep_consumer(&group);
+            }
         }
     }
 
@@ -803,6 +984,7 @@ impl Coordinator {
             .collect();
         for name in names {
             self.expire_consumer_group(now, &name);
+            self.keep_consumer(&name);
         }
     }
 
@@ -917,6 +1099,7 @@ impl Coordinator {
                 ));
             }
             self.consumers.remove(&args.group);
+            self.keep_gone(&args.group);
             tracing::info!(group = %args.group, "empty consumer group becomes a classic group");
         }
         if !self.groups.contains_key(&args.group) {
@@ -1025,6 +1208,10 @@ impl Coordinator {
         self.push(fenced_sync, sync_error(ErrorCode::FENCED_INSTANCE_ID));
         match state {
             GroupState::Stable | GroupState::CompletingRebalance if !protocols_changed => {
+                if state == GroupState::Stable {
+                    // The new member id replaces the old in what is kept.
+                    self.keep_classic(&args.group);
+                }
                 let g = self.groups.get(&args.group)?;
                 let mut result = g.join_result(&new_id);
                 result.skip_assignment = was_leader;
@@ -1194,6 +1381,8 @@ impl Coordinator {
             (g.state == GroupState::Empty).then(|| now + initial_delay.min(timeout));
         g.rebalance_deadline = Some(now + timeout);
         g.state = GroupState::PreparingRebalance;
+        // An assignment still being kept is for a generation that is over.
+        g.keeping = None;
         self.rebalances += 1;
         g.pending_sync.clear();
         g.sync_deadline = None;
@@ -1309,6 +1498,8 @@ impl Coordinator {
             g.leader = None;
             g.empty_since = Some(now);
             tracing::info!(group = name, generation = g.generation, "group is empty");
+            // Kafka writes the empty group's new generation too.
+            self.keep_classic(name);
             return;
         }
         let leader_joined = g
@@ -1414,31 +1605,87 @@ impl Coordinator {
                 }
                 let mut assignments: HashMap<String, Bytes> =
                     args.assignments.into_iter().collect();
-                let mut replies = Vec::new();
                 for member in g.members.values_mut() {
                     member.assignment = assignments.remove(&member.id).unwrap_or_default();
                 }
-                g.state = GroupState::Stable;
-                if g.pending_sync.is_empty() {
-                    g.sync_deadline = None;
-                }
-                tracing::info!(group = %m.group, generation = g.generation, "assignment received from the leader; group is stable");
-                let ids: Vec<String> = g.members.keys().cloned().collect();
-                for id in ids {
-                    let Some(member) = g.members.get_mut(&id) else {
-                        continue;
-                    };
-                    if let Some(to) = member.awaiting_sync.take() {
-                        member.session_deadline = now + member.session_timeout;
-                        let assignment = member.assignment.clone();
-                        replies.push((to, ok(g, assignment)));
-                    }
-                }
+                let name = m.group.clone();
                 self.push(previous, sync_error(ErrorCode::REBALANCE_IN_PROGRESS));
-                self.replies.extend(replies);
+                // As Kafka's coordinator, the members are answered once the generation's
+                // assignment is kept (when the state is kept at all).
+                match self.keep_classic(&name) {
+                    Some(token) => {
+                        if let Some(g) = self.groups.get_mut(&name) {
+                            g.keeping = Some(token);
+                        }
+                        self.keeping.insert(token, name);
+                    }
+                    None => self.complete_sync(now, &name),
+                }
                 None
             }
         }
+    }
+
+    /// The leader's assignment is set (and kept): the group is stable, and every member
+    /// waiting in SyncGroup gets its assignment.
+    fn complete_sync(&mut self, now: Instant, name: &str) {
+        let Some(g) = self.groups.get_mut(name) else {
+            return;
+        };
+        g.keeping = None;
+        g.state = GroupState::Stable;
+        if g.pending_sync.is_empty() {
+            g.sync_deadline = None;
+        }
+        tracing::info!(
+            group = name,
+            generation = g.generation,
+            "assignment received from the leader; group is stable"
+        );
+        let (protocol_type, protocol_name) = (g.protocol_type.clone(), g.protocol.clone());
+        let mut replies = Vec::new();
+        for member in g.members.values_mut() {
+            if let Some(to) = member.awaiting_sync.take() {
+                member.session_deadline = now + member.session_timeout;
+                replies.push((
+                    to,
+                    GroupReply::Sync(SyncResult {
+                        error: OK,
+                        protocol_type: protocol_type.clone(),
+                        protocol_name: protocol_name.clone(),
+                        assignment: member.assignment.clone(),
+                    }),
+                ));
+            }
+        }
+        self.replies.extend(replies);
+    }
+
+    /// The leader's assignment could not be kept: the members waiting in SyncGroup are
+    /// told COORDINATOR_NOT_AVAILABLE (Kafka's answer to a failed write) and the group
+    /// rebalances.
+    fn fail_sync(&mut self, now: Instant, name: &str) {
+        let Some(g) = self.groups.get_mut(name) else {
+            return;
+        };
+        g.keeping = None;
+        let mut owed = Vec::new();
+        for m in g.members.values_mut() {
+            m.assignment = Bytes::new();
+            if let Some(to) = m.awaiting_sync.take() {
+                m.session_deadline = now + m.session_timeout;
+                owed.push(to);
+            }
+        }
+        tracing::warn!(
+            group = name,
+            generation = g.generation,
+            "the group's assignment could not be kept; rebalancing"
+        );
+        for to in owed {
+            self.push(Some(to), sync_error(ErrorCode::COORDINATOR_NOT_AVAILABLE));
+        }
+        self.maybe_rebalance(now, name, "the assignment could not be kept");
     }
 
     fn heartbeat(&mut self, now: Instant, m: &MemberRef) -> ErrorCode {
@@ -1623,6 +1870,7 @@ impl Coordinator {
             None => Deletion::Unknown,
             Some(g) if g.state == GroupState::Empty => {
                 self.groups.remove(name);
+                self.keep_gone(name);
                 tracing::info!(group = name, "group deleted");
                 Deletion::Deleted
             }
@@ -1685,6 +1933,7 @@ impl Coordinator {
         if forget {
             tracing::debug!(group = name, "forgetting empty group");
             self.groups.remove(name);
+            self.keep_gone(name);
             return;
         }
         for id in pending {

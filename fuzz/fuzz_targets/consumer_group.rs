@@ -2,7 +2,9 @@
 //! changes, classic calls on the same names and arbitrary time: the coordinator never
 //! panics, answers every call at once, never lets two members own a partition at the same
 //! time, never moves a group epoch back, and a member's epoch goes back only when it joins
-//! again with epoch 0.
+//! again with epoch 0. The groups' state is kept as the coordinator hands it out: a restart
+//! restores every consumer group as it was, and arbitrary bytes given to `restore` are
+//! refused or make a group that keeps the invariants.
 #![no_main]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -70,6 +72,10 @@ enum Op {
         group: bool,
     },
     Advance(u16),
+    /// The gateway restarts from what was kept.
+    Restart,
+    /// Arbitrary bytes as a kept state.
+    Kept(Vec<u8>),
 }
 
 #[derive(Debug, Default, Clone)]
@@ -85,7 +91,9 @@ const REGEXES: [&str; 3] = ["a.*", "b", "("];
 fuzz_target!(|ops: Vec<Op>| {
     let mut config = GroupConfig::default();
     config.max_group_size = 4;
-    let mut c = Coordinator::new(config, 5);
+    config.keep_state = true;
+    let mut c = Coordinator::new(config.clone(), 5);
+    let mut kept: BTreeMap<String, Bytes> = BTreeMap::new();
     let mut now = Instant::now();
     let mut next = 0u64;
     let mut partitions = [4i32, 2, 0];
@@ -215,6 +223,27 @@ fuzz_target!(|ops: Vec<Op>| {
                     "deadline not cleared"
                 );
                 check(&c, &mut group_epochs, &mut member_epochs, None);
+                keep(&mut c, now, &mut kept);
+                continue;
+            }
+            Op::Restart => {
+                let mut restarted = Coordinator::new(config.clone(), 6);
+                assert_eq!(
+                    restarted.restore(now, kept.clone()),
+                    kept.len(),
+                    "every kept state restores"
+                );
+                assert_eq!(restarted.consumer_epochs(), c.consumer_epochs());
+                c = restarted;
+                check(&c, &mut group_epochs, &mut member_epochs, None);
+                continue;
+            }
+            Op::Kept(bytes) => {
+                let mut other = Coordinator::new(GroupConfig::default(), 7);
+                other.restore(now, [("g".to_owned(), Bytes::from(bytes))]);
+                if let Err(e) = other.check_consumer_invariants() {
+                    panic!("restored: {e}");
+                }
                 continue;
             }
         };
@@ -250,8 +279,20 @@ fuzz_target!(|ops: Vec<Op>| {
             }
         }
         check(&c, &mut group_epochs, &mut member_epochs, rejoined);
+        keep(&mut c, now, &mut kept);
     }
 });
+
+/// Keeps what the coordinator hands out, at once.
+fn keep(c: &mut Coordinator, now: Instant, kept: &mut BTreeMap<String, Bytes>) {
+    while let Some(k) = c.poll_keep() {
+        match k.state {
+            Some(s) => kept.insert(k.group, s),
+            None => kept.remove(&k.group),
+        };
+        c.handle_kept(now, k.token, true);
+    }
+}
 
 fn check(
     c: &Coordinator,

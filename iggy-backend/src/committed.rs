@@ -14,6 +14,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+use bytes::Bytes;
+
 use iggy_kafka_core::backend::{select_offsets, BackendError, GroupOffset, TopicConfig};
 use iggy_kafka_core::message::{IggyMessage, MessageList};
 use iggy_kafka_core::protocol::Uuid;
@@ -59,7 +61,38 @@ impl CommittedOffsets {
     /// The offsets log's records in its current generation, and the live offsets.
     pub(crate) fn size(&self) -> (u64, u64) {
         let state = lock(&self.state);
-        (state.records, state.live())
+        (
+            state.records,
+            state.live() - state.group_states.len() as u64,
+        )
+    }
+
+    /// Every group's state as the group coordinator last asked to keep it.
+    pub(crate) fn group_states(&self) -> Vec<(String, Bytes)> {
+        let mut states: Vec<(String, Bytes)> = lock(&self.state)
+            .group_states
+            .iter()
+            .map(|(g, s)| (g.clone(), s.clone()))
+            .collect();
+        states.sort_by(|a, b| a.0.cmp(&b.0));
+        states
+    }
+
+    /// Keeps each group's state (`None`: the group is gone), once the records are in the log.
+    pub(crate) async fn keep_groups(
+        &self,
+        catalog: &Catalog,
+        reads: &Reads,
+        groups: Vec<(String, Option<Bytes>)>,
+    ) -> Result<(), BackendError> {
+        let records = groups
+            .into_iter()
+            .map(|(group, state)| match state {
+                Some(state) => Record::GroupState { group, state },
+                None => Record::GroupGone { group },
+            })
+            .collect();
+        self.log(catalog, reads).write_offsets(records).await
     }
 
     /// A group's committed offsets: of the partitions named, or all of them.

@@ -152,6 +152,13 @@ impl IggyBackend {
         self.inner.scram.credentials()
     }
 
+    /// The group coordinator's state kept in the committed-offsets log (replayed at
+    /// [`IggyBackend::connect`]), each group's latest, for `Coordinator::restore`.
+    #[must_use]
+    pub fn kept_groups(&self) -> Vec<(String, bytes::Bytes)> {
+        self.inner.committed.group_states()
+    }
+
     /// Opens the backend on a pool whose lanes a runtime drives: makes sure the stream and
     /// the offsets topic exist (creating them when allowed) and replays the committed offsets.
     ///
@@ -339,6 +346,22 @@ impl Backend for IggyBackend {
                 live_offsets as f64,
             ),
         ]
+    }
+
+    fn keep_groups(
+        &self,
+        groups: Vec<(String, Option<bytes::Bytes>)>,
+    ) -> iggy_kafka_core::backend::KeepGroups {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            let Inner {
+                catalog,
+                reads,
+                committed,
+                ..
+            } = &*inner;
+            committed.keep_groups(catalog, reads, groups).await
+        })
     }
 
     fn execute(&self, command: Command) -> Execution {

@@ -15,11 +15,18 @@
 //! gateway takes its log starts with it; one deleted and created again by other means has a
 //! new topic id, which the log starts do not match.
 //!
+//! The log also keeps the group coordinator's state, as Kafka's `__consumer_offsets` keeps
+//! group metadata beside the offsets: each group's latest state (the coordinator's own
+//! versioned encoding, opaque here), replayed at start so that groups keep their generation,
+//! members and assignments across a restart.
+//!
 //! A record's payload (little-endian): version `1`; kind (1 commit, 2 delete one offset,
 //! 3 delete a group, 4 delete a topic's offsets and log starts, 5 snapshot complete, 6 a
-//! log start); the group and the topic as u16-length strings; the partition (u32); for a
-//! commit, the offset (i64), the leader epoch (i32) and the metadata as an i32 length (-1
-//! for null) and bytes; for a log start, the offset (u64) and the Kafka topic id (16 bytes).
+//! log start, 7 a group's state, 8 a group's state removed); the group and the topic as
+//! u16-length strings; the partition (u32); for a commit, the offset (i64), the leader epoch
+//! (i32) and the metadata as an i32 length (-1 for null) and bytes; for a log start, the
+//! offset (u64) and the Kafka topic id (16 bytes); for a group's state, its length (u32) and
+//! bytes.
 
 use std::collections::HashMap;
 
@@ -80,6 +87,15 @@ pub(crate) enum Record {
         partition: u32,
         start: u64,
     },
+    /// A group's state as the group coordinator keeps it (replacing what was kept).
+    GroupState {
+        group: String,
+        state: Bytes,
+    },
+    /// A group's state is gone (the group was deleted or forgotten).
+    GroupGone {
+        group: String,
+    },
 }
 
 fn put_str(b: &mut BytesMut, s: &str) {
@@ -111,6 +127,8 @@ impl Record {
             Self::LogStart {
                 topic, partition, ..
             } => (6, "", topic.as_str(), *partition),
+            Self::GroupState { group, .. } => (7, group.as_str(), "", 0),
+            Self::GroupGone { group } => (8, group.as_str(), "", 0),
         };
         b.put_u8(kind);
         put_str(&mut b, group);
@@ -130,6 +148,10 @@ impl Record {
         if let Self::LogStart { id, start, .. } = self {
             b.put_u64_le(*start);
             b.put_slice(&id.0);
+        }
+        if let Self::GroupState { state, .. } = self {
+            b.put_u32_le(u32::try_from(state.len()).unwrap_or(u32::MAX));
+            b.put_slice(state);
         }
         b.freeze()
     }
@@ -196,6 +218,15 @@ impl Record {
                     start,
                 }
             }
+            7 => {
+                let len = u32::from_le_bytes(take(&mut p, 4)?.try_into().ok()?);
+                let state = take(&mut p, usize::try_from(len).ok()?)?;
+                Self::GroupState {
+                    group,
+                    state: Bytes::copy_from_slice(state),
+                }
+            }
+            8 => Self::GroupGone { group },
             _ => return None,
         })
     }
@@ -207,6 +238,8 @@ pub(crate) struct OffsetsState {
     pub(crate) groups: HashMap<String, GroupOffsets>,
     /// Each partition's log start offset as DeleteRecords left it, with its topic's id.
     pub(crate) log_starts: HashMap<(String, u32), (Uuid, u64)>,
+    /// Each group's state as the group coordinator last asked to keep it.
+    pub(crate) group_states: HashMap<String, Bytes>,
     /// Records in the current generation's topic.
     pub(crate) records: u64,
     pub(crate) generation: u64,
@@ -253,6 +286,12 @@ impl OffsetsState {
                 self.log_starts.retain(|(t, _), _| t != topic);
             }
             Record::SnapshotComplete => {}
+            Record::GroupState { group, state } => {
+                self.group_states.insert(group.clone(), state.clone());
+            }
+            Record::GroupGone { group } => {
+                self.group_states.remove(group);
+            }
             Record::LogStart {
                 topic,
                 id,
@@ -282,9 +321,11 @@ impl OffsetsState {
             .map(|&(_, start)| start)
     }
 
-    /// How many offsets and log starts are live.
+    /// How many offsets, log starts and group states are live.
     pub(crate) fn live(&self) -> u64 {
-        self.groups.values().map(|g| g.len() as u64).sum::<u64>() + self.log_starts.len() as u64
+        self.groups.values().map(|g| g.len() as u64).sum::<u64>()
+            + self.log_starts.len() as u64
+            + self.group_states.len() as u64
     }
 
     /// Whether the log has grown enough past the live state to be rewritten.
@@ -311,6 +352,12 @@ impl OffsetsState {
                 id,
                 partition: *partition,
                 start,
+            });
+        }
+        for (group, state) in &self.group_states {
+            out.push(Record::GroupState {
+                group: group.clone(),
+                state: state.clone(),
             });
         }
         out.push(Record::SnapshotComplete);
@@ -363,6 +410,15 @@ mod tests {
                 partition: 3,
                 start: u64::MAX,
             },
+            Record::GroupState {
+                group: "g".into(),
+                state: Bytes::from_static(b"\x01\x02state"),
+            },
+            Record::GroupState {
+                group: "g".into(),
+                state: Bytes::new(),
+            },
+            Record::GroupGone { group: "g".into() },
         ];
         for r in &records {
             let bytes = r.encode();
@@ -454,6 +510,61 @@ mod tests {
             (s.log_start("t", 1, None), s.log_start("u", 0, None)),
             (None, Some(3))
         );
+    }
+
+    /// The bytes of the group records are fixed: a log written by this version must replay
+    /// the same after any change of the code.
+    #[test]
+    fn group_records_have_fixed_bytes_and_bounded_lengths() {
+        let state = Record::GroupState {
+            group: "g".into(),
+            state: Bytes::from_static(b"ab"),
+        };
+        let golden: &[u8] = &[
+            1, 7, // version, kind
+            1, 0, b'g', // group
+            0, 0, // no topic
+            0, 0, 0, 0, // no partition
+            2, 0, 0, 0, b'a', b'b', // the state
+        ];
+        assert_eq!(&state.encode()[..], golden);
+        assert_eq!(Record::decode(golden), Some(state));
+        let gone = Record::GroupGone { group: "g".into() };
+        let golden_gone: &[u8] = &[1, 8, 1, 0, b'g', 0, 0, 0, 0, 0, 0];
+        assert_eq!(&gone.encode()[..], golden_gone);
+        assert_eq!(Record::decode(golden_gone), Some(gone));
+        // A length past the end is refused, not allocated.
+        let mut long = golden.to_vec();
+        long[11..15].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(Record::decode(&long), None);
+    }
+
+    #[test]
+    fn group_states_replay_follow_removals_and_survive_a_snapshot() {
+        let state = |group: &str, s: &'static [u8]| Record::GroupState {
+            group: group.into(),
+            state: Bytes::from_static(s),
+        };
+        let mut s = OffsetsState::default();
+        for r in [
+            state("a", b"1"),
+            state("b", b"1"),
+            state("a", b"2"),
+            state("c", b"1"),
+            Record::GroupGone { group: "c".into() },
+            // Deleting a group's offsets leaves its coordinator state alone.
+            Record::DeleteGroup { group: "b".into() },
+        ] {
+            s.apply(&r);
+        }
+        assert_eq!(s.group_states.len(), 2);
+        assert_eq!(s.group_states["a"], Bytes::from_static(b"2"));
+        assert_eq!(s.live(), 2);
+        let mut again = OffsetsState::default();
+        for r in s.snapshot() {
+            again.apply(&r);
+        }
+        assert_eq!(again.group_states, s.group_states);
     }
 
     #[test]

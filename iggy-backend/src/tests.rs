@@ -1056,11 +1056,73 @@ fn a_commit_iggy_does_not_take_is_not_acknowledged() {
     assert!(fetch(&mut h, &backend, "g").is_empty());
 }
 
+fn keep(
+    h: &mut Pool,
+    backend: &IggyBackend,
+    groups: &[(&str, Option<&'static [u8]>)],
+) -> Result<(), BackendError> {
+    let groups = groups
+        .iter()
+        .map(|(g, s)| ((*g).to_owned(), s.map(bytes::Bytes::from_static)))
+        .collect();
+    h.run(backend.keep_groups(groups))
+}
+
+fn kept(backend: &IggyBackend) -> Vec<(String, Vec<u8>)> {
+    backend
+        .kept_groups()
+        .into_iter()
+        .map(|(g, s)| (g, s.to_vec()))
+        .collect()
+}
+
+#[test]
+fn group_states_are_kept_in_the_offsets_log_and_replayed() {
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    assert!(kept(&backend).is_empty());
+    keep(&mut h, &backend, &[("a", Some(b"1")), ("b", Some(b"2"))]).expect("kept");
+    keep(
+        &mut h,
+        &backend,
+        &[("a", Some(b"3")), ("b", None), ("c", Some(b""))],
+    )
+    .expect("kept");
+    // Deleting a group's offsets is not deleting its coordinator state.
+    match h.exec(
+        &backend,
+        Command::DeleteOffsets {
+            group: "a".into(),
+            only: None,
+        },
+    ) {
+        Completion::DeleteOffsets(Ok(0)) => {}
+        other => panic!("{other:?}"),
+    }
+    let (mut h, backend) = h.restart();
+    assert_eq!(
+        kept(&backend),
+        vec![
+            ("a".to_owned(), b"3".to_vec()),
+            ("c".to_owned(), Vec::new())
+        ]
+    );
+    // A write Iggy refuses is not acknowledged, and changes nothing.
+    h.fake.fail_next = Some(5000);
+    assert!(keep(&mut h, &backend, &[("a", None)]).is_err());
+    assert_eq!(kept(&backend).len(), 2);
+    keep(&mut h, &backend, &[("a", None)]).expect("kept");
+    let (_, backend) = h.restart();
+    assert_eq!(kept(&backend), vec![("c".to_owned(), Vec::new())]);
+}
+
 #[test]
 fn the_offsets_log_is_compacted_into_a_new_generation() {
     let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 1000);
+    // A group's state is carried into the new generation with the offsets.
+    keep(&mut h, &backend, &[("g", Some(b"state"))]).expect("kept");
     let batch: Vec<(&str, u32, i64)> = (0..1000).map(|p| ("t", p, 1)).collect();
     let rounds = offsets::COMPACT_AFTER / 1000 + 1;
     for round in 0..rounds {
@@ -1078,7 +1140,7 @@ fn the_offsets_log_is_compacted_into_a_new_generation() {
     );
     let log = &h.fake.topics[&offsets::topic_name(1)];
     assert!(
-        log.partitions[0].next <= 1001 + 1000,
+        log.partitions[0].next <= 1002 + 1000,
         "{}",
         log.partitions[0].next
     );
@@ -1087,6 +1149,7 @@ fn the_offsets_log_is_compacted_into_a_new_generation() {
     let got = fetch(&mut h, &backend, "g");
     assert_eq!(got.len(), 1000);
     assert!(got.iter().all(|(_, _, o, _, _)| *o == want));
+    assert_eq!(kept(&backend), vec![("g".to_owned(), b"state".to_vec())]);
 }
 
 #[test]

@@ -223,18 +223,15 @@ async fn serve(
     let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
     let mut tasks = Vec::new();
     // Dropped (and so cancelled) when serving ends.
-    let _timers = ex.spawn(drive_groups(shared.clone()));
+    let _groups = ex.spawn(iggy_kafka_core::driver::drive_groups(
+        shared.clone(),
+        Instant::now,
+        sleep_until,
+    ));
     let _transactions = ex.spawn(iggy_kafka_core::driver::drive_transactions(
         shared.clone(),
         Instant::now,
-        |deadline| async move {
-            match deadline {
-                Some(d) => {
-                    Timer::at(d).await;
-                }
-                None => future::pending::<()>().await,
-            }
-        },
+        sleep_until,
     ));
     // One accepting task per listener, dropped (closing the listeners) when serving ends.
     let (accepted_tx, accepted_rx) = smol::channel::bounded::<Accepted>(64);
@@ -493,23 +490,13 @@ fn nothing_to_read(socket: &Async<std::net::TcpStream>) -> bool {
     matches!(socket.get_ref().peek(&mut [0]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
-/// Drives the group coordinator's timers: sleeps until its next deadline or until a call
-/// moves it, then lets it act.
-async fn drive_groups(shared: Arc<Shared>) {
-    let groups = shared.groups();
-    loop {
-        let changed = groups.changed();
-        let deadline = groups.poll_timeout();
-        let sleep = async {
-            match deadline {
-                Some(d) => {
-                    Timer::at(d).await;
-                }
-                None => future::pending::<()>().await,
-            }
-        };
-        future::or(changed, sleep).await;
-        groups.handle_timeout(Instant::now());
+/// Sleeps until `deadline`, for ever for `None`: the coordinators' drivers' timer.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => {
+            Timer::at(d).await;
+        }
+        None => future::pending::<()>().await,
     }
 }
 

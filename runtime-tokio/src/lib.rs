@@ -187,7 +187,11 @@ async fn serve(
 ) -> io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
-    let timers = tokio::spawn(drive_groups(shared.clone()));
+    let timers = tokio::spawn(iggy_kafka_core::driver::drive_groups(
+        shared.clone(),
+        Instant::now,
+        sleep_until,
+    ));
     let transactions = tokio::spawn(iggy_kafka_core::driver::drive_transactions(
         shared.clone(),
         Instant::now,
@@ -443,21 +447,6 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Drives the group coordinator's timers: sleeps until its next deadline or until a call
-/// moves it, then lets it act.
-async fn drive_groups(shared: Arc<Shared>) {
-    let groups = shared.groups();
-    loop {
-        let changed = groups.changed();
-        let deadline = groups.poll_timeout();
-        tokio::select! {
-            () = changed => {}
-            () = sleep_until(deadline) => {}
-        }
-        groups.handle_timeout(Instant::now());
     }
 }
 

@@ -133,11 +133,13 @@ impl Gateway {
                 backend.push(unique_stream());
             }
         }
+        if !args.contains(&"--listen") && !args.contains(&"--listeners") {
+            backend.push("--listen".to_owned());
+            backend.push("127.0.0.1:0".to_owned());
+        }
         let (child, log) = spawn_logged(
             Command::new(env!("CARGO_BIN_EXE_iggy-kafka-gateway"))
                 .args([
-                    "--listen",
-                    "127.0.0.1:0",
                     "--log",
                     &std::env::var("IGGY_KAFKA_TEST_LOG").unwrap_or_else(|_| "info".into()),
                 ])
@@ -188,6 +190,12 @@ impl Gateway {
     /// The gateway's process id, for signals.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Kills the gateway outright (SIGKILL), as a crash would.
+    pub fn kill(mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
     }
 
     pub fn stop(mut self) {

@@ -29,6 +29,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use super::assignor::{assign, Assignor, Partitions, Spec};
+use super::kept::{self, Reader, Writer};
 use bytes::Bytes;
 
 use super::{
@@ -761,11 +762,13 @@ impl Coordinator {
                     ));
                 }
                 self.groups.remove(&h.group);
+                self.keep_gone(&h.group);
                 tracing::info!(group = %h.group, "empty classic group becomes a consumer group");
             }
             if !joining {
-                // Kafka answers GROUP_ID_NOT_FOUND; a gateway that restarted forgot its groups,
-                // and this code has the member join again instead of failing.
+                // Kafka answers GROUP_ID_NOT_FOUND; a gateway that restarted without keeping
+                // its groups forgot them, and this code has the member join again instead of
+                // failing.
                 return Err(unknown_member(&h.member_id, &h.group));
             }
             self.consumers
@@ -939,6 +942,7 @@ impl Coordinator {
         if g.members.is_empty() && g.empty_since.is_some_and(|t| now >= t + expiry) {
             tracing::debug!(group = name, "forgetting empty consumer group");
             self.consumers.remove(name);
+            self.keep_gone(name);
             return;
         }
         let lapsed: Vec<(String, &str)> = g
@@ -1065,6 +1069,7 @@ impl Coordinator {
             return Some(Deletion::NonEmpty);
         }
         self.consumers.remove(name);
+        self.keep_gone(name);
         tracing::info!(group = name, "consumer group deleted");
         Some(Deletion::Deleted)
     }
@@ -1189,4 +1194,123 @@ pub(super) fn epochs(g: &ConsumerGroup) -> (i32, Vec<(String, i32)>) {
             .map(|m| (m.id.clone(), m.epoch))
             .collect(),
     )
+}
+
+impl MemberState {
+    fn code(self) -> u8 {
+        match self {
+            Self::Stable => 0,
+            Self::UnrevokedPartitions => 1,
+            Self::UnreleasedPartitions => 2,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            0 => Self::Stable,
+            1 => Self::UnrevokedPartitions,
+            2 => Self::UnreleasedPartitions,
+            _ => return None,
+        })
+    }
+}
+
+/// A consumer group's kept state (see `kept`): what Kafka's consumer group records hold.
+pub(super) fn encode_kept(g: &ConsumerGroup) -> Bytes {
+    let mut w = Writer::new(kept::CONSUMER);
+    w.i32(g.epoch);
+    w.i32(g.assignment_epoch);
+    w.str(g.assignor.name());
+    w.count(g.topics.len());
+    for (name, (id, partitions)) in &g.topics {
+        w.str(name);
+        w.uuid(id);
+        w.i32(*partitions);
+    }
+    w.count(g.members.len());
+    for m in g.members.values() {
+        w.str(&m.id);
+        w.opt_str(m.instance_id.as_deref());
+        w.opt_str(m.rack_id.as_deref());
+        w.str(&m.client_id);
+        w.str(&m.client_host);
+        w.i32(m.epoch);
+        w.i32(m.previous_epoch);
+        w.u8(m.state.code());
+        w.partitions(&m.assigned);
+        w.partitions(&m.revoking);
+        w.millis(m.rebalance_timeout);
+        w.count(m.topic_names.len());
+        for n in &m.topic_names {
+            w.str(n);
+        }
+        w.opt_str(m.regex.as_deref());
+        w.opt_str(m.assignor.map(Assignor::name));
+    }
+    w.count(g.target.len());
+    for (id, a) in &g.target {
+        w.str(id);
+        w.partitions(a);
+    }
+    w.finish()
+}
+
+/// A consumer group back from its kept state at `now`: every member's session runs from
+/// `now`, and a member still revoking partitions has its rebalance timeout from `now` too
+/// (as Kafka's coordinator schedules them when it loads a group). `None` for input that is
+/// not such a state, or breaks the group's invariants.
+pub(super) fn decode_kept(
+    r: &mut Reader<'_>,
+    now: Instant,
+    session: Duration,
+) -> Option<ConsumerGroup> {
+    let mut g = ConsumerGroup::new(now);
+    g.epoch = r.i32()?;
+    g.assignment_epoch = r.i32()?;
+    g.assignor = Assignor::from_name(&r.str()?)?;
+    for _ in 0..r.count(24)? {
+        let name = r.str()?;
+        let id = r.uuid()?;
+        g.topics.insert(name, (id, r.i32()?.max(0)));
+    }
+    for _ in 0..r.count(40)? {
+        let mut m = Member::new(r.str()?, now);
+        m.instance_id = r.opt_str()?;
+        m.rack_id = r.opt_str()?;
+        m.client_id = r.str()?;
+        m.client_host = r.str()?;
+        m.epoch = r.i32()?;
+        m.previous_epoch = r.i32()?;
+        m.state = MemberState::from_code(r.u8()?)?;
+        m.assigned = r.partitions()?;
+        m.revoking = r.partitions()?;
+        m.rebalance_timeout = r.millis()?;
+        for _ in 0..r.count(4)? {
+            m.topic_names.push(r.str()?);
+        }
+        m.regex = r.opt_str()?;
+        m.assignor = match r.opt_str()? {
+            Some(a) => Some(Assignor::from_name(&a)?),
+            None => None,
+        };
+        m.session_deadline = now + session;
+        if m.state == MemberState::UnrevokedPartitions {
+            m.rebalance_deadline = Some(now + m.rebalance_timeout);
+        }
+        if let Some(i) = &m.instance_id {
+            g.statics.insert(i.clone(), m.id.clone());
+        }
+        g.members.insert(m.id.clone(), m);
+    }
+    for _ in 0..r.count(8)? {
+        let id = r.str()?;
+        g.target.insert(id, r.partitions()?);
+    }
+    if !r.is_done() || check_invariants(&g).is_err() {
+        return None;
+    }
+    if !g.members.is_empty() {
+        g.empty_since = None;
+    }
+    Some(g)
 }

@@ -596,3 +596,124 @@ fn the_range_assignor_puts_static_members_first() {
         vec![3, 4]
     );
 }
+
+fn keeping_harness() -> Harness {
+    let mut h = Harness::new();
+    let config = GroupConfig {
+        keep_state: true,
+        ..GroupConfig::default()
+    };
+    h.c = Coordinator::new(config, 7);
+    h
+}
+
+/// The latest state handed out to keep of each group.
+fn kept(c: &mut Coordinator) -> BTreeMap<String, Option<Bytes>> {
+    std::iter::from_fn(|| c.poll_keep())
+        .map(|k| (k.group, k.state))
+        .collect()
+}
+
+#[test]
+fn a_restored_consumer_group_keeps_its_epochs_and_assignments() {
+    let mut h = keeping_harness();
+    let mut clients = vec![Client::new("a"), Client::new("b"), Client::new("c")];
+    h.settle(&mut clients);
+    let epochs = h.c.consumer_epochs();
+    let described = h.describe();
+    let state = kept(&mut h.c).remove("g").flatten().expect("kept");
+    // Heartbeats that change nothing write nothing.
+    h.settle(&mut clients);
+    assert!(kept(&mut h.c).is_empty());
+
+    let config = GroupConfig {
+        keep_state: true,
+        ..GroupConfig::default()
+    };
+    h.c = Coordinator::new(config, 8);
+    h.now += Duration::from_secs(5);
+    assert_eq!(h.c.restore(h.now, [("g".to_owned(), state)]), 1);
+    assert_eq!(h.c.consumer_epochs(), epochs);
+    assert_eq!(h.describe(), described);
+    // Every member heartbeats on at its epoch and keeps what it owns.
+    let before: Vec<(i32, Owned)> = clients.iter().map(|c| (c.epoch, c.owned.clone())).collect();
+    h.settle(&mut clients);
+    let after: Vec<(i32, Owned)> = clients.iter().map(|c| (c.epoch, c.owned.clone())).collect();
+    assert_eq!(before, after);
+    assert!(kept(&mut h.c).is_empty(), "nothing changed");
+    // One member never heartbeats again: removed after its session timeout (45 s) from the
+    // restart, and the others take its partitions.
+    let mut two = clients[..2].to_vec();
+    for _ in 0..8 {
+        h.advance(Duration::from_secs(5));
+        h.settle(&mut two);
+    }
+    assert_eq!(h.describe().members.len(), 3, "40 s: within its session");
+    h.advance(Duration::from_secs(5));
+    h.settle(&mut two);
+    assert_eq!(h.describe().members.len(), 2);
+    assert_eq!(all_partitions(&two), vec![0, 1, 2, 3, 4, 5]);
+    let state = kept(&mut h.c)
+        .remove("g")
+        .flatten()
+        .expect("the new epoch is kept");
+    let mut again = Coordinator::new(GroupConfig::default(), 9);
+    assert_eq!(again.restore(h.now, [("g".to_owned(), state)]), 1);
+    assert_eq!(again.consumer_epochs(), h.c.consumer_epochs());
+}
+
+#[test]
+fn a_member_revoking_when_kept_gets_its_rebalance_timeout_from_the_restart() {
+    let mut h = keeping_harness();
+    let mut a = Client::new("a");
+    let mut b = Client::new("b");
+    h.beat(&mut a);
+    h.beat(&mut b);
+    // a is told to revoke three partitions and does not answer.
+    let mut told = a.clone();
+    h.beat(&mut told);
+    let state = kept(&mut h.c).remove("g").flatten().expect("kept");
+    let config = GroupConfig {
+        keep_state: true,
+        ..GroupConfig::default()
+    };
+    h.c = Coordinator::new(config, 8);
+    h.now += Duration::from_secs(60);
+    h.c.restore(h.now, [("g".to_owned(), state)]);
+    assert_eq!(h.describe().state, GroupState::Reconciling);
+    // a never acknowledges the revocation.
+    for _ in 0..5 {
+        h.advance(Duration::from_secs(5));
+        h.beat(&mut b);
+    }
+    assert_eq!(
+        h.describe().members.len(),
+        2,
+        "25 s: within its rebalance timeout"
+    );
+    for _ in 0..2 {
+        h.advance(Duration::from_secs(5));
+        h.beat(&mut b);
+    }
+    let d = h.describe();
+    assert_eq!(d.members.len(), 1, "30 s: gone");
+    assert_eq!(d.members[0].member_id, "b");
+}
+
+#[test]
+fn a_deleted_consumer_group_is_forgotten_and_bad_state_is_refused() {
+    let mut h = keeping_harness();
+    let mut a = Client::new("a");
+    h.beat(&mut a);
+    let state = kept(&mut h.c).remove("g").flatten().expect("kept");
+    a.epoch = LEAVE_EPOCH;
+    h.beat(&mut a);
+    h.call(GroupCall::Delete(vec!["g".into()]));
+    assert_eq!(kept(&mut h.c).remove("g"), Some(None));
+    for n in 0..state.len() {
+        let mut c = Coordinator::new(GroupConfig::default(), 1);
+        assert_eq!(c.restore(h.now, [("g".to_owned(), state.slice(..n))]), 0);
+    }
+    let mut c = Coordinator::new(GroupConfig::default(), 1);
+    assert_eq!(c.restore(h.now, [("g".to_owned(), state.clone())]), 1);
+}

@@ -575,3 +575,261 @@ fn the_coordinator_counts_groups_members_and_rebalances() {
     assert_eq!(count(&h, GroupState::PreparingRebalance), Some(1));
     assert_eq!(stats.groups.iter().map(|(_, n)| n).sum::<u64>(), 1);
 }
+
+/// A harness whose coordinator keeps the groups' state.
+fn keeping() -> Harness {
+    let mut h = Harness::new();
+    let config = GroupConfig {
+        keep_state: true,
+        ..GroupConfig::default()
+    };
+    h.c = Coordinator::new(config, 7);
+    h
+}
+
+impl Harness {
+    fn keeps(&mut self) -> Vec<KeepGroup> {
+        std::iter::from_fn(|| self.c.poll_keep()).collect()
+    }
+
+    /// Three members joined in generation 1, the leader's assignment handed out to keep
+    /// and not yet reported: the SyncGroups wait. Returns the members, the keep, and the
+    /// syncs' reply tokens.
+    fn three_awaiting_keep(&mut self) -> (Vec<String>, KeepGroup, Vec<ReplyTo>) {
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            ids.push(self.join_new().0);
+        }
+        self.advance(Duration::from_secs(3));
+        assert_eq!(self.replies().len(), 3);
+        assert!(
+            self.keeps().is_empty(),
+            "nothing to keep before the assignment"
+        );
+        let mut syncs: Vec<ReplyTo> = ids[1..]
+            .iter()
+            .map(|id| self.sync(id, 1, Vec::new()))
+            .collect();
+        let assignments = ids
+            .iter()
+            .map(|id| (id.clone(), Bytes::from(format!("for {id}"))))
+            .collect();
+        syncs.insert(0, self.sync(&ids[0], 1, assignments));
+        assert!(self.replies().is_empty(), "SyncGroup waits for the keep");
+        assert_eq!(self.state().state, GroupState::CompletingRebalance);
+        let mut keeps = self.keeps();
+        assert_eq!(keeps.len(), 1);
+        let keep = keeps.remove(0);
+        assert_eq!(keep.group, "g");
+        assert!(keep.state.is_some());
+        (ids, keep, syncs)
+    }
+}
+
+#[test]
+fn sync_group_is_answered_once_the_assignment_is_kept() {
+    let mut h = keeping();
+    let (ids, keep, syncs) = h.three_awaiting_keep();
+    h.c.handle_kept(h.now, keep.token, true);
+    let replies = h.replies();
+    assert_eq!(replies.len(), 3);
+    for (to, r) in replies {
+        let i = syncs.iter().position(|s| *s == to).expect("a sync of ours");
+        let s = synced(Some(r));
+        assert_eq!(s.error, ErrorCode::NONE);
+        assert_eq!(s.assignment, Bytes::from(format!("for {}", ids[i])));
+    }
+    assert_eq!(h.state().state, GroupState::Stable);
+    // Reported twice (a stale report) changes nothing.
+    h.c.handle_kept(h.now, keep.token, true);
+    assert!(h.replies().is_empty());
+}
+
+#[test]
+fn an_assignment_that_cannot_be_kept_fails_the_syncs_and_rebalances() {
+    let mut h = keeping();
+    let (ids, keep, syncs) = h.three_awaiting_keep();
+    h.c.handle_kept(h.now, keep.token, false);
+    let replies = h.replies();
+    assert_eq!(replies.len(), 3);
+    for (to, r) in replies {
+        assert!(syncs.contains(&to));
+        assert_eq!(synced(Some(r)).error, ErrorCode::COORDINATOR_NOT_AVAILABLE);
+    }
+    assert_eq!(h.state().state, GroupState::PreparingRebalance);
+    assert_eq!(h.heartbeat(&ids[1], 1), ErrorCode::REBALANCE_IN_PROGRESS);
+}
+
+#[test]
+fn a_rebalance_while_the_assignment_is_kept_wins_over_it() {
+    let mut h = keeping();
+    let (_, keep, _) = h.three_awaiting_keep();
+    // A new member: the generation being kept is over.
+    h.join_new();
+    assert_eq!(h.state().state, GroupState::PreparingRebalance);
+    h.replies();
+    h.c.handle_kept(h.now, keep.token, true);
+    assert!(h.replies().is_empty());
+    assert_eq!(h.state().state, GroupState::PreparingRebalance);
+}
+
+#[test]
+fn a_restored_group_keeps_its_generation_and_members_that_stay() {
+    let mut h = keeping();
+    let (ids, keep, _) = h.three_awaiting_keep();
+    h.c.handle_kept(h.now, keep.token, true);
+    h.replies();
+    let before = h.state();
+
+    // The gateway restarts: a new coordinator, later, from what was kept.
+    let config = GroupConfig {
+        keep_state: true,
+        ..GroupConfig::default()
+    };
+    h.c = Coordinator::new(config, 8);
+    h.now += Duration::from_secs(5);
+    let kept = vec![("g".to_owned(), keep.state.expect("a state"))];
+    assert_eq!(h.c.restore(h.now, kept), 1);
+    let after = h.state();
+    assert_eq!(after.state, GroupState::Stable);
+    assert_eq!(after.generation, before.generation);
+    assert_eq!(after.leader, before.leader);
+    assert_eq!(after.members, before.members);
+    assert!(h.keeps().is_empty(), "restoring writes nothing");
+    let to = h.call(GroupCall::Describe(vec!["g".into()]));
+    let Some(GroupReply::Describe(d)) = h.reply_to(to) else {
+        panic!("describe")
+    };
+    let d = d[0].clone().expect("known");
+    assert_eq!(d.protocol, "range");
+    for m in &d.members {
+        assert_eq!(m.assignment, Bytes::from(format!("for {}", m.member_id)));
+        assert_eq!(m.metadata, Bytes::from_static(b"meta"));
+    }
+    // A member rejoining with what it had is told the generation it has.
+    let to = h.join(&ids[1], None);
+    let j = joined(h.reply_to(to));
+    assert_eq!(
+        (j.error, j.generation),
+        (ErrorCode::NONE, before.generation)
+    );
+    // Two members heartbeat on; the third never comes back and is removed after its
+    // session timeout from the restart, not before.
+    for _ in 0..3 {
+        h.advance(Duration::from_secs(3));
+        assert_eq!(h.heartbeat(&ids[0], 1), ErrorCode::NONE);
+        assert_eq!(h.heartbeat(&ids[1], 1), ErrorCode::NONE);
+    }
+    assert_eq!(h.state().members.len(), 3, "9 s: within its session");
+    h.advance(Duration::from_millis(1500));
+    assert_eq!(h.state().members.len(), 2, "10 s: gone");
+    assert_eq!(h.state().state, GroupState::PreparingRebalance);
+    assert_eq!(h.heartbeat(&ids[0], 1), ErrorCode::REBALANCE_IN_PROGRESS);
+}
+
+#[test]
+fn an_emptied_group_is_kept_and_a_deleted_one_forgotten() {
+    let mut h = keeping();
+    let (ids, keep, _) = h.three_awaiting_keep();
+    h.c.handle_kept(h.now, keep.token, true);
+    h.replies();
+    let to = h.call(GroupCall::Leave {
+        group: "g".into(),
+        members: ids.iter().map(|id| (id.clone(), None)).collect(),
+    });
+    h.reply_to(to);
+    let keeps = h.keeps();
+    assert_eq!(keeps.len(), 1, "{keeps:?}");
+    let mut restored = Coordinator::new(GroupConfig::default(), 9);
+    restored.restore(
+        h.now,
+        [("g".to_owned(), keeps[0].state.clone().expect("a state"))],
+    );
+    let g = restored.snapshot("g").expect("restored");
+    assert_eq!((g.state, g.generation), (GroupState::Empty, 2));
+    assert!(g.members.is_empty());
+    let to = h.call(GroupCall::Delete(vec!["g".into()]));
+    h.reply_to(to);
+    let keeps = h.keeps();
+    assert_eq!(keeps.len(), 1);
+    assert_eq!((keeps[0].group.as_str(), &keeps[0].state), ("g", &None));
+}
+
+#[test]
+fn without_keeping_nothing_is_handed_out() {
+    let mut h = Harness::new();
+    three_members(&mut h);
+    assert!(h.keeps().is_empty());
+}
+
+/// The encoding of a classic group's kept state is fixed: a kept state written by this
+/// version must read back the same after any change of the code.
+#[test]
+fn the_kept_classic_state_is_stable_and_bad_input_is_refused() {
+    let now = Instant::now();
+    let mut g = Group::new(now);
+    g.protocol_type = Some("consumer".into());
+    g.generation = 7;
+    g.protocol = Some("range".into());
+    g.leader = Some("m".into());
+    g.members.insert(
+        "m".into(),
+        Member {
+            id: "m".into(),
+            instance_id: Some("i".into()),
+            client_id: "c".into(),
+            client_host: "h".into(),
+            session_timeout: Duration::from_millis(10_000),
+            rebalance_timeout: Duration::from_millis(30_000),
+            protocols: vec![("range".into(), Bytes::from_static(b"\x01"))],
+            assignment: Bytes::from_static(b"\x02"),
+            awaiting_join: None,
+            awaiting_sync: None,
+            session_deadline: now,
+            seq: 1,
+        },
+    );
+    let bytes = kept::encode_classic(&g);
+    let golden: &[u8] = &[
+        1, 1, // version, classic
+        1, 8, 0, 0, 0, b'c', b'o', b'n', b's', b'u', b'm', b'e', b'r', // protocol type
+        7, 0, 0, 0, // generation
+        1, 5, 0, 0, 0, b'r', b'a', b'n', b'g', b'e', // protocol
+        1, 1, 0, 0, 0, b'm', // leader
+        1, 0, 0, 0, // one member
+        1, 0, 0, 0, b'm', // id
+        1, 1, 0, 0, 0, b'i', // instance
+        1, 0, 0, 0, b'c', 1, 0, 0, 0, b'h', // client id, host
+        0x10, 0x27, 0, 0, 0x30, 0x75, 0, 0, // session, rebalance timeouts
+        1, 0, 0, 0, 5, 0, 0, 0, b'r', b'a', b'n', b'g', b'e', 1, 0, 0, 0, 1, // protocols
+        1, 0, 0, 0, 2, // assignment
+    ];
+    assert_eq!(&bytes[..], golden);
+    let mut c = Coordinator::new(GroupConfig::default(), 1);
+    assert_eq!(
+        c.restore(now, [("g".to_owned(), Bytes::from_static(golden))]),
+        1
+    );
+    let s = c.snapshot("g").expect("restored");
+    assert_eq!(
+        (s.state, s.generation, s.members),
+        (GroupState::Stable, 7, vec!["m".to_owned()])
+    );
+    // Every cut, a newer version, an unknown kind, trailing bytes, a huge count.
+    let mut bad: Vec<Vec<u8>> = (0..golden.len()).map(|n| golden[..n].to_vec()).collect();
+    bad.push([&[2], &golden[1..]].concat());
+    bad.push([&[1, 9], &golden[2..]].concat());
+    bad.push([golden, &[0]].concat());
+    let mut huge = golden.to_vec();
+    huge[35..39].copy_from_slice(&u32::MAX.to_le_bytes());
+    bad.push(huge);
+    for b in bad {
+        let mut c = Coordinator::new(GroupConfig::default(), 1);
+        assert_eq!(
+            c.restore(now, [("g".to_owned(), Bytes::from(b.clone()))]),
+            0,
+            "{b:?}"
+        );
+        assert!(c.snapshot("g").is_none());
+    }
+}
