@@ -1207,11 +1207,12 @@ impl Coordinator {
         );
         self.push(fenced_sync, sync_error(ErrorCode::FENCED_INSTANCE_ID));
         match state {
-            GroupState::Stable | GroupState::CompletingRebalance if !protocols_changed => {
-                if state == GroupState::Stable {
-                    // The new member id replaces the old in what is kept.
-                    self.keep_classic(&args.group);
-                }
+            // While the leader's assignment is awaited (or being kept) it names the old id:
+            // as Kafka does, the group rebalances instead (the arm below), so that the new
+            // id gets an assignment and what is kept never names the old one.
+            GroupState::Stable if !protocols_changed => {
+                // The new member id replaces the old in what is kept.
+                self.keep_classic(&args.group);
                 let g = self.groups.get(&args.group)?;
                 let mut result = g.join_result(&new_id);
                 result.skip_assignment = was_leader;

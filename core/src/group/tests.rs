@@ -354,6 +354,47 @@ fn a_static_member_rejoins_without_a_rebalance_and_fences_its_old_id() {
 }
 
 #[test]
+fn a_static_member_rejoining_while_the_assignment_is_awaited_rebalances() {
+    let mut h = Harness::new();
+    let a = h.join("", Some("instance-a"));
+    let b = h.join("", Some("instance-b"));
+    h.advance(Duration::from_secs(3));
+    let replies = h.replies();
+    let find = |to| {
+        replies
+            .iter()
+            .find(|(t, _)| *t == to)
+            .map(|(_, r)| r.clone())
+    };
+    let (ja, jb) = (joined(find(a)), joined(find(b)));
+    let generation = ja.generation;
+    // instance-b's follower sync waits for the leader's assignment, which names its old id.
+    let fb = h.sync(&jb.member_id, generation, Vec::new());
+    assert_eq!(h.state().state, GroupState::CompletingRebalance);
+    // instance-b restarts before the leader syncs: Kafka rebalances, so its new id is in
+    // the next assignment rather than none.
+    let again = h.join("", Some("instance-b"));
+    assert_eq!(h.reply_to(again), None, "the join waits for the rebalance");
+    assert_eq!(h.state().state, GroupState::PreparingRebalance);
+    let _ = fb;
+    // The leader rejoins; the new generation has both, the new id among them.
+    let ra = h.join(&ja.member_id, Some("instance-a"));
+    h.advance(Duration::from_secs(1));
+    let replies = h.replies();
+    let find = |to| {
+        replies
+            .iter()
+            .find(|(t, _)| *t == to)
+            .map(|(_, r)| r.clone())
+    };
+    let (ja2, jb2) = (joined(find(ra)), joined(find(again)));
+    assert_eq!(ja2.generation, generation + 1);
+    assert_eq!(jb2.generation, generation + 1);
+    assert_ne!(jb2.member_id, jb.member_id);
+    assert!(ja2.members.iter().any(|m| m.member_id == jb2.member_id));
+}
+
+#[test]
 fn commits_follow_the_generation() {
     let mut h = Harness::new();
     // Without group management (generation -1), a commit creates an empty group.
