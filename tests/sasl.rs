@@ -3,7 +3,8 @@
 //! kafka-python and kafkajs authenticate with PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 and
 //! move records; a wrong password and an unknown user fail as authentication failures; a
 //! principal allowed to read a topic reads it, is refused writing it and sees no other
-//! topic; a super user manages SCRAM credentials from the admin clients.
+//! topic; one that may only write a topic is refused joining a consumer group; a super
+//! user manages SCRAM credentials from the admin clients.
 
 mod common;
 
@@ -22,6 +23,11 @@ permissions = ["manage_streams"]
 name = "reader"
 password = "reader-secret"
 topics = { "kafka/TOPIC-SASL_PLAINTEXT" = ["read_topic"], "kafka/TOPIC-SASL_SSL" = ["read_topic"] }
+
+[[user]]
+name = "sender"
+password = "sender-secret"
+topics = { "kafka/TOPIC-SASL_PLAINTEXT" = ["send_messages"], "kafka/TOPIC-SASL_SSL" = ["send_messages"] }
 
 [[user]]
 name = "admin"

@@ -86,6 +86,9 @@ impl OffsetCommitTask {
 impl Task for OffsetCommitTask {
     fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         match self.stage {
+            0 if !ctx.allows(Action::ReadGroup(&self.req.group_id)) => {
+                self.respond(ErrorCode::GROUP_AUTHORIZATION_FAILED)
+            }
             0 => {
                 self.stage = 1;
                 let (member_id, generation) = if ctx.version >= 1 {
@@ -392,8 +395,16 @@ impl Task for OffsetFetchTask {
             .map(|(g, r)| {
                 // Taken whatever the check says, so that the next group's lines up.
                 let pending = pending.next().flatten();
-                if g.member.is_some() {
-                    match checks.next().flatten() {
+                let check = if g.member.is_some() {
+                    checks.next()
+                } else {
+                    None
+                };
+                if !ctx.allows(Action::DescribeGroup(&g.group)) {
+                    return Err(ErrorCode::GROUP_AUTHORIZATION_FAILED);
+                }
+                if let Some(check) = check {
+                    match check {
                         Some(Outcome::Group(GroupReply::FetchCheck(c))) if c == ErrorCode::NONE => {
                         }
                         Some(Outcome::Group(GroupReply::FetchCheck(c))) => return Err(c),

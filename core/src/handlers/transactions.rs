@@ -314,6 +314,12 @@ impl AddOffsetsTask {
 impl Task for AddOffsetsTask {
     fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         if !std::mem::replace(&mut self.started, true) {
+            if !ctx.allows(Action::ReadGroup(&self.req.group_id)) {
+                return Step::Respond(Response::AddOffsetsToTxn(AddOffsetsToTxnResponse {
+                    error_code: ErrorCode::GROUP_AUTHORIZATION_FAILED.into(),
+                    ..AddOffsetsToTxnResponse::default()
+                }));
+            }
             return Step::Run(vec![Work::Txn(TxnCall::AddOffsets {
                 transactional_id: txn_key(ctx, &self.req.transactional_id),
                 producer_id: self.req.producer_id,
@@ -411,6 +417,16 @@ impl Task for TxnOffsetCommitTask {
     fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         let mut results = results;
         if self.stage == 0 {
+            if !ctx.allows(Action::ReadGroup(&self.req.group_id)) {
+                self.stage = 2;
+                self.refused = self
+                    .req
+                    .topics
+                    .iter()
+                    .map(|t| vec![Some(ErrorCode::GROUP_AUTHORIZATION_FAILED); t.partitions.len()])
+                    .collect();
+                return self.respond(ctx, Vec::new());
+            }
             self.stage = 1;
             // v3+ names the member and its generation: the group checks them first, as for
             // OffsetCommit (KIP-447: a consumer of an older generation is fenced here).
