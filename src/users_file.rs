@@ -79,7 +79,8 @@ pub(crate) struct SaslArgs {
 
     /// How many PLAIN passwords per second may be checked against the users' credentials
     /// (a PBKDF2 each) or by logging in to Iggy, with as many at once; logins beyond it
-    /// fail without the check, so that a flood of wrong passwords cannot take all the CPU
+    /// wait their turn (up to 5 s of checks; past that their connection is closed for the
+    /// client to retry), so that a flood of wrong passwords cannot take all the CPU
     /// (the gateway's or Iggy's). Logins whose password
     /// passed in the last five minutes are not counted. 0: no bound.
     #[arg(
