@@ -93,3 +93,37 @@ fn real_clients_authenticate_and_are_held_to_their_permissions() {
     }
     gw.gateway.stop();
 }
+
+/// Logins of several users at once, past a budget of one password check a second, wait
+/// their turn and all succeed (none is answered with an authentication failure).
+#[test]
+fn a_burst_of_logins_past_the_check_budget_succeeds() {
+    let pki = Pki::new("sasl-burst");
+    let users = pki.dir.join("users.toml");
+    std::fs::write(&users, USERS.replace("TOPIC", "burst")).expect("users file");
+    let args: Vec<String> = [
+        "--listeners",
+        "SASL_PLAINTEXT://127.0.0.1:0",
+        "--users-file",
+        &users.display().to_string(),
+        "--sasl-password-checks-per-second",
+        "1",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    let gw = start_listeners(&args, 1);
+    let bootstrap = gw.address("SASL_PLAINTEXT").to_string();
+    clients(
+        &common::python().display().to_string(),
+        "sasl_burst.py",
+        &[
+            &bootstrap,
+            "alice:alice-secret",
+            "reader:reader-secret",
+            "sender:sender-secret",
+            "admin:admin-secret",
+        ],
+    );
+    gw.gateway.stop();
+}

@@ -172,8 +172,9 @@ impl SaslConfig {
 }
 
 /// The longest a PLAIN login waits for its turn in the password-check budget
-/// ([`SaslConfig::password_checks_per_second`]). Kafka's clients put no timeout on
-/// authentication itself, so a wait this short is seen as a slow login, not a failure.
+/// ([`SaslConfig::password_checks_per_second`]). The Java client puts no timeout on the
+/// SASL exchange and librdkafka allows 30 s for connecting, TLS and SASL together, so a
+/// wait this short is a slow login, not a failure.
 pub const MAX_CHECK_WAIT: Duration = Duration::from_secs(5);
 
 /// A failed step: the code and the message the client is told. The message never holds
