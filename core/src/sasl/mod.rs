@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::protocol::error_code::ErrorCode;
 
 pub use scram::{ScramCredential, ScramMechanism};
-pub use users::{ScramCredentialInfo, Users};
+pub use users::{ScramCredentialInfo, Users, PLAIN_CACHE_TTL};
 
 /// A SASL mechanism the gateway can serve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
