@@ -626,7 +626,7 @@ fn super_users_manage_scram_credentials_and_others_may_not() {
     admin.conn.handle_outcome(
         admin.now,
         *id,
-        Outcome::Store(Completion::StoreScramCredentials(Ok(()))),
+        Outcome::Store(Completion::StoreScramCredentials(Ok(1))),
     );
     let r: AlterUserScramCredentialsResponse = admin
         .response(ApiKey::AlterUserScramCredentials, 0)
@@ -1071,4 +1071,62 @@ fn password_checks_past_the_budget_wait_and_then_close_unanswered() {
         .response(ApiKey::SaslAuthenticate, 2)
         .expect("answered");
     assert_eq!(r.error_code, 58);
+}
+
+/// Two alterations of one user's credential, on two connections at once: the credential
+/// in memory is the one the backend kept last, though its answer arrived first.
+#[test]
+fn concurrent_alterations_of_one_user_end_as_the_backend_kept_them() {
+    let mut first = logged_in("admin", "admin-secret");
+    let mut second = Client::new(first.conn_config());
+    second.handshake(1, "PLAIN");
+    let r = second
+        .authenticate(2, &plain("admin", "admin-secret"))
+        .expect("answered");
+    assert_eq!(r.error_code, 0);
+    let alter = |c: &mut Client, password: &[u8]| {
+        c.send(
+            0,
+            &Request::AlterUserScramCredentials(AlterUserScramCredentialsRequest {
+                upsertions: vec![upsert("carol", ScramMechanism::Sha512, password, 4096)],
+                ..AlterUserScramCredentialsRequest::default()
+            }),
+        );
+        let work: Vec<_> = std::iter::from_fn(|| c.conn.poll_work()).collect();
+        let [(id, Work::Store(Command::StoreScramCredentials { .. }))] = &work[..] else {
+            panic!("one StoreScramCredentials, got {work:?}")
+        };
+        *id
+    };
+    let older = alter(&mut first, b"older-pw");
+    let newer = alter(&mut second, b"newer-pw");
+    // The backend kept the first at place 1 and the second at 2; the second's answer
+    // reaches its connection first.
+    for (c, id, place) in [(&mut second, newer, 2), (&mut first, older, 1)] {
+        c.conn.handle_outcome(
+            c.now,
+            id,
+            Outcome::Store(Completion::StoreScramCredentials(Ok(place))),
+        );
+        let r: AlterUserScramCredentialsResponse = c
+            .response(ApiKey::AlterUserScramCredentials, 0)
+            .expect("answered");
+        assert_eq!(r.results[0].error_code, 0, "both were kept");
+    }
+    let authenticates = |password: &str| {
+        let mut carol = Client::new(first.conn_config());
+        carol.handshake(1, "SCRAM-SHA-512");
+        let client = ScramClient::new(ScramMechanism::Sha512, "carol", password);
+        let r = carol.authenticate(2, &client.first()).expect("first");
+        let (last, _) = client.last(&r.auth_bytes);
+        match carol.authenticate(2, &last) {
+            Some(r) => r.error_code == 0,
+            None => false,
+        }
+    };
+    assert!(
+        authenticates("newer-pw"),
+        "the change kept last is in memory"
+    );
+    assert!(!authenticates("older-pw"));
 }

@@ -268,6 +268,17 @@ impl ScramChange {
             }
         }
     }
+
+    /// Applies the change, which the backend kept at `place` in its order, to `users`
+    /// unless a later one is there already ([`Users::apply_stored`]). Whether it was.
+    pub fn apply_stored(&self, users: &Users, place: u64) -> bool {
+        match self {
+            Self::Set { user, credential } => {
+                users.apply_stored(user, credential.mechanism, Some(credential.clone()), place)
+            }
+            Self::Delete { user, mechanism } => users.apply_stored(user, *mechanism, None, place),
+        }
+    }
 }
 
 /// A password on its way to the backend's check: never shown, in logs or anywhere.

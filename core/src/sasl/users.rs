@@ -30,6 +30,9 @@ pub struct Users {
     plain_cache: Mutex<HashMap<String, (Vec<u8>, Instant)>>,
     /// How long a login is remembered there; zero: not at all.
     plain_cache_ttl: Duration,
+    /// Per user and mechanism, the place in the backend's order of the last stored change
+    /// applied here ([`Users::apply_stored`]).
+    applied: Mutex<HashMap<(String, ScramMechanism), u64>>,
 }
 
 /// How long a successful PLAIN login spares the next ones with the same password the
@@ -47,7 +50,34 @@ impl Users {
             super_users: super_users.into_iter().collect(),
             plain_cache: Mutex::default(),
             plain_cache_ttl: PLAIN_CACHE_TTL,
+            applied: Mutex::default(),
         }
+    }
+
+    /// Sets (`Some`) or deletes `user`'s credential for `mechanism` as a change the
+    /// backend kept at `place` in its order: unless a change it kept later is applied
+    /// already, so that concurrent alterations end as the backend keeps them, whatever
+    /// order their answers arrive in. Whether it was applied.
+    pub fn apply_stored(
+        &self,
+        user: &str,
+        mechanism: ScramMechanism,
+        credential: Option<ScramCredential>,
+        place: u64,
+    ) -> bool {
+        let mut applied = self.applied.lock().unwrap_or_else(PoisonError::into_inner);
+        let last = applied.entry((user.to_owned(), mechanism)).or_insert(0);
+        if *last >= place {
+            return false;
+        }
+        *last = place;
+        match credential {
+            Some(c) => self.set(user, c),
+            None => {
+                self.remove(user, mechanism);
+            }
+        }
+        true
     }
 
     /// Remembers successful PLAIN logins for `ttl` rather than [`PLAIN_CACHE_TTL`]; zero
