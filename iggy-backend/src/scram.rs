@@ -30,7 +30,7 @@ use std::sync::Mutex;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
-use iggy_kafka_core::backend::{BackendError, TopicConfig, TopicRef};
+use iggy_kafka_core::backend::{BackendError, TopicRef};
 use iggy_kafka_core::message::{IggyMessage, MessageList};
 use iggy_kafka_core::sasl::scram::{MAX_ITERATIONS, MIN_ITERATIONS};
 use iggy_kafka_core::sasl::{ScramChange, ScramCredential, ScramMechanism};
@@ -402,7 +402,8 @@ async fn create(catalog: &Catalog) -> Result<(), BackendError> {
         partitions_count: 1,
         name: WireName::new(TOPIC.to_owned())
             .map_err(|_| BackendError::InvalidTopic(TOPIC.into()))?,
-        options: wire::topic_options(&TopicConfig::default(), 1, catalog.creating())?,
+        // Credentials must outlive any retention: never-expire and no size limit, explicitly.
+        options: wire::kept_forever_options(catalog.creating())?,
     };
     match catalog
         .calls()
