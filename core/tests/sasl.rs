@@ -1130,3 +1130,30 @@ fn concurrent_alterations_of_one_user_end_as_the_backend_kept_them() {
     );
     assert!(!authenticates("older-pw"));
 }
+
+/// A bare v0 PLAIN token past the budget waits its turn too, and is answered with the
+/// empty bare token then.
+#[test]
+fn a_bare_plain_token_past_the_budget_waits_its_turn() {
+    let mut sasl = SaslConfig::new(users(), Random::new(|b: &mut [u8]| b.fill(5)));
+    sasl.password_checks_per_second = 1;
+    let mut config = Config::default();
+    config.security_protocol = SecurityProtocol::SaslPlaintext;
+    config.sasl = Some(Arc::new(sasl));
+    let config = Arc::new(config);
+    let start = Instant::now();
+    let mut first = Client::new(Arc::clone(&config));
+    first.now = start;
+    first.handshake(0, "PLAIN");
+    first.send_bare(&plain("alice", "alice-secret"));
+    assert_eq!(&first.output()[..], &[0, 0, 0, 0]);
+    let mut second = Client::new(Arc::clone(&config));
+    second.now = start;
+    second.handshake(0, "PLAIN");
+    second.send_bare(&plain("bob", "bob-secret"));
+    assert!(second.output().is_empty(), "waiting");
+    assert_eq!(second.conn.principal(), None);
+    second.advance(Duration::from_secs(1));
+    assert_eq!(&second.output()[..], &[0, 0, 0, 0]);
+    assert_eq!(second.conn.principal(), Some("bob"));
+}
