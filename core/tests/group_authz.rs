@@ -292,9 +292,9 @@ fn group_apis_need_read_on_the_group() {
     }
 }
 
-/// A KIP-848 member may subscribe only to topics it may describe (Kafka 4.1's
-/// `handleConsumerGroupHeartbeat`): otherwise TOPIC_AUTHORIZATION_FAILED, before the
-/// topics are listed.
+/// A KIP-848 member may subscribe only to topics it may describe (Kafka's
+/// `handleConsumerGroupHeartbeat` since 4.0, KAFKA-18813): otherwise
+/// TOPIC_AUTHORIZATION_FAILED, before the topics are listed.
 #[test]
 fn a_consumer_group_heartbeat_needs_describe_on_its_topics() {
     let mut h = Harness::of("reader");
@@ -481,5 +481,54 @@ fn deleting_groups_needs_global_topic_management() {
             };
             assert_eq!(r.results[0].error_code, GROUP_DENIED);
         }
+    }
+}
+
+/// ConsumerGroupDescribe of a group one of whose members subscribes to or is assigned a
+/// topic the principal may not describe is TOPIC_AUTHORIZATION_FAILED, without its
+/// description (Kafka's KAFKA-18813); a group it may describe wholly shows its members.
+#[test]
+fn consumer_group_describe_needs_describe_on_the_groups_topics() {
+    use iggy_kafka_core::group::{ConsumerGroupDescription, ConsumerMemberDescription};
+    use iggy_kafka_core::protocol::Uuid;
+    let group = |topic: &str| ConsumerGroupDescription {
+        group: "g".into(),
+        state: GroupState::Stable,
+        epoch: 3,
+        assignment_epoch: 3,
+        assignor: "uniform".into(),
+        members: vec![ConsumerMemberDescription {
+            member_id: "m".into(),
+            instance_id: None,
+            rack_id: None,
+            member_epoch: 3,
+            client_id: "c".into(),
+            client_host: "/10.0.0.1".into(),
+            subscribed_topic_names: vec!["t".into()],
+            subscribed_topic_regex: None,
+            assignment: vec![(Uuid([1; 16]), topic.into(), vec![0])],
+            target_assignment: Vec::new(),
+        }],
+    };
+    for (topic, expected, members) in [("secret", TOPIC_DENIED, 0), ("t", 0, 1)] {
+        let mut h = Harness::of("reader");
+        h.send(
+            0,
+            &Request::ConsumerGroupDescribe(ConsumerGroupDescribeRequest {
+                group_ids: vec!["g".into()],
+                ..ConsumerGroupDescribeRequest::default()
+            }),
+        );
+        let cmds = h.commands();
+        h.complete(
+            cmds[0].0,
+            Outcome::Group(GroupReply::ConsumerDescribe(vec![Ok(group(topic))])),
+        );
+        let Response::ConsumerGroupDescribe(r) = h.response(ApiKey::ConsumerGroupDescribe, 0)
+        else {
+            panic!()
+        };
+        assert_eq!(r.groups[0].error_code, expected, "{topic}");
+        assert_eq!(r.groups[0].members.len(), members, "{topic}");
     }
 }

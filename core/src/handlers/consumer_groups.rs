@@ -260,9 +260,19 @@ impl Task for ConsumerGroupDescribeTask {
                 i32::MIN
             }
         };
-        // As DescribeGroups: only a principal that may read the servers sees who the members
-        // are and what they read.
-        let members_visible = ctx.allows(Action::DescribeCluster);
+        // As Kafka (KAFKA-18813): a group whose members subscribe to or are assigned a topic
+        // the principal may not describe is answered TOPIC_AUTHORIZATION_FAILED, without
+        // its description; one it may describe wholly is shown with its members.
+        let hidden_topic = |g: &crate::group::ConsumerGroupDescription| {
+            g.members.iter().any(|m| {
+                m.subscribed_topic_names
+                    .iter()
+                    .map(String::as_str)
+                    .chain(m.assignment.iter().map(|(_, t, _)| t.as_str()))
+                    .chain(m.target_assignment.iter().map(|(_, t, _)| t.as_str()))
+                    .any(|t| !ctx.allows(Action::Describe(t)))
+            })
+        };
         let groups = self
             .req
             .group_ids
@@ -283,6 +293,15 @@ impl Task for ConsumerGroupDescribeTask {
                     authorized_operations: i32::MIN,
                     ..DescribedGroup::default()
                 },
+                Ok(g) if hidden_topic(&g) => DescribedGroup {
+                    error_code: ErrorCode::TOPIC_AUTHORIZATION_FAILED.into(),
+                    error_message: Some(kstr(
+                        "The group has topics the principal may not describe.",
+                    )),
+                    group_id: name.clone(),
+                    authorized_operations: i32::MIN,
+                    ..DescribedGroup::default()
+                },
                 Ok(g) => DescribedGroup {
                     group_id: name.clone(),
                     group_state: kstr(g.state.name()),
@@ -292,7 +311,6 @@ impl Task for ConsumerGroupDescribeTask {
                     members: g
                         .members
                         .into_iter()
-                        .filter(|_| members_visible)
                         .map(|m| Member {
                             member_id: kstr(&m.member_id),
                             instance_id: m.instance_id.as_deref().map(kstr),
