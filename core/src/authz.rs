@@ -26,7 +26,7 @@ pub enum Action<'a> {
     /// Create the topic (CreateTopics, auto-creation): Iggy's `manage_topics` on its stream.
     Create(&'a str),
     /// Change or delete the topic (DeleteTopics, CreatePartitions, AlterConfigs,
-    /// DeleteRecords, OffsetDelete): Iggy's `manage_topic`.
+    /// DeleteRecords): Iggy's `manage_topic`.
     Manage(&'a str),
     /// Cluster-wide reads (DescribeCluster, DescribeLogDirs, broker configs, reassignments):
     /// Iggy's `read_servers`.
@@ -43,7 +43,8 @@ pub enum Action<'a> {
     /// OffsetFetch, FindCoordinator, ListGroups' filter): as [`Action::ReadGroup`], which
     /// implies it in Kafka.
     DescribeGroup(&'a str),
-    /// Delete consumer groups: `manage_topics` (or `manage_streams`) globally.
+    /// Kafka's DELETE on consumer groups (DeleteGroups, OffsetDelete): `manage_topics` (or
+    /// `manage_streams`) globally.
     DeleteGroups,
     /// Read SCRAM credentials: `read_users`.
     DescribeUsers,

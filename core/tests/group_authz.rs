@@ -532,3 +532,34 @@ fn consumer_group_describe_needs_describe_on_the_groups_topics() {
         assert_eq!(r.groups[0].members.len(), members, "{topic}");
     }
 }
+
+/// OffsetDelete needs DELETE on the group (Kafka's `handleOffsetDeleteRequest`): refused
+/// at the top level with GROUP_AUTHORIZATION_FAILED before anything is asked.
+#[test]
+fn deleting_offsets_needs_delete_on_the_group() {
+    use iggy_kafka_core::protocol::generated::offset_delete_request::{
+        OffsetDeleteRequest, OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    };
+    for (principal, refused) in [("reader", true), ("admin", false)] {
+        let mut h = Harness::of(principal);
+        h.send(
+            0,
+            &Request::OffsetDelete(OffsetDeleteRequest {
+                group_id: "g".into(),
+                topics: vec![OffsetDeleteRequestTopic {
+                    name: "t".into(),
+                    partitions: vec![OffsetDeleteRequestPartition::default()],
+                }],
+            }),
+        );
+        let cmds = h.commands();
+        assert_eq!(cmds.is_empty(), refused, "{principal}");
+        if refused {
+            let Response::OffsetDelete(r) = h.response(ApiKey::OffsetDelete, 0) else {
+                panic!()
+            };
+            assert_eq!(r.error_code, GROUP_DENIED);
+            assert!(r.topics.is_empty());
+        }
+    }
+}

@@ -582,6 +582,10 @@ impl Task for OffsetDeleteTask {
     fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         let group = self.req.group_id.to_string();
         match self.stage {
+            // As Kafka: DELETE on the group, then READ on each topic.
+            0 if !ctx.allows(Action::DeleteGroups) => {
+                self.respond(ErrorCode::GROUP_AUTHORIZATION_FAILED, ErrorCode::NONE)
+            }
             0 => {
                 self.stage = 1;
                 let topics: Vec<String> =
@@ -619,7 +623,7 @@ impl Task for OffsetDeleteTask {
                 let mut only = Vec::new();
                 for (ti, t) in self.req.topics.iter().enumerate() {
                     let info = topics.iter().find(|i| i.name == t.name.as_ref());
-                    let allowed = ctx.allows(Action::Manage(&t.name));
+                    let allowed = ctx.allows(Action::Poll(&t.name));
                     for (pi, p) in t.partitions.iter().enumerate() {
                         let exists = partition_index(p.partition_index)
                             .filter(|&i| info.is_some_and(|info| i < info.partitions));
