@@ -482,11 +482,11 @@ impl Connection {
             }
             Outcome::Store(Completion::VerifyPassword(Err(e))) => {
                 tracing::warn!(user = %v.user, error = %e, "the backend could not check a password");
-                Failure::new("Authentication failed: the password could not be checked now")
+                Failure::unchecked("the password could not be checked now")
             }
             other => {
                 tracing::warn!(user = %v.user, outcome = ?other, "the backend could not check a password");
-                Failure::new("Authentication failed: the password could not be checked now")
+                Failure::unchecked("the password could not be checked now")
             }
         };
         self.fail_authentication(seq, version, v.mechanism, failure, &config);
@@ -525,14 +525,19 @@ impl Connection {
         config: &SaslConfig,
     ) {
         if failure.close_only {
-            if let Some(i) = seq.and_then(|seq| self.index_of(seq)) {
-                let _ = self.finish(i, None);
-            }
+            // Not the client's fault: closed unanswered after the same delay, for the
+            // client to reconnect and try again.
+            tracing::warn!(%mechanism, reason = %failure.message, client_id = ?self.client.client_id, "authentication not checked: closing for the client to retry");
             if let Some(sasl) = self.sasl.as_mut() {
                 sasl.exchange = None;
                 sasl.exchange_started = None;
+                sasl.failed = Some(Failed {
+                    at: self.now + config.failure_delay,
+                    seq,
+                    response: None,
+                    reason: CloseReason::Overloaded(failure.message),
+                });
             }
-            self.close(CloseReason::Overloaded(failure.message));
             return;
         }
         tracing::warn!(%mechanism, code = failure.code.name(), reason = %failure.message, client_id = ?self.client.client_id, "authentication failed");
@@ -569,8 +574,10 @@ impl Connection {
             return;
         };
         if let Some(i) = failed.seq.and_then(|seq| self.index_of(seq)) {
+            if failed.response.is_some() {
+                self.linger_until = Some(now + LINGER);
+            }
             let _ = self.finish(i, failed.response);
-            self.linger_until = Some(now + LINGER);
         }
         self.close(failed.reason);
         // Closing must not wait for anything: nothing else is due.

@@ -207,9 +207,15 @@ impl Failure {
 
     /// Too many password checks are waiting: the connection closes unanswered.
     fn busy() -> Self {
+        Self::unchecked("too many password checks waiting")
+    }
+
+    /// The password could not be checked (too many waiting, or the backend that checks it
+    /// cannot be reached): the connection closes unanswered, after the failure delay.
+    pub(crate) fn unchecked(message: impl Into<String>) -> Self {
         Self {
             code: ErrorCode::NONE,
-            message: "too many password checks waiting; closed for the client to retry".into(),
+            message: message.into(),
             close_only: true,
         }
     }
