@@ -79,7 +79,8 @@ pub(crate) struct SaslArgs {
 
     /// How many PLAIN passwords per second may be checked against the users' credentials
     /// (a PBKDF2 each) or by logging in to Iggy, with as many at once; logins beyond it
-    /// fail without the check, so that a flood of wrong passwords cannot take all the CPU
+    /// wait their turn (up to 5 s of checks; past that their connection is closed for the
+    /// client to retry), so that a flood of wrong passwords cannot take all the CPU
     /// (the gateway's or Iggy's). Logins whose password
     /// passed in the last five minutes are not counted. 0: no bound.
     #[arg(
@@ -89,6 +90,18 @@ pub(crate) struct SaslArgs {
         value_name = "N"
     )]
     pub(crate) sasl_password_checks_per_second: u32,
+
+    /// How long a successful PLAIN login is remembered (a MAC of the password, never the
+    /// password) so that the same password reconnecting is not checked again: the longest
+    /// a password changed in Iggy still lets a client in. 0: never remembered, every login
+    /// is checked. At most 3600.
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_SASL_PLAIN_CACHE_SECONDS",
+        default_value_t = 300,
+        value_name = "SECONDS"
+    )]
+    pub(crate) sasl_plain_cache_seconds: u64,
 
     /// Principals that may manage SCRAM credentials (Kafka's super.users), comma-separated
     /// user names (`User:` prefixes are taken too).
@@ -216,8 +229,15 @@ pub(crate) fn load(args: &SaslArgs, iggy_backend: bool) -> Result<Loaded, String
             args.sasl_failure_delay_ms
         ));
     }
+    if args.sasl_plain_cache_seconds > 3600 {
+        return Err(format!(
+            "--sasl-plain-cache-seconds: {} is more than an hour: a password changed in Iggy would still let clients in that long",
+            args.sasl_plain_cache_seconds
+        ));
+    }
     let authorize = args.authorization == "users-file";
-    let users = Users::new(super_users.iter().cloned());
+    let users = Users::new(super_users.iter().cloned())
+        .with_plain_cache(Duration::from_secs(args.sasl_plain_cache_seconds));
     let permissions = match &args.users_file {
         Some(path) => {
             read_users(path, &users).map_err(|e| format!("--users-file {}: {e}", path.display()))?
@@ -473,6 +493,7 @@ mod tests {
             sasl_session_lifetime_ms: 0,
             sasl_failure_delay_ms: 100,
             sasl_password_checks_per_second: 100,
+            sasl_plain_cache_seconds: 300,
             super_users: Some("User:admin".into()),
         }
     }
@@ -545,5 +566,31 @@ mod tests {
             e.contains("--sasl-enabled-mechanisms") && e.contains("GSSAPI"),
             "{e}"
         );
+        let mut a = args(None);
+        a.sasl_plain_cache_seconds = 3601;
+        let e = load(&a, true).err().unwrap_or_default();
+        assert!(e.starts_with("--sasl-plain-cache-seconds: 3601"), "{e}");
+    }
+
+    /// `--sasl-plain-cache-seconds` is how long a PLAIN login is remembered; 0: never.
+    #[test]
+    fn the_plain_cache_time_is_the_options() {
+        let key = [1u8; 32];
+        let now = std::time::Instant::now();
+        for (seconds, remembered_after) in [(0, None), (60, Some(59))] {
+            let mut a = args(None);
+            a.authorization = "off".into();
+            a.sasl_plain_cache_seconds = seconds;
+            let loaded = load(&a, true).unwrap_or_else(|e| panic!("{e}"));
+            let users = &loaded.sasl.unwrap_or_else(|| panic!("configured")).users;
+            users.remember_plain("alice", b"pw", now, &key);
+            let at = |s| now + Duration::from_secs(s);
+            assert_eq!(
+                users.plain_remembered("alice", b"pw", at(remembered_after.unwrap_or(0)), &key),
+                remembered_after.is_some(),
+                "{seconds}"
+            );
+            assert!(!users.plain_remembered("alice", b"pw", at(seconds), &key));
+        }
     }
 }

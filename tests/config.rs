@@ -99,6 +99,7 @@ sasl-enabled-mechanisms = "SCRAM-SHA-512"
 sasl-session-lifetime-ms = 60000
 sasl-failure-delay-ms = 50
 sasl-password-checks-per-second = 10
+sasl-plain-cache-seconds = 60
 super-users = "root"
 "#;
 

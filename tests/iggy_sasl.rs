@@ -13,16 +13,23 @@ use common::tls::{start_listeners, Listeners};
 
 /// A gateway on Iggy at `url` with one SASL_PLAINTEXT listener and no users file.
 fn gateway(url: &str) -> Listeners {
+    gateway_with(url, &[])
+}
+
+/// As [`gateway`], with more options.
+fn gateway_with(url: &str, more: &[&str]) -> Listeners {
+    let stream = common::unique_stream();
     let args: Vec<String> = [
         "--listeners",
         "SASL_PLAINTEXT://127.0.0.1:0",
         "--iggy",
         url,
         "--stream",
-        &common::unique_stream(),
+        &stream,
     ]
-    .into_iter()
-    .map(str::to_owned)
+    .iter()
+    .chain(more)
+    .map(|s| (*s).to_owned())
     .collect();
     start_listeners(&args, 1)
 }
@@ -90,6 +97,29 @@ fn plain_passwords_are_checked_by_logging_in_to_iggy() {
     let (ok, said) = kcat(&gw, "nobody", "carol-secret", &topic);
     assert!(!ok, "an unknown user: {said}");
     assert!(gw.logs("authentication failed", std::time::Duration::from_secs(5)));
+    gw.gateway.stop();
+}
+
+/// With `--sasl-plain-cache-seconds 0` nothing is remembered: every connection asks Iggy,
+/// so a password changed in Iggy stops working for the next connection.
+#[test]
+fn without_the_plain_cache_a_changed_password_stops_at_once() {
+    let iggy = FakeIggyServer::start();
+    iggy.fake()
+        .passwords
+        .insert("dave".into(), "dave-secret".into());
+    let gw = gateway_with(&iggy.url(), &["--sasl-plain-cache-seconds", "0"]);
+    let topic = format!("plain-uncached-{}", common::RUNTIME);
+    let (ok, said) = kcat(&gw, "dave", "dave-secret", &topic);
+    assert!(ok, "dave: {said}");
+    // Two kcat runs, two logins: nothing was remembered.
+    assert_eq!(iggy.fake().login_attempts.get("dave"), Some(&2));
+    iggy.fake()
+        .passwords
+        .insert("dave".into(), "dave-new-secret".into());
+    let (ok, said) = kcat(&gw, "dave", "dave-secret", &topic);
+    assert!(!ok, "the old password: {said}");
+    assert!(said.contains("Authentication failed"), "{said}");
     gw.gateway.stop();
 }
 

@@ -3,7 +3,8 @@
 //! kafka-python and kafkajs authenticate with PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 and
 //! move records; a wrong password and an unknown user fail as authentication failures; a
 //! principal allowed to read a topic reads it, is refused writing it and sees no other
-//! topic; a super user manages SCRAM credentials from the admin clients.
+//! topic; one that may only write a topic is refused joining a consumer group; a super
+//! user manages SCRAM credentials from the admin clients.
 
 mod common;
 
@@ -22,6 +23,11 @@ permissions = ["manage_streams"]
 name = "reader"
 password = "reader-secret"
 topics = { "kafka/TOPIC-SASL_PLAINTEXT" = ["read_topic"], "kafka/TOPIC-SASL_SSL" = ["read_topic"] }
+
+[[user]]
+name = "sender"
+password = "sender-secret"
+topics = { "kafka/TOPIC-SASL_PLAINTEXT" = ["send_messages"], "kafka/TOPIC-SASL_SSL" = ["send_messages"] }
 
 [[user]]
 name = "admin"
@@ -85,5 +91,39 @@ fn real_clients_authenticate_and_are_held_to_their_permissions() {
             &[&bootstrap, listener, ca, &topic],
         );
     }
+    gw.gateway.stop();
+}
+
+/// Logins of several users at once, past a budget of one password check a second, wait
+/// their turn and all succeed (none is answered with an authentication failure).
+#[test]
+fn a_burst_of_logins_past_the_check_budget_succeeds() {
+    let pki = Pki::new("sasl-burst");
+    let users = pki.dir.join("users.toml");
+    std::fs::write(&users, USERS.replace("TOPIC", "burst")).expect("users file");
+    let args: Vec<String> = [
+        "--listeners",
+        "SASL_PLAINTEXT://127.0.0.1:0",
+        "--users-file",
+        &users.display().to_string(),
+        "--sasl-password-checks-per-second",
+        "1",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    let gw = start_listeners(&args, 1);
+    let bootstrap = gw.address("SASL_PLAINTEXT").to_string();
+    clients(
+        &common::python().display().to_string(),
+        "sasl_burst.py",
+        &[
+            &bootstrap,
+            "alice:alice-secret",
+            "reader:reader-secret",
+            "sender:sender-secret",
+            "admin:admin-secret",
+        ],
+    );
     gw.gateway.stop();
 }

@@ -26,14 +26,25 @@ pub enum Action<'a> {
     /// Create the topic (CreateTopics, auto-creation): Iggy's `manage_topics` on its stream.
     Create(&'a str),
     /// Change or delete the topic (DeleteTopics, CreatePartitions, AlterConfigs,
-    /// DeleteRecords, OffsetDelete): Iggy's `manage_topic`.
+    /// DeleteRecords): Iggy's `manage_topic`.
     Manage(&'a str),
     /// Cluster-wide reads (DescribeCluster, DescribeLogDirs, broker configs, reassignments):
     /// Iggy's `read_servers`.
     DescribeCluster,
     /// Cluster-wide changes (broker configs, elections, reassignments): `manage_servers`.
     AlterCluster,
-    /// Delete consumer groups: `manage_topics` (or `manage_streams`) globally.
+    /// Kafka's READ on a consumer group (JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+    /// ConsumerGroupHeartbeat, OffsetCommit, TxnOffsetCommit, AddOffsetsToTxn): polling
+    /// some topic. Iggy has no permission for Kafka's groups, which are not tied to a topic;
+    /// Iggy's own consumer groups are open to whoever may read their topic, so a Kafka group
+    /// is open to whoever may read some topic.
+    ReadGroup(&'a str),
+    /// Kafka's DESCRIBE on a consumer group (DescribeGroups, ConsumerGroupDescribe,
+    /// OffsetFetch, FindCoordinator, ListGroups' filter): as [`Action::ReadGroup`], which
+    /// implies it in Kafka.
+    DescribeGroup(&'a str),
+    /// Kafka's DELETE on consumer groups (DeleteGroups, OffsetDelete): `manage_topics` (or
+    /// `manage_streams`) globally.
     DeleteGroups,
     /// Read SCRAM credentials: `read_users`.
     DescribeUsers,
@@ -90,6 +101,19 @@ pub fn cluster_operations(allows: impl Fn(Action<'_>) -> bool) -> i32 {
     .into_iter()
     .filter(|&(_, action)| allows(action))
     .fold(op::IDEMPOTENT_WRITE, |bits, (bit, _)| bits | bit)
+}
+
+/// The operations Kafka supports on a group (READ, DESCRIBE, DELETE) that `allows` permits
+/// on `group`, as `authorized_operations` bits. Without authorization, all.
+pub fn group_operations(allows: impl Fn(Action<'_>) -> bool, group: &str) -> i32 {
+    [
+        (op::READ, Action::ReadGroup(group)),
+        (op::DESCRIBE, Action::DescribeGroup(group)),
+        (op::DELETE, Action::DeleteGroups),
+    ]
+    .into_iter()
+    .filter(|&(_, action)| allows(action))
+    .fold(0, |bits, (bit, _)| bits | bit)
 }
 
 /// Decides what principals may do. `principal` is `None` for a client that did not
@@ -203,6 +227,28 @@ impl Permissions {
             || self.global.poll_messages
             || self.stream(stream).is_some_and(|s| s.poll_messages)
             || self.topic(stream, topic).is_some_and(|t| t.poll_messages)
+    }
+
+    /// Whether [`Permissions::may_poll`] holds for at least one topic of some stream: a
+    /// global permission that implies polling, or one on any stream or topic.
+    #[must_use]
+    pub fn may_poll_some_topic(&self) -> bool {
+        let g = &self.global;
+        g.poll_messages
+            || g.read_topics
+            || g.read_streams
+            || g.manage_topics
+            || g.manage_streams
+            || self.streams.values().any(|s| {
+                s.poll_messages
+                    || s.read_topics
+                    || s.read_stream
+                    || s.manage_topics
+                    || s.manage_stream
+                    || s.topics
+                        .values()
+                        .any(|t| t.poll_messages || t.read_topic || t.manage_topic)
+            })
     }
 
     /// Iggy's `append_messages`: whoever may manage the topic, and whoever may send at any
@@ -389,6 +435,7 @@ impl Authorizer for PermissionAuthorizer {
             }
             Action::DescribeCluster => g.read_servers || g.manage_servers,
             Action::AlterCluster => g.manage_servers,
+            Action::ReadGroup(_) | Action::DescribeGroup(_) => p.may_poll_some_topic(),
             Action::DeleteGroups => g.manage_topics || g.manage_streams,
             Action::DescribeUsers => g.read_users || g.manage_users,
             Action::ManageUsers => g.manage_users,

@@ -504,8 +504,11 @@ pub enum Completion {
     UserPermissions(Result<Option<crate::authz::Permissions>, BackendError>),
     /// Of [`Command::VerifyPassword`]: whether the backend accepted the password.
     VerifyPassword(Result<bool, BackendError>),
-    /// Of [`Command::StoreScramCredentials`]: all of them kept, or none.
-    StoreScramCredentials(Result<(), BackendError>),
+    /// Of [`Command::StoreScramCredentials`]: all of them kept, with their place in the
+    /// order the backend keeps changes in (greater for each store after it), or none.
+    /// The credentials in memory follow that order, whatever order the answers reach
+    /// their connections in.
+    StoreScramCredentials(Result<u64, BackendError>),
     /// Of [`Command::CommitOffsets`]: one result per offset, in order.
     CommitOffsets(Vec<Result<(), BackendError>>),
     /// Of [`Command::FetchOffsets`]: the committed offsets found.
@@ -742,7 +745,7 @@ pub(crate) mod tests {
             Command::UserPermissions { .. } => Completion::UserPermissions(Ok(None)),
             Command::WriteMarker { .. } => Completion::WriteMarker(Ok(0)),
             Command::VerifyPassword { .. } => Completion::VerifyPassword(Ok(false)),
-            Command::StoreScramCredentials { .. } => Completion::StoreScramCredentials(Ok(())),
+            Command::StoreScramCredentials { .. } => Completion::StoreScramCredentials(Ok(1)),
             Command::CommitOffsets { offsets, .. } => {
                 Completion::CommitOffsets(offsets.iter().map(|_| Ok(())).collect())
             }

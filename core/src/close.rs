@@ -58,6 +58,10 @@ pub enum CloseReason {
     /// The SASL session's lifetime ended without a new authentication (KIP-368).
     #[error("SASL session expired without re-authentication")]
     SessionExpired,
+    /// The gateway cannot take the client's request now and closes rather than fail it,
+    /// so that the client retries after its reconnection backoff.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
 }
 
 impl CloseReason {
@@ -77,6 +81,7 @@ impl CloseReason {
             Self::Unauthenticated(_) => "unauthenticated_request",
             Self::Authentication(_) => "authentication_failed",
             Self::SessionExpired => "session_expired",
+            Self::Overloaded(_) => "overloaded",
         }
     }
 }

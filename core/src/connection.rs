@@ -345,10 +345,12 @@ impl Connection {
             State::Open if self.permissions.in_flight.is_none() => self.permissions.next,
             _ => None,
         };
+        let booked = self.sasl.as_ref().and_then(sasl::SaslState::booked_at);
         [
             idle,
             first,
             sasl,
+            booked,
             permissions,
             self.throttled_until,
             self.linger_until,
@@ -366,6 +368,9 @@ impl Connection {
         }
         if self.linger_until.is_some_and(|t| now >= t) {
             self.linger_until = None;
+        }
+        if let Err(reason) = self.run_booked_check(now) {
+            self.close(reason);
         }
         self.release_failed_authentication(now);
         self.check_session(now);

@@ -843,8 +843,8 @@ fn metadata_that_cannot_be_listed_is_not_a_missing_topic() {
 }
 
 /// A gateway whose principals hold Iggy permissions: `reader` may read topic `t` of stream
-/// `kafka`, `writer` may write to every topic of it, `admin` may manage every stream, and
-/// `root` is a super user.
+/// `kafka`, `writer` may write to every topic of it, `u-reader` may poll topic `u`, `admin` may
+/// manage every stream, and `root` is a super user.
 fn authorized(principal: &str) -> Harness {
     use iggy_kafka_core::authz::{PermissionAuthorizer, Permissions, StreamPermissions};
     let authorizer = PermissionAuthorizer::new(vec!["root".to_owned()], |t: &str| {
@@ -870,6 +870,17 @@ fn authorized(principal: &str) -> Harness {
         },
     );
     authorizer.set("writer", writer);
+    let mut u_reader = Permissions::default();
+    let mut stream = StreamPermissions::default();
+    stream.topics.insert(
+        "u".into(),
+        iggy_kafka_core::authz::TopicPermissions {
+            poll_messages: true,
+            ..Default::default()
+        },
+    );
+    u_reader.streams.insert("kafka".into(), stream);
+    authorizer.set("u-reader", u_reader);
     let mut admin = Permissions::default();
     admin.global.manage_streams = true;
     authorizer.set("admin", admin);
@@ -1029,8 +1040,9 @@ fn permissions_decide_what_each_principal_may_do() {
         [(_, Work::Store(Command::CreateTopic { .. }))]
     ));
 
-    // Committing offsets needs poll on the topic.
-    let mut h = authorized("writer");
+    // Committing offsets needs poll on the topic (and READ on the group, which polling some
+    // other topic gives).
+    let mut h = authorized("u-reader");
     h.send(8, 1, &offset_commit("g", 3));
     let cmds = h.commands();
     assert_eq!(cmds.len(), 1, "the membership check only");

@@ -626,7 +626,7 @@ fn super_users_manage_scram_credentials_and_others_may_not() {
     admin.conn.handle_outcome(
         admin.now,
         *id,
-        Outcome::Store(Completion::StoreScramCredentials(Ok(()))),
+        Outcome::Store(Completion::StoreScramCredentials(Ok(1))),
     );
     let r: AlterUserScramCredentialsResponse = admin
         .response(ApiKey::AlterUserScramCredentials, 0)
@@ -864,14 +864,9 @@ fn plain_checked_by_the_backend_is_asked_once_and_then_remembered() {
 }
 
 #[test]
-fn plain_refused_by_the_backend_or_unchecked_fails_after_the_delay() {
-    for (outcome, says) in [
-        (Ok(false), "Invalid username or password"),
-        (
-            Err(BackendError::Unavailable("Iggy is down".into())),
-            "could not be checked",
-        ),
-    ] {
+fn plain_refused_by_the_backend_fails_after_the_delay() {
+    {
+        let (outcome, says) = (Ok(false), "Invalid username or password");
         let mut c = Client::new(backend_checked());
         c.handshake(1, "PLAIN");
         assert!(c.authenticate(2, &plain("carol", "wrong-secret")).is_none());
@@ -964,28 +959,39 @@ fn logins_the_backend_checks_are_charged_to_the_budget() {
     first.handshake(1, "PLAIN");
     assert!(first.authenticate(2, &plain("carol", "guess-1")).is_none());
     let _ = verify_asked(&mut first);
+    // The budget is spent: the second login waits its turn, a second later, unanswered.
     let mut second = Client::new(Arc::clone(&config));
     second.now = start;
     second.handshake(1, "PLAIN");
     assert!(second.authenticate(2, &plain("carol", "guess-2")).is_none());
-    assert!(second.conn.poll_work().is_none(), "Iggy is not asked");
-    second.advance(Duration::from_millis(100));
+    assert!(second.conn.poll_work().is_none(), "Iggy is not asked yet");
+    assert_eq!(
+        second.conn.poll_timeout(),
+        Some(start + Duration::from_secs(1))
+    );
+    second.advance(Duration::from_millis(999));
+    assert!(second.conn.poll_work().is_none(), "not before its turn");
+    assert!(second.output().is_empty(), "and not answered");
+    second.advance(Duration::from_millis(1));
+    let (id, user, _) = verify_asked(&mut second);
+    assert_eq!(user, "carol");
+    second.conn.handle_outcome(
+        second.now,
+        id,
+        Outcome::Store(Completion::VerifyPassword(Ok(true))),
+    );
     let r: SaslAuthenticateResponse = second
         .response(ApiKey::SaslAuthenticate, 2)
         .expect("answered");
-    assert_eq!(r.error_code, 58);
-    let message = r.error_message.map(|m| m.to_string()).unwrap_or_default();
-    assert!(message.contains("too many password checks"), "{message}");
-    // Refilled a second later.
-    let mut third = Client::new(config);
-    third.now = start + Duration::from_secs(1);
-    third.handshake(1, "PLAIN");
-    assert!(third.authenticate(2, &plain("carol", "guess-3")).is_none());
-    let _ = verify_asked(&mut third);
+    assert_eq!(r.error_code, 0);
+    assert_eq!(second.conn.principal(), Some("carol"));
 }
 
+/// Checks past the budget are booked one after another; with five seconds of them waiting,
+/// the next connection is closed without an answer (not an authentication failure, which
+/// Kafka's clients do not retry), and a later one is booked again once the budget refills.
 #[test]
-fn password_checks_beyond_the_budget_fail_without_the_check() {
+fn password_checks_past_the_budget_wait_and_then_close_unanswered() {
     let mut sasl = SaslConfig::new(users(), Random::new(|b: &mut [u8]| b.fill(3)));
     sasl.password_checks_per_second = 2;
     let mut config = Config::default();
@@ -993,40 +999,185 @@ fn password_checks_beyond_the_budget_fail_without_the_check() {
     config.sasl = Some(Arc::new(sasl));
     let config = Arc::new(config);
     let start = Instant::now();
-    // The answer to one PLAIN login at `at`: its code and message.
-    let login = |at: Instant, user: &str, password: &str| {
+    let client = |at: Instant| {
         let mut c = Client::new(Arc::clone(&config));
         c.now = at;
         c.handshake(1, "PLAIN");
-        if let Some(r) = c.authenticate(2, &plain(user, password)) {
-            return (r.error_code, String::new());
-        }
-        c.advance(Duration::from_millis(100));
-        let r: SaslAuthenticateResponse =
-            c.response(ApiKey::SaslAuthenticate, 2).expect("answered");
-        (
-            r.error_code,
-            r.error_message.map(|m| m.to_string()).unwrap_or_default(),
-        )
+        c
     };
-    // alice logs in (one check), then two wrong passwords: the second is past the budget.
-    assert_eq!(login(start, "alice", "alice-secret").0, 0);
-    let (code, message) = login(start, "bob", "wrong");
-    assert_eq!(code, 58);
-    assert!(
-        message.contains("Invalid username or password"),
-        "{message}"
-    );
-    let (code, message) = login(start, "nobody", "wrong");
-    assert_eq!(code, 58);
-    assert!(message.contains("too many password checks"), "{message}");
-    // A login remembered from before costs no check, so it still passes.
-    assert_eq!(login(start, "alice", "alice-secret").0, 0);
-    // bob's right password, past the budget too, until it refills: one per half second.
-    let (_, message) = login(start, "bob", "bob-secret");
-    assert!(message.contains("too many password checks"), "{message}");
+    // alice logs in at once (one check of a burst of two), bob's wrong password takes the
+    // other and fails after the failure delay.
     assert_eq!(
-        login(start + Duration::from_millis(500), "bob", "bob-secret").0,
-        0
+        client(start)
+            .authenticate(2, &plain("alice", "alice-secret"))
+            .map(|r| r.error_code),
+        Some(0)
     );
+    let mut bob = client(start);
+    assert!(bob.authenticate(2, &plain("bob", "wrong")).is_none());
+    bob.advance(Duration::from_millis(100));
+    let r: SaslAuthenticateResponse = bob.response(ApiKey::SaslAuthenticate, 2).expect("answered");
+    assert_eq!(r.error_code, 58);
+    // Ten more are booked, half a second apart, up to five seconds ahead.
+    let mut waiting: Vec<Client> = (0..10)
+        .map(|_| {
+            let mut c = client(start);
+            assert!(c.authenticate(2, &plain("bob", "bob-secret")).is_none());
+            c
+        })
+        .collect();
+    for (k, c) in waiting.iter().enumerate() {
+        let turn = start + Duration::from_millis(500) * (k as u32 + 1);
+        assert_eq!(c.conn.poll_timeout(), Some(turn), "{k}");
+    }
+    // A login remembered from before costs no check, so it passes at once.
+    assert_eq!(
+        client(start)
+            .authenticate(2, &plain("alice", "alice-secret"))
+            .map(|r| r.error_code),
+        Some(0)
+    );
+    // The eleventh would wait longer: closed, unanswered, after the failure delay.
+    let mut refused = client(start);
+    assert!(refused
+        .authenticate(2, &plain("bob", "bob-secret"))
+        .is_none());
+    assert!(!refused.conn.is_closed(), "not before the delay");
+    refused.advance(Duration::from_millis(100));
+    assert!(refused.output().is_empty(), "no answer");
+    assert!(refused.conn.is_closed());
+    assert!(!matches!(
+        refused.conn.close_reason(),
+        Some(CloseReason::Authentication(_))
+    ));
+    // Each booked login is checked at its turn and answered as it deserves.
+    let first = &mut waiting[0];
+    first.advance(Duration::from_millis(500));
+    let r: SaslAuthenticateResponse = first
+        .response(ApiKey::SaslAuthenticate, 2)
+        .expect("answered at its turn");
+    assert_eq!(r.error_code, 0);
+    assert_eq!(first.conn.principal(), Some("bob"));
+    // Half a second on, the budget has room for one more booking.
+    let mut later = client(start + Duration::from_millis(500));
+    assert!(later.authenticate(2, &plain("nobody", "wrong")).is_none());
+    assert!(!later.conn.is_closed());
+    later.advance(Duration::from_secs(5));
+    later.advance(Duration::from_millis(100));
+    let r: SaslAuthenticateResponse = later
+        .response(ApiKey::SaslAuthenticate, 2)
+        .expect("answered");
+    assert_eq!(r.error_code, 58);
+}
+
+/// Two alterations of one user's credential, on two connections at once: the credential
+/// in memory is the one the backend kept last, though its answer arrived first.
+#[test]
+fn concurrent_alterations_of_one_user_end_as_the_backend_kept_them() {
+    let mut first = logged_in("admin", "admin-secret");
+    let mut second = Client::new(first.conn_config());
+    second.handshake(1, "PLAIN");
+    let r = second
+        .authenticate(2, &plain("admin", "admin-secret"))
+        .expect("answered");
+    assert_eq!(r.error_code, 0);
+    let alter = |c: &mut Client, password: &[u8]| {
+        c.send(
+            0,
+            &Request::AlterUserScramCredentials(AlterUserScramCredentialsRequest {
+                upsertions: vec![upsert("carol", ScramMechanism::Sha512, password, 4096)],
+                ..AlterUserScramCredentialsRequest::default()
+            }),
+        );
+        let work: Vec<_> = std::iter::from_fn(|| c.conn.poll_work()).collect();
+        let [(id, Work::Store(Command::StoreScramCredentials { .. }))] = &work[..] else {
+            panic!("one StoreScramCredentials, got {work:?}")
+        };
+        *id
+    };
+    let older = alter(&mut first, b"older-pw");
+    let newer = alter(&mut second, b"newer-pw");
+    // The backend kept the first at place 1 and the second at 2; the second's answer
+    // reaches its connection first.
+    for (c, id, place) in [(&mut second, newer, 2), (&mut first, older, 1)] {
+        c.conn.handle_outcome(
+            c.now,
+            id,
+            Outcome::Store(Completion::StoreScramCredentials(Ok(place))),
+        );
+        let r: AlterUserScramCredentialsResponse = c
+            .response(ApiKey::AlterUserScramCredentials, 0)
+            .expect("answered");
+        assert_eq!(r.results[0].error_code, 0, "both were kept");
+    }
+    let authenticates = |password: &str| {
+        let mut carol = Client::new(first.conn_config());
+        carol.handshake(1, "SCRAM-SHA-512");
+        let client = ScramClient::new(ScramMechanism::Sha512, "carol", password);
+        let r = carol.authenticate(2, &client.first()).expect("first");
+        let (last, _) = client.last(&r.auth_bytes);
+        match carol.authenticate(2, &last) {
+            Some(r) => r.error_code == 0,
+            None => false,
+        }
+    };
+    assert!(
+        authenticates("newer-pw"),
+        "the change kept last is in memory"
+    );
+    assert!(!authenticates("older-pw"));
+}
+
+/// A bare v0 PLAIN token past the budget waits its turn too, and is answered with the
+/// empty bare token then.
+#[test]
+fn a_bare_plain_token_past_the_budget_waits_its_turn() {
+    let mut sasl = SaslConfig::new(users(), Random::new(|b: &mut [u8]| b.fill(5)));
+    sasl.password_checks_per_second = 1;
+    let mut config = Config::default();
+    config.security_protocol = SecurityProtocol::SaslPlaintext;
+    config.sasl = Some(Arc::new(sasl));
+    let config = Arc::new(config);
+    let start = Instant::now();
+    let mut first = Client::new(Arc::clone(&config));
+    first.now = start;
+    first.handshake(0, "PLAIN");
+    first.send_bare(&plain("alice", "alice-secret"));
+    assert_eq!(&first.output()[..], &[0, 0, 0, 0]);
+    let mut second = Client::new(Arc::clone(&config));
+    second.now = start;
+    second.handshake(0, "PLAIN");
+    second.send_bare(&plain("bob", "bob-secret"));
+    assert!(second.output().is_empty(), "waiting");
+    assert_eq!(second.conn.principal(), None);
+    second.advance(Duration::from_secs(1));
+    assert_eq!(&second.output()[..], &[0, 0, 0, 0]);
+    assert_eq!(second.conn.principal(), Some("bob"));
+}
+
+/// A password Iggy could not check (unreachable, or too many logins waiting for it) is
+/// not a wrong password: the connection closes unanswered after the failure delay, which
+/// Kafka's clients retry, rather than fail with an authentication error they do not.
+#[test]
+fn a_password_the_backend_could_not_check_closes_unanswered() {
+    let mut c = Client::new(backend_checked());
+    c.handshake(1, "PLAIN");
+    assert!(c.authenticate(2, &plain("carol", "carol-secret")).is_none());
+    let (id, _, _) = verify_asked(&mut c);
+    c.conn.handle_outcome(
+        c.now,
+        id,
+        Outcome::Store(Completion::VerifyPassword(Err(BackendError::Unavailable(
+            "Iggy is down".into(),
+        )))),
+    );
+    assert!(!c.conn.is_closed(), "not before the delay");
+    c.advance(Duration::from_millis(100));
+    assert!(c.output().is_empty(), "no answer");
+    assert!(c.conn.is_closed());
+    assert!(matches!(
+        c.conn.close_reason(),
+        Some(CloseReason::Overloaded(_))
+    ));
+    assert_eq!(c.conn.principal(), None);
 }

@@ -66,6 +66,8 @@ struct Inner {
     groups: Mutex<HashMap<String, GroupOffsets>>,
     next_producer_id: AtomicI64,
     ids: AtomicU64,
+    /// How many SCRAM credential changes were kept: each store's place in their order.
+    scram_changes: AtomicU64,
     random: RandomState,
 }
 
@@ -249,6 +251,7 @@ impl EmbeddedStore {
                     i64::try_from((now_us() >> 20) << 20).unwrap_or(0) + 1000,
                 ),
                 ids: AtomicU64::new(0),
+                scram_changes: AtomicU64::new(0),
                 random: RandomState::new(),
             }),
         }
@@ -775,8 +778,13 @@ impl Backend for EmbeddedStore {
             Command::UserPermissions { .. } => Completion::UserPermissions(Err(
                 BackendError::Other("the embedded store has no users of its own".into()),
             )),
-            // The users live in the gateway's memory: nothing more to keep them in.
-            Command::StoreScramCredentials { .. } => Completion::StoreScramCredentials(Ok(())),
+            // The users live in the gateway's memory: nothing more to keep them in, but the
+            // order the changes came in, which the gateway applies them in.
+            Command::StoreScramCredentials { .. } => Completion::StoreScramCredentials(Ok(self
+                .inner
+                .scram_changes
+                .fetch_add(1, Ordering::Relaxed)
+                + 1)),
             Command::VerifyPassword { .. } => Completion::VerifyPassword(Err(BackendError::Other(
                 "the embedded store has no users of its own".into(),
             ))),

@@ -30,7 +30,7 @@ use std::sync::Mutex;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
-use iggy_kafka_core::backend::{BackendError, TopicConfig, TopicRef};
+use iggy_kafka_core::backend::{BackendError, TopicRef};
 use iggy_kafka_core::message::{IggyMessage, MessageList};
 use iggy_kafka_core::sasl::scram::{MAX_ITERATIONS, MIN_ITERATIONS};
 use iggy_kafka_core::sasl::{ScramChange, ScramCredential, ScramMechanism};
@@ -220,6 +220,9 @@ pub(crate) struct ScramStore {
     key: Key,
     /// Held while the topic is written, so that the records keep the order of the changes.
     gate: Gate,
+    /// How many stores were written, under the gate: each store's place in the topic's
+    /// order, which the gateway's memory follows.
+    written: std::sync::atomic::AtomicU64,
     /// By user and mechanism (Kafka's type): the credentials the topic holds, and `None`
     /// where its last change deleted one (a credential the users file gives is deleted
     /// again at each start).
@@ -233,6 +236,7 @@ impl ScramStore {
         Self {
             key: seal_key(secret.expose_secret().as_bytes(), stream),
             gate: Gate::default(),
+            written: std::sync::atomic::AtomicU64::new(0),
             state: Mutex::default(),
         }
     }
@@ -315,7 +319,9 @@ impl ScramStore {
             .collect()
     }
 
-    /// Appends `changes` to the topic (creating it at the first change), in one batch.
+    /// Appends `changes` to the topic (creating it at the first change), in one batch;
+    /// the store's place in the topic's order (1 for the first store of this process, and
+    /// one more for each after it).
     ///
     /// # Errors
     /// When Iggy did not take them; they may have landed all the same (a lost reply), and
@@ -324,11 +330,15 @@ impl ScramStore {
         &self,
         catalog: &Catalog,
         changes: Vec<ScramChange>,
-    ) -> Result<(), BackendError> {
-        if changes.is_empty() {
-            return Ok(());
-        }
+    ) -> Result<u64, BackendError> {
         let _gate = self.gate.enter().await;
+        let place = self
+            .written
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        if changes.is_empty() {
+            return Ok(place);
+        }
         match append(catalog, &self.key, &changes).await {
             Err(BackendError::UnknownTopic(_)) => {
                 create(catalog).await?;
@@ -340,7 +350,7 @@ impl ScramStore {
         for change in changes {
             apply(&mut state, change);
         }
-        Ok(())
+        Ok(place)
     }
 }
 
@@ -392,7 +402,8 @@ async fn create(catalog: &Catalog) -> Result<(), BackendError> {
         partitions_count: 1,
         name: WireName::new(TOPIC.to_owned())
             .map_err(|_| BackendError::InvalidTopic(TOPIC.into()))?,
-        options: wire::topic_options(&TopicConfig::default(), 1, catalog.creating())?,
+        // Credentials must outlive any retention: never-expire and no size limit, explicitly.
+        options: wire::kept_forever_options(catalog.creating())?,
     };
     match catalog
         .calls()

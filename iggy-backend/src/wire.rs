@@ -836,6 +836,37 @@ pub(crate) fn topic_options(
             entries.push(number("max_topic_size", size));
         }
     }
+    encode_options(&entries)
+}
+
+/// Iggy topic options for a gateway-owned topic whose records must never go (the SCRAM
+/// credentials): never expire and no size limit, sent as such rather than left to what
+/// Iggy makes of an absent option, so that the topic's own options say it; with the
+/// gateway's write-through when creating.
+///
+/// # Errors
+/// [`BackendError::InvalidConfig`] if the options cannot be encoded (they always can).
+pub(crate) fn kept_forever_options(existing: Existing<'_>) -> Result<WireOptions, BackendError> {
+    let number = |key: &'static str, v: u64| (key, UINT64, v.to_le_bytes().to_vec());
+    let mut entries = vec![
+        number("message_expiry", UNLIMITED),
+        number("max_topic_size", UNLIMITED),
+    ];
+    if let Existing::Creating {
+        write_through: true,
+    } = existing
+    {
+        entries.push((
+            "messages_required_to_save",
+            UINT32,
+            1u32.to_le_bytes().to_vec(),
+        ));
+    }
+    encode_options(&entries)
+}
+
+/// Iggy's encoding of topic options: key, kind and value of each.
+fn encode_options(entries: &[(&'static str, u8, Vec<u8>)]) -> Result<WireOptions, BackendError> {
     let refs: Vec<(u8, &[u8], u8, &[u8])> = entries
         .iter()
         .map(|(key, kind, value)| (STRING, key.as_bytes(), *kind, &value[..]))

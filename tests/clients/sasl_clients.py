@@ -3,12 +3,14 @@
 Usage: sasl_clients.py BOOTSTRAP PROTOCOL CA TOPIC SECRET_TOPIC
 PROTOCOL is SASL_PLAINTEXT or SASL_SSL; CA is the CA certificate file for SASL_SSL, or -.
 The gateway's users (see tests/sasl.rs): alice/alice-secret may do everything on topics;
-reader/reader-secret may read TOPIC only; admin/admin-secret is a super user.
+reader/reader-secret may read TOPIC only; sender/sender-secret may only write to TOPIC;
+admin/admin-secret is a super user.
 
 Each client authenticates with PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512, produces and reads
 back records as alice; a wrong password and an unknown user fail as authentication
 failures; reader consumes TOPIC, is refused producing to it, and does not see SECRET_TOPIC;
-DescribeAcls shows reader's permissions as bindings.
+sender, which may read no topic, is refused joining a consumer group; DescribeAcls shows
+reader's permissions as bindings.
 """
 import subprocess
 import sys
@@ -204,6 +206,31 @@ def reader_may_read_but_not_write():
     print("reader: reads, may not write, sees only its topic")
 
 
+def sender_may_not_join_a_group():
+    """READ on a group is polling some topic (docs/SECURITY.md): sender may only write, so
+    its consumer is told GROUP_AUTHORIZATION_FAILED and gets no record."""
+    c = Consumer(
+        {
+            **confluent_config("PLAIN", "sender", "sender-secret"),
+            "group.id": "senders",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    c.subscribe([topic])
+    error = None
+    deadline = time.time() + 30
+    while error is None and time.time() < deadline:
+        m = c.poll(1)
+        if m is None:
+            continue
+        assert m.error(), f"sender read {m.value()!r}"
+        if m.error().code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+            error = m.error()
+    c.close()
+    assert error is not None, "sender was not refused the group"
+    print("sender: refused joining a group")
+
+
 def create_topics():
     from confluent_kafka.admin import NewTopic
 
@@ -284,5 +311,6 @@ for mechanism in MECHANISMS:
     confluent_refused(mechanism, "nobody", "whatever")
 python_refused("SCRAM-SHA-512")
 reader_may_read_but_not_write()
+sender_may_not_join_a_group()
 scram_credentials_managed_by_admin_clients()
 print("all ok")

@@ -16,6 +16,11 @@
 //! [`Command::VerifyPassword`] for the backend; the SaslAuthenticate request (or bare token)
 //! waits for its completion, and is then answered as a local check would be: success,
 //! remembered; or a failure, after the failure delay.
+//!
+//! A PLAIN check past [`SaslConfig::password_checks_per_second`] is booked for a later
+//! time and made then (on the clock [`Connection::handle_timeout`] is given), the answer
+//! waiting for it; when too many are booked, the connection closes without an answer, so
+//! that the client reconnects rather than give up on an authentication failure.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -58,11 +63,15 @@ pub(super) struct SaslState {
     failed: Option<Failed>,
     /// A PLAIN password the backend is checking.
     verifying: Option<Verifying>,
+    /// A PLAIN password waiting for its turn in the check budget, and when that is.
+    booked: Option<(Instant, Verifying)>,
 }
 
-/// A PLAIN password out for the backend's check, and what to answer once it is back.
+/// A PLAIN password out for the backend's check (or booked for a check), and what to
+/// answer once it is back.
 #[derive(Debug)]
 struct Verifying {
+    /// The check's work id (0 while booked).
     id: u64,
     /// The SaslAuthenticate request, and its version; `None` for a bare token.
     request: Option<(u64, i16)>,
@@ -95,7 +104,13 @@ impl SaslState {
             session: None,
             failed: None,
             verifying: None,
+            booked: None,
         }
+    }
+
+    /// When the booked password check is due, if one is.
+    pub(super) fn booked_at(&self) -> Option<Instant> {
+        self.booked.as_ref().map(|(at, _)| *at)
     }
 
     /// The work id of the password check under way, if any.
@@ -153,6 +168,12 @@ impl Connection {
         };
         let mechanism = *mechanism;
         match exchange.step(&frame, &config, self.now) {
+            Ok(Progress {
+                user: Some(user),
+                verify: Some(password),
+                wait: Some(at),
+                ..
+            }) => self.book_check(at, None, mechanism, user, password),
             Ok(Progress {
                 user: Some(user),
                 verify: Some(password),
@@ -273,7 +294,14 @@ impl Connection {
         };
         if let (Some(user), Some(password)) = (&progress.user, progress.verify) {
             let seq = self.requests[i].seq;
-            self.verify_password(Some((seq, version)), mechanism, user.clone(), password);
+            match progress.wait {
+                Some(at) => {
+                    self.book_check(at, Some((seq, version)), mechanism, user.clone(), password);
+                }
+                None => {
+                    self.verify_password(Some((seq, version)), mechanism, user.clone(), password);
+                }
+            }
             return Ok(());
         }
         self.authenticate_answer(
@@ -355,6 +383,86 @@ impl Connection {
         }
     }
 
+    /// Keeps `user`'s PLAIN password until `at`, its turn in the check budget.
+    fn book_check(
+        &mut self,
+        at: Instant,
+        request: Option<(u64, i16)>,
+        mechanism: Mechanism,
+        user: String,
+        password: Password,
+    ) {
+        tracing::debug!(%user, wait = ?at.saturating_duration_since(self.now), "password check booked");
+        if let Some(sasl) = self.sasl.as_mut() {
+            sasl.booked = Some((
+                at,
+                Verifying {
+                    id: 0,
+                    request,
+                    user,
+                    password,
+                    mechanism,
+                },
+            ));
+        }
+    }
+
+    /// Makes the booked password check once its time has come: here, or by handing it to
+    /// the backend.
+    pub(super) fn run_booked_check(&mut self, now: Instant) -> Result<(), CloseReason> {
+        let due = self
+            .sasl
+            .as_ref()
+            .and_then(SaslState::booked_at)
+            .is_some_and(|at| now >= at);
+        if !due {
+            return Ok(());
+        }
+        let (Some(config), Some((_, v))) = (
+            self.sasl.as_ref().and_then(|s| s.config.clone()),
+            self.sasl.as_mut().and_then(|s| s.booked.take()),
+        ) else {
+            return Ok(());
+        };
+        match config.check_booked(&v.user, v.password, now) {
+            Ok(Some(password)) => {
+                self.verify_password(v.request, v.mechanism, v.user, password);
+                Ok(())
+            }
+            Ok(None) => self.plain_passed(v.request, v.mechanism, v.user, &config),
+            Err(failure) => {
+                let (seq, version) = (v.request.map(|r| r.0), v.request.map(|r| r.1));
+                self.fail_authentication(seq, version, v.mechanism, failure, &config);
+                Ok(())
+            }
+        }
+    }
+
+    /// Answers a PLAIN exchange whose password passed: the SaslAuthenticate request, or the
+    /// empty bare token.
+    fn plain_passed(
+        &mut self,
+        request: Option<(u64, i16)>,
+        mechanism: Mechanism,
+        user: String,
+        config: &SaslConfig,
+    ) -> Result<(), CloseReason> {
+        match request {
+            Some((seq, version)) => match self.index_of(seq) {
+                Some(i) => {
+                    self.authenticate_answer(i, version, mechanism, Some(user), Vec::new(), config)
+                }
+                None => Ok(()),
+            },
+            None => {
+                // The empty token PLAIN answers with, bare.
+                self.out.push(Bytes::from_static(&[0, 0, 0, 0]));
+                self.authenticated(user, mechanism, config);
+                Ok(())
+            }
+        }
+    }
+
     /// The backend's answer about the password [`Self::verify_password`] handed it.
     pub(super) fn password_verified(&mut self, outcome: Outcome) -> Result<(), CloseReason> {
         let (Some(config), Some(v)) = (
@@ -367,36 +475,18 @@ impl Connection {
         let failure = match outcome {
             Outcome::Store(Completion::VerifyPassword(Ok(true))) => {
                 config.remember_plain(&v.user, &v.password, self.now);
-                return match v.request {
-                    Some((seq, version)) => match self.index_of(seq) {
-                        Some(i) => self.authenticate_answer(
-                            i,
-                            version,
-                            v.mechanism,
-                            Some(v.user),
-                            Vec::new(),
-                            &config,
-                        ),
-                        None => Ok(()),
-                    },
-                    None => {
-                        // The empty token PLAIN answers with, bare.
-                        self.out.push(Bytes::from_static(&[0, 0, 0, 0]));
-                        self.authenticated(v.user, v.mechanism, &config);
-                        Ok(())
-                    }
-                };
+                return self.plain_passed(v.request, v.mechanism, v.user, &config);
             }
             Outcome::Store(Completion::VerifyPassword(Ok(false))) => {
                 Failure::new("Authentication failed: Invalid username or password")
             }
             Outcome::Store(Completion::VerifyPassword(Err(e))) => {
                 tracing::warn!(user = %v.user, error = %e, "the backend could not check a password");
-                Failure::new("Authentication failed: the password could not be checked now")
+                Failure::unchecked("the password could not be checked now")
             }
             other => {
                 tracing::warn!(user = %v.user, outcome = ?other, "the backend could not check a password");
-                Failure::new("Authentication failed: the password could not be checked now")
+                Failure::unchecked("the password could not be checked now")
             }
         };
         self.fail_authentication(seq, version, v.mechanism, failure, &config);
@@ -434,6 +524,22 @@ impl Connection {
         failure: Failure,
         config: &SaslConfig,
     ) {
+        if failure.close_only {
+            // Not the client's fault: closed unanswered after the same delay, for the
+            // client to reconnect and try again.
+            tracing::warn!(%mechanism, reason = %failure.message, client_id = ?self.client.client_id, "authentication not checked: closing for the client to retry");
+            if let Some(sasl) = self.sasl.as_mut() {
+                sasl.exchange = None;
+                sasl.exchange_started = None;
+                sasl.failed = Some(Failed {
+                    at: self.now + config.failure_delay,
+                    seq,
+                    response: None,
+                    reason: CloseReason::Overloaded(failure.message),
+                });
+            }
+            return;
+        }
         tracing::warn!(%mechanism, code = failure.code.name(), reason = %failure.message, client_id = ?self.client.client_id, "authentication failed");
         let response = version.map(|_| {
             Response::SaslAuthenticate(SaslAuthenticateResponse {
@@ -468,8 +574,10 @@ impl Connection {
             return;
         };
         if let Some(i) = failed.seq.and_then(|seq| self.index_of(seq)) {
+            if failed.response.is_some() {
+                self.linger_until = Some(now + LINGER);
+            }
             let _ = self.finish(i, failed.response);
-            self.linger_until = Some(now + LINGER);
         }
         self.close(failed.reason);
         // Closing must not wait for anything: nothing else is due.

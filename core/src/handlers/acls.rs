@@ -222,11 +222,15 @@ fn describe(
                 grants.push((CLUSTER, CLUSTER_NAME.to_owned(), op));
             }
         }
-        // Groups are open to every principal (docs/SECURITY.md); deleting them is not.
-        grants.push((GROUP, "*".to_owned(), READ));
-        grants.push((GROUP, "*".to_owned(), DESCRIBE));
-        if may(Action::DeleteGroups) {
-            grants.push((GROUP, "*".to_owned(), DELETE));
+        // No group permission names one group (docs/SECURITY.md): each holds for all.
+        for (op, action) in [
+            (READ, Action::ReadGroup("*")),
+            (DESCRIBE, Action::DescribeGroup("*")),
+            (DELETE, Action::DeleteGroups),
+        ] {
+            if may(action) {
+                grants.push((GROUP, "*".to_owned(), op));
+            }
         }
         for (kind, name, op) in grants {
             if !matches!(filter.resource_type_filter, ANY) && filter.resource_type_filter != kind {

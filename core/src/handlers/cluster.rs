@@ -3,7 +3,7 @@
 //! gateway as the one broker, controller and coordinator.
 
 use super::task::{kstr, Ctx, Step, Task};
-use crate::authz;
+use crate::authz::{self, Action};
 use crate::backend::{Command, Completion};
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::generated::describe_cluster_request::DescribeClusterRequest;
@@ -85,7 +85,13 @@ fn find_coordinator(req: &FindCoordinatorRequest, ctx: &Ctx<'_>) -> Response {
             port: config.advertised_port,
             ..Coordinator::default()
         };
-        if req.key_type != GROUP && !(req.key_type == TRANSACTION && config.transactions) {
+        if req.key_type == GROUP && !ctx.allows(Action::DescribeGroup(key)) {
+            c.error_code = ErrorCode::GROUP_AUTHORIZATION_FAILED.into();
+            c.error_message = Some(kstr("Not authorized to describe the group."));
+            c.node_id = -1;
+            c.host = kstr("");
+            c.port = -1;
+        } else if req.key_type != GROUP && !(req.key_type == TRANSACTION && config.transactions) {
             // With a backend that keeps no transactions there is no transaction coordinator.
             // Clients retry COORDINATOR_NOT_AVAILABLE for ever;
             // TRANSACTIONAL_ID_AUTHORIZATION_FAILED is fatal to a transactional producer at

@@ -86,6 +86,9 @@ impl OffsetCommitTask {
 impl Task for OffsetCommitTask {
     fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         match self.stage {
+            0 if !ctx.allows(Action::ReadGroup(&self.req.group_id)) => {
+                self.respond(ErrorCode::GROUP_AUTHORIZATION_FAILED)
+            }
             0 => {
                 self.stage = 1;
                 let (member_id, generation) = if ctx.version >= 1 {
@@ -392,8 +395,16 @@ impl Task for OffsetFetchTask {
             .map(|(g, r)| {
                 // Taken whatever the check says, so that the next group's lines up.
                 let pending = pending.next().flatten();
-                if g.member.is_some() {
-                    match checks.next().flatten() {
+                let check = if g.member.is_some() {
+                    checks.next()
+                } else {
+                    None
+                };
+                if !ctx.allows(Action::DescribeGroup(&g.group)) {
+                    return Err(ErrorCode::GROUP_AUTHORIZATION_FAILED);
+                }
+                if let Some(check) = check {
+                    match check {
                         Some(Outcome::Group(GroupReply::FetchCheck(c))) if c == ErrorCode::NONE => {
                         }
                         Some(Outcome::Group(GroupReply::FetchCheck(c))) => return Err(c),
@@ -571,6 +582,10 @@ impl Task for OffsetDeleteTask {
     fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         let group = self.req.group_id.to_string();
         match self.stage {
+            // As Kafka: DELETE on the group, then READ on each topic.
+            0 if !ctx.allows(Action::DeleteGroups) => {
+                self.respond(ErrorCode::GROUP_AUTHORIZATION_FAILED, ErrorCode::NONE)
+            }
             0 => {
                 self.stage = 1;
                 let topics: Vec<String> =
@@ -608,7 +623,7 @@ impl Task for OffsetDeleteTask {
                 let mut only = Vec::new();
                 for (ti, t) in self.req.topics.iter().enumerate() {
                     let info = topics.iter().find(|i| i.name == t.name.as_ref());
-                    let allowed = ctx.allows(Action::Manage(&t.name));
+                    let allowed = ctx.allows(Action::Poll(&t.name));
                     for (pi, p) in t.partitions.iter().enumerate() {
                         let exists = partition_index(p.partition_index)
                             .filter(|&i| info.is_some_and(|info| i < info.partitions));

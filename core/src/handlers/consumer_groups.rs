@@ -4,7 +4,7 @@
 //! subscriptions (names and regular expressions) and to notice new partitions.
 
 use super::task::{group_reply, kstr, single, Ctx, Step, Task};
-use crate::authz::Action;
+use crate::authz::{self, Action};
 use crate::backend::{Command, Completion};
 use crate::group::{
     ConsumerHeartbeat, GroupCall, GroupReply, TopicMetadata, LEAVE_EPOCH, LEAVE_STATIC_EPOCH,
@@ -21,9 +21,6 @@ use crate::protocol::generated::consumer_group_heartbeat_response::{
 };
 use crate::protocol::Response;
 use crate::work::{Outcome, Work};
-
-/// Operations on a group an unrestricted client may do (READ, DELETE, DESCRIBE).
-const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 
 // --- ConsumerGroupHeartbeat ---
 
@@ -92,6 +89,31 @@ impl Task for ConsumerGroupHeartbeatTask {
     fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         match self.stage {
             Stage::Start => {
+                if !ctx.allows(Action::ReadGroup(&self.req.group_id)) {
+                    return heartbeat_error(
+                        ErrorCode::GROUP_AUTHORIZATION_FAILED,
+                        "Not authorized to read the group.",
+                    );
+                }
+                // As Kafka: a member may subscribe only to topics it may describe, so that
+                // the group's assignment does not tell it about others.
+                let hidden: Vec<&str> = self
+                    .req
+                    .subscribed_topic_names
+                    .iter()
+                    .flatten()
+                    .map(|t| &**t)
+                    .filter(|t| !ctx.allows(Action::Describe(t)))
+                    .collect();
+                if !hidden.is_empty() {
+                    return heartbeat_error(
+                        ErrorCode::TOPIC_AUTHORIZATION_FAILED,
+                        &format!(
+                            "The member is not authorized to describe topics: {}.",
+                            hidden.join(", ")
+                        ),
+                    );
+                }
                 let leaving = self.req.member_epoch == LEAVE_EPOCH
                     || self.req.member_epoch == LEAVE_STATIC_EPOCH;
                 if leaving {
@@ -231,23 +253,51 @@ impl Task for ConsumerGroupDescribeTask {
         let Some(GroupReply::ConsumerDescribe(groups)) = group_reply(results) else {
             return self.all_failed(ErrorCode::UNKNOWN_SERVER_ERROR);
         };
-        let ops = if self.req.include_authorized_operations {
-            GROUP_OPERATIONS
-        } else {
-            i32::MIN
+        let ops = |group: &str| {
+            if self.req.include_authorized_operations {
+                authz::group_operations(|a| ctx.allows(a), group)
+            } else {
+                i32::MIN
+            }
         };
-        // As DescribeGroups: only a principal that may read the servers sees who the members
-        // are and what they read.
-        let members_visible = ctx.allows(Action::DescribeCluster);
+        // As Kafka (KAFKA-18813): a group whose members subscribe to or are assigned a topic
+        // the principal may not describe is answered TOPIC_AUTHORIZATION_FAILED, without
+        // its description; one it may describe wholly is shown with its members.
+        let hidden_topic = |g: &crate::group::ConsumerGroupDescription| {
+            g.members.iter().any(|m| {
+                m.subscribed_topic_names
+                    .iter()
+                    .map(String::as_str)
+                    .chain(m.assignment.iter().map(|(_, t, _)| t.as_str()))
+                    .chain(m.target_assignment.iter().map(|(_, t, _)| t.as_str()))
+                    .any(|t| !ctx.allows(Action::Describe(t)))
+            })
+        };
         let groups = self
             .req
             .group_ids
             .iter()
             .zip(groups)
             .map(|(name, d)| match d {
+                _ if !ctx.allows(Action::DescribeGroup(name)) => DescribedGroup {
+                    error_code: ErrorCode::GROUP_AUTHORIZATION_FAILED.into(),
+                    error_message: Some(kstr("Not authorized to describe the group.")),
+                    group_id: name.clone(),
+                    authorized_operations: i32::MIN,
+                    ..DescribedGroup::default()
+                },
                 Err((code, message)) => DescribedGroup {
                     error_code: code.into(),
                     error_message: Some(kstr(&message)),
+                    group_id: name.clone(),
+                    authorized_operations: i32::MIN,
+                    ..DescribedGroup::default()
+                },
+                Ok(g) if hidden_topic(&g) => DescribedGroup {
+                    error_code: ErrorCode::TOPIC_AUTHORIZATION_FAILED.into(),
+                    error_message: Some(kstr(
+                        "The group has topics the principal may not describe.",
+                    )),
                     group_id: name.clone(),
                     authorized_operations: i32::MIN,
                     ..DescribedGroup::default()
@@ -261,7 +311,6 @@ impl Task for ConsumerGroupDescribeTask {
                     members: g
                         .members
                         .into_iter()
-                        .filter(|_| members_visible)
                         .map(|m| Member {
                             member_id: kstr(&m.member_id),
                             instance_id: m.instance_id.as_deref().map(kstr),
@@ -280,7 +329,7 @@ impl Task for ConsumerGroupDescribeTask {
                             ..Member::default()
                         })
                         .collect(),
-                    authorized_operations: ops,
+                    authorized_operations: ops(name),
                     ..DescribedGroup::default()
                 },
             })

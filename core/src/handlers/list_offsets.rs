@@ -35,7 +35,10 @@ fn to_i64(v: u64) -> i64 {
 pub(crate) struct ListOffsetsTask {
     req: ListOffsetsRequest,
     response: Option<ListOffsetsResponse>,
-    sent: Vec<(usize, usize, i64)>,
+    /// Per partition asked of the backend: where its answer goes, its timestamp, and
+    /// whether a second command (the partition's offsets, for its last stable offset)
+    /// follows the lookup.
+    sent: Vec<(usize, usize, i64, bool)>,
 }
 
 impl ListOffsetsTask {
@@ -98,24 +101,35 @@ impl Task for ListOffsetsTask {
                     slot.error_code = code.into();
                     if let (Some(partition), ErrorCode::NONE) = (partition, code) {
                         let topic_name = topic.name.to_string();
+                        // A lookup by timestamp under read_committed answers nothing at or
+                        // past the last stable offset, as Kafka's (its `lastFetchableOffset`):
+                        // the partition's offsets are asked too.
+                        let lookup = part.timestamp >= 0 || part.timestamp == MAX_TIMESTAMP;
+                        let committed = lookup && version >= 2 && self.req.isolation_level == 1;
                         commands.push(if part.timestamp >= 0 {
                             Work::Store(Command::OffsetForTimestamp {
-                                topic: topic_name,
+                                topic: topic_name.clone(),
                                 partition,
                                 timestamp_ms: part.timestamp,
                             })
                         } else if part.timestamp == MAX_TIMESTAMP {
                             Work::Store(Command::MaxTimestamp {
-                                topic: topic_name,
+                                topic: topic_name.clone(),
                                 partition,
                             })
                         } else {
                             Work::Store(Command::Offsets {
-                                topic: TopicRef::Name(topic_name),
+                                topic: TopicRef::Name(topic_name.clone()),
                                 partition,
                             })
                         });
-                        self.sent.push((t, p, part.timestamp));
+                        if committed {
+                            commands.push(Work::Store(Command::Offsets {
+                                topic: TopicRef::Name(topic_name),
+                                partition,
+                            }));
+                        }
+                        self.sent.push((t, p, part.timestamp, committed));
                     }
                     out.partitions.push(slot);
                 }
@@ -124,8 +138,30 @@ impl Task for ListOffsetsTask {
             self.response = Some(response);
             return Step::Run(commands);
         };
-        for (&(t, p, timestamp), completion) in self.sent.iter().zip(results) {
+        let mut results = results.into_iter();
+        for &(t, p, timestamp, committed) in &self.sent {
             let slot = &mut response.topics[t].partitions[p];
+            let Some(completion) = results.next() else {
+                slot.error_code = ErrorCode::UNKNOWN_SERVER_ERROR.into();
+                continue;
+            };
+            let stable = if committed {
+                match results.next() {
+                    Some(Outcome::Store(Completion::Offsets(Ok(o)))) => {
+                        Some(o.last_stable_offset())
+                    }
+                    Some(Outcome::Store(Completion::Offsets(Err(e)))) => {
+                        slot.error_code = e.error_code().into();
+                        continue;
+                    }
+                    _ => {
+                        slot.error_code = ErrorCode::UNKNOWN_SERVER_ERROR.into();
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
             match completion {
                 Outcome::Store(Completion::Offsets(Ok(o))) => match timestamp {
                     EARLIEST | EARLIEST_LOCAL => set(slot, version, to_i64(o.log_start), -1),
@@ -139,6 +175,9 @@ impl Task for ListOffsetsTask {
                 },
                 Outcome::Store(Completion::OffsetForTimestamp(Ok(found)))
                 | Outcome::Store(Completion::MaxTimestamp(Ok(found))) => match found {
+                    Some((offset, _)) if stable.is_some_and(|s| offset >= s) => {
+                        set(slot, version, -1, -1);
+                    }
                     Some((offset, ts)) => set(slot, version, to_i64(offset), ts),
                     None => set(slot, version, -1, -1),
                 },
@@ -157,7 +196,7 @@ impl Task for ListOffsetsTask {
 
     fn timed_out(&mut self, _ctx: &Ctx<'_>) -> Step {
         let mut response = self.response.take().unwrap_or_default();
-        for &(t, p, _) in &self.sent {
+        for &(t, p, _, _) in &self.sent {
             response.topics[t].partitions[p].error_code = ErrorCode::REQUEST_TIMED_OUT.into();
         }
         Step::Respond(Response::ListOffsets(response))

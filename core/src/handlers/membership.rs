@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use super::task::{group_reply, kstr, Ctx, Step, Task};
-use crate::authz::Action;
+use crate::authz::{self, Action};
 use crate::backend::{Command, Completion};
 use crate::group::{
     Deletion, GroupCall, GroupDescription, GroupKind, GroupReply, GroupState, JoinArgs, MemberRef,
@@ -32,9 +32,6 @@ use crate::protocol::generated::sync_group_request::SyncGroupRequest;
 use crate::protocol::generated::sync_group_response::SyncGroupResponse;
 use crate::protocol::{KStr, Response};
 use crate::work::{Outcome, Work};
-
-/// Operations on a group an unrestricted client may do (READ, DELETE, DESCRIBE).
-const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 
 pub(crate) fn opt(s: Option<&KStr>) -> Option<String> {
     s.map(|s| s.to_string())
@@ -97,6 +94,9 @@ fn join_response(version: i16, code: ErrorCode, r: Option<crate::group::JoinResu
 impl Task for JoinGroupTask {
     fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         if let Some(req) = self.req.take() {
+            if !ctx.allows(Action::ReadGroup(&req.group_id)) {
+                return join_response(ctx.version, ErrorCode::GROUP_AUTHORIZATION_FAILED, None);
+            }
             let rebalance_timeout_ms = if ctx.version == 0 {
                 req.session_timeout_ms
             } else {
@@ -175,6 +175,9 @@ fn sync_error(version: i16, code: ErrorCode) -> Step {
 impl Task for SyncGroupTask {
     fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         if let Some(req) = self.req.take() {
+            if !ctx.allows(Action::ReadGroup(&req.group_id)) {
+                return sync_error(ctx.version, ErrorCode::GROUP_AUTHORIZATION_FAILED);
+            }
             return Step::Run(vec![Work::Group(GroupCall::Sync(SyncArgs {
                 member: MemberRef {
                     group: req.group_id.to_string(),
@@ -223,8 +226,11 @@ fn heartbeat_response(code: ErrorCode) -> Step {
 }
 
 impl Task for HeartbeatTask {
-    fn step(&mut self, _ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
+    fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         if let Some(req) = self.req.take() {
+            if !ctx.allows(Action::ReadGroup(&req.group_id)) {
+                return heartbeat_response(ErrorCode::GROUP_AUTHORIZATION_FAILED);
+            }
             return Step::Run(vec![Work::Group(GroupCall::Heartbeat(MemberRef {
                 group: req.group_id.to_string(),
                 member_id: req.member_id.to_string(),
@@ -293,6 +299,10 @@ impl LeaveGroupTask {
 impl Task for LeaveGroupTask {
     fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         if !std::mem::replace(&mut self.started, true) {
+            if !ctx.allows(Action::ReadGroup(&self.req.group_id)) {
+                // Kafka answers with the request's error and no members.
+                return self.respond(ctx.version, Err(ErrorCode::GROUP_AUTHORIZATION_FAILED));
+            }
             self.members = if ctx.version >= 3 {
                 self.req
                     .members
@@ -368,6 +378,11 @@ impl Task for ListGroupsTask {
             }
         }
         groups.sort_by(|a, b| a.group.cmp(&b.group));
+        // As Kafka: describing the cluster lists every group; otherwise only the groups the
+        // principal may describe.
+        if !ctx.allows(Action::DescribeCluster) {
+            groups.retain(|g| ctx.allows(Action::DescribeGroup(&g.group)));
+        }
         let states: Vec<String> = if v >= 4 {
             self.req
                 .states_filter
@@ -440,11 +455,18 @@ impl DescribeGroupsTask {
         }
     }
 
-    fn respond(&self, v: i16, described: Vec<Result<Option<GroupDescription>, ErrorCode>>) -> Step {
-        let ops = if v >= 3 && self.req.include_authorized_operations {
-            GROUP_OPERATIONS
-        } else {
-            i32::MIN
+    fn respond(
+        &self,
+        ctx: &Ctx<'_>,
+        described: Vec<Result<Option<GroupDescription>, ErrorCode>>,
+    ) -> Step {
+        let v = ctx.version;
+        let ops = |group: &str| {
+            if v >= 3 && self.req.include_authorized_operations {
+                authz::group_operations(|a| ctx.allows(a), group)
+            } else {
+                i32::MIN
+            }
         };
         let groups = self
             .req
@@ -461,7 +483,7 @@ impl DescribeGroupsTask {
                 Ok(None) => DescribedGroup {
                     group_id: name.clone(),
                     group_state: kstr(GroupState::Dead.name()),
-                    authorized_operations: ops,
+                    authorized_operations: ops(name),
                     ..DescribedGroup::default()
                 },
                 Ok(Some(g)) => DescribedGroup {
@@ -486,7 +508,7 @@ impl DescribeGroupsTask {
                             ..DescribedGroupMember::default()
                         })
                         .collect(),
-                    authorized_operations: ops,
+                    authorized_operations: ops(name),
                     ..DescribedGroup::default()
                 },
             })
@@ -500,7 +522,6 @@ impl DescribeGroupsTask {
 
 impl Task for DescribeGroupsTask {
     fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
-        let v = ctx.version;
         if !std::mem::replace(&mut self.started, true) {
             let names = self.req.groups.iter().map(ToString::to_string).collect();
             return Step::Run(vec![
@@ -513,14 +534,14 @@ impl Task for DescribeGroupsTask {
         let (Some(Outcome::Group(GroupReply::Describe(described))), Some(stored)) =
             (it.next(), it.next())
         else {
-            return self.respond(v, vec![Err(ErrorCode::UNKNOWN_SERVER_ERROR); n]);
+            return self.respond(ctx, vec![Err(ErrorCode::UNKNOWN_SERVER_ERROR); n]);
         };
         let stored: HashSet<String> = match stored {
             Outcome::Store(Completion::ListGroups(Ok(names))) => names.into_iter().collect(),
             Outcome::Store(Completion::ListGroups(Err(e))) => {
-                return self.respond(v, vec![Err(e.error_code()); n])
+                return self.respond(ctx, vec![Err(e.error_code()); n])
             }
-            _ => return self.respond(v, vec![Err(ErrorCode::UNKNOWN_SERVER_ERROR); n]),
+            _ => return self.respond(ctx, vec![Err(ErrorCode::UNKNOWN_SERVER_ERROR); n]),
         };
         let described = self
             .req
@@ -542,9 +563,14 @@ impl Task for DescribeGroupsTask {
             })
             .collect();
         let mut described: Vec<Result<Option<GroupDescription>, ErrorCode>> = described;
+        for (name, d) in self.req.groups.iter().zip(described.iter_mut()) {
+            if !ctx.allows(Action::DescribeGroup(name)) {
+                *d = Err(ErrorCode::GROUP_AUTHORIZATION_FAILED);
+            }
+        }
         if !ctx.allows(Action::DescribeCluster) {
-            // Kafka shows members to whoever may describe the group; without group
-            // permissions in Iggy's model, only a principal that may read the servers sees
+            // Kafka shows members to whoever may describe the group; Iggy's model ties no
+            // permission to one group, so only a principal that may read the servers sees
             // who the members are and what they read (their subscriptions and assignments
             // name topics it may not be allowed to see).
             for g in described.iter_mut().flatten().flatten() {
@@ -556,12 +582,12 @@ impl Task for DescribeGroupsTask {
                 }
             }
         }
-        self.respond(v, described)
+        self.respond(ctx, described)
     }
 
     fn timed_out(&mut self, ctx: &Ctx<'_>) -> Step {
         let n = self.req.groups.len();
-        self.respond(ctx.version, vec![Err(ErrorCode::REQUEST_TIMED_OUT); n])
+        self.respond(ctx, vec![Err(ErrorCode::REQUEST_TIMED_OUT); n])
     }
 }
 

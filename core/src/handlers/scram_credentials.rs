@@ -285,7 +285,7 @@ fn stored(ctx: &Ctx<'_>, checked: Checked, results: Vec<Outcome>) -> Step {
         mut errors,
     } = checked;
     let kept = match results.into_iter().next() {
-        None => Ok(()),
+        None => Ok(0),
         Some(Outcome::Store(Completion::StoreScramCredentials(r))) => r.map_err(|e| {
             tracing::warn!(error = %e, "cannot store SCRAM credentials");
             match e {
@@ -304,8 +304,12 @@ fn stored(ctx: &Ctx<'_>, checked: Checked, results: Vec<Outcome>) -> Step {
         let (ScramChange::Set { user, .. } | ScramChange::Delete { user, .. }) = &change;
         let user = user.clone();
         match (&kept, users) {
-            (Ok(()), Some(users)) => {
-                change.apply(users);
+            (Ok(place), Some(users)) => {
+                if !change.apply_stored(users, *place) {
+                    // Kept, and then replaced by a change kept after it, whose answer
+                    // came first: memory keeps the later one, as the backend does.
+                    tracing::debug!(%user, place, "SCRAM change superseded before it was applied");
+                }
                 match &change {
                     ScramChange::Delete { mechanism, .. } => {
                         tracing::info!(%user, %mechanism, by = ?ctx.principal, "SCRAM credential deleted");
@@ -329,7 +333,7 @@ fn stored(ctx: &Ctx<'_>, checked: Checked, results: Vec<Outcome>) -> Step {
                     ),
                 );
             }
-            (Ok(()), None) => {}
+            (Ok(_), None) => {}
         }
     }
     {

@@ -132,7 +132,9 @@ fn plan(
     let mut asked = Vec::new();
     let mut denied = false;
     for t in topics {
-        let allowed = ctx.allows(Action::Send(&t.name));
+        // v4+ is a broker's request, authorized as a whole by CLUSTER_ACTION: Kafka checks
+        // no topic of it.
+        let allowed = ctx.version >= 4 || ctx.allows(Action::Send(&t.name));
         denied |= !allowed;
         let mut parts = Vec::new();
         for &p in &t.partitions {
@@ -172,6 +174,15 @@ fn plan(
 impl Task for AddPartitionsTask {
     fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         match self.stage {
+            // The batched form (v4+) is what brokers send one another (clients send v3 and
+            // below): Kafka requires CLUSTER_ACTION on the cluster, and refuses the whole
+            // request at its top level otherwise.
+            0 if ctx.version >= 4 && !ctx.allows(Action::AlterCluster) => {
+                Step::Respond(Response::AddPartitionsToTxn(AddPartitionsToTxnResponse {
+                    error_code: ErrorCode::CLUSTER_AUTHORIZATION_FAILED.into(),
+                    ..AddPartitionsToTxnResponse::default()
+                }))
+            }
             0 => {
                 self.stage = 1;
                 let names: Vec<TopicRef> = self
@@ -314,6 +325,12 @@ impl AddOffsetsTask {
 impl Task for AddOffsetsTask {
     fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         if !std::mem::replace(&mut self.started, true) {
+            if !ctx.allows(Action::ReadGroup(&self.req.group_id)) {
+                return Step::Respond(Response::AddOffsetsToTxn(AddOffsetsToTxnResponse {
+                    error_code: ErrorCode::GROUP_AUTHORIZATION_FAILED.into(),
+                    ..AddOffsetsToTxnResponse::default()
+                }));
+            }
             return Step::Run(vec![Work::Txn(TxnCall::AddOffsets {
                 transactional_id: txn_key(ctx, &self.req.transactional_id),
                 producer_id: self.req.producer_id,
@@ -391,7 +408,8 @@ impl Task for EndTxnTask {
 #[derive(Debug)]
 pub(crate) struct TxnOffsetCommitTask {
     req: TxnOffsetCommitRequest,
-    /// 0: the group's check; 1: the coordinator's; 2: answer.
+    /// 0: check the group and ask for its topics (and the member's check); 1: ask the
+    /// coordinator; 2: answer.
     stage: u8,
     /// Per topic and partition: an error decided before asking the coordinator.
     refused: Vec<Vec<Option<ErrorCode>>>,
@@ -405,61 +423,109 @@ impl TxnOffsetCommitTask {
             refused: Vec::new(),
         }
     }
+
+    /// v3+ names the member and its generation: the group checks them, as for
+    /// OffsetCommit (KIP-447: a consumer of an older generation is fenced here). Without
+    /// them, as before v3, Kafka checks nothing of the group.
+    fn member_checked(&self, version: i16) -> bool {
+        version >= 3 && (!self.req.member_id.is_empty() || self.req.generation_id >= 0)
+    }
 }
 
 impl Task for TxnOffsetCommitTask {
     fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
-        let mut results = results;
         if self.stage == 0 {
-            self.stage = 1;
-            // v3+ names the member and its generation: the group checks them first, as for
-            // OffsetCommit (KIP-447: a consumer of an older generation is fenced here).
-            // Without them, as before v3, Kafka checks nothing of the group.
-            if ctx.version >= 3 && (!self.req.member_id.is_empty() || self.req.generation_id >= 0) {
-                return Step::Run(vec![Work::Group(GroupCall::Commit(MemberRef {
-                    group: self.req.group_id.to_string(),
-                    member_id: self.req.member_id.to_string(),
-                    instance_id: self.req.group_instance_id.as_ref().map(ToString::to_string),
-                    generation: self.req.generation_id,
-                }))]);
-            }
-            results = vec![Outcome::Group(GroupReply::Commit(ErrorCode::NONE))];
-        }
-        if self.stage == 1 {
-            self.stage = 2;
-            let code = match single(results) {
-                Some(Outcome::Group(GroupReply::Commit(code))) => code,
-                _ => ErrorCode::UNKNOWN_SERVER_ERROR,
-            };
-            if code != ErrorCode::NONE {
+            if !ctx.allows(Action::ReadGroup(&self.req.group_id)) {
+                self.stage = 2;
                 self.refused = self
                     .req
                     .topics
                     .iter()
-                    .map(|t| vec![Some(code); t.partitions.len()])
+                    .map(|t| vec![Some(ErrorCode::GROUP_AUTHORIZATION_FAILED); t.partitions.len()])
                     .collect();
                 return self.respond(ctx, Vec::new());
             }
+            self.stage = 1;
+            // The topics named, to answer those that do not exist as Kafka does.
+            let names: Vec<TopicRef> = self
+                .req
+                .topics
+                .iter()
+                .map(|t| t.name.to_string())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .map(TopicRef::Name)
+                .collect();
+            let mut work = vec![Work::Store(Command::ListTopics { only: Some(names) })];
+            if self.member_checked(ctx.version) {
+                work.push(Work::Group(GroupCall::Commit(MemberRef {
+                    group: self.req.group_id.to_string(),
+                    member_id: self.req.member_id.to_string(),
+                    instance_id: self.req.group_instance_id.as_ref().map(ToString::to_string),
+                    generation: self.req.generation_id,
+                })));
+            }
+            return Step::Run(work);
+        }
+        if self.stage == 1 {
+            self.stage = 2;
+            let mut results = results.into_iter();
+            let known: Result<HashMap<String, u32>, ErrorCode> = match results.next() {
+                Some(Outcome::Store(Completion::ListTopics(Ok(topics)))) => {
+                    Ok(topics.into_iter().map(|t| (t.name, t.partitions)).collect())
+                }
+                Some(Outcome::Store(Completion::ListTopics(Err(e)))) => Err(e.error_code()),
+                _ => Err(ErrorCode::UNKNOWN_SERVER_ERROR),
+            };
+            let member = if self.member_checked(ctx.version) {
+                match results.next() {
+                    Some(Outcome::Group(GroupReply::Commit(code))) => code,
+                    _ => ErrorCode::UNKNOWN_SERVER_ERROR,
+                }
+            } else {
+                ErrorCode::NONE
+            };
+            // As Kafka: a topic the principal may not read, then a topic or partition that
+            // does not exist, each answered on its own; the rest go to the coordinator,
+            // whose refusal (the member's, or the store's) is theirs.
+            let fail = match (&known, member) {
+                (Err(code), _) => Some(*code),
+                (Ok(_), ErrorCode::NONE) => None,
+                (Ok(_), code) => Some(code),
+            };
             let mut offsets = Vec::new();
             for t in &self.req.topics {
                 let allowed = ctx.allows(Action::Poll(&t.name));
+                let partitions = known
+                    .as_ref()
+                    .ok()
+                    .and_then(|k| k.get(t.name.as_str()).copied());
                 let mut errs = Vec::new();
                 for p in &t.partitions {
-                    let err = match partition_index(p.partition_index) {
+                    let index = partition_index(p.partition_index);
+                    let exists = |q: u32| partitions.is_some_and(|n| q < n);
+                    let err = match index {
                         _ if !allowed => Some(ErrorCode::TOPIC_AUTHORIZATION_FAILED),
-                        None => Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION),
-                        Some(partition) => {
-                            offsets.push(GroupOffset {
-                                topic: t.name.to_string(),
-                                partition,
-                                committed: CommittedOffset {
-                                    offset: p.committed_offset,
-                                    leader_epoch: p.committed_leader_epoch,
-                                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
-                                },
-                            });
-                            None
-                        }
+                        _ if fail.is_some() && known.is_err() => fail,
+                        Some(q) if exists(q) => match fail {
+                            Some(code) => Some(code),
+                            None => {
+                                offsets.push(GroupOffset {
+                                    topic: t.name.to_string(),
+                                    partition: q,
+                                    committed: CommittedOffset {
+                                        offset: p.committed_offset,
+                                        leader_epoch: p.committed_leader_epoch,
+                                        metadata: p
+                                            .committed_metadata
+                                            .as_ref()
+                                            .map(|m| m.to_string()),
+                                    },
+                                });
+                                None
+                            }
+                        },
+                        _ => Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION),
                     };
                     errs.push(err);
                 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::protocol::error_code::ErrorCode;
 
 pub use scram::{ScramCredential, ScramMechanism};
-pub use users::{ScramCredentialInfo, Users};
+pub use users::{ScramCredentialInfo, Users, PLAIN_CACHE_TTL};
 
 /// A SASL mechanism the gateway can serve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -111,9 +111,11 @@ pub struct SaslConfig {
     pub plain_by_backend: bool,
     /// How many PLAIN passwords per second may be checked against a credential (a PBKDF2
     /// each, about 2 ms of CPU at 4,096 iterations) or sent to the backend to check, on
-    /// average, with as many in a burst;
-    /// a login past it fails (after the failure delay) without the check. Logins whose
-    /// password passed lately cost no check and are never refused by it. `0`: no bound.
+    /// average, with as many in a burst. A login past it waits its turn, up to
+    /// [`MAX_CHECK_WAIT`]; when that many seconds of checks are already waiting, its
+    /// connection is closed without an answer (a client reconnects after its backoff, where
+    /// an authentication failure would be final). Logins whose password passed lately cost
+    /// no check and never wait. `0`: no bound.
     pub password_checks_per_second: u32,
     /// What is left of that budget, and when it was last topped up.
     budget: Arc<std::sync::Mutex<Option<(f64, Instant)>>>,
@@ -169,12 +171,21 @@ impl SaslConfig {
     }
 }
 
+/// The longest a PLAIN login waits for its turn in the password-check budget
+/// ([`SaslConfig::password_checks_per_second`]). The Java client puts no timeout on the
+/// SASL exchange and librdkafka allows 30 s for connecting, TLS and SASL together, so a
+/// wait this short is a slow login, not a failure.
+pub const MAX_CHECK_WAIT: Duration = Duration::from_secs(5);
+
 /// A failed step: the code and the message the client is told. The message never holds
 /// a password, token or proof, so that it may be logged too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Failure {
     pub(crate) code: ErrorCode,
     pub(crate) message: String,
+    /// Closes the connection without an answer: the client sees a dropped connection,
+    /// which it retries, rather than an authentication failure, which it does not.
+    pub(crate) close_only: bool,
 }
 
 impl Failure {
@@ -182,6 +193,7 @@ impl Failure {
         Self {
             code: ErrorCode::SASL_AUTHENTICATION_FAILED,
             message: message.into(),
+            close_only: false,
         }
     }
 
@@ -189,18 +201,47 @@ impl Failure {
         Self {
             code: ErrorCode::ILLEGAL_SASL_STATE,
             message: message.into(),
+            close_only: false,
+        }
+    }
+
+    /// Too many password checks are waiting: the connection closes unanswered.
+    fn busy() -> Self {
+        Self::unchecked("too many password checks waiting")
+    }
+
+    /// The password could not be checked (too many waiting, or the backend that checks it
+    /// cannot be reached): the connection closes unanswered, after the failure delay.
+    pub(crate) fn unchecked(message: impl Into<String>) -> Self {
+        Self {
+            code: ErrorCode::NONE,
+            message: message.into(),
+            close_only: true,
         }
     }
 }
 
+/// What the password-check budget says about one more check at some time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    /// Check now.
+    Now,
+    /// The check is booked for then.
+    At(Instant),
+    /// Too many are waiting.
+    Full,
+}
+
 /// One step's result: the token for the client, and the user once authenticated; or,
-/// for PLAIN checked by the backend, the password to have checked first (`user` is then
-/// whom it authenticates once the backend says yes).
+/// for PLAIN, the password still to check (`user` is then whom it authenticates once the
+/// check passes): by the backend at once, or, when `wait` says so, at that time by
+/// [`SaslConfig::check_booked`].
 #[derive(Debug)]
 pub(crate) struct Progress {
     pub(crate) token: Vec<u8>,
     pub(crate) user: Option<String>,
     pub(crate) verify: Option<Password>,
+    pub(crate) wait: Option<Instant>,
 }
 
 /// One change to the SCRAM credentials, as AlterUserScramCredentials makes it and a backend
@@ -231,6 +272,17 @@ impl ScramChange {
             Self::Delete { user, mechanism } => {
                 users.remove(user, *mechanism);
             }
+        }
+    }
+
+    /// Applies the change, which the backend kept at `place` in its order, to `users`
+    /// unless a later one is there already ([`Users::apply_stored`]). Whether it was.
+    pub fn apply_stored(&self, users: &Users, place: u64) -> bool {
+        match self {
+            Self::Set { user, credential } => {
+                users.apply_stored(user, credential.mechanism, Some(credential.clone()), place)
+            }
+            Self::Delete { user, mechanism } => users.apply_stored(user, *mechanism, None, place),
         }
     }
 }
@@ -296,11 +348,12 @@ impl Exchange {
                         "the PLAIN exchange is already complete",
                     ));
                 }
-                let (user, verify) = plain(token, config, now)?;
+                let (user, verify, wait) = plain(token, config, now)?;
                 Ok(Progress {
                     token: Vec::new(),
                     user: Some(user),
                     verify,
+                    wait,
                 })
             }
             Self::Scram(server) => {
@@ -314,6 +367,7 @@ impl Exchange {
                     token: s.token,
                     user: s.user,
                     verify: None,
+                    wait: None,
                 })
             }
         }
@@ -325,13 +379,14 @@ const BACKEND_USER_BYTES: std::ops::RangeInclusive<usize> = 3..=50;
 const BACKEND_PASSWORD_BYTES: std::ops::RangeInclusive<usize> = 3..=100;
 
 /// PLAIN's one message, `authzid NUL authcid NUL passwd` (RFC 4616), checked as Kafka's
-/// `PlainSaslServer` does: the user, and the password when the backend is to check it (a
-/// password that passed lately is not checked again).
+/// `PlainSaslServer` does: the user, and the password when it is still to be checked (by
+/// the backend now, or by whoever checks it at the booked time); a password that passed
+/// lately is not checked again.
 fn plain(
     token: &[u8],
     config: &SaslConfig,
     now: Instant,
-) -> Result<(String, Option<Password>), Failure> {
+) -> Result<(String, Option<Password>, Option<Instant>), Failure> {
     let parts: Vec<&[u8]> = token.split(|b| *b == 0).collect();
     let [authzid, user, password] = parts.as_slice() else {
         return Err(Failure::new(format!(
@@ -356,57 +411,52 @@ fn plain(
             "Authentication failed: Client requested an authorization id that is different from username",
         ));
     }
-    if config.plain_by_backend {
-        // Iggy takes no user or password outside these lengths (its login would be refused,
-        // or could not even be encoded): they are wrong without asking it.
-        if !BACKEND_USER_BYTES.contains(&user.len())
-            || !BACKEND_PASSWORD_BYTES.contains(&password.len())
-        {
-            return Err(Failure::new(
-                "Authentication failed: Invalid username or password",
-            ));
-        }
-        if config
-            .users
-            .plain_remembered(user, password, now, &config.plain_key)
-        {
-            return Ok((user.to_owned(), None));
-        }
-        // Iggy hashes the password at each login: the budget bounds what a flood of wrong
-        // passwords costs it, as it bounds the gateway's own checks.
-        if !config.take_password_check(now) {
-            return Err(Failure::new(
-                "Authentication failed: too many password checks; try again later",
-            ));
-        }
-        return Ok((user.to_owned(), Some(Password::new(password.to_vec()))));
-    }
-    let remembered = config
-        .users
-        .plain_remembered(user, password, now, &config.plain_key);
-    if !remembered && !config.take_password_check(now) {
-        return Err(Failure::new(
-            "Authentication failed: too many password checks; try again later",
-        ));
-    }
-    if !remembered
-        && !config
-            .users
-            .verify_plain_at(user, password, now, &config.plain_key)
+    // Iggy takes no user or password outside these lengths (its login would be refused,
+    // or could not even be encoded): they are wrong without asking it.
+    if config.plain_by_backend
+        && (!BACKEND_USER_BYTES.contains(&user.len())
+            || !BACKEND_PASSWORD_BYTES.contains(&password.len()))
     {
         return Err(Failure::new(
             "Authentication failed: Invalid username or password",
         ));
     }
-    Ok((user.to_owned(), None))
+    if config
+        .users
+        .plain_remembered(user, password, now, &config.plain_key)
+    {
+        return Ok((user.to_owned(), None, None));
+    }
+    // Each check costs a password hash (ours, or Iggy's at its login): the budget bounds
+    // what a flood of wrong passwords costs, and a burst of right ones waits its turn.
+    match config.admit_password_check(now) {
+        Admission::Full => Err(Failure::busy()),
+        Admission::At(at) => Ok((
+            user.to_owned(),
+            Some(Password::new(password.to_vec())),
+            Some(at),
+        )),
+        Admission::Now if config.plain_by_backend => Ok((
+            user.to_owned(),
+            Some(Password::new(password.to_vec())),
+            None,
+        )),
+        Admission::Now => {
+            config.check_local(user, password, now)?;
+            Ok((user.to_owned(), None, None))
+        }
+    }
 }
 
 impl SaslConfig {
-    /// Takes one password check from the budget at `now`; false when it is spent.
-    fn take_password_check(&self, now: Instant) -> bool {
+    /// Books one password check at `now`: at once while the budget lasts, else at the
+    /// time the budget will have refilled for it, as long as no more than
+    /// [`MAX_CHECK_WAIT`] of checks are booked ahead of it. A token bucket that may go
+    /// below empty by the bookings.
+    fn admit_password_check(&self, now: Instant) -> Admission {
         let rate = f64::from(self.password_checks_per_second);
         if rate == 0.0 {
-            return true;
+            return Admission::Now;
         }
         let mut budget = self
             .budget
@@ -416,11 +466,47 @@ impl SaslConfig {
         let elapsed = now.saturating_duration_since(*at).as_secs_f64();
         *left = (*left + elapsed * rate).min(rate);
         *at = now.max(*at);
-        if *left < 1.0 {
-            return false;
+        let after = *left - 1.0;
+        if after >= 0.0 {
+            *left = after;
+            return Admission::Now;
         }
-        *left -= 1.0;
-        true
+        let wait = -after / rate;
+        if wait > MAX_CHECK_WAIT.as_secs_f64() {
+            return Admission::Full;
+        }
+        *left = after;
+        Admission::At(now + Duration::from_secs_f64(wait))
+    }
+
+    /// A PLAIN password checked against the users' credentials (remembered when it
+    /// passes).
+    fn check_local(&self, user: &str, password: &[u8], now: Instant) -> Result<(), Failure> {
+        if self
+            .users
+            .verify_plain_at(user, password, now, &self.plain_key)
+        {
+            Ok(())
+        } else {
+            Err(Failure::new(
+                "Authentication failed: Invalid username or password",
+            ))
+        }
+    }
+
+    /// The check booked by [`Progress::wait`], at its time: `Ok(Some(password))` when the
+    /// backend is to check it, `Ok(None)` when it passed here.
+    pub(crate) fn check_booked(
+        &self,
+        user: &str,
+        password: Password,
+        now: Instant,
+    ) -> Result<Option<Password>, Failure> {
+        if self.plain_by_backend {
+            return Ok(Some(password));
+        }
+        self.check_local(user, password.expose(), now)
+            .map(|()| None)
     }
 
     /// Remembers that the backend accepted `password` for `user` at `now`.

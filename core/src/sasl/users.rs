@@ -28,11 +28,16 @@ pub struct Users {
     /// PLAIN logins that succeeded lately: per user, a keyed MAC of the password (never
     /// the password) and until when it stands in for the PBKDF2 check.
     plain_cache: Mutex<HashMap<String, (Vec<u8>, Instant)>>,
+    /// How long a login is remembered there; zero: not at all.
+    plain_cache_ttl: Duration,
+    /// Per user and mechanism, the place in the backend's order of the last stored change
+    /// applied here ([`Users::apply_stored`]).
+    applied: Mutex<HashMap<(String, ScramMechanism), u64>>,
 }
 
 /// How long a successful PLAIN login spares the next ones with the same password the
-/// PBKDF2 check.
-const PLAIN_CACHE_TTL: Duration = Duration::from_secs(300);
+/// check, unless [`Users::with_plain_cache`] says otherwise.
+pub const PLAIN_CACHE_TTL: Duration = Duration::from_secs(300);
 /// The most users the PLAIN cache remembers.
 const PLAIN_CACHE_USERS: usize = 10_000;
 
@@ -44,7 +49,44 @@ impl Users {
             credentials: RwLock::default(),
             super_users: super_users.into_iter().collect(),
             plain_cache: Mutex::default(),
+            plain_cache_ttl: PLAIN_CACHE_TTL,
+            applied: Mutex::default(),
         }
+    }
+
+    /// Sets (`Some`) or deletes `user`'s credential for `mechanism` as a change the
+    /// backend kept at `place` in its order: unless a change it kept later is applied
+    /// already, so that concurrent alterations end as the backend keeps them, whatever
+    /// order their answers arrive in. Whether it was applied.
+    pub fn apply_stored(
+        &self,
+        user: &str,
+        mechanism: ScramMechanism,
+        credential: Option<ScramCredential>,
+        place: u64,
+    ) -> bool {
+        let mut applied = self.applied.lock().unwrap_or_else(PoisonError::into_inner);
+        let last = applied.entry((user.to_owned(), mechanism)).or_insert(0);
+        if *last >= place {
+            return false;
+        }
+        *last = place;
+        match credential {
+            Some(c) => self.set(user, c),
+            None => {
+                self.remove(user, mechanism);
+            }
+        }
+        true
+    }
+
+    /// Remembers successful PLAIN logins for `ttl` rather than [`PLAIN_CACHE_TTL`]; zero
+    /// remembers none, so that every login is checked. This bounds how long a password
+    /// changed where it is checked (in Iggy) still lets a client in.
+    #[must_use]
+    pub fn with_plain_cache(mut self, ttl: Duration) -> Self {
+        self.plain_cache_ttl = ttl;
+        self
     }
 
     /// Adds or replaces `user`'s credential for the credential's mechanism.
@@ -152,7 +194,7 @@ impl Users {
     }
 
     /// Whether `password` is `user`'s, at `now`: as [`Users::verify_plain`], except that a
-    /// password that passed within the last five minutes passes again without the PBKDF2
+    /// password that passed lately (see [`Users::with_plain_cache`]) passes again without the PBKDF2
     /// check, by a MAC under `key` (a per-process secret), so that a client reconnecting
     /// does not cost a key derivation each time. Failures are never remembered, and a
     /// credential change forgets the user.
@@ -168,8 +210,7 @@ impl Users {
         true
     }
 
-    /// Whether `password` passed for `user` within the last five minutes (by its MAC under
-    /// `key`).
+    /// Whether `password` passed for `user` lately (by its MAC under `key`).
     #[must_use]
     pub fn plain_remembered(&self, user: &str, password: &[u8], now: Instant, key: &[u8]) -> bool {
         let mac = plain_mac(user, password, key);
@@ -180,10 +221,13 @@ impl Users {
             .is_some_and(|(m, until)| now < *until && bool::from(m.ct_eq(&mac)))
     }
 
-    /// Remembers, for five minutes, that `password` passed for `user`: its MAC under `key`,
-    /// never the password. The cache holds at most 10,000 users; past that, the expired
-    /// go, and then everyone.
+    /// Remembers, for the cache's time, that `password` passed for `user`: its MAC under
+    /// `key`, never the password. The cache holds at most 10,000 users; past that, the
+    /// expired go, and then everyone.
     pub fn remember_plain(&self, user: &str, password: &[u8], now: Instant, key: &[u8]) {
+        if self.plain_cache_ttl.is_zero() {
+            return;
+        }
         let mac = plain_mac(user, password, key);
         let mut cache = self
             .plain_cache
@@ -195,7 +239,7 @@ impl Users {
                 cache.clear();
             }
         }
-        cache.insert(user.to_owned(), (mac, now + PLAIN_CACHE_TTL));
+        cache.insert(user.to_owned(), (mac, now + self.plain_cache_ttl));
     }
 
     /// Whether `password` is `user`'s: checked against the user's SCRAM credential (the
@@ -277,6 +321,24 @@ mod tests {
         );
         assert!(!users.verify_plain_at("alice", b"pw", now, &key));
         assert!(users.verify_plain_at("alice", b"new", now, &key));
+    }
+
+    #[test]
+    fn the_plain_cache_keeps_logins_for_its_time_or_not_at_all() {
+        let (key, now) = ([7u8; 32], Instant::now());
+        let users = Users::new(Vec::new()).with_plain_cache(Duration::from_secs(30));
+        users.remember_plain("alice", b"pw", now, &key);
+        let later = |s| now + Duration::from_secs(s);
+        assert!(users.plain_remembered("alice", b"pw", later(29), &key));
+        assert!(!users.plain_remembered("alice", b"pw", later(30), &key));
+        let users = Users::new(Vec::new()).with_plain_cache(Duration::ZERO);
+        users.remember_plain("alice", b"pw", now, &key);
+        assert!(!users.plain_remembered("alice", b"pw", now, &key));
+        assert!(users
+            .plain_cache
+            .lock()
+            .map(|c| c.is_empty())
+            .unwrap_or(false));
     }
 
     #[test]
