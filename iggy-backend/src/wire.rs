@@ -397,6 +397,35 @@ fn poll_reply_error(e: impl std::fmt::Display) -> BackendError {
     BackendError::Other(format!("iggy poll reply: {e}"))
 }
 
+/// Decodes a `PollMessages` reply. Iggy's decoder adds each message's offset and timestamp
+/// deltas (32 bits) to its batch's base unchecked, so a batch whose base lies within 2^32 of
+/// the top of the range is refused here first: a corrupt reply is an error, never an
+/// overflow (a panic in a checked build, a wrong offset in a release one).
+fn poll_reply(body: &[u8]) -> Result<PollMessagesResponse<'_>, BackendError> {
+    const TOP: u64 = u64::MAX - u32::MAX as u64;
+    let mut at = POLL_REPLY_HEADER;
+    while let Some(rest) = body.get(at..).filter(|r| !r.is_empty()) {
+        // What does not decode here is left to the decoder's own errors.
+        let Ok(header) = BatchHeader::decode(rest) else {
+            break;
+        };
+        if header.base_offset > TOP || header.origin_timestamp > TOP {
+            return Err(poll_reply_error(format!(
+                "a batch at offset {} with origin timestamp {}: out of range",
+                header.base_offset, header.origin_timestamp
+            )));
+        }
+        match usize::try_from(header.batch_length) {
+            Ok(len) if len > 0 => at = at.saturating_add(len),
+            _ => break,
+        }
+    }
+    PollMessagesResponse::decode(body).map_err(poll_reply_error)
+}
+
+/// The size of a `PollMessages` reply's header, before its batches.
+const POLL_REPLY_HEADER: usize = 16;
+
 fn polled_headers(raw: &[u8]) -> Result<Vec<(String, HeaderValue)>, BackendError> {
     decode_headers(raw)
         .ok_or_else(|| BackendError::Other("iggy message with malformed headers".into()))
@@ -412,7 +441,7 @@ pub(crate) fn polled(
     max_messages: usize,
     at_least_one: bool,
 ) -> Result<(Messages, u64, usize), BackendError> {
-    let reply = PollMessagesResponse::decode(body).map_err(poll_reply_error)?;
+    let reply = poll_reply(body)?;
     let current = reply.header.current_offset;
     // Room for what the reply says it holds, as far as its bytes can hold it.
     let room = (reply.header.messages_count as usize)
@@ -543,7 +572,7 @@ pub(crate) fn producer_batches(body: &[u8]) -> Result<Vec<(ProducerBatch, u64)>,
         }
     }
 
-    let reply = PollMessagesResponse::decode(body).map_err(poll_reply_error)?;
+    let reply = poll_reply(body)?;
     let total = reply.header.messages_count;
     let mut out = Vec::new();
     let mut open: Option<Open> = None;
@@ -584,7 +613,7 @@ pub(crate) fn find_message(
     body: &[u8],
     id: u128,
 ) -> Result<(Option<u64>, Option<u64>), BackendError> {
-    let reply = PollMessagesResponse::decode(body).map_err(poll_reply_error)?;
+    let reply = poll_reply(body)?;
     let mut last = None;
     for view in reply.messages {
         let view = view.map_err(poll_reply_error)?;
@@ -600,7 +629,7 @@ pub(crate) fn find_message(
 fn stamped(
     body: &[u8],
 ) -> Result<impl Iterator<Item = Result<Stamped, BackendError>> + '_, BackendError> {
-    let reply = PollMessagesResponse::decode(body).map_err(poll_reply_error)?;
+    let reply = poll_reply(body)?;
     Ok(reply.messages.map(|view| {
         let view = view.map_err(poll_reply_error)?;
         let headers = polled_headers(view.user_headers)?;

@@ -349,3 +349,15 @@ fn idempotent_batches_are_read_back_from_their_message_ids() {
     );
     assert_eq!(find_message(&poll_reply(&[], 3), 1), Ok((None, None)));
 }
+
+/// A poll reply whose batch starts at an offset a frame's delta takes past `u64::MAX`
+/// (found by the `iggy_reply_decode` fuzz target: Iggy's decoder adds the delta unchecked).
+#[test]
+fn a_poll_reply_whose_offsets_overflow_is_refused_not_wrapped() {
+    let data = include_bytes!("fixtures/poll-reply-offset-overflow.bin");
+    let body = Bytes::from_static(data);
+    assert!(polled(&body, 0, 1 << 20, 1000, true).is_err());
+    assert!(producer_batches(data).is_err());
+    assert!(find_message(data, 1).is_err());
+    assert!(scan_timestamps(data, 2..u64::MAX, 0).is_err());
+}
