@@ -524,30 +524,22 @@ impl Connection {
         failure: Failure,
         config: &SaslConfig,
     ) {
-        if failure.close_only {
+        let (response, reason) = if failure.close_only {
             // Not the client's fault: closed unanswered after the same delay, for the
             // client to reconnect and try again.
             tracing::warn!(%mechanism, reason = %failure.message, client_id = ?self.client.client_id, "authentication not checked: closing for the client to retry");
-            if let Some(sasl) = self.sasl.as_mut() {
-                sasl.exchange = None;
-                sasl.exchange_started = None;
-                sasl.failed = Some(Failed {
-                    at: self.now + config.failure_delay,
-                    seq,
-                    response: None,
-                    reason: CloseReason::Overloaded(failure.message),
-                });
-            }
-            return;
-        }
-        tracing::warn!(%mechanism, code = failure.code.name(), reason = %failure.message, client_id = ?self.client.client_id, "authentication failed");
-        let response = version.map(|_| {
-            Response::SaslAuthenticate(SaslAuthenticateResponse {
-                error_code: failure.code.into(),
-                error_message: Some(KStr::from(failure.message.as_str())),
-                ..SaslAuthenticateResponse::default()
-            })
-        });
+            (None, CloseReason::Overloaded(failure.message))
+        } else {
+            tracing::warn!(%mechanism, code = failure.code.name(), reason = %failure.message, client_id = ?self.client.client_id, "authentication failed");
+            let response = version.map(|_| {
+                Response::SaslAuthenticate(SaslAuthenticateResponse {
+                    error_code: failure.code.into(),
+                    error_message: Some(KStr::from(failure.message.as_str())),
+                    ..SaslAuthenticateResponse::default()
+                })
+            });
+            (response, CloseReason::Authentication(failure.message))
+        };
         if let Some(sasl) = self.sasl.as_mut() {
             sasl.exchange = None;
             sasl.exchange_started = None;
@@ -555,7 +547,7 @@ impl Connection {
                 at: self.now + config.failure_delay,
                 seq,
                 response,
-                reason: CloseReason::Authentication(failure.message),
+                reason,
             });
         }
     }

@@ -185,15 +185,9 @@ impl Task for AddPartitionsTask {
             }
             0 => {
                 self.stage = 1;
-                let names: Vec<TopicRef> = self
-                    .topics(ctx.version)
-                    .iter()
-                    .map(|t| t.name.to_string())
-                    .collect::<std::collections::BTreeSet<_>>()
-                    .into_iter()
-                    .map(TopicRef::Name)
-                    .collect();
-                Step::Run(vec![Work::Store(Command::ListTopics { only: Some(names) })])
+                Step::Run(vec![list_named(
+                    self.topics(ctx.version).iter().map(|t| t.name.to_string()),
+                )])
             }
             1 => {
                 self.stage = 2;
@@ -447,16 +441,9 @@ impl Task for TxnOffsetCommitTask {
             }
             self.stage = 1;
             // The topics named, to answer those that do not exist as Kafka does.
-            let names: Vec<TopicRef> = self
-                .req
-                .topics
-                .iter()
-                .map(|t| t.name.to_string())
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .map(TopicRef::Name)
-                .collect();
-            let mut work = vec![Work::Store(Command::ListTopics { only: Some(names) })];
+            let mut work = vec![list_named(
+                self.req.topics.iter().map(|t| t.name.to_string()),
+            )];
             if self.member_checked(ctx.version) {
                 work.push(Work::Group(GroupCall::Commit(MemberRef {
                     group: self.req.group_id.to_string(),
@@ -739,6 +726,15 @@ impl Task for DescribeTransactionsTask {
             },
         ))
     }
+}
+
+/// A listing of the topics `names` names, each once: what the handlers ask for to answer
+/// the partitions of topics that do not exist as Kafka does.
+fn list_named(names: impl IntoIterator<Item = String>) -> Work {
+    let names: std::collections::BTreeSet<String> = names.into_iter().collect();
+    Work::Store(Command::ListTopics {
+        only: Some(names.into_iter().map(TopicRef::Name).collect()),
+    })
 }
 
 #[cfg(test)]
