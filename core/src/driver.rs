@@ -30,7 +30,7 @@ use crate::backend::{
 };
 use crate::group::{Coordinator, GroupCall, GroupReply, KeepGroup, ReplyTo};
 use crate::protocol::error_code::ErrorCode;
-use crate::txn::{Markers, TxnCall, TxnConfig, TxnCoordinator, TxnEffect, TxnReply};
+use crate::txn::{Markers, TxnCall, TxnConfig, TxnCoordinator, TxnEffect, TxnReply, TxnSnapshot};
 use crate::work::{Outcome, Work, WorkId};
 use crate::Connection;
 
@@ -407,6 +407,22 @@ impl Txns {
         self.with(|c| std::iter::from_fn(|| c.poll_effect()).collect())
     }
 
+    /// Takes back the state a log of the coordinator kept (`TxnCoordinator::restore`), at
+    /// start, before any call: what it hands out is taken by [`drive_transactions`].
+    pub fn restore(&self, now: Instant, snapshots: Vec<TxnSnapshot>) {
+        self.with(|c| c.restore(now, snapshots));
+        self.changed.notify(usize::MAX);
+    }
+
+    /// Reports persisted (or failed) states and delivers what that answers.
+    fn persisted(&self, now: Instant, written: &[(String, u64)], ok: bool) {
+        self.with(|c| {
+            for (id, version) in written {
+                c.handle_persisted(now, id, *version, ok);
+            }
+        });
+    }
+
     /// Reports written (or failed) markers and delivers what that answers.
     fn markers_done(&self, now: Instant, m: &Markers, ok: bool) {
         self.with(|c| c.handle_markers(now, &m.transactional_id, m.producer_id, m.epoch, ok));
@@ -499,8 +515,29 @@ async fn write_markers(backend: Arc<dyn Backend>, m: Markers) -> (Markers, bool)
 
 type MarkerWrite = Pin<Box<dyn Future<Output = (Markers, bool)> + Send>>;
 
-/// Drives the transaction coordinator for as long as it is polled: writes the markers it
-/// decides (several transactions at once), reports them, and acts on its deadlines.
+/// The coordinator's state changes to keep, with the versions to report.
+type Changes = Vec<(String, Option<TxnSnapshot>, u64)>;
+type PersistWrite = Pin<Box<dyn Future<Output = (Vec<(String, u64)>, bool)> + Send>>;
+
+/// Keeps `changes` in the store, in order; which ones, and whether they all were.
+async fn persist(backend: Arc<dyn Backend>, changes: Changes) -> (Vec<(String, u64)>, bool) {
+    let written = changes.iter().map(|(id, _, v)| (id.clone(), *v)).collect();
+    let command = Command::PersistTxns {
+        changes: changes.into_iter().map(|(id, s, _)| (id, s)).collect(),
+    };
+    match run(backend.execute(command)).await {
+        Completion::PersistTxns(Ok(())) => (written, true),
+        other => {
+            tracing::warn!(?other, "transaction state not persisted; will retry");
+            (written, false)
+        }
+    }
+}
+
+/// Drives the transaction coordinator for as long as it is polled: keeps its state changes
+/// in the store (one batch at a time, in the order they were made, each batch all the
+/// changes made while the one before was written), writes the markers it decides (several
+/// transactions at once), reports both, and acts on its deadlines.
 /// `now` reads the clock; `sleep_until` sleeps until a deadline (for ever for `None`).
 /// The runtime adapters spawn it once per gateway.
 pub async fn drive_transactions<S, F>(shared: Arc<Shared>, now: fn() -> Instant, sleep_until: S)
@@ -510,6 +547,8 @@ where
 {
     let txns = shared.txns();
     let mut running: Vec<MarkerWrite> = Vec::new();
+    let mut queued: Changes = Vec::new();
+    let mut persisting: Option<PersistWrite> = None;
     loop {
         let changed = txns.changed();
         for effect in txns.take_effects() {
@@ -517,16 +556,22 @@ where
                 TxnEffect::WriteMarkers(m) => {
                     running.push(Box::pin(write_markers(shared.backend.clone(), m)));
                 }
-                // The coordinator's state lives in memory: a restarted gateway starts
-                // without transactions (see docs/ARCHITECTURE.md, "Transactions").
-                TxnEffect::Persist(..) => {}
+                TxnEffect::Persist {
+                    transactional_id,
+                    snapshot,
+                    version,
+                } => queued.push((transactional_id, snapshot, version)),
             }
+        }
+        if persisting.is_none() && !queued.is_empty() {
+            let batch = std::mem::take(&mut queued);
+            persisting = Some(Box::pin(persist(shared.backend.clone(), batch)));
         }
         let deadline = txns.poll_timeout();
         let sleep = sleep_until(deadline);
         let mut sleep = std::pin::pin!(sleep);
         let mut changed = std::pin::pin!(changed);
-        let done = std::future::poll_fn(|cx| {
+        let (done, persisted) = std::future::poll_fn(|cx| {
             let mut done = Vec::new();
             running.retain_mut(|f| match f.as_mut().poll(cx) {
                 Poll::Ready(r) => {
@@ -535,17 +580,28 @@ where
                 }
                 Poll::Pending => true,
             });
+            let persisted = match persisting.as_mut().map(|f| f.as_mut().poll(cx)) {
+                Some(Poll::Ready(r)) => {
+                    persisting = None;
+                    Some(r)
+                }
+                _ => None,
+            };
             if !done.is_empty()
+                || persisted.is_some()
                 || changed.as_mut().poll(cx).is_ready()
                 || sleep.as_mut().poll(cx).is_ready()
             {
-                Poll::Ready(done)
+                Poll::Ready((done, persisted))
             } else {
                 Poll::Pending
             }
         })
         .await;
         let now = now();
+        if let Some((written, ok)) = persisted {
+            txns.persisted(now, &written, ok);
+        }
         for (m, ok) in &done {
             txns.markers_done(now, m, *ok);
         }

@@ -386,6 +386,9 @@ impl Backend for IggyBackend {
             Command::WriteMarker { .. } => Execution::Done(Completion::WriteMarker(Err(
                 BackendError::Other("the Iggy backend keeps no transactions".into()),
             ))),
+            Command::PersistTxns { .. } => Execution::Done(Completion::PersistTxns(Err(
+                BackendError::Other("the Iggy backend keeps no transactions".into()),
+            ))),
             Command::UserPermissions { user } => {
                 let now = inner.catalog.calls().clock().now();
                 match inner.users.cached(&user, now) {
