@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use iggy_kafka_core::backend::{ActiveProducer, Appended, BackendError, ProducerBatch};
+use iggy_kafka_core::mapping::marker;
 use iggy_kafka_core::message::MessageList;
 use iggy_kafka_iggy_client::protocol::codes::SEND_MESSAGES_CODE;
 use iggy_kafka_iggy_client::protocol::responses::messages::SendMessagesResponse;
@@ -177,6 +178,9 @@ impl Appends {
             let offsets = catalog.offsets(topic, partition).await?;
             let current = catalog.is_current(topic, partition, &state);
             if current && original.base < offsets.high_watermark {
+                if pb.transactional {
+                    lock(&state.txns).appended(pb.producer_id, original.base);
+                }
                 return Ok(Appended {
                     base_offset: original.base,
                     log_append_time_ms: original.log_append_time_ms,
@@ -202,8 +206,54 @@ impl Appends {
             end => end,
         };
         let queued = self.send(catalog, at, messages, largest_batch, Some(&pb))?;
-        self.appended(catalog, at, messages.len(), Some((&pb, from)), queued)
-            .await
+        let appended = self
+            .appended(catalog, at, messages.len(), Some((&pb, from)), queued)
+            .await?;
+        if pb.transactional {
+            lock(&state.txns).appended(pb.producer_id, appended.base_offset);
+        }
+        Ok(appended)
+    }
+
+    /// Appends a transaction's commit or abort marker (`docs/MAPPING.md`) for `producer_id`
+    /// at `epoch`, in turn with the partition's idempotent appends: a write of the
+    /// producer's older epoch still to come is refused (the marker fences it), so none
+    /// lands after the marker inside a transaction that has ended. Returns its offset.
+    pub(crate) async fn write_marker(
+        &self,
+        catalog: &Catalog,
+        reads: &Reads,
+        at: (&str, u32),
+        (producer_id, epoch): (i64, i16),
+        commit: bool,
+        coordinator_epoch: i32,
+    ) -> Result<u64, BackendError> {
+        let (topic, partition) = at;
+        // Iggy says whether the partition exists before any state is made for it.
+        catalog.offsets(topic, partition).await?;
+        let state = catalog.partition(topic, partition);
+        let _serial = state.gate.enter().await;
+        // The producers are read back first, so that the fence holds against batches
+        // appended before a restart too.
+        if !state.recovered.load(Ordering::Relaxed) {
+            self.recover_producers(catalog, reads, at, &state).await?;
+        }
+        lock(&state.producers).fence(producer_id, epoch);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let messages: MessageList = std::iter::once(marker(
+            producer_id,
+            epoch,
+            commit,
+            coordinator_epoch,
+            now_ms,
+        ))
+        .collect();
+        let queued = self.send(catalog, at, &messages, 0, None)?;
+        let appended = self.appended(catalog, at, 1, None, queued).await?;
+        lock(&state.txns).marker(producer_id, commit, appended.base_offset);
+        Ok(appended.base_offset)
     }
 
     /// The idempotent producers a partition remembers, read back from its tail first when

@@ -28,7 +28,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use iggy_kafka_core::backend::{Backend, BackendError, Command, Completion, Execution, TopicRef};
+use iggy_kafka_core::backend::{
+    Backend, BackendError, Command, Completion, Execution, PartitionOffsets, ReadResult, TopicRef,
+};
 use iggy_kafka_core::stats::{Metric, MetricKind, MetricValue};
 use iggy_kafka_iggy_client::lane::SERVICE_BOUNDS;
 use iggy_kafka_iggy_client::{Clock, CommandStats, Lanes, SessionError};
@@ -48,6 +50,8 @@ mod scram;
 mod search;
 mod sync;
 mod timestamps;
+mod transactions;
+mod txn_log;
 mod users;
 mod watch;
 mod wire;
@@ -132,6 +136,7 @@ struct Inner {
     committed: CommittedOffsets,
     users: Users,
     scram: scram::ScramStore,
+    txns: transactions::TxnStore,
 }
 
 impl Inner {
@@ -140,6 +145,46 @@ impl Inner {
     fn deleted_before(&self, topic: &str, partition: u32) -> Option<u64> {
         self.committed
             .log_start(topic, partition, self.catalog.known_id(topic))
+    }
+}
+
+impl Inner {
+    /// `o` with the partition's last stable offset, from its transaction index.
+    async fn last_stable(
+        &self,
+        topic: &str,
+        partition: u32,
+        mut o: PartitionOffsets,
+    ) -> Result<PartitionOffsets, BackendError> {
+        let state = self
+            .txns
+            .indexed(&self.catalog, &self.reads, (topic, partition))
+            .await?;
+        let mut index = sync::lock(&state.txns);
+        index.truncate_before(o.log_start);
+        o.last_stable = Some(index.last_stable(o.high_watermark));
+        Ok(o)
+    }
+
+    /// A read read from `offset` of `partition`, with the partition's last stable offset
+    /// and the aborted transactions that overlap the messages read.
+    async fn with_transactions(
+        &self,
+        partition: u32,
+        offset: u64,
+        mut r: ReadResult,
+    ) -> Result<ReadResult, BackendError> {
+        let state = self
+            .txns
+            .indexed(&self.catalog, &self.reads, (&r.topic, partition))
+            .await?;
+        let mut index = sync::lock(&state.txns);
+        index.truncate_before(r.offsets.log_start);
+        r.offsets.last_stable = Some(index.last_stable(r.offsets.high_watermark));
+        if let Some((last, _)) = r.messages.last() {
+            r.aborted = index.aborted_between(offset, last);
+        }
+        Ok(r)
     }
 }
 
@@ -157,6 +202,13 @@ impl IggyBackend {
     #[must_use]
     pub fn kept_groups(&self) -> Vec<(String, bytes::Bytes)> {
         self.inner.committed.group_states()
+    }
+
+    /// The transaction coordinator's state kept in Iggy (replayed at
+    /// [`IggyBackend::connect`]), for `TxnCoordinator::restore` before the gateway serves.
+    #[must_use]
+    pub fn transaction_state(&self) -> Vec<iggy_kafka_core::txn::TxnSnapshot> {
+        self.inner.txns.snapshots()
     }
 
     /// Opens the backend on a pool whose lanes a runtime drives: makes sure the stream and
@@ -186,6 +238,7 @@ impl IggyBackend {
             committed: CommittedOffsets::default(),
             users: Users::default(),
             scram: scram::ScramStore::new(&config.credential_secret, &config.stream),
+            txns: transactions::TxnStore::default(),
         };
         let opened = match admin::ensure_streams(&inner.catalog, config.create_stream).await {
             Ok(()) => inner.committed.open(&inner.catalog, &inner.reads).await,
@@ -200,6 +253,10 @@ impl IggyBackend {
                     step: "replay the SCRAM credentials",
                     source,
                 }),
+            Err(e) => Err(e),
+        };
+        let opened = match opened {
+            Ok(()) => inner.txns.open(&inner.catalog, &inner.reads).await,
             Err(e) => Err(e),
         };
         match (opened, lanes.login_refused()) {
@@ -252,6 +309,7 @@ impl Backend for IggyBackend {
         let lanes = self.inner.catalog.calls().lanes();
         let stats = lanes.stats();
         let (log_records, live_offsets) = self.inner.committed.size();
+        let (txn_records, _) = self.inner.txns.size();
         let command = |code: u32| {
             vec![(
                 "command",
@@ -345,6 +403,12 @@ impl Backend for IggyBackend {
                 MetricKind::Gauge,
                 live_offsets as f64,
             ),
+            Metric::single(
+                "transaction_log_records",
+                "Records in the current generation of the transaction coordinator's log.",
+                MetricKind::Gauge,
+                txn_records as f64,
+            ),
         ]
     }
 
@@ -381,14 +445,32 @@ impl Backend for IggyBackend {
             Command::ListGroups => {
                 Execution::Done(Completion::ListGroups(Ok(inner.committed.groups())))
             }
-            // Transactions are not kept in Iggy yet: the gateway refuses transactional
-            // producers on this backend (`Config::transactions`), so no marker comes here.
-            Command::WriteMarker { .. } => Execution::Done(Completion::WriteMarker(Err(
-                BackendError::Other("the Iggy backend keeps no transactions".into()),
-            ))),
-            Command::PersistTxns { .. } => Execution::Done(Completion::PersistTxns(Err(
-                BackendError::Other("the Iggy backend keeps no transactions".into()),
-            ))),
+            Command::WriteMarker {
+                topic,
+                partition,
+                producer_id,
+                epoch,
+                commit,
+                coordinator_epoch,
+            } => pending(Box::pin(async move {
+                let Inner {
+                    catalog,
+                    reads,
+                    appends,
+                    ..
+                } = &*inner;
+                let written = appends
+                    .write_marker(
+                        catalog,
+                        reads,
+                        (&topic, partition),
+                        (producer_id, epoch),
+                        commit,
+                        coordinator_epoch,
+                    )
+                    .await;
+                Completion::WriteMarker(catalog.settle(&topic, partition, written))
+            })),
             Command::UserPermissions { user } => {
                 let now = inner.catalog.calls().clock().now();
                 match inner.users.cached(&user, now) {
@@ -400,6 +482,9 @@ impl Backend for IggyBackend {
                     })),
                 }
             }
+            Command::PersistTxns { changes } => pending(Box::pin(async move {
+                Completion::PersistTxns(inner.txns.persist(&inner.catalog, changes).await)
+            })),
             Command::StoreScramCredentials { changes } => pending(Box::pin(async move {
                 Completion::StoreScramCredentials(inner.scram.store(&inner.catalog, changes).await)
             })),
@@ -481,13 +566,16 @@ impl Backend for IggyBackend {
                                 Err(e) => Err(e),
                             }
                         }
-                        start => reads
+                        start => match reads
                             .read(catalog, &name, partition, offset, max_bytes, max_messages)
                             .await
-                            .map(|mut r| {
+                        {
+                            Ok(mut r) => {
                                 r.offsets.log_start = r.offsets.log_start.max(start.unwrap_or(0));
-                                r
-                            }),
+                                inner.with_transactions(partition, offset, r).await
+                            }
+                            Err(e) => Err(e),
+                        },
                     },
                     Err(e) => Err(e),
                 };
@@ -503,12 +591,15 @@ impl Backend for IggyBackend {
             Command::Offsets { topic, partition } => pending(Box::pin(async move {
                 let catalog = &inner.catalog;
                 Completion::Offsets(match catalog.topic_name(&topic).await {
-                    Ok(name) => catalog.offsets(&name, partition).await.map(|mut o| {
-                        if let Some(start) = inner.deleted_before(&name, partition) {
-                            o.log_start = o.log_start.max(start).min(o.high_watermark);
+                    Ok(name) => match catalog.offsets(&name, partition).await {
+                        Ok(mut o) => {
+                            if let Some(start) = inner.deleted_before(&name, partition) {
+                                o.log_start = o.log_start.max(start).min(o.high_watermark);
+                            }
+                            inner.last_stable(&name, partition, o).await
                         }
-                        o
-                    }),
+                        Err(e) => Err(e),
+                    },
                     Err(e) => Err(e),
                 })
             })),

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use event_listener::Event;
 use iggy_kafka_core::backend::ProducerBatch;
 use iggy_kafka_core::producers::Producers;
+use iggy_kafka_core::txn_index::TxnIndex;
 use iggy_kafka_iggy_client::PendingCall;
 
 use crate::calls::PartitionRoute;
@@ -46,6 +47,11 @@ pub(crate) struct PartitionState {
     pub(crate) timestamps_gate: Gate,
     /// Which lane serves the partition's appends and reads.
     pub(crate) route: PartitionRoute,
+    /// The transactions open and aborted here, kept up by this gateway's transactional
+    /// appends and markers (under `gate`), and read back from the log once per gateway run
+    /// (`txns_rebuilt`) before the partition's first read or last stable offset.
+    pub(crate) txns: Mutex<TxnIndex>,
+    pub(crate) txns_rebuilt: AtomicBool,
 }
 
 impl PartitionState {

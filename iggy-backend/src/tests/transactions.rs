@@ -1,0 +1,290 @@
+//! Transactions on Iggy: the coordinator's state in its gateway-owned topic, markers as
+//! messages, and each partition's transaction index, across gateway restarts.
+
+use iggy_kafka_core::backend::{AbortedTxn, PartitionOffsets, ReadResult};
+use iggy_kafka_core::mapping::{mark_transactional, marker_of, transaction_of};
+use iggy_kafka_core::txn::{TxnSnapshot, TxnState};
+use iggy_kafka_iggy_client::protocol::codes::POLL_MESSAGES_CODE;
+
+use super::*;
+use crate::txn_log;
+
+fn snapshot(id: &str, state: TxnState, partitions: &[(&str, u32)]) -> TxnSnapshot {
+    TxnSnapshot {
+        transactional_id: id.into(),
+        producer_id: 5,
+        previous_producer_id: -1,
+        epoch: 1,
+        last_epoch: -1,
+        timeout_ms: 60_000,
+        state,
+        partitions: partitions.iter().map(|(t, p)| ((*t).into(), *p)).collect(),
+        offsets: Vec::new(),
+    }
+}
+
+fn persist(
+    h: &mut Pool,
+    backend: &IggyBackend,
+    changes: Vec<(String, Option<TxnSnapshot>)>,
+) -> Result<(), BackendError> {
+    match h.exec(backend, Command::PersistTxns { changes }) {
+        Completion::PersistTxns(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn marker(
+    h: &mut Pool,
+    backend: &IggyBackend,
+    (topic, partition): (&str, u32),
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+) -> u64 {
+    match h.exec(
+        backend,
+        Command::WriteMarker {
+            topic: topic.into(),
+            partition,
+            producer_id,
+            epoch,
+            commit,
+            coordinator_epoch: 0,
+        },
+    ) {
+        Completion::WriteMarker(Ok(o)) => o,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn offsets(h: &mut Pool, backend: &IggyBackend, topic: &str, partition: u32) -> PartitionOffsets {
+    match h.exec(
+        backend,
+        Command::Offsets {
+            topic: TopicRef::Name(topic.into()),
+            partition,
+        },
+    ) {
+        Completion::Offsets(Ok(o)) => o,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn read_all(h: &mut Pool, backend: &IggyBackend, topic: &str, partition: u32) -> ReadResult {
+    match h.exec(
+        backend,
+        Command::Read {
+            topic: TopicRef::Name(topic.into()),
+            partition,
+            offset: 0,
+            max_bytes: 1 << 20,
+            max_messages: 1000,
+        },
+    ) {
+        Completion::Read(Ok(r)) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Two transactional records of `pb`'s producer to t-0, as the produce path marks them.
+fn txn_append(h: &mut Pool, backend: &IggyBackend, pb: ProducerBatch) -> Result<u64, BackendError> {
+    let messages = [record(1), record(2)]
+        .iter()
+        .map(|r| {
+            let mut m = to_iggy(r);
+            mark_transactional(&mut m, pb.producer_id, pb.epoch);
+            m
+        })
+        .collect();
+    match h.exec(
+        backend,
+        Command::Append {
+            topic: "t".into(),
+            partition: 0,
+            messages,
+            largest_batch: 100,
+            producer: Some(pb),
+        },
+    ) {
+        Completion::Append(r) => r.map(|a| a.base_offset),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn txn_batch(producer_id: i64, epoch: i16, first_sequence: i32, count: i32) -> ProducerBatch {
+    ProducerBatch {
+        producer_id,
+        epoch,
+        first_sequence,
+        count,
+        transactional: true,
+    }
+}
+
+/// The coordinator's snapshots are in Iggy once acknowledged, and come back after a
+/// restart: the latest of each id, forgotten ids gone. No topic before the first.
+#[test]
+fn the_transaction_state_survives_a_restart() {
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    assert!(
+        !h.fake.topics.contains_key(&txn_log::topic_name(0)),
+        "no transaction-state topic before a transactional id"
+    );
+    let open = snapshot("a", TxnState::Ongoing, &[("t", 0)]);
+    let prepared = snapshot("b", TxnState::PrepareCommit, &[("t", 0), ("t", 1)]);
+    persist(
+        &mut h,
+        &backend,
+        vec![
+            ("a".into(), Some(snapshot("a", TxnState::Empty, &[]))),
+            ("a".into(), Some(open.clone())),
+            ("b".into(), Some(prepared.clone())),
+            ("c".into(), Some(snapshot("c", TxnState::Empty, &[]))),
+        ],
+    )
+    .expect("persisted");
+    persist(&mut h, &backend, vec![("c".into(), None)]).expect("persisted");
+    assert!(h.fake.topics.contains_key(&txn_log::topic_name(0)));
+
+    let (mut h, backend) = h.restart();
+    assert_eq!(backend.transaction_state(), [open, prepared.clone()]);
+    // Not a Kafka topic.
+    match h.exec(&backend, Command::ListTopics { only: None }) {
+        Completion::ListTopics(Ok(t)) => assert!(t.is_empty(), "{t:?}"),
+        other => panic!("{other:?}"),
+    }
+    // Written on after the restart, read again after the next.
+    persist(&mut h, &backend, vec![("a".into(), None)]).expect("persisted");
+    let (_h, backend) = h.restart();
+    assert_eq!(backend.transaction_state(), [prepared]);
+}
+
+/// Past its bound the log is rewritten into the next generation; the state is the same
+/// after a restart, and the old generation is gone.
+#[test]
+fn the_transaction_state_is_compacted() {
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    let mut last = None;
+    for round in 0..6 {
+        let changes: Vec<_> = (0..2000)
+            .map(|i| {
+                let mut s = snapshot(&format!("id{}", i % 3), TxnState::Ongoing, &[("t", 0)]);
+                s.epoch = i16::try_from(round).unwrap_or(0);
+                (s.transactional_id.clone(), Some(s))
+            })
+            .collect();
+        last = changes.last().cloned();
+        persist(&mut h, &backend, changes).expect("persisted");
+    }
+    assert!(!h.fake.topics.contains_key(&txn_log::topic_name(0)));
+    let compacted = &h.fake.topics[&txn_log::topic_name(1)];
+    // Compacted after the fifth batch (past 10,000 records): the partition, three ids and
+    // the snapshot's end, then the sixth batch.
+    assert_eq!(compacted.partitions[0].next, 5 + 2000);
+    let (_h, backend) = h.restart();
+    let state = backend.transaction_state();
+    assert_eq!(state.len(), 3);
+    let (id, last) = last.expect("a last change");
+    assert_eq!(
+        state.iter().find(|s| s.transactional_id == id),
+        last.as_ref()
+    );
+}
+
+/// Transactional records keep their producer in headers; markers are messages of their
+/// own, which Iggy-native readers tell by `kafka-control`; the last stable offset and the
+/// aborted transactions come from the partition's index, which a restarted gateway reads
+/// back from the log.
+#[test]
+fn markers_and_the_index_on_iggy_survive_a_restart() {
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    // The log names the partition before any transactional write goes there.
+    persist(
+        &mut h,
+        &backend,
+        vec![(
+            "a".into(),
+            Some(snapshot("a", TxnState::Ongoing, &[("t", 0)])),
+        )],
+    )
+    .expect("persisted");
+    // Producer 5 aborts records 0..2, producer 6 commits 2..4, producer 5 leaves 6.. open.
+    assert_eq!(txn_append(&mut h, &backend, txn_batch(5, 0, 0, 2)), Ok(0));
+    assert_eq!(txn_append(&mut h, &backend, txn_batch(6, 0, 0, 2)), Ok(2));
+    assert_eq!(offsets(&mut h, &backend, "t", 0).last_stable, Some(0));
+    assert_eq!(marker(&mut h, &backend, ("t", 0), 5, 0, false), 4);
+    assert_eq!(offsets(&mut h, &backend, "t", 0).last_stable, Some(2));
+    assert_eq!(marker(&mut h, &backend, ("t", 0), 6, 0, true), 5);
+    assert_eq!(txn_append(&mut h, &backend, txn_batch(5, 0, 2, 2)), Ok(6));
+    let check = |h: &mut Pool, backend: &IggyBackend| {
+        let o = offsets(h, backend, "t", 0);
+        assert_eq!((o.last_stable, o.high_watermark), (Some(6), 8));
+        let r = read_all(h, backend, "t", 0);
+        assert_eq!(r.offsets.last_stable, Some(6));
+        assert_eq!(
+            r.aborted,
+            [AbortedTxn {
+                producer_id: 5,
+                first_offset: 0,
+                last_offset: 4
+            }]
+        );
+        let kinds: Vec<_> = r
+            .messages
+            .iter()
+            .map(|(_, m)| (transaction_of(m).map(|t| t.0), marker_of(m)))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (Some(5), None),
+                (Some(5), None),
+                (Some(6), None),
+                (Some(6), None),
+                (Some(5), Some(false)),
+                (Some(6), Some(true)),
+                (Some(5), None),
+                (Some(5), None),
+            ]
+        );
+    };
+    check(&mut h, &backend);
+    let (mut h, backend) = h.restart();
+    check(&mut h, &backend);
+    // The open transaction ends after the restart: its marker closes what was read back.
+    assert_eq!(marker(&mut h, &backend, ("t", 0), 5, 1, true), 8);
+    assert_eq!(offsets(&mut h, &backend, "t", 0).last_stable, Some(9));
+    // The marker fenced the producer's older epoch on the partition.
+    assert!(matches!(
+        txn_append(&mut h, &backend, txn_batch(5, 0, 4, 2)),
+        Err(BackendError::ProducerFenced { .. })
+    ));
+}
+
+/// A partition no transaction wrote to is not read back after a restart: its last stable
+/// offset is its high watermark at once.
+#[test]
+fn partitions_without_transactions_are_not_read_back() {
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let two = [record(1), record(2)];
+    assert_eq!(append(&mut h, &backend, "t", 0, &two, None), Ok(0));
+    let (mut h, backend) = h.restart();
+    let polls = |h: &Pool| {
+        h.fake
+            .seen
+            .iter()
+            .filter(|&&c| c == POLL_MESSAGES_CODE)
+            .count()
+    };
+    let before = polls(&h);
+    let o = offsets(&mut h, &backend, "t", 0);
+    assert_eq!((o.last_stable, o.high_watermark), (Some(2), 2));
+    assert_eq!(polls(&h), before, "nothing read");
+}
