@@ -557,6 +557,7 @@ async fn start(
     spawn_lanes: impl FnOnce(&Arc<Lanes>, &SessionConfig),
     clock: Arc<dyn iggy_kafka_iggy_client::Clock>,
 ) -> std::io::Result<Arc<Shared>> {
+    let mut transactions = Vec::new();
     let backend: Arc<dyn Backend> = match plan {
         Plan::Embedded(store) => Arc::new(store),
         Plan::Iggy {
@@ -566,7 +567,10 @@ async fn start(
             users,
         } => {
             spawn_lanes(&lanes, &session);
-            let backend = connect_iggy(lanes, clock, *config).await?;
+            let backend = connect_iggy(lanes, Arc::clone(&clock), *config).await?;
+            // The transaction coordinator's state kept in Iggy: prepared commits and aborts
+            // complete, open transactions are aborted once their timeout passes.
+            transactions = backend.transaction_state();
             // Kept in Iggy by AlterUserScramCredentials: later than the users file, so
             // they win where both give a user's credential for one mechanism, deletions
             // included.
@@ -585,7 +589,15 @@ async fn start(
             Arc::new(backend)
         }
     };
-    Ok(Arc::new(Shared::new(backend, coordinator)))
+    let shared = Shared::new(backend, coordinator);
+    if !transactions.is_empty() {
+        tracing::info!(
+            transactional_ids = transactions.len(),
+            "transaction coordinator restored"
+        );
+        shared.txns().restore(clock.now(), transactions);
+    }
+    Ok(Arc::new(shared))
 }
 
 /// Opens the Iggy backend, retrying while the server cannot be reached, so that a gateway
@@ -896,9 +908,6 @@ fn main() -> ExitCode {
     config.auto_create_topics = args.auto_create_topics;
     config.default_partitions = args.default_partitions;
     config.cluster_id = args.cluster_id.clone();
-    // The Iggy backend does not keep transactions yet (markers, the last stable offset):
-    // transactional producers are refused there, as before transactions were served.
-    config.transactions = matches!(plan, Plan::Embedded(_));
     // Every listener shares the users: SASL listeners authenticate against them, and
     // credentials may be managed from any listener by an authenticated super user.
     config.sasl = users.sasl;
