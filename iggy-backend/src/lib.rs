@@ -160,8 +160,7 @@ impl Inner {
             .txns
             .indexed(&self.catalog, &self.reads, (topic, partition))
             .await?;
-        let mut index = sync::lock(&state.txns);
-        index.truncate_before(o.log_start);
+        let index = state.txn_index(o.log_start);
         o.last_stable = Some(index.last_stable(o.high_watermark));
         Ok(o)
     }
@@ -178,8 +177,7 @@ impl Inner {
             .txns
             .indexed(&self.catalog, &self.reads, (&r.topic, partition))
             .await?;
-        let mut index = sync::lock(&state.txns);
-        index.truncate_before(r.offsets.log_start);
+        let index = state.txn_index(r.offsets.log_start);
         r.offsets.last_stable = Some(index.last_stable(r.offsets.high_watermark));
         if let Some((last, _)) = r.messages.last() {
             r.aborted = index.aborted_between(offset, last);

@@ -52,6 +52,20 @@ pub(crate) struct PartitionState {
     /// (`txns_rebuilt`) before the partition's first read or last stable offset.
     pub(crate) txns: Mutex<TxnIndex>,
     pub(crate) txns_rebuilt: AtomicBool,
+    /// The log start the index last forgot what lies before.
+    pub(crate) txns_start: AtomicU64,
+}
+
+impl PartitionState {
+    /// The transaction index, having forgotten what lies before `log_start` (retention or
+    /// DeleteRecords) when that moved since it last did.
+    pub(crate) fn txn_index(&self, log_start: u64) -> std::sync::MutexGuard<'_, TxnIndex> {
+        let mut index = crate::sync::lock(&self.txns);
+        if self.txns_start.fetch_max(log_start, Ordering::Relaxed) < log_start {
+            index.truncate_before(log_start);
+        }
+        index
+    }
 }
 
 impl PartitionState {
