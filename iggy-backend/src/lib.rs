@@ -149,6 +149,19 @@ impl Inner {
 }
 
 impl Inner {
+    /// Rebuilds the partition's transaction index from its log, if this gateway run has not
+    /// yet, before a marker or transactional append changes it: the rebuild must see the log
+    /// as it was, or it would close the partition's earlier transactions with the new marker
+    /// (reporting a commit as aborted, or an abort as committed).
+    async fn index_before_write(&self, topic: &str, partition: u32) -> Result<(), BackendError> {
+        // Iggy says whether the partition exists before any state is made for it.
+        self.catalog.offsets(topic, partition).await?;
+        self.txns
+            .indexed(&self.catalog, &self.reads, (topic, partition))
+            .await?;
+        Ok(())
+    }
+
     /// `o` with the partition's last stable offset, from its transaction index.
     async fn last_stable(
         &self,
@@ -457,16 +470,21 @@ impl Backend for IggyBackend {
                     appends,
                     ..
                 } = &*inner;
-                let written = appends
-                    .write_marker(
-                        catalog,
-                        reads,
-                        (&topic, partition),
-                        (producer_id, epoch),
-                        commit,
-                        coordinator_epoch,
-                    )
-                    .await;
+                let written = match inner.index_before_write(&topic, partition).await {
+                    Ok(()) => {
+                        appends
+                            .write_marker(
+                                catalog,
+                                reads,
+                                (&topic, partition),
+                                (producer_id, epoch),
+                                commit,
+                                coordinator_epoch,
+                            )
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
                 Completion::WriteMarker(catalog.settle(&topic, partition, written))
             })),
             Command::UserPermissions { user } => {
@@ -539,9 +557,19 @@ impl Backend for IggyBackend {
                     ..
                 } = &*inner;
                 let at = (topic.as_str(), partition);
-                let appended = appends
-                    .append(catalog, reads, at, &messages, largest_batch, pb)
-                    .await;
+                let indexed = if pb.transactional {
+                    inner.index_before_write(&topic, partition).await
+                } else {
+                    Ok(())
+                };
+                let appended = match indexed {
+                    Ok(()) => {
+                        appends
+                            .append(catalog, reads, at, &messages, largest_batch, pb)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
                 Completion::Append(catalog.settle(&topic, partition, appended))
             })),
             Command::Read {

@@ -49,7 +49,8 @@ pub(crate) struct PartitionState {
     pub(crate) route: PartitionRoute,
     /// The transactions open and aborted here, kept up by this gateway's transactional
     /// appends and markers (under `gate`), and read back from the log once per gateway run
-    /// (`txns_rebuilt`) before the partition's first read or last stable offset.
+    /// (`txns_rebuilt`) before the partition's first read, last stable offset, marker or
+    /// transactional append.
     pub(crate) txns: Mutex<TxnIndex>,
     pub(crate) txns_rebuilt: AtomicBool,
     /// The log start the index last forgot what lies before.

@@ -288,3 +288,71 @@ fn partitions_without_transactions_are_not_read_back() {
     assert_eq!((o.last_stable, o.high_watermark), (Some(2), 2));
     assert_eq!(polls(&h), before, "nothing read");
 }
+
+/// A marker written after a restart before the partition's index is rebuilt (a
+/// restored PrepareCommit writes its markers at start) must not change what the rebuild
+/// finds: producer 5's earlier aborted records stay aborted.
+#[test]
+fn a_marker_before_the_rebuild_keeps_an_earlier_abort() {
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    persist(
+        &mut h,
+        &backend,
+        vec![(
+            "a".into(),
+            Some(snapshot("a", TxnState::Ongoing, &[("t", 0)])),
+        )],
+    )
+    .expect("persisted");
+    // Producer 5: records 0..2 aborted (marker 2), records 3..5 prepared to commit.
+    assert_eq!(txn_append(&mut h, &backend, txn_batch(5, 0, 0, 2)), Ok(0));
+    assert_eq!(marker(&mut h, &backend, ("t", 0), 5, 0, false), 2);
+    assert_eq!(txn_append(&mut h, &backend, txn_batch(5, 0, 2, 2)), Ok(3));
+    let (mut h, backend) = h.restart();
+    // The restored PrepareCommit's marker, before any read of the partition.
+    assert_eq!(marker(&mut h, &backend, ("t", 0), 5, 0, true), 5);
+    let r = read_all(&mut h, &backend, "t", 0);
+    assert_eq!(
+        r.aborted,
+        [AbortedTxn {
+            producer_id: 5,
+            first_offset: 0,
+            last_offset: 2
+        }]
+    );
+}
+
+/// The same with an abort after the restart: producer 5's earlier committed
+/// records must not be reported aborted.
+#[test]
+fn an_abort_before_the_rebuild_keeps_an_earlier_commit() {
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    persist(
+        &mut h,
+        &backend,
+        vec![(
+            "a".into(),
+            Some(snapshot("a", TxnState::Ongoing, &[("t", 0)])),
+        )],
+    )
+    .expect("persisted");
+    assert_eq!(txn_append(&mut h, &backend, txn_batch(5, 0, 0, 2)), Ok(0));
+    assert_eq!(marker(&mut h, &backend, ("t", 0), 5, 0, true), 2);
+    assert_eq!(txn_append(&mut h, &backend, txn_batch(5, 0, 2, 2)), Ok(3));
+    let (mut h, backend) = h.restart();
+    // The open transaction times out after the restart: abort marker first.
+    assert_eq!(marker(&mut h, &backend, ("t", 0), 5, 1, false), 5);
+    let r = read_all(&mut h, &backend, "t", 0);
+    assert_eq!(
+        r.aborted,
+        [AbortedTxn {
+            producer_id: 5,
+            first_offset: 3,
+            last_offset: 5
+        }]
+    );
+}
