@@ -373,6 +373,10 @@ impl Appends {
         );
         if let Some(offset) = found {
             lock(&state.producers).record(&doubt.batch, offset, None);
+            // Its transaction is open here whether or not the producer retries it.
+            if doubt.batch.transactional {
+                lock(&state.txns).appended(doubt.batch.producer_id, offset);
+            }
         }
         *lock(&state.doubt) = None;
         Ok(())

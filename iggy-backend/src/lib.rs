@@ -154,6 +154,13 @@ impl Inner {
     /// as it was, or it would close the partition's earlier transactions with the new marker
     /// (reporting a commit as aborted, or an abort as committed).
     async fn index_before_write(&self, topic: &str, partition: u32) -> Result<(), BackendError> {
+        let known = self.catalog.existing([(topic, partition, ())]);
+        if known
+            .first()
+            .is_some_and(|(_, s)| s.txns_rebuilt.load(std::sync::atomic::Ordering::Acquire))
+        {
+            return Ok(());
+        }
         // Iggy says whether the partition exists before any state is made for it.
         self.catalog.offsets(topic, partition).await?;
         self.txns
@@ -180,6 +187,11 @@ impl Inner {
 
     /// A read read from `offset` of `partition`, with the partition's last stable offset
     /// and the aborted transactions that overlap the messages read.
+    ///
+    /// The messages read are replayed into the index first: Iggy's reply may hold a
+    /// transactional batch whose append reply this gateway has not handled yet (or never
+    /// will, when it was lost), and without it the batch's open transaction would not hold
+    /// the last stable offset back, nor its abort list it.
     async fn with_transactions(
         &self,
         partition: u32,
@@ -190,7 +202,10 @@ impl Inner {
             .txns
             .indexed(&self.catalog, &self.reads, (&r.topic, partition))
             .await?;
-        let index = state.txn_index(r.offsets.log_start);
+        let mut index = state.txn_index(r.offsets.log_start);
+        for (at, m) in r.messages.iter() {
+            index.replay(at, m);
+        }
         r.offsets.last_stable = Some(index.last_stable(r.offsets.high_watermark));
         if let Some((last, _)) = r.messages.last() {
             r.aborted = index.aborted_between(offset, last);

@@ -356,3 +356,110 @@ fn an_abort_before_the_rebuild_keeps_an_earlier_commit() {
         }]
     );
 }
+
+/// A transactional append of two records whose reply is lost, the server having applied it.
+fn txn_append_losing_the_reply(h: &mut Pool, backend: &IggyBackend, pb: ProducerBatch) {
+    let messages = [record(1), record(2)]
+        .iter()
+        .map(|r| {
+            let mut m = to_iggy(r);
+            mark_transactional(&mut m, pb.producer_id, pb.epoch);
+            m
+        })
+        .collect();
+    let Execution::Pending(mut fut) = backend.execute(Command::Append {
+        topic: "t".into(),
+        partition: 0,
+        messages,
+        largest_batch: 100,
+        producer: Some(pb),
+    }) else {
+        panic!("an append waits for Iggy");
+    };
+    let mut cx = Context::from_waker(Waker::noop());
+    // Sent at once: the index is rebuilt and the partition's end known from earlier calls.
+    assert!(fut.as_mut().poll(&mut cx).is_pending());
+    h.apply_then_drop_connections();
+    assert!(matches!(
+        fut.as_mut().poll(&mut cx),
+        Poll::Ready(Completion::Append(Err(_)))
+    ));
+    h.reconnect();
+}
+
+/// A transactional batch in the partition that this gateway's index has not learnt from
+/// its append's reply (lost here) still holds the last stable offset back and is reported
+/// aborted to read_committed fetches once its abort marker is written: the read replays
+/// what it read into the index.
+#[test]
+fn a_read_learns_transactional_batches_the_index_has_not() {
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    persist(
+        &mut h,
+        &backend,
+        vec![(
+            "a".into(),
+            Some(snapshot("a", TxnState::Ongoing, &[("t", 0)])),
+        )],
+    )
+    .expect("persisted");
+    let mut plain = txn_batch(6, 0, 0, 2);
+    plain.transactional = false;
+    let two = [record(1), record(2)];
+    assert_eq!(append(&mut h, &backend, "t", 0, &two, Some(plain)), Ok(0));
+    offsets(&mut h, &backend, "t", 0);
+    txn_append_losing_the_reply(&mut h, &backend, txn_batch(5, 0, 0, 2));
+    let r = read_all(&mut h, &backend, "t", 0);
+    assert_eq!(
+        (r.offsets.last_stable, r.offsets.high_watermark),
+        (Some(2), 4)
+    );
+    assert_eq!(marker(&mut h, &backend, ("t", 0), 5, 0, false), 4);
+    let r = read_all(&mut h, &backend, "t", 0);
+    assert_eq!(r.offsets.last_stable, Some(5));
+    assert_eq!(
+        r.aborted,
+        [AbortedTxn {
+            producer_id: 5,
+            first_offset: 2,
+            last_offset: 4
+        }]
+    );
+}
+
+/// A transactional batch whose reply was lost and that is found to have landed (at another
+/// producer's append, its own never retried) is open in the index.
+#[test]
+fn a_transactional_batch_found_in_doubt_is_indexed() {
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    persist(
+        &mut h,
+        &backend,
+        vec![(
+            "a".into(),
+            Some(snapshot("a", TxnState::Ongoing, &[("t", 0)])),
+        )],
+    )
+    .expect("persisted");
+    let plain = |first_sequence| ProducerBatch {
+        transactional: false,
+        ..txn_batch(6, 0, first_sequence, 2)
+    };
+    let two = [record(1), record(2)];
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &two, Some(plain(0))),
+        Ok(0)
+    );
+    offsets(&mut h, &backend, "t", 0);
+    txn_append_losing_the_reply(&mut h, &backend, txn_batch(5, 0, 0, 2));
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &two, Some(plain(2))),
+        Ok(4)
+    );
+    let o = offsets(&mut h, &backend, "t", 0);
+    assert_eq!((o.last_stable, o.high_watermark), (Some(2), 6));
+}
