@@ -234,6 +234,7 @@ impl TxnStore {
     /// Rewrites the live state into the next generation and drops the current one.
     async fn compact(&self, catalog: &Catalog, generation: u64) -> Result<(), BackendError> {
         let next = generation + 1;
+        self.drop_deleted_partitions(catalog).await;
         let snapshot = lock(&self.state).snapshot();
         create_topic(catalog, next).await?;
         append(catalog, next, &snapshot).await?;
@@ -249,6 +250,44 @@ impl TxnStore {
             "compacted the transaction state"
         );
         Ok(())
+    }
+}
+
+impl TxnStore {
+    /// Forgets the named partitions of topics Iggy says are gone (or no longer that many
+    /// partitions), unless a live transactional id still names them, so that the names
+    /// are bounded by the partitions in use. A topic Iggy does not answer about keeps its
+    /// partitions: forgetting one whose log holds aborted transactions would show their
+    /// records to read_committed consumers after a restart.
+    async fn drop_deleted_partitions(&self, catalog: &Catalog) {
+        let candidates = lock(&self.state).unnamed_partitions();
+        let mut topics: Vec<&str> = candidates.iter().map(|(t, _)| t.as_str()).collect();
+        topics.dedup();
+        let mut gone = Vec::new();
+        for topic in topics {
+            let partitions = match catalog.topic_header(topic).await {
+                Ok(t) => t.partitions.iter().map(|p| p.id).collect(),
+                Err(BackendError::UnknownTopic(_)) => Vec::new(),
+                Err(_) => continue,
+            };
+            gone.extend(
+                candidates
+                    .iter()
+                    .filter(|(t, p)| t == topic && !partitions.contains(p))
+                    .cloned(),
+            );
+        }
+        if gone.is_empty() {
+            return;
+        }
+        tracing::info!(
+            partitions = gone.len(),
+            "the transaction state no longer names partitions of deleted topics"
+        );
+        let mut state = lock(&self.state);
+        for tp in &gone {
+            state.partitions.remove(tp);
+        }
     }
 }
 

@@ -5,13 +5,16 @@
 //! `__kafka_gateway_transactions.<generation>` (one partition); the latest record of a
 //! transactional id is its state. Growth is bounded by compaction, as the committed-offsets
 //! log's is: when a generation holds more than [`COMPACT_AFTER`] records and more than four
-//! per live transactional id, the live snapshots are written into the next generation,
-//! closed by a "snapshot complete" record, and the old generation's topic is deleted. At
-//! start the newest generation with a complete snapshot is replayed; the others are deleted.
+//! times what compaction would leave (named partitions and live ids), the live state is
+//! written into the next generation, closed by a "snapshot complete" record, and the old
+//! generation's topic is deleted. At start the newest generation with a complete snapshot
+//! is replayed; the others are deleted.
 //!
 //! The log also names every partition a transaction has been written to (a record before
 //! the first state that lists it), so that after a restart only those partitions are read
-//! back to rebuild their transaction index (`crate::transactions`).
+//! back to rebuild their transaction index (`crate::transactions`). A partition stays named
+//! while its topic exists (its log may hold aborted transactions long after their ids
+//! completed); compaction drops those of deleted topics that no live id names.
 //!
 //! A record's payload (little-endian): version `1`; kind (1 a transactional id's state,
 //! 2 a transactional id forgotten, 3 snapshot complete, 4 a partition transactions write
@@ -299,9 +302,25 @@ impl TxnLogState {
         }
     }
 
-    /// Whether the generation should be rewritten: many more records than live ids.
+    /// Whether the generation should be rewritten: many more records than compaction
+    /// would leave (the named partitions, the live ids and the snapshot's end), so that
+    /// however many partitions are named, a compaction is followed by at least three
+    /// times its size in writes before the next.
     pub(crate) fn wants_compaction(&self) -> bool {
-        self.records > COMPACT_AFTER && self.records > 4 * self.ids.len() as u64
+        let compacted = (self.partitions.len() + self.ids.len() + 1) as u64;
+        self.records > COMPACT_AFTER.max(4 * compacted)
+    }
+
+    /// The named partitions no live transactional id names (those that could be dropped
+    /// when their topic is gone).
+    pub(crate) fn unnamed_partitions(&self) -> BTreeSet<(String, u32)> {
+        let mut out = self.partitions.clone();
+        for s in self.ids.values() {
+            for tp in &s.partitions {
+                out.remove(tp);
+            }
+        }
+        out
     }
 
     /// The live state as records of a new generation, closed by [`Record::SnapshotComplete`].

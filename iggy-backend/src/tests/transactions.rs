@@ -463,3 +463,51 @@ fn a_transactional_batch_found_in_doubt_is_indexed() {
     let o = offsets(&mut h, &backend, "t", 0);
     assert_eq!((o.last_stable, o.high_watermark), (Some(2), 6));
 }
+
+/// The partitions the log names are bounded by those in use: a compaction drops those of
+/// deleted topics (or beyond a topic's partitions) no live id names, and a log naming many
+/// partitions is compacted once, not on every write, however few ids are live.
+#[test]
+fn many_named_partitions_do_not_compact_on_every_write() {
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let mut a = snapshot("a", TxnState::Ongoing, &[]);
+    a.partitions = (0..10_050).map(|p| ("t".to_string(), p)).collect();
+    let mut b = snapshot("b", TxnState::Ongoing, &[("u", 0)]);
+    b.producer_id = 6;
+    persist(
+        &mut h,
+        &backend,
+        vec![("a".into(), Some(a.clone())), ("b".into(), Some(b))],
+    )
+    .expect("persisted");
+    a.partitions.clear();
+    a.state = TxnState::CompleteCommit;
+    let generations = |h: &Pool| -> Vec<String> {
+        h.fake
+            .topics
+            .keys()
+            .filter(|k| k.starts_with(txn_log::TOPIC_PREFIX))
+            .cloned()
+            .collect()
+    };
+    // Past four times what compaction leaves (10,054 records): compacted once.
+    let many = vec![("a".to_string(), Some(a.clone())); 30_200];
+    persist(&mut h, &backend, many).expect("persisted");
+    assert_eq!(generations(&h), [txn_log::topic_name(1)]);
+    for _ in 0..3 {
+        persist(&mut h, &backend, vec![("a".into(), Some(a.clone()))]).expect("persisted");
+    }
+    assert_eq!(generations(&h), [txn_log::topic_name(1)], "compacted once");
+    // t-0 exists, u-0 is named by b's open transaction; t-1.. are beyond t's partitions.
+    let (_h, backend) = h.restart();
+    let txns = &backend.inner.txns;
+    assert!(txns.writes_to("t", 0) && txns.writes_to("u", 0));
+    assert!(!txns.writes_to("t", 1) && !txns.writes_to("t", 10_049));
+    assert_eq!(
+        txns.size().0,
+        5 + 3,
+        "two partitions, two ids, the end, three writes"
+    );
+}
