@@ -42,6 +42,10 @@ pub(crate) struct TxnStore {
     state: Mutex<TxnLogState>,
     /// Whether the current generation's topic exists.
     created: Mutex<bool>,
+    /// A next generation whose compaction failed, its snapshot perhaps written all the
+    /// same: it is deleted before the log is written again, or the next start would replay
+    /// it and miss every later write.
+    stale: Mutex<Option<u64>>,
 }
 
 impl TxnStore {
@@ -186,7 +190,8 @@ impl TxnStore {
     /// # Errors
     /// When Iggy did not take them all, as [`BackendError::Unavailable`]: they may have
     /// landed all the same, and then count at the next start (the coordinator persists the
-    /// state again, which supersedes them).
+    /// state again, which supersedes them); also while the topic of a compaction that
+    /// failed cannot be deleted.
     pub(crate) async fn persist(
         &self,
         catalog: &Catalog,
@@ -196,6 +201,15 @@ impl TxnStore {
             return Ok(());
         }
         let _gate = self.gate.enter().await;
+        let stale = *lock(&self.stale);
+        if let Some(g) = stale {
+            delete_topic(catalog, g).await.map_err(|e| {
+                BackendError::Unavailable(format!(
+                    "the transaction-state log: a failed compaction's topic is still there: {e}"
+                ))
+            })?;
+            *lock(&self.stale) = None;
+        }
         let records = lock(&self.state).records_of(changes);
         let generation = lock(&self.state).generation;
         let unavailable = |e: BackendError| match e {
@@ -226,6 +240,16 @@ impl TxnStore {
         if compact {
             if let Err(e) = self.compact(catalog, generation).await {
                 tracing::warn!(error = %e, "compaction of the transaction state failed; will retry");
+                let next = generation + 1;
+                *lock(&self.stale) = Some(next);
+                match delete_topic(catalog, next).await {
+                    Ok(()) => *lock(&self.stale) = None,
+                    Err(e) => tracing::warn!(
+                        topic = %txn_log::topic_name(next), error = %e,
+                        "could not delete a failed compaction's topic: the transaction state \
+                         is not written until it is"
+                    ),
+                }
             }
         }
         Ok(())
@@ -385,18 +409,27 @@ async fn create_topic(catalog: &Catalog, generation: u64) -> Result<(), BackendE
     }
 }
 
-async fn drop_topic(catalog: &Catalog, generation: u64) {
+/// Deletes generation `generation`'s topic; one that is not there is deleted already.
+async fn delete_topic(catalog: &Catalog, generation: u64) -> Result<(), BackendError> {
     let name = txn_log::topic_name(generation);
-    let Ok(topic_id) = named(&name) else { return };
     let request = DeleteTopicRequest {
         stream_id: catalog.calls().stream().clone(),
-        topic_id,
+        topic_id: named(&name)?,
     };
-    if let Err(e) = catalog
+    match catalog
         .calls()
         .call(admin_lane(&name), DELETE_TOPIC_CODE, request.to_bytes())
         .await
+        .map_err(|f| backend_error(f, &name, None))
     {
+        Ok(_) | Err(BackendError::UnknownTopic(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+async fn drop_topic(catalog: &Catalog, generation: u64) {
+    if let Err(e) = delete_topic(catalog, generation).await {
+        let name = txn_log::topic_name(generation);
         tracing::warn!(topic = %name, error = %e, "could not delete an old transaction-state topic");
     }
 }

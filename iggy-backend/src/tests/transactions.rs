@@ -511,3 +511,68 @@ fn many_named_partitions_do_not_compact_on_every_write() {
         "two partitions, two ids, the end, three writes"
     );
 }
+
+/// A compaction whose snapshot lands but whose reply is lost fails; its generation is
+/// deleted before the log is written again, so the next start replays the generation the
+/// later writes went to, not the stale snapshot.
+#[test]
+fn a_failed_compaction_leaves_no_snapshot_behind() {
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    let changes: Vec<_> = (0..10_001)
+        .map(|i| {
+            let mut s = snapshot("a", TxnState::Ongoing, &[("t", 0)]);
+            s.epoch = i16::try_from(i % 100).unwrap_or(0);
+            ("a".to_string(), Some(s))
+        })
+        .collect();
+    let Execution::Pending(mut fut) = backend.execute(Command::PersistTxns { changes }) else {
+        panic!("a persist waits for Iggy");
+    };
+    let mut cx = Context::from_waker(Waker::noop());
+    let next = txn_log::topic_name(1);
+    let mut lost = false;
+    for _ in 0..10_000 {
+        if let Poll::Ready(done) = fut.as_mut().poll(&mut cx) {
+            assert!(matches!(done, Completion::PersistTxns(Ok(()))), "{done:?}");
+            break;
+        }
+        if !lost && h.fake.topics.contains_key(&next) {
+            // The compaction's snapshot is on its way: applied, its reply lost.
+            h.apply_then_drop_connections();
+            h.reconnect();
+            // Its deletion fails at first.
+            h.fake.fail_next = Some(1);
+            lost = true;
+            assert_eq!(
+                h.fake.topics[&next].partitions[0].next, 3,
+                "the snapshot landed"
+            );
+            continue;
+        }
+        h.serve();
+    }
+    assert!(lost);
+    assert!(h.fake.topics.contains_key(&next));
+    // The compactions tried again from here on fail too.
+    h.fake.refuse_sends_to.insert(next.clone());
+    // Nothing is written while it is there.
+    let later = snapshot("b", TxnState::Ongoing, &[("t", 0)]);
+    h.fake.fail_next = Some(1);
+    assert!(matches!(
+        persist(&mut h, &backend, vec![("b".into(), Some(later.clone()))]),
+        Err(BackendError::Unavailable(_))
+    ));
+    assert_eq!(
+        h.fake.topics[&txn_log::topic_name(0)].partitions[0].next,
+        10_003
+    );
+    persist(&mut h, &backend, vec![("b".into(), Some(later.clone()))]).expect("persisted");
+    assert!(
+        !h.fake.topics.contains_key(&next),
+        "the failed compaction's topic is gone"
+    );
+    let (_h, backend) = h.restart();
+    let state = backend.transaction_state();
+    assert!(state.contains(&later), "{state:?}");
+}
