@@ -734,6 +734,10 @@ pub trait Backend: Send + Sync + 'static {
     /// the order `execute` was called (for instance by queueing each on the partition's
     /// one connection before returning), so a connection's appends land in request order
     /// while several are in flight.
+    ///
+    /// A transactional append handed over before a `WriteMarker` of its producer to the same
+    /// partition must not land after that marker: it lands before it, or is refused with
+    /// INVALID_TXN_STATE (the transaction it was verified in has ended).
     fn execute(&self, command: Command) -> Execution;
 
     /// Whether the backend can serve now (a remote store reachable and logged in), for a

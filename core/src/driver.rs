@@ -94,8 +94,8 @@ impl Shared {
             } if producer.transactional => {
                 // Checked and handed to the backend under the coordinator's lock, so that no
                 // marker of the transaction is handed over between the check and the
-                // append: the append lands before the marker (the backend keeps the order
-                // in which commands reach it, per partition).
+                // append: the backend lands the append before the marker or, should the
+                // marker reach the partition first, refuses it (`Backend::execute`).
                 self.txns.with(|coordinator| {
                     let code = coordinator.verify_write(
                         &transactional_id,

@@ -8,13 +8,14 @@
 //! after a restart (their message ids say whose batch each is), and finds out, before the
 //! next append, whether a batch whose reply was lost landed.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use iggy_kafka_core::backend::{ActiveProducer, Appended, BackendError, ProducerBatch};
 use iggy_kafka_core::mapping::marker;
 use iggy_kafka_core::message::MessageList;
+use iggy_kafka_core::protocol::error_code::ErrorCode;
 use iggy_kafka_iggy_client::protocol::codes::SEND_MESSAGES_CODE;
 use iggy_kafka_iggy_client::protocol::responses::messages::SendMessagesResponse;
 use iggy_kafka_iggy_client::protocol::{WireDecode, WirePollingStrategy};
@@ -33,10 +34,17 @@ const RECOVER_BYTES: usize = 1 << 20;
 /// The bytes of replies read while looking for a batch in doubt before giving up.
 const DOUBT_SCAN_BYTES: usize = 256 << 20;
 
+/// Producers whose latest marker a partition remembers (`PartitionState::closed`); beyond
+/// it the oldest marker is forgotten (a batch handed over before it and still waiting is
+/// then no longer refused).
+const MAX_CLOSED: usize = 4096;
+
 pub(crate) struct Appends {
     /// Kafka's `max.message.bytes` for every topic (Iggy has no per-topic equivalent).
     max_message_bytes: usize,
     next_producer_id: AtomicI64,
+    /// The last hand-over stamp given (see [`Appends::stamp`]).
+    stamps: AtomicU64,
 }
 
 /// An append queued on a lane, with its request (sent again on another node's lanes
@@ -54,7 +62,20 @@ impl Appends {
             max_message_bytes,
             // Positive, and unlikely to meet the ids of an earlier run.
             next_producer_id: AtomicI64::new(i64::try_from((seed >> 24) << 20).unwrap_or(1) + 1),
+            stamps: AtomicU64::new(0),
         }
+    }
+
+    /// A stamp for a transactional append or a marker, taken as the command is handed to
+    /// the backend: stamps follow hand-over order. The transaction coordinator verifies a
+    /// transactional write and hands it over before any marker of its transaction, but the
+    /// two meet at the partition's gate in any order; a marker remembers its stamp there
+    /// (per producer), and a transactional batch stamped before it is refused with
+    /// INVALID_TXN_STATE instead of landing after the marker in a transaction that has
+    /// ended (where it would stay open for ever), as a Kafka broker clears a producer's
+    /// verification at its marker.
+    pub(crate) fn stamp(&self) -> u64 {
+        self.stamps.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// A new idempotent-producer id.
@@ -152,6 +173,8 @@ impl Appends {
 
     /// An idempotent producer's append: one at a time per partition, retries of its last
     /// batches answered from memory, after finding out whether a batch left in doubt landed.
+    /// A transactional one carries its hand-over `stamp` ([`Appends::stamp`]).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn append(
         &self,
         catalog: &Catalog,
@@ -160,6 +183,7 @@ impl Appends {
         messages: &MessageList,
         largest_batch: usize,
         pb: ProducerBatch,
+        stamp: u64,
     ) -> Result<Appended, BackendError> {
         let at = (topic, partition);
         let mut state = catalog.partition(topic, partition);
@@ -199,6 +223,19 @@ impl Appends {
             state = catalog.partition(topic, partition);
             serial = state.gate.enter().await;
         }
+        if pb.transactional {
+            let closed = lock(&state.closed).get(&pb.producer_id).copied();
+            if closed.is_some_and(|marker| marker > stamp) {
+                return Err(BackendError::Transaction {
+                    code: ErrorCode::INVALID_TXN_STATE,
+                    message: format!(
+                        "transactional write of producer {} to {topic}-{partition} refused: \
+                         its transaction's marker was written first",
+                        pb.producer_id
+                    ),
+                });
+            }
+        }
         // Where a batch in doubt is looked for from: asked of Iggy once per partition, later
         // kept up by every reply.
         let from = match state.seen_end.load(Ordering::Relaxed) {
@@ -218,7 +255,10 @@ impl Appends {
     /// Appends a transaction's commit or abort marker (`docs/MAPPING.md`) for `producer_id`
     /// at `epoch`, in turn with the partition's idempotent appends: a write of the
     /// producer's older epoch still to come is refused (the marker fences it), so none
-    /// lands after the marker inside a transaction that has ended. Returns its offset.
+    /// lands after the marker inside a transaction that has ended, nor does a transactional
+    /// batch of the producer handed over before the marker (`stamp`, [`Appends::stamp`]).
+    /// Returns its offset.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn write_marker(
         &self,
         catalog: &Catalog,
@@ -227,6 +267,7 @@ impl Appends {
         (producer_id, epoch): (i64, i16),
         commit: bool,
         coordinator_epoch: i32,
+        stamp: u64,
     ) -> Result<u64, BackendError> {
         let (topic, partition) = at;
         // Iggy says whether the partition exists before any state is made for it.
@@ -239,6 +280,9 @@ impl Appends {
             self.recover_producers(catalog, reads, at, &state).await?;
         }
         lock(&state.producers).fence(producer_id, epoch);
+        // Before the marker is sent: should its reply be lost, it may have landed all the
+        // same, and the transaction has ended whether or not it did.
+        close(&state, producer_id, stamp);
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
@@ -380,5 +424,21 @@ impl Appends {
         }
         *lock(&state.doubt) = None;
         Ok(())
+    }
+}
+
+/// Remembers that `producer_id`'s marker stamped `stamp` is written to the partition.
+fn close(state: &PartitionState, producer_id: i64, stamp: u64) {
+    let mut closed = lock(&state.closed);
+    let latest = closed.entry(producer_id).or_default();
+    *latest = (*latest).max(stamp);
+    if closed.len() > MAX_CLOSED {
+        let oldest = closed
+            .iter()
+            .min_by_key(|(_, s)| **s)
+            .map(|(producer, _)| *producer);
+        if let Some(p) = oldest {
+            closed.remove(&p);
+        }
     }
 }

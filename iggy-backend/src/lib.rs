@@ -478,30 +478,34 @@ impl Backend for IggyBackend {
                 epoch,
                 commit,
                 coordinator_epoch,
-            } => pending(Box::pin(async move {
-                let Inner {
-                    catalog,
-                    reads,
-                    appends,
-                    ..
-                } = &*inner;
-                let written = match inner.index_before_write(&topic, partition).await {
-                    Ok(()) => {
-                        appends
-                            .write_marker(
-                                catalog,
-                                reads,
-                                (&topic, partition),
-                                (producer_id, epoch),
-                                commit,
-                                coordinator_epoch,
-                            )
-                            .await
-                    }
-                    Err(e) => Err(e),
-                };
-                Completion::WriteMarker(catalog.settle(&topic, partition, written))
-            })),
+            } => {
+                let stamp = inner.appends.stamp();
+                pending(Box::pin(async move {
+                    let Inner {
+                        catalog,
+                        reads,
+                        appends,
+                        ..
+                    } = &*inner;
+                    let written = match inner.index_before_write(&topic, partition).await {
+                        Ok(()) => {
+                            appends
+                                .write_marker(
+                                    catalog,
+                                    reads,
+                                    (&topic, partition),
+                                    (producer_id, epoch),
+                                    commit,
+                                    coordinator_epoch,
+                                    stamp,
+                                )
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    Completion::WriteMarker(catalog.settle(&topic, partition, written))
+                }))
+            }
             Command::UserPermissions { user } => {
                 let now = inner.catalog.calls().clock().now();
                 match inner.users.cached(&user, now) {
@@ -564,29 +568,33 @@ impl Backend for IggyBackend {
                 messages,
                 largest_batch,
                 producer: Some(pb),
-            } => pending(Box::pin(async move {
-                let Inner {
-                    catalog,
-                    reads,
-                    appends,
-                    ..
-                } = &*inner;
-                let at = (topic.as_str(), partition);
-                let indexed = if pb.transactional {
-                    inner.index_before_write(&topic, partition).await
-                } else {
-                    Ok(())
-                };
-                let appended = match indexed {
-                    Ok(()) => {
-                        appends
-                            .append(catalog, reads, at, &messages, largest_batch, pb)
-                            .await
-                    }
-                    Err(e) => Err(e),
-                };
-                Completion::Append(catalog.settle(&topic, partition, appended))
-            })),
+            } => {
+                // Taken now, in hand-over order, not when the future is first polled.
+                let stamp = inner.appends.stamp();
+                pending(Box::pin(async move {
+                    let Inner {
+                        catalog,
+                        reads,
+                        appends,
+                        ..
+                    } = &*inner;
+                    let at = (topic.as_str(), partition);
+                    let indexed = if pb.transactional {
+                        inner.index_before_write(&topic, partition).await
+                    } else {
+                        Ok(())
+                    };
+                    let appended = match indexed {
+                        Ok(()) => {
+                            appends
+                                .append(catalog, reads, at, &messages, largest_batch, pb, stamp)
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    Completion::Append(catalog.settle(&topic, partition, appended))
+                }))
+            }
             Command::Read {
                 topic,
                 partition,

@@ -4,6 +4,7 @@
 //! (`crate::search`), and its lane ([`PartitionRoute`]). It is forgotten when Iggy says the
 //! partition does not exist or its topic was created again.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -55,6 +56,10 @@ pub(crate) struct PartitionState {
     pub(crate) txns_rebuilt: AtomicBool,
     /// The log start the index last forgot what lies before.
     pub(crate) txns_start: AtomicU64,
+    /// Each producer's latest marker written here, by its hand-over stamp
+    /// (`crate::append::Appends::stamp`): a transactional batch handed over before it was
+    /// verified in the transaction the marker ended, and is refused should it come later.
+    pub(crate) closed: Mutex<HashMap<i64, u64>>,
 }
 
 impl PartitionState {

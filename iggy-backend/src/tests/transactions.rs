@@ -3,6 +3,8 @@
 
 use iggy_kafka_core::backend::{AbortedTxn, PartitionOffsets, ReadResult};
 use iggy_kafka_core::mapping::{mark_transactional, marker_of, transaction_of};
+use iggy_kafka_core::message::MessageList;
+use iggy_kafka_core::protocol::error_code::ErrorCode;
 use iggy_kafka_core::txn::{TxnSnapshot, TxnState};
 use iggy_kafka_iggy_client::protocol::codes::POLL_MESSAGES_CODE;
 
@@ -575,4 +577,56 @@ fn a_failed_compaction_leaves_no_snapshot_behind() {
     let (_h, backend) = h.restart();
     let state = backend.transaction_state();
     assert!(state.contains(&later), "{state:?}");
+}
+
+/// A transactional batch handed over before its transaction's marker but reaching the
+/// partition after it is refused with INVALID_TXN_STATE rather than landing in a
+/// transaction that has ended (where it would hold the last stable offset for ever); a
+/// batch of the producer's next transaction, handed over after the marker, lands.
+#[test]
+fn a_transactional_batch_overtaken_by_its_marker_is_refused() {
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    persist(
+        &mut h,
+        &backend,
+        vec![(
+            "a".into(),
+            Some(snapshot("a", TxnState::Ongoing, &[("t", 0)])),
+        )],
+    )
+    .expect("persisted");
+    assert_eq!(txn_append(&mut h, &backend, txn_batch(5, 0, 0, 2)), Ok(0));
+    let messages: MessageList = [record(3), record(4)]
+        .iter()
+        .map(|r| {
+            let mut m = to_iggy(r);
+            mark_transactional(&mut m, 5, 0);
+            m
+        })
+        .collect();
+    // Handed over, not yet run; the marker is handed over and written meanwhile.
+    let Execution::Pending(late) = backend.execute(Command::Append {
+        topic: "t".into(),
+        partition: 0,
+        messages,
+        largest_batch: 100,
+        producer: Some(txn_batch(5, 0, 2, 2)),
+    }) else {
+        panic!("an append waits for Iggy");
+    };
+    assert_eq!(marker(&mut h, &backend, ("t", 0), 5, 0, true), 2);
+    match h.run(late) {
+        Completion::Append(Err(e)) => {
+            assert_eq!(e.error_code(), ErrorCode::INVALID_TXN_STATE, "{e:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let o = offsets(&mut h, &backend, "t", 0);
+    assert_eq!((o.last_stable, o.high_watermark), (Some(3), 3));
+    // The producer's next transaction.
+    assert_eq!(txn_append(&mut h, &backend, txn_batch(5, 0, 2, 2)), Ok(3));
+    let o = offsets(&mut h, &backend, "t", 0);
+    assert_eq!((o.last_stable, o.high_watermark), (Some(3), 5));
 }
