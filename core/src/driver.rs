@@ -30,7 +30,9 @@ use crate::backend::{
 };
 use crate::group::{Coordinator, GroupCall, GroupReply, KeepGroup, ReplyTo};
 use crate::protocol::error_code::ErrorCode;
-use crate::txn::{Markers, TxnCall, TxnConfig, TxnCoordinator, TxnEffect, TxnReply, TxnSnapshot};
+use crate::txn::{
+    Markers, TopicPartition, TxnCall, TxnConfig, TxnCoordinator, TxnEffect, TxnReply, TxnSnapshot,
+};
 use crate::work::{Outcome, Work, WorkId};
 use crate::Connection;
 
@@ -423,9 +425,15 @@ impl Txns {
         });
     }
 
-    /// Reports written (or failed) markers and delivers what that answers.
-    fn markers_done(&self, now: Instant, m: &Markers, ok: bool) {
-        self.with(|c| c.handle_markers(now, &m.transactional_id, m.producer_id, m.epoch, ok));
+    /// Reports written (or failed, `written` to some partitions) markers and delivers what
+    /// that answers.
+    fn markers_done(&self, now: Instant, m: &Markers, written: &[TopicPartition], ok: bool) {
+        self.with(|c| {
+            if !ok {
+                c.markers_written(&m.transactional_id, m.producer_id, m.epoch, written);
+            }
+            c.handle_markers(now, &m.transactional_id, m.producer_id, m.epoch, ok);
+        });
     }
 
     /// What the coordinator holds now and did so far.
@@ -462,10 +470,11 @@ async fn run(execution: Execution) -> Completion {
 }
 
 /// Writes a decided transaction's markers to each of its partitions and, on commit, the
-/// offsets it committed; whether all of that landed. A partition or topic deleted since
-/// needs no marker.
-async fn write_markers(backend: Arc<dyn Backend>, m: Markers) -> (Markers, bool) {
+/// offsets it committed; the partitions done, and whether all of that landed. A partition
+/// or topic deleted since needs no marker.
+async fn write_markers(backend: Arc<dyn Backend>, m: Markers) -> MarkersWritten {
     let mut ok = true;
+    let mut written = Vec::with_capacity(m.partitions.len());
     for (topic, partition) in &m.partitions {
         let done = run(backend.execute(Command::WriteMarker {
             topic: topic.clone(),
@@ -480,7 +489,7 @@ async fn write_markers(backend: Arc<dyn Backend>, m: Markers) -> (Markers, bool)
             Completion::WriteMarker(Ok(_))
             | Completion::WriteMarker(Err(
                 BackendError::UnknownTopic(_) | BackendError::UnknownPartition { .. },
-            )) => {}
+            )) => written.push((topic.clone(), *partition)),
             other => {
                 tracing::warn!(transactional_id = %m.transactional_id, %topic, partition, ?other, "transaction marker not written; will retry");
                 ok = false;
@@ -510,10 +519,12 @@ async fn write_markers(backend: Arc<dyn Backend>, m: Markers) -> (Markers, bool)
             ok = false;
         }
     }
-    (m, ok)
+    (m, written, ok)
 }
 
-type MarkerWrite = Pin<Box<dyn Future<Output = (Markers, bool)> + Send>>;
+/// A transaction's markers, the partitions they were written to, and whether all was.
+type MarkersWritten = (Markers, Vec<TopicPartition>, bool);
+type MarkerWrite = Pin<Box<dyn Future<Output = MarkersWritten> + Send>>;
 
 /// The coordinator's state changes to keep, with the versions to report.
 type Changes = Vec<(String, Option<TxnSnapshot>, u64)>;
@@ -602,8 +613,8 @@ where
         if let Some((written, ok)) = persisted {
             txns.persisted(now, &written, ok);
         }
-        for (m, ok) in &done {
-            txns.markers_done(now, m, *ok);
+        for (m, written, ok) in &done {
+            txns.markers_done(now, m, written, *ok);
         }
         txns.handle_timeout(now);
     }

@@ -612,6 +612,26 @@ impl TxnCoordinator {
         }
     }
 
+    /// The driver wrote the markers handed out for this transactional id, producer id and
+    /// epoch to the partitions `written`, and failed elsewhere (reported next with
+    /// [`Self::handle_markers`]): the retry writes only the others.
+    pub fn markers_written(
+        &mut self,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        written: &[TopicPartition],
+    ) {
+        let Some(t) = self.txns.get_mut(transactional_id) else {
+            return;
+        };
+        if t.writing && t.producer_id == producer_id && t.epoch == epoch {
+            for tp in written {
+                t.partitions.remove(tp);
+            }
+        }
+    }
+
     /// The driver wrote (`ok`) or failed to write the markers handed out for this
     /// transactional id, producer id and epoch. On success the transaction completes and
     /// the EndTxn calls waiting are answered; on failure the markers are handed out again

@@ -481,6 +481,28 @@ fn markers_that_fail_are_written_again() {
     assert_eq!(h.state("tx"), TxnState::CompleteCommit);
 }
 
+/// A retry writes the markers only to the partitions the failed write did not reach.
+#[test]
+fn markers_are_written_again_only_where_they_failed() {
+    let mut h = Harness::new();
+    let p = h.init("tx", 1).expect("the call succeeds");
+    h.add("tx", p, &[0, 1, 2]);
+    h.end("tx", p, false);
+    let m = h.markers.pop().expect("markers handed out");
+    assert_eq!(m.partitions, [TP(0), TP(1), TP(2)]);
+    h.c.markers_written("tx", m.producer_id, m.epoch, &[TP(0), TP(2)]);
+    h.c.handle_markers(h.now, "tx", m.producer_id, m.epoch, false);
+    // A report for another epoch changes nothing.
+    h.c.markers_written("tx", m.producer_id, m.epoch + 1, &[TP(1)]);
+    h.now += Duration::from_secs(1);
+    h.c.handle_timeout(h.now);
+    h.drain();
+    assert_eq!(h.markers.len(), 1);
+    assert_eq!(h.markers[0].partitions, [TP(1)]);
+    h.markers_done(true);
+    assert_eq!(h.state("tx"), TxnState::CompleteAbort);
+}
+
 #[test]
 fn idle_transactional_ids_are_forgotten() {
     let mut h = Harness::new();
