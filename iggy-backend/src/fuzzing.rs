@@ -28,7 +28,8 @@ pub fn decode(data: &[u8]) {
     let _ = crate::scram::decode(data);
     if let Some(r) = crate::txn_log::Record::decode(data) {
         // What decodes is written back the same.
-        assert_eq!(crate::txn_log::Record::decode(&r.encode()), Some(r));
+        let bytes = r.encode().expect("a decoded record encodes");
+        assert_eq!(crate::txn_log::Record::decode(&bytes), Some(r));
     }
     crate::users::decode_user(data);
     if let Ok((reply, _)) = GetTopicResponse::decode(data) {

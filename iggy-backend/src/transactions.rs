@@ -366,13 +366,20 @@ async fn append(
 ) -> Result<(), BackendError> {
     let topic = txn_log::topic_name(generation);
     for chunk in records.chunks(1000) {
-        let messages: MessageList = chunk
+        let messages = chunk
             .iter()
-            .map(|r| IggyMessage {
-                payload: r.encode(),
-                ..IggyMessage::default()
+            .map(|r| {
+                let payload = r.encode().ok_or_else(|| {
+                    BackendError::InvalidMessage(
+                        "a transaction-state record with a string over 65,535 bytes".into(),
+                    )
+                })?;
+                Ok(IggyMessage {
+                    payload,
+                    ..IggyMessage::default()
+                })
             })
-            .collect();
+            .collect::<Result<MessageList, BackendError>>()?;
         let ids = wire::Ids::counted(catalog.calls().message_ids(messages.len()));
         let body =
             wire::send_messages(catalog.calls().stream(), &named(&topic)?, 0, &messages, ids)?;

@@ -89,15 +89,13 @@ fn state_of(code: u8) -> Option<TxnState> {
     })
 }
 
-fn put_str(b: &mut BytesMut, s: &str) {
-    // Transactional ids, groups and topic names are Kafka int16-length strings; a longer
-    // one is cut at a character boundary rather than written with a wrong length.
-    let mut end = s.len().min(usize::from(u16::MAX));
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    b.put_u16_le(u16::try_from(end).unwrap_or(u16::MAX));
-    b.put_slice(&s.as_bytes()[..end]);
+/// Writes a u16-length string; `None` for a longer one, which is refused rather than cut
+/// (a cut transactional id would be another id). Kafka's strings are at most 32,767 bytes
+/// (the codec refuses longer ones), so none from a client is.
+fn put_str(b: &mut BytesMut, s: &str) -> Option<()> {
+    b.put_u16_le(u16::try_from(s.len()).ok()?);
+    b.put_slice(s.as_bytes());
+    Some(())
 }
 
 fn put_count(b: &mut BytesMut, n: usize) {
@@ -105,14 +103,14 @@ fn put_count(b: &mut BytesMut, n: usize) {
 }
 
 impl Record {
-    /// The record's payload.
-    pub(crate) fn encode(&self) -> Bytes {
+    /// The record's payload; `None` when one of its strings is longer than 65,535 bytes.
+    pub(crate) fn encode(&self) -> Option<Bytes> {
         let mut b = BytesMut::with_capacity(64);
         b.put_u8(VERSION);
         match self {
             Self::State(s) => {
                 b.put_u8(1);
-                put_str(&mut b, &s.transactional_id);
+                put_str(&mut b, &s.transactional_id)?;
                 b.put_i64_le(s.producer_id);
                 b.put_i64_le(s.previous_producer_id);
                 b.put_i16_le(s.epoch);
@@ -121,15 +119,15 @@ impl Record {
                 b.put_u8(state_code(s.state));
                 put_count(&mut b, s.partitions.len());
                 for (topic, partition) in &s.partitions {
-                    put_str(&mut b, topic);
+                    put_str(&mut b, topic)?;
                     b.put_u32_le(*partition);
                 }
                 put_count(&mut b, s.offsets.len());
                 for (group, offsets) in &s.offsets {
-                    put_str(&mut b, group);
+                    put_str(&mut b, group)?;
                     put_count(&mut b, offsets.len());
                     for o in offsets {
-                        put_str(&mut b, &o.topic);
+                        put_str(&mut b, &o.topic)?;
                         b.put_u32_le(o.partition);
                         b.put_i64_le(o.committed.offset);
                         b.put_i32_le(o.committed.leader_epoch);
@@ -146,20 +144,20 @@ impl Record {
             }
             Self::Forget(id) => {
                 b.put_u8(2);
-                put_str(&mut b, id);
+                put_str(&mut b, id)?;
             }
             Self::SnapshotComplete => {
                 b.put_u8(3);
-                put_str(&mut b, "");
+                put_str(&mut b, "")?;
             }
             Self::Partition(topic, partition) => {
                 b.put_u8(4);
-                put_str(&mut b, "");
-                put_str(&mut b, topic);
+                put_str(&mut b, "")?;
+                put_str(&mut b, topic)?;
                 b.put_u32_le(*partition);
             }
         }
-        b.freeze()
+        Some(b.freeze())
     }
 
     /// The record `p` holds; `None` for anything that is not a whole record this gateway
@@ -386,7 +384,7 @@ mod tests {
     /// The format on the wire, byte for byte: a change to it breaks every stored log.
     #[test]
     fn golden_bytes() {
-        let bytes = Record::State(sample()).encode();
+        let bytes = Record::State(sample()).encode().expect("encoded");
         let expected: &[u8] = &[
             1, 1, // version, kind
             2, 0, b't', b'x', // transactional id
@@ -410,12 +408,15 @@ mod tests {
         assert_eq!(&bytes[..], expected);
         assert_eq!(Record::decode(expected), Some(Record::State(sample())));
         assert_eq!(
-            &Record::Forget("tx".into()).encode()[..],
+            &Record::Forget("tx".into()).encode().expect("encoded")[..],
             &[1, 2, 2, 0, b't', b'x']
         );
-        assert_eq!(&Record::SnapshotComplete.encode()[..], &[1, 3, 0, 0]);
         assert_eq!(
-            &Record::Partition("t".into(), 2).encode()[..],
+            &Record::SnapshotComplete.encode().expect("encoded")[..],
+            &[1, 3, 0, 0]
+        );
+        assert_eq!(
+            &Record::Partition("t".into(), 2).encode().expect("encoded")[..],
             &[1, 4, 0, 0, 1, 0, b't', 2, 0, 0, 0]
         );
     }
@@ -429,19 +430,19 @@ mod tests {
             Record::SnapshotComplete,
             Record::Partition("t".into(), 7),
         ] {
-            assert_eq!(Record::decode(&r.encode()), Some(r));
+            assert_eq!(Record::decode(&r.encode().expect("encoded")), Some(r));
         }
         s.offsets[0].1[0].committed.metadata = None;
         s.state = TxnState::Ongoing;
         let r = Record::State(s);
-        assert_eq!(Record::decode(&r.encode()), Some(r));
+        assert_eq!(Record::decode(&r.encode().expect("encoded")), Some(r));
     }
 
     /// Every prefix, every byte changed, and trailing bytes: never a panic, and a cut or
     /// extended record is refused.
     #[test]
     fn damaged_records_are_refused_without_panicking() {
-        let bytes = Record::State(sample()).encode();
+        let bytes = Record::State(sample()).encode().expect("encoded");
         for n in 0..bytes.len() {
             assert_eq!(Record::decode(&bytes[..n]), None, "prefix of {n}");
         }
@@ -501,5 +502,22 @@ mod tests {
             [Record::State(s.clone())]
         );
         assert_eq!(state.snapshot().len(), 4);
+    }
+
+    /// A string longer than its u16 length can say is refused, not cut: a cut
+    /// transactional id would be another id.
+    #[test]
+    fn long_strings_are_refused_not_cut() {
+        let longest = "x".repeat(usize::from(u16::MAX));
+        let r = Record::Forget(longest);
+        assert_eq!(Record::decode(&r.encode().expect("encoded")), Some(r));
+        let mut s = sample();
+        s.transactional_id = "x".repeat(usize::from(u16::MAX) + 1);
+        assert_eq!(Record::State(s).encode(), None);
+        assert_eq!(
+            Record::Partition("é".repeat(40_000), 0).encode(),
+            None,
+            "a topic name too"
+        );
     }
 }
