@@ -558,6 +558,7 @@ async fn start(
     clock: Arc<dyn iggy_kafka_iggy_client::Clock>,
 ) -> std::io::Result<Arc<Shared>> {
     let mut transactions = Vec::new();
+    let mut open_for = Vec::new();
     let backend: Arc<dyn Backend> = match plan {
         Plan::Embedded(store) => Arc::new(store),
         Plan::Iggy {
@@ -569,8 +570,10 @@ async fn start(
             spawn_lanes(&lanes, &session);
             let backend = connect_iggy(lanes, Arc::clone(&clock), *config).await?;
             // The transaction coordinator's state kept in Iggy: prepared commits and aborts
-            // complete, open transactions are aborted once their timeout passes.
+            // complete, open transactions are aborted once the rest of their timeout
+            // passes.
             transactions = backend.transaction_state();
+            open_for = backend.transactions_open_for();
             // Kept in Iggy by AlterUserScramCredentials: later than the users file, so
             // they win where both give a user's credential for one mechanism, deletions
             // included.
@@ -595,7 +598,28 @@ async fn start(
             transactional_ids = transactions.len(),
             "transaction coordinator restored"
         );
-        shared.txns().restore(clock.now(), transactions);
+        let now = clock.now();
+        // An open transaction the log says opened a while ago is restored as opened then,
+        // so its timeout runs from then.
+        let (earlier, rest): (Vec<_>, Vec<_>) = transactions
+            .into_iter()
+            .map(|s| {
+                let age = open_for
+                    .iter()
+                    .find(|(id, _)| *id == s.transactional_id)
+                    .map(|(_, age)| {
+                        let timeout = u64::try_from(s.timeout_ms).unwrap_or(0);
+                        (*age).min(std::time::Duration::from_millis(timeout))
+                    });
+                (age.and_then(|a| now.checked_sub(a)), s)
+            })
+            .partition(|(since, _)| since.is_some());
+        shared
+            .txns()
+            .restore(now, rest.into_iter().map(|(_, s)| s).collect());
+        for (since, s) in earlier {
+            shared.txns().restore(since.unwrap_or(now), vec![s]);
+        }
     }
     Ok(Arc::new(shared))
 }

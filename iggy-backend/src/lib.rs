@@ -237,6 +237,23 @@ impl IggyBackend {
         self.inner.txns.snapshots()
     }
 
+    /// How long each open transaction of [`IggyBackend::transaction_state`] has been open,
+    /// by transactional id, where the log says when it opened: restored, it is aborted once
+    /// the rest of its timeout passes, not its whole timeout again.
+    #[must_use]
+    pub fn transactions_open_for(&self) -> Vec<(String, std::time::Duration)> {
+        let now = transactions::wall_clock_ms();
+        self.inner
+            .txns
+            .opened()
+            .into_iter()
+            .map(|(id, at)| {
+                let ms = u64::try_from(now.saturating_sub(at)).unwrap_or(0);
+                (id, std::time::Duration::from_millis(ms))
+            })
+            .collect()
+    }
+
     /// Opens the backend on a pool whose lanes a runtime drives: makes sure the stream and
     /// the offsets topic exist (creating them when allowed) and replays the committed offsets.
     ///

@@ -105,6 +105,16 @@ impl TxnStore {
         lock(&self.state).ids.values().cloned().collect()
     }
 
+    /// When each open transaction replayed (and written since) opened, as far as the log
+    /// says: by transactional id, ms since the Unix epoch.
+    pub(crate) fn opened(&self) -> Vec<(String, i64)> {
+        lock(&self.state)
+            .opened
+            .iter()
+            .map(|(id, at)| (id.clone(), *at))
+            .collect()
+    }
+
     /// Whether transactions have written to the partition (as far as the log says).
     pub(crate) fn writes_to(&self, topic: &str, partition: u32) -> bool {
         lock(&self.state)
@@ -210,7 +220,7 @@ impl TxnStore {
             })?;
             *lock(&self.stale) = None;
         }
-        let records = lock(&self.state).records_of(changes);
+        let records = lock(&self.state).records_of(changes, wall_clock_ms());
         let generation = lock(&self.state).generation;
         let unavailable = |e: BackendError| match e {
             BackendError::Unavailable(_) => e,
@@ -313,6 +323,13 @@ impl TxnStore {
             state.partitions.remove(tp);
         }
     }
+}
+
+/// Now, in ms since the Unix epoch.
+pub(crate) fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The generations of the log in the stream, newest first.

@@ -18,10 +18,13 @@
 //!
 //! A record's payload (little-endian): version `1`; kind (1 a transactional id's state,
 //! 2 a transactional id forgotten, 3 snapshot complete, 4 a partition transactions write
-//! to); the transactional id as a u16-length string (empty for kinds 3 and 4). For kind 4
-//! then: the topic (u16-length string) and partition (u32). For kind 1 then: producer id (i64), previous
-//! producer id (i64), epoch (i16), last epoch (i16), timeout in ms (i32), state (u8: 0
-//! Empty, 1 Ongoing, 2 PrepareCommit, 3 PrepareAbort, 4 CompleteCommit, 5 CompleteAbort);
+//! to, 5 when a transactional id's transaction opened); the transactional id as a
+//! u16-length string (empty for kinds 3 and 4). For kind 4 then: the topic (u16-length
+//! string) and partition (u32). For kind 5 then: the wall-clock time it opened (i64, ms
+//! since the Unix epoch), written before the state that opens it. For kind 1 then:
+//! producer id (i64), previous producer id (i64), epoch (i16), last epoch (i16), timeout
+//! in ms (i32), state (u8: 0 Empty, 1 Ongoing, 2 PrepareCommit, 3 PrepareAbort, 4
+//! CompleteCommit, 5 CompleteAbort);
 //! the partitions as a u32 count, each a topic (u16-length string) and partition (u32);
 //! the groups whose offsets the transaction commits as a u32 count, each a group
 //! (u16-length string) and its offsets as a u32 count, each a topic (u16-length string),
@@ -62,6 +65,9 @@ pub(crate) enum Record {
     SnapshotComplete,
     /// Transactions write to this partition.
     Partition(String, u32),
+    /// The transactional id's transaction opened at this wall-clock time (ms since the
+    /// Unix epoch), so that a restart does not give it its whole timeout again.
+    Opened(String, i64),
 }
 
 const VERSION: u8 = 1;
@@ -156,6 +162,11 @@ impl Record {
                 put_str(&mut b, topic)?;
                 b.put_u32_le(*partition);
             }
+            Self::Opened(id, at_ms) => {
+                b.put_u8(5);
+                put_str(&mut b, id)?;
+                b.put_i64_le(*at_ms);
+            }
         }
         Some(b.freeze())
     }
@@ -239,6 +250,9 @@ impl Record {
                 let partition = u32::from_le_bytes(take(p, 4)?.try_into().ok()?);
                 Self::Partition(topic, partition)
             }
+            5 if !id.is_empty() => {
+                Self::Opened(id, i64::from_le_bytes(take(p, 8)?.try_into().ok()?))
+            }
             _ => return None,
         };
         p.is_empty().then_some(record)
@@ -281,6 +295,8 @@ pub(crate) struct TxnLogState {
     pub(crate) ids: BTreeMap<String, TxnSnapshot>,
     /// The partitions transactions write to.
     pub(crate) partitions: BTreeSet<(String, u32)>,
+    /// When each open transaction opened (ms since the Unix epoch), where the log says.
+    pub(crate) opened: BTreeMap<String, i64>,
 }
 
 impl TxnLogState {
@@ -288,10 +304,17 @@ impl TxnLogState {
     pub(crate) fn apply(&mut self, r: &Record) {
         match r {
             Record::State(s) => {
+                if s.state != TxnState::Ongoing {
+                    self.opened.remove(&s.transactional_id);
+                }
                 self.ids.insert(s.transactional_id.clone(), s.clone());
             }
             Record::Forget(id) => {
                 self.ids.remove(id);
+                self.opened.remove(id);
+            }
+            Record::Opened(id, at_ms) => {
+                self.opened.insert(id.clone(), *at_ms);
             }
             Record::SnapshotComplete => {}
             Record::Partition(topic, partition) => {
@@ -305,7 +328,7 @@ impl TxnLogState {
     /// however many partitions are named, a compaction is followed by at least three
     /// times its size in writes before the next.
     pub(crate) fn wants_compaction(&self) -> bool {
-        let compacted = (self.partitions.len() + self.ids.len() + 1) as u64;
+        let compacted = (self.partitions.len() + self.ids.len() + self.opened.len() + 1) as u64;
         self.records > COMPACT_AFTER.max(4 * compacted)
     }
 
@@ -326,21 +349,43 @@ impl TxnLogState {
         self.partitions
             .iter()
             .map(|(t, p)| Record::Partition(t.clone(), *p))
+            .chain(
+                self.opened
+                    .iter()
+                    .map(|(id, at_ms)| Record::Opened(id.clone(), *at_ms)),
+            )
             .chain(self.ids.values().cloned().map(Record::State))
             .chain(std::iter::once(Record::SnapshotComplete))
             .collect()
     }
 
-    /// The records that keep `changes`: each state after the partitions it names that
-    /// the log does not name yet.
-    pub(crate) fn records_of(&self, changes: Vec<(String, Option<TxnSnapshot>)>) -> Vec<Record> {
+    /// The records that keep `changes`, made at `now_ms` (wall clock): each state after
+    /// when its transaction opened if it opens with it, and after the partitions it names
+    /// that the log does not name yet.
+    pub(crate) fn records_of(
+        &self,
+        changes: Vec<(String, Option<TxnSnapshot>)>,
+        now_ms: i64,
+    ) -> Vec<Record> {
         let mut named = BTreeSet::new();
+        let mut open: BTreeMap<String, bool> = BTreeMap::new();
         let mut records = Vec::with_capacity(changes.len());
         for (id, snapshot) in changes {
             let Some(s) = snapshot else {
+                open.insert(id.clone(), false);
                 records.push(Record::Forget(id));
                 continue;
             };
+            let was_open = open.get(&id).copied().unwrap_or_else(|| {
+                self.ids
+                    .get(&id)
+                    .is_some_and(|before| before.state == TxnState::Ongoing)
+            });
+            let is_open = s.state == TxnState::Ongoing;
+            if is_open && !was_open {
+                records.push(Record::Opened(id.clone(), now_ms));
+            }
+            open.insert(id, is_open);
             for tp in &s.partitions {
                 if !self.partitions.contains(tp) && named.insert(tp.clone()) {
                     records.push(Record::Partition(tp.0.clone(), tp.1));
@@ -419,6 +464,10 @@ mod tests {
             &Record::Partition("t".into(), 2).encode().expect("encoded")[..],
             &[1, 4, 0, 0, 1, 0, b't', 2, 0, 0, 0]
         );
+        assert_eq!(
+            &Record::Opened("tx".into(), 1000).encode().expect("encoded")[..],
+            &[1, 5, 2, 0, b't', b'x', 0xe8, 3, 0, 0, 0, 0, 0, 0]
+        );
     }
 
     #[test]
@@ -481,10 +530,13 @@ mod tests {
     fn partitions_are_named_before_the_states_that_list_them() {
         let mut state = TxnLogState::default();
         let s = sample();
-        let records = state.records_of(vec![
-            ("tx".into(), Some(s.clone())),
-            ("tx".into(), Some(s.clone())),
-        ]);
+        let records = state.records_of(
+            vec![
+                ("tx".into(), Some(s.clone())),
+                ("tx".into(), Some(s.clone())),
+            ],
+            0,
+        );
         assert_eq!(
             records,
             [
@@ -498,7 +550,7 @@ mod tests {
             state.apply(r);
         }
         assert_eq!(
-            state.records_of(vec![("tx".into(), Some(s.clone()))]),
+            state.records_of(vec![("tx".into(), Some(s.clone()))], 0),
             [Record::State(s.clone())]
         );
         assert_eq!(state.snapshot().len(), 4);
@@ -518,6 +570,56 @@ mod tests {
             Record::Partition("é".repeat(40_000), 0).encode(),
             None,
             "a topic name too"
+        );
+    }
+
+    /// When a transaction opened is written before the state that opens it, kept while it
+    /// is open (compaction included) and forgotten once it is not.
+    #[test]
+    fn when_a_transaction_opened_is_kept_while_it_is_open() {
+        let mut state = TxnLogState::default();
+        let mut s = sample();
+        s.state = TxnState::Ongoing;
+        let records = state.records_of(
+            vec![
+                ("tx".into(), Some(s.clone())),
+                ("tx".into(), Some(s.clone())),
+            ],
+            7,
+        );
+        assert_eq!(records[0], Record::Opened("tx".into(), 7));
+        assert_eq!(
+            records[3..],
+            [Record::State(s.clone()), Record::State(s.clone())]
+        );
+        for r in &records {
+            state.apply(r);
+        }
+        assert_eq!(state.opened["tx"], 7);
+        assert!(!state
+            .records_of(vec![("tx".into(), Some(s.clone()))], 9)
+            .iter()
+            .any(|r| matches!(r, Record::Opened(..))));
+        let mut replayed = TxnLogState::default();
+        for r in state.snapshot() {
+            replayed.apply(&r);
+        }
+        assert_eq!(replayed.opened["tx"], 7);
+        s.state = TxnState::PrepareCommit;
+        state.apply(&Record::State(s.clone()));
+        assert!(state.opened.is_empty());
+        // Committed and opened again in one batch: opened again.
+        let mut done = s.clone();
+        done.state = TxnState::CompleteCommit;
+        let mut again = s.clone();
+        again.state = TxnState::Ongoing;
+        let records = state.records_of(
+            vec![("tx".into(), Some(done)), ("tx".into(), Some(again))],
+            11,
+        );
+        assert!(records.contains(&Record::Opened("tx".into(), 11)));
+        assert!(
+            Record::decode(&Record::Opened(String::new(), 1).encode().expect("encoded")).is_none()
         );
     }
 }

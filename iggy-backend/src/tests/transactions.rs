@@ -183,9 +183,9 @@ fn the_transaction_state_is_compacted() {
     }
     assert!(!h.fake.topics.contains_key(&txn_log::topic_name(0)));
     let compacted = &h.fake.topics[&txn_log::topic_name(1)];
-    // Compacted after the fifth batch (past 10,000 records): the partition, three ids and
-    // the snapshot's end, then the sixth batch.
-    assert_eq!(compacted.partitions[0].next, 5 + 2000);
+    // Compacted after the fifth batch (past 10,000 records): the partition, when the three
+    // ids' transactions opened, the three ids and the snapshot's end, then the sixth batch.
+    assert_eq!(compacted.partitions[0].next, 8 + 2000);
     let (_h, backend) = h.restart();
     let state = backend.transaction_state();
     assert_eq!(state.len(), 3);
@@ -509,8 +509,8 @@ fn many_named_partitions_do_not_compact_on_every_write() {
     assert!(!txns.writes_to("t", 1) && !txns.writes_to("t", 10_049));
     assert_eq!(
         txns.size().0,
-        5 + 3,
-        "two partitions, two ids, the end, three writes"
+        6 + 3,
+        "two partitions, when b's transaction opened, two ids, the end, three writes"
     );
 }
 
@@ -547,7 +547,7 @@ fn a_failed_compaction_leaves_no_snapshot_behind() {
             h.fake.fail_next = Some(1);
             lost = true;
             assert_eq!(
-                h.fake.topics[&next].partitions[0].next, 3,
+                h.fake.topics[&next].partitions[0].next, 4,
                 "the snapshot landed"
             );
             continue;
@@ -565,9 +565,10 @@ fn a_failed_compaction_leaves_no_snapshot_behind() {
         persist(&mut h, &backend, vec![("b".into(), Some(later.clone()))]),
         Err(BackendError::Unavailable(_))
     ));
+    // The snapshot's end, the partition, when a's transaction opened, 10,001 states.
     assert_eq!(
         h.fake.topics[&txn_log::topic_name(0)].partitions[0].next,
-        10_003
+        10_004
     );
     persist(&mut h, &backend, vec![("b".into(), Some(later.clone()))]).expect("persisted");
     assert!(
@@ -629,4 +630,42 @@ fn a_transactional_batch_overtaken_by_its_marker_is_refused() {
     assert_eq!(txn_append(&mut h, &backend, txn_batch(5, 0, 2, 2)), Ok(3));
     let o = offsets(&mut h, &backend, "t", 0);
     assert_eq!((o.last_stable, o.high_watermark), (Some(3), 5));
+}
+
+/// The log says when an open transaction opened: after a restart the coordinator is told
+/// how long it has been open (so its timeout is not restarted), and a transaction that is
+/// no longer open is not dated.
+#[test]
+fn when_a_transaction_opened_survives_a_restart() {
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    persist(
+        &mut h,
+        &backend,
+        vec![
+            (
+                "a".into(),
+                Some(snapshot("a", TxnState::Ongoing, &[("t", 0)])),
+            ),
+            (
+                "b".into(),
+                Some(snapshot("b", TxnState::Ongoing, &[("t", 0)])),
+            ),
+        ],
+    )
+    .expect("persisted");
+    persist(
+        &mut h,
+        &backend,
+        vec![(
+            "b".into(),
+            Some(snapshot("b", TxnState::PrepareAbort, &[("t", 0)])),
+        )],
+    )
+    .expect("persisted");
+    let (_h, backend) = h.restart();
+    let open = backend.transactions_open_for();
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0].0, "a");
+    assert!(open[0].1 < std::time::Duration::from_secs(60), "{open:?}");
 }
