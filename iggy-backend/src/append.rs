@@ -35,9 +35,13 @@ const RECOVER_BYTES: usize = 1 << 20;
 const DOUBT_SCAN_BYTES: usize = 256 << 20;
 
 /// Producers whose latest marker a partition remembers (`PartitionState::closed`); beyond
-/// it the oldest marker is forgotten (a batch handed over before it and still waiting is
-/// then no longer refused).
-const MAX_CLOSED: usize = 4096;
+/// it the oldest marker is forgotten, and its stamp becomes the floor below which a
+/// transactional batch of a producer no longer remembered is refused.
+#[cfg(not(test))]
+pub(crate) const MAX_CLOSED: usize = 4096;
+/// Small in tests, which push producers out.
+#[cfg(test)]
+pub(crate) const MAX_CLOSED: usize = 64;
 
 pub(crate) struct Appends {
     /// Kafka's `max.message.bytes` for every topic (Iggy has no per-topic equivalent).
@@ -224,8 +228,11 @@ impl Appends {
             serial = state.gate.enter().await;
         }
         if pb.transactional {
-            let closed = lock(&state.closed).get(&pb.producer_id).copied();
-            if closed.is_some_and(|marker| marker > stamp) {
+            let closed = match lock(&state.closed).get(&pb.producer_id) {
+                Some(&marker) => marker,
+                None => state.closed_floor.load(Ordering::Relaxed),
+            };
+            if closed > stamp {
                 return Err(BackendError::Transaction {
                     code: ErrorCode::INVALID_TXN_STATE,
                     message: format!(
@@ -243,13 +250,17 @@ impl Appends {
             end => end,
         };
         let queued = self.send(catalog, at, messages, largest_batch, Some(&pb))?;
+        let flight = pb.transactional.then(|| InFlight::start(&state, pb, from));
         let appended = self
             .appended(catalog, at, messages.len(), Some((&pb, from)), queued)
-            .await?;
-        if pb.transactional {
-            lock(&state.txns).appended(pb.producer_id, appended.base_offset);
+            .await;
+        if let (Ok(a), true) = (&appended, pb.transactional) {
+            lock(&state.txns).appended(pb.producer_id, a.base_offset);
         }
-        Ok(appended)
+        if let Some(f) = flight {
+            f.land();
+        }
+        appended
     }
 
     /// Appends a transaction's commit or abort marker (`docs/MAPPING.md`) for `producer_id`
@@ -279,6 +290,9 @@ impl Appends {
         if !state.recovered.load(Ordering::Relaxed) {
             self.recover_producers(catalog, reads, at, &state).await?;
         }
+        // A transactional batch whose reply was lost is found before the marker ends its
+        // transaction, so that the index closes it with the marker (an abort must cover it).
+        self.resolve_doubt(catalog, reads, at, &state).await?;
         lock(&state.producers).fence(producer_id, epoch);
         // Before the marker is sent: should its reply be lost, it may have landed all the
         // same, and the transaction has ended whether or not it did.
@@ -436,9 +450,49 @@ fn close(state: &PartitionState, producer_id: i64, stamp: u64) {
         let oldest = closed
             .iter()
             .min_by_key(|(_, s)| **s)
-            .map(|(producer, _)| *producer);
-        if let Some(p) = oldest {
+            .map(|(&producer, &stamp)| (producer, stamp));
+        if let Some((p, stamp)) = oldest {
             closed.remove(&p);
+            state.closed_floor.fetch_max(stamp, Ordering::Relaxed);
         }
+    }
+}
+
+/// A transactional batch in flight on a partition (`PartitionState::txn_in_flight`). Should
+/// its append be given up before the reply (the future dropped), the batch is left in
+/// doubt, as when the reply is lost.
+struct InFlight<'a> {
+    state: &'a PartitionState,
+    batch: ProducerBatch,
+    from: u64,
+    landed: bool,
+}
+
+impl<'a> InFlight<'a> {
+    fn start(state: &'a PartitionState, batch: ProducerBatch, from: u64) -> Self {
+        *lock(&state.txn_in_flight) = Some(from);
+        Self {
+            state,
+            batch,
+            from,
+            landed: false,
+        }
+    }
+
+    /// The reply is handled: the batch is in the index, or in doubt, or was not applied.
+    fn land(mut self) {
+        self.landed = true;
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.landed {
+            *lock(&self.state.doubt) = Some(Doubt {
+                batch: self.batch,
+                from: self.from,
+            });
+        }
+        *lock(&self.state.txn_in_flight) = None;
     }
 }

@@ -180,18 +180,17 @@ impl Inner {
             .txns
             .indexed(&self.catalog, &self.reads, (topic, partition))
             .await?;
-        let index = state.txn_index(o.log_start);
-        o.last_stable = Some(index.last_stable(o.high_watermark));
+        o.last_stable = Some(state.last_stable(o.log_start, o.high_watermark));
         Ok(o)
     }
 
-    /// A read read from `offset` of `partition`, with the partition's last stable offset
-    /// and the aborted transactions that overlap the messages read.
+    /// A read from `offset` of `partition`, with the partition's last stable offset and the
+    /// aborted transactions that overlap the messages read.
     ///
-    /// The messages read are replayed into the index first: Iggy's reply may hold a
-    /// transactional batch whose append reply this gateway has not handled yet (or never
-    /// will, when it was lost), and without it the batch's open transaction would not hold
-    /// the last stable offset back, nor its abort list it.
+    /// Iggy's reply may hold a transactional batch whose append reply this gateway has not
+    /// handled yet, or lost: the last stable offset stops before it all the same
+    /// ([`partition::PartitionState::last_stable`]), and it is in the index before its
+    /// transaction's marker is written (a marker first finds a batch in doubt).
     async fn with_transactions(
         &self,
         partition: u32,
@@ -202,13 +201,12 @@ impl Inner {
             .txns
             .indexed(&self.catalog, &self.reads, (&r.topic, partition))
             .await?;
-        let mut index = state.txn_index(r.offsets.log_start);
-        for (at, m) in r.messages.iter() {
-            index.replay(at, m);
-        }
-        r.offsets.last_stable = Some(index.last_stable(r.offsets.high_watermark));
+        r.offsets.last_stable =
+            Some(state.last_stable(r.offsets.log_start, r.offsets.high_watermark));
         if let Some((last, _)) = r.messages.last() {
-            r.aborted = index.aborted_between(offset, last);
+            r.aborted = state
+                .txn_index(r.offsets.log_start)
+                .aborted_between(offset, last);
         }
         Ok(r)
     }

@@ -60,9 +60,34 @@ pub(crate) struct PartitionState {
     /// (`crate::append::Appends::stamp`): a transactional batch handed over before it was
     /// verified in the transaction the marker ended, and is refused should it come later.
     pub(crate) closed: Mutex<HashMap<i64, u64>>,
+    /// The highest stamp of a marker forgotten from `closed` (it keeps a bounded number of
+    /// producers): a transactional batch of a producer `closed` has no entry for, stamped
+    /// before it, may have been handed over before its own forgotten marker, and is refused.
+    pub(crate) closed_floor: AtomicU64,
+    /// Where the transactional batch sent here and not yet taken into `txns` lands at the
+    /// earliest. Iggy may hold it, and a read return it, before its reply comes back; until
+    /// then it holds the last stable offset back, as `doubt` does once its reply is lost.
+    pub(crate) txn_in_flight: Mutex<Option<u64>>,
 }
 
 impl PartitionState {
+    /// The last stable offset, from the transaction index, held back by a transactional
+    /// batch in flight or in doubt here: Iggy may hold such a batch (and a read return it)
+    /// before the index knows it.
+    pub(crate) fn last_stable(&self, log_start: u64, high_watermark: u64) -> u64 {
+        // In this order: a batch leaves the index's blind spot by being taken into the index
+        // (or put in doubt) before it stops being in flight.
+        let in_flight = *crate::sync::lock(&self.txn_in_flight);
+        let in_doubt = crate::sync::lock(&self.doubt)
+            .filter(|d| d.batch.transactional)
+            .map(|d| d.from);
+        let stable = self.txn_index(log_start).last_stable(high_watermark);
+        [in_flight, in_doubt]
+            .into_iter()
+            .flatten()
+            .fold(stable, |lso, from| lso.min(from.max(log_start)))
+    }
+
     /// The transaction index, having forgotten what lies before `log_start` (retention or
     /// DeleteRecords) when that moved since it last did.
     pub(crate) fn txn_index(&self, log_start: u64) -> std::sync::MutexGuard<'_, TxnIndex> {

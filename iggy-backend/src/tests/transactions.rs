@@ -390,11 +390,11 @@ fn txn_append_losing_the_reply(h: &mut Pool, backend: &IggyBackend, pb: Producer
 }
 
 /// A transactional batch in the partition that this gateway's index has not learnt from
-/// its append's reply (lost here) still holds the last stable offset back and is reported
-/// aborted to read_committed fetches once its abort marker is written: the read replays
-/// what it read into the index.
+/// its append's reply (lost here) still holds the last stable offset back, for reads and
+/// offset queries alike, and is reported aborted to read_committed fetches once its abort
+/// marker is written: the marker finds it first.
 #[test]
-fn a_read_learns_transactional_batches_the_index_has_not() {
+fn a_transactional_batch_whose_reply_is_lost_holds_the_last_stable_offset() {
     let mut h = Pool::new(FakeIggy::new());
     let backend = h.backend();
     create(&mut h, &backend, "t", 1);
@@ -418,6 +418,8 @@ fn a_read_learns_transactional_batches_the_index_has_not() {
         (r.offsets.last_stable, r.offsets.high_watermark),
         (Some(2), 4)
     );
+    let o = offsets(&mut h, &backend, "t", 0);
+    assert_eq!((o.last_stable, o.high_watermark), (Some(2), 4));
     assert_eq!(marker(&mut h, &backend, ("t", 0), 5, 0, false), 4);
     let r = read_all(&mut h, &backend, "t", 0);
     assert_eq!(r.offsets.last_stable, Some(5));
@@ -668,4 +670,56 @@ fn when_a_transaction_opened_survives_a_restart() {
     assert_eq!(open.len(), 1, "{open:?}");
     assert_eq!(open[0].0, "a");
     assert!(open[0].1 < std::time::Duration::from_secs(60), "{open:?}");
+}
+
+/// The partition remembers the latest marker of a bounded number of producers; a
+/// transactional batch of a producer it no longer remembers, handed over before the
+/// markers that pushed the oldest out, is refused rather than let land after a marker of
+/// its own that may be among them.
+#[test]
+fn a_batch_older_than_the_forgotten_markers_is_refused() {
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    persist(
+        &mut h,
+        &backend,
+        vec![(
+            "a".into(),
+            Some(snapshot("a", TxnState::Ongoing, &[("t", 0)])),
+        )],
+    )
+    .expect("persisted");
+    assert_eq!(txn_append(&mut h, &backend, txn_batch(5, 0, 0, 2)), Ok(0));
+    let messages: MessageList = [record(3)]
+        .iter()
+        .map(|r| {
+            let mut m = to_iggy(r);
+            mark_transactional(&mut m, 5, 0);
+            m
+        })
+        .collect();
+    let Execution::Pending(late) = backend.execute(Command::Append {
+        topic: "t".into(),
+        partition: 0,
+        messages,
+        largest_batch: 100,
+        producer: Some(txn_batch(5, 0, 2, 1)),
+    }) else {
+        panic!("an append waits for Iggy");
+    };
+    // Producer 5's marker, then more producers' markers than the partition remembers.
+    let mut at = marker(&mut h, &backend, ("t", 0), 5, 0, false);
+    for producer in 0..crate::append::MAX_CLOSED as i64 {
+        at = marker(&mut h, &backend, ("t", 0), 1_000 + producer, 0, true);
+    }
+    match h.run(late) {
+        Completion::Append(Err(e)) => {
+            assert_eq!(e.error_code(), ErrorCode::INVALID_TXN_STATE, "{e:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let o = offsets(&mut h, &backend, "t", 0);
+    assert_eq!(o.high_watermark, at + 1);
+    assert_eq!(o.last_stable, Some(at + 1));
 }
