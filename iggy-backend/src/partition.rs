@@ -54,6 +54,9 @@ pub(crate) struct PartitionState {
     /// transactional append.
     pub(crate) txns: Mutex<TxnIndex>,
     pub(crate) txns_rebuilt: AtomicBool,
+    /// One rebuild at a time. Not `gate`: the partition's other idempotent appends go on
+    /// while its log is read (its transactional writes and markers wait for the rebuild).
+    pub(crate) txns_gate: Gate,
     /// The log start the index last forgot what lies before.
     pub(crate) txns_start: AtomicU64,
     /// Each producer's latest marker written here, by its hand-over stamp

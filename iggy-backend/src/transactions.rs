@@ -142,7 +142,8 @@ impl TxnStore {
         Ok(state)
     }
 
-    /// [`Self::indexed`]'s reading back, under the partition's gate.
+    /// [`Self::indexed`]'s reading back. No transactional batch or marker lands meanwhile:
+    /// both wait for the rebuild before they are sent.
     async fn rebuild(
         &self,
         catalog: &Catalog,
@@ -150,7 +151,7 @@ impl TxnStore {
         (topic, partition): (&str, u32),
         state: &PartitionState,
     ) -> Result<(), BackendError> {
-        let _serial = state.gate.enter().await;
+        let _serial = state.txns_gate.enter().await;
         if state.txns_rebuilt.load(Ordering::Acquire) || !self.writes_to(topic, partition) {
             state.txns_rebuilt.store(true, Ordering::Release);
             return Ok(());

@@ -723,3 +723,63 @@ fn a_batch_older_than_the_forgotten_markers_is_refused() {
     assert_eq!(o.high_watermark, at + 1);
     assert_eq!(o.last_stable, Some(at + 1));
 }
+
+/// While a partition's transaction index is read back after a restart, the partition's
+/// other idempotent appends go on: only its transactional writes, markers and reads need
+/// the index.
+#[test]
+fn appends_go_on_while_the_index_is_rebuilt() {
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    persist(
+        &mut h,
+        &backend,
+        vec![(
+            "a".into(),
+            Some(snapshot("a", TxnState::Ongoing, &[("t", 0)])),
+        )],
+    )
+    .expect("persisted");
+    assert_eq!(txn_append(&mut h, &backend, txn_batch(5, 0, 0, 2)), Ok(0));
+    let (mut h, backend) = h.restart();
+    let polls = |h: &Pool| {
+        h.fake
+            .seen
+            .iter()
+            .filter(|&&c| c == POLL_MESSAGES_CODE)
+            .count()
+    };
+    let before = polls(&h);
+    let Execution::Pending(mut asked) = backend.execute(Command::Offsets {
+        topic: TopicRef::Name("t".into()),
+        partition: 0,
+    }) else {
+        panic!("offsets wait for Iggy");
+    };
+    // Until the rebuild has asked for the partition's log.
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..1_000 {
+        if polls(&h) > before {
+            break;
+        }
+        assert!(asked.as_mut().poll(&mut cx).is_pending());
+        h.serve();
+    }
+    assert!(polls(&h) > before, "the rebuild never read");
+    let plain = ProducerBatch {
+        transactional: false,
+        ..txn_batch(6, 0, 0, 2)
+    };
+    let two = [record(1), record(2)];
+    assert_eq!(append(&mut h, &backend, "t", 0, &two, Some(plain)), Ok(2));
+    match h.run(asked) {
+        // Its high watermark is from before the append, asked before the rebuild.
+        Completion::Offsets(Ok(o)) => {
+            assert_eq!((o.last_stable, o.high_watermark), (Some(0), 2));
+        }
+        other => panic!("{other:?}"),
+    }
+    let o = offsets(&mut h, &backend, "t", 0);
+    assert_eq!((o.last_stable, o.high_watermark), (Some(0), 4));
+}
