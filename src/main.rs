@@ -932,6 +932,12 @@ fn main() -> ExitCode {
     config.auto_create_topics = args.auto_create_topics;
     config.default_partitions = args.default_partitions;
     config.cluster_id = args.cluster_id.clone();
+    config.wall_clock = Some(iggy_kafka_core::WallClock {
+        at: std::time::Instant::now(),
+        unix_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+    });
     // Every listener shares the users: SASL listeners authenticate against them, and
     // credentials may be managed from any listener by an authenticated super user.
     config.sasl = users.sasl;

@@ -168,8 +168,9 @@ pub enum TxnReply {
     Pending(Vec<TopicPartition>),
     /// Of [`TxnCall::List`]: each id's state and how long its open transaction has run.
     List(Vec<(TxnSnapshot, Option<Duration>)>),
-    /// Of [`TxnCall::Describe`]: each id's state, in the order asked (`None`: unknown).
-    Describe(Vec<Option<TxnSnapshot>>),
+    /// Of [`TxnCall::Describe`]: each id's state and how long its open transaction has
+    /// run, in the order asked (`None`: unknown).
+    Describe(Vec<Option<(TxnSnapshot, Option<Duration>)>>),
 }
 
 /// The markers of a decided transaction, for the store: a commit or abort marker for each
@@ -482,19 +483,20 @@ impl TxnCoordinator {
                 let mut all: Vec<(TxnSnapshot, Option<Duration>)> = self
                     .txns
                     .iter()
-                    .map(|(id, t)| {
-                        (
-                            snapshot(id, t),
-                            t.started.map(|s| now.saturating_duration_since(s)),
-                        )
-                    })
+                    .map(|(id, t)| (snapshot(id, t), running(t, now)))
                     .collect();
                 all.sort_by(|a, b| a.0.transactional_id.cmp(&b.0.transactional_id));
                 TxnReply::List(all)
             }
-            TxnCall::Describe(ids) => {
-                TxnReply::Describe(ids.iter().map(|id| self.snapshot(id)).collect())
-            }
+            TxnCall::Describe(ids) => TxnReply::Describe(
+                ids.iter()
+                    .map(|id| {
+                        self.txns
+                            .get(id)
+                            .map(|t| (snapshot(id, t), running(t, now)))
+                    })
+                    .collect(),
+            ),
         };
         if let Some(t) = changes
             .filter(|_| succeeded(&reply))
@@ -1076,6 +1078,11 @@ fn offsets_of(t: &Txn) -> Vec<(String, Vec<GroupOffset>)> {
             )
         })
         .collect()
+}
+
+/// How long `t`'s open transaction has run at `now`.
+fn running(t: &Txn, now: Instant) -> Option<Duration> {
+    t.started.map(|s| now.saturating_duration_since(s))
 }
 
 fn snapshot(id: &str, t: &Txn) -> TxnSnapshot {
