@@ -38,6 +38,8 @@ pub struct TxnIndex {
     /// (its marker, commit or abort, is gone). Learnt again, it is left as it is, rather than
     /// closed by a later marker of the producer that did not end it.
     forgotten: HashMap<i64, u64>,
+    /// The log start the index was last truncated to: nothing before it is taken in.
+    start: u64,
 }
 
 impl TxnIndex {
@@ -131,9 +133,11 @@ impl TxnIndex {
     }
 
     fn is_forgotten(&self, producer_id: i64, offset: u64) -> bool {
-        self.forgotten
-            .get(&producer_id)
-            .is_some_and(|&through| offset <= through)
+        offset < self.start
+            || self
+                .forgotten
+                .get(&producer_id)
+                .is_some_and(|&through| offset <= through)
     }
 
     /// The first offset of `producer_id`'s transaction open here, if it has one.
@@ -165,8 +169,9 @@ impl TxnIndex {
     }
 
     /// Forgets aborted transactions wholly before `log_start`, and markers before it
-    /// (dropped by retention).
+    /// (dropped by retention), and takes in nothing before it from then on.
     pub fn truncate_before(&mut self, log_start: u64) {
+        self.start = self.start.max(log_start);
         while self
             .aborted
             .front()
@@ -358,5 +363,8 @@ mod tests {
         assert_eq!(i.aborted_between(0, 2 * n).len(), n as usize);
         i.truncate_before(2 * n - 2);
         assert_eq!(i.aborted_between(0, 2 * n).len(), 1);
+        // What lies before the log start is not taken in again.
+        i.appended(8, 0);
+        assert_eq!(i.last_stable(2 * n), 2 * n);
     }
 }

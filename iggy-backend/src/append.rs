@@ -193,6 +193,14 @@ impl Appends {
         let mut state = catalog.partition(topic, partition);
         let mut serial = state.gate.enter().await;
         loop {
+            if !catalog.is_current(topic, partition, &state) {
+                // Forgotten while this waited at its gate: the partition's appends now go
+                // through another state and gate.
+                drop(serial);
+                state = catalog.partition(topic, partition);
+                serial = state.gate.enter().await;
+                continue;
+            }
             if !state.recovered.load(Ordering::Relaxed) {
                 self.recover_producers(catalog, reads, at, &state).await?;
             }
@@ -249,8 +257,17 @@ impl Appends {
             0 => catalog.offsets(topic, partition).await?.high_watermark,
             end => end,
         };
-        let queued = self.send(catalog, at, messages, largest_batch, Some(&pb))?;
+        // Marked in flight before it is queued: a read may return it as soon as it is sent.
         let flight = pb.transactional.then(|| InFlight::start(&state, pb, from));
+        let queued = match self.send(catalog, at, messages, largest_batch, Some(&pb)) {
+            Ok(q) => q,
+            Err(e) => {
+                if let Some(f) = flight {
+                    f.land();
+                }
+                return Err(e);
+            }
+        };
         let appended = self
             .appended(catalog, at, messages.len(), Some((&pb, from)), queued)
             .await;
@@ -283,16 +300,40 @@ impl Appends {
         let (topic, partition) = at;
         // Iggy says whether the partition exists before any state is made for it.
         catalog.offsets(topic, partition).await?;
-        let state = catalog.partition(topic, partition);
-        let _serial = state.gate.enter().await;
+        let mut state = catalog.partition(topic, partition);
+        let mut serial = state.gate.enter().await;
+        while !catalog.is_current(topic, partition, &state) {
+            drop(serial);
+            state = catalog.partition(topic, partition);
+            serial = state.gate.enter().await;
+        }
         // The producers are read back first, so that the fence holds against batches
         // appended before a restart too.
         if !state.recovered.load(Ordering::Relaxed) {
             self.recover_producers(catalog, reads, at, &state).await?;
         }
-        // A transactional batch whose reply was lost is found before the marker ends its
-        // transaction, so that the index closes it with the marker (an abort must cover it).
+        // A transactional batch whose reply was lost is looked for before the marker ends
+        // its transaction, so that the index closes it with the marker (an abort must cover
+        // it); after the marker it no longer holds the last stable offset back.
         self.resolve_doubt(catalog, reads, at, &state).await?;
+        let unfound: Vec<Doubt> = lock(&state.txn_unfound)
+            .iter()
+            .filter(|d| d.batch.producer_id == producer_id)
+            .copied()
+            .collect();
+        for doubt in unfound {
+            if let Some(offset) = self.find_batch(catalog, reads, at, &state, doubt).await? {
+                lock(&state.txns).appended(producer_id, offset);
+            } else {
+                tracing::warn!(
+                    %topic, partition, producer_id, from = doubt.from,
+                    "a transactional batch whose reply was lost was not found before its \
+                     transaction's marker: should Iggy apply it later, read_committed \
+                     consumers see its records"
+                );
+            }
+            lock(&state.txn_unfound).retain(|d| d.batch != doubt.batch);
+        }
         lock(&state.producers).fence(producer_id, epoch);
         // Before the marker is sent: should its reply be lost, it may have landed all the
         // same, and the transaction has ended whether or not it did.
@@ -394,8 +435,47 @@ impl Appends {
         let Some(doubt) = *lock(&state.doubt) else {
             return Ok(());
         };
+        let found = self
+            .find_batch(catalog, reads, (topic, partition), state, doubt)
+            .await?;
+        tracing::info!(
+            %topic, partition, producer_id = doubt.batch.producer_id,
+            first_sequence = doubt.batch.first_sequence, landed_at = ?found,
+            "found out whether an idempotent batch whose reply was lost landed"
+        );
+        match found {
+            Some(offset) => {
+                lock(&state.producers).record(&doubt.batch, offset, None);
+                // Its transaction is open here whether or not the producer retries it.
+                if doubt.batch.transactional {
+                    lock(&state.txns).appended(doubt.batch.producer_id, offset);
+                }
+            }
+            // Iggy may apply it yet (a reply lost to a timeout, or on a node behind).
+            None if doubt.batch.transactional => lock(&state.txn_unfound).push(doubt),
+            None => {}
+        }
+        *lock(&state.doubt) = None;
+        Ok(())
+    }
+
+    /// Where `doubt`'s batch landed, looking from where it can have landed to the
+    /// partition's end (as Iggy reports it, or as this gateway has seen it, whichever is
+    /// further), within [`DOUBT_SCAN_BYTES`].
+    async fn find_batch(
+        &self,
+        catalog: &Catalog,
+        reads: &Reads,
+        (topic, partition): (&str, u32),
+        state: &PartitionState,
+        doubt: Doubt,
+    ) -> Result<Option<u64>, BackendError> {
         let id = wire::Ids::producer(&doubt.batch).of(0);
-        let end = catalog.offsets(topic, partition).await?.high_watermark;
+        let end = catalog
+            .offsets(topic, partition)
+            .await?
+            .high_watermark
+            .max(state.seen_end.load(Ordering::Relaxed));
         let (mut at, mut read, mut found) = (doubt.from, 0usize, None);
         while at < end && found.is_none() {
             if read > DOUBT_SCAN_BYTES {
@@ -424,20 +504,7 @@ impl Appends {
                 None => break,
             }
         }
-        tracing::info!(
-            %topic, partition, producer_id = doubt.batch.producer_id,
-            first_sequence = doubt.batch.first_sequence, landed_at = ?found,
-            "found out whether an idempotent batch whose reply was lost landed"
-        );
-        if let Some(offset) = found {
-            lock(&state.producers).record(&doubt.batch, offset, None);
-            // Its transaction is open here whether or not the producer retries it.
-            if doubt.batch.transactional {
-                lock(&state.txns).appended(doubt.batch.producer_id, offset);
-            }
-        }
-        *lock(&state.doubt) = None;
-        Ok(())
+        Ok(found)
     }
 }
 

@@ -71,6 +71,10 @@ pub(crate) struct PartitionState {
     /// earliest. Iggy may hold it, and a read return it, before its reply comes back; until
     /// then it holds the last stable offset back, as `doubt` does once its reply is lost.
     pub(crate) txn_in_flight: Mutex<Option<u64>>,
+    /// Transactional batches whose reply was lost and that were not found where they can
+    /// have landed: Iggy may apply one yet. Each holds the last stable offset back until its
+    /// producer's next marker here, which looks for it once more first.
+    pub(crate) txn_unfound: Mutex<Vec<Doubt>>,
 }
 
 impl PartitionState {
@@ -84,11 +88,18 @@ impl PartitionState {
         let in_doubt = crate::sync::lock(&self.doubt)
             .filter(|d| d.batch.transactional)
             .map(|d| d.from);
+        let unfound = crate::sync::lock(&self.txn_unfound)
+            .iter()
+            .map(|d| d.from)
+            .min();
         let stable = self.txn_index(log_start).last_stable(high_watermark);
-        [in_flight, in_doubt]
+        // Nothing before the log start is read: a transaction open there holds nothing back.
+        [in_flight, in_doubt, unfound]
             .into_iter()
             .flatten()
-            .fold(stable, |lso, from| lso.min(from.max(log_start)))
+            .fold(stable, u64::min)
+            .max(log_start)
+            .min(high_watermark.max(log_start))
     }
 
     /// The transaction index, having forgotten what lies before `log_start` (retention or

@@ -359,8 +359,9 @@ fn an_abort_before_the_rebuild_keeps_an_earlier_commit() {
     );
 }
 
-/// A transactional append of two records whose reply is lost, the server having applied it.
-fn txn_append_losing_the_reply(h: &mut Pool, backend: &IggyBackend, pb: ProducerBatch) {
+/// A transactional append of two records whose reply is lost, the server having applied it
+/// (`applied`) or not.
+fn txn_append_lost(h: &mut Pool, backend: &IggyBackend, pb: ProducerBatch, applied: bool) {
     let messages = [record(1), record(2)]
         .iter()
         .map(|r| {
@@ -381,7 +382,11 @@ fn txn_append_losing_the_reply(h: &mut Pool, backend: &IggyBackend, pb: Producer
     let mut cx = Context::from_waker(Waker::noop());
     // Sent at once: the index is rebuilt and the partition's end known from earlier calls.
     assert!(fut.as_mut().poll(&mut cx).is_pending());
-    h.apply_then_drop_connections();
+    if applied {
+        h.apply_then_drop_connections();
+    } else {
+        h.drop_connections();
+    }
     assert!(matches!(
         fut.as_mut().poll(&mut cx),
         Poll::Ready(Completion::Append(Err(_)))
@@ -412,7 +417,7 @@ fn a_transactional_batch_whose_reply_is_lost_holds_the_last_stable_offset() {
     let two = [record(1), record(2)];
     assert_eq!(append(&mut h, &backend, "t", 0, &two, Some(plain)), Ok(0));
     offsets(&mut h, &backend, "t", 0);
-    txn_append_losing_the_reply(&mut h, &backend, txn_batch(5, 0, 0, 2));
+    txn_append_lost(&mut h, &backend, txn_batch(5, 0, 0, 2), true);
     let r = read_all(&mut h, &backend, "t", 0);
     assert_eq!(
         (r.offsets.last_stable, r.offsets.high_watermark),
@@ -459,7 +464,7 @@ fn a_transactional_batch_found_in_doubt_is_indexed() {
         Ok(0)
     );
     offsets(&mut h, &backend, "t", 0);
-    txn_append_losing_the_reply(&mut h, &backend, txn_batch(5, 0, 0, 2));
+    txn_append_lost(&mut h, &backend, txn_batch(5, 0, 0, 2), true);
     assert_eq!(
         append(&mut h, &backend, "t", 0, &two, Some(plain(2))),
         Ok(4)
@@ -782,4 +787,48 @@ fn appends_go_on_while_the_index_is_rebuilt() {
     }
     let o = offsets(&mut h, &backend, "t", 0);
     assert_eq!((o.last_stable, o.high_watermark), (Some(0), 4));
+}
+
+/// A transactional batch whose reply was lost and that is not found where it can have
+/// landed may still be applied by Iggy: it holds the last stable offset back until its
+/// transaction's marker, which looks for it once more, rather than only until the next
+/// append looked.
+#[test]
+fn a_lost_transactional_batch_not_found_holds_the_last_stable_offset_until_its_marker() {
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    persist(
+        &mut h,
+        &backend,
+        vec![(
+            "a".into(),
+            Some(snapshot("a", TxnState::Ongoing, &[("t", 0)])),
+        )],
+    )
+    .expect("persisted");
+    let plain = |first_sequence| ProducerBatch {
+        transactional: false,
+        ..txn_batch(6, 0, first_sequence, 2)
+    };
+    let two = [record(1), record(2)];
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &two, Some(plain(0))),
+        Ok(0)
+    );
+    offsets(&mut h, &backend, "t", 0);
+    txn_append_lost(&mut h, &backend, txn_batch(5, 0, 0, 2), false);
+    // The next append looks for it, in vain.
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &two, Some(plain(2))),
+        Ok(2)
+    );
+    let o = offsets(&mut h, &backend, "t", 0);
+    assert_eq!((o.last_stable, o.high_watermark), (Some(2), 4));
+    let r = read_all(&mut h, &backend, "t", 0);
+    assert_eq!(r.offsets.last_stable, Some(2));
+    // Its producer's marker ends the transaction: nothing is held back any more.
+    assert_eq!(marker(&mut h, &backend, ("t", 0), 5, 0, false), 4);
+    let o = offsets(&mut h, &backend, "t", 0);
+    assert_eq!((o.last_stable, o.high_watermark), (Some(5), 5));
 }
