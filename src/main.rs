@@ -557,6 +557,8 @@ async fn start(
     spawn_lanes: impl FnOnce(&Arc<Lanes>, &SessionConfig),
     clock: Arc<dyn iggy_kafka_iggy_client::Clock>,
 ) -> std::io::Result<Arc<Shared>> {
+    let mut transactions = Vec::new();
+    let mut open_for = Vec::new();
     let backend: Arc<dyn Backend> = match plan {
         Plan::Embedded(store) => Arc::new(store),
         Plan::Iggy {
@@ -566,7 +568,12 @@ async fn start(
             users,
         } => {
             spawn_lanes(&lanes, &session);
-            let backend = connect_iggy(lanes, clock, *config).await?;
+            let backend = connect_iggy(lanes, Arc::clone(&clock), *config).await?;
+            // The transaction coordinator's state kept in Iggy: prepared commits and aborts
+            // complete, open transactions are aborted once the rest of their timeout
+            // passes.
+            transactions = backend.transaction_state();
+            open_for = backend.transactions_open_for();
             // Kept in Iggy by AlterUserScramCredentials: later than the users file, so
             // they win where both give a user's credential for one mechanism, deletions
             // included.
@@ -585,7 +592,36 @@ async fn start(
             Arc::new(backend)
         }
     };
-    Ok(Arc::new(Shared::new(backend, coordinator)))
+    let shared = Shared::new(backend, coordinator);
+    if !transactions.is_empty() {
+        tracing::info!(
+            transactional_ids = transactions.len(),
+            "transaction coordinator restored"
+        );
+        let now = clock.now();
+        // An open transaction the log says opened a while ago is restored as opened then,
+        // so its timeout runs from then.
+        let (earlier, rest): (Vec<_>, Vec<_>) = transactions
+            .into_iter()
+            .map(|s| {
+                let age = open_for
+                    .iter()
+                    .find(|(id, _)| *id == s.transactional_id)
+                    .map(|(_, age)| {
+                        let timeout = u64::try_from(s.timeout_ms).unwrap_or(0);
+                        (*age).min(std::time::Duration::from_millis(timeout))
+                    });
+                (age.and_then(|a| now.checked_sub(a)), s)
+            })
+            .partition(|(since, _)| since.is_some());
+        shared
+            .txns()
+            .restore(now, rest.into_iter().map(|(_, s)| s).collect());
+        for (since, s) in earlier {
+            shared.txns().restore(since.unwrap_or(now), vec![s]);
+        }
+    }
+    Ok(Arc::new(shared))
 }
 
 /// Opens the Iggy backend, retrying while the server cannot be reached, so that a gateway
@@ -896,9 +932,12 @@ fn main() -> ExitCode {
     config.auto_create_topics = args.auto_create_topics;
     config.default_partitions = args.default_partitions;
     config.cluster_id = args.cluster_id.clone();
-    // The Iggy backend does not keep transactions yet (markers, the last stable offset):
-    // transactional producers are refused there, as before transactions were served.
-    config.transactions = matches!(plan, Plan::Embedded(_));
+    config.wall_clock = Some(iggy_kafka_core::WallClock {
+        at: std::time::Instant::now(),
+        unix_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+    });
     // Every listener shares the users: SASL listeners authenticate against them, and
     // credentials may be managed from any listener by an authenticated super user.
     config.sasl = users.sasl;

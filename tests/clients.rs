@@ -428,14 +428,27 @@ fn topic_partitions_are_paged() {
 /// read back exactly by read_committed and wholly by read_uncommitted consumers, a fenced
 /// producer, and a consume-transform-produce loop that copies a topic exactly once across
 /// a crash of the copier (`transactions.py`); and through kafkajs: commits and aborts read
-/// back, offsets sent to a transaction committed with it only (`transactions.js`). The Iggy
-/// backend keeps no transactions yet.
+/// back, offsets sent to a transaction committed with it only (`transactions.js`). On the
+/// embedded store (or the Iggy server of `IGGY_KAFKA_TEST_IGGY`), and on Iggy over the fake.
 #[test]
 fn transactions_of_confluent_kafka() {
-    if common::iggy_url().is_some() {
-        return;
-    }
-    let gw = Gateway::start();
+    transactions_of_clients(Gateway::start());
+}
+
+#[test]
+fn transactions_of_confluent_kafka_on_iggy() {
+    let iggy = common::fake_iggy::FakeIggyServer::start();
+    let stream = common::unique_stream();
+    let url = iggy.url();
+    transactions_of_clients(Gateway::start_with(&[
+        "--iggy",
+        url.as_str(),
+        "--stream",
+        stream.as_str(),
+    ]));
+}
+
+fn transactions_of_clients(gw: Gateway) {
     let input = topic("txn-in");
     let output = topic("txn-out");
     let js_input = topic("txn-js-in");

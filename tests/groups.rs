@@ -34,7 +34,6 @@ const UNKNOWN_MEMBER_ID: i16 = 25;
 const INVALID_SESSION_TIMEOUT: i16 = 26;
 const MEMBER_ID_REQUIRED: i16 = 79;
 const INVALID_REQUEST: i16 = 42;
-const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 
 fn commit(
     group: &str,
@@ -227,9 +226,7 @@ fn membership_errors_are_kafkas() {
         .coordinators
         .iter()
         .all(|c| c.error_code == NONE && c.port == i32::from(gw.addr.port())));
-    // The gateway coordinates transactions where its backend keeps them (the embedded
-    // store); with the Iggy backend, not yet: an answer a transactional producer takes as
-    // fatal at once (COORDINATOR_NOT_AVAILABLE would be retried for ever).
+    // The gateway coordinates transactions too, on either backend.
     let find = Request::FindCoordinator(FindCoordinatorRequest {
         key_type: 1,
         coordinator_keys: vec!["tx".into()],
@@ -238,17 +235,10 @@ fn membership_errors_are_kafkas() {
     let Response::FindCoordinator(r) = call(&mut s, 4, 2, &find) else {
         panic!("FindCoordinator")
     };
-    if common::iggy_url().is_some() {
-        assert_eq!(
-            (r.coordinators[0].error_code, r.coordinators[0].node_id),
-            (TRANSACTIONAL_ID_AUTHORIZATION_FAILED, -1)
-        );
-    } else {
-        assert_eq!(
-            (r.coordinators[0].error_code, r.coordinators[0].port),
-            (NONE, i32::from(gw.addr.port()))
-        );
-    }
+    assert_eq!(
+        (r.coordinators[0].error_code, r.coordinators[0].port),
+        (NONE, i32::from(gw.addr.port()))
+    );
     // Share groups are not served.
     let (key_type, want) = (2, INVALID_REQUEST);
     let find = Request::FindCoordinator(FindCoordinatorRequest {

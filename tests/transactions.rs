@@ -211,19 +211,30 @@ fn fetch_offset(s: &mut TcpStream, group: &str, topic: &str) -> (i16, i64) {
 
 #[test]
 fn transactions_over_the_wire() {
-    let gw = Gateway::start();
+    over_the_wire(Gateway::start());
+}
+
+/// The same on the Iggy backend, over the fake Iggy.
+#[test]
+fn transactions_over_the_wire_on_iggy() {
+    let iggy = common::fake_iggy::FakeIggyServer::start();
+    let stream = common::unique_stream();
+    let url = iggy.url();
+    over_the_wire(Gateway::start_with(&[
+        "--iggy",
+        url.as_str(),
+        "--stream",
+        stream.as_str(),
+    ]));
+}
+
+fn over_the_wire(gw: Gateway) {
     let mut s = gw.connect();
     let topic = format!("txn-wire-{}", common::RUNTIME);
     let Response::CreateTopics(r) = call(&mut s, 7, 1, &create_topic(&topic, 1)) else {
         panic!("CreateTopics")
     };
     assert_eq!(r.topics[0].error_code, 0);
-    if common::iggy_url().is_some() {
-        // The Iggy backend keeps no transactions: refused at once.
-        assert_eq!(init(&mut s, "tx").0, TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
-        gw.stop();
-        return;
-    }
     let Response::FindCoordinator(r) = call(
         &mut s,
         3,
@@ -466,5 +477,187 @@ fn transactions_over_the_wire() {
         panic!("TxnOffsetCommit")
     };
     assert_eq!(r.topics[0].partitions[0].error_code, ILLEGAL_GENERATION);
+    gw.stop();
+}
+
+/// InitProducerId with a transaction timeout of `timeout_ms`.
+fn init_with_timeout(s: &mut TcpStream, id: &str, timeout_ms: i32) -> (i16, i64, i16) {
+    let Response::InitProducerId(r) = call(
+        s,
+        4,
+        1,
+        &Request::InitProducerId(InitProducerIdRequest {
+            transactional_id: Some(id.into()),
+            transaction_timeout_ms: timeout_ms,
+            producer_id: -1,
+            producer_epoch: -1,
+            ..InitProducerIdRequest::default()
+        }),
+    ) else {
+        panic!("InitProducerId")
+    };
+    (r.error_code, r.producer_id, r.producer_epoch)
+}
+
+/// Produces a transactional batch of transactional id `id` to partition 0 (Produce v9).
+fn produce_for(s: &mut TcpStream, id: &str, topic: &str, batch: Bytes) -> (i16, i64) {
+    let Request::Produce(mut req) = produce(topic, -1, vec![(0, batch)]) else {
+        unreachable!()
+    };
+    req.transactional_id = Some(id.into());
+    let Response::Produce(r) = call(s, 9, 7, &Request::Produce(req)) else {
+        panic!("Produce")
+    };
+    let p = &r.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+/// A read_committed Fetch of partition 0 from offset 0 (v11): the last stable offset, the
+/// aborted transactions' producers and first offsets, and whether records came back.
+fn fetch_committed(s: &mut TcpStream, topic: &str) -> (i64, Vec<(i64, i64)>, bool) {
+    use iggy_kafka_core::protocol::generated::fetch_request::{
+        FetchPartition, FetchRequest, FetchTopic,
+    };
+    let request = Request::Fetch(FetchRequest {
+        replica_id: -1,
+        max_wait_ms: 0,
+        min_bytes: 1,
+        max_bytes: 1 << 20,
+        isolation_level: 1,
+        topics: vec![FetchTopic {
+            topic: topic.into(),
+            partitions: vec![FetchPartition {
+                partition: 0,
+                fetch_offset: 0,
+                partition_max_bytes: 1 << 20,
+                log_start_offset: -1,
+                current_leader_epoch: -1,
+                ..FetchPartition::default()
+            }],
+            ..FetchTopic::default()
+        }],
+        ..FetchRequest::default()
+    });
+    let Response::Fetch(r) = call(s, 11, 8, &request) else {
+        panic!("Fetch")
+    };
+    let p = &r.responses[0].partitions[0];
+    assert_eq!(p.error_code, NONE);
+    let aborted = p
+        .aborted_transactions
+        .iter()
+        .flatten()
+        .map(|a| (a.producer_id, a.first_offset))
+        .collect();
+    let records = p.records.as_ref().is_some_and(|b| !b.is_empty());
+    (p.last_stable_offset, aborted, records)
+}
+
+/// Waits (up to 30 s) until `f` holds, asking again every 100 ms.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// A gateway on Iggy killed (SIGKILL) mid-transaction resumes from the coordinator's state
+/// in Iggy: a commit whose decision was durable (its markers not yet written: the fake
+/// Iggy refused them) completes after the restart, an open transaction is aborted once its
+/// timeout passes, and read_committed never sees part of either.
+#[test]
+fn a_gateway_killed_mid_transaction_resumes_on_iggy() {
+    let iggy = common::fake_iggy::FakeIggyServer::start();
+    killed_mid_transaction(&iggy.url(), Some(&iggy));
+}
+
+/// The same on a real Iggy, but for the prepared commit (a real server cannot be made to
+/// refuse the markers alone): a transaction committed before the kill is read back after
+/// the restart instead.
+#[test]
+#[ignore = "needs a real Iggy server: IGGY_KAFKA_TEST_IGGY, see scripts/test-iggy.sh"]
+fn a_gateway_killed_mid_transaction_resumes_on_a_real_iggy() {
+    killed_mid_transaction(&common::iggy_url().expect("IGGY_KAFKA_TEST_IGGY"), None);
+}
+
+fn killed_mid_transaction(url: &str, fake: Option<&common::fake_iggy::FakeIggyServer>) {
+    let stream = common::unique_stream();
+    let args = ["--iggy", url, "--stream", stream.as_str()];
+    let prepared = format!("txn-kill-prepared-{}", common::RUNTIME);
+    let open = format!("txn-kill-open-{}", common::RUNTIME);
+
+    let gw = Gateway::start_with(&args);
+    let mut s = gw.connect();
+    for topic in [&prepared, &open] {
+        let Response::CreateTopics(r) = call(&mut s, 7, 1, &create_topic(topic, 1)) else {
+            panic!("CreateTopics")
+        };
+        assert_eq!(r.topics[0].error_code, 0);
+    }
+    // A commit decided, whose markers Iggy refuses: EndTxn is answered (the decision is
+    // durable), the records stay invisible to read_committed.
+    let (code, pid, epoch) = init(&mut s, "prepared");
+    assert_eq!(code, NONE);
+    assert_eq!(
+        add(&mut s, "prepared", (pid, epoch), &prepared, false),
+        NONE
+    );
+    assert_eq!(
+        produce_for(&mut s, "prepared", &prepared, txn_batch(pid, epoch, 0, 3)),
+        (NONE, 0)
+    );
+    if let Some(iggy) = fake {
+        iggy.fake().refuse_sends_to.insert(prepared.clone());
+        assert_eq!(end(&mut s, "prepared", (pid, epoch), true), NONE);
+        assert_eq!(
+            latest(&mut s, &prepared, 1),
+            0,
+            "no marker yet: nothing stable"
+        );
+    } else {
+        assert_eq!(end(&mut s, "prepared", (pid, epoch), true), NONE);
+        assert_eq!(latest(&mut s, &prepared, 1), 4);
+    }
+    // An open transaction with a short timeout.
+    let (code, pid2, epoch2) = init_with_timeout(&mut s, "open", 3000);
+    assert_eq!(code, NONE);
+    assert_eq!(add(&mut s, "open", (pid2, epoch2), &open, false), NONE);
+    assert_eq!(
+        produce_for(&mut s, "open", &open, txn_batch(pid2, epoch2, 0, 2)),
+        (NONE, 0)
+    );
+    assert_eq!(latest(&mut s, &open, 1), 0);
+    drop(s);
+    drop(gw); // SIGKILL
+
+    if let Some(iggy) = fake {
+        iggy.fake().refuse_sends_to.clear();
+    }
+    let gw = Gateway::start_with(&args);
+    let mut s = gw.connect();
+    // The prepared commit completes: its marker follows the three records.
+    eventually("the prepared commit completes", || {
+        latest(&mut s, &prepared, 1) == 4
+    });
+    let (lso, aborted, records) = fetch_committed(&mut s, &prepared);
+    assert_eq!((lso, aborted, records), (4, vec![], true));
+    // The open transaction is still open (nothing stable), then aborted by its timeout.
+    let (lso, _, records) = fetch_committed(&mut s, &open);
+    assert_eq!(
+        (lso, records),
+        (0, false),
+        "nothing of an open transaction is read"
+    );
+    eventually("the open transaction is aborted after its timeout", || {
+        latest(&mut s, &open, 1) == 3
+    });
+    let (lso, aborted, _) = fetch_committed(&mut s, &open);
+    assert_eq!((lso, aborted), (3, vec![(pid2, 0)]));
+    // The producer was fenced by the abort.
+    assert_eq!(
+        produce_for(&mut s, "open", &open, txn_batch(pid2, epoch2, 2, 1)).0,
+        INVALID_PRODUCER_EPOCH
+    );
     gw.stop();
 }

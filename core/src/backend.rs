@@ -193,6 +193,67 @@ pub struct CommittedOffset {
     pub metadata: Option<String>,
 }
 
+/// A transaction's state, as Kafka names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum TxnState {
+    /// No transaction open.
+    Empty,
+    /// Open: partitions or offsets added.
+    Ongoing,
+    /// Decided to commit; markers being written.
+    PrepareCommit,
+    /// Decided to abort; markers being written.
+    PrepareAbort,
+    /// The last transaction committed.
+    CompleteCommit,
+    /// The last transaction aborted.
+    CompleteAbort,
+}
+
+impl TxnState {
+    /// Kafka's name for the state.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Empty => "Empty",
+            Self::Ongoing => "Ongoing",
+            Self::PrepareCommit => "PrepareCommit",
+            Self::PrepareAbort => "PrepareAbort",
+            Self::CompleteCommit => "CompleteCommit",
+            Self::CompleteAbort => "CompleteAbort",
+        }
+    }
+
+    pub(crate) fn preparing(self) -> bool {
+        matches!(self, Self::PrepareCommit | Self::PrepareAbort)
+    }
+}
+
+/// What one transactional id holds: what a log of the coordinator's state records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnSnapshot {
+    /// The transactional id.
+    pub transactional_id: String,
+    /// Its producer id.
+    pub producer_id: i64,
+    /// The producer id it had before its epochs ran out, or -1.
+    pub previous_producer_id: i64,
+    /// Its epoch.
+    pub epoch: i16,
+    /// The epoch before the last bump (or producer id rotation) asked for with an
+    /// expected epoch, or -1.
+    pub last_epoch: i16,
+    /// Its transaction timeout.
+    pub timeout_ms: i32,
+    /// The state.
+    pub state: TxnState,
+    /// The partitions of the open (or completing) transaction.
+    pub partitions: Vec<(String, u32)>,
+    /// The groups whose offsets it commits, with the offsets sent so far.
+    pub offsets: Vec<(String, Vec<GroupOffset>)>,
+}
+
 /// Kafka's rule for CreatePartitions: a topic's partition count only grows.
 ///
 /// # Errors
@@ -399,6 +460,15 @@ pub enum Command {
         /// The changes, at most one per user.
         changes: Vec<crate::sasl::ScramChange>,
     },
+    /// Keep these changes of the transaction coordinator's state
+    /// ([`crate::txn::TxnEffect::Persist`], the latest of a transactional id wins) where
+    /// they outlive the gateway, in this order and after those of earlier calls; `None`
+    /// when the id is forgotten. On Iggy, a gateway-owned topic replayed at start; the
+    /// embedded store keeps its data in memory only, so there is nothing to keep them in.
+    PersistTxns {
+        /// The changes, oldest first.
+        changes: Vec<(String, Option<TxnSnapshot>)>,
+    },
     /// Store a group's committed offsets, each replacing the partition's previous one.
     /// Offsets of partitions that do not exist are refused one by one.
     CommitOffsets {
@@ -509,6 +579,8 @@ pub enum Completion {
     /// The credentials in memory follow that order, whatever order the answers reach
     /// their connections in.
     StoreScramCredentials(Result<u64, BackendError>),
+    /// Of [`Command::PersistTxns`]: all of them kept (an error: some may have been).
+    PersistTxns(Result<(), BackendError>),
     /// Of [`Command::CommitOffsets`]: one result per offset, in order.
     CommitOffsets(Vec<Result<(), BackendError>>),
     /// Of [`Command::FetchOffsets`]: the committed offsets found.
@@ -662,6 +734,10 @@ pub trait Backend: Send + Sync + 'static {
     /// the order `execute` was called (for instance by queueing each on the partition's
     /// one connection before returning), so a connection's appends land in request order
     /// while several are in flight.
+    ///
+    /// A transactional append handed over before a `WriteMarker` of its producer to the same
+    /// partition must not land after that marker: it lands before it, or is refused with
+    /// INVALID_TXN_STATE (the transaction it was verified in has ended).
     fn execute(&self, command: Command) -> Execution;
 
     /// Whether the backend can serve now (a remote store reachable and logged in), for a
@@ -746,6 +822,7 @@ pub(crate) mod tests {
             Command::WriteMarker { .. } => Completion::WriteMarker(Ok(0)),
             Command::VerifyPassword { .. } => Completion::VerifyPassword(Ok(false)),
             Command::StoreScramCredentials { .. } => Completion::StoreScramCredentials(Ok(1)),
+            Command::PersistTxns { .. } => Completion::PersistTxns(Ok(())),
             Command::CommitOffsets { offsets, .. } => {
                 Completion::CommitOffsets(offsets.iter().map(|_| Ok(())).collect())
             }

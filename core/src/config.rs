@@ -1,7 +1,7 @@
 //! What every connection of a gateway shares: limits, identity and defaults.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::authz::Authorizer;
 use crate::quotas::Quotas;
@@ -127,6 +127,35 @@ pub struct Config {
     /// Whether the backend keeps transactions (markers, the last stable offset): when it
     /// does not, FindCoordinator and InitProducerId refuse transactional ids.
     pub transactions: bool,
+    /// Ties the instants the core is given to the wall clock, for the few answers that
+    /// carry a wall-clock time (a transaction's start in DescribeTransactions); without
+    /// it those answer -1 (unknown).
+    pub wall_clock: Option<WallClock>,
+}
+
+/// One reading of the wall clock and the instant it was taken at (the adapter takes it; the
+/// core reads no clock). Wall-clock times are derived from instants through it, so they
+/// follow the monotonic clock from that reading on and ignore later steps of the wall
+/// clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WallClock {
+    /// The instant of the reading.
+    pub at: Instant,
+    /// The wall clock then, in milliseconds since the Unix epoch.
+    pub unix_ms: i64,
+}
+
+impl WallClock {
+    /// Milliseconds since the Unix epoch at `t`.
+    #[must_use]
+    pub fn unix_ms_at(&self, t: Instant) -> i64 {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        if t >= self.at {
+            self.unix_ms.saturating_add(ms(t - self.at))
+        } else {
+            self.unix_ms.saturating_sub(ms(self.at - t))
+        }
+    }
 }
 
 impl Default for Config {
@@ -155,6 +184,7 @@ impl Default for Config {
             default_retention_bytes: -1,
             max_retention_bytes: None,
             transactions: true,
+            wall_clock: None,
         }
     }
 }

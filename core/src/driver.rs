@@ -30,7 +30,9 @@ use crate::backend::{
 };
 use crate::group::{Coordinator, GroupCall, GroupReply, KeepGroup, ReplyTo};
 use crate::protocol::error_code::ErrorCode;
-use crate::txn::{Markers, TxnCall, TxnConfig, TxnCoordinator, TxnEffect, TxnReply};
+use crate::txn::{
+    Markers, TopicPartition, TxnCall, TxnConfig, TxnCoordinator, TxnEffect, TxnReply, TxnSnapshot,
+};
 use crate::work::{Outcome, Work, WorkId};
 use crate::Connection;
 
@@ -94,8 +96,8 @@ impl Shared {
             } if producer.transactional => {
                 // Checked and handed to the backend under the coordinator's lock, so that no
                 // marker of the transaction is handed over between the check and the
-                // append: the append lands before the marker (the backend keeps the order
-                // in which commands reach it, per partition).
+                // append: the backend lands the append before the marker or, should the
+                // marker reach the partition first, refuses it (`Backend::execute`).
                 self.txns.with(|coordinator| {
                     let code = coordinator.verify_write(
                         &transactional_id,
@@ -407,9 +409,31 @@ impl Txns {
         self.with(|c| std::iter::from_fn(|| c.poll_effect()).collect())
     }
 
-    /// Reports written (or failed) markers and delivers what that answers.
-    fn markers_done(&self, now: Instant, m: &Markers, ok: bool) {
-        self.with(|c| c.handle_markers(now, &m.transactional_id, m.producer_id, m.epoch, ok));
+    /// Takes back the state a log of the coordinator kept (`TxnCoordinator::restore`), at
+    /// start, before any call: what it hands out is taken by [`drive_transactions`].
+    pub fn restore(&self, now: Instant, snapshots: Vec<TxnSnapshot>) {
+        self.with(|c| c.restore(now, snapshots));
+        self.changed.notify(usize::MAX);
+    }
+
+    /// Reports persisted (or failed) states and delivers what that answers.
+    fn persisted(&self, now: Instant, written: &[(String, u64)], ok: bool) {
+        self.with(|c| {
+            for (id, version) in written {
+                c.handle_persisted(now, id, *version, ok);
+            }
+        });
+    }
+
+    /// Reports written (or failed, `written` to some partitions) markers and delivers what
+    /// that answers.
+    fn markers_done(&self, now: Instant, m: &Markers, written: &[TopicPartition], ok: bool) {
+        self.with(|c| {
+            if !ok {
+                c.markers_written(&m.transactional_id, m.producer_id, m.epoch, written);
+            }
+            c.handle_markers(now, &m.transactional_id, m.producer_id, m.epoch, ok);
+        });
     }
 
     /// What the coordinator holds now and did so far.
@@ -446,10 +470,11 @@ async fn run(execution: Execution) -> Completion {
 }
 
 /// Writes a decided transaction's markers to each of its partitions and, on commit, the
-/// offsets it committed; whether all of that landed. A partition or topic deleted since
-/// needs no marker.
-async fn write_markers(backend: Arc<dyn Backend>, m: Markers) -> (Markers, bool) {
+/// offsets it committed; the partitions done, and whether all of that landed. A partition
+/// or topic deleted since needs no marker.
+async fn write_markers(backend: Arc<dyn Backend>, m: Markers) -> MarkersWritten {
     let mut ok = true;
+    let mut written = Vec::with_capacity(m.partitions.len());
     for (topic, partition) in &m.partitions {
         let done = run(backend.execute(Command::WriteMarker {
             topic: topic.clone(),
@@ -464,7 +489,7 @@ async fn write_markers(backend: Arc<dyn Backend>, m: Markers) -> (Markers, bool)
             Completion::WriteMarker(Ok(_))
             | Completion::WriteMarker(Err(
                 BackendError::UnknownTopic(_) | BackendError::UnknownPartition { .. },
-            )) => {}
+            )) => written.push((topic.clone(), *partition)),
             other => {
                 tracing::warn!(transactional_id = %m.transactional_id, %topic, partition, ?other, "transaction marker not written; will retry");
                 ok = false;
@@ -494,13 +519,36 @@ async fn write_markers(backend: Arc<dyn Backend>, m: Markers) -> (Markers, bool)
             ok = false;
         }
     }
-    (m, ok)
+    (m, written, ok)
 }
 
-type MarkerWrite = Pin<Box<dyn Future<Output = (Markers, bool)> + Send>>;
+/// A transaction's markers, the partitions they were written to, and whether all was.
+type MarkersWritten = (Markers, Vec<TopicPartition>, bool);
+type MarkerWrite = Pin<Box<dyn Future<Output = MarkersWritten> + Send>>;
 
-/// Drives the transaction coordinator for as long as it is polled: writes the markers it
-/// decides (several transactions at once), reports them, and acts on its deadlines.
+/// The coordinator's state changes to keep, with the versions to report.
+type Changes = Vec<(String, Option<TxnSnapshot>, u64)>;
+type PersistWrite = Pin<Box<dyn Future<Output = (Vec<(String, u64)>, bool)> + Send>>;
+
+/// Keeps `changes` in the store, in order; which ones, and whether they all were.
+async fn persist(backend: Arc<dyn Backend>, changes: Changes) -> (Vec<(String, u64)>, bool) {
+    let written = changes.iter().map(|(id, _, v)| (id.clone(), *v)).collect();
+    let command = Command::PersistTxns {
+        changes: changes.into_iter().map(|(id, s, _)| (id, s)).collect(),
+    };
+    match run(backend.execute(command)).await {
+        Completion::PersistTxns(Ok(())) => (written, true),
+        other => {
+            tracing::warn!(?other, "transaction state not persisted; will retry");
+            (written, false)
+        }
+    }
+}
+
+/// Drives the transaction coordinator for as long as it is polled: keeps its state changes
+/// in the store (one batch at a time, in the order they were made, each batch all the
+/// changes made while the one before was written), writes the markers it decides (several
+/// transactions at once), reports both, and acts on its deadlines.
 /// `now` reads the clock; `sleep_until` sleeps until a deadline (for ever for `None`).
 /// The runtime adapters spawn it once per gateway.
 pub async fn drive_transactions<S, F>(shared: Arc<Shared>, now: fn() -> Instant, sleep_until: S)
@@ -510,6 +558,8 @@ where
 {
     let txns = shared.txns();
     let mut running: Vec<MarkerWrite> = Vec::new();
+    let mut queued: Changes = Vec::new();
+    let mut persisting: Option<PersistWrite> = None;
     loop {
         let changed = txns.changed();
         for effect in txns.take_effects() {
@@ -517,16 +567,22 @@ where
                 TxnEffect::WriteMarkers(m) => {
                     running.push(Box::pin(write_markers(shared.backend.clone(), m)));
                 }
-                // The coordinator's state lives in memory: a restarted gateway starts
-                // without transactions (see docs/ARCHITECTURE.md, "Transactions").
-                TxnEffect::Persist(..) => {}
+                TxnEffect::Persist {
+                    transactional_id,
+                    snapshot,
+                    version,
+                } => queued.push((transactional_id, snapshot, version)),
             }
+        }
+        if persisting.is_none() && !queued.is_empty() {
+            let batch = std::mem::take(&mut queued);
+            persisting = Some(Box::pin(persist(shared.backend.clone(), batch)));
         }
         let deadline = txns.poll_timeout();
         let sleep = sleep_until(deadline);
         let mut sleep = std::pin::pin!(sleep);
         let mut changed = std::pin::pin!(changed);
-        let done = std::future::poll_fn(|cx| {
+        let (done, persisted) = std::future::poll_fn(|cx| {
             let mut done = Vec::new();
             running.retain_mut(|f| match f.as_mut().poll(cx) {
                 Poll::Ready(r) => {
@@ -535,19 +591,30 @@ where
                 }
                 Poll::Pending => true,
             });
+            let persisted = match persisting.as_mut().map(|f| f.as_mut().poll(cx)) {
+                Some(Poll::Ready(r)) => {
+                    persisting = None;
+                    Some(r)
+                }
+                _ => None,
+            };
             if !done.is_empty()
+                || persisted.is_some()
                 || changed.as_mut().poll(cx).is_ready()
                 || sleep.as_mut().poll(cx).is_ready()
             {
-                Poll::Ready(done)
+                Poll::Ready((done, persisted))
             } else {
                 Poll::Pending
             }
         })
         .await;
         let now = now();
-        for (m, ok) in &done {
-            txns.markers_done(now, m, *ok);
+        if let Some((written, ok)) = persisted {
+            txns.persisted(now, &written, ok);
+        }
+        for (m, written, ok) in &done {
+            txns.markers_done(now, m, written, *ok);
         }
         txns.handle_timeout(now);
     }

@@ -33,6 +33,6 @@ pub mod txn_index;
 pub mod work;
 
 pub use close::CloseReason;
-pub use config::{Config, SecurityProtocol};
+pub use config::{Config, SecurityProtocol, WallClock};
 pub use connection::Connection;
 pub use stats::{ApiStats, ConnectionStats};

@@ -2,17 +2,24 @@
 //! machine shared by every connection of a gateway.
 //!
 //! Calls come in with [`TxnCoordinator::handle`], each with the caller's [`ReplyTo`] token;
-//! answers leave through [`TxnCoordinator::poll_reply`], at once or, for an EndTxn, once the
-//! transaction's markers are written. What the coordinator needs done in the store (the
-//! commit or abort markers of a transaction, the offsets it committed) leaves through
-//! [`TxnCoordinator::poll_effect`] as [`Markers`]; whoever runs them reports the outcome with
-//! [`TxnCoordinator::handle_markers`]. Time only moves through the `now` arguments:
+//! answers leave through [`TxnCoordinator::poll_reply`], at once, or once the state the
+//! call changed is durable, or, for an EndTxn, once the transaction's markers are written.
+//! What the coordinator needs done in the store leaves through
+//! [`TxnCoordinator::poll_effect`]: the state to keep ([`TxnEffect::Persist`], reported with
+//! [`TxnCoordinator::handle_persisted`]) and the commit or abort markers of a transaction
+//! with the offsets it committed ([`Markers`], reported with
+//! [`TxnCoordinator::handle_markers`]). Kafka's order holds: InitProducerId,
+//! AddPartitionsToTxn, AddOffsetsToTxn and TxnOffsetCommit are answered once their state is
+//! durable, a decision (PrepareCommit or PrepareAbort) is durable before any of its markers
+//! is handed out, and the completion is persisted after the markers are written. Time only moves through the `now` arguments:
 //! [`TxnCoordinator::poll_timeout`] says when [`TxnCoordinator::handle_timeout`] is next due
 //! (a transaction past its timeout, markers to write again, an idle transactional id to
 //! forget).
 //!
-//! Call order: `handle*` inputs in any order; after each, drain `poll_reply` and
-//! `poll_effect`; sleep until `poll_timeout`, then `handle_timeout`.
+//! Call order: [`TxnCoordinator::restore`] once, before anything else; then `handle*`
+//! inputs in any order; after each, drain `poll_reply` and `poll_effect`; sleep until
+//! `poll_timeout`, then `handle_timeout`. Persist effects are written in the order they
+//! are handed out (a later snapshot of an id replaces the earlier ones).
 //!
 //! The rules and error codes follow Kafka's `TransactionCoordinator` and
 //! `TransactionMetadata` for clients of transaction version 1 (KIP-890 part 1): the epoch is
@@ -31,6 +38,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::backend::{CommittedOffset, GroupOffset};
+pub use crate::backend::{TxnSnapshot, TxnState};
 pub use crate::group::ReplyTo;
 use crate::protocol::error_code::ErrorCode;
 
@@ -160,69 +168,9 @@ pub enum TxnReply {
     Pending(Vec<TopicPartition>),
     /// Of [`TxnCall::List`]: each id's state and how long its open transaction has run.
     List(Vec<(TxnSnapshot, Option<Duration>)>),
-    /// Of [`TxnCall::Describe`]: each id's state, in the order asked (`None`: unknown).
-    Describe(Vec<Option<TxnSnapshot>>),
-}
-
-/// A transaction's state, as Kafka names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-pub enum TxnState {
-    /// No transaction open.
-    Empty,
-    /// Open: partitions or offsets added.
-    Ongoing,
-    /// Decided to commit; markers being written.
-    PrepareCommit,
-    /// Decided to abort; markers being written.
-    PrepareAbort,
-    /// The last transaction committed.
-    CompleteCommit,
-    /// The last transaction aborted.
-    CompleteAbort,
-}
-
-impl TxnState {
-    /// Kafka's name for the state.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Empty => "Empty",
-            Self::Ongoing => "Ongoing",
-            Self::PrepareCommit => "PrepareCommit",
-            Self::PrepareAbort => "PrepareAbort",
-            Self::CompleteCommit => "CompleteCommit",
-            Self::CompleteAbort => "CompleteAbort",
-        }
-    }
-
-    fn preparing(self) -> bool {
-        matches!(self, Self::PrepareCommit | Self::PrepareAbort)
-    }
-}
-
-/// What one transactional id holds: what a log of the coordinator's state records.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TxnSnapshot {
-    /// The transactional id.
-    pub transactional_id: String,
-    /// Its producer id.
-    pub producer_id: i64,
-    /// The producer id it had before its epochs ran out, or -1.
-    pub previous_producer_id: i64,
-    /// Its epoch.
-    pub epoch: i16,
-    /// The epoch before the last bump (or producer id rotation) asked for with an
-    /// expected epoch, or -1.
-    pub last_epoch: i16,
-    /// Its transaction timeout.
-    pub timeout_ms: i32,
-    /// The state.
-    pub state: TxnState,
-    /// The partitions of the open (or completing) transaction.
-    pub partitions: Vec<TopicPartition>,
-    /// The groups whose offsets it commits, with the offsets sent so far.
-    pub offsets: Vec<(String, Vec<GroupOffset>)>,
+    /// Of [`TxnCall::Describe`]: each id's state and how long its open transaction has
+    /// run, in the order asked (`None`: unknown).
+    Describe(Vec<Option<(TxnSnapshot, Option<Duration>)>>),
 }
 
 /// The markers of a decided transaction, for the store: a commit or abort marker for each
@@ -251,8 +199,18 @@ pub enum TxnEffect {
     /// [`TxnCoordinator::handle_markers`].
     WriteMarkers(Markers),
     /// The state of a transactional id changed: what a durable log of the coordinator
-    /// keeps (the latest snapshot of each id wins). `None` when the id is forgotten.
-    Persist(String, Option<TxnSnapshot>),
+    /// keeps (the latest snapshot of each id wins). Write them in the order they are
+    /// handed out and report each with [`TxnCoordinator::handle_persisted`]: the calls
+    /// that changed the state are answered, and markers written, only once it is durable.
+    Persist {
+        /// The transactional id.
+        transactional_id: String,
+        /// Its state; `None` when the id is forgotten.
+        snapshot: Option<TxnSnapshot>,
+        /// Which write this is, for [`TxnCoordinator::handle_persisted`]: it grows with
+        /// every write handed out, whatever the id.
+        version: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -266,8 +224,22 @@ struct Txn {
     timeout: Duration,
     timeout_ms: i32,
     state: TxnState,
-    partitions: BTreeSet<TopicPartition>,
+    /// The partitions of the transaction, each with the version of the write that added
+    /// it: a transactional write may go there once that write is durable.
+    partitions: BTreeMap<TopicPartition, u64>,
     offsets: BTreeMap<String, BTreeMap<TopicPartition, CommittedOffset>>,
+    /// The version of the last state handed out to be persisted, and the highest one
+    /// reported durable (0 for state restored from the log).
+    version: u64,
+    durable: u64,
+    /// Replies to calls that changed the state, held until the version they need is
+    /// durable.
+    held: Vec<(u64, ReplyTo, TxnReply)>,
+    /// The decision (PrepareCommit or PrepareAbort) of this version must be durable
+    /// before its markers are handed out.
+    markers_after: Option<u64>,
+    /// When to persist the state again after the log failed it.
+    persist_retry: Option<Instant>,
     /// When the open transaction started (for its timeout).
     started: Option<Instant>,
     /// When anything last happened (for expiry).
@@ -305,6 +277,8 @@ pub struct TxnCoordinator {
     replies: VecDeque<(ReplyTo, TxnReply)>,
     effects: VecDeque<TxnEffect>,
     stats: TxnStats,
+    /// The version of the last [`TxnEffect::Persist`] handed out.
+    version: u64,
 }
 
 /// The highest epoch before a producer id is exhausted (Kafka keeps `Short.MaxValue` free).
@@ -343,8 +317,13 @@ impl TxnCoordinator {
                 timeout: timeout_of(s.timeout_ms),
                 timeout_ms: s.timeout_ms,
                 state: s.state,
-                partitions: s.partitions.into_iter().collect(),
+                partitions: s.partitions.into_iter().map(|p| (p, 0)).collect(),
                 offsets,
+                version: 0,
+                durable: 0,
+                held: Vec::new(),
+                markers_after: None,
+                persist_retry: None,
                 started: ongoing.then_some(now),
                 updated: now,
                 waiting: Vec::new(),
@@ -390,6 +369,25 @@ impl TxnCoordinator {
 
     /// Handles a call at `now`; its reply comes from [`Self::poll_reply`], at once or later.
     pub fn handle(&mut self, now: Instant, reply_to: ReplyTo, call: TxnCall) {
+        // The calls whose success changes the state: answered once it is durable.
+        let changes = match &call {
+            TxnCall::InitProducerId {
+                transactional_id, ..
+            }
+            | TxnCall::AddPartitions {
+                transactional_id,
+                verify_only: false,
+                ..
+            }
+            | TxnCall::AddOffsets {
+                transactional_id, ..
+            }
+            | TxnCall::CommitOffsets {
+                transactional_id, ..
+            } => Some(transactional_id.clone()),
+            _ => None,
+        };
+        let next_version = self.version + 1;
         let reply = match call {
             TxnCall::InitProducerId {
                 transactional_id,
@@ -414,7 +412,11 @@ impl TxnCoordinator {
                     self.verify(&transactional_id, producer_id, epoch)
                 } else {
                     self.add(now, &transactional_id, producer_id, epoch, |t| {
-                        t.partitions.extend(partitions.iter().cloned());
+                        // The version `add` is about to hand out.
+                        let version = next_version;
+                        for p in &partitions {
+                            t.partitions.entry(p.clone()).or_insert(version);
+                        }
                     })
                 };
                 TxnReply::AddPartitions(match result {
@@ -424,7 +426,7 @@ impl TxnCoordinator {
                         partitions
                             .iter()
                             .map(|p| {
-                                if t.is_some_and(|t| t.partitions.contains(p)) {
+                                if t.is_some_and(|t| t.partitions.contains_key(p)) {
                                     ErrorCode::NONE
                                 } else {
                                     ErrorCode::TRANSACTION_ABORTABLE
@@ -481,21 +483,85 @@ impl TxnCoordinator {
                 let mut all: Vec<(TxnSnapshot, Option<Duration>)> = self
                     .txns
                     .iter()
-                    .map(|(id, t)| {
-                        (
-                            snapshot(id, t),
-                            t.started.map(|s| now.saturating_duration_since(s)),
-                        )
-                    })
+                    .map(|(id, t)| (snapshot(id, t), running(t, now)))
                     .collect();
                 all.sort_by(|a, b| a.0.transactional_id.cmp(&b.0.transactional_id));
                 TxnReply::List(all)
             }
-            TxnCall::Describe(ids) => {
-                TxnReply::Describe(ids.iter().map(|id| self.snapshot(id)).collect())
-            }
+            TxnCall::Describe(ids) => TxnReply::Describe(
+                ids.iter()
+                    .map(|id| {
+                        self.txns
+                            .get(id)
+                            .map(|t| (snapshot(id, t), running(t, now)))
+                    })
+                    .collect(),
+            ),
         };
+        if let Some(t) = changes
+            .filter(|_| succeeded(&reply))
+            .and_then(|id| self.txns.get_mut(&id))
+        {
+            if t.durable < t.version {
+                t.held.push((t.version, reply_to, reply));
+                return;
+            }
+        }
         self.replies.push_back((reply_to, reply));
+    }
+
+    /// The driver wrote (`ok`) or failed to write the [`TxnEffect::Persist`] of
+    /// `transactional_id` at `version`. Once a version is durable, the calls that waited
+    /// for it are answered and a decision's markers handed out. When the latest version
+    /// failed, the calls waiting are answered COORDINATOR_NOT_AVAILABLE (Kafka's code for a
+    /// failed write of its transaction log; the producer retries) and the state is
+    /// persisted again after [`TxnConfig::marker_retry`]; a decided transaction's markers
+    /// wait until it is durable.
+    pub fn handle_persisted(
+        &mut self,
+        now: Instant,
+        transactional_id: &str,
+        version: u64,
+        ok: bool,
+    ) {
+        let Some(t) = self.txns.get_mut(transactional_id) else {
+            return;
+        };
+        if ok {
+            t.durable = t.durable.max(version);
+            if t.durable >= t.version {
+                t.persist_retry = None;
+            }
+            let durable = t.durable;
+            let (ready, held): (Vec<_>, Vec<_>) =
+                t.held.drain(..).partition(|(v, ..)| *v <= durable);
+            t.held = held;
+            self.replies
+                .extend(ready.into_iter().map(|(_, to, reply)| (to, reply)));
+            if t.markers_after.is_some_and(|v| v <= durable) {
+                t.markers_after = None;
+                self.write_markers(transactional_id);
+            }
+        } else if version >= t.version {
+            // Nothing handed out later covers it.
+            tracing::warn!(
+                transactional_id,
+                "transaction state not persisted; will retry"
+            );
+            t.persist_retry = Some(now + self.config.marker_retry);
+            let failed = t
+                .held
+                .drain(..)
+                .map(|(_, to, reply)| (to, unavailable(reply)));
+            self.replies.extend(failed);
+            if t.markers_after.is_some() {
+                let failed = t
+                    .waiting
+                    .drain(..)
+                    .map(|to| (to, TxnReply::EndTxn(ErrorCode::COORDINATOR_NOT_AVAILABLE)));
+                self.replies.extend(failed);
+            }
+        }
     }
 
     /// The next reply, with the token of the call it answers.
@@ -539,10 +605,32 @@ impl TxnCoordinator {
             ErrorCode::INVALID_PRODUCER_EPOCH
         } else if t.state.preparing() {
             ErrorCode::CONCURRENT_TRANSACTIONS
-        } else if t.state == TxnState::Ongoing && t.partitions.contains(partition) {
+        } else if t.state == TxnState::Ongoing
+            && t.partitions.get(partition).is_some_and(|&v| v <= t.durable)
+        {
             ErrorCode::NONE
         } else {
             ErrorCode::INVALID_TXN_STATE
+        }
+    }
+
+    /// The driver wrote the markers handed out for this transactional id, producer id and
+    /// epoch to the partitions `written`, and failed elsewhere (reported next with
+    /// [`Self::handle_markers`]): the retry writes only the others.
+    pub fn markers_written(
+        &mut self,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        written: &[TopicPartition],
+    ) {
+        let Some(t) = self.txns.get_mut(transactional_id) else {
+            return;
+        };
+        if t.writing && t.producer_id == producer_id && t.epoch == epoch {
+            for tp in written {
+                t.partitions.remove(tp);
+            }
         }
     }
 
@@ -599,10 +687,16 @@ impl TxnCoordinator {
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.txns
             .values()
-            .filter_map(|t| match t.state {
-                TxnState::Ongoing => t.started.map(|s| s + t.timeout),
-                TxnState::PrepareCommit | TxnState::PrepareAbort => t.retry_at,
-                _ => Some(t.updated + self.config.id_expiry),
+            .filter_map(|t| {
+                let due = match t.state {
+                    TxnState::Ongoing => t.started.map(|s| s + t.timeout),
+                    TxnState::PrepareCommit | TxnState::PrepareAbort => t.retry_at,
+                    _ => Some(t.updated + self.config.id_expiry),
+                };
+                match (due, t.persist_retry) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
             })
             .min()
     }
@@ -613,7 +707,11 @@ impl TxnCoordinator {
         let mut expired = Vec::new();
         let mut abort = Vec::new();
         let mut retry = Vec::new();
+        let mut persist = Vec::new();
         for (id, t) in &self.txns {
+            if t.persist_retry.is_some_and(|r| r <= now) {
+                persist.push(id.clone());
+            }
             match t.state {
                 TxnState::Ongoing if t.started.is_some_and(|s| s + t.timeout <= now) => {
                     abort.push(id.clone());
@@ -631,6 +729,12 @@ impl TxnCoordinator {
                 _ => {}
             }
         }
+        for id in persist {
+            if let Some(t) = self.txns.get_mut(&id) {
+                t.persist_retry = None;
+            }
+            self.persist(&id);
+        }
         for id in abort {
             tracing::info!(transactional_id = %id, "transaction timed out; aborting it");
             self.stats.timed_out += 1;
@@ -644,7 +748,12 @@ impl TxnCoordinator {
         }
         for id in expired {
             if self.txns.remove(&id).is_some() {
-                self.effects.push_back(TxnEffect::Persist(id, None));
+                self.version += 1;
+                self.effects.push_back(TxnEffect::Persist {
+                    transactional_id: id,
+                    snapshot: None,
+                    version: self.version,
+                });
             }
         }
     }
@@ -674,8 +783,13 @@ impl TxnCoordinator {
                     timeout: timeout_of(timeout_ms),
                     timeout_ms,
                     state: TxnState::Empty,
-                    partitions: BTreeSet::new(),
+                    partitions: BTreeMap::new(),
                     offsets: BTreeMap::new(),
+                    version: 0,
+                    durable: 0,
+                    held: Vec::new(),
+                    markers_after: None,
+                    persist_retry: None,
                     started: None,
                     updated: now,
                     waiting: Vec::new(),
@@ -846,7 +960,7 @@ impl TxnCoordinator {
                 };
                 t.updated = now;
                 self.persist(id);
-                self.write_markers(id);
+                self.markers_when_durable(id);
                 Ok(())
             }
             (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => {
@@ -869,7 +983,7 @@ impl TxnCoordinator {
         t.state = TxnState::PrepareAbort;
         t.updated = now;
         self.persist(id);
-        self.write_markers(id);
+        self.markers_when_durable(id);
     }
 
     fn write_markers(&mut self, id: &str) {
@@ -883,15 +997,27 @@ impl TxnCoordinator {
             producer_id: t.producer_id,
             epoch: t.epoch,
             commit,
-            partitions: t.partitions.iter().cloned().collect(),
+            partitions: t.partitions.keys().cloned().collect(),
             offsets: if commit { offsets_of(t) } else { Vec::new() },
         }));
     }
 
     fn persist(&mut self, id: &str) {
-        if let Some(t) = self.txns.get(id) {
-            self.effects
-                .push_back(TxnEffect::Persist(id.to_owned(), Some(snapshot(id, t))));
+        if let Some(t) = self.txns.get_mut(id) {
+            self.version += 1;
+            t.version = self.version;
+            self.effects.push_back(TxnEffect::Persist {
+                transactional_id: id.to_owned(),
+                snapshot: Some(snapshot(id, t)),
+                version: self.version,
+            });
+        }
+    }
+
+    /// Hands the markers of the decision just persisted out once it is durable.
+    fn markers_when_durable(&mut self, id: &str) {
+        if let Some(t) = self.txns.get_mut(id) {
+            t.markers_after = Some(t.version);
         }
     }
 
@@ -907,6 +1033,27 @@ impl TxnCoordinator {
             }
         }
         out.into_iter().collect()
+    }
+}
+
+/// Whether `reply` says the call succeeded (and so changed the state).
+fn succeeded(reply: &TxnReply) -> bool {
+    match reply {
+        TxnReply::InitProducerId(r) => r.is_ok(),
+        TxnReply::AddPartitions(codes) => codes.contains(&ErrorCode::NONE),
+        TxnReply::Code(c) => *c == ErrorCode::NONE,
+        _ => false,
+    }
+}
+
+/// The answer to a call whose state change the log failed to keep.
+fn unavailable(reply: TxnReply) -> TxnReply {
+    let code = ErrorCode::COORDINATOR_NOT_AVAILABLE;
+    match reply {
+        TxnReply::InitProducerId(_) => TxnReply::InitProducerId(Err(code)),
+        TxnReply::AddPartitions(codes) => TxnReply::AddPartitions(vec![code; codes.len()]),
+        TxnReply::Code(_) => TxnReply::Code(code),
+        other => other,
     }
 }
 
@@ -933,6 +1080,11 @@ fn offsets_of(t: &Txn) -> Vec<(String, Vec<GroupOffset>)> {
         .collect()
 }
 
+/// How long `t`'s open transaction has run at `now`.
+fn running(t: &Txn, now: Instant) -> Option<Duration> {
+    t.started.map(|s| now.saturating_duration_since(s))
+}
+
 fn snapshot(id: &str, t: &Txn) -> TxnSnapshot {
     TxnSnapshot {
         transactional_id: id.to_owned(),
@@ -942,7 +1094,7 @@ fn snapshot(id: &str, t: &Txn) -> TxnSnapshot {
         last_epoch: t.last_epoch,
         timeout_ms: t.timeout_ms,
         state: t.state,
-        partitions: t.partitions.iter().cloned().collect(),
+        partitions: t.partitions.keys().cloned().collect(),
         offsets: offsets_of(t),
     }
 }

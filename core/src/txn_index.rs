@@ -32,11 +32,22 @@ pub struct TxnIndex {
     aborted: VecDeque<AbortedTxn>,
     /// Each producer's markers seen here, by offset: whether each committed.
     markers: HashMap<i64, BTreeMap<u64, bool>>,
+    /// The offset of each producer's latest marker forgotten (beyond [`MAX_MARKERS`]): a
+    /// batch or marker at or before it belongs to a transaction
+    /// that ended there, which the index took in when it was learnt and cannot tell again
+    /// (its marker, commit or abort, is gone). Learnt again, it is left as it is, rather than
+    /// closed by a later marker of the producer that did not end it.
+    forgotten: HashMap<i64, u64>,
+    /// The log start the index was last truncated to: nothing before it is taken in.
+    start: u64,
 }
 
 impl TxnIndex {
     /// A transactional batch of `producer_id` was appended at `first_offset`.
     pub fn appended(&mut self, producer_id: i64, first_offset: u64) {
+        if self.is_forgotten(producer_id, first_offset) {
+            return;
+        }
         let closing = self
             .markers
             .get(&producer_id)
@@ -86,12 +97,18 @@ impl TxnIndex {
     /// `producer_id`'s marker was appended at `offset`: its open batches before it belong to
     /// the transaction it ends. A marker seen already changes nothing.
     pub fn marker(&mut self, producer_id: i64, commit: bool, offset: u64) {
+        if self.is_forgotten(producer_id, offset) {
+            return;
+        }
         let markers = self.markers.entry(producer_id).or_default();
         if markers.insert(offset, commit).is_some() {
             return;
         }
         if markers.len() > MAX_MARKERS {
-            markers.pop_first();
+            if let Some((oldest, _)) = markers.pop_first() {
+                let forgotten = self.forgotten.entry(producer_id).or_default();
+                *forgotten = (*forgotten).max(oldest);
+            }
         }
         let Some(batches) = self.open.get_mut(&producer_id) else {
             return;
@@ -113,6 +130,14 @@ impl TxnIndex {
         if !commit {
             self.abort_from(producer_id, first, offset);
         }
+    }
+
+    fn is_forgotten(&self, producer_id: i64, offset: u64) -> bool {
+        offset < self.start
+            || self
+                .forgotten
+                .get(&producer_id)
+                .is_some_and(|&through| offset <= through)
     }
 
     /// The first offset of `producer_id`'s transaction open here, if it has one.
@@ -144,8 +169,9 @@ impl TxnIndex {
     }
 
     /// Forgets aborted transactions wholly before `log_start`, and markers before it
-    /// (dropped by retention).
+    /// (dropped by retention), and takes in nothing before it from then on.
     pub fn truncate_before(&mut self, log_start: u64) {
+        self.start = self.start.max(log_start);
         while self
             .aborted
             .front()
@@ -157,6 +183,9 @@ impl TxnIndex {
             m.retain(|&offset, _| offset >= log_start);
             !m.is_empty()
         });
+        // Nothing before the log start is learnt again: reads and rebuilds start there.
+        self.forgotten
+            .retain(|_, &mut through| through >= log_start);
     }
 
     /// Takes in the message at `offset` when the index is rebuilt from the log, oldest
@@ -284,6 +313,36 @@ mod tests {
         assert_eq!(i.aborted_between(0, 3)[0].first_offset, 1);
     }
 
+    /// A batch learnt again once its producer's marker that ended it is forgotten is left
+    /// alone: the producer's first remembered marker ended a later transaction, and taking
+    /// the batch into that one would hide the committed transactions between.
+    #[test]
+    fn a_batch_learnt_again_after_its_marker_is_forgotten_changes_nothing() {
+        let mut i = TxnIndex::default();
+        // Transaction t: a batch at 2t, its marker at 2t + 1; the seventh (t = 6) aborts.
+        let n = MAX_MARKERS as u64 + 6;
+        for t in 0..n {
+            i.appended(7, 2 * t);
+            i.marker(7, t != 6, 2 * t + 1);
+        }
+        let aborted = [AbortedTxn {
+            producer_id: 7,
+            first_offset: 12,
+            last_offset: 13,
+        }];
+        assert_eq!(i.aborted_between(0, 2 * n), aborted);
+        // Every batch and marker learnt again, as a read or a retry would bring them.
+        for t in 0..n {
+            i.appended(7, 2 * t);
+            i.marker(7, t != 6, 2 * t + 1);
+        }
+        assert_eq!(i.aborted_between(0, 2 * n), aborted);
+        assert_eq!(i.last_stable(2 * n), 2 * n);
+        // The producer's next transaction is open as usual.
+        i.appended(7, 2 * n);
+        assert_eq!(i.last_stable(2 * n + 1), 2 * n);
+    }
+
     /// However many transactions aborted, none is forgotten while its marker is in the log.
     #[test]
     fn aborted_transactions_are_kept_until_truncated() {
@@ -304,5 +363,8 @@ mod tests {
         assert_eq!(i.aborted_between(0, 2 * n).len(), n as usize);
         i.truncate_before(2 * n - 2);
         assert_eq!(i.aborted_between(0, 2 * n).len(), 1);
+        // What lies before the log start is not taken in again.
+        i.appended(8, 0);
+        assert_eq!(i.last_stable(2 * n), 2 * n);
     }
 }

@@ -1568,6 +1568,65 @@ fn fetch_isolation_levels_and_transactional_batches() {
     }
 }
 
+/// Each marker is a control batch of its own, as Kafka writes them, even next to another
+/// marker of the same producer: consumers read one control record per control batch.
+#[test]
+fn adjacent_markers_are_separate_control_batches() {
+    use iggy_kafka_core::mapping::marker;
+    let mut h = Harness::new(Config::default());
+    let Request::Fetch(req) = fetch(0, 0) else {
+        unreachable!()
+    };
+    h.send(11, 1, &Request::Fetch(req));
+    let cmds = h.commands();
+    let messages = vec![
+        (0, marker(1, 4, true, 0, 1000)),
+        (1, marker(1, 4, false, 0, 1000)),
+    ];
+    h.complete(
+        cmds[0].0,
+        Outcome::Store(Completion::Read(Ok(ReadResult {
+            topic: "t".into(),
+            messages: Messages::from_offsets(messages),
+            offsets: PartitionOffsets {
+                log_start: 0,
+                high_watermark: 2,
+                size_bytes: None,
+                last_stable: Some(2),
+            },
+            aborted: Vec::new(),
+        }))),
+    );
+    let answered = h.responses(ApiKey::Fetch, 11);
+    let Response::Fetch(f) = &answered[0].1 else {
+        panic!("Fetch")
+    };
+    let records = f.responses[0].partitions[0]
+        .records
+        .clone()
+        .unwrap_or_default();
+    let batches =
+        decode_batches(&records, &mut DecompressionBudget::new(1 << 20), false).expect("batches");
+    let shape: Vec<(i64, bool, usize, Option<&[u8]>)> = batches
+        .iter()
+        .map(|b| {
+            (
+                b.base_offset,
+                b.is_control(),
+                b.records.len(),
+                b.records[0].key.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (0, true, 1, Some(&[0u8, 0, 0, 1][..])),
+            (1, true, 1, Some(&[0u8, 0, 0, 0][..])),
+        ]
+    );
+}
+
 fn transactional_batch() -> Bytes {
     let b = RecordBatch {
         producer_id: 7,

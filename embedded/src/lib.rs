@@ -785,6 +785,8 @@ impl Backend for EmbeddedStore {
                 .scram_changes
                 .fetch_add(1, Ordering::Relaxed)
                 + 1)),
+            // The transactions live as long as the data they are about: in memory.
+            Command::PersistTxns { .. } => Completion::PersistTxns(Ok(())),
             Command::VerifyPassword { .. } => Completion::VerifyPassword(Err(BackendError::Other(
                 "the embedded store has no users of its own".into(),
             ))),

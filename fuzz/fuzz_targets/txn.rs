@@ -1,10 +1,11 @@
 //! The transaction coordinator under arbitrary calls from a few transactional producers
-//! (and their fenced predecessors), arbitrary time, failed marker writes and restarts from
-//! its persisted state, with partitions that apply its markers as the backends do, their
+//! (and their fenced predecessors), arbitrary time, failed marker writes, persists of its
+//! state acknowledged late or failed, and restarts from what was durably persisted, with partitions that apply its markers as the backends do, their
 //! indexes learning of some writes late (after later markers, as a backend whose replies
 //! are handled by several tasks can). What must hold: it never panics; a producer that was
 //! fenced (an older epoch or producer id of its transactional id) never has a write accepted
-//! again; and once every transaction has ended, each transaction's records are visible to
+//! again; a write is accepted only to a partition whose addition to the transaction is
+//! durable; and once every transaction has ended, each transaction's records are visible to
 //! read_committed all together or not at all.
 #![no_main]
 
@@ -60,6 +61,11 @@ enum Op {
         ok: bool,
         written: u8,
     },
+    /// Reports the oldest `count` persists handed out: written, or failed.
+    Persist {
+        ok: bool,
+        count: u8,
+    },
     Advance(u16),
     Restart,
 }
@@ -84,12 +90,17 @@ struct World {
     next: u64,
     parts: Vec<Partition>,
     pending: Vec<Markers>,
+    /// What the log holds durably.
     persisted: BTreeMap<String, TxnSnapshot>,
+    /// Persists handed out and not yet reported.
+    persisting: Vec<(String, Option<TxnSnapshot>, u64)>,
     /// Per transactional id: how many transactions ended, to tell instances apart.
     ended: HashMap<u8, u32>,
     /// Producer ids and epochs handed out, with their transactional id.
     handles: Vec<(u8, i64, i16)>,
     fresh: i64,
+    /// InitProducerId calls not answered yet, with their transactional id.
+    inits: HashMap<ReplyTo, u8>,
     /// Writes appended whose index update is still to come: partition, producer, offset.
     late: Vec<(usize, i64, u64)>,
 }
@@ -103,40 +114,60 @@ impl World {
         while let Some(e) = self.c.poll_effect() {
             match e {
                 TxnEffect::WriteMarkers(m) => self.pending.push(m),
-                TxnEffect::Persist(id, Some(s)) => {
-                    let n: u8 = id[2..].parse().expect("our ids");
-                    let was = self.persisted.get(&id).map(|p| p.state);
-                    if matches!(was, Some(TxnState::PrepareCommit | TxnState::PrepareAbort))
-                        && matches!(s.state, TxnState::CompleteCommit | TxnState::CompleteAbort)
-                    {
-                        *self.ended.entry(n).or_default() += 1;
-                    }
-                    self.persisted.insert(id, s);
-                }
-                TxnEffect::Persist(id, None) => {
-                    self.persisted.remove(&id);
-                }
+                TxnEffect::Persist {
+                    transactional_id,
+                    snapshot,
+                    version,
+                } => self.persisting.push((transactional_id, snapshot, version)),
                 _ => {}
             }
         }
-        // Replies are not this harness's concern beyond being well-formed.
-        while self.c.poll_reply().is_some() {}
+        // Replies are not this harness's concern beyond being well-formed, and the
+        // producer ids and epochs InitProducerId hands out once they are durable.
+        while let Some((to, r)) = self.c.poll_reply() {
+            self.answered(to, r);
+        }
     }
 
-    fn call(&mut self, call: TxnCall) -> Option<TxnReply> {
+    fn answered(&mut self, to: ReplyTo, r: TxnReply) {
+        if let Some(id) = self.inits.remove(&to) {
+            if let TxnReply::InitProducerId(Ok((pid, epoch))) = r {
+                self.handles.push((id, pid, epoch));
+            }
+        }
+    }
+
+    fn call(&mut self, call: TxnCall) {
         self.next += 1;
         let me = ReplyTo(self.next);
+        if let TxnCall::InitProducerId {
+            transactional_id, ..
+        } = &call
+        {
+            let n: u8 = transactional_id[2..].parse().expect("our ids");
+            self.inits.insert(me, n);
+        }
         self.c.handle(self.now, me, call);
-        let mut mine = None;
         let mut seen = HashSet::new();
         while let Some((to, r)) = self.c.poll_reply() {
             assert!(seen.insert(to), "two replies for one call");
-            if to == me {
-                mine = Some(r);
-            }
+            self.answered(to, r);
         }
         self.effects();
-        mine
+    }
+
+    fn persist(&mut self, ok: bool, count: usize) {
+        let n = count.min(self.persisting.len());
+        for (id, snapshot, version) in self.persisting.drain(..n).collect::<Vec<_>>() {
+            if ok {
+                match snapshot {
+                    Some(s) => self.persisted.insert(id.clone(), s),
+                    None => self.persisted.remove(&id),
+                };
+            }
+            self.c.handle_persisted(self.now, &id, version, ok);
+        }
+        self.effects();
     }
 
     fn markers(&mut self, ok: bool, written: usize) {
@@ -157,6 +188,14 @@ impl World {
         }
         self.c
             .handle_markers(self.now, &m.transactional_id, m.producer_id, m.epoch, ok);
+        let completed = self.c.snapshot(&m.transactional_id).is_some_and(|s| {
+            matches!(s.state, TxnState::CompleteCommit | TxnState::CompleteAbort)
+        });
+        if ok && completed {
+            // Writes from now on belong to the id's next transaction.
+            let n: u8 = m.transactional_id[2..].parse().expect("our ids");
+            *self.ended.entry(n).or_default() += 1;
+        }
         self.effects();
     }
 
@@ -175,9 +214,11 @@ fuzz_target!(|ops: Vec<Op>| {
         parts: (0..PARTS).map(|_| Partition::default()).collect(),
         pending: Vec::new(),
         persisted: BTreeMap::new(),
+        persisting: Vec::new(),
         ended: HashMap::new(),
         handles: Vec::new(),
         fresh: 1000,
+        inits: HashMap::new(),
         late: Vec::new(),
     };
     let handle = |w: &World, h: u8| -> Option<(u8, i64, i16)> {
@@ -192,15 +233,12 @@ fuzz_target!(|ops: Vec<Op>| {
             } => {
                 w.fresh += 1;
                 let expected = expect.and_then(|h| handle(&w, h)).map(|(_, p, e)| (p, e));
-                let r = w.call(TxnCall::InitProducerId {
+                w.call(TxnCall::InitProducerId {
                     transactional_id: txn_id(id),
                     timeout_ms: i32::from(timeout_s) * 1000,
                     expected,
                     fresh_id: w.fresh,
                 });
-                if let Some(TxnReply::InitProducerId(Ok((pid, epoch)))) = r {
-                    w.handles.push((id % 3, pid, epoch));
-                }
             }
             Op::Add {
                 handle: h,
@@ -287,6 +325,15 @@ fuzz_target!(|ops: Vec<Op>| {
                     assert_ne!(code, ErrorCode::NONE, "a fenced producer's write accepted");
                 }
                 if code == ErrorCode::NONE {
+                    let durable = w.persisted.get(&txn_id(id)).is_some_and(|s| {
+                        s.state == TxnState::Ongoing
+                            && s.producer_id == pid
+                            && s.epoch == epoch
+                            && s.partitions.contains(&("t".to_owned(), p))
+                    });
+                    assert!(durable, "a write to a partition whose addition is not durable");
+                }
+                if code == ErrorCode::NONE {
                     let instance = w.ended.get(&id).copied().unwrap_or(0);
                     let part = &mut w.parts[p as usize];
                     let offset = part.log.len() as u64;
@@ -299,6 +346,7 @@ fuzz_target!(|ops: Vec<Op>| {
                 }
             }
             Op::Markers { ok, written } => w.markers(ok, usize::from(written)),
+            Op::Persist { ok, count } => w.persist(ok, usize::from(count)),
             Op::Advance(ms) => {
                 w.now += Duration::from_millis(u64::from(ms) * 10);
                 w.c.handle_timeout(w.now);
@@ -307,6 +355,7 @@ fuzz_target!(|ops: Vec<Op>| {
             Op::Restart => {
                 let mut c = TxnCoordinator::new(TxnConfig::default());
                 w.pending.clear();
+                w.persisting.clear();
                 c.restore(w.now, w.persisted.values().cloned());
                 w.c = c;
                 w.effects();
@@ -322,8 +371,11 @@ fuzz_target!(|ops: Vec<Op>| {
         w.now += Duration::from_secs(3600);
         w.c.handle_timeout(w.now);
         w.effects();
-        while !w.pending.is_empty() {
-            w.markers(true, 0);
+        while !w.pending.is_empty() || !w.persisting.is_empty() {
+            w.persist(true, usize::MAX);
+            while !w.pending.is_empty() {
+                w.markers(true, 0);
+            }
         }
     }
     // All or nothing: per transaction instance, its records are all visible or none.

@@ -8,12 +8,14 @@
 //! after a restart (their message ids say whose batch each is), and finds out, before the
 //! next append, whether a batch whose reply was lost landed.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use iggy_kafka_core::backend::{ActiveProducer, Appended, BackendError, ProducerBatch};
+use iggy_kafka_core::mapping::marker;
 use iggy_kafka_core::message::MessageList;
+use iggy_kafka_core::protocol::error_code::ErrorCode;
 use iggy_kafka_iggy_client::protocol::codes::SEND_MESSAGES_CODE;
 use iggy_kafka_iggy_client::protocol::responses::messages::SendMessagesResponse;
 use iggy_kafka_iggy_client::protocol::{WireDecode, WirePollingStrategy};
@@ -32,10 +34,21 @@ const RECOVER_BYTES: usize = 1 << 20;
 /// The bytes of replies read while looking for a batch in doubt before giving up.
 const DOUBT_SCAN_BYTES: usize = 256 << 20;
 
+/// Producers whose latest marker a partition remembers (`PartitionState::closed`); beyond
+/// it the oldest marker is forgotten, and its stamp becomes the floor below which a
+/// transactional batch of a producer no longer remembered is refused.
+#[cfg(not(test))]
+pub(crate) const MAX_CLOSED: usize = 4096;
+/// Small in tests, which push producers out.
+#[cfg(test)]
+pub(crate) const MAX_CLOSED: usize = 64;
+
 pub(crate) struct Appends {
     /// Kafka's `max.message.bytes` for every topic (Iggy has no per-topic equivalent).
     max_message_bytes: usize,
     next_producer_id: AtomicI64,
+    /// The last hand-over stamp given (see [`Appends::stamp`]).
+    stamps: AtomicU64,
 }
 
 /// An append queued on a lane, with its request (sent again on another node's lanes
@@ -53,7 +66,20 @@ impl Appends {
             max_message_bytes,
             // Positive, and unlikely to meet the ids of an earlier run.
             next_producer_id: AtomicI64::new(i64::try_from((seed >> 24) << 20).unwrap_or(1) + 1),
+            stamps: AtomicU64::new(0),
         }
+    }
+
+    /// A stamp for a transactional append or a marker, taken as the command is handed to
+    /// the backend: stamps follow hand-over order. The transaction coordinator verifies a
+    /// transactional write and hands it over before any marker of its transaction, but the
+    /// two meet at the partition's gate in any order; a marker remembers its stamp there
+    /// (per producer), and a transactional batch stamped before it is refused with
+    /// INVALID_TXN_STATE instead of landing after the marker in a transaction that has
+    /// ended (where it would stay open for ever), as a Kafka broker clears a producer's
+    /// verification at its marker.
+    pub(crate) fn stamp(&self) -> u64 {
+        self.stamps.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// A new idempotent-producer id.
@@ -151,6 +177,8 @@ impl Appends {
 
     /// An idempotent producer's append: one at a time per partition, retries of its last
     /// batches answered from memory, after finding out whether a batch left in doubt landed.
+    /// A transactional one carries its hand-over `stamp` ([`Appends::stamp`]).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn append(
         &self,
         catalog: &Catalog,
@@ -159,11 +187,20 @@ impl Appends {
         messages: &MessageList,
         largest_batch: usize,
         pb: ProducerBatch,
+        stamp: u64,
     ) -> Result<Appended, BackendError> {
         let at = (topic, partition);
         let mut state = catalog.partition(topic, partition);
         let mut serial = state.gate.enter().await;
         loop {
+            if !catalog.is_current(topic, partition, &state) {
+                // Forgotten while this waited at its gate: the partition's appends now go
+                // through another state and gate.
+                drop(serial);
+                state = catalog.partition(topic, partition);
+                serial = state.gate.enter().await;
+                continue;
+            }
             if !state.recovered.load(Ordering::Relaxed) {
                 self.recover_producers(catalog, reads, at, &state).await?;
             }
@@ -177,6 +214,9 @@ impl Appends {
             let offsets = catalog.offsets(topic, partition).await?;
             let current = catalog.is_current(topic, partition, &state);
             if current && original.base < offsets.high_watermark {
+                if pb.transactional {
+                    lock(&state.txns).appended(pb.producer_id, original.base);
+                }
                 return Ok(Appended {
                     base_offset: original.base,
                     log_append_time_ms: original.log_append_time_ms,
@@ -195,15 +235,124 @@ impl Appends {
             state = catalog.partition(topic, partition);
             serial = state.gate.enter().await;
         }
+        if pb.transactional {
+            let closed = match lock(&state.closed).get(&pb.producer_id) {
+                Some(&marker) => marker,
+                None => state.closed_floor.load(Ordering::Relaxed),
+            };
+            if closed > stamp {
+                return Err(BackendError::Transaction {
+                    code: ErrorCode::INVALID_TXN_STATE,
+                    message: format!(
+                        "transactional write of producer {} to {topic}-{partition} refused: \
+                         its transaction's marker was written first",
+                        pb.producer_id
+                    ),
+                });
+            }
+        }
         // Where a batch in doubt is looked for from: asked of Iggy once per partition, later
         // kept up by every reply.
         let from = match state.seen_end.load(Ordering::Relaxed) {
             0 => catalog.offsets(topic, partition).await?.high_watermark,
             end => end,
         };
-        let queued = self.send(catalog, at, messages, largest_batch, Some(&pb))?;
-        self.appended(catalog, at, messages.len(), Some((&pb, from)), queued)
-            .await
+        // Marked in flight before it is queued: a read may return it as soon as it is sent.
+        let flight = pb.transactional.then(|| InFlight::start(&state, pb, from));
+        let queued = match self.send(catalog, at, messages, largest_batch, Some(&pb)) {
+            Ok(q) => q,
+            Err(e) => {
+                if let Some(f) = flight {
+                    f.land();
+                }
+                return Err(e);
+            }
+        };
+        let appended = self
+            .appended(catalog, at, messages.len(), Some((&pb, from)), queued)
+            .await;
+        if let (Ok(a), true) = (&appended, pb.transactional) {
+            lock(&state.txns).appended(pb.producer_id, a.base_offset);
+        }
+        if let Some(f) = flight {
+            f.land();
+        }
+        appended
+    }
+
+    /// Appends a transaction's commit or abort marker (`docs/MAPPING.md`) for `producer_id`
+    /// at `epoch`, in turn with the partition's idempotent appends: a write of the
+    /// producer's older epoch still to come is refused (the marker fences it), so none
+    /// lands after the marker inside a transaction that has ended, nor does a transactional
+    /// batch of the producer handed over before the marker (`stamp`, [`Appends::stamp`]).
+    /// Returns its offset.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn write_marker(
+        &self,
+        catalog: &Catalog,
+        reads: &Reads,
+        at: (&str, u32),
+        (producer_id, epoch): (i64, i16),
+        commit: bool,
+        coordinator_epoch: i32,
+        stamp: u64,
+    ) -> Result<u64, BackendError> {
+        let (topic, partition) = at;
+        // Iggy says whether the partition exists before any state is made for it.
+        catalog.offsets(topic, partition).await?;
+        let mut state = catalog.partition(topic, partition);
+        let mut serial = state.gate.enter().await;
+        while !catalog.is_current(topic, partition, &state) {
+            drop(serial);
+            state = catalog.partition(topic, partition);
+            serial = state.gate.enter().await;
+        }
+        // The producers are read back first, so that the fence holds against batches
+        // appended before a restart too.
+        if !state.recovered.load(Ordering::Relaxed) {
+            self.recover_producers(catalog, reads, at, &state).await?;
+        }
+        // A transactional batch whose reply was lost is looked for before the marker ends
+        // its transaction, so that the index closes it with the marker (an abort must cover
+        // it); after the marker it no longer holds the last stable offset back.
+        self.resolve_doubt(catalog, reads, at, &state).await?;
+        let unfound: Vec<Doubt> = lock(&state.txn_unfound)
+            .iter()
+            .filter(|d| d.batch.producer_id == producer_id)
+            .copied()
+            .collect();
+        for doubt in unfound {
+            if let Some(offset) = self.find_batch(catalog, reads, at, &state, doubt).await? {
+                lock(&state.txns).appended(producer_id, offset);
+            } else {
+                tracing::warn!(
+                    %topic, partition, producer_id, from = doubt.from,
+                    "a transactional batch whose reply was lost was not found before its \
+                     transaction's marker: should Iggy apply it later, read_committed \
+                     consumers see its records"
+                );
+            }
+            lock(&state.txn_unfound).retain(|d| d.batch != doubt.batch);
+        }
+        lock(&state.producers).fence(producer_id, epoch);
+        // Before the marker is sent: should its reply be lost, it may have landed all the
+        // same, and the transaction has ended whether or not it did.
+        close(&state, producer_id, stamp);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let messages: MessageList = std::iter::once(marker(
+            producer_id,
+            epoch,
+            commit,
+            coordinator_epoch,
+            now_ms,
+        ))
+        .collect();
+        let queued = self.send(catalog, at, &messages, 0, None)?;
+        let appended = self.appended(catalog, at, 1, None, queued).await?;
+        lock(&state.txns).marker(producer_id, commit, appended.base_offset);
+        Ok(appended.base_offset)
     }
 
     /// The idempotent producers a partition remembers, read back from its tail first when
@@ -286,8 +435,47 @@ impl Appends {
         let Some(doubt) = *lock(&state.doubt) else {
             return Ok(());
         };
+        let found = self
+            .find_batch(catalog, reads, (topic, partition), state, doubt)
+            .await?;
+        tracing::info!(
+            %topic, partition, producer_id = doubt.batch.producer_id,
+            first_sequence = doubt.batch.first_sequence, landed_at = ?found,
+            "found out whether an idempotent batch whose reply was lost landed"
+        );
+        match found {
+            Some(offset) => {
+                lock(&state.producers).record(&doubt.batch, offset, None);
+                // Its transaction is open here whether or not the producer retries it.
+                if doubt.batch.transactional {
+                    lock(&state.txns).appended(doubt.batch.producer_id, offset);
+                }
+            }
+            // Iggy may apply it yet (a reply lost to a timeout, or on a node behind).
+            None if doubt.batch.transactional => lock(&state.txn_unfound).push(doubt),
+            None => {}
+        }
+        *lock(&state.doubt) = None;
+        Ok(())
+    }
+
+    /// Where `doubt`'s batch landed, looking from where it can have landed to the
+    /// partition's end (as Iggy reports it, or as this gateway has seen it, whichever is
+    /// further), within [`DOUBT_SCAN_BYTES`].
+    async fn find_batch(
+        &self,
+        catalog: &Catalog,
+        reads: &Reads,
+        (topic, partition): (&str, u32),
+        state: &PartitionState,
+        doubt: Doubt,
+    ) -> Result<Option<u64>, BackendError> {
         let id = wire::Ids::producer(&doubt.batch).of(0);
-        let end = catalog.offsets(topic, partition).await?.high_watermark;
+        let end = catalog
+            .offsets(topic, partition)
+            .await?
+            .high_watermark
+            .max(state.seen_end.load(Ordering::Relaxed));
         let (mut at, mut read, mut found) = (doubt.from, 0usize, None);
         while at < end && found.is_none() {
             if read > DOUBT_SCAN_BYTES {
@@ -316,15 +504,62 @@ impl Appends {
                 None => break,
             }
         }
-        tracing::info!(
-            %topic, partition, producer_id = doubt.batch.producer_id,
-            first_sequence = doubt.batch.first_sequence, landed_at = ?found,
-            "found out whether an idempotent batch whose reply was lost landed"
-        );
-        if let Some(offset) = found {
-            lock(&state.producers).record(&doubt.batch, offset, None);
+        Ok(found)
+    }
+}
+
+/// Remembers that `producer_id`'s marker stamped `stamp` is written to the partition.
+fn close(state: &PartitionState, producer_id: i64, stamp: u64) {
+    let mut closed = lock(&state.closed);
+    let latest = closed.entry(producer_id).or_default();
+    *latest = (*latest).max(stamp);
+    if closed.len() > MAX_CLOSED {
+        let oldest = closed
+            .iter()
+            .min_by_key(|(_, s)| **s)
+            .map(|(&producer, &stamp)| (producer, stamp));
+        if let Some((p, stamp)) = oldest {
+            closed.remove(&p);
+            state.closed_floor.fetch_max(stamp, Ordering::Relaxed);
         }
-        *lock(&state.doubt) = None;
-        Ok(())
+    }
+}
+
+/// A transactional batch in flight on a partition (`PartitionState::txn_in_flight`). Should
+/// its append be given up before the reply (the future dropped), the batch is left in
+/// doubt, as when the reply is lost.
+struct InFlight<'a> {
+    state: &'a PartitionState,
+    batch: ProducerBatch,
+    from: u64,
+    landed: bool,
+}
+
+impl<'a> InFlight<'a> {
+    fn start(state: &'a PartitionState, batch: ProducerBatch, from: u64) -> Self {
+        *lock(&state.txn_in_flight) = Some(from);
+        Self {
+            state,
+            batch,
+            from,
+            landed: false,
+        }
+    }
+
+    /// The reply is handled: the batch is in the index, or in doubt, or was not applied.
+    fn land(mut self) {
+        self.landed = true;
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.landed {
+            *lock(&self.state.doubt) = Some(Doubt {
+                batch: self.batch,
+                from: self.from,
+            });
+        }
+        *lock(&self.state.txn_in_flight) = None;
     }
 }

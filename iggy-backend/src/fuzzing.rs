@@ -12,7 +12,7 @@ use crate::wire;
 
 /// Runs every decoder this backend applies to what Iggy sends on `data`: a poll reply (its
 /// batches, messages and user headers), headers alone, an offsets-log record, a SCRAM
-/// credentials record, a user reply
+/// credentials record, a transaction-state record, a user reply
 /// with its permissions named, and a topic reply as Kafka sees it (its configuration, and
 /// an alter of it). They must not panic whatever
 /// the bytes.
@@ -26,6 +26,11 @@ pub fn decode(data: &[u8]) {
     let _ = wire::scan_timestamps(data, 2..u64::MAX, 0);
     let _ = crate::offsets_log::Record::decode(data);
     let _ = crate::scram::decode(data);
+    if let Some(r) = crate::txn_log::Record::decode(data) {
+        // What decodes is written back the same.
+        let bytes = r.encode().expect("a decoded record encodes");
+        assert_eq!(crate::txn_log::Record::decode(&bytes), Some(r));
+    }
     crate::users::decode_user(data);
     if let Ok((reply, _)) = GetTopicResponse::decode(data) {
         let info = wire::topic_info("topic", &reply.topic, *b"KGW1");

@@ -28,7 +28,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use iggy_kafka_core::backend::{Backend, BackendError, Command, Completion, Execution, TopicRef};
+use iggy_kafka_core::backend::{
+    Backend, BackendError, Command, Completion, Execution, PartitionOffsets, ReadResult, TopicRef,
+};
 use iggy_kafka_core::stats::{Metric, MetricKind, MetricValue};
 use iggy_kafka_iggy_client::lane::SERVICE_BOUNDS;
 use iggy_kafka_iggy_client::{Clock, CommandStats, Lanes, SessionError};
@@ -48,6 +50,8 @@ mod scram;
 mod search;
 mod sync;
 mod timestamps;
+mod transactions;
+mod txn_log;
 mod users;
 mod watch;
 mod wire;
@@ -132,6 +136,7 @@ struct Inner {
     committed: CommittedOffsets,
     users: Users,
     scram: scram::ScramStore,
+    txns: transactions::TxnStore,
 }
 
 impl Inner {
@@ -140,6 +145,70 @@ impl Inner {
     fn deleted_before(&self, topic: &str, partition: u32) -> Option<u64> {
         self.committed
             .log_start(topic, partition, self.catalog.known_id(topic))
+    }
+}
+
+impl Inner {
+    /// Rebuilds the partition's transaction index from its log, if this gateway run has not
+    /// yet, before a marker or transactional append changes it: the rebuild must see the log
+    /// as it was, or it would close the partition's earlier transactions with the new marker
+    /// (reporting a commit as aborted, or an abort as committed).
+    async fn index_before_write(&self, topic: &str, partition: u32) -> Result<(), BackendError> {
+        let known = self.catalog.existing([(topic, partition, ())]);
+        if known
+            .first()
+            .is_some_and(|(_, s)| s.txns_rebuilt.load(std::sync::atomic::Ordering::Acquire))
+        {
+            return Ok(());
+        }
+        // Iggy says whether the partition exists before any state is made for it.
+        self.catalog.offsets(topic, partition).await?;
+        self.txns
+            .indexed(&self.catalog, &self.reads, (topic, partition))
+            .await?;
+        Ok(())
+    }
+
+    /// `o` with the partition's last stable offset, from its transaction index.
+    async fn last_stable(
+        &self,
+        topic: &str,
+        partition: u32,
+        mut o: PartitionOffsets,
+    ) -> Result<PartitionOffsets, BackendError> {
+        let state = self
+            .txns
+            .indexed(&self.catalog, &self.reads, (topic, partition))
+            .await?;
+        o.last_stable = Some(state.last_stable(o.log_start, o.high_watermark));
+        Ok(o)
+    }
+
+    /// A read from `offset` of `partition`, with the partition's last stable offset and the
+    /// aborted transactions that overlap the messages read.
+    ///
+    /// Iggy's reply may hold a transactional batch whose append reply this gateway has not
+    /// handled yet, or lost: the last stable offset stops before it all the same
+    /// ([`partition::PartitionState::last_stable`]), and it is in the index before its
+    /// transaction's marker is written (a marker first finds a batch in doubt).
+    async fn with_transactions(
+        &self,
+        partition: u32,
+        offset: u64,
+        mut r: ReadResult,
+    ) -> Result<ReadResult, BackendError> {
+        let state = self
+            .txns
+            .indexed(&self.catalog, &self.reads, (&r.topic, partition))
+            .await?;
+        r.offsets.last_stable =
+            Some(state.last_stable(r.offsets.log_start, r.offsets.high_watermark));
+        if let Some((last, _)) = r.messages.last() {
+            r.aborted = state
+                .txn_index(r.offsets.log_start)
+                .aborted_between(offset, last);
+        }
+        Ok(r)
     }
 }
 
@@ -157,6 +226,30 @@ impl IggyBackend {
     #[must_use]
     pub fn kept_groups(&self) -> Vec<(String, bytes::Bytes)> {
         self.inner.committed.group_states()
+    }
+
+    /// The transaction coordinator's state kept in Iggy (replayed at
+    /// [`IggyBackend::connect`]), for `TxnCoordinator::restore` before the gateway serves.
+    #[must_use]
+    pub fn transaction_state(&self) -> Vec<iggy_kafka_core::txn::TxnSnapshot> {
+        self.inner.txns.snapshots()
+    }
+
+    /// How long each open transaction of [`IggyBackend::transaction_state`] has been open,
+    /// by transactional id, where the log says when it opened: restored, it is aborted once
+    /// the rest of its timeout passes, not its whole timeout again.
+    #[must_use]
+    pub fn transactions_open_for(&self) -> Vec<(String, std::time::Duration)> {
+        let now = transactions::wall_clock_ms();
+        self.inner
+            .txns
+            .opened()
+            .into_iter()
+            .map(|(id, at)| {
+                let ms = u64::try_from(now.saturating_sub(at)).unwrap_or(0);
+                (id, std::time::Duration::from_millis(ms))
+            })
+            .collect()
     }
 
     /// Opens the backend on a pool whose lanes a runtime drives: makes sure the stream and
@@ -186,6 +279,7 @@ impl IggyBackend {
             committed: CommittedOffsets::default(),
             users: Users::default(),
             scram: scram::ScramStore::new(&config.credential_secret, &config.stream),
+            txns: transactions::TxnStore::default(),
         };
         let opened = match admin::ensure_streams(&inner.catalog, config.create_stream).await {
             Ok(()) => inner.committed.open(&inner.catalog, &inner.reads).await,
@@ -200,6 +294,10 @@ impl IggyBackend {
                     step: "replay the SCRAM credentials",
                     source,
                 }),
+            Err(e) => Err(e),
+        };
+        let opened = match opened {
+            Ok(()) => inner.txns.open(&inner.catalog, &inner.reads).await,
             Err(e) => Err(e),
         };
         match (opened, lanes.login_refused()) {
@@ -252,6 +350,7 @@ impl Backend for IggyBackend {
         let lanes = self.inner.catalog.calls().lanes();
         let stats = lanes.stats();
         let (log_records, live_offsets) = self.inner.committed.size();
+        let (txn_records, _) = self.inner.txns.size();
         let command = |code: u32| {
             vec![(
                 "command",
@@ -345,6 +444,12 @@ impl Backend for IggyBackend {
                 MetricKind::Gauge,
                 live_offsets as f64,
             ),
+            Metric::single(
+                "transaction_log_records",
+                "Records in the current generation of the transaction coordinator's log.",
+                MetricKind::Gauge,
+                txn_records as f64,
+            ),
         ]
     }
 
@@ -381,11 +486,41 @@ impl Backend for IggyBackend {
             Command::ListGroups => {
                 Execution::Done(Completion::ListGroups(Ok(inner.committed.groups())))
             }
-            // Transactions are not kept in Iggy yet: the gateway refuses transactional
-            // producers on this backend (`Config::transactions`), so no marker comes here.
-            Command::WriteMarker { .. } => Execution::Done(Completion::WriteMarker(Err(
-                BackendError::Other("the Iggy backend keeps no transactions".into()),
-            ))),
+            Command::WriteMarker {
+                topic,
+                partition,
+                producer_id,
+                epoch,
+                commit,
+                coordinator_epoch,
+            } => {
+                let stamp = inner.appends.stamp();
+                pending(Box::pin(async move {
+                    let Inner {
+                        catalog,
+                        reads,
+                        appends,
+                        ..
+                    } = &*inner;
+                    let written = match inner.index_before_write(&topic, partition).await {
+                        Ok(()) => {
+                            appends
+                                .write_marker(
+                                    catalog,
+                                    reads,
+                                    (&topic, partition),
+                                    (producer_id, epoch),
+                                    commit,
+                                    coordinator_epoch,
+                                    stamp,
+                                )
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    Completion::WriteMarker(catalog.settle(&topic, partition, written))
+                }))
+            }
             Command::UserPermissions { user } => {
                 let now = inner.catalog.calls().clock().now();
                 match inner.users.cached(&user, now) {
@@ -397,6 +532,9 @@ impl Backend for IggyBackend {
                     })),
                 }
             }
+            Command::PersistTxns { changes } => pending(Box::pin(async move {
+                Completion::PersistTxns(inner.txns.persist(&inner.catalog, changes).await)
+            })),
             Command::StoreScramCredentials { changes } => pending(Box::pin(async move {
                 Completion::StoreScramCredentials(inner.scram.store(&inner.catalog, changes).await)
             })),
@@ -445,19 +583,33 @@ impl Backend for IggyBackend {
                 messages,
                 largest_batch,
                 producer: Some(pb),
-            } => pending(Box::pin(async move {
-                let Inner {
-                    catalog,
-                    reads,
-                    appends,
-                    ..
-                } = &*inner;
-                let at = (topic.as_str(), partition);
-                let appended = appends
-                    .append(catalog, reads, at, &messages, largest_batch, pb)
-                    .await;
-                Completion::Append(catalog.settle(&topic, partition, appended))
-            })),
+            } => {
+                // Taken now, in hand-over order, not when the future is first polled.
+                let stamp = inner.appends.stamp();
+                pending(Box::pin(async move {
+                    let Inner {
+                        catalog,
+                        reads,
+                        appends,
+                        ..
+                    } = &*inner;
+                    let at = (topic.as_str(), partition);
+                    let indexed = if pb.transactional {
+                        inner.index_before_write(&topic, partition).await
+                    } else {
+                        Ok(())
+                    };
+                    let appended = match indexed {
+                        Ok(()) => {
+                            appends
+                                .append(catalog, reads, at, &messages, largest_batch, pb, stamp)
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    Completion::Append(catalog.settle(&topic, partition, appended))
+                }))
+            }
             Command::Read {
                 topic,
                 partition,
@@ -478,13 +630,16 @@ impl Backend for IggyBackend {
                                 Err(e) => Err(e),
                             }
                         }
-                        start => reads
+                        start => match reads
                             .read(catalog, &name, partition, offset, max_bytes, max_messages)
                             .await
-                            .map(|mut r| {
+                        {
+                            Ok(mut r) => {
                                 r.offsets.log_start = r.offsets.log_start.max(start.unwrap_or(0));
-                                r
-                            }),
+                                inner.with_transactions(partition, offset, r).await
+                            }
+                            Err(e) => Err(e),
+                        },
                     },
                     Err(e) => Err(e),
                 };
@@ -500,12 +655,15 @@ impl Backend for IggyBackend {
             Command::Offsets { topic, partition } => pending(Box::pin(async move {
                 let catalog = &inner.catalog;
                 Completion::Offsets(match catalog.topic_name(&topic).await {
-                    Ok(name) => catalog.offsets(&name, partition).await.map(|mut o| {
-                        if let Some(start) = inner.deleted_before(&name, partition) {
-                            o.log_start = o.log_start.max(start).min(o.high_watermark);
+                    Ok(name) => match catalog.offsets(&name, partition).await {
+                        Ok(mut o) => {
+                            if let Some(start) = inner.deleted_before(&name, partition) {
+                                o.log_start = o.log_start.max(start).min(o.high_watermark);
+                            }
+                            inner.last_stable(&name, partition, o).await
                         }
-                        o
-                    }),
+                        Err(e) => Err(e),
+                    },
                     Err(e) => Err(e),
                 })
             })),

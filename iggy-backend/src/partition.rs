@@ -4,6 +4,7 @@
 //! (`crate::search`), and its lane ([`PartitionRoute`]). It is forgotten when Iggy says the
 //! partition does not exist or its topic was created again.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use bytes::Bytes;
 use event_listener::Event;
 use iggy_kafka_core::backend::ProducerBatch;
 use iggy_kafka_core::producers::Producers;
+use iggy_kafka_core::txn_index::TxnIndex;
 use iggy_kafka_iggy_client::PendingCall;
 
 use crate::calls::PartitionRoute;
@@ -46,6 +48,69 @@ pub(crate) struct PartitionState {
     pub(crate) timestamps_gate: Gate,
     /// Which lane serves the partition's appends and reads.
     pub(crate) route: PartitionRoute,
+    /// The transactions open and aborted here, kept up by this gateway's transactional
+    /// appends and markers (under `gate`), and read back from the log once per gateway run
+    /// (`txns_rebuilt`) before the partition's first read, last stable offset, marker or
+    /// transactional append.
+    pub(crate) txns: Mutex<TxnIndex>,
+    pub(crate) txns_rebuilt: AtomicBool,
+    /// One rebuild at a time. Not `gate`: the partition's other idempotent appends go on
+    /// while its log is read (its transactional writes and markers wait for the rebuild).
+    pub(crate) txns_gate: Gate,
+    /// The log start the index last forgot what lies before.
+    pub(crate) txns_start: AtomicU64,
+    /// Each producer's latest marker written here, by its hand-over stamp
+    /// (`crate::append::Appends::stamp`): a transactional batch handed over before it was
+    /// verified in the transaction the marker ended, and is refused should it come later.
+    pub(crate) closed: Mutex<HashMap<i64, u64>>,
+    /// The highest stamp of a marker forgotten from `closed` (it keeps a bounded number of
+    /// producers): a transactional batch of a producer `closed` has no entry for, stamped
+    /// before it, may have been handed over before its own forgotten marker, and is refused.
+    pub(crate) closed_floor: AtomicU64,
+    /// Where the transactional batch sent here and not yet taken into `txns` lands at the
+    /// earliest. Iggy may hold it, and a read return it, before its reply comes back; until
+    /// then it holds the last stable offset back, as `doubt` does once its reply is lost.
+    pub(crate) txn_in_flight: Mutex<Option<u64>>,
+    /// Transactional batches whose reply was lost and that were not found where they can
+    /// have landed: Iggy may apply one yet. Each holds the last stable offset back until its
+    /// producer's next marker here, which looks for it once more first.
+    pub(crate) txn_unfound: Mutex<Vec<Doubt>>,
+}
+
+impl PartitionState {
+    /// The last stable offset, from the transaction index, held back by a transactional
+    /// batch in flight or in doubt here: Iggy may hold such a batch (and a read return it)
+    /// before the index knows it.
+    pub(crate) fn last_stable(&self, log_start: u64, high_watermark: u64) -> u64 {
+        // In this order: a batch leaves the index's blind spot by being taken into the index
+        // (or put in doubt) before it stops being in flight.
+        let in_flight = *crate::sync::lock(&self.txn_in_flight);
+        let in_doubt = crate::sync::lock(&self.doubt)
+            .filter(|d| d.batch.transactional)
+            .map(|d| d.from);
+        let unfound = crate::sync::lock(&self.txn_unfound)
+            .iter()
+            .map(|d| d.from)
+            .min();
+        let stable = self.txn_index(log_start).last_stable(high_watermark);
+        // Nothing before the log start is read: a transaction open there holds nothing back.
+        [in_flight, in_doubt, unfound]
+            .into_iter()
+            .flatten()
+            .fold(stable, u64::min)
+            .max(log_start)
+            .min(high_watermark.max(log_start))
+    }
+
+    /// The transaction index, having forgotten what lies before `log_start` (retention or
+    /// DeleteRecords) when that moved since it last did.
+    pub(crate) fn txn_index(&self, log_start: u64) -> std::sync::MutexGuard<'_, TxnIndex> {
+        let mut index = crate::sync::lock(&self.txns);
+        if self.txns_start.fetch_max(log_start, Ordering::Relaxed) < log_start {
+            index.truncate_before(log_start);
+        }
+        index
+    }
 }
 
 impl PartitionState {

@@ -3,6 +3,7 @@
 mod cluster;
 mod mapping;
 mod recorded;
+mod transactions;
 mod users;
 
 use std::future::Future;

@@ -237,7 +237,8 @@ fn encode_records(
     // A new batch where the timestamp type changes, and for each log-append-time timestamp
     // (such a batch's records all carry the batch's one timestamp).
     // A new batch also where the transaction changes: a transaction's records, and its
-    // markers (control batches), are batches of their producer.
+    // markers (control batches), are batches of their producer. Each marker is a batch of
+    // its own, as Kafka writes them: consumers take one control record per control batch.
     type Kind = (bool, Option<(i64, i16, bool)>);
     let mut batch: Option<(BatchWriter, Kind)> = None;
     for (offset, m) in read.messages.iter().take(taken) {
@@ -278,9 +279,11 @@ fn encode_records(
             }
         };
         let kind: Kind = (log_append, transaction);
-        let fits = batch
-            .as_ref()
-            .is_some_and(|(b, k)| *k == kind && (!log_append || b.max_timestamp() == timestamp_ms));
+        let control = transaction.is_some_and(|(_, _, c)| c);
+        let fits = !control
+            && batch.as_ref().is_some_and(|(b, k)| {
+                *k == kind && (!log_append || b.max_timestamp() == timestamp_ms)
+            });
         if !fits {
             if let Some((b, _)) = batch.take() {
                 finish(b, &mut buf);

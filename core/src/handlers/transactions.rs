@@ -691,7 +691,7 @@ impl Task for DescribeTransactionsTask {
                     producer_epoch: -1,
                     ..DescribedTransaction::default()
                 },
-                Some(s) => {
+                Some((s, running)) => {
                     let mut topics: Vec<TopicData> = Vec::new();
                     for (topic, p) in &s.partitions {
                         let p = i32::try_from(*p).unwrap_or(i32::MAX);
@@ -708,9 +708,14 @@ impl Task for DescribeTransactionsTask {
                         transactional_id: id.clone(),
                         transaction_state: KStr::from(s.state.name()),
                         transaction_timeout_ms: s.timeout_ms,
-                        // The coordinator keeps no wall-clock time (time reaches it as an
-                        // instant): the start time is not known.
-                        transaction_start_time_ms: -1,
+                        // -1 without an open transaction, or without the wall clock.
+                        transaction_start_time_ms: running.zip(ctx.config.wall_clock).map_or(
+                            -1,
+                            |(r, wall)| {
+                                let r = i64::try_from(r.as_millis()).unwrap_or(i64::MAX);
+                                wall.unix_ms_at(ctx.now).saturating_sub(r)
+                            },
+                        ),
                         producer_id: s.producer_id,
                         producer_epoch: s.epoch,
                         topics,
@@ -786,5 +791,63 @@ mod tests {
         };
         assert_eq!(txn_key(&anyone, "tx"), "tx");
         assert_eq!(shown(&anyone, "tx"), Some("tx"));
+    }
+
+    /// An open transaction's start time is the wall clock's, derived from how long the
+    /// coordinator says it has run; -1 without a wall clock or an open transaction.
+    #[test]
+    fn describe_reports_when_the_open_transaction_started() {
+        use crate::backend::{TxnSnapshot, TxnState};
+        use crate::config::WallClock;
+        use crate::protocol::generated::describe_transactions_request::DescribeTransactionsRequest;
+        use crate::protocol::Response;
+        let at = Instant::now();
+        let describe = |wall_clock, running| {
+            let config = Config {
+                wall_clock,
+                ..Config::default()
+            };
+            let ctx = Ctx {
+                config: &config,
+                now: at + Duration::from_secs(60),
+                version: 0,
+                closing: false,
+                client_id: None,
+                client_host: "",
+                principal: None,
+            };
+            let mut task = DescribeTransactionsTask::new(DescribeTransactionsRequest {
+                transactional_ids: vec!["tx".into()],
+                ..DescribeTransactionsRequest::default()
+            });
+            assert!(matches!(task.step(&ctx, Vec::new()), Step::Run(_)));
+            let snapshot = TxnSnapshot {
+                transactional_id: "tx".into(),
+                producer_id: 1,
+                previous_producer_id: -1,
+                epoch: 0,
+                last_epoch: -1,
+                timeout_ms: 60_000,
+                state: TxnState::Ongoing,
+                partitions: Vec::new(),
+                offsets: Vec::new(),
+            };
+            let reply = TxnReply::Describe(vec![Some((snapshot, running))]);
+            match task.step(&ctx, vec![Outcome::Txn(reply)]) {
+                Step::Respond(Response::DescribeTransactions(r)) => {
+                    r.transaction_states[0].transaction_start_time_ms
+                }
+                _ => panic!("DescribeTransactions"),
+            }
+        };
+        let wall = WallClock {
+            at,
+            unix_ms: 1_700_000_000_000,
+        };
+        // Opened 5 s before the request, which came 60 s after the wall clock was read.
+        let running = Some(Duration::from_secs(5));
+        assert_eq!(describe(Some(wall), running), 1_700_000_055_000);
+        assert_eq!(describe(None, running), -1);
+        assert_eq!(describe(Some(wall), None), -1);
     }
 }

@@ -16,6 +16,9 @@ struct Harness {
     log: Vec<(String, Option<TxnSnapshot>)>,
     /// Markers handed out and not yet reported.
     markers: Vec<Markers>,
+    /// Leave persists unacknowledged, in `persisting`, until [`Harness::persisted`].
+    hold_persists: bool,
+    persisting: Vec<(String, Option<TxnSnapshot>, u64)>,
 }
 
 impl Harness {
@@ -26,14 +29,30 @@ impl Harness {
             next: 0,
             log: Vec::new(),
             markers: Vec::new(),
+            hold_persists: false,
+            persisting: Vec::new(),
         }
     }
 
+    /// Takes the effects; persists are acknowledged at once unless `hold_persists`, as
+    /// the embedded store does.
     fn drain(&mut self) {
         while let Some(e) = self.c.poll_effect() {
             match e {
                 TxnEffect::WriteMarkers(m) => self.markers.push(m),
-                TxnEffect::Persist(id, s) => self.log.push((id, s)),
+                TxnEffect::Persist {
+                    transactional_id,
+                    snapshot,
+                    version,
+                } => {
+                    if self.hold_persists {
+                        self.persisting.push((transactional_id, snapshot, version));
+                    } else {
+                        self.log.push((transactional_id.clone(), snapshot));
+                        self.c
+                            .handle_persisted(self.now, &transactional_id, version, true);
+                    }
+                }
             }
         }
     }
@@ -110,6 +129,19 @@ impl Harness {
         std::iter::from_fn(|| self.c.poll_reply()).collect()
     }
 
+    /// Reports every persist held as written (`ok`: into the log) or failed; the replies
+    /// that releases.
+    fn persisted(&mut self, ok: bool) -> Vec<(ReplyTo, TxnReply)> {
+        for (id, snapshot, version) in std::mem::take(&mut self.persisting) {
+            if ok {
+                self.log.push((id.clone(), snapshot));
+            }
+            self.c.handle_persisted(self.now, &id, version, ok);
+        }
+        self.drain();
+        std::iter::from_fn(|| self.c.poll_reply()).collect()
+    }
+
     fn state(&self, id: &str) -> TxnState {
         self.c.snapshot(id).expect("known id").state
     }
@@ -117,8 +149,8 @@ impl Harness {
     /// A coordinator restarted from the persisted log.
     fn restart(&mut self) {
         let mut latest: BTreeMap<String, Option<TxnSnapshot>> = BTreeMap::new();
-        for (id, s) in self.log.drain(..) {
-            latest.insert(id, s);
+        for (id, s) in &self.log {
+            latest.insert(id.clone(), s.clone());
         }
         let mut c = TxnCoordinator::new(TxnConfig::default());
         c.restore(self.now, latest.into_values().flatten());
@@ -449,6 +481,28 @@ fn markers_that_fail_are_written_again() {
     assert_eq!(h.state("tx"), TxnState::CompleteCommit);
 }
 
+/// A retry writes the markers only to the partitions the failed write did not reach.
+#[test]
+fn markers_are_written_again_only_where_they_failed() {
+    let mut h = Harness::new();
+    let p = h.init("tx", 1).expect("the call succeeds");
+    h.add("tx", p, &[0, 1, 2]);
+    h.end("tx", p, false);
+    let m = h.markers.pop().expect("markers handed out");
+    assert_eq!(m.partitions, [TP(0), TP(1), TP(2)]);
+    h.c.markers_written("tx", m.producer_id, m.epoch, &[TP(0), TP(2)]);
+    h.c.handle_markers(h.now, "tx", m.producer_id, m.epoch, false);
+    // A report for another epoch changes nothing.
+    h.c.markers_written("tx", m.producer_id, m.epoch + 1, &[TP(1)]);
+    h.now += Duration::from_secs(1);
+    h.c.handle_timeout(h.now);
+    h.drain();
+    assert_eq!(h.markers.len(), 1);
+    assert_eq!(h.markers[0].partitions, [TP(1)]);
+    h.markers_done(true);
+    assert_eq!(h.state("tx"), TxnState::CompleteAbort);
+}
+
 #[test]
 fn idle_transactional_ids_are_forgotten() {
     let mut h = Harness::new();
@@ -602,4 +656,145 @@ fn interleaved_producers_on_one_partition() {
         .map(|(o, _)| o)
         .collect();
     assert_eq!(visible, [1, 2]);
+}
+
+/// Kafka's order with a log that acknowledges later: a call is answered once its state is
+/// durable, a transactional write goes only to partitions whose addition is durable, and
+/// a decision's markers wait for the decision to be durable.
+#[test]
+fn calls_are_answered_once_their_state_is_durable() {
+    let mut h = Harness::new();
+    h.hold_persists = true;
+    assert_eq!(
+        h.call(TxnCall::InitProducerId {
+            transactional_id: "tx".into(),
+            timeout_ms: 10_000,
+            expected: None,
+            fresh_id: 7,
+        }),
+        None,
+        "InitProducerId waits for its epoch to be durable"
+    );
+    let replies = h.persisted(true);
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].1, TxnReply::InitProducerId(Ok((7, 0))));
+    let add = TxnCall::AddPartitions {
+        transactional_id: "tx".into(),
+        producer_id: 7,
+        epoch: 0,
+        partitions: vec![TP(0)],
+        verify_only: false,
+    };
+    assert_eq!(h.call(add.clone()), None);
+    assert_eq!(
+        h.c.verify_write("tx", 7, 0, &TP(0)),
+        ErrorCode::INVALID_TXN_STATE,
+        "no write before the partition is durable"
+    );
+    assert_eq!(
+        h.persisted(true)[0].1,
+        TxnReply::AddPartitions(vec![ErrorCode::NONE])
+    );
+    assert_eq!(h.c.verify_write("tx", 7, 0, &TP(0)), ErrorCode::NONE);
+    // AddOffsetsToTxn and TxnOffsetCommit wait too.
+    assert_eq!(
+        h.call(TxnCall::AddOffsets {
+            transactional_id: "tx".into(),
+            producer_id: 7,
+            epoch: 0,
+            group: "g".into(),
+        }),
+        None
+    );
+    assert_eq!(h.persisted(true)[0].1, TxnReply::Code(ErrorCode::NONE));
+    // The decision: no marker before it is durable.
+    assert_eq!(h.end("tx", (7, 0), true), None);
+    assert!(h.markers.is_empty(), "markers wait for PrepareCommit");
+    assert!(h.persisted(true).is_empty(), "EndTxn waits for the markers");
+    assert_eq!(h.markers.len(), 1);
+    let replies = h.markers_done(true);
+    assert_eq!(replies[0].1, TxnReply::EndTxn(ErrorCode::NONE));
+    // The completion is persisted after the markers.
+    assert_eq!(
+        h.persisting
+            .last()
+            .and_then(|p| p.1.as_ref())
+            .map(|s| s.state),
+        Some(TxnState::CompleteCommit)
+    );
+}
+
+/// A log that fails: the calls waiting get Kafka's retriable COORDINATOR_NOT_AVAILABLE, the
+/// state is persisted again after the retry delay, and the decision's markers go out once
+/// it is durable.
+#[test]
+fn a_failed_persist_is_retried_and_its_calls_answered_retriable() {
+    let mut h = Harness::new();
+    let p = h.init("tx", 7).expect("init");
+    assert_eq!(h.add("tx", p, &[0]), [ErrorCode::NONE]);
+    h.hold_persists = true;
+    assert_eq!(
+        h.call(TxnCall::AddPartitions {
+            transactional_id: "tx".into(),
+            producer_id: 7,
+            epoch: 0,
+            partitions: vec![TP(1)],
+            verify_only: false,
+        }),
+        None
+    );
+    let replies = h.persisted(false);
+    assert_eq!(
+        replies[0].1,
+        TxnReply::AddPartitions(vec![ErrorCode::COORDINATOR_NOT_AVAILABLE])
+    );
+    assert_eq!(
+        h.c.verify_write("tx", 7, 0, &TP(1)),
+        ErrorCode::INVALID_TXN_STATE
+    );
+    // The EndTxn's decision fails too: it is not answered as done.
+    assert_eq!(h.end("tx", p, true), None);
+    let replies = h.persisted(false);
+    assert_eq!(
+        replies[0].1,
+        TxnReply::EndTxn(ErrorCode::COORDINATOR_NOT_AVAILABLE)
+    );
+    assert!(h.markers.is_empty());
+    let due = h.c.poll_timeout().expect("a retry is due");
+    assert_eq!(due, h.now + TxnConfig::default().marker_retry);
+    h.now = due;
+    h.c.handle_timeout(h.now);
+    h.drain();
+    assert_eq!(h.persisting.len(), 1, "the state persisted again");
+    assert!(h.persisted(true).is_empty());
+    assert_eq!(h.markers.len(), 1, "now durable, the markers go out");
+    assert_eq!(h.markers[0].partitions, [TP(0), TP(1)]);
+    h.markers_done(true);
+    // The producer's retried EndTxn learns the outcome.
+    h.hold_persists = false;
+    assert_eq!(h.end("tx", p, true), Some(ErrorCode::NONE));
+}
+
+/// A restart before the decision was durable: the transaction is still open, and is
+/// aborted once its timeout passes; its partitions added durably get abort markers.
+#[test]
+fn a_restart_before_the_decision_is_durable_aborts_after_the_timeout() {
+    let mut h = Harness::new();
+    let p = h.init("tx", 7).expect("init");
+    assert_eq!(h.add("tx", p, &[0]), [ErrorCode::NONE]);
+    h.hold_persists = true;
+    assert_eq!(h.end("tx", p, true), None);
+    assert!(h.markers.is_empty());
+    h.persisting.clear();
+    h.hold_persists = false;
+    h.restart();
+    assert_eq!(h.state("tx"), TxnState::Ongoing);
+    assert!(h.markers.is_empty());
+    h.now += Duration::from_secs(10);
+    h.c.handle_timeout(h.now);
+    h.drain();
+    assert_eq!(h.markers.len(), 1);
+    assert!(!h.markers[0].commit, "never committed");
+    assert_eq!(h.markers[0].partitions, [TP(0)]);
+    assert_eq!(h.markers[0].epoch, 1, "the producer is fenced");
 }

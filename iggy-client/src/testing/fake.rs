@@ -166,6 +166,8 @@ pub struct FakeIggy {
     pub consumer_offsets: HashMap<(String, String, u32), u64>,
     /// The next non-login request gets this error status.
     pub fail_next: Option<u32>,
+    /// Appends to these topics (by name) are refused.
+    pub refuse_sends_to: std::collections::BTreeSet<String>,
     /// Requests seen, by command code.
     pub seen: Vec<u32>,
     /// The password every login must give, but for the users of [`FakeIggy::passwords`].
@@ -545,6 +547,10 @@ impl FakeIggy {
                     return Err(4);
                 };
                 let topic = name(&h.topic_id);
+                if self.refuse_sends_to.contains(&topic) {
+                    // Iggy's generic "error".
+                    return Err(1);
+                }
                 let t = self
                     .topics_mut(&h.stream_id)?
                     .get_mut(&topic)
