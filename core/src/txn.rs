@@ -166,10 +166,11 @@ pub enum TxnReply {
     EndTxn(ErrorCode),
     /// Of [`TxnCall::PendingOffsets`]: the partitions with offsets pending.
     Pending(Vec<TopicPartition>),
-    /// Of [`TxnCall::List`]: each id's state and how long its open transaction has run.
+    /// Of [`TxnCall::List`]: each id's state and how long ago its current (or last)
+    /// transaction started (`None`: none since its InitProducerId, or not known).
     List(Vec<(TxnSnapshot, Option<Duration>)>),
-    /// Of [`TxnCall::Describe`]: each id's state and how long its open transaction has
-    /// run, in the order asked (`None`: unknown).
+    /// Of [`TxnCall::Describe`]: each id's state and how long ago its current (or last)
+    /// transaction started, in the order asked (`None`: unknown id).
     Describe(Vec<Option<(TxnSnapshot, Option<Duration>)>>),
 }
 
@@ -240,7 +241,8 @@ struct Txn {
     markers_after: Option<u64>,
     /// When to persist the state again after the log failed it.
     persist_retry: Option<Instant>,
-    /// When the open transaction started (for its timeout).
+    /// When the current (or last) transaction started: for its timeout while it is open,
+    /// and for admin tools until the next InitProducerId, as Kafka keeps it.
     started: Option<Instant>,
     /// When anything last happened (for expiry).
     updated: Instant,
@@ -673,7 +675,6 @@ impl TxnCoordinator {
         };
         t.partitions.clear();
         t.offsets.clear();
-        t.started = None;
         t.updated = now;
         for to in t.waiting.drain(..) {
             self.replies
@@ -854,6 +855,7 @@ impl TxnCoordinator {
                 t.timeout = timeout_of(timeout_ms);
                 t.timeout_ms = timeout_ms;
                 t.state = TxnState::Empty;
+                t.started = None;
                 t.updated = now;
                 let answer = (t.producer_id, t.epoch);
                 self.persist(id);
@@ -1080,7 +1082,7 @@ fn offsets_of(t: &Txn) -> Vec<(String, Vec<GroupOffset>)> {
         .collect()
 }
 
-/// How long `t`'s open transaction has run at `now`.
+/// How long ago `t`'s current (or last) transaction started, at `now`.
 fn running(t: &Txn, now: Instant) -> Option<Duration> {
     t.started.map(|s| now.saturating_duration_since(s))
 }

@@ -201,6 +201,9 @@ impl Appends {
                 serial = state.gate.enter().await;
                 continue;
             }
+            if pb.transactional {
+                not_rebuilt(&state, at)?;
+            }
             if !state.recovered.load(Ordering::Relaxed) {
                 self.recover_producers(catalog, reads, at, &state).await?;
             }
@@ -307,6 +310,7 @@ impl Appends {
             state = catalog.partition(topic, partition);
             serial = state.gate.enter().await;
         }
+        not_rebuilt(&state, at)?;
         // The producers are read back first, so that the fence holds against batches
         // appended before a restart too.
         if !state.recovered.load(Ordering::Relaxed) {
@@ -322,7 +326,7 @@ impl Appends {
             .copied()
             .collect();
         for doubt in unfound {
-            if let Some(offset) = self.find_batch(catalog, reads, at, &state, doubt).await? {
+            if let (Some(offset), _) = self.find_batch(catalog, reads, at, &state, doubt).await? {
                 lock(&state.txns).appended(producer_id, offset);
             } else {
                 tracing::warn!(
@@ -435,7 +439,7 @@ impl Appends {
         let Some(doubt) = *lock(&state.doubt) else {
             return Ok(());
         };
-        let found = self
+        let (found, looked_to) = self
             .find_batch(catalog, reads, (topic, partition), state, doubt)
             .await?;
         tracing::info!(
@@ -452,7 +456,10 @@ impl Appends {
                 }
             }
             // Iggy may apply it yet (a reply lost to a timeout, or on a node behind).
-            None if doubt.batch.transactional => lock(&state.txn_unfound).push(doubt),
+            None if doubt.batch.transactional => lock(&state.txn_unfound).push(Doubt {
+                from: looked_to.max(doubt.from),
+                ..doubt
+            }),
             None => {}
         }
         *lock(&state.doubt) = None;
@@ -461,7 +468,8 @@ impl Appends {
 
     /// Where `doubt`'s batch landed, looking from where it can have landed to the
     /// partition's end (as Iggy reports it, or as this gateway has seen it, whichever is
-    /// further), within [`DOUBT_SCAN_BYTES`].
+    /// further), within [`DOUBT_SCAN_BYTES`]; and where the look stopped (should Iggy apply
+    /// the batch later, it lands there or after).
     async fn find_batch(
         &self,
         catalog: &Catalog,
@@ -469,7 +477,7 @@ impl Appends {
         (topic, partition): (&str, u32),
         state: &PartitionState,
         doubt: Doubt,
-    ) -> Result<Option<u64>, BackendError> {
+    ) -> Result<(Option<u64>, u64), BackendError> {
         let id = wire::Ids::producer(&doubt.batch).of(0);
         let end = catalog
             .offsets(topic, partition)
@@ -504,8 +512,24 @@ impl Appends {
                 None => break,
             }
         }
-        Ok(found)
+        Ok((found, at))
     }
+}
+
+/// Refuses a transactional write to a partition state whose transaction index is not
+/// rebuilt yet: the state was made afresh (the partition forgotten) after the write's
+/// caller made sure of the rebuild, and learnt first, the write would be taken for the end
+/// of the partition's earlier transactions. Retriable: the retry rebuilds first.
+fn not_rebuilt(
+    state: &PartitionState,
+    (topic, partition): (&str, u32),
+) -> Result<(), BackendError> {
+    if state.txns_rebuilt.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    Err(BackendError::Unavailable(format!(
+        "{topic}-{partition} was looked up again: its transaction index is read back first"
+    )))
 }
 
 /// Remembers that `producer_id`'s marker stamped `stamp` is written to the partition.

@@ -708,7 +708,8 @@ impl Task for DescribeTransactionsTask {
                         transactional_id: id.clone(),
                         transaction_state: KStr::from(s.state.name()),
                         transaction_timeout_ms: s.timeout_ms,
-                        // -1 without an open transaction, or without the wall clock.
+                        // Kept through the transaction's completion, as Kafka keeps it;
+                        // -1 after InitProducerId, or without the wall clock.
                         transaction_start_time_ms: running.zip(ctx.config.wall_clock).map_or(
                             -1,
                             |(r, wall)| {

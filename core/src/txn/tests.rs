@@ -798,3 +798,27 @@ fn a_restart_before_the_decision_is_durable_aborts_after_the_timeout() {
     assert_eq!(h.markers[0].partitions, [TP(0)]);
     assert_eq!(h.markers[0].epoch, 1, "the producer is fenced");
 }
+
+/// When the current (or last) transaction started is kept through its completion, for
+/// admin tools, as Kafka keeps it; InitProducerId clears it.
+#[test]
+fn the_start_of_the_last_transaction_is_kept_until_init_producer_id() {
+    let mut h = Harness::new();
+    let started = |h: &mut Harness| match h.call(TxnCall::Describe(vec!["tx".into()])) {
+        Some(TxnReply::Describe(found)) => found[0].as_ref().and_then(|(_, s)| *s),
+        other => panic!("{other:?}"),
+    };
+    let p = h.init("tx", 100).expect("init");
+    assert_eq!(started(&mut h), None);
+    h.now += Duration::from_secs(1);
+    h.add("tx", p, &[0]);
+    h.now += Duration::from_secs(2);
+    assert_eq!(started(&mut h), Some(Duration::from_secs(2)));
+    assert_eq!(h.end("tx", p, true), None);
+    h.markers_done(true);
+    assert_eq!(h.state("tx"), TxnState::CompleteCommit);
+    h.now += Duration::from_secs(3);
+    assert_eq!(started(&mut h), Some(Duration::from_secs(5)));
+    h.init("tx", 101).expect("init");
+    assert_eq!(started(&mut h), None);
+}

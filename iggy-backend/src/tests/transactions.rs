@@ -832,3 +832,56 @@ fn a_lost_transactional_batch_not_found_holds_the_last_stable_offset_until_its_m
     let o = offsets(&mut h, &backend, "t", 0);
     assert_eq!((o.last_stable, o.high_watermark), (Some(5), 5));
 }
+
+/// A marker that finds the partition looked up afresh (forgotten while it waited) is
+/// refused, retriably, rather than learnt by a transaction index not yet read back, where
+/// it would be taken for the end of the partition's earlier transactions; its retry reads
+/// the index back first, and the earlier commit stays committed.
+#[test]
+fn a_marker_on_a_partition_looked_up_afresh_waits_for_the_rebuild() {
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    persist(
+        &mut h,
+        &backend,
+        vec![(
+            "a".into(),
+            Some(snapshot("a", TxnState::Ongoing, &[("t", 0)])),
+        )],
+    )
+    .expect("persisted");
+    // Producer 5 commits 0..2 (marker at 2), then writes 3..5 and aborts them.
+    assert_eq!(txn_append(&mut h, &backend, txn_batch(5, 0, 0, 2)), Ok(0));
+    assert_eq!(marker(&mut h, &backend, ("t", 0), 5, 0, true), 2);
+    assert_eq!(txn_append(&mut h, &backend, txn_batch(5, 0, 2, 2)), Ok(3));
+    let Execution::Pending(mut abort) = backend.execute(Command::WriteMarker {
+        topic: "t".into(),
+        partition: 0,
+        producer_id: 5,
+        epoch: 0,
+        commit: false,
+        coordinator_epoch: 0,
+    }) else {
+        panic!("a marker waits for Iggy");
+    };
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(abort.as_mut().poll(&mut cx).is_pending());
+    backend.inner.catalog.forget_partition("t", 0);
+    match h.run(abort) {
+        Completion::WriteMarker(Err(e)) => {
+            assert_eq!(e.error_code(), ErrorCode::REQUEST_TIMED_OUT, "{e:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(marker(&mut h, &backend, ("t", 0), 5, 0, false), 5);
+    let r = read_all(&mut h, &backend, "t", 0);
+    assert_eq!(
+        r.aborted,
+        [AbortedTxn {
+            producer_id: 5,
+            first_offset: 3,
+            last_offset: 5
+        }]
+    );
+}
