@@ -810,7 +810,8 @@ impl Backend for IggyBackend {
 /// A command naming a topic that the topic mapping does not reach (one of the gateway's own,
 /// or an Iggy topic the mapping knows by another name), answered as if it did not exist.
 /// The gateway's own topics hold every group's committed offsets, and a client that could
-/// append to, read or delete them could forge, read or lose other groups' commits. Topics
+/// append to (a transaction marker included), read or delete them could forge, read or lose
+/// other groups' commits. Topics
 /// given by id cannot name them (their ids are never resolved); commits are checked against
 /// the topics Kafka clients see.
 fn refuse_unreachable(places: &mapping::Places, command: &Command) -> Option<Completion> {
@@ -825,6 +826,7 @@ fn refuse_unreachable(places: &mapping::Places, command: &Command) -> Option<Com
         | Command::DeleteRecords { topic, .. }
         | Command::CreatePartitions { topic, .. }
         | Command::AlterTopicConfig { topic, .. }
+        | Command::WriteMarker { topic, .. }
         | Command::Read {
             topic: TopicRef::Name(topic),
             ..
@@ -852,6 +854,7 @@ fn refuse_unreachable(places: &mapping::Places, command: &Command) -> Option<Com
         Command::DeleteRecords { .. } => Completion::DeleteRecords(unknown(topic)),
         Command::DeleteTopic { .. } => Completion::DeleteTopic(unknown(topic)),
         Command::CreatePartitions { .. } => Completion::CreatePartitions(unknown(topic)),
+        Command::WriteMarker { .. } => Completion::WriteMarker(unknown(topic)),
         _ => Completion::AlterTopicConfig(unknown(topic)),
     })
 }

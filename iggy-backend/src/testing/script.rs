@@ -3,7 +3,11 @@
 //! its offset, no record is stored twice (an idempotent producer retries each batch that
 //! failed until it is acknowledged; Iggy does not deduplicate, the gateway must), and every
 //! committed offset reads back as one of the values it may hold (a commit that failed may
-//! still have landed). For the fuzzer; the script is raw bytes.
+//! still have landed). Transactions too: a transactional producer writes batches and ends
+//! each partition's transaction with a commit or abort marker, and every read is held to
+//! read_committed's rule: below the last stable offset, no record of an undecided
+//! transaction, every record of an aborted one inside the aborted ranges the read reports,
+//! no record of a committed one inside them. For the fuzzer; the script is raw bytes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -13,9 +17,10 @@ use std::task::{Context, Waker};
 use bytes::Bytes;
 use iggy_kafka_core::backend::{
     Backend, BackendError, Command, CommittedOffset, Completion, Execution, GroupOffset,
-    ProducerBatch, TopicConfig, TopicRef,
+    ProducerBatch, ReadResult, TopicConfig, TopicRef, TxnSnapshot,
 };
-use iggy_kafka_core::mapping::{from_iggy, to_iggy, KafkaRecord};
+use iggy_kafka_core::mapping::{from_iggy, mark_transactional, marker_of, to_iggy, KafkaRecord};
+use iggy_kafka_core::txn::TxnState;
 
 use iggy_kafka_iggy_client::testing::fake::Topic;
 use iggy_kafka_iggy_client::testing::{FakeIggy, Pool};
@@ -52,6 +57,23 @@ enum Asked {
         offset: i64,
     },
     DeleteTopic(usize),
+    /// A transactional batch of the partition's current transaction.
+    TxnAppend {
+        topic: usize,
+        partition: u32,
+        first: i32,
+        records: Vec<KafkaRecord>,
+    },
+    /// The marker ending the partition's current transaction.
+    Marker {
+        topic: usize,
+        partition: u32,
+        commit: bool,
+    },
+    Read {
+        topic: usize,
+        partition: u32,
+    },
     /// What it was, printed when commands never finish.
     Other(#[allow(dead_code)] &'static str),
 }
@@ -67,6 +89,36 @@ struct Model {
     commits: BTreeMap<(usize, usize, u32), Possible>,
     /// The idempotent producer's state per (topic, partition).
     producer: BTreeMap<(usize, u32), Sequence>,
+    /// The transactional producer's state per (topic, partition).
+    txns: BTreeMap<(usize, u32), TxnTrack>,
+    /// Which transaction (topic, partition, number) each transactional record (by serial)
+    /// was sent in, whether or not its append was acknowledged.
+    txn_of: BTreeMap<usize, (usize, u32, u32)>,
+    /// How each transaction ended; absent: still open.
+    ended: BTreeMap<(usize, u32, u32), Ended>,
+}
+
+/// The transactional producer on one partition: one transaction after another, each ended
+/// by a marker (written again until acknowledged), the next in a new epoch.
+#[derive(Default)]
+struct TxnTrack {
+    /// The current transaction's number, and the producer's epoch in it.
+    no: u32,
+    epoch: i16,
+    next: i32,
+    retry: Option<(i32, Vec<KafkaRecord>)>,
+    in_flight: bool,
+    /// Its marker was asked for (and is in flight, or failed: `commit` says which).
+    marker: Option<bool>,
+    marker_in_flight: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    Committed,
+    Aborted,
+    /// A marker was asked for and not yet acknowledged: either may be in the log.
+    Unsure,
 }
 
 /// Where the idempotent producer is on a partition.
@@ -132,6 +184,52 @@ impl Model {
                     }
                 }
             }
+            (
+                Asked::TxnAppend {
+                    topic,
+                    partition,
+                    first,
+                    records,
+                },
+                Completion::Append(result),
+            ) => {
+                let t = self.txns.entry((topic, partition)).or_default();
+                t.in_flight = false;
+                match result {
+                    Ok(_) => {
+                        t.next = first + i32::try_from(records.len()).unwrap_or(0);
+                        t.retry = None;
+                    }
+                    Err(_) => t.retry = Some((first, records)),
+                }
+            }
+            (
+                Asked::Marker {
+                    topic,
+                    partition,
+                    commit,
+                },
+                Completion::WriteMarker(result),
+            ) => {
+                let t = self.txns.entry((topic, partition)).or_default();
+                t.marker_in_flight = false;
+                if result.is_ok() {
+                    let ended = if commit {
+                        Ended::Committed
+                    } else {
+                        Ended::Aborted
+                    };
+                    self.ended.insert((topic, partition, t.no), ended);
+                    t.no += 1;
+                    t.epoch += 1;
+                    t.next = 0;
+                    t.retry = None;
+                    t.marker = None;
+                }
+            }
+            (Asked::Read { topic, partition }, Completion::Read(Ok(r))) => {
+                self.check_committed(topic, partition, r);
+            }
             // The topic's records go, and so do its committed offsets, unless writing that to
             // the log failed (logged: a topic of the same name would inherit them).
             (Asked::DeleteTopic(topic), Completion::DeleteTopic(_)) => {
@@ -148,16 +246,62 @@ impl Model {
 }
 
 impl Model {
-    /// The topic is gone: its records, and the producer's place in it.
+    /// The topic is gone: its records, and the producers' place in it.
     fn forget(&mut self, topic: usize) {
         self.records.retain(|(t, ..), _| *t != topic);
         self.producer.retain(|(t, _), _| *t != topic);
+        // The transactional producer goes on in a new epoch and transaction there; what it
+        // wrote before is gone with the topic.
+        for ((t, _), track) in &mut self.txns {
+            if *t == topic {
+                track.no += 1;
+                track.epoch += 1;
+                track.next = 0;
+                track.retry = None;
+                track.marker = None;
+            }
+        }
+    }
+
+    /// Holds a read of `topic`/`partition` to read_committed's rule (see the module doc).
+    fn check_committed(&self, topic: usize, partition: u32, r: &ReadResult) {
+        let lso = r.offsets.last_stable.unwrap_or(r.offsets.high_watermark);
+        for (offset, m) in r.messages.iter() {
+            if offset >= lso || marker_of(m).is_some() {
+                continue;
+            }
+            let serial = from_iggy(m).timestamp_ms - BASE_MS;
+            let Some(&(t, p, no)) = usize::try_from(serial)
+                .ok()
+                .and_then(|s| self.txn_of.get(&s))
+            else {
+                continue;
+            };
+            if (t, p) != (topic, partition) {
+                // A record of an earlier incarnation of a topic deleted meanwhile.
+                continue;
+            }
+            let covered = r
+                .aborted
+                .iter()
+                .any(|a| a.first_offset <= offset && offset <= a.last_offset);
+            let at = format!("{}/{partition}@{offset} (transaction {no})", TOPICS[topic]);
+            match self.ended.get(&(t, p, no)) {
+                None => panic!("{at}: open, yet below the last stable offset {lso}"),
+                Some(Ended::Committed) => assert!(!covered, "{at}: committed, reported aborted"),
+                Some(Ended::Aborted) => assert!(covered, "{at}: aborted, not reported aborted"),
+                Some(Ended::Unsure) => {}
+            }
+        }
     }
 }
 
+/// The timestamp of record 0: each record's timestamp is this plus its serial number.
+const BASE_MS: i64 = 1_700_000_000_000;
+
 fn record(n: usize) -> KafkaRecord {
     KafkaRecord {
-        timestamp_ms: 1_700_000_000_000 + n as i64,
+        timestamp_ms: BASE_MS + n as i64,
         key: (n % 3 == 1).then(|| Bytes::from(format!("k{n}"))),
         value: (!n.is_multiple_of(5)).then(|| Bytes::from(vec![b'v'; n % 200])),
         ..KafkaRecord::default()
@@ -170,6 +314,21 @@ fn config() -> IggyConfig {
         seed: 42,
         mapping: TopicMapping::parse("kafka", "", MAPPED).expect("the mapping"),
         ..IggyConfig::default()
+    }
+}
+
+/// The coordinator's state of the script's transactional id, naming `partitions`.
+fn txn_snapshot(producer_id: i64, partitions: Vec<(String, u32)>) -> TxnSnapshot {
+    TxnSnapshot {
+        transactional_id: "t".into(),
+        producer_id,
+        previous_producer_id: -1,
+        epoch: 0,
+        last_epoch: -1,
+        timeout_ms: 60_000,
+        state: TxnState::Ongoing,
+        partitions,
+        offsets: Vec::new(),
     }
 }
 
@@ -192,6 +351,12 @@ fn iggy_topic<'a>(
 
 /// Runs `script`; panics when the backend breaks what it acknowledged.
 pub(crate) fn run(script: &[u8]) {
+    run_with(script, 17);
+}
+
+/// [`run`] with the first `ops` operations only: 15 leaves transactions out, as scripts
+/// written before they were part of it expect.
+pub(crate) fn run_with(script: &[u8], ops: u8) {
     let mut h = Pool::new(FakeIggy::new());
     let mut backend = connect(&mut h);
     let Completion::AllocateProducerId(Ok(producer_id)) =
@@ -199,6 +364,28 @@ pub(crate) fn run(script: &[u8]) {
     else {
         panic!("no producer id");
     };
+    // The transactional producer is another producer: an id of its own.
+    let Completion::AllocateProducerId(Ok(txn_producer)) =
+        h.exec(&backend, Command::AllocateProducerId)
+    else {
+        panic!("no producer id");
+    };
+    // The coordinator's state names the partitions the transactional producer writes, so
+    // that their transaction indexes are read back after a restart.
+    let named = TOPICS
+        .iter()
+        .flat_map(|t| (0..4).map(move |p| ((*t).to_owned(), p)))
+        .collect();
+    let persisted = h.exec(
+        &backend,
+        Command::PersistTxns {
+            changes: vec![("t".into(), Some(txn_snapshot(txn_producer, named)))],
+        },
+    );
+    assert!(
+        matches!(persisted, Completion::PersistTxns(Ok(()))),
+        "{persisted:?}"
+    );
     let mut model = Model::default();
     let mut pending: Vec<(Asked, Pending)> = Vec::new();
     let mut bytes = script.iter().copied();
@@ -207,7 +394,7 @@ pub(crate) fn run(script: &[u8]) {
         let mut arg = || usize::from(bytes.next().unwrap_or(0));
         let (topic, partition) = (arg() % TOPICS.len(), u32::try_from(arg() % 4).unwrap_or(0));
         let name = TOPICS[topic].to_owned();
-        let (asked, command) = match op % 15 {
+        let (asked, command) = match op % ops {
             0 => (
                 Asked::Other("create topic"),
                 Command::CreateTopic {
@@ -293,7 +480,7 @@ pub(crate) fn run(script: &[u8]) {
                 )
             }
             3 => (
-                Asked::Other("read"),
+                Asked::Read { topic, partition },
                 Command::Read {
                     topic: TopicRef::Name(name),
                     partition,
@@ -384,6 +571,87 @@ pub(crate) fn run(script: &[u8]) {
                 }
                 continue;
             }
+            15 => {
+                // A transactional batch: the failed one again, or a new one; one at a time,
+                // and none once the transaction's marker was asked for.
+                let t = model.txns.entry((topic, partition)).or_default();
+                if t.in_flight || t.marker.is_some() {
+                    continue;
+                }
+                let (first, records) = t.retry.clone().unwrap_or_else(|| {
+                    let records: Vec<KafkaRecord> = (0..=arg() % 8)
+                        .map(|_| {
+                            serial += 1;
+                            record(serial)
+                        })
+                        .collect();
+                    (t.next, records)
+                });
+                t.in_flight = true;
+                let (no, epoch) = (t.no, t.epoch);
+                for r in &records {
+                    if let Ok(s) = usize::try_from(r.timestamp_ms - BASE_MS) {
+                        model.txn_of.insert(s, (topic, partition, no));
+                    }
+                }
+                let command = Command::Append {
+                    topic: name,
+                    partition,
+                    messages: records
+                        .iter()
+                        .map(|r| {
+                            let mut m = to_iggy(r);
+                            mark_transactional(&mut m, txn_producer, epoch);
+                            m
+                        })
+                        .collect(),
+                    largest_batch: 100,
+                    producer: Some(ProducerBatch {
+                        producer_id: txn_producer,
+                        epoch,
+                        first_sequence: first,
+                        count: i32::try_from(records.len()).unwrap_or(0),
+                        transactional: true,
+                    }),
+                };
+                (
+                    Asked::TxnAppend {
+                        topic,
+                        partition,
+                        first,
+                        records,
+                    },
+                    command,
+                )
+            }
+            16 => {
+                // The transaction's marker, once its batches are answered: asked again, the
+                // same, until acknowledged (as the coordinator does).
+                let t = model.txns.entry((topic, partition)).or_default();
+                if t.in_flight || t.marker_in_flight {
+                    continue;
+                }
+                let commit = *t.marker.get_or_insert(arg() % 2 == 0);
+                t.marker_in_flight = true;
+                t.retry = None;
+                let epoch = t.epoch;
+                model.ended.insert((topic, partition, t.no), Ended::Unsure);
+                (
+                    Asked::Marker {
+                        topic,
+                        partition,
+                        commit,
+                    },
+                    Command::WriteMarker {
+                        topic: name,
+                        partition,
+                        producer_id: txn_producer,
+                        epoch,
+                        commit,
+                        coordinator_epoch: 0,
+                    },
+                )
+            }
             _ => {
                 (h, backend) = restart(h, backend, &mut pending, &mut model);
                 continue;
@@ -461,7 +729,7 @@ fn restart(
         );
     }
     // Nothing stored twice: every record the script sent has a timestamp of its own.
-    for name in &TOPICS[..2] {
+    for (t, name) in TOPICS[..2].iter().enumerate() {
         let (topics, iggy) = iggy_topic(&mut h.fake, name);
         let partitions = topics.get(iggy).map_or(0, |t| t.partitions.len());
         for partition in 0..u32::try_from(partitions).unwrap_or(0) {
@@ -484,7 +752,13 @@ fn restart(
                 let Some((last, _)) = read.messages.last() else {
                     break;
                 };
+                model.check_committed(t, partition, &read);
                 for (offset, m) in read.messages.iter() {
+                    // Markers carry the wall clock, and one may be written twice (its
+                    // reply lost, asked again).
+                    if marker_of(m).is_some() {
+                        continue;
+                    }
                     let at = from_iggy(m).timestamp_ms;
                     assert!(
                         seen.insert(at),

@@ -885,3 +885,31 @@ fn a_marker_on_a_partition_looked_up_afresh_waits_for_the_rebuild() {
         }]
     );
 }
+
+/// A marker for one of the gateway's own topics is refused as for an unknown topic, as
+/// appends to them are: in the offsets log it would be a record the replay cannot read,
+/// and the commits after it would be lost at the next start. (The coordinator adds only
+/// topics Kafka clients can see to a transaction; this holds whatever reaches the backend.)
+#[test]
+fn no_marker_lands_in_the_gateways_own_topics() {
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    let own = crate::offsets_log::topic_name(0);
+    let held = |h: &Pool| -> u64 { h.fake.topics[&own].partitions.iter().map(|p| p.next).sum() };
+    let before = held(&h);
+    match h.exec(
+        &backend,
+        Command::WriteMarker {
+            topic: own.clone(),
+            partition: 0,
+            producer_id: 5,
+            epoch: 0,
+            commit: false,
+            coordinator_epoch: 0,
+        },
+    ) {
+        Completion::WriteMarker(Err(BackendError::UnknownTopic(_))) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(held(&h), before, "nothing appended");
+}
