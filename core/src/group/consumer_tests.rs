@@ -54,6 +54,8 @@ struct Harness {
     topics: Vec<TopicMetadata>,
     epochs: BTreeMap<(String, String), i32>,
     group_epochs: BTreeMap<String, i32>,
+    /// What the coordinator handed out to keep, reported kept.
+    kept: Vec<KeepGroup>,
 }
 
 impl Harness {
@@ -65,6 +67,7 @@ impl Harness {
             topics: vec![topic("t", 1, 6)],
             epochs: BTreeMap::new(),
             group_epochs: BTreeMap::new(),
+            kept: Vec::new(),
         }
     }
 
@@ -72,10 +75,20 @@ impl Harness {
         let to = ReplyTo(self.next);
         self.next += 1;
         self.c.handle(self.now, to, call);
-        let reply = self.c.poll_reply().expect("answered at once");
+        // A heartbeat's answer waits for the write of what it changed: reported kept here.
+        self.keep_all();
+        let reply = self.c.poll_reply().expect("answered once kept");
         assert_eq!(reply.0, to);
         self.check();
         reply.1
+    }
+
+    /// Reports every state handed out kept.
+    fn keep_all(&mut self) {
+        while let Some(k) = self.c.poll_keep() {
+            self.c.handle_kept(self.now, k.token, true);
+            self.kept.push(k);
+        }
     }
 
     /// Invariants after every step: one owner per partition, epochs never go back.
@@ -607,9 +620,11 @@ fn keeping_harness() -> Harness {
     h
 }
 
-/// The latest state handed out to keep of each group.
-fn kept(c: &mut Coordinator) -> BTreeMap<String, Option<Bytes>> {
-    std::iter::from_fn(|| c.poll_keep())
+/// The latest state handed out to keep of each group since the last call.
+fn kept(h: &mut Harness) -> BTreeMap<String, Option<Bytes>> {
+    h.keep_all();
+    std::mem::take(&mut h.kept)
+        .into_iter()
         .map(|k| (k.group, k.state))
         .collect()
 }
@@ -621,10 +636,10 @@ fn a_restored_consumer_group_keeps_its_epochs_and_assignments() {
     h.settle(&mut clients);
     let epochs = h.c.consumer_epochs();
     let described = h.describe();
-    let state = kept(&mut h.c).remove("g").flatten().expect("kept");
+    let state = kept(&mut h).remove("g").flatten().expect("kept");
     // Heartbeats that change nothing write nothing.
     h.settle(&mut clients);
-    assert!(kept(&mut h.c).is_empty());
+    assert!(kept(&mut h).is_empty());
 
     let config = GroupConfig {
         keep_state: true,
@@ -640,7 +655,7 @@ fn a_restored_consumer_group_keeps_its_epochs_and_assignments() {
     h.settle(&mut clients);
     let after: Vec<(i32, Owned)> = clients.iter().map(|c| (c.epoch, c.owned.clone())).collect();
     assert_eq!(before, after);
-    assert!(kept(&mut h.c).is_empty(), "nothing changed");
+    assert!(kept(&mut h).is_empty(), "nothing changed");
     // One member never heartbeats again: removed after its session timeout (45 s) from the
     // restart, and the others take its partitions.
     let mut two = clients[..2].to_vec();
@@ -653,7 +668,7 @@ fn a_restored_consumer_group_keeps_its_epochs_and_assignments() {
     h.settle(&mut two);
     assert_eq!(h.describe().members.len(), 2);
     assert_eq!(all_partitions(&two), vec![0, 1, 2, 3, 4, 5]);
-    let state = kept(&mut h.c)
+    let state = kept(&mut h)
         .remove("g")
         .flatten()
         .expect("the new epoch is kept");
@@ -672,7 +687,7 @@ fn a_member_revoking_when_kept_gets_its_rebalance_timeout_from_the_restart() {
     // a is told to revoke three partitions and does not answer.
     let mut told = a.clone();
     h.beat(&mut told);
-    let state = kept(&mut h.c).remove("g").flatten().expect("kept");
+    let state = kept(&mut h).remove("g").flatten().expect("kept");
     let config = GroupConfig {
         keep_state: true,
         ..GroupConfig::default()
@@ -705,15 +720,106 @@ fn a_deleted_consumer_group_is_forgotten_and_bad_state_is_refused() {
     let mut h = keeping_harness();
     let mut a = Client::new("a");
     h.beat(&mut a);
-    let state = kept(&mut h.c).remove("g").flatten().expect("kept");
+    let state = kept(&mut h).remove("g").flatten().expect("kept");
     a.epoch = LEAVE_EPOCH;
     h.beat(&mut a);
     h.call(GroupCall::Delete(vec!["g".into()]));
-    assert_eq!(kept(&mut h.c).remove("g"), Some(None));
+    assert_eq!(kept(&mut h).remove("g"), Some(None));
     for n in 0..state.len() {
         let mut c = Coordinator::new(GroupConfig::default(), 1);
         assert_eq!(c.restore(h.now, [("g".to_owned(), state.slice(..n))]), 0);
     }
     let mut c = Coordinator::new(GroupConfig::default(), 1);
     assert_eq!(c.restore(h.now, [("g".to_owned(), state.clone())]), 1);
+}
+
+#[test]
+fn a_heartbeat_that_changes_the_group_is_answered_once_kept() {
+    let mut h = keeping_harness();
+    let mut a = Client::new("a");
+    h.beat(&mut a);
+    let b = Client::new("b");
+    let join_b = ReplyTo(1000);
+    h.c.handle(h.now, join_b, GroupCall::ConsumerHeartbeat(h.request(&b)));
+    assert!(
+        h.c.poll_reply().is_none(),
+        "the new member waits for the write"
+    );
+    // a heartbeats while that write is under way: its answer follows the write too.
+    let beat_a = ReplyTo(1001);
+    h.c.handle(h.now, beat_a, GroupCall::ConsumerHeartbeat(h.request(&a)));
+    assert!(h.c.poll_reply().is_none());
+    let keeps: Vec<KeepGroup> = std::iter::from_fn(|| h.c.poll_keep()).collect();
+    assert!(!keeps.is_empty());
+    for k in &keeps {
+        h.c.handle_kept(h.now, k.token, true);
+    }
+    let replies: BTreeMap<ReplyTo, GroupReply> = std::iter::from_fn(|| h.c.poll_reply()).collect();
+    for to in [join_b, beat_a] {
+        match &replies[&to] {
+            GroupReply::ConsumerHeartbeat(r) => assert_eq!(r.error, ErrorCode::NONE),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(!h.c.is_unkept());
+    // A heartbeat that changes nothing, with nothing being written, is answered at once.
+    let again = ReplyTo(1002);
+    h.c.handle(h.now, again, GroupCall::ConsumerHeartbeat(h.request(&a)));
+    assert_eq!(h.c.poll_reply().map(|(to, _)| to), Some(again));
+}
+
+#[test]
+fn a_heartbeat_whose_change_cannot_be_kept_fails_and_the_group_goes_back() {
+    let mut h = keeping_harness();
+    let mut a = Client::new("a");
+    h.beat(&mut a);
+    let before = h.c.consumer_epochs();
+    let described = h.describe();
+    let mut b = Client::new("b");
+    let join_b = ReplyTo(1000);
+    h.c.handle(h.now, join_b, GroupCall::ConsumerHeartbeat(h.request(&b)));
+    let keeps: Vec<KeepGroup> = std::iter::from_fn(|| h.c.poll_keep()).collect();
+    assert_eq!(keeps.len(), 1);
+    h.c.handle_kept(h.now, keeps[0].token, false);
+    match h.c.poll_reply() {
+        Some((to, GroupReply::ConsumerHeartbeat(r))) => {
+            assert_eq!(to, join_b);
+            assert_eq!(r.error, ErrorCode::COORDINATOR_NOT_AVAILABLE);
+        }
+        other => panic!("{other:?}"),
+    }
+    // The memory is what was kept: a alone, at its epoch.
+    assert_eq!(h.c.consumer_epochs(), before);
+    assert_eq!(h.describe(), described);
+    // The group is written again after a backoff, and b's retry joins.
+    assert!(h.c.is_unkept());
+    h.advance(Duration::from_millis(500));
+    let again = kept(&mut h).remove("g").flatten().expect("written again");
+    let mut c = Coordinator::new(GroupConfig::default(), 1);
+    c.restore(h.now, [("g".to_owned(), again)]);
+    assert_eq!(c.consumer_epochs()[0].members.len(), 1);
+    assert!(!h.c.is_unkept());
+    let r = h.beat(&mut b);
+    assert_eq!(r.error, ErrorCode::NONE);
+    assert_eq!(h.describe().members.len(), 2);
+}
+
+#[test]
+fn a_new_groups_first_write_failing_forgets_the_group() {
+    let mut h = keeping_harness();
+    let a = Client::new("a");
+    let join_a = ReplyTo(1000);
+    h.c.handle(h.now, join_a, GroupCall::ConsumerHeartbeat(h.request(&a)));
+    let keeps: Vec<KeepGroup> = std::iter::from_fn(|| h.c.poll_keep()).collect();
+    h.c.handle_kept(h.now, keeps[0].token, false);
+    assert!(h.c.consumer_epochs().is_empty(), "nothing was kept");
+    match h.c.poll_reply() {
+        Some((_, GroupReply::ConsumerHeartbeat(r))) => {
+            assert_eq!(r.error, ErrorCode::COORDINATOR_NOT_AVAILABLE);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Written again as gone.
+    h.advance(Duration::from_millis(500));
+    assert_eq!(kept(&mut h).remove("g"), Some(None));
 }
