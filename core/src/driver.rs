@@ -581,6 +581,9 @@ pub async fn drive_groups<S, F, T>(
     loop {
         let changed = groups.changed();
         queued.extend(groups.take_keeps());
+        // A failed write may have sent a group back to its kept state: its later states,
+        // handed out meanwhile, no longer count (their answers failed) and are not written.
+        queued.retain(|k| groups.with(|c| c.is_in_flight(k.token)));
         if writing.is_none() && !queued.is_empty() {
             let tokens = queued.iter().map(|k| k.token).collect();
             // A later state of a group replaces an earlier one: only the last is written.

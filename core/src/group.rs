@@ -694,6 +694,9 @@ struct Held {
     reply: GroupReply,
     /// A static member's replacement, undone if the write fails.
     replaced: Option<Replaced>,
+    /// Answered COORDINATOR_NOT_AVAILABLE if the write has not landed by then
+    /// ([`HOLD_TIMEOUT`]).
+    deadline: Instant,
 }
 
 /// A static member replaced in a stable group: the member before, and its new id.
@@ -713,6 +716,11 @@ struct Retry {
     /// A write of the group handed out under this token or a later one makes it moot.
     after: u64,
 }
+
+/// How long an answer waits for its group's write before it is answered
+/// COORDINATOR_NOT_AVAILABLE (the write goes on, and its outcome still counts): Kafka's
+/// `offsets.commit.timeout.ms` default, which bounds its coordinator's writes.
+const HOLD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The first wait before a failed write is tried again; it doubles up to [`RETRY_MAX`].
 const RETRY_MIN: Duration = Duration::from_millis(500);
@@ -846,6 +854,14 @@ impl Coordinator {
         !self.inflight.is_empty() || !self.retries.is_empty()
     }
 
+    /// Whether the state handed out under `token` still counts: a failed write that sent
+    /// its group back to its kept state voids the group's later ones, which are then not
+    /// to be written (their answers failed).
+    #[must_use]
+    pub fn is_in_flight(&self, token: u64) -> bool {
+        self.inflight.contains_key(&token)
+    }
+
     /// Reports whether the state handed out under `token` was kept, as Kafka's coordinator
     /// learns that its records were committed or failed. Kept: the answers that waited for
     /// it leave (a leader's assignment goes to the members). Not kept: the answers that
@@ -882,7 +898,7 @@ impl Coordinator {
         }
         tracing::warn!(group = %name, token, "the group's state could not be kept; answering COORDINATOR_NOT_AVAILABLE and writing it again later");
         for h in mine {
-            self.fail_held(now, h);
+            self.fail_held(now, h, true);
         }
         if sync {
             self.fail_sync(now, &name);
@@ -894,13 +910,13 @@ impl Coordinator {
         }
     }
 
-    /// Answers a held call COORDINATOR_NOT_AVAILABLE, undoing a static member's
-    /// replacement.
-    fn fail_held(&mut self, now: Instant, h: Held) {
+    /// Answers a held call COORDINATOR_NOT_AVAILABLE; its write failed (`undo`: a static
+    /// member's replacement is undone) or is taking too long (the write's outcome decides).
+    fn fail_held(&mut self, now: Instant, h: Held, undo: bool) {
         let code = ErrorCode::COORDINATOR_NOT_AVAILABLE;
         let reply = match h.reply {
             GroupReply::Join(_) => {
-                if let Some(r) = h.replaced {
+                if let Some(r) = h.replaced.filter(|_| undo) {
                     self.undo_replace(now, &h.group, r);
                 }
                 // As Kafka: the group as it is, without a member id.
@@ -966,7 +982,7 @@ impl Coordinator {
             .partition(|h| h.group == name);
         self.held = rest;
         for h in mine {
-            self.fail_held(now, h);
+            self.fail_held(now, h, true);
         }
         let back = self.durable.get(name).cloned();
         let decoded = back.as_deref().and_then(|b| self.decode(now, b));
@@ -1046,7 +1062,13 @@ impl Coordinator {
 
     /// Answers `reply` once the latest write of `group` under way lands (the state it tells
     /// of is then kept), or at once when none is.
-    fn answer_after_keep(&mut self, reply_to: ReplyTo, group: &str, reply: GroupReply) {
+    fn answer_after_keep(
+        &mut self,
+        now: Instant,
+        reply_to: ReplyTo,
+        group: &str,
+        reply: GroupReply,
+    ) {
         let latest = self
             .inflight
             .iter()
@@ -1060,6 +1082,7 @@ impl Coordinator {
                 reply_to,
                 reply,
                 replaced: None,
+                deadline: now + HOLD_TIMEOUT,
             }),
             None => self.replies.push_back((reply_to, reply)),
         }
@@ -1182,7 +1205,7 @@ impl Coordinator {
                 if refused {
                     Some(reply)
                 } else {
-                    self.answer_after_keep(reply_to, &name, reply);
+                    self.answer_after_keep(now, reply_to, &name, reply);
                     None
                 }
             }
@@ -1216,7 +1239,8 @@ impl Coordinator {
     /// When [`Coordinator::handle_timeout`] is next due.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let retry = self.retry_deadline();
+        let held = self.held.iter().map(|h| h.deadline).min();
+        let retry = self.retry_deadline().into_iter().chain(held).min();
         if self.stopped {
             return retry;
         }
@@ -1232,6 +1256,14 @@ impl Coordinator {
     /// Acts on every deadline at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.retry_due(now);
+        let (late, rest): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|h| h.deadline <= now);
+        self.held = rest;
+        for h in late {
+            tracing::warn!(group = %h.group, token = h.token, "the group's state is taking too long to keep; answering COORDINATOR_NOT_AVAILABLE");
+            self.fail_held(now, h, false);
+        }
         if self.stopped {
             return;
         }
@@ -1507,6 +1539,7 @@ impl Coordinator {
                                 old: before,
                                 new_id,
                             }),
+                            deadline: now + HOLD_TIMEOUT,
                         });
                         None
                     }

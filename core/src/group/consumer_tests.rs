@@ -975,3 +975,66 @@ fn the_kept_consumer_state_is_stable_and_bad_input_is_refused() {
         assert!(c.consumer_epochs().is_empty());
     }
 }
+
+/// An answer waits for its group's write for a bounded time, as Kafka bounds its writes:
+/// past it the member gets COORDINATOR_NOT_AVAILABLE and retries, the memory is left as
+/// it is (the write's outcome decides), and the write landing later sends nothing more.
+#[test]
+fn a_held_heartbeat_is_answered_unavailable_when_its_write_takes_too_long() {
+    let mut h = keeping_harness();
+    let mut a = Client::new("a");
+    h.beat(&mut a);
+    let b = Client::new("b");
+    let join_b = ReplyTo(1000);
+    h.c.handle(h.now, join_b, GroupCall::ConsumerHeartbeat(h.request(&b)));
+    let keeps: Vec<KeepGroup> = std::iter::from_fn(|| h.c.poll_keep()).collect();
+    assert_eq!(keeps.len(), 1);
+    assert!(h.c.poll_reply().is_none());
+    assert!(h
+        .c
+        .poll_timeout()
+        .is_some_and(|t| t <= h.now + HOLD_TIMEOUT));
+    h.now += HOLD_TIMEOUT;
+    h.c.handle_timeout(h.now);
+    match h.c.poll_reply() {
+        Some((to, GroupReply::ConsumerHeartbeat(r))) => {
+            assert_eq!(to, join_b);
+            assert_eq!(r.error, ErrorCode::COORDINATOR_NOT_AVAILABLE);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.describe().members.len(), 2, "not undone");
+    h.c.handle_kept(h.now, keeps[0].token, true);
+    assert!(h.c.poll_reply().is_none(), "answered once");
+    assert!(!h.c.is_unkept());
+}
+
+/// A failed write sends the group back to its kept state: the group's later states,
+/// handed out meanwhile, no longer count, and the driver does not write them.
+#[test]
+fn a_failed_write_voids_the_groups_later_states() {
+    let mut h = keeping_harness();
+    let mut a = Client::new("a");
+    h.beat(&mut a);
+    let b = Client::new("b");
+    h.c.handle(
+        h.now,
+        ReplyTo(1000),
+        GroupCall::ConsumerHeartbeat(h.request(&b)),
+    );
+    let first: Vec<KeepGroup> = std::iter::from_fn(|| h.c.poll_keep()).collect();
+    let c = Client::new("c");
+    h.c.handle(
+        h.now,
+        ReplyTo(1001),
+        GroupCall::ConsumerHeartbeat(h.request(&c)),
+    );
+    let later: Vec<KeepGroup> = std::iter::from_fn(|| h.c.poll_keep()).collect();
+    assert_eq!((first.len(), later.len()), (1, 1));
+    assert!(h.c.is_in_flight(later[0].token));
+    h.c.handle_kept(h.now, first[0].token, false);
+    assert!(!h.c.is_in_flight(later[0].token));
+    let answers: Vec<(ReplyTo, GroupReply)> = std::iter::from_fn(|| h.c.poll_reply()).collect();
+    assert_eq!(answers.len(), 2, "both failed: {answers:?}");
+    assert_eq!(h.describe().members.len(), 1, "back to what was kept");
+}
