@@ -620,22 +620,37 @@ where
     }
 }
 
-/// Drives the group coordinator for as long as it is polled: hands the group states it asks
-/// to keep to the backend ([`Backend::keep_groups`], one write at a time, each group's
-/// latest state only), reports them kept or not (a leader's SyncGroup is answered then),
-/// and acts on its deadlines. `now` reads the clock; `sleep_until` sleeps until a deadline
-/// (for ever for `None`). The runtime adapters spawn it once per gateway.
-pub async fn drive_groups<S, F>(shared: Arc<Shared>, now: fn() -> Instant, sleep_until: S)
-where
+/// Drives the group coordinator: hands the group states it asks to keep to the backend
+/// ([`Backend::keep_groups`], one write at a time, each group's latest state only), reports
+/// them kept or not (the answers that wait for a write leave then), and acts on its
+/// deadlines. `now` reads the clock; `sleep_until` sleeps until a deadline (for ever for
+/// `None`). The runtime adapters spawn it once per gateway.
+///
+/// Once `stop` completes (the adapter completes it after [`Groups::shutdown`] and after its
+/// connections have ended), it writes what is still queued or owed a retry and returns: a
+/// group state handed out before the gateway stopped is not lost to the shutdown. The
+/// adapter bounds how long it waits for that.
+pub async fn drive_groups<S, F, T>(
+    shared: Arc<Shared>,
+    now: fn() -> Instant,
+    sleep_until: S,
+    stop: T,
+) where
     S: Fn(Option<Instant>) -> F,
     F: Future<Output = ()>,
+    T: Future<Output = ()>,
 {
     let groups = shared.groups();
     let mut queued: Vec<KeepGroup> = Vec::new();
     let mut writing: Option<(Vec<u64>, KeepGroups)> = None;
+    let mut stop = std::pin::pin!(stop);
+    let mut stopping = false;
     loop {
         let changed = groups.changed();
         queued.extend(groups.take_keeps());
+        // A failed write may have sent a group back to its kept state: its later states,
+        // handed out meanwhile, no longer count (their answers failed) and are not written.
+        queued.retain(|k| groups.with(|c| c.is_in_flight(k.token)));
         if writing.is_none() && !queued.is_empty() {
             let tokens = queued.iter().map(|k| k.token).collect();
             // A later state of a group replaces an earlier one: only the last is written.
@@ -648,6 +663,10 @@ where
             latest.reverse();
             writing = Some((tokens, shared.backend.keep_groups(latest)));
         }
+        if stopping && writing.is_none() && !groups.with(|c| c.is_unkept()) {
+            tracing::debug!("every group state handed out is kept");
+            return;
+        }
         let deadline = groups.poll_timeout();
         let sleep = sleep_until(deadline);
         let mut sleep = std::pin::pin!(sleep);
@@ -658,6 +677,10 @@ where
                     let tokens = writing.take().map(|(t, _)| t).unwrap_or_default();
                     return Poll::Ready(Some((tokens, r)));
                 }
+            }
+            if !stopping && stop.as_mut().poll(cx).is_ready() {
+                stopping = true;
+                return Poll::Ready(None);
             }
             if changed.as_mut().poll(cx).is_ready() || sleep.as_mut().poll(cx).is_ready() {
                 Poll::Ready(None)
@@ -866,6 +889,83 @@ impl Transmit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::group::{ConsumerHeartbeat, GroupConfig, TopicMetadata};
+
+    /// A backend that keeps group states in a list.
+    #[derive(Default)]
+    struct Keeper(Mutex<Vec<(String, Option<Bytes>)>>);
+
+    impl Backend for Keeper {
+        fn execute(&self, command: Command) -> Execution {
+            Execution::Done(crate::backend::tests::succeed(&command))
+        }
+
+        fn keep_groups(&self, groups: Vec<(String, Option<Bytes>)>) -> KeepGroups {
+            lock(&self.0).extend(groups);
+            Box::pin(std::future::ready(Ok(())))
+        }
+    }
+
+    /// Polls `f` to its end, with nothing to wait for but the futures' own progress.
+    fn block_on<F: Future>(f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        let mut cx = Context::from_waker(Waker::noop());
+        loop {
+            if let Poll::Ready(r) = f.as_mut().poll(&mut cx) {
+                return r;
+            }
+        }
+    }
+
+    /// A group state handed out before the gateway stops is written before the group driver
+    /// returns, and the answer that waited for it leaves.
+    #[test]
+    fn the_group_driver_writes_what_is_queued_before_it_stops() {
+        let keeper = Arc::new(Keeper::default());
+        let config = GroupConfig {
+            keep_state: true,
+            ..GroupConfig::default()
+        };
+        let shared = Arc::new(Shared::new(keeper.clone(), Coordinator::new(config, 1)));
+        let join = shared.groups().call(
+            Instant::now(),
+            GroupCall::ConsumerHeartbeat(ConsumerHeartbeat {
+                version: 1,
+                group: "g".into(),
+                member_id: "m".into(),
+                rebalance_timeout_ms: 30_000,
+                subscribed_topic_names: Some(vec!["t".into()]),
+                owned: Some(Vec::new()),
+                topics: vec![TopicMetadata {
+                    name: "t".into(),
+                    id: crate::protocol::Uuid([1; 16]),
+                    partitions: 2,
+                }],
+                ..ConsumerHeartbeat::default()
+            }),
+        );
+        let Started::Later(answer) = join else {
+            panic!("the join is answered once kept");
+        };
+        shared.groups().shutdown();
+        block_on(drive_groups(
+            shared.clone(),
+            Instant::now,
+            |_| std::future::ready(()),
+            std::future::ready(()),
+        ));
+        let kept = lock(&keeper.0).clone();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].0, "g");
+        assert!(kept[0].1.is_some());
+        match block_on(answer) {
+            Outcome::Group(GroupReply::ConsumerHeartbeat(r)) => {
+                assert_eq!(r.error, ErrorCode::NONE);
+                assert_eq!(r.member_epoch, 1);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     /// Partial writes move through the buffers in order, across their boundaries.
     #[test]

@@ -19,16 +19,22 @@
 //!
 //! With [`GroupConfig::keep_state`], the coordinator hands out what a restart must not lose,
 //! as Kafka's coordinator writes it to `__consumer_offsets`: a classic group's generation,
-//! members and assignments when the leader's assignment is set (the SyncGroup answers wait
-//! until [`Coordinator::handle_kept`] reports it kept) and when the group empties; a
-//! consumer group's epochs, members and assignments whenever a heartbeat or a timeout
-//! changes them; the removal of a group deleted or forgotten. Each leaves through
-//! [`Coordinator::poll_keep`] as one versioned value per group (the latest wins), and
-//! [`Coordinator::restore`] takes them back at start with every member's session running
-//! from then.
+//! members and assignments when the leader's assignment is set, when a static member's new
+//! id replaces its old one and when the group empties; a consumer group's epochs, members
+//! and assignments whenever a heartbeat or a timeout changes them; the removal of a group
+//! deleted or forgotten. Each leaves through [`Coordinator::poll_keep`] as one versioned
+//! value per group (the latest wins), and [`Coordinator::restore`] takes them back at start
+//! with every member's session running from then. As Kafka holds a response until its
+//! records are committed, the answers that tell of a change (SyncGroup, a static member's
+//! replacement JoinGroup, a consumer group's heartbeats while a write of the group is under
+//! way) leave once [`Coordinator::handle_kept`] reports the write; a failed write fails them
+//! with COORDINATOR_NOT_AVAILABLE, puts the memory back to what was kept, and the group is
+//! written again after a backoff.
 //!
 //! Call order: `handle` and `handle_timeout` in any order; after each, drain `poll_reply`
-//! and `poll_keep`; report each keep with `handle_kept`; sleep until `poll_timeout`.
+//! and `poll_keep`; report each keep with `handle_kept`; sleep until `poll_timeout`. After
+//! `shutdown`, only the retries of failed writes are due; `is_unkept` says when everything
+//! handed out is written.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
@@ -69,8 +75,8 @@ pub struct GroupConfig {
     /// (`group.consumer.heartbeat.interval.ms`).
     pub consumer_heartbeat_interval: Duration,
     /// Whether the groups' state is kept across restarts: the coordinator then hands out
-    /// what to keep ([`Coordinator::poll_keep`]) and answers a leader's SyncGroup once that
-    /// is kept ([`Coordinator::handle_kept`]).
+    /// what to keep ([`Coordinator::poll_keep`]) and holds the answers that tell of a change
+    /// until that is kept ([`Coordinator::handle_kept`]).
     pub keep_state: bool,
 }
 
@@ -662,12 +668,63 @@ pub struct Coordinator {
     /// What to keep, in order (with `config.keep_state`).
     keeps: VecDeque<KeepGroup>,
     next_keep: u64,
-    /// Tokens of classic groups whose leader's assignment is being kept.
-    keeping: HashMap<u64, String>,
+    /// Every state handed out to keep and not yet reported, by token: its group and state.
+    inflight: BTreeMap<u64, (String, Option<Bytes>)>,
+    /// Each group's state as last reported kept (or restored): what a consumer group goes
+    /// back to when a later write fails.
+    durable: HashMap<String, Bytes>,
+    /// Answers held until the write under their token lands, as Kafka holds a response
+    /// until its records are committed.
+    held: Vec<Held>,
+    /// Groups whose write failed, written again on the clock.
+    retries: HashMap<String, Retry>,
     /// Each consumer group's state as last handed out to keep, so that a heartbeat that
     /// changes nothing writes nothing.
     consumers_kept: HashMap<String, Bytes>,
+    /// Shut down: deadlines no longer act, except the retries of failed writes.
+    stopped: bool,
 }
+
+/// An answer waiting for a write.
+#[derive(Debug)]
+struct Held {
+    token: u64,
+    group: String,
+    reply_to: ReplyTo,
+    reply: GroupReply,
+    /// A static member's replacement, undone if the write fails.
+    replaced: Option<Replaced>,
+    /// Answered COORDINATOR_NOT_AVAILABLE if the write has not landed by then
+    /// ([`HOLD_TIMEOUT`]).
+    deadline: Instant,
+}
+
+/// A static member replaced in a stable group: the member before, and its new id.
+#[derive(Debug)]
+struct Replaced {
+    instance: String,
+    old: Member,
+    new_id: String,
+}
+
+/// A group whose state is to be written again.
+#[derive(Debug, Clone, Copy)]
+struct Retry {
+    /// When to write it again; `None` while that write is under way.
+    due: Option<Instant>,
+    backoff: Duration,
+    /// A write of the group handed out under this token or a later one makes it moot.
+    after: u64,
+}
+
+/// How long an answer waits for its group's write before it is answered
+/// COORDINATOR_NOT_AVAILABLE (the write goes on, and its outcome still counts): Kafka's
+/// `offsets.commit.timeout.ms` default, which bounds its coordinator's writes.
+const HOLD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The first wait before a failed write is tried again; it doubles up to [`RETRY_MAX`].
+const RETRY_MIN: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
 enum Restored {
     Classic(Group),
@@ -724,8 +781,12 @@ impl Coordinator {
             rebalances: 0,
             keeps: VecDeque::new(),
             next_keep: 0,
-            keeping: HashMap::new(),
+            inflight: BTreeMap::new(),
+            durable: HashMap::new(),
+            held: Vec::new(),
+            retries: HashMap::new(),
             consumers_kept: HashMap::new(),
+            stopped: false,
         }
     }
 
@@ -743,27 +804,19 @@ impl Coordinator {
     ) -> usize {
         let mut restored = 0;
         for (name, bytes) in kept {
-            let decoded = kept::Reader::open(&bytes).and_then(|(mut r, kind)| match kind {
-                kept::CLASSIC => {
-                    kept::decode_classic(&mut r, now, &mut self.counter).map(Restored::Classic)
-                }
-                kept::CONSUMER => {
-                    consumer::decode_kept(&mut r, now, self.config.consumer_session_timeout)
-                        .map(Restored::Consumer)
-                }
-                _ => None,
-            });
-            match decoded {
+            match self.decode(now, &bytes) {
                 Some(Restored::Classic(g)) => {
                     tracing::info!(group = %name, generation = g.generation, members = g.members.len(), "classic group restored");
                     self.consumers.remove(&name);
-                    self.groups.insert(name, g);
+                    self.groups.insert(name.clone(), g);
+                    self.durable.insert(name, bytes);
                     restored += 1;
                 }
                 Some(Restored::Consumer(g)) => {
                     tracing::info!(group = %name, members = g.member_count(), "consumer group restored");
                     self.groups.remove(&name);
                     self.consumers_kept.insert(name.clone(), bytes.clone());
+                    self.durable.insert(name.clone(), bytes);
                     self.consumers.insert(name, g);
                     restored += 1;
                 }
@@ -775,39 +828,263 @@ impl Coordinator {
         restored
     }
 
+    fn decode(&mut self, now: Instant, bytes: &[u8]) -> Option<Restored> {
+        kept::Reader::open(bytes).and_then(|(mut r, kind)| match kind {
+            kept::CLASSIC => {
+                kept::decode_classic(&mut r, now, &mut self.counter).map(Restored::Classic)
+            }
+            kept::CONSUMER => {
+                consumer::decode_kept(&mut r, now, self.config.consumer_session_timeout)
+                    .map(Restored::Consumer)
+            }
+            _ => None,
+        })
+    }
+
     /// The next group state to keep (with [`GroupConfig::keep_state`]), in the order
     /// handed out; report each with [`Coordinator::handle_kept`].
     pub fn poll_keep(&mut self) -> Option<KeepGroup> {
         self.keeps.pop_front()
     }
 
-    /// Reports whether the state handed out under `token` was kept. A leader's assignment
-    /// that was kept is handed to the members; one that was not fails their SyncGroups
-    /// with COORDINATOR_NOT_AVAILABLE and the group rebalances, as Kafka's does when its
-    /// write fails.
+    /// Whether a state handed out to keep still awaits its report, or a failed write its
+    /// retry: what a gateway shutting down still has to write.
+    #[must_use]
+    pub fn is_unkept(&self) -> bool {
+        !self.inflight.is_empty() || !self.retries.is_empty()
+    }
+
+    /// Whether the state handed out under `token` still counts: a failed write that sent
+    /// its group back to its kept state voids the group's later ones, which are then not
+    /// to be written (their answers failed).
+    #[must_use]
+    pub fn is_in_flight(&self, token: u64) -> bool {
+        self.inflight.contains_key(&token)
+    }
+
+    /// Reports whether the state handed out under `token` was kept, as Kafka's coordinator
+    /// learns that its records were committed or failed. Kept: the answers that waited for
+    /// it leave (a leader's assignment goes to the members). Not kept: the answers that
+    /// waited fail with COORDINATOR_NOT_AVAILABLE (Kafka's answer to a failed write) and the
+    /// memory goes back to what was kept: a leader's assignment is dropped and the group
+    /// rebalances, a static member's replacement is undone, a consumer group returns to its
+    /// last kept state; the group is written again after a backoff.
     pub fn handle_kept(&mut self, now: Instant, token: u64, ok: bool) {
-        if let Some(name) = self.keeping.remove(&token) {
-            let current = self.groups.get(&name).is_some_and(|g| {
-                g.state == GroupState::CompletingRebalance && g.keeping == Some(token)
-            });
-            if !current {
-                return;
+        // Unknown: reported twice, or voided when its group went back.
+        let Some((name, state)) = self.inflight.remove(&token) else {
+            return;
+        };
+        let sync = self.groups.get(&name).is_some_and(|g| {
+            g.state == GroupState::CompletingRebalance && g.keeping == Some(token)
+        });
+        let (mine, rest): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|h| h.token == token);
+        self.held = rest;
+        if ok {
+            match state {
+                Some(b) => self.durable.insert(name.clone(), b),
+                None => self.durable.remove(&name),
+            };
+            if self.retries.get(&name).is_some_and(|r| token >= r.after) {
+                self.retries.remove(&name);
             }
-            if ok {
+            self.replies
+                .extend(mine.into_iter().map(|h| (h.reply_to, h.reply)));
+            if sync {
                 self.complete_sync(now, &name);
-            } else {
-                self.fail_sync(now, &name);
             }
             return;
         }
-        if !ok {
-            // Written again at the group's next change (a consumer group's members
-            // heartbeat every few seconds).
-            self.consumers_kept.clear();
-            tracing::warn!(
+        tracing::warn!(group = %name, token, "the group's state could not be kept; answering COORDINATOR_NOT_AVAILABLE and writing it again later");
+        for h in mine {
+            self.fail_held(now, h, true);
+        }
+        if sync {
+            self.fail_sync(now, &name);
+        } else {
+            if self.consumers.contains_key(&name) {
+                self.revert_consumer(now, &name);
+            }
+            self.schedule_retry(now, &name);
+        }
+    }
+
+    /// Answers a held call COORDINATOR_NOT_AVAILABLE; its write failed (`undo`: a static
+    /// member's replacement is undone) or is taking too long (the write's outcome decides).
+    fn fail_held(&mut self, now: Instant, h: Held, undo: bool) {
+        let code = ErrorCode::COORDINATOR_NOT_AVAILABLE;
+        let reply = match h.reply {
+            GroupReply::Join(_) => {
+                if let Some(r) = h.replaced.filter(|_| undo) {
+                    self.undo_replace(now, &h.group, r);
+                }
+                // As Kafka: the group as it is, without a member id.
+                let g = self.groups.get(&h.group);
+                GroupReply::Join(JoinResult {
+                    error: code,
+                    generation: g.map_or(-1, |g| g.generation),
+                    protocol_type: g.and_then(|g| g.protocol_type.clone()),
+                    protocol_name: g.and_then(|g| g.protocol.clone()),
+                    leader: g.and_then(|g| g.leader.clone()).unwrap_or_default(),
+                    ..JoinResult::default()
+                })
+            }
+            GroupReply::ConsumerHeartbeat(_) => {
+                GroupReply::ConsumerHeartbeat(ConsumerHeartbeatResult {
+                    error: code,
+                    message: Some("The group's state could not be written.".to_owned()),
+                    ..ConsumerHeartbeatResult::default()
+                })
+            }
+            other => other,
+        };
+        self.replies.push_back((h.reply_to, reply));
+    }
+
+    /// Puts a static member's previous incarnation back, as Kafka does when the write of
+    /// its replacement fails (unless the group moved on since).
+    fn undo_replace(&mut self, now: Instant, name: &str, r: Replaced) {
+        let Some(g) = self.groups.get_mut(name) else {
+            return;
+        };
+        if g.statics.get(&r.instance) != Some(&r.new_id) {
+            return;
+        }
+        let Some(mut new) = g.members.remove(&r.new_id) else {
+            return;
+        };
+        let mut old = r.old;
+        old.session_deadline = now + old.session_timeout;
+        old.awaiting_join = None;
+        old.awaiting_sync = None;
+        g.statics.insert(r.instance, old.id.clone());
+        if g.leader.as_deref() == Some(r.new_id.as_str()) {
+            g.leader = Some(old.id.clone());
+        }
+        if g.pending_sync.remove(&r.new_id) {
+            g.pending_sync.insert(old.id.clone());
+        }
+        tracing::warn!(group = name, old = %old.id, new = %r.new_id, "the static member's new id could not be kept; reverted");
+        g.members.insert(old.id.clone(), old);
+        let join = new.awaiting_join.take();
+        let sync = new.awaiting_sync.take();
+        self.push(join, join_error(&r.new_id, ErrorCode::UNKNOWN_MEMBER_ID));
+        self.push(sync, sync_error(ErrorCode::UNKNOWN_MEMBER_ID));
+    }
+
+    /// A consumer group goes back to its last kept state (or away, when none was kept):
+    /// the answers waiting for its later writes fail, and those writes no longer count.
+    fn revert_consumer(&mut self, now: Instant, name: &str) {
+        self.inflight.retain(|_, (g, _)| g != name);
+        let (mine, rest): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|h| h.group == name);
+        self.held = rest;
+        for h in mine {
+            self.fail_held(now, h, true);
+        }
+        let back = self.durable.get(name).cloned();
+        let decoded = back.as_deref().and_then(|b| self.decode(now, b));
+        self.consumers.remove(name);
+        self.consumers_kept.remove(name);
+        match (decoded, back) {
+            (Some(Restored::Consumer(g)), Some(bytes)) => {
+                self.consumers_kept.insert(name.to_owned(), bytes);
+                self.consumers.insert(name.to_owned(), g);
+            }
+            (Some(Restored::Classic(g)), _) => {
+                self.groups.insert(name.to_owned(), g);
+            }
+            _ => {}
+        }
+        tracing::warn!(
+            group = name,
+            "the consumer group's state could not be kept; back to what was kept"
+        );
+    }
+
+    /// Writes `name` again after a backoff (doubling while its writes fail).
+    fn schedule_retry(&mut self, now: Instant, name: &str) {
+        let backoff = self
+            .retries
+            .get(name)
+            .map_or(RETRY_MIN, |r| (r.backoff * 2).min(RETRY_MAX));
+        self.retries.insert(
+            name.to_owned(),
+            Retry {
+                due: Some(now + backoff),
+                backoff,
+                after: self.next_keep,
+            },
+        );
+    }
+
+    /// Writes again the groups whose retry is due: each one's state as it is now. A classic
+    /// group in a rebalance is written when the rebalance ends, not before.
+    fn retry_due(&mut self, now: Instant) {
+        let due: Vec<String> = self
+            .retries
+            .iter()
+            .filter(|(_, r)| r.due.is_some_and(|d| d <= now))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            let token = if let Some(g) = self.consumers.get(&name) {
+                let state = consumer::encode_kept(g);
+                self.consumers_kept.insert(name.clone(), state.clone());
+                Some(self.push_keep(&name, Some(state)))
+            } else if let Some(g) = self.groups.get(&name) {
+                if matches!(g.state, GroupState::Stable | GroupState::Empty) {
+                    self.keep_classic(&name)
+                } else {
+                    None
+                }
+            } else {
+                Some(self.push_keep(&name, None))
+            };
+            match (token, self.retries.get_mut(&name)) {
+                (Some(t), Some(r)) => {
+                    r.due = None;
+                    r.after = t;
+                }
+                _ => {
+                    self.retries.remove(&name);
+                }
+            }
+        }
+    }
+
+    /// The earliest retry.
+    fn retry_deadline(&self) -> Option<Instant> {
+        self.retries.values().filter_map(|r| r.due).min()
+    }
+
+    /// Answers `reply` once the latest write of `group` under way lands (the state it tells
+    /// of is then kept), or at once when none is.
+    fn answer_after_keep(
+        &mut self,
+        now: Instant,
+        reply_to: ReplyTo,
+        group: &str,
+        reply: GroupReply,
+    ) {
+        let latest = self
+            .inflight
+            .iter()
+            .rev()
+            .find(|(_, (g, _))| g == group)
+            .map(|(t, _)| *t);
+        match latest {
+            Some(token) => self.held.push(Held {
                 token,
-                "a group's state could not be kept; it is written again at its next change"
-            );
+                group: group.to_owned(),
+                reply_to,
+                reply,
+                replaced: None,
+                deadline: now + HOLD_TIMEOUT,
+            }),
+            None => self.replies.push_back((reply_to, reply)),
         }
     }
 
@@ -846,6 +1123,8 @@ impl Coordinator {
     fn push_keep(&mut self, name: &str, state: Option<Bytes>) -> u64 {
         let token = self.next_keep;
         self.next_keep += 1;
+        self.inflight
+            .insert(token, (name.to_owned(), state.clone()));
         self.keeps.push_back(KeepGroup {
             token,
             group: name.to_owned(),
@@ -897,7 +1176,6 @@ impl Coordinator {
     /// Handles a call at `now`; its reply (now or later) carries `reply_to`.
     pub fn handle(&mut self, now: Instant, reply_to: ReplyTo, call: GroupCall) {
         let group = call.group().map(str::to_owned);
-        let heartbeat = matches!(call, GroupCall::ConsumerHeartbeat(_));
         let reply = match call {
             GroupCall::Join(args) => self.join(now, reply_to, args),
             GroupCall::Sync(args) => self.sync(now, reply_to, args),
@@ -916,9 +1194,21 @@ impl Coordinator {
             GroupCall::OffsetDelete { group, topics } => Some(GroupReply::OffsetDelete(
                 self.offset_delete(&group, &topics),
             )),
-            GroupCall::ConsumerHeartbeat(h) => Some(GroupReply::ConsumerHeartbeat(
-                self.consumer_heartbeat(now, h),
-            )),
+            GroupCall::ConsumerHeartbeat(h) => {
+                let name = h.group.clone();
+                let r = self.consumer_heartbeat(now, h);
+                // What the answer tells is kept before it leaves, as in Kafka; a refusal
+                // changed nothing and leaves at once.
+                self.keep_consumer(&name);
+                let refused = r.error != OK;
+                let reply = GroupReply::ConsumerHeartbeat(r);
+                if refused {
+                    Some(reply)
+                } else {
+                    self.answer_after_keep(now, reply_to, &name, reply);
+                    None
+                }
+            }
             GroupCall::ConsumerDescribe(groups) => Some(GroupReply::ConsumerDescribe(
                 groups.iter().map(|g| self.consumer_describe(g)).collect(),
             )),
@@ -938,9 +1228,6 @@ impl Coordinator {
         // A call may complete a rebalance that was only waiting for it.
         if let Some(group) = group {
             self.maybe_complete_join(now, &group);
-            if heartbeat {
-                self.keep_consumer(&group);
-            }
         }
     }
 
@@ -952,17 +1239,34 @@ impl Coordinator {
     /// When [`Coordinator::handle_timeout`] is next due.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let held = self.held.iter().map(|h| h.deadline).min();
+        let retry = self.retry_deadline().into_iter().chain(held).min();
+        if self.stopped {
+            return retry;
+        }
         let expiry = self.config.empty_group_expiry;
         let classic = self.groups.values().filter_map(|g| g.next_deadline(expiry));
         let consumer = self
             .consumers
             .values()
             .filter_map(|g| g.next_deadline(expiry));
-        classic.chain(consumer).min()
+        classic.chain(consumer).chain(retry).min()
     }
 
     /// Acts on every deadline at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.retry_due(now);
+        let (late, rest): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|h| h.deadline <= now);
+        self.held = rest;
+        for h in late {
+            tracing::warn!(group = %h.group, token = h.token, "the group's state is taking too long to keep; answering COORDINATOR_NOT_AVAILABLE");
+            self.fail_held(now, h, false);
+        }
+        if self.stopped {
+            return;
+        }
         let names: Vec<String> = self
             .groups
             .iter()
@@ -1024,7 +1328,11 @@ impl Coordinator {
     /// The gateway stops coordinating (it is shutting down): every JoinGroup and SyncGroup
     /// still waiting is answered NOT_COORDINATOR, as Kafka answers when a coordinator moves,
     /// so that members look for the coordinator again instead of waiting out a rebalance.
+    /// From then on deadlines do not act (a session lapsing while the gateway stops removes
+    /// no member from what is kept), except the retries of failed writes; answers waiting
+    /// for a write still leave when it lands.
     pub fn shutdown(&mut self) {
+        self.stopped = true;
         let mut owed = Vec::new();
         for g in self.groups.values_mut() {
             for m in g.members.values_mut() {
@@ -1180,6 +1488,7 @@ impl Coordinator {
         let mut member = g.members.remove(old_id)?;
         let fenced_join = member.awaiting_join.take();
         let fenced_sync = member.awaiting_sync.take();
+        let before = member.clone();
         let protocols_changed = !member.same_protocols(&args.protocols);
         member.id.clone_from(&new_id);
         member.client_id = args.client_id;
@@ -1211,12 +1520,31 @@ impl Coordinator {
             // as Kafka does, the group rebalances instead (the arm below), so that the new
             // id gets an assignment and what is kept never names the old one.
             GroupState::Stable if !protocols_changed => {
-                // The new member id replaces the old in what is kept.
-                self.keep_classic(&args.group);
+                // The new member id replaces the old in what is kept; as in Kafka, the
+                // answer waits for that write, and a failed write undoes the replacement.
+                let token = self.keep_classic(&args.group);
                 let g = self.groups.get(&args.group)?;
                 let mut result = g.join_result(&new_id);
                 result.skip_assignment = was_leader;
-                Some(GroupReply::Join(result))
+                let reply = GroupReply::Join(result);
+                match (token, args.instance_id) {
+                    (Some(token), Some(instance)) => {
+                        self.held.push(Held {
+                            token,
+                            group: args.group.clone(),
+                            reply_to,
+                            reply,
+                            replaced: Some(Replaced {
+                                instance,
+                                old: before,
+                                new_id,
+                            }),
+                            deadline: now + HOLD_TIMEOUT,
+                        });
+                        None
+                    }
+                    _ => Some(reply),
+                }
             }
             _ => {
                 let g = self.groups.get_mut(&args.group)?;
@@ -1618,7 +1946,6 @@ impl Coordinator {
                         if let Some(g) = self.groups.get_mut(&name) {
                             g.keeping = Some(token);
                         }
-                        self.keeping.insert(token, name);
                     }
                     None => self.complete_sync(now, &name),
                 }

@@ -318,6 +318,50 @@ fn a_consumer_group_heartbeat_needs_describe_on_its_topics() {
     );
 }
 
+/// A member's regular expression resolves only to topics its principal may describe (as
+/// Kafka 4 filters a resolved expression): the coordinator is told which listed topics the
+/// principal may not describe.
+#[test]
+fn a_consumer_group_regex_is_told_the_topics_its_member_may_not_describe() {
+    use iggy_kafka_core::backend::{TopicConfig, TopicInfo};
+    use iggy_kafka_core::group::GroupCall;
+    let mut h = Harness::of("reader");
+    let request = Request::ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest {
+        group_id: "g".into(),
+        member_id: "m".into(),
+        rebalance_timeout_ms: 10_000,
+        subscribed_topic_regex: Some(".*".into()),
+        topic_partitions: Some(Vec::new()),
+        ..ConsumerGroupHeartbeatRequest::default()
+    });
+    h.send(1, &request);
+    let mut commands = h.commands();
+    assert_eq!(commands.len(), 1, "the topics are listed first");
+    let (id, _) = commands.remove(0);
+    let topic = |name: &str, n: u8| TopicInfo {
+        name: name.into(),
+        id: iggy_kafka_core::protocol::Uuid([n; 16]),
+        partitions: 1,
+        config: TopicConfig::default(),
+    };
+    h.complete(
+        id,
+        Outcome::Store(Completion::ListTopics(Ok(vec![
+            topic("t", 1),
+            topic("secret", 2),
+        ]))),
+    );
+    let commands = h.commands();
+    let Some((_, Work::Group(GroupCall::ConsumerHeartbeat(hb)))) = commands.first() else {
+        panic!("{commands:?}");
+    };
+    assert_eq!(hb.topics.len(), 2, "every topic, whoever asks");
+    assert_eq!(
+        hb.hidden.iter().map(String::as_str).collect::<Vec<_>>(),
+        ["secret"]
+    );
+}
+
 /// FindCoordinator for a group needs DESCRIBE on it.
 #[test]
 fn finding_a_group_coordinator_needs_describe_on_the_group() {

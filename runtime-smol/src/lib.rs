@@ -222,12 +222,17 @@ async fn serve(
     // Closing this channel tells every connection to stop taking requests.
     let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
     let mut tasks = Vec::new();
-    // Dropped (and so cancelled) when serving ends.
-    let _groups = ex.spawn(iggy_kafka_core::driver::drive_groups(
+    // Finishes writing what is queued once told to stop (after the connections).
+    let (groups_stop, groups_stopped) = smol::channel::bounded::<()>(1);
+    let groups = ex.spawn(iggy_kafka_core::driver::drive_groups(
         shared.clone(),
         Instant::now,
         sleep_until,
+        async move {
+            let _ = groups_stopped.recv().await;
+        },
     ));
+    // Dropped (and so cancelled) when serving ends.
     let _transactions = ex.spawn(iggy_kafka_core::driver::drive_transactions(
         shared.clone(),
         Instant::now,
@@ -270,6 +275,22 @@ async fn serve(
     .await;
     if !drained {
         tracing::warn!("connections still open after the grace period; dropping them");
+    }
+    // Then what is still queued to keep is written, within the grace period too.
+    drop(groups_stop);
+    let written = future::or(
+        async {
+            groups.await;
+            true
+        },
+        async {
+            Timer::after(SHUTDOWN_GRACE).await;
+            false
+        },
+    )
+    .await;
+    if !written {
+        tracing::warn!("group states still unwritten after the grace period; dropping them");
     }
     Ok(())
 }

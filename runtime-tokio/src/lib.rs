@@ -187,10 +187,14 @@ async fn serve(
 ) -> io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
-    let timers = tokio::spawn(iggy_kafka_core::driver::drive_groups(
+    let (groups_stop, groups_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut groups = tokio::spawn(iggy_kafka_core::driver::drive_groups(
         shared.clone(),
         Instant::now,
         sleep_until,
+        async move {
+            let _ = groups_stopped.await;
+        },
     ));
     let transactions = tokio::spawn(iggy_kafka_core::driver::drive_transactions(
         shared.clone(),
@@ -219,9 +223,9 @@ async fn serve(
     // Closes the listeners.
     acceptors.shutdown().await;
     let _ = stop_tx.send(true);
-    // Group deadlines stop mattering: members will rejoin another gateway, or this one.
-    timers.abort();
     transactions.abort();
+    // Group deadlines stop mattering (members will rejoin another gateway, or this one);
+    // the group driver goes on writing while the connections finish.
     shared.groups().shutdown();
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while connections.join_next().await.is_some() {}
@@ -232,6 +236,16 @@ async fn serve(
             left = connections.len(),
             "connections still open after the grace period; dropping them"
         );
+        connections.shutdown().await;
+    }
+    // Then what is still queued to keep is written, within the grace period too.
+    let _ = groups_stop.send(());
+    if tokio::time::timeout(SHUTDOWN_GRACE, &mut groups)
+        .await
+        .is_err()
+    {
+        tracing::warn!("group states still unwritten after the grace period; dropping them");
+        groups.abort();
     }
     Ok(())
 }

@@ -6,10 +6,11 @@ usage: groups_restart.py BOOTSTRAP TOPIC GROUP classic|consumer [--expect-kept]
 Creates TOPIC (4 partitions) and produces RECORDS records. Two consumers of GROUP (the
 classic protocol, or KIP-848's with `consumer`), each in a thread, consume them at a
 steady pace and commit every COMMIT_EVERY records. Once both have partitions and a fifth
-of the records are read, the script prints KILL and waits for a line on stdin: meanwhile
-the gateway is killed (SIGKILL) and started again on the same address and Iggy stream.
-The consumers go on until every record is read, and a few seconds more to see anything
-delivered again.
+of the records are read, both stop reading (their clients go on heartbeating), so that what
+they read and did not commit is counted exactly; then the script prints KILL and waits for a
+line on stdin: meanwhile the gateway is killed (SIGKILL) and started again on the same
+address and Iggy stream. The consumers then go on until every record is read, and a few
+seconds more to see anything delivered again.
 
 Prints one line of JSON: the records read more than once (`redelivered`; after the kill,
 of records read before it: `redelivered_after_restart`), what was read and not committed
@@ -55,6 +56,8 @@ seen = {}  # value -> times read
 again_after_kill = [0]  # reads after the kill of records read before it
 killed = threading.Event()
 stop = threading.Event()
+# Set: the consumers stop reading and committing until it is cleared.
+hold = threading.Event()
 
 
 class Member:
@@ -66,6 +69,8 @@ class Member:
         self.assigned = []
         self.member_ids = []
         self.errors = []
+        # Set while this consumer holds: nothing it reads or commits changes then.
+        self.holding = threading.Event()
         config = {"bootstrap.servers": bootstrap, "group.id": group,
                   "enable.auto.commit": False, "auto.offset.reset": "earliest",
                   "client.id": name}
@@ -98,6 +103,11 @@ class Member:
                          on_lost=self.on_lost)
         pending = 0
         while not stop.is_set():
+            if hold.is_set():
+                self.holding.set()
+                time.sleep(0.02)
+                continue
+            self.holding.clear()
             m = self.c.poll(0.2)
             if m is None:
                 continue
@@ -143,6 +153,12 @@ while time.time() < deadline:
 else:
     raise SystemExit(f"the group did not start consuming: {[vars(m) for m in members]}")
 
+# Hold both consumers: from here to the kill nothing is read or committed, so that what
+# was read and not committed is what the kill leaves uncommitted.
+hold.set()
+for m in members:
+    if not m.holding.wait(30):
+        raise SystemExit(f"consumer {m.name} did not hold")
 with lock:
     killed.set()
     uncommitted = sum(m.read - m.committed for m in members)
@@ -153,6 +169,7 @@ print("KILL", flush=True)
 if not sys.stdin.readline():
     raise SystemExit("no word that the gateway restarted")
 log("the gateway restarted")
+hold.clear()
 
 deadline = time.time() + 120
 while time.time() < deadline and len(seen) < RECORDS:

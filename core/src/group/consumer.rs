@@ -23,7 +23,10 @@
 //! restart takes them back without a rebalance).
 //!
 //! The topics are an input: each heartbeat carries the topics that exist now, as the backend
-//! listed them, so the coordinator stays pure.
+//! listed them, so the coordinator stays pure, and those the member's principal may not
+//! describe: a member's regular expression resolves at each of its heartbeats, only to
+//! topics it may describe (as Kafka filters a resolved expression by DESCRIBE), and the
+//! group subscribes to what its members last resolved.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -87,6 +90,10 @@ pub struct ConsumerHeartbeat {
     pub client_host: String,
     /// Every topic that exists now.
     pub topics: Vec<TopicMetadata>,
+    /// The topics among `topics` that the member's principal may not describe: its regular
+    /// expression never resolves to them, as Kafka resolves a regular expression only to
+    /// topics the member may DESCRIBE.
+    pub hidden: BTreeSet<String>,
 }
 
 /// The answer to a [`ConsumerHeartbeat`].
@@ -180,6 +187,9 @@ struct Member {
     rebalance_timeout: Duration,
     topic_names: Vec<String>,
     regex: Option<String>,
+    /// The topics `regex` resolved to at the member's last heartbeat, among those its
+    /// principal may describe.
+    regex_topics: BTreeSet<String>,
     assignor: Option<Assignor>,
     session_deadline: Instant,
     rebalance_deadline: Option<Instant>,
@@ -201,6 +211,7 @@ impl Member {
             rebalance_timeout: Duration::ZERO,
             topic_names: Vec::new(),
             regex: None,
+            regex_topics: BTreeSet::new(),
             assignor: None,
             session_deadline: now,
             rebalance_deadline: None,
@@ -210,6 +221,7 @@ impl Member {
     fn same_subscription(&self, other: &Self) -> bool {
         self.topic_names == other.topic_names
             && self.regex == other.regex
+            && self.regex_topics == other.regex_topics
             && self.assignor == other.assignor
     }
 
@@ -346,16 +358,15 @@ impl ConsumerGroup {
             .any(|m| m.id != except && m.owns(topic, partition))
     }
 
-    /// The topics a member subscribes to, among `topics` (name → id and partitions).
+    /// The topics a member subscribes to, among `topics` (name → id and partitions): by
+    /// name, or through what its regular expression resolved to.
     fn subscribed<'a>(
         m: &Member,
         topics: impl Iterator<Item = (&'a String, &'a (Uuid, i32))>,
     ) -> BTreeMap<String, (Uuid, i32)> {
-        let regex = m.regex.as_deref().and_then(|r| compile(r).ok());
         topics
             .filter(|(name, _)| {
-                m.topic_names.iter().any(|n| n == *name)
-                    || regex.as_ref().is_some_and(|r| r.is_match(name))
+                m.topic_names.iter().any(|n| n == *name) || m.regex_topics.contains(*name)
             })
             .map(|(n, v)| (n.clone(), *v))
             .collect()
@@ -514,6 +525,22 @@ pub(super) fn compile(pattern: &str) -> Result<regex::Regex, regex::Error> {
         .size_limit(1 << 20)
         .dfa_size_limit(1 << 20)
         .build()
+}
+
+/// The topics among `topics` whose whole name `regex` matches, except `hidden` ones.
+fn resolve(
+    regex: Option<&str>,
+    topics: &[TopicMetadata],
+    hidden: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    let Some(regex) = regex.and_then(|r| compile(r).ok()) else {
+        return BTreeSet::new();
+    };
+    topics
+        .iter()
+        .filter(|t| !hidden.contains(&t.name) && regex.is_match(&t.name))
+        .map(|t| t.name.clone())
+        .collect()
 }
 
 fn to_list(a: &Partitions) -> Vec<(Uuid, Vec<i32>)> {
@@ -872,6 +899,10 @@ impl Coordinator {
         if let Some(r) = &h.subscribed_topic_regex {
             updated.regex = (!r.is_empty()).then(|| r.clone());
         }
+        // Resolved at each of the member's heartbeats, with its own principal's view: the
+        // group's topics then depend on each member's last heartbeat, not on whichever
+        // member heartbeats now.
+        updated.regex_topics = resolve(updated.regex.as_deref(), &h.topics, &h.hidden);
         updated.client_id.clone_from(&h.client_id);
         updated.client_host.clone_from(&h.client_host);
         updated.session_deadline = now + session;
@@ -1252,6 +1283,17 @@ pub(super) fn encode_kept(g: &ConsumerGroup) -> Bytes {
         w.str(id);
         w.partitions(a);
     }
+    // What each member's regular expression resolved to: last, so that a state written
+    // before it was kept still reads.
+    let resolved: Vec<&Member> = g.members.values().filter(|m| m.regex.is_some()).collect();
+    w.count(resolved.len());
+    for m in resolved {
+        w.str(&m.id);
+        w.count(m.regex_topics.len());
+        for t in &m.regex_topics {
+            w.str(t);
+        }
+    }
     w.finish()
 }
 
@@ -1305,6 +1347,31 @@ pub(super) fn decode_kept(
     for _ in 0..r.count(8)? {
         let id = r.str()?;
         g.target.insert(id, r.partitions()?);
+    }
+    if r.is_done() {
+        // Written without the resolved regular expressions: the group's topics stand for
+        // them.
+        let known: Vec<TopicMetadata> = g
+            .topics
+            .iter()
+            .map(|(name, (id, partitions))| TopicMetadata {
+                name: name.clone(),
+                id: *id,
+                partitions: *partitions,
+            })
+            .collect();
+        for m in g.members.values_mut() {
+            m.regex_topics = resolve(m.regex.as_deref(), &known, &BTreeSet::new());
+        }
+    } else {
+        for _ in 0..r.count(8)? {
+            let id = r.str()?;
+            let mut topics = BTreeSet::new();
+            for _ in 0..r.count(4)? {
+                topics.insert(r.str()?);
+            }
+            g.members.get_mut(&id)?.regex_topics = topics;
+        }
     }
     if !r.is_done() || check_invariants(&g).is_err() {
         return None;

@@ -27,6 +27,8 @@ struct Client {
     names: Vec<String>,
     regex: Option<String>,
     assignor: Option<String>,
+    /// Topics its principal may not describe.
+    hidden: BTreeSet<String>,
 }
 
 impl Client {
@@ -39,6 +41,7 @@ impl Client {
             names: vec!["t".into()],
             regex: None,
             assignor: None,
+            hidden: BTreeSet::new(),
         }
     }
 
@@ -54,6 +57,8 @@ struct Harness {
     topics: Vec<TopicMetadata>,
     epochs: BTreeMap<(String, String), i32>,
     group_epochs: BTreeMap<String, i32>,
+    /// What the coordinator handed out to keep, reported kept.
+    kept: Vec<KeepGroup>,
 }
 
 impl Harness {
@@ -65,6 +70,7 @@ impl Harness {
             topics: vec![topic("t", 1, 6)],
             epochs: BTreeMap::new(),
             group_epochs: BTreeMap::new(),
+            kept: Vec::new(),
         }
     }
 
@@ -72,10 +78,20 @@ impl Harness {
         let to = ReplyTo(self.next);
         self.next += 1;
         self.c.handle(self.now, to, call);
-        let reply = self.c.poll_reply().expect("answered at once");
+        // A heartbeat's answer waits for the write of what it changed: reported kept here.
+        self.keep_all();
+        let reply = self.c.poll_reply().expect("answered once kept");
         assert_eq!(reply.0, to);
         self.check();
         reply.1
+    }
+
+    /// Reports every state handed out kept.
+    fn keep_all(&mut self) {
+        while let Some(k) = self.c.poll_keep() {
+            self.c.handle_kept(self.now, k.token, true);
+            self.kept.push(k);
+        }
     }
 
     /// Invariants after every step: one owner per partition, epochs never go back.
@@ -126,6 +142,7 @@ impl Harness {
             client_id: "client".into(),
             client_host: "/127.0.0.1".into(),
             topics: self.topics.clone(),
+            hidden: c.hidden.clone(),
             ..ConsumerHeartbeat::default()
         }
     }
@@ -607,9 +624,11 @@ fn keeping_harness() -> Harness {
     h
 }
 
-/// The latest state handed out to keep of each group.
-fn kept(c: &mut Coordinator) -> BTreeMap<String, Option<Bytes>> {
-    std::iter::from_fn(|| c.poll_keep())
+/// The latest state handed out to keep of each group since the last call.
+fn kept(h: &mut Harness) -> BTreeMap<String, Option<Bytes>> {
+    h.keep_all();
+    std::mem::take(&mut h.kept)
+        .into_iter()
         .map(|k| (k.group, k.state))
         .collect()
 }
@@ -621,10 +640,10 @@ fn a_restored_consumer_group_keeps_its_epochs_and_assignments() {
     h.settle(&mut clients);
     let epochs = h.c.consumer_epochs();
     let described = h.describe();
-    let state = kept(&mut h.c).remove("g").flatten().expect("kept");
+    let state = kept(&mut h).remove("g").flatten().expect("kept");
     // Heartbeats that change nothing write nothing.
     h.settle(&mut clients);
-    assert!(kept(&mut h.c).is_empty());
+    assert!(kept(&mut h).is_empty());
 
     let config = GroupConfig {
         keep_state: true,
@@ -640,7 +659,7 @@ fn a_restored_consumer_group_keeps_its_epochs_and_assignments() {
     h.settle(&mut clients);
     let after: Vec<(i32, Owned)> = clients.iter().map(|c| (c.epoch, c.owned.clone())).collect();
     assert_eq!(before, after);
-    assert!(kept(&mut h.c).is_empty(), "nothing changed");
+    assert!(kept(&mut h).is_empty(), "nothing changed");
     // One member never heartbeats again: removed after its session timeout (45 s) from the
     // restart, and the others take its partitions.
     let mut two = clients[..2].to_vec();
@@ -653,7 +672,7 @@ fn a_restored_consumer_group_keeps_its_epochs_and_assignments() {
     h.settle(&mut two);
     assert_eq!(h.describe().members.len(), 2);
     assert_eq!(all_partitions(&two), vec![0, 1, 2, 3, 4, 5]);
-    let state = kept(&mut h.c)
+    let state = kept(&mut h)
         .remove("g")
         .flatten()
         .expect("the new epoch is kept");
@@ -672,7 +691,7 @@ fn a_member_revoking_when_kept_gets_its_rebalance_timeout_from_the_restart() {
     // a is told to revoke three partitions and does not answer.
     let mut told = a.clone();
     h.beat(&mut told);
-    let state = kept(&mut h.c).remove("g").flatten().expect("kept");
+    let state = kept(&mut h).remove("g").flatten().expect("kept");
     let config = GroupConfig {
         keep_state: true,
         ..GroupConfig::default()
@@ -705,15 +724,317 @@ fn a_deleted_consumer_group_is_forgotten_and_bad_state_is_refused() {
     let mut h = keeping_harness();
     let mut a = Client::new("a");
     h.beat(&mut a);
-    let state = kept(&mut h.c).remove("g").flatten().expect("kept");
+    let state = kept(&mut h).remove("g").flatten().expect("kept");
     a.epoch = LEAVE_EPOCH;
     h.beat(&mut a);
     h.call(GroupCall::Delete(vec!["g".into()]));
-    assert_eq!(kept(&mut h.c).remove("g"), Some(None));
-    for n in 0..state.len() {
+    assert_eq!(kept(&mut h).remove("g"), Some(None));
+    // Every cut but the one before the last four bytes: they count the resolved regular
+    // expressions, a section that states written before it lack (the golden test reads one).
+    for n in (0..state.len()).filter(|n| *n != state.len() - 4) {
         let mut c = Coordinator::new(GroupConfig::default(), 1);
         assert_eq!(c.restore(h.now, [("g".to_owned(), state.slice(..n))]), 0);
     }
     let mut c = Coordinator::new(GroupConfig::default(), 1);
     assert_eq!(c.restore(h.now, [("g".to_owned(), state.clone())]), 1);
+}
+
+#[test]
+fn a_regular_expression_resolves_only_to_topics_the_member_may_describe() {
+    let mut h = Harness::new();
+    h.topics = vec![topic("orders", 1, 2), topic("orders-secret", 2, 2)];
+    let mut a = Client::new("a");
+    a.names = Vec::new();
+    a.regex = Some("orders.*".into());
+    a.hidden = BTreeSet::from(["orders-secret".to_owned()]);
+    h.beat(&mut a);
+    assert_eq!(
+        a.owned.keys().copied().collect::<Vec<_>>(),
+        vec![Uuid([1; 16])]
+    );
+    let d = h.describe();
+    assert_eq!(d.members[0].target_assignment.len(), 1, "{d:?}");
+    // Another principal with the same expression may see both: it alone gets the secret
+    // topic, whoever heartbeats, and a's heartbeats do not move it.
+    let mut b = Client::new("b");
+    b.names = Vec::new();
+    b.regex = Some("orders.*".into());
+    let mut both = [a, b];
+    h.settle(&mut both);
+    let epoch = h.describe().epoch;
+    let [a, b] = &mut both;
+    assert!(a.owned.keys().all(|t| *t == Uuid([1; 16])), "{a:?}");
+    assert_eq!(
+        b.owned.get(&Uuid([2; 16])).map(BTreeSet::len),
+        Some(2),
+        "{b:?}"
+    );
+    h.beat(a);
+    h.beat(b);
+    assert_eq!(
+        h.describe().epoch,
+        epoch,
+        "no member's view bumps the group"
+    );
+    // The permission is granted: a's next heartbeat resolves to it too.
+    a.hidden.clear();
+    h.beat(a);
+    assert_eq!(h.describe().epoch, epoch + 1);
+}
+
+#[test]
+fn a_heartbeat_that_changes_the_group_is_answered_once_kept() {
+    let mut h = keeping_harness();
+    let mut a = Client::new("a");
+    h.beat(&mut a);
+    let b = Client::new("b");
+    let join_b = ReplyTo(1000);
+    h.c.handle(h.now, join_b, GroupCall::ConsumerHeartbeat(h.request(&b)));
+    assert!(
+        h.c.poll_reply().is_none(),
+        "the new member waits for the write"
+    );
+    // a heartbeats while that write is under way: its answer follows the write too.
+    let beat_a = ReplyTo(1001);
+    h.c.handle(h.now, beat_a, GroupCall::ConsumerHeartbeat(h.request(&a)));
+    assert!(h.c.poll_reply().is_none());
+    let keeps: Vec<KeepGroup> = std::iter::from_fn(|| h.c.poll_keep()).collect();
+    assert!(!keeps.is_empty());
+    for k in &keeps {
+        h.c.handle_kept(h.now, k.token, true);
+    }
+    let replies: BTreeMap<ReplyTo, GroupReply> = std::iter::from_fn(|| h.c.poll_reply()).collect();
+    for to in [join_b, beat_a] {
+        match &replies[&to] {
+            GroupReply::ConsumerHeartbeat(r) => assert_eq!(r.error, ErrorCode::NONE),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(!h.c.is_unkept());
+    // A heartbeat that changes nothing, with nothing being written, is answered at once.
+    let again = ReplyTo(1002);
+    h.c.handle(h.now, again, GroupCall::ConsumerHeartbeat(h.request(&a)));
+    assert_eq!(h.c.poll_reply().map(|(to, _)| to), Some(again));
+}
+
+#[test]
+fn a_heartbeat_whose_change_cannot_be_kept_fails_and_the_group_goes_back() {
+    let mut h = keeping_harness();
+    let mut a = Client::new("a");
+    h.beat(&mut a);
+    let before = h.c.consumer_epochs();
+    let described = h.describe();
+    let mut b = Client::new("b");
+    let join_b = ReplyTo(1000);
+    h.c.handle(h.now, join_b, GroupCall::ConsumerHeartbeat(h.request(&b)));
+    let keeps: Vec<KeepGroup> = std::iter::from_fn(|| h.c.poll_keep()).collect();
+    assert_eq!(keeps.len(), 1);
+    h.c.handle_kept(h.now, keeps[0].token, false);
+    match h.c.poll_reply() {
+        Some((to, GroupReply::ConsumerHeartbeat(r))) => {
+            assert_eq!(to, join_b);
+            assert_eq!(r.error, ErrorCode::COORDINATOR_NOT_AVAILABLE);
+        }
+        other => panic!("{other:?}"),
+    }
+    // The memory is what was kept: a alone, at its epoch.
+    assert_eq!(h.c.consumer_epochs(), before);
+    assert_eq!(h.describe(), described);
+    // The group is written again after a backoff, and b's retry joins.
+    assert!(h.c.is_unkept());
+    h.advance(Duration::from_millis(500));
+    let again = kept(&mut h).remove("g").flatten().expect("written again");
+    let mut c = Coordinator::new(GroupConfig::default(), 1);
+    c.restore(h.now, [("g".to_owned(), again)]);
+    assert_eq!(c.consumer_epochs()[0].members.len(), 1);
+    assert!(!h.c.is_unkept());
+    let r = h.beat(&mut b);
+    assert_eq!(r.error, ErrorCode::NONE);
+    assert_eq!(h.describe().members.len(), 2);
+}
+
+#[test]
+fn a_new_groups_first_write_failing_forgets_the_group() {
+    let mut h = keeping_harness();
+    let a = Client::new("a");
+    let join_a = ReplyTo(1000);
+    h.c.handle(h.now, join_a, GroupCall::ConsumerHeartbeat(h.request(&a)));
+    let keeps: Vec<KeepGroup> = std::iter::from_fn(|| h.c.poll_keep()).collect();
+    h.c.handle_kept(h.now, keeps[0].token, false);
+    assert!(h.c.consumer_epochs().is_empty(), "nothing was kept");
+    match h.c.poll_reply() {
+        Some((_, GroupReply::ConsumerHeartbeat(r))) => {
+            assert_eq!(r.error, ErrorCode::COORDINATOR_NOT_AVAILABLE);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Written again as gone.
+    h.advance(Duration::from_millis(500));
+    assert_eq!(kept(&mut h).remove("g"), Some(None));
+}
+
+/// The encoding of a consumer group's kept state is fixed: a kept state written by this
+/// version must read back the same after any change of the code.
+#[test]
+fn the_kept_consumer_state_is_stable_and_bad_input_is_refused() {
+    let mut h = keeping_harness();
+    h.topics = vec![topic("t", 1, 1)];
+    let mut a = Client::new("m");
+    a.names = Vec::new();
+    a.regex = Some("t".into());
+    a.instance = Some("i".into());
+    a.assignor = Some("range".into());
+    h.beat(&mut a);
+    let bytes = kept(&mut h).remove("g").flatten().expect("kept");
+    let t = [1u8; 16];
+    let golden: Vec<u8> = [
+        &[1u8, 2][..], // version, consumer
+        &[1, 0, 0, 0], // group epoch
+        &[1, 0, 0, 0], // assignment epoch
+        &[5, 0, 0, 0],
+        b"range",      // assignor
+        &[1, 0, 0, 0], // one subscribed topic
+        &[1, 0, 0, 0],
+        b"t",
+        &t,
+        &[1, 0, 0, 0], // name, id, partitions
+        &[1, 0, 0, 0], // one member
+        &[1, 0, 0, 0],
+        b"m", // id
+        &[1, 1, 0, 0, 0],
+        b"i", // instance
+        &[0], // no rack
+        &[6, 0, 0, 0],
+        b"client",
+        &[10, 0, 0, 0],
+        b"/127.0.0.1", // client id, host
+        &[1, 0, 0, 0],
+        &[0, 0, 0, 0], // epoch, previous epoch
+        &[0],          // stable
+        &[1, 0, 0, 0],
+        &t,
+        &[1, 0, 0, 0],
+        &[0, 0, 0, 0],       // assigned: t-0
+        &[0, 0, 0, 0],       // revoking nothing
+        &[0x30, 0x75, 0, 0], // rebalance timeout
+        &[0, 0, 0, 0],       // no topic names
+        &[1, 1, 0, 0, 0],
+        b"t", // regex
+        &[1, 5, 0, 0, 0],
+        b"range",      // assignor
+        &[1, 0, 0, 0], // one target
+        &[1, 0, 0, 0],
+        b"m",
+        &[1, 0, 0, 0],
+        &t,
+        &[1, 0, 0, 0],
+        &[0, 0, 0, 0],
+        &[1, 0, 0, 0], // one resolved regular expression
+        &[1, 0, 0, 0],
+        b"m",
+        &[1, 0, 0, 0],
+        &[1, 0, 0, 0],
+        b"t",
+    ]
+    .concat();
+    assert_eq!(&bytes[..], &golden[..]);
+    let mut c = Coordinator::new(GroupConfig::default(), 1);
+    assert_eq!(
+        c.restore(h.now, [("g".to_owned(), Bytes::from(golden.clone()))]),
+        1
+    );
+    assert_eq!(c.consumer_epochs(), h.c.consumer_epochs());
+    // Without the resolved expressions (as written before they were kept) it reads too.
+    let cut = golden.len() - (4 + 5 + 4 + 5);
+    let mut c = Coordinator::new(GroupConfig::default(), 1);
+    assert_eq!(
+        c.restore(
+            h.now,
+            [("g".to_owned(), Bytes::from(golden[..cut].to_vec()))]
+        ),
+        1
+    );
+    // Every other cut, a newer version, an unknown kind, trailing bytes, a huge count.
+    let mut bad: Vec<Vec<u8>> = (0..golden.len())
+        .filter(|n| *n != cut)
+        .map(|n| golden[..n].to_vec())
+        .collect();
+    bad.push([&[2], &golden[1..]].concat());
+    bad.push([&[1, 9], &golden[2..]].concat());
+    bad.push([&golden[..], &[0]].concat());
+    let mut huge = golden.clone();
+    huge[19..23].copy_from_slice(&u32::MAX.to_le_bytes());
+    bad.push(huge);
+    for b in bad {
+        let mut c = Coordinator::new(GroupConfig::default(), 1);
+        assert_eq!(
+            c.restore(h.now, [("g".to_owned(), Bytes::from(b.clone()))]),
+            0,
+            "{b:?}"
+        );
+        assert!(c.consumer_epochs().is_empty());
+    }
+}
+
+/// An answer waits for its group's write for a bounded time, as Kafka bounds its writes:
+/// past it the member gets COORDINATOR_NOT_AVAILABLE and retries, the memory is left as
+/// it is (the write's outcome decides), and the write landing later sends nothing more.
+#[test]
+fn a_held_heartbeat_is_answered_unavailable_when_its_write_takes_too_long() {
+    let mut h = keeping_harness();
+    let mut a = Client::new("a");
+    h.beat(&mut a);
+    let b = Client::new("b");
+    let join_b = ReplyTo(1000);
+    h.c.handle(h.now, join_b, GroupCall::ConsumerHeartbeat(h.request(&b)));
+    let keeps: Vec<KeepGroup> = std::iter::from_fn(|| h.c.poll_keep()).collect();
+    assert_eq!(keeps.len(), 1);
+    assert!(h.c.poll_reply().is_none());
+    assert!(h
+        .c
+        .poll_timeout()
+        .is_some_and(|t| t <= h.now + HOLD_TIMEOUT));
+    h.now += HOLD_TIMEOUT;
+    h.c.handle_timeout(h.now);
+    match h.c.poll_reply() {
+        Some((to, GroupReply::ConsumerHeartbeat(r))) => {
+            assert_eq!(to, join_b);
+            assert_eq!(r.error, ErrorCode::COORDINATOR_NOT_AVAILABLE);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.describe().members.len(), 2, "not undone");
+    h.c.handle_kept(h.now, keeps[0].token, true);
+    assert!(h.c.poll_reply().is_none(), "answered once");
+    assert!(!h.c.is_unkept());
+}
+
+/// A failed write sends the group back to its kept state: the group's later states,
+/// handed out meanwhile, no longer count, and the driver does not write them.
+#[test]
+fn a_failed_write_voids_the_groups_later_states() {
+    let mut h = keeping_harness();
+    let mut a = Client::new("a");
+    h.beat(&mut a);
+    let b = Client::new("b");
+    h.c.handle(
+        h.now,
+        ReplyTo(1000),
+        GroupCall::ConsumerHeartbeat(h.request(&b)),
+    );
+    let first: Vec<KeepGroup> = std::iter::from_fn(|| h.c.poll_keep()).collect();
+    let c = Client::new("c");
+    h.c.handle(
+        h.now,
+        ReplyTo(1001),
+        GroupCall::ConsumerHeartbeat(h.request(&c)),
+    );
+    let later: Vec<KeepGroup> = std::iter::from_fn(|| h.c.poll_keep()).collect();
+    assert_eq!((first.len(), later.len()), (1, 1));
+    assert!(h.c.is_in_flight(later[0].token));
+    h.c.handle_kept(h.now, first[0].token, false);
+    assert!(!h.c.is_in_flight(later[0].token));
+    let answers: Vec<(ReplyTo, GroupReply)> = std::iter::from_fn(|| h.c.poll_reply()).collect();
+    assert_eq!(answers.len(), 2, "both failed: {answers:?}");
+    assert_eq!(h.describe().members.len(), 1, "back to what was kept");
 }

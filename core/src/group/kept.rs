@@ -10,7 +10,10 @@
 //!
 //! Encoding (little-endian): version `1`, kind (1 classic, 2 consumer), then the group's
 //! fields; strings and byte strings carry a u32 length, optional ones a presence byte first,
-//! lists a u32 count. Decoding is bounded by the input: every length and count is checked
+//! lists a u32 count. A consumer group's state ends with what each member's regular
+//! expression resolved to; a state without that section (written before it existed) reads,
+//! each expression then standing for the group's topics it matches. Decoding is bounded by
+//! the input: every length and count is checked
 //! against what is left before anything is allocated, and bad input is `None`, never a panic.
 
 use std::collections::{BTreeMap, BTreeSet};

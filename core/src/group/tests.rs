@@ -874,3 +874,163 @@ fn the_kept_classic_state_is_stable_and_bad_input_is_refused() {
         assert!(c.snapshot("g").is_none());
     }
 }
+
+impl Harness {
+    /// Two static members in a stable group whose assignment is kept: their join answers.
+    fn two_static_kept(&mut self) -> (JoinResult, JoinResult) {
+        let a = self.join("", Some("instance-a"));
+        let b = self.join("", Some("instance-b"));
+        self.advance(Duration::from_secs(3));
+        let replies = self.replies();
+        let find = |to| {
+            replies
+                .iter()
+                .find(|(t, _)| *t == to)
+                .map(|(_, r)| r.clone())
+        };
+        let (ja, jb) = (joined(find(a)), joined(find(b)));
+        let generation = ja.generation;
+        self.sync(
+            &ja.member_id,
+            generation,
+            vec![
+                (ja.member_id.clone(), Bytes::from_static(b"A")),
+                (jb.member_id.clone(), Bytes::from_static(b"B")),
+            ],
+        );
+        self.sync(&jb.member_id, generation, Vec::new());
+        for k in self.keeps() {
+            self.c.handle_kept(self.now, k.token, true);
+        }
+        assert_eq!(self.replies().len(), 2);
+        assert_eq!(self.state().state, GroupState::Stable);
+        (ja, jb)
+    }
+}
+
+#[test]
+fn a_static_members_replacement_is_answered_once_kept() {
+    let mut h = keeping();
+    let (_, jb) = h.two_static_kept();
+    let again = h.join("", Some("instance-b"));
+    assert!(
+        h.reply_to(again).is_none(),
+        "the answer waits for the write"
+    );
+    let keeps = h.keeps();
+    assert_eq!(keeps.len(), 1);
+    h.c.handle_kept(h.now, keeps[0].token, true);
+    let j = joined(h.reply_to(again));
+    assert_eq!(j.error, ErrorCode::NONE);
+    assert_eq!(j.generation, jb.generation, "no rebalance");
+    assert_ne!(j.member_id, jb.member_id);
+    assert!(!h.c.is_unkept());
+}
+
+#[test]
+fn a_static_members_replacement_that_cannot_be_kept_is_undone() {
+    let mut h = keeping();
+    let (_, jb) = h.two_static_kept();
+    let again = h.join("", Some("instance-b"));
+    let keeps = h.keeps();
+    h.c.handle_kept(h.now, keeps[0].token, false);
+    let j = joined(h.reply_to(again));
+    assert_eq!(j.error, ErrorCode::COORDINATOR_NOT_AVAILABLE);
+    assert!(j.member_id.is_empty());
+    assert_eq!(j.generation, jb.generation);
+    // The old incarnation is the member again, as what was kept says.
+    assert!(h.state().members.contains(&jb.member_id));
+    let mut old = member(&jb.member_id, jb.generation);
+    old.instance_id = Some("instance-b".into());
+    let hb = h.call(GroupCall::Heartbeat(old));
+    assert_eq!(h.reply_to(hb), Some(GroupReply::Heartbeat(ErrorCode::NONE)));
+    // The group is written again after a backoff.
+    assert!(h.c.is_unkept());
+    h.advance(Duration::from_millis(499));
+    assert!(h.keeps().is_empty());
+    h.advance(Duration::from_millis(1));
+    let keeps = h.keeps();
+    assert_eq!(keeps.len(), 1);
+    let mut restored = Coordinator::new(GroupConfig::default(), 9);
+    restored.restore(
+        h.now,
+        [("g".to_owned(), keeps[0].state.clone().expect("a state"))],
+    );
+    assert!(restored
+        .snapshot("g")
+        .expect("restored")
+        .members
+        .contains(&jb.member_id));
+    h.c.handle_kept(h.now, keeps[0].token, true);
+    assert!(!h.c.is_unkept());
+}
+
+#[test]
+fn failed_writes_of_an_emptied_or_deleted_group_are_retried_on_the_clock() {
+    let mut h = keeping();
+    let (ids, keep, _) = h.three_awaiting_keep();
+    h.c.handle_kept(h.now, keep.token, true);
+    h.replies();
+    let to = h.call(GroupCall::Leave {
+        group: "g".into(),
+        members: ids.iter().map(|id| (id.clone(), None)).collect(),
+    });
+    h.reply_to(to);
+    let keeps = h.keeps();
+    assert_eq!(keeps.len(), 1);
+    h.c.handle_kept(h.now, keeps[0].token, false);
+    // Tried again after 0.5 s, then 1 s, ...
+    for wait in [500, 1000, 2000] {
+        h.advance(Duration::from_millis(wait - 1));
+        assert!(h.keeps().is_empty(), "not before {wait} ms");
+        h.advance(Duration::from_millis(1));
+        let keeps = h.keeps();
+        assert_eq!(keeps.len(), 1, "after {wait} ms");
+        assert!(keeps[0].state.is_some());
+        h.c.handle_kept(h.now, keeps[0].token, false);
+    }
+    h.advance(Duration::from_secs(4));
+    let keeps = h.keeps();
+    h.c.handle_kept(h.now, keeps[0].token, true);
+    assert!(!h.c.is_unkept());
+    h.advance(Duration::from_secs(60));
+    assert!(h.keeps().is_empty(), "kept: nothing more");
+    // Deleted: the removal is retried the same way.
+    let to = h.call(GroupCall::Delete(vec!["g".into()]));
+    h.reply_to(to);
+    let keeps = h.keeps();
+    h.c.handle_kept(h.now, keeps[0].token, false);
+    h.advance(Duration::from_millis(500));
+    let keeps = h.keeps();
+    assert_eq!(keeps.len(), 1);
+    assert_eq!((keeps[0].group.as_str(), &keeps[0].state), ("g", &None));
+}
+
+#[test]
+fn after_shutdown_only_failed_writes_are_retried() {
+    let mut h = keeping();
+    let (ids, keep, _) = h.three_awaiting_keep();
+    h.c.handle_kept(h.now, keep.token, true);
+    h.replies();
+    let to = h.call(GroupCall::Leave {
+        group: "g".into(),
+        members: ids.iter().map(|id| (id.clone(), None)).collect(),
+    });
+    h.reply_to(to);
+    let keeps = h.keeps();
+    h.c.shutdown();
+    h.c.handle_kept(h.now, keeps[0].token, false);
+    assert!(h.c.is_unkept());
+    // No deadline acts any more but the retry: the empty group is not forgotten.
+    assert_eq!(h.c.poll_timeout(), Some(h.now + Duration::from_millis(500)));
+    h.advance(Duration::from_millis(500));
+    let keeps = h.keeps();
+    assert_eq!(keeps.len(), 1);
+    assert!(keeps[0].state.is_some());
+    h.c.handle_kept(h.now, keeps[0].token, true);
+    assert!(!h.c.is_unkept());
+    assert_eq!(h.c.poll_timeout(), None);
+    h.advance(Duration::from_secs(11 * 60));
+    assert!(h.keeps().is_empty());
+    assert!(h.c.snapshot("g").is_some());
+}

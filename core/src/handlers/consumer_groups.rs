@@ -69,6 +69,13 @@ impl ConsumerGroupHeartbeatTask {
                 }),
                 client_id: ctx.client_id.unwrap_or_default().to_owned(),
                 client_host: ctx.client_host.to_owned(),
+                // As Kafka: a regular expression resolves only to topics the member may
+                // describe.
+                hidden: topics
+                    .iter()
+                    .filter(|t| !ctx.allows(Action::Describe(&t.name)))
+                    .map(|t| t.name.clone())
+                    .collect(),
                 topics,
             },
         ))])
@@ -145,7 +152,9 @@ impl Task for ConsumerGroupHeartbeatTask {
                 };
                 // Every topic, whoever asks: the group's topics must not depend on which
                 // member heartbeats, or members of different principals would bump the group
-                // epoch in turn. Reading what is assigned is still checked where it is read.
+                // epoch in turn. The topics this member may not describe go with them, for
+                // its own regular expression only. Reading what is assigned is still checked
+                // where it is read.
                 let topics = topics
                     .into_iter()
                     .map(|t| TopicMetadata {
