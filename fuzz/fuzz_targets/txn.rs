@@ -188,9 +188,10 @@ impl World {
         }
         self.c
             .handle_markers(self.now, &m.transactional_id, m.producer_id, m.epoch, ok);
-        let completed = self.c.snapshot(&m.transactional_id).is_some_and(|s| {
-            matches!(s.state, TxnState::CompleteCommit | TxnState::CompleteAbort)
-        });
+        let completed = self
+            .c
+            .snapshot(&m.transactional_id)
+            .is_some_and(|s| matches!(s.state, TxnState::CompleteCommit | TxnState::CompleteAbort));
         if ok && completed {
             // Writes from now on belong to the id's next transaction.
             let n: u8 = m.transactional_id[2..].parse().expect("our ids");
@@ -331,7 +332,10 @@ fuzz_target!(|ops: Vec<Op>| {
                             && s.epoch == epoch
                             && s.partitions.contains(&("t".to_owned(), p))
                     });
-                    assert!(durable, "a write to a partition whose addition is not durable");
+                    assert!(
+                        durable,
+                        "a write to a partition whose addition is not durable"
+                    );
                 }
                 if code == ErrorCode::NONE {
                     let instance = w.ended.get(&id).copied().unwrap_or(0);
