@@ -20,7 +20,8 @@
 //!   ([`crate::Failure::Status`]) for all, a lost connection ([`crate::Failure::Lost`]:
 //!   perhaps applied, not acknowledged) for all, "not admitted" for all. Each call's body
 //!   is a whole request of its own, kept unchanged, so a caller that sends its call again
-//!   elsewhere after "not admitted" sends exactly its own messages.
+//!   elsewhere after "not admitted" sends exactly its own messages; those refusals are
+//!   handed out in request order ([`crate::Turn`]), so that resent calls keep it.
 //! - **Replies.** Iggy confirms a `SendMessages` with the base offset its first message
 //!   took; each merged call gets that reply with the base moved on by the messages of the
 //!   calls before it. A reply without a confirmation reaches every call as it came.
