@@ -86,7 +86,7 @@ direct_topic() {
   fi
 }
 hz=$(getconf CLK_TCK)
-server_pid=$(pgrep -f iggy-server | head -1)
+server_pid=${IGGY_PID:-$(pgrep -f iggy-server | head -1)}
 
 for size in 100 1000; do
   if [ "$size" = 100 ]; then n=$MESSAGES_100; else n=$MESSAGES_1K; fi

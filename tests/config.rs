@@ -70,6 +70,7 @@ max-frame-size = 2000000
 idle-timeout-ms = 1234
 iggy = "iggy://someone:secret@127.0.0.9:8091"
 iggy-connections = 7
+iggy-merge-appends = 3
 iggy-poll-interval-ms = 55
 iggy-create-stream = false
 iggy-write-through = false

@@ -35,6 +35,26 @@ fn server() -> String {
     iggy_url().expect("IGGY_KAFKA_TEST_IGGY must name the Iggy server for these tests")
 }
 
+/// A producer with requests in flight, one record each: the plain appends that queue up
+/// behind the one in flight go to Iggy merged (group commit), and every record is still
+/// acknowledged at an offset of its own, contiguous, and reads back there.
+#[test]
+#[ignore = "needs a real Iggy server: IGGY_KAFKA_TEST_IGGY, see scripts/test-iggy.sh"]
+fn pipelined_plain_appends_land_each_in_its_own_place() {
+    let url = server();
+    let stream = unique_stream();
+    let topic = format!("pipelined-{}", common::RUNTIME);
+    let gw = Gateway::start_with(&["--iggy", url.as_str(), "--stream", stream.as_str()]);
+    run(
+        "pipelined.py",
+        Command::new(common::python())
+            .arg("pipelined.py")
+            .arg(gw.addr.to_string())
+            .args([topic.as_str(), "5000"]),
+    );
+    gw.stop();
+}
+
 /// Acknowledged records and committed offsets (with metadata) survive a gateway restart:
 /// a second gateway on the same Iggy stream serves them all.
 #[test]

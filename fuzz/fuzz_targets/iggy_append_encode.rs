@@ -1,7 +1,8 @@
 //! The Iggy append the backend writes itself, against Iggy's own `SendMessagesEncoder` on the
 //! same messages: both refuse, or both write the same bytes. Messages go in mapped, or bare
 //! as slices of one shared buffer (as a decoded batch's records do), or bare from elsewhere
-//! (copied in).
+//! (copied in). Plain appends of the same messages in parts, merged as a lane merges them
+//! (group commit), must be the bytes of one append of them all.
 #![no_main]
 
 use arbitrary::Arbitrary;

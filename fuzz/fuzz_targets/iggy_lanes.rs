@@ -2,14 +2,16 @@
 //! queueing calls (partition writes and metadata requests, some waiting for calls on other
 //! lanes), dropping them, connection loss and failed connection attempts, time, and the
 //! cluster's answers: replies, errors, "not committed yet" (57), "not admitted" (58), and
-//! cluster metadata naming any primary, none, or nodes never heard of.
+//! cluster metadata naming any primary, none, or nodes never heard of. Some partition writes
+//! are plain appends (to one of two partitions), which the lanes merge into one request.
 //!
 //! What must hold whatever the cluster says:
 //! - no call is written before the call it waits for is done (answered, failed, or let go
 //!   of without having been applied), and none after a call that waits for it;
 //! - a call is written again on another connection only if no node may have applied it
 //!   (every answer to it was "not admitted"): a resent write is never applied twice;
-//! - every answer reaches the call it answers;
+//! - every answer reaches the call it answers (a merged append, its own base offset);
+//! - a merged request holds only plain appends to one partition, in queue order;
 //! - once the cluster settles (a primary, every node up and answering), every call still
 //!   awaited gets an answer: nothing deadlocks.
 #![no_main]
@@ -22,10 +24,16 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use iggy_kafka_iggy_client::protocol::batch::decode_batch_slice;
 use iggy_kafka_iggy_client::protocol::codes::{
     CREATE_TOPIC_CODE, GET_CLUSTER_METADATA_CODE, SEND_MESSAGES_CODE,
 };
+use iggy_kafka_iggy_client::protocol::requests::messages::{RawMessage, SendMessagesEncoder};
+use iggy_kafka_iggy_client::protocol::responses::messages::{
+    SendMessagesConfirmationResponse, SendMessagesResponse,
+};
+use iggy_kafka_iggy_client::protocol::{WireDecode, WireEncode, WireIdentifier, WirePartitioning};
 use iggy_kafka_iggy_client::session::{TRANSIENT_NOT_ACCEPTED, TRANSIENT_NOT_COMMITTED};
 use iggy_kafka_iggy_client::testing::frames::{
     self, cluster_metadata, login_ok, reply, result_framed,
@@ -47,6 +55,8 @@ enum Step {
         lane: u8,
         after: Option<u8>,
         partition: bool,
+        /// A plain append to this partition (of two), when a partition's write.
+        plain: Option<bool>,
     },
     /// The caller of call `i` stops waiting for it.
     Drop(u8),
@@ -92,6 +102,8 @@ struct Call {
     refused_last: bool,
     /// Its outcome is settled: answered, failed, or given to its caller.
     done: bool,
+    /// A plain append: to which partition, and the base offset its answer must carry.
+    plain: Option<(bool, Option<u64>)>,
 }
 
 /// One lane's driver and the server's side of its connection.
@@ -105,8 +117,8 @@ struct Link {
     wire: Vec<u8>,
     /// How much of `wire` was looked at as it was written.
     seen: usize,
-    /// The call written and not yet answered.
-    in_flight: Option<usize>,
+    /// The calls written in one request and not yet answered.
+    in_flight: Vec<usize>,
     /// The transient answer the node keeps giving.
     sticky: Option<Answer>,
     /// What wakes the lane's task, as in the runtimes: a lane is pumped only when told.
@@ -153,7 +165,22 @@ impl World {
         }
         for r in frames::requests(&l.wire, l.seen) {
             self.links[i].seen = r.end;
-            if let Some(id) = call_id(&r) {
+            let ids = call_ids(&r);
+            if ids.len() > 1 {
+                let partition = self.calls[ids[0]].plain.map(|(p, _)| p);
+                for pair in ids.windows(2) {
+                    assert!(pair[0] < pair[1], "merged out of queue order: {ids:?}");
+                }
+                for &id in &ids {
+                    let p = self.calls[id].plain.map(|(p, _)| p);
+                    assert!(
+                        p.is_some() && p == partition,
+                        "merged {ids:?}: one partition's plain appends only"
+                    );
+                }
+            }
+            self.links[i].in_flight.clear();
+            for id in ids {
                 self.written(i, id);
             }
         }
@@ -167,12 +194,22 @@ impl World {
             };
             let mut cx = Context::from_waker(Waker::noop());
             if let Poll::Ready(outcome) = Pin::new(p).poll(&mut cx) {
-                if let Ok(body) = &outcome {
-                    assert_eq!(
+                match (&outcome, c.plain) {
+                    (Ok(body), Some((_, base))) => {
+                        let (reply, _) =
+                            SendMessagesResponse::decode(body).expect("a confirmation");
+                        assert_eq!(
+                            Some(reply.confirmations[0].base_offset),
+                            base,
+                            "call {id} got another's place"
+                        );
+                    }
+                    (Ok(body), None) => assert_eq!(
                         body.as_ref(),
                         id.to_le_bytes(),
                         "call {id} got another's answer"
-                    );
+                    ),
+                    _ => {}
                 }
                 if outcome == Err(Failure::NotAdmitted) {
                     assert!(
@@ -212,23 +249,33 @@ impl World {
                     Answer::NotAdmitted => (TRANSIENT_NOT_ACCEPTED, Vec::new()),
                 }
             } else {
-                let id = call_id(&r).expect("a call");
-                let c = &mut self.calls[id];
+                let ids = call_ids(&r);
                 let status = match answer {
                     Answer::Done { .. } => 0,
                     Answer::Error(e) => u32::from(e),
                     Answer::NotCommitted => TRANSIENT_NOT_COMMITTED,
                     Answer::NotAdmitted => TRANSIENT_NOT_ACCEPTED,
                 };
-                c.refused_last = status == TRANSIENT_NOT_ACCEPTED;
-                c.maybe_applied |= !c.refused_last;
-                if status != TRANSIENT_NOT_COMMITTED && status != TRANSIENT_NOT_ACCEPTED {
-                    c.done = true;
-                    self.links[i].in_flight = None;
+                // A plain append lands at a base made of its first message's id, so that
+                // each merged call's share can be told apart.
+                let base = ids[0] as u64 * 1000;
+                for (k, &id) in ids.iter().enumerate() {
+                    let c = &mut self.calls[id];
+                    c.refused_last = status == TRANSIENT_NOT_ACCEPTED;
+                    c.maybe_applied |= !c.refused_last;
+                    if let Some((_, at)) = c.plain.as_mut() {
+                        *at = Some(base + k as u64);
+                    }
+                    if status != TRANSIENT_NOT_COMMITTED && status != TRANSIENT_NOT_ACCEPTED {
+                        c.done = true;
+                        self.links[i].in_flight.clear();
+                    }
                 }
                 // Metadata replies open with a result section; partition replies do not.
                 let body = if r.header.operation.is_result_framed() {
                     result_framed(&[], &r.body)
+                } else if self.calls[ids[0]].plain.is_some() {
+                    confirmed(base)
                 } else {
                     r.body.to_vec()
                 };
@@ -285,7 +332,7 @@ impl World {
         let call = &mut self.calls[id];
         call.written_on = Some((lane, serial));
         call.refused_last = false;
-        self.links[lane].in_flight = Some(id);
+        self.links[lane].in_flight.push(id);
     }
 
     /// Lane `i`'s connection is over: what it had in flight failed and may have been
@@ -296,7 +343,7 @@ impl World {
         l.sticky = None;
         l.wire.clear();
         l.seen = 0;
-        if let Some(id) = l.in_flight.take() {
+        for id in std::mem::take(&mut l.in_flight) {
             let c = &mut self.calls[id];
             if !c.refused_last {
                 c.maybe_applied = true;
@@ -354,12 +401,61 @@ impl World {
     }
 }
 
-/// The call a request carries (its payload is the call's index), if it is one.
-fn call_id(r: &frames::Request) -> Option<usize> {
+/// The calls a request carries: a call's payload is its index, or, for a plain append,
+/// a `SendMessages` whose messages' ids are the indexes of the calls merged into it.
+fn call_ids(r: &frames::Request) -> Vec<usize> {
     if r.is_login() || r.code() == GET_CLUSTER_METADATA_CODE {
-        return None;
+        return Vec::new();
     }
-    Some(usize::from_le_bytes(r.body[..8].try_into().expect("an id")))
+    if r.body.len() == 8 {
+        return vec![usize::from_le_bytes(r.body[..8].try_into().expect("an id"))];
+    }
+    let meta = u32::from_le_bytes(r.body[..4].try_into().expect("a body")) as usize;
+    let batch = decode_batch_slice(&r.body[4 + meta..]).expect("a whole batch");
+    batch
+        .iter()
+        .enumerate()
+        .map(|(k, m)| {
+            assert_eq!(
+                m.header.offset_delta as usize, k,
+                "offset deltas count across the request"
+            );
+            usize::try_from(m.header.id).expect("an index")
+        })
+        .collect()
+}
+
+/// A plain append of call `id` to `partition`: one message, numbered `id`.
+fn plain_append(id: usize, partition: bool) -> Bytes {
+    let mut buf = BytesMut::new();
+    SendMessagesEncoder::encode(
+        &mut buf,
+        &WireIdentifier::numeric(1),
+        &WireIdentifier::numeric(1),
+        &WirePartitioning::PartitionId(u32::from(partition)),
+        &[RawMessage {
+            id: id as u128,
+            origin_timestamp: 1_000 + id as u64,
+            headers: None,
+            payload: b"m",
+        }],
+    )
+    .expect("encodes");
+    buf.freeze()
+}
+
+/// Iggy's confirmation of an append that landed at `base`.
+fn confirmed(base: u64) -> Vec<u8> {
+    SendMessagesResponse {
+        confirmations: vec![SendMessagesConfirmationResponse {
+            stream_id: 1,
+            topic_id: 1,
+            partition_id: 0,
+            base_offset: base,
+        }],
+    }
+    .to_bytes()
+    .to_vec()
 }
 
 fuzz_target!(|steps: Vec<Step>| {
@@ -384,7 +480,7 @@ fuzz_target!(|steps: Vec<Step>| {
             connected: false,
             wire: Vec::new(),
             seen: 0,
-            in_flight: None,
+            in_flight: Vec::new(),
             sticky: None,
             changed: None,
         })
@@ -404,6 +500,7 @@ fuzz_target!(|steps: Vec<Step>| {
                 lane,
                 after,
                 partition,
+                plain,
             } => {
                 let lane = usize::from(lane) % count;
                 let id = w.calls.len();
@@ -421,7 +518,11 @@ fuzz_target!(|steps: Vec<Step>| {
                 } else {
                     CREATE_TOPIC_CODE
                 };
-                let pending = w.lanes.call_after(lane, code, payload, predecessor);
+                let plain = plain.filter(|_| partition);
+                let pending = match plain {
+                    Some(p) => w.lanes.append_after(lane, plain_append(id, p), predecessor),
+                    None => w.lanes.call_after(lane, code, payload, predecessor),
+                };
                 w.calls.push(Call {
                     lane,
                     after,
@@ -430,6 +531,7 @@ fuzz_target!(|steps: Vec<Step>| {
                     maybe_applied: false,
                     refused_last: false,
                     done: false,
+                    plain: plain.map(|p| (p, None)),
                 });
             }
             Step::Drop(i) => {

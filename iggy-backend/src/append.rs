@@ -1,7 +1,9 @@
 //! Appends, and the idempotence Iggy does not provide.
 //!
 //! A plain append is encoded and queued on its partition's lane as it is handed over, so
-//! that a connection's appends reach Iggy in request order without waiting for each other.
+//! that a connection's appends reach Iggy in request order without waiting for each other;
+//! the plain appends to a partition that queue up behind the one in flight go to Iggy as
+//! one request (group commit, `iggy_kafka_iggy_client::merge`).
 //! An idempotent producer's appends to a partition go one at a time: the gateway keeps the
 //! producers' state (Iggy keeps none), answers a retry of one of a producer's last batches
 //! with where it landed, reads the producers' recent batches back from the partition's tail
@@ -58,6 +60,8 @@ pub(crate) struct Queued {
     lane: usize,
     call: PendingCall,
     body: Bytes,
+    /// Whether it may go to Iggy merged with others ([`crate::calls::PartitionRoute::append`]).
+    plain: bool,
 }
 
 impl Appends {
@@ -88,14 +92,30 @@ impl Appends {
     }
 
     /// Checks and encodes an append and queues it on the partition's lane, after the
-    /// partition's last append if that went down another lane.
+    /// partition's last append if that went down another lane. A plain append (no
+    /// `producer`) may reach Iggy merged with the plain appends queued behind it.
     pub(crate) fn send(
+        &self,
+        catalog: &Catalog,
+        at: (&str, u32),
+        messages: &MessageList,
+        largest_batch: usize,
+        producer: Option<&ProducerBatch>,
+    ) -> Result<Queued, BackendError> {
+        let plain = producer.is_none();
+        self.send_as(catalog, at, messages, largest_batch, producer, plain)
+    }
+
+    /// [`Self::send`], merged with others only if `plain`: an idempotent or transactional
+    /// batch, and a transaction's marker, reach Iggy as requests of their own.
+    fn send_as(
         &self,
         catalog: &Catalog,
         (topic, partition): (&str, u32),
         messages: &MessageList,
         largest_batch: usize,
         producer: Option<&ProducerBatch>,
+        plain: bool,
     ) -> Result<Queued, BackendError> {
         if largest_batch > self.max_message_bytes {
             return Err(BackendError::MessageTooLarge {
@@ -111,15 +131,18 @@ impl Appends {
         let (stream_id, topic_id) = catalog.locate(topic)?;
         let body = wire::send_messages(stream_id, &topic_id, partition, messages, ids)?;
         let state = catalog.partition(topic, partition);
-        let (lane, call) =
-            state
-                .route
-                .append(calls, (topic, partition), SEND_MESSAGES_CODE, body.clone());
+        let (lane, call) = state.route.append(
+            calls,
+            (topic, partition),
+            (SEND_MESSAGES_CODE, plain),
+            body.clone(),
+        );
         Ok(Queued {
             state,
             lane,
             call,
             body,
+            plain,
         })
     }
 
@@ -140,13 +163,14 @@ impl Appends {
             lane,
             call,
             body,
+            plain,
         } = queued;
         let (result, _) = state
             .route
             .settle(
                 catalog.calls(),
                 at,
-                (SEND_MESSAGES_CODE, &body),
+                (SEND_MESSAGES_CODE, plain, &body),
                 (lane, call),
             )
             .await;
@@ -353,7 +377,7 @@ impl Appends {
             now_ms,
         ))
         .collect();
-        let queued = self.send(catalog, at, &messages, 0, None)?;
+        let queued = self.send_as(catalog, at, &messages, 0, None, false)?;
         let appended = self.appended(catalog, at, 1, None, queued).await?;
         lock(&state.txns).marker(producer_id, commit, appended.base_offset);
         Ok(appended.base_offset)

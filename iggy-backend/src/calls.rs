@@ -199,12 +199,15 @@ impl PartitionRoute {
     }
 
     /// Queues an append (Iggy command `code`) on the partition's lane, after the partition's
-    /// last append if that went down another lane; returns the lane and the call.
+    /// last append if that went down another lane; returns the lane and the call. A `plain`
+    /// append (a `SendMessages` of messages the gateway numbered, neither idempotent nor
+    /// transactional) may reach Iggy in one request with the plain appends queued behind
+    /// it ([`iggy_kafka_iggy_client::merge`]).
     pub(crate) fn append(
         &self,
         calls: &Calls,
         at: (&str, u32),
-        code: u32,
+        (code, plain): (u32, bool),
         body: Bytes,
     ) -> (usize, PendingCall) {
         self.with(calls, at, |route, first, generation| {
@@ -213,7 +216,11 @@ impl PartitionRoute {
                 Some((last, p)) if *last != lane => Some(p.clone()),
                 _ => None,
             };
-            let call = calls.lanes.call_after(lane, code, body, after);
+            let call = if plain {
+                calls.lanes.append_after(lane, body, after)
+            } else {
+                calls.lanes.call_after(lane, code, body, after)
+            };
             route.last_append = Some((lane, call.predecessor()));
             (lane, call)
         })
@@ -226,22 +233,29 @@ impl PartitionRoute {
         })
     }
 
-    /// Waits for the answer to a write of `body` (Iggy command `code`) already queued as
-    /// `sent`; while nodes refuse it, moves the partition to the next node's lanes and sends
-    /// it again there, once round them all and once more (the lanes that follow the
-    /// cluster's primary look for it again after a refusal). Returns the answer, with Iggy's
-    /// time to give it.
+    /// Waits for the answer to a write of `body` (Iggy command `code`, `plain` as in
+    /// [`Self::append`]) already queued as `sent`; while nodes refuse it, moves the
+    /// partition to the next node's lanes and sends it again there, once round them all and
+    /// once more (the lanes that follow the cluster's primary look for it again after a
+    /// refusal). A plain append refused as part of a merged request is sent again on its
+    /// own body, which holds exactly its messages. Returns the answer, with Iggy's time to
+    /// give it.
     pub(crate) async fn settle(
         &self,
         calls: &Calls,
         at: (&str, u32),
-        (code, body): (u32, &Bytes),
+        (code, plain, body): (u32, bool, &Bytes),
         sent: (usize, PendingCall),
     ) -> (Result<Bytes, Failure>, Option<Duration>) {
         let (mut lane, mut call) = sent;
         let mut moves = 0;
         loop {
-            let (result, service) = timed_reply(code, call).await;
+            // Held until this write is sent again: the writes refused with it in one merged
+            // request get their refusal after it, and so are sent again after it, in order.
+            let (result, service, turn) = call.timed_in_turn().await;
+            if let Err(Failure::Status(status)) = &result {
+                tracing::debug!(command = code, status, "iggy refused a request");
+            }
             if result != Err(Failure::NotAdmitted) {
                 self.answered(calls, at, lane, Kind::Append, service);
                 if let Some(route) = lock(&self.0).as_mut() {
@@ -255,19 +269,22 @@ impl PartitionRoute {
                 return (result, service);
             }
             moves += 1;
-            self.refused(calls, at);
-            (lane, call) = self.append(calls, at, code, body.clone());
+            self.refused(calls, at, lane);
+            (lane, call) = self.append(calls, at, (code, plain), body.clone());
+            drop(turn);
         }
     }
 
-    /// The partition's node refuses its writes: it moves to the lanes of the next node.
-    fn refused(&self, calls: &Calls, (topic, partition): (&str, u32)) {
+    /// The partition's node refuses its writes (on `lane`): it moves to the lanes of the
+    /// next node, unless it has already left that node's (the writes refused with this one,
+    /// such as those of one merged request, move it once).
+    fn refused(&self, calls: &Calls, (topic, partition): (&str, u32), lane: usize) {
         let mut route = lock(&self.0);
         let Some(route) = route.as_mut() else {
             return;
         };
         let groups = calls.lanes.groups();
-        if groups == 1 {
+        if groups == 1 || !calls.lanes.group(route.group).contains(&lane) {
             return;
         }
         // The next group whose node is up (the primary's lanes count as up: they move).

@@ -337,9 +337,14 @@ impl Log<'_> {
             // a primary of its own.
             let calls = self.catalog.calls();
             let route = &self.catalog.partition(&topic, 0).route;
-            let sent = route.append(calls, (&topic, 0), SEND_MESSAGES_CODE, body.clone());
+            let sent = route.append(
+                calls,
+                (&topic, 0),
+                (SEND_MESSAGES_CODE, false),
+                body.clone(),
+            );
             let (reply, _) = route
-                .settle(calls, (&topic, 0), (SEND_MESSAGES_CODE, &body), sent)
+                .settle(calls, (&topic, 0), (SEND_MESSAGES_CODE, false, &body), sent)
                 .await;
             let reply = reply.map_err(|f| backend_error(f, &topic, Some(0)))?;
             let at = SendMessagesResponse::decode(&reply)

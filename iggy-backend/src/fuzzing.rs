@@ -1,5 +1,6 @@
 //! What the fuzzers reach inside the backend (the `fuzzing` feature): its decoders of
-//! Iggy's replies, its append encoder against Iggy's own, and scripts of commands, failures
+//! Iggy's replies, its append encoder against Iggy's own (and merged appends against one),
+//! and scripts of commands, failures
 //! and restarts against the fake Iggy server.
 
 use bytes::Bytes;
@@ -75,10 +76,49 @@ pub fn encode(messages: &MessageList, partition: u32, first_id: u128) {
         Err(WireError::InvalidMessageTimestampDelta(_)) => theirs(&wire::fit_timestamps(messages)),
         other => other,
     };
-    match (ours, theirs) {
-        (Ok(ours), Ok(theirs)) => assert_eq!(ours, theirs, "the append bytes differ"),
-        (Err(_), Err(_)) => {}
+    let whole = match (ours, theirs) {
+        (Ok(ours), Ok(theirs)) => {
+            assert_eq!(ours, theirs, "the append bytes differ");
+            ours
+        }
+        (Err(_), Err(_)) => return,
         (ours, theirs) => panic!("one encoder refused: ours {ours:?}, Iggy's {theirs:?}"),
+    };
+    if first_id & 1 == 0 {
+        merged_in_parts(messages, partition, first_id, &whole);
+    }
+}
+
+/// Plain appends of `messages` in parts (of 1 to 4 messages, sized by the bits of
+/// `partition`), merged as a lane merges them: the same bytes as one append of them all
+/// (`whole`), when their timestamps fit one append; a whole, checksummed batch otherwise.
+fn merged_in_parts(messages: &MessageList, partition: u32, first_id: u128, whole: &Bytes) {
+    let stream = WireIdentifier::numeric(1);
+    let Ok(topic) = wire::named("topic") else {
+        return;
+    };
+    let all = messages.clone().into_messages();
+    let (mut parts, mut at, mut bits) = (Vec::new(), 0usize, partition);
+    while at < all.len() {
+        let n = (1 + (bits & 3) as usize).min(all.len() - at);
+        bits = bits.rotate_right(2);
+        let part: MessageList = all[at..at + n].iter().cloned().collect();
+        let ids = wire::Ids::counted(first_id.wrapping_add(at as u128));
+        match wire::send_messages(&stream, &topic, partition, &part, ids) {
+            Ok(body) => parts.push(body),
+            Err(_) => return,
+        }
+        at += n;
+    }
+    let origins = all.iter().map(|m| m.origin_timestamp_us);
+    let span = origins.clone().max().unwrap_or(0) - origins.min().unwrap_or(0);
+    let merged = iggy_kafka_iggy_client::merge::merged(&parts);
+    if span <= iggy_kafka_iggy_client::protocol::batch::MAX_TIMESTAMP_DELTA_MICROS {
+        assert_eq!(merged.as_ref(), Some(whole), "the merged append differs");
+    } else if let Some(merged) = merged {
+        let meta = u32::from_le_bytes(merged[..4].try_into().expect("a body")) as usize;
+        iggy_kafka_iggy_client::protocol::batch::decode_batch_slice(&merged[4 + meta..])
+            .expect("a merged append is a whole batch");
     }
 }
 

@@ -433,6 +433,18 @@ impl Backend for IggyBackend {
                 stats.connect_failures as f64,
             ),
             Metric::single(
+                "iggy_merged_requests_total",
+                "Iggy appends that carried several plain appends to one partition (group commit).",
+                MetricKind::Counter,
+                stats.merged as f64,
+            ),
+            Metric::single(
+                "iggy_merged_appends_total",
+                "Plain appends that went to Iggy in another's request: the requests merging saved.",
+                MetricKind::Counter,
+                stats.merged_calls as f64,
+            ),
+            Metric::single(
                 "offsets_log_records",
                 "Records in the current generation of the committed-offsets log.",
                 MetricKind::Gauge,

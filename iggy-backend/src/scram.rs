@@ -381,9 +381,9 @@ async fn append(catalog: &Catalog, key: &Key, changes: &[ScramChange]) -> Result
     // Routed as any partition's appends: in a cluster, the partition may have a primary of
     // its own.
     let route = &catalog.partition(TOPIC, 0).route;
-    let sent = route.append(calls, (TOPIC, 0), SEND_MESSAGES_CODE, body.clone());
+    let sent = route.append(calls, (TOPIC, 0), (SEND_MESSAGES_CODE, false), body.clone());
     let (reply, _) = route
-        .settle(calls, (TOPIC, 0), (SEND_MESSAGES_CODE, &body), sent)
+        .settle(calls, (TOPIC, 0), (SEND_MESSAGES_CODE, false, &body), sent)
         .await;
     reply
         .map(|_| ())

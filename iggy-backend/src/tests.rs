@@ -2,6 +2,7 @@
 
 mod cluster;
 mod mapping;
+mod merge;
 mod recorded;
 mod transactions;
 mod users;

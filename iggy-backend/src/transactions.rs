@@ -405,9 +405,14 @@ async fn append(
         // primary of its own.
         let calls = catalog.calls();
         let route = &catalog.partition(&topic, 0).route;
-        let sent = route.append(calls, (&topic, 0), SEND_MESSAGES_CODE, body.clone());
+        let sent = route.append(
+            calls,
+            (&topic, 0),
+            (SEND_MESSAGES_CODE, false),
+            body.clone(),
+        );
         let (reply, _) = route
-            .settle(calls, (&topic, 0), (SEND_MESSAGES_CODE, &body), sent)
+            .settle(calls, (&topic, 0), (SEND_MESSAGES_CODE, false, &body), sent)
             .await;
         reply.map_err(|f| backend_error(f, &topic, Some(0)))?;
     }

@@ -29,6 +29,11 @@
 //! [`PendingCall::timed`] says how long Iggy took to answer, from the request's write to its
 //! reply, which is what a backend compares lanes by.
 //!
+//! Plain appends ([`Lanes::append_after`]) queued one behind another for the same partition
+//! go to Iggy as one request when the first of them is sent ([`crate::merge`] gives the
+//! rules: queue order kept, calls dropped unsent never merged, every merged call gets the
+//! request's outcome).
+//!
 //! Failure rules: a call whose future was dropped before it was sent is never sent; a call in
 //! flight when its connection fails gets [`Failure::Lost`] (it may or may not have been
 //! applied; nothing is acknowledged that Iggy did not acknowledge); while a lane has no
@@ -44,11 +49,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use iggy_binary_protocol::codes::GET_CLUSTER_METADATA_CODE;
+use iggy_binary_protocol::codes::{GET_CLUSTER_METADATA_CODE, SEND_MESSAGES_CODE};
 use iggy_binary_protocol::consensus::Operation;
 use iggy_binary_protocol::responses::system::get_cluster_metadata::ClusterMetadataResponse;
 use iggy_binary_protocol::WireDecode;
 
+use crate::merge::{self, MergeLimits};
 use crate::nodes::{Nodes, Placement};
 use crate::session::{Event, Failure, Session, SessionConfig, SessionError};
 use crate::sync::lock;
@@ -76,6 +82,42 @@ struct SlotState {
     waker: Option<Waker>,
     /// The lanes whose next call waits for this one.
     then: Vec<(Arc<Lanes>, usize)>,
+    /// Of a call refused as part of a merged request: its place in line, held until its
+    /// caller takes the refusal (see [`Turn`]).
+    turn: Option<Arc<Baton>>,
+    /// Of the calls after the first in such a request: the place of the call before it,
+    /// which must be let go of before this call's refusal is given.
+    wait: Option<Weak<Baton>>,
+}
+
+/// A place in line; whoever waits for it is woken when it is let go of.
+#[derive(Default)]
+struct Baton(Mutex<Vec<Waker>>);
+
+impl Drop for Baton {
+    fn drop(&mut self) {
+        let wakers = std::mem::take(self.0.get_mut().unwrap_or_else(PoisonError::into_inner));
+        for w in wakers {
+            w.wake();
+        }
+    }
+}
+
+/// The order in which the calls of a merged request that a node would not admit are given
+/// their refusal: each call after the first gets it once the caller of the one before has
+/// dropped this, so that callers that send their calls again elsewhere (dropping it right
+/// after) send them in their original order. Empty for every other outcome.
+#[must_use = "the next call's refusal waits until this is dropped"]
+#[derive(Debug, Default)]
+pub struct Turn {
+    /// Held for its drop, which lets the next call's refusal go.
+    _held: Option<Arc<Baton>>,
+}
+
+impl std::fmt::Debug for Baton {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Baton")
+    }
 }
 
 #[derive(Default)]
@@ -116,10 +158,23 @@ pub struct PendingCall(Arc<Slot>);
 impl PendingCall {
     /// The reply, with how long Iggy took to give it from the request's write (`None` for a
     /// call that failed without an answer).
-    pub async fn timed(mut self) -> (Result<Bytes, Failure>, Option<Duration>) {
-        let result = (&mut self).await;
-        let service = lock(&self.0 .0).service;
+    pub async fn timed(self) -> (Result<Bytes, Failure>, Option<Duration>) {
+        let (result, service, _) = self.timed_in_turn().await;
         (result, service)
+    }
+
+    /// [`Self::timed`], with the call's [`Turn`]: a caller that sends a refused call again
+    /// elsewhere drops it once it has, so that the calls refused with it follow in order.
+    pub async fn timed_in_turn(mut self) -> (Result<Bytes, Failure>, Option<Duration>, Turn) {
+        let result = (&mut self).await;
+        let mut s = lock(&self.0 .0);
+        (
+            result,
+            s.service,
+            Turn {
+                _held: s.turn.take(),
+            },
+        )
     }
 
     /// A handle for queueing a call on another lane after this one ([`Lanes::call_after`]).
@@ -145,12 +200,20 @@ impl Future for PendingCall {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut s = lock(&self.0 .0);
+        if s.result.is_none() {
+            s.waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        if let Some(before) = s.wait.as_ref().and_then(Weak::upgrade) {
+            // The call before this one in its request has not been let go of: woken when
+            // it is (by this `before` too, should it be the last holder).
+            lock(&before.0).push(cx.waker().clone());
+            return Poll::Pending;
+        }
+        s.wait = None;
         match s.result.take() {
             Some(r) => Poll::Ready(r),
-            None => {
-                s.waker = Some(cx.waker().clone());
-                Poll::Pending
-            }
+            None => Poll::Pending,
         }
     }
 }
@@ -163,6 +226,23 @@ struct Call {
     detached: bool,
     /// Sent only once this call has its reply.
     after: Option<Predecessor>,
+    /// A plain append, which may go in one request with those queued behind it.
+    merge: Option<merge::Append>,
+}
+
+impl Call {
+    /// Whether nobody waits for the call any more (it is then never sent).
+    fn abandoned(&self) -> bool {
+        !self.detached && Arc::strong_count(&self.slot) == 1
+    }
+
+    /// Whether the call must still wait for its predecessor on another lane.
+    fn waits(&self) -> bool {
+        self.after
+            .as_ref()
+            .and_then(|p| p.0.upgrade())
+            .is_some_and(|before| !lock(&before.0).done)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,6 +314,11 @@ pub struct LaneStats {
     pub service_time: Duration,
     /// The longest of those.
     pub slowest: Duration,
+    /// Requests that carried several plain appends ([`crate::merge`]); each counts once
+    /// in `answered`, `refused` or `lost`.
+    pub merged: u64,
+    /// Plain appends that went to Iggy in another's request: the requests merging saved.
+    pub merged_calls: u64,
     /// Sessions logged in; every one after a lane's first is a reconnection.
     pub logins: u64,
     /// Connection attempts that failed before a session was up.
@@ -251,6 +336,8 @@ impl LaneStats {
         self.lost += other.lost;
         self.service_time += other.service_time;
         self.slowest = self.slowest.max(other.slowest);
+        self.merged += other.merged;
+        self.merged_calls += other.merged_calls;
         self.logins += other.logins;
         self.connect_failures += other.connect_failures;
         self.up += other.up;
@@ -284,10 +371,14 @@ impl std::fmt::Debug for Lane {
 }
 
 impl Lane {
-    /// Puts a call whose request was not applied back at the front of the queue, to be
-    /// sent again on the next session.
-    fn requeue(&self, call: Call) {
-        lock(&self.state).calls.push_front(call);
+    /// Puts calls whose request was not applied back at the front of the queue, in their
+    /// order, to be sent again on the next session.
+    fn requeue(&self, calls: Vec<Call>) {
+        let mut st = lock(&self.state);
+        for call in calls.into_iter().rev() {
+            st.calls.push_front(call);
+        }
+        drop(st);
         self.changed.notify(usize::MAX);
     }
 
@@ -315,6 +406,7 @@ impl Lane {
         payload: Bytes,
         detached: bool,
         after: Option<Predecessor>,
+        merge: Option<merge::Append>,
     ) -> PendingCall {
         let slot = Arc::new(Slot::default());
         let mut st = lock(&self.state);
@@ -331,6 +423,7 @@ impl Lane {
             slot: Arc::clone(&slot),
             detached,
             after,
+            merge,
         });
         drop(st);
         self.changed.notify(usize::MAX);
@@ -368,7 +461,7 @@ impl Lane {
         let mut st = lock(&self.state);
         loop {
             let call = st.calls.front()?;
-            if !call.detached && Arc::strong_count(&call.slot) == 1 {
+            if call.abandoned() {
                 st.calls.pop_front();
                 continue;
             }
@@ -383,6 +476,49 @@ impl Lane {
             }
             return st.calls.pop_front();
         }
+    }
+
+    /// The next request to send: the next call, and, when that is a plain append, the plain
+    /// appends to the same partition queued right behind it that fit in one request with
+    /// it ([`crate::merge`]).
+    fn next_request(
+        &self,
+        lanes: &Arc<Lanes>,
+        index: usize,
+    ) -> Option<(Call, Vec<Call>, Option<Bytes>)> {
+        let first = self.next_call(lanes, index)?;
+        let limits = &lanes.merge;
+        let Some(fa) = first.merge.as_ref().filter(|_| limits.enabled()) else {
+            return Some((first, Vec::new(), None));
+        };
+        let mut group = merge::Group::new(&first.payload, fa);
+        let mut riders = Vec::new();
+        let mut st = lock(&self.state);
+        while let Some(next) = st.calls.front() {
+            if next.abandoned() {
+                // Never sent, so never merged either.
+                st.calls.pop_front();
+                continue;
+            }
+            let fits = next
+                .merge
+                .as_ref()
+                .is_some_and(|a| !next.waits() && group.admit(&next.payload, a, limits));
+            if !fits {
+                break;
+            }
+            riders.extend(st.calls.pop_front());
+        }
+        drop(st);
+        if riders.is_empty() {
+            return Some((first, riders, None));
+        }
+        let parts: Vec<(&Bytes, &merge::Append)> = std::iter::once(&first)
+            .chain(&riders)
+            .filter_map(|c| Some((&c.payload, c.merge.as_ref()?)))
+            .collect();
+        let body = merge::merge(&parts);
+        Some((first, riders, Some(body)))
     }
 
     /// How many times the lane has logged in (a new session may be served by another part
@@ -410,10 +546,21 @@ impl Lane {
         }
     }
 
-    /// A call in flight ended: answered after `service` (with a refusal or not), or lost.
-    fn finished(&self, code: u32, outcome: &Result<Bytes, Failure>, service: Option<Duration>) {
+    /// A request in flight ended: answered after `service` (with a refusal or not), or
+    /// lost; `riders` calls went in it besides its first.
+    fn finished(
+        &self,
+        code: u32,
+        outcome: &Result<Bytes, Failure>,
+        service: Option<Duration>,
+        riders: usize,
+    ) {
         let mut st = lock(&self.state);
         let stats = &mut st.stats;
+        if riders > 0 {
+            stats.merged += 1;
+            stats.merged_calls += riders as u64;
+        }
         match (outcome, service) {
             (Err(Failure::Lost(_)), _) | (_, None) => {
                 stats.lost += 1;
@@ -465,6 +612,8 @@ pub struct Lanes {
     /// TLS on every connection, when the nodes serve it.
     tls: Option<iggy_kafka_tls::ClientTls>,
     logins: crate::login::LoginChecks,
+    /// How many plain appends one request may carry.
+    merge: MergeLimits,
 }
 
 impl Lanes {
@@ -488,7 +637,15 @@ impl Lanes {
             pinned,
             tls: None,
             logins: crate::login::LoginChecks::default(),
+            merge: MergeLimits::default(),
         }
+    }
+
+    /// The same lanes, merging plain appends within `limits` ([`MergeLimits::OFF`]: never).
+    #[must_use]
+    pub fn with_merge(mut self, limits: MergeLimits) -> Self {
+        self.merge = limits;
+        self
     }
 
     /// The queue of login checks ([`crate::login`]), which the tasks of
@@ -590,7 +747,7 @@ impl Lanes {
 
     /// Queues Iggy command `code` with its encoded `payload` on lane `index`.
     pub fn call(&self, index: usize, code: u32, payload: Bytes) -> PendingCall {
-        self.lane(index).call(code, payload, false, None)
+        self.lane(index).call(code, payload, false, None, None)
     }
 
     /// Like [`Self::call`], but the request is not sent before `after` has its reply (or
@@ -602,12 +759,32 @@ impl Lanes {
         payload: Bytes,
         after: Option<Predecessor>,
     ) -> PendingCall {
-        self.lane(index).call(code, payload, false, after)
+        self.lane(index).call(code, payload, false, after, None)
+    }
+
+    /// Queues a plain append on lane `index` like [`Self::call_after`]: a `SendMessages`
+    /// body to one partition, numbered by the caller (no idempotent or transactional
+    /// batch, whose bodies must reach Iggy as they are). It may go to Iggy in one request
+    /// with the plain appends to the same partition queued right behind it
+    /// ([`crate::merge`]); its reply is its own all the same.
+    pub fn append_after(
+        &self,
+        index: usize,
+        payload: Bytes,
+        after: Option<Predecessor>,
+    ) -> PendingCall {
+        let merge = if self.merge.enabled() {
+            merge::Append::read(&payload)
+        } else {
+            None
+        };
+        self.lane(index)
+            .call(SEND_MESSAGES_CODE, payload, false, after, merge)
     }
 
     /// Queues a request whose reply nobody awaits (it is sent all the same, in lane order).
     pub fn send_detached(&self, index: usize, code: u32, payload: Bytes) {
-        drop(self.lane(index).call(code, payload, true, None));
+        drop(self.lane(index).call(code, payload, true, None, None));
     }
 }
 
@@ -622,8 +799,8 @@ pub struct LaneDriver {
     /// The node dialed last, or connected to.
     address: String,
     phase: Phase,
-    /// The call in flight, and when it was written.
-    current: Option<(Call, Instant)>,
+    /// The request in flight, and when it was written.
+    current: Option<(InFlight, Instant)>,
     backoff: Duration,
     connect_at: Instant,
     sessions: u64,
@@ -637,6 +814,60 @@ pub struct LaneDriver {
     stall_told: bool,
     /// [`Nodes::epoch`] when this session was found on the primary.
     epoch: u64,
+}
+
+/// A request in flight: its call, and the plain appends merged into it after that one.
+#[derive(Debug)]
+struct InFlight {
+    call: Call,
+    riders: Vec<Call>,
+}
+
+impl InFlight {
+    /// Gives every call of the request its outcome, in queue order: a merged request's
+    /// reply split by the calls' messages, any failure to them all.
+    fn settle(self, lane: &Lane, result: Result<Bytes, Failure>, service: Option<Duration>) {
+        lane.finished(self.call.code, &result, service, self.riders.len());
+        if self.riders.is_empty() {
+            self.call.slot.fill(result, service);
+            return;
+        }
+        let shares = match &result {
+            Err(Failure::NotAdmitted) => {
+                self.line_up();
+                vec![Err(Failure::NotAdmitted); 1 + self.riders.len()]
+            }
+            Ok(reply) => {
+                let counts: Vec<u32> = std::iter::once(&self.call)
+                    .chain(&self.riders)
+                    .map(|c| c.merge.as_ref().map_or(0, merge::Append::count))
+                    .collect();
+                merge::split(reply, &counts).into_iter().map(Ok).collect()
+            }
+            Err(f) => vec![Err(f.clone()); 1 + self.riders.len()],
+        };
+        for (call, share) in self.into_calls().into_iter().zip(shares) {
+            call.slot.fill(share, service);
+        }
+    }
+
+    /// Puts the calls of a refused merged request in line ([`Turn`]).
+    fn line_up(&self) {
+        let mut before: Option<Weak<Baton>> = None;
+        for call in std::iter::once(&self.call).chain(&self.riders) {
+            let baton = Arc::new(Baton::default());
+            let mut s = lock(&call.slot.0);
+            s.wait = before.replace(Arc::downgrade(&baton));
+            s.turn = Some(baton);
+        }
+    }
+
+    fn into_calls(self) -> Vec<Call> {
+        let mut calls = Vec::with_capacity(1 + self.riders.len());
+        calls.push(self.call);
+        calls.extend(self.riders);
+        calls
+    }
 }
 
 /// Where a session is, after its login.
@@ -880,18 +1111,16 @@ impl LaneDriver {
                     self.told_leader(result, now);
                 }
                 Some(Event::Reply(Err(Failure::NotAdmitted))) => {
-                    let Some((call, sent)) = self.current.take() else {
+                    let Some((request, sent)) = self.current.take() else {
                         continue;
                     };
-                    let partition =
-                        Operation::from_command_code(call.code).is_some_and(|o| o.is_partition());
+                    let partition = Operation::from_command_code(request.call.code)
+                        .is_some_and(|o| o.is_partition());
                     if partition || self.lanes.pinned_to(self.index).is_some() {
                         // A partition's primary may be another node: the caller knows the
-                        // partition, and moves it.
+                        // partition, and moves it (each merged call sends its own body).
                         let service = Some(now.saturating_duration_since(sent));
-                        self.lane()
-                            .finished(call.code, &Err(Failure::NotAdmitted), service);
-                        call.slot.fill(Err(Failure::NotAdmitted), service);
+                        request.settle(self.lane(), Err(Failure::NotAdmitted), service);
                         // Or the cluster elected another primary: a lane that follows it
                         // asks, as Iggy's own SDK does on this answer.
                         self.ask_for_leader(now);
@@ -900,7 +1129,7 @@ impl LaneDriver {
                     // A metadata request belongs on the cluster's primary, which this node
                     // is not: sent again there, unapplied.
                     tracing::info!(lane = self.index, node = %self.address, "the Iggy node does not admit requests; looking for the cluster's primary");
-                    self.lane().requeue(call);
+                    self.lane().requeue(request.into_calls());
                     self.lanes.nodes.failed(&self.address);
                     self.session = None;
                     self.phase = Phase::Connecting;
@@ -909,15 +1138,12 @@ impl LaneDriver {
                     return;
                 }
                 Some(Event::Reply(result)) => {
-                    if let Some((call, sent)) = self.current.take() {
+                    if let Some((request, sent)) = self.current.take() {
                         let service = Some(now.saturating_duration_since(sent));
                         if result.is_ok() {
                             self.stall_told = false;
                         }
-                        self.lanes
-                            .lane(self.index)
-                            .finished(call.code, &result, service);
-                        call.slot.fill(result, service);
+                        request.settle(self.lanes.lane(self.index), result, service);
                     }
                 }
                 Some(Event::Stalled(code)) => {
@@ -939,10 +1165,9 @@ impl LaneDriver {
                         tracing::warn!(lane = self.index, node = %self.address, %error, "Iggy connection closed");
                     }
                     self.session = None;
-                    if let Some((call, _)) = self.current.take() {
+                    if let Some((request, _)) = self.current.take() {
                         let lost = Err(Failure::Lost(error.clone()));
-                        self.lanes.lane(self.index).finished(call.code, &lost, None);
-                        call.slot.fill(lost, None);
+                        request.settle(self.lanes.lane(self.index), lost, None);
                     }
                     self.failures += 1;
                     self.lanes.nodes.failed(&self.address);
@@ -970,19 +1195,20 @@ impl LaneDriver {
                             return;
                         }
                     }
-                    let Some(call) = self
+                    let Some((call, riders, merged)) = self
                         .lanes
                         .lane(self.index)
-                        .next_call(&self.lanes, self.index)
+                        .next_request(&self.lanes, self.index)
                     else {
                         return;
                     };
-                    match session.send(call.code, call.payload.clone(), now) {
-                        Ok(()) => self.current = Some((call, now)),
+                    let body = merged.unwrap_or_else(|| call.payload.clone());
+                    let request = InFlight { call, riders };
+                    match session.send(request.call.code, body, now) {
+                        Ok(()) => self.current = Some((request, now)),
                         Err(_) => {
                             let lost = Err(Failure::Lost(SessionError::Closed));
-                            self.lanes.lane(self.index).finished(call.code, &lost, None);
-                            call.slot.fill(lost, None);
+                            request.settle(self.lanes.lane(self.index), lost, None);
                         }
                     }
                 }

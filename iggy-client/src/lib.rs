@@ -4,6 +4,8 @@
 //!   replies), a pure state machine.
 //! - [`lane`]: the lanes that queue a backend's requests onto a pool of sessions, one Iggy
 //!   connection each, with reconnection and the order of calls kept across lanes.
+//! - [`merge`]: group commit, the plain appends to a partition queued one behind another on
+//!   a lane sent to Iggy as one request.
 //! - [`login`]: checks of other credentials against Iggy, each a login on a session of its
 //!   own (how the gateway verifies SASL/PLAIN passwords on the Iggy backend).
 //! - [`nodes`]: the nodes of an Iggy cluster the lanes connect to, and which one leads.
@@ -24,13 +26,15 @@
 pub mod drive;
 pub mod lane;
 pub mod login;
+pub mod merge;
 pub mod nodes;
 pub mod session;
 mod sync;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use lane::{CommandStats, Lane, LaneDriver, LaneStats, Lanes, PendingCall, Predecessor};
+pub use lane::{CommandStats, Lane, LaneDriver, LaneStats, Lanes, PendingCall, Predecessor, Turn};
+pub use merge::MergeLimits;
 pub use nodes::Nodes;
 pub use session::{Credentials, Event, Failure, Session, SessionConfig, SessionError};
 

@@ -458,3 +458,373 @@ fn a_partition_write_a_node_will_not_take_goes_back_to_the_caller() {
         "it asks which node leads"
     );
 }
+
+/// A `SendMessages` body of `payloads` (ids from `first_id`, timestamps from `at`) to
+/// `partition` of stream 1, topic "t", as Iggy's own encoder writes it.
+fn append_body(partition: u32, first_id: u128, at: u64, payloads: &[&[u8]]) -> Bytes {
+    use iggy_binary_protocol::requests::messages::{RawMessage, SendMessagesEncoder};
+    use iggy_binary_protocol::{WireIdentifier, WirePartitioning};
+    let raw: Vec<RawMessage<'_>> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| RawMessage {
+            id: first_id + i as u128,
+            origin_timestamp: at + i as u64,
+            headers: None,
+            payload: p,
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    SendMessagesEncoder::encode(
+        &mut buf,
+        &WireIdentifier::numeric(1),
+        &WireIdentifier::named("t").expect("well-formed"),
+        &WirePartitioning::PartitionId(partition),
+        &raw,
+    )
+    .expect("well-formed");
+    buf.freeze()
+}
+
+/// Iggy's confirmation of an append that landed at `base`.
+fn confirmed(base: u64) -> Vec<u8> {
+    use iggy_binary_protocol::responses::messages::{
+        SendMessagesConfirmationResponse, SendMessagesResponse,
+    };
+    use iggy_binary_protocol::WireEncode;
+    SendMessagesResponse {
+        confirmations: vec![SendMessagesConfirmationResponse {
+            stream_id: 1,
+            topic_id: 1,
+            partition_id: 0,
+            base_offset: base,
+        }],
+    }
+    .to_bytes()
+    .to_vec()
+}
+
+fn base_of(outcome: Option<Result<Bytes, Failure>>) -> u64 {
+    use iggy_binary_protocol::responses::messages::SendMessagesResponse;
+    let reply = outcome.expect("answered").expect("a reply");
+    SendMessagesResponse::decode(&reply)
+        .expect("well-formed")
+        .0
+        .confirmations[0]
+        .base_offset
+}
+
+/// The appends queued behind one in flight go as one request, in queue order, up to the
+/// first call that is not a plain append to the same partition; each gets its own base.
+#[test]
+fn plain_appends_queued_behind_one_in_flight_go_as_one_request() {
+    let now = Instant::now();
+    let lanes = Arc::new(lanes(1));
+    let mut d = up(&lanes, now);
+    let a = append_body(0, 1, 100, &[b"a"]);
+    let mut ca = lanes.append_after(0, a.clone(), None);
+    d.pump(now);
+    let (ha, sent) = request(&mut d);
+    assert_eq!(sent, a, "alone: nothing was queued behind it");
+    let b = append_body(0, 2, 101, &[b"b1", b"b2"]);
+    let c = append_body(0, 4, 103, &[b"c"]);
+    let other = append_body(1, 5, 104, &[b"x"]);
+    let e = append_body(0, 6, 105, &[b"e"]);
+    let mut cb = lanes.append_after(0, b, None);
+    let mut cc = lanes.append_after(0, c, None);
+    let mut co = lanes.append_after(0, other.clone(), None);
+    let mut cm = lanes.call(0, GET_STREAM_CODE, Bytes::from_static(b"s"));
+    let mut ce = lanes.append_after(0, e.clone(), None);
+    d.pump(now);
+    assert_eq!(d.poll_transmit(), None, "lockstep: b waits for a's reply");
+    d.handle_input(&reply_to(&ha, 0, &confirmed(10)), now);
+    assert_eq!(base_of(poll(&mut ca)), 10);
+    let merged = append_body(0, 2, 101, &[b"b1", b"b2", b"c"]);
+    let (h, sent) = request(&mut d);
+    assert_eq!(sent, merged, "b and c as one append, in order");
+    assert_eq!(d.poll_transmit(), None);
+    d.handle_input(&reply_to(&h, 0, &confirmed(11)), now);
+    assert_eq!(base_of(poll(&mut cb)), 11);
+    assert_eq!(base_of(poll(&mut cc)), 13, "after b's two messages");
+    answer(&mut d, &other, &confirmed(0), now);
+    assert_eq!(base_of(poll(&mut co)), 0);
+    answer(&mut d, b"s", b"stream", now);
+    assert!(poll(&mut cm).is_some());
+    answer(&mut d, &e, &confirmed(14), now);
+    assert_eq!(base_of(poll(&mut ce)), 14);
+    let stats = lanes.stats();
+    assert_eq!((stats.merged, stats.merged_calls), (1, 1));
+    assert_eq!(stats.answered, 5, "requests, a merged one once");
+}
+
+/// A call that waits for a call on another lane is not merged ahead of it, and none behind
+/// it overtakes it; once that call is done, they go together.
+#[test]
+fn a_merge_stops_at_a_call_waiting_for_another_lane() {
+    let now = Instant::now();
+    let lanes = Arc::new(lanes(2));
+    let mut d = up(&lanes, now);
+    let mut other_lane = up_lane(&lanes, 1, now);
+    let first = append_body(0, 1, 100, &[b"a"]);
+    let mut c1 = lanes.append_after(0, first, None);
+    d.pump(now);
+    let (h1, _) = request(&mut d);
+    let mut before = lanes.call(1, GET_STREAM_CODE, Bytes::from_static(b"s"));
+    other_lane.pump(now);
+    let (hb, _) = request(&mut other_lane);
+    let b = append_body(0, 2, 101, &[b"b"]);
+    let c = append_body(0, 3, 102, &[b"c"]);
+    let e = append_body(0, 4, 103, &[b"e"]);
+    let mut cb = lanes.append_after(0, b.clone(), None);
+    let mut cc = lanes.append_after(0, c, Some(before.predecessor()));
+    let mut ce = lanes.append_after(0, e, None);
+    d.handle_input(&reply_to(&h1, 0, &confirmed(0)), now);
+    assert_eq!(base_of(poll(&mut c1)), 0);
+    answer(&mut d, &b, &confirmed(1), now);
+    assert_eq!(base_of(poll(&mut cb)), 1);
+    assert_eq!(
+        d.poll_transmit(),
+        None,
+        "c waits for the other lane; e behind it"
+    );
+    other_lane.handle_input(&reply_to(&hb, 0, b"stream"), now);
+    assert!(poll(&mut before).is_some());
+    d.pump(now);
+    let (h, sent) = request(&mut d);
+    assert_eq!(sent, append_body(0, 3, 102, &[b"c", b"e"]));
+    d.handle_input(&reply_to(&h, 0, &confirmed(2)), now);
+    assert_eq!(base_of(poll(&mut cc)), 2);
+    assert_eq!(base_of(poll(&mut ce)), 3);
+}
+
+/// A call dropped before it was sent is not merged; a merged request whose callers all
+/// went away still settles, and the lane goes on.
+#[test]
+fn dropped_appends_are_not_merged_and_merged_ones_settle_without_their_callers() {
+    let now = Instant::now();
+    let lanes = Arc::new(lanes(1));
+    let mut d = up(&lanes, now);
+    let mut c1 = lanes.append_after(0, append_body(0, 1, 100, &[b"a"]), None);
+    d.pump(now);
+    let (h1, _) = request(&mut d);
+    let cb = lanes.append_after(0, append_body(0, 2, 101, &[b"b"]), None);
+    let cc = lanes.append_after(0, append_body(0, 3, 102, &[b"dropped"]), None);
+    let ce = lanes.append_after(0, append_body(0, 4, 103, &[b"e"]), None);
+    drop(cc);
+    d.handle_input(&reply_to(&h1, 0, &confirmed(0)), now);
+    assert!(poll(&mut c1).is_some());
+    let (h, sent) = request(&mut d);
+    let merged = {
+        use iggy_binary_protocol::requests::messages::{RawMessage, SendMessagesEncoder};
+        use iggy_binary_protocol::{WireIdentifier, WirePartitioning};
+        let mut buf = bytes::BytesMut::new();
+        SendMessagesEncoder::encode(
+            &mut buf,
+            &WireIdentifier::numeric(1),
+            &WireIdentifier::named("t").expect("well-formed"),
+            &WirePartitioning::PartitionId(0),
+            &[
+                RawMessage {
+                    id: 2,
+                    origin_timestamp: 101,
+                    headers: None,
+                    payload: b"b",
+                },
+                RawMessage {
+                    id: 4,
+                    origin_timestamp: 103,
+                    headers: None,
+                    payload: b"e",
+                },
+            ],
+        )
+        .expect("well-formed");
+        buf.freeze()
+    };
+    assert_eq!(sent, merged, "b and e; the dropped call is left out");
+    drop((cb, ce));
+    d.handle_input(&reply_to(&h, 0, &confirmed(1)), now);
+    let mut after = lanes.call(0, GET_STREAM_CODE, Bytes::from_static(b"s"));
+    d.pump(now);
+    answer(&mut d, b"s", b"stream", now);
+    assert!(poll(&mut after).is_some(), "the lane goes on");
+    assert_eq!(lanes.stats().merged, 1);
+}
+
+/// Every call of a merged request gets its failure: a refusal, a lost connection.
+#[test]
+fn a_merged_request_that_fails_fails_every_call_in_it() {
+    let now = Instant::now();
+    let lanes = Arc::new(lanes(1));
+    let mut d = up(&lanes, now);
+    let mut c1 = lanes.append_after(0, append_body(0, 1, 100, &[b"a"]), None);
+    d.pump(now);
+    let (h1, _) = request(&mut d);
+    let mut cb = lanes.append_after(0, append_body(0, 2, 101, &[b"b"]), None);
+    let mut cc = lanes.append_after(0, append_body(0, 3, 102, &[b"c"]), None);
+    d.handle_input(&reply_to(&h1, 0, &confirmed(0)), now);
+    assert!(poll(&mut c1).is_some());
+    let (h, _) = request(&mut d);
+    d.handle_input(&reply_to(&h, 4010, &[]), now);
+    assert_eq!(poll(&mut cb), Some(Err(Failure::Status(4010))));
+    assert_eq!(poll(&mut cc), Some(Err(Failure::Status(4010))));
+    let mut cd = lanes.append_after(0, append_body(0, 4, 103, &[b"d"]), None);
+    let mut ce = lanes.append_after(0, append_body(0, 5, 104, &[b"e"]), None);
+    d.pump(now);
+    let (_, sent) = request(&mut d);
+    assert_eq!(sent, append_body(0, 4, 103, &[b"d", b"e"]));
+    d.handle_closed(now);
+    let lost = Some(Err(Failure::Lost(SessionError::Closed)));
+    assert_eq!(poll(&mut cd), lost, "perhaps applied: not acknowledged");
+    assert_eq!(poll(&mut ce), lost);
+    let stats = lanes.stats();
+    assert_eq!((stats.merged, stats.merged_calls), (2, 2));
+    assert_eq!((stats.refused, stats.lost), (1, 1));
+}
+
+/// A merged write a node will not take goes back to every caller, each with its own body
+/// to send again elsewhere.
+#[test]
+fn a_merged_write_a_node_will_not_take_goes_back_to_every_caller() {
+    let now = Instant::now();
+    let nodes = Nodes::new(CLUSTER.iter().map(|a| (*a).to_owned()));
+    let lanes = Arc::new(Lanes::new(1, nodes));
+    let mut d = cluster_lane(&lanes, 0, 0, now);
+    let mut c1 = lanes.append_after(0, append_body(0, 1, 100, &[b"a"]), None);
+    d.pump(now);
+    let (h1, _) = request(&mut d);
+    let mut cb = lanes.append_after(0, append_body(0, 2, 101, &[b"b"]), None);
+    let mut cc = lanes.append_after(0, append_body(0, 3, 102, &[b"c"]), None);
+    d.handle_input(&reply_to(&h1, 0, &confirmed(0)), now);
+    assert!(poll(&mut c1).is_some());
+    let (_, outcome) = refuse_until_given_up(&mut d, &mut cb, now);
+    assert_eq!(outcome, Some(Err(Failure::NotAdmitted)));
+    assert_eq!(
+        poll(&mut cc),
+        None,
+        "in line behind b, whose caller has not let go"
+    );
+    drop(cb);
+    assert_eq!(poll(&mut cc), Some(Err(Failure::NotAdmitted)));
+    // Taken with its turn, which holds the next call until it is dropped.
+    let mut cd = lanes.append_after(0, append_body(0, 4, 103, &[b"d"]), None);
+    let ce = lanes.append_after(0, append_body(0, 5, 104, &[b"e"]), None);
+    d.pump(now);
+    let (_, outcome) = refuse_until_given_up(&mut d, &mut cd, now);
+    assert_eq!(outcome, Some(Err(Failure::NotAdmitted)));
+    drop(cd);
+    let (result, _, turn) = now_or_never(ce.timed_in_turn()).expect("its turn came");
+    assert_eq!(result, Err(Failure::NotAdmitted));
+    drop(turn);
+}
+
+/// Callers that take their refusals in the wrong order still get them in request order.
+#[test]
+fn refusals_of_a_merged_request_are_given_in_its_order() {
+    let now = Instant::now();
+    let nodes = Nodes::new(CLUSTER.iter().map(|a| (*a).to_owned()));
+    let lanes = Arc::new(Lanes::new(1, nodes));
+    let mut d = cluster_lane(&lanes, 0, 0, now);
+    let mut c1 = lanes.append_after(0, append_body(0, 1, 100, &[b"a"]), None);
+    d.pump(now);
+    let (h1, _) = request(&mut d);
+    let cb = lanes.append_after(0, append_body(0, 2, 101, &[b"b"]), None);
+    let cc = lanes.append_after(0, append_body(0, 3, 102, &[b"c"]), None);
+    let mut cd = lanes.append_after(0, append_body(0, 4, 103, &[b"d"]), None);
+    d.handle_input(&reply_to(&h1, 0, &confirmed(0)), now);
+    assert!(poll(&mut c1).is_some());
+    let mut bt = Box::pin(cb.timed_in_turn());
+    let mut ct = Box::pin(cc.timed_in_turn());
+    let mut t = now;
+    while lanes.stats().refused == 0 {
+        let mut wire = Vec::new();
+        while let Some(bytes) = d.poll_transmit() {
+            wire.extend_from_slice(&bytes);
+        }
+        for r in frames::requests(&wire, 0) {
+            d.handle_input(
+                &reply_to(&r.header, session::TRANSIENT_NOT_ACCEPTED, &[]),
+                t,
+            );
+        }
+        t += session::RESEND_PAUSE;
+        d.handle_timeout(t);
+    }
+    assert_eq!(poll(&mut cd), None, "d waits for c, c for b");
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(ct.as_mut().poll(&mut cx).is_pending());
+    let Poll::Ready((_, _, b_turn)) = bt.as_mut().poll(&mut cx) else {
+        panic!("b is first");
+    };
+    assert!(
+        ct.as_mut().poll(&mut cx).is_pending(),
+        "b's caller holds its turn"
+    );
+    drop(b_turn);
+    let Poll::Ready((result, _, c_turn)) = ct.as_mut().poll(&mut cx) else {
+        panic!("c follows b");
+    };
+    assert_eq!(result, Err(Failure::NotAdmitted));
+    assert_eq!(poll(&mut cd), None);
+    drop(c_turn);
+    assert_eq!(poll(&mut cd), Some(Err(Failure::NotAdmitted)));
+}
+
+/// A merged request keeps to its bounds: calls, bytes; and a lane told not to merge sends
+/// every append alone.
+#[test]
+fn merges_keep_to_their_limits() {
+    let now = Instant::now();
+    let limits = MergeLimits {
+        max_calls: 2,
+        max_bytes: 4096,
+    };
+    for (limits, expected) in [
+        (limits, vec![vec![&b"b"[..], b"c"], vec![b"d"]]),
+        (
+            MergeLimits::OFF,
+            vec![vec![&b"b"[..]], vec![b"c"], vec![b"d"]],
+        ),
+    ] {
+        let lanes = Arc::new(lanes(1).with_merge(limits));
+        let mut d = up(&lanes, now);
+        let _first = lanes.append_after(0, append_body(0, 1, 100, &[b"a"]), None);
+        d.pump(now);
+        let (h1, _) = request(&mut d);
+        let calls: Vec<PendingCall> = [b"b", b"c", b"d"]
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                lanes.append_after(
+                    0,
+                    append_body(0, 2 + i as u128, 101 + i as u64, &[*p]),
+                    None,
+                )
+            })
+            .collect();
+        d.handle_input(&reply_to(&h1, 0, &confirmed(0)), now);
+        let mut id = 2u128;
+        for payloads in expected {
+            let (h, sent) = request(&mut d);
+            assert_eq!(sent, append_body(0, id, 100 + id as u64 - 1, &payloads));
+            id += payloads.len() as u128;
+            d.handle_input(&reply_to(&h, 0, &confirmed(0)), now);
+        }
+        drop(calls);
+    }
+    // A call larger than the bound alone goes alone; none joins it.
+    let lanes = Arc::new(lanes(1).with_merge(MergeLimits {
+        max_calls: 8,
+        max_bytes: 600,
+    }));
+    let mut d = up(&lanes, now);
+    let _first = lanes.append_after(0, append_body(0, 1, 100, &[b"a"]), None);
+    d.pump(now);
+    let (h1, _) = request(&mut d);
+    let big = append_body(0, 2, 101, &[&[7; 700]]);
+    let _b = lanes.append_after(0, big.clone(), None);
+    let _c = lanes.append_after(0, append_body(0, 3, 102, &[b"c"]), None);
+    d.handle_input(&reply_to(&h1, 0, &confirmed(0)), now);
+    let (_, sent) = request(&mut d);
+    assert_eq!(sent, big);
+}

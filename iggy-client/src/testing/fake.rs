@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::{BufMut, BytesMut};
-use iggy_binary_protocol::batch::{BatchHeader, BATCH_HEADER_SIZE};
+use iggy_binary_protocol::batch::{decode_batch_slice, BatchHeader, BATCH_HEADER_SIZE};
 use iggy_binary_protocol::codes::{
     CREATE_PARTITIONS_CODE, CREATE_STREAM_CODE, CREATE_TOPIC_CODE, DELETE_CONSUMER_OFFSET_CODE,
     DELETE_TOPIC_CODE, GET_CLUSTER_METADATA_CODE, GET_STREAM_CODE, GET_TOPIC_CODE, GET_USER_CODE,
@@ -36,6 +36,7 @@ use iggy_binary_protocol::responses::topics::GetTopicResponse;
 use iggy_binary_protocol::responses::users::{
     LoginRegisterResponse, UserDetailsResponse, UserResponse,
 };
+use iggy_binary_protocol::WireError;
 use iggy_binary_protocol::{
     WireDecode, WireEncode, WireIdentifier, WireName, WireOptions, WirePartitioning,
     IGGY_PROTOCOL_VERSION,
@@ -543,6 +544,21 @@ impl FakeIggy {
             SEND_MESSAGES_CODE => {
                 let meta_len = u32::from_le_bytes(body[..4].try_into().map_err(|_| 4u32)?) as usize;
                 let (h, _) = SendMessagesHeader::decode(&body[4..]).map_err(|_| 4u32)?;
+                // As the server admits a batch: every checksum verified, the frames tiling
+                // the batch, the counts agreeing (Iggy's InvalidCommand, else its checksum
+                // errors).
+                let whole = body.get(4 + meta_len..).ok_or(3u32)?;
+                let checked = decode_batch_slice(whole).map_err(|e| match e {
+                    WireError::InvalidBatchChecksum { .. } => 4039u32,
+                    WireError::InvalidMessageChecksum { .. } => 4027,
+                    _ => 3,
+                })?;
+                if checked.message_count() == 0
+                    || checked.message_count() != h.messages_count
+                    || whole.len() != checked.header.total_size()
+                {
+                    return Err(3);
+                }
                 let WirePartitioning::PartitionId(p) = h.partitioning else {
                     return Err(4);
                 };
