@@ -67,8 +67,8 @@ pub struct TlsFiles {
 /// The cipher suites a listener offers unless told otherwise, in its order of preference:
 /// every suite rustls offers by default, AES-128-GCM first. Both AES-GCM key sizes are
 /// suites rustls considers safe; AES-128 takes 10 rounds per block where AES-256 takes 14,
-/// which is less CPU on both ends of a connection that moves much data, and clients
-/// (OpenSSL's among them) would otherwise choose AES-256-GCM.
+/// less CPU for the cipher on both ends, and clients (OpenSSL's among them) would
+/// otherwise choose AES-256-GCM.
 pub const DEFAULT_CIPHER_SUITES: [&str; 9] = [
     "TLS_AES_128_GCM_SHA256",
     "TLS_AES_256_GCM_SHA384",
