@@ -421,3 +421,47 @@ fn the_listeners_order_of_suites_decides() {
         crate::DEFAULT_CIPHER_SUITES.len()
     );
 }
+
+/// Small and long buffers written together arrive whole and in order (small ones are
+/// gathered into records, long ones encrypted where they are).
+#[test]
+fn buffers_of_every_size_arrive_in_order() {
+    let pki = Pki::new("gather");
+    let tls = ServerTls::load(pki.files(ClientAuth::None)).expect("load");
+    let mut server = tls.session().expect("session");
+    let mut client = pki.client(false);
+    pump(&mut client, &mut server, &mut BytesMut::new()).expect("handshake");
+    let piece = |n: usize, seed: u8| -> Vec<u8> {
+        (0..n)
+            .map(|i| u8::try_from(i % 251).unwrap_or(0) ^ seed)
+            .collect()
+    };
+    let pieces = [
+        piece(10, 1),
+        piece(40_000, 2),
+        piece(5, 3),
+        piece(16 * 1024, 4),
+        piece(20_000, 5),
+        piece(1, 6),
+    ];
+    let slices: Vec<IoSlice<'_>> = pieces.iter().map(|p| IoSlice::new(p)).collect();
+    let total: usize = pieces.iter().map(Vec::len).sum();
+    assert_eq!(server.write_plaintext(&slices), total);
+    assert_eq!(server.write_plaintext(&slices[1..2]), 40_000);
+    let mut got = Vec::new();
+    while let Some(b) = server.poll_transmit() {
+        let mut b = &b[..];
+        while !b.is_empty() {
+            client.read_tls(&mut b).expect("client reads");
+            client.process_new_packets().expect("client accepts");
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = client.reader().read(&mut chunk) {
+                got.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+    let mut expected: Vec<u8> = pieces.concat();
+    expected.extend(&pieces[1]);
+    assert_eq!(got.len(), expected.len());
+    assert!(got == expected, "in order");
+}
