@@ -13,6 +13,8 @@
 #   benches/tls.sh                 # 3 rounds of 300,000 records (about 300 MiB)
 #   ROUNDS=5 RECORDS=500000 benches/tls.sh
 #   LISTENERS="PLAINTEXT SSL" benches/tls.sh    # a subset, in this order within each round
+#   GATEWAY=/tmp/older/iggy-kafka-gateway benches/tls.sh   # another build (not rebuilt)
+#   GATEWAY_ARGS="--ssl-cipher-suites TLS_AES_256_GCM_SHA384" benches/tls.sh
 #
 # The certificate is made with the openssl command (EC P-256), in a temporary directory.
 set -euo pipefail
@@ -21,7 +23,12 @@ RECORDS="${RECORDS:-300000}"
 ROUNDS="${ROUNDS:-3}"
 LISTENERS="${LISTENERS:-PLAINTEXT SSL SASL_SSL}"
 
-cargo build --release -q
+GATEWAY="${GATEWAY:-}"
+GATEWAY_ARGS="${GATEWAY_ARGS:-}"
+if [ -z "$GATEWAY" ]; then
+  cargo build --release -q
+  GATEWAY=target/release/iggy-kafka-gateway
+fi
 WORK=$(mktemp -d)
 RESULTS="$WORK/results"
 PID=
@@ -45,7 +52,8 @@ steal_mark() { awk '/^cpu /{print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /p
 
 # A fresh gateway for each run: the embedded store keeps every record in memory.
 start() {
-  target/release/iggy-kafka-gateway --admin-listen off --log warn \
+  # shellcheck disable=SC2086 # GATEWAY_ARGS is a list of options
+  "$GATEWAY" --admin-listen off --log warn $GATEWAY_ARGS \
     --listeners PLAINTEXT://127.0.0.1:19192,SSL://127.0.0.1:19193,SASL_SSL://127.0.0.1:19194 \
     --ssl-certificate "$WORK/server.pem" --ssl-key "$WORK/server.key" \
     --users-file "$WORK/users.toml" &

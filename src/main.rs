@@ -129,6 +129,17 @@ struct Args {
     #[arg(long, env = "IGGY_KAFKA_SSL_CA", value_name = "PATH")]
     ssl_ca: Option<std::path::PathBuf>,
 
+    /// The cipher suites SSL and SASL_SSL listeners offer, comma-separated IANA names in
+    /// the order the gateway prefers them, which decides over the client's (Kafka's
+    /// ssl.cipher.suites). By default every suite rustls offers, AES-128-GCM first.
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_SSL_CIPHER_SUITES",
+        value_delimiter = ',',
+        value_name = "SUITES"
+    )]
+    ssl_cipher_suites: Vec<String>,
+
     /// Largest request frame accepted, in bytes (Kafka's socket.request.max.bytes).
     #[arg(long, env = "IGGY_KAFKA_MAX_FRAME_SIZE", default_value_t = iggy_kafka_core::protocol::frame::DEFAULT_MAX_FRAME_SIZE, value_name = "BYTES")]
     max_frame_size: usize,
@@ -505,11 +516,14 @@ fn tls_for(
             client_auth.name()
         ));
     }
+    iggy_kafka_tls::cipher_suites_provider(&args.ssl_cipher_suites)
+        .map_err(|e| format!("--ssl-cipher-suites: {e}"))?;
     let files = iggy_kafka_tls::TlsFiles {
         certificate: certificate.clone(),
         key: key.clone(),
         ca: args.ssl_ca.clone(),
         client_auth,
+        cipher_suites: args.ssl_cipher_suites.clone(),
     };
     let tls = iggy_kafka_tls::ServerTls::load(files.clone()).map_err(|e| {
         // The option whose file is at fault; the certificate's when it is the pair.

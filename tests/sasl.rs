@@ -4,7 +4,8 @@
 //! move records; a wrong password and an unknown user fail as authentication failures; a
 //! principal allowed to read a topic reads it, is refused writing it and sees no other
 //! topic; one that may only write a topic is refused joining a consumer group; a super
-//! user manages SCRAM credentials from the admin clients.
+//! user manages SCRAM credentials from the admin clients; a principal that may only read is
+//! refused a transactional id.
 
 mod common;
 
@@ -91,6 +92,37 @@ fn real_clients_authenticate_and_are_held_to_their_permissions() {
             &[&bootstrap, listener, ca, &topic],
         );
     }
+    gw.gateway.stop();
+}
+
+/// A principal that may send somewhere runs transactions; one that may only read is
+/// refused its transactional id (confluent-kafka's init_transactions fails with
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED).
+#[test]
+fn transactional_ids_need_permission_to_send() {
+    let pki = Pki::new("sasl-txn");
+    let topic = format!("sasl-txn-{}", common::RUNTIME);
+    let users = pki.dir.join("users.toml");
+    std::fs::write(&users, USERS.replace("TOPIC-SASL_PLAINTEXT", &topic)).expect("users file");
+    let users = users.display().to_string();
+    let args = [
+        "--listeners",
+        "SASL_PLAINTEXT://127.0.0.1:0",
+        "--users-file",
+        &users,
+        "--authorization",
+        "users-file",
+        "--super-users",
+        "admin",
+    ]
+    .map(str::to_owned);
+    let gw = start_listeners(&args, 1);
+    let bootstrap = gw.address("SASL_PLAINTEXT").to_string();
+    clients(
+        &common::python().display().to_string(),
+        "txn_authz.py",
+        &[&bootstrap, &topic],
+    );
     gw.gateway.stop();
 }
 

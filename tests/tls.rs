@@ -264,6 +264,19 @@ fn bad_listener_and_tls_options_are_refused() {
             ],
             "server.key",
         ),
+        (
+            vec![
+                "--listeners",
+                "SSL://127.0.0.1:0",
+                "--ssl-certificate",
+                &cert,
+                "--ssl-key",
+                &key,
+                "--ssl-cipher-suites",
+                "TLS_AES_128_GCM_SHA256,TLS_RSA_WITH_RC4_128_MD5",
+            ],
+            "--ssl-cipher-suites: cipher suite \"TLS_RSA_WITH_RC4_128_MD5\" is not one rustls offers",
+        ),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_iggy-kafka-gateway"))
             .args(["--admin-listen", "off"])

@@ -4,7 +4,7 @@
 //!
 //! Each Kafka operation needs one Iggy permission ([`Action`]; `docs/SECURITY.md` has the
 //! table). The handlers ask [`Authorizer::allows`] and answer a refusal with the code Kafka
-//! puts there (TOPIC_, GROUP_ or CLUSTER_AUTHORIZATION_FAILED). Without an authorizer every
+//! puts there (TOPIC_, GROUP_, TRANSACTIONAL_ID_ or CLUSTER_AUTHORIZATION_FAILED). Without an authorizer every
 //! request is allowed, as on a Kafka broker without one.
 
 use std::collections::BTreeMap;
@@ -46,6 +46,16 @@ pub enum Action<'a> {
     /// Kafka's DELETE on consumer groups (DeleteGroups, OffsetDelete): `manage_topics` (or
     /// `manage_streams`) globally.
     DeleteGroups,
+    /// Kafka's WRITE on a transactional id (InitProducerId with one, AddPartitionsToTxn,
+    /// AddOffsetsToTxn, EndTxn, TxnOffsetCommit, a Produce of transactional batches):
+    /// sending to some topic. Iggy has no permission for transactional ids, which belong to
+    /// no topic; a transaction only ever writes, so it is open to whoever may send somewhere
+    /// (what it writes is still checked topic by topic).
+    WriteTransactionalId(&'a str),
+    /// Kafka's DESCRIBE on a transactional id (FindCoordinator for a transaction,
+    /// DescribeTransactions, ListTransactions' filter): as
+    /// [`Action::WriteTransactionalId`], which implies it in Kafka.
+    DescribeTransactionalId(&'a str),
     /// Read SCRAM credentials: `read_users`.
     DescribeUsers,
     /// Change SCRAM credentials: `manage_users`.
@@ -251,6 +261,22 @@ impl Permissions {
             })
     }
 
+    /// Whether [`Permissions::may_send`] holds for at least one topic of some stream: a
+    /// global permission that implies sending, or one on any stream or topic.
+    #[must_use]
+    pub fn may_send_some_topic(&self) -> bool {
+        let g = &self.global;
+        g.send_messages
+            || g.manage_topics
+            || g.manage_streams
+            || self.streams.values().any(|s| {
+                s.send_messages
+                    || s.manage_topics
+                    || s.manage_stream
+                    || s.topics.values().any(|t| t.send_messages || t.manage_topic)
+            })
+    }
+
     /// Iggy's `append_messages`: whoever may manage the topic, and whoever may send at any
     /// level (inheritance: manage_streams → manage_topics → send_messages).
     #[must_use]
@@ -437,6 +463,9 @@ impl Authorizer for PermissionAuthorizer {
             Action::AlterCluster => g.manage_servers,
             Action::ReadGroup(_) | Action::DescribeGroup(_) => p.may_poll_some_topic(),
             Action::DeleteGroups => g.manage_topics || g.manage_streams,
+            Action::WriteTransactionalId(_) | Action::DescribeTransactionalId(_) => {
+                p.may_send_some_topic()
+            }
             Action::DescribeUsers => g.read_users || g.manage_users,
             Action::ManageUsers => g.manage_users,
         }
@@ -508,6 +537,15 @@ mod tests {
             assert!(a.allows(Some("admin"), action), "{action:?}");
         }
         assert!(!a.allows(Some("admin"), Action::DescribeCluster));
+        // Transactional ids: whoever may send to some topic, whichever id.
+        for action in [
+            Action::WriteTransactionalId("tx"),
+            Action::DescribeTransactionalId("tx"),
+        ] {
+            assert!(a.allows(Some("writer"), action), "{action:?}");
+            assert!(a.allows(Some("admin"), action), "{action:?}");
+            assert!(!a.allows(Some("reader"), action), "{action:?}");
+        }
         assert!(!a.allows(Some("admin"), Action::ManageUsers));
         // Super users may do anything; unknown users and ANONYMOUS nothing.
         assert!(a.allows(Some("root"), Action::AlterCluster));

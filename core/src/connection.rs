@@ -244,7 +244,12 @@ impl Connection {
             self.last_activity = now;
         }
         while self.wants_input() {
-            match frame::split_frame(buf, self.frame_limit()) {
+            let split = if self.may_hold_a_password(buf) {
+                frame::split_secret_frame
+            } else {
+                frame::split_frame
+            };
+            match split(buf, self.frame_limit()) {
                 Ok(Some(frame)) => {
                     if let Err(reason) = self.handle_frame(frame) {
                         self.close(reason);

@@ -1253,6 +1253,9 @@ fn acl_calls_show_iggy_permissions_and_name_iggy_for_changes() {
         has(2, "u", "admin", 6) && has(3, "*", "admin", 6) && !has(4, "kafka-cluster", "admin", 7)
     );
     assert!(has(4, "kafka-cluster", "root", 7));
+    // Transactional ids (resource type 5): WRITE and DESCRIBE for whoever may send somewhere.
+    assert!(has(5, "*", "writer", 4) && has(5, "*", "writer", 8));
+    assert!(!has(5, "*", "reader", 4) && !has(5, "*", "reader", 8));
 
     // A filter naming one principal and one operation.
     let mut h = authorized("root");
@@ -1274,10 +1277,17 @@ fn acl_calls_show_iggy_permissions_and_name_iggy_for_changes() {
     let Response::DescribeAcls(r) = &answered[0].1 else {
         panic!("{answered:?}")
     };
-    assert_eq!(r.resources.len(), 1);
-    assert_eq!(r.resources[0].resource_name.to_string(), "t");
-    assert_eq!(r.resources[0].acls.len(), 1);
-    assert_eq!(r.resources[0].acls[0].principal.to_string(), "User:writer");
+    // WRITE on topic t, and on every transactional id.
+    let named: Vec<(i8, String)> = r
+        .resources
+        .iter()
+        .map(|res| (res.resource_type, res.resource_name.to_string()))
+        .collect();
+    assert_eq!(named, [(2, "t".to_owned()), (5, "*".to_owned())]);
+    for res in &r.resources {
+        assert_eq!(res.acls.len(), 1);
+        assert_eq!(res.acls[0].principal.to_string(), "User:writer");
+    }
 
     // Creating an ACL names Iggy.
     h.send(

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
-use iggy_kafka_core::backend::{select_offsets, BackendError, GroupOffset, TopicConfig};
+use iggy_kafka_core::backend::{select_offsets, BackendError, GroupOffset};
 use iggy_kafka_core::message::{IggyMessage, MessageList};
 use iggy_kafka_core::protocol::Uuid;
 use iggy_kafka_iggy_client::protocol::codes::{
@@ -366,7 +366,9 @@ impl Log<'_> {
                 .map_err(|_| BackendError::InvalidTopic(name.clone()))?,
             // Written through (unless configured otherwise) like the topics the gateway creates
             // for Kafka clients: a commit is acknowledged once it is in the topic's segment.
-            options: wire::topic_options(&TopicConfig::default(), 1, self.catalog.creating())?,
+            // Never expiring and without a size limit, explicitly: retention would drop
+            // committed offsets (and kept groups) that are still in use.
+            options: wire::kept_forever_options(self.catalog.creating())?,
         };
         match self
             .catalog

@@ -959,6 +959,19 @@ fn committed_offsets_survive_a_restart_and_are_mirrored_for_iggy() {
     assert!(matches!(results[3], Err(BackendError::UnknownTopic(_))));
     commit(&mut h, &backend, "g", &[("t", 1, 9)]);
     commit(&mut h, &backend, "other", &[("u", 0, 3)]);
+    // The offsets topic is made to keep its records for ever, said in its options.
+    let offsets: Vec<String> = h
+        .fake
+        .topics
+        .keys()
+        .filter(|t| t.starts_with(crate::offsets_log::TOPIC_PREFIX))
+        .cloned()
+        .collect();
+    assert!(!offsets.is_empty());
+    for topic in &offsets {
+        assert_eq!(option(&h, topic, "message_expiry"), Some(u64::MAX));
+        assert_eq!(option(&h, topic, "max_topic_size"), Some(u64::MAX));
+    }
     // Iggy's own consumer offsets show the group's progress as "last consumed".
     assert_eq!(
         h.fake.consumer_offsets.get(&("g".into(), "t".into(), 1)),

@@ -45,6 +45,7 @@ use iggy_binary_protocol::{
 };
 use secrecy::SecretString;
 use twox_hash::XxHash3_64;
+use zeroize::Zeroizing;
 
 /// Iggy's error code for "not committed yet, resend the same request".
 pub const TRANSIENT_NOT_COMMITTED: u32 = 57;
@@ -85,6 +86,14 @@ impl fmt::Debug for Credentials {
             Self::Token(_) => f.write_str("Token(***)"),
         }
     }
+}
+
+/// `bytes` in memory of their own, zeroed when the last copy of them is dropped: for a
+/// login, which holds a password or token.
+fn secret(bytes: Bytes) -> Bytes {
+    // Unique when just encoded, so this takes the allocation over rather than copying it.
+    let owned = Vec::from(bytes);
+    Bytes::from_owner(Zeroizing::new(owned))
 }
 
 /// Limits and identity of a session.
@@ -299,6 +308,7 @@ impl Session {
             }
             .to_bytes(),
         };
+        let payload = secret(payload);
         let header = RequestHeader {
             command: Command::Request,
             operation: Operation::Register,
@@ -378,7 +388,14 @@ impl Session {
 
     fn queue(&mut self, flight: &InFlight) {
         let header = bytemuck::bytes_of(&flight.header);
-        if flight.payload.len() <= COALESCE_BELOW {
+        if flight.header.operation == Operation::Register {
+            // The login, with its password: in memory zeroed once it is written.
+            let mut frame = Vec::with_capacity(HEADER_SIZE + flight.payload.len());
+            frame.extend_from_slice(header);
+            frame.extend_from_slice(&flight.payload);
+            self.transmit
+                .push_back(Bytes::from_owner(Zeroizing::new(frame)));
+        } else if flight.payload.len() <= COALESCE_BELOW {
             // One write for a small request; a large payload is written as it is, uncopied.
             let mut frame = BytesMut::with_capacity(HEADER_SIZE + flight.payload.len());
             frame.extend_from_slice(header);

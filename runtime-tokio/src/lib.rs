@@ -274,10 +274,10 @@ async fn accept(
     }
 }
 
-/// A connection's TLS: the session, the ciphertext last read, the ciphertext to write.
+/// A connection's TLS: the session (which holds the ciphertext read), the ciphertext to
+/// write.
 struct Tls {
     session: TlsSession,
-    read: BytesMut,
     wire: Transmit,
 }
 
@@ -318,7 +318,6 @@ async fn drive(
     let mut tls = match tls.map(|t| t.session()).transpose() {
         Ok(session) => session.map(|session| Tls {
             session,
-            read: BytesMut::new(),
             wire: Transmit::new(),
         }),
         Err(e) => {
@@ -362,7 +361,10 @@ async fn read_in(
                 *buf = BytesMut::new();
             }
             if let Some(tls) = tls.as_mut() {
-                tls.read = BytesMut::new();
+                let read = tls.session.read_buffer();
+                if read.is_empty() {
+                    *read = BytesMut::new();
+                }
             }
             readable.await.map_err(ReadError::Io)?;
         }
@@ -373,20 +375,15 @@ async fn read_in(
         }
         return Ok(stream.read_buf(buf).await.map_err(ReadError::Io)? > 0);
     };
-    tls.read.clear();
-    tls.read.reserve(READ_CHUNK);
-    if stream
-        .read_buf(&mut tls.read)
-        .await
-        .map_err(ReadError::Io)?
-        == 0
-    {
+    // Straight into the session's buffer, where records are decrypted in place.
+    let read = tls.session.read_buffer();
+    if read.capacity() - read.len() < READ_CHUNK / 4 {
+        read.reserve(READ_CHUNK);
+    }
+    if stream.read_buf(read).await.map_err(ReadError::Io)? == 0 {
         return Ok(false);
     }
-    let received = tls
-        .session
-        .handle_ciphertext(&tls.read, buf)
-        .map_err(ReadError::Tls)?;
+    let received = tls.session.handle_read(buf).map_err(ReadError::Tls)?;
     Ok(!received.peer_closed)
 }
 

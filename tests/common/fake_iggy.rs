@@ -39,6 +39,7 @@ impl FakeIggyServer {
             key: key.into(),
             ca: None,
             client_auth: ClientAuth::None,
+            cipher_suites: Vec::new(),
         })
         .expect("the fake Iggy's certificate");
         Self::start_serving(Some(Arc::new(tls)))

@@ -8,7 +8,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{RootCertStore, ServerConfig, SupportedCipherSuite};
 
 use crate::{TlsError, TlsSession};
 
@@ -57,6 +57,72 @@ pub struct TlsFiles {
     pub ca: Option<PathBuf>,
     /// Whether clients must present a certificate.
     pub client_auth: ClientAuth,
+    /// The cipher suites offered, in the order the listener prefers them (Kafka's
+    /// `ssl.cipher.suites`), by IANA name (`TLS_AES_128_GCM_SHA256`,
+    /// `TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256`, ...); empty for
+    /// [`DEFAULT_CIPHER_SUITES`]. The listener's order decides, not the client's.
+    pub cipher_suites: Vec<String>,
+}
+
+/// The cipher suites a listener offers unless told otherwise, in its order of preference:
+/// every suite rustls offers by default, AES-128-GCM first. Both AES-GCM key sizes are
+/// suites rustls considers safe; AES-128 takes 10 rounds per block where AES-256 takes 14,
+/// less CPU for the cipher on both ends, and clients (OpenSSL's among them) would
+/// otherwise choose AES-256-GCM.
+pub const DEFAULT_CIPHER_SUITES: [&str; 9] = [
+    "TLS_AES_128_GCM_SHA256",
+    "TLS_AES_256_GCM_SHA384",
+    "TLS_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+];
+
+/// The IANA name of a suite (rustls calls TLS 1.3's `TLS13_...`).
+fn iana_name(suite: &SupportedCipherSuite) -> String {
+    let name = suite.suite().as_str().unwrap_or_default();
+    match name.strip_prefix("TLS13_") {
+        Some(rest) => format!("TLS_{rest}"),
+        None => name.to_owned(),
+    }
+}
+
+/// The *ring* provider with the suites `names` names, in that order (the defaults when
+/// empty).
+///
+/// # Errors
+/// [`TlsError::Config`] naming a suite rustls does not offer, or a suite named twice.
+pub fn cipher_suites_provider(names: &[String]) -> Result<CryptoProvider, TlsError> {
+    // ring is deprecated in rustls for lacking post-quantum key exchange; aws-lc-rs has
+    // it but costs a C toolchain (cmake, nasm) and minutes of build. Clients get X25519.
+    #[allow(deprecated)]
+    let mut provider = rustls::crypto::ring::default_provider();
+    let wanted: Vec<&str> = if names.is_empty() {
+        DEFAULT_CIPHER_SUITES.to_vec()
+    } else {
+        names.iter().map(|n| n.trim()).collect()
+    };
+    let offered = std::mem::take(&mut provider.cipher_suites);
+    for name in wanted {
+        let Some(suite) = offered
+            .iter()
+            .find(|s| iana_name(s).eq_ignore_ascii_case(name))
+        else {
+            let known: Vec<String> = offered.iter().map(iana_name).collect();
+            return Err(TlsError::Config(format!(
+                "cipher suite {name:?} is not one rustls offers ({})",
+                known.join(", ")
+            )));
+        };
+        if provider.cipher_suites.contains(suite) {
+            return Err(TlsError::Config(format!("cipher suite {name} named twice")));
+        }
+        provider.cipher_suites.push(*suite);
+    }
+    Ok(provider)
 }
 
 impl TlsFiles {
@@ -66,10 +132,7 @@ impl TlsFiles {
     /// When a file cannot be read or holds nothing usable, the key does not match the
     /// certificate, or client authentication lacks a CA.
     pub fn load(&self) -> Result<Arc<ServerConfig>, TlsError> {
-        // ring is deprecated in rustls for lacking post-quantum key exchange; aws-lc-rs has
-        // it but costs a C toolchain (cmake, nasm) and minutes of build. Clients get X25519.
-        #[allow(deprecated)]
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(cipher_suites_provider(&self.cipher_suites)?);
         let chain = certificates(&self.certificate)?;
         let key = PrivateKeyDer::from_pem_file(&self.key).map_err(|e| pem_error(&self.key, e))?;
         let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
@@ -85,13 +148,15 @@ impl TlsFiles {
             }
             (auth, Some(ca)) => builder.with_client_cert_verifier(verifier(ca, auth, provider)?),
         };
-        let config = builder.with_single_cert(chain, key).map_err(|e| {
+        let mut config = builder.with_single_cert(chain, key).map_err(|e| {
             TlsError::Config(format!(
                 "{} and {}: {e}",
                 self.certificate.display(),
                 self.key.display()
             ))
         })?;
+        // The listener's order of suites decides (see DEFAULT_CIPHER_SUITES).
+        config.ignore_client_order = true;
         Ok(Arc::new(config))
     }
 

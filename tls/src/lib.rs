@@ -12,8 +12,9 @@
 //! - [`ClientTls`]: the client side, for the gateway's connections to Iggy: the CA to
 //!   trust and the server name to expect; its sessions are [`TlsSession`]s too.
 //!
-//! The crypto is rustls's, on the `ring` provider, with its safe defaults: TLS 1.2 and 1.3
-//! and their default cipher suites.
+//! The crypto is rustls's, on the `ring` provider: TLS 1.2 and 1.3 and the cipher suites
+//! rustls offers by default; a listener picks the suite by its own order of preference
+//! ([`DEFAULT_CIPHER_SUITES`], AES-128-GCM first, unless configured otherwise).
 
 mod client;
 mod files;
@@ -23,7 +24,9 @@ mod session;
 mod tests;
 
 pub use client::ClientTls;
-pub use files::{ClientAuth, ServerTls, TlsFiles, RELOAD_CHECK};
+pub use files::{
+    cipher_suites_provider, ClientAuth, ServerTls, TlsFiles, DEFAULT_CIPHER_SUITES, RELOAD_CHECK,
+};
 pub use principal::principal_of;
 pub use session::{Received, TlsSession};
 

@@ -59,6 +59,7 @@ impl Pki {
             key: self.path("server.key"),
             ca: Some(self.path("ca.pem")),
             client_auth,
+            cipher_suites: Vec::new(),
         }
     }
 
@@ -382,4 +383,85 @@ fn the_client_side_trusts_its_ca_and_checks_the_name() {
     assert!(bad.contains("not a DNS name"), "{bad}");
     let v6 = trusted.session("[::1]:8090");
     assert!(v6.is_ok());
+}
+
+/// The listener's order of cipher suites decides over the client's: AES-128-GCM by
+/// default, though rustls's client (like OpenSSL's) lists AES-256-GCM first; a configured
+/// list is followed; a name rustls does not offer, or one named twice, is refused.
+#[test]
+fn the_listeners_order_of_suites_decides() {
+    let pki = Pki::new("suites");
+    let negotiated = |files: TlsFiles| {
+        let tls = ServerTls::load(files).expect("load");
+        let mut server = tls.session().expect("session");
+        let mut client = pki.client(false);
+        pump(&mut client, &mut server, &mut BytesMut::new()).expect("handshake");
+        client
+            .negotiated_cipher_suite()
+            .and_then(|s| s.suite().as_str())
+            .expect("a suite")
+    };
+    assert_eq!(
+        negotiated(pki.files(ClientAuth::None)),
+        "TLS13_AES_128_GCM_SHA256"
+    );
+    let mut files = pki.files(ClientAuth::None);
+    files.cipher_suites = vec!["TLS_AES_256_GCM_SHA384".into()];
+    assert_eq!(negotiated(files), "TLS13_AES_256_GCM_SHA384");
+
+    assert!(crate::cipher_suites_provider(&["TLS_RSA_WITH_RC4_128_MD5".into()]).is_err());
+    let twice = [
+        "TLS_AES_128_GCM_SHA256".into(),
+        "tls_aes_128_gcm_sha256".into(),
+    ];
+    assert!(crate::cipher_suites_provider(&twice).is_err());
+    let every = crate::cipher_suites_provider(&[]).expect("defaults");
+    assert_eq!(
+        every.cipher_suites.len(),
+        crate::DEFAULT_CIPHER_SUITES.len()
+    );
+}
+
+/// Small and long buffers written together arrive whole and in order (small ones are
+/// gathered into records, long ones encrypted where they are).
+#[test]
+fn buffers_of_every_size_arrive_in_order() {
+    let pki = Pki::new("gather");
+    let tls = ServerTls::load(pki.files(ClientAuth::None)).expect("load");
+    let mut server = tls.session().expect("session");
+    let mut client = pki.client(false);
+    pump(&mut client, &mut server, &mut BytesMut::new()).expect("handshake");
+    let piece = |n: usize, seed: u8| -> Vec<u8> {
+        (0..n)
+            .map(|i| u8::try_from(i % 251).unwrap_or(0) ^ seed)
+            .collect()
+    };
+    let pieces = [
+        piece(10, 1),
+        piece(40_000, 2),
+        piece(5, 3),
+        piece(16 * 1024, 4),
+        piece(20_000, 5),
+        piece(1, 6),
+    ];
+    let slices: Vec<IoSlice<'_>> = pieces.iter().map(|p| IoSlice::new(p)).collect();
+    let total: usize = pieces.iter().map(Vec::len).sum();
+    assert_eq!(server.write_plaintext(&slices), total);
+    assert_eq!(server.write_plaintext(&slices[1..2]), 40_000);
+    let mut got = Vec::new();
+    while let Some(b) = server.poll_transmit() {
+        let mut b = &b[..];
+        while !b.is_empty() {
+            client.read_tls(&mut b).expect("client reads");
+            client.process_new_packets().expect("client accepts");
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = client.reader().read(&mut chunk) {
+                got.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+    let mut expected: Vec<u8> = pieces.concat();
+    expected.extend(&pieces[1]);
+    assert_eq!(got.len(), expected.len());
+    assert!(got == expected, "in order");
 }

@@ -155,7 +155,22 @@ impl SaslState {
     }
 }
 
+/// SaslAuthenticate's API key, as the first two bytes of a request frame's header say it.
+const SASL_AUTHENTICATE: [u8; 2] = 36i16.to_be_bytes();
+
 impl Connection {
+    /// Whether the frame at the front of `buf` may carry a password (a SASL token: any
+    /// frame before authentication, a SaslAuthenticate after), so that its memory is zeroed
+    /// once it is handled ([`crate::protocol::frame::split_secret_frame`]). Costs one copy of a frame that
+    /// comes once per connection or re-authentication.
+    pub(super) fn may_hold_a_password(&self, buf: &[u8]) -> bool {
+        self.sasl.as_ref().is_some_and(|s| {
+            !s.authenticated()
+                || s.expects_bare_token()
+                || buf.get(4..6) == Some(&SASL_AUTHENTICATE)
+        })
+    }
+
     /// The frame after a v0 handshake: a bare token, answered with a bare token.
     pub(super) fn handle_bare_token(&mut self, frame: Bytes) {
         let Some(sasl) = self.sasl.as_mut() else {

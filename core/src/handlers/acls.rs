@@ -98,6 +98,7 @@ const ANY: i8 = 1;
 const TOPIC: i8 = 2;
 const GROUP: i8 = 3;
 const CLUSTER: i8 = 4;
+const TRANSACTIONAL_ID: i8 = 5;
 const MATCH: i8 = 2;
 const LITERAL: i8 = 3;
 const ALL: i8 = 2;
@@ -230,6 +231,15 @@ fn describe(
         ] {
             if may(action) {
                 grants.push((GROUP, "*".to_owned(), op));
+            }
+        }
+        // Nor does the transactional-id permission.
+        for (op, action) in [
+            (WRITE, Action::WriteTransactionalId("*")),
+            (DESCRIBE, Action::DescribeTransactionalId("*")),
+        ] {
+            if may(action) {
+                grants.push((TRANSACTIONAL_ID, "*".to_owned(), op));
             }
         }
         for (kind, name, op) in grants {

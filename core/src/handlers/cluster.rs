@@ -91,6 +91,12 @@ fn find_coordinator(req: &FindCoordinatorRequest, ctx: &Ctx<'_>) -> Response {
             c.node_id = -1;
             c.host = kstr("");
             c.port = -1;
+        } else if req.key_type == TRANSACTION && !ctx.allows(Action::DescribeTransactionalId(key)) {
+            c.error_code = ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED.into();
+            c.error_message = Some(kstr("Not authorized to describe the transactional id."));
+            c.node_id = -1;
+            c.host = kstr("");
+            c.port = -1;
         } else if req.key_type != GROUP && !(req.key_type == TRANSACTION && config.transactions) {
             // With a backend that keeps no transactions there is no transaction coordinator.
             // Clients retry COORDINATOR_NOT_AVAILABLE for ever;
@@ -208,7 +214,7 @@ impl InitProducerIdTask {
     /// A transactional producer: a producer id allocated first (used only when the
     /// transactional id needs a new one), then the coordinator's answer.
     fn transactional(&mut self, ctx: &Ctx<'_>, id: String, results: Vec<Outcome>) -> Step {
-        if !ctx.config.transactions {
+        if !ctx.config.transactions || !ctx.allows(Action::WriteTransactionalId(&id)) {
             return producer_id_response(ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, -1, -1);
         }
         let expected = match self.expected() {

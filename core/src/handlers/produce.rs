@@ -310,6 +310,18 @@ impl ProduceTask {
                 ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
                 "transactional batches need the request's transactional id".to_string(),
             ))
+        } else if self
+            .req
+            .transactional_id
+            .as_ref()
+            .is_some_and(|id| !ctx.allows(Action::WriteTransactionalId(id)))
+            && self.has_transactional_records()
+        {
+            // Kafka checks WRITE on the transactional id only for transactional batches.
+            Some((
+                ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                "not authorized to write for the transactional id".to_string(),
+            ))
         } else {
             None
         };

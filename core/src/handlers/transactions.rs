@@ -1,6 +1,8 @@
 //! AddPartitionsToTxn (key 24), AddOffsetsToTxn (key 25), EndTxn (key 26),
 //! TxnOffsetCommit (key 28), DescribeTransactions (key 65) and ListTransactions (key 66):
-//! calls on the transaction coordinator (`crate::txn`), which answers with Kafka's codes. InitProducerId with a transactional id is in `cluster.rs`.
+//! calls on the transaction coordinator (`crate::txn`), which answers with Kafka's codes.
+//! InitProducerId with a transactional id is in `cluster.rs`. Each checks Kafka's WRITE or
+//! DESCRIBE on the transactional id where Kafka's `KafkaApis` does (docs/SECURITY.md).
 
 use super::task::{partition_index, single, Ctx, Step, Task};
 use std::collections::HashMap;
@@ -38,9 +40,10 @@ use crate::work::{Outcome, Work};
 use std::time::Duration;
 
 /// The coordinator's key for a transactional id. With an authorizer, each principal has
-/// transactional ids of its own: Iggy's permissions have no transactional-id resource (Kafka
-/// checks WRITE on it), and without this one principal could fence another's producer by
-/// taking its transactional id.
+/// transactional ids of its own, besides needing WRITE on them: the rule for that
+/// ([`Action::WriteTransactionalId`]) names no id, since Iggy has no transactional-id
+/// resource, and without this one principal could fence another's producer by taking its
+/// transactional id.
 pub(crate) fn txn_key(ctx: &Ctx<'_>, id: &str) -> String {
     if ctx.config.authorizer.is_some() {
         format!("{}\u{0}{id}", ctx.principal.unwrap_or(""))
@@ -130,6 +133,22 @@ fn plan(
 ) -> Batch {
     let mut refused = Vec::new();
     let mut asked = Vec::new();
+    // v0–3 come from the producer, which needs WRITE on its transactional id: Kafka
+    // answers every partition with its refusal and looks at no topic.
+    if ctx.version < 4 && !ctx.allows(Action::WriteTransactionalId(transactional_id)) {
+        let refusal = Some(ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+        for t in topics {
+            refused.push((
+                t.name.clone(),
+                t.partitions.iter().map(|&p| (p, refusal)).collect(),
+            ));
+        }
+        return Batch {
+            transactional_id: transactional_id.clone(),
+            refused,
+            asked,
+        };
+    }
     let mut denied = false;
     for t in topics {
         // v4+ is a broker's request, authorized as a whole by CLUSTER_ACTION: Kafka checks
@@ -182,6 +201,18 @@ impl Task for AddPartitionsTask {
                     error_code: ErrorCode::CLUSTER_AUTHORIZATION_FAILED.into(),
                     ..AddPartitionsToTxnResponse::default()
                 }))
+            }
+            // A producer without WRITE on its transactional id: refused before any listing.
+            0 if ctx.version < 4
+                && !ctx.allows(Action::WriteTransactionalId(
+                    &self.req.v3_and_below_transactional_id,
+                )) =>
+            {
+                self.stage = 2;
+                // Every partition refused: nothing is asked of the coordinator.
+                let none = self.ask(ctx, &HashMap::new());
+                debug_assert!(none.is_empty());
+                self.respond(ctx, Vec::new())
             }
             0 => {
                 self.stage = 1;
@@ -319,9 +350,17 @@ impl AddOffsetsTask {
 impl Task for AddOffsetsTask {
     fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         if !std::mem::replace(&mut self.started, true) {
-            if !ctx.allows(Action::ReadGroup(&self.req.group_id)) {
+            // As Kafka: the transactional id first, then the group.
+            let refusal = if !ctx.allows(Action::WriteTransactionalId(&self.req.transactional_id)) {
+                Some(ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+            } else if !ctx.allows(Action::ReadGroup(&self.req.group_id)) {
+                Some(ErrorCode::GROUP_AUTHORIZATION_FAILED)
+            } else {
+                None
+            };
+            if let Some(code) = refusal {
                 return Step::Respond(Response::AddOffsetsToTxn(AddOffsetsToTxnResponse {
-                    error_code: ErrorCode::GROUP_AUTHORIZATION_FAILED.into(),
+                    error_code: code.into(),
                     ..AddOffsetsToTxnResponse::default()
                 }));
             }
@@ -361,6 +400,14 @@ impl EndTxnTask {
 impl Task for EndTxnTask {
     fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         if !std::mem::replace(&mut self.started, true) {
+            if !ctx.allows(Action::WriteTransactionalId(&self.req.transactional_id)) {
+                return Step::Respond(Response::EndTxn(EndTxnResponse {
+                    error_code: ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED.into(),
+                    producer_id: -1,
+                    producer_epoch: -1,
+                    ..EndTxnResponse::default()
+                }));
+            }
             return Step::Run(vec![Work::Txn(TxnCall::EndTxn {
                 transactional_id: txn_key(ctx, &self.req.transactional_id),
                 producer_id: self.req.producer_id,
@@ -429,13 +476,22 @@ impl TxnOffsetCommitTask {
 impl Task for TxnOffsetCommitTask {
     fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
         if self.stage == 0 {
-            if !ctx.allows(Action::ReadGroup(&self.req.group_id)) {
+            // As Kafka: the transactional id first, then the group, each refusing every
+            // partition.
+            let refusal = if !ctx.allows(Action::WriteTransactionalId(&self.req.transactional_id)) {
+                Some(ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+            } else if !ctx.allows(Action::ReadGroup(&self.req.group_id)) {
+                Some(ErrorCode::GROUP_AUTHORIZATION_FAILED)
+            } else {
+                None
+            };
+            if let Some(code) = refusal {
                 self.stage = 2;
                 self.refused = self
                     .req
                     .topics
                     .iter()
-                    .map(|t| vec![Some(ErrorCode::GROUP_AUTHORIZATION_FAILED); t.partitions.len()])
+                    .map(|t| vec![Some(code); t.partitions.len()])
                     .collect();
                 return self.respond(ctx, Vec::new());
             }
@@ -620,7 +676,10 @@ impl Task for ListTransactionsTask {
             .then(|| Duration::from_millis(self.req.duration_filter.unsigned_abs()));
         let transaction_states = all
             .into_iter()
-            .filter(|(s, _)| shown(ctx, &s.transactional_id).is_some())
+            .filter(|(s, _)| {
+                shown(ctx, &s.transactional_id)
+                    .is_some_and(|id| ctx.allows(Action::DescribeTransactionalId(id)))
+            })
             .filter(|(s, running)| {
                 (states.is_empty() || states.iter().any(|f| f.as_str() == s.state.name()))
                     && (self.req.producer_id_filters.is_empty()
@@ -645,40 +704,63 @@ impl Task for ListTransactionsTask {
 #[derive(Debug)]
 pub(crate) struct DescribeTransactionsTask {
     req: DescribeTransactionsRequest,
-    started: bool,
+    /// Whether each id may be described, decided once (permissions may change between
+    /// the steps, and the coordinator's answers follow the ids asked).
+    allowed: Option<Vec<bool>>,
 }
 
 impl DescribeTransactionsTask {
     pub(crate) fn new(req: DescribeTransactionsRequest) -> Self {
-        Self {
-            req,
-            started: false,
-        }
+        Self { req, allowed: None }
     }
 }
 
 impl Task for DescribeTransactionsTask {
     fn step(&mut self, ctx: &Ctx<'_>, results: Vec<Outcome>) -> Step {
-        if !std::mem::replace(&mut self.started, true) {
-            return Step::Run(vec![Work::Txn(TxnCall::Describe(
-                self.req
-                    .transactional_ids
-                    .iter()
-                    .map(|id| txn_key(ctx, id))
-                    .collect(),
-            ))]);
+        // Kafka's DESCRIBE on each id: the ids refused are not asked of the coordinator.
+        if self.allowed.is_none() {
+            let allowed: Vec<bool> = self
+                .req
+                .transactional_ids
+                .iter()
+                .map(|id| ctx.allows(Action::DescribeTransactionalId(id)))
+                .collect();
+            let keys: Vec<String> = self
+                .req
+                .transactional_ids
+                .iter()
+                .zip(&allowed)
+                .filter(|(_, a)| **a)
+                .map(|(id, _)| txn_key(ctx, id))
+                .collect();
+            self.allowed = Some(allowed);
+            if !keys.is_empty() {
+                return Step::Run(vec![Work::Txn(TxnCall::Describe(keys))]);
+            }
         }
-        let found = match txn_reply(results) {
-            Some(TxnReply::Describe(found)) => found,
-            _ => vec![None; self.req.transactional_ids.len()],
-        };
+        let allowed = self.allowed.clone().unwrap_or_default();
+        let asked = allowed.iter().filter(|a| **a).count();
+        let mut found = match txn_reply(results) {
+            Some(TxnReply::Describe(found)) if found.len() == asked => found,
+            _ => vec![None; asked],
+        }
+        .into_iter();
         let transaction_states = self
             .req
             .transactional_ids
             .iter()
-            .zip(found)
+            .zip(allowed)
+            .map(|(id, a)| (id, a.then(|| found.next().flatten())))
             .map(|(id, s)| match s {
                 None => DescribedTransaction {
+                    error_code: ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED.into(),
+                    transactional_id: id.clone(),
+                    transaction_start_time_ms: -1,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                    ..DescribedTransaction::default()
+                },
+                Some(None) => DescribedTransaction {
                     error_code: if id.is_empty() {
                         ErrorCode::INVALID_REQUEST
                     } else {
@@ -691,9 +773,14 @@ impl Task for DescribeTransactionsTask {
                     producer_epoch: -1,
                     ..DescribedTransaction::default()
                 },
-                Some((s, running)) => {
+                Some(Some((s, running))) => {
                     let mut topics: Vec<TopicData> = Vec::new();
-                    for (topic, p) in &s.partitions {
+                    // As Kafka, only the topics the principal may describe are shown.
+                    let shown = s
+                        .partitions
+                        .iter()
+                        .filter(|(topic, _)| ctx.allows(Action::Describe(topic)));
+                    for (topic, p) in shown {
                         let p = i32::try_from(*p).unwrap_or(i32::MAX);
                         match topics.last_mut() {
                             Some(t) if t.topic.as_str() == topic.as_str() => t.partitions.push(p),

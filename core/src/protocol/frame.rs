@@ -7,6 +7,7 @@
 //! batches).
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use zeroize::{Zeroize, Zeroizing};
 
 use super::api::{request_header_version, response_header_version};
 use super::generated::request_header::RequestHeader;
@@ -54,6 +55,25 @@ pub fn split_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, Fram
     }
     buf.advance(4);
     Ok(Some(buf.split_to(size).freeze()))
+}
+
+/// As [`split_frame`], for a frame that may hold a secret (a SASL password): the frame
+/// moves to memory of its own that is zeroed when the last [`Bytes`] of it is dropped, and
+/// its bytes in `buf` are zeroed before `buf` moves past them.
+///
+/// # Errors
+/// As [`split_frame`].
+pub fn split_secret_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, FrameError> {
+    let Some(size) = declared_size(buf, max)? else {
+        return Ok(None);
+    };
+    if buf.len() < 4 + size {
+        return Ok(None);
+    }
+    let frame = Zeroizing::new(buf[4..4 + size].to_vec());
+    buf[..4 + size].zeroize();
+    buf.advance(4 + size);
+    Ok(Some(Bytes::from_owner(frame)))
 }
 
 /// How many more bytes are needed to complete the frame at the front of `buf` (at least 1
@@ -170,6 +190,26 @@ pub fn decode_response(
 mod tests {
     use super::*;
     use crate::protocol::generated::api_versions_request::ApiVersionsRequest;
+
+    /// A frame that may hold a password comes out as `split_frame` gives it, the rest of
+    /// the buffer is left, and a partial frame waits.
+    #[test]
+    fn a_secret_frame_splits_as_any_other() {
+        let mut wire = BytesMut::new();
+        wire.put_i32(6);
+        wire.put_slice(b"secret");
+        wire.put_slice(b"\x00\x00\x00\x09next");
+        let mut buf = wire.clone();
+        let frame = split_secret_frame(&mut buf, 100)
+            .expect("ok")
+            .expect("a frame");
+        let plain = split_frame(&mut wire, 100).expect("ok").expect("a frame");
+        assert_eq!(frame, plain);
+        assert_eq!(buf, wire, "the rest is left");
+        assert!(matches!(split_secret_frame(&mut buf, 100), Ok(None)));
+        assert_eq!(&buf[..], b"\x00\x00\x00\x09next", "a partial frame waits");
+        assert!(split_secret_frame(&mut buf, 4).is_err(), "too large");
+    }
 
     /// A request written as a client writes it reads back as the broker reads it, and a
     /// frame that cannot be encoded leaves the buffer as it was.

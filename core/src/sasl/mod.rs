@@ -287,15 +287,16 @@ impl ScramChange {
     }
 }
 
-/// A password on its way to the backend's check: never shown, in logs or anywhere.
+/// A password on its way to the backend's check: never shown, in logs or anywhere, and
+/// zeroed in memory when dropped.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Password(Vec<u8>);
+pub struct Password(zeroize::Zeroizing<Vec<u8>>);
 
 impl Password {
     /// Wraps `password`.
     #[must_use]
     pub fn new(password: Vec<u8>) -> Self {
-        Self(password)
+        Self(zeroize::Zeroizing::new(password))
     }
 
     /// The password itself, for the one place that checks it.
@@ -308,14 +309,6 @@ impl Password {
 impl fmt::Debug for Password {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Password(***)")
-    }
-}
-
-impl Drop for Password {
-    fn drop(&mut self) {
-        // Not a guarantee (copies may exist in buffers already freed), but no longer than
-        // needed in this one.
-        self.0.iter_mut().for_each(|b| *b = 0);
     }
 }
 
