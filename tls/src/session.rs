@@ -29,6 +29,7 @@ use rustls::unbuffered::{
     WriteTraffic,
 };
 use rustls::{ClientConfig, ServerConfig};
+use zeroize::Zeroize;
 
 use crate::TlsError;
 
@@ -55,6 +56,14 @@ fn sealed_size(len: usize) -> usize {
     len + (len / RECORD + 1) * 64
 }
 
+/// Lets go of the first `n` bytes of `incoming`, zeroed first: rustls decrypts records in
+/// place, so they held plaintext (a SaslAuthenticate's password among it).
+fn consume(incoming: &mut BytesMut, n: usize) {
+    let n = n.min(incoming.len());
+    incoming[..n].zeroize();
+    incoming.advance(n);
+}
+
 enum Conn {
     Server(Box<UnbufferedServerConnection>),
     Client(Box<UnbufferedClientConnection>),
@@ -78,6 +87,15 @@ struct Buffers {
     closed: bool,
     /// The peer's close_notify arrived.
     peer_closed: bool,
+}
+
+impl Drop for Buffers {
+    fn drop(&mut self) {
+        // Plaintext may be left in any of them; ciphertext costs little to zero as well.
+        self.incoming.as_mut().zeroize();
+        self.pending.zeroize();
+        self.stash.as_mut().zeroize();
+    }
 }
 
 /// A TLS session over no socket.
@@ -175,7 +193,7 @@ fn step<C: Unbuffered>(
         let UnbufferedStatus { mut discard, state } = conn.process(incoming);
         let more = match state {
             Err(e) => {
-                incoming.advance(discard);
+                consume(incoming, discard);
                 return Err(e);
             }
             Ok(ConnectionState::ReadTraffic(mut traffic)) => {
@@ -193,7 +211,7 @@ fn step<C: Unbuffered>(
                     }
                 }
                 if let Some(e) = failed {
-                    incoming.advance(discard);
+                    consume(incoming, discard);
                     return Err(e);
                 }
                 true
@@ -207,7 +225,7 @@ fn step<C: Unbuffered>(
                     Err(_) => Err(None),
                 });
                 if let Err(e) = encoded {
-                    incoming.advance(discard);
+                    consume(incoming, discard);
                     return Err(e);
                 }
                 true
@@ -219,7 +237,7 @@ fn step<C: Unbuffered>(
                     let sealed = seal(&mut traffic, outgoing, pending, closing, closed, data);
                     data = &[];
                     if let Err(e) = sealed {
-                        incoming.advance(discard);
+                        consume(incoming, discard);
                         return Err(e);
                     }
                 }
@@ -230,7 +248,7 @@ fn step<C: Unbuffered>(
                 let sealed = seal(&mut traffic, outgoing, pending, closing, closed, data);
                 data = &[];
                 if let Err(e) = sealed {
-                    incoming.advance(discard);
+                    consume(incoming, discard);
                     return Err(e);
                 }
                 false
@@ -243,7 +261,7 @@ fn step<C: Unbuffered>(
             // configurations do not accept.
             Ok(_) => false,
         };
-        incoming.advance(discard);
+        consume(incoming, discard);
         if !more {
             if !data.is_empty() {
                 // Not sendable yet (the handshake is under way): it waits.
@@ -269,7 +287,7 @@ fn seal<Data>(
     data: &[IoSlice<'_>],
 ) -> Result<(), rustls::Error> {
     if *closed {
-        pending.clear();
+        pending.zeroize();
         return Ok(());
     }
     let mut encrypt = |outgoing: &mut BytesMut, plain: &[u8]| {
@@ -292,7 +310,7 @@ fn seal<Data>(
             d = &d[take..];
             if pending.len().is_multiple_of(RECORD) {
                 encrypt(outgoing, pending)?;
-                pending.clear();
+                pending.zeroize();
             }
         }
         if d.is_empty() {
@@ -306,7 +324,7 @@ fn seal<Data>(
     }
     if !pending.is_empty() {
         encrypt(outgoing, pending)?;
-        pending.clear();
+        pending.zeroize();
     }
     if std::mem::take(closing) {
         into_outgoing(outgoing, 64, |out| match traffic.queue_close_notify(out) {
@@ -366,7 +384,7 @@ fn encode_queued<C: Unbuffered>(conn: &mut C, bufs: &mut Buffers) {
             Err(_) => Err(None),
         });
     }
-    incoming.advance(discard);
+    consume(incoming, discard);
 }
 
 impl TlsSession {
@@ -420,6 +438,7 @@ impl TlsSession {
         };
         if !stash.is_empty() {
             self.bufs.stash.extend_from_slice(&stash);
+            stash.as_mut().zeroize();
         }
         match ran {
             Ok(()) if self.bufs.incoming.len() > MAX_UNPROCESSED => {
@@ -449,7 +468,9 @@ impl TlsSession {
     /// call fails again.
     pub fn handle_read(&mut self, plaintext: &mut BytesMut) -> Result<Received, TlsError> {
         if !self.bufs.stash.is_empty() {
-            plaintext.extend_from_slice(&self.bufs.stash.split());
+            let mut stashed = self.bufs.stash.split();
+            plaintext.extend_from_slice(&stashed);
+            stashed.as_mut().zeroize();
         }
         self.run(Some(plaintext), Then::Read)?;
         Ok(Received {
