@@ -353,8 +353,9 @@ fn describe_transactions_checks_each_id_and_hides_topics() {
     let partitions = vec![("t".to_owned(), 0), ("other.u".to_owned(), 0)];
     h.complete(
         *id,
-        Outcome::Txn(TxnReply::Describe(vec![Some(snapshot(
-            &keys[0], partitions,
+        Outcome::Txn(TxnReply::Describe(vec![Some((
+            snapshot(&keys[0], partitions),
+            None,
         ))])),
     );
     let Response::DescribeTransactions(r) = h.response(ApiKey::DescribeTransactions, 0) else {
