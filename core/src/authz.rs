@@ -56,6 +56,9 @@ pub enum Action<'a> {
     /// DescribeTransactions, ListTransactions' filter): as
     /// [`Action::WriteTransactionalId`], which implies it in Kafka.
     DescribeTransactionalId(&'a str),
+    /// Kafka's IDEMPOTENT_WRITE on the cluster, or WRITE on some topic (InitProducerId
+    /// without a transactional id): sending to some topic.
+    IdempotentWrite,
     /// Read SCRAM credentials: `read_users`.
     DescribeUsers,
     /// Change SCRAM credentials: `manage_users`.
@@ -463,9 +466,9 @@ impl Authorizer for PermissionAuthorizer {
             Action::AlterCluster => g.manage_servers,
             Action::ReadGroup(_) | Action::DescribeGroup(_) => p.may_poll_some_topic(),
             Action::DeleteGroups => g.manage_topics || g.manage_streams,
-            Action::WriteTransactionalId(_) | Action::DescribeTransactionalId(_) => {
-                p.may_send_some_topic()
-            }
+            Action::WriteTransactionalId(_)
+            | Action::DescribeTransactionalId(_)
+            | Action::IdempotentWrite => p.may_send_some_topic(),
             Action::DescribeUsers => g.read_users || g.manage_users,
             Action::ManageUsers => g.manage_users,
         }

@@ -404,3 +404,28 @@ fn list_transactions_lists_only_described_ids() {
         }
     }
 }
+
+/// InitProducerId without a transactional id (an idempotent producer's) needs Kafka's
+/// IDEMPOTENT_WRITE or WRITE on some topic: here, sending to some topic. A principal that
+/// may only read is answered CLUSTER_AUTHORIZATION_FAILED and no producer id is allocated.
+#[test]
+fn an_idempotent_producer_id_needs_to_send_somewhere() {
+    const CLUSTER_DENIED: i16 = 31;
+    let request = Request::InitProducerId(InitProducerIdRequest {
+        transactional_id: None,
+        transaction_timeout_ms: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        ..InitProducerIdRequest::default()
+    });
+    let mut h = Harness::of("reader");
+    h.send(4, &request);
+    assert!(h.commands().is_empty(), "no producer id allocated");
+    assert_eq!(
+        codes(&h.response(ApiKey::InitProducerId, 4)),
+        [CLUSTER_DENIED]
+    );
+    let mut h = Harness::of("writer");
+    h.send(4, &request);
+    assert_eq!(h.commands().len(), 1, "a producer id is allocated");
+}

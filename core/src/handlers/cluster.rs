@@ -173,6 +173,10 @@ impl Task for InitProducerIdTask {
             return self.transactional(ctx, id.to_string(), results);
         }
         if !std::mem::replace(&mut self.started, true) {
+            // Kafka: IDEMPOTENT_WRITE on the cluster, or WRITE on some topic.
+            if !ctx.allows(Action::IdempotentWrite) {
+                return producer_id_response(ErrorCode::CLUSTER_AUTHORIZATION_FAILED, -1, -1);
+            }
             if let Err(code) = self.expected() {
                 return producer_id_response(code, -1, -1);
             }
