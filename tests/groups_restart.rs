@@ -14,16 +14,10 @@ use std::process::{Command, Stdio};
 use common::fake_iggy::FakeIggyServer;
 use common::Gateway;
 
-/// A free port on the loopback interface, for a gateway that must come back on it.
-fn free_address() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("address").to_string()
-}
-
 /// Runs the group through a restart; the script's JSON line.
 fn through_a_restart(url: &str, protocol: &str) -> String {
     let stream = common::unique_stream();
-    let address = free_address();
+    let address = common::free_address();
     let args = [
         "--iggy",
         url,

@@ -14,16 +14,10 @@ use common::fake_iggy::FakeIggyServer;
 use common::{call, create_topic, Gateway};
 use iggy_kafka_core::protocol::Response;
 
-/// A free port on the loopback interface, for a gateway that must come back on it.
-fn free_address() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("address").to_string()
-}
-
 /// Copies 3,000 records through a restart; the script's JSON line.
 fn copy_through_a_restart(url: &str) -> String {
     let stream = common::unique_stream();
-    let address = free_address();
+    let address = common::free_address();
     let args = [
         "--iggy",
         url,

@@ -67,6 +67,12 @@ pub fn admin_traffic(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// A free port on the loopback interface, for a gateway that must come back on it.
+pub fn free_address() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("address").to_string()
+}
+
 /// A stream name no other test run uses.
 pub fn unique_stream() -> String {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);

@@ -36,6 +36,25 @@ fn persist(
     }
 }
 
+/// A gateway over a fake Iggy with topic `t` of one partition, which the coordinator's
+/// state names as written by transactional id `a` (so its index is read back after a
+/// restart).
+fn transactional_partition() -> (Pool, IggyBackend) {
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    persist(
+        &mut h,
+        &backend,
+        vec![(
+            "a".into(),
+            Some(snapshot("a", TxnState::Ongoing, &[("t", 0)])),
+        )],
+    )
+    .expect("persisted");
+    (h, backend)
+}
+
 fn marker(
     h: &mut Pool,
     backend: &IggyBackend,
@@ -296,18 +315,7 @@ fn partitions_without_transactions_are_not_read_back() {
 /// finds: producer 5's earlier aborted records stay aborted.
 #[test]
 fn a_marker_before_the_rebuild_keeps_an_earlier_abort() {
-    let mut h = Pool::new(FakeIggy::new());
-    let backend = h.backend();
-    create(&mut h, &backend, "t", 1);
-    persist(
-        &mut h,
-        &backend,
-        vec![(
-            "a".into(),
-            Some(snapshot("a", TxnState::Ongoing, &[("t", 0)])),
-        )],
-    )
-    .expect("persisted");
+    let (mut h, backend) = transactional_partition();
     // Producer 5: records 0..2 aborted (marker 2), records 3..5 prepared to commit.
     assert_eq!(txn_append(&mut h, &backend, txn_batch(5, 0, 0, 2)), Ok(0));
     assert_eq!(marker(&mut h, &backend, ("t", 0), 5, 0, false), 2);
@@ -330,18 +338,7 @@ fn a_marker_before_the_rebuild_keeps_an_earlier_abort() {
 /// records must not be reported aborted.
 #[test]
 fn an_abort_before_the_rebuild_keeps_an_earlier_commit() {
-    let mut h = Pool::new(FakeIggy::new());
-    let backend = h.backend();
-    create(&mut h, &backend, "t", 1);
-    persist(
-        &mut h,
-        &backend,
-        vec![(
-            "a".into(),
-            Some(snapshot("a", TxnState::Ongoing, &[("t", 0)])),
-        )],
-    )
-    .expect("persisted");
+    let (mut h, backend) = transactional_partition();
     assert_eq!(txn_append(&mut h, &backend, txn_batch(5, 0, 0, 2)), Ok(0));
     assert_eq!(marker(&mut h, &backend, ("t", 0), 5, 0, true), 2);
     assert_eq!(txn_append(&mut h, &backend, txn_batch(5, 0, 2, 2)), Ok(3));
@@ -400,18 +397,7 @@ fn txn_append_lost(h: &mut Pool, backend: &IggyBackend, pb: ProducerBatch, appli
 /// marker is written: the marker finds it first.
 #[test]
 fn a_transactional_batch_whose_reply_is_lost_holds_the_last_stable_offset() {
-    let mut h = Pool::new(FakeIggy::new());
-    let backend = h.backend();
-    create(&mut h, &backend, "t", 1);
-    persist(
-        &mut h,
-        &backend,
-        vec![(
-            "a".into(),
-            Some(snapshot("a", TxnState::Ongoing, &[("t", 0)])),
-        )],
-    )
-    .expect("persisted");
+    let (mut h, backend) = transactional_partition();
     let mut plain = txn_batch(6, 0, 0, 2);
     plain.transactional = false;
     let two = [record(1), record(2)];
@@ -442,18 +428,7 @@ fn a_transactional_batch_whose_reply_is_lost_holds_the_last_stable_offset() {
 /// producer's append, its own never retried) is open in the index.
 #[test]
 fn a_transactional_batch_found_in_doubt_is_indexed() {
-    let mut h = Pool::new(FakeIggy::new());
-    let backend = h.backend();
-    create(&mut h, &backend, "t", 1);
-    persist(
-        &mut h,
-        &backend,
-        vec![(
-            "a".into(),
-            Some(snapshot("a", TxnState::Ongoing, &[("t", 0)])),
-        )],
-    )
-    .expect("persisted");
+    let (mut h, backend) = transactional_partition();
     let plain = |first_sequence| ProducerBatch {
         transactional: false,
         ..txn_batch(6, 0, first_sequence, 2)
@@ -593,18 +568,7 @@ fn a_failed_compaction_leaves_no_snapshot_behind() {
 /// batch of the producer's next transaction, handed over after the marker, lands.
 #[test]
 fn a_transactional_batch_overtaken_by_its_marker_is_refused() {
-    let mut h = Pool::new(FakeIggy::new());
-    let backend = h.backend();
-    create(&mut h, &backend, "t", 1);
-    persist(
-        &mut h,
-        &backend,
-        vec![(
-            "a".into(),
-            Some(snapshot("a", TxnState::Ongoing, &[("t", 0)])),
-        )],
-    )
-    .expect("persisted");
+    let (mut h, backend) = transactional_partition();
     assert_eq!(txn_append(&mut h, &backend, txn_batch(5, 0, 0, 2)), Ok(0));
     let messages: MessageList = [record(3), record(4)]
         .iter()
@@ -683,18 +647,7 @@ fn when_a_transaction_opened_survives_a_restart() {
 /// its own that may be among them.
 #[test]
 fn a_batch_older_than_the_forgotten_markers_is_refused() {
-    let mut h = Pool::new(FakeIggy::new());
-    let backend = h.backend();
-    create(&mut h, &backend, "t", 1);
-    persist(
-        &mut h,
-        &backend,
-        vec![(
-            "a".into(),
-            Some(snapshot("a", TxnState::Ongoing, &[("t", 0)])),
-        )],
-    )
-    .expect("persisted");
+    let (mut h, backend) = transactional_partition();
     assert_eq!(txn_append(&mut h, &backend, txn_batch(5, 0, 0, 2)), Ok(0));
     let messages: MessageList = [record(3)]
         .iter()
@@ -734,18 +687,7 @@ fn a_batch_older_than_the_forgotten_markers_is_refused() {
 /// the index.
 #[test]
 fn appends_go_on_while_the_index_is_rebuilt() {
-    let mut h = Pool::new(FakeIggy::new());
-    let backend = h.backend();
-    create(&mut h, &backend, "t", 1);
-    persist(
-        &mut h,
-        &backend,
-        vec![(
-            "a".into(),
-            Some(snapshot("a", TxnState::Ongoing, &[("t", 0)])),
-        )],
-    )
-    .expect("persisted");
+    let (mut h, backend) = transactional_partition();
     assert_eq!(txn_append(&mut h, &backend, txn_batch(5, 0, 0, 2)), Ok(0));
     let (mut h, backend) = h.restart();
     let polls = |h: &Pool| {
@@ -795,18 +737,7 @@ fn appends_go_on_while_the_index_is_rebuilt() {
 /// append looked.
 #[test]
 fn a_lost_transactional_batch_not_found_holds_the_last_stable_offset_until_its_marker() {
-    let mut h = Pool::new(FakeIggy::new());
-    let backend = h.backend();
-    create(&mut h, &backend, "t", 1);
-    persist(
-        &mut h,
-        &backend,
-        vec![(
-            "a".into(),
-            Some(snapshot("a", TxnState::Ongoing, &[("t", 0)])),
-        )],
-    )
-    .expect("persisted");
+    let (mut h, backend) = transactional_partition();
     let plain = |first_sequence| ProducerBatch {
         transactional: false,
         ..txn_batch(6, 0, first_sequence, 2)
@@ -839,18 +770,7 @@ fn a_lost_transactional_batch_not_found_holds_the_last_stable_offset_until_its_m
 /// the index back first, and the earlier commit stays committed.
 #[test]
 fn a_marker_on_a_partition_looked_up_afresh_waits_for_the_rebuild() {
-    let mut h = Pool::new(FakeIggy::new());
-    let backend = h.backend();
-    create(&mut h, &backend, "t", 1);
-    persist(
-        &mut h,
-        &backend,
-        vec![(
-            "a".into(),
-            Some(snapshot("a", TxnState::Ongoing, &[("t", 0)])),
-        )],
-    )
-    .expect("persisted");
+    let (mut h, backend) = transactional_partition();
     // Producer 5 commits 0..2 (marker at 2), then writes 3..5 and aborts them.
     assert_eq!(txn_append(&mut h, &backend, txn_batch(5, 0, 0, 2)), Ok(0));
     assert_eq!(marker(&mut h, &backend, ("t", 0), 5, 0, true), 2);
