@@ -7,18 +7,29 @@
 #   - a fresh gateway, CONNECTIONS connections opened that each send one ApiVersions
 #     request and then stay idle (benches/connections.py prints the gateway's resident
 #     memory before and after, per connection), and the same load beside them.
-# Prints every run and, at the end, the median of each figure over the rounds. The
-# process's open-file limit caps CONNECTIONS (`ulimit -n`: the gateway and the client each
-# hold one descriptor per connection).
+# Prints every run and, at the end, the median of each figure over the rounds. The gateway
+# and the client each hold one descriptor per connection: the script raises its open-file
+# limit (`ulimit -n`, inherited by both) to fit CONNECTIONS, which above the hard limit
+# needs the privilege to raise it (root, or CAP_SYS_RESOURCE).
 #
 #   benches/connections.sh                       # 3 rounds, 10,000 connections
-#   ROUNDS=5 CONNECTIONS=19000 benches/connections.sh
+#   ROUNDS=5 CONNECTIONS=50000 benches/connections.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONNECTIONS="${CONNECTIONS:-10000}"
 RECORDS="${RECORDS:-1000000}"
 ROUNDS="${ROUNDS:-3}"
 PORT=19292
+
+# Room for the connections and the descriptors each process holds besides them.
+need=$((CONNECTIONS + 1024))
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$need" ]; then
+  if ! ulimit -n "$need" 2>/dev/null; then
+    echo "CONNECTIONS=$CONNECTIONS needs an open-file limit of $need (ulimit -n is $(ulimit -n)," \
+      "hard limit $(ulimit -Hn)): raise it, or run with fewer" >&2
+    exit 1
+  fi
+fi
 
 WORK=$(mktemp -d)
 RESULTS="$WORK/results"

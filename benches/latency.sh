@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Produce latency at a fixed rate: librdkafka's rdkafka_performance in latency mode (-l,
-# each message's time from produce() to its delivery report, written per message with -A)
-# through the gateway, acks=1, linger 0, RATE messages/s of SIZE bytes, one partition; on
-# the embedded store, and into Iggy when IGGY_SERVER is set, beside iggy-bench's pinned
-# producer (one message per batch, the same rate and size) straight into that server.
+# Produce latency at a fixed rate through the gateway, acks=1, RATE messages/s of SIZE
+# bytes, one message per request, one partition, with two clients: librdkafka's
+# rdkafka_performance in latency mode (-l, each message's time from produce() to its
+# delivery report, written per message with -A; linger 0), and the lean client
+# (benches/load, RATE set: one request in flight on a fixed schedule, each request's time
+# from its send to its answer, as iggy-bench measures). On the embedded store, and into
+# Iggy when IGGY_SERVER is set, beside iggy-bench's pinned producer (one message per batch,
+# the same rate and size) straight into that server. The lean client's figures are the
+# ones to set beside iggy-bench's: librdkafka's own threads and queues add a tail of their
+# own (docs/BENCHMARKS.md).
 # Per round each side runs in turn (a fresh gateway each time); prints every run's p50, p99,
 # p99.9 and maximum in milliseconds and the hypervisor's steal share of the machine's CPU
 # time during the run, and at the end the median of each over the rounds.
@@ -32,6 +37,8 @@ PORT=19392
 
 cargo build --release -q
 PERF=$(benches/rdkafka-performance.sh)
+cargo build --release -q --manifest-path benches/load/Cargo.toml
+LEAN=benches/load/target/release/iggy-kafka-lean
 WORK=$(mktemp -d)
 RESULTS="$WORK/results"
 PID=
@@ -53,12 +60,12 @@ percentiles() {
 }
 
 record() { # side p50 p99 p999 max steal rate
-  printf '%-16s p50 %6s  p99 %6s  p99.9 %6s  max %7s ms  steal %s  %s msg/s\n' "$@"
+  printf '%-18s p50 %6s  p99 %6s  p99.9 %6s  max %7s ms  steal %s  %s msg/s\n' "$@"
   echo "$1 $2 $3 $4 $5" >> "$RESULTS"
 }
 
-gateway_run() { # side gateway-args...
-  local side=$1; shift
+gateway_run() { # side client gateway-args...
+  local side=$1 client=$2; shift 2
   target/release/iggy-kafka-gateway --admin-listen off --log warn --listen "127.0.0.1:$PORT" "$@" &
   PID=$!
   sleep 1
@@ -66,11 +73,22 @@ gateway_run() { # side gateway-args...
   # A first message creates the topic (auto-creation) and warms the connection.
   "$PERF" -P -t "$topic" -p 0 -s "$SIZE" -c 1 -a 1 -b "127.0.0.1:$PORT" -q >/dev/null 2>&1
   s0=$(steal_mark)
-  rate=$("$PERF" -P -t "$topic" -p 0 -s "$SIZE" -c "$MESSAGES" -r "$RATE" -a 1 -X linger.ms=0 \
-    -l -A "$WORK/lat" -b "127.0.0.1:$PORT" -q 2>&1 | grep -oE '[0-9]+ msgs/s' | awk '{print $1}')
-  s1=$(steal_mark)
-  # shellcheck disable=SC2046
-  record "$side" $(percentiles "$WORK/lat") "$(steal_share "$s0" "$s1")" "${rate:-?}"
+  if [ "$client" = lean ]; then
+    local out
+    out=$(RATE="$RATE" "$LEAN" "127.0.0.1:$PORT" "$topic" "$MESSAGES" "$SIZE" 1)
+    s1=$(steal_mark)
+    rate=$(echo "$out" | awk '/^produce:/ { printf "%d", $2 / $8 }')
+    # shellcheck disable=SC2046
+    record "$side" $(echo "$out" | awk '/^latency ms:/ { print $4, $6, $8, $10 }') \
+      "$(steal_share "$s0" "$s1")" "${rate:-?}"
+  else
+    rate=$("$PERF" -P -t "$topic" -p 0 -s "$SIZE" -c "$MESSAGES" -r "$RATE" -a 1 \
+      -X linger.ms=0 -l -A "$WORK/lat" -b "127.0.0.1:$PORT" -q 2>&1 |
+      grep -oE '[0-9]+ msgs/s' | awk '{print $1}')
+    s1=$(steal_mark)
+    # shellcheck disable=SC2046
+    record "$side" $(percentiles "$WORK/lat") "$(steal_share "$s0" "$s1")" "${rate:-?}"
+  fi
   stop
 }
 
@@ -115,11 +133,15 @@ iggy_bench_run() {
 
 for round in $(seq "$ROUNDS"); do
   echo "== round $round ($MESSAGES messages of $SIZE B at $RATE/s)"
-  gateway_run embedded
+  gateway_run embedded rdkafka
+  gateway_run embedded-lean lean
   if [ -n "${IGGY_SERVER:-}" ]; then
     : "${IGGY_BENCH:?set IGGY_BENCH to an iggy-bench binary}"
-    gateway_run gateway-iggy --iggy "iggy://iggy:iggy@$IGGY_SERVER" --stream "latency-$$" \
-      --iggy-write-through "$WRITE_THROUGH"
+    for client in rdkafka lean; do
+      side=gateway-iggy; [ "$client" = lean ] && side=gateway-iggy-lean
+      gateway_run "$side" "$client" --iggy "iggy://iggy:iggy@$IGGY_SERVER" \
+        --stream "latency-$$" --iggy-write-through "$WRITE_THROUGH"
+    done
     iggy_bench_run
   fi
 done
@@ -130,6 +152,6 @@ sort -k1,1 "$RESULTS" | awk '
     for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
     return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
   }
-  function flush() { if (n) printf "%-16s p50 %6.2f  p99 %6.2f  p99.9 %6.2f  max %7.2f\n", key, median(a, n), median(b, n), median(c, n), median(d, n); n = 0 }
+  function flush() { if (n) printf "%-18s p50 %6.2f  p99 %6.2f  p99.9 %6.2f  max %7.2f\n", key, median(a, n), median(b, n), median(c, n), median(d, n); n = 0 }
   { if ($1 != key) { flush(); key = $1 } n++; a[n] = $2 + 0; b[n] = $3 + 0; c[n] = $4 + 0; d[n] = $5 + 0 }
   END { flush() }'

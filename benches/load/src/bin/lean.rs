@@ -23,6 +23,11 @@
 //! connection, read the partitions dealt to them (partition p to consumer p mod CONSUMERS,
 //! as a group would assign them, without the group protocol) until together they have read
 //! every record.
+//!
+//! RATE (environment) turns the producer into a latency probe, as `iggy-bench -r` is: one
+//! producer sends a request of BATCH records every 1/RATE s on a fixed schedule (a request
+//! that falls behind it goes at once), one in flight, and prints the percentiles of each
+//! request's time from its send to its answer. No consumer runs.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -38,7 +43,7 @@ use iggy_kafka_core::protocol::generated::produce_request::{
 };
 use iggy_kafka_core::protocol::{ApiKey, Request, Response};
 use iggy_kafka_core::records::{Compression, Record, RecordBatch};
-use iggy_kafka_load::rate;
+use iggy_kafka_load::rate as rate_line;
 
 const PRODUCE_VERSION: i16 = 9;
 const FETCH_VERSION: i16 = 12;
@@ -80,6 +85,26 @@ fn main() {
     let (partitions, producers, consumers) =
         (env("PARTITIONS"), env("PRODUCERS"), env("CONSUMERS"));
     let batch_len = encoded_batch(size, batch).len();
+    if let Ok(rate) = std::env::var("RATE") {
+        let rate: f64 = rate.parse().expect("RATE");
+        let mut conn = Conn::new(bootstrap);
+        let start = Instant::now();
+        let mut times = paced(&mut conn, topic, records / batch, size, batch, rate);
+        rate_line("produce", records, size, start.elapsed());
+        times.sort_unstable();
+        let at = |q: f64| {
+            let k = ((q * times.len() as f64).ceil() as usize).clamp(1, times.len());
+            times[k - 1].as_secs_f64() * 1e3
+        };
+        println!(
+            "latency ms: p50 {:.3} p99 {:.3} p99.9 {:.3} max {:.3}",
+            at(0.5),
+            at(0.99),
+            at(0.999),
+            at(1.0)
+        );
+        return;
+    }
     if phase != "consume" {
         let start = Instant::now();
         std::thread::scope(|scope| {
@@ -103,7 +128,7 @@ fn main() {
                 });
             }
         });
-        rate("produce", records, size, start.elapsed());
+        rate_line("produce", records, size, start.elapsed());
     }
     if phase != "produce" {
         let got = std::sync::atomic::AtomicUsize::new(0);
@@ -121,7 +146,7 @@ fn main() {
                 });
             }
         });
-        rate("consume", got.into_inner(), size, start.elapsed());
+        rate_line("consume", got.into_inner(), size, start.elapsed());
     }
 }
 
@@ -180,33 +205,79 @@ fn produce(
         } else {
             encoded_batch(size, count)
         };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock")
-            .as_millis() as i64;
-        b[BASE_TIMESTAMP_AT..BASE_TIMESTAMP_AT + 8].copy_from_slice(&now.to_be_bytes());
-        b[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&now.to_be_bytes());
-        let crc = crc32c::crc32c(&b[ATTRIBUTES_AT..]);
-        b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
-        let request = Request::Produce(ProduceRequest {
-            acks: 1,
-            timeout_ms: 30_000,
-            topic_data: vec![TopicProduceData {
-                name: topic.into(),
-                partition_data: vec![PartitionProduceData {
-                    index: i32::try_from(next % shape.partitions).expect("partition"),
-                    records: Some(b.freeze()),
-                    ..PartitionProduceData::default()
-                }],
-                ..TopicProduceData::default()
-            }],
-            ..ProduceRequest::default()
-        });
+        stamp(&mut b);
+        let partition = i32::try_from(next % shape.partitions).expect("partition");
+        let request = produce_request(topic, partition, b.freeze());
         conn.send(&request, PRODUCE_VERSION);
         waiting += 1;
         sent += count;
         next += 1;
     }
+}
+
+/// Sends `requests` requests of `batch` records to partition 0, the i-th at `i / rate` s
+/// after the first, each after the answer to the one before; returns each one's time from
+/// its send to its answer.
+fn paced(
+    conn: &mut Conn,
+    topic: &str,
+    requests: usize,
+    size: usize,
+    batch: usize,
+    rate: f64,
+) -> Vec<std::time::Duration> {
+    let mut b = encoded_batch(size, batch);
+    let mut times = Vec::with_capacity(requests);
+    let start = Instant::now();
+    for i in 0..requests {
+        let due = start + std::time::Duration::from_secs_f64(i as f64 / rate);
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        stamp(&mut b);
+        let request = produce_request(topic, 0, b.clone().freeze());
+        let sent = Instant::now();
+        conn.send(&request, PRODUCE_VERSION);
+        let Response::Produce(r) = conn.recv() else {
+            panic!("not a produce response")
+        };
+        times.push(sent.elapsed());
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, 0, "produce refused: {p:?}");
+    }
+    times
+}
+
+/// Stamps the current time into an encoded batch and recomputes its CRC, as iggy-bench
+/// stamps its fixed batch.
+fn stamp(b: &mut BytesMut) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    b[BASE_TIMESTAMP_AT..BASE_TIMESTAMP_AT + 8].copy_from_slice(&now.to_be_bytes());
+    b[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&now.to_be_bytes());
+    let crc = crc32c::crc32c(&b[ATTRIBUTES_AT..]);
+    b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// An acks=1 Produce of one batch to one partition.
+fn produce_request(topic: &str, partition: i32, records: Bytes) -> Request {
+    Request::Produce(ProduceRequest {
+        acks: 1,
+        timeout_ms: 30_000,
+        topic_data: vec![TopicProduceData {
+            name: topic.into(),
+            partition_data: vec![PartitionProduceData {
+                index: partition,
+                records: Some(records),
+                ..PartitionProduceData::default()
+            }],
+            ..TopicProduceData::default()
+        }],
+        ..ProduceRequest::default()
+    })
 }
 
 /// Reads `partitions` from offset 0, one Fetch at a time asking each for about one batch,
