@@ -377,6 +377,9 @@ pub enum Deletion {
     Unknown,
     /// It has members (NON_EMPTY_GROUP).
     NonEmpty,
+    /// Its deletion could not be written, and it is back as it was last kept
+    /// (COORDINATOR_NOT_AVAILABLE: its offsets must stay).
+    NotKept,
 }
 
 /// The coordinator's view on deleting offsets of a group.
@@ -903,8 +906,13 @@ impl Coordinator {
         if sync {
             self.fail_sync(now, &name);
         } else {
-            if self.consumers.contains_key(&name) {
-                self.revert_consumer(now, &name);
+            // A consumer group goes back to what was kept, and so does a deleted group of
+            // either kind (a restart would find it there).
+            let deleted = state.is_none()
+                && !self.groups.contains_key(&name)
+                && !self.consumers.contains_key(&name);
+            if self.consumers.contains_key(&name) || deleted {
+                self.revert_group(now, &name);
             }
             self.schedule_retry(now, &name);
         }
@@ -937,6 +945,20 @@ impl Coordinator {
                     ..ConsumerHeartbeatResult::default()
                 })
             }
+            // The members are gone from memory all the same (a classic group is not put
+            // back); the write is tried again on the clock.
+            GroupReply::Leave(_) => GroupReply::Leave(Err(code)),
+            // A failed write put the groups back (`handle_kept`); one taking too long may
+            // still land, so their offsets stay either way.
+            GroupReply::Delete(outcomes) => GroupReply::Delete(
+                outcomes
+                    .into_iter()
+                    .map(|d| match d {
+                        Deletion::Deleted => Deletion::NotKept,
+                        other => other,
+                    })
+                    .collect(),
+            ),
             other => other,
         };
         self.replies.push_back((h.reply_to, reply));
@@ -973,9 +995,9 @@ impl Coordinator {
         self.push(sync, sync_error(ErrorCode::UNKNOWN_MEMBER_ID));
     }
 
-    /// A consumer group goes back to its last kept state (or away, when none was kept):
-    /// the answers waiting for its later writes fail, and those writes no longer count.
-    fn revert_consumer(&mut self, now: Instant, name: &str) {
+    /// A group goes back to its last kept state (or away, when none was kept): the answers
+    /// waiting for its later writes fail, and those writes no longer count.
+    fn revert_group(&mut self, now: Instant, name: &str) {
         self.inflight.retain(|_, (g, _)| g != name);
         let (mine, rest): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
             .into_iter()
@@ -1088,6 +1110,36 @@ impl Coordinator {
         }
     }
 
+    /// Holds `reply` until the last write of `groups` handed out since the token `before`
+    /// lands, as Kafka answers a LeaveGroup or a DeleteGroups once its records are
+    /// committed; `Some(reply)` to answer at once when the call wrote nothing.
+    fn answer_after_own_keep(
+        &mut self,
+        now: Instant,
+        reply_to: ReplyTo,
+        groups: &[&str],
+        before: u64,
+        reply: GroupReply,
+    ) -> Option<GroupReply> {
+        let latest = self
+            .inflight
+            .range(before..)
+            .rev()
+            .find(|(_, (g, _))| groups.contains(&g.as_str()));
+        let Some((&token, (group, _))) = latest else {
+            return Some(reply);
+        };
+        self.held.push(Held {
+            token,
+            group: group.clone(),
+            reply_to,
+            reply,
+            replaced: None,
+            deadline: now + HOLD_TIMEOUT,
+        });
+        None
+    }
+
     /// Hands out `group`'s classic state to keep; its token.
     fn keep_classic(&mut self, name: &str) -> Option<u64> {
         if !self.config.keep_state {
@@ -1181,16 +1233,21 @@ impl Coordinator {
             GroupCall::Sync(args) => self.sync(now, reply_to, args),
             GroupCall::Heartbeat(m) => Some(GroupReply::Heartbeat(self.heartbeat(now, &m))),
             GroupCall::Leave { group, members } => {
-                Some(GroupReply::Leave(self.leave(now, &group, &members)))
+                let before = self.next_keep;
+                let reply = GroupReply::Leave(self.leave(now, &group, &members));
+                self.answer_after_own_keep(now, reply_to, &[group.as_str()], before, reply)
             }
             GroupCall::Commit(m) => Some(GroupReply::Commit(self.commit(now, &m))),
             GroupCall::List => Some(GroupReply::List(self.list())),
             GroupCall::Describe(groups) => Some(GroupReply::Describe(
                 groups.iter().map(|g| self.describe(g)).collect(),
             )),
-            GroupCall::Delete(groups) => Some(GroupReply::Delete(
-                groups.iter().map(|g| self.delete(g)).collect(),
-            )),
+            GroupCall::Delete(groups) => {
+                let before = self.next_keep;
+                let reply = GroupReply::Delete(groups.iter().map(|g| self.delete(g)).collect());
+                let names: Vec<&str> = groups.iter().map(String::as_str).collect();
+                self.answer_after_own_keep(now, reply_to, &names, before, reply)
+            }
             GroupCall::OffsetDelete { group, topics } => Some(GroupReply::OffsetDelete(
                 self.offset_delete(&group, &topics),
             )),

@@ -754,6 +754,70 @@ fn group_offset_commands_keep_request_order() {
     );
 }
 
+/// DeleteGroups asks the coordinator about each group on its own, so each answer waits for
+/// its own group's write; only the groups deleted lose their offsets, and a group whose
+/// deletion could not be written is COORDINATOR_NOT_AVAILABLE, its offsets kept.
+#[test]
+fn delete_groups_deletes_offsets_only_of_groups_whose_deletion_was_written() {
+    use iggy_kafka_core::group::{Deletion, GroupCall, GroupReply};
+    use iggy_kafka_core::protocol::generated::delete_groups_request::DeleteGroupsRequest;
+    let mut h = Harness::new(Config::default());
+    h.send(
+        2,
+        1,
+        &Request::DeleteGroups(DeleteGroupsRequest {
+            groups_names: vec!["a".into(), "b".into(), "c".into()],
+            ..DeleteGroupsRequest::default()
+        }),
+    );
+    let cmds = h.commands();
+    let asked: Vec<&Vec<String>> = cmds
+        .iter()
+        .map(|(_, c)| match c {
+            Work::Group(GroupCall::Delete(g)) => g,
+            other => panic!("a group deletion: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        asked,
+        [
+            &vec!["a".to_owned()],
+            &vec!["b".to_owned()],
+            &vec!["c".to_owned()]
+        ]
+    );
+    for (i, d) in [
+        (2, Deletion::NonEmpty),
+        (0, Deletion::NotKept),
+        (1, Deletion::Deleted),
+    ] {
+        h.complete(cmds[i].0, Outcome::Group(GroupReply::Delete(vec![d])));
+    }
+    let next = h.commands();
+    let [(id, Work::Store(Command::DeleteOffsets { group, only: None }))] = &next[..] else {
+        panic!("only b's offsets are deleted: {next:?}")
+    };
+    assert_eq!(group, "b");
+    h.complete(*id, Outcome::Store(Completion::DeleteOffsets(Ok(2))));
+    let r = h.responses(ApiKey::DeleteGroups, 2);
+    let Response::DeleteGroups(r) = &r[0].1 else {
+        panic!("DeleteGroups")
+    };
+    let codes: Vec<(&str, i16)> = r
+        .results
+        .iter()
+        .map(|g| (g.group_id.as_str(), g.error_code))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            ("a", ErrorCode::COORDINATOR_NOT_AVAILABLE.into()),
+            ("b", 0),
+            ("c", ErrorCode::NON_EMPTY_GROUP.into())
+        ]
+    );
+}
+
 /// An idempotent producer's batch carries its producer id, epoch and sequence span to the
 /// backend, which appends a retry only once; a plain batch carries none.
 #[test]

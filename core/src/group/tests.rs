@@ -975,10 +975,14 @@ fn failed_writes_of_an_emptied_or_deleted_group_are_retried_on_the_clock() {
         group: "g".into(),
         members: ids.iter().map(|id| (id.clone(), None)).collect(),
     });
-    h.reply_to(to);
+    assert_eq!(h.reply_to(to), None, "LeaveGroup waits for the write");
     let keeps = h.keeps();
     assert_eq!(keeps.len(), 1);
     h.c.handle_kept(h.now, keeps[0].token, false);
+    assert_eq!(
+        h.reply_to(to),
+        Some(GroupReply::Leave(Err(ErrorCode::COORDINATOR_NOT_AVAILABLE)))
+    );
     // Tried again after 0.5 s, then 1 s, ...
     for wait in [500, 1000, 2000] {
         h.advance(Duration::from_millis(wait - 1));
@@ -995,15 +999,97 @@ fn failed_writes_of_an_emptied_or_deleted_group_are_retried_on_the_clock() {
     assert!(!h.c.is_unkept());
     h.advance(Duration::from_secs(60));
     assert!(h.keeps().is_empty(), "kept: nothing more");
-    // Deleted: the removal is retried the same way.
+    // A deletion that cannot be written puts the group back as it was kept.
     let to = h.call(GroupCall::Delete(vec!["g".into()]));
-    h.reply_to(to);
+    assert_eq!(h.reply_to(to), None, "DeleteGroups waits for the write");
     let keeps = h.keeps();
-    h.c.handle_kept(h.now, keeps[0].token, false);
-    h.advance(Duration::from_millis(500));
-    let keeps = h.keeps();
-    assert_eq!(keeps.len(), 1);
     assert_eq!((keeps[0].group.as_str(), &keeps[0].state), ("g", &None));
+    h.c.handle_kept(h.now, keeps[0].token, false);
+    assert_eq!(
+        h.reply_to(to),
+        Some(GroupReply::Delete(vec![Deletion::NotKept]))
+    );
+    let g = h.c.snapshot("g").expect("put back");
+    assert_eq!((g.state, g.generation), (GroupState::Empty, 2));
+    // Deleted again, and kept: answered, and nothing more is written.
+    h.advance(Duration::from_millis(500));
+    for k in h.keeps() {
+        h.c.handle_kept(h.now, k.token, true);
+    }
+    let to = h.call(GroupCall::Delete(vec!["g".into()]));
+    let keeps = h.keeps();
+    assert_eq!((keeps[0].group.as_str(), &keeps[0].state), ("g", &None));
+    h.c.handle_kept(h.now, keeps[0].token, true);
+    assert_eq!(
+        h.reply_to(to),
+        Some(GroupReply::Delete(vec![Deletion::Deleted]))
+    );
+    assert!(h.c.snapshot("g").is_none());
+    assert!(!h.c.is_unkept());
+}
+
+#[test]
+fn leave_and_delete_that_write_nothing_are_answered_at_once() {
+    let mut h = keeping();
+    let (ids, keep, _) = h.three_awaiting_keep();
+    h.c.handle_kept(h.now, keep.token, true);
+    h.replies();
+    let to = h.call(GroupCall::Leave {
+        group: "g".into(),
+        members: vec![("nobody".into(), None)],
+    });
+    assert_eq!(
+        h.reply_to(to),
+        Some(GroupReply::Leave(Ok(vec![ErrorCode::UNKNOWN_MEMBER_ID])))
+    );
+    let to = h.call(GroupCall::Delete(vec!["g".into(), "none".into()]));
+    assert_eq!(
+        h.reply_to(to),
+        Some(GroupReply::Delete(vec![
+            Deletion::NonEmpty,
+            Deletion::Unknown
+        ]))
+    );
+    assert!(h.keeps().is_empty());
+    // A leave that empties the group is answered once the empty group is kept.
+    let to = h.call(GroupCall::Leave {
+        group: "g".into(),
+        members: ids.iter().map(|id| (id.clone(), None)).collect(),
+    });
+    assert_eq!(h.reply_to(to), None);
+    let keeps = h.keeps();
+    h.c.handle_kept(h.now, keeps[0].token, true);
+    assert_eq!(
+        h.reply_to(to),
+        Some(GroupReply::Leave(Ok(vec![ErrorCode::NONE; 3])))
+    );
+}
+
+#[test]
+fn a_held_deletion_past_the_hold_timeout_keeps_its_offsets() {
+    let mut h = keeping();
+    let (ids, keep, _) = h.three_awaiting_keep();
+    h.c.handle_kept(h.now, keep.token, true);
+    h.replies();
+    let to = h.call(GroupCall::Leave {
+        group: "g".into(),
+        members: ids.iter().map(|id| (id.clone(), None)).collect(),
+    });
+    let keeps = h.keeps();
+    h.c.handle_kept(h.now, keeps[0].token, true);
+    h.reply_to(to);
+    let to = h.call(GroupCall::Delete(vec!["g".into()]));
+    let keeps = h.keeps();
+    h.advance(HOLD_TIMEOUT);
+    assert_eq!(
+        h.reply_to(to),
+        Some(GroupReply::Delete(vec![Deletion::NotKept])),
+        "the write may still land: COORDINATOR_NOT_AVAILABLE, offsets kept"
+    );
+    // It lands: the group is gone, and nothing is answered twice.
+    h.c.handle_kept(h.now, keeps[0].token, true);
+    assert!(h.replies().is_empty());
+    assert!(h.c.snapshot("g").is_none());
 }
 
 #[test]

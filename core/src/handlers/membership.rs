@@ -639,23 +639,32 @@ impl Task for DeleteGroupsTask {
             }
             0 => {
                 self.stage = 1;
-                let names = self
-                    .req
-                    .groups_names
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect();
-                Step::Run(vec![Work::Group(GroupCall::Delete(names))])
+                // One call per group: each answer waits for its own group's write, so a
+                // group whose deletion failed keeps its offsets.
+                Step::Run(
+                    self.req
+                        .groups_names
+                        .iter()
+                        .map(|g| Work::Group(GroupCall::Delete(vec![g.to_string()])))
+                        .collect(),
+                )
             }
             1 => {
-                let Some(GroupReply::Delete(outcomes)) = group_reply(results) else {
+                let mut outcomes = Vec::with_capacity(n);
+                for r in results {
+                    let Outcome::Group(GroupReply::Delete(one)) = r else {
+                        return self.respond(vec![ErrorCode::UNKNOWN_SERVER_ERROR; n]);
+                    };
+                    outcomes.extend(one);
+                }
+                if outcomes.len() != n {
                     return self.respond(vec![ErrorCode::UNKNOWN_SERVER_ERROR; n]);
-                };
+                }
                 self.stage = 2;
                 self.outcomes = outcomes;
                 let mut commands = Vec::new();
                 for (i, (name, o)) in self.req.groups_names.iter().zip(&self.outcomes).enumerate() {
-                    if *o != Deletion::NonEmpty {
+                    if matches!(o, Deletion::Deleted | Deletion::Unknown) {
                         self.sent.push(i);
                         commands.push(Work::Store(Command::DeleteOffsets {
                             group: name.to_string(),
@@ -671,6 +680,7 @@ impl Task for DeleteGroupsTask {
                     .iter()
                     .map(|o| match o {
                         Deletion::NonEmpty => ErrorCode::NON_EMPTY_GROUP,
+                        Deletion::NotKept => ErrorCode::COORDINATOR_NOT_AVAILABLE,
                         Deletion::Deleted | Deletion::Unknown => ErrorCode::NONE,
                     })
                     .collect();
