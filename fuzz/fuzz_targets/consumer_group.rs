@@ -4,7 +4,10 @@
 //! time, never moves a group epoch back, and a member's epoch goes back only when it joins
 //! again with epoch 0. The groups' state is kept as the coordinator hands it out: a restart
 //! restores every consumer group as it was, and arbitrary bytes given to `restore` are
-//! refused or make a group that keeps the invariants.
+//! refused or make a group that keeps the invariants. Writes may fail for a while
+//! (`Op::Failing`): every call is still answered, and a group whose write failed is back
+//! as it was last kept, so a restart still finds every consumer group as it is in memory
+//! (the epochs of a state that was never kept bind nothing).
 #![no_main]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -76,6 +79,8 @@ enum Op {
     Restart,
     /// Arbitrary bytes as a kept state.
     Kept(Vec<u8>),
+    /// From now on every write fails (true) or lands (false).
+    Failing(bool),
 }
 
 #[derive(Debug, Default, Clone)]
@@ -106,6 +111,7 @@ fuzz_target!(|ops: Vec<Op>| {
     let mut group_epochs: BTreeMap<String, i32> = BTreeMap::new();
     let mut member_epochs: BTreeMap<(String, String), i32> = BTreeMap::new();
     let group = |g: bool| if g { "g1" } else { "g0" }.to_owned();
+    let mut failing = false;
     for op in ops {
         let mut rejoined: Option<(String, String)> = None;
         let call = match op {
@@ -222,8 +228,15 @@ fuzz_target!(|ops: Vec<Op>| {
                     c.poll_timeout().is_none_or(|t| t > now),
                     "deadline not cleared"
                 );
+                keep(
+                    &mut c,
+                    now,
+                    &mut kept,
+                    failing,
+                    &mut group_epochs,
+                    &mut member_epochs,
+                );
                 check(&c, &mut group_epochs, &mut member_epochs, None);
-                keep(&mut c, now, &mut kept);
                 continue;
             }
             Op::Restart => {
@@ -236,6 +249,10 @@ fuzz_target!(|ops: Vec<Op>| {
                 assert_eq!(restarted.consumer_epochs(), c.consumer_epochs());
                 c = restarted;
                 check(&c, &mut group_epochs, &mut member_epochs, None);
+                continue;
+            }
+            Op::Failing(f) => {
+                failing = f;
                 continue;
             }
             Op::Kept(bytes) => {
@@ -255,7 +272,14 @@ fuzz_target!(|ops: Vec<Op>| {
         next += 1;
         c.handle(now, to, call);
         // A heartbeat's answer waits for the write of what it changed.
-        keep(&mut c, now, &mut kept);
+        keep(
+            &mut c,
+            now,
+            &mut kept,
+            failing,
+            &mut group_epochs,
+            &mut member_epochs,
+        );
         let (got, reply) = c
             .poll_reply()
             .expect("a consumer group call is answered once its change is kept");
@@ -281,13 +305,35 @@ fuzz_target!(|ops: Vec<Op>| {
             }
         }
         check(&c, &mut group_epochs, &mut member_epochs, rejoined);
-        keep(&mut c, now, &mut kept);
+        keep(
+            &mut c,
+            now,
+            &mut kept,
+            failing,
+            &mut group_epochs,
+            &mut member_epochs,
+        );
     }
 });
 
-/// Keeps what the coordinator hands out, at once.
-fn keep(c: &mut Coordinator, now: Instant, kept: &mut BTreeMap<String, Bytes>) {
+/// Keeps what the coordinator hands out, at once, or fails every write (`failing`). A
+/// group whose write failed goes back to its last kept state: the epochs seen for it since
+/// bind nothing, as no answer told of them.
+fn keep(
+    c: &mut Coordinator,
+    now: Instant,
+    kept: &mut BTreeMap<String, Bytes>,
+    failing: bool,
+    group_epochs: &mut BTreeMap<String, i32>,
+    member_epochs: &mut BTreeMap<(String, String), i32>,
+) {
     while let Some(k) = c.poll_keep() {
+        if failing {
+            group_epochs.remove(&k.group);
+            member_epochs.retain(|(g, _), _| *g != k.group);
+            c.handle_kept(now, k.token, false);
+            continue;
+        }
         match k.state {
             Some(s) => kept.insert(k.group, s),
             None => kept.remove(&k.group),
