@@ -584,6 +584,7 @@ async fn start(
 ) -> std::io::Result<Arc<Shared>> {
     let mut transactions = Vec::new();
     let mut open_for = Vec::new();
+    let mut follow = None;
     let backend: Arc<dyn Backend> = match plan {
         Plan::Embedded(store) => Arc::new(store),
         Plan::Iggy {
@@ -603,9 +604,18 @@ async fn start(
             // they win where both give a user's credential for one mechanism, deletions
             // included.
             if let Some(users) = users {
+                backend.pin_scram_deletions(users.names().into_iter().flat_map(|user| {
+                    users
+                        .describe(&user)
+                        .into_iter()
+                        .map(move |c| (user.clone(), c.mechanism))
+                        .collect::<Vec<_>>()
+                }));
                 for change in backend.scram_credentials() {
                     change.apply(&users);
                 }
+                // And then followed: another gateway's changes take effect here too.
+                follow = Some(users);
             }
             // The groups as the offsets log kept them: members that heartbeat on stay in
             // their generation; the others' sessions run from now.
@@ -617,7 +627,10 @@ async fn start(
             Arc::new(backend)
         }
     };
-    let shared = Shared::new(backend, coordinator);
+    let mut shared = Shared::new(backend, coordinator);
+    if let Some(users) = follow {
+        shared = shared.with_scram_users(users);
+    }
     if !transactions.is_empty() {
         tracing::info!(
             transactional_ids = transactions.len(),

@@ -221,6 +221,16 @@ impl IggyBackend {
         self.inner.scram.credentials()
     }
 
+    /// Keeps the deletions of these users' credentials (by mechanism) when the SCRAM
+    /// credentials topic is compacted: those the users file gives, so that one deleted
+    /// through Kafka stays deleted at every start.
+    pub fn pin_scram_deletions(
+        &self,
+        keys: impl IntoIterator<Item = (String, iggy_kafka_core::sasl::ScramMechanism)>,
+    ) {
+        self.inner.scram.pin_deletions(keys);
+    }
+
     /// The group coordinator's state kept in the committed-offsets log (replayed at
     /// [`IggyBackend::connect`]), each group's latest, for `Coordinator::restore`.
     #[must_use]
@@ -548,7 +558,20 @@ impl Backend for IggyBackend {
                 Completion::PersistTxns(inner.txns.persist(&inner.catalog, changes).await)
             })),
             Command::StoreScramCredentials { changes } => pending(Box::pin(async move {
-                Completion::StoreScramCredentials(inner.scram.store(&inner.catalog, changes).await)
+                Completion::StoreScramCredentials(
+                    inner
+                        .scram
+                        .store(&inner.catalog, &inner.reads, changes)
+                        .await,
+                )
+            })),
+            Command::FollowScramCredentials { since } => pending(Box::pin(async move {
+                Completion::FollowScramCredentials(
+                    inner
+                        .scram
+                        .follow(&inner.catalog, &inner.reads, since)
+                        .await,
+                )
             })),
             Command::VerifyPassword { user, password } => pending(Box::pin(async move {
                 let lanes = inner.catalog.calls().lanes();
