@@ -292,6 +292,15 @@ impl IggyBackend {
             txns: transactions::TxnStore::default(),
         };
         let opened = match admin::ensure_streams(&inner.catalog, config.create_stream).await {
+            Ok(()) => admin::keep_own_topics_forever(&inner.catalog)
+                .await
+                .map_err(|source| ConnectError::Offsets {
+                    step: "list the gateway's own topics",
+                    source,
+                }),
+            Err(e) => Err(e),
+        };
+        let opened = match opened {
             Ok(()) => inner.committed.open(&inner.catalog, &inner.reads).await,
             Err(e) => Err(e),
         };

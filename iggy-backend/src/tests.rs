@@ -2295,3 +2295,60 @@ mod scram_follow {
         assert!(!_h.fake.topics.contains_key(&unfinished_name));
     }
 }
+
+/// Gateway-owned topics made with a retention limit (before they were created
+/// never-expiring, or limited since with Iggy's tools) are made to keep everything again
+/// at the next start.
+#[test]
+fn own_topics_with_a_retention_limit_keep_everything_after_a_restart() {
+    use iggy_kafka_core::sasl::{ScramChange, ScramCredential, ScramMechanism};
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    let set = ScramChange::Set {
+        user: "alice".into(),
+        credential: ScramCredential {
+            mechanism: ScramMechanism::Sha256,
+            salt: b"salt".to_vec(),
+            iterations: 4096,
+            stored_key: vec![1; 32],
+            server_key: vec![2; 32],
+        },
+    };
+    assert!(matches!(
+        h.exec(
+            &backend,
+            Command::StoreScramCredentials {
+                changes: vec![set.clone()]
+            }
+        ),
+        Completion::StoreScramCredentials(Ok(_))
+    ));
+    create(&mut h, &backend, "t", 1);
+    let own = [offsets::topic_name(0), crate::scram::topic_name(0)];
+    let limit = |h: &mut Pool, topic: &str, expiry: u64, size: u64| {
+        let options = &mut h.fake.topics.get_mut(topic).expect("made").options;
+        options.retain(|(k, _)| k != "message_expiry" && k != "max_topic_size");
+        options.push(("message_expiry".into(), expiry));
+        options.push(("max_topic_size".into(), size));
+    };
+    limit(&mut h, &own[0], 600_000_000, u64::MAX);
+    limit(&mut h, &own[1], u64::MAX, 1 << 30);
+    // A Kafka topic's retention is its own business.
+    limit(&mut h, "t", 600_000_000, 1 << 30);
+    let (h, restarted) = h.restart();
+    for topic in &own {
+        assert_eq!(
+            option(&h, topic, "message_expiry"),
+            Some(u64::MAX),
+            "{topic}"
+        );
+        assert_eq!(
+            option(&h, topic, "max_topic_size"),
+            Some(u64::MAX),
+            "{topic}"
+        );
+    }
+    assert_eq!(option(&h, "t", "message_expiry"), Some(600_000_000));
+    assert_eq!(option(&h, "t", "max_topic_size"), Some(1 << 30));
+    assert_eq!(restarted.scram_credentials(), vec![set]);
+}
