@@ -584,8 +584,34 @@ impl ScramStore {
         let current = lock(&self.state).generation;
         let listed = generations(catalog).await?;
         let next = listed.first().copied().unwrap_or(current).max(current) + 1;
-        let snapshot = self.snapshot();
         create(catalog, next).await?;
+        if let Err(e) = self.write_generation(catalog, reads, next).await {
+            // Unfinished, so never read: it goes now rather than at the next start.
+            drop_topic(catalog, next).await;
+            return Err(e);
+        }
+        // Complete: the old generation goes, and this gateway reads the new one (at its
+        // next read, if not now: the old one is gone).
+        drop_topic(catalog, current).await;
+        match generations(catalog).await {
+            Ok(all) => {
+                self.switch(catalog, reads, &all).await?;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "the new SCRAM credentials generation is read later")
+            }
+        }
+        Ok(())
+    }
+
+    /// The compaction of generation `current` into `next`, once `next` exists.
+    async fn write_generation(
+        &self,
+        catalog: &Catalog,
+        reads: &Reads,
+        next: u64,
+    ) -> Result<(), BackendError> {
+        let snapshot = self.snapshot();
         let name = topic_name(next);
         for chunk in snapshot.chunks(1000) {
             let sealed: Vec<Bytes> = chunk
@@ -610,9 +636,6 @@ impl ScramStore {
             .chain(std::iter::once(seal(&self.key, &COMPLETE)))
             .collect::<Result<_, _>>()?;
         append(catalog, &name, &later).await?;
-        drop_topic(catalog, current).await;
-        let generations = generations(catalog).await?;
-        self.switch(catalog, reads, &generations).await?;
         tracing::info!(
             generation = next,
             records = snapshot.len(),
