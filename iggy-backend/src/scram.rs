@@ -306,6 +306,10 @@ impl Followed {
     }
 }
 
+/// The most rounds of copying what landed in the old generation during a compaction; a
+/// store past them writes to the new generation itself.
+const MAX_COPY_ROUNDS: usize = 8;
+
 /// Compaction starts past this many records in a generation, when they are more than
 /// twice the live credentials.
 pub(crate) const COMPACT_AFTER: u64 = 256;
@@ -620,22 +624,31 @@ impl ScramStore {
                 .collect::<Result<_, _>>()?;
             append(catalog, &name, &sealed).await?;
         }
-        // What landed in the current generation while the snapshot was written goes after
-        // it; a store that lands later finds the new generation and writes there too.
-        if self.catch_up(catalog, reads, &[]).await?.is_none() {
-            return Err(BackendError::Unavailable(
-                "the SCRAM credentials generation went during compaction".into(),
-            ));
+        // What lands in the current generation meanwhile goes after it, until a read of
+        // the current generation finds nothing new after the last copy: a store that lands
+        // later finds the new generation and writes there too, after every copy, so no
+        // copy of an older value can come after it.
+        let mut held = self.values();
+        for _ in 0..MAX_COPY_ROUNDS {
+            if self.catch_up(catalog, reads, &[]).await?.is_none() {
+                return Err(BackendError::Unavailable(
+                    "the SCRAM credentials generation went during compaction".into(),
+                ));
+            }
+            let now = self.values();
+            let copies: Vec<Bytes> = now
+                .iter()
+                .filter(|(k, v)| held.get(*k).cloned().flatten() != **v)
+                .filter_map(|((user, kind), v)| change(user, *kind, v.clone()))
+                .map(|c| seal(&self.key, &encode(&c)))
+                .collect::<Result<_, _>>()?;
+            if copies.is_empty() {
+                break;
+            }
+            append(catalog, &name, &copies).await?;
+            held = now;
         }
-        let later: Vec<Bytes> = self
-            .snapshot()
-            .into_iter()
-            .filter(|c| !snapshot.contains(c))
-            .chain(self.deleted_since(&snapshot))
-            .map(|c| seal(&self.key, &encode(&c)))
-            .chain(std::iter::once(seal(&self.key, &COMPLETE)))
-            .collect::<Result<_, _>>()?;
-        append(catalog, &name, &later).await?;
+        append(catalog, &name, &[seal(&self.key, &COMPLETE)?]).await?;
         tracing::info!(
             generation = next,
             records = snapshot.len(),
@@ -655,24 +668,12 @@ impl ScramStore {
             .collect()
     }
 
-    /// Deletions of credentials `snapshot` sets.
-    fn deleted_since(&self, snapshot: &[ScramChange]) -> Vec<ScramChange> {
-        let state = lock(&self.state);
-        snapshot
+    /// Every credential held, and `None` where the last change deleted one.
+    fn values(&self) -> Replayed {
+        lock(&self.state)
+            .entries
             .iter()
-            .filter_map(|c| match c {
-                ScramChange::Set { user, credential } => {
-                    let kind = credential.mechanism.kafka_type();
-                    match state.entries.get(&(user.clone(), kind)) {
-                        Some((None, _)) | None => Some(ScramChange::Delete {
-                            user: user.clone(),
-                            mechanism: credential.mechanism,
-                        }),
-                        Some((Some(_), _)) => None,
-                    }
-                }
-                ScramChange::Delete { .. } => None,
-            })
+            .map(|(k, (c, _))| (k.clone(), c.clone()))
             .collect()
     }
 }
