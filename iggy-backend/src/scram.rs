@@ -32,7 +32,9 @@
 //!
 //! The change (little-endian): version `1`; kind (1 set, 2 delete); the user as a
 //! u16-length string; the mechanism as Kafka's type (i8); for a set, the iteration count
-//! (u32), then the salt, StoredKey and ServerKey, each as u16-length bytes.
+//! (u32), then the salt, StoredKey and ServerKey, each as u16-length bytes. The marker that
+//! completes a compacted generation is version `1`, kind 3, and nothing else (sealed as
+//! every record is, so that no other Iggy user can complete a generation).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
