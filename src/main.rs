@@ -218,6 +218,20 @@ struct Args {
     )]
     iggy_write_through: bool,
 
+    /// Compact the stream's SCRAM credentials topic into generations once it holds more
+    /// than 256 records and twice the credentials. Only where one gateway stores the
+    /// stream's credentials: two gateways compacting, or storing through one while another
+    /// compacts, can race and bring a deleted credential back. false: the topic keeps every
+    /// change.
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_IGGY_SCRAM_COMPACTION",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    iggy_scram_compaction: bool,
+
     /// Iggy stream that holds one Iggy topic per Kafka topic.
     #[arg(
         long,
@@ -920,6 +934,7 @@ fn main() -> ExitCode {
             config.mapping = mapping;
             config.create_stream = args.iggy_create_stream;
             config.write_through = args.iggy_write_through;
+            config.scram_compaction = args.iggy_scram_compaction;
             config.poll_interval = Duration::from_millis(args.iggy_poll_interval_ms.max(1));
             config.seed = seed;
             // The SCRAM credentials kept in Iggy are sealed under a key from this secret.

@@ -93,6 +93,10 @@ pub struct IggyConfig {
     /// derived from it and the stream's name, so that other Iggy users who may read or
     /// write that topic can neither read the keys nor plant credentials.
     pub credential_secret: secrecy::SecretString,
+    /// Compact the SCRAM credentials topic into generations. Safe only where one gateway
+    /// stores the stream's credentials: two gateways compacting, or one storing while
+    /// another compacts, can race, and a credential deleted through one could come back.
+    pub scram_compaction: bool,
 }
 
 impl Default for IggyConfig {
@@ -109,6 +113,7 @@ impl Default for IggyConfig {
             .unwrap_or(usize::MAX),
             seed: 0,
             credential_secret: secrecy::SecretString::from(String::new()),
+            scram_compaction: false,
         }
     }
 }
@@ -288,7 +293,11 @@ impl IggyBackend {
             watches: Watches::new(config.poll_interval, started),
             committed: CommittedOffsets::default(),
             users: Users::default(),
-            scram: scram::ScramStore::new(&config.credential_secret, &config.stream),
+            scram: scram::ScramStore::new(
+                &config.credential_secret,
+                &config.stream,
+                config.scram_compaction,
+            ),
             txns: transactions::TxnStore::default(),
         };
         let opened = match admin::ensure_streams(&inner.catalog, config.create_stream).await {

@@ -327,6 +327,8 @@ pub(crate) struct ScramStore {
     /// The users and mechanisms whose deletions compaction keeps: those the users file
     /// gives a credential, which a deletion made through Kafka must keep deleted at start.
     pinned: Mutex<BTreeSet<(String, i8)>>,
+    /// Whether this gateway compacts the topic ([`crate::IggyConfig::scram_compaction`]).
+    compaction: bool,
 }
 
 /// One generation read: the records, with their offsets, and the offset after the last.
@@ -334,13 +336,14 @@ type Read = (Vec<(u64, Bytes)>, u64);
 
 impl ScramStore {
     /// No credentials yet; records sealed under the key of `secret` (the gateway's Iggy
-    /// password or token) and `stream`.
-    pub(crate) fn new(secret: &SecretString, stream: &str) -> Self {
+    /// password or token) and `stream`; compacted by this gateway when `compaction`.
+    pub(crate) fn new(secret: &SecretString, stream: &str, compaction: bool) -> Self {
         Self {
             key: seal_key(secret.expose_secret().as_bytes(), stream),
             gate: Gate::default(),
             state: Mutex::default(),
             pinned: Mutex::default(),
+            compaction,
         }
     }
 
@@ -480,6 +483,9 @@ impl ScramStore {
     }
 
     fn wants_compaction(&self) -> bool {
+        if !self.compaction {
+            return false;
+        }
         let pinned = lock(&self.pinned);
         let state = lock(&self.state);
         state.next > COMPACT_AFTER && state.next > 2 * state.live(&pinned)
@@ -589,7 +595,15 @@ impl ScramStore {
     async fn compact(&self, catalog: &Catalog, reads: &Reads) -> Result<(), BackendError> {
         let current = lock(&self.state).generation;
         let listed = generations(catalog).await?;
-        let next = listed.first().copied().unwrap_or(current).max(current) + 1;
+        let next = listed
+            .first()
+            .copied()
+            .unwrap_or(current)
+            .max(current)
+            .checked_add(1)
+            .ok_or_else(|| {
+                BackendError::Unavailable("no SCRAM generation after the last".into())
+            })?;
         create(catalog, next).await?;
         if let Err(e) = self.write_generation(catalog, reads, next).await {
             // Unfinished, so never read: it goes now rather than at the next start.
@@ -720,11 +734,12 @@ pub(crate) fn generation(name: &str) -> Option<u64> {
     if name == TOPIC {
         return Some(0);
     }
+    // Only the name the gateway itself would give (no sign, no leading zero).
     name.strip_prefix(TOPIC)?
         .strip_prefix('.')?
         .parse()
         .ok()
-        .filter(|g| *g > 0)
+        .filter(|g| *g > 0 && topic_name(*g) == name)
 }
 
 /// The credentials topic's generations in the stream, newest first.
@@ -872,7 +887,7 @@ mod tests {
         longer.push(0);
         assert_eq!(decode(&longer), None);
         assert_eq!(decode(b"\x02\x01"), None);
-        let store = ScramStore::new(&SecretString::from("secret".to_owned()), "kafka");
+        let store = ScramStore::new(&SecretString::from("secret".to_owned()), "kafka", false);
         let delete_alice = |mechanism| ScramChange::Delete {
             user: "alice".into(),
             mechanism,
@@ -935,6 +950,9 @@ mod tests {
         for other in [
             "__kafka_gateway_scram.0",
             "__kafka_gateway_scram.x",
+            "__kafka_gateway_scram.05",
+            "__kafka_gateway_scram.+5",
+            "__kafka_gateway_scram.18446744073709551616",
             "__kafka_gateway_scramx",
             "orders",
         ] {

@@ -2230,9 +2230,34 @@ mod scram_follow {
     }
 
     #[test]
-    fn the_topic_is_compacted_and_followers_switch_generation() {
+    fn without_the_option_the_topic_keeps_every_change() {
         let mut h = Pool::new(FakeIggy::new());
         let a = h.backend();
+        for i in 0..=scram::COMPACT_AFTER {
+            store(&mut h, &a, vec![version("alice", i), set_bob()]);
+        }
+        let generations: Vec<u64> = h
+            .fake
+            .topics
+            .keys()
+            .filter_map(|t| scram::generation(t))
+            .collect();
+        assert_eq!(generations, [0]);
+        let held = h.fake.topics[&scram::topic_name(0)].partitions[0].next;
+        assert_eq!(held, 2 * (scram::COMPACT_AFTER + 1));
+    }
+
+    #[test]
+    fn the_topic_is_compacted_and_followers_switch_generation() {
+        let mut h = Pool::new(FakeIggy::new());
+        // A compacts; B and C only follow and store (--iggy-scram-compaction false).
+        let a = h
+            .connect_with(crate::IggyConfig {
+                seed: 42,
+                scram_compaction: true,
+                ..crate::IggyConfig::default()
+            })
+            .expect("connect");
         let b = h.backend();
         let c = h.backend();
         // The users file every gateway starts with gives file-user a credential.
