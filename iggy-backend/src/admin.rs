@@ -234,7 +234,8 @@ pub(crate) async fn keep_own_topics_forever(catalog: &Catalog) -> Result<(), Bac
             Err(f) => tracing::warn!(
                 topic = %name,
                 error = %backend_error(f, &name, None),
-                "a gateway-owned topic has a retention limit that could not be lifted:                  records past it would be lost"
+                "a gateway-owned topic has a retention limit that could not be lifted: \
+                 records past it would be lost"
             ),
         }
     }
