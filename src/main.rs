@@ -218,6 +218,20 @@ struct Args {
     )]
     iggy_write_through: bool,
 
+    /// Compact the stream's SCRAM credentials topic into generations once it holds more
+    /// than 256 records and twice the credentials. Only where one gateway stores the
+    /// stream's credentials: two gateways compacting, or storing through one while another
+    /// compacts, can race and bring a deleted credential back. false: the topic keeps every
+    /// change.
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_IGGY_SCRAM_COMPACTION",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    iggy_scram_compaction: bool,
+
     /// Iggy stream that holds one Iggy topic per Kafka topic.
     #[arg(
         long,
@@ -584,6 +598,7 @@ async fn start(
 ) -> std::io::Result<Arc<Shared>> {
     let mut transactions = Vec::new();
     let mut open_for = Vec::new();
+    let mut follow = None;
     let backend: Arc<dyn Backend> = match plan {
         Plan::Embedded(store) => Arc::new(store),
         Plan::Iggy {
@@ -603,9 +618,18 @@ async fn start(
             // they win where both give a user's credential for one mechanism, deletions
             // included.
             if let Some(users) = users {
+                backend.pin_scram_deletions(users.names().into_iter().flat_map(|user| {
+                    users
+                        .describe(&user)
+                        .into_iter()
+                        .map(move |c| (user.clone(), c.mechanism))
+                        .collect::<Vec<_>>()
+                }));
                 for change in backend.scram_credentials() {
                     change.apply(&users);
                 }
+                // And then followed: another gateway's changes take effect here too.
+                follow = Some(users);
             }
             // The groups as the offsets log kept them: members that heartbeat on stay in
             // their generation; the others' sessions run from now.
@@ -617,7 +641,10 @@ async fn start(
             Arc::new(backend)
         }
     };
-    let shared = Shared::new(backend, coordinator);
+    let mut shared = Shared::new(backend, coordinator);
+    if let Some(users) = follow {
+        shared = shared.with_scram_users(users);
+    }
     if !transactions.is_empty() {
         tracing::info!(
             transactional_ids = transactions.len(),
@@ -907,6 +934,7 @@ fn main() -> ExitCode {
             config.mapping = mapping;
             config.create_stream = args.iggy_create_stream;
             config.write_through = args.iggy_write_through;
+            config.scram_compaction = args.iggy_scram_compaction;
             config.poll_interval = Duration::from_millis(args.iggy_poll_interval_ms.max(1));
             config.seed = seed;
             // The SCRAM credentials kept in Iggy are sealed under a key from this secret.

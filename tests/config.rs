@@ -74,6 +74,7 @@ iggy-merge-appends = 3
 iggy-poll-interval-ms = 55
 iggy-create-stream = false
 iggy-write-through = false
+iggy-scram-compaction = true
 stream = "elsewhere"
 map-topics = "orders=shop/orders,pay=billing/payments"
 map-streams = "shop,audit"

@@ -272,6 +272,144 @@ fn scram_credentials_outlive_the_gateway_on_a_real_iggy() {
     gw.gateway.stop();
 }
 
+/// Runs a `scram_store.py` step until it passes, for as long as a change kept through
+/// another gateway may take to reach this one (the follow interval, 2 s, with room for a
+/// loaded machine); panics with the last failure.
+fn scram_store_within_the_bound(bootstrap: &str, step: &str, admin: &[&str]) {
+    for _ in 0..10 {
+        let out = Command::new(common::python())
+            .current_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients"))
+            .args(["scram_store.py", bootstrap, step])
+            .args(admin)
+            .output()
+            .expect("python");
+        if out.status.success() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    scram_store(bootstrap, step, admin);
+}
+
+/// Two gateways on one stream: a credential set, and then deleted, through one is
+/// followed by the other while both run.
+fn credentials_are_followed_across_gateways(url: &str, super_user: &str, admin: &[&str]) {
+    let stream = common::unique_stream();
+    let start = || {
+        let args: Vec<String> = [
+            "--listeners",
+            "SASL_PLAINTEXT://127.0.0.1:0",
+            "--iggy",
+            url,
+            "--stream",
+            &stream,
+            "--super-users",
+            super_user,
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        start_listeners(&args, 1)
+    };
+    let a = start();
+    let b = start();
+    let (on_a, on_b) = (
+        a.address("SASL_PLAINTEXT").to_string(),
+        b.address("SASL_PLAINTEXT").to_string(),
+    );
+    scram_store(&on_a, "set", admin);
+    scram_store_within_the_bound(&on_b, "check", admin);
+    scram_store(&on_a, "delete", admin);
+    scram_store_within_the_bound(&on_b, "deleted", admin);
+    a.gateway.stop();
+    b.gateway.stop();
+}
+
+/// Many changes through one gateway (the one that compacts) while another follows: the
+/// topic is compacted into a new generation, the other gateway follows it there, and a
+/// restart replays it. On the fake, the topic holds a bounded number of records; `inspect`
+/// looks.
+fn a_compacted_credentials_topic_is_followed(url: &str, super_user: &str, admin: &[&str]) {
+    let stream = common::unique_stream();
+    let start = |compacts: bool| {
+        let args: Vec<String> = [
+            "--listeners",
+            "SASL_PLAINTEXT://127.0.0.1:0",
+            "--iggy",
+            url,
+            "--stream",
+            &stream,
+            "--super-users",
+            super_user,
+            "--iggy-scram-compaction",
+            if compacts { "true" } else { "false" },
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        start_listeners(&args, 1)
+    };
+    let a = start(true);
+    let b = start(false);
+    scram_store(&a.address("SASL_PLAINTEXT").to_string(), "churn", admin);
+    scram_store_within_the_bound(&b.address("SASL_PLAINTEXT").to_string(), "check", admin);
+    scram_store(&a.address("SASL_PLAINTEXT").to_string(), "delete", admin);
+    scram_store_within_the_bound(&b.address("SASL_PLAINTEXT").to_string(), "deleted", admin);
+    a.gateway.stop();
+    b.gateway.stop();
+    let again = start(false);
+    scram_store(
+        &again.address("SASL_PLAINTEXT").to_string(),
+        "deleted",
+        admin,
+    );
+    again.gateway.stop();
+}
+
+#[test]
+fn a_compacted_credentials_topic_is_followed_and_replayed() {
+    let iggy = FakeIggyServer::start();
+    iggy.fake()
+        .passwords
+        .insert("admin".into(), "admin-secret".into());
+    a_compacted_credentials_topic_is_followed(&iggy.url(), "admin", &[]);
+    let fake = iggy.fake();
+    let generations: Vec<(&String, u64)> = fake
+        .topics
+        .iter()
+        .filter(|(name, _)| name.starts_with("__kafka_gateway_scram"))
+        .map(|(name, t)| (name, t.partitions[0].next))
+        .collect();
+    assert_eq!(generations.len(), 1, "{generations:?}");
+    assert_ne!(generations[0].0, "__kafka_gateway_scram", "compacted");
+    assert!(generations[0].1 <= 260, "{generations:?}");
+}
+
+#[test]
+#[ignore = "needs a real Iggy server: IGGY_KAFKA_TEST_IGGY, see scripts/test-iggy.sh"]
+fn a_compacted_credentials_topic_is_followed_and_replayed_on_a_real_iggy() {
+    let url = common::iggy_url().expect("IGGY_KAFKA_TEST_IGGY names an Iggy server");
+    let (user, password) = url_user(&url);
+    a_compacted_credentials_topic_is_followed(&url, &user, &[&user, &password]);
+}
+
+#[test]
+fn scram_credentials_are_followed_across_gateways() {
+    let iggy = FakeIggyServer::start();
+    iggy.fake()
+        .passwords
+        .insert("admin".into(), "admin-secret".into());
+    credentials_are_followed_across_gateways(&iggy.url(), "admin", &[]);
+}
+
+#[test]
+#[ignore = "needs a real Iggy server: IGGY_KAFKA_TEST_IGGY, see scripts/test-iggy.sh"]
+fn scram_credentials_are_followed_across_gateways_on_a_real_iggy() {
+    let url = common::iggy_url().expect("IGGY_KAFKA_TEST_IGGY names an Iggy server");
+    let (user, password) = url_user(&url);
+    credentials_are_followed_across_gateways(&url, &user, &[&user, &password]);
+}
+
 /// The user and password of an `iggy://USER:PASSWORD@...` URL.
 fn url_user(url: &str) -> (String, String) {
     let userinfo = url

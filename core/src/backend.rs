@@ -460,6 +460,16 @@ pub enum Command {
         /// The changes, at most one per user.
         changes: Vec<crate::sasl::ScramChange>,
     },
+    /// The SCRAM credential changes kept since `since` (a place of
+    /// [`Completion::StoreScramCredentials`] or of an earlier answer to this), including
+    /// those other gateways on the same backend kept: on Iggy, the credentials topic's new
+    /// records are read. Each gateway asks this on its clock
+    /// ([`crate::driver::drive_scram_credentials`]), so that a change made through any
+    /// gateway takes effect on all of them.
+    FollowScramCredentials {
+        /// The greatest place already applied; 0 for everything.
+        since: u64,
+    },
     /// Keep these changes of the transaction coordinator's state
     /// ([`crate::txn::TxnEffect::Persist`], the latest of a transactional id wins) where
     /// they outlive the gateway, in this order and after those of earlier calls; `None`
@@ -579,6 +589,9 @@ pub enum Completion {
     /// The credentials in memory follow that order, whatever order the answers reach
     /// their connections in.
     StoreScramCredentials(Result<u64, BackendError>),
+    /// Of [`Command::FollowScramCredentials`]: each credential (or deletion) kept at a
+    /// place after `since`, with its place, the latest per user and mechanism.
+    FollowScramCredentials(Result<Vec<(crate::sasl::ScramChange, u64)>, BackendError>),
     /// Of [`Command::PersistTxns`]: all of them kept (an error: some may have been).
     PersistTxns(Result<(), BackendError>),
     /// Of [`Command::CommitOffsets`]: one result per offset, in order.
@@ -822,6 +835,9 @@ pub(crate) mod tests {
             Command::WriteMarker { .. } => Completion::WriteMarker(Ok(0)),
             Command::VerifyPassword { .. } => Completion::VerifyPassword(Ok(false)),
             Command::StoreScramCredentials { .. } => Completion::StoreScramCredentials(Ok(1)),
+            Command::FollowScramCredentials { .. } => {
+                Completion::FollowScramCredentials(Ok(Vec::new()))
+            }
             Command::PersistTxns { .. } => Completion::PersistTxns(Ok(())),
             Command::CommitOffsets { offsets, .. } => {
                 Completion::CommitOffsets(offsets.iter().map(|_| Ok(())).collect())

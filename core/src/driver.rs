@@ -41,6 +41,8 @@ pub struct Shared {
     backend: Arc<dyn Backend>,
     groups: Groups,
     txns: Txns,
+    /// The SASL users whose SCRAM credentials follow the backend's.
+    scram_users: Option<Arc<crate::sasl::Users>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -57,7 +59,16 @@ impl Shared {
             backend,
             groups: Groups::new(coordinator),
             txns: Txns::new(TxnCoordinator::new(TxnConfig::default())),
+            scram_users: None,
         }
+    }
+
+    /// Makes `users`' SCRAM credentials follow those the backend keeps, including other
+    /// gateways' changes ([`drive_scram_credentials`]).
+    #[must_use]
+    pub fn with_scram_users(mut self, users: Arc<crate::sasl::Users>) -> Self {
+        self.scram_users = Some(users);
+        self
     }
 
     /// The transaction coordinator, whose markers and timers [`drive_transactions`] drives.
@@ -617,6 +628,33 @@ where
             txns.markers_done(now, m, written, *ok);
         }
         txns.handle_timeout(now);
+    }
+}
+
+/// Keeps the SCRAM credentials of the users given to [`Shared::with_scram_users`] up to
+/// date with those the backend keeps, asking it every [`crate::sasl::FOLLOW_INTERVAL`]
+/// ([`crate::sasl::ScramFollower`]), so that a change made through another gateway on the
+/// same backend takes effect here too. Returns at once without such users. `now` reads the
+/// clock; `sleep_until` sleeps until a deadline. The runtime adapters spawn it once per
+/// gateway.
+pub async fn drive_scram_credentials<S, F>(
+    shared: Arc<Shared>,
+    now: fn() -> Instant,
+    sleep_until: S,
+) where
+    S: Fn(Option<Instant>) -> F,
+    F: Future<Output = ()>,
+{
+    let Some(users) = shared.scram_users.clone() else {
+        return;
+    };
+    let mut follower = crate::sasl::ScramFollower::new(users, now(), crate::sasl::FOLLOW_INTERVAL);
+    loop {
+        sleep_until(follower.poll_timeout()).await;
+        if let Some(command) = follower.handle_timeout(now()) {
+            let completion = run(shared.backend.execute(command)).await;
+            follower.handle_completion(now(), completion);
+        }
     }
 }
 

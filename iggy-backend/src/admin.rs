@@ -202,6 +202,46 @@ pub(crate) async fn create_partitions(
     Ok(())
 }
 
+/// Makes every gateway-owned topic of the stream (committed offsets, SCRAM credentials,
+/// transaction state) keep its records for ever: one made with an expiry or a size limit
+/// (before the gateway created them never-expiring, or changed with Iggy's tools since)
+/// would drop state still in use. Logs each one changed; a topic Iggy does not let it
+/// change is left as it is, with a warning.
+pub(crate) async fn keep_own_topics_forever(catalog: &Catalog) -> Result<(), BackendError> {
+    let limited = |v: u64| v != wire::UNLIMITED && v != 0;
+    for t in catalog.stream_topics().await? {
+        let name = t.name.as_str().to_owned();
+        if !is_own(&name) || !(limited(t.message_expiry) || limited(t.max_topic_size)) {
+            continue;
+        }
+        let request = UpdateTopicRequest {
+            stream_id: catalog.calls().stream().clone(),
+            topic_id: wire::named(&name)?,
+            name: t.name.clone(),
+            options: wire::kept_forever_options(wire::Existing::Altering(&t))?,
+        };
+        match catalog
+            .calls()
+            .call(admin_lane(&name), UPDATE_TOPIC_CODE, request.to_bytes())
+            .await
+        {
+            Ok(_) => tracing::info!(
+                topic = %name,
+                message_expiry_us = t.message_expiry,
+                max_topic_size = t.max_topic_size,
+                "a gateway-owned topic had a retention limit; it now never expires and has no size limit"
+            ),
+            Err(f) => tracing::warn!(
+                topic = %name,
+                error = %backend_error(f, &name, None),
+                "a gateway-owned topic has a retention limit that could not be lifted: \
+                 records past it would be lost"
+            ),
+        }
+    }
+    Ok(())
+}
+
 /// Sends Iggy `options` to change `topic` (whose header is `header`).
 async fn update_topic(
     catalog: &Catalog,

@@ -26,7 +26,8 @@ pub fn decode(data: &[u8]) {
     let _ = wire::find_message(data, u128::from_le_bytes([0xA5; 16]));
     let _ = wire::scan_timestamps(data, 2..u64::MAX, 0);
     let _ = crate::offsets_log::Record::decode(data);
-    let _ = crate::scram::decode(data);
+    let _ = crate::scram::decode_record(data);
+    let _ = crate::scram::generation(&String::from_utf8_lossy(data));
     if let Some(r) = crate::txn_log::Record::decode(data) {
         // What decodes is written back the same.
         let bytes = r.encode().expect("a decoded record encodes");

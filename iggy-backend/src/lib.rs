@@ -93,6 +93,10 @@ pub struct IggyConfig {
     /// derived from it and the stream's name, so that other Iggy users who may read or
     /// write that topic can neither read the keys nor plant credentials.
     pub credential_secret: secrecy::SecretString,
+    /// Compact the SCRAM credentials topic into generations. Safe only where one gateway
+    /// stores the stream's credentials: two gateways compacting, or one storing while
+    /// another compacts, can race, and a credential deleted through one could come back.
+    pub scram_compaction: bool,
 }
 
 impl Default for IggyConfig {
@@ -109,6 +113,7 @@ impl Default for IggyConfig {
             .unwrap_or(usize::MAX),
             seed: 0,
             credential_secret: secrecy::SecretString::from(String::new()),
+            scram_compaction: false,
         }
     }
 }
@@ -221,6 +226,16 @@ impl IggyBackend {
         self.inner.scram.credentials()
     }
 
+    /// Keeps the deletions of these users' credentials (by mechanism) when the SCRAM
+    /// credentials topic is compacted: those the users file gives, so that one deleted
+    /// through Kafka stays deleted at every start.
+    pub fn pin_scram_deletions(
+        &self,
+        keys: impl IntoIterator<Item = (String, iggy_kafka_core::sasl::ScramMechanism)>,
+    ) {
+        self.inner.scram.pin_deletions(keys);
+    }
+
     /// The group coordinator's state kept in the committed-offsets log (replayed at
     /// [`IggyBackend::connect`]), each group's latest, for `Coordinator::restore`.
     #[must_use]
@@ -278,10 +293,23 @@ impl IggyBackend {
             watches: Watches::new(config.poll_interval, started),
             committed: CommittedOffsets::default(),
             users: Users::default(),
-            scram: scram::ScramStore::new(&config.credential_secret, &config.stream),
+            scram: scram::ScramStore::new(
+                &config.credential_secret,
+                &config.stream,
+                config.scram_compaction,
+            ),
             txns: transactions::TxnStore::default(),
         };
         let opened = match admin::ensure_streams(&inner.catalog, config.create_stream).await {
+            Ok(()) => admin::keep_own_topics_forever(&inner.catalog)
+                .await
+                .map_err(|source| ConnectError::Offsets {
+                    step: "list the gateway's own topics",
+                    source,
+                }),
+            Err(e) => Err(e),
+        };
+        let opened = match opened {
             Ok(()) => inner.committed.open(&inner.catalog, &inner.reads).await,
             Err(e) => Err(e),
         };
@@ -548,7 +576,20 @@ impl Backend for IggyBackend {
                 Completion::PersistTxns(inner.txns.persist(&inner.catalog, changes).await)
             })),
             Command::StoreScramCredentials { changes } => pending(Box::pin(async move {
-                Completion::StoreScramCredentials(inner.scram.store(&inner.catalog, changes).await)
+                Completion::StoreScramCredentials(
+                    inner
+                        .scram
+                        .store(&inner.catalog, &inner.reads, changes)
+                        .await,
+                )
+            })),
+            Command::FollowScramCredentials { since } => pending(Box::pin(async move {
+                Completion::FollowScramCredentials(
+                    inner
+                        .scram
+                        .follow(&inner.catalog, &inner.reads, since)
+                        .await,
+                )
             })),
             Command::VerifyPassword { user, password } => pending(Box::pin(async move {
                 let lanes = inner.catalog.calls().lanes();

@@ -44,11 +44,11 @@ pub(crate) const COMPACT_AFTER: u64 = 50_000;
 pub(crate) const SCRAM_TOPIC: &str = "__kafka_gateway_scram";
 
 /// Whether `name` is one of the gateway's own topics (the offsets topics, the transaction
-/// state's, and the SCRAM credentials' [`SCRAM_TOPIC`]), which no Kafka client may see,
+/// state's, and the SCRAM credentials' [`SCRAM_TOPIC`] and its generations), which no Kafka client may see,
 /// write, read or delete.
 pub(crate) fn is_own(name: &str) -> bool {
     name.starts_with(TOPIC_PREFIX)
-        || name == SCRAM_TOPIC
+        || crate::scram::generation(name).is_some()
         || name.starts_with(crate::txn_log::TOPIC_PREFIX)
 }
 

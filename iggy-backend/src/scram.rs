@@ -8,9 +8,19 @@
 //! clients neither see nor touch the topic (it is one of the gateway's own, as the
 //! committed offsets' topics are).
 //!
-//! Credentials change seldom, so the topic is not compacted: each change is one record of
-//! about 200 bytes. One gateway per stream writes it; another gateway's changes are seen
-//! at its next start.
+//! Every gateway on the stream follows the topic ([`ScramStore::follow`], asked every few
+//! seconds by the core's follower): a change made through one takes effect on all. Each
+//! change read gets a place, the order this gateway learned it in; a store reads the topic
+//! up to its own records before it answers, so that its place is theirs in the topic's
+//! order, and concurrent changes through several gateways end as the topic orders them.
+//!
+//! The topic is compacted into generations (`__kafka_gateway_scram`, then
+//! `__kafka_gateway_scram.<g>`), as the committed-offsets log is: the latest credential per
+//! user and mechanism (and the deletions of the users file's credentials) goes into the
+//! next generation, then what landed in the old one meanwhile, then a marker
+//! ([`Record::Complete`]); then the old one is deleted. The newest complete generation is
+//! the one read; a store that lands in an old generation after a compaction read it
+//! finds the newer one and writes there too.
 //!
 //! Each record is sealed with ChaCha20-Poly1305 under a key derived (HKDF-SHA256, salt
 //! [`SEAL_SALT`], the stream's name as info) from the secret of the gateway's own Iggy
@@ -22,9 +32,11 @@
 //!
 //! The change (little-endian): version `1`; kind (1 set, 2 delete); the user as a
 //! u16-length string; the mechanism as Kafka's type (i8); for a set, the iteration count
-//! (u32), then the salt, StoredKey and ServerKey, each as u16-length bytes.
+//! (u32), then the salt, StoredKey and ServerKey, each as u16-length bytes. The marker that
+//! completes a compacted generation is version `1`, kind 3, and nothing else (sealed as
+//! every record is, so that no other Iggy user can complete a generation).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -34,8 +46,10 @@ use iggy_kafka_core::backend::{BackendError, TopicRef};
 use iggy_kafka_core::message::{IggyMessage, MessageList};
 use iggy_kafka_core::sasl::scram::{MAX_ITERATIONS, MIN_ITERATIONS};
 use iggy_kafka_core::sasl::{ScramChange, ScramCredential, ScramMechanism};
-use iggy_kafka_iggy_client::protocol::codes::{CREATE_TOPIC_CODE, SEND_MESSAGES_CODE};
-use iggy_kafka_iggy_client::protocol::requests::topics::CreateTopicRequest;
+use iggy_kafka_iggy_client::protocol::codes::{
+    CREATE_TOPIC_CODE, DELETE_TOPIC_CODE, SEND_MESSAGES_CODE,
+};
+use iggy_kafka_iggy_client::protocol::requests::topics::{CreateTopicRequest, DeleteTopicRequest};
 use iggy_kafka_iggy_client::protocol::{WireEncode, WireName, WirePollingStrategy};
 use iggy_kafka_iggy_client::Failure;
 use secrecy::{ExposeSecret, SecretString};
@@ -164,6 +178,27 @@ pub(crate) fn encode(change: &ScramChange) -> Bytes {
     b.freeze()
 }
 
+/// A record of the topic, opened.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Record {
+    /// A credential set or deleted.
+    Change(ScramChange),
+    /// The end of a compacted generation's snapshot: the generation is complete.
+    Complete,
+}
+
+/// The payload of [`Record::Complete`].
+const COMPLETE: [u8; 2] = [1, 3];
+
+/// The record a payload holds; `None` as for [`decode`].
+pub(crate) fn decode_record(p: &[u8]) -> Option<Record> {
+    if p == COMPLETE {
+        Some(Record::Complete)
+    } else {
+        decode(p).map(Record::Change)
+    }
+}
+
 /// The change a record's payload holds; `None` for anything this gateway did not write,
 /// and for a credential AlterUserScramCredentials would not have taken: an empty user, an
 /// iteration count outside Kafka's 4,096..=16,384, an empty salt or one over 1 KiB, keys
@@ -212,89 +247,131 @@ pub(crate) fn decode(mut p: &[u8]) -> Option<ScramChange> {
     p.is_empty().then_some(change)
 }
 
-type State = BTreeMap<(String, i8), Option<ScramCredential>>;
+/// What one generation's replay holds, by user and mechanism (Kafka's type): a
+/// credential, or `None` where the last change deleted one.
+type Replayed = BTreeMap<(String, i8), Option<ScramCredential>>;
+
+/// The credentials as followed from the topic.
+#[derive(Default)]
+struct Followed {
+    /// The generation read.
+    generation: u64,
+    /// The offset after the last record read of it: how many records it holds.
+    next: u64,
+    /// By user and mechanism: the credential (or `None`, deleted) and its place, the
+    /// order this gateway learned it in (greater for each change after it).
+    entries: BTreeMap<(String, i8), (Option<ScramCredential>, u64)>,
+    /// The greatest place given.
+    places: u64,
+}
+
+impl Followed {
+    /// Applies a change read from the topic (or stored), at the next place.
+    fn apply(&mut self, change: ScramChange) -> u64 {
+        self.places += 1;
+        let (key, value) = match change {
+            ScramChange::Set { user, credential } => {
+                ((user, credential.mechanism.kafka_type()), Some(credential))
+            }
+            ScramChange::Delete { user, mechanism } => ((user, mechanism.kafka_type()), None),
+        };
+        self.entries.insert(key, (value, self.places));
+        self.places
+    }
+
+    /// Takes a generation replayed whole as the state: what differs from what is held
+    /// gets a new place (a credential missing from it was deleted).
+    fn adopt(&mut self, generation: u64, next: u64, replayed: Replayed) {
+        let mut keys: Vec<(String, i8)> = self.entries.keys().cloned().collect();
+        keys.extend(replayed.keys().cloned());
+        keys.sort();
+        keys.dedup();
+        for key in keys {
+            let new = replayed.get(&key).cloned().flatten();
+            let old = self.entries.get(&key).and_then(|(c, _)| c.clone());
+            if old != new || !self.entries.contains_key(&key) {
+                self.places += 1;
+                self.entries.insert(key, (new, self.places));
+            }
+        }
+        self.generation = generation;
+        self.next = next;
+    }
+
+    /// How many records a compacted generation would hold: the credentials, and the
+    /// deletions kept for `pinned`.
+    fn live(&self, pinned: &BTreeSet<(String, i8)>) -> u64 {
+        self.entries
+            .iter()
+            .filter(|(k, (c, _))| c.is_some() || pinned.contains(*k))
+            .count() as u64
+    }
+}
+
+/// The most rounds of copying what landed in the old generation during a compaction; a
+/// store past them writes to the new generation itself.
+const MAX_COPY_ROUNDS: usize = 8;
+
+/// Compaction starts past this many records in a generation, when they are more than
+/// twice the live credentials.
+pub(crate) const COMPACT_AFTER: u64 = 256;
 
 /// The credentials as the topic holds them.
 pub(crate) struct ScramStore {
     /// The key the records are sealed under.
     key: Key,
-    /// Held while the topic is written, so that the records keep the order of the changes.
+    /// Held while the topic is read or written, so that the state follows the topic's
+    /// order.
     gate: Gate,
-    /// How many stores were written, under the gate: each store's place in the topic's
-    /// order, which the gateway's memory follows.
-    written: std::sync::atomic::AtomicU64,
-    /// By user and mechanism (Kafka's type): the credentials the topic holds, and `None`
-    /// where its last change deleted one (a credential the users file gives is deleted
-    /// again at each start).
-    state: Mutex<State>,
+    state: Mutex<Followed>,
+    /// The users and mechanisms whose deletions compaction keeps: those the users file
+    /// gives a credential, which a deletion made through Kafka must keep deleted at start.
+    pinned: Mutex<BTreeSet<(String, i8)>>,
+    /// Whether this gateway compacts the topic ([`crate::IggyConfig::scram_compaction`]).
+    compaction: bool,
 }
+
+/// One generation read: the records, with their offsets, and the offset after the last.
+type Read = (Vec<(u64, Bytes)>, u64);
 
 impl ScramStore {
     /// No credentials yet; records sealed under the key of `secret` (the gateway's Iggy
-    /// password or token) and `stream`.
-    pub(crate) fn new(secret: &SecretString, stream: &str) -> Self {
+    /// password or token) and `stream`; compacted by this gateway when `compaction`.
+    pub(crate) fn new(secret: &SecretString, stream: &str, compaction: bool) -> Self {
         Self {
             key: seal_key(secret.expose_secret().as_bytes(), stream),
             gate: Gate::default(),
-            written: std::sync::atomic::AtomicU64::new(0),
             state: Mutex::default(),
+            pinned: Mutex::default(),
+            compaction,
         }
     }
 
-    /// Replays the topic (nothing when it does not exist yet).
+    /// Keeps the deletions of these users' and mechanisms' credentials through compaction.
+    pub(crate) fn pin_deletions(&self, keys: impl IntoIterator<Item = (String, ScramMechanism)>) {
+        lock(&self.pinned).extend(keys.into_iter().map(|(u, m)| (u, m.kafka_type())));
+    }
+
+    /// Replays the newest complete generation (nothing when there is none yet) and deletes
+    /// the others: older ones, and a newer one a compaction left unfinished.
     pub(crate) async fn open(&self, catalog: &Catalog, reads: &Reads) -> Result<(), BackendError> {
-        let mut next = 0;
-        let mut state = BTreeMap::new();
-        let mut unopened = 0u64;
-        loop {
-            let body = match reads
-                .poll(catalog, TOPIC, 0, WirePollingStrategy::offset(next), 1000)
-                .await
-            {
-                Ok(b) => b,
-                Err(BackendError::UnknownTopic(_) | BackendError::UnknownPartition { .. }) => break,
-                Err(e) => return Err(e),
-            };
-            let (messages, ..) = wire::polled(&body, next, usize::MAX, usize::MAX, true)?;
-            let Some((last, _)) = messages.last() else {
-                break;
-            };
-            next = last + 1;
-            for (offset, m) in messages.iter() {
-                let Some(payload) = open(&self.key, &m.payload) else {
-                    unopened += 1;
-                    continue;
-                };
-                match decode(&payload) {
-                    Some(change) => apply(&mut state, change),
-                    None => {
-                        tracing::warn!(
-                            topic = TOPIC,
-                            offset,
-                            "skipping a record that is not a SCRAM credential change Kafka would take"
-                        );
-                    }
-                }
-            }
+        let _gate = self.gate.enter().await;
+        let generations = generations(catalog).await?;
+        let adopted = self.switch(catalog, reads, &generations).await?;
+        let current = lock(&self.state).generation;
+        for g in generations.into_iter().filter(|g| adopted && *g != current) {
+            drop_topic(catalog, g).await;
         }
-        if unopened > 0 {
-            tracing::warn!(
-                topic = TOPIC,
-                records = unopened,
-                "skipped SCRAM credential records that do not open under the gateway's Iggy \
-                 credentials (they changed, or another Iggy user wrote the records): set \
-                 those SCRAM credentials again"
-            );
-        }
-        if !state.is_empty() {
-            let credentials = state.values().filter(|c| c.is_some()).count();
+        let state = lock(&self.state);
+        if !state.entries.is_empty() {
+            let credentials = state.entries.values().filter(|(c, _)| c.is_some()).count();
             tracing::info!(
                 credentials,
-                deletions = state.len() - credentials,
+                deletions = state.entries.len() - credentials,
+                generation = state.generation,
                 "SCRAM credentials replayed from Iggy"
             );
         }
-        *lock(&self.state) = state;
         Ok(())
     }
 
@@ -303,118 +380,475 @@ impl ScramStore {
     /// deleted.
     pub(crate) fn credentials(&self) -> Vec<ScramChange> {
         lock(&self.state)
+            .entries
             .iter()
-            .filter_map(|((user, kind), c)| match c {
-                Some(credential) => Some(ScramChange::Set {
-                    user: user.clone(),
-                    credential: credential.clone(),
-                }),
-                None => {
-                    ScramMechanism::from_kafka_type(*kind).map(|mechanism| ScramChange::Delete {
-                        user: user.clone(),
-                        mechanism,
-                    })
-                }
-            })
+            .filter_map(|((user, kind), (c, _))| change(user, *kind, c.clone()))
             .collect()
     }
 
-    /// Appends `changes` to the topic (creating it at the first change), in one batch;
-    /// the store's place in the topic's order (1 for the first store of this process, and
-    /// one more for each after it).
+    /// Reads what was kept since this gateway last looked, other gateways' changes
+    /// included, and returns each credential (or deletion) whose place is after `since`.
+    pub(crate) async fn follow(
+        &self,
+        catalog: &Catalog,
+        reads: &Reads,
+        since: u64,
+    ) -> Result<Vec<(ScramChange, u64)>, BackendError> {
+        let _gate = self.gate.enter().await;
+        if self.catch_up(catalog, reads, &[]).await?.is_none() {
+            // The generation is gone: another gateway compacted the topic into a newer one.
+            let generations = generations(catalog).await?;
+            self.switch(catalog, reads, &generations).await?;
+        }
+        Ok(lock(&self.state)
+            .entries
+            .iter()
+            .filter(|(_, (_, place))| *place > since)
+            .filter_map(|((user, kind), (c, place))| {
+                change(user, *kind, c.clone()).map(|c| (c, *place))
+            })
+            .collect())
+    }
+
+    /// Appends `changes` to the topic (creating it at the first change), in one batch,
+    /// and reads the topic up to them; their place in the order this gateway follows the
+    /// topic in.
     ///
     /// # Errors
     /// When Iggy did not take them; they may have landed all the same (a lost reply), and
-    /// then apply at the next start.
+    /// then apply when they are read.
     pub(crate) async fn store(
         &self,
         catalog: &Catalog,
+        reads: &Reads,
         changes: Vec<ScramChange>,
     ) -> Result<u64, BackendError> {
         let _gate = self.gate.enter().await;
-        let place = self
-            .written
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1;
         if changes.is_empty() {
-            return Ok(place);
+            return Ok(lock(&self.state).places);
         }
-        match append(catalog, &self.key, &changes).await {
-            Err(BackendError::UnknownTopic(_)) => {
-                create(catalog).await?;
-                append(catalog, &self.key, &changes).await?;
+        let records: Vec<Bytes> = changes
+            .iter()
+            .map(|c| seal(&self.key, &encode(c)))
+            .collect::<Result<_, _>>()?;
+        let mut generation = lock(&self.state).generation;
+        let mut created = false;
+        loop {
+            match append(catalog, &topic_name(generation), &records).await {
+                Ok(()) => break,
+                Err(BackendError::UnknownTopic(_)) => {
+                    let generations = generations(catalog).await?;
+                    if self.switch(catalog, reads, &generations).await? {
+                        let now = lock(&self.state).generation;
+                        if now != generation {
+                            generation = now;
+                            continue;
+                        }
+                    }
+                    if created {
+                        return Err(BackendError::Unavailable(
+                            "the SCRAM credentials topic went as it was made".into(),
+                        ));
+                    }
+                    create(catalog, generation).await?;
+                    created = true;
+                }
+                Err(e) => return Err(e),
             }
-            other => other?,
         }
-        let mut state = lock(&self.state);
-        for change in changes {
-            apply(&mut state, change);
+        // A compaction into a newer generation may have read this one before the records
+        // landed, and will delete it: they go to the newer one too.
+        let newest = generations(catalog).await?;
+        if let Some(&newer) = newest.first().filter(|&&g| g > generation) {
+            append(catalog, &topic_name(newer), &records).await?;
+            self.switch(catalog, reads, &newest).await?;
+        }
+        let mut own = self
+            .catch_up(catalog, reads, &records)
+            .await?
+            .unwrap_or_default();
+        if own.is_empty() {
+            // Not found where they were written (the generation went meanwhile): they are
+            // applied as the latest, and the next read of the topic corrects that if not.
+            let mut state = lock(&self.state);
+            own = changes.into_iter().map(|c| state.apply(c)).collect();
+        }
+        let place = own.iter().copied().max().unwrap_or_default();
+        if self.wants_compaction() {
+            if let Err(e) = self.compact(catalog, reads).await {
+                tracing::warn!(error = %e, "compaction of the SCRAM credentials failed; will retry");
+            }
         }
         Ok(place)
     }
-}
 
-fn apply(state: &mut State, change: ScramChange) {
-    match change {
-        ScramChange::Set { user, credential } => {
-            state.insert((user, credential.mechanism.kafka_type()), Some(credential));
+    fn wants_compaction(&self) -> bool {
+        if !self.compaction {
+            return false;
         }
-        ScramChange::Delete { user, mechanism } => {
-            state.insert((user, mechanism.kafka_type()), None);
+        let pinned = lock(&self.pinned);
+        let state = lock(&self.state);
+        state.next > COMPACT_AFTER && state.next > 2 * state.live(&pinned)
+    }
+
+    /// Reads the current generation from where this gateway stopped to its end, applying
+    /// each record; the places of those among `own`. `None` when the generation does not
+    /// exist.
+    async fn catch_up(
+        &self,
+        catalog: &Catalog,
+        reads: &Reads,
+        own: &[Bytes],
+    ) -> Result<Option<Vec<u64>>, BackendError> {
+        let (generation, from) = {
+            let state = lock(&self.state);
+            (state.generation, state.next)
+        };
+        let Some((records, end)) = read(catalog, reads, generation, from).await? else {
+            return Ok(None);
+        };
+        let mut places = Vec::new();
+        let mut state = lock(&self.state);
+        if state.generation != generation || state.next != from {
+            return Ok(Some(places));
         }
+        let mut unopened = 0;
+        for (offset, payload) in records {
+            match self.change(&payload, offset, &mut unopened) {
+                Some(Record::Change(c)) => {
+                    let place = state.apply(c);
+                    if own.contains(&payload) {
+                        places.push(place);
+                    }
+                }
+                Some(Record::Complete) | None => {}
+            }
+        }
+        state.next = end;
+        drop(state);
+        warn_unopened(unopened);
+        Ok(Some(places))
+    }
+
+    /// The record a payload of the topic holds, when it opens and is one; counts those that
+    /// do not open.
+    fn change(&self, payload: &[u8], offset: u64, unopened: &mut u64) -> Option<Record> {
+        let Some(opened) = open(&self.key, payload) else {
+            *unopened += 1;
+            return None;
+        };
+        let record = decode_record(&opened);
+        if record.is_none() {
+            tracing::warn!(
+                topic = TOPIC,
+                offset,
+                "skipping a record that is not a SCRAM credential change Kafka would take"
+            );
+        }
+        record
+    }
+
+    /// Replays the newest complete generation of `generations` (newest first) and takes it
+    /// as the state; false when there is none.
+    async fn switch(
+        &self,
+        catalog: &Catalog,
+        reads: &Reads,
+        generations: &[u64],
+    ) -> Result<bool, BackendError> {
+        for &g in generations {
+            let Some((records, end)) = read(catalog, reads, g, 0).await? else {
+                continue;
+            };
+            let mut replayed = Replayed::new();
+            let (mut complete, mut unopened) = (g == 0, 0);
+            for (offset, payload) in records {
+                match self.change(&payload, offset, &mut unopened) {
+                    Some(Record::Change(ScramChange::Set { user, credential })) => {
+                        replayed
+                            .insert((user, credential.mechanism.kafka_type()), Some(credential));
+                    }
+                    Some(Record::Change(ScramChange::Delete { user, mechanism })) => {
+                        replayed.insert((user, mechanism.kafka_type()), None);
+                    }
+                    Some(Record::Complete) => complete = true,
+                    None => {}
+                }
+            }
+            if !complete {
+                tracing::warn!(
+                    generation = g,
+                    "a SCRAM credentials generation a compaction left unfinished is ignored"
+                );
+                continue;
+            }
+            warn_unopened(unopened);
+            lock(&self.state).adopt(g, end, replayed);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Writes the credentials (and the pinned deletions) into the next generation, closed
+    /// by a marker, and deletes the current one: until the marker is written, the current
+    /// generation is the one every gateway reads, so a crash loses nothing.
+    async fn compact(&self, catalog: &Catalog, reads: &Reads) -> Result<(), BackendError> {
+        let current = lock(&self.state).generation;
+        let listed = generations(catalog).await?;
+        let next = listed
+            .first()
+            .copied()
+            .unwrap_or(current)
+            .max(current)
+            .checked_add(1)
+            .ok_or_else(|| {
+                BackendError::Unavailable("no SCRAM generation after the last".into())
+            })?;
+        create(catalog, next).await?;
+        if let Err(e) = self.write_generation(catalog, reads, next).await {
+            // Unfinished, so never read: it goes now rather than at the next start.
+            drop_topic(catalog, next).await;
+            return Err(e);
+        }
+        // Complete: the old generation goes, and this gateway reads the new one (at its
+        // next read, if not now: the old one is gone).
+        drop_topic(catalog, current).await;
+        match generations(catalog).await {
+            Ok(all) => {
+                self.switch(catalog, reads, &all).await?;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "the new SCRAM credentials generation is read later")
+            }
+        }
+        Ok(())
+    }
+
+    /// The compaction of generation `current` into `next`, once `next` exists.
+    async fn write_generation(
+        &self,
+        catalog: &Catalog,
+        reads: &Reads,
+        next: u64,
+    ) -> Result<(), BackendError> {
+        let snapshot = self.snapshot();
+        let name = topic_name(next);
+        for chunk in snapshot.chunks(1000) {
+            let sealed: Vec<Bytes> = chunk
+                .iter()
+                .map(|c| seal(&self.key, &encode(c)))
+                .collect::<Result<_, _>>()?;
+            append(catalog, &name, &sealed).await?;
+        }
+        // What lands in the current generation meanwhile goes after it, until a read of
+        // the current generation finds nothing new after the last copy: a store that lands
+        // later finds the new generation and writes there too, after every copy, so no
+        // copy of an older value can come after it.
+        let mut held = self.values();
+        for _ in 0..MAX_COPY_ROUNDS {
+            if self.catch_up(catalog, reads, &[]).await?.is_none() {
+                return Err(BackendError::Unavailable(
+                    "the SCRAM credentials generation went during compaction".into(),
+                ));
+            }
+            let now = self.values();
+            let copies: Vec<Bytes> = now
+                .iter()
+                .filter(|(k, v)| held.get(*k).cloned().flatten() != **v)
+                .filter_map(|((user, kind), v)| change(user, *kind, v.clone()))
+                .map(|c| seal(&self.key, &encode(&c)))
+                .collect::<Result<_, _>>()?;
+            if copies.is_empty() {
+                break;
+            }
+            append(catalog, &name, &copies).await?;
+            held = now;
+        }
+        append(catalog, &name, &[seal(&self.key, &COMPLETE)?]).await?;
+        tracing::info!(
+            generation = next,
+            records = snapshot.len(),
+            "compacted the SCRAM credentials"
+        );
+        Ok(())
+    }
+
+    /// The credentials as changes that set them, and the pinned deletions.
+    fn snapshot(&self) -> Vec<ScramChange> {
+        let pinned = lock(&self.pinned);
+        lock(&self.state)
+            .entries
+            .iter()
+            .filter(|(k, (c, _))| c.is_some() || pinned.contains(*k))
+            .filter_map(|((user, kind), (c, _))| change(user, *kind, c.clone()))
+            .collect()
+    }
+
+    /// Every credential held, and `None` where the last change deleted one.
+    fn values(&self) -> Replayed {
+        lock(&self.state)
+            .entries
+            .iter()
+            .map(|(k, (c, _))| (k.clone(), c.clone()))
+            .collect()
     }
 }
 
-async fn append(catalog: &Catalog, key: &Key, changes: &[ScramChange]) -> Result<(), BackendError> {
-    let messages: MessageList = changes
+/// A state entry as a change.
+fn change(user: &str, kind: i8, credential: Option<ScramCredential>) -> Option<ScramChange> {
+    match credential {
+        Some(credential) => Some(ScramChange::Set {
+            user: user.to_owned(),
+            credential,
+        }),
+        None => ScramMechanism::from_kafka_type(kind).map(|mechanism| ScramChange::Delete {
+            user: user.to_owned(),
+            mechanism,
+        }),
+    }
+}
+
+fn warn_unopened(unopened: u64) {
+    if unopened > 0 {
+        tracing::warn!(
+            topic = TOPIC,
+            records = unopened,
+            "skipped SCRAM credential records that do not open under the gateway's Iggy \
+             credentials (they changed, or another Iggy user wrote the records): set \
+             those SCRAM credentials again"
+        );
+    }
+}
+
+/// The topic of generation `g`: [`TOPIC`] for the first, then `TOPIC.g`.
+pub(crate) fn topic_name(generation: u64) -> String {
+    if generation == 0 {
+        TOPIC.to_owned()
+    } else {
+        format!("{TOPIC}.{generation}")
+    }
+}
+
+/// The generation of a credentials topic's name.
+pub(crate) fn generation(name: &str) -> Option<u64> {
+    if name == TOPIC {
+        return Some(0);
+    }
+    // Only the name the gateway itself would give (no sign, no leading zero).
+    name.strip_prefix(TOPIC)?
+        .strip_prefix('.')?
+        .parse()
+        .ok()
+        .filter(|g| *g > 0 && topic_name(*g) == name)
+}
+
+/// The credentials topic's generations in the stream, newest first.
+async fn generations(catalog: &Catalog) -> Result<Vec<u64>, BackendError> {
+    let mut all: Vec<u64> = catalog
+        .stream_topics()
+        .await?
         .iter()
-        .map(|c| {
-            Ok(IggyMessage {
-                payload: seal(key, &encode(c))?,
-                ..IggyMessage::default()
-            })
+        .filter_map(|t| generation(t.name.as_str()))
+        .collect();
+    all.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(all)
+}
+
+/// Generation `g` from offset `from` to its end; `None` when it does not exist.
+async fn read(
+    catalog: &Catalog,
+    reads: &Reads,
+    generation: u64,
+    from: u64,
+) -> Result<Option<Read>, BackendError> {
+    let topic = topic_name(generation);
+    let mut next = from;
+    let mut records = Vec::new();
+    loop {
+        let body = match reads
+            .poll(catalog, &topic, 0, WirePollingStrategy::offset(next), 1000)
+            .await
+        {
+            Ok(b) => b,
+            Err(BackendError::UnknownTopic(_) | BackendError::UnknownPartition { .. }) => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
+        let (messages, ..) = wire::polled(&body, next, usize::MAX, usize::MAX, true)?;
+        let Some((last, _)) = messages.last() else {
+            break;
+        };
+        next = last + 1;
+        records.extend(messages.iter().map(|(o, m)| (o, m.payload.clone())));
+    }
+    Ok(Some((records, next)))
+}
+
+async fn append(catalog: &Catalog, topic: &str, records: &[Bytes]) -> Result<(), BackendError> {
+    let messages: MessageList = records
+        .iter()
+        .map(|payload| IggyMessage {
+            payload: payload.clone(),
+            ..IggyMessage::default()
         })
-        .collect::<Result<_, BackendError>>()?;
+        .collect();
     let calls = catalog.calls();
     let ids = wire::Ids::counted(calls.message_ids(messages.len()));
-    let body = wire::send_messages(calls.stream(), &named(TOPIC)?, 0, &messages, ids)?;
+    let body = wire::send_messages(calls.stream(), &named(topic)?, 0, &messages, ids)?;
     // Routed as any partition's appends: in a cluster, the partition may have a primary of
     // its own.
-    let route = &catalog.partition(TOPIC, 0).route;
-    let sent = route.append(calls, (TOPIC, 0), (SEND_MESSAGES_CODE, false), body.clone());
+    let route = &catalog.partition(topic, 0).route;
+    let sent = route.append(calls, (topic, 0), (SEND_MESSAGES_CODE, false), body.clone());
     let (reply, _) = route
-        .settle(calls, (TOPIC, 0), (SEND_MESSAGES_CODE, false, &body), sent)
+        .settle(calls, (topic, 0), (SEND_MESSAGES_CODE, false, &body), sent)
         .await;
     reply
         .map(|_| ())
-        .map_err(|f| match backend_error(f, TOPIC, Some(0)) {
+        .map_err(|f| match backend_error(f, topic, Some(0)) {
             e @ BackendError::UnknownTopic(_) => e,
             BackendError::UnknownPartition { .. } => {
-                BackendError::UnknownTopic(TopicRef::Name(TOPIC.into()))
+                BackendError::UnknownTopic(TopicRef::Name(topic.into()))
             }
             other => BackendError::Unavailable(format!("the SCRAM credentials topic: {other}")),
         })
 }
 
-async fn create(catalog: &Catalog) -> Result<(), BackendError> {
+async fn create(catalog: &Catalog, generation: u64) -> Result<(), BackendError> {
+    let name = topic_name(generation);
     let request = CreateTopicRequest {
         stream_id: catalog.calls().stream().clone(),
         partitions_count: 1,
-        name: WireName::new(TOPIC.to_owned())
-            .map_err(|_| BackendError::InvalidTopic(TOPIC.into()))?,
+        name: WireName::new(name.clone()).map_err(|_| BackendError::InvalidTopic(name.clone()))?,
         // Credentials must outlive any retention: never-expire and no size limit, explicitly.
         options: wire::kept_forever_options(catalog.creating())?,
     };
     match catalog
         .calls()
-        .call(admin_lane(TOPIC), CREATE_TOPIC_CODE, request.to_bytes())
+        .call(admin_lane(&name), CREATE_TOPIC_CODE, request.to_bytes())
         .await
     {
         Ok(_) | Err(Failure::Status(code::TOPIC_NAME_ALREADY_EXISTS)) => Ok(()),
         Err(f) => Err(BackendError::Unavailable(format!(
             "cannot create the SCRAM credentials topic: {}",
-            backend_error(f, TOPIC, None)
+            backend_error(f, &name, None)
         ))),
+    }
+}
+
+async fn drop_topic(catalog: &Catalog, generation: u64) {
+    let name = topic_name(generation);
+    let Ok(topic_id) = named(&name) else { return };
+    let request = DeleteTopicRequest {
+        stream_id: catalog.calls().stream().clone(),
+        topic_id,
+    };
+    if let Err(e) = catalog
+        .calls()
+        .call(admin_lane(&name), DELETE_TOPIC_CODE, request.to_bytes())
+        .await
+    {
+        tracing::warn!(topic = %name, error = %e, "could not delete an old SCRAM credentials topic");
     }
 }
 
@@ -453,26 +887,23 @@ mod tests {
         longer.push(0);
         assert_eq!(decode(&longer), None);
         assert_eq!(decode(b"\x02\x01"), None);
-        let store = ScramStore::new(&SecretString::from("secret".to_owned()), "kafka");
+        let store = ScramStore::new(&SecretString::from("secret".to_owned()), "kafka", false);
         let delete_alice = |mechanism| ScramChange::Delete {
             user: "alice".into(),
             mechanism,
         };
         {
             let mut state = lock(&store.state);
-            apply(&mut state, set.clone());
-            apply(&mut state, delete_alice(ScramMechanism::Sha256));
+            assert_eq!(state.apply(set.clone()), 1);
+            assert_eq!(state.apply(delete_alice(ScramMechanism::Sha256)), 2);
         }
         // Another mechanism's delete leaves it; the delete is kept, for the users file's
         // credentials.
         assert_eq!(
             store.credentials(),
-            vec![delete_alice(ScramMechanism::Sha256), set]
+            vec![delete_alice(ScramMechanism::Sha256), set.clone()]
         );
-        apply(
-            &mut lock(&store.state),
-            delete_alice(ScramMechanism::Sha512),
-        );
+        lock(&store.state).apply(delete_alice(ScramMechanism::Sha512));
         assert_eq!(
             store.credentials(),
             vec![
@@ -480,6 +911,53 @@ mod tests {
                 delete_alice(ScramMechanism::Sha512)
             ]
         );
+        // Compaction keeps the credentials and the pinned deletions only.
+        let pinned = BTreeSet::from([("alice".to_owned(), ScramMechanism::Sha256.kafka_type())]);
+        assert_eq!(lock(&store.state).live(&pinned), 1);
+        store.pin_deletions([("alice".to_owned(), ScramMechanism::Sha256)]);
+        assert_eq!(store.snapshot(), vec![delete_alice(ScramMechanism::Sha256)]);
+        assert_eq!(decode_record(&COMPLETE), Some(Record::Complete));
+        assert_eq!(decode_record(&encode(&set)), Some(Record::Change(set)));
+    }
+
+    #[test]
+    fn a_generation_adopted_whole_gives_new_places_to_what_differs_only() {
+        let cred =
+            |pw: &[u8]| ScramCredential::from_password(ScramMechanism::Sha256, pw, b"salt", 4096);
+        let key = |u: &str| (u.to_owned(), ScramMechanism::Sha256.kafka_type());
+        let mut state = Followed::default();
+        for (user, pw) in [("alice", b"a"), ("bob", b"b"), ("carol", b"c")] {
+            state.apply(ScramChange::Set {
+                user: user.into(),
+                credential: cred(pw),
+            });
+        }
+        let replayed = Replayed::from([
+            (key("alice"), Some(cred(b"a"))),
+            (key("bob"), Some(cred(b"B"))),
+            (key("dave"), Some(cred(b"d"))),
+        ]);
+        state.adopt(4, 3, replayed);
+        let place = |u: &str| state.entries.get(&key(u)).map(|(c, p)| (c.is_some(), *p));
+        assert_eq!(place("alice"), Some((true, 1)), "unchanged");
+        assert_eq!(place("bob"), Some((true, 4)));
+        assert_eq!(place("carol"), Some((false, 5)), "compacted away: deleted");
+        assert_eq!(place("dave"), Some((true, 6)));
+        assert_eq!((state.generation, state.next, state.places), (4, 3, 6));
+        assert_eq!(generation(&topic_name(4)), Some(4));
+        assert_eq!(generation(TOPIC), Some(0));
+        assert_eq!(topic_name(0), TOPIC);
+        for other in [
+            "__kafka_gateway_scram.0",
+            "__kafka_gateway_scram.x",
+            "__kafka_gateway_scram.05",
+            "__kafka_gateway_scram.+5",
+            "__kafka_gateway_scram.18446744073709551616",
+            "__kafka_gateway_scramx",
+            "orders",
+        ] {
+            assert_eq!(generation(other), None, "{other}");
+        }
     }
 
     #[test]

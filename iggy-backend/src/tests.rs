@@ -2125,3 +2125,255 @@ fn scram_records_sealed_under_another_secret_are_skipped_at_replay() {
     };
     assert!(credential.verify_password(b"alice-secret"));
 }
+
+mod scram_follow {
+    use iggy_kafka_core::backend::{Command, Completion};
+    use iggy_kafka_core::sasl::{ScramChange, ScramCredential, ScramMechanism};
+    use iggy_kafka_iggy_client::testing::{FakeIggy, Pool};
+
+    use crate::scram;
+    use crate::testing::BackendPool;
+    use crate::IggyBackend;
+
+    fn set(user: &str, password: &[u8]) -> ScramChange {
+        ScramChange::Set {
+            user: user.into(),
+            credential: ScramCredential::from_password(
+                ScramMechanism::Sha256,
+                password,
+                b"salt",
+                4096,
+            ),
+        }
+    }
+
+    /// A credential without the cost of deriving one: version `n` of the user's.
+    fn version(user: &str, n: u64) -> ScramChange {
+        ScramChange::Set {
+            user: user.into(),
+            credential: ScramCredential {
+                mechanism: ScramMechanism::Sha256,
+                salt: n.to_le_bytes().to_vec(),
+                iterations: 4096,
+                stored_key: vec![1; 32],
+                server_key: vec![2; 32],
+            },
+        }
+    }
+
+    fn delete(user: &str) -> ScramChange {
+        ScramChange::Delete {
+            user: user.into(),
+            mechanism: ScramMechanism::Sha256,
+        }
+    }
+
+    fn set_bob() -> ScramChange {
+        version("bob", 1)
+    }
+
+    fn store(h: &mut Pool, backend: &IggyBackend, changes: Vec<ScramChange>) -> u64 {
+        match h.exec(backend, Command::StoreScramCredentials { changes }) {
+            Completion::StoreScramCredentials(Ok(place)) => place,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn follow(h: &mut Pool, backend: &IggyBackend, since: u64) -> Vec<(ScramChange, u64)> {
+        match h.exec(backend, Command::FollowScramCredentials { since }) {
+            Completion::FollowScramCredentials(Ok(changes)) => changes,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn changes(followed: &[(ScramChange, u64)]) -> Vec<ScramChange> {
+        followed.iter().map(|(c, _)| c.clone()).collect()
+    }
+
+    #[test]
+    fn a_gateway_follows_the_changes_another_keeps_deletions_included() {
+        let mut h = Pool::new(FakeIggy::new());
+        let a = h.backend();
+        let b = h.backend();
+        assert_eq!(follow(&mut h, &b, 0), vec![]);
+        let at = store(&mut h, &a, vec![set("alice", b"one")]);
+        // Read back in the topic's order: its place is the record's.
+        assert_eq!(follow(&mut h, &a, 0), vec![(set("alice", b"one"), at)]);
+        let seen = follow(&mut h, &b, 0);
+        assert_eq!(changes(&seen), vec![set("alice", b"one")]);
+        let since_b = seen[0].1;
+        // B changes and deletes; A sees each, in order, and nothing it has seen again.
+        let changed = store(&mut h, &b, vec![set("alice", b"two"), set("bob", b"b")]);
+        assert!(changed > since_b);
+        let seen = follow(&mut h, &a, at);
+        assert_eq!(changes(&seen), vec![set("alice", b"two"), set("bob", b"b")]);
+        let since_a = seen.iter().map(|(_, p)| *p).max().unwrap_or(0);
+        assert_eq!(follow(&mut h, &a, since_a), vec![]);
+        store(&mut h, &b, vec![delete("alice")]);
+        assert_eq!(changes(&follow(&mut h, &a, since_a)), vec![delete("alice")]);
+        // Two stores of one credential at once through two gateways: both end with the one
+        // the topic holds last, whatever their answers said.
+        let pa = store(&mut h, &a, vec![set("carol", b"from-a")]);
+        let pb = store(&mut h, &b, vec![set("carol", b"from-b")]);
+        let on_a = follow(&mut h, &a, 0);
+        let carol = |f: &[(ScramChange, u64)]| {
+            f.iter()
+                .find(|(c, _)| matches!(c, ScramChange::Set { user, .. } if user == "carol"))
+                .cloned()
+        };
+        assert_eq!(carol(&on_a).map(|(c, _)| c), Some(set("carol", b"from-b")));
+        assert!(carol(&on_a).is_some_and(|(_, p)| p > pa));
+        assert_eq!(
+            carol(&follow(&mut h, &b, 0)),
+            Some((set("carol", b"from-b"), pb))
+        );
+    }
+
+    #[test]
+    fn without_the_option_the_topic_keeps_every_change() {
+        let mut h = Pool::new(FakeIggy::new());
+        let a = h.backend();
+        for i in 0..=scram::COMPACT_AFTER {
+            store(&mut h, &a, vec![version("alice", i), set_bob()]);
+        }
+        let generations: Vec<u64> = h
+            .fake
+            .topics
+            .keys()
+            .filter_map(|t| scram::generation(t))
+            .collect();
+        assert_eq!(generations, [0]);
+        let held = h.fake.topics[&scram::topic_name(0)].partitions[0].next;
+        assert_eq!(held, 2 * (scram::COMPACT_AFTER + 1));
+    }
+
+    #[test]
+    fn the_topic_is_compacted_and_followers_switch_generation() {
+        let mut h = Pool::new(FakeIggy::new());
+        // A compacts; B and C only follow and store (--iggy-scram-compaction false).
+        let a = h
+            .connect_with(crate::IggyConfig {
+                seed: 42,
+                scram_compaction: true,
+                ..crate::IggyConfig::default()
+            })
+            .expect("connect");
+        let b = h.backend();
+        let c = h.backend();
+        // The users file every gateway starts with gives file-user a credential.
+        for g in [&a, &b, &c] {
+            g.pin_scram_deletions([("file-user".to_owned(), ScramMechanism::Sha256)]);
+        }
+        store(&mut h, &b, vec![delete("file-user"), set("gone", b"g")]);
+        store(&mut h, &b, vec![delete("gone")]);
+        let since_b = follow(&mut h, &b, 0)
+            .iter()
+            .map(|(_, p)| *p)
+            .max()
+            .unwrap_or(0);
+        // Many changes of few credentials, through A.
+        for i in 0..=scram::COMPACT_AFTER {
+            store(&mut h, &a, vec![version("alice", i), set_bob()]);
+        }
+        let last = version("alice", scram::COMPACT_AFTER);
+        assert!(!h.fake.topics.contains_key(&scram::topic_name(0)));
+        let generations: Vec<u64> = h
+            .fake
+            .topics
+            .keys()
+            .filter_map(|t| scram::generation(t))
+            .collect();
+        assert_eq!(generations.len(), 1, "{generations:?}");
+        let new = scram::topic_name(generations[0]);
+        // The credentials, the pinned deletion, the marker, and the changes since: bounded
+        // by the credentials, not by the changes.
+        let held = h.fake.topics[&new].partitions[0].next;
+        assert!(held <= scram::COMPACT_AFTER + 2, "{held} records");
+        // A crash in a later compaction: its generation has no marker yet.
+        let compacted = &h.fake.topics[&new];
+        // Its first batch: the snapshot (alice's, bob's, the pinned deletion), before the
+        // marker.
+        let batches = compacted.partitions[0].batches[..1].to_vec();
+        let unfinished = iggy_kafka_iggy_client::testing::fake::Topic {
+            id: 9_999,
+            created_at: compacted.created_at,
+            partitions: vec![iggy_kafka_iggy_client::testing::fake::Partition { batches, next: 3 }],
+            options: compacted.options.clone(),
+        };
+        let unfinished_name = scram::topic_name(generations[0] + 1);
+        h.fake.topics.insert(unfinished_name.clone(), unfinished);
+        // B follows into the new generation: only what differs is new to it.
+        let seen = changes(&follow(&mut h, &b, since_b));
+        assert_eq!(seen, vec![last.clone(), set_bob()]);
+        // C, which last read the old generation, stores into the new one, and A sees it.
+        store(&mut h, &c, vec![version("carol", 7)]);
+        assert!(h.fake.topics[&new].partitions[0].next > held);
+        let on_a = changes(&follow(&mut h, &a, 0));
+        assert!(on_a.contains(&version("carol", 7)), "{on_a:?}");
+        // A restart takes the complete generation, drops the unfinished one, and has every
+        // credential, the pinned deletion, and no other deletion.
+        let (_h, restarted) = h.restart();
+        assert_eq!(
+            restarted.scram_credentials(),
+            vec![last, set_bob(), version("carol", 7), delete("file-user")]
+        );
+        assert!(!_h.fake.topics.contains_key(&unfinished_name));
+    }
+}
+
+/// Gateway-owned topics made with a retention limit (before they were created
+/// never-expiring, or limited since with Iggy's tools) are made to keep everything again
+/// at the next start.
+#[test]
+fn own_topics_with_a_retention_limit_keep_everything_after_a_restart() {
+    use iggy_kafka_core::sasl::{ScramChange, ScramCredential, ScramMechanism};
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    let set = ScramChange::Set {
+        user: "alice".into(),
+        credential: ScramCredential {
+            mechanism: ScramMechanism::Sha256,
+            salt: b"salt".to_vec(),
+            iterations: 4096,
+            stored_key: vec![1; 32],
+            server_key: vec![2; 32],
+        },
+    };
+    assert!(matches!(
+        h.exec(
+            &backend,
+            Command::StoreScramCredentials {
+                changes: vec![set.clone()]
+            }
+        ),
+        Completion::StoreScramCredentials(Ok(_))
+    ));
+    create(&mut h, &backend, "t", 1);
+    let own = [offsets::topic_name(0), crate::scram::topic_name(0)];
+    let limit = |h: &mut Pool, topic: &str, expiry: u64, size: u64| {
+        let options = &mut h.fake.topics.get_mut(topic).expect("made").options;
+        options.retain(|(k, _)| k != "message_expiry" && k != "max_topic_size");
+        options.push(("message_expiry".into(), expiry));
+        options.push(("max_topic_size".into(), size));
+    };
+    limit(&mut h, &own[0], 600_000_000, u64::MAX);
+    limit(&mut h, &own[1], u64::MAX, 1 << 30);
+    // A Kafka topic's retention is its own business.
+    limit(&mut h, "t", 600_000_000, 1 << 30);
+    let (h, restarted) = h.restart();
+    for topic in &own {
+        assert_eq!(
+            option(&h, topic, "message_expiry"),
+            Some(u64::MAX),
+            "{topic}"
+        );
+        assert_eq!(
+            option(&h, topic, "max_topic_size"),
+            Some(u64::MAX),
+            "{topic}"
+        );
+    }
+    assert_eq!(option(&h, "t", "message_expiry"), Some(600_000_000));
+    assert_eq!(option(&h, "t", "max_topic_size"), Some(1 << 30));
+    assert_eq!(restarted.scram_credentials(), vec![set]);
+}

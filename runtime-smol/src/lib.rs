@@ -238,6 +238,11 @@ async fn serve(
         Instant::now,
         sleep_until,
     ));
+    let _scram = ex.spawn(iggy_kafka_core::driver::drive_scram_credentials(
+        shared.clone(),
+        Instant::now,
+        sleep_until,
+    ));
     // One accepting task per listener, dropped (closing the listeners) when serving ends.
     let (accepted_tx, accepted_rx) = smol::channel::bounded::<Accepted>(64);
     let acceptors: Vec<smol::Task<()>> = listeners

@@ -201,6 +201,11 @@ async fn serve(
         Instant::now,
         sleep_until,
     ));
+    let scram = tokio::spawn(iggy_kafka_core::driver::drive_scram_credentials(
+        shared.clone(),
+        Instant::now,
+        sleep_until,
+    ));
     // One accepting task per listener; the connections are spawned here, in one set.
     let (accepted_tx, mut accepted_rx) = tokio::sync::mpsc::channel::<Accepted>(64);
     let mut acceptors = JoinSet::new();
@@ -224,6 +229,7 @@ async fn serve(
     acceptors.shutdown().await;
     let _ = stop_tx.send(true);
     transactions.abort();
+    scram.abort();
     // Group deadlines stop mattering (members will rejoin another gateway, or this one);
     // the group driver goes on writing while the connections finish.
     shared.groups().shutdown();

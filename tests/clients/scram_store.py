@@ -8,6 +8,9 @@ password fails.
 delete: erin authenticates with SCRAM-SHA-512, then ADMIN deletes that credential, and
 erin's login with it fails.
 deleted: erin's SCRAM-SHA-512 login fails (after a gateway restart).
+churn: ADMIN sets erin's SCRAM-SHA-512 credential for erin-secret 300 times, each with
+another salt, one request each (more changes than the credentials topic keeps before it is
+compacted); erin then authenticates with it.
 """
 import sys
 
@@ -48,6 +51,16 @@ if step == "set":
         f.result(30)
     erin_logs_in()
     print("set, and erin logs in")
+elif step == "churn":
+    a = admin("PLAIN", admin_user, admin_password)
+    for i in range(300):
+        info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096)
+        salt = b"erin-salt-%d" % i
+        upsert = UserScramCredentialUpsertion("erin", info, b"erin-secret", salt)
+        for f in a.alter_user_scram_credentials([upsert]).values():
+            f.result(30)
+    erin_logs_in()
+    print("set 300 times, and erin logs in")
 elif step in ("delete", "deleted"):
     if step == "delete":
         erin_logs_in()

@@ -60,26 +60,47 @@ pub struct TlsFiles {
     /// The cipher suites offered, in the order the listener prefers them (Kafka's
     /// `ssl.cipher.suites`), by IANA name (`TLS_AES_128_GCM_SHA256`,
     /// `TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256`, ...); empty for
-    /// [`DEFAULT_CIPHER_SUITES`]. The listener's order decides, not the client's.
+    /// [`default_cipher_suites`]. The listener's order decides, not the client's.
     pub cipher_suites: Vec<String>,
 }
 
-/// The cipher suites a listener offers unless told otherwise, in its order of preference:
-/// every suite rustls offers by default, AES-128-GCM first. Both AES-GCM key sizes are
-/// suites rustls considers safe; AES-128 takes 10 rounds per block where AES-256 takes 14,
-/// less CPU for the cipher on both ends, and clients (OpenSSL's among them) would
-/// otherwise choose AES-256-GCM.
-pub const DEFAULT_CIPHER_SUITES: [&str; 9] = [
-    "TLS_AES_128_GCM_SHA256",
-    "TLS_AES_256_GCM_SHA384",
-    "TLS_CHACHA20_POLY1305_SHA256",
-    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
-    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
-    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
-];
+/// The provider whose cipher suites a listener may offer: *ring*'s, with its default suites
+/// (those rustls considers safe).
+fn base_provider() -> CryptoProvider {
+    // ring is deprecated in rustls for lacking post-quantum key exchange; aws-lc-rs has
+    // it but costs a C toolchain (cmake, nasm) and minutes of build. Clients get X25519.
+    #[allow(deprecated)]
+    rustls::crypto::ring::default_provider()
+}
+
+/// Where a suite comes in a listener's order of preference unless told otherwise: TLS
+/// 1.3's before TLS 1.2's, and in each, AES-128-GCM, then AES-256-GCM, then the others
+/// (ChaCha20-Poly1305), in the provider's order within each of those. Both AES-GCM key
+/// sizes are suites rustls considers safe; AES-128 takes 10 rounds per block where
+/// AES-256 takes 14, less CPU for the cipher on both ends, and clients (OpenSSL's among
+/// them) would otherwise choose AES-256-GCM.
+fn preference(suite: &SupportedCipherSuite) -> (u8, u8) {
+    let name = iana_name(suite);
+    let version = u8::from(!matches!(suite, SupportedCipherSuite::Tls13(_)));
+    let cipher = if name.contains("_AES_128_GCM_") {
+        0
+    } else if name.contains("_AES_256_GCM_") {
+        1
+    } else {
+        2
+    };
+    (version, cipher)
+}
+
+/// The IANA names of the cipher suites a listener offers unless told otherwise (every suite
+/// the provider offers by default), in its order of preference (see `preference`): derived
+/// from the provider, so that a provider with other suites needs no list edited here.
+#[must_use]
+pub fn default_cipher_suites() -> Vec<String> {
+    let mut suites = base_provider().cipher_suites;
+    suites.sort_by_key(preference);
+    suites.iter().map(iana_name).collect()
+}
 
 /// The IANA name of a suite (rustls calls TLS 1.3's `TLS13_...`).
 fn iana_name(suite: &SupportedCipherSuite) -> String {
@@ -96,15 +117,12 @@ fn iana_name(suite: &SupportedCipherSuite) -> String {
 /// # Errors
 /// [`TlsError::Config`] naming a suite rustls does not offer, or a suite named twice.
 pub fn cipher_suites_provider(names: &[String]) -> Result<CryptoProvider, TlsError> {
-    // ring is deprecated in rustls for lacking post-quantum key exchange; aws-lc-rs has
-    // it but costs a C toolchain (cmake, nasm) and minutes of build. Clients get X25519.
-    #[allow(deprecated)]
-    let mut provider = rustls::crypto::ring::default_provider();
-    let wanted: Vec<&str> = if names.is_empty() {
-        DEFAULT_CIPHER_SUITES.to_vec()
-    } else {
-        names.iter().map(|n| n.trim()).collect()
-    };
+    let mut provider = base_provider();
+    if names.is_empty() {
+        provider.cipher_suites.sort_by_key(preference);
+        return Ok(provider);
+    }
+    let wanted: Vec<&str> = names.iter().map(|n| n.trim()).collect();
     let offered = std::mem::take(&mut provider.cipher_suites);
     for name in wanted {
         let Some(suite) = offered
@@ -155,7 +173,7 @@ impl TlsFiles {
                 self.key.display()
             ))
         })?;
-        // The listener's order of suites decides (see DEFAULT_CIPHER_SUITES).
+        // The listener's order of suites decides (see `preference`).
         config.ignore_client_order = true;
         Ok(Arc::new(config))
     }

@@ -14,7 +14,7 @@
 //!
 //! The crypto is rustls's, on the `ring` provider: TLS 1.2 and 1.3 and the cipher suites
 //! rustls offers by default; a listener picks the suite by its own order of preference
-//! ([`DEFAULT_CIPHER_SUITES`], AES-128-GCM first, unless configured otherwise).
+//! ([`default_cipher_suites`], AES-128-GCM first, unless configured otherwise).
 
 mod client;
 mod files;
@@ -25,7 +25,7 @@ mod tests;
 
 pub use client::ClientTls;
 pub use files::{
-    cipher_suites_provider, ClientAuth, ServerTls, TlsFiles, DEFAULT_CIPHER_SUITES, RELOAD_CHECK,
+    cipher_suites_provider, default_cipher_suites, ClientAuth, ServerTls, TlsFiles, RELOAD_CHECK,
 };
 pub use principal::principal_of;
 pub use session::{Received, TlsSession};

@@ -416,9 +416,38 @@ fn the_listeners_order_of_suites_decides() {
     ];
     assert!(crate::cipher_suites_provider(&twice).is_err());
     let every = crate::cipher_suites_provider(&[]).expect("defaults");
+    let defaults = crate::default_cipher_suites();
+    assert_eq!(every.cipher_suites.len(), defaults.len());
+    // Derived from the provider: with *ring*'s suites, AES-128-GCM first in each version.
     assert_eq!(
-        every.cipher_suites.len(),
-        crate::DEFAULT_CIPHER_SUITES.len()
+        defaults,
+        [
+            "TLS_AES_128_GCM_SHA256",
+            "TLS_AES_256_GCM_SHA384",
+            "TLS_CHACHA20_POLY1305_SHA256",
+            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+            "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+            "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+            "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+            "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+        ]
+    );
+    // Every name the provider offers is taken, alone, and the defaults named in full are
+    // the defaults.
+    for name in &defaults {
+        let one = crate::cipher_suites_provider(std::slice::from_ref(name)).expect(name);
+        assert_eq!(one.cipher_suites.len(), 1, "{name}");
+    }
+    let named = crate::cipher_suites_provider(&defaults).expect("all named");
+    assert_eq!(named.cipher_suites, every.cipher_suites);
+    let refused = crate::cipher_suites_provider(&["TLS_NULL_WITH_NULL_NULL".into()])
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        defaults.iter().all(|n| refused.contains(n.as_str())),
+        "the refusal lists what is offered: {refused}"
     );
 }
 

@@ -7,6 +7,7 @@
 //! a clock or a socket; randomness (SCRAM's server nonces and the decoy salts of unknown
 //! users) comes from the [`Random`] the configuration supplies.
 
+mod follow;
 pub mod scram;
 mod users;
 
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::protocol::error_code::ErrorCode;
 
+pub use follow::{ScramFollower, FOLLOW_INTERVAL};
 pub use scram::{ScramCredential, ScramMechanism};
 pub use users::{ScramCredentialInfo, Users, PLAIN_CACHE_TTL};
 

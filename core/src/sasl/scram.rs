@@ -234,7 +234,7 @@ impl ScramServer {
                     user: None,
                 })
             }
-            Self::Challenged(c) => c.client_final(token),
+            Self::Challenged(c) => c.client_final(token, lookup),
             Self::Done => Err(Failure::illegal_state(
                 "the SCRAM exchange is already complete",
             )),
@@ -365,7 +365,9 @@ fn client_first(
 }
 
 impl Challenged {
-    fn client_final(self, token: &[u8]) -> Result<ScramStep, Failure> {
+    /// `lookup` is asked again: a credential changed or deleted since client-first (through
+    /// this gateway or, followed, another) fails the exchange as a wrong password would.
+    fn client_final(self, token: &[u8], lookup: &Lookup<'_>) -> Result<ScramStep, Failure> {
         let msg = std::str::from_utf8(token).map_err(|_| invalid("not UTF-8"))?;
         let (without_proof, proof) = msg.rsplit_once(",p=").ok_or_else(|| invalid("no proof"))?;
         let mut fields = without_proof.split(',');
@@ -401,9 +403,10 @@ impl Challenged {
             .zip(&client_signature)
             .map(|(p, s)| p ^ s)
             .collect();
+        let unchanged = self.known && lookup(&self.user, m).is_ok_and(|c| c == *credential);
         let valid = matches_length
             & bool::from(m.hash(&client_key).ct_eq(&credential.stored_key))
-            & self.known;
+            & unchanged;
         if !valid {
             return Err(Failure::new(format!(
                 "Authentication failed during authentication due to invalid credentials with SASL mechanism {m}"
@@ -476,6 +479,52 @@ mod tests {
         );
     }
 
+    /// A credential changed or deleted between client-first and client-final fails the
+    /// exchange, though the proof is right for the one it started with.
+    #[test]
+    fn a_credential_changed_during_the_exchange_fails_it() {
+        let m = ScramMechanism::Sha256;
+        let salt = b"salt".to_vec();
+        let old = ScramCredential::from_password(m, b"pencil", &salt, 4096);
+        let new = ScramCredential::from_password(m, b"other", &salt, 4096);
+        for now in [Some(old.clone()), Some(new), None] {
+            let held = std::cell::RefCell::new(Some(old.clone()));
+            let lookup = |u: &str, m| {
+                held.borrow()
+                    .clone()
+                    .filter(|_| u == "user")
+                    .ok_or_else(|| decoy(m))
+            };
+            let random = fixed(&[0]);
+            let mut server = ScramServer::new(m);
+            let first = server
+                .step(b"n,,n=user,r=abc", &lookup, &random)
+                .unwrap_or_else(|e| panic!("{e:?}"));
+            let first = String::from_utf8(first.token).unwrap_or_default();
+            let nonce = first
+                .split(',')
+                .next()
+                .and_then(|r| r.strip_prefix("r="))
+                .unwrap_or_default()
+                .to_owned();
+            *held.borrow_mut() = now.clone();
+            let salted = m.salted_password(b"pencil", &salt, 4096);
+            let client_key = m.hmac(&salted, b"Client Key");
+            let without_proof = format!("c=biws,r={nonce}");
+            let auth = format!("n=user,r=abc,{first},{without_proof}");
+            let sig = m.hmac(&m.hash(&client_key), auth.as_bytes());
+            let proof: Vec<u8> = client_key.iter().zip(&sig).map(|(a, b)| a ^ b).collect();
+            let fin = format!("{without_proof},p={}", BASE64.encode(&proof));
+            let last = server.step(fin.as_bytes(), &lookup, &random);
+            assert_eq!(
+                last.is_ok(),
+                now.as_ref() == Some(&old),
+                "credential now {:?}: {last:?}",
+                now.as_ref().map(|c| c == &old)
+            );
+        }
+    }
+
     /// The RFC's own proof and signature, for its own nonces: golden values that no
     /// formula of ours produced.
     #[test]
@@ -494,8 +543,10 @@ mod tests {
             server_first: "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096".into(),
             nonce: "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0".into(),
         };
+        let kept = c.credential.clone();
+        let lookup = move |_: &str, _| Ok(kept.clone());
         let done = c
-            .client_final(b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
+            .client_final(b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=", &lookup)
             .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(
             done.token,
