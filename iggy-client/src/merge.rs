@@ -19,9 +19,11 @@
 //! - **Failure.** Every call of a merged request gets the request's outcome: a refusal
 //!   ([`crate::Failure::Status`]) for all, a lost connection ([`crate::Failure::Lost`]:
 //!   perhaps applied, not acknowledged) for all, "not admitted" for all. Each call's body
-//!   is a whole request of its own, kept unchanged, so a caller that sends its call again
-//!   elsewhere after "not admitted" sends exactly its own messages; those refusals are
-//!   handed out in request order ([`crate::Turn`]), so that resent calls keep it.
+//!   is a whole request of its own, kept unchanged, so a call sent again elsewhere after
+//!   "not admitted" carries exactly its own messages. The driver sends them again itself,
+//!   in request order, where each call's [`crate::Reroute`] says (a call without one gets
+//!   the refusal), so that no caller has to look for the others to be sent again, and a
+//!   call dropped meanwhile is not sent again.
 //! - **Replies.** Iggy confirms a `SendMessages` with the base offset its first message
 //!   took; each merged call gets that reply with the base moved on by the messages of the
 //!   calls before it. A reply without a confirmation reaches every call as it came.
