@@ -337,7 +337,7 @@ impl PartitionRoute {
         sent: (usize, PendingCall),
     ) -> (Result<Bytes, Failure>, Option<Duration>) {
         let (_, call) = sent;
-        let (result, service, lane) = call.timed_on().await;
+        let (result, service, answered) = call.timed_on().await;
         if let Err(Failure::Status(status)) = &result {
             tracing::debug!(command = code, status, "iggy refused a request");
         }
@@ -345,7 +345,11 @@ impl PartitionRoute {
             // Refused by every node: its refusals were counted as they came.
             return (result, service);
         }
-        self.answered(calls, at, lane, Kind::Append, service);
+        if !answered.merged {
+            // A merged request is one measure of its lane, taken by its first call: the
+            // trial compares requests' times, which merging does not make more of.
+            self.answered(calls, at, answered.lane, Kind::Append, service);
+        }
         if let Some(route) = lock(&self.0).as_mut() {
             route.moving = false;
         }
@@ -364,6 +368,12 @@ impl PartitionRoute {
         if let Some(route) = lock(&self.0).as_mut() {
             route.answered(&calls.lanes, at, lane, kind, service);
         }
+    }
+
+    /// Answers of each kind the running trial holds, if one runs (for tests).
+    #[cfg(test)]
+    pub(crate) fn trial_samples(&self) -> Option<(usize, usize)> {
+        lock(&self.0).as_ref().and_then(|r| r.placement.samples())
     }
 
     /// The lane the partition is placed on now and whether a trial is choosing it, once it

@@ -93,6 +93,8 @@ struct SlotState {
     attempt: u32,
     /// The lane it is queued on (or was answered on).
     lane: usize,
+    /// It went to Iggy in another call's request ([`crate::merge`]).
+    rider: bool,
 }
 
 /// Where a partition's write goes when a node does not admit it (Iggy's answer when the
@@ -210,12 +212,15 @@ impl PendingCall {
         (result, service)
     }
 
-    /// [`Self::timed`], with the lane that gave the answer (the call may have been sent
-    /// again on another lane, see [`Reroute`]).
-    pub async fn timed_on(mut self) -> (Result<Bytes, Failure>, Option<Duration>, usize) {
+    /// [`Self::timed`], with where the answer came from.
+    pub async fn timed_on(mut self) -> (Result<Bytes, Failure>, Option<Duration>, Answered) {
         let result = (&mut self).await;
         let s = lock(&self.0 .0);
-        (result, s.service, s.lane)
+        let answered = Answered {
+            lane: s.lane,
+            merged: s.rider,
+        };
+        (result, s.service, answered)
     }
 
     /// A handle for queueing a call on another lane after this one ([`Lanes::call_after`]).
@@ -223,6 +228,19 @@ impl PendingCall {
     pub fn predecessor(&self) -> Predecessor {
         self.0.predecessor()
     }
+}
+
+/// Where a call's answer came from ([`PendingCall::timed_on`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Answered {
+    /// The lane that gave it (the call may have been sent again on another lane after a
+    /// refusal, see [`Reroute`]).
+    pub lane: usize,
+    /// Whether the call went to Iggy in another call's request ([`crate::merge`]): the
+    /// request's service time is the first call's, and a measure of the lane once, not
+    /// once per call.
+    pub merged: bool,
 }
 
 /// A call that another must wait for ([`PendingCall::predecessor`]): one send of it, until
@@ -914,6 +932,9 @@ impl InFlight {
     /// reply split by the calls' messages, any failure to them all.
     fn settle(self, lane: &Lane, result: Result<Bytes, Failure>, service: Option<Duration>) {
         lane.finished(self.call.code, &result, service, self.riders.len());
+        for rider in &self.riders {
+            lock(&rider.slot.0).rider = true;
+        }
         if self.riders.is_empty() {
             self.call.slot.fill(result, service);
             return;

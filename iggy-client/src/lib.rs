@@ -34,7 +34,8 @@ mod sync;
 pub mod testing;
 
 pub use lane::{
-    CommandStats, Lane, LaneDriver, LaneStats, Lanes, PendingCall, Predecessor, Reroute, Resend,
+    Answered, CommandStats, Lane, LaneDriver, LaneStats, Lanes, PendingCall, Predecessor, Reroute,
+    Resend,
 };
 pub use merge::MergeLimits;
 pub use nodes::Nodes;

@@ -198,3 +198,21 @@ fn a_caller_slow_to_look_holds_up_no_refused_append_behind_it() {
         check_read_back(&mut h, &backend, &batches);
     }
 }
+
+/// A merged request is one measure of its lane in the partition's trial (placement), not
+/// one per append it carried.
+#[test]
+fn a_merged_request_counts_once_in_the_lane_trial() {
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let batches: Vec<(u32, Vec<usize>)> = (0..8).map(|k| (0, vec![k])).collect();
+    let before = sends(&h);
+    let landed = append_together(&mut h, &backend, "t", &batches);
+    assert_eq!(landed, contiguous(&batches));
+    let requests = sends(&h) - before;
+    assert!(requests < batches.len(), "{requests} requests: some merged");
+    let state = backend.inner.catalog.partition("t", 0);
+    let appends = state.route.trial_samples().map(|(appends, _)| appends);
+    assert_eq!(appends, Some(requests), "one answer time per request");
+}
