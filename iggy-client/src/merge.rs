@@ -43,6 +43,7 @@ use iggy_binary_protocol::batch::{
     calculate_batch_checksum, BatchHeader, BatchMessageHeader, BATCH_HEADER_SIZE,
     BATCH_MESSAGE_HEADER_SIZE, MAX_TIMESTAMP_DELTA_MICROS,
 };
+use iggy_binary_protocol::consensus::HEADER_SIZE;
 use iggy_binary_protocol::requests::messages::SendMessagesHeader;
 use iggy_binary_protocol::responses::messages::SendMessagesResponse;
 use iggy_binary_protocol::{WireDecode, WireEncode, WirePartitioning};
@@ -58,6 +59,15 @@ pub struct MergeLimits {
 }
 
 impl MergeLimits {
+    /// The smallest [`Self::max_bytes`]: the body of the smallest request of one message
+    /// (one byte, without headers, to a stream and topic of one-letter names); below it no
+    /// request is small enough to merge.
+    pub const MIN_BYTES: usize = 4 + 16 + BATCH_HEADER_SIZE + BATCH_MESSAGE_HEADER_SIZE + 1;
+    /// The largest [`Self::max_bytes`]: Iggy's message bus takes frames of at most 64 MiB
+    /// (`message_bus.max_message_size`, its default and its wire-level ceiling), its
+    /// request header included, and refuses a larger one.
+    pub const MAX_BYTES: usize = (64 << 20) - HEADER_SIZE;
+
     /// Every append alone.
     pub const OFF: Self = Self {
         max_calls: 1,
