@@ -85,8 +85,11 @@ struct SlotState {
     done: bool,
     /// From the request's write to its reply.
     service: Option<Duration>,
+    /// The latest poll's: each poll replaces the one before, so however often a waiting
+    /// call is polled it keeps one.
     waker: Option<Waker>,
-    /// The lanes whose next call waits for this one.
+    /// The lanes whose next call waits for this one, each once (a lane looking again adds
+    /// nothing): at most one entry per lane.
     then: Vec<(Arc<Lanes>, usize)>,
     /// Times the call was sent again elsewhere after a node did not admit it: a call that
     /// waits for it waits for one send only ([`Predecessor`]).

@@ -235,6 +235,26 @@ fn every_session_of_every_lane_is_its_own_client() {
     assert!(!ids.contains(&0));
 }
 
+/// What a waiting call, and a call waited for, keep of those that wait: one waker, one
+/// entry per waiting lane, however often they are polled and pumped.
+#[test]
+fn waiting_keeps_one_waker_and_one_entry_per_lane() {
+    let now = Instant::now();
+    let lanes = Arc::new(lanes(2));
+    let mut b = up_lane(&lanes, 1, now);
+    let (first, mut second) = one_then_two(&lanes);
+    for _ in 0..1000 {
+        b.pump(now);
+        assert_eq!(poll(&mut second), None);
+    }
+    let s = lock(&first.0 .0);
+    assert_eq!(s.then.len(), 1, "lane 1, told once");
+    assert!(s.waker.is_none(), "nobody polled the first call");
+    drop(s);
+    let s = lock(&second.0 .0);
+    assert!(s.waker.is_some() && s.then.is_empty());
+}
+
 /// Call "1" on lane 0, then call "2" on lane 1 after it.
 fn one_then_two(lanes: &Lanes) -> (PendingCall, PendingCall) {
     let first = lanes.call(0, SEND_MESSAGES_CODE, Bytes::from_static(b"1"));
