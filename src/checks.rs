@@ -1,6 +1,8 @@
 //! The values that cannot work, refused at start with the option's name and the reason,
 //! before anything is bound or connected: a gateway that starts is one that can serve.
 
+use iggy_kafka_iggy_client::MergeLimits;
+
 use crate::Args;
 
 /// The smallest `--max-frame-size`: below it not even a client's first requests (ApiVersions
@@ -78,6 +80,26 @@ pub(crate) fn check(args: &Args) -> Result<(), String> {
         return fail(
             "iggy-connections",
             "0 cannot work: at least one connection carries the requests".into(),
+        );
+    }
+    let merge_bytes = args.iggy_merge_max_bytes;
+    if merge_bytes < MergeLimits::MIN_BYTES {
+        return fail(
+            "iggy-merge-max-bytes",
+            format!(
+                "{merge_bytes} is too small: at least {} bytes, the request of one message",
+                MergeLimits::MIN_BYTES
+            ),
+        );
+    }
+    if merge_bytes > MergeLimits::MAX_BYTES {
+        return fail(
+            "iggy-merge-max-bytes",
+            format!(
+                "{merge_bytes} is larger than Iggy takes in one request ({} bytes: its 64 MiB \
+                 frame less the header)",
+                MergeLimits::MAX_BYTES
+            ),
         );
     }
     if args.max_in_flight_requests == 0 {

@@ -175,7 +175,7 @@ struct Args {
     iggy_connections: usize,
 
     /// Plain appends to one partition that queue behind the one in flight go to Iggy as one
-    /// request of at most N appends and 1 MiB (group commit: a partition's throughput grows
+    /// request of at most N appends and `--iggy-merge-max-bytes` (group commit: a partition's throughput grows
     /// with its queue instead of its latency); 1 sends every append on its own.
     #[arg(
         long,
@@ -184,6 +184,17 @@ struct Args {
         value_name = "N"
     )]
     iggy_merge_appends: usize,
+
+    /// The most bytes one merged request to Iggy may carry (group commit); an append larger
+    /// than that alone is sent alone. From one small message's request to what Iggy takes
+    /// in one frame (64 MiB less its header).
+    #[arg(
+        long,
+        env = "IGGY_KAFKA_IGGY_MERGE_MAX_BYTES",
+        default_value_t = 1 << 20,
+        value_name = "BYTES"
+    )]
+    iggy_merge_max_bytes: usize,
 
     /// The longest a waiting fetch goes without asking Iggy for new data (Iggy cannot notify;
     /// appends made through this gateway wake fetches at once).
@@ -945,7 +956,7 @@ fn main() -> ExitCode {
             let mut lanes = Lanes::new(args.iggy_connections.max(1), Nodes::new(url.addresses))
                 .with_merge(MergeLimits {
                     max_calls: args.iggy_merge_appends,
-                    ..MergeLimits::default()
+                    max_bytes: args.iggy_merge_max_bytes,
                 });
             if let Some(tls) = &url.tls {
                 // Each option's error names it: the CA file's, or the system's roots' (tls).

@@ -71,6 +71,7 @@ idle-timeout-ms = 1234
 iggy = "iggy://someone:secret@127.0.0.9:8091"
 iggy-connections = 7
 iggy-merge-appends = 3
+iggy-merge-max-bytes = 65536
 iggy-poll-interval-ms = 55
 iggy-create-stream = false
 iggy-write-through = false
@@ -303,6 +304,14 @@ fn values_that_cannot_work_stop_start_up_with_the_option_and_the_reason() {
         (
             &["--group-max-session-timeout-ms", "0"],
             "--group-max-session-timeout-ms: 0",
+        ),
+        (
+            &["--iggy-merge-max-bytes", "10"],
+            "--iggy-merge-max-bytes: 10 is too small",
+        ),
+        (
+            &["--iggy-merge-max-bytes", "67108609"],
+            "--iggy-merge-max-bytes: 67108609 is larger than Iggy takes",
         ),
         (
             &["--default-partitions", "0"],

@@ -4,12 +4,15 @@
 //! cluster's answers: replies, errors, "not committed yet" (57), "not admitted" (58), and
 //! cluster metadata naming any primary, none, or nodes never heard of. Some partition writes
 //! are plain appends (to one of two partitions), which the lanes merge into one request.
+//! Some partition writes are given a reroute: refused ("not admitted"), the lane's driver
+//! sends them again on the next group's lane, without their callers.
 //!
 //! What must hold whatever the cluster says:
 //! - no call is written before the call it waits for is done (answered, failed, or let go
 //!   of without having been applied), and none after a call that waits for it;
 //! - a call is written again on another connection only if no node may have applied it
-//!   (every answer to it was "not admitted"): a resent write is never applied twice;
+//!   (every answer to it was "not admitted"): a resent write is never applied twice; and on
+//!   another lane only after a "not admitted", and only if it was given a reroute;
 //! - every answer reaches the call it answers (a merged append, its own base offset);
 //! - a merged request holds only plain appends to one partition, in queue order;
 //! - once the cluster settles (a primary, every node up and answering), every call still
@@ -39,7 +42,7 @@ use iggy_kafka_iggy_client::testing::frames::{
     self, cluster_metadata, login_ok, reply, result_framed,
 };
 use iggy_kafka_iggy_client::{
-    Credentials, Failure, LaneDriver, Lanes, Nodes, PendingCall, SessionConfig,
+    Credentials, Failure, LaneDriver, Lanes, Nodes, PendingCall, Reroute, Resend, SessionConfig,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -57,6 +60,8 @@ enum Step {
         partition: bool,
         /// A plain append to this partition (of two), when a partition's write.
         plain: Option<bool>,
+        /// Sent again on the next group's lane when refused, when a partition's write.
+        reroute: bool,
     },
     /// The caller of call `i` stops waiting for it.
     Drop(u8),
@@ -104,6 +109,17 @@ struct Call {
     done: bool,
     /// A plain append: to which partition, and the base offset its answer must carry.
     plain: Option<(bool, Option<u64>)>,
+    /// Whether it may be sent again on another lane after a refusal.
+    rerouted: bool,
+}
+
+/// Sends a refused write again on the lane of the next group (another node's).
+struct NextGroup;
+
+impl Reroute for NextGroup {
+    fn reroute(&self, lanes: &Lanes, refused: usize, write: Resend<'_>) {
+        write.queue((refused + PER_GROUP) % lanes.len(), None);
+    }
 }
 
 /// One lane's driver and the server's side of its connection.
@@ -307,8 +323,19 @@ impl World {
     /// Lane `lane` wrote call `id`.
     fn written(&mut self, lane: usize, id: usize) {
         let serial = self.links[lane].serial;
+        let call = &mut self.calls[id];
+        let moved = call.lane != lane;
+        if moved {
+            assert!(
+                call.rerouted && call.refused_last,
+                "call {id} written on lane {lane}, not its own {}, without a refusal to move it",
+                call.lane
+            );
+            // Sent again where its reroute said, waiting for nothing.
+            call.lane = lane;
+            call.after = None;
+        }
         let call = &self.calls[id];
-        assert_eq!(call.lane, lane, "written on its own lane");
         assert!(!call.done, "call {id} written again after it was done");
         if call.written_on.is_some_and(|w| w != (lane, serial)) {
             assert!(
@@ -323,7 +350,8 @@ impl World {
                 "call {id} written while call {p}, which it waits for, had no answer"
             );
         }
-        for (later, c) in self.calls.iter().enumerate() {
+        // A call that waited for this one went ahead when this one was refused.
+        for (later, c) in self.calls.iter().enumerate().filter(|_| !moved) {
             assert!(
                 !(c.after == Some(id) && c.written_on.is_some()),
                 "call {id} written after call {later}, which waits for it"
@@ -501,6 +529,7 @@ fuzz_target!(|steps: Vec<Step>| {
                 after,
                 partition,
                 plain,
+                reroute,
             } => {
                 let lane = usize::from(lane) % count;
                 let id = w.calls.len();
@@ -519,9 +548,13 @@ fuzz_target!(|steps: Vec<Step>| {
                     CREATE_TOPIC_CODE
                 };
                 let plain = plain.filter(|_| partition);
+                let rerouted = reroute && partition;
+                let hook = rerouted.then(|| Arc::new(NextGroup) as Arc<dyn Reroute>);
                 let pending = match plain {
-                    Some(p) => w.lanes.append_after(lane, plain_append(id, p), predecessor),
-                    None => w.lanes.call_after(lane, code, payload, predecessor),
+                    Some(p) => w
+                        .lanes
+                        .append_after(lane, plain_append(id, p), predecessor, hook),
+                    None => w.lanes.call_after(lane, code, payload, predecessor, hook),
                 };
                 w.calls.push(Call {
                     lane,
@@ -532,6 +565,7 @@ fuzz_target!(|steps: Vec<Step>| {
                     refused_last: false,
                     done: false,
                     plain: plain.map(|p| (p, None)),
+                    rerouted,
                 });
             }
             Step::Drop(i) => {

@@ -12,15 +12,16 @@
 //! the cluster's: a node that is not the partition's primary refuses its writes ("not
 //! admitted"). A partition's route then moves it to the lanes of the next node
 //! ([`iggy_kafka_iggy_client::Lanes::group`]) and sends the write again there, until a node
-//! takes it.
+//! takes it. The lane's driver does that as the refusal arrives (the route is the write's
+//! [`Reroute`]), in the order the writes were refused, without waiting for their callers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use iggy_kafka_iggy_client::protocol::WireIdentifier;
-use iggy_kafka_iggy_client::{Clock, Failure, Lanes, PendingCall, Predecessor};
+use iggy_kafka_iggy_client::{Clock, Failure, Lanes, PendingCall, Predecessor, Reroute, Resend};
 
 use crate::placement::{Kind, Placement};
 use crate::sync::lock;
@@ -136,30 +137,90 @@ pub(crate) fn admin_lane(name: &str) -> usize {
 }
 
 /// Whether every lane of group `g` is down (its node refused or dropped the connection).
-fn group_down(calls: &Calls, g: usize) -> bool {
-    calls
-        .lanes
-        .group(g)
-        .all(|l| calls.lanes.lane(l).generation().is_none())
+fn group_down(lanes: &Lanes, g: usize) -> bool {
+    lanes.group(g).all(|l| lanes.lane(l).generation().is_none())
 }
 
 impl Route {
     /// Serves the partition from group `g` from now on, its lane chosen anew.
-    fn move_to(&mut self, calls: &Calls, g: usize, (topic, partition): (&str, u32), why: &str) {
-        let to = calls.lanes.group_node(g).unwrap_or("the cluster's primary");
+    fn move_to(&mut self, lanes: &Lanes, g: usize, (topic, partition): (&str, u32), why: &str) {
+        let to = lanes.group_node(g).unwrap_or("the cluster's primary");
         if std::mem::replace(&mut self.moving, true) {
             tracing::debug!(%topic, partition, to, why, "the partition's writes move to another Iggy node");
         } else {
             tracing::info!(%topic, partition, to, why, "the partition's writes move to another Iggy node until one takes them");
         }
         self.group = g;
-        self.placement = Placement::new(calls.lanes.group(g).len(), lane_of(topic, partition));
+        self.placement = Placement::new(lanes.group(g).len(), lane_of(topic, partition));
+    }
+
+    /// The lane for the partition's next request (leaving a node that is down first).
+    fn next_lane(&mut self, lanes: &Lanes, at: (&str, u32)) -> usize {
+        if self.group != 0 && group_down(lanes, self.group) {
+            // Its node is gone: the cluster elects the partition another primary, most
+            // likely the cluster's own; refusals there move it on.
+            self.move_to(lanes, 0, at, "its node is down");
+        }
+        let first = lanes.group(self.group).start;
+        first + self.placement.route(|l| lanes.lane(first + l).generation())
+    }
+
+    /// Where the partition's next append goes on `lane`: after its last append if that
+    /// went down another lane.
+    fn after(&self, lane: usize) -> Option<Predecessor> {
+        match &self.last_append {
+            Some((last, p)) if *last != lane => Some(p.clone()),
+            _ => None,
+        }
+    }
+
+    /// Iggy answered a request of `kind` on `lane` for the partition in `service`.
+    fn answered(
+        &mut self,
+        lanes: &Lanes,
+        (topic, partition): (&str, u32),
+        lane: usize,
+        kind: Kind,
+        service: Option<Duration>,
+    ) {
+        let group = lanes.group(self.group);
+        if !group.contains(&lane) {
+            // Sent before the partition moved to another group.
+            return;
+        }
+        let first = group.start;
+        let generation = |l| lanes.lane(first + l).generation();
+        if let Some(d) = self
+            .placement
+            .answered(lane - first, kind, service, generation)
+        {
+            tracing::debug!(
+                %topic, partition, lane = d.lane, by = ?d.kind, quartiles_us = ?d.quartiles,
+                clear = d.clear, "lane chosen by Iggy's answer times"
+            );
+        }
+    }
+
+    /// The partition's node refuses its writes (on `lane`): it moves to the lanes of the
+    /// next node, unless it has already left that node's (the writes refused with this one,
+    /// such as those of one merged request, move it once).
+    fn refused(&mut self, lanes: &Lanes, at: (&str, u32), lane: usize) {
+        let groups = lanes.groups();
+        if groups == 1 || !lanes.group(self.group).contains(&lane) {
+            return;
+        }
+        // The next group whose node is up (the primary's lanes count as up: they move).
+        let next = (1..groups)
+            .map(|step| (self.group + step) % groups)
+            .find(|&g| g == 0 || !group_down(lanes, g))
+            .unwrap_or(0);
+        self.move_to(lanes, next, at, "a node refused its write");
     }
 }
 
 /// Which lane serves a partition's appends and reads, set at its first request.
 #[derive(Default)]
-pub(crate) struct PartitionRoute(Mutex<Option<Route>>);
+pub(crate) struct PartitionRoute(Arc<Mutex<Option<Route>>>);
 
 /// A partition's lane, and its last append, which an append on another lane must wait for.
 struct Route {
@@ -171,38 +232,69 @@ struct Route {
     /// the first move is told at info.
     moving: bool,
     last_append: Option<(usize, Predecessor)>,
+    /// Given with every write, to send it again should a node not admit it.
+    reroute: Arc<dyn Reroute>,
+}
+
+/// Sends a partition's writes that a node did not admit again on the lanes of the next
+/// node, in the order they were refused, from the lane's driver (see [`Reroute`]): the
+/// writes after one whose caller is slow to look are not held up by it.
+struct Rerouter {
+    route: Weak<Mutex<Option<Route>>>,
+    topic: String,
+    partition: u32,
+}
+
+impl Reroute for Rerouter {
+    fn reroute(&self, lanes: &Lanes, refused: usize, write: Resend<'_>) {
+        // A partition forgotten meanwhile: its caller gets the refusal.
+        let Some(route) = self.route.upgrade() else {
+            return;
+        };
+        let mut route = lock(&route);
+        let Some(route) = route.as_mut() else {
+            return;
+        };
+        let at = (self.topic.as_str(), self.partition);
+        // A refusal is no measure of the lane: the trial leaves it out.
+        route.answered(lanes, at, refused, Kind::Append, None);
+        route.refused(lanes, at, refused);
+        let lane = route.next_lane(lanes, at);
+        let after = route.after(lane);
+        route.last_append = Some((lane, write.predecessor()));
+        write.queue(lane, after);
+    }
 }
 
 impl PartitionRoute {
-    /// Runs `f` on the route (made at the partition's first request), with the lanes'
-    /// generations.
+    /// Runs `f` on the route (made at the partition's first request).
     fn with<R>(
         &self,
-        calls: &Calls,
+        lanes: &Lanes,
         (topic, partition): (&str, u32),
-        f: impl FnOnce(&mut Route, usize, &dyn Fn(usize) -> Option<u64>) -> R,
+        f: impl FnOnce(&mut Route) -> R,
     ) -> R {
         let mut route = lock(&self.0);
         let route = route.get_or_insert_with(|| Route {
-            placement: Placement::new(calls.lanes.group(0).len(), lane_of(topic, partition)),
+            placement: Placement::new(lanes.group(0).len(), lane_of(topic, partition)),
             group: 0,
             moving: false,
             last_append: None,
+            reroute: Arc::new(Rerouter {
+                route: Arc::downgrade(&self.0),
+                topic: topic.to_owned(),
+                partition,
+            }),
         });
-        if route.group != 0 && group_down(calls, route.group) {
-            // Its node is gone: the cluster elects the partition another primary, most
-            // likely the cluster's own; refusals there move it on.
-            route.move_to(calls, 0, (topic, partition), "its node is down");
-        }
-        let first = calls.lanes.group(route.group).start;
-        f(route, first, &|l| calls.lanes.lane(first + l).generation())
+        f(route)
     }
 
     /// Queues an append (Iggy command `code`) on the partition's lane, after the partition's
     /// last append if that went down another lane; returns the lane and the call. A `plain`
     /// append (a `SendMessages` of messages the gateway numbered, neither idempotent nor
     /// transactional) may reach Iggy in one request with the plain appends queued behind
-    /// it ([`iggy_kafka_iggy_client::merge`]).
+    /// it ([`iggy_kafka_iggy_client::merge`]). Should a node not admit it, the lane's
+    /// driver sends it again on the next node's lanes ([`Rerouter`]).
     pub(crate) fn append(
         &self,
         calls: &Calls,
@@ -210,16 +302,15 @@ impl PartitionRoute {
         (code, plain): (u32, bool),
         body: Bytes,
     ) -> (usize, PendingCall) {
-        self.with(calls, at, |route, first, generation| {
-            let lane = first + route.placement.route(generation);
-            let after = match &route.last_append {
-                Some((last, p)) if *last != lane => Some(p.clone()),
-                _ => None,
-            };
+        let lanes = &*calls.lanes;
+        self.with(lanes, at, |route| {
+            let lane = route.next_lane(lanes, at);
+            let after = route.after(lane);
+            let reroute = Some(Arc::clone(&route.reroute));
             let call = if plain {
-                calls.lanes.append_after(lane, body, after)
+                lanes.append_after(lane, body, after, reroute)
             } else {
-                calls.lanes.call_after(lane, code, body, after)
+                lanes.call_after(lane, code, body, after, reroute)
             };
             route.last_append = Some((lane, call.predecessor()));
             (lane, call)
@@ -228,102 +319,61 @@ impl PartitionRoute {
 
     /// The lane for the partition's next poll.
     pub(crate) fn read_lane(&self, calls: &Calls, at: (&str, u32)) -> usize {
-        self.with(calls, at, |route, first, generation| {
-            first + route.placement.route(generation)
-        })
+        let lanes = &*calls.lanes;
+        self.with(lanes, at, |route| route.next_lane(lanes, at))
     }
 
-    /// Waits for the answer to a write of `body` (Iggy command `code`, `plain` as in
-    /// [`Self::append`]) already queued as `sent`; while nodes refuse it, moves the
-    /// partition to the next node's lanes and sends it again there, once round them all and
-    /// once more (the lanes that follow the cluster's primary look for it again after a
-    /// refusal). A plain append refused as part of a merged request is sent again on its
-    /// own body, which holds exactly its messages. Returns the answer, with Iggy's time to
-    /// give it.
+    /// Waits for the answer to a write (Iggy command `code`) queued as `sent` by
+    /// [`Self::append`]. While nodes refuse it, the lanes' drivers send it again on the
+    /// next node's lanes, once round them all and once more (the lanes that follow the
+    /// cluster's primary look for it again after a refusal); a plain append refused as
+    /// part of a merged request is sent again on its own body, which holds exactly its
+    /// messages. Returns the answer, with Iggy's time to give it.
     pub(crate) async fn settle(
         &self,
         calls: &Calls,
         at: (&str, u32),
-        (code, plain, body): (u32, bool, &Bytes),
+        (code, _, _): (u32, bool, &Bytes),
         sent: (usize, PendingCall),
     ) -> (Result<Bytes, Failure>, Option<Duration>) {
-        let (mut lane, mut call) = sent;
-        let mut moves = 0;
-        loop {
-            // Held until this write is sent again: the writes refused with it in one merged
-            // request get their refusal after it, and so are sent again after it, in order.
-            let (result, service, turn) = call.timed_in_turn().await;
-            if let Err(Failure::Status(status)) = &result {
-                tracing::debug!(command = code, status, "iggy refused a request");
-            }
-            if result != Err(Failure::NotAdmitted) {
-                self.answered(calls, at, lane, Kind::Append, service);
-                if let Some(route) = lock(&self.0).as_mut() {
-                    route.moving = false;
-                }
-                return (result, service);
-            }
-            // A refusal is no measure of the lane: the trial leaves it out.
-            self.answered(calls, at, lane, Kind::Append, None);
-            if moves > calls.lanes.groups() {
-                return (result, service);
-            }
-            moves += 1;
-            self.refused(calls, at, lane);
-            (lane, call) = self.append(calls, at, (code, plain), body.clone());
-            drop(turn);
+        let (_, call) = sent;
+        let (result, service, answered) = call.timed_on().await;
+        if let Err(Failure::Status(status)) = &result {
+            tracing::debug!(command = code, status, "iggy refused a request");
         }
-    }
-
-    /// The partition's node refuses its writes (on `lane`): it moves to the lanes of the
-    /// next node, unless it has already left that node's (the writes refused with this one,
-    /// such as those of one merged request, move it once).
-    fn refused(&self, calls: &Calls, (topic, partition): (&str, u32), lane: usize) {
-        let mut route = lock(&self.0);
-        let Some(route) = route.as_mut() else {
-            return;
-        };
-        let groups = calls.lanes.groups();
-        if groups == 1 || !calls.lanes.group(route.group).contains(&lane) {
-            return;
+        if result == Err(Failure::NotAdmitted) {
+            // Refused by every node: its refusals were counted as they came.
+            return (result, service);
         }
-        // The next group whose node is up (the primary's lanes count as up: they move).
-        let next = (1..groups)
-            .map(|step| (route.group + step) % groups)
-            .find(|&g| g == 0 || !group_down(calls, g))
-            .unwrap_or(0);
-        route.move_to(calls, next, (topic, partition), "a node refused its write");
+        if !answered.merged {
+            // A merged request is one measure of its lane, taken by its first call: the
+            // trial compares requests' times, which merging does not make more of.
+            self.answered(calls, at, answered.lane, Kind::Append, service);
+        }
+        if let Some(route) = lock(&self.0).as_mut() {
+            route.moving = false;
+        }
+        (result, service)
     }
 
     /// Iggy answered a request of `kind` on `lane` for the partition in `service`.
     pub(crate) fn answered(
         &self,
         calls: &Calls,
-        (topic, partition): (&str, u32),
+        at: (&str, u32),
         lane: usize,
         kind: Kind,
         service: Option<Duration>,
     ) {
-        let mut route = lock(&self.0);
-        let Some(route) = route.as_mut() else {
-            return;
-        };
-        let group = calls.lanes.group(route.group);
-        if !group.contains(&lane) {
-            // Sent before the partition moved to another group.
-            return;
+        if let Some(route) = lock(&self.0).as_mut() {
+            route.answered(&calls.lanes, at, lane, kind, service);
         }
-        let first = group.start;
-        let generation = |l| calls.lanes.lane(first + l).generation();
-        if let Some(d) = route
-            .placement
-            .answered(lane - first, kind, service, generation)
-        {
-            tracing::debug!(
-                %topic, partition, lane = d.lane, by = ?d.kind, quartiles_us = ?d.quartiles,
-                clear = d.clear, "lane chosen by Iggy's answer times"
-            );
-        }
+    }
+
+    /// Answers of each kind the running trial holds, if one runs (for tests).
+    #[cfg(test)]
+    pub(crate) fn trial_samples(&self) -> Option<(usize, usize)> {
+        lock(&self.0).as_ref().and_then(|r| r.placement.samples())
     }
 
     /// The lane the partition is placed on now and whether a trial is choosing it, once it

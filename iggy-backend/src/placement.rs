@@ -7,7 +7,8 @@
 //! idle requests does not show it either: an idle shard passes a request on at once. What
 //! shows it is the partition's own traffic, so a trial spreads a partition's requests over
 //! every lane in short turns, compares how long Iggy took to answer each (from the request's
-//! write to its reply, queueing in the gateway left out), and keeps the fastest lane.
+//! write to its reply, queueing in the gateway left out), and keeps the fastest lane. A
+//! request that carried several merged appends is one answer, taken by its first.
 //!
 //! Lanes are compared by their lower quartile: what else the server and the machine do only
 //! ever adds to an answer's time, so the quicker answers show the path itself. When no lane
@@ -228,6 +229,15 @@ impl Placement {
     #[cfg(test)]
     pub(crate) fn lane(&self) -> usize {
         self.lane
+    }
+
+    /// The running trial's answers: appends, polls.
+    #[cfg(test)]
+    pub(crate) fn samples(&self) -> Option<(usize, usize)> {
+        let count = |s: &[Vec<u32>]| s.iter().map(Vec::len).sum();
+        self.trial
+            .as_ref()
+            .map(|t| (count(&t.appends), count(&t.polls)))
     }
 
     #[cfg(test)]

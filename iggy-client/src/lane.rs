@@ -34,6 +34,12 @@
 //! rules: queue order kept, calls dropped unsent never merged, every merged call gets the
 //! request's outcome).
 //!
+//! A partition's write may come with a [`Reroute`]: when a node does not admit it (in a
+//! cluster, the node is not the partition's primary), the driver hands it to that as the
+//! refusal arrives, which queues it again on another lane; only once that gives up does
+//! the caller get the refusal. The calls of one refused request are handed over in their
+//! order, and no caller's future has to be polled for the others to be sent again.
+//!
 //! Failure rules: a call whose future was dropped before it was sent is never sent; a call in
 //! flight when its connection fails gets [`Failure::Lost`] (it may or may not have been
 //! applied; nothing is acknowledged that Iggy did not acknowledge); while a lane has no
@@ -79,44 +85,74 @@ struct SlotState {
     done: bool,
     /// From the request's write to its reply.
     service: Option<Duration>,
+    /// The latest poll's: each poll replaces the one before, so however often a waiting
+    /// call is polled it keeps one.
     waker: Option<Waker>,
-    /// The lanes whose next call waits for this one.
+    /// The lanes whose next call waits for this one, each once (a lane looking again adds
+    /// nothing): at most one entry per lane.
     then: Vec<(Arc<Lanes>, usize)>,
-    /// Of a call refused as part of a merged request: its place in line, held until its
-    /// caller takes the refusal (see [`Turn`]).
-    turn: Option<Arc<Baton>>,
-    /// Of the calls after the first in such a request: the place of the call before it,
-    /// which must be let go of before this call's refusal is given.
-    wait: Option<Weak<Baton>>,
+    /// Times the call was sent again elsewhere after a node did not admit it: a call that
+    /// waits for it waits for one send only ([`Predecessor`]).
+    attempt: u32,
+    /// The lane it is queued on (or was answered on).
+    lane: usize,
+    /// It went to Iggy in another call's request ([`crate::merge`]).
+    rider: bool,
 }
 
-/// A place in line; whoever waits for it is woken when it is let go of.
-#[derive(Default)]
-struct Baton(Mutex<Vec<Waker>>);
+/// Where a partition's write goes when a node does not admit it (Iggy's answer when the
+/// node is not the partition's primary), given with the write ([`Lanes::append_after`],
+/// [`Lanes::call_after`]).
+///
+/// The lane's driver calls it, in request order, for each write of a request the node
+/// refused, as soon as the refusal arrives: the writes are sent again without waiting for
+/// their callers (whose futures may not be polled for a while), so that nothing refused
+/// with them, or queued behind them, waits for a caller, and their order is kept.
+pub trait Reroute: Send + Sync {
+    /// `write`, refused on lane `refused`, is to be sent again: queue it with
+    /// [`Resend::queue`] on the lane to send it on, or drop it to give its caller the
+    /// refusal. Called without any lane's lock held.
+    fn reroute(&self, lanes: &Lanes, refused: usize, write: Resend<'_>);
+}
 
-impl Drop for Baton {
-    fn drop(&mut self) {
-        let wakers = std::mem::take(self.0.get_mut().unwrap_or_else(PoisonError::into_inner));
-        for w in wakers {
-            w.wake();
+/// A refused write being sent again ([`Reroute`]); dropped unqueued, its caller gets the
+/// refusal.
+pub struct Resend<'a> {
+    lanes: &'a Lanes,
+    call: Option<Call>,
+}
+
+impl Resend<'_> {
+    /// The write, as a call that another may wait for ([`Lanes::call_after`]); a call that
+    /// waited for it before it was refused no longer does.
+    #[must_use]
+    pub fn predecessor(&self) -> Predecessor {
+        self.call
+            .as_ref()
+            .map_or_else(|| Predecessor(Weak::new(), 0), |c| c.slot.predecessor())
+    }
+
+    /// Queues the write on lane `index`, after `after`, as [`Lanes::call_after`] would.
+    pub fn queue(mut self, index: usize, after: Option<Predecessor>) {
+        if let Some(mut call) = self.call.take() {
+            call.after = after;
+            call.moves += 1;
+            self.lanes.push(index, call);
         }
     }
 }
 
-/// The order in which the calls of a merged request that a node would not admit are given
-/// their refusal: each call after the first gets it once the caller of the one before has
-/// dropped this, so that callers that send their calls again elsewhere (dropping it right
-/// after) send them in their original order. Empty for every other outcome.
-#[must_use = "the next call's refusal waits until this is dropped"]
-#[derive(Debug, Default)]
-pub struct Turn {
-    /// Held for its drop, which lets the next call's refusal go.
-    _held: Option<Arc<Baton>>,
+impl Drop for Resend<'_> {
+    fn drop(&mut self) {
+        if let Some(call) = self.call.take() {
+            call.slot.fill(Err(Failure::NotAdmitted), None);
+        }
+    }
 }
 
-impl std::fmt::Debug for Baton {
+impl std::fmt::Debug for Resend<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Baton")
+        f.debug_struct("Resend").finish_non_exhaustive()
     }
 }
 
@@ -124,6 +160,22 @@ impl std::fmt::Debug for Baton {
 struct Slot(Mutex<SlotState>);
 
 impl Slot {
+    fn predecessor(self: &Arc<Self>) -> Predecessor {
+        Predecessor(Arc::downgrade(self), lock(&self.0).attempt)
+    }
+
+    /// The call is to be sent again: the calls waiting for this send of it go ahead.
+    fn release(&self) {
+        let then = {
+            let mut s = lock(&self.0);
+            s.attempt = s.attempt.wrapping_add(1);
+            std::mem::take(&mut s.then)
+        };
+        for (lanes, index) in then {
+            lanes.lane(index).changed.notify(usize::MAX);
+        }
+    }
+
     fn fill(&self, result: Result<Bytes, Failure>, service: Option<Duration>) {
         let (waker, then) = {
             let mut s = lock(&self.0);
@@ -159,35 +211,55 @@ impl PendingCall {
     /// The reply, with how long Iggy took to give it from the request's write (`None` for a
     /// call that failed without an answer).
     pub async fn timed(self) -> (Result<Bytes, Failure>, Option<Duration>) {
-        let (result, service, _) = self.timed_in_turn().await;
+        let (result, service, _) = self.timed_on().await;
         (result, service)
     }
 
-    /// [`Self::timed`], with the call's [`Turn`]: a caller that sends a refused call again
-    /// elsewhere drops it once it has, so that the calls refused with it follow in order.
-    pub async fn timed_in_turn(mut self) -> (Result<Bytes, Failure>, Option<Duration>, Turn) {
+    /// [`Self::timed`], with where the answer came from.
+    pub async fn timed_on(mut self) -> (Result<Bytes, Failure>, Option<Duration>, Answered) {
         let result = (&mut self).await;
-        let mut s = lock(&self.0 .0);
-        (
-            result,
-            s.service,
-            Turn {
-                _held: s.turn.take(),
-            },
-        )
+        let s = lock(&self.0 .0);
+        let answered = Answered {
+            lane: s.lane,
+            merged: s.rider,
+        };
+        (result, s.service, answered)
     }
 
     /// A handle for queueing a call on another lane after this one ([`Lanes::call_after`]).
     #[must_use]
     pub fn predecessor(&self) -> Predecessor {
-        Predecessor(Arc::downgrade(&self.0))
+        self.0.predecessor()
     }
 }
 
-/// A call that another must wait for ([`PendingCall::predecessor`]). It holds the call only
-/// weakly: a call dropped unsent holds nobody up.
+/// Where a call's answer came from ([`PendingCall::timed_on`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Answered {
+    /// The lane that gave it (the call may have been sent again on another lane after a
+    /// refusal, see [`Reroute`]).
+    pub lane: usize,
+    /// Whether the call went to Iggy in another call's request ([`crate::merge`]): the
+    /// request's service time is the first call's, and a measure of the lane once, not
+    /// once per call.
+    pub merged: bool,
+}
+
+/// A call that another must wait for ([`PendingCall::predecessor`]): one send of it, until
+/// it has its reply, or a node refused it unapplied and it is sent again ([`Reroute`]). It
+/// holds the call only weakly: a call dropped unsent holds nobody up.
 #[derive(Debug, Clone)]
-pub struct Predecessor(Weak<Slot>);
+pub struct Predecessor(Weak<Slot>, u32);
+
+impl Predecessor {
+    /// The call, while this send of it is still to be answered.
+    fn pending(&self) -> Option<Arc<Slot>> {
+        self.0
+            .upgrade()
+            .filter(|slot| lock(&slot.0).attempt == self.1)
+    }
+}
 
 impl std::fmt::Debug for PendingCall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -204,13 +276,6 @@ impl Future for PendingCall {
             s.waker = Some(cx.waker().clone());
             return Poll::Pending;
         }
-        if let Some(before) = s.wait.as_ref().and_then(Weak::upgrade) {
-            // The call before this one in its request has not been let go of: woken when
-            // it is (by this `before` too, should it be the last holder).
-            lock(&before.0).push(cx.waker().clone());
-            return Poll::Pending;
-        }
-        s.wait = None;
         match s.result.take() {
             Some(r) => Poll::Ready(r),
             None => Poll::Pending,
@@ -228,9 +293,26 @@ struct Call {
     after: Option<Predecessor>,
     /// A plain append, which may go in one request with those queued behind it.
     merge: Option<merge::Append>,
+    /// Where it goes should a node not admit it; without, its caller gets the refusal.
+    reroute: Option<Arc<dyn Reroute>>,
+    /// Times it was sent again after a refusal.
+    moves: usize,
 }
 
 impl Call {
+    fn new(code: u32, payload: Bytes) -> Self {
+        Self {
+            code,
+            payload,
+            slot: Arc::default(),
+            detached: false,
+            after: None,
+            merge: None,
+            reroute: None,
+            moves: 0,
+        }
+    }
+
     /// Whether nobody waits for the call any more (it is then never sent).
     fn abandoned(&self) -> bool {
         !self.detached && Arc::strong_count(&self.slot) == 1
@@ -240,7 +322,7 @@ impl Call {
     fn waits(&self) -> bool {
         self.after
             .as_ref()
-            .and_then(|p| p.0.upgrade())
+            .and_then(Predecessor::pending)
             .is_some_and(|before| !lock(&before.0).done)
     }
 }
@@ -400,34 +482,19 @@ impl Lane {
         self.changed.listen()
     }
 
-    fn call(
-        &self,
-        code: u32,
-        payload: Bytes,
-        detached: bool,
-        after: Option<Predecessor>,
-        merge: Option<merge::Append>,
-    ) -> PendingCall {
-        let slot = Arc::new(Slot::default());
+    /// Queues `call`, or fails it at once while the lane is down.
+    fn push(&self, call: Call) {
         let mut st = lock(&self.state);
         if st.link == Link::Down {
             let error = st.last_error.clone().unwrap_or(SessionError::Closed);
             st.stats.lost += 1;
             drop(st);
-            slot.fill(Err(Failure::Lost(error)), None);
-            return PendingCall(slot);
+            call.slot.fill(Err(Failure::Lost(error)), None);
+            return;
         }
-        st.calls.push_back(Call {
-            code,
-            payload,
-            slot: Arc::clone(&slot),
-            detached,
-            after,
-            merge,
-        });
+        st.calls.push_back(call);
         drop(st);
         self.changed.notify(usize::MAX);
-        PendingCall(slot)
     }
 
     fn set_link(&self, link: Link, error: Option<SessionError>) {
@@ -465,9 +532,14 @@ impl Lane {
                 st.calls.pop_front();
                 continue;
             }
-            if let Some(before) = call.after.as_ref().and_then(|p| p.0.upgrade()) {
+            if let Some((before, attempt)) = call
+                .after
+                .as_ref()
+                .and_then(|p| Some((p.0.upgrade()?, p.1)))
+            {
                 let mut b = lock(&before.0);
-                if !b.done {
+                // Checked under the lock that a refusal takes to let the waiters go.
+                if !b.done && b.attempt == attempt {
                     if !b.then.iter().any(|(_, i)| *i == index) {
                         b.then.push((Arc::clone(lanes), index));
                     }
@@ -745,21 +817,44 @@ impl Lanes {
         total
     }
 
+    /// Queues `call` on lane `index`.
+    fn push(&self, index: usize, call: Call) {
+        let index = index % self.lanes.len();
+        lock(&call.slot.0).lane = index;
+        self.lanes[index].push(call);
+    }
+
+    fn queue(&self, index: usize, call: Call) -> PendingCall {
+        let slot = Arc::clone(&call.slot);
+        self.push(index, call);
+        PendingCall(slot)
+    }
+
     /// Queues Iggy command `code` with its encoded `payload` on lane `index`.
     pub fn call(&self, index: usize, code: u32, payload: Bytes) -> PendingCall {
-        self.lane(index).call(code, payload, false, None, None)
+        self.queue(index, Call::new(code, payload))
     }
 
     /// Like [`Self::call`], but the request is not sent before `after` has its reply (or
-    /// was dropped unsent); the calls queued behind it on lane `index` wait too.
+    /// was dropped unsent, or refused and sent again elsewhere); the calls queued behind it
+    /// on lane `index` wait too. A partition's write given `reroute` is sent again where
+    /// that says should a node not admit it ([`Reroute`]).
     pub fn call_after(
         &self,
         index: usize,
         code: u32,
         payload: Bytes,
         after: Option<Predecessor>,
+        reroute: Option<Arc<dyn Reroute>>,
     ) -> PendingCall {
-        self.lane(index).call(code, payload, false, after, None)
+        self.queue(
+            index,
+            Call {
+                after,
+                reroute,
+                ..Call::new(code, payload)
+            },
+        )
     }
 
     /// Queues a plain append on lane `index` like [`Self::call_after`]: a `SendMessages`
@@ -772,19 +867,31 @@ impl Lanes {
         index: usize,
         payload: Bytes,
         after: Option<Predecessor>,
+        reroute: Option<Arc<dyn Reroute>>,
     ) -> PendingCall {
         let merge = if self.merge.enabled() {
             merge::Append::read(&payload)
         } else {
             None
         };
-        self.lane(index)
-            .call(SEND_MESSAGES_CODE, payload, false, after, merge)
+        self.queue(
+            index,
+            Call {
+                after,
+                merge,
+                reroute,
+                ..Call::new(SEND_MESSAGES_CODE, payload)
+            },
+        )
     }
 
     /// Queues a request whose reply nobody awaits (it is sent all the same, in lane order).
     pub fn send_detached(&self, index: usize, code: u32, payload: Bytes) {
-        drop(self.lane(index).call(code, payload, true, None, None));
+        let call = Call {
+            detached: true,
+            ..Call::new(code, payload)
+        };
+        drop(self.queue(index, call));
     }
 }
 
@@ -828,15 +935,14 @@ impl InFlight {
     /// reply split by the calls' messages, any failure to them all.
     fn settle(self, lane: &Lane, result: Result<Bytes, Failure>, service: Option<Duration>) {
         lane.finished(self.call.code, &result, service, self.riders.len());
+        for rider in &self.riders {
+            lock(&rider.slot.0).rider = true;
+        }
         if self.riders.is_empty() {
             self.call.slot.fill(result, service);
             return;
         }
         let shares = match &result {
-            Err(Failure::NotAdmitted) => {
-                self.line_up();
-                vec![Err(Failure::NotAdmitted); 1 + self.riders.len()]
-            }
             Ok(reply) => {
                 let counts: Vec<u32> = std::iter::once(&self.call)
                     .chain(&self.riders)
@@ -851,14 +957,36 @@ impl InFlight {
         }
     }
 
-    /// Puts the calls of a refused merged request in line ([`Turn`]).
-    fn line_up(&self) {
-        let mut before: Option<Weak<Baton>> = None;
-        for call in std::iter::once(&self.call).chain(&self.riders) {
-            let baton = Arc::new(Baton::default());
-            let mut s = lock(&call.slot.0);
-            s.wait = before.replace(Arc::downgrade(&baton));
-            s.turn = Some(baton);
+    /// A node did not admit the request, sent from lane `index`: each of its calls, in
+    /// request order, is sent again where its [`Reroute`] says, at once; a call without
+    /// one, or sent again on every group of lanes and once more, gets the refusal, and a
+    /// call whose caller let go of it is dropped (never sent again).
+    fn refused(self, lanes: &Lanes, index: usize, service: Option<Duration>) {
+        let refusal = Err(Failure::NotAdmitted);
+        lanes
+            .lane(index)
+            .finished(self.call.code, &refusal, service, self.riders.len());
+        for call in self.into_calls() {
+            if call.abandoned() {
+                continue;
+            }
+            let Some(reroute) = call.reroute.clone() else {
+                call.slot.fill(refusal.clone(), service);
+                continue;
+            };
+            if call.moves > lanes.groups() {
+                call.slot.fill(refusal.clone(), service);
+                continue;
+            }
+            call.slot.release();
+            reroute.reroute(
+                lanes,
+                index,
+                Resend {
+                    lanes,
+                    call: Some(call),
+                },
+            );
         }
     }
 
@@ -1117,10 +1245,11 @@ impl LaneDriver {
                     let partition = Operation::from_command_code(request.call.code)
                         .is_some_and(|o| o.is_partition());
                     if partition || self.lanes.pinned_to(self.index).is_some() {
-                        // A partition's primary may be another node: the caller knows the
-                        // partition, and moves it (each merged call sends its own body).
+                        // A partition's primary may be another node: the call's reroute
+                        // knows the partition, and moves it (each merged call sends its
+                        // own body again).
                         let service = Some(now.saturating_duration_since(sent));
-                        request.settle(self.lane(), Err(Failure::NotAdmitted), service);
+                        request.refused(&self.lanes, self.index, service);
                         // Or the cluster elected another primary: a lane that follows it
                         // asks, as Iggy's own SDK does on this answer.
                         self.ask_for_leader(now);

@@ -33,7 +33,10 @@ mod sync;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use lane::{CommandStats, Lane, LaneDriver, LaneStats, Lanes, PendingCall, Predecessor, Turn};
+pub use lane::{
+    Answered, CommandStats, Lane, LaneDriver, LaneStats, Lanes, PendingCall, Predecessor, Reroute,
+    Resend,
+};
 pub use merge::MergeLimits;
 pub use nodes::Nodes;
 pub use session::{Credentials, Event, Failure, Session, SessionConfig, SessionError};

@@ -19,9 +19,11 @@
 //! - **Failure.** Every call of a merged request gets the request's outcome: a refusal
 //!   ([`crate::Failure::Status`]) for all, a lost connection ([`crate::Failure::Lost`]:
 //!   perhaps applied, not acknowledged) for all, "not admitted" for all. Each call's body
-//!   is a whole request of its own, kept unchanged, so a caller that sends its call again
-//!   elsewhere after "not admitted" sends exactly its own messages; those refusals are
-//!   handed out in request order ([`crate::Turn`]), so that resent calls keep it.
+//!   is a whole request of its own, kept unchanged, so a call sent again elsewhere after
+//!   "not admitted" carries exactly its own messages. The driver sends them again itself,
+//!   in request order, where each call's [`crate::Reroute`] says (a call without one gets
+//!   the refusal), so that no caller has to look for the others to be sent again, and a
+//!   call dropped meanwhile is not sent again.
 //! - **Replies.** Iggy confirms a `SendMessages` with the base offset its first message
 //!   took; each merged call gets that reply with the base moved on by the messages of the
 //!   calls before it. A reply without a confirmation reaches every call as it came.
@@ -41,6 +43,7 @@ use iggy_binary_protocol::batch::{
     calculate_batch_checksum, BatchHeader, BatchMessageHeader, BATCH_HEADER_SIZE,
     BATCH_MESSAGE_HEADER_SIZE, MAX_TIMESTAMP_DELTA_MICROS,
 };
+use iggy_binary_protocol::consensus::HEADER_SIZE;
 use iggy_binary_protocol::requests::messages::SendMessagesHeader;
 use iggy_binary_protocol::responses::messages::SendMessagesResponse;
 use iggy_binary_protocol::{WireDecode, WireEncode, WirePartitioning};
@@ -56,6 +59,15 @@ pub struct MergeLimits {
 }
 
 impl MergeLimits {
+    /// The smallest [`Self::max_bytes`]: the body of the smallest request of one message
+    /// (one byte, without headers, to a stream and topic of one-letter names); below it no
+    /// request is small enough to merge.
+    pub const MIN_BYTES: usize = 4 + 16 + BATCH_HEADER_SIZE + BATCH_MESSAGE_HEADER_SIZE + 1;
+    /// The largest [`Self::max_bytes`]: Iggy's message bus takes frames of at most 64 MiB
+    /// (`message_bus.max_message_size`, its default and its wire-level ceiling), its
+    /// request header included, and refuses a larger one.
+    pub const MAX_BYTES: usize = (64 << 20) - HEADER_SIZE;
+
     /// Every append alone.
     pub const OFF: Self = Self {
         max_calls: 1,

@@ -15,6 +15,19 @@ fn append_together(
     topic: &str,
     batches: &[(u32, Vec<usize>)],
 ) -> Vec<Result<u64, BackendError>> {
+    append_together_but(h, backend, topic, batches, None)
+}
+
+/// [`append_together`], with the append `late` not polled until every other one is done
+/// (its caller busy elsewhere, such as a connection writing to a client that does not
+/// read).
+fn append_together_but(
+    h: &mut Pool,
+    backend: &IggyBackend,
+    topic: &str,
+    batches: &[(u32, Vec<usize>)],
+    late: Option<usize>,
+) -> Vec<Result<u64, BackendError>> {
     let mut futures: Vec<_> = batches
         .iter()
         .map(|(partition, records)| {
@@ -34,7 +47,14 @@ fn append_together(
     let mut cx = Context::from_waker(Waker::noop());
     for _ in 0..100_000 {
         // Polled last first: the order they are awaited in does not matter.
-        for (f, d) in futures.iter_mut().zip(&mut done).rev() {
+        let others_done = done
+            .iter()
+            .enumerate()
+            .all(|(k, d)| d.is_some() || Some(k) == late);
+        for (k, (f, d)) in futures.iter_mut().zip(&mut done).enumerate().rev() {
+            if Some(k) == late && !others_done {
+                continue;
+            }
             if let Some(fut) = f {
                 if let Poll::Ready(c) = fut.as_mut().poll(&mut cx) {
                     *d = Some(match c {
@@ -154,4 +174,45 @@ fn merged_appends_a_node_will_not_take_land_once_each_in_order_elsewhere() {
         h.fake.topics["t"].partitions[0].next, 14,
         "each landed once"
     );
+}
+
+/// A caller that does not look at its append for a while (its connection is stuck writing
+/// to a client that does not read) holds up no other append refused with it: the lanes
+/// send them all again where the partition moves, in the order handed over.
+#[test]
+fn a_caller_slow_to_look_holds_up_no_refused_append_behind_it() {
+    let batches: Vec<(u32, Vec<usize>)> = (0..6).map(|k| (0, vec![k * 2, k * 2 + 1])).collect();
+    // The first append (sent alone), and one merged with others.
+    for late in [0, 2] {
+        let mut fake = FakeIggy::new();
+        fake.roster = Roster::cluster(3);
+        fake.roster.leader = Some(1);
+        fake.roster.partition_leader = Some(0);
+        let mut h = Pool::cluster(fake);
+        let backend = h.backend();
+        create(&mut h, &backend, "t", 2);
+        let landed = append_together_but(&mut h, &backend, "t", &batches, Some(late));
+        assert_eq!(landed, contiguous(&batches), "late: {late}");
+        let stats = h.lanes.stats();
+        assert!(stats.refused >= 1 && stats.merged >= 1, "{stats:?}");
+        check_read_back(&mut h, &backend, &batches);
+    }
+}
+
+/// A merged request is one measure of its lane in the partition's trial (placement), not
+/// one per append it carried.
+#[test]
+fn a_merged_request_counts_once_in_the_lane_trial() {
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let batches: Vec<(u32, Vec<usize>)> = (0..8).map(|k| (0, vec![k])).collect();
+    let before = sends(&h);
+    let landed = append_together(&mut h, &backend, "t", &batches);
+    assert_eq!(landed, contiguous(&batches));
+    let requests = sends(&h) - before;
+    assert!(requests < batches.len(), "{requests} requests: some merged");
+    let state = backend.inner.catalog.partition("t", 0);
+    let appends = state.route.trial_samples().map(|(appends, _)| appends);
+    assert_eq!(appends, Some(requests), "one answer time per request");
 }

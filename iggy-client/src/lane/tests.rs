@@ -235,11 +235,31 @@ fn every_session_of_every_lane_is_its_own_client() {
     assert!(!ids.contains(&0));
 }
 
+/// What a waiting call, and a call waited for, keep of those that wait: one waker, one
+/// entry per waiting lane, however often they are polled and pumped.
+#[test]
+fn waiting_keeps_one_waker_and_one_entry_per_lane() {
+    let now = Instant::now();
+    let lanes = Arc::new(lanes(2));
+    let mut b = up_lane(&lanes, 1, now);
+    let (first, mut second) = one_then_two(&lanes);
+    for _ in 0..1000 {
+        b.pump(now);
+        assert_eq!(poll(&mut second), None);
+    }
+    let s = lock(&first.0 .0);
+    assert_eq!(s.then.len(), 1, "lane 1, told once");
+    assert!(s.waker.is_none(), "nobody polled the first call");
+    drop(s);
+    let s = lock(&second.0 .0);
+    assert!(s.waker.is_some() && s.then.is_empty());
+}
+
 /// Call "1" on lane 0, then call "2" on lane 1 after it.
 fn one_then_two(lanes: &Lanes) -> (PendingCall, PendingCall) {
     let first = lanes.call(0, SEND_MESSAGES_CODE, Bytes::from_static(b"1"));
     let after = Some(first.predecessor());
-    let second = lanes.call_after(1, SEND_MESSAGES_CODE, Bytes::from_static(b"2"), after);
+    let second = lanes.call_after(1, SEND_MESSAGES_CODE, Bytes::from_static(b"2"), after, None);
     (first, second)
 }
 
@@ -285,6 +305,7 @@ fn every_lane_waiting_for_one_call_is_told() {
         SEND_MESSAGES_CODE,
         Bytes::from_static(b"3"),
         Some(first.predecessor()),
+        None,
     );
     let (woken_b, woken_c) = (lanes.lane(1).changed(), lanes.lane(2).changed());
     b.pump(now);
@@ -433,8 +454,8 @@ fn a_metadata_request_a_node_will_not_take_is_sent_again_on_the_primary() {
     assert_eq!(poll(&mut call), Some(Ok(Bytes::from_static(b"ok"))));
 }
 
-/// A partition's writes refused by a node go back to the caller, who knows the partition
-/// and may move it; the lane stays, and asks which node leads.
+/// A partition's write refused by a node, queued without a [`Reroute`], goes back to the
+/// caller; the lane stays, and asks which node leads.
 #[test]
 fn a_partition_write_a_node_will_not_take_goes_back_to_the_caller() {
     let now = Instant::now();
@@ -522,7 +543,7 @@ fn plain_appends_queued_behind_one_in_flight_go_as_one_request() {
     let lanes = Arc::new(lanes(1));
     let mut d = up(&lanes, now);
     let a = append_body(0, 1, 100, &[b"a"]);
-    let mut ca = lanes.append_after(0, a.clone(), None);
+    let mut ca = lanes.append_after(0, a.clone(), None, None);
     d.pump(now);
     let (ha, sent) = request(&mut d);
     assert_eq!(sent, a, "alone: nothing was queued behind it");
@@ -530,11 +551,11 @@ fn plain_appends_queued_behind_one_in_flight_go_as_one_request() {
     let c = append_body(0, 4, 103, &[b"c"]);
     let other = append_body(1, 5, 104, &[b"x"]);
     let e = append_body(0, 6, 105, &[b"e"]);
-    let mut cb = lanes.append_after(0, b, None);
-    let mut cc = lanes.append_after(0, c, None);
-    let mut co = lanes.append_after(0, other.clone(), None);
+    let mut cb = lanes.append_after(0, b, None, None);
+    let mut cc = lanes.append_after(0, c, None, None);
+    let mut co = lanes.append_after(0, other.clone(), None, None);
     let mut cm = lanes.call(0, GET_STREAM_CODE, Bytes::from_static(b"s"));
-    let mut ce = lanes.append_after(0, e.clone(), None);
+    let mut ce = lanes.append_after(0, e.clone(), None, None);
     d.pump(now);
     assert_eq!(d.poll_transmit(), None, "lockstep: b waits for a's reply");
     d.handle_input(&reply_to(&ha, 0, &confirmed(10)), now);
@@ -566,7 +587,7 @@ fn a_merge_stops_at_a_call_waiting_for_another_lane() {
     let mut d = up(&lanes, now);
     let mut other_lane = up_lane(&lanes, 1, now);
     let first = append_body(0, 1, 100, &[b"a"]);
-    let mut c1 = lanes.append_after(0, first, None);
+    let mut c1 = lanes.append_after(0, first, None, None);
     d.pump(now);
     let (h1, _) = request(&mut d);
     let mut before = lanes.call(1, GET_STREAM_CODE, Bytes::from_static(b"s"));
@@ -575,9 +596,9 @@ fn a_merge_stops_at_a_call_waiting_for_another_lane() {
     let b = append_body(0, 2, 101, &[b"b"]);
     let c = append_body(0, 3, 102, &[b"c"]);
     let e = append_body(0, 4, 103, &[b"e"]);
-    let mut cb = lanes.append_after(0, b.clone(), None);
-    let mut cc = lanes.append_after(0, c, Some(before.predecessor()));
-    let mut ce = lanes.append_after(0, e, None);
+    let mut cb = lanes.append_after(0, b.clone(), None, None);
+    let mut cc = lanes.append_after(0, c, Some(before.predecessor()), None);
+    let mut ce = lanes.append_after(0, e, None, None);
     d.handle_input(&reply_to(&h1, 0, &confirmed(0)), now);
     assert_eq!(base_of(poll(&mut c1)), 0);
     answer(&mut d, &b, &confirmed(1), now);
@@ -604,12 +625,12 @@ fn dropped_appends_are_not_merged_and_merged_ones_settle_without_their_callers()
     let now = Instant::now();
     let lanes = Arc::new(lanes(1));
     let mut d = up(&lanes, now);
-    let mut c1 = lanes.append_after(0, append_body(0, 1, 100, &[b"a"]), None);
+    let mut c1 = lanes.append_after(0, append_body(0, 1, 100, &[b"a"]), None, None);
     d.pump(now);
     let (h1, _) = request(&mut d);
-    let cb = lanes.append_after(0, append_body(0, 2, 101, &[b"b"]), None);
-    let cc = lanes.append_after(0, append_body(0, 3, 102, &[b"dropped"]), None);
-    let ce = lanes.append_after(0, append_body(0, 4, 103, &[b"e"]), None);
+    let cb = lanes.append_after(0, append_body(0, 2, 101, &[b"b"]), None, None);
+    let cc = lanes.append_after(0, append_body(0, 3, 102, &[b"dropped"]), None, None);
+    let ce = lanes.append_after(0, append_body(0, 4, 103, &[b"e"]), None, None);
     drop(cc);
     d.handle_input(&reply_to(&h1, 0, &confirmed(0)), now);
     assert!(poll(&mut c1).is_some());
@@ -657,19 +678,19 @@ fn a_merged_request_that_fails_fails_every_call_in_it() {
     let now = Instant::now();
     let lanes = Arc::new(lanes(1));
     let mut d = up(&lanes, now);
-    let mut c1 = lanes.append_after(0, append_body(0, 1, 100, &[b"a"]), None);
+    let mut c1 = lanes.append_after(0, append_body(0, 1, 100, &[b"a"]), None, None);
     d.pump(now);
     let (h1, _) = request(&mut d);
-    let mut cb = lanes.append_after(0, append_body(0, 2, 101, &[b"b"]), None);
-    let mut cc = lanes.append_after(0, append_body(0, 3, 102, &[b"c"]), None);
+    let mut cb = lanes.append_after(0, append_body(0, 2, 101, &[b"b"]), None, None);
+    let mut cc = lanes.append_after(0, append_body(0, 3, 102, &[b"c"]), None, None);
     d.handle_input(&reply_to(&h1, 0, &confirmed(0)), now);
     assert!(poll(&mut c1).is_some());
     let (h, _) = request(&mut d);
     d.handle_input(&reply_to(&h, 4010, &[]), now);
     assert_eq!(poll(&mut cb), Some(Err(Failure::Status(4010))));
     assert_eq!(poll(&mut cc), Some(Err(Failure::Status(4010))));
-    let mut cd = lanes.append_after(0, append_body(0, 4, 103, &[b"d"]), None);
-    let mut ce = lanes.append_after(0, append_body(0, 5, 104, &[b"e"]), None);
+    let mut cd = lanes.append_after(0, append_body(0, 4, 103, &[b"d"]), None, None);
+    let mut ce = lanes.append_after(0, append_body(0, 5, 104, &[b"e"]), None, None);
     d.pump(now);
     let (_, sent) = request(&mut d);
     assert_eq!(sent, append_body(0, 4, 103, &[b"d", b"e"]));
@@ -682,61 +703,44 @@ fn a_merged_request_that_fails_fails_every_call_in_it() {
     assert_eq!((stats.refused, stats.lost), (1, 1));
 }
 
-/// A merged write a node will not take goes back to every caller, each with its own body
-/// to send again elsewhere.
+/// A merged write a node will not take, queued without a [`Reroute`], goes back to every
+/// caller.
 #[test]
 fn a_merged_write_a_node_will_not_take_goes_back_to_every_caller() {
     let now = Instant::now();
     let nodes = Nodes::new(CLUSTER.iter().map(|a| (*a).to_owned()));
     let lanes = Arc::new(Lanes::new(1, nodes));
     let mut d = cluster_lane(&lanes, 0, 0, now);
-    let mut c1 = lanes.append_after(0, append_body(0, 1, 100, &[b"a"]), None);
+    let mut c1 = lanes.append_after(0, append_body(0, 1, 100, &[b"a"]), None, None);
     d.pump(now);
     let (h1, _) = request(&mut d);
-    let mut cb = lanes.append_after(0, append_body(0, 2, 101, &[b"b"]), None);
-    let mut cc = lanes.append_after(0, append_body(0, 3, 102, &[b"c"]), None);
+    let mut cb = lanes.append_after(0, append_body(0, 2, 101, &[b"b"]), None, None);
+    let mut cc = lanes.append_after(0, append_body(0, 3, 102, &[b"c"]), None, None);
     d.handle_input(&reply_to(&h1, 0, &confirmed(0)), now);
     assert!(poll(&mut c1).is_some());
     let (_, outcome) = refuse_until_given_up(&mut d, &mut cb, now);
     assert_eq!(outcome, Some(Err(Failure::NotAdmitted)));
-    assert_eq!(
-        poll(&mut cc),
-        None,
-        "in line behind b, whose caller has not let go"
-    );
-    drop(cb);
     assert_eq!(poll(&mut cc), Some(Err(Failure::NotAdmitted)));
-    // Taken with its turn, which holds the next call until it is dropped.
-    let mut cd = lanes.append_after(0, append_body(0, 4, 103, &[b"d"]), None);
-    let ce = lanes.append_after(0, append_body(0, 5, 104, &[b"e"]), None);
-    d.pump(now);
-    let (_, outcome) = refuse_until_given_up(&mut d, &mut cd, now);
-    assert_eq!(outcome, Some(Err(Failure::NotAdmitted)));
-    drop(cd);
-    let (result, _, turn) = now_or_never(ce.timed_in_turn()).expect("its turn came");
-    assert_eq!(result, Err(Failure::NotAdmitted));
-    drop(turn);
+    assert_eq!(lanes.stats().refused, 1, "one request");
 }
 
-/// Callers that take their refusals in the wrong order still get them in request order.
-#[test]
-fn refusals_of_a_merged_request_are_given_in_its_order() {
-    let now = Instant::now();
-    let nodes = Nodes::new(CLUSTER.iter().map(|a| (*a).to_owned()));
-    let lanes = Arc::new(Lanes::new(1, nodes));
-    let mut d = cluster_lane(&lanes, 0, 0, now);
-    let mut c1 = lanes.append_after(0, append_body(0, 1, 100, &[b"a"]), None);
-    d.pump(now);
-    let (h1, _) = request(&mut d);
-    let cb = lanes.append_after(0, append_body(0, 2, 101, &[b"b"]), None);
-    let cc = lanes.append_after(0, append_body(0, 3, 102, &[b"c"]), None);
-    let mut cd = lanes.append_after(0, append_body(0, 4, 103, &[b"d"]), None);
-    d.handle_input(&reply_to(&h1, 0, &confirmed(0)), now);
-    assert!(poll(&mut c1).is_some());
-    let mut bt = Box::pin(cb.timed_in_turn());
-    let mut ct = Box::pin(cc.timed_in_turn());
-    let mut t = now;
-    while lanes.stats().refused == 0 {
+/// Sends every refused write one lane on among the lanes from `first`, recording the
+/// lanes it was refused on.
+#[derive(Default)]
+struct NextLane(Mutex<Vec<usize>>, usize);
+
+impl Reroute for NextLane {
+    fn reroute(&self, lanes: &Lanes, refused: usize, write: Resend<'_>) {
+        lock(&self.0).push(refused);
+        let first = self.1;
+        write.queue(first + (refused + 1 - first) % (lanes.len() - first), None);
+    }
+}
+
+/// Refuses what lane `d` has in flight ("not admitted") until the lanes count a refusal.
+fn refuse_once(d: &mut LaneDriver, lanes: &Lanes, mut now: Instant) {
+    let refused = lanes.stats().refused;
+    while lanes.stats().refused == refused {
         let mut wire = Vec::new();
         while let Some(bytes) = d.poll_transmit() {
             wire.extend_from_slice(&bytes);
@@ -744,30 +748,99 @@ fn refusals_of_a_merged_request_are_given_in_its_order() {
         for r in frames::requests(&wire, 0) {
             d.handle_input(
                 &reply_to(&r.header, session::TRANSIENT_NOT_ACCEPTED, &[]),
-                t,
+                now,
             );
         }
-        t += session::RESEND_PAUSE;
-        d.handle_timeout(t);
+        now += session::RESEND_PAUSE;
+        d.handle_timeout(now);
     }
-    assert_eq!(poll(&mut cd), None, "d waits for c, c for b");
-    let mut cx = Context::from_waker(Waker::noop());
-    assert!(ct.as_mut().poll(&mut cx).is_pending());
-    let Poll::Ready((_, _, b_turn)) = bt.as_mut().poll(&mut cx) else {
-        panic!("b is first");
-    };
-    assert!(
-        ct.as_mut().poll(&mut cx).is_pending(),
-        "b's caller holds its turn"
+}
+
+/// The writes of a merged request a node will not take are sent again by the lane's
+/// driver, in their order, where their [`Reroute`] says, without any caller looking (a
+/// caller slow to look holds up no other); one whose caller let go is not sent again.
+#[test]
+fn refused_writes_are_sent_again_in_order_without_their_callers() {
+    let now = Instant::now();
+    let nodes = Nodes::new(CLUSTER.iter().map(|a| (*a).to_owned()));
+    let lanes = Arc::new(Lanes::new(1, nodes));
+    let mut d0 = cluster_lane(&lanes, 0, 0, now);
+    let mut d1 = cluster_lane(&lanes, 1, 0, now);
+    let next = Arc::new(NextLane::default());
+    let route = || Some(Arc::clone(&next) as Arc<dyn Reroute>);
+    let mut c1 = lanes.append_after(0, append_body(0, 1, 100, &[b"a"]), None, route());
+    d0.pump(now);
+    let (h1, _) = request(&mut d0);
+    let mut cb = lanes.append_after(0, append_body(0, 2, 101, &[b"b"]), None, route());
+    let cd = lanes.append_after(0, append_body(0, 3, 102, &[b"dropped"]), None, route());
+    let mut cc = lanes.append_after(0, append_body(0, 4, 103, &[b"c"]), None, route());
+    // Waits for the send of b on lane 0, not for b's answer.
+    let mut waiting = lanes.call_after(
+        2,
+        GET_STREAM_CODE,
+        Bytes::from_static(b"after b"),
+        Some(cb.predecessor()),
+        None,
     );
-    drop(b_turn);
-    let Poll::Ready((result, _, c_turn)) = ct.as_mut().poll(&mut cx) else {
-        panic!("c follows b");
+    let mut d2 = cluster_lane(&lanes, 2, 0, now);
+    d2.pump(now);
+    assert!(d2.poll_transmit().is_none(), "b is not answered yet");
+    d0.handle_input(&reply_to(&h1, 0, &confirmed(0)), now);
+    assert_eq!(base_of(poll(&mut c1)), 0);
+    drop(cd);
+    refuse_once(&mut d0, &lanes, now);
+    assert_eq!(*lock(&next.0), vec![0, 0], "b and c, not the dropped call");
+    d2.pump(now);
+    answer(&mut d2, b"after b", b"stream", now);
+    assert!(poll(&mut waiting).is_some(), "b's refusal let it go");
+    d1.pump(now);
+    let (h, sent) = request(&mut d1);
+    let merged = merge::merged(&[
+        append_body(0, 2, 101, &[b"b"]),
+        append_body(0, 4, 103, &[b"c"]),
+    ]);
+    assert_eq!(
+        Some(sent),
+        merged,
+        "b then c, merged again, with no caller polled"
+    );
+    d1.handle_input(&reply_to(&h, 0, &confirmed(7)), now);
+    assert_eq!(base_of(poll(&mut cb)), 7);
+    assert_eq!(base_of(poll(&mut cc)), 8);
+    let stats = lanes.stats();
+    assert_eq!((stats.merged, stats.refused), (2, 1));
+}
+
+/// A write refused on every group of lanes and once more goes back to its caller.
+#[test]
+fn a_write_refused_everywhere_goes_back_to_its_caller() {
+    let now = Instant::now();
+    let nodes = Nodes::new(CLUSTER.iter().map(|a| (*a).to_owned()));
+    let lanes = Arc::new(Lanes::new(1, nodes));
+    let mut drivers: Vec<LaneDriver> = (0..lanes.len())
+        .map(|i| cluster_lane(&lanes, i, 0, now))
+        .collect();
+    // The lanes that stay on a node, in turn.
+    let next = Arc::new(NextLane(Mutex::default(), 1));
+    let mut call = lanes.call_after(
+        1,
+        SEND_MESSAGES_CODE,
+        Bytes::from_static(b"records"),
+        None,
+        Some(Arc::clone(&next) as Arc<dyn Reroute>),
+    );
+    let mut lane = 1;
+    let outcome = loop {
+        if let Some(outcome) = poll(&mut call) {
+            break outcome;
+        }
+        drivers[lane].pump(now);
+        refuse_once(&mut drivers[lane], &lanes, now);
+        lane = 1 + lane % (lanes.len() - 1);
     };
-    assert_eq!(result, Err(Failure::NotAdmitted));
-    assert_eq!(poll(&mut cd), None);
-    drop(c_turn);
-    assert_eq!(poll(&mut cd), Some(Err(Failure::NotAdmitted)));
+    assert_eq!(outcome, Err(Failure::NotAdmitted));
+    assert_eq!(*lock(&next.0), vec![1, 2, 3, 1, 2]);
+    assert_eq!(lanes.groups() + 1, 5);
 }
 
 /// A merged request keeps to its bounds: calls, bytes; and a lane told not to merge sends
@@ -788,7 +861,7 @@ fn merges_keep_to_their_limits() {
     ] {
         let lanes = Arc::new(lanes(1).with_merge(limits));
         let mut d = up(&lanes, now);
-        let _first = lanes.append_after(0, append_body(0, 1, 100, &[b"a"]), None);
+        let _first = lanes.append_after(0, append_body(0, 1, 100, &[b"a"]), None, None);
         d.pump(now);
         let (h1, _) = request(&mut d);
         let calls: Vec<PendingCall> = [b"b", b"c", b"d"]
@@ -798,6 +871,7 @@ fn merges_keep_to_their_limits() {
                 lanes.append_after(
                     0,
                     append_body(0, 2 + i as u128, 101 + i as u64, &[*p]),
+                    None,
                     None,
                 )
             })
@@ -818,12 +892,12 @@ fn merges_keep_to_their_limits() {
         max_bytes: 600,
     }));
     let mut d = up(&lanes, now);
-    let _first = lanes.append_after(0, append_body(0, 1, 100, &[b"a"]), None);
+    let _first = lanes.append_after(0, append_body(0, 1, 100, &[b"a"]), None, None);
     d.pump(now);
     let (h1, _) = request(&mut d);
     let big = append_body(0, 2, 101, &[&[7; 700]]);
-    let _b = lanes.append_after(0, big.clone(), None);
-    let _c = lanes.append_after(0, append_body(0, 3, 102, &[b"c"]), None);
+    let _b = lanes.append_after(0, big.clone(), None, None);
+    let _c = lanes.append_after(0, append_body(0, 3, 102, &[b"c"]), None, None);
     d.handle_input(&reply_to(&h1, 0, &confirmed(0)), now);
     let (_, sent) = request(&mut d);
     assert_eq!(sent, big);

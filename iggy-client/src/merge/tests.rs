@@ -192,3 +192,23 @@ fn each_call_gets_its_own_base_offset() {
     let empty = Bytes::from_static(&[0, 0, 0, 0]);
     assert_eq!(split(&empty, &[1, 1]), [empty.clone(), empty]);
 }
+
+/// The bounds of `max_bytes`: the smallest request of one message, and what Iggy takes in
+/// one frame with the request header.
+#[test]
+fn the_byte_bounds_are_one_message_and_one_iggy_frame() {
+    let mut one = BytesMut::new();
+    let m = RawMessage {
+        id: 1,
+        origin_timestamp: 100,
+        headers: None,
+        payload: b"m",
+    };
+    let name = |n| WireIdentifier::named(n).expect("well-formed");
+    let to = WirePartitioning::PartitionId(0);
+    SendMessagesEncoder::encode(&mut one, &name("s"), &name("t"), &to, &[m]).expect("encodes");
+    assert_eq!(one.len(), MergeLimits::MIN_BYTES);
+    assert_eq!(MergeLimits::MAX_BYTES + HEADER_SIZE, 64 * 1024 * 1024);
+    let d = MergeLimits::default();
+    assert!((MergeLimits::MIN_BYTES..=MergeLimits::MAX_BYTES).contains(&d.max_bytes));
+}
