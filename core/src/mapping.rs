@@ -175,11 +175,11 @@ impl RecordSink for IntoIggy {
         if batch.is_transactional() {
             return self.push(batch, r.into_record());
         }
-        let timestamp_ms = batch.base_timestamp.wrapping_add(r.timestamp_delta);
+        let timestamp_ms = batch.base_timestamp.wrapping_add(r.timestamp_delta());
         // `into_iggy`'s bare case, without making the record first.
         match r.value() {
             Some(value)
-                if r.key().is_none() && r.headers.is_empty() && is_bare(timestamp_ms, value) =>
+                if r.key().is_none() && r.headers().len() == 0 && is_bare(timestamp_ms, value) =>
             {
                 self.0
                     .push_bare(r.buffer(), value, origin_timestamp_us(timestamp_ms));
