@@ -266,26 +266,26 @@ impl BatchError {
     }
 }
 
-/// A cursor over one buffer, reading fields and ranges of it.
+/// A cursor over a slice that ends where its reads must stop (a batch's records, one
+/// record): every read is checked against the slice's length alone, and the cursor is small
+/// enough to live in registers while a record is parsed.
 #[derive(Clone)]
 struct Cursor<'a> {
     data: &'a [u8],
     pos: usize,
-    end: usize,
 }
 
 impl Cursor<'_> {
-    #[inline]
+    #[inline(always)]
     fn remaining(&self) -> usize {
-        self.end - self.pos
+        self.data.len() - self.pos
     }
 
-    #[inline]
+    #[inline(always)]
     fn byte(&mut self) -> Result<u8, BatchError> {
-        if self.pos >= self.end {
+        let Some(&b) = self.data.get(self.pos) else {
             return Err(BatchError::corrupt("record truncated"));
-        }
-        let b = self.data[self.pos];
+        };
         self.pos += 1;
         Ok(b)
     }
@@ -293,12 +293,10 @@ impl Cursor<'_> {
     /// One-byte varlongs (the timestamp deltas of records produced together) inline.
     #[inline(always)]
     fn varlong(&mut self) -> Result<i64, BatchError> {
-        if self.pos < self.end {
-            if let Some(&b0) = self.data.get(self.pos) {
-                if b0 & 0x80 == 0 {
-                    self.pos += 1;
-                    return Ok(i64::from(b0 >> 1) ^ -i64::from(b0 & 1));
-                }
+        if let Some(&b0) = self.data.get(self.pos) {
+            if b0 & 0x80 == 0 {
+                self.pos += 1;
+                return Ok(i64::from(b0 >> 1) ^ -i64::from(b0 & 1));
             }
         }
         self.varlong_long()
@@ -321,20 +319,16 @@ impl Cursor<'_> {
     /// ones apart, so that the common case costs no call.
     #[inline(always)]
     fn varint(&mut self) -> Result<i32, BatchError> {
-        if self.pos < self.end {
-            if let Some(&b0) = self.data.get(self.pos) {
-                if b0 & 0x80 == 0 {
-                    self.pos += 1;
-                    return Ok(i32::from(b0 >> 1) ^ -i32::from(b0 & 1));
-                }
-                if self.pos + 2 <= self.end {
-                    if let Some(&b1) = self.data.get(self.pos + 1) {
-                        if b1 & 0x80 == 0 {
-                            self.pos += 2;
-                            let raw = u32::from(b0 & 0x7f) | (u32::from(b1) << 7);
-                            return Ok((raw >> 1) as i32 ^ -((raw & 1) as i32));
-                        }
-                    }
+        if let Some(&b0) = self.data.get(self.pos) {
+            if b0 & 0x80 == 0 {
+                self.pos += 1;
+                return Ok(i32::from(b0 >> 1) ^ -i32::from(b0 & 1));
+            }
+            if let Some(&b1) = self.data.get(self.pos + 1) {
+                if b1 & 0x80 == 0 {
+                    self.pos += 2;
+                    let raw = u32::from(b0 & 0x7f) | (u32::from(b1) << 7);
+                    return Ok((raw >> 1) as i32 ^ -((raw & 1) as i32));
                 }
             }
         }
@@ -540,9 +534,8 @@ impl<'a> RecordView<'a> {
         let e = &self.entry;
         Headers {
             cur: Cursor {
-                data: self.buf,
+                data: &self.buf[..e.anchor + e.end as usize],
                 pos: e.anchor + e.headers_at as usize,
-                end: e.anchor + e.end as usize,
             },
             left: e.header_count,
         }
@@ -553,20 +546,26 @@ impl<'a> RecordView<'a> {
     #[must_use]
     pub fn into_record(self) -> Record {
         let buf = self.buf;
-        let slice = |b: &[u8]| buf.slice_ref(b);
+        let e = self.entry;
+        let slice =
+            |start: usize, len: u32| (len != NULL).then(|| buf.slice(start..start + len as usize));
         Record {
-            attributes: self.entry.attributes,
-            timestamp_delta: self.entry.timestamp_delta,
-            offset_delta: self.entry.offset_delta,
-            key: self.key().map(slice),
-            value: self.value().map(slice),
-            headers: self
-                .headers()
-                .map(|h| Header {
-                    key: slice(h.key),
-                    value: h.value.map(slice),
-                })
-                .collect(),
+            attributes: e.attributes,
+            timestamp_delta: e.timestamp_delta,
+            offset_delta: e.offset_delta,
+            key: slice(e.anchor, e.key_len),
+            value: slice(e.anchor + e.value_at as usize, e.value_len),
+            // Most records have no headers: no walk and no allocation for them.
+            headers: if e.header_count == 0 {
+                Vec::new()
+            } else {
+                self.headers()
+                    .map(|h| Header {
+                        key: buf.slice_ref(h.key),
+                        value: h.value.map(|v| buf.slice_ref(v)),
+                    })
+                    .collect()
+            },
         }
     }
 
@@ -893,42 +892,30 @@ fn decode_batch(
     } else {
         Some(decompress(codec, &data[body_start..body_end], budget)?)
     };
-    let (buf, mut cur) = match &inflated {
-        None => (
-            data,
-            Cursor {
-                data,
-                pos: body_start,
-                end: body_end,
-            },
-        ),
-        Some(inflated) => (
-            inflated,
-            Cursor {
-                data: inflated,
-                pos: 0,
-                end: inflated.len(),
-            },
-        ),
+    let (buf, body) = match &inflated {
+        None => (data, &data[..body_end]),
+        Some(inflated) => (inflated, &inflated[..]),
     };
+    let mut pos = if inflated.is_none() { body_start } else { 0 };
     // Every record takes at least 7 bytes; more than the bytes allow is a lie, caught before
     // anything is reserved.
-    if count_usize > cur.remaining() / 7 {
+    let room = (body.len() - pos) / 7;
+    if count_usize > room {
         return Err(BatchError::RecordCountMismatch {
             declared: count,
-            found: cur.remaining() / 7,
+            found: room,
         });
     }
     sink.begin(count_usize);
     let mut found = 0;
-    while cur.pos < cur.end {
+    while pos < body.len() {
         if found == count_usize {
             return Err(BatchError::RecordCountMismatch {
                 declared: count,
                 found: count_usize + 1,
             });
         }
-        let entry = decode_record(&mut cur)?;
+        let entry = decode_record(body, &mut pos)?;
         sink.push_view(&batch, RecordView { buf, entry });
         found += 1;
     }
@@ -941,22 +928,31 @@ fn decode_batch(
     Ok((batch, inflated))
 }
 
-#[inline]
-fn decode_record(cur: &mut Cursor<'_>) -> Result<Entry, BatchError> {
-    let len = cur.varint()?;
+/// Parses the record at `*pos` in `body` (which ends where the batch's records end) and
+/// moves `*pos` past it.
+#[inline(always)]
+fn decode_record(body: &[u8], pos: &mut usize) -> Result<Entry, BatchError> {
+    let mut outer = Cursor {
+        data: body,
+        pos: *pos,
+    };
+    let len = outer.varint()?;
     let len = usize::try_from(len).map_err(|_| BatchError::corrupt("negative record length"))?;
-    if len > cur.remaining() {
+    if len > outer.remaining() {
         return Err(BatchError::corrupt("record runs past the batch"));
     }
-    let end = cur.pos + len;
-    let outer_end = std::mem::replace(&mut cur.end, end);
+    let start = outer.pos;
+    let mut cur = Cursor {
+        data: &body[start..start + len],
+        pos: 0,
+    };
     let attributes = cur.byte()? as i8;
     let timestamp_delta = cur.varlong()?;
     let offset_delta = cur.varint()?;
     let key_len = cur.nullable_len()?;
-    let anchor = cur.pos - field_len(key_len);
+    let key_at = cur.pos - field_len(key_len);
     let value_len = cur.nullable_len()?;
-    let value_at = cur.pos - field_len(value_len) - anchor;
+    let value_at = cur.pos - field_len(value_len) - key_at;
     let header_count = cur.varint()?;
     let header_count =
         u32::try_from(header_count).map_err(|_| BatchError::corrupt("negative header count"))?;
@@ -964,7 +960,7 @@ fn decode_record(cur: &mut Cursor<'_>) -> Result<Entry, BatchError> {
     if header_count as usize > cur.remaining() / 2 {
         return Err(BatchError::corrupt("header count exceeds the record"));
     }
-    let headers_at = cur.pos - anchor;
+    let headers_at = cur.pos - key_at;
     for _ in 0..header_count {
         let key_len = cur.varint()?;
         let key_len = usize::try_from(key_len)
@@ -972,21 +968,21 @@ fn decode_record(cur: &mut Cursor<'_>) -> Result<Entry, BatchError> {
         cur.take(key_len)?;
         cur.nullable_len()?;
     }
-    if cur.pos != end {
+    if cur.pos != len {
         return Err(BatchError::corrupt(
             "record length does not match its fields",
         ));
     }
-    cur.end = outer_end;
-    // Within one record, whose length is an i32: every position past the anchor fits.
+    *pos = start + len;
+    // Within one record, whose length is an i32: every position past the key fits.
     Ok(Entry {
         timestamp_delta,
-        anchor,
+        anchor: start + key_at,
         key_len,
         value_at: value_at as u32,
         value_len,
         headers_at: headers_at as u32,
-        end: (end - anchor) as u32,
+        end: (len - key_at) as u32,
         header_count,
         offset_delta,
         attributes,

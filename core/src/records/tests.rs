@@ -689,3 +689,38 @@ fn batch_views_refuse_what_decode_batches_refuses() {
         }
     }
 }
+
+/// Lengths written in more bytes than they need (Kafka's varint reader takes them): the
+/// views find each field where it is, not where a minimal encoding would put it.
+#[test]
+fn batch_views_read_lengths_in_overlong_varints() {
+    let mut buf = BytesMut::new();
+    RecordBatch::default()
+        .encode(Compression::None, &mut buf)
+        .expect("encode");
+    let body: &[u8] = &[
+        0, 0, 0, // attributes, timestamp delta, offset delta
+        0x86, 0x00, b'a', b'b', b'c', // key of 3
+        0x84, 0x80, 0x00, b'x', b'y', // value of 2
+        0x82, 0x00, // one header
+        0x82, 0x00, b'h', // its key
+        0x81, 0x00, // its value, null
+    ];
+    buf.put_u8((body.len() as u8) << 1);
+    buf.put_slice(body);
+    buf[57..61].copy_from_slice(&1i32.to_be_bytes());
+    seal(&mut buf, 0).expect("seal");
+    let data = buf.freeze();
+    let owned = decode_batches(&data, &mut budget(), false).expect("decode");
+    let r = &owned[0].records[0];
+    assert_eq!(r.key.as_deref(), Some(&b"abc"[..]));
+    assert_eq!(r.value.as_deref(), Some(&b"xy"[..]));
+    assert_eq!(
+        r.headers,
+        [Header {
+            key: Bytes::from_static(b"h"),
+            value: None
+        }]
+    );
+    assert_views_match(&data, &owned);
+}
