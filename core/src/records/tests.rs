@@ -469,10 +469,10 @@ fn decoding_into_a_sink_matches_collecting() {
 /// holds the messages `into_iggy` maps the collected records to, for real clients' batches
 /// of every codec, legacy message sets, several batches in one field (one inflated buffer
 /// each) and records on both sides of the bare case (keys, headers, null and empty values,
-/// negative timestamps).
+/// negative timestamps, headers that need the envelope form, a transaction's batch).
 #[test]
 fn the_produce_sink_holds_what_into_iggy_maps() {
-    use crate::mapping::{into_iggy, IntoIggy, KafkaRecord};
+    use crate::mapping::{into_iggy, mark_transactional, IntoIggy, KafkaRecord};
     use crate::message::MessageList;
     let mut inputs = captured_record_sets();
     let mut mixed = BytesMut::new();
@@ -488,6 +488,21 @@ fn the_produce_sink_holds_what_into_iggy_maps() {
     batch(12)
         .encode(Compression::Zstd, &mut mixed)
         .expect("encode");
+    let mut txn = batch(9);
+    txn.attributes = 0x10;
+    txn.encode(Compression::None, &mut mixed).expect("encode");
+    let mut plain_headers = batch(6);
+    for (i, r) in plain_headers.records.iter_mut().enumerate() {
+        r.headers = (0..i)
+            .map(|h| Header {
+                key: Bytes::from(format!("h{h}")),
+                value: Some(Bytes::from(vec![b'v'; 1 + h])),
+            })
+            .collect();
+    }
+    plain_headers
+        .encode(Compression::Snappy, &mut mixed)
+        .expect("encode");
     inputs.push(mixed.freeze());
     for data in &inputs {
         let expected: Vec<_> = decode_batches(data, &mut budget(), false)
@@ -495,13 +510,17 @@ fn the_produce_sink_holds_what_into_iggy_maps() {
             .iter()
             .flat_map(|b| {
                 b.records.iter().map(|r| {
-                    into_iggy(KafkaRecord {
+                    let mut msg = into_iggy(KafkaRecord {
                         timestamp_ms: b.base_timestamp + r.timestamp_delta,
                         key: r.key.clone(),
                         value: r.value.clone(),
                         headers: r.headers.clone(),
                         ..KafkaRecord::default()
-                    })
+                    });
+                    if b.is_transactional() {
+                        mark_transactional(&mut msg, b.producer_id, b.producer_epoch);
+                    }
+                    msg
                 })
             })
             .collect();
