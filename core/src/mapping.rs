@@ -98,49 +98,105 @@ pub fn into_iggy(r: KafkaRecord) -> IggyMessage {
         }
         r => r,
     };
+    let headers = r.headers.iter().map(|h| (&h.key[..], h.value.clone()));
+    match plain_headers(r.key.as_deref(), headers) {
+        Some(headers) => plain(r.timestamp_ms, r.timestamp_type, r.key, r.value, headers),
+        None => enveloped(&r),
+    }
+}
+
+/// [`into_iggy`] for a producer's record still in its batch's bytes: key, value and header
+/// values are sliced from there, and no [`Record`] or list of [`Header`]s is made first.
+fn view_into_iggy(timestamp_ms: i64, r: &RecordView<'_>) -> IggyMessage {
+    let buf = r.buffer();
+    let slice = |b: &[u8]| buf.slice_ref(b);
+    let headers = r.headers().map(|h| (h.key, h.value.map(slice)));
+    match plain_headers(r.key(), headers) {
+        Some(headers) => plain(
+            timestamp_ms,
+            TimestampType::CreateTime,
+            r.key().map(slice),
+            r.value().map(slice),
+            headers,
+        ),
+        None => {
+            let r = r.into_record();
+            enveloped(&KafkaRecord {
+                timestamp_ms,
+                timestamp_type: TimestampType::CreateTime,
+                key: r.key,
+                value: r.value,
+                headers: r.headers,
+            })
+        }
+    }
+}
+
+/// The message of a record in the plain form, its Kafka headers already mapped.
+fn plain(
+    timestamp_ms: i64,
+    timestamp_type: TimestampType,
+    key: Option<Bytes>,
+    value: Option<Bytes>,
+    headers: Vec<(String, HeaderValue)>,
+) -> IggyMessage {
+    let mut msg = message_at(timestamp_ms);
+    let mut flags = flags_for(timestamp_type);
+    match key {
+        None => {}
+        Some(k) if k.is_empty() => flags |= FLAG_KEY_EMPTY,
+        Some(k) => msg.headers.push((KEY.into(), HeaderValue::Raw(k))),
+    }
+    msg.payload = match value {
+        None => {
+            flags |= FLAG_VALUE_NULL;
+            Bytes::from_static(&[0])
+        }
+        Some(v) if v.is_empty() => {
+            flags |= FLAG_VALUE_EMPTY;
+            Bytes::from_static(&[0])
+        }
+        Some(v) => v,
+    };
+    if msg.headers.is_empty() {
+        msg.headers = headers;
+    } else {
+        msg.headers.extend(headers);
+    }
+    with_flags(msg, flags)
+}
+
+/// The message of a record in the envelope form.
+fn enveloped(r: &KafkaRecord) -> IggyMessage {
+    let mut msg = message_at(r.timestamp_ms);
+    msg.headers
+        .push((FORMAT.into(), HeaderValue::String(ENVELOPE_V1.into())));
+    msg.payload = envelope(r);
+    with_flags(msg, flags_for(r.timestamp_type))
+}
+
+/// A message with the Kafka timestamp and nothing else yet.
+fn message_at(timestamp_ms: i64) -> IggyMessage {
     let mut msg = IggyMessage {
-        origin_timestamp_us: origin_timestamp_us(r.timestamp_ms),
+        origin_timestamp_us: origin_timestamp_us(timestamp_ms),
         ..IggyMessage::default()
     };
-    if r.timestamp_ms < 0 {
+    if timestamp_ms < 0 {
         msg.headers
-            .push((TIMESTAMP.into(), HeaderValue::Int64(r.timestamp_ms)));
+            .push((TIMESTAMP.into(), HeaderValue::Int64(timestamp_ms)));
     }
-    let mut flags = if r.timestamp_type == TimestampType::LogAppendTime {
+    msg
+}
+
+fn flags_for(timestamp_type: TimestampType) -> u8 {
+    if timestamp_type == TimestampType::LogAppendTime {
         FLAG_LOG_APPEND_TIME
     } else {
         0
-    };
-    match plain_headers(&r) {
-        Some(headers) => {
-            match r.key {
-                None => {}
-                Some(k) if k.is_empty() => flags |= FLAG_KEY_EMPTY,
-                Some(k) => msg.headers.push((KEY.into(), HeaderValue::Raw(k))),
-            }
-            msg.payload = match r.value {
-                None => {
-                    flags |= FLAG_VALUE_NULL;
-                    Bytes::from_static(&[0])
-                }
-                Some(v) if v.is_empty() => {
-                    flags |= FLAG_VALUE_EMPTY;
-                    Bytes::from_static(&[0])
-                }
-                Some(v) => v,
-            };
-            if msg.headers.is_empty() {
-                msg.headers = headers;
-            } else {
-                msg.headers.extend(headers);
-            }
-        }
-        None => {
-            msg.headers
-                .push((FORMAT.into(), HeaderValue::String(ENVELOPE_V1.into())));
-            msg.payload = envelope(&r);
-        }
     }
+}
+
+fn with_flags(mut msg: IggyMessage, flags: u8) -> IggyMessage {
     if flags != 0 {
         msg.headers.push((FLAGS.into(), HeaderValue::Uint8(flags)));
     }
@@ -172,19 +228,21 @@ impl RecordSink for IntoIggy {
     }
 
     fn push_view(&mut self, batch: &RecordBatch, r: RecordView<'_>) {
+        let timestamp_ms = batch.base_timestamp.wrapping_add(r.timestamp_delta());
         if batch.is_transactional() {
-            return self.push(batch, r.into_record());
+            let mut msg = view_into_iggy(timestamp_ms, &r);
+            mark_transactional(&mut msg, batch.producer_id, batch.producer_epoch);
+            return self.0.push(msg);
         }
-        let timestamp_ms = batch.base_timestamp.wrapping_add(r.timestamp_delta);
         // `into_iggy`'s bare case, without making the record first.
         match r.value() {
             Some(value)
-                if r.key().is_none() && r.headers.is_empty() && is_bare(timestamp_ms, value) =>
+                if r.key().is_none() && r.headers().len() == 0 && is_bare(timestamp_ms, value) =>
             {
                 self.0
                     .push_bare(r.buffer(), value, origin_timestamp_us(timestamp_ms));
             }
-            _ => self.push(batch, r.into_record()),
+            _ => self.0.push(view_into_iggy(timestamp_ms, &r)),
         }
     }
 }
@@ -201,21 +259,25 @@ fn origin_timestamp_us(timestamp_ms: i64) -> u64 {
     u64::try_from(timestamp_ms).map_or(0, |ms| ms.saturating_mul(1000))
 }
 
-/// The Kafka headers as Iggy headers, if the plain form can hold them (and the key).
-fn plain_headers(r: &KafkaRecord) -> Option<Vec<(String, HeaderValue)>> {
-    if r.key.as_ref().is_some_and(|k| k.len() > MAX_HEADER_PART) {
+/// The Kafka headers (key, value) as Iggy headers, if the plain form can hold them (and the
+/// record's key).
+fn plain_headers<'h>(
+    key: Option<&[u8]>,
+    headers: impl ExactSizeIterator<Item = (&'h [u8], Option<Bytes>)>,
+) -> Option<Vec<(String, HeaderValue)>> {
+    if key.is_some_and(|k| k.len() > MAX_HEADER_PART) {
         return None;
     }
     // No allocation for the common record without headers.
-    let mut out = if r.headers.is_empty() {
+    let mut out = if headers.len() == 0 {
         Vec::new()
     } else {
-        Vec::with_capacity(r.headers.len() + 1)
+        Vec::with_capacity(headers.len() + 1)
     };
-    let mut total = r.key.as_ref().map_or(0, |k| KEY.len() + k.len());
-    for h in &r.headers {
-        let key = std::str::from_utf8(&h.key).ok()?;
-        let value = h.value.as_ref()?;
+    let mut total = key.map_or(0, |k| KEY.len() + k.len());
+    for (key, value) in headers {
+        let key = std::str::from_utf8(key).ok()?;
+        let value = value?;
         let fits = (1..=MAX_HEADER_PART).contains(&key.len())
             && (1..=MAX_HEADER_PART).contains(&value.len());
         if !fits
@@ -226,7 +288,7 @@ fn plain_headers(r: &KafkaRecord) -> Option<Vec<(String, HeaderValue)>> {
             return None;
         }
         total += key.len() + value.len();
-        out.push((key.to_string(), HeaderValue::Raw(value.clone())));
+        out.push((key.to_string(), HeaderValue::Raw(value)));
     }
     if out.len() > 1 {
         let order = out

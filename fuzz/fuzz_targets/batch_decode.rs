@@ -3,7 +3,8 @@
 //! record parser instead of stopping at the CRC; one mode in eight feeds the raw bytes, CRC
 //! and all. A small budget makes bombs cheap to find. Where a batch decodes, encoding it
 //! again and decoding gives the same records; the streaming decoder (`decode_batches_into`)
-//! agrees with the collecting one on every input, records and errors alike, and the produce
+//! agrees with the collecting one on every input, records and errors alike, and so does the
+//! borrowed one (`decode_batch_views`, each view read field by field), and the produce
 //! path's sink (`IntoIggy`, which keeps bare records where they lie) holds the messages
 //! `into_iggy` maps the collected records to.
 #![no_main]
@@ -11,8 +12,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use iggy_kafka_core::mapping::{into_iggy, IntoIggy, KafkaRecord};
 use iggy_kafka_core::records::{
-    decode_batches, decode_batches_into, Compression, DecompressionBudget, Record, RecordBatch,
-    RecordSink,
+    decode_batch_views, decode_batches, decode_batches_into, BatchView, Compression,
+    DecompressionBudget, Record, RecordBatch, RecordSink,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -46,6 +47,17 @@ fuzz_target!(|input: (u8, i32, &[u8])| {
     let decoded = decode_batches(&data, &mut DecompressionBudget::new(BUDGET), false);
     let mut sink = Collect(Vec::new());
     let streamed = decode_batches_into(&data, &mut DecompressionBudget::new(BUDGET), &mut sink);
+    let views = decode_batch_views(&data, &mut DecompressionBudget::new(BUDGET), false);
+    match (&decoded, &views) {
+        (Ok(d), Ok(v)) => {
+            assert_eq!(d.len(), v.len());
+            for (batch, view) in d.iter().zip(v) {
+                assert_views_read(batch, view);
+            }
+        }
+        (Err(a), Err(b)) => assert_eq!(a, b),
+        (a, b) => panic!("the owned and borrowed decoders disagree: {a:?} / {b:?}"),
+    }
     match (&decoded, &streamed) {
         (Ok(d), Ok(s)) => {
             let records: Vec<&Record> = d.iter().flat_map(|b| &b.records).collect();
@@ -93,6 +105,27 @@ fuzz_target!(|input: (u8, i32, &[u8])| {
         assert_eq!(a.records, b.records);
     }
 });
+
+/// The view reads as the owned batch, field by field, and makes it again.
+fn assert_views_read(batch: &RecordBatch, view: &BatchView<'_>) {
+    assert_eq!(view.header().records, []);
+    assert_eq!(view.header().base_offset, batch.base_offset);
+    assert_eq!(view.header().attributes, batch.attributes);
+    assert_eq!(view.len(), batch.records.len());
+    for (r, want) in view.records().zip(&batch.records) {
+        assert_eq!(r.attributes(), want.attributes);
+        assert_eq!(r.timestamp_delta(), want.timestamp_delta);
+        assert_eq!(r.offset_delta(), want.offset_delta);
+        assert_eq!(r.key(), want.key.as_deref());
+        assert_eq!(r.value(), want.value.as_deref());
+        assert_eq!(r.headers().len(), want.headers.len());
+        for (h, w) in r.headers().zip(&want.headers) {
+            assert_eq!(h.key, &w.key[..]);
+            assert_eq!(h.value, w.value.as_deref());
+        }
+        assert_eq!(&r.into_record(), want);
+    }
+}
 
 struct Collect(Vec<Record>);
 

@@ -1,9 +1,24 @@
 //! Kafka record batches (magic 2): decode and encode, CRC-32C, compression.
 //!
-//! Decoding is zero-copy for uncompressed batches: keys, values and header values are slices
-//! of the request frame. Compressed batches are inflated once, within a
-//! [`DecompressionBudget`] shared by all batches of a request, and sliced from that buffer.
-//! Nothing is reserved from a count before the count is checked against the bytes left.
+//! Three decoders share one parser and check the same things (CRC-32C, lengths, counts,
+//! varints, the decompression budget) with the same [`BatchError`]s:
+//!
+//! - [`decode_batch_views`] leaves every record where it lies. Each [`BatchView`] borrows
+//!   the `records` field it was decoded from (`&'a Bytes`, the request's bytes) when the
+//!   batch is uncompressed, or owns the buffer its records were inflated into; its
+//!   [`RecordView`]s borrow from the view, so their keys, values and headers are `&[u8]` and
+//!   the headers are walked only when asked for. Decoding allocates one list of fixed-size
+//!   entries per batch and touches no reference count. Call order: decode, read the views
+//!   (`records()`), and keep what must outlive them with [`RecordView::into_record`] or
+//!   [`BatchView::into_batch`].
+//! - [`decode_batches`] makes owned [`Record`]s, their fields [`Bytes`] slices of the same
+//!   buffers (no copy of the data).
+//! - [`decode_batches_into`] hands each record to a [`RecordSink`] as a [`RecordView`] as
+//!   it is decoded, for callers that map records into something else (the produce path).
+//!
+//! Compressed batches are inflated once, within a [`DecompressionBudget`] shared by all
+//! batches of a request. Nothing is reserved from a count before the count is checked
+//! against the bytes left.
 
 mod compression;
 mod legacy;
@@ -251,27 +266,26 @@ impl BatchError {
     }
 }
 
-/// A cursor over one buffer whose reads return slices of it.
+/// A cursor over a slice that ends where its reads must stop (a batch's records, one
+/// record): every read is checked against the slice's length alone, and the cursor is small
+/// enough to live in registers while a record is parsed.
+#[derive(Clone)]
 struct Cursor<'a> {
-    buf: &'a Bytes,
-    /// `buf`'s bytes, read through without going through `Bytes` each time.
     data: &'a [u8],
     pos: usize,
-    end: usize,
 }
 
 impl Cursor<'_> {
-    #[inline]
+    #[inline(always)]
     fn remaining(&self) -> usize {
-        self.end - self.pos
+        self.data.len() - self.pos
     }
 
-    #[inline]
+    #[inline(always)]
     fn byte(&mut self) -> Result<u8, BatchError> {
-        if self.pos >= self.end {
+        let Some(&b) = self.data.get(self.pos) else {
             return Err(BatchError::corrupt("record truncated"));
-        }
-        let b = self.data[self.pos];
+        };
         self.pos += 1;
         Ok(b)
     }
@@ -279,12 +293,10 @@ impl Cursor<'_> {
     /// One-byte varlongs (the timestamp deltas of records produced together) inline.
     #[inline(always)]
     fn varlong(&mut self) -> Result<i64, BatchError> {
-        if self.pos < self.end {
-            if let Some(&b0) = self.data.get(self.pos) {
-                if b0 & 0x80 == 0 {
-                    self.pos += 1;
-                    return Ok(i64::from(b0 >> 1) ^ -i64::from(b0 & 1));
-                }
+        if let Some(&b0) = self.data.get(self.pos) {
+            if b0 & 0x80 == 0 {
+                self.pos += 1;
+                return Ok(i64::from(b0 >> 1) ^ -i64::from(b0 & 1));
             }
         }
         self.varlong_long()
@@ -307,20 +319,16 @@ impl Cursor<'_> {
     /// ones apart, so that the common case costs no call.
     #[inline(always)]
     fn varint(&mut self) -> Result<i32, BatchError> {
-        if self.pos < self.end {
-            if let Some(&b0) = self.data.get(self.pos) {
-                if b0 & 0x80 == 0 {
-                    self.pos += 1;
-                    return Ok(i32::from(b0 >> 1) ^ -i32::from(b0 & 1));
-                }
-                if self.pos + 2 <= self.end {
-                    if let Some(&b1) = self.data.get(self.pos + 1) {
-                        if b1 & 0x80 == 0 {
-                            self.pos += 2;
-                            let raw = u32::from(b0 & 0x7f) | (u32::from(b1) << 7);
-                            return Ok((raw >> 1) as i32 ^ -((raw & 1) as i32));
-                        }
-                    }
+        if let Some(&b0) = self.data.get(self.pos) {
+            if b0 & 0x80 == 0 {
+                self.pos += 1;
+                return Ok(i32::from(b0 >> 1) ^ -i32::from(b0 & 1));
+            }
+            if let Some(&b1) = self.data.get(self.pos + 1) {
+                if b1 & 0x80 == 0 {
+                    self.pos += 2;
+                    let raw = u32::from(b0 & 0x7f) | (u32::from(b1) << 7);
+                    return Ok((raw >> 1) as i32 ^ -((raw & 1) as i32));
                 }
             }
         }
@@ -340,38 +348,24 @@ impl Cursor<'_> {
         Err(BatchError::corrupt("varint too long"))
     }
 
-    /// The next `len` bytes, as a range of the buffer.
+    /// Skips the next `len` bytes, returning where they start.
     #[inline(always)]
-    fn take(&mut self, len: usize) -> Result<(usize, usize), BatchError> {
+    fn take(&mut self, len: usize) -> Result<usize, BatchError> {
         if len > self.remaining() {
             return Err(BatchError::corrupt("record field runs past the record"));
         }
         let start = self.pos;
         self.pos += len;
-        Ok((start, self.pos))
+        Ok(start)
     }
 
-    #[inline]
-    fn slice(&mut self, len: usize) -> Result<Bytes, BatchError> {
-        let (start, end) = self.take(len)?;
-        Ok(self.buf.slice(start..end))
-    }
-
-    /// A varint length, then that many bytes; -1 is null.
-    #[inline]
-    fn nullable(&mut self) -> Result<Option<Bytes>, BatchError> {
-        Ok(self
-            .nullable_range()?
-            .map(|(start, end)| self.buf.slice(start..end)))
-    }
-
-    /// [`nullable`](Self::nullable) as a range of the buffer, sliced by no one yet.
+    /// A varint length, then that many bytes, skipped: the length, or [`NULL`] for -1.
     #[inline(always)]
-    fn nullable_range(&mut self) -> Result<Option<(usize, usize)>, BatchError> {
+    fn nullable_len(&mut self) -> Result<u32, BatchError> {
         match self.varint()? {
-            -1 => Ok(None),
+            -1 => Ok(NULL),
             n if n < 0 => Err(BatchError::corrupt("negative length")),
-            n => self.take(n as usize).map(Some),
+            n => self.take(n as usize).map(|_| n as u32),
         }
     }
 }
@@ -401,15 +395,23 @@ pub fn decode_batches(
     allow_partial_tail: bool,
 ) -> Result<Vec<RecordBatch>, BatchError> {
     // Legacy entries and v2 batches both put the magic at byte 16.
-    if matches!(data.get(16).copied(), Some(0 | 1)) {
+    if is_legacy(data) {
         return Ok(vec![decode_message_set(data, budget)?]);
     }
     let mut each = PerBatch(Vec::new());
-    let mut batches = decode_batches_with(data, budget, allow_partial_tail, &mut each)?;
+    let mut batches = Vec::new();
+    decode_batches_with(data, budget, allow_partial_tail, &mut each, |_, b, _| {
+        batches.push(b);
+    })?;
     for (b, records) in batches.iter_mut().zip(each.0) {
         b.records = records;
     }
     Ok(batches)
+}
+
+/// Legacy message-set entries and v2 batches both put the magic at byte 16.
+fn is_legacy(data: &[u8]) -> bool {
+    matches!(data.get(16).copied(), Some(0 | 1))
 }
 
 /// Collects each batch's records apart.
@@ -436,27 +438,54 @@ pub trait RecordSink {
     fn push(&mut self, batch: &RecordBatch, record: Record);
     /// One record of a v2 batch, still in the batch's bytes. The default makes it a
     /// [`Record`] for [`push`](Self::push); a sink that can use the bytes where they lie
-    /// saves the slicing (a reference count each for key and value).
+    /// saves building the record (a reference count each for key, value and header, and
+    /// the list of headers).
     fn push_view(&mut self, batch: &RecordBatch, record: RecordView<'_>) {
         self.push(batch, record.into_record());
     }
 }
 
-/// A decoded record whose key and value are still ranges of the bytes it was decoded from
-/// (the request's, or an inflated batch's): what [`RecordSink::push_view`] is given.
-#[derive(Debug)]
+/// A field's length that stands for null.
+const NULL: u32 = u32::MAX;
+
+/// The bytes a field of length `len` (or [`NULL`]) takes after its length.
+#[inline(always)]
+fn field_len(len: u32) -> usize {
+    if len == NULL {
+        0
+    } else {
+        len as usize
+    }
+}
+
+/// Where a decoded record's fields lie in its buffer: what a [`RecordView`] reads, and what a
+/// [`BatchView`] keeps per record. Positions past `anchor` are relative to it, so they fit
+/// 32 bits (a record's length is an `i32`).
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    timestamp_delta: i64,
+    /// Where the key starts (or would, when it is null).
+    anchor: usize,
+    key_len: u32,
+    /// Where the value starts, from `anchor`.
+    value_at: u32,
+    value_len: u32,
+    /// Where the first header starts and the record ends, from `anchor`.
+    headers_at: u32,
+    end: u32,
+    header_count: u32,
+    offset_delta: i32,
+    attributes: i8,
+}
+
+/// A decoded record that is still where it was decoded from (the request's bytes, or the
+/// batch's inflated buffer): its key, value and headers borrow from that buffer and its
+/// headers are walked only when asked for. What [`RecordSink::push_view`] is given and what
+/// [`BatchView::records`] yields; [`into_record`](Self::into_record) makes a [`Record`].
+#[derive(Clone, Copy)]
 pub struct RecordView<'a> {
     buf: &'a Bytes,
-    /// Record attributes.
-    pub attributes: i8,
-    /// Timestamp minus the batch's base timestamp, in milliseconds.
-    pub timestamp_delta: i64,
-    /// Offset minus the batch's base offset.
-    pub offset_delta: i32,
-    key: Option<(usize, usize)>,
-    value: Option<(usize, usize)>,
-    /// Headers, in order.
-    pub headers: Vec<Header>,
+    entry: Entry,
 }
 
 impl<'a> RecordView<'a> {
@@ -466,34 +495,149 @@ impl<'a> RecordView<'a> {
         self.buf
     }
 
-    /// The key; `None` is null.
+    /// Record attributes (unused by Kafka so far, kept as sent).
+    #[must_use]
+    pub fn attributes(&self) -> i8 {
+        self.entry.attributes
+    }
+
+    /// Timestamp minus the batch's base timestamp, in milliseconds.
+    #[must_use]
+    pub fn timestamp_delta(&self) -> i64 {
+        self.entry.timestamp_delta
+    }
+
+    /// Offset minus the batch's base offset.
+    #[must_use]
+    pub fn offset_delta(&self) -> i32 {
+        self.entry.offset_delta
+    }
+
+    /// The key; `None` is null, distinct from empty.
     #[must_use]
     pub fn key(&self) -> Option<&'a [u8]> {
-        let buf: &'a Bytes = self.buf;
-        self.key.map(|(start, end)| &buf[start..end])
+        self.field(self.entry.anchor, self.entry.key_len)
     }
 
-    /// The value; `None` is null.
+    /// The value; `None` is null (a tombstone), distinct from empty.
     #[must_use]
     pub fn value(&self) -> Option<&'a [u8]> {
-        let buf: &'a Bytes = self.buf;
-        self.value.map(|(start, end)| &buf[start..end])
+        self.field(
+            self.entry.anchor + self.entry.value_at as usize,
+            self.entry.value_len,
+        )
     }
 
-    /// The record, its key and value sliced from the buffer.
+    /// The headers, in order; keys may repeat.
     #[must_use]
-    pub fn into_record(self) -> Record {
-        let slice = |r: Option<(usize, usize)>| r.map(|(start, end)| self.buf.slice(start..end));
-        Record {
-            attributes: self.attributes,
-            timestamp_delta: self.timestamp_delta,
-            offset_delta: self.offset_delta,
-            key: slice(self.key),
-            value: slice(self.value),
-            headers: self.headers,
+    pub fn headers(&self) -> Headers<'a> {
+        let e = &self.entry;
+        Headers {
+            cur: Cursor {
+                data: &self.buf[..e.anchor + e.end as usize],
+                pos: e.anchor + e.headers_at as usize,
+            },
+            left: e.header_count,
         }
     }
+
+    /// The record as an owned [`Record`], its key, value and header fields sliced from the
+    /// buffer (no copy).
+    #[must_use]
+    pub fn into_record(self) -> Record {
+        let buf = self.buf;
+        let e = self.entry;
+        let slice =
+            |start: usize, len: u32| (len != NULL).then(|| buf.slice(start..start + len as usize));
+        Record {
+            attributes: e.attributes,
+            timestamp_delta: e.timestamp_delta,
+            offset_delta: e.offset_delta,
+            key: slice(e.anchor, e.key_len),
+            value: slice(e.anchor + e.value_at as usize, e.value_len),
+            // Most records have no headers: no walk and no allocation for them.
+            headers: if e.header_count == 0 {
+                Vec::new()
+            } else {
+                self.headers()
+                    .map(|h| Header {
+                        key: buf.slice_ref(h.key),
+                        value: h.value.map(|v| buf.slice_ref(v)),
+                    })
+                    .collect()
+            },
+        }
+    }
+
+    fn field(&self, start: usize, len: u32) -> Option<&'a [u8]> {
+        // Positions were checked against this very buffer when the record was decoded.
+        (len != NULL).then(|| &self.buf[start..start + len as usize])
+    }
 }
+
+impl std::fmt::Debug for RecordView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordView")
+            .field("attributes", &self.attributes())
+            .field("timestamp_delta", &self.timestamp_delta())
+            .field("offset_delta", &self.offset_delta())
+            .field("key", &self.key())
+            .field("value", &self.value())
+            .field("headers", &self.headers().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// A header of a [`RecordView`], borrowed from the record's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderView<'a> {
+    /// The key (possibly empty).
+    pub key: &'a [u8],
+    /// The value; `None` is null, distinct from empty.
+    pub value: Option<&'a [u8]>,
+}
+
+/// The headers of a [`RecordView`], read from its bytes one by one.
+#[derive(Clone)]
+pub struct Headers<'a> {
+    cur: Cursor<'a>,
+    left: u32,
+}
+
+impl std::fmt::Debug for Headers<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.clone()).finish()
+    }
+}
+
+impl<'a> Iterator for Headers<'a> {
+    type Item = HeaderView<'a>;
+
+    fn next(&mut self) -> Option<HeaderView<'a>> {
+        if self.left == 0 {
+            return None;
+        }
+        // The record's decode checked these very fields; a failure here cannot happen and
+        // would end the walk rather than panic.
+        let cur = &mut self.cur;
+        let key_len = usize::try_from(cur.varint().ok()?).ok()?;
+        let key_at = cur.take(key_len).ok()?;
+        let value_len = cur.nullable_len().ok()?;
+        let data: &'a [u8] = cur.data;
+        let value = (value_len != NULL).then(|| &data[cur.pos - value_len as usize..cur.pos]);
+        self.left -= 1;
+        Some(HeaderView {
+            key: &data[key_at..key_at + key_len],
+            value,
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left as usize, Some(self.left as usize))
+    }
+}
+
+impl ExactSizeIterator for Headers<'_> {}
 
 /// Decodes like [`decode_batches`] but hands every record to `sink` as it is decoded
 /// instead of collecting them, so a caller that maps records to something else builds no
@@ -507,7 +651,7 @@ pub fn decode_batches_into(
     budget: &mut DecompressionBudget,
     sink: &mut impl RecordSink,
 ) -> Result<Vec<RecordBatch>, BatchError> {
-    if matches!(data.get(16).copied(), Some(0 | 1)) {
+    if is_legacy(data) {
         let mut batch = decode_message_set(data, budget)?;
         let records = std::mem::take(&mut batch.records);
         sink.begin(records.len());
@@ -516,16 +660,167 @@ pub fn decode_batches_into(
         }
         return Ok(vec![batch]);
     }
-    decode_batches_with(data, budget, false, sink)
+    let mut batches = Vec::new();
+    decode_batches_with(data, budget, false, sink, |_, b, _| batches.push(b))?;
+    Ok(batches)
 }
 
-fn decode_batches_with(
+/// A decoded batch whose records stay in the bytes they were decoded from: the request's
+/// for an uncompressed batch, or a buffer the batch owns for a compressed one (inflated
+/// once). [`records`](Self::records) yields [`RecordView`]s that borrow from the batch.
+///
+/// Decoding one builds a list of fixed-size record entries (positions, deltas, attributes)
+/// and nothing else: no reference count is touched and nothing is allocated per record.
+/// The checks are [`decode_batches`]'s, to the byte.
+pub struct BatchView<'a> {
+    header: RecordBatch,
+    buf: Source<'a>,
+    records: Vec<Entry>,
+}
+
+/// The bytes a [`BatchView`]'s records lie in.
+enum Source<'a> {
+    Frame(&'a Bytes),
+    Inflated(Bytes),
+}
+
+impl<'a> BatchView<'a> {
+    /// The batch's header fields; its `records` is empty.
+    #[must_use]
+    pub fn header(&self) -> &RecordBatch {
+        &self.header
+    }
+
+    /// The number of records.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether the batch holds no record.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The bytes the records lie in: the request's, or the inflated records.
+    #[must_use]
+    pub fn buffer(&self) -> &Bytes {
+        match &self.buf {
+            Source::Frame(b) => b,
+            Source::Inflated(b) => b,
+        }
+    }
+
+    /// The `i`th record, if there are that many.
+    #[must_use]
+    pub fn record(&self, i: usize) -> Option<RecordView<'_>> {
+        let buf = self.buffer();
+        self.records.get(i).map(|&entry| RecordView { buf, entry })
+    }
+
+    /// The records, in order.
+    pub fn records(&self) -> impl ExactSizeIterator<Item = RecordView<'_>> + '_ {
+        let buf = self.buffer();
+        self.records
+            .iter()
+            .map(move |&entry| RecordView { buf, entry })
+    }
+
+    /// The batch with its records owned, as [`decode_batches`] makes it.
+    #[must_use]
+    pub fn into_batch(self) -> RecordBatch {
+        let records = self.records().map(RecordView::into_record).collect();
+        RecordBatch {
+            records,
+            ..self.header
+        }
+    }
+}
+
+impl std::fmt::Debug for BatchView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchView")
+            .field("header", &self.header)
+            .field("records", &self.records().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Decodes every batch in `data` like [`decode_batches`], with the same checks and errors,
+/// but leaves each record where it lies: see [`BatchView`]. A legacy message set comes back
+/// as one batch, rewritten as a v2 batch that the view owns.
+///
+/// # Errors
+/// As [`decode_batches`].
+pub fn decode_batch_views<'a>(
+    data: &'a Bytes,
+    budget: &mut DecompressionBudget,
+    allow_partial_tail: bool,
+) -> Result<Vec<BatchView<'a>>, BatchError> {
+    if is_legacy(data) {
+        let batch = decode_message_set(data, budget)?;
+        let mut v2 = BytesMut::new();
+        batch.encode(Compression::None, &mut v2)?;
+        let v2 = v2.freeze();
+        let mut entries = Entries(Vec::new());
+        let mut views = Vec::with_capacity(1);
+        decode_batches_with(&v2, budget, false, &mut entries, |e, _, _| {
+            views.push(std::mem::take(&mut e.0));
+        })?;
+        let records = views.pop().unwrap_or_default();
+        return Ok(vec![BatchView {
+            header: RecordBatch {
+                records: Vec::new(),
+                ..batch
+            },
+            buf: Source::Inflated(v2),
+            records,
+        }]);
+    }
+    let mut entries = Entries(Vec::new());
+    let mut views = Vec::new();
+    decode_batches_with(
+        data,
+        budget,
+        allow_partial_tail,
+        &mut entries,
+        |e, header, inflated| {
+            views.push(BatchView {
+                header,
+                buf: inflated.map_or(Source::Frame(data), Source::Inflated),
+                records: std::mem::take(&mut e.0),
+            });
+        },
+    )?;
+    Ok(views)
+}
+
+/// Keeps the entries of the batch being decoded.
+struct Entries(Vec<Entry>);
+
+impl RecordSink for Entries {
+    fn begin(&mut self, records: usize) {
+        self.0 = Vec::with_capacity(records);
+    }
+
+    fn push(&mut self, _: &RecordBatch, _: Record) {}
+
+    #[inline(always)]
+    fn push_view(&mut self, _: &RecordBatch, record: RecordView<'_>) {
+        self.0.push(record.entry);
+    }
+}
+
+/// Decodes the v2 batches of `data`, each record into `sink`, then each batch's header and
+/// inflated buffer (for a compressed batch) into `done`.
+fn decode_batches_with<S: RecordSink>(
     data: &Bytes,
     budget: &mut DecompressionBudget,
     allow_partial_tail: bool,
-    sink: &mut impl RecordSink,
-) -> Result<Vec<RecordBatch>, BatchError> {
-    let mut batches = Vec::new();
+    sink: &mut S,
+    mut done: impl FnMut(&mut S, RecordBatch, Option<Bytes>),
+) -> Result<(), BatchError> {
     let mut pos = 0;
     while pos < data.len() {
         let rest = &data[pos..];
@@ -553,10 +848,11 @@ fn decode_batches_with(
             }
             return Err(BatchError::corrupt("batch runs past the records field"));
         }
-        batches.push(decode_batch(data, pos, total, budget, sink)?);
+        let (batch, inflated) = decode_batch(data, pos, total, budget, sink)?;
+        done(sink, batch, inflated);
         pos += total;
     }
-    Ok(batches)
+    Ok(())
 }
 
 fn decode_batch(
@@ -565,7 +861,7 @@ fn decode_batch(
     total: usize,
     budget: &mut DecompressionBudget,
     sink: &mut impl RecordSink,
-) -> Result<RecordBatch, BatchError> {
+) -> Result<(RecordBatch, Option<Bytes>), BatchError> {
     let b = &data[start..start + total];
     let stored = be_i32(b, 17) as u32;
     let computed = crc32c::crc32c(&b[CRC_START..]);
@@ -591,41 +887,36 @@ fn decode_batch(
     let codec = batch.compression()?;
     let body_start = start + BATCH_HEADER_LEN;
     let body_end = start + total;
-    let inflated;
-    let mut cur = if codec == Compression::None {
-        Cursor {
-            buf: data,
-            data,
-            pos: body_start,
-            end: body_end,
-        }
+    let inflated = if codec == Compression::None {
+        None
     } else {
-        inflated = decompress(codec, &data[body_start..body_end], budget)?;
-        Cursor {
-            buf: &inflated,
-            data: &inflated,
-            pos: 0,
-            end: inflated.len(),
-        }
+        Some(decompress(codec, &data[body_start..body_end], budget)?)
     };
+    let (buf, body) = match &inflated {
+        None => (data, &data[..body_end]),
+        Some(inflated) => (inflated, &inflated[..]),
+    };
+    let mut pos = if inflated.is_none() { body_start } else { 0 };
     // Every record takes at least 7 bytes; more than the bytes allow is a lie, caught before
     // anything is reserved.
-    if count_usize > cur.remaining() / 7 {
+    let room = (body.len() - pos) / 7;
+    if count_usize > room {
         return Err(BatchError::RecordCountMismatch {
             declared: count,
-            found: cur.remaining() / 7,
+            found: room,
         });
     }
     sink.begin(count_usize);
     let mut found = 0;
-    while cur.pos < cur.end {
+    while pos < body.len() {
         if found == count_usize {
             return Err(BatchError::RecordCountMismatch {
                 declared: count,
                 found: count_usize + 1,
             });
         }
-        sink.push_view(&batch, decode_record(&mut cur)?);
+        let entry = decode_record(body, &mut pos)?;
+        sink.push_view(&batch, RecordView { buf, entry });
         found += 1;
     }
     if found != count_usize {
@@ -634,58 +925,67 @@ fn decode_batch(
             found,
         });
     }
-    Ok(batch)
+    Ok((batch, inflated))
 }
 
-#[inline]
-fn decode_record<'a>(cur: &mut Cursor<'a>) -> Result<RecordView<'a>, BatchError> {
-    let len = cur.varint()?;
+/// Parses the record at `*pos` in `body` (which ends where the batch's records end) and
+/// moves `*pos` past it.
+#[inline(always)]
+fn decode_record(body: &[u8], pos: &mut usize) -> Result<Entry, BatchError> {
+    let mut outer = Cursor {
+        data: body,
+        pos: *pos,
+    };
+    let len = outer.varint()?;
     let len = usize::try_from(len).map_err(|_| BatchError::corrupt("negative record length"))?;
-    if len > cur.remaining() {
+    if len > outer.remaining() {
         return Err(BatchError::corrupt("record runs past the batch"));
     }
-    let end = cur.pos + len;
-    let outer_end = std::mem::replace(&mut cur.end, end);
+    let start = outer.pos;
+    let mut cur = Cursor {
+        data: &body[start..start + len],
+        pos: 0,
+    };
     let attributes = cur.byte()? as i8;
     let timestamp_delta = cur.varlong()?;
     let offset_delta = cur.varint()?;
-    let key = cur.nullable_range()?;
-    let value = cur.nullable_range()?;
+    let key_len = cur.nullable_len()?;
+    let key_at = cur.pos - field_len(key_len);
+    let value_len = cur.nullable_len()?;
+    let value_at = cur.pos - field_len(value_len) - key_at;
     let header_count = cur.varint()?;
     let header_count =
-        usize::try_from(header_count).map_err(|_| BatchError::corrupt("negative header count"))?;
+        u32::try_from(header_count).map_err(|_| BatchError::corrupt("negative header count"))?;
     // A header takes at least two bytes (two varint lengths).
-    if header_count > cur.remaining() / 2 {
+    if header_count as usize > cur.remaining() / 2 {
         return Err(BatchError::corrupt("header count exceeds the record"));
     }
-    // Most records have no headers: no call into the allocator for them.
-    let mut headers = if header_count == 0 {
-        Vec::new()
-    } else {
-        Vec::with_capacity(header_count)
-    };
+    let headers_at = cur.pos - key_at;
     for _ in 0..header_count {
         let key_len = cur.varint()?;
         let key_len = usize::try_from(key_len)
             .map_err(|_| BatchError::corrupt("negative header key length"))?;
-        let key = cur.slice(key_len)?;
-        let value = cur.nullable()?;
-        headers.push(Header { key, value });
+        cur.take(key_len)?;
+        cur.nullable_len()?;
     }
-    if cur.pos != end {
+    if cur.pos != len {
         return Err(BatchError::corrupt(
             "record length does not match its fields",
         ));
     }
-    cur.end = outer_end;
-    Ok(RecordView {
-        buf: cur.buf,
-        attributes,
+    *pos = start + len;
+    // Within one record, whose length is an i32: every position past the key fits.
+    Ok(Entry {
         timestamp_delta,
+        anchor: start + key_at,
+        key_len,
+        value_at: value_at as u32,
+        value_len,
+        headers_at: headers_at as u32,
+        end: (len - key_at) as u32,
+        header_count,
         offset_delta,
-        key,
-        value,
-        headers,
+        attributes,
     })
 }
 

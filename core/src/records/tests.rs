@@ -325,11 +325,13 @@ fn generated_batches_round_trip_with_every_codec() {
             batch
                 .encode(codec, &mut buf)
                 .unwrap_or_else(|e| panic!("case {case} {codec:?}: {e}"));
-            let decoded = decode_batches(&buf.freeze(), &mut budget(), false)
+            let data = buf.freeze();
+            let decoded = decode_batches(&data, &mut budget(), false)
                 .unwrap_or_else(|e| panic!("case {case} {codec:?}: {e}"));
             let mut expected = batch.clone();
             expected.attributes |= i16::from(codec.id());
             assert_eq!(decoded, [expected], "case {case} {codec:?}");
+            assert_views_match(&data, &decoded);
         }
     }
 }
@@ -467,10 +469,10 @@ fn decoding_into_a_sink_matches_collecting() {
 /// holds the messages `into_iggy` maps the collected records to, for real clients' batches
 /// of every codec, legacy message sets, several batches in one field (one inflated buffer
 /// each) and records on both sides of the bare case (keys, headers, null and empty values,
-/// negative timestamps).
+/// negative timestamps, headers that need the envelope form, a transaction's batch).
 #[test]
 fn the_produce_sink_holds_what_into_iggy_maps() {
-    use crate::mapping::{into_iggy, IntoIggy, KafkaRecord};
+    use crate::mapping::{into_iggy, mark_transactional, IntoIggy, KafkaRecord};
     use crate::message::MessageList;
     let mut inputs = captured_record_sets();
     let mut mixed = BytesMut::new();
@@ -486,6 +488,21 @@ fn the_produce_sink_holds_what_into_iggy_maps() {
     batch(12)
         .encode(Compression::Zstd, &mut mixed)
         .expect("encode");
+    let mut txn = batch(9);
+    txn.attributes = 0x10;
+    txn.encode(Compression::None, &mut mixed).expect("encode");
+    let mut plain_headers = batch(6);
+    for (i, r) in plain_headers.records.iter_mut().enumerate() {
+        r.headers = (0..i)
+            .map(|h| Header {
+                key: Bytes::from(format!("h{h}")),
+                value: Some(Bytes::from(vec![b'v'; 1 + h])),
+            })
+            .collect();
+    }
+    plain_headers
+        .encode(Compression::Snappy, &mut mixed)
+        .expect("encode");
     inputs.push(mixed.freeze());
     for data in &inputs {
         let expected: Vec<_> = decode_batches(data, &mut budget(), false)
@@ -493,13 +510,17 @@ fn the_produce_sink_holds_what_into_iggy_maps() {
             .iter()
             .flat_map(|b| {
                 b.records.iter().map(|r| {
-                    into_iggy(KafkaRecord {
+                    let mut msg = into_iggy(KafkaRecord {
                         timestamp_ms: b.base_timestamp + r.timestamp_delta,
                         key: r.key.clone(),
                         value: r.value.clone(),
                         headers: r.headers.clone(),
                         ..KafkaRecord::default()
-                    })
+                    });
+                    if b.is_transactional() {
+                        mark_transactional(&mut msg, b.producer_id, b.producer_epoch);
+                    }
+                    msg
                 })
             })
             .collect();
@@ -563,4 +584,162 @@ fn records_with_the_widest_small_fields_encode_as_kafka_does() {
     b.encode(Compression::None, &mut buf).expect("encode");
     let decoded = decode_batches(&buf.freeze(), &mut budget(), false).expect("decode");
     assert_eq!(decoded, vec![b]);
+}
+
+/// The views of `data` read as the owned `batches` do, field by field, and make them again.
+fn assert_views_match(data: &Bytes, batches: &[RecordBatch]) {
+    let views = decode_batch_views(data, &mut budget(), false).expect("views decode");
+    assert_eq!(views.len(), batches.len());
+    for (view, batch) in views.iter().zip(batches) {
+        assert_eq!(
+            view.header(),
+            &RecordBatch {
+                records: Vec::new(),
+                ..batch.clone()
+            }
+        );
+        assert_eq!(view.len(), batch.records.len());
+        assert_eq!(view.records().len(), batch.records.len());
+        for (i, (r, want)) in view.records().zip(&batch.records).enumerate() {
+            assert_eq!(r.attributes(), want.attributes);
+            assert_eq!(r.timestamp_delta(), want.timestamp_delta);
+            assert_eq!(r.offset_delta(), want.offset_delta);
+            assert_eq!(r.key(), want.key.as_deref());
+            assert_eq!(r.value(), want.value.as_deref());
+            assert_eq!(r.headers().len(), want.headers.len());
+            let headers: Vec<_> = r.headers().collect();
+            let expected: Vec<_> = want
+                .headers
+                .iter()
+                .map(|h| HeaderView {
+                    key: &h.key,
+                    value: h.value.as_deref(),
+                })
+                .collect();
+            assert_eq!(headers, expected);
+            assert_eq!(&r.into_record(), want);
+            assert_eq!(
+                view.record(i).map(RecordView::into_record).as_ref(),
+                Some(want)
+            );
+        }
+        assert!(view.record(batch.records.len()).is_none());
+    }
+    let owned: Vec<_> = views.into_iter().map(BatchView::into_batch).collect();
+    assert_eq!(owned, batches);
+}
+
+/// The borrowed decode reads what the owned one does, for real clients' batches of every
+/// codec, legacy message sets and several batches in one field.
+#[test]
+fn batch_views_read_what_decode_batches_makes() {
+    let mut inputs = captured_record_sets();
+    let mut several = BytesMut::new();
+    for (i, codec) in Compression::ALL.into_iter().enumerate() {
+        let mut b = batch(7 + i);
+        b.base_offset = 100 * i as i64;
+        b.encode(codec, &mut several).expect("encode");
+    }
+    inputs.push(several.freeze());
+    for data in &inputs {
+        let want = decode_batches(data, &mut budget(), false).expect("decode");
+        assert_views_match(data, &want);
+    }
+}
+
+/// An uncompressed batch's views borrow the input's bytes; a compressed one's, the view's
+/// own buffer.
+#[test]
+fn batch_views_borrow_the_input_or_their_inflated_buffer() {
+    for codec in [Compression::None, Compression::Zstd] {
+        let mut buf = BytesMut::new();
+        batch(8).encode(codec, &mut buf).expect("encode");
+        let data = buf.freeze();
+        let views = decode_batch_views(&data, &mut budget(), false).expect("decode");
+        let value = views[0].record(2).and_then(|r| r.value()).expect("value");
+        let within = |b: &Bytes| {
+            let range = b.as_ptr() as usize..b.as_ptr() as usize + b.len();
+            range.contains(&(value.as_ptr() as usize))
+        };
+        assert_eq!(within(&data), codec == Compression::None, "{codec:?}");
+        assert!(within(views[0].buffer()), "{codec:?}");
+    }
+}
+
+/// Both decoders refuse the same inputs with the same errors: every truncation and every
+/// flipped byte of a batch field holding several batches of several codecs (CRCs
+/// recomputed for flips after the CRC, so that the parser sees them), with and without a
+/// partial tail allowed.
+#[test]
+fn batch_views_refuse_what_decode_batches_refuses() {
+    let mut several = BytesMut::new();
+    batch(3)
+        .encode(Compression::None, &mut several)
+        .expect("encode");
+    batch(4)
+        .encode(Compression::Lz4, &mut several)
+        .expect("encode");
+    let data = several.freeze();
+    let first = 12 + be_i32(&data, 8) as usize;
+    let agree = |input: &Bytes, what: &str| {
+        for tail in [false, true] {
+            let owned = decode_batches(input, &mut budget(), tail);
+            let views = decode_batch_views(input, &mut budget(), tail)
+                .map(|v| v.into_iter().map(BatchView::into_batch).collect::<Vec<_>>());
+            assert_eq!(owned, views, "{what}, partial tail {tail}");
+        }
+    };
+    for cut in 0..data.len() {
+        agree(&data.slice(..cut), &format!("cut at {cut}"));
+    }
+    for at in 0..first {
+        for flip in [0x01u8, 0x80, 0xff] {
+            let mut bad = data.to_vec();
+            bad[at] ^= flip;
+            agree(&Bytes::from(bad.clone()), &format!("byte {at} ^ {flip:#x}"));
+            if at >= CRC_START {
+                let crc = crc32c::crc32c(&bad[CRC_START..first]);
+                bad[17..21].copy_from_slice(&crc.to_be_bytes());
+                agree(
+                    &Bytes::from(bad),
+                    &format!("byte {at} ^ {flip:#x}, CRC fixed"),
+                );
+            }
+        }
+    }
+}
+
+/// Lengths written in more bytes than they need (Kafka's varint reader takes them): the
+/// views find each field where it is, not where a minimal encoding would put it.
+#[test]
+fn batch_views_read_lengths_in_overlong_varints() {
+    let mut buf = BytesMut::new();
+    RecordBatch::default()
+        .encode(Compression::None, &mut buf)
+        .expect("encode");
+    let body: &[u8] = &[
+        0, 0, 0, // attributes, timestamp delta, offset delta
+        0x86, 0x00, b'a', b'b', b'c', // key of 3
+        0x84, 0x80, 0x00, b'x', b'y', // value of 2
+        0x82, 0x00, // one header
+        0x82, 0x00, b'h', // its key
+        0x81, 0x00, // its value, null
+    ];
+    buf.put_u8((body.len() as u8) << 1);
+    buf.put_slice(body);
+    buf[57..61].copy_from_slice(&1i32.to_be_bytes());
+    seal(&mut buf, 0).expect("seal");
+    let data = buf.freeze();
+    let owned = decode_batches(&data, &mut budget(), false).expect("decode");
+    let r = &owned[0].records[0];
+    assert_eq!(r.key.as_deref(), Some(&b"abc"[..]));
+    assert_eq!(r.value.as_deref(), Some(&b"xy"[..]));
+    assert_eq!(
+        r.headers,
+        [Header {
+            key: Bytes::from_static(b"h"),
+            value: None
+        }]
+    );
+    assert_views_match(&data, &owned);
 }
