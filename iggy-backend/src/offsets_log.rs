@@ -43,12 +43,34 @@ pub(crate) const COMPACT_AFTER: u64 = 50_000;
 /// The topic of the SCRAM credentials (the `scram` module writes it).
 pub(crate) const SCRAM_TOPIC: &str = "__kafka_gateway_scram";
 
+/// The SCRAM credentials topic of generation `g`: [`SCRAM_TOPIC`] for the first, then `SCRAM_TOPIC.g`.
+pub(crate) fn scram_topic_name(generation: u64) -> String {
+    if generation == 0 {
+        SCRAM_TOPIC.to_owned()
+    } else {
+        format!("{SCRAM_TOPIC}.{generation}")
+    }
+}
+
+/// The generation of a SCRAM credentials topic's name.
+pub(crate) fn scram_generation(name: &str) -> Option<u64> {
+    if name == SCRAM_TOPIC {
+        return Some(0);
+    }
+    // Only the name the gateway itself would give (no sign, no leading zero).
+    name.strip_prefix(SCRAM_TOPIC)?
+        .strip_prefix('.')?
+        .parse()
+        .ok()
+        .filter(|g| *g > 0 && scram_topic_name(*g) == name)
+}
+
 /// Whether `name` is one of the gateway's own topics (the offsets topics, the transaction
 /// state's, and the SCRAM credentials' [`SCRAM_TOPIC`] and its generations), which no Kafka client may see,
 /// write, read or delete.
 pub(crate) fn is_own(name: &str) -> bool {
     name.starts_with(TOPIC_PREFIX)
-        || crate::scram::generation(name).is_some()
+        || scram_generation(name).is_some()
         || name.starts_with(crate::txn_log::TOPIC_PREFIX)
 }
 

@@ -61,7 +61,9 @@ use crate::sync::{lock, Gate};
 use crate::wire::{self, backend_error, code, named};
 
 /// The topic that holds the credentials.
-pub(crate) use crate::offsets_log::SCRAM_TOPIC as TOPIC;
+pub(crate) use crate::offsets_log::{
+    scram_generation as generation, scram_topic_name as topic_name, SCRAM_TOPIC as TOPIC,
+};
 
 /// The longest a user name or key may be in a record.
 const MAX_FIELD: usize = u16::MAX as usize;
@@ -718,28 +720,6 @@ fn warn_unopened(unopened: u64) {
              those SCRAM credentials again"
         );
     }
-}
-
-/// The topic of generation `g`: [`TOPIC`] for the first, then `TOPIC.g`.
-pub(crate) fn topic_name(generation: u64) -> String {
-    if generation == 0 {
-        TOPIC.to_owned()
-    } else {
-        format!("{TOPIC}.{generation}")
-    }
-}
-
-/// The generation of a credentials topic's name.
-pub(crate) fn generation(name: &str) -> Option<u64> {
-    if name == TOPIC {
-        return Some(0);
-    }
-    // Only the name the gateway itself would give (no sign, no leading zero).
-    name.strip_prefix(TOPIC)?
-        .strip_prefix('.')?
-        .parse()
-        .ok()
-        .filter(|g| *g > 0 && topic_name(*g) == name)
 }
 
 /// The credentials topic's generations in the stream, newest first.
