@@ -152,6 +152,10 @@ impl Route {
         }
         self.group = g;
         self.placement = Placement::new(lanes.group(g).len(), lane_of(topic, partition));
+        self.pin = self.last_append.as_ref().map(|(_, until)| Pin {
+            lane: None,
+            until: until.clone(),
+        });
     }
 
     /// The lane for the partition's next request (leaving a node that is down first).
@@ -161,8 +165,19 @@ impl Route {
             // likely the cluster's own; refusals there move it on.
             self.move_to(lanes, 0, at, "its node is down");
         }
-        let first = lanes.group(self.group).start;
-        first + self.placement.route(|l| lanes.lane(first + l).generation())
+        let group = lanes.group(self.group);
+        let first = group.start;
+        let mut route = || first + self.placement.route(|l| lanes.lane(first + l).generation());
+        match &mut self.pin {
+            Some(pin) if !pin.until.settled() => match pin.lane {
+                Some(lane) if group.contains(&lane) => lane,
+                _ => *pin.lane.insert(route()),
+            },
+            _ => {
+                self.pin = None;
+                route()
+            }
+        }
     }
 
     /// Where the partition's next append goes on `lane`: after its last append if that
@@ -232,8 +247,22 @@ struct Route {
     /// the first move is told at info.
     moving: bool,
     last_append: Option<(usize, Predecessor)>,
+    /// Set when the partition moves to another node while writes handed over before the
+    /// move may still be refused on the node it left: until the last of those is over,
+    /// every write goes down one lane of the new node (chosen at the first write after the
+    /// move), where those sent again are queued ahead of the later ones
+    /// ([`Resend::queue`]), and the later ones wait for the last of them. A trial would
+    /// spread them over lanes that do not keep each other's order.
+    pin: Option<Pin>,
     /// Given with every write, to send it again should a node not admit it.
     reroute: Arc<dyn Reroute>,
+}
+
+/// See [`Route::pin`].
+struct Pin {
+    lane: Option<usize>,
+    /// The last write handed over before the move.
+    until: Predecessor,
 }
 
 /// Sends a partition's writes that a node did not admit again on the lanes of the next
@@ -260,9 +289,18 @@ impl Reroute for Rerouter {
         route.answered(lanes, at, refused, Kind::Append, None);
         route.refused(lanes, at, refused);
         let lane = route.next_lane(lanes, at);
-        let after = route.after(lane);
-        route.last_append = Some((lane, write.predecessor()));
-        write.queue(lane, after);
+        // The writes handed over before this one are over, or were sent again ahead of it
+        // on this lane: it waits for none. Those handed over after it wait for the last
+        // write handed over, which stays their predecessor unless this is it.
+        let again = write.predecessor();
+        if route
+            .last_append
+            .as_ref()
+            .is_some_and(|(_, last)| last.is(&again))
+        {
+            route.last_append = Some((lane, again));
+        }
+        write.queue(lane, None);
     }
 }
 
@@ -280,6 +318,7 @@ impl PartitionRoute {
             group: 0,
             moving: false,
             last_append: None,
+            pin: None,
             reroute: Arc::new(Rerouter {
                 route: Arc::downgrade(&self.0),
                 topic: topic.to_owned(),

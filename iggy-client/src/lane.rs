@@ -38,7 +38,9 @@
 //! cluster, the node is not the partition's primary), the driver hands it to that as the
 //! refusal arrives, which queues it again on another lane; only once that gives up does
 //! the caller get the refusal. The calls of one refused request are handed over in their
-//! order, and no caller's future has to be polled for the others to be sent again.
+//! order, and no caller's future has to be polled for the others to be sent again. A call
+//! sent again is queued ahead of the calls with the same [`Reroute`] handed over after it,
+//! and a call that waited for its refused send goes ahead only once it is queued again.
 //!
 //! Failure rules: a call whose future was dropped before it was sent is never sent; a call in
 //! flight when its connection fails gets [`Failure::Lost`] (it may or may not have been
@@ -123,21 +125,34 @@ pub struct Resend<'a> {
 }
 
 impl Resend<'_> {
-    /// The write, as a call that another may wait for ([`Lanes::call_after`]); a call that
-    /// waited for it before it was refused no longer does.
+    /// The write's coming send, as a call that another may wait for
+    /// ([`Lanes::call_after`]); a call that waited for the refused send stops waiting once
+    /// the write is queued again ([`Self::queue`]).
     #[must_use]
     pub fn predecessor(&self) -> Predecessor {
-        self.call
-            .as_ref()
-            .map_or_else(|| Predecessor(Weak::new(), 0), |c| c.slot.predecessor())
+        self.call.as_ref().map_or_else(
+            || Predecessor(Weak::new(), 0),
+            |c| {
+                let p = c.slot.predecessor();
+                Predecessor(p.0, p.1.wrapping_add(1))
+            },
+        )
     }
 
-    /// Queues the write on lane `index`, after `after`, as [`Lanes::call_after`] would.
+    /// Queues the write on lane `index`, after `after`, as [`Lanes::call_after`] would,
+    /// except that it goes ahead of the writes with the same [`Reroute`] handed over after
+    /// it and still queued there: a partition's writes refused later than others are sent
+    /// in the order they were handed over all the same. Only then do the calls that waited
+    /// for the refused send go ahead, so that none of them is sent before it is queued.
     pub fn queue(mut self, index: usize, after: Option<Predecessor>) {
         if let Some(mut call) = self.call.take() {
             call.after = after;
             call.moves += 1;
-            self.lanes.push(index, call);
+            let slot = Arc::clone(&call.slot);
+            let index = index % self.lanes.lanes.len();
+            lock(&call.slot.0).lane = index;
+            self.lanes.lanes[index].push_in_order(call);
+            slot.release();
         }
     }
 }
@@ -253,6 +268,19 @@ pub struct Answered {
 pub struct Predecessor(Weak<Slot>, u32);
 
 impl Predecessor {
+    /// Whether `other` is a send of the same call.
+    #[must_use]
+    pub fn is(&self, other: &Predecessor) -> bool {
+        Weak::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Whether the call is over, whichever send of it that took: it has its outcome, or
+    /// its caller let go of it.
+    #[must_use]
+    pub fn settled(&self) -> bool {
+        self.0.upgrade().is_none_or(|slot| lock(&slot.0).done)
+    }
+
     /// The call, while this send of it is still to be answered.
     fn pending(&self) -> Option<Arc<Slot>> {
         self.0
@@ -297,7 +325,13 @@ struct Call {
     reroute: Option<Arc<dyn Reroute>>,
     /// Times it was sent again after a refusal.
     moves: usize,
+    /// When it was handed over, among every call of the process: a write sent again goes
+    /// ahead of those with the same [`Reroute`] handed over after it.
+    order: u64,
 }
+
+/// The next call's [`Call::order`].
+static NEXT_ORDER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl Call {
     fn new(code: u32, payload: Bytes) -> Self {
@@ -310,6 +344,7 @@ impl Call {
             merge: None,
             reroute: None,
             moves: 0,
+            order: NEXT_ORDER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -493,6 +528,31 @@ impl Lane {
             return;
         }
         st.calls.push_back(call);
+        drop(st);
+        self.changed.notify(usize::MAX);
+    }
+
+    /// Queues a write sent again ([`Resend::queue`]): ahead of the first queued call with
+    /// the same [`Reroute`] that was handed over after it.
+    fn push_in_order(&self, call: Call) {
+        let mut st = lock(&self.state);
+        if st.link == Link::Down {
+            let error = st.last_error.clone().unwrap_or(SessionError::Closed);
+            st.stats.lost += 1;
+            drop(st);
+            call.slot.fill(Err(Failure::Lost(error)), None);
+            return;
+        }
+        let same = |c: &Call| match (&c.reroute, &call.reroute) {
+            (Some(a), Some(b)) => std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b)),
+            _ => false,
+        };
+        let at = st
+            .calls
+            .iter()
+            .position(|c| same(c) && c.order > call.order)
+            .unwrap_or(st.calls.len());
+        st.calls.insert(at, call);
         drop(st);
         self.changed.notify(usize::MAX);
     }
@@ -978,7 +1038,6 @@ impl InFlight {
                 call.slot.fill(refusal.clone(), service);
                 continue;
             }
-            call.slot.release();
             reroute.reroute(
                 lanes,
                 index,

@@ -237,3 +237,76 @@ fn a_write_never_committed_fails_retriably_at_the_timeout() {
     create(&mut h, &backend, "t", 1);
     assert_eq!(append(&mut h, &backend, "t", 0, &[record(1)], None), Ok(0));
 }
+
+/// A producer with appends in flight when the partition's writes move to another node (the
+/// node they went to is not the partition's primary): the appends still waiting on the old
+/// node are refused there later than the first, and land before the appends handed over
+/// after the move all the same, each once, in the order they were handed over.
+#[test]
+fn appends_refused_after_a_partition_moved_land_before_later_ones() {
+    let mut fake = cluster();
+    fake.roster.leader = Some(1);
+    fake.roster.partition_leader = Some(0);
+    let mut h = Pool::cluster(fake);
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let hand_over = |i: usize| match backend.execute(Command::Append {
+        topic: "t".into(),
+        partition: 0,
+        messages: vec![to_iggy(&record(i))].into(),
+        largest_batch: 100,
+        producer: None,
+    }) {
+        Execution::Pending(f) => f,
+        Execution::Done(c) => panic!("{c:?}"),
+    };
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut pending: Vec<_> = (0..6).map(hand_over).map(Some).collect();
+    let mut landed: Vec<Option<u64>> = vec![None; 6];
+    type Append = Pin<Box<dyn Future<Output = Completion> + Send>>;
+    let mut poll_all = |pending: &mut Vec<Option<Append>>, landed: &mut Vec<Option<u64>>| {
+        for (fut, at) in pending.iter_mut().zip(landed.iter_mut()) {
+            let Some(f) = fut.as_mut() else { continue };
+            if let Poll::Ready(c) = f.as_mut().poll(&mut cx) {
+                match c {
+                    Completion::Append(Ok(a)) => *at = Some(a.base_offset),
+                    other => panic!("{other:?}"),
+                }
+                *fut = None;
+            }
+        }
+    };
+    // Until the cluster's primary refused the first of them for good: the partition
+    // moves, and the others are still waiting to be refused there.
+    let refused = h.lanes.stats().refused;
+    for _ in 0..100_000 {
+        poll_all(&mut pending, &mut landed);
+        if h.lanes.stats().refused > refused {
+            break;
+        }
+        h.serve();
+    }
+    assert!(h.lanes.stats().refused > refused, "nothing was refused");
+    assert!(
+        landed.iter().any(Option::is_none),
+        "every append landed before the move: nothing is left to overtake"
+    );
+    pending.extend((6..10).map(hand_over).map(Some));
+    landed.resize(10, None);
+    for _ in 0..100_000 {
+        poll_all(&mut pending, &mut landed);
+        if landed.iter().all(Option::is_some) {
+            break;
+        }
+        h.serve();
+    }
+    let landed: Vec<u64> = landed.into_iter().map(|l| l.expect("landed")).collect();
+    assert_eq!(landed, (0..10).collect::<Vec<u64>>(), "in hand-over order");
+    let got: Vec<_> = read(&mut h, &backend, "t", 0, 0)
+        .expect("read")
+        .into_iter()
+        .map(|(o, r)| (o, r.value))
+        .collect();
+    let want: Vec<_> = (0..10).map(|i| (i as u64, record(i).value)).collect();
+    assert_eq!(got, want);
+}

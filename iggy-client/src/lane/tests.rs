@@ -811,6 +811,54 @@ fn refused_writes_are_sent_again_in_order_without_their_callers() {
     assert_eq!((stats.merged, stats.refused), (2, 1));
 }
 
+/// A write sent again goes ahead of the writes with the same [`Reroute`] handed over after
+/// it and queued where it goes, and a call that waited for its refused send is let go only
+/// once it is queued there: a partition's writes keep the order they were handed over in.
+#[test]
+fn a_write_sent_again_goes_ahead_of_later_ones() {
+    let now = Instant::now();
+    let nodes = Nodes::new(CLUSTER.iter().map(|a| (*a).to_owned()));
+    let lanes = Arc::new(Lanes::new(1, nodes));
+    let mut d0 = cluster_lane(&lanes, 0, 0, now);
+    let mut d1 = cluster_lane(&lanes, 1, 0, now);
+    let next = Arc::new(NextLane::default());
+    let route = || Some(Arc::clone(&next) as Arc<dyn Reroute>);
+    let mut ca = lanes.append_after(0, append_body(0, 1, 100, &[b"a"]), None, route());
+    d0.pump(now);
+    // Handed over later, on the lane a's refusal sends it to: c waits for a's send, d
+    // follows c there, and another partition's write is queued between them.
+    let mut cc = lanes.append_after(
+        1,
+        append_body(0, 2, 101, &[b"c"]),
+        Some(ca.predecessor()),
+        route(),
+    );
+    let mut other = lanes.call(1, GET_STREAM_CODE, Bytes::from_static(b"other"));
+    let mut cd = lanes.append_after(1, append_body(0, 3, 102, &[b"d"]), None, route());
+    d1.pump(now);
+    assert!(d1.poll_transmit().is_none(), "c waits for a");
+    refuse_once(&mut d0, &lanes, now);
+    assert_eq!(*lock(&next.0), vec![0]);
+    d1.pump(now);
+    let (h, sent) = request(&mut d1);
+    let merged = merge::merged(&[
+        append_body(0, 1, 100, &[b"a"]),
+        append_body(0, 2, 101, &[b"c"]),
+    ]);
+    assert_eq!(Some(sent), merged, "a, then c merged behind it");
+    d1.handle_input(&reply_to(&h, 0, &confirmed(0)), now);
+    assert_eq!(base_of(poll(&mut ca)), 0);
+    assert_eq!(base_of(poll(&mut cc)), 1);
+    d1.pump(now);
+    answer(&mut d1, b"other", b"stream", now);
+    assert!(poll(&mut other).is_some());
+    d1.pump(now);
+    let (h, sent) = request(&mut d1);
+    assert_eq!(sent, append_body(0, 3, 102, &[b"d"]), "then d");
+    d1.handle_input(&reply_to(&h, 0, &confirmed(2)), now);
+    assert_eq!(base_of(poll(&mut cd)), 2);
+}
+
 /// A write refused on every group of lanes and once more goes back to its caller.
 #[test]
 fn a_write_refused_everywhere_goes_back_to_its_caller() {
