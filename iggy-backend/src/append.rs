@@ -9,25 +9,38 @@
 //! with where it landed, reads the producers' recent batches back from the partition's tail
 //! after a restart (their message ids say whose batch each is), and finds out, before the
 //! next append, whether a batch whose reply was lost landed.
+//!
+//! Finding that out takes a fence first. Iggy's reads stop at what a node has committed,
+//! and a batch whose reply was lost may be prepared and not committed yet: its primary died
+//! with it replicated on a quorum, and the new view commits it once that view has started,
+//! which a read can come before (Viewstamped Replication keeps such an op). So the gateway
+//! first stores a consumer offset of its own on the partition ([`FENCE_CONSUMER`]), a
+//! write that goes through the partition's replication after every op prepared before it:
+//! its reply says that the batch has either committed or can no longer land, and the read
+//! that follows, on the node that answered, tells which.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use iggy_kafka_core::backend::{ActiveProducer, Appended, BackendError, ProducerBatch};
 use iggy_kafka_core::mapping::marker;
 use iggy_kafka_core::message::MessageList;
 use iggy_kafka_core::protocol::error_code::ErrorCode;
-use iggy_kafka_iggy_client::protocol::codes::SEND_MESSAGES_CODE;
+use iggy_kafka_iggy_client::protocol::codes::{SEND_MESSAGES_CODE, STORE_CONSUMER_OFFSET_CODE};
+use iggy_kafka_iggy_client::protocol::requests::consumer_offsets::StoreConsumerOffsetRequest;
 use iggy_kafka_iggy_client::protocol::responses::messages::SendMessagesResponse;
-use iggy_kafka_iggy_client::protocol::{WireDecode, WirePollingStrategy};
+use iggy_kafka_iggy_client::protocol::{
+    AckLevel, WireConsumer, WireDecode, WireEncode, WireIdentifier, WirePollingStrategy,
+};
 use iggy_kafka_iggy_client::{Failure, PendingCall};
 
 use crate::catalog::Catalog;
 use crate::partition::{Doubt, PartitionState};
 use crate::read::{Reads, SCAN_POLL_BYTES};
 use crate::sync::lock;
-use crate::wire;
+use crate::wire::{self, code};
 
 /// The tail of a partition read back for its idempotent producers' recent batches, in bytes
 /// (estimated from the running message size; see [`Appends::recover_producers`]).
@@ -35,6 +48,19 @@ const RECOVER_BYTES: usize = 1 << 20;
 
 /// The bytes of replies read while looking for a batch in doubt before giving up.
 const DOUBT_SCAN_BYTES: usize = 256 << 20;
+
+/// The Iggy consumer whose offset (0) the gateway stores on a partition to fence it before
+/// it looks for a batch in doubt there. No Kafka reader sees it; an Iggy consumer offset
+/// is all it leaves, and it holds nothing back (Iggy's retention does not look at them).
+const FENCE_CONSUMER: &str = "__kafka_gateway_fence";
+
+/// Iggy stores no consumer offset on a partition that holds nothing committed yet, so the
+/// fence of an empty partition is asked again, this often, up to [`FENCE_EMPTY_TRIES`]
+/// times: a batch prepared there commits once the new view has its backups'
+/// acknowledgements, and the partition is empty no more.
+const FENCE_EMPTY_PAUSE: Duration = Duration::from_millis(100);
+/// See [`FENCE_EMPTY_PAUSE`]: about 5 s in all, for the first batches of a partition only.
+const FENCE_EMPTY_TRIES: u32 = 50;
 
 /// Producers whose latest marker a partition remembers (`PartitionState::closed`); beyond
 /// it the oldest marker is forgotten, and its stamp becomes the floor below which a
@@ -349,10 +375,12 @@ impl Appends {
             .filter(|d| d.batch.producer_id == producer_id)
             .copied()
             .collect();
+        // Left by a look that could not be fenced: fenced now, if the partition lets it.
+        let fenced = !unfound.is_empty() && self.fence(catalog, at, &state).await?;
         for doubt in unfound {
             if let (Some(offset), _) = self.find_batch(catalog, reads, at, &state, doubt).await? {
                 lock(&state.txns).appended(producer_id, offset);
-            } else {
+            } else if !fenced {
                 tracing::warn!(
                     %topic, partition, producer_id, from = doubt.from,
                     "a transactional batch whose reply was lost was not found before its \
@@ -450,9 +478,9 @@ impl Appends {
     }
 
     /// Finds out whether the partition's batch in doubt landed, by its message id, in what
-    /// was appended since it was sent; if it did, the producer's retry is answered with
-    /// where it landed instead of being appended again. Runs under the partition's gate, so
-    /// no other idempotent append can come between.
+    /// was appended since it was sent, behind a fence ([`Self::fence`]); if it did, the
+    /// producer's retry is answered with where it landed instead of being appended again.
+    /// Runs under the partition's gate, so no other idempotent append can come between.
     async fn resolve_doubt(
         &self,
         catalog: &Catalog,
@@ -463,12 +491,13 @@ impl Appends {
         let Some(doubt) = *lock(&state.doubt) else {
             return Ok(());
         };
+        let fenced = self.fence(catalog, (topic, partition), state).await?;
         let (found, looked_to) = self
             .find_batch(catalog, reads, (topic, partition), state, doubt)
             .await?;
         tracing::info!(
             %topic, partition, producer_id = doubt.batch.producer_id,
-            first_sequence = doubt.batch.first_sequence, landed_at = ?found,
+            first_sequence = doubt.batch.first_sequence, landed_at = ?found, fenced,
             "found out whether an idempotent batch whose reply was lost landed"
         );
         match found {
@@ -479,21 +508,92 @@ impl Appends {
                     lock(&state.txns).appended(doubt.batch.producer_id, offset);
                 }
             }
-            // Iggy may apply it yet (a reply lost to a timeout, or on a node behind).
+            // Behind the fence, a batch not found can no longer land.
+            None if fenced => {}
+            // Unfenced, Iggy may apply it yet.
             None if doubt.batch.transactional => lock(&state.txn_unfound).push(Doubt {
                 from: looked_to.max(doubt.from),
                 ..doubt
             }),
-            None => {}
+            None => tracing::warn!(
+                %topic, partition, producer_id = doubt.batch.producer_id,
+                first_sequence = doubt.batch.first_sequence,
+                "an idempotent batch whose reply was lost was not found, looking unfenced: \
+                 its retry is appended, and should Iggy apply the batch yet, it lands twice"
+            ),
         }
         *lock(&state.doubt) = None;
         Ok(())
     }
 
+    /// Fences the partition: stores [`FENCE_CONSUMER`]'s offset there, a write that Iggy
+    /// commits through the partition's replication after every op its primary prepared
+    /// before it (ops commit in order, and the reply comes at the commit). Sent as the
+    /// partition's writes are (after its last append, moving to the node that takes them),
+    /// so its reply means that a batch sent here earlier has committed on the node that
+    /// answered, which the partition's reads go to, or will never land.
+    ///
+    /// Whether it was fenced: not when the partition holds nothing committed for
+    /// [`FENCE_EMPTY_TRIES`] asks (Iggy stores no consumer offset there), nor when the
+    /// gateway's Iggy user may not store consumer offsets.
+    async fn fence(
+        &self,
+        catalog: &Catalog,
+        at: (&str, u32),
+        state: &PartitionState,
+    ) -> Result<bool, BackendError> {
+        let (topic, partition) = at;
+        let (stream_id, topic_id) = catalog.locate(topic)?;
+        let body = StoreConsumerOffsetRequest {
+            consumer: WireConsumer::consumer(
+                WireIdentifier::named(FENCE_CONSUMER).expect("a valid name"),
+            ),
+            stream_id: stream_id.clone(),
+            topic_id,
+            partition_id: Some(partition),
+            offset: 0,
+            ack: AckLevel::Quorum,
+        }
+        .to_bytes();
+        let calls = catalog.calls();
+        for _ in 0..FENCE_EMPTY_TRIES {
+            let sent =
+                state
+                    .route
+                    .append(calls, at, (STORE_CONSUMER_OFFSET_CODE, false), body.clone());
+            let (result, _) = state
+                .route
+                .settle(calls, at, (STORE_CONSUMER_OFFSET_CODE, false, &body), sent)
+                .await;
+            match result {
+                Ok(_) => return Ok(true),
+                Err(Failure::Status(code::INVALID_OFFSET)) => {
+                    let clock = calls.clock();
+                    clock.sleep_until(clock.now() + FENCE_EMPTY_PAUSE).await;
+                }
+                Err(Failure::Status(code::UNAUTHORIZED)) => {
+                    tracing::warn!(
+                        %topic, partition,
+                        "the gateway's Iggy user may not store consumer offsets: a batch \
+                         whose reply was lost is looked for unfenced"
+                    );
+                    return Ok(false);
+                }
+                Err(f) => return Err(catalog.refine(f, topic, partition).await),
+            }
+        }
+        tracing::warn!(
+            %topic, partition,
+            "the partition holds nothing committed yet, so it cannot be fenced: a batch \
+             whose reply was lost is looked for unfenced"
+        );
+        Ok(false)
+    }
+
     /// Where `doubt`'s batch landed, looking from where it can have landed to the
-    /// partition's end (as Iggy reports it, or as this gateway has seen it, whichever is
-    /// further), within [`DOUBT_SCAN_BYTES`]; and where the look stopped (should Iggy apply
-    /// the batch later, it lands there or after).
+    /// partition's end on the node that serves its reads (where that node's reads stop),
+    /// within [`DOUBT_SCAN_BYTES`]; and where the look stopped (should Iggy apply the batch
+    /// later, it lands there or after).
     async fn find_batch(
         &self,
         catalog: &Catalog,
@@ -503,20 +603,15 @@ impl Appends {
         doubt: Doubt,
     ) -> Result<(Option<u64>, u64), BackendError> {
         let id = wire::Ids::producer(&doubt.batch).of(0);
-        let end = catalog
-            .offsets(topic, partition)
-            .await?
-            .high_watermark
-            .max(state.seen_end.load(Ordering::Relaxed));
-        let (mut at, mut read, mut found) = (doubt.from, 0usize, None);
-        while at < end && found.is_none() {
+        let (mut at, mut read) = (doubt.from, 0usize);
+        loop {
             if read > DOUBT_SCAN_BYTES {
                 tracing::warn!(
-                    %topic, partition, from = doubt.from, at, end,
+                    %topic, partition, from = doubt.from, at,
                     "gave up looking for an idempotent batch whose reply was lost: \
                      its retry is appended, perhaps a second time"
                 );
-                break;
+                return Ok((None, at));
             }
             let count = reads.scan_count(state, SCAN_POLL_BYTES);
             let body = reads
@@ -529,14 +624,16 @@ impl Appends {
                 )
                 .await?;
             read += body.len();
-            let (hit, last) = wire::find_message(&body, id)?;
-            found = hit;
-            match last {
-                Some(last) => at = last + 1,
-                None => break,
+            let (hit, last, end) = wire::find_message(&body, id)?;
+            let Some(last) = last else {
+                return Ok((None, at));
+            };
+            at = last + 1;
+            state.saw_end(at);
+            if hit.is_some() || last >= end {
+                return Ok((hit, at));
             }
         }
-        Ok((found, at))
     }
 }
 

@@ -693,6 +693,21 @@ fn a_retry_is_not_answered_from_a_topic_created_again_behind_the_gateway() {
     assert_eq!(read(&mut h, &backend, "t", 0, 0).map(|r| r.len()), Ok(2));
 }
 
+/// Polls `append` while the server holds the appends it takes prepared and not committed,
+/// until it holds one, then drops the connections: the append is in doubt, and commits
+/// before the partition's next write (or when the fake says), as an op a dead primary
+/// prepared on a quorum commits in the next view.
+fn prepare_then_lose(h: &mut Pool, append: &mut Pin<Box<dyn Future<Output = Completion> + Send>>) {
+    let mut cx = Context::from_waker(Waker::noop());
+    h.fake.prepare_appends = true;
+    while h.fake.prepared() == 0 {
+        assert!(append.as_mut().poll(&mut cx).is_pending());
+        h.serve();
+    }
+    h.fake.prepare_appends = false;
+    h.drop_connections();
+}
+
 /// Sends an append and loses its reply: applied by the server or not, as `applied` says.
 fn append_losing_the_reply(
     h: &mut Pool,

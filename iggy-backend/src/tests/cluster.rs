@@ -3,6 +3,7 @@
 //! cluster has not committed yet, and neither acknowledges what was not applied nor
 //! appends a retried batch twice across a failover.
 
+use iggy_kafka_iggy_client::protocol::codes::STORE_CONSUMER_OFFSET_CODE;
 use iggy_kafka_iggy_client::testing::fake::Roster;
 
 use super::*;
@@ -309,4 +310,125 @@ fn appends_refused_after_a_partition_moved_land_before_later_ones() {
         .collect();
     let want: Vec<_> = (0..10).map(|i| (i as u64, record(i).value)).collect();
     assert_eq!(got, want);
+}
+
+/// An idempotent batch of producer 5, its first sequence `first`.
+fn idempotent(first: i32) -> ProducerBatch {
+    ProducerBatch {
+        producer_id: 5,
+        epoch: 0,
+        first_sequence: first,
+        count: 1,
+        transactional: false,
+    }
+}
+
+/// Sends idempotent append `pb` of record `pb.first_sequence` to t-0, which the partition's
+/// primary prepares (a quorum holds it) and then dies before anything commits; another node
+/// is elected, whose view commits the append later. The append fails retriably.
+fn prepared_by_a_dying_primary(h: &mut Pool, backend: &IggyBackend, pb: ProducerBatch) {
+    let Execution::Pending(mut fut) = backend.execute(Command::Append {
+        topic: "t".into(),
+        partition: 0,
+        messages: [to_iggy(&record(pb.first_sequence as usize))]
+            .into_iter()
+            .collect(),
+        largest_batch: 100,
+        producer: Some(pb),
+    }) else {
+        panic!("an append waits for Iggy");
+    };
+    let primary = h.fake.roster.leader.expect("a primary");
+    prepare_then_lose(h, &mut fut);
+    h.fake.roster.down[primary] = true;
+    h.fake.roster.leader = Some((primary + 1) % 3);
+    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(Completion::Append(Err(e))) => assert_eq!(
+            e.error_code(),
+            iggy_kafka_core::protocol::error_code::ErrorCode::REQUEST_TIMED_OUT,
+            "{e:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    h.reconnect();
+}
+
+/// What t-0 holds, as (offset, record value).
+fn held(h: &mut Pool, backend: &IggyBackend) -> Vec<(u64, Option<Bytes>)> {
+    read(h, backend, "t", 0, 0)
+        .expect("read")
+        .into_iter()
+        .map(|(o, r)| (o, r.value))
+        .collect()
+}
+
+/// The primary dies with an idempotent append prepared on a quorum and not committed: the
+/// new view commits it, but only after the gateway could look for it (no read shows an op
+/// before its commit). The retry waits behind a fence through the partition's own
+/// replication (a stored consumer offset), after which the batch is found, not appended
+/// again.
+#[test]
+fn an_append_prepared_by_a_dead_primary_is_not_appended_again() {
+    let mut h = Pool::new(cluster());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(0)], Some(idempotent(0))),
+        Ok(0)
+    );
+    prepared_by_a_dying_primary(&mut h, &backend, idempotent(1));
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1))),
+        Ok(1),
+        "answered with where the original landed"
+    );
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 2, "landed once");
+    assert_eq!(
+        held(&mut h, &backend),
+        (0..2)
+            .map(|i| (i as u64, record(i).value))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// The same on an empty partition, where Iggy stores no consumer offset (the fence is
+/// refused until the partition holds something): the gateway asks again until the new
+/// view has committed the batch.
+#[test]
+fn a_first_append_prepared_by_a_dead_primary_is_not_appended_again() {
+    let mut h = Pool::new(cluster());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    prepared_by_a_dying_primary(&mut h, &backend, idempotent(0));
+    h.fake.prepared_commit_in = Some(30);
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(0)], Some(idempotent(0))),
+        Ok(0)
+    );
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 1, "landed once");
+}
+
+/// An empty partition whose first batch was lost and never lands (the new view does not
+/// hold it): the fence is refused for as long as the partition holds nothing, so after a
+/// while the gateway looks unfenced, and the retry is appended.
+#[test]
+fn an_empty_partition_that_cannot_be_fenced_is_looked_at_unfenced_after_a_while() {
+    let mut h = Pool::new(cluster());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    prepared_by_a_dying_primary(&mut h, &backend, idempotent(0));
+    h.fake.discard_prepared();
+    h.fake.seen.clear();
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(0)], Some(idempotent(0))),
+        Ok(0)
+    );
+    let fences = h
+        .fake
+        .seen
+        .iter()
+        .filter(|&&c| c == STORE_CONSUMER_OFFSET_CODE)
+        .count();
+    assert_eq!(fences, 50, "asked every 100 ms for 5 s");
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 1);
 }

@@ -346,6 +346,12 @@ impl FakeIggy {
         self.prepared.len()
     }
 
+    /// Drops the appends prepared and not committed: the new view does not hold them (no
+    /// quorum had them), and they never land.
+    pub fn discard_prepared(&mut self) {
+        self.prepared.clear();
+    }
+
     /// Iggy's admission of a StoreConsumerOffset, which a node checks against what it has
     /// committed before it looks whether it is the partition's primary: no offset on an
     /// empty partition, none past its end (InvalidOffset).
