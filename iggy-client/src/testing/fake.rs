@@ -45,10 +45,10 @@ use iggy_binary_protocol::{
 
 use super::frames;
 use crate::session::{TRANSIENT_NOT_ACCEPTED, TRANSIENT_NOT_COMMITTED};
+use iggy_binary_protocol::consensus::Operation;
 
 /// Iggy's InvalidOffset: a consumer offset stored on an empty partition or past its end.
 pub const INVALID_OFFSET: u32 = 4100;
-use iggy_binary_protocol::consensus::Operation;
 
 /// One partition.
 #[derive(Debug, Default)]
@@ -189,9 +189,9 @@ pub struct FakeIggy {
     logins: HashMap<u128, String>,
     /// Streams' numeric ids, given at a stream's first use ([`FakeIggy::stream_id`]).
     stream_ids: BTreeMap<String, u32>,
-    /// While set, a partition's primary takes appends into its replication pipeline and
-    /// answers them only once they commit, which they do not while it is set: a test drops
-    /// the connections meanwhile, as a primary that dies with ops prepared on a quorum.
+    /// While set, a partition's primary takes appends into its replication pipeline
+    /// ([`FakeIggy::prepared`]) and answers nothing: a test drops the connections meanwhile,
+    /// as a primary that dies with ops prepared on a quorum, which the next view commits.
     pub prepare_appends: bool,
     /// Appends prepared and not committed yet, oldest first: (stream, topic, partition,
     /// batch). No poll or description shows them (Iggy serves reads up to the commit);
@@ -656,7 +656,7 @@ impl FakeIggy {
                 let topic_id = t.id;
                 let batch = body[4 + meta_len..].to_vec();
                 if self.prepare_appends {
-                    // Answered at its commit ([`FakeIggy::serve_at`] sends nothing now).
+                    // Not answered ([`FakeIggy::serve_at`] sends nothing for it).
                     self.prepared.push((stream, topic, p, batch));
                     return Ok(Vec::new());
                 }
@@ -865,7 +865,7 @@ impl FakeIggy {
                 }
             };
             if self.prepare_appends && request.code() == SEND_MESSAGES_CODE && result.is_ok() {
-                // Prepared: its reply waits for a commit the test does not let come.
+                // Prepared: no reply before its commit, and the test drops the connection.
                 continue;
             }
             let (status, payload) = match result {
