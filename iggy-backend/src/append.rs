@@ -263,10 +263,16 @@ impl Appends {
             };
             // A retry, answered with where the batch landed, while the partition still holds
             // it: asking Iggy notices a topic created again behind the gateway's back, and a
-            // partition that lost offsets (purged) no longer reaches that far.
+            // partition that lost offsets (purged) no longer reaches that far. The node that
+            // describes the topic may not have applied the batch yet (it follows the
+            // partition's primary): then the node that serves the partition says whether
+            // the batch is there.
             let offsets = catalog.offsets(topic, partition).await?;
             let current = catalog.is_current(topic, partition, &state);
-            if current && original.base < offsets.high_watermark {
+            let holds = current
+                && (original.base < offsets.high_watermark
+                    || self.holds(catalog, reads, at, &pb, original.base).await?);
+            if holds {
                 if pb.transactional {
                     lock(&state.txns).appended(pb.producer_id, original.base);
                 }
@@ -524,6 +530,29 @@ impl Appends {
         }
         *lock(&state.doubt) = None;
         Ok(())
+    }
+
+    /// Whether the partition, on the node that serves its reads, holds `pb`'s batch at
+    /// `base`.
+    async fn holds(
+        &self,
+        catalog: &Catalog,
+        reads: &Reads,
+        (topic, partition): (&str, u32),
+        pb: &ProducerBatch,
+        base: u64,
+    ) -> Result<bool, BackendError> {
+        let body = reads
+            .poll(
+                catalog,
+                topic,
+                partition,
+                WirePollingStrategy::offset(base),
+                1,
+            )
+            .await?;
+        let (found, _, _) = wire::find_message(&body, wire::Ids::producer(pb).of(0))?;
+        Ok(found == Some(base))
     }
 
     /// Fences the partition: stores [`FENCE_CONSUMER`]'s offset there, a write that Iggy

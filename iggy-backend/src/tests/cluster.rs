@@ -432,3 +432,44 @@ fn an_empty_partition_that_cannot_be_fenced_is_looked_at_unfenced_after_a_while(
     assert_eq!(fences, 50, "asked every 100 ms for 5 s");
     assert_eq!(h.fake.topics["t"].partitions[0].next, 1);
 }
+
+/// The node that describes topics (the cluster's primary) has not applied the partition's
+/// latest append, a batch in doubt its own primary committed: the look for it reads the
+/// partition on the node that answered the fence, up to where that node's reads stop, not
+/// up to where the description says the partition ends.
+#[test]
+fn a_lagging_description_does_not_hide_a_batch_in_doubt() {
+    let mut fake = cluster();
+    fake.roster.leader = Some(1);
+    fake.roster.partition_leader = Some(0);
+    fake.roster.lagging = Some(1);
+    let mut h = Pool::cluster(fake);
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(0)], Some(idempotent(0))),
+        Ok(0)
+    );
+    let Execution::Pending(mut fut) = backend.execute(Command::Append {
+        topic: "t".into(),
+        partition: 0,
+        messages: [to_iggy(&record(1))].into_iter().collect(),
+        largest_batch: 100,
+        producer: Some(idempotent(1)),
+    }) else {
+        panic!("an append waits for Iggy");
+    };
+    // Its connection drops; the partition's primary commits it right after.
+    prepare_then_lose(&mut h, &mut fut);
+    assert!(matches!(
+        fut.as_mut().poll(&mut Context::from_waker(Waker::noop())),
+        Poll::Ready(Completion::Append(Err(_)))
+    ));
+    h.fake.prepared_commit_in = Some(1);
+    h.reconnect();
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1))),
+        Ok(1)
+    );
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 2, "landed once");
+}
