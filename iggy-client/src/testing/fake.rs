@@ -202,6 +202,13 @@ pub struct FakeIggy {
     /// After this many more requests answered, the appends prepared commit on their own
     /// (the view's primary has gathered its backups' acknowledgements); never if `None`.
     pub prepared_commit_in: Option<u32>,
+    /// The next poll fails inside the server and is answered as Iggy answers a faulted
+    /// read: no messages, status 0, `current_offset` the partition's end.
+    pub fault_next_poll: bool,
+    /// The next this many StoreConsumerOffsets are refused with [`INVALID_OFFSET`], as by a
+    /// node behind that has applied none of the partition's messages (Iggy checks the
+    /// offset against the node's own committed state before whether it is the primary).
+    pub offsets_behind: u32,
 }
 
 fn name(id: &WireIdentifier) -> String {
@@ -366,6 +373,7 @@ impl FakeIggy {
         });
         match part {
             Some(part) if part.next == 0 || r.offset >= part.next => Err(INVALID_OFFSET),
+            Some(_) if self.offsets_behind > 0 => Err(INVALID_OFFSET),
             _ => Ok(()),
         }
     }
@@ -675,6 +683,7 @@ impl FakeIggy {
             }
             POLL_MESSAGES_CODE => {
                 let (r, _) = PollMessagesRequest::decode(body).map_err(|_| 4u32)?;
+                let faulted = std::mem::take(&mut self.fault_next_poll);
                 let t = self
                     .topics(&r.stream_id)?
                     .get(&name(&r.topic_id))
@@ -694,7 +703,7 @@ impl FakeIggy {
                 };
                 let mut out = BytesMut::new();
                 let mut count = 0u32;
-                for b in &part.batches {
+                for b in part.batches.iter().filter(|_| !faulted) {
                     let h = BatchHeader::decode(b).expect("stored");
                     let end = h.base_offset + u64::from(h.message_count);
                     if end <= from || count >= r.count {
@@ -822,7 +831,9 @@ impl FakeIggy {
                     }
                 }
                 let admitted = if code == STORE_CONSUMER_OFFSET_CODE {
-                    self.admit_offset(&request.body)
+                    let admitted = self.admit_offset(&request.body);
+                    self.offsets_behind = self.offsets_behind.saturating_sub(1);
+                    admitted
                 } else {
                     Ok(())
                 };
