@@ -34,7 +34,7 @@ use iggy_kafka_iggy_client::protocol::responses::messages::SendMessagesResponse;
 use iggy_kafka_iggy_client::protocol::{
     AckLevel, WireConsumer, WireDecode, WireEncode, WireIdentifier, WirePollingStrategy,
 };
-use iggy_kafka_iggy_client::{Failure, PendingCall};
+use iggy_kafka_iggy_client::{Answered, Failure, PendingCall};
 
 use crate::catalog::Catalog;
 use crate::partition::{Doubt, PartitionState};
@@ -54,13 +54,16 @@ const DOUBT_SCAN_BYTES: usize = 256 << 20;
 /// is all it leaves, and it holds nothing back (Iggy's retention does not look at them).
 const FENCE_CONSUMER: &str = "__kafka_gateway_fence";
 
-/// Iggy stores no consumer offset on a partition that holds nothing committed yet, so the
-/// fence of an empty partition is asked again, this often, up to [`FENCE_EMPTY_TRIES`]
-/// times: a batch prepared there commits once the new view has its backups'
-/// acknowledgements, and the partition is empty no more.
+/// A node stores no consumer offset on a partition that holds nothing committed on that
+/// node yet, so the fence of a partition the gateway saw empty is asked again, this
+/// often, up to [`FENCE_EMPTY_TRIES`] times: a batch prepared there commits once the new
+/// view has its backups' acknowledgements, and the partition is empty no more.
 const FENCE_EMPTY_PAUSE: Duration = Duration::from_millis(100);
 /// See [`FENCE_EMPTY_PAUSE`]: about 5 s in all, for the first batches of a partition only.
 const FENCE_EMPTY_TRIES: u32 = 50;
+/// [`FENCE_EMPTY_TRIES`] on a single server, which has no view change to wait for: only a
+/// request still inside the server can land there later.
+const FENCE_EMPTY_TRIES_SINGLE: u32 = 3;
 
 /// Producers whose latest marker a partition remembers (`PartitionState::closed`); beyond
 /// it the oldest marker is forgotten, and its stamp becomes the floor below which a
@@ -375,18 +378,26 @@ impl Appends {
         // A transactional batch whose reply was lost is looked for before the marker ends
         // its transaction, so that the index closes it with the marker (an abort must cover
         // it); after the marker it no longer holds the last stable offset back.
-        self.resolve_doubt(catalog, reads, at, &state).await?;
+        let just_fenced = self.resolve_doubt(catalog, reads, at, &state).await?;
         let unfound: Vec<Doubt> = lock(&state.txn_unfound)
             .iter()
             .filter(|d| d.batch.producer_id == producer_id)
             .copied()
             .collect();
-        // Left by a look that could not be fenced: fenced now, if the partition lets it.
-        let fenced = !unfound.is_empty() && self.fence(catalog, at, &state).await?;
+        // Left by a look that could not be fenced: fenced now, if the partition lets it
+        // (and unless the look just before was: that fence holds for these too).
+        let fenced = match (unfound.iter().map(|d| d.from).max(), just_fenced) {
+            (None, _) => None,
+            (Some(_), Some(f)) => Some(f),
+            (Some(from), None) => self.fence(catalog, at, &state, from).await?,
+        };
         for doubt in unfound {
-            if let (Some(offset), _) = self.find_batch(catalog, reads, at, &state, doubt).await? {
+            let (found, _) = self
+                .find_batch(catalog, reads, at, &state, doubt, fenced)
+                .await?;
+            if let Some(offset) = found {
                 lock(&state.txns).appended(producer_id, offset);
-            } else if !fenced {
+            } else if fenced.is_none() {
                 tracing::warn!(
                     %topic, partition, producer_id, from = doubt.from,
                     "a transactional batch whose reply was lost was not found before its \
@@ -487,20 +498,26 @@ impl Appends {
     /// was appended since it was sent, behind a fence ([`Self::fence`]); if it did, the
     /// producer's retry is answered with where it landed instead of being appended again.
     /// Runs under the partition's gate, so no other idempotent append can come between.
+    /// Returns the fence it looked behind, if it fenced the partition. Should the look
+    /// prove nothing (see [`Self::find_batch`]), it fails retriably and the batch stays in
+    /// doubt, to be looked for again at the next try.
     async fn resolve_doubt(
         &self,
         catalog: &Catalog,
         reads: &Reads,
         (topic, partition): (&str, u32),
         state: &PartitionState,
-    ) -> Result<(), BackendError> {
+    ) -> Result<Option<Fenced>, BackendError> {
         let Some(doubt) = *lock(&state.doubt) else {
-            return Ok(());
+            return Ok(None);
         };
-        let fenced = self.fence(catalog, (topic, partition), state).await?;
-        let (found, looked_to) = self
-            .find_batch(catalog, reads, (topic, partition), state, doubt)
+        let fence = self
+            .fence(catalog, (topic, partition), state, doubt.from)
             .await?;
+        let (found, looked_to) = self
+            .find_batch(catalog, reads, (topic, partition), state, doubt, fence)
+            .await?;
+        let fenced = fence.is_some();
         tracing::info!(
             %topic, partition, producer_id = doubt.batch.producer_id,
             first_sequence = doubt.batch.first_sequence, landed_at = ?found, fenced,
@@ -529,7 +546,7 @@ impl Appends {
             ),
         }
         *lock(&state.doubt) = None;
-        Ok(())
+        Ok(fence)
     }
 
     /// Whether the partition, on the node that serves its reads, holds `pb`'s batch at
@@ -560,18 +577,26 @@ impl Appends {
     /// before it (ops commit in order, and the reply comes at the commit). Sent as the
     /// partition's writes are (after its last append, moving to the node that takes them),
     /// so its reply means that a batch sent here earlier has committed on the node that
-    /// answered, which the partition's reads go to, or will never land.
+    /// answered, or will never land. `seen` is an end of the partition the gateway saw
+    /// (where a batch in doubt can have landed at the earliest).
     ///
-    /// Whether it was fenced: not when the partition holds nothing committed for
-    /// [`FENCE_EMPTY_TRIES`] asks (Iggy stores no consumer offset there), nor when the
-    /// gateway's Iggy user may not store consumer offsets.
+    /// `None` when it could not be fenced: the partition, which the gateway saw empty,
+    /// held nothing committed for [`FENCE_EMPTY_TRIES`] asks (a node stores no consumer
+    /// offset there), or the gateway's Iggy user may not poll (Iggy grants storing a
+    /// consumer offset with the right to poll, so its reads fail too). A node that
+    /// refuses the offset on a partition the gateway saw hold messages is behind: that
+    /// fails retriably, and the next try fences again.
     async fn fence(
         &self,
         catalog: &Catalog,
         at: (&str, u32),
         state: &PartitionState,
-    ) -> Result<bool, BackendError> {
+        seen: u64,
+    ) -> Result<Option<Fenced>, BackendError> {
         let (topic, partition) = at;
+        // Taken before the fence is sent: every write acknowledged by then is committed
+        // ahead of it, so the node that answers holds at least this much.
+        let floor = seen.max(state.seen_end.load(Ordering::Relaxed));
         let (stream_id, topic_id) = catalog.locate(topic)?;
         let body = StoreConsumerOffsetRequest {
             consumer: WireConsumer::consumer(
@@ -585,17 +610,29 @@ impl Appends {
         }
         .to_bytes();
         let calls = catalog.calls();
-        for _ in 0..FENCE_EMPTY_TRIES {
+        let tries = if calls.lanes().nodes().len() > 1 {
+            FENCE_EMPTY_TRIES
+        } else {
+            FENCE_EMPTY_TRIES_SINGLE
+        };
+        for _ in 0..tries {
             let sent =
                 state
                     .route
                     .append(calls, at, (STORE_CONSUMER_OFFSET_CODE, false), body.clone());
-            let (result, _) = state
+            let (result, on) = state
                 .route
-                .settle(calls, at, (STORE_CONSUMER_OFFSET_CODE, false, &body), sent)
+                .settle_unmeasured(calls, at, STORE_CONSUMER_OFFSET_CODE, sent)
                 .await;
             match result {
-                Ok(_) => return Ok(true),
+                Ok(_) => return Ok(Some(Fenced { on, floor })),
+                Err(Failure::Status(code::INVALID_OFFSET)) if floor > 0 => {
+                    return Err(BackendError::Unavailable(format!(
+                        "{topic}-{partition}: the Iggy node that serves the partition's \
+                         writes has not applied what the gateway saw there, so it cannot \
+                         fence it yet"
+                    )));
+                }
                 Err(Failure::Status(code::INVALID_OFFSET)) => {
                     let clock = calls.clock();
                     clock.sleep_until(clock.now() + FENCE_EMPTY_PAUSE).await;
@@ -603,10 +640,10 @@ impl Appends {
                 Err(Failure::Status(code::UNAUTHORIZED)) => {
                     tracing::warn!(
                         %topic, partition,
-                        "the gateway's Iggy user may not store consumer offsets: a batch \
-                         whose reply was lost is looked for unfenced"
+                        "the gateway's Iggy user may not store consumer offsets (nor poll): \
+                         a batch whose reply was lost is looked for unfenced"
                     );
-                    return Ok(false);
+                    return Ok(None);
                 }
                 Err(f) => return Err(catalog.refine(f, topic, partition).await),
             }
@@ -616,13 +653,17 @@ impl Appends {
             "the partition holds nothing committed yet, so it cannot be fenced: a batch \
              whose reply was lost is looked for unfenced"
         );
-        Ok(false)
+        Ok(None)
     }
 
     /// Where `doubt`'s batch landed, looking from where it can have landed to the
-    /// partition's end on the node that serves its reads (where that node's reads stop),
-    /// within [`DOUBT_SCAN_BYTES`]; and where the look stopped (should Iggy apply the batch
-    /// later, it lands there or after).
+    /// partition's end (where the node's reads stop), within [`DOUBT_SCAN_BYTES`]; and
+    /// where the look stopped (should Iggy apply the batch later, it lands there or after).
+    /// Behind a `fence`, it reads on the node that answered the fence, and a reply without
+    /// messages ends the look only when that node's end is where the look is and not
+    /// before anything seen held (Iggy answers a poll that failed inside it empty, with the
+    /// node's end or 0 as its current offset): else the look fails retriably. Unfenced, it
+    /// reads where the partition's reads go.
     async fn find_batch(
         &self,
         catalog: &Catalog,
@@ -630,9 +671,12 @@ impl Appends {
         (topic, partition): (&str, u32),
         state: &PartitionState,
         doubt: Doubt,
+        fence: Option<Fenced>,
     ) -> Result<(Option<u64>, u64), BackendError> {
         let id = wire::Ids::producer(&doubt.batch).of(0);
         let (mut at, mut read) = (doubt.from, 0usize);
+        // What the node that answered the fence holds at least.
+        let mut floor = fence.map_or(0, |f| f.floor).max(doubt.from);
         loop {
             if read > DOUBT_SCAN_BYTES {
                 tracing::warn!(
@@ -643,20 +687,32 @@ impl Appends {
                 return Ok((None, at));
             }
             let count = reads.scan_count(state, SCAN_POLL_BYTES);
-            let body = reads
-                .poll(
-                    catalog,
-                    topic,
-                    partition,
-                    WirePollingStrategy::offset(at),
-                    count,
-                )
-                .await?;
+            let strategy = WirePollingStrategy::offset(at);
+            let body = match fence {
+                Some(f) => {
+                    reads
+                        .poll_on(catalog, (topic, partition), f.on, strategy, count)
+                        .await?
+                }
+                None => {
+                    reads
+                        .poll(catalog, topic, partition, strategy, count)
+                        .await?
+                }
+            };
             read += body.len();
             let (hit, last, end) = wire::find_message(&body, id)?;
             let Some(last) = last else {
+                if fence.is_some() && (end.checked_add(1) != Some(at) || at < floor) {
+                    return Err(BackendError::Unavailable(format!(
+                        "{topic}-{partition}: a poll behind the fence came back empty though \
+                         the node holds offset {at} or is behind (its end {end}): the batch \
+                         whose reply was lost is looked for again at the next try"
+                    )));
+                }
                 return Ok((None, at));
             };
+            floor = floor.max(end.saturating_add(1));
             at = last + 1;
             state.saw_end(at);
             if hit.is_some() || last >= end {
@@ -664,6 +720,14 @@ impl Appends {
             }
         }
     }
+}
+
+/// A partition fenced ([`Appends::fence`]): where the fence was answered, and what the
+/// node that answered holds at least (the end of the partition the gateway saw before it).
+#[derive(Debug, Clone, Copy)]
+struct Fenced {
+    on: Answered,
+    floor: u64,
 }
 
 /// Refuses a transactional write to a partition state whose transaction index is not

@@ -806,6 +806,53 @@ fn an_idempotent_batch_whose_reply_was_lost_is_appended_once() {
     assert_eq!(got[1506].1, record(2).value);
 }
 
+/// A single server whose first batch of a partition was lost and never lands: its fence is
+/// refused while the partition holds nothing, and with no view change to wait for, the
+/// gateway asks a few times only (not for seconds, holding the partition's gate) before it
+/// looks unfenced and appends the retry.
+#[test]
+fn a_single_server_fences_an_empty_partition_a_few_times_only() {
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let pb = ProducerBatch {
+        producer_id: 5,
+        epoch: 0,
+        first_sequence: 0,
+        count: 1,
+        transactional: false,
+    };
+    let Execution::Pending(mut fut) = backend.execute(Command::Append {
+        topic: "t".into(),
+        partition: 0,
+        messages: [to_iggy(&record(0))].into_iter().collect(),
+        largest_batch: 100,
+        producer: Some(pb),
+    }) else {
+        panic!("an append waits for Iggy");
+    };
+    prepare_then_lose(&mut h, &mut fut);
+    assert!(matches!(
+        fut.as_mut().poll(&mut Context::from_waker(Waker::noop())),
+        Poll::Ready(Completion::Append(Err(_)))
+    ));
+    h.fake.discard_prepared();
+    h.reconnect();
+    h.fake.seen.clear();
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(0)], Some(pb)),
+        Ok(0)
+    );
+    let fences = h
+        .fake
+        .seen
+        .iter()
+        .filter(|&&c| c == iggy_kafka_iggy_client::protocol::codes::STORE_CONSUMER_OFFSET_CODE)
+        .count();
+    assert_eq!(fences, 3);
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 1);
+}
+
 /// A poll whose reply would pass what a lane accepts (large messages the running size
 /// estimate did not foresee) fails alone: the session goes on, and the read asks again for
 /// what fits.

@@ -473,3 +473,59 @@ fn a_lagging_description_does_not_hide_a_batch_in_doubt() {
     );
     assert_eq!(h.fake.topics["t"].partitions[0].next, 2, "landed once");
 }
+
+/// A poll that fails inside Iggy is answered empty (status 0, the node's end as its current
+/// offset): behind the fence, the node says it holds the offset the look is at, so the empty
+/// reply proves nothing. The retry fails retriably, the batch stays in doubt, and the next
+/// retry finds it.
+#[test]
+fn a_faulted_poll_behind_the_fence_does_not_count_as_not_found() {
+    let mut h = Pool::new(cluster());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(0)], Some(idempotent(0))),
+        Ok(0)
+    );
+    prepared_by_a_dying_primary(&mut h, &backend, idempotent(1));
+    h.fake.fault_next_poll = true;
+    let retried = append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1)));
+    assert!(
+        matches!(retried, Err(BackendError::Unavailable(_))),
+        "{retried:?}"
+    );
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1))),
+        Ok(1)
+    );
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 2, "landed once");
+}
+
+/// The node that serves the partition's writes is behind (it has applied none of the
+/// partition's messages, which the gateway saw): it refuses the fence's offset as out of
+/// range, before it would say it is not the primary. That is no empty partition: the retry
+/// fails retriably and the batch stays in doubt, instead of being looked for unfenced
+/// after a while and appended while its original can still land.
+#[test]
+fn a_fence_refused_by_a_node_behind_keeps_the_batch_in_doubt() {
+    let mut h = Pool::new(cluster());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(0)], Some(idempotent(0))),
+        Ok(0)
+    );
+    prepared_by_a_dying_primary(&mut h, &backend, idempotent(1));
+    h.fake.offsets_behind = u32::MAX;
+    let retried = append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1)));
+    assert!(
+        matches!(retried, Err(BackendError::Unavailable(_))),
+        "{retried:?}"
+    );
+    h.fake.offsets_behind = 0;
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1))),
+        Ok(1)
+    );
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 2, "landed once");
+}
