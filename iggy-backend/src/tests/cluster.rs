@@ -529,3 +529,56 @@ fn a_fence_refused_by_a_node_behind_keeps_the_batch_in_doubt() {
     );
     assert_eq!(h.fake.topics["t"].partitions[0].next, 2, "landed once");
 }
+
+/// The fence's reply proves what the node that gave it holds, and only that node: the look
+/// for the batch reads on the lane and session that answered the fence. Here that session
+/// is gone before the look (its connection dropped and came back, perhaps to another
+/// node): the retry fails retriably, the batch stays in doubt, and the next retry fences
+/// and looks again.
+#[test]
+fn the_look_behind_a_fence_runs_in_the_session_that_answered_it() {
+    let mut h = Pool::new(cluster());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(0)], Some(idempotent(0))),
+        Ok(0)
+    );
+    prepared_by_a_dying_primary(&mut h, &backend, idempotent(1));
+    h.fake.seen.clear();
+    let Execution::Pending(mut fut) = backend.execute(Command::Append {
+        topic: "t".into(),
+        partition: 0,
+        messages: [to_iggy(&record(1))].into_iter().collect(),
+        largest_batch: 100,
+        producer: Some(idempotent(1)),
+    }) else {
+        panic!("an append waits for Iggy");
+    };
+    let mut cx = Context::from_waker(Waker::noop());
+    // Until the fence is answered, and before the look is sent.
+    while !h.fake.seen.contains(&STORE_CONSUMER_OFFSET_CODE) {
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+        h.serve();
+    }
+    h.drop_connections();
+    h.reconnect();
+    let retried = loop {
+        if let Poll::Ready(c) = fut.as_mut().poll(&mut cx) {
+            break c;
+        }
+        h.serve();
+    };
+    assert!(
+        matches!(
+            retried,
+            Completion::Append(Err(BackendError::Unavailable(_)))
+        ),
+        "{retried:?}"
+    );
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1))),
+        Ok(1)
+    );
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 2, "landed once");
+}
