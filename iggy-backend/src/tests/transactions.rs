@@ -913,3 +913,88 @@ fn no_marker_lands_in_the_gateways_own_topics() {
     }
     assert_eq!(held(&h), before, "nothing appended");
 }
+
+/// Leaves `pb`'s two-record transactional batch prepared and not committed, and not found by
+/// a look that could not be fenced (the fence refused as unauthorized, at another
+/// producer's append that is refused before anything is sent): it waits for its marker.
+fn txn_unfound_unfenced(h: &mut Pool, backend: &IggyBackend, pb: ProducerBatch) {
+    txn_append_prepared(h, backend, pb);
+    h.fake.fail_next = Some(41);
+    let out_of_sequence = ProducerBatch {
+        transactional: false,
+        ..txn_batch(6, 0, 7, 2)
+    };
+    let two = [record(1), record(2)];
+    assert!(append(h, backend, "t", 0, &two, Some(out_of_sequence)).is_err());
+    assert_eq!(h.fake.prepared(), 1, "still prepared");
+}
+
+/// Stores of a consumer offset (fences) the fake has seen.
+fn fences(h: &Pool) -> usize {
+    h.fake
+        .seen
+        .iter()
+        .filter(|&&c| c == iggy_kafka_iggy_client::protocol::codes::STORE_CONSUMER_OFFSET_CODE)
+        .count()
+}
+
+/// A transactional batch looked for unfenced and not found, still prepared when its
+/// transaction's marker comes: the marker fences the partition, which commits the batch
+/// first, so it is found and the abort covers it.
+#[test]
+fn the_marker_fences_before_it_looks_for_a_batch_not_found_unfenced() {
+    let (mut h, backend) = transactional_partition();
+    let plain = ProducerBatch {
+        transactional: false,
+        ..txn_batch(6, 0, 0, 2)
+    };
+    let two = [record(1), record(2)];
+    assert_eq!(append(&mut h, &backend, "t", 0, &two, Some(plain)), Ok(0));
+    offsets(&mut h, &backend, "t", 0);
+    txn_unfound_unfenced(&mut h, &backend, txn_batch(5, 0, 0, 2));
+    h.fake.seen.clear();
+    assert_eq!(marker(&mut h, &backend, ("t", 0), 5, 0, false), 4);
+    let r = read_all(&mut h, &backend, "t", 0);
+    assert_eq!(r.offsets.last_stable, Some(5));
+    assert_eq!(
+        r.aborted,
+        [AbortedTxn {
+            producer_id: 5,
+            first_offset: 2,
+            last_offset: 4
+        }]
+    );
+    assert_eq!(fences(&h), 1);
+}
+
+/// A marker that has just fenced the partition to look for a batch in doubt looks for its
+/// producer's batches not found unfenced behind the same fence: one fence, not two.
+#[test]
+fn a_marker_fences_once_for_a_batch_in_doubt_and_one_not_found_unfenced() {
+    let (mut h, backend) = transactional_partition();
+    let plain = |first_sequence| ProducerBatch {
+        transactional: false,
+        ..txn_batch(6, 0, first_sequence, 2)
+    };
+    let two = [record(1), record(2)];
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &two, Some(plain(0))),
+        Ok(0)
+    );
+    offsets(&mut h, &backend, "t", 0);
+    txn_unfound_unfenced(&mut h, &backend, txn_batch(5, 0, 0, 2));
+    // Another producer's batch in doubt; sending it commits the prepared one first.
+    append_losing_the_reply(&mut h, &backend, &two, plain(2), true);
+    h.fake.seen.clear();
+    assert_eq!(marker(&mut h, &backend, ("t", 0), 5, 0, false), 6);
+    assert_eq!(fences(&h), 1);
+    let r = read_all(&mut h, &backend, "t", 0);
+    assert_eq!(
+        r.aborted,
+        [AbortedTxn {
+            producer_id: 5,
+            first_offset: 2,
+            last_offset: 6
+        }]
+    );
+}
