@@ -809,7 +809,7 @@ fn an_idempotent_batch_whose_reply_was_lost_is_appended_once() {
 /// A single server whose first batch of a partition was lost and never lands: its fence is
 /// refused while the partition holds nothing, and with no view change to wait for, the
 /// gateway asks a few times only (not for seconds, holding the partition's gate) before it
-/// looks unfenced and appends the retry.
+/// looks unfenced and appends the retry. The fence's refusals do not feed the lane trial.
 #[test]
 fn a_single_server_fences_an_empty_partition_a_few_times_only() {
     let mut h = Pool::new(FakeIggy::new());
@@ -839,10 +839,15 @@ fn a_single_server_fences_an_empty_partition_a_few_times_only() {
     h.fake.discard_prepared();
     h.reconnect();
     h.fake.seen.clear();
+    let state = backend.inner.catalog.partition("t", 0);
+    let appends = || state.route.trial_samples().map(|(appends, _)| appends);
+    let before = appends().expect("a trial runs");
     assert_eq!(
         append(&mut h, &backend, "t", 0, &[record(0)], Some(pb)),
         Ok(0)
     );
+    // The fence's answers come back at once and are no measure of the lane.
+    assert_eq!(appends(), Some(before + 1), "the retry's answer alone");
     let fences = h
         .fake
         .seen
