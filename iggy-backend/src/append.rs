@@ -52,7 +52,9 @@ const DOUBT_SCAN_BYTES: usize = 256 << 20;
 /// The Iggy consumer whose offset (0) the gateway stores on a partition to fence it before
 /// it looks for a batch in doubt there. No Kafka reader sees it; an Iggy consumer offset
 /// is all it leaves, and it holds nothing back (Iggy's retention does not look at them).
-const FENCE_CONSUMER: &str = "__kafka_gateway_fence";
+/// The mirror of a Kafka group's commits into Iggy's consumer offsets leaves a group of
+/// this name out (`crate::committed`).
+pub(crate) const FENCE_CONSUMER: &str = "__kafka_gateway_fence";
 
 /// A node stores no consumer offset on a partition that holds nothing committed on that
 /// node yet, so the fence of a partition the gateway saw empty is asked again, this

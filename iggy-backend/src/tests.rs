@@ -1119,6 +1119,51 @@ fn committed_offsets_survive_a_restart_and_are_mirrored_for_iggy() {
     assert!(fetch(&mut h, &backend, "g").is_empty());
 }
 
+/// A Kafka group named like the gateway's fence consumer keeps its commits, but they are not
+/// mirrored into Iggy's consumer offsets, where the fence's offset lives, nor is that
+/// offset deleted with the group.
+#[test]
+fn a_group_named_like_the_fence_consumer_is_not_mirrored() {
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let nine: Vec<_> = (0..9).map(record).collect();
+    assert_eq!(append(&mut h, &backend, "t", 0, &nine, None), Ok(0));
+    let group = crate::append::FENCE_CONSUMER;
+    h.fake
+        .consumer_offsets
+        .insert((group.into(), "t".into(), 0), 0);
+    assert_eq!(
+        commit(&mut h, &backend, group, &[("t", 0, 5)]),
+        vec![Ok(())]
+    );
+    for _ in 0..20 {
+        h.serve();
+    }
+    assert_eq!(
+        h.fake.consumer_offsets.get(&(group.into(), "t".into(), 0)),
+        Some(&0)
+    );
+    assert_eq!(
+        fetch(&mut h, &backend, group),
+        vec![("t".into(), 0, 5, 4, Some("m5".into()))]
+    );
+    match h.exec(
+        &backend,
+        Command::DeleteOffsets {
+            group: group.into(),
+            only: None,
+        },
+    ) {
+        Completion::DeleteOffsets(Ok(1)) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        h.fake.consumer_offsets.get(&(group.into(), "t".into(), 0)),
+        Some(&0)
+    );
+}
+
 #[test]
 fn a_commit_iggy_does_not_take_is_not_acknowledged() {
     let mut h = Pool::new(FakeIggy::new());
