@@ -17,7 +17,9 @@
 //! first stores a consumer offset of its own on the partition ([`FENCE_CONSUMER`]), a
 //! write that goes through the partition's replication after every op prepared before it:
 //! its reply says that the batch has either committed or can no longer land, and the read
-//! that follows, on the node that answered, tells which.
+//! that follows, in the session that carried that reply (so on the node that gave it),
+//! tells which; a read that proves nothing (a poll that failed inside Iggy comes back
+//! empty) keeps the batch in doubt and fails the append retriably.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -811,7 +811,8 @@ fn a_lost_transactional_batch_committed_late_is_covered_by_its_marker() {
 }
 
 /// A transactional batch whose reply was lost and that is not found where it can have
-/// landed, unfenced (here the gateway's Iggy user may not store consumer offsets), may
+/// landed, unfenced (here the fence is refused as unauthorized, as for a user without the
+/// right to poll), may
 /// still be applied by Iggy: it holds the last stable offset back until its transaction's
 /// marker, which looks for it once more, rather than only until the next append looked.
 #[test]
