@@ -585,8 +585,8 @@ impl Appends {
     /// (where a batch in doubt can have landed at the earliest).
     ///
     /// `None` when it could not be fenced: the partition, which the gateway saw empty,
-    /// held nothing committed for [`FENCE_EMPTY_TRIES`] asks (a node stores no consumer
-    /// offset there), or the gateway's Iggy user may not poll (Iggy grants storing a
+    /// held nothing committed for [`FENCE_EMPTY_TRIES`] asks ([`FENCE_EMPTY_TRIES_SINGLE`]
+    /// on a single server; a node stores no consumer offset there), or the gateway's Iggy user may not poll (Iggy grants storing a
     /// consumer offset with the right to poll, so its reads fail too). A node that
     /// refuses the offset on a partition the gateway saw hold messages is behind: that
     /// fails retriably, and the next try fences again.
