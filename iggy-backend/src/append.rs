@@ -9,25 +9,40 @@
 //! with where it landed, reads the producers' recent batches back from the partition's tail
 //! after a restart (their message ids say whose batch each is), and finds out, before the
 //! next append, whether a batch whose reply was lost landed.
+//!
+//! Finding that out takes a fence first. Iggy's reads stop at what a node has committed,
+//! and a batch whose reply was lost may be prepared and not committed yet: its primary died
+//! with it replicated on a quorum, and the new view commits it once that view has started,
+//! which a read can come before (Viewstamped Replication keeps such an op). So the gateway
+//! first stores a consumer offset of its own on the partition ([`FENCE_CONSUMER`]), a
+//! write that goes through the partition's replication after every op prepared before it:
+//! its reply says that the batch has either committed or can no longer land, and the read
+//! that follows, in the session that carried that reply (so on the node that gave it),
+//! tells which; a read that proves nothing (a poll that failed inside Iggy comes back
+//! empty) keeps the batch in doubt and fails the append retriably.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use iggy_kafka_core::backend::{ActiveProducer, Appended, BackendError, ProducerBatch};
 use iggy_kafka_core::mapping::marker;
 use iggy_kafka_core::message::MessageList;
 use iggy_kafka_core::protocol::error_code::ErrorCode;
-use iggy_kafka_iggy_client::protocol::codes::SEND_MESSAGES_CODE;
+use iggy_kafka_iggy_client::protocol::codes::{SEND_MESSAGES_CODE, STORE_CONSUMER_OFFSET_CODE};
+use iggy_kafka_iggy_client::protocol::requests::consumer_offsets::StoreConsumerOffsetRequest;
 use iggy_kafka_iggy_client::protocol::responses::messages::SendMessagesResponse;
-use iggy_kafka_iggy_client::protocol::{WireDecode, WirePollingStrategy};
-use iggy_kafka_iggy_client::{Failure, PendingCall};
+use iggy_kafka_iggy_client::protocol::{
+    AckLevel, WireConsumer, WireDecode, WireEncode, WireIdentifier, WirePollingStrategy,
+};
+use iggy_kafka_iggy_client::{Answered, Failure, PendingCall};
 
 use crate::catalog::Catalog;
 use crate::partition::{Doubt, PartitionState};
 use crate::read::{Reads, SCAN_POLL_BYTES};
 use crate::sync::lock;
-use crate::wire;
+use crate::wire::{self, code};
 
 /// The tail of a partition read back for its idempotent producers' recent batches, in bytes
 /// (estimated from the running message size; see [`Appends::recover_producers`]).
@@ -35,6 +50,24 @@ const RECOVER_BYTES: usize = 1 << 20;
 
 /// The bytes of replies read while looking for a batch in doubt before giving up.
 const DOUBT_SCAN_BYTES: usize = 256 << 20;
+
+/// The Iggy consumer whose offset (0) the gateway stores on a partition to fence it before
+/// it looks for a batch in doubt there. No Kafka reader sees it; an Iggy consumer offset
+/// is all it leaves, and it holds nothing back (Iggy's retention does not look at them).
+/// The mirror of a Kafka group's commits into Iggy's consumer offsets leaves a group of
+/// this name out (`crate::committed`).
+pub(crate) const FENCE_CONSUMER: &str = "__kafka_gateway_fence";
+
+/// A node stores no consumer offset on a partition that holds nothing committed on that
+/// node yet, so the fence of a partition the gateway saw empty is asked again, this
+/// often, up to [`FENCE_EMPTY_TRIES`] times: a batch prepared there commits once the new
+/// view has its backups' acknowledgements, and the partition is empty no more.
+const FENCE_EMPTY_PAUSE: Duration = Duration::from_millis(100);
+/// See [`FENCE_EMPTY_PAUSE`]: about 5 s in all, for the first batches of a partition only.
+const FENCE_EMPTY_TRIES: u32 = 50;
+/// [`FENCE_EMPTY_TRIES`] on a single server, which has no view change to wait for: only a
+/// request still inside the server can land there later.
+const FENCE_EMPTY_TRIES_SINGLE: u32 = 3;
 
 /// Producers whose latest marker a partition remembers (`PartitionState::closed`); beyond
 /// it the oldest marker is forgotten, and its stamp becomes the floor below which a
@@ -237,10 +270,16 @@ impl Appends {
             };
             // A retry, answered with where the batch landed, while the partition still holds
             // it: asking Iggy notices a topic created again behind the gateway's back, and a
-            // partition that lost offsets (purged) no longer reaches that far.
+            // partition that lost offsets (purged) no longer reaches that far. The node that
+            // describes the topic may not have applied the batch yet (it follows the
+            // partition's primary): then the node that serves the partition says whether
+            // the batch is there.
             let offsets = catalog.offsets(topic, partition).await?;
             let current = catalog.is_current(topic, partition, &state);
-            if current && original.base < offsets.high_watermark {
+            let holds = current
+                && (original.base < offsets.high_watermark
+                    || self.holds(catalog, reads, at, &pb, original.base).await?);
+            if holds {
                 if pb.transactional {
                     lock(&state.txns).appended(pb.producer_id, original.base);
                 }
@@ -343,16 +382,26 @@ impl Appends {
         // A transactional batch whose reply was lost is looked for before the marker ends
         // its transaction, so that the index closes it with the marker (an abort must cover
         // it); after the marker it no longer holds the last stable offset back.
-        self.resolve_doubt(catalog, reads, at, &state).await?;
+        let just_fenced = self.resolve_doubt(catalog, reads, at, &state).await?;
         let unfound: Vec<Doubt> = lock(&state.txn_unfound)
             .iter()
             .filter(|d| d.batch.producer_id == producer_id)
             .copied()
             .collect();
+        // Left by a look that could not be fenced: fenced now, if the partition lets it
+        // (and unless the look just before was: that fence holds for these too).
+        let fenced = match (unfound.iter().map(|d| d.from).max(), just_fenced) {
+            (None, _) => None,
+            (Some(_), Some(f)) => Some(f),
+            (Some(from), None) => self.fence(catalog, at, &state, from).await?,
+        };
         for doubt in unfound {
-            if let (Some(offset), _) = self.find_batch(catalog, reads, at, &state, doubt).await? {
+            let (found, _) = self
+                .find_batch(catalog, reads, at, &state, doubt, fenced)
+                .await?;
+            if let Some(offset) = found {
                 lock(&state.txns).appended(producer_id, offset);
-            } else {
+            } else if fenced.is_none() {
                 tracing::warn!(
                     %topic, partition, producer_id, from = doubt.from,
                     "a transactional batch whose reply was lost was not found before its \
@@ -450,25 +499,32 @@ impl Appends {
     }
 
     /// Finds out whether the partition's batch in doubt landed, by its message id, in what
-    /// was appended since it was sent; if it did, the producer's retry is answered with
-    /// where it landed instead of being appended again. Runs under the partition's gate, so
-    /// no other idempotent append can come between.
+    /// was appended since it was sent, behind a fence ([`Self::fence`]); if it did, the
+    /// producer's retry is answered with where it landed instead of being appended again.
+    /// Runs under the partition's gate, so no other idempotent append can come between.
+    /// Returns the fence it looked behind, if it fenced the partition. Should the look
+    /// prove nothing (see [`Self::find_batch`]), it fails retriably and the batch stays in
+    /// doubt, to be looked for again at the next try.
     async fn resolve_doubt(
         &self,
         catalog: &Catalog,
         reads: &Reads,
         (topic, partition): (&str, u32),
         state: &PartitionState,
-    ) -> Result<(), BackendError> {
+    ) -> Result<Option<Fenced>, BackendError> {
         let Some(doubt) = *lock(&state.doubt) else {
-            return Ok(());
+            return Ok(None);
         };
-        let (found, looked_to) = self
-            .find_batch(catalog, reads, (topic, partition), state, doubt)
+        let fence = self
+            .fence(catalog, (topic, partition), state, doubt.from)
             .await?;
+        let (found, looked_to) = self
+            .find_batch(catalog, reads, (topic, partition), state, doubt, fence)
+            .await?;
+        let fenced = fence.is_some();
         tracing::info!(
             %topic, partition, producer_id = doubt.batch.producer_id,
-            first_sequence = doubt.batch.first_sequence, landed_at = ?found,
+            first_sequence = doubt.batch.first_sequence, landed_at = ?found, fenced,
             "found out whether an idempotent batch whose reply was lost landed"
         );
         match found {
@@ -479,21 +535,139 @@ impl Appends {
                     lock(&state.txns).appended(doubt.batch.producer_id, offset);
                 }
             }
-            // Iggy may apply it yet (a reply lost to a timeout, or on a node behind).
+            // Behind the fence, a batch not found can no longer land.
+            None if fenced => {}
+            // Unfenced, Iggy may apply it yet.
             None if doubt.batch.transactional => lock(&state.txn_unfound).push(Doubt {
                 from: looked_to.max(doubt.from),
                 ..doubt
             }),
-            None => {}
+            None => tracing::warn!(
+                %topic, partition, producer_id = doubt.batch.producer_id,
+                first_sequence = doubt.batch.first_sequence,
+                "an idempotent batch whose reply was lost was not found, looking unfenced: \
+                 its retry is appended, and should Iggy apply the batch yet, it lands twice"
+            ),
         }
         *lock(&state.doubt) = None;
-        Ok(())
+        Ok(fence)
+    }
+
+    /// Whether the partition, on the node that serves its reads, holds `pb`'s batch at
+    /// `base`.
+    async fn holds(
+        &self,
+        catalog: &Catalog,
+        reads: &Reads,
+        (topic, partition): (&str, u32),
+        pb: &ProducerBatch,
+        base: u64,
+    ) -> Result<bool, BackendError> {
+        let body = reads
+            .poll(
+                catalog,
+                topic,
+                partition,
+                WirePollingStrategy::offset(base),
+                1,
+            )
+            .await?;
+        let (found, _, _) = wire::find_message(&body, wire::Ids::producer(pb).of(0))?;
+        Ok(found == Some(base))
+    }
+
+    /// Fences the partition: stores [`FENCE_CONSUMER`]'s offset there, a write that Iggy
+    /// commits through the partition's replication after every op its primary prepared
+    /// before it (ops commit in order, and the reply comes at the commit). Sent as the
+    /// partition's writes are (after its last append, moving to the node that takes them),
+    /// so its reply means that a batch sent here earlier has committed on the node that
+    /// answered, or will never land. `seen` is an end of the partition the gateway saw
+    /// (where a batch in doubt can have landed at the earliest).
+    ///
+    /// `None` when it could not be fenced: the partition, which the gateway saw empty,
+    /// held nothing committed for [`FENCE_EMPTY_TRIES`] asks ([`FENCE_EMPTY_TRIES_SINGLE`]
+    /// on a single server; a node stores no consumer offset there), or the gateway's Iggy user may not poll (Iggy grants storing a
+    /// consumer offset with the right to poll, so its reads fail too). A node that
+    /// refuses the offset on a partition the gateway saw hold messages is behind: that
+    /// fails retriably, and the next try fences again.
+    async fn fence(
+        &self,
+        catalog: &Catalog,
+        at: (&str, u32),
+        state: &PartitionState,
+        seen: u64,
+    ) -> Result<Option<Fenced>, BackendError> {
+        let (topic, partition) = at;
+        // Taken before the fence is sent: every write acknowledged by then is committed
+        // ahead of it, so the node that answers holds at least this much.
+        let floor = seen.max(state.seen_end.load(Ordering::Relaxed));
+        let (stream_id, topic_id) = catalog.locate(topic)?;
+        let body = StoreConsumerOffsetRequest {
+            consumer: WireConsumer::consumer(
+                WireIdentifier::named(FENCE_CONSUMER).expect("a valid name"),
+            ),
+            stream_id: stream_id.clone(),
+            topic_id,
+            partition_id: Some(partition),
+            offset: 0,
+            ack: AckLevel::Quorum,
+        }
+        .to_bytes();
+        let calls = catalog.calls();
+        let tries = if calls.lanes().nodes().len() > 1 {
+            FENCE_EMPTY_TRIES
+        } else {
+            FENCE_EMPTY_TRIES_SINGLE
+        };
+        for _ in 0..tries {
+            let sent =
+                state
+                    .route
+                    .append(calls, at, (STORE_CONSUMER_OFFSET_CODE, false), body.clone());
+            let (result, on) = state
+                .route
+                .settle_unmeasured(calls, at, STORE_CONSUMER_OFFSET_CODE, sent)
+                .await;
+            match result {
+                Ok(_) => return Ok(Some(Fenced { on, floor })),
+                Err(Failure::Status(code::INVALID_OFFSET)) if floor > 0 => {
+                    return Err(BackendError::Unavailable(format!(
+                        "{topic}-{partition}: the Iggy node that serves the partition's \
+                         writes has not applied what the gateway saw there, so it cannot \
+                         fence it yet"
+                    )));
+                }
+                Err(Failure::Status(code::INVALID_OFFSET)) => {
+                    let clock = calls.clock();
+                    clock.sleep_until(clock.now() + FENCE_EMPTY_PAUSE).await;
+                }
+                Err(Failure::Status(code::UNAUTHORIZED)) => {
+                    tracing::warn!(
+                        %topic, partition,
+                        "the gateway's Iggy user may not store consumer offsets (nor poll): \
+                         a batch whose reply was lost is looked for unfenced"
+                    );
+                    return Ok(None);
+                }
+                Err(f) => return Err(catalog.refine(f, topic, partition).await),
+            }
+        }
+        tracing::warn!(
+            %topic, partition,
+            "the partition holds nothing committed yet, so it cannot be fenced: a batch \
+             whose reply was lost is looked for unfenced"
+        );
+        Ok(None)
     }
 
     /// Where `doubt`'s batch landed, looking from where it can have landed to the
-    /// partition's end (as Iggy reports it, or as this gateway has seen it, whichever is
-    /// further), within [`DOUBT_SCAN_BYTES`]; and where the look stopped (should Iggy apply
-    /// the batch later, it lands there or after).
+    /// partition's end (where the node's reads stop), within [`DOUBT_SCAN_BYTES`]; and
+    /// where the look stopped (should Iggy apply the batch later, it lands there or after).
+    /// Behind a `fence`, it reads on the node that answered the fence, and a reply without
+    /// messages ends the look only when that node's end is where the look is and not
+    /// before anything seen held (Iggy answers a poll that failed inside it empty, with the
+    /// node's end or 0 as its current offset): else the look fails retriably. Unfenced, it
+    /// reads where the partition's reads go.
     async fn find_batch(
         &self,
         catalog: &Catalog,
@@ -501,43 +675,63 @@ impl Appends {
         (topic, partition): (&str, u32),
         state: &PartitionState,
         doubt: Doubt,
+        fence: Option<Fenced>,
     ) -> Result<(Option<u64>, u64), BackendError> {
         let id = wire::Ids::producer(&doubt.batch).of(0);
-        let end = catalog
-            .offsets(topic, partition)
-            .await?
-            .high_watermark
-            .max(state.seen_end.load(Ordering::Relaxed));
-        let (mut at, mut read, mut found) = (doubt.from, 0usize, None);
-        while at < end && found.is_none() {
+        let (mut at, mut read) = (doubt.from, 0usize);
+        // What the node that answered the fence holds at least.
+        let mut floor = fence.map_or(0, |f| f.floor).max(doubt.from);
+        loop {
             if read > DOUBT_SCAN_BYTES {
                 tracing::warn!(
-                    %topic, partition, from = doubt.from, at, end,
+                    %topic, partition, from = doubt.from, at,
                     "gave up looking for an idempotent batch whose reply was lost: \
                      its retry is appended, perhaps a second time"
                 );
-                break;
+                return Ok((None, at));
             }
             let count = reads.scan_count(state, SCAN_POLL_BYTES);
-            let body = reads
-                .poll(
-                    catalog,
-                    topic,
-                    partition,
-                    WirePollingStrategy::offset(at),
-                    count,
-                )
-                .await?;
+            let strategy = WirePollingStrategy::offset(at);
+            let body = match fence {
+                Some(f) => {
+                    reads
+                        .poll_on(catalog, (topic, partition), f.on, strategy, count)
+                        .await?
+                }
+                None => {
+                    reads
+                        .poll(catalog, topic, partition, strategy, count)
+                        .await?
+                }
+            };
             read += body.len();
-            let (hit, last) = wire::find_message(&body, id)?;
-            found = hit;
-            match last {
-                Some(last) => at = last + 1,
-                None => break,
+            let (hit, last, end) = wire::find_message(&body, id)?;
+            let Some(last) = last else {
+                if fence.is_some() && (end.checked_add(1) != Some(at) || at < floor) {
+                    return Err(BackendError::Unavailable(format!(
+                        "{topic}-{partition}: a poll behind the fence came back empty though \
+                         the node holds offset {at} or is behind (its end {end}): the batch \
+                         whose reply was lost is looked for again at the next try"
+                    )));
+                }
+                return Ok((None, at));
+            };
+            floor = floor.max(end.saturating_add(1));
+            at = last + 1;
+            state.saw_end(at);
+            if hit.is_some() || last >= end {
+                return Ok((hit, at));
             }
         }
-        Ok((found, at))
     }
+}
+
+/// A partition fenced ([`Appends::fence`]): where the fence was answered, and what the
+/// node that answered holds at least (the end of the partition the gateway saw before it).
+#[derive(Debug, Clone, Copy)]
+struct Fenced {
+    on: Answered,
+    floor: u64,
 }
 
 /// Refuses a transactional write to a partition state whose transaction index is not

@@ -21,7 +21,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use iggy_kafka_iggy_client::protocol::WireIdentifier;
-use iggy_kafka_iggy_client::{Clock, Failure, Lanes, PendingCall, Predecessor, Reroute, Resend};
+use iggy_kafka_iggy_client::{
+    Answered, Clock, Failure, Lanes, PendingCall, Predecessor, Reroute, Resend,
+};
 
 use crate::placement::{Kind, Placement};
 use crate::sync::lock;
@@ -375,6 +377,32 @@ impl PartitionRoute {
         (code, _, _): (u32, bool, &Bytes),
         sent: (usize, PendingCall),
     ) -> (Result<Bytes, Failure>, Option<Duration>) {
+        let (result, service, _) = self.settle_as(calls, at, code, sent, true).await;
+        (result, service)
+    }
+
+    /// [`Self::settle`] for a write that is no measure of the lane (a fence, whose
+    /// refusals come back at once): the lane trial leaves its answer out. Returns where the
+    /// answer came from: the lane, and its session then.
+    pub(crate) async fn settle_unmeasured(
+        &self,
+        calls: &Calls,
+        at: (&str, u32),
+        code: u32,
+        sent: (usize, PendingCall),
+    ) -> (Result<Bytes, Failure>, Answered) {
+        let (result, _, answered) = self.settle_as(calls, at, code, sent, false).await;
+        (result, answered)
+    }
+
+    async fn settle_as(
+        &self,
+        calls: &Calls,
+        at: (&str, u32),
+        code: u32,
+        sent: (usize, PendingCall),
+        measure: bool,
+    ) -> (Result<Bytes, Failure>, Option<Duration>, Answered) {
         let (_, call) = sent;
         let (result, service, answered) = call.timed_on().await;
         if let Err(Failure::Status(status)) = &result {
@@ -382,9 +410,9 @@ impl PartitionRoute {
         }
         if result == Err(Failure::NotAdmitted) {
             // Refused by every node: its refusals were counted as they came.
-            return (result, service);
+            return (result, service, answered);
         }
-        if !answered.merged {
+        if measure && !answered.merged {
             // A merged request is one measure of its lane, taken by its first call: the
             // trial compares requests' times, which merging does not make more of.
             self.answered(calls, at, answered.lane, Kind::Append, service);
@@ -392,7 +420,7 @@ impl PartitionRoute {
         if let Some(route) = lock(&self.0).as_mut() {
             route.moving = false;
         }
-        (result, service)
+        (result, service, answered)
     }
 
     /// Iggy answered a request of `kind` on `lane` for the partition in `service`.

@@ -33,6 +33,7 @@ use iggy_kafka_iggy_client::protocol::{
 };
 use iggy_kafka_iggy_client::Failure;
 
+use crate::append::FENCE_CONSUMER;
 use crate::calls::{admin_lane, lane_of};
 use crate::catalog::Catalog;
 use crate::error::ConnectError;
@@ -612,10 +613,12 @@ impl Log<'_> {
         // Mirror the progress into Iggy's own consumer offsets ("last consumed"), for
         // Iggy's tools; the gateway does not read them back.
         // Nobody waits for these: the commit is durable already, and the mirror is for show.
+        // A group named like the gateway's fence consumer is left out: its offset is the
+        // fence's.
         for (o, _) in offsets
             .iter()
             .zip(&results)
-            .filter(|(o, r)| r.is_ok() && o.committed.offset > 0)
+            .filter(|(o, r)| r.is_ok() && o.committed.offset > 0 && group != FENCE_CONSUMER)
         {
             let (Ok(consumer), Ok((stream_id, topic_id)), Ok(offset)) = (
                 WireIdentifier::named(group),
@@ -677,7 +680,13 @@ impl Log<'_> {
         if !present.is_empty() {
             self.write_offsets(records).await?;
         }
-        for (topic, partition) in &present {
+        // Not mirrored (see `commit`): nothing of it to delete.
+        let mirrored = if group == FENCE_CONSUMER {
+            &[][..]
+        } else {
+            &present[..]
+        };
+        for (topic, partition) in mirrored {
             let (Ok(consumer), Ok((stream_id, topic_id))) =
                 (WireIdentifier::named(group), self.catalog.locate(topic))
             else {

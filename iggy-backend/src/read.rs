@@ -19,9 +19,9 @@ use iggy_kafka_iggy_client::protocol::requests::messages::PollMessagesRequest;
 use iggy_kafka_iggy_client::protocol::{
     WireConsumer, WireEncode, WireIdentifier, WirePollingStrategy,
 };
-use iggy_kafka_iggy_client::Failure;
+use iggy_kafka_iggy_client::{Answered, Failure};
 
-use crate::calls::{reply, timed_reply};
+use crate::calls::timed_reply;
 use crate::catalog::Catalog;
 use crate::partition::{AheadReply, Held, PartitionState, ReadAhead, READ_AHEAD_FOR};
 use crate::placement::Kind;
@@ -93,17 +93,60 @@ impl Reads {
         strategy: WirePollingStrategy,
         count: u32,
     ) -> Result<Bytes, BackendError> {
+        self.poll_at(catalog, (topic, partition), None, strategy, count)
+            .await
+    }
+
+    /// [`Self::poll`] on the lane that gave the answer `on`, in the session that gave it
+    /// (so on the node that gave it): what that answer proves of the node holds for the
+    /// poll. Fails retriably should the lane have logged in again since.
+    pub(crate) async fn poll_on(
+        &self,
+        catalog: &Catalog,
+        at: (&str, u32),
+        on: Answered,
+        strategy: WirePollingStrategy,
+        count: u32,
+    ) -> Result<Bytes, BackendError> {
+        self.poll_at(catalog, at, Some(on), strategy, count).await
+    }
+
+    async fn poll_at(
+        &self,
+        catalog: &Catalog,
+        at: (&str, u32),
+        on: Option<Answered>,
+        strategy: WirePollingStrategy,
+        count: u32,
+    ) -> Result<Bytes, BackendError> {
+        let (topic, partition) = at;
         let calls = catalog.calls();
         let state = catalog.partition(topic, partition);
-        let at = (topic, partition);
-        let lane = state.route.read_lane(calls, at);
+        let lane = match on {
+            Some(a) => a.lane,
+            None => state.route.read_lane(calls, at),
+        };
+        let elsewhere = |now: Option<u64>| {
+            on.filter(|a| now != Some(a.generation)).map(|_| {
+                BackendError::Unavailable(format!(
+                    "{topic}-{partition}: the Iggy session that fenced the partition is gone \
+                     before the partition was read there"
+                ))
+            })
+        };
+        if let Some(e) = elsewhere(calls.lanes().lane(lane).generation()) {
+            return Err(e);
+        }
         let at_iggy = catalog.locate(topic)?;
         let request = poll_request(at_iggy.clone(), partition, strategy.clone(), count);
-        let (mut result, service) = timed_reply(
-            POLL_MESSAGES_CODE,
-            calls.lanes().call(lane, POLL_MESSAGES_CODE, request),
-        )
-        .await;
+        let (mut result, service, answered) = calls
+            .lanes()
+            .call(lane, POLL_MESSAGES_CODE, request)
+            .timed_on()
+            .await;
+        if let Some(e) = elsewhere(Some(answered.generation)) {
+            return Err(e);
+        }
         state.route.answered(calls, at, lane, Kind::Poll, service);
         if let (Err(Failure::TooLarge(size)), true) = (&result, count > 1) {
             // Whatever the reply held, its messages are at least this large on average.
@@ -114,11 +157,22 @@ impl Reads {
             // limit), and teaches the estimate for the next reads.
             tracing::debug!(%topic, partition, count, size, "poll reply too large: polling one");
             let request = poll_request(at_iggy, partition, strategy, 1);
-            result = reply(
-                POLL_MESSAGES_CODE,
-                calls.lanes().call(lane, POLL_MESSAGES_CODE, request),
-            )
-            .await;
+            let answered;
+            (result, _, answered) = calls
+                .lanes()
+                .call(lane, POLL_MESSAGES_CODE, request)
+                .timed_on()
+                .await;
+            if let Some(e) = elsewhere(Some(answered.generation)) {
+                return Err(e);
+            }
+        }
+        if let Err(Failure::Status(status)) = &result {
+            tracing::debug!(
+                command = POLL_MESSAGES_CODE,
+                status,
+                "iggy refused a request"
+            );
         }
         match result {
             Ok(r) => Ok(r),

@@ -693,6 +693,21 @@ fn a_retry_is_not_answered_from_a_topic_created_again_behind_the_gateway() {
     assert_eq!(read(&mut h, &backend, "t", 0, 0).map(|r| r.len()), Ok(2));
 }
 
+/// Polls `append` while the server holds the appends it takes prepared and not committed,
+/// until it holds one, then drops the connections: the append is in doubt, and commits
+/// before the partition's next write (or when the fake says), as an op a dead primary
+/// prepared on a quorum commits in the next view.
+fn prepare_then_lose(h: &mut Pool, append: &mut Pin<Box<dyn Future<Output = Completion> + Send>>) {
+    let mut cx = Context::from_waker(Waker::noop());
+    h.fake.prepare_appends = true;
+    while h.fake.prepared() == 0 {
+        assert!(append.as_mut().poll(&mut cx).is_pending());
+        h.serve();
+    }
+    h.fake.prepare_appends = false;
+    h.drop_connections();
+}
+
 /// Sends an append and loses its reply: applied by the server or not, as `applied` says.
 fn append_losing_the_reply(
     h: &mut Pool,
@@ -789,6 +804,58 @@ fn an_idempotent_batch_whose_reply_was_lost_is_appended_once() {
     assert_eq!(got.len(), 1510);
     assert_eq!(got[2].1, record(2).value);
     assert_eq!(got[1506].1, record(2).value);
+}
+
+/// A single server whose first batch of a partition was lost and never lands: its fence is
+/// refused while the partition holds nothing, and with no view change to wait for, the
+/// gateway asks a few times only (not for seconds, holding the partition's gate) before it
+/// looks unfenced and appends the retry. The fence's refusals do not feed the lane trial.
+#[test]
+fn a_single_server_fences_an_empty_partition_a_few_times_only() {
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let pb = ProducerBatch {
+        producer_id: 5,
+        epoch: 0,
+        first_sequence: 0,
+        count: 1,
+        transactional: false,
+    };
+    let Execution::Pending(mut fut) = backend.execute(Command::Append {
+        topic: "t".into(),
+        partition: 0,
+        messages: [to_iggy(&record(0))].into_iter().collect(),
+        largest_batch: 100,
+        producer: Some(pb),
+    }) else {
+        panic!("an append waits for Iggy");
+    };
+    prepare_then_lose(&mut h, &mut fut);
+    assert!(matches!(
+        fut.as_mut().poll(&mut Context::from_waker(Waker::noop())),
+        Poll::Ready(Completion::Append(Err(_)))
+    ));
+    h.fake.discard_prepared();
+    h.reconnect();
+    h.fake.seen.clear();
+    let state = backend.inner.catalog.partition("t", 0);
+    let appends = || state.route.trial_samples().map(|(appends, _)| appends);
+    let before = appends().expect("a trial runs");
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(0)], Some(pb)),
+        Ok(0)
+    );
+    // The fence's answers come back at once and are no measure of the lane.
+    assert_eq!(appends(), Some(before + 1), "the retry's answer alone");
+    let fences = h
+        .fake
+        .seen
+        .iter()
+        .filter(|&&c| c == iggy_kafka_iggy_client::protocol::codes::STORE_CONSUMER_OFFSET_CODE)
+        .count();
+    assert_eq!(fences, 3);
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 1);
 }
 
 /// A poll whose reply would pass what a lane accepts (large messages the running size
@@ -951,6 +1018,10 @@ fn committed_offsets_survive_a_restart_and_are_mirrored_for_iggy() {
     let backend = h.backend();
     create(&mut h, &backend, "t", 2);
     create(&mut h, &backend, "u", 1);
+    // Iggy stores no consumer offset past a partition's end: the mirrored ones need these.
+    let nine: Vec<_> = (0..9).map(record).collect();
+    assert_eq!(append(&mut h, &backend, "t", 1, &nine, None), Ok(0));
+    assert_eq!(append(&mut h, &backend, "u", 0, &nine, None), Ok(0));
     let results = commit(
         &mut h,
         &backend,
@@ -1046,6 +1117,51 @@ fn committed_offsets_survive_a_restart_and_are_mirrored_for_iggy() {
     }
     let (mut h, backend) = h.restart();
     assert!(fetch(&mut h, &backend, "g").is_empty());
+}
+
+/// A Kafka group named like the gateway's fence consumer keeps its commits, but they are not
+/// mirrored into Iggy's consumer offsets, where the fence's offset lives, nor is that
+/// offset deleted with the group.
+#[test]
+fn a_group_named_like_the_fence_consumer_is_not_mirrored() {
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let nine: Vec<_> = (0..9).map(record).collect();
+    assert_eq!(append(&mut h, &backend, "t", 0, &nine, None), Ok(0));
+    let group = crate::append::FENCE_CONSUMER;
+    h.fake
+        .consumer_offsets
+        .insert((group.into(), "t".into(), 0), 0);
+    assert_eq!(
+        commit(&mut h, &backend, group, &[("t", 0, 5)]),
+        vec![Ok(())]
+    );
+    for _ in 0..20 {
+        h.serve();
+    }
+    assert_eq!(
+        h.fake.consumer_offsets.get(&(group.into(), "t".into(), 0)),
+        Some(&0)
+    );
+    assert_eq!(
+        fetch(&mut h, &backend, group),
+        vec![("t".into(), 0, 5, 4, Some("m5".into()))]
+    );
+    match h.exec(
+        &backend,
+        Command::DeleteOffsets {
+            group: group.into(),
+            only: None,
+        },
+    ) {
+        Completion::DeleteOffsets(Ok(1)) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        h.fake.consumer_offsets.get(&(group.into(), "t".into(), 0)),
+        Some(&0)
+    );
 }
 
 #[test]

@@ -59,6 +59,7 @@ pub(crate) mod code {
     pub(crate) const INVALID_PARTITIONS_COUNT: u32 = 2019;
     pub(crate) const PARTITION_NOT_FOUND: u32 = 3007;
     pub(crate) const CONSUMER_OFFSET_NOT_FOUND: u32 = 3021;
+    pub(crate) const INVALID_OFFSET: u32 = 4100;
     pub(crate) const TOO_BIG_USER_HEADERS: u32 = 4017;
     pub(crate) const TOO_BIG_MESSAGE_PAYLOAD: u32 = 4022;
     pub(crate) const TOO_MANY_MESSAGES: u32 = 4023;
@@ -607,22 +608,24 @@ pub(crate) fn producer_batches(body: &[u8]) -> Result<Vec<(ProducerBatch, u64)>,
     Ok(out)
 }
 
-/// Where a `PollMessages` reply holds the message numbered `id`, and the last offset it
-/// holds (`None` for no messages).
+/// Where a `PollMessages` reply holds the message numbered `id`, the last offset it holds
+/// (`None` for no messages), and the partition's last offset on the node that answered
+/// (Iggy's `current_offset`, where its reads stop: what it has committed).
 pub(crate) fn find_message(
     body: &[u8],
     id: u128,
-) -> Result<(Option<u64>, Option<u64>), BackendError> {
+) -> Result<(Option<u64>, Option<u64>, u64), BackendError> {
     let reply = poll_reply(body)?;
+    let end = reply.header.current_offset;
     let mut last = None;
     for view in reply.messages {
         let view = view.map_err(poll_reply_error)?;
         if view.id == id {
-            return Ok((Some(view.offset), Some(view.offset)));
+            return Ok((Some(view.offset), Some(view.offset), end));
         }
         last = Some(view.offset);
     }
-    Ok((None, last))
+    Ok((None, last, end))
 }
 
 /// The offset and Kafka timestamp of each message of a `PollMessages` reply, in order.

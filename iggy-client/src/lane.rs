@@ -100,6 +100,8 @@ struct SlotState {
     lane: usize,
     /// It went to Iggy in another call's request ([`crate::merge`]).
     rider: bool,
+    /// The lane's logins when it was answered ([`Lane::generation`]).
+    generation: u64,
 }
 
 /// Where a partition's write goes when a node does not admit it (Iggy's answer when the
@@ -237,6 +239,7 @@ impl PendingCall {
         let answered = Answered {
             lane: s.lane,
             merged: s.rider,
+            generation: s.generation,
         };
         (result, s.service, answered)
     }
@@ -259,6 +262,10 @@ pub struct Answered {
     /// request's service time is the first call's, and a measure of the lane once, not
     /// once per call.
     pub merged: bool,
+    /// The lane's logins when it answered ([`Lane::generation`]): while the lane's
+    /// generation is the same, its calls go to the session, and so the node, that gave
+    /// this answer.
+    pub generation: u64,
 }
 
 /// A call that another must wait for ([`PendingCall::predecessor`]): one send of it, until
@@ -995,8 +1002,12 @@ impl InFlight {
     /// reply split by the calls' messages, any failure to them all.
     fn settle(self, lane: &Lane, result: Result<Bytes, Failure>, service: Option<Duration>) {
         lane.finished(self.call.code, &result, service, self.riders.len());
+        let generation = lock(&lane.state).generation;
+        lock(&self.call.slot.0).generation = generation;
         for rider in &self.riders {
-            lock(&rider.slot.0).rider = true;
+            let mut s = lock(&rider.slot.0);
+            s.rider = true;
+            s.generation = generation;
         }
         if self.riders.is_empty() {
             self.call.slot.fill(result, service);

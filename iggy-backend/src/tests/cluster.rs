@@ -3,6 +3,7 @@
 //! cluster has not committed yet, and neither acknowledges what was not applied nor
 //! appends a retried batch twice across a failover.
 
+use iggy_kafka_iggy_client::protocol::codes::STORE_CONSUMER_OFFSET_CODE;
 use iggy_kafka_iggy_client::testing::fake::Roster;
 
 use super::*;
@@ -309,4 +310,275 @@ fn appends_refused_after_a_partition_moved_land_before_later_ones() {
         .collect();
     let want: Vec<_> = (0..10).map(|i| (i as u64, record(i).value)).collect();
     assert_eq!(got, want);
+}
+
+/// An idempotent batch of producer 5, its first sequence `first`.
+fn idempotent(first: i32) -> ProducerBatch {
+    ProducerBatch {
+        producer_id: 5,
+        epoch: 0,
+        first_sequence: first,
+        count: 1,
+        transactional: false,
+    }
+}
+
+/// Sends idempotent append `pb` of record `pb.first_sequence` to t-0, which the partition's
+/// primary prepares (a quorum holds it) and then dies before anything commits; another node
+/// is elected, whose view commits the append later. The append fails retriably.
+fn prepared_by_a_dying_primary(h: &mut Pool, backend: &IggyBackend, pb: ProducerBatch) {
+    let Execution::Pending(mut fut) = backend.execute(Command::Append {
+        topic: "t".into(),
+        partition: 0,
+        messages: [to_iggy(&record(pb.first_sequence as usize))]
+            .into_iter()
+            .collect(),
+        largest_batch: 100,
+        producer: Some(pb),
+    }) else {
+        panic!("an append waits for Iggy");
+    };
+    let primary = h.fake.roster.leader.expect("a primary");
+    prepare_then_lose(h, &mut fut);
+    h.fake.roster.down[primary] = true;
+    h.fake.roster.leader = Some((primary + 1) % 3);
+    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(Completion::Append(Err(e))) => assert_eq!(
+            e.error_code(),
+            iggy_kafka_core::protocol::error_code::ErrorCode::REQUEST_TIMED_OUT,
+            "{e:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    h.reconnect();
+}
+
+/// What t-0 holds, as (offset, record value).
+fn held(h: &mut Pool, backend: &IggyBackend) -> Vec<(u64, Option<Bytes>)> {
+    read(h, backend, "t", 0, 0)
+        .expect("read")
+        .into_iter()
+        .map(|(o, r)| (o, r.value))
+        .collect()
+}
+
+/// The primary dies with an idempotent append prepared on a quorum and not committed: the
+/// new view commits it, but only after the gateway could look for it (no read shows an op
+/// before its commit). The retry waits behind a fence through the partition's own
+/// replication (a stored consumer offset), after which the batch is found, not appended
+/// again.
+#[test]
+fn an_append_prepared_by_a_dead_primary_is_not_appended_again() {
+    let mut h = Pool::new(cluster());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(0)], Some(idempotent(0))),
+        Ok(0)
+    );
+    prepared_by_a_dying_primary(&mut h, &backend, idempotent(1));
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1))),
+        Ok(1),
+        "answered with where the original landed"
+    );
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 2, "landed once");
+    assert_eq!(
+        held(&mut h, &backend),
+        (0..2)
+            .map(|i| (i as u64, record(i).value))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// The same on an empty partition, where Iggy stores no consumer offset (the fence is
+/// refused until the partition holds something): the gateway asks again until the new
+/// view has committed the batch.
+#[test]
+fn a_first_append_prepared_by_a_dead_primary_is_not_appended_again() {
+    let mut h = Pool::new(cluster());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    prepared_by_a_dying_primary(&mut h, &backend, idempotent(0));
+    h.fake.prepared_commit_in = Some(30);
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(0)], Some(idempotent(0))),
+        Ok(0)
+    );
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 1, "landed once");
+}
+
+/// An empty partition whose first batch was lost and never lands (the new view does not
+/// hold it): the fence is refused for as long as the partition holds nothing, so after a
+/// while the gateway looks unfenced, and the retry is appended.
+#[test]
+fn an_empty_partition_that_cannot_be_fenced_is_looked_at_unfenced_after_a_while() {
+    let mut h = Pool::new(cluster());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    prepared_by_a_dying_primary(&mut h, &backend, idempotent(0));
+    h.fake.discard_prepared();
+    h.fake.seen.clear();
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(0)], Some(idempotent(0))),
+        Ok(0)
+    );
+    let fences = h
+        .fake
+        .seen
+        .iter()
+        .filter(|&&c| c == STORE_CONSUMER_OFFSET_CODE)
+        .count();
+    assert_eq!(fences, 50, "asked every 100 ms for 5 s");
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 1);
+}
+
+/// The node that describes topics (the cluster's primary) has not applied the partition's
+/// latest append, a batch in doubt its own primary committed: the look for it reads the
+/// partition on the node that answered the fence, up to where that node's reads stop, not
+/// up to where the description says the partition ends.
+#[test]
+fn a_lagging_description_does_not_hide_a_batch_in_doubt() {
+    let mut fake = cluster();
+    fake.roster.leader = Some(1);
+    fake.roster.partition_leader = Some(0);
+    fake.roster.lagging = Some(1);
+    let mut h = Pool::cluster(fake);
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(0)], Some(idempotent(0))),
+        Ok(0)
+    );
+    let Execution::Pending(mut fut) = backend.execute(Command::Append {
+        topic: "t".into(),
+        partition: 0,
+        messages: [to_iggy(&record(1))].into_iter().collect(),
+        largest_batch: 100,
+        producer: Some(idempotent(1)),
+    }) else {
+        panic!("an append waits for Iggy");
+    };
+    // Its connection drops; the partition's primary commits it right after.
+    prepare_then_lose(&mut h, &mut fut);
+    assert!(matches!(
+        fut.as_mut().poll(&mut Context::from_waker(Waker::noop())),
+        Poll::Ready(Completion::Append(Err(_)))
+    ));
+    h.fake.prepared_commit_in = Some(1);
+    h.reconnect();
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1))),
+        Ok(1)
+    );
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 2, "landed once");
+}
+
+/// A poll that fails inside Iggy is answered empty (status 0, the node's end as its current
+/// offset): behind the fence, the node says it holds the offset the look is at, so the empty
+/// reply proves nothing. The retry fails retriably, the batch stays in doubt, and the next
+/// retry finds it.
+#[test]
+fn a_faulted_poll_behind_the_fence_does_not_count_as_not_found() {
+    let mut h = Pool::new(cluster());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(0)], Some(idempotent(0))),
+        Ok(0)
+    );
+    prepared_by_a_dying_primary(&mut h, &backend, idempotent(1));
+    h.fake.fault_next_poll = true;
+    let retried = append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1)));
+    assert!(
+        matches!(retried, Err(BackendError::Unavailable(_))),
+        "{retried:?}"
+    );
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1))),
+        Ok(1)
+    );
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 2, "landed once");
+}
+
+/// The node that serves the partition's writes is behind (it has applied none of the
+/// partition's messages, which the gateway saw): it refuses the fence's offset as out of
+/// range, before it would say it is not the primary. That is no empty partition: the retry
+/// fails retriably and the batch stays in doubt, instead of being looked for unfenced
+/// after a while and appended while its original can still land.
+#[test]
+fn a_fence_refused_by_a_node_behind_keeps_the_batch_in_doubt() {
+    let mut h = Pool::new(cluster());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(0)], Some(idempotent(0))),
+        Ok(0)
+    );
+    prepared_by_a_dying_primary(&mut h, &backend, idempotent(1));
+    h.fake.offsets_behind = u32::MAX;
+    let retried = append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1)));
+    assert!(
+        matches!(retried, Err(BackendError::Unavailable(_))),
+        "{retried:?}"
+    );
+    h.fake.offsets_behind = 0;
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1))),
+        Ok(1)
+    );
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 2, "landed once");
+}
+
+/// The fence's reply proves what the node that gave it holds, and only that node: the look
+/// for the batch reads on the lane and session that answered the fence. Here that session
+/// is gone before the look (its connection dropped and came back, perhaps to another
+/// node): the retry fails retriably, the batch stays in doubt, and the next retry fences
+/// and looks again.
+#[test]
+fn the_look_behind_a_fence_runs_in_the_session_that_answered_it() {
+    let mut h = Pool::new(cluster());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(0)], Some(idempotent(0))),
+        Ok(0)
+    );
+    prepared_by_a_dying_primary(&mut h, &backend, idempotent(1));
+    h.fake.seen.clear();
+    let Execution::Pending(mut fut) = backend.execute(Command::Append {
+        topic: "t".into(),
+        partition: 0,
+        messages: [to_iggy(&record(1))].into_iter().collect(),
+        largest_batch: 100,
+        producer: Some(idempotent(1)),
+    }) else {
+        panic!("an append waits for Iggy");
+    };
+    let mut cx = Context::from_waker(Waker::noop());
+    // Until the fence is answered, and before the look is sent.
+    while !h.fake.seen.contains(&STORE_CONSUMER_OFFSET_CODE) {
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+        h.serve();
+    }
+    h.drop_connections();
+    h.reconnect();
+    let retried = loop {
+        if let Poll::Ready(c) = fut.as_mut().poll(&mut cx) {
+            break c;
+        }
+        h.serve();
+    };
+    assert!(
+        matches!(
+            retried,
+            Completion::Append(Err(BackendError::Unavailable(_)))
+        ),
+        "{retried:?}"
+    );
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1))),
+        Ok(1)
+    );
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 2, "landed once");
 }

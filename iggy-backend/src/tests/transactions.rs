@@ -356,6 +356,34 @@ fn an_abort_before_the_rebuild_keeps_an_earlier_commit() {
     );
 }
 
+/// A transactional append of two records whose reply is lost, the server holding it
+/// prepared and not committed yet ([`prepare_then_lose`]).
+fn txn_append_prepared(h: &mut Pool, backend: &IggyBackend, pb: ProducerBatch) {
+    let messages = [record(1), record(2)]
+        .iter()
+        .map(|r| {
+            let mut m = to_iggy(r);
+            mark_transactional(&mut m, pb.producer_id, pb.epoch);
+            m
+        })
+        .collect();
+    let Execution::Pending(mut fut) = backend.execute(Command::Append {
+        topic: "t".into(),
+        partition: 0,
+        messages,
+        largest_batch: 100,
+        producer: Some(pb),
+    }) else {
+        panic!("an append waits for Iggy");
+    };
+    prepare_then_lose(h, &mut fut);
+    assert!(matches!(
+        fut.as_mut().poll(&mut Context::from_waker(Waker::noop())),
+        Poll::Ready(Completion::Append(Err(_)))
+    ));
+    h.reconnect();
+}
+
 /// A transactional append of two records whose reply is lost, the server having applied it
 /// (`applied`) or not.
 fn txn_append_lost(h: &mut Pool, backend: &IggyBackend, pb: ProducerBatch, applied: bool) {
@@ -731,12 +759,10 @@ fn appends_go_on_while_the_index_is_rebuilt() {
     assert_eq!((o.last_stable, o.high_watermark), (Some(0), 4));
 }
 
-/// A transactional batch whose reply was lost and that is not found where it can have
-/// landed may still be applied by Iggy: it holds the last stable offset back until its
-/// transaction's marker, which looks for it once more, rather than only until the next
-/// append looked.
+/// A transactional batch whose reply was lost and that is not found behind the fence can
+/// no longer land: once the next append has looked for it, it holds nothing back.
 #[test]
-fn a_lost_transactional_batch_not_found_holds_the_last_stable_offset_until_its_marker() {
+fn a_lost_transactional_batch_not_found_behind_the_fence_holds_nothing_back() {
     let (mut h, backend) = transactional_partition();
     let plain = |first_sequence| ProducerBatch {
         transactional: false,
@@ -749,7 +775,62 @@ fn a_lost_transactional_batch_not_found_holds_the_last_stable_offset_until_its_m
     );
     offsets(&mut h, &backend, "t", 0);
     txn_append_lost(&mut h, &backend, txn_batch(5, 0, 0, 2), false);
-    // The next append looks for it, in vain.
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &two, Some(plain(2))),
+        Ok(2)
+    );
+    let o = offsets(&mut h, &backend, "t", 0);
+    assert_eq!((o.last_stable, o.high_watermark), (Some(4), 4));
+}
+
+/// A transactional batch whose reply was lost, still prepared and not committed when its
+/// transaction's marker comes: the marker's fence commits it first, so it is found and the
+/// abort covers it (read_committed consumers do not see it).
+#[test]
+fn a_lost_transactional_batch_committed_late_is_covered_by_its_marker() {
+    let (mut h, backend) = transactional_partition();
+    let plain = ProducerBatch {
+        transactional: false,
+        ..txn_batch(6, 0, 0, 2)
+    };
+    let two = [record(1), record(2)];
+    assert_eq!(append(&mut h, &backend, "t", 0, &two, Some(plain)), Ok(0));
+    offsets(&mut h, &backend, "t", 0);
+    txn_append_prepared(&mut h, &backend, txn_batch(5, 0, 0, 2));
+    assert_eq!(marker(&mut h, &backend, ("t", 0), 5, 0, false), 4);
+    let r = read_all(&mut h, &backend, "t", 0);
+    assert_eq!(r.offsets.last_stable, Some(5));
+    assert_eq!(
+        r.aborted,
+        [AbortedTxn {
+            producer_id: 5,
+            first_offset: 2,
+            last_offset: 4
+        }]
+    );
+}
+
+/// A transactional batch whose reply was lost and that is not found where it can have
+/// landed, unfenced (here the fence is refused as unauthorized, as for a user without the
+/// right to poll), may
+/// still be applied by Iggy: it holds the last stable offset back until its transaction's
+/// marker, which looks for it once more, rather than only until the next append looked.
+#[test]
+fn a_lost_transactional_batch_not_found_unfenced_holds_the_last_stable_offset_until_its_marker() {
+    let (mut h, backend) = transactional_partition();
+    let plain = |first_sequence| ProducerBatch {
+        transactional: false,
+        ..txn_batch(6, 0, first_sequence, 2)
+    };
+    let two = [record(1), record(2)];
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &two, Some(plain(0))),
+        Ok(0)
+    );
+    offsets(&mut h, &backend, "t", 0);
+    txn_append_lost(&mut h, &backend, txn_batch(5, 0, 0, 2), false);
+    // The next append looks for it, in vain, and unfenced: its fence is refused.
+    h.fake.fail_next = Some(41);
     assert_eq!(
         append(&mut h, &backend, "t", 0, &two, Some(plain(2))),
         Ok(2)
@@ -832,4 +913,89 @@ fn no_marker_lands_in_the_gateways_own_topics() {
         other => panic!("{other:?}"),
     }
     assert_eq!(held(&h), before, "nothing appended");
+}
+
+/// Leaves `pb`'s two-record transactional batch prepared and not committed, and not found by
+/// a look that could not be fenced (the fence refused as unauthorized, at another
+/// producer's append that is refused before anything is sent): it waits for its marker.
+fn txn_unfound_unfenced(h: &mut Pool, backend: &IggyBackend, pb: ProducerBatch) {
+    txn_append_prepared(h, backend, pb);
+    h.fake.fail_next = Some(41);
+    let out_of_sequence = ProducerBatch {
+        transactional: false,
+        ..txn_batch(6, 0, 7, 2)
+    };
+    let two = [record(1), record(2)];
+    assert!(append(h, backend, "t", 0, &two, Some(out_of_sequence)).is_err());
+    assert_eq!(h.fake.prepared(), 1, "still prepared");
+}
+
+/// Stores of a consumer offset (fences) the fake has seen.
+fn fences(h: &Pool) -> usize {
+    h.fake
+        .seen
+        .iter()
+        .filter(|&&c| c == iggy_kafka_iggy_client::protocol::codes::STORE_CONSUMER_OFFSET_CODE)
+        .count()
+}
+
+/// A transactional batch looked for unfenced and not found, still prepared when its
+/// transaction's marker comes: the marker fences the partition, which commits the batch
+/// first, so it is found and the abort covers it.
+#[test]
+fn the_marker_fences_before_it_looks_for_a_batch_not_found_unfenced() {
+    let (mut h, backend) = transactional_partition();
+    let plain = ProducerBatch {
+        transactional: false,
+        ..txn_batch(6, 0, 0, 2)
+    };
+    let two = [record(1), record(2)];
+    assert_eq!(append(&mut h, &backend, "t", 0, &two, Some(plain)), Ok(0));
+    offsets(&mut h, &backend, "t", 0);
+    txn_unfound_unfenced(&mut h, &backend, txn_batch(5, 0, 0, 2));
+    h.fake.seen.clear();
+    assert_eq!(marker(&mut h, &backend, ("t", 0), 5, 0, false), 4);
+    let r = read_all(&mut h, &backend, "t", 0);
+    assert_eq!(r.offsets.last_stable, Some(5));
+    assert_eq!(
+        r.aborted,
+        [AbortedTxn {
+            producer_id: 5,
+            first_offset: 2,
+            last_offset: 4
+        }]
+    );
+    assert_eq!(fences(&h), 1);
+}
+
+/// A marker that has just fenced the partition to look for a batch in doubt looks for its
+/// producer's batches not found unfenced behind the same fence: one fence, not two.
+#[test]
+fn a_marker_fences_once_for_a_batch_in_doubt_and_one_not_found_unfenced() {
+    let (mut h, backend) = transactional_partition();
+    let plain = |first_sequence| ProducerBatch {
+        transactional: false,
+        ..txn_batch(6, 0, first_sequence, 2)
+    };
+    let two = [record(1), record(2)];
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &two, Some(plain(0))),
+        Ok(0)
+    );
+    offsets(&mut h, &backend, "t", 0);
+    txn_unfound_unfenced(&mut h, &backend, txn_batch(5, 0, 0, 2));
+    // Another producer's batch in doubt; sending it commits the prepared one first.
+    append_losing_the_reply(&mut h, &backend, &two, plain(2), true);
+    h.fake.seen.clear();
+    assert_eq!(marker(&mut h, &backend, ("t", 0), 5, 0, false), 6);
+    assert_eq!(fences(&h), 1);
+    let r = read_all(&mut h, &backend, "t", 0);
+    assert_eq!(
+        r.aborted,
+        [AbortedTxn {
+            producer_id: 5,
+            first_offset: 2,
+            last_offset: 6
+        }]
+    );
 }

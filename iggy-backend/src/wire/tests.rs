@@ -341,13 +341,13 @@ fn idempotent_batches_are_read_back_from_their_message_ids() {
     let first = |b| producer(b).of(0);
     assert_eq!(
         find_message(&reply, first(pb(5, 0, 7, 2))),
-        Ok((Some(17), Some(17)))
+        Ok((Some(17), Some(17), 24))
     );
     assert_eq!(
         find_message(&reply, first(pb(5, 0, 2, 2))),
-        Ok((None, Some(24)))
+        Ok((None, Some(24), 24))
     );
-    assert_eq!(find_message(&poll_reply(&[], 3), 1), Ok((None, None)));
+    assert_eq!(find_message(&poll_reply(&[], 3), 1), Ok((None, None, 3)));
 }
 
 /// A poll reply whose batch starts at an offset a frame's delta takes past `u64::MAX`

@@ -1,7 +1,8 @@
 //! An in-process stand-in for an Iggy server, speaking the wire protocol through Iggy's own
 //! codec, so that what is built on this client is tested byte for byte without a server. It
 //! keeps what a server keeps (streams, their topics, partitions of stored batches, consumer
-//! offsets) and can be told to fail the next request; a [`super::Pool`] drops connections.
+//! offsets) and can be told to fail the next request, or to hold appends prepared and not
+//! committed yet; a [`super::Pool`] drops connections.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -45,6 +46,9 @@ use iggy_binary_protocol::{
 use super::frames;
 use crate::session::{TRANSIENT_NOT_ACCEPTED, TRANSIENT_NOT_COMMITTED};
 use iggy_binary_protocol::consensus::Operation;
+
+/// Iggy's InvalidOffset: a consumer offset stored on an empty partition or past its end.
+pub const INVALID_OFFSET: u32 = 4100;
 
 /// One partition.
 #[derive(Debug, Default)]
@@ -90,8 +94,8 @@ pub struct User {
 }
 
 /// The nodes the fake plays: every node holds the same data (replication is perfect and
-/// instant here), only the leader takes writes, and a node that is down refuses
-/// connections and drops those it had.
+/// instant here, but for appends held prepared, [`FakeIggy::prepare_appends`]), only the
+/// leader takes writes, and a node that is down refuses connections and drops those it had.
 #[derive(Debug, Clone)]
 pub struct Roster {
     /// Each node's address (`ip:port`).
@@ -185,6 +189,26 @@ pub struct FakeIggy {
     logins: HashMap<u128, String>,
     /// Streams' numeric ids, given at a stream's first use ([`FakeIggy::stream_id`]).
     stream_ids: BTreeMap<String, u32>,
+    /// While set, a partition's primary takes appends into its replication pipeline
+    /// ([`FakeIggy::prepared`]) and answers nothing: a test drops the connections meanwhile,
+    /// as a primary that dies with ops prepared on a quorum, which the next view commits.
+    pub prepare_appends: bool,
+    /// Appends prepared and not committed yet, oldest first: (stream, topic, partition,
+    /// batch). No poll or description shows them (Iggy serves reads up to the commit);
+    /// they commit, in order, before the next write of their partition that the primary
+    /// takes (its ops commit in order), or on their own once
+    /// [`FakeIggy::prepared_commit_in`] says so.
+    prepared: Vec<(String, String, u32, Vec<u8>)>,
+    /// After this many more requests answered, the appends prepared commit on their own
+    /// (the view's primary has gathered its backups' acknowledgements); never if `None`.
+    pub prepared_commit_in: Option<u32>,
+    /// The next poll fails inside the server and is answered as Iggy answers a faulted
+    /// read: no messages, status 0, `current_offset` the partition's end.
+    pub fault_next_poll: bool,
+    /// The next this many StoreConsumerOffsets are refused with [`INVALID_OFFSET`], as by a
+    /// node behind that has applied none of the partition's messages (Iggy checks the
+    /// offset against the node's own committed state before whether it is the primary).
+    pub offsets_behind: u32,
 }
 
 fn name(id: &WireIdentifier) -> String {
@@ -281,10 +305,77 @@ impl FakeIggy {
     /// [`FakeIggy::topics`], to change.
     fn topics_mut(&mut self, id: &WireIdentifier) -> Result<&mut BTreeMap<String, Topic>, u32> {
         let id = self.stream_name(id);
-        if self.stream.as_deref() == Some(id.as_str()) {
+        self.stream_topics_mut(&id)
+    }
+
+    /// The topics of stream `name`, to change.
+    fn stream_topics_mut(&mut self, name: &str) -> Result<&mut BTreeMap<String, Topic>, u32> {
+        if self.stream.as_deref() == Some(name) {
             return Ok(&mut self.topics);
         }
-        self.other_streams.get_mut(&id).ok_or(1010)
+        self.other_streams.get_mut(name).ok_or(1010)
+    }
+
+    /// Stores `batch` in partition `p` of `topic` in `stream`, at the partition's end;
+    /// returns its base offset.
+    fn store(&mut self, stream: &str, topic: &str, p: u32, mut batch: Vec<u8>) -> Result<u64, u32> {
+        let t = self
+            .stream_topics_mut(stream)?
+            .get_mut(topic)
+            .ok_or(2011u32)?;
+        let part = t.partitions.get_mut(p as usize).ok_or(3007u32)?;
+        let mut header = BatchHeader::decode(&batch).map_err(|_| 4u32)?;
+        header.base_offset = part.next;
+        header.base_timestamp = 1_800_000_000_000_000 + part.next;
+        header.encode_into(&mut batch[..BATCH_HEADER_SIZE]);
+        let base = part.next;
+        part.next += u64::from(header.message_count);
+        part.batches.push(batch);
+        Ok(base)
+    }
+
+    /// Commits the appends prepared for partition `p` of `topic` in `stream` (all of them
+    /// with `None`), in the order they were prepared.
+    fn commit_prepared(&mut self, only: Option<(&str, &str, u32)>) {
+        let (commit, keep) = std::mem::take(&mut self.prepared)
+            .into_iter()
+            .partition(|(s, t, p, _)| only.is_none_or(|o| o == (s.as_str(), t.as_str(), *p)));
+        self.prepared = keep;
+        for (stream, topic, p, batch) in commit {
+            // A partition deleted meanwhile drops it.
+            let _ = self.store(&stream, &topic, p, batch);
+        }
+    }
+
+    /// How many appends are prepared and not committed yet.
+    #[must_use]
+    pub fn prepared(&self) -> usize {
+        self.prepared.len()
+    }
+
+    /// Drops the appends prepared and not committed: the new view does not hold them (no
+    /// quorum had them), and they never land.
+    pub fn discard_prepared(&mut self) {
+        self.prepared.clear();
+    }
+
+    /// Iggy's admission of a StoreConsumerOffset, which a node checks against what it has
+    /// committed before it looks whether it is the partition's primary: no offset on an
+    /// empty partition, none past its end (InvalidOffset).
+    fn admit_offset(&self, body: &[u8]) -> Result<(), u32> {
+        let Ok((r, _)) = StoreConsumerOffsetRequest::decode(body) else {
+            return Ok(());
+        };
+        let part = self.topics(&r.stream_id).ok().and_then(|topics| {
+            topics
+                .get(&name(&r.topic_id))
+                .and_then(|t| t.partitions.get(r.partition_id.unwrap_or(0) as usize))
+        });
+        match part {
+            Some(part) if part.next == 0 || r.offset >= part.next => Err(INVALID_OFFSET),
+            Some(_) if self.offsets_behind > 0 => Err(INVALID_OFFSET),
+            _ => Ok(()),
+        }
     }
 
     /// The name of the stream `id` names: a numeric id is looked up among those given.
@@ -567,23 +658,22 @@ impl FakeIggy {
                     // Iggy's generic "error".
                     return Err(1);
                 }
-                let t = self
-                    .topics_mut(&h.stream_id)?
-                    .get_mut(&topic)
-                    .ok_or(2011u32)?;
-                let part = t.partitions.get_mut(p as usize).ok_or(3007u32)?;
-                let mut batch = body[4 + meta_len..].to_vec();
-                let mut header = BatchHeader::decode(&batch).map_err(|_| 4u32)?;
-                header.base_offset = part.next;
-                header.base_timestamp = 1_800_000_000_000_000 + part.next;
-                header.encode_into(&mut batch[..BATCH_HEADER_SIZE]);
-                let base = part.next;
-                part.next += u64::from(header.message_count);
-                part.batches.push(batch);
+                let stream = self.stream_name(&h.stream_id);
+                let t = self.topics(&h.stream_id)?.get(&topic).ok_or(2011u32)?;
+                t.partitions.get(p as usize).ok_or(3007u32)?;
+                let topic_id = t.id;
+                let batch = body[4 + meta_len..].to_vec();
+                if self.prepare_appends {
+                    // Not answered ([`FakeIggy::serve_at`] sends nothing for it).
+                    self.prepared.push((stream, topic, p, batch));
+                    return Ok(Vec::new());
+                }
+                self.commit_prepared(Some((&stream, &topic, p)));
+                let base = self.store(&stream, &topic, p, batch)?;
                 Ok(SendMessagesResponse {
                     confirmations: vec![SendMessagesConfirmationResponse {
                         stream_id: 1,
-                        topic_id: t.id,
+                        topic_id,
                         partition_id: p,
                         base_offset: base,
                     }],
@@ -593,6 +683,7 @@ impl FakeIggy {
             }
             POLL_MESSAGES_CODE => {
                 let (r, _) = PollMessagesRequest::decode(body).map_err(|_| 4u32)?;
+                let faulted = std::mem::take(&mut self.fault_next_poll);
                 let t = self
                     .topics(&r.stream_id)?
                     .get(&name(&r.topic_id))
@@ -612,7 +703,7 @@ impl FakeIggy {
                 };
                 let mut out = BytesMut::new();
                 let mut count = 0u32;
-                for b in &part.batches {
+                for b in part.batches.iter().filter(|_| !faulted) {
                     let h = BatchHeader::decode(b).expect("stored");
                     let end = h.base_offset + u64::from(h.message_count);
                     if end <= from || count >= r.count {
@@ -633,6 +724,10 @@ impl FakeIggy {
             }
             STORE_CONSUMER_OFFSET_CODE => {
                 let (r, _) = StoreConsumerOffsetRequest::decode(body).map_err(|_| 4u32)?;
+                // Through the partition's replication pipeline: it commits after what the
+                // primary prepared before it.
+                let (stream, p) = (self.stream_name(&r.stream_id), r.partition_id.unwrap_or(0));
+                self.commit_prepared(Some((&stream, &name(&r.topic_id), p)));
                 self.consumer_offsets.insert(
                     (
                         name(&r.consumer.id),
@@ -645,6 +740,8 @@ impl FakeIggy {
             }
             DELETE_CONSUMER_OFFSET_CODE => {
                 let (r, _) = DeleteConsumerOffsetRequest::decode(body).map_err(|_| 4u32)?;
+                let (stream, p) = (self.stream_name(&r.stream_id), r.partition_id.unwrap_or(0));
+                self.commit_prepared(Some((&stream, &name(&r.topic_id), p)));
                 self.consumer_offsets
                     .remove(&(
                         name(&r.consumer.id),
@@ -726,7 +823,23 @@ impl FakeIggy {
                 } else {
                     leads
                 };
-                if write && !primary {
+                if let Some(left) = self.prepared_commit_in.as_mut() {
+                    *left = left.saturating_sub(1);
+                    if *left == 0 {
+                        self.prepared_commit_in = None;
+                        self.commit_prepared(None);
+                    }
+                }
+                let admitted = if code == STORE_CONSUMER_OFFSET_CODE {
+                    let admitted = self.admit_offset(&request.body);
+                    self.offsets_behind = self.offsets_behind.saturating_sub(1);
+                    admitted
+                } else {
+                    Ok(())
+                };
+                if let Err(status) = admitted {
+                    Err(status)
+                } else if write && !primary {
                     // A follower takes no writes (Iggy's "not accepted").
                     Err(TRANSIENT_NOT_ACCEPTED)
                 } else if let Some(cached) = self
@@ -762,6 +875,10 @@ impl FakeIggy {
                     }
                 }
             };
+            if self.prepare_appends && request.code() == SEND_MESSAGES_CODE && result.is_ok() {
+                // Prepared: no reply before its commit, and the test drops the connection.
+                continue;
+            }
             let (status, payload) = match result {
                 Ok(p) => (0, p),
                 Err(s) => (s, Vec::new()),
