@@ -68,6 +68,11 @@ const FENCE_EMPTY_TRIES: u32 = 50;
 /// [`FENCE_EMPTY_TRIES`] on a single server, which has no view change to wait for: only a
 /// request still inside the server can land there later.
 const FENCE_EMPTY_TRIES_SINGLE: u32 = 3;
+/// Tries in a row (each a producer's retry) that a cluster's node may refuse a fence on a
+/// partition the gateway saw hold messages, as a node behind would, before what the gateway
+/// saw is taken as gone: a node catches up in seconds, and a partition purged behind the
+/// gateway's back would otherwise refuse every idempotent append for good.
+const FENCE_BEHIND_TRIES: u32 = 100;
 
 /// Producers whose latest marker a partition remembers (`PartitionState::closed`); beyond
 /// it the oldest marker is forgotten, and its stamp becomes the floor below which a
@@ -586,10 +591,14 @@ impl Appends {
     ///
     /// `None` when it could not be fenced: the partition, which the gateway saw empty,
     /// held nothing committed for [`FENCE_EMPTY_TRIES`] asks ([`FENCE_EMPTY_TRIES_SINGLE`]
-    /// on a single server; a node stores no consumer offset there), or the gateway's Iggy user may not poll (Iggy grants storing a
-    /// consumer offset with the right to poll, so its reads fail too). A node that
-    /// refuses the offset on a partition the gateway saw hold messages is behind: that
-    /// fails retriably, and the next try fences again.
+    /// on a single server; a node stores no consumer offset there), or the gateway's Iggy
+    /// user may not poll (Iggy grants storing a consumer offset with the right to poll, so
+    /// its reads fail too). A node of a cluster that refuses the offset on a partition the
+    /// gateway saw hold messages is behind: that fails retriably, and the next try fences
+    /// again, up to [`FENCE_BEHIND_TRIES`] tries in a row. A single server that refuses it,
+    /// or a cluster past that bound, no longer holds what the gateway saw (the partition was
+    /// purged behind its back, or lost what it acknowledged): the partition is taken as
+    /// empty, which no try in a row that fails for ever would mend.
     async fn fence(
         &self,
         catalog: &Catalog,
@@ -629,8 +638,16 @@ impl Appends {
                 .settle_unmeasured(calls, at, STORE_CONSUMER_OFFSET_CODE, sent)
                 .await;
             match result {
-                Ok(_) => return Ok(Some(Fenced { on, floor })),
-                Err(Failure::Status(code::INVALID_OFFSET)) if floor > 0 => {
+                Ok(_) => {
+                    state.fence_refusals.store(0, Ordering::Relaxed);
+                    return Ok(Some(Fenced { on, floor }));
+                }
+                Err(Failure::Status(code::INVALID_OFFSET))
+                    if floor > 0
+                        && calls.lanes().nodes().len() > 1
+                        && state.fence_refusals.fetch_add(1, Ordering::Relaxed)
+                            < FENCE_BEHIND_TRIES =>
+                {
                     return Err(BackendError::Unavailable(format!(
                         "{topic}-{partition}: the Iggy node that serves the partition's \
                          writes has not applied what the gateway saw there, so it cannot \

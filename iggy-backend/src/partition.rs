@@ -5,7 +5,7 @@
 //! partition does not exist or its topic was created again.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,9 @@ pub(crate) struct PartitionState {
     /// and offset queries), 0 before it has seen any: where an append sent now lands at the
     /// earliest.
     pub(crate) seen_end: AtomicU64,
+    /// Fences refused in a row by a node that has not applied what the gateway saw here
+    /// (`crate::append`): past a bound, what it saw is taken as gone from Iggy.
+    pub(crate) fence_refusals: AtomicU32,
     /// The partition's bytes per message as Iggy last reported them, 0 before.
     pub(crate) message_size: AtomicUsize,
     pub(crate) log_start: AtomicU64,

@@ -582,3 +582,48 @@ fn the_look_behind_a_fence_runs_in_the_session_that_answered_it() {
     );
     assert_eq!(h.fake.topics["t"].partitions[0].next, 2, "landed once");
 }
+
+/// A single server that refuses the fence on a partition the gateway saw hold messages is no
+/// node catching up: the partition no longer holds them (purged behind the gateway's back).
+/// The retry is looked for unfenced and lands, instead of failing for good.
+#[test]
+fn a_single_server_that_lost_the_partition_takes_the_retry() {
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(0)], Some(idempotent(0))),
+        Ok(0)
+    );
+    append_losing_the_reply(&mut h, &backend, &[record(1)], idempotent(1), false);
+    h.fake.offsets_behind = u32::MAX;
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1))),
+        Ok(1)
+    );
+}
+
+/// A cluster's node that keeps refusing the fence on a partition the gateway saw hold
+/// messages fails the retries retriably for a bounded number of tries in a row; past them,
+/// what the gateway saw is taken as gone and the retry is looked for unfenced.
+#[test]
+fn a_fence_refused_in_a_cluster_for_ever_gives_way_after_a_bound() {
+    let mut h = Pool::new(cluster());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(0)], Some(idempotent(0))),
+        Ok(0)
+    );
+    append_losing_the_reply(&mut h, &backend, &[record(1)], idempotent(1), false);
+    h.fake.offsets_behind = u32::MAX;
+    let mut refused = 0;
+    let landed = loop {
+        match append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1))) {
+            Err(BackendError::Unavailable(_)) if refused < 1000 => refused += 1,
+            other => break other,
+        }
+    };
+    assert_eq!(landed, Ok(1));
+    assert_eq!(refused, 100, "FENCE_BEHIND_TRIES");
+}
