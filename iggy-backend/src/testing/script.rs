@@ -1,4 +1,5 @@
-//! The backend under a script of commands, failures of the Iggy server and gateway restarts,
+//! The backend under a script of commands, failures of the Iggy server (among them appends a
+//! dying primary left prepared, which commit later or never) and gateway restarts,
 //! held to what Kafka clients were told: every acknowledged record reads back the same at
 //! its offset, no record is stored twice (an idempotent producer retries each batch that
 //! failed until it is acknowledged; Iggy does not deduplicate, the gateway must), and every
@@ -351,7 +352,7 @@ fn iggy_topic<'a>(
 
 /// Runs `script`; panics when the backend breaks what it acknowledged.
 pub(crate) fn run(script: &[u8]) {
-    run_with(script, 17);
+    run_with(script, 18);
 }
 
 /// [`run`] with the first `ops` operations only: 15 leaves transactions out, as scripts
@@ -651,6 +652,22 @@ pub(crate) fn run_with(script: &[u8], ops: u8) {
                         coordinator_epoch: 0,
                     },
                 )
+            }
+            17 => {
+                // Appends prepared (a quorum holds them) and not committed when the server
+                // goes away before it answers, as a dying primary leaves them: the next
+                // view commits them before the partition's next write, or never had them.
+                h.fake.prepare_appends = true;
+                for _ in 0..arg() % 8 {
+                    poll_all(&mut h, &mut pending, &mut model);
+                }
+                h.fake.prepare_appends = false;
+                h.drop_connections();
+                if arg() % 2 == 0 {
+                    h.fake.discard_prepared();
+                }
+                h.reconnect();
+                continue;
             }
             _ => {
                 (h, backend) = restart(h, backend, &mut pending, &mut model);

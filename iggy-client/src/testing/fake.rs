@@ -875,7 +875,11 @@ impl FakeIggy {
                     }
                 }
             };
-            if self.prepare_appends && request.code() == SEND_MESSAGES_CODE && result.is_ok() {
+            if self.prepare_appends
+                && !request.is_login()
+                && request.code() == SEND_MESSAGES_CODE
+                && result.is_ok()
+            {
                 // Prepared: no reply before its commit, and the test drops the connection.
                 continue;
             }
