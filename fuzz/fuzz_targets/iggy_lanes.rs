@@ -14,7 +14,8 @@
 //!   (every answer to it was "not admitted"): a resent write is never applied twice; and on
 //!   another lane only after a "not admitted", and only if it was given a reroute;
 //! - every answer reaches the call it answers (a merged append, its own base offset);
-//! - a merged request holds only plain appends to one partition, in queue order;
+//! - a merged request holds only plain appends to one partition, in the order they were
+//!   handed over (a write sent again goes ahead of its partition's later writes);
 //! - once the cluster settles (a primary, every node up and answering), every call still
 //!   awaited gets an answer: nothing deadlocks.
 #![no_main]
@@ -60,7 +61,9 @@ enum Step {
         partition: bool,
         /// A plain append to this partition (of two), when a partition's write.
         plain: Option<bool>,
-        /// Sent again on the next group's lane when refused, when a partition's write.
+        /// Sent again on the next group's lane when refused, when a partition's write that
+        /// is not a plain append (plain appends to the first partition always are, with one
+        /// reroute for the partition as a backend gives, and those to the second never are).
         reroute: bool,
     },
     /// The caller of call `i` stops waiting for it.
@@ -185,7 +188,7 @@ impl World {
             if ids.len() > 1 {
                 let partition = self.calls[ids[0]].plain.map(|(p, _)| p);
                 for pair in ids.windows(2) {
-                    assert!(pair[0] < pair[1], "merged out of queue order: {ids:?}");
+                    assert!(pair[0] < pair[1], "merged out of hand-over order: {ids:?}");
                 }
                 for &id in &ids {
                     let p = self.calls[id].plain.map(|(p, _)| p);
@@ -521,6 +524,7 @@ fuzz_target!(|steps: Vec<Step>| {
         now,
     };
     let count = w.links.len();
+    let first_partition: Arc<dyn Reroute> = Arc::new(NextGroup);
     for step in steps.into_iter().take(512) {
         w.wait(Duration::from_millis(1));
         match step {
@@ -548,8 +552,19 @@ fuzz_target!(|steps: Vec<Step>| {
                     CREATE_TOPIC_CODE
                 };
                 let plain = plain.filter(|_| partition);
-                let rerouted = reroute && partition;
-                let hook = rerouted.then(|| Arc::new(NextGroup) as Arc<dyn Reroute>);
+                // A backend gives all of a partition's writes the same reroute: a write sent
+                // again goes ahead of that partition's writes handed over after it.
+                let (rerouted, hook) = match plain {
+                    Some(true) => (true, Some(Arc::clone(&first_partition))),
+                    Some(false) => (false, None),
+                    None => {
+                        let rerouted = reroute && partition;
+                        (
+                            rerouted,
+                            rerouted.then(|| Arc::new(NextGroup) as Arc<dyn Reroute>),
+                        )
+                    }
+                };
                 let pending = match plain {
                     Some(p) => w
                         .lanes
