@@ -151,9 +151,7 @@ impl Resend<'_> {
             call.after = after;
             call.moves += 1;
             let slot = Arc::clone(&call.slot);
-            let index = index % self.lanes.lanes.len();
-            lock(&call.slot.0).lane = index;
-            self.lanes.lanes[index].push_in_order(call);
+            self.lanes.push_at(index, call, true);
             slot.release();
         }
     }
@@ -524,24 +522,10 @@ impl Lane {
         self.changed.listen()
     }
 
-    /// Queues `call`, or fails it at once while the lane is down.
-    fn push(&self, call: Call) {
-        let mut st = lock(&self.state);
-        if st.link == Link::Down {
-            let error = st.last_error.clone().unwrap_or(SessionError::Closed);
-            st.stats.lost += 1;
-            drop(st);
-            call.slot.fill(Err(Failure::Lost(error)), None);
-            return;
-        }
-        st.calls.push_back(call);
-        drop(st);
-        self.changed.notify(usize::MAX);
-    }
-
-    /// Queues a write sent again ([`Resend::queue`]): ahead of the first queued call with
-    /// the same [`Reroute`] that was handed over after it.
-    fn push_in_order(&self, call: Call) {
+    /// Queues `call` at the end, or fails it at once while the lane is down; a write sent
+    /// again ([`Resend::queue`], `in_order`) goes ahead of the first queued call with the
+    /// same [`Reroute`] that was handed over after it.
+    fn push(&self, call: Call, in_order: bool) {
         let mut st = lock(&self.state);
         if st.link == Link::Down {
             let error = st.last_error.clone().unwrap_or(SessionError::Closed);
@@ -554,10 +538,13 @@ impl Lane {
             (Some(a), Some(b)) => std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b)),
             _ => false,
         };
-        let at = st
-            .calls
-            .iter()
-            .position(|c| same(c) && c.order > call.order)
+        let at = in_order
+            .then(|| {
+                st.calls
+                    .iter()
+                    .position(|c| same(c) && c.order > call.order)
+            })
+            .flatten()
             .unwrap_or(st.calls.len());
         st.calls.insert(at, call);
         drop(st);
@@ -886,9 +873,14 @@ impl Lanes {
 
     /// Queues `call` on lane `index`.
     fn push(&self, index: usize, call: Call) {
+        self.push_at(index, call, false);
+    }
+
+    /// Queues `call` on lane `index` ([`Lane::push`]).
+    fn push_at(&self, index: usize, call: Call, in_order: bool) {
         let index = index % self.lanes.len();
         lock(&call.slot.0).lane = index;
-        self.lanes[index].push(call);
+        self.lanes[index].push(call, in_order);
     }
 
     fn queue(&self, index: usize, call: Call) -> PendingCall {
