@@ -710,6 +710,12 @@ async fn connect_iggy(
     }
 }
 
+/// mimalloc keeps freed memory for reuse: with the system allocator, each large request
+/// buffer freed went back to the kernel and the next one was faulted in page by page, a
+/// fifth of the gateway's CPU producing 1 KiB records into Iggy (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let (args, matches) = parse_args();
     if let Some(Subcommand::ScramCredential(c)) = &args.command {
