@@ -4,7 +4,7 @@
 //! appends a retried batch twice across a failover.
 
 use iggy_kafka_iggy_client::protocol::codes::STORE_CONSUMER_OFFSET_CODE;
-use iggy_kafka_iggy_client::testing::fake::Roster;
+use iggy_kafka_iggy_client::testing::fake::{PollFault, Roster};
 
 use super::*;
 
@@ -488,7 +488,7 @@ fn a_faulted_poll_behind_the_fence_does_not_count_as_not_found() {
         Ok(0)
     );
     prepared_by_a_dying_primary(&mut h, &backend, idempotent(1));
-    h.fake.fault_next_poll = true;
+    h.fake.fault_next_poll = Some(PollFault::AtEnd);
     let retried = append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1)));
     assert!(
         matches!(retried, Err(BackendError::Unavailable(_))),
@@ -501,14 +501,17 @@ fn a_faulted_poll_behind_the_fence_does_not_count_as_not_found() {
     assert_eq!(h.fake.topics["t"].partitions[0].next, 2, "landed once");
 }
 
-/// The node that serves the partition's writes is behind (it has applied none of the
-/// partition's messages, which the gateway saw): it refuses the fence's offset as out of
-/// range, before it would say it is not the primary. That is no empty partition: the retry
-/// fails retriably and the batch stays in doubt, instead of being looked for unfenced
-/// after a while and appended while its original can still land.
+/// After a failover, the lanes that follow the cluster's new primary carry the
+/// partition's requests, and that node is a backup of the partition that has applied none of
+/// its messages yet (the partition's own primary is another node). It refuses the fence's
+/// offset as out of range, before it would say it is not the primary. That is no empty
+/// partition: the retry fails retriably and the batch stays in doubt, instead of being
+/// looked for unfenced after a while (on that node, which holds nothing) and appended
+/// while its original can still land. Once the node has caught up, the next try fences
+/// again, on the partition's primary, and finds the batch.
 #[test]
 fn a_fence_refused_by_a_node_behind_keeps_the_batch_in_doubt() {
-    let mut h = Pool::new(cluster());
+    let mut h = Pool::cluster(cluster());
     let backend = h.backend();
     create(&mut h, &backend, "t", 1);
     assert_eq!(
@@ -516,18 +519,30 @@ fn a_fence_refused_by_a_node_behind_keeps_the_batch_in_doubt() {
         Ok(0)
     );
     prepared_by_a_dying_primary(&mut h, &backend, idempotent(1));
-    h.fake.offsets_behind = u32::MAX;
+    h.fake.roster.partition_leader = Some(2);
+    h.fake.roster.behind = Some((1, u32::MAX));
+    h.fake.seen.clear();
     let retried = append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1)));
     assert!(
         matches!(retried, Err(BackendError::Unavailable(_))),
         "{retried:?}"
     );
-    h.fake.offsets_behind = 0;
+    assert_eq!(fences(&h), 1, "refused once, not asked again and again");
+    h.fake.roster.behind = None;
     assert_eq!(
         append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1))),
         Ok(1)
     );
     assert_eq!(h.fake.topics["t"].partitions[0].next, 2, "landed once");
+}
+
+/// The StoreConsumerOffsets the server was sent.
+fn fences(h: &Pool) -> usize {
+    h.fake
+        .seen
+        .iter()
+        .filter(|&&c| c == STORE_CONSUMER_OFFSET_CODE)
+        .count()
 }
 
 /// The fence's reply proves what the node that gave it holds, and only that node: the look
@@ -596,27 +611,31 @@ fn a_single_server_that_lost_the_partition_takes_the_retry() {
         Ok(0)
     );
     append_losing_the_reply(&mut h, &backend, &[record(1)], idempotent(1), false);
-    h.fake.offsets_behind = u32::MAX;
+    h.fake.topics.get_mut("t").expect("t").partitions[0] = Default::default();
     assert_eq!(
         append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1))),
-        Ok(1)
+        Ok(0)
     );
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 1);
 }
 
-/// A cluster's node that keeps refusing the fence on a partition the gateway saw hold
-/// messages fails the retries retriably for a bounded number of tries in a row; past them,
-/// what the gateway saw is taken as gone and the retry is looked for unfenced.
+/// A node behind that keeps refusing the fence (it never catches up) fails the retries
+/// retriably for a bounded number of tries in a row; past them, what the gateway saw is
+/// taken as gone, and the retry is looked for unfenced and appended.
 #[test]
 fn a_fence_refused_in_a_cluster_for_ever_gives_way_after_a_bound() {
-    let mut h = Pool::new(cluster());
+    let mut h = Pool::cluster(cluster());
     let backend = h.backend();
     create(&mut h, &backend, "t", 1);
     assert_eq!(
         append(&mut h, &backend, "t", 0, &[record(0)], Some(idempotent(0))),
         Ok(0)
     );
-    append_losing_the_reply(&mut h, &backend, &[record(1)], idempotent(1), false);
-    h.fake.offsets_behind = u32::MAX;
+    prepared_by_a_dying_primary(&mut h, &backend, idempotent(1));
+    // The new view does not hold it: it never lands.
+    h.fake.discard_prepared();
+    h.fake.roster.partition_leader = Some(2);
+    h.fake.roster.behind = Some((1, u32::MAX));
     let mut refused = 0;
     let landed = loop {
         match append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1))) {
@@ -624,6 +643,7 @@ fn a_fence_refused_in_a_cluster_for_ever_gives_way_after_a_bound() {
             other => break other,
         }
     };
-    assert_eq!(landed, Ok(1));
     assert_eq!(refused, 100, "FENCE_BEHIND_TRIES");
+    assert_eq!(landed, Ok(1));
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 2);
 }
