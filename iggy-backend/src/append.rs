@@ -581,6 +581,31 @@ impl Appends {
         Ok(found == Some(base))
     }
 
+    /// The last offset of the partition on the node that answered `fence`, from a reply
+    /// without messages polled there that gave `end`: Iggy answers a poll that failed
+    /// inside it that way too, with the node's end or 0 as its current offset. The node's
+    /// end is kept, and 0 is asked again, by a poll from the partition's start whose reply
+    /// holds a message (which only a read that worked gives); `None` when that reply is
+    /// empty too, which proves nothing.
+    async fn fenced_end(
+        &self,
+        catalog: &Catalog,
+        reads: &Reads,
+        at: (&str, u32),
+        fence: Fenced,
+        end: u64,
+    ) -> Result<Option<u64>, BackendError> {
+        if end > 0 {
+            return Ok(Some(end));
+        }
+        let body = reads
+            .poll_on(catalog, at, fence.on, WirePollingStrategy::offset(0), 1)
+            .await?;
+        // Any id: only whether the reply holds a message, and its end, count.
+        let (_, last, end) = wire::find_message(&body, 0)?;
+        Ok(last.map(|_| end))
+    }
+
     /// Fences the partition: stores [`FENCE_CONSUMER`]'s offset there, a write that Iggy
     /// commits through the partition's replication after every op its primary prepared
     /// before it (ops commit in order, and the reply comes at the commit). Sent as the
@@ -681,10 +706,10 @@ impl Appends {
     /// partition's end (where the node's reads stop), within [`DOUBT_SCAN_BYTES`]; and
     /// where the look stopped (should Iggy apply the batch later, it lands there or after).
     /// Behind a `fence`, it reads on the node that answered the fence, and a reply without
-    /// messages ends the look only when that node's end is where the look is and not
-    /// before anything seen held (Iggy answers a poll that failed inside it empty, with the
-    /// node's end or 0 as its current offset): else the look fails retriably. Unfenced, it
-    /// reads where the partition's reads go.
+    /// messages ends the look only when that node's end ([`Self::fenced_end`]) is where the
+    /// look is and not before anything seen held (Iggy answers a poll that failed inside it
+    /// empty, with the node's end or 0 as its current offset): else the look fails
+    /// retriably. Unfenced, it reads where the partition's reads go.
     async fn find_batch(
         &self,
         catalog: &Catalog,
@@ -724,12 +749,18 @@ impl Appends {
             read += body.len();
             let (hit, last, end) = wire::find_message(&body, id)?;
             let Some(last) = last else {
-                if fence.is_some() && (end.checked_add(1) != Some(at) || at < floor) {
-                    return Err(BackendError::Unavailable(format!(
-                        "{topic}-{partition}: a poll behind the fence came back empty though \
-                         the node holds offset {at} or is behind (its end {end}): the batch \
-                         whose reply was lost is looked for again at the next try"
-                    )));
+                if let Some(f) = fence {
+                    let end = self
+                        .fenced_end(catalog, reads, (topic, partition), f, end)
+                        .await?;
+                    if end.and_then(|e| e.checked_add(1)) != Some(at) || at < floor {
+                        return Err(BackendError::Unavailable(format!(
+                            "{topic}-{partition}: a poll behind the fence came back empty \
+                             though the node holds offset {at} or is behind (its end \
+                             {end:?}): the batch whose reply was lost is looked for again at \
+                             the next try"
+                        )));
+                    }
                 }
                 return Ok((None, at));
             };

@@ -501,6 +501,33 @@ fn a_faulted_poll_behind_the_fence_does_not_count_as_not_found() {
     assert_eq!(h.fake.topics["t"].partitions[0].next, 2, "landed once");
 }
 
+/// The same with the other answer Iggy gives a failed read: no messages, and 0 as its
+/// current offset. Behind the fence, after the partition's first message, that reads as a
+/// node that ends just before the offset looked at; a poll from the partition's start, whose
+/// reply holds a message, says where the node ends, and the look fails retriably.
+#[test]
+fn a_poll_faulted_with_offset_zero_behind_the_fence_does_not_count_as_not_found() {
+    let mut h = Pool::new(cluster());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(0)], Some(idempotent(0))),
+        Ok(0)
+    );
+    prepared_by_a_dying_primary(&mut h, &backend, idempotent(1));
+    h.fake.fault_next_poll = Some(PollFault::AtZero);
+    let retried = append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1)));
+    assert!(
+        matches!(retried, Err(BackendError::Unavailable(_))),
+        "{retried:?}"
+    );
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1))),
+        Ok(1)
+    );
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 2, "landed once");
+}
+
 /// After a failover, the lanes that follow the cluster's new primary carry the
 /// partition's requests, and that node is a backup of the partition that has applied none of
 /// its messages yet (the partition's own primary is another node). It refuses the fence's
