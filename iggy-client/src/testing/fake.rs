@@ -120,8 +120,9 @@ pub struct User {
 }
 
 /// The nodes the fake plays: every node holds the same data (replication is perfect and
-/// instant here, but for appends held prepared, [`FakeIggy::prepare_appends`]), only the
-/// leader takes writes, and a node that is down refuses connections and drops those it had.
+/// instant here, but for appends held prepared, [`FakeIggy::prepare_appends`], and a node
+/// behind, [`Roster::behind`]), only the leader takes writes, and a node that is down
+/// refuses connections and drops those it had.
 #[derive(Debug, Clone)]
 pub struct Roster {
     /// Each node's address (`ip:port`).
