@@ -269,7 +269,7 @@ impl Appends {
             if !state.recovered.load(Ordering::Relaxed) {
                 self.recover_producers(catalog, reads, at, &state).await?;
             }
-            self.resolve_doubt(catalog, reads, at, &state).await?;
+            let fenced = self.resolve_doubt(catalog, reads, at, &state).await?;
             let Some(original) = lock(&state.producers).check(&pb)? else {
                 break;
             };
@@ -277,13 +277,15 @@ impl Appends {
             // it: asking Iggy notices a topic created again behind the gateway's back, and a
             // partition that lost offsets (purged) no longer reaches that far. The node that
             // describes the topic may not have applied the batch yet (it follows the
-            // partition's primary): then the node that serves the partition says whether
-            // the batch is there.
+            // partition's primary): then a look at the partition itself says whether the
+            // batch is there.
             let offsets = catalog.offsets(topic, partition).await?;
             let current = catalog.is_current(topic, partition, &state);
             let holds = current
                 && (original.base < offsets.high_watermark
-                    || self.holds(catalog, reads, at, &pb, original.base).await?);
+                    || self
+                        .holds(catalog, reads, (at, &state), (&pb, original.base), fenced)
+                        .await?);
             if holds {
                 if pb.transactional {
                     lock(&state.txns).appended(pb.producer_id, original.base);
@@ -558,27 +560,77 @@ impl Appends {
         Ok(fence)
     }
 
-    /// Whether the partition, on the node that serves its reads, holds `pb`'s batch at
-    /// `base`.
+    /// Whether the partition holds `pb`'s batch at `base`, where it landed (acknowledged).
+    ///
+    /// On a cluster the look is behind a fence (`fenced` if the partition was just fenced,
+    /// else [`Self::fence`]), on the node that answered it: a node that has not applied
+    /// the batch yet (a backup, or a new primary before its view has started) would say
+    /// the partition ends before it, and the retry would be appended a second time. A
+    /// reply without messages answers only when that node says it ends before `base` (see
+    /// [`Self::fenced_end`]); else it fails retriably. A single server has committed what it
+    /// acknowledged, and its description, which sent the look here, already says it ends
+    /// before `base`: one poll of the partition's read lane confirms it.
     async fn holds(
         &self,
         catalog: &Catalog,
         reads: &Reads,
-        (topic, partition): (&str, u32),
-        pb: &ProducerBatch,
-        base: u64,
+        (at, state): ((&str, u32), &PartitionState),
+        (pb, base): (&ProducerBatch, u64),
+        fenced: Option<Fenced>,
     ) -> Result<bool, BackendError> {
+        let (topic, partition) = at;
+        let strategy = WirePollingStrategy::offset(base);
+        let id = wire::Ids::producer(pb).of(0);
+        let fence = match fenced {
+            Some(f) => Some(f),
+            None if catalog.calls().lanes().nodes().len() > 1 => {
+                let seen = base + u64::from(pb.count.max(1).unsigned_abs());
+                self.fence(catalog, at, state, seen).await?
+            }
+            None => None,
+        };
+        let Some(fence) = fence else {
+            let body = reads.poll(catalog, topic, partition, strategy, 1).await?;
+            let (found, _, _) = wire::find_message(&body, id)?;
+            return Ok(found == Some(base));
+        };
+        let body = reads.poll_on(catalog, at, fence.on, strategy, 1).await?;
+        let (found, last, end) = wire::find_message(&body, id)?;
+        if last.is_some() {
+            return Ok(found == Some(base));
+        }
+        match self.fenced_end(catalog, reads, at, fence, end).await? {
+            Some(end) if end < base => Ok(false),
+            _ => Err(BackendError::Unavailable(format!(
+                "{topic}-{partition}: a poll behind the fence came back empty though the node \
+                 may hold offset {base}: the retry is checked again at the next try"
+            ))),
+        }
+    }
+
+    /// The last offset of the partition on the node that answered `fence`, from a reply
+    /// without messages polled there that gave `end`: Iggy answers a poll that failed
+    /// inside it that way too, with the node's end or 0 as its current offset. The node's
+    /// end is kept, and 0 is asked again, by a poll from the partition's start whose reply
+    /// holds a message (which only a read that worked gives); `None` when that reply is
+    /// empty too, which proves nothing.
+    async fn fenced_end(
+        &self,
+        catalog: &Catalog,
+        reads: &Reads,
+        at: (&str, u32),
+        fence: Fenced,
+        end: u64,
+    ) -> Result<Option<u64>, BackendError> {
+        if end > 0 {
+            return Ok(Some(end));
+        }
         let body = reads
-            .poll(
-                catalog,
-                topic,
-                partition,
-                WirePollingStrategy::offset(base),
-                1,
-            )
+            .poll_on(catalog, at, fence.on, WirePollingStrategy::offset(0), 1)
             .await?;
-        let (found, _, _) = wire::find_message(&body, wire::Ids::producer(pb).of(0))?;
-        Ok(found == Some(base))
+        // Any id: only whether the reply holds a message, and its end, count.
+        let (_, last, end) = wire::find_message(&body, 0)?;
+        Ok(last.map(|_| end))
     }
 
     /// Fences the partition: stores [`FENCE_CONSUMER`]'s offset there, a write that Iggy
@@ -681,10 +733,10 @@ impl Appends {
     /// partition's end (where the node's reads stop), within [`DOUBT_SCAN_BYTES`]; and
     /// where the look stopped (should Iggy apply the batch later, it lands there or after).
     /// Behind a `fence`, it reads on the node that answered the fence, and a reply without
-    /// messages ends the look only when that node's end is where the look is and not
-    /// before anything seen held (Iggy answers a poll that failed inside it empty, with the
-    /// node's end or 0 as its current offset): else the look fails retriably. Unfenced, it
-    /// reads where the partition's reads go.
+    /// messages ends the look only when that node's end ([`Self::fenced_end`]) is where the
+    /// look is and not before anything seen held (Iggy answers a poll that failed inside it
+    /// empty, with the node's end or 0 as its current offset): else the look fails
+    /// retriably. Unfenced, it reads where the partition's reads go.
     async fn find_batch(
         &self,
         catalog: &Catalog,
@@ -724,12 +776,18 @@ impl Appends {
             read += body.len();
             let (hit, last, end) = wire::find_message(&body, id)?;
             let Some(last) = last else {
-                if fence.is_some() && (end.checked_add(1) != Some(at) || at < floor) {
-                    return Err(BackendError::Unavailable(format!(
-                        "{topic}-{partition}: a poll behind the fence came back empty though \
-                         the node holds offset {at} or is behind (its end {end}): the batch \
-                         whose reply was lost is looked for again at the next try"
-                    )));
+                if let Some(f) = fence {
+                    let end = self
+                        .fenced_end(catalog, reads, (topic, partition), f, end)
+                        .await?;
+                    if end.and_then(|e| e.checked_add(1)) != Some(at) || at < floor {
+                        return Err(BackendError::Unavailable(format!(
+                            "{topic}-{partition}: a poll behind the fence came back empty \
+                             though the node holds offset {at} or is behind (its end \
+                             {end:?}): the batch whose reply was lost is looked for again at \
+                             the next try"
+                        )));
+                    }
                 }
                 return Ok((None, at));
             };

@@ -4,7 +4,7 @@
 //! appends a retried batch twice across a failover.
 
 use iggy_kafka_iggy_client::protocol::codes::STORE_CONSUMER_OFFSET_CODE;
-use iggy_kafka_iggy_client::testing::fake::Roster;
+use iggy_kafka_iggy_client::testing::fake::{PollFault, Roster};
 
 use super::*;
 
@@ -488,7 +488,7 @@ fn a_faulted_poll_behind_the_fence_does_not_count_as_not_found() {
         Ok(0)
     );
     prepared_by_a_dying_primary(&mut h, &backend, idempotent(1));
-    h.fake.fault_next_poll = true;
+    h.fake.fault_next_poll = Some(PollFault::AtEnd);
     let retried = append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1)));
     assert!(
         matches!(retried, Err(BackendError::Unavailable(_))),
@@ -501,13 +501,12 @@ fn a_faulted_poll_behind_the_fence_does_not_count_as_not_found() {
     assert_eq!(h.fake.topics["t"].partitions[0].next, 2, "landed once");
 }
 
-/// The node that serves the partition's writes is behind (it has applied none of the
-/// partition's messages, which the gateway saw): it refuses the fence's offset as out of
-/// range, before it would say it is not the primary. That is no empty partition: the retry
-/// fails retriably and the batch stays in doubt, instead of being looked for unfenced
-/// after a while and appended while its original can still land.
+/// The same with the other answer Iggy gives a failed read: no messages, and 0 as its
+/// current offset. Behind the fence, after the partition's first message, that reads as a
+/// node that ends just before the offset looked at; a poll from the partition's start, whose
+/// reply holds a message, says where the node ends, and the look fails retriably.
 #[test]
-fn a_fence_refused_by_a_node_behind_keeps_the_batch_in_doubt() {
+fn a_poll_faulted_with_offset_zero_behind_the_fence_does_not_count_as_not_found() {
     let mut h = Pool::new(cluster());
     let backend = h.backend();
     create(&mut h, &backend, "t", 1);
@@ -516,18 +515,61 @@ fn a_fence_refused_by_a_node_behind_keeps_the_batch_in_doubt() {
         Ok(0)
     );
     prepared_by_a_dying_primary(&mut h, &backend, idempotent(1));
-    h.fake.offsets_behind = u32::MAX;
+    h.fake.fault_next_poll = Some(PollFault::AtZero);
     let retried = append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1)));
     assert!(
         matches!(retried, Err(BackendError::Unavailable(_))),
         "{retried:?}"
     );
-    h.fake.offsets_behind = 0;
     assert_eq!(
         append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1))),
         Ok(1)
     );
     assert_eq!(h.fake.topics["t"].partitions[0].next, 2, "landed once");
+}
+
+/// After a failover, the lanes that follow the cluster's new primary carry the
+/// partition's requests, and that node is a backup of the partition that has applied none of
+/// its messages yet (the partition's own primary is another node). It refuses the fence's
+/// offset as out of range, before it would say it is not the primary. That is no empty
+/// partition: the retry fails retriably and the batch stays in doubt, instead of being
+/// looked for unfenced after a while (on that node, which holds nothing) and appended
+/// while its original can still land. Once the node has caught up, the next try fences
+/// again, on the partition's primary, and finds the batch.
+#[test]
+fn a_fence_refused_by_a_node_behind_keeps_the_batch_in_doubt() {
+    let mut h = Pool::cluster(cluster());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(0)], Some(idempotent(0))),
+        Ok(0)
+    );
+    prepared_by_a_dying_primary(&mut h, &backend, idempotent(1));
+    h.fake.roster.partition_leader = Some(2);
+    h.fake.roster.behind = Some((1, u32::MAX));
+    h.fake.seen.clear();
+    let retried = append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1)));
+    assert!(
+        matches!(retried, Err(BackendError::Unavailable(_))),
+        "{retried:?}"
+    );
+    assert_eq!(fences(&h), 1, "refused once, not asked again and again");
+    h.fake.roster.behind = None;
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1))),
+        Ok(1)
+    );
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 2, "landed once");
+}
+
+/// The StoreConsumerOffsets the server was sent.
+fn fences(h: &Pool) -> usize {
+    h.fake
+        .seen
+        .iter()
+        .filter(|&&c| c == STORE_CONSUMER_OFFSET_CODE)
+        .count()
 }
 
 /// The fence's reply proves what the node that gave it holds, and only that node: the look
@@ -596,27 +638,31 @@ fn a_single_server_that_lost_the_partition_takes_the_retry() {
         Ok(0)
     );
     append_losing_the_reply(&mut h, &backend, &[record(1)], idempotent(1), false);
-    h.fake.offsets_behind = u32::MAX;
+    h.fake.topics.get_mut("t").expect("t").partitions[0] = Default::default();
     assert_eq!(
         append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1))),
-        Ok(1)
+        Ok(0)
     );
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 1);
 }
 
-/// A cluster's node that keeps refusing the fence on a partition the gateway saw hold
-/// messages fails the retries retriably for a bounded number of tries in a row; past them,
-/// what the gateway saw is taken as gone and the retry is looked for unfenced.
+/// A node behind that keeps refusing the fence (it never catches up) fails the retries
+/// retriably for a bounded number of tries in a row; past them, what the gateway saw is
+/// taken as gone, and the retry is looked for unfenced and appended.
 #[test]
 fn a_fence_refused_in_a_cluster_for_ever_gives_way_after_a_bound() {
-    let mut h = Pool::new(cluster());
+    let mut h = Pool::cluster(cluster());
     let backend = h.backend();
     create(&mut h, &backend, "t", 1);
     assert_eq!(
         append(&mut h, &backend, "t", 0, &[record(0)], Some(idempotent(0))),
         Ok(0)
     );
-    append_losing_the_reply(&mut h, &backend, &[record(1)], idempotent(1), false);
-    h.fake.offsets_behind = u32::MAX;
+    prepared_by_a_dying_primary(&mut h, &backend, idempotent(1));
+    // The new view does not hold it: it never lands.
+    h.fake.discard_prepared();
+    h.fake.roster.partition_leader = Some(2);
+    h.fake.roster.behind = Some((1, u32::MAX));
     let mut refused = 0;
     let landed = loop {
         match append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1))) {
@@ -624,6 +670,121 @@ fn a_fence_refused_in_a_cluster_for_ever_gives_way_after_a_bound() {
             other => break other,
         }
     };
-    assert_eq!(landed, Ok(1));
     assert_eq!(refused, 100, "FENCE_BEHIND_TRIES");
+    assert_eq!(landed, Ok(1));
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 2);
+}
+
+/// The partition's primary dies after it acknowledged an idempotent batch, and the node
+/// that takes the partition over has not applied that batch yet: its descriptions and its
+/// polls end before it. The producer's retry of the batch (its reply to the producer was
+/// lost on the Kafka side) is checked behind a fence, which the new primary answers once
+/// it has applied what it holds, and is answered with where the batch landed, not appended
+/// again.
+#[test]
+fn a_retry_checked_on_a_node_behind_is_not_appended_again() {
+    let mut fake = cluster();
+    fake.roster.leader = Some(1);
+    fake.roster.partition_leader = Some(0);
+    let mut h = Pool::cluster(fake);
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    for i in 0..2 {
+        assert_eq!(
+            append(
+                &mut h,
+                &backend,
+                "t",
+                0,
+                &[record(i)],
+                Some(idempotent(i as i32))
+            ),
+            Ok(i as u64)
+        );
+    }
+    h.fake.roster.down[0] = true;
+    h.fake.roster.partition_leader = Some(1);
+    h.fake.roster.behind = Some((1, 1));
+    h.drop_connections();
+    h.reconnect();
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1))),
+        Ok(1)
+    );
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 2, "landed once");
+}
+
+/// The same check behind the fence meets a poll that fails inside Iggy (answered empty, the
+/// node's end as its current offset, which says the node holds the batch's offset): that
+/// proves nothing, so the retry fails retriably, and the next retry is answered with where
+/// the batch landed.
+#[test]
+fn a_faulted_poll_does_not_make_a_retry_checked_behind_the_fence_land_twice() {
+    let mut fake = cluster();
+    fake.roster.leader = Some(1);
+    fake.roster.partition_leader = Some(0);
+    let mut h = Pool::cluster(fake);
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    for i in 0..2 {
+        assert_eq!(
+            append(
+                &mut h,
+                &backend,
+                "t",
+                0,
+                &[record(i)],
+                Some(idempotent(i as i32))
+            ),
+            Ok(i as u64)
+        );
+    }
+    h.fake.roster.down[0] = true;
+    h.fake.roster.partition_leader = Some(1);
+    h.fake.roster.behind = Some((1, 1));
+    h.drop_connections();
+    h.reconnect();
+    h.fake.fault_next_poll = Some(PollFault::AtEnd);
+    let retried = append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1)));
+    assert!(
+        matches!(retried, Err(BackendError::Unavailable(_))),
+        "{retried:?}"
+    );
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1))),
+        Ok(1)
+    );
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 2, "landed once");
+}
+
+/// On a single server, a retry whose batch the partition no longer holds (purged behind the
+/// gateway's back) is checked by one poll, with no fence: the server committed what it
+/// acknowledged, so its description, which says the partition ends before the batch, is
+/// right. The producers are read back again and the retry is appended.
+#[test]
+fn a_single_server_checks_a_retry_without_a_fence() {
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    for i in 0..2 {
+        assert_eq!(
+            append(
+                &mut h,
+                &backend,
+                "t",
+                0,
+                &[record(i)],
+                Some(idempotent(i as i32))
+            ),
+            Ok(i as u64)
+        );
+    }
+    h.fake.topics.get_mut("t").expect("t").partitions[0] = Default::default();
+    h.fake.seen.clear();
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(1)], Some(idempotent(1))),
+        Ok(0)
+    );
+    assert_eq!(fences(&h), 0);
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 1);
 }

@@ -1,8 +1,10 @@
 //! An in-process stand-in for an Iggy server, speaking the wire protocol through Iggy's own
 //! codec, so that what is built on this client is tested byte for byte without a server. It
 //! keeps what a server keeps (streams, their topics, partitions of stored batches, consumer
-//! offsets) and can be told to fail the next request, or to hold appends prepared and not
-//! committed yet; a [`super::Pool`] drops connections.
+//! offsets) and can be told to fail the next request, to fault the next poll as Iggy
+//! answers a read that failed inside it, to hold appends prepared and not committed yet, or
+//! to play a node that is behind (its reads stop short of what the cluster committed); a
+//! [`super::Pool`] drops connections.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -50,6 +52,16 @@ use iggy_binary_protocol::consensus::Operation;
 /// Iggy's InvalidOffset: a consumer offset stored on an empty partition or past its end.
 pub const INVALID_OFFSET: u32 = 4100;
 
+/// How a poll that fails inside Iggy is answered: with no messages and status 0 (a poll's
+/// reply has no error channel), and as its current offset
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollFault {
+    /// the node's end, as a disk read that faults answers;
+    AtEnd,
+    /// 0, as a failed partition read answers (`empty_polled_messages_body`).
+    AtZero,
+}
+
 /// One partition.
 #[derive(Debug, Default)]
 pub struct Partition {
@@ -66,6 +78,20 @@ impl Partition {
             .iter()
             .map(|b| u64::from(BatchHeader::decode(b).expect("stored").message_count))
             .sum()
+    }
+
+    /// The batches a node that has not applied the last `behind` of them holds.
+    fn applied(&self, behind: u32) -> &[Vec<u8>] {
+        &self.batches[..self.batches.len().saturating_sub(behind as usize)]
+    }
+
+    /// The offset the next message gets on a node that has not applied the last `behind`
+    /// batches: where the first of them starts.
+    fn end(&self, behind: u32) -> u64 {
+        match self.batches.get(self.applied(behind).len()) {
+            Some(b) => BatchHeader::decode(b).expect("stored").base_offset,
+            None => self.next,
+        }
     }
 }
 
@@ -94,8 +120,9 @@ pub struct User {
 }
 
 /// The nodes the fake plays: every node holds the same data (replication is perfect and
-/// instant here, but for appends held prepared, [`FakeIggy::prepare_appends`]), only the
-/// leader takes writes, and a node that is down refuses connections and drops those it had.
+/// instant here, but for appends held prepared, [`FakeIggy::prepare_appends`], and a node
+/// behind, [`Roster::behind`]), only the leader takes writes, and a node that is down
+/// refuses connections and drops those it had.
 #[derive(Debug, Clone)]
 pub struct Roster {
     /// Each node's address (`ip:port`).
@@ -110,6 +137,15 @@ pub struct Roster {
     /// A node whose view of the partitions is one message behind (it has not applied the
     /// latest append yet): its topic descriptions say so.
     pub lagging: Option<usize>,
+    /// A node that is behind, and by how many batches: it has not applied the latest this
+    /// many batches of each partition (all of them, of a partition that holds fewer).
+    /// Its descriptions and polls stop at its own end (a poll past it is answered empty,
+    /// its current offset that end's last message), and it refuses a StoreConsumerOffset on
+    /// a partition it holds nothing of with [`INVALID_OFFSET`], as Iggy checks the offset
+    /// against the node's own committed state before whether the node is the partition's
+    /// primary. A partition write it takes as the partition's primary (its view has
+    /// started) brings it up to date first, on every partition.
+    pub behind: Option<(usize, u32)>,
 }
 
 impl Roster {
@@ -122,6 +158,7 @@ impl Roster {
             partition_leader: None,
             down: vec![false; n],
             lagging: None,
+            behind: None,
         }
     }
 
@@ -159,6 +196,9 @@ pub struct FakeIggy {
     replies: HashMap<(u128, u64), Vec<u8>>,
     /// The node answering now is the lagging one.
     lags: bool,
+    /// The batches of each partition the node answering now has not applied
+    /// ([`Roster::behind`]).
+    behind_by: u32,
     /// The first stream created (the gateway's own, in the tests).
     pub stream: Option<String>,
     /// Its topics, by name.
@@ -203,12 +243,8 @@ pub struct FakeIggy {
     /// (the view's primary has gathered its backups' acknowledgements); never if `None`.
     pub prepared_commit_in: Option<u32>,
     /// The next poll fails inside the server and is answered as Iggy answers a faulted
-    /// read: no messages, status 0, `current_offset` the partition's end.
-    pub fault_next_poll: bool,
-    /// The next this many StoreConsumerOffsets are refused with [`INVALID_OFFSET`], as by a
-    /// node behind that has applied none of the partition's messages (Iggy checks the
-    /// offset against the node's own committed state before whether it is the primary).
-    pub offsets_behind: u32,
+    /// read: no messages, status 0.
+    pub fault_next_poll: Option<PollFault>,
 }
 
 fn name(id: &WireIdentifier) -> String {
@@ -360,8 +396,8 @@ impl FakeIggy {
     }
 
     /// Iggy's admission of a StoreConsumerOffset, which a node checks against what it has
-    /// committed before it looks whether it is the partition's primary: no offset on an
-    /// empty partition, none past its end (InvalidOffset).
+    /// committed itself before it looks whether it is the partition's primary: no offset on
+    /// a partition it holds nothing of, none past its end (InvalidOffset).
     fn admit_offset(&self, body: &[u8]) -> Result<(), u32> {
         let Ok((r, _)) = StoreConsumerOffsetRequest::decode(body) else {
             return Ok(());
@@ -371,9 +407,8 @@ impl FakeIggy {
                 .get(&name(&r.topic_id))
                 .and_then(|t| t.partitions.get(r.partition_id.unwrap_or(0) as usize))
         });
-        match part {
-            Some(part) if part.next == 0 || r.offset >= part.next => Err(INVALID_OFFSET),
-            Some(_) if self.offsets_behind > 0 => Err(INVALID_OFFSET),
+        match part.map(|p| p.end(self.behind_by)) {
+            Some(end) if end == 0 || r.offset >= end => Err(INVALID_OFFSET),
             _ => Ok(()),
         }
     }
@@ -486,13 +521,16 @@ impl FakeIggy {
                 .partitions
                 .iter()
                 .enumerate()
-                .map(|(i, p)| PartitionResponse {
-                    id: u32::try_from(i).unwrap_or(0),
-                    created_at: t.created_at,
-                    segments_count: 1,
-                    current_offset: p.next.saturating_sub(1 + u64::from(self.lags)),
-                    size_bytes: p.batches.iter().map(|b| b.len() as u64).sum(),
-                    messages_count: p.held().saturating_sub(u64::from(self.lags)),
+                .map(|(i, p)| {
+                    let short = p.next - p.end(self.behind_by) + u64::from(self.lags);
+                    PartitionResponse {
+                        id: u32::try_from(i).unwrap_or(0),
+                        created_at: t.created_at,
+                        segments_count: 1,
+                        current_offset: p.next.saturating_sub(1 + short),
+                        size_bytes: p.batches.iter().map(|b| b.len() as u64).sum(),
+                        messages_count: p.held().saturating_sub(short),
+                    }
                 })
                 .collect(),
         }
@@ -683,7 +721,7 @@ impl FakeIggy {
             }
             POLL_MESSAGES_CODE => {
                 let (r, _) = PollMessagesRequest::decode(body).map_err(|_| 4u32)?;
-                let faulted = std::mem::take(&mut self.fault_next_poll);
+                let faulted = self.fault_next_poll.take();
                 let t = self
                     .topics(&r.stream_id)?
                     .get(&name(&r.topic_id))
@@ -703,7 +741,13 @@ impl FakeIggy {
                 };
                 let mut out = BytesMut::new();
                 let mut count = 0u32;
-                for b in part.batches.iter().filter(|_| !faulted) {
+                let end = part.end(self.behind_by);
+                let served = if faulted.is_some() {
+                    &[][..]
+                } else {
+                    part.applied(self.behind_by)
+                };
+                for b in served {
                     let h = BatchHeader::decode(b).expect("stored");
                     let end = h.base_offset + u64::from(h.message_count);
                     if end <= from || count >= r.count {
@@ -714,7 +758,10 @@ impl FakeIggy {
                 }
                 let mut reply = PollMessagesResponseHeader {
                     partition_id: p,
-                    current_offset: part.next.saturating_sub(1),
+                    current_offset: match faulted {
+                        Some(PollFault::AtZero) => 0,
+                        _ => end.saturating_sub(1),
+                    },
                     messages_count: count,
                 }
                 .to_bytes()
@@ -773,6 +820,10 @@ impl FakeIggy {
         let leads = self.roster.leader == Some(node);
         let leads_partitions = self.roster.partition_leader.or(self.roster.leader) == Some(node);
         self.lags = self.roster.lagging == Some(node);
+        self.behind_by = match self.roster.behind {
+            Some((n, by)) if n == node => by,
+            _ => 0,
+        };
         let mut out = Vec::new();
         let requests = frames::requests(wire, 0);
         if let Some(last) = requests.last() {
@@ -830,10 +881,18 @@ impl FakeIggy {
                         self.commit_prepared(None);
                     }
                 }
+                if operation.is_partition() && write && primary && self.behind_by > 0 {
+                    // Its view has started: it commits what it holds prepared before it
+                    // takes the write (StoreConsumerOffset's admission, below, comes first).
+                    if code != STORE_CONSUMER_OFFSET_CODE
+                        || self.admit_offset(&request.body).is_ok()
+                    {
+                        self.roster.behind = None;
+                        self.behind_by = 0;
+                    }
+                }
                 let admitted = if code == STORE_CONSUMER_OFFSET_CODE {
-                    let admitted = self.admit_offset(&request.body);
-                    self.offsets_behind = self.offsets_behind.saturating_sub(1);
-                    admitted
+                    self.admit_offset(&request.body)
                 } else {
                     Ok(())
                 };
