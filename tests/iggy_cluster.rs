@@ -292,6 +292,10 @@ fn failover(links: Links) {
             resumed - at
         );
     }
+    eprintln!(
+        "links {links:?}: commits made again after a retriable error: {}",
+        report["commit_retries"]
+    );
 }
 
 #[test]

@@ -2,7 +2,8 @@
 
 The test that runs this kills and restarts Iggy nodes meanwhile. Prints one JSON line: the
 values acknowledged (with when), the produce errors, the values the member consumed (in
-order), and the offset the group committed last.
+order), the offset the group committed last, and the commits made again after a retriable
+error.
 
     python cluster_failover.py BOOTSTRAP TOPIC GROUP SECONDS
 """
@@ -12,7 +13,7 @@ import sys
 import threading
 import time
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 bootstrap, topic, group, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 
@@ -49,6 +50,31 @@ def produce(stop):
 
 consumed = []
 committed = [None]
+# Commits that failed with an error Kafka's clients retry and were made again, as an
+# application does while its group's coordinator rides out a failover.
+commit_retries = []
+RETRIABLE = {
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+}
+
+
+def commit(c):
+    deadline = time.time() + 120
+    while True:
+        try:
+            c.commit(asynchronous=False)
+            return
+        except KafkaException as e:
+            err = e.args[0]
+            if err.code() not in RETRIABLE or time.time() > deadline:
+                raise
+            commit_retries.append(str(err))
+            time.sleep(0.5)
 
 
 def consume(done):
@@ -76,9 +102,9 @@ def consume(done):
         consumed.append(int(m.value()))
         since_commit += 1
         if since_commit >= 200:
-            c.commit(asynchronous=False)
+            commit(c)
             since_commit = 0
-    c.commit(asynchronous=False)
+    commit(c)
     got = c.committed([TopicPartition(topic, 0)], timeout=30)
     committed[0] = got[0].offset
     c.close()
@@ -102,6 +128,7 @@ print(
             "errors": errors,
             "consumed": consumed,
             "committed": committed[0],
+            "commit_retries": commit_retries,
         }
     )
 )
