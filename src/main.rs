@@ -298,7 +298,8 @@ struct Args {
     max_in_flight_requests: usize,
 
     /// A request whose backend work takes longer than this, in milliseconds, is answered
-    /// with REQUEST_TIMED_OUT (or its connection closed where the API has no such code).
+    /// with REQUEST_TIMED_OUT (a group coordinator's call with COORDINATOR_NOT_AVAILABLE, or
+    /// its connection closed where the API has no such code).
     #[arg(
         long,
         env = "IGGY_KAFKA_REQUEST_TIMEOUT_MS",

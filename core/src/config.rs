@@ -102,7 +102,8 @@ pub struct Config {
     /// takes no more input.
     pub max_in_flight_bytes: usize,
     /// A request whose commands have not completed after this long is answered with
-    /// REQUEST_TIMED_OUT where the API has a code for it, or closes the connection.
+    /// REQUEST_TIMED_OUT where the API has a code for it (a group coordinator's call with
+    /// COORDINATOR_NOT_AVAILABLE, as Kafka's), or closes the connection.
     pub request_timeout: Duration,
     /// How many bytes the compressed batches of one produce request may inflate to.
     pub max_decompressed_bytes: usize,

@@ -704,6 +704,92 @@ fn a_join_waits_for_its_rebalance_beyond_the_request_timeout() {
     assert_eq!((j.error_code, j.generation_id), (0, 3));
 }
 
+/// A group coordinator's call that the store does not answer in time, or answers as
+/// unavailable, is COORDINATOR_NOT_AVAILABLE, as Kafka's coordinator answers a write of its
+/// log that timed out: clients retry it, where REQUEST_TIMED_OUT ends a Java KIP-848
+/// consumer.
+#[test]
+fn group_calls_the_store_leaves_unanswered_are_coordinator_not_available() {
+    use iggy_kafka_core::backend::BackendError;
+    use iggy_kafka_core::group::{GroupCall, GroupReply};
+    use iggy_kafka_core::protocol::error_code::ErrorCode;
+    let commit_codes = |r: &[(i32, Response)]| -> Vec<i16> {
+        let Response::OffsetCommit(c) = &r[0].1 else {
+            panic!("OffsetCommit")
+        };
+        c.topics[0]
+            .partitions
+            .iter()
+            .map(|p| p.error_code)
+            .collect()
+    };
+    let mut config = Config::default();
+    config.request_timeout = Duration::from_secs(5);
+    let mut h = Harness::new(config);
+    // A commit whose write hangs past the request timeout.
+    h.send(8, 1, &offset_commit("g", 5));
+    let cmds = h.commands();
+    assert!(matches!(&cmds[0].1, Work::Group(GroupCall::Commit(_))));
+    h.complete(
+        cmds[0].0,
+        Outcome::Group(GroupReply::Commit(ErrorCode::NONE)),
+    );
+    let write = h.commands();
+    assert_eq!(write.len(), 1, "the write");
+    h.advance(Duration::from_secs(5));
+    let answered = h.responses(ApiKey::OffsetCommit, 8);
+    assert_eq!(
+        commit_codes(&answered),
+        [i16::from(ErrorCode::COORDINATOR_NOT_AVAILABLE)]
+    );
+    // The write ends late; the group's next call goes after it.
+    h.complete(
+        write[0].0,
+        Outcome::Store(Completion::CommitOffsets(vec![Ok(())])),
+    );
+    // A commit the store refuses as unavailable.
+    h.send(8, 2, &offset_commit("g", 6));
+    let cmds = h.commands();
+    h.complete(
+        cmds[0].0,
+        Outcome::Group(GroupReply::Commit(ErrorCode::NONE)),
+    );
+    let cmds = h.commands();
+    h.complete(
+        cmds[0].0,
+        Outcome::Store(Completion::CommitOffsets(vec![Err(
+            BackendError::Unavailable("Iggy did not answer".into()),
+        )])),
+    );
+    let answered = h.responses(ApiKey::OffsetCommit, 8);
+    assert_eq!(
+        commit_codes(&answered),
+        [i16::from(ErrorCode::COORDINATOR_NOT_AVAILABLE)]
+    );
+    // A heartbeat the coordinator does not answer in time.
+    use iggy_kafka_core::protocol::generated::heartbeat_request::HeartbeatRequest;
+    h.send(
+        4,
+        3,
+        &Request::Heartbeat(HeartbeatRequest {
+            group_id: "g".into(),
+            generation_id: 1,
+            member_id: "m".into(),
+            ..HeartbeatRequest::default()
+        }),
+    );
+    assert_eq!(h.commands().len(), 1, "the heartbeat's call");
+    h.advance(Duration::from_secs(5));
+    let answered = h.responses(ApiKey::Heartbeat, 4);
+    let Response::Heartbeat(hb) = &answered[0].1 else {
+        panic!("Heartbeat")
+    };
+    assert_eq!(
+        hb.error_code,
+        i16::from(ErrorCode::COORDINATOR_NOT_AVAILABLE)
+    );
+}
+
 /// A commit and a fetch of one group's offsets pipelined on one connection reach the
 /// backend one after the other, so the fetch sees the commit.
 #[test]

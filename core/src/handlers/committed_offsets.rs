@@ -159,8 +159,10 @@ impl Task for OffsetCommitTask {
                 match single(results) {
                     Some(Outcome::Store(Completion::CommitOffsets(rs))) => {
                         for ((ti, pi), r) in self.sent.iter().zip(rs) {
-                            self.codes[*ti][*pi] =
-                                Some(r.err().map_or(ErrorCode::NONE, |e| e.error_code()));
+                            self.codes[*ti][*pi] = Some(
+                                r.err()
+                                    .map_or(ErrorCode::NONE, |e| super::coordinator_error(&e)),
+                            );
                         }
                     }
                     _ => return self.respond(ErrorCode::UNKNOWN_SERVER_ERROR),
@@ -171,7 +173,7 @@ impl Task for OffsetCommitTask {
     }
 
     fn timed_out(&mut self, _ctx: &Ctx<'_>) -> Step {
-        self.respond(ErrorCode::REQUEST_TIMED_OUT)
+        self.respond(super::COORDINATOR_TIMED_OUT)
     }
 }
 
@@ -239,7 +241,9 @@ type FetchedGroup = Result<Vec<(String, Vec<FetchedPartition>)>, ErrorCode>;
 fn fetched(want: &FetchGroup, result: Option<Outcome>) -> FetchedGroup {
     let found = match result {
         Some(Outcome::Store(Completion::FetchOffsets(Ok(found)))) => found,
-        Some(Outcome::Store(Completion::FetchOffsets(Err(e)))) => return Err(e.error_code()),
+        Some(Outcome::Store(Completion::FetchOffsets(Err(e)))) => {
+            return Err(super::coordinator_error(&e))
+        }
         _ => return Err(ErrorCode::UNKNOWN_SERVER_ERROR),
     };
     let mut by_key: BTreeMap<(String, u32), CommittedOffset> = found
@@ -421,7 +425,7 @@ impl Task for OffsetFetchTask {
         let answers = self
             .groups
             .iter()
-            .map(|_| Err(ErrorCode::REQUEST_TIMED_OUT))
+            .map(|_| Err(super::COORDINATOR_TIMED_OUT))
             .collect();
         self.respond(ctx.version, answers)
     }
@@ -653,7 +657,7 @@ impl Task for OffsetDeleteTask {
                     self.respond(ErrorCode::NONE, ErrorCode::NONE)
                 }
                 Some(Outcome::Store(Completion::DeleteOffsets(Err(e)))) => {
-                    self.respond(e.error_code(), ErrorCode::NONE)
+                    self.respond(super::coordinator_error(&e), ErrorCode::NONE)
                 }
                 _ => self.respond(ErrorCode::UNKNOWN_SERVER_ERROR, ErrorCode::NONE),
             },
@@ -661,6 +665,6 @@ impl Task for OffsetDeleteTask {
     }
 
     fn timed_out(&mut self, _ctx: &Ctx<'_>) -> Step {
-        self.respond(ErrorCode::REQUEST_TIMED_OUT, ErrorCode::NONE)
+        self.respond(super::COORDINATOR_TIMED_OUT, ErrorCode::NONE)
     }
 }

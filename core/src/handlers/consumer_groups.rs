@@ -198,7 +198,10 @@ impl Task for ConsumerGroupHeartbeatTask {
     }
 
     fn timed_out(&mut self, _ctx: &Ctx<'_>) -> Step {
-        heartbeat_error(ErrorCode::REQUEST_TIMED_OUT, "The request timed out.")
+        heartbeat_error(
+            super::COORDINATOR_TIMED_OUT,
+            "The coordinator did not answer in time.",
+        )
     }
 }
 
@@ -352,6 +355,6 @@ impl Task for ConsumerGroupDescribeTask {
     }
 
     fn timed_out(&mut self, _ctx: &Ctx<'_>) -> Step {
-        self.all_failed(ErrorCode::REQUEST_TIMED_OUT)
+        self.all_failed(super::COORDINATOR_TIMED_OUT)
     }
 }

@@ -245,7 +245,7 @@ impl Task for HeartbeatTask {
     }
 
     fn timed_out(&mut self, _ctx: &Ctx<'_>) -> Step {
-        heartbeat_response(ErrorCode::REQUEST_TIMED_OUT)
+        heartbeat_response(super::COORDINATOR_TIMED_OUT)
     }
 }
 
@@ -324,7 +324,7 @@ impl Task for LeaveGroupTask {
     }
 
     fn timed_out(&mut self, ctx: &Ctx<'_>) -> Step {
-        self.respond(ctx.version, Err(ErrorCode::REQUEST_TIMED_OUT))
+        self.respond(ctx.version, Err(super::COORDINATOR_TIMED_OUT))
     }
 }
 
@@ -362,7 +362,9 @@ impl Task for ListGroupsTask {
         };
         let stored = match stored {
             Outcome::Store(Completion::ListGroups(Ok(names))) => names,
-            Outcome::Store(Completion::ListGroups(Err(e))) => return list_error(e.error_code()),
+            Outcome::Store(Completion::ListGroups(Err(e))) => {
+                return list_error(super::coordinator_error(&e))
+            }
             _ => return list_error(ErrorCode::UNKNOWN_SERVER_ERROR),
         };
         // Groups known only by their committed offsets are empty groups, as in Kafka.
@@ -428,7 +430,7 @@ impl Task for ListGroupsTask {
     }
 
     fn timed_out(&mut self, _ctx: &Ctx<'_>) -> Step {
-        list_error(ErrorCode::REQUEST_TIMED_OUT)
+        list_error(super::COORDINATOR_TIMED_OUT)
     }
 }
 
@@ -539,7 +541,7 @@ impl Task for DescribeGroupsTask {
         let stored: HashSet<String> = match stored {
             Outcome::Store(Completion::ListGroups(Ok(names))) => names.into_iter().collect(),
             Outcome::Store(Completion::ListGroups(Err(e))) => {
-                return self.respond(ctx, vec![Err(e.error_code()); n])
+                return self.respond(ctx, vec![Err(super::coordinator_error(&e)); n])
             }
             _ => return self.respond(ctx, vec![Err(ErrorCode::UNKNOWN_SERVER_ERROR); n]),
         };
@@ -587,7 +589,7 @@ impl Task for DescribeGroupsTask {
 
     fn timed_out(&mut self, ctx: &Ctx<'_>) -> Step {
         let n = self.req.groups.len();
-        self.respond(ctx, vec![Err(ErrorCode::REQUEST_TIMED_OUT); n])
+        self.respond(ctx, vec![Err(super::COORDINATOR_TIMED_OUT); n])
     }
 }
 
@@ -691,7 +693,9 @@ impl Task for DeleteGroupsTask {
                             ErrorCode::GROUP_ID_NOT_FOUND
                         }
                         (Outcome::Store(Completion::DeleteOffsets(Ok(_))), _) => ErrorCode::NONE,
-                        (Outcome::Store(Completion::DeleteOffsets(Err(e))), _) => e.error_code(),
+                        (Outcome::Store(Completion::DeleteOffsets(Err(e))), _) => {
+                            super::coordinator_error(&e)
+                        }
                         _ => ErrorCode::UNKNOWN_SERVER_ERROR,
                     };
                 }
@@ -702,7 +706,7 @@ impl Task for DeleteGroupsTask {
 
     fn timed_out(&mut self, _ctx: &Ctx<'_>) -> Step {
         self.respond(vec![
-            ErrorCode::REQUEST_TIMED_OUT;
+            super::COORDINATOR_TIMED_OUT;
             self.req.groups_names.len()
         ])
     }

@@ -2,6 +2,8 @@
 //! machine that asks for backend commands, is stepped with their completions, and ends with
 //! the response.
 
+use crate::backend::BackendError;
+use crate::protocol::error_code::ErrorCode;
 use crate::protocol::Request;
 
 pub(crate) mod acls;
@@ -27,6 +29,23 @@ pub(crate) mod topic_partitions;
 pub(crate) mod transactions;
 
 pub(crate) use task::{Ctx, Step, Task};
+
+/// What a group coordinator's API answers when the store did not answer in time: Kafka's
+/// group coordinator answers COORDINATOR_NOT_AVAILABLE for a write or read of its log that
+/// timed out (`GroupCoordinatorService`), which every client retries after looking the
+/// coordinator up again. REQUEST_TIMED_OUT is no answer Kafka gives there: the Java
+/// client's KIP-848 consumer takes it in a ConsumerGroupHeartbeat as a fatal error, and
+/// librdkafka gives up a commit over it sooner.
+pub(crate) const COORDINATOR_TIMED_OUT: ErrorCode = ErrorCode::COORDINATOR_NOT_AVAILABLE;
+
+/// A store error as a group coordinator's API answers it ([`COORDINATOR_TIMED_OUT`] for a
+/// store that did not answer).
+pub(crate) fn coordinator_error(e: &BackendError) -> ErrorCode {
+    match e {
+        BackendError::Unavailable(_) => COORDINATOR_TIMED_OUT,
+        other => other.error_code(),
+    }
+}
 
 /// The task serving `request`, or `None` for an API without a handler.
 pub(crate) fn task_for(request: Request) -> Option<Box<dyn Task>> {

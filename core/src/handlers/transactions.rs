@@ -517,7 +517,9 @@ impl Task for TxnOffsetCommitTask {
                 Some(Outcome::Store(Completion::ListTopics(Ok(topics)))) => {
                     Ok(topics.into_iter().map(|t| (t.name, t.partitions)).collect())
                 }
-                Some(Outcome::Store(Completion::ListTopics(Err(e)))) => Err(e.error_code()),
+                Some(Outcome::Store(Completion::ListTopics(Err(e)))) => {
+                    Err(super::coordinator_error(&e))
+                }
                 _ => Err(ErrorCode::UNKNOWN_SERVER_ERROR),
             };
             let member = if self.member_checked(ctx.version) {
