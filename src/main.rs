@@ -713,7 +713,9 @@ async fn connect_iggy(
 
 /// mimalloc keeps freed memory for reuse: with the system allocator, each large request
 /// buffer freed went back to the kernel and the next one was faulted in page by page, a
-/// fifth of the gateway's CPU producing 1 KiB records into Iggy (docs/BENCHMARKS.md).
+/// fifth of the gateway's CPU producing 1 KiB records into Iggy. It is built without
+/// transparent huge pages (`no_thp`): zeroing a fresh 2 MiB page on first touch put a
+/// millisecond tail on produce latency (docs/BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
