@@ -37,7 +37,9 @@
 //! every record is, so that no other Iggy user can complete a generation).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -265,6 +267,10 @@ struct Followed {
     entries: BTreeMap<(String, i8), (Option<ScramCredential>, u64)>,
     /// The greatest place given.
     places: u64,
+    /// How many records read of the generation this gateway cannot read (sealed under
+    /// another key, or not a change it knows): it then neither compacts the generation
+    /// (that would drop them) nor deletes it.
+    unreadable: u64,
 }
 
 impl Followed {
@@ -310,13 +316,38 @@ impl Followed {
     }
 }
 
-/// The most rounds of copying what landed in the old generation during a compaction; a
-/// store past them writes to the new generation itself.
+/// The most rounds of copying what landed in the old generation during a compaction. A
+/// compaction whose last round still found something new gives up: only a round that
+/// finds nothing new tells that every later store copies itself after every copy.
 const MAX_COPY_ROUNDS: usize = 8;
+
+/// The most listings a store makes while writing itself into the generations newer than
+/// the one it landed in (each finds a newer one only after a compaction completed).
+const MAX_NEWER_ROUNDS: usize = 16;
 
 /// Compaction starts past this many records in a generation, when they are more than
 /// twice the live credentials.
 pub(crate) const COMPACT_AFTER: u64 = 256;
+
+/// The longest a compaction may take, on its gateway's clock, from just before it creates
+/// the next generation to the reply to its marker. Past it, the compactor writes no
+/// marker (it deletes the new generation instead); a marker answered past it completes
+/// the new generation, but the compactor then leaves the old one in place (a gateway
+/// deletes it at its next start), as another gateway may be deleting the new one as
+/// stale.
+pub(crate) const COMPACTION_BOUND: Duration = Duration::from_secs(60);
+
+/// How long a generation newer than the one read must be seen unfinished, and not
+/// growing, before a gateway deletes it: its compactor has then given up or died. Its
+/// compactor created it before it was first seen, and stops at [`COMPACTION_BOUND`] from
+/// before that; the rest is room for requests still in flight (a reply waits 30 s by
+/// default) and for clocks that do not run at quite the same rate.
+pub(crate) const STALE_AFTER: Duration = Duration::from_secs(300);
+
+/// How often a gateway that follows the topic lists its generations even though the one
+/// it reads is still there: a compaction whose marker was answered late leaves the old
+/// generation in place, and the gateways reading it move to the new one this way.
+const LIST_EVERY: Duration = Duration::from_secs(30);
 
 /// The credentials as the topic holds them.
 pub(crate) struct ScramStore {
@@ -331,10 +362,42 @@ pub(crate) struct ScramStore {
     pinned: Mutex<BTreeSet<(String, i8)>>,
     /// Whether this gateway compacts the topic ([`crate::IggyConfig::scram_compaction`]).
     compaction: bool,
+    /// Generations newer than the one read, seen unfinished: since when, at which length.
+    unfinished: Mutex<BTreeMap<u64, (Instant, u64)>>,
+    /// When the generations were last listed.
+    listed: Mutex<Option<Instant>>,
+    /// Whether the warning that records this gateway cannot read hold compaction back was
+    /// given (once: it would come at every store otherwise).
+    held_back: AtomicBool,
 }
 
-/// One generation read: the records, with their offsets, and the offset after the last.
-type Read = (Vec<(u64, Bytes)>, u64);
+/// One generation read whole, nothing applied.
+#[derive(Default)]
+struct Scan {
+    /// What it holds.
+    replayed: Replayed,
+    /// Whether it is complete: the first, or a compacted one with its marker.
+    complete: bool,
+    /// The records this gateway cannot read.
+    skipped: Skipped,
+    /// The offset after its last record.
+    end: u64,
+}
+
+/// Records of a generation this gateway cannot read.
+#[derive(Default, Clone, Copy)]
+struct Skipped {
+    /// Sealed under another key (or not sealed).
+    unopened: u64,
+    /// Sealed under this gateway's key, but not a change it knows.
+    unknown: u64,
+}
+
+impl Skipped {
+    fn total(self) -> u64 {
+        self.unopened + self.unknown
+    }
+}
 
 impl ScramStore {
     /// No credentials yet; records sealed under the key of `secret` (the gateway's Iggy
@@ -346,6 +409,9 @@ impl ScramStore {
             state: Mutex::default(),
             pinned: Mutex::default(),
             compaction,
+            unfinished: Mutex::default(),
+            listed: Mutex::default(),
+            held_back: AtomicBool::new(false),
         }
     }
 
@@ -355,14 +421,17 @@ impl ScramStore {
     }
 
     /// Replays the newest complete generation (nothing when there is none yet) and deletes
-    /// the others: older ones, and a newer one a compaction left unfinished.
+    /// the older ones that hold nothing this gateway cannot read. A newer, unfinished one
+    /// may be a compaction under way through another gateway: it is left, and deleted
+    /// only once seen stale ([`STALE_AFTER`]).
     pub(crate) async fn open(&self, catalog: &Catalog, reads: &Reads) -> Result<(), BackendError> {
         let _gate = self.gate.enter().await;
-        let generations = generations(catalog).await?;
-        let adopted = self.switch(catalog, reads, &generations).await?;
-        let current = lock(&self.state).generation;
-        for g in generations.into_iter().filter(|g| adopted && *g != current) {
-            drop_topic(catalog, g).await;
+        let generations = self.list(catalog).await?;
+        if self.switch(catalog, reads, &generations).await? {
+            let current = lock(&self.state).generation;
+            for &g in generations.iter().filter(|g| **g < current) {
+                self.drop_if_readable(catalog, reads, g).await?;
+            }
         }
         let state = lock(&self.state);
         if !state.entries.is_empty() {
@@ -397,11 +466,19 @@ impl ScramStore {
         since: u64,
     ) -> Result<Vec<(ScramChange, u64)>, BackendError> {
         let _gate = self.gate.enter().await;
-        if self.catch_up(catalog, reads, &[]).await?.is_none() {
-            // The generation is gone: another gateway compacted the topic into a newer one.
-            let generations = generations(catalog).await?;
-            self.switch(catalog, reads, &generations).await?;
+        let now = catalog.calls().clock().now();
+        let due =
+            lock(&self.listed).is_none_or(|at| now.saturating_duration_since(at) >= LIST_EVERY);
+        // Gone: another gateway compacted the topic into a newer generation.
+        let gone = self.catch_up(catalog, reads, &[]).await?.is_none();
+        if gone || due {
+            let generations = self.list(catalog).await?;
+            let current = lock(&self.state).generation;
+            if gone || generations.first().is_some_and(|&g| g > current) {
+                self.switch(catalog, reads, &generations).await?;
+            }
         }
+        self.reap(catalog, reads).await?;
         Ok(lock(&self.state)
             .entries
             .iter()
@@ -439,7 +516,7 @@ impl ScramStore {
             match append(catalog, &topic_name(generation), &records).await {
                 Ok(()) => break,
                 Err(BackendError::UnknownTopic(_)) => {
-                    let generations = generations(catalog).await?;
+                    let generations = self.list(catalog).await?;
                     if self.switch(catalog, reads, &generations).await? {
                         let now = lock(&self.state).generation;
                         if now != generation {
@@ -458,11 +535,8 @@ impl ScramStore {
                 Err(e) => return Err(e),
             }
         }
-        // A compaction into a newer generation may have read this one before the records
-        // landed, and will delete it: they go to the newer one too.
-        let newest = generations(catalog).await?;
-        if let Some(&newer) = newest.first().filter(|&&g| g > generation) {
-            append(catalog, &topic_name(newer), &records).await?;
+        let newest = self.write_newer(catalog, generation, &records).await?;
+        if newest.first().is_some_and(|&g| g > generation) {
             self.switch(catalog, reads, &newest).await?;
         }
         let mut own = self
@@ -484,6 +558,50 @@ impl ScramStore {
         Ok(place)
     }
 
+    /// Writes `records`, landed in `generation`, into every newer generation too, oldest
+    /// first, until a listing shows none newer than the last written; the last listing.
+    ///
+    /// A compaction of `generation` may have read it before they landed, and will delete
+    /// it once its own is complete; an unfinished one may be given up, which is why every
+    /// newer one gets them, not the newest only. Order holds with any number of storers:
+    /// a compaction copies what it read of the old generation, latest value per
+    /// credential, in rounds, and completes only after a round that found nothing new.
+    /// A copy of an older value can land in the new generation after these records only
+    /// if the round that made it read the old generation before they landed there; they
+    /// landed before this listing, this listing came before they were written into the
+    /// new one, and that before the copy: the compactor's next round reads them and copies
+    /// them again, after its copy. A store that lands after the round that found nothing
+    /// new lists the new generation (created before that round) and writes itself there
+    /// after every copy. Two stores of one credential that both land in the old generation
+    /// may end in the new one in the other order than in the old one: both were under way
+    /// at once, so either order is one Kafka allows, and every gateway ends reading the new
+    /// one. A generation deleted before these records reached it was compacted into a
+    /// newer one (listed next, and written then) or was an unfinished one given up.
+    async fn write_newer(
+        &self,
+        catalog: &Catalog,
+        generation: u64,
+        records: &[Bytes],
+    ) -> Result<Vec<u64>, BackendError> {
+        let mut last = generation;
+        for _ in 0..MAX_NEWER_ROUNDS {
+            let listed = self.list(catalog).await?;
+            let newer: Vec<u64> = listed.iter().rev().copied().filter(|&g| g > last).collect();
+            if newer.is_empty() {
+                return Ok(listed);
+            }
+            for g in newer {
+                match append(catalog, &topic_name(g), records).await {
+                    Ok(()) | Err(BackendError::UnknownTopic(_)) => last = g,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Err(BackendError::Unavailable(
+            "the SCRAM credentials generations kept changing as a change was written".into(),
+        ))
+    }
+
     fn wants_compaction(&self) -> bool {
         if !self.compaction {
             return false;
@@ -494,8 +612,8 @@ impl ScramStore {
     }
 
     /// Reads the current generation from where this gateway stopped to its end, applying
-    /// each record; the places of those among `own`. `None` when the generation does not
-    /// exist.
+    /// each record, poll batch by poll batch; the places of those among `own`. `None` when
+    /// the generation does not exist.
     async fn catch_up(
         &self,
         catalog: &Catalog,
@@ -506,41 +624,45 @@ impl ScramStore {
             let state = lock(&self.state);
             (state.generation, state.next)
         };
-        let Some((records, end)) = read(catalog, reads, generation, from).await? else {
-            return Ok(None);
-        };
         let mut places = Vec::new();
-        let mut state = lock(&self.state);
-        if state.generation != generation || state.next != from {
-            return Ok(Some(places));
-        }
-        let mut unopened = 0;
-        for (offset, payload) in records {
-            match self.change(&payload, offset, &mut unopened) {
-                Some(Record::Change(c)) => {
-                    let place = state.apply(c);
-                    if own.contains(&payload) {
-                        places.push(place);
-                    }
-                }
-                Some(Record::Complete) | None => {}
+        let mut skipped = Skipped::default();
+        let end = read(catalog, reads, generation, from, |batch, end| {
+            let mut state = lock(&self.state);
+            if state.generation != generation {
+                return;
             }
-        }
-        state.next = end;
-        drop(state);
-        warn_unopened(unopened);
-        Ok(Some(places))
+            for (offset, payload) in batch {
+                if offset < state.next {
+                    continue;
+                }
+                match self.change(&payload, offset, &mut skipped) {
+                    Some(Record::Change(c)) => {
+                        let place = state.apply(c);
+                        if own.contains(&payload) {
+                            places.push(place);
+                        }
+                    }
+                    Some(Record::Complete) => {}
+                    None => state.unreadable += 1,
+                }
+            }
+            state.next = state.next.max(end);
+        })
+        .await?;
+        warn_unopened(skipped.unopened);
+        Ok(end.map(|_| places))
     }
 
     /// The record a payload of the topic holds, when it opens and is one; counts those that
-    /// do not open.
-    fn change(&self, payload: &[u8], offset: u64, unopened: &mut u64) -> Option<Record> {
+    /// do not.
+    fn change(&self, payload: &[u8], offset: u64, skipped: &mut Skipped) -> Option<Record> {
         let Some(opened) = open(&self.key, payload) else {
-            *unopened += 1;
+            skipped.unopened += 1;
             return None;
         };
         let record = decode_record(&opened);
         if record.is_none() {
+            skipped.unknown += 1;
             tracing::warn!(
                 topic = TOPIC,
                 offset,
@@ -550,8 +672,39 @@ impl ScramStore {
         record
     }
 
+    /// Generation `g` read whole, applying nothing; `None` when it does not exist.
+    async fn scan(
+        &self,
+        catalog: &Catalog,
+        reads: &Reads,
+        g: u64,
+    ) -> Result<Option<Scan>, BackendError> {
+        let mut scan = Scan {
+            complete: g == 0,
+            ..Scan::default()
+        };
+        let end = read(catalog, reads, g, 0, |batch, _| {
+            for (offset, payload) in batch {
+                match self.change(&payload, offset, &mut scan.skipped) {
+                    Some(Record::Change(ScramChange::Set { user, credential })) => {
+                        let key = (user, credential.mechanism.kafka_type());
+                        scan.replayed.insert(key, Some(credential));
+                    }
+                    Some(Record::Change(ScramChange::Delete { user, mechanism })) => {
+                        scan.replayed.insert((user, mechanism.kafka_type()), None);
+                    }
+                    Some(Record::Complete) => scan.complete = true,
+                    None => {}
+                }
+            }
+        })
+        .await?;
+        Ok(end.map(|end| Scan { end, ..scan }))
+    }
+
     /// Replays the newest complete generation of `generations` (newest first) and takes it
-    /// as the state; false when there is none.
+    /// as the state; false when there is none. The unfinished ones newer than it are noted
+    /// ([`Self::reap`]).
     async fn switch(
         &self,
         catalog: &Catalog,
@@ -559,63 +712,152 @@ impl ScramStore {
         generations: &[u64],
     ) -> Result<bool, BackendError> {
         for &g in generations {
-            let Some((records, end)) = read(catalog, reads, g, 0).await? else {
+            let Some(scan) = self.scan(catalog, reads, g).await? else {
                 continue;
             };
-            let mut replayed = Replayed::new();
-            let (mut complete, mut unopened) = (g == 0, 0);
-            for (offset, payload) in records {
-                match self.change(&payload, offset, &mut unopened) {
-                    Some(Record::Change(ScramChange::Set { user, credential })) => {
-                        replayed
-                            .insert((user, credential.mechanism.kafka_type()), Some(credential));
-                    }
-                    Some(Record::Change(ScramChange::Delete { user, mechanism })) => {
-                        replayed.insert((user, mechanism.kafka_type()), None);
-                    }
-                    Some(Record::Complete) => complete = true,
-                    None => {}
-                }
-            }
-            if !complete {
-                tracing::warn!(
+            if !scan.complete {
+                tracing::info!(
                     generation = g,
-                    "a SCRAM credentials generation a compaction left unfinished is ignored"
+                    "a SCRAM credentials generation is unfinished (a compaction under way, \
+                     or left): the one before it is read"
                 );
+                self.note_unfinished(catalog, g, scan.end);
                 continue;
             }
-            warn_unopened(unopened);
-            lock(&self.state).adopt(g, end, replayed);
+            warn_unopened(scan.skipped.unopened);
+            let mut state = lock(&self.state);
+            state.adopt(g, scan.end, scan.replayed);
+            state.unreadable = scan.skipped.total();
+            lock(&self.unfinished).retain(|&u, _| u > g);
             return Ok(true);
         }
         Ok(false)
     }
 
+    /// Notes generation `g` seen unfinished at `len` records: since now, unless it was
+    /// seen so before at the same length.
+    fn note_unfinished(&self, catalog: &Catalog, g: u64, len: u64) {
+        let now = catalog.calls().clock().now();
+        let mut unfinished = lock(&self.unfinished);
+        if unfinished.get(&g).is_none_or(|&(_, seen)| seen != len) {
+            unfinished.insert(g, (now, len));
+        }
+    }
+
+    /// Deletes the newer generations seen unfinished, and not growing, for
+    /// [`STALE_AFTER`]: read again first, one that completed meanwhile is taken, and one
+    /// that grew, or holds records this gateway cannot read, is left.
+    async fn reap(&self, catalog: &Catalog, reads: &Reads) -> Result<(), BackendError> {
+        let now = catalog.calls().clock().now();
+        let current = lock(&self.state).generation;
+        let due: Vec<(u64, u64)> = lock(&self.unfinished)
+            .iter()
+            .filter(|(&g, &(since, _))| {
+                g > current && now.saturating_duration_since(since) >= STALE_AFTER
+            })
+            .map(|(&g, &(_, len))| (g, len))
+            .collect();
+        for (g, len) in due {
+            let Some(scan) = self.scan(catalog, reads, g).await? else {
+                lock(&self.unfinished).remove(&g);
+                continue;
+            };
+            if scan.complete {
+                let generations = self.list(catalog).await?;
+                self.switch(catalog, reads, &generations).await?;
+            } else if scan.skipped.total() > 0 {
+                // Another gateway's, under another key, complete to it: never deleted here.
+                warn_unreadable_kept(g, scan.skipped.total());
+                lock(&self.unfinished).insert(g, (now, scan.end));
+            } else if scan.end != len {
+                lock(&self.unfinished).insert(g, (now, scan.end));
+            } else {
+                tracing::info!(
+                    generation = g,
+                    "deleting a SCRAM credentials generation a compaction left unfinished"
+                );
+                drop_topic(catalog, g).await;
+                lock(&self.unfinished).remove(&g);
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes generation `g` (one older than the one read) unless it holds records this
+    /// gateway cannot read: those are another gateway's, whose key differs.
+    async fn drop_if_readable(
+        &self,
+        catalog: &Catalog,
+        reads: &Reads,
+        g: u64,
+    ) -> Result<(), BackendError> {
+        match self.scan(catalog, reads, g).await? {
+            Some(scan) if scan.skipped.total() > 0 => warn_unreadable_kept(g, scan.skipped.total()),
+            Some(_) => drop_topic(catalog, g).await,
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// The generations listed, newest first.
+    async fn list(&self, catalog: &Catalog) -> Result<Vec<u64>, BackendError> {
+        let listed = generations(catalog).await?;
+        *lock(&self.listed) = Some(catalog.calls().clock().now());
+        Ok(listed)
+    }
+
     /// Writes the credentials (and the pinned deletions) into the next generation, closed
     /// by a marker, and deletes the current one: until the marker is written, the current
     /// generation is the one every gateway reads, so a crash loses nothing.
+    ///
+    /// Creating the next generation is the lock: only the gateway whose CreateTopic made
+    /// it compacts into it; one that finds it there leaves the compaction to its maker
+    /// (and deletes it once stale, [`Self::reap`]). Nothing is compacted while the current
+    /// generation holds records this gateway cannot read: it would drop them.
     async fn compact(&self, catalog: &Catalog, reads: &Reads) -> Result<(), BackendError> {
-        let current = lock(&self.state).generation;
-        let listed = generations(catalog).await?;
-        let next = listed
-            .first()
-            .copied()
-            .unwrap_or(current)
-            .max(current)
-            .checked_add(1)
-            .ok_or_else(|| {
-                BackendError::Unavailable("no SCRAM generation after the last".into())
-            })?;
-        create(catalog, next).await?;
-        if let Err(e) = self.write_generation(catalog, reads, next).await {
-            // Unfinished, so never read: it goes now rather than at the next start.
+        let (current, unreadable) = {
+            let state = lock(&self.state);
+            (state.generation, state.unreadable)
+        };
+        if unreadable > 0 {
+            self.warn_held_back(unreadable);
+            return Ok(());
+        }
+        let listed = self.list(catalog).await?;
+        if listed.first().is_some_and(|&g| g > current) {
+            // Compacted already, or being compacted through another gateway.
+            self.switch(catalog, reads, &listed).await?;
+            return self.reap(catalog, reads).await;
+        }
+        let next = current.checked_add(1).ok_or_else(|| {
+            BackendError::Unavailable("no SCRAM generation after the last".into())
+        })?;
+        let clock = catalog.calls().clock();
+        let deadline = clock.now() + COMPACTION_BOUND;
+        if !create_new(catalog, next).await? {
+            self.note_unfinished(catalog, next, u64::MAX);
+            return Ok(());
+        }
+        if let Err(e) = self.write_generation(catalog, reads, next, deadline).await {
+            // No marker was sent, so it is never read: it goes now rather than when stale.
             drop_topic(catalog, next).await;
             return Err(e);
         }
-        // Complete: the old generation goes, and this gateway reads the new one (at its
-        // next read, if not now: the old one is gone).
-        drop_topic(catalog, current).await;
-        match generations(catalog).await {
+        let name = topic_name(next);
+        append(catalog, &name, &[seal(&self.key, &COMPLETE)?]).await?;
+        if clock.now() >= deadline {
+            // Another gateway may be deleting it as stale: the old one stays.
+            tracing::warn!(
+                generation = next,
+                "the SCRAM credentials compaction completed past its bound; the old \
+                 generation is left to the next start"
+            );
+        } else {
+            // Complete: the old generation goes, and this gateway reads the new one (at
+            // its next read, if not now: the old one is gone).
+            drop_topic(catalog, current).await;
+        }
+        match self.list(catalog).await {
             Ok(all) => {
                 self.switch(catalog, reads, &all).await?;
             }
@@ -626,16 +868,28 @@ impl ScramStore {
         Ok(())
     }
 
-    /// The compaction of generation `current` into `next`, once `next` exists.
+    /// The compaction of the current generation into `next`, once this gateway made
+    /// `next`, up to its marker; fails past `deadline`.
     async fn write_generation(
         &self,
         catalog: &Catalog,
         reads: &Reads,
         next: u64,
+        deadline: Instant,
     ) -> Result<(), BackendError> {
+        let clock = catalog.calls().clock();
+        let late = || {
+            BackendError::Unavailable(format!(
+                "the SCRAM credentials compaction took longer than {} s",
+                COMPACTION_BOUND.as_secs()
+            ))
+        };
         let snapshot = self.snapshot();
         let name = topic_name(next);
         for chunk in snapshot.chunks(1000) {
+            if clock.now() >= deadline {
+                return Err(late());
+            }
             let sealed: Vec<Bytes> = chunk
                 .iter()
                 .map(|c| seal(&self.key, &encode(c)))
@@ -643,14 +897,21 @@ impl ScramStore {
             append(catalog, &name, &sealed).await?;
         }
         // What lands in the current generation meanwhile goes after it, until a read of
-        // the current generation finds nothing new after the last copy: a store that lands
-        // later finds the new generation and writes there too, after every copy, so no
-        // copy of an older value can come after it.
+        // the current generation finds nothing new after the last copy (why that keeps
+        // the order: [`Self::write_newer`]).
         let mut held = self.values();
+        let mut quiet = false;
         for _ in 0..MAX_COPY_ROUNDS {
             if self.catch_up(catalog, reads, &[]).await?.is_none() {
                 return Err(BackendError::Unavailable(
                     "the SCRAM credentials generation went during compaction".into(),
+                ));
+            }
+            let unreadable = lock(&self.state).unreadable;
+            if unreadable > 0 {
+                self.warn_held_back(unreadable);
+                return Err(BackendError::Unavailable(
+                    "records this gateway cannot read landed during compaction".into(),
                 ));
             }
             let now = self.values();
@@ -661,18 +922,41 @@ impl ScramStore {
                 .map(|c| seal(&self.key, &encode(&c)))
                 .collect::<Result<_, _>>()?;
             if copies.is_empty() {
+                quiet = true;
                 break;
+            }
+            if clock.now() >= deadline {
+                return Err(late());
             }
             append(catalog, &name, &copies).await?;
             held = now;
         }
-        append(catalog, &name, &[seal(&self.key, &COMPLETE)?]).await?;
+        if !quiet {
+            return Err(BackendError::Unavailable(
+                "the SCRAM credentials kept changing during compaction".into(),
+            ));
+        }
+        if clock.now() >= deadline {
+            return Err(late());
+        }
         tracing::info!(
             generation = next,
             records = snapshot.len(),
             "compacted the SCRAM credentials"
         );
         Ok(())
+    }
+
+    fn warn_held_back(&self, unreadable: u64) {
+        if !self.held_back.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                topic = TOPIC,
+                records = unreadable,
+                "the SCRAM credentials topic is not compacted: it holds records this gateway \
+                 cannot read (sealed under another gateway's Iggy credentials, or written by \
+                 another Iggy user), which compaction would drop"
+            );
+        }
     }
 
     /// The credentials as changes that set them, and the pinned deletions.
@@ -722,6 +1006,15 @@ fn warn_unopened(unopened: u64) {
     }
 }
 
+fn warn_unreadable_kept(generation: u64, records: u64) {
+    tracing::warn!(
+        topic = %topic_name(generation),
+        records,
+        "a SCRAM credentials generation holding records this gateway cannot read is not \
+         deleted (another gateway's, logged in to Iggy with another secret?)"
+    );
+}
+
 /// The credentials topic's generations in the stream, newest first.
 async fn generations(catalog: &Catalog) -> Result<Vec<u64>, BackendError> {
     let mut all: Vec<u64> = catalog
@@ -734,16 +1027,19 @@ async fn generations(catalog: &Catalog) -> Result<Vec<u64>, BackendError> {
     Ok(all)
 }
 
-/// Generation `g` from offset `from` to its end; `None` when it does not exist.
+/// Generation `generation` from offset `from` to its end, one poll's records at a time
+/// given to `each` with the offset after them (so that memory is bounded by a poll, not
+/// by the generation, which any Iggy user that may send to the stream can grow); the
+/// offset after the last record, or `None` when the generation does not exist.
 async fn read(
     catalog: &Catalog,
     reads: &Reads,
     generation: u64,
     from: u64,
-) -> Result<Option<Read>, BackendError> {
+    mut each: impl FnMut(Vec<(u64, Bytes)>, u64),
+) -> Result<Option<u64>, BackendError> {
     let topic = topic_name(generation);
     let mut next = from;
-    let mut records = Vec::new();
     loop {
         let body = match reads
             .poll(catalog, &topic, 0, WirePollingStrategy::offset(next), 1000)
@@ -760,9 +1056,15 @@ async fn read(
             break;
         };
         next = last + 1;
-        records.extend(messages.iter().map(|(o, m)| (o, m.payload.clone())));
+        each(
+            messages
+                .iter()
+                .map(|(o, m)| (o, m.payload.clone()))
+                .collect(),
+            next,
+        );
     }
-    Ok(Some((records, next)))
+    Ok(Some(next))
 }
 
 async fn append(catalog: &Catalog, topic: &str, records: &[Bytes]) -> Result<(), BackendError> {
@@ -794,7 +1096,13 @@ async fn append(catalog: &Catalog, topic: &str, records: &[Bytes]) -> Result<(),
         })
 }
 
+/// Creates generation `generation` where none is; one already there is taken.
 async fn create(catalog: &Catalog, generation: u64) -> Result<(), BackendError> {
+    create_new(catalog, generation).await.map(|_| ())
+}
+
+/// Creates generation `generation`: true when this call made it, false when it was there.
+async fn create_new(catalog: &Catalog, generation: u64) -> Result<bool, BackendError> {
     let name = topic_name(generation);
     let request = CreateTopicRequest {
         stream_id: catalog.calls().stream().clone(),
@@ -808,7 +1116,8 @@ async fn create(catalog: &Catalog, generation: u64) -> Result<(), BackendError> 
         .call(admin_lane(&name), CREATE_TOPIC_CODE, request.to_bytes())
         .await
     {
-        Ok(_) | Err(Failure::Status(code::TOPIC_NAME_ALREADY_EXISTS)) => Ok(()),
+        Ok(_) => Ok(true),
+        Err(Failure::Status(code::TOPIC_NAME_ALREADY_EXISTS)) => Ok(false),
         Err(f) => Err(BackendError::Unavailable(format!(
             "cannot create the SCRAM credentials topic: {}",
             backend_error(f, &name, None)
