@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use iggy_kafka_core::backend::Execution;
 use iggy_kafka_core::sasl::{ScramChange, ScramCredential, ScramMechanism};
-use iggy_kafka_iggy_client::protocol::codes::POLL_MESSAGES_CODE;
+use iggy_kafka_iggy_client::protocol::codes::{GET_STREAM_CODE, POLL_MESSAGES_CODE};
 use iggy_kafka_iggy_client::Clock;
 
 use crate::scram;
@@ -217,6 +217,40 @@ fn a_gateway_starting_during_a_compaction_loses_nothing() {
             assert_eq!(restarted.scram_credentials(), expected, "{delays:?}");
         }
     }
+}
+
+/// Gateway B starts while A compacts generation 0 into 1: B lists both, reads 1 (no
+/// marker yet) and 0; then A completes 1 and deletes 0; then B goes on. B must not delete
+/// generation 1 now: both would be gone.
+#[test]
+fn a_gateway_starting_does_not_delete_a_generation_being_compacted_into() {
+    let (mut h, a) = filled();
+    let mut compacting = storing(&a, vec![version("alice", 999)]);
+    assert!(drive(&mut h, &mut compacting, |fake| {
+        batches(fake, 1).is_some_and(|n| n > 0)
+    })
+    .is_none());
+    let mut starting: Pin<Box<dyn Future<Output = _> + Send>> =
+        Box::pin(connecting(&h, config(false, OURS)));
+    let m = h.fake.seen.len();
+    // The listing of the generations, then two polls of each (the records, then the end).
+    let read_both = |fake: &FakeIggy| {
+        let seen = &fake.seen[m..];
+        seen.len() >= 5
+            && seen[seen.len() - 5] == GET_STREAM_CODE
+            && seen[seen.len() - 4..]
+                .iter()
+                .all(|c| *c == POLL_MESSAGES_CODE)
+    };
+    assert!(drive(&mut h, &mut starting, read_both).is_none());
+    stored(&h.run(compacting));
+    assert_eq!(generations(&h), [1]);
+    let b = h.run(starting).unwrap_or_else(|e| panic!("connect: {e}"));
+    let expected = vec![version("alice", 999), version("bob", 1)];
+    follow(&mut h, &b);
+    assert_eq!(b.scram_credentials(), expected);
+    let (_h, restarted) = h.restart();
+    assert_eq!(restarted.scram_credentials(), expected);
 }
 
 /// Two compacting gateways reaching the threshold at once, at every offset between
