@@ -230,14 +230,12 @@ struct Args {
     iggy_write_through: bool,
 
     /// Compact the stream's SCRAM credentials topic into generations once it holds more
-    /// than 256 records and twice the credentials. Only where one gateway stores the
-    /// stream's credentials: two gateways compacting, or storing through one while another
-    /// compacts, can race and bring a deleted credential back. false: the topic keeps every
-    /// change.
+    /// than 256 records and twice the credentials; any number of the stream's gateways may.
+    /// false: the topic keeps every change.
     #[arg(
         long,
         env = "IGGY_KAFKA_IGGY_SCRAM_COMPACTION",
-        default_value_t = false,
+        default_value_t = true,
         action = clap::ArgAction::Set,
         value_name = "BOOL"
     )]

@@ -19,8 +19,17 @@
 //! user and mechanism (and the deletions of the users file's credentials) goes into the
 //! next generation, then what landed in the old one meanwhile, then a marker
 //! ([`Record::Complete`]); then the old one is deleted. The newest complete generation is
-//! the one read; a store that lands in an old generation after a compaction read it
-//! finds the newer one and writes there too.
+//! the one read; a store that lands in a generation also writes itself into every newer
+//! one, as a compaction may have read it before the store landed.
+//!
+//! Several gateways may share the stream and compact it. Iggy has no compare-and-swap on
+//! messages, but CreateTopic is exclusive: only the gateway whose CreateTopic made
+//! generation `g + 1` compacts `g` into it, and one that finds it made leaves it alone.
+//! A gateway deletes a generation older than the one it reads, and a newer one only once
+//! it has seen it unfinished and not growing for [`STALE_AFTER`], longer than any
+//! compaction may take ([`COMPACTION_BOUND`]); it reads it again just before, and takes it
+//! if it completed. A generation holding records the gateway cannot read (another
+//! gateway's, whose Iggy secret differs) it neither deletes nor compacts.
 //!
 //! Each record is sealed with ChaCha20-Poly1305 under a key derived (HKDF-SHA256, salt
 //! [`SEAL_SALT`], the stream's name as info) from the secret of the gateway's own Iggy
@@ -565,9 +574,10 @@ impl ScramStore {
     /// it once its own is complete; an unfinished one may be given up, which is why every
     /// newer one gets them, not the newest only. Order holds with any number of storers:
     /// a compaction copies what it read of the old generation, latest value per
-    /// credential, in rounds, and completes only after a round that found nothing new.
-    /// A copy of an older value can land in the new generation after these records only
-    /// if the round that made it read the old generation before they landed there; they
+    /// credential, in rounds (its snapshot first), and completes only after a round that
+    /// found nothing new. A copy of an older value (the snapshot's included) can land in
+    /// the new generation after these records only if the read it came from was made
+    /// before they landed in the old generation; they
     /// landed before this listing, this listing came before they were written into the
     /// new one, and that before the copy: the compactor's next round reads them and copies
     /// them again, after its copy. A store that lands after the round that found nothing
