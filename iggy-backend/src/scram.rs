@@ -340,10 +340,10 @@ pub(crate) const COMPACT_AFTER: u64 = 256;
 
 /// The longest a compaction may take, on its gateway's clock, from just before it creates
 /// the next generation to the reply to its marker. Past it, the compactor writes no
-/// marker (it deletes the new generation instead); a marker answered past it completes
-/// the new generation, but the compactor then leaves the old one in place (a gateway
-/// deletes it at its next start), as another gateway may be deleting the new one as
-/// stale.
+/// marker, and leaves the new generation to be deleted as stale; a marker answered past
+/// it completes the new generation, but the compactor then leaves the old one in place (a
+/// gateway deletes it at its next start). Past it, another gateway may be deleting the
+/// new generation as stale, or have made it again for a compaction of its own.
 pub(crate) const COMPACTION_BOUND: Duration = Duration::from_secs(60);
 
 /// How long a generation newer than the one read must be seen unfinished, and not
@@ -850,7 +850,11 @@ impl ScramStore {
         }
         if let Err(e) = self.write_generation(catalog, reads, next, deadline).await {
             // No marker was sent, so it is never read: it goes now rather than when stale.
-            drop_topic(catalog, next).await;
+            // Past the bound it is left: another gateway may have deleted it as stale and
+            // made it again for a compaction of its own, perhaps completed.
+            if clock.now() < deadline {
+                drop_topic(catalog, next).await;
+            }
             return Err(e);
         }
         let name = topic_name(next);

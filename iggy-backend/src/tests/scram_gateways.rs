@@ -366,10 +366,10 @@ fn changes_stored_during_a_compaction_keep_their_order() {
     assert_eq!(restarted.scram_credentials(), expected);
 }
 
-/// A compaction cut short (its gateway died) leaves an unfinished generation: a gateway
-/// starting does not delete it (it may be a compaction under way), and deletes it only
-/// once it has stayed unfinished past the bound any compaction keeps to. A compactor past
-/// that bound writes no marker.
+/// A compaction cut short leaves an unfinished generation: a gateway starting does not
+/// delete it (it may be a compaction under way), and deletes it only once it has stayed
+/// unfinished past the bound any compaction keeps to. A compactor past that bound writes
+/// no marker.
 #[test]
 fn an_unfinished_generation_goes_only_once_stale() {
     let (mut h, a) = filled();
@@ -383,35 +383,60 @@ fn an_unfinished_generation_goes_only_once_stale() {
     assert_eq!(generations(&h), [0, 1], "the generation under way is left");
     follow(&mut h, &b);
     assert_eq!(generations(&h), [0, 1]);
-    // A takes longer than a compaction may: it gives its generation up.
+    // A takes longer than a compaction may: it gives its generation up, unfinished.
     h.clock.advance(PAST_BOUND);
     stored(&h.run(compacting));
-    assert_eq!(generations(&h), [0], "no marker past the bound");
+    assert_eq!(batches(&h.fake, 1), Some(1), "no marker past the bound");
     let expected = vec![version("alice", 999), version("bob", 1)];
     follow(&mut h, &b);
     assert_eq!(b.scram_credentials(), expected);
-    // A generation left by a compactor that died: gone once stale, not before.
-    let mut again = storing(&a, vec![version("alice", 1000)]);
-    assert!(drive(&mut h, &mut again, |fake| {
-        batches(fake, 1).is_some_and(|n| n > 0)
-    })
-    .is_none());
-    drop(again);
-    let (mut h, c) = h.restart();
-    assert_eq!(generations(&h), [0, 1]);
-    follow(&mut h, &c);
-    assert_eq!(generations(&h), [0, 1]);
+    assert_eq!(generations(&h), [0, 1], "not stale yet");
     h.clock.advance(PAST_STALE);
-    follow(&mut h, &c);
+    follow(&mut h, &b);
     assert_eq!(generations(&h), [0]);
+    // Compaction goes on afterwards.
+    store(&mut h, &b, vec![version("alice", 1000)]);
+    assert_eq!(generations(&h), [1]);
+    let (_h, restarted) = h.restart();
     assert_eq!(
-        c.scram_credentials(),
+        restarted.scram_credentials(),
         vec![version("alice", 1000), version("bob", 1)]
     );
-    // Compaction goes on afterwards.
-    let a = gateway(&mut h, true, OURS);
-    store(&mut h, &a, vec![version("alice", 1001)]);
+}
+
+/// A compactor stalled past staleness: its generation was deleted as stale, made again by
+/// another gateway's compaction, which completed and deleted the old one. The stalled
+/// one, giving up, must not delete that generation: it is the only one left.
+#[test]
+fn a_stalled_compactor_does_not_delete_the_generation_another_completed() {
+    let (mut h, a) = filled();
+    let mut stalled = storing(&a, vec![version("alice", 999)]);
+    // A's snapshot is written, and its read of generation 0 served.
+    let mut mark = None;
+    assert!(drive(&mut h, &mut stalled, |fake| {
+        if mark.is_none() && batches(fake, 1).is_some_and(|n| n > 0) {
+            mark = Some(fake.seen.len());
+        }
+        mark.is_some_and(|m| fake.seen[m..].contains(&POLL_MESSAGES_CODE))
+    })
+    .is_none());
+    let b = gateway(&mut h, true, OURS);
+    h.clock.advance(PAST_STALE);
+    follow(&mut h, &b);
+    assert_eq!(generations(&h), [0], "A's generation went as stale");
+    store(&mut h, &b, vec![version("carol", 1)]);
+    assert_eq!(generations(&h), [1], "B compacted");
+    let _ = h.run(stalled);
     assert_eq!(generations(&h), [1]);
+    let (_h, restarted) = h.restart();
+    assert_eq!(
+        credentials(&restarted),
+        vec![
+            version("alice", 999),
+            version("bob", 1),
+            version("carol", 1)
+        ]
+    );
 }
 
 /// A gateway whose Iggy secret differs cannot read the others' records: it neither
