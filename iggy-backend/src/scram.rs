@@ -371,13 +371,26 @@ pub(crate) struct ScramStore {
     pinned: Mutex<BTreeSet<(String, i8)>>,
     /// Whether this gateway compacts the topic ([`crate::IggyConfig::scram_compaction`]).
     compaction: bool,
-    /// Generations newer than the one read, seen unfinished: since when, at which length.
-    unfinished: Mutex<BTreeMap<u64, (Instant, u64)>>,
+    /// Generations newer than the one read, seen unfinished.
+    unfinished: Mutex<BTreeMap<u64, Unfinished>>,
+    /// The Iggy topic id of each generation, as last listed.
+    ids: Mutex<BTreeMap<u64, u32>>,
     /// When the generations were last listed.
     listed: Mutex<Option<Instant>>,
     /// Whether the warning that records this gateway cannot read hold compaction back was
     /// given (once: it would come at every store otherwise).
     held_back: AtomicBool,
+}
+
+/// A generation seen unfinished.
+#[derive(Clone, Copy)]
+struct Unfinished {
+    /// Since when, unchanged.
+    since: Instant,
+    /// How many records it held.
+    len: u64,
+    /// Its Iggy topic: a generation deleted and made again is another.
+    id: Option<u32>,
 }
 
 /// One generation read whole, nothing applied.
@@ -419,6 +432,7 @@ impl ScramStore {
             pinned: Mutex::default(),
             compaction,
             unfinished: Mutex::default(),
+            ids: Mutex::default(),
             listed: Mutex::default(),
             held_back: AtomicBool::new(false),
         }
@@ -745,12 +759,19 @@ impl ScramStore {
     }
 
     /// Notes generation `g` seen unfinished at `len` records: since now, unless it was
-    /// seen so before at the same length.
+    /// seen so before, the same topic at the same length.
     fn note_unfinished(&self, catalog: &Catalog, g: u64, len: u64) {
-        let now = catalog.calls().clock().now();
+        let seen = Unfinished {
+            since: catalog.calls().clock().now(),
+            len,
+            id: lock(&self.ids).get(&g).copied(),
+        };
         let mut unfinished = lock(&self.unfinished);
-        if unfinished.get(&g).is_none_or(|&(_, seen)| seen != len) {
-            unfinished.insert(g, (now, len));
+        if unfinished
+            .get(&g)
+            .is_none_or(|u| (u.len, u.id) != (seen.len, seen.id))
+        {
+            unfinished.insert(g, seen);
         }
     }
 
@@ -760,14 +781,12 @@ impl ScramStore {
     async fn reap(&self, catalog: &Catalog, reads: &Reads) -> Result<(), BackendError> {
         let now = catalog.calls().clock().now();
         let current = lock(&self.state).generation;
-        let due: Vec<(u64, u64)> = lock(&self.unfinished)
+        let due: Vec<(u64, Unfinished)> = lock(&self.unfinished)
             .iter()
-            .filter(|(&g, &(since, _))| {
-                g > current && now.saturating_duration_since(since) >= STALE_AFTER
-            })
-            .map(|(&g, &(_, len))| (g, len))
+            .filter(|(&g, u)| g > current && now.saturating_duration_since(u.since) >= STALE_AFTER)
+            .map(|(&g, &u)| (g, u))
             .collect();
-        for (g, len) in due {
+        for (g, seen) in due {
             let Some(scan) = self.scan(catalog, reads, g).await? else {
                 lock(&self.unfinished).remove(&g);
                 continue;
@@ -778,9 +797,16 @@ impl ScramStore {
             } else if scan.skipped.total() > 0 {
                 // Another gateway's, under another key, complete to it: never deleted here.
                 warn_unreadable_kept(g, scan.skipped.total());
-                lock(&self.unfinished).insert(g, (now, scan.end));
-            } else if scan.end != len {
-                lock(&self.unfinished).insert(g, (now, scan.end));
+                lock(&self.unfinished).remove(&g);
+                self.note_unfinished(catalog, g, scan.end);
+            } else if scan.end != seen.len || {
+                // Listed again: one deleted as stale by another gateway and made again
+                // since (for a compaction under way) is not the one seen.
+                self.list(catalog).await?;
+                lock(&self.ids).get(&g).copied() != seen.id
+            } {
+                lock(&self.unfinished).remove(&g);
+                self.note_unfinished(catalog, g, scan.end);
             } else {
                 tracing::info!(
                     generation = g,
@@ -813,7 +839,8 @@ impl ScramStore {
     async fn list(&self, catalog: &Catalog) -> Result<Vec<u64>, BackendError> {
         let listed = generations(catalog).await?;
         *lock(&self.listed) = Some(catalog.calls().clock().now());
-        Ok(listed)
+        *lock(&self.ids) = listed.iter().copied().collect();
+        Ok(listed.into_iter().map(|(g, _)| g).collect())
     }
 
     /// Writes the credentials (and the pinned deletions) into the next generation, closed
@@ -1029,13 +1056,14 @@ fn warn_unreadable_kept(generation: u64, records: u64) {
     );
 }
 
-/// The credentials topic's generations in the stream, newest first.
-async fn generations(catalog: &Catalog) -> Result<Vec<u64>, BackendError> {
-    let mut all: Vec<u64> = catalog
+/// The credentials topic's generations in the stream, newest first, with their Iggy
+/// topic ids.
+async fn generations(catalog: &Catalog) -> Result<Vec<(u64, u32)>, BackendError> {
+    let mut all: Vec<(u64, u32)> = catalog
         .stream_topics()
         .await?
         .iter()
-        .filter_map(|t| generation(t.name.as_str()))
+        .filter_map(|t| generation(t.name.as_str()).map(|g| (g, t.id)))
         .collect();
     all.sort_unstable_by(|a, b| b.cmp(a));
     Ok(all)

@@ -439,6 +439,69 @@ fn a_stalled_compactor_does_not_delete_the_generation_another_completed() {
     );
 }
 
+/// Two gateways find one unfinished generation stale. B deletes it first, then compacts
+/// into a generation of the same number (and, here, length); C, which saw the old one,
+/// must not take the new one for it: B completes it and deletes the old generation
+/// while C reads, and C deleting it would leave nothing.
+#[test]
+fn a_generation_made_again_is_not_the_stale_one() {
+    let (mut h, a) = filled();
+    let mut dying = storing(&a, vec![version("alice", 999)]);
+    assert!(drive(&mut h, &mut dying, |fake| {
+        batches(fake, 1).is_some_and(|n| n > 0)
+    })
+    .is_none());
+    drop(dying);
+    let b = gateway(&mut h, true, OURS);
+    let c = gateway(&mut h, false, OURS);
+    h.clock.advance(PAST_STALE);
+    follow(&mut h, &b);
+    assert_eq!(generations(&h), [0], "B deleted it as stale");
+    // B compacts into a new generation 1: its snapshot, as long as the old one's, and its
+    // read of generation 0.
+    let mut compacting = storing(&b, vec![version("alice", 1000)]);
+    let mut mark = None;
+    assert!(drive(&mut h, &mut compacting, |fake| {
+        if mark.is_none() && batches(fake, 1).is_some_and(|n| n > 0) {
+            mark = Some(fake.seen.len());
+        }
+        mark.is_some_and(|m| fake.seen[m..].contains(&POLL_MESSAGES_CODE))
+    })
+    .is_none());
+    // C looks at the generations, and reads generation 1 (and 0) again; B completes
+    // meanwhile; then C goes on.
+    let mut following: Pin<Box<dyn Future<Output = Completion> + Send>> =
+        match c.execute(Command::FollowScramCredentials { since: 0 }) {
+            Execution::Pending(f) => f,
+            Execution::Done(c) => Box::pin(std::future::ready(c)),
+        };
+    let m = h.fake.seen.len();
+    let read_again = |fake: &FakeIggy| {
+        let seen = &fake.seen[m..];
+        seen.iter()
+            .position(|c| *c == GET_STREAM_CODE)
+            .is_some_and(|at| {
+                seen[at..]
+                    .iter()
+                    .filter(|c| **c == POLL_MESSAGES_CODE)
+                    .count()
+                    >= 6
+            })
+    };
+    let followed = drive(&mut h, &mut following, read_again);
+    stored(&h.run(compacting));
+    assert_eq!(generations(&h), [1]);
+    if followed.is_none() {
+        let _ = h.run(following);
+    }
+    assert_eq!(generations(&h), [1]);
+    let (_h, restarted) = h.restart();
+    assert_eq!(
+        credentials(&restarted),
+        vec![version("alice", 1000), version("bob", 1)]
+    );
+}
+
 /// A gateway whose Iggy secret differs cannot read the others' records: it neither
 /// deletes their generation (to it, one without a marker) nor compacts one holding them.
 #[test]
