@@ -591,12 +591,11 @@ impl ScramStore {
     /// credential, in rounds (its snapshot first), and completes only after a round that
     /// found nothing new. A copy of an older value (the snapshot's included) can land in
     /// the new generation after these records only if the read it came from was made
-    /// before they landed in the old generation; they
-    /// landed before this listing, this listing came before they were written into the
-    /// new one, and that before the copy: the compactor's next round reads them and copies
-    /// them again, after its copy. A store that lands after the round that found nothing
-    /// new lists the new generation (created before that round) and writes itself there
-    /// after every copy. Two stores of one credential that both land in the old generation
+    /// before they landed in the old generation; they landed there before this listing,
+    /// this listing came before they were written into the new one, and that before the
+    /// copy: the compactor's next round reads them and copies them again, after its copy.
+    /// A store that lands after the round that found nothing new lists the new generation
+    /// (created before that round) and writes itself there after every copy. Two stores of one credential that both land in the old generation
     /// may end in the new one in the other order than in the old one: both were under way
     /// at once, so either order is one Kafka allows, and every gateway ends reading the new
     /// one. A generation deleted before these records reached it was compacted into a
