@@ -15,35 +15,43 @@
 //! order, and concurrent changes through several gateways end as the topic orders them.
 //!
 //! The topic is compacted into generations (`__kafka_gateway_scram`, then
-//! `__kafka_gateway_scram.<g>`), as the committed-offsets log is: the latest credential per
-//! user and mechanism (and the deletions of the users file's credentials) goes into the
-//! next generation, then what landed in the old one meanwhile, then a marker
-//! ([`Record::Complete`]); then the old one is deleted. The newest complete generation is
-//! the one read; a store that lands in a generation also writes itself into every newer
-//! one, as a compaction may have read it before the store landed.
+//! `__kafka_gateway_scram.<g>`), as the committed-offsets log is: a header naming the
+//! compaction (a random id), the latest credential per user and mechanism (and the
+//! deletions of the users file's credentials), then what landed in the old generation
+//! meanwhile, then a marker ([`Record::Complete`]) naming the header's compaction; then
+//! the older generations are deleted. The newest complete generation is the one read; a
+//! store that lands in a generation also writes itself into every newer one, as a
+//! compaction may have read it before the store landed.
 //!
 //! Several gateways may share the stream and compact it. Iggy has no compare-and-swap on
 //! messages, but CreateTopic is exclusive: only the gateway whose CreateTopic made
-//! generation `g + 1` compacts `g` into it, and one that finds it made leaves it alone.
-//! A gateway deletes a generation older than the one it reads, and a newer one only once
-//! it has seen it unfinished and not growing for [`STALE_AFTER`], longer than any
-//! compaction may take ([`COMPACTION_BOUND`]); it reads it again just before, and takes it
-//! if it completed. A generation holding records the gateway cannot read (another
-//! gateway's, whose Iggy secret differs) it neither deletes nor compacts.
+//! generation `g + 1` compacts `g` into it, and one that finds it made leaves it alone. A
+//! gateway deletes only generations older than the newest complete one; none deletes a
+//! newer, unfinished one, so nothing depends on how long a compaction takes. One that
+//! never completes (its compactor died) blocks compaction (the topic keeps every change
+//! meanwhile, as with compaction off) until an operator deletes it; a gateway that sees
+//! it unchanged for a while says so. A generation holding records the gateway cannot
+//! read (another gateway's, whose Iggy secret differs) it neither deletes nor compacts.
 //!
 //! Each record is sealed with ChaCha20-Poly1305 under a key derived (HKDF-SHA256, salt
 //! [`SEAL_SALT`], the stream's name as info) from the secret of the gateway's own Iggy
 //! credentials: any Iggy user with `send_messages` or `poll_messages` on the stream could
 //! otherwise plant a credential for a super user or read the keys. A record is the seal's
-//! version `1`, a random 96-bit nonce, then the ciphertext and tag of the change, with the
-//! version byte as associated data. A record that does not open is skipped at replay and
-//! counted (the gateway's Iggy credentials changed, or someone else wrote it).
+//! version `2`, a random 96-bit nonce, then the ciphertext and tag of the change, with the
+//! version byte and the generation's number (u64, little-endian) as associated data: a
+//! record copied into another generation does not open there. (Version `1` records,
+//! sealed with the version byte only, open in generation 0 only.) A record that does not
+//! open is skipped at replay and counted (the gateway's Iggy credentials changed, or
+//! someone else wrote it).
 //!
 //! The change (little-endian): version `1`; kind (1 set, 2 delete); the user as a
 //! u16-length string; the mechanism as Kafka's type (i8); for a set, the iteration count
-//! (u32), then the salt, StoredKey and ServerKey, each as u16-length bytes. The marker that
-//! completes a compacted generation is version `1`, kind 3, and nothing else (sealed as
-//! every record is, so that no other Iggy user can complete a generation).
+//! (u32), then the salt, StoredKey and ServerKey, each as u16-length bytes. A header is
+//! version `1`, kind 4, the generation (u64) and the compaction's 16-byte id; the marker is
+//! the same with kind 3. A marker completes its generation only after the generation's
+//! first header, naming the same generation and compaction: a marker of another
+//! compaction made under the same number (its generation deleted by an operator, and its
+//! compactor late) completes nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -112,8 +120,12 @@ fn get_bytes(p: &mut &[u8]) -> Option<Vec<u8>> {
 
 /// HKDF's salt for the sealing key.
 const SEAL_SALT: &[u8] = b"iggy-kafka-gateway scram credentials v1";
-/// The sealed record's version.
-const SEAL_VERSION: u8 = 1;
+/// The sealed record's version: the generation it was written for is in its associated
+/// data.
+const SEAL_VERSION: u8 = 2;
+/// The version of records sealed before the generation was bound to them: they open in
+/// generation 0 only, the one they were written to.
+const SEAL_VERSION_UNBOUND: u8 = 1;
 const NONCE_LEN: usize = 12;
 
 /// The key records are sealed under: from the gateway's Iggy credential secret and the
@@ -126,8 +138,16 @@ pub(crate) fn seal_key(secret: &[u8], stream: &str) -> Key {
     key
 }
 
-/// `payload` sealed under `key` with a fresh random nonce.
-fn seal(key: &Key, payload: &[u8]) -> Result<Bytes, BackendError> {
+/// The associated data of a record of `generation`: a record copied into another
+/// generation does not open there.
+fn bound(generation: u64) -> [u8; 9] {
+    let mut aad = [SEAL_VERSION; 9];
+    aad[1..].copy_from_slice(&generation.to_le_bytes());
+    aad
+}
+
+/// `payload` sealed under `key` for `generation`, with a fresh random nonce.
+fn seal(key: &Key, generation: u64, payload: &[u8]) -> Result<Bytes, BackendError> {
     let mut nonce = [0u8; NONCE_LEN];
     getrandom::fill(&mut nonce).map_err(|e| {
         BackendError::Unavailable(format!(
@@ -139,7 +159,7 @@ fn seal(key: &Key, payload: &[u8]) -> Result<Bytes, BackendError> {
             Nonce::from_slice(&nonce),
             Payload {
                 msg: payload,
-                aad: &[SEAL_VERSION],
+                aad: &bound(generation),
             },
         )
         .map_err(|_| BackendError::Unavailable("cannot seal a SCRAM credential record".into()))?;
@@ -150,22 +170,31 @@ fn seal(key: &Key, payload: &[u8]) -> Result<Bytes, BackendError> {
     Ok(b.freeze())
 }
 
-/// The payload a sealed record holds, when it opens under `key`.
-fn open(key: &Key, record: &[u8]) -> Option<Vec<u8>> {
+/// The payload a sealed record of `generation` holds, when it opens under `key`.
+fn open(key: &Key, generation: u64, record: &[u8]) -> Option<Vec<u8>> {
     let (&version, rest) = record.split_first()?;
-    if version != SEAL_VERSION || rest.len() < NONCE_LEN {
+    let aad = bound(generation);
+    let aad: &[u8] = match version {
+        SEAL_VERSION => &aad,
+        SEAL_VERSION_UNBOUND if generation == 0 => &[SEAL_VERSION_UNBOUND],
+        _ => return None,
+    };
+    if rest.len() < NONCE_LEN {
         return None;
     }
     let (nonce, sealed) = rest.split_at(NONCE_LEN);
     ChaCha20Poly1305::new(key)
-        .decrypt(
-            Nonce::from_slice(nonce),
-            Payload {
-                msg: sealed,
-                aad: &[SEAL_VERSION],
-            },
-        )
+        .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad })
         .ok()
+}
+
+/// A random compaction id, named by a generation's header and its marker.
+fn compaction_id() -> Result<CompactionId, BackendError> {
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id).map_err(|e| {
+        BackendError::Unavailable(format!("no random id for a SCRAM compaction: {e}"))
+    })?;
+    Ok(id)
 }
 
 /// One change as a record's payload.
@@ -191,25 +220,61 @@ pub(crate) fn encode(change: &ScramChange) -> Bytes {
     b.freeze()
 }
 
+/// The random id of one compaction: a generation's header and marker name it, so that a
+/// marker completes only the generation its own compaction made.
+type CompactionId = [u8; 16];
+
 /// A record of the topic, opened.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Record {
     /// A credential set or deleted.
     Change(ScramChange),
-    /// The end of a compacted generation's snapshot: the generation is complete.
-    Complete,
+    /// The first record a compaction writes into the generation it made.
+    Header {
+        generation: u64,
+        compaction: CompactionId,
+    },
+    /// The end of a compacted generation's snapshot: the generation is complete when its
+    /// header names the same compaction and comes before it.
+    Complete {
+        generation: u64,
+        compaction: CompactionId,
+    },
 }
 
-/// The payload of [`Record::Complete`].
-const COMPLETE: [u8; 2] = [1, 3];
+/// The kinds of [`Record::Complete`] and [`Record::Header`].
+const KIND_COMPLETE: u8 = 3;
+const KIND_HEADER: u8 = 4;
+
+/// A header's or marker's payload.
+fn encode_mark(kind: u8, generation: u64, compaction: &CompactionId) -> Bytes {
+    let mut b = BytesMut::with_capacity(26);
+    b.put_u8(1);
+    b.put_u8(kind);
+    b.put_u64_le(generation);
+    b.put_slice(compaction);
+    b.freeze()
+}
 
 /// The record a payload holds; `None` as for [`decode`].
 pub(crate) fn decode_record(p: &[u8]) -> Option<Record> {
-    if p == COMPLETE {
-        Some(Record::Complete)
-    } else {
-        decode(p).map(Record::Change)
+    if let [1, kind @ (KIND_COMPLETE | KIND_HEADER), rest @ ..] = p {
+        let (generation, compaction) = rest.split_first_chunk::<8>()?;
+        let compaction: CompactionId = compaction.try_into().ok()?;
+        let generation = u64::from_le_bytes(*generation);
+        return Some(if *kind == KIND_HEADER {
+            Record::Header {
+                generation,
+                compaction,
+            }
+        } else {
+            Record::Complete {
+                generation,
+                compaction,
+            }
+        });
     }
+    decode(p).map(Record::Change)
 }
 
 /// The change a record's payload holds; `None` for anything this gateway did not write,
@@ -286,13 +351,8 @@ impl Followed {
     /// Applies a change read from the topic (or stored), at the next place.
     fn apply(&mut self, change: ScramChange) -> u64 {
         self.places += 1;
-        let (key, value) = match change {
-            ScramChange::Set { user, credential } => {
-                ((user, credential.mechanism.kafka_type()), Some(credential))
-            }
-            ScramChange::Delete { user, mechanism } => ((user, mechanism.kafka_type()), None),
-        };
-        self.entries.insert(key, (value, self.places));
+        self.entries
+            .insert(entry_key(&change), (value(change), self.places));
         self.places
     }
 
@@ -338,24 +398,14 @@ const MAX_NEWER_ROUNDS: usize = 16;
 /// twice the live credentials.
 pub(crate) const COMPACT_AFTER: u64 = 256;
 
-/// The longest a compaction may take, on its gateway's clock, from just before it creates
-/// the next generation to the reply to its marker. Past it, the compactor writes no
-/// marker, and leaves the new generation to be deleted as stale; a marker answered past
-/// it completes the new generation, but the compactor then leaves the old one in place (a
-/// gateway deletes it at its next start). Past it, another gateway may be deleting the
-/// new generation as stale, or have made it again for a compaction of its own.
-pub(crate) const COMPACTION_BOUND: Duration = Duration::from_secs(60);
-
-/// How long a generation newer than the one read must be seen unfinished, and not
-/// growing, before a gateway deletes it: its compactor has then given up or died. Its
-/// compactor created it before it was first seen, and stops at [`COMPACTION_BOUND`] from
-/// before that; the rest is room for requests still in flight (a reply waits 30 s by
-/// default) and for clocks that do not run at quite the same rate.
-pub(crate) const STALE_AFTER: Duration = Duration::from_secs(300);
+/// The most listings a start or a switch makes when a generation it listed went before
+/// it was read (compacted into a newer one meanwhile).
+const MAX_SWITCH_ROUNDS: usize = 4;
 
 /// How often a gateway that follows the topic lists its generations even though the one
-/// it reads is still there: a compaction whose marker was answered late leaves the old
-/// generation in place, and the gateways reading it move to the new one this way.
+/// it reads is still there: a compaction whose marker's reply was lost leaves the old
+/// generation in place, and the gateways reading it move to the new one this way. Also
+/// how long a newer generation must stay unfinished and unchanged before it is warned of.
 const LIST_EVERY: Duration = Duration::from_secs(30);
 
 /// The credentials as the topic holds them.
@@ -373,8 +423,6 @@ pub(crate) struct ScramStore {
     compaction: bool,
     /// Generations newer than the one read, seen unfinished.
     unfinished: Mutex<BTreeMap<u64, Unfinished>>,
-    /// The Iggy topic id of each generation, as last listed.
-    ids: Mutex<BTreeMap<u64, u32>>,
     /// When the generations were last listed.
     listed: Mutex<Option<Instant>>,
     /// Whether the warning that records this gateway cannot read hold compaction back was
@@ -383,14 +431,15 @@ pub(crate) struct ScramStore {
 }
 
 /// A generation seen unfinished.
-#[derive(Clone, Copy)]
 struct Unfinished {
     /// Since when, unchanged.
     since: Instant,
     /// How many records it held.
     len: u64,
-    /// Its Iggy topic: a generation deleted and made again is another.
-    id: Option<u32>,
+    /// The compaction its header names, if it has one yet.
+    header: Option<CompactionId>,
+    /// Whether it was warned of.
+    warned: bool,
 }
 
 /// One generation read whole, nothing applied.
@@ -400,6 +449,10 @@ struct Scan {
     replayed: Replayed,
     /// Whether it is complete: the first, or a compacted one with its marker.
     complete: bool,
+    /// The compaction its header names.
+    header: Option<CompactionId>,
+    /// How many of the changes asked for were in it.
+    own: usize,
     /// The records this gateway cannot read.
     skipped: Skipped,
     /// The offset after its last record.
@@ -432,7 +485,6 @@ impl ScramStore {
             pinned: Mutex::default(),
             compaction,
             unfinished: Mutex::default(),
-            ids: Mutex::default(),
             listed: Mutex::default(),
             held_back: AtomicBool::new(false),
         }
@@ -445,16 +497,16 @@ impl ScramStore {
 
     /// Replays the newest complete generation (nothing when there is none yet) and deletes
     /// the older ones that hold nothing this gateway cannot read. A newer, unfinished one
-    /// may be a compaction under way through another gateway: it is left, and deleted
-    /// only once seen stale ([`STALE_AFTER`]).
+    /// is left: it may be a compaction under way through another gateway.
     pub(crate) async fn open(&self, catalog: &Catalog, reads: &Reads) -> Result<(), BackendError> {
         let _gate = self.gate.enter().await;
         let generations = self.list(catalog).await?;
-        if self.switch(catalog, reads, &generations).await? {
-            let current = lock(&self.state).generation;
-            for &g in generations.iter().filter(|g| **g < current) {
-                self.drop_if_readable(catalog, reads, g).await?;
-            }
+        if self
+            .switch(catalog, reads, generations, &[])
+            .await?
+            .is_some()
+        {
+            self.drop_older(catalog, reads).await?;
         }
         let state = lock(&self.state);
         if !state.entries.is_empty() {
@@ -498,10 +550,9 @@ impl ScramStore {
             let generations = self.list(catalog).await?;
             let current = lock(&self.state).generation;
             if gone || generations.first().is_some_and(|&g| g > current) {
-                self.switch(catalog, reads, &generations).await?;
+                self.switch(catalog, reads, generations, &[]).await?;
             }
         }
-        self.reap(catalog, reads).await?;
         Ok(lock(&self.state)
             .entries
             .iter()
@@ -529,18 +580,25 @@ impl ScramStore {
         if changes.is_empty() {
             return Ok(lock(&self.state).places);
         }
-        let records: Vec<Bytes> = changes
-            .iter()
-            .map(|c| seal(&self.key, &encode(c)))
-            .collect::<Result<_, _>>()?;
+        let plain: Vec<Bytes> = changes.iter().map(encode).collect();
         let mut generation = lock(&self.state).generation;
         let mut created = false;
         loop {
-            match append(catalog, &topic_name(generation), &records).await {
+            match append(
+                catalog,
+                &topic_name(generation),
+                &self.sealed(generation, &plain)?,
+            )
+            .await
+            {
                 Ok(()) => break,
                 Err(BackendError::UnknownTopic(_)) => {
                     let generations = self.list(catalog).await?;
-                    if self.switch(catalog, reads, &generations).await? {
+                    if self
+                        .switch(catalog, reads, generations, &[])
+                        .await?
+                        .is_some()
+                    {
                         let now = lock(&self.state).generation;
                         if now != generation {
                             generation = now;
@@ -558,36 +616,62 @@ impl ScramStore {
                 Err(e) => return Err(e),
             }
         }
-        let newest = self.write_newer(catalog, generation, &records).await?;
+        let newest = self.write_newer(catalog, generation, &plain).await?;
+        let mut place = None;
         if newest.first().is_some_and(|&g| g > generation) {
-            self.switch(catalog, reads, &newest).await?;
+            // The generation adopted was read after the changes were written into it: they
+            // hold their places in the topic's order already, and applying them again as
+            // the latest would undo a later change through another gateway.
+            let seen = self.switch(catalog, reads, newest, &plain).await?;
+            if seen.is_some_and(|own| own >= plain.len()) {
+                let state = lock(&self.state);
+                place = changes
+                    .iter()
+                    .filter_map(|c| state.entries.get(&entry_key(c)).map(|(_, p)| *p))
+                    .max();
+            }
         }
-        let mut own = self
-            .catch_up(catalog, reads, &records)
-            .await?
-            .unwrap_or_default();
-        if own.is_empty() {
-            // Not found where they were written (the generation went meanwhile): they are
-            // applied as the latest, and the next read of the topic corrects that if not.
-            let mut state = lock(&self.state);
-            own = changes.into_iter().map(|c| state.apply(c)).collect();
-        }
-        let place = own.iter().copied().max().unwrap_or_default();
+        let place = match place {
+            Some(place) => place,
+            None => {
+                let mut own = self
+                    .catch_up(catalog, reads, &plain)
+                    .await?
+                    .unwrap_or_default();
+                if own.is_empty() {
+                    // Not found where they were written (the generation went meanwhile):
+                    // they are applied as the latest, and the next read of the topic
+                    // corrects that if not.
+                    let mut state = lock(&self.state);
+                    own = changes.into_iter().map(|c| state.apply(c)).collect();
+                }
+                own.iter().copied().max().unwrap_or_default()
+            }
+        };
         if self.wants_compaction() {
             if let Err(e) = self.compact(catalog, reads).await {
-                tracing::warn!(error = %e, "compaction of the SCRAM credentials failed; will retry");
+                tracing::warn!(error = %e, "compaction of the SCRAM credentials failed");
             }
         }
         Ok(place)
     }
 
-    /// Writes `records`, landed in `generation`, into every newer generation too, oldest
-    /// first, until a listing shows none newer than the last written; the last listing.
+    /// `plain` changes sealed for `generation`.
+    fn sealed(&self, generation: u64, plain: &[Bytes]) -> Result<Vec<Bytes>, BackendError> {
+        plain
+            .iter()
+            .map(|p| seal(&self.key, generation, p))
+            .collect()
+    }
+
+    /// Writes the changes `plain`, landed in `generation`, into every newer generation
+    /// too, oldest first, until a listing shows none newer than the last written; the
+    /// last listing.
     ///
     /// A compaction of `generation` may have read it before they landed, and will delete
-    /// it once its own is complete; an unfinished one may be given up, which is why every
-    /// newer one gets them, not the newest only. Order holds with any number of storers:
-    /// a compaction copies what it read of the old generation, latest value per
+    /// it once its own is complete; an unfinished one may never complete, which is why
+    /// every newer one gets them, not the newest only. Order holds with any number of
+    /// storers: a compaction copies what it read of the old generation, latest value per
     /// credential, in rounds (its snapshot first), and completes only after a round that
     /// found nothing new. A copy of an older value (the snapshot's included) can land in
     /// the new generation after these records only if the read it came from was made
@@ -595,16 +679,20 @@ impl ScramStore {
     /// this listing came before they were written into the new one, and that before the
     /// copy: the compactor's next round reads them and copies them again, after its copy.
     /// A store that lands after the round that found nothing new lists the new generation
-    /// (created before that round) and writes itself there after every copy. Two stores of one credential that both land in the old generation
-    /// may end in the new one in the other order than in the old one: both were under way
-    /// at once, so either order is one Kafka allows, and every gateway ends reading the new
-    /// one. A generation deleted before these records reached it was compacted into a
-    /// newer one (listed next, and written then) or was an unfinished one given up.
+    /// (created before that round) and writes itself there after every copy. None of this
+    /// depends on how long anything takes: no gateway deletes or makes again a generation
+    /// newer than the newest complete one, so these records land in the very generations
+    /// a compactor writes into, however late either is. Two stores of one credential that
+    /// both land in the old generation may end in the new one in the other order than in
+    /// the old one: both were under way at once, so either order is one Kafka allows, and
+    /// every gateway ends reading the new one. A generation deleted before these records
+    /// reached it was older than a complete one, which has them (listed next, and written
+    /// then).
     async fn write_newer(
         &self,
         catalog: &Catalog,
         generation: u64,
-        records: &[Bytes],
+        plain: &[Bytes],
     ) -> Result<Vec<u64>, BackendError> {
         let mut last = generation;
         for _ in 0..MAX_NEWER_ROUNDS {
@@ -614,7 +702,7 @@ impl ScramStore {
                 return Ok(listed);
             }
             for g in newer {
-                match append(catalog, &topic_name(g), records).await {
+                match append(catalog, &topic_name(g), &self.sealed(g, plain)?).await {
                     Ok(()) | Err(BackendError::UnknownTopic(_)) => last = g,
                     Err(e) => return Err(e),
                 }
@@ -634,9 +722,10 @@ impl ScramStore {
         state.next > COMPACT_AFTER && state.next > 2 * state.live(&pinned)
     }
 
-    /// Reads the current generation from where this gateway stopped to its end, applying
-    /// each record, poll batch by poll batch; the places of those among `own`. `None` when
-    /// the generation does not exist.
+    /// Reads the current generation from where this gateway stopped to where it ended when
+    /// the read began, applying each record, poll batch by poll batch; the places of the
+    /// changes among `own` (payloads before sealing). `None` when the generation does not
+    /// exist.
     async fn catch_up(
         &self,
         catalog: &Catalog,
@@ -658,14 +747,14 @@ impl ScramStore {
                 if offset < state.next {
                     continue;
                 }
-                match self.change(&payload, offset, &mut skipped) {
-                    Some(Record::Change(c)) => {
+                match self.change(generation, &payload, offset, &mut skipped) {
+                    Some((Record::Change(c), opened)) => {
                         let place = state.apply(c);
-                        if own.contains(&payload) {
+                        if own.iter().any(|o| **o == *opened) {
                             places.push(place);
                         }
                     }
-                    Some(Record::Complete) => {}
+                    Some(_) => {}
                     None => state.unreadable += 1,
                 }
             }
@@ -676,31 +765,39 @@ impl ScramStore {
         Ok(end.map(|_| places))
     }
 
-    /// The record a payload of the topic holds, when it opens and is one; counts those that
-    /// do not.
-    fn change(&self, payload: &[u8], offset: u64, skipped: &mut Skipped) -> Option<Record> {
-        let Some(opened) = open(&self.key, payload) else {
+    /// The record a payload of generation `generation` holds, when it opens and is one,
+    /// with the payload opened; counts those that do not.
+    fn change(
+        &self,
+        generation: u64,
+        payload: &[u8],
+        offset: u64,
+        skipped: &mut Skipped,
+    ) -> Option<(Record, Vec<u8>)> {
+        let Some(opened) = open(&self.key, generation, payload) else {
             skipped.unopened += 1;
             return None;
         };
-        let record = decode_record(&opened);
-        if record.is_none() {
+        let Some(record) = decode_record(&opened) else {
             skipped.unknown += 1;
             tracing::warn!(
-                topic = TOPIC,
+                topic = %topic_name(generation),
                 offset,
                 "skipping a record that is not a SCRAM credential change Kafka would take"
             );
-        }
-        record
+            return None;
+        };
+        Some((record, opened))
     }
 
-    /// Generation `g` read whole, applying nothing; `None` when it does not exist.
+    /// Generation `g` read whole, applying nothing, counting the changes of `own` (payloads
+    /// before sealing) in it; `None` when it does not exist.
     async fn scan(
         &self,
         catalog: &Catalog,
         reads: &Reads,
         g: u64,
+        own: &[Bytes],
     ) -> Result<Option<Scan>, BackendError> {
         let mut scan = Scan {
             complete: g == 0,
@@ -708,16 +805,34 @@ impl ScramStore {
         };
         let end = read(catalog, reads, g, 0, |batch, _| {
             for (offset, payload) in batch {
-                match self.change(&payload, offset, &mut scan.skipped) {
-                    Some(Record::Change(ScramChange::Set { user, credential })) => {
-                        let key = (user, credential.mechanism.kafka_type());
-                        scan.replayed.insert(key, Some(credential));
+                let Some((record, opened)) = self.change(g, &payload, offset, &mut scan.skipped)
+                else {
+                    continue;
+                };
+                match record {
+                    Record::Change(c) => {
+                        if own.iter().any(|o| **o == *opened) {
+                            scan.own += 1;
+                        }
+                        scan.replayed.insert(entry_key(&c), value(c));
                     }
-                    Some(Record::Change(ScramChange::Delete { user, mechanism })) => {
-                        scan.replayed.insert((user, mechanism.kafka_type()), None);
+                    // The first header is the compaction that made the generation; only
+                    // its own marker, after it, completes it (records are bound to their
+                    // generation's number, and a compaction made again under that number
+                    // has another id).
+                    Record::Header {
+                        generation,
+                        compaction,
+                    } if generation == g && scan.header.is_none() => {
+                        scan.header = Some(compaction);
                     }
-                    Some(Record::Complete) => scan.complete = true,
-                    None => {}
+                    Record::Complete {
+                        generation,
+                        compaction,
+                    } if generation == g && scan.header == Some(compaction) => {
+                        scan.complete = true;
+                    }
+                    Record::Header { .. } | Record::Complete { .. } => {}
                 }
             }
         })
@@ -725,111 +840,105 @@ impl ScramStore {
         Ok(end.map(|end| Scan { end, ..scan }))
     }
 
-    /// Replays the newest complete generation of `generations` (newest first) and takes it
-    /// as the state; false when there is none. The unfinished ones newer than it are noted
-    /// ([`Self::reap`]).
+    /// Replays the newest complete generation of `generations` (listed, newest first) and
+    /// takes it as the state; how many of the changes `own` it held, or `None` when there
+    /// is no complete generation. A listed generation that went before it was read was
+    /// compacted into a newer one: the generations are listed again, a few times, before
+    /// this gives up with an error rather than take nothing. The unfinished ones newer
+    /// than the one taken are noted ([`Self::note_unfinished`]).
     async fn switch(
         &self,
         catalog: &Catalog,
         reads: &Reads,
-        generations: &[u64],
-    ) -> Result<bool, BackendError> {
-        for &g in generations {
-            let Some(scan) = self.scan(catalog, reads, g).await? else {
-                continue;
-            };
-            if !scan.complete {
-                tracing::info!(
-                    generation = g,
-                    "a SCRAM credentials generation is unfinished (a compaction under way, \
-                     or left): the one before it is read"
-                );
-                self.note_unfinished(catalog, g, scan.end);
-                continue;
+        mut generations: Vec<u64>,
+        own: &[Bytes],
+    ) -> Result<Option<usize>, BackendError> {
+        for _ in 0..MAX_SWITCH_ROUNDS {
+            let mut gone = false;
+            for &g in &generations {
+                if g == lock(&self.state).generation {
+                    // Taken already: read on from where this gateway stopped, rather than
+                    // read it whole again.
+                    let Some(places) = self.catch_up(catalog, reads, own).await? else {
+                        gone = true;
+                        continue;
+                    };
+                    lock(&self.unfinished).retain(|&u, _| u > g);
+                    return Ok(Some(places.len()));
+                }
+                let Some(scan) = self.scan(catalog, reads, g, own).await? else {
+                    gone = true;
+                    continue;
+                };
+                if !scan.complete {
+                    self.note_unfinished(catalog, g, &scan);
+                    continue;
+                }
+                warn_unopened(scan.skipped.unopened);
+                let mut state = lock(&self.state);
+                state.adopt(g, scan.end, scan.replayed);
+                state.unreadable = scan.skipped.total();
+                lock(&self.unfinished).retain(|&u, _| u > g);
+                return Ok(Some(scan.own));
             }
-            warn_unopened(scan.skipped.unopened);
-            let mut state = lock(&self.state);
-            state.adopt(g, scan.end, scan.replayed);
-            state.unreadable = scan.skipped.total();
-            lock(&self.unfinished).retain(|&u, _| u > g);
-            return Ok(true);
+            if !gone {
+                return Ok(None);
+            }
+            generations = self.list(catalog).await?;
         }
-        Ok(false)
+        Err(BackendError::Unavailable(
+            "the SCRAM credentials generations kept going as they were read".into(),
+        ))
     }
 
-    /// Notes generation `g` seen unfinished at `len` records: since now, unless it was
-    /// seen so before, the same topic at the same length.
-    fn note_unfinished(&self, catalog: &Catalog, g: u64, len: u64) {
-        let seen = Unfinished {
-            since: catalog.calls().clock().now(),
-            len,
-            id: lock(&self.ids).get(&g).copied(),
-        };
-        let mut unfinished = lock(&self.unfinished);
-        if unfinished
-            .get(&g)
-            .is_none_or(|u| (u.len, u.id) != (seen.len, seen.id))
-        {
-            unfinished.insert(g, seen);
-        }
-    }
-
-    /// Deletes the newer generations seen unfinished, and not growing, for
-    /// [`STALE_AFTER`]: read again first, one that completed meanwhile is taken, and one
-    /// that grew, or holds records this gateway cannot read, is left.
-    async fn reap(&self, catalog: &Catalog, reads: &Reads) -> Result<(), BackendError> {
+    /// Notes generation `g` seen unfinished, as `scan` read it; warns once when it stayed
+    /// so, unchanged, for [`LIST_EVERY`]: until it completes, nothing is compacted.
+    fn note_unfinished(&self, catalog: &Catalog, g: u64, scan: &Scan) {
         let now = catalog.calls().clock().now();
-        let current = lock(&self.state).generation;
-        let due: Vec<(u64, Unfinished)> = lock(&self.unfinished)
-            .iter()
-            .filter(|(&g, u)| g > current && now.saturating_duration_since(u.since) >= STALE_AFTER)
-            .map(|(&g, &u)| (g, u))
-            .collect();
-        for (g, seen) in due {
-            let Some(scan) = self.scan(catalog, reads, g).await? else {
-                lock(&self.unfinished).remove(&g);
-                continue;
+        let mut unfinished = lock(&self.unfinished);
+        let seen = unfinished.entry(g).or_insert(Unfinished {
+            since: now,
+            len: scan.end,
+            header: scan.header,
+            warned: false,
+        });
+        if (seen.len, seen.header) != (scan.end, scan.header) {
+            *seen = Unfinished {
+                since: now,
+                len: scan.end,
+                header: scan.header,
+                warned: false,
             };
-            if scan.complete {
-                let generations = self.list(catalog).await?;
-                self.switch(catalog, reads, &generations).await?;
-            } else if scan.skipped.total() > 0 {
-                // Another gateway's, under another key, complete to it: never deleted here.
-                warn_unreadable_kept(g, scan.skipped.total());
-                lock(&self.unfinished).remove(&g);
-                self.note_unfinished(catalog, g, scan.end);
-            } else if scan.end != seen.len || {
-                // Listed again: one deleted as stale by another gateway and made again
-                // since (for a compaction under way) is not the one seen.
-                self.list(catalog).await?;
-                lock(&self.ids).get(&g).copied() != seen.id
-            } {
-                lock(&self.unfinished).remove(&g);
-                self.note_unfinished(catalog, g, scan.end);
-            } else {
-                tracing::info!(
-                    generation = g,
-                    "deleting a SCRAM credentials generation a compaction left unfinished"
-                );
-                drop_topic(catalog, g).await;
-                lock(&self.unfinished).remove(&g);
-            }
+        } else if !seen.warned && now.saturating_duration_since(seen.since) >= LIST_EVERY {
+            seen.warned = true;
+            tracing::warn!(
+                topic = %topic_name(g),
+                records = scan.end,
+                "a SCRAM credentials generation stays unfinished: the stream's SCRAM \
+                 credentials are not compacted until it completes. If its compaction \
+                 died, an operator may delete this topic once no gateway is compacting it"
+            );
+        } else {
+            tracing::debug!(
+                generation = g,
+                "a SCRAM credentials generation is unfinished"
+            );
         }
-        Ok(())
     }
 
-    /// Deletes generation `g` (one older than the one read) unless it holds records this
-    /// gateway cannot read: those are another gateway's, whose key differs.
-    async fn drop_if_readable(
-        &self,
-        catalog: &Catalog,
-        reads: &Reads,
-        g: u64,
-    ) -> Result<(), BackendError> {
-        match self.scan(catalog, reads, g).await? {
-            Some(scan) if scan.skipped.total() > 0 => warn_unreadable_kept(g, scan.skipped.total()),
-            Some(_) => drop_topic(catalog, g).await,
-            None => {}
+    /// Deletes the listed generations older than the one read, but those holding records
+    /// this gateway cannot read: those are another gateway's, whose key differs.
+    async fn drop_older(&self, catalog: &Catalog, reads: &Reads) -> Result<(), BackendError> {
+        let current = lock(&self.state).generation;
+        let listed = self.list(catalog).await?;
+        for g in listed.into_iter().filter(|&g| g < current) {
+            match self.scan(catalog, reads, g, &[]).await? {
+                Some(scan) if scan.skipped.total() > 0 => {
+                    warn_unreadable_kept(g, scan.skipped.total())
+                }
+                Some(_) => drop_topic(catalog, g).await,
+                None => {}
+            }
         }
         Ok(())
     }
@@ -838,18 +947,27 @@ impl ScramStore {
     async fn list(&self, catalog: &Catalog) -> Result<Vec<u64>, BackendError> {
         let listed = generations(catalog).await?;
         *lock(&self.listed) = Some(catalog.calls().clock().now());
-        *lock(&self.ids) = listed.iter().copied().collect();
-        Ok(listed.into_iter().map(|(g, _)| g).collect())
+        // One deleted (by an operator, or as older than a complete one) blocks nothing.
+        lock(&self.unfinished).retain(|g, _| listed.contains(g));
+        Ok(listed)
     }
 
-    /// Writes the credentials (and the pinned deletions) into the next generation, closed
-    /// by a marker, and deletes the current one: until the marker is written, the current
-    /// generation is the one every gateway reads, so a crash loses nothing.
+    /// Writes the credentials (and the pinned deletions) into the next generation, after a
+    /// header naming a random compaction id and closed by a marker naming it too, then
+    /// deletes the older generations: until the marker is written, the current generation
+    /// is the one every gateway reads, so a crash loses nothing.
     ///
     /// Creating the next generation is the lock: only the gateway whose CreateTopic made
-    /// it compacts into it; one that finds it there leaves the compaction to its maker
-    /// (and deletes it once stale, [`Self::reap`]). Nothing is compacted while the current
-    /// generation holds records this gateway cannot read: it would drop them.
+    /// it compacts into it, and one that finds it there leaves it be. No gateway deletes a
+    /// generation newer than the newest complete one, this one included when its
+    /// compaction fails: a compaction that failed or died blocks the next ones (the topic
+    /// then keeps every change, as with compaction off) until an operator deletes its
+    /// generation. A marker that lands late (its compactor paused, or its reply lost)
+    /// completes the generation all the same, and that is safe: every change that landed
+    /// in the old generation was copied before the marker or is written into the new one
+    /// by its store ([`Self::write_newer`]), whenever either happens. Nothing is compacted
+    /// while the current generation holds records this gateway cannot read: it would drop
+    /// them.
     async fn compact(&self, catalog: &Catalog, reads: &Reads) -> Result<(), BackendError> {
         let (current, unreadable) = {
             let state = lock(&self.state);
@@ -859,88 +977,57 @@ impl ScramStore {
             self.warn_held_back(unreadable);
             return Ok(());
         }
+        let listed_at = *lock(&self.listed);
+        let now = catalog.calls().clock().now();
+        if lock(&self.unfinished).keys().any(|&g| g > current)
+            && listed_at.is_some_and(|at| now.saturating_duration_since(at) < LIST_EVERY)
+        {
+            // Blocked by an unfinished generation seen lately: not read again at each store.
+            return Ok(());
+        }
         let listed = self.list(catalog).await?;
         if listed.first().is_some_and(|&g| g > current) {
             // Compacted already, or being compacted through another gateway.
-            self.switch(catalog, reads, &listed).await?;
-            return self.reap(catalog, reads).await;
+            self.switch(catalog, reads, listed, &[]).await?;
+            return Ok(());
         }
         let next = current.checked_add(1).ok_or_else(|| {
             BackendError::Unavailable("no SCRAM generation after the last".into())
         })?;
-        let clock = catalog.calls().clock();
-        let deadline = clock.now() + COMPACTION_BOUND;
         if !create_new(catalog, next).await? {
-            self.note_unfinished(catalog, next, u64::MAX);
             return Ok(());
         }
-        if let Err(e) = self.write_generation(catalog, reads, next, deadline).await {
-            // No marker was sent, so it is never read: it goes now rather than when stale.
-            // Past the bound it is left: another gateway may have deleted it as stale and
-            // made it again for a compaction of its own, perhaps completed.
-            if clock.now() < deadline {
-                drop_topic(catalog, next).await;
-            }
-            return Err(e);
-        }
+        let id = compaction_id()?;
         let name = topic_name(next);
-        append(catalog, &name, &[seal(&self.key, &COMPLETE)?]).await?;
-        if clock.now() >= deadline {
-            // Another gateway may be deleting it as stale: the old one stays.
-            tracing::warn!(
-                generation = next,
-                "the SCRAM credentials compaction completed past its bound; the old \
-                 generation is left to the next start"
-            );
-        } else {
-            // Complete: the old generation goes, and this gateway reads the new one (at
-            // its next read, if not now: the old one is gone).
-            drop_topic(catalog, current).await;
-        }
-        match self.list(catalog).await {
-            Ok(all) => {
-                self.switch(catalog, reads, &all).await?;
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "the new SCRAM credentials generation is read later")
-            }
-        }
-        Ok(())
+        let header = encode_mark(KIND_HEADER, next, &id);
+        append(catalog, &name, &[seal(&self.key, next, &header)?]).await?;
+        self.write_generation(catalog, reads, next).await?;
+        let marker = encode_mark(KIND_COMPLETE, next, &id);
+        append(catalog, &name, &[seal(&self.key, next, &marker)?]).await?;
+        // Complete: the older generations go, and this gateway reads the new one.
+        self.switch(catalog, reads, self.list(catalog).await?, &[])
+            .await?;
+        self.drop_older(catalog, reads).await
     }
 
     /// The compaction of the current generation into `next`, once this gateway made
-    /// `next`, up to its marker; fails past `deadline`.
+    /// `next` and wrote its header, up to its marker.
     async fn write_generation(
         &self,
         catalog: &Catalog,
         reads: &Reads,
         next: u64,
-        deadline: Instant,
     ) -> Result<(), BackendError> {
-        let clock = catalog.calls().clock();
-        let late = || {
-            BackendError::Unavailable(format!(
-                "the SCRAM credentials compaction took longer than {} s",
-                COMPACTION_BOUND.as_secs()
-            ))
-        };
         let snapshot = self.snapshot();
         let name = topic_name(next);
         for chunk in snapshot.chunks(1000) {
-            if clock.now() >= deadline {
-                return Err(late());
-            }
-            let sealed: Vec<Bytes> = chunk
-                .iter()
-                .map(|c| seal(&self.key, &encode(c)))
-                .collect::<Result<_, _>>()?;
-            append(catalog, &name, &sealed).await?;
+            let plain: Vec<Bytes> = chunk.iter().map(encode).collect();
+            append(catalog, &name, &self.sealed(next, &plain)?).await?;
         }
         // What lands in the current generation meanwhile goes after it, until a read of
         // the current generation finds nothing new after the last copy (why that keeps
         // the order: [`Self::write_newer`]).
         let mut held = self.values();
-        let mut quiet = false;
         for _ in 0..MAX_COPY_ROUNDS {
             if self.catch_up(catalog, reads, &[]).await?.is_none() {
                 return Err(BackendError::Unavailable(
@@ -959,32 +1046,22 @@ impl ScramStore {
                 .iter()
                 .filter(|(k, v)| held.get(*k).cloned().flatten() != **v)
                 .filter_map(|((user, kind), v)| change(user, *kind, v.clone()))
-                .map(|c| seal(&self.key, &encode(&c)))
-                .collect::<Result<_, _>>()?;
+                .map(|c| encode(&c))
+                .collect();
             if copies.is_empty() {
-                quiet = true;
-                break;
+                tracing::info!(
+                    generation = next,
+                    records = snapshot.len(),
+                    "compacted the SCRAM credentials"
+                );
+                return Ok(());
             }
-            if clock.now() >= deadline {
-                return Err(late());
-            }
-            append(catalog, &name, &copies).await?;
+            append(catalog, &name, &self.sealed(next, &copies)?).await?;
             held = now;
         }
-        if !quiet {
-            return Err(BackendError::Unavailable(
-                "the SCRAM credentials kept changing during compaction".into(),
-            ));
-        }
-        if clock.now() >= deadline {
-            return Err(late());
-        }
-        tracing::info!(
-            generation = next,
-            records = snapshot.len(),
-            "compacted the SCRAM credentials"
-        );
-        Ok(())
+        Err(BackendError::Unavailable(
+            "the SCRAM credentials kept changing during compaction".into(),
+        ))
     }
 
     fn warn_held_back(&self, unreadable: u64) {
@@ -1017,6 +1094,22 @@ impl ScramStore {
             .iter()
             .map(|(k, (c, _))| (k.clone(), c.clone()))
             .collect()
+    }
+}
+
+/// The user and mechanism (Kafka's type) a change is of.
+fn entry_key(c: &ScramChange) -> (String, i8) {
+    match c {
+        ScramChange::Set { user, credential } => (user.clone(), credential.mechanism.kafka_type()),
+        ScramChange::Delete { user, mechanism } => (user.clone(), mechanism.kafka_type()),
+    }
+}
+
+/// The credential a change leaves: `None` for a deletion.
+fn value(c: ScramChange) -> Option<ScramCredential> {
+    match c {
+        ScramChange::Set { credential, .. } => Some(credential),
+        ScramChange::Delete { .. } => None,
     }
 }
 
@@ -1055,23 +1148,24 @@ fn warn_unreadable_kept(generation: u64, records: u64) {
     );
 }
 
-/// The credentials topic's generations in the stream, newest first, with their Iggy
-/// topic ids.
-async fn generations(catalog: &Catalog) -> Result<Vec<(u64, u32)>, BackendError> {
-    let mut all: Vec<(u64, u32)> = catalog
+/// The credentials topic's generations in the stream, newest first.
+async fn generations(catalog: &Catalog) -> Result<Vec<u64>, BackendError> {
+    let mut all: Vec<u64> = catalog
         .stream_topics()
         .await?
         .iter()
-        .filter_map(|t| generation(t.name.as_str()).map(|g| (g, t.id)))
+        .filter_map(|t| generation(t.name.as_str()))
         .collect();
     all.sort_unstable_by(|a, b| b.cmp(a));
     Ok(all)
 }
 
-/// Generation `generation` from offset `from` to its end, one poll's records at a time
-/// given to `each` with the offset after them (so that memory is bounded by a poll, not
-/// by the generation, which any Iggy user that may send to the stream can grow); the
-/// offset after the last record, or `None` when the generation does not exist.
+/// Generation `generation` from offset `from` to where it ended when the read began, one
+/// poll's records at a time given to `each` with the offset after them (so that memory is
+/// bounded by a poll, not by the generation, which any Iggy user that may send to the
+/// stream can grow; and so that records trickling in do not keep the read going: a later
+/// read takes them); the offset after the last record, or `None` when the generation does
+/// not exist.
 async fn read(
     catalog: &Catalog,
     reads: &Reads,
@@ -1081,6 +1175,8 @@ async fn read(
 ) -> Result<Option<u64>, BackendError> {
     let topic = topic_name(generation);
     let mut next = from;
+    // Iggy's last offset at the first poll.
+    let mut last_at_start = None;
     loop {
         let body = match reads
             .poll(catalog, &topic, 0, WirePollingStrategy::offset(next), 1000)
@@ -1092,7 +1188,8 @@ async fn read(
             }
             Err(e) => return Err(e),
         };
-        let (messages, ..) = wire::polled(&body, next, usize::MAX, usize::MAX, true)?;
+        let (messages, current, _) = wire::polled(&body, next, usize::MAX, usize::MAX, true)?;
+        let last_at_start = *last_at_start.get_or_insert(current);
         let Some((last, _)) = messages.last() else {
             break;
         };
@@ -1104,6 +1201,9 @@ async fn read(
                 .collect(),
             next,
         );
+        if next > last_at_start {
+            break;
+        }
     }
     Ok(Some(next))
 }
@@ -1246,7 +1346,21 @@ mod tests {
         assert_eq!(lock(&store.state).live(&pinned), 1);
         store.pin_deletions([("alice".to_owned(), ScramMechanism::Sha256)]);
         assert_eq!(store.snapshot(), vec![delete_alice(ScramMechanism::Sha256)]);
-        assert_eq!(decode_record(&COMPLETE), Some(Record::Complete));
+        let marker = encode_mark(KIND_COMPLETE, 7, &[9; 16]);
+        assert_eq!(
+            decode_record(&marker),
+            Some(Record::Complete {
+                generation: 7,
+                compaction: [9; 16]
+            })
+        );
+        for cut in 0..marker.len() {
+            assert_ne!(
+                decode_record(&marker[..cut]),
+                decode_record(&marker),
+                "cut at {cut}"
+            );
+        }
         assert_eq!(decode_record(&encode(&set)), Some(Record::Change(set)));
     }
 
@@ -1293,30 +1407,50 @@ mod tests {
     #[test]
     fn records_open_only_under_their_key_and_untouched() {
         let key = seal_key(b"gateway-password", "kafka");
-        let record = seal(&key, b"change").unwrap_or_else(|e| panic!("{e}"));
+        let record = seal(&key, 3, b"change").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(record[0], SEAL_VERSION);
-        assert_eq!(open(&key, &record).as_deref(), Some(&b"change"[..]));
+        assert_eq!(open(&key, 3, &record).as_deref(), Some(&b"change"[..]));
         assert!(
             !record.windows(6).any(|w| w == b"change"),
             "not in the clear"
         );
-        let again = seal(&key, b"change").unwrap_or_else(|e| panic!("{e}"));
+        let again = seal(&key, 3, b"change").unwrap_or_else(|e| panic!("{e}"));
         assert_ne!(record, again, "a fresh nonce each time");
         for other in [
             seal_key(b"another-password", "kafka"),
             seal_key(b"gateway-password", "other-stream"),
         ] {
-            assert_eq!(open(&other, &record), None);
+            assert_eq!(open(&other, 3, &record), None);
+        }
+        // Copied into another generation, it does not open.
+        for g in [0, 2, 4, 3 << 32] {
+            assert_eq!(open(&key, g, &record), None, "generation {g}");
         }
         for i in 0..record.len() {
             let mut tampered = record.to_vec();
             tampered[i] ^= 1;
-            assert_eq!(open(&key, &tampered), None, "byte {i} flipped");
+            assert_eq!(open(&key, 3, &tampered), None, "byte {i} flipped");
         }
         for cut in 0..record.len() {
-            assert_eq!(open(&key, &record[..cut]), None, "cut at {cut}");
+            assert_eq!(open(&key, 3, &record[..cut]), None, "cut at {cut}");
         }
-        assert_eq!(open(&key, &encode_sample()), None, "an unsealed change");
+        assert_eq!(open(&key, 3, &encode_sample()), None, "an unsealed change");
+        // A record sealed before generations were bound opens in generation 0 only.
+        let mut unbound = BytesMut::new();
+        unbound.put_u8(SEAL_VERSION_UNBOUND);
+        unbound.put_slice(&[7; NONCE_LEN]);
+        let sealed = ChaCha20Poly1305::new(&key)
+            .encrypt(
+                Nonce::from_slice(&[7; NONCE_LEN]),
+                Payload {
+                    msg: b"change",
+                    aad: &[SEAL_VERSION_UNBOUND],
+                },
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        unbound.put_slice(&sealed);
+        assert_eq!(open(&key, 0, &unbound).as_deref(), Some(&b"change"[..]));
+        assert_eq!(open(&key, 1, &unbound), None);
     }
 
     fn encode_sample() -> Bytes {
