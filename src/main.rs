@@ -231,11 +231,12 @@ struct Args {
 
     /// Compact the stream's SCRAM credentials topic into generations once it holds more
     /// than 256 records and twice the credentials; any number of the stream's gateways may.
-    /// false: the topic keeps every change.
+    /// false: this gateway does not compact it (it still follows the generations others
+    /// make, and deletes those they compacted away).
     #[arg(
         long,
         env = "IGGY_KAFKA_IGGY_SCRAM_COMPACTION",
-        default_value_t = true,
+        default_value_t = false,
         action = clap::ArgAction::Set,
         value_name = "BOOL"
     )]

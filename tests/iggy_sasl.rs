@@ -305,6 +305,8 @@ fn credentials_are_followed_across_gateways(url: &str, super_user: &str, admin: 
             &stream,
             "--super-users",
             super_user,
+            "--iggy-scram-compaction",
+            "true",
         ]
         .into_iter()
         .map(str::to_owned)
@@ -325,7 +327,7 @@ fn credentials_are_followed_across_gateways(url: &str, super_user: &str, admin: 
     b.gateway.stop();
 }
 
-/// Many changes through two gateways at once, both compacting (the default): the topic is
+/// Many changes through two gateways at once, both compacting: the topic is
 /// compacted into a new generation, each gateway follows the other's changes there, and a
 /// restart replays it. On the fake, the topic holds a bounded number of records; `inspect`
 /// looks.
@@ -341,6 +343,8 @@ fn a_compacted_credentials_topic_is_followed(url: &str, super_user: &str, admin:
             &stream,
             "--super-users",
             super_user,
+            "--iggy-scram-compaction",
+            "true",
         ]
         .into_iter()
         .map(str::to_owned)

@@ -94,7 +94,7 @@ pub struct IggyConfig {
     /// write that topic can neither read the keys nor plant credentials.
     pub credential_secret: secrecy::SecretString,
     /// Compact the SCRAM credentials topic into generations; any number of gateways on
-    /// the stream may (the gateway's `--iggy-scram-compaction` is on by default).
+    /// the stream may.
     pub scram_compaction: bool,
 }
 
