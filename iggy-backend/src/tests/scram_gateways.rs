@@ -297,9 +297,10 @@ fn two_gateways_compacting_at_once_lose_nothing() {
 }
 
 /// Gateway A compacts generation 0 into 1 and has read 0 for the last time (nothing new);
-/// gateway B, compacting too, stores and would compact as well, then dies; gateway C then
+/// gateway B, compacting too, stores and would compact as well (it finds generation 1
+/// made, so it leaves it be: no generation 2 is made), and is stopped; gateway C then
 /// stores a deletion into generation 0. A's marker completes generation 1: the deletion
-/// must be in it, whatever B did.
+/// must be in it.
 #[test]
 fn a_deletion_stored_while_two_gateways_compact_is_kept() {
     let (mut h, a) = filled();
@@ -315,8 +316,8 @@ fn a_deletion_stored_while_two_gateways_compact_is_kept() {
         mark.is_some_and(|m| fake.seen[m..].contains(&POLL_MESSAGES_CODE))
     });
     assert!(paused.is_none(), "A finished before its last read");
-    // B stores, and its compaction runs until its own generation has a snapshot (if it
-    // makes one), where B dies.
+    // B stores, and would compact: it is stopped once a generation 2 has a record, or
+    // when its store ends.
     let mut dying = storing(&b, vec![version("carol", 1)]);
     let _ = drive(&mut h, &mut dying, |fake| {
         batches(fake, 2).is_some_and(|n| n > 0)
