@@ -618,7 +618,16 @@ impl ScramStore {
         }
         let newest = self.write_newer(catalog, generation, &plain).await?;
         let mut place = None;
-        if newest.first().is_some_and(|&g| g > generation) {
+        // A newer generation seen unfinished before is not read again at every store (one
+        // that never completes grows by every store): the listings of `follow` take it
+        // once it completes.
+        let fresh = {
+            let unfinished = lock(&self.unfinished);
+            newest
+                .iter()
+                .any(|g| *g > generation && !unfinished.contains_key(g))
+        };
+        if fresh {
             // The generation adopted was read after the changes were written into it: they
             // hold their places in the topic's order already, and applying them again as
             // the latest would undo a later change through another gateway.
