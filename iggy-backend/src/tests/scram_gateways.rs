@@ -508,6 +508,33 @@ fn a_marker_copied_into_another_generation_completes_nothing() {
     }
 }
 
+/// Compactor A is paused in its copy rounds; its generation 1 is deleted (by an operator,
+/// too early) and B compacts generation 0 into a new generation 1, where B stops before
+/// its marker. A goes on: its marker lands in B's generation, after B's header. It names
+/// A's compaction, not B's, so it completes nothing, and A deletes nothing.
+#[test]
+fn a_marker_of_another_compaction_under_the_same_number_completes_nothing() {
+    let (mut h, a) = filled();
+    let b = gateway(&mut h, true, OURS);
+    let mut late = storing(&a, vec![version("alice", 999)]);
+    until_copying(&mut h, &mut late, 1);
+    h.fake.topics.remove(&scram::topic_name(1));
+    let mut other = storing(&b, vec![version("carol", 1)]);
+    until_batches(&mut h, &mut other, 1, 2);
+    stored(&h.run(late));
+    drop(other);
+    assert_eq!(generations(&h), [0, 1], "generation 1 is not complete");
+    let (_h, restarted) = h.restart();
+    assert_eq!(
+        restarted.scram_credentials(),
+        vec![
+            version("alice", 999),
+            version("bob", 1),
+            version("carol", 1)
+        ]
+    );
+}
+
 /// A gateway starts as a compaction completes: it lists both generations and reads the
 /// new one (no marker yet); the compactor then writes its marker and deletes the old
 /// one, which the starting gateway was about to read. It must not start with nothing:
