@@ -120,11 +120,12 @@ fn get_bytes(p: &mut &[u8]) -> Option<Vec<u8>> {
 
 /// HKDF's salt for the sealing key.
 const SEAL_SALT: &[u8] = b"iggy-kafka-gateway scram credentials v1";
-/// The sealed record's version: the generation it was written for is in its associated
-/// data.
+/// The sealed record's version in a compacted generation: the generation it was written
+/// for is in its associated data.
 const SEAL_VERSION: u8 = 2;
-/// The version of records sealed before the generation was bound to them: they open in
-/// generation 0 only, the one they were written to.
+/// The version of records with the version byte only as associated data: those of
+/// generation 0, which every build reads, and those of the generations older builds
+/// compacted into.
 const SEAL_VERSION_UNBOUND: u8 = 1;
 const NONCE_LEN: usize = 12;
 
@@ -146,7 +147,9 @@ fn bound(generation: u64) -> [u8; 9] {
     aad
 }
 
-/// `payload` sealed under `key` for `generation`, with a fresh random nonce.
+/// `payload` sealed under `key` for `generation`, with a fresh random nonce: as version 1
+/// in generation 0 (so that an older build sharing the stream, or rolled back to, reads
+/// it), as version 2 bound to the generation in a compacted one.
 fn seal(key: &Key, generation: u64, payload: &[u8]) -> Result<Bytes, BackendError> {
     let mut nonce = [0u8; NONCE_LEN];
     getrandom::fill(&mut nonce).map_err(|e| {
@@ -154,29 +157,31 @@ fn seal(key: &Key, generation: u64, payload: &[u8]) -> Result<Bytes, BackendErro
             "no random nonce for a SCRAM credential record: {e}"
         ))
     })?;
+    let aad = bound(generation);
+    let (version, aad): (u8, &[u8]) = if generation == 0 {
+        (SEAL_VERSION_UNBOUND, &[SEAL_VERSION_UNBOUND])
+    } else {
+        (SEAL_VERSION, &aad)
+    };
     let sealed = ChaCha20Poly1305::new(key)
-        .encrypt(
-            Nonce::from_slice(&nonce),
-            Payload {
-                msg: payload,
-                aad: &bound(generation),
-            },
-        )
+        .encrypt(Nonce::from_slice(&nonce), Payload { msg: payload, aad })
         .map_err(|_| BackendError::Unavailable("cannot seal a SCRAM credential record".into()))?;
     let mut b = BytesMut::with_capacity(1 + NONCE_LEN + sealed.len());
-    b.put_u8(SEAL_VERSION);
+    b.put_u8(version);
     b.put_slice(&nonce);
     b.put_slice(&sealed);
     Ok(b.freeze())
 }
 
-/// The payload a sealed record of `generation` holds, when it opens under `key`.
-fn open(key: &Key, generation: u64, record: &[u8]) -> Option<Vec<u8>> {
+/// The payload a sealed record of `generation` holds, when it opens under `key`, and its
+/// seal's version; version-1 records open only when `unbound` (in generation 0, and in a
+/// generation an older build compacted into, before any header of this build's).
+fn open(key: &Key, generation: u64, record: &[u8], unbound: bool) -> Option<(Vec<u8>, u8)> {
     let (&version, rest) = record.split_first()?;
     let aad = bound(generation);
     let aad: &[u8] = match version {
         SEAL_VERSION => &aad,
-        SEAL_VERSION_UNBOUND if generation == 0 => &[SEAL_VERSION_UNBOUND],
+        SEAL_VERSION_UNBOUND if unbound => &[SEAL_VERSION_UNBOUND],
         _ => return None,
     };
     if rest.len() < NONCE_LEN {
@@ -186,6 +191,7 @@ fn open(key: &Key, generation: u64, record: &[u8]) -> Option<Vec<u8>> {
     ChaCha20Poly1305::new(key)
         .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad })
         .ok()
+        .map(|p| (p, version))
 }
 
 /// A random compaction id, named by a generation's header and its marker.
@@ -240,6 +246,9 @@ pub(crate) enum Record {
         generation: u64,
         compaction: CompactionId,
     },
+    /// An older build's marker (the payload `[1, 3]`), which names nothing: it completes
+    /// a generation that build compacted into ([`ScramStore::scan`] says when).
+    LegacyComplete,
 }
 
 /// The kinds of [`Record::Complete`] and [`Record::Header`].
@@ -258,6 +267,9 @@ fn encode_mark(kind: u8, generation: u64, compaction: &CompactionId) -> Bytes {
 
 /// The record a payload holds; `None` as for [`decode`].
 pub(crate) fn decode_record(p: &[u8]) -> Option<Record> {
+    if p == [1, KIND_COMPLETE] {
+        return Some(Record::LegacyComplete);
+    }
     if let [1, kind @ (KIND_COMPLETE | KIND_HEADER), rest @ ..] = p {
         let (generation, compaction) = rest.split_first_chunk::<8>()?;
         let compaction: CompactionId = compaction.try_into().ok()?;
@@ -345,6 +357,9 @@ struct Followed {
     /// another key, or not a change it knows): it then neither compacts the generation
     /// (that would drop them) nor deletes it.
     unreadable: u64,
+    /// Whether the generation read has a header (a compaction of this build's made it):
+    /// version-1 records do not open in it.
+    bound: bool,
 }
 
 impl Followed {
@@ -404,9 +419,12 @@ const MAX_SWITCH_ROUNDS: usize = 4;
 
 /// How often a gateway that follows the topic lists its generations even though the one
 /// it reads is still there: a compaction whose marker's reply was lost leaves the old
-/// generation in place, and the gateways reading it move to the new one this way. Also
-/// how long a newer generation must stay unfinished and unchanged before it is warned of.
+/// generation in place, and the gateways reading it move to the new one this way.
 const LIST_EVERY: Duration = Duration::from_secs(30);
+
+/// How long a newer generation stays unfinished before it is warned of: far longer than
+/// a compaction takes (its copy rounds are few), so its compactor most likely died.
+const WARN_UNFINISHED_AFTER: Duration = Duration::from_secs(300);
 
 /// The credentials as the topic holds them.
 pub(crate) struct ScramStore {
@@ -432,10 +450,8 @@ pub(crate) struct ScramStore {
 
 /// A generation seen unfinished.
 struct Unfinished {
-    /// Since when, unchanged.
+    /// Since when, under the same header (or none).
     since: Instant,
-    /// How many records it held.
-    len: u64,
     /// The compaction its header names, if it has one yet.
     header: Option<CompactionId>,
     /// Whether it was warned of.
@@ -741,9 +757,9 @@ impl ScramStore {
         reads: &Reads,
         own: &[Bytes],
     ) -> Result<Option<Vec<u64>>, BackendError> {
-        let (generation, from) = {
+        let (generation, from, unbound) = {
             let state = lock(&self.state);
-            (state.generation, state.next)
+            (state.generation, state.next, !state.bound)
         };
         let mut places = Vec::new();
         let mut skipped = Skipped::default();
@@ -756,8 +772,8 @@ impl ScramStore {
                 if offset < state.next {
                     continue;
                 }
-                match self.change(generation, &payload, offset, &mut skipped) {
-                    Some((Record::Change(c), opened)) => {
+                match self.change(generation, &payload, offset, &mut skipped, unbound) {
+                    Some((Record::Change(c), opened, _)) => {
                         let place = state.apply(c);
                         if own.iter().any(|o| **o == *opened) {
                             places.push(place);
@@ -774,16 +790,18 @@ impl ScramStore {
         Ok(end.map(|_| places))
     }
 
-    /// The record a payload of generation `generation` holds, when it opens and is one,
-    /// with the payload opened; counts those that do not.
+    /// The record a payload of generation `generation` holds, when it opens (version 1
+    /// only when `unbound`) and is one, with the payload opened and its seal's version;
+    /// counts those that do not.
     fn change(
         &self,
         generation: u64,
         payload: &[u8],
         offset: u64,
         skipped: &mut Skipped,
-    ) -> Option<(Record, Vec<u8>)> {
-        let Some(opened) = open(&self.key, generation, payload) else {
+        unbound: bool,
+    ) -> Option<(Record, Vec<u8>, u8)> {
+        let Some((opened, version)) = open(&self.key, generation, payload, unbound) else {
             skipped.unopened += 1;
             return None;
         };
@@ -796,7 +814,7 @@ impl ScramStore {
             );
             return None;
         };
-        Some((record, opened))
+        Some((record, opened, version))
     }
 
     /// Generation `g` read whole, applying nothing, counting the changes of `own` (payloads
@@ -808,16 +826,19 @@ impl ScramStore {
         g: u64,
         own: &[Bytes],
     ) -> Result<Option<Scan>, BackendError> {
-        let mut scan = Scan {
-            complete: g == 0,
-            ..Scan::default()
-        };
+        let mut scan = Scan::default();
+        // Whether this build's marker completes it, whether an older build's does, and
+        // whether a version-2 record came yet.
+        let (mut marked, mut legacy, mut bound_seen) = (false, false, false);
         let end = read(catalog, reads, g, 0, |batch, _| {
             for (offset, payload) in batch {
-                let Some((record, opened)) = self.change(g, &payload, offset, &mut scan.skipped)
+                let unbound = scan.header.is_none();
+                let Some((record, opened, version)) =
+                    self.change(g, &payload, offset, &mut scan.skipped, unbound)
                 else {
                     continue;
                 };
+                let v1 = version == SEAL_VERSION_UNBOUND;
                 match record {
                     Record::Change(c) => {
                         if own.iter().any(|o| **o == *opened) {
@@ -832,20 +853,30 @@ impl ScramStore {
                     Record::Header {
                         generation,
                         compaction,
-                    } if generation == g && scan.header.is_none() => {
+                    } if !v1 && generation == g && scan.header.is_none() => {
                         scan.header = Some(compaction);
                     }
                     Record::Complete {
                         generation,
                         compaction,
-                    } if generation == g && scan.header == Some(compaction) => {
-                        scan.complete = true;
+                    } if !v1 && generation == g && scan.header == Some(compaction) => {
+                        marked = true;
                     }
-                    Record::Header { .. } | Record::Complete { .. } => {}
+                    // An older build's marker completes a generation that build compacted
+                    // into: version-1 records only up to it, and no header. It names no
+                    // generation, so, as with that build, an Iggy user that may send to
+                    // the stream can replay one (after version-1 records of its choosing,
+                    // replayed too) into a generation a compactor of this build made and
+                    // died in before writing its header: every gateway then reads what it
+                    // chose. A header ends that: no version-1 record opens after it.
+                    Record::LegacyComplete if v1 && !bound_seen => legacy = true,
+                    Record::Header { .. } | Record::Complete { .. } | Record::LegacyComplete => {}
                 }
+                bound_seen |= !v1;
             }
         })
         .await?;
+        scan.complete = g == 0 || marked || (legacy && scan.header.is_none());
         Ok(end.map(|end| Scan { end, ..scan }))
     }
 
@@ -887,6 +918,7 @@ impl ScramStore {
                 let mut state = lock(&self.state);
                 state.adopt(g, scan.end, scan.replayed);
                 state.unreadable = scan.skipped.total();
+                state.bound = scan.header.is_some();
                 lock(&self.unfinished).retain(|&u, _| u > g);
                 return Ok(Some(scan.own));
             }
@@ -900,38 +932,44 @@ impl ScramStore {
         ))
     }
 
-    /// Notes generation `g` seen unfinished, as `scan` read it; warns once when it stayed
-    /// so, unchanged, for [`LIST_EVERY`]: until it completes, nothing is compacted.
+    /// Notes generation `g` seen unfinished, as `scan` read it: until it completes,
+    /// nothing is compacted. Stores landing in it do not make it new; a header other than
+    /// the one seen does (it was made again).
     fn note_unfinished(&self, catalog: &Catalog, g: u64, scan: &Scan) {
         let now = catalog.calls().clock().now();
         let mut unfinished = lock(&self.unfinished);
         let seen = unfinished.entry(g).or_insert(Unfinished {
             since: now,
-            len: scan.end,
             header: scan.header,
             warned: false,
         });
-        if (seen.len, seen.header) != (scan.end, scan.header) {
+        if seen.header != scan.header {
             *seen = Unfinished {
                 since: now,
-                len: scan.end,
                 header: scan.header,
                 warned: false,
             };
-        } else if !seen.warned && now.saturating_duration_since(seen.since) >= LIST_EVERY {
-            seen.warned = true;
-            tracing::warn!(
-                topic = %topic_name(g),
-                records = scan.end,
-                "a SCRAM credentials generation stays unfinished: the stream's SCRAM \
-                 credentials are not compacted until it completes. If its compaction \
-                 died, an operator may delete this topic once no gateway is compacting it"
-            );
-        } else {
-            tracing::debug!(
-                generation = g,
-                "a SCRAM credentials generation is unfinished"
-            );
+        }
+        tracing::debug!(
+            generation = g,
+            "a SCRAM credentials generation is unfinished"
+        );
+    }
+
+    /// Warns once of each generation seen unfinished for [`WARN_UNFINISHED_AFTER`], at
+    /// each listing (stores list too, so a stream with frequent stores warns as well).
+    fn warn_unfinished(&self, now: Instant) {
+        for (g, seen) in lock(&self.unfinished).iter_mut() {
+            if !seen.warned && now.saturating_duration_since(seen.since) >= WARN_UNFINISHED_AFTER {
+                seen.warned = true;
+                tracing::warn!(
+                    topic = %topic_name(*g),
+                    "a SCRAM credentials generation stays unfinished: the stream's SCRAM \
+                     credentials are not compacted until it completes. If its compaction \
+                     died, stop every gateway of the stream, delete this topic, then start \
+                     them again"
+                );
+            }
         }
     }
 
@@ -955,9 +993,11 @@ impl ScramStore {
     /// The generations listed, newest first.
     async fn list(&self, catalog: &Catalog) -> Result<Vec<u64>, BackendError> {
         let listed = generations(catalog).await?;
-        *lock(&self.listed) = Some(catalog.calls().clock().now());
+        let now = catalog.calls().clock().now();
+        *lock(&self.listed) = Some(now);
         // One deleted (by an operator, or as older than a complete one) blocks nothing.
         lock(&self.unfinished).retain(|g, _| listed.contains(g));
+        self.warn_unfinished(now);
         Ok(listed)
     }
 
@@ -1103,6 +1143,110 @@ impl ScramStore {
             .iter()
             .map(|(k, (c, _))| (k.clone(), c.clone()))
             .collect()
+    }
+}
+
+/// What main's build (before generations were bound to records) writes and reads, for
+/// the upgrade tests: records sealed as version 1 with the version byte only as associated
+/// data, and its marker, the payload `[1, 3]`.
+#[cfg(test)]
+pub(crate) mod as_main {
+    use super::*;
+
+    /// Main's marker closing a compacted generation.
+    pub(crate) const COMPLETE: [u8; 2] = [1, KIND_COMPLETE];
+
+    /// `payload` sealed as main's `seal` does.
+    pub(crate) fn seal(key: &Key, payload: &[u8]) -> Bytes {
+        let nonce = [7u8; NONCE_LEN];
+        let sealed = ChaCha20Poly1305::new(key)
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: payload,
+                    aad: &[SEAL_VERSION_UNBOUND],
+                },
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut b = BytesMut::new();
+        b.put_u8(SEAL_VERSION_UNBOUND);
+        b.put_slice(&nonce);
+        b.put_slice(&sealed);
+        b.freeze()
+    }
+
+    /// The payload of `record` as main's `open` finds it.
+    pub(crate) fn open(key: &Key, record: &[u8]) -> Option<Vec<u8>> {
+        let (&version, rest) = record.split_first()?;
+        if version != SEAL_VERSION_UNBOUND || rest.len() < NONCE_LEN {
+            return None;
+        }
+        let (nonce, sealed) = rest.split_at(NONCE_LEN);
+        ChaCha20Poly1305::new(key)
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: &[SEAL_VERSION_UNBOUND],
+                },
+            )
+            .ok()
+    }
+
+    impl ScramStore {
+        /// Writes `changes` into generation `generation` (made if missing) as main's build
+        /// does, then main's marker when `complete`.
+        pub(crate) async fn write_as_main(
+            &self,
+            catalog: &Catalog,
+            generation: u64,
+            changes: &[ScramChange],
+            complete: bool,
+        ) {
+            create(catalog, generation)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut records: Vec<Bytes> = changes
+                .iter()
+                .map(|c| seal(&self.key, &encode(c)))
+                .collect();
+            if complete {
+                records.push(seal(&self.key, &COMPLETE));
+            }
+            append(catalog, &topic_name(generation), &records)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+
+        /// Every record of generation `generation`, as stored.
+        pub(crate) async fn raw(
+            &self,
+            catalog: &Catalog,
+            reads: &Reads,
+            generation: u64,
+        ) -> Vec<Bytes> {
+            let mut all = Vec::new();
+            read(catalog, reads, generation, 0, |batch, _| {
+                all.extend(batch.into_iter().map(|(_, p)| p));
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+            all
+        }
+
+        /// Whether this gateway opens `record` as main's build does.
+        pub(crate) fn opens_as_main(&self, record: &[u8]) -> bool {
+            open(&self.key, record).is_some()
+        }
+
+        /// The generations this gateway warned of as staying unfinished.
+        pub(crate) fn warned_unfinished(&self) -> Vec<u64> {
+            lock(&self.unfinished)
+                .iter()
+                .filter(|(_, u)| u.warned)
+                .map(|(g, _)| *g)
+                .collect()
+        }
     }
 }
 
@@ -1413,12 +1557,22 @@ mod tests {
         }
     }
 
+    /// The payload `record` of `generation` holds, when it opens under `key`.
+    fn opened(key: &Key, generation: u64, record: &[u8], unbound: bool) -> Option<Vec<u8>> {
+        open(key, generation, record, unbound).map(|(p, _)| p)
+    }
+
     #[test]
     fn records_open_only_under_their_key_and_untouched() {
         let key = seal_key(b"gateway-password", "kafka");
         let record = seal(&key, 3, b"change").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(record[0], SEAL_VERSION);
-        assert_eq!(open(&key, 3, &record).as_deref(), Some(&b"change"[..]));
+        for unbound in [false, true] {
+            assert_eq!(
+                opened(&key, 3, &record, unbound).as_deref(),
+                Some(&b"change"[..])
+            );
+        }
         assert!(
             !record.windows(6).any(|w| w == b"change"),
             "not in the clear"
@@ -1429,37 +1583,49 @@ mod tests {
             seal_key(b"another-password", "kafka"),
             seal_key(b"gateway-password", "other-stream"),
         ] {
-            assert_eq!(open(&other, 3, &record), None);
+            assert_eq!(opened(&other, 3, &record, true), None);
         }
         // Copied into another generation, it does not open.
         for g in [0, 2, 4, 3 << 32] {
-            assert_eq!(open(&key, g, &record), None, "generation {g}");
+            assert_eq!(opened(&key, g, &record, true), None, "generation {g}");
         }
         for i in 0..record.len() {
             let mut tampered = record.to_vec();
             tampered[i] ^= 1;
-            assert_eq!(open(&key, 3, &tampered), None, "byte {i} flipped");
+            assert_eq!(opened(&key, 3, &tampered, true), None, "byte {i} flipped");
         }
         for cut in 0..record.len() {
-            assert_eq!(open(&key, 3, &record[..cut]), None, "cut at {cut}");
+            assert_eq!(opened(&key, 3, &record[..cut], true), None, "cut at {cut}");
         }
-        assert_eq!(open(&key, 3, &encode_sample()), None, "an unsealed change");
-        // A record sealed before generations were bound opens in generation 0 only.
-        let mut unbound = BytesMut::new();
-        unbound.put_u8(SEAL_VERSION_UNBOUND);
-        unbound.put_slice(&[7; NONCE_LEN]);
-        let sealed = ChaCha20Poly1305::new(&key)
-            .encrypt(
-                Nonce::from_slice(&[7; NONCE_LEN]),
-                Payload {
-                    msg: b"change",
-                    aad: &[SEAL_VERSION_UNBOUND],
-                },
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
-        unbound.put_slice(&sealed);
-        assert_eq!(open(&key, 0, &unbound).as_deref(), Some(&b"change"[..]));
-        assert_eq!(open(&key, 1, &unbound), None);
+        assert_eq!(
+            opened(&key, 3, &encode_sample(), true),
+            None,
+            "an unsealed change"
+        );
+    }
+
+    /// Generation 0's records are sealed as older builds seal them, which read them; those
+    /// records (older builds' compacted generations' too) open only where asked to.
+    #[test]
+    fn records_of_the_first_generation_are_sealed_as_older_builds_seal_them() {
+        let key = seal_key(b"gateway-password", "kafka");
+        let record = seal(&key, 0, b"change").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(record[0], SEAL_VERSION_UNBOUND);
+        assert_eq!(
+            as_main::open(&key, &record).as_deref(),
+            Some(&b"change"[..])
+        );
+        let old = as_main::seal(&key, b"change");
+        for r in [&record, &old] {
+            for g in [0, 1, 5] {
+                assert_eq!(opened(&key, g, r, true).as_deref(), Some(&b"change"[..]));
+                assert_eq!(opened(&key, g, r, false), None, "generation {g}");
+            }
+        }
+        assert_eq!(
+            decode_record(&as_main::COMPLETE),
+            Some(Record::LegacyComplete)
+        );
     }
 
     fn encode_sample() -> Bytes {

@@ -702,6 +702,108 @@ fn a_gateway_under_another_key_deletes_and_compacts_nothing_of_the_others() {
     assert_eq!(restarted.scram_credentials(), vec![version("alice", 1)]);
 }
 
+/// A stream the previous build compacted (generation 1 of version-1 records closed by its
+/// marker, generation 0 gone, then a store after the marker) is read whole after the
+/// upgrade, the deletions it keeps included; changes stored on top of it are kept, with
+/// compaction off and on.
+#[test]
+fn a_stream_the_previous_build_compacted_is_read_whole_after_the_upgrade() {
+    for compaction in [false, true] {
+        let mut h = Pool::new(FakeIggy::new());
+        let old = gateway(&mut h, false, OURS);
+        let (scram, catalog) = (&old.inner.scram, &old.inner.catalog);
+        let compacted = [version("alice", 3), version("bob", 1), delete("root")];
+        h.run(scram.write_as_main(catalog, 1, &compacted, true));
+        h.run(scram.write_as_main(catalog, 1, &[version("alice", 4)], false));
+        drop(old);
+        assert_eq!(generations(&h), [1]);
+        let (mut h, b) = h.restart_with(config(compaction, OURS));
+        assert_eq!(
+            b.scram_credentials(),
+            vec![version("alice", 4), version("bob", 1), delete("root")],
+            "compaction: {compaction}"
+        );
+        let c = gateway(&mut h, false, OURS);
+        store(&mut h, &b, vec![version("carol", 1)]);
+        follow(&mut h, &c);
+        let expected = vec![
+            version("alice", 4),
+            version("bob", 1),
+            version("carol", 1),
+            delete("root"),
+        ];
+        assert_eq!(c.scram_credentials(), expected, "compaction: {compaction}");
+        assert_eq!(generations(&h), [1], "no generation 0 made again");
+        let (mut h, b) = h.restart_with(config(compaction, OURS));
+        assert_eq!(b.scram_credentials(), expected, "compaction: {compaction}");
+        if compaction {
+            // Compacted into a generation of this build's records.
+            store(&mut h, &b, fill());
+            assert_eq!(generations(&h), [2]);
+            let (_h, restarted) = h.restart();
+            assert_eq!(
+                credentials(&restarted),
+                vec![
+                    version("alice", 254),
+                    version("bob", 1),
+                    version("carol", 1)
+                ]
+            );
+        }
+    }
+}
+
+/// The previous build's marker, replayed into a generation a compactor of this build
+/// made (its header written, its compaction dead), completes nothing.
+#[test]
+fn a_marker_of_the_previous_build_completes_no_generation_of_this_one() {
+    let (mut h, a) = filled();
+    let mut dying = storing(&a, vec![version("alice", 999)]);
+    until_batches(&mut h, &mut dying, 1, 2);
+    drop(dying);
+    let b = gateway(&mut h, false, OURS);
+    h.run(b.inner.scram.write_as_main(&b.inner.catalog, 1, &[], true));
+    h.clock.advance(NEXT_LISTING);
+    follow(&mut h, &b);
+    let expected = vec![version("alice", 999), version("bob", 1)];
+    assert_eq!(credentials(&b), expected);
+    let (_h, restarted) = h.restart();
+    assert_eq!(credentials(&restarted), expected);
+    assert_eq!(generations(&_h), [0, 1]);
+}
+
+/// What a gateway stores into generation 0 (compaction off) is sealed as the previous
+/// build seals it: during a rolling upgrade, or after a rollback, that build reads it.
+#[test]
+fn what_is_stored_into_the_first_generation_the_previous_build_reads() {
+    let mut h = Pool::new(FakeIggy::new());
+    let a = gateway(&mut h, false, OURS);
+    store(&mut h, &a, vec![version("alice", 1), delete("bob")]);
+    let raw = h.run(a.inner.scram.raw(&a.inner.catalog, &a.inner.reads, 0));
+    assert_eq!(raw.len(), 2);
+    for record in &raw {
+        assert!(a.inner.scram.opens_as_main(record));
+    }
+}
+
+/// A generation left unfinished by a compaction that died is warned of though stores keep
+/// landing in it.
+#[test]
+fn a_generation_left_unfinished_is_warned_of_while_stores_land_in_it() {
+    let (mut h, a) = filled();
+    let mut dying = storing(&a, vec![version("alice", 999)]);
+    until_batches(&mut h, &mut dying, 1, 2);
+    drop(dying);
+    let b = gateway(&mut h, false, OURS);
+    for i in 0..40 {
+        h.clock.advance(Duration::from_secs(10));
+        store(&mut h, &b, vec![version("carol", i)]);
+        follow(&mut h, &b);
+    }
+    assert_eq!(generations(&h), [0, 1]);
+    assert_eq!(b.inner.scram.warned_unfinished(), [1]);
+}
+
 /// A generation longer than one poll is replayed and followed whole.
 #[test]
 fn a_generation_longer_than_a_poll_is_read_whole() {
