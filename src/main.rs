@@ -232,7 +232,8 @@ struct Args {
     /// Compact the stream's SCRAM credentials topic into generations once it holds more
     /// than 256 records and twice the credentials; any number of the stream's gateways may.
     /// false: this gateway does not compact it (it still follows the generations others
-    /// make, and deletes those they compacted away).
+    /// make, and deletes those they compacted away). Turn it on only once every gateway of
+    /// the stream runs this build: older builds do not read the generations it makes.
     #[arg(
         long,
         env = "IGGY_KAFKA_IGGY_SCRAM_COMPACTION",

@@ -30,18 +30,21 @@
 //! newer, unfinished one, so nothing depends on how long a compaction takes. One that
 //! never completes (its compactor died) blocks compaction (the topic keeps every change
 //! meanwhile, as with compaction off) until an operator deletes it; a gateway that sees
-//! it unchanged for a while says so. A generation holding records the gateway cannot
+//! it unfinished for minutes says so. A generation holding records the gateway cannot
 //! read (another gateway's, whose Iggy secret differs) it neither deletes nor compacts.
 //!
 //! Each record is sealed with ChaCha20-Poly1305 under a key derived (HKDF-SHA256, salt
 //! [`SEAL_SALT`], the stream's name as info) from the secret of the gateway's own Iggy
 //! credentials: any Iggy user with `send_messages` or `poll_messages` on the stream could
 //! otherwise plant a credential for a super user or read the keys. A record is the seal's
-//! version `2`, a random 96-bit nonce, then the ciphertext and tag of the change, with the
-//! version byte and the generation's number (u64, little-endian) as associated data: a
-//! record copied into another generation does not open there. (Version `1` records,
-//! sealed with the version byte only, open in generation 0 only.) A record that does not
-//! open is skipped at replay and counted (the gateway's Iggy credentials changed, or
+//! version, a random 96-bit nonce, then the ciphertext and tag of the change. In a
+//! compacted generation the version is `2`, with the version byte and the generation's
+//! number (u64, little-endian) as associated data: a record copied into another
+//! generation does not open there. In generation 0 it is `1`, with the version byte only
+//! as associated data, as older builds seal every record: they read what this build
+//! writes there. Version-1 records open in generation 0, and in a generation until its
+//! first header (a generation an older build compacted into has none). A record that does
+//! not open is skipped at replay and counted (the gateway's Iggy credentials changed, or
 //! someone else wrote it).
 //!
 //! The change (little-endian): version `1`; kind (1 set, 2 delete); the user as a
@@ -51,7 +54,9 @@
 //! the same with kind 3. A marker completes its generation only after the generation's
 //! first header, naming the same generation and compaction: a marker of another
 //! compaction made under the same number (its generation deleted by an operator, and its
-//! compactor late) completes nothing.
+//! compactor late) completes nothing. An older build's marker, the payload `[1, 3]` sealed
+//! as version 1, completes a generation with no header whose records up to it are all
+//! version 1: one that build compacted into.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -1011,7 +1016,9 @@ impl ScramStore {
     /// generation newer than the newest complete one, this one included when its
     /// compaction fails: a compaction that failed or died blocks the next ones (the topic
     /// then keeps every change, as with compaction off) until an operator deletes its
-    /// generation. A marker that lands late (its compactor paused, or its reply lost)
+    /// generation, every gateway of the stream stopped (a store held up in a gateway could
+    /// otherwise land in a generation made again under that number, and revive what a
+    /// later change undid). A marker that lands late (its compactor paused, or its reply lost)
     /// completes the generation all the same, and that is safe: every change that landed
     /// in the old generation was copied before the marker or is written into the new one
     /// by its store ([`Self::write_newer`]), whenever either happens. Nothing is compacted
