@@ -804,6 +804,42 @@ fn a_generation_left_unfinished_is_warned_of_while_stores_land_in_it() {
     assert_eq!(b.inner.scram.warned_unfinished(), [1]);
 }
 
+/// An Iggy user that may send to the stream appends, into the generation every gateway
+/// reads, a change it polled from the one before, and a version-1 record: neither opens
+/// there, and no gateway applies them.
+#[test]
+fn a_change_copied_into_the_next_generation_does_not_apply() {
+    let (mut h, a) = filled();
+    store(&mut h, &a, vec![version("alice", 999)]);
+    assert_eq!(generations(&h), [1]);
+    store(&mut h, &a, vec![version("alice", 1000)]);
+    let old = h.fake.topics[&scram::topic_name(1)].partitions[0]
+        .batches
+        .last()
+        .cloned()
+        .unwrap_or_default();
+    let b = gateway(&mut h, false, OURS);
+    store(&mut h, &a, fill());
+    assert_eq!(generations(&h), [2]);
+    h.fake
+        .append_batch(&scram::topic_name(2), 0, old)
+        .unwrap_or_else(|e| panic!("append: {e}"));
+    // A record as older builds seal them (as generation 0 held before the upgrade) does
+    // not open after a header either.
+    h.run(
+        b.inner
+            .scram
+            .write_as_main(&b.inner.catalog, 2, &[version("alice", 5000)], false),
+    );
+    let expected = vec![version("alice", 254), version("bob", 1)];
+    for g in [&a, &b] {
+        follow(&mut h, g);
+        assert_eq!(credentials(g), expected);
+    }
+    let (_h, restarted) = h.restart();
+    assert_eq!(credentials(&restarted), expected);
+}
+
 /// A generation longer than one poll is replayed and followed whole.
 #[test]
 fn a_generation_longer_than_a_poll_is_read_whole() {
