@@ -835,6 +835,10 @@ impl ScramStore {
         // Whether this build's marker completes it, whether an older build's does, and
         // whether a version-2 record came yet.
         let (mut marked, mut legacy, mut bound_seen) = (false, false, false);
+        // What the version-2 records hold, and how many of `own` they are, up to the
+        // header: the generation held at its header, should the version-1 records before
+        // it be someone's copies.
+        let (mut bound_only, mut own_bound) = (Replayed::new(), 0);
         let end = read(catalog, reads, g, 0, |batch, _| {
             for (offset, payload) in batch {
                 let unbound = scan.header.is_none();
@@ -846,9 +850,12 @@ impl ScramStore {
                 let v1 = version == SEAL_VERSION_UNBOUND;
                 match record {
                     Record::Change(c) => {
-                        if own.iter().any(|o| **o == *opened) {
-                            scan.own += 1;
+                        let mine = own.iter().any(|o| **o == *opened);
+                        if !v1 && scan.header.is_none() {
+                            own_bound += usize::from(mine);
+                            bound_only.insert(entry_key(&c), value(c.clone()));
                         }
+                        scan.own += usize::from(mine);
                         scan.replayed.insert(entry_key(&c), value(c));
                     }
                     // The first header is the compaction that made the generation; only
@@ -859,7 +866,12 @@ impl ScramStore {
                         generation,
                         compaction,
                     } if !v1 && generation == g && scan.header.is_none() => {
+                        // A generation with a header is this build's: version-1 records
+                        // in it (before the header: none after it opens) are copies an
+                        // Iggy user that may send to the stream made, not its own.
                         scan.header = Some(compaction);
+                        scan.replayed = std::mem::take(&mut bound_only);
+                        scan.own = own_bound;
                     }
                     Record::Complete {
                         generation,
@@ -872,8 +884,9 @@ impl ScramStore {
                     // generation, so, as with that build, an Iggy user that may send to
                     // the stream can replay one (after version-1 records of its choosing,
                     // replayed too) into a generation a compactor of this build made and
-                    // died in before writing its header: every gateway then reads what it
-                    // chose. A header ends that: no version-1 record opens after it.
+                    // died in (or is held up in) before writing its header: every gateway
+                    // then reads what it chose. A header ends that: the version-1 records
+                    // before it no longer count, and none after it opens.
                     Record::LegacyComplete if v1 && !bound_seen => legacy = true,
                     Record::Header { .. } | Record::Complete { .. } | Record::LegacyComplete => {}
                 }

@@ -840,6 +840,28 @@ fn a_change_copied_into_the_next_generation_does_not_apply() {
     assert_eq!(credentials(&restarted), expected);
 }
 
+/// An Iggy user that may send to the stream appends records of generation 0 (version 1)
+/// into the next generation as it is made, before its compactor's header: once the
+/// generation completes, they are not part of it (a credential deleted meanwhile stays
+/// deleted).
+#[test]
+fn records_of_an_older_generation_before_a_header_do_not_apply() {
+    let (mut h, a) = filled();
+    let old = h.fake.topics[scram::TOPIC].partitions[0].batches[0].clone();
+    let mut compacting = storing(&a, vec![delete("bob")]);
+    let made = drive(&mut h, &mut compacting, |fake| batches(fake, 1) == Some(0));
+    assert!(made.is_none(), "the compaction made generation 1");
+    h.fake
+        .append_batch(&scram::topic_name(1), 0, old)
+        .unwrap_or_else(|e| panic!("append: {e}"));
+    stored(&h.run(compacting));
+    assert_eq!(generations(&h), [1]);
+    let expected = vec![version("alice", 254)];
+    assert_eq!(credentials(&a), expected);
+    let (_h, restarted) = h.restart();
+    assert_eq!(credentials(&restarted), expected);
+}
+
 /// A generation longer than one poll is replayed and followed whole.
 #[test]
 fn a_generation_longer_than_a_poll_is_read_whole() {
