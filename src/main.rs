@@ -230,10 +230,10 @@ struct Args {
     iggy_write_through: bool,
 
     /// Compact the stream's SCRAM credentials topic into generations once it holds more
-    /// than 256 records and twice the credentials. Only where one gateway stores the
-    /// stream's credentials: two gateways compacting, or storing through one while another
-    /// compacts, can race and bring a deleted credential back. false: the topic keeps every
-    /// change.
+    /// than 256 records and twice the credentials; any number of the stream's gateways may.
+    /// false: this gateway does not compact it (it still follows the generations others
+    /// make, and deletes those they compacted away). Turn it on only once every gateway of
+    /// the stream runs this build: older builds do not read the generations it makes.
     #[arg(
         long,
         env = "IGGY_KAFKA_IGGY_SCRAM_COMPACTION",

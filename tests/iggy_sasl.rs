@@ -305,6 +305,8 @@ fn credentials_are_followed_across_gateways(url: &str, super_user: &str, admin: 
             &stream,
             "--super-users",
             super_user,
+            "--iggy-scram-compaction",
+            "true",
         ]
         .into_iter()
         .map(str::to_owned)
@@ -325,13 +327,13 @@ fn credentials_are_followed_across_gateways(url: &str, super_user: &str, admin: 
     b.gateway.stop();
 }
 
-/// Many changes through one gateway (the one that compacts) while another follows: the
-/// topic is compacted into a new generation, the other gateway follows it there, and a
+/// Many changes through two gateways at once, both compacting: the topic is
+/// compacted into a new generation, each gateway follows the other's changes there, and a
 /// restart replays it. On the fake, the topic holds a bounded number of records; `inspect`
 /// looks.
 fn a_compacted_credentials_topic_is_followed(url: &str, super_user: &str, admin: &[&str]) {
     let stream = common::unique_stream();
-    let start = |compacts: bool| {
+    let start = || {
         let args: Vec<String> = [
             "--listeners",
             "SASL_PLAINTEXT://127.0.0.1:0",
@@ -342,22 +344,30 @@ fn a_compacted_credentials_topic_is_followed(url: &str, super_user: &str, admin:
             "--super-users",
             super_user,
             "--iggy-scram-compaction",
-            if compacts { "true" } else { "false" },
+            "true",
         ]
         .into_iter()
         .map(str::to_owned)
         .collect();
         start_listeners(&args, 1)
     };
-    let a = start(true);
-    let b = start(false);
-    scram_store(&a.address("SASL_PLAINTEXT").to_string(), "churn", admin);
-    scram_store_within_the_bound(&b.address("SASL_PLAINTEXT").to_string(), "check", admin);
-    scram_store(&a.address("SASL_PLAINTEXT").to_string(), "delete", admin);
-    scram_store_within_the_bound(&b.address("SASL_PLAINTEXT").to_string(), "deleted", admin);
+    let a = start();
+    let b = start();
+    let (on_a, on_b) = (
+        a.address("SASL_PLAINTEXT").to_string(),
+        b.address("SASL_PLAINTEXT").to_string(),
+    );
+    std::thread::scope(|s| {
+        s.spawn(|| scram_store(&on_a, "churn", admin));
+        s.spawn(|| scram_store(&on_b, "churn", admin));
+    });
+    scram_store_within_the_bound(&on_a, "check", admin);
+    scram_store_within_the_bound(&on_b, "check", admin);
+    scram_store(&on_b, "delete", admin);
+    scram_store_within_the_bound(&on_a, "deleted", admin);
     a.gateway.stop();
     b.gateway.stop();
-    let again = start(false);
+    let again = start();
     scram_store(
         &again.address("SASL_PLAINTEXT").to_string(),
         "deleted",

@@ -93,9 +93,8 @@ pub struct IggyConfig {
     /// derived from it and the stream's name, so that other Iggy users who may read or
     /// write that topic can neither read the keys nor plant credentials.
     pub credential_secret: secrecy::SecretString,
-    /// Compact the SCRAM credentials topic into generations. Safe only where one gateway
-    /// stores the stream's credentials: two gateways compacting, or one storing while
-    /// another compacts, can race, and a credential deleted through one could come back.
+    /// Compact the SCRAM credentials topic into generations; any number of gateways on
+    /// the stream may.
     pub scram_compaction: bool,
 }
 

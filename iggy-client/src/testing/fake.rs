@@ -370,6 +370,40 @@ impl FakeIggy {
         Ok(base)
     }
 
+    /// Appends a copy of batch `index` of partition `p` of `topic`, in the first stream, at
+    /// the partition's end, as a client with send rights re-sending a batch it polled
+    /// does; the copy's base offset.
+    ///
+    /// # Errors
+    /// Iggy's status when the stream, topic or partition does not exist.
+    ///
+    /// # Panics
+    /// When the partition holds no batch `index`.
+    pub fn append_copy(&mut self, topic: &str, p: u32, index: usize) -> Result<u64, u32> {
+        let stream = self.stream.clone().ok_or(1009u32)?;
+        let batch = self
+            .stream_topics_mut(&stream)?
+            .get(topic)
+            .ok_or(2011u32)?
+            .partitions
+            .get(p as usize)
+            .ok_or(3007u32)?
+            .batches[index]
+            .clone();
+        self.store(&stream, topic, p, batch)
+    }
+
+    /// Appends `batch` (one of [`Partition::batches`], of any topic) to partition `p` of
+    /// `topic`, in the first stream, at the partition's end, as a client with send rights
+    /// sending a batch it polled elsewhere does; the copy's base offset.
+    ///
+    /// # Errors
+    /// Iggy's status when the stream, topic or partition does not exist.
+    pub fn append_batch(&mut self, topic: &str, p: u32, batch: Vec<u8>) -> Result<u64, u32> {
+        let stream = self.stream.clone().ok_or(1009u32)?;
+        self.store(&stream, topic, p, batch)
+    }
+
     /// Commits the appends prepared for partition `p` of `topic` in `stream` (all of them
     /// with `None`), in the order they were prepared.
     fn commit_prepared(&mut self, only: Option<(&str, &str, u32)>) {
