@@ -127,9 +127,23 @@ impl Gateway {
     pub fn start_with(args: &[&str]) -> Self {
         let mut backend = Vec::new();
         if !args.contains(&"--admin-listen") {
-            // Tests run gateways side by side: each gets an admin port of its own.
+            // Tests run gateways side by side: each gets an admin port of its own. Where the
+            // test picked the Kafka listener's port in advance (a gateway that must come back
+            // on it), the admin port is picked too, and not that one: left to the system, the
+            // admin listener, bound first, can be given the very port the test let go.
+            let picked = args.contains(&"--listen") || args.contains(&"--listeners");
+            let admin = if picked {
+                std::iter::repeat_with(free_address)
+                    .find(|a| {
+                        let port = a.rsplit(':').next().unwrap_or_default();
+                        !args.iter().any(|x| x.contains(&format!(":{port}")))
+                    })
+                    .unwrap_or_else(|| "127.0.0.1:0".to_owned())
+            } else {
+                "127.0.0.1:0".to_owned()
+            };
             backend.push("--admin-listen".to_owned());
-            backend.push("127.0.0.1:0".to_owned());
+            backend.push(admin);
         }
         if let Some(url) = iggy_url().filter(|_| !args.contains(&"--iggy")) {
             backend.push("--iggy".to_owned());
