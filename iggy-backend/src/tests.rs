@@ -2271,7 +2271,7 @@ mod scram_follow {
     }
 
     /// A credential without the cost of deriving one: version `n` of the user's.
-    fn version(user: &str, n: u64) -> ScramChange {
+    pub(super) fn version(user: &str, n: u64) -> ScramChange {
         ScramChange::Set {
             user: user.into(),
             credential: ScramCredential {
@@ -2284,7 +2284,7 @@ mod scram_follow {
         }
     }
 
-    fn delete(user: &str) -> ScramChange {
+    pub(super) fn delete(user: &str) -> ScramChange {
         ScramChange::Delete {
             user: user.into(),
             mechanism: ScramMechanism::Sha256,

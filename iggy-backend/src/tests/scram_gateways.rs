@@ -7,12 +7,13 @@ use std::pin::pin;
 use std::sync::Arc;
 
 use iggy_kafka_core::backend::Execution;
-use iggy_kafka_core::sasl::{ScramChange, ScramCredential, ScramMechanism};
+use iggy_kafka_core::sasl::ScramChange;
 use iggy_kafka_iggy_client::protocol::codes::{GET_STREAM_CODE, POLL_MESSAGES_CODE};
 use iggy_kafka_iggy_client::Clock;
 
 use crate::scram;
 
+use super::scram_follow::{delete, version};
 use super::*;
 
 /// Longer than anything a gateway waits for: an hour.
@@ -23,27 +24,6 @@ const NEXT_LISTING: Duration = Duration::from_secs(31);
 const OURS: &str = "";
 
 type Pending = Pin<Box<dyn Future<Output = Completion> + Send>>;
-
-/// A credential without the cost of deriving one: version `n` of the user's.
-fn version(user: &str, n: u64) -> ScramChange {
-    ScramChange::Set {
-        user: user.into(),
-        credential: ScramCredential {
-            mechanism: ScramMechanism::Sha256,
-            salt: n.to_le_bytes().to_vec(),
-            iterations: 4096,
-            stored_key: vec![1; 32],
-            server_key: vec![2; 32],
-        },
-    }
-}
-
-fn delete(user: &str) -> ScramChange {
-    ScramChange::Delete {
-        user: user.into(),
-        mechanism: ScramMechanism::Sha256,
-    }
-}
 
 fn config(compaction: bool, secret: &str) -> IggyConfig {
     IggyConfig {
