@@ -394,15 +394,20 @@ pub fn move_origin_timestamp(msg: &mut IggyMessage, origin_timestamp_us: u64) {
 pub fn kafka_timestamp_ms(msg: &IggyMessage) -> i64 {
     match msg.header(TIMESTAMP) {
         Some(HeaderValue::Int64(ms)) => *ms,
-        _ => {
-            let us = if msg.origin_timestamp_us != 0 {
-                msg.origin_timestamp_us
-            } else {
-                msg.timestamp_us
-            };
-            i64::try_from(us / 1000).unwrap_or(i64::MAX)
-        }
+        _ => bare_timestamp_ms(msg.origin_timestamp_us, msg.timestamp_us),
     }
+}
+
+/// [`kafka_timestamp_ms`] of a message without a Kafka timestamp header: its producer's
+/// timestamp, or when Iggy appended it if it has none.
+#[must_use]
+pub fn bare_timestamp_ms(origin_timestamp_us: u64, timestamp_us: u64) -> i64 {
+    let us = if origin_timestamp_us != 0 {
+        origin_timestamp_us
+    } else {
+        timestamp_us
+    };
+    i64::try_from(us / 1000).unwrap_or(i64::MAX)
 }
 
 /// [`from_iggy`] for a message without headers — a keyless record with a value, the common

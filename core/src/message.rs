@@ -5,7 +5,7 @@
 //! without a copy of the request's bytes; [`Messages`] a read's messages with their offsets,
 //! in shared [`Block`]s.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
@@ -114,6 +114,14 @@ pub struct MessageRef<'a> {
     pub headers: &'a [(String, HeaderValue)],
 }
 
+impl MessageRef<'_> {
+    /// Its size as [`message_size`] counts it.
+    #[must_use]
+    pub fn size(&self) -> usize {
+        size_of(self.payload, self.headers)
+    }
+}
+
 impl MessageList {
     /// The number of messages.
     #[must_use]
@@ -181,9 +189,48 @@ impl MessageList {
         }
     }
 
+    /// Whether every message is bare: a range of the bytes it arrived in, without headers.
+    #[must_use]
+    pub fn is_bare(&self) -> bool {
+        self.mapped.is_empty()
+    }
+
     /// The messages, in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = MessageRef<'_>> + '_ {
-        self.entries.iter().map(move |e| match *e {
+        self.entries.iter().map(move |e| self.borrow(*e))
+    }
+
+    /// The `index`th message, borrowed.
+    #[must_use]
+    pub fn get(&self, index: usize) -> Option<MessageRef<'_>> {
+        self.entries.get(index).map(|e| self.borrow(*e))
+    }
+
+    /// The `index`th message as an [`IggyMessage`] whose payload shares this list's bytes
+    /// (not yet appended: no append time).
+    #[must_use]
+    pub fn to_message(&self, index: usize) -> Option<IggyMessage> {
+        self.entries.get(index).map(|e| match *e {
+            Entry::Bare {
+                buffer,
+                start,
+                end,
+                origin_timestamp_us,
+            } => self.bare(buffer, start, end, origin_timestamp_us),
+            Entry::Mapped(i) => self.mapped[i as usize].clone(),
+        })
+    }
+
+    /// Gives back the room reserved beyond its messages, when that is more than a quarter
+    /// of them: a list kept for long should not hold a decoder's estimate.
+    pub fn shrink(&mut self) {
+        if self.entries.capacity() > self.entries.len() + self.entries.len() / 4 {
+            self.entries.shrink_to_fit();
+        }
+    }
+
+    fn borrow(&self, e: Entry) -> MessageRef<'_> {
+        match e {
             Entry::Bare {
                 buffer,
                 start,
@@ -202,32 +249,31 @@ impl MessageList {
                     headers: &m.headers,
                 }
             }
-        })
+        }
+    }
+
+    fn bare(&self, buffer: u32, start: u32, end: u32, origin_timestamp_us: u64) -> IggyMessage {
+        IggyMessage {
+            payload: self.buffers[buffer as usize].slice(start as usize..end as usize),
+            origin_timestamp_us,
+            ..IggyMessage::default()
+        }
     }
 
     /// The messages as [`IggyMessage`]s (not yet appended: no append time).
     #[must_use]
-    pub fn into_messages(self) -> Vec<IggyMessage> {
-        let Self {
-            buffers,
-            entries,
-            mapped,
-        } = self;
-        let mut mapped = mapped.into_iter();
-        let mut out = Vec::with_capacity(entries.len());
-        for e in entries {
-            match e {
+    pub fn into_messages(mut self) -> Vec<IggyMessage> {
+        // Mapped entries are numbered in the order they were pushed.
+        let mut mapped = std::mem::take(&mut self.mapped).into_iter();
+        let mut out = Vec::with_capacity(self.entries.len());
+        for e in &self.entries {
+            match *e {
                 Entry::Bare {
                     buffer,
                     start,
                     end,
                     origin_timestamp_us,
-                } => out.push(IggyMessage {
-                    payload: buffers[buffer as usize].slice(start as usize..end as usize),
-                    origin_timestamp_us,
-                    ..IggyMessage::default()
-                }),
-                // Mapped entries are numbered in the order they were pushed.
+                } => out.push(self.bare(buffer, start, end, origin_timestamp_us)),
                 Entry::Mapped(_) => out.extend(mapped.next()),
             }
         }
@@ -268,9 +314,107 @@ impl std::fmt::Debug for MessageList {
 /// Reads share blocks rather than copy or count each message.
 pub type Block = Arc<Vec<IggyMessage>>;
 
+/// The bare messages of one append ([`MessageList::is_bare`]) with the time they were
+/// appended: ranges of the bytes they arrived in, about a third of the memory of
+/// [`IggyMessage`]s and no reference count per message. What the embedded store keeps.
+#[derive(Debug)]
+pub struct BareBlock {
+    list: MessageList,
+    appended_us: u64,
+    /// The messages as [`IggyMessage`]s, made on the first [`Messages::iter`] over them.
+    /// The fetch path reads [`Messages::views`] and never makes them.
+    messages: OnceLock<Vec<IggyMessage>>,
+}
+
+impl BareBlock {
+    /// `list`'s messages appended at `appended_us`; the list back if not every message is
+    /// bare.
+    ///
+    /// # Errors
+    /// The list itself, when it holds a message with headers.
+    pub fn new(list: MessageList, appended_us: u64) -> Result<Self, MessageList> {
+        if !list.is_bare() {
+            return Err(list);
+        }
+        Ok(Self {
+            list,
+            appended_us,
+            messages: OnceLock::new(),
+        })
+    }
+
+    /// How many messages.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Whether there are none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// When they were appended, in microseconds.
+    #[must_use]
+    pub fn appended_us(&self) -> u64 {
+        self.appended_us
+    }
+
+    /// The `index`th message, borrowed.
+    #[must_use]
+    pub fn get(&self, index: usize) -> Option<MessageRef<'_>> {
+        self.list.get(index)
+    }
+
+    /// The messages, in order, borrowed.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = MessageRef<'_>> + '_ {
+        self.list.iter()
+    }
+
+    fn messages(&self) -> &[IggyMessage] {
+        self.messages.get_or_init(|| {
+            (0..self.list.len())
+                .filter_map(|i| self.list.to_message(i))
+                .map(|mut m| {
+                    m.timestamp_us = self.appended_us;
+                    m
+                })
+                .collect()
+        })
+    }
+}
+
+/// One message of [`Messages`], borrowed as it is held.
+#[derive(Debug, Clone, Copy)]
+pub enum MessageView<'a> {
+    /// A message held whole.
+    Message(&'a IggyMessage),
+    /// A bare message: its payload, no headers.
+    Bare {
+        /// The payload.
+        payload: &'a [u8],
+        /// The producer's timestamp, in microseconds.
+        origin_timestamp_us: u64,
+        /// When it was appended, in microseconds.
+        timestamp_us: u64,
+    },
+}
+
+impl MessageView<'_> {
+    /// Its size as [`message_size`] counts it.
+    #[must_use]
+    pub fn size(&self) -> usize {
+        match self {
+            Self::Message(m) => message_size(m),
+            Self::Bare { payload, .. } => size_of(payload, &[]),
+        }
+    }
+}
+
 /// Messages of one partition with their offsets, in offset order: runs of consecutive
-/// offsets, each a slice of a shared [`Block`]. A read of many messages costs a few
-/// reference counts, not one per message.
+/// offsets, each a slice of a shared [`Block`] or [`BareBlock`]. A read of many messages
+/// costs a few reference counts, not one per message.
 #[derive(Debug, Clone, Default)]
 pub struct Messages {
     runs: Vec<Run>,
@@ -288,9 +432,50 @@ impl PartialEq for Messages {
 #[derive(Debug, Clone)]
 struct Run {
     first_offset: u64,
-    block: Block,
+    block: Held,
     start: usize,
     end: usize,
+}
+
+#[derive(Debug, Clone)]
+enum Held {
+    Messages(Block),
+    Bare(Arc<BareBlock>),
+}
+
+impl Held {
+    fn len(&self) -> usize {
+        match self {
+            Self::Messages(b) => b.len(),
+            Self::Bare(b) => b.len(),
+        }
+    }
+
+    fn same(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Messages(a), Self::Messages(b)) => Arc::ptr_eq(a, b),
+            (Self::Bare(a), Self::Bare(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    fn messages(&self) -> &[IggyMessage] {
+        match self {
+            Self::Messages(b) => b,
+            Self::Bare(b) => b.messages(),
+        }
+    }
+
+    fn view(&self, i: usize) -> Option<MessageView<'_>> {
+        match self {
+            Self::Messages(b) => b.get(i).map(MessageView::Message),
+            Self::Bare(b) => b.get(i).map(|m| MessageView::Bare {
+                payload: m.payload,
+                origin_timestamp_us: m.origin_timestamp_us,
+                timestamp_us: b.appended_us,
+            }),
+        }
+    }
 }
 
 impl Messages {
@@ -303,13 +488,27 @@ impl Messages {
     /// Adds `block[range]`, whose messages have consecutive offsets from `first_offset`.
     /// An empty range, or one reaching past the block, adds what the block holds of it.
     pub fn push(&mut self, first_offset: u64, block: &Block, range: std::ops::Range<usize>) {
+        self.push_held(first_offset, Held::Messages(Arc::clone(block)), range);
+    }
+
+    /// [`Self::push`] for bare messages.
+    pub fn push_bare(
+        &mut self,
+        first_offset: u64,
+        block: &Arc<BareBlock>,
+        range: std::ops::Range<usize>,
+    ) {
+        self.push_held(first_offset, Held::Bare(Arc::clone(block)), range);
+    }
+
+    fn push_held(&mut self, first_offset: u64, block: Held, range: std::ops::Range<usize>) {
         let end = range.end.min(block.len());
         if range.start >= end {
             return;
         }
         if let Some(last) = self.runs.last_mut() {
             // Extends the previous run when it is the same block and continues it.
-            if Arc::ptr_eq(&last.block, block)
+            if last.block.same(&block)
                 && last.end == range.start
                 && continues(last.first_offset, last.end - last.start, first_offset)
             {
@@ -321,7 +520,7 @@ impl Messages {
         self.len += end - range.start;
         self.runs.push(Run {
             first_offset,
-            block: Arc::clone(block),
+            block,
             start: range.start,
             end,
         });
@@ -330,7 +529,7 @@ impl Messages {
     /// Adds `other`'s messages after these.
     pub fn append(&mut self, other: Messages) {
         for r in other.runs {
-            self.push(r.first_offset, &r.block, r.start..r.end);
+            self.push_held(r.first_offset, r.block, r.start..r.end);
         }
     }
 
@@ -357,13 +556,23 @@ impl Messages {
         self.len == 0
     }
 
-    /// Each message with its offset, in order.
+    /// Each message with its offset, in order. Bare messages are made into
+    /// [`IggyMessage`]s once per block: the fetch path reads [`Self::views`] instead.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &IggyMessage)> + '_ {
         self.runs.iter().flat_map(|r| {
-            r.block[r.start..r.end]
+            r.block.messages()[r.start..r.end]
                 .iter()
                 .zip(r.first_offset..)
                 .map(|(m, o)| (o, m))
+        })
+    }
+
+    /// Each message with its offset, in order, as it is held.
+    pub fn views(&self) -> impl Iterator<Item = (u64, MessageView<'_>)> + '_ {
+        self.runs.iter().flat_map(|r| {
+            (r.start..r.end)
+                .zip(r.first_offset..)
+                .filter_map(|(i, o)| Some((o, r.block.view(i)?)))
         })
     }
 
@@ -377,8 +586,15 @@ impl Messages {
     #[must_use]
     pub fn last(&self) -> Option<(u64, &IggyMessage)> {
         let r = self.runs.last()?;
-        let m = r.block.get(r.end.checked_sub(1)?)?;
+        let m = r.block.messages().get(r.end.checked_sub(1)?)?;
         Some((r.first_offset + (r.end - r.start - 1) as u64, m))
+    }
+
+    /// The offset of the last message.
+    #[must_use]
+    pub fn last_offset(&self) -> Option<u64> {
+        let r = self.runs.last()?;
+        Some(r.first_offset + (r.end - r.start).checked_sub(1)? as u64)
     }
 
     /// Keeps the first `n` messages.
@@ -463,12 +679,15 @@ impl MessagesBuilder {
 /// as a Kafka record, so that a fetch's `max_bytes` means what the client meant.
 #[must_use]
 pub fn message_size(m: &IggyMessage) -> usize {
-    let headers: usize = m
-        .headers
+    size_of(&m.payload, &m.headers)
+}
+
+fn size_of(payload: &[u8], headers: &[(String, HeaderValue)]) -> usize {
+    let headers: usize = headers
         .iter()
         .map(|(k, v)| k.len() + v.encoded_len() + 2)
         .sum();
-    m.payload.len() + headers + 16
+    payload.len() + headers + 16
 }
 
 #[cfg(test)]

@@ -26,8 +26,10 @@ use iggy_kafka_core::backend::{
     Command, Completion, Execution, GroupOffset, GroupOffsets, PartitionOffsets, ProducerBatch,
     ReadResult, TopicConfig, TopicInfo, TopicRef, WatchPartition,
 };
-use iggy_kafka_core::mapping::{kafka_timestamp_ms, marker, set_log_append_time};
-use iggy_kafka_core::message::{message_size, Block, IggyMessage, Messages};
+use iggy_kafka_core::mapping::{
+    bare_timestamp_ms, kafka_timestamp_ms, marker, set_log_append_time,
+};
+use iggy_kafka_core::message::{message_size, BareBlock, Block, MessageList, Messages};
 use iggy_kafka_core::producers::Producers;
 use iggy_kafka_core::protocol::Uuid;
 use iggy_kafka_core::stats::{Metric, MetricKind};
@@ -107,12 +109,54 @@ struct Log {
 #[derive(Debug)]
 struct Stored {
     base: u64,
-    messages: Block,
+    messages: Kept,
+}
+
+#[derive(Debug)]
+enum Kept {
+    /// Bare messages (keyless records without headers, the common case), as they arrived.
+    Bare(Arc<BareBlock>),
+    /// Messages with headers, log-append times and transaction markers.
+    Mapped(Block),
 }
 
 impl Stored {
+    fn len(&self) -> usize {
+        match &self.messages {
+            Kept::Bare(block) => block.len(),
+            Kept::Mapped(block) => block.len(),
+        }
+    }
+
     fn end(&self) -> u64 {
-        self.base + self.messages.len() as u64
+        self.base + self.len() as u64
+    }
+
+    /// The `i`th message's size ([`message_size`]) and append time, if it holds one.
+    fn size_and_time(&self, i: usize) -> Option<(usize, u64)> {
+        match &self.messages {
+            Kept::Bare(block) => block.get(i).map(|m| (m.size(), block.appended_us())),
+            Kept::Mapped(block) => block.get(i).map(|m| (message_size(m), m.timestamp_us)),
+        }
+    }
+
+    /// The `i`th message's Kafka timestamp.
+    fn kafka_timestamp_ms(&self, i: usize) -> i64 {
+        match &self.messages {
+            Kept::Bare(block) => block.get(i).map_or(0, |m| {
+                bare_timestamp_ms(m.origin_timestamp_us, block.appended_us())
+            }),
+            Kept::Mapped(block) => block.get(i).map_or(0, kafka_timestamp_ms),
+        }
+    }
+
+    /// Adds the messages at `range` to a read.
+    fn read_into(&self, read: &mut Messages, range: std::ops::Range<usize>) {
+        let first = self.base + range.start as u64;
+        match &self.messages {
+            Kept::Bare(block) => read.push_bare(first, block, range),
+            Kept::Mapped(block) => read.push(first, block, range),
+        }
     }
 }
 
@@ -150,13 +194,21 @@ impl Log {
         }
     }
 
-    /// Every message held from `from` on, with its offset and block, in order.
-    fn iter_from(&self, from: u64) -> impl Iterator<Item = (u64, &Block, usize)> + '_ {
+    /// Counts a message appended at `offset`.
+    fn count(&mut self, offset: u64, timestamp_ms: i64, size: usize) {
+        if self.max_timestamp.is_none_or(|(_, t)| timestamp_ms > t) {
+            self.max_timestamp = Some((offset, timestamp_ms));
+        }
+        self.bytes += size as u64;
+    }
+
+    /// Every message held from `from` on, with its offset and append, in order.
+    fn iter_from(&self, from: u64) -> impl Iterator<Item = (u64, &Stored, usize)> + '_ {
         let from = from.max(self.start);
         let first = self.blocks.partition_point(|b| b.end() <= from);
         self.blocks.range(first..).flat_map(move |b| {
             let skip = usize::try_from(from.saturating_sub(b.base)).unwrap_or(usize::MAX);
-            (skip..b.messages.len()).map(move |i| (b.base + i as u64, &b.messages, i))
+            (skip..b.len()).map(move |i| (b.base + i as u64, b, i))
         })
     }
 
@@ -165,8 +217,8 @@ impl Log {
         let cutoff = retention_ms
             .and_then(|ms| u64::try_from(ms).ok())
             .map(|ms| now_us.saturating_sub(ms.saturating_mul(1000)));
-        self.drop_front(|log, m| {
-            log.bytes > max_bytes || cutoff.is_some_and(|c| m.timestamp_us < c)
+        self.drop_front(|log, appended_us| {
+            log.bytes > max_bytes || cutoff.is_some_and(|c| appended_us < c)
         });
     }
 
@@ -178,21 +230,21 @@ impl Log {
         self.start
     }
 
-    /// Drops the oldest messages while `drop` says so.
-    fn drop_front(&mut self, mut drop: impl FnMut(&Self, &IggyMessage) -> bool) {
+    /// Drops the oldest messages while `drop`, given each one's append time, says so.
+    fn drop_front(&mut self, mut drop: impl FnMut(&Self, u64) -> bool) {
         let mut dropped = false;
         while let Some(front) = self.blocks.front() {
-            let Some(m) = usize::try_from(self.start.saturating_sub(front.base))
+            let Some((size, appended_us)) = usize::try_from(self.start.saturating_sub(front.base))
                 .ok()
-                .and_then(|i| front.messages.get(i))
+                .and_then(|i| front.size_and_time(i))
             else {
                 self.blocks.pop_front();
                 continue;
             };
-            if !drop(self, m) {
+            if !drop(self, appended_us) {
                 break;
             }
-            self.bytes -= message_size(m) as u64;
+            self.bytes -= size as u64;
             self.start += 1;
             if self.start >= front.end() {
                 self.blocks.pop_front();
@@ -205,7 +257,7 @@ impl Log {
         if dropped && self.max_timestamp.is_some_and(|(o, _)| o < self.start) {
             let mut max: Option<(u64, i64)> = None;
             for (o, b, i) in self.iter_from(self.start) {
-                let ts = kafka_timestamp_ms(&b[i]);
+                let ts = b.kafka_timestamp_ms(i);
                 if max.is_none_or(|(_, m)| ts > m) {
                     max = Some((o, ts));
                 }
@@ -292,7 +344,7 @@ impl EmbeddedStore {
         &self,
         topic: &str,
         partition: u32,
-        mut messages: Vec<IggyMessage>,
+        messages: MessageList,
         largest_batch: usize,
         producer: Option<ProducerBatch>,
     ) -> Result<Appended, BackendError> {
@@ -315,6 +367,12 @@ impl EmbeddedStore {
             return Err(BackendError::InvalidMessage("empty payload".into()));
         }
         let log_append = config.log_append_time == Some(true);
+        // A log-append time is a header: such messages are kept mapped.
+        let incoming = if messages.is_bare() && !log_append {
+            Ok(messages)
+        } else {
+            Err(messages.into_messages())
+        };
         let max_bytes = config
             .retention_bytes
             .and_then(|b| u64::try_from(b).ok())
@@ -341,27 +399,39 @@ impl EmbeddedStore {
             let now = now_us().max(log.last_append_us);
             log.last_append_us = now;
             let base = log.high_watermark();
-            for (i, m) in messages.iter_mut().enumerate() {
-                m.timestamp_us = now;
-                if log_append {
-                    set_log_append_time(m, now);
+            let incoming = incoming.and_then(|mut list| {
+                list.shrink();
+                BareBlock::new(list, now).map_err(MessageList::into_messages)
+            });
+            let kept = match incoming {
+                Ok(block) => {
+                    for (m, offset) in block.iter().zip(base..) {
+                        let ts = bare_timestamp_ms(m.origin_timestamp_us, now);
+                        log.count(offset, ts, m.size());
+                    }
+                    Kept::Bare(Arc::new(block))
                 }
-                let ts = kafka_timestamp_ms(m);
-                let offset = base + i as u64;
-                if log.max_timestamp.is_none_or(|(_, t)| ts > t) {
-                    log.max_timestamp = Some((offset, ts));
+                Err(mut messages) => {
+                    for (m, offset) in messages.iter_mut().zip(base..) {
+                        m.timestamp_us = now;
+                        if log_append {
+                            set_log_append_time(m, now);
+                        }
+                        log.count(offset, kafka_timestamp_ms(m), message_size(m));
+                    }
+                    if messages.capacity() > messages.len() + messages.len() / 4 {
+                        messages.shrink_to_fit();
+                    }
+                    Kept::Mapped(Arc::new(messages))
                 }
-                log.bytes += message_size(m) as u64;
-            }
-            if !messages.is_empty() {
-                if messages.capacity() > messages.len() + messages.len() / 4 {
-                    messages.shrink_to_fit();
-                }
-                log.end = base + messages.len() as u64;
-                log.blocks.push_back(Stored {
-                    base,
-                    messages: Arc::new(messages),
-                });
+            };
+            let stored = Stored {
+                base,
+                messages: kept,
+            };
+            if stored.len() > 0 {
+                log.end = stored.end();
+                log.blocks.push_back(stored);
             }
             log.enforce_retention(max_bytes, config.retention_ms, now);
             let log_append_time_ms = log_append.then(|| i64::try_from(now / 1000).unwrap_or(0));
@@ -406,17 +476,23 @@ impl EmbeddedStore {
             });
         }
         let mut messages = Messages::new();
-        let mut bytes = 0usize;
-        for (o, block, i) in log.iter_from(offset) {
-            let size = message_size(&block[i]);
-            if messages.len() >= max_messages || (!messages.is_empty() && bytes + size > max_bytes)
-            {
-                break;
+        let (mut bytes, mut taken) = (0usize, 0usize);
+        let first = log.blocks.partition_point(|b| b.end() <= offset);
+        'blocks: for b in log.blocks.range(first..) {
+            let skip = usize::try_from(offset.saturating_sub(b.base)).unwrap_or(usize::MAX);
+            let mut end = skip;
+            while let Some((size, _)) = b.size_and_time(end) {
+                if taken >= max_messages || (taken > 0 && bytes + size > max_bytes) {
+                    b.read_into(&mut messages, skip..end);
+                    break 'blocks;
+                }
+                bytes += size;
+                taken += 1;
+                end += 1;
             }
-            bytes += size;
-            messages.push(o, block, i..i + 1);
+            b.read_into(&mut messages, skip..end);
         }
-        let last = messages.last().map_or(offset, |(o, _)| o);
+        let last = messages.last_offset().unwrap_or(offset);
         Ok(ReadResult {
             topic: topic.name.clone(),
             aborted: log.txns.aborted_between(offset, last),
@@ -453,7 +529,7 @@ impl EmbeddedStore {
             log.end = offset + 1;
             log.blocks.push_back(Stored {
                 base: offset,
-                messages: Arc::new(vec![m]),
+                messages: Kept::Mapped(Arc::new(vec![m])),
             });
             log.txns.marker(producer_id, commit, offset);
             log.producers.fence(producer_id, epoch);
@@ -511,7 +587,7 @@ impl EmbeddedStore {
         let part = topic.partition(partition)?;
         let log = lock(&part.log);
         let found = log.iter_from(log.start).find_map(|(o, b, i)| {
-            let ts = kafka_timestamp_ms(&b[i]);
+            let ts = b.kafka_timestamp_ms(i);
             (ts >= timestamp_ms).then_some((o, ts))
         });
         Ok(found)
@@ -734,7 +810,7 @@ impl Backend for EmbeddedStore {
             } => Completion::Append(self.append(
                 &topic,
                 partition,
-                messages.into_messages(),
+                messages,
                 largest_batch,
                 producer,
             )),

@@ -1,11 +1,11 @@
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use iggy_kafka_core::backend::{
     Backend, BackendError, Command, Completion, Execution, ProducerBatch, TopicConfig, TopicRef,
     WatchPartition,
 };
-use iggy_kafka_core::message::IggyMessage;
+use iggy_kafka_core::message::{IggyMessage, MessageList};
 use iggy_kafka_core::protocol::error_code::ErrorCode;
 
 use super::{EmbeddedStore, StoreConfig};
@@ -54,6 +54,44 @@ fn append(s: &EmbeddedStore, topic: &str, p: u32, msgs: Vec<IggyMessage>) -> Com
     append_as(s, topic, p, msgs, None)
 }
 
+/// The messages as the produce path hands them over when `bare`: those without headers as
+/// ranges of one request's bytes (the rest mapped); else every one mapped.
+fn list(msgs: Vec<IggyMessage>, bare: bool) -> MessageList {
+    if !bare || msgs.iter().any(|m| !m.headers.is_empty()) {
+        return msgs.into();
+    }
+    let mut request = BytesMut::new();
+    for m in &msgs {
+        request.extend_from_slice(&m.payload);
+    }
+    let request = request.freeze();
+    let mut list = MessageList::default();
+    let mut at = 0;
+    for m in &msgs {
+        let end = at + m.payload.len();
+        list.push_bare(&request, &request[at..end], m.origin_timestamp_us);
+        at = end;
+    }
+    assert!(list.is_bare());
+    list
+}
+
+fn append_kept(
+    s: &EmbeddedStore,
+    topic: &str,
+    p: u32,
+    msgs: Vec<IggyMessage>,
+    bare: bool,
+) -> Completion {
+    done(s.execute(Command::Append {
+        topic: topic.into(),
+        partition: p,
+        messages: list(msgs, bare),
+        largest_batch: 100,
+        producer: None,
+    }))
+}
+
 fn append_as(
     s: &EmbeddedStore,
     topic: &str,
@@ -64,7 +102,7 @@ fn append_as(
     done(s.execute(Command::Append {
         topic: topic.into(),
         partition: p,
-        messages: msgs.into(),
+        messages: list(msgs, true),
         largest_batch: 100,
         producer,
     }))
@@ -147,10 +185,20 @@ fn retention_drops_the_oldest_and_advances_the_start() {
     assert!((20 - o.log_start) * 27 <= 200, "{o:?}");
 }
 
-/// Appends are kept as blocks: reads start mid-block and cross blocks, and retention drops
-/// part of a block, with offsets, payloads and the largest timestamp kept exact.
+/// Appends are kept as blocks, bare or mapped: reads start mid-block and cross blocks, and
+/// retention drops part of a block, with offsets, payloads, append times and the largest
+/// timestamp kept exact.
 #[test]
 fn reads_and_retention_cross_append_blocks() {
+    for bare in [true, false] {
+        // Blocks of each kind, one after the other, read alike.
+        for first_bare in [bare, !bare] {
+            reads_and_retention_cross(first_bare, bare);
+        }
+    }
+}
+
+fn reads_and_retention_cross(first_bare: bool, bare: bool) {
     // Each message is 1 + 16 bytes as `message_size` counts; 9 messages fit.
     let s = store(160);
     create(&s, "t", 1);
@@ -158,9 +206,10 @@ fn reads_and_retention_cross_append_blocks() {
     // Blocks of 3, 3 and 2: offsets 0-2, 3-5, 6-7; the largest timestamp is at offset 1.
     let ts = [5, 90, 7, 8, 9, 10, 11, 12];
     let mut next = 0;
+    let before = super::now_us();
     for n in [3, 3, 2] {
         let msgs = (next..next + n).map(|i| msg(payloads[i], ts[i])).collect();
-        append(&s, "t", 0, msgs);
+        append_kept(&s, "t", 0, msgs, if next == 0 { first_bare } else { bare });
         next += n;
     }
     let read = |offset, max_bytes, max_messages| match done(s.execute(Command::Read {
@@ -170,13 +219,19 @@ fn reads_and_retention_cross_append_blocks() {
         max_bytes,
         max_messages,
     })) {
-        Completion::Read(Ok(r)) => (
-            r.messages
-                .iter()
-                .map(|(o, m)| (o, m.payload.clone()))
-                .collect::<Vec<_>>(),
-            r.offsets,
-        ),
+        Completion::Read(Ok(r)) => {
+            for (o, m) in r.messages.iter() {
+                assert!(m.headers.is_empty(), "{o}: {m:?}");
+                assert!(m.timestamp_us >= before, "{o}: no append time");
+            }
+            (
+                r.messages
+                    .iter()
+                    .map(|(o, m)| (o, m.payload.clone()))
+                    .collect::<Vec<_>>(),
+                r.offsets,
+            )
+        }
         other => panic!("read: {other:?}"),
     };
     let (got, _) = read(2, 1 << 20, 4);
@@ -186,11 +241,12 @@ fn reads_and_retention_cross_append_blocks() {
     assert_eq!(got, want);
     assert_eq!(max_timestamp(&s, 0), Some((1, 90)));
     // Three more messages: 11 in all, so the first two go, the first block only in part.
-    append(
+    append_kept(
         &s,
         "t",
         0,
         vec![msg(b"i", 13), msg(b"j", 14), msg(b"k", 15)],
+        bare,
     );
     let (got, offsets) = read(2, 1 << 20, 100);
     assert_eq!(offsets.log_start, 2);

@@ -9,8 +9,8 @@ use bytes::{Bytes, BytesMut};
 use super::task::{partition_index, Ctx, Step, Task};
 use crate::authz::Action;
 use crate::backend::{Command, Completion, ReadResult, TopicRef, WatchPartition};
-use crate::mapping::{bare_record, from_iggy, marker_of, transaction_of};
-use crate::message::message_size;
+use crate::mapping::{bare_record, bare_timestamp_ms, from_iggy, marker_of, transaction_of};
+use crate::message::MessageView;
 use crate::protocol::error_code::ErrorCode;
 use crate::protocol::generated::fetch_request::FetchRequest;
 use crate::protocol::generated::fetch_response::{
@@ -132,7 +132,7 @@ impl FetchTask {
                     if committed && version >= 4 {
                         // The aborted transactions among the records returned: the consumer
                         // drops those producers' records until their abort markers.
-                        let last = read.messages.iter().take(taken).last().map(|(o, _)| o);
+                        let last = read.messages.views().take(taken).last().map(|(o, _)| o);
                         slot.aborted_transactions = Some(
                             last.map(|last| {
                                 read.aborted
@@ -218,12 +218,12 @@ fn encode_records(
 ) -> (Bytes, usize, usize) {
     let mut taken = 0;
     let mut size = 0;
-    for (offset, m) in read.messages.iter() {
+    for (offset, m) in read.messages.views() {
         if limit.is_some_and(|l| offset >= l) {
             // read_committed: nothing at or past the last stable offset.
             break;
         }
-        let s = message_size(m);
+        let s = m.size();
         if size + s > budget && !(first && taken == 0) {
             break;
         }
@@ -241,42 +241,57 @@ fn encode_records(
     // its own, as Kafka writes them: consumers take one control record per control batch.
     type Kind = (bool, Option<(i64, i16, bool)>);
     let mut batch: Option<(BatchWriter, Kind)> = None;
-    for (offset, m) in read.messages.iter().take(taken) {
+    for (offset, m) in read.messages.views().take(taken) {
         let offset = i64::try_from(offset).unwrap_or(i64::MAX);
         let record;
         let control_key;
         let mut transaction = None;
-        let (timestamp_ms, log_append, key, value, headers) = match bare_record(m) {
-            Some((timestamp_ms, value)) => (timestamp_ms, false, None, Some(value), &[][..]),
-            None => {
-                record = from_iggy(m);
-                transaction = transaction_of(m).map(|(p, e)| (p, e, false));
-                match (transaction, marker_of(m)) {
-                    (Some((p, e, _)), Some(commit)) => {
-                        // Kafka's control record: key version 0 and type (0 abort, 1
-                        // commit); the value (version, coordinator epoch) is the payload.
-                        transaction = Some((p, e, true));
-                        let mut k = Vec::with_capacity(4);
-                        k.extend_from_slice(&0i16.to_be_bytes());
-                        k.extend_from_slice(&i16::from(commit).to_be_bytes());
-                        control_key = Bytes::from(k);
-                        (
-                            record.timestamp_ms,
-                            false,
-                            Some(&control_key),
-                            Some(&m.payload),
-                            &[][..],
-                        )
-                    }
-                    _ => (
-                        record.timestamp_ms,
-                        record.timestamp_type == TimestampType::LogAppendTime,
-                        record.key.as_ref(),
-                        record.value.as_ref(),
-                        &record.headers[..],
-                    ),
+        let (timestamp_ms, log_append, key, value, headers) = match m {
+            MessageView::Bare {
+                payload,
+                origin_timestamp_us,
+                timestamp_us,
+            } => (
+                bare_timestamp_ms(origin_timestamp_us, timestamp_us),
+                false,
+                None,
+                Some(payload),
+                &[][..],
+            ),
+            MessageView::Message(m) => match bare_record(m) {
+                Some((timestamp_ms, value)) => {
+                    (timestamp_ms, false, None, Some(&value[..]), &[][..])
                 }
-            }
+                None => {
+                    record = from_iggy(m);
+                    transaction = transaction_of(m).map(|(p, e)| (p, e, false));
+                    match (transaction, marker_of(m)) {
+                        (Some((p, e, _)), Some(commit)) => {
+                            // Kafka's control record: key version 0 and type (0 abort, 1
+                            // commit); the value (version, coordinator epoch) is the payload.
+                            transaction = Some((p, e, true));
+                            let mut k = Vec::with_capacity(4);
+                            k.extend_from_slice(&0i16.to_be_bytes());
+                            k.extend_from_slice(&i16::from(commit).to_be_bytes());
+                            control_key = Bytes::from(k);
+                            (
+                                record.timestamp_ms,
+                                false,
+                                Some(&control_key[..]),
+                                Some(&m.payload[..]),
+                                &[][..],
+                            )
+                        }
+                        _ => (
+                            record.timestamp_ms,
+                            record.timestamp_type == TimestampType::LogAppendTime,
+                            record.key.as_deref(),
+                            record.value.as_deref(),
+                            &record.headers[..],
+                        ),
+                    }
+                }
+            },
         };
         let kind: Kind = (log_append, transaction);
         let control = transaction.is_some_and(|(_, _, c)| c);
@@ -323,9 +338,9 @@ fn read_bytes(results: &[Outcome], committed: bool) -> (usize, bool) {
                 let lso = r.offsets.last_stable_offset();
                 bytes += r
                     .messages
-                    .iter()
+                    .views()
                     .take_while(|(o, _)| !committed || *o < lso)
-                    .map(|(_, m)| message_size(m))
+                    .map(|(_, m)| m.size())
                     .sum::<usize>();
             }
             _ => error = true,
@@ -438,13 +453,15 @@ impl Task for FetchTask {
                     // fire at once, again and again, while the transaction stays open.
                     Outcome::Store(Completion::Read(Ok(r))) if committed => r
                         .messages
-                        .last()
-                        .map_or(offset, |(o, _)| o + 1)
+                        .last_offset()
+                        .map_or(offset, |o| o + 1)
                         .max(offset)
                         .max(r.offsets.high_watermark),
-                    Outcome::Store(Completion::Read(Ok(r))) => {
-                        r.messages.last().map_or(offset, |(o, _)| o + 1).max(offset)
-                    }
+                    Outcome::Store(Completion::Read(Ok(r))) => r
+                        .messages
+                        .last_offset()
+                        .map_or(offset, |o| o + 1)
+                        .max(offset),
                     _ => offset,
                 };
                 WatchPartition {
@@ -473,13 +490,76 @@ impl Task for FetchTask {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     use super::*;
     use crate::backend::PartitionOffsets;
     use crate::config::Config;
-    use crate::message::{IggyMessage, MessagesBuilder};
+    use crate::message::{BareBlock, IggyMessage, MessageList, Messages, MessagesBuilder};
     use crate::protocol::generated::fetch_request::{FetchPartition, FetchTopic};
+
+    fn read_of(messages: Messages) -> ReadResult {
+        ReadResult {
+            topic: "t".into(),
+            messages,
+            offsets: PartitionOffsets {
+                log_start: 0,
+                high_watermark: 100,
+                size_bytes: None,
+                last_stable: None,
+            },
+            aborted: Vec::new(),
+        }
+    }
+
+    /// Bare messages held as ranges of the bytes they arrived in are fetched as the very
+    /// bytes the same messages held whole give: the same records, timestamps, batches and
+    /// byte budget, from the start of a block or inside it, beside whole messages.
+    #[test]
+    fn bare_blocks_encode_as_the_same_messages_held_whole() {
+        let appended_us = 1_700_000_000_123_456;
+        let payloads: [&[u8]; 4] = [b"a", b"bcd", b"efgh", b"ij"];
+        // The producer's timestamps; 0 (none) takes the append time.
+        let origins = [1_700_000_000_000_000, 0, 1_699_999_999_999_000, 5];
+        let request = bytes::Bytes::from(payloads.concat());
+        let mut list = MessageList::default();
+        let mut whole = Vec::new();
+        let mut at = 0;
+        for (p, &origin) in payloads.iter().zip(&origins) {
+            list.push_bare(&request, &request[at..at + p.len()], origin);
+            at += p.len();
+            whole.push(IggyMessage {
+                payload: bytes::Bytes::copy_from_slice(p),
+                origin_timestamp_us: origin,
+                timestamp_us: appended_us,
+                ..IggyMessage::default()
+            });
+        }
+        let bare = Arc::new(BareBlock::new(list, appended_us).expect("bare"));
+        let whole = Arc::new(whole);
+        // A whole message after the block, as a mapped append would follow a bare one.
+        let after: crate::message::Block = Arc::new(vec![IggyMessage {
+            payload: "after".into(),
+            timestamp_us: appended_us + 1,
+            ..IggyMessage::default()
+        }]);
+        for from in [0, 1, 3] {
+            let mut held_bare = Messages::new();
+            held_bare.push_bare(10 + from as u64, &bare, from..4);
+            held_bare.push(14, &after, 0..1);
+            let mut held_whole = Messages::new();
+            held_whole.push(10 + from as u64, &whole, from..4);
+            held_whole.push(14, &after, 0..1);
+            assert_eq!(held_bare, held_whole, "from {from}");
+            for budget in [0, 20, 40, 1 << 20] {
+                let got = encode_records(&read_of(held_bare.clone()), budget, true, None);
+                let want = encode_records(&read_of(held_whole.clone()), budget, true, None);
+                assert_eq!(got, want, "from {from}, budget {budget}");
+                assert!(got.2 > 0);
+            }
+        }
+    }
 
     /// A long poll that read records of a transaction still open (past the last stable
     /// offset, below the high watermark) waits for the next append, not for the records it

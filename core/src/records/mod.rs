@@ -1009,7 +1009,7 @@ fn uvarint_len(mut v: u64) -> usize {
     n
 }
 
-fn nullable_len(b: Option<&Bytes>) -> Result<(i32, usize), BatchError> {
+fn nullable_len(b: Option<&[u8]>) -> Result<(i32, usize), BatchError> {
     match b {
         None => Ok((-1, 0)),
         Some(b) => Ok((
@@ -1096,8 +1096,8 @@ impl BatchWriter {
         buf: &mut BytesMut,
         offset: i64,
         timestamp_ms: i64,
-        key: Option<&Bytes>,
-        value: Option<&Bytes>,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
         headers: &[Header],
     ) -> Result<(), BatchError> {
         let delta = i32::try_from(offset.wrapping_sub(self.base_offset))
@@ -1137,8 +1137,8 @@ fn encode_record(r: &Record, buf: &mut BytesMut) -> Result<(), BatchError> {
         r.attributes,
         r.timestamp_delta,
         r.offset_delta,
-        r.key.as_ref(),
-        r.value.as_ref(),
+        r.key.as_deref(),
+        r.value.as_deref(),
         &r.headers,
     )
 }
@@ -1148,8 +1148,8 @@ fn encode_record_parts(
     attributes: i8,
     timestamp_delta: i64,
     offset_delta: i32,
-    key: Option<&Bytes>,
-    value: Option<&Bytes>,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
     headers: &[Header],
 ) -> Result<(), BatchError> {
     let (key_len, key_bytes) = nullable_len(key)?;
@@ -1167,7 +1167,7 @@ fn encode_record_parts(
     for h in headers {
         let k =
             i32::try_from(h.key.len()).map_err(|_| BatchError::corrupt("header key too long"))?;
-        let (v, vb) = nullable_len(h.value.as_ref())?;
+        let (v, vb) = nullable_len(h.value.as_deref())?;
         body += uvarint_len(u64::from(zigzag32(k)))
             + h.key.len()
             + uvarint_len(u64::from(zigzag32(v)))
@@ -1196,7 +1196,7 @@ fn encode_record_parts(
     for h in headers {
         w.uvarint(u64::from(zigzag32(h.key.len() as i32)));
         w.put(&h.key);
-        let (v, _) = nullable_len(h.value.as_ref())?;
+        let (v, _) = nullable_len(h.value.as_deref())?;
         w.uvarint(u64::from(zigzag32(v)));
         if let Some(v) = &h.value {
             w.put(v);

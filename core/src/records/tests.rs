@@ -375,8 +375,8 @@ fn the_batch_writer_matches_the_batch_encoder() {
                 &mut got,
                 1_000 + i64::from(r.offset_delta),
                 base_timestamp + r.timestamp_delta,
-                r.key.as_ref(),
-                r.value.as_ref(),
+                r.key.as_deref(),
+                r.value.as_deref(),
                 &r.headers,
             )
             .expect("push");
