@@ -423,8 +423,9 @@ pub(crate) const COMPACT_AFTER: u64 = 256;
 const MAX_SWITCH_ROUNDS: usize = 4;
 
 /// How often a gateway that follows the topic lists its generations even though the one
-/// it reads is still there: a compaction whose marker's reply was lost leaves the old
-/// generation in place, and the gateways reading it move to the new one this way.
+/// it reads is still there, and how long a store leaves a newer generation it saw
+/// unfinished before reading it again: a compaction whose marker's reply was lost leaves
+/// the old generation in place, and the gateways reading it move to the new one this way.
 const LIST_EVERY: Duration = Duration::from_secs(30);
 
 /// How long a newer generation stays unfinished before it is warned of: far longer than
@@ -457,10 +458,19 @@ pub(crate) struct ScramStore {
 struct Unfinished {
     /// Since when, under the same header (or none).
     since: Instant,
+    /// When it was last read and found unfinished.
+    scanned: Instant,
     /// The compaction its header names, if it has one yet.
     header: Option<CompactionId>,
     /// Whether it was warned of.
     warned: bool,
+}
+
+impl Unfinished {
+    /// Whether it was read less than [`LIST_EVERY`] before `now`.
+    fn lately(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.scanned) < LIST_EVERY
+    }
 }
 
 /// One generation read whole, nothing applied.
@@ -639,14 +649,15 @@ impl ScramStore {
         }
         let newest = self.write_newer(catalog, generation, &plain).await?;
         let mut place = None;
-        // A newer generation seen unfinished before is not read again at every store (one
-        // that never completes grows by every store): the listings of `follow` take it
-        // once it completes.
+        // A newer generation seen unfinished is read again only once [`LIST_EVERY`] has
+        // passed since (one that never completes grows by every store, and is read whole):
+        // one that completed meanwhile is taken within that, however often stores come.
+        let now = catalog.calls().clock().now();
         let fresh = {
             let unfinished = lock(&self.unfinished);
             newest
                 .iter()
-                .any(|g| *g > generation && !unfinished.contains_key(g))
+                .any(|g| *g > generation && !unfinished.get(g).is_some_and(|u| u.lately(now)))
         };
         if fresh {
             // The generation adopted was read after the changes were written into it: they
@@ -950,44 +961,39 @@ impl ScramStore {
         ))
     }
 
-    /// Notes generation `g` seen unfinished, as `scan` read it: until it completes,
-    /// nothing is compacted. Stores landing in it do not make it new; a header other than
-    /// the one seen does (it was made again).
+    /// Notes generation `g` seen unfinished, as `scan` has just read it: until it
+    /// completes, nothing is compacted. Stores landing in it do not make it new; a header
+    /// other than the one seen does (it was made again). Warns once when it has been
+    /// unfinished for [`WARN_UNFINISHED_AFTER`]: here only, right after a read that found
+    /// it so, since a note made minutes ago may be of a generation that completed since.
     fn note_unfinished(&self, catalog: &Catalog, g: u64, scan: &Scan) {
         let now = catalog.calls().clock().now();
         let mut unfinished = lock(&self.unfinished);
-        let seen = unfinished.entry(g).or_insert(Unfinished {
+        let new = || Unfinished {
             since: now,
+            scanned: now,
             header: scan.header,
             warned: false,
-        });
+        };
+        let seen = unfinished.entry(g).or_insert_with(new);
         if seen.header != scan.header {
-            *seen = Unfinished {
-                since: now,
-                header: scan.header,
-                warned: false,
-            };
+            *seen = new();
         }
+        seen.scanned = now;
         tracing::debug!(
             generation = g,
             "a SCRAM credentials generation is unfinished"
         );
-    }
-
-    /// Warns once of each generation seen unfinished for [`WARN_UNFINISHED_AFTER`], at
-    /// each listing (stores list too, so a stream with frequent stores warns as well).
-    fn warn_unfinished(&self, now: Instant) {
-        for (g, seen) in lock(&self.unfinished).iter_mut() {
-            if !seen.warned && now.saturating_duration_since(seen.since) >= WARN_UNFINISHED_AFTER {
-                seen.warned = true;
-                tracing::warn!(
-                    topic = %topic_name(*g),
-                    "a SCRAM credentials generation stays unfinished: the stream's SCRAM \
-                     credentials are not compacted until it completes. If its compaction \
-                     died, stop every gateway of the stream, delete this topic, then start \
-                     them again"
-                );
-            }
+        if !seen.warned && now.saturating_duration_since(seen.since) >= WARN_UNFINISHED_AFTER {
+            seen.warned = true;
+            tracing::warn!(
+                topic = %topic_name(g),
+                "a SCRAM credentials generation stays unfinished: the stream's SCRAM \
+                 credentials are not compacted until it completes. If its compaction died \
+                 (check first: a gateway started now replays an older generation, not this \
+                 one), stop every gateway of the stream, delete this topic, then start them \
+                 again"
+            );
         }
     }
 
@@ -1015,7 +1021,6 @@ impl ScramStore {
         *lock(&self.listed) = Some(now);
         // One deleted (by an operator, or as older than a complete one) blocks nothing.
         lock(&self.unfinished).retain(|g, _| listed.contains(g));
-        self.warn_unfinished(now);
         Ok(listed)
     }
 
@@ -1046,12 +1051,14 @@ impl ScramStore {
             self.warn_held_back(unreadable);
             return Ok(());
         }
-        let listed_at = *lock(&self.listed);
         let now = catalog.calls().clock().now();
-        if lock(&self.unfinished).keys().any(|&g| g > current)
-            && listed_at.is_some_and(|at| now.saturating_duration_since(at) < LIST_EVERY)
-        {
-            // Blocked by an unfinished generation seen lately: not read again at each store.
+        let blocked = {
+            let unfinished = lock(&self.unfinished);
+            let mut newer = unfinished.iter().filter(|(&g, _)| g > current).peekable();
+            newer.peek().is_some() && newer.all(|(_, u)| u.lately(now))
+        };
+        if blocked {
+            // By unfinished generations, all read lately: not read again at each store.
             return Ok(());
         }
         let listed = self.list(catalog).await?;

@@ -784,6 +784,73 @@ fn a_generation_left_unfinished_is_warned_of_while_stores_land_in_it() {
     assert_eq!(b.inner.scram.warned_unfinished(), [1]);
 }
 
+/// Compactor A's marker completed generation 1, but generation 0 stayed (A died before
+/// deleting it, or lost its reply to the marker). Gateway G saw 1 unfinished during the
+/// compaction and stores every 10 s; gateway H moves to 1 at its follow's listing and
+/// deletes bob there, where only the gateways reading 1 see it. G reads 1 again once 30 s
+/// have passed since it saw it unfinished, however often it stores: bob's deletion
+/// reaches it, and it warns of no generation.
+#[test]
+fn a_gateway_storing_often_moves_to_a_newer_generation_that_completed() {
+    let (mut h, a) = filled();
+    let g = gateway(&mut h, false, OURS);
+    let other = gateway(&mut h, false, OURS);
+    let mut compacting = storing(&a, vec![version("alice", 999)]);
+    until_batches(&mut h, &mut compacting, 1, 2);
+    store(&mut h, &g, vec![version("carol", 0)]);
+    let old = copy_of(&h.fake, 0);
+    stored(&h.run(compacting));
+    h.fake.topics.insert(scram::topic_name(0), old);
+    assert_eq!(generations(&h), [0, 1]);
+    let mut deleted = None;
+    for i in 1..=40 {
+        h.clock.advance(Duration::from_secs(10));
+        store(&mut h, &g, vec![version("carol", i)]);
+        follow(&mut h, &g);
+        if i == 4 {
+            // H last listed the generations 40 s ago: its follow takes 1.
+            follow(&mut h, &other);
+            store(&mut h, &other, vec![delete("bob")]);
+            assert!(!other.scram_credentials().contains(&version("bob", 1)));
+            deleted = Some(i);
+        }
+        if deleted.is_some_and(|at| i >= at + 3) {
+            assert!(
+                !g.scram_credentials().contains(&version("bob", 1)),
+                "bob still there after {} s",
+                10 * i
+            );
+        }
+    }
+    assert_eq!(generations(&h), [0, 1]);
+    assert!(g.inner.scram.warned_unfinished().is_empty());
+}
+
+/// A compactor held up for 5 minutes in its copy rounds, while a gateway stores every
+/// 10 s, then completes its generation and deletes the old one. The gateway's next store
+/// finds its generation gone and lists the generations: it warns of none, at no point of
+/// that store, as the one it saw unfinished 5 minutes ago has completed.
+#[test]
+fn a_generation_that_completes_late_is_not_warned_of() {
+    let (mut h, a) = filled();
+    let g = gateway(&mut h, false, OURS);
+    let mut late = storing(&a, vec![version("alice", 999)]);
+    until_copying(&mut h, &mut late, 1);
+    for i in 1..=30 {
+        h.clock.advance(Duration::from_secs(10));
+        store(&mut h, &g, vec![version("carol", i)]);
+        follow(&mut h, &g);
+    }
+    stored(&h.run(late));
+    assert_eq!(generations(&h), [1]);
+    h.clock.advance(Duration::from_secs(10));
+    let mut last = storing(&g, vec![version("carol", 31)]);
+    let warned = |_: &FakeIggy| !g.inner.scram.warned_unfinished().is_empty();
+    let done = drive(&mut h, &mut last, warned);
+    stored(&done.unwrap_or_else(|| panic!("warned of a generation that completed")));
+    assert!(g.scram_credentials().contains(&version("carol", 31)));
+}
+
 /// An Iggy user that may send to the stream appends, into the generation every gateway
 /// reads, a change it polled from the one before, and a version-1 record: neither opens
 /// there, and no gateway applies them.
