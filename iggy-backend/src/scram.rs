@@ -38,14 +38,15 @@
 //! credentials: any Iggy user with `send_messages` or `poll_messages` on the stream could
 //! otherwise plant a credential for a super user or read the keys. A record is the seal's
 //! version, a random 96-bit nonce, then the ciphertext and tag of the change. In a
-//! compacted generation the version is `2`, with the version byte and the generation's
-//! number (u64, little-endian) as associated data: a record copied into another
-//! generation does not open there. In generation 0 it is `1`, with the version byte only
-//! as associated data, as older builds seal every record: they read what this build
-//! writes there. Version-1 records open in generation 0, and in a generation until its
-//! first header (a generation an older build compacted into has none). A record that does
-//! not open is skipped at replay and counted (the gateway's Iggy credentials changed, or
-//! someone else wrote it).
+//! generation this build compacts into, and in any generation newer than the one read,
+//! the version is `2`, with the version byte and the generation's number (u64,
+//! little-endian) as associated data: a record copied into another generation does not
+//! open there. In generation 0, and in a generation an older build compacted into (it has
+//! no header) while it is the one read, it is `1`, with the version byte only as
+//! associated data, as older builds seal every record: they read what this build writes
+//! there. Version-1 records open in generation 0, and in a generation until its first
+//! header. A record that does not open is skipped at replay and counted (the gateway's
+//! Iggy credentials changed, or someone else wrote it).
 //!
 //! The change (little-endian): version `1`; kind (1 set, 2 delete); the user as a
 //! u16-length string; the mechanism as Kafka's type (i8); for a set, the iteration count
@@ -55,8 +56,8 @@
 //! first header, naming the same generation and compaction: a marker of another
 //! compaction made under the same number (its generation deleted by an operator, and its
 //! compactor late) completes nothing. An older build's marker, the payload `[1, 3]` sealed
-//! as version 1, completes a generation with no header whose records up to it are all
-//! version 1: one that build compacted into.
+//! as version 1, completes a generation with no header before it: one that build
+//! compacted into.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -153,9 +154,9 @@ fn bound(generation: u64) -> [u8; 9] {
 }
 
 /// `payload` sealed under `key` for `generation`, with a fresh random nonce: as version 1
-/// in generation 0 (so that an older build sharing the stream, or rolled back to, reads
-/// it), as version 2 bound to the generation in a compacted one.
-fn seal(key: &Key, generation: u64, payload: &[u8]) -> Result<Bytes, BackendError> {
+/// when `unbound` (so that an older build sharing the stream, or rolled back to, reads
+/// it), as version 2 bound to the generation otherwise.
+fn seal(key: &Key, generation: u64, payload: &[u8], unbound: bool) -> Result<Bytes, BackendError> {
     let mut nonce = [0u8; NONCE_LEN];
     getrandom::fill(&mut nonce).map_err(|e| {
         BackendError::Unavailable(format!(
@@ -163,7 +164,7 @@ fn seal(key: &Key, generation: u64, payload: &[u8]) -> Result<Bytes, BackendErro
         ))
     })?;
     let aad = bound(generation);
-    let (version, aad): (u8, &[u8]) = if generation == 0 {
+    let (version, aad): (u8, &[u8]) = if unbound {
         (SEAL_VERSION_UNBOUND, &[SEAL_VERSION_UNBOUND])
     } else {
         (SEAL_VERSION, &aad)
@@ -699,10 +700,24 @@ impl ScramStore {
 
     /// `plain` changes sealed for `generation`.
     fn sealed(&self, generation: u64, plain: &[Bytes]) -> Result<Vec<Bytes>, BackendError> {
+        let unbound = self.unbound_in(generation);
         plain
             .iter()
-            .map(|p| seal(&self.key, generation, p))
+            .map(|p| seal(&self.key, generation, p, unbound))
             .collect()
+    }
+
+    /// Whether records written into `generation` are sealed as version 1: in generation
+    /// 0, and in the generation this gateway reads when it has no header (one an older
+    /// build compacted into), as older builds seal them, so that an older build sharing
+    /// the stream (a rolling upgrade) or rolled back to reads them. Such a generation never
+    /// gets a header, and version-1 records open in it already: this opens it to no
+    /// replay it was not open to. A newer generation, a compaction's under way, gets
+    /// version 2: a compaction of this build's binds it to itself, and an older build's
+    /// copies what it needs from the generation before.
+    fn unbound_in(&self, generation: u64) -> bool {
+        let state = lock(&self.state);
+        generation == 0 || (generation == state.generation && !state.bound)
     }
 
     /// Writes the changes `plain`, landed in `generation`, into every newer generation
@@ -843,9 +858,8 @@ impl ScramStore {
         own: &[Bytes],
     ) -> Result<Option<Scan>, BackendError> {
         let mut scan = Scan::default();
-        // Whether this build's marker completes it, whether an older build's does, and
-        // whether a version-2 record came yet.
-        let (mut marked, mut legacy, mut bound_seen) = (false, false, false);
+        // Whether this build's marker completes it, and whether an older build's does.
+        let (mut marked, mut legacy) = (false, false);
         // What the version-2 records hold, and how many of `own` they are, up to the
         // header: the generation held at its header, should the version-1 records before
         // it be someone's copies.
@@ -891,17 +905,22 @@ impl ScramStore {
                         marked = true;
                     }
                     // An older build's marker completes a generation that build compacted
-                    // into: version-1 records only up to it, and no header. It names no
-                    // generation, so, as with that build, an Iggy user that may send to
-                    // the stream can replay one (after version-1 records of its choosing,
-                    // replayed too) into a generation a compactor of this build made and
-                    // died in (or is held up in) before writing its header: every gateway
-                    // then reads what it chose. A header ends that: the version-1 records
-                    // before it no longer count, and none after it opens.
-                    Record::LegacyComplete if v1 && !bound_seen => legacy = true,
+                    // into: one with no header. It names no generation, so, as with that
+                    // build, an Iggy user that may send to the stream can replay one
+                    // (after version-1 records of its choosing, replayed too) into a
+                    // generation a compactor of this build made and died in (or is held up
+                    // in) before writing its header: every gateway then reads what it
+                    // chose. A header ends that: the version-1 records before it no longer
+                    // count, and none after it opens. Version-2 records before the marker
+                    // do not keep it from completing: they are stores of this build written
+                    // into a generation an older build was compacting into (a rolling
+                    // upgrade), and once its marker lands that build deletes the generation
+                    // before; refusing its marker would leave this build no complete
+                    // generation at all, where the replay it would hinder can land before
+                    // the first such store as well.
+                    Record::LegacyComplete if v1 => legacy = true,
                     Record::Header { .. } | Record::Complete { .. } | Record::LegacyComplete => {}
                 }
-                bound_seen |= !v1;
             }
         })
         .await?;
@@ -1076,10 +1095,10 @@ impl ScramStore {
         let id = compaction_id()?;
         let name = topic_name(next);
         let header = encode_mark(KIND_HEADER, next, &id);
-        append(catalog, &name, &[seal(&self.key, next, &header)?]).await?;
+        append(catalog, &name, &[seal(&self.key, next, &header, false)?]).await?;
         self.write_generation(catalog, reads, next).await?;
         let marker = encode_mark(KIND_COMPLETE, next, &id);
-        append(catalog, &name, &[seal(&self.key, next, &marker)?]).await?;
+        append(catalog, &name, &[seal(&self.key, next, &marker, false)?]).await?;
         // Complete: the older generations go, and this gateway reads the new one.
         self.switch(catalog, reads, self.list(catalog).await?, &[])
             .await?;
@@ -1592,7 +1611,7 @@ mod tests {
     #[test]
     fn records_open_only_under_their_key_and_untouched() {
         let key = seal_key(b"gateway-password", "kafka");
-        let record = seal(&key, 3, b"change").unwrap_or_else(|e| panic!("{e}"));
+        let record = seal(&key, 3, b"change", false).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(record[0], SEAL_VERSION);
         for unbound in [false, true] {
             assert_eq!(
@@ -1604,7 +1623,7 @@ mod tests {
             !record.windows(6).any(|w| w == b"change"),
             "not in the clear"
         );
-        let again = seal(&key, 3, b"change").unwrap_or_else(|e| panic!("{e}"));
+        let again = seal(&key, 3, b"change", false).unwrap_or_else(|e| panic!("{e}"));
         assert_ne!(record, again, "a fresh nonce each time");
         for other in [
             seal_key(b"another-password", "kafka"),
@@ -1636,7 +1655,7 @@ mod tests {
     #[test]
     fn records_of_the_first_generation_are_sealed_as_older_builds_seal_them() {
         let key = seal_key(b"gateway-password", "kafka");
-        let record = seal(&key, 0, b"change").unwrap_or_else(|e| panic!("{e}"));
+        let record = seal(&key, 0, b"change", true).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(record[0], SEAL_VERSION_UNBOUND);
         assert_eq!(
             as_main::open(&key, &record).as_deref(),

@@ -851,6 +851,77 @@ fn a_generation_that_completes_late_is_not_warned_of() {
     assert!(g.scram_credentials().contains(&version("carol", 31)));
 }
 
+/// What a gateway stores into a generation the previous build compacted into (it has no
+/// header) is sealed as that build seals it, which reads it during a rolling upgrade or
+/// after a rollback; what it writes into a newer generation, one of this build's
+/// compactions, is bound to that generation.
+#[test]
+fn what_is_stored_into_a_generation_the_previous_build_compacted_it_reads() {
+    let mut h = Pool::new(FakeIggy::new());
+    let old = gateway(&mut h, false, OURS);
+    h.run(old.inner.scram.write_as_main(
+        &old.inner.catalog,
+        1,
+        &[version("alice", 3), version("bob", 1)],
+        true,
+    ));
+    drop(old);
+    let (mut h, b) = h.restart_with(config(false, OURS));
+    store(&mut h, &b, vec![version("alice", 4), delete("bob")]);
+    // A compactor of this build makes generation 2 and dies after its snapshot.
+    let c = gateway(&mut h, true, OURS);
+    let mut dying = storing(&c, fill());
+    until_batches(&mut h, &mut dying, 2, 2);
+    drop(dying);
+    store(&mut h, &b, vec![version("carol", 1)]);
+    let (scram, catalog, reads) = (&b.inner.scram, &b.inner.catalog, &b.inner.reads);
+    let in_1 = h.run(scram.raw(catalog, reads, 1));
+    assert_eq!(in_1.len(), 3 + 2 + fill().len() + 1);
+    for (i, record) in in_1.iter().enumerate() {
+        assert!(scram.opens_as_main(record), "record {i}");
+    }
+    let in_2 = h.run(scram.raw(catalog, reads, 2));
+    let carol = in_2
+        .last()
+        .unwrap_or_else(|| panic!("generation 2 is empty"));
+    assert!(!scram.opens_as_main(carol));
+}
+
+/// The previous build compacts generation 1 into 2 while a gateway of this build stores a
+/// change: it lands in 1, and is written into 2 (bound to it) before that build's marker.
+/// The marker completes 2 all the same: once that build deletes 1, 2 is read whole.
+#[test]
+fn a_compaction_of_the_previous_build_completes_with_a_store_of_this_one_in_it() {
+    let mut h = Pool::new(FakeIggy::new());
+    let old = gateway(&mut h, false, OURS);
+    let snapshot = [version("alice", 3), version("bob", 1)];
+    h.run(
+        old.inner
+            .scram
+            .write_as_main(&old.inner.catalog, 1, &snapshot, true),
+    );
+    let b = gateway(&mut h, false, OURS);
+    h.run(
+        old.inner
+            .scram
+            .write_as_main(&old.inner.catalog, 2, &snapshot, false),
+    );
+    store(&mut h, &b, vec![version("carol", 1)]);
+    // The previous build copies it from 1, writes its marker, and deletes 1.
+    h.run(
+        old.inner
+            .scram
+            .write_as_main(&old.inner.catalog, 2, &[version("carol", 1)], true),
+    );
+    h.fake.topics.remove(&scram::topic_name(1));
+    drop(old);
+    let expected = vec![version("alice", 3), version("bob", 1), version("carol", 1)];
+    follow(&mut h, &b);
+    assert_eq!(b.scram_credentials(), expected);
+    let (_h, restarted) = h.restart();
+    assert_eq!(restarted.scram_credentials(), expected);
+}
+
 /// An Iggy user that may send to the stream appends, into the generation every gateway
 /// reads, a change it polled from the one before, and a version-1 record: neither opens
 /// there, and no gateway applies them.
