@@ -1017,9 +1017,21 @@ impl ScramStore {
     }
 
     /// Deletes the listed generations older than the one read, but those holding records
-    /// this gateway cannot read: those are another gateway's, whose key differs.
+    /// this gateway cannot read: those are another gateway's, whose key differs. Nothing
+    /// when the one read has no header (generation 0 has nothing older): an older build's
+    /// marker completes it, and any Iggy user that may send to the stream can replay one
+    /// into a generation a compactor of this build made and has not written its header
+    /// into yet; once the header lands that generation is unfinished again, and the one
+    /// before must still be there. What an older build compacted away and left is deleted
+    /// after this build's next compaction.
     async fn drop_older(&self, catalog: &Catalog, reads: &Reads) -> Result<(), BackendError> {
-        let current = lock(&self.state).generation;
+        let (current, bound) = {
+            let state = lock(&self.state);
+            (state.generation, state.bound)
+        };
+        if !bound {
+            return Ok(());
+        }
         let listed = self.list(catalog).await?;
         for g in listed.into_iter().filter(|&g| g < current) {
             match self.scan(catalog, reads, g, &[]).await? {

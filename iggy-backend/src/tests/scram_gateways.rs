@@ -922,6 +922,42 @@ fn a_compaction_of_the_previous_build_completes_with_a_store_of_this_one_in_it()
     assert_eq!(restarted.scram_credentials(), expected);
 }
 
+/// A stream the previous build compacted into generation 1; a compactor of this build
+/// makes generation 2 and is held up before its header, and an Iggy user that may send to
+/// the stream appends into 2 a version-1 record and the previous build's marker. A gateway
+/// starting then reads 2 (as the previous build would), but deletes no older generation
+/// for it: once the compactor goes on, its header undoes that completion, and 1 is still
+/// there to be read and compacted.
+#[test]
+fn a_gateway_reading_a_generation_without_a_header_deletes_no_older_one() {
+    let mut h = Pool::new(FakeIggy::new());
+    let old = gateway(&mut h, false, OURS);
+    h.run(
+        old.inner
+            .scram
+            .write_as_main(&old.inner.catalog, 1, &fill(), true),
+    );
+    drop(old);
+    let (mut h, a) = h.restart_with(config(true, OURS));
+    let mut compacting = storing(&a, vec![delete("bob")]);
+    let made = drive(&mut h, &mut compacting, |fake| batches(fake, 2) == Some(0));
+    assert!(made.is_none(), "the compaction made generation 2");
+    h.run(
+        a.inner
+            .scram
+            .write_as_main(&a.inner.catalog, 2, &[version("bob", 1)], true),
+    );
+    let b = gateway(&mut h, false, OURS);
+    assert_eq!(generations(&h), [1, 2], "generation 1 is kept");
+    stored(&h.run(compacting));
+    assert_eq!(generations(&h), [2]);
+    let expected = vec![version("alice", 254)];
+    assert_eq!(credentials(&a), expected);
+    drop(b);
+    let (_h, restarted) = h.restart();
+    assert_eq!(credentials(&restarted), expected);
+}
+
 /// An Iggy user that may send to the stream appends, into the generation every gateway
 /// reads, a change it polled from the one before, and a version-1 record: neither opens
 /// there, and no gateway applies them.
