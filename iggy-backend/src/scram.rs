@@ -712,7 +712,11 @@ impl ScramStore {
     /// build compacted into), as older builds seal them, so that an older build sharing
     /// the stream (a rolling upgrade) or rolled back to reads them. Such a generation never
     /// gets a header, and version-1 records open in it already: this opens it to no
-    /// replay it was not open to. A newer generation, a compaction's under way, gets
+    /// replay it was not open to. (One exception: a generation a compactor of this build
+    /// made and has not written its header into yet, completed meanwhile by a replayed
+    /// older build's marker; what is stored into it until the header lands no longer
+    /// opens after it, as with the replayed records.) A newer generation, a compaction's
+    /// under way, gets
     /// version 2: a compaction of this build's binds it to itself, and an older build's
     /// copies what it needs from the generation before.
     fn unbound_in(&self, generation: u64) -> bool {
