@@ -366,6 +366,9 @@ struct Followed {
     /// Whether the generation read has a header (a compaction of this build's made it):
     /// version-1 records do not open in it.
     bound: bool,
+    /// Whether a header turned up in the generation read after it was taken as having
+    /// none: what was read of it may not be part of it, and it is read whole again.
+    reread: bool,
 }
 
 impl Followed {
@@ -394,6 +397,7 @@ impl Followed {
         }
         self.generation = generation;
         self.next = next;
+        self.reread = false;
     }
 
     /// How many records a compacted generation would hold: the credentials, and the
@@ -612,6 +616,12 @@ impl ScramStore {
         if changes.is_empty() {
             return Ok(lock(&self.state).places);
         }
+        if lock(&self.state).reread {
+            // Into the generation every other gateway reads, not into one it does not
+            // count (yet).
+            let generations = self.list(catalog).await?;
+            self.switch(catalog, reads, generations, &[]).await?;
+        }
         let plain: Vec<Bytes> = changes.iter().map(encode).collect();
         let mut generation = lock(&self.state).generation;
         let mut created = false;
@@ -714,14 +724,14 @@ impl ScramStore {
     /// gets a header, and version-1 records open in it already: this opens it to no
     /// replay it was not open to. (One exception: a generation a compactor of this build
     /// made and has not written its header into yet, completed meanwhile by a replayed
-    /// older build's marker; what is stored into it until the header lands no longer
-    /// opens after it, as with the replayed records.) A newer generation, a compaction's
-    /// under way, gets
-    /// version 2: a compaction of this build's binds it to itself, and an older build's
-    /// copies what it needs from the generation before.
+    /// older build's marker; what is stored into it until this gateway reads the header
+    /// counts for no gateway, as with the replayed records, and this gateway then reads
+    /// the generations anew: [`Self::catch_up`].) A newer generation, a compaction's under
+    /// way, gets version 2: a compaction of this build's binds it to itself, and an older
+    /// build's copies what it needs from the generation before.
     fn unbound_in(&self, generation: u64) -> bool {
         let state = lock(&self.state);
-        generation == 0 || (generation == state.generation && !state.bound)
+        generation == 0 || (generation == state.generation && !state.bound && !state.reread)
     }
 
     /// Writes the changes `plain`, landed in `generation`, into every newer generation
@@ -785,7 +795,15 @@ impl ScramStore {
     /// Reads the current generation from where this gateway stopped to where it ended when
     /// the read began, applying each record, poll batch by poll batch; the places of the
     /// changes among `own` (payloads before sealing). `None` when the generation does not
-    /// exist.
+    /// exist, or must be read whole again ([`Followed::reread`]): a header of this build's
+    /// turned up in a generation taken as having none.
+    ///
+    /// Such a generation was completed by an older build's marker before its compactor
+    /// wrote the header (one an Iggy user that may send to the stream replayed there):
+    /// once the header lands, no other gateway counts what was read of it before the
+    /// header, nor a version-1 record after it. Reading on would keep this gateway apart
+    /// from them for as long as it reads that generation; it takes the generations anew
+    /// instead, as at start ([`Self::switch`]).
     async fn catch_up(
         &self,
         catalog: &Catalog,
@@ -794,13 +812,16 @@ impl ScramStore {
     ) -> Result<Option<Vec<u64>>, BackendError> {
         let (generation, from, unbound) = {
             let state = lock(&self.state);
+            if state.reread {
+                return Ok(None);
+            }
             (state.generation, state.next, !state.bound)
         };
         let mut places = Vec::new();
         let mut skipped = Skipped::default();
         let end = read(catalog, reads, generation, from, |batch, end| {
             let mut state = lock(&self.state);
-            if state.generation != generation {
+            if state.generation != generation || state.reread {
                 return;
             }
             for (offset, payload) in batch {
@@ -814,6 +835,12 @@ impl ScramStore {
                             places.push(place);
                         }
                     }
+                    Some((Record::Header { generation: g, .. }, _, version))
+                        if unbound && version == SEAL_VERSION && g == generation =>
+                    {
+                        state.reread = true;
+                        return;
+                    }
                     Some(_) => {}
                     None => state.unreadable += 1,
                 }
@@ -822,6 +849,9 @@ impl ScramStore {
         })
         .await?;
         warn_unopened(skipped.unopened);
+        if lock(&self.state).reread {
+            return Ok(None);
+        }
         Ok(end.map(|_| places))
     }
 
@@ -948,15 +978,22 @@ impl ScramStore {
         for _ in 0..MAX_SWITCH_ROUNDS {
             let mut gone = false;
             for &g in &generations {
-                if g == lock(&self.state).generation {
+                let taken = {
+                    let state = lock(&self.state);
+                    g == state.generation && !state.reread
+                };
+                if taken {
                     // Taken already: read on from where this gateway stopped, rather than
                     // read it whole again.
-                    let Some(places) = self.catch_up(catalog, reads, own).await? else {
+                    if let Some(places) = self.catch_up(catalog, reads, own).await? {
+                        lock(&self.unfinished).retain(|&u, _| u > g);
+                        return Ok(Some(places.len()));
+                    }
+                    if !lock(&self.state).reread {
                         gone = true;
                         continue;
-                    };
-                    lock(&self.unfinished).retain(|&u, _| u > g);
-                    return Ok(Some(places.len()));
+                    }
+                    // A header turned up in it: read whole, as any other.
                 }
                 let Some(scan) = self.scan(catalog, reads, g, own).await? else {
                     gone = true;

@@ -953,6 +953,62 @@ fn a_gateway_reading_a_generation_without_a_header_deletes_no_older_one() {
     assert_eq!(generations(&h), [2]);
     let expected = vec![version("alice", 254)];
     assert_eq!(credentials(&a), expected);
+    follow(&mut h, &b);
+    assert_eq!(credentials(&b), expected);
+    drop(b);
+    let (_h, restarted) = h.restart();
+    assert_eq!(credentials(&restarted), expected);
+}
+
+/// As above, and the gateway that read the forged generation stores a change into it
+/// before the header lands, and the Iggy user appends another version-1 record after the
+/// header. Once that gateway reads the header it reads the generations anew: it ends with
+/// what the compactor and a restarted gateway hold, not with the replayed record, its own
+/// change (which no other gateway counts) or the record after the header.
+#[test]
+fn a_gateway_that_read_a_generation_without_a_header_reads_anew_once_its_header_lands() {
+    let mut h = Pool::new(FakeIggy::new());
+    let old = gateway(&mut h, false, OURS);
+    h.run(
+        old.inner
+            .scram
+            .write_as_main(&old.inner.catalog, 1, &fill(), true),
+    );
+    drop(old);
+    let (mut h, a) = h.restart_with(config(true, OURS));
+    let mut compacting = storing(&a, vec![delete("bob")]);
+    let made = drive(&mut h, &mut compacting, |fake| batches(fake, 2) == Some(0));
+    assert!(made.is_none(), "the compaction made generation 2");
+    h.run(
+        a.inner
+            .scram
+            .write_as_main(&a.inner.catalog, 2, &[version("bob", 1)], true),
+    );
+    let b = gateway(&mut h, false, OURS);
+    assert!(credentials(&b).contains(&version("bob", 1)));
+    store(&mut h, &b, vec![version("carol", 7)]);
+    stored(&h.run(compacting));
+    assert_eq!(generations(&h), [2]);
+    h.run(
+        a.inner
+            .scram
+            .write_as_main(&a.inner.catalog, 2, &[version("dave", 1)], false),
+    );
+    let expected = vec![version("alice", 254)];
+    assert_eq!(credentials(&a), expected);
+    follow(&mut h, &b);
+    assert_eq!(
+        credentials(&b),
+        expected,
+        "b reads what every other gateway reads"
+    );
+    // It stores into what every other gateway reads, too.
+    store(&mut h, &b, vec![version("erin", 2)]);
+    let expected = vec![version("alice", 254), version("erin", 2)];
+    for g in [&a, &b] {
+        follow(&mut h, g);
+        assert_eq!(credentials(g), expected);
+    }
     drop(b);
     let (_h, restarted) = h.restart();
     assert_eq!(credentials(&restarted), expected);
