@@ -56,8 +56,8 @@
 //! first header, naming the same generation and compaction: a marker of another
 //! compaction made under the same number (its generation deleted by an operator, and its
 //! compactor late) completes nothing. An older build's marker, the payload `[1, 3]` sealed
-//! as version 1, completes a generation with no header before it: one that build
-//! compacted into.
+//! as version 1, completes a generation with no header: one that build compacted into (a
+//! header landing after it undoes that).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
