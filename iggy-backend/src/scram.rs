@@ -369,6 +369,9 @@ struct Followed {
     /// Whether a header turned up in the generation read after it was taken as having
     /// none: what was read of it may not be part of it, and it is read whole again.
     reread: bool,
+    /// How many times that happened: a store under way meanwhile wrote into that
+    /// generation as into one with no header.
+    headers_found: u64,
 }
 
 impl Followed {
@@ -616,20 +619,58 @@ impl ScramStore {
         if changes.is_empty() {
             return Ok(lock(&self.state).places);
         }
-        if lock(&self.state).reread {
-            // Into the generation every other gateway reads, not into one it does not
-            // count (yet).
-            let generations = self.list(catalog).await?;
-            self.switch(catalog, reads, generations, &[]).await?;
-        }
         let plain: Vec<Bytes> = changes.iter().map(encode).collect();
-        let mut generation = lock(&self.state).generation;
+        let mut place = None;
+        for _ in 0..MAX_SWITCH_ROUNDS {
+            if lock(&self.state).reread {
+                // Into the generation every other gateway reads, not into one it does not
+                // count (yet).
+                let generations = self.list(catalog).await?;
+                self.switch(catalog, reads, generations, &[]).await?;
+            }
+            place = self.land(catalog, reads, &changes, &plain).await?;
+            if place.is_some() {
+                break;
+            }
+        }
+        let place = place.ok_or_else(|| {
+            BackendError::Unavailable(
+                "the SCRAM credentials generation read kept gaining a header".into(),
+            )
+        })?;
+        if self.wants_compaction() {
+            if let Err(e) = self.compact(catalog, reads).await {
+                tracing::warn!(error = %e, "compaction of the SCRAM credentials failed");
+            }
+        }
+        Ok(place)
+    }
+
+    /// Appends `plain`, the payloads of `changes`, to the generation read and every newer
+    /// one, and reads them back; their place. `None` when a header turned up meanwhile in
+    /// the generation read, taken as having none: the records landed there as version 1,
+    /// which count for no gateway once it has a header (before it, they are not copies its
+    /// compactor makes; after it, they do not open), so they are stored again once the
+    /// generations are read anew. Their copies in newer generations count there, and the
+    /// client has no answer yet: whichever copy ends last is the one a newer change
+    /// follows.
+    async fn land(
+        &self,
+        catalog: &Catalog,
+        reads: &Reads,
+        changes: &[ScramChange],
+        plain: &[Bytes],
+    ) -> Result<Option<u64>, BackendError> {
+        let (mut generation, headers_found) = {
+            let state = lock(&self.state);
+            (state.generation, state.headers_found)
+        };
         let mut created = false;
         loop {
             match append(
                 catalog,
                 &topic_name(generation),
-                &self.sealed(generation, &plain)?,
+                &self.sealed(generation, plain)?,
             )
             .await
             {
@@ -658,7 +699,7 @@ impl ScramStore {
                 Err(e) => return Err(e),
             }
         }
-        let newest = self.write_newer(catalog, generation, &plain).await?;
+        let newest = self.write_newer(catalog, generation, plain).await?;
         let mut place = None;
         // A newer generation seen unfinished is read again only once [`LIST_EVERY`] has
         // passed since (one that never completes grows by every store, and is read whole):
@@ -674,7 +715,7 @@ impl ScramStore {
             // The generation adopted was read after the changes were written into it: they
             // hold their places in the topic's order already, and applying them again as
             // the latest would undo a later change through another gateway.
-            let seen = self.switch(catalog, reads, newest, &plain).await?;
+            let seen = self.switch(catalog, reads, newest, plain).await?;
             if seen.is_some_and(|own| own >= plain.len()) {
                 let state = lock(&self.state);
                 place = changes
@@ -687,7 +728,7 @@ impl ScramStore {
             Some(place) => place,
             None => {
                 let mut own = self
-                    .catch_up(catalog, reads, &plain)
+                    .catch_up(catalog, reads, plain)
                     .await?
                     .unwrap_or_default();
                 if own.is_empty() {
@@ -695,17 +736,15 @@ impl ScramStore {
                     // they are applied as the latest, and the next read of the topic
                     // corrects that if not.
                     let mut state = lock(&self.state);
-                    own = changes.into_iter().map(|c| state.apply(c)).collect();
+                    own = changes.iter().cloned().map(|c| state.apply(c)).collect();
                 }
                 own.iter().copied().max().unwrap_or_default()
             }
         };
-        if self.wants_compaction() {
-            if let Err(e) = self.compact(catalog, reads).await {
-                tracing::warn!(error = %e, "compaction of the SCRAM credentials failed");
-            }
+        if lock(&self.state).headers_found != headers_found {
+            return Ok(None);
         }
-        Ok(place)
+        Ok(Some(place))
     }
 
     /// `plain` changes sealed for `generation`.
@@ -724,9 +763,10 @@ impl ScramStore {
     /// gets a header, and version-1 records open in it already: this opens it to no
     /// replay it was not open to. (One exception: a generation a compactor of this build
     /// made and has not written its header into yet, completed meanwhile by a replayed
-    /// older build's marker; what is stored into it until this gateway reads the header
-    /// counts for no gateway, as with the replayed records, and this gateway then reads
-    /// the generations anew: [`Self::catch_up`].) A newer generation, a compaction's under
+    /// older build's marker; what is stored into it and answered before the header lands
+    /// counts for no gateway, as with the replayed records. This gateway then reads the
+    /// generations anew ([`Self::catch_up`]), and a store under way stores again
+    /// ([`Self::land`]).) A newer generation, a compaction's under
     /// way, gets version 2: a compaction of this build's binds it to itself, and an older
     /// build's copies what it needs from the generation before.
     fn unbound_in(&self, generation: u64) -> bool {
@@ -839,6 +879,7 @@ impl ScramStore {
                         if unbound && version == SEAL_VERSION && g == generation =>
                     {
                         state.reread = true;
+                        state.headers_found += 1;
                         return;
                     }
                     Some(_) => {}

@@ -960,13 +960,10 @@ fn a_gateway_reading_a_generation_without_a_header_deletes_no_older_one() {
     assert_eq!(credentials(&restarted), expected);
 }
 
-/// As above, and the gateway that read the forged generation stores a change into it
+/// As above, and gateway B, which read the forged generation, stores a change into it
 /// before the header lands, and the Iggy user appends another version-1 record after the
-/// header. Once that gateway reads the header it reads the generations anew: it ends with
-/// what the compactor and a restarted gateway hold, not with the replayed record, its own
-/// change (which no other gateway counts) or the record after the header.
-#[test]
-fn a_gateway_that_read_a_generation_without_a_header_reads_anew_once_its_header_lands() {
+/// header; the compactor A and B, once A has completed.
+fn a_forged_completion_under_way() -> (Pool, IggyBackend, IggyBackend) {
     let mut h = Pool::new(FakeIggy::new());
     let old = gateway(&mut h, false, OURS);
     h.run(
@@ -994,15 +991,22 @@ fn a_gateway_that_read_a_generation_without_a_header_reads_anew_once_its_header_
             .scram
             .write_as_main(&a.inner.catalog, 2, &[version("dave", 1)], false),
     );
-    let expected = vec![version("alice", 254)];
-    assert_eq!(credentials(&a), expected);
+    assert_eq!(credentials(&a), [version("alice", 254)]);
+    (h, a, b)
+}
+
+/// Once B's follow reads the header, B reads the generations anew: it ends with what the
+/// compactor and a restarted gateway hold, not with the replayed record, its own change
+/// (which no other gateway counts) or the record after the header.
+#[test]
+fn a_gateway_that_read_a_generation_without_a_header_reads_anew_once_its_header_lands() {
+    let (mut h, a, b) = a_forged_completion_under_way();
     follow(&mut h, &b);
     assert_eq!(
         credentials(&b),
-        expected,
+        [version("alice", 254)],
         "b reads what every other gateway reads"
     );
-    // It stores into what every other gateway reads, too.
     store(&mut h, &b, vec![version("erin", 2)]);
     let expected = vec![version("alice", 254), version("erin", 2)];
     for g in [&a, &b] {
@@ -1010,6 +1014,57 @@ fn a_gateway_that_read_a_generation_without_a_header_reads_anew_once_its_header_
         assert_eq!(credentials(g), expected);
     }
     drop(b);
+    let (_h, restarted) = h.restart();
+    assert_eq!(credentials(&restarted), expected);
+}
+
+/// When B's store is the read that finds the header, the change it wrote as into a
+/// generation with no header counts for no gateway: it is stored again, and holds.
+#[test]
+fn a_store_that_finds_a_header_in_a_generation_taken_as_having_none_is_stored_again() {
+    let (mut h, a, b) = a_forged_completion_under_way();
+    store(&mut h, &b, vec![version("erin", 2)]);
+    let expected = vec![version("alice", 254), version("erin", 2)];
+    assert_eq!(credentials(&b), expected);
+    for g in [&a, &b] {
+        follow(&mut h, g);
+        assert_eq!(credentials(g), expected);
+    }
+    drop(b);
+    let (_h, restarted) = h.restart();
+    assert_eq!(credentials(&restarted), expected);
+}
+
+/// As above, but the compactor dies right after its header: the forged generation stays
+/// unfinished. B's store finds the header, reads the generations anew (back to 1) and
+/// stores its change again there, where every gateway reads it.
+#[test]
+fn a_store_that_finds_a_header_of_a_compaction_that_died_is_stored_where_every_gateway_reads() {
+    let mut h = Pool::new(FakeIggy::new());
+    let old = gateway(&mut h, false, OURS);
+    h.run(
+        old.inner
+            .scram
+            .write_as_main(&old.inner.catalog, 1, &fill(), true),
+    );
+    drop(old);
+    let (mut h, a) = h.restart_with(config(true, OURS));
+    let mut dying = storing(&a, vec![delete("bob")]);
+    let made = drive(&mut h, &mut dying, |fake| batches(fake, 2) == Some(0));
+    assert!(made.is_none(), "the compaction made generation 2");
+    h.run(
+        a.inner
+            .scram
+            .write_as_main(&a.inner.catalog, 2, &[version("bob", 1)], true),
+    );
+    let b = gateway(&mut h, false, OURS);
+    until_batches(&mut h, &mut dying, 2, 2);
+    drop(dying);
+    drop(a);
+    store(&mut h, &b, vec![version("erin", 2)]);
+    let expected = vec![version("alice", 254), version("erin", 2)];
+    assert_eq!(credentials(&b), expected);
+    assert_eq!(generations(&h), [1, 2]);
     let (_h, restarted) = h.restart();
     assert_eq!(credentials(&restarted), expected);
 }
