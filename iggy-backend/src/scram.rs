@@ -1026,15 +1026,12 @@ impl ScramStore {
                 if taken {
                     // Taken already: read on from where this gateway stopped, rather than
                     // read it whole again.
-                    if let Some(places) = self.catch_up(catalog, reads, own).await? {
-                        lock(&self.unfinished).retain(|&u, _| u > g);
-                        return Ok(Some(places.len()));
-                    }
-                    if !lock(&self.state).reread {
+                    let Some(places) = self.catch_up(catalog, reads, own).await? else {
                         gone = true;
                         continue;
-                    }
-                    // A header turned up in it: read whole, as any other.
+                    };
+                    lock(&self.unfinished).retain(|&u, _| u > g);
+                    return Ok(Some(places.len()));
                 }
                 let Some(scan) = self.scan(catalog, reads, g, own).await? else {
                     gone = true;
