@@ -1026,12 +1026,17 @@ impl ScramStore {
                 if taken {
                     // Taken already: read on from where this gateway stopped, rather than
                     // read it whole again.
-                    let Some(places) = self.catch_up(catalog, reads, own).await? else {
+                    if let Some(places) = self.catch_up(catalog, reads, own).await? {
+                        lock(&self.unfinished).retain(|&u, _| u > g);
+                        return Ok(Some(places.len()));
+                    }
+                    if !lock(&self.state).reread {
                         gone = true;
                         continue;
-                    };
-                    lock(&self.unfinished).retain(|&u, _| u > g);
-                    return Ok(Some(places.len()));
+                    }
+                    // A header turned up in it as it was read on: read whole, as any other.
+                    // It may be complete (its compactor's marker landed too), and an older
+                    // complete generation listed after it is not the one every gateway reads.
                 }
                 let Some(scan) = self.scan(catalog, reads, g, own).await? else {
                     gone = true;

@@ -1069,6 +1069,67 @@ fn a_store_that_finds_a_header_of_a_compaction_that_died_is_stored_where_every_g
     assert_eq!(credentials(&restarted), expected);
 }
 
+/// B reads the forged generation 2, and an unfinished generation 3 is listed. B's due
+/// follow reads 2 to its end and lists the generations; then the compactor A writes its
+/// header, copies and marker into 2, and dies before deleting 1, and A stores a change
+/// into 2. B's listing, [3, 2, 1], makes it read on in 2, where it finds the header: it
+/// reads 2 whole and takes it (complete, with the change), not 1, which is complete too
+/// but no longer what every gateway reads.
+#[test]
+fn a_header_found_while_reading_on_in_a_listed_generation_has_it_read_whole() {
+    let mut h = Pool::new(FakeIggy::new());
+    let old = gateway(&mut h, false, OURS);
+    h.run(
+        old.inner
+            .scram
+            .write_as_main(&old.inner.catalog, 1, &fill(), true),
+    );
+    drop(old);
+    let (mut h, a) = h.restart_with(config(true, OURS));
+    let mut compacting = storing(&a, vec![delete("bob")]);
+    let made = drive(&mut h, &mut compacting, |fake| batches(fake, 2) == Some(0));
+    assert!(made.is_none(), "the compaction made generation 2");
+    h.run(
+        a.inner
+            .scram
+            .write_as_main(&a.inner.catalog, 2, &[version("bob", 1)], true),
+    );
+    let b = gateway(&mut h, false, OURS);
+    assert!(credentials(&b).contains(&version("bob", 1)));
+    h.run(
+        a.inner
+            .scram
+            .write_as_main(&a.inner.catalog, 3, &[version("carol", 1)], false),
+    );
+    h.clock.advance(NEXT_LISTING);
+    let mut following: Pin<Box<dyn Future<Output = Completion> + Send>> =
+        match b.execute(Command::FollowScramCredentials { since: 0 }) {
+            Execution::Pending(f) => f,
+            Execution::Done(c) => panic!("{c:?}"),
+        };
+    let m = h.fake.seen.len();
+    let listed = drive(&mut h, &mut following, |fake| {
+        fake.seen[m..].contains(&GET_STREAM_CODE)
+    });
+    assert!(listed.is_none(), "the follow listed the generations");
+    let first = copy_of(&h.fake, 1);
+    stored(&h.run(compacting));
+    assert_eq!(generations(&h), [2, 3]);
+    h.fake.topics.insert(scram::topic_name(1), first);
+    store(&mut h, &a, vec![version("erin", 2)]);
+    let c = h.run(following);
+    assert!(
+        matches!(c, Completion::FollowScramCredentials(Ok(_))),
+        "{c:?}"
+    );
+    let expected = vec![version("alice", 254), version("erin", 2)];
+    assert_eq!(credentials(&a), expected);
+    assert_eq!(credentials(&b), expected, "b reads 2, as a does");
+    drop(b);
+    let (_h, restarted) = h.restart();
+    assert_eq!(credentials(&restarted), expected);
+}
+
 /// An Iggy user that may send to the stream appends, into the generation every gateway
 /// reads, a change it polled from the one before, and a version-1 record: neither opens
 /// there, and no gateway applies them.
