@@ -1156,12 +1156,16 @@ impl ScramStore {
     /// in the old generation was copied before the marker or is written into the new one
     /// by its store ([`Self::write_newer`]), whenever either happens. Nothing is compacted
     /// while the current generation holds records this gateway cannot read: it would drop
-    /// them.
+    /// them. Nor while what is held must be read anew ([`Followed::reread`]): it is known
+    /// to differ from what every other gateway holds.
     async fn compact(&self, catalog: &Catalog, reads: &Reads) -> Result<(), BackendError> {
-        let (current, unreadable) = {
+        let (current, unreadable, reread) = {
             let state = lock(&self.state);
-            (state.generation, state.unreadable)
+            (state.generation, state.unreadable, state.reread)
         };
+        if reread {
+            return Ok(());
+        }
         if unreadable > 0 {
             self.warn_held_back(unreadable);
             return Ok(());

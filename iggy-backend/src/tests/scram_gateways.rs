@@ -1130,6 +1130,40 @@ fn a_header_found_while_reading_on_in_a_listed_generation_has_it_read_whole() {
     assert_eq!(credentials(&restarted), expected);
 }
 
+/// The forged generation 2 is padded past the compaction threshold and read by a
+/// compacting gateway B; generation 1 goes (an operator deletes it) and the compactor A
+/// writes its header and dies. B's store finds the header, and no complete generation is
+/// left to read anew: B compacts nothing from what it holds (known to differ from what
+/// every other gateway holds), so no new generation is made that could never complete.
+#[test]
+fn a_gateway_that_must_read_anew_and_finds_nothing_complete_does_not_compact() {
+    let mut h = Pool::new(FakeIggy::new());
+    let old = gateway(&mut h, false, OURS);
+    h.run(
+        old.inner
+            .scram
+            .write_as_main(&old.inner.catalog, 1, &fill(), true),
+    );
+    drop(old);
+    let (mut h, a) = h.restart_with(config(true, OURS));
+    let mut dying = storing(&a, vec![delete("bob")]);
+    let made = drive(&mut h, &mut dying, |fake| batches(fake, 2) == Some(0));
+    assert!(made.is_none(), "the compaction made generation 2");
+    h.run(
+        a.inner
+            .scram
+            .write_as_main(&a.inner.catalog, 2, &fill(), true),
+    );
+    let b = gateway(&mut h, true, OURS);
+    assert!(credentials(&b).contains(&version("bob", 1)));
+    h.fake.topics.remove(&scram::topic_name(1));
+    until_batches(&mut h, &mut dying, 2, 2);
+    drop(dying);
+    drop(a);
+    store(&mut h, &b, vec![version("erin", 2)]);
+    assert_eq!(generations(&h), [2], "b compacted nothing");
+}
+
 /// An Iggy user that may send to the stream appends, into the generation every gateway
 /// reads, a change it polled from the one before, and a version-1 record: neither opens
 /// there, and no gateway applies them.
