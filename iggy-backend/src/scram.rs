@@ -403,6 +403,23 @@ impl Followed {
         self.reread = false;
     }
 
+    /// The users the users file gives (their keys `pinned`) with a credential or deletion
+    /// held here that `replayed` has nothing of. When `replayed` is the generation before
+    /// one read anew ([`Self::reread`]), that is a change read in the one read before (made
+    /// through Kafka, or replayed there), which counts for no gateway: [`Self::adopt`] leaves (or makes) the credential deleted here,
+    /// where every other gateway holds the users file's. Only a restart gives it back: the
+    /// store does not know the users file's credential.
+    fn held_apart(&self, replayed: &Replayed, pinned: &BTreeSet<(String, i8)>) -> Vec<String> {
+        let mut users: Vec<String> = self
+            .entries
+            .keys()
+            .filter(|k| pinned.contains(*k) && !replayed.contains_key(*k))
+            .map(|(user, _)| user.clone())
+            .collect();
+        users.dedup();
+        users
+    }
+
     /// How many records a compacted generation would hold: the credentials, and the
     /// deletions kept for `pinned`.
     fn live(&self, pinned: &BTreeSet<(String, i8)>) -> u64 {
@@ -1047,7 +1064,12 @@ impl ScramStore {
                     continue;
                 }
                 warn_unopened(scan.skipped.unopened);
+                let pinned = lock(&self.pinned);
                 let mut state = lock(&self.state);
+                if state.reread {
+                    warn_held_apart(&state.held_apart(&scan.replayed, &pinned));
+                }
+                drop(pinned);
                 state.adopt(g, scan.end, scan.replayed);
                 state.unreadable = scan.skipped.total();
                 state.bound = scan.header.is_some();
@@ -1438,6 +1460,19 @@ fn warn_unopened(unopened: u64) {
     }
 }
 
+fn warn_held_apart(users: &[String]) {
+    if !users.is_empty() {
+        tracing::warn!(
+            users = %users.join(", "),
+            "SCRAM credentials of users the users file gives were set or deleted in a SCRAM \
+             credentials generation whose completion was forged, while this gateway read it; \
+             that counts for no gateway, and this gateway now holds these users' credentials \
+             deleted where every other gateway holds the users file's: restart this gateway, \
+             then set them again through Kafka if needed"
+        );
+    }
+}
+
 fn warn_unreadable_kept(generation: u64, records: u64) {
     tracing::warn!(
         topic = %topic_name(generation),
@@ -1687,6 +1722,15 @@ mod tests {
         assert_eq!(place("carol"), Some((false, 5)), "compacted away: deleted");
         assert_eq!(place("dave"), Some((true, 6)));
         assert_eq!((state.generation, state.next, state.places), (4, 3, 6));
+        // Read anew, going back a generation: the users file's users held and missing
+        // from it are named.
+        let pinned = BTreeSet::from([key("carol"), key("dave"), key("erin")]);
+        assert_eq!(
+            state.held_apart(&Replayed::new(), &pinned),
+            ["carol", "dave"]
+        );
+        let replayed = Replayed::from([(key("carol"), None)]);
+        assert_eq!(state.held_apart(&replayed, &pinned), ["dave"]);
         assert_eq!(generation(&topic_name(4)), Some(4));
         assert_eq!(generation(TOPIC), Some(0));
         assert_eq!(topic_name(0), TOPIC);
