@@ -230,10 +230,13 @@ struct Args {
     iggy_write_through: bool,
 
     /// Compact the stream's SCRAM credentials topic into generations once it holds more
-    /// than 256 records and twice the credentials; any number of the stream's gateways may.
-    /// false: this gateway does not compact it (it still follows the generations others
-    /// make, and deletes those they compacted away). Turn it on only once every gateway of
-    /// the stream runs this build: older builds do not read the generations it makes.
+    /// than 256 records and twice the credentials; any number of the stream's gateways may,
+    /// at once. false: this gateway does not compact it (it still follows the generations
+    /// others make, and at start deletes those they compacted away). Upgrading from an
+    /// older build: set it false on that build's compacting gateway before upgrading any
+    /// gateway, upgrade them all, then turn it on. Older builds do not read the generations
+    /// this build compacts into: a rollback after a compaction starts without the
+    /// credentials set through Kafka (docs/SECURITY.md).
     #[arg(
         long,
         env = "IGGY_KAFKA_IGGY_SCRAM_COMPACTION",

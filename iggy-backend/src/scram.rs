@@ -38,14 +38,15 @@
 //! credentials: any Iggy user with `send_messages` or `poll_messages` on the stream could
 //! otherwise plant a credential for a super user or read the keys. A record is the seal's
 //! version, a random 96-bit nonce, then the ciphertext and tag of the change. In a
-//! compacted generation the version is `2`, with the version byte and the generation's
-//! number (u64, little-endian) as associated data: a record copied into another
-//! generation does not open there. In generation 0 it is `1`, with the version byte only
-//! as associated data, as older builds seal every record: they read what this build
-//! writes there. Version-1 records open in generation 0, and in a generation until its
-//! first header (a generation an older build compacted into has none). A record that does
-//! not open is skipped at replay and counted (the gateway's Iggy credentials changed, or
-//! someone else wrote it).
+//! generation this build compacts into, and in any generation newer than the one read,
+//! the version is `2`, with the version byte and the generation's number (u64,
+//! little-endian) as associated data: a record copied into another generation does not
+//! open there. In generation 0, and in a generation an older build compacted into (it has
+//! no header) while it is the one read, it is `1`, with the version byte only as
+//! associated data, as older builds seal every record: they read what this build writes
+//! there. Version-1 records open in generation 0, and in a generation until its first
+//! header. A record that does not open is skipped at replay and counted (the gateway's
+//! Iggy credentials changed, or someone else wrote it).
 //!
 //! The change (little-endian): version `1`; kind (1 set, 2 delete); the user as a
 //! u16-length string; the mechanism as Kafka's type (i8); for a set, the iteration count
@@ -55,8 +56,8 @@
 //! first header, naming the same generation and compaction: a marker of another
 //! compaction made under the same number (its generation deleted by an operator, and its
 //! compactor late) completes nothing. An older build's marker, the payload `[1, 3]` sealed
-//! as version 1, completes a generation with no header whose records up to it are all
-//! version 1: one that build compacted into.
+//! as version 1, completes a generation with no header: one that build compacted into (a
+//! header landing after it undoes that).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -153,9 +154,9 @@ fn bound(generation: u64) -> [u8; 9] {
 }
 
 /// `payload` sealed under `key` for `generation`, with a fresh random nonce: as version 1
-/// in generation 0 (so that an older build sharing the stream, or rolled back to, reads
-/// it), as version 2 bound to the generation in a compacted one.
-fn seal(key: &Key, generation: u64, payload: &[u8]) -> Result<Bytes, BackendError> {
+/// when `unbound` (so that an older build sharing the stream, or rolled back to, reads
+/// it), as version 2 bound to the generation otherwise.
+fn seal(key: &Key, generation: u64, payload: &[u8], unbound: bool) -> Result<Bytes, BackendError> {
     let mut nonce = [0u8; NONCE_LEN];
     getrandom::fill(&mut nonce).map_err(|e| {
         BackendError::Unavailable(format!(
@@ -163,7 +164,7 @@ fn seal(key: &Key, generation: u64, payload: &[u8]) -> Result<Bytes, BackendErro
         ))
     })?;
     let aad = bound(generation);
-    let (version, aad): (u8, &[u8]) = if generation == 0 {
+    let (version, aad): (u8, &[u8]) = if unbound {
         (SEAL_VERSION_UNBOUND, &[SEAL_VERSION_UNBOUND])
     } else {
         (SEAL_VERSION, &aad)
@@ -365,6 +366,12 @@ struct Followed {
     /// Whether the generation read has a header (a compaction of this build's made it):
     /// version-1 records do not open in it.
     bound: bool,
+    /// Whether a header turned up in the generation read after it was taken as having
+    /// none: what was read of it may not be part of it, and it is read whole again.
+    reread: bool,
+    /// How many times that happened: a store under way meanwhile wrote into that
+    /// generation as into one with no header.
+    headers_found: u64,
 }
 
 impl Followed {
@@ -393,6 +400,24 @@ impl Followed {
         }
         self.generation = generation;
         self.next = next;
+        self.reread = false;
+    }
+
+    /// The users the users file gives (their keys `pinned`) with a credential or deletion
+    /// held here that `replayed` has nothing of. When `replayed` is the generation before
+    /// one read anew ([`Self::reread`]), that is a change read in the one read before (made
+    /// through Kafka, or replayed there), which counts for no gateway: [`Self::adopt`] leaves (or makes) the credential deleted here,
+    /// where every other gateway holds the users file's. Only a restart gives it back: the
+    /// store does not know the users file's credential.
+    fn held_apart(&self, replayed: &Replayed, pinned: &BTreeSet<(String, i8)>) -> Vec<String> {
+        let mut users: Vec<String> = self
+            .entries
+            .keys()
+            .filter(|k| pinned.contains(*k) && !replayed.contains_key(*k))
+            .map(|(user, _)| user.clone())
+            .collect();
+        users.dedup();
+        users
     }
 
     /// How many records a compacted generation would hold: the credentials, and the
@@ -423,8 +448,9 @@ pub(crate) const COMPACT_AFTER: u64 = 256;
 const MAX_SWITCH_ROUNDS: usize = 4;
 
 /// How often a gateway that follows the topic lists its generations even though the one
-/// it reads is still there: a compaction whose marker's reply was lost leaves the old
-/// generation in place, and the gateways reading it move to the new one this way.
+/// it reads is still there, and how long a store leaves a newer generation it saw
+/// unfinished before reading it again: a compaction whose marker's reply was lost leaves
+/// the old generation in place, and the gateways reading it move to the new one this way.
 const LIST_EVERY: Duration = Duration::from_secs(30);
 
 /// How long a newer generation stays unfinished before it is warned of: far longer than
@@ -457,10 +483,19 @@ pub(crate) struct ScramStore {
 struct Unfinished {
     /// Since when, under the same header (or none).
     since: Instant,
+    /// When it was last read and found unfinished.
+    scanned: Instant,
     /// The compaction its header names, if it has one yet.
     header: Option<CompactionId>,
     /// Whether it was warned of.
     warned: bool,
+}
+
+impl Unfinished {
+    /// Whether it was read less than [`LIST_EVERY`] before `now`.
+    fn lately(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.scanned) < LIST_EVERY
+    }
 }
 
 /// One generation read whole, nothing applied.
@@ -602,13 +637,57 @@ impl ScramStore {
             return Ok(lock(&self.state).places);
         }
         let plain: Vec<Bytes> = changes.iter().map(encode).collect();
-        let mut generation = lock(&self.state).generation;
+        let mut place = None;
+        for _ in 0..MAX_SWITCH_ROUNDS {
+            if lock(&self.state).reread {
+                // Into the generation every other gateway reads, not into one it does not
+                // count (yet).
+                let generations = self.list(catalog).await?;
+                self.switch(catalog, reads, generations, &[]).await?;
+            }
+            place = self.land(catalog, reads, &changes, &plain).await?;
+            if place.is_some() {
+                break;
+            }
+        }
+        let place = place.ok_or_else(|| {
+            BackendError::Unavailable(
+                "the SCRAM credentials generation read kept gaining a header".into(),
+            )
+        })?;
+        if self.wants_compaction() {
+            if let Err(e) = self.compact(catalog, reads).await {
+                tracing::warn!(error = %e, "compaction of the SCRAM credentials failed");
+            }
+        }
+        Ok(place)
+    }
+
+    /// Appends `plain`, the payloads of `changes`, to the generation read and every newer
+    /// one, and reads them back; their place. `None` when a header turned up meanwhile in
+    /// the generation read, taken as having none: the records landed there as version 1,
+    /// which count for no gateway once it has a header (before it, they are not copies its
+    /// compactor makes; after it, they do not open), so they are stored again once the
+    /// generations are read anew. Their copies in newer generations count there, and the
+    /// client has no answer yet: whichever copy ends last is the one a newer change
+    /// follows.
+    async fn land(
+        &self,
+        catalog: &Catalog,
+        reads: &Reads,
+        changes: &[ScramChange],
+        plain: &[Bytes],
+    ) -> Result<Option<u64>, BackendError> {
+        let (mut generation, headers_found) = {
+            let state = lock(&self.state);
+            (state.generation, state.headers_found)
+        };
         let mut created = false;
         loop {
             match append(
                 catalog,
                 &topic_name(generation),
-                &self.sealed(generation, &plain)?,
+                &self.sealed(generation, plain)?,
             )
             .await
             {
@@ -637,22 +716,23 @@ impl ScramStore {
                 Err(e) => return Err(e),
             }
         }
-        let newest = self.write_newer(catalog, generation, &plain).await?;
+        let newest = self.write_newer(catalog, generation, plain).await?;
         let mut place = None;
-        // A newer generation seen unfinished before is not read again at every store (one
-        // that never completes grows by every store): the listings of `follow` take it
-        // once it completes.
+        // A newer generation seen unfinished is read again only once [`LIST_EVERY`] has
+        // passed since (one that never completes grows by every store, and is read whole):
+        // one that completed meanwhile is taken within that, however often stores come.
+        let now = catalog.calls().clock().now();
         let fresh = {
             let unfinished = lock(&self.unfinished);
             newest
                 .iter()
-                .any(|g| *g > generation && !unfinished.contains_key(g))
+                .any(|g| *g > generation && !unfinished.get(g).is_some_and(|u| u.lately(now)))
         };
         if fresh {
             // The generation adopted was read after the changes were written into it: they
             // hold their places in the topic's order already, and applying them again as
             // the latest would undo a later change through another gateway.
-            let seen = self.switch(catalog, reads, newest, &plain).await?;
+            let seen = self.switch(catalog, reads, newest, plain).await?;
             if seen.is_some_and(|own| own >= plain.len()) {
                 let state = lock(&self.state);
                 place = changes
@@ -665,7 +745,7 @@ impl ScramStore {
             Some(place) => place,
             None => {
                 let mut own = self
-                    .catch_up(catalog, reads, &plain)
+                    .catch_up(catalog, reads, plain)
                     .await?
                     .unwrap_or_default();
                 if own.is_empty() {
@@ -673,25 +753,42 @@ impl ScramStore {
                     // they are applied as the latest, and the next read of the topic
                     // corrects that if not.
                     let mut state = lock(&self.state);
-                    own = changes.into_iter().map(|c| state.apply(c)).collect();
+                    own = changes.iter().cloned().map(|c| state.apply(c)).collect();
                 }
                 own.iter().copied().max().unwrap_or_default()
             }
         };
-        if self.wants_compaction() {
-            if let Err(e) = self.compact(catalog, reads).await {
-                tracing::warn!(error = %e, "compaction of the SCRAM credentials failed");
-            }
+        if lock(&self.state).headers_found != headers_found {
+            return Ok(None);
         }
-        Ok(place)
+        Ok(Some(place))
     }
 
     /// `plain` changes sealed for `generation`.
     fn sealed(&self, generation: u64, plain: &[Bytes]) -> Result<Vec<Bytes>, BackendError> {
+        let unbound = self.unbound_in(generation);
         plain
             .iter()
-            .map(|p| seal(&self.key, generation, p))
+            .map(|p| seal(&self.key, generation, p, unbound))
             .collect()
+    }
+
+    /// Whether records written into `generation` are sealed as version 1: in generation
+    /// 0, and in the generation this gateway reads when it has no header (one an older
+    /// build compacted into), as older builds seal them, so that an older build sharing
+    /// the stream (a rolling upgrade) or rolled back to reads them. Such a generation never
+    /// gets a header, and version-1 records open in it already: this opens it to no
+    /// replay it was not open to. (One exception: a generation a compactor of this build
+    /// made and has not written its header into yet, completed meanwhile by a replayed
+    /// older build's marker; what is stored into it and answered before the header lands
+    /// counts for no gateway, as with the replayed records. This gateway then reads the
+    /// generations anew ([`Self::catch_up`]), and a store under way stores again
+    /// ([`Self::land`]).) A newer generation, a compaction's under
+    /// way, gets version 2: a compaction of this build's binds it to itself, and an older
+    /// build's copies what it needs from the generation before.
+    fn unbound_in(&self, generation: u64) -> bool {
+        let state = lock(&self.state);
+        generation == 0 || (generation == state.generation && !state.bound && !state.reread)
     }
 
     /// Writes the changes `plain`, landed in `generation`, into every newer generation
@@ -755,7 +852,15 @@ impl ScramStore {
     /// Reads the current generation from where this gateway stopped to where it ended when
     /// the read began, applying each record, poll batch by poll batch; the places of the
     /// changes among `own` (payloads before sealing). `None` when the generation does not
-    /// exist.
+    /// exist, or must be read whole again ([`Followed::reread`]): a header of this build's
+    /// turned up in a generation taken as having none.
+    ///
+    /// Such a generation was completed by an older build's marker before its compactor
+    /// wrote the header (one an Iggy user that may send to the stream replayed there):
+    /// once the header lands, no other gateway counts what was read of it before the
+    /// header, nor a version-1 record after it. Reading on would keep this gateway apart
+    /// from them for as long as it reads that generation; it takes the generations anew
+    /// instead, as at start ([`Self::switch`]).
     async fn catch_up(
         &self,
         catalog: &Catalog,
@@ -764,13 +869,16 @@ impl ScramStore {
     ) -> Result<Option<Vec<u64>>, BackendError> {
         let (generation, from, unbound) = {
             let state = lock(&self.state);
+            if state.reread {
+                return Ok(None);
+            }
             (state.generation, state.next, !state.bound)
         };
         let mut places = Vec::new();
         let mut skipped = Skipped::default();
         let end = read(catalog, reads, generation, from, |batch, end| {
             let mut state = lock(&self.state);
-            if state.generation != generation {
+            if state.generation != generation || state.reread {
                 return;
             }
             for (offset, payload) in batch {
@@ -784,6 +892,13 @@ impl ScramStore {
                             places.push(place);
                         }
                     }
+                    Some((Record::Header { generation: g, .. }, _, version))
+                        if unbound && version == SEAL_VERSION && g == generation =>
+                    {
+                        state.reread = true;
+                        state.headers_found += 1;
+                        return;
+                    }
                     Some(_) => {}
                     None => state.unreadable += 1,
                 }
@@ -792,6 +907,9 @@ impl ScramStore {
         })
         .await?;
         warn_unopened(skipped.unopened);
+        if lock(&self.state).reread {
+            return Ok(None);
+        }
         Ok(end.map(|_| places))
     }
 
@@ -832,9 +950,8 @@ impl ScramStore {
         own: &[Bytes],
     ) -> Result<Option<Scan>, BackendError> {
         let mut scan = Scan::default();
-        // Whether this build's marker completes it, whether an older build's does, and
-        // whether a version-2 record came yet.
-        let (mut marked, mut legacy, mut bound_seen) = (false, false, false);
+        // Whether this build's marker completes it, and whether an older build's does.
+        let (mut marked, mut legacy) = (false, false);
         // What the version-2 records hold, and how many of `own` they are, up to the
         // header: the generation held at its header, should the version-1 records before
         // it be someone's copies.
@@ -880,17 +997,22 @@ impl ScramStore {
                         marked = true;
                     }
                     // An older build's marker completes a generation that build compacted
-                    // into: version-1 records only up to it, and no header. It names no
-                    // generation, so, as with that build, an Iggy user that may send to
-                    // the stream can replay one (after version-1 records of its choosing,
-                    // replayed too) into a generation a compactor of this build made and
-                    // died in (or is held up in) before writing its header: every gateway
-                    // then reads what it chose. A header ends that: the version-1 records
-                    // before it no longer count, and none after it opens.
-                    Record::LegacyComplete if v1 && !bound_seen => legacy = true,
+                    // into: one with no header. It names no generation, so, as with that
+                    // build, an Iggy user that may send to the stream can replay one
+                    // (after version-1 records of its choosing, replayed too) into a
+                    // generation a compactor of this build made and died in (or is held up
+                    // in) before writing its header: every gateway then reads what it
+                    // chose. A header ends that: the version-1 records before it no longer
+                    // count, and none after it opens. Version-2 records before the marker
+                    // do not keep it from completing: they are stores of this build written
+                    // into a generation an older build was compacting into (a rolling
+                    // upgrade), and once its marker lands that build deletes the generation
+                    // before; refusing its marker would leave this build no complete
+                    // generation at all, where the replay it would hinder can land before
+                    // the first such store as well.
+                    Record::LegacyComplete if v1 => legacy = true,
                     Record::Header { .. } | Record::Complete { .. } | Record::LegacyComplete => {}
                 }
-                bound_seen |= !v1;
             }
         })
         .await?;
@@ -914,15 +1036,24 @@ impl ScramStore {
         for _ in 0..MAX_SWITCH_ROUNDS {
             let mut gone = false;
             for &g in &generations {
-                if g == lock(&self.state).generation {
+                let taken = {
+                    let state = lock(&self.state);
+                    g == state.generation && !state.reread
+                };
+                if taken {
                     // Taken already: read on from where this gateway stopped, rather than
                     // read it whole again.
-                    let Some(places) = self.catch_up(catalog, reads, own).await? else {
+                    if let Some(places) = self.catch_up(catalog, reads, own).await? {
+                        lock(&self.unfinished).retain(|&u, _| u > g);
+                        return Ok(Some(places.len()));
+                    }
+                    if !lock(&self.state).reread {
                         gone = true;
                         continue;
-                    };
-                    lock(&self.unfinished).retain(|&u, _| u > g);
-                    return Ok(Some(places.len()));
+                    }
+                    // A header turned up in it as it was read on: read whole, as any other.
+                    // It may be complete (its compactor's marker landed too), and an older
+                    // complete generation listed after it is not the one every gateway reads.
                 }
                 let Some(scan) = self.scan(catalog, reads, g, own).await? else {
                     gone = true;
@@ -933,7 +1064,12 @@ impl ScramStore {
                     continue;
                 }
                 warn_unopened(scan.skipped.unopened);
+                let pinned = lock(&self.pinned);
                 let mut state = lock(&self.state);
+                if state.reread {
+                    warn_held_apart(&state.held_apart(&scan.replayed, &pinned));
+                }
+                drop(pinned);
                 state.adopt(g, scan.end, scan.replayed);
                 state.unreadable = scan.skipped.total();
                 state.bound = scan.header.is_some();
@@ -950,51 +1086,58 @@ impl ScramStore {
         ))
     }
 
-    /// Notes generation `g` seen unfinished, as `scan` read it: until it completes,
-    /// nothing is compacted. Stores landing in it do not make it new; a header other than
-    /// the one seen does (it was made again).
+    /// Notes generation `g` seen unfinished, as `scan` has just read it: until it
+    /// completes, nothing is compacted. Stores landing in it do not make it new; a header
+    /// other than the one seen does (it was made again). Warns once when it has been
+    /// unfinished for [`WARN_UNFINISHED_AFTER`]: here only, right after a read that found
+    /// it so, since a note made minutes ago may be of a generation that completed since.
     fn note_unfinished(&self, catalog: &Catalog, g: u64, scan: &Scan) {
         let now = catalog.calls().clock().now();
         let mut unfinished = lock(&self.unfinished);
-        let seen = unfinished.entry(g).or_insert(Unfinished {
+        let new = || Unfinished {
             since: now,
+            scanned: now,
             header: scan.header,
             warned: false,
-        });
+        };
+        let seen = unfinished.entry(g).or_insert_with(new);
         if seen.header != scan.header {
-            *seen = Unfinished {
-                since: now,
-                header: scan.header,
-                warned: false,
-            };
+            *seen = new();
         }
+        seen.scanned = now;
         tracing::debug!(
             generation = g,
             "a SCRAM credentials generation is unfinished"
         );
-    }
-
-    /// Warns once of each generation seen unfinished for [`WARN_UNFINISHED_AFTER`], at
-    /// each listing (stores list too, so a stream with frequent stores warns as well).
-    fn warn_unfinished(&self, now: Instant) {
-        for (g, seen) in lock(&self.unfinished).iter_mut() {
-            if !seen.warned && now.saturating_duration_since(seen.since) >= WARN_UNFINISHED_AFTER {
-                seen.warned = true;
-                tracing::warn!(
-                    topic = %topic_name(*g),
-                    "a SCRAM credentials generation stays unfinished: the stream's SCRAM \
-                     credentials are not compacted until it completes. If its compaction \
-                     died, stop every gateway of the stream, delete this topic, then start \
-                     them again"
-                );
-            }
+        if !seen.warned && now.saturating_duration_since(seen.since) >= WARN_UNFINISHED_AFTER {
+            seen.warned = true;
+            tracing::warn!(
+                topic = %topic_name(g),
+                "a SCRAM credentials generation stays unfinished: the stream's SCRAM \
+                 credentials are not compacted until it completes. If its compaction died \
+                 (check first: a gateway started now replays an older generation, not this \
+                 one), stop every gateway of the stream, delete this topic, then start them \
+                 again"
+            );
         }
     }
 
     /// Deletes the listed generations older than the one read, but those holding records
-    /// this gateway cannot read: those are another gateway's, whose key differs.
+    /// this gateway cannot read: those are another gateway's, whose key differs. Nothing
+    /// when the one read has no header (generation 0 has nothing older): an older build's
+    /// marker completes it, and any Iggy user that may send to the stream can replay one
+    /// into a generation a compactor of this build made and has not written its header
+    /// into yet; once the header lands that generation is unfinished again, and the one
+    /// before must still be there. What an older build compacted away and left is deleted
+    /// after this build's next compaction.
     async fn drop_older(&self, catalog: &Catalog, reads: &Reads) -> Result<(), BackendError> {
-        let current = lock(&self.state).generation;
+        let (current, bound) = {
+            let state = lock(&self.state);
+            (state.generation, state.bound)
+        };
+        if !bound {
+            return Ok(());
+        }
         let listed = self.list(catalog).await?;
         for g in listed.into_iter().filter(|&g| g < current) {
             match self.scan(catalog, reads, g, &[]).await? {
@@ -1015,7 +1158,6 @@ impl ScramStore {
         *lock(&self.listed) = Some(now);
         // One deleted (by an operator, or as older than a complete one) blocks nothing.
         lock(&self.unfinished).retain(|g, _| listed.contains(g));
-        self.warn_unfinished(now);
         Ok(listed)
     }
 
@@ -1036,22 +1178,28 @@ impl ScramStore {
     /// in the old generation was copied before the marker or is written into the new one
     /// by its store ([`Self::write_newer`]), whenever either happens. Nothing is compacted
     /// while the current generation holds records this gateway cannot read: it would drop
-    /// them.
+    /// them. Nor while what is held must be read anew ([`Followed::reread`]): it is known
+    /// to differ from what every other gateway holds.
     async fn compact(&self, catalog: &Catalog, reads: &Reads) -> Result<(), BackendError> {
-        let (current, unreadable) = {
+        let (current, unreadable, reread) = {
             let state = lock(&self.state);
-            (state.generation, state.unreadable)
+            (state.generation, state.unreadable, state.reread)
         };
+        if reread {
+            return Ok(());
+        }
         if unreadable > 0 {
             self.warn_held_back(unreadable);
             return Ok(());
         }
-        let listed_at = *lock(&self.listed);
         let now = catalog.calls().clock().now();
-        if lock(&self.unfinished).keys().any(|&g| g > current)
-            && listed_at.is_some_and(|at| now.saturating_duration_since(at) < LIST_EVERY)
-        {
-            // Blocked by an unfinished generation seen lately: not read again at each store.
+        let blocked = {
+            let unfinished = lock(&self.unfinished);
+            let mut newer = unfinished.iter().filter(|(&g, _)| g > current).peekable();
+            newer.peek().is_some() && newer.all(|(_, u)| u.lately(now))
+        };
+        if blocked {
+            // By unfinished generations, all read lately: not read again at each store.
             return Ok(());
         }
         let listed = self.list(catalog).await?;
@@ -1069,10 +1217,10 @@ impl ScramStore {
         let id = compaction_id()?;
         let name = topic_name(next);
         let header = encode_mark(KIND_HEADER, next, &id);
-        append(catalog, &name, &[seal(&self.key, next, &header)?]).await?;
+        append(catalog, &name, &[seal(&self.key, next, &header, false)?]).await?;
         self.write_generation(catalog, reads, next).await?;
         let marker = encode_mark(KIND_COMPLETE, next, &id);
-        append(catalog, &name, &[seal(&self.key, next, &marker)?]).await?;
+        append(catalog, &name, &[seal(&self.key, next, &marker, false)?]).await?;
         // Complete: the older generations go, and this gateway reads the new one.
         self.switch(catalog, reads, self.list(catalog).await?, &[])
             .await?;
@@ -1308,6 +1456,19 @@ fn warn_unopened(unopened: u64) {
             "skipped SCRAM credential records that do not open under the gateway's Iggy \
              credentials (they changed, or another Iggy user wrote the records): set \
              those SCRAM credentials again"
+        );
+    }
+}
+
+fn warn_held_apart(users: &[String]) {
+    if !users.is_empty() {
+        tracing::warn!(
+            users = %users.join(", "),
+            "SCRAM credentials of users the users file gives were set or deleted in a SCRAM \
+             credentials generation whose completion was forged, while this gateway read it; \
+             that counts for no gateway, and this gateway now holds these users' credentials \
+             deleted where every other gateway holds the users file's: restart this gateway, \
+             then set them again through Kafka if needed"
         );
     }
 }
@@ -1561,6 +1722,15 @@ mod tests {
         assert_eq!(place("carol"), Some((false, 5)), "compacted away: deleted");
         assert_eq!(place("dave"), Some((true, 6)));
         assert_eq!((state.generation, state.next, state.places), (4, 3, 6));
+        // Read anew, going back a generation: the users file's users held and missing
+        // from it are named.
+        let pinned = BTreeSet::from([key("carol"), key("dave"), key("erin")]);
+        assert_eq!(
+            state.held_apart(&Replayed::new(), &pinned),
+            ["carol", "dave"]
+        );
+        let replayed = Replayed::from([(key("carol"), None)]);
+        assert_eq!(state.held_apart(&replayed, &pinned), ["dave"]);
         assert_eq!(generation(&topic_name(4)), Some(4));
         assert_eq!(generation(TOPIC), Some(0));
         assert_eq!(topic_name(0), TOPIC);
@@ -1585,7 +1755,7 @@ mod tests {
     #[test]
     fn records_open_only_under_their_key_and_untouched() {
         let key = seal_key(b"gateway-password", "kafka");
-        let record = seal(&key, 3, b"change").unwrap_or_else(|e| panic!("{e}"));
+        let record = seal(&key, 3, b"change", false).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(record[0], SEAL_VERSION);
         for unbound in [false, true] {
             assert_eq!(
@@ -1597,7 +1767,7 @@ mod tests {
             !record.windows(6).any(|w| w == b"change"),
             "not in the clear"
         );
-        let again = seal(&key, 3, b"change").unwrap_or_else(|e| panic!("{e}"));
+        let again = seal(&key, 3, b"change", false).unwrap_or_else(|e| panic!("{e}"));
         assert_ne!(record, again, "a fresh nonce each time");
         for other in [
             seal_key(b"another-password", "kafka"),
@@ -1629,7 +1799,7 @@ mod tests {
     #[test]
     fn records_of_the_first_generation_are_sealed_as_older_builds_seal_them() {
         let key = seal_key(b"gateway-password", "kafka");
-        let record = seal(&key, 0, b"change").unwrap_or_else(|e| panic!("{e}"));
+        let record = seal(&key, 0, b"change", true).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(record[0], SEAL_VERSION_UNBOUND);
         assert_eq!(
             as_main::open(&key, &record).as_deref(),

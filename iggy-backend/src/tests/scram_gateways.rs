@@ -784,6 +784,386 @@ fn a_generation_left_unfinished_is_warned_of_while_stores_land_in_it() {
     assert_eq!(b.inner.scram.warned_unfinished(), [1]);
 }
 
+/// Compactor A's marker completed generation 1, but generation 0 stayed (A died before
+/// deleting it, or lost its reply to the marker). Gateway G saw 1 unfinished during the
+/// compaction and stores every 10 s; gateway H moves to 1 at its follow's listing and
+/// deletes bob there, where only the gateways reading 1 see it. G reads 1 again once 30 s
+/// have passed since it saw it unfinished, however often it stores: bob's deletion
+/// reaches it, and it warns of no generation.
+#[test]
+fn a_gateway_storing_often_moves_to_a_newer_generation_that_completed() {
+    let (mut h, a) = filled();
+    let g = gateway(&mut h, false, OURS);
+    let other = gateway(&mut h, false, OURS);
+    let mut compacting = storing(&a, vec![version("alice", 999)]);
+    until_batches(&mut h, &mut compacting, 1, 2);
+    store(&mut h, &g, vec![version("carol", 0)]);
+    let old = copy_of(&h.fake, 0);
+    stored(&h.run(compacting));
+    h.fake.topics.insert(scram::topic_name(0), old);
+    assert_eq!(generations(&h), [0, 1]);
+    let mut deleted = None;
+    for i in 1..=40 {
+        h.clock.advance(Duration::from_secs(10));
+        store(&mut h, &g, vec![version("carol", i)]);
+        follow(&mut h, &g);
+        if i == 4 {
+            // H last listed the generations 40 s ago: its follow takes 1.
+            follow(&mut h, &other);
+            store(&mut h, &other, vec![delete("bob")]);
+            assert!(!other.scram_credentials().contains(&version("bob", 1)));
+            deleted = Some(i);
+        }
+        if deleted.is_some_and(|at| i >= at + 3) {
+            assert!(
+                !g.scram_credentials().contains(&version("bob", 1)),
+                "bob still there after {} s",
+                10 * i
+            );
+        }
+    }
+    assert_eq!(generations(&h), [0, 1]);
+    assert!(g.inner.scram.warned_unfinished().is_empty());
+}
+
+/// A compactor held up for 5 minutes in its copy rounds, while a gateway stores every
+/// 10 s, then completes its generation and deletes the old one. The gateway's next store
+/// finds its generation gone and lists the generations: it warns of none, at no point of
+/// that store, as the one it saw unfinished 5 minutes ago has completed.
+#[test]
+fn a_generation_that_completes_late_is_not_warned_of() {
+    let (mut h, a) = filled();
+    let g = gateway(&mut h, false, OURS);
+    let mut late = storing(&a, vec![version("alice", 999)]);
+    until_copying(&mut h, &mut late, 1);
+    for i in 1..=30 {
+        h.clock.advance(Duration::from_secs(10));
+        store(&mut h, &g, vec![version("carol", i)]);
+        follow(&mut h, &g);
+    }
+    stored(&h.run(late));
+    assert_eq!(generations(&h), [1]);
+    h.clock.advance(Duration::from_secs(10));
+    let mut last = storing(&g, vec![version("carol", 31)]);
+    let warned = |_: &FakeIggy| !g.inner.scram.warned_unfinished().is_empty();
+    let done = drive(&mut h, &mut last, warned);
+    stored(&done.unwrap_or_else(|| panic!("warned of a generation that completed")));
+    assert!(g.scram_credentials().contains(&version("carol", 31)));
+}
+
+/// What a gateway stores into a generation the previous build compacted into (it has no
+/// header) is sealed as that build seals it, which reads it during a rolling upgrade or
+/// after a rollback; what it writes into a newer generation, one of this build's
+/// compactions, is bound to that generation.
+#[test]
+fn what_is_stored_into_a_generation_the_previous_build_compacted_it_reads() {
+    let mut h = Pool::new(FakeIggy::new());
+    let old = gateway(&mut h, false, OURS);
+    h.run(old.inner.scram.write_as_main(
+        &old.inner.catalog,
+        1,
+        &[version("alice", 3), version("bob", 1)],
+        true,
+    ));
+    drop(old);
+    let (mut h, b) = h.restart_with(config(false, OURS));
+    store(&mut h, &b, vec![version("alice", 4), delete("bob")]);
+    // A compactor of this build makes generation 2 and dies after its snapshot.
+    let c = gateway(&mut h, true, OURS);
+    let mut dying = storing(&c, fill());
+    until_batches(&mut h, &mut dying, 2, 2);
+    drop(dying);
+    store(&mut h, &b, vec![version("carol", 1)]);
+    let (scram, catalog, reads) = (&b.inner.scram, &b.inner.catalog, &b.inner.reads);
+    let in_1 = h.run(scram.raw(catalog, reads, 1));
+    assert_eq!(in_1.len(), 3 + 2 + fill().len() + 1);
+    for (i, record) in in_1.iter().enumerate() {
+        assert!(scram.opens_as_main(record), "record {i}");
+    }
+    let in_2 = h.run(scram.raw(catalog, reads, 2));
+    let carol = in_2
+        .last()
+        .unwrap_or_else(|| panic!("generation 2 is empty"));
+    assert!(!scram.opens_as_main(carol));
+}
+
+/// The previous build compacts generation 1 into 2 while a gateway of this build stores a
+/// change: it lands in 1, and is written into 2 (bound to it) before that build's marker.
+/// The marker completes 2 all the same: once that build deletes 1, 2 is read whole.
+#[test]
+fn a_compaction_of_the_previous_build_completes_with_a_store_of_this_one_in_it() {
+    let mut h = Pool::new(FakeIggy::new());
+    let old = gateway(&mut h, false, OURS);
+    let snapshot = [version("alice", 3), version("bob", 1)];
+    h.run(
+        old.inner
+            .scram
+            .write_as_main(&old.inner.catalog, 1, &snapshot, true),
+    );
+    let b = gateway(&mut h, false, OURS);
+    h.run(
+        old.inner
+            .scram
+            .write_as_main(&old.inner.catalog, 2, &snapshot, false),
+    );
+    store(&mut h, &b, vec![version("carol", 1)]);
+    // The previous build copies it from 1, writes its marker, and deletes 1.
+    h.run(
+        old.inner
+            .scram
+            .write_as_main(&old.inner.catalog, 2, &[version("carol", 1)], true),
+    );
+    h.fake.topics.remove(&scram::topic_name(1));
+    drop(old);
+    let expected = vec![version("alice", 3), version("bob", 1), version("carol", 1)];
+    follow(&mut h, &b);
+    assert_eq!(b.scram_credentials(), expected);
+    let (_h, restarted) = h.restart();
+    assert_eq!(restarted.scram_credentials(), expected);
+}
+
+/// A stream the previous build compacted into generation 1; a compactor of this build
+/// makes generation 2 and is held up before its header, and an Iggy user that may send to
+/// the stream appends into 2 a version-1 record and the previous build's marker. A gateway
+/// starting then reads 2 (as the previous build would), but deletes no older generation
+/// for it: once the compactor goes on, its header undoes that completion, and 1 is still
+/// there to be read and compacted.
+#[test]
+fn a_gateway_reading_a_generation_without_a_header_deletes_no_older_one() {
+    let mut h = Pool::new(FakeIggy::new());
+    let old = gateway(&mut h, false, OURS);
+    h.run(
+        old.inner
+            .scram
+            .write_as_main(&old.inner.catalog, 1, &fill(), true),
+    );
+    drop(old);
+    let (mut h, a) = h.restart_with(config(true, OURS));
+    let mut compacting = storing(&a, vec![delete("bob")]);
+    let made = drive(&mut h, &mut compacting, |fake| batches(fake, 2) == Some(0));
+    assert!(made.is_none(), "the compaction made generation 2");
+    h.run(
+        a.inner
+            .scram
+            .write_as_main(&a.inner.catalog, 2, &[version("bob", 1)], true),
+    );
+    let b = gateway(&mut h, false, OURS);
+    assert_eq!(generations(&h), [1, 2], "generation 1 is kept");
+    stored(&h.run(compacting));
+    assert_eq!(generations(&h), [2]);
+    let expected = vec![version("alice", 254)];
+    assert_eq!(credentials(&a), expected);
+    follow(&mut h, &b);
+    assert_eq!(credentials(&b), expected);
+    drop(b);
+    let (_h, restarted) = h.restart();
+    assert_eq!(credentials(&restarted), expected);
+}
+
+/// As above, and gateway B, which read the forged generation, stores a change into it
+/// before the header lands, and the Iggy user appends another version-1 record after the
+/// header; the compactor A and B, once A has completed.
+fn a_forged_completion_under_way() -> (Pool, IggyBackend, IggyBackend) {
+    let mut h = Pool::new(FakeIggy::new());
+    let old = gateway(&mut h, false, OURS);
+    h.run(
+        old.inner
+            .scram
+            .write_as_main(&old.inner.catalog, 1, &fill(), true),
+    );
+    drop(old);
+    let (mut h, a) = h.restart_with(config(true, OURS));
+    let mut compacting = storing(&a, vec![delete("bob")]);
+    let made = drive(&mut h, &mut compacting, |fake| batches(fake, 2) == Some(0));
+    assert!(made.is_none(), "the compaction made generation 2");
+    h.run(
+        a.inner
+            .scram
+            .write_as_main(&a.inner.catalog, 2, &[version("bob", 1)], true),
+    );
+    let b = gateway(&mut h, false, OURS);
+    assert!(credentials(&b).contains(&version("bob", 1)));
+    store(&mut h, &b, vec![version("carol", 7)]);
+    stored(&h.run(compacting));
+    assert_eq!(generations(&h), [2]);
+    h.run(
+        a.inner
+            .scram
+            .write_as_main(&a.inner.catalog, 2, &[version("dave", 1)], false),
+    );
+    assert_eq!(credentials(&a), [version("alice", 254)]);
+    (h, a, b)
+}
+
+/// Once B's follow reads the header, B reads the generations anew: it ends with what the
+/// compactor and a restarted gateway hold, not with the replayed record, its own change
+/// (which no other gateway counts) or the record after the header.
+#[test]
+fn a_gateway_that_read_a_generation_without_a_header_reads_anew_once_its_header_lands() {
+    let (mut h, a, b) = a_forged_completion_under_way();
+    follow(&mut h, &b);
+    assert_eq!(
+        credentials(&b),
+        [version("alice", 254)],
+        "b reads what every other gateway reads"
+    );
+    store(&mut h, &b, vec![version("erin", 2)]);
+    let expected = vec![version("alice", 254), version("erin", 2)];
+    for g in [&a, &b] {
+        follow(&mut h, g);
+        assert_eq!(credentials(g), expected);
+    }
+    drop(b);
+    let (_h, restarted) = h.restart();
+    assert_eq!(credentials(&restarted), expected);
+}
+
+/// When B's store is the read that finds the header, the change it wrote as into a
+/// generation with no header counts for no gateway: it is stored again, and holds.
+#[test]
+fn a_store_that_finds_a_header_in_a_generation_taken_as_having_none_is_stored_again() {
+    let (mut h, a, b) = a_forged_completion_under_way();
+    store(&mut h, &b, vec![version("erin", 2)]);
+    let expected = vec![version("alice", 254), version("erin", 2)];
+    assert_eq!(credentials(&b), expected);
+    for g in [&a, &b] {
+        follow(&mut h, g);
+        assert_eq!(credentials(g), expected);
+    }
+    drop(b);
+    let (_h, restarted) = h.restart();
+    assert_eq!(credentials(&restarted), expected);
+}
+
+/// As above, but the compactor dies right after its header: the forged generation stays
+/// unfinished. B's store finds the header, reads the generations anew (back to 1) and
+/// stores its change again there, where every gateway reads it.
+#[test]
+fn a_store_that_finds_a_header_of_a_compaction_that_died_is_stored_where_every_gateway_reads() {
+    let mut h = Pool::new(FakeIggy::new());
+    let old = gateway(&mut h, false, OURS);
+    h.run(
+        old.inner
+            .scram
+            .write_as_main(&old.inner.catalog, 1, &fill(), true),
+    );
+    drop(old);
+    let (mut h, a) = h.restart_with(config(true, OURS));
+    let mut dying = storing(&a, vec![delete("bob")]);
+    let made = drive(&mut h, &mut dying, |fake| batches(fake, 2) == Some(0));
+    assert!(made.is_none(), "the compaction made generation 2");
+    h.run(
+        a.inner
+            .scram
+            .write_as_main(&a.inner.catalog, 2, &[version("bob", 1)], true),
+    );
+    let b = gateway(&mut h, false, OURS);
+    until_batches(&mut h, &mut dying, 2, 2);
+    drop(dying);
+    drop(a);
+    store(&mut h, &b, vec![version("erin", 2)]);
+    let expected = vec![version("alice", 254), version("erin", 2)];
+    assert_eq!(credentials(&b), expected);
+    assert_eq!(generations(&h), [1, 2]);
+    let (_h, restarted) = h.restart();
+    assert_eq!(credentials(&restarted), expected);
+}
+
+/// B reads the forged generation 2, and an unfinished generation 3 is listed. B's due
+/// follow reads 2 to its end and lists the generations; then the compactor A writes its
+/// header, copies and marker into 2, and dies before deleting 1, and A stores a change
+/// into 2. B's listing, [3, 2, 1], makes it read on in 2, where it finds the header: it
+/// reads 2 whole and takes it (complete, with the change), not 1, which is complete too
+/// but no longer what every gateway reads.
+#[test]
+fn a_header_found_while_reading_on_in_a_listed_generation_has_it_read_whole() {
+    let mut h = Pool::new(FakeIggy::new());
+    let old = gateway(&mut h, false, OURS);
+    h.run(
+        old.inner
+            .scram
+            .write_as_main(&old.inner.catalog, 1, &fill(), true),
+    );
+    drop(old);
+    let (mut h, a) = h.restart_with(config(true, OURS));
+    let mut compacting = storing(&a, vec![delete("bob")]);
+    let made = drive(&mut h, &mut compacting, |fake| batches(fake, 2) == Some(0));
+    assert!(made.is_none(), "the compaction made generation 2");
+    h.run(
+        a.inner
+            .scram
+            .write_as_main(&a.inner.catalog, 2, &[version("bob", 1)], true),
+    );
+    let b = gateway(&mut h, false, OURS);
+    assert!(credentials(&b).contains(&version("bob", 1)));
+    h.run(
+        a.inner
+            .scram
+            .write_as_main(&a.inner.catalog, 3, &[version("carol", 1)], false),
+    );
+    h.clock.advance(NEXT_LISTING);
+    let mut following: Pin<Box<dyn Future<Output = Completion> + Send>> =
+        match b.execute(Command::FollowScramCredentials { since: 0 }) {
+            Execution::Pending(f) => f,
+            Execution::Done(c) => panic!("{c:?}"),
+        };
+    let m = h.fake.seen.len();
+    let listed = drive(&mut h, &mut following, |fake| {
+        fake.seen[m..].contains(&GET_STREAM_CODE)
+    });
+    assert!(listed.is_none(), "the follow listed the generations");
+    let first = copy_of(&h.fake, 1);
+    stored(&h.run(compacting));
+    assert_eq!(generations(&h), [2, 3]);
+    h.fake.topics.insert(scram::topic_name(1), first);
+    store(&mut h, &a, vec![version("erin", 2)]);
+    let c = h.run(following);
+    assert!(
+        matches!(c, Completion::FollowScramCredentials(Ok(_))),
+        "{c:?}"
+    );
+    let expected = vec![version("alice", 254), version("erin", 2)];
+    assert_eq!(credentials(&a), expected);
+    assert_eq!(credentials(&b), expected, "b reads 2, as a does");
+    drop(b);
+    let (_h, restarted) = h.restart();
+    assert_eq!(credentials(&restarted), expected);
+}
+
+/// The forged generation 2 is padded past the compaction threshold and read by a
+/// compacting gateway B; generation 1 goes (an operator deletes it) and the compactor A
+/// writes its header and dies. B's store finds the header, and no complete generation is
+/// left to read anew: B compacts nothing from what it holds (known to differ from what
+/// every other gateway holds), so no new generation is made that could never complete.
+#[test]
+fn a_gateway_that_must_read_anew_and_finds_nothing_complete_does_not_compact() {
+    let mut h = Pool::new(FakeIggy::new());
+    let old = gateway(&mut h, false, OURS);
+    h.run(
+        old.inner
+            .scram
+            .write_as_main(&old.inner.catalog, 1, &fill(), true),
+    );
+    drop(old);
+    let (mut h, a) = h.restart_with(config(true, OURS));
+    let mut dying = storing(&a, vec![delete("bob")]);
+    let made = drive(&mut h, &mut dying, |fake| batches(fake, 2) == Some(0));
+    assert!(made.is_none(), "the compaction made generation 2");
+    h.run(
+        a.inner
+            .scram
+            .write_as_main(&a.inner.catalog, 2, &fill(), true),
+    );
+    let b = gateway(&mut h, true, OURS);
+    assert!(credentials(&b).contains(&version("bob", 1)));
+    h.fake.topics.remove(&scram::topic_name(1));
+    until_batches(&mut h, &mut dying, 2, 2);
+    drop(dying);
+    drop(a);
+    store(&mut h, &b, vec![version("erin", 2)]);
+    assert_eq!(generations(&h), [2], "b compacted nothing");
+}
+
 /// An Iggy user that may send to the stream appends, into the generation every gateway
 /// reads, a change it polled from the one before, and a version-1 record: neither opens
 /// there, and no gateway applies them.
