@@ -314,31 +314,55 @@ impl std::fmt::Debug for MessageList {
 /// Reads share blocks rather than copy or count each message.
 pub type Block = Arc<Vec<IggyMessage>>;
 
-/// The bare messages of one append ([`MessageList::is_bare`]) with the time they were
-/// appended: ranges of the bytes they arrived in, about a third of the memory of
-/// [`IggyMessage`]s and no reference count per message. What the embedded store keeps.
+/// Bare messages ([`MessageList::is_bare`]) with the times they were appended: ranges of
+/// the bytes they arrived in, about a third of the memory of [`IggyMessage`]s and no
+/// reference count per message. What the embedded store keeps of an append, and what a
+/// poll of Iggy that returned only bare messages is read as.
 #[derive(Debug)]
 pub struct BareBlock {
     list: MessageList,
-    appended_us: u64,
+    appended: Appended,
     /// The messages as [`IggyMessage`]s, made on the first [`Messages::iter`] over them.
     /// The fetch path reads [`Messages::views`] and never makes them.
     messages: OnceLock<Vec<IggyMessage>>,
 }
 
+#[derive(Debug)]
+enum Appended {
+    /// One append: one time for all.
+    All(u64),
+    /// One time per message.
+    Each(Vec<u64>),
+}
+
 impl BareBlock {
-    /// `list`'s messages appended at `appended_us`; the list back if not every message is
-    /// bare.
+    /// `list`'s messages appended at `appended_us`.
     ///
     /// # Errors
     /// The list itself, when it holds a message with headers.
     pub fn new(list: MessageList, appended_us: u64) -> Result<Self, MessageList> {
+        Self::made(list, Appended::All(appended_us))
+    }
+
+    /// `list`'s messages, each appended at its time in `appended_us`.
+    ///
+    /// # Errors
+    /// The list itself, when it holds a message with headers or the times are not one per
+    /// message.
+    pub fn with_times(list: MessageList, appended_us: Vec<u64>) -> Result<Self, MessageList> {
+        if appended_us.len() != list.len() {
+            return Err(list);
+        }
+        Self::made(list, Appended::Each(appended_us))
+    }
+
+    fn made(list: MessageList, appended: Appended) -> Result<Self, MessageList> {
         if !list.is_bare() {
             return Err(list);
         }
         Ok(Self {
             list,
-            appended_us,
+            appended,
             messages: OnceLock::new(),
         })
     }
@@ -355,10 +379,13 @@ impl BareBlock {
         self.list.is_empty()
     }
 
-    /// When they were appended, in microseconds.
+    /// When the `index`th message was appended, in microseconds.
     #[must_use]
-    pub fn appended_us(&self) -> u64 {
-        self.appended_us
+    pub fn appended_us(&self, index: usize) -> u64 {
+        match &self.appended {
+            Appended::All(us) => *us,
+            Appended::Each(each) => each.get(index).copied().unwrap_or(0),
+        }
     }
 
     /// The `index`th message, borrowed.
@@ -375,10 +402,10 @@ impl BareBlock {
     fn messages(&self) -> &[IggyMessage] {
         self.messages.get_or_init(|| {
             (0..self.list.len())
-                .filter_map(|i| self.list.to_message(i))
-                .map(|mut m| {
-                    m.timestamp_us = self.appended_us;
-                    m
+                .filter_map(|i| {
+                    let mut m = self.list.to_message(i)?;
+                    m.timestamp_us = self.appended_us(i);
+                    Some(m)
                 })
                 .collect()
         })
@@ -472,7 +499,7 @@ impl Held {
             Self::Bare(b) => b.get(i).map(|m| MessageView::Bare {
                 payload: m.payload,
                 origin_timestamp_us: m.origin_timestamp_us,
-                timestamp_us: b.appended_us,
+                timestamp_us: b.appended_us(i),
             }),
         }
     }
@@ -576,18 +603,25 @@ impl Messages {
         })
     }
 
-    /// The first message and its offset.
+    /// The first message and its offset ([`Self::first_offset`] for the offset alone, which
+    /// makes no [`IggyMessage`] of a bare block).
     #[must_use]
     pub fn first(&self) -> Option<(u64, &IggyMessage)> {
         self.iter().next()
     }
 
-    /// The last message and its offset.
+    /// The last message and its offset ([`Self::last_offset`] for the offset alone).
     #[must_use]
     pub fn last(&self) -> Option<(u64, &IggyMessage)> {
         let r = self.runs.last()?;
         let m = r.block.messages().get(r.end.checked_sub(1)?)?;
         Some((r.first_offset + (r.end - r.start - 1) as u64, m))
+    }
+
+    /// The offset of the first message.
+    #[must_use]
+    pub fn first_offset(&self) -> Option<u64> {
+        self.runs.first().map(|r| r.first_offset)
     }
 
     /// The offset of the last message.

@@ -135,7 +135,7 @@ impl Stored {
     /// The `i`th message's size ([`message_size`]) and append time, if it holds one.
     fn size_and_time(&self, i: usize) -> Option<(usize, u64)> {
         match &self.messages {
-            Kept::Bare(block) => block.get(i).map(|m| (m.size(), block.appended_us())),
+            Kept::Bare(block) => block.get(i).map(|m| (m.size(), block.appended_us(i))),
             Kept::Mapped(block) => block.get(i).map(|m| (message_size(m), m.timestamp_us)),
         }
     }
@@ -144,7 +144,7 @@ impl Stored {
     fn kafka_timestamp_ms(&self, i: usize) -> i64 {
         match &self.messages {
             Kept::Bare(block) => block.get(i).map_or(0, |m| {
-                bare_timestamp_ms(m.origin_timestamp_us, block.appended_us())
+                bare_timestamp_ms(m.origin_timestamp_us, block.appended_us(i))
             }),
             Kept::Mapped(block) => block.get(i).map_or(0, kafka_timestamp_ms),
         }

@@ -461,7 +461,7 @@ impl Log<'_> {
                 )
                 .await?;
             let (messages, ..) = wire::polled(&body, next, usize::MAX, usize::MAX, true)?;
-            let Some((last, _)) = messages.last() else {
+            let Some(last) = messages.last_offset() else {
                 break;
             };
             next = last + 1;

@@ -207,7 +207,7 @@ impl Inner {
             .await?;
         r.offsets.last_stable =
             Some(state.last_stable(r.offsets.log_start, r.offsets.high_watermark));
-        if let Some((last, _)) = r.messages.last() {
+        if let Some(last) = r.messages.last_offset() {
             r.aborted = state
                 .txn_index(r.offsets.log_start)
                 .aborted_between(offset, last);

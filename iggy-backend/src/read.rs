@@ -222,7 +222,7 @@ impl Reads {
         // answer with so little (and have the consumer ask again at once), the read goes on
         // into the poll sent ahead after it.
         while bytes < max_bytes / 2 && messages.len() < max_messages {
-            let Some(next) = messages.last().and_then(|(last, _)| last.checked_add(1)) else {
+            let Some(next) = messages.last_offset().and_then(|last| last.checked_add(1)) else {
                 break;
             };
             if next > current {
@@ -257,11 +257,11 @@ impl Reads {
             };
             self.message_size.store(estimate, Ordering::Relaxed);
         }
-        if let Some(next) = messages.last().and_then(|(last, _)| last.checked_add(1)) {
+        if let Some(next) = messages.last_offset().and_then(|last| last.checked_add(1)) {
             // Sized by the estimate this read has just taught.
             self.send_ahead(catalog, &state, at, next, current, count(self))?;
         }
-        let Some((first, _)) = messages.first() else {
+        let Some(first) = messages.first_offset() else {
             let mut offsets = catalog.offsets(name, partition).await?;
             // In a cluster, the node that describes the topic may not have applied the
             // partition's latest appends yet: it holds at least what this gateway saw.
@@ -359,7 +359,7 @@ impl Reads {
             reply: AheadReply::Kept(body),
             held,
         };
-        let Some((last, _)) = read.0.last() else {
+        let Some(last) = read.0.last_offset() else {
             // Nothing within the budget: the reply stays for the next read.
             if !at_least_one && read.1 >= offset {
                 lock(&state.read_ahead).push(rest);

@@ -1524,7 +1524,7 @@ async fn read(
         };
         let (messages, current, _) = wire::polled(&body, next, usize::MAX, usize::MAX, true)?;
         let last_at_start = *last_at_start.get_or_insert(current);
-        let Some((last, _)) = messages.last() else {
+        let Some(last) = messages.last_offset() else {
             break;
         };
         next = last + 1;

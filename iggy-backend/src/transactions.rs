@@ -171,7 +171,7 @@ impl TxnStore {
                 )
                 .await?;
             let (messages, ..) = wire::polled(&body, at, usize::MAX, usize::MAX, true)?;
-            let Some((last, _)) = messages.last() else {
+            let Some(last) = messages.last_offset() else {
                 break;
             };
             let mut index = lock(&state.txns);
@@ -360,7 +360,7 @@ async fn read_log(
             .poll(catalog, &topic, 0, WirePollingStrategy::offset(next), 1000)
             .await?;
         let (messages, ..) = wire::polled(&body, next, usize::MAX, usize::MAX, true)?;
-        let Some((last, _)) = messages.last() else {
+        let Some(last) = messages.last_offset() else {
             break;
         };
         next = last + 1;

@@ -1,11 +1,14 @@
 //! Translation between the backend vocabulary and Iggy's wire types.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use iggy_kafka_core::backend::{BackendError, ProducerBatch, TopicConfig, TopicInfo, TopicRef};
 use iggy_kafka_core::mapping::{kafka_timestamp_ms, move_origin_timestamp};
-use iggy_kafka_core::message::{HeaderValue, IggyMessage, MessageList, Messages, MessagesBuilder};
+use iggy_kafka_core::message::{
+    BareBlock, HeaderValue, IggyMessage, MessageList, Messages, MessagesBuilder,
+};
 use iggy_kafka_core::protocol::Uuid;
 use iggy_kafka_iggy_client::protocol::batch::{
     calculate_batch_checksum, BatchHeader, BATCH_HEADER_SIZE, BATCH_MESSAGE_HEADER_SIZE,
@@ -442,6 +445,20 @@ pub(crate) fn polled(
     max_messages: usize,
     at_least_one: bool,
 ) -> Result<(Messages, u64, usize), BackendError> {
+    match polled_bare(body, from, max_bytes, max_messages, at_least_one)? {
+        Some(bare) => Ok(bare),
+        None => polled_each(body, from, max_bytes, max_messages, at_least_one),
+    }
+}
+
+/// [`polled`] message by message, each an [`IggyMessage`].
+fn polled_each(
+    body: &Bytes,
+    from: u64,
+    max_bytes: usize,
+    max_messages: usize,
+    at_least_one: bool,
+) -> Result<(Messages, u64, usize), BackendError> {
     let reply = poll_reply(body)?;
     let current = reply.header.current_offset;
     // Room for what the reply says it holds, as far as its bytes can hold it.
@@ -471,6 +488,62 @@ pub(crate) fn polled(
         out.push(view.offset, message);
     }
     Ok((out.finish(), current, bytes))
+}
+
+/// [`polled`] for a reply whose messages taken are all bare (no headers: what Kafka's
+/// keyless, header-less records map to) at consecutive offsets, the common case: held as
+/// ranges of `body` (a [`BareBlock`]), without a reference count or an [`IggyMessage`]
+/// per message. `None` for any other reply, which [`polled_each`] reads.
+fn polled_bare(
+    body: &Bytes,
+    from: u64,
+    max_bytes: usize,
+    max_messages: usize,
+    at_least_one: bool,
+) -> Result<Option<(Messages, u64, usize)>, BackendError> {
+    let reply = poll_reply(body)?;
+    let current = reply.header.current_offset;
+    let room = (reply.header.messages_count as usize)
+        .min(max_messages)
+        .min(body.len() / FRAME_HEADER);
+    let mut list = MessageList::default();
+    list.reserve(room);
+    let mut appended = Vec::with_capacity(room);
+    let mut first = None;
+    let mut bytes = 0usize;
+    for view in reply.messages {
+        let view = view.map_err(poll_reply_error)?;
+        if view.offset < from {
+            continue;
+        }
+        let must = list.is_empty() && at_least_one;
+        if !must && list.len() >= max_messages {
+            break;
+        }
+        let next = first.map(|f: u64| f + list.len() as u64);
+        if !view.user_headers.is_empty() || next.is_some_and(|n| n != view.offset) {
+            return Ok(None);
+        }
+        // What `message_size` counts for a message without headers.
+        let size = view.payload.len() + 16;
+        if !must && bytes + size > max_bytes {
+            break;
+        }
+        bytes += size;
+        first.get_or_insert(view.offset);
+        list.push_bare(body, view.payload, view.origin_timestamp);
+        appended.push(view.timestamp);
+    }
+    let mut out = Messages::new();
+    if let Some(first) = first {
+        match BareBlock::with_times(list, appended) {
+            Ok(block) => out.push_bare(first, &Arc::new(block), 0..usize::MAX),
+            // `push_bare` copies a payload outside `body` into a message of its own, which
+            // only a malformed view could give; the general reading copes with it.
+            Err(_) => return Ok(None),
+        }
+    }
+    Ok(Some((out, current, bytes)))
 }
 
 /// The top 16 bits of the ids of an idempotent producer's messages, and the mark of the

@@ -260,20 +260,32 @@ fn a_batch_spanning_more_time_than_an_append_is_fitted_into_one() {
 
 /// A `PollMessages` reply holding `batches` (first offset, how many messages, their ids).
 fn poll_reply(batches: &[(u64, usize, Ids)], current_offset: u64) -> Vec<u8> {
+    let batches: Vec<_> = batches
+        .iter()
+        .map(|&(base, n, ids)| {
+            let list: MessageList = (0..n)
+                .map(|i| IggyMessage {
+                    payload: Bytes::from(vec![b'x'; i + 1]),
+                    origin_timestamp_us: 1_700_000_000_000_000,
+                    ..IggyMessage::default()
+                })
+                .collect();
+            (base, list, ids)
+        })
+        .collect();
+    reply_of(&batches, current_offset)
+}
+
+/// A `PollMessages` reply holding `batches` (first offset, the messages, their ids).
+fn reply_of(batches: &[(u64, MessageList, Ids)], current_offset: u64) -> Vec<u8> {
     use iggy_kafka_iggy_client::protocol::responses::messages::poll_messages::PollMessagesResponseHeader;
     let stream = WireIdentifier::numeric(1);
     let topic = named("t").expect("name");
     let mut blob = Vec::new();
     let mut total = 0;
-    for &(base, n, ids) in batches {
-        let list: MessageList = (0..n)
-            .map(|i| IggyMessage {
-                payload: Bytes::from(vec![b'x'; i + 1]),
-                origin_timestamp_us: 1_700_000_000_000_000,
-                ..IggyMessage::default()
-            })
-            .collect();
-        let body = send_messages(&stream, &topic, 0, &list, ids).expect("encode");
+    for (base, list, ids) in batches {
+        let (base, n) = (*base, list.len());
+        let body = send_messages(&stream, &topic, 0, list, *ids).expect("encode");
         let meta = u32::from_le_bytes(body[..4].try_into().expect("four bytes")) as usize;
         let mut batch = body[4 + meta..].to_vec();
         let mut header = BatchHeader::decode(&batch).expect("a batch");
@@ -360,4 +372,75 @@ fn a_poll_reply_whose_offsets_overflow_is_refused_not_wrapped() {
     assert!(producer_batches(data).is_err());
     assert!(find_message(data, 1).is_err());
     assert!(scan_timestamps(data, 2..u64::MAX, 0).is_err());
+}
+
+/// A reply of bare messages is read as ranges of the reply's bytes, and gives what reading
+/// it message by message gives: the same messages, offsets, append times, byte count and
+/// current offset, within every limit. A reply with a message with headers, or with a gap
+/// in its offsets, is read message by message.
+#[test]
+fn a_reply_of_bare_messages_reads_as_one_read_message_by_message() {
+    let bare = |n: usize, origin: u64| -> MessageList {
+        (0..n)
+            .map(|i| IggyMessage {
+                payload: Bytes::from(vec![b'a' + i as u8; i + 1]),
+                origin_timestamp_us: origin + i as u64,
+                ..IggyMessage::default()
+            })
+            .collect()
+    };
+    let reply = Bytes::from(reply_of(
+        &[
+            (10, bare(3, 1_700_000_000_000_000), Ids::counted(1)),
+            (13, bare(4, 0), Ids::counted(9)),
+        ],
+        16,
+    ));
+    for from in [0, 10, 12, 13, 16, 30] {
+        for max_bytes in [0, 17, 40, 1 << 20] {
+            for max_messages in [0, 1, 3, 100] {
+                for at_least_one in [true, false] {
+                    let args = (from, max_bytes, max_messages, at_least_one);
+                    let fast = polled_bare(&reply, from, max_bytes, max_messages, at_least_one)
+                        .expect("decodes")
+                        .unwrap_or_else(|| panic!("{args:?}: read message by message"));
+                    let each = polled_each(&reply, from, max_bytes, max_messages, at_least_one)
+                        .expect("decodes");
+                    assert_eq!(fast, each, "{args:?}");
+                    let times: Vec<_> = fast.0.iter().map(|(_, m)| m.timestamp_us).collect();
+                    let want: Vec<_> = each.0.iter().map(|(_, m)| m.timestamp_us).collect();
+                    assert_eq!(times, want, "{args:?}");
+                }
+            }
+        }
+    }
+    let mut headed = bare(2, 5);
+    headed.push(IggyMessage {
+        payload: Bytes::from_static(b"h"),
+        headers: vec![("k".into(), HeaderValue::Bool(true))],
+        ..IggyMessage::default()
+    });
+    let reply = Bytes::from(reply_of(&[(0, headed, Ids::counted(1))], 3));
+    assert_eq!(polled_bare(&reply, 0, 1 << 20, 100, true), Ok(None));
+    // Without the message with headers, the same reply is bare.
+    assert!(matches!(
+        polled_bare(&reply, 0, 1 << 20, 2, true),
+        Ok(Some(_))
+    ));
+    assert_eq!(
+        polled(&reply, 0, 1 << 20, 100, true),
+        polled_each(&reply, 0, 1 << 20, 100, true)
+    );
+    let gap = Bytes::from(reply_of(
+        &[
+            (0, bare(2, 5), Ids::counted(1)),
+            (5, bare(2, 5), Ids::counted(3)),
+        ],
+        7,
+    ));
+    assert_eq!(polled_bare(&gap, 0, 1 << 20, 100, true), Ok(None));
+    assert_eq!(
+        polled(&gap, 0, 1 << 20, 100, true).map(|r| r.0.len()),
+        Ok(4)
+    );
 }
