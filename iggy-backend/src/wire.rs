@@ -520,8 +520,9 @@ fn polled_bare(
         if !must && list.len() >= max_messages {
             break;
         }
-        let next = first.map(|f: u64| f + list.len() as u64);
-        if !view.user_headers.is_empty() || next.is_some_and(|n| n != view.offset) {
+        // A run past u64::MAX is not consecutive: the general reading refuses it.
+        let next = first.map(|f: u64| f.checked_add(list.len() as u64));
+        if !view.user_headers.is_empty() || next.is_some_and(|n| n != Some(view.offset)) {
             return Ok(None);
         }
         // What `message_size` counts for a message without headers.

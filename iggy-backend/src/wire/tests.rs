@@ -443,4 +443,19 @@ fn a_reply_of_bare_messages_reads_as_one_read_message_by_message() {
         polled(&gap, 0, 1 << 20, 100, true).map(|r| r.0.len()),
         Ok(4)
     );
+    // A message at the end of the offsets, then another: no run goes on past the end.
+    for end in [u64::MAX - 1, u64::MAX] {
+        let last = Bytes::from(reply_of(
+            &[
+                (end, bare(1, 5), Ids::counted(1)),
+                (5, bare(1, 5), Ids::counted(3)),
+            ],
+            7,
+        ));
+        assert!(!matches!(
+            polled_bare(&last, 0, 1 << 20, 100, true),
+            Ok(Some(_))
+        ));
+        let _ = polled(&last, 0, 1 << 20, 100, true);
+    }
 }
