@@ -922,14 +922,11 @@ fn a_compaction_of_the_previous_build_completes_with_a_store_of_this_one_in_it()
     assert_eq!(restarted.scram_credentials(), expected);
 }
 
-/// A stream the previous build compacted into generation 1; a compactor of this build
-/// makes generation 2 and is held up before its header, and an Iggy user that may send to
-/// the stream appends into 2 a version-1 record and the previous build's marker. A gateway
-/// starting then reads 2 (as the previous build would), but deletes no older generation
-/// for it: once the compactor goes on, its header undoes that completion, and 1 is still
-/// there to be read and compacted.
-#[test]
-fn a_gateway_reading_a_generation_without_a_header_deletes_no_older_one() {
+/// A stream the previous build compacted into generation 1; a compactor A of this build
+/// (its store of bob's deletion, pending) has made generation 2 and is held up before its
+/// header, and an Iggy user that may send to the stream appends `forged` and the previous
+/// build's marker into 2.
+fn a_completion_forged_before_the_header(forged: &[ScramChange]) -> (Pool, IggyBackend, Pending) {
     let mut h = Pool::new(FakeIggy::new());
     let old = gateway(&mut h, false, OURS);
     h.run(
@@ -945,8 +942,20 @@ fn a_gateway_reading_a_generation_without_a_header_deletes_no_older_one() {
     h.run(
         a.inner
             .scram
-            .write_as_main(&a.inner.catalog, 2, &[version("bob", 1)], true),
+            .write_as_main(&a.inner.catalog, 2, forged, true),
     );
+    (h, a, compacting)
+}
+
+/// A stream the previous build compacted into generation 1; a compactor of this build
+/// makes generation 2 and is held up before its header, and an Iggy user that may send to
+/// the stream appends into 2 a version-1 record and the previous build's marker. A gateway
+/// starting then reads 2 (as the previous build would), but deletes no older generation
+/// for it: once the compactor goes on, its header undoes that completion, and 1 is still
+/// there to be read and compacted.
+#[test]
+fn a_gateway_reading_a_generation_without_a_header_deletes_no_older_one() {
+    let (mut h, a, compacting) = a_completion_forged_before_the_header(&[version("bob", 1)]);
     let b = gateway(&mut h, false, OURS);
     assert_eq!(generations(&h), [1, 2], "generation 1 is kept");
     stored(&h.run(compacting));
@@ -964,23 +973,7 @@ fn a_gateway_reading_a_generation_without_a_header_deletes_no_older_one() {
 /// before the header lands, and the Iggy user appends another version-1 record after the
 /// header; the compactor A and B, once A has completed.
 fn a_forged_completion_under_way() -> (Pool, IggyBackend, IggyBackend) {
-    let mut h = Pool::new(FakeIggy::new());
-    let old = gateway(&mut h, false, OURS);
-    h.run(
-        old.inner
-            .scram
-            .write_as_main(&old.inner.catalog, 1, &fill(), true),
-    );
-    drop(old);
-    let (mut h, a) = h.restart_with(config(true, OURS));
-    let mut compacting = storing(&a, vec![delete("bob")]);
-    let made = drive(&mut h, &mut compacting, |fake| batches(fake, 2) == Some(0));
-    assert!(made.is_none(), "the compaction made generation 2");
-    h.run(
-        a.inner
-            .scram
-            .write_as_main(&a.inner.catalog, 2, &[version("bob", 1)], true),
-    );
+    let (mut h, a, compacting) = a_completion_forged_before_the_header(&[version("bob", 1)]);
     let b = gateway(&mut h, false, OURS);
     assert!(credentials(&b).contains(&version("bob", 1)));
     store(&mut h, &b, vec![version("carol", 7)]);
@@ -1040,23 +1033,7 @@ fn a_store_that_finds_a_header_in_a_generation_taken_as_having_none_is_stored_ag
 /// stores its change again there, where every gateway reads it.
 #[test]
 fn a_store_that_finds_a_header_of_a_compaction_that_died_is_stored_where_every_gateway_reads() {
-    let mut h = Pool::new(FakeIggy::new());
-    let old = gateway(&mut h, false, OURS);
-    h.run(
-        old.inner
-            .scram
-            .write_as_main(&old.inner.catalog, 1, &fill(), true),
-    );
-    drop(old);
-    let (mut h, a) = h.restart_with(config(true, OURS));
-    let mut dying = storing(&a, vec![delete("bob")]);
-    let made = drive(&mut h, &mut dying, |fake| batches(fake, 2) == Some(0));
-    assert!(made.is_none(), "the compaction made generation 2");
-    h.run(
-        a.inner
-            .scram
-            .write_as_main(&a.inner.catalog, 2, &[version("bob", 1)], true),
-    );
+    let (mut h, a, mut dying) = a_completion_forged_before_the_header(&[version("bob", 1)]);
     let b = gateway(&mut h, false, OURS);
     until_batches(&mut h, &mut dying, 2, 2);
     drop(dying);
@@ -1077,23 +1054,7 @@ fn a_store_that_finds_a_header_of_a_compaction_that_died_is_stored_where_every_g
 /// but no longer what every gateway reads.
 #[test]
 fn a_header_found_while_reading_on_in_a_listed_generation_has_it_read_whole() {
-    let mut h = Pool::new(FakeIggy::new());
-    let old = gateway(&mut h, false, OURS);
-    h.run(
-        old.inner
-            .scram
-            .write_as_main(&old.inner.catalog, 1, &fill(), true),
-    );
-    drop(old);
-    let (mut h, a) = h.restart_with(config(true, OURS));
-    let mut compacting = storing(&a, vec![delete("bob")]);
-    let made = drive(&mut h, &mut compacting, |fake| batches(fake, 2) == Some(0));
-    assert!(made.is_none(), "the compaction made generation 2");
-    h.run(
-        a.inner
-            .scram
-            .write_as_main(&a.inner.catalog, 2, &[version("bob", 1)], true),
-    );
+    let (mut h, a, compacting) = a_completion_forged_before_the_header(&[version("bob", 1)]);
     let b = gateway(&mut h, false, OURS);
     assert!(credentials(&b).contains(&version("bob", 1)));
     h.run(
@@ -1137,23 +1098,7 @@ fn a_header_found_while_reading_on_in_a_listed_generation_has_it_read_whole() {
 /// every other gateway holds), so no new generation is made that could never complete.
 #[test]
 fn a_gateway_that_must_read_anew_and_finds_nothing_complete_does_not_compact() {
-    let mut h = Pool::new(FakeIggy::new());
-    let old = gateway(&mut h, false, OURS);
-    h.run(
-        old.inner
-            .scram
-            .write_as_main(&old.inner.catalog, 1, &fill(), true),
-    );
-    drop(old);
-    let (mut h, a) = h.restart_with(config(true, OURS));
-    let mut dying = storing(&a, vec![delete("bob")]);
-    let made = drive(&mut h, &mut dying, |fake| batches(fake, 2) == Some(0));
-    assert!(made.is_none(), "the compaction made generation 2");
-    h.run(
-        a.inner
-            .scram
-            .write_as_main(&a.inner.catalog, 2, &fill(), true),
-    );
+    let (mut h, a, mut dying) = a_completion_forged_before_the_header(&fill());
     let b = gateway(&mut h, true, OURS);
     assert!(credentials(&b).contains(&version("bob", 1)));
     h.fake.topics.remove(&scram::topic_name(1));
