@@ -507,8 +507,7 @@ fn polled_bare(
         .min(max_messages)
         .min(body.len() / FRAME_HEADER);
     let mut list = MessageList::default();
-    list.reserve(room);
-    let mut appended = Vec::with_capacity(room);
+    let mut appended = Vec::new();
     let mut first = None;
     let mut bytes = 0usize;
     for view in reply.messages {
@@ -531,7 +530,13 @@ fn polled_bare(
             break;
         }
         bytes += size;
-        first.get_or_insert(view.offset);
+        if first.is_none() {
+            // Room only once the reply is known to start bare: a keyed topic's replies
+            // fall back at their first message.
+            first = Some(view.offset);
+            list.reserve(room);
+            appended.reserve(room);
+        }
         list.push_bare(body, view.payload, view.origin_timestamp);
         appended.push(view.timestamp);
     }
