@@ -11,8 +11,7 @@ use iggy_kafka_core::message::{
 };
 use iggy_kafka_core::protocol::Uuid;
 use iggy_kafka_iggy_client::protocol::batch::{
-    calculate_batch_checksum, BatchHeader, BATCH_HEADER_SIZE, BATCH_MESSAGE_HEADER_SIZE,
-    MAX_TIMESTAMP_DELTA_MICROS,
+    BatchHeader, BATCH_HEADER_SIZE, BATCH_MESSAGE_HEADER_SIZE, MAX_TIMESTAMP_DELTA_MICROS,
 };
 use iggy_kafka_iggy_client::protocol::primitives::user_headers::{
     encode_user_headers, validate_user_headers, WireUserHeaderIterator,
@@ -20,7 +19,7 @@ use iggy_kafka_iggy_client::protocol::primitives::user_headers::{
 use iggy_kafka_iggy_client::protocol::responses::messages::poll_messages::PollMessagesResponse;
 use iggy_kafka_iggy_client::protocol::responses::streams::get_stream::TopicHeader;
 use iggy_kafka_iggy_client::protocol::{WireEncode, WireIdentifier, WireOptions, WirePartitioning};
-use iggy_kafka_iggy_client::Failure;
+use iggy_kafka_iggy_client::{merge, Failure};
 use twox_hash::XxHash3_64;
 
 use crate::timestamps::{larger, Stamped};
@@ -284,6 +283,7 @@ pub(crate) fn send_messages(
     // The batch header needs the checksum of what follows: a placeholder until then.
     buf.put_bytes(0, BATCH_HEADER_SIZE);
     let mut scratch = [0u8; 8];
+    let mut checksums = Vec::with_capacity(messages.len() * 8);
     for (index, m) in messages.iter().enumerate() {
         let delta = m.origin_timestamp_us - origin;
         let delta = u32::try_from(delta)
@@ -310,8 +310,9 @@ pub(crate) fn send_messages(
         #[allow(clippy::cast_possible_truncation)] // within the batch's length, checked above
         let headers = (buf.len() - headers_at) as u32;
         buf[at + 32..at + 36].copy_from_slice(&headers.to_le_bytes());
-        let checksum = XxHash3_64::oneshot(&buf[at + 8..]);
-        buf[at..at + 8].copy_from_slice(&checksum.to_le_bytes());
+        let checksum = XxHash3_64::oneshot(&buf[at + 8..]).to_le_bytes();
+        buf[at..at + 8].copy_from_slice(&checksum);
+        checksums.extend_from_slice(&checksum);
     }
     debug_assert_eq!(
         buf.len(),
@@ -319,7 +320,7 @@ pub(crate) fn send_messages(
         "an append's size was miscounted"
     );
     let mut header = BatchHeader::new(0, origin, batch_length as u64, count);
-    header.batch_checksum = calculate_batch_checksum(&header, &buf[blob_at..]);
+    header.batch_checksum = merge::batch_checksum(&header, &checksums);
     header.encode_into(&mut buf[header_at..blob_at]);
     Ok(buf.freeze())
 }

@@ -604,19 +604,92 @@ impl Lane {
         }
     }
 
+    /// Merges the plain appends at the front of the queue into `prepared`, or adds those
+    /// queued since to it, so that they are ready to go as one request ([`crate::merge`]).
+    /// A `prepared` the queue no longer starts with is dropped first.
+    fn prepare(&self, limits: &MergeLimits, prepared: &mut Option<merge::Prepared>) {
+        if !limits.enabled() {
+            return;
+        }
+        let st = lock(&self.state);
+        let mut held = prepared.take().filter(|p| {
+            st.calls.len() >= p.len()
+                && st
+                    .calls
+                    .iter()
+                    .zip(p.orders())
+                    .all(|(c, order)| c.order == *order)
+        });
+        let mut group = None;
+        let mut fresh = Vec::new();
+        for call in st
+            .calls
+            .iter()
+            .skip(held.as_ref().map_or(0, merge::Prepared::len))
+        {
+            let Some(a) = call.merge.as_ref() else {
+                break;
+            };
+            if call.abandoned() || call.waits() {
+                break;
+            }
+            let admitted = match (&mut held, &mut group) {
+                (Some(p), _) => p.admit(&call.payload, a, limits),
+                (None, None) => {
+                    group = Some(merge::Group::new(&call.payload, a));
+                    true
+                }
+                (None, Some(g)) => g.admit(&call.payload, a, limits),
+            };
+            if !admitted {
+                break;
+            }
+            fresh.push((call.payload.clone(), a.clone(), call.order));
+        }
+        drop(st);
+        // The copying and checksumming, outside the lock.
+        *prepared = match (held, group) {
+            (Some(mut p), _) => {
+                for (body, a, order) in &fresh {
+                    p.push(body, a, *order);
+                }
+                Some(p)
+            }
+            (None, Some(g)) if fresh.len() > 1 => Some(merge::Prepared::new(g, &fresh, limits)),
+            _ => None,
+        };
+    }
+
     /// The next request to send: the next call, and, when that is a plain append, the plain
     /// appends to the same partition queued right behind it that fit in one request with
-    /// it ([`crate::merge`]).
+    /// it ([`crate::merge`]): `prepared`'s merge of them if the queue still starts with
+    /// its calls, none dropped or waiting, or else merged now.
     fn next_request(
         &self,
         lanes: &Arc<Lanes>,
         index: usize,
+        prepared: Option<merge::Prepared>,
     ) -> Option<(Call, Vec<Call>, Option<Bytes>)> {
         let first = self.next_call(lanes, index)?;
         let limits = &lanes.merge;
         let Some(fa) = first.merge.as_ref().filter(|_| limits.enabled()) else {
             return Some((first, Vec::new(), None));
         };
+        if let Some(p) = prepared.filter(|p| p.orders().first() == Some(&first.order)) {
+            let mut st = lock(&self.state);
+            let rest = &p.orders()[1..];
+            let holds = st.calls.len() >= rest.len()
+                && st
+                    .calls
+                    .iter()
+                    .zip(rest)
+                    .all(|(c, order)| c.order == *order && !c.abandoned() && !c.waits());
+            if holds {
+                let riders = st.calls.drain(..rest.len()).collect();
+                drop(st);
+                return Some((first, riders, Some(p.finish())));
+            }
+        }
         let mut group = merge::Group::new(&first.payload, fa);
         let mut riders = Vec::new();
         let mut st = lock(&self.state);
@@ -980,6 +1053,8 @@ pub struct LaneDriver {
     stall_told: bool,
     /// [`Nodes::epoch`] when this session was found on the primary.
     epoch: u64,
+    /// The plain appends queued behind the request in flight, merged meanwhile.
+    prepared: Option<merge::Prepared>,
 }
 
 /// A request in flight: its call, and the plain appends merged into it after that one.
@@ -1108,6 +1183,7 @@ impl LaneDriver {
             redirects: 0,
             stall_told: false,
             epoch: 0,
+            prepared: None,
         }
     }
 
@@ -1374,6 +1450,10 @@ impl LaneDriver {
                         return;
                     }
                     if self.phase != Phase::Serving || !session.is_ready() {
+                        if self.current.is_some() {
+                            let lane = self.lanes.lane(self.index);
+                            lane.prepare(&self.lanes.merge, &mut self.prepared);
+                        }
                         return;
                     }
                     if self.lanes.nodes.epoch() != self.epoch {
@@ -1386,10 +1466,11 @@ impl LaneDriver {
                             return;
                         }
                     }
-                    let Some((call, riders, merged)) = self
-                        .lanes
-                        .lane(self.index)
-                        .next_request(&self.lanes, self.index)
+                    let lane = self.lanes.lane(self.index);
+                    lane.prepare(&self.lanes.merge, &mut self.prepared);
+                    let prepared = self.prepared.take();
+                    let Some((call, riders, merged)) =
+                        lane.next_request(&self.lanes, self.index, prepared)
                     else {
                         return;
                     };

@@ -37,11 +37,22 @@
 //! batch: one batch header (origin: the earliest message's timestamp), each frame's offset
 //! delta its index in the request and its timestamp delta taken from that origin, each
 //! frame checksum and the batch checksum computed again.
+//!
+//! **Merged ahead.** While a request is in flight, the lane's driver merges the plain
+//! appends queued at the front of the lane into a [`Prepared`] request, so that what the
+//! merge costs (a copy and a checksum of every message) is spent while Iggy works, not
+//! between its reply and the next request. Before it sends one, the driver checks that the
+//! queue still starts with exactly the calls it holds, none dropped and none waiting; if
+//! not, it merges what the queue holds then, as above. A call with an earlier timestamp than
+//! the prepared request's origin ends it (its frames would all have to be timed again), and
+//! goes in the next request.
+
+use std::hash::Hasher;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use iggy_binary_protocol::batch::{
-    calculate_batch_checksum, BatchHeader, BatchMessageHeader, BATCH_HEADER_SIZE,
-    BATCH_MESSAGE_HEADER_SIZE, MAX_TIMESTAMP_DELTA_MICROS,
+    BatchHeader, BatchMessageHeader, BATCH_HEADER_SIZE, BATCH_MESSAGE_HEADER_SIZE,
+    MAX_TIMESTAMP_DELTA_MICROS,
 };
 use iggy_binary_protocol::consensus::HEADER_SIZE;
 use iggy_binary_protocol::requests::messages::SendMessagesHeader;
@@ -200,42 +211,180 @@ impl Group {
 /// One `SendMessages` body holding the messages of `parts`, in order (all read by
 /// [`Append::read`], to the same partition, and admitted by a [`Group`]).
 pub(crate) fn merge(parts: &[(&Bytes, &Append)]) -> Bytes {
-    let (first, fa) = parts[0];
     let origin = parts.iter().map(|(_, a)| a.origin).min().unwrap_or(0);
-    let count: u32 = parts.iter().map(|(_, a)| a.count).sum();
     let blob: usize = parts.iter().map(|(b, a)| a.blob_len(b)).sum();
-    let mut buf = BytesMut::with_capacity(fa.batch_at + BATCH_HEADER_SIZE + blob);
-    buf.put_slice(&first[..fa.key_end]);
-    buf.put_u32_le(count);
-    let header_at = buf.len();
-    buf.put_bytes(0, BATCH_HEADER_SIZE);
-    let blob_at = buf.len();
-    let mut index = 0u32;
+    let (first, fa) = parts[0];
+    let mut builder = Builder::new(first, fa, origin, blob);
     for (body, a) in parts {
-        let shift = a.origin - origin;
-        let mut at = buf.len();
-        buf.put_slice(&body[a.batch_at + BATCH_HEADER_SIZE..]);
-        while at < buf.len() {
-            let frame = &mut buf[at..];
-            let delta = u32::from_le_bytes([frame[28], frame[29], frame[30], frame[31]]);
-            let size = BATCH_MESSAGE_HEADER_SIZE
-                + u32::from_le_bytes([frame[32], frame[33], frame[34], frame[35]]) as usize
-                + u32::from_le_bytes([frame[36], frame[37], frame[38], frame[39]]) as usize;
+        builder.push(body, a);
+    }
+    builder.finish()
+}
+
+/// A merged request's body, written one call's messages at a time: each frame's offset
+/// delta becomes its index in the request and its timestamp delta is taken from the
+/// request's origin, and only a frame whose fields change is checksummed again (the first
+/// call's frames, timed from the origin already, are copied as they are).
+pub(crate) struct Builder {
+    buf: BytesMut,
+    /// Where the batch header goes, once the frames are all in.
+    header_at: usize,
+    origin: u64,
+    count: u32,
+    /// The frames' checksums in order, as the batch checksum takes them.
+    checksums: Vec<u8>,
+}
+
+impl Builder {
+    /// A request to the partition `first` (read as `fa`) is to, its messages timed from
+    /// `origin`, with room for `blob` bytes of frames.
+    pub(crate) fn new(first: &[u8], fa: &Append, origin: u64, blob: usize) -> Self {
+        let mut buf = BytesMut::with_capacity(fa.batch_at + BATCH_HEADER_SIZE + blob);
+        buf.put_slice(&first[..fa.key_end]);
+        // The message count, known at the end.
+        buf.put_u32_le(0);
+        let header_at = buf.len();
+        buf.put_bytes(0, BATCH_HEADER_SIZE);
+        Self {
+            buf,
+            header_at,
+            origin,
+            count: 0,
+            checksums: Vec::new(),
+        }
+    }
+
+    /// The earliest timestamp the request's messages may have.
+    /// Adds the messages of `body` (read as `a`, no earlier than [`Self::origin`], and
+    /// admitted by the request's [`Group`]).
+    pub(crate) fn push(&mut self, body: &[u8], a: &Append) {
+        debug_assert!(a.origin >= self.origin, "a message before the origin");
+        let shift = a.origin - self.origin;
+        let mut at = self.buf.len();
+        self.buf.put_slice(&body[a.batch_at + BATCH_HEADER_SIZE..]);
+        self.checksums.reserve(a.count as usize * 8);
+        let mut index = self.count;
+        while at < self.buf.len() {
+            let frame = &mut self.buf[at..];
+            let field = |at: usize| {
+                u32::from_le_bytes([frame[at], frame[at + 1], frame[at + 2], frame[at + 3]])
+            };
+            let size = BATCH_MESSAGE_HEADER_SIZE + field(32) as usize + field(36) as usize;
             // Within a u32: the group's span was checked.
             #[allow(clippy::cast_possible_truncation)]
-            let delta = (u64::from(delta) + shift) as u32;
-            frame[24..28].copy_from_slice(&index.to_le_bytes());
-            frame[28..32].copy_from_slice(&delta.to_le_bytes());
-            let checksum = XxHash3_64::oneshot(&frame[8..size]);
-            frame[..8].copy_from_slice(&checksum.to_le_bytes());
+            let delta = (u64::from(field(28)) + shift) as u32;
+            if field(24) != index || field(28) != delta {
+                frame[24..28].copy_from_slice(&index.to_le_bytes());
+                frame[28..32].copy_from_slice(&delta.to_le_bytes());
+                let checksum = XxHash3_64::oneshot(&frame[8..size]);
+                frame[..8].copy_from_slice(&checksum.to_le_bytes());
+            }
+            self.checksums.extend_from_slice(&frame[..8]);
             at += size;
             index += 1;
         }
+        self.count = index;
     }
-    let mut header = BatchHeader::new(0, origin, (BATCH_HEADER_SIZE + blob) as u64, count);
-    header.batch_checksum = calculate_batch_checksum(&header, &buf[blob_at..]);
-    header.encode_into(&mut buf[header_at..blob_at]);
-    buf.freeze()
+
+    /// The request's body.
+    pub(crate) fn finish(mut self) -> Bytes {
+        let blob_at = self.header_at + BATCH_HEADER_SIZE;
+        let length = (self.buf.len() - self.header_at) as u64;
+        self.buf[self.header_at - 4..self.header_at].copy_from_slice(&self.count.to_le_bytes());
+        let mut header = BatchHeader::new(0, self.origin, length, self.count);
+        header.batch_checksum = batch_checksum(&header, &self.checksums);
+        header.encode_into(&mut self.buf[self.header_at..blob_at]);
+        self.buf.freeze()
+    }
+}
+
+/// Plain appends at the front of a lane's queue, merged while the request ahead of them is
+/// in flight (see the module's docs).
+pub(crate) struct Prepared {
+    /// The calls it holds, by the lane's call order, in queue order.
+    orders: Vec<u64>,
+    group: Group,
+    builder: Builder,
+    /// No call may join any more: one did not fit.
+    closed: bool,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("calls", &self.orders.len())
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Prepared {
+    /// The calls `parts` (body, reading, call order: two or more, admitted one after
+    /// another by `group`) merged.
+    pub(crate) fn new(group: Group, parts: &[(Bytes, Append, u64)], limits: &MergeLimits) -> Self {
+        let (first, fa, _) = &parts[0];
+        // Room for twice what is here, or more: more calls are likely to join.
+        let room = (group.bytes * 2).max(64 << 10).min(limits.max_bytes);
+        let mut builder = Builder::new(first, fa, group.origin, room);
+        for (body, a, _) in parts {
+            builder.push(body, a);
+        }
+        Self {
+            orders: parts.iter().map(|(_, _, order)| *order).collect(),
+            group,
+            builder,
+            closed: false,
+        }
+    }
+
+    /// How many calls it holds.
+    pub(crate) fn len(&self) -> usize {
+        self.orders.len()
+    }
+
+    /// The call order of the calls it holds, in queue order.
+    pub(crate) fn orders(&self) -> &[u64] {
+        &self.orders
+    }
+
+    /// Whether the next call queued may join, as [`Group::admit`] says and no earlier
+    /// than the request's origin; the first that may not closes it.
+    pub(crate) fn admit(&mut self, body: &Bytes, a: &Append, limits: &MergeLimits) -> bool {
+        self.closed =
+            self.closed || a.origin < self.builder.origin || !self.group.admit(body, a, limits);
+        !self.closed
+    }
+
+    /// Adds a call [`Self::admit`] took.
+    pub(crate) fn push(&mut self, body: &[u8], a: &Append, order: u64) {
+        self.builder.push(body, a);
+        self.orders.push(order);
+    }
+
+    /// The request's body.
+    pub(crate) fn finish(self) -> Bytes {
+        self.builder.finish()
+    }
+}
+
+/// The checksum of a batch with `header` and frames whose checksums, in order and
+/// little-endian, are `frame_checksums`: what Iggy's `calculate_batch_checksum` gives,
+/// without walking the frames again to find them.
+#[must_use]
+pub fn batch_checksum(header: &BatchHeader, frame_checksums: &[u8]) -> u64 {
+    let mut hasher = XxHash3_64::new();
+    for field in [
+        header.partition_id,
+        header.base_offset,
+        header.base_timestamp,
+        header.origin_timestamp,
+        header.batch_length,
+    ] {
+        hasher.write(&field.to_le_bytes());
+    }
+    hasher.write(&header.message_count.to_le_bytes());
+    hasher.write(frame_checksums);
+    hasher.finish()
 }
 
 /// Each merged call's share of the reply to their request: the confirmation's base offset

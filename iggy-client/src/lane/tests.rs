@@ -672,6 +672,100 @@ fn dropped_appends_are_not_merged_and_merged_ones_settle_without_their_callers()
     assert_eq!(lanes.stats().merged, 1);
 }
 
+/// The appends queued behind a request in flight are merged while it is: its reply is
+/// followed by theirs, in queue order, with each call's own base.
+#[test]
+fn appends_are_merged_while_the_request_ahead_is_in_flight() {
+    let now = Instant::now();
+    let lanes = Arc::new(lanes(1));
+    let mut d = up(&lanes, now);
+    let mut ca = lanes.append_after(0, append_body(0, 1, 100, &[b"a"]), None, None);
+    d.pump(now);
+    let (ha, _) = request(&mut d);
+    let mut cb = lanes.append_after(0, append_body(0, 2, 101, &[b"b1", b"b2"]), None, None);
+    let mut cc = lanes.append_after(0, append_body(0, 4, 103, &[b"c"]), None, None);
+    d.pump(now);
+    assert_eq!(d.prepared.as_ref().map(merge::Prepared::len), Some(2));
+    let mut ce = lanes.append_after(0, append_body(0, 5, 104, &[b"e"]), None, None);
+    d.pump(now);
+    assert_eq!(d.prepared.as_ref().map(merge::Prepared::len), Some(3));
+    d.handle_input(&reply_to(&ha, 0, &confirmed(10)), now);
+    assert_eq!(base_of(poll(&mut ca)), 10);
+    let (h, sent) = request(&mut d);
+    assert_eq!(sent, append_body(0, 2, 101, &[b"b1", b"b2", b"c", b"e"]));
+    d.handle_input(&reply_to(&h, 0, &confirmed(11)), now);
+    assert_eq!(base_of(poll(&mut cb)), 11);
+    assert_eq!(base_of(poll(&mut cc)), 13);
+    assert_eq!(base_of(poll(&mut ce)), 14);
+    assert_eq!(lanes.stats().merged_calls, 2);
+}
+
+/// A call merged ahead whose caller lets go of it before the request leaves is not sent.
+#[test]
+fn an_append_dropped_after_it_was_merged_ahead_is_left_out() {
+    let now = Instant::now();
+    let lanes = Arc::new(lanes(1));
+    let mut d = up(&lanes, now);
+    let mut ca = lanes.append_after(0, append_body(0, 1, 100, &[b"a"]), None, None);
+    d.pump(now);
+    let (ha, _) = request(&mut d);
+    let b = append_body(0, 2, 101, &[b"b"]);
+    let e = append_body(0, 4, 103, &[b"e"]);
+    let mut cb = lanes.append_after(0, b.clone(), None, None);
+    let cc = lanes.append_after(0, append_body(0, 3, 102, &[b"dropped"]), None, None);
+    let mut ce = lanes.append_after(0, e.clone(), None, None);
+    d.pump(now);
+    assert_eq!(d.prepared.as_ref().map(merge::Prepared::len), Some(3));
+    drop(cc);
+    d.handle_input(&reply_to(&ha, 0, &confirmed(0)), now);
+    assert!(poll(&mut ca).is_some());
+    let (h, sent) = request(&mut d);
+    assert_eq!(Some(sent), merge::merged(&[b, e]), "b and e only");
+    d.handle_input(&reply_to(&h, 0, &confirmed(1)), now);
+    assert_eq!(base_of(poll(&mut cb)), 1);
+    assert_eq!(base_of(poll(&mut ce)), 2);
+}
+
+/// A call with an earlier timestamp than the request merged ahead starts the next one, and
+/// the calls behind it join that one: queue order holds throughout.
+#[test]
+fn an_earlier_timestamp_ends_the_request_merged_ahead() {
+    let now = Instant::now();
+    let lanes = Arc::new(lanes(1));
+    let mut d = up(&lanes, now);
+    let mut ca = lanes.append_after(0, append_body(0, 1, 100, &[b"a"]), None, None);
+    d.pump(now);
+    let (ha, _) = request(&mut d);
+    let b = append_body(0, 2, 200, &[b"b"]);
+    let c = append_body(0, 3, 150, &[b"c"]);
+    let e = append_body(0, 4, 120, &[b"e"]);
+    let f = append_body(0, 5, 300, &[b"f"]);
+    let mut calls: Vec<PendingCall> = [&b, &c]
+        .into_iter()
+        .map(|body| lanes.append_after(0, body.clone(), None, None))
+        .collect();
+    d.pump(now);
+    calls.extend([&e, &f].map(|body| lanes.append_after(0, body.clone(), None, None)));
+    d.pump(now);
+    assert_eq!(d.prepared.as_ref().map(merge::Prepared::len), Some(2));
+    d.handle_input(&reply_to(&ha, 0, &confirmed(0)), now);
+    assert!(poll(&mut ca).is_some());
+    let (h, sent) = request(&mut d);
+    assert_eq!(
+        Some(sent),
+        merge::merged(&[b, c]),
+        "b and c, timed from c's"
+    );
+    d.pump(now);
+    assert_eq!(d.prepared.as_ref().map(merge::Prepared::len), Some(2));
+    d.handle_input(&reply_to(&h, 0, &confirmed(1)), now);
+    let (h, sent) = request(&mut d);
+    assert_eq!(Some(sent), merge::merged(&[e, f]));
+    d.handle_input(&reply_to(&h, 0, &confirmed(3)), now);
+    let bases: Vec<u64> = calls.iter_mut().map(|c| base_of(poll(c))).collect();
+    assert_eq!(bases, [1, 2, 3, 4]);
+}
+
 /// Every call of a merged request gets its failure: a refusal, a lost connection.
 #[test]
 fn a_merged_request_that_fails_fails_every_call_in_it() {

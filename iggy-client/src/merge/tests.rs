@@ -1,5 +1,5 @@
 use super::*;
-use iggy_binary_protocol::batch::decode_batch_slice;
+use iggy_binary_protocol::batch::{calculate_batch_checksum, decode_batch_slice};
 use iggy_binary_protocol::requests::messages::{RawMessage, SendMessagesEncoder};
 use iggy_binary_protocol::responses::messages::SendMessagesConfirmationResponse;
 use iggy_binary_protocol::WireIdentifier;
