@@ -51,8 +51,7 @@ use std::hash::Hasher;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use iggy_binary_protocol::batch::{
-    BatchHeader, BatchMessageHeader, BATCH_HEADER_SIZE, BATCH_MESSAGE_HEADER_SIZE,
-    MAX_TIMESTAMP_DELTA_MICROS,
+    BatchHeader, BATCH_HEADER_SIZE, BATCH_MESSAGE_HEADER_SIZE, MAX_TIMESTAMP_DELTA_MICROS,
 };
 use iggy_binary_protocol::consensus::HEADER_SIZE;
 use iggy_binary_protocol::requests::messages::SendMessagesHeader;
@@ -135,12 +134,9 @@ impl Append {
         let mut at = BATCH_HEADER_SIZE;
         let (mut frames, mut latest) = (0u32, bh.origin_timestamp);
         while at < batch.len() {
-            let frame = BatchMessageHeader::decode(&batch[at..]).ok()?;
-            latest = latest.max(
-                bh.origin_timestamp
-                    .checked_add(u64::from(frame.timestamp_delta))?,
-            );
-            at = at.checked_add(frame.total_size())?;
+            let (delta, size) = frame_fields(batch.get(at..)?)?;
+            latest = latest.max(bh.origin_timestamp.checked_add(u64::from(delta))?);
+            at = at.checked_add(size)?;
             frames = frames.checked_add(1)?;
         }
         if at != batch.len() || frames != bh.message_count {
@@ -162,6 +158,24 @@ impl Append {
     fn blob_len(&self, body: &[u8]) -> usize {
         body.len() - self.batch_at - BATCH_HEADER_SIZE
     }
+}
+
+/// A message frame's timestamp delta and size (header, payload and user headers), as
+/// Iggy's `BatchMessageHeader::decode` reads them, reserved bytes zero; `None` if `frame`
+/// does not start with a whole frame header.
+#[inline]
+fn frame_fields(frame: &[u8]) -> Option<(u32, usize)> {
+    let header = frame.get(..BATCH_MESSAGE_HEADER_SIZE)?;
+    let field = |at: usize| {
+        u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    if header[40..48] != [0; 8] {
+        return None;
+    }
+    let size = BATCH_MESSAGE_HEADER_SIZE
+        .checked_add(field(32) as usize)?
+        .checked_add(field(36) as usize)?;
+    Some((field(28), size))
 }
 
 /// Calls being gathered into one request, the first one given.

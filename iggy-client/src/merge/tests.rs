@@ -134,6 +134,13 @@ fn only_whole_appends_to_one_partition_are_read() {
     assert!(Append::read(&wrong).is_none());
     assert!(Append::read(b"").is_none());
     assert!(Append::read(&[0xff; 64]).is_none());
+    // A frame whose reserved bytes are not zero, which Iggy's decoder refuses.
+    let second = a.batch_at + BATCH_HEADER_SIZE + BATCH_MESSAGE_HEADER_SIZE + 1;
+    for at in [a.batch_at + BATCH_HEADER_SIZE, second] {
+        let mut reserved = body.to_vec();
+        reserved[at + 47] = 1;
+        assert!(Append::read(&reserved).is_none(), "frame at {at}");
+    }
 }
 
 #[test]
