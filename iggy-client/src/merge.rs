@@ -48,6 +48,7 @@
 //! goes in the next request.
 
 use std::hash::Hasher;
+use std::sync::OnceLock;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use iggy_binary_protocol::batch::{
@@ -100,7 +101,9 @@ impl Default for MergeLimits {
     }
 }
 
-/// What a merge needs to know of a plain append's body, read once when it is queued.
+/// What a merge needs to know of a plain append's body: its headers, read when it is
+/// queued, and its frames, read once a merge may take it (most appends of a busy lane that
+/// serves many partitions never meet another to the same partition).
 #[derive(Debug, Clone)]
 pub(crate) struct Append {
     /// The body's bytes that name the stream, topic and partition (`4..key_end`).
@@ -108,14 +111,15 @@ pub(crate) struct Append {
     /// Where the batch header starts.
     batch_at: usize,
     count: u32,
-    /// The earliest and the latest message timestamp (µs).
+    /// The earliest message timestamp (µs).
     origin: u64,
-    latest: u64,
+    /// The latest message timestamp (µs) if the frames are whole and well-formed.
+    latest: OnceLock<Option<u64>>,
 }
 
 impl Append {
-    /// Reads a `SendMessages` body to one partition; `None` if it is not one whole and
-    /// well-formed (it is then sent alone, as given).
+    /// Reads the headers of a `SendMessages` body to one partition; `None` if they do not
+    /// describe one whole batch (it is then sent alone, as given).
     pub(crate) fn read(body: &[u8]) -> Option<Self> {
         let meta = usize::try_from(u32::from_le_bytes(body.get(..4)?.try_into().ok()?)).ok()?;
         let batch_at = meta.checked_add(4)?;
@@ -131,23 +135,30 @@ impl Append {
         {
             return None;
         }
-        let mut at = BATCH_HEADER_SIZE;
-        let (mut frames, mut latest) = (0u32, bh.origin_timestamp);
-        while at < batch.len() {
-            let (delta, size) = frame_fields(batch.get(at..)?)?;
-            latest = latest.max(bh.origin_timestamp.checked_add(u64::from(delta))?);
-            at = at.checked_add(size)?;
-            frames = frames.checked_add(1)?;
-        }
-        if at != batch.len() || frames != bh.message_count {
-            return None;
-        }
         Some(Self {
             key_end: batch_at - 4,
             batch_at,
             count: bh.message_count,
             origin: bh.origin_timestamp,
-            latest,
+            latest: OnceLock::new(),
+        })
+    }
+
+    /// The latest message timestamp of `body` (the body this was read from), once its
+    /// frames are found to tile the batch exactly, [`Self::count`] of them; `None` if
+    /// they do not (the body is then sent alone, as given).
+    fn latest(&self, body: &[u8]) -> Option<u64> {
+        *self.latest.get_or_init(|| {
+            let batch = body.get(self.batch_at..)?;
+            let mut at = BATCH_HEADER_SIZE;
+            let (mut frames, mut latest) = (0u32, self.origin);
+            while at < batch.len() {
+                let (delta, size) = frame_fields(batch.get(at..)?)?;
+                latest = latest.max(self.origin.checked_add(u64::from(delta))?);
+                at = at.checked_add(size)?;
+                frames = frames.checked_add(1)?;
+            }
+            (at == batch.len() && frames == self.count).then_some(latest)
         })
     }
 
@@ -181,6 +192,8 @@ fn frame_fields(frame: &[u8]) -> Option<(u32, usize)> {
 /// Calls being gathered into one request, the first one given.
 pub(crate) struct Group {
     key: Bytes,
+    /// The first call, until another may join it: only then are its frames read.
+    first: Option<(Bytes, Append)>,
     calls: usize,
     count: u32,
     bytes: usize,
@@ -192,26 +205,40 @@ impl Group {
     pub(crate) fn new(body: &Bytes, a: &Append) -> Self {
         Self {
             key: body.slice(4..a.key_end),
+            first: Some((body.clone(), a.clone())),
             calls: 1,
             count: a.count,
             bytes: body.len(),
             origin: a.origin,
-            latest: a.latest,
+            latest: a.origin,
         }
     }
 
-    /// Takes the next call in if the request stays within `limits` and Iggy's format.
+    /// Takes the next call in if the request stays within `limits` and Iggy's format, and
+    /// both its frames and the first call's are whole.
     pub(crate) fn admit(&mut self, body: &Bytes, a: &Append, limits: &MergeLimits) -> bool {
         let Some(count) = self.count.checked_add(a.count) else {
             return false;
         };
         let bytes = self.bytes + a.blob_len(body);
-        let (origin, latest) = (self.origin.min(a.origin), self.latest.max(a.latest));
         if self.calls >= limits.max_calls
             || bytes > limits.max_bytes
-            || latest - origin > MAX_TIMESTAMP_DELTA_MICROS
             || body.get(4..a.key_end) != Some(&self.key[..])
         {
+            return false;
+        }
+        if let Some((first, fa)) = &self.first {
+            let Some(latest) = fa.latest(first) else {
+                return false;
+            };
+            self.latest = latest;
+            self.first = None;
+        }
+        let Some(latest) = a.latest(body) else {
+            return false;
+        };
+        let (origin, latest) = (self.origin.min(a.origin), self.latest.max(latest));
+        if latest - origin > MAX_TIMESTAMP_DELTA_MICROS {
             return false;
         }
         self.calls += 1;
@@ -223,8 +250,10 @@ impl Group {
 }
 
 /// One `SendMessages` body holding the messages of `parts`, in order (all read by
-/// [`Append::read`], to the same partition, and admitted by a [`Group`]).
+/// [`Append::read`], to the same partition, and admitted by a [`Group`], which read their
+/// frames).
 pub(crate) fn merge(parts: &[(&Bytes, &Append)]) -> Bytes {
+    debug_assert!(parts.iter().all(|(b, a)| a.latest(b).is_some()));
     let origin = parts.iter().map(|(_, a)| a.origin).min().unwrap_or(0);
     let blob: usize = parts.iter().map(|(b, a)| a.blob_len(b)).sum();
     let (first, fa) = parts[0];
@@ -431,7 +460,7 @@ pub(crate) fn split(reply: &Bytes, counts: &[u32]) -> Vec<Bytes> {
 pub fn merged(bodies: &[Bytes]) -> Option<Bytes> {
     let reads: Vec<Append> = bodies
         .iter()
-        .map(|b| Append::read(b))
+        .map(|b| Append::read(b).filter(|a| a.latest(b).is_some()))
         .collect::<Option<_>>()?;
     let unbounded = MergeLimits {
         max_calls: usize::MAX,

@@ -121,7 +121,7 @@ fn the_bytes_of_a_merged_request() {
 fn only_whole_appends_to_one_partition_are_read() {
     let body = encode(2, &[msg(1, 10, b"a"), msg(2, 11, b"b")]);
     let a = Append::read(&body).expect("well-formed");
-    assert_eq!((a.count, a.origin, a.latest), (2, 10, 11));
+    assert_eq!((a.count, a.origin, a.latest(&body)), (2, 10, Some(11)));
     for cut in 0..body.len() {
         assert!(Append::read(&body[..cut]).is_none(), "cut at {cut}");
     }
@@ -139,7 +139,18 @@ fn only_whole_appends_to_one_partition_are_read() {
     for at in [a.batch_at + BATCH_HEADER_SIZE, second] {
         let mut reserved = body.to_vec();
         reserved[at + 47] = 1;
-        assert!(Append::read(&reserved).is_none(), "frame at {at}");
+        let read = Append::read(&reserved).expect("the headers are whole");
+        assert_eq!(read.latest(&reserved), None, "frame at {at}");
+        assert!(!Group::new(&body, &a).admit(
+            &Bytes::from(reserved.clone()),
+            &read,
+            &MergeLimits::default()
+        ));
+        assert!(!Group::new(&Bytes::from(reserved), &read).admit(
+            &body,
+            &a,
+            &MergeLimits::default()
+        ));
     }
 }
 
