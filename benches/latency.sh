@@ -16,6 +16,7 @@
 #   benches/latency.sh                                    # embedded store only
 #   IGGY_SERVER=127.0.0.1:8090 IGGY_BENCH=/path/to/iggy-bench ROUNDS=5 benches/latency.sh
 #   WRITE_THROUGH=false ...                               # Iggy's default topics on both sides
+#   RUNTIME=smol ...                                      # the gateway on smol (default tokio)
 #
 # The Iggy server must run already with the root user iggy/iggy. With WRITE_THROUGH=true
 # (the default) the gateway's topics are written through (messages_required_to_save = 1,
@@ -33,14 +34,22 @@ SIZE="${SIZE:-100}"
 MESSAGES="${MESSAGES:-20000}"
 ROUNDS="${ROUNDS:-3}"
 WRITE_THROUGH="${WRITE_THROUGH:-true}"
+RUNTIME="${RUNTIME:-tokio}"
 PORT=19392
 
-cargo build --release -q
+case "$RUNTIME" in
+  tokio) cargo build --release -q ;;
+  smol) cargo build --release -q --no-default-features --features smol ;;
+  *) echo "RUNTIME must be tokio or smol, not $RUNTIME" >&2; exit 2 ;;
+esac
 PERF=$(benches/rdkafka-performance.sh)
 cargo build --release -q --manifest-path benches/load/Cargo.toml
 LEAN=benches/load/target/release/iggy-kafka-lean
 WORK=$(mktemp -d)
 RESULTS="$WORK/results"
+# The build of the runtime asked for, kept apart from target/ (another build replaces it).
+GATEWAY="$WORK/iggy-kafka-gateway"
+cp target/release/iggy-kafka-gateway "$GATEWAY"
 PID=
 stop() { if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; PID=; fi; }
 trap 'stop; rm -rf "$WORK"' EXIT
@@ -66,7 +75,7 @@ record() { # side p50 p99 p999 max steal rate
 
 gateway_run() { # side client gateway-args...
   local side=$1 client=$2; shift 2
-  target/release/iggy-kafka-gateway --admin-listen off --log warn --listen "127.0.0.1:$PORT" "$@" &
+  "$GATEWAY" --admin-listen off --log warn --listen "127.0.0.1:$PORT" "$@" &
   PID=$!
   sleep 1
   local topic="lat-$side-$$-$round" s0 s1
@@ -98,7 +107,7 @@ gateway_run() { # side client gateway-args...
 write_through_topic() {
   "$IGGY_BENCH" -m "$SIZE" -P 1 -b 10 pinned-producer --producers 1 tcp \
     --server-address "$IGGY_SERVER" >/dev/null 2>&1 || true
-  target/release/iggy-kafka-gateway --admin-listen off --log warn --listen "127.0.0.1:$PORT" \
+  "$GATEWAY" --admin-listen off --log warn --listen "127.0.0.1:$PORT" \
     --iggy "iggy://iggy:iggy@$IGGY_SERVER" --stream bench-stream-1 &
   PID=$!
   sleep 1
