@@ -383,7 +383,8 @@ fn log_append_time_topics_stamp_records_with_the_append_time() {
     })) else {
         panic!("read")
     };
-    let record = iggy_kafka_core::mapping::from_iggy(r.messages.first().expect("a message").1);
+    let record =
+        iggy_kafka_core::mapping::from_iggy(r.messages.first().expect("a message").1.as_ref());
     assert_eq!(
         record.timestamp_type,
         iggy_kafka_core::records::TimestampType::LogAppendTime
@@ -600,11 +601,11 @@ fn transactions_on_a_partition() {
     assert!(read_all(&s, 6).aborted.is_empty());
     let (o, m) = r.messages.iter().nth(5).expect("the marker");
     assert_eq!(
-        (o, marker_of(m), transaction_of(m)),
+        (o, marker_of(&m), transaction_of(&m)),
         (5, Some(false), Some((1, 1)))
     );
     assert_eq!(
-        r.messages.iter().nth(1).map(|(_, m)| transaction_of(m)),
+        r.messages.iter().nth(1).map(|(_, m)| transaction_of(&m)),
         Some(None),
         "headers are the mapping's, added by the produce path"
     );
