@@ -7,7 +7,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use iggy_kafka_core::backend::{BackendError, ProducerBatch, TopicConfig, TopicInfo, TopicRef};
 use iggy_kafka_core::mapping::{kafka_timestamp_ms, move_origin_timestamp};
 use iggy_kafka_core::message::{
-    BareBlock, HeaderValue, IggyMessage, MessageList, MessageRef, Messages, MessagesBuilder,
+    BareBlock, HeaderValue, IggyMessage, MessageList, Messages, MessagesBuilder,
 };
 use iggy_kafka_core::protocol::Uuid;
 use iggy_kafka_iggy_client::protocol::batch::{
@@ -443,9 +443,9 @@ fn polled_headers(raw: &[u8]) -> Result<Vec<(String, HeaderValue)>, BackendError
 ///
 /// Bare messages (no headers: what Kafka's keyless, header-less records map to) at
 /// consecutive offsets, the common case, are held as ranges of `body` (a [`BareBlock`]),
-/// without a reference count or an [`IggyMessage`] per message. At the first message taken
-/// that is not, those read so far are made into [`IggyMessage`]s and the reading goes on
-/// message by message: the same messages at the same offsets as reading it all so.
+/// without a reference count or an [`IggyMessage`] per message. From the first message
+/// taken that is not, those read so far are made into [`IggyMessage`]s and the reading goes
+/// on message by message: the same messages at the same offsets as reading it all so.
 pub(crate) fn polled(
     body: &Bytes,
     from: u64,
@@ -459,75 +459,61 @@ pub(crate) fn polled(
     let room = (reply.header.messages_count as usize)
         .min(max_messages)
         .min(body.len() / FRAME_HEADER);
-    let mut taken = Taken::Bare(BareRun::default());
+    let mut views = reply.messages;
+    let mut run = BareRun::default();
     let mut bytes = 0usize;
-    for view in reply.messages {
+    // Bare messages at consecutive offsets, as far as they go: what stops them is left to
+    // the reading below, which counts a message's headers in its size.
+    let mut other = None;
+    for view in views.by_ref() {
         let view = view.map_err(poll_reply_error)?;
         if view.offset < from {
             continue;
         }
-        let headers = polled_headers(view.user_headers)?;
-        let size = MessageRef {
-            payload: view.payload,
-            origin_timestamp_us: view.origin_timestamp,
-            headers: &headers,
+        if !view.user_headers.is_empty() || !run.continued_by(view.offset) {
+            other = Some(view);
+            break;
         }
-        .size();
-        let first = taken.is_empty() && at_least_one;
-        if !first && (bytes + size > max_bytes || taken.len() >= max_messages) {
+        // What `message_size` counts for a message without headers.
+        let size = view.payload.len() + 16;
+        let first = run.list.is_empty() && at_least_one;
+        if !first && (bytes + size > max_bytes || run.list.len() >= max_messages) {
             break;
         }
         bytes += size;
-        if let Taken::Bare(run) = &mut taken {
-            if headers.is_empty() && run.continued_by(view.offset) {
-                run.push(body, &view, room);
-                if !run.list.is_bare() {
-                    // `push_bare` copied a payload outside `body` into a message of its
-                    // own, which only a malformed view could give.
-                    taken = Taken::Each(std::mem::take(run).into_builder(room));
-                }
-                continue;
-            }
-            taken = Taken::Each(std::mem::take(run).into_builder(room));
-        }
-        if let Taken::Each(out) = &mut taken {
-            out.push(
-                view.offset,
-                IggyMessage {
-                    payload: body.slice_ref(view.payload),
-                    origin_timestamp_us: view.origin_timestamp,
-                    timestamp_us: view.timestamp,
-                    headers,
-                },
-            );
-        }
+        run.push(body, &view, room);
     }
-    let messages = match taken {
-        Taken::Bare(run) => run.finish()?,
-        Taken::Each(out) => out.finish(),
+    let Some(other) = other else {
+        return Ok((run.finish()?, current, bytes));
+    };
+    // Message by message, as IggyMessages from the first one taken here on.
+    let mut out: Option<MessagesBuilder> = None;
+    for view in std::iter::once(Ok(other)).chain(views) {
+        let view = view.map_err(poll_reply_error)?;
+        if view.offset < from {
+            continue;
+        }
+        let message = IggyMessage {
+            payload: body.slice_ref(view.payload),
+            origin_timestamp_us: view.origin_timestamp,
+            timestamp_us: view.timestamp,
+            headers: polled_headers(view.user_headers)?,
+        };
+        let size = iggy_kafka_core::message::message_size(&message);
+        let taken = out.as_ref().map_or(run.list.len(), MessagesBuilder::len);
+        let first = taken == 0 && at_least_one;
+        if !first && (bytes + size > max_bytes || taken >= max_messages) {
+            break;
+        }
+        bytes += size;
+        out.get_or_insert_with(|| std::mem::take(&mut run).into_builder(room))
+            .push(view.offset, message);
+    }
+    let messages = match out {
+        Some(out) => out.finish(),
+        None => run.finish()?,
     };
     Ok((messages, current, bytes))
-}
-
-/// What [`polled`] has taken so far.
-enum Taken {
-    /// Bare messages at consecutive offsets, or none yet.
-    Bare(BareRun),
-    /// Messages made into [`IggyMessage`]s.
-    Each(MessagesBuilder),
-}
-
-impl Taken {
-    fn len(&self) -> usize {
-        match self {
-            Self::Bare(run) => run.list.len(),
-            Self::Each(out) => out.len(),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Bare messages of a poll reply at consecutive offsets from `first`, each with the time it
@@ -575,9 +561,14 @@ impl BareRun {
     }
 
     fn finish(self) -> Result<Messages, BackendError> {
+        if !self.list.is_bare() {
+            // `push_bare` copied a payload outside `body` into a message of its own, which
+            // only a malformed view could give.
+            return Ok(self.into_builder(0).finish());
+        }
         let mut out = Messages::new();
         if let Some(first) = self.first {
-            // Never refused: every message was taken bare, each with its time.
+            // Never refused: the list is bare, with a time for each message.
             let block = BareBlock::with_times(self.list, self.appended)
                 .map_err(|_| poll_reply_error("bare messages held otherwise"))?;
             out.push_bare(first, &Arc::new(block), 0..usize::MAX);
