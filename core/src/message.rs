@@ -613,8 +613,8 @@ impl Messages {
     }
 
     /// Each message with its offset, in order, as an [`IggyMessage`]: borrowed when held
-    /// whole, made anew at each call when bare (an allocation and a reference count per
-    /// message). For tests and slow paths; [`Self::views`] makes nothing.
+    /// whole, made anew at each call when bare (a reference count per message, kept by
+    /// nothing once dropped). For tests and slow paths; [`Self::views`] makes nothing.
     pub fn iter(&self) -> impl Iterator<Item = (u64, Cow<'_, IggyMessage>)> + '_ {
         self.runs
             .iter()
