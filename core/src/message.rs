@@ -5,7 +5,8 @@
 //! without a copy of the request's bytes; [`Messages`] a read's messages with their offsets,
 //! in shared [`Block`]s.
 
-use std::sync::{Arc, OnceLock};
+use std::borrow::Cow;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -318,13 +319,13 @@ pub type Block = Arc<Vec<IggyMessage>>;
 /// the bytes they arrived in, about a third of the memory of [`IggyMessage`]s and no
 /// reference count per message. What the embedded store keeps of an append, and what a
 /// poll of Iggy that returned only bare messages is read as.
+///
+/// It holds no [`IggyMessage`]s, ever: [`Messages::iter`] makes them afresh at each call,
+/// so that nothing a block is read for keeps more memory for as long as the block lives.
 #[derive(Debug)]
 pub struct BareBlock {
     list: MessageList,
     appended: Appended,
-    /// The messages as [`IggyMessage`]s, made on the first [`Messages::iter`] over them.
-    /// The fetch path reads [`Messages::views`] and never makes them.
-    messages: OnceLock<Vec<IggyMessage>>,
 }
 
 #[derive(Debug)]
@@ -360,11 +361,7 @@ impl BareBlock {
         if !list.is_bare() {
             return Err(list);
         }
-        Ok(Self {
-            list,
-            appended,
-            messages: OnceLock::new(),
-        })
+        Ok(Self { list, appended })
     }
 
     /// How many messages.
@@ -399,16 +396,11 @@ impl BareBlock {
         self.list.iter()
     }
 
-    fn messages(&self) -> &[IggyMessage] {
-        self.messages.get_or_init(|| {
-            (0..self.list.len())
-                .filter_map(|i| {
-                    let mut m = self.list.to_message(i)?;
-                    m.timestamp_us = self.appended_us(i);
-                    Some(m)
-                })
-                .collect()
-        })
+    /// The `index`th message as an [`IggyMessage`] whose payload shares the block's bytes.
+    fn message(&self, index: usize) -> Option<IggyMessage> {
+        let mut m = self.list.to_message(index)?;
+        m.timestamp_us = self.appended_us(index);
+        Some(m)
     }
 }
 
@@ -428,7 +420,7 @@ pub enum MessageView<'a> {
     },
 }
 
-impl MessageView<'_> {
+impl<'a> MessageView<'a> {
     /// Its size as [`message_size`] counts it.
     #[must_use]
     pub fn size(&self) -> usize {
@@ -436,6 +428,35 @@ impl MessageView<'_> {
             Self::Message(m) => message_size(m),
             Self::Bare { payload, .. } => size_of(payload, &[]),
         }
+    }
+
+    /// The payload.
+    #[must_use]
+    pub fn payload(&self) -> &'a [u8] {
+        match *self {
+            Self::Message(m) => &m.payload,
+            Self::Bare { payload, .. } => payload,
+        }
+    }
+
+    /// (origin timestamp, append time, headers): the rest of what [`IggyMessage`] holds.
+    fn rest(&self) -> (u64, u64, &'a [(String, HeaderValue)]) {
+        match *self {
+            Self::Message(m) => (m.origin_timestamp_us, m.timestamp_us, &m.headers),
+            Self::Bare {
+                origin_timestamp_us,
+                timestamp_us,
+                ..
+            } => (origin_timestamp_us, timestamp_us, &[]),
+        }
+    }
+}
+
+/// Equal when they are the same message, whether held whole or bare: [`IggyMessage`]'s
+/// equality, without making one.
+impl PartialEq for MessageView<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.payload() == other.payload() && self.rest() == other.rest()
     }
 }
 
@@ -449,10 +470,10 @@ pub struct Messages {
 }
 
 /// Equal when they hold the same messages at the same offsets, however they are split into
-/// blocks.
+/// blocks and whether held whole or bare.
 impl PartialEq for Messages {
     fn eq(&self, other: &Self) -> bool {
-        self.len == other.len && self.iter().eq(other.iter())
+        self.len == other.len && self.views().eq(other.views())
     }
 }
 
@@ -462,6 +483,14 @@ struct Run {
     block: Held,
     start: usize,
     end: usize,
+}
+
+impl Run {
+    /// The offset of the block's `i`th message, `i` in `start..end`. Counted from the
+    /// start rather than stepped, so that a run ending at `u64::MAX` is not stepped past it.
+    fn offset(&self, i: usize) -> u64 {
+        self.first_offset + (i - self.start) as u64
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -486,10 +515,10 @@ impl Held {
         }
     }
 
-    fn messages(&self) -> &[IggyMessage] {
+    fn message(&self, i: usize) -> Option<Cow<'_, IggyMessage>> {
         match self {
-            Self::Messages(b) => b,
-            Self::Bare(b) => b.messages(),
+            Self::Messages(b) => b.get(i).map(Cow::Borrowed),
+            Self::Bare(b) => b.message(i).map(Cow::Owned),
         }
     }
 
@@ -583,39 +612,35 @@ impl Messages {
         self.len == 0
     }
 
-    /// Each message with its offset, in order. Bare messages are made into
-    /// [`IggyMessage`]s once per block: the fetch path reads [`Self::views`] instead.
-    pub fn iter(&self) -> impl Iterator<Item = (u64, &IggyMessage)> + '_ {
-        self.runs.iter().flat_map(|r| {
-            r.block.messages()[r.start..r.end]
-                .iter()
-                .zip(r.first_offset..)
-                .map(|(m, o)| (o, m))
-        })
+    /// Each message with its offset, in order, as an [`IggyMessage`]: borrowed when held
+    /// whole, made anew at each call when bare (a reference count per message, kept by
+    /// nothing once dropped). For tests and slow paths; [`Self::views`] makes nothing.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, Cow<'_, IggyMessage>)> + '_ {
+        self.runs
+            .iter()
+            .flat_map(|r| (r.start..r.end).filter_map(|i| Some((r.offset(i), r.block.message(i)?))))
     }
 
     /// Each message with its offset, in order, as it is held.
     pub fn views(&self) -> impl Iterator<Item = (u64, MessageView<'_>)> + '_ {
-        self.runs.iter().flat_map(|r| {
-            (r.start..r.end)
-                .zip(r.first_offset..)
-                .filter_map(|(i, o)| Some((o, r.block.view(i)?)))
-        })
+        self.runs
+            .iter()
+            .flat_map(|r| (r.start..r.end).filter_map(|i| Some((r.offset(i), r.block.view(i)?))))
     }
 
-    /// The first message and its offset ([`Self::first_offset`] for the offset alone, which
-    /// makes no [`IggyMessage`] of a bare block).
+    /// The first message and its offset, as [`Self::iter`] gives it: one message made, not
+    /// the block's.
     #[must_use]
-    pub fn first(&self) -> Option<(u64, &IggyMessage)> {
+    pub fn first(&self) -> Option<(u64, Cow<'_, IggyMessage>)> {
         self.iter().next()
     }
 
-    /// The last message and its offset ([`Self::last_offset`] for the offset alone).
+    /// The last message and its offset, as [`Self::iter`] gives it.
     #[must_use]
-    pub fn last(&self) -> Option<(u64, &IggyMessage)> {
+    pub fn last(&self) -> Option<(u64, Cow<'_, IggyMessage>)> {
         let r = self.runs.last()?;
-        let m = r.block.messages().get(r.end.checked_sub(1)?)?;
-        Some((r.first_offset + (r.end - r.start - 1) as u64, m))
+        let i = r.end.checked_sub(1)?;
+        Some((r.offset(i), r.block.message(i)?))
     }
 
     /// The offset of the first message.
@@ -796,5 +821,60 @@ mod tests {
         assert_eq!(from, m, "equal contents, different blocks");
         assert_ne!(from, t);
         assert!(Messages::from_offsets(std::iter::empty()).is_empty());
+    }
+
+    /// A bare block reads as the same messages held whole, each with its own append time,
+    /// through `views`, `iter`, `first`, `last` and equality alike, up to the last offset
+    /// there is; a message appended at another time is another message.
+    #[test]
+    fn bare_blocks_read_as_their_messages_held_whole() {
+        let request = Bytes::from_static(b"abcdef");
+        let ranges = [(0, 1, 7), (1, 3, 0), (3, 6, 9)];
+        let bare = |times: Vec<u64>| {
+            let mut list = MessageList::default();
+            for (start, end, origin) in ranges {
+                list.push_bare(&request, &request[start..end], origin);
+            }
+            Arc::new(BareBlock::with_times(list, times).expect("bare"))
+        };
+        let times = vec![100, 200, 300];
+        let whole: Block = Arc::new(
+            ranges
+                .iter()
+                .zip(&times)
+                .map(|(&(start, end, origin), &t)| IggyMessage {
+                    payload: request.slice(start..end),
+                    origin_timestamp_us: origin,
+                    timestamp_us: t,
+                    ..IggyMessage::default()
+                })
+                .collect(),
+        );
+        let first = u64::MAX - 2;
+        let (mut b, mut w) = (Messages::new(), Messages::new());
+        b.push_bare(first, &bare(times.clone()), 0..3);
+        w.push(first, &whole, 0..3);
+        assert_eq!(b, w);
+        let owned = |m: &Messages| -> Vec<(u64, IggyMessage)> {
+            m.iter().map(|(o, m)| (o, m.into_owned())).collect()
+        };
+        let want = owned(&w);
+        assert_eq!(
+            want.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+            [first, first + 1, u64::MAX]
+        );
+        assert_eq!(owned(&b), want);
+        for ((o, v), (wo, wm)) in b.views().zip(&want) {
+            assert_eq!((o, v), (*wo, MessageView::Message(wm)));
+            assert!(matches!(v, MessageView::Bare { .. }));
+        }
+        let one = |m: Option<(u64, Cow<'_, IggyMessage>)>| m.map(|(o, m)| (o, m.into_owned()));
+        assert_eq!(one(b.first()), want.first().cloned());
+        assert_eq!(one(b.last()), want.last().cloned());
+        assert_eq!(b.last_offset(), Some(u64::MAX));
+        let mut later = Messages::new();
+        later.push_bare(first, &bare(vec![100, 200, 301]), 0..3);
+        assert_ne!(later, b);
+        assert_ne!(later, w);
     }
 }

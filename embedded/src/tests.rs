@@ -5,7 +5,7 @@ use iggy_kafka_core::backend::{
     Backend, BackendError, Command, Completion, Execution, ProducerBatch, TopicConfig, TopicRef,
     WatchPartition,
 };
-use iggy_kafka_core::message::{IggyMessage, MessageList};
+use iggy_kafka_core::message::{IggyMessage, MessageList, MessageView};
 use iggy_kafka_core::protocol::error_code::ErrorCode;
 
 use super::{EmbeddedStore, StoreConfig};
@@ -212,6 +212,9 @@ fn reads_and_retention_cross(first_bare: bool, bare: bool) {
         append_kept(&s, "t", 0, msgs, if next == 0 { first_bare } else { bare });
         next += n;
     }
+    let after = std::cell::Cell::new(super::now_us());
+    // The append each offset came in: 0-2, 3-5, 6-7, and 8-10 below.
+    let append_of = |o: u64| [3, 6, 8, 11].iter().position(|&end| o < end);
     let read = |offset, max_bytes, max_messages| match done(s.execute(Command::Read {
         topic: TopicRef::Name("t".into()),
         partition: 0,
@@ -220,9 +223,18 @@ fn reads_and_retention_cross(first_bare: bool, bare: bool) {
         max_messages,
     })) {
         Completion::Read(Ok(r)) => {
-            for (o, m) in r.messages.iter() {
+            let mut appended = [None; 4];
+            for ((o, m), (_, view)) in r.messages.iter().zip(r.messages.views()) {
+                assert_eq!(view, MessageView::Message(&m), "{o}");
                 assert!(m.headers.is_empty(), "{o}: {m:?}");
-                assert!(m.timestamp_us >= before, "{o}: no append time");
+                assert!(
+                    (before..=after.get()).contains(&m.timestamp_us),
+                    "{o}: appended at {}, not between {before} and {}",
+                    m.timestamp_us,
+                    after.get()
+                );
+                let at = appended[append_of(o).expect("appended")].get_or_insert(m.timestamp_us);
+                assert_eq!(*at, m.timestamp_us, "{o}: one append time per append");
             }
             (
                 r.messages
@@ -248,6 +260,7 @@ fn reads_and_retention_cross(first_bare: bool, bare: bool) {
         vec![msg(b"i", 13), msg(b"j", 14), msg(b"k", 15)],
         bare,
     );
+    after.set(super::now_us());
     let (got, offsets) = read(2, 1 << 20, 100);
     assert_eq!(offsets.log_start, 2);
     assert_eq!(offsets.high_watermark, 11);
@@ -383,7 +396,8 @@ fn log_append_time_topics_stamp_records_with_the_append_time() {
     })) else {
         panic!("read")
     };
-    let record = iggy_kafka_core::mapping::from_iggy(r.messages.first().expect("a message").1);
+    let record =
+        iggy_kafka_core::mapping::from_iggy(r.messages.first().expect("a message").1.as_ref());
     assert_eq!(
         record.timestamp_type,
         iggy_kafka_core::records::TimestampType::LogAppendTime
@@ -600,11 +614,11 @@ fn transactions_on_a_partition() {
     assert!(read_all(&s, 6).aborted.is_empty());
     let (o, m) = r.messages.iter().nth(5).expect("the marker");
     assert_eq!(
-        (o, marker_of(m), transaction_of(m)),
+        (o, marker_of(&m), transaction_of(&m)),
         (5, Some(false), Some((1, 1)))
     );
     assert_eq!(
-        r.messages.iter().nth(1).map(|(_, m)| transaction_of(m)),
+        r.messages.iter().nth(1).map(|(_, m)| transaction_of(&m)),
         Some(None),
         "headers are the mapping's, added by the produce path"
     );

@@ -465,8 +465,8 @@ impl Log<'_> {
                 break;
             };
             next = last + 1;
-            for (offset, m) in messages.iter() {
-                match Record::decode(&m.payload) {
+            for (offset, m) in messages.views() {
+                match Record::decode(m.payload()) {
                     Some(r) => records.push(r),
                     None => {
                         tracing::warn!(topic = %topic, offset, "skipping a record no gateway wrote")

@@ -127,7 +127,7 @@ fn read_within(
         },
     ) {
         Completion::Read(r) => {
-            r.map(|r| r.messages.iter().map(|(o, m)| (o, from_iggy(m))).collect())
+            r.map(|r| r.messages.iter().map(|(o, m)| (o, from_iggy(&m))).collect())
         }
         other => panic!("{other:?}"),
     }

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use iggy_kafka_core::backend::{BackendError, TopicConfig};
-use iggy_kafka_core::message::{IggyMessage, MessageList};
+use iggy_kafka_core::message::{IggyMessage, MessageList, MessageView};
 use iggy_kafka_core::txn::TxnSnapshot;
 use iggy_kafka_iggy_client::protocol::codes::{
     CREATE_TOPIC_CODE, DELETE_TOPIC_CODE, SEND_MESSAGES_CODE,
@@ -175,8 +175,11 @@ impl TxnStore {
                 break;
             };
             let mut index = lock(&state.txns);
-            for (offset, m) in messages.iter() {
-                index.replay(offset, m);
+            // A bare message has no headers, so no transaction: only whole ones can count.
+            for (offset, view) in messages.views() {
+                if let MessageView::Message(m) = view {
+                    index.replay(offset, m);
+                }
             }
             drop(index);
             replayed += last + 1 - at;
@@ -364,8 +367,8 @@ async fn read_log(
             break;
         };
         next = last + 1;
-        for (offset, m) in messages.iter() {
-            match Record::decode(&m.payload) {
+        for (offset, m) in messages.views() {
+            match Record::decode(m.payload()) {
                 Some(r) => records.push(r),
                 None => {
                     tracing::warn!(topic = %topic, offset, "skipping a record that is not a transaction state this gateway wrote");

@@ -16,7 +16,9 @@ use iggy_kafka_iggy_client::protocol::batch::{
 use iggy_kafka_iggy_client::protocol::primitives::user_headers::{
     encode_user_headers, validate_user_headers, WireUserHeaderIterator,
 };
-use iggy_kafka_iggy_client::protocol::responses::messages::poll_messages::PollMessagesResponse;
+use iggy_kafka_iggy_client::protocol::responses::messages::poll_messages::{
+    PollMessagesResponse, PolledMessageView,
+};
 use iggy_kafka_iggy_client::protocol::responses::streams::get_stream::TopicHeader;
 use iggy_kafka_iggy_client::protocol::{WireEncode, WireIdentifier, WireOptions, WirePartitioning};
 use iggy_kafka_iggy_client::{merge, Failure};
@@ -439,21 +441,13 @@ fn polled_headers(raw: &[u8]) -> Result<Vec<(String, HeaderValue)>, BackendError
 /// The messages of a `PollMessages` reply, from `from` on, within `max_bytes` (but at least
 /// one, if `at_least_one`), the partition's current (last) offset, and the messages' size
 /// in all. The payloads share `body`'s memory.
+///
+/// Bare messages (no headers: what Kafka's keyless, header-less records map to) at
+/// consecutive offsets, the common case, are held as ranges of `body` (a [`BareBlock`]),
+/// without a reference count or an [`IggyMessage`] per message. From the first message
+/// taken that is not, those read so far are made into [`IggyMessage`]s and the reading goes
+/// on message by message: the same messages at the same offsets as reading it all so.
 pub(crate) fn polled(
-    body: &Bytes,
-    from: u64,
-    max_bytes: usize,
-    max_messages: usize,
-    at_least_one: bool,
-) -> Result<(Messages, u64, usize), BackendError> {
-    match polled_bare(body, from, max_bytes, max_messages, at_least_one)? {
-        Some(bare) => Ok(bare),
-        None => polled_each(body, from, max_bytes, max_messages, at_least_one),
-    }
-}
-
-/// [`polled`] message by message, each an [`IggyMessage`].
-fn polled_each(
     body: &Bytes,
     from: u64,
     max_bytes: usize,
@@ -466,91 +460,122 @@ fn polled_each(
     let room = (reply.header.messages_count as usize)
         .min(max_messages)
         .min(body.len() / FRAME_HEADER);
-    let mut out = MessagesBuilder::with_capacity(room);
+    let mut views = reply.messages;
+    let mut run = BareRun::default();
     let mut bytes = 0usize;
-    for view in reply.messages {
+    // Bare messages at consecutive offsets, as far as they go: what stops them is left to
+    // the reading below, which counts a message's headers in its size.
+    let mut other = None;
+    for view in views.by_ref() {
         let view = view.map_err(poll_reply_error)?;
         if view.offset < from {
             continue;
         }
-        let headers = polled_headers(view.user_headers)?;
+        if !view.user_headers.is_empty() || !run.continued_by(view.offset) {
+            other = Some(view);
+            break;
+        }
+        // What `message_size` counts for a message without headers.
+        let size = view.payload.len() + 16;
+        let first = run.list.is_empty() && at_least_one;
+        if !first && (bytes + size > max_bytes || run.list.len() >= max_messages) {
+            break;
+        }
+        bytes += size;
+        run.push(body, &view, room);
+    }
+    let Some(other) = other else {
+        return Ok((run.finish()?, current, bytes));
+    };
+    // Message by message, as IggyMessages from the first one taken here on.
+    let mut out: Option<MessagesBuilder> = None;
+    for view in std::iter::once(Ok(other)).chain(views) {
+        let view = view.map_err(poll_reply_error)?;
+        if view.offset < from {
+            continue;
+        }
         let message = IggyMessage {
             payload: body.slice_ref(view.payload),
             origin_timestamp_us: view.origin_timestamp,
             timestamp_us: view.timestamp,
-            headers,
+            headers: polled_headers(view.user_headers)?,
         };
         let size = iggy_kafka_core::message::message_size(&message);
-        let first = out.is_empty() && at_least_one;
-        if !first && (bytes + size > max_bytes || out.len() >= max_messages) {
+        let taken = out.as_ref().map_or(run.list.len(), MessagesBuilder::len);
+        let first = taken == 0 && at_least_one;
+        if !first && (bytes + size > max_bytes || taken >= max_messages) {
             break;
         }
         bytes += size;
-        out.push(view.offset, message);
+        out.get_or_insert_with(|| std::mem::take(&mut run).into_builder(room))
+            .push(view.offset, message);
     }
-    Ok((out.finish(), current, bytes))
+    let messages = match out {
+        Some(out) => out.finish(),
+        None => run.finish()?,
+    };
+    Ok((messages, current, bytes))
 }
 
-/// [`polled`] for a reply whose messages taken are all bare (no headers: what Kafka's
-/// keyless, header-less records map to) at consecutive offsets, the common case: held as
-/// ranges of `body` (a [`BareBlock`]), without a reference count or an [`IggyMessage`]
-/// per message. `None` for any other reply, which [`polled_each`] reads.
-fn polled_bare(
-    body: &Bytes,
-    from: u64,
-    max_bytes: usize,
-    max_messages: usize,
-    at_least_one: bool,
-) -> Result<Option<(Messages, u64, usize)>, BackendError> {
-    let reply = poll_reply(body)?;
-    let current = reply.header.current_offset;
-    let room = (reply.header.messages_count as usize)
-        .min(max_messages)
-        .min(body.len() / FRAME_HEADER);
-    let mut list = MessageList::default();
-    let mut appended = Vec::new();
-    let mut first = None;
-    let mut bytes = 0usize;
-    for view in reply.messages {
-        let view = view.map_err(poll_reply_error)?;
-        if view.offset < from {
-            continue;
-        }
-        let must = list.is_empty() && at_least_one;
-        if !must && list.len() >= max_messages {
-            break;
-        }
-        // A run past u64::MAX is not consecutive: the general reading refuses it.
-        let next = first.map(|f: u64| f.checked_add(list.len() as u64));
-        if !view.user_headers.is_empty() || next.is_some_and(|n| n != Some(view.offset)) {
-            return Ok(None);
-        }
-        // What `message_size` counts for a message without headers.
-        let size = view.payload.len() + 16;
-        if !must && bytes + size > max_bytes {
-            break;
-        }
-        bytes += size;
-        if first.is_none() {
+/// Bare messages of a poll reply at consecutive offsets from `first`, each with the time it
+/// was appended.
+#[derive(Default)]
+struct BareRun {
+    first: Option<u64>,
+    list: MessageList,
+    appended: Vec<u64>,
+}
+
+impl BareRun {
+    /// Whether a message at `offset` comes next. Nothing comes after `u64::MAX`: a message
+    /// there starts a run of its own, as in [`MessagesBuilder`].
+    fn continued_by(&self, offset: u64) -> bool {
+        self.first
+            .is_none_or(|f| f.checked_add(self.list.len() as u64) == Some(offset))
+    }
+
+    fn push(&mut self, body: &Bytes, view: &PolledMessageView<'_>, room: usize) {
+        if self.first.is_none() {
             // Room only once the reply is known to start bare: a keyed topic's replies
-            // fall back at their first message.
-            first = Some(view.offset);
-            list.reserve(room);
-            appended.reserve(room);
+            // turn to whole messages at their first.
+            self.first = Some(view.offset);
+            self.list.reserve(room);
+            self.appended.reserve(room);
         }
-        list.push_bare(body, view.payload, view.origin_timestamp);
-        appended.push(view.timestamp);
+        self.list
+            .push_bare(body, view.payload, view.origin_timestamp);
+        self.appended.push(view.timestamp);
     }
-    let mut out = Messages::new();
-    if let Some(first) = first {
-        match BareBlock::with_times(list, appended) {
-            Ok(block) => out.push_bare(first, &Arc::new(block), 0..usize::MAX),
-            // `push_bare` copies a payload outside `body` into a message of its own, which
-            // only a malformed view could give; the general reading copes with it.
-            Err(_) => return Ok(None),
+
+    /// The messages as [`IggyMessage`]s, in a builder with `room` for more.
+    fn into_builder(self, room: usize) -> MessagesBuilder {
+        let mut out = MessagesBuilder::with_capacity(room.max(self.list.len()));
+        if let Some(first) = self.first {
+            let messages = self.list.into_messages().into_iter().zip(self.appended);
+            // Each offset was checked to follow the one before as it was taken.
+            for (i, (mut m, appended)) in messages.enumerate() {
+                m.timestamp_us = appended;
+                out.push(first + i as u64, m);
+            }
         }
+        out
     }
-    Ok(Some((out, current, bytes)))
+
+    fn finish(self) -> Result<Messages, BackendError> {
+        if !self.list.is_bare() {
+            // `push_bare` copied a payload outside `body` into a message of its own, which
+            // only a malformed view could give.
+            return Ok(self.into_builder(0).finish());
+        }
+        let mut out = Messages::new();
+        if let Some(first) = self.first {
+            // Never refused: the list is bare, with a time for each message.
+            let block = BareBlock::with_times(self.list, self.appended)
+                .map_err(|_| poll_reply_error("bare messages held otherwise"))?;
+            out.push_bare(first, &Arc::new(block), 0..usize::MAX);
+        }
+        Ok(out)
+    }
 }
 
 /// The top 16 bits of the ids of an idempotent producer's messages, and the mark of the

@@ -515,35 +515,63 @@ mod tests {
 
     /// Bare messages held as ranges of the bytes they arrived in are fetched as the very
     /// bytes the same messages held whole give: the same records, timestamps, batches and
-    /// byte budget, from the start of a block or inside it, beside whole messages.
+    /// byte budget, from the start of a block or inside it, beside whole messages, whether
+    /// the block was appended at one time or each message at its own.
     #[test]
     fn bare_blocks_encode_as_the_same_messages_held_whole() {
         let appended_us = 1_700_000_000_123_456;
         let payloads: [&[u8]; 4] = [b"a", b"bcd", b"efgh", b"ij"];
-        // The producer's timestamps; 0 (none) takes the append time.
-        let origins = [1_700_000_000_000_000, 0, 1_699_999_999_999_000, 5];
         let request = bytes::Bytes::from(payloads.concat());
-        let mut list = MessageList::default();
-        let mut whole = Vec::new();
-        let mut at = 0;
-        for (p, &origin) in payloads.iter().zip(&origins) {
-            list.push_bare(&request, &request[at..at + p.len()], origin);
-            at += p.len();
-            whole.push(IggyMessage {
+        let each: Vec<_> = (0..4).map(|i| appended_us + 1_000 * i).collect();
+        // The producer's timestamps; 0 (none) takes the append time.
+        for origins in [[1_700_000_000_000_000, 0, 1_699_999_999_999_000, 5], [0; 4]] {
+            let mut list = MessageList::default();
+            let mut at = 0;
+            for (p, &origin) in payloads.iter().zip(&origins) {
+                list.push_bare(&request, &request[at..at + p.len()], origin);
+                at += p.len();
+            }
+            let blocks = [
+                (
+                    BareBlock::new(list.clone(), appended_us).expect("bare"),
+                    vec![appended_us; 4],
+                ),
+                (
+                    BareBlock::with_times(list, each.clone()).expect("bare"),
+                    each.clone(),
+                ),
+            ];
+            for (bare, times) in blocks {
+                bare_block_encodes_as_held_whole(bare, &payloads, &origins, &times);
+            }
+        }
+    }
+
+    fn bare_block_encodes_as_held_whole(
+        bare: BareBlock,
+        payloads: &[&[u8]],
+        origins: &[u64],
+        times: &[u64],
+    ) {
+        let whole: Vec<_> = payloads
+            .iter()
+            .zip(origins)
+            .zip(times)
+            .map(|((p, &origin), &time)| IggyMessage {
                 payload: bytes::Bytes::copy_from_slice(p),
                 origin_timestamp_us: origin,
-                timestamp_us: appended_us,
+                timestamp_us: time,
                 ..IggyMessage::default()
-            });
-        }
-        let bare = Arc::new(BareBlock::new(list, appended_us).expect("bare"));
+            })
+            .collect();
         let whole = Arc::new(whole);
         // A whole message after the block, as a mapped append would follow a bare one.
         let after: crate::message::Block = Arc::new(vec![IggyMessage {
             payload: "after".into(),
-            timestamp_us: appended_us + 1,
+            timestamp_us: times[3] + 1,
             ..IggyMessage::default()
         }]);
+        let bare = Arc::new(bare);
         for from in [0, 1, 3] {
             let mut held_bare = Messages::new();
             held_bare.push_bare(10 + from as u64, &bare, from..4);
@@ -551,11 +579,14 @@ mod tests {
             let mut held_whole = Messages::new();
             held_whole.push(10 + from as u64, &whole, from..4);
             held_whole.push(14, &after, 0..1);
-            assert_eq!(held_bare, held_whole, "from {from}");
+            assert_eq!(held_bare, held_whole, "from {from}, {origins:?}, {times:?}");
             for budget in [0, 20, 40, 1 << 20] {
                 let got = encode_records(&read_of(held_bare.clone()), budget, true, None);
                 let want = encode_records(&read_of(held_whole.clone()), budget, true, None);
-                assert_eq!(got, want, "from {from}, budget {budget}");
+                assert_eq!(
+                    got, want,
+                    "from {from}, budget {budget}, {origins:?}, {times:?}"
+                );
                 assert!(got.2 > 0);
             }
         }

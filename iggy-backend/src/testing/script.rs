@@ -268,10 +268,10 @@ impl Model {
     fn check_committed(&self, topic: usize, partition: u32, r: &ReadResult) {
         let lso = r.offsets.last_stable.unwrap_or(r.offsets.high_watermark);
         for (offset, m) in r.messages.iter() {
-            if offset >= lso || marker_of(m).is_some() {
+            if offset >= lso || marker_of(&m).is_some() {
                 continue;
             }
-            let serial = from_iggy(m).timestamp_ms - BASE_MS;
+            let serial = from_iggy(&m).timestamp_ms - BASE_MS;
             let Some(&(t, p, no)) = usize::try_from(serial)
                 .ok()
                 .and_then(|s| self.txn_of.get(&s))
@@ -738,7 +738,7 @@ fn restart(
         let Completion::Read(Ok(read)) = got else {
             panic!("acknowledged {topic}/{partition}@{offset} unreadable: {got:?}");
         };
-        let first = read.messages.iter().next().map(|(o, m)| (o, from_iggy(m)));
+        let first = read.messages.iter().next().map(|(o, m)| (o, from_iggy(&m)));
         assert_eq!(
             first.as_ref().map(|(o, r)| (*o, r)),
             Some((*offset, want)),
@@ -766,17 +766,17 @@ fn restart(
                 let Completion::Read(Ok(read)) = got else {
                     panic!("{name}/{partition}@{next} unreadable: {got:?}");
                 };
-                let Some((last, _)) = read.messages.last() else {
+                let Some(last) = read.messages.last_offset() else {
                     break;
                 };
                 model.check_committed(t, partition, &read);
                 for (offset, m) in read.messages.iter() {
                     // Markers carry the wall clock, and one may be written twice (its
                     // reply lost, asked again).
-                    if marker_of(m).is_some() {
+                    if marker_of(&m).is_some() {
                         continue;
                     }
-                    let at = from_iggy(m).timestamp_ms;
+                    let at = from_iggy(&m).timestamp_ms;
                     assert!(
                         seen.insert(at),
                         "{name}/{partition}@{offset}: stored twice ({at})"

@@ -115,7 +115,7 @@ fn a_recorded_conversation_replays_byte_for_byte() {
                     if let Some(r) = Record::decode(&m.payload) {
                         records.push(format!("offsets log: {r:?}"));
                     } else {
-                        let r = from_iggy(m);
+                        let r = from_iggy(&m);
                         records.push(format!(
                             "{} {:?} {:?} {:?}",
                             offset,

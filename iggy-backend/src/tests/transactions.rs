@@ -258,7 +258,7 @@ fn markers_and_the_index_on_iggy_survive_a_restart() {
         let kinds: Vec<_> = r
             .messages
             .iter()
-            .map(|(_, m)| (transaction_of(m).map(|t| t.0), marker_of(m)))
+            .map(|(_, m)| (transaction_of(&m).map(|t| t.0), marker_of(&m)))
             .collect();
         assert_eq!(
             kinds,

@@ -1,5 +1,6 @@
 use super::*;
 use iggy_kafka_core::mapping::{from_iggy, to_iggy, KafkaRecord};
+use iggy_kafka_core::message::MessageView;
 use iggy_kafka_iggy_client::protocol::primitives::user_headers::encode_user_headers;
 
 #[test]
@@ -276,20 +277,22 @@ fn poll_reply(batches: &[(u64, usize, Ids)], current_offset: u64) -> Vec<u8> {
     reply_of(&batches, current_offset)
 }
 
-/// A `PollMessages` reply holding `batches` (first offset, the messages, their ids).
+/// A `PollMessages` reply holding `batches` (first offset, the messages, their ids), each
+/// batch appended at a time of its own.
 fn reply_of(batches: &[(u64, MessageList, Ids)], current_offset: u64) -> Vec<u8> {
     use iggy_kafka_iggy_client::protocol::responses::messages::poll_messages::PollMessagesResponseHeader;
     let stream = WireIdentifier::numeric(1);
     let topic = named("t").expect("name");
     let mut blob = Vec::new();
     let mut total = 0;
-    for (base, list, ids) in batches {
+    for (i, (base, list, ids)) in batches.iter().enumerate() {
         let (base, n) = (*base, list.len());
         let body = send_messages(&stream, &topic, 0, list, *ids).expect("encode");
         let meta = u32::from_le_bytes(body[..4].try_into().expect("four bytes")) as usize;
         let mut batch = body[4 + meta..].to_vec();
         let mut header = BatchHeader::decode(&batch).expect("a batch");
         header.base_offset = base;
+        header.base_timestamp = batch_appended_us(i);
         header.encode_into(&mut batch[..BATCH_HEADER_SIZE]);
         blob.extend_from_slice(&batch);
         total += n;
@@ -303,6 +306,11 @@ fn reply_of(batches: &[(u64, MessageList, Ids)], current_offset: u64) -> Vec<u8>
     .to_vec();
     reply.extend_from_slice(&blob);
     reply
+}
+
+/// When the `i`th batch of [`reply_of`] was appended.
+fn batch_appended_us(i: usize) -> u64 {
+    1_800_000_000_000_000 + 1_000_000 * i as u64
 }
 
 #[test]
@@ -374,12 +382,88 @@ fn a_poll_reply_whose_offsets_overflow_is_refused_not_wrapped() {
     assert!(scan_timestamps(data, 2..u64::MAX, 0).is_err());
 }
 
-/// A reply of bare messages is read as ranges of the reply's bytes, and gives what reading
-/// it message by message gives: the same messages, offsets, append times, byte count and
-/// current offset, within every limit. A reply with a message with headers, or with a gap
-/// in its offsets, is read message by message.
+/// [`polled`] as it reads a reply that is not bare: message by message, each an
+/// [`IggyMessage`]. What [`polled`] must give for every reply.
+fn polled_each(
+    body: &Bytes,
+    from: u64,
+    max_bytes: usize,
+    max_messages: usize,
+    at_least_one: bool,
+) -> Result<(Messages, u64, usize), BackendError> {
+    let reply = super::poll_reply(body)?;
+    let current = reply.header.current_offset;
+    let mut out = MessagesBuilder::default();
+    let mut bytes = 0usize;
+    for view in reply.messages {
+        let view = view.map_err(poll_reply_error)?;
+        if view.offset < from {
+            continue;
+        }
+        let message = IggyMessage {
+            payload: body.slice_ref(view.payload),
+            origin_timestamp_us: view.origin_timestamp,
+            timestamp_us: view.timestamp,
+            headers: polled_headers(view.user_headers)?,
+        };
+        let size = iggy_kafka_core::message::message_size(&message);
+        let first = out.is_empty() && at_least_one;
+        if !first && (bytes + size > max_bytes || out.len() >= max_messages) {
+            break;
+        }
+        bytes += size;
+        out.push(view.offset, message);
+    }
+    Ok((out.finish(), current, bytes))
+}
+
+/// Each message's offset, payload, origin timestamp, append time and headers, read from
+/// how `m` holds it ([`Messages::views`], what the fetch path reads), and how many are held
+/// bare.
+#[allow(clippy::type_complexity)]
+fn held(
+    m: &Messages,
+) -> (
+    Vec<(u64, Vec<u8>, u64, u64, Vec<(String, HeaderValue)>)>,
+    usize,
+) {
+    let mut bare = 0;
+    let each = m
+        .views()
+        .map(|(offset, v)| match v {
+            MessageView::Message(m) => (
+                offset,
+                m.payload.to_vec(),
+                m.origin_timestamp_us,
+                m.timestamp_us,
+                m.headers.clone(),
+            ),
+            MessageView::Bare {
+                payload,
+                origin_timestamp_us,
+                timestamp_us,
+            } => {
+                bare += 1;
+                (
+                    offset,
+                    payload.to_vec(),
+                    origin_timestamp_us,
+                    timestamp_us,
+                    Vec::new(),
+                )
+            }
+        })
+        .collect();
+    (each, bare)
+}
+
+/// Whatever a reply holds, [`polled`] gives what reading it message by message gives: the
+/// same messages, offsets, origin and append times, byte count and current offset, within
+/// every limit. Bare messages at consecutive offsets are held bare, as ranges of the
+/// reply's bytes; from a message with headers or a gap in the offsets on, all are held
+/// whole.
 #[test]
-fn a_reply_of_bare_messages_reads_as_one_read_message_by_message() {
+fn a_poll_reply_reads_as_one_read_message_by_message() {
     let bare = |n: usize, origin: u64| -> MessageList {
         (0..n)
             .map(|i| IggyMessage {
@@ -389,60 +473,94 @@ fn a_reply_of_bare_messages_reads_as_one_read_message_by_message() {
             })
             .collect()
     };
-    let reply = Bytes::from(reply_of(
+    let headed = |payload: &'static [u8]| IggyMessage {
+        payload: Bytes::from_static(payload),
+        headers: vec![("k".into(), HeaderValue::Bool(true))],
+        ..IggyMessage::default()
+    };
+    let mut bare_then_headed = bare(2, 5);
+    bare_then_headed.push(headed(b"h"));
+    let mut headed_then_bare: MessageList = vec![headed(b"h")].into();
+    headed_then_bare.push_bare(&Bytes::from_static(b"after"), b"after", 3);
+    let all_bare = reply_of(
         &[
             (10, bare(3, 1_700_000_000_000_000), Ids::counted(1)),
             (13, bare(4, 0), Ids::counted(9)),
         ],
         16,
-    ));
-    for from in [0, 10, 12, 13, 16, 30] {
-        for max_bytes in [0, 17, 40, 1 << 20] {
-            for max_messages in [0, 1, 3, 100] {
-                for at_least_one in [true, false] {
-                    let args = (from, max_bytes, max_messages, at_least_one);
-                    let fast = polled_bare(&reply, from, max_bytes, max_messages, at_least_one)
-                        .expect("decodes")
-                        .unwrap_or_else(|| panic!("{args:?}: read message by message"));
-                    let each = polled_each(&reply, from, max_bytes, max_messages, at_least_one)
-                        .expect("decodes");
-                    assert_eq!(fast, each, "{args:?}");
-                    let times: Vec<_> = fast.0.iter().map(|(_, m)| m.timestamp_us).collect();
-                    let want: Vec<_> = each.0.iter().map(|(_, m)| m.timestamp_us).collect();
-                    assert_eq!(times, want, "{args:?}");
+    );
+    let replies = [
+        (all_bare, true),
+        // A message with headers in the middle, then bare ones after it.
+        (
+            reply_of(
+                &[
+                    (0, bare_then_headed, Ids::counted(1)),
+                    (3, bare(2, 9), Ids::counted(4)),
+                ],
+                4,
+            ),
+            false,
+        ),
+        (
+            reply_of(&[(0, headed_then_bare, Ids::counted(1))], 1),
+            false,
+        ),
+        // A gap in the offsets.
+        (
+            reply_of(
+                &[
+                    (0, bare(2, 5), Ids::counted(1)),
+                    (5, bare(2, 5), Ids::counted(3)),
+                ],
+                7,
+            ),
+            false,
+        ),
+    ];
+    for (i, (reply, all_bare)) in replies.into_iter().enumerate() {
+        let reply = Bytes::from(reply);
+        for from in [0, 1, 2, 3, 5, 10, 12, 13, 16, 30] {
+            for max_bytes in [0, 17, 35, 40, 60, 1 << 20] {
+                for max_messages in [0, 1, 2, 3, 100] {
+                    for at_least_one in [true, false] {
+                        let args = (i, from, max_bytes, max_messages, at_least_one);
+                        let got = polled(&reply, from, max_bytes, max_messages, at_least_one)
+                            .expect("decodes");
+                        let want = polled_each(&reply, from, max_bytes, max_messages, at_least_one)
+                            .expect("decodes");
+                        assert_eq!(got, want, "{args:?}");
+                        assert_eq!((got.1, got.2), (want.1, want.2), "{args:?}");
+                        let (got_held, bare) = held(&got.0);
+                        assert_eq!(got_held, held(&want.0).0, "{args:?}");
+                        let bare_taken = got_held
+                            .iter()
+                            .enumerate()
+                            .all(|(n, m)| m.4.is_empty() && m.0 == got_held[0].0 + n as u64);
+                        assert_eq!(bare == got_held.len(), bare_taken, "{args:?}");
+                        assert!(bare == 0 || bare == got_held.len(), "{args:?}");
+                        if all_bare && from <= 10 && got_held.len() == 7 {
+                            // Each batch's own append time, the same for all its messages.
+                            let times: Vec<_> = got_held.iter().map(|m| m.3).collect();
+                            let mut want = vec![batch_appended_us(0); 3];
+                            want.extend([batch_appended_us(1); 4]);
+                            assert_eq!(times, want, "{args:?}");
+                        }
+                    }
                 }
             }
         }
     }
-    let mut headed = bare(2, 5);
-    headed.push(IggyMessage {
-        payload: Bytes::from_static(b"h"),
-        headers: vec![("k".into(), HeaderValue::Bool(true))],
-        ..IggyMessage::default()
-    });
-    let reply = Bytes::from(reply_of(&[(0, headed, Ids::counted(1))], 3));
-    assert_eq!(polled_bare(&reply, 0, 1 << 20, 100, true), Ok(None));
-    // Without the message with headers, the same reply is bare.
-    assert!(matches!(
-        polled_bare(&reply, 0, 1 << 20, 2, true),
-        Ok(Some(_))
-    ));
-    assert_eq!(
-        polled(&reply, 0, 1 << 20, 100, true),
-        polled_each(&reply, 0, 1 << 20, 100, true)
-    );
-    let gap = Bytes::from(reply_of(
-        &[
-            (0, bare(2, 5), Ids::counted(1)),
-            (5, bare(2, 5), Ids::counted(3)),
-        ],
-        7,
-    ));
-    assert_eq!(polled_bare(&gap, 0, 1 << 20, 100, true), Ok(None));
-    assert_eq!(
-        polled(&gap, 0, 1 << 20, 100, true).map(|r| r.0.len()),
-        Ok(4)
-    );
+    // A message with headers just past the budget or the count is not taken, and what was
+    // taken before it stays bare.
+    let mut list = bare(2, 5);
+    list.push(headed(b"h"));
+    let reply = Bytes::from(reply_of(&[(0, list, Ids::counted(1))], 3));
+    for (max_bytes, max_messages) in [(17 + 18, 100), (1 << 20, 2)] {
+        let (got, ..) = polled(&reply, 0, max_bytes, max_messages, true).expect("decodes");
+        let (messages, bare) = held(&got);
+        assert_eq!((messages.len(), bare), (2, 2), "{max_bytes} {max_messages}");
+    }
     // A message at the end of the offsets, then another: no run goes on past the end.
     for end in [u64::MAX - 1, u64::MAX] {
         let last = Bytes::from(reply_of(
@@ -452,10 +570,13 @@ fn a_reply_of_bare_messages_reads_as_one_read_message_by_message() {
             ],
             7,
         ));
-        assert!(!matches!(
-            polled_bare(&last, 0, 1 << 20, 100, true),
-            Ok(Some(_))
-        ));
-        let _ = polled(&last, 0, 1 << 20, 100, true);
+        if let Ok((got, ..)) = polled(&last, 0, 1 << 20, 100, true) {
+            assert_eq!(
+                got,
+                polled_each(&last, 0, 1 << 20, 100, true)
+                    .expect("decodes")
+                    .0
+            );
+        }
     }
 }
