@@ -24,6 +24,8 @@ errors = []
 def delivered(err, msg):
     if err is not None:
         errors.append(str(err))
+        # When, beside the gateway's log, to see what it was doing then.
+        print(f"{time.time():.3f} produce failed: {err}", file=sys.stderr, flush=True)
     else:
         acked.append((int(msg.value()), time.time()))
 
@@ -66,11 +68,15 @@ RETRIABLE = {
 def commit(c):
     deadline = time.time() + 120
     while True:
+        began = time.time()
         try:
             c.commit(asynchronous=False)
+            if time.time() - began > 2:
+                print(f"{began:.3f} a commit took {time.time() - began:.1f} s", file=sys.stderr, flush=True)
             return
         except KafkaException as e:
             err = e.args[0]
+            print(f"{time.time():.3f} commit failed: {err}", file=sys.stderr, flush=True)
             if err.code() not in RETRIABLE or time.time() > deadline:
                 raise
             commit_retries.append(str(err))
