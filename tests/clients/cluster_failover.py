@@ -42,12 +42,20 @@ def produce(stop):
         }
     )
     i = 0
-    while not stop.is_set():
-        p.produce(topic, value=str(i).encode(), callback=delivered)
-        i += 1
-        p.poll(0)
-        time.sleep(0.002)
-    p.flush(120)
+    try:
+        while not stop.is_set():
+            p.produce(topic, value=str(i).encode(), callback=delivered)
+            i += 1
+            p.poll(0)
+            time.sleep(0.002)
+    except KafkaException as e:
+        # A fatal error (librdkafka's idempotent producer out of step with the broker) ends
+        # producing: a failure, not a quiet end with fewer records.
+        errors.append(f"producing stopped: {e}")
+        print(f"{time.time():.3f} producing stopped: {e}", file=sys.stderr, flush=True)
+    left = p.flush(120)
+    if left:
+        errors.append(f"{left} messages neither delivered nor failed after the flush")
 
 
 consumed = []
