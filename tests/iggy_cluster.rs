@@ -87,9 +87,21 @@ impl Cluster {
             .env("IGGY_WEBSOCKET_ENABLED", "false")
             .env("IGGY_SYSTEM_PATH", self.dir.join(format!("node-{i}")))
             .env("IGGY_TCP_ADDRESS", address(i))
-            .current_dir(std::env::temp_dir())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .current_dir(std::env::temp_dir());
+        // `IGGY_KAFKA_TEST_CLUSTER_LOGS` names a directory to keep each node's output in
+        // (appended to across restarts), to see what the cluster did when a run fails.
+        match std::env::var_os("IGGY_KAFKA_TEST_CLUSTER_LOGS") {
+            Some(logs) => {
+                let out = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(Path::new(&logs).join(format!("node-{i}.log")))
+                    .expect("a node's log file");
+                let err = out.try_clone().expect("a node's log file");
+                cmd.stdout(out).stderr(err)
+            }
+            None => cmd.stdout(Stdio::null()).stderr(Stdio::null()),
+        };
         for n in 0..NODES {
             let key = |k: &str| format!("IGGY_CLUSTER_NODES_{n}_{k}");
             cmd.env(key("NAME"), format!("node-{n}"))

@@ -32,8 +32,11 @@
 //! calls and committed-offset commands go one request at a time: a request that started on a
 //! group finishes all its steps (an OffsetCommit's membership check, then its store) before a
 //! later request's commands for that group start, so a fetch of offsets sees the commit
-//! before it. Reads are not ordered against appends. A JoinGroup or SyncGroup may wait past
-//! the request timeout, for as long as the rebalance may take.
+//! before it. An OffsetCommit whose write outlives [`crate::work::OFFSETS_COMMIT_TIMEOUT`]
+//! is answered then and lets the group's calls go on (a member's heartbeats must not wait
+//! out its session behind a hanging write); the group's later offsets commands still wait
+//! for that write. Reads are not ordered against appends. A JoinGroup or SyncGroup may wait
+//! past the request timeout, for as long as the rebalance may take.
 
 mod sasl;
 mod telemetry;
@@ -110,6 +113,9 @@ struct Slot {
     /// A plain append: it keeps its place among its partition's commands but need not wait
     /// for the earlier ones to complete (backends apply appends in the order handed over).
     pipelined: bool,
+    /// A store command on a group's key (its committed offsets): these keep their order
+    /// among themselves even past a request given up on.
+    offsets: bool,
     barrier: bool,
     watch: bool,
 }
@@ -125,13 +131,16 @@ enum Serial {
 
 /// Who holds a serialization key: the request whose commands use it, from its first
 /// command until it is finished (a request's later steps keep their place ahead of later
-/// requests), and the commands still running with it (even of a request given up on).
+/// requests), and the commands still running with it (even of a request given up on; of a
+/// group's, only its store commands hold back the group's later store commands).
 #[derive(Debug, Default)]
 struct SerialState {
     owner: Option<u64>,
     in_flight: usize,
     /// Of `in_flight`, the commands that are not pipelined appends.
     exclusive: usize,
+    /// Of `in_flight`, a group's store commands ([`Slot::offsets`]).
+    offsets: usize,
 }
 
 /// One client connection. See the module documentation for the call order.
@@ -299,13 +308,15 @@ impl Connection {
             return;
         };
         self.command_finished(&slot);
-        let Some(i) = self.index_of(slot.seq) else {
+        let Some(i) = self
+            .index_of(slot.seq)
+            .filter(|&i| self.requests[i].round == slot.round && !self.requests[i].done)
+        else {
+            // Of a request given up on: its end may still let commands held behind it go.
+            self.release_held();
             return;
         };
         let req = &mut self.requests[i];
-        if req.round != slot.round || req.done {
-            return;
-        }
         if let Some(r) = req.results.get_mut(slot.index) {
             if r.is_none() {
                 *r = Some(completion);
@@ -776,7 +787,11 @@ impl Connection {
                     .filter_map(Work::patience)
                     .max()
                     .unwrap_or_default();
-                let timeout = self.now + self.config.request_timeout.max(patience);
+                let mut wait = self.config.request_timeout.max(patience);
+                if let Some(limit) = commands.iter().filter_map(Work::limit).min() {
+                    wait = wait.min(limit);
+                }
+                let timeout = self.now + wait;
                 self.set_deadline(i, Some(timeout));
                 let req = &mut self.requests[i];
                 req.results = commands.iter().map(|_| None).collect();
@@ -854,6 +869,7 @@ impl Connection {
             ),
             Work::Txn(_) => (None, false, false),
         };
+        let offsets = matches!(serial, Some(Serial::Group(_))) && matches!(work, Work::Store(_));
         self.slots.insert(
             id.0,
             Slot {
@@ -862,6 +878,7 @@ impl Connection {
                 index,
                 serial,
                 pipelined,
+                offsets,
                 barrier,
                 watch,
             },
@@ -903,11 +920,27 @@ impl Connection {
                 // that need the key to themselves (an idempotent append); other plain
                 // appends in flight do not hold it back.
                 let pipelined = slot.pipelined;
-                let blocked = !owned
-                    && (seen.contains(key)
-                        || self.busy.get(key).is_some_and(|b| {
-                            b.owner.is_some() || b.exclusive > 0 || (!pipelined && b.in_flight > 0)
-                        }));
+                let blocked = match key {
+                    // A group's calls wait for the request holding the key. A request given
+                    // up on (a commit whose write outlived its limit) holds nothing back but
+                    // the group's store commands, which keep their order: the member's
+                    // heartbeats go on while the write hangs.
+                    Serial::Group(_) => {
+                        let busy = self.busy.get(key);
+                        (slot.offsets && busy.is_some_and(|b| b.offsets > 0))
+                            || (!owned
+                                && (seen.contains(key) || busy.is_some_and(|b| b.owner.is_some())))
+                    }
+                    Serial::Partition(..) => {
+                        !owned
+                            && (seen.contains(key)
+                                || self.busy.get(key).is_some_and(|b| {
+                                    b.owner.is_some()
+                                        || b.exclusive > 0
+                                        || (!pipelined && b.in_flight > 0)
+                                }))
+                    }
+                };
                 if blocked {
                     seen.push(key.clone());
                     i += 1;
@@ -922,6 +955,9 @@ impl Connection {
                 b.in_flight += 1;
                 if !slot.pipelined {
                     b.exclusive += 1;
+                }
+                if slot.offsets {
+                    b.offsets += 1;
                 }
             }
             if !slot.watch {
@@ -939,6 +975,9 @@ impl Connection {
                 b.in_flight -= 1;
                 if !slot.pipelined {
                     b.exclusive -= 1;
+                }
+                if slot.offsets {
+                    b.offsets -= 1;
                 }
                 if b.in_flight == 0 && b.owner.is_none() {
                     self.busy.remove(key);

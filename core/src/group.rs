@@ -723,7 +723,7 @@ struct Retry {
 /// How long an answer waits for its group's write before it is answered
 /// COORDINATOR_NOT_AVAILABLE (the write goes on, and its outcome still counts): Kafka's
 /// `offsets.commit.timeout.ms` default, which bounds its coordinator's writes.
-const HOLD_TIMEOUT: Duration = Duration::from_secs(5);
+const HOLD_TIMEOUT: Duration = crate::work::OFFSETS_COMMIT_TIMEOUT;
 
 /// The first wait before a failed write is tried again; it doubles up to [`RETRY_MAX`].
 const RETRY_MIN: Duration = Duration::from_millis(500);

@@ -840,6 +840,84 @@ fn group_offset_commands_keep_request_order() {
     );
 }
 
+/// A commit whose write to the store hangs (the store's node stalled) is answered after
+/// Kafka's `offsets.commit.timeout.ms` (5 s), well within any session timeout, and the
+/// member's heartbeat queued behind it then reaches the coordinator while the write still
+/// hangs: a stalled write must not cost the member its session. The group's next write
+/// still waits for the hanging one, so the offsets keep their order.
+#[test]
+fn a_commit_whose_write_hangs_holds_the_members_heartbeats_back_only_briefly() {
+    use iggy_kafka_core::group::{GroupCall, GroupReply};
+    use iggy_kafka_core::protocol::generated::heartbeat_request::HeartbeatRequest;
+    let mut h = Harness::new(Config::default());
+    h.send(8, 1, &offset_commit("g", 5));
+    let cmds = h.commands();
+    assert!(matches!(&cmds[0].1, Work::Group(GroupCall::Commit(_))));
+    h.complete(
+        cmds[0].0,
+        Outcome::Group(GroupReply::Commit(ErrorCode::NONE)),
+    );
+    let hanging = h.commands();
+    assert!(
+        matches!(
+            &hanging[..],
+            [(_, Work::Store(Command::CommitOffsets { .. }))]
+        ),
+        "the write: {hanging:?}"
+    );
+    h.advance(Duration::from_secs(3));
+    let heartbeat = Request::Heartbeat(HeartbeatRequest {
+        group_id: "g".into(),
+        generation_id: 1,
+        member_id: "m".into(),
+        ..HeartbeatRequest::default()
+    });
+    h.send(4, 2, &heartbeat);
+    assert!(h.commands().is_empty(), "behind the commit, as in Kafka");
+    h.advance(Duration::from_secs(2));
+    let answered = h.responses(ApiKey::OffsetCommit, 8);
+    let [(1, Response::OffsetCommit(c))] = &answered[..] else {
+        panic!("the commit is answered 5 s after its write went out: {answered:?}")
+    };
+    assert_eq!(
+        c.topics[0].partitions[0].error_code,
+        i16::from(ErrorCode::COORDINATOR_NOT_AVAILABLE)
+    );
+    let beat = h.commands();
+    let [(beat_id, Work::Group(GroupCall::Heartbeat(_)))] = &beat[..] else {
+        panic!("the heartbeat goes while the write hangs: {beat:?}")
+    };
+    h.complete(
+        *beat_id,
+        Outcome::Group(GroupReply::Heartbeat(ErrorCode::NONE)),
+    );
+    assert_eq!(h.responses(ApiKey::Heartbeat, 4).len(), 1);
+    // The member commits again: its check goes, its write waits for the hanging one.
+    h.send(8, 3, &offset_commit("g", 7));
+    let cmds = h.commands();
+    assert!(matches!(
+        &cmds[..],
+        [(_, Work::Group(GroupCall::Commit(_)))]
+    ));
+    h.complete(
+        cmds[0].0,
+        Outcome::Group(GroupReply::Commit(ErrorCode::NONE)),
+    );
+    assert!(
+        h.commands().is_empty(),
+        "the second write waits for the first"
+    );
+    h.complete(
+        hanging[0].0,
+        Outcome::Store(Completion::CommitOffsets(vec![Ok(())])),
+    );
+    let next = h.commands();
+    let [(_, Work::Store(Command::CommitOffsets { offsets, .. }))] = &next[..] else {
+        panic!("then the second write: {next:?}")
+    };
+    assert_eq!(offsets[0].committed.offset, 7);
+}
+
 /// DeleteGroups asks the coordinator about each group on its own, so each answer waits for
 /// its own group's write; only the groups deleted lose their offsets, and a group whose
 /// deletion could not be written is COORDINATOR_NOT_AVAILABLE, its offsets kept.

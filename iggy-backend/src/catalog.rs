@@ -451,7 +451,11 @@ impl Catalog {
     }
 
     /// An Iggy failure of a partition request as a Kafka error: a generic "not found" is
-    /// the topic's absence or the partition's, which the topic's metadata tells apart.
+    /// the topic's absence or the partition's, which the topic's metadata tells apart. A
+    /// "not found" for a partition the topic holds comes from a node that does not serve it
+    /// for a moment (a node of a cluster coming back, or between views): it is retriable,
+    /// and not taken for a missing topic, whose partitions' state the gateway would drop
+    /// (its idempotent producers read back then from a node that may be behind).
     pub(crate) async fn refine(
         &self,
         failure: Failure,
@@ -462,9 +466,9 @@ impl Catalog {
             return backend_error(failure, topic, Some(partition));
         }
         match self.topic_header(topic).await {
-            Ok(t) if t.topic.partitions_count > partition => {
-                backend_error(failure, topic, Some(partition))
-            }
+            Ok(t) if t.topic.partitions_count > partition => BackendError::Unavailable(format!(
+                "iggy: {topic}-{partition} exists, but the node asked does not serve it now"
+            )),
             Ok(_) => BackendError::UnknownPartition {
                 topic: topic.into(),
                 partition,

@@ -86,7 +86,7 @@ pub(crate) fn backend_error(failure: Failure, topic: &str, partition: Option<u32
     };
     match code {
         // The partition plane answers "no such resource" for a missing topic or partition;
-        // the backend tells them apart (`Inner::refine_not_found`).
+        // the backend tells them apart (`Catalog::refine`).
         code::RESOURCE_NOT_FOUND
         | code::STREAM_ID_NOT_FOUND
         | code::STREAM_NAME_NOT_FOUND

@@ -24,6 +24,8 @@ errors = []
 def delivered(err, msg):
     if err is not None:
         errors.append(str(err))
+        # When, beside the gateway's log, to see what it was doing then.
+        print(f"{time.time():.3f} produce failed: {err}", file=sys.stderr, flush=True)
     else:
         acked.append((int(msg.value()), time.time()))
 
@@ -40,12 +42,20 @@ def produce(stop):
         }
     )
     i = 0
-    while not stop.is_set():
-        p.produce(topic, value=str(i).encode(), callback=delivered)
-        i += 1
-        p.poll(0)
-        time.sleep(0.002)
-    p.flush(120)
+    try:
+        while not stop.is_set():
+            p.produce(topic, value=str(i).encode(), callback=delivered)
+            i += 1
+            p.poll(0)
+            time.sleep(0.002)
+    except KafkaException as e:
+        # A fatal error (librdkafka's idempotent producer out of step with the broker) ends
+        # producing: a failure, not a quiet end with fewer records.
+        errors.append(f"producing stopped: {e}")
+        print(f"{time.time():.3f} producing stopped: {e}", file=sys.stderr, flush=True)
+    left = p.flush(120)
+    if left:
+        errors.append(f"{left} messages neither delivered nor failed after the flush")
 
 
 consumed = []
@@ -66,11 +76,15 @@ RETRIABLE = {
 def commit(c):
     deadline = time.time() + 120
     while True:
+        began = time.time()
         try:
             c.commit(asynchronous=False)
+            if time.time() - began > 2:
+                print(f"{began:.3f} a commit took {time.time() - began:.1f} s", file=sys.stderr, flush=True)
             return
         except KafkaException as e:
             err = e.args[0]
+            print(f"{time.time():.3f} commit failed: {err}", file=sys.stderr, flush=True)
             if err.code() not in RETRIABLE or time.time() > deadline:
                 raise
             commit_retries.append(str(err))

@@ -788,3 +788,43 @@ fn a_single_server_checks_a_retry_without_a_fence() {
     assert_eq!(fences(&h), 0);
     assert_eq!(h.fake.topics["t"].partitions[0].next, 1);
 }
+
+/// A node that does not serve a partition for a moment (a node of a cluster coming back,
+/// or between views) answers its requests "no such resource" while the topic holds the
+/// partition. That is no missing topic: the write fails retriably and the partition's
+/// idempotent producers are kept. Forgotten, they would be read back from the partition's
+/// tail on a node that may not have applied the latest batches yet, and the producer's
+/// next batch refused as out of order: librdkafka takes that as fatal (issue 27).
+#[test]
+fn a_node_that_does_not_serve_a_partition_for_a_moment_keeps_its_producers() {
+    let mut h = Pool::new(cluster());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    for sequence in 0..2 {
+        assert_eq!(
+            append(
+                &mut h,
+                &backend,
+                "t",
+                0,
+                &[record(sequence as usize)],
+                Some(idempotent(sequence))
+            ),
+            Ok(u64::from(sequence as u32))
+        );
+    }
+    // The node that describes and reads the partition has not applied its last batch.
+    h.fake.roster.behind = Some((0, 1));
+    h.fake.fail_next = Some(crate::wire::code::RESOURCE_NOT_FOUND);
+    let refused = append(&mut h, &backend, "t", 0, &[record(2)], Some(idempotent(2)));
+    assert!(
+        matches!(refused, Err(BackendError::Unavailable(_))),
+        "a retriable error, not an unknown topic: {refused:?}"
+    );
+    assert_eq!(
+        append(&mut h, &backend, "t", 0, &[record(2)], Some(idempotent(2))),
+        Ok(2),
+        "the batch follows the producer's last"
+    );
+    assert_eq!(h.fake.topics["t"].partitions[0].next, 3);
+}
