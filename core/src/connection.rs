@@ -35,8 +35,10 @@
 //! before it. An OffsetCommit whose write outlives [`crate::work::OFFSETS_COMMIT_TIMEOUT`]
 //! is answered then and lets the group's calls go on (a member's heartbeats must not wait
 //! out its session behind a hanging write); the group's later offsets commands still wait
-//! for that write. Reads are not ordered against appends. A JoinGroup or SyncGroup may wait
-//! past the request timeout, for as long as the rebalance may take.
+//! for that write (an OffsetFetch too at most that long), and a request answered before
+//! its turn came does nothing afterwards. Reads are not ordered against appends. A
+//! JoinGroup or SyncGroup may wait past the request timeout, for as long as the rebalance
+//! may take.
 
 mod sasl;
 mod telemetry;
@@ -1058,6 +1060,19 @@ impl Connection {
                 }
             });
         }
+        // A group's commands of this request still held were never handed out, and never
+        // will be: an answered request must not act later (a commit answered as failed
+        // whose write would land on a membership check long past, after a newer owner's).
+        let slots = &mut self.slots;
+        self.held.retain(|(id, _)| {
+            let stale = slots
+                .get(&id.0)
+                .is_some_and(|s| s.seq == seq && matches!(s.serial, Some(Serial::Group(_))));
+            if stale {
+                slots.remove(&id.0);
+            }
+            !stale
+        });
         self.busy.retain(|_, b| {
             if b.owner == Some(seq) {
                 b.owner = None;

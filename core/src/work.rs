@@ -74,12 +74,15 @@ impl Work {
 
     /// How long the work may take before its request is answered without it, when that is
     /// shorter than a request timeout: a write of committed offsets, which Kafka's
-    /// coordinator bounds by [`OFFSETS_COMMIT_TIMEOUT`]. A member's heartbeats queue behind
-    /// its commit on the connection, so a write that hangs longer would cost it its session.
+    /// coordinator bounds by [`OFFSETS_COMMIT_TIMEOUT`], and a read of them, which waits
+    /// for the group's writes before it. A member's heartbeats queue behind its offsets
+    /// requests on the connection, so one held up longer would cost it its session.
     #[must_use]
     pub fn limit(&self) -> Option<Duration> {
         match self {
-            Self::Store(Command::CommitOffsets { .. }) => Some(OFFSETS_COMMIT_TIMEOUT),
+            Self::Store(Command::CommitOffsets { .. } | Command::FetchOffsets { .. }) => {
+                Some(OFFSETS_COMMIT_TIMEOUT)
+            }
             _ => None,
         }
     }

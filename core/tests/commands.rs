@@ -843,8 +843,9 @@ fn group_offset_commands_keep_request_order() {
 /// A commit whose write to the store hangs (the store's node stalled) is answered after
 /// Kafka's `offsets.commit.timeout.ms` (5 s), well within any session timeout, and the
 /// member's heartbeat queued behind it then reaches the coordinator while the write still
-/// hangs: a stalled write must not cost the member its session. The group's next write
-/// still waits for the hanging one, so the offsets keep their order.
+/// hangs: a stalled write must not cost the member its session. The group's next offsets
+/// requests still wait for the hanging write, as long and no longer, so the offsets keep
+/// their order, and a request answered meanwhile does nothing once the write ends.
 #[test]
 fn a_commit_whose_write_hangs_holds_the_members_heartbeats_back_only_briefly() {
     use iggy_kafka_core::group::{GroupCall, GroupReply};
@@ -907,15 +908,65 @@ fn a_commit_whose_write_hangs_holds_the_members_heartbeats_back_only_briefly() {
         h.commands().is_empty(),
         "the second write waits for the first"
     );
+    // It too is answered after 5 s, and the heartbeats go on behind it.
+    h.advance(Duration::from_secs(5));
+    let answered = h.responses(ApiKey::OffsetCommit, 8);
+    assert!(
+        matches!(&answered[..], [(3, Response::OffsetCommit(_))]),
+        "{answered:?}"
+    );
+    let beat_at_once = |h: &mut Harness, correlation: i32| {
+        h.send(4, correlation, &heartbeat);
+        let beat = h.commands();
+        let [(beat_id, Work::Group(GroupCall::Heartbeat(_)))] = &beat[..] else {
+            panic!("the heartbeat goes while the write hangs: {beat:?}")
+        };
+        h.complete(
+            *beat_id,
+            Outcome::Group(GroupReply::Heartbeat(ErrorCode::NONE)),
+        );
+        assert_eq!(h.responses(ApiKey::Heartbeat, 4).len(), 1);
+    };
+    beat_at_once(&mut h, 4);
+    // A fetch of the group's offsets waits for the hanging write as long as a commit does.
+    h.send(
+        7,
+        5,
+        &Request::OffsetFetch(
+            iggy_kafka_core::protocol::generated::offset_fetch_request::OffsetFetchRequest {
+                group_id: "g".into(),
+                topics: None,
+                ..Default::default()
+            },
+        ),
+    );
+    assert!(h.commands().is_empty(), "the read waits for the write");
+    h.advance(Duration::from_secs(5));
+    assert_eq!(h.responses(ApiKey::OffsetFetch, 7).len(), 1);
+    beat_at_once(&mut h, 6);
+    // The hanging write ends: the requests answered meanwhile do nothing more (the second
+    // commit, answered as failed, is not written on its membership check of long ago).
     h.complete(
         hanging[0].0,
         Outcome::Store(Completion::CommitOffsets(vec![Ok(())])),
     );
+    let after = h.commands();
+    assert!(
+        after.is_empty(),
+        "nothing of the answered requests: {after:?}"
+    );
+    // The group's next commit is written at once.
+    h.send(8, 7, &offset_commit("g", 9));
+    let cmds = h.commands();
+    h.complete(
+        cmds[0].0,
+        Outcome::Group(GroupReply::Commit(ErrorCode::NONE)),
+    );
     let next = h.commands();
     let [(_, Work::Store(Command::CommitOffsets { offsets, .. }))] = &next[..] else {
-        panic!("then the second write: {next:?}")
+        panic!("the next write: {next:?}")
     };
-    assert_eq!(offsets[0].committed.offset, 7);
+    assert_eq!(offsets[0].committed.offset, 9);
 }
 
 /// DeleteGroups asks the coordinator about each group on its own, so each answer waits for
