@@ -618,7 +618,7 @@ impl Lane {
                     .calls
                     .iter()
                     .zip(p.orders())
-                    .all(|(c, order)| c.order == *order)
+                    .all(|(c, order)| c.order == *order && !c.abandoned())
         });
         let mut group = None;
         let mut fresh = Vec::new();
@@ -993,7 +993,8 @@ impl Lanes {
     /// body to one partition, numbered by the caller (no idempotent or transactional
     /// batch, whose bodies must reach Iggy as they are). It may go to Iggy in one request
     /// with the plain appends to the same partition queued right behind it
-    /// ([`crate::merge`]); its reply is its own all the same.
+    /// ([`crate::merge`]); its reply is its own all the same. A merge keeps the checksums
+    /// of the frames it does not renumber, so they must be right, as Iggy checks them.
     pub fn append_after(
         &self,
         index: usize,
@@ -1399,6 +1400,7 @@ impl LaneDriver {
                     self.lane().requeue(request.into_calls());
                     self.lanes.nodes.failed(&self.address);
                     self.session = None;
+                    self.prepared = None;
                     self.phase = Phase::Connecting;
                     self.lane().set_link(Link::Connecting, None);
                     self.connect_at = now;
@@ -1432,6 +1434,7 @@ impl LaneDriver {
                         tracing::warn!(lane = self.index, node = %self.address, %error, "Iggy connection closed");
                     }
                     self.session = None;
+                    self.prepared = None;
                     if let Some((request, _)) = self.current.take() {
                         let lost = Err(Failure::Lost(error.clone()));
                         request.settle(self.lanes.lane(self.index), lost, None);
@@ -1461,6 +1464,7 @@ impl LaneDriver {
                         if let Some(leader) = left_behind(&self.lanes, self.index, &self.address) {
                             tracing::info!(lane = self.index, node = %self.address, primary = %leader, "moving to the Iggy cluster's primary");
                             self.session = None;
+                            self.prepared = None;
                             self.phase = Phase::Connecting;
                             self.connect_at = now;
                             return;
@@ -1533,6 +1537,7 @@ impl LaneDriver {
                 self.redirects += 1;
                 tracing::info!(lane = self.index, node = %self.address, primary = %leader, "moving to the Iggy cluster's primary");
                 self.session = None;
+                self.prepared = None;
                 self.phase = Phase::Connecting;
                 self.connect_at = now;
             }

@@ -35,8 +35,10 @@
 //!
 //! The merged body is what Iggy's own encoder writes for all the calls' messages in one
 //! batch: one batch header (origin: the earliest message's timestamp), each frame's offset
-//! delta its index in the request and its timestamp delta taken from that origin, each
-//! frame checksum and the batch checksum computed again.
+//! delta its index in the request and its timestamp delta taken from that origin, the
+//! checksum of each frame whose index or timestamp delta changed computed again (the others
+//! keep theirs, so a call's frames must come with right checksums, as Iggy checks them),
+//! and the batch checksum computed from the frames' checksums.
 //!
 //! **Merged ahead.** While a request is in flight, the lane's driver merges the plain
 //! appends queued at the front of the lane into a [`Prepared`] request, so that what the
@@ -297,8 +299,7 @@ impl Builder {
         }
     }
 
-    /// The earliest timestamp the request's messages may have.
-    /// Adds the messages of `body` (read as `a`, no earlier than [`Self::origin`], and
+    /// Adds the messages of `body` (read as `a`, none earlier than the request's origin, and
     /// admitted by the request's [`Group`]).
     pub(crate) fn push(&mut self, body: &[u8], a: &Append) {
         debug_assert!(a.origin >= self.origin, "a message before the origin");
