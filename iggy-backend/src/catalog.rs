@@ -466,9 +466,18 @@ impl Catalog {
             return backend_error(failure, topic, Some(partition));
         }
         match self.topic_header(topic).await {
-            Ok(t) if t.topic.partitions_count > partition => BackendError::Unavailable(format!(
-                "iggy: {topic}-{partition} exists, but the node asked does not serve it now"
-            )),
+            Ok(t) if t.topic.partitions_count > partition => {
+                // Retried for as long as the client retries: said above debug, so that a
+                // node that never serves it again (or a request Iggy cannot resolve, which
+                // it answers the same) does not go unseen.
+                tracing::warn!(
+                    topic, partition,
+                    "the Iggy node answered \"not found\" for a partition the topic holds; the request is retriable"
+                );
+                BackendError::Unavailable(format!(
+                    "iggy: {topic}-{partition} exists, but the node asked does not serve it now"
+                ))
+            }
             Ok(_) => BackendError::UnknownPartition {
                 topic: topic.into(),
                 partition,
