@@ -32,7 +32,7 @@
 //! calls and committed-offset commands go one request at a time: a request that started on a
 //! group finishes all its steps (an OffsetCommit's membership check, then its store) before a
 //! later request's commands for that group start, so a fetch of offsets sees the commit
-//! before it. An OffsetCommit whose write outlives [`crate::work::OFFSETS_COMMIT_TIMEOUT`]
+//! before it. An OffsetCommit whose write outlives [`crate::group::OFFSETS_COMMIT_TIMEOUT`]
 //! is answered then and lets the group's calls go on (a member's heartbeats must not wait
 //! out its session behind a hanging write); the group's later offsets commands still wait
 //! for that write (an OffsetFetch too at most that long), and a request answered before

@@ -720,10 +720,15 @@ struct Retry {
     after: u64,
 }
 
+/// Kafka's `offsets.commit.timeout.ms` default: how long a commit waits for its write to
+/// the coordinator's log before it is answered COORDINATOR_NOT_AVAILABLE (the write goes
+/// on, and may still land).
+pub const OFFSETS_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long an answer waits for its group's write before it is answered
 /// COORDINATOR_NOT_AVAILABLE (the write goes on, and its outcome still counts): Kafka's
 /// `offsets.commit.timeout.ms` default, which bounds its coordinator's writes.
-const HOLD_TIMEOUT: Duration = crate::work::OFFSETS_COMMIT_TIMEOUT;
+const HOLD_TIMEOUT: Duration = OFFSETS_COMMIT_TIMEOUT;
 
 /// The first wait before a failed write is tried again; it doubles up to [`RETRY_MAX`].
 const RETRY_MIN: Duration = Duration::from_millis(500);

@@ -74,24 +74,19 @@ impl Work {
 
     /// How long the work may take before its request is answered without it, when that is
     /// shorter than a request timeout: a write of committed offsets, which Kafka's
-    /// coordinator bounds by [`OFFSETS_COMMIT_TIMEOUT`], and a read of them, which waits
+    /// coordinator bounds by [`crate::group::OFFSETS_COMMIT_TIMEOUT`], and a read of them, which waits
     /// for the group's writes before it. A member's heartbeats queue behind its offsets
     /// requests on the connection, so one held up longer would cost it its session.
     #[must_use]
     pub fn limit(&self) -> Option<Duration> {
         match self {
             Self::Store(Command::CommitOffsets { .. } | Command::FetchOffsets { .. }) => {
-                Some(OFFSETS_COMMIT_TIMEOUT)
+                Some(crate::group::OFFSETS_COMMIT_TIMEOUT)
             }
             _ => None,
         }
     }
 }
-
-/// Kafka's `offsets.commit.timeout.ms` default: how long a commit waits for its write to
-/// the coordinator's log before it is answered COORDINATOR_NOT_AVAILABLE (the write goes
-/// on, and may still land).
-pub const OFFSETS_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl From<Command> for Work {
     fn from(c: Command) -> Self {
