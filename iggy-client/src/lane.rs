@@ -612,14 +612,9 @@ impl Lane {
             return;
         }
         let st = lock(&self.state);
-        let mut held = prepared.take().filter(|p| {
-            st.calls.len() >= p.len()
-                && st
-                    .calls
-                    .iter()
-                    .zip(p.orders())
-                    .all(|(c, order)| c.order == *order && !c.abandoned())
-        });
+        let mut held = prepared
+            .take()
+            .filter(|p| starts_with(&st.calls, p.orders()));
         let mut group = None;
         let mut fresh = Vec::new();
         for call in st
@@ -678,13 +673,7 @@ impl Lane {
         if let Some(p) = prepared.filter(|p| p.orders().first() == Some(&first.order)) {
             let mut st = lock(&self.state);
             let rest = &p.orders()[1..];
-            let holds = st.calls.len() >= rest.len()
-                && st
-                    .calls
-                    .iter()
-                    .zip(rest)
-                    .all(|(c, order)| c.order == *order && !c.abandoned() && !c.waits());
-            if holds {
+            if starts_with(&st.calls, rest) {
                 let riders = st.calls.drain(..rest.len()).collect();
                 drop(st);
                 return Some((first, riders, Some(p.finish())));
@@ -795,6 +784,17 @@ impl Lane {
 
 /// The lanes of a pool, and the nodes they connect to, in groups of the same size.
 ///
+/// Whether `calls` starts with the calls `orders` names ([`Call::order`]), in that order,
+/// each still awaited and none waiting for a call on another lane: a merge prepared of
+/// them may still be sent.
+fn starts_with(calls: &VecDeque<Call>, orders: &[u64]) -> bool {
+    calls.len() >= orders.len()
+        && calls
+            .iter()
+            .zip(orders)
+            .all(|(c, order)| c.order == *order && !c.abandoned() && !c.waits())
+}
+
 /// Group 0 follows the cluster's primary (every lane of a single server's pool is in it):
 /// metadata requests go there. In a cluster whose nodes were all given, each node also
 /// has a group of lanes that stay on it: a partition's primary is not always the cluster's

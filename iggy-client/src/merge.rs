@@ -309,15 +309,16 @@ impl Builder {
         self.checksums.reserve(a.count as usize * 8);
         let mut index = self.count;
         while at < self.buf.len() {
-            let frame = &mut self.buf[at..];
-            let field = |at: usize| {
-                u32::from_le_bytes([frame[at], frame[at + 1], frame[at + 2], frame[at + 3]])
+            // Whole frames: the group's admission walked them.
+            let Some((given, size)) = frame_fields(&self.buf[at..]) else {
+                break;
             };
-            let size = BATCH_MESSAGE_HEADER_SIZE + field(32) as usize + field(36) as usize;
+            let frame = &mut self.buf[at..at + size];
+            let numbered = u32::from_le_bytes([frame[24], frame[25], frame[26], frame[27]]);
             // Within a u32: the group's span was checked.
             #[allow(clippy::cast_possible_truncation)]
-            let delta = (u64::from(field(28)) + shift) as u32;
-            if field(24) != index || field(28) != delta {
+            let delta = (u64::from(given) + shift) as u32;
+            if numbered != index || given != delta {
                 frame[24..28].copy_from_slice(&index.to_le_bytes());
                 frame[28..32].copy_from_slice(&delta.to_le_bytes());
                 let checksum = XxHash3_64::oneshot(&frame[8..size]);
