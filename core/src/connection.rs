@@ -275,13 +275,17 @@ impl Connection {
     }
 
     /// How much free space the adapter's read buffer should have, given what it holds: room
-    /// for the rest of a partial frame, grown geometrically (never more than the bytes
-    /// already received justify, so a peer must send data to make the gateway allocate),
-    /// and at least `chunk`.
+    /// for the rest of a partial frame, grown geometrically (never more than three times
+    /// the bytes already received, so a peer must send a quarter of a frame before the
+    /// gateway holds room for all of it), and at least `chunk`. Each growth copies what
+    /// the buffer holds, so growing by four rather than two copies a large frame's bytes a
+    /// third of a time instead of once.
     #[must_use]
     pub fn read_capacity(&self, buf: &[u8], chunk: usize) -> usize {
         let wanted = frame::bytes_wanted(buf, self.frame_limit()).unwrap_or(0);
-        wanted.min(buf.len().max(chunk)).max(chunk)
+        wanted
+            .min(buf.len().saturating_mul(READ_GROWTH - 1).max(chunk))
+            .max(chunk)
     }
 
     /// The next work for the backend or the group coordinator, if any.
@@ -1116,6 +1120,9 @@ impl Connection {
 /// copied into the response frame.
 const SPLICE_FROM: usize = 64 * 1024;
 
+/// What [`Connection::read_capacity`] lets the read buffer grow by, at most, each time.
+const READ_GROWTH: usize = 4;
+
 /// What waits to be written: buffers kept whole (long record batches, and the encoded bytes
 /// before them), then the bytes encoded since.
 #[derive(Debug, Default)]
@@ -1218,6 +1225,32 @@ mod tests {
 
     use crate::protocol::api::SUPPORTED_APIS;
     use crate::protocol::sample::Gen;
+
+    /// The read buffer grows with what the peer sent, by at most four times, up to the
+    /// frame it declared: a size prefix alone buys no more than one chunk.
+    #[test]
+    fn read_room_follows_the_bytes_received() {
+        const CHUNK: usize = 64 * 1024;
+        let conn = Connection::new(Arc::new(Config::default()), Instant::now());
+        let frame = |declared: usize, received: usize| {
+            let mut buf = vec![0u8; received.max(4)];
+            buf[..4].copy_from_slice(&i32::try_from(declared).expect("a frame size").to_be_bytes());
+            buf
+        };
+        assert_eq!(conn.read_capacity(&[], CHUNK), CHUNK);
+        // A prefix that declares a large frame, and nothing else.
+        assert_eq!(conn.read_capacity(&frame(50 << 20, 4), CHUNK), CHUNK);
+        // One chunk of a 1 MiB frame: room for three more, not for the rest.
+        assert_eq!(conn.read_capacity(&frame(1 << 20, CHUNK), CHUNK), 3 * CHUNK);
+        // A quarter of it: room for the rest, and no more.
+        let quarter = (4 + (1 << 20)) / 4;
+        assert_eq!(
+            conn.read_capacity(&frame(1 << 20, quarter), CHUNK),
+            4 + (1 << 20) - quarter
+        );
+        // A small frame's rest is less than a chunk: a chunk still, to read what follows.
+        assert_eq!(conn.read_capacity(&frame(100, 50), CHUNK), CHUNK);
+    }
 
     /// Every API and version in the table is answered, never refused: the table and the
     /// dispatch in `handle_frame` stay in step.
