@@ -38,6 +38,12 @@ const READ_AHEAD_DEPTH: u64 = 2;
 /// running message size): readers past it wait for Iggy as without reading ahead.
 const READ_AHEAD_BYTES: usize = 64 << 20;
 
+/// The least a poll sent ahead asks for (estimated from the message size), whatever the
+/// read it follows asked for: Iggy takes about as long to answer a small poll as one this
+/// large (`docs/BENCHMARKS.md`), so a consumer that fetches a little at a time would wait
+/// on a poll per fetch. The reads that follow take the reply in turn.
+const READ_AHEAD_POLL_BYTES: usize = 512 << 10;
+
 /// The bytes a poll of a scan asks for (estimated from the message size; see
 /// [`Reads::scan_count`]): while looking for a batch in doubt (`crate::append`) and for the
 /// largest timestamp (`crate::search`).
@@ -82,6 +88,15 @@ impl Reads {
             .max(state.message_size.load(Ordering::Relaxed))
             .max(32);
         u32::try_from((bytes / size).clamp(1, 10_000)).unwrap_or(1)
+    }
+
+    /// How many messages a poll sent ahead of a reader that takes at most `max_messages` a
+    /// read asks for at least: [`READ_AHEAD_POLL_BYTES`] at the running estimate, within
+    /// what the reader's own polls may ask for.
+    fn ahead_count(&self, max_messages: usize) -> u32 {
+        let size = self.message_size.load(Ordering::Relaxed).max(32);
+        let n = (READ_AHEAD_POLL_BYTES / size).clamp(1, max_messages.clamp(1, 10_000));
+        u32::try_from(n).unwrap_or(1)
     }
 
     /// Polls up to `count` messages of a partition from where `strategy` says.
@@ -259,7 +274,8 @@ impl Reads {
         }
         if let Some(next) = messages.last_offset().and_then(|last| last.checked_add(1)) {
             // Sized by the estimate this read has just taught.
-            self.send_ahead(catalog, &state, at, next, current, count(self))?;
+            let ahead = count(self).max(self.ahead_count(max_messages));
+            self.send_ahead(catalog, &state, at, next, current, ahead)?;
         }
         let Some(first) = messages.first_offset() else {
             let mut offsets = catalog.offsets(name, partition).await?;

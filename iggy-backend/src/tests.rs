@@ -269,6 +269,46 @@ fn sequential_reads_find_the_next_poll_sent_ahead() {
     assert_eq!(read_then_polls(&mut h, 60, 100, 0), 11);
 }
 
+/// A reader that asks for little at a time (a few records' worth of bytes, as a Kafka
+/// consumer with a small `max.partition.fetch.bytes` does) gets a poll sent ahead that asks
+/// for far more, and its next reads take that one reply in turn instead of a poll each.
+#[test]
+fn a_small_reader_is_polled_ahead_in_large_polls() {
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let records: Vec<KafkaRecord> = (0..2_000).map(record).collect();
+    assert_eq!(append(&mut h, &backend, "t", 0, &records, None), Ok(0));
+    let before = polls(&h);
+    let mut offset = 0;
+    for n in 0..40 {
+        let got = read_within(&mut h, &backend, "t", 0, offset, 2_000, 50_000).expect("a read");
+        assert!(!got.is_empty(), "read {n} at {offset}");
+        for (o, r) in &got {
+            assert_eq!(r, &records[*o as usize]);
+        }
+        assert_eq!(got[0].0, offset, "read {n}");
+        offset = got.last().expect("a record").0 + 1;
+        for _ in 0..4 {
+            h.serve();
+        }
+        if n == 0 {
+            let aheads = crate::sync::lock(&backend.inner.catalog.partition("t", 0).read_ahead)
+                .iter()
+                .map(|a| a.count)
+                .collect::<Vec<_>>();
+            assert_eq!(aheads.len(), 1, "{aheads:?}: one poll ahead holds the rest");
+            assert!(aheads[0] >= 1_990, "{aheads:?}");
+        }
+    }
+    assert!(offset > 200, "40 reads of a few records each: {offset}");
+    assert_eq!(
+        polls(&h) - before,
+        2,
+        "the first read's own poll, and one sent ahead"
+    );
+}
+
 #[test]
 fn a_topic_created_again_outside_the_gateway_is_read_afresh() {
     let mut h = Pool::new(FakeIggy::new());

@@ -17,7 +17,7 @@ use iggy_kafka_iggy_client::protocol::primitives::user_headers::{
     encode_user_headers, validate_user_headers, WireUserHeaderIterator,
 };
 use iggy_kafka_iggy_client::protocol::responses::messages::poll_messages::{
-    PollMessagesResponse, PolledMessageView,
+    PollMessagesResponse, PolledBatchesIterator, PolledMessageView,
 };
 use iggy_kafka_iggy_client::protocol::responses::streams::get_stream::TopicHeader;
 use iggy_kafka_iggy_client::protocol::{WireEncode, WireIdentifier, WireOptions, WirePartitioning};
@@ -404,13 +404,21 @@ fn poll_reply_error(e: impl std::fmt::Display) -> BackendError {
     BackendError::Other(format!("iggy poll reply: {e}"))
 }
 
-/// Decodes a `PollMessages` reply. Iggy's decoder adds each message's offset and timestamp
-/// deltas (32 bits) to its batch's base unchecked, so a batch whose base lies within 2^32 of
-/// the top of the range is refused here first: a corrupt reply is an error, never an
-/// overflow (a panic in a checked build, a wrong offset in a release one).
-fn poll_reply(body: &[u8]) -> Result<PollMessagesResponse<'_>, BackendError> {
+/// Decodes a `PollMessages` reply, its messages from the batch that holds `from` on. Iggy's
+/// decoder adds each message's offset and timestamp deltas (32 bits) to its batch's base
+/// unchecked, so a batch whose base lies within 2^32 of the top of the range is refused
+/// here first: a corrupt reply is an error, never an overflow (a panic in a checked build,
+/// a wrong offset in a release one).
+///
+/// A reply sent ahead is read by several reads in turn, each from where the last one ended:
+/// the batches wholly before `from` (those followed by a batch that starts at or before it,
+/// while base offsets rise) are stepped over by their headers instead of message by message.
+fn poll_reply(body: &[u8], from: u64) -> Result<PollMessagesResponse<'_>, BackendError> {
     const TOP: u64 = u64::MAX - u32::MAX as u64;
     let mut at = POLL_REPLY_HEADER;
+    let mut start = POLL_REPLY_HEADER;
+    let mut ordered = true;
+    let mut last_base = None;
     while let Some(rest) = body.get(at..).filter(|r| !r.is_empty()) {
         // What does not decode here is left to the decoder's own errors.
         let Ok(header) = BatchHeader::decode(rest) else {
@@ -422,12 +430,21 @@ fn poll_reply(body: &[u8]) -> Result<PollMessagesResponse<'_>, BackendError> {
                 header.base_offset, header.origin_timestamp
             )));
         }
+        ordered &= last_base.is_none_or(|b| header.base_offset > b);
+        last_base = Some(header.base_offset);
+        if ordered && header.base_offset <= from {
+            start = at;
+        }
         match usize::try_from(header.batch_length) {
             Ok(len) if len > 0 => at = at.saturating_add(len),
             _ => break,
         }
     }
-    PollMessagesResponse::decode(body).map_err(poll_reply_error)
+    let mut reply = PollMessagesResponse::decode(body).map_err(poll_reply_error)?;
+    if let Some(batches) = body.get(start..) {
+        reply.messages = PolledBatchesIterator::new(batches);
+    }
+    Ok(reply)
 }
 
 /// The size of a `PollMessages` reply's header, before its batches.
@@ -454,7 +471,7 @@ pub(crate) fn polled(
     max_messages: usize,
     at_least_one: bool,
 ) -> Result<(Messages, u64, usize), BackendError> {
-    let reply = poll_reply(body)?;
+    let reply = poll_reply(body, from)?;
     let current = reply.header.current_offset;
     // Room for what the reply says it holds, as far as its bytes can hold it.
     let room = (reply.header.messages_count as usize)
@@ -678,7 +695,7 @@ pub(crate) fn producer_batches(body: &[u8]) -> Result<Vec<(ProducerBatch, u64)>,
         }
     }
 
-    let reply = poll_reply(body)?;
+    let reply = poll_reply(body, 0)?;
     let total = reply.header.messages_count;
     let mut out = Vec::new();
     let mut open: Option<Open> = None;
@@ -720,7 +737,7 @@ pub(crate) fn find_message(
     body: &[u8],
     id: u128,
 ) -> Result<(Option<u64>, Option<u64>, u64), BackendError> {
-    let reply = poll_reply(body)?;
+    let reply = poll_reply(body, 0)?;
     let end = reply.header.current_offset;
     let mut last = None;
     for view in reply.messages {
@@ -737,7 +754,7 @@ pub(crate) fn find_message(
 fn stamped(
     body: &[u8],
 ) -> Result<impl Iterator<Item = Result<Stamped, BackendError>> + '_, BackendError> {
-    let reply = poll_reply(body)?;
+    let reply = poll_reply(body, 0)?;
     Ok(reply.messages.map(|view| {
         let view = view.map_err(poll_reply_error)?;
         let headers = polled_headers(view.user_headers)?;

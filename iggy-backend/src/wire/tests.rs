@@ -391,7 +391,7 @@ fn polled_each(
     max_messages: usize,
     at_least_one: bool,
 ) -> Result<(Messages, u64, usize), BackendError> {
-    let reply = super::poll_reply(body)?;
+    let reply = super::poll_reply(body, 0)?;
     let current = reply.header.current_offset;
     let mut out = MessagesBuilder::default();
     let mut bytes = 0usize;
@@ -517,10 +517,36 @@ fn a_poll_reply_reads_as_one_read_message_by_message() {
             ),
             false,
         ),
+        // Three batches: a read from a later one steps over those before it.
+        (
+            reply_of(
+                &[
+                    (0, bare(2, 5), Ids::counted(1)),
+                    (2, bare(3, 7), Ids::counted(3)),
+                    (5, bare(3, 9), Ids::counted(6)),
+                ],
+                7,
+            ),
+            // Bare too, but not the layout whose append times are checked below.
+            false,
+        ),
+        // Batches whose offsets go back (no server sends them): nothing is stepped over
+        // from where they stop rising.
+        (
+            reply_of(
+                &[
+                    (10, bare(2, 5), Ids::counted(1)),
+                    (12, bare(2, 5), Ids::counted(3)),
+                    (2, bare(2, 5), Ids::counted(5)),
+                ],
+                13,
+            ),
+            false,
+        ),
     ];
     for (i, (reply, all_bare)) in replies.into_iter().enumerate() {
         let reply = Bytes::from(reply);
-        for from in [0, 1, 2, 3, 5, 10, 12, 13, 16, 30] {
+        for from in [0, 1, 2, 3, 4, 5, 6, 10, 11, 12, 13, 16, 30] {
             for max_bytes in [0, 17, 35, 40, 60, 1 << 20] {
                 for max_messages in [0, 1, 2, 3, 100] {
                     for at_least_one in [true, false] {
