@@ -28,9 +28,8 @@ use crate::placement::Kind;
 use crate::sync::lock;
 use crate::wire;
 
-/// Polls kept sent ahead per partition: two per reader (the next two fetches' worth, so
-/// that Iggy always has the next one to answer), for two readers at once (consumers of two
-/// groups).
+/// Polls kept sent ahead per partition: two per reader (so that Iggy always has the next
+/// one to answer), for two readers at once (consumers of two groups).
 const READ_AHEADS: usize = 4;
 /// How far ahead of a reader its polls go, in polls.
 const READ_AHEAD_DEPTH: u64 = 2;
@@ -76,6 +75,17 @@ impl Reads {
         self.read_ahead_bytes.load(Ordering::Relaxed)
     }
 
+    /// Counts `bytes` more as held by polls sent ahead, as if other readers held them (for
+    /// tests of a budget nearly spent).
+    #[cfg(test)]
+    pub(crate) fn hold_read_ahead(&self, bytes: usize) {
+        self.read_ahead_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// The budget polls sent ahead share (for tests).
+    #[cfg(test)]
+    pub(crate) const BUDGET: usize = READ_AHEAD_BYTES;
+
     /// How many messages a poll of the partition that is not a read's asks for to get about
     /// `bytes`: sized by the larger of the running estimate (from what reads found) and what
     /// Iggy last reported of the partition. Iggy's figure counts its own framing too, so a
@@ -88,15 +98,6 @@ impl Reads {
             .max(state.message_size.load(Ordering::Relaxed))
             .max(32);
         u32::try_from((bytes / size).clamp(1, 10_000)).unwrap_or(1)
-    }
-
-    /// How many messages a poll sent ahead of a reader that takes at most `max_messages` a
-    /// read asks for at least: [`READ_AHEAD_POLL_BYTES`] at the running estimate, within
-    /// what the reader's own polls may ask for.
-    fn ahead_count(&self, max_messages: usize) -> u32 {
-        let size = self.message_size.load(Ordering::Relaxed).max(32);
-        let n = (READ_AHEAD_POLL_BYTES / size).clamp(1, max_messages.clamp(1, 10_000));
-        u32::try_from(n).unwrap_or(1)
     }
 
     /// Polls up to `count` messages of a partition from where `strategy` says.
@@ -209,8 +210,8 @@ impl Reads {
         let state = catalog.partition(name, partition);
         let at = (name, partition);
         // As many as the budget holds at the estimate, which sits a little above the true
-        // size: a read takes a poll's reply whole, so polls sent ahead stay in step with
-        // reads (one more each left one over in every reply).
+        // size: a read of a poll's own size takes its reply whole (one more each would
+        // leave one over in every reply).
         let count = |me: &Self| {
             let n = max_bytes / me.message_size.load(Ordering::Relaxed).max(32);
             u32::try_from(n.clamp(1, max_messages.clamp(1, 10_000))).unwrap_or(u32::MAX)
@@ -273,9 +274,18 @@ impl Reads {
             self.message_size.store(estimate, Ordering::Relaxed);
         }
         if let Some(next) = messages.last_offset().and_then(|last| last.checked_add(1)) {
-            // Sized by the estimate this read has just taught.
-            let ahead = count(self).max(self.ahead_count(max_messages));
-            self.send_ahead(catalog, &state, at, next, current, ahead)?;
+            // Sized by the estimate this read has just taught, and the floor by the largest
+            // size known of this partition's messages: the estimate is shared by every
+            // partition, and a small-message topic read meanwhile must not make a poll of
+            // this one ask for thousands of large messages.
+            let read = count(self);
+            let size = self
+                .message_size
+                .load(Ordering::Relaxed)
+                .max(bytes.checked_div(messages.len()).unwrap_or(0))
+                .max(state.message_size.load(Ordering::Relaxed));
+            let ahead = read.max(ahead_count(size, max_messages));
+            self.send_ahead(catalog, &state, at, next, current, (ahead, read))?;
         }
         let Some(first) = messages.first_offset() else {
             let mut offsets = catalog.offsets(name, partition).await?;
@@ -360,6 +370,11 @@ impl Reads {
         let body = match pending {
             AheadReply::Sent { lane, call } => {
                 let (result, service) = timed_reply(POLL_MESSAGES_CODE, call).await;
+                if let (Err(Failure::TooLarge(size)), true) = (&result, count > 0) {
+                    // As for a read's own poll: its messages are at least this large.
+                    self.message_size
+                        .fetch_max(size / count as usize, Ordering::Relaxed);
+                }
                 state
                     .route
                     .answered(catalog.calls(), at, lane, Kind::Poll, service);
@@ -408,7 +423,9 @@ impl Reads {
 
     /// Sends polls ahead of a reader that will read from `next` on, up to
     /// [`READ_AHEAD_DEPTH`] polls of `count` beyond what is already ahead, while Iggy has
-    /// messages there (its current offset is `current`).
+    /// messages there (its current offset is `current`). `count` is `(wanted, least)`: a
+    /// poll of `wanted` that the budget ([`READ_AHEAD_BYTES`]) cannot hold is sent as one
+    /// of `least` (one read's worth) if that fits.
     fn send_ahead(
         &self,
         catalog: &Catalog,
@@ -416,7 +433,7 @@ impl Reads {
         (topic, partition): (&str, u32),
         next: u64,
         current: u64,
-        count: u32,
+        (wanted, least): (u32, u32),
     ) -> Result<(), BackendError> {
         let calls = catalog.calls();
         let mut aheads = lock(&state.read_ahead);
@@ -432,19 +449,24 @@ impl Reads {
             while aheads.len() >= READ_AHEADS {
                 aheads.remove(0);
             }
-            let bytes = usize::try_from(count)
-                .unwrap_or(usize::MAX)
-                .saturating_mul(self.message_size.load(Ordering::Relaxed));
+            let size = self.message_size.load(Ordering::Relaxed);
             let total = &self.read_ahead_bytes;
-            if total
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
-                    let t = t.saturating_add(bytes);
-                    (t <= READ_AHEAD_BYTES).then_some(t)
-                })
-                .is_err()
-            {
+            let reserve = |count: u32| {
+                let bytes = usize::try_from(count)
+                    .unwrap_or(usize::MAX)
+                    .saturating_mul(size);
+                total
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                        let t = t.saturating_add(bytes);
+                        (t <= READ_AHEAD_BYTES).then_some(t)
+                    })
+                    .ok()
+                    .map(|_| (count, bytes))
+            };
+            let Some((count, bytes)) = reserve(wanted).or_else(|| reserve(least.min(wanted)))
+            else {
                 break;
-            }
+            };
             let held = Held {
                 bytes,
                 total: Arc::clone(total),
@@ -471,6 +493,13 @@ impl Reads {
         }
         Ok(())
     }
+}
+
+/// How many messages of `size` bytes a poll sent ahead asks for at least:
+/// [`READ_AHEAD_POLL_BYTES`]' worth, within the reader's own limit on messages per read.
+fn ahead_count(size: usize, max_messages: usize) -> u32 {
+    let n = (READ_AHEAD_POLL_BYTES / size.max(32)).clamp(1, max_messages.clamp(1, 10_000));
+    u32::try_from(n).unwrap_or(1)
 }
 
 /// A `PollMessages` of up to `count` messages.

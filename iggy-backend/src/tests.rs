@@ -278,7 +278,13 @@ fn a_small_reader_is_polled_ahead_in_large_polls() {
     let backend = h.backend();
     create(&mut h, &backend, "t", 1);
     let records: Vec<KafkaRecord> = (0..2_000).map(record).collect();
-    assert_eq!(append(&mut h, &backend, "t", 0, &records, None), Ok(0));
+    // Batches of 20 in Iggy: a read from the middle of the reply steps over those before.
+    for (i, chunk) in records.chunks(20).enumerate() {
+        assert_eq!(
+            append(&mut h, &backend, "t", 0, chunk, None),
+            Ok(i as u64 * 20)
+        );
+    }
     let before = polls(&h);
     let mut offset = 0;
     for n in 0..40 {
@@ -307,6 +313,39 @@ fn a_small_reader_is_polled_ahead_in_large_polls() {
         2,
         "the first read's own poll, and one sent ahead"
     );
+}
+
+/// With the budget for polls sent ahead nearly spent, a poll too large for what is left is
+/// sent at the read's own size instead, and the reader still finds it.
+#[test]
+fn a_large_poll_ahead_the_budget_cannot_hold_is_sent_at_the_reads_size() {
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let records: Vec<KafkaRecord> = (0..200).map(record).collect();
+    assert_eq!(append(&mut h, &backend, "t", 0, &records, None), Ok(0));
+    // Room for a few records' worth, not for 512 KiB.
+    let reads = &backend.inner.reads;
+    reads.hold_read_ahead(crate::read::Reads::BUDGET - 64 * 1024);
+    let got = read_within(&mut h, &backend, "t", 0, 0, 2_000, 50_000).expect("a read");
+    let first = got.len();
+    assert!(first > 1 && first < 200, "{first}");
+    let aheads = crate::sync::lock(&backend.inner.catalog.partition("t", 0).read_ahead)
+        .iter()
+        .map(|a| a.count as usize)
+        .collect::<Vec<_>>();
+    assert!(!aheads.is_empty(), "a poll ahead was sent");
+    assert!(
+        aheads.iter().all(|&c| c < 200),
+        "{aheads:?}: at the read's size"
+    );
+    for _ in 0..4 {
+        h.serve();
+    }
+    let before = polls(&h);
+    let next = read_within(&mut h, &backend, "t", 0, first as u64, 2_000, 50_000).expect("a read");
+    assert_eq!(next.first().map(|r| r.0), Some(first as u64));
+    assert_eq!(polls(&h), before, "served by the poll sent ahead");
 }
 
 #[test]

@@ -473,10 +473,16 @@ pub(crate) fn polled(
 ) -> Result<(Messages, u64, usize), BackendError> {
     let reply = poll_reply(body, from)?;
     let current = reply.header.current_offset;
-    // Room for what the reply says it holds, as far as its bytes can hold it.
+    // Room for what the reply says it holds, as far as its bytes can hold it, and no more
+    // than this read can take (a message counts at least 16 bytes against `max_bytes`, and
+    // none lies past the current offset): a reply sent ahead is read a little at a time.
+    let within_read = (max_bytes / 16)
+        .saturating_add(1)
+        .min(usize::try_from(current.saturating_sub(from).saturating_add(1)).unwrap_or(usize::MAX));
     let room = (reply.header.messages_count as usize)
         .min(max_messages)
-        .min(body.len() / FRAME_HEADER);
+        .min(body.len() / FRAME_HEADER)
+        .min(within_read);
     let mut views = reply.messages;
     let mut run = BareRun::default();
     let mut bytes = 0usize;

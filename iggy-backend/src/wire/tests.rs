@@ -383,7 +383,8 @@ fn a_poll_reply_whose_offsets_overflow_is_refused_not_wrapped() {
 }
 
 /// [`polled`] as it reads a reply that is not bare: message by message, each an
-/// [`IggyMessage`]. What [`polled`] must give for every reply.
+/// [`IggyMessage`], from the first batch on. What [`polled`] must give for every reply
+/// Iggy sends (batches in rising base offsets, none overlapping the next).
 fn polled_each(
     body: &Bytes,
     from: u64,
@@ -457,11 +458,41 @@ fn held(
     (each, bare)
 }
 
-/// Whatever a reply holds, [`polled`] gives what reading it message by message gives: the
+/// Whatever a reply of Iggy's holds, [`polled`] gives what reading it message by message
+/// gives: the
 /// same messages, offsets, origin and append times, byte count and current offset, within
 /// every limit. Bare messages at consecutive offsets are held bare, as ranges of the
 /// reply's bytes; from a message with headers or a gap in the offsets on, all are held
 /// whole.
+/// A read from a later batch steps over the batches before it by their headers: a batch
+/// whose frames do not tile it, before the read's first offset, is not looked into (the
+/// message-by-message reading fails on it), while a read from it still fails.
+#[test]
+fn a_read_from_a_later_batch_steps_over_those_before() {
+    let bare = |n: usize| -> MessageList {
+        (0..n)
+            .map(|i| IggyMessage {
+                payload: Bytes::from(vec![b'p'; i + 1]),
+                ..IggyMessage::default()
+            })
+            .collect()
+    };
+    let mut reply = reply_of(
+        &[(0, bare(3), Ids::counted(1)), (3, bare(3), Ids::counted(4))],
+        5,
+    );
+    // The first frame of the first batch claims a longer payload than its batch holds.
+    let at = POLL_REPLY_HEADER + BATCH_HEADER_SIZE + 36;
+    reply[at..at + 4].copy_from_slice(&1_000u32.to_le_bytes());
+    let reply = Bytes::from(reply);
+    assert!(polled_each(&reply, 3, 1 << 20, 100, true).is_err());
+    assert!(polled(&reply, 0, 1 << 20, 100, true).is_err());
+    let (got, current, _) = polled(&reply, 3, 1 << 20, 100, true).expect("the later batch");
+    assert_eq!(current, 5);
+    let offsets: Vec<u64> = held(&got).0.iter().map(|m| m.0).collect();
+    assert_eq!(offsets, vec![3, 4, 5]);
+}
+
 #[test]
 fn a_poll_reply_reads_as_one_read_message_by_message() {
     let bare = |n: usize, origin: u64| -> MessageList {
