@@ -782,8 +782,6 @@ impl Lane {
     }
 }
 
-/// The lanes of a pool, and the nodes they connect to, in groups of the same size.
-///
 /// Whether `calls` starts with the calls `orders` names ([`Call::order`]), in that order,
 /// each still awaited and none waiting for a call on another lane: a merge prepared of
 /// them may still be sent.
@@ -795,6 +793,8 @@ fn starts_with(calls: &VecDeque<Call>, orders: &[u64]) -> bool {
             .all(|(c, order)| c.order == *order && !c.abandoned() && !c.waits())
 }
 
+/// The lanes of a pool, and the nodes they connect to, in groups of the same size.
+///
 /// Group 0 follows the cluster's primary (every lane of a single server's pool is in it):
 /// metadata requests go there. In a cluster whose nodes were all given, each node also
 /// has a group of lanes that stay on it: a partition's primary is not always the cluster's
