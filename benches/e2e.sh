@@ -5,7 +5,11 @@
 #   - the librdkafka load client (benches/load): RECORDS_100 records of 100 B and RECORDS_1K
 #     of 1 KiB produced with acks=1, then consumed back from offset 0;
 #   - librdkafka's own rdkafka_performance (benches/rdkafka-performance.sh): RECORDS_100
-#     records of 100 B produced with acks=1, its default settings otherwise.
+#     records of 100 B produced with acks=1, its default settings otherwise;
+#   - the lean client (benches/load, the gateway's own codec, no client-side queues):
+#     RECORDS_100 records of 100 B and RECORDS_1K of 1 KiB produced in batches of 1,000,
+#     five requests in flight, acks=1. librdkafka's clients run near their own ceiling at
+#     100 B; this one leaves the broker as the limit.
 # Brokers alternate within each round, so drift on the machine hits both alike. Prints every
 # run (records/s and the broker's CPU time for that phase) and, at the end, the median of
 # each figure over the rounds.
@@ -27,6 +31,7 @@ ROUNDS="${ROUNDS:-3}"
 cargo build --release -q
 (cd benches/load && cargo build --release -q)
 LOAD=benches/load/target/release/iggy-kafka-load
+LEAN=benches/load/target/release/iggy-kafka-lean
 PERF=$(benches/rdkafka-performance.sh)
 RESULTS=$(mktemp)
 PID=
@@ -77,6 +82,11 @@ for round in $(seq 1 "$ROUNDS"); do
     measure "$b" "consume-1KiB" env LOAD_PHASE=consume "$LOAD" "$BOOT" "$t-1k" "$RECORDS_1K" 1024
     LOAD_PHASE=create "$LOAD" "$BOOT" "$t-perf" 0 100 >/dev/null
     measure "$b" "rdkafka_perf-produce-100B" "$PERF" -P -t "$t-perf" -p 0 -s 100 -c "$RECORDS_100" -a 1 -b "$BOOT" -q
+    for size in 100 1024; do
+      if [ "$size" = 100 ]; then n=$RECORDS_100; what=lean-produce-100B; else n=$RECORDS_1K; what=lean-produce-1KiB; fi
+      LOAD_PHASE=create "$LOAD" "$BOOT" "$t-lean-$size" 0 "$size" >/dev/null
+      measure "$b" "$what" env LOAD_PHASE=produce "$LEAN" "$BOOT" "$t-lean-$size" "$n" "$size" 1000 5
+    done
     stop
   done
 done
