@@ -151,6 +151,20 @@ pub(crate) struct Held {
     pub(crate) total: Arc<AtomicUsize>,
 }
 
+impl Held {
+    /// Holds `bytes` from now on instead (the reply's own length once it came, in place of
+    /// what the poll was expected to bring): the total follows, whether that is more or
+    /// less, so that it still drops by exactly what is held when this is dropped.
+    pub(crate) fn resize(&mut self, bytes: usize) {
+        if bytes > self.bytes {
+            self.total.fetch_add(bytes - self.bytes, Ordering::Relaxed);
+        } else {
+            self.total.fetch_sub(self.bytes - bytes, Ordering::Relaxed);
+        }
+        self.bytes = bytes;
+    }
+}
+
 impl Drop for Held {
     fn drop(&mut self) {
         self.total.fetch_sub(self.bytes, Ordering::Relaxed);

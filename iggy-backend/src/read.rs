@@ -33,8 +33,9 @@ use crate::wire;
 const READ_AHEADS: usize = 4;
 /// How far ahead of a reader its polls go, in polls.
 const READ_AHEAD_DEPTH: u64 = 2;
-/// What polls sent ahead may hold at once, all partitions together (estimated from the
-/// running message size): readers past it wait for Iggy as without reading ahead.
+/// What polls sent ahead may hold at once, all partitions together: a poll counts what it
+/// is expected to bring (by the running message size) until a read takes its reply, then
+/// the reply's length. Readers past it wait for Iggy as without reading ahead.
 const READ_AHEAD_BYTES: usize = 64 << 20;
 
 /// The least a poll sent ahead asks for (estimated from the message size), whatever the
@@ -54,7 +55,8 @@ type Read = (Messages, u64, usize);
 pub(crate) struct Reads {
     /// A running estimate of a stored message's size, to size polls.
     message_size: AtomicUsize,
-    /// Bytes (estimated) that polls sent ahead hold or will hold, all partitions together.
+    /// Bytes that polls sent ahead hold or will hold, all partitions together (see
+    /// [`READ_AHEAD_BYTES`]).
     read_ahead_bytes: Arc<AtomicUsize>,
     /// When polls sent ahead were last swept for staleness across all partitions.
     read_ahead_swept: Mutex<Option<Instant>>,
@@ -365,7 +367,7 @@ impl Reads {
             count,
             sent,
             reply: pending,
-            held,
+            mut held,
         } = ahead;
         let body = match pending {
             AheadReply::Sent { lane, call } => {
@@ -378,7 +380,11 @@ impl Reads {
                 state
                     .route
                     .answered(catalog.calls(), at, lane, Kind::Poll, service);
-                result.ok()?
+                let body = result.ok()?;
+                // What the reply holds, not what the poll was expected to bring: the
+                // budget counts the memory kept.
+                held.resize(body.len());
+                body
             }
             AheadReply::Kept(body) => body,
         };

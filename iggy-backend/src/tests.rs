@@ -438,6 +438,80 @@ fn polls_sent_ahead_are_accounted_and_swept_when_their_reader_stops() {
     assert_eq!(held(&backend), 0);
 }
 
+/// Once a read took a reply sent ahead, the budget counts the reply's own length, not what
+/// its poll was expected to bring: less for a poll of 512 KiB's worth answered with the few
+/// messages Iggy had, more for a reply larger than the estimate foresaw; and all of it is
+/// given back when the replies go.
+#[test]
+fn a_reply_sent_ahead_is_counted_at_its_own_length() {
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    let records: Vec<KafkaRecord> = (0..60).map(record).collect();
+    for topic in ["a", "b"] {
+        create(&mut h, &backend, topic, 1);
+        // One record an append: the fake answers a poll with exactly what it asked for.
+        for (i, r) in records.iter().enumerate() {
+            let one = std::slice::from_ref(r);
+            assert_eq!(append(&mut h, &backend, topic, 0, one, None), Ok(i as u64));
+        }
+    }
+    let held = |b: &IggyBackend| b.inner.reads.read_ahead_held();
+    // Each kept reply's share and its length; the share of each poll still on its way.
+    let kept = |b: &IggyBackend, topic: &str| {
+        let state = b.inner.catalog.partition(topic, 0);
+        let aheads = crate::sync::lock(&state.read_ahead);
+        aheads
+            .iter()
+            .map(|a| match &a.reply {
+                crate::partition::AheadReply::Kept(body) => (a.held.bytes, Some(body.len())),
+                crate::partition::AheadReply::Sent { .. } => (a.held.bytes, None),
+            })
+            .collect::<Vec<_>>()
+    };
+    // "a": a small reader, whose poll ahead asks for 512 KiB's worth; Iggy has 50 left.
+    let got = read_within(&mut h, &backend, "a", 0, 0, 2_000, 50_000).expect("a read");
+    let next = got.last().expect("a record").0 + 1;
+    let asked = kept(&backend, "a");
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert!(
+        asked[0].0 > 256 << 10,
+        "{asked:?}: reserved by the estimate"
+    );
+    for _ in 0..4 {
+        h.serve();
+    }
+    read_within(&mut h, &backend, "a", 0, next, 2_000, 50_000).expect("a read");
+    let a = kept(&backend, "a");
+    assert_eq!(a.len(), 1, "{a:?}");
+    let (share, len) = a[0];
+    assert_eq!(Some(share), len, "counted at the reply's length");
+    assert!(share < 32 << 10, "{share}");
+    assert_eq!(held(&backend), share);
+    // "b": polls ahead of ten records each (the reader's own limit), whose replies, in
+    // Iggy's framing, are larger than ten records at the running estimate.
+    read_up_to(&mut h, &backend, "b", 0, 0, 10).expect("a read");
+    let estimated = kept(&backend, "b");
+    assert_eq!(estimated.len(), 2, "{estimated:?}");
+    for _ in 0..4 {
+        h.serve();
+    }
+    read_up_to(&mut h, &backend, "b", 0, 10, 5).expect("a read");
+    let b = kept(&backend, "b");
+    let taken = b
+        .iter()
+        .find(|(_, len)| len.is_some())
+        .expect("the reply taken");
+    assert_eq!(Some(taken.0), taken.1, "{b:?}");
+    assert!(taken.0 > estimated[0].0, "{b:?} against {estimated:?}");
+    let shares = |v: &[(usize, Option<usize>)]| v.iter().map(|e| e.0).sum::<usize>();
+    assert_eq!(held(&backend), shares(&kept(&backend, "a")) + shares(&b));
+    // Both readers stop; their replies go stale and are dropped: nothing is held.
+    h.clock.advance(Duration::from_secs(2));
+    assert_eq!(read(&mut h, &backend, "a", 0, 60), Ok(vec![]));
+    assert_eq!(kept(&backend, "a").len() + kept(&backend, "b").len(), 0);
+    assert_eq!(held(&backend), 0);
+}
+
 #[test]
 fn a_reply_sent_ahead_that_ended_at_the_tail_is_not_kept() {
     let mut h = Pool::new(FakeIggy::new());
