@@ -45,6 +45,8 @@ pub(crate) struct PartitionState {
     pub(crate) appended: Event,
     /// Polls sent ahead of sequential readers, newest last.
     pub(crate) read_ahead: Mutex<Vec<ReadAhead>>,
+    /// How large the polls sent ahead of the readers seen last here are, newest last.
+    pub(crate) read_paces: Mutex<Vec<Pace>>,
     /// Where the largest Kafka timestamps are, as far as they were read; `timestamps_gate`
     /// lets one read at a time fill it in.
     pub(crate) timestamps: Mutex<MaxTimestamps>,
@@ -176,6 +178,19 @@ pub(crate) enum AheadReply {
     Sent { lane: usize, call: PendingCall },
     /// Answered, and part of it read already.
     Kept(Bytes),
+}
+
+/// What the polls sent ahead of one reader ask for, learnt from how soon it read through
+/// the replies before; a reader is known by where its next read starts.
+#[derive(Clone, Copy)]
+pub(crate) struct Pace {
+    /// Where the reader's next read starts.
+    pub(crate) next: u64,
+    /// How many messages the next poll sent ahead of it asks for.
+    pub(crate) count: u32,
+    /// Whether a poll sent ahead covered `next` after its last read: a read there that
+    /// finds none usable means the reader did not get to it in time.
+    pub(crate) ahead: bool,
 }
 
 /// How long a poll sent ahead stays usable: a reader that stopped (a consumer closed, a

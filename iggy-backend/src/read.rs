@@ -4,12 +4,14 @@
 //! A consumer fetches, works, and fetches again; without help each fetch pays a round trip
 //! to Iggy. After a read, polls for the offsets that follow are sent at once, up to
 //! [`READ_AHEAD_DEPTH`] polls ahead, so that the consumer's next reads find the messages
-//! waiting or on their way. What polls sent ahead may hold is bounded, all partitions
-//! together ([`READ_AHEAD_BYTES`]), and a poll nobody took within a second is dropped.
+//! waiting or on their way. A poll sent ahead is large while its reader reads the replies
+//! through quickly, and as large as its reads while it does not ([`paced`]). What polls
+//! sent ahead may hold is bounded, all partitions together ([`READ_AHEAD_BYTES`]), and a
+//! poll nobody took within a second is dropped.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use iggy_kafka_core::backend::{BackendError, PartitionOffsets, ReadResult};
@@ -23,7 +25,7 @@ use iggy_kafka_iggy_client::{Answered, Failure};
 
 use crate::calls::timed_reply;
 use crate::catalog::Catalog;
-use crate::partition::{AheadReply, Held, PartitionState, ReadAhead, READ_AHEAD_FOR};
+use crate::partition::{AheadReply, Held, Pace, PartitionState, ReadAhead, READ_AHEAD_FOR};
 use crate::placement::Kind;
 use crate::sync::lock;
 use crate::wire;
@@ -38,11 +40,16 @@ const READ_AHEAD_DEPTH: u64 = 2;
 /// the reply's length. Readers past it wait for Iggy as without reading ahead.
 const READ_AHEAD_BYTES: usize = 64 << 20;
 
-/// The least a poll sent ahead asks for (estimated from the message size), whatever the
-/// read it follows asked for: Iggy takes about as long to answer a small poll as one this
-/// large (`docs/BENCHMARKS.md`), so a consumer that fetches a little at a time would wait
-/// on a poll per fetch. The reads that follow take the reply in turn.
+/// What a poll sent ahead asks for (estimated from the message size) while its reader keeps
+/// up, whatever the read it follows asked for: Iggy takes about as long to answer a small
+/// poll as one this large (`docs/BENCHMARKS.md`), so a consumer that fetches a little at a
+/// time would wait on a poll per fetch. The reads that follow take the reply in turn. A
+/// reader too slow to read such a reply through while it is usable gets polls of its
+/// reads' size instead ([`paced`]).
 const READ_AHEAD_POLL_BYTES: usize = 512 << 10;
+
+/// Readers per partition whose pace ([`Pace`]) is remembered.
+const READ_PACES: usize = READ_AHEADS;
 
 /// The bytes a poll of a scan asks for (estimated from the message size; see
 /// [`Reads::scan_count`]): while looking for a batch in doubt (`crate::append`) and for the
@@ -218,8 +225,19 @@ impl Reads {
             let n = max_bytes / me.message_size.load(Ordering::Relaxed).max(32);
             u32::try_from(n.clamp(1, max_messages.clamp(1, 10_000))).unwrap_or(u32::MAX)
         };
+        let pace = lock(&state.read_paces)
+            .iter()
+            .find(|p| p.next == offset)
+            .copied();
+        let mut seen = Seen::default();
         let (mut messages, mut current, mut bytes) = match self
-            .read_ahead(catalog, &state, at, offset, max_bytes, max_messages, true)
+            .read_ahead(
+                catalog,
+                &state,
+                at,
+                (offset, max_bytes, max_messages, true),
+                &mut seen,
+            )
             .await
         {
             Some(read) => read,
@@ -236,6 +254,8 @@ impl Reads {
                 wire::polled(&body, offset, max_bytes, max_messages, true)?
             }
         };
+        // Whether this read's own offset was covered, before reads into later replies.
+        let covered = seen.covered;
         // What a read left of a reply sent ahead can be a message or two: rather than
         // answer with so little (and have the consumer ask again at once), the read goes on
         // into the poll sent ahead after it.
@@ -251,10 +271,13 @@ impl Reads {
                     catalog,
                     &state,
                     at,
-                    next,
-                    max_bytes - bytes,
-                    max_messages - messages.len(),
-                    false,
+                    (
+                        next,
+                        max_bytes - bytes,
+                        max_messages - messages.len(),
+                        false,
+                    ),
+                    &mut seen,
                 )
                 .await;
             let Some((more, more_current, more_bytes)) = more else {
@@ -286,8 +309,15 @@ impl Reads {
                 .load(Ordering::Relaxed)
                 .max(bytes.checked_div(messages.len()).unwrap_or(0))
                 .max(state.message_size.load(Ordering::Relaxed));
-            let ahead = read.max(ahead_count(size, max_messages));
-            self.send_ahead(catalog, &state, at, next, current, (ahead, read))?;
+            let floor = read.max(ahead_count(size, max_messages));
+            let count = paced((read, floor), seen.finished, covered, pace.as_ref());
+            let ahead = self.send_ahead(catalog, &state, at, next, current, (count, read))?;
+            let mut paces = lock(&state.read_paces);
+            paces.retain(|p| p.next != offset && p.next != next);
+            if paces.len() >= READ_PACES {
+                paces.remove(0);
+            }
+            paces.push(Pace { next, count, ahead });
         }
         let Some(first) = messages.first_offset() else {
             let mut offsets = catalog.offsets(name, partition).await?;
@@ -342,17 +372,14 @@ impl Reads {
     /// sent ahead that failed, or that holds nothing from `offset` on, is not this read's
     /// answer: the read asks Iggy itself. Without `at_least_one` (a read going on from one
     /// reply into the next), a first message past `max_bytes` is not taken: it and the rest
-    /// stay for the next read.
-    #[allow(clippy::too_many_arguments)]
+    /// stay for the next read. What it finds of the reader's pace goes into `seen`.
     async fn read_ahead(
         &self,
         catalog: &Catalog,
         state: &PartitionState,
         at: (&str, u32),
-        offset: u64,
-        max_bytes: usize,
-        max_messages: usize,
-        at_least_one: bool,
+        (offset, max_bytes, max_messages, at_least_one): (u64, usize, usize, bool),
+        seen: &mut Seen,
     ) -> Option<Read> {
         let now = catalog.calls().clock().now();
         self.sweep_read_aheads(catalog, now);
@@ -360,6 +387,7 @@ impl Reads {
             let mut aheads = lock(&state.read_ahead);
             aheads.retain(|a| a.fresh(now));
             let i = aheads.iter().position(|a| a.covers(offset))?;
+            seen.covered = true;
             aheads.remove(i)
         };
         let ReadAhead {
@@ -407,6 +435,12 @@ impl Reads {
         // offset of the time, so a reply that ended there leaves the next read to poll.
         if last < read.1 && rest.covers(last + 1) {
             lock(&state.read_ahead).push(rest);
+        } else {
+            let now = catalog.calls().clock().now();
+            seen.finished = Some(Finished {
+                count,
+                after: now.saturating_duration_since(sent),
+            });
         }
         Some(read)
     }
@@ -431,7 +465,8 @@ impl Reads {
     /// [`READ_AHEAD_DEPTH`] polls of `count` beyond what is already ahead, while Iggy has
     /// messages there (its current offset is `current`). `count` is `(wanted, least)`: a
     /// poll of `wanted` that the budget ([`READ_AHEAD_BYTES`]) cannot hold is sent as one
-    /// of `least` (one read's worth) if that fits.
+    /// of `least` (one read's worth) if that fits. A poll ends where one already ahead
+    /// begins. Says whether a poll sent ahead covers `next`.
     fn send_ahead(
         &self,
         catalog: &Catalog,
@@ -440,9 +475,12 @@ impl Reads {
         next: u64,
         current: u64,
         (wanted, least): (u32, u32),
-    ) -> Result<(), BackendError> {
+    ) -> Result<bool, BackendError> {
         let calls = catalog.calls();
+        let now = calls.clock().now();
         let mut aheads = lock(&state.read_ahead);
+        // A stale poll would otherwise cut short the one sent in its place.
+        aheads.retain(|a| a.fresh(now));
         let mut from = next;
         for _ in 0..READ_AHEAD_DEPTH {
             if from > current {
@@ -455,6 +493,15 @@ impl Reads {
             while aheads.len() >= READ_AHEADS {
                 aheads.remove(0);
             }
+            // Up to the next poll already ahead (none covers `from`), whose reply holds
+            // what lies after.
+            let room = aheads
+                .iter()
+                .filter(|a| a.from > from)
+                .map(|a| a.from - from)
+                .min()
+                .map_or(u32::MAX, |r| u32::try_from(r).unwrap_or(u32::MAX));
+            let (wanted, least) = (wanted.min(room), least.min(room));
             let size = self.message_size.load(Ordering::Relaxed);
             let total = &self.read_ahead_bytes;
             let reserve = |count: u32| {
@@ -491,17 +538,63 @@ impl Reads {
             aheads.push(ReadAhead {
                 from,
                 count,
-                sent: calls.clock().now(),
+                sent: now,
                 reply: AheadReply::Sent { lane, call },
                 held,
             });
             from = from.saturating_add(u64::from(count));
         }
-        Ok(())
+        Ok(aheads.iter().any(|a| a.covers(next)))
     }
 }
 
-/// How many messages of `size` bytes a poll sent ahead asks for at least:
+/// What reads of replies sent ahead found of their reader's pace.
+#[derive(Default)]
+struct Seen {
+    /// A usable poll sent ahead covered the offset read.
+    covered: bool,
+    /// The last reply sent ahead that the read took the last of.
+    finished: Option<Finished>,
+}
+
+/// A reply sent ahead that a read took the last of.
+#[derive(Clone, Copy)]
+struct Finished {
+    /// What its poll asked for.
+    count: u32,
+    /// How long after the poll was sent.
+    after: Duration,
+}
+
+/// How many messages the next poll sent ahead of a reader asks for, from `read` (what its
+/// own read asks for) up to `floor` ([`READ_AHEAD_POLL_BYTES`]' worth): a reply must be
+/// read through within [`READ_AHEAD_FOR`] of its poll's sending, or the rest of it is lost
+/// and the reader pays a poll of its own. The poll sent now is read through about as long
+/// after its sending as the reply the read `finished` (both wait behind the one ahead of
+/// them), so that one tells: read through within a quarter of the time, the next may be
+/// twice as large; within half, as large; later, it falls back to `read`. Without one, the
+/// last size stays, unless a poll sent ahead covered this read's offset after the last
+/// read (`pace`) and none usable does now (not `covered`): it went stale before the
+/// reader got to it. A reader not seen before gets `floor` at once, so that one keeping up
+/// asks Iggy for large polls from its first poll sent ahead on.
+fn paced(
+    (read, floor): (u32, u32),
+    finished: Option<Finished>,
+    covered: bool,
+    pace: Option<&Pace>,
+) -> u32 {
+    let count = match (finished, pace) {
+        (Some(f), _) if f.after <= READ_AHEAD_FOR / 4 => f.count.saturating_mul(2),
+        (Some(f), _) if f.after <= READ_AHEAD_FOR / 2 => f.count,
+        (Some(_), _) => read,
+        (None, Some(p)) if p.ahead && !covered => read,
+        (None, Some(p)) => p.count,
+        (None, None) => floor,
+    };
+    count.clamp(read, floor.max(read))
+}
+
+/// How many messages of `size` bytes a poll sent ahead of a reader that keeps up asks for:
 /// [`READ_AHEAD_POLL_BYTES`]' worth, within the reader's own limit on messages per read.
 fn ahead_count(size: usize, max_messages: usize) -> u32 {
     let n = (READ_AHEAD_POLL_BYTES / size.max(32)).clamp(1, max_messages.clamp(1, 10_000));

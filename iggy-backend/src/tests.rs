@@ -348,6 +348,131 @@ fn a_large_poll_ahead_the_budget_cannot_hold_is_sent_at_the_reads_size() {
     assert_eq!(polls(&h), before, "served by the poll sent ahead");
 }
 
+/// What [`read_paced`] saw of a reader.
+struct Paced {
+    /// Where it got to.
+    read: u64,
+    /// The polls sent ahead of it, `(from, count)`, in the order sent.
+    polls: Vec<(u64, u32)>,
+    /// How many of its reads found no usable poll sent ahead covering their offset.
+    misses: usize,
+    /// Whether two usable polls sent ahead ever covered an offset both.
+    overlapped: bool,
+}
+
+/// A reader that takes 100 KB of 1 KB records a read (about a batch of a lean client's
+/// Fetch), `reads` of them `every` apart on the test clock (which also moves with the wall
+/// clock's time).
+fn read_paced(every: Duration, reads: usize) -> Paced {
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let rec = |i: usize| KafkaRecord {
+        timestamp_ms: 1_700_000_000_000 + i as i64,
+        value: Some(Bytes::from(vec![b'a' + (i % 26) as u8; 1_000])),
+        ..KafkaRecord::default()
+    };
+    let records: Vec<KafkaRecord> = (0..5_000).map(rec).collect();
+    // One record an append: the fake answers a poll with whole appends, so this makes it
+    // answer as Iggy does, with exactly the records asked for.
+    for (i, r) in records.iter().enumerate() {
+        let one = std::slice::from_ref(r);
+        assert_eq!(append(&mut h, &backend, "t", 0, one, None), Ok(i as u64));
+    }
+    let state = backend.inner.catalog.partition("t", 0);
+    let clock = backend.inner.catalog.calls().clock();
+    let (mut offset, mut seen, mut paced) = (
+        0,
+        Vec::new(),
+        Paced {
+            read: 0,
+            polls: Vec::new(),
+            misses: 0,
+            overlapped: false,
+        },
+    );
+    for _ in 0..reads {
+        {
+            let now = clock.now();
+            let aheads = crate::sync::lock(&state.read_ahead);
+            let fresh: Vec<_> = aheads.iter().filter(|a| a.fresh(now)).collect();
+            if !fresh.iter().any(|a| a.covers(offset)) {
+                paced.misses += 1;
+            }
+            for (i, a) in fresh.iter().enumerate() {
+                let both = fresh[i + 1..]
+                    .iter()
+                    .any(|b| a.covers(b.from) || b.covers(a.from));
+                paced.overlapped |= both;
+            }
+        }
+        let got = read_within(&mut h, &backend, "t", 0, offset, 100_000, 50_000).expect("a read");
+        assert_eq!(got.first().map(|r| r.0), Some(offset));
+        for (o, r) in &got {
+            assert_eq!(r, &records[*o as usize]);
+        }
+        offset = got.last().expect("a record").0 + 1;
+        for _ in 0..4 {
+            h.serve();
+        }
+        for a in crate::sync::lock(&state.read_ahead).iter() {
+            if !seen.contains(&(a.from, a.count, a.sent)) {
+                seen.push((a.from, a.count, a.sent));
+                paced.polls.push((a.from, a.count));
+            }
+        }
+        h.clock.advance(every);
+    }
+    paced.read = offset;
+    paced
+}
+
+/// A consumer that keeps up gets polls sent ahead of 512 KiB's worth from its first poll
+/// sent ahead on, and every read after the first finds one.
+#[test]
+fn a_reader_that_keeps_up_is_polled_ahead_in_large_polls_throughout() {
+    // A read a millisecond: 100 MB/s.
+    let p = read_paced(Duration::from_millis(1), 40);
+    assert!(p.read > 3_500, "{}", p.read);
+    assert!(p.polls.len() >= 8, "{:?}", p.polls);
+    // 512 KiB of 1 KB records (and of the records' size as Iggy reports it), where a read
+    // takes about a hundred.
+    assert!(p.polls.iter().all(|&(_, c)| c >= 400), "{:?}", p.polls);
+    assert_eq!(p.misses, 1, "the first read only");
+    assert!(!p.overlapped);
+}
+
+/// A consumer too slow to read a 512 KiB reply through within the second it stays usable
+/// loses the rest of it once; from then on the polls sent ahead of it are as large as it
+/// reads through in time, none asks again for what another still holds, and its reads
+/// find them.
+#[test]
+fn a_slow_reader_gets_polls_ahead_it_reads_through_in_time() {
+    // A read every 150 ms (670 KB a second) reads the first poll ahead (about 500 records)
+    // through in 0.8 s and not the second, sent with it; one every 300 ms reads neither.
+    for every in [150, 300] {
+        let p = read_paced(Duration::from_millis(every), 5_000 / every as usize);
+        assert!(p.read > 400_000 / every, "{every} ms: {}", p.read);
+        assert!(
+            p.misses <= 2,
+            "{every} ms: {} reads without a usable poll sent ahead (the first, and once \
+             the first polls went stale); {:?}",
+            p.misses,
+            p.polls
+        );
+        // After the first two, no poll asks for more than the reader gets through in time,
+        // and all of them ask Iggy for little more than what was read.
+        assert!(
+            p.polls[2..].iter().all(|&(_, c)| c < 300),
+            "{every} ms: {:?}",
+            p.polls
+        );
+        let asked: u64 = p.polls.iter().map(|&(_, c)| u64::from(c)).sum();
+        assert!(asked < p.read + 1_200, "{every} ms: {asked} for {}", p.read);
+        assert!(!p.overlapped, "{every} ms: {:?}", p.polls);
+    }
+}
+
 #[test]
 fn a_topic_created_again_outside_the_gateway_is_read_afresh() {
     let mut h = Pool::new(FakeIggy::new());
