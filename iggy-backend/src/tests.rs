@@ -453,10 +453,13 @@ fn a_slow_reader_gets_polls_ahead_it_reads_through_in_time() {
     for every in [150, 300] {
         let p = read_paced(Duration::from_millis(every), 5_000 / every as usize);
         assert!(p.read > 400_000 / every, "{every} ms: {}", p.read);
+        // The first read; the one that reaches what went stale of the first polls; and,
+        // at 150 ms, possibly the one that reaches the poll sent after the second when the
+        // first was read through (about 0.9 s later, so stale or not with the wall clock's
+        // time). Without following the reader's pace, one a second.
         assert!(
-            p.misses <= 2,
-            "{every} ms: {} reads without a usable poll sent ahead (the first, and once \
-             the first polls went stale); {:?}",
+            p.misses <= 3,
+            "{every} ms: {} reads without a usable poll sent ahead; {:?}",
             p.misses,
             p.polls
         );
