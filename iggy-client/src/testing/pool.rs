@@ -21,6 +21,8 @@ use crate::Clock;
 #[derive(Debug, Default)]
 pub struct TestClock {
     ahead: Arc<std::sync::Mutex<Duration>>,
+    /// Once [frozen](Self::freeze), the instant the clock counts from instead of now.
+    frozen: Arc<std::sync::OnceLock<Instant>>,
     sleeps_wait: std::sync::atomic::AtomicBool,
 }
 
@@ -30,6 +32,12 @@ impl TestClock {
         *self.ahead.lock().expect("the clock") += by;
     }
 
+    /// From now on, the clock moves only when the test moves it, so that what a test
+    /// asserts of durations does not depend on how fast the machine runs it.
+    pub fn freeze(&self) {
+        self.frozen.get_or_init(Instant::now);
+    }
+
     /// From now on, a sleep ends only once the clock reaches its deadline.
     pub fn sleeps_wait(&self) {
         self.sleeps_wait
@@ -37,17 +45,22 @@ impl TestClock {
     }
 }
 
+/// The instant a [`TestClock`] counts from: now, unless it was frozen.
+fn base(frozen: &std::sync::OnceLock<Instant>) -> Instant {
+    frozen.get().copied().unwrap_or_else(Instant::now)
+}
+
 impl Clock for TestClock {
     fn now(&self) -> Instant {
-        Instant::now() + *self.ahead.lock().expect("the clock")
+        base(&self.frozen) + *self.ahead.lock().expect("the clock")
     }
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         if !self.sleeps_wait.load(std::sync::atomic::Ordering::Relaxed) {
             return Box::pin(std::future::ready(()));
         }
-        let ahead = Arc::clone(&self.ahead);
+        let (ahead, frozen) = (Arc::clone(&self.ahead), Arc::clone(&self.frozen));
         Box::pin(std::future::poll_fn(move |_| {
-            if Instant::now() + *ahead.lock().expect("the clock") >= deadline {
+            if base(&frozen) + *ahead.lock().expect("the clock") >= deadline {
                 Poll::Ready(())
             } else {
                 Poll::Pending
