@@ -311,7 +311,12 @@ impl Reads {
                 .max(state.message_size.load(Ordering::Relaxed));
             let floor = read.max(ahead_count(size, max_messages));
             let count = paced((read, floor), seen.finished, covered, pace.as_ref());
-            let ahead = self.send_ahead(catalog, &state, at, next, current, (count, read))?;
+            // A reader paced below the floor takes about as long to read a reply through
+            // as its fetches are apart: a second poll would be two fetches old, and
+            // perhaps stale, by the time it got there.
+            let depth = if count < floor { 1 } else { READ_AHEAD_DEPTH };
+            let ahead =
+                self.send_ahead(catalog, &state, at, (next, current), (count, read), depth)?;
             let mut paces = lock(&state.read_paces);
             paces.retain(|p| p.next != offset && p.next != next);
             if paces.len() >= READ_PACES {
@@ -461,8 +466,8 @@ impl Reads {
         }
     }
 
-    /// Sends polls ahead of a reader that will read from `next` on, up to
-    /// [`READ_AHEAD_DEPTH`] polls of `count` beyond what is already ahead, while Iggy has
+    /// Sends polls ahead of a reader that will read from `next` on, up to `depth` polls
+    /// (at most [`READ_AHEAD_DEPTH`]) of `count` counting those already ahead, while Iggy has
     /// messages there (its current offset is `current`). `count` is `(wanted, least)`: a
     /// poll of `wanted` that the budget ([`READ_AHEAD_BYTES`]) cannot hold is sent as one
     /// of `least` (one read's worth) if that fits. A poll ends where one already ahead
@@ -472,9 +477,9 @@ impl Reads {
         catalog: &Catalog,
         state: &PartitionState,
         (topic, partition): (&str, u32),
-        next: u64,
-        current: u64,
+        (next, current): (u64, u64),
         (wanted, least): (u32, u32),
+        depth: u64,
     ) -> Result<bool, BackendError> {
         let calls = catalog.calls();
         let now = calls.clock().now();
@@ -482,7 +487,7 @@ impl Reads {
         // A stale poll would otherwise cut short the one sent in its place.
         aheads.retain(|a| a.fresh(now));
         let mut from = next;
-        for _ in 0..READ_AHEAD_DEPTH {
+        for _ in 0..depth {
             if from > current {
                 break;
             }
@@ -570,8 +575,8 @@ struct Finished {
 /// own read asks for) up to `floor` ([`READ_AHEAD_POLL_BYTES`]' worth): a reply must be
 /// read through within [`READ_AHEAD_FOR`] of its poll's sending, or the rest of it is lost
 /// and the reader pays a poll of its own. The poll sent now is read through about as long
-/// after its sending as the reply the read `finished` (both wait behind the one ahead of
-/// them), so that one tells: read through within a quarter of the time, the next may be
+/// after its sending as the reply the read `finished`, while the reader keeps its pace,
+/// so that one tells: read through within a quarter of the time, the next may be
 /// twice as large; within half, as large; later, it falls back to `read`. Without one, the
 /// last size stays, unless a poll sent ahead covered this read's offset after the last
 /// read (`pace`) and none usable does now (not `covered`): it went stale before the
