@@ -91,8 +91,10 @@ struct SlotState {
     /// call is polled it keeps one.
     waker: Option<Waker>,
     /// The lanes whose next call waits for this one, each once (a lane looking again adds
-    /// nothing): at most one entry per lane.
-    then: Vec<(Arc<Lanes>, usize)>,
+    /// nothing): at most one entry per lane. Weak: the lanes hold the call queued, and
+    /// with it this slot, so a strong reference would keep both alive for ever once the
+    /// lanes were let go of with the call still queued.
+    then: Vec<(Weak<Lanes>, usize)>,
     /// Times the call was sent again elsewhere after a node did not admit it: a call that
     /// waits for it waits for one send only ([`Predecessor`]).
     attempt: u32,
@@ -186,9 +188,7 @@ impl Slot {
             s.attempt = s.attempt.wrapping_add(1);
             std::mem::take(&mut s.then)
         };
-        for (lanes, index) in then {
-            lanes.lane(index).changed.notify(usize::MAX);
-        }
+        wake_lanes(then);
     }
 
     fn fill(&self, result: Result<Bytes, Failure>, service: Option<Duration>) {
@@ -202,7 +202,15 @@ impl Slot {
         if let Some(w) = waker {
             w.wake();
         }
-        for (lanes, index) in then {
+        wake_lanes(then);
+    }
+}
+
+/// Has the lanes that wait for a call look at their queues again (none, for lanes let go
+/// of).
+fn wake_lanes(then: Vec<(Weak<Lanes>, usize)>) {
+    for (lanes, index) in then {
+        if let Some(lanes) = lanes.upgrade() {
             lanes.lane(index).changed.notify(usize::MAX);
         }
     }
@@ -212,9 +220,7 @@ impl Drop for Slot {
     /// A call dropped unsent holds up nobody: the lane waiting for it looks again.
     fn drop(&mut self) {
         let state = self.0.get_mut().unwrap_or_else(PoisonError::into_inner);
-        for (lanes, index) in std::mem::take(&mut state.then) {
-            lanes.lane(index).changed.notify(usize::MAX);
-        }
+        wake_lanes(std::mem::take(&mut state.then));
     }
 }
 
@@ -595,7 +601,7 @@ impl Lane {
                 // Checked under the lock that a refusal takes to let the waiters go.
                 if !b.done && b.attempt == attempt {
                     if !b.then.iter().any(|(_, i)| *i == index) {
-                        b.then.push((Arc::clone(lanes), index));
+                        b.then.push((Arc::downgrade(lanes), index));
                     }
                     return None;
                 }

@@ -255,6 +255,23 @@ fn waiting_keeps_one_waker_and_one_entry_per_lane() {
     assert!(s.waker.is_some() && s.then.is_empty());
 }
 
+/// A call that another lane waits for keeps no hold on the lanes: let go of with both
+/// calls still queued (a gateway shutting down, a fuzzer's run ending), the lanes, their
+/// queues and the calls' slots are freed.
+#[test]
+fn lanes_let_go_of_with_a_waited_for_call_queued_are_freed() {
+    let now = Instant::now();
+    let lanes = Arc::new(lanes(2));
+    let mut b = up_lane(&lanes, 1, now);
+    let (first, second) = one_then_two(&lanes);
+    b.pump(now);
+    assert_eq!(lock(&first.0 .0).then.len(), 1, "lane 1 waits for call 1");
+    let (gone, slot) = (Arc::downgrade(&lanes), Arc::downgrade(&first.0));
+    drop((b, first, second, lanes));
+    assert!(gone.upgrade().is_none(), "the lanes are freed");
+    assert!(slot.upgrade().is_none(), "and the call they held queued");
+}
+
 /// Call "1" on lane 0, then call "2" on lane 1 after it.
 fn one_then_two(lanes: &Lanes) -> (PendingCall, PendingCall) {
     let first = lanes.call(0, SEND_MESSAGES_CODE, Bytes::from_static(b"1"));
