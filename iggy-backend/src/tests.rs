@@ -348,6 +348,16 @@ fn a_large_poll_ahead_the_budget_cannot_hold_is_sent_at_the_reads_size() {
     assert_eq!(polls(&h), before, "served by the poll sent ahead");
 }
 
+/// Appends `records` to partition 0 of `topic`, which they start, one record an append:
+/// the fake answers a poll with whole appends, so this makes it answer as Iggy does, with
+/// exactly the records asked for.
+fn append_singly(h: &mut Pool, backend: &IggyBackend, topic: &str, records: &[KafkaRecord]) {
+    for (i, r) in records.iter().enumerate() {
+        let one = std::slice::from_ref(r);
+        assert_eq!(append(h, backend, topic, 0, one, None), Ok(i as u64));
+    }
+}
+
 /// What [`read_paced`] saw of a reader.
 struct Paced {
     /// Where it got to.
@@ -374,12 +384,7 @@ fn read_paced(every: Duration, reads: usize) -> Paced {
         ..KafkaRecord::default()
     };
     let records: Vec<KafkaRecord> = (0..5_000).map(rec).collect();
-    // One record an append: the fake answers a poll with whole appends, so this makes it
-    // answer as Iggy does, with exactly the records asked for.
-    for (i, r) in records.iter().enumerate() {
-        let one = std::slice::from_ref(r);
-        assert_eq!(append(&mut h, &backend, "t", 0, one, None), Ok(i as u64));
-    }
+    append_singly(&mut h, &backend, "t", &records);
     let state = backend.inner.catalog.partition("t", 0);
     let clock = backend.inner.catalog.calls().clock();
     let (mut offset, mut seen, mut paced) = (
@@ -579,11 +584,7 @@ fn a_reply_sent_ahead_is_counted_at_its_own_length() {
     let records: Vec<KafkaRecord> = (0..60).map(record).collect();
     for topic in ["a", "b"] {
         create(&mut h, &backend, topic, 1);
-        // One record an append: the fake answers a poll with exactly what it asked for.
-        for (i, r) in records.iter().enumerate() {
-            let one = std::slice::from_ref(r);
-            assert_eq!(append(&mut h, &backend, topic, 0, one, None), Ok(i as u64));
-        }
+        append_singly(&mut h, &backend, topic, &records);
     }
     let held = |b: &IggyBackend| b.inner.reads.read_ahead_held();
     // Each kept reply's share and its length; the share of each poll still on its way.
