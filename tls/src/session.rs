@@ -56,11 +56,26 @@ fn sealed_size(len: usize) -> usize {
     len + (len / RECORD + 1) * 64
 }
 
+/// Zeroes `bytes` at `memset`'s speed. `zeroize` on a slice writes one byte at a time
+/// (volatile writes cannot be merged), which took a sixth of the gateway's CPU time
+/// producing over TLS; the barrier is what keeps the compiler from dropping these writes.
+fn wipe(bytes: &mut [u8]) {
+    bytes.fill(0);
+    zeroize::optimization_barrier(bytes);
+}
+
+/// Zeroes what `v` holds and empties it. What lies past its length is zero already: every
+/// path that shortens it wipes first.
+fn wipe_vec(v: &mut Vec<u8>) {
+    wipe(v);
+    v.clear();
+}
+
 /// Lets go of the first `n` bytes of `incoming`, zeroed first: rustls decrypts records in
 /// place, so they held plaintext (a SaslAuthenticate's password among it).
 fn consume(incoming: &mut BytesMut, n: usize) {
     let n = n.min(incoming.len());
-    incoming[..n].zeroize();
+    wipe(&mut incoming[..n]);
     incoming.advance(n);
 }
 
@@ -92,9 +107,9 @@ struct Buffers {
 impl Drop for Buffers {
     fn drop(&mut self) {
         // Plaintext may be left in any of them; ciphertext costs little to zero as well.
-        self.incoming.as_mut().zeroize();
+        wipe(&mut self.incoming);
         self.pending.zeroize();
-        self.stash.as_mut().zeroize();
+        wipe(&mut self.stash);
     }
 }
 
@@ -287,7 +302,7 @@ fn seal<Data>(
     data: &[IoSlice<'_>],
 ) -> Result<(), rustls::Error> {
     if *closed {
-        pending.zeroize();
+        wipe_vec(pending);
         return Ok(());
     }
     let mut encrypt = |outgoing: &mut BytesMut, plain: &[u8]| {
@@ -310,7 +325,7 @@ fn seal<Data>(
             d = &d[take..];
             if pending.len().is_multiple_of(RECORD) {
                 encrypt(outgoing, pending)?;
-                pending.zeroize();
+                wipe_vec(pending);
             }
         }
         if d.is_empty() {
@@ -324,7 +339,7 @@ fn seal<Data>(
     }
     if !pending.is_empty() {
         encrypt(outgoing, pending)?;
-        pending.zeroize();
+        wipe_vec(pending);
     }
     if std::mem::take(closing) {
         into_outgoing(outgoing, 64, |out| match traffic.queue_close_notify(out) {
@@ -438,7 +453,7 @@ impl TlsSession {
         };
         if !stash.is_empty() {
             self.bufs.stash.extend_from_slice(&stash);
-            stash.as_mut().zeroize();
+            wipe(&mut stash);
         }
         match ran {
             Ok(()) if self.bufs.incoming.len() > MAX_UNPROCESSED => {
@@ -470,8 +485,11 @@ impl TlsSession {
         if !self.bufs.stash.is_empty() {
             let mut stashed = self.bufs.stash.split();
             plaintext.extend_from_slice(&stashed);
-            stashed.as_mut().zeroize();
+            wipe(&mut stashed);
         }
+        // Plaintext is never longer than its ciphertext: room for all of it at once, rather
+        // than growing `plaintext` record by record, each growth copying what it holds.
+        plaintext.reserve(self.bufs.incoming.len());
         self.run(Some(plaintext), Then::Read)?;
         Ok(Received {
             peer_closed: self.bufs.peer_closed,
@@ -556,5 +574,22 @@ impl TlsSession {
             Conn::Client(c) => encode_queued(&mut **c, &mut self.bufs),
         };
         e
+    }
+}
+
+#[cfg(test)]
+mod wipe_tests {
+    use super::*;
+
+    #[test]
+    fn what_is_consumed_is_zeroed_and_what_is_not_is_kept() {
+        let mut incoming = BytesMut::from(&b"password=hunter2;rest"[..]);
+        wipe(&mut incoming[..16]);
+        assert_eq!(&incoming[..], b"\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0;rest");
+        consume(&mut incoming, 16);
+        assert_eq!(&incoming[..], b";rest");
+        let mut pending = b"a secret".to_vec();
+        wipe_vec(&mut pending);
+        assert!(pending.is_empty());
     }
 }
