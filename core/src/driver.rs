@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::backend::{
     Backend, BackendError, Command, Completion, Execution, KeepGroups, ProducerBatch,
@@ -866,6 +866,22 @@ impl Extend<Bytes> for Transmit {
     }
 }
 
+/// Makes sure a connection's read buffer has at least `needed` bytes free after what it
+/// holds; when it must grow, it gets `room` free (or `needed`, if more), as
+/// [`Connection::read_capacity`] measures it.
+///
+/// Growing moves what the buffer holds (a partial frame) to a new buffer of its own.
+/// `BytesMut::reserve` would instead grow the old allocation, once the frames split off it
+/// are let go of, by a copy of every byte it held from its start: the frames already read
+/// as well as the partial one, each copy into pages touched for the first time.
+pub fn make_room(buf: &mut BytesMut, needed: usize, room: usize) {
+    if buf.capacity() - buf.len() < needed {
+        let mut grown = BytesMut::with_capacity(buf.len() + room.max(needed));
+        grown.extend_from_slice(buf);
+        *buf = grown;
+    }
+}
+
 /// What a connection has to write, for vectored writes: a fetch response's long record
 /// batches are buffers of their own, between the encoded bytes. The adapter calls
 /// [`Transmit::fill`], then writes [`Transmit::slices`] and reports each write with
@@ -928,6 +944,24 @@ impl Transmit {
 mod tests {
     use super::*;
     use crate::group::{ConsumerHeartbeat, GroupConfig, TopicMetadata};
+
+    #[test]
+    fn make_room_moves_only_the_partial_frame_and_keeps_enough_room_as_it_is() {
+        let mut buf = BytesMut::with_capacity(64);
+        buf.extend_from_slice(&[1; 40]);
+        let frame = buf.split_to(40).freeze();
+        buf.extend_from_slice(&[2; 10]);
+        drop(frame);
+        make_room(&mut buf, 100, 1000);
+        assert_eq!(&buf[..], &[2; 10]);
+        assert_eq!(buf.capacity(), 1010);
+        let at = buf.as_ptr();
+        make_room(&mut buf, 1000, 5000);
+        assert_eq!((buf.as_ptr(), buf.capacity()), (at, 1010));
+        make_room(&mut buf, 2000, 10);
+        assert_eq!(&buf[..], &[2; 10]);
+        assert_eq!(buf.capacity(), 2010);
+    }
 
     /// A backend that keeps group states in a list.
     #[derive(Default)]

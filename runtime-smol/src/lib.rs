@@ -16,7 +16,7 @@ use async_io::{Async, Timer};
 use bytes::BytesMut;
 use futures_lite::{future, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use iggy_kafka_admin::{Admin, AdminIo};
-use iggy_kafka_core::driver::{PendingWork, Shared, Transmit};
+use iggy_kafka_core::driver::{make_room, PendingWork, Shared, Transmit};
 use iggy_kafka_core::stats::{ConnectionHandle, Ended, Registry};
 use iggy_kafka_core::work::{Outcome, WorkId};
 use iggy_kafka_core::{Config, Connection};
@@ -421,7 +421,7 @@ async fn run_connection(
             }
             match tls.as_mut() {
                 None => {
-                    buf.reserve(room);
+                    make_room(&mut buf, room, room);
                     // Zeroing costs as much as reading: zero what one read is likely to fill.
                     buf.resize(filled + room.min(4 * READ_CHUNK), 0);
                     Event::Read(stream.read(&mut buf[filled..]).await)
@@ -466,25 +466,31 @@ async fn run_connection(
             }
             Event::Read(Ok(n)) => match tls.as_mut() {
                 None => buf.truncate(filled + n),
-                Some(tls) => match tls.session.handle_ciphertext(&tls.read[..n], &mut buf) {
-                    Ok(received) if received.peer_closed => {
-                        tracing::debug!("peer closed");
-                        return Ended::Peer;
-                    }
-                    Ok(_) => {
-                        // The handshake is done by the time a certificate's principal
-                        // shows, and before any plaintext reaches the connection.
-                        if let Some(p) = tls.session.take_peer_principal() {
-                            tracing::debug!(principal = %p, "client certificate");
-                            conn.set_peer_principal(p);
+                Some(tls) => {
+                    // Room for all the plaintext (never longer than its ciphertext) before
+                    // it comes, so that a large frame grows the buffer as a plaintext read
+                    // does, not once per record.
+                    make_room(&mut buf, n, room);
+                    match tls.session.handle_ciphertext(&tls.read[..n], &mut buf) {
+                        Ok(received) if received.peer_closed => {
+                            tracing::debug!("peer closed");
+                            return Ended::Peer;
+                        }
+                        Ok(_) => {
+                            // The handshake is done by the time a certificate's principal
+                            // shows, and before any plaintext reaches the connection.
+                            if let Some(p) = tls.session.take_peer_principal() {
+                                tracing::debug!(principal = %p, "client certificate");
+                                conn.set_peer_principal(p);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::info!(error = %e, "TLS failed; closing");
+                            tls.flush(stream).await;
+                            return Ended::Io;
                         }
                     }
-                    Err(e) => {
-                        tracing::info!(error = %e, "TLS failed; closing");
-                        tls.flush(stream).await;
-                        return Ended::Io;
-                    }
-                },
+                }
             },
             Event::Read(Err(e)) => {
                 tracing::debug!(error = %e, "read failed");

@@ -14,7 +14,7 @@ use std::task::Poll;
 
 use bytes::BytesMut;
 use iggy_kafka_admin::{Admin, AdminIo};
-use iggy_kafka_core::driver::{PendingWork, Shared, Transmit};
+use iggy_kafka_core::driver::{make_room, PendingWork, Shared, Transmit};
 use iggy_kafka_core::stats::{ConnectionHandle, Ended, Registry};
 use iggy_kafka_core::{Config, Connection};
 use iggy_kafka_iggy_client::{drive, Clock, Lanes, SessionConfig};
@@ -376,9 +376,7 @@ async fn read_in(
         }
     }
     let Some(tls) = tls else {
-        if buf.capacity() - buf.len() < room / 4 {
-            buf.reserve(room);
-        }
+        make_room(buf, room / 4, room);
         return Ok(stream.read_buf(buf).await.map_err(ReadError::Io)? > 0);
     };
     // Straight into the session's buffer, where records are decrypted in place.
@@ -389,6 +387,9 @@ async fn read_in(
     if stream.read_buf(read).await.map_err(ReadError::Io)? == 0 {
         return Ok(false);
     }
+    // Room for all the plaintext (never longer than its ciphertext) before it comes, so
+    // that a large frame grows the buffer as a plaintext read does, not once per record.
+    make_room(buf, read.len(), room);
     let received = tls.session.handle_read(buf).map_err(ReadError::Tls)?;
     Ok(!received.peer_closed)
 }
