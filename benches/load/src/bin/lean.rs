@@ -28,12 +28,27 @@
 //! producer sends a request of BATCH records every 1/RATE s on a fixed schedule (a request
 //! that falls behind it goes at once), one in flight, and prints the percentiles of each
 //! request's time from its send to its answer. No consumer runs.
+//!
+//! TLS and SASL (environment) make every connection speak to an SSL, SASL_PLAINTEXT or
+//! SASL_SSL listener:
+//! - TLS_CA_FILE: a PEM file of the certificates to trust; setting it turns TLS on (rustls,
+//!   ring's cryptography). TLS_SERVER_NAME: the name the server's certificate must carry
+//!   (default: BOOTSTRAP's host, a DNS name or an IP address).
+//! - SASL_MECHANISM (PLAIN or SCRAM-SHA-512), SASL_USERNAME, SASL_PASSWORD: authenticate
+//!   each connection once, before its first request (SaslHandshake v1, then
+//!   SaslAuthenticate v2). SCRAM checks the server's signature too.
+//!
+//! Without them a connection is the bare TCP stream, written and read as before.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use bytes::{Buf, Bytes, BytesMut};
+use hmac::{Hmac, Mac};
 use iggy_kafka_core::protocol::frame;
 use iggy_kafka_core::protocol::generated::fetch_request::{
     FetchPartition, FetchRequest, FetchTopic,
@@ -41,9 +56,14 @@ use iggy_kafka_core::protocol::generated::fetch_request::{
 use iggy_kafka_core::protocol::generated::produce_request::{
     PartitionProduceData, ProduceRequest, TopicProduceData,
 };
+use iggy_kafka_core::protocol::generated::sasl_authenticate_request::SaslAuthenticateRequest;
+use iggy_kafka_core::protocol::generated::sasl_handshake_request::SaslHandshakeRequest;
 use iggy_kafka_core::protocol::{ApiKey, Request, Response};
 use iggy_kafka_core::records::{Compression, Record, RecordBatch};
 use iggy_kafka_load::rate as rate_line;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use sha2::{Digest, Sha512};
 
 const PRODUCE_VERSION: i16 = 9;
 const FETCH_VERSION: i16 = 12;
@@ -85,9 +105,10 @@ fn main() {
     let (partitions, producers, consumers) =
         (env("PARTITIONS"), env("PRODUCERS"), env("CONSUMERS"));
     let batch_len = encoded_batch(size, batch).len();
+    let security = &Security::from_env(bootstrap);
     if let Ok(rate) = std::env::var("RATE") {
         let rate: f64 = rate.parse().expect("RATE");
-        let mut conn = Conn::new(bootstrap);
+        let mut conn = Conn::new(bootstrap, security);
         let start = Instant::now();
         let mut times = paced(&mut conn, topic, records / batch, size, batch, rate);
         rate_line("produce", records, size, start.elapsed());
@@ -115,7 +136,7 @@ fn main() {
                     partitions,
                 };
                 scope.spawn(move || {
-                    let mut conn = Conn::new(bootstrap);
+                    let mut conn = Conn::new(bootstrap, security);
                     produce(
                         &mut conn,
                         topic,
@@ -141,7 +162,7 @@ fn main() {
                     .collect();
                 let got = &got;
                 scope.spawn(move || {
-                    let mut conn = Conn::new(bootstrap);
+                    let mut conn = Conn::new(bootstrap, security);
                     consume(&mut conn, topic, (records, got), size, batch_len, &mine);
                 });
             }
@@ -399,8 +420,101 @@ fn value_len(mut record: &[u8]) -> usize {
     value.max(0) as usize
 }
 
+/// How every connection reaches the broker, read once from the environment.
+struct Security {
+    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    sasl: Option<Sasl>,
+}
+
+struct Sasl {
+    scram: bool,
+    user: String,
+    password: String,
+}
+
+impl Security {
+    fn from_env(bootstrap: &str) -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let tls = var("TLS_CA_FILE").map(|ca| {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(&ca).expect("TLS_CA_FILE") {
+                roots
+                    .add(cert.expect("TLS_CA_FILE"))
+                    .expect("a CA certificate");
+            }
+            // ring, as the gateway's `tls` crate has it (deprecated in rustls for lacking
+            // post-quantum key exchange, which a benchmark on loopback does not need).
+            #[allow(deprecated)]
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("protocol versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let host = var("TLS_SERVER_NAME").unwrap_or_else(|| {
+                let (host, _port) = bootstrap.rsplit_once(':').expect("BOOTSTRAP is host:port");
+                host.trim_start_matches('[').trim_end_matches(']').into()
+            });
+            let name = ServerName::try_from(host).expect("TLS_SERVER_NAME");
+            (Arc::new(config), name)
+        });
+        let sasl = var("SASL_MECHANISM").map(|m| Sasl {
+            scram: match m.to_ascii_uppercase().as_str() {
+                "PLAIN" => false,
+                "SCRAM-SHA-512" => true,
+                _ => panic!("SASL_MECHANISM: {m} is not PLAIN or SCRAM-SHA-512"),
+            },
+            user: var("SASL_USERNAME").expect("SASL_USERNAME"),
+            password: var("SASL_PASSWORD").expect("SASL_PASSWORD"),
+        });
+        Self { tls, sasl }
+    }
+}
+
+/// The connection's byte stream: the socket itself, or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.read(buf),
+            Self::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.write(buf),
+            Self::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Plain(s) => s.flush(),
+            Self::Tls(s) => s.flush(),
+        }
+    }
+}
+
+impl Drop for Stream {
+    /// Ends a TLS session with close_notify, so that the broker sees an orderly close
+    /// rather than a truncated one.
+    fn drop(&mut self) {
+        if let Self::Tls(s) = self {
+            s.conn.send_close_notify();
+            let _ = s.conn.complete_io(&mut s.sock);
+        }
+    }
+}
+
 struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     correlation: i32,
     out: BytesMut,
     /// Requests sent and not answered yet: correlation id, API key, version.
@@ -408,15 +522,70 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(bootstrap: &str) -> Self {
-        let stream = TcpStream::connect(bootstrap).expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
-        Self {
+    fn new(bootstrap: &str, security: &Security) -> Self {
+        let socket = TcpStream::connect(bootstrap).expect("connect");
+        socket.set_nodelay(true).expect("nodelay");
+        let stream = match &security.tls {
+            None => Stream::Plain(socket),
+            // The handshake runs on the first write.
+            Some((config, name)) => Stream::Tls(Box::new(rustls::StreamOwned::new(
+                rustls::ClientConnection::new(config.clone(), name.clone()).expect("TLS"),
+                socket,
+            ))),
+        };
+        let mut conn = Self {
             stream,
             correlation: 0,
             out: BytesMut::new(),
             sent: std::collections::VecDeque::new(),
+        };
+        if let Some(sasl) = &security.sasl {
+            conn.authenticate(sasl);
         }
+        conn
+    }
+
+    fn authenticate(&mut self, sasl: &Sasl) {
+        let mechanism = if sasl.scram { "SCRAM-SHA-512" } else { "PLAIN" };
+        let handshake = Request::SaslHandshake(SaslHandshakeRequest {
+            mechanism: mechanism.into(),
+        });
+        self.send(&handshake, 1);
+        let Response::SaslHandshake(r) = self.recv() else {
+            panic!("not a SaslHandshake response")
+        };
+        assert_eq!(
+            r.error_code, 0,
+            "{mechanism} refused; the broker offers {:?}",
+            r.mechanisms
+        );
+        if !sasl.scram {
+            self.sasl_step(format!("\0{}\0{}", sasl.user, sasl.password).into_bytes());
+            return;
+        }
+        let scram = Scram::new(&sasl.user);
+        let server_first = self.sasl_step(scram.client_first());
+        let (client_final, server_final) = scram.client_final(&sasl.password, &server_first);
+        let got = self.sasl_step(client_final);
+        assert_eq!(
+            got[..],
+            server_final[..],
+            "the server's SCRAM signature does not match"
+        );
+    }
+
+    /// Sends one SASL token and returns the server's.
+    fn sasl_step(&mut self, token: Vec<u8>) -> Bytes {
+        let request = Request::SaslAuthenticate(SaslAuthenticateRequest {
+            auth_bytes: token.into(),
+            ..SaslAuthenticateRequest::default()
+        });
+        self.send(&request, 2);
+        let Response::SaslAuthenticate(r) = self.recv() else {
+            panic!("not a SaslAuthenticate response")
+        };
+        assert_eq!(r.error_code, 0, "SASL refused: {:?}", r.error_message);
+        r.auth_bytes
     }
 
     fn send(&mut self, request: &Request, version: i16) {
@@ -431,6 +600,8 @@ impl Conn {
         )
         .expect("request");
         self.stream.write_all(&self.out).expect("send");
+        // A no-op on TCP; on TLS it pushes out records a failed write left behind.
+        self.stream.flush().expect("send");
         self.sent
             .push_back((self.correlation, request.api_key(), version));
     }
@@ -447,4 +618,79 @@ impl Conn {
         assert_eq!(correlation_id, correlation);
         response
     }
+}
+
+/// The client side of SCRAM-SHA-512 (RFC 5802) as Kafka speaks it: no channel binding, no
+/// extensions. The cryptography is RustCrypto's HMAC, SHA-512 and PBKDF2.
+struct Scram {
+    /// client-first-message-bare: `n=USER,r=NONCE`.
+    first_bare: String,
+    nonce: String,
+}
+
+impl Scram {
+    fn new(user: &str) -> Self {
+        let mut random = [0u8; 18];
+        getrandom::fill(&mut random).expect("random nonce");
+        let nonce = BASE64.encode(random);
+        let user = user.replace('=', "=3D").replace(',', "=2C");
+        Self {
+            first_bare: format!("n={user},r={nonce}"),
+            nonce,
+        }
+    }
+
+    fn client_first(&self) -> Vec<u8> {
+        format!("n,,{}", self.first_bare).into_bytes()
+    }
+
+    /// The client-final-message answering `server_first`, and the server-final-message
+    /// that proves the server knows the credential.
+    fn client_final(&self, password: &str, server_first: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let server_first = std::str::from_utf8(server_first).expect("server-first-message");
+        let (mut nonce, mut salt, mut iterations) = (None, None, None);
+        for field in server_first.split(',') {
+            match field.split_at_checked(2) {
+                Some(("r=", v)) => nonce = Some(v),
+                Some(("s=", v)) => salt = Some(BASE64.decode(v).expect("salt")),
+                Some(("i=", v)) => iterations = Some(v.parse::<u32>().expect("iterations")),
+                _ => {}
+            }
+        }
+        let nonce = nonce.expect("server nonce");
+        assert!(
+            nonce.starts_with(&self.nonce) && nonce.len() > self.nonce.len(),
+            "the server's nonce does not extend ours"
+        );
+        let mut salted = [0u8; 64];
+        pbkdf2::pbkdf2_hmac::<Sha512>(
+            password.as_bytes(),
+            &salt.expect("salt"),
+            iterations.expect("iterations"),
+            &mut salted,
+        );
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth = format!("{},{server_first},{without_proof}", self.first_bare);
+        let client_key = hmac(&salted, b"Client Key");
+        let signature = hmac(&Sha512::digest(&client_key), auth.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(k, s)| k ^ s)
+            .collect();
+        let server_signature = hmac(&hmac(&salted, b"Server Key"), auth.as_bytes());
+        (
+            format!("{without_proof},p={}", BASE64.encode(proof)).into_bytes(),
+            format!("v={}", BASE64.encode(server_signature)).into_bytes(),
+        )
+    }
+}
+
+fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
+    <Hmac<Sha512> as Mac>::new_from_slice(key)
+        .expect("HMAC takes keys of any length")
+        .chain_update(data)
+        .finalize()
+        .into_bytes()
+        .to_vec()
 }
