@@ -694,3 +694,53 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
         .into_bytes()
         .to_vec()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iggy_kafka_core::sasl::{ScramCredential, ScramMechanism};
+
+    /// The proof checks out against what the gateway keeps of the password (its StoredKey),
+    /// the way the server checks it, and the server-final expected is the gateway's
+    /// signature with its ServerKey.
+    #[test]
+    fn scram_proof_checks_against_the_gateways_credential() {
+        let salt = b"a salt of some bytes";
+        let credential =
+            ScramCredential::from_password(ScramMechanism::Sha512, b"bench-secret", salt, 4096);
+        let scram = Scram::new("be=n,ch");
+        assert!(scram.first_bare.starts_with("n=be=3Dn=2Cch,r="));
+        assert_eq!(
+            scram.client_first(),
+            format!("n,,{}", scram.first_bare).into_bytes()
+        );
+        let server_first = format!("r={}SERVER,s={},i=4096", scram.nonce, BASE64.encode(salt));
+        let (client_final, server_final) =
+            scram.client_final("bench-secret", server_first.as_bytes());
+        let client_final = String::from_utf8(client_final).expect("UTF-8");
+        let (without_proof, proof) = client_final.rsplit_once(",p=").expect("a proof");
+        assert_eq!(without_proof, format!("c=biws,r={}SERVER", scram.nonce));
+        let auth = format!("{},{server_first},{without_proof}", scram.first_bare);
+        let signature = hmac(&credential.stored_key, auth.as_bytes());
+        let client_key: Vec<u8> = BASE64
+            .decode(proof)
+            .expect("base64")
+            .iter()
+            .zip(&signature)
+            .map(|(p, s)| p ^ s)
+            .collect();
+        assert_eq!(Sha512::digest(&client_key)[..], credential.stored_key[..]);
+        let expected = hmac(&credential.server_key, auth.as_bytes());
+        assert_eq!(
+            server_final,
+            format!("v={}", BASE64.encode(expected)).into_bytes()
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "does not extend ours")]
+    fn scram_refuses_a_nonce_not_extending_its_own() {
+        let scram = Scram::new("bench");
+        scram.client_final("bench-secret", b"r=someone-else,s=c2FsdA==,i=4096");
+    }
+}
