@@ -40,6 +40,10 @@ pub(crate) struct PartitionState {
     pub(crate) fence_refusals: AtomicU32,
     /// The partition's bytes per message as Iggy last reported them, 0 before.
     pub(crate) message_size: AtomicUsize,
+    /// A running estimate of a message's size here as reads count it (`crate::read`), 0
+    /// before a read returned any: the partition's own, so that reads of other topics,
+    /// whose messages may be far smaller, do not size the polls of this one.
+    pub(crate) read_size: AtomicUsize,
     pub(crate) log_start: AtomicU64,
     /// Notified when this gateway appended here: wakes the fetches waiting on it.
     pub(crate) appended: Event,

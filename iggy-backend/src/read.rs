@@ -1,5 +1,5 @@
-//! Reads: polls of a partition, sized by a running estimate of a stored message's size, and
-//! polls sent ahead of sequential readers.
+//! Reads: polls of a partition, sized by a running estimate of the size of its stored
+//! messages, and polls sent ahead of sequential readers.
 //!
 //! A consumer fetches, works, and fetches again; without help each fetch pays a round trip
 //! to Iggy. After a read, polls for the offsets that follow are sent at once, up to
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use iggy_kafka_core::backend::{BackendError, PartitionOffsets, ReadResult};
-use iggy_kafka_core::message::Messages;
+use iggy_kafka_core::message::{message_size, Messages};
 use iggy_kafka_iggy_client::protocol::codes::POLL_MESSAGES_CODE;
 use iggy_kafka_iggy_client::protocol::requests::messages::PollMessagesRequest;
 use iggy_kafka_iggy_client::protocol::{
@@ -60,7 +60,9 @@ pub(crate) const SCAN_POLL_BYTES: usize = 4 << 20;
 type Read = (Messages, u64, usize);
 
 pub(crate) struct Reads {
-    /// A running estimate of a stored message's size, to size polls.
+    /// A running estimate of a stored message's size, all partitions together: what polls
+    /// of a partition not read yet start from (each partition's reads then keep their own,
+    /// [`PartitionState::read_size`]).
     message_size: AtomicUsize,
     /// Bytes that polls sent ahead hold or will hold, all partitions together (see
     /// [`READ_AHEAD_BYTES`]).
@@ -95,6 +97,15 @@ impl Reads {
     #[cfg(test)]
     pub(crate) const BUDGET: usize = READ_AHEAD_BYTES;
 
+    /// The running estimate of a message's size in the partition (from what reads of it
+    /// found), or, before any read of it returned messages, the one of all partitions.
+    fn estimate(&self, state: &PartitionState) -> usize {
+        match state.read_size.load(Ordering::Relaxed) {
+            0 => self.message_size.load(Ordering::Relaxed),
+            size => size,
+        }
+    }
+
     /// How many messages a poll of the partition that is not a read's asks for to get about
     /// `bytes`: sized by the larger of the running estimate (from what reads found) and what
     /// Iggy last reported of the partition. Iggy's figure counts its own framing too, so a
@@ -102,11 +113,21 @@ impl Reads {
     /// (a reply too large for it is asked again).
     pub(crate) fn scan_count(&self, state: &PartitionState, bytes: usize) -> u32 {
         let size = self
-            .message_size
-            .load(Ordering::Relaxed)
+            .estimate(state)
             .max(state.message_size.load(Ordering::Relaxed))
             .max(32);
         u32::try_from((bytes / size).clamp(1, 10_000)).unwrap_or(1)
+    }
+
+    /// Learns that a poll of `count` messages of the partition brought a reply of `size`
+    /// bytes, too large for a lane: its messages are at least `size / count` large on
+    /// average.
+    fn too_large(&self, state: &PartitionState, size: usize, count: u32) {
+        let Some(average) = size.checked_div(count as usize) else {
+            return;
+        };
+        state.read_size.fetch_max(average, Ordering::Relaxed);
+        self.message_size.fetch_max(average, Ordering::Relaxed);
     }
 
     /// Polls up to `count` messages of a partition from where `strategy` says.
@@ -175,8 +196,7 @@ impl Reads {
         state.route.answered(calls, at, lane, Kind::Poll, service);
         if let (Err(Failure::TooLarge(size)), true) = (&result, count > 1) {
             // Whatever the reply held, its messages are at least this large on average.
-            self.message_size
-                .fetch_max(size / count as usize, Ordering::Relaxed);
+            self.too_large(&state, *size, count);
             // More, or larger, messages than the running size estimate foresaw: one
             // message fits whatever its size (Iggy's largest is well below the lanes'
             // limit), and teaches the estimate for the next reads.
@@ -218,11 +238,11 @@ impl Reads {
     ) -> Result<ReadResult, BackendError> {
         let state = catalog.partition(name, partition);
         let at = (name, partition);
-        // As many as the budget holds at the estimate, which sits a little above the true
-        // size: a read of a poll's own size takes its reply whole (one more each would
-        // leave one over in every reply).
-        let count = |me: &Self| {
-            let n = max_bytes / me.message_size.load(Ordering::Relaxed).max(32);
+        // As many as the budget holds at `size`, which sits a little above the true size:
+        // a read of a poll's own size takes its reply whole (one more each would leave one
+        // over in every reply).
+        let count = |size: usize| {
+            let n = max_bytes / size.max(32);
             u32::try_from(n.clamp(1, max_messages.clamp(1, 10_000))).unwrap_or(u32::MAX)
         };
         let pace = lock(&state.read_paces)
@@ -248,7 +268,7 @@ impl Reads {
                         name,
                         partition,
                         WirePollingStrategy::offset(offset),
-                        count(self),
+                        count(self.estimate(&state)),
                     )
                     .await?;
                 wire::polled(&body, offset, max_bytes, max_messages, true)?
@@ -288,35 +308,40 @@ impl Reads {
             bytes += more_bytes;
         }
         if let Some(average) = bytes.checked_div(messages.len()) {
-            let old = self.message_size.load(Ordering::Relaxed);
-            // Up at once, down slowly (and a byte above): a poll sized by too small an
-            // estimate may not fit a lane's reply limit, nor its read.
-            let estimate = if average > old {
-                average
-            } else {
-                (old * 7 + average) / 8 + 1
-            };
-            self.message_size.store(estimate, Ordering::Relaxed);
+            learn(&state.read_size, average);
+            learn(&self.message_size, average);
         }
-        if let Some(next) = messages.last_offset().and_then(|last| last.checked_add(1)) {
-            // Sized by the estimate this read has just taught, and the floor by the largest
-            // size known of this partition's messages: the estimate is shared by every
-            // partition, and a small-message topic read meanwhile must not make a poll of
-            // this one ask for thousands of large messages.
-            let read = count(self);
+        if let Some((next, last)) = messages
+            .last()
+            .and_then(|(o, m)| Some((o.checked_add(1)?, message_size(&m))))
+        {
+            // Sized by the largest of what is known of the size of the messages that follow:
+            // the partition's estimate, which this read has just taught; Iggy's figure for
+            // the partition; and the last message read, for a partition whose messages grow
+            // (the estimate comes down slowly from large ones, but a read of thousands of
+            // small ones and one large would make it ask for thousands of large ones). So
+            // what a poll sent ahead asks for is at most about the larger of the read's
+            // `max_bytes` and `READ_AHEAD_POLL_BYTES`, unless the messages after the read are
+            // larger than any of these says.
             let size = self
-                .message_size
-                .load(Ordering::Relaxed)
-                .max(bytes.checked_div(messages.len()).unwrap_or(0))
-                .max(state.message_size.load(Ordering::Relaxed));
+                .estimate(&state)
+                .max(state.message_size.load(Ordering::Relaxed))
+                .max(last);
+            let read = count(size);
             let floor = read.max(ahead_count(size, max_messages));
             let count = paced((read, floor), seen.finished, covered, pace.as_ref());
             // A reader paced below the floor takes about as long to read a reply through
             // as its fetches are apart: a second poll would be two fetches old, and
             // perhaps stale, by the time it got there.
             let depth = if count < floor { 1 } else { READ_AHEAD_DEPTH };
-            let ahead =
-                self.send_ahead(catalog, &state, at, (next, current), (count, read), depth)?;
+            let ahead = self.send_ahead(
+                catalog,
+                &state,
+                at,
+                (next, current),
+                (count, read, size),
+                depth,
+            )?;
             let mut paces = lock(&state.read_paces);
             paces.retain(|p| p.next != offset && p.next != next);
             if paces.len() >= READ_PACES {
@@ -405,10 +430,9 @@ impl Reads {
         let body = match pending {
             AheadReply::Sent { lane, call } => {
                 let (result, service) = timed_reply(POLL_MESSAGES_CODE, call).await;
-                if let (Err(Failure::TooLarge(size)), true) = (&result, count > 0) {
+                if let Err(Failure::TooLarge(size)) = &result {
                     // As for a read's own poll: its messages are at least this large.
-                    self.message_size
-                        .fetch_max(size / count as usize, Ordering::Relaxed);
+                    self.too_large(state, *size, count);
                 }
                 state
                     .route
@@ -468,17 +492,17 @@ impl Reads {
 
     /// Sends polls ahead of a reader that will read from `next` on, up to `depth` polls
     /// (at most [`READ_AHEAD_DEPTH`]) of `count` counting those already ahead, while Iggy has
-    /// messages there (its current offset is `current`). `count` is `(wanted, least)`: a
-    /// poll of `wanted` that the budget ([`READ_AHEAD_BYTES`]) cannot hold is sent as one
-    /// of `least` (one read's worth) if that fits. A poll ends where one already ahead
-    /// begins. Says whether a poll sent ahead covers `next`.
+    /// messages there (its current offset is `current`). `count` is `(wanted, least, size)`:
+    /// a poll of `wanted` that the budget ([`READ_AHEAD_BYTES`]) cannot hold, counting each
+    /// message at `size`, is sent as one of `least` (one read's worth) if that fits. A poll
+    /// ends where one already ahead begins. Says whether a poll sent ahead covers `next`.
     fn send_ahead(
         &self,
         catalog: &Catalog,
         state: &PartitionState,
         (topic, partition): (&str, u32),
         (next, current): (u64, u64),
-        (wanted, least): (u32, u32),
+        (wanted, least, size): (u32, u32, usize),
         depth: u64,
     ) -> Result<bool, BackendError> {
         let calls = catalog.calls();
@@ -507,7 +531,6 @@ impl Reads {
                 .min()
                 .map_or(u32::MAX, |r| u32::try_from(r).unwrap_or(u32::MAX));
             let (wanted, least) = (wanted.min(room), least.min(room));
-            let size = self.message_size.load(Ordering::Relaxed);
             let total = &self.read_ahead_bytes;
             let reserve = |count: u32| {
                 let bytes = usize::try_from(count)
@@ -597,6 +620,20 @@ fn paced(
         (None, None) => floor,
     };
     count.clamp(read, floor.max(read))
+}
+
+/// Teaches a running estimate of a message's size a read's `average`: up at once, down
+/// slowly (and a byte above), since a poll sized by too small an estimate may not fit a
+/// lane's reply limit, nor its read. In one step, so that reads at once do not undo
+/// each other's.
+fn learn(estimate: &AtomicUsize, average: usize) {
+    let _ = estimate.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+        Some(if average > old {
+            average
+        } else {
+            (old.saturating_mul(7) + average) / 8 + 1
+        })
+    });
 }
 
 /// How many messages of `size` bytes a poll sent ahead of a reader that keeps up asks for:

@@ -483,6 +483,142 @@ fn a_slow_reader_gets_polls_ahead_it_reads_through_in_time() {
     }
 }
 
+/// The usable polls sent ahead of partition 0 of `topic`, `(from, count)`.
+fn polls_ahead(backend: &IggyBackend, topic: &str) -> Vec<(u64, u32)> {
+    let state = backend.inner.catalog.partition(topic, 0);
+    let now = backend.inner.catalog.calls().clock().now();
+    let ahead = crate::sync::lock(&state.read_ahead)
+        .iter()
+        .filter(|a| a.fresh(now))
+        .map(|a| (a.from, a.count))
+        .collect();
+    ahead
+}
+
+/// What a poll of `(from, count)` asks Iggy for, in the bytes a read counts, of a
+/// partition holding `records`.
+fn asked_bytes(records: &[KafkaRecord], (from, count): (u64, u32)) -> usize {
+    records
+        .iter()
+        .skip(usize::try_from(from).expect("an offset"))
+        .take(count as usize)
+        .map(|r| iggy_kafka_core::message::message_size(&to_iggy(r)))
+        .sum()
+}
+
+/// A record whose value is `len` bytes.
+fn sized(i: usize, len: usize) -> KafkaRecord {
+    KafkaRecord {
+        timestamp_ms: 1_700_000_000_000 + i as i64,
+        value: Some(Bytes::from(vec![b'a' + (i % 26) as u8; len])),
+        ..KafkaRecord::default()
+    }
+}
+
+/// Polls sent ahead of a partition are sized by what its own reads found: reads of a topic of
+/// 100 B messages in between do not make a poll of a topic of 1 MB messages ask for
+/// hundreds of them (more than a lane takes in a reply), nor do reads of the large one make
+/// the small one's polls ahead ask for a message or two.
+#[test]
+fn the_polls_of_a_partition_are_sized_by_its_own_messages() {
+    let mut h = Pool::new(FakeIggy::new());
+    h.clock.freeze();
+    let backend = h.backend();
+    create(&mut h, &backend, "small", 1);
+    create(&mut h, &backend, "large", 1);
+    let small: Vec<KafkaRecord> = (0..3_000).map(|i| sized(i, 100)).collect();
+    for (i, chunk) in small.chunks(100).enumerate() {
+        assert_eq!(
+            append(&mut h, &backend, "small", 0, chunk, None),
+            Ok(i as u64 * 100)
+        );
+    }
+    // More than a lane takes in a reply (64 MiB here) from the second on.
+    let large: Vec<KafkaRecord> = (0..70).map(|i| sized(i, 1_000_000)).collect();
+    append_singly(&mut h, &backend, "large", &large);
+    let bound = 2 << 20;
+    let got = read_within(&mut h, &backend, "large", 0, 0, 1 << 20, 50_000).expect("a read");
+    assert_eq!(got.len(), 1);
+    for _ in 0..4 {
+        h.serve();
+    }
+    let mut offset = 0;
+    for n in 0..40 {
+        let got = read_within(&mut h, &backend, "small", 0, offset, 5_000, 50_000).expect("a read");
+        assert_eq!(got.first().map(|r| r.0), Some(offset), "read {n}");
+        offset = got.last().expect("a record").0 + 1;
+        let ahead = polls_ahead(&backend, "small");
+        let asked: u64 = ahead.iter().map(|&(_, c)| u64::from(c)).sum();
+        assert!(
+            asked >= 2_000.min(3_000 - offset),
+            "read {n} at {offset}: {ahead:?}"
+        );
+        for _ in 0..4 {
+            h.serve();
+        }
+    }
+    // The large topic's reader comes back after its polls ahead went stale: its own poll
+    // asks for about a read's worth, which a lane takes in one reply.
+    h.clock.advance(Duration::from_secs(3));
+    let before = polls(&h);
+    let got = read_within(&mut h, &backend, "large", 0, 1, 1 << 20, 50_000).expect("a read");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0], (1, large[1].clone()));
+    assert_eq!(
+        polls(&h) - before,
+        1,
+        "a poll of its own, not one too large and then one"
+    );
+    for &poll in &polls_ahead(&backend, "large") {
+        assert!(asked_bytes(&large, poll) <= bound, "{poll:?}");
+    }
+}
+
+/// A read that goes from small messages into far larger ones has the polls sent ahead of
+/// it sized by the large ones: it does not make them ask for a thousand times what the
+/// reader takes.
+#[test]
+fn polls_sent_ahead_of_a_read_into_larger_messages_are_sized_by_them() {
+    let mut h = Pool::new(FakeIggy::new());
+    h.clock.freeze();
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let mut records: Vec<KafkaRecord> = (0..1_000).map(|i| sized(i, 100)).collect();
+    records.extend((1_000..1_012).map(|i| sized(i, 1_000_000)));
+    for (i, chunk) in records[..1_000].chunks(100).enumerate() {
+        assert_eq!(
+            append(&mut h, &backend, "t", 0, chunk, None),
+            Ok(i as u64 * 100)
+        );
+    }
+    for (i, r) in records.iter().enumerate().skip(1_000) {
+        let one = std::slice::from_ref(r);
+        assert_eq!(append(&mut h, &backend, "t", 0, one, None), Ok(i as u64));
+    }
+    let max_bytes = 1 << 20;
+    let bound = 2 * max_bytes;
+    // A hundred small records and the first large one.
+    let mut offset = 900;
+    while offset < 1_012 {
+        let got = read_within(&mut h, &backend, "t", 0, offset, max_bytes, 50_000).expect("a read");
+        assert_eq!(got.first().map(|r| r.0), Some(offset));
+        for (o, r) in &got {
+            assert_eq!(r, &records[*o as usize]);
+        }
+        offset = got.last().expect("a record").0 + 1;
+        for &poll in &polls_ahead(&backend, "t") {
+            let asked = asked_bytes(&records, poll);
+            assert!(
+                asked <= bound,
+                "after a read up to {offset}: {poll:?} asks {asked}"
+            );
+        }
+        for _ in 0..4 {
+            h.serve();
+        }
+    }
+}
+
 #[test]
 fn a_topic_created_again_outside_the_gateway_is_read_afresh() {
     let mut h = Pool::new(FakeIggy::new());
