@@ -145,6 +145,9 @@ pub(crate) struct ReadAhead {
     /// The offsets asked for: `from` and the `count` after it.
     pub(crate) from: u64,
     pub(crate) count: u32,
+    /// What the reader's pace asked for: more than `count` when the poll was cut short
+    /// where another already ahead begins, or sent smaller for the budget.
+    pub(crate) paced: u32,
     pub(crate) sent: Instant,
     pub(crate) reply: AheadReply,
     pub(crate) held: Held,

@@ -423,6 +423,7 @@ impl Reads {
         let ReadAhead {
             from,
             count,
+            paced,
             sent,
             reply: pending,
             mut held,
@@ -449,6 +450,7 @@ impl Reads {
         let rest = ReadAhead {
             from,
             count,
+            paced,
             sent,
             reply: AheadReply::Kept(body),
             held,
@@ -466,8 +468,10 @@ impl Reads {
             lock(&state.read_ahead).push(rest);
         } else {
             let now = catalog.calls().clock().now();
+            // What the pace asked for: a poll cut short where another begins asks for
+            // less, and says nothing of the pace by its count.
             seen.finished = Some(Finished {
-                count,
+                count: paced,
                 after: now.saturating_duration_since(sent),
             });
         }
@@ -502,7 +506,7 @@ impl Reads {
         state: &PartitionState,
         (topic, partition): (&str, u32),
         (next, current): (u64, u64),
-        (wanted, least, size): (u32, u32, usize),
+        (paced, least, size): (u32, u32, usize),
         depth: u64,
     ) -> Result<bool, BackendError> {
         let calls = catalog.calls();
@@ -530,7 +534,7 @@ impl Reads {
                 .map(|a| a.from - from)
                 .min()
                 .map_or(u32::MAX, |r| u32::try_from(r).unwrap_or(u32::MAX));
-            let (wanted, least) = (wanted.min(room), least.min(room));
+            let (wanted, least) = (paced.min(room), least.min(room));
             let total = &self.read_ahead_bytes;
             let reserve = |count: u32| {
                 let bytes = usize::try_from(count)
@@ -566,6 +570,7 @@ impl Reads {
             aheads.push(ReadAhead {
                 from,
                 count,
+                paced,
                 sent: now,
                 reply: AheadReply::Sent { lane, call },
                 held,

@@ -619,6 +619,53 @@ fn polls_sent_ahead_of_a_read_into_larger_messages_are_sized_by_them() {
     }
 }
 
+/// A poll sent ahead that was cut short where another already ahead begins, and read
+/// through at once, tells the reader's pace by what the pace asked for, not by its own
+/// smaller count: the poll after it is as large as before.
+#[test]
+fn a_poll_ahead_cut_short_does_not_make_the_next_smaller() {
+    let mut h = Pool::new(FakeIggy::new());
+    h.clock.freeze();
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let records: Vec<KafkaRecord> = (0..2_000).map(|i| sized(i, 1_000)).collect();
+    append_singly(&mut h, &backend, "t", &records);
+    // Reads of 295 records; polls ahead of 516 (512 KiB), two deep.
+    let read = |h: &mut Pool, offset: u64| {
+        let got = read_within(h, &backend, "t", 0, offset, 300_000, 50_000).expect("a read");
+        assert_eq!(got.first().map(|r| r.0), Some(offset));
+        for (o, r) in &got {
+            assert_eq!(r, &records[*o as usize]);
+        }
+        h.clock.advance(Duration::from_millis(1));
+        got.last().expect("a record").0 + 1
+    };
+    let next = read(&mut h, 0);
+    assert_eq!(next, 295);
+    assert_eq!(polls_ahead(&backend, "t"), [(295, 516), (811, 516)]);
+    // The first fails inside Iggy: the next read polls for itself, and the poll sent
+    // ahead of it ends where the second begins.
+    h.fake.fault_next_poll = Some(iggy_kafka_iggy_client::testing::fake::PollFault::AtEnd);
+    for _ in 0..4 {
+        h.serve();
+    }
+    let next = read(&mut h, next);
+    assert_eq!(next, 590);
+    assert_eq!(polls_ahead(&backend, "t"), [(811, 516), (590, 221)]);
+    for _ in 0..4 {
+        h.serve();
+    }
+    // Read through at once: the next poll is as large as the pace asked for (512 KiB's
+    // worth, at an estimate that moved by a byte), and so two deep again.
+    let next = read(&mut h, next);
+    assert_eq!(next, 811);
+    let ahead = polls_ahead(&backend, "t");
+    assert!(
+        matches!(ahead[..], [(811, 516), (1_327, c)] if c >= 500),
+        "{ahead:?}"
+    );
+}
+
 #[test]
 fn a_topic_created_again_outside_the_gateway_is_read_afresh() {
     let mut h = Pool::new(FakeIggy::new());
