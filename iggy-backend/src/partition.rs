@@ -198,6 +198,8 @@ pub(crate) struct Pace {
     /// Whether a poll sent ahead covered `next` after its last read: a read there that
     /// finds none usable means the reader did not get to it in time.
     pub(crate) ahead: bool,
+    /// When the last read set it.
+    pub(crate) at: Instant,
 }
 
 /// How long a poll sent ahead stays usable: a reader that stopped (a consumer closed, a

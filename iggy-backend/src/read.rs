@@ -50,6 +50,10 @@ const READ_AHEAD_POLL_BYTES: usize = 512 << 10;
 
 /// Readers per partition whose pace ([`Pace`]) is remembered.
 const READ_PACES: usize = READ_AHEADS;
+/// How long a reader's pace is remembered: longer than a reply stays usable, so that a
+/// reader whose replies went stale before it got to them is known by it, and no longer, so
+/// that a reader resuming where another stopped a while ago is not taken for it.
+const PACE_FOR: Duration = READ_AHEAD_FOR.saturating_mul(2);
 
 /// The bytes a poll of a scan asks for (estimated from the message size; see
 /// [`Reads::scan_count`]): while looking for a batch in doubt (`crate::append`) and for the
@@ -245,9 +249,12 @@ impl Reads {
             let n = max_bytes / size.max(32);
             u32::try_from(n.clamp(1, max_messages.clamp(1, 10_000))).unwrap_or(u32::MAX)
         };
+        let started = catalog.calls().clock().now();
+        // A pace this old is another reader's: a consumer that took the partition over from
+        // a member that stopped, resuming where that one left off.
         let pace = lock(&state.read_paces)
             .iter()
-            .find(|p| p.next == offset)
+            .find(|p| p.next == offset && started.saturating_duration_since(p.at) < PACE_FOR)
             .copied();
         let mut seen = Seen::default();
         let (mut messages, mut current, mut bytes) = match self
@@ -347,7 +354,12 @@ impl Reads {
             if paces.len() >= READ_PACES {
                 paces.remove(0);
             }
-            paces.push(Pace { next, count, ahead });
+            paces.push(Pace {
+                next,
+                count,
+                ahead,
+                at: started,
+            });
         }
         let Some(first) = messages.first_offset() else {
             let mut offsets = catalog.offsets(name, partition).await?;

@@ -619,6 +619,43 @@ fn polls_sent_ahead_of_a_read_into_larger_messages_are_sized_by_them() {
     }
 }
 
+/// A consumer that resumes where a reader that stopped a while ago left off (a member
+/// restarted, or a partition moved to another member) is not taken for that reader: the
+/// polls sent ahead of it are large at once. A reader whose last read was within the
+/// pace's memory, and whose polls went stale before it got to them, gets polls of its
+/// reads' size.
+#[test]
+fn a_reader_resuming_where_another_stopped_long_ago_gets_large_polls_ahead_at_once() {
+    for (pause, large) in [(1_500, false), (2_500, true)] {
+        let mut h = Pool::new(FakeIggy::new());
+        h.clock.freeze();
+        let backend = h.backend();
+        create(&mut h, &backend, "t", 1);
+        let records: Vec<KafkaRecord> = (0..1_200).map(|i| sized(i, 1_000)).collect();
+        for (i, chunk) in records.chunks(100).enumerate() {
+            assert_eq!(
+                append(&mut h, &backend, "t", 0, chunk, None),
+                Ok(i as u64 * 100)
+            );
+        }
+        let got = read_within(&mut h, &backend, "t", 0, 0, 100_000, 50_000).expect("a read");
+        let next = got.last().expect("a record").0 + 1;
+        for _ in 0..4 {
+            h.serve();
+        }
+        h.clock.advance(Duration::from_millis(pause));
+        let got = read_within(&mut h, &backend, "t", 0, next, 100_000, 50_000).expect("a read");
+        assert_eq!(got.first().map(|r| r.0), Some(next));
+        let ahead = polls_ahead(&backend, "t");
+        assert!(!ahead.is_empty(), "{pause} ms");
+        assert_eq!(
+            ahead.iter().all(|&(_, c)| c >= 400),
+            large,
+            "{pause} ms: {ahead:?}"
+        );
+    }
+}
+
 /// A poll sent ahead that was cut short where another already ahead begins, and read
 /// through at once, tells the reader's pace by what the pace asked for, not by its own
 /// smaller count: the poll after it is as large as before.
