@@ -524,7 +524,9 @@ impl Reads {
         let calls = catalog.calls();
         let now = calls.clock().now();
         let mut aheads = lock(&state.read_ahead);
-        // A stale poll would otherwise cut short the one sent in its place.
+        // Again, since the read may have waited for Iggy after it dropped the stale ones: a
+        // poll gone stale meanwhile would otherwise stand for its offsets, and none be sent
+        // in its place (or cut short the one that is).
         aheads.retain(|a| a.fresh(now));
         let mut from = next;
         for _ in 0..depth {

@@ -656,6 +656,66 @@ fn a_reader_resuming_where_another_stopped_long_ago_gets_large_polls_ahead_at_on
     }
 }
 
+/// Reads `topic` from `offset` as [`read_within`] does, while Iggy takes `slow` of the test
+/// clock to answer the first poll the read waits for (its own, or one sent ahead).
+fn read_slowly(
+    h: &mut Pool,
+    backend: &IggyBackend,
+    (topic, offset): (&str, u64),
+    (max_bytes, max_messages): (usize, usize),
+    slow: Duration,
+) -> Vec<(u64, KafkaRecord)> {
+    let Execution::Pending(mut fut) = backend.execute(Command::Read {
+        topic: TopicRef::Name(topic.into()),
+        partition: 0,
+        offset,
+        max_bytes,
+        max_messages,
+    }) else {
+        panic!("a read waits for Iggy");
+    };
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(fut.as_mut().poll(&mut cx).is_pending());
+    h.clock.advance(slow);
+    match h.run(fut) {
+        Completion::Read(Ok(r)) => r.messages.iter().map(|(o, m)| (o, from_iggy(&m))).collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A poll sent ahead that goes stale while a read waits for Iggy is sent again when the
+/// read tops its polls ahead up, so that the next read finds it.
+#[test]
+fn a_poll_ahead_gone_stale_during_a_slow_reply_is_sent_again() {
+    let mut h = Pool::new(FakeIggy::new());
+    h.clock.freeze();
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let records: Vec<KafkaRecord> = (0..60).map(record).collect();
+    assert_eq!(append(&mut h, &backend, "t", 0, &records, None), Ok(0));
+    read_up_to(&mut h, &backend, "t", 0, 0, 10).expect("a read");
+    assert_eq!(polls_ahead(&backend, "t"), [(10, 10), (20, 10)]);
+    // The read at 10 waits for the reply to the first, which comes late: by then the
+    // second is stale.
+    h.clock.advance(Duration::from_millis(900));
+    let got = read_slowly(
+        &mut h,
+        &backend,
+        ("t", 10),
+        (1 << 20, 10),
+        Duration::from_millis(200),
+    );
+    assert_eq!(got.first().map(|r| r.0), Some(10));
+    assert_eq!(polls_ahead(&backend, "t"), [(20, 10), (30, 10)]);
+    for _ in 0..4 {
+        h.serve();
+    }
+    let before = polls(&h);
+    let got = read_up_to(&mut h, &backend, "t", 0, 20, 10).expect("a read");
+    assert_eq!(got.first().map(|r| r.0), Some(20));
+    assert_eq!(polls(&h), before, "served by the poll sent ahead again");
+}
+
 /// A poll sent ahead that was cut short where another already ahead begins, and read
 /// through at once, tells the reader's pace by what the pace asked for, not by its own
 /// smaller count: the poll after it is as large as before.
