@@ -619,11 +619,13 @@ struct Finished {
 /// and the reader pays a poll of its own. The poll sent now is read through about as long
 /// after its sending as the reply the read `finished`, while the reader keeps its pace,
 /// so that one tells: read through within a quarter of the time, the next may be
-/// twice as large; within half, as large; later, it falls back to `read`. Without one, the
-/// last size stays, unless a poll sent ahead covered this read's offset after the last
-/// read (`pace`) and none usable does now (not `covered`): it went stale before the
-/// reader got to it. A reader not seen before gets `floor` at once, so that one keeping up
-/// asks Iggy for large polls from its first poll sent ahead on.
+/// twice as large; within half, as large; later, it falls back to `read`. (From the
+/// sending, as the reply's use counts: Iggy's time to answer counts against the reader.
+/// When the reply arrived, reads do not see.) Without one, the last size stays, unless a
+/// poll sent ahead covered this read's offset after the last read (`pace`, remembered for
+/// [`PACE_FOR`]) and none usable does now (not `covered`): it went stale before the reader
+/// got to it. A reader not seen before, or not within [`PACE_FOR`], gets `floor` at once,
+/// so that one keeping up asks Iggy for large polls from its first poll sent ahead on.
 fn paced(
     (read, floor): (u32, u32),
     finished: Option<Finished>,
