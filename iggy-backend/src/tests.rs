@@ -656,6 +656,46 @@ fn a_reader_resuming_where_another_stopped_long_ago_gets_large_polls_ahead_at_on
     }
 }
 
+/// A poll sent ahead whose reply is too large for a lane (the messages after the read are
+/// far larger than those before) teaches the partition's size estimate as a read's own poll
+/// would: the read that finds it failed polls for itself at that size, in one poll.
+#[test]
+fn a_reply_sent_ahead_too_large_for_a_lane_raises_the_partitions_estimate() {
+    let mut h = Pool::new(FakeIggy::new());
+    h.clock.freeze();
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let mut records: Vec<KafkaRecord> = (0..2_000).map(|i| sized(i, 100)).collect();
+    // More than a lane takes in a reply (64 MiB here).
+    records.extend((2_000..2_070).map(|i| sized(i, 1_000_000)));
+    for (i, chunk) in records[..2_000].chunks(100).enumerate() {
+        assert_eq!(
+            append(&mut h, &backend, "t", 0, chunk, None),
+            Ok(i as u64 * 100)
+        );
+    }
+    for (i, r) in records.iter().enumerate().skip(2_000) {
+        let one = std::slice::from_ref(r);
+        assert_eq!(append(&mut h, &backend, "t", 0, one, None), Ok(i as u64));
+    }
+    // The small records, up to where the large ones start; the poll sent ahead, of as
+    // many again, asks for all of the large ones.
+    let got = read_within(&mut h, &backend, "t", 0, 0, 1 << 20, 2_000).expect("a read");
+    assert_eq!(got.len(), 2_000);
+    assert_eq!(polls_ahead(&backend, "t"), [(2_000, 2_000)]);
+    for _ in 0..4 {
+        h.serve();
+    }
+    let before = polls(&h);
+    let got = read_within(&mut h, &backend, "t", 0, 2_000, 1 << 20, 2_000).expect("a read");
+    assert_eq!(got, [(2_000, records[2_000].clone())]);
+    assert_eq!(
+        polls(&h) - before,
+        1,
+        "its own poll, sized by what the failed one taught"
+    );
+}
+
 /// Reads `topic` from `offset` as [`read_within`] does, while Iggy takes `slow` of the test
 /// clock to answer the first poll the read waits for (its own, or one sent ahead).
 fn read_slowly(
