@@ -322,19 +322,19 @@ impl Reads {
             .last()
             .and_then(|(o, m)| Some((o.checked_add(1)?, message_size(&m))))
         {
-            // Sized by the largest of what is known of the size of the messages that follow:
-            // the partition's estimate, which this read has just taught; Iggy's figure for
-            // the partition; and the last message read, for a partition whose messages grow
-            // (the estimate comes down slowly from large ones, but a read of thousands of
-            // small ones and one large would make it ask for thousands of large ones). So
-            // what a poll sent ahead asks for is at most about the larger of the read's
-            // `max_bytes` and `READ_AHEAD_POLL_BYTES`, unless the messages after the read are
-            // larger than any of these says.
-            let size = self
-                .estimate(&state)
-                .max(state.message_size.load(Ordering::Relaxed))
-                .max(last);
-            let read = count(size);
+            // Sized by what is known of the size of the messages that follow: the
+            // partition's estimate, which this read has just taught, and the last message
+            // read, for a partition whose messages grow (the estimate comes down slowly from
+            // large ones, but a read of thousands of small ones and one large would make it
+            // ask for thousands of large ones); the floor by Iggy's figure for the partition
+            // too, which counts its framing (a read's worth goes by the reads' own measure,
+            // so that a read of a poll's size takes its reply whole). So what a poll sent
+            // ahead asks for is at most about the larger of the read's `max_bytes` and
+            // `READ_AHEAD_POLL_BYTES`, unless the messages after the read are larger than
+            // all of these say.
+            let own = self.estimate(&state).max(last);
+            let size = own.max(state.message_size.load(Ordering::Relaxed));
+            let read = count(own);
             let floor = read.max(ahead_count(size, max_messages));
             let count = paced((read, floor), seen.finished, covered, pace.as_ref());
             // A reader paced below the floor takes about as long to read a reply through
