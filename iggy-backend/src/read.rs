@@ -323,16 +323,24 @@ impl Reads {
             .and_then(|(o, m)| Some((o.checked_add(1)?, message_size(&m))))
         {
             // Sized by what is known of the size of the messages that follow: the
-            // partition's estimate, which this read has just taught, and the last message
-            // read, for a partition whose messages grow (the estimate comes down slowly from
-            // large ones, but a read of thousands of small ones and one large would make it
-            // ask for thousands of large ones); the floor by Iggy's figure for the partition
-            // too, which counts its framing (a read's worth goes by the reads' own measure,
-            // so that a read of a poll's size takes its reply whole). So what a poll sent
-            // ahead asks for is at most about the larger of the read's `max_bytes` and
+            // partition's estimate, which this read has just taught, or the last message
+            // read when it is more than twice that, for a partition whose messages grow (the
+            // estimate comes down slowly from large ones, but a read of thousands of small
+            // ones and one large would make it ask for thousands of large ones). Only then:
+            // where sizes merely vary, the last message is larger than average every other
+            // read, and a poll sized by it would be smaller than the reads, which would take
+            // its reply and more. The floor goes by Iggy's figure for the partition too,
+            // which counts its framing (a read's worth goes by the reads' own measure, so
+            // that a read of a poll's size takes its reply whole). So what a poll sent ahead
+            // asks for is at most about twice the larger of the read's `max_bytes` and
             // `READ_AHEAD_POLL_BYTES`, unless the messages after the read are larger than
             // all of these say.
-            let own = self.estimate(&state).max(last);
+            let estimate = self.estimate(&state);
+            let own = if last > estimate.saturating_mul(2) {
+                last
+            } else {
+                estimate
+            };
             let size = own.max(state.message_size.load(Ordering::Relaxed));
             let read = count(own);
             let floor = read.max(ahead_count(size, max_messages));

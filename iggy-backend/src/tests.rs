@@ -619,6 +619,63 @@ fn polls_sent_ahead_of_a_read_into_larger_messages_are_sized_by_them() {
     }
 }
 
+/// A reader of 1 MiB a read, every millisecond on a frozen clock, of records whose values
+/// are `low..=high` bytes (spread evenly, in no order), appended 500 at a time: how many
+/// polls Iggy answered and how many reads it took to get to offset 10,000, and how many of
+/// those reads returned less than 90 % of their limit short of the end.
+fn read_varying(low: usize, high: usize) -> (usize, usize, usize) {
+    let mut h = Pool::new(FakeIggy::new());
+    h.clock.freeze();
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let records: Vec<KafkaRecord> = (0..12_000)
+        .map(|i| sized(i, low + (i * 7_919 + i * i * 31) % (high - low + 1)))
+        .collect();
+    for (i, chunk) in records.chunks(500).enumerate() {
+        assert_eq!(
+            append(&mut h, &backend, "t", 0, chunk, None),
+            Ok(i as u64 * 500)
+        );
+    }
+    let max_bytes = 1 << 20;
+    let before = polls(&h);
+    let (mut offset, mut reads, mut short) = (0, 0, 0);
+    while offset < 10_000 {
+        let got = read_within(&mut h, &backend, "t", 0, offset, max_bytes, 50_000).expect("a read");
+        assert_eq!(got.first().map(|r| r.0), Some(offset));
+        let bytes: usize = got
+            .iter()
+            .map(|(_, r)| iggy_kafka_core::message::message_size(&to_iggy(r)))
+            .sum();
+        if bytes < max_bytes / 10 * 9 {
+            short += 1;
+        }
+        offset = got.last().expect("a record").0 + 1;
+        reads += 1;
+        for _ in 0..4 {
+            h.serve();
+        }
+        h.clock.advance(Duration::from_millis(1));
+    }
+    (polls(&h) - before, reads, short)
+}
+
+/// A reader of 1 MiB a read, as Kafka's consumers are by default, keeps taking the replies
+/// sent ahead of it whole when its messages vary in size: the size of the last message a
+/// read took, larger than average about half the time, does not make a poll ahead smaller
+/// than the reads.
+#[test]
+fn a_large_reader_of_messages_of_varying_size_takes_its_replies_whole() {
+    for (low, high) in [(100, 1_900), (500, 1_500)] {
+        let (polls, reads, short) = read_varying(low, high);
+        assert!(
+            polls <= reads + 3,
+            "{low}-{high} B: {polls} polls for {reads} reads"
+        );
+        assert!(short <= 1, "{low}-{high} B: {short} short reads of {reads}");
+    }
+}
+
 /// A consumer that resumes where a reader that stopped a while ago left off (a member
 /// restarted, or a partition moved to another member) is not taken for that reader: the
 /// polls sent ahead of it are large at once. A reader whose last read was within the
