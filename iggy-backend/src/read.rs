@@ -55,6 +55,16 @@ const READ_PACES: usize = READ_AHEADS;
 /// that a reader resuming where another stopped a while ago is not taken for it.
 const PACE_FOR: Duration = READ_AHEAD_FOR.saturating_mul(2);
 
+/// What a read's own poll of a partition asks for at most while nothing is known of the
+/// partition's messages (a consumer that fetches from its committed offset without asking
+/// where the partition starts or ends): the estimate of all partitions then comes from other
+/// topics, perhaps of far smaller messages, and a 1 MiB read at its 256 B would ask for
+/// thousands of messages, gigabytes if they are 1 MB, all of which the partition's lane
+/// reads through. Sixty-four messages of up to 4 MB fit in a lane's reply (256 MiB), and
+/// the first read's polls sent ahead, already sized by what it found, keep a consumer that
+/// keeps up in large polls from then on: only its first fetch is smaller.
+const FIRST_POLL_COUNT: u32 = 64;
+
 /// The bytes a poll of a scan asks for (estimated from the message size; see
 /// [`Reads::scan_count`]): while looking for a batch in doubt (`crate::append`) and for the
 /// largest timestamp (`crate::search`).
@@ -102,11 +112,29 @@ impl Reads {
     pub(crate) const BUDGET: usize = READ_AHEAD_BYTES;
 
     /// The running estimate of a message's size in the partition (from what reads of it
-    /// found), or, before any read of it returned messages, the one of all partitions.
+    /// found), or, before any read of it returned messages, the larger of the one of all
+    /// partitions and Iggy's figure for the partition (0 when the gateway has none).
     fn estimate(&self, state: &PartitionState) -> usize {
         match state.read_size.load(Ordering::Relaxed) {
-            0 => self.message_size.load(Ordering::Relaxed),
+            0 => self
+                .message_size
+                .load(Ordering::Relaxed)
+                .max(state.message_size.load(Ordering::Relaxed)),
             size => size,
+        }
+    }
+
+    /// How many messages a read's own poll of the partition asks for, `count` being what
+    /// its budget holds at the partition's estimate: at most [`FIRST_POLL_COUNT`] while
+    /// nothing is known of the partition's messages themselves, neither from its reads nor
+    /// from Iggy.
+    fn read_count(state: &PartitionState, count: u32) -> u32 {
+        let unknown = state.read_size.load(Ordering::Relaxed) == 0
+            && state.message_size.load(Ordering::Relaxed) == 0;
+        if unknown {
+            count.min(FIRST_POLL_COUNT)
+        } else {
+            count
         }
     }
 
@@ -275,7 +303,7 @@ impl Reads {
                         name,
                         partition,
                         WirePollingStrategy::offset(offset),
-                        count(self.estimate(&state)),
+                        Self::read_count(&state, count(self.estimate(&state))),
                     )
                     .await?;
                 wire::polled(&body, offset, max_bytes, max_messages, true)?

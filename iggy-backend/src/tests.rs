@@ -133,6 +133,38 @@ fn read_within(
     }
 }
 
+/// Reads `n` records of a partition from `offset`, in as many reads as that takes: a
+/// partition's first read returns few records while the gateway knows nothing of their
+/// size (`crate::read`'s `FIRST_POLL_COUNT`).
+fn read_all(
+    h: &mut Pool,
+    backend: &IggyBackend,
+    (topic, partition): (&str, u32),
+    offset: u64,
+    n: usize,
+) -> Vec<(u64, KafkaRecord)> {
+    let mut got: Vec<(u64, KafkaRecord)> = Vec::new();
+    while got.len() < n {
+        let at = offset + got.len() as u64;
+        let more = read_up_to(h, backend, topic, partition, at, n - got.len()).expect("a read");
+        assert_eq!(more.first().map(|r| r.0), Some(at), "{got:?}");
+        got.extend(more);
+    }
+    got
+}
+
+/// Has the gateway learn the size of partition 0 of `topic`'s messages from a read of its
+/// first record, and forget that read's polls sent ahead and its pace: later reads are
+/// sized as a partition's are once its reads have found its messages.
+fn learn_sizes(h: &mut Pool, backend: &IggyBackend, topic: &str) {
+    let got = read_up_to(h, backend, topic, 0, 0, 1).expect("a read");
+    assert_eq!(got.len(), 1);
+    for _ in 0..4 {
+        h.serve();
+    }
+    h.clock.advance(Duration::from_secs(3));
+}
+
 #[test]
 fn connect_creates_the_stream_and_the_offsets_log() {
     let mut h = Pool::new(FakeIggy::new());
@@ -174,8 +206,7 @@ fn records_round_trip_through_iggy_messages() {
         append(&mut h, &backend, "orders", 1, &records[100..], None),
         Ok(100)
     );
-    let got = read(&mut h, &backend, "orders", 1, 0).expect("a read");
-    assert_eq!(got.len(), 250);
+    let got = read_all(&mut h, &backend, ("orders", 1), 0, 250);
     for (i, (offset, r)) in got.iter().enumerate() {
         assert_eq!(*offset, i as u64);
         assert_eq!(*r, records[i], "record {i}");
@@ -595,6 +626,7 @@ fn polls_sent_ahead_of_a_read_into_larger_messages_are_sized_by_them() {
         let one = std::slice::from_ref(r);
         assert_eq!(append(&mut h, &backend, "t", 0, one, None), Ok(i as u64));
     }
+    learn_sizes(&mut h, &backend, "t");
     let max_bytes = 1 << 20;
     let bound = 2 * max_bytes;
     // A hundred small records and the first large one.
@@ -676,6 +708,51 @@ fn a_large_reader_of_messages_of_varying_size_takes_its_replies_whole() {
     }
 }
 
+/// The first read of a partition the gateway knows nothing of asks Iggy for few messages,
+/// and one the gateway has Iggy's figure for is sized by it: with the estimate of all
+/// partitions at its 256 B (a fresh gateway, as after a restart), a 1 MiB read of 1 MB
+/// messages would ask for 4,096 of them, more than a lane takes in a reply (64 MiB here),
+/// and poll again for one.
+#[test]
+fn the_first_read_of_a_partition_of_large_messages_is_one_poll() {
+    let mut h = Pool::new(FakeIggy::new());
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 2);
+    // Seventy of 1 MB in partition 0, of 1.1 MB in partition 1: sixty-four of these are
+    // more than a lane takes.
+    for (partition, len) in [(0, 1_000_000), (1, 1_100_000)] {
+        for i in 0..70 {
+            let one = [sized(i, len)];
+            assert_eq!(
+                append(&mut h, &backend, "t", partition, &one, None),
+                Ok(i as u64)
+            );
+        }
+    }
+    // A consumer that asked where partition 1 ends first: Iggy's figure sizes the read.
+    match h.exec(
+        &backend,
+        Command::Offsets {
+            topic: TopicRef::Name("t".into()),
+            partition: 1,
+        },
+    ) {
+        Completion::Offsets(Ok(o)) => assert_eq!(o.high_watermark, 70),
+        other => panic!("{other:?}"),
+    }
+    let before = polls(&h);
+    let got = read_within(&mut h, &backend, "t", 1, 0, 1 << 20, 50_000).expect("a read");
+    assert_eq!(got, [(0, sized(0, 1_100_000))]);
+    assert_eq!(polls(&h) - before, 1, "one message asked for: one poll");
+    // After a restart, a consumer that fetches from its committed offset: nothing known of
+    // partition 0.
+    let (mut h, backend) = h.restart();
+    let before = polls(&h);
+    let got = read_within(&mut h, &backend, "t", 0, 0, 1 << 20, 50_000).expect("a read");
+    assert_eq!(got, [(0, sized(0, 1_000_000))]);
+    assert_eq!(polls(&h) - before, 1, "few messages asked for: one poll");
+}
+
 /// A consumer that resumes where a reader that stopped a while ago left off (a member
 /// restarted, or a partition moved to another member) is not taken for that reader: the
 /// polls sent ahead of it are large at once. A reader whose last read was within the
@@ -735,6 +812,7 @@ fn a_reply_sent_ahead_too_large_for_a_lane_raises_the_partitions_estimate() {
         let one = std::slice::from_ref(r);
         assert_eq!(append(&mut h, &backend, "t", 0, one, None), Ok(i as u64));
     }
+    learn_sizes(&mut h, &backend, "t");
     // The small records, up to where the large ones start; the poll sent ahead, of as
     // many again, asks for all of the large ones.
     let got = read_within(&mut h, &backend, "t", 0, 0, 1 << 20, 2_000).expect("a read");
@@ -824,7 +902,8 @@ fn a_poll_ahead_cut_short_does_not_make_the_next_smaller() {
     create(&mut h, &backend, "t", 1);
     let records: Vec<KafkaRecord> = (0..2_000).map(|i| sized(i, 1_000)).collect();
     append_singly(&mut h, &backend, "t", &records);
-    // Reads of 295 records; polls ahead of 516 (512 KiB), two deep.
+    learn_sizes(&mut h, &backend, "t");
+    // Reads of about 295 records; polls ahead of 515 (512 KiB), two deep.
     let read = |h: &mut Pool, offset: u64| {
         let got = read_within(h, &backend, "t", 0, offset, 300_000, 50_000).expect("a read");
         assert_eq!(got.first().map(|r| r.0), Some(offset));
@@ -836,7 +915,7 @@ fn a_poll_ahead_cut_short_does_not_make_the_next_smaller() {
     };
     let next = read(&mut h, 0);
     assert_eq!(next, 295);
-    assert_eq!(polls_ahead(&backend, "t"), [(295, 516), (811, 516)]);
+    assert_eq!(polls_ahead(&backend, "t"), [(295, 515), (810, 515)]);
     // The first fails inside Iggy: the next read polls for itself, and the poll sent
     // ahead of it ends where the second begins.
     h.fake.fault_next_poll = Some(iggy_kafka_iggy_client::testing::fake::PollFault::AtEnd);
@@ -844,18 +923,18 @@ fn a_poll_ahead_cut_short_does_not_make_the_next_smaller() {
         h.serve();
     }
     let next = read(&mut h, next);
-    assert_eq!(next, 590);
-    assert_eq!(polls_ahead(&backend, "t"), [(811, 516), (590, 221)]);
+    assert_eq!(next, 589);
+    assert_eq!(polls_ahead(&backend, "t"), [(810, 515), (589, 221)]);
     for _ in 0..4 {
         h.serve();
     }
     // Read through at once: the next poll is as large as the pace asked for (512 KiB's
     // worth, at an estimate that moved by a byte), and so two deep again.
     let next = read(&mut h, next);
-    assert_eq!(next, 811);
+    assert_eq!(next, 810);
     let ahead = polls_ahead(&backend, "t");
     assert!(
-        matches!(ahead[..], [(811, 516), (1_327, c)] if c >= 500),
+        matches!(ahead[..], [(810, 515), (1_325, c)] if c >= 500),
         "{ahead:?}"
     );
 }
@@ -1257,8 +1336,7 @@ fn a_partition_moves_to_the_lane_answered_fastest_and_its_appends_keep_their_ord
     let sent = groups * 20;
     assert_eq!(all, (0..sent as u64).collect::<Vec<u64>>());
     assert_eq!(lane_of_partition(&backend), Some((1, false)));
-    let got: Vec<_> = read_up_to(&mut h, &backend, "t", 0, 0, sent)
-        .expect("read")
+    let got: Vec<_> = read_all(&mut h, &backend, ("t", 0), 0, sent)
         .into_iter()
         .map(|(o, r)| (o, r.value))
         .collect();
@@ -1304,7 +1382,7 @@ fn a_partition_moves_off_a_connection_that_is_down() {
             Ok(i as u64)
         );
     }
-    let got = read_up_to(&mut h, &backend, "t", 0, 0, 120).expect("read");
+    let got = read_all(&mut h, &backend, ("t", 0), 0, 120);
     assert_eq!(got.len(), 120);
 }
 
@@ -1529,11 +1607,12 @@ fn a_read_of_larger_messages_than_estimated_is_served() {
     let backend = h.backend();
     create(&mut h, &backend, "t", 1);
     let big = |i: usize| KafkaRecord {
-        value: Some(Bytes::from(vec![b'a' + (i % 26) as u8; 900 << 10])),
+        value: Some(Bytes::from(vec![b'a' + (i % 26) as u8; 1_100 << 10])),
         ..record(i)
     };
-    // 90 MiB in all, past the lanes' 64 MiB.
-    for i in 0..100 {
+    // 77 MiB in all, past the lanes' 64 MiB, and so are the 64 messages a partition's first
+    // poll asks for at most.
+    for i in 0..70 {
         assert_eq!(
             append(&mut h, &backend, "t", 0, &[big(i)], None),
             Ok(i as u64)
@@ -1543,11 +1622,12 @@ fn a_read_of_larger_messages_than_estimated_is_served() {
         read_within(h, &backend, "t", 0, offset, 8 << 20, 1000).expect("read")
     };
     let first = read(&mut h, 0);
-    assert_eq!(first[0], (0, big(0)));
-    // The estimate is right from now on: reads get what their budget holds (about nine
+    // The reply too large for a lane, then a poll of one.
+    assert_eq!(first, [(0, big(0))]);
+    // The estimate is right from now on: reads get what their budget holds (about seven
     // messages, or the rest of a reply read ahead).
     let (mut at, mut reads) = (first.last().expect("a record").0 + 1, 0);
-    while at < 100 {
+    while at < 70 {
         let got = read(&mut h, at);
         assert_eq!(got[0], (at, big(at as usize)));
         at = got.last().expect("a record").0 + 1;
@@ -1555,10 +1635,7 @@ fn a_read_of_larger_messages_than_estimated_is_served() {
     }
     assert!(reads <= 25, "{reads} reads");
     // The lane that carried the reply still works.
-    assert_eq!(
-        append(&mut h, &backend, "t", 0, &[record(1)], None),
-        Ok(100)
-    );
+    assert_eq!(append(&mut h, &backend, "t", 0, &[record(1)], None), Ok(70));
 }
 
 /// Kafka restores its producers' state from its log after a restart; the gateway reads
