@@ -753,6 +753,38 @@ fn the_first_read_of_a_partition_of_large_messages_is_one_poll() {
     assert_eq!(polls(&h) - before, 1, "few messages asked for: one poll");
 }
 
+/// A reader of 1 MiB a read of a partition whose size Iggy reported (an empty read at its
+/// end asked Iggy where it ends) takes each reply sent ahead of it whole: Iggy's figure,
+/// which counts its framing, sizes only the 512 KiB floor of the polls sent ahead, not a
+/// read's worth, which would make them smaller than the reads.
+#[test]
+fn a_large_reader_takes_its_replies_whole_once_iggy_reported_the_partitions_size() {
+    let mut h = Pool::new(FakeIggy::new());
+    h.clock.freeze();
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let records: Vec<KafkaRecord> = (0..11_000).map(|i| sized(i, 1_000)).collect();
+    append_singly(&mut h, &backend, "t", &records);
+    let end = read_within(&mut h, &backend, "t", 0, 11_000, 1 << 20, 50_000).expect("a read");
+    assert!(end.is_empty());
+    let before = polls(&h);
+    let (mut offset, mut lens) = (0, Vec::new());
+    for _ in 0..10 {
+        let got = read_within(&mut h, &backend, "t", 0, offset, 1 << 20, 50_000).expect("a read");
+        assert_eq!(got.first().map(|r| r.0), Some(offset));
+        offset = got.last().expect("a record").0 + 1;
+        lens.push(got.len());
+        for _ in 0..4 {
+            h.serve();
+        }
+        h.clock.advance(Duration::from_millis(1));
+    }
+    let polls = polls(&h) - before;
+    assert!(polls <= 12, "{polls} polls for 10 reads of {lens:?}");
+    // 1 MiB of 1,016 B records, and the reply holds what the read takes.
+    assert!(lens[1..].iter().all(|&n| n > 1_000), "{lens:?}");
+}
+
 /// A consumer that resumes where a reader that stopped a while ago left off (a member
 /// restarted, or a partition moved to another member) is not taken for that reader: the
 /// polls sent ahead of it are large at once. A reader whose last read was within the
