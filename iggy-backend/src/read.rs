@@ -278,12 +278,16 @@ impl Reads {
             u32::try_from(n.clamp(1, max_messages.clamp(1, 10_000))).unwrap_or(u32::MAX)
         };
         let started = catalog.calls().clock().now();
-        // A pace this old is another reader's: a consumer that took the partition over from
-        // a member that stopped, resuming where that one left off.
+        // A pace this old is forgotten: it may be another reader's, a consumer that took the
+        // partition over from a member that stopped, resuming where that one left off. But
+        // it may be the reader's own after a pause, so it gets its large polls one deep
+        // (`resumed`): should it be as slow as before, one is sent in vain, not two.
         let pace = lock(&state.read_paces)
             .iter()
-            .find(|p| p.next == offset && started.saturating_duration_since(p.at) < PACE_FOR)
+            .find(|p| p.next == offset)
             .copied();
+        let resumed = pace.is_some_and(|p| started.saturating_duration_since(p.at) >= PACE_FOR);
+        let pace = pace.filter(|_| !resumed);
         let mut seen = Seen::default();
         let (mut messages, mut current, mut bytes) = match self
             .read_ahead(
@@ -375,8 +379,13 @@ impl Reads {
             let count = paced((read, floor), seen.finished, covered, pace.as_ref());
             // A reader paced below the floor takes about as long to read a reply through
             // as its fetches are apart: a second poll would be two fetches old, and
-            // perhaps stale, by the time it got there.
-            let depth = if count < floor { 1 } else { READ_AHEAD_DEPTH };
+            // perhaps stale, by the time it got there. One resuming after a pause is two
+            // deep from its next read on, if it keeps up.
+            let depth = if count < floor || resumed {
+                1
+            } else {
+                READ_AHEAD_DEPTH
+            };
             let ahead = self.send_ahead(
                 catalog,
                 &state,

@@ -290,9 +290,10 @@ fn sequential_reads_find_the_next_poll_sent_ahead() {
         7,
         "the rest of that poll"
     );
-    // Polls sent ahead too long ago are not used.
+    // Polls sent ahead too long ago are not used, and a reader back after a pause this
+    // long has one poll sent ahead of it.
     h.clock.advance(Duration::from_secs(2));
-    assert_eq!(read_then_polls(&mut h, 30, 10, 10), 10);
+    assert_eq!(read_then_polls(&mut h, 30, 10, 10), 9);
     assert_eq!(read_then_polls(&mut h, 40, 10, 10), 10);
     // Caught up: the poll sent ahead holds the rest (no more than it asked for), nothing
     // is polled ahead past Iggy's last offset, and a read there asks Iggy itself.
@@ -819,6 +820,21 @@ fn a_reader_resuming_where_another_stopped_long_ago_gets_large_polls_ahead_at_on
             large,
             "{pause} ms: {ahead:?}"
         );
+        if large {
+            // One deep: should it be the reader that paused, slow, it wastes one large
+            // poll, not two. Two deep from the next read on, if it keeps up.
+            assert_eq!(ahead.len(), 1, "{ahead:?}");
+            for _ in 0..4 {
+                h.serve();
+            }
+            h.clock.advance(Duration::from_millis(1));
+            let at = got.last().expect("a record").0 + 1;
+            let got = read_within(&mut h, &backend, "t", 0, at, 100_000, 50_000).expect("a read");
+            assert_eq!(got.first().map(|r| r.0), Some(at));
+            let ahead = polls_ahead(&backend, "t");
+            assert_eq!(ahead.len(), 2, "{ahead:?}");
+            assert!(ahead.iter().all(|&(_, c)| c >= 400), "{ahead:?}");
+        }
     }
 }
 
