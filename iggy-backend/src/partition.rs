@@ -198,7 +198,7 @@ pub(crate) struct Pace {
     /// Whether a poll sent ahead covered `next` after its last read: a read there that
     /// finds none usable means the reader did not get to it in time.
     pub(crate) ahead: bool,
-    /// When the last read set it.
+    /// When the read that set it started.
     pub(crate) at: Instant,
 }
 
