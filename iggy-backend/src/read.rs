@@ -142,7 +142,7 @@ impl Reads {
     /// `bytes`: sized by the larger of the running estimate (from what reads found) and what
     /// Iggy last reported of the partition. Iggy's figure counts its own framing too, so a
     /// read, which must fill a budget in Kafka's bytes, goes by the running estimate alone
-    /// (a reply too large for it is asked again).
+    /// once the partition's reads taught it (a reply too large for it is asked again).
     pub(crate) fn scan_count(&self, state: &PartitionState, bytes: usize) -> u32 {
         let size = self
             .estimate(state)
@@ -525,11 +525,14 @@ impl Reads {
             lock(&state.read_ahead).push(rest);
         } else {
             let now = catalog.calls().clock().now();
-            // What the pace asked for: a poll cut short where another begins asks for
-            // less, and says nothing of the pace by its count.
+            // What the pace asked for: a poll cut short where another begins (or sent
+            // smaller for the budget) asks for less, and says nothing of the pace by its
+            // count, nor by its time: the pace's poll, read at the same speed, would have
+            // been read through that much later.
+            let after = now.saturating_duration_since(sent);
             seen.finished = Some(Finished {
                 count: paced,
-                after: now.saturating_duration_since(sent),
+                after: after.mul_f64(f64::from(paced) / f64::from(count.max(1))),
             });
         }
         Some(read)
@@ -652,9 +655,9 @@ struct Seen {
 /// A reply sent ahead that a read took the last of.
 #[derive(Clone, Copy)]
 struct Finished {
-    /// What its poll asked for.
+    /// What the reader's pace asked for of its poll.
     count: u32,
-    /// How long after the poll was sent.
+    /// How long after the poll was sent, scaled to `count` when the poll asked for fewer.
     after: Duration,
 }
 

@@ -939,6 +939,43 @@ fn a_poll_ahead_gone_stale_during_a_slow_reply_is_sent_again() {
     assert_eq!(polls(&h), before, "served by the poll sent ahead again");
 }
 
+/// A poll sent ahead that was cut short where another already ahead begins tells the
+/// reader's pace by the time the pace's own poll would have taken at the same speed: 221
+/// messages read through in 0.3 s are 515 in 0.7 s, later than half the time a reply stays
+/// usable, so the pace falls back to the reads' size (one poll deep), where by the cut
+/// poll's own time it would have stayed at 515, two deep.
+#[test]
+fn a_poll_ahead_cut_short_tells_the_pace_by_its_speed() {
+    let mut h = Pool::new(FakeIggy::new());
+    h.clock.freeze();
+    let backend = h.backend();
+    create(&mut h, &backend, "t", 1);
+    let records: Vec<KafkaRecord> = (0..2_000).map(|i| sized(i, 1_000)).collect();
+    append_singly(&mut h, &backend, "t", &records);
+    learn_sizes(&mut h, &backend, "t");
+    let read = |h: &mut Pool, offset: u64| {
+        let got = read_within(h, &backend, "t", 0, offset, 300_000, 50_000).expect("a read");
+        assert_eq!(got.first().map(|r| r.0), Some(offset));
+        got.last().expect("a record").0 + 1
+    };
+    let next = read(&mut h, 0);
+    assert_eq!(polls_ahead(&backend, "t"), [(295, 515), (810, 515)]);
+    h.fake.fault_next_poll = Some(iggy_kafka_iggy_client::testing::fake::PollFault::AtEnd);
+    for _ in 0..4 {
+        h.serve();
+    }
+    h.clock.advance(Duration::from_millis(1));
+    let next = read(&mut h, next);
+    assert_eq!(polls_ahead(&backend, "t"), [(810, 515), (589, 221)]);
+    for _ in 0..4 {
+        h.serve();
+    }
+    h.clock.advance(Duration::from_millis(300));
+    let next = read(&mut h, next);
+    assert_eq!(next, 810);
+    assert_eq!(polls_ahead(&backend, "t"), [(810, 515)]);
+}
+
 /// A poll sent ahead that was cut short where another already ahead begins, and read
 /// through at once, tells the reader's pace by what the pace asked for, not by its own
 /// smaller count: the poll after it is as large as before.
