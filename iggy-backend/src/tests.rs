@@ -384,9 +384,22 @@ fn a_large_poll_ahead_the_budget_cannot_hold_is_sent_at_the_reads_size() {
 /// the fake answers a poll with whole appends, so this makes it answer as Iggy does, with
 /// exactly the records asked for.
 fn append_singly(h: &mut Pool, backend: &IggyBackend, topic: &str, records: &[KafkaRecord]) {
-    for (i, r) in records.iter().enumerate() {
-        let one = std::slice::from_ref(r);
-        assert_eq!(append(h, backend, topic, 0, one, None), Ok(i as u64));
+    append_in(h, backend, topic, 0, records, 1);
+}
+
+/// Appends `records` to partition 0 of `topic`, whose end is at `from`, `per` records an
+/// append.
+fn append_in(
+    h: &mut Pool,
+    backend: &IggyBackend,
+    topic: &str,
+    from: u64,
+    records: &[KafkaRecord],
+    per: usize,
+) {
+    for (i, chunk) in records.chunks(per).enumerate() {
+        let base = from + (i * per) as u64;
+        assert_eq!(append(h, backend, topic, 0, chunk, None), Ok(base));
     }
 }
 
@@ -559,12 +572,7 @@ fn the_polls_of_a_partition_are_sized_by_its_own_messages() {
     create(&mut h, &backend, "small", 1);
     create(&mut h, &backend, "large", 1);
     let small: Vec<KafkaRecord> = (0..3_000).map(|i| sized(i, 100)).collect();
-    for (i, chunk) in small.chunks(100).enumerate() {
-        assert_eq!(
-            append(&mut h, &backend, "small", 0, chunk, None),
-            Ok(i as u64 * 100)
-        );
-    }
+    append_in(&mut h, &backend, "small", 0, &small, 100);
     // More than a lane takes in a reply (64 MiB here) from the second on.
     let large: Vec<KafkaRecord> = (0..70).map(|i| sized(i, 1_000_000)).collect();
     append_singly(&mut h, &backend, "large", &large);
@@ -617,16 +625,8 @@ fn polls_sent_ahead_of_a_read_into_larger_messages_are_sized_by_them() {
     create(&mut h, &backend, "t", 1);
     let mut records: Vec<KafkaRecord> = (0..1_000).map(|i| sized(i, 100)).collect();
     records.extend((1_000..1_012).map(|i| sized(i, 1_000_000)));
-    for (i, chunk) in records[..1_000].chunks(100).enumerate() {
-        assert_eq!(
-            append(&mut h, &backend, "t", 0, chunk, None),
-            Ok(i as u64 * 100)
-        );
-    }
-    for (i, r) in records.iter().enumerate().skip(1_000) {
-        let one = std::slice::from_ref(r);
-        assert_eq!(append(&mut h, &backend, "t", 0, one, None), Ok(i as u64));
-    }
+    append_in(&mut h, &backend, "t", 0, &records[..1_000], 100);
+    append_in(&mut h, &backend, "t", 1_000, &records[1_000..], 1);
     learn_sizes(&mut h, &backend, "t");
     let max_bytes = 1 << 20;
     let bound = 2 * max_bytes;
@@ -799,12 +799,7 @@ fn a_reader_resuming_where_another_stopped_long_ago_gets_large_polls_ahead_at_on
         let backend = h.backend();
         create(&mut h, &backend, "t", 1);
         let records: Vec<KafkaRecord> = (0..1_200).map(|i| sized(i, 1_000)).collect();
-        for (i, chunk) in records.chunks(100).enumerate() {
-            assert_eq!(
-                append(&mut h, &backend, "t", 0, chunk, None),
-                Ok(i as u64 * 100)
-            );
-        }
+        append_in(&mut h, &backend, "t", 0, &records, 100);
         let got = read_within(&mut h, &backend, "t", 0, 0, 100_000, 50_000).expect("a read");
         let next = got.last().expect("a record").0 + 1;
         for _ in 0..4 {
@@ -850,16 +845,8 @@ fn a_reply_sent_ahead_too_large_for_a_lane_raises_the_partitions_estimate() {
     let mut records: Vec<KafkaRecord> = (0..2_000).map(|i| sized(i, 100)).collect();
     // More than a lane takes in a reply (64 MiB here).
     records.extend((2_000..2_070).map(|i| sized(i, 1_000_000)));
-    for (i, chunk) in records[..2_000].chunks(100).enumerate() {
-        assert_eq!(
-            append(&mut h, &backend, "t", 0, chunk, None),
-            Ok(i as u64 * 100)
-        );
-    }
-    for (i, r) in records.iter().enumerate().skip(2_000) {
-        let one = std::slice::from_ref(r);
-        assert_eq!(append(&mut h, &backend, "t", 0, one, None), Ok(i as u64));
-    }
+    append_in(&mut h, &backend, "t", 0, &records[..2_000], 100);
+    append_in(&mut h, &backend, "t", 2_000, &records[2_000..], 1);
     learn_sizes(&mut h, &backend, "t");
     // The small records, up to where the large ones start; the poll sent ahead, of as
     // many again, asks for all of the large ones.
