@@ -926,6 +926,44 @@ fn a_poll_ahead_gone_stale_during_a_slow_reply_is_sent_again() {
     assert_eq!(polls(&h), before, "served by the poll sent ahead again");
 }
 
+/// A read of 300 KB of 1 KB records from `offset`, checked against what was appended;
+/// returns where the next read starts.
+fn read_300k(h: &mut Pool, backend: &IggyBackend, records: &[KafkaRecord], offset: u64) -> u64 {
+    let got = read_within(h, backend, "t", 0, offset, 300_000, 50_000).expect("a read");
+    assert_eq!(got.first().map(|r| r.0), Some(offset));
+    for (o, r) in &got {
+        assert_eq!(r, &records[*o as usize]);
+    }
+    got.last().expect("a record").0 + 1
+}
+
+/// A reader of [`read_300k`]s whose first poll sent ahead fails inside Iggy, a millisecond
+/// after its first read: its second read polls for itself, and the poll sent ahead of it
+/// ends where the second poll ahead begins. Returns the records and where the reader is,
+/// with that cut poll ahead of it.
+fn a_cut_poll_ahead(h: &mut Pool, backend: &IggyBackend) -> (Vec<KafkaRecord>, u64) {
+    create(h, backend, "t", 1);
+    let records: Vec<KafkaRecord> = (0..2_000).map(|i| sized(i, 1_000)).collect();
+    append_singly(h, backend, "t", &records);
+    learn_sizes(h, backend, "t");
+    // Reads of about 295 records; polls ahead of 515 (512 KiB), two deep.
+    let next = read_300k(h, backend, &records, 0);
+    assert_eq!(next, 295);
+    assert_eq!(polls_ahead(backend, "t"), [(295, 515), (810, 515)]);
+    h.fake.fault_next_poll = Some(iggy_kafka_iggy_client::testing::fake::PollFault::AtEnd);
+    for _ in 0..4 {
+        h.serve();
+    }
+    h.clock.advance(Duration::from_millis(1));
+    let next = read_300k(h, backend, &records, next);
+    assert_eq!(next, 589);
+    assert_eq!(polls_ahead(backend, "t"), [(810, 515), (589, 221)]);
+    for _ in 0..4 {
+        h.serve();
+    }
+    (records, next)
+}
+
 /// A poll sent ahead that was cut short where another already ahead begins tells the
 /// reader's pace by the time the pace's own poll would have taken at the same speed: 221
 /// messages read through in 0.3 s are 515 in 0.7 s, later than half the time a reply stays
@@ -936,29 +974,9 @@ fn a_poll_ahead_cut_short_tells_the_pace_by_its_speed() {
     let mut h = Pool::new(FakeIggy::new());
     h.clock.freeze();
     let backend = h.backend();
-    create(&mut h, &backend, "t", 1);
-    let records: Vec<KafkaRecord> = (0..2_000).map(|i| sized(i, 1_000)).collect();
-    append_singly(&mut h, &backend, "t", &records);
-    learn_sizes(&mut h, &backend, "t");
-    let read = |h: &mut Pool, offset: u64| {
-        let got = read_within(h, &backend, "t", 0, offset, 300_000, 50_000).expect("a read");
-        assert_eq!(got.first().map(|r| r.0), Some(offset));
-        got.last().expect("a record").0 + 1
-    };
-    let next = read(&mut h, 0);
-    assert_eq!(polls_ahead(&backend, "t"), [(295, 515), (810, 515)]);
-    h.fake.fault_next_poll = Some(iggy_kafka_iggy_client::testing::fake::PollFault::AtEnd);
-    for _ in 0..4 {
-        h.serve();
-    }
-    h.clock.advance(Duration::from_millis(1));
-    let next = read(&mut h, next);
-    assert_eq!(polls_ahead(&backend, "t"), [(810, 515), (589, 221)]);
-    for _ in 0..4 {
-        h.serve();
-    }
+    let (records, next) = a_cut_poll_ahead(&mut h, &backend);
     h.clock.advance(Duration::from_millis(300));
-    let next = read(&mut h, next);
+    let next = read_300k(&mut h, &backend, &records, next);
     assert_eq!(next, 810);
     assert_eq!(polls_ahead(&backend, "t"), [(810, 515)]);
 }
@@ -971,38 +989,11 @@ fn a_poll_ahead_cut_short_does_not_make_the_next_smaller() {
     let mut h = Pool::new(FakeIggy::new());
     h.clock.freeze();
     let backend = h.backend();
-    create(&mut h, &backend, "t", 1);
-    let records: Vec<KafkaRecord> = (0..2_000).map(|i| sized(i, 1_000)).collect();
-    append_singly(&mut h, &backend, "t", &records);
-    learn_sizes(&mut h, &backend, "t");
-    // Reads of about 295 records; polls ahead of 515 (512 KiB), two deep.
-    let read = |h: &mut Pool, offset: u64| {
-        let got = read_within(h, &backend, "t", 0, offset, 300_000, 50_000).expect("a read");
-        assert_eq!(got.first().map(|r| r.0), Some(offset));
-        for (o, r) in &got {
-            assert_eq!(r, &records[*o as usize]);
-        }
-        h.clock.advance(Duration::from_millis(1));
-        got.last().expect("a record").0 + 1
-    };
-    let next = read(&mut h, 0);
-    assert_eq!(next, 295);
-    assert_eq!(polls_ahead(&backend, "t"), [(295, 515), (810, 515)]);
-    // The first fails inside Iggy: the next read polls for itself, and the poll sent
-    // ahead of it ends where the second begins.
-    h.fake.fault_next_poll = Some(iggy_kafka_iggy_client::testing::fake::PollFault::AtEnd);
-    for _ in 0..4 {
-        h.serve();
-    }
-    let next = read(&mut h, next);
-    assert_eq!(next, 589);
-    assert_eq!(polls_ahead(&backend, "t"), [(810, 515), (589, 221)]);
-    for _ in 0..4 {
-        h.serve();
-    }
+    let (records, next) = a_cut_poll_ahead(&mut h, &backend);
+    h.clock.advance(Duration::from_millis(1));
     // Read through at once: the next poll is as large as the pace asked for (512 KiB's
     // worth, at an estimate that moved by a byte), and so two deep again.
-    let next = read(&mut h, next);
+    let next = read_300k(&mut h, &backend, &records, next);
     assert_eq!(next, 810);
     let ahead = polls_ahead(&backend, "t");
     assert!(
