@@ -614,6 +614,23 @@ fn the_polls_of_a_partition_are_sized_by_its_own_messages() {
     }
 }
 
+/// Topic "t" of one partition holding `small` records of 100 B (appended a hundred at a
+/// time) and then `large` of 1 MB (one at a time), with its sizes learnt; returns them.
+fn small_then_large(
+    h: &mut Pool,
+    backend: &IggyBackend,
+    small: usize,
+    large: usize,
+) -> Vec<KafkaRecord> {
+    create(h, backend, "t", 1);
+    let mut records: Vec<KafkaRecord> = (0..small).map(|i| sized(i, 100)).collect();
+    records.extend((small..small + large).map(|i| sized(i, 1_000_000)));
+    append_in(h, backend, "t", 0, &records[..small], 100);
+    append_in(h, backend, "t", small as u64, &records[small..], 1);
+    learn_sizes(h, backend, "t");
+    records
+}
+
 /// A read that goes from small messages into far larger ones has the polls sent ahead of
 /// it sized by the large ones: it does not make them ask for a thousand times what the
 /// reader takes.
@@ -622,12 +639,7 @@ fn polls_sent_ahead_of_a_read_into_larger_messages_are_sized_by_them() {
     let mut h = Pool::new(FakeIggy::new());
     h.clock.freeze();
     let backend = h.backend();
-    create(&mut h, &backend, "t", 1);
-    let mut records: Vec<KafkaRecord> = (0..1_000).map(|i| sized(i, 100)).collect();
-    records.extend((1_000..1_012).map(|i| sized(i, 1_000_000)));
-    append_in(&mut h, &backend, "t", 0, &records[..1_000], 100);
-    append_in(&mut h, &backend, "t", 1_000, &records[1_000..], 1);
-    learn_sizes(&mut h, &backend, "t");
+    let records = small_then_large(&mut h, &backend, 1_000, 12);
     let max_bytes = 1 << 20;
     let bound = 2 * max_bytes;
     // A hundred small records and the first large one.
@@ -841,13 +853,8 @@ fn a_reply_sent_ahead_too_large_for_a_lane_raises_the_partitions_estimate() {
     let mut h = Pool::new(FakeIggy::new());
     h.clock.freeze();
     let backend = h.backend();
-    create(&mut h, &backend, "t", 1);
-    let mut records: Vec<KafkaRecord> = (0..2_000).map(|i| sized(i, 100)).collect();
     // More than a lane takes in a reply (64 MiB here).
-    records.extend((2_000..2_070).map(|i| sized(i, 1_000_000)));
-    append_in(&mut h, &backend, "t", 0, &records[..2_000], 100);
-    append_in(&mut h, &backend, "t", 2_000, &records[2_000..], 1);
-    learn_sizes(&mut h, &backend, "t");
+    let records = small_then_large(&mut h, &backend, 2_000, 70);
     // The small records, up to where the large ones start; the poll sent ahead, of as
     // many again, asks for all of the large ones.
     let got = read_within(&mut h, &backend, "t", 0, 0, 1 << 20, 2_000).expect("a read");

@@ -4,7 +4,8 @@
 //! Call order, for an adapter: read into [`TlsSession::read_buffer`] and then call
 //! [`TlsSession::handle_read`] (or hand bytes read elsewhere to
 //! [`TlsSession::handle_ciphertext`]): plaintext is appended to the Kafka connection's
-//! input buffer; then [`TlsSession::take_peer_principal`] before that input is handed on.
+//! input buffer, never more of it than the ciphertext held, so that the adapter can make
+//! room for it first, by its own rule for growing that buffer; then [`TlsSession::take_peer_principal`] before that input is handed on.
 //! To send, [`TlsSession::write_plaintext`] with what the Kafka connection transmits, then
 //! write every buffer [`TlsSession::poll_transmit`] gives, also when there was nothing to
 //! send: the handshake and alerts have ciphertext of their own. After an error, write what
@@ -64,8 +65,8 @@ fn wipe(bytes: &mut [u8]) {
     zeroize::optimization_barrier(bytes);
 }
 
-/// Zeroes what `v` holds and empties it. What lies past its length is zero already: every
-/// path that shortens it wipes first.
+/// Zeroes what `v` holds and empties it. What lies past its length holds no plaintext:
+/// every path that shortens it wipes first.
 fn wipe_vec(v: &mut Vec<u8>) {
     wipe(v);
     v.clear();
@@ -487,9 +488,6 @@ impl TlsSession {
             plaintext.extend_from_slice(&stashed);
             wipe(&mut stashed);
         }
-        // Plaintext is never longer than its ciphertext: room for all of it at once, rather
-        // than growing `plaintext` record by record, each growth copying what it holds.
-        plaintext.reserve(self.bufs.incoming.len());
         self.run(Some(plaintext), Then::Read)?;
         Ok(Received {
             peer_closed: self.bufs.peer_closed,
