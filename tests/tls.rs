@@ -51,11 +51,16 @@ fn kcat_produces_and_consumes_over_ssl() {
         .stdin(std::process::Stdio::piped())
         .spawn()
         .expect("kcat");
+    // About 2 MiB: Fetch responses longer than the part the gateway encrypts at a time
+    // (`WRITE_CHUNK`), which reach the client as several writes.
+    let lines: String = (0..8000)
+        .map(|i| format!("{i:06}-{}\n", "x".repeat(250)))
+        .collect();
     produce
         .stdin
         .take()
         .expect("stdin")
-        .write_all(b"one\ntwo\nthree\n")
+        .write_all(lines.as_bytes())
         .expect("write");
     assert!(produce.wait().expect("kcat").success());
     let consumed = Command::new("kcat")
@@ -65,9 +70,11 @@ fn kcat_produces_and_consumes_over_ssl() {
         .output()
         .expect("kcat");
     assert!(consumed.status.success());
-    assert_eq!(
-        String::from_utf8_lossy(&consumed.stdout),
-        "one\ntwo\nthree\n"
+    assert!(
+        consumed.stdout == lines.as_bytes(),
+        "consumed {} bytes of the {} produced, or not in order",
+        consumed.stdout.len(),
+        lines.len()
     );
 }
 

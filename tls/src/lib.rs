@@ -28,7 +28,7 @@ pub use files::{
     cipher_suites_provider, default_cipher_suites, ClientAuth, ServerTls, TlsFiles, RELOAD_CHECK,
 };
 pub use principal::principal_of;
-pub use session::{Received, TlsSession};
+pub use session::{Received, TlsSession, WRITE_CHUNK};
 
 /// Why TLS could not be set up or went wrong.
 #[derive(Debug, thiserror::Error)]

@@ -6,9 +6,10 @@
 //! [`TlsSession::handle_ciphertext`]): plaintext is appended to the Kafka connection's
 //! input buffer, never more of it than the ciphertext held, so that the adapter can make
 //! room for it first, by its own rule for growing that buffer; then [`TlsSession::take_peer_principal`] before that input is handed on.
-//! To send, [`TlsSession::write_plaintext`] with what the Kafka connection transmits, then
-//! write every buffer [`TlsSession::poll_transmit`] gives, also when there was nothing to
-//! send: the handshake and alerts have ciphertext of their own. After an error, write what
+//! To send, [`TlsSession::write_plaintext`] with what the Kafka connection transmits (a
+//! long transmission in parts of [`WRITE_CHUNK`]), then write every buffer
+//! [`TlsSession::poll_transmit`] gives, before the next part, and also when there was
+//! nothing to send: the handshake and alerts have ciphertext of their own. After an error, write what
 //! `poll_transmit` still gives (the alert that tells the peer why) and close.
 //!
 //! It runs rustls's unbuffered connections: records are deframed and decrypted where they
@@ -45,6 +46,14 @@ pub struct Received {
 /// Plaintext is encrypted in pieces of this many bytes (TLS's largest record), so that
 /// small buffers written together share records.
 const RECORD: usize = 16 * 1024;
+
+/// How much plaintext an adapter hands to [`TlsSession::write_plaintext`] at a time, each
+/// part's ciphertext written before the next part is encrypted. A long response (a Fetch's
+/// megabytes) sealed whole would reach the peer only once all of it was encrypted, so the
+/// gateway's encryption and the client's decryption would add up; in parts, the client
+/// decrypts one while the next is encrypted. A whole number of records, so that parts
+/// do not cut records short, and large enough that writes stay few.
+pub const WRITE_CHUNK: usize = 4 * RECORD;
 
 /// The most ciphertext held unprocessed: a handshake message rustls is still joining
 /// (it allows 64 KiB) plus a record and a read. A peer that sends more without completing
