@@ -12,8 +12,8 @@
 //! When the lanes use TLS ([`Lanes::with_tls`]), the same loop runs every connection
 //! through one [`TlsSession`] (rustls, without I/O): the handshake is part of connecting,
 //! ciphertext is read into a buffer of its own and decrypted into the session's input,
-//! and the session's frames are encrypted before the write. Both runtimes get TLS from
-//! this one place.
+//! and the session's frames are encrypted before the write, a part at a time
+//! ([`WRITE_CHUNK`]). Both runtimes get TLS from this one place.
 
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::future;
-use iggy_kafka_tls::TlsSession;
+use iggy_kafka_tls::{TlsSession, WRITE_CHUNK};
 use tracing::Instrument;
 
 use crate::lane::{LaneDriver, Lanes};
@@ -160,16 +160,17 @@ async fn run_check<R: Runtime>(
                 return outcome;
             }
         }
-        match tls.as_mut() {
-            None => out.extend(std::iter::from_fn(|| session.poll_transmit())),
+        let written = match tls.as_mut() {
+            None => {
+                out.extend(std::iter::from_fn(|| session.poll_transmit()));
+                R::write_all(&mut stream, &mut out).await
+            }
             Some(t) => {
                 let frames: Vec<Bytes> = std::iter::from_fn(|| session.poll_transmit()).collect();
-                let slices: Vec<IoSlice<'_>> = frames.iter().map(|f| IoSlice::new(f)).collect();
-                t.write_plaintext(&slices);
-                out.extend(std::iter::from_fn(|| t.poll_transmit()));
+                write_sealed::<R>(&mut stream, &mut out, t, &frames).await
             }
-        }
-        if let Err(e) = R::write_all(&mut stream, &mut out).await {
+        };
+        if let Err(e) = written {
             return LoginOutcome::Failed(format!("{address}: {e}"));
         }
         wire.clear();
@@ -253,16 +254,17 @@ async fn run_lane<R: Runtime>(runtime: R, mut d: LaneDriver) {
             // Listening before pumping: calls queued meanwhile still wake the loop.
             let changed = d.changed();
             d.pump(Instant::now());
-            match tls.as_mut() {
-                None => out.extend(std::iter::from_fn(|| d.poll_transmit())),
+            let written = match tls.as_mut() {
+                None => {
+                    out.extend(std::iter::from_fn(|| d.poll_transmit()));
+                    R::write_all(&mut stream, &mut out).await
+                }
                 Some(t) => {
                     let frames: Vec<Bytes> = std::iter::from_fn(|| d.poll_transmit()).collect();
-                    let slices: Vec<IoSlice<'_>> = frames.iter().map(|f| IoSlice::new(f)).collect();
-                    t.write_plaintext(&slices);
-                    out.extend(std::iter::from_fn(|| t.poll_transmit()));
+                    write_sealed::<R>(&mut stream, &mut out, t, &frames).await
                 }
-            }
-            if let Err(e) = R::write_all(&mut stream, &mut out).await {
+            };
+            if let Err(e) = written {
                 tracing::debug!(error = %e, "write to Iggy failed");
                 d.handle_closed(Instant::now());
                 continue;
@@ -304,6 +306,41 @@ async fn run_lane<R: Runtime>(runtime: R, mut d: LaneDriver) {
                 Woken::Changed => {}
                 Woken::Timeout => d.handle_timeout(Instant::now()),
             }
+        }
+    }
+}
+
+/// Encrypts `frames` with `tls` and writes the ciphertext, a part of [`WRITE_CHUNK`] at a
+/// time, each part written before the next is encrypted: Iggy decrypts the start of a
+/// large append while the rest is encrypted.
+async fn write_sealed<R: Runtime>(
+    stream: &mut R::Stream,
+    out: &mut R::Outbox,
+    tls: &mut TlsSession,
+    frames: &[Bytes],
+) -> io::Result<()> {
+    // Where the next part starts: a frame, and a position in it.
+    let (mut frame, mut at) = (0, 0);
+    loop {
+        {
+            let mut part: Vec<IoSlice<'_>> = Vec::new();
+            let mut room = WRITE_CHUNK;
+            while room > 0 && frame < frames.len() {
+                let f = &frames[frame][at..];
+                let take = f.len().min(room);
+                part.push(IoSlice::new(&f[..take]));
+                room -= take;
+                at += take;
+                if at == frames[frame].len() {
+                    (frame, at) = (frame + 1, 0);
+                }
+            }
+            tls.write_plaintext(&part);
+        }
+        out.extend(std::iter::from_fn(|| tls.poll_transmit()));
+        R::write_all(stream, out).await?;
+        if frame == frames.len() {
+            return Ok(());
         }
     }
 }
