@@ -52,8 +52,10 @@ const RECORD: usize = 16 * 1024;
 /// megabytes) sealed whole would reach the peer only once all of it was encrypted, so the
 /// gateway's encryption and the client's decryption would add up; in parts, the client
 /// decrypts one while the next is encrypted. A whole number of records, so that parts
-/// do not cut records short, and large enough that writes stay few.
-pub const WRITE_CHUNK: usize = 4 * RECORD;
+/// do not cut records short. Each part is a write that wakes the peer: with 1 MiB
+/// responses, parts of 64 KiB cost the gateway a sixth more CPU than one write, where
+/// 256 KiB cost none measurable and kept most of the gain.
+pub const WRITE_CHUNK: usize = 16 * RECORD;
 
 /// The most ciphertext held unprocessed: a handshake message rustls is still joining
 /// (it allows 64 KiB) plus a record and a read. A peer that sends more without completing
