@@ -9,7 +9,6 @@ use common::fake_iggy::FakeIggyServer;
 use common::{call, create_topic, produce_to_0, record_batch, Gateway};
 use iggy_kafka_core::protocol::generated::{
     delete_records_request::{DeleteRecordsPartition, DeleteRecordsRequest, DeleteRecordsTopic},
-    fetch_request::{FetchPartition, FetchRequest, FetchTopic},
     list_offsets_request::{ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic},
 };
 use iggy_kafka_core::protocol::{Request, Response};
@@ -67,31 +66,10 @@ fn earliest(s: &mut TcpStream, topic: &str) -> i64 {
     p.offset
 }
 
-/// Fetches partition 0 from `offset`: the error code and the log start offset it reports.
+/// Fetches partition 0 from `offset`: the error code and the log start offset it reports,
+/// and whether records came.
 fn fetch(s: &mut TcpStream, topic: &str, offset: i64) -> (i16, i64, bool) {
-    let request = Request::Fetch(FetchRequest {
-        replica_id: -1,
-        max_wait_ms: 0,
-        min_bytes: 1,
-        max_bytes: 1 << 20,
-        topics: vec![FetchTopic {
-            topic: topic.into(),
-            partitions: vec![FetchPartition {
-                partition: 0,
-                fetch_offset: offset,
-                partition_max_bytes: 1 << 20,
-                log_start_offset: -1,
-                current_leader_epoch: -1,
-                ..FetchPartition::default()
-            }],
-            ..FetchTopic::default()
-        }],
-        ..FetchRequest::default()
-    });
-    let Response::Fetch(r) = call(s, 11, 13, &request) else {
-        panic!("Fetch")
-    };
-    let p = &r.responses[0].partitions[0];
+    let p = common::fetch_0(s, topic, offset);
     let records = p.records.as_ref().is_some_and(|b| !b.is_empty());
     (p.error_code, p.log_start_offset, records)
 }

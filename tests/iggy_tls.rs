@@ -11,42 +11,10 @@ use bytes::Bytes;
 use common::fake_iggy::FakeIggyServer;
 use common::tls::Pki;
 use common::{call, create_topic, high_watermark, produce_to_0, record_batch, Gateway};
-use iggy_kafka_core::protocol::generated::fetch_request::{
-    FetchPartition, FetchRequest, FetchTopic,
-};
-use iggy_kafka_core::protocol::{Request, Response};
-
-/// What a Fetch of `topic`'s partition 0 from `offset` returns, as record batch bytes.
-fn fetch(s: &mut std::net::TcpStream, topic: &str, offset: i64) -> Bytes {
-    let request = Request::Fetch(FetchRequest {
-        replica_id: -1,
-        max_wait_ms: 0,
-        min_bytes: 1,
-        max_bytes: 4 << 20,
-        topics: vec![FetchTopic {
-            topic: topic.into(),
-            partitions: vec![FetchPartition {
-                partition: 0,
-                fetch_offset: offset,
-                partition_max_bytes: 4 << 20,
-                log_start_offset: -1,
-                current_leader_epoch: -1,
-                ..FetchPartition::default()
-            }],
-            ..FetchTopic::default()
-        }],
-        ..FetchRequest::default()
-    });
-    let Response::Fetch(r) = call(s, 11, 13, &request) else {
-        panic!("Fetch")
-    };
-    let p = &r.responses[0].partitions[0];
-    assert_eq!(p.error_code, 0);
-    p.records.clone().unwrap_or_default()
-}
+use iggy_kafka_core::protocol::Response;
 
 /// Creates a topic, produces two records and reads the high watermark back; then a record
-/// several times longer than the part the gateway encrypts at a time, which must come
+/// longer than the part the gateway encrypts at a time (`WRITE_CHUNK`), which must come
 /// back whole.
 fn round_trip(gw: &Gateway, topic: &str) {
     let mut s = gw.connect();
@@ -61,7 +29,9 @@ fn round_trip(gw: &Gateway, topic: &str) {
     let long: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     let batch = record_batch(vec![Bytes::from(long.clone())], None);
     assert_eq!(produce_to_0(&mut s, 9, topic, batch), (0, 2));
-    let records = fetch(&mut s, topic, 2);
+    let fetched = common::fetch_0(&mut s, topic, 2);
+    assert_eq!(fetched.error_code, 0);
+    let records = fetched.records.unwrap_or_default();
     let at = records
         .windows(64)
         .position(|w| w == &long[..64])

@@ -16,6 +16,10 @@ use iggy_kafka_core::protocol::frame;
 use iggy_kafka_core::protocol::generated::create_topics_request::{
     CreatableTopic, CreateTopicsRequest,
 };
+use iggy_kafka_core::protocol::generated::fetch_request::{
+    FetchPartition, FetchRequest, FetchTopic,
+};
+use iggy_kafka_core::protocol::generated::fetch_response::PartitionData;
 use iggy_kafka_core::protocol::generated::list_offsets_request::{
     ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
 };
@@ -353,6 +357,34 @@ pub fn produce_to_0(
     };
     let p = &r.responses[0].partition_responses[0];
     (p.error_code, p.base_offset)
+}
+
+/// Fetches partition 0 of `topic` from `offset` (Fetch v11, without waiting, up to 4 MiB):
+/// that partition's answer.
+pub fn fetch_0(s: &mut TcpStream, topic: &str, offset: i64) -> PartitionData {
+    let request = Request::Fetch(FetchRequest {
+        replica_id: -1,
+        max_wait_ms: 0,
+        min_bytes: 1,
+        max_bytes: 4 << 20,
+        topics: vec![FetchTopic {
+            topic: topic.into(),
+            partitions: vec![FetchPartition {
+                partition: 0,
+                fetch_offset: offset,
+                partition_max_bytes: 4 << 20,
+                log_start_offset: -1,
+                current_leader_epoch: -1,
+                ..FetchPartition::default()
+            }],
+            ..FetchTopic::default()
+        }],
+        ..FetchRequest::default()
+    });
+    let Response::Fetch(r) = call(s, 11, 13, &request) else {
+        panic!("Fetch")
+    };
+    r.responses[0].partitions[0].clone()
 }
 
 /// The high watermark of one partition (ListOffsets LATEST, v7).
