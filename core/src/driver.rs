@@ -921,24 +921,7 @@ impl Transmit {
     /// The buffers still to write, in order.
     #[must_use]
     pub fn slices(&self) -> Vec<IoSlice<'_>> {
-        self.slices_within(usize::MAX)
-    }
-
-    /// The first `limit` bytes still to write (all of them, if fewer), in order: for a
-    /// layer that transforms what it writes (TLS), so that it can hand on a part while it
-    /// works on the next.
-    #[must_use]
-    pub fn slices_within(&self, mut limit: usize) -> Vec<IoSlice<'_>> {
-        let mut slices = Vec::with_capacity(self.bufs.len());
-        for b in &self.bufs {
-            if limit == 0 {
-                break;
-            }
-            let take = b.len().min(limit);
-            slices.push(IoSlice::new(&b[..take]));
-            limit -= take;
-        }
-        slices
+        self.bufs.iter().map(|b| IoSlice::new(b)).collect()
     }
 
     /// Drops the first `n` bytes, which were written.
@@ -1054,28 +1037,6 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-    }
-
-    /// A bounded prefix stops inside a buffer, and at the end when fewer bytes are left.
-    #[test]
-    fn transmit_slices_within_a_limit() {
-        let mut t = Transmit::new();
-        t.bufs
-            .extend([Bytes::from_static(b"abc"), Bytes::from_static(b"defgh")]);
-        let lens = |s: Vec<IoSlice<'_>>| s.iter().map(|s| s.len()).collect::<Vec<_>>();
-        assert_eq!(lens(t.slices_within(0)), [0; 0]);
-        assert_eq!(lens(t.slices_within(2)), [2]);
-        assert_eq!(lens(t.slices_within(3)), [3]);
-        assert_eq!(lens(t.slices_within(5)), [3, 2]);
-        assert_eq!(lens(t.slices_within(100)), [3, 5]);
-        let first: Vec<u8> = t
-            .slices_within(4)
-            .iter()
-            .flat_map(|s| s.iter().copied())
-            .collect();
-        assert_eq!(first, b"abcd");
-        t.advance(4);
-        assert_eq!(lens(t.slices_within(3)), [3]);
     }
 
     /// Partial writes move through the buffers in order, across their boundaries.

@@ -13,7 +13,7 @@
 //! through one [`TlsSession`] (rustls, without I/O): the handshake is part of connecting,
 //! ciphertext is read into a buffer of its own and decrypted into the session's input,
 //! and the session's frames are encrypted before the write, a part at a time
-//! ([`WRITE_CHUNK`]). Both runtimes get TLS from this one place.
+//! ([`iggy_kafka_tls::WRITE_CHUNK`]). Both runtimes get TLS from this one place.
 
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::future;
-use iggy_kafka_tls::{TlsSession, WRITE_CHUNK};
+use iggy_kafka_tls::TlsSession;
 use tracing::Instrument;
 
 use crate::lane::{LaneDriver, Lanes};
@@ -310,36 +310,23 @@ async fn run_lane<R: Runtime>(runtime: R, mut d: LaneDriver) {
     }
 }
 
-/// Encrypts `frames` with `tls` and writes the ciphertext, a part of [`WRITE_CHUNK`] at a
-/// time, each part written before the next is encrypted: Iggy decrypts the start of a
-/// large append while the rest is encrypted.
+/// Encrypts `frames` with `tls` and writes the ciphertext, a part at a time
+/// ([`TlsSession::write_part`]), each part written before the next is encrypted: Iggy
+/// decrypts the start of a large append while the rest is encrypted.
 async fn write_sealed<R: Runtime>(
     stream: &mut R::Stream,
     out: &mut R::Outbox,
     tls: &mut TlsSession,
     frames: &[Bytes],
 ) -> io::Result<()> {
-    // Where the next part starts: a frame, and a position in it.
-    let (mut frame, mut at) = (0, 0);
+    let mut slices: Vec<IoSlice<'_>> = frames.iter().map(|f| IoSlice::new(f)).collect();
+    let mut rest = &mut slices[..];
     loop {
-        {
-            let mut part: Vec<IoSlice<'_>> = Vec::new();
-            let mut room = WRITE_CHUNK;
-            while room > 0 && frame < frames.len() {
-                let f = &frames[frame][at..];
-                let take = f.len().min(room);
-                part.push(IoSlice::new(&f[..take]));
-                room -= take;
-                at += take;
-                if at == frames[frame].len() {
-                    (frame, at) = (frame + 1, 0);
-                }
-            }
-            tls.write_plaintext(&part);
-        }
+        let n = tls.write_part(rest);
+        IoSlice::advance_slices(&mut rest, n);
         out.extend(std::iter::from_fn(|| tls.poll_transmit()));
         R::write_all(stream, out).await?;
-        if frame == frames.len() {
+        if rest.is_empty() {
             return Ok(());
         }
     }

@@ -21,7 +21,7 @@ use iggy_kafka_core::stats::{ConnectionHandle, Ended, Registry};
 use iggy_kafka_core::work::{Outcome, WorkId};
 use iggy_kafka_core::{Config, Connection};
 use iggy_kafka_iggy_client::{drive, Clock, Lanes, SessionConfig};
-use iggy_kafka_tls::{ServerTls, TlsSession, WRITE_CHUNK};
+use iggy_kafka_tls::{ServerTls, TlsSession};
 use smol::net::{TcpListener, TcpStream};
 use smol::Executor;
 
@@ -317,13 +317,11 @@ struct Tls {
 }
 
 impl Tls {
-    /// Encrypts the first `limit` bytes of what `plaintext` holds, and queues whatever the
-    /// session has to send.
-    fn seal(&mut self, plaintext: &mut Transmit, limit: usize) {
+    /// Encrypts the next part of what `plaintext` holds, and queues whatever the session
+    /// has to send.
+    fn seal(&mut self, plaintext: &mut Transmit) {
         if !plaintext.is_empty() {
-            let n = self
-                .session
-                .write_plaintext(&plaintext.slices_within(limit));
+            let n = self.session.write_part(&plaintext.slices());
             plaintext.advance(n);
         }
         while let Some(b) = self.session.poll_transmit() {
@@ -333,7 +331,7 @@ impl Tls {
 
     /// Writes what the session has to send (an alert, close_notify), best effort.
     async fn flush(&mut self, stream: &mut TcpStream) {
-        self.seal(&mut Transmit::new(), 0);
+        self.seal(&mut Transmit::new());
         let _ = write_all(stream, &mut self.wire).await;
     }
 }
@@ -626,9 +624,10 @@ async fn write_out(
     out.fill(conn);
     match tls {
         None => write_all(stream, out).await,
-        // In parts (WRITE_CHUNK), each written before the next is encrypted.
+        // A part at a time (`TlsSession::write_part`), each written before the next is
+        // encrypted.
         Some(tls) => loop {
-            tls.seal(out, WRITE_CHUNK);
+            tls.seal(out);
             write_all(stream, &mut tls.wire).await?;
             if out.is_empty() {
                 return Ok(());

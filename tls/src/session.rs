@@ -5,12 +5,14 @@
 //! [`TlsSession::handle_read`] (or hand bytes read elsewhere to
 //! [`TlsSession::handle_ciphertext`]): plaintext is appended to the Kafka connection's
 //! input buffer, never more of it than the ciphertext held, so that the adapter can make
-//! room for it first, by its own rule for growing that buffer; then [`TlsSession::take_peer_principal`] before that input is handed on.
-//! To send, [`TlsSession::write_plaintext`] with what the Kafka connection transmits (a
-//! long transmission in parts of [`WRITE_CHUNK`]), then write every buffer
-//! [`TlsSession::poll_transmit`] gives, before the next part, and also when there was
-//! nothing to send: the handshake and alerts have ciphertext of their own. After an error, write what
-//! `poll_transmit` still gives (the alert that tells the peer why) and close.
+//! room for it first, by its own rule for growing that buffer; then
+//! [`TlsSession::take_peer_principal`] before that input is handed on. To send,
+//! [`TlsSession::write_part`] with what the Kafka connection transmits (a long
+//! transmission goes a part of [`WRITE_CHUNK`] at a time), then write every buffer
+//! [`TlsSession::poll_transmit`] gives before the next part, and also when there was
+//! nothing to send: the handshake and alerts have ciphertext of their own. After an
+//! error, write what `poll_transmit` still gives (the alert that tells the peer why) and
+//! close.
 //!
 //! It runs rustls's unbuffered connections: records are deframed and decrypted where they
 //! were read, in the session's own buffer, and encrypted straight into the buffer that is
@@ -47,8 +49,8 @@ pub struct Received {
 /// small buffers written together share records.
 const RECORD: usize = 16 * 1024;
 
-/// How much plaintext an adapter hands to [`TlsSession::write_plaintext`] at a time, each
-/// part's ciphertext written before the next part is encrypted. A long response (a Fetch's
+/// How much plaintext [`TlsSession::write_part`] takes at a time, each part's ciphertext
+/// written before the next part is encrypted. A long response (a Fetch's
 /// megabytes) sealed whole would reach the peer only once all of it was encrypted, so the
 /// gateway's encryption and the client's decryption would add up; in parts, the client
 /// decrypts one while the next is encrypted. A whole number of records, so that parts
@@ -555,6 +557,24 @@ impl TlsSession {
             let _ = self.run(None, Then::Write(data));
         }
         total
+    }
+
+    /// Encrypts the first [`WRITE_CHUNK`] bytes of `data` (all of it, if fewer), as
+    /// [`TlsSession::write_plaintext`] does; returns how many bytes it took. An adapter
+    /// writes what [`TlsSession::poll_transmit`] gives before it hands on the rest.
+    pub fn write_part(&mut self, data: &[IoSlice<'_>]) -> usize {
+        let mut room = WRITE_CHUNK;
+        let part: Vec<IoSlice<'_>> = data
+            .iter()
+            .map_while(|d| {
+                (room > 0).then(|| {
+                    let take = d.len().min(room);
+                    room -= take;
+                    IoSlice::new(&d[..take])
+                })
+            })
+            .collect();
+        self.write_plaintext(&part)
     }
 
     /// Queues close_notify: the peer learns the end was meant, not a truncation.

@@ -494,3 +494,40 @@ fn buffers_of_every_size_arrive_in_order() {
     assert_eq!(got.len(), expected.len());
     assert!(got == expected, "in order");
 }
+
+/// A part stops inside a buffer once it holds `WRITE_CHUNK` bytes, and takes what is left
+/// when that is less; the parts arrive whole and in order.
+#[test]
+fn a_part_is_at_most_write_chunk_bytes() {
+    use crate::WRITE_CHUNK;
+    let pki = Pki::new("parts");
+    let tls = ServerTls::load(pki.files(ClientAuth::None)).expect("load");
+    let mut server = tls.session().expect("session");
+    let mut client = pki.client(false);
+    pump(&mut client, &mut server, &mut BytesMut::new()).expect("handshake");
+    let pieces: Vec<Vec<u8>> = [10, WRITE_CHUNK, 5]
+        .iter()
+        .enumerate()
+        .map(|(seed, &n)| (0..n).map(|i| (i % 251) as u8 ^ seed as u8).collect())
+        .collect();
+    let mut slices: Vec<IoSlice<'_>> = pieces.iter().map(|p| IoSlice::new(p)).collect();
+    let mut rest = &mut slices[..];
+    assert_eq!(server.write_part(&[]), 0);
+    assert_eq!(server.write_part(rest), WRITE_CHUNK);
+    IoSlice::advance_slices(&mut rest, WRITE_CHUNK);
+    assert_eq!(rest.iter().map(|s| s.len()).collect::<Vec<_>>(), [10, 5]);
+    assert_eq!(server.write_part(rest), 15);
+    let mut got = Vec::new();
+    while let Some(b) = server.poll_transmit() {
+        let mut b = &b[..];
+        while !b.is_empty() {
+            client.read_tls(&mut b).expect("client reads");
+            client.process_new_packets().expect("client accepts");
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = client.reader().read(&mut chunk) {
+                got.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+    assert!(got == pieces.concat(), "in order");
+}
