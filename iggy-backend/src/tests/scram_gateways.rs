@@ -4,10 +4,10 @@
 //! fake server; their calls are interleaved a round of the server at a time.
 
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use iggy_kafka_core::backend::Execution;
-use iggy_kafka_core::sasl::ScramChange;
+use iggy_kafka_core::sasl::{ScramChange, ScramMechanism};
 use iggy_kafka_iggy_client::protocol::codes::{GET_STREAM_CODE, POLL_MESSAGES_CODE};
 use iggy_kafka_iggy_client::Clock;
 
@@ -1009,6 +1009,50 @@ fn a_gateway_that_read_a_generation_without_a_header_reads_anew_once_its_header_
     drop(b);
     let (_h, restarted) = h.restart();
     assert_eq!(credentials(&restarted), expected);
+}
+
+/// What `f` logs at WARN and above on this thread, as the gateway's log lines read.
+fn warnings(f: impl FnOnce()) -> String {
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            crate::sync::lock(&self.0).extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&lines);
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || Sink(Arc::clone(&sink)))
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let logged = String::from_utf8_lossy(&crate::sync::lock(&lines)).into_owned();
+    logged
+}
+
+/// B, which started with a users file giving carol and erin, changed carol's credential in
+/// the forged generation. Once the header lands, B reads the generations anew and holds
+/// carol's credential deleted, where a gateway that starts with the users file holds the
+/// file's: B says so in a warning that names carol, and not erin, whose credential B
+/// changed nowhere. A follow that reads nothing anew warns of no one.
+#[test]
+fn a_gateway_reading_anew_warns_of_the_users_file_users_it_then_holds_apart() {
+    let (mut h, _a, b) = a_forged_completion_under_way();
+    b.pin_scram_deletions(["carol", "erin"].map(|u| (u.to_owned(), ScramMechanism::Sha256)));
+    let logged = warnings(|| follow(&mut h, &b));
+    let warned: Vec<&str> = logged.lines().filter(|l| l.contains("forged")).collect();
+    assert_eq!(warned.len(), 1, "{logged}");
+    assert!(warned[0].contains("users=carol"), "{logged}");
+    assert!(!warned[0].contains("erin"), "{logged}");
+    assert_eq!(credentials(&b), [version("alice", 254)]);
+    h.clock.advance(NEXT_LISTING);
+    let logged = warnings(|| follow(&mut h, &b));
+    assert!(!logged.contains("forged"), "{logged}");
 }
 
 /// When B's store is the read that finds the header, the change it wrote as into a
