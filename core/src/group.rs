@@ -876,7 +876,8 @@ impl Coordinator {
     /// waited fail with COORDINATOR_NOT_AVAILABLE (Kafka's answer to a failed write) and the
     /// memory goes back to what was kept: a leader's assignment is dropped and the group
     /// rebalances, a static member's replacement is undone, a consumer group returns to its
-    /// last kept state; the group is written again after a backoff.
+    /// last kept state (also when a classic join had made a classic group of it); the group
+    /// is written again after a backoff.
     pub fn handle_kept(&mut self, now: Instant, token: u64, ok: bool) {
         // Unknown: reported twice, or voided when its group went back.
         let Some((name, state)) = self.inflight.remove(&token) else {
@@ -912,11 +913,18 @@ impl Coordinator {
             self.fail_sync(now, &name);
         } else {
             // A consumer group goes back to what was kept, and so does a deleted group of
-            // either kind (a restart would find it there).
+            // either kind (a restart would find it there). So does an empty consumer group
+            // that a classic join made a classic group, while what was kept of it is still
+            // the consumer group: the classic group made since is dropped, as Kafka's
+            // coordinator undoes a conversion whose records it could not write.
             let deleted = state.is_none()
                 && !self.groups.contains_key(&name)
                 && !self.consumers.contains_key(&name);
-            if self.consumers.contains_key(&name) || deleted {
+            let converted = self.groups.contains_key(&name) && self.kept_as_consumer(&name);
+            if converted {
+                self.drop_converted(&name);
+            }
+            if self.consumers.contains_key(&name) || deleted || converted {
                 self.revert_group(now, &name);
             }
             self.schedule_retry(now, &name);
@@ -1002,6 +1010,37 @@ impl Coordinator {
 
     /// A group goes back to its last kept state (or away, when none was kept): the answers
     /// waiting for its later writes fail, and those writes no longer count.
+    /// Whether what was last kept of `name` is a consumer group.
+    fn kept_as_consumer(&self, name: &str) -> bool {
+        self.durable
+            .get(name)
+            .and_then(|b| kept::Reader::open(b))
+            .is_some_and(|(_, kind)| kind == kept::CONSUMER)
+    }
+
+    /// Forgets the classic group a conversion made of `name` ([`Self::handle_kept`]); the
+    /// JoinGroup and SyncGroup calls it holds are answered COORDINATOR_NOT_AVAILABLE, and
+    /// their members, unknown to the consumer group that comes back, join again.
+    fn drop_converted(&mut self, name: &str) {
+        let Some(g) = self.groups.remove(name) else {
+            return;
+        };
+        for m in g.members.into_values() {
+            if let Some(to) = m.awaiting_join {
+                let reply = join_error(&m.id, ErrorCode::COORDINATOR_NOT_AVAILABLE);
+                self.replies.push_back((to, reply));
+            }
+            if let Some(to) = m.awaiting_sync {
+                let reply = sync_error(ErrorCode::COORDINATOR_NOT_AVAILABLE);
+                self.replies.push_back((to, reply));
+            }
+        }
+        tracing::warn!(
+            group = name,
+            "the conversion of the empty consumer group to a classic group could not be kept"
+        );
+    }
+
     fn revert_group(&mut self, now: Instant, name: &str) {
         self.inflight.retain(|_, (g, _)| g != name);
         let (mine, rest): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)

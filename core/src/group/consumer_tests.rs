@@ -1038,3 +1038,53 @@ fn a_failed_write_voids_the_groups_later_states() {
     assert_eq!(answers.len(), 2, "both failed: {answers:?}");
     assert_eq!(h.describe().members.len(), 1, "back to what was kept");
 }
+
+/// An empty consumer group that a classic join makes a classic group, where the write of
+/// that change fails: the consumer group comes back as it was kept, the classic group made
+/// since is gone (the JoinGroup it holds answered COORDINATOR_NOT_AVAILABLE), a restart
+/// finds what memory holds, and the classic member's next join makes the change again.
+#[test]
+fn a_conversion_to_a_classic_group_that_cannot_be_kept_is_undone() {
+    let mut h = keeping_harness();
+    let mut a = Client::new("a");
+    h.beat(&mut a);
+    a.epoch = LEAVE_EPOCH;
+    h.beat(&mut a);
+    let before = h.c.consumer_epochs();
+    assert!(before[0].members.is_empty(), "{before:?}");
+    let kept_before = kept(&mut h);
+    h.c.handle(h.now, ReplyTo(999), classic_join(""));
+    let GroupReply::Join(j) = h.c.poll_reply().expect("answered").1 else {
+        panic!()
+    };
+    assert_eq!(j.error, ErrorCode::MEMBER_ID_REQUIRED);
+    let waiting = ReplyTo(1000);
+    h.c.handle(h.now, waiting, classic_join(&j.member_id));
+    assert!(h.c.consumer_epochs().is_empty(), "a classic group now");
+    let keeps: Vec<KeepGroup> = std::iter::from_fn(|| h.c.poll_keep()).collect();
+    assert_eq!(keeps.len(), 1);
+    assert_eq!(keeps[0].state, None, "the consumer group's removal");
+    h.c.handle_kept(h.now, keeps[0].token, false);
+    match h.c.poll_reply() {
+        Some((to, GroupReply::Join(r))) => {
+            assert_eq!(to, waiting);
+            assert_eq!(r.error, ErrorCode::COORDINATOR_NOT_AVAILABLE);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.c.consumer_epochs(), before);
+    h.check();
+    let mut restarted = Coordinator::new(GroupConfig::default(), 8);
+    restarted.restore(
+        h.now,
+        kept_before
+            .into_iter()
+            .filter_map(|(g, s)| s.map(|s| (g, s))),
+    );
+    assert_eq!(restarted.consumer_epochs(), h.c.consumer_epochs());
+    let GroupReply::Join(j) = h.call(classic_join("")) else {
+        panic!()
+    };
+    assert_eq!(j.error, ErrorCode::MEMBER_ID_REQUIRED);
+    assert!(h.c.consumer_epochs().is_empty(), "a classic group again");
+}
