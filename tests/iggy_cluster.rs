@@ -390,7 +390,7 @@ fn readiness_follows_a_real_cluster() {
         cluster.restart(i);
     }
     // Restarted together, Iggy's nodes probe for a settled primary until the probe gives
-    // up and only then elect: 53-62 s after the restart with 0.9.0-edge.5 on a 2-core
+    // up and only then elect: 46-62 s after the restart with 0.9.0-edge.5 on a 2-core
     // machine. What is tested here is that /ready follows, not how fast Iggy elects.
     cluster.leader(FULL_RESTART_ELECTION);
     await_ready(admin, 200, Duration::from_secs(60));
