@@ -443,6 +443,17 @@ struct Member {
 }
 
 impl Member {
+    /// The JoinGroup and SyncGroup calls the member waits on, taken, each with an answer
+    /// of `error`.
+    fn take_waiting(&mut self, error: ErrorCode) -> impl Iterator<Item = (ReplyTo, GroupReply)> {
+        let join = self
+            .awaiting_join
+            .take()
+            .map(|to| (to, join_error(&self.id, error)));
+        let sync = self.awaiting_sync.take().map(|to| (to, sync_error(error)));
+        join.into_iter().chain(sync)
+    }
+
     fn metadata(&self, protocol: &str) -> Bytes {
         self.protocols
             .iter()
@@ -921,9 +932,6 @@ impl Coordinator {
                 && !self.groups.contains_key(&name)
                 && !self.consumers.contains_key(&name);
             let converted = self.groups.contains_key(&name) && self.kept_as_consumer(&name);
-            if converted {
-                self.drop_converted(&name);
-            }
             if self.consumers.contains_key(&name) || deleted || converted {
                 self.revert_group(now, &name);
             }
@@ -1008,8 +1016,6 @@ impl Coordinator {
         self.push(sync, sync_error(ErrorCode::UNKNOWN_MEMBER_ID));
     }
 
-    /// A group goes back to its last kept state (or away, when none was kept): the answers
-    /// waiting for its later writes fail, and those writes no longer count.
     /// Whether what was last kept of `name` is a consumer group.
     fn kept_as_consumer(&self, name: &str) -> bool {
         self.durable
@@ -1018,29 +1024,12 @@ impl Coordinator {
             .is_some_and(|(_, kind)| kind == kept::CONSUMER)
     }
 
-    /// Forgets the classic group a conversion made of `name` ([`Self::handle_kept`]); the
-    /// JoinGroup and SyncGroup calls it holds are answered COORDINATOR_NOT_AVAILABLE, and
-    /// their members, unknown to the consumer group that comes back, join again.
-    fn drop_converted(&mut self, name: &str) {
-        let Some(g) = self.groups.remove(name) else {
-            return;
-        };
-        for m in g.members.into_values() {
-            if let Some(to) = m.awaiting_join {
-                let reply = join_error(&m.id, ErrorCode::COORDINATOR_NOT_AVAILABLE);
-                self.replies.push_back((to, reply));
-            }
-            if let Some(to) = m.awaiting_sync {
-                let reply = sync_error(ErrorCode::COORDINATOR_NOT_AVAILABLE);
-                self.replies.push_back((to, reply));
-            }
-        }
-        tracing::warn!(
-            group = name,
-            "the conversion of the empty consumer group to a classic group could not be kept"
-        );
-    }
-
+    /// A group goes back to its last kept state (or away, when none was kept): the answers
+    /// waiting for its later writes fail, and those writes no longer count. A consumer group
+    /// coming back replaces a classic group a conversion made of it since
+    /// ([`Self::handle_kept`]): the JoinGroup and SyncGroup calls that group holds are
+    /// answered COORDINATOR_NOT_AVAILABLE, and their members, unknown to the consumer
+    /// group, join again.
     fn revert_group(&mut self, now: Instant, name: &str) {
         self.inflight.retain(|_, (g, _)| g != name);
         let (mine, rest): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
@@ -1056,6 +1045,12 @@ impl Coordinator {
         self.consumers_kept.remove(name);
         match (decoded, back) {
             (Some(Restored::Consumer(g)), Some(bytes)) => {
+                if let Some(classic) = self.groups.remove(name) {
+                    for mut m in classic.members.into_values() {
+                        let owed = m.take_waiting(ErrorCode::COORDINATOR_NOT_AVAILABLE);
+                        self.replies.extend(owed);
+                    }
+                }
                 self.consumers_kept.insert(name.to_owned(), bytes);
                 self.consumers.insert(name.to_owned(), g);
             }
@@ -1434,18 +1429,12 @@ impl Coordinator {
     /// for a write still leave when it lands.
     pub fn shutdown(&mut self) {
         self.stopped = true;
-        let mut owed = Vec::new();
         for g in self.groups.values_mut() {
             for m in g.members.values_mut() {
-                if let Some(to) = m.awaiting_join.take() {
-                    owed.push((to, join_error(&m.id, ErrorCode::NOT_COORDINATOR)));
-                }
-                if let Some(to) = m.awaiting_sync.take() {
-                    owed.push((to, sync_error(ErrorCode::NOT_COORDINATOR)));
-                }
+                self.replies
+                    .extend(m.take_waiting(ErrorCode::NOT_COORDINATOR));
             }
         }
-        self.replies.extend(owed);
     }
 
     /// One group's membership, if the coordinator knows the group.
